@@ -1,0 +1,306 @@
+//===- OptimOps.td - optim dialect operations --------------*- tablegen -*-===//
+
+#ifndef OPTIM_OPS
+#define OPTIM_OPS
+
+include "optim/Dialect/OptimDialect.td"
+include "mlir/IR/OpAsmInterface.td"
+include "mlir/IR/SymbolInterfaces.td"
+include "mlir/IR/RegionKindInterface.td"
+include "mlir/Interfaces/SideEffectInterfaces.td"
+include "mlir/Interfaces/ControlFlowInterfaces.td"
+include "mlir/IR/BuiltinAttributes.td"
+include "mlir/IR/CommonAttrConstraints.td"
+include "mlir/IR/CommonTypeConstraints.td"
+
+//===----------------------------------------------------------------------===//
+// Programs: rules and layers
+//===----------------------------------------------------------------------===//
+
+def Optim_RuleOp : Optim_Op<"rule", [
+    Symbol, IsolatedFromAbove,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>
+  ]> {
+  let summary = "An update rule written for one coordinate";
+  let description = [{
+    An update rule. The body is written for ONE coordinate: the compiler maps
+    it over every coordinate of every parameter tensor. Its single block takes,
+    in this order:
+
+    * `p`, `g`: the parameter and its gradient (scalars of the rule's element
+      type, f32 or f64);
+    * `t`: the 1-based step number (`i64`);
+    * the hyperparameters, scalars of the element type. A hyperparameter is a
+      runtime argument of the compiled kernel unless it is marked `const`,
+      in which case its default is its value (`optim-fold-constant-hyperparameters`
+      substitutes it);
+    * the per-coordinate state: scalars or 1-D vectors of the element type,
+      each with the value every coordinate starts from;
+    * the learned weights (learned rules only): statically shaped tensors
+      shared by all coordinates.
+
+    The body ends with `optim.yield` of the new `p` and the new value of each
+    state, in declaration order.
+
+    Example:
+
+    ```mlir
+    optim.rule @momentum(%p: f32, %g: f32, %t: i64)
+        hyper(%lr: f32 = 1.000000e-02, %mu: f32 = 9.000000e-01)
+        state(%buf: f32 = 0.000000e+00) {
+      %0 = arith.mulf %mu, %buf : f32
+      %1 = arith.addf %0, %g : f32
+      %2 = arith.mulf %lr, %1 : f32
+      %3 = arith.subf %p, %2 : f32
+      optim.yield %3, %1 : f32, f32
+    }
+    ```
+  }];
+  let arguments = (ins
+    SymbolNameAttr:$sym_name,
+    StrArrayAttr:$hyper_names,
+    DenseF64ArrayAttr:$hyper_defaults,
+    DenseBoolArrayAttr:$hyper_const,
+    StrArrayAttr:$state_names,
+    DenseF64ArrayAttr:$state_inits,
+    StrArrayAttr:$weight_names
+  );
+  let regions = (region SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+  let hasRegionVerifier = 1;
+  let extraClassDeclaration = [{
+    /// Number of leading block arguments that are always present: p, g, t.
+    static constexpr unsigned kNumBuiltinArgs = 3;
+
+    ::mlir::Block &getBodyBlock() { return getBody().front(); }
+    ::mlir::BlockArgument getParam() { return getBodyBlock().getArgument(0); }
+    ::mlir::BlockArgument getGrad() { return getBodyBlock().getArgument(1); }
+    ::mlir::BlockArgument getStep() { return getBodyBlock().getArgument(2); }
+    unsigned getNumHypers() { return getHyperNames().size(); }
+    unsigned getNumStates() { return getStateNames().size(); }
+    unsigned getNumWeights() { return getWeightNames().size(); }
+    ::mlir::BlockArgument getHyper(unsigned i) {
+      return getBodyBlock().getArgument(kNumBuiltinArgs + i);
+    }
+    ::mlir::BlockArgument getState(unsigned i) {
+      return getBodyBlock().getArgument(kNumBuiltinArgs + getNumHypers() + i);
+    }
+    ::mlir::BlockArgument getWeight(unsigned i) {
+      return getBodyBlock().getArgument(kNumBuiltinArgs + getNumHypers() +
+                                        getNumStates() + i);
+    }
+    /// The element type of the rule: the type of `p`.
+    ::mlir::FloatType getElementType();
+    /// True when the rule declares learned weights.
+    bool isLearned() { return getNumWeights() != 0; }
+  }];
+}
+
+def Optim_YieldOp : Optim_Op<"yield", [
+    Pure, Terminator, HasParent<"RuleOp">, ReturnLike
+  ]> {
+  let summary = "Yields the new parameter and state of a rule";
+  let description = [{
+    Terminates an `optim.rule` body with the new value of `p` followed by the
+    new value of each state, in declaration order.
+  }];
+  let arguments = (ins Variadic<AnyType>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
+  let hasVerifier = 1;
+}
+
+def Optim_LayerOp : Optim_Op<"layer", [
+    Symbol, IsolatedFromAbove,
+    DeclareOpInterfaceMethods<OpAsmOpInterface, ["getAsmBlockArgumentNames"]>
+  ]> {
+  let summary = "A differentiable layer defined by a quadratic program";
+  let description = [{
+    A layer. The body is written for ONE element of a batch: its block takes
+    the layer's inputs (per batch element), then its learned weights (shared
+    by the batch), all statically shaped tensors, and ends with
+    `optim.return` of the outputs, whose names and types the op declares.
+
+    Example:
+
+    ```mlir
+    optim.layer @proj inputs(%y: tensor<3xf32>) -> (z: tensor<3xf32>) {
+      %Q = optim.eye : tensor<3x3xf32>
+      %q = arith.negf %y : tensor<3xf32>
+      %z, %nu, %lam = optim.qp Q(%Q : tensor<3x3xf32>) q(%q : tensor<3xf32>)
+          -> tensor<3xf32>, tensor<0xf32>, tensor<0xf32>
+      optim.return %z : tensor<3xf32>
+    }
+    ```
+  }];
+  let arguments = (ins
+    SymbolNameAttr:$sym_name,
+    StrArrayAttr:$input_names,
+    StrArrayAttr:$weight_names,
+    StrArrayAttr:$output_names,
+    TypeArrayAttr:$output_types
+  );
+  let regions = (region SizedRegion<1>:$body);
+  let hasCustomAssemblyFormat = 1;
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::Block &getBodyBlock() { return getBody().front(); }
+    unsigned getNumInputs() { return getInputNames().size(); }
+    unsigned getNumWeights() { return getWeightNames().size(); }
+    ::mlir::BlockArgument getInput(unsigned i) {
+      return getBodyBlock().getArgument(i);
+    }
+    ::mlir::BlockArgument getWeight(unsigned i) {
+      return getBodyBlock().getArgument(getNumInputs() + i);
+    }
+  }];
+}
+
+def Optim_ReturnOp : Optim_Op<"return", [
+    Pure, Terminator, HasParent<"LayerOp">, ReturnLike
+  ]> {
+  let summary = "Returns the outputs of a layer";
+  let arguments = (ins Variadic<AnyRankedTensor>:$values);
+  let assemblyFormat = "$values attr-dict `:` type($values)";
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Learned-rule building blocks
+//===----------------------------------------------------------------------===//
+
+def Optim_LogSignOp : Optim_Op<"log_sign", [Pure, AllTypesMatch<["g", "k"]>]> {
+  let summary = "Gradient preprocessing of Andrychowicz et al. (2016)";
+  let description = [{
+    Maps a gradient `g` to two features, with `k > 0` (the paper's p):
+
+    ```
+    (log|g| / k, sign g)   if |g| >= exp(-k)
+    (-1, exp(k) * g)        otherwise
+    ```
+
+    following appendix A of "Learning to learn by gradient descent by
+    gradient descent". The result is `vector<2xT>`.
+  }];
+  let arguments = (ins AnyFloat:$g, AnyFloat:$k);
+  let results = (outs VectorOfRankAndType<[1], [AnyFloat]>:$result);
+  let assemblyFormat = "$g `,` $k attr-dict `:` type($g) `->` type($result)";
+  let hasVerifier = 1;
+  let hasFolder = 1;
+}
+
+def Optim_LSTMCellOp : Optim_Op<"lstm_cell", [
+    Pure, AllTypesMatch<["h", "c", "h_out", "c_out"]>
+  ]> {
+  let summary = "One step of an LSTM cell, per coordinate";
+  let description = [{
+    One step of a standard LSTM cell on the input `x` (a scalar or a vector of
+    size I) with hidden state `h` and cell `c` (vectors of size H). The
+    weights are one tensor of shape `[4H, I + H + 1]`, laid out as
+    `[W_ih | W_hh | b]` with the gates in PyTorch's order (input, forget,
+    cell, output):
+
+    ```
+    (i, f, c~, o) = W_ih x + W_hh h + b
+    c' = sigmoid(f) * c + sigmoid(i) * tanh(c~)
+    h' = sigmoid(o) * tanh(c')
+    ```
+  }];
+  let arguments = (ins AnyTypeOf<[AnyFloat, VectorOfRankAndType<[1], [AnyFloat]>]>:$x,
+                       VectorOfRankAndType<[1], [AnyFloat]>:$h,
+                       VectorOfRankAndType<[1], [AnyFloat]>:$c,
+                       AnyStaticShapeTensor:$weights);
+  let results = (outs VectorOfRankAndType<[1], [AnyFloat]>:$h_out,
+                      VectorOfRankAndType<[1], [AnyFloat]>:$c_out);
+  let assemblyFormat = [{
+    $x `,` $h `,` $c `,` $weights attr-dict `:` type($x) `,` type($h) `,` type($weights)
+  }];
+  let hasVerifier = 1;
+}
+
+def Optim_LinearOp : Optim_Op<"linear", [Pure]> {
+  let summary = "An affine map y = W x + b, per coordinate";
+  let description = [{
+    Applies an affine map to `x` (a scalar or a vector of size I). The weights
+    are one tensor of shape `[O, I + 1]` laid out as `[W | b]`. The result is
+    a vector of size O, or a scalar when O = 1 and a scalar result is asked.
+  }];
+  let arguments = (ins AnyTypeOf<[AnyFloat, VectorOfRankAndType<[1], [AnyFloat]>]>:$x,
+                       AnyStaticShapeTensor:$weights);
+  let results = (outs AnyTypeOf<[AnyFloat, VectorOfRankAndType<[1], [AnyFloat]>]>:$result);
+  let assemblyFormat = [{
+    $x `,` $weights attr-dict `:` type($x) `,` type($weights) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// QP-layer building blocks
+//===----------------------------------------------------------------------===//
+
+def Optim_EyeOp : Optim_Op<"eye", [Pure]> {
+  let summary = "The identity matrix";
+  let description = [{
+    A square identity matrix. Kept as an op rather than a dense constant so
+    that large layers stay readable and lowering can exploit the structure.
+  }];
+  let results = (outs AnyStaticShapeTensor:$result);
+  let assemblyFormat = "attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
+def Optim_MatVecOp : Optim_Op<"matvec", [Pure]> {
+  let summary = "Matrix-vector product";
+  let description = [{
+    `y = A x` for a matrix `A` of shape `[m, n]` and a vector `x` of size n.
+  }];
+  let arguments = (ins AnyStaticShapeTensor:$matrix, AnyStaticShapeTensor:$vector);
+  let results = (outs AnyStaticShapeTensor:$result);
+  let assemblyFormat = [{
+    $matrix `,` $vector attr-dict `:` type($matrix) `,` type($vector) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Optim_QPOp : Optim_Op<"qp", [Pure, AttrSizedOperandSegments]> {
+  let summary = "Solution of a convex quadratic program";
+  let description = [{
+    Solves, for one element of a batch,
+
+    ```
+    minimize 1/2 z^T Q z + q^T z   subject to   A z = b,  G z <= h
+    ```
+
+    `Q` (n x n, positive semidefinite; absent: a linear program) and the
+    equality (`A`, `b`) and inequality (`G`, `h`) pairs are optional; `q` is
+    not. The results are the primal solution `z` (n), the equality duals `nu`
+    (m, empty without equalities) and the inequality duals `lam` (p, empty
+    without inequalities). `tol` is the stopping tolerance of the solver and
+    `max_iter` its iteration cap. The derivative of the results with respect
+    to every operand is defined by the KKT conditions at the solution
+    (OptNet, Amos & Kolter 2017).
+  }];
+  let arguments = (ins
+    Optional<AnyStaticShapeTensor>:$Qmat,
+    AnyStaticShapeTensor:$qvec,
+    Optional<AnyStaticShapeTensor>:$A,
+    Optional<AnyStaticShapeTensor>:$b,
+    Optional<AnyStaticShapeTensor>:$G,
+    Optional<AnyStaticShapeTensor>:$h,
+    DefaultValuedAttr<F64Attr, "1.0e-8">:$tol,
+    DefaultValuedAttr<I64Attr, "100">:$max_iter
+  );
+  let results = (outs AnyStaticShapeTensor:$z,
+                      AnyStaticShapeTensor:$nu,
+                      AnyStaticShapeTensor:$lam);
+  let assemblyFormat = [{
+    (`Q` `(` $Qmat^ `:` type($Qmat) `)`)?
+    `q` `(` $qvec `:` type($qvec) `)`
+    (`eq` `(` $A^ `,` $b `:` type($A) `,` type($b) `)`)?
+    (`ineq` `(` $G^ `,` $h `:` type($G) `,` type($h) `)`)?
+    attr-dict `->` type($z) `,` type($nu) `,` type($lam)
+  }];
+  let hasVerifier = 1;
+}
+
+#endif // OPTIM_OPS

@@ -1,0 +1,198 @@
+//===- OptimOps.cpp - optim dialect operations -----------------------------===//
+
+#include "optim/Dialect/OptimOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/TypeUtilities.h"
+#include "mlir/IR/OpImplementation.h"
+
+#include <cmath>
+
+using namespace mlir;
+using namespace mlir::optim;
+
+#define GET_OP_CLASSES
+#include "optim/Dialect/OptimOps.cpp.inc"
+
+/// The size of a per-coordinate value: 1 for a scalar, N for vector<N x T>.
+static int64_t coordinateSize(Type type) {
+  if (auto vec = dyn_cast<VectorType>(type))
+    return vec.getNumElements();
+  return 1;
+}
+
+static Type elementTypeOf(Type type) { return getElementTypeOrSelf(type); }
+
+//===----------------------------------------------------------------------===//
+// LogSignOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LogSignOp::verify() {
+  auto vec = getResult().getType();
+  if (vec.getNumElements() != 2 || vec.getElementType() != getG().getType())
+    return emitOpError("result must be vector<2x")
+           << getG().getType() << ">, got " << vec;
+  return success();
+}
+
+OpFoldResult LogSignOp::fold(FoldAdaptor adaptor) {
+  auto g = dyn_cast_or_null<FloatAttr>(adaptor.getG());
+  auto k = dyn_cast_or_null<FloatAttr>(adaptor.getK());
+  if (!g || !k)
+    return {};
+  double gv = g.getValueAsDouble(), kv = k.getValueAsDouble();
+  if (!(kv > 0.0) || !std::isfinite(gv))
+    return {}; // Leave ill-defined cases to run time rather than fold them.
+  double first, second;
+  if (std::fabs(gv) >= std::exp(-kv)) {
+    first = std::log(std::fabs(gv)) / kv;
+    second = gv > 0 ? 1.0 : -1.0;
+  } else {
+    first = -1.0;
+    second = std::exp(kv) * gv;
+  }
+  auto type = getResult().getType();
+  auto elt = cast<FloatType>(type.getElementType());
+  auto make = [&](double v) {
+    APFloat f(v);
+    bool lost;
+    f.convert(elt.getFloatSemantics(), APFloat::rmNearestTiesToEven, &lost);
+    return f;
+  };
+  return DenseElementsAttr::get(type, ArrayRef<APFloat>{make(first),
+                                                        make(second)});
+}
+
+//===----------------------------------------------------------------------===//
+// LSTMCellOp, LinearOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult LSTMCellOp::verify() {
+  Type elt = elementTypeOf(getH().getType());
+  if (elementTypeOf(getX().getType()) != elt)
+    return emitOpError("input and state element types differ: ")
+           << getX().getType() << " vs " << getH().getType();
+  int64_t in = coordinateSize(getX().getType());
+  int64_t hidden = getH().getType().getNumElements();
+  auto w = getWeights().getType();
+  int64_t rows = 4 * hidden, cols = in + hidden + 1;
+  if (w.getRank() != 2 || w.getElementType() != elt ||
+      w.getDimSize(0) != rows || w.getDimSize(1) != cols)
+    return emitOpError("weights of an LSTM cell with input size ")
+           << in << " and hidden size " << hidden << " must be tensor<" << rows
+           << "x" << cols << "x" << elt << "> ([W_ih | W_hh | b]), got " << w;
+  return success();
+}
+
+LogicalResult LinearOp::verify() {
+  Type elt = elementTypeOf(getX().getType());
+  int64_t in = coordinateSize(getX().getType());
+  int64_t out = coordinateSize(getResult().getType());
+  if (elementTypeOf(getResult().getType()) != elt)
+    return emitOpError("result element type must be ") << elt;
+  auto w = getWeights().getType();
+  if (w.getRank() != 2 || w.getElementType() != elt ||
+      w.getDimSize(0) != out || w.getDimSize(1) != in + 1)
+    return emitOpError("weights of a linear map from ")
+           << in << " to " << out << " must be tensor<" << out << "x"
+           << in + 1 << "x" << elt << "> ([W | b]), got " << w;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// EyeOp, MatVecOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult EyeOp::verify() {
+  auto type = cast<RankedTensorType>(getResult().getType());
+  if (type.getRank() != 2 || type.getDimSize(0) != type.getDimSize(1) ||
+      !isa<FloatType>(type.getElementType()))
+    return emitOpError("result must be a square float matrix, got ") << type;
+  return success();
+}
+
+LogicalResult MatVecOp::verify() {
+  auto a = cast<RankedTensorType>(getMatrix().getType());
+  auto x = cast<RankedTensorType>(getVector().getType());
+  auto y = cast<RankedTensorType>(getResult().getType());
+  if (a.getRank() != 2 || x.getRank() != 1 || y.getRank() != 1)
+    return emitOpError("expects a matrix, a vector and a vector result");
+  if (a.getElementType() != x.getElementType() ||
+      a.getElementType() != y.getElementType() ||
+      !isa<FloatType>(a.getElementType()))
+    return emitOpError("operands and result must share one float element type");
+  if (a.getDimSize(1) != x.getDimSize(0))
+    return emitOpError("matrix has ")
+           << a.getDimSize(1) << " columns but the vector has "
+           << x.getDimSize(0) << " elements";
+  if (a.getDimSize(0) != y.getDimSize(0))
+    return emitOpError("result must have ")
+           << a.getDimSize(0) << " elements, got " << y.getDimSize(0);
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
+// QPOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult QPOp::verify() {
+  auto q = cast<RankedTensorType>(getQvec().getType());
+  if (q.getRank() != 1 || !isa<FloatType>(q.getElementType()))
+    return emitOpError("q must be a float vector, got ") << q;
+  int64_t n = q.getDimSize(0);
+  Type elt = q.getElementType();
+  if (n == 0)
+    return emitOpError("must have at least one variable");
+
+  auto checkShape = [&](Value v, StringRef name,
+                        ArrayRef<int64_t> shape) -> LogicalResult {
+    auto t = cast<RankedTensorType>(v.getType());
+    if (t.getElementType() != elt)
+      return emitOpError() << name << " must have element type " << elt
+                           << ", got " << t;
+    if (t.getShape() != shape) {
+      auto diag = emitOpError() << name << " must have shape [";
+      llvm::interleaveComma(shape, diag);
+      return diag << "], got " << t;
+    }
+    return success();
+  };
+
+  if (Value Q = getQmat())
+    if (failed(checkShape(Q, "Q", {n, n})))
+      return failure();
+  if (static_cast<bool>(getA()) != static_cast<bool>(getB()))
+    return emitOpError("A and b must be given together");
+  if (static_cast<bool>(getG()) != static_cast<bool>(getH()))
+    return emitOpError("G and h must be given together");
+  int64_t m = 0, p = 0;
+  if (Value A = getA()) {
+    auto t = cast<RankedTensorType>(A.getType());
+    m = t.getRank() == 2 ? t.getDimSize(0) : -1;
+    if (m <= 0 || failed(checkShape(A, "A", {m, n})) ||
+        failed(checkShape(getB(), "b", {m})))
+      return m <= 0 ? emitOpError("A must be a non-empty [m, ")
+                          << n << "] matrix, got " << t
+                    : failure();
+  }
+  if (Value G = getG()) {
+    auto t = cast<RankedTensorType>(G.getType());
+    p = t.getRank() == 2 ? t.getDimSize(0) : -1;
+    if (p <= 0 || failed(checkShape(G, "G", {p, n})) ||
+        failed(checkShape(getH(), "h", {p})))
+      return p <= 0 ? emitOpError("G must be a non-empty [p, ")
+                          << n << "] matrix, got " << t
+                    : failure();
+  }
+  if (failed(checkShape(getZ(), "result z", {n})) ||
+      failed(checkShape(getNu(), "result nu", {m})) ||
+      failed(checkShape(getLam(), "result lam", {p})))
+    return failure();
+  if (!(getTol().convertToDouble() > 0.0))
+    return emitOpError("tol must be positive");
+  if (getMaxIter() <= 0)
+    return emitOpError("max_iter must be positive");
+  return success();
+}

@@ -1,0 +1,417 @@
+//===- MLIRGen.cpp - checked syntax tree to the optim dialect --------------===//
+//
+// Sema has accepted the tree, so every name is resolved and every shape
+// known: this file only builds IR. Rule bodies are straight-line code, so a
+// name's current value is one map entry that assignments overwrite.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Frontend/MLIRGen.h"
+#include "optim/Dialect/OptimOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinAttributes.h"
+#include "llvm/ADT/DenseMap.h"
+
+using namespace optim;
+using namespace optim::ast;
+using mlir::Value;
+namespace arith = mlir::arith;
+namespace math = mlir::math;
+namespace tensor = mlir::tensor;
+namespace vector = mlir::vector;
+
+namespace {
+
+class ProgramGen {
+public:
+  ProgramGen(mlir::OpBuilder &builder, const CheckedProgram &checked,
+             const llvm::SourceMgr &sm, mlir::FloatType elt)
+      : b(builder), checked(checked), program(*checked.program), sm(sm),
+        elt(elt), isLayer(program.kind == Program::Layer) {}
+
+  void generate();
+
+private:
+  mlir::Location loc(llvm::SMLoc l) {
+    auto [line, col] = sm.getLineAndColumn(l);
+    auto name = sm.getMemoryBuffer(sm.FindBufferContainingLoc(l))
+                    ->getBufferIdentifier();
+    return mlir::FileLineColLoc::get(b.getContext(), name, line, col);
+  }
+  mlir::StringAttr str(llvm::StringRef s) { return b.getStringAttr(s); }
+  mlir::ArrayAttr names(const std::vector<Symbol *> &symbols) {
+    llvm::SmallVector<mlir::Attribute> attrs;
+    for (const Symbol *s : symbols)
+      attrs.push_back(str(s->name));
+    return b.getArrayAttr(attrs);
+  }
+
+  /// The IR type of a value of AST type `type`.
+  mlir::Type irType(const Type &type) {
+    mlir::Type scalar =
+        type.kind == Type::Bool ? mlir::Type(b.getI1Type()) : elt;
+    if (type.shape.empty())
+      return scalar;
+    if (isLayer)
+      return mlir::RankedTensorType::get(type.shape, scalar);
+    return mlir::VectorType::get(type.shape, scalar);
+  }
+  mlir::Type tensorType(llvm::ArrayRef<int64_t> shape) {
+    return mlir::RankedTensorType::get(shape, elt);
+  }
+
+  Value constant(double value, const Type &type, mlir::Location l) {
+    mlir::Type t = irType(Type::number(type.shape));
+    mlir::TypedAttr attr;
+    if (auto shaped = llvm::dyn_cast<mlir::ShapedType>(t))
+      attr = mlir::DenseElementsAttr::get(shaped,
+                                          b.getFloatAttr(elt, value));
+    else
+      attr = b.getFloatAttr(elt, value);
+    return mlir::arith::ConstantOp::create(b, l, attr);
+  }
+  /// Broadcasts a scalar to `type` (a vector in rules, a tensor in layers).
+  Value broadcastTo(Value v, const Type &type, mlir::Location l) {
+    Type target = type;
+    if (v.getType().isInteger(1))
+      target.kind = Type::Bool;
+    mlir::Type want = irType(target);
+    if (v.getType() == want)
+      return v;
+    if (isLayer)
+      return mlir::tensor::SplatOp::create(b, l, v,
+                                           llvm::cast<mlir::TensorType>(want));
+    return mlir::vector::BroadcastOp::create(b, l, want, v);
+  }
+
+  void genStmt(const Stmt &stmt);
+  llvm::SmallVector<Value> genValues(const Expr &expr);
+  Value gen(const Expr &expr);
+  Value genBinary(TokenKind op, Value lhs, Value rhs, const Type &type,
+                  mlir::Location l);
+  Value genCall(const CallExpr &call);
+  llvm::SmallVector<Value> genQP(const CallExpr &call);
+
+  mlir::OpBuilder &b;
+  const CheckedProgram &checked;
+  const Program &program;
+  const llvm::SourceMgr &sm;
+  mlir::FloatType elt;
+  bool isLayer;
+  llvm::DenseMap<const Symbol *, Value> current;
+  Value stepAsFloat;
+};
+
+} // namespace
+
+void ProgramGen::generate() {
+  mlir::Location l = loc(program.loc);
+  llvm::SmallVector<mlir::Type> argTypes;
+  llvm::SmallVector<const Symbol *> argSymbols;
+  mlir::Operation *op;
+  mlir::Region *body;
+  if (isLayer) {
+    for (const Symbol *s : checked.inputs) {
+      argTypes.push_back(irType(s->type));
+      argSymbols.push_back(s);
+    }
+    for (const Symbol *s : checked.weights) {
+      argTypes.push_back(tensorType(s->tensorShape));
+      argSymbols.push_back(s);
+    }
+    llvm::SmallVector<mlir::Attribute> outTypes;
+    for (const Symbol *s : checked.outputs)
+      outTypes.push_back(mlir::TypeAttr::get(irType(s->type)));
+    auto layer = mlir::optim::LayerOp::create(
+        b, l, str(program.name), names(checked.inputs), names(checked.weights),
+        names(checked.outputs), b.getArrayAttr(outTypes));
+    op = layer;
+    body = &layer.getBody();
+  } else {
+    argTypes = {elt, elt, b.getI64Type()};
+    argSymbols = {checked.param, checked.grad, checked.step};
+    llvm::SmallVector<double> defaults, inits;
+    llvm::SmallVector<bool> consts;
+    for (const Symbol *s : checked.hypers) {
+      argTypes.push_back(elt);
+      argSymbols.push_back(s);
+      defaults.push_back(s->value);
+      consts.push_back(s->isConst);
+    }
+    for (const Symbol *s : checked.states) {
+      argTypes.push_back(irType(s->type));
+      argSymbols.push_back(s);
+      inits.push_back(s->init);
+    }
+    for (const Symbol *s : checked.weights) {
+      argTypes.push_back(tensorType(s->tensorShape));
+      argSymbols.push_back(s);
+    }
+    auto rule = mlir::optim::RuleOp::create(
+        b, l, str(program.name), names(checked.hypers),
+        b.getDenseF64ArrayAttr(defaults), b.getDenseBoolArrayAttr(consts),
+        names(checked.states), b.getDenseF64ArrayAttr(inits),
+        names(checked.weights));
+    op = rule;
+    body = &rule.getBody();
+  }
+  llvm::SmallVector<mlir::Location> argLocs;
+  for (const Symbol *s : argSymbols)
+    argLocs.push_back(loc(s->loc));
+  mlir::Block *block = b.createBlock(body, {}, argTypes, argLocs);
+  for (auto [symbol, arg] : llvm::zip(argSymbols, block->getArguments()))
+    current[symbol] = arg;
+
+  for (const StmtPtr &stmt : program.body)
+    genStmt(*stmt);
+
+  mlir::Location end = loc(program.bodyEnd);
+  if (isLayer) {
+    llvm::SmallVector<Value> outs;
+    for (const Symbol *s : checked.outputs)
+      outs.push_back(current.lookup(s));
+    mlir::optim::ReturnOp::create(b, end, outs);
+  } else {
+    llvm::SmallVector<Value> outs = {current.lookup(checked.param)};
+    for (const Symbol *s : checked.states)
+      outs.push_back(current.lookup(s));
+    mlir::optim::YieldOp::create(b, end, outs);
+  }
+  b.setInsertionPointAfter(op);
+}
+
+void ProgramGen::genStmt(const Stmt &stmt) {
+  auto *bind = llvm::dyn_cast<BindStmt>(&stmt);
+  if (!bind)
+    return; // Declarations were turned into the signature.
+  mlir::Location l = loc(bind->opLoc);
+  llvm::SmallVector<Value> values = genValues(*bind->value);
+  if (bind->op != TokenKind::Equal) {
+    const DeclItem &target = bind->targets.front();
+    TokenKind op = bind->op == TokenKind::PlusEqual    ? TokenKind::Plus
+                   : bind->op == TokenKind::MinusEqual ? TokenKind::Minus
+                   : bind->op == TokenKind::StarEqual  ? TokenKind::Star
+                                                       : TokenKind::Slash;
+    values[0] = genBinary(op, current.lookup(target.symbol), values[0],
+                          target.type, l);
+  }
+  for (auto [target, value] : llvm::zip(bind->targets, values))
+    current[target.symbol] = broadcastTo(value, target.type, l);
+}
+
+llvm::SmallVector<Value> ProgramGen::genValues(const Expr &expr) {
+  if (auto *call = llvm::dyn_cast<CallExpr>(&expr)) {
+    if (call->builtin == Builtin::QP)
+      return genQP(*call);
+    if (call->weights && call->weights->weightsKind == Symbol::LSTM) {
+      mlir::Location l = loc(call->getLoc());
+      Value x = gen(*call->args[0].value);
+      Value h = gen(*call->args[1].value);
+      Value c = gen(*call->args[2].value);
+      auto cell = mlir::optim::LSTMCellOp::create(
+          b, l, h.getType(), c.getType(), x, h, c,
+          current.lookup(call->weights));
+      return {cell.getHOut(), cell.getCOut()};
+    }
+  }
+  return {gen(expr)};
+}
+
+Value ProgramGen::genBinary(TokenKind op, Value lhs, Value rhs,
+                            const Type &type, mlir::Location l) {
+  lhs = broadcastTo(lhs, type, l);
+  rhs = broadcastTo(rhs, type, l);
+  switch (op) {
+  case TokenKind::Plus: return arith::AddFOp::create(b, l, lhs, rhs);
+  case TokenKind::Minus: return arith::SubFOp::create(b, l, lhs, rhs);
+  case TokenKind::Star: return arith::MulFOp::create(b, l, lhs, rhs);
+  case TokenKind::Slash: return arith::DivFOp::create(b, l, lhs, rhs);
+  case TokenKind::StarStar: return math::PowFOp::create(b, l, lhs, rhs);
+  default: break;
+  }
+  arith::CmpFPredicate pred;
+  switch (op) {
+  case TokenKind::Less: pred = arith::CmpFPredicate::OLT; break;
+  case TokenKind::LessEqual: pred = arith::CmpFPredicate::OLE; break;
+  case TokenKind::Greater: pred = arith::CmpFPredicate::OGT; break;
+  case TokenKind::GreaterEqual: pred = arith::CmpFPredicate::OGE; break;
+  case TokenKind::EqualEqual: pred = arith::CmpFPredicate::OEQ; break;
+  default: pred = arith::CmpFPredicate::UNE; break;
+  }
+  return arith::CmpFOp::create(b, l, pred, lhs, rhs);
+}
+
+Value ProgramGen::gen(const Expr &expr) {
+  mlir::Location l = loc(expr.getLoc());
+  switch (expr.getKind()) {
+  case Expr::NumberK:
+    return constant(llvm::cast<NumberExpr>(expr).value, Type::scalar(), l);
+  case Expr::NameK: {
+    const Symbol *symbol = llvm::cast<NameExpr>(expr).symbol;
+    if (symbol->kind == Symbol::LayerParam)
+      return constant(symbol->value, Type::scalar(), l);
+    if (symbol->kind == Symbol::Step) {
+      // Converted once, at the top, so that every use is dominated.
+      if (!stepAsFloat) {
+        mlir::OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(b.getInsertionBlock());
+        stepAsFloat = arith::SIToFPOp::create(b, l, elt, current[symbol]);
+      }
+      return stepAsFloat;
+    }
+    return current.lookup(symbol);
+  }
+  case Expr::UnaryK:
+    return arith::NegFOp::create(b, l,
+                                 gen(*llvm::cast<UnaryExpr>(expr).operand));
+  case Expr::BinaryK: {
+    auto &binary = llvm::cast<BinaryExpr>(expr);
+    Value lhs = gen(*binary.lhs), rhs = gen(*binary.rhs);
+    if (binary.op == TokenKind::At)
+      return mlir::optim::MatVecOp::create(b, l, irType(expr.type), lhs, rhs);
+    Type operandType = Type::number(expr.type.shape);
+    return genBinary(binary.op, lhs, rhs, operandType, l);
+  }
+  case Expr::CallK:
+    return genCall(llvm::cast<CallExpr>(expr));
+  case Expr::IndexK: {
+    auto &index = llvm::cast<IndexExpr>(expr);
+    Value base = gen(*index.base);
+    if (isLayer) {
+      Value pos = arith::ConstantIndexOp::create(b, l, index.position);
+      return tensor::ExtractOp::create(b, l, base, mlir::ValueRange{pos});
+    }
+    return vector::ExtractOp::create(b, l, base,
+                                     llvm::ArrayRef<int64_t>{index.position});
+  }
+  }
+  return {};
+}
+
+Value ProgramGen::genCall(const CallExpr &call) {
+  mlir::Location l = loc(call.getLoc());
+  const Type &type = call.type;
+  if (call.weights) { // A linear map (LSTM cells return two values).
+    Value x = gen(*call.args[0].value);
+    return mlir::optim::LinearOp::create(b, l, irType(type), x,
+                                   current.lookup(call.weights));
+  }
+  switch (call.builtin) {
+  case Builtin::Eye:
+    return mlir::optim::EyeOp::create(b, l, irType(type));
+  case Builtin::Zeros:
+    return constant(0.0, type, l);
+  case Builtin::Ones:
+    return constant(1.0, type, l);
+  default:
+    break;
+  }
+  llvm::SmallVector<Value> args;
+  for (const Argument &arg : call.args)
+    args.push_back(gen(*arg.value));
+  auto unaryArg = [&]() { return broadcastTo(args[0], type, l); };
+  switch (call.builtin) {
+  case Builtin::Sqrt: return math::SqrtOp::create(b, l, unaryArg());
+  case Builtin::Exp: return math::ExpOp::create(b, l, unaryArg());
+  case Builtin::Log: return math::LogOp::create(b, l, unaryArg());
+  case Builtin::Abs: return math::AbsFOp::create(b, l, unaryArg());
+  case Builtin::Tanh: return math::TanhOp::create(b, l, unaryArg());
+  case Builtin::Sigmoid: {
+    Value one = constant(1.0, type, l);
+    Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, args[0]));
+    return arith::DivFOp::create(b, l, one,
+                                 arith::AddFOp::create(b, l, one, e));
+  }
+  case Builtin::Sign: {
+    // sign(0) = 0 and sign(NaN) = NaN, as torch.sign.
+    Value x = args[0], zero = constant(0.0, type, l);
+    Value pos = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OGT, x, zero);
+    Value neg = arith::CmpFOp::create(b, l, arith::CmpFPredicate::OLT, x, zero);
+    Value inner =
+        arith::SelectOp::create(b, l, neg, constant(-1.0, type, l), x);
+    return arith::SelectOp::create(b, l, pos, constant(1.0, type, l), inner);
+  }
+  case Builtin::Max:
+  case Builtin::Min:
+  case Builtin::Pow: {
+    Value x = broadcastTo(args[0], type, l), y = broadcastTo(args[1], type, l);
+    if (call.builtin == Builtin::Max)
+      return arith::MaximumFOp::create(b, l, x, y);
+    if (call.builtin == Builtin::Min)
+      return arith::MinimumFOp::create(b, l, x, y);
+    return math::PowFOp::create(b, l, x, y);
+  }
+  case Builtin::Clamp: {
+    Value x = broadcastTo(args[0], type, l);
+    Value lo = broadcastTo(args[1], type, l);
+    Value hi = broadcastTo(args[2], type, l);
+    return arith::MinimumFOp::create(
+        b, l, arith::MaximumFOp::create(b, l, x, lo), hi);
+  }
+  case Builtin::Select:
+    return arith::SelectOp::create(b, l, broadcastTo(args[0], type, l),
+                                   broadcastTo(args[1], type, l),
+                                   broadcastTo(args[2], type, l));
+  case Builtin::Sum:
+  case Builtin::Mean:
+  case Builtin::Dot: {
+    Value v = args[0];
+    if (call.builtin == Builtin::Dot)
+      v = arith::MulFOp::create(b, l, args[0], args[1]);
+    Value sum =
+        vector::ReductionOp::create(b, l, vector::CombiningKind::ADD, v);
+    if (call.builtin != Builtin::Mean)
+      return sum;
+    auto n = llvm::cast<mlir::VectorType>(v.getType()).getNumElements();
+    return arith::DivFOp::create(b, l, sum,
+                                 constant(double(n), Type::scalar(), l));
+  }
+  case Builtin::LogSign:
+    return mlir::optim::LogSignOp::create(b, l, irType(type), args[0], args[1]);
+  default:
+    break;
+  }
+  llvm_unreachable("Sema accepted a call MLIRGen does not know");
+}
+
+llvm::SmallVector<Value> ProgramGen::genQP(const CallExpr &call) {
+  mlir::Location l = loc(call.getLoc());
+  Value Q, q, A, bv, G, h;
+  for (const Argument &arg : call.args) {
+    if (arg.name == "tol" || arg.name == "max_iter")
+      continue; // Sema folded them into call.qpTol and call.qpMaxIter.
+    Value v = gen(*arg.value);
+    llvm::StringRef n = arg.name;
+    (n == "Q" ? Q : n == "q" ? q : n == "A" ? A : n == "b" ? bv
+                                 : n == "G" ? G : h) = v;
+  }
+  const Type &type = call.type;
+  auto qp = mlir::optim::QPOp::create(
+      b, l, irType(type.elements[0]), irType(type.elements[1]),
+      irType(type.elements[2]), Q, q, A, bv, G, h, b.getF64FloatAttr(call.qpTol),
+      b.getI64IntegerAttr(call.qpMaxIter));
+  return {qp.getZ(), qp.getNu(), qp.getLam()};
+}
+
+mlir::OwningOpRef<mlir::ModuleOp>
+optim::mlirGen(mlir::MLIRContext &context, const CheckedModule &module,
+               const llvm::SourceMgr &sm, Precision precision) {
+  context.loadDialect<mlir::optim::OptimDialect>();
+  mlir::OpBuilder b(&context);
+  auto fileLoc = mlir::FileLineColLoc::get(
+      &context, sm.getMemoryBuffer(sm.getMainFileID())->getBufferIdentifier(),
+      1, 1);
+  mlir::OwningOpRef<mlir::ModuleOp> result = mlir::ModuleOp::create(fileLoc);
+  b.setInsertionPointToEnd(result->getBody());
+  mlir::FloatType elt = precision == Precision::F64
+                            ? mlir::FloatType(b.getF64Type())
+                            : mlir::FloatType(b.getF32Type());
+  for (const CheckedProgram &program : module.programs)
+    ProgramGen(b, program, sm, elt).generate();
+  return result;
+}

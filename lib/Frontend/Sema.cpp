@@ -1,0 +1,1148 @@
+//===- Sema.cpp - semantic checks of the .optim language -------------------===//
+
+#include "optim/Frontend/Sema.h"
+
+#include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringMap.h"
+#include "llvm/ADT/StringSet.h"
+#include "llvm/ADT/StringSwitch.h"
+
+#include <cfloat>
+#include <cmath>
+#include <optional>
+
+using namespace optim;
+using namespace optim::ast;
+using llvm::SMLoc;
+using llvm::Twine;
+
+namespace {
+
+/// Sizes of per-coordinate vectors and layer tensors are capped so that a
+/// typo such as `state h[200000000]` is reported rather than compiled.
+constexpr int64_t kMaxSize = 65536;
+
+struct BuiltinInfo {
+  Builtin id;
+  const char *name;
+  int minArgs, maxArgs;
+  enum Where { Anywhere, RulesOnly, LayersOnly } where;
+};
+
+const BuiltinInfo kBuiltins[] = {
+    {Builtin::Sqrt, "sqrt", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Exp, "exp", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Log, "log", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Abs, "abs", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Tanh, "tanh", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Sigmoid, "sigmoid", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Sign, "sign", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Max, "max", 2, 2, BuiltinInfo::Anywhere},
+    {Builtin::Min, "min", 2, 2, BuiltinInfo::Anywhere},
+    {Builtin::Pow, "pow", 2, 2, BuiltinInfo::Anywhere},
+    {Builtin::Clamp, "clamp", 3, 3, BuiltinInfo::Anywhere},
+    {Builtin::Select, "select", 3, 3, BuiltinInfo::Anywhere},
+    {Builtin::Sum, "sum", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::Mean, "mean", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::Dot, "dot", 2, 2, BuiltinInfo::RulesOnly},
+    {Builtin::LogSign, "log_sign", 2, 2, BuiltinInfo::RulesOnly},
+    {Builtin::Eye, "eye", 1, 1, BuiltinInfo::LayersOnly},
+    {Builtin::Zeros, "zeros", 1, 2, BuiltinInfo::LayersOnly},
+    {Builtin::Ones, "ones", 1, 2, BuiltinInfo::LayersOnly},
+    {Builtin::QP, "qp", 0, 8, BuiltinInfo::LayersOnly},
+};
+
+const BuiltinInfo *lookupBuiltin(llvm::StringRef name) {
+  for (const BuiltinInfo &b : kBuiltins)
+    if (name == b.name)
+      return &b;
+  return nullptr;
+}
+
+std::string plural(int64_t n, llvm::StringRef word) {
+  return (Twine(n) + " " + word + (n == 1 ? "" : "s")).str();
+}
+
+class ProgramChecker {
+public:
+  ProgramChecker(Program &program, CheckedProgram &out,
+                 DiagnosticEngine &diags, const SemaOptions &options)
+      : program(program), out(out), diags(diags), options(options) {}
+
+  void run();
+
+private:
+  // Declarations.
+  Symbol *declare(Symbol::Kind kind, llvm::StringRef name, SMLoc loc,
+                  Type type);
+  Symbol *lookup(llvm::StringRef name) {
+    auto it = scope.find(name);
+    return it == scope.end() ? nullptr : it->second;
+  }
+  /// "; did you mean 'x'?" for the closest visible name, or "".
+  std::string suggestion(llvm::StringRef name, bool functions);
+  void checkParams();
+  void checkStmt(Stmt &stmt);
+  void checkStateDecl(DeclStmt &stmt);
+  void checkWeightsDecl(DeclStmt &stmt);
+  void checkInputDecl(DeclStmt &stmt);
+  void checkBind(BindStmt &stmt);
+  void checkAssignTarget(DeclItem &target, const Type &valueType,
+                         SMLoc valueLoc);
+
+  // Constants and sizes.
+  std::optional<double> evalConstant(Expr &expr);
+  std::optional<int64_t> evalSize(Expr &expr, llvm::StringRef what);
+  bool checkShape(std::vector<ExprPtr> &dims, unsigned maxRank,
+                  llvm::SmallVectorImpl<int64_t> &shape, llvm::StringRef what);
+  bool checkNumberRange(double value, SMLoc loc, llvm::StringRef text);
+
+  // Expressions.
+  Type check(Expr &expr, bool allowTuple = false);
+  Type checkBinary(BinaryExpr &expr);
+  Type checkCall(CallExpr &expr);
+  Type checkBuiltin(CallExpr &call, const BuiltinInfo &info);
+  Type checkQP(CallExpr &call);
+  Type checkWeightsCall(CallExpr &call, const Symbol &weights);
+  /// Requires a number (not a comparison, tuple or weights); Unknown passes
+  /// through silently (an error was already reported).
+  bool requireNumber(const Type &type, SMLoc loc, llvm::StringRef context);
+  std::optional<Type> broadcast(llvm::ArrayRef<const Type *> types,
+                                llvm::ArrayRef<SMLoc> locs, SMLoc opLoc,
+                                llvm::StringRef action);
+
+  Program &program;
+  CheckedProgram &out;
+  DiagnosticEngine &diags;
+  const SemaOptions &options;
+  llvm::StringMap<Symbol *> scope;
+};
+
+} // namespace
+
+//===----------------------------------------------------------------------===//
+// Declarations
+//===----------------------------------------------------------------------===//
+
+Symbol *ProgramChecker::declare(Symbol::Kind kind, llvm::StringRef name,
+                                SMLoc loc, Type type) {
+  if (Symbol *previous = lookup(name)) {
+    if (previous->kind == Symbol::Param || previous->kind == Symbol::Grad ||
+        previous->kind == Symbol::Step)
+      diags.error(loc, "'" + name + "' is a built-in input of every rule and "
+                                    "cannot be redeclared");
+    else {
+      diags.error(loc, "redefinition of '" + name + "'");
+      diags.note(previous->loc, "'" + name + "' was first declared here");
+    }
+    return nullptr;
+  }
+  auto symbol = std::make_unique<Symbol>();
+  symbol->kind = kind;
+  symbol->name = name.str();
+  symbol->loc = loc;
+  symbol->type = std::move(type);
+  Symbol *raw = symbol.get();
+  out.storage.push_back(std::move(symbol));
+  scope[name] = raw;
+  return raw;
+}
+
+std::string ProgramChecker::suggestion(llvm::StringRef name, bool functions) {
+  llvm::StringRef best;
+  unsigned bestDistance = 3;
+  auto consider = [&](llvm::StringRef candidate) {
+    unsigned d = name.edit_distance(candidate, true, bestDistance);
+    if (d < bestDistance) {
+      bestDistance = d;
+      best = candidate;
+    }
+  };
+  for (auto &entry : scope)
+    if (functions == (entry.second->kind == Symbol::Weights))
+      consider(entry.first());
+  if (functions)
+    for (const BuiltinInfo &b : kBuiltins)
+      consider(b.name);
+  if (best.empty())
+    return "";
+  return ("; did you mean '" + best + "'?").str();
+}
+
+bool ProgramChecker::checkNumberRange(double value, SMLoc loc,
+                                      llvm::StringRef text) {
+  if (options.precision == Precision::F32 && std::isfinite(value) &&
+      std::fabs(value) > FLT_MAX) {
+    diags.error(loc, "number " + text +
+                         " is out of range for f32 (largest: about 3.4e38); "
+                         "compile with f64 precision to use it");
+    return false;
+  }
+  return true;
+}
+
+void ProgramChecker::checkParams() {
+  for (Param &param : program.params) {
+    Symbol::Kind kind = program.isRule() ? Symbol::Hyper : Symbol::LayerParam;
+    Symbol *symbol = declare(kind, param.name, param.loc, Type::scalar());
+    if (!symbol)
+      continue;
+    checkNumberRange(param.value, param.valueLoc, param.name);
+    symbol->value = param.value;
+    symbol->isInteger = param.isInteger;
+    // Layer parameters are compile-time values (they size tensors).
+    symbol->isConst = param.isConst || kind == Symbol::LayerParam;
+    if (kind == Symbol::Hyper) {
+      symbol->index = out.hypers.size();
+      out.hypers.push_back(symbol);
+    } else {
+      symbol->index = out.layerParams.size();
+      out.layerParams.push_back(symbol);
+    }
+  }
+}
+
+void ProgramChecker::run() {
+  out.program = &program;
+  if (program.isRule()) {
+    out.param = declare(Symbol::Param, "p", program.loc, Type::scalar());
+    out.grad = declare(Symbol::Grad, "g", program.loc, Type::scalar());
+    out.step = declare(Symbol::Step, "t", program.loc, Type::scalar());
+  }
+  checkParams();
+  for (StmtPtr &stmt : program.body) {
+    if (diags.tooManyErrors())
+      return;
+    checkStmt(*stmt);
+  }
+  if (program.kind == Program::LearnedRule && out.weights.empty())
+    diags.error(program.loc, "learned rule '" + program.name +
+                                 "' declares no weights; write 'weights name "
+                                 "= lstm(in: I, hidden: H)' or 'rule' instead "
+                                 "of 'learned rule'");
+  if (program.kind == Program::Layer && out.outputs.empty())
+    diags.error(program.loc, "layer '" + program.name +
+                                 "' has no output; add 'output z = ...'");
+  if (program.isRule() && out.param && !out.param->assigned)
+    diags.warning(program.loc,
+                  "rule '" + program.name + "' never updates p");
+  for (Symbol *state : out.states)
+    if (!state->assigned)
+      diags.warning(state->loc, "state '" + state->name +
+                                    "' is never updated; it stays at its "
+                                    "initial value");
+}
+
+void ProgramChecker::checkStmt(Stmt &stmt) {
+  switch (stmt.getKind()) {
+  case Stmt::StateK:
+    return checkStateDecl(llvm::cast<DeclStmt>(stmt));
+  case Stmt::WeightsK:
+    return checkWeightsDecl(llvm::cast<DeclStmt>(stmt));
+  case Stmt::InputK:
+    return checkInputDecl(llvm::cast<DeclStmt>(stmt));
+  case Stmt::LetK:
+  case Stmt::OutputK:
+  case Stmt::AssignK:
+    return checkBind(llvm::cast<BindStmt>(stmt));
+  }
+}
+
+std::optional<double> ProgramChecker::evalConstant(Expr &expr) {
+  if (auto *number = llvm::dyn_cast<NumberExpr>(&expr))
+    return number->value;
+  if (auto *name = llvm::dyn_cast<NameExpr>(&expr)) {
+    Symbol *symbol = lookup(name->name);
+    if (symbol && (symbol->kind == Symbol::LayerParam ||
+                   (symbol->kind == Symbol::Hyper && symbol->isConst)))
+      return symbol->value;
+    return std::nullopt;
+  }
+  if (auto *unary = llvm::dyn_cast<UnaryExpr>(&expr)) {
+    auto v = evalConstant(*unary->operand);
+    return v ? std::optional<double>(-*v) : std::nullopt;
+  }
+  if (auto *binary = llvm::dyn_cast<BinaryExpr>(&expr)) {
+    auto l = evalConstant(*binary->lhs), r = evalConstant(*binary->rhs);
+    if (!l || !r)
+      return std::nullopt;
+    switch (binary->op) {
+    case TokenKind::Plus: return *l + *r;
+    case TokenKind::Minus: return *l - *r;
+    case TokenKind::Star: return *l * *r;
+    case TokenKind::Slash: return *l / *r;
+    case TokenKind::StarStar: return std::pow(*l, *r);
+    default: return std::nullopt;
+    }
+  }
+  return std::nullopt;
+}
+
+std::optional<int64_t> ProgramChecker::evalSize(Expr &expr,
+                                                llvm::StringRef what) {
+  std::optional<double> value = evalConstant(expr);
+  if (!value) {
+    diags.error(expr.getLoc(), what + " must be a positive integer: a number "
+                                      "or a constant parameter");
+    return std::nullopt;
+  }
+  if (!(*value >= 1 && *value <= kMaxSize) || std::floor(*value) != *value) {
+    diags.error(expr.getLoc(), what + " must be an integer between 1 and " +
+                                   Twine(kMaxSize) + ", got " +
+                                   Twine(std::to_string(*value)));
+    return std::nullopt;
+  }
+  return static_cast<int64_t>(*value);
+}
+
+bool ProgramChecker::checkShape(std::vector<ExprPtr> &dims, unsigned maxRank,
+                                llvm::SmallVectorImpl<int64_t> &shape,
+                                llvm::StringRef what) {
+  if (dims.size() > maxRank) {
+    diags.error(dims[maxRank]->getLoc(),
+                what + " can have at most " + plural(maxRank, "size") +
+                    (maxRank == 1 ? " (a vector)" : " (a matrix)"));
+    return false;
+  }
+  for (ExprPtr &dim : dims) {
+    std::optional<int64_t> size = evalSize(*dim, "a size");
+    if (!size)
+      return false;
+    shape.push_back(*size);
+  }
+  return true;
+}
+
+void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
+  if (!program.isRule()) {
+    diags.error(stmt.getLoc(), "'state' is only allowed in a rule; a layer "
+                               "has no per-coordinate state");
+    return;
+  }
+  for (DeclItem &item : stmt.items) {
+    llvm::SmallVector<int64_t, 1> shape;
+    if (!checkShape(item.dims, 1, shape, "a state"))
+      continue;
+    std::optional<double> init = evalConstant(*item.init);
+    if (!init) {
+      diags.error(item.init->getLoc(),
+                  "the initial value of state '" + item.name +
+                      "' must be a constant number (every coordinate starts "
+                      "from it)");
+      continue;
+    }
+    if (!std::isfinite(*init)) {
+      diags.error(item.init->getLoc(), "the initial value of state '" +
+                                           item.name + "' is not finite");
+      continue;
+    }
+    if (!checkNumberRange(*init, item.init->getLoc(), item.name))
+      continue;
+    Symbol *symbol =
+        declare(Symbol::State, item.name, item.loc, Type::number(shape));
+    if (!symbol)
+      continue;
+    symbol->init = *init;
+    symbol->index = out.states.size();
+    item.type = symbol->type;
+    item.symbol = symbol;
+    out.states.push_back(symbol);
+  }
+}
+
+void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
+  if (program.kind == Program::Rule) {
+    diags.error(stmt.getLoc(), "'weights' are only allowed in a learned rule "
+                               "or a layer; write 'learned rule " +
+                                   program.name + "'");
+    return;
+  }
+  for (DeclItem &item : stmt.items) {
+    if (program.kind == Program::Layer) {
+      if (item.init) {
+        diags.error(item.init->getLoc(),
+                    "weights of a layer are declared with a shape, e.g. "
+                    "'weights A[m, n]', not initialized");
+        continue;
+      }
+      llvm::SmallVector<int64_t, 2> shape;
+      if (item.dims.empty()) {
+        diags.error(item.loc, "weights '" + item.name +
+                                  "' need a shape, e.g. 'weights " +
+                                  item.name + "[10]'");
+        continue;
+      }
+      if (!checkShape(item.dims, 2, shape, "weights"))
+        continue;
+      Symbol *symbol =
+          declare(Symbol::Weights, item.name, item.loc, Type::number(shape));
+      if (!symbol)
+        continue;
+      symbol->weightsKind = Symbol::Tensor;
+      symbol->tensorShape = shape;
+      symbol->index = out.weights.size();
+      out.weights.push_back(symbol);
+      item.symbol = symbol;
+      continue;
+    }
+    // Learned rule: `name = lstm(in: I, hidden: H)` or `linear(in: I, out: O)`.
+    if (!item.dims.empty()) {
+      diags.error(item.dims.front()->getLoc(),
+                  "weights of a learned rule are declared with a constructor, "
+                  "e.g. 'weights " +
+                      item.name + " = lstm(in: 2, hidden: 20)'");
+      continue;
+    }
+    auto *ctor = llvm::dyn_cast_or_null<CallExpr>(item.init.get());
+    if (!ctor) {
+      diags.error(item.init ? item.init->getLoc() : item.loc,
+                  "expected 'lstm(in: I, hidden: H)' or 'linear(in: I, out: "
+                  "O)' as the value of weights '" +
+                      item.name + "'");
+      continue;
+    }
+    bool isLSTM = ctor->callee == "lstm";
+    if (!isLSTM && ctor->callee != "linear") {
+      diags.error(ctor->getLoc(), "unknown kind of weights '" + ctor->callee +
+                                      "'; expected 'lstm' or 'linear'");
+      continue;
+    }
+    const char *second = isLSTM ? "hidden" : "out";
+    std::optional<int64_t> in, other;
+    bool ok = true;
+    for (Argument &arg : ctor->args) {
+      if (arg.name != "in" && arg.name != second) {
+        diags.error(arg.name.empty() ? arg.value->getLoc() : arg.nameLoc,
+                    ctor->callee + "(...) takes the named arguments 'in' and '" +
+                        second + "'" +
+                        (arg.name.empty() ? ""
+                                          : ", not '" + arg.name + "'"));
+        ok = false;
+        break;
+      }
+      std::optional<int64_t> &slot = arg.name == "in" ? in : other;
+      if (slot) {
+        diags.error(arg.nameLoc, "argument '" + arg.name + "' given twice");
+        ok = false;
+        break;
+      }
+      slot = evalSize(*arg.value, "'" + arg.name + "'");
+      if (!slot) {
+        ok = false;
+        break;
+      }
+    }
+    if (!ok)
+      continue;
+    if (!in || !other) {
+      diags.error(ctor->getLoc(), ctor->callee + "(...) needs both 'in' and '" +
+                                      second + "'");
+      continue;
+    }
+    Type type;
+    type.kind = Type::Weights;
+    Symbol *symbol = declare(Symbol::Weights, item.name, item.loc, type);
+    if (!symbol)
+      continue;
+    symbol->weightsKind = isLSTM ? Symbol::LSTM : Symbol::Linear;
+    symbol->inSize = *in;
+    symbol->outSize = *other;
+    if (isLSTM)
+      symbol->tensorShape = {4 * *other, *in + *other + 1};
+    else
+      symbol->tensorShape = {*other, *in + 1};
+    symbol->index = out.weights.size();
+    out.weights.push_back(symbol);
+    item.symbol = symbol;
+  }
+}
+
+void ProgramChecker::checkInputDecl(DeclStmt &stmt) {
+  if (program.kind != Program::Layer) {
+    diags.error(stmt.getLoc(), "'input' is only allowed in a layer; the "
+                               "inputs of a rule are p, g and t");
+    return;
+  }
+  for (DeclItem &item : stmt.items) {
+    if (item.init) {
+      diags.error(item.init->getLoc(), "an input cannot be initialized");
+      continue;
+    }
+    if (item.dims.empty()) {
+      diags.error(item.loc, "input '" + item.name + "' needs a shape, e.g. "
+                                                    "'input " +
+                                item.name + "[10]'");
+      continue;
+    }
+    llvm::SmallVector<int64_t, 2> shape;
+    if (!checkShape(item.dims, 2, shape, "an input"))
+      continue;
+    Symbol *symbol =
+        declare(Symbol::Input, item.name, item.loc, Type::number(shape));
+    if (!symbol)
+      continue;
+    symbol->index = out.inputs.size();
+    out.inputs.push_back(symbol);
+    item.symbol = symbol;
+  }
+}
+
+void ProgramChecker::checkAssignTarget(DeclItem &target,
+                                       const Type &valueType, SMLoc valueLoc) {
+  Symbol *symbol = lookup(target.name);
+  if (!symbol) {
+    diags.error(target.loc,
+                "assignment to undeclared name '" + target.name +
+                    "'; declare it first with 'state " + target.name +
+                    " = 0', or bind a new value with 'let " + target.name +
+                    " = ...'");
+    return;
+  }
+  switch (symbol->kind) {
+  case Symbol::Param:
+  case Symbol::Grad:
+  case Symbol::State:
+    break;
+  case Symbol::Hyper:
+    diags.error(target.loc, "cannot assign to hyperparameter '" + target.name +
+                                "'; hyperparameters are read-only in the "
+                                "body");
+    return;
+  case Symbol::LayerParam:
+    diags.error(target.loc,
+                "cannot assign to parameter '" + target.name + "'");
+    return;
+  case Symbol::Step:
+    diags.error(target.loc, "cannot assign to the step counter 't'");
+    return;
+  case Symbol::Weights:
+    diags.error(target.loc, "cannot assign to weights '" + target.name +
+                                "'; they are learned, not computed");
+    return;
+  case Symbol::Input:
+    diags.error(target.loc, "cannot assign to input '" + target.name + "'");
+    return;
+  case Symbol::Let:
+  case Symbol::Output:
+    diags.error(target.loc, "cannot assign to '" + target.name +
+                                "', which is bound once by '" +
+                                (symbol->kind == Symbol::Let ? "let" : "output") +
+                                "'; use a new name, or declare it as state");
+    diags.note(symbol->loc, "'" + target.name + "' was bound here");
+    return;
+  }
+  if (valueType.isUnknown())
+    return;
+  // A scalar may be assigned to a vector state: every element gets it.
+  if (valueType != symbol->type &&
+      !(valueType.isScalar() && symbol->type.isNumber())) {
+    diags.error(valueLoc, "cannot assign a " + valueType.str() + " to '" +
+                              target.name + "', which is a " +
+                              symbol->type.str());
+    return;
+  }
+  symbol->assigned = true;
+  target.symbol = symbol;
+  target.type = symbol->type;
+}
+
+void ProgramChecker::checkBind(BindStmt &stmt) {
+  bool isAssign = stmt.getKind() == Stmt::AssignK;
+  if (stmt.getKind() == Stmt::OutputK && program.kind != Program::Layer) {
+    diags.error(stmt.getLoc(), "'output' is only allowed in a layer; a rule "
+                               "updates p instead");
+    return;
+  }
+  if (isAssign && program.kind == Program::Layer) {
+    diags.error(stmt.targets.front().loc,
+                "a layer has no state to assign to; bind values with 'let' "
+                "or 'output'");
+    return;
+  }
+
+  Type valueType = check(*stmt.value, /*allowTuple=*/true);
+
+  // Compound assignment: `p -= e` is `p = p - e`.
+  if (isAssign && stmt.op != TokenKind::Equal && !valueType.isUnknown()) {
+    Symbol *target = lookup(stmt.targets.front().name);
+    if (target && target->type.isNumber()) {
+      if (!requireNumber(valueType, stmt.value->getLoc(), "an update"))
+        return;
+      static const char *actions[] = {"add", "subtract", "multiply",
+                                      "divide"};
+      unsigned which = stmt.op == TokenKind::PlusEqual    ? 0
+                       : stmt.op == TokenKind::MinusEqual ? 1
+                       : stmt.op == TokenKind::StarEqual  ? 2
+                                                          : 3;
+      const Type *types[] = {&target->type, &valueType};
+      SMLoc locs[] = {stmt.targets.front().loc, stmt.value->getLoc()};
+      std::optional<Type> result =
+          broadcast(types, locs, stmt.opLoc, actions[which]);
+      if (!result)
+        return;
+      valueType = *result;
+    }
+  }
+
+  // Destructuring.
+  std::vector<Type> values;
+  if (valueType.kind == Type::Tuple) {
+    bool isQP = false;
+    if (auto *call = llvm::dyn_cast<CallExpr>(stmt.value.get()))
+      isQP = call->builtin == Builtin::QP;
+    if (stmt.targets.size() == 1 && isQP) {
+      values.push_back(valueType.elements.front()); // The primal solution.
+    } else if (stmt.targets.size() != valueType.elements.size()) {
+      diags.error(stmt.opLoc, "the right-hand side gives " +
+                                  plural(valueType.elements.size(), "value") +
+                                  " but there " +
+                                  (stmt.targets.size() == 1 ? "is " : "are ") +
+                                  plural(stmt.targets.size(), "target"));
+      return;
+    } else {
+      values = valueType.elements;
+    }
+  } else {
+    if (stmt.targets.size() != 1) {
+      diags.error(stmt.opLoc, "the right-hand side gives one value but there "
+                              "are " +
+                                  plural(stmt.targets.size(), "target"));
+      return;
+    }
+    if (!valueType.isUnknown() &&
+        !requireNumber(valueType, stmt.value->getLoc(), "a value"))
+      return;
+    values.push_back(valueType);
+  }
+
+  for (auto [target, type] : llvm::zip(stmt.targets, values)) {
+    if (isAssign) {
+      checkAssignTarget(target, type, stmt.value->getLoc());
+      continue;
+    }
+    bool isOutput = stmt.getKind() == Stmt::OutputK;
+    if (isOutput && !type.isUnknown() && type.rank() == 0) {
+      diags.error(stmt.value->getLoc(),
+                  "a layer output must be a vector or a matrix, got a " +
+                      type.str());
+      continue;
+    }
+    Symbol *symbol = declare(isOutput ? Symbol::Output : Symbol::Let,
+                             target.name, target.loc, type);
+    if (!symbol)
+      continue;
+    target.symbol = symbol;
+    target.type = type;
+    if (isOutput) {
+      symbol->index = out.outputs.size();
+      out.outputs.push_back(symbol);
+    }
+  }
+}
+
+//===----------------------------------------------------------------------===//
+// Expressions
+//===----------------------------------------------------------------------===//
+
+bool ProgramChecker::requireNumber(const Type &type, SMLoc loc,
+                                   llvm::StringRef context) {
+  switch (type.kind) {
+  case Type::Unknown:
+  case Type::Number:
+    return true;
+  case Type::Bool:
+    diags.error(loc, "a comparison cannot be used as " + context +
+                         "; it can only be the condition of select()");
+    return false;
+  case Type::Tuple:
+    diags.error(loc, "this call returns " +
+                         plural(type.elements.size(), "value") +
+                         "; bind them first, e.g. 'h, c = lstm1(x, h, c)'");
+    return false;
+  case Type::Weights:
+    diags.error(loc, "weights can only be called, e.g. 'head(h2)'");
+    return false;
+  }
+  return false;
+}
+
+std::optional<Type> ProgramChecker::broadcast(
+    llvm::ArrayRef<const Type *> types, llvm::ArrayRef<SMLoc> locs,
+    SMLoc opLoc, llvm::StringRef action) {
+  const Type *widest = nullptr;
+  for (const Type *t : types) {
+    if (t->isUnknown())
+      return std::nullopt;
+    if (t->rank() == 0)
+      continue;
+    if (!widest) {
+      widest = t;
+    } else if (widest->shape != t->shape) {
+      std::string list;
+      for (const Type *u : types)
+        list += (list.empty() ? "" : " and ") + u->str();
+      diags.error(opLoc, "cannot " + action + " " + list +
+                             ": sizes differ (only a scalar combines with a "
+                             "vector or a matrix)");
+      return std::nullopt;
+    }
+  }
+  return Type::number(widest ? llvm::ArrayRef<int64_t>(widest->shape)
+                             : llvm::ArrayRef<int64_t>());
+}
+
+Type ProgramChecker::check(Expr &expr, bool allowTuple) {
+  Type type;
+  switch (expr.getKind()) {
+  case Expr::NumberK: {
+    auto &number = llvm::cast<NumberExpr>(expr);
+    if (checkNumberRange(number.value, number.getLoc(),
+                         std::to_string(number.value)))
+      type = Type::scalar();
+    break;
+  }
+  case Expr::NameK: {
+    auto &name = llvm::cast<NameExpr>(expr);
+    Symbol *symbol = lookup(name.name);
+    if (!symbol) {
+      if (lookupBuiltin(name.name))
+        diags.error(name.getLoc(), "'" + name.name +
+                                       "' is a function; call it, e.g. '" +
+                                       name.name + "(...)'");
+      else if (program.kind == Program::Layer &&
+               (name.name == "p" || name.name == "g" || name.name == "t"))
+        diags.error(name.getLoc(), "'" + name.name +
+                                       "' exists only in rules; a layer "
+                                       "reads its inputs");
+      else {
+        diags.error(name.getLoc(), "use of undeclared identifier '" +
+                                       name.name + "'" +
+                                       suggestion(name.name, false));
+      }
+      break;
+    }
+    if (symbol->kind == Symbol::Weights &&
+        symbol->weightsKind != Symbol::Tensor) {
+      diags.error(name.getLoc(), "weights '" + name.name +
+                                     "' can only be called, e.g. '" +
+                                     name.name + "(x)'");
+      break;
+    }
+    name.symbol = symbol;
+    type = symbol->type;
+    break;
+  }
+  case Expr::UnaryK: {
+    auto &unary = llvm::cast<UnaryExpr>(expr);
+    Type operand = check(*unary.operand);
+    if (requireNumber(operand, unary.operand->getLoc(), "an operand of '-'"))
+      type = operand;
+    break;
+  }
+  case Expr::BinaryK:
+    type = checkBinary(llvm::cast<BinaryExpr>(expr));
+    break;
+  case Expr::CallK:
+    type = checkCall(llvm::cast<CallExpr>(expr));
+    break;
+  case Expr::IndexK: {
+    auto &index = llvm::cast<IndexExpr>(expr);
+    Type base = check(*index.base);
+    if (!requireNumber(base, index.base->getLoc(), "an indexed value") ||
+        base.isUnknown())
+      break;
+    if (base.rank() != 1) {
+      diags.error(index.getLoc(), "only a vector can be indexed, not a " +
+                                      base.str());
+      break;
+    }
+    std::optional<double> position = evalConstant(*index.index);
+    if (!position || std::floor(*position) != *position) {
+      diags.error(index.index->getLoc(),
+                  "an index must be a constant integer");
+      break;
+    }
+    if (*position < 0 || *position >= base.shape[0]) {
+      diags.error(index.index->getLoc(),
+                  "index " + Twine(static_cast<int64_t>(*position)) +
+                      " is out of range for a " + base.str());
+      break;
+    }
+    index.position = static_cast<int64_t>(*position);
+    type = Type::scalar();
+    break;
+  }
+  }
+  if (type.kind == Type::Tuple && !allowTuple) {
+    requireNumber(type, expr.getLoc(), "a value");
+    type = Type::unknown();
+  }
+  expr.type = type;
+  return type;
+}
+
+Type ProgramChecker::checkBinary(BinaryExpr &expr) {
+  Type lhs = check(*expr.lhs), rhs = check(*expr.rhs);
+  std::string context = ("an operand of '" + spell(expr.op).trim('\'') + "'").str();
+  if (!requireNumber(lhs, expr.lhs->getLoc(), context) ||
+      !requireNumber(rhs, expr.rhs->getLoc(), context) || lhs.isUnknown() ||
+      rhs.isUnknown())
+    return Type::unknown();
+
+  if (expr.op == TokenKind::At) {
+    if (lhs.rank() != 2 || rhs.rank() != 1 || lhs.shape[1] != rhs.shape[0]) {
+      diags.error(expr.getLoc(),
+                  "'@' multiplies an m x n matrix by a vector of size n; got " +
+                      lhs.str() + " @ " + rhs.str());
+      return Type::unknown();
+    }
+    return Type::number({lhs.shape[0]});
+  }
+
+  llvm::StringRef action;
+  bool comparison = false;
+  switch (expr.op) {
+  case TokenKind::Plus: action = "add"; break;
+  case TokenKind::Minus: action = "subtract"; break;
+  case TokenKind::Star: action = "multiply"; break;
+  case TokenKind::Slash: action = "divide"; break;
+  case TokenKind::StarStar: action = "raise"; break;
+  default: action = "compare"; comparison = true; break;
+  }
+  const Type *types[] = {&lhs, &rhs};
+  SMLoc locs[] = {expr.lhs->getLoc(), expr.rhs->getLoc()};
+  std::optional<Type> result = broadcast(types, locs, expr.getLoc(), action);
+  if (!result)
+    return Type::unknown();
+  if (comparison)
+    return Type::boolean(result->shape);
+  return *result;
+}
+
+Type ProgramChecker::checkCall(CallExpr &call) {
+  if (Symbol *symbol = lookup(call.callee)) {
+    if (symbol->kind == Symbol::Weights &&
+        symbol->weightsKind != Symbol::Tensor) {
+      call.weights = symbol;
+      return checkWeightsCall(call, *symbol);
+    }
+    diags.error(call.getLoc(), "'" + call.callee + "' is a " +
+                                   symbol->type.str() +
+                                   ", not a function; only built-in functions "
+                                   "and learned weights can be called");
+    return Type::unknown();
+  }
+  const BuiltinInfo *info = lookupBuiltin(call.callee);
+  if (!info) {
+    if (call.callee == "lstm" || call.callee == "linear")
+      diags.error(call.getLoc(),
+                  "'" + call.callee +
+                      "(...)' declares weights; use it as 'weights name = " +
+                      call.callee + "(...)' in a learned rule");
+    else {
+      diags.error(call.getLoc(), "unknown function '" + call.callee + "'" +
+                                     suggestion(call.callee, true));
+    }
+    return Type::unknown();
+  }
+  call.builtin = info->id;
+  if (info->where == BuiltinInfo::RulesOnly && !program.isRule()) {
+    diags.error(call.getLoc(), "'" + call.callee +
+                                   "' is only available in rules");
+    return Type::unknown();
+  }
+  if (info->where == BuiltinInfo::LayersOnly && program.isRule()) {
+    diags.error(call.getLoc(),
+                "'" + call.callee + "' is only available in layers" +
+                    (info->id == Builtin::Zeros || info->id == Builtin::Ones
+                         ? "; in a rule, write the number"
+                         : ""));
+    return Type::unknown();
+  }
+  if (info->id == Builtin::QP)
+    return checkQP(call);
+  for (Argument &arg : call.args)
+    if (!arg.name.empty()) {
+      diags.error(arg.nameLoc, "'" + call.callee +
+                                   "' takes no named arguments");
+      return Type::unknown();
+    }
+  int n = call.args.size();
+  if (n < info->minArgs || n > info->maxArgs) {
+    std::string expected =
+        info->minArgs == info->maxArgs
+            ? plural(info->minArgs, "argument")
+            : (Twine(info->minArgs) + " or " + Twine(info->maxArgs) +
+               " arguments")
+                  .str();
+    diags.error(call.getLoc(), "'" + call.callee + "' expects " + expected +
+                                   ", got " + Twine(n));
+    return Type::unknown();
+  }
+  return checkBuiltin(call, *info);
+}
+
+Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
+  // Shapes of constructors are constants, not values.
+  if (info.id == Builtin::Eye || info.id == Builtin::Zeros ||
+      info.id == Builtin::Ones) {
+    llvm::SmallVector<int64_t, 2> shape;
+    for (Argument &arg : call.args) {
+      std::optional<int64_t> size = evalSize(*arg.value, "a size");
+      if (!size)
+        return Type::unknown();
+      shape.push_back(*size);
+    }
+    if (info.id == Builtin::Eye)
+      return Type::number({shape[0], shape[0]});
+    return Type::number(shape);
+  }
+
+  std::vector<Type> args;
+  bool ok = true;
+  for (auto [i, arg] : llvm::enumerate(call.args)) {
+    args.push_back(check(*arg.value));
+    bool isCondition = info.id == Builtin::Select && i == 0;
+    if (!isCondition &&
+        !requireNumber(args.back(), arg.value->getLoc(),
+                       "an argument of '" + call.callee + "'"))
+      ok = false;
+    if (args.back().isUnknown())
+      ok = false;
+  }
+  if (!ok)
+    return Type::unknown();
+
+  auto argLocs = [&]() {
+    llvm::SmallVector<SMLoc, 3> locs;
+    for (Argument &arg : call.args)
+      locs.push_back(arg.value->getLoc());
+    return locs;
+  };
+
+  switch (info.id) {
+  case Builtin::Select: {
+    if (args[0].kind != Type::Bool) {
+      diags.error(call.args[0].value->getLoc(),
+                  "the condition of select() must be a comparison, e.g. "
+                  "'select(g > 0, a, b)'");
+      return Type::unknown();
+    }
+    Type cond = Type::number(args[0].shape);
+    const Type *types[] = {&cond, &args[1], &args[2]};
+    return broadcast(types, argLocs(), call.getLoc(), "select between")
+        .value_or(Type::unknown());
+  }
+  case Builtin::Max:
+  case Builtin::Min:
+  case Builtin::Pow:
+  case Builtin::Clamp: {
+    llvm::SmallVector<const Type *, 3> types;
+    for (Type &t : args)
+      types.push_back(&t);
+    return broadcast(types, argLocs(), call.getLoc(),
+                     "apply '" + call.callee + "' to")
+        .value_or(Type::unknown());
+  }
+  case Builtin::Sum:
+  case Builtin::Mean:
+    if (args[0].rank() != 1) {
+      diags.error(call.args[0].value->getLoc(),
+                  "'" + call.callee + "' expects a vector, got a " +
+                      args[0].str());
+      return Type::unknown();
+    }
+    return Type::scalar();
+  case Builtin::Dot:
+    if (args[0].rank() != 1 || args[0] != args[1]) {
+      diags.error(call.getLoc(), "'dot' expects two vectors of the same size, "
+                                 "got " +
+                                     args[0].str() + " and " + args[1].str());
+      return Type::unknown();
+    }
+    return Type::scalar();
+  case Builtin::LogSign:
+    if (!args[0].isScalar() || !args[1].isScalar()) {
+      diags.error(call.getLoc(), "'log_sign' expects two scalars (g, k), got " +
+                                     args[0].str() + " and " + args[1].str());
+      return Type::unknown();
+    }
+    return Type::number({2});
+  default: // Elementwise functions of one argument.
+    return args[0];
+  }
+}
+
+Type ProgramChecker::checkQP(CallExpr &call) {
+  static const char *const names[] = {"Q", "q", "A", "b", "G", "h", "tol",
+                                      "max_iter"};
+  llvm::StringMap<Argument *> given;
+  for (Argument &arg : call.args) {
+    if (arg.name.empty()) {
+      diags.error(arg.value->getLoc(),
+                  "qp takes named arguments, e.g. 'qp(Q: ..., q: ..., G: ..., "
+                  "h: ...)'");
+      return Type::unknown();
+    }
+    if (!llvm::is_contained(names, arg.name)) {
+      diags.error(arg.nameLoc, "qp has no argument '" + arg.name +
+                                   "'; expected Q, q, A, b, G, h, tol or "
+                                   "max_iter");
+      return Type::unknown();
+    }
+    if (!given.try_emplace(arg.name, &arg).second) {
+      diags.error(arg.nameLoc, "argument '" + arg.name + "' given twice");
+      return Type::unknown();
+    }
+  }
+  if (!given.count("q")) {
+    diags.error(call.getLoc(), "qp needs the linear term 'q' (it also sets "
+                               "the number of variables)");
+    return Type::unknown();
+  }
+  for (auto [a, b] : {std::pair{"A", "b"}, std::pair{"G", "h"}})
+    if (given.count(a) != given.count(b)) {
+      diags.error(call.getLoc(), Twine("qp needs '") + a + "' and '" + b +
+                                     "' together");
+      return Type::unknown();
+    }
+
+  llvm::StringMap<Type> types;
+  bool ok = true;
+  for (auto &entry : given) {
+    llvm::StringRef name = entry.first();
+    Argument &arg = *entry.second;
+    if (name == "tol" || name == "max_iter") {
+      std::optional<double> value = evalConstant(*arg.value);
+      bool isIter = name == "max_iter";
+      if (!value || !(*value > 0) ||
+          (isIter && (std::floor(*value) != *value || *value > 1e6))) {
+        diags.error(arg.value->getLoc(),
+                    isIter ? "max_iter must be a positive constant integer "
+                             "(at most 1000000)"
+                           : "tol must be a positive constant number");
+        ok = false;
+      } else if (isIter) {
+        call.qpMaxIter = static_cast<int64_t>(*value);
+      } else {
+        call.qpTol = *value;
+      }
+      continue;
+    }
+    Type t = check(*arg.value);
+    if (!requireNumber(t, arg.value->getLoc(), "qp data") || t.isUnknown())
+      ok = false;
+    types[name] = t;
+  }
+  if (!ok)
+    return Type::unknown();
+
+  const Type &q = types["q"];
+  if (q.rank() != 1) {
+    diags.error(given["q"]->value->getLoc(),
+                "q must be a vector, got a " + q.str());
+    return Type::unknown();
+  }
+  int64_t n = q.shape[0];
+  auto expectShape = [&](llvm::StringRef name,
+                         llvm::ArrayRef<int64_t> shape) -> bool {
+    const Type &t = types[name];
+    if (t.shape == llvm::SmallVector<int64_t, 2>(shape.begin(), shape.end()))
+      return true;
+    diags.error(given[name]->value->getLoc(),
+                name + " must be a " + Type::number(shape).str() +
+                    " for a problem with " + plural(n, "variable") +
+                    ", got a " + t.str());
+    return false;
+  };
+  int64_t m = 0, p = 0;
+  if (types.count("Q") && !expectShape("Q", {n, n}))
+    return Type::unknown();
+  if (types.count("A")) {
+    const Type &A = types["A"];
+    m = A.rank() == 2 ? A.shape[0] : 0;
+    if (!expectShape("A", {std::max<int64_t>(m, 1), n}) ||
+        !expectShape("b", {m}))
+      return Type::unknown();
+  }
+  if (types.count("G")) {
+    const Type &G = types["G"];
+    p = G.rank() == 2 ? G.shape[0] : 0;
+    if (!expectShape("G", {std::max<int64_t>(p, 1), n}) ||
+        !expectShape("h", {p}))
+      return Type::unknown();
+  }
+  return Type::tuple({Type::number({n}), Type::number({m}),
+                      Type::number({p})});
+}
+
+Type ProgramChecker::checkWeightsCall(CallExpr &call, const Symbol &weights) {
+  bool isLSTM = weights.weightsKind == Symbol::LSTM;
+  size_t expected = isLSTM ? 3 : 1;
+  if (call.args.size() != expected) {
+    diags.error(call.getLoc(),
+                "'" + call.callee + "' expects " +
+                    (isLSTM ? "3 arguments (x, h, c)" : "1 argument (x)") +
+                    ", got " + Twine(call.args.size()));
+    return Type::unknown();
+  }
+  std::vector<Type> args;
+  for (Argument &arg : call.args) {
+    if (!arg.name.empty()) {
+      diags.error(arg.nameLoc,
+                  "'" + call.callee + "' takes no named arguments");
+      return Type::unknown();
+    }
+    args.push_back(check(*arg.value));
+    if (!requireNumber(args.back(), arg.value->getLoc(),
+                       "an argument of '" + call.callee + "'") ||
+        args.back().isUnknown())
+      return Type::unknown();
+  }
+  const Type &x = args[0];
+  bool xOk = (x.rank() == 0 && weights.inSize == 1) ||
+             (x.rank() == 1 && x.shape[0] == weights.inSize);
+  if (!xOk) {
+    diags.error(call.args[0].value->getLoc(),
+                "'" + call.callee + "' expects an input of size " +
+                    Twine(weights.inSize) + ", got a " + x.str());
+    return Type::unknown();
+  }
+  if (!isLSTM)
+    return weights.outSize == 1 ? Type::scalar()
+                                : Type::number({weights.outSize});
+  Type state = Type::number({weights.outSize});
+  for (unsigned i = 1; i < 3; ++i)
+    if (args[i] != state) {
+      diags.error(call.args[i].value->getLoc(),
+                  "'" + call.callee + "' expects its " +
+                      (i == 1 ? "hidden state" : "cell state") + " to be a " +
+                      state.str() + ", got a " + args[i].str());
+      return Type::unknown();
+    }
+  return Type::tuple({state, state});
+}
+
+//===----------------------------------------------------------------------===//
+// Module
+//===----------------------------------------------------------------------===//
+
+bool optim::checkModule(Module &module, CheckedModule &result,
+                        DiagnosticEngine &diags, const SemaOptions &options) {
+  unsigned errorsBefore = diags.getNumErrors();
+  llvm::StringMap<SMLoc> names;
+  result.programs.clear();
+  result.programs.reserve(module.programs.size());
+  for (Program &program : module.programs) {
+    auto [it, inserted] = names.try_emplace(program.name, program.loc);
+    if (!inserted) {
+      diags.error(program.loc, "redefinition of '" + program.name + "'");
+      diags.note(it->second, "'" + program.name + "' was first defined here");
+    }
+    result.programs.emplace_back();
+    ProgramChecker(program, result.programs.back(), diags, options).run();
+    if (diags.tooManyErrors())
+      break;
+  }
+  return diags.getNumErrors() == errorsBefore;
+}
