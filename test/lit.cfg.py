@@ -17,6 +17,7 @@ config.test_exec_root = os.path.join(config.optim_obj_root, "test")
 config.substitutions.append(("%examples", os.path.join(config.optim_src_root, "examples")))
 config.substitutions.append(("%optim_src_root", config.optim_src_root))
 config.substitutions.append(("%optim_obj_root", config.optim_obj_root))
+config.substitutions.append(("%llvm_include", os.path.join(os.path.dirname(config.llvm_tools_dir), "include")))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerates the reference docs that come from ODS. test/Docs checks that the
+# committed files match, so run this after changing a .td file.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+tblgen=/usr/lib/llvm-22/bin/mlir-tblgen
+inc=(-I /usr/lib/llvm-22/include -I "$root/dialect/include" -I "$root/include")
+"$tblgen" -gen-dialect-doc -dialect=optim "${inc[@]}" \
+  "$root/dialect/include/optim/Dialect/OptimOps.td" > "$root/docs/dialect.md.tmp"
+mv "$root/docs/dialect.md.tmp" "$root/docs/dialect.md"
+"$tblgen" -gen-pass-doc "${inc[@]}" \
+  "$root/include/optim/Transforms/Passes.td" > "$root/docs/passes.md.tmp"
+mv "$root/docs/passes.md.tmp" "$root/docs/passes.md"
+echo "gen-docs: wrote docs/dialect.md and docs/passes.md"
