@@ -31,9 +31,9 @@ static Type elementTypeOf(Type type) { return getElementTypeOrSelf(type); }
 
 LogicalResult LogSignOp::verify() {
   auto vec = getResult().getType();
-  if (vec.getNumElements() != 2 || vec.getElementType() != getG().getType())
-    return emitOpError("result must be vector<2x")
-           << getG().getType() << ">, got " << vec;
+  auto expected = VectorType::get({2}, getG().getType());
+  if (vec != expected)
+    return emitOpError("result must be ") << expected << ", got " << vec;
   return success();
 }
 
@@ -78,11 +78,11 @@ LogicalResult LSTMCellOp::verify() {
   int64_t hidden = getH().getType().getNumElements();
   auto w = getWeights().getType();
   int64_t rows = 4 * hidden, cols = in + hidden + 1;
-  if (w.getRank() != 2 || w.getElementType() != elt ||
-      w.getDimSize(0) != rows || w.getDimSize(1) != cols)
+  auto expected = RankedTensorType::get({rows, cols}, elt);
+  if (w != expected)
     return emitOpError("weights of an LSTM cell with input size ")
-           << in << " and hidden size " << hidden << " must be tensor<" << rows
-           << "x" << cols << "x" << elt << "> ([W_ih | W_hh | b]), got " << w;
+           << in << " and hidden size " << hidden << " must be " << expected
+           << " ([W_ih | W_hh | b]), got " << w;
   return success();
 }
 
@@ -93,11 +93,11 @@ LogicalResult LinearOp::verify() {
   if (elementTypeOf(getResult().getType()) != elt)
     return emitOpError("result element type must be ") << elt;
   auto w = getWeights().getType();
-  if (w.getRank() != 2 || w.getElementType() != elt ||
-      w.getDimSize(0) != out || w.getDimSize(1) != in + 1)
+  auto expected = RankedTensorType::get({out, in + 1}, elt);
+  if (w != expected)
     return emitOpError("weights of a linear map from ")
-           << in << " to " << out << " must be tensor<" << out << "x"
-           << in + 1 << "x" << elt << "> ([W | b]), got " << w;
+           << in << " to " << out << " must be " << expected
+           << " ([W | b]), got " << w;
   return success();
 }
 
@@ -192,7 +192,8 @@ LogicalResult QPOp::verify() {
     return failure();
   if (!(getTol().convertToDouble() > 0.0))
     return emitOpError("tol must be positive");
-  if (getMaxIter() <= 0)
+  // getMaxIter() is unsigned (I64Attr): read the signed value, or -5 passes.
+  if (getMaxIterAttr().getInt() <= 0)
     return emitOpError("max_iter must be positive");
   return success();
 }

@@ -14,6 +14,7 @@
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringSet.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -287,10 +288,10 @@ LogicalResult RuleOp::verifyRegions() {
            << expected << " (p, g, t, " << getNumHypers()
            << " hyperparameters, " << getNumStates() << " states, "
            << getNumWeights() << " weights)";
+  // The lowerings and the runtime ABI know only these two element types.
   auto elt = dyn_cast<FloatType>(getParam().getType());
-  if (!elt)
-    return emitOpError("p must be a float scalar, got ")
-           << getParam().getType();
+  if (!elt || !(elt.isF32() || elt.isF64()))
+    return emitOpError("p must be f32 or f64, got ") << getParam().getType();
   if (getGrad().getType() != elt)
     return emitOpError("g must have the type of p (")
            << elt << "), got " << getGrad().getType();
@@ -302,6 +303,25 @@ LogicalResult RuleOp::verifyRegions() {
              << cast<StringAttr>(getHyperNames()[i]).getValue()
              << "' must have the element type " << elt << ", got "
              << getHyper(i).getType();
+  // Defaults are stored as f64 but become constants of the element type when
+  // folded or loaded, so a value beyond its range would turn into inf.
+  auto fitsElementType = [&](double value) {
+    APFloat f(value);
+    bool losesInfo;
+    f.convert(elt.getFloatSemantics(), APFloat::rmNearestTiesToEven,
+              &losesInfo);
+    return f.isFinite();
+  };
+  for (auto [name, value] : llvm::zip(getHyperNames(), getHyperDefaults()))
+    if (!fitsElementType(value))
+      return emitOpError("hyperparameter '")
+             << cast<StringAttr>(name).getValue() << "' has a default ("
+             << formatExact(value) << ") out of the range of " << elt;
+  for (auto [name, value] : llvm::zip(getStateNames(), getStateInits()))
+    if (!fitsElementType(value))
+      return emitOpError("state '")
+             << cast<StringAttr>(name).getValue() << "' has an initial value ("
+             << formatExact(value) << ") out of the range of " << elt;
   for (unsigned i = 0, e = getNumStates(); i < e; ++i) {
     Type type = getState(i).getType();
     auto vec = dyn_cast<VectorType>(type);
@@ -474,11 +494,13 @@ LogicalResult LayerOp::verify() {
              << arg.getType();
   }
   for (Attribute a : getOutputTypes()) {
-    auto typeAttr = dyn_cast<TypeAttr>(a);
-    auto tensor =
-        typeAttr ? dyn_cast<RankedTensorType>(typeAttr.getValue()) : nullptr;
-    if (!tensor || !tensor.hasStaticShape())
-      return emitOpError("outputs must be statically shaped tensors");
+    Type type = cast<TypeAttr>(a).getValue();
+    auto tensor = dyn_cast<RankedTensorType>(type);
+    if (!tensor || !tensor.hasStaticShape() ||
+        !isa<FloatType>(tensor.getElementType()))
+      return emitOpError("outputs must be statically shaped float tensors, "
+                         "got ")
+             << type;
   }
   return success();
 }

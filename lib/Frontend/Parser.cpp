@@ -86,15 +86,37 @@ private:
     Parser &p;
     bool ok;
     explicit DepthGuard(Parser &p) : p(p), ok(++p.depth <= kMaxDepth) {
-      if (!ok && !p.reportedDepth) {
-        p.reportedDepth = true;
-        p.diags.error(p.tok().getLoc(),
-                      "expression nested too deeply (more than " +
-                          llvm::Twine(kMaxDepth) + " levels)");
-      }
+      if (!ok)
+        p.reportDepth();
     }
     ~DepthGuard() { --p.depth; }
   };
+
+  /// Guards the operators of a left-associative chain ('a + b + c', 'v[0][1]'):
+  /// each one nests the tree a level deeper without any recursion here, but
+  /// Sema, MLIRGen and the destructors recurse through it.
+  struct ChainGuard {
+    Parser &p;
+    unsigned levels = 0;
+    explicit ChainGuard(Parser &p) : p(p) {}
+    /// Accounts for one more operator; false (reported) past the limit.
+    bool step() {
+      ++levels;
+      if (++p.depth <= kMaxDepth)
+        return true;
+      p.reportDepth();
+      return false;
+    }
+    ~ChainGuard() { p.depth -= levels; }
+  };
+
+  void reportDepth() {
+    if (reportedDepth)
+      return;
+    reportedDepth = true;
+    diags.error(tok().getLoc(), "expression nested too deeply (more than " +
+                                    llvm::Twine(kMaxDepth) + " levels)");
+  }
 
   std::vector<Token> tokens;
   size_t pos = 0;
@@ -360,7 +382,10 @@ ExprPtr Parser::parseComparison() {
 
 ExprPtr Parser::parseAdditive() {
   ExprPtr lhs = parseMultiplicative();
+  ChainGuard chain(*this);
   while (lhs && (tok().is(TokenKind::Plus) || tok().is(TokenKind::Minus))) {
+    if (!chain.step())
+      return nullptr;
     Token op = consume();
     ExprPtr rhs = parseMultiplicative();
     if (!rhs)
@@ -373,8 +398,11 @@ ExprPtr Parser::parseAdditive() {
 
 ExprPtr Parser::parseMultiplicative() {
   ExprPtr lhs = parseUnary();
+  ChainGuard chain(*this);
   while (lhs && (tok().is(TokenKind::Star) || tok().is(TokenKind::Slash) ||
                  tok().is(TokenKind::At))) {
+    if (!chain.step())
+      return nullptr;
     Token op = consume();
     ExprPtr rhs = parseUnary();
     if (!rhs)
@@ -419,7 +447,11 @@ ExprPtr Parser::parsePower() {
 
 ExprPtr Parser::parsePostfix() {
   ExprPtr expr = parsePrimary();
+  ChainGuard chain(*this);
   while (expr) {
+    if ((tok().is(TokenKind::LParen) || tok().is(TokenKind::LBracket)) &&
+        !chain.step())
+      return nullptr;
     if (tok().is(TokenKind::LParen)) {
       auto *name = llvm::dyn_cast<NameExpr>(expr.get());
       if (!name) {

@@ -3,11 +3,13 @@
 #include "optim/Frontend/Sema.h"
 
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
 #include "llvm/ADT/StringSet.h"
 #include "llvm/ADT/StringSwitch.h"
 
 #include <cfloat>
+#include <charconv>
 #include <cmath>
 #include <optional>
 
@@ -59,8 +61,48 @@ const BuiltinInfo *lookupBuiltin(llvm::StringRef name) {
   return nullptr;
 }
 
+/// "state " for a name declared by `state`, to prefix to the name.
+llvm::StringRef declarationNoun(Stmt::Kind kind) {
+  switch (kind) {
+  case Stmt::StateK: return "state ";
+  case Stmt::WeightsK: return "weights ";
+  case Stmt::InputK: return "input ";
+  case Stmt::OutputK: return "output ";
+  case Stmt::LetK:
+  case Stmt::AssignK: return "";
+  }
+  return "";
+}
+
 std::string plural(int64_t n, llvm::StringRef word) {
   return (Twine(n) + " " + word + (n == 1 ? "" : "s")).str();
+}
+
+/// The shortest spelling that reads back as `value` ("2.5", "1e+39"), not
+/// to_string's "2.500000"; to_chars is also independent of the locale.
+std::string formatNumber(double value) {
+  // Whole numbers as integers: a size of 100000, not 1e+05.
+  if (std::floor(value) == value && std::fabs(value) < 1e15)
+    return std::to_string(static_cast<int64_t>(value));
+  char buf[32];
+  auto result = std::to_chars(buf, buf + sizeof(buf), value);
+  return std::string(buf, result.ptr);
+}
+
+/// The source text of the number literal at `loc`: what the user wrote
+/// ("1e39"), which the tree does not keep.
+llvm::StringRef numberSpelling(SMLoc loc) {
+  const char *start = loc.getPointer(), *end = start;
+  while (llvm::isDigit(*end) || *end == '.')
+    ++end;
+  if (*end == 'e' || *end == 'E') {
+    ++end;
+    if (*end == '+' || *end == '-')
+      ++end;
+    while (llvm::isDigit(*end))
+      ++end;
+  }
+  return llvm::StringRef(start, end - start);
 }
 
 class ProgramChecker {
@@ -79,6 +121,12 @@ private:
     auto it = scope.find(name);
     return it == scope.end() ? nullptr : it->second;
   }
+  /// Declares the name of a failed declaration with an unknown type, so that
+  /// its uses are not reported again (as undeclared, or as never updated).
+  void declarePoisoned(Symbol::Kind kind, llvm::StringRef name, SMLoc loc);
+  /// Reports a name that is not in scope at `loc`: used before a declaration
+  /// further down (with a note), or not declared at all.
+  void reportUndeclared(llvm::StringRef name, SMLoc loc, bool isCall);
   /// "; did you mean 'x'?" for the closest visible name, or "".
   std::string suggestion(llvm::StringRef name, bool functions);
   void checkParams();
@@ -91,11 +139,15 @@ private:
                          SMLoc valueLoc);
 
   // Constants and sizes.
+  /// The value of a constant expression (numbers, constant parameters), or
+  /// nullopt; types the nodes it folds.
   std::optional<double> evalConstant(Expr &expr);
+  std::optional<double> foldConstant(Expr &expr);
   std::optional<int64_t> evalSize(Expr &expr, llvm::StringRef what);
   bool checkShape(std::vector<ExprPtr> &dims, unsigned maxRank,
                   llvm::SmallVectorImpl<int64_t> &shape, llvm::StringRef what);
-  bool checkNumberRange(double value, SMLoc loc, llvm::StringRef text);
+  /// Reports `what` ("number 1e39") when it does not fit the precision.
+  bool checkNumberRange(double value, SMLoc loc, const Twine &what);
 
   // Expressions.
   Type check(Expr &expr, bool allowTuple = false);
@@ -116,6 +168,12 @@ private:
   DiagnosticEngine &diags;
   const SemaOptions &options;
   llvm::StringMap<Symbol *> scope;
+  /// The first declaration of every name the body declares, wherever it is.
+  struct Declaration {
+    SMLoc loc;
+    Stmt::Kind kind;
+  };
+  llvm::StringMap<Declaration> declarations;
 };
 
 } // namespace
@@ -148,6 +206,34 @@ Symbol *ProgramChecker::declare(Symbol::Kind kind, llvm::StringRef name,
   return raw;
 }
 
+void ProgramChecker::declarePoisoned(Symbol::Kind kind, llvm::StringRef name,
+                                     SMLoc loc) {
+  // A name already in scope was the cause (a redefinition), or a later
+  // failure of the same name: nothing to add.
+  if (lookup(name))
+    return;
+  if (Symbol *symbol = declare(kind, name, loc, Type::unknown()))
+    symbol->assigned = true;
+}
+
+void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
+                                      bool isCall) {
+  auto it = declarations.find(name);
+  if (it != declarations.end() &&
+      it->second.loc.getPointer() > loc.getPointer()) {
+    diags.error(loc, "use of " + declarationNoun(it->second.kind) + "'" + name +
+                         "' before its declaration");
+    diags.note(it->second.loc, "'" + name + "' is declared here");
+    return;
+  }
+  if (isCall)
+    diags.error(loc,
+                "unknown function '" + name + "'" + suggestion(name, true));
+  else
+    diags.error(loc, "use of undeclared identifier '" + name + "'" +
+                         suggestion(name, false));
+}
+
 std::string ProgramChecker::suggestion(llvm::StringRef name, bool functions) {
   llvm::StringRef best;
   unsigned bestDistance = 3;
@@ -170,12 +256,11 @@ std::string ProgramChecker::suggestion(llvm::StringRef name, bool functions) {
 }
 
 bool ProgramChecker::checkNumberRange(double value, SMLoc loc,
-                                      llvm::StringRef text) {
+                                      const Twine &what) {
   if (options.precision == Precision::F32 && std::isfinite(value) &&
       std::fabs(value) > FLT_MAX) {
-    diags.error(loc, "number " + text +
-                         " is out of range for f32 (largest: about 3.4e38); "
-                         "compile with f64 precision to use it");
+    diags.error(loc, what + " is out of range for f32 (largest: about 3.4e38); "
+                            "compile with --precision=f64 to use it");
     return false;
   }
   return true;
@@ -187,7 +272,9 @@ void ProgramChecker::checkParams() {
     Symbol *symbol = declare(kind, param.name, param.loc, Type::scalar());
     if (!symbol)
       continue;
-    checkNumberRange(param.value, param.valueLoc, param.name);
+    checkNumberRange(param.value, param.valueLoc,
+                     "the default value of '" + param.name + "' (" +
+                         formatNumber(param.value) + ")");
     symbol->value = param.value;
     symbol->isInteger = param.isInteger;
     // Layer parameters are compile-time values (they size tensors).
@@ -210,17 +297,33 @@ void ProgramChecker::run() {
     out.step = declare(Symbol::Step, "t", program.loc, Type::scalar());
   }
   checkParams();
+  // Whether the body declares weights and outputs at all, failed ones
+  // included: a failed declaration must not also be reported as missing.
+  bool hasWeights = false, hasOutput = false;
+  for (StmtPtr &stmt : program.body) {
+    hasWeights |= stmt->getKind() == Stmt::WeightsK;
+    hasOutput |= stmt->getKind() == Stmt::OutputK;
+    if (auto *decl = llvm::dyn_cast<DeclStmt>(stmt.get())) {
+      for (DeclItem &item : decl->items)
+        declarations.try_emplace(item.name,
+                                 Declaration{item.loc, stmt->getKind()});
+    } else if (stmt->getKind() != Stmt::AssignK) {
+      for (DeclItem &target : llvm::cast<BindStmt>(*stmt).targets)
+        declarations.try_emplace(target.name,
+                                 Declaration{target.loc, stmt->getKind()});
+    }
+  }
   for (StmtPtr &stmt : program.body) {
     if (diags.tooManyErrors())
       return;
     checkStmt(*stmt);
   }
-  if (program.kind == Program::LearnedRule && out.weights.empty())
+  if (program.kind == Program::LearnedRule && !hasWeights)
     diags.error(program.loc, "learned rule '" + program.name +
                                  "' declares no weights; write 'weights name "
                                  "= lstm(in: I, hidden: H)' or 'rule' instead "
                                  "of 'learned rule'");
-  if (program.kind == Program::Layer && out.outputs.empty())
+  if (program.kind == Program::Layer && !hasOutput)
     diags.error(program.loc, "layer '" + program.name +
                                  "' has no output; add 'output z = ...'");
   if (program.isRule() && out.param && !out.param->assigned)
@@ -236,19 +339,54 @@ void ProgramChecker::run() {
 void ProgramChecker::checkStmt(Stmt &stmt) {
   switch (stmt.getKind()) {
   case Stmt::StateK:
-    return checkStateDecl(llvm::cast<DeclStmt>(stmt));
+    checkStateDecl(llvm::cast<DeclStmt>(stmt));
+    break;
   case Stmt::WeightsK:
-    return checkWeightsDecl(llvm::cast<DeclStmt>(stmt));
+    checkWeightsDecl(llvm::cast<DeclStmt>(stmt));
+    break;
   case Stmt::InputK:
-    return checkInputDecl(llvm::cast<DeclStmt>(stmt));
+    checkInputDecl(llvm::cast<DeclStmt>(stmt));
+    break;
   case Stmt::LetK:
   case Stmt::OutputK:
   case Stmt::AssignK:
-    return checkBind(llvm::cast<BindStmt>(stmt));
+    checkBind(llvm::cast<BindStmt>(stmt));
+    break;
+  }
+
+  // Every item or target that failed has no symbol: keep one error per
+  // mistake.
+  if (auto *decl = llvm::dyn_cast<DeclStmt>(&stmt)) {
+    Symbol::Kind kind = stmt.getKind() == Stmt::StateK     ? Symbol::State
+                        : stmt.getKind() == Stmt::WeightsK ? Symbol::Weights
+                                                           : Symbol::Input;
+    for (DeclItem &item : decl->items)
+      if (!item.symbol)
+        declarePoisoned(kind, item.name, item.loc);
+    return;
+  }
+  for (DeclItem &target : llvm::cast<BindStmt>(stmt).targets) {
+    if (target.symbol)
+      continue;
+    if (stmt.getKind() != Stmt::AssignK)
+      declarePoisoned(stmt.getKind() == Stmt::LetK ? Symbol::Let
+                                                   : Symbol::Output,
+                      target.name, target.loc);
+    else if (Symbol *symbol = lookup(target.name))
+      symbol->assigned = true; // It is updated, just wrongly.
   }
 }
 
 std::optional<double> ProgramChecker::evalConstant(Expr &expr) {
+  std::optional<double> value = foldConstant(expr);
+  // Sizes, initial values and indices are folded, never check()ed: give
+  // them their type here, or --emit=ast shows them as <error>.
+  if (value)
+    expr.type = Type::scalar();
+  return value;
+}
+
+std::optional<double> ProgramChecker::foldConstant(Expr &expr) {
   if (auto *number = llvm::dyn_cast<NumberExpr>(&expr))
     return number->value;
   if (auto *name = llvm::dyn_cast<NameExpr>(&expr)) {
@@ -289,7 +427,7 @@ std::optional<int64_t> ProgramChecker::evalSize(Expr &expr,
   if (!(*value >= 1 && *value <= kMaxSize) || std::floor(*value) != *value) {
     diags.error(expr.getLoc(), what + " must be an integer between 1 and " +
                                    Twine(kMaxSize) + ", got " +
-                                   Twine(std::to_string(*value)));
+                                   formatNumber(*value));
     return std::nullopt;
   }
   return static_cast<int64_t>(*value);
@@ -336,7 +474,9 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
                                            item.name + "' is not finite");
       continue;
     }
-    if (!checkNumberRange(*init, item.init->getLoc(), item.name))
+    if (!checkNumberRange(*init, item.init->getLoc(),
+                          "the initial value of state '" + item.name + "' (" +
+                              formatNumber(*init) + ")"))
       continue;
     Symbol *symbol =
         declare(Symbol::State, item.name, item.loc, Type::number(shape));
@@ -441,6 +581,7 @@ void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
     }
     Type type;
     type.kind = Type::Weights;
+    ctor->type = type;
     Symbol *symbol = declare(Symbol::Weights, item.name, item.loc, type);
     if (!symbol)
       continue;
@@ -490,14 +631,8 @@ void ProgramChecker::checkInputDecl(DeclStmt &stmt) {
 void ProgramChecker::checkAssignTarget(DeclItem &target,
                                        const Type &valueType, SMLoc valueLoc) {
   Symbol *symbol = lookup(target.name);
-  if (!symbol) {
-    diags.error(target.loc,
-                "assignment to undeclared name '" + target.name +
-                    "'; declare it first with 'state " + target.name +
-                    " = 0', or bind a new value with 'let " + target.name +
-                    " = ...'");
-    return;
-  }
+  if (!symbol)
+    return; // checkBind reported it.
   switch (symbol->kind) {
   case Symbol::Param:
   case Symbol::Grad:
@@ -531,7 +666,8 @@ void ProgramChecker::checkAssignTarget(DeclItem &target,
     diags.note(symbol->loc, "'" + target.name + "' was bound here");
     return;
   }
-  if (valueType.isUnknown())
+  // An error was reported in the value, or in the declaration of the target.
+  if (valueType.isUnknown() || symbol->type.isUnknown())
     return;
   // A scalar may be assigned to a vector state: every element gets it.
   if (valueType != symbol->type &&
@@ -560,7 +696,36 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
     return;
   }
 
+  // An undeclared target is one mistake, however often the value uses it:
+  // report it once, here, and declare it so that later statements are quiet.
+  if (isAssign) {
+    bool ok = true;
+    for (DeclItem &target : stmt.targets) {
+      if (lookup(target.name))
+        continue;
+      ok = false;
+      auto it = declarations.find(target.name);
+      if (it != declarations.end()) {
+        diags.error(target.loc, "assignment to " +
+                                    declarationNoun(it->second.kind) + "'" +
+                                    target.name + "' before its declaration");
+        diags.note(it->second.loc, "'" + target.name + "' is declared here");
+        continue;
+      }
+      diags.error(target.loc, "assignment to undeclared name '" + target.name +
+                                  "'; declare it first with 'state " +
+                                  target.name +
+                                  " = 0', or bind a new value with 'let " +
+                                  target.name + " = ...'");
+      declarePoisoned(Symbol::State, target.name, target.loc);
+    }
+    if (!ok)
+      return;
+  }
+
   Type valueType = check(*stmt.value, /*allowTuple=*/true);
+  if (valueType.isUnknown())
+    return; // Reported; how many values it has is unknown.
 
   // Compound assignment: `p -= e` is `p = p - e`.
   if (isAssign && stmt.op != TokenKind::Equal && !valueType.isUnknown()) {
@@ -697,7 +862,7 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
   case Expr::NumberK: {
     auto &number = llvm::cast<NumberExpr>(expr);
     if (checkNumberRange(number.value, number.getLoc(),
-                         std::to_string(number.value)))
+                         "number " + numberSpelling(number.getLoc())))
       type = Type::scalar();
     break;
   }
@@ -714,11 +879,8 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
         diags.error(name.getLoc(), "'" + name.name +
                                        "' exists only in rules; a layer "
                                        "reads its inputs");
-      else {
-        diags.error(name.getLoc(), "use of undeclared identifier '" +
-                                       name.name + "'" +
-                                       suggestion(name.name, false));
-      }
+      else
+        reportUndeclared(name.name, name.getLoc(), /*isCall=*/false);
       break;
     }
     if (symbol->kind == Symbol::Weights &&
@@ -763,9 +925,11 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
       break;
     }
     if (*position < 0 || *position >= base.shape[0]) {
-      diags.error(index.index->getLoc(),
-                  "index " + Twine(static_cast<int64_t>(*position)) +
-                      " is out of range for a " + base.str());
+      // Not through int64_t: the constant may be far outside its range.
+      diags.error(index.index->getLoc(), "index " + formatNumber(*position) +
+                                             " is out of range for a " +
+                                             base.str() +
+                                             " (indices start at 0)");
       break;
     }
     index.position = static_cast<int64_t>(*position);
@@ -821,6 +985,8 @@ Type ProgramChecker::checkBinary(BinaryExpr &expr) {
 
 Type ProgramChecker::checkCall(CallExpr &call) {
   if (Symbol *symbol = lookup(call.callee)) {
+    if (symbol->type.isUnknown()) // Its declaration failed.
+      return Type::unknown();
     if (symbol->kind == Symbol::Weights &&
         symbol->weightsKind != Symbol::Tensor) {
       call.weights = symbol;
@@ -839,10 +1005,8 @@ Type ProgramChecker::checkCall(CallExpr &call) {
                   "'" + call.callee +
                       "(...)' declares weights; use it as 'weights name = " +
                       call.callee + "(...)' in a learned rule");
-    else {
-      diags.error(call.getLoc(), "unknown function '" + call.callee + "'" +
-                                     suggestion(call.callee, true));
-    }
+    else
+      reportUndeclared(call.callee, call.getLoc(), /*isCall=*/true);
     return Type::unknown();
   }
   call.builtin = info->id;

@@ -6,10 +6,13 @@
 //===----------------------------------------------------------------------===//
 
 #include "optim/Dialect/OptimDialect.h"
+#include "optim/Compiler/Pipelines.h"
+#include "optim/Conversion/Passes.h"
 #include "optim/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/MemRef/IR/MemRef.h"
@@ -23,13 +26,15 @@
 int main(int argc, char **argv) {
   mlir::registerTransformsPasses();
   mlir::optim::registerOptimPasses();
+  mlir::optim::registerOptimConversionPasses();
+  optim::registerPipelines();
 
   mlir::DialectRegistry registry;
   registry.insert<mlir::optim::OptimDialect, mlir::arith::ArithDialect,
                   mlir::math::MathDialect, mlir::vector::VectorDialect,
                   mlir::tensor::TensorDialect, mlir::func::FuncDialect,
                   mlir::scf::SCFDialect, mlir::memref::MemRefDialect,
-                  mlir::linalg::LinalgDialect>();
+                  mlir::linalg::LinalgDialect, mlir::LLVM::LLVMDialect>();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "optim optimizer driver\n", registry));
 }

@@ -31,6 +31,13 @@ def Optim_Dialect : Dialect {
 
     Bodies use upstream `arith`, `math`, `vector` (small per-coordinate
     vectors) and `tensor` (layer data) operations.
+
+    Signed zeros are not significant in an `optim.rule` body: a rule may
+    return +0.0 where IEEE 754 arithmetic would give -0.0 (a parameter, a
+    state or a gradient of zero means the same whatever its sign). This lets
+    the dialect's canonicalization fold `x + 0.0` to `x` in rule bodies,
+    which upstream `arith` must keep since (-0.0) + 0.0 is +0.0. Layer
+    bodies keep the IEEE semantics.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect",
@@ -39,6 +46,7 @@ def Optim_Dialect : Dialect {
     "::mlir::tensor::TensorDialect"
   ];
   let hasConstantMaterializer = 1;
+  let hasCanonicalizer = 1;
 }
 
 class Optim_Op<string mnemonic, list<Trait> traits = []> :

@@ -169,6 +169,11 @@ def Optim_ReturnOp : Optim_Op<"return", [
 // Learned-rule building blocks
 //===----------------------------------------------------------------------===//
 
+// A per-coordinate vector value. Fixed-length only: the weight shapes of the
+// ops below are derived from its size, and a folded constant of a scalable
+// vector type cannot be materialized.
+def Optim_CoordinateVector : FixedVectorOfRankAndType<[1], [AnyFloat]>;
+
 def Optim_LogSignOp : Optim_Op<"log_sign", [Pure, AllTypesMatch<["g", "k"]>]> {
   let summary = "Gradient preprocessing of Andrychowicz et al. (2016)";
   let description = [{
@@ -183,7 +188,7 @@ def Optim_LogSignOp : Optim_Op<"log_sign", [Pure, AllTypesMatch<["g", "k"]>]> {
     gradient descent". The result is `vector<2xT>`.
   }];
   let arguments = (ins AnyFloat:$g, AnyFloat:$k);
-  let results = (outs VectorOfRankAndType<[1], [AnyFloat]>:$result);
+  let results = (outs Optim_CoordinateVector:$result);
   let assemblyFormat = "$g `,` $k attr-dict `:` type($g) `->` type($result)";
   let hasVerifier = 1;
   let hasFolder = 1;
@@ -206,12 +211,12 @@ def Optim_LSTMCellOp : Optim_Op<"lstm_cell", [
     h' = sigmoid(o) * tanh(c')
     ```
   }];
-  let arguments = (ins AnyTypeOf<[AnyFloat, VectorOfRankAndType<[1], [AnyFloat]>]>:$x,
-                       VectorOfRankAndType<[1], [AnyFloat]>:$h,
-                       VectorOfRankAndType<[1], [AnyFloat]>:$c,
+  let arguments = (ins AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$x,
+                       Optim_CoordinateVector:$h,
+                       Optim_CoordinateVector:$c,
                        AnyStaticShapeTensor:$weights);
-  let results = (outs VectorOfRankAndType<[1], [AnyFloat]>:$h_out,
-                      VectorOfRankAndType<[1], [AnyFloat]>:$c_out);
+  let results = (outs Optim_CoordinateVector:$h_out,
+                      Optim_CoordinateVector:$c_out);
   let assemblyFormat = [{
     $x `,` $h `,` $c `,` $weights attr-dict `:` type($x) `,` type($h) `,` type($weights)
   }];
@@ -225,9 +230,9 @@ def Optim_LinearOp : Optim_Op<"linear", [Pure]> {
     are one tensor of shape `[O, I + 1]` laid out as `[W | b]`. The result is
     a vector of size O, or a scalar when O = 1 and a scalar result is asked.
   }];
-  let arguments = (ins AnyTypeOf<[AnyFloat, VectorOfRankAndType<[1], [AnyFloat]>]>:$x,
+  let arguments = (ins AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$x,
                        AnyStaticShapeTensor:$weights);
-  let results = (outs AnyTypeOf<[AnyFloat, VectorOfRankAndType<[1], [AnyFloat]>]>:$result);
+  let results = (outs AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$result);
   let assemblyFormat = [{
     $x `,` $weights attr-dict `:` type($x) `,` type($weights) `->` type($result)
   }];

@@ -1,0 +1,62 @@
+//===- Compiler.h - JIT-compile .optim programs from a host program -*- C++ -*-===//
+//
+// The compiler's public API. It exposes no LLVM or MLIR type, so a host
+// program includes it next to the runtime's headers:
+//
+//   optim::Compiler compiler;
+//   optim::Rule adam = compiler.compileFile("examples/adam.optim");
+//
+// Errors (a malformed program, an unreadable file, an unsupported rule)
+// throw optim::Error whose message holds the located diagnostics.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_COMPILER_COMPILER_H
+#define OPTIM_COMPILER_COMPILER_H
+
+#include "optim/Rule.h"
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace optim {
+
+struct Target {
+  enum class Kind { CPU };
+  Kind kind = Kind::CPU;
+  static Target cpu() { return Target(); }
+};
+
+struct CompileOptions {
+  /// Element type of parameters, gradients and state.
+  DType precision = DType::F32;
+  /// Coordinates per SIMD iteration of the generated kernel.
+  unsigned vectorWidth = 16;
+};
+
+class Compiler {
+public:
+  explicit Compiler(CompileOptions options = {});
+  ~Compiler();
+  Compiler(const Compiler &) = delete;
+  Compiler &operator=(const Compiler &) = delete;
+
+  /// Compiles the rule named `rule` of a file (empty: the file's only rule).
+  Rule compileFile(const std::string &path, Target target = Target::cpu(),
+                   const std::string &rule = "");
+  /// Same, from source text; `bufferName` names it in diagnostics.
+  Rule compileSource(std::string_view source,
+                     const std::string &bufferName = "<source>",
+                     Target target = Target::cpu(),
+                     const std::string &rule = "");
+
+  struct Impl;
+
+private:
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace optim
+
+#endif // OPTIM_COMPILER_COMPILER_H

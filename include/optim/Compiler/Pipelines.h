@@ -1,0 +1,25 @@
+//===- Pipelines.h - pass pipelines from the dialect to LLVM ----*- C++ -*-===//
+
+#ifndef OPTIM_COMPILER_PIPELINES_H
+#define OPTIM_COMPILER_PIPELINES_H
+
+#include "mlir/Pass/PassManager.h"
+
+namespace optim {
+
+struct CPUPipelineOptions {
+  unsigned vectorWidth = 16;
+};
+
+/// optim dialect -> fused kernels (scf/vector/arith/math on llvm.ptr).
+void buildLowerRulesPipeline(mlir::OpPassManager &pm,
+                             const CPUPipelineOptions &options);
+/// Fused kernels -> the LLVM dialect.
+void buildKernelsToLLVMPipeline(mlir::OpPassManager &pm);
+
+/// Registers `optim-lower-to-llvm` with optim-opt.
+void registerPipelines();
+
+} // namespace optim
+
+#endif // OPTIM_COMPILER_PIPELINES_H

@@ -1,0 +1,24 @@
+//===- Passes.h - optim lowering passes -------------------------*- C++ -*-===//
+
+#ifndef OPTIM_CONVERSION_PASSES_H
+#define OPTIM_CONVERSION_PASSES_H
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/Pass/Pass.h"
+
+namespace mlir::optim {
+
+#define GEN_PASS_DECL
+#include "optim/Conversion/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "optim/Conversion/Passes.h.inc"
+
+} // namespace mlir::optim
+
+#endif // OPTIM_CONVERSION_PASSES_H

@@ -1,0 +1,159 @@
+//===- Compiler.cpp - JIT-compile .optim programs --------------------------===//
+
+#include "optim/Compiler/Compiler.h"
+#include "optim/Compiler/Pipelines.h"
+#include "optim/Dialect/OptimOps.h"
+#include "optim/Frontend/Frontend.h"
+
+#include "mlir/ExecutionEngine/ExecutionEngine.h"
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/Diagnostics.h"
+#include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+#include "llvm/Support/TargetSelect.h"
+
+#include <mutex>
+
+using namespace optim;
+
+struct Compiler::Impl {
+  CompileOptions options;
+};
+
+Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
+  if (options.vectorWidth == 0 || options.vectorWidth > 64)
+    throw Error("optim::Compiler: vectorWidth must be between 1 and 64, got " +
+                std::to_string(options.vectorWidth));
+  impl->options = options;
+}
+
+Compiler::~Compiler() = default;
+
+Rule Compiler::compileFile(const std::string &path, Target target,
+                           const std::string &rule) {
+  auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
+  if (std::error_code ec = buffer.getError())
+    throw Error("optim::Compiler: cannot read '" + path +
+                "': " + ec.message());
+  return compileSource((*buffer)->getBuffer(), path, target, rule);
+}
+
+static RuleInfo describe(mlir::optim::RuleOp rule) {
+  RuleInfo info;
+  info.name = rule.getSymName().str();
+  info.dtype = rule.getElementType().isF64() ? DType::F64 : DType::F32;
+  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
+    info.hypers.push_back(
+        {mlir::cast<mlir::StringAttr>(rule.getHyperNames()[i]).str(),
+         rule.getHyperDefaults()[i], rule.getHyperConst()[i]});
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
+    auto vec = mlir::dyn_cast<mlir::VectorType>(rule.getState(i).getType());
+    info.states.push_back(
+        {mlir::cast<mlir::StringAttr>(rule.getStateNames()[i]).str(),
+         vec ? vec.getNumElements() : 1, rule.getStateInits()[i]});
+  }
+  for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i) {
+    auto type = mlir::cast<mlir::RankedTensorType>(rule.getWeight(i).getType());
+    info.weights.push_back(
+        {mlir::cast<mlir::StringAttr>(rule.getWeightNames()[i]).str(),
+         std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
+  }
+  return info;
+}
+
+Rule Compiler::compileSource(std::string_view source,
+                             const std::string &bufferName, Target target,
+                             const std::string &ruleName) {
+  if (target.kind != Target::Kind::CPU)
+    throw Error("optim::Compiler: only the CPU target is implemented");
+  static std::once_flag initOnce;
+  std::call_once(initOnce, [] {
+    llvm::InitializeNativeTarget();
+    llvm::InitializeNativeTargetAsmPrinter();
+  });
+
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(
+          llvm::StringRef(source.data(), source.size()), bufferName),
+      llvm::SMLoc());
+  std::string diagnostics;
+  llvm::raw_string_ostream diagStream(diagnostics);
+  DiagnosticEngine diags(sourceMgr, diagStream);
+
+  mlir::MLIRContext context;
+  FrontendOptions frontend;
+  frontend.precision = impl->options.precision == DType::F64 ? Precision::F64
+                                                             : Precision::F32;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      compileToMLIR(context, diags, frontend);
+  if (!module)
+    throw Error(diagnostics.empty() ? "optim::Compiler: compilation failed"
+                                    : diagnostics);
+
+  // Keep only the requested rule.
+  mlir::optim::RuleOp selected;
+  std::string available;
+  for (auto rule : module->getOps<mlir::optim::RuleOp>()) {
+    available += (available.empty() ? "" : ", ") + rule.getSymName().str();
+    if (ruleName.empty() ? !selected : rule.getSymName() == ruleName) {
+      if (ruleName.empty() && selected)
+        throw Error("optim::Compiler: '" + bufferName +
+                    "' defines several rules (" + available +
+                    "); name the one to compile");
+      selected = rule;
+    }
+  }
+  if (!selected)
+    throw Error("optim::Compiler: '" + bufferName + "' has no rule" +
+                (ruleName.empty() ? std::string()
+                                  : " named '" + ruleName + "'") +
+                (available.empty() ? "" : " (it has: " + available + ")"));
+  for (mlir::Operation &op :
+       llvm::make_early_inc_range(module->getBody()->getOperations()))
+    if (&op != selected.getOperation())
+      op.erase();
+  RuleInfo info = describe(selected);
+  std::string symbol = OPTIM_RULE_SYMBOL_PREFIX + info.name;
+
+  // Lowering; MLIR diagnostics become the error message.
+  std::string passErrors;
+  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
+    if (d.getSeverity() == mlir::DiagnosticSeverity::Error) {
+      std::string loc;
+      llvm::raw_string_ostream(loc) << d.getLocation();
+      passErrors += loc + ": error: " + d.str() + "\n";
+    }
+    return mlir::success();
+  });
+  mlir::PassManager pm(&context);
+  CPUPipelineOptions cpu;
+  cpu.vectorWidth = impl->options.vectorWidth;
+  buildLowerRulesPipeline(pm, cpu);
+  buildKernelsToLLVMPipeline(pm);
+  if (mlir::failed(pm.run(*module)))
+    throw Error("optim::Compiler: cannot compile rule '" + info.name +
+                "': " + (passErrors.empty() ? "lowering failed\n" : passErrors));
+
+  mlir::registerBuiltinDialectTranslation(context);
+  mlir::registerLLVMDialectTranslation(context);
+  mlir::ExecutionEngineOptions engineOptions;
+  engineOptions.transformer = mlir::makeOptimizingTransformer(
+      /*optLevel=*/3, /*sizeLevel=*/0, /*targetMachine=*/nullptr);
+  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  auto engine = mlir::ExecutionEngine::create(*module, engineOptions);
+  if (!engine)
+    throw Error("optim::Compiler: JIT compilation of rule '" + info.name +
+                "' failed: " + llvm::toString(engine.takeError()));
+  auto address = (*engine)->lookup(symbol);
+  if (!address)
+    throw Error("optim::Compiler: the JIT has no symbol '" + symbol +
+                "': " + llvm::toString(address.takeError()));
+  auto kernel = reinterpret_cast<optim_rule_kernel>(*address);
+  std::shared_ptr<mlir::ExecutionEngine> owner(std::move(*engine));
+  return Rule(std::move(info), kernel, std::move(owner));
+}

@@ -1,0 +1,59 @@
+//===- Pipelines.cpp - pass pipelines from the dialect to LLVM -------------===//
+
+#include "optim/Compiler/Pipelines.h"
+#include "optim/Conversion/Passes.h"
+#include "optim/Transforms/Passes.h"
+
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/Passes.h"
+
+using namespace mlir;
+
+void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
+                                    const CPUPipelineOptions &options) {
+  pm.addPass(mlir::optim::createFoldConstantHyperparameters());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  mlir::optim::LowerRulesToKernelsOptions lower;
+  lower.vectorWidth = options.vectorWidth;
+  pm.addPass(mlir::optim::createLowerRulesToKernels(lower));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  // Broadcasts of uniform values are created in the loops; hoist them.
+  pm.addPass(createLoopInvariantCodeMotionPass());
+}
+
+void ::optim::buildKernelsToLLVMPipeline(OpPassManager &pm) {
+  pm.addPass(createSCFToControlFlowPass());
+  pm.addPass(createConvertVectorToLLVMPass());
+  // Intrinsics where LLVM has them (sqrt, exp, log, pow, ...), libm for the
+  // rest (tanh).
+  pm.addPass(createConvertMathToLLVMPass());
+  pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createArithToLLVMConversionPass());
+  pm.addPass(createConvertControlFlowToLLVMPass());
+  pm.addPass(createConvertFuncToLLVMPass());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+}
+
+namespace {
+struct OptimLowerToLLVMOptions
+    : public PassPipelineOptions<OptimLowerToLLVMOptions> {
+  Option<unsigned> vectorWidth{*this, "vector-width",
+                               llvm::cl::desc("SIMD lanes (coordinates)"),
+                               llvm::cl::init(16)};
+};
+} // namespace
+
+void ::optim::registerPipelines() {
+  PassPipelineRegistration<OptimLowerToLLVMOptions>(
+      "optim-lower-to-llvm",
+      "Lower optim rules to fused kernels in the LLVM dialect",
+      [](OpPassManager &pm, const OptimLowerToLLVMOptions &options) {
+        CPUPipelineOptions cpu;
+        cpu.vectorWidth = options.vectorWidth;
+        buildLowerRulesPipeline(pm, cpu);
+        buildKernelsToLLVMPipeline(pm);
+      });
+}

@@ -1,0 +1,117 @@
+//===- Optimizer.h - apply a compiled rule to a model's parameters -*- C++ -*-===//
+//
+// Part of the runtime: no LLVM or MLIR header may be included here.
+//
+//   optim::Compiler compiler;
+//   optim::Rule adam = compiler.compileFile("examples/adam.optim");
+//   optim::Optimizer opt(adam, {{w.data(), w.size()}, {b.data(), b.size()}});
+//   opt.set("lr", 3e-3);                  // any step, no recompilation
+//   opt.step({{gw.data(), gw.size()}, {gb.data(), gb.size()}});
+//   opt.save("ckpt.safetensors");         // state + step count, atomic
+//
+// Ownership: the optimizer never owns parameters or gradients; the caller
+// keeps them alive and does not move them while the optimizer exists. It
+// owns the state. Every method that throws optim::Error changed nothing.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_RUNTIME_OPTIMIZER_H
+#define OPTIM_RUNTIME_OPTIMIZER_H
+
+#include "optim/Rule.h"
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace optim {
+
+/// A parameter tensor, updated in place (not owned), of the rule's dtype.
+struct Param {
+  void *data = nullptr;
+  int64_t size = 0;
+  DType dtype = DType::F32;
+
+  Param() = default;
+  Param(float *data, int64_t size) : data(data), size(size) {}
+  Param(double *data, int64_t size)
+      : data(data), size(size), dtype(DType::F64) {}
+};
+
+/// A gradient, read only (not owned), of the rule's dtype.
+struct Grad {
+  const void *data = nullptr;
+  int64_t size = 0;
+  DType dtype = DType::F32;
+
+  Grad() = default;
+  Grad(const float *data, int64_t size) : data(data), size(size) {}
+  Grad(const double *data, int64_t size)
+      : data(data), size(size), dtype(DType::F64) {}
+};
+
+/// Parameters sharing hyperparameter values, as in torch.optim.
+struct ParamGroup {
+  std::vector<Param> params;
+  /// Values that differ from the rule's defaults, e.g. {{"lr", 0.1}}.
+  std::vector<std::pair<std::string, double>> hypers;
+};
+
+struct OptimizerOptions {
+  /// Worker threads; 0 means one per hardware thread.
+  unsigned threads = 0;
+  /// Coordinates per chunk, the unit of work of a thread.
+  int64_t chunkSize = 32768;
+  /// When a gradient holds a NaN or an infinity, skip the whole step (and
+  /// count it) instead of writing non-finite values into the parameters.
+  bool skipNonFinite = false;
+};
+
+class Optimizer {
+public:
+  Optimizer(Rule rule, std::vector<Param> params,
+            OptimizerOptions options = {});
+  Optimizer(Rule rule, std::vector<ParamGroup> groups,
+            OptimizerOptions options = {});
+  ~Optimizer();
+  Optimizer(Optimizer &&) noexcept;
+  Optimizer &operator=(Optimizer &&) noexcept;
+
+  /// Sets a hyperparameter in every group, or in one group.
+  void set(const std::string &name, double value);
+  void set(size_t group, const std::string &name, double value);
+  double get(const std::string &name, size_t group = 0) const;
+
+  /// Applies one step with one gradient per parameter, in the order the
+  /// parameters were given (groups flattened). Returns false when the step
+  /// was skipped because of a non-finite gradient (skipNonFinite).
+  bool step(const std::vector<Grad> &grads);
+
+  /// The number of steps taken (t of the last one); skipped ones excluded.
+  int64_t stepCount() const;
+  int64_t skippedSteps() const;
+  size_t numParams() const;
+  size_t numGroups() const;
+  const Rule &rule() const;
+
+  /// The state `name` of parameter `param`: `size` elements of the rule's
+  /// dtype for a scalar state, `N * size` (component-major) for `state x[N]`.
+  const void *state(size_t param, const std::string &name) const;
+
+  /// Writes the state, the step counters and the hyperparameters in the
+  /// safetensors layout, atomically (a temporary file renamed over `path`).
+  void save(const std::string &path) const;
+  /// Restores what save() wrote. Throws, changing nothing, on a file from
+  /// another rule or other parameter sizes, or a truncated or corrupt file.
+  void load(const std::string &path);
+
+  struct Impl;
+
+private:
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace optim
+
+#endif // OPTIM_RUNTIME_OPTIMIZER_H

@@ -1,0 +1,85 @@
+//===- Rule.h - a compiled update rule, as the runtime sees it ------*- C++ -*-===//
+//
+// Part of the runtime: no LLVM or MLIR header may be included here. A Rule is
+// the description of a compiled rule (its signature) plus its kernel; it keeps
+// whatever owns the kernel's code (a JIT engine, a loaded library) alive.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_RUNTIME_RULE_H
+#define OPTIM_RUNTIME_RULE_H
+
+#include "optim/KernelABI.h"
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace optim {
+
+/// Every error of the runtime and the compiler API: the message says what
+/// was wrong. An operation that throws has changed nothing.
+class Error : public std::runtime_error {
+public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class DType { F32, F64 };
+
+inline const char *dtypeName(DType t) { return t == DType::F32 ? "f32" : "f64"; }
+inline size_t dtypeSize(DType t) { return t == DType::F32 ? 4 : 8; }
+
+struct HyperParam {
+  std::string name;
+  double defaultValue = 0.0;
+  /// Compiled in: changing it needs a recompilation.
+  bool isConst = false;
+};
+
+struct StateSpec {
+  std::string name;
+  /// Per-coordinate size: 1 for a scalar state, N for `state h[N]`.
+  int64_t size = 1;
+  /// The value every coordinate starts from.
+  double init = 0.0;
+};
+
+struct WeightSpec {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+/// The signature of a compiled rule.
+struct RuleInfo {
+  std::string name;
+  DType dtype = DType::F32;
+  std::vector<HyperParam> hypers;
+  std::vector<StateSpec> states;
+  std::vector<WeightSpec> weights;
+
+  /// The index of a hyperparameter, or -1.
+  int findHyper(const std::string &hyperName) const;
+};
+
+class Rule {
+public:
+  Rule() = default;
+  Rule(RuleInfo info, optim_rule_kernel kernel, std::shared_ptr<void> owner)
+      : info_(std::make_shared<const RuleInfo>(std::move(info))),
+        kernel_(kernel), owner_(std::move(owner)) {}
+
+  explicit operator bool() const { return kernel_ != nullptr; }
+  const RuleInfo &info() const;
+  optim_rule_kernel kernel() const { return kernel_; }
+
+private:
+  std::shared_ptr<const RuleInfo> info_;
+  optim_rule_kernel kernel_ = nullptr;
+  std::shared_ptr<void> owner_;
+};
+
+} // namespace optim
+
+#endif // OPTIM_RUNTIME_RULE_H

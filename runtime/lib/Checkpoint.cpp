@@ -1,0 +1,234 @@
+//===- Checkpoint.cpp - optimizer state in the safetensors layout ----------===//
+//
+// safetensors: an 8-byte little-endian header length, a JSON header naming
+// each tensor's dtype, shape and byte range, then the raw data. Readable from
+// Python (safetensors, or a few lines of numpy). Metadata values are strings,
+// as the format requires.
+//
+//===----------------------------------------------------------------------===//
+
+#include "OptimizerImpl.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+using namespace optim;
+using json = nlohmann::json;
+
+static constexpr const char *kFormat = "optim-mlir optimizer state";
+
+static std::string tensorName(size_t param, const std::string &state) {
+  return "param" + std::to_string(param) + "." + state;
+}
+
+static std::string joinStates(const RuleInfo &ri) {
+  std::string s;
+  for (const StateSpec &st : ri.states)
+    s += (s.empty() ? "" : ",") + st.name;
+  return s;
+}
+
+static void writeAll(int fd, const void *data, size_t bytes,
+                     const std::string &path) {
+  const char *p = static_cast<const char *>(data);
+  while (bytes) {
+    ssize_t n = ::write(fd, p, bytes);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      throw Error("cannot write '" + path + "': " + std::strerror(errno));
+    }
+    p += n;
+    bytes -= size_t(n);
+  }
+}
+
+void Optimizer::save(const std::string &path) const {
+  const Impl &im = *impl;
+  const RuleInfo &ri = im.info();
+  size_t elt = dtypeSize(ri.dtype);
+  json header;
+  json groups = json::array();
+  for (const Impl::Group &g : im.groups)
+    groups.push_back(g.hypers);
+  header["__metadata__"] = {
+      {"format", kFormat},
+      {"abi", std::to_string(OPTIM_KERNEL_ABI_VERSION)},
+      {"rule", ri.name},
+      {"dtype", dtypeName(ri.dtype)},
+      {"states", joinStates(ri)},
+      {"params", std::to_string(im.slots.size())},
+      {"step", std::to_string(im.step)},
+      {"skipped", std::to_string(im.skipped)},
+      {"hypers", groups.dump()},
+  };
+  size_t offset = 0;
+  for (size_t p = 0; p < im.slots.size(); ++p)
+    for (size_t s = 0; s < ri.states.size(); ++s) {
+      int64_t n = im.slots[p].param.size;
+      json shape = ri.states[s].size == 1
+                       ? json::array({n})
+                       : json::array({ri.states[s].size, n});
+      size_t bytes = im.slots[p].states[s].bytes;
+      header[tensorName(p, ri.states[s].name)] = {
+          {"dtype", ri.dtype == DType::F32 ? "F32" : "F64"},
+          {"shape", shape},
+          {"data_offsets", {offset, offset + bytes}}};
+      offset += bytes;
+    }
+  (void)elt;
+  std::string text = header.dump();
+  // The data that follows is aligned to 8 bytes, as safetensors recommends.
+  text.append((8 - text.size() % 8) % 8, ' ');
+  uint64_t length = text.size();
+  unsigned char prefix[8];
+  for (int i = 0; i < 8; ++i)
+    prefix[i] = static_cast<unsigned char>(length >> (8 * i));
+
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw Error("optim::Optimizer::save: cannot create '" + tmp +
+                "': " + std::strerror(errno));
+  try {
+    writeAll(fd, prefix, 8, tmp);
+    writeAll(fd, text.data(), text.size(), tmp);
+    for (const Impl::Slot &slot : im.slots)
+      for (const AlignedBuffer &b : slot.states)
+        writeAll(fd, b.data.get(), b.bytes, tmp);
+    if (::fsync(fd) != 0)
+      throw Error("cannot sync '" + tmp + "': " + std::strerror(errno));
+  } catch (const Error &e) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw Error(std::string("optim::Optimizer::save: ") + e.what());
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error("optim::Optimizer::save: cannot rename '" + tmp + "' to '" +
+                path + "': " + std::strerror(err));
+  }
+}
+
+void Optimizer::load(const std::string &path) {
+  Impl &im = *impl;
+  const RuleInfo &ri = im.info();
+  auto fail = [&](const std::string &why) -> Error {
+    return Error("optim::Optimizer::load: '" + path + "': " + why);
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw fail(std::string("cannot open: ") + std::strerror(errno));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string file = buffer.str();
+  if (file.size() < 8)
+    throw fail("truncated (no safetensors header)");
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i)
+    length = (length << 8) | static_cast<unsigned char>(file[i]);
+  if (length > file.size() - 8)
+    throw fail("truncated (the header says " + std::to_string(length) +
+               " bytes, the file has " + std::to_string(file.size() - 8) +
+               ")");
+  json header = json::parse(file.begin() + 8, file.begin() + 8 + length,
+                            /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object())
+    throw fail("the header is not valid JSON");
+  const char *data = file.data() + 8 + length;
+  size_t dataSize = file.size() - 8 - length;
+
+  auto meta = header.find("__metadata__");
+  auto text = [&](const char *key) -> std::string {
+    if (meta == header.end() || !meta->is_object() || !meta->contains(key) ||
+        !(*meta)[key].is_string())
+      throw fail(std::string("missing metadata '") + key +
+                 "' (not an optimizer checkpoint of optim-mlir?)");
+    return (*meta)[key].get<std::string>();
+  };
+  if (text("format") != kFormat)
+    throw fail("not an optimizer checkpoint of optim-mlir");
+  if (text("rule") != ri.name)
+    throw fail("written by rule '" + text("rule") + "', not '" + ri.name +
+               "'");
+  if (text("dtype") != dtypeName(ri.dtype))
+    throw fail("holds " + text("dtype") + " state, the rule is " +
+               dtypeName(ri.dtype));
+  if (text("states") != joinStates(ri))
+    throw fail("holds states '" + text("states") + "', the rule has '" +
+               joinStates(ri) + "'");
+  if (text("params") != std::to_string(im.slots.size()))
+    throw fail("holds " + text("params") + " parameters, this optimizer has " +
+               std::to_string(im.slots.size()));
+  int64_t step = 0, skipped = 0;
+  try {
+    step = std::stoll(text("step"));
+    skipped = std::stoll(text("skipped"));
+  } catch (const std::exception &) {
+    throw fail("corrupt step counters");
+  }
+  if (step < 0 || skipped < 0)
+    throw fail("corrupt step counters");
+  json hypers = json::parse(text("hypers"), nullptr, false);
+  if (!hypers.is_array() || hypers.size() != im.groups.size())
+    throw fail("holds hyperparameters for a different number of groups");
+  std::vector<std::vector<double>> groupHypers;
+  for (const json &g : hypers) {
+    if (!g.is_array() || g.size() != ri.hypers.size())
+      throw fail("corrupt hyperparameters");
+    std::vector<double> values;
+    for (const json &v : g) {
+      if (!v.is_number())
+        throw fail("corrupt hyperparameters");
+      values.push_back(v.get<double>());
+    }
+    groupHypers.push_back(std::move(values));
+  }
+
+  // Check every tensor before touching any state.
+  struct Copy {
+    void *dst;
+    const char *src;
+    size_t bytes;
+  };
+  std::vector<Copy> copies;
+  for (size_t p = 0; p < im.slots.size(); ++p)
+    for (size_t s = 0; s < ri.states.size(); ++s) {
+      std::string name = tensorName(p, ri.states[s].name);
+      auto it = header.find(name);
+      if (it == header.end() || !it->is_object())
+        throw fail("missing tensor '" + name + "'");
+      int64_t n = im.slots[p].param.size;
+      json shape = ri.states[s].size == 1
+                       ? json::array({n})
+                       : json::array({ri.states[s].size, n});
+      if ((*it)["shape"] != shape)
+        throw fail("tensor '" + name + "' has shape " +
+                   (*it)["shape"].dump() + ", expected " + shape.dump());
+      if ((*it)["dtype"] != (ri.dtype == DType::F32 ? "F32" : "F64"))
+        throw fail("tensor '" + name + "' has the wrong dtype");
+      const json &off = (*it)["data_offsets"];
+      size_t bytes = im.slots[p].states[s].bytes;
+      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+          !off[1].is_number_unsigned())
+        throw fail("tensor '" + name + "' has corrupt offsets");
+      uint64_t begin = off[0], end = off[1];
+      if (end < begin || end - begin != bytes || end > dataSize)
+        throw fail("tensor '" + name + "' lies outside the file (truncated?)");
+      copies.push_back({im.slots[p].states[s].data.get(), data + begin, bytes});
+    }
+  for (const Copy &c : copies)
+    std::memcpy(c.dst, c.src, c.bytes);
+  for (size_t g = 0; g < im.groups.size(); ++g)
+    im.groups[g].hypers = groupHypers[g];
+  im.step = step;
+  im.skipped = skipped;
+}

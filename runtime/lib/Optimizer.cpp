@@ -1,0 +1,316 @@
+//===- Optimizer.cpp - apply a compiled rule to a model's parameters -------===//
+
+#include "OptimizerImpl.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+using namespace optim;
+
+AlignedBuffer AlignedBuffer::allocate(size_t bytes) {
+  AlignedBuffer b;
+  size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+  void *p = std::aligned_alloc(64, rounded);
+  if (!p)
+    throw Error("out of memory allocating " + std::to_string(bytes) +
+                " bytes of optimizer state");
+  b.data.reset(p);
+  b.bytes = bytes;
+  return b;
+}
+
+int Optimizer::Impl::stateIndex(const std::string &name) const {
+  const auto &states = info().states;
+  for (size_t i = 0; i < states.size(); ++i)
+    if (states[i].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+template <typename T>
+static void fill(void *data, size_t count, double value) {
+  std::fill_n(static_cast<T *>(data), count, static_cast<T>(value));
+}
+
+void Optimizer::Impl::resetState() {
+  const RuleInfo &ri = info();
+  for (Slot &slot : slots)
+    for (size_t s = 0; s < ri.states.size(); ++s) {
+      size_t count = slot.param.size * ri.states[s].size;
+      if (ri.dtype == DType::F32)
+        fill<float>(slot.states[s].data.get(), count, ri.states[s].init);
+      else
+        fill<double>(slot.states[s].data.get(), count, ri.states[s].init);
+    }
+  step = 0;
+  skipped = 0;
+}
+
+static std::string paramName(size_t i) {
+  return "parameter " + std::to_string(i);
+}
+
+Optimizer::Optimizer(Rule rule, std::vector<Param> params,
+                     OptimizerOptions options)
+    : Optimizer(std::move(rule),
+                std::vector<ParamGroup>{ParamGroup{std::move(params), {}}},
+                options) {}
+
+Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
+                     OptimizerOptions options)
+    : impl(std::make_unique<Impl>()) {
+  if (!rule)
+    throw Error("optim::Optimizer: the rule is empty; compile or load one "
+                "first");
+  const RuleInfo &ri = rule.info();
+  if (!ri.weights.empty())
+    throw Error("optim::Optimizer: rule '" + ri.name +
+                "' has learned weights, which this runtime cannot load yet");
+  if (options.chunkSize <= 0)
+    throw Error("optim::Optimizer: chunkSize must be positive, got " +
+                std::to_string(options.chunkSize));
+  if (groups.empty())
+    throw Error("optim::Optimizer: no parameter group given");
+
+  size_t elt = dtypeSize(ri.dtype);
+  struct Range {
+    uintptr_t begin, end;
+    size_t index;
+  };
+  std::vector<Range> ranges;
+  size_t index = 0;
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    for (const Param &p : groups[gi].params) {
+      std::string what = "optim::Optimizer: " + paramName(index);
+      if (p.dtype != ri.dtype)
+        throw Error(what + " is " + dtypeName(p.dtype) + " but rule '" +
+                    ri.name + "' is compiled for " + dtypeName(ri.dtype));
+      if (p.size < 0)
+        throw Error(what + " has a negative size (" + std::to_string(p.size) +
+                    ")");
+      if (p.size > 0 && !p.data)
+        throw Error(what + " is a null pointer with " +
+                    std::to_string(p.size) + " elements");
+      if (reinterpret_cast<uintptr_t>(p.data) % elt)
+        throw Error(what + " is not aligned to its " + std::to_string(elt) +
+                    "-byte elements");
+      if (p.size > 0)
+        ranges.push_back({reinterpret_cast<uintptr_t>(p.data),
+                          reinterpret_cast<uintptr_t>(p.data) + p.size * elt,
+                          index});
+      ++index;
+    }
+    for (const auto &[name, value] : groups[gi].hypers) {
+      int h = ri.findHyper(name);
+      if (h < 0)
+        throw Error("optim::Optimizer: group " + std::to_string(gi) +
+                    " sets '" + name + "', which is not a hyperparameter of "
+                    "rule '" + ri.name + "'");
+      if (!std::isfinite(value))
+        throw Error("optim::Optimizer: group " + std::to_string(gi) +
+                    " sets '" + name + "' to a non-finite value");
+      if (ri.hypers[h].isConst && value != ri.hypers[h].defaultValue)
+        throw Error("optim::Optimizer: '" + name + "' is const in rule '" +
+                    ri.name + "'; its value is compiled in");
+    }
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range &a, const Range &b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end)
+      throw Error("optim::Optimizer: " + paramName(ranges[i - 1].index) +
+                  " and " + paramName(ranges[i].index) + " overlap in memory");
+
+  Impl &im = *impl;
+  im.rule = std::move(rule);
+  im.options = options;
+  unsigned threads = options.threads ? options.threads
+                                     : std::max(1u, std::thread::hardware_concurrency());
+  im.pool = std::make_unique<ThreadPool>(threads);
+  size_t perChunk = im.pointersPerChunk();
+  for (ParamGroup &group : groups) {
+    Impl::Group g;
+    for (const HyperParam &h : ri.hypers)
+      g.hypers.push_back(h.defaultValue);
+    for (const auto &[name, value] : group.hypers)
+      g.hypers[ri.findHyper(name)] = value;
+    g.firstParam = im.slots.size();
+    g.firstChunk = im.lengths.size();
+    for (const Param &p : group.params) {
+      Impl::Slot slot;
+      slot.param = p;
+      for (const StateSpec &s : ri.states)
+        slot.states.push_back(
+            AlignedBuffer::allocate(size_t(p.size) * s.size * elt));
+      size_t pi = im.slots.size();
+      for (int64_t off = 0; off < p.size; off += options.chunkSize) {
+        int64_t n = std::min(options.chunkSize, p.size - off);
+        im.ptrs.push_back(static_cast<char *>(p.data) + off * elt);
+        im.ptrs.push_back(nullptr); // The gradient, set by step().
+        for (AlignedBuffer &b : slot.states)
+          im.ptrs.push_back(static_cast<char *>(b.data.get()) + off * elt);
+        im.lengths.push_back(n);
+        im.strides.push_back(p.size);
+        im.chunkParam.push_back(pi);
+        im.chunkOffset.push_back(off);
+      }
+      im.slots.push_back(std::move(slot));
+    }
+    g.numParams = im.slots.size() - g.firstParam;
+    g.numChunks = im.lengths.size() - g.firstChunk;
+    im.groups.push_back(std::move(g));
+  }
+  (void)perChunk;
+  im.resetState();
+}
+
+Optimizer::~Optimizer() = default;
+Optimizer::Optimizer(Optimizer &&) noexcept = default;
+Optimizer &Optimizer::operator=(Optimizer &&) noexcept = default;
+
+static void checkHyperValue(const RuleInfo &ri, const std::string &name,
+                            double value, int &index) {
+  index = ri.findHyper(name);
+  if (index < 0) {
+    std::string known;
+    for (const HyperParam &h : ri.hypers)
+      known += (known.empty() ? "" : ", ") + h.name;
+    throw Error("optim::Optimizer::set: rule '" + ri.name +
+                "' has no hyperparameter '" + name + "' (it has: " +
+                (known.empty() ? "none" : known) + ")");
+  }
+  if (!std::isfinite(value))
+    throw Error("optim::Optimizer::set: '" + name +
+                "' must be finite, got " + std::to_string(value));
+  if (ri.hypers[index].isConst)
+    throw Error("optim::Optimizer::set: '" + name + "' is const in rule '" +
+                ri.name + "'; its value is compiled in");
+}
+
+void Optimizer::set(const std::string &name, double value) {
+  int h;
+  checkHyperValue(impl->info(), name, value, h);
+  for (Impl::Group &g : impl->groups)
+    g.hypers[h] = value;
+}
+
+void Optimizer::set(size_t group, const std::string &name, double value) {
+  if (group >= impl->groups.size())
+    throw Error("optim::Optimizer::set: group " + std::to_string(group) +
+                " does not exist (there are " +
+                std::to_string(impl->groups.size()) + ")");
+  int h;
+  checkHyperValue(impl->info(), name, value, h);
+  impl->groups[group].hypers[h] = value;
+}
+
+double Optimizer::get(const std::string &name, size_t group) const {
+  if (group >= impl->groups.size())
+    throw Error("optim::Optimizer::get: group " + std::to_string(group) +
+                " does not exist");
+  int h = impl->info().findHyper(name);
+  if (h < 0)
+    throw Error("optim::Optimizer::get: rule '" + impl->info().name +
+                "' has no hyperparameter '" + name + "'");
+  return impl->groups[group].hypers[h];
+}
+
+template <typename T> static bool allFinite(const void *data, int64_t n) {
+  const T *p = static_cast<const T *>(data);
+  bool ok = true;
+  for (int64_t i = 0; i < n; ++i)
+    ok &= std::isfinite(p[i]);
+  return ok;
+}
+
+bool Optimizer::step(const std::vector<Grad> &grads) {
+  Impl &im = *impl;
+  const RuleInfo &ri = im.info();
+  if (grads.size() != im.slots.size())
+    throw Error("optim::Optimizer::step: expected " +
+                std::to_string(im.slots.size()) + " gradients (one per "
+                "parameter), got " + std::to_string(grads.size()));
+  size_t elt = dtypeSize(ri.dtype);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    const Grad &g = grads[i];
+    const Param &p = im.slots[i].param;
+    std::string what = "optim::Optimizer::step: gradient " + std::to_string(i);
+    if (g.dtype != ri.dtype)
+      throw Error(what + " is " + dtypeName(g.dtype) + ", the rule is " +
+                  dtypeName(ri.dtype));
+    if (g.size != p.size)
+      throw Error(what + " has " + std::to_string(g.size) +
+                  " elements but its parameter has " + std::to_string(p.size));
+    if (g.size > 0 && !g.data)
+      throw Error(what + " is a null pointer");
+    if (reinterpret_cast<uintptr_t>(g.data) % elt)
+      throw Error(what + " is not aligned to its " + std::to_string(elt) +
+                  "-byte elements");
+  }
+
+  size_t perChunk = im.pointersPerChunk();
+  size_t numChunks = im.lengths.size();
+  for (size_t c = 0; c < numChunks; ++c)
+    im.ptrs[c * perChunk + 1] = const_cast<char *>(
+        static_cast<const char *>(grads[im.chunkParam[c]].data) +
+        im.chunkOffset[c] * elt);
+
+  if (im.options.skipNonFinite) {
+    std::vector<char> finite(im.pool->size(), 1);
+    im.pool->run([&](unsigned w) {
+      size_t begin = numChunks * w / im.pool->size();
+      size_t end = numChunks * (w + 1) / im.pool->size();
+      for (size_t c = begin; c < end; ++c) {
+        const void *g = im.ptrs[c * perChunk + 1];
+        finite[w] &= ri.dtype == DType::F32
+                         ? allFinite<float>(g, im.lengths[c])
+                         : allFinite<double>(g, im.lengths[c]);
+      }
+    });
+    if (std::find(finite.begin(), finite.end(), 0) != finite.end()) {
+      ++im.skipped;
+      return false;
+    }
+  }
+
+  int64_t t = im.step + 1;
+  optim_rule_kernel kernel = im.rule.kernel();
+  for (const Impl::Group &g : im.groups) {
+    if (g.numChunks == 0)
+      continue;
+    const double *hypers = g.hypers.data();
+    size_t first = g.firstChunk, count = g.numChunks;
+    unsigned workers = im.pool->size();
+    // Contiguous, deterministic ranges: each coordinate is computed the same
+    // way whatever the number of threads.
+    im.pool->run([&](unsigned w) {
+      int64_t begin = first + count * w / workers;
+      int64_t end = first + count * (w + 1) / workers;
+      if (begin < end)
+        kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin,
+               end, hypers, t, nullptr);
+    });
+  }
+  im.step = t;
+  return true;
+}
+
+int64_t Optimizer::stepCount() const { return impl->step; }
+int64_t Optimizer::skippedSteps() const { return impl->skipped; }
+size_t Optimizer::numParams() const { return impl->slots.size(); }
+size_t Optimizer::numGroups() const { return impl->groups.size(); }
+const Rule &Optimizer::rule() const { return impl->rule; }
+
+const void *Optimizer::state(size_t param, const std::string &name) const {
+  if (param >= impl->slots.size())
+    throw Error("optim::Optimizer::state: parameter " + std::to_string(param) +
+                " does not exist (there are " +
+                std::to_string(impl->slots.size()) + ")");
+  int s = impl->stateIndex(name);
+  if (s < 0)
+    throw Error("optim::Optimizer::state: rule '" + impl->info().name +
+                "' has no state '" + name + "'");
+  return impl->slots[param].states[s].data.get();
+}

@@ -1,0 +1,58 @@
+//===- OptimizerImpl.h - the state behind optim::Optimizer ------*- C++ -*-===//
+
+#ifndef OPTIM_RUNTIME_OPTIMIZERIMPL_H
+#define OPTIM_RUNTIME_OPTIMIZERIMPL_H
+
+#include "ThreadPool.h"
+#include "optim/Optimizer.h"
+
+#include <cstdlib>
+#include <memory>
+
+namespace optim {
+
+/// A 64-byte aligned buffer of state, freed with std::free.
+struct AlignedBuffer {
+  struct Free {
+    void operator()(void *p) const { std::free(p); }
+  };
+  std::unique_ptr<void, Free> data;
+  size_t bytes = 0;
+
+  static AlignedBuffer allocate(size_t bytes);
+};
+
+struct Optimizer::Impl {
+  struct Group {
+    std::vector<double> hypers;
+    size_t firstParam = 0, numParams = 0;
+    size_t firstChunk = 0, numChunks = 0;
+  };
+  struct Slot {
+    Param param;
+    std::vector<AlignedBuffer> states; // One per state of the rule.
+  };
+
+  Rule rule;
+  OptimizerOptions options;
+  std::vector<Group> groups;
+  std::vector<Slot> slots;
+  // The chunk table of KernelABI.h; the gradient slots are rewritten by
+  // every step.
+  std::vector<void *> ptrs;
+  std::vector<int64_t> lengths, strides;
+  std::vector<size_t> chunkParam;
+  std::vector<int64_t> chunkOffset;
+  int64_t step = 0;
+  int64_t skipped = 0;
+  std::unique_ptr<ThreadPool> pool;
+
+  const RuleInfo &info() const { return rule.info(); }
+  size_t pointersPerChunk() const { return 2 + info().states.size(); }
+  int stateIndex(const std::string &name) const;
+  void resetState();
+};
+
+} // namespace optim
+
+#endif // OPTIM_RUNTIME_OPTIMIZERIMPL_H

@@ -1,0 +1,59 @@
+//===- ThreadPool.cpp - a fixed pool of workers for kernel calls -----------===//
+
+#include "ThreadPool.h"
+
+using namespace optim;
+
+ThreadPool::ThreadPool(unsigned threads) : numThreads(threads ? threads : 1) {
+  for (unsigned i = 1; i < numThreads; ++i)
+    workers.emplace_back([this, i] { worker(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    stopping = true;
+  }
+  wake.notify_all();
+  for (std::thread &t : workers)
+    t.join();
+}
+
+void ThreadPool::worker(unsigned index) {
+  unsigned long seen = 0;
+  while (true) {
+    const std::function<void(unsigned)> *fn;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      wake.wait(lock, [&] { return stopping || generation != seen; });
+      if (stopping)
+        return;
+      seen = generation;
+      fn = job;
+    }
+    (*fn)(index);
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (--pending == 0)
+        done.notify_one();
+    }
+  }
+}
+
+void ThreadPool::run(const std::function<void(unsigned)> &fn) {
+  if (numThreads == 1) {
+    fn(0);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex);
+    job = &fn;
+    pending = numThreads - 1;
+    ++generation;
+  }
+  wake.notify_all();
+  fn(0);
+  std::unique_lock<std::mutex> lock(mutex);
+  done.wait(lock, [&] { return pending == 0; });
+  job = nullptr;
+}
