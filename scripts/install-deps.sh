@@ -7,7 +7,7 @@ packages=(
   cmake ninja-build ccache python3
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   clang-22 lld-22 libclang-rt-22-dev
-  libgtest-dev
+  libgtest-dev nlohmann-json3-dev
 )
 
 missing=()

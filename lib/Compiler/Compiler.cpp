@@ -98,16 +98,17 @@ Rule Compiler::compileSource(std::string_view source,
   // Keep only the requested rule.
   mlir::optim::RuleOp selected;
   std::string available;
+  unsigned numRules = 0;
   for (auto rule : module->getOps<mlir::optim::RuleOp>()) {
     available += (available.empty() ? "" : ", ") + rule.getSymName().str();
-    if (ruleName.empty() ? !selected : rule.getSymName() == ruleName) {
-      if (ruleName.empty() && selected)
-        throw Error("optim::Compiler: '" + bufferName +
-                    "' defines several rules (" + available +
-                    "); name the one to compile");
+    ++numRules;
+    if (ruleName.empty() ? !selected : rule.getSymName() == ruleName)
       selected = rule;
-    }
   }
+  if (ruleName.empty() && numRules > 1)
+    throw Error("optim::Compiler: '" + bufferName +
+                "' defines several rules (" + available +
+                "); name the one to compile");
   if (!selected)
     throw Error("optim::Compiler: '" + bufferName + "' has no rule" +
                 (ruleName.empty() ? std::string()
