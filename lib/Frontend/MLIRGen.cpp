@@ -15,6 +15,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
+#include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseMap.h"
 
 using namespace optim;
@@ -78,7 +79,7 @@ private:
   /// Broadcasts a scalar to `type` (a vector in rules, a tensor in layers).
   Value broadcastTo(Value v, const Type &type, mlir::Location l) {
     Type target = type;
-    if (v.getType().isInteger(1))
+    if (mlir::getElementTypeOrSelf(v.getType()).isInteger(1))
       target.kind = Type::Bool;
     mlir::Type want = irType(target);
     if (v.getType() == want)

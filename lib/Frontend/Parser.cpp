@@ -322,9 +322,16 @@ StmtPtr Parser::parseStmt(const Program &program) {
                   op == TokenKind::StarEqual || op == TokenKind::SlashEqual;
   if (op != TokenKind::Equal && !(compound && kind == Stmt::AssignK)) {
     if (kind == Stmt::AssignK && targets.size() == 1 &&
-        (op == TokenKind::LParen || op == TokenKind::LBracket))
-      diags.error(opLoc, "a call or an index is not a statement: assign its "
-                         "value, e.g. 'let x = ...'");
+        op == TokenKind::LParen)
+      diags.error(opLoc, "a call is not a statement: bind its value, e.g. "
+                         "'let x = " +
+                             targets.back().name + "(...)'");
+    else if (kind == Stmt::AssignK && targets.size() == 1 &&
+             op == TokenKind::LBracket)
+      diags.error(opLoc, "cannot assign to one element of '" +
+                             targets.back().name +
+                             "': a vector is assigned as a whole (select() "
+                             "can change some of its elements)");
     else
       errorExpected(kind == Stmt::AssignK
                         ? "'=', '+=', '-=', '*=' or '/=' after '" +
@@ -512,9 +519,7 @@ ExprPtr Parser::parsePrimary() {
     return std::make_unique<NameExpr>(n.getLoc(), n.text.str());
   }
   case TokenKind::LParen: {
-    DepthGuard guard(*this);
-    if (!guard.ok)
-      return nullptr;
+    // parseExpr guards the nesting: one level per parenthesis.
     consume();
     ExprPtr inner = parseExpr();
     if (!inner || !expect(TokenKind::RParen, "')'"))

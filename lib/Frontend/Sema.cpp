@@ -244,9 +244,11 @@ std::string ProgramChecker::suggestion(llvm::StringRef name, bool functions) {
       best = candidate;
     }
   };
-  for (auto &entry : scope)
-    if (functions == (entry.second->kind == Symbol::Weights))
-      consider(entry.first());
+  // In declaration order, so that ties go to the first declared name.
+  for (const std::unique_ptr<Symbol> &symbol : out.storage)
+    if (lookup(symbol->name) == symbol.get() &&
+        functions == (symbol->kind == Symbol::Weights))
+      consider(symbol->name);
   if (functions)
     for (const BuiltinInfo &b : kBuiltins)
       consider(b.name);

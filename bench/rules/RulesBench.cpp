@@ -1,0 +1,215 @@
+//===- RulesBench.cpp - compiled update rules against the memory limit -----===//
+//
+// Prints one JSON object of timings (seconds, medians over interleaved
+// repetitions) that bench/run turns into ratios. Baselines, compiled with
+// -O3 -march=native -fopenmp:
+//   traffic: moves exactly Adam's bytes (read p, g, m, v; write p, m, v)
+//            with trivial arithmetic: the memory limit of an Adam step;
+//   fused:   a hand-written fused C++ Adam loop, as in DeepSpeed's CPU Adam.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Compiler/Compiler.h"
+#include "optim/Optimizer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <omp.h>
+#include <string>
+#include <vector>
+
+using namespace optim;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct Model {
+  std::vector<std::vector<float>> p, g, m, v;
+  int64_t total = 0;
+  void add(int64_t n) {
+    p.emplace_back(n, 0.01f);
+    g.emplace_back(n);
+    m.emplace_back(n, 0.0f);
+    v.emplace_back(n, 0.0f);
+    for (int64_t i = 0; i < n; ++i)
+      g.back()[i] = 1e-3f * float((i * 7919) % 2001 - 1000) / 1000.0f;
+    total += n;
+  }
+};
+
+/// GPT-2 small's 148 tensors (wte, wpe, 12 blocks of 12, ln_f) with the
+/// width scaled to 384 and the vocabulary to 8850: about 25M parameters.
+Model gpt2Shaped() {
+  const int64_t d = 384, ctx = 1024, vocab = 8850;
+  Model model;
+  model.add(vocab * d);
+  model.add(ctx * d);
+  for (int layer = 0; layer < 12; ++layer) {
+    for (int64_t n : {d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d,
+                      4 * d, 4 * d * d, d})
+      model.add(n);
+  }
+  model.add(d);
+  model.add(d);
+  return model;
+}
+
+Model manySmall() {
+  Model model;
+  for (int i = 0; i < 2000; ++i)
+    model.add(1000);
+  return model;
+}
+
+struct Chunk {
+  float *p, *m, *v;
+  const float *g;
+  int64_t n;
+};
+
+std::vector<Chunk> chunks(Model &model, int64_t size) {
+  std::vector<Chunk> out;
+  for (size_t k = 0; k < model.p.size(); ++k)
+    for (int64_t off = 0; off < int64_t(model.p[k].size()); off += size)
+      out.push_back({model.p[k].data() + off, model.m[k].data() + off,
+                     model.v[k].data() + off, model.g[k].data() + off,
+                     std::min<int64_t>(size, model.p[k].size() - off)});
+  return out;
+}
+
+void trafficStep(const std::vector<Chunk> &cs) {
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < cs.size(); ++c) {
+    const Chunk &k = cs[c];
+#pragma omp simd
+    for (int64_t i = 0; i < k.n; ++i) {
+      float g = k.g[i];
+      k.m[i] = k.m[i] + g;
+      k.v[i] = k.v[i] + g;
+      k.p[i] = k.p[i] - g;
+    }
+  }
+}
+
+void fusedAdamStep(const std::vector<Chunk> &cs, int64_t t) {
+  const float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+  const float bc1 = 1 - std::pow(b1, float(t)), bc2 = 1 - std::pow(b2, float(t));
+  const float step = lr / bc1, rbc2 = 1 / std::sqrt(bc2);
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < cs.size(); ++c) {
+    const Chunk &k = cs[c];
+#pragma omp simd
+    for (int64_t i = 0; i < k.n; ++i) {
+      float g = k.g[i];
+      float m = b1 * k.m[i] + (1 - b1) * g;
+      float v = b2 * k.v[i] + (1 - b2) * g * g;
+      k.m[i] = m;
+      k.v[i] = v;
+      k.p[i] -= step * m / (std::sqrt(v) * rbc2 + eps);
+    }
+  }
+}
+
+double seconds(const std::function<void()> &fn) {
+  auto start = Clock::now();
+  fn();
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double median(std::vector<double> xs) {
+  std::sort(xs.begin(), xs.end());
+  return xs[xs.size() / 2];
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  // Idle OpenMP threads must not spin while the compiled kernel runs.
+  setenv("KMP_BLOCKTIME", "0", 1);
+  unsigned threads = 2;
+  int reps = 15;
+  std::string examples = "examples";
+  CompileOptions compileOptions;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--threads" && i + 1 < argc)
+      threads = std::atoi(argv[++i]);
+    else if (a == "--reps" && i + 1 < argc)
+      reps = std::atoi(argv[++i]);
+    else if (a == "--vector-width" && i + 1 < argc)
+      compileOptions.vectorWidth = std::atoi(argv[++i]);
+    else if (a == "--examples" && i + 1 < argc)
+      examples = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: %s [--threads N] [--reps N] [--vector-width N] "
+                   "[--examples DIR]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  omp_set_num_threads(threads);
+
+  // Compile latency: the first compilation in a process (cold: LLVM's
+  // target initialization included), then the median of later ones.
+  double cold = 0;
+  Rule adam;
+  {
+    cold = seconds([&] { adam = Compiler(compileOptions).compileFile(examples + "/adam.optim"); });
+  }
+  std::vector<double> warmTimes;
+  for (int i = 0; i < 5; ++i)
+    warmTimes.push_back(seconds([&] { Compiler(compileOptions).compileFile(examples + "/adam.optim"); }));
+
+  auto measure = [&](Model &model, double &compiled, double &traffic,
+                     double &fused) {
+    std::vector<Param> params;
+    std::vector<Grad> grads;
+    for (size_t k = 0; k < model.p.size(); ++k) {
+      params.emplace_back(model.p[k].data(), int64_t(model.p[k].size()));
+      grads.emplace_back(model.g[k].data(), int64_t(model.g[k].size()));
+    }
+    OptimizerOptions options;
+    options.threads = threads;
+    Optimizer opt(adam, params, options);
+    std::vector<Chunk> cs = chunks(model, options.chunkSize);
+    std::vector<double> a, b, c;
+    // Warm up every path once (page faults, thread start).
+    opt.step(grads);
+    trafficStep(cs);
+    fusedAdamStep(cs, 1);
+    for (int r = 0; r < reps; ++r) {
+      a.push_back(seconds([&] { opt.step(grads); }));
+      b.push_back(seconds([&] { trafficStep(cs); }));
+      c.push_back(seconds([&] { fusedAdamStep(cs, r + 2); }));
+    }
+    compiled = median(a);
+    traffic = median(b);
+    fused = median(c);
+  };
+
+  Model big = gpt2Shaped();
+  double bigCompiled, bigTraffic, bigFused;
+  measure(big, bigCompiled, bigTraffic, bigFused);
+  int64_t bigParams = big.total;
+  size_t bigTensors = big.p.size();
+  big = Model();
+  Model small = manySmall();
+  double smallCompiled, smallTraffic, smallFused;
+  measure(small, smallCompiled, smallTraffic, smallFused);
+
+  std::printf("{\"threads\": %u, \"reps\": %d, \"gpt2_params\": %lld, "
+              "\"gpt2_tensors\": %zu, "
+              "\"gpt2_adam_s\": %.6g, \"gpt2_traffic_s\": %.6g, "
+              "\"gpt2_fused_cpp_s\": %.6g, \"small_adam_s\": %.6g, "
+              "\"small_traffic_s\": %.6g, \"small_fused_cpp_s\": %.6g, "
+              "\"compile_cold_s\": %.6g, \"compile_warm_s\": %.6g}\n",
+              threads, reps, (long long)bigParams, bigTensors, bigCompiled,
+              bigTraffic, bigFused, smallCompiled, smallTraffic, smallFused,
+              cold, median(warmTimes));
+  return 0;
+}
