@@ -8,6 +8,7 @@ packages=(
   llvm-22-dev libmlir-22-dev mlir-22-tools llvm-22-tools
   clang-22 lld-22 libclang-rt-22-dev
   libgtest-dev nlohmann-json3-dev
+  zlib1g-dev dataset-fashion-mnist
 )
 
 missing=()

@@ -29,3 +29,6 @@ llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
 if config.optim_unittests in ("ON", "1", "TRUE", "True", "YES"):
     config.available_features.add("unittests")
+
+# Kernels that tests compile are cached here, never in the user's cache.
+config.environment["OPTIM_CACHE_DIR"] = os.path.join(config.optim_obj_root, "test", "kernel-cache")

@@ -1,6 +1,8 @@
 //===- Compiler.cpp - JIT-compile .optim programs --------------------------===//
 
 #include "optim/Compiler/Compiler.h"
+#include "Cache.h"
+#include "optim/Compiler/CodeGen.h"
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Dialect/OptimOps.h"
 #include "optim/Frontend/Frontend.h"
@@ -12,16 +14,18 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
-#include "llvm/Support/TargetSelect.h"
 
-#include <mutex>
+#include <functional>
+#include <unistd.h>
 
 using namespace optim;
 
 struct Compiler::Impl {
   CompileOptions options;
+  bool lastWasCached = false;
 };
 
 Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
@@ -29,7 +33,11 @@ Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
     throw Error("optim::Compiler: vectorWidth must be between 1 and 64, got " +
                 std::to_string(options.vectorWidth));
   impl->options = options;
+  if (impl->options.useCache && impl->options.cacheDirectory.empty())
+    impl->options.cacheDirectory = defaultCacheDirectory();
 }
+
+bool Compiler::lastWasCached() const { return impl->lastWasCached; }
 
 Compiler::~Compiler() = default;
 
@@ -70,11 +78,22 @@ Rule Compiler::compileSource(std::string_view source,
                              const std::string &ruleName) {
   if (target.kind != Target::Kind::CPU)
     throw Error("optim::Compiler: only the CPU target is implemented");
-  static std::once_flag initOnce;
-  std::call_once(initOnce, [] {
-    llvm::InitializeNativeTarget();
-    llvm::InitializeNativeTargetAsmPrinter();
-  });
+  impl->lastWasCached = false;
+  auto tm = createHostTargetMachine();
+  if (!tm)
+    throw Error("optim::Compiler: no code generator for this host: " +
+                llvm::toString(tm.takeError()));
+  std::string targetName = describeTarget(**tm);
+  KernelCache cache(impl->options.useCache ? impl->options.cacheDirectory
+                                           : std::string());
+  std::string key;
+  if (cache.enabled()) {
+    key = cache.key(source, ruleName, impl->options, targetName);
+    if (Rule cached = cache.load(key)) {
+      impl->lastWasCached = true;
+      return cached;
+    }
+  }
 
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(
@@ -86,6 +105,7 @@ Rule Compiler::compileSource(std::string_view source,
   DiagnosticEngine diags(sourceMgr, diagStream);
 
   mlir::MLIRContext context;
+  context.printOpOnDiagnostic(false);
   FrontendOptions frontend;
   frontend.precision = impl->options.precision == DType::F64 ? Precision::F64
                                                              : Precision::F32;
@@ -142,11 +162,16 @@ Rule Compiler::compileSource(std::string_view source,
 
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
+  // ExecutionEngineOptions holds the transformer by reference.
+  std::function<llvm::Error(llvm::Module *)> transformer =
+      mlir::makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0,
+                                      tm->get());
   mlir::ExecutionEngineOptions engineOptions;
-  engineOptions.transformer = mlir::makeOptimizingTransformer(
-      /*optLevel=*/3, /*sizeLevel=*/0, /*targetMachine=*/nullptr);
+  engineOptions.transformer = transformer;
   engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto engine = mlir::ExecutionEngine::create(*module, engineOptions);
+  engineOptions.enableObjectDump = cache.enabled();
+  auto engine =
+      mlir::ExecutionEngine::create(*module, engineOptions, std::move(*tm));
   if (!engine)
     throw Error("optim::Compiler: JIT compilation of rule '" + info.name +
                 "' failed: " + llvm::toString(engine.takeError()));
@@ -155,6 +180,17 @@ Rule Compiler::compileSource(std::string_view source,
     throw Error("optim::Compiler: the JIT has no symbol '" + symbol +
                 "': " + llvm::toString(address.takeError()));
   auto kernel = reinterpret_cast<optim_rule_kernel>(*address);
+
+  if (cache.enabled() && !llvm::sys::fs::create_directories(
+                             impl->options.cacheDirectory)) {
+    // A cache that cannot be written only costs time: no error.
+    std::string tmp =
+        cache.objectPath(key) + ".tmp." + std::to_string(::getpid());
+    (*engine)->dumpToObjectFile(tmp);
+    Manifest manifest{info, symbol, targetName, OPTIM_KERNEL_ABI_VERSION};
+    if (!cache.store(key, tmp, manifest))
+      llvm::sys::fs::remove(tmp);
+  }
   std::shared_ptr<mlir::ExecutionEngine> owner(std::move(*engine));
   return Rule(std::move(info), kernel, std::move(owner));
 }

@@ -1,20 +1,32 @@
 //===- optimc.cpp - the optim compiler driver ------------------------------===//
 //
-//   optimc FILE.optim --emit=ast|mlir [-o OUT] [--precision=f32|f64]
+//   optimc FILE.optim [--emit=ast|mlir|lowered|llvm|obj|shared] [-o OUT]
+//          [--rule NAME] [--precision=f32|f64] [--vector-width N]
 //
-// Exit status: 0 on success, 1 after diagnostics (a malformed program, an
-// unreadable file), never a crash.
+// obj and shared also write a manifest (OUT with the extension replaced by
+// .manifest.json) that optim::loadRule reads. Exit status: 0 on success, 1
+// after diagnostics (a malformed program, an unreadable file, a program the
+// code generator does not support yet), never a crash.
 //
 //===----------------------------------------------------------------------===//
 
+#include "optim/Compiler/CodeGen.h"
+#include "optim/Compiler/Pipelines.h"
+#include "optim/Dialect/OptimOps.h"
 #include "optim/Frontend/Frontend.h"
+#include "optim/Manifest.h"
 
 #include "mlir/IR/AsmState.h"
+#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/Error.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Program.h"
 #include "llvm/Support/SourceMgr.h"
 #include "llvm/Support/WithColor.h"
 #include "llvm/Support/raw_ostream.h"
@@ -22,27 +34,110 @@
 namespace cl = llvm::cl;
 
 namespace {
-enum class Emit { AST, MLIR };
+enum class Emit { AST, MLIR, Lowered, LLVM, Object, Shared };
 
 cl::OptionCategory category("optimc options");
 cl::opt<std::string> inputFilename(cl::Positional,
                                    cl::desc("<input .optim file, or - for "
                                             "standard input>"),
                                    cl::Required, cl::cat(category));
-cl::opt<std::string> outputFilename("o", cl::desc("Output file (default: -)"),
-                                    cl::value_desc("filename"), cl::init("-"),
-                                    cl::cat(category));
+cl::opt<std::string> outputFilename(
+    "o", cl::desc("Output file (default: standard output; for obj and shared, "
+                  "the rule's name with .o or .so)"),
+    cl::value_desc("filename"), cl::init(""), cl::cat(category));
 cl::opt<Emit> emit(
     "emit", cl::desc("What to produce"), cl::init(Emit::MLIR),
-    cl::values(clEnumValN(Emit::AST, "ast", "the checked syntax tree"),
-               clEnumValN(Emit::MLIR, "mlir", "the optim dialect")),
+    cl::values(
+        clEnumValN(Emit::AST, "ast", "the checked syntax tree"),
+        clEnumValN(Emit::MLIR, "mlir", "the optim dialect"),
+        clEnumValN(Emit::Lowered, "lowered",
+                   "the fused kernels (scf, vector, arith, math)"),
+        clEnumValN(Emit::LLVM, "llvm", "optimized LLVM IR for this host"),
+        clEnumValN(Emit::Object, "obj",
+                   "an object file for this host, and its manifest"),
+        clEnumValN(Emit::Shared, "shared",
+                   "a shared library for optim::loadRule, and its manifest")),
     cl::cat(category));
+cl::opt<std::string> ruleName("rule",
+                              cl::desc("Compile only this rule of the file"),
+                              cl::value_desc("name"), cl::cat(category));
 cl::opt<optim::Precision> precision(
     "precision", cl::desc("Floating-point type of parameters and state"),
     cl::init(optim::Precision::F32),
     cl::values(clEnumValN(optim::Precision::F32, "f32", "32-bit (default)"),
                clEnumValN(optim::Precision::F64, "f64", "64-bit")),
     cl::cat(category));
+cl::opt<unsigned> vectorWidth(
+    "vector-width",
+    cl::desc("Coordinates per SIMD iteration of the kernels (default 16)"),
+    cl::init(16), cl::cat(category));
+
+int fail(const llvm::Twine &message) {
+  llvm::WithColor::error(llvm::errs(), "optimc") << message << "\n";
+  return 1;
+}
+
+/// Writes through a temporary file and a rename: a failed run never leaves
+/// a truncated output behind.
+int write(llvm::StringRef path,
+          llvm::function_ref<void(llvm::raw_ostream &)> body) {
+  if (llvm::Error err = llvm::writeToOutput(
+          path, [&](llvm::raw_ostream &os) -> llvm::Error {
+            body(os);
+            return llvm::Error::success();
+          }))
+    return fail("cannot write '" + path + "': " + llvm::toString(std::move(err)));
+  return 0;
+}
+
+std::string replaceExtension(llvm::StringRef path, llvm::StringRef ext) {
+  llvm::SmallString<256> s(path);
+  llvm::sys::path::replace_extension(s, ext);
+  return std::string(s);
+}
+
+/// Links an object file into a shared library with the system's C compiler
+/// driver (clang-22 from the project's dependencies, else cc).
+int linkShared(const std::string &object, const std::string &output) {
+  llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("clang-22");
+  if (!driver)
+    driver = llvm::sys::findProgramByName("cc");
+  if (!driver)
+    return fail("no linker driver found (clang-22 or cc) to make '" + output +
+                "'");
+  std::string tmp = output + ".tmp";
+  llvm::SmallVector<llvm::StringRef> args = {*driver, "-shared", "-o", tmp,
+                                             object, "-lm"};
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
+                                     &message);
+  if (rc != 0) {
+    llvm::sys::fs::remove(tmp);
+    return fail("linking '" + output + "' failed" +
+                (message.empty() ? "" : ": " + message));
+  }
+  if (std::error_code ec = llvm::sys::fs::rename(tmp, output))
+    return fail("cannot write '" + output + "': " + ec.message());
+  return 0;
+}
+
+optim::RuleInfo describe(mlir::optim::RuleOp rule) {
+  optim::RuleInfo info;
+  info.name = rule.getSymName().str();
+  info.dtype = rule.getElementType().isF64() ? optim::DType::F64
+                                             : optim::DType::F32;
+  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
+    info.hypers.push_back(
+        {mlir::cast<mlir::StringAttr>(rule.getHyperNames()[i]).str(),
+         rule.getHyperDefaults()[i], rule.getHyperConst()[i]});
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
+    auto vec = mlir::dyn_cast<mlir::VectorType>(rule.getState(i).getType());
+    info.states.push_back(
+        {mlir::cast<mlir::StringAttr>(rule.getStateNames()[i]).str(),
+         vec ? vec.getNumElements() : 1, rule.getStateInits()[i]});
+  }
+  return info;
+}
 } // namespace
 
 int main(int argc, char **argv) {
@@ -52,50 +147,117 @@ int main(int argc, char **argv) {
   cl::HideUnrelatedOptions(category);
   cl::ParseCommandLineOptions(argc, argv,
                               "optimc: the optim-mlir compiler driver\n");
+  if (vectorWidth == 0 || vectorWidth > 64)
+    return fail("--vector-width must be between 1 and 64");
 
   auto buffer = llvm::MemoryBuffer::getFileOrSTDIN(inputFilename,
                                                    /*IsText=*/true);
-  if (std::error_code ec = buffer.getError()) {
-    llvm::WithColor::error(llvm::errs(), "optimc")
-        << "cannot read '" << inputFilename << "': " << ec.message() << "\n";
-    return 1;
-  }
+  if (std::error_code ec = buffer.getError())
+    return fail("cannot read '" + inputFilename + "': " + ec.message());
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(std::move(*buffer), llvm::SMLoc());
   optim::DiagnosticEngine diags(sourceMgr);
   optim::FrontendOptions options;
   options.precision = precision;
-
-  auto write = [&](llvm::function_ref<void(llvm::raw_ostream &)> body) {
-    // Written to a temporary file and renamed: a failed run never leaves a
-    // truncated output behind.
-    if (llvm::Error err = llvm::writeToOutput(
-            outputFilename, [&](llvm::raw_ostream &os) -> llvm::Error {
-              body(os);
-              return llvm::Error::success();
-            })) {
-      llvm::WithColor::error(llvm::errs(), "optimc")
-          << "cannot write '" << outputFilename
-          << "': " << llvm::toString(std::move(err)) << "\n";
-      return 1;
-    }
-    return 0;
-  };
+  std::string output =
+      outputFilename.empty() ? std::string("-") : std::string(outputFilename);
 
   if (emit == Emit::AST) {
     std::unique_ptr<optim::CheckedSource> source =
         optim::parseAndCheck(diags, options);
     if (!source)
       return 1;
-    return write([&](llvm::raw_ostream &os) {
+    return write(output, [&](llvm::raw_ostream &os) {
       optim::ast::dump(source->module, sourceMgr, os);
     });
   }
 
   mlir::MLIRContext context;
+  // Diagnostics point into the .optim source; the IR is noise there.
+  context.printOpOnDiagnostic(false);
   mlir::OwningOpRef<mlir::ModuleOp> module =
       optim::compileToMLIR(context, diags, options);
   if (!module)
     return 1;
-  return write([&](llvm::raw_ostream &os) { module->print(os); });
+
+  if (!ruleName.empty()) {
+    mlir::Operation *keep = nullptr;
+    for (mlir::Operation &op : module->getBody()->getOperations())
+      if (auto sym = mlir::dyn_cast<mlir::SymbolOpInterface>(op))
+        if (sym.getName() == ruleName)
+          keep = &op;
+    if (!keep)
+      return fail("'" + inputFilename + "' has no rule or layer named '" +
+                  ruleName + "'");
+    for (mlir::Operation &op :
+         llvm::make_early_inc_range(module->getBody()->getOperations()))
+      if (&op != keep)
+        op.erase();
+  }
+  if (emit == Emit::MLIR)
+    return write(output, [&](llvm::raw_ostream &os) { module->print(os); });
+
+  // Code generation.
+  for (auto layer : module->getOps<mlir::optim::LayerOp>())
+    return fail("layer '" + layer.getSymName() +
+                "': code generation of QP layers is not implemented yet "
+                "(--emit=mlir shows its dialect form; --rule selects a rule)");
+  llvm::SmallVector<mlir::optim::RuleOp> rules(
+      module->getOps<mlir::optim::RuleOp>());
+  if ((emit == Emit::Object || emit == Emit::Shared) && rules.size() != 1)
+    return fail("--emit=obj and --emit=shared make one rule at a time; name "
+                "it with --rule");
+  optim::RuleInfo info = describe(rules.front());
+
+  // Errors of the passes (an unsupported rule) print with their location.
+  mlir::SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  mlir::PassManager pm(&context);
+  optim::CPUPipelineOptions cpu;
+  cpu.vectorWidth = vectorWidth;
+  optim::buildLowerRulesPipeline(pm, cpu);
+  if (emit != Emit::Lowered)
+    optim::buildKernelsToLLVMPipeline(pm);
+  if (mlir::failed(pm.run(*module)))
+    return 1;
+  if (emit == Emit::Lowered)
+    return write(output, [&](llvm::raw_ostream &os) { module->print(os); });
+
+  auto tm = optim::createHostTargetMachine();
+  if (!tm)
+    return fail("no code generator for this host: " +
+                llvm::toString(tm.takeError()));
+  llvm::LLVMContext llvmContext;
+  auto llvmModule =
+      optim::translateAndOptimize(*module, llvmContext, **tm);
+  if (!llvmModule)
+    return fail(llvm::toString(llvmModule.takeError()));
+  if (emit == Emit::LLVM)
+    return write(output,
+                 [&](llvm::raw_ostream &os) { (*llvmModule)->print(os, nullptr); });
+
+  auto object = optim::emitObject(**llvmModule, **tm);
+  if (!object)
+    return fail(llvm::toString(object.takeError()));
+  if (output == "-")
+    output = info.name + (emit == Emit::Object ? ".o" : ".so");
+  optim::Manifest manifest{info, OPTIM_RULE_SYMBOL_PREFIX + info.name,
+                           optim::describeTarget(**tm),
+                           OPTIM_KERNEL_ABI_VERSION};
+  std::string manifestPath = replaceExtension(output, ".manifest.json");
+  if (emit == Emit::Object) {
+    if (int rc = write(output, [&](llvm::raw_ostream &os) { os << *object; }))
+      return rc;
+  } else {
+    std::string objectPath = output + ".o.tmp";
+    if (int rc = write(objectPath,
+                       [&](llvm::raw_ostream &os) { os << *object; }))
+      return rc;
+    int rc = linkShared(objectPath, output);
+    llvm::sys::fs::remove(objectPath);
+    if (rc)
+      return rc;
+  }
+  return write(manifestPath, [&](llvm::raw_ostream &os) {
+    os << optim::writeManifest(manifest);
+  });
 }

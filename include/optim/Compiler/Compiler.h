@@ -33,6 +33,11 @@ struct CompileOptions {
   DType precision = DType::F32;
   /// Coordinates per SIMD iteration of the generated kernel.
   unsigned vectorWidth = 16;
+  /// Reuse kernels compiled earlier, by this or another process.
+  bool useCache = true;
+  /// Where; empty: $OPTIM_CACHE_DIR, $XDG_CACHE_HOME/optim-mlir or
+  /// ~/.cache/optim-mlir (OPTIM_NO_CACHE=1 in the environment disables it).
+  std::string cacheDirectory;
 };
 
 class Compiler {
@@ -46,10 +51,15 @@ public:
   Rule compileFile(const std::string &path, Target target = Target::cpu(),
                    const std::string &rule = "");
   /// Same, from source text; `bufferName` names it in diagnostics.
+  /// Compiling the same text with the same options again (in any process)
+  /// loads the kernel from the on-disk cache.
   Rule compileSource(std::string_view source,
                      const std::string &bufferName = "<source>",
                      Target target = Target::cpu(),
                      const std::string &rule = "");
+
+  /// Whether the last compilation was served by the cache.
+  bool lastWasCached() const;
 
   struct Impl;
 

@@ -1,0 +1,127 @@
+//===- Cache.cpp - on-disk cache of compiled kernels -----------------------===//
+
+#include "Cache.h"
+#include "optim/Compiler/CodeGen.h"
+
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Config/llvm-config.h"
+#include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/SHA256.h"
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+using namespace optim;
+
+/// Bumped whenever code generation changes in a way the key does not see.
+static constexpr const char *kCompilerVersion = "optim-mlir 0.1 codegen 1";
+
+std::string optim::defaultCacheDirectory() {
+  if (std::getenv("OPTIM_NO_CACHE"))
+    return "";
+  if (const char *dir = std::getenv("OPTIM_CACHE_DIR"))
+    return dir;
+  if (const char *xdg = std::getenv("XDG_CACHE_HOME"))
+    if (*xdg)
+      return std::string(xdg) + "/optim-mlir";
+  if (const char *home = std::getenv("HOME"))
+    if (*home)
+      return std::string(home) + "/.cache/optim-mlir";
+  return "";
+}
+
+std::string KernelCache::key(std::string_view source, const std::string &rule,
+                             const CompileOptions &options,
+                             const std::string &target) const {
+  llvm::SHA256 hash;
+  auto add = [&](llvm::StringRef s) {
+    hash.update(s);
+    hash.update(llvm::StringRef("\0", 1)); // Unambiguous concatenation.
+  };
+  add(kCompilerVersion);
+  add(LLVM_VERSION_STRING);
+  add(std::to_string(OPTIM_KERNEL_ABI_VERSION));
+  add(target);
+  add(dtypeName(options.precision));
+  add(std::to_string(options.vectorWidth));
+  add(rule);
+  add(llvm::StringRef(source.data(), source.size()));
+  return llvm::toHex(hash.final(), /*LowerCase=*/true);
+}
+
+std::string KernelCache::objectPath(const std::string &key) const {
+  return dir + "/" + key + ".o";
+}
+
+std::string KernelCache::manifestPath(const std::string &key) const {
+  return dir + "/" + key + ".manifest.json";
+}
+
+Rule KernelCache::load(const std::string &key) const {
+  if (!enabled())
+    return Rule();
+  // The manifest is written last: its presence means the entry is complete.
+  std::ifstream in(manifestPath(key), std::ios::binary);
+  if (!in)
+    return Rule();
+  std::stringstream text;
+  text << in.rdbuf();
+  Manifest manifest;
+  try {
+    manifest = readManifest(text.str(), manifestPath(key));
+  } catch (const Error &) {
+    return Rule(); // Unusable: recompile and overwrite.
+  }
+  auto object = llvm::MemoryBuffer::getFile(objectPath(key));
+  if (!object)
+    return Rule();
+
+  initializeNativeTarget();
+  auto jit = llvm::orc::LLJITBuilder().create();
+  if (!jit) {
+    llvm::consumeError(jit.takeError());
+    return Rule();
+  }
+  // The kernels call libm (powf, expf, ...), found in this process.
+  auto generator =
+      llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(
+          (*jit)->getDataLayout().getGlobalPrefix());
+  if (!generator) {
+    llvm::consumeError(generator.takeError());
+    return Rule();
+  }
+  (*jit)->getMainJITDylib().addGenerator(std::move(*generator));
+  if (llvm::Error err = (*jit)->addObjectFile(std::move(*object))) {
+    llvm::consumeError(std::move(err));
+    return Rule();
+  }
+  auto address = (*jit)->lookup(manifest.symbol);
+  if (!address) {
+    llvm::consumeError(address.takeError());
+    return Rule();
+  }
+  auto kernel = address->toPtr<optim_rule_kernel>();
+  std::shared_ptr<llvm::orc::LLJIT> owner(std::move(*jit));
+  return Rule(std::move(manifest.info), kernel, std::move(owner));
+}
+
+bool KernelCache::store(const std::string &key, const std::string &objectTmp,
+                        const Manifest &manifest) const {
+  if (!enabled())
+    return false;
+  if (llvm::sys::fs::rename(objectTmp, objectPath(key))) {
+    llvm::sys::fs::remove(objectTmp);
+    return false;
+  }
+  try {
+    writeFileAtomically(manifestPath(key), writeManifest(manifest));
+  } catch (const Error &) {
+    return false;
+  }
+  return true;
+}

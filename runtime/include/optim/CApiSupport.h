@@ -1,0 +1,54 @@
+//===- CApiSupport.h - shared by the C API's implementations ---*- C++ -*-===//
+//
+// Not for users of the C API (they include optim.h): the compiler's C entry
+// points create rule handles and report errors exactly as the runtime's do,
+// so both implementations share these definitions. C++17, no LLVM or MLIR;
+// the including file must be compiled with -fexceptions.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_RUNTIME_CAPISUPPORT_H
+#define OPTIM_RUNTIME_CAPISUPPORT_H
+
+#include "optim/Rule.h"
+#include "optim/optim.h"
+
+#include <exception>
+#include <new>
+
+struct optim_rule {
+  optim::Rule rule;
+};
+
+namespace optim {
+namespace capi {
+
+/// Records `prefix` + `message` as the calling thread's last error and
+/// returns `status`. Never throws, because its callers are about to return
+/// across the C ABI: a message that cannot be stored becomes a static one.
+optim_status fail(optim_status status, const char *message,
+                  const char *prefix = "") noexcept;
+
+/// Runs `fn`, which returns optim_status, turning any exception into a
+/// status: optim::Error into `onError` (the caller knows what kind of
+/// failure its C++ call can report), std::bad_alloc into out-of-memory,
+/// anything else into an internal error. No exception may cross the C ABI.
+template <typename Fn>
+optim_status guard(optim_status onError, Fn &&fn) noexcept {
+  try {
+    return fn();
+  } catch (const Error &e) {
+    return fail(onError, e.what());
+  } catch (const std::bad_alloc &) {
+    return fail(OPTIM_ERROR_OUT_OF_MEMORY, "out of memory");
+  } catch (const std::exception &e) {
+    return fail(OPTIM_ERROR_INTERNAL, e.what(), "internal error: ");
+  } catch (...) {
+    return fail(OPTIM_ERROR_INTERNAL, "internal error: unknown exception");
+  }
+}
+
+} // namespace capi
+} // namespace optim
+
+#endif // OPTIM_RUNTIME_CAPISUPPORT_H

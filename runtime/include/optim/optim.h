@@ -1,0 +1,205 @@
+/*===- optim.h - the runtime's C API, for foreign callers -----------------===*
+ *
+ * A plain C (C99 and C++) face of optim::Optimizer for FFI: Python ctypes,
+ * Rust, Julia, ... No LLVM, MLIR or C++ type appears here. Rules come from
+ * the compiler's C entry points (optim/Compiler/optim_compiler.h).
+ *
+ * Conventions, the same for every function (docs/c-api.md has more):
+ * - Every function returns an optim_status; OPTIM_OK is 0. On failure,
+ *   optim_last_error() gives the message on the calling thread, and nothing
+ *   changed: parameters, state, hyperparameters, step counts and the `out`
+ *   arguments keep their values.
+ * - Handles and out-pointers must not be NULL (OPTIM_ERROR_INVALID_ARGUMENT),
+ *   except where a comment says "may be NULL". The *_release functions
+ *   accept NULL, like free().
+ * - Arrays come as (pointer, count); a NULL array is allowed only with a
+ *   count of 0. Sizes are numbers of elements, not bytes.
+ * - Strings returned by the library are owned by the handle they come from
+ *   and live as long as it does; strings passed in are copied if kept.
+ * - An optimizer never owns parameters or gradients: they stay the caller's,
+ *   who keeps them alive and in place while the optimizer exists. It owns
+ *   its state. It shares the rule, so the rule handle may be released right
+ *   after the optimizer is created.
+ * - A rule handle is immutable and may be used from several threads at
+ *   once. An optimizer handle must not be used by two threads at the same
+ *   time; distinct optimizers are independent.
+ *
+ *===----------------------------------------------------------------------===*/
+
+#ifndef OPTIM_OPTIM_H
+#define OPTIM_OPTIM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bumped when a declaration below changes incompatibly. */
+#define OPTIM_C_API_VERSION 1
+
+typedef enum optim_status {
+  OPTIM_OK = 0,
+  /* A NULL handle or pointer, a wrong count or size, a wrong element type,
+     misaligned or overlapping parameters, a non-finite hyperparameter. */
+  OPTIM_ERROR_INVALID_ARGUMENT = 1,
+  /* No hyperparameter or state of that name; an index (hyperparameter,
+     state, parameter, group) out of range. */
+  OPTIM_ERROR_NOT_FOUND = 2,
+  /* The hyperparameter is `const`: its value is compiled into the kernel. */
+  OPTIM_ERROR_CONST_HYPERPARAMETER = 3,
+  /* The program does not compile (the message holds file:line:col
+     diagnostics), its file cannot be read, or it has no such rule. */
+  OPTIM_ERROR_COMPILE = 4,
+  /* A checkpoint cannot be written or read, is corrupt or truncated, or was
+     written by another rule or for other parameter sizes. */
+  OPTIM_ERROR_IO = 5,
+  /* The rule is valid but this runtime cannot run it (learned weights). */
+  OPTIM_ERROR_UNSUPPORTED = 6,
+  OPTIM_ERROR_OUT_OF_MEMORY = 7,
+  /* A bug: an unexpected failure inside the library. */
+  OPTIM_ERROR_INTERNAL = 8
+} optim_status;
+
+typedef enum optim_dtype { OPTIM_F32 = 0, OPTIM_F64 = 1 } optim_dtype;
+
+typedef struct optim_rule optim_rule;
+typedef struct optim_optimizer optim_optimizer;
+
+/* The message of the last failure on the calling thread ("" if none). It is
+   not cleared by calls that succeed, and stays valid until the next failure
+   on this thread. */
+const char *optim_last_error(void);
+
+/* A constant name for a status, e.g. "OPTIM_ERROR_NOT_FOUND"; never NULL. */
+const char *optim_status_name(optim_status status);
+
+/*===--- Rules ------------------------------------------------------------===*/
+
+typedef struct optim_hyper_info {
+  const char *name;
+  double default_value;
+  int is_const; /* 1 when compiled in: optim_optimizer_set refuses it */
+} optim_hyper_info;
+
+typedef struct optim_state_info {
+  const char *name;
+  int64_t size; /* per coordinate: 1, or N for `state x[N]` */
+  double init;  /* the value every coordinate starts from */
+} optim_state_info;
+
+optim_status optim_rule_name(const optim_rule *rule, const char **out);
+optim_status optim_rule_dtype(const optim_rule *rule, optim_dtype *out);
+optim_status optim_rule_num_hypers(const optim_rule *rule, size_t *out);
+/* Hyperparameters in declaration order. */
+optim_status optim_rule_hyper(const optim_rule *rule, size_t index,
+                              optim_hyper_info *out);
+/* OPTIM_ERROR_NOT_FOUND when the rule has no hyperparameter `name`. */
+optim_status optim_rule_find_hyper(const optim_rule *rule, const char *name,
+                                   size_t *index);
+optim_status optim_rule_num_states(const optim_rule *rule, size_t *out);
+optim_status optim_rule_state(const optim_rule *rule, size_t index,
+                              optim_state_info *out);
+optim_status optim_rule_release(optim_rule *rule);
+
+/*===--- Optimizers -------------------------------------------------------===*/
+
+typedef struct optim_options {
+  uint32_t threads;    /* worker threads; 0: one per hardware thread */
+  int64_t chunk_size;  /* coordinates per unit of work; > 0 */
+  int skip_non_finite; /* 1: skip (and count) steps whose gradients hold
+                          a NaN or an infinity, changing nothing */
+} optim_options;
+
+/* Fills `options` with the defaults (those used when NULL is passed). */
+optim_status optim_options_init(optim_options *options);
+
+/* One parameter group: parameters sharing hyperparameter values. */
+typedef struct optim_hyper_value {
+  const char *name;
+  double value;
+} optim_hyper_value;
+
+typedef struct optim_group {
+  void *const *params;  /* num_params pointers, of the rule's dtype */
+  const int64_t *sizes; /* num_params element counts */
+  size_t num_params;
+  const optim_hyper_value *hypers; /* values differing from the defaults */
+  size_t num_hypers;
+} optim_group;
+
+/* An optimizer over `num_params` tensors of the rule's dtype, updated in
+   place. A parameter with 0 elements may be NULL. `options` may be NULL. */
+optim_status optim_optimizer_create_f32(const optim_rule *rule,
+                                        float *const *params,
+                                        const int64_t *sizes, size_t num_params,
+                                        const optim_options *options,
+                                        optim_optimizer **out);
+optim_status optim_optimizer_create_f64(const optim_rule *rule,
+                                        double *const *params,
+                                        const int64_t *sizes, size_t num_params,
+                                        const optim_options *options,
+                                        optim_optimizer **out);
+/* With parameter groups, whose parameters are of element type `dtype` (which
+   must be the rule's). Parameters are numbered across groups, in order. */
+optim_status optim_optimizer_create_groups(
+    const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
+    size_t num_groups, const optim_options *options, optim_optimizer **out);
+optim_status optim_optimizer_release(optim_optimizer *opt);
+
+/* The optimizer's rule, owned by the optimizer (do not release it). */
+optim_status optim_optimizer_rule(const optim_optimizer *opt,
+                                  const optim_rule **out);
+optim_status optim_optimizer_num_params(const optim_optimizer *opt,
+                                        size_t *out);
+optim_status optim_optimizer_param_size(const optim_optimizer *opt,
+                                        size_t param, int64_t *out);
+optim_status optim_optimizer_num_groups(const optim_optimizer *opt,
+                                        size_t *out);
+
+/* Sets a hyperparameter in every group, or in one group. */
+optim_status optim_optimizer_set(optim_optimizer *opt, const char *name,
+                                 double value);
+optim_status optim_optimizer_set_group(optim_optimizer *opt, size_t group,
+                                       const char *name, double value);
+optim_status optim_optimizer_get(const optim_optimizer *opt, size_t group,
+                                 const char *name, double *out);
+
+/* One step with one gradient per parameter, in parameter order. `stepped`
+   may be NULL; it receives 1, or 0 when the step was skipped because of a
+   non-finite gradient (skip_non_finite). A skipped step is not an error. */
+optim_status optim_optimizer_step_f32(optim_optimizer *opt,
+                                      const float *const *grads,
+                                      const int64_t *sizes, size_t num_grads,
+                                      int *stepped);
+optim_status optim_optimizer_step_f64(optim_optimizer *opt,
+                                      const double *const *grads,
+                                      const int64_t *sizes, size_t num_grads,
+                                      int *stepped);
+
+/* Steps taken (t of the last one), and steps skipped. */
+optim_status optim_optimizer_step_count(const optim_optimizer *opt,
+                                        int64_t *out);
+optim_status optim_optimizer_skipped_steps(const optim_optimizer *opt,
+                                           int64_t *out);
+
+/* The state `name` of parameter `param`, read only, of the rule's dtype:
+   `*count` elements (size * parameter size, component-major for a vector
+   state). The pointer stays valid, and sees every later step, for the
+   optimizer's lifetime. `count` may be NULL. */
+optim_status optim_optimizer_state(const optim_optimizer *opt, size_t param,
+                                   const char *name, const void **data,
+                                   int64_t *count);
+
+/* Checkpoints: state, step counts and hyperparameters, in the safetensors
+   layout. save replaces `path` atomically; load changes nothing unless the
+   whole file is valid for this optimizer. */
+optim_status optim_optimizer_save(const optim_optimizer *opt, const char *path);
+optim_status optim_optimizer_load(optim_optimizer *opt, const char *path);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* OPTIM_OPTIM_H */

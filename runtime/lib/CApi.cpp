@@ -1,0 +1,541 @@
+//===- CApi.cpp - the runtime's C API on top of optim::Optimizer ----------===//
+//
+// Each entry point checks what only the C side can get wrong (NULL handles,
+// arrays and out-pointers), then calls the C++ API inside capi::guard, which
+// turns its exceptions into a status. The C++ API already guarantees that a
+// call that throws changed nothing; out-pointers are written last, after
+// everything that can fail, to keep that guarantee here.
+//
+// optim::Error does not say what kind of failure it is, so where one call
+// can fail in several ways the status is predicted by re-running the C++
+// API's own checks in the same order (see classify*): the status then always
+// names the failure the message describes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/optim.h"
+
+#include "optim/CApiSupport.h"
+#include "optim/Optimizer.h"
+
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace optim;
+
+struct optim_optimizer {
+  Optimizer opt;
+  // Returned by optim_optimizer_rule, so it must live as long as `opt`.
+  optim_rule rule;
+  // The C++ API does not expose parameter sizes, which state counts need.
+  std::vector<int64_t> sizes;
+};
+
+//===----------------------------------------------------------------------===//
+// Errors
+//===----------------------------------------------------------------------===//
+
+namespace {
+thread_local std::string lastError;
+// Set when lastError could not hold a message (no memory to copy it).
+thread_local const char *lastErrorFallback = nullptr;
+} // namespace
+
+optim_status optim::capi::fail(optim_status status, const char *message,
+                               const char *prefix) noexcept {
+  try {
+    lastError.assign(prefix);
+    lastError.append(message ? message : "");
+    lastErrorFallback = nullptr;
+  } catch (...) {
+    lastErrorFallback = "out of memory while recording an error message";
+  }
+  return status;
+}
+
+extern "C" const char *optim_last_error(void) {
+  return lastErrorFallback ? lastErrorFallback : lastError.c_str();
+}
+
+extern "C" const char *optim_status_name(optim_status status) {
+  switch (status) {
+  case OPTIM_OK:
+    return "OPTIM_OK";
+  case OPTIM_ERROR_INVALID_ARGUMENT:
+    return "OPTIM_ERROR_INVALID_ARGUMENT";
+  case OPTIM_ERROR_NOT_FOUND:
+    return "OPTIM_ERROR_NOT_FOUND";
+  case OPTIM_ERROR_CONST_HYPERPARAMETER:
+    return "OPTIM_ERROR_CONST_HYPERPARAMETER";
+  case OPTIM_ERROR_COMPILE:
+    return "OPTIM_ERROR_COMPILE";
+  case OPTIM_ERROR_IO:
+    return "OPTIM_ERROR_IO";
+  case OPTIM_ERROR_UNSUPPORTED:
+    return "OPTIM_ERROR_UNSUPPORTED";
+  case OPTIM_ERROR_OUT_OF_MEMORY:
+    return "OPTIM_ERROR_OUT_OF_MEMORY";
+  case OPTIM_ERROR_INTERNAL:
+    return "OPTIM_ERROR_INTERNAL";
+  }
+  // A value a foreign caller made up: still a valid string.
+  return "OPTIM_ERROR_UNKNOWN_STATUS";
+}
+
+/// Fails with "<fn>: <what> is NULL" unless `p` is set.
+#define OPTIM_CHECK_NOT_NULL(p, fn)                                            \
+  do {                                                                         \
+    if (!(p))                                                                  \
+      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT, ": " #p " is NULL", fn); \
+  } while (false)
+
+/// Arrays may be NULL only when empty.
+#define OPTIM_CHECK_ARRAY(p, count, fn)                                        \
+  do {                                                                         \
+    if (!(p) && (count) > 0)                                                   \
+      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                          \
+                        ": " #p " is NULL but " #count " is not 0", fn);       \
+  } while (false)
+
+//===----------------------------------------------------------------------===//
+// Rules
+//===----------------------------------------------------------------------===//
+
+extern "C" optim_status optim_rule_name(const optim_rule *rule,
+                                        const char **out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_name");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_name");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().name.c_str();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_dtype(const optim_rule *rule,
+                                         optim_dtype *out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_dtype");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_dtype");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().dtype == DType::F64 ? OPTIM_F64 : OPTIM_F32;
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_num_hypers(const optim_rule *rule,
+                                              size_t *out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_num_hypers");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_hypers");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().hypers.size();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_hyper(const optim_rule *rule, size_t index,
+                                         optim_hyper_info *out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_hyper");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_hyper");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.hypers.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_hyper: index " + std::to_string(index) +
+                         " is out of range: rule '" + ri.name + "' has " +
+                         std::to_string(ri.hypers.size()) + " hyperparameters")
+                            .c_str());
+    const HyperParam &h = ri.hypers[index];
+    *out = {h.name.c_str(), h.defaultValue, h.isConst ? 1 : 0};
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_find_hyper(const optim_rule *rule,
+                                              const char *name, size_t *index) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_find_hyper");
+  OPTIM_CHECK_NOT_NULL(name, "optim_rule_find_hyper");
+  OPTIM_CHECK_NOT_NULL(index, "optim_rule_find_hyper");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    int h = ri.findHyper(name);
+    if (h < 0)
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_find_hyper: rule '" + ri.name +
+                         "' has no hyperparameter '" + name + "'")
+                            .c_str());
+    *index = static_cast<size_t>(h);
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_num_states(const optim_rule *rule,
+                                              size_t *out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_num_states");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_states");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().states.size();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_state(const optim_rule *rule, size_t index,
+                                         optim_state_info *out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_state");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_state");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.states.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_state: index " + std::to_string(index) +
+                         " is out of range: rule '" + ri.name + "' has " +
+                         std::to_string(ri.states.size()) + " states")
+                            .c_str());
+    const StateSpec &s = ri.states[index];
+    *out = {s.name.c_str(), s.size, s.init};
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_release(optim_rule *rule) {
+  // Destroying a Rule only drops shared references; it does not throw.
+  delete rule;
+  return OPTIM_OK;
+}
+
+//===----------------------------------------------------------------------===//
+// Optimizers
+//===----------------------------------------------------------------------===//
+
+extern "C" optim_status optim_options_init(optim_options *options) {
+  OPTIM_CHECK_NOT_NULL(options, "optim_options_init");
+  OptimizerOptions defaults;
+  options->threads = defaults.threads;
+  options->chunk_size = defaults.chunkSize;
+  options->skip_non_finite = defaults.skipNonFinite ? 1 : 0;
+  return OPTIM_OK;
+}
+
+static OptimizerOptions toOptions(const optim_options *options) {
+  OptimizerOptions result;
+  if (options) {
+    result.threads = options->threads;
+    result.chunkSize = options->chunk_size;
+    result.skipNonFinite = options->skip_non_finite != 0;
+  }
+  return result;
+}
+
+/// The status of the first error the Optimizer constructor would report,
+/// following its order of checks.
+static optim_status classifyCreate(const RuleInfo &ri,
+                                   const std::vector<ParamGroup> &groups) {
+  if (!ri.weights.empty())
+    return OPTIM_ERROR_UNSUPPORTED;
+  size_t elt = dtypeSize(ri.dtype);
+  for (const ParamGroup &g : groups) {
+    for (const Param &p : g.params)
+      if (p.dtype != ri.dtype || p.size < 0 || (p.size > 0 && !p.data) ||
+          reinterpret_cast<uintptr_t>(p.data) % elt)
+        return OPTIM_ERROR_INVALID_ARGUMENT;
+    for (const auto &[name, value] : g.hypers) {
+      int h = ri.findHyper(name);
+      if (h < 0)
+        return OPTIM_ERROR_NOT_FOUND;
+      if (!std::isfinite(value))
+        return OPTIM_ERROR_INVALID_ARGUMENT;
+      if (ri.hypers[h].isConst && value != ri.hypers[h].defaultValue)
+        return OPTIM_ERROR_CONST_HYPERPARAMETER;
+    }
+  }
+  return OPTIM_ERROR_INVALID_ARGUMENT;
+}
+
+static optim_status createOptimizer(const optim_rule *rule,
+                                    std::vector<ParamGroup> groups,
+                                    const optim_options *options,
+                                    optim_optimizer **out) {
+  const RuleInfo &ri = rule->rule.info();
+  std::vector<int64_t> sizes;
+  for (const ParamGroup &g : groups)
+    for (const Param &p : g.params)
+      sizes.push_back(p.size);
+  optim_status onError = classifyCreate(ri, groups);
+  return capi::guard(onError, [&] {
+    auto handle = std::unique_ptr<optim_optimizer>(new optim_optimizer{
+        Optimizer(rule->rule, std::move(groups), toOptions(options)),
+        optim_rule{rule->rule}, std::move(sizes)});
+    *out = handle.release();
+    return OPTIM_OK;
+  });
+}
+
+template <typename T>
+static optim_status createFlat(const char *fn, const optim_rule *rule,
+                               T *const *params, const int64_t *sizes,
+                               size_t numParams, const optim_options *options,
+                               optim_optimizer **out) {
+  OPTIM_CHECK_NOT_NULL(rule, fn);
+  OPTIM_CHECK_ARRAY(params, numParams, fn);
+  OPTIM_CHECK_ARRAY(sizes, numParams, fn);
+  OPTIM_CHECK_NOT_NULL(out, fn);
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    std::vector<ParamGroup> groups(1);
+    for (size_t i = 0; i < numParams; ++i)
+      groups[0].params.emplace_back(params[i], sizes[i]);
+    return createOptimizer(rule, std::move(groups), options, out);
+  });
+}
+
+extern "C" optim_status optim_optimizer_create_f32(
+    const optim_rule *rule, float *const *params, const int64_t *sizes,
+    size_t num_params, const optim_options *options, optim_optimizer **out) {
+  return createFlat("optim_optimizer_create_f32", rule, params, sizes,
+                    num_params, options, out);
+}
+
+extern "C" optim_status optim_optimizer_create_f64(
+    const optim_rule *rule, double *const *params, const int64_t *sizes,
+    size_t num_params, const optim_options *options, optim_optimizer **out) {
+  return createFlat("optim_optimizer_create_f64", rule, params, sizes,
+                    num_params, options, out);
+}
+
+extern "C" optim_status optim_optimizer_create_groups(
+    const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
+    size_t num_groups, const optim_options *options, optim_optimizer **out) {
+  const char *fn = "optim_optimizer_create_groups";
+  OPTIM_CHECK_NOT_NULL(rule, fn);
+  OPTIM_CHECK_ARRAY(groups, num_groups, fn);
+  OPTIM_CHECK_NOT_NULL(out, fn);
+  if (dtype != OPTIM_F32 && dtype != OPTIM_F64)
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      ": dtype is neither OPTIM_F32 nor OPTIM_F64", fn);
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    std::vector<ParamGroup> cxxGroups(num_groups);
+    for (size_t gi = 0; gi < num_groups; ++gi) {
+      const optim_group &g = groups[gi];
+      std::string what = std::string(fn) + ": group " + std::to_string(gi);
+      if (!g.params && g.num_params > 0)
+        return capi::fail(
+            OPTIM_ERROR_INVALID_ARGUMENT,
+            (what + ": params is NULL but num_params is not 0").c_str());
+      if (!g.sizes && g.num_params > 0)
+        return capi::fail(
+            OPTIM_ERROR_INVALID_ARGUMENT,
+            (what + ": sizes is NULL but num_params is not 0").c_str());
+      if (!g.hypers && g.num_hypers > 0)
+        return capi::fail(
+            OPTIM_ERROR_INVALID_ARGUMENT,
+            (what + ": hypers is NULL but num_hypers is not 0").c_str());
+      for (size_t i = 0; i < g.num_params; ++i) {
+        Param p;
+        p.data = g.params[i];
+        p.size = g.sizes[i];
+        p.dtype = dtype == OPTIM_F64 ? DType::F64 : DType::F32;
+        cxxGroups[gi].params.push_back(p);
+      }
+      for (size_t i = 0; i < g.num_hypers; ++i) {
+        if (!g.hypers[i].name)
+          return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                            (what + ": the name of hyperparameter value " +
+                             std::to_string(i) + " is NULL")
+                                .c_str());
+        cxxGroups[gi].hypers.emplace_back(g.hypers[i].name, g.hypers[i].value);
+      }
+    }
+    return createOptimizer(rule, std::move(cxxGroups), options, out);
+  });
+}
+
+extern "C" optim_status optim_optimizer_release(optim_optimizer *opt) {
+  // The destructor joins the worker threads; it does not throw.
+  delete opt;
+  return OPTIM_OK;
+}
+
+extern "C" optim_status optim_optimizer_rule(const optim_optimizer *opt,
+                                             const optim_rule **out) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_rule");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_rule");
+  *out = &opt->rule;
+  return OPTIM_OK;
+}
+
+extern "C" optim_status optim_optimizer_num_params(const optim_optimizer *opt,
+                                                   size_t *out) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_num_params");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_num_params");
+  *out = opt->sizes.size();
+  return OPTIM_OK;
+}
+
+extern "C" optim_status optim_optimizer_param_size(const optim_optimizer *opt,
+                                                   size_t param, int64_t *out) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_param_size");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_param_size");
+  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
+    if (param >= opt->sizes.size())
+      throw Error("optim_optimizer_param_size: parameter " +
+                  std::to_string(param) + " does not exist (there are " +
+                  std::to_string(opt->sizes.size()) + ")");
+    *out = opt->sizes[param];
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_optimizer_num_groups(const optim_optimizer *opt,
+                                                   size_t *out) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_num_groups");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_num_groups");
+  return capi::guard(OPTIM_ERROR_INTERNAL, [&] {
+    *out = opt->opt.numGroups();
+    return OPTIM_OK;
+  });
+}
+
+/// The status of the error Optimizer::set would report, following its order
+/// of checks. `group` is SIZE_MAX for "every group".
+static optim_status classifySet(const optim_optimizer *opt, size_t group,
+                                const char *name, double value) {
+  const RuleInfo &ri = opt->rule.rule.info();
+  if (group != SIZE_MAX && group >= opt->opt.numGroups())
+    return OPTIM_ERROR_NOT_FOUND;
+  int h = ri.findHyper(name);
+  if (h < 0)
+    return OPTIM_ERROR_NOT_FOUND;
+  if (!std::isfinite(value))
+    return OPTIM_ERROR_INVALID_ARGUMENT;
+  if (ri.hypers[h].isConst)
+    return OPTIM_ERROR_CONST_HYPERPARAMETER;
+  return OPTIM_ERROR_INVALID_ARGUMENT;
+}
+
+extern "C" optim_status optim_optimizer_set(optim_optimizer *opt,
+                                            const char *name, double value) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_set");
+  OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set");
+  return capi::guard(classifySet(opt, SIZE_MAX, name, value), [&] {
+    opt->opt.set(name, value);
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_optimizer_set_group(optim_optimizer *opt,
+                                                  size_t group,
+                                                  const char *name,
+                                                  double value) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_set_group");
+  OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set_group");
+  return capi::guard(classifySet(opt, group, name, value), [&] {
+    opt->opt.set(group, name, value);
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_optimizer_get(const optim_optimizer *opt,
+                                            size_t group, const char *name,
+                                            double *out) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_get");
+  OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_get");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_get");
+  // Its only failures are a group or a name that does not exist.
+  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
+    *out = opt->opt.get(name, group);
+    return OPTIM_OK;
+  });
+}
+
+template <typename T>
+static optim_status stepImpl(const char *fn, optim_optimizer *opt,
+                             const T *const *grads, const int64_t *sizes,
+                             size_t numGrads, int *stepped) {
+  OPTIM_CHECK_NOT_NULL(opt, fn);
+  OPTIM_CHECK_ARRAY(grads, numGrads, fn);
+  OPTIM_CHECK_ARRAY(sizes, numGrads, fn);
+  // Every failure of Optimizer::step is a bad gradient list.
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    std::vector<Grad> cxxGrads;
+    cxxGrads.reserve(numGrads);
+    for (size_t i = 0; i < numGrads; ++i)
+      cxxGrads.emplace_back(grads[i], sizes[i]);
+    bool took = opt->opt.step(cxxGrads);
+    if (stepped)
+      *stepped = took ? 1 : 0;
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status
+optim_optimizer_step_f32(optim_optimizer *opt, const float *const *grads,
+                         const int64_t *sizes, size_t num_grads, int *stepped) {
+  return stepImpl("optim_optimizer_step_f32", opt, grads, sizes, num_grads,
+                  stepped);
+}
+
+extern "C" optim_status
+optim_optimizer_step_f64(optim_optimizer *opt, const double *const *grads,
+                         const int64_t *sizes, size_t num_grads, int *stepped) {
+  return stepImpl("optim_optimizer_step_f64", opt, grads, sizes, num_grads,
+                  stepped);
+}
+
+extern "C" optim_status optim_optimizer_step_count(const optim_optimizer *opt,
+                                                   int64_t *out) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_step_count");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_step_count");
+  *out = opt->opt.stepCount();
+  return OPTIM_OK;
+}
+
+extern "C" optim_status
+optim_optimizer_skipped_steps(const optim_optimizer *opt, int64_t *out) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_skipped_steps");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_skipped_steps");
+  *out = opt->opt.skippedSteps();
+  return OPTIM_OK;
+}
+
+extern "C" optim_status optim_optimizer_state(const optim_optimizer *opt,
+                                              size_t param, const char *name,
+                                              const void **data,
+                                              int64_t *count) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_state");
+  OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_state");
+  OPTIM_CHECK_NOT_NULL(data, "optim_optimizer_state");
+  // Its only failures are a parameter or a state that does not exist.
+  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
+    const void *p = opt->opt.state(param, name);
+    if (count) {
+      const RuleInfo &ri = opt->rule.rule.info();
+      int64_t perCoordinate = 1;
+      for (const StateSpec &s : ri.states)
+        if (s.name == name)
+          perCoordinate = s.size;
+      *count = perCoordinate * opt->sizes[param];
+    }
+    *data = p;
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_optimizer_save(const optim_optimizer *opt,
+                                             const char *path) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_save");
+  OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_save");
+  return capi::guard(OPTIM_ERROR_IO, [&] {
+    opt->opt.save(path);
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_optimizer_load(optim_optimizer *opt,
+                                             const char *path) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_load");
+  OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_load");
+  return capi::guard(OPTIM_ERROR_IO, [&] {
+    opt->opt.load(path);
+    return OPTIM_OK;
+  });
+}

@@ -1,0 +1,156 @@
+//===- Manifest.cpp - describe and load ahead-of-time compiled rules -------===//
+
+#include "optim/Manifest.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cerrno>
+#include <cstring>
+#include <dlfcn.h>
+#include <fcntl.h>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <unistd.h>
+
+using namespace optim;
+using json = nlohmann::json;
+
+static constexpr const char *kFormat = "optim-mlir rule manifest";
+
+std::string optim::writeManifest(const Manifest &m) {
+  json hypers = json::array(), states = json::array(), weights = json::array();
+  for (const HyperParam &h : m.info.hypers)
+    hypers.push_back(
+        {{"name", h.name}, {"default", h.defaultValue}, {"const", h.isConst}});
+  for (const StateSpec &s : m.info.states)
+    states.push_back({{"name", s.name}, {"size", s.size}, {"init", s.init}});
+  for (const WeightSpec &w : m.info.weights)
+    weights.push_back({{"name", w.name}, {"shape", w.shape}});
+  json doc = {{"format", kFormat},
+              {"abi_version", m.abiVersion},
+              {"rule", m.info.name},
+              {"symbol", m.symbol},
+              {"dtype", dtypeName(m.info.dtype)},
+              {"target", m.target},
+              {"hyperparameters", hypers},
+              {"states", states},
+              {"weights", weights}};
+  return doc.dump(2) + "\n";
+}
+
+Manifest optim::readManifest(const std::string &text,
+                             const std::string &origin) {
+  auto fail = [&](const std::string &why) {
+    return Error("optim: manifest '" + origin + "': " + why);
+  };
+  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded() || !doc.is_object())
+    throw fail("not valid JSON");
+  if (doc.value("format", "") != kFormat)
+    throw fail("not a rule manifest of optim-mlir");
+  Manifest m;
+  try {
+    m.abiVersion = doc.at("abi_version").get<int>();
+    if (m.abiVersion != OPTIM_KERNEL_ABI_VERSION)
+      throw fail("compiled for kernel ABI " + std::to_string(m.abiVersion) +
+                 ", this runtime implements " +
+                 std::to_string(OPTIM_KERNEL_ABI_VERSION) + "; recompile it");
+    m.info.name = doc.at("rule").get<std::string>();
+    m.symbol = doc.at("symbol").get<std::string>();
+    m.target = doc.value("target", "");
+    std::string dtype = doc.at("dtype").get<std::string>();
+    if (dtype != "f32" && dtype != "f64")
+      throw fail("unknown dtype '" + dtype + "'");
+    m.info.dtype = dtype == "f32" ? DType::F32 : DType::F64;
+    for (const json &h : doc.at("hyperparameters"))
+      m.info.hypers.push_back({h.at("name").get<std::string>(),
+                               h.at("default").get<double>(),
+                               h.at("const").get<bool>()});
+    for (const json &s : doc.at("states")) {
+      StateSpec spec{s.at("name").get<std::string>(),
+                     s.at("size").get<int64_t>(), s.at("init").get<double>()};
+      if (spec.size < 1)
+        throw fail("state '" + spec.name + "' has size " +
+                   std::to_string(spec.size));
+      m.info.states.push_back(spec);
+    }
+    for (const json &w : doc.at("weights"))
+      m.info.weights.push_back({w.at("name").get<std::string>(),
+                                w.at("shape").get<std::vector<int64_t>>()});
+  } catch (const json::exception &e) {
+    throw fail(std::string("missing or malformed field: ") + e.what());
+  }
+  if (m.symbol != OPTIM_RULE_SYMBOL_PREFIX + m.info.name)
+    throw fail("symbol '" + m.symbol + "' does not name rule '" +
+               m.info.name + "'");
+  return m;
+}
+
+static std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw Error("optim: cannot read '" + path + "': " + std::strerror(errno));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Rule optim::loadRule(const std::string &library, const std::string &path) {
+  std::string manifestPath = path;
+  if (manifestPath.empty()) {
+    size_t dot = library.find_last_of('.');
+    size_t slash = library.find_last_of('/');
+    std::string stem = dot != std::string::npos &&
+                               (slash == std::string::npos || dot > slash)
+                           ? library.substr(0, dot)
+                           : library;
+    manifestPath = stem + ".manifest.json";
+  }
+  Manifest m = readManifest(readFile(manifestPath), manifestPath);
+  void *handle = ::dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!handle)
+    throw Error(std::string("optim: cannot load '") + library +
+                "': " + ::dlerror());
+  std::shared_ptr<void> owner(handle, [](void *h) { ::dlclose(h); });
+  void *fn = ::dlsym(handle, m.symbol.c_str());
+  if (!fn)
+    throw Error("optim: '" + library + "' has no symbol '" + m.symbol +
+                "' (does the manifest belong to it?)");
+  return Rule(std::move(m.info), reinterpret_cast<optim_rule_kernel>(fn),
+              std::move(owner));
+}
+
+void optim::writeFileAtomically(const std::string &path,
+                                const std::string &bytes) {
+  std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0)
+    throw Error("optim: cannot create '" + tmp + "': " + std::strerror(errno));
+  const char *p = bytes.data();
+  size_t left = bytes.size();
+  while (left) {
+    ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      throw Error("optim: cannot write '" + tmp + "': " + std::strerror(err));
+    }
+    p += n;
+    left -= size_t(n);
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error("optim: cannot write '" + tmp + "': " + std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error("optim: cannot rename '" + tmp + "' to '" + path +
+                "': " + std::strerror(err));
+  }
+}

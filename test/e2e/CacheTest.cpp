@@ -1,0 +1,98 @@
+//===- CacheTest.cpp - the on-disk kernel cache ----------------------------===//
+
+#include "optim/Compiler/Compiler.h"
+#include "optim/Optimizer.h"
+
+#include "gtest/gtest.h"
+
+#include <cstdio>
+#include <dirent.h>
+#include <fstream>
+#include <string>
+#include <unistd.h>
+#include <vector>
+
+using namespace optim;
+
+namespace {
+
+std::string freshDir(const char *name) {
+  std::string dir = std::string(::testing::TempDir()) + "/optim-cache-" +
+                    std::to_string(::getpid()) + "-" + name;
+  std::string cmd = "rm -rf '" + dir + "'";
+  EXPECT_EQ(0, std::system(cmd.c_str()));
+  return dir;
+}
+
+std::vector<std::string> filesIn(const std::string &dir) {
+  std::vector<std::string> names;
+  if (DIR *d = ::opendir(dir.c_str())) {
+    while (dirent *e = ::readdir(d))
+      if (e->d_name[0] != '.')
+        names.push_back(dir + "/" + e->d_name);
+    ::closedir(d);
+  }
+  return names;
+}
+
+float runSteps(const Rule &rule) {
+  std::vector<float> p(100, 1.0f), g(100, 0.25f);
+  Optimizer opt(rule, {Param(p.data(), 100)});
+  for (int t = 0; t < 3; ++t)
+    opt.step({Grad(g.data(), 100)});
+  return p[99];
+}
+
+const char *kSource = "rule r(lr = 0.1, mu = 0.9) {\n"
+                      "  state b = 0\n  b = mu * b + g\n  p -= lr * b\n}\n";
+
+TEST(KernelCache, SecondCompilationLoadsTheCachedKernel) {
+  CompileOptions options;
+  options.cacheDirectory = freshDir("hit");
+  Compiler first(options);
+  Rule a = first.compileSource(kSource, "r.optim");
+  EXPECT_FALSE(first.lastWasCached());
+  EXPECT_EQ(filesIn(options.cacheDirectory).size(), 2u); // .o + manifest
+
+  Compiler second(options);
+  Rule b = second.compileSource(kSource, "r.optim");
+  EXPECT_TRUE(second.lastWasCached());
+  EXPECT_EQ(b.info().name, "r");
+  ASSERT_EQ(b.info().hypers.size(), 2u);
+  EXPECT_DOUBLE_EQ(b.info().hypers[1].defaultValue, 0.9);
+  EXPECT_EQ(runSteps(a), runSteps(b));
+
+  // Any change to the text or the options is another kernel.
+  Rule c = second.compileSource(std::string(kSource) + "\n", "r.optim");
+  EXPECT_FALSE(second.lastWasCached());
+  CompileOptions f64 = options;
+  f64.precision = DType::F64;
+  Compiler third(f64);
+  third.compileSource(kSource, "r.optim");
+  EXPECT_FALSE(third.lastWasCached());
+}
+
+TEST(KernelCache, CorruptEntriesAreRecompiled) {
+  CompileOptions options;
+  options.cacheDirectory = freshDir("corrupt");
+  Compiler compiler(options);
+  float expected = runSteps(compiler.compileSource(kSource, "r.optim"));
+  for (const std::string &file : filesIn(options.cacheDirectory))
+    std::ofstream(file, std::ios::trunc) << "garbage";
+  Rule again = compiler.compileSource(kSource, "r.optim");
+  EXPECT_FALSE(compiler.lastWasCached());
+  EXPECT_EQ(runSteps(again), expected);
+  Rule third = compiler.compileSource(kSource, "r.optim");
+  EXPECT_TRUE(compiler.lastWasCached()); // The entry was rewritten.
+}
+
+TEST(KernelCache, CanBeDisabled) {
+  CompileOptions options;
+  options.useCache = false;
+  Compiler compiler(options);
+  compiler.compileSource(kSource, "r.optim");
+  compiler.compileSource(kSource, "r.optim");
+  EXPECT_FALSE(compiler.lastWasCached());
+}
+
+} // namespace
