@@ -1,4 +1,5 @@
-//===- RulesBench.cpp - compiled update rules against the memory limit -----===//
+//===- RulesBench.cpp - compiled update rules against the memory limit
+//-----===//
 //
 // Prints one JSON object of timings (seconds, medians over interleaved
 // repetitions) that bench/run turns into ratios. Baselines, compiled with
@@ -18,6 +19,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <omp.h>
 #include <string>
@@ -50,8 +52,8 @@ Model gpt2Shaped() {
   model.add(vocab * d);
   model.add(ctx * d);
   for (int layer = 0; layer < 12; ++layer) {
-    for (int64_t n : {d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d,
-                      4 * d, 4 * d * d, d})
+    for (int64_t n : {d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d, 4 * d,
+                      4 * d * d, d})
       model.add(n);
   }
   model.add(d);
@@ -98,7 +100,8 @@ void trafficStep(const std::vector<Chunk> &cs) {
 
 void fusedAdamStep(const std::vector<Chunk> &cs, int64_t t) {
   const float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-  const float bc1 = 1 - std::pow(b1, float(t)), bc2 = 1 - std::pow(b2, float(t));
+  const float bc1 = 1 - std::pow(b1, float(t)),
+              bc2 = 1 - std::pow(b2, float(t));
   const float step = lr / bc1, rbc2 = 1 / std::sqrt(bc2);
 #pragma omp parallel for schedule(static)
   for (size_t c = 0; c < cs.size(); ++c) {
@@ -146,7 +149,8 @@ int main(int argc, char **argv) {
     else if (a == "--examples" && i + 1 < argc)
       examples = argv[++i];
     else {
-      std::fprintf(stderr, "usage: %s [--threads N] [--reps N] [--vector-width N] "
+      std::fprintf(stderr,
+                   "usage: %s [--threads N] [--reps N] [--vector-width N] "
                    "[--examples DIR]\n",
                    argv[0]);
       return 2;
@@ -154,16 +158,63 @@ int main(int argc, char **argv) {
   }
   omp_set_num_threads(threads);
 
-  // Compile latency: the first compilation in a process (cold: LLVM's
-  // target initialization included), then the median of later ones.
-  double cold = 0;
+  // Compile latency, without the on-disk cache: the first compilation in a
+  // process (cold: LLVM's target initialization included), then the median
+  // of later ones.
+  CompileOptions uncached = compileOptions;
+  uncached.useCache = false;
+  const std::string adamPath = examples + "/adam.optim";
   Rule adam;
-  {
-    cold = seconds([&] { adam = Compiler(compileOptions).compileFile(examples + "/adam.optim"); });
-  }
+  double cold =
+      seconds([&] { adam = Compiler(uncached).compileFile(adamPath); });
   std::vector<double> warmTimes;
   for (int i = 0; i < 5; ++i)
-    warmTimes.push_back(seconds([&] { Compiler(compileOptions).compileFile(examples + "/adam.optim"); }));
+    warmTimes.push_back(
+        seconds([&] { Compiler(uncached).compileFile(adamPath); }));
+
+  // Cached compile latency: one miss fills a fresh cache directory, then
+  // every compilation (a new Compiler each time) must be served by it.
+  std::vector<double> cachedTimes;
+  {
+    std::string tmpl =
+        (std::filesystem::temp_directory_path() / "optim-bench-cache-XXXXXX")
+            .string();
+    if (!mkdtemp(tmpl.data())) {
+      std::perror("optim-bench-rules: mkdtemp");
+      return 1;
+    }
+    CompileOptions cachedOptions = compileOptions;
+    cachedOptions.useCache = true;
+    cachedOptions.cacheDirectory = tmpl;
+    {
+      Compiler miss(cachedOptions);
+      miss.compileFile(adamPath);
+      if (miss.lastWasCached()) {
+        std::fprintf(stderr,
+                     "optim-bench-rules: the first compilation into "
+                     "the fresh cache %s was a hit\n",
+                     tmpl.c_str());
+        return 1;
+      }
+    }
+    for (int i = 0; i < 7; ++i) {
+      bool hit = false;
+      cachedTimes.push_back(seconds([&] {
+        Compiler compiler(cachedOptions);
+        compiler.compileFile(adamPath);
+        hit = compiler.lastWasCached();
+      }));
+      if (!hit) {
+        std::fprintf(stderr,
+                     "optim-bench-rules: compilation %d of adam.optim "
+                     "was not served by the cache %s\n",
+                     i + 1, tmpl.c_str());
+        return 1;
+      }
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(tmpl, ignored);
+  }
 
   auto measure = [&](Model &model, double &compiled, double &traffic,
                      double &fused) {
@@ -199,17 +250,23 @@ int main(int argc, char **argv) {
   size_t bigTensors = big.p.size();
   big = Model();
   Model small = manySmall();
+  int64_t smallParams = small.total;
+  size_t smallTensors = small.p.size();
   double smallCompiled, smallTraffic, smallFused;
   measure(small, smallCompiled, smallTraffic, smallFused);
 
   std::printf("{\"threads\": %u, \"reps\": %d, \"gpt2_params\": %lld, "
               "\"gpt2_tensors\": %zu, "
               "\"gpt2_adam_s\": %.6g, \"gpt2_traffic_s\": %.6g, "
-              "\"gpt2_fused_cpp_s\": %.6g, \"small_adam_s\": %.6g, "
+              "\"gpt2_fused_cpp_s\": %.6g, "
+              "\"small_params\": %lld, \"small_tensors\": %zu, "
+              "\"small_adam_s\": %.6g, "
               "\"small_traffic_s\": %.6g, \"small_fused_cpp_s\": %.6g, "
-              "\"compile_cold_s\": %.6g, \"compile_warm_s\": %.6g}\n",
+              "\"compile_cold_s\": %.6g, \"compile_warm_s\": %.6g, "
+              "\"compile_cached_s\": %.6g}\n",
               threads, reps, (long long)bigParams, bigTensors, bigCompiled,
-              bigTraffic, bigFused, smallCompiled, smallTraffic, smallFused,
-              cold, median(warmTimes));
+              bigTraffic, bigFused, (long long)smallParams, smallTensors,
+              smallCompiled, smallTraffic, smallFused, cold, median(warmTimes),
+              median(cachedTimes));
   return 0;
 }

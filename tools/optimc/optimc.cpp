@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "Run.h"
 #include "optim/Compiler/CodeGen.h"
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Dialect/OptimOps.h"
@@ -71,6 +72,61 @@ cl::opt<unsigned> vectorWidth(
     "vector-width",
     cl::desc("Coordinates per SIMD iteration of the kernels (default 16)"),
     cl::init(16), cl::cat(category));
+
+//===----------------------------------------------------------------------===//
+// optimc run
+//===----------------------------------------------------------------------===//
+
+cl::SubCommand runCommand("run",
+                          "Train a built-in task with a rule and print the "
+                          "loss");
+cl::OptionCategory runCategory("optimc run options");
+cl::opt<std::string> runInput(cl::Positional, cl::desc("<rule .optim file>"),
+                              cl::Required, cl::sub(runCommand),
+                              cl::cat(runCategory));
+cl::opt<std::string> runTaskName(
+    "task", cl::desc("quadratic | mnist | fashion-mnist"), cl::Required,
+    cl::sub(runCommand), cl::cat(runCategory));
+cl::opt<int64_t> runSteps("steps", cl::desc("Optimizer steps (default 100)"),
+                          cl::init(100), cl::sub(runCommand),
+                          cl::cat(runCategory));
+cl::opt<uint64_t> runSeed("seed", cl::desc("Seed of the task (default 1)"),
+                          cl::init(1), cl::sub(runCommand),
+                          cl::cat(runCategory));
+cl::list<std::string> runSet("set", cl::desc("Hyperparameter value, e.g. "
+                                             "--set lr=0.01 (repeatable)"),
+                             cl::value_desc("name=value"),
+                             cl::sub(runCommand), cl::cat(runCategory));
+cl::opt<std::string> runCSV("csv", cl::desc("Write the loss curve as CSV"),
+                            cl::value_desc("file"), cl::sub(runCommand),
+                            cl::cat(runCategory));
+cl::opt<std::string> runRule("rule", cl::desc("Rule of the file to use"),
+                             cl::value_desc("name"), cl::sub(runCommand),
+                             cl::cat(runCategory));
+cl::opt<unsigned> runThreads("threads",
+                             cl::desc("Optimizer threads (0: all cores)"),
+                             cl::init(0), cl::sub(runCommand),
+                             cl::cat(runCategory));
+cl::opt<int64_t> runEvery("every", cl::desc("Print every N steps"),
+                          cl::init(0), cl::sub(runCommand),
+                          cl::cat(runCategory));
+cl::opt<std::string> runData("data",
+                             cl::desc("MNIST-format folder for the MLP tasks"),
+                             cl::value_desc("dir"), cl::sub(runCommand),
+                             cl::cat(runCategory));
+cl::opt<int> runHidden("hidden", cl::desc("MLP hidden units (default 20)"),
+                       cl::init(20), cl::sub(runCommand),
+                       cl::cat(runCategory));
+cl::opt<int> runLayers("layers", cl::desc("MLP hidden layers (default 1)"),
+                       cl::init(1), cl::sub(runCommand),
+                       cl::cat(runCategory));
+cl::opt<std::string> runActivation("activation",
+                                   cl::desc("sigmoid (default) | relu"),
+                                   cl::init("sigmoid"), cl::sub(runCommand),
+                                   cl::cat(runCategory));
+cl::opt<int> runBatch("batch", cl::desc("Minibatch size (default 128)"),
+                      cl::init(128), cl::sub(runCommand),
+                      cl::cat(runCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::WithColor::error(llvm::errs(), "optimc") << message << "\n";
@@ -144,9 +200,34 @@ int main(int argc, char **argv) {
   llvm::InitLLVM init(argc, argv);
   mlir::registerAsmPrinterCLOptions();
   mlir::registerMLIRContextCLOptions();
-  cl::HideUnrelatedOptions(category);
+  cl::HideUnrelatedOptions({&category, &runCategory});
   cl::ParseCommandLineOptions(argc, argv,
                               "optimc: the optim-mlir compiler driver\n");
+  if (runCommand) {
+    optim::RunOptions run;
+    run.ruleFile = runInput;
+    run.ruleName = runRule;
+    run.task = runTaskName;
+    run.steps = runSteps;
+    run.seed = runSeed;
+    run.csv = runCSV;
+    run.threads = runThreads;
+    run.every = runEvery;
+    run.dataDir = runData;
+    run.hiddenUnits = runHidden;
+    run.hiddenLayers = runLayers;
+    run.activation = runActivation;
+    run.batchSize = runBatch;
+    for (const std::string &setting : runSet) {
+      auto [name, value] = llvm::StringRef(setting).split('=');
+      double number;
+      if (name.empty() || value.trim().getAsDouble(number))
+        return fail("--set expects name=value with a number, got '" +
+                    setting + "'");
+      run.hypers.emplace_back(name.trim().str(), number);
+    }
+    return optim::runTask(run);
+  }
   if (vectorWidth == 0 || vectorWidth > 64)
     return fail("--vector-width must be between 1 and 64");
 

@@ -1,0 +1,118 @@
+//===- Run.cpp - `optimc run`: train a built-in task with a rule -----------===//
+//
+// Compiled with exceptions: the compiler and runtime APIs report errors with
+// optim::Error, caught here and printed.
+//
+//===----------------------------------------------------------------------===//
+
+#include "Run.h"
+
+#include "optim/Compiler/Compiler.h"
+#include "optim/Manifest.h"
+#include "optim/Optimizer.h"
+#include "optim/Tasks/Task.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <sstream>
+
+using namespace optim;
+
+int optim::runTask(const RunOptions &o) {
+  try {
+    if (o.steps < 0)
+      throw Error("--steps must not be negative");
+    auto start = std::chrono::steady_clock::now();
+    CompileOptions compileOptions;
+    compileOptions.precision = o.f64 ? DType::F64 : DType::F32;
+    if (o.f64)
+      throw Error("the built-in tasks compute in f32: compile the rule with "
+                  "--precision=f32");
+    Compiler compiler(compileOptions);
+    Rule rule = compiler.compileFile(o.ruleFile, Target::cpu(), o.ruleName);
+    double compileMs = std::chrono::duration<double, std::milli>(
+                           std::chrono::steady_clock::now() - start)
+                           .count();
+
+    tasks::TaskOptions taskOptions;
+    taskOptions.dataDir = o.dataDir;
+    taskOptions.hiddenUnits = o.hiddenUnits;
+    taskOptions.hiddenLayers = o.hiddenLayers;
+    taskOptions.activation = o.activation;
+    taskOptions.batchSize = o.batchSize;
+    std::unique_ptr<tasks::Task> task =
+        tasks::makeTask(o.task, o.seed, taskOptions);
+
+    std::vector<std::vector<float>> &params = task->parameters();
+    std::vector<Param> refs;
+    for (auto &p : params)
+      refs.emplace_back(p.data(), int64_t(p.size()));
+    OptimizerOptions optimizerOptions;
+    optimizerOptions.threads = o.threads;
+    Optimizer opt(rule, refs, optimizerOptions);
+    for (const auto &[name, value] : o.hypers)
+      opt.set(name, value);
+
+    int64_t every = o.every > 0 ? o.every : std::max<int64_t>(1, o.steps / 20);
+    std::ostringstream settings;
+    for (const HyperParam &h : rule.info().hypers)
+      settings << " " << h.name << "=" << opt.get(h.name);
+    if (!o.quiet) {
+      std::printf("rule %s (%s), kernel %s in %.0f ms\n",
+                  rule.info().name.c_str(), o.ruleFile.c_str(),
+                  compiler.lastWasCached() ? "loaded from the cache"
+                                           : "compiled",
+                  compileMs);
+      std::printf("task %s, seed %llu, %lld steps,%s\n", o.task.c_str(),
+                  (unsigned long long)o.seed, (long long)o.steps,
+                  settings.str().c_str());
+      std::printf("%8s %12s %12s\n", "step", "train loss", "eval loss");
+    }
+    std::string csv = "step,train_loss,eval_loss\n";
+    std::vector<std::vector<float>> grads;
+    std::vector<Grad> gradRefs;
+    double last = NAN;
+    for (int64_t t = 0; t <= o.steps; ++t) {
+      bool report = t % every == 0 || t == o.steps;
+      if (t == o.steps) {
+        if (report) {
+          double eval = task->evaluate();
+          csv += std::to_string(t) + ",," + std::to_string(eval) + "\n";
+          if (!o.quiet)
+            std::printf("%8lld %12s %12.6f\n", (long long)t, "", eval);
+        }
+        break;
+      }
+      last = task->step(grads);
+      if (!std::isfinite(last))
+        throw Error("the training loss is not finite at step " +
+                    std::to_string(t) + " (diverged? try a smaller lr)");
+      if (report) {
+        double eval = task->evaluate();
+        char line[128];
+        std::snprintf(line, sizeof(line), "%lld,%.9g,%.9g\n", (long long)t,
+                      last, eval);
+        csv += line;
+        if (!o.quiet)
+          std::printf("%8lld %12.6f %12.6f\n", (long long)t, last, eval);
+      }
+      gradRefs.clear();
+      for (auto &g : grads)
+        gradRefs.emplace_back(g.data(), int64_t(g.size()));
+      opt.step(gradRefs);
+    }
+    double finalEval = task->evaluate();
+    std::printf("final: train loss %.6f (last minibatch), eval loss %.6f\n",
+                last, finalEval);
+    if (!o.csv.empty())
+      writeFileAtomically(o.csv, csv);
+    return 0;
+  } catch (const Error &e) {
+    std::string message = e.what();
+    while (!message.empty() && message.back() == '\n')
+      message.pop_back();
+    std::fprintf(stderr, "optimc run: error: %s\n", message.c_str());
+    return 1;
+  }
+}

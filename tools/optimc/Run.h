@@ -1,0 +1,38 @@
+//===- Run.h - `optimc run`: train a built-in task with a rule --*- C++ -*-===//
+
+#ifndef OPTIM_TOOLS_OPTIMC_RUN_H
+#define OPTIM_TOOLS_OPTIMC_RUN_H
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace optim {
+
+struct RunOptions {
+  std::string ruleFile;
+  std::string ruleName;
+  bool f64 = false;
+  std::string task;
+  int64_t steps = 100;
+  uint64_t seed = 1;
+  std::vector<std::pair<std::string, double>> hypers;
+  std::string csv;
+  unsigned threads = 0;
+  int64_t every = 0; // 0: about 20 rows.
+  std::string dataDir;
+  int hiddenUnits = 20;
+  int hiddenLayers = 1;
+  std::string activation = "sigmoid";
+  int batchSize = 128;
+  bool quiet = false;
+};
+
+/// Compiles the rule, trains the task, prints the loss curve; returns the
+/// exit status (1 after printing an error).
+int runTask(const RunOptions &options);
+
+} // namespace optim
+
+#endif // OPTIM_TOOLS_OPTIMC_RUN_H
