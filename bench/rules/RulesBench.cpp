@@ -1,5 +1,4 @@
-//===- RulesBench.cpp - compiled update rules against the memory limit
-//-----===//
+//===- RulesBench.cpp - compiled update rules against the memory limit ---===//
 //
 // Prints one JSON object of timings (seconds, medians over interleaved
 // repetitions) that bench/run turns into ratios. Baselines, compiled with

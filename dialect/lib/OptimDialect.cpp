@@ -1,4 +1,5 @@
-//===- OptimDialect.cpp - the optim dialect --------------------------------===//
+//===- OptimDialect.cpp - the optim dialect
+//--------------------------------===//
 
 #include "optim/Dialect/OptimDialect.h"
 #include "optim/Dialect/OptimOps.h"

@@ -1,12 +1,13 @@
-//===- OptimOps.cpp - optim dialect operations -----------------------------===//
+//===- OptimOps.cpp - optim dialect operations
+//-----------------------------===//
 
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinAttributes.h"
 #include "mlir/IR/Matchers.h"
-#include "mlir/IR/TypeUtilities.h"
 #include "mlir/IR/OpImplementation.h"
+#include "mlir/IR/TypeUtilities.h"
 
 #include <cmath>
 
@@ -61,8 +62,8 @@ OpFoldResult LogSignOp::fold(FoldAdaptor adaptor) {
     f.convert(elt.getFloatSemantics(), APFloat::rmNearestTiesToEven, &lost);
     return f;
   };
-  return DenseElementsAttr::get(type, ArrayRef<APFloat>{make(first),
-                                                        make(second)});
+  return DenseElementsAttr::get(type,
+                                ArrayRef<APFloat>{make(first), make(second)});
 }
 
 //===----------------------------------------------------------------------===//

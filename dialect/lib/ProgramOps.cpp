@@ -1,4 +1,5 @@
-//===- ProgramOps.cpp - optim.rule and optim.layer -------------------------===//
+//===- ProgramOps.cpp - optim.rule and optim.layer
+//-------------------------===//
 //
 // The two program ops carry a signature whose names live in attributes and
 // whose values are the entry block's arguments. Their assembly spells each
@@ -77,7 +78,8 @@ static void appendArgs(SmallVectorImpl<OpAsmParser::Argument> &args,
 }
 
 /// The shortest decimal that reads back as exactly `value`, in a form the MLIR
-/// float-literal syntax accepts (it needs a '.'): 0.999, not 0.99899999999999999.
+/// float-literal syntax accepts (it needs a '.'): 0.999, not
+/// 0.99899999999999999.
 static std::string formatExact(double value) {
   char buf[64];
   for (int precision = 1; precision <= 17; ++precision) {
@@ -234,7 +236,8 @@ void RuleOp::getAsmBlockArgumentNames(Region &region,
 static bool isIdentifier(StringRef name) {
   if (name.empty() || !(llvm::isAlpha(name[0]) || name[0] == '_'))
     return false;
-  return llvm::all_of(name, [](char c) { return llvm::isAlnum(c) || c == '_'; });
+  return llvm::all_of(name,
+                      [](char c) { return llvm::isAlnum(c) || c == '_'; });
 }
 
 /// Checks that every name is an identifier, unique within the program, and not
@@ -268,7 +271,8 @@ LogicalResult RuleOp::verify() {
   for (auto [name, value] : llvm::zip(getHyperNames(), getHyperDefaults()))
     if (!std::isfinite(value))
       return emitOpError("hyperparameter '")
-             << cast<StringAttr>(name).getValue() << "' has a non-finite default";
+             << cast<StringAttr>(name).getValue()
+             << "' has a non-finite default";
   for (auto [name, value] : llvm::zip(getStateNames(), getStateInits()))
     if (!std::isfinite(value))
       return emitOpError("state '") << cast<StringAttr>(name).getValue()
@@ -325,14 +329,12 @@ LogicalResult RuleOp::verifyRegions() {
   for (unsigned i = 0, e = getNumStates(); i < e; ++i) {
     Type type = getState(i).getType();
     auto vec = dyn_cast<VectorType>(type);
-    bool ok = type == elt ||
-              (vec && vec.getRank() == 1 && !vec.isScalable() &&
-               vec.getElementType() == elt);
+    bool ok = type == elt || (vec && vec.getRank() == 1 && !vec.isScalable() &&
+                              vec.getElementType() == elt);
     if (!ok)
       return emitOpError("state '")
-             << cast<StringAttr>(getStateNames()[i]).getValue()
-             << "' must be " << elt << " or a 1-D vector of " << elt
-             << ", got " << type;
+             << cast<StringAttr>(getStateNames()[i]).getValue() << "' must be "
+             << elt << " or a 1-D vector of " << elt << ", got " << type;
   }
   for (unsigned i = 0, e = getNumWeights(); i < e; ++i) {
     auto tensor = dyn_cast<RankedTensorType>(getWeight(i).getType());
@@ -356,8 +358,7 @@ LogicalResult YieldOp::verify() {
            << " in all), got " << getValues().size();
   if (getValues()[0].getType() != rule.getParam().getType())
     return emitOpError("new p must have type ")
-           << rule.getParam().getType() << ", got "
-           << getValues()[0].getType();
+           << rule.getParam().getType() << ", got " << getValues()[0].getType();
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
     if (getValues()[i + 1].getType() != rule.getState(i).getType())
       return emitOpError("new value of state '")
@@ -468,14 +469,13 @@ void LayerOp::getAsmBlockArgumentNames(Region &region,
 
 LogicalResult LayerOp::verify() {
   if (getOutputNames().size() != getOutputTypes().size())
-    return emitOpError("has ") << getOutputNames().size()
-                               << " output names but "
-                               << getOutputTypes().size() << " output types";
+    return emitOpError("has ")
+           << getOutputNames().size() << " output names but "
+           << getOutputTypes().size() << " output types";
   if (getOutputNames().empty())
     return emitOpError("must have at least one output");
-  if (failed(verifyNames(*this,
-                         {getInputNames(), getWeightNames(), getOutputNames()},
-                         {})))
+  if (failed(verifyNames(
+          *this, {getInputNames(), getWeightNames(), getOutputNames()}, {})))
     return failure();
   if (getBody().empty())
     return emitOpError("must have a body");

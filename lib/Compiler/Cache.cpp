@@ -1,4 +1,5 @@
-//===- Cache.cpp - on-disk cache of compiled kernels -----------------------===//
+//===- Cache.cpp - on-disk cache of compiled kernels
+//-----------------------===//
 
 #include "Cache.h"
 #include "optim/Compiler/CodeGen.h"

@@ -1,4 +1,5 @@
-//===- CodeGen.cpp - LLVM-dialect modules to host machine code -------------===//
+//===- CodeGen.cpp - LLVM-dialect modules to host machine code
+//-------------===//
 
 #include "optim/Compiler/CodeGen.h"
 

@@ -1,4 +1,5 @@
-//===- Compiler.cpp - JIT-compile .optim programs --------------------------===//
+//===- Compiler.cpp - JIT-compile .optim programs
+//--------------------------===//
 
 #include "optim/Compiler/Compiler.h"
 #include "Cache.h"
@@ -45,8 +46,7 @@ Rule Compiler::compileFile(const std::string &path, Target target,
                            const std::string &rule) {
   auto buffer = llvm::MemoryBuffer::getFile(path, /*IsText=*/true);
   if (std::error_code ec = buffer.getError())
-    throw Error("optim::Compiler: cannot read '" + path +
-                "': " + ec.message());
+    throw Error("optim::Compiler: cannot read '" + path + "': " + ec.message());
   return compileSource((*buffer)->getBuffer(), path, target, rule);
 }
 
@@ -107,8 +107,8 @@ Rule Compiler::compileSource(std::string_view source,
   mlir::MLIRContext context;
   context.printOpOnDiagnostic(false);
   FrontendOptions frontend;
-  frontend.precision = impl->options.precision == DType::F64 ? Precision::F64
-                                                             : Precision::F32;
+  frontend.precision =
+      impl->options.precision == DType::F64 ? Precision::F64 : Precision::F32;
   mlir::OwningOpRef<mlir::ModuleOp> module =
       compileToMLIR(context, diags, frontend);
   if (!module)
@@ -130,10 +130,10 @@ Rule Compiler::compileSource(std::string_view source,
                 "' defines several rules (" + available +
                 "); name the one to compile");
   if (!selected)
-    throw Error("optim::Compiler: '" + bufferName + "' has no rule" +
-                (ruleName.empty() ? std::string()
-                                  : " named '" + ruleName + "'") +
-                (available.empty() ? "" : " (it has: " + available + ")"));
+    throw Error(
+        "optim::Compiler: '" + bufferName + "' has no rule" +
+        (ruleName.empty() ? std::string() : " named '" + ruleName + "'") +
+        (available.empty() ? "" : " (it has: " + available + ")"));
   for (mlir::Operation &op :
        llvm::make_early_inc_range(module->getBody()->getOperations()))
     if (&op != selected.getOperation())
@@ -157,8 +157,8 @@ Rule Compiler::compileSource(std::string_view source,
   buildLowerRulesPipeline(pm, cpu);
   buildKernelsToLLVMPipeline(pm);
   if (mlir::failed(pm.run(*module)))
-    throw Error("optim::Compiler: cannot compile rule '" + info.name +
-                "': " + (passErrors.empty() ? "lowering failed\n" : passErrors));
+    throw Error("optim::Compiler: cannot compile rule '" + info.name + "': " +
+                (passErrors.empty() ? "lowering failed\n" : passErrors));
 
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
@@ -181,8 +181,8 @@ Rule Compiler::compileSource(std::string_view source,
                 "': " + llvm::toString(address.takeError()));
   auto kernel = reinterpret_cast<optim_rule_kernel>(*address);
 
-  if (cache.enabled() && !llvm::sys::fs::create_directories(
-                             impl->options.cacheDirectory)) {
+  if (cache.enabled() &&
+      !llvm::sys::fs::create_directories(impl->options.cacheDirectory)) {
     // A cache that cannot be written only costs time: no error.
     std::string tmp =
         cache.objectPath(key) + ".tmp." + std::to_string(::getpid());

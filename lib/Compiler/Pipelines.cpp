@@ -1,4 +1,5 @@
-//===- Pipelines.cpp - pass pipelines from the dialect to LLVM -------------===//
+//===- Pipelines.cpp - pass pipelines from the dialect to LLVM
+//-------------===//
 
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Conversion/Passes.h"
@@ -11,7 +12,7 @@
 using namespace mlir;
 
 void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
-                                    const CPUPipelineOptions &options) {
+                                      const CPUPipelineOptions &options) {
   pm.addPass(mlir::optim::createFoldConstantHyperparameters());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

@@ -1,4 +1,5 @@
-//===- LowerRulesToKernels.cpp - optim.rule to a fused CPU kernel ----------===//
+//===- LowerRulesToKernels.cpp - optim.rule to a fused CPU kernel
+//----------===//
 //
 // One rule becomes one function with the ABI of KernelABI.h. Values of the
 // body that do not depend on p, g or the state ("uniform": hyperparameters,
@@ -81,9 +82,8 @@ LogicalResult RuleLowering::classify() {
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
     varying.insert(rule.getState(i));
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    bool isVarying = llvm::any_of(op.getOperands(), [&](Value v) {
-      return varying.contains(v);
-    });
+    bool isVarying = llvm::any_of(op.getOperands(),
+                                  [&](Value v) { return varying.contains(v); });
     if (!isVarying)
       continue;
     bool scalarResults = llvm::all_of(op.getResultTypes(), [&](Type t) {
@@ -215,8 +215,7 @@ LogicalResult RuleLowering::run() {
   {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(chunks.getBody());
-    Value c = arith::IndexCastOp::create(b, loc, i64,
-                                         chunks.getInductionVar());
+    Value c = arith::IndexCastOp::create(b, loc, i64, chunks.getInductionVar());
     Value first = arith::MulIOp::create(b, loc, c, i64Const(b, numPtrs));
     SmallVector<Value> bases;
     for (unsigned k = 0; k < numPtrs; ++k) {

@@ -1,4 +1,5 @@
-//===- ASTDump.cpp - print the syntax tree for --emit=ast ------------------===//
+//===- ASTDump.cpp - print the syntax tree for --emit=ast
+//------------------===//
 
 #include "optim/Frontend/AST.h"
 
@@ -58,9 +59,7 @@ private:
     auto [line, col] = sm.getLineAndColumn(l);
     return ("@" + llvm::Twine(line) + ":" + llvm::Twine(col)).str();
   }
-  llvm::raw_ostream &line(unsigned depth) {
-    return os.indent(2 * depth);
-  }
+  llvm::raw_ostream &line(unsigned depth) { return os.indent(2 * depth); }
 
   void dump(const Stmt &stmt, unsigned depth) {
     static const char *const names[] = {"state", "weights", "input",

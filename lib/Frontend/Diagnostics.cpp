@@ -1,4 +1,5 @@
-//===- Diagnostics.cpp - front-end diagnostics -----------------------------===//
+//===- Diagnostics.cpp - front-end diagnostics
+//-----------------------------===//
 
 #include "optim/Frontend/Diagnostics.h"
 

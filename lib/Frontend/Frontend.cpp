@@ -1,4 +1,5 @@
-//===- Frontend.cpp - .optim source to the optim dialect -------------------===//
+//===- Frontend.cpp - .optim source to the optim dialect
+//-------------------===//
 
 #include "optim/Frontend/Frontend.h"
 #include "optim/Frontend/MLIRGen.h"

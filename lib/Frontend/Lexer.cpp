@@ -1,4 +1,5 @@
-//===- Lexer.cpp - tokens of the .optim language ---------------------------===//
+//===- Lexer.cpp - tokens of the .optim language
+//---------------------------===//
 
 #include "optim/Frontend/Lexer.h"
 
@@ -15,45 +16,84 @@ using namespace optim;
 
 llvm::StringRef optim::spell(TokenKind kind) {
   switch (kind) {
-  case TokenKind::Eof: return "end of file";
-  case TokenKind::Error: return "invalid token";
-  case TokenKind::Identifier: return "identifier";
-  case TokenKind::Number: return "number";
-  case TokenKind::KwRule: return "'rule'";
-  case TokenKind::KwLearned: return "'learned'";
-  case TokenKind::KwLayer: return "'layer'";
-  case TokenKind::KwConst: return "'const'";
-  case TokenKind::KwState: return "'state'";
-  case TokenKind::KwWeights: return "'weights'";
-  case TokenKind::KwInput: return "'input'";
-  case TokenKind::KwOutput: return "'output'";
-  case TokenKind::KwLet: return "'let'";
-  case TokenKind::LParen: return "'('";
-  case TokenKind::RParen: return "')'";
-  case TokenKind::LBrace: return "'{'";
-  case TokenKind::RBrace: return "'}'";
-  case TokenKind::LBracket: return "'['";
-  case TokenKind::RBracket: return "']'";
-  case TokenKind::Comma: return "','";
-  case TokenKind::Colon: return "':'";
-  case TokenKind::Semicolon: return "';'";
-  case TokenKind::Equal: return "'='";
-  case TokenKind::PlusEqual: return "'+='";
-  case TokenKind::MinusEqual: return "'-='";
-  case TokenKind::StarEqual: return "'*='";
-  case TokenKind::SlashEqual: return "'/='";
-  case TokenKind::Plus: return "'+'";
-  case TokenKind::Minus: return "'-'";
-  case TokenKind::Star: return "'*'";
-  case TokenKind::StarStar: return "'**'";
-  case TokenKind::Slash: return "'/'";
-  case TokenKind::At: return "'@'";
-  case TokenKind::Less: return "'<'";
-  case TokenKind::LessEqual: return "'<='";
-  case TokenKind::Greater: return "'>'";
-  case TokenKind::GreaterEqual: return "'>='";
-  case TokenKind::EqualEqual: return "'=='";
-  case TokenKind::NotEqual: return "'!='";
+  case TokenKind::Eof:
+    return "end of file";
+  case TokenKind::Error:
+    return "invalid token";
+  case TokenKind::Identifier:
+    return "identifier";
+  case TokenKind::Number:
+    return "number";
+  case TokenKind::KwRule:
+    return "'rule'";
+  case TokenKind::KwLearned:
+    return "'learned'";
+  case TokenKind::KwLayer:
+    return "'layer'";
+  case TokenKind::KwConst:
+    return "'const'";
+  case TokenKind::KwState:
+    return "'state'";
+  case TokenKind::KwWeights:
+    return "'weights'";
+  case TokenKind::KwInput:
+    return "'input'";
+  case TokenKind::KwOutput:
+    return "'output'";
+  case TokenKind::KwLet:
+    return "'let'";
+  case TokenKind::LParen:
+    return "'('";
+  case TokenKind::RParen:
+    return "')'";
+  case TokenKind::LBrace:
+    return "'{'";
+  case TokenKind::RBrace:
+    return "'}'";
+  case TokenKind::LBracket:
+    return "'['";
+  case TokenKind::RBracket:
+    return "']'";
+  case TokenKind::Comma:
+    return "','";
+  case TokenKind::Colon:
+    return "':'";
+  case TokenKind::Semicolon:
+    return "';'";
+  case TokenKind::Equal:
+    return "'='";
+  case TokenKind::PlusEqual:
+    return "'+='";
+  case TokenKind::MinusEqual:
+    return "'-='";
+  case TokenKind::StarEqual:
+    return "'*='";
+  case TokenKind::SlashEqual:
+    return "'/='";
+  case TokenKind::Plus:
+    return "'+'";
+  case TokenKind::Minus:
+    return "'-'";
+  case TokenKind::Star:
+    return "'*'";
+  case TokenKind::StarStar:
+    return "'**'";
+  case TokenKind::Slash:
+    return "'/'";
+  case TokenKind::At:
+    return "'@'";
+  case TokenKind::Less:
+    return "'<'";
+  case TokenKind::LessEqual:
+    return "'<='";
+  case TokenKind::Greater:
+    return "'>'";
+  case TokenKind::GreaterEqual:
+    return "'>='";
+  case TokenKind::EqualEqual:
+    return "'=='";
+  case TokenKind::NotEqual:
+    return "'!='";
   }
   return "token";
 }
@@ -110,16 +150,26 @@ Token Lexer::next() {
     return false;
   };
   switch (c) {
-  case '(': return make(TokenKind::LParen, start);
-  case ')': return make(TokenKind::RParen, start);
-  case '{': return make(TokenKind::LBrace, start);
-  case '}': return make(TokenKind::RBrace, start);
-  case '[': return make(TokenKind::LBracket, start);
-  case ']': return make(TokenKind::RBracket, start);
-  case ',': return make(TokenKind::Comma, start);
-  case ':': return make(TokenKind::Colon, start);
-  case ';': return make(TokenKind::Semicolon, start);
-  case '@': return make(TokenKind::At, start);
+  case '(':
+    return make(TokenKind::LParen, start);
+  case ')':
+    return make(TokenKind::RParen, start);
+  case '{':
+    return make(TokenKind::LBrace, start);
+  case '}':
+    return make(TokenKind::RBrace, start);
+  case '[':
+    return make(TokenKind::LBracket, start);
+  case ']':
+    return make(TokenKind::RBracket, start);
+  case ',':
+    return make(TokenKind::Comma, start);
+  case ':':
+    return make(TokenKind::Colon, start);
+  case ';':
+    return make(TokenKind::Semicolon, start);
+  case '@':
+    return make(TokenKind::At, start);
   case '=':
     return make(peekIs('=') ? TokenKind::EqualEqual : TokenKind::Equal, start);
   case '+':
@@ -156,10 +206,10 @@ Token Lexer::next() {
   if (llvm::isPrint(c))
     shown = std::string("'") + c + "'";
   else
-    shown = "with code " +
-            llvm::utohexstr(static_cast<unsigned char>(c), /*LowerCase=*/false,
-                            /*Width=*/2)
-                .insert(0, "0x");
+    shown = "with code " + llvm::utohexstr(static_cast<unsigned char>(c),
+                                           /*LowerCase=*/false,
+                                           /*Width=*/2)
+                               .insert(0, "0x");
   diags.error(llvm::SMLoc::getFromPointer(start),
               "unexpected character " + shown);
   return make(TokenKind::Error, start);

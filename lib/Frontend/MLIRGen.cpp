@@ -1,4 +1,5 @@
-//===- MLIRGen.cpp - checked syntax tree to the optim dialect --------------===//
+//===- MLIRGen.cpp - checked syntax tree to the optim dialect
+//--------------===//
 //
 // Sema has accepted the tree, so every name is resolved and every shape
 // known: this file only builds IR. Rule bodies are straight-line code, so a
@@ -70,8 +71,7 @@ private:
     mlir::Type t = irType(Type::number(type.shape));
     mlir::TypedAttr attr;
     if (auto shaped = llvm::dyn_cast<mlir::ShapedType>(t))
-      attr = mlir::DenseElementsAttr::get(shaped,
-                                          b.getFloatAttr(elt, value));
+      attr = mlir::DenseElementsAttr::get(shaped, b.getFloatAttr(elt, value));
     else
       attr = b.getFloatAttr(elt, value);
     return mlir::arith::ConstantOp::create(b, l, attr);
@@ -198,8 +198,8 @@ void ProgramGen::genStmt(const Stmt &stmt) {
                    : bind->op == TokenKind::MinusEqual ? TokenKind::Minus
                    : bind->op == TokenKind::StarEqual  ? TokenKind::Star
                                                        : TokenKind::Slash;
-    values[0] = genBinary(op, current.lookup(target.symbol), values[0],
-                          target.type, l);
+    values[0] =
+        genBinary(op, current.lookup(target.symbol), values[0], target.type, l);
   }
   for (auto [target, value] : llvm::zip(bind->targets, values))
     current[target.symbol] = broadcastTo(value, target.type, l);
@@ -214,9 +214,9 @@ llvm::SmallVector<Value> ProgramGen::genValues(const Expr &expr) {
       Value x = gen(*call->args[0].value);
       Value h = gen(*call->args[1].value);
       Value c = gen(*call->args[2].value);
-      auto cell = mlir::optim::LSTMCellOp::create(
-          b, l, h.getType(), c.getType(), x, h, c,
-          current.lookup(call->weights));
+      auto cell =
+          mlir::optim::LSTMCellOp::create(b, l, h.getType(), c.getType(), x, h,
+                                          c, current.lookup(call->weights));
       return {cell.getHOut(), cell.getCOut()};
     }
   }
@@ -228,21 +228,39 @@ Value ProgramGen::genBinary(TokenKind op, Value lhs, Value rhs,
   lhs = broadcastTo(lhs, type, l);
   rhs = broadcastTo(rhs, type, l);
   switch (op) {
-  case TokenKind::Plus: return arith::AddFOp::create(b, l, lhs, rhs);
-  case TokenKind::Minus: return arith::SubFOp::create(b, l, lhs, rhs);
-  case TokenKind::Star: return arith::MulFOp::create(b, l, lhs, rhs);
-  case TokenKind::Slash: return arith::DivFOp::create(b, l, lhs, rhs);
-  case TokenKind::StarStar: return math::PowFOp::create(b, l, lhs, rhs);
-  default: break;
+  case TokenKind::Plus:
+    return arith::AddFOp::create(b, l, lhs, rhs);
+  case TokenKind::Minus:
+    return arith::SubFOp::create(b, l, lhs, rhs);
+  case TokenKind::Star:
+    return arith::MulFOp::create(b, l, lhs, rhs);
+  case TokenKind::Slash:
+    return arith::DivFOp::create(b, l, lhs, rhs);
+  case TokenKind::StarStar:
+    return math::PowFOp::create(b, l, lhs, rhs);
+  default:
+    break;
   }
   arith::CmpFPredicate pred;
   switch (op) {
-  case TokenKind::Less: pred = arith::CmpFPredicate::OLT; break;
-  case TokenKind::LessEqual: pred = arith::CmpFPredicate::OLE; break;
-  case TokenKind::Greater: pred = arith::CmpFPredicate::OGT; break;
-  case TokenKind::GreaterEqual: pred = arith::CmpFPredicate::OGE; break;
-  case TokenKind::EqualEqual: pred = arith::CmpFPredicate::OEQ; break;
-  default: pred = arith::CmpFPredicate::UNE; break;
+  case TokenKind::Less:
+    pred = arith::CmpFPredicate::OLT;
+    break;
+  case TokenKind::LessEqual:
+    pred = arith::CmpFPredicate::OLE;
+    break;
+  case TokenKind::Greater:
+    pred = arith::CmpFPredicate::OGT;
+    break;
+  case TokenKind::GreaterEqual:
+    pred = arith::CmpFPredicate::OGE;
+    break;
+  case TokenKind::EqualEqual:
+    pred = arith::CmpFPredicate::OEQ;
+    break;
+  default:
+    pred = arith::CmpFPredicate::UNE;
+    break;
   }
   return arith::CmpFOp::create(b, l, pred, lhs, rhs);
 }
@@ -300,7 +318,7 @@ Value ProgramGen::genCall(const CallExpr &call) {
   if (call.weights) { // A linear map (LSTM cells return two values).
     Value x = gen(*call.args[0].value);
     return mlir::optim::LinearOp::create(b, l, irType(type), x,
-                                   current.lookup(call.weights));
+                                         current.lookup(call.weights));
   }
   switch (call.builtin) {
   case Builtin::Eye:
@@ -317,11 +335,16 @@ Value ProgramGen::genCall(const CallExpr &call) {
     args.push_back(gen(*arg.value));
   auto unaryArg = [&]() { return broadcastTo(args[0], type, l); };
   switch (call.builtin) {
-  case Builtin::Sqrt: return math::SqrtOp::create(b, l, unaryArg());
-  case Builtin::Exp: return math::ExpOp::create(b, l, unaryArg());
-  case Builtin::Log: return math::LogOp::create(b, l, unaryArg());
-  case Builtin::Abs: return math::AbsFOp::create(b, l, unaryArg());
-  case Builtin::Tanh: return math::TanhOp::create(b, l, unaryArg());
+  case Builtin::Sqrt:
+    return math::SqrtOp::create(b, l, unaryArg());
+  case Builtin::Exp:
+    return math::ExpOp::create(b, l, unaryArg());
+  case Builtin::Log:
+    return math::LogOp::create(b, l, unaryArg());
+  case Builtin::Abs:
+    return math::AbsFOp::create(b, l, unaryArg());
+  case Builtin::Tanh:
+    return math::TanhOp::create(b, l, unaryArg());
   case Builtin::Sigmoid: {
     Value one = constant(1.0, type, l);
     Value e = math::ExpOp::create(b, l, arith::NegFOp::create(b, l, args[0]));
@@ -388,20 +411,25 @@ llvm::SmallVector<Value> ProgramGen::genQP(const CallExpr &call) {
       continue; // Sema folded them into call.qpTol and call.qpMaxIter.
     Value v = gen(*arg.value);
     llvm::StringRef n = arg.name;
-    (n == "Q" ? Q : n == "q" ? q : n == "A" ? A : n == "b" ? bv
-                                 : n == "G" ? G : h) = v;
+    (n == "Q"   ? Q
+     : n == "q" ? q
+     : n == "A" ? A
+     : n == "b" ? bv
+     : n == "G" ? G
+                : h) = v;
   }
   const Type &type = call.type;
   auto qp = mlir::optim::QPOp::create(
       b, l, irType(type.elements[0]), irType(type.elements[1]),
-      irType(type.elements[2]), Q, q, A, bv, G, h, b.getF64FloatAttr(call.qpTol),
-      b.getI64IntegerAttr(call.qpMaxIter));
+      irType(type.elements[2]), Q, q, A, bv, G, h,
+      b.getF64FloatAttr(call.qpTol), b.getI64IntegerAttr(call.qpMaxIter));
   return {qp.getZ(), qp.getNu(), qp.getLam()};
 }
 
-mlir::OwningOpRef<mlir::ModuleOp>
-optim::mlirGen(mlir::MLIRContext &context, const CheckedModule &module,
-               const llvm::SourceMgr &sm, Precision precision) {
+mlir::OwningOpRef<mlir::ModuleOp> optim::mlirGen(mlir::MLIRContext &context,
+                                                 const CheckedModule &module,
+                                                 const llvm::SourceMgr &sm,
+                                                 Precision precision) {
   context.loadDialect<mlir::optim::OptimDialect>();
   mlir::OpBuilder b(&context);
   auto fileLoc = mlir::FileLineColLoc::get(

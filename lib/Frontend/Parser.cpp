@@ -1,4 +1,5 @@
-//===- Parser.cpp - parser of the .optim language --------------------------===//
+//===- Parser.cpp - parser of the .optim language
+//--------------------------===//
 //
 // Recursive descent over a token vector. Statements need no separator: an
 // expression ends at the first token that cannot continue it, and no
@@ -52,7 +53,8 @@ private:
     return false;
   }
   void errorExpected(const llvm::Twine &what) {
-    diags.error(tok().getLoc(), "expected " + what + ", got " + describe(tok()));
+    diags.error(tok().getLoc(),
+                "expected " + what + ", got " + describe(tok()));
   }
   static std::string describe(const Token &t) {
     if (t.is(TokenKind::Eof))
@@ -175,8 +177,8 @@ bool Parser::parseProgram(Program &program) {
     if (tok().is(TokenKind::Eof)) {
       diags.error(tok().getLoc(), llvm::Twine("expected '}' to close the body "
                                               "of ") +
-                                      program.kindName() + " '" +
-                                      program.name + "'");
+                                      program.kindName() + " '" + program.name +
+                                      "'");
       diags.note(open, "the body was opened here");
       return false;
     }
@@ -255,8 +257,8 @@ bool Parser::parseDeclItems(Stmt::Kind kind, std::vector<DeclItem> &items) {
     if (!parseDims(item.dims))
       return false;
     if (kind == Stmt::StateK) {
-      if (!expect(TokenKind::Equal, "'=' and the initial value of state '" +
-                                        item.name + "'"))
+      if (!expect(TokenKind::Equal,
+                  "'=' and the initial value of state '" + item.name + "'"))
         return false;
     } else if (!consumeIf(TokenKind::Equal)) {
       items.push_back(std::move(item));
@@ -321,8 +323,7 @@ StmtPtr Parser::parseStmt(const Program &program) {
   bool compound = op == TokenKind::PlusEqual || op == TokenKind::MinusEqual ||
                   op == TokenKind::StarEqual || op == TokenKind::SlashEqual;
   if (op != TokenKind::Equal && !(compound && kind == Stmt::AssignK)) {
-    if (kind == Stmt::AssignK && targets.size() == 1 &&
-        op == TokenKind::LParen)
+    if (kind == Stmt::AssignK && targets.size() == 1 && op == TokenKind::LParen)
       diags.error(opLoc, "a call is not a statement: bind its value, e.g. "
                          "'let x = " +
                              targets.back().name + "(...)'");
@@ -342,8 +343,8 @@ StmtPtr Parser::parseStmt(const Program &program) {
   }
   consume();
   if (compound && targets.size() != 1) {
-    diags.error(opLoc, "'" + spell(op).trim('\'') +
-                           "' takes exactly one target");
+    diags.error(opLoc,
+                "'" + spell(op).trim('\'') + "' takes exactly one target");
     return nullptr;
   }
   ExprPtr value = parseExpr();
@@ -462,8 +463,7 @@ ExprPtr Parser::parsePostfix() {
     if (tok().is(TokenKind::LParen)) {
       auto *name = llvm::dyn_cast<NameExpr>(expr.get());
       if (!name) {
-        diags.error(tok().getLoc(),
-                    "only functions and weights can be called");
+        diags.error(tok().getLoc(), "only functions and weights can be called");
         return nullptr;
       }
       consume();
@@ -477,8 +477,8 @@ ExprPtr Parser::parsePostfix() {
       ExprPtr index = parseExpr();
       if (!index || !expect(TokenKind::RBracket, "']' after the index"))
         return nullptr;
-      expr = std::make_unique<IndexExpr>(loc, std::move(expr),
-                                         std::move(index));
+      expr =
+          std::make_unique<IndexExpr>(loc, std::move(expr), std::move(index));
     } else {
       break;
     }
@@ -534,8 +534,7 @@ ExprPtr Parser::parsePrimary() {
 
 std::optional<Module> optim::parseModule(DiagnosticEngine &diags) {
   llvm::SourceMgr &sm = diags.getSourceMgr();
-  llvm::StringRef buffer =
-      sm.getMemoryBuffer(sm.getMainFileID())->getBuffer();
+  llvm::StringRef buffer = sm.getMemoryBuffer(sm.getMainFileID())->getBuffer();
   Lexer lexer(buffer, diags);
   std::vector<Token> tokens;
   while (true) {

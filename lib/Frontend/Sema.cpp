@@ -1,4 +1,5 @@
-//===- Sema.cpp - semantic checks of the .optim language -------------------===//
+//===- Sema.cpp - semantic checks of the .optim language
+//-------------------===//
 
 #include "optim/Frontend/Sema.h"
 
@@ -64,12 +65,17 @@ const BuiltinInfo *lookupBuiltin(llvm::StringRef name) {
 /// "state " for a name declared by `state`, to prefix to the name.
 llvm::StringRef declarationNoun(Stmt::Kind kind) {
   switch (kind) {
-  case Stmt::StateK: return "state ";
-  case Stmt::WeightsK: return "weights ";
-  case Stmt::InputK: return "input ";
-  case Stmt::OutputK: return "output ";
+  case Stmt::StateK:
+    return "state ";
+  case Stmt::WeightsK:
+    return "weights ";
+  case Stmt::InputK:
+    return "input ";
+  case Stmt::OutputK:
+    return "output ";
   case Stmt::LetK:
-  case Stmt::AssignK: return "";
+  case Stmt::AssignK:
+    return "";
   }
   return "";
 }
@@ -107,8 +113,8 @@ llvm::StringRef numberSpelling(SMLoc loc) {
 
 class ProgramChecker {
 public:
-  ProgramChecker(Program &program, CheckedProgram &out,
-                 DiagnosticEngine &diags, const SemaOptions &options)
+  ProgramChecker(Program &program, CheckedProgram &out, DiagnosticEngine &diags,
+                 const SemaOptions &options)
       : program(program), out(out), diags(diags), options(options) {}
 
   void run();
@@ -187,8 +193,9 @@ Symbol *ProgramChecker::declare(Symbol::Kind kind, llvm::StringRef name,
   if (Symbol *previous = lookup(name)) {
     if (previous->kind == Symbol::Param || previous->kind == Symbol::Grad ||
         previous->kind == Symbol::Step)
-      diags.error(loc, "'" + name + "' is a built-in input of every rule and "
-                                    "cannot be redeclared");
+      diags.error(loc, "'" + name +
+                           "' is a built-in input of every rule and "
+                           "cannot be redeclared");
     else {
       diags.error(loc, "redefinition of '" + name + "'");
       diags.note(previous->loc, "'" + name + "' was first declared here");
@@ -329,8 +336,7 @@ void ProgramChecker::run() {
     diags.error(program.loc, "layer '" + program.name +
                                  "' has no output; add 'output z = ...'");
   if (program.isRule() && out.param && !out.param->assigned)
-    diags.warning(program.loc,
-                  "rule '" + program.name + "' never updates p");
+    diags.warning(program.loc, "rule '" + program.name + "' never updates p");
   for (Symbol *state : out.states)
     if (!state->assigned)
       diags.warning(state->loc, "state '" + state->name +
@@ -407,12 +413,18 @@ std::optional<double> ProgramChecker::foldConstant(Expr &expr) {
     if (!l || !r)
       return std::nullopt;
     switch (binary->op) {
-    case TokenKind::Plus: return *l + *r;
-    case TokenKind::Minus: return *l - *r;
-    case TokenKind::Star: return *l * *r;
-    case TokenKind::Slash: return *l / *r;
-    case TokenKind::StarStar: return std::pow(*l, *r);
-    default: return std::nullopt;
+    case TokenKind::Plus:
+      return *l + *r;
+    case TokenKind::Minus:
+      return *l - *r;
+    case TokenKind::Star:
+      return *l * *r;
+    case TokenKind::Slash:
+      return *l / *r;
+    case TokenKind::StarStar:
+      return std::pow(*l, *r);
+    default:
+      return std::nullopt;
     }
   }
   return std::nullopt;
@@ -510,8 +522,8 @@ void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
       llvm::SmallVector<int64_t, 2> shape;
       if (item.dims.empty()) {
         diags.error(item.loc, "weights '" + item.name +
-                                  "' need a shape, e.g. 'weights " +
-                                  item.name + "[10]'");
+                                  "' need a shape, e.g. 'weights " + item.name +
+                                  "[10]'");
         continue;
       }
       if (!checkShape(item.dims, 2, shape, "weights"))
@@ -555,10 +567,10 @@ void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
     for (Argument &arg : ctor->args) {
       if (arg.name != "in" && arg.name != second) {
         diags.error(arg.name.empty() ? arg.value->getLoc() : arg.nameLoc,
-                    ctor->callee + "(...) takes the named arguments 'in' and '" +
-                        second + "'" +
-                        (arg.name.empty() ? ""
-                                          : ", not '" + arg.name + "'"));
+                    ctor->callee +
+                        "(...) takes the named arguments 'in' and '" + second +
+                        "'" +
+                        (arg.name.empty() ? "" : ", not '" + arg.name + "'"));
         ok = false;
         break;
       }
@@ -577,8 +589,8 @@ void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
     if (!ok)
       continue;
     if (!in || !other) {
-      diags.error(ctor->getLoc(), ctor->callee + "(...) needs both 'in' and '" +
-                                      second + "'");
+      diags.error(ctor->getLoc(),
+                  ctor->callee + "(...) needs both 'in' and '" + second + "'");
       continue;
     }
     Type type;
@@ -612,8 +624,9 @@ void ProgramChecker::checkInputDecl(DeclStmt &stmt) {
       continue;
     }
     if (item.dims.empty()) {
-      diags.error(item.loc, "input '" + item.name + "' needs a shape, e.g. "
-                                                    "'input " +
+      diags.error(item.loc, "input '" + item.name +
+                                "' needs a shape, e.g. "
+                                "'input " +
                                 item.name + "[10]'");
       continue;
     }
@@ -630,8 +643,8 @@ void ProgramChecker::checkInputDecl(DeclStmt &stmt) {
   }
 }
 
-void ProgramChecker::checkAssignTarget(DeclItem &target,
-                                       const Type &valueType, SMLoc valueLoc) {
+void ProgramChecker::checkAssignTarget(DeclItem &target, const Type &valueType,
+                                       SMLoc valueLoc) {
   Symbol *symbol = lookup(target.name);
   if (!symbol)
     return; // checkBind reported it.
@@ -646,8 +659,7 @@ void ProgramChecker::checkAssignTarget(DeclItem &target,
                                 "body");
     return;
   case Symbol::LayerParam:
-    diags.error(target.loc,
-                "cannot assign to parameter '" + target.name + "'");
+    diags.error(target.loc, "cannot assign to parameter '" + target.name + "'");
     return;
   case Symbol::Step:
     diags.error(target.loc, "cannot assign to the step counter 't'");
@@ -661,10 +673,11 @@ void ProgramChecker::checkAssignTarget(DeclItem &target,
     return;
   case Symbol::Let:
   case Symbol::Output:
-    diags.error(target.loc, "cannot assign to '" + target.name +
-                                "', which is bound once by '" +
-                                (symbol->kind == Symbol::Let ? "let" : "output") +
-                                "'; use a new name, or declare it as state");
+    diags.error(target.loc,
+                "cannot assign to '" + target.name +
+                    "', which is bound once by '" +
+                    (symbol->kind == Symbol::Let ? "let" : "output") +
+                    "'; use a new name, or declare it as state");
     diags.note(symbol->loc, "'" + target.name + "' was bound here");
     return;
   }
@@ -735,8 +748,7 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
     if (target && target->type.isNumber()) {
       if (!requireNumber(valueType, stmt.value->getLoc(), "an update"))
         return;
-      static const char *actions[] = {"add", "subtract", "multiply",
-                                      "divide"};
+      static const char *actions[] = {"add", "subtract", "multiply", "divide"};
       unsigned which = stmt.op == TokenKind::PlusEqual    ? 0
                        : stmt.op == TokenKind::MinusEqual ? 1
                        : stmt.op == TokenKind::StarEqual  ? 2
@@ -833,9 +845,10 @@ bool ProgramChecker::requireNumber(const Type &type, SMLoc loc,
   return false;
 }
 
-std::optional<Type> ProgramChecker::broadcast(
-    llvm::ArrayRef<const Type *> types, llvm::ArrayRef<SMLoc> locs,
-    SMLoc opLoc, llvm::StringRef action) {
+std::optional<Type>
+ProgramChecker::broadcast(llvm::ArrayRef<const Type *> types,
+                          llvm::ArrayRef<SMLoc> locs, SMLoc opLoc,
+                          llvm::StringRef action) {
   const Type *widest = nullptr;
   for (const Type *t : types) {
     if (t->isUnknown())
@@ -916,14 +929,13 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
         base.isUnknown())
       break;
     if (base.rank() != 1) {
-      diags.error(index.getLoc(), "only a vector can be indexed, not a " +
-                                      base.str());
+      diags.error(index.getLoc(),
+                  "only a vector can be indexed, not a " + base.str());
       break;
     }
     std::optional<double> position = evalConstant(*index.index);
     if (!position || std::floor(*position) != *position) {
-      diags.error(index.index->getLoc(),
-                  "an index must be a constant integer");
+      diags.error(index.index->getLoc(), "an index must be a constant integer");
       break;
     }
     if (*position < 0 || *position >= base.shape[0]) {
@@ -949,7 +961,8 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
 
 Type ProgramChecker::checkBinary(BinaryExpr &expr) {
   Type lhs = check(*expr.lhs), rhs = check(*expr.rhs);
-  std::string context = ("an operand of '" + spell(expr.op).trim('\'') + "'").str();
+  std::string context =
+      ("an operand of '" + spell(expr.op).trim('\'') + "'").str();
   if (!requireNumber(lhs, expr.lhs->getLoc(), context) ||
       !requireNumber(rhs, expr.rhs->getLoc(), context) || lhs.isUnknown() ||
       rhs.isUnknown())
@@ -968,12 +981,25 @@ Type ProgramChecker::checkBinary(BinaryExpr &expr) {
   llvm::StringRef action;
   bool comparison = false;
   switch (expr.op) {
-  case TokenKind::Plus: action = "add"; break;
-  case TokenKind::Minus: action = "subtract"; break;
-  case TokenKind::Star: action = "multiply"; break;
-  case TokenKind::Slash: action = "divide"; break;
-  case TokenKind::StarStar: action = "raise"; break;
-  default: action = "compare"; comparison = true; break;
+  case TokenKind::Plus:
+    action = "add";
+    break;
+  case TokenKind::Minus:
+    action = "subtract";
+    break;
+  case TokenKind::Star:
+    action = "multiply";
+    break;
+  case TokenKind::Slash:
+    action = "divide";
+    break;
+  case TokenKind::StarStar:
+    action = "raise";
+    break;
+  default:
+    action = "compare";
+    comparison = true;
+    break;
   }
   const Type *types[] = {&lhs, &rhs};
   SMLoc locs[] = {expr.lhs->getLoc(), expr.rhs->getLoc()};
@@ -1013,8 +1039,8 @@ Type ProgramChecker::checkCall(CallExpr &call) {
   }
   call.builtin = info->id;
   if (info->where == BuiltinInfo::RulesOnly && !program.isRule()) {
-    diags.error(call.getLoc(), "'" + call.callee +
-                                   "' is only available in rules");
+    diags.error(call.getLoc(),
+                "'" + call.callee + "' is only available in rules");
     return Type::unknown();
   }
   if (info->where == BuiltinInfo::LayersOnly && program.isRule()) {
@@ -1029,18 +1055,17 @@ Type ProgramChecker::checkCall(CallExpr &call) {
     return checkQP(call);
   for (Argument &arg : call.args)
     if (!arg.name.empty()) {
-      diags.error(arg.nameLoc, "'" + call.callee +
-                                   "' takes no named arguments");
+      diags.error(arg.nameLoc,
+                  "'" + call.callee + "' takes no named arguments");
       return Type::unknown();
     }
   int n = call.args.size();
   if (n < info->minArgs || n > info->maxArgs) {
-    std::string expected =
-        info->minArgs == info->maxArgs
-            ? plural(info->minArgs, "argument")
-            : (Twine(info->minArgs) + " or " + Twine(info->maxArgs) +
-               " arguments")
-                  .str();
+    std::string expected = info->minArgs == info->maxArgs
+                               ? plural(info->minArgs, "argument")
+                               : (Twine(info->minArgs) + " or " +
+                                  Twine(info->maxArgs) + " arguments")
+                                     .str();
     diags.error(call.getLoc(), "'" + call.callee + "' expects " + expected +
                                    ", got " + Twine(n));
     return Type::unknown();
@@ -1069,9 +1094,8 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
   for (auto [i, arg] : llvm::enumerate(call.args)) {
     args.push_back(check(*arg.value));
     bool isCondition = info.id == Builtin::Select && i == 0;
-    if (!isCondition &&
-        !requireNumber(args.back(), arg.value->getLoc(),
-                       "an argument of '" + call.callee + "'"))
+    if (!isCondition && !requireNumber(args.back(), arg.value->getLoc(),
+                                       "an argument of '" + call.callee + "'"))
       ok = false;
     if (args.back().isUnknown())
       ok = false;
@@ -1140,8 +1164,8 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
 }
 
 Type ProgramChecker::checkQP(CallExpr &call) {
-  static const char *const names[] = {"Q", "q", "A", "b", "G", "h", "tol",
-                                      "max_iter"};
+  static const char *const names[] = {"Q", "q", "A",   "b",
+                                      "G", "h", "tol", "max_iter"};
   llvm::StringMap<Argument *> given;
   for (Argument &arg : call.args) {
     if (arg.name.empty()) {
@@ -1168,8 +1192,8 @@ Type ProgramChecker::checkQP(CallExpr &call) {
   }
   for (auto [a, b] : {std::pair{"A", "b"}, std::pair{"G", "h"}})
     if (given.count(a) != given.count(b)) {
-      diags.error(call.getLoc(), Twine("qp needs '") + a + "' and '" + b +
-                                     "' together");
+      diags.error(call.getLoc(),
+                  Twine("qp needs '") + a + "' and '" + b + "' together");
       return Type::unknown();
     }
 
@@ -1238,8 +1262,7 @@ Type ProgramChecker::checkQP(CallExpr &call) {
         !expectShape("h", {p}))
       return Type::unknown();
   }
-  return Type::tuple({Type::number({n}), Type::number({m}),
-                      Type::number({p})});
+  return Type::tuple({Type::number({n}), Type::number({m}), Type::number({p})});
 }
 
 Type ProgramChecker::checkWeightsCall(CallExpr &call, const Symbol &weights) {

@@ -1,4 +1,5 @@
-//===- Checkpoint.cpp - optimizer state in the safetensors layout ----------===//
+//===- Checkpoint.cpp - optimizer state in the safetensors layout
+//----------===//
 //
 // safetensors: an 8-byte little-endian header length, a JSON header naming
 // each tensor's dtype, shape and byte range, then the raw data. Readable from
@@ -72,9 +73,8 @@ void Optimizer::save(const std::string &path) const {
   for (size_t p = 0; p < im.slots.size(); ++p)
     for (size_t s = 0; s < ri.states.size(); ++s) {
       int64_t n = im.slots[p].param.size;
-      json shape = ri.states[s].size == 1
-                       ? json::array({n})
-                       : json::array({ri.states[s].size, n});
+      json shape = ri.states[s].size == 1 ? json::array({n})
+                                          : json::array({ri.states[s].size, n});
       size_t bytes = im.slots[p].states[s].bytes;
       header[tensorName(p, ri.states[s].name)] = {
           {"dtype", ri.dtype == DType::F32 ? "F32" : "F64"},
@@ -137,8 +137,7 @@ void Optimizer::load(const std::string &path) {
     length = (length << 8) | static_cast<unsigned char>(file[i]);
   if (length > file.size() - 8)
     throw fail("truncated (the header says " + std::to_string(length) +
-               " bytes, the file has " + std::to_string(file.size() - 8) +
-               ")");
+               " bytes, the file has " + std::to_string(file.size() - 8) + ")");
   json header = json::parse(file.begin() + 8, file.begin() + 8 + length,
                             /*cb=*/nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object())
@@ -157,8 +156,7 @@ void Optimizer::load(const std::string &path) {
   if (text("format") != kFormat)
     throw fail("not an optimizer checkpoint of optim-mlir");
   if (text("rule") != ri.name)
-    throw fail("written by rule '" + text("rule") + "', not '" + ri.name +
-               "'");
+    throw fail("written by rule '" + text("rule") + "', not '" + ri.name + "'");
   if (text("dtype") != dtypeName(ri.dtype))
     throw fail("holds " + text("dtype") + " state, the rule is " +
                dtypeName(ri.dtype));
@@ -207,12 +205,11 @@ void Optimizer::load(const std::string &path) {
       if (it == header.end() || !it->is_object())
         throw fail("missing tensor '" + name + "'");
       int64_t n = im.slots[p].param.size;
-      json shape = ri.states[s].size == 1
-                       ? json::array({n})
-                       : json::array({ri.states[s].size, n});
+      json shape = ri.states[s].size == 1 ? json::array({n})
+                                          : json::array({ri.states[s].size, n});
       if ((*it)["shape"] != shape)
-        throw fail("tensor '" + name + "' has shape " +
-                   (*it)["shape"].dump() + ", expected " + shape.dump());
+        throw fail("tensor '" + name + "' has shape " + (*it)["shape"].dump() +
+                   ", expected " + shape.dump());
       if ((*it)["dtype"] != (ri.dtype == DType::F32 ? "F32" : "F64"))
         throw fail("tensor '" + name + "' has the wrong dtype");
       const json &off = (*it)["data_offsets"];

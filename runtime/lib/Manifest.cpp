@@ -1,4 +1,5 @@
-//===- Manifest.cpp - describe and load ahead-of-time compiled rules -------===//
+//===- Manifest.cpp - describe and load ahead-of-time compiled rules
+//-------===//
 
 #include "optim/Manifest.h"
 
@@ -82,8 +83,8 @@ Manifest optim::readManifest(const std::string &text,
     throw fail(std::string("missing or malformed field: ") + e.what());
   }
   if (m.symbol != OPTIM_RULE_SYMBOL_PREFIX + m.info.name)
-    throw fail("symbol '" + m.symbol + "' does not name rule '" +
-               m.info.name + "'");
+    throw fail("symbol '" + m.symbol + "' does not name rule '" + m.info.name +
+               "'");
   return m;
 }
 
@@ -101,10 +102,10 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
   if (manifestPath.empty()) {
     size_t dot = library.find_last_of('.');
     size_t slash = library.find_last_of('/');
-    std::string stem = dot != std::string::npos &&
-                               (slash == std::string::npos || dot > slash)
-                           ? library.substr(0, dot)
-                           : library;
+    std::string stem =
+        dot != std::string::npos && (slash == std::string::npos || dot > slash)
+            ? library.substr(0, dot)
+            : library;
     manifestPath = stem + ".manifest.json";
   }
   Manifest m = readManifest(readFile(manifestPath), manifestPath);

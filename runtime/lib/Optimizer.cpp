@@ -1,4 +1,5 @@
-//===- Optimizer.cpp - apply a compiled rule to a model's parameters -------===//
+//===- Optimizer.cpp - apply a compiled rule to a model's parameters
+//-------===//
 
 #include "OptimizerImpl.h"
 
@@ -29,8 +30,7 @@ int Optimizer::Impl::stateIndex(const std::string &name) const {
   return -1;
 }
 
-template <typename T>
-static void fill(void *data, size_t count, double value) {
+template <typename T> static void fill(void *data, size_t count, double value) {
   std::fill_n(static_cast<T *>(data), count, static_cast<T>(value));
 }
 
@@ -91,8 +91,8 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
         throw Error(what + " has a negative size (" + std::to_string(p.size) +
                     ")");
       if (p.size > 0 && !p.data)
-        throw Error(what + " is a null pointer with " +
-                    std::to_string(p.size) + " elements");
+        throw Error(what + " is a null pointer with " + std::to_string(p.size) +
+                    " elements");
       if (reinterpret_cast<uintptr_t>(p.data) % elt)
         throw Error(what + " is not aligned to its " + std::to_string(elt) +
                     "-byte elements");
@@ -106,8 +106,10 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       int h = ri.findHyper(name);
       if (h < 0)
         throw Error("optim::Optimizer: group " + std::to_string(gi) +
-                    " sets '" + name + "', which is not a hyperparameter of "
-                    "rule '" + ri.name + "'");
+                    " sets '" + name +
+                    "', which is not a hyperparameter of "
+                    "rule '" +
+                    ri.name + "'");
       if (!std::isfinite(value))
         throw Error("optim::Optimizer: group " + std::to_string(gi) +
                     " sets '" + name + "' to a non-finite value");
@@ -126,8 +128,9 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
   Impl &im = *impl;
   im.rule = std::move(rule);
   im.options = options;
-  unsigned threads = options.threads ? options.threads
-                                     : std::max(1u, std::thread::hardware_concurrency());
+  unsigned threads = options.threads
+                         ? options.threads
+                         : std::max(1u, std::thread::hardware_concurrency());
   im.pool = std::make_unique<ThreadPool>(threads);
   size_t perChunk = im.pointersPerChunk();
   for (ParamGroup &group : groups) {
@@ -178,12 +181,12 @@ static void checkHyperValue(const RuleInfo &ri, const std::string &name,
     for (const HyperParam &h : ri.hypers)
       known += (known.empty() ? "" : ", ") + h.name;
     throw Error("optim::Optimizer::set: rule '" + ri.name +
-                "' has no hyperparameter '" + name + "' (it has: " +
-                (known.empty() ? "none" : known) + ")");
+                "' has no hyperparameter '" + name +
+                "' (it has: " + (known.empty() ? "none" : known) + ")");
   }
   if (!std::isfinite(value))
-    throw Error("optim::Optimizer::set: '" + name +
-                "' must be finite, got " + std::to_string(value));
+    throw Error("optim::Optimizer::set: '" + name + "' must be finite, got " +
+                std::to_string(value));
   if (ri.hypers[index].isConst)
     throw Error("optim::Optimizer::set: '" + name + "' is const in rule '" +
                 ri.name + "'; its value is compiled in");
@@ -230,8 +233,10 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
   const RuleInfo &ri = im.info();
   if (grads.size() != im.slots.size())
     throw Error("optim::Optimizer::step: expected " +
-                std::to_string(im.slots.size()) + " gradients (one per "
-                "parameter), got " + std::to_string(grads.size()));
+                std::to_string(im.slots.size()) +
+                " gradients (one per "
+                "parameter), got " +
+                std::to_string(grads.size()));
   size_t elt = dtypeSize(ri.dtype);
   for (size_t i = 0; i < grads.size(); ++i) {
     const Grad &g = grads[i];
@@ -289,8 +294,8 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
       int64_t begin = first + count * w / workers;
       int64_t end = first + count * (w + 1) / workers;
       if (begin < end)
-        kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin,
-               end, hypers, t, nullptr);
+        kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+               hypers, t, nullptr);
     });
   }
   im.step = t;

@@ -1,4 +1,5 @@
-//===- Rule.cpp - a compiled update rule -----------------------------------===//
+//===- Rule.cpp - a compiled update rule
+//-----------------------------------===//
 
 #include "optim/Rule.h"
 

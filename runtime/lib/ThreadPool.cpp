@@ -1,4 +1,5 @@
-//===- ThreadPool.cpp - a fixed pool of workers for kernel calls -----------===//
+//===- ThreadPool.cpp - a fixed pool of workers for kernel calls
+//-----------===//
 
 #include "ThreadPool.h"
 

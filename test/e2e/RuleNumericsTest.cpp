@@ -45,32 +45,43 @@ struct Case {
 
 std::vector<Case> cases() {
   return {
-      {"sgd", 0, {{"lr", 0.05}},
+      {"sgd",
+       0,
+       {{"lr", 0.05}},
        [](float &p, float g, std::vector<float> &, int64_t, const Hypers &h) {
          p = p - f(h, "lr") * g;
        }},
-      {"momentum", 1, {{"lr", 0.01}, {"mu", 0.9}},
+      {"momentum",
+       1,
+       {{"lr", 0.01}, {"mu", 0.9}},
        [](float &p, float g, std::vector<float> &s, int64_t, const Hypers &h) {
          s[0] = f(h, "mu") * s[0] + g;
          p = p - f(h, "lr") * s[0];
        }},
-      {"nesterov", 1, {{"lr", 0.01}, {"mu", 0.8}},
+      {"nesterov",
+       1,
+       {{"lr", 0.01}, {"mu", 0.8}},
        [](float &p, float g, std::vector<float> &s, int64_t, const Hypers &h) {
          s[0] = f(h, "mu") * s[0] + g;
          p = p - f(h, "lr") * (g + f(h, "mu") * s[0]);
        }},
-      {"adagrad", 1, {{"lr", 0.02}, {"eps", 1e-10}},
+      {"adagrad",
+       1,
+       {{"lr", 0.02}, {"eps", 1e-10}},
        [](float &p, float g, std::vector<float> &s, int64_t, const Hypers &h) {
          s[0] = s[0] + g * g;
          p = p - f(h, "lr") * g / (std::sqrt(s[0]) + f(h, "eps"));
        }},
-      {"rmsprop", 1, {{"lr", 0.01}, {"alpha", 0.99}, {"eps", 1e-8}},
+      {"rmsprop",
+       1,
+       {{"lr", 0.01}, {"alpha", 0.99}, {"eps", 1e-8}},
        [](float &p, float g, std::vector<float> &s, int64_t, const Hypers &h) {
          float a = f(h, "alpha");
          s[0] = a * s[0] + (1 - a) * g * g;
          p = p - f(h, "lr") * g / (std::sqrt(s[0]) + f(h, "eps"));
        }},
-      {"adam", 2,
+      {"adam",
+       2,
        {{"lr", 1e-3}, {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}},
        [](float &p, float g, std::vector<float> &s, int64_t t,
           const Hypers &h) {
@@ -81,7 +92,8 @@ std::vector<Case> cases() {
          float vhat = s[1] / (1 - std::pow(b2, float(t)));
          p = p - f(h, "lr") * mhat / (std::sqrt(vhat) + f(h, "eps"));
        }},
-      {"adamw", 2,
+      {"adamw",
+       2,
        {{"lr", 1e-3},
         {"beta1", 0.9},
         {"beta2", 0.999},
@@ -97,10 +109,12 @@ std::vector<Case> cases() {
          float bc1 = 1 - std::pow(b1, float(t));
          float bc2 = 1 - std::pow(b2, float(t));
          float decay = lr * f(h, "weight_decay") * p;
-         float adaptive = lr * (s[0] / bc1) / (std::sqrt(s[1] / bc2) + f(h, "eps"));
+         float adaptive =
+             lr * (s[0] / bc1) / (std::sqrt(s[1] / bc2) + f(h, "eps"));
          p = (p - decay) - adaptive;
        }},
-      {"amsgrad", 3,
+      {"amsgrad",
+       3,
        {{"lr", 1e-3}, {"beta1", 0.9}, {"beta2", 0.999}, {"eps", 1e-8}},
        [](float &p, float g, std::vector<float> &s, int64_t t,
           const Hypers &h) {
@@ -114,10 +128,10 @@ std::vector<Case> cases() {
          p = p - (f(h, "lr") / bc1) * s[0] /
                      (std::sqrt(s[2]) / std::sqrt(bc2) + f(h, "eps"));
        }},
-      {"lion", 1,
+      {"lion",
+       1,
        {{"lr", 1e-4}, {"beta1", 0.9}, {"beta2", 0.99}, {"weight_decay", 0.1}},
-       [](float &p, float g, std::vector<float> &s, int64_t,
-          const Hypers &h) {
+       [](float &p, float g, std::vector<float> &s, int64_t, const Hypers &h) {
          float b1 = f(h, "beta1"), b2 = f(h, "beta2"), lr = f(h, "lr");
          float c = b1 * s[0] + (1 - b1) * g;
          p = p - lr * (signOf(c) + f(h, "weight_decay") * p);
@@ -129,7 +143,8 @@ std::vector<Case> cases() {
 /// A deterministic gradient with awkward values: magnitudes over eight
 /// decades, exact zeros, both signs.
 float gradient(uint64_t tensor, int64_t t, int64_t i) {
-  uint64_t x = (tensor + 1) * 0x9E3779B97F4A7C15ull ^ uint64_t(t) * 0xBF58476D1CE4E5B9ull ^
+  uint64_t x = (tensor + 1) * 0x9E3779B97F4A7C15ull ^
+               uint64_t(t) * 0xBF58476D1CE4E5B9ull ^
                uint64_t(i) * 0x94D049BB133111EBull;
   x ^= x >> 31;
   x *= 0xD6E8FEB86659FD93ull;
@@ -151,8 +166,8 @@ struct Trajectory {
 };
 
 Trajectory runCompiled(const Rule &rule, const Case &c,
-                const std::vector<int64_t> &sizes, int64_t steps,
-                unsigned threads) {
+                       const std::vector<int64_t> &sizes, int64_t steps,
+                       unsigned threads) {
   Trajectory run;
   for (size_t k = 0; k < sizes.size(); ++k) {
     run.params.emplace_back(sizes[k]);
@@ -189,7 +204,7 @@ Trajectory runCompiled(const Rule &rule, const Case &c,
 }
 
 Trajectory runReference(const Case &c, const std::vector<int64_t> &sizes,
-                 int64_t steps) {
+                        int64_t steps) {
   Trajectory run;
   for (size_t k = 0; k < sizes.size(); ++k) {
     std::vector<float> p(sizes[k]);
@@ -213,8 +228,8 @@ Trajectory runReference(const Case &c, const std::vector<int64_t> &sizes,
   return run;
 }
 
-void expectClose(const std::vector<float> &got,
-                 const std::vector<float> &want, const std::string &what) {
+void expectClose(const std::vector<float> &got, const std::vector<float> &want,
+                 const std::string &what) {
   ASSERT_EQ(got.size(), want.size()) << what;
   double worst = 0;
   size_t bad = 0, firstBad = 0;

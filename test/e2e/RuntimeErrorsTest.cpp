@@ -1,4 +1,5 @@
-//===- RuntimeErrorsTest.cpp - the host API refuses bad input cleanly ------===//
+//===- RuntimeErrorsTest.cpp - the host API refuses bad input cleanly
+//------===//
 //
 // Every wrong call throws optim::Error with a message that says what was
 // wrong, and changes nothing: parameters, state and step count stay as they
@@ -63,13 +64,12 @@ Rule *RuntimeTest::adam;
 Rule *RuntimeTest::sgd;
 
 TEST_F(RuntimeTest, CompileErrorsCarryLocatedDiagnostics) {
-  expectError([] { compiler->compileSource("rule r() {\n  p -= q\n}\n",
-                                           "bad.optim"); },
-              "bad.optim:2:8: error: use of undeclared identifier 'q'");
+  expectError(
+      [] { compiler->compileSource("rule r() {\n  p -= q\n}\n", "bad.optim"); },
+      "bad.optim:2:8: error: use of undeclared identifier 'q'");
   expectError([] { compiler->compileFile("/nonexistent/x.optim"); },
               "cannot read '/nonexistent/x.optim'");
-  expectError([] { compiler->compileFile(example("sudoku")); },
-              "has no rule");
+  expectError([] { compiler->compileFile(example("sudoku")); }, "has no rule");
   expectError(
       [] {
         compiler->compileSource("rule a() { p -= g }\nrule b() { p += g }",
@@ -99,8 +99,9 @@ TEST_F(RuntimeTest, ConstructorRejectsBadParameters) {
               "the rule is empty");
   expectError([&] { Optimizer(*adam, {Param(d.data(), 10)}); },
               "parameter 0 is f64 but rule 'adam' is compiled for f32");
-  expectError([&] { Optimizer(*adam, {Param(static_cast<float *>(nullptr), 3)}); },
-              "parameter 0 is a null pointer");
+  expectError(
+      [&] { Optimizer(*adam, {Param(static_cast<float *>(nullptr), 3)}); },
+      "parameter 0 is a null pointer");
   expectError([&] { Optimizer(*adam, {Param(a.data(), -1)}); },
               "negative size");
   expectError(
@@ -110,8 +111,11 @@ TEST_F(RuntimeTest, ConstructorRejectsBadParameters) {
                                 4)});
       },
       "not aligned");
-  expectError([&] { Optimizer(*adam, {Param(a.data(), 10), Param(a.data() + 5, 5)}); },
-              "parameter 0 and parameter 1 overlap in memory");
+  expectError(
+      [&] {
+        Optimizer(*adam, {Param(a.data(), 10), Param(a.data() + 5, 5)});
+      },
+      "parameter 0 and parameter 1 overlap in memory");
   expectError(
       [&] {
         Optimizer(*adam, std::vector<ParamGroup>{
@@ -119,8 +123,8 @@ TEST_F(RuntimeTest, ConstructorRejectsBadParameters) {
       },
       "sets 'lrr', which is not a hyperparameter of rule 'adam'");
   // Empty tensors and a null pointer with zero elements are fine.
-  Optimizer ok(*adam, {Param(static_cast<float *>(nullptr), 0),
-                       Param(b.data(), 10)});
+  Optimizer ok(*adam,
+               {Param(static_cast<float *>(nullptr), 0), Param(b.data(), 10)});
   EXPECT_EQ(ok.numParams(), 2u);
 }
 
@@ -135,14 +139,23 @@ TEST_F(RuntimeTest, BadStepsChangeNothing) {
 
   expectError([&] { opt.step({Grad(gw.data(), 100)}); },
               "expected 2 gradients (one per parameter), got 1");
-  expectError([&] { opt.step({Grad(gw.data(), 100), Grad(wrong.data(), 4)}); },
-              "gradient 1 has 4 elements but its parameter has 3");
-  expectError([&] { opt.step({Grad(gw.data(), 100),
-                              Grad(static_cast<const float *>(nullptr), 3)}); },
-              "gradient 1 is a null pointer");
+  expectError(
+      [&] {
+        opt.step({Grad(gw.data(), 100), Grad(wrong.data(), 4)});
+      },
+      "gradient 1 has 4 elements but its parameter has 3");
+  expectError(
+      [&] {
+        opt.step({Grad(gw.data(), 100),
+                  Grad(static_cast<const float *>(nullptr), 3)});
+      },
+      "gradient 1 is a null pointer");
   std::vector<double> gd(3);
-  expectError([&] { opt.step({Grad(gw.data(), 100), Grad(gd.data(), 3)}); },
-              "gradient 1 is f64, the rule is f32");
+  expectError(
+      [&] {
+        opt.step({Grad(gw.data(), 100), Grad(gd.data(), 3)});
+      },
+      "gradient 1 is f64, the rule is f32");
   expectError([&] { opt.set("learning_rate", 0.1); },
               "rule 'adam' has no hyperparameter 'learning_rate' (it has: lr, "
               "beta1, beta2, eps)");
@@ -250,7 +263,8 @@ TEST_F(RuntimeTest, BadCheckpointsAreRefusedAndChangeNothing) {
   opt.save(good);
 
   std::vector<float> mBefore(static_cast<const float *>(opt.state(0, "m")),
-                             static_cast<const float *>(opt.state(0, "m")) + 10);
+                             static_cast<const float *>(opt.state(0, "m")) +
+                                 10);
   auto unchanged = [&] {
     EXPECT_EQ(opt.stepCount(), 1);
     EXPECT_EQ(0, std::memcmp(opt.state(0, "m"), mBefore.data(), 40));
@@ -260,8 +274,7 @@ TEST_F(RuntimeTest, BadCheckpointsAreRefusedAndChangeNothing) {
   Optimizer other(*sgd, {Param(v.data(), 10)});
   std::string sgdPath = tempPath("sgd.safetensors");
   other.save(sgdPath);
-  expectError([&] { opt.load(sgdPath); },
-              "written by rule 'sgd', not 'adam'");
+  expectError([&] { opt.load(sgdPath); }, "written by rule 'sgd', not 'adam'");
   unchanged();
 
   // Other parameter sizes.

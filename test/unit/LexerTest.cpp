@@ -1,4 +1,5 @@
-//===- LexerTest.cpp - unit tests of the .optim lexer ----------------------===//
+//===- LexerTest.cpp - unit tests of the .optim lexer
+//----------------------===//
 
 #include "optim/Frontend/Lexer.h"
 
@@ -49,12 +50,12 @@ TEST(Lexer, KeywordsIdentifiersAndPunctuation) {
   llvm::SourceMgr sm;
   Lexed l = lex(sm, "learned rule r(const k = 1) { state s[2] = 0 }");
   std::vector<TokenKind> expected = {
-      TokenKind::KwLearned, TokenKind::KwRule,   TokenKind::Identifier,
-      TokenKind::LParen,    TokenKind::KwConst,  TokenKind::Identifier,
-      TokenKind::Equal,     TokenKind::Number,   TokenKind::RParen,
-      TokenKind::LBrace,    TokenKind::KwState,  TokenKind::Identifier,
-      TokenKind::LBracket,  TokenKind::Number,   TokenKind::RBracket,
-      TokenKind::Equal,     TokenKind::Number,   TokenKind::RBrace,
+      TokenKind::KwLearned, TokenKind::KwRule,  TokenKind::Identifier,
+      TokenKind::LParen,    TokenKind::KwConst, TokenKind::Identifier,
+      TokenKind::Equal,     TokenKind::Number,  TokenKind::RParen,
+      TokenKind::LBrace,    TokenKind::KwState, TokenKind::Identifier,
+      TokenKind::LBracket,  TokenKind::Number,  TokenKind::RBracket,
+      TokenKind::Equal,     TokenKind::Number,  TokenKind::RBrace,
       TokenKind::Eof};
   EXPECT_EQ(kinds(l), expected);
   EXPECT_EQ(l.errors, 0u);
@@ -65,11 +66,11 @@ TEST(Lexer, OperatorsAreLongestMatch) {
   llvm::SourceMgr sm;
   Lexed l = lex(sm, "** * *= -= += /= <= >= == != < > @ -");
   std::vector<TokenKind> expected = {
-      TokenKind::StarStar,  TokenKind::Star,         TokenKind::StarEqual,
-      TokenKind::MinusEqual, TokenKind::PlusEqual,   TokenKind::SlashEqual,
-      TokenKind::LessEqual, TokenKind::GreaterEqual, TokenKind::EqualEqual,
-      TokenKind::NotEqual,  TokenKind::Less,         TokenKind::Greater,
-      TokenKind::At,        TokenKind::Minus,        TokenKind::Eof};
+      TokenKind::StarStar,   TokenKind::Star,         TokenKind::StarEqual,
+      TokenKind::MinusEqual, TokenKind::PlusEqual,    TokenKind::SlashEqual,
+      TokenKind::LessEqual,  TokenKind::GreaterEqual, TokenKind::EqualEqual,
+      TokenKind::NotEqual,   TokenKind::Less,         TokenKind::Greater,
+      TokenKind::At,         TokenKind::Minus,        TokenKind::Eof};
   EXPECT_EQ(kinds(l), expected);
 }
 

@@ -1,4 +1,5 @@
-//===- ParserTest.cpp - unit tests of the .optim parser and Sema -----------===//
+//===- ParserTest.cpp - unit tests of the .optim parser and Sema
+//-----------===//
 
 #include "optim/Frontend/Parser.h"
 #include "optim/Frontend/Sema.h"

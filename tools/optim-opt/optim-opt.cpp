@@ -1,13 +1,14 @@
-//===- optim-opt.cpp - mlir-opt for the optim dialect ----------------------===//
+//===- optim-opt.cpp - mlir-opt for the optim dialect
+//----------------------===//
 //
 // Registers the optim dialect and every pass of the project, plus the
 // upstream dialects and general-purpose passes that its pipelines use.
 //
 //===----------------------------------------------------------------------===//
 
-#include "optim/Dialect/OptimDialect.h"
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Conversion/Passes.h"
+#include "optim/Dialect/OptimDialect.h"
 #include "optim/Transforms/Passes.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"

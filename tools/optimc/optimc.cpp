@@ -1,4 +1,5 @@
-//===- optimc.cpp - the optim compiler driver ------------------------------===//
+//===- optimc.cpp - the optim compiler driver
+//------------------------------===//
 //
 //   optimc FILE.optim [--emit=ast|mlir|lowered|llvm|obj|shared] [-o OUT]
 //          [--rule NAME] [--precision=f32|f64] [--vector-width N]
@@ -43,8 +44,9 @@ cl::opt<std::string> inputFilename(cl::Positional,
                                             "standard input>"),
                                    cl::Required, cl::cat(category));
 cl::opt<std::string> outputFilename(
-    "o", cl::desc("Output file (default: standard output; for obj and shared, "
-                  "the rule's name with .o or .so)"),
+    "o",
+    cl::desc("Output file (default: standard output; for obj and shared, "
+             "the rule's name with .o or .so)"),
     cl::value_desc("filename"), cl::init(""), cl::cat(category));
 cl::opt<Emit> emit(
     "emit", cl::desc("What to produce"), cl::init(Emit::MLIR),
@@ -84,19 +86,21 @@ cl::OptionCategory runCategory("optimc run options");
 cl::opt<std::string> runInput(cl::Positional, cl::desc("<rule .optim file>"),
                               cl::Required, cl::sub(runCommand),
                               cl::cat(runCategory));
-cl::opt<std::string> runTaskName(
-    "task", cl::desc("quadratic | mnist | fashion-mnist"), cl::Required,
-    cl::sub(runCommand), cl::cat(runCategory));
+cl::opt<std::string> runTaskName("task",
+                                 cl::desc("quadratic | mnist | fashion-mnist"),
+                                 cl::Required, cl::sub(runCommand),
+                                 cl::cat(runCategory));
 cl::opt<int64_t> runSteps("steps", cl::desc("Optimizer steps (default 100)"),
                           cl::init(100), cl::sub(runCommand),
                           cl::cat(runCategory));
 cl::opt<uint64_t> runSeed("seed", cl::desc("Seed of the task (default 1)"),
                           cl::init(1), cl::sub(runCommand),
                           cl::cat(runCategory));
-cl::list<std::string> runSet("set", cl::desc("Hyperparameter value, e.g. "
-                                             "--set lr=0.01 (repeatable)"),
-                             cl::value_desc("name=value"),
-                             cl::sub(runCommand), cl::cat(runCategory));
+cl::list<std::string> runSet("set",
+                             cl::desc("Hyperparameter value, e.g. "
+                                      "--set lr=0.01 (repeatable)"),
+                             cl::value_desc("name=value"), cl::sub(runCommand),
+                             cl::cat(runCategory));
 cl::opt<std::string> runCSV("csv", cl::desc("Write the loss curve as CSV"),
                             cl::value_desc("file"), cl::sub(runCommand),
                             cl::cat(runCategory));
@@ -107,26 +111,22 @@ cl::opt<unsigned> runThreads("threads",
                              cl::desc("Optimizer threads (0: all cores)"),
                              cl::init(0), cl::sub(runCommand),
                              cl::cat(runCategory));
-cl::opt<int64_t> runEvery("every", cl::desc("Print every N steps"),
-                          cl::init(0), cl::sub(runCommand),
-                          cl::cat(runCategory));
+cl::opt<int64_t> runEvery("every", cl::desc("Print every N steps"), cl::init(0),
+                          cl::sub(runCommand), cl::cat(runCategory));
 cl::opt<std::string> runData("data",
                              cl::desc("MNIST-format folder for the MLP tasks"),
                              cl::value_desc("dir"), cl::sub(runCommand),
                              cl::cat(runCategory));
 cl::opt<int> runHidden("hidden", cl::desc("MLP hidden units (default 20)"),
-                       cl::init(20), cl::sub(runCommand),
-                       cl::cat(runCategory));
+                       cl::init(20), cl::sub(runCommand), cl::cat(runCategory));
 cl::opt<int> runLayers("layers", cl::desc("MLP hidden layers (default 1)"),
-                       cl::init(1), cl::sub(runCommand),
-                       cl::cat(runCategory));
+                       cl::init(1), cl::sub(runCommand), cl::cat(runCategory));
 cl::opt<std::string> runActivation("activation",
                                    cl::desc("sigmoid (default) | relu"),
                                    cl::init("sigmoid"), cl::sub(runCommand),
                                    cl::cat(runCategory));
 cl::opt<int> runBatch("batch", cl::desc("Minibatch size (default 128)"),
-                      cl::init(128), cl::sub(runCommand),
-                      cl::cat(runCategory));
+                      cl::init(128), cl::sub(runCommand), cl::cat(runCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::WithColor::error(llvm::errs(), "optimc") << message << "\n";
@@ -137,12 +137,13 @@ int fail(const llvm::Twine &message) {
 /// a truncated output behind.
 int write(llvm::StringRef path,
           llvm::function_ref<void(llvm::raw_ostream &)> body) {
-  if (llvm::Error err = llvm::writeToOutput(
-          path, [&](llvm::raw_ostream &os) -> llvm::Error {
+  if (llvm::Error err =
+          llvm::writeToOutput(path, [&](llvm::raw_ostream &os) -> llvm::Error {
             body(os);
             return llvm::Error::success();
           }))
-    return fail("cannot write '" + path + "': " + llvm::toString(std::move(err)));
+    return fail("cannot write '" + path +
+                "': " + llvm::toString(std::move(err)));
   return 0;
 }
 
@@ -162,8 +163,8 @@ int linkShared(const std::string &object, const std::string &output) {
     return fail("no linker driver found (clang-22 or cc) to make '" + output +
                 "'");
   std::string tmp = output + ".tmp";
-  llvm::SmallVector<llvm::StringRef> args = {*driver, "-shared", "-o", tmp,
-                                             object, "-lm"};
+  llvm::SmallVector<llvm::StringRef> args = {*driver, "-shared", "-o",
+                                             tmp,     object,    "-lm"};
   std::string message;
   int rc = llvm::sys::ExecuteAndWait(*driver, args, std::nullopt, {}, 0, 0,
                                      &message);
@@ -180,8 +181,8 @@ int linkShared(const std::string &object, const std::string &output) {
 optim::RuleInfo describe(mlir::optim::RuleOp rule) {
   optim::RuleInfo info;
   info.name = rule.getSymName().str();
-  info.dtype = rule.getElementType().isF64() ? optim::DType::F64
-                                             : optim::DType::F32;
+  info.dtype =
+      rule.getElementType().isF64() ? optim::DType::F64 : optim::DType::F32;
   for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
     info.hypers.push_back(
         {mlir::cast<mlir::StringAttr>(rule.getHyperNames()[i]).str(),
@@ -222,8 +223,8 @@ int main(int argc, char **argv) {
       auto [name, value] = llvm::StringRef(setting).split('=');
       double number;
       if (name.empty() || value.trim().getAsDouble(number))
-        return fail("--set expects name=value with a number, got '" +
-                    setting + "'");
+        return fail("--set expects name=value with a number, got '" + setting +
+                    "'");
       run.hypers.emplace_back(name.trim().str(), number);
     }
     return optim::runTask(run);
@@ -308,13 +309,13 @@ int main(int argc, char **argv) {
     return fail("no code generator for this host: " +
                 llvm::toString(tm.takeError()));
   llvm::LLVMContext llvmContext;
-  auto llvmModule =
-      optim::translateAndOptimize(*module, llvmContext, **tm);
+  auto llvmModule = optim::translateAndOptimize(*module, llvmContext, **tm);
   if (!llvmModule)
     return fail(llvm::toString(llvmModule.takeError()));
   if (emit == Emit::LLVM)
-    return write(output,
-                 [&](llvm::raw_ostream &os) { (*llvmModule)->print(os, nullptr); });
+    return write(output, [&](llvm::raw_ostream &os) {
+      (*llvmModule)->print(os, nullptr);
+    });
 
   auto object = optim::emitObject(**llvmModule, **tm);
   if (!object)
@@ -330,8 +331,8 @@ int main(int argc, char **argv) {
       return rc;
   } else {
     std::string objectPath = output + ".o.tmp";
-    if (int rc = write(objectPath,
-                       [&](llvm::raw_ostream &os) { os << *object; }))
+    if (int rc =
+            write(objectPath, [&](llvm::raw_ostream &os) { os << *object; }))
       return rc;
     int rc = linkShared(objectPath, output);
     llvm::sys::fs::remove(objectPath);

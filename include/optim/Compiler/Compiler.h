@@ -1,4 +1,5 @@
-//===- Compiler.h - JIT-compile .optim programs from a host program -*- C++ -*-===//
+//===- Compiler.h - JIT-compile .optim programs from a host program -*- C++
+//-*-===//
 //
 // The compiler's public API. It exposes no LLVM or MLIR type, so a host
 // program includes it next to the runtime's headers:

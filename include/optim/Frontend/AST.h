@@ -132,11 +132,26 @@ struct Argument {
 /// The built-in functions, resolved by Sema.
 enum class Builtin {
   None, // A call of learned weights.
-  Sqrt, Exp, Log, Abs, Tanh, Sigmoid, Sign,
-  Max, Min, Pow, Clamp, Select,
-  Sum, Mean, Dot,
+  Sqrt,
+  Exp,
+  Log,
+  Abs,
+  Tanh,
+  Sigmoid,
+  Sign,
+  Max,
+  Min,
+  Pow,
+  Clamp,
+  Select,
+  Sum,
+  Mean,
+  Dot,
   LogSign,
-  Eye, Zeros, Ones, QP,
+  Eye,
+  Zeros,
+  Ones,
+  QP,
 };
 
 class CallExpr : public Expr {
@@ -145,10 +160,10 @@ public:
       : Expr(CallK, loc), callee(std::move(callee)), args(std::move(args)) {}
   std::string callee;
   std::vector<Argument> args;
-  Builtin builtin = Builtin::None;  // Sema.
-  const Symbol *weights = nullptr;  // Sema, when callee names weights.
-  double qpTol = 1e-8;              // Sema, for qp(..., tol: x).
-  int64_t qpMaxIter = 100;          // Sema, for qp(..., max_iter: n).
+  Builtin builtin = Builtin::None; // Sema.
+  const Symbol *weights = nullptr; // Sema, when callee names weights.
+  double qpTol = 1e-8;             // Sema, for qp(..., tol: x).
+  int64_t qpMaxIter = 100;         // Sema, for qp(..., max_iter: n).
   static bool classof(const Expr *e) { return e->getKind() == CallK; }
 };
 
@@ -170,9 +185,9 @@ public:
 struct DeclItem {
   std::string name;
   llvm::SMLoc loc;
-  std::vector<ExprPtr> dims;  // `[20]`, `[neq, n]`.
-  ExprPtr init;               // `= 0` (state) or `= lstm(...)` (weights).
-  Type type;                  // Sema.
+  std::vector<ExprPtr> dims;      // `[20]`, `[neq, n]`.
+  ExprPtr init;                   // `= 0` (state) or `= lstm(...)` (weights).
+  Type type;                      // Sema.
   const Symbol *symbol = nullptr; // Sema.
 };
 
@@ -242,8 +257,9 @@ struct Program {
   llvm::SMLoc bodyEnd;
 
   llvm::StringRef kindName() const {
-    return kind == Rule ? "rule" : kind == LearnedRule ? "learned rule"
-                                                       : "layer";
+    return kind == Rule          ? "rule"
+           : kind == LearnedRule ? "learned rule"
+                                 : "layer";
   }
   bool isRule() const { return kind != Layer; }
 };

@@ -35,9 +35,9 @@ std::unique_ptr<CheckedSource> parseAndCheck(DiagnosticEngine &diags,
 
 /// Parses, checks and generates the optim dialect; the result verifies.
 /// Returns null after printing diagnostics.
-mlir::OwningOpRef<mlir::ModuleOp>
-compileToMLIR(mlir::MLIRContext &context, DiagnosticEngine &diags,
-              const FrontendOptions &options);
+mlir::OwningOpRef<mlir::ModuleOp> compileToMLIR(mlir::MLIRContext &context,
+                                                DiagnosticEngine &diags,
+                                                const FrontendOptions &options);
 
 } // namespace optim
 

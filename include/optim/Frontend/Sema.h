@@ -22,8 +22,18 @@ enum class Precision { F32, F64 };
 /// A declaration: a built-in input, a parameter, a state, weights, a layer
 /// input, or a name bound by `let`/`output`.
 struct Symbol {
-  enum Kind { Param, Grad, Step, Hyper, LayerParam, State, Weights, Input,
-              Let, Output };
+  enum Kind {
+    Param,
+    Grad,
+    Step,
+    Hyper,
+    LayerParam,
+    State,
+    Weights,
+    Input,
+    Let,
+    Output
+  };
   enum WeightsKind { LSTM, Linear, Tensor };
 
   Kind kind;

@@ -1,4 +1,5 @@
-//===- Manifest.h - describe and load ahead-of-time compiled rules -*- C++ -*-===//
+//===- Manifest.h - describe and load ahead-of-time compiled rules -*- C++
+//-*-===//
 //
 // Part of the runtime: no LLVM or MLIR header may be included here.
 //
@@ -25,7 +26,8 @@ struct Manifest {
   RuleInfo info;
   /// The kernel's symbol, optim_rule_<name>.
   std::string symbol;
-  /// What the kernel was compiled for, e.g. "x86_64-pc-linux-gnu skylake-avx512".
+  /// What the kernel was compiled for, e.g. "x86_64-pc-linux-gnu
+  /// skylake-avx512".
   std::string target;
   int abiVersion = OPTIM_KERNEL_ABI_VERSION;
 };

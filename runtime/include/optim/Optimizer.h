@@ -1,4 +1,5 @@
-//===- Optimizer.h - apply a compiled rule to a model's parameters -*- C++ -*-===//
+//===- Optimizer.h - apply a compiled rule to a model's parameters -*- C++
+//-*-===//
 //
 // Part of the runtime: no LLVM or MLIR header may be included here.
 //

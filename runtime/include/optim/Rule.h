@@ -1,4 +1,5 @@
-//===- Rule.h - a compiled update rule, as the runtime sees it ------*- C++ -*-===//
+//===- Rule.h - a compiled update rule, as the runtime sees it ------*- C++
+//-*-===//
 //
 // Part of the runtime: no LLVM or MLIR header may be included here. A Rule is
 // the description of a compiled rule (its signature) plus its kernel; it keeps
@@ -28,7 +29,9 @@ public:
 
 enum class DType { F32, F64 };
 
-inline const char *dtypeName(DType t) { return t == DType::F32 ? "f32" : "f64"; }
+inline const char *dtypeName(DType t) {
+  return t == DType::F32 ? "f32" : "f64";
+}
 inline size_t dtypeSize(DType t) { return t == DType::F32 ? 4 : 8; }
 
 struct HyperParam {

@@ -1,0 +1,305 @@
+"""ctypes binding of optim-mlir's C API (liboptim.so).
+
+A small Python face of runtime/include/optim/optim.h and
+include/optim/Compiler/optim_compiler.h; see docs/c-api.md, "From Python".
+
+    import numpy as np, optim_mlir
+    rule = optim_mlir.compile_file("examples/adam.optim")
+    w = np.zeros(10, np.float32)
+    opt = optim_mlir.Optimizer(rule, [w])
+    opt.set("lr", 0.01)
+    opt.step([np.ones(10, np.float32)])   # updates w in place
+    m = opt.state(0, "m")                 # a copy of the state
+
+The library is found at $OPTIM_LIBRARY, else in the build directories next to
+this file (build*/lib/liboptim.so), else by the system's search path; load()
+picks another one. Parameters are numpy arrays of the rule's dtype (float32,
+or float64 for f64=True), C-contiguous and writeable, updated in place: the
+Optimizer keeps them alive. Every failure raises OptimError, carrying the
+status and optim_last_error(). Only compile_file/compile_source and the
+Rule's description work without numpy.
+"""
+
+import ctypes
+import glob
+import os
+
+try:
+    import numpy as np
+except ImportError:  # numpy is needed by Optimizer only
+    np = None
+
+__all__ = ["OptimError", "Rule", "Optimizer", "compile_file",
+           "compile_source", "load"]
+
+_c = ctypes
+_status = _c.c_int
+_rule_p = _c.c_void_p
+_opt_p = _c.c_void_p
+
+
+class OptimError(RuntimeError):
+    """A call of the C API failed: `status` is its code, `status_name` its
+    name (e.g. "OPTIM_ERROR_NOT_FOUND"), the message optim_last_error()."""
+
+    def __init__(self, status, status_name, message):
+        super().__init__("%s: %s" % (status_name, message))
+        self.status = status
+        self.status_name = status_name
+        self.message = message
+
+
+class _HyperInfo(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("default_value", _c.c_double),
+                ("is_const", _c.c_int)]
+
+
+class _StateInfo(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("size", _c.c_int64),
+                ("init", _c.c_double)]
+
+
+class _Options(_c.Structure):
+    _fields_ = [("threads", _c.c_uint32), ("chunk_size", _c.c_int64),
+                ("skip_non_finite", _c.c_int)]
+
+
+_P = _c.POINTER
+# name: (argument types); every function returns an optim_status.
+_SIGNATURES = {
+    "optim_rule_name": (_rule_p, _P(_c.c_char_p)),
+    "optim_rule_dtype": (_rule_p, _P(_c.c_int)),
+    "optim_rule_num_hypers": (_rule_p, _P(_c.c_size_t)),
+    "optim_rule_hyper": (_rule_p, _c.c_size_t, _P(_HyperInfo)),
+    "optim_rule_num_states": (_rule_p, _P(_c.c_size_t)),
+    "optim_rule_state": (_rule_p, _c.c_size_t, _P(_StateInfo)),
+    "optim_rule_release": (_rule_p,),
+    "optim_options_init": (_P(_Options),),
+    "optim_optimizer_create_f32": (_rule_p, _P(_c.c_void_p), _P(_c.c_int64),
+                                   _c.c_size_t, _P(_Options), _P(_opt_p)),
+    "optim_optimizer_create_f64": (_rule_p, _P(_c.c_void_p), _P(_c.c_int64),
+                                   _c.c_size_t, _P(_Options), _P(_opt_p)),
+    "optim_optimizer_release": (_opt_p,),
+    "optim_optimizer_set": (_opt_p, _c.c_char_p, _c.c_double),
+    "optim_optimizer_get": (_opt_p, _c.c_size_t, _c.c_char_p,
+                            _P(_c.c_double)),
+    "optim_optimizer_step_f32": (_opt_p, _P(_c.c_void_p), _P(_c.c_int64),
+                                 _c.c_size_t, _P(_c.c_int)),
+    "optim_optimizer_step_f64": (_opt_p, _P(_c.c_void_p), _P(_c.c_int64),
+                                 _c.c_size_t, _P(_c.c_int)),
+    "optim_optimizer_step_count": (_opt_p, _P(_c.c_int64)),
+    "optim_optimizer_state": (_opt_p, _c.c_size_t, _c.c_char_p,
+                              _P(_c.c_void_p), _P(_c.c_int64)),
+    "optim_optimizer_save": (_opt_p, _c.c_char_p),
+    "optim_optimizer_load": (_opt_p, _c.c_char_p),
+    "optim_compile_file": (_c.c_char_p, _c.c_char_p, _c.c_int,
+                           _P(_rule_p)),
+    "optim_compile_source": (_c.c_char_p, _c.c_char_p, _c.c_char_p, _c.c_int,
+                             _P(_rule_p)),
+}
+
+_lib = None
+
+
+def _default_library():
+    path = os.environ.get("OPTIM_LIBRARY")
+    if path:
+        return path
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = sorted(glob.glob(os.path.join(root, "build*", "lib",
+                                          "liboptim.so")))
+    if os.path.join(root, "build", "lib", "liboptim.so") in found:
+        return os.path.join(root, "build", "lib", "liboptim.so")
+    return found[0] if found else "liboptim.so"
+
+
+def load(path=None):
+    """Loads liboptim.so from `path` (default: see the module's doc) and
+    returns the ctypes library. Called by the first use if not before."""
+    global _lib
+    lib = _c.CDLL(path or _default_library())
+    for name, argtypes in _SIGNATURES.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = _status
+    lib.optim_last_error.argtypes = ()
+    lib.optim_last_error.restype = _c.c_char_p
+    lib.optim_status_name.argtypes = (_c.c_int,)
+    lib.optim_status_name.restype = _c.c_char_p
+    _lib = lib
+    return lib
+
+
+def _library():
+    return _lib if _lib is not None else load()
+
+
+def _call(name, *args):
+    lib = _library()
+    status = getattr(lib, name)(*args)
+    if status != 0:
+        raise OptimError(status, lib.optim_status_name(status).decode(),
+                         lib.optim_last_error().decode(errors="replace"))
+
+
+def _bytes(s):
+    """None, or `s` (str, bytes or path) as bytes for a const char *."""
+    return None if s is None else os.fsencode(s)
+
+
+class Rule:
+    """A compiled rule (immutable). `name`, `dtype` ("f32" or "f64"),
+    `hypers` ({name: (default, is_const)}) and `states` ({name: (size,
+    init)}) describe it."""
+
+    def __init__(self, handle):
+        self._handle = _c.c_void_p(handle)
+        name = _c.c_char_p()
+        _call("optim_rule_name", self._handle, _c.byref(name))
+        self.name = name.value.decode()
+        dtype = _c.c_int()
+        _call("optim_rule_dtype", self._handle, _c.byref(dtype))
+        self.dtype = "f64" if dtype.value == 1 else "f32"
+        self.hypers = {}
+        count = _c.c_size_t()
+        _call("optim_rule_num_hypers", self._handle, _c.byref(count))
+        for i in range(count.value):
+            info = _HyperInfo()
+            _call("optim_rule_hyper", self._handle, i, _c.byref(info))
+            self.hypers[info.name.decode()] = (info.default_value,
+                                               bool(info.is_const))
+        self.states = {}
+        _call("optim_rule_num_states", self._handle, _c.byref(count))
+        for i in range(count.value):
+            info = _StateInfo()
+            _call("optim_rule_state", self._handle, i, _c.byref(info))
+            self.states[info.name.decode()] = (info.size, info.init)
+
+    def __del__(self):
+        if getattr(self, "_handle", None) and _lib is not None:
+            _lib.optim_rule_release(self._handle)
+            self._handle = None
+
+    def __repr__(self):
+        return "<optim_mlir.Rule %s %s>" % (self.name, self.dtype)
+
+
+def compile_file(path, rule=None, f64=False):
+    """Compiles rule `rule` of the .optim file at `path` (None: its only
+    rule), for float64 if `f64`, else float32."""
+    out = _rule_p()
+    _call("optim_compile_file", _bytes(path), _bytes(rule),
+          int(bool(f64)), _c.byref(out))
+    return Rule(out.value)
+
+
+def compile_source(source, rule=None, f64=False, name=None):
+    """Compiles rule `rule` of the program text `source`; `name` names it in
+    diagnostics."""
+    out = _rule_p()
+    _call("optim_compile_source", _bytes(source), _bytes(name), _bytes(rule),
+          int(bool(f64)), _c.byref(out))
+    return Rule(out.value)
+
+
+class Optimizer:
+    """An optimizer of `rule` over `params`, numpy arrays of the rule's dtype
+    updated in place. threads=0: one per hardware thread."""
+
+    def __init__(self, rule, params, threads=None):
+        if np is None:
+            raise ImportError("optim_mlir.Optimizer needs numpy")
+        self.rule = rule  # the C optimizer shares it; kept for .rule only
+        self._dtype = np.dtype(np.float64 if rule.dtype == "f64"
+                               else np.float32)
+        self._handle = None
+        self.params = [self._check(p, "parameter %d" % i, writeable=True)
+                       for i, p in enumerate(params)]
+        self._sizes = [p.size for p in self.params]
+        pointers, sizes = self._arrays(self.params)
+        options = _Options()
+        _call("optim_options_init", _c.byref(options))
+        if threads is not None:
+            options.threads = threads
+        out = _opt_p()
+        _call("optim_optimizer_create_" + rule.dtype, rule._handle, pointers,
+              sizes, len(self.params), _c.byref(options), _c.byref(out))
+        self._handle = out
+
+    def __del__(self):
+        if getattr(self, "_handle", None) and _lib is not None:
+            _lib.optim_optimizer_release(self._handle)
+            self._handle = None
+
+    def _check(self, a, what, writeable=False):
+        if not isinstance(a, np.ndarray):
+            raise TypeError("%s is a %s, not a numpy array"
+                            % (what, type(a).__name__))
+        if a.dtype != self._dtype:
+            raise TypeError("%s has dtype %s; rule %s needs %s"
+                            % (what, a.dtype, self.rule.name, self._dtype))
+        if not a.flags.c_contiguous:
+            raise ValueError("%s is not C-contiguous" % what)
+        if writeable and not a.flags.writeable:
+            raise ValueError("%s is read-only" % what)
+        return a
+
+    @staticmethod
+    def _arrays(arrays):
+        # Empty arrays go as NULL: the C API allows it, and numpy may give
+        # them a shared or dangling address.
+        pointers = (_c.c_void_p * max(len(arrays), 1))(
+            *[a.ctypes.data if a.size else None for a in arrays])
+        sizes = (_c.c_int64 * max(len(arrays), 1))(*[a.size for a in arrays])
+        return pointers, sizes
+
+    def set(self, name, value):
+        """Sets hyperparameter `name` in every group."""
+        _call("optim_optimizer_set", self._handle, _bytes(name), float(value))
+
+    def get(self, name, group=0):
+        out = _c.c_double()
+        _call("optim_optimizer_get", self._handle, group, _bytes(name),
+              _c.byref(out))
+        return out.value
+
+    def step(self, grads):
+        """One step with one gradient per parameter (arrays of the rule's
+        dtype and the parameters' sizes). Returns False if the step was
+        skipped for a non-finite gradient (option skip_non_finite)."""
+        grads = [self._check(g, "gradient %d" % i)
+                 for i, g in enumerate(grads)]
+        pointers, sizes = self._arrays(grads)
+        stepped = _c.c_int()
+        _call("optim_optimizer_step_" + self.rule.dtype, self._handle,
+              pointers, sizes, len(grads), _c.byref(stepped))
+        return bool(stepped.value)
+
+    @property
+    def step_count(self):
+        out = _c.c_int64()
+        _call("optim_optimizer_step_count", self._handle, _c.byref(out))
+        return out.value
+
+    def state(self, param, name):
+        """A copy of state `name` of parameter `param`: the parameter's shape,
+        with a leading axis for a vector state (`state x[N]`)."""
+        data = _c.c_void_p()
+        count = _c.c_int64()
+        _call("optim_optimizer_state", self._handle, param, _bytes(name),
+              _c.byref(data), _c.byref(count))
+        shape = self.params[param].shape
+        size = self.rule.states[name][0]
+        if size != 1:
+            shape = (size,) + shape
+        if count.value == 0:
+            return np.zeros(shape, self._dtype)
+        ctype = _c.c_double if self._dtype == np.float64 else _c.c_float
+        buf = (ctype * count.value).from_address(data.value)
+        return np.ctypeslib.as_array(buf).copy().reshape(shape)
+
+    def save(self, path):
+        _call("optim_optimizer_save", self._handle, _bytes(path))
+
+    def load(self, path):
+        _call("optim_optimizer_load", self._handle, _bytes(path))
