@@ -4,6 +4,7 @@
 #include "optim/Compiler/Compiler.h"
 #include "Cache.h"
 #include "optim/Compiler/CodeGen.h"
+#include "optim/Compiler/Describe.h"
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Dialect/OptimOps.h"
 #include "optim/Frontend/Frontend.h"
@@ -48,29 +49,6 @@ Rule Compiler::compileFile(const std::string &path, Target target,
   if (std::error_code ec = buffer.getError())
     throw Error("optim::Compiler: cannot read '" + path + "': " + ec.message());
   return compileSource((*buffer)->getBuffer(), path, target, rule);
-}
-
-static RuleInfo describe(mlir::optim::RuleOp rule) {
-  RuleInfo info;
-  info.name = rule.getSymName().str();
-  info.dtype = rule.getElementType().isF64() ? DType::F64 : DType::F32;
-  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
-    info.hypers.push_back(
-        {mlir::cast<mlir::StringAttr>(rule.getHyperNames()[i]).str(),
-         rule.getHyperDefaults()[i], rule.getHyperConst()[i]});
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
-    auto vec = mlir::dyn_cast<mlir::VectorType>(rule.getState(i).getType());
-    info.states.push_back(
-        {mlir::cast<mlir::StringAttr>(rule.getStateNames()[i]).str(),
-         vec ? vec.getNumElements() : 1, rule.getStateInits()[i]});
-  }
-  for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i) {
-    auto type = mlir::cast<mlir::RankedTensorType>(rule.getWeight(i).getType());
-    info.weights.push_back(
-        {mlir::cast<mlir::StringAttr>(rule.getWeightNames()[i]).str(),
-         std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
-  }
-  return info;
 }
 
 Rule Compiler::compileSource(std::string_view source,
@@ -138,7 +116,7 @@ Rule Compiler::compileSource(std::string_view source,
        llvm::make_early_inc_range(module->getBody()->getOperations()))
     if (&op != selected.getOperation())
       op.erase();
-  RuleInfo info = describe(selected);
+  RuleInfo info = describeRule(selected);
   std::string symbol = OPTIM_RULE_SYMBOL_PREFIX + info.name;
 
   // Lowering; MLIR diagnostics become the error message.

@@ -13,6 +13,7 @@
 
 #include "Run.h"
 #include "optim/Compiler/CodeGen.h"
+#include "optim/Compiler/Describe.h"
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Dialect/OptimOps.h"
 #include "optim/Frontend/Frontend.h"
@@ -178,23 +179,6 @@ int linkShared(const std::string &object, const std::string &output) {
   return 0;
 }
 
-optim::RuleInfo describe(mlir::optim::RuleOp rule) {
-  optim::RuleInfo info;
-  info.name = rule.getSymName().str();
-  info.dtype =
-      rule.getElementType().isF64() ? optim::DType::F64 : optim::DType::F32;
-  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
-    info.hypers.push_back(
-        {mlir::cast<mlir::StringAttr>(rule.getHyperNames()[i]).str(),
-         rule.getHyperDefaults()[i], rule.getHyperConst()[i]});
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
-    auto vec = mlir::dyn_cast<mlir::VectorType>(rule.getState(i).getType());
-    info.states.push_back(
-        {mlir::cast<mlir::StringAttr>(rule.getStateNames()[i]).str(),
-         vec ? vec.getNumElements() : 1, rule.getStateInits()[i]});
-  }
-  return info;
-}
 } // namespace
 
 int main(int argc, char **argv) {
@@ -289,7 +273,7 @@ int main(int argc, char **argv) {
   if ((emit == Emit::Object || emit == Emit::Shared) && rules.size() != 1)
     return fail("--emit=obj and --emit=shared make one rule at a time; name "
                 "it with --rule");
-  optim::RuleInfo info = describe(rules.front());
+  optim::RuleInfo info = optim::describeRule(rules.front());
 
   // Errors of the passes (an unsupported rule) print with their location.
   mlir::SourceMgrDiagnosticHandler handler(sourceMgr, &context);
