@@ -32,3 +32,25 @@ if config.optim_unittests in ("ON", "1", "TRUE", "True", "YES"):
 
 # Kernels that tests compile are cached here, never in the user's cache.
 config.environment["OPTIM_CACHE_DIR"] = os.path.join(config.optim_obj_root, "test", "kernel-cache")
+
+# test/Oracle compares the examples with torch.optim, through liboptim.so and
+# the `python3` of PATH: it needs torch and numpy there (not in Debian's
+# /usr/bin/python3). Without them the test is UNSUPPORTED.
+def python_has(modules):
+    import shutil
+    import subprocess
+
+    python = shutil.which("python3", path=config.environment.get("PATH"))
+    if not python:
+        return False
+    try:
+        return subprocess.run([python, "-c", "import " + modules],
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL,
+                              env=config.environment, timeout=120).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+if python_has("torch, numpy"):
+    config.available_features.add("torch")
