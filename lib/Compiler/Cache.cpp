@@ -50,6 +50,7 @@ std::string KernelCache::key(std::string_view source, const std::string &rule,
   add(target);
   add(dtypeName(options.precision));
   add(std::to_string(options.vectorWidth));
+  add(options.relaxedFP ? "relaxed-fp" : "exact-fp");
   add(rule);
   add(llvm::StringRef(source.data(), source.size()));
   return llvm::toHex(hash.final(), /*LowerCase=*/true);

@@ -132,6 +132,7 @@ Rule Compiler::compileSource(std::string_view source,
   mlir::PassManager pm(&context);
   CPUPipelineOptions cpu;
   cpu.vectorWidth = impl->options.vectorWidth;
+  cpu.relaxedFP = impl->options.relaxedFP;
   buildLowerRulesPipeline(pm, cpu);
   buildKernelsToLLVMPipeline(pm);
   if (mlir::failed(pm.run(*module)))

@@ -18,6 +18,7 @@ void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
   pm.addPass(createCSEPass());
   mlir::optim::LowerRulesToKernelsOptions lower;
   lower.vectorWidth = options.vectorWidth;
+  lower.relaxedFP = options.relaxedFP;
   pm.addPass(mlir::optim::createLowerRulesToKernels(lower));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -44,6 +45,10 @@ struct OptimLowerToLLVMOptions
   Option<unsigned> vectorWidth{*this, "vector-width",
                                llvm::cl::desc("SIMD lanes (coordinates)"),
                                llvm::cl::init(16)};
+  Option<bool> relaxedFP{
+      *this, "relaxed-fp",
+      llvm::cl::desc("Reciprocals of uniform divisors and fused multiply-adds"),
+      llvm::cl::init(false)};
 };
 } // namespace
 
@@ -54,6 +59,7 @@ void ::optim::registerPipelines() {
       [](OpPassManager &pm, const OptimLowerToLLVMOptions &options) {
         CPUPipelineOptions cpu;
         cpu.vectorWidth = options.vectorWidth;
+        cpu.relaxedFP = options.relaxedFP;
         buildLowerRulesPipeline(pm, cpu);
         buildKernelsToLLVMPipeline(pm);
       });

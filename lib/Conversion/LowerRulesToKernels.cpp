@@ -34,7 +34,8 @@ constexpr llvm::StringLiteral kSymbolPrefix = "optim_rule_";
 
 class RuleLowering {
 public:
-  RuleLowering(RuleOp rule, unsigned width) : rule(rule), width(width) {}
+  RuleLowering(RuleOp rule, unsigned width, bool relaxed)
+      : rule(rule), width(width), relaxed(relaxed) {}
 
   LogicalResult run();
 
@@ -57,6 +58,11 @@ private:
 
   RuleOp rule;
   unsigned width;
+  /// Relaxed rounding (relaxed-fp).
+  bool relaxed;
+  /// Uniform divisors of varying divisions -> their reciprocal (when
+  /// `relaxed`), computed once per call.
+  llvm::DenseMap<Value, Value> reciprocals;
   Type ptrType;
   FloatType elt;
   llvm::DenseSet<Value> varying;
@@ -140,10 +146,29 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     return splat;
   };
   for (Operation *op : varyingOps) {
+    if (auto div = dyn_cast<arith::DivFOp>(op)) {
+      auto it = reciprocals.find(div.getRhs());
+      if (it != reciprocals.end()) {
+        Value r = it->second;
+        if (lanes != 1)
+          r = vector::BroadcastOp::create(
+              b, loc, VectorType::get({lanes}, r.getType()), r);
+        Value product = arith::MulFOp::create(
+            b, loc, operand(div.getLhs()), r,
+            arith::FastMathFlags::contract);
+        map.map(div.getResult(), product);
+        continue;
+      }
+    }
     IRMapping opMap;
     for (Value v : op->getOperands())
       opMap.map(v, operand(v));
     Operation *clone = b.clone(*op, opMap);
+    if (relaxed)
+      if (auto fm = dyn_cast<arith::ArithFastMathInterface>(clone))
+        clone->setAttr(fm.getFastMathAttrName(),
+                       arith::FastMathFlagsAttr::get(
+                           b.getContext(), arith::FastMathFlags::contract));
     if (lanes != 1)
       for (Value r : clone->getResults())
         r.setType(VectorType::get({lanes}, r.getType()));
@@ -208,6 +233,14 @@ LogicalResult RuleLowering::run() {
     if (!llvm::is_contained(varyingOps, &op))
       b.clone(op, uniform);
 
+  if (relaxed)
+    for (Operation *op : varyingOps)
+      if (auto div = dyn_cast<arith::DivFOp>(op))
+        if (!varying.contains(div.getRhs()) && !reciprocals.count(div.getRhs()))
+          reciprocals[div.getRhs()] = arith::DivFOp::create(
+              b, loc, arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
+              uniform.lookup(div.getRhs()));
+
   // The chunk loop.
   unsigned numPtrs = 2 + rule.getNumStates();
   auto chunks = scf::ForOp::create(b, loc, index(b, begin), index(b, end),
@@ -247,7 +280,9 @@ struct LowerRulesToKernels
   void runOnOperation() override {
     SmallVector<RuleOp> rules(getOperation().getOps<RuleOp>());
     for (RuleOp rule : rules)
-      if (failed(RuleLowering(rule, std::max(1u, unsigned(vectorWidth))).run()))
+      if (failed(RuleLowering(rule, std::max(1u, unsigned(vectorWidth)),
+                              relaxedFP)
+                     .run()))
         return signalPassFailure();
   }
 };

@@ -75,6 +75,12 @@ cl::opt<unsigned> vectorWidth(
     "vector-width",
     cl::desc("Coordinates per SIMD iteration of the kernels (default 16)"),
     cl::init(16), cl::cat(category));
+cl::opt<bool> relaxedFP(
+    "relaxed-fp",
+    cl::desc("Relaxed rounding: reciprocals of uniform divisors (bias "
+             "corrections) computed once per step, and fused multiply-adds; "
+             "faster, about an ulp per operation from the formula"),
+    cl::init(false), cl::cat(category));
 
 //===----------------------------------------------------------------------===//
 // optimc run
@@ -280,6 +286,7 @@ int main(int argc, char **argv) {
   mlir::PassManager pm(&context);
   optim::CPUPipelineOptions cpu;
   cpu.vectorWidth = vectorWidth;
+  cpu.relaxedFP = relaxedFP;
   optim::buildLowerRulesPipeline(pm, cpu);
   if (emit != Emit::Lowered)
     optim::buildKernelsToLLVMPipeline(pm);

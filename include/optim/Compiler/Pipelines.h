@@ -9,6 +9,7 @@ namespace optim {
 
 struct CPUPipelineOptions {
   unsigned vectorWidth = 16;
+  bool relaxedFP = false;
 };
 
 /// optim dialect -> fused kernels (scf/vector/arith/math on llvm.ptr).
