@@ -30,7 +30,7 @@ using Hypers = std::map<std::string, double>;
 /// per coordinate would dominate the run time).
 struct H {
   float lr = 0, mu = 0, alpha = 0, beta1 = 0, beta2 = 0, eps = 0,
-        weight_decay = 0;
+        weight_decay = 0, k = 0;
   explicit H(const Hypers &m) {
     auto get = [&](const char *name, float &field) {
       auto it = m.find(name);
@@ -44,6 +44,7 @@ struct H {
     get("beta2", beta2);
     get("eps", eps);
     get("weight_decay", weight_decay);
+    get("k", k);
   }
 };
 
@@ -72,11 +73,34 @@ float powt(float base, int64_t t) {
 float signOf(float x) { return x > 0 ? 1.0f : x < 0 ? -1.0f : x; }
 
 struct Case {
-  const char *file;
+  const char *file; // examples/<file>.optim, or the name of `source`.
   unsigned numStates;
   Hypers hypers; // Every hyperparameter, with test values.
   RefStep ref;
+  const char *source = nullptr; // A rule written here instead of a file.
 };
+
+/// Every built-in function a per-coordinate rule can use, in one rule, so
+/// that the code generator's mapping of each is checked against <cmath>
+/// (whose tanhf and logf may differ from the kernel's by an ulp or two: the
+/// tolerance covers that).
+const char *kBuiltinsRule = R"(
+rule builtins(lr = 0.01, k = 2.0) {
+  state th = 0, sg = 0, ex = 0, lg = 0, pw = 0, mx = 0, cl = 0, sn = 0,
+        sl = 0, sq = 0
+  th = tanh(g)
+  sg = sigmoid(g)
+  ex = exp(-abs(g))
+  lg = log(1 + abs(g))
+  pw = pow(abs(g) + 1, 0.5)
+  mx = max(g, 0) - min(g, 0)
+  cl = clamp(g, -1, 1)
+  sn = sign(g)
+  sl = select(g >= 0, g, -2 * g)
+  sq = g ** 2 / k
+  p -= lr * (th + sl) / (1 + t)
+}
+)";
 
 std::vector<Case> cases() {
   return {
@@ -159,6 +183,24 @@ std::vector<Case> cases() {
          p = p -
              (h.lr / bc1) * s[0] / (std::sqrt(s[2]) / std::sqrt(bc2) + h.eps);
        }},
+      {"builtins",
+       10,
+       {{"lr", 0.01}, {"k", 3.0}},
+       [](float &p, float g, std::vector<float> &s, int64_t t, const H &h) {
+         // Each state holds one built-in of the last gradient.
+         s[0] = std::tanh(g);
+         s[1] = 1.0f / (1.0f + std::exp(-g));
+         s[2] = std::exp(-std::fabs(g));
+         s[3] = std::log(1 + std::fabs(g));
+         s[4] = std::pow(std::fabs(g) + 1, 0.5f);
+         s[5] = std::fmax(g, 0.0f) - std::fmin(g, 0.0f);
+         s[6] = std::fmin(std::fmax(g, -1.0f), 1.0f);
+         s[7] = signOf(g);
+         s[8] = g >= 0 ? g : -2 * g;
+         s[9] = std::pow(g, 2.0f) / h.k;
+         p = p - h.lr * (s[0] + s[8]) / (1 + float(t));
+       },
+       kBuiltinsRule},
       {"lion",
        1,
        {{"lr", 1e-4}, {"beta1", 0.9}, {"beta2", 0.99}, {"weight_decay", 0.1}},
@@ -320,13 +362,19 @@ void expectClose(const std::vector<float> &got, const std::vector<float> &want,
                      << want[firstBad];
 }
 
+Rule compileCase(Compiler &compiler, const Case &c) {
+  if (c.source)
+    return compiler.compileSource(c.source, std::string(c.file) + ".optim");
+  return compiler.compileFile(std::string(OPTIM_EXAMPLES_DIR) + "/" + c.file +
+                              ".optim");
+}
+
 class RuleNumerics : public ::testing::TestWithParam<Case> {};
 
 TEST_P(RuleNumerics, MatchesPublishedFormulaOverManySteps) {
   const Case &c = GetParam();
   Compiler compiler;
-  Rule rule = compiler.compileFile(std::string(OPTIM_EXAMPLES_DIR) + "/" +
-                                   c.file + ".optim");
+  Rule rule = compileCase(compiler, c);
   ASSERT_EQ(rule.info().states.size(), c.numStates);
   ASSERT_EQ(rule.info().hypers.size(), c.hypers.size());
 
@@ -349,8 +397,7 @@ TEST_P(RuleNumerics, RelaxedRoundingStaysClose) {
   CompileOptions options;
   options.relaxedFP = true;
   Compiler compiler(options);
-  Rule rule = compiler.compileFile(std::string(OPTIM_EXAMPLES_DIR) + "/" +
-                                   c.file + ".optim");
+  Rule rule = compileCase(compiler, c);
   std::vector<int64_t> sizes = {1, 7, 1000, 33};
   Trajectory got = runCompiled(rule, c, sizes, 1000, 2);
   Trajectory want = runReference(c, sizes, 1000);
@@ -370,8 +417,7 @@ TEST_P(RuleNumerics, RelaxedRoundingStaysClose) {
 TEST_P(RuleNumerics, LargeTensorsMatchAndDoNotDependOnThreads) {
   const Case &c = GetParam();
   Compiler compiler;
-  Rule rule = compiler.compileFile(std::string(OPTIM_EXAMPLES_DIR) + "/" +
-                                   c.file + ".optim");
+  Rule rule = compileCase(compiler, c);
   std::vector<int64_t> large = {1000003, 5};
   Trajectory two = runCompiled(rule, c, large, 1000, 2);
   Trajectory one = runCompiled(rule, c, large, 1000, 1);
