@@ -26,4 +26,37 @@ def FoldConstantHyperparameters
   ];
 }
 
+def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
+  let summary = "Generate the per-coordinate step and its reverse-mode derivative";
+  let description = [{
+    For every `optim.rule`, adds two functions that work on ONE coordinate:
+
+    * `@optim_step_<rule>(p, g, t, hypers..., states...) -> (p', states'...)`:
+      the step itself;
+    * `@optim_vjp_<rule>(p, g, t, hypers..., states..., dp', dstates'...)
+      -> (dp, dstates..., dhypers...)`: its vector-Jacobian product, the
+      cotangents of the incoming parameter, state and hyperparameters given
+      those of the outgoing parameter and state.
+
+    The gradient `g` is treated as a constant (its derivative is not
+    produced): meta-training drops the second derivatives of the optimizee,
+    as Andrychowicz et al. (2016) do. The adjoint of a hyperparameter is per
+    coordinate; summing it over the coordinates is the caller's reduction.
+
+    Derivatives at points where the function is not differentiable follow
+    one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent
+    to the first operand on ties, and sqrt' at 0 and the exponent term of
+    pow at a base <= 0 are taken as 0 rather than infinity or NaN (the
+    "NaN from differentiating sqrt at 0" that Adam-like rules otherwise
+    meet at zero gradients).
+
+    Rules with vector states or learned weights are not differentiated yet:
+    the pass reports them and fails.
+  }];
+  let dependentDialects = [
+    "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
+    "::mlir::math::MathDialect"
+  ];
+}
+
 #endif // OPTIM_TRANSFORMS_PASSES
