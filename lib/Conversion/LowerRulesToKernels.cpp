@@ -17,6 +17,7 @@
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
@@ -54,7 +55,7 @@ private:
   /// Emits the per-coordinate loop over [lb, ub) with `lanes` coordinates per
   /// iteration.
   void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
-                          ArrayRef<Value> bases);
+                          ArrayRef<Value> bases, Value stride);
 
   RuleOp rule;
   unsigned width;
@@ -68,35 +69,63 @@ private:
   llvm::DenseSet<Value> varying;
   SmallVector<Operation *> varyingOps;
   IRMapping uniform; // Rule values -> their scalar value in the kernel.
+  /// Weights tensors -> the pointer to their data, loaded once per call.
+  llvm::DenseMap<Value, Value> weightPtrs;
+  using Comps = SmallVector<Value, 4>;
 };
 
 } // namespace
 
+/// The number of per-coordinate components of a value: N for vector<N>.
+static unsigned numComponents(Type type) {
+  if (auto vec = dyn_cast<VectorType>(type))
+    return vec.getNumElements();
+  return 1;
+}
+
 LogicalResult RuleLowering::classify() {
+  // The per-coordinate lowering below handles lstm_cell and linear, but
+  // unrolled: a 2x20 LSTM becomes ~10k instructions that LLVM needs close to
+  // a minute to optimize. Learned rules wait for a loop-based lowering.
   if (rule.isLearned())
     return rule.emitOpError(
         "has learned weights: CPU code generation of learned rules is not "
         "implemented yet");
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
-    if (isa<VectorType>(rule.getState(i).getType()))
-      return rule.emitOpError("state '")
-             << cast<StringAttr>(rule.getStateNames()[i]).getValue()
-             << "' is a vector: CPU code generation of vector states is not "
-                "implemented yet";
   varying.insert(rule.getParam());
   varying.insert(rule.getGrad());
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
     varying.insert(rule.getState(i));
+  llvm::DenseSet<Value> weights;
+  for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
+    weights.insert(rule.getWeight(i));
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    bool isVarying = llvm::any_of(op.getOperands(),
-                                  [&](Value v) { return varying.contains(v); });
+    // Ops on the weights run per coordinate: their other operands are
+    // per-coordinate values in every rule the front end produces.
+    bool isVarying = llvm::any_of(op.getOperands(), [&](Value v) {
+      return varying.contains(v) || weights.contains(v);
+    });
     if (!isVarying)
       continue;
-    bool scalarResults = llvm::all_of(op.getResultTypes(), [&](Type t) {
-      return t == elt || t.isInteger(1);
-    });
-    if (!op.hasTrait<OpTrait::Elementwise>() || !scalarResults ||
-        op.getNumRegions() != 0)
+    auto isCoordinateValue = [&](Type t) {
+      Type scalar = getElementTypeOrSelf(t);
+      auto vec = dyn_cast<VectorType>(t);
+      return (scalar == elt || scalar.isInteger(1)) &&
+             (!vec || (vec.getRank() == 1 && !vec.isScalable()));
+    };
+    bool supported = false;
+    if (isa<LogSignOp, LSTMCellOp, LinearOp, vector::BroadcastOp,
+            vector::ExtractOp>(op))
+      supported = true;
+    else if (auto red = dyn_cast<vector::ReductionOp>(op))
+      supported = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
+    else
+      supported = op.hasTrait<OpTrait::Elementwise>() &&
+                  op.getNumRegions() == 0 &&
+                  llvm::all_of(op.getResultTypes(), isCoordinateValue);
+    if (auto extract = dyn_cast<vector::ExtractOp>(op))
+      supported = extract.getDynamicPosition().empty() &&
+                  extract.getStaticPosition().size() == 1;
+    if (!supported)
       return op.emitOpError("cannot be computed per coordinate by the CPU "
                             "code generator yet");
     varyingOps.push_back(&op);
@@ -107,7 +136,8 @@ LogicalResult RuleLowering::classify() {
 }
 
 void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
-                                      unsigned lanes, ArrayRef<Value> bases) {
+                                      unsigned lanes, ArrayRef<Value> bases,
+                                      Value stride) {
   Location loc = rule.getLoc();
   Value step = arith::ConstantIndexOp::create(b, loc, lanes);
   auto loop = scf::ForOp::create(b, loc, lb, ub, step);
@@ -115,74 +145,222 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   b.setInsertionPointToStart(loop.getBody());
   Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
-  Type valueType = lanes == 1 ? Type(elt) : VectorType::get({lanes}, elt);
+  auto laneType = [&](Type scalar) -> Type {
+    return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
+  };
+  Type valueType = laneType(elt);
   unsigned align = elt.getWidth() / 8;
+  auto splat = [&](double value) -> Value {
+    if (lanes == 1)
+      return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, value));
+    return arith::ConstantOp::create(
+        b, loc,
+        DenseElementsAttr::get(cast<ShapedType>(valueType),
+                               b.getFloatAttr(elt, value)));
+  };
+  auto broadcast = [&](Value scalar) -> Value {
+    if (lanes == 1)
+      return scalar;
+    return vector::BroadcastOp::create(
+        b, loc, VectorType::get({lanes}, scalar.getType()), scalar);
+  };
 
-  IRMapping map;
-  // bases: p, g, state_0 .. state_{S-1}.
-  SmallVector<Value> addrs;
+  // Every per-coordinate value is a list of components, each holding one
+  // element of it for `lanes` coordinates: a vector<N> value has N.
+  llvm::DenseMap<Value, Comps> map;
+  // Inputs: p, g, then each state (component j of a vector state at
+  // base + j * stride).
   SmallVector<Value> inputs = {rule.getParam(), rule.getGrad()};
   for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
     inputs.push_back(rule.getState(s));
+  SmallVector<SmallVector<Value>> addrs;
   for (auto [input, base] : llvm::zip(inputs, bases)) {
-    Value addr = gep(b, elt, base, i);
-    addrs.push_back(addr);
-    if (input.use_empty())
-      continue;
-    map.map(input, LLVM::LoadOp::create(b, loc, valueType, addr, align));
+    SmallVector<Value> componentAddrs;
+    unsigned n = numComponents(input.getType());
+    for (unsigned j = 0; j < n; ++j) {
+      Value offset = i;
+      if (j)
+        offset = arith::AddIOp::create(
+            b, loc, i, arith::MulIOp::create(b, loc, stride, i64Const(b, j)));
+      componentAddrs.push_back(gep(b, elt, base, offset));
+    }
+    if (!input.use_empty())
+      for (Value addr : componentAddrs)
+        map[input].push_back(
+            LLVM::LoadOp::create(b, loc, valueType, addr, align));
+    addrs.push_back(std::move(componentAddrs));
   }
 
-  llvm::DenseMap<Value, Value> broadcasts;
-  auto operand = [&](Value v) -> Value {
+  llvm::DenseMap<Value, Comps> broadcasts;
+  auto operand = [&](Value v) -> Comps {
     if (varying.contains(v))
       return map.lookup(v);
-    Value s = uniform.lookup(v);
-    if (lanes == 1)
-      return s;
-    Value &splat = broadcasts[v];
-    if (!splat)
-      splat = vector::BroadcastOp::create(
-          b, loc, VectorType::get({lanes}, s.getType()), s);
-    return splat;
+    Comps &cached = broadcasts[v];
+    if (!cached.empty())
+      return cached;
+    Value u = uniform.lookup(v);
+    if (auto vec = dyn_cast<VectorType>(u.getType())) {
+      for (int64_t j = 0; j < vec.getNumElements(); ++j)
+        cached.push_back(broadcast(
+            vector::ExtractOp::create(b, loc, u, ArrayRef<int64_t>{j})));
+    } else {
+      cached.push_back(broadcast(u));
+    }
+    return cached;
   };
+  auto fm = [&]() {
+    return relaxed ? arith::FastMathFlags::contract
+                   : arith::FastMathFlags::none;
+  };
+  auto mul = [&](Value x, Value y) -> Value {
+    return arith::MulFOp::create(b, loc, x, y, fm());
+  };
+  auto add = [&](Value x, Value y) -> Value {
+    return arith::AddFOp::create(b, loc, x, y, fm());
+  };
+  auto sigmoid = [&](Value z) -> Value {
+    Value one = splat(1.0);
+    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, z));
+    return arith::DivFOp::create(b, loc, one, add(one, e));
+  };
+  // z_r = W[r][cols - 1] + sum_j W[r][j] in_j: the bias first, then the
+  // inputs in order (the documented layout [W | b]).
+  auto affine = [&](Value weights, int64_t rows, int64_t cols,
+                    ArrayRef<Value> in) {
+    Value ptr = weightPtrs.lookup(weights);
+    Comps out;
+    for (int64_t r = 0; r < rows; ++r) {
+      auto w = [&](int64_t col) {
+        Value addr = gep(b, elt, ptr, i64Const(b, r * cols + col));
+        return broadcast(LLVM::LoadOp::create(b, loc, elt, addr, align));
+      };
+      Value acc = w(cols - 1);
+      for (int64_t j = 0; j < cols - 1; ++j)
+        acc = add(acc, mul(w(j), in[j]));
+      out.push_back(acc);
+    }
+    return out;
+  };
+
   for (Operation *op : varyingOps) {
     if (auto div = dyn_cast<arith::DivFOp>(op)) {
       auto it = reciprocals.find(div.getRhs());
       if (it != reciprocals.end()) {
-        Value r = it->second;
-        if (lanes != 1)
-          r = vector::BroadcastOp::create(
-              b, loc, VectorType::get({lanes}, r.getType()), r);
-        Value product = arith::MulFOp::create(
-            b, loc, operand(div.getLhs()), r,
-            arith::FastMathFlags::contract);
-        map.map(div.getResult(), product);
+        Value r = broadcast(it->second);
+        Comps out;
+        for (Value x : operand(div.getLhs()))
+          out.push_back(arith::MulFOp::create(b, loc, x, r,
+                                              arith::FastMathFlags::contract));
+        map[div.getResult()] = out;
         continue;
       }
     }
-    IRMapping opMap;
+    if (auto bc = dyn_cast<vector::BroadcastOp>(op)) {
+      Comps src = operand(bc.getSource());
+      map[bc.getResult()] =
+          Comps(numComponents(bc.getResult().getType()), src.front());
+      continue;
+    }
+    if (auto red = dyn_cast<vector::ReductionOp>(op)) {
+      Comps src = operand(red.getVector());
+      Value acc = src.front();
+      for (Value x : ArrayRef<Value>(src).drop_front())
+        acc = add(acc, x);
+      map[red.getResult()] = {acc};
+      continue;
+    }
+    if (auto ex = dyn_cast<vector::ExtractOp>(op)) {
+      map[ex.getResult()] = {
+          operand(ex.getSource())[ex.getStaticPosition()[0]]};
+      continue;
+    }
+    if (auto ls = dyn_cast<LogSignOp>(op)) {
+      // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
+      Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
+      Value absG = math::AbsFOp::create(b, loc, g);
+      Value big = arith::CmpFOp::create(
+          b, loc, arith::CmpFPredicate::OGE, absG,
+          math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
+      Value first = arith::SelectOp::create(
+          b, loc, big,
+          arith::DivFOp::create(b, loc, math::LogOp::create(b, loc, absG), k),
+          splat(-1.0));
+      Value zero = splat(0.0);
+      Value sign = arith::SelectOp::create(
+          b, loc,
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, g, zero),
+          splat(1.0),
+          arith::SelectOp::create(
+              b, loc,
+              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, g, zero),
+              splat(-1.0), g));
+      Value second = arith::SelectOp::create(
+          b, loc, big, sign, mul(math::ExpOp::create(b, loc, k), g));
+      map[ls.getResult()] = {first, second};
+      continue;
+    }
+    if (auto lin = dyn_cast<LinearOp>(op)) {
+      auto shape = lin.getWeights().getType().getShape();
+      map[lin.getResult()] =
+          affine(lin.getWeights(), shape[0], shape[1], operand(lin.getX()));
+      continue;
+    }
+    if (auto cell = dyn_cast<LSTMCellOp>(op)) {
+      Comps in = operand(cell.getX());
+      Comps h = operand(cell.getH()), c = operand(cell.getC());
+      in.append(h.begin(), h.end());
+      auto shape = cell.getWeights().getType().getShape();
+      Comps z = affine(cell.getWeights(), shape[0], shape[1], in);
+      size_t hidden = h.size();
+      Comps newH, newC;
+      for (size_t j = 0; j < hidden; ++j) {
+        // Gates in PyTorch's order: input, forget, cell, output.
+        Value ig = sigmoid(z[j]), fg = sigmoid(z[hidden + j]);
+        Value gg = math::TanhOp::create(b, loc, z[2 * hidden + j]);
+        Value og = sigmoid(z[3 * hidden + j]);
+        Value cj = add(mul(fg, c[j]), mul(ig, gg));
+        newC.push_back(cj);
+        newH.push_back(mul(og, math::TanhOp::create(b, loc, cj)));
+      }
+      map[cell.getHOut()] = newH;
+      map[cell.getCOut()] = newC;
+      continue;
+    }
+    // Elementwise arith and math: once per component.
+    unsigned n = numComponents(op->getResult(0).getType());
+    SmallVector<Comps> operands;
     for (Value v : op->getOperands())
-      opMap.map(v, operand(v));
-    Operation *clone = b.clone(*op, opMap);
-    if (relaxed)
-      if (auto fm = dyn_cast<arith::ArithFastMathInterface>(clone))
-        clone->setAttr(fm.getFastMathAttrName(),
-                       arith::FastMathFlagsAttr::get(
-                           b.getContext(), arith::FastMathFlags::contract));
-    if (lanes != 1)
-      for (Value r : clone->getResults())
-        r.setType(VectorType::get({lanes}, r.getType()));
-    map.map(op->getResults(), clone->getResults());
+      operands.push_back(operand(v));
+    SmallVector<Comps> results(op->getNumResults());
+    for (unsigned j = 0; j < n; ++j) {
+      IRMapping opMap;
+      for (auto [v, comps] : llvm::zip(op->getOperands(), operands))
+        opMap.map(v, comps.size() == 1 ? comps.front() : comps[j]);
+      Operation *clone = b.clone(*op, opMap);
+      if (relaxed)
+        if (auto fmi = dyn_cast<arith::ArithFastMathInterface>(clone))
+          clone->setAttr(fmi.getFastMathAttrName(),
+                         arith::FastMathFlagsAttr::get(
+                             b.getContext(), arith::FastMathFlags::contract));
+      for (auto [k, r] : llvm::enumerate(clone->getResults())) {
+        r.setType(laneType(getElementTypeOrSelf(r.getType())));
+        results[k].push_back(r);
+      }
+    }
+    for (auto [r, comps] : llvm::zip(op->getResults(), results))
+      map[r] = comps;
   }
 
   auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
-  // Outputs: new p (index 0 of the yield, base 0) and states (bases 2..).
+  // Outputs: new p (index 0 of the yield, input 0) and states (inputs 2..).
   for (auto [k, value] : llvm::enumerate(yield.getValues())) {
     Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
     if (value == input)
       continue; // Unchanged: nothing to write.
-    Value addr = addrs[k == 0 ? 0 : k + 1];
-    LLVM::StoreOp::create(b, loc, operand(value), addr, align);
+    Comps comps = operand(value);
+    for (auto [j, addr] : llvm::enumerate(addrs[k == 0 ? 0 : k + 1]))
+      LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
+                            addr, align);
   }
 }
 
@@ -208,7 +386,7 @@ LogicalResult RuleLowering::run() {
         strides = entry->getArgument(2), begin = entry->getArgument(3),
         end = entry->getArgument(4), hypers = entry->getArgument(5),
         step = entry->getArgument(6);
-  (void)strides; // Only vector states use strides.
+  Value weights = entry->getArgument(7);
 
   // Uniform inputs: hyperparameters (const ones are compiled in) and t.
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h) {
@@ -228,6 +406,9 @@ LogicalResult RuleLowering::run() {
     uniform.map(arg, value);
   }
   uniform.map(rule.getStep(), step);
+  for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w)
+    weightPtrs[rule.getWeight(w)] = LLVM::LoadOp::create(
+        b, loc, ptrType, gep(b, ptrType, weights, i64Const(b, w)), 8);
   // Uniform computations, once per call.
   for (Operation &op : rule.getBodyBlock().without_terminator())
     if (!llvm::is_contained(varyingOps, &op))
@@ -238,7 +419,8 @@ LogicalResult RuleLowering::run() {
       if (auto div = dyn_cast<arith::DivFOp>(op))
         if (!varying.contains(div.getRhs()) && !reciprocals.count(div.getRhs()))
           reciprocals[div.getRhs()] = arith::DivFOp::create(
-              b, loc, arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
+              b, loc,
+              arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
               uniform.lookup(div.getRhs()));
 
   // The chunk loop.
@@ -257,6 +439,8 @@ LogicalResult RuleLowering::run() {
       bases.push_back(LLVM::LoadOp::create(b, loc, ptrType, slot, 8));
     }
     Value n = LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, c), 8);
+    Value stride =
+        LLVM::LoadOp::create(b, loc, i64, gep(b, i64, strides, c), 8);
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value nIdx = index(b, n);
     Value vectorEnd = zero;
@@ -264,9 +448,9 @@ LogicalResult RuleLowering::run() {
       Value lanes = arith::ConstantIndexOp::create(b, loc, width);
       vectorEnd = arith::SubIOp::create(
           b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanes));
-      emitCoordinateLoop(b, zero, vectorEnd, width, bases);
+      emitCoordinateLoop(b, zero, vectorEnd, width, bases, stride);
     }
-    emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases);
+    emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases, stride);
   }
   func::ReturnOp::create(b, loc);
   rule.erase();
@@ -280,9 +464,9 @@ struct LowerRulesToKernels
   void runOnOperation() override {
     SmallVector<RuleOp> rules(getOperation().getOps<RuleOp>());
     for (RuleOp rule : rules)
-      if (failed(RuleLowering(rule, std::max(1u, unsigned(vectorWidth)),
-                              relaxedFP)
-                     .run()))
+      if (failed(
+              RuleLowering(rule, std::max(1u, unsigned(vectorWidth)), relaxedFP)
+                  .run()))
         return signalPassFailure();
   }
 };

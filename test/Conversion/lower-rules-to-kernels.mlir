@@ -38,6 +38,7 @@
 // RELAXED: arith.mulf %{{.*}} fastmath<contract> : vector<16xf32>
 // RELAXED-COUNT-1: arith.divf %{{.*}} fastmath<contract> : vector<16xf32>
 // RELAXED-NOT: arith.divf %{{.*}} : vector<16xf32>
+// RELAXED-LABEL: func.func @optim_rule_scaled(
 
 // SCALAR-LABEL: func.func @optim_rule_adam(
 // SCALAR-NOT: vector<
@@ -86,4 +87,27 @@ optim.rule @scaled(%p: f64, %g: f64, %t: i64) hyper(%k: f64 = 2.5 const) state(%
   %1 = arith.mulf %0, %s : f64
   %2 = arith.subf %p, %1 : f64
   optim.yield %2, %s : f64, f64
+}
+
+// -----
+
+// A vector state h[2] is two components per coordinate, stored
+// component-major (component j at state + j * stride); log_sign is computed
+// inline.
+// CHECK-LABEL: func.func @optim_rule_vec(
+// CHECK: %[[LENS:.*]] = llvm.getelementptr %arg1[%{{.*}}] : (!llvm.ptr, i64) -> !llvm.ptr, i64
+// CHECK: %[[SGEP:.*]] = llvm.getelementptr %arg2[%{{.*}}] : (!llvm.ptr, i64) -> !llvm.ptr, i64
+// CHECK: %[[STRIDE:.*]] = llvm.load %[[SGEP]] {alignment = 8 : i64} : !llvm.ptr -> i64
+// CHECK: scf.for
+// CHECK-COUNT-2: llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> vector<16xf32>
+// CHECK: arith.muli %[[STRIDE]], %{{.*}} : i64
+// CHECK-COUNT-2: llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> vector<16xf32>
+// CHECK: math.log %{{.*}} : vector<16xf32>
+// CHECK-COUNT-3: llvm.store %{{.*}} : vector<16xf32>, !llvm.ptr
+optim.rule @vec(%p: f32, %g: f32, %t: i64) hyper(%k: f32 = 10.0 const) state(%h: vector<2xf32> = 0.0) {
+  %0 = optim.log_sign %g, %k : f32 -> vector<2xf32>
+  %1 = arith.addf %h, %0 : vector<2xf32>
+  %2 = vector.reduction <add>, %1 : vector<2xf32> into f32
+  %3 = arith.subf %p, %2 : f32
+  optim.yield %3, %1 : f32, vector<2xf32>
 }

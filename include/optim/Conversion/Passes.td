@@ -21,8 +21,14 @@ def LowerRulesToKernels
     at a time (SIMD lanes = coordinates), with a scalar loop for the
     remainder of each chunk.
 
-    Rules with vector states or learned weights are not lowered yet: the pass
-    reports them and fails.
+    A per-coordinate vector (`state h[N]`, `log_sign`) is N values per
+    coordinate, each `vector-width` coordinates wide; a vector state is
+    stored component-major (component j at `state + j * stride`).
+    Reductions (`sum`, `mean`, `dot`) add the components in order.
+
+    Learned rules are not lowered yet: the pass reports them and fails (the
+    per-coordinate LSTM, unrolled, is too large for LLVM to optimize quickly;
+    it needs a loop-based lowering).
 
     By default every operation rounds as written (IEEE): `m / (1 - beta1 **
     t)` costs a division per coordinate, and no multiply-add is fused. With
