@@ -71,6 +71,8 @@ private:
   IRMapping uniform; // Rule values -> their scalar value in the kernel.
   /// Weights tensors -> the pointer to their data, loaded once per call.
   llvm::DenseMap<Value, Value> weightPtrs;
+  /// The kernel's entry block, where stack buffers are allocated.
+  Block *funcEntry = nullptr;
   using Comps = SmallVector<Value, 4>;
 };
 
@@ -84,13 +86,6 @@ static unsigned numComponents(Type type) {
 }
 
 LogicalResult RuleLowering::classify() {
-  // The per-coordinate lowering below handles lstm_cell and linear, but
-  // unrolled: a 2x20 LSTM becomes ~10k instructions that LLVM needs close to
-  // a minute to optimize. Learned rules wait for a loop-based lowering.
-  if (rule.isLearned())
-    return rule.emitOpError(
-        "has learned weights: CPU code generation of learned rules is not "
-        "implemented yet");
   varying.insert(rule.getParam());
   varying.insert(rule.getGrad());
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
@@ -223,23 +218,73 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, z));
     return arith::DivFOp::create(b, loc, one, add(one, e));
   };
-  // z_r = W[r][cols - 1] + sum_j W[r][j] in_j: the bias first, then the
-  // inputs in order (the documented layout [W | b]).
-  auto affine = [&](Value weights, int64_t rows, int64_t cols,
-                    ArrayRef<Value> in) {
-    Value ptr = weightPtrs.lookup(weights);
+  // Matrix-vector products run as loops over a stack buffer, not unrolled:
+  // a 2x20 LSTM unrolled is ~10k instructions that LLVM takes close to a
+  // minute to optimize.
+  unsigned valueAlign = lanes * align;
+  auto buffer = [&](int64_t count) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(funcEntry);
+    return LLVM::AllocaOp::create(b, loc, ptrType, valueType,
+                                  i64Const(b, count), valueAlign)
+        .getResult();
+  };
+  auto store = [&](ArrayRef<Value> values, Value buf) {
+    for (auto [j, v] : llvm::enumerate(values))
+      LLVM::StoreOp::create(b, loc, v, gep(b, valueType, buf, i64Const(b, j)),
+                            valueAlign);
+  };
+  auto load = [&](Value buf, Value index) -> Value {
+    return LLVM::LoadOp::create(b, loc, valueType,
+                                gep(b, valueType, buf, index), valueAlign);
+  };
+  auto loadAll = [&](Value buf, int64_t count) {
     Comps out;
-    for (int64_t r = 0; r < rows; ++r) {
-      auto w = [&](int64_t col) {
-        Value addr = gep(b, elt, ptr, i64Const(b, r * cols + col));
-        return broadcast(LLVM::LoadOp::create(b, loc, elt, addr, align));
-      };
-      Value acc = w(cols - 1);
-      for (int64_t j = 0; j < cols - 1; ++j)
-        acc = add(acc, mul(w(j), in[j]));
-      out.push_back(acc);
-    }
+    for (int64_t j = 0; j < count; ++j)
+      out.push_back(load(buf, i64Const(b, j)));
     return out;
+  };
+  auto i64Of = [&](Value idx) -> Value {
+    return arith::IndexCastOp::create(b, loc, b.getI64Type(), idx);
+  };
+  // z[r] = W[r][cols - 1] + sum_j W[r][j] in_j: the bias first, then the
+  // inputs in order (the documented layout [W | b]). Returns a buffer of
+  // `rows` values.
+  auto affine = [&](Value weights, int64_t rows, int64_t cols,
+                    ArrayRef<Value> in) -> Value {
+    Value ptr = weightPtrs.lookup(weights);
+    Value inBuf = buffer(cols - 1), outBuf = buffer(rows);
+    store(in, inBuf);
+    auto weight = [&](Value row, Value col) {
+      Value at = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, row, i64Const(b, cols)), col);
+      return broadcast(
+          LLVM::LoadOp::create(b, loc, elt, gep(b, elt, ptr, at), align));
+    };
+    Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+    Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+    auto rowLoop = scf::ForOp::create(
+        b, loc, c0, arith::ConstantIndexOp::create(b, loc, rows), c1);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(rowLoop.getBody());
+      Value r = i64Of(rowLoop.getInductionVar());
+      Value bias = weight(r, i64Const(b, cols - 1));
+      auto colLoop = scf::ForOp::create(
+          b, loc, c0, arith::ConstantIndexOp::create(b, loc, cols - 1), c1,
+          ValueRange{bias});
+      {
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(colLoop.getBody());
+        Value j = i64Of(colLoop.getInductionVar());
+        Value acc = add(colLoop.getRegionIterArgs()[0],
+                        mul(weight(r, j), load(inBuf, j)));
+        scf::YieldOp::create(b, loc, acc);
+      }
+      LLVM::StoreOp::create(b, loc, colLoop.getResult(0),
+                            gep(b, valueType, outBuf, r), valueAlign);
+    }
+    return outBuf;
   };
 
   for (Operation *op : varyingOps) {
@@ -301,8 +346,9 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     }
     if (auto lin = dyn_cast<LinearOp>(op)) {
       auto shape = lin.getWeights().getType().getShape();
-      map[lin.getResult()] =
-          affine(lin.getWeights(), shape[0], shape[1], operand(lin.getX()));
+      map[lin.getResult()] = loadAll(
+          affine(lin.getWeights(), shape[0], shape[1], operand(lin.getX())),
+          shape[0]);
       continue;
     }
     if (auto cell = dyn_cast<LSTMCellOp>(op)) {
@@ -310,20 +356,34 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       Comps h = operand(cell.getH()), c = operand(cell.getC());
       in.append(h.begin(), h.end());
       auto shape = cell.getWeights().getType().getShape();
-      Comps z = affine(cell.getWeights(), shape[0], shape[1], in);
-      size_t hidden = h.size();
-      Comps newH, newC;
-      for (size_t j = 0; j < hidden; ++j) {
+      Value z = affine(cell.getWeights(), shape[0], shape[1], in);
+      int64_t hidden = h.size();
+      Value cBuf = buffer(hidden), hOut = buffer(hidden), cOut = buffer(hidden);
+      store(c, cBuf);
+      Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
+      Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
+      auto gates = scf::ForOp::create(
+          b, loc, c0, arith::ConstantIndexOp::create(b, loc, hidden), c1);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(gates.getBody());
+        Value j = i64Of(gates.getInductionVar());
+        auto gate = [&](int64_t which) {
+          return load(
+              z, arith::AddIOp::create(b, loc, j, i64Const(b, which * hidden)));
+        };
         // Gates in PyTorch's order: input, forget, cell, output.
-        Value ig = sigmoid(z[j]), fg = sigmoid(z[hidden + j]);
-        Value gg = math::TanhOp::create(b, loc, z[2 * hidden + j]);
-        Value og = sigmoid(z[3 * hidden + j]);
-        Value cj = add(mul(fg, c[j]), mul(ig, gg));
-        newC.push_back(cj);
-        newH.push_back(mul(og, math::TanhOp::create(b, loc, cj)));
+        Value ig = sigmoid(gate(0)), fg = sigmoid(gate(1));
+        Value gg = math::TanhOp::create(b, loc, gate(2));
+        Value og = sigmoid(gate(3));
+        Value cj = add(mul(fg, load(cBuf, j)), mul(ig, gg));
+        LLVM::StoreOp::create(b, loc, cj, gep(b, valueType, cOut, j),
+                              valueAlign);
+        LLVM::StoreOp::create(b, loc, mul(og, math::TanhOp::create(b, loc, cj)),
+                              gep(b, valueType, hOut, j), valueAlign);
       }
-      map[cell.getHOut()] = newH;
-      map[cell.getCOut()] = newC;
+      map[cell.getHOut()] = loadAll(hOut, hidden);
+      map[cell.getCOut()] = loadAll(cOut, hidden);
       continue;
     }
     // Elementwise arith and math: once per component.
@@ -381,6 +441,7 @@ LogicalResult RuleLowering::run() {
   auto func = func::FuncOp::create(
       b, loc, (kSymbolPrefix + rule.getSymName()).str(), fnType);
   Block *entry = func.addEntryBlock();
+  funcEntry = entry;
   b.setInsertionPointToStart(entry);
   Value ptrs = entry->getArgument(0), lengths = entry->getArgument(1),
         strides = entry->getArgument(2), begin = entry->getArgument(3),

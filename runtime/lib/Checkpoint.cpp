@@ -229,3 +229,57 @@ void Optimizer::load(const std::string &path) {
   im.step = step;
   im.skipped = skipped;
 }
+
+void Optimizer::loadWeights(const std::string &path) {
+  Impl &im = *impl;
+  const RuleInfo &ri = im.info();
+  auto fail = [&](const std::string &why) -> Error {
+    return Error("optim::Optimizer::loadWeights: '" + path + "': " + why);
+  };
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw fail(std::string("cannot open: ") + std::strerror(errno));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string file = buffer.str();
+  if (file.size() < 8)
+    throw fail("truncated (no safetensors header)");
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i)
+    length = (length << 8) | static_cast<unsigned char>(file[i]);
+  if (length > file.size() - 8)
+    throw fail("truncated header");
+  json header = json::parse(file.begin() + 8, file.begin() + 8 + length,
+                            nullptr, /*allow_exceptions=*/false);
+  if (header.is_discarded() || !header.is_object())
+    throw fail("the header is not valid JSON");
+  const char *data = file.data() + 8 + length;
+  size_t dataSize = file.size() - 8 - length;
+  const char *dtype = ri.dtype == DType::F32 ? "F32" : "F64";
+  std::vector<std::pair<const char *, int64_t>> sources;
+  for (const WeightSpec &w : ri.weights) {
+    auto it = header.find(w.name);
+    if (it == header.end() || !it->is_object())
+      throw fail("missing tensor '" + w.name + "'");
+    if ((*it)["dtype"] != dtype)
+      throw fail("tensor '" + w.name + "' is not " + dtype);
+    if ((*it)["shape"] != json(w.shape))
+      throw fail("tensor '" + w.name + "' has shape " + (*it)["shape"].dump() +
+                 ", expected " + json(w.shape).dump());
+    const json &off = (*it)["data_offsets"];
+    int64_t count = 1;
+    for (int64_t d : w.shape)
+      count *= d;
+    size_t bytes = size_t(count) * dtypeSize(ri.dtype);
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
+      throw fail("tensor '" + w.name + "' has corrupt offsets");
+    uint64_t begin = off[0], end = off[1];
+    if (end < begin || end - begin != bytes || end > dataSize)
+      throw fail("tensor '" + w.name + "' lies outside the file (truncated?)");
+    sources.push_back({data + begin, count});
+  }
+  for (size_t w = 0; w < ri.weights.size(); ++w)
+    im.setWeights(ri.weights[w].name, sources[w].first, sources[w].second,
+                  ri.dtype);
+}

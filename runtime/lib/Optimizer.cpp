@@ -65,9 +65,6 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
     throw Error("optim::Optimizer: the rule is empty; compile or load one "
                 "first");
   const RuleInfo &ri = rule.info();
-  if (!ri.weights.empty())
-    throw Error("optim::Optimizer: rule '" + ri.name +
-                "' has learned weights, which this runtime cannot load yet");
   if (options.chunkSize <= 0)
     throw Error("optim::Optimizer: chunkSize must be positive, got " +
                 std::to_string(options.chunkSize));
@@ -166,6 +163,8 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
     im.groups.push_back(std::move(g));
   }
   (void)perChunk;
+  im.weights.resize(ri.weights.size());
+  im.weightPtrs.assign(ri.weights.size(), nullptr);
   im.resetState();
 }
 
@@ -255,6 +254,10 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
                   "-byte elements");
   }
 
+  for (size_t w = 0; w < im.weightPtrs.size(); ++w)
+    if (!im.weightPtrs[w])
+      throw Error("optim::Optimizer::step: weights '" + ri.weights[w].name +
+                  "' of rule '" + ri.name + "' are not set (setWeights)");
   size_t perChunk = im.pointersPerChunk();
   size_t numChunks = im.lengths.size();
   for (size_t c = 0; c < numChunks; ++c)
@@ -295,11 +298,55 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
       int64_t end = first + count * (w + 1) / workers;
       if (begin < end)
         kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-               hypers, t, nullptr);
+               hypers, t,
+               im.weightPtrs.empty() ? nullptr : im.weightPtrs.data());
     });
   }
   im.step = t;
   return true;
+}
+
+void Optimizer::Impl::setWeights(const std::string &name, const void *data,
+                                 int64_t count, DType dtype) {
+  const RuleInfo &ri = info();
+  for (size_t w = 0; w < ri.weights.size(); ++w) {
+    if (ri.weights[w].name != name)
+      continue;
+    int64_t expected = 1;
+    for (int64_t d : ri.weights[w].shape)
+      expected *= d;
+    std::string what = "optim::Optimizer::setWeights: '" + name + "'";
+    if (dtype != ri.dtype)
+      throw Error(what + " is " + dtypeName(dtype) + ", the rule is " +
+                  dtypeName(ri.dtype));
+    if (count != expected)
+      throw Error(what + " needs " + std::to_string(expected) +
+                  " elements, got " + std::to_string(count));
+    if (!data)
+      throw Error(what + " is a null pointer");
+    size_t bytes = size_t(count) * dtypeSize(dtype);
+    AlignedBuffer copy = AlignedBuffer::allocate(bytes);
+    std::memcpy(copy.data.get(), data, bytes);
+    weights[w] = std::move(copy);
+    weightPtrs[w] = weights[w].data.get();
+    return;
+  }
+  std::string known;
+  for (const WeightSpec &w : ri.weights)
+    known += (known.empty() ? "" : ", ") + w.name;
+  throw Error("optim::Optimizer::setWeights: rule '" + ri.name +
+              "' has no weights '" + name +
+              "' (it has: " + (known.empty() ? "none" : known) + ")");
+}
+
+void Optimizer::setWeights(const std::string &name, const float *data,
+                           int64_t count) {
+  impl->setWeights(name, data, count, DType::F32);
+}
+
+void Optimizer::setWeights(const std::string &name, const double *data,
+                           int64_t count) {
+  impl->setWeights(name, data, count, DType::F64);
 }
 
 int64_t Optimizer::stepCount() const { return impl->step; }

@@ -43,6 +43,8 @@ struct Optimizer::Impl {
   std::vector<int64_t> lengths, strides;
   std::vector<size_t> chunkParam;
   std::vector<int64_t> chunkOffset;
+  std::vector<AlignedBuffer> weights; // One per weights tensor of the rule.
+  std::vector<const void *> weightPtrs; // Null until set.
   int64_t step = 0;
   int64_t skipped = 0;
   std::unique_ptr<ThreadPool> pool;
@@ -51,6 +53,8 @@ struct Optimizer::Impl {
   size_t pointersPerChunk() const { return 2 + info().states.size(); }
   int stateIndex(const std::string &name) const;
   void resetState();
+  void setWeights(const std::string &name, const void *data, int64_t count,
+                  DType dtype);
 };
 
 } // namespace optim

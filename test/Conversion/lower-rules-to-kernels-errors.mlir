@@ -1,13 +1,7 @@
 // RUN: optim-opt %s --optim-lower-rules-to-kernels --split-input-file -verify-diagnostics
 
 
-// expected-error @+1 {{'optim.rule' op has learned weights: CPU code generation of learned rules is not implemented yet}}
-optim.rule @learned(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x2xf32>) {
-  %0 = optim.linear %g, %w : f32, tensor<1x2xf32> -> f32
-  optim.yield %0 : f32
-}
 
-// -----
 
 optim.rule @product(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 1.0) {
   %0 = vector.broadcast %g : f32 to vector<2xf32>

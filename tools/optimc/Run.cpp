@@ -54,6 +54,12 @@ int optim::runTask(const RunOptions &o) {
     Optimizer opt(rule, refs, optimizerOptions);
     for (const auto &[name, value] : o.hypers)
       opt.set(name, value);
+    if (!o.weights.empty())
+      opt.loadWeights(o.weights);
+    else if (!rule.info().weights.empty())
+      throw Error("rule '" + rule.info().name +
+                  "' is a learned rule: give its weights with --weights "
+                  "FILE.safetensors");
 
     int64_t every = o.every > 0 ? o.every : std::max<int64_t>(1, o.steps / 20);
     std::ostringstream settings;

@@ -27,6 +27,7 @@ struct RunOptions {
   std::string activation = "sigmoid";
   int batchSize = 128;
   bool quiet = false;
+  std::string weights; // safetensors file of a learned rule's weights.
 };
 
 /// Compiles the rule, trains the task, prints the loss curve; returns the

@@ -132,6 +132,9 @@ cl::opt<std::string> runActivation("activation",
                                    cl::desc("sigmoid (default) | relu"),
                                    cl::init("sigmoid"), cl::sub(runCommand),
                                    cl::cat(runCategory));
+cl::opt<std::string> runWeights(
+    "weights", cl::desc("The learned weights of a learned rule (safetensors)"),
+    cl::value_desc("file"), cl::sub(runCommand), cl::cat(runCategory));
 cl::opt<int> runBatch("batch", cl::desc("Minibatch size (default 128)"),
                       cl::init(128), cl::sub(runCommand), cl::cat(runCategory));
 
@@ -209,6 +212,7 @@ int main(int argc, char **argv) {
     run.hiddenLayers = runLayers;
     run.activation = runActivation;
     run.batchSize = runBatch;
+    run.weights = runWeights;
     for (const std::string &setting : runSet) {
       auto [name, value] = llvm::StringRef(setting).split('=');
       double number;

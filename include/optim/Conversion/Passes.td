@@ -26,9 +26,12 @@ def LowerRulesToKernels
     stored component-major (component j at `state + j * stride`).
     Reductions (`sum`, `mean`, `dot`) add the components in order.
 
-    Learned rules are not lowered yet: the pass reports them and fails (the
-    per-coordinate LSTM, unrolled, is too large for LLVM to optimize quickly;
-    it needs a loop-based lowering).
+    Learned rules: `lstm_cell` and `linear` read their weights (uniform,
+    row-major, from the kernel's `weights` argument) in loops over rows and
+    inputs, with the per-coordinate inputs and outputs in stack buffers: an
+    unrolled 2x20 LSTM is ~10k instructions that LLVM needs close to a
+    minute to optimize. z = b + W [x; h] sums the bias first, then the
+    inputs in order. The loops are not tuned yet (no register blocking).
 
     By default every operation rounds as written (IEEE): `m / (1 - beta1 **
     t)` costs a division per coordinate, and no multiply-add is fused. With

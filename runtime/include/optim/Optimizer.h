@@ -89,6 +89,19 @@ public:
   /// was skipped because of a non-finite gradient (skipNonFinite).
   bool step(const std::vector<Grad> &grads);
 
+  /// Sets the learned weights `name` of a learned rule (copied):
+  /// `count` elements of the rule's dtype, row-major in the shape the rule
+  /// declares (RuleInfo::weights). Every weights tensor must be set before
+  /// the first step.
+  void setWeights(const std::string &name, const float *data, int64_t count);
+  void setWeights(const std::string &name, const double *data, int64_t count);
+
+  /// Sets every weights tensor of a learned rule from a safetensors file
+  /// holding one tensor per name, of the rule's dtype and shape. Throws,
+  /// changing nothing, on a missing tensor, another shape or dtype, or a
+  /// truncated file.
+  void loadWeights(const std::string &path);
+
   /// The number of steps taken (t of the last one); skipped ones excluded.
   int64_t stepCount() const;
   int64_t skippedSteps() const;
