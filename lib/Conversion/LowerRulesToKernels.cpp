@@ -247,6 +247,13 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   auto i64Of = [&](Value idx) -> Value {
     return arith::IndexCastOp::create(b, loc, b.getI64Type(), idx);
   };
+  // for i in [0, n), carrying `iterArgs`.
+  auto countedLoop = [&](int64_t n, ValueRange iterArgs = {}) {
+    return scf::ForOp::create(b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+                              arith::ConstantIndexOp::create(b, loc, n),
+                              arith::ConstantIndexOp::create(b, loc, 1),
+                              iterArgs);
+  };
   // z[r] = W[r][cols - 1] + sum_j W[r][j] in_j: the bias first, then the
   // inputs in order (the documented layout [W | b]). Returns a buffer of
   // `rows` values.
@@ -261,18 +268,13 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       return broadcast(
           LLVM::LoadOp::create(b, loc, elt, gep(b, elt, ptr, at), align));
     };
-    Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
-    Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
-    auto rowLoop = scf::ForOp::create(
-        b, loc, c0, arith::ConstantIndexOp::create(b, loc, rows), c1);
+    auto rowLoop = countedLoop(rows);
     {
       OpBuilder::InsertionGuard guard(b);
       b.setInsertionPointToStart(rowLoop.getBody());
       Value r = i64Of(rowLoop.getInductionVar());
       Value bias = weight(r, i64Const(b, cols - 1));
-      auto colLoop = scf::ForOp::create(
-          b, loc, c0, arith::ConstantIndexOp::create(b, loc, cols - 1), c1,
-          ValueRange{bias});
+      auto colLoop = countedLoop(cols - 1, ValueRange{bias});
       {
         OpBuilder::InsertionGuard inner(b);
         b.setInsertionPointToStart(colLoop.getBody());
@@ -360,10 +362,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       int64_t hidden = h.size();
       Value cBuf = buffer(hidden), hOut = buffer(hidden), cOut = buffer(hidden);
       store(c, cBuf);
-      Value c0 = arith::ConstantIndexOp::create(b, loc, 0);
-      Value c1 = arith::ConstantIndexOp::create(b, loc, 1);
-      auto gates = scf::ForOp::create(
-          b, loc, c0, arith::ConstantIndexOp::create(b, loc, hidden), c1);
+      auto gates = countedLoop(hidden);
       {
         OpBuilder::InsertionGuard guard(b);
         b.setInsertionPointToStart(gates.getBody());

@@ -1,5 +1,4 @@
-//===- Checkpoint.cpp - optimizer state in the safetensors layout
-//----------===//
+//===- Checkpoint.cpp - optimizer state as safetensors ---------------===//
 //
 // safetensors: an 8-byte little-endian header length, a JSON header naming
 // each tensor's dtype, shape and byte range, then the raw data. Readable from
@@ -16,6 +15,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <unistd.h>
 
@@ -23,6 +23,71 @@ using namespace optim;
 using json = nlohmann::json;
 
 static constexpr const char *kFormat = "optim-mlir optimizer state";
+
+namespace {
+/// Makes the error of the calling operation from a reason.
+using Fail = std::function<Error(const std::string &)>;
+
+/// A safetensors file, read whole, its header parsed; tensors are checked
+/// against what the caller expects before any byte is used.
+struct Safetensors {
+  std::string bytes;
+  json header;
+  size_t dataOffset = 0;
+
+  static Safetensors read(const std::string &path, const Fail &fail);
+  /// The data of tensor `name`: `bytes` bytes of `dtype` in `shape`.
+  const char *tensor(const std::string &name, const json &shape, DType dtype,
+                     size_t size, const Fail &fail) const;
+};
+} // namespace
+
+Safetensors Safetensors::read(const std::string &path, const Fail &fail) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw fail(std::string("cannot open: ") + std::strerror(errno));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  Safetensors file;
+  file.bytes = buffer.str();
+  const std::string &b = file.bytes;
+  if (b.size() < 8)
+    throw fail("truncated (no safetensors header)");
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i)
+    length = (length << 8) | static_cast<unsigned char>(b[i]);
+  if (length > b.size() - 8)
+    throw fail("truncated (the header says " + std::to_string(length) +
+               " bytes, the file has " + std::to_string(b.size() - 8) + ")");
+  file.header = json::parse(b.begin() + 8, b.begin() + 8 + length,
+                            /*cb=*/nullptr, /*allow_exceptions=*/false);
+  if (file.header.is_discarded() || !file.header.is_object())
+    throw fail("the header is not valid JSON");
+  file.dataOffset = 8 + length;
+  return file;
+}
+
+const char *Safetensors::tensor(const std::string &name, const json &shape,
+                                DType dtype, size_t size,
+                                const Fail &fail) const {
+  auto it = header.find(name);
+  if (it == header.end() || !it->is_object())
+    throw fail("missing tensor '" + name + "'");
+  if ((*it)["shape"] != shape)
+    throw fail("tensor '" + name + "' has shape " + (*it)["shape"].dump() +
+               ", expected " + shape.dump());
+  const char *expected = dtype == DType::F32 ? "F32" : "F64";
+  if ((*it)["dtype"] != expected)
+    throw fail("tensor '" + name + "' is not " + expected);
+  const json &off = (*it)["data_offsets"];
+  if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+      !off[1].is_number_unsigned())
+    throw fail("tensor '" + name + "' has corrupt offsets");
+  uint64_t begin = off[0], end = off[1];
+  if (end < begin || end - begin != size || end > bytes.size() - dataOffset)
+    throw fail("tensor '" + name + "' lies outside the file (truncated?)");
+  return bytes.data() + dataOffset + begin;
+}
 
 static std::string tensorName(size_t param, const std::string &state) {
   return "param" + std::to_string(param) + "." + state;
@@ -121,29 +186,11 @@ void Optimizer::save(const std::string &path) const {
 void Optimizer::load(const std::string &path) {
   Impl &im = *impl;
   const RuleInfo &ri = im.info();
-  auto fail = [&](const std::string &why) -> Error {
+  Fail fail = [&](const std::string &why) {
     return Error("optim::Optimizer::load: '" + path + "': " + why);
   };
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw fail(std::string("cannot open: ") + std::strerror(errno));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::string file = buffer.str();
-  if (file.size() < 8)
-    throw fail("truncated (no safetensors header)");
-  uint64_t length = 0;
-  for (int i = 7; i >= 0; --i)
-    length = (length << 8) | static_cast<unsigned char>(file[i]);
-  if (length > file.size() - 8)
-    throw fail("truncated (the header says " + std::to_string(length) +
-               " bytes, the file has " + std::to_string(file.size() - 8) + ")");
-  json header = json::parse(file.begin() + 8, file.begin() + 8 + length,
-                            /*cb=*/nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object())
-    throw fail("the header is not valid JSON");
-  const char *data = file.data() + 8 + length;
-  size_t dataSize = file.size() - 8 - length;
+  Safetensors file = Safetensors::read(path, fail);
+  const json &header = file.header;
 
   auto meta = header.find("__metadata__");
   auto text = [&](const char *key) -> std::string {
@@ -200,27 +247,13 @@ void Optimizer::load(const std::string &path) {
   std::vector<Copy> copies;
   for (size_t p = 0; p < im.slots.size(); ++p)
     for (size_t s = 0; s < ri.states.size(); ++s) {
-      std::string name = tensorName(p, ri.states[s].name);
-      auto it = header.find(name);
-      if (it == header.end() || !it->is_object())
-        throw fail("missing tensor '" + name + "'");
       int64_t n = im.slots[p].param.size;
       json shape = ri.states[s].size == 1 ? json::array({n})
                                           : json::array({ri.states[s].size, n});
-      if ((*it)["shape"] != shape)
-        throw fail("tensor '" + name + "' has shape " + (*it)["shape"].dump() +
-                   ", expected " + shape.dump());
-      if ((*it)["dtype"] != (ri.dtype == DType::F32 ? "F32" : "F64"))
-        throw fail("tensor '" + name + "' has the wrong dtype");
-      const json &off = (*it)["data_offsets"];
       size_t bytes = im.slots[p].states[s].bytes;
-      if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-          !off[1].is_number_unsigned())
-        throw fail("tensor '" + name + "' has corrupt offsets");
-      uint64_t begin = off[0], end = off[1];
-      if (end < begin || end - begin != bytes || end > dataSize)
-        throw fail("tensor '" + name + "' lies outside the file (truncated?)");
-      copies.push_back({im.slots[p].states[s].data.get(), data + begin, bytes});
+      const char *src = file.tensor(tensorName(p, ri.states[s].name), shape,
+                                    ri.dtype, bytes, fail);
+      copies.push_back({im.slots[p].states[s].data.get(), src, bytes});
     }
   for (const Copy &c : copies)
     std::memcpy(c.dst, c.src, c.bytes);
@@ -233,51 +266,19 @@ void Optimizer::load(const std::string &path) {
 void Optimizer::loadWeights(const std::string &path) {
   Impl &im = *impl;
   const RuleInfo &ri = im.info();
-  auto fail = [&](const std::string &why) -> Error {
+  Fail fail = [&](const std::string &why) {
     return Error("optim::Optimizer::loadWeights: '" + path + "': " + why);
   };
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw fail(std::string("cannot open: ") + std::strerror(errno));
-  std::stringstream buffer;
-  buffer << in.rdbuf();
-  std::string file = buffer.str();
-  if (file.size() < 8)
-    throw fail("truncated (no safetensors header)");
-  uint64_t length = 0;
-  for (int i = 7; i >= 0; --i)
-    length = (length << 8) | static_cast<unsigned char>(file[i]);
-  if (length > file.size() - 8)
-    throw fail("truncated header");
-  json header = json::parse(file.begin() + 8, file.begin() + 8 + length,
-                            nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object())
-    throw fail("the header is not valid JSON");
-  const char *data = file.data() + 8 + length;
-  size_t dataSize = file.size() - 8 - length;
-  const char *dtype = ri.dtype == DType::F32 ? "F32" : "F64";
+  Safetensors file = Safetensors::read(path, fail);
+  // Check every tensor before setting any.
   std::vector<std::pair<const char *, int64_t>> sources;
   for (const WeightSpec &w : ri.weights) {
-    auto it = header.find(w.name);
-    if (it == header.end() || !it->is_object())
-      throw fail("missing tensor '" + w.name + "'");
-    if ((*it)["dtype"] != dtype)
-      throw fail("tensor '" + w.name + "' is not " + dtype);
-    if ((*it)["shape"] != json(w.shape))
-      throw fail("tensor '" + w.name + "' has shape " + (*it)["shape"].dump() +
-                 ", expected " + json(w.shape).dump());
-    const json &off = (*it)["data_offsets"];
     int64_t count = 1;
     for (int64_t d : w.shape)
       count *= d;
-    size_t bytes = size_t(count) * dtypeSize(ri.dtype);
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
-        !off[1].is_number_unsigned())
-      throw fail("tensor '" + w.name + "' has corrupt offsets");
-    uint64_t begin = off[0], end = off[1];
-    if (end < begin || end - begin != bytes || end > dataSize)
-      throw fail("tensor '" + w.name + "' lies outside the file (truncated?)");
-    sources.push_back({data + begin, count});
+    sources.push_back({file.tensor(w.name, json(w.shape), ri.dtype,
+                                   size_t(count) * dtypeSize(ri.dtype), fail),
+                       count});
   }
   for (size_t w = 0; w < ri.weights.size(); ++w)
     im.setWeights(ri.weights[w].name, sources[w].first, sources[w].second,
