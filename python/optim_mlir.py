@@ -11,6 +11,10 @@ include/optim/Compiler/optim_compiler.h; see docs/c-api.md, "From Python".
     opt.step([np.ones(10, np.float32)])   # updates w in place
     m = opt.state(0, "m")                 # a copy of the state
 
+    l2l = optim_mlir.compile_file("examples/l2l.optim")   # a learned rule
+    opt = optim_mlir.Optimizer(l2l, [w])
+    opt.load_weights("l2l.safetensors")   # or opt.set_weights(name, array)
+
 The library is found at $OPTIM_LIBRARY, else in the build directories next to
 this file (build*/lib/liboptim.so), else by the system's search path; load()
 picks another one. Parameters are numpy arrays of the rule's dtype (float32,
@@ -59,6 +63,11 @@ class _StateInfo(_c.Structure):
                 ("init", _c.c_double)]
 
 
+class _WeightsInfo(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("shape", _c.POINTER(_c.c_int64)),
+                ("rank", _c.c_size_t), ("size", _c.c_int64)]
+
+
 class _Options(_c.Structure):
     _fields_ = [("threads", _c.c_uint32), ("chunk_size", _c.c_int64),
                 ("skip_non_finite", _c.c_int)]
@@ -73,6 +82,8 @@ _SIGNATURES = {
     "optim_rule_hyper": (_rule_p, _c.c_size_t, _P(_HyperInfo)),
     "optim_rule_num_states": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_state": (_rule_p, _c.c_size_t, _P(_StateInfo)),
+    "optim_rule_num_weights": (_rule_p, _P(_c.c_size_t)),
+    "optim_rule_weights": (_rule_p, _c.c_size_t, _P(_WeightsInfo)),
     "optim_rule_release": (_rule_p,),
     "optim_options_init": (_P(_Options),),
     "optim_optimizer_create_f32": (_rule_p, _P(_c.c_void_p), _P(_c.c_int64),
@@ -90,6 +101,11 @@ _SIGNATURES = {
     "optim_optimizer_step_count": (_opt_p, _P(_c.c_int64)),
     "optim_optimizer_state": (_opt_p, _c.c_size_t, _c.c_char_p,
                               _P(_c.c_void_p), _P(_c.c_int64)),
+    "optim_optimizer_set_weights_f32": (_opt_p, _c.c_char_p, _c.c_void_p,
+                                        _c.c_int64),
+    "optim_optimizer_set_weights_f64": (_opt_p, _c.c_char_p, _c.c_void_p,
+                                        _c.c_int64),
+    "optim_optimizer_load_weights": (_opt_p, _c.c_char_p),
     "optim_optimizer_save": (_opt_p, _c.c_char_p),
     "optim_optimizer_load": (_opt_p, _c.c_char_p),
     "optim_compile_file": (_c.c_char_p, _c.c_char_p, _c.c_int,
@@ -149,8 +165,9 @@ def _bytes(s):
 
 class Rule:
     """A compiled rule (immutable). `name`, `dtype` ("f32" or "f64"),
-    `hypers` ({name: (default, is_const)}) and `states` ({name: (size,
-    init)}) describe it."""
+    `hypers` ({name: (default, is_const)}), `states` ({name: (size,
+    init)}) and `weights` ({name: shape}, empty unless it is a learned rule)
+    describe it."""
 
     def __init__(self, handle):
         self._handle = _c.c_void_p(handle)
@@ -174,6 +191,13 @@ class Rule:
             info = _StateInfo()
             _call("optim_rule_state", self._handle, i, _c.byref(info))
             self.states[info.name.decode()] = (info.size, info.init)
+        self.weights = {}
+        _call("optim_rule_num_weights", self._handle, _c.byref(count))
+        for i in range(count.value):
+            info = _WeightsInfo()
+            _call("optim_rule_weights", self._handle, i, _c.byref(info))
+            self.weights[info.name.decode()] = tuple(
+                info.shape[d] for d in range(info.rank))
 
     def __del__(self):
         if getattr(self, "_handle", None) and _lib is not None:
@@ -297,6 +321,20 @@ class Optimizer:
         ctype = _c.c_double if self._dtype == np.float64 else _c.c_float
         buf = (ctype * count.value).from_address(data.value)
         return np.ctypeslib.as_array(buf).copy().reshape(shape)
+
+    def set_weights(self, name, array):
+        """Sets the learned weights `name` (copied) from a numpy array of the
+        rule's dtype holding rule.weights[name]'s elements, row-major (its
+        own shape does not matter, its size does). Needed for every weights
+        tensor before the first step of a learned rule."""
+        a = self._check(array, "weights '%s'" % name)
+        _call("optim_optimizer_set_weights_" + self.rule.dtype, self._handle,
+              _bytes(name), a.ctypes.data if a.size else None, a.size)
+
+    def load_weights(self, path):
+        """Sets every weights tensor from a safetensors file (one tensor per
+        name, of the rule's dtype and shape); changes nothing on error."""
+        _call("optim_optimizer_load_weights", self._handle, _bytes(path))
 
     def save(self, path):
         _call("optim_optimizer_save", self._handle, _bytes(path))

@@ -9,7 +9,17 @@ packages=(
   clang-22 lld-22 libclang-rt-22-dev
   libgtest-dev nlohmann-json3-dev
   zlib1g-dev dataset-fashion-mnist
+  gnuplot-nox
 )
+
+# The QP oracle test (test/Oracle/qp-oracle.test) needs cvxopt and numpy in
+# the python3 of PATH; pip, since that python3 may not be Debian's.
+if command -v python3 >/dev/null &&
+   ! python3 -c "import cvxopt, numpy" 2>/dev/null; then
+  echo "install-deps: pip install cvxopt numpy"
+  python3 -m pip install --quiet cvxopt numpy ||
+    echo "install-deps: could not install cvxopt; the QP oracle test will be skipped"
+fi
 
 missing=()
 for p in "${packages[@]}"; do

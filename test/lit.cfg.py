@@ -23,7 +23,7 @@ llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])
 llvm_config.use_default_substitutions()
 
 tool_dirs = [config.optim_tools_dir, config.llvm_tools_dir]
-llvm_config.add_tool_substitutions(["optim-opt", "optimc", "mlir-tblgen", "mlir-translate"], tool_dirs)
+llvm_config.add_tool_substitutions(["optim-opt", "optimc", "optim-eval", "optim-train", "mlir-tblgen", "mlir-translate"], tool_dirs)
 llvm_config.with_environment("PATH", config.optim_tools_dir, append_path=True)
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
 
@@ -52,5 +52,23 @@ def python_has(modules):
         return False
 
 
+# test/GPU needs the CUDA toolkit (ptxas, libdevice), not a GPU.
+def has_cuda_toolkit():
+    for root in (os.environ.get("CUDA_PATH"), os.environ.get("CUDA_HOME"), "/usr/local/cuda"):
+        if root and os.access(os.path.join(root, "bin", "ptxas"), os.X_OK) and \
+                os.path.exists(os.path.join(root, "nvvm", "libdevice", "libdevice.10.bc")):
+            return True
+    return False
+
+
+if has_cuda_toolkit():
+    config.available_features.add("cuda-toolkit")
+
 if python_has("torch, numpy"):
     config.available_features.add("torch")
+if python_has("numpy"):
+    config.available_features.add("numpy")
+# test/Oracle/qp-oracle.test: the QP solver against cvxopt (pip or Debian's
+# python3-cvxopt; scripts/install-deps.sh installs it).
+if python_has("cvxopt, numpy"):
+    config.available_features.add("cvxopt")

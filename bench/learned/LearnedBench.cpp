@@ -1,62 +1,280 @@
-//===- LearnedBench.cpp - one step of the learned LSTM optimizer -----------===//
+//===- LearnedBench.cpp - the learned LSTM optimizer against the FMA peak -===//
 //
-// Times examples/l2l.optim on 1,000,000 coordinates (both threads by
-// default) and prints the achieved GFLOP/s, counting 2 (4*20*22 + 4*20*40 +
-// 20) flops per coordinate for the two LSTM layers and the head, as the
-// issue does. A first measurement: the kernel is not tuned yet.
+// Prints one JSON object that bench/run turns into ratios. In one process,
+// interleaved round by round (each figure the median of its repetitions):
+//   learned: one step of examples/l2l.optim (optim::Optimizer::step, chunks
+//            of 1024) on N coordinates of one tensor, for each N of --sizes
+//            (fresh zero state, random weights), counting
+//            2 (4*20*22 + 4*20*40 + 20) flops per coordinate as issue 4 does;
+//   fma:     an FMA-bound microkernel: 24 independent accumulator chains of
+//            one native vector per thread (enough to cover the FMA latency
+//            on every FMA pipe), compiled with -O3 -march=native;
+//   sgemm:   OpenBLAS's cblas_sgemm on a 2048^3 product, row-major, with
+//            openblas_set_num_threads(threads) (when built with OpenBLAS).
+// All use the same number of threads. Besides GFLOP/s (wall clock), each
+// figure is also given per CPU-second of the process (all its threads): on a
+// shared machine, that rate is that of the cores while they run this work,
+// which time slicing disturbs far less than the wall clock.
 //
 //===----------------------------------------------------------------------===//
 
 #include "optim/Compiler/Compiler.h"
 #include "optim/Optimizer.h"
 
+#if OPTIM_BENCH_OPENBLAS
+#include <cblas.h>
+extern "C" void openblas_set_num_threads(int);
+#endif
+
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <random>
+#include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace optim;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr double kFlopsPerCoordinate = 2.0 * (4 * 20 * 22 + 4 * 20 * 40 + 20);
+
+double seconds(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+/// CPU time of the whole process (all threads), in seconds.
+double cpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+// The widest vector of the target: 16 floats with AVX-512.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#elif defined(__AVX__)
+constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+constexpr int kChains = 24;
+
+/// kChains independent chains acc = acc * m + a (each one FMA): 2 * kLanes *
+/// kChains flops per iteration. The result is returned so that nothing is
+/// optimized away.
+__attribute__((noinline)) float fmaChains(int64_t iterations, float seed) {
+  Vec acc[kChains];
+  for (int k = 0; k < kChains; ++k)
+    acc[k] = Vec{} + seed * float(k + 1);
+  Vec m = Vec{} + 0.999999f, a = Vec{} + 1e-7f;
+  // The empty asm hides m and a from the optimizer, so that the loop is
+  // not reassociated or folded.
+  asm volatile("" : "+v"(m), "+v"(a));
+  for (int64_t i = 0; i < iterations; ++i)
+    for (int k = 0; k < kChains; ++k)
+      acc[k] = __builtin_elementwise_fma(acc[k], m, a);
+  float sum = 0;
+  for (int k = 0; k < kChains; ++k)
+    for (int l = 0; l < kLanes; ++l)
+      sum += acc[k][l];
+  return sum;
+}
+
+/// GFLOP/s of `threads` threads each running fmaChains; `perCpuSecond`,
+/// if given, receives GFLOP per CPU-second (the rate of one core while it
+/// runs, whatever else the machine runs).
+double fmaPeak(unsigned threads, double *perCpuSecond = nullptr) {
+  const int64_t iterations = 20'000'000;
+  std::vector<std::thread> pool;
+  std::vector<float> sinks(threads);
+  std::atomic<unsigned> ready{0};
+  std::vector<double> times(threads);
+  double cpuStart = cpuSeconds();
+  for (unsigned t = 0; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      ++ready;
+      while (ready.load() < threads) {
+      }
+      auto begin = Clock::now();
+      sinks[t] = fmaChains(iterations, 1e-3f * float(t + 1));
+      times[t] = seconds(begin);
+    });
+  for (std::thread &th : pool)
+    th.join();
+  double flops = 2.0 * kLanes * kChains * double(iterations) * threads;
+  if (perCpuSecond)
+    *perCpuSecond = flops / (cpuSeconds() - cpuStart) / 1e9;
+  if (sinks[0] == 12345.0f)
+    std::fprintf(stderr, "unlikely\n");
+  return flops / *std::max_element(times.begin(), times.end()) / 1e9;
+}
+
+#if OPTIM_BENCH_OPENBLAS
+struct Sgemm {
+  const int n = 2048;
+  std::vector<float> a, b, c;
+  Sgemm() : a(size_t(n) * n), b(size_t(n) * n), c(size_t(n) * n) {
+    std::mt19937 rng(3);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (float &v : a)
+      v = u(rng);
+    for (float &v : b)
+      v = u(rng);
+  }
+  double gflops(int reps) {
+    std::vector<double> times;
+    for (int r = 0; r < reps; ++r) {
+      auto start = Clock::now();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f,
+                  a.data(), n, b.data(), n, 0.0f, c.data(), n);
+      times.push_back(seconds(start));
+    }
+    return 2.0 * double(n) * n * n / median(times) / 1e9;
+  }
+};
+#endif
+
+struct Learned {
+  int64_t n;
+  std::vector<float> p, g;
+  Optimizer opt;
+  Learned(const Rule &rule, int64_t n, unsigned threads,
+          const std::vector<std::vector<float>> &weights)
+      : n(n), p(n, 0.0f), g(n), opt(rule, {Param(p.data(), n)}, [&] {
+          OptimizerOptions options;
+          options.threads = threads;
+          // Chunks of 1024 coordinates (the default is 32768), so that even
+          // 10^4 coordinates keep both threads busy; a multiple of the
+          // kernel's 64-coordinate blocks.
+          options.chunkSize = 1024;
+          return options;
+        }()) {
+    // Gradients over many magnitudes, so that both branches of log_sign run.
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.0f, 1.0f);
+    for (int64_t i = 0; i < n; ++i)
+      g[i] = normal(rng) * (i % 3 == 0 ? 1e-6f : 1e-2f);
+    for (size_t w = 0; w < weights.size(); ++w)
+      opt.setWeights(rule.info().weights[w].name, weights[w].data(),
+                     int64_t(weights[w].size()));
+  }
+  /// Steps for about `budget` seconds (at least `minReps` of them) after
+  /// one warm-up step; returns the median step's GFLOP/s.
+  double gflops(int minReps, double budget, double *perCpuSecond) {
+    opt.step({Grad(g.data(), n)});
+    std::vector<double> times, cpuTimes;
+    auto begin = Clock::now();
+    while (int(times.size()) < minReps || seconds(begin) < budget) {
+      auto start = Clock::now();
+      double cpuStart = cpuSeconds();
+      opt.step({Grad(g.data(), n)});
+      times.push_back(seconds(start));
+      cpuTimes.push_back(cpuSeconds() - cpuStart);
+      if (times.size() >= 2000)
+        break;
+    }
+    double flops = kFlopsPerCoordinate * double(n);
+    *perCpuSecond = flops / median(cpuTimes) / 1e9;
+    return flops / median(times) / 1e9;
+  }
+};
+
+} // namespace
 
 int main(int argc, char **argv) {
-  std::string examples = argc > 1 ? argv[1] : "examples";
-  unsigned threads = argc > 2 ? std::atoi(argv[2]) : 2;
-  const int64_t n = 1000000;
+  std::string examples = "examples";
+  unsigned threads = 2;
+  int reps = 5;
+  std::vector<int64_t> sizes = {10000, 100000, 1000000, 10000000};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--threads" && i + 1 < argc) {
+      threads = std::atoi(argv[++i]);
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps = std::atoi(argv[++i]);
+    } else if (a == "--examples" && i + 1 < argc) {
+      examples = argv[++i];
+    } else if (a == "--sizes" && i + 1 < argc) {
+      sizes.clear();
+      std::stringstream list(argv[++i]);
+      std::string item;
+      while (std::getline(list, item, ','))
+        sizes.push_back(std::atoll(item.c_str()));
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--threads N] [--reps N] [--sizes N,N,...] "
+                   "[--examples DIR]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  if (threads < 1 || reps < 1 || sizes.empty() ||
+      std::any_of(sizes.begin(), sizes.end(),
+                  [](int64_t n) { return n < 1; })) {
+    std::fprintf(stderr, "%s: threads, reps and sizes must be positive\n",
+                 argv[0]);
+    return 2;
+  }
   try {
     Rule rule = Compiler().compileFile(examples + "/l2l.optim");
-    std::vector<float> p(n, 0.0f), g(n);
-    std::mt19937 rng(1);
-    std::normal_distribution<float> normal(0.0f, 1e-3f);
-    for (float &v : g)
-      v = normal(rng);
-    OptimizerOptions options;
-    options.threads = threads;
-    Optimizer opt(rule, {Param(p.data(), n)}, options);
+    std::mt19937 rng(2);
+    std::normal_distribution<float> normal(0.0f, 0.3f);
+    std::vector<std::vector<float>> weights;
     for (const WeightSpec &w : rule.info().weights) {
       int64_t count = 1;
       for (int64_t d : w.shape)
         count *= d;
-      std::vector<float> values(count);
-      for (float &v : values)
-        v = normal(rng) * 100.0f;
-      opt.setWeights(w.name, values.data(), count);
+      weights.emplace_back(count);
+      for (float &v : weights.back())
+        v = normal(rng);
     }
-    std::vector<double> times;
-    for (int r = 0; r < 6; ++r) {
-      auto start = std::chrono::steady_clock::now();
-      opt.step({Grad(g.data(), n)});
-      times.push_back(std::chrono::duration<double>(
-                          std::chrono::steady_clock::now() - start)
-                          .count());
+    std::printf("{\"threads\": %u, \"flops_per_coordinate\": %.0f", threads,
+                kFlopsPerCoordinate);
+    double fmaCpu = 0;
+    std::printf(", \"fma_peak_gflops\": %.6g", fmaPeak(threads, &fmaCpu));
+    std::printf(", \"fma_peak_gflops_per_cpu_s\": %.6g", fmaCpu);
+#if OPTIM_BENCH_OPENBLAS
+    {
+      openblas_set_num_threads(int(threads));
+      Sgemm sgemm;
+      sgemm.gflops(1);
+      std::printf(", \"sgemm_n\": %d, \"sgemm_gflops\": %.6g", sgemm.n,
+                  sgemm.gflops(reps));
     }
-    std::sort(times.begin(), times.end());
-    double t = times[times.size() / 2];
-    double flops = 2.0 * (4 * 20 * 22 + 4 * 20 * 40 + 20) * double(n);
-    std::printf("{\"threads\": %u, \"coordinates\": %lld, \"step_s\": %.6g, "
-                "\"gflops\": %.4g}\n",
-                threads, (long long)n, t, flops / t / 1e9);
+#endif
+    std::vector<double> perCpu(sizes.size());
+    std::printf(", \"learned_gflops\": {");
+    for (size_t s = 0; s < sizes.size(); ++s) {
+      Learned learned(rule, sizes[s], threads, weights);
+      // At 10^7 coordinates a step takes a large fraction of a second: at
+      // most 3 repetitions (as bench/learned/torch_lstm.py).
+      int minReps = sizes[s] < 10000000 ? reps : std::min(reps, 3);
+      std::printf("%s\"%lld\": %.6g", s ? ", " : "", (long long)sizes[s],
+                  learned.gflops(minReps, 0.5, &perCpu[s]));
+      std::fflush(stdout);
+    }
+    std::printf("}, \"learned_gflops_per_cpu_s\": {");
+    for (size_t s = 0; s < sizes.size(); ++s)
+      std::printf("%s\"%lld\": %.6g", s ? ", " : "", (long long)sizes[s],
+                  perCpu[s]);
+    std::printf("}");
+    // The peak again after the steps: the two show how steady the clock and
+    // the machine were during the run.
+    std::printf(", \"fma_peak_after_gflops\": %.6g}\n", fmaPeak(threads));
   } catch (const Error &e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

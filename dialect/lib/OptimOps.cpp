@@ -102,6 +102,34 @@ LogicalResult LinearOp::verify() {
   return success();
 }
 
+LogicalResult LSTMCellVJPOp::verify() {
+  Type elt = elementTypeOf(getH().getType());
+  if (elementTypeOf(getX().getType()) != elt)
+    return emitOpError("input and state element types differ: ")
+           << getX().getType() << " vs " << getH().getType();
+  int64_t in = coordinateSize(getX().getType());
+  int64_t hidden = getH().getType().getNumElements();
+  auto expected = RankedTensorType::get({4 * hidden, in + hidden + 1}, elt);
+  if (getWeights().getType() != expected)
+    return emitOpError("weights of an LSTM cell with input size ")
+           << in << " and hidden size " << hidden << " must be " << expected
+           << ", got " << getWeights().getType();
+  return success();
+}
+
+LogicalResult LinearVJPOp::verify() {
+  Type elt = elementTypeOf(getX().getType());
+  if (elementTypeOf(getDy().getType()) != elt)
+    return emitOpError("cotangent element type must be ") << elt;
+  auto expected = RankedTensorType::get(
+      {coordinateSize(getDy().getType()), coordinateSize(getX().getType()) + 1},
+      elt);
+  if (getWeights().getType() != expected)
+    return emitOpError("weights must be ")
+           << expected << ", got " << getWeights().getType();
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // EyeOp, MatVecOp
 //===----------------------------------------------------------------------===//

@@ -41,6 +41,8 @@ Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
 
 bool Compiler::lastWasCached() const { return impl->lastWasCached; }
 
+const CompileOptions &Compiler::options() const { return impl->options; }
+
 Compiler::~Compiler() = default;
 
 Rule Compiler::compileFile(const std::string &path, Target target,
@@ -62,8 +64,9 @@ Rule Compiler::compileSource(std::string_view source,
     throw Error("optim::Compiler: no code generator for this host: " +
                 llvm::toString(tm.takeError()));
   std::string targetName = describeTarget(**tm);
-  KernelCache cache(impl->options.useCache ? impl->options.cacheDirectory
-                                           : std::string());
+  KernelCache cache(impl->options.useCache && !impl->options.vjp
+                        ? impl->options.cacheDirectory
+                        : std::string());
   std::string key;
   if (cache.enabled()) {
     key = cache.key(source, ruleName, impl->options, targetName);
@@ -133,6 +136,7 @@ Rule Compiler::compileSource(std::string_view source,
   CPUPipelineOptions cpu;
   cpu.vectorWidth = impl->options.vectorWidth;
   cpu.relaxedFP = impl->options.relaxedFP;
+  cpu.vjp = impl->options.vjp;
   buildLowerRulesPipeline(pm, cpu);
   buildKernelsToLLVMPipeline(pm);
   if (mlir::failed(pm.run(*module)))
@@ -159,6 +163,15 @@ Rule Compiler::compileSource(std::string_view source,
     throw Error("optim::Compiler: the JIT has no symbol '" + symbol +
                 "': " + llvm::toString(address.takeError()));
   auto kernel = reinterpret_cast<optim_rule_kernel>(*address);
+  optim_vjp_kernel vjpKernel = nullptr;
+  if (impl->options.vjp) {
+    std::string vjpSymbol = OPTIM_VJP_SYMBOL_PREFIX + info.name;
+    auto vjpAddress = (*engine)->lookup(vjpSymbol);
+    if (!vjpAddress)
+      throw Error("optim::Compiler: the JIT has no symbol '" + vjpSymbol +
+                  "': " + llvm::toString(vjpAddress.takeError()));
+    vjpKernel = reinterpret_cast<optim_vjp_kernel>(*vjpAddress);
+  }
 
   if (cache.enabled() &&
       !llvm::sys::fs::create_directories(impl->options.cacheDirectory)) {
@@ -171,5 +184,5 @@ Rule Compiler::compileSource(std::string_view source,
       llvm::sys::fs::remove(tmp);
   }
   std::shared_ptr<mlir::ExecutionEngine> owner(std::move(*engine));
-  return Rule(std::move(info), kernel, std::move(owner));
+  return Rule(std::move(info), kernel, vjpKernel, std::move(owner));
 }

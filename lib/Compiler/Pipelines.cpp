@@ -13,9 +13,19 @@ using namespace mlir;
 
 void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
                                       const CPUPipelineOptions &options) {
+  // Layers first: their data functions are plain scf/arith/llvm code.
+  pm.addPass(mlir::optim::createLowerLayers());
   pm.addPass(mlir::optim::createFoldConstantHyperparameters());
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
+  if (options.vjp) {
+    pm.addPass(mlir::optim::createDifferentiate());
+    pm.addPass(createCanonicalizerPass());
+    pm.addPass(createCSEPass());
+    mlir::optim::LowerVJPToKernelsOptions vjp;
+    vjp.vectorWidth = options.vectorWidth;
+    pm.addPass(mlir::optim::createLowerVJPToKernels(vjp));
+  }
   mlir::optim::LowerRulesToKernelsOptions lower;
   lower.vectorWidth = options.vectorWidth;
   lower.relaxedFP = options.relaxedFP;
@@ -49,6 +59,9 @@ struct OptimLowerToLLVMOptions
       *this, "relaxed-fp",
       llvm::cl::desc("Reciprocals of uniform divisors and fused multiply-adds"),
       llvm::cl::init(false)};
+  Option<bool> vjp{*this, "vjp",
+                   llvm::cl::desc("Also generate each rule's VJP kernel"),
+                   llvm::cl::init(false)};
 };
 } // namespace
 
@@ -60,6 +73,7 @@ void ::optim::registerPipelines() {
         CPUPipelineOptions cpu;
         cpu.vectorWidth = options.vectorWidth;
         cpu.relaxedFP = options.relaxedFP;
+        cpu.vjp = options.vjp;
         buildLowerRulesPipeline(pm, cpu);
         buildKernelsToLLVMPipeline(pm);
       });

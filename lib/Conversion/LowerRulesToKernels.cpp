@@ -9,15 +9,27 @@
 // coordinate is read once and written once: the kernel is fused by
 // construction.
 //
+// Learned rules (lstm_cell, linear) are compute-bound and get a loop of
+// their own first, over blocks of four vectors of coordinates: each hidden
+// unit's four gate rows accumulate side by side (16 independent FMA chains
+// fed by each input load and weight broadcast), inputs are read where they
+// lie (state memory, or the buffer of the previous cell), new states are
+// written as soon as they are computed, the activations are rational
+// polynomials with two divisions per cell (lstmCellUpdate), and the next
+// block's state lines are prefetched. The approximations apply to the
+// learned ops only, in f32; update rules keep their exact arithmetic.
+//
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/TypeUtilities.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
@@ -42,6 +54,7 @@ public:
 
 private:
   LogicalResult classify();
+  void approximateLearnedMath(MLIRContext *ctx);
   Value i64Const(OpBuilder &b, int64_t v) {
     return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
   }
@@ -73,6 +86,11 @@ private:
   llvm::DenseMap<Value, Value> weightPtrs;
   /// The kernel's entry block, where stack buffers are allocated.
   Block *funcEntry = nullptr;
+  /// The log of log_sign in learned rules, to be replaced by a polynomial
+  /// approximation; never the rule's own math ops.
+  SmallVector<Operation *> approximate;
+  /// Whether the rule has lstm_cell or linear ops: compute-bound.
+  bool learned = false;
   using Comps = SmallVector<Value, 4>;
 };
 
@@ -83,6 +101,84 @@ static unsigned numComponents(Type type) {
   if (auto vec = dyn_cast<VectorType>(type))
     return vec.getNumElements();
   return 1;
+}
+
+/// tanh(x) ~ P(x) / Q(x) on x clamped to [-c, c], P odd of degree 13 and
+/// Q even of degree 6: the rational interpolant of Eigen's float tanh, which
+/// MLIR's TanhApproximation also uses; past c, tanh rounds to +-1 in f32.
+/// Returns {P, Q}; Q lies in [0.0049, 0.96], so products of a few Q are
+/// safe from underflow and overflow.
+static std::pair<Value, Value> tanhRational(OpBuilder &b, Location loc,
+                                            Value x) {
+  Type type = x.getType();
+  auto cst = [&](double v) -> Value {
+    Value c = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+    if (auto vec = dyn_cast<VectorType>(type))
+      c = vector::BroadcastOp::create(b, loc, vec, c);
+    return c;
+  };
+  const double clampAt = 7.99881172180175781;
+  // Compare and select, which x86 does in one vminps/vmaxps.
+  Value hi = cst(clampAt), lo = cst(-clampAt);
+  x = arith::SelectOp::create(
+      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, hi),
+      x, hi);
+  x = arith::SelectOp::create(
+      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, lo),
+      x, lo);
+  Value x2 = arith::MulFOp::create(b, loc, x, x);
+  auto horner = [&](ArrayRef<double> coefficients) {
+    Value acc = cst(coefficients.front());
+    for (double c : coefficients.drop_front())
+      acc = math::FmaOp::create(b, loc, x2, acc, cst(c));
+    return acc;
+  };
+  Value p =
+      horner({-2.76076847742355e-16, 2.00018790482477e-13,
+              -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05,
+              6.37261928875436e-04, 4.89352455891786e-03});
+  Value q = horner({1.19825839466702e-06, 1.18534705686654e-04,
+                    2.26843463243900e-03, 4.89352518554385e-03});
+  return {arith::MulFOp::create(b, loc, x, p), q};
+}
+
+/// The f32 LSTM cell update c' = f c + i g, h' = o tanh(c') from the gate
+/// pre-activations z = (i, f, g, o), with sigmoid(z) = (1 + tanh(z/2)) / 2.
+/// Every activation is a ratio P/Q (tanhRational), and the ratios are
+/// combined so that the cell needs two divisions, not five:
+///   c' = [(Pf+Qf) c Qi Qg + (Pi+Qi) Pg Qf] / (2 Qf Qi Qg)
+///   h' = (Po+Qo) Pc / (2 Qo Qc)
+/// Divisions are the one expensive operation left (a divider that is not
+/// pipelined); polynomials are fused multiply-adds. Same operations for any
+/// number of lanes, so every coordinate gets the same result on every path.
+static std::pair<Value, Value> lstmCellUpdate(OpBuilder &b, Location loc,
+                                              ArrayRef<Value> z, Value c) {
+  Type type = c.getType();
+  auto cst = [&](double v) -> Value {
+    Value k = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
+    if (auto vec = dyn_cast<VectorType>(type))
+      k = vector::BroadcastOp::create(b, loc, vec, k);
+    return k;
+  };
+  auto mul = [&](Value x, Value y) -> Value {
+    return arith::MulFOp::create(b, loc, x, y);
+  };
+  auto add = [&](Value x, Value y) -> Value {
+    return arith::AddFOp::create(b, loc, x, y);
+  };
+  Value half = cst(0.5), two = cst(2.0);
+  auto [pi, qi] = tanhRational(b, loc, mul(z[0], half));
+  auto [pf, qf] = tanhRational(b, loc, mul(z[1], half));
+  auto [pg, qg] = tanhRational(b, loc, z[2]);
+  auto [po, qo] = tanhRational(b, loc, mul(z[3], half));
+  Value qiqg = mul(qi, qg);
+  Value num = math::FmaOp::create(b, loc, mul(add(pi, qi), pg), qf,
+                                  mul(mul(add(pf, qf), c), qiqg));
+  Value cNew = arith::DivFOp::create(b, loc, num, mul(mul(qf, qiqg), two));
+  auto [pc, qc] = tanhRational(b, loc, cNew);
+  Value hNew = arith::DivFOp::create(b, loc, mul(add(po, qo), pc),
+                                     mul(mul(qo, qc), two));
+  return {cNew, hNew};
 }
 
 LogicalResult RuleLowering::classify() {
@@ -124,6 +220,7 @@ LogicalResult RuleLowering::classify() {
       return op.emitOpError("cannot be computed per coordinate by the CPU "
                             "code generator yet");
     varyingOps.push_back(&op);
+    learned |= isa<LSTMCellOp, LinearOp>(op);
     for (Value r : op.getResults())
       varying.insert(r);
   }
@@ -179,17 +276,64 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
             b, loc, i, arith::MulIOp::create(b, loc, stride, i64Const(b, j)));
       componentAddrs.push_back(gep(b, elt, base, offset));
     }
-    if (!input.use_empty())
+    // Learned rules load each input where it is first used: loaded up
+    // front, the 80 state vectors would stay live across the LSTM loops and
+    // be spilled.
+    if (!input.use_empty() && !learned)
       for (Value addr : componentAddrs)
         map[input].push_back(
             LLVM::LoadOp::create(b, loc, valueType, addr, align));
     addrs.push_back(std::move(componentAddrs));
   }
+  llvm::DenseMap<Value, unsigned> inputIndex;
+  for (auto [k, input] : llvm::enumerate(inputs))
+    inputIndex[input] = k;
+  // State s is written by the op that computes its new value, as soon as it
+  // is computed, when no later op reads its old value (lastRead; the yield
+  // reads at the end, when it stores a state's old value to another state).
+  auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
+  llvm::DenseMap<Value, unsigned> lastRead;
+  for (auto [k, op] : llvm::enumerate(varyingOps))
+    for (Value v : op->getOperands())
+      if (inputIndex.count(v))
+        lastRead[v] = k;
+  for (auto [k, value] : llvm::enumerate(yield.getValues()))
+    if (inputIndex.count(value) &&
+        value != (k == 0 ? rule.getParam() : rule.getState(k - 1)))
+      lastRead[value] = varyingOps.size();
+  llvm::SmallDenseSet<unsigned> written; // States already stored.
+  auto directTarget = [&](Value result, unsigned opIndex) -> int {
+    if (!learned)
+      return -1;
+    for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s) {
+      Value state = rule.getState(s);
+      if (yield.getValues()[s + 1] == result && !written.count(s) &&
+          (!lastRead.count(state) || lastRead[state] <= opIndex))
+        return s;
+    }
+    return -1;
+  };
 
   llvm::DenseMap<Value, Comps> broadcasts;
+  // Per-coordinate values that lstm_cell left in a stack buffer of `count`
+  // lane vectors, loaded where first used.
+  llvm::DenseMap<Value, std::pair<Value, int64_t>> bufferedValues;
   auto operand = [&](Value v) -> Comps {
-    if (varying.contains(v))
+    if (varying.contains(v)) {
+      auto buffered = bufferedValues.find(v);
+      if (buffered != bufferedValues.end() && !map.count(v))
+        for (int64_t j = 0; j < buffered->second.second; ++j)
+          map[v].push_back(LLVM::LoadOp::create(
+              b, loc, valueType,
+              gep(b, valueType, buffered->second.first, i64Const(b, j)),
+              lanes * align));
+      auto it = inputIndex.find(v);
+      if (it != inputIndex.end() && !map.count(v))
+        for (Value addr : addrs[it->second])
+          map[v].push_back(
+              LLVM::LoadOp::create(b, loc, valueType, addr, align));
       return map.lookup(v);
+    }
     Comps &cached = broadcasts[v];
     if (!cached.empty())
       return cached;
@@ -212,11 +356,6 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   };
   auto add = [&](Value x, Value y) -> Value {
     return arith::AddFOp::create(b, loc, x, y, fm());
-  };
-  auto sigmoid = [&](Value z) -> Value {
-    Value one = splat(1.0);
-    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, z));
-    return arith::DivFOp::create(b, loc, one, add(one, e));
   };
   // Matrix-vector products run as loops over a stack buffer, not unrolled:
   // a 2x20 LSTM unrolled is ~10k instructions that LLVM takes close to a
@@ -254,42 +393,135 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
                               arith::ConstantIndexOp::create(b, loc, 1),
                               iterArgs);
   };
-  // z[r] = W[r][cols - 1] + sum_j W[r][j] in_j: the bias first, then the
-  // inputs in order (the documented layout [W | b]). Returns a buffer of
-  // `rows` values.
-  auto affine = [&](Value weights, int64_t rows, int64_t cols,
-                    ArrayRef<Value> in) -> Value {
-    Value ptr = weightPtrs.lookup(weights);
-    Value inBuf = buffer(cols - 1), outBuf = buffer(rows);
-    store(in, inBuf);
-    auto weight = [&](Value row, Value col) {
-      Value at = arith::AddIOp::create(
-          b, loc, arith::MulIOp::create(b, loc, row, i64Const(b, cols)), col);
-      return broadcast(
-          LLVM::LoadOp::create(b, loc, elt, gep(b, elt, ptr, at), align));
-    };
-    auto rowLoop = countedLoop(rows);
+  // Where the components of a per-coordinate operand of lstm_cell/linear
+  // are read: component k of this block's lanes at ptr + k * step.
+  struct Segment {
+    Value ptr, step;
+    int64_t count;
+  };
+  auto stateSegment = [&](unsigned input) {
+    return Segment{gep(b, elt, bases[input], i), stride,
+                   numComponents(inputs[input].getType())};
+  };
+  auto bufferSegment = [&](Value buf, int64_t count) {
+    return Segment{buf, i64Const(b, lanes), count};
+  };
+  // Copies `seg` into a new buffer with a loop (straight-line copies get
+  // their loads scheduled ahead of the stores, and spilled).
+  auto copySegment = [&](Segment seg) {
+    Value buf = buffer(seg.count);
+    auto loop = countedLoop(seg.count);
     {
       OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(rowLoop.getBody());
-      Value r = i64Of(rowLoop.getInductionVar());
-      Value bias = weight(r, i64Const(b, cols - 1));
-      auto colLoop = countedLoop(cols - 1, ValueRange{bias});
-      {
-        OpBuilder::InsertionGuard inner(b);
-        b.setInsertionPointToStart(colLoop.getBody());
-        Value j = i64Of(colLoop.getInductionVar());
-        Value acc = add(colLoop.getRegionIterArgs()[0],
-                        mul(weight(r, j), load(inBuf, j)));
-        scf::YieldOp::create(b, loc, acc);
-      }
-      LLVM::StoreOp::create(b, loc, colLoop.getResult(0),
-                            gep(b, valueType, outBuf, r), valueAlign);
+      b.setInsertionPointToStart(loop.getBody());
+      Value k = i64Of(loop.getInductionVar());
+      Value v = LLVM::LoadOp::create(
+          b, loc, valueType,
+          gep(b, elt, seg.ptr, arith::MulIOp::create(b, loc, k, seg.step)),
+          align);
+      LLVM::StoreOp::create(b, loc, v, gep(b, valueType, buf, k), valueAlign);
     }
-    return outBuf;
+    return bufferSegment(buf, seg.count);
   };
-
-  for (Operation *op : varyingOps) {
+  // The operand v in memory: a state not loaded yet is read in place (or
+  // copied first when `copyState`), a value lstm_cell left in a buffer is
+  // read there, and anything else is stored to a new buffer.
+  auto segmentOf = [&](Value v, bool copyState) -> Segment {
+    auto input = inputIndex.find(v);
+    if (input != inputIndex.end() && !map.count(v)) {
+      Segment seg = stateSegment(input->second);
+      return copyState ? copySegment(seg) : seg;
+    }
+    auto buffered = bufferedValues.find(v);
+    if (buffered != bufferedValues.end())
+      return bufferSegment(buffered->second.first, buffered->second.second);
+    Comps comps = operand(v);
+    Value buf = buffer(comps.size());
+    store(comps, buf);
+    return bufferSegment(buf, comps.size());
+  };
+  // Rows `rows` of z = W [in; 1] for `lanes` coordinates, `in` the
+  // concatenation of `segments`, with the bias first and then the inputs in
+  // order (the documented layout [W | b]), one fused multiply-add per
+  // weight. The rows share every input load and run as independent
+  // accumulator chains, so that the FMA pipes stay busy (one chain per row
+  // would wait on the FMA latency).
+  auto rowGroup = [&](Value weights, int64_t cols, ArrayRef<Value> rows,
+                      ArrayRef<Segment> segments) -> SmallVector<Value> {
+    Value ptr = weightPtrs.lookup(weights);
+    SmallVector<Value> rowPtrs, acc;
+    for (Value r : rows) {
+      Value rowPtr =
+          gep(b, elt, ptr, arith::MulIOp::create(b, loc, r, i64Const(b, cols)));
+      rowPtrs.push_back(rowPtr);
+      acc.push_back(broadcast(LLVM::LoadOp::create(
+          b, loc, elt, gep(b, elt, rowPtr, i64Const(b, cols - 1)), align)));
+    }
+    int64_t first = 0;
+    for (const Segment &seg : segments) {
+      auto colLoop = countedLoop(seg.count, acc);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(colLoop.getBody());
+      Value k = i64Of(colLoop.getInductionVar());
+      Value x = LLVM::LoadOp::create(
+          b, loc, valueType,
+          gep(b, elt, seg.ptr, arith::MulIOp::create(b, loc, k, seg.step)),
+          align);
+      Value col = arith::AddIOp::create(b, loc, k, i64Const(b, first));
+      SmallVector<Value> next;
+      for (auto [rowPtr, a] : llvm::zip(rowPtrs, colLoop.getRegionIterArgs()))
+        next.push_back(math::FmaOp::create(
+            b, loc,
+            broadcast(LLVM::LoadOp::create(b, loc, elt,
+                                           gep(b, elt, rowPtr, col), align)),
+            x, a));
+      scf::YieldOp::create(b, loc, next);
+      acc.assign(colLoop.getResults().begin(), colLoop.getResults().end());
+      first += seg.count;
+    }
+    return acc;
+  };
+  // Activations of the learned ops in f64: tanh and the logistic function
+  // through libm. (f32 uses the rational form of lstmCellUpdate.)
+  auto sigmoid = [&](Value z) -> Value {
+    Value one = arith::ConstantOp::create(
+        b, loc, b.getFloatAttr(getElementTypeOrSelf(z.getType()), 1.0));
+    if (auto vec = dyn_cast<VectorType>(z.getType()))
+      one = vector::BroadcastOp::create(b, loc, vec, one);
+    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, z));
+    return arith::DivFOp::create(b, loc, one,
+                                 arith::AddFOp::create(b, loc, one, e));
+  };
+  auto logOf = [&](Value x) -> Value {
+    auto op = math::LogOp::create(b, loc, x);
+    if (learned)
+      approximate.push_back(op);
+    return op;
+  };
+  // A learned rule streams ~80 state vectors per coordinate, more streams
+  // than the hardware prefetchers follow: every block fetches the next
+  // block's lines into L2 itself, a whole block of compute ahead of use.
+  if (learned && lanes > width) {
+    int64_t lineElts = 64 / align;
+    for (auto [input, base] : llvm::zip(inputs, bases)) {
+      if (input.use_empty())
+        continue;
+      auto comps = countedLoop(numComponents(input.getType()));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(comps.getBody());
+      Value next = arith::AddIOp::create(
+          b, loc, i,
+          arith::MulIOp::create(b, loc, i64Of(comps.getInductionVar()),
+                                stride));
+      for (int64_t l = 0; l < int64_t(lanes); l += lineElts)
+        LLVM::Prefetch::create(
+            b, loc,
+            gep(b, elt, base,
+                arith::AddIOp::create(b, loc, next, i64Const(b, lanes + l))),
+            /*rw=*/0, /*hint=*/2, /*cache=*/1);
+    }
+  }
+  for (auto [opIndex, op] : llvm::enumerate(varyingOps)) {
     if (auto div = dyn_cast<arith::DivFOp>(op)) {
       auto it = reciprocals.find(div.getRhs());
       if (it != reciprocals.end()) {
@@ -329,8 +561,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           b, loc, arith::CmpFPredicate::OGE, absG,
           math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
       Value first = arith::SelectOp::create(
-          b, loc, big,
-          arith::DivFOp::create(b, loc, math::LogOp::create(b, loc, absG), k),
+          b, loc, big, arith::DivFOp::create(b, loc, logOf(absG), k),
           splat(-1.0));
       Value zero = splat(0.0);
       Value sign = arith::SelectOp::create(
@@ -348,41 +579,127 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     }
     if (auto lin = dyn_cast<LinearOp>(op)) {
       auto shape = lin.getWeights().getType().getShape();
-      map[lin.getResult()] = loadAll(
-          affine(lin.getWeights(), shape[0], shape[1], operand(lin.getX())),
-          shape[0]);
+      int64_t rows = shape[0], cols = shape[1];
+      Value outBuf = buffer(rows);
+      Segment in = segmentOf(lin.getX(), /*copyState=*/false);
+      // Four rows at a time where they divide evenly, else one.
+      int64_t group = rows % 4 == 0 ? 4 : 1;
+      auto rowLoop = countedLoop(rows / group);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(rowLoop.getBody());
+        Value first = arith::MulIOp::create(
+            b, loc, i64Of(rowLoop.getInductionVar()), i64Const(b, group));
+        SmallVector<Value> rowIdx;
+        for (int64_t r = 0; r < group; ++r)
+          rowIdx.push_back(
+              r ? arith::AddIOp::create(b, loc, first, i64Const(b, r)) : first);
+        for (auto [r, z] :
+             llvm::zip(rowIdx, rowGroup(lin.getWeights(), cols, rowIdx, {in})))
+          LLVM::StoreOp::create(b, loc, z, gep(b, valueType, outBuf, r),
+                                valueAlign);
+      }
+      map[lin.getResult()] = loadAll(outBuf, rows);
       continue;
     }
     if (auto cell = dyn_cast<LSTMCellOp>(op)) {
-      Comps in = operand(cell.getX());
-      Comps h = operand(cell.getH()), c = operand(cell.getC());
-      in.append(h.begin(), h.end());
-      auto shape = cell.getWeights().getType().getShape();
-      Value z = affine(cell.getWeights(), shape[0], shape[1], in);
-      int64_t hidden = h.size();
-      Value cBuf = buffer(hidden), hOut = buffer(hidden), cOut = buffer(hidden);
-      store(c, cBuf);
-      auto gates = countedLoop(hidden);
+      int64_t cols = cell.getWeights().getType().getShape()[1];
+      int64_t hidden = numComponents(cell.getH().getType());
+      int cTarget = directTarget(cell.getCOut(), opIndex);
+      int hTarget = directTarget(cell.getHOut(), opIndex);
+      // An input state that this op overwrites as it goes is copied first;
+      // c may be its own target (read, then written, by the same lanes of
+      // the same iteration).
+      auto overwritten = [&](Value v, bool isC) {
+        return (hTarget >= 0 && v == rule.getState(hTarget)) ||
+               (!isC && cTarget >= 0 && v == rule.getState(cTarget));
+      };
+      Segment x = segmentOf(cell.getX(), overwritten(cell.getX(), false));
+      Segment h = segmentOf(cell.getH(), overwritten(cell.getH(), false));
+      Segment c = segmentOf(cell.getC(), overwritten(cell.getC(), true));
+      Value hOut = buffer(hidden), cOut = buffer(hidden), zBuf = buffer(4);
+      // The activations run on two vectors (`sub` lanes) at a time: enough
+      // independent work to hide their latency (the chain through two
+      // divisions and two polynomials is long), few enough registers not to
+      // spill (the whole block would need more than there are).
+      unsigned sub = lanes % (2 * width) == 0 ? 2 * width : lanes;
+      Type subType = sub == 1 ? Type(elt) : VectorType::get({sub}, elt);
+      auto subAddr = [&](Value buf, Value component, Value part) {
+        Value at = arith::AddIOp::create(
+            b, loc,
+            arith::MulIOp::create(b, loc, component, i64Const(b, lanes)),
+            arith::MulIOp::create(b, loc, part, i64Const(b, sub)));
+        return gep(b, elt, buf, at);
+      };
+      unsigned subAlign = sub * align;
+      // One hidden unit per iteration: its four gate rows (PyTorch's order:
+      // input, forget, cell, output) accumulate side by side.
+      auto units = countedLoop(hidden);
       {
         OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(gates.getBody());
-        Value j = i64Of(gates.getInductionVar());
-        auto gate = [&](int64_t which) {
-          return load(
-              z, arith::AddIOp::create(b, loc, j, i64Const(b, which * hidden)));
+        b.setInsertionPointToStart(units.getBody());
+        Value j = i64Of(units.getInductionVar());
+        SmallVector<Value> rows;
+        for (int64_t which = 0; which < 4; ++which)
+          rows.push_back(which ? arith::AddIOp::create(
+                                     b, loc, j, i64Const(b, which * hidden))
+                               : j);
+        store(rowGroup(cell.getWeights(), cols, rows, {x, h}), zBuf);
+        auto parts = countedLoop(lanes / sub);
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(parts.getBody());
+        Value q = i64Of(parts.getInductionVar());
+        auto loadSub = [&](Value buf, Value component) -> Value {
+          return LLVM::LoadOp::create(b, loc, subType,
+                                      subAddr(buf, component, q), subAlign);
         };
-        // Gates in PyTorch's order: input, forget, cell, output.
-        Value ig = sigmoid(gate(0)), fg = sigmoid(gate(1));
-        Value gg = math::TanhOp::create(b, loc, gate(2));
-        Value og = sigmoid(gate(3));
-        Value cj = add(mul(fg, load(cBuf, j)), mul(ig, gg));
-        LLVM::StoreOp::create(b, loc, cj, gep(b, valueType, cOut, j),
-                              valueAlign);
-        LLVM::StoreOp::create(b, loc, mul(og, math::TanhOp::create(b, loc, cj)),
-                              gep(b, valueType, hOut, j), valueAlign);
+        SmallVector<Value> z;
+        for (int64_t which = 0; which < 4; ++which)
+          z.push_back(loadSub(zBuf, i64Const(b, which)));
+        Value cj = LLVM::LoadOp::create(
+            b, loc, subType,
+            gep(b, elt, c.ptr,
+                arith::AddIOp::create(
+                    b, loc, arith::MulIOp::create(b, loc, j, c.step),
+                    arith::MulIOp::create(b, loc, q, i64Const(b, sub)))),
+            align);
+        auto [cNew, hNew] = elt.isF32() ? lstmCellUpdate(b, loc, z, cj)
+                                        : std::pair<Value, Value>{};
+        if (!cNew) {
+          Value ig = sigmoid(z[0]), fg = sigmoid(z[1]);
+          Value gg = math::TanhOp::create(b, loc, z[2]), og = sigmoid(z[3]);
+          cNew = math::FmaOp::create(b, loc, fg, cj,
+                                     arith::MulFOp::create(b, loc, ig, gg));
+          hNew = arith::MulFOp::create(b, loc, og,
+                                       math::TanhOp::create(b, loc, cNew));
+        }
+        // Component j of the state, lanes q * sub.., of this block.
+        auto stateAddr = [&](int target) {
+          Value at = arith::AddIOp::create(
+              b, loc,
+              arith::AddIOp::create(b, loc, i,
+                                    arith::MulIOp::create(b, loc, j, stride)),
+              arith::MulIOp::create(b, loc, q, i64Const(b, sub)));
+          return gep(b, elt, bases[target + 2], at);
+        };
+        for (auto [value, result, buf, target] :
+             {std::tuple{cNew, cell.getCOut(), cOut, cTarget},
+              std::tuple{hNew, cell.getHOut(), hOut, hTarget}}) {
+          if (target >= 0)
+            LLVM::StoreOp::create(b, loc, value, stateAddr(target), align);
+          if (target < 0 || !result.hasOneUse())
+            LLVM::StoreOp::create(b, loc, value, subAddr(buf, j, q), subAlign);
+        }
       }
-      map[cell.getHOut()] = loadAll(hOut, hidden);
-      map[cell.getCOut()] = loadAll(cOut, hidden);
+      for (auto [result, buf, target] :
+           {std::tuple{cell.getCOut(), cOut, cTarget},
+            std::tuple{cell.getHOut(), hOut, hTarget}}) {
+        if (target >= 0)
+          written.insert(target);
+        // Loaded where used, when used by more than the yield.
+        if (target < 0 || !result.hasOneUse())
+          bufferedValues[result] = {buf, hidden};
+      }
       continue;
     }
     // Elementwise arith and math: once per component.
@@ -410,12 +727,11 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       map[r] = comps;
   }
 
-  auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
   // Outputs: new p (index 0 of the yield, input 0) and states (inputs 2..).
   for (auto [k, value] : llvm::enumerate(yield.getValues())) {
     Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
-    if (value == input)
-      continue; // Unchanged: nothing to write.
+    if (value == input || (k && written.count(k - 1)))
+      continue; // Unchanged or already written: nothing to write.
     Comps comps = operand(value);
     for (auto [j, addr] : llvm::enumerate(addrs[k == 0 ? 0 : k + 1]))
       LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
@@ -504,17 +820,48 @@ LogicalResult RuleLowering::run() {
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value nIdx = index(b, n);
     Value vectorEnd = zero;
-    if (width > 1) {
-      Value lanes = arith::ConstantIndexOp::create(b, loc, width);
+    // Learned rules are compute-bound: blocks of four vectors of coordinates
+    // give every broadcast weight four independent FMAs per row, then one
+    // vector, then single coordinates for the tail. Every path runs the same
+    // operations per lane, so a coordinate's result does not depend on which
+    // one it takes.
+    SmallVector<unsigned> laneCounts;
+    if (width > 1 && learned)
+      laneCounts.push_back(4 * width);
+    if (width > 1)
+      laneCounts.push_back(width);
+    for (unsigned lanes : laneCounts) {
+      Value start = vectorEnd;
+      Value lanesIdx = arith::ConstantIndexOp::create(b, loc, lanes);
       vectorEnd = arith::SubIOp::create(
-          b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanes));
-      emitCoordinateLoop(b, zero, vectorEnd, width, bases, stride);
+          b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanesIdx));
+      emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride);
     }
     emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases, stride);
   }
   func::ReturnOp::create(b, loc);
   rule.erase();
+  approximateLearnedMath(ctx);
   return success();
+}
+
+/// Replaces the log of log_sign in learned rules by MLIR's f32 polynomial
+/// approximation (f64 keeps libm): it vectorizes, where libm is one call per
+/// lane. (lstm_cell's tanh and sigmoid are rational forms of their own,
+/// lstmCellUpdate.) Errors of the whole step against a double reference:
+/// LearnedRule tests and docs/benchmarks.md.
+void RuleLowering::approximateLearnedMath(MLIRContext *ctx) {
+  if (approximate.empty())
+    return;
+  RewritePatternSet patterns(ctx);
+  populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+    return name == math::LogOp::getOperationName();
+  });
+  GreedyRewriteConfig config;
+  config.setStrictness(GreedyRewriteStrictness::ExistingOps);
+  // Each pattern applies once and creates no op it matches: the result
+  // (whether the driver converged) says nothing more.
+  (void)applyOpPatternsGreedily(approximate, std::move(patterns), config);
 }
 
 namespace {

@@ -54,4 +54,28 @@ std::unique_ptr<Task> makeTask(const std::string &name, uint64_t seed,
   throw Error("unknown task '" + name + "' (known: " + known + ")");
 }
 
+void parseImageRange(const std::string &text, const std::string &flag,
+                     int64_t &first, int64_t &count) {
+  auto bad = [&](const std::string &why) {
+    return Error(flag + " expects FIRST:END (images FIRST to END-1, e.g. " +
+                 "0:8000), got '" + text + "': " + why);
+  };
+  size_t colon = text.find(':');
+  if (colon == std::string::npos)
+    throw bad("no ':'");
+  // Digits only: no sign, space or exponent that strtoll would let through.
+  auto parse = [&](const std::string &part, const char *what) {
+    if (part.empty() || part.size() > 15 ||
+        part.find_first_not_of("0123456789") != std::string::npos)
+      throw bad(std::string(what) + " is not a non-negative integer");
+    return int64_t(std::stoll(part));
+  };
+  int64_t a = parse(text.substr(0, colon), "FIRST");
+  int64_t b = parse(text.substr(colon + 1), "END");
+  if (b <= a)
+    throw bad("the range is empty");
+  first = a;
+  count = b - a;
+}
+
 } // namespace optim::tasks

@@ -198,6 +198,37 @@ extern "C" optim_status optim_rule_state(const optim_rule *rule, size_t index,
   });
 }
 
+extern "C" optim_status optim_rule_num_weights(const optim_rule *rule,
+                                               size_t *out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_num_weights");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_weights");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().weights.size();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_weights(const optim_rule *rule, size_t index,
+                                           optim_weights_info *out) {
+  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_weights");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_weights");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.weights.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_weights: index " + std::to_string(index) +
+                         " is out of range: rule '" + ri.name + "' has " +
+                         std::to_string(ri.weights.size()) + " weights tensors")
+                            .c_str());
+    const WeightSpec &w = ri.weights[index];
+    int64_t size = 1;
+    for (int64_t d : w.shape)
+      size *= d;
+    *out = {w.name.c_str(), w.shape.data(), w.shape.size(), size};
+    return OPTIM_OK;
+  });
+}
+
 extern "C" optim_status optim_rule_release(optim_rule *rule) {
   // Destroying a Rule only drops shared references; it does not throw.
   delete rule;
@@ -231,8 +262,6 @@ static OptimizerOptions toOptions(const optim_options *options) {
 /// following its order of checks.
 static optim_status classifyCreate(const RuleInfo &ri,
                                    const std::vector<ParamGroup> &groups) {
-  if (!ri.weights.empty())
-    return OPTIM_ERROR_UNSUPPORTED;
   size_t elt = dtypeSize(ri.dtype);
   for (const ParamGroup &g : groups) {
     for (const Param &p : g.params)
@@ -454,7 +483,8 @@ static optim_status stepImpl(const char *fn, optim_optimizer *opt,
   OPTIM_CHECK_NOT_NULL(opt, fn);
   OPTIM_CHECK_ARRAY(grads, numGrads, fn);
   OPTIM_CHECK_ARRAY(sizes, numGrads, fn);
-  // Every failure of Optimizer::step is a bad gradient list.
+  // Every failure of Optimizer::step is a bad gradient list, or learned
+  // weights not set yet: the caller's mistake either way.
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     std::vector<Grad> cxxGrads;
     cxxGrads.reserve(numGrads);
@@ -516,6 +546,56 @@ extern "C" optim_status optim_optimizer_state(const optim_optimizer *opt,
       *count = perCoordinate * opt->sizes[param];
     }
     *data = p;
+    return OPTIM_OK;
+  });
+}
+
+template <typename T>
+static optim_status setWeightsImpl(const char *fn, optim_optimizer *opt,
+                                   const char *name, const T *data,
+                                   int64_t count) {
+  OPTIM_CHECK_NOT_NULL(opt, fn);
+  OPTIM_CHECK_NOT_NULL(name, fn);
+  OPTIM_CHECK_ARRAY(data, count, fn);
+  // Optimizer::setWeights looks the name up first; every later failure is a
+  // bad array (dtype, count, NULL).
+  const RuleInfo &ri = opt->rule.rule.info();
+  optim_status onError = OPTIM_ERROR_NOT_FOUND;
+  for (const WeightSpec &w : ri.weights)
+    if (w.name == name)
+      onError = OPTIM_ERROR_INVALID_ARGUMENT;
+  return capi::guard(onError, [&] {
+    opt->opt.setWeights(name, data, count);
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_optimizer_set_weights_f32(optim_optimizer *opt,
+                                                        const char *name,
+                                                        const float *data,
+                                                        int64_t count) {
+  return setWeightsImpl("optim_optimizer_set_weights_f32", opt, name, data,
+                        count);
+}
+
+extern "C" optim_status optim_optimizer_set_weights_f64(optim_optimizer *opt,
+                                                        const char *name,
+                                                        const double *data,
+                                                        int64_t count) {
+  return setWeightsImpl("optim_optimizer_set_weights_f64", opt, name, data,
+                        count);
+}
+
+extern "C" optim_status optim_optimizer_load_weights(optim_optimizer *opt,
+                                                     const char *path) {
+  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_load_weights");
+  OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_load_weights");
+  // A rule without weights is refused before the file is read.
+  optim_status onError = opt->rule.rule.info().weights.empty()
+                             ? OPTIM_ERROR_NOT_FOUND
+                             : OPTIM_ERROR_IO;
+  return capi::guard(onError, [&] {
+    opt->opt.loadWeights(path);
     return OPTIM_OK;
   });
 }

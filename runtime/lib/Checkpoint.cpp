@@ -269,6 +269,10 @@ void Optimizer::loadWeights(const std::string &path) {
   Fail fail = [&](const std::string &why) {
     return Error("optim::Optimizer::loadWeights: '" + path + "': " + why);
   };
+  // Loading weights into a rule that has none is a mistake, not a no-op.
+  if (ri.weights.empty())
+    throw Error("optim::Optimizer::loadWeights: rule '" + ri.name +
+                "' has no learned weights");
   Safetensors file = Safetensors::read(path, fail);
   // Check every tensor before setting any.
   std::vector<std::pair<const char *, int64_t>> sources;

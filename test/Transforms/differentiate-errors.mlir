@@ -1,14 +1,29 @@
 // RUN: optim-opt %s --optim-differentiate --split-input-file -verify-diagnostics
 
-// expected-error @+1 {{'optim.rule' op has learned weights: differentiating learned rules is not implemented yet}}
-optim.rule @learned(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x2xf32>) {
-  %0 = optim.linear %g, %w : f32, tensor<1x2xf32> -> f32
-  optim.yield %0 : f32
+// An op the language never produces has no derivative rule.
+optim.rule @sine(%p: f32, %g: f32, %t: i64) {
+  // expected-error @+1 {{'math.sin' op cannot be differentiated yet}}
+  %0 = math.sin %g : f32
+  %1 = arith.addf %p, %0 : f32
+  optim.yield %1 : f32
 }
 
 // -----
 
-// expected-error @+1 {{'optim.rule' op state 'h' is a vector: differentiating vector states is not implemented yet}}
-optim.rule @vec(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0) {
-  optim.yield %p, %h : f32, vector<2xf32>
+// Only additive reductions (sum, mean, dot) are differentiated.
+optim.rule @product(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 1.0) {
+  // expected-error @+1 {{'vector.reduction' op cannot be differentiated yet}}
+  %0 = vector.reduction <mul>, %h : vector<2xf32> into f32
+  %1 = arith.addf %p, %0 : f32
+  optim.yield %1, %h : f32, vector<2xf32>
+}
+
+// -----
+
+optim.rule @dynamic(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 1.0) {
+  %i = arith.constant 1 : index
+  // expected-error @+1 {{'vector.extract' op cannot be differentiated yet}}
+  %0 = vector.extract %h[%i] : f32 from vector<2xf32>
+  %1 = arith.addf %p, %0 : f32
+  optim.yield %1, %h : f32, vector<2xf32>
 }

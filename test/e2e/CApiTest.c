@@ -797,6 +797,219 @@ static void testConcurrentCompiles(void) {
   }
 }
 
+/*===--- Learned rules: weights from memory and from a file ---------------===*/
+
+/* The l2l step of examples/l2l.optim in double, written from docs/language.md
+   (lstm weights [4H, I+H+1] = [W_ih | W_hh | b], gates i, f, g, o; linear
+   [O, I+1] = [W | b]; log_sign with k = 10; scale 0.1). */
+enum { kHidden = 20 };
+typedef struct L2LCoord {
+  double p, h1[kHidden], c1[kHidden], h2[kHidden], c2[kHidden];
+} L2LCoord;
+
+static double sigmoidRef(double z) { return 1.0 / (1.0 + exp(-z)); }
+
+static void lstmRef(const float *w, const double *x, int in, double *h,
+                    double *c) {
+  int cols = in + kHidden + 1;
+  double input[kHidden + kHidden], z[4 * kHidden];
+  for (int j = 0; j < in; ++j)
+    input[j] = x[j];
+  for (int j = 0; j < kHidden; ++j)
+    input[in + j] = h[j];
+  for (int r = 0; r < 4 * kHidden; ++r) {
+    double acc = w[r * cols + cols - 1];
+    for (int j = 0; j + 1 < cols; ++j)
+      acc += w[r * cols + j] * input[j];
+    z[r] = acc;
+  }
+  for (int j = 0; j < kHidden; ++j) {
+    double i = sigmoidRef(z[j]), f = sigmoidRef(z[kHidden + j]);
+    double g = tanh(z[2 * kHidden + j]), o = sigmoidRef(z[3 * kHidden + j]);
+    c[j] = f * c[j] + i * g;
+    h[j] = o * tanh(c[j]);
+  }
+}
+
+static void l2lRef(L2LCoord *s, double g, const float *w1, const float *w2,
+                   const float *head) {
+  const double k = 10;
+  double x[2], out;
+  if (fabs(g) >= exp(-k)) {
+    x[0] = log(fabs(g)) / k;
+    x[1] = g > 0 ? 1.0 : g < 0 ? -1.0 : 0.0;
+  } else {
+    x[0] = -1;
+    x[1] = exp(k) * g;
+  }
+  lstmRef(w1, x, 2, s->h1, s->c1);
+  lstmRef(w2, s->h1, kHidden, s->h2, s->c2);
+  out = head[kHidden];
+  for (int j = 0; j < kHidden; ++j)
+    out += head[j] * s->h2[j];
+  s->p += 0.1 * out;
+}
+
+enum { kW1 = 80 * 23, kW2 = 80 * 41, kHead = 21, kCoords = 37 };
+
+/* Deterministic weights of a spread that exercises the nonlinearities. */
+static void fillWeights(float *w, int n, int salt) {
+  for (int i = 0; i < n; ++i)
+    w[i] = (float)(0.4 * sin(1.3 * i + 0.7 * salt));
+}
+
+/* Writes the three tensors in the safetensors layout (8-byte little-endian
+   header size, JSON header, data); `truncate` drops the last bytes. */
+static int writeWeights(const char *path, const float *w1, const float *w2,
+                        const float *head, int truncate) {
+  char header[512];
+  int n = snprintf(header, sizeof header,
+                   "{\"lstm1\":{\"dtype\":\"F32\",\"shape\":[80,23],"
+                   "\"data_offsets\":[0,%d]},"
+                   "\"lstm2\":{\"dtype\":\"F32\",\"shape\":[80,41],"
+                   "\"data_offsets\":[%d,%d]},"
+                   "\"head\":{\"dtype\":\"F32\",\"shape\":[1,21],"
+                   "\"data_offsets\":[%d,%d]}}",
+                   4 * kW1, 4 * kW1, 4 * (kW1 + kW2), 4 * (kW1 + kW2),
+                   4 * (kW1 + kW2 + kHead));
+  unsigned char size[8];
+  FILE *f = fopen(path, "wb");
+  if (!f)
+    return 0;
+  for (int i = 0; i < 8; ++i)
+    size[i] = (unsigned char)((uint64_t)n >> (8 * i));
+  fwrite(size, 1, 8, f);
+  fwrite(header, 1, (size_t)n, f);
+  fwrite(w1, sizeof(float), kW1, f);
+  fwrite(w2, sizeof(float), kW2, f);
+  fwrite(head, sizeof(float), (size_t)(kHead - (truncate ? 3 : 0)), f);
+  return fclose(f) == 0;
+}
+
+static void testLearnedWeights(void) {
+  optim_rule *l2l = compileExample("l2l", 0);
+  optim_rule *adam = compileExample("adam", 0);
+  static float w1[kW1], w2[kW2], head[kHead], other[kW2];
+  double w1d[kW1];
+  size_t n = 99;
+  optim_weights_info info;
+  fillWeights(w1, kW1, 1);
+  fillWeights(w2, kW2, 2);
+  fillWeights(head, kHead, 3);
+  fillWeights(other, kW2, 4);
+  for (int i = 0; i < kW1; ++i)
+    w1d[i] = w1[i];
+
+  /* The rule's weights. */
+  CHECK_OK(optim_rule_num_weights(l2l, &n));
+  CHECK(n == 3);
+  CHECK_OK(optim_rule_weights(l2l, 1, &info));
+  CHECK(strcmp(info.name, "lstm2") == 0 && info.rank == 2 &&
+        info.shape[0] == 80 && info.shape[1] == 41 && info.size == kW2);
+  CHECK_OK(optim_rule_weights(l2l, 2, &info));
+  CHECK(strcmp(info.name, "head") == 0 && info.size == kHead);
+  CHECK_OK(optim_rule_num_weights(adam, &n));
+  CHECK(n == 0);
+  info.name = "unchanged";
+  CHECK_ERROR(optim_rule_weights(l2l, 3, &info), OPTIM_ERROR_NOT_FOUND,
+              "3 weights tensors");
+  CHECK(strcmp(info.name, "unchanged") == 0);
+  CHECK_ERROR(optim_rule_num_weights(NULL, &n), OPTIM_ERROR_INVALID_ARGUMENT,
+              "rule is NULL");
+
+  float p[kCoords], q[kCoords], grad[kCoords];
+  L2LCoord ref[kCoords];
+  memset(ref, 0, sizeof ref);
+  for (int i = 0; i < kCoords; ++i)
+    p[i] = q[i] = (float)(ref[i].p = 0.25 * i - 3.0);
+  float *pp[1] = {p}, *qq[1] = {q};
+  const float *gg[1] = {grad};
+  int64_t size[1] = {kCoords};
+  optim_optimizer *opt = NULL, *fromFile = NULL;
+  CHECK_OK(optim_optimizer_create_f32(l2l, pp, size, 1, NULL, &opt));
+  CHECK_OK(optim_optimizer_create_f32(l2l, qq, size, 1, NULL, &fromFile));
+  if (!opt || !fromFile)
+    return;
+
+  /* No step before the weights; nothing moves. */
+  for (int i = 0; i < kCoords; ++i)
+    grad[i] = (float)gradAt(1, 0, i);
+  CHECK_ERROR(optim_optimizer_step_f32(opt, gg, size, 1, NULL),
+              OPTIM_ERROR_INVALID_ARGUMENT, "are not set");
+  CHECK(p[0] == -3.0f);
+
+  CHECK_OK(optim_optimizer_set_weights_f32(opt, "lstm1", w1, kW1));
+  CHECK_OK(optim_optimizer_set_weights_f32(opt, "lstm2", w2, kW2));
+  CHECK_OK(optim_optimizer_set_weights_f32(opt, "head", head, kHead));
+  /* Wrong calls change nothing: `other` must never reach the kernel. */
+  CHECK_ERROR(optim_optimizer_set_weights_f32(opt, "lstm3", other, kW2),
+              OPTIM_ERROR_NOT_FOUND, "no weights 'lstm3'");
+  CHECK_ERROR(optim_optimizer_set_weights_f32(opt, "lstm2", other, kW2 - 1),
+              OPTIM_ERROR_INVALID_ARGUMENT, "needs 3280 elements, got 3279");
+  CHECK_ERROR(optim_optimizer_set_weights_f32(opt, "lstm2", NULL, kW2),
+              OPTIM_ERROR_INVALID_ARGUMENT, "data is NULL");
+  CHECK_ERROR(optim_optimizer_set_weights_f32(opt, NULL, other, kW2),
+              OPTIM_ERROR_INVALID_ARGUMENT, "name is NULL");
+  CHECK_ERROR(optim_optimizer_set_weights_f32(NULL, "lstm2", other, kW2),
+              OPTIM_ERROR_INVALID_ARGUMENT, "opt is NULL");
+  CHECK_ERROR(optim_optimizer_set_weights_f64(opt, "lstm1", w1d, kW1),
+              OPTIM_ERROR_INVALID_ARGUMENT, "f64");
+
+  /* The same weights from a file; bad files change nothing either. */
+  char path[4096], bad[4096];
+  tempPath(path, sizeof path, "l2l.safetensors");
+  tempPath(bad, sizeof bad, "l2l-truncated.safetensors");
+  CHECK(writeWeights(path, w1, w2, head, 0));
+  CHECK(writeWeights(bad, w1, other, head, 1));
+  CHECK_OK(optim_optimizer_load_weights(fromFile, path));
+  CHECK_ERROR(optim_optimizer_load_weights(fromFile, bad), OPTIM_ERROR_IO,
+              "l2l-truncated.safetensors");
+  CHECK_ERROR(optim_optimizer_load_weights(fromFile, "/nonexistent/w"),
+              OPTIM_ERROR_IO, "/nonexistent/w");
+  CHECK_ERROR(optim_optimizer_load_weights(fromFile, NULL),
+              OPTIM_ERROR_INVALID_ARGUMENT, "path is NULL");
+  CHECK_ERROR(optim_optimizer_load_weights(opt, bad), OPTIM_ERROR_IO,
+              "truncated");
+
+  /* Three steps against the reference; both optimizers agree bit for bit. */
+  double worst = 0;
+  for (int t = 1; t <= 3; ++t) {
+    for (int i = 0; i < kCoords; ++i) {
+      /* Magnitudes from 1e-6 (the e^-k branch of log_sign) to ~1. */
+      grad[i] = (float)(gradAt(t, 0, i) * pow(10.0, -(i % 7)));
+      l2lRef(&ref[i], grad[i], w1, w2, head);
+    }
+    CHECK_OK(optim_optimizer_step_f32(opt, gg, size, 1, NULL));
+    CHECK_OK(optim_optimizer_step_f32(fromFile, gg, size, 1, NULL));
+  }
+  for (int i = 0; i < kCoords; ++i) {
+    double err = fabs(p[i] - ref[i].p) / (fabs(ref[i].p) + 1e-2);
+    worst = err > worst ? err : worst;
+  }
+  /* float kernels against a double reference: a few ulps per operation. */
+  CHECK(worst < 2e-5);
+  CHECK(memcmp(p, q, sizeof p) == 0);
+
+  /* A rule without weights has none to load. */
+  float a[3] = {1, 2, 3};
+  float *aa[1] = {a};
+  int64_t asize[1] = {3};
+  optim_optimizer *adamOpt = NULL;
+  CHECK_OK(optim_optimizer_create_f32(adam, aa, asize, 1, NULL, &adamOpt));
+  CHECK_ERROR(optim_optimizer_load_weights(adamOpt, path),
+              OPTIM_ERROR_NOT_FOUND, "no learned weights");
+  CHECK_ERROR(optim_optimizer_set_weights_f32(adamOpt, "head", head, kHead),
+              OPTIM_ERROR_NOT_FOUND, "has no weights 'head'");
+
+  remove(path);
+  remove(bad);
+  optim_optimizer_release(adamOpt);
+  optim_optimizer_release(opt);
+  optim_optimizer_release(fromFile);
+  optim_rule_release(adam);
+  optim_rule_release(l2l);
+}
+
 static void testStatusNames(void) {
   CHECK(strcmp(optim_status_name(OPTIM_OK), "OPTIM_OK") == 0);
   CHECK(strcmp(optim_status_name(OPTIM_ERROR_IO), "OPTIM_ERROR_IO") == 0);
@@ -821,6 +1034,7 @@ int main(int argc, char **argv) {
   testCheckpointResumes();
   testLastErrorIsPerThread();
   testConcurrentCompiles();
+  testLearnedWeights();
   testStatusNames();
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

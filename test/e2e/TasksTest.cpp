@@ -406,6 +406,89 @@ TEST_F(IDXTest, ReadsPlainAndGzipUnderEitherSpelling) {
   EXPECT_NEAR(task->evaluate(), std::log(10.0), 0.05);
 }
 
+TEST_F(IDXTest, MinibatchesComeFromTheTrainingRangeOnly) {
+  // Images 3..8 are black, the others white: a black input gives W1 a zero
+  // gradient, so one image from outside the range would show in it.
+  const uint32_t n = 12;
+  std::vector<uint8_t> b = header(0x803, {n, 2, 3});
+  for (uint32_t i = 0; i < n; ++i)
+    for (int p = 0; p < 6; ++p)
+      b.push_back(i >= 3 && i < 9 ? 0 : 255);
+  write("t10k-images-idx3-ubyte", b);
+  write("t10k-labels-idx1-ubyte", labels(n));
+  TaskOptions o;
+  o.dataDir = dir.string();
+  parseImageRange("3:9", "--train-images", o.trainFirst, o.trainCount);
+  parseImageRange("0:3", "--eval-images", o.evalFirst, o.evalCount);
+  o.batchSize = 5;
+  auto task = makeTask("mnist", 1, o);
+  FloatTensors grads;
+  double w1Norm = 0, b1Norm = 0;
+  for (int t = 0; t < 200; ++t) {
+    task->step(grads);
+    for (float g : grads[0])
+      w1Norm += std::fabs(g);
+    for (float g : grads[1])
+      b1Norm += std::fabs(g);
+  }
+  EXPECT_EQ(w1Norm, 0.0);
+  EXPECT_GT(b1Norm, 0.0); // The minibatches did train something.
+
+  // The same with a range that reaches a white image: W1 moves.
+  parseImageRange("3:10", "--train-images", o.trainFirst, o.trainCount);
+  auto leaky = makeTask("mnist", 1, o);
+  w1Norm = 0;
+  for (int t = 0; t < 200; ++t) {
+    leaky->step(grads);
+    for (float g : grads[0])
+      w1Norm += std::fabs(g);
+  }
+  EXPECT_GT(w1Norm, 0.0);
+
+  // The held-out images 0-2 are white: the loss on them depends on W1,
+  // which it would not if evaluate() read the black training images.
+  auto a = makeTask("mnist", 1, o);
+  double before = a->evaluate();
+  for (float &w : a->parameters()[0])
+    w += 0.5f;
+  EXPECT_NE(a->evaluate(), before);
+}
+
+TEST(TaskRanges, ParseImageRange) {
+  int64_t first = -1, count = -1;
+  parseImageRange("0:8000", "--train-images", first, count);
+  EXPECT_EQ(first, 0);
+  EXPECT_EQ(count, 8000);
+  parseImageRange("8000:10000", "--eval-images", first, count);
+  EXPECT_EQ(first, 8000);
+  EXPECT_EQ(count, 2000);
+  parseImageRange("59999:60000", "--eval-images", first, count);
+  EXPECT_EQ(first, 59999);
+  EXPECT_EQ(count, 1);
+  // Errors leave the outputs alone and name the flag and the text.
+  for (const char *bad :
+       {"", "8000", ":", "5:", ":5", "-1:5", "+1:5", " 1:5", "1:5 ", "1e3:2e3",
+        "1:2:3", "0x10:20", "5:5", "6:5", "1:99999999999999999999"}) {
+    first = count = -7;
+    expectError(
+        [&] { parseImageRange(bad, "--train-images", first, count); },
+        {"--train-images expects FIRST:END", std::string("'") + bad + "'"});
+    EXPECT_EQ(first, -7) << bad;
+    EXPECT_EQ(count, -7) << bad;
+  }
+  expectError([&] { parseImageRange("7:7", "--eval-images", first, count); },
+              {"--eval-images", "the range is empty"});
+}
+
+TEST(TaskRanges, DefaultsAreTheMetaTrainingSplit) {
+  // Meta-training draws from images 0-7999; evaluation holds 8000-9999 out.
+  TaskOptions o;
+  EXPECT_EQ(o.trainFirst, 0);
+  EXPECT_EQ(o.trainCount, 8000);
+  EXPECT_EQ(o.evalFirst, 8000);
+  EXPECT_EQ(o.evalCount, 2000);
+}
+
 TEST_F(IDXTest, PrefersTheListedSplit) {
   write("train-images-idx3-ubyte", images(4, 4));
   write("train-labels-idx1-ubyte", labels(4));

@@ -42,6 +42,12 @@ int optim::runTask(const RunOptions &o) {
     taskOptions.hiddenLayers = o.hiddenLayers;
     taskOptions.activation = o.activation;
     taskOptions.batchSize = o.batchSize;
+    if (!o.trainImages.empty())
+      tasks::parseImageRange(o.trainImages, "--train-images",
+                             taskOptions.trainFirst, taskOptions.trainCount);
+    if (!o.evalImages.empty())
+      tasks::parseImageRange(o.evalImages, "--eval-images",
+                             taskOptions.evalFirst, taskOptions.evalCount);
     std::unique_ptr<tasks::Task> task =
         tasks::makeTask(o.task, o.seed, taskOptions);
 

@@ -26,6 +26,8 @@ struct RunOptions {
   int hiddenLayers = 1;
   std::string activation = "sigmoid";
   int batchSize = 128;
+  // "FIRST:END" image ranges of the MLP tasks; empty: the task's defaults.
+  std::string trainImages, evalImages;
   bool quiet = false;
   std::string weights; // safetensors file of a learned rule's weights.
 };

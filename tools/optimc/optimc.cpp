@@ -11,6 +11,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "EmitGPU.h"
 #include "Run.h"
 #include "optim/Compiler/CodeGen.h"
 #include "optim/Compiler/Describe.h"
@@ -37,7 +38,8 @@
 namespace cl = llvm::cl;
 
 namespace {
-enum class Emit { AST, MLIR, Lowered, LLVM, Object, Shared };
+enum class Emit { AST, MLIR, Lowered, LLVM, Object, Shared, PTX, Cubin };
+enum class Target { CPU, CUDA };
 
 cl::OptionCategory category("optimc options");
 cl::opt<std::string> inputFilename(cl::Positional,
@@ -60,7 +62,11 @@ cl::opt<Emit> emit(
         clEnumValN(Emit::Object, "obj",
                    "an object file for this host, and its manifest"),
         clEnumValN(Emit::Shared, "shared",
-                   "a shared library for optim::loadRule, and its manifest")),
+                   "a shared library for optim::loadRule, and its manifest"),
+        clEnumValN(Emit::PTX, "ptx", "PTX of the CUDA kernels (--target=cuda)"),
+        clEnumValN(Emit::Cubin, "cubin",
+                   "a cubin (ptxas) for optim::cuda::Device::loadRule, and "
+                   "its manifest (--target=cuda)")),
     cl::cat(category));
 cl::opt<std::string> ruleName("rule",
                               cl::desc("Compile only this rule of the file"),
@@ -75,6 +81,21 @@ cl::opt<unsigned> vectorWidth(
     "vector-width",
     cl::desc("Coordinates per SIMD iteration of the kernels (default 16)"),
     cl::init(16), cl::cat(category));
+cl::opt<Target> target(
+    "target", cl::desc("What the kernels run on (ptx and cubin: cuda)"),
+    cl::init(Target::CPU),
+    cl::values(clEnumValN(Target::CPU, "cpu", "this host (default)"),
+               clEnumValN(Target::CUDA, "cuda", "NVIDIA GPUs (PTX, cubin)")),
+    cl::cat(category));
+cl::opt<std::string> gpuArch("gpu-arch",
+                             cl::desc("CUDA architecture of --target=cuda "
+                                      "(default sm_90)"),
+                             cl::value_desc("sm_XY"), cl::init("sm_90"),
+                             cl::cat(category));
+cl::opt<bool> ptxasVerbose("ptxas-verbose",
+                           cl::desc("Print ptxas's report (registers, "
+                                    "spills) of --emit=cubin"),
+                           cl::init(false), cl::cat(category));
 cl::opt<bool> relaxedFP(
     "relaxed-fp",
     cl::desc("Relaxed rounding: reciprocals of uniform divisors (bias "
@@ -137,6 +158,16 @@ cl::opt<std::string> runWeights(
     cl::value_desc("file"), cl::sub(runCommand), cl::cat(runCategory));
 cl::opt<int> runBatch("batch", cl::desc("Minibatch size (default 128)"),
                       cl::init(128), cl::sub(runCommand), cl::cat(runCategory));
+cl::opt<std::string> runTrainImages(
+    "train-images",
+    cl::desc("Images drawn for training minibatches, FIRST:END (default "
+             "0:8000)"),
+    cl::value_desc("range"), cl::sub(runCommand), cl::cat(runCategory));
+cl::opt<std::string> runEvalImages(
+    "eval-images",
+    cl::desc("Held-out images of the eval loss, FIRST:END (default "
+             "8000:10000)"),
+    cl::value_desc("range"), cl::sub(runCommand), cl::cat(runCategory));
 
 int fail(const llvm::Twine &message) {
   llvm::WithColor::error(llvm::errs(), "optimc") << message << "\n";
@@ -213,6 +244,8 @@ int main(int argc, char **argv) {
     run.activation = runActivation;
     run.batchSize = runBatch;
     run.weights = runWeights;
+    run.trainImages = runTrainImages;
+    run.evalImages = runEvalImages;
     for (const std::string &setting : runSet) {
       auto [name, value] = llvm::StringRef(setting).split('=');
       double number;
@@ -274,19 +307,39 @@ int main(int argc, char **argv) {
     return write(output, [&](llvm::raw_ostream &os) { module->print(os); });
 
   // Code generation.
+  // Layers lower to their data functions (optim-lower-layers, docs/qp.md);
+  // the QP solve is the runtime's. Objects of layers are not made yet.
   for (auto layer : module->getOps<mlir::optim::LayerOp>())
-    return fail("layer '" + layer.getSymName() +
-                "': code generation of QP layers is not implemented yet "
-                "(--emit=mlir shows its dialect form; --rule selects a rule)");
+    if (emit != Emit::Lowered && emit != Emit::LLVM)
+      return fail("layer '" + layer.getSymName() +
+                  "': only --emit=lowered and --emit=llvm are implemented "
+                  "for layers (optim::Compiler::compileLayer JIT-compiles "
+                  "them); --rule selects a rule");
   llvm::SmallVector<mlir::optim::RuleOp> rules(
       module->getOps<mlir::optim::RuleOp>());
   if ((emit == Emit::Object || emit == Emit::Shared) && rules.size() != 1)
     return fail("--emit=obj and --emit=shared make one rule at a time; name "
                 "it with --rule");
-  optim::RuleInfo info = optim::describeRule(rules.front());
+  optim::RuleInfo info =
+      rules.empty() ? optim::RuleInfo() : optim::describeRule(rules.front());
 
   // Errors of the passes (an unsupported rule) print with their location.
   mlir::SourceMgrDiagnosticHandler handler(sourceMgr, &context);
+  if (emit == Emit::PTX || emit == Emit::Cubin || target == Target::CUDA) {
+    if (target.getNumOccurrences() && target != Target::CUDA)
+      return fail("--emit=ptx and --emit=cubin need --target=cuda");
+    if (emit != Emit::Lowered && emit != Emit::PTX && emit != Emit::Cubin)
+      return fail("--target=cuda makes --emit=lowered, ptx or cubin");
+    optim::GPUEmitOptions gpu;
+    gpu.what = emit == Emit::Lowered ? optim::GPUEmit::Lowered
+               : emit == Emit::PTX   ? optim::GPUEmit::PTX
+                                     : optim::GPUEmit::Cubin;
+    gpu.pipeline.arch = gpuArch;
+    gpu.pipeline.relaxedFP = relaxedFP;
+    gpu.output = outputFilename.empty() && emit == Emit::Cubin ? "" : output;
+    gpu.ptxasVerbose = ptxasVerbose;
+    return optim::emitGPU(*module, gpu);
+  }
   mlir::PassManager pm(&context);
   optim::CPUPipelineOptions cpu;
   cpu.vectorWidth = vectorWidth;

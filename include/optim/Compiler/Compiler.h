@@ -15,6 +15,7 @@
 #ifndef OPTIM_COMPILER_COMPILER_H
 #define OPTIM_COMPILER_COMPILER_H
 
+#include "optim/Layer.h"
 #include "optim/Rule.h"
 
 #include <memory>
@@ -39,6 +40,10 @@ struct CompileOptions {
   /// multiply-adds. Faster; about an ulp per operation from the formula as
   /// written. Off (the default): every operation rounds as written.
   bool relaxedFP = false;
+  /// Also compile the rule's reverse mode (Rule::vjpKernel(), used by
+  /// optim::Trajectory for meta-training). Such compilations bypass the
+  /// kernel cache.
+  bool vjp = false;
   /// Reuse kernels compiled earlier, by this or another process.
   bool useCache = true;
   /// Where; empty: $OPTIM_CACHE_DIR, $XDG_CACHE_HOME/optim-mlir or
@@ -63,6 +68,18 @@ public:
                      const std::string &bufferName = "<source>",
                      Target target = Target::cpu(),
                      const std::string &rule = "");
+
+  /// Compiles the layer named `layer` of a file (empty: the file's only
+  /// layer): the functions computing its QP's data and their vector-Jacobian
+  /// product, JIT-compiled, around the runtime's batched QP solver
+  /// (docs/qp.md). Precision from the options; not cached.
+  Layer compileLayerFile(const std::string &path,
+                         const std::string &layer = "");
+  Layer compileLayerSource(std::string_view source,
+                           const std::string &bufferName = "<source>",
+                           const std::string &layer = "");
+
+  const CompileOptions &options() const;
 
   /// Whether the last compilation was served by the cache.
   bool lastWasCached() const;

@@ -10,6 +10,8 @@ namespace optim {
 struct CPUPipelineOptions {
   unsigned vectorWidth = 16;
   bool relaxedFP = false;
+  /// Also generate the reverse mode: optim_vjp_kernel_<rule> (KernelABI.h).
+  bool vjp = false;
 };
 
 /// optim dialect -> fused kernels (scf/vector/arith/math on llvm.ptr).

@@ -58,4 +58,118 @@ def LowerRulesToKernels
   ];
 }
 
+def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Turn each optim.rule into one CUDA kernel over a whole chunk table";
+  let description = [{
+    Replaces every `optim.rule` by a `gpu.func @optim_rule_<name>` kernel in
+    `gpu.module @optim_kernels`, with the GPU ABI of
+    runtime/include/optim/KernelABI.h: one launch processes a whole chunk
+    table (the multi-tensor pattern), thread block b takes chunk
+    `begin + b`, and the block's threads take its coordinates (threads =
+    coordinates).
+
+    What depends only on the hyperparameters and the step (bias
+    corrections, `1 - beta`, ...) is computed once per thread before any
+    loop; hyperparameters and the step are kernel arguments, so a schedule
+    never recompiles. When every pointer of the chunk is 16-byte aligned,
+    each thread reads and writes `128 / element bits` coordinates at a time
+    (128-bit vector loads and stores), the rest of the chunk is done one
+    coordinate per thread; otherwise the whole chunk takes the scalar path.
+    Every coordinate is read once and written once.
+
+    `math.sqrt` becomes NVVM's correctly rounded square root (sqrt.rn in
+    PTX; libdevice's, which convert-gpu-to-nvvm would call, is sqrt.approx)
+    unless `relaxed-fp` is given; `relaxed-fp` also turns divisions by
+    uniform values into multiplications by a reciprocal computed once per
+    thread, and lets multiplies and adds contract into FMAs.
+
+    Only rules whose per-coordinate work is scalar and elementwise (the
+    update rules) are supported; learned rules get a clear error.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect",
+    "::mlir::arith::ArithDialect", "::mlir::math::MathDialect"
+  ];
+  let options = [
+    Option<"vectorBits", "vector-bits", "unsigned", /*default=*/"128",
+           "Bits read and written per thread and state at a time on aligned "
+           "chunks; the element width disables vectors">,
+    Option<"relaxedFP", "relaxed-fp", "bool", /*default=*/"false",
+           "Approximate square roots, reciprocals of uniform divisors and "
+           "fused multiply-adds">
+  ];
+}
+
+def LowerVJPToKernels
+    : Pass<"optim-lower-vjp-to-kernels", "::mlir::ModuleOp"> {
+  let summary = "Turn each rule's per-coordinate VJP into one fused CPU kernel";
+  let description = [{
+    Replaces every function that `optim-differentiate` marked with
+    `optim.vjp_of` (and the rule's `@optim_step_<rule>`) by a
+    `func.func @optim_vjp_kernel_<rule>` with the VJP ABI of
+    runtime/include/optim/KernelABI.h. Per coordinate, `vector-width`
+    coordinates at a time (SIMD lanes = coordinates) with a scalar loop for
+    each chunk's remainder, it reads p, g, the state and the cotangents of
+    the new p and state once, recomputes the step, and overwrites the
+    cotangents with those of the incoming p and state.
+
+    The weight and hyperparameter cotangents are sums over all coordinates.
+    Each coordinate adds its contribution to per-lane accumulators (stack
+    buffers, zeroed per chunk); at the end of a chunk the lanes are added in
+    order, then the scalar tail, into the chunk's own slot of `partials`.
+    A chunk's result therefore depends only on the chunk, never on the
+    thread that ran it; the runtime adds the chunks in chunk order.
+
+    `lstm_cell_vjp` reuses the gate activations of the `lstm_cell` with the
+    same operands (the recomputed forward step) and runs the two products of
+    the backward pass, `W^T dz` and `dz [x; h; 1]^T`, as loops over the
+    weights. A weight cotangent must be a sum (`arith.addf`) of
+    `lstm_cell_vjp` / `linear_vjp` contributions and zeros, which is what
+    `optim-differentiate` produces.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",
+    "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect",
+    "::mlir::arith::ArithDialect", "::mlir::math::MathDialect"
+  ];
+  let options = [
+    Option<"vectorWidth", "vector-width", "unsigned", /*default=*/"16",
+           "Coordinates processed together (SIMD lanes); 1 disables vectors">
+  ];
+}
+
+def LowerLayers : Pass<"optim-lower-layers", "::mlir::ModuleOp"> {
+  let summary = "Turn each optim.layer into the functions that compute its QP's data and their VJP";
+  let description = [{
+    Replaces every `optim.layer @<name>` whose outputs are results of one
+    `optim.qp` by two functions with the ABI of
+    runtime/include/optim/KernelABI.h (the runtime solves the QP itself,
+    optim_qp_*):
+
+    - `optim_layer_<name>_data(inputs, weights, batch, data)` writes the
+      qp's operands (Q, q, A, b, G, h, the present ones in that order): an
+      operand that does not depend on the inputs once, the others once per
+      batch element;
+    - `optim_layer_<name>_vjp(inputs, weights, batch, ddata, dinputs,
+      dweights)` maps cotangents of those operands (shared ones summed over
+      the batch, as the solver's backward gives them) to cotangents of the
+      inputs (per element) and of the weights (summed over the batch).
+
+    Each element of an operand is computed by evaluating its expression at
+    that index, and each element of a cotangent by summing the contributions
+    of the value's uses at that index; nothing is materialized between ops
+    (an element of a matrix-vector product is a loop over its row). Supported
+    in a layer's data: inputs and weights, splat constants and broadcasts of
+    constant scalars, `optim.eye`, `optim.matvec`, and elementwise arith and
+    math ops (differentiable: add, sub, mul, div, neg, exp, log, sqrt, tanh);
+    anything else is a clear error.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",
+    "::mlir::scf::SCFDialect", "::mlir::arith::ArithDialect",
+    "::mlir::math::MathDialect"
+  ];
+}
+
 #endif // OPTIM_CONVERSION_PASSES

@@ -82,6 +82,15 @@ std::unique_ptr<Task> makeTask(const std::string &name, uint64_t seed,
                                const TaskOptions &options = {});
 std::vector<std::string> taskNames();
 
+/// Parses a range of images "FIRST:END" (images FIRST to END - 1, as a
+/// Python slice without its step) into TaskOptions' first and count, for
+/// command-line flags such as `--train-images=0:8000`. `flag` names the flag
+/// in the error. Throws optim::Error on anything but two non-negative
+/// decimal integers with FIRST < END; whether the range fits a data set is
+/// checked by makeTask.
+void parseImageRange(const std::string &text, const std::string &flag,
+                     int64_t &first, int64_t &count);
+
 } // namespace optim::tasks
 
 #endif // OPTIM_TASKS_TASK_H

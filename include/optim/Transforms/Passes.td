@@ -50,12 +50,20 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     "NaN from differentiating sqrt at 0" that Adam-like rules otherwise
     meet at zero gradients).
 
-    Rules with vector states or learned weights are not differentiated yet:
-    the pass reports them and fails.
+    Learned rules get weights among the arguments of both functions, after
+    the states, and their cotangents among the results of the VJP, after the
+    hyperparameters': `-> (dp, dstates..., dhypers..., dweights...)`. The
+    weight cotangent is one coordinate's contribution. `optim.lstm_cell` and
+    `optim.linear` are differentiated into `optim.lstm_cell_vjp` and
+    `optim.linear_vjp`, vector states and indexing into vector-dialect
+    insert/broadcast/reduction, `log_sign` with respect to both operands.
+    The VJP function carries `optim.vjp_of` (the rule) and `optim.vjp_layout`
+    (numbers of hyperparameters, states and weights), which
+    `optim-lower-vjp-to-kernels` reads.
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",
-    "::mlir::math::MathDialect"
+    "::mlir::math::MathDialect", "::mlir::vector::VectorDialect"
   ];
 }
 

@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever anything above changes; recorded in AOT manifests. */
-#define OPTIM_KERNEL_ABI_VERSION 1
+#define OPTIM_KERNEL_ABI_VERSION 5
 
 /* The prefix of every rule kernel's symbol: optim_rule_<rule name>. */
 #define OPTIM_RULE_SYMBOL_PREFIX "optim_rule_"
@@ -52,6 +52,165 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
                                   const int64_t *strides, int64_t begin,
                                   int64_t end, const double *hypers,
                                   int64_t step, const void *const *weights);
+
+/* ---- GPU rule kernels (version 5) ------------------------------------------
+ * `optimc --target=cuda --emit=ptx|cubin` compiles an update rule to a CUDA
+ * kernel `optim_rule_<name>` (PTX .entry, in a cubin for one architecture,
+ * with a manifest whose "target" is "nvptx64-nvidia-cuda sm_XY"):
+ *
+ *   __global__ void optim_rule_<name>(void *const *ptrs,
+ *                                     const int64_t *lengths,
+ *                                     const int64_t *strides, int64_t begin,
+ *                                     int64_t step, T hyper_0, ...,
+ *                                     T hyper_{H-1});
+ *
+ * - ptrs, lengths and strides are the chunk table exactly as for CPU rule
+ *   kernels (2 + S pointers per chunk, then lengths, then strides), in
+ *   DEVICE memory; the runtime keeps all three in one allocation. Every
+ *   pointer of the table is a device (global) pointer aligned to the
+ *   element type.
+ * - One launch covers chunks [begin, begin + gridDim.x): block b takes chunk
+ *   begin + b; its blockDim.x threads (any count; y = z = 1; no dynamic
+ *   shared memory) stride over the chunk's coordinates.
+ * - T is the rule's element type (float or double): every hyperparameter
+ *   in declaration order, by value (const ones included and ignored);
+ *   `step` is t, 1-based.
+ * - When all of a chunk's pointers are 16-byte aligned, each thread handles
+ *   16 bytes of every input and output at a time (128-bit loads and
+ *   stores) and the remainder one coordinate per thread; otherwise the
+ *   whole chunk goes one coordinate per thread. Chunk lengths that are
+ *   multiples of 4 keep every chunk of an aligned tensor aligned.
+ * - Learned rules (weights, vector states) are not compiled for GPUs yet.
+ * The runtime's launch path is optim::cuda::Optimizer (optim/Cuda.h). */
+
+/* ---- Vector-Jacobian products of rules (version 3) -------------------------
+ * A rule compiled with its reverse mode (CompileOptions::vjp) also has
+ *
+ *   void optim_vjp_kernel_<name>(void *const *ptrs, const int64_t *lengths,
+ *                                const int64_t *strides, int64_t begin,
+ *                                int64_t end, const double *hypers,
+ *                                int64_t step, const void *const *weights,
+ *                                void *partials);
+ *
+ * the vector-Jacobian product of ONE step (optim_rule_<name> with the same
+ * hypers, step and weights) with respect to the incoming parameter, the
+ * incoming state, the hyperparameters and the weights; the gradient g is a
+ * constant (no cotangent).
+ * - Chunk c has 3 + 2S pointers at `ptrs[c * (3 + 2S)]`: p, g and the S
+ *   states as they were BEFORE the step (read only), then the cotangent of
+ *   p and one per state. On entry those hold the cotangents of the step's
+ *   outputs (dL/dp', dL/dstate'); the kernel overwrites them with the
+ *   cotangents of its inputs (dL/dp, dL/dstate). Vector states and their
+ *   cotangents are component-major with `strides[c]`, as for the rule.
+ * - `partials` (of the rule's element type) holds P = H + W values per
+ *   chunk, H = number of hyperparameters, W = total number of weights:
+ *   chunk c OVERWRITES `partials[c * P ... c * P + P)` with its own sums
+ *   dL/dhyper (declaration order; 0 for const ones) then dL/dweights (each
+ *   weights tensor row-major, in declaration order). The full gradient is
+ *   the sum over all chunks; add them in chunk order for a result that does
+ *   not depend on the number of threads (a chunk's sums depend only on the
+ *   chunk: lanes are added in a fixed order).
+ * - Otherwise as for rule kernels: chunks [begin, end), threads take
+ *   disjoint ranges, `hypers` holds every hyperparameter's value. */
+#define OPTIM_VJP_SYMBOL_PREFIX "optim_vjp_kernel_"
+
+typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
+                                 const int64_t *strides, int64_t begin,
+                                 int64_t end, const double *hypers,
+                                 int64_t step, const void *const *weights,
+                                 void *partials);
+
+
+/* ---- QP layers (version 2) -------------------------------------------------
+ * The batched QP solver of `optim.qp` (docs/qp.md), implemented by the
+ * runtime (runtime/lib/QPCApi.cpp) and called by compiled layers and foreign
+ * callers. For a batch of `batch` problems
+ *   minimize 1/2 z^T Q z + q^T z  subject to  A z = b,  G z <= h
+ * with n variables, m equalities and p inequalities. Operands are row-major
+ * arrays of the element type `dtype`: Q [n, n] (NULL: 0, a linear program),
+ * q [n], A [m, n], b [m] (NULL iff m = 0), G [p, n], h [p] (NULL iff p = 0).
+ * Bit i of `batched` (OPTIM_QP_BATCHED_Q ... _h) set: operand i holds `batch`
+ * consecutive copies; clear: one copy shared by the batch, whose gradient is
+ * summed over the batch. Outputs: z [batch, n], nu [batch, m],
+ * lam [batch, p], status [batch] (OPTIM_QP_SOLVED, ...), iterations [batch]
+ * (may be NULL). Gradient outputs have the operand's layout; NULL: not
+ * wanted. Incoming gradients dz, dnu, dlam: [batch, n|m|p], NULL: zero.
+ * Functions return 0, or -1 with a message in optim_qp_error(solver).
+ * optim_qp_backward uses the factorization kept by the last forward call on
+ * the same solver, whose operands must be passed again, unchanged. */
+#define OPTIM_QP_SOLVED 0
+#define OPTIM_QP_ITERATION_LIMIT 1
+#define OPTIM_QP_PRIMAL_INFEASIBLE 2
+#define OPTIM_QP_DUAL_INFEASIBLE 3
+#define OPTIM_QP_NUMERICAL_ERROR 4
+
+#define OPTIM_QP_F32 0
+#define OPTIM_QP_F64 1
+
+#define OPTIM_QP_BATCHED_Q 1u
+#define OPTIM_QP_BATCHED_q 2u
+#define OPTIM_QP_BATCHED_A 4u
+#define OPTIM_QP_BATCHED_b 8u
+#define OPTIM_QP_BATCHED_G 16u
+#define OPTIM_QP_BATCHED_h 32u
+
+typedef struct optim_qp_problem {
+  int32_t dtype; /* OPTIM_QP_F32 or OPTIM_QP_F64 */
+  uint32_t batched;
+  int64_t batch, n, m, p;
+  const void *Q, *q, *A, *b, *G, *h;
+} optim_qp_problem;
+
+typedef struct optim_qp_solver optim_qp_solver;
+
+/* ---- Compiled layers (version 4) ------------------------------------------
+ * A `layer NAME` whose outputs are results of its qp compiles
+ * (optim-lower-layers) to the functions that compute the qp's operands from
+ * the layer's inputs and weights, and their vector-Jacobian product; the
+ * runtime's optim::Layer calls them around the solver above.
+ *
+ *   void optim_layer_<name>_data(const void *const *inputs,
+ *                                const void *const *weights, int64_t batch,
+ *                                void *const *data);
+ *   void optim_layer_<name>_vjp(const void *const *inputs,
+ *                               const void *const *weights, int64_t batch,
+ *                               const void *const *ddata,
+ *                               void *const *dinputs, void *const *dweights);
+ *
+ * - inputs[i]: input i of `batch` elements, [batch, shape...]; weights[w]:
+ *   weights tensor w, shared; row-major, the layer's element type.
+ * - data[k]: the k-th present operand of the qp in the order Q, q, A, b, G,
+ *   h. An operand that depends on no input is written once (shared), the
+ *   others `batch` times ([batch, shape...]).
+ * - ddata[k]: cotangents in the same layout (a shared operand's summed over
+ *   the batch, as optim_qp_backward gives it). The vjp OVERWRITES dinputs[i]
+ *   ([batch, shape...]) and dweights[w] (summed over the batch); every
+ *   pointer must be valid. */
+#define OPTIM_LAYER_SYMBOL_PREFIX "optim_layer_"
+
+typedef void (*optim_layer_data_fn)(const void *const *inputs,
+                                    const void *const *weights, int64_t batch,
+                                    void *const *data);
+typedef void (*optim_layer_vjp_fn)(const void *const *inputs,
+                                   const void *const *weights, int64_t batch,
+                                   const void *const *ddata,
+                                   void *const *dinputs,
+                                   void *const *dweights);
+
+/* tol <= 0: the default, 1e-8 (f32 problems are solved in f64 arithmetic,
+ * rounded once at the end); threads 0: one per
+ * hardware thread. NULL on bad arguments (max_iter < 0). */
+optim_qp_solver *optim_qp_create(double tol, int64_t max_iter,
+                                 int32_t threads);
+void optim_qp_destroy(optim_qp_solver *solver);
+const char *optim_qp_error(const optim_qp_solver *solver);
+int optim_qp_forward(optim_qp_solver *solver, const optim_qp_problem *problem,
+                     void *z, void *nu, void *lam, int32_t *status,
+                     int32_t *iterations);
+int optim_qp_backward(optim_qp_solver *solver,
+                      const optim_qp_problem *problem, const void *dz,
+                      const void *dnu, const void *dlam, void *dQ, void *dq,
+                      void *dA, void *db, void *dG, void *dh);
 
 #ifdef __cplusplus
 } /* extern "C" */

@@ -98,8 +98,8 @@ public:
 
   /// Sets every weights tensor of a learned rule from a safetensors file
   /// holding one tensor per name, of the rule's dtype and shape. Throws,
-  /// changing nothing, on a missing tensor, another shape or dtype, or a
-  /// truncated file.
+  /// changing nothing, on a missing tensor, another shape or dtype, a
+  /// truncated file, or a rule without weights.
   void loadWeights(const std::string &path);
 
   /// The number of steps taken (t of the last one); skipped ones excluded.

@@ -72,14 +72,24 @@ public:
   Rule(RuleInfo info, optim_rule_kernel kernel, std::shared_ptr<void> owner)
       : info_(std::make_shared<const RuleInfo>(std::move(info))),
         kernel_(kernel), owner_(std::move(owner)) {}
+  /// With the reverse mode (KernelABI.h, optim_vjp_kernel_<name>).
+  Rule(RuleInfo info, optim_rule_kernel kernel, optim_vjp_kernel vjp,
+       std::shared_ptr<void> owner)
+      : Rule(std::move(info), kernel, std::move(owner)) {
+    vjp_ = vjp;
+  }
 
   explicit operator bool() const { return kernel_ != nullptr; }
   const RuleInfo &info() const;
   optim_rule_kernel kernel() const { return kernel_; }
+  /// The vector-Jacobian product of one step, or null when the rule was
+  /// compiled without it (CompileOptions::vjp).
+  optim_vjp_kernel vjpKernel() const { return vjp_; }
 
 private:
   std::shared_ptr<const RuleInfo> info_;
   optim_rule_kernel kernel_ = nullptr;
+  optim_vjp_kernel vjp_ = nullptr;
   std::shared_ptr<void> owner_;
 };
 

@@ -55,7 +55,7 @@ typedef enum optim_status {
   /* A checkpoint cannot be written or read, is corrupt or truncated, or was
      written by another rule or for other parameter sizes. */
   OPTIM_ERROR_IO = 5,
-  /* The rule is valid but this runtime cannot run it (learned weights). */
+  /* The rule is valid but this runtime cannot run it. */
   OPTIM_ERROR_UNSUPPORTED = 6,
   OPTIM_ERROR_OUT_OF_MEMORY = 7,
   /* A bug: an unexpected failure inside the library. */
@@ -102,6 +102,20 @@ optim_status optim_rule_num_states(const optim_rule *rule, size_t *out);
 optim_status optim_rule_state(const optim_rule *rule, size_t index,
                               optim_state_info *out);
 optim_status optim_rule_release(optim_rule *rule);
+
+/* The learned weights of a learned rule (none for an update rule), in
+   declaration order: `size` elements of the rule's dtype, row-major in
+   `shape` (`rank` dimensions; the array lives as long as the rule). */
+typedef struct optim_weights_info {
+  const char *name;
+  const int64_t *shape;
+  size_t rank;
+  int64_t size;
+} optim_weights_info;
+
+optim_status optim_rule_num_weights(const optim_rule *rule, size_t *out);
+optim_status optim_rule_weights(const optim_rule *rule, size_t index,
+                                optim_weights_info *out);
 
 /*===--- Optimizers -------------------------------------------------------===*/
 
@@ -191,6 +205,24 @@ optim_status optim_optimizer_skipped_steps(const optim_optimizer *opt,
 optim_status optim_optimizer_state(const optim_optimizer *opt, size_t param,
                                    const char *name, const void **data,
                                    int64_t *count);
+
+/* Learned weights. Every weights tensor of a learned rule must be set before
+   its first step (which otherwise fails with OPTIM_ERROR_INVALID_ARGUMENT);
+   they may be replaced between steps. set_weights copies `count` elements
+   (the rule's dtype, row-major): OPTIM_ERROR_NOT_FOUND when the rule has no
+   weights `name`, OPTIM_ERROR_INVALID_ARGUMENT on another count or dtype.
+   load_weights sets every tensor from a safetensors file holding one tensor
+   per weights name, of the rule's dtype and shape: OPTIM_ERROR_IO on a
+   missing, truncated or corrupt file, a missing tensor or another shape or
+   dtype; OPTIM_ERROR_NOT_FOUND when the rule has no weights at all. */
+optim_status optim_optimizer_set_weights_f32(optim_optimizer *opt,
+                                             const char *name,
+                                             const float *data, int64_t count);
+optim_status optim_optimizer_set_weights_f64(optim_optimizer *opt,
+                                             const char *name,
+                                             const double *data, int64_t count);
+optim_status optim_optimizer_load_weights(optim_optimizer *opt,
+                                          const char *path);
 
 /* Checkpoints: state, step counts and hyperparameters, in the safetensors
    layout. save replaces `path` atomically; load changes nothing unless the

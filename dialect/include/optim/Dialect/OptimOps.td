@@ -240,6 +240,71 @@ def Optim_LinearOp : Optim_Op<"linear", [Pure]> {
 }
 
 //===----------------------------------------------------------------------===//
+// Adjoints of the learned-rule building blocks (reverse mode)
+//===----------------------------------------------------------------------===//
+
+def Optim_LSTMCellVJPOp : Optim_Op<"lstm_cell_vjp", [
+    Pure, AllTypesMatch<["x", "dx"]>,
+    AllTypesMatch<["h", "c", "dh_out", "dc_out", "dh", "dc"]>,
+    AllTypesMatch<["weights", "dweights"]>
+  ]> {
+  let summary = "Vector-Jacobian product of one `optim.lstm_cell` step";
+  let description = [{
+    Given the operands of an `optim.lstm_cell` and the cotangents `dh_out`,
+    `dc_out` of its two results, yields the cotangents of its input `x`,
+    state `h`, cell `c` and weights, for ONE coordinate. The weight cotangent
+    is this coordinate's contribution; summing it over the coordinates is the
+    kernel's reduction (`optim-lower-vjp-to-kernels`). With z the gate
+    pre-activations, (i, f, g, o) = (σ(z_i), σ(z_f), tanh(z_g), σ(z_o)) and
+    c' = f c + i g:
+
+    ```
+    dc'  = dc_out + dh_out o (1 - tanh²c')
+    dz_o = dh_out tanh(c') o (1 - o)      dz_i = dc' g i (1 - i)
+    dz_g = dc' i (1 - g²)                 dz_f = dc' c f (1 - f)
+    dc   = dc' f
+    [dx; dh] = [W_ih | W_hh]^T dz         dweights = dz [x; h; 1]^T
+    ```
+  }];
+  let arguments = (ins AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$x,
+                       Optim_CoordinateVector:$h,
+                       Optim_CoordinateVector:$c,
+                       AnyStaticShapeTensor:$weights,
+                       Optim_CoordinateVector:$dh_out,
+                       Optim_CoordinateVector:$dc_out);
+  let results = (outs AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$dx,
+                      Optim_CoordinateVector:$dh,
+                      Optim_CoordinateVector:$dc,
+                      AnyStaticShapeTensor:$dweights);
+  let assemblyFormat = [{
+    $x `,` $h `,` $c `,` $weights `,` $dh_out `,` $dc_out attr-dict `:`
+    type($x) `,` type($h) `,` type($weights)
+  }];
+  let hasVerifier = 1;
+}
+
+def Optim_LinearVJPOp : Optim_Op<"linear_vjp", [
+    Pure, AllTypesMatch<["x", "dx"]>, AllTypesMatch<["weights", "dweights"]>
+  ]> {
+  let summary = "Vector-Jacobian product of `optim.linear`";
+  let description = [{
+    Given the operands of an `optim.linear` and the cotangent `dy` of its
+    result, yields the cotangent of `x`, `W^T dy` (the bias column left out),
+    and this coordinate's contribution `dy [x; 1]^T` to the cotangent of the
+    weights.
+  }];
+  let arguments = (ins AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$x,
+                       AnyStaticShapeTensor:$weights,
+                       AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$dy);
+  let results = (outs AnyTypeOf<[AnyFloat, Optim_CoordinateVector]>:$dx,
+                      AnyStaticShapeTensor:$dweights);
+  let assemblyFormat = [{
+    $x `,` $weights `,` $dy attr-dict `:` type($x) `,` type($weights) `,` type($dy)
+  }];
+  let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
 // QP-layer building blocks
 //===----------------------------------------------------------------------===//
 

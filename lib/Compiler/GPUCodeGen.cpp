@@ -1,0 +1,220 @@
+//===- GPUCodeGen.cpp - optim rules to PTX and cubins ---------------------===//
+
+#include "optim/Compiler/GPUCodeGen.h"
+#include "optim/Conversion/Passes.h"
+#include "optim/Transforms/Passes.h"
+
+#include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
+#include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
+#include "mlir/Conversion/FuncToLLVM/ConvertFuncToLLVM.h"
+#include "mlir/Conversion/NVVMToLLVM/NVVMToLLVM.h"
+#include "mlir/Conversion/Passes.h"
+#include "mlir/Conversion/UBToLLVM/UBToLLVM.h"
+#include "mlir/Conversion/VectorToLLVM/ConvertVectorToLLVM.h"
+#include "mlir/Dialect/ControlFlow/IR/ControlFlow.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
+#include "mlir/Dialect/GPU/Transforms/Passes.h"
+#include "mlir/Dialect/LLVMIR/NVVMDialect.h"
+#include "mlir/Dialect/UB/IR/UBOps.h"
+#include "mlir/IR/DialectRegistry.h"
+#include "mlir/Target/LLVM/NVVM/Target.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/GPU/GPUToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/Program.h"
+#include "llvm/Support/raw_ostream.h"
+
+using namespace mlir;
+
+namespace optim {
+
+std::string checkGPUArch(const std::string &arch) {
+  llvm::StringRef s(arch);
+  unsigned number = 0;
+  bool ok = s.consume_front("sm_");
+  s.consume_back("a");
+  if (!ok || s.getAsInteger(10, number))
+    return "'" + arch + "' is not a CUDA architecture (sm_80, sm_90, ...)";
+  if (number < 75)
+    return "'" + arch +
+           "' is older than sm_75, which CUDA 13's ptxas no longer targets";
+  return "";
+}
+
+const char *gpuPTXFeatures() { return "+ptx80"; }
+
+void registerGPUCodeGen(MLIRContext &context) {
+  DialectRegistry registry;
+  registry.insert<gpu::GPUDialect, NVVM::NVVMDialect, cf::ControlFlowDialect,
+                  ub::UBDialect>();
+  arith::registerConvertArithToLLVMInterface(registry);
+  cf::registerConvertControlFlowToLLVMInterface(registry);
+  registerConvertFuncToLLVMInterface(registry);
+  vector::registerConvertVectorToLLVMInterface(registry);
+  ub::registerConvertUBToLLVMInterface(registry);
+  registerConvertNVVMToLLVMInterface(registry);
+  NVVM::registerNVVMTargetInterfaceExternalModels(registry);
+  registerBuiltinDialectTranslation(registry);
+  registerLLVMDialectTranslation(registry);
+  registerNVVMDialectTranslation(registry);
+  registerGPUDialectTranslation(registry);
+  context.appendDialectRegistry(registry);
+  context.loadAllAvailableDialects();
+}
+
+void buildLowerRulesToGPUPipeline(OpPassManager &pm,
+                                  const GPUPipelineOptions &options) {
+  pm.addPass(mlir::optim::createFoldConstantHyperparameters());
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  mlir::optim::LowerRulesToGPUOptions lower;
+  lower.vectorBits = options.vectorBits;
+  lower.relaxedFP = options.relaxedFP;
+  pm.addPass(mlir::optim::createLowerRulesToGPU(lower));
+  pm.addPass(createCanonicalizerPass());
+  pm.addPass(createCSEPass());
+  pm.addPass(createLoopInvariantCodeMotionPass());
+}
+
+void buildGPUKernelsToNVVMPipeline(OpPassManager &pm,
+                                   const GPUPipelineOptions &options) {
+  OpPassManager &kernels = pm.nest<gpu::GPUModuleOp>();
+  kernels.addPass(createSCFToControlFlowPass());
+  // Transcendentals (exp, log, pow, tanh) become libdevice calls, which the
+  // NVVM target links from the toolkit.
+  kernels.addPass(createConvertGpuOpsToNVVMOps());
+  pm.addPass(createReconcileUnrealizedCastsPass());
+  GpuNVVMAttachTargetOptions target;
+  target.chip = options.arch;
+  target.features = gpuPTXFeatures();
+  target.optLevel = 3;
+  pm.addPass(createGpuNVVMAttachTarget(target));
+}
+
+std::string describeGPUTarget(const std::string &arch) {
+  return "nvptx64-nvidia-cuda " + arch;
+}
+
+/// The toolkit folders to look in, in order.
+static std::vector<std::string> toolkitCandidates() {
+  std::vector<std::string> dirs;
+  for (const char *var : {"CUDA_PATH", "CUDA_HOME", "CUDA_ROOT"})
+    if (std::optional<std::string> v = llvm::sys::Process::GetEnv(var))
+      if (!v->empty())
+        dirs.push_back(*v);
+  dirs.push_back("/usr/local/cuda");
+  return dirs;
+}
+
+llvm::Expected<std::string> compileToPTX(ModuleOp module,
+                                         const GPUPipelineOptions &options) {
+  if (std::string why = checkGPUArch(options.arch); !why.empty())
+    return llvm::createStringError(why);
+  registerGPUCodeGen(*module.getContext());
+  PassManager pm(module.getContext());
+  buildLowerRulesToGPUPipeline(pm, options);
+  buildGPUKernelsToNVVMPipeline(pm, options);
+  GpuModuleToBinaryPassOptions binary;
+  binary.compilationTarget = "isa";
+  for (const std::string &dir : toolkitCandidates())
+    if (llvm::sys::fs::exists(dir + "/nvvm/libdevice/libdevice.10.bc")) {
+      binary.toolkitPath = dir;
+      break;
+    }
+  pm.addPass(createGpuModuleToBinaryPass(binary));
+  if (failed(pm.run(module)))
+    return llvm::createStringError(
+        "the GPU code generator failed (see the diagnostics above)");
+  std::string ptx;
+  for (auto bin : module.getOps<gpu::BinaryOp>())
+    for (Attribute attr : bin.getObjects())
+      ptx += cast<gpu::ObjectAttr>(attr).getObject().getValue().str();
+  if (ptx.empty())
+    return llvm::createStringError("the module has no rule to compile");
+  return ptx;
+}
+
+llvm::Expected<std::string> findPtxas() {
+  // An explicit choice is taken or refused, never second-guessed.
+  if (std::optional<std::string> v = llvm::sys::Process::GetEnv("OPTIM_PTXAS"))
+    if (!v->empty()) {
+      if (llvm::sys::fs::can_execute(*v))
+        return *v;
+      return llvm::createStringError("ptxas not found: OPTIM_PTXAS names '" +
+                                     *v + "', which is not an executable");
+    }
+  std::string tried;
+  for (const std::string &dir : toolkitCandidates()) {
+    std::string path = dir + "/bin/ptxas";
+    if (llvm::sys::fs::can_execute(path))
+      return path;
+    tried += (tried.empty() ? "" : ", ") + path;
+  }
+  if (llvm::ErrorOr<std::string> p = llvm::sys::findProgramByName("ptxas"))
+    return *p;
+  return llvm::createStringError(
+      "ptxas (CUDA toolkit) not found: tried " + tried +
+      " and PATH; install the CUDA toolkit or set CUDA_PATH");
+}
+
+static std::string readAll(llvm::StringRef path) {
+  auto buf = llvm::MemoryBuffer::getFile(path, /*IsText=*/false);
+  return buf ? (*buf)->getBuffer().str() : std::string();
+}
+
+llvm::Expected<std::string> assemblePTX(const std::string &ptx,
+                                        const std::string &arch,
+                                        std::string *info) {
+  if (std::string why = checkGPUArch(arch); !why.empty())
+    return llvm::createStringError(why);
+  llvm::Expected<std::string> ptxas = findPtxas();
+  if (!ptxas)
+    return ptxas.takeError();
+  llvm::SmallString<128> in, out, log;
+  int fd;
+  if (std::error_code ec =
+          llvm::sys::fs::createTemporaryFile("optim", "ptx", fd, in))
+    return llvm::createStringError("cannot create a temporary file: " +
+                                   ec.message());
+  {
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os << ptx;
+  }
+  llvm::sys::fs::createTemporaryFile("optim", "cubin", out);
+  llvm::sys::fs::createTemporaryFile("optim", "log", log);
+  auto cleanup = llvm::make_scope_exit([&] {
+    llvm::sys::fs::remove(in);
+    llvm::sys::fs::remove(out);
+    llvm::sys::fs::remove(log);
+  });
+  std::string archFlag = "-arch=" + arch;
+  llvm::SmallVector<llvm::StringRef> args = {*ptxas, archFlag, "-O3"};
+  if (info)
+    args.push_back("-v");
+  args.append({in.str(), "-o", out.str()});
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, log.str(),
+                                                log.str()};
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(*ptxas, args, std::nullopt, redirects, 0,
+                                     0, &message);
+  std::string report = readAll(log);
+  if (rc != 0)
+    return llvm::createStringError("ptxas (" + *ptxas + ") failed for " + arch +
+                                   (message.empty() ? "" : ": " + message) +
+                                   (report.empty() ? "" : ":\n" + report));
+  if (info)
+    *info = report;
+  std::string cubin = readAll(out);
+  if (cubin.empty())
+    return llvm::createStringError("ptxas wrote no cubin");
+  return cubin;
+}
+
+} // namespace optim

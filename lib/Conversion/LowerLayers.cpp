@@ -1,0 +1,477 @@
+//===- LowerLayers.cpp - optim.layer to data functions and their VJP -----===//
+//
+// A layer's body computes the operands of one optim.qp from its inputs (per
+// batch element) and weights (shared), and returns results of the qp. The
+// solve itself is the runtime's (KernelABI.h, optim_qp_*); what is compiled
+// is the data: two functions with the ABI of KernelABI.h,
+//
+//   optim_layer_<name>_data:  inputs, weights -> the qp's operands
+//   optim_layer_<name>_vjp:   the operands' cotangents -> the inputs' and
+//                             weights' cotangents
+//
+// Each element of an operand is computed by evaluating its expression at
+// that element's index, and each element of a cotangent by summing, over the
+// uses of the value, the use's contribution at that index. Nothing is
+// materialized between ops: a layer's data expressions are short (Q = 0.1 I,
+// q = -puzzle, b = A exp(log_z0)), and an element of a matrix-vector product
+// is a loop over its row. An operand that does not depend on the inputs is
+// computed once per call ("shared"); the rest once per batch element.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Conversion/Passes.h"
+#include "optim/Dialect/OptimOps.h"
+
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Matchers.h"
+#include "mlir/IR/TypeUtilities.h"
+#include "llvm/ADT/DenseSet.h"
+
+namespace mlir::optim {
+#define GEN_PASS_DEF_LOWERLAYERS
+#include "optim/Conversion/Passes.h.inc"
+} // namespace mlir::optim
+
+using namespace mlir;
+using namespace mlir::optim;
+
+namespace {
+
+/// Must match OPTIM_LAYER_SYMBOL_PREFIX and the suffixes of KernelABI.h.
+constexpr llvm::StringLiteral kPrefix = "optim_layer_";
+
+class LayerLowering {
+public:
+  explicit LayerLowering(LayerOp layer) : layer(layer) {}
+  LogicalResult run();
+
+private:
+  LogicalResult check();
+  void emitData(OpBuilder &b);
+  void emitVJP(OpBuilder &b);
+
+  /// The value of tensor `v` at `idx` (index values, one per dimension) for
+  /// batch element `e` (an index; null where `v` is shared).
+  Value at(OpBuilder &b, Value v, ValueRange idx, Value e);
+  /// The scalar that a tensor.splat broadcasts (constants and arithmetic on
+  /// them, cloned).
+  Value scalar(OpBuilder &b, Value v);
+  /// The cotangent of tensor `v` at `idx` for batch element `e` (null for a
+  /// shared value: then summed over the batch where a batched use needs it).
+  Value adjoint(OpBuilder &b, Value v, ValueRange idx, Value e);
+  /// The contribution of one use (operand `use` of its owner) of a value to
+  /// the value's cotangent at `idx`, for batch element `e` (not null when
+  /// the owner is batched).
+  Value contribution(OpBuilder &b, OpOperand &use, ValueRange idx, Value e);
+
+  Value load(OpBuilder &b, Value base, Value linear) {
+    Value p =
+        LLVM::GEPOp::create(b, loc, ptrType, elt, base, ValueRange{linear});
+    return LLVM::LoadOp::create(b, loc, elt, p);
+  }
+  void store(OpBuilder &b, Value v, Value base, Value linear) {
+    Value p =
+        LLVM::GEPOp::create(b, loc, ptrType, elt, base, ValueRange{linear});
+    LLVM::StoreOp::create(b, loc, v, p);
+  }
+  /// Row-major linear index (i64) of `idx` in `shape`, plus `e * size`.
+  Value linear(OpBuilder &b, ArrayRef<int64_t> shape, ValueRange idx, Value e);
+  Value cst(OpBuilder &b, double v) {
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, v));
+  }
+  Value idxCst(OpBuilder &b, int64_t v) {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  }
+  /// Loops over every index of `shape` (and over the batch when `batch` is
+  /// given), calling body(idx, e).
+  void forEach(OpBuilder &b, ArrayRef<int64_t> shape, Value batch,
+               function_ref<void(OpBuilder &, ValueRange, Value)> body);
+  /// sum_{i < n} f(i), as an scf.for with an accumulator.
+  Value sum(OpBuilder &b, Value n, function_ref<Value(OpBuilder &, Value)> f);
+  /// A pointer loaded from entry `i` of an array of pointers.
+  Value pointer(OpBuilder &b, Value array, int64_t i) {
+    Value p = LLVM::GEPOp::create(b, loc, ptrType, ptrType, array,
+                                  ArrayRef<LLVM::GEPArg>{int32_t(i)});
+    return LLVM::LoadOp::create(b, loc, ptrType, p);
+  }
+  bool isBatched(Value v) const { return batched.contains(v); }
+  static ArrayRef<int64_t> shapeOf(Value v) {
+    return cast<RankedTensorType>(v.getType()).getShape();
+  }
+
+  LayerOp layer;
+  Location loc = layer.getLoc();
+  QPOp qp;
+  Type ptrType;
+  FloatType elt;
+  /// Values that depend on the layer's inputs.
+  llvm::DenseSet<Value> batched;
+  /// In the function being emitted: pointers to the inputs, the weights, the
+  /// qp operands' data or cotangents (by operand number of the qp); the
+  /// batch size (index).
+  SmallVector<Value> inputPtrs, weightPtrs;
+  DenseMap<unsigned, Value> operandPtrs;
+  Value batchSize;
+  bool hadError = false;
+};
+
+LogicalResult LayerLowering::check() {
+  Block &body = layer.getBodyBlock();
+  for (Operation &op : body.without_terminator()) {
+    if (auto q = dyn_cast<QPOp>(op)) {
+      if (qp)
+        return q.emitOpError("optim-lower-layers: a layer may solve one qp");
+      qp = q;
+    }
+  }
+  if (!qp)
+    return layer.emitOpError("optim-lower-layers: the layer solves no qp");
+  for (Value v : body.getTerminator()->getOperands())
+    if (v.getDefiningOp() != qp.getOperation())
+      return layer.emitOpError(
+          "optim-lower-layers: every output must be a result of the qp "
+          "(z, nu or lam); other outputs are not supported yet");
+  elt = dyn_cast<FloatType>(getElementTypeOrSelf(qp.getQvec().getType()));
+  if (!elt || !(elt.isF32() || elt.isF64()))
+    return qp.emitOpError("optim-lower-layers: only f32 and f64 layers");
+  // Inputs make values batched; so does anything computed from them.
+  for (unsigned i = 0; i < layer.getNumInputs(); ++i)
+    batched.insert(layer.getInput(i));
+  for (Operation &op : body.without_terminator())
+    if (llvm::any_of(op.getOperands(),
+                     [&](Value v) { return batched.contains(v); }))
+      for (Value r : op.getResults())
+        batched.insert(r);
+  return success();
+}
+
+Value LayerLowering::linear(OpBuilder &b, ArrayRef<int64_t> shape,
+                            ValueRange idx, Value e) {
+  Value lin = idxCst(b, 0);
+  for (auto [d, i] : llvm::zip(shape, idx))
+    lin = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, lin, idxCst(b, d)), i);
+  if (e) {
+    int64_t size = 1;
+    for (int64_t d : shape)
+      size *= d;
+    lin = arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, e, idxCst(b, size)), lin);
+  }
+  return arith::IndexCastOp::create(b, loc, b.getI64Type(), lin);
+}
+
+void LayerLowering::forEach(
+    OpBuilder &b, ArrayRef<int64_t> shape, Value batch,
+    function_ref<void(OpBuilder &, ValueRange, Value)> body) {
+  SmallVector<Value> ubs;
+  if (batch)
+    ubs.push_back(batch);
+  for (int64_t d : shape)
+    ubs.push_back(idxCst(b, d));
+  SmallVector<Value> ivs;
+  std::function<void(OpBuilder &, unsigned)> nest = [&](OpBuilder &ob,
+                                                        unsigned k) {
+    if (k == ubs.size()) {
+      ValueRange all(ivs);
+      body(ob, batch ? all.drop_front() : all, batch ? ivs[0] : Value());
+      return;
+    }
+    auto loop =
+        scf::ForOp::create(ob, loc, idxCst(ob, 0), ubs[k], idxCst(ob, 1));
+    OpBuilder inner = OpBuilder::atBlockBegin(loop.getBody());
+    inner.setInsertionPoint(loop.getBody()->getTerminator());
+    ivs.push_back(loop.getInductionVar());
+    nest(inner, k + 1);
+    ivs.pop_back();
+  };
+  nest(b, 0);
+}
+
+Value LayerLowering::sum(OpBuilder &b, Value n,
+                         function_ref<Value(OpBuilder &, Value)> f) {
+  auto loop = scf::ForOp::create(b, loc, idxCst(b, 0), n, idxCst(b, 1),
+                                 ValueRange{cst(b, 0.0)});
+  OpBuilder inner = OpBuilder::atBlockBegin(loop.getBody());
+  Value term = f(inner, loop.getInductionVar());
+  Value acc =
+      arith::AddFOp::create(inner, loc, loop.getRegionIterArgs()[0], term);
+  scf::YieldOp::create(inner, loc, acc);
+  return loop.getResult(0);
+}
+
+Value LayerLowering::scalar(OpBuilder &b, Value v) {
+  Operation *def = v.getDefiningOp();
+  if (!def || def->getNumResults() != 1 || def->getNumRegions() ||
+      !isa<FloatType>(v.getType())) {
+    (def ? def : layer.getOperation())
+        ->emitOpError("optim-lower-layers: a broadcast scalar must be "
+                      "computed from constants");
+    hadError = true;
+    return cst(b, 0.0);
+  }
+  IRMapping map;
+  for (Value o : def->getOperands())
+    map.map(o, scalar(b, o));
+  return b.clone(*def, map)->getResult(0);
+}
+
+Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
+  if (auto arg = dyn_cast<BlockArgument>(v)) {
+    unsigned i = arg.getArgNumber();
+    if (i < layer.getNumInputs())
+      return load(b, inputPtrs[i], linear(b, shapeOf(v), idx, e));
+    return load(b, weightPtrs[i - layer.getNumInputs()],
+                linear(b, shapeOf(v), idx, Value()));
+  }
+  Operation *op = v.getDefiningOp();
+  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+    auto dense = dyn_cast<DenseElementsAttr>(c.getValue());
+    if (dense && dense.isSplat())
+      return cst(b, dense.getSplatValue<APFloat>().convertToDouble());
+    op->emitOpError("optim-lower-layers: only splat constants are supported "
+                    "in a layer's data");
+    hadError = true;
+    return cst(b, 0.0);
+  }
+  if (auto splat = dyn_cast<tensor::SplatOp>(op))
+    return scalar(b, splat.getInput());
+  if (isa<EyeOp>(op)) {
+    Value same =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, idx[0], idx[1]);
+    return arith::SelectOp::create(b, loc, same, cst(b, 1.0), cst(b, 0.0));
+  }
+  if (auto mv = dyn_cast<MatVecOp>(op)) {
+    Value M = mv.getMatrix(), x = mv.getVector();
+    Value i = idx[0];
+    Value eM = isBatched(M) ? e : Value(), ex = isBatched(x) ? e : Value();
+    return sum(b, idxCst(b, shapeOf(M)[1]), [&](OpBuilder &ib, Value k) {
+      return arith::MulFOp::create(ib, loc, at(ib, M, ValueRange{i, k}, eM),
+                                   at(ib, x, ValueRange{k}, ex));
+    });
+  }
+  if (op->hasTrait<OpTrait::Elementwise>() && op->getNumResults() == 1 &&
+      op->getNumRegions() == 0 && llvm::all_of(op->getOperands(), [](Value o) {
+        return isa<RankedTensorType>(o.getType());
+      })) {
+    OperationState state(loc, op->getName());
+    for (Value o : op->getOperands())
+      state.addOperands(at(b, o, idx, isBatched(o) ? e : Value()));
+    state.addTypes(getElementTypeOrSelf(op->getResult(0).getType()));
+    state.addAttributes(op->getAttrs());
+    return b.create(state)->getResult(0);
+  }
+  op->emitOpError("optim-lower-layers: cannot compute this op in a layer's "
+                  "data");
+  hadError = true;
+  return cst(b, 0.0);
+}
+
+Value LayerLowering::adjoint(OpBuilder &b, Value v, ValueRange idx, Value e) {
+  Value total;
+  for (OpOperand &use : v.getUses()) {
+    Operation *user = use.getOwner();
+    bool userBatched = user->getNumResults() && isBatched(user->getResult(0));
+    Value c;
+    if (!isa<QPOp>(user) && !e && userBatched) {
+      // A shared value used by batched computations: their sum.
+      c = sum(b, batchSize, [&](OpBuilder &ib, Value ee) {
+        return contribution(ib, use, idx, ee);
+      });
+    } else {
+      c = contribution(b, use, idx, e);
+    }
+    if (!c)
+      continue;
+    total = total ? arith::AddFOp::create(b, loc, total, c).getResult() : c;
+  }
+  return total ? total : cst(b, 0.0);
+}
+
+Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
+                                  Value e) {
+  Operation *user = use.getOwner();
+  unsigned k = use.getOperandNumber();
+  Value v = use.get();
+  if (isa<QPOp>(user)) {
+    // Shared operands' cotangents are already summed over the batch.
+    return load(b, operandPtrs.lookup(k),
+                linear(b, shapeOf(v), idx, isBatched(v) ? e : Value()));
+  }
+  auto valueAt = [&](OpBuilder &ob, Value x, ValueRange i) {
+    return at(ob, x, i, isBatched(x) ? e : Value());
+  };
+  if (auto mv = dyn_cast<MatVecOp>(user)) {
+    Value y = mv.getResult(), M = mv.getMatrix(), x = mv.getVector();
+    if (k == 0) { // dM[i, j] = dy[i] x[j]
+      Value dy = adjoint(b, y, ValueRange{idx[0]}, isBatched(y) ? e : Value());
+      return arith::MulFOp::create(b, loc, dy, valueAt(b, x, {idx[1]}));
+    }
+    // dx[j] = sum_i M[i, j] dy[i]
+    return sum(b, idxCst(b, shapeOf(M)[0]), [&](OpBuilder &ib, Value i) {
+      Value dy = adjoint(ib, y, ValueRange{i}, isBatched(y) ? e : Value());
+      return arith::MulFOp::create(ib, loc, valueAt(ib, M, {i, idx[0]}), dy)
+          .getResult();
+    });
+  }
+  if (user->getNumResults() != 1 || !user->hasTrait<OpTrait::Elementwise>()) {
+    user->emitOpError("optim-lower-layers: cannot differentiate this op in a "
+                      "layer's data");
+    hadError = true;
+    return Value();
+  }
+  Value r = user->getResult(0);
+  Value d = adjoint(b, r, idx, isBatched(r) ? e : Value());
+  auto operand = [&](unsigned i) {
+    return valueAt(b, user->getOperand(i), idx);
+  };
+  auto mul = [&](Value a, Value c) {
+    return arith::MulFOp::create(b, loc, a, c).getResult();
+  };
+  if (isa<arith::AddFOp>(user))
+    return d;
+  if (isa<arith::SubFOp>(user))
+    return k == 0 ? d : arith::NegFOp::create(b, loc, d).getResult();
+  if (isa<arith::NegFOp>(user))
+    return arith::NegFOp::create(b, loc, d);
+  if (isa<arith::MulFOp>(user))
+    return mul(d, operand(1 - k));
+  if (isa<arith::DivFOp>(user)) {
+    Value den = operand(1);
+    Value q = arith::DivFOp::create(b, loc, d, den);
+    if (k == 0)
+      return q;
+    Value res = arith::DivFOp::create(b, loc, operand(0), den);
+    return arith::NegFOp::create(b, loc, mul(q, res));
+  }
+  if (isa<math::ExpOp>(user))
+    return mul(d, math::ExpOp::create(b, loc, operand(0)));
+  if (isa<math::LogOp>(user))
+    return arith::DivFOp::create(b, loc, d, operand(0));
+  if (isa<math::SqrtOp>(user))
+    return arith::DivFOp::create(b, loc, mul(d, cst(b, 0.5)),
+                                 math::SqrtOp::create(b, loc, operand(0)));
+  if (isa<math::TanhOp>(user)) {
+    Value t = math::TanhOp::create(b, loc, operand(0));
+    return mul(d, arith::SubFOp::create(b, loc, cst(b, 1.0), mul(t, t)));
+  }
+  user->emitOpError("optim-lower-layers: no derivative for this op in a "
+                    "layer's data");
+  hadError = true;
+  return Value();
+}
+
+/// The qp operands in KernelABI order (Q, q, A, b, G, h), with their operand
+/// numbers in the qp op; absent ones skipped.
+static SmallVector<std::pair<unsigned, Value>> qpOperands(QPOp qp) {
+  SmallVector<std::pair<unsigned, Value>> out;
+  Value all[] = {qp.getQmat(), qp.getQvec(), qp.getA(),
+                 qp.getB(),    qp.getG(),    qp.getH()};
+  for (Value v : all)
+    if (v)
+      for (OpOperand &o : qp->getOpOperands())
+        if (o.get() == v) {
+          out.push_back({o.getOperandNumber(), v});
+          break;
+        }
+  return out;
+}
+
+void LayerLowering::emitData(OpBuilder &b) {
+  // void optim_layer_<name>_data(const void *const *inputs,
+  //     const void *const *weights, int64_t batch, void *const *data)
+  Type i64 = b.getI64Type();
+  auto type = b.getFunctionType({ptrType, ptrType, i64, ptrType}, {});
+  auto func = func::FuncOp::create(
+      b, loc, (kPrefix + layer.getSymName() + "_data").str(), type);
+  Block *entry = func.addEntryBlock();
+  OpBuilder fb = OpBuilder::atBlockBegin(entry);
+  inputPtrs.clear();
+  weightPtrs.clear();
+  for (unsigned i = 0; i < layer.getNumInputs(); ++i)
+    inputPtrs.push_back(pointer(fb, entry->getArgument(0), i));
+  for (unsigned i = 0; i < layer.getNumWeights(); ++i)
+    weightPtrs.push_back(pointer(fb, entry->getArgument(1), i));
+  batchSize = arith::IndexCastOp::create(fb, loc, fb.getIndexType(),
+                                         entry->getArgument(2));
+  auto operands = qpOperands(qp);
+  for (auto [slot, entryPair] : llvm::enumerate(operands)) {
+    Value v = entryPair.second;
+    Value out = pointer(fb, entry->getArgument(3), slot);
+    bool isB = isBatched(v);
+    forEach(fb, shapeOf(v), isB ? batchSize : Value(),
+            [&](OpBuilder &ib, ValueRange idx, Value e) {
+              store(ib, at(ib, v, idx, e), out, linear(ib, shapeOf(v), idx, e));
+            });
+  }
+  func::ReturnOp::create(fb, loc);
+}
+
+void LayerLowering::emitVJP(OpBuilder &b) {
+  // void optim_layer_<name>_vjp(const void *const *inputs,
+  //     const void *const *weights, int64_t batch,
+  //     const void *const *ddata, void *const *dinputs, void *const *dweights)
+  Type i64 = b.getI64Type();
+  auto type =
+      b.getFunctionType({ptrType, ptrType, i64, ptrType, ptrType, ptrType}, {});
+  auto func = func::FuncOp::create(
+      b, loc, (kPrefix + layer.getSymName() + "_vjp").str(), type);
+  Block *entry = func.addEntryBlock();
+  OpBuilder fb = OpBuilder::atBlockBegin(entry);
+  inputPtrs.clear();
+  weightPtrs.clear();
+  operandPtrs.clear();
+  for (unsigned i = 0; i < layer.getNumInputs(); ++i)
+    inputPtrs.push_back(pointer(fb, entry->getArgument(0), i));
+  for (unsigned i = 0; i < layer.getNumWeights(); ++i)
+    weightPtrs.push_back(pointer(fb, entry->getArgument(1), i));
+  batchSize = arith::IndexCastOp::create(fb, loc, fb.getIndexType(),
+                                         entry->getArgument(2));
+  for (auto [slot, entryPair] : llvm::enumerate(qpOperands(qp)))
+    operandPtrs[entryPair.first] = pointer(fb, entry->getArgument(3), slot);
+  for (unsigned i = 0; i < layer.getNumInputs(); ++i) {
+    Value arg = layer.getInput(i);
+    Value out = pointer(fb, entry->getArgument(4), i);
+    forEach(fb, shapeOf(arg), batchSize,
+            [&](OpBuilder &ib, ValueRange idx, Value e) {
+              store(ib, adjoint(ib, arg, idx, e), out,
+                    linear(ib, shapeOf(arg), idx, e));
+            });
+  }
+  for (unsigned i = 0; i < layer.getNumWeights(); ++i) {
+    Value arg = layer.getWeight(i);
+    Value out = pointer(fb, entry->getArgument(5), i);
+    forEach(fb, shapeOf(arg), Value(),
+            [&](OpBuilder &ib, ValueRange idx, Value) {
+              store(ib, adjoint(ib, arg, idx, Value()), out,
+                    linear(ib, shapeOf(arg), idx, Value()));
+            });
+  }
+  func::ReturnOp::create(fb, loc);
+}
+
+LogicalResult LayerLowering::run() {
+  if (failed(check()))
+    return failure();
+  ptrType = LLVM::LLVMPointerType::get(layer.getContext());
+  OpBuilder b(layer);
+  emitData(b);
+  emitVJP(b);
+  if (hadError)
+    return failure();
+  layer.erase();
+  return success();
+}
+
+struct LowerLayers : public mlir::optim::impl::LowerLayersBase<LowerLayers> {
+  void runOnOperation() override {
+    SmallVector<LayerOp> layers(getOperation().getOps<LayerOp>());
+    for (LayerOp layer : layers)
+      if (failed(LayerLowering(layer).run()))
+        return signalPassFailure();
+  }
+};
+
+} // namespace

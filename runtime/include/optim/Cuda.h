@@ -1,0 +1,237 @@
+//===- Cuda.h - run compiled rules on NVIDIA GPUs (driver API) --*- C++ -*-===//
+//
+// Part of the runtime: no LLVM, MLIR or CUDA header may be included here. The
+// CUDA driver is loaded at run time with dlopen("libcuda.so.1"), so that the
+// runtime builds, links and passes its tests on machines without CUDA.
+//
+//   auto driver = optim::cuda::loadDriver();        // throws if no driver
+//   optim::cuda::Device gpu(driver, 0);
+//   optim::cuda::Rule adam = gpu.loadRule("adam.cubin"); // + manifest
+//   optim::cuda::Optimizer opt(adam, {{pW, nW}, {pB, nB}}); // device ptrs
+//   opt.set("lr", 3e-3);
+//   opt.step({{gW, nW}, {gB, nB}});                 // one launch, async
+//   gpu.synchronize(opt.stream());
+//
+// Every failing driver call throws optim::Error naming the call and the
+// driver's error name, e.g. "optim: CUDA: cuLaunchKernel failed:
+// CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was encountered)".
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_RUNTIME_CUDA_H
+#define OPTIM_RUNTIME_CUDA_H
+
+#include "optim/Rule.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace optim::cuda {
+
+// The few driver API types used, declared with the driver's ABI (cuda.h).
+using CUresult = int;
+using CUdevice = int;
+using CUdeviceptr = unsigned long long;
+using CUcontext = struct CUctx_st *;
+using CUmodule = struct CUmod_st *;
+using CUfunction = struct CUfunc_st *;
+using CUstream = struct CUstream_st *;
+constexpr CUresult CUDA_SUCCESS = 0;
+/// CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR.
+constexpr int kAttrComputeCapabilityMajor = 75;
+constexpr int kAttrComputeCapabilityMinor = 76;
+
+/// The driver entry points the runtime calls, by pointer: loadDriver fills
+/// them from libcuda.so.1, tests inject fakes.
+struct DriverAPI {
+  CUresult (*cuInit)(unsigned flags) = nullptr;
+  CUresult (*cuDeviceGetCount)(int *count) = nullptr;
+  CUresult (*cuDeviceGet)(CUdevice *device, int ordinal) = nullptr;
+  CUresult (*cuDeviceGetName)(char *name, int len, CUdevice dev) = nullptr;
+  CUresult (*cuDeviceGetAttribute)(int *value, int attribute,
+                                   CUdevice dev) = nullptr;
+  CUresult (*cuDevicePrimaryCtxRetain)(CUcontext *ctx, CUdevice dev) = nullptr;
+  CUresult (*cuDevicePrimaryCtxRelease)(CUdevice dev) = nullptr;
+  CUresult (*cuCtxSetCurrent)(CUcontext ctx) = nullptr;
+  CUresult (*cuModuleLoadData)(CUmodule *module, const void *image) = nullptr;
+  CUresult (*cuModuleUnload)(CUmodule module) = nullptr;
+  CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module,
+                                  const char *name) = nullptr;
+  CUresult (*cuMemAlloc)(CUdeviceptr *ptr, size_t bytes) = nullptr;
+  CUresult (*cuMemFree)(CUdeviceptr ptr) = nullptr;
+  CUresult (*cuMemcpyHtoD)(CUdeviceptr dst, const void *src,
+                           size_t bytes) = nullptr;
+  CUresult (*cuMemcpyDtoH)(void *dst, CUdeviceptr src, size_t bytes) = nullptr;
+  CUresult (*cuMemcpyHtoDAsync)(CUdeviceptr dst, const void *src, size_t bytes,
+                                CUstream stream) = nullptr;
+  CUresult (*cuMemcpyDtoDAsync)(CUdeviceptr dst, CUdeviceptr src, size_t bytes,
+                                CUstream stream) = nullptr;
+  CUresult (*cuStreamCreate)(CUstream *stream, unsigned flags) = nullptr;
+  CUresult (*cuStreamDestroy)(CUstream stream) = nullptr;
+  CUresult (*cuStreamSynchronize)(CUstream stream) = nullptr;
+  CUresult (*cuLaunchKernel)(CUfunction f, unsigned gridX, unsigned gridY,
+                             unsigned gridZ, unsigned blockX, unsigned blockY,
+                             unsigned blockZ, unsigned sharedBytes,
+                             CUstream stream, void **params,
+                             void **extra) = nullptr;
+  CUresult (*cuGetErrorName)(CUresult error, const char **name) = nullptr;
+  CUresult (*cuGetErrorString)(CUresult error, const char **text) = nullptr;
+
+  /// Throws optim::Error "optim: CUDA: <call> failed: <NAME> (<text>)"
+  /// unless `result` is CUDA_SUCCESS.
+  void check(CUresult result, const char *call) const;
+};
+
+/// Loads libcuda.so.1 (or `library`) and resolves every entry point; throws
+/// optim::Error saying why when there is no usable driver.
+std::shared_ptr<const DriverAPI> loadDriver(const char *library = nullptr);
+/// Like loadDriver, but returns null and sets `why` instead of throwing:
+/// what tests use to skip with a reason.
+std::shared_ptr<const DriverAPI> tryLoadDriver(std::string *why);
+
+class Device;
+
+/// A cubin loaded on a device and its manifest: one rule's kernel.
+class Rule {
+public:
+  const RuleInfo &info() const { return *info_; }
+  CUfunction function() const { return function_; }
+  /// "nvptx64-nvidia-cuda sm_90": what the cubin was compiled for.
+  const std::string &target() const { return target_; }
+  const std::shared_ptr<Device> &device() const { return device_; }
+
+private:
+  friend class Device;
+  std::shared_ptr<const RuleInfo> info_;
+  std::string target_;
+  std::shared_ptr<Device> device_;
+  std::shared_ptr<CUmod_st> module_;
+  CUfunction function_ = nullptr;
+};
+
+/// One GPU: its primary context, made current by every call of the runtime
+/// that needs it.
+class Device : public std::enable_shared_from_this<Device> {
+public:
+  static std::shared_ptr<Device> open(std::shared_ptr<const DriverAPI> driver,
+                                      int ordinal = 0);
+  ~Device();
+  Device(const Device &) = delete;
+  Device &operator=(const Device &) = delete;
+
+  const DriverAPI &driver() const { return *driver_; }
+  const std::string &name() const { return name_; }
+  /// "sm_90" for compute capability 9.0.
+  const std::string &arch() const { return arch_; }
+  void makeCurrent() const;
+  /// For destructors: never throws; false when the driver refused.
+  bool tryMakeCurrent() const noexcept;
+
+  /// Loads a cubin compiled by `optimc --emit=cubin` and its manifest
+  /// (default: the cubin's path with ".manifest.json" for its extension).
+  /// Refuses a cubin compiled for another architecture than the device's.
+  Rule loadRule(const std::string &cubinPath,
+                const std::string &manifestPath = "");
+  /// The same from bytes already in memory; `origin` names them in errors.
+  Rule loadRule(const std::string &cubin, const std::string &manifestJSON,
+                const std::string &origin);
+
+private:
+  Device() = default;
+  std::shared_ptr<const DriverAPI> driver_;
+  CUdevice device_ = 0;
+  CUcontext context_ = nullptr;
+  std::string name_, arch_;
+};
+
+/// Device memory owned by the runtime (state, the chunk table).
+class Buffer {
+public:
+  Buffer() = default;
+  Buffer(std::shared_ptr<Device> device, size_t bytes);
+  ~Buffer();
+  Buffer(Buffer &&other) noexcept { swap(other); }
+  Buffer &operator=(Buffer &&other) noexcept {
+    swap(other);
+    return *this;
+  }
+  CUdeviceptr get() const { return ptr_; }
+  size_t size() const { return bytes_; }
+  void upload(const void *host, size_t bytes, size_t offset = 0);
+  void download(void *host, size_t bytes, size_t offset = 0) const;
+
+private:
+  void swap(Buffer &o) noexcept {
+    std::swap(device_, o.device_);
+    std::swap(ptr_, o.ptr_);
+    std::swap(bytes_, o.bytes_);
+  }
+  std::shared_ptr<Device> device_;
+  CUdeviceptr ptr_ = 0;
+  size_t bytes_ = 0;
+};
+
+/// A tensor in device memory (not owned) of `size` elements of the rule's
+/// dtype.
+struct DeviceTensor {
+  CUdeviceptr data = 0;
+  int64_t size = 0;
+};
+
+struct OptimizerOptions {
+  /// Coordinates per chunk (one thread block each); a multiple of 4 keeps
+  /// every chunk of an aligned tensor 16-byte aligned. Many blocks (a
+  /// 124M-coordinate model has ~7,600) keep the last wave short.
+  int64_t chunkSize = 16384;
+  /// Threads per block: 256 lets ~5 blocks of a 48-register kernel share
+  /// an SM. Not tuned on hardware yet (bench/gpu/run.sh sweeps both).
+  unsigned blockSize = 256;
+  /// The stream to launch on; null: the optimizer creates its own.
+  CUstream stream = nullptr;
+};
+
+/// Applies a rule to a model's parameters in device memory: one kernel
+/// launch per step over the whole chunk table (in device memory, rebuilt
+/// only when the gradients move). Owns the state, in device memory.
+class Optimizer {
+public:
+  Optimizer(Rule rule, std::vector<DeviceTensor> params,
+            OptimizerOptions options = {});
+  ~Optimizer();
+  Optimizer(const Optimizer &) = delete;
+  Optimizer &operator=(const Optimizer &) = delete;
+
+  void set(const std::string &hyper, double value);
+  double get(const std::string &hyper) const;
+  /// Enqueues one step on the stream (asynchronous): t advances by one.
+  void step(const std::vector<DeviceTensor> &grads);
+  int64_t stepCount() const { return step_; }
+  CUstream stream() const { return stream_; }
+  void synchronize() const;
+  int64_t numChunks() const { return numChunks_; }
+  /// Copies state `name` of parameter tensor `index` to the host
+  /// (synchronizes first).
+  void readState(const std::string &name, size_t index, void *host) const;
+
+private:
+  void buildTable(const std::vector<DeviceTensor> &grads);
+  Rule rule_;
+  std::vector<DeviceTensor> params_;
+  OptimizerOptions options_;
+  CUstream stream_ = nullptr;
+  bool ownsStream_ = false;
+  std::vector<double> hypers_;
+  /// states_[s][tensor]
+  std::vector<std::vector<Buffer>> states_;
+  Buffer table_;
+  std::vector<CUdeviceptr> tableGrads_;
+  int64_t numChunks_ = 0, step_ = 0;
+};
+
+} // namespace optim::cuda
+
+#endif // OPTIM_RUNTIME_CUDA_H

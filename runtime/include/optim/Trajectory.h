@@ -1,0 +1,125 @@
+//===- Trajectory.h - unrolled steps of a rule and their reverse mode -*- C++
+//-*-===//
+//
+// Part of the runtime: no LLVM or MLIR header may be included here.
+//
+// Meta-training (Andrychowicz et al., 2016) runs a rule for T steps on an
+// optimizee's parameters θ, then backpropagates a loss Σ f(θ_t) through
+// those steps to the rule's learned weights (and hyperparameters). A
+// Trajectory owns θ and the rule's state, records what the backward pass
+// needs at each step (θ_t, g_t and the state before the step), and runs the
+// rule's VJP kernel over the recorded steps, newest first:
+//
+//   optim::CompileOptions o; o.vjp = true;
+//   optim::Rule l2l = optim::Compiler(o).compileFile("examples/l2l.optim");
+//   optim::Trajectory traj(l2l, {784 * 20 + 20, 20 * 10 + 10});
+//   traj.loadWeights("weights.safetensors");
+//   init θ through traj.param(i) ...
+//   for (t = 0; t < 20; ++t) { grads = ∇f(θ); traj.step(grads); }
+//   auto grad = traj.backward(dLdTheta);   // dL/dweights, dL/dhypers
+//   traj.truncate();                        // keep θ and state, drop tape
+//
+// The gradient g fed to the rule is a constant of the backward pass (second
+// derivatives of f dropped, as in the paper): dL/dθ_t is whatever the caller
+// passes (∇f(θ_t) for L = Σ f(θ_t)) plus the adjoint carried back from
+// θ_{t+1} by the rule. Weight gradients are summed per chunk by the kernel
+// and over chunks and steps here, in a fixed order: the result is the same
+// bit for bit whatever the number of threads.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_RUNTIME_TRAJECTORY_H
+#define OPTIM_RUNTIME_TRAJECTORY_H
+
+#include "optim/Rule.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace optim {
+
+struct TrajectoryOptions {
+  /// Worker threads; 0 means one per hardware thread.
+  unsigned threads = 0;
+  /// Coordinates per chunk, the unit of work of a thread. The gradient's
+  /// rounding depends on it (not on the number of threads).
+  int64_t chunkSize = 32768;
+};
+
+/// dL/d(learned weights) and dL/d(hyperparameters) of a backward pass.
+struct RuleGradient {
+  /// One per weights tensor of the rule, row-major, in declaration order.
+  std::vector<std::vector<double>> weights;
+  /// One per hyperparameter, in declaration order (0 for const ones).
+  std::vector<double> hypers;
+};
+
+class Trajectory {
+public:
+  /// A trajectory over parameter tensors of the given sizes, owned by it,
+  /// of the rule's dtype, initialized to 0. The rule must have its reverse
+  /// mode (compiled with CompileOptions::vjp).
+  Trajectory(Rule rule, std::vector<int64_t> sizes,
+             TrajectoryOptions options = {});
+  ~Trajectory();
+  Trajectory(Trajectory &&) noexcept;
+  Trajectory &operator=(Trajectory &&) noexcept;
+
+  const Rule &rule() const;
+  size_t numParams() const;
+  int64_t paramSize(size_t i) const;
+  /// θ_i now (after the last step), of the rule's dtype; write it to set the
+  /// initial parameters (before the first step of a tape).
+  void *param(size_t i);
+  const void *param(size_t i) const;
+  /// The state `name` of parameter `i` now (component-major for vectors).
+  void *state(size_t i, const std::string &name);
+
+  void set(const std::string &hyper, double value);
+  double get(const std::string &hyper) const;
+  /// Learned weights, as optim::Optimizer::setWeights / loadWeights.
+  void setWeights(const std::string &name, const void *data, int64_t count);
+  void loadWeights(const std::string &path);
+  /// The weights `name` in use (count elements of the rule's dtype).
+  const void *weights(const std::string &name) const;
+
+  /// Sets every state to its initial value, the step count to 0 and drops
+  /// the tape (θ is left as it is).
+  void resetState();
+  /// Drops the tape, keeping θ, the state and the step count: the start of
+  /// the next truncation of truncated backpropagation through time.
+  void truncate();
+
+  /// One step of the rule with one gradient per parameter (the rule's
+  /// dtype), recording θ, g and the state before it.
+  void step(const std::vector<const void *> &grads);
+  /// Steps recorded since the last truncate() / resetState().
+  size_t tapeLength() const;
+  /// Steps taken since the last resetState() (t of the last one).
+  int64_t stepCount() const;
+
+  /// Backward over the recorded steps. `dLdParams[k][i]` is the explicit
+  /// dL/dθ_i after recorded step k (k = 0 .. tapeLength() - 1), of the
+  /// rule's dtype, or null for none. The cotangents of θ and the state after
+  /// the last step start at zero (nothing flows back across a truncation).
+  /// Afterwards paramAdjoint / stateAdjoint hold dL/dθ and dL/dstate before
+  /// the first recorded step. The tape is kept: backward may run again.
+  RuleGradient
+  backward(const std::vector<std::vector<const void *>> &dLdParams);
+  /// dL/dθ_i and dL/dstate before the first recorded step (after backward).
+  const void *paramAdjoint(size_t i) const;
+  const void *stateAdjoint(size_t i, const std::string &name) const;
+
+  /// Bytes held by the tape (θ, g and state per recorded step).
+  size_t tapeBytes() const;
+
+  struct Impl;
+
+private:
+  std::unique_ptr<Impl> impl;
+};
+
+} // namespace optim
+
+#endif // OPTIM_RUNTIME_TRAJECTORY_H

@@ -1,0 +1,396 @@
+//===- CudaExecutor.cpp - devices, cubins, buffers and the GPU optimizer --===//
+//
+// The launch follows the GPU kernel ABI of KernelABI.h: one launch covers
+// the whole chunk table (grid = chunks, block b takes chunk begin + b); the
+// table lives in device memory and is rebuilt only when the gradients move.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Cuda.h"
+#include "optim/Manifest.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+using namespace optim;
+using namespace optim::cuda;
+
+//===----------------------------------------------------------------------===//
+// Device
+//===----------------------------------------------------------------------===//
+
+std::shared_ptr<Device> Device::open(std::shared_ptr<const DriverAPI> driver,
+                                     int ordinal) {
+  if (!driver)
+    throw Error("optim: CUDA: no driver");
+  const DriverAPI &d = *driver;
+  int count = 0;
+  d.check(d.cuDeviceGetCount(&count), "cuDeviceGetCount");
+  if (ordinal < 0 || ordinal >= count)
+    throw Error("optim: CUDA: no device " + std::to_string(ordinal) +
+                " (the driver reports " + std::to_string(count) + ")");
+  std::shared_ptr<Device> dev(new Device);
+  dev->driver_ = std::move(driver);
+  d.check(d.cuDeviceGet(&dev->device_, ordinal), "cuDeviceGet");
+  char name[256] = {0};
+  d.check(d.cuDeviceGetName(name, sizeof(name) - 1, dev->device_),
+          "cuDeviceGetName");
+  dev->name_ = name;
+  int major = 0, minor = 0;
+  d.check(
+      d.cuDeviceGetAttribute(&major, kAttrComputeCapabilityMajor, dev->device_),
+      "cuDeviceGetAttribute");
+  d.check(
+      d.cuDeviceGetAttribute(&minor, kAttrComputeCapabilityMinor, dev->device_),
+      "cuDeviceGetAttribute");
+  dev->arch_ = "sm_" + std::to_string(major * 10 + minor);
+  d.check(d.cuDevicePrimaryCtxRetain(&dev->context_, dev->device_),
+          "cuDevicePrimaryCtxRetain");
+  return dev;
+}
+
+Device::~Device() {
+  if (context_)
+    driver_->cuDevicePrimaryCtxRelease(device_);
+}
+
+bool Device::tryMakeCurrent() const noexcept {
+  return driver_->cuCtxSetCurrent(context_) == CUDA_SUCCESS;
+}
+
+void Device::makeCurrent() const {
+  driver_->check(driver_->cuCtxSetCurrent(context_), "cuCtxSetCurrent");
+}
+
+static std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    throw Error("optim: cannot read '" + path + "': " + std::strerror(errno));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+cuda::Rule Device::loadRule(const std::string &cubinPath,
+                            const std::string &manifestPath) {
+  std::string path = manifestPath;
+  if (path.empty()) {
+    size_t dot = cubinPath.find_last_of('.');
+    size_t slash = cubinPath.find_last_of('/');
+    path =
+        (dot != std::string::npos && (slash == std::string::npos || dot > slash)
+             ? cubinPath.substr(0, dot)
+             : cubinPath) +
+        ".manifest.json";
+  }
+  std::string manifest = readFile(path);
+  return loadRule(readFile(cubinPath), manifest, path);
+}
+
+/// "sm_86" -> 86; -1 when malformed.
+static int archNumber(const std::string &arch) {
+  if (arch.rfind("sm_", 0) != 0)
+    return -1;
+  std::string digits = arch.substr(3);
+  if (!digits.empty() && digits.back() == 'a')
+    digits.pop_back();
+  if (digits.empty() || digits.size() > 4 ||
+      digits.find_first_not_of("0123456789") != std::string::npos)
+    return -1;
+  return std::stoi(digits);
+}
+
+cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
+                            const std::string &origin) {
+  Manifest m = readManifest(json, origin);
+  const std::string prefix = "nvptx64-nvidia-cuda ";
+  if (m.target.rfind(prefix, 0) != 0)
+    throw Error("optim: manifest '" + origin + "': compiled for '" + m.target +
+                "', not for a CUDA GPU (use optimc --target=cuda "
+                "--emit=cubin)");
+  std::string arch = m.target.substr(prefix.size());
+  int want = archNumber(arch), have = archNumber(arch_);
+  // A cubin runs on its own major architecture, same or newer minor
+  // version; "a" (architecture-specific) cubins only on their own.
+  bool specific = !arch.empty() && arch.back() == 'a';
+  if (want < 0 || want / 10 != have / 10 || want % 10 > have % 10 ||
+      (specific && want != have))
+    throw Error("optim: '" + origin + "' was compiled for " + arch +
+                ", the device (" + name_ + ") is " + arch_ +
+                "; recompile with --gpu-arch=" + arch_);
+  if (!m.info.weights.empty())
+    throw Error("optim: '" + origin +
+                "': learned rules do not run on GPUs "
+                "yet");
+  for (const StateSpec &s : m.info.states)
+    if (s.size != 1)
+      throw Error("optim: '" + origin + "': vector state '" + s.name +
+                  "' is not supported on GPUs yet");
+  if (cubin.empty())
+    throw Error("optim: '" + origin + "': the cubin is empty");
+  makeCurrent();
+  CUmodule module = nullptr;
+  driver_->check(driver_->cuModuleLoadData(&module, cubin.data()),
+                 "cuModuleLoadData");
+  auto self = shared_from_this();
+  std::shared_ptr<CUmod_st> owner(module, [self](CUmod_st *mod) {
+    if (self->tryMakeCurrent())
+      self->driver_->cuModuleUnload(mod);
+  });
+  CUfunction fn = nullptr;
+  driver_->check(driver_->cuModuleGetFunction(&fn, module, m.symbol.c_str()),
+                 "cuModuleGetFunction");
+  cuda::Rule rule;
+  rule.info_ = std::make_shared<const RuleInfo>(std::move(m.info));
+  rule.target_ = m.target;
+  rule.device_ = self;
+  rule.module_ = std::move(owner);
+  rule.function_ = fn;
+  return rule;
+}
+
+//===----------------------------------------------------------------------===//
+// Buffer
+//===----------------------------------------------------------------------===//
+
+Buffer::Buffer(std::shared_ptr<Device> device, size_t bytes)
+    : device_(std::move(device)), bytes_(bytes) {
+  device_->makeCurrent();
+  device_->driver().check(
+      device_->driver().cuMemAlloc(&ptr_, bytes ? bytes : 1), "cuMemAlloc");
+}
+
+Buffer::~Buffer() {
+  if (ptr_ && device_->tryMakeCurrent())
+    device_->driver().cuMemFree(ptr_);
+}
+
+void Buffer::upload(const void *host, size_t bytes, size_t offset) {
+  if (offset + bytes > bytes_)
+    throw Error("optim: CUDA: upload past the end of a buffer");
+  device_->makeCurrent();
+  device_->driver().check(
+      device_->driver().cuMemcpyHtoD(ptr_ + offset, host, bytes),
+      "cuMemcpyHtoD");
+}
+
+void Buffer::download(void *host, size_t bytes, size_t offset) const {
+  if (offset + bytes > bytes_)
+    throw Error("optim: CUDA: download past the end of a buffer");
+  device_->makeCurrent();
+  device_->driver().check(
+      device_->driver().cuMemcpyDtoH(host, ptr_ + offset, bytes),
+      "cuMemcpyDtoH");
+}
+
+//===----------------------------------------------------------------------===//
+// Optimizer
+//===----------------------------------------------------------------------===//
+
+Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
+                     OptimizerOptions options)
+    : rule_(std::move(rule)), params_(std::move(params)), options_(options) {
+  if (!rule_.function())
+    throw Error("optim: CUDA: the optimizer needs a loaded rule");
+  if (options_.chunkSize <= 0 || options_.chunkSize % 4 ||
+      options_.chunkSize > (int64_t(1) << 31))
+    throw Error("optim: CUDA: chunkSize must be a positive multiple of 4 "
+                "up to 2^31, got " +
+                std::to_string(options_.chunkSize));
+  if (options_.blockSize < 32 || options_.blockSize > 1024 ||
+      options_.blockSize % 32)
+    throw Error("optim: CUDA: blockSize must be a multiple of 32 in "
+                "[32, 1024], got " +
+                std::to_string(options_.blockSize));
+  const RuleInfo &info = rule_.info();
+  size_t elt = dtypeSize(info.dtype);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (params_[i].size < 0 || (params_[i].size && !params_[i].data))
+      throw Error("optim: CUDA: parameter tensor " + std::to_string(i) +
+                  " has no data or a negative size");
+    if (params_[i].data % elt)
+      throw Error("optim: CUDA: parameter tensor " + std::to_string(i) +
+                  " is not aligned to its element type");
+  }
+  for (const HyperParam &h : info.hypers)
+    hypers_.push_back(h.defaultValue);
+  const std::shared_ptr<Device> &dev = rule_.device();
+  dev->makeCurrent();
+  if (options_.stream) {
+    stream_ = options_.stream;
+  } else {
+    dev->driver().check(dev->driver().cuStreamCreate(&stream_, 0),
+                        "cuStreamCreate");
+    ownsStream_ = true;
+  }
+  try {
+    for (const StateSpec &s : info.states) {
+      std::vector<Buffer> perTensor;
+      for (const DeviceTensor &p : params_) {
+        Buffer buf(dev, size_t(p.size) * elt);
+        // The initial value, uploaded once; f32 states from a double.
+        std::vector<char> host(size_t(p.size) * elt);
+        for (int64_t i = 0; i < p.size; ++i) {
+          if (info.dtype == DType::F32) {
+            float v = float(s.init);
+            std::memcpy(host.data() + i * 4, &v, 4);
+          } else {
+            std::memcpy(host.data() + i * 8, &s.init, 8);
+          }
+        }
+        buf.upload(host.data(), host.size());
+        perTensor.push_back(std::move(buf));
+      }
+      states_.push_back(std::move(perTensor));
+    }
+  } catch (...) {
+    states_.clear();
+    if (ownsStream_)
+      dev->driver().cuStreamDestroy(stream_);
+    throw;
+  }
+}
+
+Optimizer::~Optimizer() {
+  const std::shared_ptr<Device> &dev = rule_.device();
+  if (!dev->tryMakeCurrent())
+    return;
+  // State and table buffers must not be freed under a running kernel.
+  dev->driver().cuStreamSynchronize(stream_);
+  if (ownsStream_)
+    dev->driver().cuStreamDestroy(stream_);
+}
+
+void Optimizer::set(const std::string &hyper, double value) {
+  int i = rule_.info().findHyper(hyper);
+  if (i < 0)
+    throw Error("optim: rule '" + rule_.info().name +
+                "' has no hyperparameter '" + hyper + "'");
+  if (rule_.info().hypers[i].isConst)
+    throw Error("optim: hyperparameter '" + hyper +
+                "' is const (compiled in); recompile to change it");
+  hypers_[i] = value;
+}
+
+double Optimizer::get(const std::string &hyper) const {
+  int i = rule_.info().findHyper(hyper);
+  if (i < 0)
+    throw Error("optim: rule '" + rule_.info().name +
+                "' has no hyperparameter '" + hyper + "'");
+  return hypers_[i];
+}
+
+void Optimizer::buildTable(const std::vector<DeviceTensor> &grads) {
+  const RuleInfo &info = rule_.info();
+  size_t elt = dtypeSize(info.dtype);
+  std::vector<uint64_t> ptrs;
+  std::vector<int64_t> lengths, strides;
+  for (size_t t = 0; t < params_.size(); ++t)
+    for (int64_t first = 0; first < params_[t].size;
+         first += options_.chunkSize) {
+      int64_t n = std::min(options_.chunkSize, params_[t].size - first);
+      uint64_t offset = uint64_t(first) * elt;
+      ptrs.push_back(params_[t].data + offset);
+      ptrs.push_back(grads[t].data + offset);
+      for (const std::vector<Buffer> &s : states_)
+        ptrs.push_back(s[t].get() + offset);
+      lengths.push_back(n);
+      strides.push_back(params_[t].size);
+    }
+  int64_t chunks = int64_t(lengths.size());
+  size_t bytes = (ptrs.size() + lengths.size() + strides.size()) * 8;
+  const std::shared_ptr<Device> &dev = rule_.device();
+  // The running step may still read the old table.
+  dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
+                      "cuStreamSynchronize");
+  if (table_.size() < bytes)
+    table_ = Buffer(dev, bytes);
+  std::vector<char> host(bytes);
+  std::memcpy(host.data(), ptrs.data(), ptrs.size() * 8);
+  std::memcpy(host.data() + ptrs.size() * 8, lengths.data(), chunks * 8);
+  std::memcpy(host.data() + (ptrs.size() + chunks) * 8, strides.data(),
+              chunks * 8);
+  if (bytes)
+    table_.upload(host.data(), bytes);
+  numChunks_ = chunks;
+  tableGrads_.clear();
+  for (const DeviceTensor &g : grads)
+    tableGrads_.push_back(g.data);
+}
+
+void Optimizer::step(const std::vector<DeviceTensor> &grads) {
+  const RuleInfo &info = rule_.info();
+  if (grads.size() != params_.size())
+    throw Error("optim: CUDA: step() got " + std::to_string(grads.size()) +
+                " gradients for " + std::to_string(params_.size()) +
+                " parameter tensors");
+  size_t elt = dtypeSize(info.dtype);
+  bool moved = tableGrads_.size() != grads.size() || table_.size() == 0;
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (grads[i].size != params_[i].size)
+      throw Error("optim: CUDA: gradient " + std::to_string(i) + " has " +
+                  std::to_string(grads[i].size) + " elements, its parameter " +
+                  std::to_string(params_[i].size));
+    if ((grads[i].size && !grads[i].data) || grads[i].data % elt)
+      throw Error("optim: CUDA: gradient " + std::to_string(i) +
+                  " is null or not aligned to its element type");
+    if (!moved && tableGrads_[i] != grads[i].data)
+      moved = true;
+  }
+  const std::shared_ptr<Device> &dev = rule_.device();
+  dev->makeCurrent();
+  if (moved)
+    buildTable(grads);
+  if (numChunks_ == 0) {
+    ++step_;
+    return;
+  }
+  size_t numPtrs = 2 + info.states.size();
+  CUdeviceptr ptrs = table_.get();
+  CUdeviceptr lengths = ptrs + numPtrs * numChunks_ * 8;
+  CUdeviceptr strides = lengths + numChunks_ * 8;
+  int64_t t = step_ + 1;
+  std::vector<float> f32(hypers_.begin(), hypers_.end());
+  std::vector<void *> args = {&ptrs, &lengths, &strides, nullptr, &t};
+  for (size_t h = 0; h < hypers_.size(); ++h)
+    args.push_back(info.dtype == DType::F32 ? static_cast<void *>(&f32[h])
+                                            : static_cast<void *>(&hypers_[h]));
+  // A grid has at most 2^31 - 1 blocks: more chunks take more launches.
+  const int64_t maxGrid = std::numeric_limits<int32_t>::max();
+  for (int64_t begin = 0; begin < numChunks_; begin += maxGrid) {
+    int64_t grid = std::min(maxGrid, numChunks_ - begin);
+    args[3] = &begin;
+    dev->driver().check(
+        dev->driver().cuLaunchKernel(rule_.function(), unsigned(grid), 1, 1,
+                                     options_.blockSize, 1, 1, 0, stream_,
+                                     args.data(), nullptr),
+        "cuLaunchKernel");
+  }
+  ++step_;
+}
+
+void Optimizer::synchronize() const {
+  const std::shared_ptr<Device> &dev = rule_.device();
+  dev->makeCurrent();
+  dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
+                      "cuStreamSynchronize");
+}
+
+void Optimizer::readState(const std::string &name, size_t index,
+                          void *host) const {
+  const RuleInfo &info = rule_.info();
+  for (size_t s = 0; s < info.states.size(); ++s)
+    if (info.states[s].name == name) {
+      if (index >= params_.size())
+        throw Error("optim: CUDA: no parameter tensor " +
+                    std::to_string(index));
+      synchronize();
+      const Buffer &buf = states_[s][index];
+      buf.download(host, buf.size());
+      return;
+    }
+  throw Error("optim: rule '" + info.name + "' has no state '" + name + "'");
+}

@@ -1,0 +1,1215 @@
+//===- QP.cpp - batched interior-point QP solver and its KKT backward -----===//
+//
+// One problem per batch element, each solved independently by one thread
+// (problems are split into contiguous ranges; nothing is shared between
+// them), so the results do not depend on the number of threads. Gradients
+// of shared operands are reduced over the batch afterwards, row by row, in
+// batch order, for the same reason. docs/qp.md derives the formulas.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/QP.h"
+#include "optim/KernelABI.h"
+
+#include "ThreadPool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <thread>
+
+namespace optim {
+
+const char *qpStatusName(QPStatus status) {
+  switch (status) {
+  case QPStatus::Solved:
+    return "solved";
+  case QPStatus::IterationLimit:
+    return "iteration limit";
+  case QPStatus::PrimalInfeasible:
+    return "primal infeasible";
+  case QPStatus::DualInfeasible:
+    return "dual infeasible (unbounded)";
+  case QPStatus::NumericalError:
+    return "numerical error";
+  }
+  return "unknown";
+}
+
+namespace {
+
+enum Operand { OpQ, Opq, OpA, Opb, OpG, Oph, NumOperands };
+const char *const operandNames[NumOperands] = {"Q", "q", "A", "b", "G", "h"};
+
+/// A validated problem: dimensions, and for each operand its data (null if
+/// absent), its per-element size and whether it is batched.
+struct Layout {
+  int64_t batch = 0, n = 0, m = 0, p = 0;
+  const void *data[NumOperands] = {};
+  int64_t size[NumOperands] = {};
+  bool batched[NumOperands] = {};
+  DType dtype = DType::F64;
+};
+
+std::string shapeString(const std::vector<int64_t> &shape) {
+  std::ostringstream os;
+  os << '[';
+  for (size_t i = 0; i < shape.size(); ++i)
+    os << (i ? ", " : "") << shape[i];
+  os << ']';
+  return os.str();
+}
+
+[[noreturn]] void fail(const std::string &message) {
+  throw Error("qp: " + message);
+}
+
+template <class T>
+void checkFinite(const T *data, int64_t count, const char *name,
+                 int64_t perElement, bool batched) {
+  for (int64_t i = 0; i < count; ++i)
+    if (!std::isfinite(data[i])) {
+      std::ostringstream os;
+      os << name << " has a non-finite value (" << data[i] << ") at ";
+      if (batched)
+        os << "batch element " << i / perElement << ", ";
+      os << "flat index " << i % perElement;
+      fail(os.str());
+    }
+}
+
+Layout validate(const QPProblem &pb) {
+  Layout L;
+  L.dtype = pb.dtype;
+  const QPOperand *ops[NumOperands] = {&pb.Q, &pb.q, &pb.A,
+                                       &pb.b, &pb.G, &pb.h};
+  for (int i = 0; i < NumOperands; ++i)
+    if ((ops[i]->data == nullptr) != ops[i]->shape.empty())
+      fail(std::string("operand ") + operandNames[i] +
+           (ops[i]->data ? " has data but no shape"
+                         : " has a shape but no data"));
+  if (!pb.q.data)
+    fail("q is required");
+  if (!pb.A.data != !pb.b.data)
+    fail("A and b must be given together");
+  if (!pb.G.data != !pb.h.data)
+    fail("G and h must be given together");
+  if (pb.batch < 0)
+    fail("the batch size is negative");
+
+  // Vectors: rank 1 shared or rank 2 batched; matrices: rank 2 or 3.
+  auto rankOf = [](int i) {
+    return (i == OpQ || i == OpA || i == OpG) ? 2 : 1;
+  };
+  int64_t batch = -1;
+  for (int i = 0; i < NumOperands; ++i) {
+    if (!ops[i]->data)
+      continue;
+    const auto &s = ops[i]->shape;
+    int r = rankOf(i);
+    if ((int)s.size() != r && (int)s.size() != r + 1)
+      fail(std::string(operandNames[i]) + " has shape " + shapeString(s) +
+           "; expected rank " + std::to_string(r) + " (shared) or " +
+           std::to_string(r + 1) + " (batched)");
+    for (int64_t d : s)
+      if (d < 0)
+        fail(std::string(operandNames[i]) +
+             " has a negative dimension: " + shapeString(s));
+    L.batched[i] = (int)s.size() == r + 1;
+    if (L.batched[i]) {
+      if (batch >= 0 && s[0] != batch)
+        fail(std::string(operandNames[i]) + " has batch size " +
+             std::to_string(s[0]) + " but an earlier operand has " +
+             std::to_string(batch));
+      batch = s[0];
+    }
+  }
+  if (pb.batch > 0 && batch >= 0 && pb.batch != batch)
+    fail("the batch size " + std::to_string(pb.batch) +
+         " disagrees with the operands' " + std::to_string(batch));
+  if (batch < 0) // nothing batched: pb.batch copies, one by default
+    batch = pb.batch > 0 ? pb.batch : 1;
+  if (batch == 0)
+    fail("the batch is empty (batch size 0)");
+  L.batch = batch;
+
+  auto dims = [&](int i) {
+    const auto &s = ops[i]->shape;
+    return std::vector<int64_t>(s.begin() + (L.batched[i] ? 1 : 0), s.end());
+  };
+  std::vector<int64_t> qd = dims(Opq);
+  L.n = qd[0];
+  if (L.n == 0)
+    fail("q has no variables (n = 0)");
+  auto expect = [&](int i, std::vector<int64_t> want) {
+    std::vector<int64_t> got = dims(i);
+    if (got != want)
+      fail(std::string(operandNames[i]) + " has shape " +
+           shapeString(ops[i]->shape) + "; expected " + shapeString(want) +
+           " or with a leading batch dimension, for n = " +
+           std::to_string(L.n) + " (from q)");
+  };
+  if (pb.Q.data)
+    expect(OpQ, {L.n, L.n});
+  if (pb.b.data) {
+    L.m = dims(Opb)[0];
+    expect(OpA, {L.m, L.n});
+  }
+  if (pb.h.data) {
+    L.p = dims(Oph)[0];
+    expect(OpG, {L.p, L.n});
+  }
+  const int64_t sizes[NumOperands] = {L.n * L.n, L.n,       L.m * L.n,
+                                      L.m,       L.p * L.n, L.p};
+  for (int i = 0; i < NumOperands; ++i) {
+    L.data[i] = ops[i]->data;
+    L.size[i] = ops[i]->data ? sizes[i] : 0;
+  }
+  for (int i = 0; i < NumOperands; ++i) {
+    if (!L.data[i])
+      continue;
+    int64_t count = L.size[i] * (L.batched[i] ? L.batch : 1);
+    if (L.dtype == DType::F64)
+      checkFinite(static_cast<const double *>(L.data[i]), count,
+                  operandNames[i], L.size[i], L.batched[i]);
+    else
+      checkFinite(static_cast<const float *>(L.data[i]), count, operandNames[i],
+                  L.size[i], L.batched[i]);
+  }
+  return L;
+}
+
+//===----------------------------------------------------------------------===//
+// Dense kernels (row-major)
+//===----------------------------------------------------------------------===//
+
+template <class T> T dot(const T *x, const T *y, int64_t n) {
+  T s = 0;
+  for (int64_t i = 0; i < n; ++i)
+    s += x[i] * y[i];
+  return s;
+}
+
+template <class T> T normInf(const T *x, int64_t n) {
+  T s = 0;
+  for (int64_t i = 0; i < n; ++i)
+    s = std::max(s, std::abs(x[i]));
+  return s;
+}
+
+/// y = M x for M of shape [r, c].
+template <class T>
+void gemv(const T *M, const T *x, T *y, int64_t r, int64_t c) {
+  for (int64_t i = 0; i < r; ++i)
+    y[i] = dot(M + i * c, x, c);
+}
+
+/// y += M^T x for M of shape [r, c].
+template <class T>
+void gemvTAdd(const T *M, const T *x, T *y, int64_t r, int64_t c) {
+  for (int64_t i = 0; i < r; ++i) {
+    T xi = x[i];
+    if (xi == 0)
+      continue;
+    const T *row = M + i * c;
+    for (int64_t j = 0; j < c; ++j)
+      y[j] += row[j] * xi;
+  }
+}
+
+/// In-place Cholesky of the lower triangle of a [n, n]: a = L L^T. False if a
+/// pivot is not safely positive.
+template <class T> bool cholesky(T *a, int64_t n, T minPivot) {
+  for (int64_t j = 0; j < n; ++j) {
+    T *rj = a + j * n;
+    T d = rj[j] - dot(rj, rj, j);
+    if (!(d > minPivot))
+      return false;
+    T ljj = std::sqrt(d);
+    rj[j] = ljj;
+    T inv = T(1) / ljj;
+    for (int64_t i = j + 1; i < n; ++i) {
+      T *ri = a + i * n;
+      ri[j] = (ri[j] - dot(ri, rj, j)) * inv;
+    }
+  }
+  return true;
+}
+
+/// Solves L u = x in place.
+template <class T> void lowerSolve(const T *L, T *x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    x[i] = (x[i] - dot(L + i * n, x, i)) / L[i * n + i];
+}
+
+/// Solves L^T u = x in place.
+template <class T> void upperSolve(const T *L, T *x, int64_t n) {
+  for (int64_t i = n - 1; i >= 0; --i) {
+    const T *row = L + i * n;
+    T xi = x[i] / row[i];
+    x[i] = xi;
+    for (int64_t k = 0; k < i; ++k)
+      x[k] -= row[k] * xi;
+  }
+}
+
+// Solver constants per arithmetic type (only float64 today: float32 problems
+// are solved in float64 arithmetic).
+template <class T> struct Consts;
+template <> struct Consts<double> {
+  static constexpr double tol = 1e-8;
+  static constexpr double reg = 1e-10;    // relative static regularization
+  static constexpr double certRes = 1e-9; // certificate residual, relative
+  static constexpr double certObj = 1e-5; // certificate objective, relative
+  static constexpr int refine = 4;
+};
+
+//===----------------------------------------------------------------------===//
+// One problem
+//===----------------------------------------------------------------------===//
+
+/// The data of one batch element.
+template <class T> struct Prob {
+  int64_t n, m, p;
+  const T *Q, *q, *A, *b, *G, *h; // Q may be null (LP)
+};
+
+/// Scratch of one thread, sized for the batch's dimensions.
+template <class T> struct Scratch {
+  std::vector<T> Qs, rd, re, ri, D, f, g, x, y, rx, ry, cx, cy, tn, tp, dz, dnu,
+      dlam, ds, dlamA, dsA, rc, C, pz, py, pl, ps, bz, bnu, blam, bs;
+  void resize(int64_t n, int64_t m, int64_t p) {
+    Qs.assign(n * n, 0);
+    for (auto *v : {&rd, &f, &x, &rx, &cx, &tn, &dz, &pz, &bz})
+      v->assign(n, 0);
+    // Sized m + p: the active-set system has up to m + p equalities.
+    for (auto *v : {&g, &y, &ry, &cy, &py})
+      v->assign(m + p, 0);
+    for (auto *v : {&re, &dnu, &bnu})
+      v->assign(m, 0);
+    for (auto *v :
+         {&ri, &D, &tp, &dlam, &ds, &dlamA, &dsA, &rc, &pl, &ps, &blam, &bs})
+      v->assign(p, 0);
+  }
+};
+
+/// The reduced KKT system of one problem for a diagonal D = lam / s:
+///
+///   [ H  A^T ] [x]   [f]      H = Q + G^T D G
+///   [ A   0  ] [y] = [g]
+///
+/// factored as H + rho I = L L^T and the Schur complement
+/// A (H + rho I)^{-1} A^T + delta I = LS LS^T (both positive definite for
+/// any PSD H and any A), then solved with iterative refinement against the
+/// unregularized system. L, Y = L^{-1} A^T (stored [m, n]) and LS live in
+/// `fac` so that the backward pass can reuse them.
+template <class T> struct KKT {
+  const Prob<T> &P;
+  const T *Qs; // symmetric part of Q, or null
+  const T *D;  // [p]
+  T *L, *Y, *LS;
+  T rho = 0, delta = 0;
+  T rhoBase = 0; // static regularization: reg * max(1, max_i Q_ii)
+
+  KKT(const Prob<T> &P, const T *Qs, const T *D, T *fac)
+      : P(P), Qs(Qs), D(D), L(fac), Y(fac + P.n * P.n),
+        LS(fac + P.n * P.n + P.m * P.n) {}
+
+  static int64_t factorSize(int64_t n, int64_t m) {
+    return n * n + m * n + m * m;
+  }
+
+  /// Forms H + rho I and factors it; false if even the largest
+  /// regularization fails (a non-finite D, say).
+  bool factor() {
+    const int64_t n = P.n, m = P.m, p = P.p;
+    T maxDiag = 0;
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      // H = Q + G^T D G, lower triangle.
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j <= i; ++j)
+          L[i * n + j] = Qs ? Qs[i * n + j] : T(0);
+      for (int64_t k = 0; k < p; ++k) {
+        const T *gk = P.G + k * n;
+        T dk = D[k];
+        for (int64_t i = 0; i < n; ++i) {
+          T a = dk * gk[i];
+          if (a == 0)
+            continue;
+          T *row = L + i * n;
+          for (int64_t j = 0; j <= i; ++j)
+            row[j] += a * gk[j];
+        }
+      }
+      if (attempt == 0) {
+        for (int64_t i = 0; i < n; ++i)
+          maxDiag = std::max(maxDiag, std::abs(L[i * n + i]));
+        if (!std::isfinite(maxDiag))
+          return false;
+        // Relative to Q, not to H: G^T D G grows without bound near the
+        // solution, and a rho that grows with it swamps the small
+        // curvatures of Q, which refinement then cannot recover.
+        rho = rhoBase;
+      }
+      for (int64_t i = 0; i < n; ++i)
+        L[i * n + i] += rho;
+      T minPivot = std::numeric_limits<T>::epsilon() * rho;
+      if (cholesky(L, n, minPivot))
+        break;
+      rho *= 100;
+      if (attempt == 9)
+        return false;
+    }
+    if (m == 0)
+      return true;
+    for (int64_t k = 0; k < m; ++k) {
+      std::copy(P.A + k * n, P.A + (k + 1) * n, Y + k * n);
+      lowerSolve(L, Y + k * n, n);
+    }
+    T maxS = 0;
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j <= i; ++j) {
+        T v = dot(Y + i * n, Y + j * n, n);
+        LS[i * m + j] = v;
+        if (i == j)
+          maxS = std::max(maxS, v);
+      }
+    (void)maxS;
+    delta = Consts<T>::reg;
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      if (attempt) { // restore the lower triangle, larger delta
+        for (int64_t i = 0; i < m; ++i)
+          for (int64_t j = 0; j <= i; ++j)
+            LS[i * m + j] = dot(Y + i * n, Y + j * n, n);
+        delta *= 100;
+      }
+      for (int64_t i = 0; i < m; ++i)
+        LS[i * m + i] += delta;
+      if (cholesky(LS, m, std::numeric_limits<T>::epsilon() * delta))
+        return true;
+    }
+    return false;
+  }
+
+  /// The regularized solve (x, y) = K_reg^{-1} (f, g). t: scratch [n].
+  void solveReg(const T *f, const T *g, T *x, T *y) const {
+    const int64_t n = P.n, m = P.m;
+    std::copy(f, f + n, x);
+    lowerSolve(L, x, n); // u = L^{-1} f
+    if (m) {
+      for (int64_t k = 0; k < m; ++k)
+        y[k] = dot(Y + k * n, x, n) - g[k];
+      lowerSolve(LS, y, m);
+      upperSolve(LS, y, m);
+      for (int64_t k = 0; k < m; ++k) // u - Y^T y
+        for (int64_t j = 0; j < n; ++j)
+          x[j] -= Y[k * n + j] * y[k];
+    }
+    upperSolve(L, x, n);
+  }
+
+  /// (rx, ry) = (f, g) - K (x, y) with the unregularized K. tp: scratch [p].
+  void residual(const T *f, const T *g, const T *x, const T *y, T *rx, T *ry,
+                T *tp) const {
+    const int64_t n = P.n, m = P.m, p = P.p;
+    if (Qs)
+      gemv(Qs, x, rx, n, n);
+    else
+      std::fill(rx, rx + n, T(0));
+    if (p) {
+      gemv(P.G, x, tp, p, n);
+      for (int64_t k = 0; k < p; ++k)
+        tp[k] *= D[k];
+      gemvTAdd(P.G, tp, rx, p, n);
+    }
+    if (m)
+      gemvTAdd(P.A, y, rx, m, n);
+    for (int64_t j = 0; j < n; ++j)
+      rx[j] = f[j] - rx[j];
+    if (m) {
+      gemv(P.A, x, ry, m, n);
+      for (int64_t k = 0; k < m; ++k)
+        ry[k] = g[k] - ry[k];
+    }
+  }
+
+  /// Solves K (x, y) = (f, g) with iterative refinement.
+  void solve(const T *f, const T *g, T *x, T *y, Scratch<T> &W) const {
+    const int64_t n = P.n, m = P.m;
+    solveReg(f, g, x, y);
+    T last = std::numeric_limits<T>::infinity();
+    for (int it = 0; it < Consts<T>::refine; ++it) {
+      residual(f, g, x, y, W.rx.data(), W.ry.data(), W.tp.data());
+      T r = std::max(normInf(W.rx.data(), n), normInf(W.ry.data(), m));
+      if (!(r < last) || r == 0)
+        break;
+      last = r;
+      solveReg(W.rx.data(), W.ry.data(), W.cx.data(), W.cy.data());
+      for (int64_t j = 0; j < n; ++j)
+        x[j] += W.cx[j];
+      for (int64_t k = 0; k < m; ++k)
+        y[k] += W.cy[k];
+    }
+  }
+};
+
+template <class T> bool allFinite(const T *x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]))
+      return false;
+  return true;
+}
+
+/// Max row sum of |M| for M [r, c] (the infinity norm), and of |M^T|.
+template <class T>
+void matNorms(const T *M, int64_t r, int64_t c, T &rows, T &cols, T *colAcc) {
+  rows = 0;
+  std::fill(colAcc, colAcc + c, T(0));
+  for (int64_t i = 0; i < r; ++i) {
+    T s = 0;
+    for (int64_t j = 0; j < c; ++j) {
+      s += std::abs(M[i * c + j]);
+      colAcc[j] += std::abs(M[i * c + j]);
+    }
+    rows = std::max(rows, s);
+  }
+  cols = normInf(colAcc, c);
+}
+
+/// Residuals of an iterate: rd = Q z + q + A^T nu + G^T lam, re = A z - b,
+/// ri = G z + s - h (into W), and the merit: the largest of the relative
+/// residuals and the relative gap, which the tolerance bounds.
+template <class T> struct Res {
+  T nQz = 0, nAz = 0, gap = 0, pobj = 0, merit = 0;
+  T raw = 0; // max of the absolute residuals and |gap|
+  bool finite = true;
+};
+
+template <class T>
+Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
+                 const T *lam, const T *s, Scratch<T> &W) {
+  const int64_t n = P.n, m = P.m, p = P.p;
+  Res<T> r;
+  T nAtnu = 0, nGtlam = 0, nGz = 0;
+  T *rd = W.rd.data(), *re = W.re.data(), *ri = W.ri.data();
+  if (Qs)
+    gemv(Qs, z, rd, n, n);
+  else
+    std::fill(rd, rd + n, T(0));
+  r.nQz = normInf(rd, n);
+  T zQz = dot(z, rd, n);
+  if (m) {
+    std::fill(W.tn.begin(), W.tn.end(), T(0));
+    gemvTAdd(P.A, nu, W.tn.data(), m, n);
+    nAtnu = normInf(W.tn.data(), n);
+    for (int64_t j = 0; j < n; ++j)
+      rd[j] += W.tn[j];
+    gemv(P.A, z, re, m, n);
+    r.nAz = normInf(re, m);
+    for (int64_t k = 0; k < m; ++k)
+      re[k] -= P.b[k];
+  }
+  if (p) {
+    std::fill(W.tn.begin(), W.tn.end(), T(0));
+    gemvTAdd(P.G, lam, W.tn.data(), p, n);
+    nGtlam = normInf(W.tn.data(), n);
+    for (int64_t j = 0; j < n; ++j)
+      rd[j] += W.tn[j];
+    gemv(P.G, z, ri, p, n);
+    nGz = normInf(ri, p);
+    for (int64_t k = 0; k < p; ++k)
+      ri[k] += s[k] - P.h[k];
+  }
+  for (int64_t j = 0; j < n; ++j)
+    rd[j] += P.q[j];
+  r.gap = p ? dot(s, lam, p) : T(0);
+  r.pobj = zQz / 2 + dot(P.q, z, n);
+  r.finite = allFinite(z, n) && allFinite(nu, m) && allFinite(lam, p) &&
+             allFinite(s, p) && std::isfinite(r.gap) && std::isfinite(r.pobj);
+  const T nq = normInf(P.q, n), nb = normInf(P.b, m), nh = normInf(P.h, p);
+  r.merit =
+      std::max({normInf(rd, n) / (1 + std::max({nq, r.nQz, nAtnu, nGtlam})),
+                normInf(re, m) / (1 + std::max(nb, r.nAz)),
+                normInf(ri, p) / (1 + std::max({nh, nGz, normInf(s, p)})),
+                std::abs(r.gap) / std::max(T(1), std::abs(r.pobj))});
+  r.raw = std::max(
+      {normInf(rd, n), normInf(re, m), normInf(ri, p), std::abs(r.gap)});
+  if (!r.finite)
+    r.merit = r.raw = std::numeric_limits<T>::infinity();
+  return r;
+}
+
+struct Config {
+  double tol;
+  int64_t maxIter;
+};
+
+/// Mehrotra predictor-corrector on one problem. Writes z, nu, lam, s (the
+/// slacks of the last iterate) and, for a solved problem, the factorization
+/// of the KKT system at the solution to `fac`.
+template <class T>
+QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
+                  T *nu, T *lam, T *s, std::vector<T> &fac, T *regs,
+                  int32_t &iterations) {
+  const int64_t n = P.n, m = P.m, p = P.p;
+  const T tol = T(cfg.tol);
+  const T *Qs = nullptr;
+  if (P.Q) {
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        W.Qs[i * n + j] = (P.Q[i * n + j] + P.Q[j * n + i]) / 2;
+    Qs = W.Qs.data();
+  }
+  fac.assign(KKT<T>::factorSize(n, m), T(0));
+  KKT<T> kkt(P, Qs, W.D.data(), fac.data());
+  {
+    T maxQ = 0;
+    for (int64_t i = 0; Qs && i < n; ++i)
+      maxQ = std::max(maxQ, Qs[i * n + i]);
+    kkt.rhoBase = Consts<T>::reg * std::max(T(1), maxQ);
+  }
+
+  // Norms for the scale-invariant certificate tests.
+  T nQ = 0, nQc = 0, nA = 0, nAt = 0, nG = 0, nGt = 0;
+  if (Qs)
+    matNorms(Qs, n, n, nQ, nQc, W.tn.data());
+  if (m)
+    matNorms(P.A, m, n, nA, nAt, W.tn.data());
+  if (p)
+    matNorms(P.G, p, n, nG, nGt, W.tn.data());
+  const T nq = normInf(P.q, n);
+  const T nb = m ? normInf(P.b, m) : T(0), nh = p ? normInf(P.h, p) : T(0);
+
+  // Start (as cvxopt's coneqp): solve with D = I,
+  //   [Q + G^T G  A^T] [z ]   [-q + G^T h]
+  //   [A          0  ] [nu] = [b         ],
+  // then s = h - G z and lam = G z - h, each shifted to be >= 1 if needed.
+  std::fill(W.D.begin(), W.D.end(), T(1));
+  if (!kkt.factor()) {
+    iterations = 0;
+    std::fill(z, z + n, T(0));
+    std::fill(nu, nu + m, T(0));
+    std::fill(lam, lam + p, T(0));
+    return QPStatus::NumericalError;
+  }
+  for (int64_t j = 0; j < n; ++j)
+    W.f[j] = -P.q[j];
+  if (p)
+    gemvTAdd(P.G, P.h, W.f.data(), p, n);
+  std::copy(P.b, P.b + m, W.g.begin());
+  kkt.solve(W.f.data(), W.g.data(), z, nu, W);
+  if (p) {
+    gemv(P.G, z, s, p, n);
+    T minS = std::numeric_limits<T>::infinity();
+    for (int64_t k = 0; k < p; ++k) {
+      lam[k] = s[k] - P.h[k];
+      s[k] = P.h[k] - s[k];
+      minS = std::min(minS, s[k]);
+    }
+    // lam = -s: they have the same minimum shift.
+    T minL = std::numeric_limits<T>::infinity();
+    for (int64_t k = 0; k < p; ++k)
+      minL = std::min(minL, lam[k]);
+    if (minS < T(1e-2))
+      for (int64_t k = 0; k < p; ++k)
+        s[k] += T(1) - minS;
+    if (minL < T(1e-2))
+      for (int64_t k = 0; k < p; ++k)
+        lam[k] += T(1) - minL;
+  }
+
+  QPStatus status = QPStatus::IterationLimit;
+  int64_t it = 0, bestIt = 0;
+  T best = std::numeric_limits<T>::infinity();
+  for (;; ++it) {
+    Res<T> r = residuals(P, Qs, z, nu, lam, s, W);
+    T *rd = W.rd.data(), *re = W.re.data(), *ri = W.ri.data();
+    const T gap = r.gap, mu = p ? gap / T(p) : T(0);
+    const T nQz = r.nQz, nAz = r.nAz;
+    if (!r.finite) {
+      status = QPStatus::NumericalError;
+      break;
+    }
+    if (r.merit <= tol) {
+      status = QPStatus::Solved;
+      break;
+    }
+    if (r.merit < best) {
+      if (r.merit < best * T(0.9))
+        bestIt = it;
+      best = r.merit;
+      std::copy(z, z + n, W.bz.begin());
+      std::copy(nu, nu + m, W.bnu.begin());
+      std::copy(lam, lam + p, W.blam.begin());
+      std::copy(s, s + p, W.bs.begin());
+    } else if (it - bestIt >= 10) {
+      status = QPStatus::IterationLimit; // stalled
+      break;
+    }
+
+    // Infeasibility certificates from the iterates, which diverge along
+    // them (docs/qp.md): A^T nu + G^T lam ~ 0 with b^T nu + h^T lam < 0, or
+    // Q z ~ 0, A z ~ 0, G z <~ 0 with q^T z < 0.
+    if (m || p) {
+      T ny = std::max(normInf(nu, m), normInf(lam, p));
+      T hy = dot(P.b, nu, m) + dot(P.h, lam, p);
+      std::fill(W.tn.begin(), W.tn.end(), T(0));
+      gemvTAdd(P.A, nu, W.tn.data(), m, n);
+      gemvTAdd(P.G, lam, W.tn.data(), p, n);
+      T res = normInf(W.tn.data(), n);
+      if (ny > 0 && hy < -Consts<T>::certObj * ny * std::max(nb, nh) &&
+          res <= Consts<T>::certRes * ny * std::max(nAt, nGt)) {
+        for (int64_t k = 0; k < m; ++k)
+          nu[k] /= ny;
+        for (int64_t k = 0; k < p; ++k)
+          lam[k] /= ny;
+        status = QPStatus::PrimalInfeasible;
+        break;
+      }
+    }
+    {
+      T nz = normInf(z, n);
+      T qz = dot(P.q, z, n);
+      T maxGz = 0;
+      if (p) {
+        gemv(P.G, z, W.tp.data(), p, n);
+        for (int64_t k = 0; k < p; ++k)
+          maxGz = std::max(maxGz, W.tp[k]);
+      }
+      if (nz > 0 && qz < -Consts<T>::certObj * nz * nq &&
+          nQz <= Consts<T>::certRes * nz * nQ &&
+          nAz <= Consts<T>::certRes * nz * nA &&
+          maxGz <= Consts<T>::certRes * nz * nG) {
+        for (int64_t j = 0; j < n; ++j)
+          z[j] /= nz;
+        status = QPStatus::DualInfeasible;
+        break;
+      }
+    }
+    if (it >= cfg.maxIter) {
+      status = QPStatus::IterationLimit;
+      break;
+    }
+
+    // Newton system. With D = lam / s, eliminating ds and dlam from
+    //   Q dz + A^T dnu + G^T dlam = -rd,  A dz = -re,  G dz + ds = -ri,
+    //   lam ds + s dlam = -rc
+    // leaves (Q + G^T D G) dz + A^T dnu = -rd - G^T (D ri - rc / s),
+    // A dz = -re; then dlam = D (G dz + ri) - rc / s, ds = -(rc + s dlam)/lam.
+    for (int64_t k = 0; k < p; ++k)
+      W.D[k] = lam[k] / s[k];
+    if (!kkt.factor()) {
+      status = QPStatus::NumericalError;
+      break;
+    }
+    auto direction = [&](const T *rc, T *dz, T *dnu, T *dlam, T *ds) {
+      for (int64_t j = 0; j < n; ++j)
+        W.f[j] = -rd[j];
+      for (int64_t k = 0; k < p; ++k)
+        W.tp[k] = -(W.D[k] * ri[k] - rc[k] / s[k]);
+      gemvTAdd(P.G, W.tp.data(), W.f.data(), p, n);
+      for (int64_t k = 0; k < m; ++k)
+        W.g[k] = -re[k];
+      kkt.solve(W.f.data(), W.g.data(), dz, dnu, W);
+      if (p) {
+        gemv(P.G, dz, dlam, p, n);
+        for (int64_t k = 0; k < p; ++k) {
+          dlam[k] = W.D[k] * (dlam[k] + ri[k]) - rc[k] / s[k];
+          ds[k] = -(rc[k] + s[k] * dlam[k]) / lam[k];
+        }
+      }
+    };
+    auto maxStep = [&](const T *ds, const T *dlam) {
+      T a = 1;
+      for (int64_t k = 0; k < p; ++k) {
+        if (ds[k] < 0)
+          a = std::min(a, -s[k] / ds[k]);
+        if (dlam[k] < 0)
+          a = std::min(a, -lam[k] / dlam[k]);
+      }
+      return a;
+    };
+    T alpha = 1;
+    if (p) {
+      // Predictor (affine scaling): rc = s * lam.
+      for (int64_t k = 0; k < p; ++k)
+        W.rc[k] = s[k] * lam[k];
+      direction(W.rc.data(), W.dz.data(), W.dnu.data(), W.dlamA.data(),
+                W.dsA.data());
+      T aAff = maxStep(W.dsA.data(), W.dlamA.data());
+      T muAff = 0;
+      for (int64_t k = 0; k < p; ++k)
+        muAff += (s[k] + aAff * W.dsA[k]) * (lam[k] + aAff * W.dlamA[k]);
+      muAff /= T(p);
+      T sigma = mu > 0 ? std::pow(std::max(T(0), muAff / mu), T(3)) : T(0);
+      sigma = std::min(sigma, T(1));
+      // Corrector: rc = s * lam + dsA * dlamA - sigma * mu.
+      for (int64_t k = 0; k < p; ++k)
+        W.rc[k] = s[k] * lam[k] + W.dsA[k] * W.dlamA[k] - sigma * mu;
+      direction(W.rc.data(), W.dz.data(), W.dnu.data(), W.dlam.data(),
+                W.ds.data());
+      alpha = std::min(T(1), T(0.99) * maxStep(W.ds.data(), W.dlam.data()));
+    } else {
+      direction(nullptr, W.dz.data(), W.dnu.data(), nullptr, nullptr);
+    }
+    for (int64_t j = 0; j < n; ++j)
+      z[j] += alpha * W.dz[j];
+    for (int64_t k = 0; k < m; ++k)
+      nu[k] += alpha * W.dnu[k];
+    for (int64_t k = 0; k < p; ++k) {
+      lam[k] += alpha * W.dlam[k];
+      s[k] += alpha * W.ds[k];
+    }
+  }
+  iterations = int32_t(it);
+  bool polishOnly = false;
+  if (status == QPStatus::IterationLimit ||
+      status == QPStatus::NumericalError) {
+    if (!(best < std::numeric_limits<T>::infinity()))
+      return status;
+    // Stalled or out of iterations (an unbounded set of multipliers, say):
+    // back to the best iterate, and polish it; that may solve it.
+    std::copy(W.bz.begin(), W.bz.end(), z);
+    std::copy(W.bnu.begin(), W.bnu.end(), nu);
+    std::copy(W.blam.begin(), W.blam.end(), lam);
+    std::copy(W.bs.begin(), W.bs.end(), s);
+    polishOnly = true;
+  } else if (status != QPStatus::Solved) {
+    return status;
+  }
+
+  // Polish (as OSQP does): with the active set {k : lam_k > s_k} as
+  // equalities, solve the equality-constrained QP
+  //   [Q  C^T] [z]   [-q]        C = [A; G_act], d = [b; h_act]
+  //   [C   0 ] [y] = [ d],
+  // and keep its solution if its merit is no worse. It removes the
+  // O(sqrt(mu)) error of interior points near degenerate (weakly active)
+  // constraints. Its factorization is the one the backward pass uses: the
+  // limit of the IPM's KKT system as lam/s -> infinity on active and 0 on
+  // inactive constraints (docs/qp.md).
+  T *active = s + p; // 1 or 0 per inequality
+  int64_t k = 0;
+  std::vector<T> &C = W.C;
+  for (int64_t i = 0; i < p; ++i) {
+    active[i] = lam[i] > s[i] ? T(1) : T(0);
+    if (active[i] != 0)
+      ++k;
+  }
+  const int64_t mc = m + k;
+  C.resize(mc * n);
+  std::copy(P.A, P.A + m * n, C.begin());
+  for (int64_t i = 0, r = m; i < p; ++i)
+    if (active[i] != 0) {
+      std::copy(P.G + i * n, P.G + (i + 1) * n, C.begin() + r * n);
+      W.g[r++] = P.h[i];
+    }
+  std::copy(P.b, P.b + m, W.g.begin());
+  Prob<T> PC{n, mc, 0, P.Q, P.q, C.data(), W.g.data(), nullptr, nullptr};
+  // Kept for the backward pass: sized for this active set only.
+  std::vector<T>(KKT<T>::factorSize(n, mc)).swap(fac);
+  KKT<T> eq(PC, Qs, nullptr, fac.data());
+  eq.rhoBase = kkt.rhoBase;
+  if (!eq.factor())
+    return QPStatus::NumericalError;
+  regs[0] = eq.rho;
+  regs[1] = eq.delta;
+  for (int64_t j = 0; j < n; ++j)
+    W.f[j] = -P.q[j];
+  std::vector<T> &pz = W.pz, &py = W.py, &pl = W.pl, &ps = W.ps;
+  eq.solve(W.f.data(), W.g.data(), pz.data(), py.data(), W);
+  gemv(P.G, pz.data(), ps.data(), p, n);
+  for (int64_t i = 0, r = m; i < p; ++i) {
+    ps[i] = std::max(T(0), P.h[i] - ps[i]);
+    pl[i] = active[i] != 0 ? std::max(T(0), py[r++]) : T(0);
+  }
+  Res<T> before = residuals(P, Qs, z, nu, lam, s, W);
+  Res<T> after =
+      residuals(P, Qs, pz.data(), py.data(), pl.data(), ps.data(), W);
+  // Relative residuals alone could accept a polish that blew up (an
+  // incomplete active set of an LP gives z ~ 1/rho, whose residuals are small
+  // relative to its own size): the absolute ones must not grow either.
+  if (after.merit <= before.merit && after.raw <= before.raw) {
+    std::copy(pz.begin(), pz.begin() + n, z);
+    std::copy(py.begin(), py.begin() + m, nu);
+    std::copy(pl.begin(), pl.begin() + p, lam);
+    std::copy(ps.begin(), ps.begin() + p, s);
+  }
+  if (polishOnly && std::min(after.merit, before.merit) > tol)
+    return status;
+  status = QPStatus::Solved;
+  return status;
+}
+
+//===----------------------------------------------------------------------===//
+// The batch
+//===----------------------------------------------------------------------===//
+
+void parallelFor(unsigned threads, int64_t count,
+                 const std::function<void(int64_t, int64_t, unsigned)> &fn) {
+  unsigned t =
+      threads ? threads : std::max(1u, std::thread::hardware_concurrency());
+  t = unsigned(std::min<int64_t>(t, count));
+  if (t <= 1) {
+    fn(0, count, 0);
+    return;
+  }
+  ThreadPool pool(t);
+  pool.run([&](unsigned i) {
+    int64_t begin = count * i / t, end = count * (i + 1) / t;
+    fn(begin, end, i);
+  });
+}
+
+template <class T> const T *at(const Layout &L, int op, int64_t e) {
+  const T *base = static_cast<const T *>(L.data[op]);
+  if (!base)
+    return nullptr;
+  return L.batched[op] ? base + e * L.size[op] : base;
+}
+
+template <class T> Prob<T> element(const Layout &L, int64_t e) {
+  return Prob<T>{L.n,
+                 L.m,
+                 L.p,
+                 at<T>(L, OpQ, e),
+                 at<T>(L, Opq, e),
+                 at<T>(L, OpA, e),
+                 at<T>(L, Opb, e),
+                 at<T>(L, OpG, e),
+                 at<T>(L, Oph, e)};
+}
+
+} // namespace
+
+struct QPSolver::Impl {
+  QPOptions options;
+  Layout layout;
+  bool haveForward = false;
+  // Per problem: z, nu, lam, s, the factorization, (rho, delta); the dtype
+  // of the problem.
+  std::vector<unsigned char> state;
+  std::vector<QPStatus> status;
+  std::vector<std::vector<double>> factors; // per problem
+
+  int64_t stride() const {
+    const Layout &L = layout;
+    // z, nu, lam, s, the active set, (rho, delta); the factorization is in
+    // `factors`, sized for each problem's active set.
+    return L.n + L.m + 3 * L.p + 2;
+  }
+
+  // Float32 problems are solved in float64 arithmetic (docs/qp.md): their
+  // operands converted, kept here for the backward pass.
+  std::vector<double> data64[NumOperands];
+  Layout layout64;
+
+  void forward(const Layout &L, const QPSolutionBuffers &out);
+  void backward(const Layout &L, const QPGradientBuffers &g);
+  void forward32(const QPSolutionBuffers &out);
+  void backward32(const QPGradientBuffers &g);
+};
+
+void QPSolver::Impl::forward(const Layout &L, const QPSolutionBuffers &out) {
+  using T = double;
+  const int64_t n = L.n, m = L.m, p = L.p, st = stride();
+  state.assign(size_t(st * L.batch) * sizeof(T), 0);
+  status.assign(L.batch, QPStatus::NumericalError);
+  factors.assign(L.batch, {});
+  Config cfg{options.tol > 0 ? options.tol : double(Consts<T>::tol),
+             options.maxIter};
+  T *base = reinterpret_cast<T *>(state.data());
+  parallelFor(options.threads, L.batch,
+              [&](int64_t begin, int64_t end, unsigned) {
+                Scratch<T> W;
+                W.resize(n, m, p);
+                for (int64_t e = begin; e < end; ++e) {
+                  T *S = base + e * st;
+                  T *z = S, *nu = z + n, *lam = nu + m, *s = lam + p;
+                  T *regs = s + 2 * p;
+                  int32_t iters = 0;
+                  QPStatus stt = solveOne(element<T>(L, e), Config(cfg), W, z,
+                                          nu, lam, s, factors[e], regs, iters);
+                  status[e] = stt;
+                  out.status[e] = stt;
+                  if (out.iterations)
+                    out.iterations[e] = iters;
+                  std::copy(z, z + n, static_cast<T *>(out.z) + e * n);
+                  if (m && out.nu)
+                    std::copy(nu, nu + m, static_cast<T *>(out.nu) + e * m);
+                  if (p && out.lam)
+                    std::copy(lam, lam + p, static_cast<T *>(out.lam) + e * p);
+                }
+              });
+  haveForward = true;
+}
+
+void QPSolver::Impl::backward(const Layout &L, const QPGradientBuffers &g) {
+  using T = double;
+  const int64_t n = L.n, m = L.m, p = L.p, st = stride(), B = L.batch;
+  const T *base = reinterpret_cast<const T *>(state.data());
+  // Per problem: dz [n], dnu [m], dlamScaled = D(lam) dlam [p] (OptNet's
+  // notation), for the reduction of shared gradients afterwards.
+  std::vector<T> adj(size_t(B * (n + m + p)));
+  void *grads[NumOperands] = {g.dQ, g.dq, g.dA, g.db, g.dG, g.dh};
+  parallelFor(options.threads, B, [&](int64_t begin, int64_t end, unsigned) {
+    Scratch<T> W;
+    W.resize(n, m, p);
+    for (int64_t e = begin; e < end; ++e) {
+      const T *S = base + e * st;
+      const T *z = S, *nu = z + n, *lam = nu + m, *s = lam + p;
+      const T *active = s + p, *regs = s + 2 * p;
+      const T *fac = factors[e].data();
+      Prob<T> P = element<T>(L, e);
+      const T *Qs = nullptr;
+      if (P.Q) {
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < n; ++j)
+            W.Qs[i * n + j] = (P.Q[i * n + j] + P.Q[j * n + i]) / 2;
+        Qs = W.Qs.data();
+      }
+      // The forward pass's factorization of the active-set system
+      //   [Q  C^T] [dz]   [-gz         ]     C = [A; G_act]
+      //   [C   0 ] [y ] = [-(gnu; glam_act)],
+      // the limit of OptNet's K^T system (docs/qp.md); y = (dnu, D(lam)
+      // dlam on the active set), and D(lam) dlam = 0 off it.
+      int64_t k = 0;
+      for (int64_t i = 0; i < p; ++i)
+        k += active[i] != 0;
+      const int64_t mc = m + k;
+      W.C.resize(mc * n);
+      std::copy(P.A, P.A + m * n, W.C.begin());
+      for (int64_t i = 0, r = m; i < p; ++i)
+        if (active[i] != 0)
+          std::copy(P.G + i * n, P.G + (i + 1) * n, W.C.begin() + (r++) * n);
+      Prob<T> PC{n, mc, 0, P.Q, P.q, W.C.data(), nullptr, nullptr, nullptr};
+      KKT<T> kkt(PC, Qs, nullptr, const_cast<T *>(fac));
+      kkt.rho = regs[0];
+      kkt.delta = regs[1];
+      const T *gz = g.dz ? static_cast<const T *>(g.dz) + e * n : nullptr;
+      const T *gnu =
+          g.dnu && m ? static_cast<const T *>(g.dnu) + e * m : nullptr;
+      const T *glam =
+          g.dlam && p ? static_cast<const T *>(g.dlam) + e * p : nullptr;
+      for (int64_t j = 0; j < n; ++j)
+        W.f[j] = gz ? -gz[j] : T(0);
+      for (int64_t i = 0; i < m; ++i)
+        W.g[i] = gnu ? -gnu[i] : T(0);
+      for (int64_t i = 0, r = m; i < p; ++i)
+        if (active[i] != 0)
+          W.g[r++] = glam ? -glam[i] : T(0);
+      T *dz = adj.data() + e * (n + m + p), *dnu = dz + n, *dls = dnu + m;
+      kkt.solve(W.f.data(), W.g.data(), dz, W.y.data(), W);
+      std::copy(W.y.begin(), W.y.begin() + m, dnu);
+      for (int64_t i = 0, r = m; i < p; ++i)
+        dls[i] = active[i] != 0 ? W.y[r++] : T(0);
+      // Fused assembly of the gradients of batched operands.
+      auto out = [&](int op) -> T * {
+        return grads[op] && L.batched[op] && L.data[op]
+                   ? static_cast<T *>(grads[op]) + e * L.size[op]
+                   : nullptr;
+      };
+      if (T *dQ = out(OpQ))
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j < n; ++j)
+            dQ[i * n + j] = (dz[i] * z[j] + z[i] * dz[j]) / 2;
+      if (T *dq = out(Opq))
+        std::copy(dz, dz + n, dq);
+      if (T *dA = out(OpA))
+        for (int64_t k = 0; k < m; ++k)
+          for (int64_t j = 0; j < n; ++j)
+            dA[k * n + j] = dnu[k] * z[j] + nu[k] * dz[j];
+      if (T *db = out(Opb))
+        for (int64_t k = 0; k < m; ++k)
+          db[k] = -dnu[k];
+      if (T *dG = out(OpG))
+        for (int64_t k = 0; k < p; ++k)
+          for (int64_t j = 0; j < n; ++j)
+            dG[k * n + j] = dls[k] * z[j] + lam[k] * dz[j];
+      if (T *dh = out(Oph))
+        for (int64_t k = 0; k < p; ++k)
+          dh[k] = -dls[k];
+    }
+  });
+
+  // Shared operands: the sum over the batch, in batch order, row by row.
+  auto shared = [&](int op) {
+    return grads[op] && !L.batched[op] && L.data[op];
+  };
+  auto sol = [&](int64_t e) { return base + e * st; };
+  auto adjOf = [&](int64_t e) { return adj.data() + e * (n + m + p); };
+  struct Row {
+    int op;
+    int64_t row;
+  };
+  std::vector<Row> rows;
+  if (shared(OpQ))
+    for (int64_t i = 0; i < n; ++i)
+      rows.push_back({OpQ, i});
+  if (shared(OpA))
+    for (int64_t i = 0; i < m; ++i)
+      rows.push_back({OpA, i});
+  if (shared(OpG))
+    for (int64_t i = 0; i < p; ++i)
+      rows.push_back({OpG, i});
+  for (int op : {Opq, Opb, Oph})
+    if (shared(op))
+      rows.push_back({op, 0});
+  parallelFor(options.threads, int64_t(rows.size()),
+              [&](int64_t begin, int64_t end, unsigned) {
+                for (int64_t r = begin; r < end; ++r) {
+                  int op = rows[r].op;
+                  int64_t i = rows[r].row;
+                  T *dst = static_cast<T *>(grads[op]);
+                  int64_t len = (op == Opb) ? m : (op == Oph) ? p : n;
+                  T *out =
+                      (op == OpQ || op == OpA || op == OpG) ? dst + i * n : dst;
+                  std::fill(out, out + len, T(0));
+                  for (int64_t e = 0; e < B; ++e) {
+                    const T *z = sol(e), *nu = z + n, *lam = nu + m;
+                    const T *dz = adjOf(e), *dnu = dz + n, *dls = dnu + m;
+                    switch (op) {
+                    case OpQ:
+                      for (int64_t j = 0; j < n; ++j)
+                        out[j] += (dz[i] * z[j] + z[i] * dz[j]) / 2;
+                      break;
+                    case OpA:
+                      for (int64_t j = 0; j < n; ++j)
+                        out[j] += dnu[i] * z[j] + nu[i] * dz[j];
+                      break;
+                    case OpG:
+                      for (int64_t j = 0; j < n; ++j)
+                        out[j] += dls[i] * z[j] + lam[i] * dz[j];
+                      break;
+                    case Opq:
+                      for (int64_t j = 0; j < n; ++j)
+                        out[j] += dz[j];
+                      break;
+                    case Opb:
+                      for (int64_t k = 0; k < m; ++k)
+                        out[k] -= dnu[k];
+                      break;
+                    case Oph:
+                      for (int64_t k = 0; k < p; ++k)
+                        out[k] -= dls[k];
+                      break;
+                    }
+                  }
+                }
+              });
+}
+
+void QPSolver::Impl::forward32(const QPSolutionBuffers &out) {
+  const Layout &L = layout;
+  layout64 = L;
+  layout64.dtype = DType::F64;
+  for (int i = 0; i < NumOperands; ++i) {
+    const float *src = static_cast<const float *>(L.data[i]);
+    int64_t count = L.size[i] * (L.batched[i] ? L.batch : 1);
+    data64[i].assign(src, src + (src ? count : 0));
+    layout64.data[i] = src ? data64[i].data() : nullptr;
+  }
+  std::vector<double> z(L.batch * L.n), nu(L.batch * L.m), lam(L.batch * L.p);
+  QPSolutionBuffers o = out;
+  o.z = z.data();
+  o.nu = nu.data();
+  o.lam = lam.data();
+  forward(layout64, o);
+  auto put = [](const std::vector<double> &v, void *dst) {
+    if (dst)
+      std::copy(v.begin(), v.end(), static_cast<float *>(dst));
+  };
+  put(z, out.z);
+  put(nu, out.nu);
+  put(lam, out.lam);
+}
+
+void QPSolver::Impl::backward32(const QPGradientBuffers &g) {
+  const Layout &L = layout;
+  auto widen = [](const void *src, int64_t count, std::vector<double> &dst) {
+    if (!src)
+      return (const void *)nullptr;
+    const float *f = static_cast<const float *>(src);
+    dst.assign(f, f + count);
+    return (const void *)dst.data();
+  };
+  std::vector<double> gz, gnu, glam, outs[NumOperands];
+  QPGradientBuffers g64;
+  g64.dz = widen(g.dz, L.batch * L.n, gz);
+  g64.dnu = widen(g.dnu, L.batch * L.m, gnu);
+  g64.dlam = widen(g.dlam, L.batch * L.p, glam);
+  void *const wanted[NumOperands] = {g.dQ, g.dq, g.dA, g.db, g.dG, g.dh};
+  void **dst64[NumOperands] = {&g64.dQ, &g64.dq, &g64.dA,
+                               &g64.db, &g64.dG, &g64.dh};
+  for (int i = 0; i < NumOperands; ++i)
+    if (wanted[i] && L.data[i]) {
+      outs[i].assign(L.size[i] * (L.batched[i] ? L.batch : 1), 0.0);
+      *dst64[i] = outs[i].data();
+    }
+  backward(layout64, g64);
+  for (int i = 0; i < NumOperands; ++i)
+    if (*dst64[i])
+      std::copy(outs[i].begin(), outs[i].end(),
+                static_cast<float *>(wanted[i]));
+}
+
+QPSolver::QPSolver(QPOptions options) : impl(std::make_unique<Impl>()) {
+  if (options.maxIter < 0)
+    fail("maxIter must be >= 0");
+  if (!(options.tol >= 0) || !std::isfinite(options.tol))
+    fail("tol must be finite and >= 0");
+  impl->options = options;
+}
+QPSolver::~QPSolver() = default;
+QPSolver::QPSolver(QPSolver &&) noexcept = default;
+QPSolver &QPSolver::operator=(QPSolver &&) noexcept = default;
+
+void QPSolver::forward(const QPProblem &problem, const QPSolutionBuffers &out) {
+  Layout L = validate(problem);
+  if (!out.z || !out.status || (L.m && !out.nu) || (L.p && !out.lam))
+    fail("forward: the output buffers z, status, and nu (m > 0) and lam "
+         "(p > 0) are required");
+  impl->layout = L;
+  impl->haveForward = false;
+  if (L.dtype == DType::F64)
+    impl->forward(L, out);
+  else
+    impl->forward32(out);
+}
+
+void QPSolver::backward(const QPProblem &problem,
+                        const QPGradientBuffers &grads) {
+  if (!impl->haveForward)
+    fail("backward() called before forward()");
+  Layout L = validate(problem);
+  const Layout &F = impl->layout;
+  for (int i = 0; i < NumOperands; ++i)
+    if (L.data[i] != F.data[i] || L.batched[i] != F.batched[i] ||
+        L.size[i] != F.size[i])
+      fail(std::string("backward: operand ") + operandNames[i] +
+           " is not the one of the last forward()");
+  if (L.dtype != F.dtype || L.batch != F.batch)
+    fail("backward: the problem is not the one of the last forward()");
+  requireSolved(impl->status.data(), F.batch);
+  if (F.dtype == DType::F64)
+    impl->backward(F, grads);
+  else
+    impl->backward32(grads);
+}
+
+void QPSolver::requireSolved(const QPStatus *status, int64_t batch) {
+  for (int64_t e = 0; e < batch; ++e)
+    if (status[e] != QPStatus::Solved)
+      fail("problem " + std::to_string(e) + " of the batch is " +
+           qpStatusName(status[e]) + "; it has no solution to use" +
+           (status[e] == QPStatus::IterationLimit
+                ? " (raise maxIter or the tolerance)"
+                : ""));
+}
+
+QPSolver::Dims QPSolver::dims() const {
+  return {impl->layout.batch, impl->layout.n, impl->layout.m, impl->layout.p};
+}
+
+} // namespace optim

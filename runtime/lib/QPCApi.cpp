@@ -1,0 +1,132 @@
+//===- QPCApi.cpp - the C ABI of the QP solver (KernelABI.h) --------------===//
+//
+// Thin wrappers over optim::QPSolver: C callers (compiled layers, ctypes)
+// get return codes and a message instead of exceptions.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/KernelABI.h"
+#include "optim/QP.h"
+
+#include <new>
+#include <string>
+
+struct optim_qp_solver {
+  optim::QPSolver solver;
+  std::string error;
+  explicit optim_qp_solver(optim::QPOptions o) : solver(o) {}
+};
+
+namespace {
+
+optim::QPProblem toProblem(const optim_qp_problem &c) {
+  if (c.dtype != OPTIM_QP_F32 && c.dtype != OPTIM_QP_F64)
+    throw optim::Error("qp: dtype must be OPTIM_QP_F32 or OPTIM_QP_F64");
+  if (c.n < 0 || c.m < 0 || c.p < 0 || c.batch < 0)
+    throw optim::Error("qp: negative dimension");
+  optim::QPProblem p;
+  p.dtype = c.dtype == OPTIM_QP_F64 ? optim::DType::F64 : optim::DType::F32;
+  p.batch = c.batch;
+  auto set = [&](optim::QPOperand &op, const void *data, unsigned bit,
+                 std::vector<int64_t> shape) {
+    if (!data)
+      return;
+    op.data = data;
+    if (c.batched & bit)
+      shape.insert(shape.begin(), c.batch);
+    op.shape = std::move(shape);
+  };
+  set(p.Q, c.Q, OPTIM_QP_BATCHED_Q, {c.n, c.n});
+  set(p.q, c.q, OPTIM_QP_BATCHED_q, {c.n});
+  if (c.m) {
+    set(p.A, c.A, OPTIM_QP_BATCHED_A, {c.m, c.n});
+    set(p.b, c.b, OPTIM_QP_BATCHED_b, {c.m});
+    if (!c.A || !c.b)
+      throw optim::Error("qp: m > 0 but A or b is NULL");
+  }
+  if (c.p) {
+    set(p.G, c.G, OPTIM_QP_BATCHED_G, {c.p, c.n});
+    set(p.h, c.h, OPTIM_QP_BATCHED_h, {c.p});
+    if (!c.G || !c.h)
+      throw optim::Error("qp: p > 0 but G or h is NULL");
+  }
+  return p;
+}
+
+template <class F> int guard(optim_qp_solver *s, F &&f) {
+  if (!s)
+    return -1;
+  try {
+    f();
+    s->error.clear();
+    return 0;
+  } catch (const std::exception &e) {
+    s->error = e.what();
+    return -1;
+  }
+}
+
+} // namespace
+
+extern "C" {
+
+optim_qp_solver *optim_qp_create(double tol, int64_t max_iter,
+                                 int32_t threads) {
+  if (max_iter < 0 || threads < 0 || !(tol == tol))
+    return nullptr;
+  optim::QPOptions o;
+  o.tol = tol > 0 ? tol : 0;
+  o.maxIter = max_iter;
+  o.threads = unsigned(threads);
+  try {
+    return new optim_qp_solver(o);
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+void optim_qp_destroy(optim_qp_solver *solver) { delete solver; }
+
+const char *optim_qp_error(const optim_qp_solver *solver) {
+  return solver ? solver->error.c_str() : "qp: no solver (NULL)";
+}
+
+int optim_qp_forward(optim_qp_solver *solver, const optim_qp_problem *problem,
+                     void *z, void *nu, void *lam, int32_t *status,
+                     int32_t *iterations) {
+  return guard(solver, [&] {
+    if (!problem || !status)
+      throw optim::Error("qp: problem and status must not be NULL");
+    static_assert(sizeof(optim::QPStatus) == sizeof(int32_t), "");
+    optim::QPSolutionBuffers out;
+    out.z = z;
+    out.nu = nu;
+    out.lam = lam;
+    out.status = reinterpret_cast<optim::QPStatus *>(status);
+    out.iterations = iterations;
+    solver->solver.forward(toProblem(*problem), out);
+  });
+}
+
+int optim_qp_backward(optim_qp_solver *solver, const optim_qp_problem *problem,
+                      const void *dz, const void *dnu, const void *dlam,
+                      void *dQ, void *dq, void *dA, void *db, void *dG,
+                      void *dh) {
+  return guard(solver, [&] {
+    if (!problem)
+      throw optim::Error("qp: problem must not be NULL");
+    optim::QPGradientBuffers g;
+    g.dz = dz;
+    g.dnu = dnu;
+    g.dlam = dlam;
+    g.dQ = dQ;
+    g.dq = dq;
+    g.dA = dA;
+    g.db = db;
+    g.dG = dG;
+    g.dh = dh;
+    solver->solver.backward(toProblem(*problem), g);
+  });
+}
+
+} // extern "C"

@@ -1,0 +1,432 @@
+//===- Trajectory.cpp - unrolled steps of a rule and their reverse mode ---===//
+
+#include "optim/Trajectory.h"
+#include "ThreadPool.h"
+#include "optim/Safetensors.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+using namespace optim;
+
+namespace {
+/// A 64-byte aligned array of elements of the rule's dtype.
+struct Buffer {
+  struct Free {
+    void operator()(void *p) const { std::free(p); }
+  };
+  std::unique_ptr<char, Free> data;
+  size_t bytes = 0;
+  static Buffer allocate(size_t bytes) {
+    Buffer b;
+    size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
+    b.data.reset(static_cast<char *>(std::aligned_alloc(64, rounded)));
+    if (!b.data)
+      throw Error("optim::Trajectory: out of memory allocating " +
+                  std::to_string(bytes) + " bytes");
+    b.bytes = bytes;
+    return b;
+  }
+  char *get() const { return data.get(); }
+};
+
+/// θ, g and the state before one recorded step.
+struct Record {
+  Buffer theta, grad;
+  std::vector<Buffer> states;
+  int64_t t = 0;
+};
+} // namespace
+
+struct Trajectory::Impl {
+  Rule rule;
+  TrajectoryOptions options;
+  std::unique_ptr<ThreadPool> pool;
+  size_t elt = 4;
+  std::vector<int64_t> sizes, offsets; // Per parameter, in coordinates.
+  int64_t total = 0;
+  Buffer theta, adjTheta;
+  std::vector<Buffer> states, adjStates; // Per state, all parameters.
+  std::vector<double> hypers;
+  std::vector<Buffer> weights;
+  std::vector<const void *> weightPtrs;
+  // The chunk table: parameter, offset in it and length of each chunk.
+  std::vector<int64_t> chunkParam, chunkOffset, lengths, strides;
+  std::vector<Record> tape;
+  int64_t step = 0;
+
+  const RuleInfo &info() const { return rule.info(); }
+  size_t numStates() const { return info().states.size(); }
+  /// Where coordinate `off` of parameter `p` lies in a state buffer.
+  size_t stateOffset(size_t s, size_t p, int64_t off) const {
+    return size_t(offsets[p] * info().states[s].size + off) * elt;
+  }
+  int stateIndex(const std::string &name) const {
+    for (size_t s = 0; s < numStates(); ++s)
+      if (info().states[s].name == name)
+        return int(s);
+    return -1;
+  }
+  template <typename Fn> void forChunks(Fn fn) {
+    int64_t numChunks = int64_t(lengths.size());
+    unsigned workers = pool->size();
+    pool->run([&](unsigned w) {
+      int64_t begin = numChunks * w / workers;
+      int64_t end = numChunks * (w + 1) / workers;
+      if (begin < end)
+        fn(begin, end);
+    });
+  }
+  void fillStates(std::vector<Buffer> &bufs, bool zero) {
+    for (size_t s = 0; s < numStates(); ++s) {
+      size_t count = size_t(total * info().states[s].size);
+      double v = zero ? 0.0 : info().states[s].init;
+      if (info().dtype == DType::F32)
+        std::fill_n(reinterpret_cast<float *>(bufs[s].get()), count, float(v));
+      else
+        std::fill_n(reinterpret_cast<double *>(bufs[s].get()), count, v);
+    }
+  }
+};
+
+Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
+                       TrajectoryOptions options)
+    : impl(std::make_unique<Impl>()) {
+  if (!rule)
+    throw Error("optim::Trajectory: the rule is empty; compile one first");
+  if (!rule.vjpKernel())
+    throw Error("optim::Trajectory: rule '" + rule.info().name +
+                "' has no reverse mode; compile it with CompileOptions::vjp");
+  if (options.chunkSize <= 0)
+    throw Error("optim::Trajectory: chunkSize must be positive, got " +
+                std::to_string(options.chunkSize));
+  Impl &im = *impl;
+  im.rule = std::move(rule);
+  im.options = options;
+  im.elt = dtypeSize(im.info().dtype);
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    if (sizes[p] < 0)
+      throw Error("optim::Trajectory: parameter " + std::to_string(p) +
+                  " has a negative size");
+    im.offsets.push_back(im.total);
+    for (int64_t off = 0; off < sizes[p]; off += options.chunkSize) {
+      im.chunkParam.push_back(int64_t(p));
+      im.chunkOffset.push_back(off);
+      im.lengths.push_back(std::min(options.chunkSize, sizes[p] - off));
+      im.strides.push_back(sizes[p]);
+    }
+    im.total += sizes[p];
+  }
+  im.sizes = std::move(sizes);
+  unsigned threads = options.threads
+                         ? options.threads
+                         : std::max(1u, std::thread::hardware_concurrency());
+  im.pool = std::make_unique<ThreadPool>(threads);
+  im.theta = Buffer::allocate(size_t(im.total) * im.elt);
+  im.adjTheta = Buffer::allocate(size_t(im.total) * im.elt);
+  std::memset(im.theta.get(), 0, im.theta.bytes);
+  std::memset(im.adjTheta.get(), 0, im.adjTheta.bytes);
+  for (const StateSpec &s : im.info().states) {
+    im.states.push_back(Buffer::allocate(size_t(im.total * s.size) * im.elt));
+    im.adjStates.push_back(
+        Buffer::allocate(size_t(im.total * s.size) * im.elt));
+  }
+  im.fillStates(im.adjStates, /*zero=*/true);
+  for (const HyperParam &h : im.info().hypers)
+    im.hypers.push_back(h.defaultValue);
+  im.weights.resize(im.info().weights.size());
+  im.weightPtrs.assign(im.info().weights.size(), nullptr);
+  resetState();
+}
+
+Trajectory::~Trajectory() = default;
+Trajectory::Trajectory(Trajectory &&) noexcept = default;
+Trajectory &Trajectory::operator=(Trajectory &&) noexcept = default;
+
+const Rule &Trajectory::rule() const { return impl->rule; }
+size_t Trajectory::numParams() const { return impl->sizes.size(); }
+
+static void checkParam(const Trajectory::Impl &im, size_t i, const char *fn) {
+  if (i >= im.sizes.size())
+    throw Error(std::string("optim::Trajectory::") + fn + ": parameter " +
+                std::to_string(i) + " does not exist (there are " +
+                std::to_string(im.sizes.size()) + ")");
+}
+
+int64_t Trajectory::paramSize(size_t i) const {
+  checkParam(*impl, i, "paramSize");
+  return impl->sizes[i];
+}
+void *Trajectory::param(size_t i) {
+  checkParam(*impl, i, "param");
+  return impl->theta.get() + impl->offsets[i] * impl->elt;
+}
+const void *Trajectory::param(size_t i) const {
+  checkParam(*impl, i, "param");
+  return impl->theta.get() + impl->offsets[i] * impl->elt;
+}
+
+void *Trajectory::state(size_t i, const std::string &name) {
+  checkParam(*impl, i, "state");
+  int s = impl->stateIndex(name);
+  if (s < 0)
+    throw Error("optim::Trajectory::state: rule '" + impl->info().name +
+                "' has no state '" + name + "'");
+  return impl->states[s].get() + impl->stateOffset(s, i, 0);
+}
+
+void Trajectory::set(const std::string &name, double value) {
+  const RuleInfo &ri = impl->info();
+  int h = ri.findHyper(name);
+  if (h < 0)
+    throw Error("optim::Trajectory::set: rule '" + ri.name +
+                "' has no hyperparameter '" + name + "'");
+  if (!std::isfinite(value))
+    throw Error("optim::Trajectory::set: '" + name + "' must be finite");
+  if (ri.hypers[h].isConst)
+    throw Error("optim::Trajectory::set: '" + name + "' is const in rule '" +
+                ri.name + "'; its value is compiled in");
+  impl->hypers[h] = value;
+}
+
+double Trajectory::get(const std::string &name) const {
+  int h = impl->info().findHyper(name);
+  if (h < 0)
+    throw Error("optim::Trajectory::get: rule '" + impl->info().name +
+                "' has no hyperparameter '" + name + "'");
+  return impl->hypers[h];
+}
+
+static int64_t countOf(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+void Trajectory::setWeights(const std::string &name, const void *data,
+                            int64_t count) {
+  const RuleInfo &ri = impl->info();
+  for (size_t w = 0; w < ri.weights.size(); ++w) {
+    if (ri.weights[w].name != name)
+      continue;
+    int64_t expected = countOf(ri.weights[w].shape);
+    if (count != expected)
+      throw Error("optim::Trajectory::setWeights: '" + name + "' needs " +
+                  std::to_string(expected) + " elements, got " +
+                  std::to_string(count));
+    if (!data)
+      throw Error("optim::Trajectory::setWeights: '" + name +
+                  "' is a null pointer");
+    Buffer copy = Buffer::allocate(size_t(count) * impl->elt);
+    std::memcpy(copy.get(), data, copy.bytes);
+    impl->weights[w] = std::move(copy);
+    impl->weightPtrs[w] = impl->weights[w].get();
+    return;
+  }
+  throw Error("optim::Trajectory::setWeights: rule '" + ri.name +
+              "' has no weights '" + name + "'");
+}
+
+void Trajectory::loadWeights(const std::string &path) {
+  const RuleInfo &ri = impl->info();
+  SafetensorsFile file = SafetensorsFile::read(path);
+  std::vector<const void *> sources;
+  for (const WeightSpec &w : ri.weights) // Check all before setting any.
+    sources.push_back(file.tensor(w.name, ri.dtype, w.shape));
+  for (size_t w = 0; w < ri.weights.size(); ++w)
+    setWeights(ri.weights[w].name, sources[w], countOf(ri.weights[w].shape));
+}
+
+const void *Trajectory::weights(const std::string &name) const {
+  const RuleInfo &ri = impl->info();
+  for (size_t w = 0; w < ri.weights.size(); ++w)
+    if (ri.weights[w].name == name)
+      return impl->weightPtrs[w];
+  throw Error("optim::Trajectory::weights: rule '" + ri.name +
+              "' has no weights '" + name + "'");
+}
+
+void Trajectory::resetState() {
+  impl->fillStates(impl->states, /*zero=*/false);
+  impl->step = 0;
+  impl->tape.clear();
+}
+
+void Trajectory::truncate() { impl->tape.clear(); }
+size_t Trajectory::tapeLength() const { return impl->tape.size(); }
+int64_t Trajectory::stepCount() const { return impl->step; }
+
+size_t Trajectory::tapeBytes() const {
+  size_t bytes = 0;
+  for (const Record &r : impl->tape) {
+    bytes += r.theta.bytes + r.grad.bytes;
+    for (const Buffer &s : r.states)
+      bytes += s.bytes;
+  }
+  return bytes;
+}
+
+void Trajectory::step(const std::vector<const void *> &grads) {
+  Impl &im = *impl;
+  const RuleInfo &ri = im.info();
+  if (grads.size() != im.sizes.size())
+    throw Error("optim::Trajectory::step: expected " +
+                std::to_string(im.sizes.size()) + " gradients, got " +
+                std::to_string(grads.size()));
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (!grads[i] && im.sizes[i] > 0)
+      throw Error("optim::Trajectory::step: gradient " + std::to_string(i) +
+                  " is a null pointer");
+  for (size_t w = 0; w < im.weightPtrs.size(); ++w)
+    if (!im.weightPtrs[w])
+      throw Error("optim::Trajectory::step: weights '" + ri.weights[w].name +
+                  "' are not set");
+
+  Record rec;
+  rec.t = im.step + 1;
+  rec.theta = Buffer::allocate(im.theta.bytes);
+  std::memcpy(rec.theta.get(), im.theta.get(), im.theta.bytes);
+  rec.grad = Buffer::allocate(im.theta.bytes);
+  for (size_t i = 0; i < grads.size(); ++i)
+    if (im.sizes[i])
+      std::memcpy(rec.grad.get() + im.offsets[i] * im.elt, grads[i],
+                  size_t(im.sizes[i]) * im.elt);
+  for (const Buffer &s : im.states) {
+    Buffer copy = Buffer::allocate(s.bytes);
+    std::memcpy(copy.get(), s.get(), s.bytes);
+    rec.states.push_back(std::move(copy));
+  }
+
+  size_t perChunk = 2 + im.numStates();
+  std::vector<void *> ptrs;
+  for (size_t c = 0; c < im.lengths.size(); ++c) {
+    size_t p = im.chunkParam[c];
+    int64_t off = im.chunkOffset[c];
+    size_t at = size_t(im.offsets[p] + off) * im.elt;
+    ptrs.push_back(im.theta.get() + at);
+    ptrs.push_back(rec.grad.get() + at);
+    for (size_t s = 0; s < im.numStates(); ++s)
+      ptrs.push_back(im.states[s].get() + im.stateOffset(s, p, off));
+  }
+  (void)perChunk;
+  optim_rule_kernel kernel = im.rule.kernel();
+  const void *const *w = im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
+  im.forChunks([&](int64_t begin, int64_t end) {
+    kernel(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+           im.hypers.data(), rec.t, w);
+  });
+  im.tape.push_back(std::move(rec));
+  im.step += 1;
+}
+
+template <typename T>
+static void addInto(char *dst, const void *src, int64_t n) {
+  T *d = reinterpret_cast<T *>(dst);
+  const T *s = static_cast<const T *>(src);
+  for (int64_t i = 0; i < n; ++i)
+    d[i] += s[i];
+}
+
+RuleGradient
+Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
+  Impl &im = *impl;
+  const RuleInfo &ri = im.info();
+  if (dLdParams.size() != im.tape.size())
+    throw Error("optim::Trajectory::backward: expected " +
+                std::to_string(im.tape.size()) +
+                " lists of cotangents (one per recorded step), got " +
+                std::to_string(dLdParams.size()));
+  for (size_t k = 0; k < dLdParams.size(); ++k)
+    if (dLdParams[k].size() != im.sizes.size())
+      throw Error("optim::Trajectory::backward: step " + std::to_string(k) +
+                  " has " + std::to_string(dLdParams[k].size()) +
+                  " cotangents, expected one per parameter (" +
+                  std::to_string(im.sizes.size()) + ")");
+
+  std::memset(im.adjTheta.get(), 0, im.adjTheta.bytes);
+  im.fillStates(im.adjStates, /*zero=*/true);
+  int64_t numPartials = int64_t(ri.hypers.size());
+  for (const WeightSpec &w : ri.weights)
+    numPartials += countOf(w.shape);
+  size_t numChunks = im.lengths.size();
+  Buffer partials =
+      Buffer::allocate(std::max<size_t>(numChunks, 1) * numPartials * im.elt);
+  std::vector<double> sum(numPartials, 0.0);
+
+  size_t perChunk = 3 + 2 * im.numStates();
+  std::vector<void *> ptrs(numChunks * perChunk);
+  optim_vjp_kernel vjp = im.rule.vjpKernel();
+  const void *const *w = im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
+  for (size_t k = im.tape.size(); k-- > 0;) {
+    const Record &rec = im.tape[k];
+    for (size_t i = 0; i < im.sizes.size(); ++i) {
+      if (!dLdParams[k][i] || !im.sizes[i])
+        continue;
+      char *dst = im.adjTheta.get() + im.offsets[i] * im.elt;
+      if (ri.dtype == DType::F32)
+        addInto<float>(dst, dLdParams[k][i], im.sizes[i]);
+      else
+        addInto<double>(dst, dLdParams[k][i], im.sizes[i]);
+    }
+    for (size_t c = 0; c < numChunks; ++c) {
+      size_t p = im.chunkParam[c];
+      int64_t off = im.chunkOffset[c];
+      size_t at = size_t(im.offsets[p] + off) * im.elt;
+      void **slot = &ptrs[c * perChunk];
+      *slot++ = rec.theta.get() + at;
+      *slot++ = rec.grad.get() + at;
+      for (size_t s = 0; s < im.numStates(); ++s)
+        *slot++ = rec.states[s].get() + im.stateOffset(s, p, off);
+      *slot++ = im.adjTheta.get() + at;
+      for (size_t s = 0; s < im.numStates(); ++s)
+        *slot++ = im.adjStates[s].get() + im.stateOffset(s, p, off);
+    }
+    im.forChunks([&](int64_t begin, int64_t end) {
+      vjp(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+          im.hypers.data(), rec.t, w, partials.get());
+    });
+    // Chunk order, whatever thread computed each chunk.
+    for (size_t c = 0; c < numChunks; ++c) {
+      if (ri.dtype == DType::F32) {
+        const float *p =
+            reinterpret_cast<const float *>(partials.get()) + c * numPartials;
+        for (int64_t j = 0; j < numPartials; ++j)
+          sum[j] += p[j];
+      } else {
+        const double *p =
+            reinterpret_cast<const double *>(partials.get()) + c * numPartials;
+        for (int64_t j = 0; j < numPartials; ++j)
+          sum[j] += p[j];
+      }
+    }
+  }
+
+  RuleGradient out;
+  size_t at = 0;
+  for (size_t h = 0; h < ri.hypers.size(); ++h)
+    out.hypers.push_back(sum[at++]);
+  for (const WeightSpec &ws : ri.weights) {
+    int64_t n = countOf(ws.shape);
+    out.weights.emplace_back(sum.begin() + at, sum.begin() + at + n);
+    at += n;
+  }
+  return out;
+}
+
+const void *Trajectory::paramAdjoint(size_t i) const {
+  checkParam(*impl, i, "paramAdjoint");
+  return impl->adjTheta.get() + impl->offsets[i] * impl->elt;
+}
+
+const void *Trajectory::stateAdjoint(size_t i, const std::string &name) const {
+  checkParam(*impl, i, "stateAdjoint");
+  int s = impl->stateIndex(name);
+  if (s < 0)
+    throw Error("optim::Trajectory::stateAdjoint: rule '" + impl->info().name +
+                "' has no state '" + name + "'");
+  return impl->adjStates[s].get() + impl->stateOffset(s, i, 0);
+}

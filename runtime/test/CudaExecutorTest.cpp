@@ -1,0 +1,390 @@
+//===- CudaExecutorTest.cpp - the CUDA launch path against a fake driver --===//
+//
+// The fake driver keeps "device" memory on the host and runs a host
+// implementation of the GPU kernel ABI (KernelABI.h) at cuLaunchKernel: it
+// decodes the launch exactly as a compiled kernel would (chunk table in
+// "device" memory, grid = chunks, hyperparameters and step as arguments), so
+// a wrong table, argument order or grid shows up as wrong numbers against an
+// independent Adam reference computed on whole tensors. Tests on a real GPU
+// skip, saying why, when there is no driver.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Cuda.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+
+using namespace optim;
+using namespace optim::cuda;
+
+namespace {
+
+struct FakeState {
+  std::set<CUdeviceptr> live;
+  int launches = 0, tableUploads = 0;
+  unsigned lastGrid = 0, lastBlock = 0;
+  int64_t maxChunk = 0;
+  CUresult failLaunch = CUDA_SUCCESS;
+  std::string loadedImage;
+  std::string requestedFunction;
+  int major = 9, minor = 0;
+};
+FakeState *fake = nullptr;
+CUfunction kAdam = reinterpret_cast<CUfunction>(0x1234);
+CUmodule kModule = reinterpret_cast<CUmodule>(0x5678);
+
+CUresult fInit(unsigned) { return 0; }
+CUresult fCount(int *n) {
+  *n = 1;
+  return 0;
+}
+CUresult fGet(CUdevice *d, int i) {
+  *d = i;
+  return 0;
+}
+CUresult fName(char *name, int len, CUdevice) {
+  std::strncpy(name, "Fake GPU", len);
+  return 0;
+}
+CUresult fAttr(int *v, int attr, CUdevice) {
+  *v = attr == kAttrComputeCapabilityMajor ? fake->major : fake->minor;
+  return 0;
+}
+CUresult fRetain(CUcontext *c, CUdevice) {
+  *c = reinterpret_cast<CUcontext>(0x42);
+  return 0;
+}
+CUresult fRelease(CUdevice) { return 0; }
+CUresult fSetCurrent(CUcontext c) {
+  return c == reinterpret_cast<CUcontext>(0x42) ? 0 : 201;
+}
+CUresult fLoad(CUmodule *m, const void *image) {
+  fake->loadedImage = static_cast<const char *>(image);
+  *m = kModule;
+  return 0;
+}
+CUresult fUnload(CUmodule) { return 0; }
+CUresult fGetFunction(CUfunction *f, CUmodule m, const char *name) {
+  fake->requestedFunction = name;
+  if (m != kModule || std::string(name) != "optim_rule_adam")
+    return 500; // CUDA_ERROR_NOT_FOUND
+  *f = kAdam;
+  return 0;
+}
+CUresult fAlloc(CUdeviceptr *p, size_t bytes) {
+  // 256-byte aligned, like cuMemAlloc.
+  void *mem = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  *p = reinterpret_cast<CUdeviceptr>(mem);
+  fake->live.insert(*p);
+  return 0;
+}
+CUresult fFree(CUdeviceptr p) {
+  if (!fake->live.erase(p))
+    return 1; // CUDA_ERROR_INVALID_VALUE: double free
+  std::free(reinterpret_cast<void *>(p));
+  return 0;
+}
+CUresult fHtoD(CUdeviceptr dst, const void *src, size_t n) {
+  std::memcpy(reinterpret_cast<void *>(dst), src, n);
+  return 0;
+}
+CUresult fDtoH(void *dst, CUdeviceptr src, size_t n) {
+  std::memcpy(dst, reinterpret_cast<const void *>(src), n);
+  return 0;
+}
+CUresult fStreamCreate(CUstream *s, unsigned) {
+  *s = reinterpret_cast<CUstream>(0x77);
+  return 0;
+}
+CUresult fStreamDestroy(CUstream) { return 0; }
+CUresult fSync(CUstream) { return 0; }
+
+/// Adam as the compiled kernel computes it (f32, IEEE, in formula order),
+/// reading its launch as the GPU kernel ABI says.
+CUresult fLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                 unsigned bx, unsigned by, unsigned bz, unsigned shared,
+                 CUstream stream, void **params, void **extra) {
+  if (fake->failLaunch)
+    return fake->failLaunch;
+  if (f != kAdam || gy != 1 || gz != 1 || by != 1 || bz != 1 || shared ||
+      extra || stream != reinterpret_cast<CUstream>(0x77))
+    return 1;
+  ++fake->launches;
+  fake->lastGrid = gx;
+  fake->lastBlock = bx;
+  auto ptrs = *static_cast<float **const *>(params[0]);
+  auto lengths = *static_cast<const int64_t *const *>(params[1]);
+  auto strides = *static_cast<const int64_t *const *>(params[2]);
+  (void)strides;
+  int64_t begin = *static_cast<int64_t *>(params[3]);
+  int64_t t = *static_cast<int64_t *>(params[4]);
+  float lr = *static_cast<float *>(params[5]);
+  float b1 = *static_cast<float *>(params[6]);
+  float b2 = *static_cast<float *>(params[7]);
+  float eps = *static_cast<float *>(params[8]);
+  for (unsigned blk = 0; blk < gx; ++blk) {
+    int64_t c = begin + blk;
+    float *p = ptrs[c * 4], *g = ptrs[c * 4 + 1], *m = ptrs[c * 4 + 2],
+          *v = ptrs[c * 4 + 3];
+    fake->maxChunk = std::max(fake->maxChunk, lengths[c]);
+    for (int64_t i = 0; i < lengths[c]; ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      float mhat = m[i] / (1 - std::pow(b1, float(t)));
+      float vhat = v[i] / (1 - std::pow(b2, float(t)));
+      p[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+    }
+  }
+  return 0;
+}
+CUresult fErrName(CUresult e, const char **s) {
+  *s = e == 700 ? "CUDA_ERROR_ILLEGAL_ADDRESS" : "CUDA_ERROR_UNKNOWN";
+  return 0;
+}
+CUresult fErrString(CUresult e, const char **s) {
+  *s = e == 700 ? "an illegal memory access was encountered" : "unknown";
+  return 0;
+}
+
+std::shared_ptr<const DriverAPI> fakeDriver() {
+  auto d = std::make_shared<DriverAPI>();
+  d->cuInit = fInit;
+  d->cuDeviceGetCount = fCount;
+  d->cuDeviceGet = fGet;
+  d->cuDeviceGetName = fName;
+  d->cuDeviceGetAttribute = fAttr;
+  d->cuDevicePrimaryCtxRetain = fRetain;
+  d->cuDevicePrimaryCtxRelease = fRelease;
+  d->cuCtxSetCurrent = fSetCurrent;
+  d->cuModuleLoadData = fLoad;
+  d->cuModuleUnload = fUnload;
+  d->cuModuleGetFunction = fGetFunction;
+  d->cuMemAlloc = fAlloc;
+  d->cuMemFree = fFree;
+  d->cuMemcpyHtoD = fHtoD;
+  d->cuMemcpyDtoH = fDtoH;
+  d->cuStreamCreate = fStreamCreate;
+  d->cuStreamDestroy = fStreamDestroy;
+  d->cuStreamSynchronize = fSync;
+  d->cuLaunchKernel = fLaunch;
+  d->cuGetErrorName = fErrName;
+  d->cuGetErrorString = fErrString;
+  return d;
+}
+
+std::string manifest(const std::string &target = "nvptx64-nvidia-cuda sm_90",
+                     int abi = OPTIM_KERNEL_ABI_VERSION) {
+  return R"({"format": "optim-mlir rule manifest", "abi_version": )" +
+         std::to_string(abi) + R"(, "rule": "adam",
+    "symbol": "optim_rule_adam", "dtype": "f32", "target": ")" +
+         target + R"(",
+    "hyperparameters": [
+      {"name": "lr", "default": 0.001, "const": false},
+      {"name": "beta1", "default": 0.9, "const": false},
+      {"name": "beta2", "default": 0.999, "const": false},
+      {"name": "eps", "default": 1e-08, "const": false}],
+    "states": [{"name": "m", "size": 1, "init": 0.0},
+               {"name": "v", "size": 1, "init": 0.0}],
+    "weights": []})";
+}
+
+class CudaFake : public ::testing::Test {
+protected:
+  void SetUp() override { fake = &state; }
+  void TearDown() override { fake = nullptr; }
+  FakeState state;
+};
+
+/// Device memory of the fake: host memory from its cuMemAlloc.
+std::vector<Buffer> upload(const std::shared_ptr<Device> &dev,
+                           const std::vector<std::vector<float>> &host) {
+  std::vector<Buffer> out;
+  for (const auto &h : host) {
+    Buffer b(dev, h.size() * 4);
+    b.upload(h.data(), h.size() * 4);
+    out.push_back(std::move(b));
+  }
+  return out;
+}
+
+} // namespace
+
+TEST_F(CudaFake, AdamOverAChunkTableMatchesAWholeTensorReference) {
+  auto dev = Device::open(fakeDriver());
+  EXPECT_EQ(dev->arch(), "sm_90");
+  EXPECT_EQ(dev->name(), "Fake GPU");
+  cuda::Rule adam = dev->loadRule("CUBIN-BYTES", manifest(), "adam.manifest");
+  EXPECT_EQ(state.loadedImage, "CUBIN-BYTES");
+  EXPECT_EQ(state.requestedFunction, "optim_rule_adam");
+
+  // Awkward sizes: empty, one, below, at and above the chunk size.
+  std::vector<int64_t> sizes = {0, 1, 1023, 1024, 1025, 5000, 7};
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      p[i].push_back(normal(rng));
+      g[i].push_back(normal(rng));
+    }
+  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
+  std::vector<DeviceTensor> params, grads;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    params.push_back({dp[i].get(), sizes[i]});
+    grads.push_back({dg[i].get(), sizes[i]});
+  }
+  OptimizerOptions options;
+  options.chunkSize = 1024;
+  options.blockSize = 256;
+  cuda::Optimizer opt(adam, params, options);
+  opt.set("lr", 0.01);
+  // 1+1+1+2+5+1 chunks (the empty tensor has none).
+  EXPECT_EQ(opt.numChunks(), 0); // built at the first step
+  const int steps = 25;
+  for (int s = 0; s < steps; ++s)
+    opt.step(grads);
+  opt.synchronize();
+  EXPECT_EQ(opt.numChunks(), 11);
+  EXPECT_EQ(state.launches, steps); // one launch per step
+  EXPECT_EQ(state.lastGrid, 11u);
+  EXPECT_EQ(state.lastBlock, 256u);
+  EXPECT_EQ(state.maxChunk, 1024);
+  EXPECT_EQ(opt.stepCount(), steps);
+
+  // Independent reference in double on whole tensors; f32 kernels agree to
+  // a few ulps relative to the parameter's change.
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> got(sizes[i]), m(sizes[i]);
+    dp[i].download(got.data(), got.size() * 4);
+    opt.readState("m", i, m.data());
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      double x = p[i][k], mm = 0, vv = 0;
+      for (int s = 1; s <= steps; ++s) {
+        double gk = g[i][k];
+        mm = 0.9 * mm + 0.1 * gk;
+        vv = 0.999 * vv + 0.001 * gk * gk;
+        x -= 0.01 * (mm / (1 - std::pow(0.9, s))) /
+             (std::sqrt(vv / (1 - std::pow(0.999, s))) + 1e-8);
+      }
+      ASSERT_NEAR(got[k], x, 1e-4 * (1 + std::fabs(x)))
+          << "tensor " << i << " element " << k;
+      ASSERT_NEAR(m[k], mm, 1e-5 * (1 + std::fabs(mm)));
+    }
+  }
+}
+
+TEST_F(CudaFake, TableIsRebuiltOnlyWhenGradientsMove) {
+  auto dev = Device::open(fakeDriver());
+  cuda::Rule adam = dev->loadRule("X", manifest(), "m");
+  std::vector<std::vector<float>> p = {std::vector<float>(10, 1.f)};
+  std::vector<std::vector<float>> g = {std::vector<float>(10, 0.5f)};
+  auto dp = upload(dev, p), dg = upload(dev, g), dg2 = upload(dev, g);
+  cuda::Optimizer opt(adam, {{dp[0].get(), 10}});
+  opt.step({{dg[0].get(), 10}});
+  opt.step({{dg[0].get(), 10}});
+  opt.step({{dg2[0].get(), 10}});
+  opt.synchronize();
+  std::vector<float> got(10);
+  dp[0].download(got.data(), 40);
+  // Three Adam steps with a constant gradient: each moves p by about lr.
+  EXPECT_NEAR(got[0], 1.f - 3e-3f, 1e-5f);
+}
+
+TEST_F(CudaFake, FailingCallsAreNamedAndChangeNothing) {
+  auto dev = Device::open(fakeDriver());
+  cuda::Rule adam = dev->loadRule("X", manifest(), "m");
+  auto dp = upload(dev, {std::vector<float>(8, 1.f)});
+  auto dg = upload(dev, {std::vector<float>(8, 1.f)});
+  cuda::Optimizer opt(adam, {{dp[0].get(), 8}});
+  state.failLaunch = 700;
+  try {
+    opt.step({{dg[0].get(), 8}});
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(), "optim: CUDA: cuLaunchKernel failed: "
+                           "CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory "
+                           "access was encountered)");
+  }
+  EXPECT_EQ(opt.stepCount(), 0);
+  state.failLaunch = CUDA_SUCCESS;
+  EXPECT_THROW(opt.step({}), Error);
+  EXPECT_THROW(opt.step({{dg[0].get(), 7}}), Error);
+  EXPECT_THROW(opt.step({{dg[0].get() + 2, 8}}), Error); // misaligned
+  EXPECT_THROW(opt.set("nope", 1), Error);
+  EXPECT_THROW(opt.readState("nope", 0, nullptr), Error);
+  EXPECT_EQ(opt.stepCount(), 0);
+  auto make = [&](int64_t chunk, unsigned block) {
+    OptimizerOptions o;
+    o.chunkSize = chunk;
+    o.blockSize = block;
+    cuda::Optimizer bad(adam, {{dp[0].get(), 8}}, o);
+  };
+  EXPECT_THROW(make(102, 256), Error);  // not a multiple of 4
+  EXPECT_THROW(make(1024, 100), Error); // not a multiple of 32
+  EXPECT_NO_THROW(make(1024, 1024));
+}
+
+TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {
+  auto dev = Device::open(fakeDriver());
+  auto message = [&](const std::string &m) {
+    try {
+      dev->loadRule("X", m, "adam.manifest.json");
+    } catch (const Error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message(manifest("x86_64-pc-linux-gnu skylake"))
+                .find("not for a CUDA GPU"),
+            std::string::npos);
+  EXPECT_NE(message(manifest("nvptx64-nvidia-cuda sm_80"))
+                .find("compiled for sm_80, the device (Fake GPU) is sm_90"),
+            std::string::npos);
+  EXPECT_NE(message(manifest("nvptx64-nvidia-cuda sm_90", 999))
+                .find("kernel ABI 999"),
+            std::string::npos);
+  // sm_80 cubins run on sm_86.
+  state.major = 8;
+  state.minor = 6;
+  auto dev86 = Device::open(fakeDriver());
+  EXPECT_NO_THROW(
+      dev86->loadRule("X", manifest("nvptx64-nvidia-cuda sm_80"), "m"));
+}
+
+TEST_F(CudaFake, DeviceMemoryIsFreedExactlyOnce) {
+  {
+    auto dev = Device::open(fakeDriver());
+    cuda::Rule adam = dev->loadRule("X", manifest(), "m");
+    auto dp = upload(dev, {std::vector<float>(100, 1.f)});
+    auto dg = upload(dev, {std::vector<float>(100, 1.f)});
+    cuda::Optimizer opt(adam, {{dp[0].get(), 100}});
+    opt.step({{dg[0].get(), 100}});
+  }
+  EXPECT_TRUE(state.live.empty());
+}
+
+TEST(CudaDriver, LoadsTheRealDriverOrSaysWhy) {
+  std::string why;
+  auto driver = tryLoadDriver(&why);
+  if (!driver)
+    GTEST_SKIP() << "no CUDA driver here: " << why;
+  auto dev = Device::open(driver);
+  EXPECT_EQ(dev->arch().rfind("sm_", 0), 0u);
+}
+
+TEST(CudaDriver, AMissingLibraryIsAClearError) {
+  try {
+    loadDriver("/nonexistent/libcuda.so.1");
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "no driver: cannot load '/nonexistent/libcuda.so.1'"),
+              std::string::npos);
+  }
+}

@@ -1,0 +1,483 @@
+//===- QPTest.cpp - the batched QP solver: solutions, gradients, errors ---===//
+//
+// Gradients are checked against central finite differences of the forward
+// pass in float64; solutions of problems built around a known KKT point;
+// batches against their elements solved one by one; 1 vs 2 threads bitwise.
+// (The comparison with an independent solver is test/Oracle/qp-oracle.test.)
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/QP.h"
+#include "optim/KernelABI.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <vector>
+
+using namespace optim;
+
+namespace {
+
+using Vec = std::vector<double>;
+
+/// A problem with a known, nondegenerate solution: z*, nu*, lam* (active:
+/// lam in [0.5, 2], s = 0; inactive: lam = 0, s in [0.5, 2]); Q = U^T U / n
+/// + 0.5 I.
+struct Known {
+  int64_t n, m, p;
+  Vec Q, q, A, b, G, h, z, nu, lam;
+};
+
+Known makeKnown(std::mt19937_64 &rng, int64_t n, int64_t m, int64_t p) {
+  std::normal_distribution<double> N;
+  std::uniform_real_distribution<double> U(0.5, 2.0);
+  Known k{n, m, p, {}, {}, {}, {}, {}, {}, {}, {}, {}};
+  Vec u(n * n);
+  for (double &x : u)
+    x = N(rng);
+  k.Q.assign(n * n, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0;
+      for (int64_t r = 0; r < n; ++r)
+        s += u[r * n + i] * u[r * n + j];
+      k.Q[i * n + j] = s / n + (i == j ? 0.5 : 0.0);
+    }
+  k.A.resize(m * n);
+  k.G.resize(p * n);
+  k.z.resize(n);
+  k.nu.resize(m);
+  k.lam.assign(p, 0);
+  for (double &x : k.A)
+    x = N(rng);
+  for (double &x : k.G)
+    x = N(rng);
+  for (double &x : k.z)
+    x = N(rng);
+  for (double &x : k.nu)
+    x = N(rng);
+  Vec s(p);
+  int64_t active = 0;
+  for (int64_t i = 0; i < p; ++i) {
+    // Every other constraint active, while they stay independent.
+    if (i % 2 == 0 && active < n - m) {
+      k.lam[i] = U(rng);
+      ++active;
+    } else {
+      s[i] = U(rng);
+    }
+  }
+  k.q.assign(n, 0);
+  for (int64_t i = 0; i < n; ++i) {
+    double v = 0;
+    for (int64_t j = 0; j < n; ++j)
+      v += k.Q[i * n + j] * k.z[j];
+    for (int64_t r = 0; r < m; ++r)
+      v += k.A[r * n + i] * k.nu[r];
+    for (int64_t r = 0; r < p; ++r)
+      v += k.G[r * n + i] * k.lam[r];
+    k.q[i] = -v;
+  }
+  k.b.resize(m);
+  for (int64_t r = 0; r < m; ++r) {
+    double v = 0;
+    for (int64_t j = 0; j < n; ++j)
+      v += k.A[r * n + j] * k.z[j];
+    k.b[r] = v;
+  }
+  k.h.resize(p);
+  for (int64_t r = 0; r < p; ++r) {
+    double v = 0;
+    for (int64_t j = 0; j < n; ++j)
+      v += k.G[r * n + j] * k.z[j];
+    k.h[r] = v + s[r];
+  }
+  return k;
+}
+
+QPProblem shared(const Known &k, int64_t batch = 1) {
+  QPProblem p;
+  p.dtype = DType::F64;
+  p.batch = batch;
+  p.Q = {k.Q.data(), {k.n, k.n}};
+  p.q = {k.q.data(), {k.n}};
+  if (k.m) {
+    p.A = {k.A.data(), {k.m, k.n}};
+    p.b = {k.b.data(), {k.m}};
+  }
+  if (k.p) {
+    p.G = {k.G.data(), {k.p, k.n}};
+    p.h = {k.h.data(), {k.p}};
+  }
+  return p;
+}
+
+struct Out {
+  Vec z, nu, lam;
+  std::vector<QPStatus> status;
+  std::vector<int32_t> iters;
+  Out(int64_t B, int64_t n, int64_t m, int64_t p)
+      : z(B * n), nu(B * m), lam(B * p), status(B), iters(B) {}
+  QPSolutionBuffers buffers() {
+    return {z.data(), nu.data(), lam.data(), status.data(), iters.data()};
+  }
+};
+
+double maxAbsDiff(const Vec &a, const Vec &b) {
+  double d = 0;
+  for (size_t i = 0; i < a.size(); ++i)
+    d = std::max(d, std::abs(a[i] - b[i]));
+  return d;
+}
+
+TEST(QP, KnownSolutionsOfVariedShape) {
+  std::mt19937_64 rng(7);
+  const int64_t shapes[][3] = {{1, 0, 0}, {1, 0, 1}, {1, 1, 0},   {2, 1, 3},
+                               {5, 0, 7}, {7, 3, 0}, {13, 4, 20}, {40, 10, 60}};
+  for (auto &sh : shapes) {
+    Known k = makeKnown(rng, sh[0], sh[1], sh[2]);
+    QPSolver solver;
+    Out o(1, k.n, k.m, k.p);
+    solver.forward(shared(k), o.buffers());
+    ASSERT_EQ(o.status[0], QPStatus::Solved) << sh[0] << " " << sh[1];
+    EXPECT_LT(maxAbsDiff(o.z, k.z), 1e-7) << "n=" << sh[0];
+    EXPECT_LT(maxAbsDiff(o.nu, k.nu), 1e-6) << "n=" << sh[0];
+    EXPECT_LT(maxAbsDiff(o.lam, k.lam), 1e-6) << "n=" << sh[0];
+  }
+}
+
+TEST(QP, Float32IsSolvedInFloat64Arithmetic) {
+  std::mt19937_64 rng(8);
+  Known k = makeKnown(rng, 12, 3, 15);
+  auto f = [](const Vec &v) { return std::vector<float>(v.begin(), v.end()); };
+  std::vector<float> Q = f(k.Q), q = f(k.q), A = f(k.A), b = f(k.b), G = f(k.G),
+                     h = f(k.h);
+  QPProblem p;
+  p.dtype = DType::F32;
+  p.Q = {Q.data(), {12, 12}};
+  p.q = {q.data(), {12}};
+  p.A = {A.data(), {3, 12}};
+  p.b = {b.data(), {3}};
+  p.G = {G.data(), {15, 12}};
+  p.h = {h.data(), {15}};
+  std::vector<float> z(12), nu(3), lam(15);
+  QPStatus st;
+  QPSolver().forward(p, {z.data(), nu.data(), lam.data(), &st, nullptr});
+  ASSERT_EQ(st, QPStatus::Solved);
+  for (int i = 0; i < 12; ++i) // data rounding, not the solver, limits it
+    EXPECT_NEAR(z[i], k.z[i], 1e-4 * std::max(1.0, std::abs(k.z[i])));
+}
+
+TEST(QP, LinearProgramEqualityOnlyAndUnconstrained) {
+  // LP: minimize -z0 - z1 s.t. z0 + 2 z1 <= 4, 3 z0 + z1 <= 6, z >= 0:
+  // vertex (1.6, 1.2).
+  Vec q = {-1, -1}, G = {1, 2, 3, 1, -1, 0, 0, -1}, h = {4, 6, 0, 0};
+  QPProblem lp;
+  lp.q = {q.data(), {2}};
+  lp.G = {G.data(), {4, 2}};
+  lp.h = {h.data(), {4}};
+  Out o(1, 2, 0, 4);
+  QPSolver().forward(lp, o.buffers());
+  ASSERT_EQ(o.status[0], QPStatus::Solved);
+  EXPECT_NEAR(o.z[0], 1.6, 1e-9);
+  EXPECT_NEAR(o.z[1], 1.2, 1e-9);
+  // Duals: (1, 1) = lam0 (1, 2) + lam1 (3, 1) -> lam = (0.4, 0.2).
+  EXPECT_NEAR(o.lam[0], 0.4, 1e-9);
+  EXPECT_NEAR(o.lam[1], 0.2, 1e-9);
+
+  // Equality only: minimize 1/2 |z|^2 s.t. z0 + z1 + z2 = 3 -> (1, 1, 1).
+  Vec I3 = {1, 0, 0, 0, 1, 0, 0, 0, 1}, zero3 = {0, 0, 0}, A = {1, 1, 1},
+      b = {3};
+  QPProblem eq;
+  eq.Q = {I3.data(), {3, 3}};
+  eq.q = {zero3.data(), {3}};
+  eq.A = {A.data(), {1, 3}};
+  eq.b = {b.data(), {1}};
+  Out e(1, 3, 1, 0);
+  QPSolver().forward(eq, e.buffers());
+  ASSERT_EQ(e.status[0], QPStatus::Solved);
+  for (double v : e.z)
+    EXPECT_NEAR(v, 1.0, 1e-12);
+  EXPECT_NEAR(e.nu[0], -1.0, 1e-12);
+
+  // Unconstrained: z = -Q^{-1} q.
+  Vec Q2 = {2, 1, 1, 3}, q2 = {1, -1};
+  QPProblem un;
+  un.Q = {Q2.data(), {2, 2}};
+  un.q = {q2.data(), {2}};
+  Out u(1, 2, 0, 0);
+  QPSolver().forward(un, u.buffers());
+  ASSERT_EQ(u.status[0], QPStatus::Solved);
+  EXPECT_NEAR(u.z[0], -0.8, 1e-12);
+  EXPECT_NEAR(u.z[1], 0.6, 1e-12);
+}
+
+TEST(QP, InfeasibleAndUnboundedStatuses) {
+  // z <= -1 and -z <= -1.
+  Vec q = {1}, G = {1, -1}, h = {-1, -1};
+  QPProblem inf;
+  inf.q = {q.data(), {1}};
+  inf.G = {G.data(), {2, 1}};
+  inf.h = {h.data(), {2}};
+  Out o(1, 1, 0, 2);
+  QPSolver solver;
+  solver.forward(inf, o.buffers());
+  EXPECT_EQ(o.status[0], QPStatus::PrimalInfeasible);
+  // The certificate: G^T lam ~ 0, h^T lam < 0, lam >= 0, max = 1.
+  EXPECT_NEAR(o.lam[0] - o.lam[1], 0.0, 1e-6);
+  EXPECT_NEAR(std::max(o.lam[0], o.lam[1]), 1.0, 1e-12);
+  try {
+    solver.backward(inf, {});
+    FAIL() << "backward of an infeasible problem";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("primal infeasible"),
+              std::string::npos)
+        << e.what();
+  }
+  // Unbounded LP: minimize -z0 s.t. -z1 <= 0 (z0 free).
+  Vec q2 = {-1, 0}, G2 = {0, -1}, h2 = {0};
+  QPProblem unb;
+  unb.q = {q2.data(), {2}};
+  unb.G = {G2.data(), {1, 2}};
+  unb.h = {h2.data(), {1}};
+  Out u(1, 2, 0, 1);
+  QPSolver().forward(unb, u.buffers());
+  EXPECT_EQ(u.status[0], QPStatus::DualInfeasible);
+  EXPECT_NEAR(u.z[0], 1.0, 1e-9); // the direction of descent
+  // Unbounded QP: Q = diag(1, 0), q = (0, -1), no constraints.
+  Vec Q3 = {1, 0, 0, 0};
+  QPProblem unq;
+  unq.Q = {Q3.data(), {2, 2}};
+  unq.q = {q2.data(), {2}};
+  std::swap(q2[0], q2[1]);
+  Out w(1, 2, 0, 0);
+  QPSolver().forward(unq, w.buffers());
+  EXPECT_EQ(w.status[0], QPStatus::DualInfeasible);
+}
+
+/// The batch: element e has its own q and h (batched), Q, A, b, G shared.
+struct Batch {
+  int64_t B, n, m, p;
+  Known base;
+  Vec q, h;
+  QPProblem problem() const {
+    QPProblem pb = shared(base);
+    pb.batch = 0;
+    pb.q = {q.data(), {B, n}};
+    pb.h = {h.data(), {B, p}};
+    return pb;
+  }
+};
+
+Batch makeBatch(uint64_t seed, int64_t B, int64_t n, int64_t m, int64_t p) {
+  std::mt19937_64 rng(seed);
+  Batch bt{B, n, m, p, makeKnown(rng, n, m, p), {}, {}};
+  std::normal_distribution<double> N(0, 0.1);
+  for (int64_t e = 0; e < B; ++e) {
+    for (int64_t j = 0; j < n; ++j)
+      bt.q.push_back(bt.base.q[j] + (e ? N(rng) : 0.0));
+    for (int64_t k = 0; k < p; ++k)
+      bt.h.push_back(bt.base.h[k] + (e ? N(rng) : 0.0));
+  }
+  return bt;
+}
+
+TEST(QP, BatchMatchesElementsAndThreadsAgree) {
+  Batch bt = makeBatch(11, 9, 10, 2, 14);
+  const int64_t B = bt.B, n = bt.n, m = bt.m, p = bt.p;
+  Vec gz(B * n), gnu(B * m), glam(B * p);
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> N;
+  for (Vec *v : {&gz, &gnu, &glam})
+    for (double &x : *v)
+      x = N(rng);
+  Out runs[2] = {Out(B, n, m, p), Out(B, n, m, p)};
+  Vec grads[2][6];
+  for (int t = 0; t < 2; ++t) {
+    QPOptions opt;
+    opt.threads = t + 1;
+    QPSolver solver(opt);
+    solver.forward(bt.problem(), runs[t].buffers());
+    for (auto s : runs[t].status)
+      ASSERT_EQ(s, QPStatus::Solved);
+    Vec *g = grads[t];
+    g[0].assign(n * n, 0); // shared Q: summed
+    g[1].assign(B * n, 0); // batched q
+    g[2].assign(m * n, 0);
+    g[3].assign(m, 0);
+    g[4].assign(p * n, 0);
+    g[5].assign(B * p, 0);
+    QPGradientBuffers gb;
+    gb.dz = gz.data();
+    gb.dnu = gnu.data();
+    gb.dlam = glam.data();
+    gb.dQ = g[0].data();
+    gb.dq = g[1].data();
+    gb.dA = g[2].data();
+    gb.db = g[3].data();
+    gb.dG = g[4].data();
+    gb.dh = g[5].data();
+    solver.backward(bt.problem(), gb);
+  }
+  EXPECT_EQ(0, std::memcmp(runs[0].z.data(), runs[1].z.data(), B * n * 8));
+  EXPECT_EQ(0, std::memcmp(runs[0].lam.data(), runs[1].lam.data(), B * p * 8));
+  EXPECT_EQ(0, std::memcmp(runs[0].nu.data(), runs[1].nu.data(), B * m * 8));
+  for (int i = 0; i < 6; ++i)
+    EXPECT_EQ(0, std::memcmp(grads[0][i].data(), grads[1][i].data(),
+                             grads[0][i].size() * 8))
+        << "gradient " << i;
+
+  // Each element alone gives the same solution, and the shared gradients
+  // are the sums of the elements' gradients.
+  Vec sumQ(n * n, 0.0);
+  for (int64_t e = 0; e < B; ++e) {
+    Known k = bt.base;
+    std::copy(bt.q.begin() + e * n, bt.q.begin() + (e + 1) * n, k.q.begin());
+    std::copy(bt.h.begin() + e * p, bt.h.begin() + (e + 1) * p, k.h.begin());
+    QPSolver one;
+    Out o(1, n, m, p);
+    one.forward(shared(k), o.buffers());
+    Vec ze(runs[0].z.begin() + e * n, runs[0].z.begin() + (e + 1) * n);
+    EXPECT_EQ(0, std::memcmp(o.z.data(), ze.data(), n * 8)) << "element " << e;
+    Vec dQ(n * n);
+    QPGradientBuffers gb;
+    gb.dz = gz.data() + e * n;
+    gb.dnu = gnu.data() + e * m;
+    gb.dlam = glam.data() + e * p;
+    gb.dQ = dQ.data();
+    one.backward(shared(k), gb);
+    for (int64_t i = 0; i < n * n; ++i)
+      sumQ[i] += dQ[i];
+  }
+  EXPECT_LT(maxAbsDiff(sumQ, grads[0][0]), 1e-12);
+}
+
+/// L = gz.z + gnu.nu + glam.lam for one problem, through the solver.
+double loss(const Known &k, const Vec &gz, const Vec &gnu, const Vec &glam) {
+  QPOptions opt;
+  opt.tol = 1e-13;
+  QPSolver s(opt);
+  Out o(1, k.n, k.m, k.p);
+  s.forward(shared(k), o.buffers());
+  EXPECT_EQ(o.status[0], QPStatus::Solved);
+  double v = 0;
+  for (int64_t i = 0; i < k.n; ++i)
+    v += gz[i] * o.z[i];
+  for (int64_t i = 0; i < k.m; ++i)
+    v += gnu[i] * o.nu[i];
+  for (int64_t i = 0; i < k.p; ++i)
+    v += glam[i] * o.lam[i];
+  return v;
+}
+
+TEST(QP, GradientsMatchCentralFiniteDifferences) {
+  const int64_t shapes[][3] = {{1, 0, 1}, {4, 1, 5}, {7, 2, 9},
+                               {9, 0, 0}, {6, 3, 0}, {8, 0, 12}};
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> N;
+  for (auto &sh : shapes) {
+    Known k = makeKnown(rng, sh[0], sh[1], sh[2]);
+    Vec gz(k.n), gnu(k.m), glam(k.p);
+    for (Vec *v : {&gz, &gnu, &glam})
+      for (double &x : *v)
+        x = N(rng);
+    QPSolver s;
+    Out o(1, k.n, k.m, k.p);
+    s.forward(shared(k), o.buffers());
+    ASSERT_EQ(o.status[0], QPStatus::Solved);
+    Vec d[6] = {Vec(k.n * k.n), Vec(k.n),       Vec(k.m * k.n),
+                Vec(k.m),       Vec(k.p * k.n), Vec(k.p)};
+    QPGradientBuffers gb;
+    gb.dz = gz.data();
+    gb.dnu = gnu.data();
+    gb.dlam = glam.data();
+    gb.dQ = d[0].data();
+    gb.dq = d[1].data();
+    gb.dA = d[2].data();
+    gb.db = d[3].data();
+    gb.dG = d[4].data();
+    gb.dh = d[5].data();
+    s.backward(shared(k), gb);
+    Vec *data[6] = {&k.Q, &k.q, &k.A, &k.b, &k.G, &k.h};
+    const char *names[6] = {"Q", "q", "A", "b", "G", "h"};
+    const double eps = 1e-6;
+    for (int op = 0; op < 6; ++op)
+      for (size_t i = 0; i < data[op]->size(); ++i) {
+        double keep = (*data[op])[i];
+        (*data[op])[i] = keep + eps;
+        double up = loss(k, gz, gnu, glam);
+        (*data[op])[i] = keep - eps;
+        double down = loss(k, gz, gnu, glam);
+        (*data[op])[i] = keep;
+        double fd = (up - down) / (2 * eps);
+        EXPECT_NEAR(d[op][i], fd, 1e-5 * std::max(1.0, std::abs(fd)))
+            << names[op] << "[" << i << "] n=" << k.n << " m=" << k.m
+            << " p=" << k.p;
+      }
+  }
+}
+
+TEST(QP, BadInputIsAClearError) {
+  Vec Q = {1, 0, 0, 1}, q = {1, 2}, G = {1, 1}, h = {1};
+  auto expectError = [](const QPProblem &p, const char *what) {
+    Vec z(8), lam(8);
+    QPStatus st[4];
+    try {
+      QPSolver().forward(p, {z.data(), nullptr, lam.data(), st, nullptr});
+      FAIL() << "no error for " << what;
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos)
+          << e.what();
+    }
+  };
+  QPProblem p;
+  p.Q = {Q.data(), {2, 2}};
+  p.q = {q.data(), {2}};
+  p.G = {G.data(), {1, 2}};
+  p.h = {h.data(), {1}};
+  QPProblem bad = p;
+  bad.G.shape = {1, 3};
+  expectError(bad, "G has shape [1, 3]; expected [1, 2]");
+  bad = p;
+  bad.h = {};
+  expectError(bad, "G and h must be given together");
+  bad = p;
+  bad.q.shape = {0, 2};
+  expectError(bad, "batch size 0");
+  bad = p;
+  bad.q.shape = {2, 2};
+  bad.h.shape = {3, 1};
+  expectError(bad, "has batch size 3 but an earlier operand has 2");
+  Vec qnan = {1, std::nan("")};
+  bad = p;
+  bad.q.data = qnan.data();
+  expectError(bad, "q has a non-finite value");
+  bad = p;
+  bad.Q.shape = {2, 2, 2, 2};
+  expectError(bad, "expected rank 2 (shared) or 3 (batched)");
+
+  QPSolver fresh;
+  EXPECT_THROW(fresh.backward(p, {}), Error);
+
+  // The C ABI reports the same message instead of throwing.
+  optim_qp_solver *c = optim_qp_create(0, 100, 1);
+  ASSERT_NE(c, nullptr);
+  optim_qp_problem cp{
+      OPTIM_QP_F64, 0,           1,       2,       0,        1,
+      Q.data(),     qnan.data(), nullptr, nullptr, G.data(), h.data()};
+  double z[2], lam[1];
+  int32_t st;
+  EXPECT_EQ(-1, optim_qp_forward(c, &cp, z, nullptr, lam, &st, nullptr));
+  EXPECT_NE(std::string(optim_qp_error(c)).find("non-finite"),
+            std::string::npos);
+  cp.q = q.data();
+  EXPECT_EQ(0, optim_qp_forward(c, &cp, z, nullptr, lam, &st, nullptr));
+  EXPECT_EQ(st, OPTIM_QP_SOLVED);
+  optim_qp_destroy(c);
+  EXPECT_EQ(optim_qp_create(0, -1, 1), nullptr);
+}
+
+} // namespace

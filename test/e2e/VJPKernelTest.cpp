@@ -1,0 +1,471 @@
+//===- VJPKernelTest.cpp - the fused VJP kernel against finite differences
+//-===//
+//
+// Every rule below is compiled in f64 with its reverse mode (the pipeline
+// optim-differentiate -> optim-lower-vjp-to-kernels), and its VJP kernel is
+// checked against central finite differences of the FORWARD kernel: for
+// random cotangents (dp', ds') and F = sum over coordinates of
+// dp' p_out + ds' . s_out, the kernel's dp, ds (per coordinate) and its
+// summed dhypers, dweights must match (F(x + e) - F(x - e)) / 2e. Sizes are
+// awkward (13 coordinates in chunks of 5 with 4 SIMD lanes: vector loops,
+// scalar tails, several chunks), so every code path of the kernel runs.
+// Then the weight gradient of examples/l2l.optim through optim::Trajectory
+// must be bitwise identical on 1 and 2 threads.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Compiler/Compiler.h"
+#include "optim/Trajectory.h"
+
+#include "gtest/gtest.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+using namespace optim;
+
+namespace {
+
+std::string readExample(const std::string &name) {
+  std::ifstream in(std::string(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Rule compileF64(const std::string &source, unsigned width = 4) {
+  CompileOptions options;
+  options.precision = DType::F64;
+  options.vectorWidth = width;
+  options.vjp = true;
+  options.useCache = false;
+  return Compiler(options).compileSource(source, "vjp-test.optim");
+}
+
+int64_t countOf(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+/// One parameter tensor of `n` coordinates, cut into chunks of `chunk`.
+struct Problem {
+  const RuleInfo &info;
+  int64_t n, chunk;
+  std::vector<double> p, g, dp;
+  std::vector<std::vector<double>> states, ds; // Component-major.
+  std::vector<double> hypers;
+  std::vector<std::vector<double>> weights;
+  std::vector<int64_t> lengths, strides;
+
+  Problem(const RuleInfo &info, int64_t n, int64_t chunk, std::mt19937 &rng,
+          double weightScale)
+      : info(info), n(n), chunk(chunk) {
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    auto fill = [&](std::vector<double> &v, size_t count, double scale) {
+      v.resize(count);
+      for (double &x : v)
+        x = scale * u(rng);
+    };
+    fill(p, n, 1.0);
+    fill(g, n, 1.0);
+    fill(dp, n, 1.0);
+    // Gradients of several magnitudes, for both branches of log_sign.
+    for (int64_t i = 0; i < n; i += 3)
+      g[i] *= 1e-6;
+    for (const StateSpec &s : info.states) {
+      states.emplace_back();
+      ds.emplace_back();
+      // Positive-ish states keep sqrt and log of states away from 0.
+      fill(states.back(), n * s.size, 0.5);
+      for (double &x : states.back())
+        x += 0.6;
+      fill(ds.back(), n * s.size, 1.0);
+    }
+    for (const HyperParam &h : info.hypers)
+      hypers.push_back(h.defaultValue);
+    for (const WeightSpec &w : info.weights) {
+      weights.emplace_back();
+      fill(weights.back(), countOf(w.shape), weightScale);
+    }
+    for (int64_t off = 0; off < n; off += chunk) {
+      lengths.push_back(std::min(chunk, n - off));
+      strides.push_back(n);
+    }
+  }
+
+  std::vector<const void *> weightPtrs() const {
+    std::vector<const void *> out;
+    for (const auto &w : weights)
+      out.push_back(w.data());
+    return out;
+  }
+
+  /// F after one forward step from the current inputs.
+  double objective(const Rule &rule, int64_t t) const {
+    std::vector<double> pp = p;
+    std::vector<std::vector<double>> ss = states;
+    std::vector<void *> ptrs;
+    for (size_t c = 0; c < lengths.size(); ++c) {
+      int64_t off = int64_t(c) * chunk;
+      ptrs.push_back(pp.data() + off);
+      ptrs.push_back(const_cast<double *>(g.data()) + off);
+      for (auto &s : ss)
+        ptrs.push_back(s.data() + off);
+    }
+    auto w = weightPtrs();
+    rule.kernel()(ptrs.data(), lengths.data(), strides.data(), 0,
+                  int64_t(lengths.size()), hypers.data(), t,
+                  w.empty() ? nullptr : w.data());
+    double f = 0;
+    for (int64_t i = 0; i < n; ++i)
+      f += dp[i] * pp[i];
+    for (size_t s = 0; s < ss.size(); ++s)
+      for (size_t i = 0; i < ss[s].size(); ++i)
+        f += ds[s][i] * ss[s][i];
+    return f;
+  }
+
+  struct Result {
+    std::vector<double> dp;
+    std::vector<std::vector<double>> ds;
+    std::vector<double> partials; // Summed over chunks.
+  };
+  Result vjp(const Rule &rule, int64_t t) const {
+    Result r{dp, ds, {}};
+    std::vector<void *> ptrs;
+    for (size_t c = 0; c < lengths.size(); ++c) {
+      int64_t off = int64_t(c) * chunk;
+      ptrs.push_back(const_cast<double *>(p.data()) + off);
+      ptrs.push_back(const_cast<double *>(g.data()) + off);
+      for (auto &s : states)
+        ptrs.push_back(const_cast<double *>(s.data()) + off);
+      ptrs.push_back(r.dp.data() + off);
+      for (auto &s : r.ds)
+        ptrs.push_back(s.data() + off);
+    }
+    size_t numPartials = hypers.size();
+    for (const auto &w : weights)
+      numPartials += w.size();
+    std::vector<double> partials(lengths.size() * numPartials, NAN);
+    auto w = weightPtrs();
+    rule.vjpKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
+                     int64_t(lengths.size()), hypers.data(), t,
+                     w.empty() ? nullptr : w.data(), partials.data());
+    r.partials.assign(numPartials, 0.0);
+    for (size_t c = 0; c < lengths.size(); ++c)
+      for (size_t k = 0; k < numPartials; ++k)
+        r.partials[k] += partials[c * numPartials + k];
+    return r;
+  }
+};
+
+/// Checks the VJP kernel of `source` against central differences.
+/// `maxWeights` caps how many weights (chosen at random) are checked.
+void check(const std::string &source, double weightScale = 0.5,
+           size_t maxWeights = 1000, int64_t n = 13, int64_t chunk = 5) {
+  Rule rule = compileF64(source);
+  ASSERT_TRUE(rule.vjpKernel());
+  const RuleInfo &info = rule.info();
+  std::mt19937 rng(42);
+  Problem pb(info, n, chunk, rng, weightScale);
+  const int64_t t = 3;
+  Problem::Result an = pb.vjp(rule, t);
+  const double eps = 1e-6;
+  auto expectClose = [&](double analytic, double numeric,
+                         const std::string &what) {
+    EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(1.0, std::fabs(numeric)))
+        << info.name << ": d/d" << what;
+  };
+  auto central = [&](double &x) {
+    double saved = x;
+    x = saved + eps;
+    double up = pb.objective(rule, t);
+    x = saved - eps;
+    double down = pb.objective(rule, t);
+    x = saved;
+    return (up - down) / (2 * eps);
+  };
+  for (int64_t i = 0; i < n; ++i)
+    expectClose(an.dp[i], central(pb.p[i]), "p[" + std::to_string(i) + "]");
+  for (size_t s = 0; s < info.states.size(); ++s)
+    for (size_t i = 0; i < pb.states[s].size(); ++i)
+      expectClose(an.ds[s][i], central(pb.states[s][i]),
+                  info.states[s].name + "[" + std::to_string(i) + "]");
+  for (size_t h = 0; h < info.hypers.size(); ++h) {
+    if (info.hypers[h].isConst) {
+      EXPECT_EQ(an.partials[h], 0.0) << "const " << info.hypers[h].name;
+      continue;
+    }
+    expectClose(an.partials[h], central(pb.hypers[h]), info.hypers[h].name);
+  }
+  size_t offset = info.hypers.size();
+  for (size_t w = 0; w < pb.weights.size(); ++w) {
+    std::vector<size_t> which(pb.weights[w].size());
+    for (size_t k = 0; k < which.size(); ++k)
+      which[k] = k;
+    std::shuffle(which.begin(), which.end(), rng);
+    which.resize(std::min(which.size(), maxWeights));
+    for (size_t k : which)
+      expectClose(an.partials[offset + k], central(pb.weights[w][k]),
+                  info.weights[w].name + "[" + std::to_string(k) + "]");
+    offset += pb.weights[w].size();
+  }
+}
+
+class VJPKernelExample : public ::testing::TestWithParam<const char *> {};
+
+TEST_P(VJPKernelExample, MatchesFiniteDifferences) {
+  check(readExample(GetParam()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Examples, VJPKernelExample,
+                         ::testing::Values("sgd", "momentum", "nesterov",
+                                           "adagrad", "rmsprop", "adam",
+                                           "adamw", "amsgrad", "lion"),
+                         [](const auto &info) {
+                           return std::string(info.param);
+                         });
+
+TEST(VJPKernel, EveryScalarBuiltin) {
+  check(R"(
+rule builtins(lr = 0.3, k = 1.7) {
+  state a = 0, b = 0
+  let x = tanh(a * g) + sigmoid(b) - exp(-abs(a - 0.05)) + log(1 + b * b)
+  let y = pow(a + 1, k) + max(a, b) - min(a, g) + clamp(b, -0.5, 0.5)
+  a = select(g >= 0, 0.9 * a + x / k, 0.8 * a - y) + sign(g) * a
+  b = sqrt(b + 0.1) * lr - a ** 2
+  p -= lr * (a + b) / (1 + t)
+}
+)");
+}
+
+TEST(VJPKernel, VectorStatesIndexingReductions) {
+  // log_sign with a runtime k (its derivative in k), vector select,
+  // broadcasts, sum / mean / dot, indexing.
+  check(R"(
+rule vectors(lr = 0.05, k = 4) {
+  state h[3] = 0.5, e[2] = 0
+  let x = log_sign(g, k)
+  e = 0.9 * e + x * tanh(h[1])
+  h = select(h > g, 0.5 * h + g * h, h - 0.25 * exp(-h))
+  p -= lr * (sum(h) / 3 + e[0] * 0.1 + mean(e * e) - dot(h, h) * 0.01 + h[2] * p)
+}
+)");
+}
+
+TEST(VJPKernel, LearnedBlocks) {
+  // A scalar-input LSTM cell, a vector-input one, and linear maps to a
+  // vector and to a scalar, with every weight checked.
+  check(R"(
+learned rule blocks(lr = 0.3, k = 3) {
+  weights cell1 = lstm(in: 1, hidden: 3)
+  weights cell2 = lstm(in: 2, hidden: 4)
+  weights head = linear(in: 4, out: 2)
+  weights mix = linear(in: 3, out: 1)
+  state h[3] = 0, c[3] = 0, h2[4] = 0, c2[4] = 0
+  h, c = cell1(p * g, h, c)
+  h2, c2 = cell2(log_sign(g, k), h2, c2)
+  let y = head(h2)
+  p += lr * (y[0] * y[1] + mix(h) * tanh(sum(c)))
+}
+)",
+        /*weightScale=*/0.8);
+}
+
+TEST(VJPKernel, L2LExample) {
+  // The paper's 2x20 LSTM, in f64: every p and state component, the
+  // hyperparameter, and 150 random weights of each tensor.
+  check(readExample("l2l"), /*weightScale=*/0.3, /*maxWeights=*/150);
+}
+
+const char *kBlocks = R"(
+learned rule blocks(lr = 0.3, k = 3) {
+  weights cell1 = lstm(in: 1, hidden: 3)
+  weights cell2 = lstm(in: 2, hidden: 4)
+  weights head = linear(in: 4, out: 2)
+  weights mix = linear(in: 3, out: 1)
+  state h[3] = 0, c[3] = 0, h2[4] = 0, c2[4] = 0
+  h, c = cell1(p * g, h, c)
+  h2, c2 = cell2(log_sign(g, k), h2, c2)
+  let y = head(h2)
+  p += lr * (y[0] * y[1] + mix(h) * tanh(sum(c)))
+}
+)";
+
+TEST(VJPKernel, TrajectoryBackwardMatchesUnrolledFiniteDifferences) {
+  // L = sum_k c_k . theta_{k+1} over 6 steps whose gradients g_k are fixed
+  // in advance: the rule sees constant gradients, exactly as backward()
+  // assumes, so L's central differences in the weights, in lr and in
+  // theta_0 are the exact reference for the trajectory's reverse pass
+  // (state adjoints carried from step to step, dL/dtheta added per step).
+  Rule rule = compileF64(kBlocks);
+  const RuleInfo &info = rule.info();
+  std::vector<int64_t> sizes = {7, 4};
+  const int steps = 6;
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  auto random = [&](size_t n, double scale) {
+    std::vector<double> v(n);
+    for (double &x : v)
+      x = scale * u(rng);
+    return v;
+  };
+  std::vector<std::vector<double>> weights;
+  for (const WeightSpec &w : info.weights)
+    weights.push_back(random(countOf(w.shape), 0.7));
+  std::vector<std::vector<double>> theta0 = {random(7, 1.0), random(4, 1.0)};
+  std::vector<std::vector<std::vector<double>>> grads(steps), cots(steps);
+  for (int k = 0; k < steps; ++k)
+    for (int64_t n : sizes) {
+      grads[k].push_back(random(n, 1.0));
+      cots[k].push_back(random(n, 1.0));
+    }
+  double lr = 0.3;
+  TrajectoryOptions options;
+  options.chunkSize = 3;
+  auto run = [&](Trajectory &traj) {
+    for (size_t w = 0; w < weights.size(); ++w)
+      traj.setWeights(info.weights[w].name, weights[w].data(),
+                      int64_t(weights[w].size()));
+    traj.set("lr", lr);
+    for (size_t i = 0; i < sizes.size(); ++i)
+      std::memcpy(traj.param(i), theta0[i].data(), sizes[i] * sizeof(double));
+    double loss = 0;
+    for (int k = 0; k < steps; ++k) {
+      traj.step({grads[k][0].data(), grads[k][1].data()});
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        const double *p = static_cast<const double *>(traj.param(i));
+        for (int64_t j = 0; j < sizes[i]; ++j)
+          loss += cots[k][i][j] * p[j];
+      }
+    }
+    return loss;
+  };
+  auto loss = [&]() {
+    Trajectory traj(rule, sizes, options);
+    return run(traj);
+  };
+  Trajectory traj(rule, sizes, options);
+  run(traj);
+  EXPECT_EQ(traj.tapeLength(), size_t(steps));
+  std::vector<std::vector<const void *>> dL(steps);
+  for (int k = 0; k < steps; ++k)
+    dL[k] = {cots[k][0].data(), cots[k][1].data()};
+  RuleGradient grad = traj.backward(dL);
+
+  const double eps = 1e-6;
+  auto central = [&](double &x) {
+    double saved = x;
+    x = saved + eps;
+    double up = loss();
+    x = saved - eps;
+    double down = loss();
+    x = saved;
+    return (up - down) / (2 * eps);
+  };
+  auto near = [](double a, double n) {
+    return std::fabs(a - n) <= 1e-6 * std::max(1.0, std::fabs(n));
+  };
+  for (size_t w = 0; w < weights.size(); ++w)
+    for (size_t k = 0; k < weights[w].size(); ++k) {
+      double numeric = central(weights[w][k]);
+      EXPECT_TRUE(near(grad.weights[w][k], numeric))
+          << info.weights[w].name << "[" << k << "]: " << grad.weights[w][k]
+          << " vs " << numeric;
+    }
+  int lrIndex = info.findHyper("lr");
+  EXPECT_TRUE(near(grad.hypers[lrIndex], central(lr)));
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const double *adj = static_cast<const double *>(traj.paramAdjoint(i));
+    for (int64_t j = 0; j < sizes[i]; ++j) {
+      double numeric = central(theta0[i][j]);
+      EXPECT_TRUE(near(adj[j], numeric))
+          << "theta0[" << i << "][" << j << "]: " << adj[j] << " vs "
+          << numeric;
+    }
+  }
+}
+
+TEST(VJPKernel, RejectsTrajectoryWithoutVJP) {
+  CompileOptions options;
+  options.useCache = false;
+  Rule sgd = Compiler(options).compileSource(readExample("sgd"), "sgd.optim");
+  EXPECT_THROW(Trajectory(sgd, {4}), Error);
+}
+
+/// Runs 5 steps and the backward of examples/l2l.optim (f32, as in
+/// meta-training) on `threads` threads; returns the weight gradient.
+RuleGradient l2lGradient(const Rule &rule, unsigned threads) {
+  TrajectoryOptions options;
+  options.threads = threads;
+  options.chunkSize = 1000;
+  std::vector<int64_t> sizes = {2345, 1003, 7};
+  Trajectory traj(rule, sizes, options);
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  for (const WeightSpec &w : rule.info().weights) {
+    std::vector<float> data(countOf(w.shape));
+    for (float &x : data)
+      x = 0.2f * normal(rng);
+    traj.setWeights(w.name, data.data(), int64_t(data.size()));
+  }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    float *p = static_cast<float *>(traj.param(i));
+    for (int64_t j = 0; j < sizes[i]; ++j)
+      p[j] = normal(rng);
+  }
+  // f(θ) = 1/2 |θ|^2: ∇f = θ, and the cotangents of the loss are θ_t.
+  std::vector<std::vector<std::vector<float>>> thetas;
+  for (int step = 0; step < 5; ++step) {
+    std::vector<std::vector<float>> grads;
+    std::vector<const void *> ptrs;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const float *p = static_cast<const float *>(traj.param(i));
+      grads.emplace_back(p, p + sizes[i]);
+    }
+    for (auto &gv : grads)
+      ptrs.push_back(gv.data());
+    traj.step(ptrs);
+    std::vector<std::vector<float>> after;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const float *p = static_cast<const float *>(traj.param(i));
+      after.emplace_back(p, p + sizes[i]);
+    }
+    thetas.push_back(std::move(after));
+  }
+  std::vector<std::vector<const void *>> cot;
+  for (auto &step : thetas) {
+    cot.emplace_back();
+    for (auto &v : step)
+      cot.back().push_back(v.data());
+  }
+  return traj.backward(cot);
+}
+
+TEST(VJPKernel, L2LWeightGradientIsIndependentOfThreads) {
+  CompileOptions options;
+  options.vjp = true;
+  options.useCache = false;
+  Rule rule = Compiler(options).compileSource(readExample("l2l"), "l2l.optim");
+  RuleGradient one = l2lGradient(rule, 1), two = l2lGradient(rule, 2);
+  ASSERT_EQ(one.weights.size(), 3u);
+  double norm = 0;
+  for (size_t w = 0; w < one.weights.size(); ++w) {
+    ASSERT_EQ(one.weights[w].size(), two.weights[w].size());
+    EXPECT_EQ(0, std::memcmp(one.weights[w].data(), two.weights[w].data(),
+                             one.weights[w].size() * sizeof(double)))
+        << rule.info().weights[w].name;
+    for (double x : one.weights[w])
+      norm += x * x;
+  }
+  EXPECT_GT(norm, 0.0); // The weights do get a gradient.
+  EXPECT_EQ(0, std::memcmp(one.hypers.data(), two.hypers.data(),
+                           one.hypers.size() * sizeof(double)));
+}
+
+} // namespace

@@ -1,0 +1,573 @@
+//===- optim-train.cpp - meta-training of learned rules -------------------===//
+//
+// Learning to learn by gradient descent by gradient descent (Andrychowicz et
+// al., 2016): the learned rule (a coordinatewise LSTM) runs `--horizon`
+// steps on a fresh random optimizee per episode; every `--unroll` steps the
+// meta-loss sum_t f(θ_t) of those steps is backpropagated through them
+// (optim::Trajectory, the rule's fused VJP kernel) to the rule's weights,
+// which the meta-optimizer (Adam, compiled from examples/adam.optim by this
+// project and run by optim::Optimizer) updates. θ and the LSTM state carry
+// across truncations; nothing flows back across one. Gradients of f fed to
+// the rule are constants of the backward pass (second derivatives dropped).
+//
+// Outputs in --out: weights.safetensors (the layout Optimizer::loadWeights
+// reads), checkpoint.safetensors (weights, meta-optimizer state, episode,
+// RNG state; written atomically every --checkpoint-every episodes; --resume
+// continues from it), log.csv, and meta-loss.png (gnuplot, if installed).
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Compiler/Compiler.h"
+#include "optim/Optimizer.h"
+#include "optim/Safetensors.h"
+#include "optim/Tasks/Task.h"
+#include "optim/Trajectory.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <random>
+#include <sstream>
+#include <string>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace optim;
+
+namespace {
+
+/// examples/NAME.optim of the current folder, else of the source tree.
+std::string defaultExample(const char *name) {
+  std::string local = std::string("examples/") + name + ".optim";
+  if (::access(local.c_str(), R_OK) == 0)
+    return local;
+  return std::string(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim";
+}
+
+struct Options {
+  std::string rule = defaultExample("l2l");
+  std::string metaRule = defaultExample("adam");
+  std::string task = "quadratic";
+  std::string out = "optim-train-out";
+  std::string dataDir;
+  std::string trainImages = "0:8000";
+  std::string evalImages = "8000:10000";
+  std::string init; // Initial weights (safetensors); empty: random.
+  int64_t episodes = 100;
+  int64_t horizon = 100;
+  int64_t unroll = 20;
+  double metaLr = 1e-3;
+  uint64_t seed = 1;
+  int64_t checkpointEvery = 10;
+  int64_t stopAfter = -1; // Testing: stop (as if killed) after N episodes.
+  unsigned threads = 0;
+  int hiddenUnits = 20, hiddenLayers = 1, batchSize = 128;
+  std::string activation = "sigmoid";
+  bool resume = false, quiet = false, plot = true;
+  std::vector<std::pair<std::string, double>> hypers; // --set name=value
+};
+
+const char *kUsage = R"(usage: optim-train [options]
+Meta-trains a learned rule (Andrychowicz et al., 2016) on a built-in task.
+
+  --rule=FILE            learned rule (default examples/l2l.optim)
+  --meta-rule=FILE       meta-optimizer rule (default examples/adam.optim)
+  --meta-lr=X            meta-optimizer learning rate (default 1e-3)
+  --task=NAME            quadratic | mnist (default quadratic)
+  --episodes=N           optimizees to train on (default 100)
+  --horizon=N            optimizee steps per episode (default 100)
+  --unroll=N             steps per truncation of BPTT (default 20)
+  --seed=N               seeds weights and optimizees (default 1)
+  --out=DIR              outputs (default optim-train-out)
+  --checkpoint-every=N   episodes between checkpoints (default 10)
+  --resume               continue from DIR/checkpoint.safetensors
+  --init=FILE            initial weights (safetensors) instead of random
+  --set=NAME=VALUE       a hyperparameter of the learned rule (e.g. scale)
+  --threads=N            worker threads (default: all)
+  --data-dir=DIR         MNIST folder (default ../shared/data/mnist)
+  --train-images=A:B     images of meta-training (default 0:8000)
+  --eval-images=A:B      held-out images (default 8000:10000)
+  --hidden-units=N --hidden-layers=N --activation=sigmoid|relu
+  --batch-size=N         the MNIST MLP (defaults 20, 1, sigmoid, 128)
+  --no-plot              do not run gnuplot
+  --quiet                no progress bar
+)";
+
+[[noreturn]] void usageError(const std::string &message) {
+  std::fprintf(stderr, "optim-train: error: %s\n(run optim-train --help)\n",
+               message.c_str());
+  std::exit(2);
+}
+
+int64_t parseInt(const std::string &flag, const std::string &v, int64_t min) {
+  char *end = nullptr;
+  errno = 0;
+  long long x = std::strtoll(v.c_str(), &end, 10);
+  if (v.empty() || *end || errno)
+    usageError(flag + " expects an integer, got '" + v + "'");
+  if (x < min)
+    usageError(flag + " must be at least " + std::to_string(min) + ", got " +
+               v);
+  return x;
+}
+
+double parseDouble(const std::string &flag, const std::string &v) {
+  char *end = nullptr;
+  double x = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end || !std::isfinite(x))
+    usageError(flag + " expects a finite number, got '" + v + "'");
+  return x;
+}
+
+Options parse(int argc, char **argv) {
+  Options o;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    std::string key = arg, value;
+    bool hasValue = false;
+    if (size_t eq = arg.find('='); eq != std::string::npos) {
+      key = arg.substr(0, eq);
+      value = arg.substr(eq + 1);
+      hasValue = true;
+    }
+    auto need = [&]() -> const std::string & {
+      if (!hasValue)
+        usageError(key + " needs a value (" + key + "=...)");
+      return value;
+    };
+    auto flag = [&]() {
+      if (hasValue)
+        usageError(key + " takes no value");
+    };
+    if (key == "--rule")
+      o.rule = need();
+    else if (key == "--meta-rule")
+      o.metaRule = need();
+    else if (key == "--meta-lr") {
+      o.metaLr = parseDouble(key, need());
+      if (o.metaLr <= 0)
+        usageError("--meta-lr must be positive");
+    } else if (key == "--task")
+      o.task = need();
+    else if (key == "--episodes")
+      o.episodes = parseInt(key, need(), 0);
+    else if (key == "--horizon")
+      o.horizon = parseInt(key, need(), 1);
+    else if (key == "--unroll")
+      o.unroll = parseInt(key, need(), 1);
+    else if (key == "--seed")
+      o.seed = uint64_t(parseInt(key, need(), 0));
+    else if (key == "--out")
+      o.out = need();
+    else if (key == "--checkpoint-every")
+      o.checkpointEvery = parseInt(key, need(), 1);
+    else if (key == "--stop-after")
+      o.stopAfter = parseInt(key, need(), 0);
+    else if (key == "--resume") {
+      flag();
+      o.resume = true;
+    } else if (key == "--init")
+      o.init = need();
+    else if (key == "--set") {
+      const std::string &v = need();
+      size_t eq = v.find('=');
+      if (eq == std::string::npos || eq == 0)
+        usageError("--set expects NAME=VALUE, got '" + v + "'");
+      o.hypers.push_back(
+          {v.substr(0, eq),
+           parseDouble("--set " + v.substr(0, eq), v.substr(eq + 1))});
+    } else if (key == "--threads")
+      o.threads = unsigned(parseInt(key, need(), 1));
+    else if (key == "--data-dir")
+      o.dataDir = need();
+    else if (key == "--train-images")
+      o.trainImages = need();
+    else if (key == "--eval-images")
+      o.evalImages = need();
+    else if (key == "--hidden-units")
+      o.hiddenUnits = int(parseInt(key, need(), 1));
+    else if (key == "--hidden-layers")
+      o.hiddenLayers = int(parseInt(key, need(), 0));
+    else if (key == "--activation")
+      o.activation = need();
+    else if (key == "--batch-size")
+      o.batchSize = int(parseInt(key, need(), 1));
+    else if (key == "--no-plot") {
+      flag();
+      o.plot = false;
+    } else if (key == "--quiet") {
+      flag();
+      o.quiet = true;
+    } else
+      usageError("unknown argument '" + arg + "'");
+  }
+  if (o.horizon % o.unroll != 0)
+    usageError("--horizon (" + std::to_string(o.horizon) +
+               ") must be a multiple of --unroll (" + std::to_string(o.unroll) +
+               ")");
+  return o;
+}
+
+double peakRssMiB() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_maxrss) / 1024.0; // Linux: kilobytes.
+}
+
+int64_t countOf(const std::vector<int64_t> &shape) {
+  int64_t n = 1;
+  for (int64_t d : shape)
+    n *= d;
+  return n;
+}
+
+/// PyTorch's default initialization of LSTMCell / Linear: U(-1/sqrt(H),
+/// 1/sqrt(H)) for an LSTM of hidden size H, U(-1/sqrt(in), 1/sqrt(in)) for
+/// a linear map with `in` inputs.
+std::vector<std::vector<float>> randomWeights(const RuleInfo &info,
+                                              std::mt19937_64 &rng) {
+  std::vector<std::vector<float>> out;
+  for (const WeightSpec &w : info.weights) {
+    int64_t rows = w.shape.at(0), cols = w.shape.at(1);
+    bool lstm = rows % 4 == 0 && rows / 4 < cols;
+    double fan = lstm ? double(rows / 4) : double(cols - 1);
+    double bound = 1.0 / std::sqrt(std::max(1.0, fan));
+    std::uniform_real_distribution<double> u(-bound, bound);
+    std::vector<float> data(countOf(w.shape));
+    for (float &x : data)
+      x = float(u(rng));
+    out.push_back(std::move(data));
+  }
+  return out;
+}
+
+bool fileExists(const std::string &path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+void writeWeights(const std::string &path, const RuleInfo &info,
+                  const std::vector<std::vector<float>> &weights,
+                  std::map<std::string, std::string> meta) {
+  std::vector<TensorRef> tensors;
+  for (size_t w = 0; w < weights.size(); ++w)
+    tensors.push_back({info.weights[w].name, DType::F32, info.weights[w].shape,
+                       weights[w].data()});
+  writeSafetensors(path, tensors, meta);
+}
+
+/// Keeps the header and the rows of episodes < `episodes` of a CSV log.
+void truncateLog(const std::string &path, int64_t episodes) {
+  std::ifstream in(path);
+  if (!in)
+    return;
+  std::string line, kept;
+  bool header = true;
+  while (std::getline(in, line)) {
+    if (header || std::strtoll(line.c_str(), nullptr, 10) < episodes)
+      kept += line + "\n";
+    header = false;
+  }
+  in.close();
+  std::ofstream(path, std::ios::trunc) << kept;
+}
+
+void plot(const std::string &dir) {
+  if (std::system("command -v gnuplot >/dev/null 2>&1") != 0) {
+    std::fprintf(stderr, "optim-train: warning: gnuplot not found, no plot "
+                         "(install gnuplot-nox)\n");
+    return;
+  }
+  std::string script = dir + "/plot.gp";
+  std::ofstream gp(script);
+  gp << "set terminal pngcairo size 900,540 noenhanced\n"
+     << "set output '" << dir << "/meta-loss.png'\n"
+     << "set datafile separator ','\n"
+     << "set key autotitle columnhead\n"
+     << "set xlabel 'episode'\nset ylabel 'loss'\nset logscale y\n"
+     << "set title 'optim-train: mean optimizee loss per episode'\n"
+     << "plot '" << dir << "/log.csv' using 1:2 with lines title "
+     << "'meta-loss (mean f over the horizon)', '' using 1:3 with lines "
+     << "title 'final training loss', '' using 1:4 with lines title "
+     << "'final held-out loss'\n";
+  gp.close();
+  std::string cmd = "gnuplot '" + script + "' 2>&1";
+  if (std::system(cmd.c_str()) != 0) {
+    // pngcairo may be missing from a gnuplot build: fall back to png.
+    std::string fallback = "sed -i 's/pngcairo/png/' '" + script +
+                           "' && gnuplot '" + script + "' 2>&1";
+    if (std::system(fallback.c_str()) != 0)
+      std::fprintf(stderr, "optim-train: warning: gnuplot failed; no plot\n");
+  }
+}
+
+int run(const Options &o) {
+  std::string ckpt = o.out + "/checkpoint.safetensors";
+  std::string logPath = o.out + "/log.csv";
+  if (o.resume && !fileExists(ckpt))
+    throw Error("--resume: no checkpoint at '" + ckpt + "'");
+  if (!o.resume && fileExists(ckpt))
+    throw Error("'" + ckpt +
+                "' exists: pass --resume to continue that run, or "
+                "choose another --out");
+
+  CompileOptions learnedOptions;
+  learnedOptions.vjp = true;
+  Rule rule = Compiler(learnedOptions).compileFile(o.rule);
+  const RuleInfo &info = rule.info();
+  if (info.weights.empty())
+    throw Error("rule '" + info.name + "' of '" + o.rule +
+                "' has no learned weights: nothing to meta-train");
+  Rule metaRule = Compiler().compileFile(o.metaRule);
+
+  tasks::TaskOptions taskOptions;
+  taskOptions.dataDir = o.dataDir;
+  taskOptions.hiddenUnits = o.hiddenUnits;
+  taskOptions.hiddenLayers = o.hiddenLayers;
+  taskOptions.activation = o.activation;
+  taskOptions.batchSize = o.batchSize;
+  tasks::parseImageRange(o.trainImages, "--train-images",
+                         taskOptions.trainFirst, taskOptions.trainCount);
+  tasks::parseImageRange(o.evalImages, "--eval-images", taskOptions.evalFirst,
+                         taskOptions.evalCount);
+  // Checks the task and its options once, before anything is written.
+  std::vector<int64_t> sizes;
+  {
+    std::unique_ptr<tasks::Task> probe =
+        tasks::makeTask(o.task, 0, taskOptions);
+    for (auto &p : probe->parameters())
+      sizes.push_back(int64_t(p.size()));
+  }
+
+  for (const auto &[name, value] : o.hypers) {
+    int h = info.findHyper(name);
+    if (h < 0)
+      throw Error("--set: rule '" + info.name + "' has no hyperparameter '" +
+                  name + "'");
+    if (info.hypers[h].isConst)
+      throw Error("--set: '" + name + "' is const in rule '" + info.name +
+                  "'; its value is compiled in");
+  }
+
+  // The weights and the meta-optimizer over them.
+  std::mt19937_64 rng(o.seed);
+  std::vector<std::vector<float>> weights = randomWeights(info, rng);
+  if (!o.init.empty()) {
+    SafetensorsFile file = SafetensorsFile::read(o.init);
+    for (size_t w = 0; w < weights.size(); ++w)
+      std::memcpy(
+          weights[w].data(),
+          file.tensor(info.weights[w].name, DType::F32, info.weights[w].shape),
+          weights[w].size() * sizeof(float));
+  }
+  std::vector<Param> refs;
+  for (auto &w : weights)
+    refs.emplace_back(w.data(), int64_t(w.size()));
+  OptimizerOptions metaOptions;
+  metaOptions.threads = 1; // 5k weights: threads would only cost.
+  Optimizer meta(metaRule, refs, metaOptions);
+  if (metaRule.info().findHyper("lr") < 0)
+    throw Error("meta-rule '" + metaRule.info().name + "' has no 'lr'");
+  meta.set("lr", o.metaLr);
+
+  if (::mkdir(o.out.c_str(), 0755) != 0 && errno != EEXIST)
+    throw Error("cannot create --out folder '" + o.out +
+                "': " + std::strerror(errno));
+
+  int64_t firstEpisode = 0;
+  if (o.resume) {
+    SafetensorsFile file = SafetensorsFile::read(ckpt);
+    if (file.metadata("rule") != metaRule.info().name ||
+        file.metadata("learned_rule") != info.name)
+      throw Error("'" + ckpt + "' was written for rules '" +
+                  file.metadata("learned_rule") + "' / '" +
+                  file.metadata("rule") + "'");
+    for (size_t w = 0; w < weights.size(); ++w)
+      std::memcpy(weights[w].data(),
+                  file.tensor("weights." + info.weights[w].name, DType::F32,
+                              info.weights[w].shape),
+                  weights[w].size() * sizeof(float));
+    meta.load(ckpt);
+    meta.set("lr", o.metaLr);
+    firstEpisode = std::stoll(file.metadata("episode"));
+    std::istringstream(file.metadata("rng")) >> rng;
+    truncateLog(logPath, firstEpisode);
+  }
+
+  bool newLog = !fileExists(logPath) || !o.resume;
+  std::ofstream log(logPath, newLog ? std::ios::trunc : std::ios::app);
+  if (!log)
+    throw Error("cannot write '" + logPath + "'");
+  if (newLog)
+    log << "episode,meta_loss,final_loss,eval_loss,seconds,peak_rss_mib,"
+           "tape_mib\n";
+
+  auto saveCheckpoint = [&](int64_t episodesDone) {
+    std::string tmp = o.out + "/meta-optimizer.tmp";
+    meta.save(tmp);
+    SafetensorsFile metaFile = SafetensorsFile::read(tmp);
+    std::vector<TensorRef> tensors;
+    std::vector<std::vector<float>> metaStates;
+    const RuleInfo &mi = metaRule.info();
+    for (size_t w = 0; w < weights.size(); ++w) {
+      tensors.push_back({"weights." + info.weights[w].name, DType::F32,
+                         info.weights[w].shape, weights[w].data()});
+      for (const StateSpec &s : mi.states) {
+        std::string name = "param" + std::to_string(w) + "." + s.name;
+        std::vector<int64_t> shape = metaFile.shape(name);
+        tensors.push_back({name, DType::F32, shape,
+                           metaFile.tensor(name, DType::F32, shape)});
+      }
+    }
+    std::map<std::string, std::string> meta;
+    for (const char *key : {"format", "abi", "rule", "dtype", "states",
+                            "params", "step", "skipped", "hypers"})
+      meta[key] = metaFile.metadata(key);
+    std::ostringstream rngText;
+    rngText << rng;
+    meta["learned_rule"] = info.name;
+    meta["episode"] = std::to_string(episodesDone);
+    meta["seed"] = std::to_string(o.seed);
+    meta["rng"] = rngText.str();
+    writeSafetensors(ckpt, tensors, meta);
+    ::unlink(tmp.c_str());
+    writeWeights(o.out + "/weights.safetensors", info, weights,
+                 {{"rule", info.name},
+                  {"episodes", std::to_string(episodesDone)},
+                  {"seed", std::to_string(o.seed)},
+                  {"task", o.task}});
+    log.flush();
+  };
+
+  TrajectoryOptions trajOptions;
+  trajOptions.threads = o.threads;
+  auto start = std::chrono::steady_clock::now();
+  bool tty = !o.quiet && ::isatty(STDERR_FILENO);
+  double smoothed = NAN;
+  int64_t last = o.episodes;
+  if (o.stopAfter >= 0)
+    last = std::min(o.episodes, firstEpisode + o.stopAfter);
+  size_t tapeBytes = 0;
+  for (int64_t e = firstEpisode; e < last; ++e) {
+    // A fresh optimizee: its seed comes from the run's RNG, which the
+    // checkpoint saves.
+    uint64_t optimizeeSeed = rng();
+    std::unique_ptr<tasks::Task> task =
+        tasks::makeTask(o.task, optimizeeSeed, taskOptions);
+    std::vector<std::vector<float>> &theta = task->parameters();
+    Trajectory traj(rule, sizes, trajOptions);
+    for (const auto &[name, value] : o.hypers)
+      traj.set(name, value);
+    for (size_t i = 0; i < theta.size(); ++i)
+      std::memcpy(traj.param(i), theta[i].data(),
+                  theta[i].size() * sizeof(float));
+
+    std::vector<std::vector<float>> grad;
+    task->step(grad); // ∇f(θ_0): the rule's first input.
+    double lossSum = 0, finalLoss = 0;
+    for (int64_t t0 = 0; t0 < o.horizon; t0 += o.unroll) {
+      for (size_t w = 0; w < weights.size(); ++w)
+        traj.setWeights(info.weights[w].name, weights[w].data(),
+                        int64_t(weights[w].size()));
+      // dL/dθ_{t+1} = ∇f(θ_{t+1}), which is also the next step's input.
+      std::vector<std::vector<std::vector<float>>> cot;
+      for (int64_t k = 0; k < o.unroll; ++k) {
+        std::vector<const void *> g;
+        for (auto &v : grad)
+          g.push_back(v.data());
+        traj.step(g);
+        for (size_t i = 0; i < theta.size(); ++i)
+          std::memcpy(theta[i].data(), traj.param(i),
+                      theta[i].size() * sizeof(float));
+        double loss = task->step(grad);
+        if (!std::isfinite(loss))
+          throw Error("episode " + std::to_string(e) +
+                      ": the optimizee's loss is not finite (lower "
+                      "--meta-lr?)");
+        lossSum += loss;
+        finalLoss = loss;
+        cot.push_back(grad);
+      }
+      std::vector<std::vector<const void *>> dL;
+      for (auto &step : cot) {
+        dL.emplace_back();
+        for (auto &v : step)
+          dL.back().push_back(v.data());
+      }
+      tapeBytes = std::max(tapeBytes, traj.tapeBytes());
+      RuleGradient rg = traj.backward(dL);
+      std::vector<std::vector<float>> metaGrad;
+      for (auto &gw : rg.weights)
+        metaGrad.emplace_back(gw.begin(), gw.end());
+      std::vector<Grad> grads;
+      for (auto &gw : metaGrad)
+        grads.emplace_back(gw.data(), int64_t(gw.size()));
+      meta.step(grads);
+      traj.truncate();
+    }
+    double metaLoss = lossSum / double(o.horizon);
+    double evalLoss = task->evaluate();
+    double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+            .count();
+    log << e << "," << metaLoss << "," << finalLoss << "," << evalLoss << ","
+        << seconds << "," << peakRssMiB() << ","
+        << double(tapeBytes) / (1024.0 * 1024.0) << "\n";
+    smoothed =
+        std::isnan(smoothed) ? metaLoss : 0.9 * smoothed + 0.1 * metaLoss;
+    if (tty) {
+      int width = 30;
+      int done = int(width * double(e + 1) / double(o.episodes));
+      std::fprintf(stderr, "\r[%s%s] %lld/%lld meta-loss %.4g (avg %.4g) %.0fs",
+                   std::string(done, '#').c_str(),
+                   std::string(width - done, '.').c_str(), (long long)(e + 1),
+                   (long long)o.episodes, metaLoss, smoothed, seconds);
+      std::fflush(stderr);
+    }
+    if ((e + 1) % o.checkpointEvery == 0 || e + 1 == o.episodes) {
+      saveCheckpoint(e + 1);
+      if (!tty && !o.quiet)
+        std::fprintf(stderr,
+                     "optim-train: episode %lld/%lld meta-loss %.6g (avg "
+                     "%.6g), checkpoint written\n",
+                     (long long)(e + 1), (long long)o.episodes, metaLoss,
+                     smoothed);
+    }
+  }
+  if (tty)
+    std::fputc('\n', stderr);
+  log.close();
+  if (o.plot && last > firstEpisode)
+    plot(o.out);
+  std::printf("optim-train: %lld episodes of %s, unroll %lld: peak RSS %.1f "
+              "MiB, tape %.1f MiB; weights in %s/weights.safetensors\n",
+              (long long)last, o.task.c_str(), (long long)o.unroll,
+              peakRssMiB(), double(tapeBytes) / (1024.0 * 1024.0),
+              o.out.c_str());
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  Options o = parse(argc, argv);
+  try {
+    return run(o);
+  } catch (const Error &e) {
+    std::fprintf(stderr, "optim-train: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception &e) {
+    std::fprintf(stderr, "optim-train: error: %s\n", e.what());
+    return 1;
+  }
+}
