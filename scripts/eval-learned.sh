@@ -4,10 +4,13 @@
 # SGD, RMSprop, Adam and Nesterov momentum with tuned learning rates) and the
 # table, the figure and the text are regenerated from its results.
 #
-# Usage: scripts/eval-learned.sh [--weights FILE] [--inits N] [--tune-inits N]
+# Usage: scripts/eval-learned.sh [--weights FILE] [--quadratic-weights FILE]
+#                                [--inits N] [--tune-inits N]
 #                                [--rows ID,ID,...] [--jobs N] [--out FILE]
 #   --weights     trained weights of examples/l2l.optim (safetensors); without
 #                 them the learned column says "not trained yet"
+#   --quadratic-weights  weights meta-trained on the quadratic, for its row
+#                 (the paper trains one optimizer per task); default --weights
 #   --inits       evaluation runs per rule and row, one seed each (100)
 #   --tune-inits  runs per learning rate when tuning, other seeds (20)
 #   --rows        a subset of: mnist-100 mnist-200 mnist-h40 mnist-l2
@@ -27,12 +30,13 @@ build=${BUILD_DIR:-$root/build}
 tool=$build/bin/optim-eval
 
 invocation="scripts/eval-learned.sh${*:+ $*}"
-weights="" inits=100 tune_inits=20 jobs=0 out=$root/docs/learned.md render_only=0
+weights="" quad_weights="" inits=100 tune_inits=20 jobs=0 out=$root/docs/learned.md render_only=0
 rows="mnist-100,mnist-200,mnist-h40,mnist-l2,mnist-relu,quadratic,fashion"
-usage() { sed -n '7,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '7,23p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --weights) weights=${2:?--weights needs a file}; shift 2 ;;
+    --quadratic-weights) quad_weights=${2:?--quadratic-weights needs a file}; shift 2 ;;
     --inits) inits=${2:?}; shift 2 ;;
     --tune-inits) tune_inits=${2:?}; shift 2 ;;
     --rows) rows=${2:?}; shift 2 ;;
@@ -45,8 +49,13 @@ while [ $# -gt 0 ]; do
 done
 [ -x "$tool" ] || [ $render_only = 1 ] || { echo "eval-learned: $tool is not built (BUILD_DIR=... scripts/build.sh optim-eval)" >&2; exit 1; }
 [ -d "$(dirname "$out")" ] || { echo "eval-learned: no folder for '$out'" >&2; exit 1; }
-if [ -n "$weights" ] && [ ! -f "$weights" ]; then
-  echo "eval-learned: no weights file '$weights'" >&2; exit 1
+for f in "$weights" "$quad_weights"; do
+  if [ -n "$f" ] && [ ! -f "$f" ]; then
+    echo "eval-learned: no weights file '$f'" >&2; exit 1
+  fi
+done
+if [ -n "$quad_weights" ] && [ -z "$weights" ]; then
+  echo "eval-learned: --quadratic-weights needs --weights too" >&2; exit 2
 fi
 
 # Learning-rate grids: half decades (factor sqrt(10)), wide enough that the
@@ -55,9 +64,6 @@ rules=(--rule "$root/examples/sgd.optim" --rule "$root/examples/rmsprop.optim"
        --rule "$root/examples/adam.optim" --rule "$root/examples/nesterov.optim"
        --grid sgd=0.001:10:9 --grid rmsprop=0.0001:1:9
        --grid adam=0.0001:1:9 --grid nesterov=0.001:10:9)
-if [ -n "$weights" ]; then
-  rules=(--rule "$root/examples/l2l.optim" --weights "$weights" "${rules[@]}")
-fi
 
 row_args() {
   case "$1" in
@@ -88,18 +94,28 @@ if [ $render_only = 1 ]; then
 else
   rm -rf "$work"
   mkdir -p "$work"
-  echo "$weights" >"$work/weights"
+  if [ -n "$quad_weights" ]; then
+    echo "$weights (the quadratic row: $quad_weights)" >"$work/weights"
+  else
+    echo "$weights" >"$work/weights"
+  fi
   echo "$invocation" >"$work/invocation"
   echo "$jobs" >"$work/jobs"
   date -u '+%Y-%m-%d %H:%M' >"$work/date"
   for row in "${row_list[@]}"; do
     args=$(row_args "$row")
+    # The paper meta-trains one optimizer per task: the quadratic row may
+    # take its own weights.
+    learned=()
+    w=$weights
+    if [ "$row" = quadratic ] && [ -n "$quad_weights" ]; then w=$quad_weights; fi
+    if [ -n "$w" ]; then learned=(--rule "$root/examples/l2l.optim" --weights "$w"); fi
     echo "== $row: optim-eval $args" >&2
     # Wall-clock, user and system seconds of the row.
     TIMEFORMAT='%R %U %S'
     # shellcheck disable=SC2086
     { time "$tool" $args --inits "$inits" --tune-inits "$tune_inits" \
-        --jobs "$jobs" "${rules[@]}" --json "$work/$row.json" \
+        --jobs "$jobs" ${learned[@]+"${learned[@]}"} "${rules[@]}" --json "$work/$row.json" \
         --curve "$work/$row.csv" >"$work/$row.txt"; } 2>"$work/$row.time" || {
       cat "$work/$row.time" >&2; exit 1; }
     cat "$work/$row.txt" >&2
@@ -137,6 +153,6 @@ cpu=$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *
 python3 "$root/scripts/render-learned.py" --dir "$work" --rows "$rows" \
   --out "$out" --figure "$figure" --commit "$commit" \
   --machine "${cpu:-unknown CPU}, $(nproc) cores" --jobs "$jobs" \
-  --weights "$weights" --command "$invocation" --root "$root" \
+  --weights "$(cat "$work/weights")" --command "$invocation" --root "$root" \
   --date "$(cat "$work/date")"
 echo "eval-learned: wrote $out${figure:+ and $figure}" >&2

@@ -15,7 +15,7 @@ Two references: our float64 solution at tol 1e-10 and proxsuite's at eps
 1e-10; a solver's error is the larger of its distances to the two (so that no
 solver is judged only against itself), and "reference" is their distance.
 Prints one JSON object: {"rows": [{size, p, dtype, solver, fwd_ms, bwd_ms,
-err}], "reference": [{size, err}]}; times are the best of --reps calls.
+err, unsolved}], "reference": [{size, dtype, unsolved, err}]}; times are the best of --reps calls.
 """
 
 import argparse
@@ -149,36 +149,43 @@ def main():
         # n = 10 keeps p = n (100 random cuts of a 10-d box is not the
         # paper's problem and mostly inactive).
         p = n if n < 100 else 100
-        data = make_problems(args.batch, n, p, args.seed + n)
-        ref_solver = Ours(lib, 1e-10, args.threads)
-        ref_solver.setup(data, "f64")
-        ref = ref_solver.forward()
-        # The reference checked against an independent solver: proxsuite
-        # at the same tolerance.
-        import torch as _t
-        import proxsuite.torch.qplayer as _qpl
-        _qpl.os.cpu_count = lambda: 2 * args.threads
-        T64 = {k: _t.tensor(v, dtype=_t.float64) for k, v in data.items()}
-        e64 = _t.empty(0, dtype=_t.float64)
-        zp = _qpl.QPFunction(eps=1e-10, omp_parallel=True)(
-            T64["Q"], T64["q"], e64, e64, T64["G"],
-            _t.full_like(T64["h"], -1e20), T64["h"])[0]
-        ref_prox = zp.detach().numpy()
-        okr = ref_solver.status == 0
-        agreement.append({"size": n, "unsolved": ref_solver.unsolved,
-                          "err": rel_err(ref_prox[okr], ref[okr])
-                          if okr.any() else None})
-
-        ok = ref_solver.status == 0
-
-        def err(z):
-            # Against both references, the worse: neither solver is judged
-            # only by itself (ours only where it solved the problem).
-            e = rel_err(z, ref_prox)
-            if ok.any():
-                e = max(e, rel_err(z[ok], ref[ok]))
-            return e
+        data64 = make_problems(args.batch, n, p, args.seed + n)
         for dtype in ("f64", "f32"):
+            # The float32 rows are judged against the solution of the data
+            # rounded to float32 (what every solver is given), solved in
+            # float64: the solvers' own error, not the rounding's.
+            data = data64 if dtype == "f64" else {
+                k: v.astype(np.float32).astype(np.float64)
+                for k, v in data64.items()}
+            ref_solver = Ours(lib, 1e-10, args.threads)
+            ref_solver.setup(data, "f64")
+            ref = ref_solver.forward()
+            # The reference checked against an independent solver: proxsuite
+            # at the same tolerance.
+            import torch as _t
+            import proxsuite.torch.qplayer as _qpl
+            _qpl.os.cpu_count = lambda: 2 * args.threads
+            T64 = {k: _t.tensor(v, dtype=_t.float64) for k, v in data.items()}
+            e64 = _t.empty(0, dtype=_t.float64)
+            zp = _qpl.QPFunction(eps=1e-10, omp_parallel=True)(
+                T64["Q"], T64["q"], e64, e64, T64["G"],
+                _t.full_like(T64["h"], -1e20), T64["h"])[0]
+            ref_prox = zp.detach().numpy()
+            okr = ref_solver.status == 0
+            agreement.append({"size": n, "dtype": dtype,
+                              "unsolved": ref_solver.unsolved,
+                              "err": rel_err(ref_prox[okr], ref[okr])
+                              if okr.any() else None})
+
+            ok = ref_solver.status == 0
+
+            def err(z):
+                # Against both references, the worse: neither solver is judged
+                # only by itself (ours only where it solved the problem).
+                e = rel_err(z, ref_prox)
+                if ok.any():
+                    e = max(e, rel_err(z[ok], ref[ok]))
+                return e
             tol = 1e-8 if dtype == "f64" else 1e-6
             if "ours" in solvers:
                 s = Ours(lib, tol, args.threads)
@@ -224,7 +231,8 @@ def main():
                 # QPLayer runs solve_in_parallel on os.cpu_count() / 2
                 # threads: ask it for args.threads.
                 qpl.os.cpu_count = lambda: 2 * args.threads
-                # QPLayer computes in float64 whatever the input's dtype.
+                # QPLayer computes in float64 (numpy) whatever the dtype:
+                # for the f32 rows it gets the data rounded to float32.
                 T64 = {k: torch.tensor(v, dtype=torch.float64)
                        for k, v in data.items()}
                 Qt = T64["Q"].clone().requires_grad_()
