@@ -22,6 +22,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
+
+#include "ChunkTable.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -807,16 +809,9 @@ LogicalResult RuleLowering::run() {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(chunks.getBody());
     Value c = arith::IndexCastOp::create(b, loc, i64, chunks.getInductionVar());
-    Value first = arith::MulIOp::create(b, loc, c, i64Const(b, numPtrs));
-    SmallVector<Value> bases;
-    for (unsigned k = 0; k < numPtrs; ++k) {
-      Value slot = gep(b, ptrType, ptrs,
-                       arith::AddIOp::create(b, loc, first, i64Const(b, k)));
-      bases.push_back(LLVM::LoadOp::create(b, loc, ptrType, slot, 8));
-    }
-    Value n = LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, c), 8);
-    Value stride =
-        LLVM::LoadOp::create(b, loc, i64, gep(b, i64, strides, c), 8);
+    ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c, numPtrs);
+    ArrayRef<Value> bases = chunk.bases;
+    Value n = chunk.length, stride = chunk.stride;
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value nIdx = index(b, n);
     Value vectorEnd = zero;

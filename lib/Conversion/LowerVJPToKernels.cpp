@@ -19,6 +19,8 @@
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
+
+#include "ChunkTable.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -681,16 +683,9 @@ LogicalResult VJPLowering::run() {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(chunks.getBody());
     Value c = arith::IndexCastOp::create(b, loc, i64, chunks.getInductionVar());
-    Value first = arith::MulIOp::create(b, loc, c, i64Const(b, numPtrs));
-    SmallVector<Value> bases;
-    for (unsigned k = 0; k < numPtrs; ++k) {
-      Value slot = gep(b, ptrType, ptrs,
-                       arith::AddIOp::create(b, loc, first, i64Const(b, k)));
-      bases.push_back(LLVM::LoadOp::create(b, loc, ptrType, slot, 8));
-    }
-    Value n = LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, c), 8);
-    Value stride =
-        LLVM::LoadOp::create(b, loc, i64, gep(b, i64, strides, c), 8);
+    ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c, numPtrs);
+    ArrayRef<Value> bases = chunk.bases;
+    Value n = chunk.length, stride = chunk.stride;
 
     auto overPartials = [&](auto body) {
       auto loop = scf::ForOp::create(
