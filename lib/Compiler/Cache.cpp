@@ -13,14 +13,19 @@
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SHA256.h"
 
+#include "CodegenHash.h"
+
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
 
 using namespace optim;
 
-/// Bumped whenever code generation changes in a way the key does not see.
-static constexpr const char *kCompilerVersion = "optim-mlir 0.1 codegen 1";
+/// A hash of every source of the code generator (generated at build time by
+/// cmake/CodegenHash.cmake): a kernel compiled by another build of the
+/// compiler is never loaded, even when nobody remembered to bump a version.
+static constexpr const char *kCompilerVersion =
+    "optim-mlir 0.1 codegen " OPTIM_CODEGEN_HASH;
 
 std::string optim::defaultCacheDirectory() {
   if (std::getenv("OPTIM_NO_CACHE"))

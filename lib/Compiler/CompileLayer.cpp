@@ -6,23 +6,18 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "JIT.h"
 #include "optim/Compiler/CodeGen.h"
 #include "optim/Compiler/Compiler.h"
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Dialect/OptimOps.h"
-#include "optim/Frontend/Frontend.h"
 
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
-#include "mlir/ExecutionEngine/OptUtils.h"
-#include "mlir/IR/Diagnostics.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/TypeUtilities.h"
 #include "mlir/Pass/PassManager.h"
-#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "llvm/ADT/DenseSet.h"
 #include "llvm/Support/MemoryBuffer.h"
-#include "llvm/Support/SourceMgr.h"
 
 using namespace optim;
 
@@ -92,65 +87,17 @@ Layer Compiler::compileLayerFile(const std::string &path,
 Layer Compiler::compileLayerSource(std::string_view source,
                                    const std::string &bufferName,
                                    const std::string &layerName) {
-  llvm::SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(
-      llvm::MemoryBuffer::getMemBufferCopy(
-          llvm::StringRef(source.data(), source.size()), bufferName),
-      llvm::SMLoc());
-  std::string diagnostics;
-  llvm::raw_string_ostream diagStream(diagnostics);
-  DiagnosticEngine diags(sourceMgr, diagStream);
   mlir::MLIRContext context;
-  context.printOpOnDiagnostic(false);
-  FrontendOptions frontend;
-  frontend.precision =
-      options().precision == DType::F64 ? Precision::F64 : Precision::F32;
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      compileToMLIR(context, diags, frontend);
-  if (!module)
-    throw Error(diagnostics.empty() ? "optim::Compiler: compilation failed"
-                                    : diagnostics);
-
-  mlir::optim::LayerOp selected;
-  std::string available;
-  unsigned count = 0;
-  for (auto layer : module->getOps<mlir::optim::LayerOp>()) {
-    available += (available.empty() ? "" : ", ") + layer.getSymName().str();
-    ++count;
-    if (layerName.empty() ? !selected : layer.getSymName() == layerName)
-      selected = layer;
-  }
-  if (layerName.empty() && count > 1)
-    throw Error("optim::Compiler: '" + bufferName +
-                "' defines several layers (" + available +
-                "); name the one to compile");
-  if (!selected)
-    throw Error(
-        "optim::Compiler: '" + bufferName + "' has no layer" +
-        (layerName.empty() ? std::string() : " named '" + layerName + "'") +
-        (available.empty() ? "" : " (it has: " + available + ")"));
-  for (mlir::Operation &op :
-       llvm::make_early_inc_range(module->getBody()->getOperations()))
-    if (&op != selected.getOperation())
-      op.erase();
+      parseProgram(context, source, bufferName, options().precision);
+  auto selected =
+      keepOnly<mlir::optim::LayerOp>(*module, layerName, bufferName, "layer");
   mlir::optim::QPOp qp;
   for (auto q : selected.getBodyBlock().getOps<mlir::optim::QPOp>())
     qp = q;
   std::string name = selected.getSymName().str();
 
-  std::string passErrors;
-  mlir::ScopedDiagnosticHandler handler(&context, [&](mlir::Diagnostic &d) {
-    if (d.getSeverity() == mlir::DiagnosticSeverity::Error) {
-      std::string loc;
-      if (auto flc = mlir::dyn_cast<mlir::FileLineColLoc>(d.getLocation()))
-        loc = (flc.getFilename().str() + ":" + std::to_string(flc.getLine()) +
-               ":" + std::to_string(flc.getColumn()));
-      else
-        llvm::raw_string_ostream(loc) << d.getLocation();
-      passErrors += loc + ": error: " + d.str() + "\n";
-    }
-    return mlir::success();
-  });
+  PassErrors errors(context);
   if (!qp)
     throw Error("optim::Compiler: layer '" + name + "' solves no qp");
   LayerInfo info = describeLayer(selected, qp);
@@ -158,37 +105,22 @@ Layer Compiler::compileLayerSource(std::string_view source,
   mlir::PassManager pm(&context);
   buildLowerRulesPipeline(pm, CPUPipelineOptions());
   buildKernelsToLLVMPipeline(pm);
-  if (mlir::failed(pm.run(*module)))
-    throw Error("optim::Compiler: cannot compile layer '" + name + "': " +
-                (passErrors.empty() ? "lowering failed\n" : passErrors));
+  errors.run(pm, *module,
+             "optim::Compiler: cannot compile layer '" + name + "'");
 
   auto tm = createHostTargetMachine();
   if (!tm)
     throw Error("optim::Compiler: no code generator for this host: " +
                 llvm::toString(tm.takeError()));
-  mlir::registerBuiltinDialectTranslation(context);
-  mlir::registerLLVMDialectTranslation(context);
-  std::function<llvm::Error(llvm::Module *)> transformer =
-      mlir::makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0,
-                                      tm->get());
-  mlir::ExecutionEngineOptions engineOptions;
-  engineOptions.transformer = transformer;
-  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto engine =
-      mlir::ExecutionEngine::create(*module, engineOptions, std::move(*tm));
-  if (!engine)
-    throw Error("optim::Compiler: JIT compilation of layer '" + name +
-                "' failed: " + llvm::toString(engine.takeError()));
+  std::unique_ptr<mlir::ExecutionEngine> engine =
+      createJIT(*module, std::move(*tm), /*enableObjectDump=*/false,
+                "layer '" + name + "'");
   auto lookup = [&](const std::string &symbol) {
-    auto address = (*engine)->lookup(symbol);
-    if (!address)
-      throw Error("optim::Compiler: the JIT has no symbol '" + symbol +
-                  "': " + llvm::toString(address.takeError()));
-    return *address;
+    return lookupSymbol(*engine, symbol);
   };
   std::string prefix = OPTIM_LAYER_SYMBOL_PREFIX + name;
   auto data = reinterpret_cast<optim_layer_data_fn>(lookup(prefix + "_data"));
   auto vjp = reinterpret_cast<optim_layer_vjp_fn>(lookup(prefix + "_vjp"));
-  std::shared_ptr<mlir::ExecutionEngine> owner(std::move(*engine));
+  std::shared_ptr<mlir::ExecutionEngine> owner(std::move(engine));
   return Layer(std::move(info), data, vjp, std::move(owner));
 }

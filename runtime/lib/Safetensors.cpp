@@ -169,6 +169,12 @@ const void *SafetensorsFile::tensor(const std::string &name, DType dtype,
   return impl->bytes.data() + impl->dataOffset + begin;
 }
 
+bool SafetensorsFile::hasMetadata(const std::string &key) const {
+  auto it = impl->header.find("__metadata__");
+  return it != impl->header.end() && it->is_object() && it->contains(key) &&
+         (*it)[key].is_string();
+}
+
 std::string SafetensorsFile::metadata(const std::string &key) const {
   auto it = impl->header.find("__metadata__");
   if (it == impl->header.end() || !it->is_object() || !it->contains(key) ||

@@ -54,6 +54,8 @@ public:
   std::vector<int64_t> shape(const std::string &name) const;
   /// The metadata value `key`; throws if absent.
   std::string metadata(const std::string &key) const;
+  /// Whether the metadata has a string value `key`.
+  bool hasMetadata(const std::string &key) const;
 
   struct Impl;
 

@@ -1,0 +1,87 @@
+//===- JIT.cpp - steps shared by the rule and layer JIT compilers ---------===//
+
+#include "JIT.h"
+#include "optim/Frontend/Frontend.h"
+
+#include "mlir/ExecutionEngine/OptUtils.h"
+#include "mlir/IR/Location.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/SourceMgr.h"
+
+using namespace optim;
+
+mlir::OwningOpRef<mlir::ModuleOp>
+optim::parseProgram(mlir::MLIRContext &context, std::string_view source,
+                    const std::string &bufferName, DType precision) {
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(
+          llvm::StringRef(source.data(), source.size()), bufferName),
+      llvm::SMLoc());
+  std::string diagnostics;
+  llvm::raw_string_ostream diagStream(diagnostics);
+  DiagnosticEngine diags(sourceMgr, diagStream);
+  context.printOpOnDiagnostic(false);
+  FrontendOptions frontend;
+  frontend.precision =
+      precision == DType::F64 ? Precision::F64 : Precision::F32;
+  mlir::OwningOpRef<mlir::ModuleOp> module =
+      compileToMLIR(context, diags, frontend);
+  if (!module)
+    throw Error(diagnostics.empty() ? "optim::Compiler: compilation failed"
+                                    : diagnostics);
+  return module;
+}
+
+PassErrors::PassErrors(mlir::MLIRContext &context)
+    : handler(&context, [this](mlir::Diagnostic &d) {
+        if (d.getSeverity() != mlir::DiagnosticSeverity::Error)
+          return mlir::success();
+        std::string loc;
+        if (auto flc = mlir::dyn_cast<mlir::FileLineColLoc>(d.getLocation()))
+          loc = flc.getFilename().str() + ":" + std::to_string(flc.getLine()) +
+                ":" + std::to_string(flc.getColumn());
+        else
+          llvm::raw_string_ostream(loc) << d.getLocation();
+        text += loc + ": error: " + d.str() + "\n";
+        return mlir::success();
+      }) {}
+
+void PassErrors::run(mlir::PassManager &pm, mlir::ModuleOp module,
+                     const std::string &what) {
+  if (mlir::failed(pm.run(module)))
+    throw Error(what + ": " + (text.empty() ? "lowering failed\n" : text));
+}
+
+std::unique_ptr<mlir::ExecutionEngine>
+optim::createJIT(mlir::ModuleOp module, std::unique_ptr<llvm::TargetMachine> tm,
+                 bool enableObjectDump, const std::string &what) {
+  mlir::MLIRContext &context = *module->getContext();
+  mlir::registerBuiltinDialectTranslation(context);
+  mlir::registerLLVMDialectTranslation(context);
+  // ExecutionEngineOptions holds the transformer by reference.
+  std::function<llvm::Error(llvm::Module *)> transformer =
+      mlir::makeOptimizingTransformer(/*optLevel=*/3, /*sizeLevel=*/0,
+                                      tm.get());
+  mlir::ExecutionEngineOptions engineOptions;
+  engineOptions.transformer = transformer;
+  engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
+  engineOptions.enableObjectDump = enableObjectDump;
+  auto engine =
+      mlir::ExecutionEngine::create(module, engineOptions, std::move(tm));
+  if (!engine)
+    throw Error("optim::Compiler: JIT compilation of " + what +
+                " failed: " + llvm::toString(engine.takeError()));
+  return std::move(*engine);
+}
+
+void *optim::lookupSymbol(mlir::ExecutionEngine &engine,
+                          const std::string &symbol) {
+  auto address = engine.lookup(symbol);
+  if (!address)
+    throw Error("optim::Compiler: the JIT has no symbol '" + symbol +
+                "': " + llvm::toString(address.takeError()));
+  return *address;
+}
