@@ -16,6 +16,8 @@ Two references: our float64 solution at tol 1e-10 and proxsuite's at eps
 solver is judged only against itself), and "reference" is their distance.
 Prints one JSON object: {"rows": [{size, p, dtype, solver, fwd_ms, bwd_ms,
 err, unsolved}], "reference": [{size, dtype, unsolved, err}]}; times are the best of --reps calls.
+A peer left out with --skip has a row with "skipped" (the reason) and null
+figures.
 """
 
 import argparse
@@ -136,7 +138,17 @@ def main():
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--solvers", default="ours,qpth,qplayer")
+    ap.add_argument("--skip", default="",
+                    help="peers not to run at a size, as SOLVER:N,...; "
+                    "their rows say 'skipped' (qpth at n = 500 runs for "
+                    "tens of minutes: docs/benchmarks.md)")
     args = ap.parse_args()
+    skip = set()
+    for item in filter(None, args.skip.split(",")):
+        solver, _, size = item.partition(":")
+        if solver not in ("qpth", "qplayer") or not size.isdigit():
+            ap.error(f"--skip wants qpth:N or qplayer:N, not {item!r}")
+        skip.add((solver, int(size)))
 
     import torch
     torch.set_num_threads(args.threads)
@@ -201,7 +213,15 @@ def main():
             tdt = torch.float64 if dtype == "f64" else torch.float32
             T = {k: torch.tensor(v, dtype=tdt) for k, v in data.items()}
             e = torch.empty(0, dtype=tdt)
-            if "qpth" in solvers:
+            for peer in ("qpth", "qplayer"):
+                if peer in solvers and (peer, n) in skip:
+                    print(f"qp_bench: {peer} at n={n} {dtype} skipped "
+                          f"(--skip {peer}:{n})", file=sys.stderr, flush=True)
+                    rows.append({"size": n, "p": p, "dtype": dtype,
+                                 "solver": peer, "fwd_ms": None,
+                                 "bwd_ms": None, "err": None,
+                                 "skipped": f"--skip {peer}:{n}"})
+            if "qpth" in solvers and ("qpth", n) not in skip:
                 from qpth.qp import QPFunction, QPSolvers
                 Qt = T["Q"].clone().requires_grad_()
                 qt = T["q"].clone().requires_grad_()
@@ -226,7 +246,7 @@ def main():
                              "solver": "qpth", "fwd_ms": fwd,
                              "bwd_ms": bwd,
                              "err": err(z.detach().double().numpy())})
-            if "qplayer" in solvers:
+            if "qplayer" in solvers and ("qplayer", n) not in skip:
                 import proxsuite.torch.qplayer as qpl
                 # QPLayer runs solve_in_parallel on os.cpu_count() / 2
                 # threads: ask it for args.threads.

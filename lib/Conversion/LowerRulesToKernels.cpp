@@ -24,6 +24,7 @@
 #include "optim/Conversion/Passes.h"
 
 #include "ChunkTable.h"
+#include "LearnedMath.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -98,50 +99,17 @@ private:
 
 } // namespace
 
+/// The largest power of two that divides `bytes`: LLVM alignments must be
+/// powers of two, and a vector of 3 doubles lies at multiples of 24 bytes.
+static unsigned powerOfTwoAlignment(unsigned bytes) {
+  return bytes & (~bytes + 1);
+}
+
 /// The number of per-coordinate components of a value: N for vector<N>.
 static unsigned numComponents(Type type) {
   if (auto vec = dyn_cast<VectorType>(type))
     return vec.getNumElements();
   return 1;
-}
-
-/// tanh(x) ~ P(x) / Q(x) on x clamped to [-c, c], P odd of degree 13 and
-/// Q even of degree 6: the rational interpolant of Eigen's float tanh, which
-/// MLIR's TanhApproximation also uses; past c, tanh rounds to +-1 in f32.
-/// Returns {P, Q}; Q lies in [0.0049, 0.96], so products of a few Q are
-/// safe from underflow and overflow.
-static std::pair<Value, Value> tanhRational(OpBuilder &b, Location loc,
-                                            Value x) {
-  Type type = x.getType();
-  auto cst = [&](double v) -> Value {
-    Value c = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
-    if (auto vec = dyn_cast<VectorType>(type))
-      c = vector::BroadcastOp::create(b, loc, vec, c);
-    return c;
-  };
-  const double clampAt = 7.99881172180175781;
-  // Compare and select, which x86 does in one vminps/vmaxps.
-  Value hi = cst(clampAt), lo = cst(-clampAt);
-  x = arith::SelectOp::create(
-      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, hi),
-      x, hi);
-  x = arith::SelectOp::create(
-      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, lo),
-      x, lo);
-  Value x2 = arith::MulFOp::create(b, loc, x, x);
-  auto horner = [&](ArrayRef<double> coefficients) {
-    Value acc = cst(coefficients.front());
-    for (double c : coefficients.drop_front())
-      acc = math::FmaOp::create(b, loc, x2, acc, cst(c));
-    return acc;
-  };
-  Value p =
-      horner({-2.76076847742355e-16, 2.00018790482477e-13,
-              -8.60467152213735e-11, 5.12229709037114e-08, 1.48572235717979e-05,
-              6.37261928875436e-04, 4.89352455891786e-03});
-  Value q = horner({1.19825839466702e-06, 1.18534705686654e-04,
-                    2.26843463243900e-03, 4.89352518554385e-03});
-  return {arith::MulFOp::create(b, loc, x, p), q};
 }
 
 /// The f32 LSTM cell update c' = f c + i g, h' = o tanh(c') from the gate
@@ -244,6 +212,14 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   };
   Type valueType = laneType(elt);
   unsigned align = elt.getWidth() / 8;
+  // Stack buffers hold lane vectors back to back, `lanes` elements apart,
+  // also for widths that are not a power of two (whose vector types LLVM
+  // pads); a slot is aligned to the largest power of two dividing its offset.
+  unsigned valueAlign = powerOfTwoAlignment(lanes * align);
+  auto slot = [&](Value buf, Value index) -> Value {
+    return gep(b, elt, buf,
+               arith::MulIOp::create(b, loc, index, i64Const(b, lanes)));
+  };
   auto splat = [&](double value) -> Value {
     if (lanes == 1)
       return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, value));
@@ -327,8 +303,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         for (int64_t j = 0; j < buffered->second.second; ++j)
           map[v].push_back(LLVM::LoadOp::create(
               b, loc, valueType,
-              gep(b, valueType, buffered->second.first, i64Const(b, j)),
-              lanes * align));
+              slot(buffered->second.first, i64Const(b, j)), valueAlign));
       auto it = inputIndex.find(v);
       if (it != inputIndex.end() && !map.count(v))
         for (Value addr : addrs[it->second])
@@ -362,22 +337,21 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   // Matrix-vector products run as loops over a stack buffer, not unrolled:
   // a 2x20 LSTM unrolled is ~10k instructions that LLVM takes close to a
   // minute to optimize.
-  unsigned valueAlign = lanes * align;
   auto buffer = [&](int64_t count) {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(funcEntry);
-    return LLVM::AllocaOp::create(b, loc, ptrType, valueType,
-                                  i64Const(b, count), valueAlign)
+    return LLVM::AllocaOp::create(b, loc, ptrType, elt,
+                                  i64Const(b, count * int64_t(lanes)),
+                                  std::max(valueAlign, 64u))
         .getResult();
   };
   auto store = [&](ArrayRef<Value> values, Value buf) {
     for (auto [j, v] : llvm::enumerate(values))
-      LLVM::StoreOp::create(b, loc, v, gep(b, valueType, buf, i64Const(b, j)),
-                            valueAlign);
+      LLVM::StoreOp::create(b, loc, v, slot(buf, i64Const(b, j)), valueAlign);
   };
   auto load = [&](Value buf, Value index) -> Value {
-    return LLVM::LoadOp::create(b, loc, valueType,
-                                gep(b, valueType, buf, index), valueAlign);
+    return LLVM::LoadOp::create(b, loc, valueType, slot(buf, index),
+                                valueAlign);
   };
   auto loadAll = [&](Value buf, int64_t count) {
     Comps out;
@@ -421,7 +395,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           b, loc, valueType,
           gep(b, elt, seg.ptr, arith::MulIOp::create(b, loc, k, seg.step)),
           align);
-      LLVM::StoreOp::create(b, loc, v, gep(b, valueType, buf, k), valueAlign);
+      LLVM::StoreOp::create(b, loc, v, slot(buf, k), valueAlign);
     }
     return bufferSegment(buf, seg.count);
   };
@@ -598,8 +572,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
               r ? arith::AddIOp::create(b, loc, first, i64Const(b, r)) : first);
         for (auto [r, z] :
              llvm::zip(rowIdx, rowGroup(lin.getWeights(), cols, rowIdx, {in})))
-          LLVM::StoreOp::create(b, loc, z, gep(b, valueType, outBuf, r),
-                                valueAlign);
+          LLVM::StoreOp::create(b, loc, z, slot(outBuf, r), valueAlign);
       }
       map[lin.getResult()] = loadAll(outBuf, rows);
       continue;
@@ -633,7 +606,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
             arith::MulIOp::create(b, loc, part, i64Const(b, sub)));
         return gep(b, elt, buf, at);
       };
-      unsigned subAlign = sub * align;
+      unsigned subAlign = powerOfTwoAlignment(sub * align);
       // One hidden unit per iteration: its four gate rows (PyTorch's order:
       // input, forget, cell, output) accumulate side by side.
       auto units = countedLoop(hidden);

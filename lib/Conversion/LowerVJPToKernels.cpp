@@ -6,29 +6,49 @@
 // chunk table (KernelABI.h, optim_vjp_kernel_<rule>): each coordinate
 // recomputes its forward step, overwrites its cotangent buffers with the
 // cotangents of its inputs, and adds its weight and hyperparameter
-// contributions to per-lane accumulators. Each chunk's accumulators are
-// reduced in a fixed order into the chunk's own slot of `partials`, so the
-// sum does not depend on which thread ran which chunk; the runtime adds the
-// chunks in chunk order.
+// contributions to per-chunk accumulators, reduced in a fixed order into the
+// chunk's own slot of `partials`: the sum does not depend on which thread ran
+// which chunk; the runtime adds the chunks in chunk order.
 //
 // Tensors never reach the kernel: a weight-cotangent tensor is a sum (addf)
 // of the contributions of lstm_cell_vjp / linear_vjp ops (and zeros), so each
 // of those ops accumulates straight into the slots of the weights it belongs
 // to.
 //
+// Learned rules are compute-bound and follow the forward kernel
+// (LowerRulesToKernels.cpp): blocks of four vectors of coordinates, the four
+// gate rows of a hidden unit accumulated side by side, inputs read where they
+// lie, the rational f32 activations (whose derivatives come from the saved
+// activations), and prefetching of the next block. The backward products of
+// an LSTM cell are register-tiled too:
+//
+//  - dIn = W^T dZ: tiles of input columns, each a set of independent
+//    accumulators fed by one load of a dZ row and one broadcast weight each.
+//  - dW += dZ [in; 1]^T, a reduction over coordinates: the block's dZ (lanes
+//    = coordinates) is transposed in registers, width x width at a time, so
+//    that a vector holds `width` gate rows of one coordinate; then every tile
+//    of (row vectors x input columns) of dW is loaded from the chunk's
+//    accumulator (column-major, an L1-sized buffer), updated with one FMA per
+//    coordinate, row vector and column (the input broadcast), and stored
+//    back. Coordinates are added in order, so the rounding depends only on
+//    the chunk.
+//
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
 
 #include "ChunkTable.h"
+#include "LearnedMath.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/TypeUtilities.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
@@ -53,6 +73,21 @@ unsigned numComponents(Type type) {
   return 1;
 }
 
+/// The alignment a buffer access of `bytes` bytes at a multiple of `bytes`
+/// from a 64-byte aligned base may claim: its largest power-of-two divisor,
+/// at most 64 (vectors of 3 lanes are only element-aligned).
+unsigned alignOf(unsigned bytes) { return std::min(64u, bytes & -bytes); }
+
+/// How a weights tensor's gradient is accumulated within a chunk.
+struct WeightAcc {
+  /// Per-lane accumulators (linear_vjp): slots [laneSlot, laneSlot + size)
+  /// of the lane accumulators. -1: transposed (lstm_cell_vjp).
+  int64_t laneSlot = -1;
+  /// Transposed: the column-major [cols][rowsPad] accumulator buffer.
+  Value colMajor;
+  int64_t rows = 0, cols = 0, rowsPad = 0;
+};
+
 class VJPLowering {
 public:
   VJPLowering(func::FuncOp func, unsigned width) : func(func), width(width) {}
@@ -62,7 +97,7 @@ private:
   LogicalResult analyze();
   LogicalResult traceWeightCotangent(Value v, unsigned slot);
   void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
-                          ArrayRef<Value> bases, Value stride, Value acc);
+                          ArrayRef<Value> bases, Value stride, Value laneAcc);
   Value i64Const(OpBuilder &b, int64_t v) {
     return arith::ConstantIntOp::create(b, loc, v, 64);
   }
@@ -80,6 +115,11 @@ private:
   /// Partial sums per chunk: hyperparameters, then each weights tensor.
   int64_t numPartials = 0;
   SmallVector<int64_t> weightOffset, weightSize;
+  /// Per weights tensor; lane slots are hyperparameters first.
+  SmallVector<WeightAcc> weightAcc;
+  int64_t numLaneSlots = 0;
+  /// Whether the rule has lstm_cell / linear ops: compute-bound.
+  bool learned = false;
 
   BlockArgument param() { return func.getArgument(0); }
   BlockArgument grad() { return func.getArgument(1); }
@@ -105,6 +145,8 @@ private:
   /// cotangent is added to (absent: the contribution is unused).
   llvm::DenseMap<Operation *, unsigned> weightSlot;
   Block *funcEntry = nullptr;
+  /// f32 logs of log_sign, replaced by MLIR's polynomial approximation.
+  SmallVector<Operation *> approximate;
 };
 
 } // namespace
@@ -146,8 +188,10 @@ LogicalResult VJPLowering::analyze() {
   numPartials = numHypers;
   for (unsigned w = 0; w < numWeights; ++w) {
     auto type = dyn_cast<RankedTensorType>(weight(w).getType());
-    if (!type || !type.hasStaticShape() || type.getElementType() != elt)
-      return func.emitOpError("weights ") << w << " must be a static tensor";
+    if (!type || !type.hasStaticShape() || type.getElementType() != elt ||
+        type.getRank() != 2)
+      return func.emitOpError("weights ")
+             << w << " must be a static 2-d tensor";
     weightOffset.push_back(numPartials);
     weightSize.push_back(type.getNumElements());
     numPartials += type.getNumElements();
@@ -158,6 +202,29 @@ LogicalResult VJPLowering::analyze() {
     if (failed(traceWeightCotangent(
             ret.getOperand(1 + numStates + numHypers + w), w)))
       return failure();
+
+  // lstm_cell_vjp contributions are accumulated transposed, linear_vjp ones
+  // per lane (heads: a few weights).
+  SmallVector<int> kind(numWeights, 0); // 1 transposed, 2 per lane.
+  for (auto [op, slot] : weightSlot) {
+    int k = isa<LSTMCellVJPOp>(op) ? 1 : 2;
+    if (kind[slot] && kind[slot] != k)
+      return op->emitOpError("shares its weights with another kind of op");
+    kind[slot] = k;
+  }
+  numLaneSlots = numHypers;
+  for (unsigned w = 0; w < numWeights; ++w) {
+    WeightAcc acc;
+    auto shape = cast<RankedTensorType>(weight(w).getType()).getShape();
+    acc.rows = shape[0];
+    acc.cols = shape[1];
+    acc.rowsPad = (acc.rows + width - 1) / width * width;
+    if (kind[w] == 2) {
+      acc.laneSlot = numLaneSlots;
+      numLaneSlots += weightSize[w];
+    }
+    weightAcc.push_back(acc);
+  }
 
   varying.insert(param());
   varying.insert(grad());
@@ -208,6 +275,7 @@ LogicalResult VJPLowering::analyze() {
     if (!supported)
       return op.emitOpError("cannot be computed per coordinate by the VJP "
                             "kernel generator");
+    learned |= isa<LSTMCellOp, LinearOp, LSTMCellVJPOp, LinearVJPOp>(op);
     varyingOps.push_back(&op);
     for (Value r : op.getResults())
       varying.insert(r);
@@ -215,34 +283,78 @@ LogicalResult VJPLowering::analyze() {
   return success();
 }
 
+/// Transposes `rows`, n vectors of n elements: out[k][q] = rows[q][k]. For a
+/// power of two n, log2(n) rounds of n two-source shuffles, each swapping
+/// the off-diagonal s x s blocks of every 2s x 2s block (x86: unpck, shuf,
+/// vpermt2); otherwise element by element.
+static SmallVector<Value> transposeSquare(OpBuilder &b, Location loc,
+                                          ArrayRef<Value> rows) {
+  int64_t n = rows.size();
+  SmallVector<Value> v(rows.begin(), rows.end());
+  if (llvm::isPowerOf2_64(n)) {
+    for (int64_t s = 1; s < n; s *= 2) {
+      SmallVector<int64_t> lowMask, highMask;
+      for (int64_t j = 0; j < n; ++j) {
+        bool upper = j & s;
+        lowMask.push_back(upper ? n + j - s : j);
+        highMask.push_back(upper ? n + j : j + s);
+      }
+      for (int64_t q = 0; q < n; ++q) {
+        if (q & s)
+          continue;
+        Value x = v[q], y = v[q + s];
+        v[q] = vector::ShuffleOp::create(b, loc, x, y, lowMask);
+        v[q + s] = vector::ShuffleOp::create(b, loc, x, y, highMask);
+      }
+    }
+    return v;
+  }
+  SmallVector<Value> out;
+  for (int64_t k = 0; k < n; ++k) {
+    SmallVector<Value> elements;
+    for (int64_t q = 0; q < n; ++q)
+      elements.push_back(
+          vector::ExtractOp::create(b, loc, rows[q], ArrayRef<int64_t>{k}));
+    out.push_back(vector::FromElementsOp::create(
+        b, loc, cast<VectorType>(rows[0].getType()), elements));
+  }
+  return out;
+}
+
 void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
                                      unsigned lanes, ArrayRef<Value> bases,
-                                     Value stride, Value acc) {
+                                     Value stride, Value laneAcc) {
   Value stepC = arith::ConstantIndexOp::create(b, loc, lanes);
   auto loop = scf::ForOp::create(b, loc, lb, ub, stepC);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(loop.getBody());
   Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
-  auto laneType = [&](Type scalar) -> Type {
-    return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
+  auto typeOf = [&](unsigned n) -> Type {
+    return n == 1 ? Type(elt) : VectorType::get({n}, elt);
   };
-  Type valueType = laneType(elt);
+  Type valueType = typeOf(lanes);
   unsigned align = elt.getWidth() / 8;
-  unsigned valueAlign = lanes * align;
-  auto splat = [&](double value) -> Value {
-    if (lanes == 1)
+  unsigned valueAlign = alignOf(lanes * align);
+  unsigned rowAlign = alignOf(width * align);
+  auto splatOf = [&](Type type, double value) -> Value {
+    if (type == elt)
       return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, value));
     return arith::ConstantOp::create(
         b, loc,
-        DenseElementsAttr::get(cast<ShapedType>(valueType),
+        DenseElementsAttr::get(cast<ShapedType>(type),
                                b.getFloatAttr(elt, value)));
   };
-  auto broadcast = [&](Value scalar) -> Value {
-    if (lanes == 1)
+  auto splat = [&](double value) { return splatOf(valueType, value); };
+  auto broadcastTo = [&](Type type, Value scalar) -> Value {
+    if (type == scalar.getType())
       return scalar;
-    return vector::BroadcastOp::create(
-        b, loc, VectorType::get({lanes}, scalar.getType()), scalar);
+    return vector::BroadcastOp::create(b, loc, type, scalar);
+  };
+  auto broadcast = [&](Value scalar) -> Value {
+    return broadcastTo(lanes == 1 ? scalar.getType()
+                                  : VectorType::get({lanes}, scalar.getType()),
+                       scalar);
   };
   auto mul = [&](Value x, Value y) -> Value {
     return arith::MulFOp::create(b, loc, x, y);
@@ -253,42 +365,140 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   auto sub = [&](Value x, Value y) -> Value {
     return arith::SubFOp::create(b, loc, x, y);
   };
+  auto fma = [&](Value x, Value y, Value z) -> Value {
+    return math::FmaOp::create(b, loc, x, y, z);
+  };
   auto sigmoid = [&](Value z) -> Value {
-    Value one = splat(1.0);
+    Value one = splatOf(z.getType(), 1.0);
     Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, z));
     return arith::DivFOp::create(b, loc, one, add(one, e));
   };
+  auto i64Of = [&](Value idx) -> Value {
+    return arith::IndexCastOp::create(b, loc, b.getI64Type(), idx);
+  };
+  auto muli = [&](Value x, int64_t c) -> Value {
+    return arith::MulIOp::create(b, loc, x, i64Const(b, c));
+  };
+  auto addi = [&](Value x, Value y) -> Value {
+    return arith::AddIOp::create(b, loc, x, y);
+  };
+  auto addc = [&](Value x, int64_t c) -> Value {
+    return c ? addi(x, i64Const(b, c)) : x;
+  };
+  auto countedLoop = [&](int64_t n, ValueRange iterArgs = {}) {
+    return scf::ForOp::create(b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+                              arith::ConstantIndexOp::create(b, loc, n),
+                              arith::ConstantIndexOp::create(b, loc, 1),
+                              iterArgs);
+  };
+  auto loadAt = [&](Type type, Value ptr, Value eltIndex, unsigned al) {
+    return LLVM::LoadOp::create(b, loc, type, gep(b, elt, ptr, eltIndex), al)
+        .getResult();
+  };
+  auto storeAt = [&](Value v, Value ptr, Value eltIndex, unsigned al) {
+    LLVM::StoreOp::create(b, loc, v, gep(b, elt, ptr, eltIndex), al);
+  };
+
+  // Stack buffers of `count` lane values (component k at element k * lanes),
+  // allocated once in the entry block.
+  auto buffer = [&](int64_t count) {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(funcEntry);
+    return LLVM::AllocaOp::create(
+               b, loc, ptrType, elt,
+               i64Const(b, std::max<int64_t>(count, 1) * lanes), 64)
+        .getResult();
+  };
+  // Where the components of a per-coordinate value lie for this block:
+  // component k at ptr + k * step (elements), `lanes` contiguous lanes.
+  struct Segment {
+    Value ptr, step;
+    int64_t count;
+    bool inBuffer;
+  };
+  auto component = [&](const Segment &seg, Value k) -> Value {
+    return arith::MulIOp::create(b, loc, k, seg.step);
+  };
+  auto loadComp = [&](const Segment &seg, Value k, unsigned n = 0,
+                      Value part = {}) -> Value {
+    n = n ? n : lanes;
+    Value at = component(seg, k);
+    if (part)
+      at = addi(at, muli(part, n));
+    return loadAt(typeOf(n), seg.ptr, at,
+                  seg.inBuffer ? alignOf(n * align) : align);
+  };
+  auto storeComp = [&](Value v, const Segment &seg, Value k, unsigned n = 0,
+                       Value part = {}) {
+    n = n ? n : lanes;
+    Value at = component(seg, k);
+    if (part)
+      at = addi(at, muli(part, n));
+    storeAt(v, seg.ptr, at, seg.inBuffer ? alignOf(n * align) : align);
+  };
+  auto bufferSegment = [&](Value buf, int64_t first, int64_t count) {
+    Value ptr = first ? gep(b, elt, buf, i64Const(b, first * lanes)) : buf;
+    return Segment{ptr, i64Const(b, lanes), count, true};
+  };
 
   // Inputs p, g, states, then cotangents of p' and states' (component j of
-  // a vector at base + j * stride).
+  // a vector at base + j * stride), read where first used: loaded up front,
+  // the ~160 state and cotangent vectors of a learned rule would be spilled.
   SmallVector<Value> inputs = {param(), grad()};
   for (unsigned s = 0; s < numStates; ++s)
     inputs.push_back(state(s));
   for (unsigned s = 0; s <= numStates; ++s)
     inputs.push_back(cotangent(s));
+  llvm::DenseMap<Value, unsigned> inputIndex;
+  for (auto [k, input] : llvm::enumerate(inputs))
+    inputIndex[input] = k;
   llvm::DenseMap<Value, Comps> map;
-  SmallVector<SmallVector<Value>> addrs;
-  for (auto [input, base] : llvm::zip(inputs, bases)) {
-    SmallVector<Value> componentAddrs;
-    unsigned n = numComponents(input.getType());
-    for (unsigned j = 0; j < n; ++j) {
-      Value offset = i;
-      if (j)
-        offset = arith::AddIOp::create(
-            b, loc, i, arith::MulIOp::create(b, loc, stride, i64Const(b, j)));
-      componentAddrs.push_back(gep(b, elt, base, offset));
+  /// Per-coordinate values that a learned op left in a buffer.
+  llvm::DenseMap<Value, Segment> buffered;
+  auto inputSegment = [&](unsigned k) {
+    return Segment{gep(b, elt, bases[k], i), stride,
+                   numComponents(inputs[k].getType()), false};
+  };
+
+  // A learned rule streams ~160 state and cotangent vectors per coordinate:
+  // every block fetches the next block's lines into L2 itself, a whole
+  // block of compute ahead of use.
+  if (learned && lanes > width) {
+    int64_t lineElts = 64 / align;
+    for (auto [input, base] : llvm::zip(inputs, bases)) {
+      if (input.use_empty())
+        continue;
+      auto comps = countedLoop(numComponents(input.getType()));
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(comps.getBody());
+      Value next = addi(i, arith::MulIOp::create(
+                               b, loc, i64Of(comps.getInductionVar()), stride));
+      for (int64_t l = 0; l < int64_t(lanes); l += lineElts)
+        LLVM::Prefetch::create(b, loc, gep(b, elt, base, addc(next, lanes + l)),
+                               /*rw=*/0, /*hint=*/2, /*cache=*/1);
     }
-    if (!input.use_empty())
-      for (Value addr : componentAddrs)
-        map[input].push_back(
-            LLVM::LoadOp::create(b, loc, valueType, addr, align));
-    addrs.push_back(std::move(componentAddrs));
   }
 
   llvm::DenseMap<Value, Comps> broadcasts;
+  // Must be called at the top level of the block's body: values it loads or
+  // creates are reused by later ops.
   auto operand = [&](Value v) -> Comps {
-    if (varying.contains(v))
-      return map.lookup(v);
+    if (varying.contains(v)) {
+      auto it = map.find(v);
+      if (it != map.end())
+        return it->second;
+      Comps comps;
+      Segment seg;
+      auto in = inputIndex.find(v);
+      if (in != inputIndex.end())
+        seg = inputSegment(in->second);
+      else
+        seg = buffered.lookup(v);
+      for (int64_t k = 0; k < seg.count; ++k)
+        comps.push_back(loadComp(seg, i64Const(b, k)));
+      map[v] = comps;
+      return comps;
+    }
     Comps &cached = broadcasts[v];
     if (!cached.empty())
       return cached;
@@ -302,117 +512,81 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     }
     return cached;
   };
-
-  // Stack buffers of lane values, allocated once in the entry block.
-  auto buffer = [&](int64_t count) {
+  // Copies `seg` into a new buffer with a loop (straight-line copies get
+  // their loads scheduled ahead of the stores, and spilled).
+  auto copyInto = [&](const Segment &seg, const Segment &dst) {
+    auto copy = countedLoop(seg.count);
     OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(funcEntry);
-    return LLVM::AllocaOp::create(b, loc, ptrType, valueType,
-                                  i64Const(b, count), valueAlign)
-        .getResult();
+    b.setInsertionPointToStart(copy.getBody());
+    Value k = i64Of(copy.getInductionVar());
+    storeComp(loadComp(seg, k), dst, k);
   };
-  auto at = [&](Value buf, Value index) {
-    return gep(b, valueType, buf, index);
+  // The per-coordinate value v in memory.
+  auto segmentOf = [&](Value v) -> Segment {
+    if (varying.contains(v) && !map.count(v)) {
+      auto in = inputIndex.find(v);
+      if (in != inputIndex.end())
+        return inputSegment(in->second);
+      auto it = buffered.find(v);
+      if (it != buffered.end())
+        return it->second;
+    }
+    Comps comps = operand(v);
+    Segment seg = bufferSegment(buffer(comps.size()), 0, comps.size());
+    for (auto [k, c] : llvm::enumerate(comps))
+      storeComp(c, seg, i64Const(b, k));
+    return seg;
   };
-  auto load = [&](Value buf, Value index) -> Value {
-    return LLVM::LoadOp::create(b, loc, valueType, at(buf, index), valueAlign);
-  };
-  auto storeAt = [&](Value v, Value buf, Value index) {
-    LLVM::StoreOp::create(b, loc, v, at(buf, index), valueAlign);
-  };
-  auto store = [&](ArrayRef<Value> values, Value buf) {
-    for (auto [j, v] : llvm::enumerate(values))
-      storeAt(v, buf, i64Const(b, j));
-  };
-  auto loadAll = [&](Value buf, int64_t count, int64_t first = 0) {
-    Comps out;
-    for (int64_t j = 0; j < count; ++j)
-      out.push_back(load(buf, i64Const(b, first + j)));
-    return out;
-  };
-  auto i64Of = [&](Value idx) -> Value {
-    return arith::IndexCastOp::create(b, loc, b.getI64Type(), idx);
-  };
-  auto countedLoop = [&](int64_t n, ValueRange iterArgs = {}) {
-    return scf::ForOp::create(b, loc, arith::ConstantIndexOp::create(b, loc, 0),
-                              arith::ConstantIndexOp::create(b, loc, n),
-                              arith::ConstantIndexOp::create(b, loc, 1),
-                              iterArgs);
-  };
-  auto weightAt = [&](Value ptr, Value row, int64_t cols, Value col) {
-    Value idx = arith::AddIOp::create(
-        b, loc, arith::MulIOp::create(b, loc, row, i64Const(b, cols)), col);
-    return broadcast(
-        LLVM::LoadOp::create(b, loc, elt, gep(b, elt, ptr, idx), align));
-  };
-  // acc[slot] += v, for a partial-sum slot given as i64.
+
+  // Lane accumulators (hyperparameters, linear_vjp weights): acc[slot] += v.
   auto accumulate = [&](Value slot, Value v) {
-    storeAt(add(load(acc, slot), v), acc, slot);
-  };
-  // z[r] = W[r][cols - 1] + sum_j W[r][j] in[j] (bias first, as the forward
-  // kernel), in a buffer of `rows` values; `inBuf` holds cols - 1 values.
-  auto affine = [&](Value ptr, int64_t rows, int64_t cols, Value inBuf) {
-    Value outBuf = buffer(rows);
-    auto rowLoop = countedLoop(rows);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(rowLoop.getBody());
-    Value r = i64Of(rowLoop.getInductionVar());
-    auto colLoop = countedLoop(
-        cols - 1, ValueRange{weightAt(ptr, r, cols, i64Const(b, cols - 1))});
-    {
-      OpBuilder::InsertionGuard inner(b);
-      b.setInsertionPointToStart(colLoop.getBody());
-      Value j = i64Of(colLoop.getInductionVar());
-      scf::YieldOp::create(b, loc,
-                           add(colLoop.getRegionIterArgs()[0],
-                               mul(weightAt(ptr, r, cols, j), load(inBuf, j))));
-    }
-    storeAt(colLoop.getResult(0), outBuf, r);
-    return outBuf;
-  };
-  // The transposed product and the outer product of one affine map's
-  // backward: din[j] = sum_r W[r][j] dz[r] (rows in order), and, when
-  // `slot` >= 0, acc[slot + r * cols + j] += dz[r] [in; 1][j].
-  auto affineBackward = [&](Value ptr, int64_t rows, int64_t cols, Value inBuf,
-                            Value dzBuf, int64_t slot) {
-    Value din = buffer(cols - 1);
-    Value zero = splat(0.0);
-    {
-      auto clear = countedLoop(cols - 1);
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(clear.getBody());
-      storeAt(zero, din, i64Of(clear.getInductionVar()));
-    }
-    auto rowLoop = countedLoop(rows);
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(rowLoop.getBody());
-    Value r = i64Of(rowLoop.getInductionVar());
-    Value dz = load(dzBuf, r);
-    Value rowSlot;
-    if (slot >= 0)
-      rowSlot = arith::AddIOp::create(
-          b, loc, i64Const(b, slot),
-          arith::MulIOp::create(b, loc, r, i64Const(b, cols)));
-    auto colLoop = countedLoop(cols - 1);
-    {
-      OpBuilder::InsertionGuard inner(b);
-      b.setInsertionPointToStart(colLoop.getBody());
-      Value j = i64Of(colLoop.getInductionVar());
-      storeAt(add(load(din, j), mul(weightAt(ptr, r, cols, j), dz)), din, j);
-      if (rowSlot)
-        accumulate(arith::AddIOp::create(b, loc, rowSlot, j),
-                   mul(dz, load(inBuf, j)));
-    }
-    if (rowSlot)
-      accumulate(arith::AddIOp::create(b, loc, rowSlot, i64Const(b, cols - 1)),
-                 dz);
-    return din;
+    Value at = arith::MulIOp::create(b, loc, slot, i64Const(b, lanes));
+    storeAt(add(loadAt(valueType, laneAcc, at, valueAlign), v), laneAcc, at,
+            valueAlign);
   };
 
-  // The forward activations of each lstm_cell, by operands, for its VJP:
-  // (i, f, g, o, c', tanh c') per hidden unit, 6H values.
+  // Elementwise work on `sub` lanes at a time: enough independent work to
+  // hide the latency of the activations, few enough registers not to spill.
+  unsigned subLanes = lanes % (2 * width) == 0 ? 2 * width : lanes;
+  // Register budget of the tiled products, in vectors of `lanes`.
+  unsigned regsPerValue = std::max(1u, lanes * align / 64);
+  int64_t colTile = std::clamp<int64_t>(16 / regsPerValue, 1, 8);
+  Type rowVecType = typeOf(width);
+  unsigned rowRegs = std::max(1u, width * align / 64);
+  int64_t rowGroup = std::max<int64_t>(1, 5 / rowRegs);
+  int64_t dwCols = 4;
+
+  // z = W [in; 1] for `lanes` coordinates, rows given: the bias first, then
+  // one fused multiply-add per weight, every input load and weight
+  // broadcast feeding independent chains.
+  auto rowProducts = [&](Value w, int64_t cols, ArrayRef<Value> rows,
+                         const Segment &in) -> SmallVector<Value> {
+    SmallVector<Value> rowPtrs, acc;
+    for (Value r : rows) {
+      Value rowPtr = gep(b, elt, w, muli(r, cols));
+      rowPtrs.push_back(rowPtr);
+      acc.push_back(
+          broadcast(loadAt(elt, rowPtr, i64Const(b, cols - 1), align)));
+    }
+    auto colLoop = countedLoop(cols - 1, acc);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(colLoop.getBody());
+    Value k = i64Of(colLoop.getInductionVar());
+    Value x = loadComp(in, k);
+    SmallVector<Value> next;
+    for (auto [rowPtr, a] : llvm::zip(rowPtrs, colLoop.getRegionIterArgs()))
+      next.push_back(fma(broadcast(loadAt(elt, rowPtr, k, align)), x, a));
+    scf::YieldOp::create(b, loc, next);
+    b.setInsertionPointAfter(colLoop);
+    return SmallVector<Value>(colLoop.getResults());
+  };
+
+  // An LSTM cell's forward pass, recomputed once per (x, h, c, W): its
+  // inputs [x; h; 1] (cols components), its old c, and per hidden unit j the
+  // activations (i, f, g, o, c', tanh c') at rows j + k * hidden of `act`,
+  // and h' in `hOut`.
   struct Cell {
-    Value inBuf, cBuf, act;
+    Segment in, c, act, hOut;
   };
   llvm::DenseMap<std::tuple<Value, Value, Value, Value>, Cell> cells;
   auto cellForward = [&](Value x, Value h, Value c, Value w) -> Cell {
@@ -420,34 +594,207 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     auto it = cells.find(key);
     if (it != cells.end())
       return it->second;
-    Comps in = operand(x), hc = operand(h), cc = operand(c);
-    in.append(hc.begin(), hc.end());
     auto shape = cast<RankedTensorType>(w.getType()).getShape();
-    int64_t hidden = hc.size();
-    Cell cell{buffer(shape[1] - 1), buffer(hidden), buffer(6 * hidden)};
-    store(in, cell.inBuf);
-    store(cc, cell.cBuf);
-    Value z = affine(weightPtrs.lookup(w), shape[0], shape[1], cell.inBuf);
-    auto gates = countedLoop(hidden);
+    int64_t cols = shape[1], hidden = numComponents(h.getType());
+    int64_t inCount = cols - 1 - hidden;
+    Segment xs = segmentOf(x), hs = segmentOf(h);
+    Cell cell;
+    cell.c = segmentOf(c);
+    Value inBuf = buffer(cols);
+    cell.in = bufferSegment(inBuf, 0, cols);
+    copyInto(xs, bufferSegment(inBuf, 0, inCount));
+    copyInto(hs, bufferSegment(inBuf, inCount, hidden));
+    // The constant input of the bias column, for the weight gradient.
+    storeComp(splat(1.0), cell.in, i64Const(b, cols - 1));
+    Value actBuf = buffer(6 * hidden), hBuf = buffer(hidden), zBuf = buffer(4);
+    cell.act = bufferSegment(actBuf, 0, 6 * hidden);
+    cell.hOut = bufferSegment(hBuf, 0, hidden);
+    Segment zs = bufferSegment(zBuf, 0, 4);
+    Value wPtr = weightPtrs.lookup(w);
+    auto units = countedLoop(hidden);
     {
       OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(gates.getBody());
-      Value j = i64Of(gates.getInductionVar());
-      auto idx = [&](int64_t which) {
-        return arith::AddIOp::create(b, loc, j, i64Const(b, which * hidden));
-      };
+      b.setInsertionPointToStart(units.getBody());
+      Value j = i64Of(units.getInductionVar());
+      SmallVector<Value> rows;
+      for (int64_t q = 0; q < 4; ++q)
+        rows.push_back(addc(j, q * hidden));
       // Gates in PyTorch's order: input, forget, cell, output.
-      Value ig = sigmoid(load(z, idx(0))), fg = sigmoid(load(z, idx(1)));
-      Value gg = math::TanhOp::create(b, loc, load(z, idx(2)));
-      Value og = sigmoid(load(z, idx(3)));
-      Value cj = add(mul(fg, load(cell.cBuf, j)), mul(ig, gg));
-      Value tc = math::TanhOp::create(b, loc, cj);
-      Value acts[] = {ig, fg, gg, og, cj, tc};
-      for (auto [k, v] : llvm::enumerate(acts))
-        storeAt(v, cell.act, idx(k));
+      for (auto [q, z] : llvm::enumerate(rowProducts(
+               wPtr, cols, rows, bufferSegment(inBuf, 0, cols - 1))))
+        storeComp(z, zs, i64Const(b, q));
+      auto parts = countedLoop(lanes / subLanes);
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(parts.getBody());
+      Value part = i64Of(parts.getInductionVar());
+      SmallVector<Value> z;
+      for (int64_t q = 0; q < 4; ++q)
+        z.push_back(loadComp(zs, i64Const(b, q), subLanes, part));
+      Value cOld = loadComp(cell.c, j, subLanes, part);
+      Value ig, fg, gg, og, cNew, tc;
+      if (elt.isF32()) {
+        // Every activation is a ratio P/Q; the four gates share one
+        // division: 1/Qi = Qf Qg Qo / (Qi Qf Qg Qo), and so on.
+        Type t = z[0].getType();
+        Value half = splatOf(t, 0.5);
+        auto [pi, qi] = tanhRational(b, loc, mul(z[0], half));
+        auto [pf, qf] = tanhRational(b, loc, mul(z[1], half));
+        auto [pg, qg] = tanhRational(b, loc, z[2]);
+        auto [po, qo] = tanhRational(b, loc, mul(z[3], half));
+        Value qif = mul(qi, qf), qgo = mul(qg, qo);
+        Value r = arith::DivFOp::create(b, loc, splatOf(t, 1.0), mul(qif, qgo));
+        Value rif = mul(r, qgo), rgo = mul(r, qif);
+        Value halfRif = mul(rif, half), halfRgo = mul(rgo, half);
+        ig = mul(add(pi, qi), mul(halfRif, qf));
+        fg = mul(add(pf, qf), mul(halfRif, qi));
+        gg = mul(pg, mul(rgo, qo));
+        og = mul(add(po, qo), mul(halfRgo, qg));
+        cNew = fma(fg, cOld, mul(ig, gg));
+        auto [pc, qcv] = tanhRational(b, loc, cNew);
+        tc = arith::DivFOp::create(b, loc, pc, qcv);
+      } else {
+        ig = sigmoid(z[0]);
+        fg = sigmoid(z[1]);
+        gg = math::TanhOp::create(b, loc, z[2]);
+        og = sigmoid(z[3]);
+        cNew = fma(fg, cOld, mul(ig, gg));
+        tc = math::TanhOp::create(b, loc, cNew);
+      }
+      Value acts[] = {ig, fg, gg, og, cNew, tc};
+      for (auto [q, v] : llvm::enumerate(acts))
+        storeComp(v, cell.act, addc(j, q * hidden), subLanes, part);
+      storeComp(mul(og, tc), cell.hOut, j, subLanes, part);
     }
     cells[key] = cell;
     return cell;
+  };
+
+  // dIn[c] = sum_r W[r][first + c] dz[r] for c < count (rows in order), in
+  // tiles of columns whose accumulators are independent chains.
+  auto transposedProduct = [&](Value wPtr, int64_t rows, int64_t cols,
+                               const Segment &dz, int64_t first, int64_t count,
+                               const Segment &out) {
+    auto tile = [&](Value col0, int64_t n) {
+      SmallVector<Value> init(n, splat(0.0));
+      auto rowLoop = countedLoop(rows, init);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(rowLoop.getBody());
+        Value r = i64Of(rowLoop.getInductionVar());
+        Value d = loadComp(dz, r);
+        Value rowPtr = gep(b, elt, wPtr, addi(muli(r, cols), col0));
+        SmallVector<Value> next;
+        for (int64_t c = 0; c < n; ++c)
+          next.push_back(
+              fma(broadcast(loadAt(elt, rowPtr, i64Const(b, c), align)), d,
+                  rowLoop.getRegionIterArgs()[c]));
+        scf::YieldOp::create(b, loc, next);
+      }
+      Value outCol0 = arith::SubIOp::create(b, loc, col0, i64Const(b, first));
+      for (int64_t c = 0; c < n; ++c)
+        storeComp(rowLoop.getResult(c), out, addc(outCol0, c));
+    };
+    int64_t full = count / colTile;
+    if (full) {
+      auto tiles = countedLoop(full);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(tiles.getBody());
+      tile(addc(muli(i64Of(tiles.getInductionVar()), colTile), first), colTile);
+    }
+    if (count % colTile)
+      tile(i64Const(b, first + full * colTile), count % colTile);
+  };
+
+  // dW (column-major accumulator [cols][rowsPad]) += dz [in; 1]^T over the
+  // block's coordinates, in order. `dzT` holds, per coordinate k, its rowsPad
+  // gate cotangents at k * rowsPad.
+  auto weightGradient = [&](const WeightAcc &acc, Value dzT,
+                            const Segment &in) {
+    int64_t rowVecs = acc.rowsPad / width;
+    auto tile = [&](int64_t rv0, int64_t nr, Value col0, int64_t nc) {
+      SmallVector<Value> init;
+      for (int64_t c = 0; c < nc; ++c)
+        for (int64_t r = 0; r < nr; ++r)
+          init.push_back(
+              loadAt(rowVecType, acc.colMajor,
+                     addc(muli(addc(col0, c), acc.rowsPad), (rv0 + r) * width),
+                     rowAlign));
+      auto coords = countedLoop(lanes, init);
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(coords.getBody());
+        Value k = i64Of(coords.getInductionVar());
+        SmallVector<Value> dz;
+        for (int64_t r = 0; r < nr; ++r)
+          dz.push_back(loadAt(rowVecType, dzT,
+                              addc(muli(k, acc.rowsPad), (rv0 + r) * width),
+                              rowAlign));
+        SmallVector<Value> next;
+        for (int64_t c = 0; c < nc; ++c) {
+          Value x = broadcastTo(
+              rowVecType,
+              loadAt(elt, in.ptr, addi(muli(addc(col0, c), lanes), k), align));
+          for (int64_t r = 0; r < nr; ++r)
+            next.push_back(
+                fma(dz[r], x, coords.getRegionIterArgs()[c * nr + r]));
+        }
+        scf::YieldOp::create(b, loc, next);
+      }
+      for (int64_t c = 0; c < nc; ++c)
+        for (int64_t r = 0; r < nr; ++r)
+          storeAt(coords.getResult(c * nr + r), acc.colMajor,
+                  addc(muli(addc(col0, c), acc.rowsPad), (rv0 + r) * width),
+                  rowAlign);
+    };
+    for (int64_t rv0 = 0; rv0 < rowVecs; rv0 += rowGroup) {
+      int64_t nr = std::min(rowGroup, rowVecs - rv0);
+      int64_t full = acc.cols / dwCols;
+      if (full) {
+        auto tiles = countedLoop(full);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(tiles.getBody());
+        tile(rv0, nr, muli(i64Of(tiles.getInductionVar()), dwCols), dwCols);
+      }
+      if (acc.cols % dwCols)
+        tile(rv0, nr, i64Const(b, full * dwCols), acc.cols % dwCols);
+    }
+  };
+
+  // z[r] = W[r][cols - 1] + sum_j W[r][j] in[j] (bias first, as the forward
+  // kernel), in a buffer of `rows` values.
+  auto affine = [&](Value ptr, int64_t rows, int64_t cols, const Segment &in) {
+    Segment out = bufferSegment(buffer(rows), 0, rows);
+    auto rowLoop = countedLoop(rows);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(rowLoop.getBody());
+    Value r = i64Of(rowLoop.getInductionVar());
+    storeComp(rowProducts(ptr, cols, {r}, in).front(), out, r);
+    return out;
+  };
+  // linear_vjp: din[j] = sum_r W[r][j] dz[r] and, with `slot` >= 0,
+  // lane accumulators acc[slot + r * cols + j] += dz[r] [in; 1][j].
+  auto linearBackward = [&](Value ptr, int64_t rows, int64_t cols,
+                            const Segment &in, const Segment &dz,
+                            int64_t slot) {
+    Segment din = bufferSegment(buffer(cols - 1), 0, cols - 1);
+    transposedProduct(ptr, rows, cols, dz, 0, cols - 1, din);
+    if (slot < 0)
+      return din;
+    auto rowLoop = countedLoop(rows);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(rowLoop.getBody());
+    Value r = i64Of(rowLoop.getInductionVar());
+    Value d = loadComp(dz, r);
+    Value rowSlot = addc(muli(r, cols), slot);
+    auto colLoop = countedLoop(cols - 1);
+    {
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(colLoop.getBody());
+      Value j = i64Of(colLoop.getInductionVar());
+      accumulate(addi(rowSlot, j), mul(d, loadComp(in, j)));
+    }
+    accumulate(addc(rowSlot, cols - 1), d);
+    return din;
   };
 
   for (Operation *op : varyingOps) {
@@ -486,14 +833,28 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     if (auto ls = dyn_cast<LogSignOp>(op)) {
       // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
       Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
+      // exp(+-k) once per call when k is uniform (the usual const k).
+      Value expNegK, expK;
+      if (!varying.contains(ls.getK())) {
+        Value ku = uniform.lookup(ls.getK());
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointAfterValue(ku);
+        expNegK =
+            math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, ku));
+        expK = math::ExpOp::create(b, loc, ku);
+      }
+      expNegK = expNegK ? broadcast(expNegK)
+                        : math::ExpOp::create(b, loc,
+                                              arith::NegFOp::create(b, loc, k));
+      expK = expK ? broadcast(expK) : math::ExpOp::create(b, loc, k);
       Value absG = math::AbsFOp::create(b, loc, g);
-      Value big = arith::CmpFOp::create(
-          b, loc, arith::CmpFPredicate::OGE, absG,
-          math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
+      Value big = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGE, absG,
+                                        expNegK);
+      auto log = math::LogOp::create(b, loc, absG);
+      if (elt.isF32() && learned)
+        approximate.push_back(log);
       Value first = arith::SelectOp::create(
-          b, loc, big,
-          arith::DivFOp::create(b, loc, math::LogOp::create(b, loc, absG), k),
-          splat(-1.0));
+          b, loc, big, arith::DivFOp::create(b, loc, log, k), splat(-1.0));
       Value zero = splat(0.0);
       Value sign = arith::SelectOp::create(
           b, loc,
@@ -503,83 +864,119 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
               b, loc,
               arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, g, zero),
               splat(-1.0), g));
-      Value second = arith::SelectOp::create(
-          b, loc, big, sign, mul(math::ExpOp::create(b, loc, k), g));
+      Value second = arith::SelectOp::create(b, loc, big, sign, mul(expK, g));
       map[ls.getResult()] = {first, second};
       continue;
     }
     if (auto lin = dyn_cast<LinearOp>(op)) {
       auto shape = lin.getWeights().getType().getShape();
-      Value inBuf = buffer(shape[1] - 1);
-      store(operand(lin.getX()), inBuf);
-      map[lin.getResult()] = loadAll(affine(weightPtrs.lookup(lin.getWeights()),
-                                            shape[0], shape[1], inBuf),
-                                     shape[0]);
+      Segment out = affine(weightPtrs.lookup(lin.getWeights()), shape[0],
+                           shape[1], segmentOf(lin.getX()));
+      buffered[lin.getResult()] = out;
       continue;
     }
     if (auto cell = dyn_cast<LSTMCellOp>(op)) {
       Cell fwd =
           cellForward(cell.getX(), cell.getH(), cell.getC(), cell.getWeights());
-      int64_t hidden = cell.getH().getType().getNumElements();
-      Comps hOut;
-      for (int64_t j = 0; j < hidden; ++j)
-        hOut.push_back(mul(load(fwd.act, i64Const(b, 3 * hidden + j)),
-                           load(fwd.act, i64Const(b, 5 * hidden + j))));
-      map[cell.getHOut()] = hOut;
-      map[cell.getCOut()] = loadAll(fwd.act, hidden, 4 * hidden);
+      int64_t hidden = numComponents(cell.getH().getType());
+      buffered[cell.getHOut()] = fwd.hOut;
+      Segment cOut = fwd.act;
+      cOut.ptr = gep(b, elt, fwd.act.ptr, i64Const(b, 4 * hidden * lanes));
+      cOut.count = hidden;
+      buffered[cell.getCOut()] = cOut;
       continue;
     }
     if (auto lin = dyn_cast<LinearVJPOp>(op)) {
       auto shape = lin.getWeights().getType().getShape();
-      Value inBuf = buffer(shape[1] - 1), dyBuf = buffer(shape[0]);
-      store(operand(lin.getX()), inBuf);
-      store(operand(lin.getDy()), dyBuf);
+      Segment in = segmentOf(lin.getX()), dy = segmentOf(lin.getDy());
       auto it = weightSlot.find(op);
-      int64_t slot = it == weightSlot.end() ? -1 : weightOffset[it->second];
-      Value din = affineBackward(weightPtrs.lookup(lin.getWeights()), shape[0],
-                                 shape[1], inBuf, dyBuf, slot);
-      map[lin.getDx()] = loadAll(din, shape[1] - 1);
+      int64_t slot =
+          it == weightSlot.end() ? -1 : weightAcc[it->second].laneSlot;
+      buffered[lin.getDx()] =
+          linearBackward(weightPtrs.lookup(lin.getWeights()), shape[0],
+                         shape[1], in, dy, slot);
       continue;
     }
     if (auto vjp = dyn_cast<LSTMCellVJPOp>(op)) {
       Cell fwd =
           cellForward(vjp.getX(), vjp.getH(), vjp.getC(), vjp.getWeights());
-      int64_t hidden = vjp.getH().getType().getNumElements();
+      int64_t hidden = numComponents(vjp.getH().getType());
       auto shape = vjp.getWeights().getType().getShape();
-      Value dhBuf = buffer(hidden), dcBuf = buffer(hidden);
-      store(operand(vjp.getDhOut()), dhBuf);
-      store(operand(vjp.getDcOut()), dcBuf);
-      Value dz = buffer(4 * hidden), dc = buffer(hidden);
-      auto gates = countedLoop(hidden);
+      int64_t rows = shape[0], cols = shape[1], inCount = cols - 1 - hidden;
+      int64_t rowsPad = (rows + width - 1) / width * width;
+      Segment dh = segmentOf(vjp.getDhOut()), dcIn = segmentOf(vjp.getDcOut());
+      Value dzBuf = buffer(rowsPad);
+      Segment dz = bufferSegment(dzBuf, 0, rowsPad);
+      Segment dc = bufferSegment(buffer(hidden), 0, hidden);
+      for (int64_t r = rows; r < rowsPad; ++r)
+        storeComp(splat(0.0), dz, i64Const(b, r));
+      auto units = countedLoop(hidden);
       {
         OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(gates.getBody());
-        Value j = i64Of(gates.getInductionVar());
-        auto idx = [&](int64_t which) -> Value {
-          return arith::AddIOp::create(b, loc, j, i64Const(b, which * hidden));
+        b.setInsertionPointToStart(units.getBody());
+        Value j = i64Of(units.getInductionVar());
+        auto parts = countedLoop(lanes / subLanes);
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(parts.getBody());
+        Value part = i64Of(parts.getInductionVar());
+        auto act = [&](int64_t q) {
+          return loadComp(fwd.act, addc(j, q * hidden), subLanes, part);
         };
-        auto act = [&](int64_t which) { return load(fwd.act, idx(which)); };
         Value ig = act(0), fg = act(1), gg = act(2), og = act(3), tc = act(5);
-        Value one = splat(1.0);
-        Value dh = load(dhBuf, j);
+        Value one = splatOf(ig.getType(), 1.0);
+        Value dhj = loadComp(dh, j, subLanes, part);
         // dc' = dc_out + dh_out o (1 - tanh^2 c')
-        Value dcp =
-            add(load(dcBuf, j), mul(mul(dh, og), sub(one, mul(tc, tc))));
+        Value dcp = fma(mul(dhj, og), sub(one, mul(tc, tc)),
+                        loadComp(dcIn, j, subLanes, part));
         auto sigmoidSlope = [&](Value s) { return mul(s, sub(one, s)); };
-        storeAt(mul(mul(dcp, gg), sigmoidSlope(ig)), dz, idx(0));
-        storeAt(mul(mul(dcp, load(fwd.cBuf, j)), sigmoidSlope(fg)), dz, idx(1));
-        storeAt(mul(mul(dcp, ig), sub(one, mul(gg, gg))), dz, idx(2));
-        storeAt(mul(mul(dh, tc), sigmoidSlope(og)), dz, idx(3));
-        storeAt(mul(dcp, fg), dc, j);
+        Value dzs[] = {
+            mul(mul(dcp, gg), sigmoidSlope(ig)),
+            mul(mul(dcp, loadComp(fwd.c, j, subLanes, part)), sigmoidSlope(fg)),
+            mul(mul(dcp, ig), sub(one, mul(gg, gg))),
+            mul(mul(dhj, tc), sigmoidSlope(og))};
+        for (auto [q, v] : llvm::enumerate(dzs))
+          storeComp(v, dz, addc(j, q * hidden), subLanes, part);
+        storeComp(mul(dcp, fg), dc, j, subLanes, part);
       }
+      Value wPtr = weightPtrs.lookup(vjp.getWeights());
+      // dIn = W^T dz for the inputs whose cotangent is used.
+      Segment din = bufferSegment(buffer(cols - 1), 0, cols - 1);
+      bool needX = !vjp.getDx().use_empty(), needH = !vjp.getDh().use_empty();
+      if (needX && needH)
+        transposedProduct(wPtr, rows, cols, dz, 0, cols - 1, din);
+      else if (needX)
+        transposedProduct(wPtr, rows, cols, dz, 0, inCount, din);
+      else if (needH)
+        transposedProduct(wPtr, rows, cols, dz, inCount, hidden,
+                          bufferSegment(din.ptr, inCount, hidden));
+      buffered[vjp.getDx()] = bufferSegment(din.ptr, 0, inCount);
+      buffered[vjp.getDh()] = bufferSegment(din.ptr, inCount, hidden);
+      buffered[vjp.getDc()] = dc;
       auto it = weightSlot.find(op);
-      int64_t slot = it == weightSlot.end() ? -1 : weightOffset[it->second];
-      Value din = affineBackward(weightPtrs.lookup(vjp.getWeights()), shape[0],
-                                 shape[1], fwd.inBuf, dz, slot);
-      int64_t in = shape[1] - 1 - hidden;
-      map[vjp.getDx()] = loadAll(din, in);
-      map[vjp.getDh()] = loadAll(din, hidden, in);
-      map[vjp.getDc()] = loadAll(dc, hidden);
+      if (it == weightSlot.end())
+        continue;
+      // The block's dz transposed: coordinate k's rowsPad gate cotangents
+      // at k * rowsPad. A single coordinate's dz already is.
+      Value dzT = dzBuf;
+      if (lanes > 1) {
+        dzT = buffer(rowsPad);
+        int64_t rowVecs = rowsPad / width, laneVecs = lanes / width;
+        auto blocks = countedLoop(rowVecs * laneVecs);
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(blocks.getBody());
+        Value blk = i64Of(blocks.getInductionVar());
+        Value rv = arith::DivUIOp::create(b, loc, blk, i64Const(b, laneVecs));
+        Value lv = arith::RemUIOp::create(b, loc, blk, i64Const(b, laneVecs));
+        Value row0 = muli(rv, width), lane0 = muli(lv, width);
+        SmallVector<Value> block;
+        for (int64_t q = 0; q < int64_t(width); ++q)
+          block.push_back(loadAt(rowVecType, dzBuf,
+                                 addi(muli(addc(row0, q), lanes), lane0),
+                                 rowAlign));
+        for (auto [k, v] : llvm::enumerate(transposeSquare(b, loc, block)))
+          storeAt(v, dzT, addi(muli(addc(lane0, k), rowsPad), row0), rowAlign);
+      }
+      weightGradient(weightAcc[it->second], dzT, fwd.in);
       continue;
     }
     // Elementwise arith and math: once per component.
@@ -594,7 +991,9 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         opMap.map(v, comps.size() == 1 ? comps.front() : comps[j]);
       Operation *clone = b.clone(*op, opMap);
       for (auto [k, r] : llvm::enumerate(clone->getResults())) {
-        r.setType(laneType(getElementTypeOrSelf(r.getType())));
+        r.setType(lanes == 1 ? getElementTypeOrSelf(r.getType())
+                             : VectorType::get(
+                                   {lanes}, getElementTypeOrSelf(r.getType())));
         results[k].push_back(r);
       }
     }
@@ -603,13 +1002,22 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   }
 
   // Outputs: the cotangents of p and of each state overwrite the incoming
-  // ones; hyperparameter contributions go to their accumulators.
+  // ones (every read of them is above); hyperparameter contributions go to
+  // their accumulators.
   auto ret = cast<func::ReturnOp>(func.front().getTerminator());
   for (unsigned k = 0; k <= numStates; ++k) {
-    Comps comps = operand(ret.getOperand(k));
-    for (auto [j, addr] : llvm::enumerate(addrs[2 + numStates + k]))
-      LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
-                            addr, align);
+    Value v = ret.getOperand(k);
+    Segment dst = inputSegment(2 + numStates + k);
+    if (v == cotangent(k))
+      continue; // Passed through unchanged.
+    auto it = buffered.find(v);
+    if (it != buffered.end() && !map.count(v)) {
+      copyInto(it->second, dst);
+      continue;
+    }
+    Comps comps = operand(v);
+    for (int64_t j = 0; j < dst.count; ++j)
+      storeComp(comps.size() == 1 ? comps[0] : comps[j], dst, i64Const(b, j));
   }
   for (unsigned h = 0; h < numHypers; ++h) {
     Value v = ret.getOperand(1 + numStates + h);
@@ -663,15 +1071,32 @@ LogicalResult VJPLowering::run() {
                       [](Type t) { return isa<TensorType>(t); }))
       b.clone(op, uniform);
 
-  // Per-lane accumulators of the vector loop and of the scalar tail.
-  Type vecType = VectorType::get({width}, elt);
-  unsigned align = elt.getWidth() / 8;
-  Value vacc, sacc;
-  Value count = i64Const(b, std::max<int64_t>(numPartials, 1));
+  // Lane counts of the coordinate loops: learned rules take blocks of four
+  // vectors first, then one vector; the tail one coordinate at a time. Each
+  // has its own per-lane accumulators; the transposed weight accumulators
+  // are shared by all.
+  SmallVector<unsigned> laneCounts;
+  if (width > 1 && learned)
+    laneCounts.push_back(4 * width);
   if (width > 1)
-    vacc =
-        LLVM::AllocaOp::create(b, loc, ptrType, vecType, count, width * align);
-  sacc = LLVM::AllocaOp::create(b, loc, ptrType, elt, count, align);
+    laneCounts.push_back(width);
+  laneCounts.push_back(1);
+  unsigned align = elt.getWidth() / 8;
+  // Slot k's lanes at elements [k * lanes, (k + 1) * lanes), as the coordinate
+  // loops address them.
+  SmallVector<Value> laneAccs;
+  for (unsigned lanes : laneCounts)
+    laneAccs.push_back(LLVM::AllocaOp::create(
+        b, loc, ptrType, elt,
+        i64Const(b, std::max<int64_t>(numLaneSlots, 1) * lanes), 64));
+  auto laneSlot = [&](Value acc, unsigned lanes, Value k) {
+    return gep(b, elt, acc,
+               arith::MulIOp::create(b, loc, k, i64Const(b, lanes)));
+  };
+  for (WeightAcc &acc : weightAcc)
+    if (acc.laneSlot < 0)
+      acc.colMajor = LLVM::AllocaOp::create(
+          b, loc, ptrType, elt, i64Const(b, acc.cols * acc.rowsPad), 64);
 
   unsigned numPtrs = 3 + 2 * numStates;
   auto index = [&](Value v) {
@@ -687,55 +1112,113 @@ LogicalResult VJPLowering::run() {
     ArrayRef<Value> bases = chunk.bases;
     Value n = chunk.length, stride = chunk.stride;
 
-    auto overPartials = [&](auto body) {
-      auto loop = scf::ForOp::create(
-          b, loc, arith::ConstantIndexOp::create(b, loc, 0),
-          arith::ConstantIndexOp::create(b, loc, numPartials),
-          arith::ConstantIndexOp::create(b, loc, 1));
+    auto counted = [&](int64_t count, auto body) {
+      auto loop =
+          scf::ForOp::create(b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+                             arith::ConstantIndexOp::create(b, loc, count),
+                             arith::ConstantIndexOp::create(b, loc, 1));
       OpBuilder::InsertionGuard inner(b);
       b.setInsertionPointToStart(loop.getBody());
       body(arith::IndexCastOp::create(b, loc, i64, loop.getInductionVar()));
     };
-    overPartials([&](Value k) {
-      Value zero = arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 0.0));
-      if (vacc)
-        LLVM::StoreOp::create(
-            b, loc, vector::BroadcastOp::create(b, loc, vecType, zero),
-            gep(b, vecType, vacc, k), width * align);
-      LLVM::StoreOp::create(b, loc, zero, gep(b, elt, sacc, k), align);
+    Value zero = arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 0.0));
+    // Zeroed per chunk.
+    counted(numLaneSlots, [&](Value k) {
+      for (auto [lanes, acc] : llvm::zip(laneCounts, laneAccs)) {
+        Type t = lanes == 1 ? Type(elt) : VectorType::get({lanes}, elt);
+        Value v =
+            lanes == 1 ? zero : vector::BroadcastOp::create(b, loc, t, zero);
+        LLVM::StoreOp::create(b, loc, v, laneSlot(acc, lanes, k),
+                              alignOf(lanes * align));
+      }
     });
+    for (WeightAcc &acc : weightAcc)
+      if (acc.colMajor)
+        counted(acc.cols * acc.rowsPad, [&](Value k) {
+          LLVM::StoreOp::create(b, loc, zero, gep(b, elt, acc.colMajor, k),
+                                align);
+        });
 
-    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value nIdx = index(n);
-    Value vectorEnd = zero;
-    if (width > 1) {
-      Value lanes = arith::ConstantIndexOp::create(b, loc, width);
-      vectorEnd = arith::SubIOp::create(
-          b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanes));
-      emitCoordinateLoop(b, zero, vectorEnd, width, bases, stride, vacc);
+    Value start = arith::ConstantIndexOp::create(b, loc, 0);
+    for (auto [lanes, acc] : llvm::zip(laneCounts, laneAccs)) {
+      Value stop = nIdx;
+      if (lanes > 1)
+        stop = arith::SubIOp::create(
+            b, loc, nIdx,
+            arith::RemUIOp::create(
+                b, loc, nIdx, arith::ConstantIndexOp::create(b, loc, lanes)));
+      emitCoordinateLoop(b, start, stop, lanes, bases, stride, acc);
+      start = stop;
     }
-    emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases, stride, sacc);
 
-    // partials[c * P + k] = (lanes of vacc[k], in order) + sacc[k].
+    // partials[c * P + k]: lane slots sum their lanes in order, widest loop
+    // first; transposed accumulators are copied back to row-major.
     Value chunkBase =
         arith::MulIOp::create(b, loc, c, i64Const(b, numPartials));
-    overPartials([&](Value k) {
-      Value sum =
-          LLVM::LoadOp::create(b, loc, elt, gep(b, elt, sacc, k), align);
-      if (vacc) {
-        Value v = LLVM::LoadOp::create(b, loc, vecType,
-                                       gep(b, vecType, vacc, k), width * align);
-        Value lanesSum =
-            vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, v);
-        sum = arith::AddFOp::create(b, loc, lanesSum, sum);
+    auto partialAt = [&](Value k) {
+      return gep(b, elt, partials, arith::AddIOp::create(b, loc, chunkBase, k));
+    };
+    auto laneSum = [&](Value k) {
+      Value sum;
+      for (auto [lanes, acc] : llvm::zip(laneCounts, laneAccs)) {
+        Type t = lanes == 1 ? Type(elt) : VectorType::get({lanes}, elt);
+        Value v = LLVM::LoadOp::create(b, loc, t, laneSlot(acc, lanes, k),
+                                       alignOf(lanes * align));
+        if (lanes > 1)
+          v = vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD,
+                                          v);
+        sum = sum ? arith::AddFOp::create(b, loc, sum, v).getResult() : v;
       }
-      LLVM::StoreOp::create(
-          b, loc, sum,
-          gep(b, elt, partials, arith::AddIOp::create(b, loc, chunkBase, k)),
-          align);
+      return sum;
+    };
+    counted(numHypers, [&](Value k) {
+      LLVM::StoreOp::create(b, loc, laneSum(k), partialAt(k), align);
     });
+    for (unsigned w = 0; w < numWeights; ++w) {
+      const WeightAcc &acc = weightAcc[w];
+      int64_t offset = weightOffset[w];
+      if (acc.laneSlot >= 0) {
+        counted(weightSize[w], [&](Value k) {
+          LLVM::StoreOp::create(
+              b, loc,
+              laneSum(
+                  arith::AddIOp::create(b, loc, k, i64Const(b, acc.laneSlot))),
+              partialAt(arith::AddIOp::create(b, loc, k, i64Const(b, offset))),
+              align);
+        });
+        continue;
+      }
+      // Weights no contribution reaches (a colMajor of zeros otherwise).
+      counted(weightSize[w], [&](Value k) {
+        Value r = arith::DivUIOp::create(b, loc, k, i64Const(b, acc.cols));
+        Value j = arith::RemUIOp::create(b, loc, k, i64Const(b, acc.cols));
+        Value at = arith::AddIOp::create(
+            b, loc, arith::MulIOp::create(b, loc, j, i64Const(b, acc.rowsPad)),
+            r);
+        Value v = LLVM::LoadOp::create(b, loc, elt,
+                                       gep(b, elt, acc.colMajor, at), align);
+        LLVM::StoreOp::create(
+            b, loc, v,
+            partialAt(arith::AddIOp::create(b, loc, k, i64Const(b, offset))),
+            align);
+      });
+    }
   }
   func::ReturnOp::create(b, loc);
+
+  // f32 logs of log_sign: MLIR's polynomial approximation, which vectorizes
+  // (libm is one call per lane), as in the forward kernel.
+  if (!approximate.empty()) {
+    RewritePatternSet patterns(ctx);
+    populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+      return name == math::LogOp::getOperationName();
+    });
+    GreedyRewriteConfig config;
+    config.setStrictness(GreedyRewriteStrictness::ExistingOps);
+    // Each pattern applies once and creates no op it matches.
+    (void)applyOpPatternsGreedily(approximate, std::move(patterns), config);
+  }
   return success();
 }
 

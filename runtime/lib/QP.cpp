@@ -11,6 +11,7 @@
 #include "optim/QP.h"
 #include "optim/KernelABI.h"
 
+#include "DenseKernels.h"
 #include "ThreadPool.h"
 
 #include <algorithm>
@@ -19,6 +20,7 @@
 #include <limits>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 
 namespace optim {
 
@@ -66,9 +68,26 @@ std::string shapeString(const std::vector<int64_t> &shape) {
   throw Error("qp: " + message);
 }
 
+/// Whether all of x is finite: a branch-free pass (it vectorizes) over the
+/// exponent bits, which are all ones exactly for infinities and NaNs.
+template <class T> bool allFiniteBits(const T *x, int64_t count) {
+  using Bits = std::conditional_t<sizeof(T) == 8, uint64_t, uint32_t>;
+  const Bits expMask =
+      sizeof(T) == 8 ? Bits(0x7ff0000000000000ull) : Bits(0x7f800000u);
+  Bits bad = 0;
+  for (int64_t i = 0; i < count; ++i) {
+    Bits b;
+    std::memcpy(&b, x + i, sizeof b);
+    bad |= Bits((b & expMask) == expMask);
+  }
+  return bad == 0;
+}
+
 template <class T>
 void checkFinite(const T *data, int64_t count, const char *name,
                  int64_t perElement, bool batched) {
+  if (allFiniteBits(data, count))
+    return;
   for (int64_t i = 0; i < count; ++i)
     if (!std::isfinite(data[i])) {
       std::ostringstream os;
@@ -182,14 +201,11 @@ Layout validate(const QPProblem &pb) {
 }
 
 //===----------------------------------------------------------------------===//
-// Dense kernels (row-major)
+// Dense kernels (row-major, float64: DenseKernels.h)
 //===----------------------------------------------------------------------===//
 
-template <class T> T dot(const T *x, const T *y, int64_t n) {
-  T s = 0;
-  for (int64_t i = 0; i < n; ++i)
-    s += x[i] * y[i];
-  return s;
+inline double dot(const double *x, const double *y, int64_t n) {
+  return dense::dot(n, x, y);
 }
 
 template <class T> T normInf(const T *x, int64_t n) {
@@ -200,59 +216,15 @@ template <class T> T normInf(const T *x, int64_t n) {
 }
 
 /// y = M x for M of shape [r, c].
-template <class T>
-void gemv(const T *M, const T *x, T *y, int64_t r, int64_t c) {
-  for (int64_t i = 0; i < r; ++i)
-    y[i] = dot(M + i * c, x, c);
+inline void gemv(const double *M, const double *x, double *y, int64_t r,
+                 int64_t c) {
+  dense::gemv(r, c, M, c, x, y);
 }
 
 /// y += M^T x for M of shape [r, c].
-template <class T>
-void gemvTAdd(const T *M, const T *x, T *y, int64_t r, int64_t c) {
-  for (int64_t i = 0; i < r; ++i) {
-    T xi = x[i];
-    if (xi == 0)
-      continue;
-    const T *row = M + i * c;
-    for (int64_t j = 0; j < c; ++j)
-      y[j] += row[j] * xi;
-  }
-}
-
-/// In-place Cholesky of the lower triangle of a [n, n]: a = L L^T. False if a
-/// pivot is not safely positive.
-template <class T> bool cholesky(T *a, int64_t n, T minPivot) {
-  for (int64_t j = 0; j < n; ++j) {
-    T *rj = a + j * n;
-    T d = rj[j] - dot(rj, rj, j);
-    if (!(d > minPivot))
-      return false;
-    T ljj = std::sqrt(d);
-    rj[j] = ljj;
-    T inv = T(1) / ljj;
-    for (int64_t i = j + 1; i < n; ++i) {
-      T *ri = a + i * n;
-      ri[j] = (ri[j] - dot(ri, rj, j)) * inv;
-    }
-  }
-  return true;
-}
-
-/// Solves L u = x in place.
-template <class T> void lowerSolve(const T *L, T *x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    x[i] = (x[i] - dot(L + i * n, x, i)) / L[i * n + i];
-}
-
-/// Solves L^T u = x in place.
-template <class T> void upperSolve(const T *L, T *x, int64_t n) {
-  for (int64_t i = n - 1; i >= 0; --i) {
-    const T *row = L + i * n;
-    T xi = x[i] / row[i];
-    x[i] = xi;
-    for (int64_t k = 0; k < i; ++k)
-      x[k] -= row[k] * xi;
-  }
+inline void gemvTAdd(const double *M, const double *x, double *y, int64_t r,
+                     int64_t c) {
+  dense::gemvTAdd(r, c, M, c, x, y);
 }
 
 // Solver constants per arithmetic type (only float64 today: float32 problems
@@ -279,188 +251,33 @@ template <class T> struct Prob {
 /// Scratch of one thread, sized for the batch's dimensions.
 template <class T> struct Scratch {
   std::vector<T> Qs, rd, re, ri, D, f, g, x, y, rx, ry, cx, cy, tn, tp, dz, dnu,
-      dlam, ds, dlamA, dsA, rc, C, pz, py, pl, ps, bz, bnu, blam, bs;
+      dlam, ds, dlamA, dsA, rc, C, pz, py, pl, ps, bz, bnu, blam, bs, H, DG, ts,
+      atn, gtl, gz, Wt, M0, S, sp;
+  // G's structure when each of its rows has at most one nonzero (G = -I,
+  // bounds): the column of each row's nonzero, -1 for an empty row.
+  std::vector<int64_t> gCol;
   void resize(int64_t n, int64_t m, int64_t p) {
     Qs.assign(n * n, 0);
-    for (auto *v : {&rd, &f, &x, &rx, &cx, &tn, &dz, &pz, &bz})
+    for (auto *v : {&rd, &f, &x, &rx, &cx, &tn, &dz, &pz, &bz, &ts, &atn, &gtl})
       v->assign(n, 0);
     // Sized m + p: the active-set system has up to m + p equalities.
     for (auto *v : {&g, &y, &ry, &cy, &py})
       v->assign(m + p, 0);
     for (auto *v : {&re, &dnu, &bnu})
       v->assign(m, 0);
-    for (auto *v :
-         {&ri, &D, &tp, &dlam, &ds, &dlamA, &dsA, &rc, &pl, &ps, &blam, &bs})
+    for (auto *v : {&ri, &D, &tp, &dlam, &ds, &dlamA, &dsA, &rc, &pl, &ps,
+                    &blam, &bs, &gz})
       v->assign(p, 0);
+    H.assign(p ? n * n : 0, 0);
+    DG.assign(p * n, 0);
+    const bool lowRank = m == 0 && p > 0 && 2 * p <= n;
+    Wt.assign(lowRank ? n * p : 0, 0);
+    M0.assign(lowRank ? p * p : 0, 0);
+    S.assign(lowRank ? p * p : 0, 0);
+    sp.assign(p, 0);
+    gCol.assign(p, -1);
   }
 };
-
-/// The reduced KKT system of one problem for a diagonal D = lam / s:
-///
-///   [ H  A^T ] [x]   [f]      H = Q + G^T D G
-///   [ A   0  ] [y] = [g]
-///
-/// factored as H + rho I = L L^T and the Schur complement
-/// A (H + rho I)^{-1} A^T + delta I = LS LS^T (both positive definite for
-/// any PSD H and any A), then solved with iterative refinement against the
-/// unregularized system. L, Y = L^{-1} A^T (stored [m, n]) and LS live in
-/// `fac` so that the backward pass can reuse them.
-template <class T> struct KKT {
-  const Prob<T> &P;
-  const T *Qs; // symmetric part of Q, or null
-  const T *D;  // [p]
-  T *L, *Y, *LS;
-  T rho = 0, delta = 0;
-  T rhoBase = 0; // static regularization: reg * max(1, max_i Q_ii)
-
-  KKT(const Prob<T> &P, const T *Qs, const T *D, T *fac)
-      : P(P), Qs(Qs), D(D), L(fac), Y(fac + P.n * P.n),
-        LS(fac + P.n * P.n + P.m * P.n) {}
-
-  static int64_t factorSize(int64_t n, int64_t m) {
-    return n * n + m * n + m * m;
-  }
-
-  /// Forms H + rho I and factors it; false if even the largest
-  /// regularization fails (a non-finite D, say).
-  bool factor() {
-    const int64_t n = P.n, m = P.m, p = P.p;
-    T maxDiag = 0;
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      // H = Q + G^T D G, lower triangle.
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j <= i; ++j)
-          L[i * n + j] = Qs ? Qs[i * n + j] : T(0);
-      for (int64_t k = 0; k < p; ++k) {
-        const T *gk = P.G + k * n;
-        T dk = D[k];
-        for (int64_t i = 0; i < n; ++i) {
-          T a = dk * gk[i];
-          if (a == 0)
-            continue;
-          T *row = L + i * n;
-          for (int64_t j = 0; j <= i; ++j)
-            row[j] += a * gk[j];
-        }
-      }
-      if (attempt == 0) {
-        for (int64_t i = 0; i < n; ++i)
-          maxDiag = std::max(maxDiag, std::abs(L[i * n + i]));
-        if (!std::isfinite(maxDiag))
-          return false;
-        // Relative to Q, not to H: G^T D G grows without bound near the
-        // solution, and a rho that grows with it swamps the small
-        // curvatures of Q, which refinement then cannot recover.
-        rho = rhoBase;
-      }
-      for (int64_t i = 0; i < n; ++i)
-        L[i * n + i] += rho;
-      T minPivot = std::numeric_limits<T>::epsilon() * rho;
-      if (cholesky(L, n, minPivot))
-        break;
-      rho *= 100;
-      if (attempt == 9)
-        return false;
-    }
-    if (m == 0)
-      return true;
-    for (int64_t k = 0; k < m; ++k) {
-      std::copy(P.A + k * n, P.A + (k + 1) * n, Y + k * n);
-      lowerSolve(L, Y + k * n, n);
-    }
-    T maxS = 0;
-    for (int64_t i = 0; i < m; ++i)
-      for (int64_t j = 0; j <= i; ++j) {
-        T v = dot(Y + i * n, Y + j * n, n);
-        LS[i * m + j] = v;
-        if (i == j)
-          maxS = std::max(maxS, v);
-      }
-    (void)maxS;
-    delta = Consts<T>::reg;
-    for (int attempt = 0; attempt < 10; ++attempt) {
-      if (attempt) { // restore the lower triangle, larger delta
-        for (int64_t i = 0; i < m; ++i)
-          for (int64_t j = 0; j <= i; ++j)
-            LS[i * m + j] = dot(Y + i * n, Y + j * n, n);
-        delta *= 100;
-      }
-      for (int64_t i = 0; i < m; ++i)
-        LS[i * m + i] += delta;
-      if (cholesky(LS, m, std::numeric_limits<T>::epsilon() * delta))
-        return true;
-    }
-    return false;
-  }
-
-  /// The regularized solve (x, y) = K_reg^{-1} (f, g). t: scratch [n].
-  void solveReg(const T *f, const T *g, T *x, T *y) const {
-    const int64_t n = P.n, m = P.m;
-    std::copy(f, f + n, x);
-    lowerSolve(L, x, n); // u = L^{-1} f
-    if (m) {
-      for (int64_t k = 0; k < m; ++k)
-        y[k] = dot(Y + k * n, x, n) - g[k];
-      lowerSolve(LS, y, m);
-      upperSolve(LS, y, m);
-      for (int64_t k = 0; k < m; ++k) // u - Y^T y
-        for (int64_t j = 0; j < n; ++j)
-          x[j] -= Y[k * n + j] * y[k];
-    }
-    upperSolve(L, x, n);
-  }
-
-  /// (rx, ry) = (f, g) - K (x, y) with the unregularized K. tp: scratch [p].
-  void residual(const T *f, const T *g, const T *x, const T *y, T *rx, T *ry,
-                T *tp) const {
-    const int64_t n = P.n, m = P.m, p = P.p;
-    if (Qs)
-      gemv(Qs, x, rx, n, n);
-    else
-      std::fill(rx, rx + n, T(0));
-    if (p) {
-      gemv(P.G, x, tp, p, n);
-      for (int64_t k = 0; k < p; ++k)
-        tp[k] *= D[k];
-      gemvTAdd(P.G, tp, rx, p, n);
-    }
-    if (m)
-      gemvTAdd(P.A, y, rx, m, n);
-    for (int64_t j = 0; j < n; ++j)
-      rx[j] = f[j] - rx[j];
-    if (m) {
-      gemv(P.A, x, ry, m, n);
-      for (int64_t k = 0; k < m; ++k)
-        ry[k] = g[k] - ry[k];
-    }
-  }
-
-  /// Solves K (x, y) = (f, g) with iterative refinement.
-  void solve(const T *f, const T *g, T *x, T *y, Scratch<T> &W) const {
-    const int64_t n = P.n, m = P.m;
-    solveReg(f, g, x, y);
-    T last = std::numeric_limits<T>::infinity();
-    for (int it = 0; it < Consts<T>::refine; ++it) {
-      residual(f, g, x, y, W.rx.data(), W.ry.data(), W.tp.data());
-      T r = std::max(normInf(W.rx.data(), n), normInf(W.ry.data(), m));
-      if (!(r < last) || r == 0)
-        break;
-      last = r;
-      solveReg(W.rx.data(), W.ry.data(), W.cx.data(), W.cy.data());
-      for (int64_t j = 0; j < n; ++j)
-        x[j] += W.cx[j];
-      for (int64_t k = 0; k < m; ++k)
-        y[k] += W.cy[k];
-    }
-  }
-};
-
-template <class T> bool allFinite(const T *x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i]))
-      return false;
-  return true;
-}
 
 /// Max row sum of |M| for M [r, c] (the infinity norm), and of |M^T|.
 template <class T>
@@ -478,8 +295,292 @@ void matNorms(const T *M, int64_t r, int64_t c, T &rows, T &cols, T *colAcc) {
   cols = normInf(colAcc, c);
 }
 
+/// The reduced KKT system of one problem for a diagonal D = lam / s:
+///
+///   [ H  A^T ] [x]   [f]      H = Q + G^T D G
+///   [ A   0  ] [y] = [g]
+///
+/// factored as H + rho I = U^T U and the Schur complement
+/// A (H + rho I)^{-1} A^T + delta I = US^T US (both positive definite for
+/// any PSD H and any A), then solved with iterative refinement against the
+/// unregularized system. U, Yt = U^{-T} A^T (stored [n, m]) and US live in
+/// `fac` so that the backward pass can reuse them. Symmetric matrices and
+/// the factors are upper triangles, row-major (DenseKernels.h).
+template <class T> struct KKT {
+  const Prob<T> &P;
+  const T *Qs; // symmetric part of Q, or null
+  const T *D;  // [p]
+  T *L, *Y, *LS;
+  // H as formed (upper triangle), for the refinement's residuals: Qs when
+  // p = 0 (null for an LP), else the scratch `Hbuf` that factor() fills.
+  const T *Hf = nullptr;
+  T *Hbuf = nullptr, *DG = nullptr; // scratch [n, n] and [p, n] when p > 0
+  T *sp = nullptr;                  // scratch [p]
+  const int64_t *gCol = nullptr;    // G's structure (Scratch::gCol) or null
+  // Low-rank mode, for few inequalities (2p <= n), no equalities and a
+  // given Q: A = Q + rho I is factored once per problem (U in L), with
+  // Wt = U^{-T} G^T [n, p] and M0 = Wt^T Wt = G A^{-1} G^T [p, p]; per
+  // iteration only S = D^{-1} + M0 [p, p] is factored, and
+  // (A + G^T D G)^{-1} = A^{-1} - A^{-1} G^T S^{-1} G A^{-1} (Woodbury):
+  // p^3/6 instead of p n^2/2 + n^3/6 multiply-adds per iteration. Refinement
+  // against Q + G^T D G (not formed) keeps the accuracy; a problem on which
+  // it does not (A badly conditioned) goes back to the dense mode.
+  bool lowRank = false, lowRankReady = false;
+  // L already holds the factor of Q + rho I (the low-rank mode's, reused by
+  // the polish, whose H is Q): factor() does only the Schur complement.
+  bool haveL = false;
+  T *Wt = nullptr, *M0 = nullptr, *S = nullptr; // scratch [n p], [p p], [p p]
+  T normQ = 0, normGt = 0; // ||Q||_inf, ||G^T||_inf (low-rank mode)
+  T rho = 0, delta = 0;
+  T rhoBase = 0; // static regularization: reg * max(1, max_i Q_ii)
+
+  KKT(const Prob<T> &P, const T *Qs, const T *D, T *fac)
+      : P(P), Qs(Qs), D(D), L(fac), Y(fac + P.n * P.n),
+        LS(fac + P.n * P.n + P.m * P.n), Hf(P.p ? nullptr : Qs) {}
+
+  static int64_t factorSize(int64_t n, int64_t m) {
+    return n * n + m * n + m * m;
+  }
+
+  /// H = Q + G^T D G into Hbuf (upper triangle).
+  void formH() {
+    const int64_t n = P.n, p = P.p;
+    for (int64_t i = 0; i < n; ++i) {
+      T *row = Hbuf + i * n;
+      if (Qs)
+        std::copy(Qs + i * n + i, Qs + (i + 1) * n, row + i);
+      else
+        std::fill(row + i, row + n, T(0));
+    }
+    if (gCol) {
+      // One nonzero per row of G: G^T D G is diagonal.
+      for (int64_t k = 0; k < p; ++k)
+        if (gCol[k] >= 0) {
+          T g = P.G[k * n + gCol[k]];
+          Hbuf[gCol[k] * (n + 1)] += D[k] * g * g;
+        }
+      return;
+    }
+    for (int64_t k = 0; k < p; ++k) {
+      const T *gk = P.G + k * n;
+      T *dg = DG + k * n;
+      const T dk = D[k];
+      for (int64_t j = 0; j < n; ++j)
+        dg[j] = dk * gk[j];
+    }
+    dense::gemmTN(n, n, p, DG, n, P.G, n, Hbuf, n, T(1), /*upper=*/true);
+  }
+
+  /// Forms H + rho I and factors it; false if even the largest
+  /// regularization fails (a non-finite D, say).
+  bool factor() {
+    const int64_t n = P.n, m = P.m, p = P.p;
+    if (lowRank) {
+      if (factorLowRank())
+        return true;
+      lowRank = false; // S or A did not factor: the dense mode from now on
+    }
+    if (p) {
+      formH();
+      Hf = Hbuf;
+    }
+    T maxDiag = 0;
+    for (int64_t i = 0; Hf && i < n; ++i)
+      maxDiag = std::max(maxDiag, std::abs(Hf[i * n + i]));
+    if (!std::isfinite(maxDiag))
+      return false;
+    // Relative to Q, not to H: G^T D G grows without bound near the
+    // solution, and a rho that grows with it swamps the small curvatures of
+    // Q, which refinement then cannot recover.
+    if (!haveL)
+      rho = rhoBase;
+    for (int attempt = 0; !haveL; ++attempt) {
+      for (int64_t i = 0; i < n; ++i) {
+        T *row = L + i * n;
+        if (Hf)
+          std::copy(Hf + i * n + i, Hf + (i + 1) * n, row + i);
+        else
+          std::fill(row + i, row + n, T(0));
+        row[i] += rho;
+      }
+      T minPivot = std::numeric_limits<T>::epsilon() * rho;
+      if (dense::choleskyUpper(n, L, n, minPivot))
+        break;
+      rho *= 100;
+      if (attempt == 9)
+        return false;
+    }
+    if (m == 0)
+      return true;
+    // Yt = U^{-T} A^T, then LS = Yt^T Yt + delta I.
+    for (int64_t j = 0; j < n; ++j)
+      for (int64_t k = 0; k < m; ++k)
+        Y[j * m + k] = P.A[k * n + j];
+    dense::solveUpperTMulti(n, m, L, n, Y, m);
+    delta = Consts<T>::reg;
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      if (attempt) // larger delta
+        delta *= 100;
+      for (int64_t i = 0; i < m; ++i)
+        std::fill(LS + i * m + i, LS + (i + 1) * m, T(0));
+      dense::gemmTN(m, m, n, Y, m, Y, m, LS, m, T(1), /*upper=*/true);
+      for (int64_t i = 0; i < m; ++i)
+        LS[i * m + i] += delta;
+      if (dense::choleskyUpper(m, LS, m,
+                               std::numeric_limits<T>::epsilon() * delta))
+        return true;
+    }
+    return false;
+  }
+
+  /// The low-rank mode's factorization (see lowRank); false if A or S does
+  /// not factor.
+  bool factorLowRank() {
+    const int64_t n = P.n, p = P.p;
+    if (!lowRankReady) {
+      rho = rhoBase;
+      for (int attempt = 0;; ++attempt) {
+        for (int64_t i = 0; i < n; ++i) {
+          std::copy(Qs + i * n + i, Qs + (i + 1) * n, L + i * n + i);
+          L[i * n + i] += rho;
+        }
+        if (dense::choleskyUpper(n, L, n,
+                                 std::numeric_limits<T>::epsilon() * rho))
+          break;
+        rho *= 100;
+        if (attempt == 9)
+          return false;
+      }
+      for (int64_t j = 0; j < n; ++j)
+        for (int64_t k = 0; k < p; ++k)
+          Wt[j * p + k] = P.G[k * n + j];
+      dense::solveUpperTMulti(n, p, L, n, Wt, p);
+      for (int64_t i = 0; i < p; ++i)
+        std::fill(M0 + i * p + i, M0 + (i + 1) * p, T(0));
+      dense::gemmTN(p, p, n, Wt, p, Wt, p, M0, p, T(1), /*upper=*/true);
+      T unused;
+      matNorms(Qs, n, n, normQ, unused, DG);
+      matNorms(P.G, p, n, unused, normGt, DG);
+      lowRankReady = true;
+    }
+    for (int64_t i = 0; i < p; ++i) {
+      const T inv = T(1) / D[i];
+      if (!(D[i] > 0) || !std::isfinite(inv))
+        return false;
+      std::copy(M0 + i * p + i, M0 + (i + 1) * p, S + i * p + i);
+      S[i * p + i] += inv;
+    }
+    return dense::choleskyUpper(p, S, p, T(0));
+  }
+
+  /// The regularized solve (x, y) = K_reg^{-1} (f, g). t: scratch [n].
+  void solveReg(const T *f, const T *g, T *x, T *y, T *t) const {
+    const int64_t n = P.n, m = P.m;
+    if (lowRank) {
+      const int64_t p = P.p;
+      std::copy(f, f + n, x);
+      dense::solveUpperT(n, L, n, x); // u = U^{-T} f
+      std::fill(sp, sp + p, T(0));
+      dense::gemvTAdd(n, p, Wt, p, x, sp); // Wt^T u
+      dense::solveUpperT(p, S, p, sp);
+      dense::solveUpper(p, S, p, sp);
+      dense::gemv(n, p, Wt, p, sp, t); // u - Wt S^{-1} Wt^T u
+      for (int64_t j = 0; j < n; ++j)
+        x[j] -= t[j];
+      dense::solveUpper(n, L, n, x);
+      return;
+    }
+    std::copy(f, f + n, x);
+    dense::solveUpperT(n, L, n, x); // u = U^{-T} f
+    if (m) {
+      for (int64_t k = 0; k < m; ++k) // y = Yt^T u - g
+        y[k] = -g[k];
+      dense::gemvTAdd(n, m, Y, m, x, y);
+      dense::solveUpperT(m, LS, m, y);
+      dense::solveUpper(m, LS, m, y);
+      dense::gemv(n, m, Y, m, y, t); // u - Yt y
+      for (int64_t j = 0; j < n; ++j)
+        x[j] -= t[j];
+    }
+    dense::solveUpper(n, L, n, x);
+  }
+
+  /// (rx, ry) = (f, g) - K (x, y) with the unregularized K.
+  void residual(const T *f, const T *g, const T *x, const T *y, T *rx,
+                T *ry) const {
+    const int64_t n = P.n, m = P.m;
+    if (lowRank) { // Q x + G^T D G x, H not formed
+      gemv(Qs, x, rx, n, n);
+      gemv(P.G, x, sp, P.p, n);
+      for (int64_t k = 0; k < P.p; ++k)
+        sp[k] *= D[k];
+      gemvTAdd(P.G, sp, rx, P.p, n);
+    } else if (Hf) {
+      dense::symvUpper(n, Hf, n, x, rx);
+    } else {
+      std::fill(rx, rx + n, T(0));
+    }
+    if (m)
+      gemvTAdd(P.A, y, rx, m, n);
+    for (int64_t j = 0; j < n; ++j)
+      rx[j] = f[j] - rx[j];
+    if (m) {
+      gemv(P.A, x, ry, m, n);
+      for (int64_t k = 0; k < m; ++k)
+        ry[k] = g[k] - ry[k];
+    }
+  }
+
+  /// Solves K (x, y) = (f, g) with iterative refinement: while the residual
+  /// decreases, or, for the interior-point directions (`direction`), only
+  /// while it decreases by 4x and is above 1e-13 of the right-hand side:
+  /// a direction needs far less accuracy than the tolerance, and further
+  /// steps at the level of rounding only cost time.
+  void solve(const T *f, const T *g, T *x, T *y, Scratch<T> &W,
+             bool direction = false) {
+    const int64_t n = P.n, m = P.m;
+    solveReg(f, g, x, y, W.ts.data());
+    const T floor =
+        direction ? T(1e-13) * std::max(normInf(f, n), normInf(g, m)) : T(0);
+    const T shrink = direction ? T(0.25) : T(1);
+    T last = std::numeric_limits<T>::infinity();
+    T r = std::numeric_limits<T>::infinity(); // of the current (x, y)
+    for (int it = 0;; ++it) {
+      residual(f, g, x, y, W.rx.data(), W.ry.data());
+      r = std::max(normInf(W.rx.data(), n), normInf(W.ry.data(), m));
+      if (it == Consts<T>::refine || !(r < last * shrink) || r <= floor)
+        break;
+      last = r;
+      solveReg(W.rx.data(), W.ry.data(), W.cx.data(), W.cy.data(), W.ts.data());
+      for (int64_t j = 0; j < n; ++j)
+        x[j] += W.cx[j];
+      for (int64_t k = 0; k < m; ++k)
+        y[k] += W.cy[k];
+    }
+    // The low-rank mode's solution must be about as good as the dense
+    // mode's: a residual near the rounding of its terms, bounded by
+    // ||f|| + ||Q|| ||x|| + ||G^T|| ||D G x|| (D G x from the last
+    // residual). If it is not (A = Q + rho I badly conditioned, say), this
+    // problem goes on in the dense mode.
+    if (lowRank && !(r <= T(1e-9) * (normInf(f, n) + normQ * normInf(x, n) +
+                                     normGt * normInf(sp, P.p)))) {
+      lowRank = false;
+      if (factor())
+        solve(f, g, x, y, W, direction);
+    }
+  }
+};
+
+template <class T> bool allFinite(const T *x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i]))
+      return false;
+  return true;
+}
+
 /// Residuals of an iterate: rd = Q z + q + A^T nu + G^T lam, re = A z - b,
-/// ri = G z + s - h (into W), and the merit: the largest of the relative
+/// ri = G z + s - h (into W; also A^T nu, G^T lam and G z, which the
+/// infeasibility tests reuse), and the merit: the largest of the relative
 /// residuals and the relative gap, which the tolerance bounds.
 template <class T> struct Res {
   T nQz = 0, nAz = 0, gap = 0, pobj = 0, merit = 0;
@@ -501,26 +602,26 @@ Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
   r.nQz = normInf(rd, n);
   T zQz = dot(z, rd, n);
   if (m) {
-    std::fill(W.tn.begin(), W.tn.end(), T(0));
-    gemvTAdd(P.A, nu, W.tn.data(), m, n);
-    nAtnu = normInf(W.tn.data(), n);
+    std::fill(W.atn.begin(), W.atn.end(), T(0));
+    gemvTAdd(P.A, nu, W.atn.data(), m, n);
+    nAtnu = normInf(W.atn.data(), n);
     for (int64_t j = 0; j < n; ++j)
-      rd[j] += W.tn[j];
+      rd[j] += W.atn[j];
     gemv(P.A, z, re, m, n);
     r.nAz = normInf(re, m);
     for (int64_t k = 0; k < m; ++k)
       re[k] -= P.b[k];
   }
   if (p) {
-    std::fill(W.tn.begin(), W.tn.end(), T(0));
-    gemvTAdd(P.G, lam, W.tn.data(), p, n);
-    nGtlam = normInf(W.tn.data(), n);
+    std::fill(W.gtl.begin(), W.gtl.end(), T(0));
+    gemvTAdd(P.G, lam, W.gtl.data(), p, n);
+    nGtlam = normInf(W.gtl.data(), n);
     for (int64_t j = 0; j < n; ++j)
-      rd[j] += W.tn[j];
-    gemv(P.G, z, ri, p, n);
-    nGz = normInf(ri, p);
+      rd[j] += W.gtl[j];
+    gemv(P.G, z, W.gz.data(), p, n);
+    nGz = normInf(W.gz.data(), p);
     for (int64_t k = 0; k < p; ++k)
-      ri[k] += s[k] - P.h[k];
+      ri[k] = W.gz[k] + s[k] - P.h[k];
   }
   for (int64_t j = 0; j < n; ++j)
     rd[j] += P.q[j];
@@ -562,8 +663,35 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
         W.Qs[i * n + j] = (P.Q[i * n + j] + P.Q[j * n + i]) / 2;
     Qs = W.Qs.data();
   }
-  fac.assign(KKT<T>::factorSize(n, m), T(0));
+  fac.resize(KKT<T>::factorSize(n, m)); // every entry read is written
   KKT<T> kkt(P, Qs, W.D.data(), fac.data());
+  kkt.Hbuf = W.H.data();
+  kkt.DG = W.DG.data();
+  kkt.sp = W.sp.data();
+  if (Qs && m == 0 && p > 0 && 2 * p <= n) {
+    kkt.lowRank = true;
+    kkt.Wt = W.Wt.data();
+    kkt.M0 = W.M0.data();
+    kkt.S = W.S.data();
+  }
+  if (p) {
+    // With at most one nonzero per row of G (G = -I, bounds on z), G^T D G
+    // is diagonal: formed in O(p) rather than O(p n^2) per iteration.
+    bool oneNonzero = true;
+    for (int64_t k = 0; k < p && oneNonzero; ++k) {
+      int64_t col = -1;
+      for (int64_t j = 0; j < n; ++j)
+        if (P.G[k * n + j] != 0) {
+          if (col >= 0) {
+            oneNonzero = false;
+            break;
+          }
+          col = j;
+        }
+      W.gCol[k] = col;
+    }
+    kkt.gCol = oneNonzero ? W.gCol.data() : nullptr;
+  }
   {
     T maxQ = 0;
     for (int64_t i = 0; Qs && i < n; ++i)
@@ -655,9 +783,9 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     if (m || p) {
       T ny = std::max(normInf(nu, m), normInf(lam, p));
       T hy = dot(P.b, nu, m) + dot(P.h, lam, p);
-      std::fill(W.tn.begin(), W.tn.end(), T(0));
-      gemvTAdd(P.A, nu, W.tn.data(), m, n);
-      gemvTAdd(P.G, lam, W.tn.data(), p, n);
+      // A^T nu + G^T lam, from residuals().
+      for (int64_t j = 0; j < n; ++j)
+        W.tn[j] = (m ? W.atn[j] : T(0)) + (p ? W.gtl[j] : T(0));
       T res = normInf(W.tn.data(), n);
       if (ny > 0 && hy < -Consts<T>::certObj * ny * std::max(nb, nh) &&
           res <= Consts<T>::certRes * ny * std::max(nAt, nGt)) {
@@ -673,11 +801,8 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
       T nz = normInf(z, n);
       T qz = dot(P.q, z, n);
       T maxGz = 0;
-      if (p) {
-        gemv(P.G, z, W.tp.data(), p, n);
-        for (int64_t k = 0; k < p; ++k)
-          maxGz = std::max(maxGz, W.tp[k]);
-      }
+      for (int64_t k = 0; k < p; ++k) // G z, from residuals()
+        maxGz = std::max(maxGz, W.gz[k]);
       if (nz > 0 && qz < -Consts<T>::certObj * nz * nq &&
           nQz <= Consts<T>::certRes * nz * nQ &&
           nAz <= Consts<T>::certRes * nz * nA &&
@@ -712,7 +837,7 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
       gemvTAdd(P.G, W.tp.data(), W.f.data(), p, n);
       for (int64_t k = 0; k < m; ++k)
         W.g[k] = -re[k];
-      kkt.solve(W.f.data(), W.g.data(), dz, dnu, W);
+      kkt.solve(W.f.data(), W.g.data(), dz, dnu, W, /*direction=*/true);
       if (p) {
         gemv(P.G, dz, dlam, p, n);
         for (int64_t k = 0; k < p; ++k) {
@@ -789,37 +914,67 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
   // constraints. Its factorization is the one the backward pass uses: the
   // limit of the IPM's KKT system as lam/s -> infinity on active and 0 on
   // inactive constraints (docs/qp.md).
+  //
+  // The active set read off an interior iterate can be wrong at a
+  // constraint that is nearly weakly active (lam and s both small): the
+  // polished z then violates a constraint left out, or a multiplier comes
+  // out negative. Such constraints are added to (removed from) the set and
+  // the polish repeated, up to 3 times (measured: at n = 500 the IPM's
+  // dual residual stalls near 1e-10 relative, and a polish that missed one
+  // of 51 active constraints violated it by 2e-3).
   T *active = s + p; // 1 or 0 per inequality
-  int64_t k = 0;
-  std::vector<T> &C = W.C;
-  for (int64_t i = 0; i < p; ++i) {
+  for (int64_t i = 0; i < p; ++i)
     active[i] = lam[i] > s[i] ? T(1) : T(0);
-    if (active[i] != 0)
-      ++k;
-  }
-  const int64_t mc = m + k;
-  C.resize(mc * n);
-  std::copy(P.A, P.A + m * n, C.begin());
-  for (int64_t i = 0, r = m; i < p; ++i)
-    if (active[i] != 0) {
-      std::copy(P.G + i * n, P.G + (i + 1) * n, C.begin() + r * n);
-      W.g[r++] = P.h[i];
-    }
-  std::copy(P.b, P.b + m, W.g.begin());
-  Prob<T> PC{n, mc, 0, P.Q, P.q, C.data(), W.g.data(), nullptr, nullptr};
-  // Kept for the backward pass: sized for this active set only.
-  std::vector<T>(KKT<T>::factorSize(n, mc)).swap(fac);
-  KKT<T> eq(PC, Qs, nullptr, fac.data());
-  eq.rhoBase = kkt.rhoBase;
-  if (!eq.factor())
-    return QPStatus::NumericalError;
-  regs[0] = eq.rho;
-  regs[1] = eq.delta;
-  for (int64_t j = 0; j < n; ++j)
-    W.f[j] = -P.q[j];
+  std::vector<T> &C = W.C;
   std::vector<T> &pz = W.pz, &py = W.py, &pl = W.pl, &ps = W.ps;
-  eq.solve(W.f.data(), W.g.data(), pz.data(), py.data(), W);
-  gemv(P.G, pz.data(), ps.data(), p, n);
+  for (int round = 0;; ++round) {
+    int64_t k = 0;
+    for (int64_t i = 0; i < p; ++i)
+      k += active[i] != 0;
+    const int64_t mc = m + k;
+    C.resize(mc * n);
+    std::copy(P.A, P.A + m * n, C.begin());
+    for (int64_t i = 0, r = m; i < p; ++i)
+      if (active[i] != 0) {
+        std::copy(P.G + i * n, P.G + (i + 1) * n, C.begin() + r * n);
+        W.g[r++] = P.h[i];
+      }
+    std::copy(P.b, P.b + m, W.g.begin());
+    Prob<T> PC{n, mc, 0, P.Q, P.q, C.data(), W.g.data(), nullptr, nullptr};
+    // Kept for the backward pass: sized for this active set only.
+    fac.resize(KKT<T>::factorSize(n, mc));
+    KKT<T> eq(PC, Qs, nullptr, fac.data());
+    eq.rhoBase = kkt.rhoBase;
+    if (kkt.lowRank && kkt.lowRankReady) {
+      // fac's first n^2 numbers (kept by resize) are U with U^T U = Q + rho I.
+      eq.haveL = true;
+      eq.rho = kkt.rho;
+    }
+    if (!eq.factor())
+      return QPStatus::NumericalError;
+    regs[0] = eq.rho;
+    regs[1] = eq.delta;
+    for (int64_t j = 0; j < n; ++j)
+      W.f[j] = -P.q[j];
+    eq.solve(W.f.data(), W.g.data(), pz.data(), py.data(), W);
+    gemv(P.G, pz.data(), ps.data(), p, n);
+    if (round == 3)
+      break;
+    const T violTol = tol * (1 + std::max(nh, normInf(ps.data(), p)));
+    const T multTol = tol * (1 + normInf(py.data() + m, k));
+    bool changed = false;
+    for (int64_t i = 0, r = m; i < p; ++i) {
+      if (active[i] == 0 && ps[i] - P.h[i] > violTol) {
+        active[i] = 1;
+        changed = true;
+      } else if (active[i] != 0 && py[r++] < -multTol) {
+        active[i] = 0;
+        changed = true;
+      }
+    }
+    if (!changed)
+      break;
+  }
   for (int64_t i = 0, r = m; i < p; ++i) {
     ps[i] = std::max(T(0), P.h[i] - ps[i]);
     pl[i] = active[i] != 0 ? std::max(T(0), py[r++]) : T(0);
@@ -903,6 +1058,9 @@ struct QPSolver::Impl {
   // Float32 problems are solved in float64 arithmetic (docs/qp.md): their
   // operands converted, kept here for the backward pass.
   std::vector<double> data64[NumOperands];
+  // backward32's incoming gradients and gradients in float64, kept between
+  // calls so that their memory is reused.
+  std::vector<double> in64[3], grads64[NumOperands];
   Layout layout64;
 
   void forward(const Layout &L, const QPSolutionBuffers &out);
@@ -916,7 +1074,8 @@ void QPSolver::Impl::forward(const Layout &L, const QPSolutionBuffers &out) {
   const int64_t n = L.n, m = L.m, p = L.p, st = stride();
   state.assign(size_t(st * L.batch) * sizeof(T), 0);
   status.assign(L.batch, QPStatus::NumericalError);
-  factors.assign(L.batch, {});
+  // Kept between calls: their memory is reused (no page faults anew).
+  factors.resize(L.batch);
   Config cfg{options.tol > 0 ? options.tol : double(Consts<T>::tol),
              options.maxIter};
   T *base = reinterpret_cast<T *>(state.data());
@@ -1134,17 +1293,18 @@ void QPSolver::Impl::backward32(const QPGradientBuffers &g) {
     dst.assign(f, f + count);
     return (const void *)dst.data();
   };
-  std::vector<double> gz, gnu, glam, outs[NumOperands];
+  std::vector<double> *outs = grads64;
   QPGradientBuffers g64;
-  g64.dz = widen(g.dz, L.batch * L.n, gz);
-  g64.dnu = widen(g.dnu, L.batch * L.m, gnu);
-  g64.dlam = widen(g.dlam, L.batch * L.p, glam);
+  g64.dz = widen(g.dz, L.batch * L.n, in64[0]);
+  g64.dnu = widen(g.dnu, L.batch * L.m, in64[1]);
+  g64.dlam = widen(g.dlam, L.batch * L.p, in64[2]);
   void *const wanted[NumOperands] = {g.dQ, g.dq, g.dA, g.db, g.dG, g.dh};
   void **dst64[NumOperands] = {&g64.dQ, &g64.dq, &g64.dA,
                                &g64.db, &g64.dG, &g64.dh};
   for (int i = 0; i < NumOperands; ++i)
     if (wanted[i] && L.data[i]) {
-      outs[i].assign(L.size[i] * (L.batched[i] ? L.batch : 1), 0.0);
+      // backward() writes every element (no need to clear).
+      outs[i].resize(L.size[i] * (L.batched[i] ? L.batch : 1));
       *dst64[i] = outs[i].data();
     }
   backward(layout64, g64);

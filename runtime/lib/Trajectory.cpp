@@ -56,6 +56,10 @@ struct Trajectory::Impl {
   // The chunk table: parameter, offset in it and length of each chunk.
   std::vector<int64_t> chunkParam, chunkOffset, lengths, strides;
   std::vector<Record> tape;
+  /// Records of dropped tapes, reused by step(): a tape of T steps of a
+  /// large rule is hundreds of MiB, and fresh buffers cost a page fault per
+  /// 4 KiB on first touch at every truncation.
+  std::vector<Record> spare;
   int64_t step = 0;
 
   const RuleInfo &info() const { return rule.info(); }
@@ -79,6 +83,11 @@ struct Trajectory::Impl {
       if (begin < end)
         fn(begin, end);
     });
+  }
+  void dropTape() {
+    for (Record &r : tape)
+      spare.push_back(std::move(r));
+    tape.clear();
   }
   void fillStates(std::vector<Buffer> &bufs, bool zero) {
     for (size_t s = 0; s < numStates(); ++s) {
@@ -253,10 +262,10 @@ const void *Trajectory::weights(const std::string &name) const {
 void Trajectory::resetState() {
   impl->fillStates(impl->states, /*zero=*/false);
   impl->step = 0;
-  impl->tape.clear();
+  impl->dropTape();
 }
 
-void Trajectory::truncate() { impl->tape.clear(); }
+void Trajectory::truncate() { impl->dropTape(); }
 size_t Trajectory::tapeLength() const { return impl->tape.size(); }
 int64_t Trajectory::stepCount() const { return impl->step; }
 
@@ -287,21 +296,21 @@ void Trajectory::step(const std::vector<const void *> &grads) {
                   "' are not set");
 
   Record rec;
-  rec.t = im.step + 1;
-  rec.theta = Buffer::allocate(im.theta.bytes);
-  std::memcpy(rec.theta.get(), im.theta.get(), im.theta.bytes);
-  rec.grad = Buffer::allocate(im.theta.bytes);
-  for (size_t i = 0; i < grads.size(); ++i)
-    if (im.sizes[i])
-      std::memcpy(rec.grad.get() + im.offsets[i] * im.elt, grads[i],
-                  size_t(im.sizes[i]) * im.elt);
-  for (const Buffer &s : im.states) {
-    Buffer copy = Buffer::allocate(s.bytes);
-    std::memcpy(copy.get(), s.get(), s.bytes);
-    rec.states.push_back(std::move(copy));
+  if (!im.spare.empty()) {
+    rec = std::move(im.spare.back());
+    im.spare.pop_back();
+  } else {
+    rec.theta = Buffer::allocate(im.theta.bytes);
+    rec.grad = Buffer::allocate(im.theta.bytes);
+    for (const Buffer &s : im.states)
+      rec.states.push_back(Buffer::allocate(s.bytes));
   }
+  rec.t = im.step + 1;
 
-  size_t perChunk = 2 + im.numStates();
+  // Each chunk records its own coordinates, then steps them while they are
+  // in cache: the copies run in parallel, and the kernel reads what was
+  // just copied. (Chunks cover every coordinate; a vector state of S
+  // components is S runs of the chunk's length.)
   std::vector<void *> ptrs;
   for (size_t c = 0; c < im.lengths.size(); ++c) {
     size_t p = im.chunkParam[c];
@@ -312,12 +321,29 @@ void Trajectory::step(const std::vector<const void *> &grads) {
     for (size_t s = 0; s < im.numStates(); ++s)
       ptrs.push_back(im.states[s].get() + im.stateOffset(s, p, off));
   }
-  (void)perChunk;
   optim_rule_kernel kernel = im.rule.kernel();
   const void *const *w = im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
   im.forChunks([&](int64_t begin, int64_t end) {
-    kernel(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-           im.hypers.data(), rec.t, w);
+    for (int64_t c = begin; c < end; ++c) {
+      size_t p = im.chunkParam[c];
+      int64_t off = im.chunkOffset[c];
+      size_t at = size_t(im.offsets[p] + off) * im.elt;
+      size_t bytes = size_t(im.lengths[c]) * im.elt;
+      std::memcpy(rec.theta.get() + at, im.theta.get() + at, bytes);
+      std::memcpy(rec.grad.get() + at,
+                  static_cast<const char *>(grads[p]) + off * im.elt, bytes);
+      for (size_t s = 0; s < im.numStates(); ++s) {
+        int64_t comps = im.info().states[s].size;
+        for (int64_t j = 0; j < comps; ++j) {
+          size_t from =
+              im.stateOffset(s, p, off) + size_t(j * im.sizes[p]) * im.elt;
+          std::memcpy(rec.states[s].get() + from, im.states[s].get() + from,
+                      bytes);
+        }
+      }
+      kernel(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
+             im.hypers.data(), rec.t, w);
+    }
   });
   im.tape.push_back(std::move(rec));
   im.step += 1;

@@ -11,30 +11,44 @@
 // CHECK-NOT: func.func @optim_vjp_lin(
 // CHECK-LABEL: func.func @optim_vjp_kernel_lin(
 // CHECK-SAME: %[[PTRS:[^:]*]]: !llvm.ptr, %[[LENGTHS:[^:]*]]: !llvm.ptr, %[[STRIDES:[^:]*]]: !llvm.ptr, %[[BEGIN:[^:]*]]: i64, %[[END:[^:]*]]: i64, %[[HYPERS:[^:]*]]: !llvm.ptr, %[[STEP:[^:]*]]: i64, %[[WEIGHTS:[^:]*]]: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr)
-// Per-lane accumulators of the vector loop and of the scalar tail: P = 4.
-// CHECK-DAG: %[[C4:.*]] = arith.constant 4 : i64
+// linear makes the rule learned: per-lane accumulators (hyperparameter s and
+// the 3 weights of a linear_vjp: 4 slots) for blocks of 4 vectors (16
+// lanes), single vectors and the scalar tail.
+// Slot k's lanes at elements [k * lanes, (k + 1) * lanes): 64, 16 and 4
+// floats.
 // CHECK-DAG: %[[C5:.*]] = arith.constant 5 : i64
-// CHECK: %[[VACC:.*]] = llvm.alloca %[[C4]] x vector<4xf32>
-// CHECK: %[[SACC:.*]] = llvm.alloca %[[C4]] x f32
+// CHECK-DAG: %[[C4:.*]] = arith.constant 4 : i64
+// CHECK: llvm.load %[[WEIGHTS]]
+// CHECK: llvm.alloca %c64_i64 x f32
+// CHECK-NEXT: llvm.alloca %c16_i64 x f32
+// CHECK-NEXT: llvm.alloca %[[C4]] x f32
 // CHECK: scf.for %[[C:.*]] = %{{.*}} to %{{.*}} step
 // CHECK: %[[CI:.*]] = arith.index_cast %[[C]] : index to i64
 // CHECK: arith.muli %[[CI]], %[[C5]] : i64
 // Zeroed per chunk.
 // CHECK: scf.for
+// CHECK: llvm.store %{{.*}}, %{{.*}} {{.*}} : vector<16xf32>, !llvm.ptr
 // CHECK: llvm.store %{{.*}}, %{{.*}} {{.*}} : vector<4xf32>, !llvm.ptr
 // CHECK: llvm.store %{{.*}}, %{{.*}} {{.*}} : f32, !llvm.ptr
-// The vector loop, then the scalar tail, each adding to its accumulators.
+// Blocks of 16 coordinates prefetch the next block's lines, then read h in
+// place (stride: the chunk's) for W [h; 1], the bias first.
+// CHECK: scf.for %[[I:.*]] = %{{.*}} to %{{.*}} step %c16
+// CHECK: llvm.intr.prefetch
+// CHECK: scf.for {{.*}} iter_args({{.*}}) -> (vector<16xf32>)
+// CHECK: math.fma {{.*}} : vector<16xf32>
+// The weight cotangent dz [h; 1] goes to the lane accumulators of slots
+// 1..3 (slot 0 is s).
+// CHECK: llvm.store %{{.*}}, %{{.*}} {{.*}} : vector<16xf32>, !llvm.ptr
 // CHECK: scf.for %{{.*}} step %c4
-// CHECK: llvm.store %{{.*}}, %[[VACC]] {{.*}} : vector<4xf32>
 // CHECK: scf.for %{{.*}} step %c1
-// CHECK: llvm.store %{{.*}}, %[[SACC]] {{.*}} : f32
-// The chunk's sums: lanes in order, then the tail, into its own slots.
+// The chunk's sums: each slot's lanes in order, widest loop first, then
+// the tail, into its own slot of `partials`.
 // CHECK: %[[BASE:.*]] = arith.muli %[[CI]], %[[C4]] : i64
-// CHECK: scf.for
-// CHECK: %[[LANES:.*]] = vector.reduction <add>, %{{.*}} : vector<4xf32> into f32
-// CHECK: %[[SUM:.*]] = arith.addf %[[LANES]], %{{.*}} : f32
-// CHECK: %[[AT:.*]] = arith.addi %[[BASE]], %{{.*}} : i64
-// CHECK: %[[DST:.*]] = llvm.getelementptr %[[PARTIALS]][%[[AT]]]
+// CHECK: %[[L16:.*]] = vector.reduction <add>, %{{.*}} : vector<16xf32> into f32
+// CHECK: %[[L4:.*]] = vector.reduction <add>, %{{.*}} : vector<4xf32> into f32
+// CHECK: %[[S:.*]] = arith.addf %[[L16]], %[[L4]] : f32
+// CHECK: %[[SUM:.*]] = arith.addf %[[S]], %{{.*}} : f32
+// CHECK: %[[DST:.*]] = llvm.getelementptr %[[PARTIALS]][%[[BASE]]]
 // CHECK: llvm.store %[[SUM]], %[[DST]]
 optim.rule @lin(%p: f32, %g: f32, %t: i64) hyper(%s: f32 = 0.1) state(%h: vector<2xf32> = 0.0) weights(%w: tensor<1x3xf32>) {
   %y = optim.linear %h, %w : vector<2xf32>, tensor<1x3xf32> -> f32

@@ -268,3 +268,81 @@ TEST(LearnedRule, L2LAccuracyAndThreadsOnAwkwardSizes) {
 }
 
 } // namespace
+
+// Every vector width computes each coordinate with the same operations, so
+// widths that are not powers of two (whose lane vectors LLVM pads in
+// memory) must give the bits of the default width, in f32 and f64.
+TEST(LearnedRule, EveryVectorWidthGivesTheSameBits) {
+  std::mt19937 rng(11);
+  std::vector<float> w1 = randomWeights(rng, 80 * 23),
+                     w2 = randomWeights(rng, 80 * 41),
+                     head = randomWeights(rng, 21);
+  const std::vector<int64_t> sizes = {70, 13, 1};
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<std::vector<std::vector<float>>> grads(3);
+  for (auto &step : grads)
+    for (int64_t n : sizes) {
+      step.emplace_back(n);
+      for (float &g : step.back())
+        g = normal(rng) * 1e-3f;
+    }
+  for (DType precision : {DType::F32, DType::F64}) {
+    std::vector<std::vector<char>> reference;
+    for (unsigned width : {16u, 1u, 3u, 5u, 8u, 12u}) {
+      CompileOptions copts;
+      copts.precision = precision;
+      copts.vectorWidth = width;
+      copts.useCache = false;
+      Rule rule = Compiler(copts).compileFile(std::string(OPTIM_EXAMPLES_DIR) +
+                                              "/l2l.optim");
+      size_t eltSize = precision == DType::F64 ? 8 : 4;
+      std::vector<std::vector<char>> params;
+      std::vector<Param> ps;
+      for (int64_t n : sizes) {
+        params.emplace_back(n * eltSize, 0);
+        void *data = params.back().data();
+        ps.push_back(precision == DType::F64
+                         ? Param(static_cast<double *>(data), n)
+                         : Param(static_cast<float *>(data), n));
+      }
+      Optimizer opt(rule, ps);
+      for (auto [name, w] : {std::pair{"lstm1", &w1}, {"lstm2", &w2},
+                             {"head", &head}}) {
+        std::vector<double> w64(w->begin(), w->end());
+        if (precision == DType::F64)
+          opt.setWeights(name, w64.data(), int64_t(w64.size()));
+        else
+          opt.setWeights(name, w->data(), int64_t(w->size()));
+      }
+      std::vector<std::vector<double>> g64(sizes.size());
+      for (auto &step : grads) {
+        std::vector<Grad> gs;
+        for (size_t k = 0; k < sizes.size(); ++k) {
+          if (precision == DType::F64) {
+            g64[k].assign(step[k].begin(), step[k].end());
+            gs.emplace_back(g64[k].data(), sizes[k]);
+          } else {
+            gs.emplace_back(step[k].data(), sizes[k]);
+          }
+        }
+        opt.step(gs);
+      }
+      std::vector<std::vector<char>> bits;
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        bits.push_back(params[k]);
+        for (const char *name : {"h1", "c1", "h2", "c2"}) {
+          auto s = static_cast<const char *>(opt.state(k, name));
+          bits.emplace_back(s, s + 20 * sizes[k] * eltSize);
+        }
+      }
+      if (reference.empty())
+        reference = bits;
+      else
+        for (size_t b = 0; b < bits.size(); ++b)
+          ASSERT_EQ(reference[b], bits[b])
+              << "vector width " << width << " ("
+              << (precision == DType::F64 ? "f64" : "f32")
+              << ") differs from width 16 in buffer " << b;
+    }
+  }
+}

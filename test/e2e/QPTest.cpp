@@ -15,6 +15,7 @@
 #include <cmath>
 #include <cstring>
 #include <random>
+#include <string>
 #include <vector>
 
 using namespace optim;
@@ -135,8 +136,12 @@ double maxAbsDiff(const Vec &a, const Vec &b) {
 
 TEST(QP, KnownSolutionsOfVariedShape) {
   std::mt19937_64 rng(7);
-  const int64_t shapes[][3] = {{1, 0, 0}, {1, 0, 1}, {1, 1, 0},   {2, 1, 3},
-                               {5, 0, 7}, {7, 3, 0}, {13, 4, 20}, {40, 10, 60}};
+  // With m = 0 and 2p <= n (the last three), the solver takes its
+  // low-rank mode (Woodbury over the p inequalities).
+  const int64_t shapes[][3] = {{1, 0, 0},   {1, 0, 1},    {1, 1, 0},
+                               {2, 1, 3},   {5, 0, 7},    {7, 3, 0},
+                               {13, 4, 20}, {40, 10, 60}, {30, 0, 6},
+                               {61, 0, 17}, {100, 0, 50}};
   for (auto &sh : shapes) {
     Known k = makeKnown(rng, sh[0], sh[1], sh[2]);
     QPSolver solver;
@@ -285,8 +290,9 @@ Batch makeBatch(uint64_t seed, int64_t B, int64_t n, int64_t m, int64_t p) {
   return bt;
 }
 
-TEST(QP, BatchMatchesElementsAndThreadsAgree) {
-  Batch bt = makeBatch(11, 9, 10, 2, 14);
+void checkBatchMatchesElementsAndThreadsAgree(const Batch &bt) {
+  SCOPED_TRACE("n " + std::to_string(bt.n) + " m " + std::to_string(bt.m) +
+               " p " + std::to_string(bt.p));
   const int64_t B = bt.B, n = bt.n, m = bt.m, p = bt.p;
   Vec gz(B * n), gnu(B * m), glam(B * p);
   std::mt19937_64 rng(3);
@@ -355,6 +361,69 @@ TEST(QP, BatchMatchesElementsAndThreadsAgree) {
   EXPECT_LT(maxAbsDiff(sumQ, grads[0][0]), 1e-12);
 }
 
+TEST(QP, BatchMatchesElementsAndThreadsAgree) {
+  checkBatchMatchesElementsAndThreadsAgree(makeBatch(11, 9, 10, 2, 14));
+  // The low-rank mode (m = 0, 2p <= n).
+  checkBatchMatchesElementsAndThreadsAgree(makeBatch(12, 7, 30, 0, 6));
+}
+
+TEST(QP, LowRankModeOnIllConditionedQ) {
+  // Q = V diag(10^U(-9, 0)) V^T with few inequalities: the low-rank mode's
+  // Q + rho I is badly conditioned; whether the Woodbury solves hold up or
+  // the problem goes back to the dense mode, the known solution comes out.
+  std::mt19937_64 rng(21);
+  for (int64_t n : {20, 64}) {
+    const int64_t p = n / 4;
+    Known k = makeKnown(rng, n, 0, p);
+    std::normal_distribution<double> N;
+    std::uniform_real_distribution<double> E(-9, 0);
+    // Orthonormal V by Gram-Schmidt.
+    Vec V(n * n);
+    for (double &x : V)
+      x = N(rng);
+    for (int64_t i = 0; i < n; ++i) {
+      for (int64_t j = 0; j < i; ++j) {
+        double d = 0;
+        for (int64_t r = 0; r < n; ++r)
+          d += V[i * n + r] * V[j * n + r];
+        for (int64_t r = 0; r < n; ++r)
+          V[i * n + r] -= d * V[j * n + r];
+      }
+      double nn = 0;
+      for (int64_t r = 0; r < n; ++r)
+        nn += V[i * n + r] * V[i * n + r];
+      for (int64_t r = 0; r < n; ++r)
+        V[i * n + r] /= std::sqrt(nn);
+    }
+    Vec ev(n);
+    for (double &e : ev)
+      e = std::pow(10.0, E(rng));
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double s = 0;
+        for (int64_t r = 0; r < n; ++r)
+          s += V[r * n + i] * ev[r] * V[r * n + j];
+        k.Q[i * n + j] = s;
+      }
+    // q from the KKT conditions at the known point, for the new Q.
+    for (int64_t i = 0; i < n; ++i) {
+      double v = 0;
+      for (int64_t j = 0; j < n; ++j)
+        v += k.Q[i * n + j] * k.z[j];
+      for (int64_t r = 0; r < p; ++r)
+        v += k.G[r * n + i] * k.lam[r];
+      k.q[i] = -v;
+    }
+    QPSolver solver;
+    Out o(1, n, 0, p);
+    solver.forward(shared(k), o.buffers());
+    ASSERT_EQ(o.status[0], QPStatus::Solved) << "n=" << n;
+    // The error bound grows with the condition number (up to 1e9 here).
+    EXPECT_LT(maxAbsDiff(o.z, k.z), 1e-5) << "n=" << n;
+    EXPECT_LT(maxAbsDiff(o.lam, k.lam), 1e-5) << "n=" << n;
+  }
+}
+
 /// L = gz.z + gnu.nu + glam.lam for one problem, through the solver.
 double loss(const Known &k, const Vec &gz, const Vec &gnu, const Vec &glam) {
   QPOptions opt;
@@ -374,8 +443,8 @@ double loss(const Known &k, const Vec &gz, const Vec &gnu, const Vec &glam) {
 }
 
 TEST(QP, GradientsMatchCentralFiniteDifferences) {
-  const int64_t shapes[][3] = {{1, 0, 1}, {4, 1, 5}, {7, 2, 9},
-                               {9, 0, 0}, {6, 3, 0}, {8, 0, 12}};
+  const int64_t shapes[][3] = {{1, 0, 1}, {4, 1, 5},  {7, 2, 9}, {9, 0, 0},
+                               {6, 3, 0}, {8, 0, 12}, {10, 0, 3}};
   std::mt19937_64 rng(5);
   std::normal_distribution<double> N;
   for (auto &sh : shapes) {

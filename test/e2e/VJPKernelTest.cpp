@@ -20,6 +20,7 @@
 #include "gtest/gtest.h"
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -167,8 +168,9 @@ struct Problem {
 /// Checks the VJP kernel of `source` against central differences.
 /// `maxWeights` caps how many weights (chosen at random) are checked.
 void check(const std::string &source, double weightScale = 0.5,
-           size_t maxWeights = 1000, int64_t n = 13, int64_t chunk = 5) {
-  Rule rule = compileF64(source);
+           size_t maxWeights = 1000, int64_t n = 13, int64_t chunk = 5,
+           unsigned width = 4) {
+  Rule rule = compileF64(source, width);
   ASSERT_TRUE(rule.vjpKernel());
   const RuleInfo &info = rule.info();
   std::mt19937 rng(42);
@@ -258,31 +260,6 @@ rule vectors(lr = 0.05, k = 4) {
 )");
 }
 
-TEST(VJPKernel, LearnedBlocks) {
-  // A scalar-input LSTM cell, a vector-input one, and linear maps to a
-  // vector and to a scalar, with every weight checked.
-  check(R"(
-learned rule blocks(lr = 0.3, k = 3) {
-  weights cell1 = lstm(in: 1, hidden: 3)
-  weights cell2 = lstm(in: 2, hidden: 4)
-  weights head = linear(in: 4, out: 2)
-  weights mix = linear(in: 3, out: 1)
-  state h[3] = 0, c[3] = 0, h2[4] = 0, c2[4] = 0
-  h, c = cell1(p * g, h, c)
-  h2, c2 = cell2(log_sign(g, k), h2, c2)
-  let y = head(h2)
-  p += lr * (y[0] * y[1] + mix(h) * tanh(sum(c)))
-}
-)",
-        /*weightScale=*/0.8);
-}
-
-TEST(VJPKernel, L2LExample) {
-  // The paper's 2x20 LSTM, in f64: every p and state component, the
-  // hyperparameter, and 150 random weights of each tensor.
-  check(readExample("l2l"), /*weightScale=*/0.3, /*maxWeights=*/150);
-}
-
 const char *kBlocks = R"(
 learned rule blocks(lr = 0.3, k = 3) {
   weights cell1 = lstm(in: 1, hidden: 3)
@@ -296,6 +273,163 @@ learned rule blocks(lr = 0.3, k = 3) {
   p += lr * (y[0] * y[1] + mix(h) * tanh(sum(c)))
 }
 )";
+
+TEST(VJPKernel, LearnedBlocks) {
+  // A scalar-input LSTM cell, a vector-input one, and linear maps to a
+  // vector and to a scalar, with every weight checked.
+  check(kBlocks, /*weightScale=*/0.8);
+}
+
+TEST(VJPKernel, L2LExample) {
+  // The paper's 2x20 LSTM, in f64: every p and state component, the
+  // hyperparameter, and 150 random weights of each tensor.
+  check(readExample("l2l"), /*weightScale=*/0.3, /*maxWeights=*/150);
+}
+
+// Chunks of 40 and 5 coordinates with 4 lanes: learned rules run blocks of
+// 16 coordinates (two per chunk of 40, with the transposed weight
+// gradient), then vectors of 4, then single coordinates, all adding into the
+// same per-chunk accumulators.
+TEST(VJPKernel, LearnedBlocksEveryLanePath) {
+  check(kBlocks, /*weightScale=*/0.8, /*maxWeights=*/1000, /*n=*/45,
+        /*chunk=*/40);
+}
+
+// 3 lanes, not a power of two: the transposes of the weight gradient take
+// their element-by-element path (blocks of 12, vectors of 3, singles). The
+// reference is the 4-lane kernel, which the tests above check against
+// central differences (the forward kernel, which those differences need,
+// is not tested with odd widths here).
+TEST(VJPKernel, OddWidthMatchesWidthFour) {
+  for (const std::string &source : {std::string(kBlocks), readExample("l2l")}) {
+    Rule three = compileF64(source, 3), four = compileF64(source, 4);
+    std::mt19937 rng(11);
+    Problem pb(three.info(), /*n=*/45, /*chunk=*/40, rng, /*weightScale=*/0.5);
+    Problem::Result a = pb.vjp(three, 3), b = pb.vjp(four, 3);
+    auto near = [](double x, double y) {
+      return std::fabs(x - y) <= 1e-12 * std::max(1.0, std::fabs(y));
+    };
+    for (size_t i = 0; i < a.dp.size(); ++i)
+      EXPECT_TRUE(near(a.dp[i], b.dp[i])) << "dp[" << i << "]";
+    for (size_t s = 0; s < a.ds.size(); ++s)
+      for (size_t i = 0; i < a.ds[s].size(); ++i)
+        EXPECT_TRUE(near(a.ds[s][i], b.ds[s][i]))
+            << three.info().states[s].name << "[" << i << "]";
+    for (size_t k = 0; k < a.partials.size(); ++k)
+      EXPECT_TRUE(near(a.partials[k], b.partials[k]))
+          << "partial " << k << ": " << a.partials[k] << " vs "
+          << b.partials[k];
+  }
+}
+
+TEST(VJPKernel, L2LEveryLanePath) {
+  check(readExample("l2l"), /*weightScale=*/0.3, /*maxWeights=*/150,
+        /*n=*/45, /*chunk=*/40);
+}
+
+/// The f32 VJP kernel (rational activations, 16 lanes: blocks of 64
+/// coordinates, vectors of 16, single coordinates) against the f64 one on
+/// the same inputs rounded to float: per-coordinate cotangents within 5e-6
+/// of max(1, |x|), and each weight gradient summed over the coordinates
+/// within 5e-6 of the largest of its tensor (both are sums of the same
+/// products; f32 accumulation over 150 coordinates).
+TEST(VJPKernel, L2LFloatMatchesDouble) {
+  CompileOptions options;
+  options.vjp = true;
+  options.useCache = false;
+  Rule f32 = Compiler(options).compileSource(readExample("l2l"), "l2l.optim");
+  Rule f64 = compileF64(readExample("l2l"), /*width=*/16);
+  const RuleInfo &info = f64.info();
+  std::mt19937 rng(5);
+  const int64_t n = 150, chunk = 100;
+  Problem pb(info, n, chunk, rng, /*weightScale=*/0.3);
+  // States in the range an LSTM produces (h, c of either sign).
+  for (auto &s : pb.states)
+    for (double &x : s)
+      x -= 1.1;
+  auto roundAll = [](std::vector<double> &v) {
+    for (double &x : v)
+      x = double(float(x));
+  };
+  roundAll(pb.p);
+  roundAll(pb.g);
+  roundAll(pb.dp);
+  for (auto *vs : {&pb.states, &pb.ds, &pb.weights})
+    for (auto &v : *vs)
+      roundAll(v);
+  const int64_t t = 3;
+  Problem::Result ref = pb.vjp(f64, t);
+
+  auto toFloat = [](const std::vector<double> &v) {
+    return std::vector<float>(v.begin(), v.end());
+  };
+  std::vector<float> p = toFloat(pb.p), g = toFloat(pb.g), dp = toFloat(pb.dp);
+  std::vector<std::vector<float>> states, ds, weights;
+  for (auto &s : pb.states)
+    states.push_back(toFloat(s));
+  for (auto &s : pb.ds)
+    ds.push_back(toFloat(s));
+  for (auto &w : pb.weights)
+    weights.push_back(toFloat(w));
+  std::vector<void *> ptrs;
+  for (size_t c = 0; c < pb.lengths.size(); ++c) {
+    int64_t off = int64_t(c) * chunk;
+    ptrs.push_back(p.data() + off);
+    ptrs.push_back(g.data() + off);
+    for (auto &s : states)
+      ptrs.push_back(s.data() + off);
+    ptrs.push_back(dp.data() + off);
+    for (auto &s : ds)
+      ptrs.push_back(s.data() + off);
+  }
+  size_t numPartials = pb.hypers.size();
+  for (const auto &w : weights)
+    numPartials += w.size();
+  std::vector<float> partials(pb.lengths.size() * numPartials, NAN);
+  std::vector<const void *> w;
+  for (auto &v : weights)
+    w.push_back(v.data());
+  f32.vjpKernel()(ptrs.data(), pb.lengths.data(), pb.strides.data(), 0,
+                  int64_t(pb.lengths.size()), pb.hypers.data(), t, w.data(),
+                  partials.data());
+
+  double worst = 0;
+  auto expectNear = [&](double got, double want, double scale,
+                        const std::string &what) {
+    double err = std::fabs(got - want) / std::max(1.0, scale);
+    worst = std::max(worst, err);
+    EXPECT_LE(err, 5e-6) << what << ": " << got << " vs " << want;
+  };
+  for (int64_t i = 0; i < n; ++i)
+    expectNear(dp[i], ref.dp[i], std::fabs(ref.dp[i]),
+               "dp[" + std::to_string(i) + "]");
+  for (size_t s = 0; s < ds.size(); ++s)
+    for (size_t i = 0; i < ds[s].size(); ++i)
+      expectNear(ds[s][i], ref.ds[s][i], std::fabs(ref.ds[s][i]),
+                 info.states[s].name + "[" + std::to_string(i) + "]");
+  size_t offset = 0;
+  for (size_t h = 0; h < pb.hypers.size(); ++h, ++offset) {
+    double sum = 0;
+    for (size_t c = 0; c < pb.lengths.size(); ++c)
+      sum += partials[c * numPartials + offset];
+    expectNear(sum, ref.partials[offset], std::fabs(ref.partials[offset]),
+               info.hypers[h].name);
+  }
+  for (size_t k = 0; k < weights.size(); ++k) {
+    double largest = 0;
+    for (size_t j = 0; j < weights[k].size(); ++j)
+      largest = std::max(largest, std::fabs(ref.partials[offset + j]));
+    for (size_t j = 0; j < weights[k].size(); ++j) {
+      double sum = 0;
+      for (size_t c = 0; c < pb.lengths.size(); ++c)
+        sum += partials[c * numPartials + offset + j];
+      expectNear(sum, ref.partials[offset + j], largest,
+                 info.weights[k].name + "[" + std::to_string(j) + "]");
+    }
+    offset += weights[k].size();
+  }
+  std::printf("L2LFloatMatchesDouble: worst scaled error %.3g\n", worst);
+}
 
 TEST(VJPKernel, TrajectoryBackwardMatchesUnrolledFiniteDifferences) {
   // L = sum_k c_k . theta_{k+1} over 6 steps whose gradients g_k are fixed

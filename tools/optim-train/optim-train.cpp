@@ -17,6 +17,8 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "MetaEpisode.h"
+
 #include "optim/Compiler/Compiler.h"
 #include "optim/Optimizer.h"
 #include "optim/Safetensors.h"
@@ -65,6 +67,8 @@ struct Options {
   double metaLr = 1e-3;
   uint64_t seed = 1;
   int64_t checkpointEvery = 10;
+  int64_t evalEvery = 0; // Episodes between selection evaluations; 0: none.
+  int64_t evalRuns = 20;
   int64_t stopAfter = -1; // Testing: stop (as if killed) after N episodes.
   unsigned threads = 0;
   int hiddenUnits = 20, hiddenLayers = 1, batchSize = 128;
@@ -87,6 +91,13 @@ Meta-trains a learned rule (Andrychowicz et al., 2016) on a built-in task.
   --out=DIR              outputs (default optim-train-out)
   --checkpoint-every=N   episodes between checkpoints (default 10)
   --resume               continue from DIR/checkpoint.safetensors
+  --eval-every=N         every N episodes, run the current weights on
+                         --eval-runs fixed optimizees (seeds 2000001...,
+                         apart from optim-eval's) and keep the weights with
+                         the lowest mean sum of f in DIR/best-weights
+                         .safetensors, as the paper's code does (default 0:
+                         off); the evaluations go to DIR/eval.csv
+  --eval-runs=N          optimizees per evaluation (default 20)
   --init=FILE            initial weights (safetensors) instead of random
   --set=NAME=VALUE       a hyperparameter of the learned rule (e.g. scale)
   --threads=N            worker threads (default: all)
@@ -171,6 +182,10 @@ Options parse(int argc, char **argv) {
       o.out = need();
     else if (key == "--checkpoint-every")
       o.checkpointEvery = parseInt(key, need(), 1);
+    else if (key == "--eval-every")
+      o.evalEvery = parseInt(key, need(), 0);
+    else if (key == "--eval-runs")
+      o.evalRuns = parseInt(key, need(), 1);
     else if (key == "--stop-after")
       o.stopAfter = parseInt(key, need(), 0);
     else if (key == "--resume") {
@@ -224,33 +239,6 @@ double peakRssMiB() {
   return double(usage.ru_maxrss) / 1024.0; // Linux: kilobytes.
 }
 
-int64_t countOf(const std::vector<int64_t> &shape) {
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
-}
-
-/// PyTorch's default initialization of LSTMCell / Linear: U(-1/sqrt(H),
-/// 1/sqrt(H)) for an LSTM of hidden size H, U(-1/sqrt(in), 1/sqrt(in)) for
-/// a linear map with `in` inputs.
-std::vector<std::vector<float>> randomWeights(const RuleInfo &info,
-                                              std::mt19937_64 &rng) {
-  std::vector<std::vector<float>> out;
-  for (const WeightSpec &w : info.weights) {
-    int64_t rows = w.shape.at(0), cols = w.shape.at(1);
-    bool lstm = rows % 4 == 0 && rows / 4 < cols;
-    double fan = lstm ? double(rows / 4) : double(cols - 1);
-    double bound = 1.0 / std::sqrt(std::max(1.0, fan));
-    std::uniform_real_distribution<double> u(-bound, bound);
-    std::vector<float> data(countOf(w.shape));
-    for (float &x : data)
-      x = float(u(rng));
-    out.push_back(std::move(data));
-  }
-  return out;
-}
-
 bool fileExists(const std::string &path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
@@ -280,6 +268,47 @@ void truncateLog(const std::string &path, int64_t episodes) {
   }
   in.close();
   std::ofstream(path, std::ios::trunc) << kept;
+}
+
+/// The selection criterion of the paper's code: the mean over `o.evalRuns`
+/// fixed optimizees of sum_{t=1..horizon} f(theta_t), the losses of the
+/// minibatches the optimizee trains on, with the learned rule run forward
+/// only. Seeds 2000001... keep it apart from optim-eval's (1... for the
+/// evaluation, 1000001... for tuning). A run whose loss stops being finite
+/// makes the mean infinite.
+double selectionLoss(const Options &o, const Rule &rule,
+                     const std::vector<std::vector<float>> &weights,
+                     const tasks::TaskOptions &taskOptions) {
+  const RuleInfo &info = rule.info();
+  double total = 0;
+  for (int64_t k = 0; k < o.evalRuns; ++k) {
+    std::unique_ptr<tasks::Task> task =
+        tasks::makeTask(o.task, 2000001 + uint64_t(k), taskOptions);
+    std::vector<Param> params;
+    for (auto &p : task->parameters())
+      params.emplace_back(p.data(), int64_t(p.size()));
+    OptimizerOptions options;
+    options.threads = o.threads;
+    Optimizer opt(rule, params, options);
+    for (size_t w = 0; w < weights.size(); ++w)
+      opt.setWeights(info.weights[w].name, weights[w].data(),
+                     int64_t(weights[w].size()));
+    for (const auto &[name, value] : o.hypers)
+      opt.set(name, value);
+    std::vector<std::vector<float>> grad;
+    task->step(grad);
+    for (int64_t t = 0; t < o.horizon; ++t) {
+      std::vector<Grad> g;
+      for (auto &v : grad)
+        g.emplace_back(v.data(), int64_t(v.size()));
+      opt.step(g);
+      double loss = task->step(grad);
+      if (!std::isfinite(loss))
+        return INFINITY;
+      total += loss;
+    }
+  }
+  return total / double(o.evalRuns);
 }
 
 void plot(const std::string &dir) {
@@ -361,7 +390,7 @@ int run(const Options &o) {
 
   // The weights and the meta-optimizer over them.
   std::mt19937_64 rng(o.seed);
-  std::vector<std::vector<float>> weights = randomWeights(info, rng);
+  std::vector<std::vector<float>> weights = train::randomWeights(info, rng);
   if (!o.init.empty()) {
     SafetensorsFile file = SafetensorsFile::read(o.init);
     for (size_t w = 0; w < weights.size(); ++w)
@@ -385,6 +414,11 @@ int run(const Options &o) {
                 "': " + std::strerror(errno));
 
   int64_t firstEpisode = 0;
+  // The best selection evaluation so far (--eval-every), kept in the
+  // checkpoint so that a resumed run keeps the same best weights.
+  double bestLoss = INFINITY;
+  int64_t bestEpisode = -1;
+  std::string evalPath = o.out + "/eval.csv";
   if (o.resume) {
     SafetensorsFile file = SafetensorsFile::read(ckpt);
     if (file.metadata("rule") != metaRule.info().name ||
@@ -402,6 +436,11 @@ int run(const Options &o) {
     firstEpisode = std::stoll(file.metadata("episode"));
     std::istringstream(file.metadata("rng")) >> rng;
     truncateLog(logPath, firstEpisode);
+    truncateLog(evalPath, firstEpisode + 1);
+    if (file.hasMetadata("best_episode")) {
+      bestEpisode = std::stoll(file.metadata("best_episode"));
+      bestLoss = std::strtod(file.metadata("best_sum_f").c_str(), nullptr);
+    }
   }
 
   bool newLog = !fileExists(logPath) || !o.resume;
@@ -439,6 +478,12 @@ int run(const Options &o) {
     meta["episode"] = std::to_string(episodesDone);
     meta["seed"] = std::to_string(o.seed);
     meta["rng"] = rngText.str();
+    if (bestEpisode >= 0) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.17g", bestLoss);
+      meta["best_sum_f"] = text;
+      meta["best_episode"] = std::to_string(bestEpisode);
+    }
     writeSafetensors(ckpt, tensors, meta);
     ::unlink(tmp.c_str());
     writeWeights(o.out + "/weights.safetensors", info, weights,
@@ -451,6 +496,12 @@ int run(const Options &o) {
 
   TrajectoryOptions trajOptions;
   trajOptions.threads = o.threads;
+  trajOptions.chunkSize = train::kChunkSize;
+  // One trajectory for the run (runEpisode resets it): its tape buffers are
+  // reused from episode to episode.
+  Trajectory traj(rule, sizes, trajOptions);
+  for (const auto &[name, value] : o.hypers)
+    traj.set(name, value);
   auto start = std::chrono::steady_clock::now();
   bool tty = !o.quiet && ::isatty(STDERR_FILENO);
   double smoothed = NAN;
@@ -464,57 +515,10 @@ int run(const Options &o) {
     uint64_t optimizeeSeed = rng();
     std::unique_ptr<tasks::Task> task =
         tasks::makeTask(o.task, optimizeeSeed, taskOptions);
-    std::vector<std::vector<float>> &theta = task->parameters();
-    Trajectory traj(rule, sizes, trajOptions);
-    for (const auto &[name, value] : o.hypers)
-      traj.set(name, value);
-    for (size_t i = 0; i < theta.size(); ++i)
-      std::memcpy(traj.param(i), theta[i].data(),
-                  theta[i].size() * sizeof(float));
-
-    std::vector<std::vector<float>> grad;
-    task->step(grad); // ∇f(θ_0): the rule's first input.
-    double lossSum = 0, finalLoss = 0;
-    for (int64_t t0 = 0; t0 < o.horizon; t0 += o.unroll) {
-      for (size_t w = 0; w < weights.size(); ++w)
-        traj.setWeights(info.weights[w].name, weights[w].data(),
-                        int64_t(weights[w].size()));
-      // dL/dθ_{t+1} = ∇f(θ_{t+1}), which is also the next step's input.
-      std::vector<std::vector<std::vector<float>>> cot;
-      for (int64_t k = 0; k < o.unroll; ++k) {
-        std::vector<const void *> g;
-        for (auto &v : grad)
-          g.push_back(v.data());
-        traj.step(g);
-        for (size_t i = 0; i < theta.size(); ++i)
-          std::memcpy(theta[i].data(), traj.param(i),
-                      theta[i].size() * sizeof(float));
-        double loss = task->step(grad);
-        if (!std::isfinite(loss))
-          throw Error("episode " + std::to_string(e) +
-                      ": the optimizee's loss is not finite (lower "
-                      "--meta-lr?)");
-        lossSum += loss;
-        finalLoss = loss;
-        cot.push_back(grad);
-      }
-      std::vector<std::vector<const void *>> dL;
-      for (auto &step : cot) {
-        dL.emplace_back();
-        for (auto &v : step)
-          dL.back().push_back(v.data());
-      }
-      tapeBytes = std::max(tapeBytes, traj.tapeBytes());
-      RuleGradient rg = traj.backward(dL);
-      std::vector<std::vector<float>> metaGrad;
-      for (auto &gw : rg.weights)
-        metaGrad.emplace_back(gw.begin(), gw.end());
-      std::vector<Grad> grads;
-      for (auto &gw : metaGrad)
-        grads.emplace_back(gw.data(), int64_t(gw.size()));
-      meta.step(grads);
-      traj.truncate();
-    }
+    train::EpisodeResult ep = train::runEpisode(
+        traj, *task, info, weights, meta, o.horizon, o.unroll, e);
+    tapeBytes = std::max(tapeBytes, ep.tapeBytes);
+    double lossSum = ep.lossSum, finalLoss = ep.finalLoss;
     double metaLoss = lossSum / double(o.horizon);
     double evalLoss = task->evaluate();
     double seconds =
@@ -533,6 +537,33 @@ int run(const Options &o) {
                    std::string(width - done, '.').c_str(), (long long)(e + 1),
                    (long long)o.episodes, metaLoss, smoothed, seconds);
       std::fflush(stderr);
+    }
+    if (o.evalEvery > 0 && (e + 1) % o.evalEvery == 0) {
+      double sel = selectionLoss(o, rule, weights, taskOptions);
+      bool better = sel < bestLoss;
+      if (better) {
+        bestLoss = sel;
+        bestEpisode = e + 1;
+        writeWeights(o.out + "/best-weights.safetensors", info, weights,
+                     {{"rule", info.name},
+                      {"episodes", std::to_string(e + 1)},
+                      {"seed", std::to_string(o.seed)},
+                      {"task", o.task},
+                      {"selection_sum_f", std::to_string(sel)}});
+      }
+      bool newEval = !fileExists(evalPath);
+      std::ofstream evalLog(evalPath, std::ios::app);
+      if (!evalLog)
+        throw Error("cannot write '" + evalPath + "'");
+      if (newEval)
+        evalLog << "episode,mean_sum_f,best_episode\n";
+      evalLog << (e + 1) << "," << sel << "," << bestEpisode << "\n";
+      if (!tty && !o.quiet)
+        std::fprintf(stderr,
+                     "optim-train: episode %lld: selection mean sum f %.6g "
+                     "(best %.6g at episode %lld)\n",
+                     (long long)(e + 1), sel, bestLoss,
+                     (long long)bestEpisode);
     }
     if ((e + 1) % o.checkpointEvery == 0 || e + 1 == o.episodes) {
       saveCheckpoint(e + 1);
@@ -554,6 +585,10 @@ int run(const Options &o) {
               (long long)last, o.task.c_str(), (long long)o.unroll,
               peakRssMiB(), double(tapeBytes) / (1024.0 * 1024.0),
               o.out.c_str());
+  if (bestEpisode >= 0)
+    std::printf("optim-train: best selection mean sum f %.6g at episode "
+                "%lld: %s/best-weights.safetensors\n",
+                bestLoss, (long long)bestEpisode, o.out.c_str());
   return 0;
 }
 

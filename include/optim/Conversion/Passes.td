@@ -114,19 +114,26 @@ def LowerVJPToKernels
     the new p and state once, recomputes the step, and overwrites the
     cotangents with those of the incoming p and state.
 
-    The weight and hyperparameter cotangents are sums over all coordinates.
-    Each coordinate adds its contribution to per-lane accumulators (stack
-    buffers, zeroed per chunk); at the end of a chunk the lanes are added in
-    order, then the scalar tail, into the chunk's own slot of `partials`.
-    A chunk's result therefore depends only on the chunk, never on the
-    thread that ran it; the runtime adds the chunks in chunk order.
+    The weight and hyperparameter cotangents are sums over all coordinates,
+    into accumulators zeroed per chunk: hyperparameters and `linear_vjp`
+    weights into per-lane ones (their lanes added in order at the end of the
+    chunk, widest loop first, then the scalar tail), `lstm_cell_vjp` weights
+    into a column-major one (below). Either way a chunk's result depends
+    only on the chunk, never on the thread that ran it; the runtime adds
+    the chunks in chunk order.
 
-    `lstm_cell_vjp` reuses the gate activations of the `lstm_cell` with the
-    same operands (the recomputed forward step) and runs the two products of
-    the backward pass, `W^T dz` and `dz [x; h; 1]^T`, as loops over the
-    weights. A weight cotangent must be a sum (`arith.addf`) of
-    `lstm_cell_vjp` / `linear_vjp` contributions and zeros, which is what
-    `optim-differentiate` produces.
+    Learned rules (`lstm_cell`, `linear`) run blocks of four vectors of
+    coordinates first, like the forward kernel, with its rational f32
+    activations; `lstm_cell_vjp` reuses the activations of the `lstm_cell`
+    with the same operands (the recomputed forward step) and
+    register-tiles the two products of the backward pass: `W^T dz` over
+    tiles of input columns, and `dW += dz [x; h; 1]^T` by transposing the
+    block's `dz` in registers (`vector.shuffle`, `vector-width` square) so
+    that each vector holds gate rows of one coordinate, then updating each
+    (row vectors x columns) tile of the column-major accumulator with one
+    FMA per coordinate, in coordinate order. A weight cotangent must be a
+    sum (`arith.addf`) of `lstm_cell_vjp` / `linear_vjp` contributions and
+    zeros, which is what `optim-differentiate` produces.
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",

@@ -88,7 +88,9 @@ public:
   /// the tape (θ is left as it is).
   void resetState();
   /// Drops the tape, keeping θ, the state and the step count: the start of
-  /// the next truncation of truncated backpropagation through time.
+  /// the next truncation of truncated backpropagation through time. Its
+  /// buffers are kept and reused by the next steps (no allocation, no page
+  /// faults); they are freed with the trajectory.
   void truncate();
 
   /// One step of the rule with one gradient per parameter (the rule's
