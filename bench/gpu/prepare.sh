@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Prepares what bench/gpu/run.sh needs on a machine without LLVM: the cubins
-# (sm_80 and sm_90) and manifests of every example update rule, their PTX,
+# (sm_80 and sm_90) and manifests of every example update rule and of the
+# learned rule l2l (not checked or timed by run.sh yet), their PTX,
 # and nlohmann/json.hpp (the runtime's only build dependency besides a C++17
 # compiler and CMake). Run where optimc is built:
 #   bench/gpu/prepare.sh [OPTIMC] [OUT_DIR]   (default build-gpu/bin/optimc,
@@ -11,7 +12,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 optimc=${1:-$root/build-gpu/bin/optimc}
 out=${2:-$root/build-gpu/aot}
 rm -rf "$out" && mkdir -p "$out/include"
-for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad; do
+for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad l2l; do
   for arch in sm_80 sm_90; do
     "$optimc" "$root/examples/$rule.optim" --emit=cubin --gpu-arch=$arch \
       -o "$out/$rule.$arch.cubin"

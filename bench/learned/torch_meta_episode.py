@@ -26,7 +26,6 @@ Prints one JSON object: {"threads", "torch", "episode_s" (median),
 import argparse
 import gzip
 import json
-import math
 import os
 import statistics
 import time
@@ -34,9 +33,8 @@ import time
 import numpy as np
 import torch
 
-K = 10.0
-SCALE = 0.1
-HIDDEN = 20
+from l2l_torch import HIDDEN, L2L
+
 BATCH = 128
 STEPS, UNROLL = 100, 20
 
@@ -67,25 +65,6 @@ def load_mnist(folder):
     return x / 255.0, torch.from_numpy(labels[:8000].astype(np.int64))
 
 
-class L2L(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.cell1 = torch.nn.LSTMCell(2, HIDDEN)
-        self.cell2 = torch.nn.LSTMCell(HIDDEN, HIDDEN)
-        self.head = torch.nn.Linear(HIDDEN, 1)
-
-    def forward(self, g, state):
-        h1, c1, h2, c2 = state
-        # Appendix A of the paper: (log|g| / k, sign g) if |g| >= e^-k,
-        # else (-1, e^k g).
-        big = g.abs() >= math.exp(-K)
-        x = torch.stack([
-            torch.where(big, g.abs().log() / K, torch.full_like(g, -1.0)),
-            torch.where(big, g.sign(), g * math.exp(K)),
-        ], dim=1)
-        h1, c1 = self.cell1(x, (h1, c1))
-        h2, c2 = self.cell2(h1, (h2, c2))
-        return SCALE * self.head(h2).squeeze(1), (h1, c1, h2, c2)
 
 
 SIZES = [784 * HIDDEN, HIDDEN, HIDDEN * 10, 10]

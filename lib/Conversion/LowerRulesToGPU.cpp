@@ -9,14 +9,30 @@
 // and into a scalar loop for what remains. Every coordinate is read once and
 // written once.
 //
+// Learned rules (weights: log_sign, lstm_cell, linear) take another path,
+// emitLearned: their per-coordinate work is thousands of FMAs on ~5k shared
+// weights, so the block first copies the weights into shared memory (one
+// workgroup attribution) and synchronizes; each thread then takes one
+// coordinate at a time. The inputs of a matrix-vector product are loaded
+// into registers once, a loop over hidden units accumulates each unit's
+// four gate rows (weights read from shared memory, the same address for
+// every thread: a broadcast), and each new state component goes to global
+// memory as soon as it is computed (coalesced: component j of coordinate i
+// is at base + j * stride + i). A later product that reads that state loads
+// it back. Nothing is indexed dynamically in registers, so nothing spills.
+//
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
+
+#include "LearnedMath.h"
 #include "optim/Dialect/OptimOps.h"
 
+#include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/TypeUtilities.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
@@ -46,6 +62,12 @@ public:
 
 private:
   LogicalResult classify();
+  LogicalResult classifyLearned();
+  void approximateLog();
+  /// The kernel of a learned rule (weights), after the uniform work.
+  LogicalResult emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
+                            ArrayRef<Value> bases, Value stride,
+                            Value coordinate);
   Value i64Const(OpBuilder &b, int64_t v) {
     return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
   }
@@ -68,6 +90,13 @@ private:
   SmallVector<Operation *> varyingOps;
   IRMapping uniform;
   llvm::DenseMap<Value, Value> reciprocals;
+  /// Learned rules: the offset (in elements) of each weights tensor in the
+  /// shared-memory copy, and their total.
+  SmallVector<int64_t> weightOffsets;
+  int64_t weightElements = 0;
+  /// Learned rules: the log of log_sign, replaced by MLIR's f32 polynomial
+  /// as on the CPU.
+  SmallVector<Operation *> approximate;
 };
 
 } // namespace
@@ -94,17 +123,16 @@ static Value exactSqrt(OpBuilder &b, Location loc, Value x) {
 LogicalResult GPURuleLowering::classify() {
   varying.insert(rule.getParam());
   varying.insert(rule.getGrad());
+  if (rule.getNumWeights())
+    return classifyLearned();
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
     if (isa<VectorType>(rule.getState(i).getType()))
       return rule.emitOpError("has the vector state '")
              << cast<StringAttr>(rule.getStateNames()[i]).getValue()
-             << "': the GPU code generator supports scalar states only "
-                "(learned rules are not compiled for GPUs yet)";
+             << "': the GPU code generator supports vector states in "
+                "learned rules (rules with weights) only";
     varying.insert(rule.getState(i));
   }
-  if (rule.getNumWeights())
-    return rule.emitOpError("has weights: the GPU code generator does not "
-                            "compile learned rules yet");
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     bool isVarying = llvm::any_of(op.getOperands(),
                                   [&](Value v) { return varying.contains(v); });
@@ -214,6 +242,392 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   }
 }
 
+LogicalResult GPURuleLowering::classifyLearned() {
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
+    varying.insert(rule.getState(i));
+  llvm::DenseSet<Value> weights;
+  for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w) {
+    Value weight = rule.getWeight(w);
+    weights.insert(weight);
+    auto type = dyn_cast<RankedTensorType>(weight.getType());
+    if (!type || !type.hasStaticShape() || type.getElementType() != elt)
+      return rule.emitOpError("has weights of type ")
+             << weight.getType()
+             << ": the GPU code generator needs static shapes of the rule's "
+                "element type";
+    weightOffsets.push_back(weightElements);
+    weightElements += type.getNumElements();
+  }
+  // The shared-memory copy must fit the 48 KiB that a kernel gets without
+  // opting in to more (which the runtime's launch does not do).
+  int64_t bytes = weightElements * (elt.getWidth() / 8);
+  if (bytes > 48 * 1024)
+    return rule.emitOpError("has ")
+           << bytes
+           << " bytes of weights: the GPU code generator keeps them in "
+              "shared memory, at most 49152 bytes";
+  for (Operation &op : rule.getBodyBlock().without_terminator()) {
+    bool isVarying = llvm::any_of(op.getOperands(), [&](Value v) {
+      return varying.contains(v) || weights.contains(v);
+    });
+    if (!isVarying)
+      continue;
+    auto isCoordinateValue = [&](Type t) {
+      Type scalar = getElementTypeOrSelf(t);
+      auto vec = dyn_cast<VectorType>(t);
+      return (scalar == elt || scalar.isInteger(1)) &&
+             (!vec || (vec.getRank() == 1 && !vec.isScalable()));
+    };
+    bool supported = false;
+    if (isa<LogSignOp, vector::BroadcastOp>(op))
+      supported = true;
+    else if (auto cell = dyn_cast<LSTMCellOp>(op))
+      supported = weights.contains(cell.getWeights());
+    else if (auto lin = dyn_cast<LinearOp>(op))
+      supported = weights.contains(lin.getWeights());
+    else if (auto red = dyn_cast<vector::ReductionOp>(op))
+      supported = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
+    else if (auto extract = dyn_cast<vector::ExtractOp>(op))
+      supported = extract.getDynamicPosition().empty() &&
+                  extract.getStaticPosition().size() == 1;
+    else
+      supported = op.hasTrait<OpTrait::Elementwise>() &&
+                  op.getNumRegions() == 0 &&
+                  llvm::all_of(op.getResultTypes(), isCoordinateValue);
+    if (!supported)
+      return op.emitOpError("cannot be computed per coordinate by the GPU "
+                            "code generator yet");
+    varyingOps.push_back(&op);
+    for (Value r : op.getResults())
+      varying.insert(r);
+  }
+  return success();
+}
+
+LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
+                                           ArrayRef<Value> bases, Value stride,
+                                           Value coordinate) {
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type();
+  unsigned align = elt.getWidth() / 8;
+  Value shared = func.getWorkgroupAttributions()[0];
+  Value i = arith::IndexCastOp::create(b, loc, i64, coordinate);
+  using Comps = SmallVector<Value, 4>;
+  auto numComponents = [](Type t) -> int64_t {
+    auto vec = dyn_cast<VectorType>(t);
+    return vec ? vec.getNumElements() : 1;
+  };
+  auto cst = [&](double v) -> Value {
+    return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, v));
+  };
+  auto mul = [&](Value x, Value y) -> Value {
+    return arith::MulFOp::create(b, loc, x, y);
+  };
+
+  SmallVector<Value> inputs = {rule.getParam(), rule.getGrad()};
+  for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
+    inputs.push_back(rule.getState(s));
+  llvm::DenseMap<Value, unsigned> inputIndex;
+  for (auto [k, input] : llvm::enumerate(inputs))
+    inputIndex[input] = k;
+  // Component j of input k for this coordinate: coalesced across threads.
+  auto addr = [&](unsigned k, Value j) -> Value {
+    Value at = i;
+    if (j)
+      at = arith::AddIOp::create(b, loc, i,
+                                 arith::MulIOp::create(b, loc, j, stride));
+    return gep(b, elt, bases[k], at);
+  };
+
+  // Which op reads each state's old value last (the yield counts as after
+  // every op when it moves a state's old value elsewhere).
+  auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
+  llvm::DenseMap<Value, unsigned> lastRead;
+  for (auto [k, op] : llvm::enumerate(varyingOps))
+    for (Value v : op->getOperands())
+      if (inputIndex.count(v))
+        lastRead[v] = k;
+  for (auto [k, value] : llvm::enumerate(yield.getValues()))
+    if (inputIndex.count(value) &&
+        value != (k == 0 ? rule.getParam() : rule.getState(k - 1)))
+      lastRead[value] = varyingOps.size();
+
+  llvm::DenseMap<Value, Comps> map;
+  // Results of lstm_cell, which live in the memory of a state (its index
+  // among the inputs).
+  llvm::DenseMap<Value, unsigned> inState;
+  llvm::SmallDenseSet<unsigned> written;
+  // Loads a value's components into registers at first use. A state is
+  // only read before it is overwritten (the targets of lstm_cell are chosen
+  // so), and lstm_cell results are read back from the state they went to.
+  auto operand = [&](Value v) -> Comps {
+    auto it = map.find(v);
+    if (it != map.end())
+      return it->second;
+    Comps comps;
+    std::optional<unsigned> from;
+    if (auto in = inputIndex.find(v); in != inputIndex.end())
+      from = in->second;
+    else if (auto st = inState.find(v); st != inState.end())
+      from = st->second;
+    if (from) {
+      for (int64_t j = 0, e = numComponents(v.getType()); j < e; ++j)
+        comps.push_back(LLVM::LoadOp::create(
+            b, loc, elt, addr(*from, j ? i64Const(b, j) : Value()), align));
+    } else {
+      Value u = uniform.lookup(v);
+      if (auto vec = dyn_cast<VectorType>(u.getType()))
+        for (int64_t j = 0; j < vec.getNumElements(); ++j)
+          comps.push_back(
+              vector::ExtractOp::create(b, loc, u, ArrayRef<int64_t>{j}));
+      else
+        comps.push_back(u);
+    }
+    map[v] = comps;
+    return comps;
+  };
+  auto weight = [&](Value w, Value index) -> Value {
+    unsigned k = 0;
+    while (rule.getWeight(k) != w)
+      ++k;
+    Value at = arith::AddIOp::create(
+        b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), index),
+        arith::ConstantIndexOp::create(b, loc, weightOffsets[k]));
+    return memref::LoadOp::create(b, loc, shared, ValueRange{at});
+  };
+  // Row r of W [in; 1] (W laid out [W | b]): the bias, then one FMA per
+  // input in order, as the CPU kernel does.
+  auto rowInit = [&](Value w, Value r, int64_t cols) -> Value {
+    return weight(w, arith::AddIOp::create(
+                         b, loc, arith::MulIOp::create(b, loc, r, i64Const(b, cols)),
+                         i64Const(b, cols - 1)));
+  };
+  auto rowStep = [&](Value w, Value r, int64_t cols, int64_t k, Value x,
+                     Value acc) -> Value {
+    Value wk = weight(
+        w, arith::AddIOp::create(
+               b, loc, arith::MulIOp::create(b, loc, r, i64Const(b, cols)),
+               i64Const(b, k)));
+    return math::FmaOp::create(b, loc, wk, x, acc);
+  };
+
+  for (unsigned opIndex = 0, e = varyingOps.size(); opIndex < e; ++opIndex) {
+    Operation *op = varyingOps[opIndex];
+    // The state that receives `result` as soon as it is computed.
+    auto target = [&](Value result) -> int {
+      for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s) {
+        Value state = rule.getState(s);
+        if (yield.getValues()[s + 1] == result && !written.count(s) &&
+            (!lastRead.count(state) || lastRead[state] <= opIndex))
+          return s;
+      }
+      return -1;
+    };
+    if (auto bc = dyn_cast<vector::BroadcastOp>(op)) {
+      Comps src = operand(bc.getSource());
+      map[bc.getResult()] =
+          Comps(numComponents(bc.getResult().getType()), src.front());
+      continue;
+    }
+    if (auto red = dyn_cast<vector::ReductionOp>(op)) {
+      Comps src = operand(red.getVector());
+      Value acc = src.front();
+      for (Value x : ArrayRef<Value>(src).drop_front())
+        acc = arith::AddFOp::create(b, loc, acc, x);
+      map[red.getResult()] = {acc};
+      continue;
+    }
+    if (auto ex = dyn_cast<vector::ExtractOp>(op)) {
+      map[ex.getResult()] = {
+          operand(ex.getSource())[ex.getStaticPosition()[0]]};
+      continue;
+    }
+    if (auto ls = dyn_cast<LogSignOp>(op)) {
+      // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
+      Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
+      Value absG = math::AbsFOp::create(b, loc, g);
+      Value big = arith::CmpFOp::create(
+          b, loc, arith::CmpFPredicate::OGE, absG,
+          math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
+      auto log = math::LogOp::create(b, loc, absG);
+      approximate.push_back(log);
+      Value first = arith::SelectOp::create(
+          b, loc, big, arith::DivFOp::create(b, loc, log, k), cst(-1.0));
+      Value zero = cst(0.0);
+      Value sign = arith::SelectOp::create(
+          b, loc,
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, g, zero),
+          cst(1.0),
+          arith::SelectOp::create(
+              b, loc,
+              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, g, zero),
+              cst(-1.0), g));
+      Value second = arith::SelectOp::create(
+          b, loc, big, sign, mul(math::ExpOp::create(b, loc, k), g));
+      map[ls.getResult()] = {first, second};
+      continue;
+    }
+    if (auto lin = dyn_cast<LinearOp>(op)) {
+      auto shape = lin.getWeights().getType().getShape();
+      int64_t rows = shape[0], cols = shape[1];
+      Comps x = operand(lin.getX());
+      Comps out;
+      // Unrolled: the outputs stay in registers (the head has one row).
+      for (int64_t r = 0; r < rows; ++r) {
+        Value row = i64Const(b, r);
+        Value acc = rowInit(lin.getWeights(), row, cols);
+        for (auto [k, xk] : llvm::enumerate(x))
+          acc = rowStep(lin.getWeights(), row, cols, k, xk, acc);
+        out.push_back(acc);
+      }
+      map[lin.getResult()] = out;
+      continue;
+    }
+    if (auto cell = dyn_cast<LSTMCellOp>(op)) {
+      int64_t cols = cell.getWeights().getType().getShape()[1];
+      int64_t hidden = numComponents(cell.getH().getType());
+      int cTarget = target(cell.getCOut());
+      int hTarget = target(cell.getHOut());
+      for (auto [result, t, name] :
+           {std::tuple{cell.getCOut(), cTarget, "c"},
+            std::tuple{cell.getHOut(), hTarget, "h"}})
+        if (t < 0 && !result.use_empty())
+          return cell.emitOpError("result ")
+                 << name
+                 << " must be the new value of a state that no later "
+                    "operation reads the old value of: the GPU code "
+                    "generator writes it there as it is computed";
+      if (cTarget >= 0 && hTarget == cTarget)
+        return cell.emitOpError("writes h and c to the same state");
+      // c is read one component per hidden unit, from memory.
+      std::optional<unsigned> cFrom;
+      if (auto in = inputIndex.find(cell.getC()); in != inputIndex.end())
+        cFrom = in->second;
+      else if (auto st = inState.find(cell.getC()); st != inState.end())
+        cFrom = st->second;
+      if (!cFrom)
+        return cell.emitOpError("reads c from a value that is not in a "
+                                "state: not supported by the GPU code "
+                                "generator yet");
+      // x and h in registers before any component is overwritten.
+      Comps in = operand(cell.getX());
+      Comps h = operand(cell.getH());
+      in.append(h.begin(), h.end());
+      auto units = scf::ForOp::create(
+          b, loc, arith::ConstantIndexOp::create(b, loc, 0),
+          arith::ConstantIndexOp::create(b, loc, hidden),
+          arith::ConstantIndexOp::create(b, loc, 1));
+      {
+        OpBuilder::InsertionGuard guard(b);
+        b.setInsertionPointToStart(units.getBody());
+        Value j = arith::IndexCastOp::create(b, loc, i64,
+                                             units.getInductionVar());
+        // Unit j's four gate rows (input, forget, cell, output) side by
+        // side: four independent FMA chains per input.
+        SmallVector<Value> rows, z;
+        for (int64_t q = 0; q < 4; ++q) {
+          rows.push_back(q ? arith::AddIOp::create(b, loc, j,
+                                                   i64Const(b, q * hidden))
+                           : j);
+          z.push_back(rowInit(cell.getWeights(), rows.back(), cols));
+        }
+        for (auto [k, xk] : llvm::enumerate(in))
+          for (int64_t q = 0; q < 4; ++q)
+            z[q] = rowStep(cell.getWeights(), rows[q], cols, k, xk, z[q]);
+        Value cj = LLVM::LoadOp::create(b, loc, elt, addr(*cFrom, j), align);
+        Value cNew, hNew;
+        if (elt.isF32()) {
+          std::tie(cNew, hNew) = lstmCellUpdate(b, loc, z, cj);
+        } else {
+          // f64: the CPU kernel's formulas, libdevice's exp and tanh.
+          auto sigmoid = [&](Value x) -> Value {
+            Value e =
+                math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, x));
+            return arith::DivFOp::create(
+                b, loc, cst(1.0), arith::AddFOp::create(b, loc, cst(1.0), e));
+          };
+          Value ig = sigmoid(z[0]), fg = sigmoid(z[1]);
+          Value gg = math::TanhOp::create(b, loc, z[2]), og = sigmoid(z[3]);
+          cNew = math::FmaOp::create(b, loc, fg, cj, mul(ig, gg));
+          hNew = mul(og, math::TanhOp::create(b, loc, cNew));
+        }
+        if (cTarget >= 0)
+          LLVM::StoreOp::create(b, loc, cNew, addr(cTarget + 2, j), align);
+        if (hTarget >= 0)
+          LLVM::StoreOp::create(b, loc, hNew, addr(hTarget + 2, j), align);
+      }
+      for (auto [result, t] : {std::pair{cell.getCOut(), cTarget},
+                               std::pair{cell.getHOut(), hTarget}})
+        if (t >= 0) {
+          written.insert(t);
+          inState[result] = t + 2;
+        }
+      continue;
+    }
+    // Elementwise arith and math: once per component.
+    int64_t n = numComponents(op->getResult(0).getType());
+    SmallVector<Comps> operands;
+    for (Value v : op->getOperands())
+      operands.push_back(operand(v));
+    SmallVector<Comps> results(op->getNumResults());
+    for (int64_t j = 0; j < n; ++j) {
+      IRMapping opMap;
+      for (auto [v, comps] : llvm::zip(op->getOperands(), operands))
+        opMap.map(v, comps.size() == 1 ? comps.front() : comps[j]);
+      if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed) {
+        results[0].push_back(
+            exactSqrt(b, loc, opMap.lookup(sqrt.getOperand())));
+        continue;
+      }
+      Operation *clone = b.clone(*op, opMap);
+      if (relaxed)
+        if (auto fmi = dyn_cast<arith::ArithFastMathInterface>(clone))
+          clone->setAttr(fmi.getFastMathAttrName(),
+                         arith::FastMathFlagsAttr::get(
+                             b.getContext(), arith::FastMathFlags::contract));
+      for (auto [k, r] : llvm::enumerate(clone->getResults())) {
+        r.setType(getElementTypeOrSelf(r.getType()));
+        results[k].push_back(r);
+      }
+    }
+    for (auto [r, comps] : llvm::zip(op->getResults(), results))
+      map[r] = comps;
+  }
+
+  // The new parameter and the states not written yet, every value loaded
+  // before the first store (a yield may swap two states).
+  SmallVector<std::pair<unsigned, Comps>> outputs;
+  for (auto [k, value] : llvm::enumerate(yield.getValues())) {
+    Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
+    if (value == input || (k && written.count(k - 1)))
+      continue;
+    outputs.push_back({unsigned(k), operand(value)});
+  }
+  for (auto &[k, comps] : outputs) {
+    Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
+    unsigned to = k == 0 ? 0 : k + 1;
+    for (int64_t j = 0, e = numComponents(input.getType()); j < e; ++j)
+      LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
+                            addr(to, j ? i64Const(b, j) : Value()), align);
+  }
+  return success();
+}
+
+/// The log of log_sign becomes MLIR's f32 polynomial, as in the CPU kernel
+/// (f64 keeps libdevice's log), so that both compute the same features.
+void GPURuleLowering::approximateLog() {
+  if (approximate.empty() || !elt.isF32())
+    return;
+  RewritePatternSet patterns(rule.getContext());
+  populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+    return name == math::LogOp::getOperationName();
+  });
+  GreedyRewriteConfig config;
+  config.setStrictness(GreedyRewriteStrictness::ExistingOps);
+  // Each pattern applies once and creates no op it matches.
+  (void)applyOpPatternsGreedily(approximate, std::move(patterns), config);
+}
+
 LogicalResult GPURuleLowering::run() {
   MLIRContext *ctx = rule.getContext();
   Location loc = rule.getLoc();
@@ -228,13 +642,23 @@ LogicalResult GPURuleLowering::run() {
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(gpuModule.getBody());
   Type i64 = b.getI64Type();
-  // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}).
+  bool learned = rule.getNumWeights() > 0;
+  // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}
+  //  [, weights_0 .. weights_{W-1}]).
   SmallVector<Type> argTypes = {globalPtr, globalPtr, globalPtr, i64, i64};
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h)
     argTypes.push_back(elt);
+  SmallVector<Type> workgroup;
+  if (learned) {
+    for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w)
+      argTypes.push_back(globalPtr);
+    workgroup.push_back(MemRefType::get(
+        {weightElements}, elt, MemRefLayoutAttrInterface(),
+        gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
+  }
   auto func =
       gpu::GPUFuncOp::create(b, loc, (kSymbolPrefix + rule.getSymName()).str(),
-                             b.getFunctionType(argTypes, {}));
+                             b.getFunctionType(argTypes, {}), workgroup);
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
@@ -263,7 +687,7 @@ LogicalResult GPURuleLowering::run() {
     else
       b.clone(op, uniform);
   }
-  if (relaxed)
+  if (relaxed && !learned)
     for (Operation *op : varyingOps)
       if (auto div = dyn_cast<arith::DivFOp>(op))
         if (!varying.contains(div.getRhs()) && !reciprocals.count(div.getRhs()))
@@ -271,6 +695,37 @@ LogicalResult GPURuleLowering::run() {
               b, loc,
               arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
               uniform.lookup(div.getRhs()));
+
+  Value tid, threads;
+  if (learned) {
+    tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+    // The block copies the weights into shared memory, consecutive threads
+    // reading consecutive elements, before any thread reads them.
+    Value shared = func.getWorkgroupAttributions()[0];
+    unsigned firstWeight = 5 + rule.getNumHypers();
+    for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w) {
+      int64_t size =
+          (w + 1 < e ? weightOffsets[w + 1] : weightElements) - weightOffsets[w];
+      auto copy = scf::ForOp::create(
+          b, loc, tid, arith::ConstantIndexOp::create(b, loc, size), threads);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(copy.getBody());
+      Value k = copy.getInductionVar();
+      auto v = LLVM::LoadOp::create(
+          b, loc, elt,
+          gep(b, elt, entry.getArgument(firstWeight + w),
+              arith::IndexCastOp::create(b, loc, i64, k)),
+          elt.getWidth() / 8);
+      v.setInvariant(true);
+      memref::StoreOp::create(
+          b, loc, v, shared,
+          ValueRange{arith::AddIOp::create(
+              b, loc, k,
+              arith::ConstantIndexOp::create(b, loc, weightOffsets[w]))});
+    }
+    gpu::BarrierOp::create(b, loc);
+  }
 
   // This block's chunk: its pointers (from the table in device memory, read
   // once per thread) and length.
@@ -294,9 +749,27 @@ LogicalResult GPURuleLowering::run() {
   auto n64 = LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, c), 8);
   n64.setInvariant(true);
   Value n = arith::IndexCastOp::create(b, loc, b.getIndexType(), n64);
-  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
-  Value threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+  if (!tid) {
+    tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+    threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+  }
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  if (learned) {
+    auto stride = LLVM::LoadOp::create(
+        b, loc, i64, gep(b, i64, entry.getArgument(2), c), 8);
+    stride.setInvariant(true);
+    auto loop = scf::ForOp::create(b, loc, tid, n, threads);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(loop.getBody());
+      if (failed(emitLearned(b, func, bases, stride, loop.getInductionVar())))
+        return failure();
+    }
+    gpu::ReturnOp::create(b, loc);
+    rule.erase();
+    approximateLog();
+    return success();
+  }
 
   unsigned lanes = std::max(1u, vectorBits / elt.getWidth());
   Value vectorEnd = zero;

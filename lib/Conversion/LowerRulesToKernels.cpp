@@ -112,45 +112,6 @@ static unsigned numComponents(Type type) {
   return 1;
 }
 
-/// The f32 LSTM cell update c' = f c + i g, h' = o tanh(c') from the gate
-/// pre-activations z = (i, f, g, o), with sigmoid(z) = (1 + tanh(z/2)) / 2.
-/// Every activation is a ratio P/Q (tanhRational), and the ratios are
-/// combined so that the cell needs two divisions, not five:
-///   c' = [(Pf+Qf) c Qi Qg + (Pi+Qi) Pg Qf] / (2 Qf Qi Qg)
-///   h' = (Po+Qo) Pc / (2 Qo Qc)
-/// Divisions are the one expensive operation left (a divider that is not
-/// pipelined); polynomials are fused multiply-adds. Same operations for any
-/// number of lanes, so every coordinate gets the same result on every path.
-static std::pair<Value, Value> lstmCellUpdate(OpBuilder &b, Location loc,
-                                              ArrayRef<Value> z, Value c) {
-  Type type = c.getType();
-  auto cst = [&](double v) -> Value {
-    Value k = arith::ConstantOp::create(b, loc, b.getF32FloatAttr(v));
-    if (auto vec = dyn_cast<VectorType>(type))
-      k = vector::BroadcastOp::create(b, loc, vec, k);
-    return k;
-  };
-  auto mul = [&](Value x, Value y) -> Value {
-    return arith::MulFOp::create(b, loc, x, y);
-  };
-  auto add = [&](Value x, Value y) -> Value {
-    return arith::AddFOp::create(b, loc, x, y);
-  };
-  Value half = cst(0.5), two = cst(2.0);
-  auto [pi, qi] = tanhRational(b, loc, mul(z[0], half));
-  auto [pf, qf] = tanhRational(b, loc, mul(z[1], half));
-  auto [pg, qg] = tanhRational(b, loc, z[2]);
-  auto [po, qo] = tanhRational(b, loc, mul(z[3], half));
-  Value qiqg = mul(qi, qg);
-  Value num = math::FmaOp::create(b, loc, mul(add(pi, qi), pg), qf,
-                                  mul(mul(add(pf, qf), c), qiqg));
-  Value cNew = arith::DivFOp::create(b, loc, num, mul(mul(qf, qiqg), two));
-  auto [pc, qc] = tanhRational(b, loc, cNew);
-  Value hNew = arith::DivFOp::create(b, loc, mul(add(po, qo), pc),
-                                     mul(mul(qo, qc), two));
-  return {cNew, hNew};
-}
-
 LogicalResult RuleLowering::classify() {
   varying.insert(rule.getParam());
   varying.insert(rule.getGrad());

@@ -121,14 +121,11 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
     throw Error("optim: '" + origin + "' was compiled for " + arch +
                 ", the device (" + name_ + ") is " + arch_ +
                 "; recompile with --gpu-arch=" + arch_);
-  if (!m.info.weights.empty())
-    throw Error("optim: '" + origin +
-                "': learned rules do not run on GPUs "
-                "yet");
+  // Vector states come only with weights (the compiler refuses others).
   for (const StateSpec &s : m.info.states)
-    if (s.size != 1)
+    if (s.size != 1 && m.info.weights.empty())
       throw Error("optim: '" + origin + "': vector state '" + s.name +
-                  "' is not supported on GPUs yet");
+                  "' in a rule without weights: not a GPU rule kernel");
   if (cubin.empty())
     throw Error("optim: '" + origin + "': the cubin is empty");
   makeCurrent();
@@ -217,6 +214,8 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
   }
   for (const HyperParam &h : info.hypers)
     hypers_.push_back(h.defaultValue);
+  weights_.resize(info.weights.size());
+  weightSet_.assign(info.weights.size(), false);
   const std::shared_ptr<Device> &dev = rule_.device();
   dev->makeCurrent();
   if (options_.stream) {
@@ -230,10 +229,13 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
     for (const StateSpec &s : info.states) {
       std::vector<Buffer> perTensor;
       for (const DeviceTensor &p : params_) {
-        Buffer buf(dev, size_t(p.size) * elt);
+        // A vector state h[N]: N components of p.size coordinates each
+        // (component-major, KernelABI.h).
+        int64_t count = s.size * p.size;
+        Buffer buf(dev, size_t(count) * elt);
         // The initial value, uploaded once; f32 states from a double.
-        std::vector<char> host(size_t(p.size) * elt);
-        for (int64_t i = 0; i < p.size; ++i) {
+        std::vector<char> host(size_t(count) * elt);
+        for (int64_t i = 0; i < count; ++i) {
           if (info.dtype == DType::F32) {
             float v = float(s.init);
             std::memcpy(host.data() + i * 4, &v, 4);
@@ -281,6 +283,36 @@ double Optimizer::get(const std::string &hyper) const {
     throw Error("optim: rule '" + rule_.info().name +
                 "' has no hyperparameter '" + hyper + "'");
   return hypers_[i];
+}
+
+void Optimizer::setWeights(const std::string &name, const void *host,
+                           size_t count) {
+  const RuleInfo &info = rule_.info();
+  for (size_t w = 0; w < info.weights.size(); ++w) {
+    if (info.weights[w].name != name)
+      continue;
+    size_t want = 1;
+    for (int64_t d : info.weights[w].shape)
+      want *= size_t(d);
+    if (count != want)
+      throw Error("optim: CUDA: weights '" + name + "' of rule '" +
+                  info.name + "' have " + std::to_string(want) +
+                  " elements, got " + std::to_string(count));
+    size_t bytes = want * dtypeSize(info.dtype);
+    const std::shared_ptr<Device> &dev = rule_.device();
+    dev->makeCurrent();
+    // A running step may still read the old weights.
+    dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
+                        "cuStreamSynchronize");
+    if (weights_[w].size() != bytes)
+      weights_[w] = Buffer(dev, bytes);
+    if (bytes)
+      weights_[w].upload(host, bytes);
+    weightSet_[w] = true;
+    return;
+  }
+  throw Error("optim: rule '" + info.name + "' has no weights '" + name +
+              "'");
 }
 
 void Optimizer::buildTable(const std::vector<DeviceTensor> &grads) {
@@ -340,6 +372,11 @@ void Optimizer::step(const std::vector<DeviceTensor> &grads) {
     if (!moved && tableGrads_[i] != grads[i].data)
       moved = true;
   }
+  for (size_t w = 0; w < info.weights.size(); ++w)
+    if (!weightSet_[w])
+      throw Error("optim: CUDA: rule '" + info.name +
+                  "' is learned: its weights '" + info.weights[w].name +
+                  "' were not set (Optimizer::setWeights)");
   const std::shared_ptr<Device> &dev = rule_.device();
   dev->makeCurrent();
   if (moved)
@@ -358,6 +395,12 @@ void Optimizer::step(const std::vector<DeviceTensor> &grads) {
   for (size_t h = 0; h < hypers_.size(); ++h)
     args.push_back(info.dtype == DType::F32 ? static_cast<void *>(&f32[h])
                                             : static_cast<void *>(&hypers_[h]));
+  // Learned rules: one device pointer per weights tensor, after the hypers.
+  std::vector<CUdeviceptr> weights;
+  for (const Buffer &w : weights_)
+    weights.push_back(w.get());
+  for (CUdeviceptr &w : weights)
+    args.push_back(&w);
   // A grid has at most 2^31 - 1 blocks: more chunks take more launches.
   const int64_t maxGrid = std::numeric_limits<int32_t>::max();
   for (int64_t begin = 0; begin < numChunks_; begin += maxGrid) {

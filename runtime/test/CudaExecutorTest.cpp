@@ -37,6 +37,7 @@ struct FakeState {
 };
 FakeState *fake = nullptr;
 CUfunction kAdam = reinterpret_cast<CUfunction>(0x1234);
+CUfunction kToy = reinterpret_cast<CUfunction>(0x2345);
 CUmodule kModule = reinterpret_cast<CUmodule>(0x5678);
 
 CUresult fInit(unsigned) { return 0; }
@@ -72,9 +73,14 @@ CUresult fLoad(CUmodule *m, const void *image) {
 CUresult fUnload(CUmodule) { return 0; }
 CUresult fGetFunction(CUfunction *f, CUmodule m, const char *name) {
   fake->requestedFunction = name;
-  if (m != kModule || std::string(name) != "optim_rule_adam")
+  if (m != kModule)
     return 500; // CUDA_ERROR_NOT_FOUND
-  *f = kAdam;
+  if (std::string(name) == "optim_rule_adam")
+    *f = kAdam;
+  else if (std::string(name) == "optim_rule_toy")
+    *f = kToy;
+  else
+    return 500;
   return 0;
 }
 CUresult fAlloc(CUdeviceptr *p, size_t bytes) {
@@ -112,12 +118,36 @@ CUresult fLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                  CUstream stream, void **params, void **extra) {
   if (fake->failLaunch)
     return fake->failLaunch;
-  if (f != kAdam || gy != 1 || gz != 1 || by != 1 || bz != 1 || shared ||
-      extra || stream != reinterpret_cast<CUstream>(0x77))
+  if ((f != kAdam && f != kToy) || gy != 1 || gz != 1 || by != 1 ||
+      bz != 1 || shared || extra ||
+      stream != reinterpret_cast<CUstream>(0x77))
     return 1;
   ++fake->launches;
   fake->lastGrid = gx;
   fake->lastBlock = bx;
+  if (f == kToy) {
+    // A learned rule with one hyperparameter, a vector state h[2] and one
+    // weights tensor w[1x3] (the argument after the hyperparameters):
+    //   h[j] += w[j] g;  p -= scale (w[2] g + h[0] + h[1])
+    // with h's component j at h + j * strides[c] + i (KernelABI.h).
+    auto ptrs = *static_cast<float **const *>(params[0]);
+    auto lengths = *static_cast<const int64_t *const *>(params[1]);
+    auto strides = *static_cast<const int64_t *const *>(params[2]);
+    int64_t begin = *static_cast<int64_t *>(params[3]);
+    float scale = *static_cast<float *>(params[5]);
+    auto w = *static_cast<const float *const *>(params[6]);
+    for (unsigned blk = 0; blk < gx; ++blk) {
+      int64_t c = begin + blk;
+      float *p = ptrs[c * 3], *g = ptrs[c * 3 + 1], *h = ptrs[c * 3 + 2];
+      for (int64_t i = 0; i < lengths[c]; ++i) {
+        float &h0 = h[i], &h1 = h[strides[c] + i];
+        h0 += w[0] * g[i];
+        h1 += w[1] * g[i];
+        p[i] -= scale * (w[2] * g[i] + h0 + h1);
+      }
+    }
+    return 0;
+  }
   auto ptrs = *static_cast<float **const *>(params[0]);
   auto lengths = *static_cast<const int64_t *const *>(params[1]);
   auto strides = *static_cast<const int64_t *const *>(params[2]);
@@ -192,6 +222,16 @@ std::string manifest(const std::string &target = "nvptx64-nvidia-cuda sm_90",
     "states": [{"name": "m", "size": 1, "init": 0.0},
                {"name": "v", "size": 1, "init": 0.0}],
     "weights": []})";
+}
+
+std::string toyManifest() {
+  return R"({"format": "optim-mlir rule manifest", "abi_version": )" +
+         std::to_string(OPTIM_KERNEL_ABI_VERSION) + R"(, "rule": "toy",
+    "symbol": "optim_rule_toy", "dtype": "f32",
+    "target": "nvptx64-nvidia-cuda sm_90",
+    "hyperparameters": [{"name": "scale", "default": 0.5, "const": false}],
+    "states": [{"name": "h", "size": 2, "init": 0.25}],
+    "weights": [{"name": "w", "shape": [1, 3]}]})";
 }
 
 class CudaFake : public ::testing::Test {
@@ -275,6 +315,73 @@ TEST_F(CudaFake, AdamOverAChunkTableMatchesAWholeTensorReference) {
       ASSERT_NEAR(got[k], x, 1e-4 * (1 + std::fabs(x)))
           << "tensor " << i << " element " << k;
       ASSERT_NEAR(m[k], mm, 1e-5 * (1 + std::fabs(mm)));
+    }
+  }
+}
+
+TEST_F(CudaFake, LearnedRulesGetWeightsAndComponentMajorVectorStates) {
+  auto dev = Device::open(fakeDriver());
+  cuda::Rule toy = dev->loadRule("X", toyManifest(), "toy.manifest");
+  std::vector<int64_t> sizes = {1, 1023, 1025, 7};
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      p[i].push_back(normal(rng));
+      g[i].push_back(normal(rng));
+    }
+  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
+  std::vector<DeviceTensor> params, grads;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    params.push_back({dp[i].get(), sizes[i]});
+    grads.push_back({dg[i].get(), sizes[i]});
+  }
+  OptimizerOptions options;
+  options.chunkSize = 1024;
+  cuda::Optimizer opt(toy, params, options);
+  auto message = [](auto &&f) {
+    try {
+      f();
+    } catch (const Error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // Not set yet: no launch, and the message says which weights.
+  EXPECT_EQ(message([&] { opt.step(grads); }),
+            "optim: CUDA: rule 'toy' is learned: its weights 'w' were not "
+            "set (Optimizer::setWeights)");
+  EXPECT_EQ(state.launches, 0);
+  const float w[3] = {0.5f, -2.0f, 0.125f};
+  EXPECT_NE(message([&] { opt.setWeights("w", w, 2); })
+                .find("weights 'w' of rule 'toy' have 3 elements, got 2"),
+            std::string::npos);
+  EXPECT_NE(message([&] { opt.setWeights("v", w, 3); })
+                .find("rule 'toy' has no weights 'v'"),
+            std::string::npos);
+  opt.setWeights("w", w, 3);
+  const int steps = 3;
+  for (int s = 0; s < steps; ++s)
+    opt.step(grads);
+  opt.synchronize();
+  EXPECT_EQ(state.launches, steps);
+  EXPECT_EQ(opt.numChunks(), 1 + 1 + 2 + 1);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> got(sizes[i]), h(2 * sizes[i]);
+    dp[i].download(got.data(), got.size() * 4);
+    opt.readState("h", i, h.data());
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      double x = p[i][k], h0 = 0.25, h1 = 0.25, gk = g[i][k];
+      for (int s = 0; s < steps; ++s) {
+        h0 += 0.5 * gk;
+        h1 += -2.0 * gk;
+        x -= 0.5 * (0.125 * gk + h0 + h1);
+      }
+      ASSERT_NEAR(got[k], x, 1e-5 * (1 + std::fabs(x))) << i << " " << k;
+      ASSERT_NEAR(h[k], h0, 1e-5 * (1 + std::fabs(h0))) << i << " " << k;
+      ASSERT_NEAR(h[sizes[i] + k], h1, 1e-5 * (1 + std::fabs(h1)))
+          << i << " " << k;
     }
   }
 }

@@ -83,11 +83,18 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     uniform values into multiplications by a reciprocal computed once per
     thread, and lets multiplies and adds contract into FMAs.
 
-    Only rules whose per-coordinate work is scalar and elementwise (the
-    update rules) are supported; learned rules get a clear error.
+    Learned rules (weights, `optim.log_sign`, `optim.lstm_cell`,
+    `optim.linear`) become one kernel each with the weights as extra
+    pointer arguments: the block copies them into shared memory (a
+    workgroup attribution) and synchronizes, then each thread takes one
+    coordinate at a time, with the inputs of each matrix-vector product in
+    registers, a loop over hidden units, and every new state component
+    written to global memory as soon as it is computed. Other rules must be
+    scalar and elementwise per coordinate.
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::memref::MemRefDialect",
     "::mlir::scf::SCFDialect", "::mlir::vector::VectorDialect",
     "::mlir::arith::ArithDialect", "::mlir::math::MathDialect"
   ];

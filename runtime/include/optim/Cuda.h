@@ -207,6 +207,10 @@ public:
 
   void set(const std::string &hyper, double value);
   double get(const std::string &hyper) const;
+  /// Learned rules: copies weights tensor `name` (`count` elements of the
+  /// rule's element type, row-major, from the host) to device memory that
+  /// the optimizer owns. Every weights tensor must be set before step().
+  void setWeights(const std::string &name, const void *host, size_t count);
   /// Enqueues one step on the stream (asynchronous): t advances by one.
   void step(const std::vector<DeviceTensor> &grads);
   int64_t stepCount() const { return step_; }
@@ -214,7 +218,8 @@ public:
   void synchronize() const;
   int64_t numChunks() const { return numChunks_; }
   /// Copies state `name` of parameter tensor `index` to the host
-  /// (synchronizes first).
+  /// (synchronizes first): N * size elements for a vector state h[N],
+  /// component-major (component j of coordinate i at j * size + i).
   void readState(const std::string &name, size_t index, void *host) const;
 
 private:
@@ -227,6 +232,9 @@ private:
   std::vector<double> hypers_;
   /// states_[s][tensor]
   std::vector<std::vector<Buffer>> states_;
+  /// Learned rules: one buffer per weights tensor, and whether it was set.
+  std::vector<Buffer> weights_;
+  std::vector<bool> weightSet_;
   Buffer table_;
   std::vector<CUdeviceptr> tableGrads_;
   int64_t numChunks_ = 0, step_ = 0;

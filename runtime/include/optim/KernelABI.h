@@ -80,8 +80,22 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
  *   stores) and the remainder one coordinate per thread; otherwise the
  *   whole chunk goes one coordinate per thread. Chunk lengths that are
  *   multiples of 4 keep every chunk of an aligned tensor aligned.
- * - Learned rules (weights, vector states) are not compiled for GPUs yet.
- * The runtime's launch path is optim::cuda::Optimizer (optim/Cuda.h). */
+ * - Learned rules (W weights tensors) take one more argument per weights
+ *   tensor, after the hyperparameters, in declaration order:
+ *     ..., T hyper_{H-1}, const T *weights_0, ..., const T *weights_{W-1});
+ *   each a device (global) pointer to the tensor, row-major as for CPU
+ *   kernels. The kernel copies them all into static shared memory (at most
+ *   48 KiB: the compiler refuses more) and synchronizes the block (one
+ *   barrier, before any coordinate; blockDim.x is still any count).
+ *   Vector states are laid out as for CPU kernels (component j of
+ *   coordinate i of chunk c at state_ptr + j * strides[c] + i; the state
+ *   buffer of a tensor of n coordinates holds N * n elements), and each
+ *   thread takes one coordinate at a time (no 128-bit path), so that
+ *   consecutive threads touch consecutive addresses of every component.
+ *   Version unchanged: the kernels above are unaffected, and runtimes
+ *   that predate this refuse manifests with weights.
+ * The runtime's launch path is optim::cuda::Optimizer (optim/Cuda.h;
+ * Optimizer::setWeights for learned rules). */
 
 /* ---- Vector-Jacobian products of rules (version 3) -------------------------
  * A rule compiled with its reverse mode (CompileOptions::vjp) also has
