@@ -96,6 +96,33 @@ inline std::pair<Value, Value> lstmCellUpdate(OpBuilder &b, Location loc,
   return {cNew, hNew};
 }
 
+
+/// The two features of optim.log_sign (appendix A of Andrychowicz et al.):
+/// (log|g| / k, sign g) if |g| >= e^-k, else (-1, e^k g). The callers differ
+/// only in how they get `big` (|g| >= e^-k), log|g| and e^k (a polynomial or
+/// libm log; e^k per element or once per call), so those come in; `expK` is
+/// called where e^k is needed, `cst` makes a constant of g's type and `mul`
+/// multiplies with the caller's fast-math flags.
+inline std::pair<Value, Value>
+logSignFeatures(OpBuilder &b, Location loc, Value g, Value big, Value logAbsG,
+                Value k, llvm::function_ref<Value()> expK,
+                llvm::function_ref<Value(double)> cst,
+                llvm::function_ref<Value(Value, Value)> mul) {
+  Value first = arith::SelectOp::create(
+      b, loc, big, arith::DivFOp::create(b, loc, logAbsG, k), cst(-1.0));
+  Value zero = cst(0.0);
+  Value sign = arith::SelectOp::create(
+      b, loc,
+      arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, g, zero),
+      cst(1.0),
+      arith::SelectOp::create(
+          b, loc,
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, g, zero),
+          cst(-1.0), g));
+  Value second = arith::SelectOp::create(b, loc, big, sign, mul(expK(), g));
+  return {first, second};
+}
+
 } // namespace mlir::optim
 
 #endif // OPTIM_LIB_CONVERSION_LEARNEDMATH_H

@@ -451,19 +451,9 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
           math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
       auto log = math::LogOp::create(b, loc, absG);
       approximate.push_back(log);
-      Value first = arith::SelectOp::create(
-          b, loc, big, arith::DivFOp::create(b, loc, log, k), cst(-1.0));
-      Value zero = cst(0.0);
-      Value sign = arith::SelectOp::create(
-          b, loc,
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, g, zero),
-          cst(1.0),
-          arith::SelectOp::create(
-              b, loc,
-              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, g, zero),
-              cst(-1.0), g));
-      Value second = arith::SelectOp::create(
-          b, loc, big, sign, mul(math::ExpOp::create(b, loc, k), g));
+      auto [first, second] = logSignFeatures(
+          b, loc, g, big, log, k,
+          [&]() -> Value { return math::ExpOp::create(b, loc, k); }, cst, mul);
       map[ls.getResult()] = {first, second};
       continue;
     }

@@ -497,20 +497,10 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       Value big = arith::CmpFOp::create(
           b, loc, arith::CmpFPredicate::OGE, absG,
           math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
-      Value first = arith::SelectOp::create(
-          b, loc, big, arith::DivFOp::create(b, loc, logOf(absG), k),
-          splat(-1.0));
-      Value zero = splat(0.0);
-      Value sign = arith::SelectOp::create(
-          b, loc,
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, g, zero),
-          splat(1.0),
-          arith::SelectOp::create(
-              b, loc,
-              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, g, zero),
-              splat(-1.0), g));
-      Value second = arith::SelectOp::create(
-          b, loc, big, sign, mul(math::ExpOp::create(b, loc, k), g));
+      auto [first, second] = logSignFeatures(
+          b, loc, g, big, logOf(absG), k,
+          [&]() -> Value { return math::ExpOp::create(b, loc, k); }, splat,
+          mul);
       map[ls.getResult()] = {first, second};
       continue;
     }

@@ -853,18 +853,8 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       auto log = math::LogOp::create(b, loc, absG);
       if (elt.isF32() && learned)
         approximate.push_back(log);
-      Value first = arith::SelectOp::create(
-          b, loc, big, arith::DivFOp::create(b, loc, log, k), splat(-1.0));
-      Value zero = splat(0.0);
-      Value sign = arith::SelectOp::create(
-          b, loc,
-          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, g, zero),
-          splat(1.0),
-          arith::SelectOp::create(
-              b, loc,
-              arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, g, zero),
-              splat(-1.0), g));
-      Value second = arith::SelectOp::create(b, loc, big, sign, mul(expK, g));
+      auto [first, second] = logSignFeatures(
+          b, loc, g, big, log, k, [&] { return expK; }, splat, mul);
       map[ls.getResult()] = {first, second};
       continue;
     }
