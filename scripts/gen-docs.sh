@@ -11,4 +11,7 @@ mv "$root/docs/dialect.md.tmp" "$root/docs/dialect.md"
 "$tblgen" -gen-pass-doc "${inc[@]}" \
   "$root/include/optim/Transforms/Passes.td" > "$root/docs/passes.md.tmp"
 mv "$root/docs/passes.md.tmp" "$root/docs/passes.md"
-echo "gen-docs: wrote docs/dialect.md and docs/passes.md"
+"$tblgen" -gen-pass-doc "${inc[@]}" \
+  "$root/include/optim/Conversion/Passes.td" > "$root/docs/lowering-passes.md.tmp"
+mv "$root/docs/lowering-passes.md.tmp" "$root/docs/lowering-passes.md"
+echo "gen-docs: wrote docs/dialect.md, docs/passes.md and docs/lowering-passes.md"

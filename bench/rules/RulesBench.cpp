@@ -152,12 +152,14 @@ int main(int argc, char **argv) {
       compileOptions.relaxedFP = true;
     else if (a == "--vector-width" && i + 1 < argc)
       compileOptions.vectorWidth = std::atoi(argv[++i]);
+    else if (a == "--prefetch-distance" && i + 1 < argc)
+      compileOptions.prefetchDistance = std::atoi(argv[++i]);
     else if (a == "--examples" && i + 1 < argc)
       examples = argv[++i];
     else {
       std::fprintf(stderr,
                    "usage: %s [--threads N] [--reps N] [--vector-width N] "
-                   "[--relaxed-fp] "
+                   "[--relaxed-fp] [--prefetch-distance BYTES] "
                    "[--examples DIR]\n",
                    argv[0]);
       return 2;

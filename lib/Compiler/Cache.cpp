@@ -56,6 +56,7 @@ std::string KernelCache::key(std::string_view source, const std::string &rule,
   add(dtypeName(options.precision));
   add(std::to_string(options.vectorWidth));
   add(options.relaxedFP ? "relaxed-fp" : "exact-fp");
+  add("prefetch " + std::to_string(options.prefetchDistance));
   add(rule);
   add(llvm::StringRef(source.data(), source.size()));
   return llvm::toHex(hash.final(), /*LowerCase=*/true);

@@ -28,6 +28,10 @@ Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
   if (options.vectorWidth == 0 || options.vectorWidth > 64)
     throw Error("optim::Compiler: vectorWidth must be between 1 and 64, got " +
                 std::to_string(options.vectorWidth));
+  if (options.prefetchDistance > (1u << 20))
+    throw Error("optim::Compiler: prefetchDistance must be at most 1048576 "
+                "bytes, got " +
+                std::to_string(options.prefetchDistance));
   impl->options = options;
   if (impl->options.useCache && impl->options.cacheDirectory.empty())
     impl->options.cacheDirectory = defaultCacheDirectory();
@@ -83,6 +87,7 @@ Rule Compiler::compileSource(std::string_view source,
   CPUPipelineOptions cpu;
   cpu.vectorWidth = impl->options.vectorWidth;
   cpu.relaxedFP = impl->options.relaxedFP;
+  cpu.prefetchDistance = impl->options.prefetchDistance;
   cpu.vjp = impl->options.vjp;
   buildLowerRulesPipeline(pm, cpu);
   buildKernelsToLLVMPipeline(pm);

@@ -29,6 +29,7 @@ void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
   mlir::optim::LowerRulesToKernelsOptions lower;
   lower.vectorWidth = options.vectorWidth;
   lower.relaxedFP = options.relaxedFP;
+  lower.prefetchDistance = options.prefetchDistance;
   pm.addPass(mlir::optim::createLowerRulesToKernels(lower));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
@@ -59,6 +60,10 @@ struct OptimLowerToLLVMOptions
       *this, "relaxed-fp",
       llvm::cl::desc("Reciprocals of uniform divisors and fused multiply-adds"),
       llvm::cl::init(false)};
+  Option<unsigned> prefetchDistance{
+      *this, "prefetch-distance",
+      llvm::cl::desc("Bytes an update rule prefetches ahead (0: none)"),
+      llvm::cl::init(1024)};
   Option<bool> vjp{*this, "vjp",
                    llvm::cl::desc("Also generate each rule's VJP kernel"),
                    llvm::cl::init(false)};
@@ -73,6 +78,7 @@ void ::optim::registerPipelines() {
         CPUPipelineOptions cpu;
         cpu.vectorWidth = options.vectorWidth;
         cpu.relaxedFP = options.relaxedFP;
+        cpu.prefetchDistance = options.prefetchDistance;
         cpu.vjp = options.vjp;
         buildLowerRulesPipeline(pm, cpu);
         buildKernelsToLLVMPipeline(pm);

@@ -1,5 +1,4 @@
-//===- LowerRulesToKernels.cpp - optim.rule to a fused CPU kernel
-//----------===//
+//===- LowerRulesToKernels.cpp - optim.rule to a fused CPU kernel ------===//
 //
 // One rule becomes one function with the ABI of KernelABI.h. Values of the
 // body that do not depend on p, g or the state ("uniform": hyperparameters,
@@ -50,8 +49,10 @@ constexpr llvm::StringLiteral kSymbolPrefix = "optim_rule_";
 
 class RuleLowering {
 public:
-  RuleLowering(RuleOp rule, unsigned width, bool relaxed)
-      : rule(rule), width(width), relaxed(relaxed) {}
+  RuleLowering(RuleOp rule, unsigned width, bool relaxed,
+               unsigned prefetchBytes)
+      : rule(rule), width(width), relaxed(relaxed),
+        prefetchBytes(prefetchBytes) {}
 
   LogicalResult run();
 
@@ -71,12 +72,15 @@ private:
   /// Emits the per-coordinate loop over [lb, ub) with `lanes` coordinates per
   /// iteration.
   void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
-                          ArrayRef<Value> bases, Value stride);
+                          ArrayRef<Value> bases, Value stride,
+                          bool prefetch = false);
 
   RuleOp rule;
   unsigned width;
   /// Relaxed rounding (relaxed-fp).
   bool relaxed;
+  /// How far ahead update rules prefetch their streams (prefetch-distance).
+  unsigned prefetchBytes;
   /// Uniform divisors of varying divisions -> their reciprocal (when
   /// `relaxed`), computed once per call.
   llvm::DenseMap<Value, Value> reciprocals;
@@ -160,7 +164,7 @@ LogicalResult RuleLowering::classify() {
 
 void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
                                       unsigned lanes, ArrayRef<Value> bases,
-                                      Value stride) {
+                                      Value stride, bool prefetch) {
   Location loc = rule.getLoc();
   Value step = arith::ConstantIndexOp::create(b, loc, lanes);
   auto loop = scf::ForOp::create(b, loc, lb, ub, step);
@@ -223,6 +227,42 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         map[input].push_back(
             LLVM::LoadOp::create(b, loc, valueType, addr, align));
     addrs.push_back(std::move(componentAddrs));
+  }
+  // Update rules stream every input once. Memory latency is covered by the
+  // loads in flight, which the reorder buffer bounds: a rule whose
+  // arithmetic has many micro-ops (Adam: three divisions and a square root
+  // per coordinate) keeps fewer lines in flight than a copy and falls below
+  // the memory limit. Prefetches retire at once and keep lines in flight
+  // whatever the arithmetic. Clamped to the loop's range, so that a short
+  // tensor fetches nothing beyond its end.
+  if (prefetch) {
+    int64_t lineElts = std::max<int64_t>(1, 64 / align);
+    Value last = arith::SubIOp::create(
+        b, loc, arith::IndexCastOp::create(b, loc, b.getI64Type(), ub),
+        i64Const(b, lanes));
+    Value ahead = arith::MinSIOp::create(
+        b, loc,
+        arith::AddIOp::create(b, loc, i, i64Const(b, prefetchBytes / align)),
+        last);
+    for (auto [input, base] : llvm::zip(inputs, bases)) {
+      // p and the states are written back (their lines are fetched
+      // anyway); g only when it is read.
+      if (input == rule.getGrad() && input.use_empty())
+        continue;
+      for (unsigned j = 0, n = numComponents(input.getType()); j < n; ++j) {
+        Value at = ahead;
+        if (j)
+          at = arith::AddIOp::create(
+              b, loc, at,
+              arith::MulIOp::create(b, loc, stride, i64Const(b, j)));
+        for (int64_t l = 0; l < int64_t(lanes); l += lineElts)
+          LLVM::Prefetch::create(
+              b, loc,
+              gep(b, elt, base,
+                  l ? arith::AddIOp::create(b, loc, at, i64Const(b, l)) : at),
+              /*rw=*/0, /*hint=*/3, /*cache=*/1);
+      }
+    }
   }
   llvm::DenseMap<Value, unsigned> inputIndex;
   for (auto [k, input] : llvm::enumerate(inputs))
@@ -754,6 +794,21 @@ LogicalResult RuleLowering::run() {
       Value lanesIdx = arith::ConstantIndexOp::create(b, loc, lanes);
       vectorEnd = arith::SubIOp::create(
           b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanesIdx));
+      // Short chunks (data that the hardware prefetchers or the caches
+      // serve anyway) skip the prefetches and their micro-ops.
+      int64_t ahead = prefetchBytes / (elt.getWidth() / 8);
+      if (learned || lanes == 1 || ahead == 0) {
+        emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride);
+        continue;
+      }
+      Value isLong = arith::CmpIOp::create(
+          b, loc, arith::CmpIPredicate::sge, n, i64Const(b, 4 * ahead));
+      auto choice = scf::IfOp::create(b, loc, isLong, /*withElse=*/true);
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(&choice.getThenRegion().front());
+      emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride,
+                         /*prefetch=*/true);
+      b.setInsertionPointToStart(&choice.getElseRegion().front());
       emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride);
     }
     emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases, stride);
@@ -791,7 +846,8 @@ struct LowerRulesToKernels
     SmallVector<RuleOp> rules(getOperation().getOps<RuleOp>());
     for (RuleOp rule : rules)
       if (failed(
-              RuleLowering(rule, std::max(1u, unsigned(vectorWidth)), relaxedFP)
+              RuleLowering(rule, std::max(1u, unsigned(vectorWidth)),
+                           relaxedFP, prefetchDistance)
                   .run()))
         return signalPassFailure();
   }

@@ -438,9 +438,59 @@ TEST_P(RuleNumerics, LargeTensorsMatchAndDoNotDependOnThreads) {
   }
 }
 
+// The stream prefetches of the vector loop (on chunks of at least four
+// prefetch distances) change no bit of the result.
+TEST_P(RuleNumerics, PrefetchingChangesNoBits) {
+  const Case &c = GetParam();
+  CompileOptions none;
+  none.prefetchDistance = 0;
+  none.useCache = false;
+  CompileOptions far = none;
+  far.prefetchDistance = 4096;
+  Compiler withoutPrefetch(none), withPrefetch(far);
+  Rule plain = compileCase(withoutPrefetch, c);
+  Rule prefetching = compileCase(withPrefetch, c);
+  std::vector<int64_t> sizes = {100003, 4096, 17};
+  Trajectory a = runCompiled(plain, c, sizes, 20, 2);
+  Trajectory b = runCompiled(prefetching, c, sizes, 20, 2);
+  for (size_t k = 0; k < sizes.size(); ++k)
+    EXPECT_EQ(0, std::memcmp(a.params[k].data(), b.params[k].data(),
+                             sizeof(float) * sizes[k]))
+        << c.file << ": prefetching changed tensor " << k;
+  for (size_t k = 0; k < a.states.size(); ++k)
+    EXPECT_EQ(0, std::memcmp(a.states[k].data(), b.states[k].data(),
+                             sizeof(float) * a.states[k].size()))
+        << c.file << ": prefetching changed state " << k;
+}
+
 INSTANTIATE_TEST_SUITE_P(Examples, RuleNumerics, ::testing::ValuesIn(cases()),
                          [](const auto &info) {
                            return std::string(info.param.file);
                          });
 
 } // namespace
+
+TEST(CompileOptionsErrors, OutOfRangeOptionsAreRejected) {
+  CompileOptions wide;
+  wide.vectorWidth = 65;
+  try {
+    Compiler compiler(wide);
+    FAIL() << "vectorWidth 65 was accepted";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("vectorWidth must be between 1 and "
+                                         "64, got 65"),
+              std::string::npos)
+        << e.what();
+  }
+  CompileOptions far;
+  far.prefetchDistance = 1u << 21;
+  try {
+    Compiler compiler(far);
+    FAIL() << "prefetchDistance 2 MiB was accepted";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("prefetchDistance must be at most "
+                                         "1048576 bytes, got 2097152"),
+              std::string::npos)
+        << e.what();
+  }
+}

@@ -81,6 +81,12 @@ cl::opt<unsigned> vectorWidth(
     "vector-width",
     cl::desc("Coordinates per SIMD iteration of the kernels (default 16)"),
     cl::init(16), cl::cat(category));
+// Not "prefetch-distance": LLVM's LoopDataPrefetch registers that name.
+cl::opt<unsigned> prefetchDistance(
+    "prefetch-ahead",
+    cl::desc("Bytes an update rule's vector loop prefetches ahead of each "
+             "stream; 0 disables (default 1024)"),
+    cl::init(1024), cl::cat(category));
 cl::opt<Target> target(
     "target", cl::desc("What the kernels run on (ptx and cubin: cuda)"),
     cl::init(Target::CPU),
@@ -258,6 +264,8 @@ int main(int argc, char **argv) {
   }
   if (vectorWidth == 0 || vectorWidth > 64)
     return fail("--vector-width must be between 1 and 64");
+  if (prefetchDistance > (1u << 20))
+    return fail("--prefetch-ahead must be at most 1048576 bytes");
 
   auto buffer = llvm::MemoryBuffer::getFileOrSTDIN(inputFilename,
                                                    /*IsText=*/true);
@@ -344,6 +352,7 @@ int main(int argc, char **argv) {
   optim::CPUPipelineOptions cpu;
   cpu.vectorWidth = vectorWidth;
   cpu.relaxedFP = relaxedFP;
+  cpu.prefetchDistance = prefetchDistance;
   optim::buildLowerRulesPipeline(pm, cpu);
   if (emit != Emit::Lowered)
     optim::buildKernelsToLLVMPipeline(pm);

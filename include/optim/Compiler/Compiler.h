@@ -40,6 +40,9 @@ struct CompileOptions {
   /// multiply-adds. Faster; about an ulp per operation from the formula as
   /// written. Off (the default): every operation rounds as written.
   bool relaxedFP = false;
+  /// How many bytes ahead an update rule's vector loop prefetches each of
+  /// its streams; 0 disables. Learned rules prefetch their own way.
+  unsigned prefetchDistance = 1024;
   /// Also compile the rule's reverse mode (Rule::vjpKernel(), used by
   /// optim::Trajectory for meta-training). Such compilations bypass the
   /// kernel cache.

@@ -10,6 +10,7 @@ namespace optim {
 struct CPUPipelineOptions {
   unsigned vectorWidth = 16;
   bool relaxedFP = false;
+  unsigned prefetchDistance = 1024;
   /// Also generate the reverse mode: optim_vjp_kernel_<rule> (KernelABI.h).
   bool vjp = false;
 };

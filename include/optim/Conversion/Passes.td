@@ -31,7 +31,15 @@ def LowerRulesToKernels
     inputs, with the per-coordinate inputs and outputs in stack buffers: an
     unrolled 2x20 LSTM is ~10k instructions that LLVM needs close to a
     minute to optimize. z = b + W [x; h] sums the bias first, then the
-    inputs in order. The loops are not tuned yet (no register blocking).
+    inputs in order. Blocks of four vectors of coordinates give every weight
+    broadcast four independent FMAs per row, and each block prefetches the
+    next block's state lines.
+
+    Update rules prefetch each stream (p, g, every state) `prefetch-distance`
+    bytes ahead in their vector loop, on chunks of at least four times that
+    length: the loads in flight are bounded by the reorder buffer, and a rule
+    with heavy arithmetic (Adam's divisions and square root) otherwise keeps
+    too few cache lines in flight to run at the memory limit.
 
     By default every operation rounds as written (IEEE): `m / (1 - beta1 **
     t)` costs a division per coordinate, and no multiply-add is fused. With
@@ -54,7 +62,12 @@ def LowerRulesToKernels
            "Relaxed rounding: divide by uniform values (bias corrections) by "
            "multiplying with reciprocals computed once per call, and let "
            "multiplies and adds fuse into FMAs; faster, about an ulp per "
-           "operation from the exact formula">
+           "operation from the exact formula">,
+    Option<"prefetchDistance", "prefetch-distance", "unsigned",
+           /*default=*/"1024",
+           "How many bytes ahead the vector loop of an update rule "
+           "prefetches each stream (p, g, every state); 0 disables. Keeps "
+           "enough cache lines in flight when the arithmetic is heavy">
   ];
 }
 
