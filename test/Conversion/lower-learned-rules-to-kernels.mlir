@@ -9,13 +9,19 @@
 // CHECK-NOT: math.tanh
 // CHECK-NOT: math.log
 // CHECK: scf.for %{{.*}} step %c64
-// The next block's lines of p, g and every state component, into L2.
-// CHECK: scf.for %{{.*}} to %c20
+// The next block's lines of p and g, into L2 (the states are the cells').
+// CHECK: scf.for %{{.*}} to %c1
 // CHECK-COUNT-4: "llvm.intr.prefetch"(%{{.*}}) <{cache = 1 : i32, hint = 2 : i32, rw = 0 : i32}>
+// CHECK: scf.for %{{.*}} to %c1
+// CHECK-COUNT-4: "llvm.intr.prefetch"(%{{.*}}) <{cache = 1 : i32, hint = 2 : i32, rw = 0 : i32}>
+// CHECK-NOT: "llvm.intr.prefetch"
 // The polynomial log of log_sign, on the whole block.
 // CHECK: math.fma %{{.*}} : vector<64xf32>
-// lstm1: the hidden units, x (2 components) then h (20).
+// lstm1: the hidden units: the next block's lines of the unit's component
+// of c1 and h1 (4 each, into L1), then x (2 components) and h (20).
 // CHECK: scf.for %{{.*}} to %c20
+// CHECK-COUNT-8: "llvm.intr.prefetch"(%{{.*}}) <{cache = 1 : i32, hint = 3 : i32, rw = 0 : i32}>
+// CHECK-NOT: "llvm.intr.prefetch"
 // CHECK: scf.for %{{.*}} to %c2 step %{{.*}} iter_args({{.*}}) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
 // CHECK-COUNT-4: math.fma %{{.*}} : vector<64xf32>
 // CHECK: scf.for %{{.*}} to %c20{{.*}} iter_args({{.*}}) -> (vector<64xf32>, vector<64xf32>, vector<64xf32>, vector<64xf32>)
