@@ -1,7 +1,7 @@
-//===- Optimizer.cpp - apply a compiled rule to a model's parameters
-//-------===//
+//===- Optimizer.cpp - apply a compiled rule to a model's parameters ----===//
 
 #include "OptimizerImpl.h"
+#include "StateMemory.h"
 
 #include <algorithm>
 #include <cmath>
@@ -12,8 +12,7 @@ using namespace optim;
 
 AlignedBuffer AlignedBuffer::allocate(size_t bytes) {
   AlignedBuffer b;
-  size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-  void *p = std::aligned_alloc(64, rounded);
+  void *p = allocateStateMemory(bytes);
   if (!p)
     throw Error("out of memory allocating " + std::to_string(bytes) +
                 " bytes of optimizer state");

@@ -1,6 +1,7 @@
 //===- Trajectory.cpp - unrolled steps of a rule and their reverse mode ---===//
 
 #include "optim/Trajectory.h"
+#include "StateMemory.h"
 #include "ThreadPool.h"
 #include "optim/Safetensors.h"
 
@@ -13,7 +14,7 @@
 using namespace optim;
 
 namespace {
-/// A 64-byte aligned array of elements of the rule's dtype.
+/// A 64-byte aligned array of elements of the rule's dtype (StateMemory.h).
 struct Buffer {
   struct Free {
     void operator()(void *p) const { std::free(p); }
@@ -22,8 +23,7 @@ struct Buffer {
   size_t bytes = 0;
   static Buffer allocate(size_t bytes) {
     Buffer b;
-    size_t rounded = (std::max<size_t>(bytes, 1) + 63) / 64 * 64;
-    b.data.reset(static_cast<char *>(std::aligned_alloc(64, rounded)));
+    b.data.reset(static_cast<char *>(allocateStateMemory(bytes)));
     if (!b.data)
       throw Error("optim::Trajectory: out of memory allocating " +
                   std::to_string(bytes) + " bytes");
