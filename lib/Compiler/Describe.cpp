@@ -2,6 +2,9 @@
 
 #include "optim/Compiler/Describe.h"
 
+#include "mlir/IR/TypeUtilities.h"
+#include "llvm/ADT/DenseSet.h"
+
 using namespace optim;
 
 RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
@@ -26,3 +29,58 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
   }
   return info;
 }
+
+static std::vector<int64_t> shapeOf(mlir::Type t) {
+  auto r = mlir::cast<mlir::RankedTensorType>(t);
+  return {r.getShape().begin(), r.getShape().end()};
+}
+
+/// The runtime's view of a layer; mirrors optim-lower-layers' choice of
+/// which operands are batched (those computed from an input).
+LayerInfo optim::describeLayer(mlir::optim::LayerOp layer) {
+  mlir::optim::QPOp qp;
+  for (auto q : layer.getBodyBlock().getOps<mlir::optim::QPOp>())
+    qp = q;
+  LayerInfo info;
+  info.name = layer.getSymName().str();
+  info.dtype = mlir::getElementTypeOrSelf(qp.getQvec().getType()).isF64()
+                   ? DType::F64
+                   : DType::F32;
+  for (unsigned i = 0; i < layer.getNumInputs(); ++i)
+    info.inputs.push_back(
+        {mlir::cast<mlir::StringAttr>(layer.getInputNames()[i]).str(),
+         shapeOf(layer.getInput(i).getType())});
+  for (unsigned i = 0; i < layer.getNumWeights(); ++i)
+    info.weights.push_back(
+        {mlir::cast<mlir::StringAttr>(layer.getWeightNames()[i]).str(),
+         shapeOf(layer.getWeight(i).getType())});
+  mlir::Operation *ret = layer.getBodyBlock().getTerminator();
+  for (unsigned i = 0; i < ret->getNumOperands(); ++i) {
+    mlir::Value v = ret->getOperand(i);
+    info.outputs.push_back(
+        {mlir::cast<mlir::StringAttr>(layer.getOutputNames()[i]).str(),
+         shapeOf(v.getType())});
+    info.outputKinds.push_back(
+        int(mlir::cast<mlir::OpResult>(v).getResultNumber()));
+  }
+  info.n = shapeOf(qp.getQvec().getType())[0];
+  info.m = qp.getB() ? shapeOf(qp.getB().getType())[0] : 0;
+  info.p = qp.getH() ? shapeOf(qp.getH().getType())[0] : 0;
+  info.hasQ = bool(qp.getQmat());
+  info.tol = qp.getTol().convertToDouble();
+  info.maxIter = qp.getMaxIter();
+  llvm::DenseSet<mlir::Value> batched;
+  for (unsigned i = 0; i < layer.getNumInputs(); ++i)
+    batched.insert(layer.getInput(i));
+  for (mlir::Operation &op : layer.getBodyBlock().without_terminator())
+    if (llvm::any_of(op.getOperands(),
+                     [&](mlir::Value v) { return batched.contains(v); }))
+      for (mlir::Value r : op.getResults())
+        batched.insert(r);
+  mlir::Value ops[6] = {qp.getQmat(), qp.getQvec(), qp.getA(),
+                        qp.getB(),    qp.getG(),    qp.getH()};
+  for (int k = 0; k < 6; ++k)
+    info.batched[k] = ops[k] && batched.contains(ops[k]);
+  return info;
+}
+

@@ -32,6 +32,9 @@
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
 
+// kQPBlockBitcode: lib/Device/QPBlockNVPTX.cpp compiled by clang for NVPTX.
+#include "QPBlockBitcode.inc"
+
 using namespace mlir;
 
 namespace optim {
@@ -80,13 +83,18 @@ void buildLowerRulesToGPUPipeline(OpPassManager &pm,
   lower.vectorBits = options.vectorBits;
   lower.relaxedFP = options.relaxedFP;
   pm.addPass(mlir::optim::createLowerRulesToGPU(lower));
+  mlir::optim::LowerLayersToGPUOptions layers;
+  layers.threads = options.layerThreads;
+  layers.sharedBytes = options.layerSharedBytes;
+  pm.addPass(mlir::optim::createLowerLayersToGPU(layers));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   pm.addPass(createLoopInvariantCodeMotionPass());
 }
 
 void buildGPUKernelsToNVVMPipeline(OpPassManager &pm,
-                                   const GPUPipelineOptions &options) {
+                                   const GPUPipelineOptions &options,
+                                   const std::vector<std::string> &linkLibs) {
   OpPassManager &kernels = pm.nest<gpu::GPUModuleOp>();
   kernels.addPass(createSCFToControlFlowPass());
   // Transcendentals (exp, log, pow, tanh) become libdevice calls, which the
@@ -97,6 +105,7 @@ void buildGPUKernelsToNVVMPipeline(OpPassManager &pm,
   target.chip = options.arch;
   target.features = gpuPTXFeatures();
   target.optLevel = 3;
+  target.linkLibs.assign(linkLibs.begin(), linkLibs.end());
   pm.addPass(createGpuNVVMAttachTarget(target));
 }
 
@@ -115,14 +124,49 @@ static std::vector<std::string> toolkitCandidates() {
   return dirs;
 }
 
+/// Whether the lowered module calls the block QP solver (a layer's kernel).
+static bool callsQPBlockSolver(ModuleOp module) {
+  bool found = false;
+  module.walk([&](LLVM::LLVMFuncOp f) {
+    if (f.getName() == "optim_qp_block_solve")
+      found = true;
+  });
+  return found;
+}
+
 llvm::Expected<std::string> compileToPTX(ModuleOp module,
                                          const GPUPipelineOptions &options) {
   if (std::string why = checkGPUArch(options.arch); !why.empty())
     return llvm::createStringError(why);
   registerGPUCodeGen(*module.getContext());
+  PassManager lower(module.getContext());
+  buildLowerRulesToGPUPipeline(lower, options);
+  if (failed(lower.run(module)))
+    return llvm::createStringError(
+        "the GPU code generator failed (see the diagnostics above)");
+
+  // A layer's kernel calls the block QP solver: its bitcode (embedded in
+  // the compiler) is linked like libdevice, from a temporary file.
+  std::vector<std::string> linkLibs;
+  llvm::SmallString<128> bitcode;
+  llvm::scope_exit cleanup([&] { llvm::sys::fs::remove(bitcode); });
+  if (callsQPBlockSolver(module)) {
+    int fd;
+    if (std::error_code ec = llvm::sys::fs::createTemporaryFile(
+            "optim-qpblock", "bc", fd, bitcode))
+      return llvm::createStringError("cannot create a temporary file: " +
+                                     ec.message());
+    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+    os.write(reinterpret_cast<const char *>(kQPBlockBitcode),
+             kQPBlockBitcode_size);
+    os.close();
+    if (os.has_error())
+      return llvm::createStringError("cannot write '" + bitcode +
+                                     "': " + os.error().message());
+    linkLibs.push_back(bitcode.str().str());
+  }
   PassManager pm(module.getContext());
-  buildLowerRulesToGPUPipeline(pm, options);
-  buildGPUKernelsToNVVMPipeline(pm, options);
+  buildGPUKernelsToNVVMPipeline(pm, options, linkLibs);
   GpuModuleToBinaryPassOptions binary;
   binary.compilationTarget = "isa";
   for (const std::string &dir : toolkitCandidates())
@@ -139,7 +183,8 @@ llvm::Expected<std::string> compileToPTX(ModuleOp module,
     for (Attribute attr : bin.getObjects())
       ptx += cast<gpu::ObjectAttr>(attr).getObject().getValue().str();
   if (ptx.empty())
-    return llvm::createStringError("the module has no rule to compile");
+    return llvm::createStringError(
+        "the module has no rule or layer to compile");
   return ptx;
 }
 

@@ -22,6 +22,9 @@
 #include "optim/Conversion/Passes.h"
 #include "optim/Dialect/OptimOps.h"
 
+#include "optim/QPBlock.h"
+
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
 #include "mlir/IR/Builders.h"
@@ -31,6 +34,7 @@
 
 namespace mlir::optim {
 #define GEN_PASS_DEF_LOWERLAYERS
+#define GEN_PASS_DEF_LOWERLAYERSTOGPU
 #include "optim/Conversion/Passes.h.inc"
 } // namespace mlir::optim
 
@@ -41,16 +45,31 @@ namespace {
 
 /// Must match OPTIM_LAYER_SYMBOL_PREFIX and the suffixes of KernelABI.h.
 constexpr llvm::StringLiteral kPrefix = "optim_layer_";
+/// The GPU kernels' module (as optim-lower-rules-to-gpu's) and the block
+/// solver linked from bitcode (lib/Device/QPBlockNVPTX.cpp).
+constexpr llvm::StringLiteral kGPUModuleName = "optim_kernels";
+constexpr llvm::StringLiteral kSolveSymbol = "optim_qp_block_solve";
+constexpr llvm::StringLiteral kBackwardSymbol = "optim_qp_block_backward";
 
 class LayerLowering {
 public:
   explicit LayerLowering(LayerOp layer) : layer(layer) {}
   LogicalResult run();
+  /// The CUDA kernel of the layer (optim-lower-layers-to-gpu) in `module`.
+  LogicalResult runGPU(gpu::GPUModuleOp module, int64_t threads,
+                       int64_t sharedBytes);
 
 private:
   LogicalResult check();
   void emitData(OpBuilder &b);
   void emitVJP(OpBuilder &b);
+  void emitGPUKernel(gpu::GPUModuleOp module, int64_t threads,
+                     int64_t sharedBytes);
+  /// The backward kernels: _qp_grad (the solver's backward, a block per
+  /// problem), _qp_reduce (shared operands' cotangents summed over the
+  /// batch), _qp_vjp (the layer's VJP, elements over the whole grid).
+  void emitGPUBackward(gpu::GPUModuleOp module, int64_t threads,
+                       int64_t sharedBytes);
 
   /// The value of tensor `v` at `idx` (index values, one per dimension) for
   /// batch element `e` (an index; null where `v` is shared).
@@ -113,6 +132,12 @@ private:
   /// batch size (index).
   SmallVector<Value> inputPtrs, weightPtrs;
   DenseMap<unsigned, Value> operandPtrs;
+  /// The GPU VJP's operand cotangents: float64, batched ones of element e
+  /// at dops + e * dataDoubles + offset, shared ones at dshared + offset
+  /// (offsets of optim::qpblock::kernelLayout, by qp operand number).
+  Value gpuDops, gpuDshared;
+  int64_t gpuDataDoubles = 0;
+  DenseMap<unsigned, int64_t> gpuOffsets;
   Value batchSize;
   bool hadError = false;
 };
@@ -295,6 +320,26 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
   Operation *user = use.getOwner();
   unsigned k = use.getOperandNumber();
   Value v = use.get();
+  if (isa<QPOp>(user) && gpuDops) {
+    Type f64 = b.getF64Type(), i64 = b.getI64Type();
+    Value lin = linear(b, shapeOf(v), idx, Value());
+    lin = arith::AddIOp::create(
+        b, loc, lin,
+        arith::ConstantIntOp::create(b, loc, i64, gpuOffsets.lookup(k)));
+    Value base = gpuDshared;
+    if (isBatched(v)) {
+      Value e64 = arith::IndexCastOp::create(b, loc, i64, e);
+      lin = arith::AddIOp::create(
+          b, loc, lin,
+          arith::MulIOp::create(
+              b, loc, e64,
+              arith::ConstantIntOp::create(b, loc, i64, gpuDataDoubles)));
+      base = gpuDops;
+    }
+    Value p = LLVM::GEPOp::create(b, loc, ptrType, f64, base, ValueRange{lin});
+    Value d = LLVM::LoadOp::create(b, loc, f64, p);
+    return elt.isF64() ? d : arith::TruncFOp::create(b, loc, elt, d);
+  }
   if (isa<QPOp>(user)) {
     // Shared operands' cotangents are already summed over the batch.
     return load(b, operandPtrs.lookup(k),
@@ -452,6 +497,339 @@ void LayerLowering::emitVJP(OpBuilder &b) {
   func::ReturnOp::create(fb, loc);
 }
 
+/// The layer's CUDA kernel: block e builds problem e's operands (float64)
+/// in its slice of the workspace, then the block solves it
+/// (optim_qp_block_solve). Layout: optim::qpblock::kernelLayout.
+void LayerLowering::emitGPUKernel(gpu::GPUModuleOp module, int64_t threads,
+                                  int64_t sharedBytes) {
+  MLIRContext *ctx = layer.getContext();
+  Type i64 = IntegerType::get(ctx, 64), i32 = IntegerType::get(ctx, 32);
+  Type f64 = Float64Type::get(ctx);
+  const int64_t n = shapeOf(qp.getQvec())[0];
+  const int64_t m = qp.getB() ? shapeOf(qp.getB())[0] : 0;
+  const int64_t p = qp.getH() ? shapeOf(qp.getH())[0] : 0;
+  const ::optim::qpblock::KernelLayout lay = ::optim::qpblock::kernelLayout(
+      n, m, p, bool(qp.getQmat()), threads, sharedBytes);
+
+  OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+  auto solve = module.lookupSymbol<LLVM::LLVMFuncOp>(kSolveSymbol);
+  if (!solve) {
+    // void (Q, q, A, b, G, h, n, m, p, tol, maxIter, z, nu, lam, f32,
+    //       status, iterations, work, keep, sharedDoubles):
+    // QPBlockNVPTX.cpp.
+    SmallVector<Type> args(6, ptrType);
+    args.append({i64, i64, i64, f64, i64, ptrType, ptrType, ptrType, i32,
+                 ptrType, ptrType, ptrType, ptrType, i64});
+    auto type = LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(ctx),
+                                            args);
+    solve = LLVM::LLVMFuncOp::create(mb, loc, kSolveSymbol, type);
+  }
+  const unsigned ni = layer.getNumInputs(), nw = layer.getNumWeights();
+  // inputs..., weights..., z, nu, lam, status, iterations, work
+  SmallVector<Type> argTypes(ni + nw + 6, ptrType);
+  auto func = gpu::GPUFuncOp::create(
+      mb, loc, (kPrefix + layer.getSymName() + "_qp").str(),
+      FunctionType::get(ctx, argTypes, {}));
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), UnitAttr::get(ctx));
+  func.setKnownBlockSizeAttr(
+      DenseI32ArrayAttr::get(ctx, {int32_t(lay.threads), 1, 1}));
+  Block &entry = func.getBody().front();
+  OpBuilder b = OpBuilder::atBlockBegin(&entry);
+  inputPtrs.assign(entry.getArguments().begin(),
+                   entry.getArguments().begin() + ni);
+  weightPtrs.assign(entry.getArguments().begin() + ni,
+                    entry.getArguments().begin() + ni + nw);
+  Value z = entry.getArgument(ni + nw), nu = entry.getArgument(ni + nw + 1),
+        lam = entry.getArgument(ni + nw + 2),
+        status = entry.getArgument(ni + nw + 3),
+        iterations = entry.getArgument(ni + nw + 4),
+        work = entry.getArgument(ni + nw + 5);
+  Value e = gpu::BlockIdOp::create(b, loc, gpu::Dimension::x);
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value ntid = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+  Value e64 = arith::IndexCastOp::create(b, loc, i64, e);
+  auto i64Cst = [&](int64_t v) {
+    return arith::ConstantIntOp::create(b, loc, i64, v).getResult();
+  };
+  auto offsetPtr = [&](Type eltType, Value basePtr, Value offset) {
+    return LLVM::GEPOp::create(b, loc, ptrType, eltType, basePtr,
+                               ValueRange{offset})
+        .getResult();
+  };
+  Value base = offsetPtr(
+      f64, work,
+      arith::MulIOp::create(b, loc, e64, i64Cst(lay.workDoubles)).getResult());
+
+  // The operands, each element at its row-major index, spread over the
+  // block's threads.
+  Value kinds[6] = {qp.getQmat(), qp.getQvec(), qp.getA(),
+                    qp.getB(),    qp.getG(),    qp.getH()};
+  Value regions[6];
+  for (int k = 0; k < 6; ++k) {
+    Value v = kinds[k];
+    if (!v) {
+      regions[k] = LLVM::ZeroOp::create(b, loc, ptrType);
+      continue;
+    }
+    regions[k] = offsetPtr(f64, base, i64Cst(lay.offset[k]));
+    ArrayRef<int64_t> shape = shapeOf(v);
+    int64_t size = 1;
+    for (int64_t d : shape)
+      size *= d;
+    auto loop = scf::ForOp::create(b, loc, tid, idxCst(b, size), ntid);
+    OpBuilder ib = OpBuilder::atBlockBegin(loop.getBody());
+    ib.setInsertionPoint(loop.getBody()->getTerminator());
+    Value lin = loop.getInductionVar();
+    SmallVector<Value> idx(shape.size());
+    Value rest = lin;
+    for (int d = int(shape.size()) - 1; d >= 0; --d) {
+      Value dim = idxCst(ib, shape[d]);
+      idx[d] = arith::RemUIOp::create(ib, loc, rest, dim);
+      rest = arith::DivUIOp::create(ib, loc, rest, dim);
+    }
+    Value val = at(ib, v, idx, isBatched(v) ? e : Value());
+    if (!elt.isF64())
+      val = arith::ExtFOp::create(ib, loc, f64, val);
+    Value at64 = arith::IndexCastOp::create(ib, loc, i64, lin);
+    Value ptr = LLVM::GEPOp::create(ib, loc, ptrType, f64, regions[k],
+                                    ValueRange{at64});
+    LLVM::StoreOp::create(ib, loc, val, ptr);
+  }
+  gpu::BarrierOp::create(b, loc);
+
+  auto slice = [&](Value ptr, Type eltType, int64_t count) {
+    return offsetPtr(
+        eltType, ptr,
+        arith::MulIOp::create(b, loc, e64, i64Cst(count)).getResult());
+  };
+  SmallVector<Value> args(regions, regions + 6);
+  args.append({i64Cst(n), i64Cst(m), i64Cst(p),
+               arith::ConstantOp::create(
+                   b, loc, b.getF64FloatAttr(qp.getTol().convertToDouble())),
+               i64Cst(int64_t(qp.getMaxIter())), slice(z, elt, n),
+               slice(nu, elt, m), slice(lam, elt, p),
+               arith::ConstantIntOp::create(b, loc, i32, elt.isF64() ? 0 : 1),
+               slice(status, i32, 1), slice(iterations, i32, 1),
+               offsetPtr(f64, base, i64Cst(lay.dataDoubles)),
+               offsetPtr(f64, base, i64Cst(lay.keepOffset)),
+               i64Cst(lay.sharedDoubles)});
+  LLVM::CallOp::create(b, loc, solve, args);
+  gpu::ReturnOp::create(b, loc);
+}
+
+/// A loop over [0, count) spread over every thread of the grid.
+static scf::ForOp gridStrideLoop(OpBuilder &b, Location loc, Value count) {
+  Value gid = arith::AddIOp::create(
+      b, loc,
+      arith::MulIOp::create(b, loc,
+                            gpu::BlockIdOp::create(b, loc, gpu::Dimension::x),
+                            gpu::BlockDimOp::create(b, loc, gpu::Dimension::x)),
+      gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x));
+  Value stride = arith::MulIOp::create(
+      b, loc, gpu::GridDimOp::create(b, loc, gpu::Dimension::x),
+      gpu::BlockDimOp::create(b, loc, gpu::Dimension::x));
+  return scf::ForOp::create(b, loc, gid, count, stride);
+}
+
+void LayerLowering::emitGPUBackward(gpu::GPUModuleOp module, int64_t threads,
+                                    int64_t sharedBytes) {
+  MLIRContext *ctx = layer.getContext();
+  Type i64 = IntegerType::get(ctx, 64), i32 = IntegerType::get(ctx, 32);
+  Type f64 = Float64Type::get(ctx);
+  const int64_t n = shapeOf(qp.getQvec())[0];
+  const int64_t m = qp.getB() ? shapeOf(qp.getB())[0] : 0;
+  const int64_t p = qp.getH() ? shapeOf(qp.getH())[0] : 0;
+  const ::optim::qpblock::KernelLayout lay = ::optim::qpblock::kernelLayout(
+      n, m, p, bool(qp.getQmat()), threads, sharedBytes);
+  const std::string prefix = (kPrefix + layer.getSymName() + "_qp").str();
+  OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
+  auto kernel = [&](StringRef suffix, ArrayRef<Type> args) {
+    auto func = gpu::GPUFuncOp::create(mb, loc, prefix + suffix.str(),
+                                       FunctionType::get(ctx, args, {}));
+    func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(),
+                  UnitAttr::get(ctx));
+    return func;
+  };
+
+  // _qp_grad(gz, gnu, glam, dops, work): block e runs the solver's
+  // backward on problem e with what its forward kept.
+  auto backward = module.lookupSymbol<LLVM::LLVMFuncOp>(kBackwardSymbol);
+  if (!backward) {
+    // void (Q, q, A, b, G, h, n, m, p, gz, gnu, glam, f32, e, dops,
+    //       offsets[6], work, keep, sharedDoubles): QPBlockNVPTX.cpp.
+    SmallVector<Type> args(6, ptrType);
+    args.append({i64, i64, i64, ptrType, ptrType, ptrType, i32, i64, ptrType,
+                 i64, i64, i64, i64, i64, i64, ptrType, ptrType, i64});
+    backward = LLVM::LLVMFuncOp::create(
+        mb, loc, kBackwardSymbol,
+        LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(ctx), args));
+  }
+  {
+    auto func = kernel("_grad", SmallVector<Type>(5, ptrType));
+    func.setKnownBlockSizeAttr(
+        DenseI32ArrayAttr::get(ctx, {int32_t(lay.threads), 1, 1}));
+    Block &entry = func.getBody().front();
+    OpBuilder b = OpBuilder::atBlockBegin(&entry);
+    auto c64 = [&](int64_t v) {
+      return arith::ConstantIntOp::create(b, loc, i64, v).getResult();
+    };
+    Value e64 = arith::IndexCastOp::create(
+        b, loc, i64, gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
+    auto elemPtr = [&](Value basePtr, Value offset) {
+      return LLVM::GEPOp::create(b, loc, ptrType, f64, basePtr,
+                                 ValueRange{offset})
+          .getResult();
+    };
+    Value base = elemPtr(entry.getArgument(4),
+                    arith::MulIOp::create(b, loc, e64, c64(lay.workDoubles)));
+    SmallVector<Value> args;
+    for (int k = 0; k < 6; ++k)
+      args.push_back(lay.offset[k] >= 0
+                         ? elemPtr(base, c64(lay.offset[k]))
+                         : LLVM::ZeroOp::create(b, loc, ptrType).getResult());
+    args.append({c64(n), c64(m), c64(p), entry.getArgument(0),
+                 entry.getArgument(1), entry.getArgument(2),
+                 arith::ConstantIntOp::create(b, loc, i32, elt.isF64() ? 0 : 1),
+                 e64,
+                 elemPtr(entry.getArgument(3),
+                    arith::MulIOp::create(b, loc, e64, c64(lay.dataDoubles)))});
+    for (int k = 0; k < 6; ++k)
+      args.push_back(c64(lay.offset[k]));
+    args.append({elemPtr(base, c64(lay.dataDoubles)),
+                 elemPtr(base, c64(lay.keepOffset)), c64(lay.sharedDoubles)});
+    LLVM::CallOp::create(b, loc, backward, args);
+    gpu::ReturnOp::create(b, loc);
+  }
+
+  // The qp operands by kind (Q, q, A, b, G, h) and by operand number.
+  Value kinds[6] = {qp.getQmat(), qp.getQvec(), qp.getA(),
+                    qp.getB(),    qp.getG(),    qp.getH()};
+  gpuOffsets.clear();
+  for (int k = 0; k < 6; ++k)
+    if (kinds[k])
+      for (OpOperand &o : qp->getOpOperands())
+        if (o.get() == kinds[k] && !gpuOffsets.count(o.getOperandNumber())) {
+          gpuOffsets[o.getOperandNumber()] = lay.offset[k];
+          break;
+        }
+
+  // _qp_reduce(dops, dshared, batch): each shared operand's cotangent, the
+  // sum over the batch in batch order (as the CPU solver sums them).
+  {
+    auto func = kernel("_reduce", {ptrType, ptrType, i64});
+    Block &entry = func.getBody().front();
+    OpBuilder b = OpBuilder::atBlockBegin(&entry);
+    Value dops = entry.getArgument(0), dshared = entry.getArgument(1);
+    Value batch =
+        arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                   entry.getArgument(2));
+    for (int k = 0; k < 6; ++k) {
+      Value v = kinds[k];
+      if (!v || isBatched(v))
+        continue;
+      int64_t size = 1;
+      for (int64_t d : shapeOf(v))
+        size *= d;
+      scf::ForOp loop = gridStrideLoop(b, loc, idxCst(b, size));
+      OpBuilder ib = OpBuilder::atBlockBegin(loop.getBody());
+      ib.setInsertionPoint(loop.getBody()->getTerminator());
+      Value j = arith::IndexCastOp::create(ib, loc, i64,
+                                           loop.getInductionVar());
+      Value slot = arith::AddIOp::create(
+          ib, loc, j,
+          arith::ConstantIntOp::create(ib, loc, i64, lay.offset[k]));
+      // The sum in float64, whatever the layer's type.
+      auto acc = scf::ForOp::create(
+          ib, loc, idxCst(ib, 0), batch, idxCst(ib, 1),
+          ValueRange{arith::ConstantOp::create(ib, loc, ib.getF64FloatAttr(0))
+                         .getResult()});
+      {
+        OpBuilder sb = OpBuilder::atBlockBegin(acc.getBody());
+        Value e64 =
+            arith::IndexCastOp::create(sb, loc, i64, acc.getInductionVar());
+        Value lin = arith::AddIOp::create(
+            sb, loc, slot,
+            arith::MulIOp::create(
+                sb, loc, e64,
+                arith::ConstantIntOp::create(sb, loc, i64, lay.dataDoubles)));
+        Value ptr =
+            LLVM::GEPOp::create(sb, loc, ptrType, f64, dops, ValueRange{lin});
+        Value term = LLVM::LoadOp::create(sb, loc, f64, ptr);
+        scf::YieldOp::create(
+            sb, loc,
+            arith::AddFOp::create(sb, loc, acc.getRegionIterArgs()[0], term)
+                .getResult());
+      }
+      Value ptr =
+          LLVM::GEPOp::create(ib, loc, ptrType, f64, dshared, ValueRange{slot});
+      LLVM::StoreOp::create(ib, loc, acc.getResult(0), ptr);
+    }
+    gpu::ReturnOp::create(b, loc);
+  }
+
+  // _qp_vjp(inputs..., weights..., dops, dshared, dinputs..., dweights...,
+  // batch): the layer's VJP (as optim_layer_<name>_vjp), every element of
+  // every cotangent over the whole grid.
+  {
+    const unsigned ni = layer.getNumInputs(), nw = layer.getNumWeights();
+    SmallVector<Type> args(2 * (ni + nw) + 2, ptrType);
+    args.push_back(i64);
+    auto func = kernel("_vjp", args);
+    Block &entry = func.getBody().front();
+    OpBuilder b = OpBuilder::atBlockBegin(&entry);
+    inputPtrs.assign(entry.getArguments().begin(),
+                     entry.getArguments().begin() + ni);
+    weightPtrs.assign(entry.getArguments().begin() + ni,
+                      entry.getArguments().begin() + ni + nw);
+    gpuDops = entry.getArgument(ni + nw);
+    gpuDshared = entry.getArgument(ni + nw + 1);
+    gpuDataDoubles = lay.dataDoubles;
+    batchSize = arith::IndexCastOp::create(b, loc, b.getIndexType(),
+                                           entry.getArgument(args.size() - 1));
+    auto each = [&](Value arg, Value out, bool perElement) {
+      ArrayRef<int64_t> shape = shapeOf(arg);
+      int64_t size = 1;
+      for (int64_t d : shape)
+        size *= d;
+      Value count = idxCst(b, size);
+      if (perElement)
+        count = arith::MulIOp::create(b, loc, count, batchSize);
+      scf::ForOp loop = gridStrideLoop(b, loc, count);
+      OpBuilder ib = OpBuilder::atBlockBegin(loop.getBody());
+      ib.setInsertionPoint(loop.getBody()->getTerminator());
+      Value rest = loop.getInductionVar();
+      SmallVector<Value> idx(shape.size());
+      for (int d = int(shape.size()) - 1; d >= 0; --d) {
+        Value dim = idxCst(ib, shape[d]);
+        idx[d] = arith::RemUIOp::create(ib, loc, rest, dim);
+        rest = arith::DivUIOp::create(ib, loc, rest, dim);
+      }
+      Value e = perElement ? rest : Value();
+      store(ib, adjoint(ib, arg, idx, e), out,
+            linear(ib, shape, idx, e));
+    };
+    for (unsigned i = 0; i < ni; ++i)
+      each(layer.getInput(i), entry.getArgument(ni + nw + 2 + i), true);
+    for (unsigned w = 0; w < nw; ++w)
+      each(layer.getWeight(w), entry.getArgument(2 * ni + nw + 2 + w), false);
+    gpu::ReturnOp::create(b, loc);
+    gpuDops = gpuDshared = Value();
+  }
+}
+
+LogicalResult LayerLowering::runGPU(gpu::GPUModuleOp module, int64_t threads,
+                                    int64_t sharedBytes) {
+  if (failed(check()))
+    return failure();
+  ptrType = LLVM::LLVMPointerType::get(layer.getContext());
+  emitGPUKernel(module, threads, sharedBytes);
+  emitGPUBackward(module, threads, sharedBytes);
+  if (hadError)
+    return failure();
+  layer.erase();
+  return success();
+}
+
 LogicalResult LayerLowering::run() {
   if (failed(check()))
     return failure();
@@ -470,6 +848,36 @@ struct LowerLayers : public mlir::optim::impl::LowerLayersBase<LowerLayers> {
     SmallVector<LayerOp> layers(getOperation().getOps<LayerOp>());
     for (LayerOp layer : layers)
       if (failed(LayerLowering(layer).run()))
+        return signalPassFailure();
+  }
+};
+
+struct LowerLayersToGPU
+    : public mlir::optim::impl::LowerLayersToGPUBase<LowerLayersToGPU> {
+  using Base::Base;
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    SmallVector<LayerOp> layers(module.getOps<LayerOp>());
+    if (layers.empty())
+      return;
+    if (threads < 0 || threads > 1024 || threads % 32) {
+      module.emitError("optim-lower-layers-to-gpu: threads must be a "
+                       "multiple of 32 up to 1024 (or 0)");
+      return signalPassFailure();
+    }
+    if (sharedBytes < 0) {
+      module.emitError("optim-lower-layers-to-gpu: shared-bytes must be >= 0");
+      return signalPassFailure();
+    }
+    module->setAttr(gpu::GPUDialect::getContainerModuleAttrName(),
+                    UnitAttr::get(module.getContext()));
+    auto gpuModule = module.lookupSymbol<gpu::GPUModuleOp>(kGPUModuleName);
+    if (!gpuModule) {
+      OpBuilder b = OpBuilder::atBlockEnd(module.getBody());
+      gpuModule = gpu::GPUModuleOp::create(b, module.getLoc(), kGPUModuleName);
+    }
+    for (LayerOp layer : layers)
+      if (failed(LayerLowering(layer).runGPU(gpuModule, threads, sharedBytes)))
         return signalPassFailure();
   }
 };

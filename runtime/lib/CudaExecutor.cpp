@@ -103,15 +103,14 @@ static int archNumber(const std::string &arch) {
   return std::stoi(digits);
 }
 
-cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
-                            const std::string &origin) {
-  Manifest m = readManifest(json, origin);
+void Device::requireCompatible(const std::string &target,
+                               const std::string &origin) const {
   const std::string prefix = "nvptx64-nvidia-cuda ";
-  if (m.target.rfind(prefix, 0) != 0)
-    throw Error("optim: manifest '" + origin + "': compiled for '" + m.target +
+  if (target.rfind(prefix, 0) != 0)
+    throw Error("optim: manifest '" + origin + "': compiled for '" + target +
                 "', not for a CUDA GPU (use optimc --target=cuda "
                 "--emit=cubin)");
-  std::string arch = m.target.substr(prefix.size());
+  std::string arch = target.substr(prefix.size());
   int want = archNumber(arch), have = archNumber(arch_);
   // A cubin runs on its own major architecture, same or newer minor
   // version; "a" (architecture-specific) cubins only on their own.
@@ -121,11 +120,10 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
     throw Error("optim: '" + origin + "' was compiled for " + arch +
                 ", the device (" + name_ + ") is " + arch_ +
                 "; recompile with --gpu-arch=" + arch_);
-  // Vector states come only with weights (the compiler refuses others).
-  for (const StateSpec &s : m.info.states)
-    if (s.size != 1 && m.info.weights.empty())
-      throw Error("optim: '" + origin + "': vector state '" + s.name +
-                  "' in a rule without weights: not a GPU rule kernel");
+}
+
+std::shared_ptr<CUmod_st> Device::loadModule(const std::string &cubin,
+                                             const std::string &origin) {
   if (cubin.empty())
     throw Error("optim: '" + origin + "': the cubin is empty");
   makeCurrent();
@@ -133,17 +131,37 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
   driver_->check(driver_->cuModuleLoadData(&module, cubin.data()),
                  "cuModuleLoadData");
   auto self = shared_from_this();
-  std::shared_ptr<CUmod_st> owner(module, [self](CUmod_st *mod) {
+  return std::shared_ptr<CUmod_st>(module, [self](CUmod_st *mod) {
     if (self->tryMakeCurrent())
       self->driver_->cuModuleUnload(mod);
   });
+}
+
+int Device::attribute(int attribute) const {
+  int value = 0;
+  driver_->check(driver_->cuDeviceGetAttribute(&value, attribute, device_),
+                 "cuDeviceGetAttribute");
+  return value;
+}
+
+cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
+                            const std::string &origin) {
+  Manifest m = readManifest(json, origin);
+  requireCompatible(m.target, origin);
+  // Vector states come only with weights (the compiler refuses others).
+  for (const StateSpec &s : m.info.states)
+    if (s.size != 1 && m.info.weights.empty())
+      throw Error("optim: '" + origin + "': vector state '" + s.name +
+                  "' in a rule without weights: not a GPU rule kernel");
+  std::shared_ptr<CUmod_st> owner = loadModule(cubin, origin);
   CUfunction fn = nullptr;
-  driver_->check(driver_->cuModuleGetFunction(&fn, module, m.symbol.c_str()),
-                 "cuModuleGetFunction");
+  driver_->check(
+      driver_->cuModuleGetFunction(&fn, owner.get(), m.symbol.c_str()),
+      "cuModuleGetFunction");
   cuda::Rule rule;
   rule.info_ = std::make_shared<const RuleInfo>(std::move(m.info));
   rule.target_ = m.target;
-  rule.device_ = self;
+  rule.device_ = shared_from_this();
   rule.module_ = std::move(owner);
   rule.function_ = fn;
   return rule;

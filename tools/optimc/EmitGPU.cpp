@@ -3,7 +3,9 @@
 #include "EmitGPU.h"
 #include "optim/Compiler/Describe.h"
 #include "optim/Dialect/OptimOps.h"
+#include "optim/LayerManifest.h"
 #include "optim/Manifest.h"
+#include "optim/QPBlock.h"
 
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FileSystem.h"
@@ -36,11 +38,22 @@ int optim::emitGPU(mlir::ModuleOp module, const GPUEmitOptions &options) {
     return fail("--gpu-arch: " + why);
   llvm::SmallVector<mlir::optim::RuleOp> rules(
       module.getOps<mlir::optim::RuleOp>());
-  if (rules.empty())
-    return fail("no rule to compile for the GPU");
-  if (options.what == GPUEmit::Cubin && rules.size() != 1)
-    return fail("--emit=cubin makes one rule at a time; name it with --rule");
-  RuleInfo info = describeRule(rules.front());
+  llvm::SmallVector<mlir::optim::LayerOp> layers(
+      module.getOps<mlir::optim::LayerOp>());
+  if (rules.empty() && layers.empty())
+    return fail("no rule or layer to compile for the GPU");
+  if (options.what == GPUEmit::Cubin && rules.size() + layers.size() != 1)
+    return fail("--emit=cubin makes one rule or layer at a time; name it with "
+                "--rule");
+  for (mlir::optim::LayerOp layer : layers) {
+    bool hasQP = !layer.getBodyBlock().getOps<mlir::optim::QPOp>().empty();
+    if (!hasQP)
+      return fail("layer '" + layer.getSymName() + "' solves no qp");
+  }
+  // Described before lowering, which replaces them by kernels.
+  RuleInfo info = rules.empty() ? RuleInfo() : describeRule(rules.front());
+  LayerInfo layerInfo =
+      layers.empty() ? LayerInfo() : describeLayer(layers.front());
 
   if (options.what == GPUEmit::Lowered) {
     registerGPUCodeGen(*module.getContext());
@@ -67,14 +80,36 @@ int optim::emitGPU(mlir::ModuleOp module, const GPUEmitOptions &options) {
     return fail(llvm::toString(cubin.takeError()));
   if (options.ptxasVerbose)
     llvm::errs() << report;
+  const std::string &name = rules.empty() ? layerInfo.name : info.name;
   std::string output = options.output.empty() || options.output == "-"
-                           ? info.name + ".cubin"
+                           ? name + ".cubin"
                            : options.output;
   llvm::SmallString<256> manifestPath(output);
   llvm::sys::path::replace_extension(manifestPath, ".manifest.json");
-  Manifest manifest{info, OPTIM_RULE_SYMBOL_PREFIX + info.name,
-                    describeGPUTarget(pipeline.arch), OPTIM_KERNEL_ABI_VERSION};
+  std::string manifestText;
+  if (rules.empty()) {
+    // The launch the kernel was compiled for (optim-lower-layers-to-gpu
+    // computes the same layout).
+    qpblock::KernelLayout lay = qpblock::kernelLayout(
+        layerInfo.n, layerInfo.m, layerInfo.p, layerInfo.hasQ,
+        pipeline.layerThreads, pipeline.layerSharedBytes);
+    LayerManifest manifest;
+    manifest.info = layerInfo;
+    manifest.symbol =
+        OPTIM_LAYER_SYMBOL_PREFIX + layerInfo.name + OPTIM_LAYER_GPU_SUFFIX;
+    manifest.target = describeGPUTarget(pipeline.arch);
+    manifest.threads = lay.threads;
+    manifest.sharedBytes = lay.sharedBytes;
+    manifest.workDoubles = lay.workDoubles;
+    manifest.dataDoubles = lay.dataDoubles;
+    manifestText = writeLayerManifest(manifest);
+  } else {
+    Manifest manifest{info, OPTIM_RULE_SYMBOL_PREFIX + info.name,
+                      describeGPUTarget(pipeline.arch),
+                      OPTIM_KERNEL_ABI_VERSION};
+    manifestText = writeManifest(manifest);
+  }
   if (int rc = write(output, *cubin))
     return rc;
-  return write(manifestPath, writeManifest(manifest));
+  return write(manifestPath, manifestText);
 }

@@ -315,14 +315,17 @@ int main(int argc, char **argv) {
     return write(output, [&](llvm::raw_ostream &os) { module->print(os); });
 
   // Code generation.
-  // Layers lower to their data functions (optim-lower-layers, docs/qp.md);
-  // the QP solve is the runtime's. Objects of layers are not made yet.
+  // Layers lower to their data functions (optim-lower-layers, docs/qp.md),
+  // the QP solve being the runtime's, or for CUDA to one kernel that builds
+  // and solves each problem (optim-lower-layers-to-gpu, docs/gpu.md).
+  // Objects and shared libraries of layers are not made yet.
   for (auto layer : module->getOps<mlir::optim::LayerOp>())
-    if (emit != Emit::Lowered && emit != Emit::LLVM)
+    if (emit != Emit::Lowered && emit != Emit::LLVM && emit != Emit::PTX &&
+        emit != Emit::Cubin)
       return fail("layer '" + layer.getSymName() +
-                  "': only --emit=lowered and --emit=llvm are implemented "
-                  "for layers (optim::Compiler::compileLayer JIT-compiles "
-                  "them); --rule selects a rule");
+                  "': only --emit=lowered, llvm, ptx and cubin are "
+                  "implemented for layers (optim::Compiler::compileLayer "
+                  "JIT-compiles them for the CPU); --rule selects a rule");
   llvm::SmallVector<mlir::optim::RuleOp> rules(
       module->getOps<mlir::optim::RuleOp>());
   if ((emit == Emit::Object || emit == Emit::Shared) && rules.size() != 1)

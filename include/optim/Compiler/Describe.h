@@ -4,12 +4,19 @@
 #define OPTIM_COMPILER_DESCRIBE_H
 
 #include "optim/Dialect/OptimOps.h"
+#include "optim/Layer.h"
 #include "optim/Rule.h"
 
 namespace optim {
 
 /// The signature of an optim.rule as the runtime and manifests describe it.
 RuleInfo describeRule(mlir::optim::RuleOp rule);
+
+/// The signature of an optim.layer (and its qp's dimensions) as optim::Layer
+/// and layer manifests describe it; mirrors optim-lower-layers' choice of
+/// which operands are batched (those computed from an input). The layer
+/// must solve a qp.
+LayerInfo describeLayer(mlir::optim::LayerOp layer);
 
 } // namespace optim
 

@@ -15,6 +15,7 @@
 #include "llvm/Support/Error.h"
 
 #include <string>
+#include <vector>
 
 namespace optim {
 
@@ -24,6 +25,11 @@ struct GPUPipelineOptions {
   /// Bits read per thread, input and iteration on aligned chunks.
   unsigned vectorBits = 128;
   bool relaxedFP = false;
+  /// QP layers (optim-lower-layers-to-gpu): threads per block (0: chosen
+  /// from the problem's size) and the dynamic shared memory per block at
+  /// most (optim::qpblock::kSharedCapBytes).
+  int64_t layerThreads = 0;
+  int64_t layerSharedBytes = 99 * 1024;
 };
 
 /// Checks an architecture name ("sm_<digits>", 75 or newer); returns a
@@ -43,9 +49,11 @@ void registerGPUCodeGen(mlir::MLIRContext &context);
 /// pointers). `--emit=lowered --target=cuda` prints this.
 void buildLowerRulesToGPUPipeline(mlir::OpPassManager &pm,
                                   const GPUPipelineOptions &options);
-/// gpu.module -> NVVM/LLVM dialect with the NVVM target attached.
-void buildGPUKernelsToNVVMPipeline(mlir::OpPassManager &pm,
-                                   const GPUPipelineOptions &options);
+/// gpu.module -> NVVM/LLVM dialect with the NVVM target attached, which
+/// links the bitcode files `linkLibs` (the block QP solver's for layers).
+void buildGPUKernelsToNVVMPipeline(
+    mlir::OpPassManager &pm, const GPUPipelineOptions &options,
+    const std::vector<std::string> &linkLibs = {});
 
 /// Runs both pipelines and the NVPTX back end on `module` (which they
 /// change) and returns the PTX of all its kernels.

@@ -199,4 +199,44 @@ def LowerLayers : Pass<"optim-lower-layers", "::mlir::ModuleOp"> {
   ];
 }
 
+def LowerLayersToGPU : Pass<"optim-lower-layers-to-gpu", "::mlir::ModuleOp"> {
+  let summary = "Turn each optim.layer into one CUDA kernel: a thread block per problem builds its QP's data and solves it";
+  let description = [{
+    Replaces every `optim.layer @<name>` (the same layers as
+    `optim-lower-layers`) by a kernel `optim_layer_<name>_qp` in the
+    `gpu.module @optim_kernels`, launched with one block of `threads`
+    threads per problem of the batch:
+
+    ```
+    optim_layer_<name>_qp(inputs..., weights..., z, nu, lam, status,
+                          iterations, work)
+    ```
+
+    Block e computes the operands of problem e (Q, q, A, b, G, h: each
+    element by evaluating its expression at that index, as
+    `optim-lower-layers` does, the elements spread over the block's threads)
+    into its slice of the global workspace `work`, in float64, then calls
+    `optim_qp_block_solve` (runtime/include/optim/QPBlock.h, linked from
+    bitcode by the NVVM target), which solves the problem with the block's
+    threads and writes z, nu, lam (the layer's element type), the status and
+    the iteration count of problem e. The layout (threads, dynamic shared
+    memory, workspace per problem) is `optim::qpblock::kernelLayout`; the
+    manifest records it. Only the forward pass: the VJP of layers is not
+    compiled for GPUs.
+  }];
+  let dependentDialects = [
+    "::mlir::LLVM::LLVMDialect", "::mlir::gpu::GPUDialect",
+    "::mlir::scf::SCFDialect", "::mlir::arith::ArithDialect",
+    "::mlir::math::MathDialect"
+  ];
+  let options = [
+    Option<"threads", "threads", "int64_t", /*default=*/"0",
+           "Threads per block (0: 32 for problems with at most 32 variables "
+           "and constraints, else 128)">,
+    Option<"sharedBytes", "shared-bytes", "int64_t", /*default=*/"101376",
+           "Dynamic shared memory per block at most (the solver's buffers "
+           "that do not fit go to global memory)">
+  ];
+}
+
 #endif // OPTIM_CONVERSION_PASSES

@@ -44,6 +44,10 @@ constexpr CUresult CUDA_SUCCESS = 0;
 /// CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR.
 constexpr int kAttrComputeCapabilityMajor = 75;
 constexpr int kAttrComputeCapabilityMinor = 76;
+/// CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN.
+constexpr int kAttrMaxSharedPerBlockOptin = 97;
+/// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
+constexpr int kFuncAttrMaxDynamicSharedBytes = 8;
 
 /// The driver entry points the runtime calls, by pointer: loadDriver fills
 /// them from libcuda.so.1, tests inject fakes.
@@ -61,6 +65,8 @@ struct DriverAPI {
   CUresult (*cuModuleUnload)(CUmodule module) = nullptr;
   CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module,
                                   const char *name) = nullptr;
+  CUresult (*cuFuncSetAttribute)(CUfunction fn, int attribute,
+                                 int value) = nullptr;
   CUresult (*cuMemAlloc)(CUdeviceptr *ptr, size_t bytes) = nullptr;
   CUresult (*cuMemFree)(CUdeviceptr ptr) = nullptr;
   CUresult (*cuMemcpyHtoD)(CUdeviceptr dst, const void *src,
@@ -139,6 +145,17 @@ public:
   /// The same from bytes already in memory; `origin` names them in errors.
   Rule loadRule(const std::string &cubin, const std::string &manifestJSON,
                 const std::string &origin);
+
+  /// Throws unless a manifest's target ("nvptx64-nvidia-cuda sm_80") runs
+  /// on this device (same major architecture, same or older minor one).
+  void requireCompatible(const std::string &target,
+                         const std::string &origin) const;
+  /// Loads a cubin (cuModuleLoadData); the module is unloaded with the last
+  /// copy of the pointer.
+  std::shared_ptr<CUmod_st> loadModule(const std::string &cubin,
+                                       const std::string &origin);
+  /// An attribute of the device (cuDeviceGetAttribute).
+  int attribute(int attribute) const;
 
 private:
   Device() = default;

@@ -211,6 +211,30 @@ typedef void (*optim_layer_vjp_fn)(const void *const *inputs,
                                    void *const *dinputs,
                                    void *const *dweights);
 
+/* ---- GPU layer kernels -----------------------------------------------------
+ * `optimc LAYER.optim --emit=cubin` (optim-lower-layers-to-gpu) makes four
+ * kernels; the layer manifest (optim/LayerManifest.h) gives the launch, and
+ * optim::qpblock::kernelLayout (optim/QPBlock.h) the workspace's layout.
+ * Every argument is a device pointer unless said otherwise.
+ *
+ *   optim_layer_<name>_qp(inputs..., weights..., z, nu, lam, status,
+ *                         iterations, work)
+ *     grid = batch, block = the manifest's threads, its shared_bytes of
+ *     dynamic shared memory. Block e writes z[e], nu[e], lam[e] (the
+ *     layer's type), status[e], iterations[e] (int32), and uses
+ *     work + e * work_doubles (float64), which keeps what the backward needs.
+ *   optim_layer_<name>_qp_grad(gz, gnu, glam, dops, work)
+ *     the same launch, after a forward whose problems were all solved; g*
+ *     [batch, ...] of the layer's type or null (zero); writes the operands'
+ *     cotangents of problem e to dops + e * data_doubles (float64).
+ *   optim_layer_<name>_qp_reduce(dops, dshared, int64_t batch)
+ *     any launch; dshared [data_doubles]: shared operands' cotangents summed
+ *     over the batch.
+ *   optim_layer_<name>_qp_vjp(inputs..., weights..., dops, dshared,
+ *                             dinputs..., dweights..., int64_t batch)
+ *     any launch; overwrites every dinputs[i] and dweights[w] (as
+ *     optim_layer_<name>_vjp). */
+
 /* tol <= 0: the default, 1e-8 (f32 problems are solved in f64 arithmetic,
  * rounded once at the end); threads 0: one per
  * hardware thread. NULL on bad arguments (max_iter < 0). */

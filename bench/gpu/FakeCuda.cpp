@@ -1,0 +1,388 @@
+//===- FakeCuda.cpp - a libcuda.so.1 that runs CPU kernels (dry runs) ----===//
+//
+// bench/gpu/dry-run.sh builds this as libcuda.so.1 and puts it first on
+// LD_LIBRARY_PATH, so that bench/gpu/run.sh runs end to end on a machine
+// without a GPU: the runtime's dlopen("libcuda.so.1") finds it, "device"
+// memory is host memory, and cuLaunchKernel of optim_rule_<name> runs the
+// CPU kernel of the same rule ($OPTIM_FAKE_CUDA_DIR/<name>.so, optimc
+// --emit=shared, and its manifest) over the chunk table the runtime built,
+// decoding the GPU kernel's arguments (KernelABI.h, "GPU rule kernels"):
+// table pointers, begin, t, the hyperparameters by value, the weights
+// pointers. optim_fma_peak only writes its output. This checks everything
+// the bench programs and run.sh do around the kernels (buffers, offsets,
+// tables, weights, state read-back, comparisons, JSON, the summaries); the
+// cubins themselves are not run (it reports sm_90 and accepts any ELF).
+// optim_layer_<name>_qp (a QP layer's forward) and _qp_grad (the solver's
+// backward) run the block QP solver (optim/QPBlock.h, one thread per block)
+// for layers whose inputs are their QP's operands (bench/gpu/qpbench.optim),
+// described by $OPTIM_FAKE_CUDA_DIR/<name>.manifest.json (the cubin's layer
+// manifest); for such layers _qp_reduce has nothing to sum and _qp_vjp
+// copies the operands' cotangents to the inputs'.
+// It must define every entry point runtime/lib/CudaDriver.cpp resolves.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/KernelABI.h"
+#include "optim/QPBlock.h"
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <dlfcn.h>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+using CUresult = int;
+using CUdeviceptr = unsigned long long;
+
+struct Kernel {
+  std::string name;
+  optim_rule_kernel cpu = nullptr; // null: optim_fma_peak or a layer
+  bool f64 = false;
+  size_t hypers = 0, weights = 0;
+  // A QP layer's kernel (0: forward, 1: grad, 2: reduce, 3: vjp), its
+  // dimensions and whether Q is given.
+  bool layer = false, hasQ = true;
+  int part = 0;
+  int64_t n = 0, m = 0, p = 0;
+};
+std::map<std::string, Kernel> kernels;
+int moduleToken, contextToken, streamToken;
+
+CUresult loadKernel(const std::string &name, Kernel **out) {
+  auto it = kernels.find(name);
+  if (it != kernels.end()) {
+    *out = &it->second;
+    return 0;
+  }
+  Kernel k;
+  k.name = name;
+  const std::string layerPrefix = OPTIM_LAYER_SYMBOL_PREFIX;
+  const char *const tails[4] = {"_qp", "_qp_grad", "_qp_reduce", "_qp_vjp"};
+  int part = -1;
+  size_t stem = 0;
+  for (int t = 0; t < 4; ++t) {
+    const size_t len = std::strlen(tails[t]);
+    if (name.size() > layerPrefix.size() + len &&
+        name.compare(name.size() - len, len, tails[t]) == 0) {
+      part = t;
+      stem = name.size() - len;
+    }
+  }
+  if (name.compare(0, layerPrefix.size(), layerPrefix) == 0 && part >= 0) {
+    k.part = part;
+    const char *dir = std::getenv("OPTIM_FAKE_CUDA_DIR");
+    std::string path = std::string(dir ? dir : ".") + "/" +
+                       name.substr(layerPrefix.size(),
+                                   stem - layerPrefix.size()) +
+                       ".manifest.json";
+    std::ifstream manifest(path);
+    if (!manifest) {
+      std::fprintf(stderr, "fake libcuda: no layer manifest %s\n",
+                   path.c_str());
+      return 500;
+    }
+    nlohmann::json m = nlohmann::json::parse(manifest);
+    const nlohmann::json &qp = m.at("qp");
+    k.layer = true;
+    k.f64 = m.at("dtype") == "f64";
+    k.n = qp.at("n");
+    k.m = qp.at("m");
+    k.p = qp.at("p");
+    k.hasQ = qp.at("has_Q");
+    // Only layers whose inputs are the operands themselves, in order.
+    size_t operands = (k.hasQ ? 1 : 0) + 1 + (k.m ? 2 : 0) + (k.p ? 2 : 0);
+    if (m.at("inputs").size() != operands || !m.at("weights").empty()) {
+      std::fprintf(stderr, "fake libcuda: %s: only layers whose inputs are "
+                           "their QP's operands are emulated\n",
+                   name.c_str());
+      return 500;
+    }
+    *out = &kernels.emplace(name, k).first->second;
+    return 0;
+  }
+  const std::string prefix = OPTIM_RULE_SYMBOL_PREFIX;
+  if (name != "optim_fma_peak") {
+    if (name.compare(0, prefix.size(), prefix) != 0)
+      return 500; // CUDA_ERROR_NOT_FOUND
+    const char *dir = std::getenv("OPTIM_FAKE_CUDA_DIR");
+    std::string base =
+        std::string(dir ? dir : ".") + "/" + name.substr(prefix.size());
+    void *lib = ::dlopen((base + ".so").c_str(), RTLD_NOW | RTLD_LOCAL);
+    std::ifstream manifest(base + ".manifest.json");
+    if (!lib || !manifest) {
+      std::fprintf(stderr, "fake libcuda: no CPU kernel %s.so + manifest\n",
+                   base.c_str());
+      return 500;
+    }
+    k.cpu = reinterpret_cast<optim_rule_kernel>(::dlsym(lib, name.c_str()));
+    nlohmann::json m = nlohmann::json::parse(manifest);
+    k.f64 = m.at("dtype") == "f64";
+    k.hypers = m.at("hyperparameters").size();
+    k.weights = m.contains("weights") ? m.at("weights").size() : 0;
+    if (!k.cpu)
+      return 500;
+  }
+  *out = &kernels.emplace(name, k).first->second;
+  return 0;
+}
+
+struct OneThread {
+  int tid = 0, nt = 1;
+  void sync() {}
+};
+
+/// A QP layer's backward kernels (Kernel::part 1-3) for layers whose inputs
+/// are their QP's operands: every operand batched, so nothing to reduce.
+CUresult layerBackward(const Kernel &k, unsigned gridX, unsigned blockX,
+                       void **params) {
+  const optim::qpblock::KernelLayout lay = optim::qpblock::kernelLayout(
+      k.n, k.m, k.p, k.hasQ, 0, optim::qpblock::kSharedCapBytes);
+  const int64_t D = lay.dataDoubles;
+  const int64_t sizes[6] = {k.n * k.n, k.n, k.m * k.n, k.m, k.p * k.n, k.p};
+  auto ptr = [&](int i) { return *static_cast<void **>(params[i]); };
+  if (k.part == 1) { // (gz, gnu, glam, dops, work)
+    if (int64_t(blockX) != lay.threads)
+      return 1;
+    double *dops = static_cast<double *>(ptr(3));
+    double *work = static_cast<double *>(ptr(4));
+    std::vector<double> shared(lay.sharedDoubles);
+    const size_t elt = k.f64 ? 8 : 4;
+    auto at = [&](void *v, unsigned e, int64_t count) -> const void * {
+      return v ? static_cast<char *>(v) + e * count * elt : nullptr;
+    };
+    for (unsigned e = 0; e < gridX; ++e) {
+      double *base = work + e * lay.workDoubles;
+      optim::qpblock::Work w;
+      optim::qpblock::carve(w, k.n, k.m, k.p, 1, shared.data(),
+                            lay.sharedDoubles, base + lay.dataDoubles);
+      optim::qpblock::Problem P;
+      P.n = k.n;
+      P.m = k.m;
+      P.p = k.p;
+      const double *d[6];
+      for (int o = 0; o < 6; ++o)
+        d[o] = lay.offset[o] >= 0 ? base + lay.offset[o] : nullptr;
+      P.Q = d[0];
+      P.q = d[1];
+      P.A = d[2];
+      P.b = d[3];
+      P.G = d[4];
+      P.h = d[5];
+      OneThread team;
+      optim::qpblock::Solver<OneThread> solver(team, P, w,
+                                               base + lay.keepOffset);
+      solver.backward(at(ptr(0), e, k.n), at(ptr(1), e, k.m),
+                      at(ptr(2), e, k.p), !k.f64, dops + e * D, lay.offset);
+    }
+    return 0;
+  }
+  if (k.part == 2) // every operand batched: nothing is shared
+    return 0;
+  // vjp(inputs..., dops, dshared, dinputs..., batch): d input = its
+  // operand's cotangent.
+  size_t inputs = 0;
+  for (int o = 0; o < 6; ++o)
+    inputs += lay.offset[o] >= 0;
+  const double *dops = static_cast<const double *>(ptr(int(inputs)));
+  const int64_t batch = *static_cast<int64_t *>(params[2 * inputs + 2]);
+  for (int o = 0, i = 0; o < 6; ++o) {
+    if (lay.offset[o] < 0)
+      continue;
+    void *dst = ptr(int(inputs + 2 + i++));
+    for (int64_t e = 0; e < batch; ++e)
+      for (int64_t j = 0; j < sizes[o]; ++j) {
+        const double v = dops[e * D + lay.offset[o] + j];
+        if (k.f64)
+          static_cast<double *>(dst)[e * sizes[o] + j] = v;
+        else
+          static_cast<float *>(dst)[e * sizes[o] + j] = float(v);
+      }
+  }
+  return 0;
+}
+
+} // namespace
+
+extern "C" {
+
+CUresult cuInit(unsigned) { return 0; }
+CUresult cuDeviceGetCount(int *n) {
+  *n = 1;
+  return 0;
+}
+CUresult cuDeviceGet(int *d, int ordinal) {
+  *d = ordinal;
+  return ordinal == 0 ? 0 : 101; // CUDA_ERROR_INVALID_DEVICE
+}
+CUresult cuDeviceGetName(char *name, int len, int) {
+  std::snprintf(name, len, "fake CUDA device (CPU kernels)");
+  return 0;
+}
+CUresult cuDeviceGetAttribute(int *v, int attr, int) {
+  // Compute capability 9.0; 4 SMs (a small FMA-peak grid); an H100's
+  // 227 KiB of opt-in shared memory per block.
+  *v = attr == 75   ? 9
+       : attr == 76 ? 0
+       : attr == 16 ? 4
+       : attr == 97 ? 232448
+                    : 0;
+  return 0;
+}
+CUresult cuDevicePrimaryCtxRetain(void **ctx, int) {
+  *ctx = &contextToken;
+  return 0;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+CUresult cuCtxSetCurrent(void *) { return 0; }
+CUresult cuModuleLoadData(void **module, const void *image) {
+  if (std::memcmp(image, "\x7f" "ELF", 4) != 0)
+    return 200; // CUDA_ERROR_INVALID_IMAGE
+  *module = &moduleToken;
+  return 0;
+}
+CUresult cuModuleUnload(void *) { return 0; }
+CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
+  Kernel *k = nullptr;
+  CUresult r = loadKernel(name, &k);
+  *fn = k;
+  return r;
+}
+CUresult cuFuncSetAttribute(void *, int, int) { return 0; }
+CUresult cuMemAlloc_v2(CUdeviceptr *ptr, size_t bytes) {
+  void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  *ptr = reinterpret_cast<CUdeviceptr>(p);
+  return p ? 0 : 2; // CUDA_ERROR_OUT_OF_MEMORY
+}
+CUresult cuMemFree_v2(CUdeviceptr ptr) {
+  std::free(reinterpret_cast<void *>(ptr));
+  return 0;
+}
+CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void *src, size_t bytes) {
+  std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
+  return 0;
+}
+CUresult cuMemcpyDtoH_v2(void *dst, CUdeviceptr src, size_t bytes) {
+  std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
+  return 0;
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr dst, const void *src, size_t bytes,
+                              void *) {
+  return cuMemcpyHtoD_v2(dst, src, bytes);
+}
+CUresult cuMemcpyDtoDAsync_v2(CUdeviceptr dst, CUdeviceptr src, size_t bytes,
+                              void *) {
+  std::memcpy(reinterpret_cast<void *>(dst),
+              reinterpret_cast<const void *>(src), bytes);
+  return 0;
+}
+CUresult cuStreamCreate(void **stream, unsigned) {
+  *stream = &streamToken;
+  return 0;
+}
+CUresult cuStreamDestroy_v2(void *) { return 0; }
+CUresult cuStreamSynchronize(void *) { return 0; }
+CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
+                        unsigned blockX, unsigned, unsigned, unsigned,
+                        void *, void **params, void **) {
+  const Kernel &k = *static_cast<Kernel *>(fn);
+  if (k.layer && k.part > 0)
+    return layerBackward(k, gridX, blockX, params);
+  if (k.layer) {
+    // inputs (the operands), z, nu, lam, status, iterations, work: each
+    // block's operands widened to float64 at the layout's offsets, then
+    // the block solver with one thread.
+    const optim::qpblock::KernelLayout lay = optim::qpblock::kernelLayout(
+        k.n, k.m, k.p, k.hasQ, 0, optim::qpblock::kSharedCapBytes);
+    if (int64_t(blockX) != lay.threads)
+      return 1; // CUDA_ERROR_INVALID_VALUE: not the kernel's block size
+    const int64_t sizes[6] = {k.n * k.n, k.n, k.m * k.n, k.m, k.p * k.n, k.p};
+    size_t arg = 0;
+    const void *operand[6] = {};
+    for (int o = 0; o < 6; ++o)
+      if (lay.offset[o] >= 0)
+        operand[o] = *static_cast<void **>(params[arg++]);
+    void *z = *static_cast<void **>(params[arg]);
+    void *nu = *static_cast<void **>(params[arg + 1]);
+    void *lam = *static_cast<void **>(params[arg + 2]);
+    int32_t *status = *static_cast<int32_t **>(params[arg + 3]);
+    int32_t *iterations = *static_cast<int32_t **>(params[arg + 4]);
+    double *work = *static_cast<double **>(params[arg + 5]);
+    OneThread team;
+    std::vector<double> shared(lay.sharedDoubles);
+    const size_t elt = k.f64 ? 8 : 4;
+    for (unsigned e = 0; e < gridX; ++e) {
+      double *base = work + e * lay.workDoubles;
+      for (int o = 0; o < 6; ++o)
+        for (int64_t i = 0; operand[o] && i < sizes[o]; ++i)
+          base[lay.offset[o] + i] =
+              k.f64 ? static_cast<const double *>(operand[o])[e * sizes[o] + i]
+                    : static_cast<const float *>(operand[o])[e * sizes[o] + i];
+      optim::qpblock::Work w;
+      optim::qpblock::carve(w, k.n, k.m, k.p, 1, shared.data(),
+                            lay.sharedDoubles, base + lay.dataDoubles);
+      optim::qpblock::Problem P;
+      P.n = k.n;
+      P.m = k.m;
+      P.p = k.p;
+      const double *d[6];
+      for (int o = 0; o < 6; ++o)
+        d[o] = lay.offset[o] >= 0 ? base + lay.offset[o] : nullptr;
+      P.Q = d[0];
+      P.q = d[1];
+      P.A = d[2];
+      P.b = d[3];
+      P.G = d[4];
+      P.h = d[5];
+      auto at = [&](void *v, int64_t count) {
+        return static_cast<void *>(static_cast<char *>(v) + e * count * elt);
+      };
+      optim::qpblock::solveProblem(team, P, w, at(z, k.n), at(nu, k.m),
+                                   at(lam, k.p), !k.f64, status + e,
+                                   iterations + e, base + lay.keepOffset);
+    }
+    return 0;
+  }
+  // A limit on the block size of learned kernels, as their registers (166
+  // a thread) put one on a real GPU.
+  const char *maxBlock = std::getenv("OPTIM_FAKE_CUDA_MAX_BLOCK");
+  if (maxBlock && k.weights && blockX > unsigned(std::atoi(maxBlock)))
+    return 701; // CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
+  if (!k.cpu) { // optim_fma_peak(float *out, int iters, float b, float c)
+    float *out = *static_cast<float **>(params[0]);
+    std::memset(out, 0, size_t(gridX) * blockX * sizeof(float));
+    return 0;
+  }
+  void *const *ptrs = *static_cast<void *const **>(params[0]);
+  const int64_t *lengths = *static_cast<const int64_t **>(params[1]);
+  const int64_t *strides = *static_cast<const int64_t **>(params[2]);
+  int64_t begin = *static_cast<int64_t *>(params[3]);
+  int64_t step = *static_cast<int64_t *>(params[4]);
+  std::vector<double> hypers;
+  for (size_t h = 0; h < k.hypers; ++h)
+    hypers.push_back(k.f64 ? *static_cast<double *>(params[5 + h])
+                           : *static_cast<float *>(params[5 + h]));
+  std::vector<const void *> weights;
+  for (size_t w = 0; w < k.weights; ++w)
+    weights.push_back(*static_cast<void **>(params[5 + k.hypers + w]));
+  k.cpu(ptrs, lengths, strides, begin, begin + gridX, hypers.data(), step,
+        weights.empty() ? nullptr : weights.data());
+  return 0;
+}
+CUresult cuGetErrorName(CUresult, const char **name) {
+  *name = "CUDA_ERROR_FAKE";
+  return 0;
+}
+CUresult cuGetErrorString(CUresult, const char **text) {
+  *text = "an error of the fake driver (bench/gpu/FakeCuda.cpp)";
+  return 0;
+}
+
+} // extern "C"

@@ -1,0 +1,1130 @@
+//===- QPBlock.h - one QP solved by a team of threads (the GPU solver) ----===//
+//
+// The interior-point method of runtime/lib/QP.cpp (docs/qp.md), written for
+// a team of `nt` threads that solve ONE problem together: on a GPU the team
+// is a thread block (one block per problem of the batch), on the CPU it is
+// a set of std::threads with a barrier (the emulation that checks this code
+// against QPSolver without a device, runtime/test/QPBlockTest.cpp).
+//
+// The same algorithm, constants and statuses as QP.cpp's dense mode, in
+// float64: Mehrotra's predictor-corrector, the reduced KKT system factored
+// as Cholesky(H + rho I) and Cholesky of the Schur complement (+ delta I),
+// rho and delta raised 100x until they factor, iterative refinement against
+// the unregularized system, the stopping rule and the stall test, the
+// infeasibility certificates from diverging iterates, and the polish on the
+// active set (up to 3 corrections). Not here: QP.cpp's low-rank (Woodbury)
+// mode, an optimization for 2p <= n without equalities whose answers agree
+// with the dense mode's to the tolerance; the dense mode is its fallback.
+// Reductions sum in another order than the CPU's kernels, so results agree
+// to rounding, not bitwise.
+//
+// Work is split as: element-wise loops and matrix-vector products over the
+// team (thread t takes indices t, t + nt, ...), the Cholesky factorization
+// right-looking with the trailing update spread over the team (a barrier per
+// column), triangular solves four columns per barrier. Every function that
+// writes memory another thread reads ends with team.sync(); scalars come
+// from reductions, so every thread takes the same branches.
+//
+// Memory: the buffers are carved in a fixed order (the reduction slots, the
+// factor L, the vectors, then the other matrices); each goes to the shared
+// memory budget while it fits, else to the block's global workspace
+// (plan() sizes both; the compiler records them in the manifest).
+//
+// Freestanding C++17: no library, so that clang compiles it for NVPTX
+// (runtime/device/QPBlockNVPTX.cpp) as well as for the host.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_QPBLOCK_H
+#define OPTIM_QPBLOCK_H
+
+#include <stdint.h>
+
+namespace optim {
+namespace qpblock {
+
+/// QPStatus's values (QP.h, OPTIM_QP_* of KernelABI.h).
+enum : int32_t {
+  Solved = 0,
+  IterationLimit = 1,
+  PrimalInfeasible = 2,
+  DualInfeasible = 3,
+  NumericalError = 4,
+};
+
+// QP.cpp's Consts<double>.
+constexpr double kTol = 1e-8, kReg = 1e-10, kCertRes = 1e-9, kCertObj = 1e-5;
+constexpr int kRefine = 4;
+constexpr double kEps = 2.220446049250313e-16;
+
+// std::max / std::min semantics (a NaN second argument is ignored).
+inline double mx(double a, double b) { return a < b ? b : a; }
+inline double mn(double a, double b) { return b < a ? b : a; }
+inline double fabsd(double x) { return __builtin_fabs(x); }
+inline bool finite(double x) { return __builtin_isfinite(x); }
+inline double inf() { return __builtin_inf(); }
+
+/// The buffers of one problem (float64).
+struct Work {
+  double *red = nullptr, *L = nullptr;
+  double *z, *rd, *f, *rx, *cx, *tn, *dz, *pz, *bz, *ts, *atn, *gtl; // [n]
+  double *g, *y, *ry, *cy, *py;                                      // [m+p]
+  double *nu, *re, *dnu, *bnu;                                       // [m]
+  double *lam, *s, *active, *rowOf, *ri, *D, *tp, *dlam, *ds, *dlamA, *dsA,
+      *rc, *pl, *ps, *blam, *bs, *gz, *gcol; // [p]
+  double *H, *Y, *LS, *C; // [n n], [n (m+p)], [(m+p)^2], [(m+p) n]
+};
+
+/// Calls take(pointer, count) for every buffer, in the carving order: the
+/// most used first (they get the shared memory).
+template <class F>
+void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
+                   F take) {
+  const int64_t k = m + p;
+  take(w.red, nt);
+  take(w.L, n * n);
+  double **vn[] = {&w.z,  &w.rd, &w.f,  &w.rx, &w.cx,  &w.tn,
+                   &w.dz, &w.pz, &w.bz, &w.ts, &w.atn, &w.gtl};
+  for (double **v : vn)
+    take(*v, n);
+  double **vk[] = {&w.g, &w.y, &w.ry, &w.cy, &w.py};
+  for (double **v : vk)
+    take(*v, k);
+  double **vm[] = {&w.nu, &w.re, &w.dnu, &w.bnu};
+  for (double **v : vm)
+    take(*v, m);
+  double **vp[] = {&w.lam,  &w.s,  &w.active, &w.rowOf, &w.ri,  &w.D,
+                   &w.tp,   &w.dlam, &w.ds,   &w.dlamA, &w.dsA, &w.rc,
+                   &w.pl,   &w.ps, &w.blam,   &w.bs,    &w.gz,  &w.gcol};
+  for (double **v : vp)
+    take(*v, p);
+  take(w.H, n * n);
+  take(w.Y, n * k);
+  take(w.LS, k * k);
+  take(w.C, k * n);
+}
+
+/// Doubles of shared memory (at most `sharedCap`) and of global workspace
+/// that one problem takes.
+struct Footprint {
+  int64_t sharedDoubles = 0, globalDoubles = 0;
+};
+
+inline Footprint plan(int64_t n, int64_t m, int64_t p, int64_t nt,
+                      int64_t sharedCap) {
+  Footprint fp;
+  Work w;
+  forEachBuffer(w, n, m, p, nt, [&](double *&ptr, int64_t count) {
+    ptr = nullptr;
+    if (fp.sharedDoubles + count <= sharedCap)
+      fp.sharedDoubles += count;
+    else
+      fp.globalDoubles += count;
+  });
+  return fp;
+}
+
+/// plan()'s layout on actual memory.
+inline void carve(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
+                  double *shared, int64_t sharedCap, double *global) {
+  int64_t s = 0, g = 0;
+  forEachBuffer(w, n, m, p, nt, [&](double *&ptr, int64_t count) {
+    if (s + count <= sharedCap) {
+      ptr = shared + s;
+      s += count;
+    } else {
+      ptr = global + g;
+      g += count;
+    }
+  });
+}
+
+/// Dynamic shared memory a layer kernel asks for at most: 99 KiB, what
+/// every architecture from sm_80 on grants a block that opts in (sm_86 and
+/// sm_89 have no more; sm_80 has 163 KiB, sm_90 227 KiB).
+constexpr int64_t kSharedCapBytes = 99 * 1024;
+
+/// Threads per block for a problem of these dimensions: a warp for tiny
+/// problems, else four (the Cholesky's trailing update and the products
+/// have ~n^2 independent elements; more threads make each reduction and
+/// barrier dearer).
+inline int64_t defaultThreads(int64_t n, int64_t m, int64_t p) {
+  return mx(double(n), double(m + p)) <= 32 ? 32 : 128;
+}
+
+/// The launch and memory of a compiled layer's kernel: `threads` per block,
+/// one block per problem; per problem `workDoubles` of global workspace
+/// (the operands Q, q, A, b, G, h in float64 at `offset[k]` (-1: absent),
+/// then the solver's buffers that do not fit in shared memory) and
+/// `sharedBytes` of dynamic shared memory. The compiler (the kernel's
+/// constants, the manifest) and the tests compute it with this one
+/// function.
+struct KernelLayout {
+  int64_t threads = 0, sharedDoubles = 0, sharedBytes = 0, dataDoubles = 0,
+          workDoubles = 0;
+  int64_t offset[6] = {-1, -1, -1, -1, -1, -1};
+  /// Where the solver keeps, per problem, what the backward pass needs
+  /// (after the operands and the scratch; keepDoubles()).
+  int64_t keepOffset = 0;
+};
+
+/// What a solved problem keeps for the backward pass: z [n], nu [m],
+/// lam [p], the active set (rowOf [p]: the row of C = [A; G_act] of each
+/// active inequality, -1 otherwise), m + k, and the factorization of the
+/// active-set system (L [n n], Y [n (m + k)], LS [(m + k)^2]), at most
+/// m + k = m + p.
+inline int64_t keepDoubles(int64_t n, int64_t m, int64_t p) {
+  const int64_t k = m + p;
+  return n + m + 2 * p + 1 + n * n + n * k + k * k;
+}
+
+inline KernelLayout kernelLayout(int64_t n, int64_t m, int64_t p, bool hasQ,
+                                 int64_t threads, int64_t sharedCapBytes) {
+  KernelLayout k;
+  k.threads = threads > 0 ? threads : defaultThreads(n, m, p);
+  const int64_t sizes[6] = {hasQ ? n * n : 0, n, m * n, m, p * n, p};
+  const bool present[6] = {hasQ, true, m > 0, m > 0, p > 0, p > 0};
+  for (int i = 0; i < 6; ++i)
+    if (present[i]) {
+      k.offset[i] = k.dataDoubles;
+      k.dataDoubles += sizes[i];
+    }
+  Footprint fp = plan(n, m, p, k.threads, sharedCapBytes / 8);
+  k.sharedDoubles = fp.sharedDoubles;
+  k.sharedBytes = fp.sharedDoubles * 8;
+  k.keepOffset = k.dataDoubles + fp.globalDoubles;
+  k.workDoubles = k.keepOffset + keepDoubles(n, m, p);
+  return k;
+}
+
+/// The problem (float64, row-major, the operands of one batch element; Q,
+/// A/b and G/h may be null) and the options.
+struct Problem {
+  int64_t n = 0, m = 0, p = 0;
+  const double *Q = nullptr, *q = nullptr, *A = nullptr, *b = nullptr,
+               *G = nullptr, *h = nullptr;
+  double tol = kTol;
+  int64_t maxIter = 100;
+};
+
+struct Res {
+  double nQz = 0, nAz = 0, gap = 0, pobj = 0, merit = 0, raw = 0;
+  bool finite = true;
+};
+
+/// Team: { int tid, nt; void sync(); } with team.sync() a barrier of all nt
+/// threads. Every thread of the team calls solve() with the same arguments.
+template <class Team> class Solver {
+public:
+  /// `keep` (keepDoubles(), or null): where a solved problem leaves what
+  /// backward() needs.
+  Solver(Team &team, const Problem &P, Work &w, double *keep = nullptr)
+      : T(team), P(P), W(w), keep(keep) {}
+
+  /// Solves; z, nu, lam (f64 internal) are in W.z, W.nu, W.lam afterwards.
+  int32_t solve(int32_t &iterations);
+
+  /// The backward pass of a problem that solve() solved with this `keep`:
+  /// with incoming gradients gz [n], gnu [m], glam [p] (null: zero; float32
+  /// when `f32`), solves the active-set KKT system with the kept
+  /// factorization (QP.cpp's backward) and writes the operands' cotangents
+  /// of this problem, float64, at dops + offset[k] (Q, q, A, b, G, h; those
+  /// with offset -1 absent): dQ = (dz z^T + z dz^T) / 2, dq = dz,
+  /// dA = dnu z^T + nu dz^T, db = -dnu, dG = dls z^T + lam dz^T, dh = -dls.
+  void backward(const void *gz, const void *gnu, const void *glam, bool f32,
+                double *dops, const int64_t offset[6]);
+
+private:
+  Team &T;
+  const Problem &P;
+  Work &W;
+  double *keep;
+
+  // The KKT system being factored: the IPM's (A, m, G, p, D) or the
+  // polish's (C, m + k, no G).
+  struct KKT {
+    int64_t m = 0, p = 0;
+    const double *A = nullptr;
+    bool gcol = false; // G has at most one nonzero per row (W.gcol)
+    double rho = 0, delta = 0, rhoBase = 0;
+  };
+
+  int tid() const { return T.tid; }
+  int nt() const { return T.nt; }
+
+  // ---- reductions (all threads get the same value) ----
+  double sum(double part) {
+    W.red[tid()] = part;
+    T.sync();
+    double s = 0;
+    for (int i = 0; i < nt(); ++i)
+      s += W.red[i];
+    T.sync();
+    return s;
+  }
+  double maxr(double part) {
+    W.red[tid()] = part;
+    T.sync();
+    double s = W.red[0];
+    for (int i = 1; i < nt(); ++i)
+      s = mx(s, W.red[i]);
+    T.sync();
+    return s;
+  }
+  double minr(double part) {
+    W.red[tid()] = part;
+    T.sync();
+    double s = W.red[0];
+    for (int i = 1; i < nt(); ++i)
+      s = mn(s, W.red[i]);
+    T.sync();
+    return s;
+  }
+  double dot(const double *x, const double *y, int64_t n) {
+    double s = 0;
+    for (int64_t i = tid(); i < n; i += nt())
+      s += x[i] * y[i];
+    return sum(s);
+  }
+  double normInf(const double *x, int64_t n) {
+    double s = 0;
+    for (int64_t i = tid(); i < n; i += nt())
+      s = mx(s, fabsd(x[i]));
+    return maxr(s);
+  }
+  bool allFinite(const double *x, int64_t n) {
+    double bad = 0;
+    for (int64_t i = tid(); i < n; i += nt())
+      if (!finite(x[i]))
+        bad = 1;
+    return sum(bad) == 0;
+  }
+
+  // ---- element-wise (end with a barrier) ----
+  void copy(const double *x, double *y, int64_t n) {
+    for (int64_t i = tid(); i < n; i += nt())
+      y[i] = x[i];
+    T.sync();
+  }
+  void fill(double *y, int64_t n, double v) {
+    for (int64_t i = tid(); i < n; i += nt())
+      y[i] = v;
+    T.sync();
+  }
+  double qs(int64_t i, int64_t j) const { // the symmetric part of Q
+    const int64_t n = P.n;
+    return (P.Q[i * n + j] + P.Q[j * n + i]) / 2;
+  }
+
+  // ---- dense kernels (row-major; end with a barrier) ----
+  /// y = M x, M [r, c].
+  void gemv(const double *M, const double *x, double *y, int64_t r,
+            int64_t c) {
+    for (int64_t i = tid(); i < r; i += nt()) {
+      double s = 0;
+      for (int64_t j = 0; j < c; ++j)
+        s += M[i * c + j] * x[j];
+      y[i] = s;
+    }
+    T.sync();
+  }
+  /// y += M^T x, M [r, c].
+  void gemvTAdd(const double *M, const double *x, double *y, int64_t r,
+                int64_t c) {
+    for (int64_t j = tid(); j < c; j += nt()) {
+      double s = 0;
+      for (int64_t i = 0; i < r; ++i)
+        s += M[i * c + j] * x[i];
+      y[j] += s;
+    }
+    T.sync();
+  }
+  /// y = S x for S symmetric, its upper triangle stored [n, n].
+  void symvUpper(const double *S, const double *x, double *y, int64_t n) {
+    for (int64_t i = tid(); i < n; i += nt()) {
+      double s = 0;
+      for (int64_t j = 0; j < i; ++j)
+        s += S[j * n + i] * x[j];
+      for (int64_t j = i; j < n; ++j)
+        s += S[i * n + j] * x[j];
+      y[i] = s;
+    }
+    T.sync();
+  }
+  /// a = U^T U, U upper, in place (row-major [n, n]); false (on every
+  /// thread) when a pivot is not above minPivot (or NaN), as
+  /// dense::choleskyUpper. One barrier per column: the trailing update of
+  /// column k scales row k's entries as it reads them, and row k itself is
+  /// scaled (and its pivot written) during column k + 1, when nobody reads
+  /// it any more.
+  bool cholesky(double *a, int64_t n, double minPivot) {
+    double prevInv = 0, prevU = 0;
+    int64_t prevK = -1;
+    for (int64_t k = 0; k < n; ++k) {
+      const double *rk = a + k * n;
+      const double d = rk[k];
+      if (!(d > minPivot)) {
+        T.sync();
+        return false;
+      }
+      const double u = __builtin_sqrt(d), inv = 1.0 / u;
+      // Trailing update, upper triangle: a[i, j] -= u_ki u_kj, i <= j.
+      const int64_t w = n - k - 1;
+      for (int64_t e = tid(); e < w * w; e += nt()) {
+        const int64_t i = k + 1 + e / w, j = k + 1 + e % w;
+        if (j >= i)
+          a[i * n + j] -= (rk[i] * inv) * (rk[j] * inv);
+      }
+      if (prevK >= 0)
+        finishRow(a, n, prevK, prevU, prevInv);
+      prevU = u;
+      prevInv = inv;
+      prevK = k;
+      T.sync();
+    }
+    if (prevK >= 0)
+      finishRow(a, n, prevK, prevU, prevInv);
+    T.sync();
+    return true;
+  }
+  /// Row k of the Cholesky factor: its pivot u and the rest scaled by 1/u.
+  void finishRow(double *a, int64_t n, int64_t k, double u, double inv) {
+    double *rk = a + k * n;
+    for (int64_t j = k + 1 + tid(); j < n; j += nt())
+      rk[j] *= inv;
+    if (tid() == 0)
+      rk[k] = u;
+  }
+  /// x = U^{-T} x (forward substitution), U upper [n, n] with row stride n,
+  /// four unknowns per barrier: every thread solves the 4 x 4 diagonal block
+  /// (the same values in the same order, so they agree), then the threads
+  /// update the rest of x. The block's values are written one step later,
+  /// by thread 0, when nobody reads them any more.
+  void solveUpperT(const double *U, double *x, int64_t n) {
+    double prev[4] = {0, 0, 0, 0};
+    int64_t prevK = 0, prevW = 0;
+    for (int64_t k = 0; k < n; k += 4) {
+      const int64_t w = n - k < 4 ? n - k : 4;
+      double v[4];
+      for (int64_t a = 0; a < w; ++a) {
+        double t = x[k + a];
+        for (int64_t c = 0; c < a; ++c)
+          t -= U[(k + c) * n + k + a] * v[c];
+        v[a] = t / U[(k + a) * n + k + a];
+      }
+      for (int64_t j = k + w + tid(); j < n; j += nt()) {
+        double t = x[j];
+        for (int64_t c = 0; c < w; ++c)
+          t -= U[(k + c) * n + j] * v[c];
+        x[j] = t;
+      }
+      if (tid() == 0)
+        for (int64_t c = 0; c < prevW; ++c)
+          x[prevK + c] = prev[c];
+      for (int64_t c = 0; c < w; ++c)
+        prev[c] = v[c];
+      prevK = k;
+      prevW = w;
+      T.sync();
+    }
+    if (tid() == 0)
+      for (int64_t c = 0; c < prevW; ++c)
+        x[prevK + c] = prev[c];
+    T.sync();
+  }
+  /// x = U^{-1} x (back substitution), four unknowns per barrier as above.
+  void solveUpper(const double *U, double *x, int64_t n) {
+    double prev[4] = {0, 0, 0, 0};
+    int64_t prevK = 0, prevW = 0;
+    for (int64_t end = n; end > 0; end -= 4) {
+      const int64_t w = end < 4 ? end : 4, k = end - w;
+      double v[4];
+      for (int64_t a = w - 1; a >= 0; --a) {
+        double t = x[k + a];
+        for (int64_t c = a + 1; c < w; ++c)
+          t -= U[(k + a) * n + k + c] * v[c];
+        v[a] = t / U[(k + a) * n + k + a];
+      }
+      for (int64_t i = tid(); i < k; i += nt()) {
+        double t = x[i];
+        for (int64_t c = 0; c < w; ++c)
+          t -= U[i * n + k + c] * v[c];
+        x[i] = t;
+      }
+      if (tid() == 0)
+        for (int64_t c = 0; c < prevW; ++c)
+          x[prevK + c] = prev[c];
+      for (int64_t c = 0; c < w; ++c)
+        prev[c] = v[c];
+      prevK = k;
+      prevW = w;
+      T.sync();
+    }
+    if (tid() == 0)
+      for (int64_t c = 0; c < prevW; ++c)
+        x[prevK + c] = prev[c];
+    T.sync();
+  }
+  /// Y = U^{-T} Y for Y [n, c] (row stride c): one column per thread.
+  void solveUpperTMulti(const double *U, double *Y, int64_t n, int64_t c) {
+    for (int64_t col = tid(); col < c; col += nt())
+      for (int64_t k = 0; k < n; ++k) {
+        const double xk = Y[k * c + col] / U[k * n + k];
+        Y[k * c + col] = xk;
+        for (int64_t j = k + 1; j < n; ++j)
+          Y[j * c + col] -= U[k * n + j] * xk;
+      }
+    T.sync();
+  }
+
+  // ---- the reduced KKT system (QP.cpp's KKT, dense mode) ----
+  /// H = Qs + G^T D G (upper triangle); p = 0 for the polish (H = Qs).
+  void formH(const KKT &k) {
+    const int64_t n = P.n;
+    for (int64_t e = tid(); e < n * n; e += nt()) {
+      const int64_t i = e / n, j = e % n;
+      if (j < i)
+        continue;
+      double s = 0;
+      if (k.p && !k.gcol)
+        for (int64_t r = 0; r < k.p; ++r)
+          s += (W.D[r] * P.G[r * n + i]) * P.G[r * n + j];
+      W.H[e] = (P.Q ? qs(i, j) : 0.0) + s;
+    }
+    T.sync();
+    if (k.p && k.gcol && tid() == 0) { // diagonal G^T D G, in row order
+      for (int64_t r = 0; r < k.p; ++r)
+        if (W.gcol[r] >= 0) {
+          const int64_t c = int64_t(W.gcol[r]);
+          const double gv = P.G[r * n + c];
+          W.H[c * (n + 1)] += W.D[r] * gv * gv;
+        }
+    }
+    T.sync();
+  }
+
+  bool factor(KKT &k) {
+    const int64_t n = P.n, m = k.m;
+    formH(k);
+    double md = 0;
+    for (int64_t i = tid(); i < n; i += nt())
+      md = mx(md, fabsd(W.H[i * n + i]));
+    const double maxDiag = maxr(md);
+    if (!finite(maxDiag))
+      return false;
+    k.rho = k.rhoBase;
+    for (int attempt = 0;; ++attempt) {
+      for (int64_t e = tid(); e < n * n; e += nt()) {
+        const int64_t i = e / n, j = e % n;
+        if (j >= i)
+          W.L[e] = W.H[e] + (i == j ? k.rho : 0.0);
+      }
+      T.sync();
+      if (cholesky(W.L, n, kEps * k.rho))
+        break;
+      k.rho *= 100;
+      if (attempt == 9)
+        return false;
+    }
+    if (m == 0)
+      return true;
+    for (int64_t e = tid(); e < n * m; e += nt()) {
+      const int64_t j = e / m, r = e % m;
+      W.Y[e] = k.A[r * n + j];
+    }
+    T.sync();
+    solveUpperTMulti(W.L, W.Y, n, m);
+    k.delta = kReg;
+    for (int attempt = 0; attempt < 10; ++attempt) {
+      if (attempt)
+        k.delta *= 100;
+      for (int64_t e = tid(); e < m * m; e += nt()) {
+        const int64_t i = e / m, j = e % m;
+        if (j < i)
+          continue;
+        double s = 0;
+        for (int64_t r = 0; r < n; ++r)
+          s += W.Y[r * m + i] * W.Y[r * m + j];
+        W.LS[e] = s + (i == j ? k.delta : 0.0);
+      }
+      T.sync();
+      if (cholesky(W.LS, m, kEps * k.delta))
+        return true;
+    }
+    return false;
+  }
+
+  void solveReg(const KKT &k, const double *f, const double *g, double *x,
+                double *y, double *t) {
+    const int64_t n = P.n, m = k.m;
+    copy(f, x, n);
+    solveUpperT(W.L, x, n);
+    if (m) {
+      for (int64_t i = tid(); i < m; i += nt())
+        y[i] = -g[i];
+      T.sync();
+      gemvTAdd(W.Y, x, y, n, m);
+      solveUpperT(W.LS, y, m);
+      solveUpper(W.LS, y, m);
+      gemv(W.Y, y, t, n, m);
+      for (int64_t j = tid(); j < n; j += nt())
+        x[j] -= t[j];
+      T.sync();
+    }
+    solveUpper(W.L, x, n);
+  }
+
+  void residual(const KKT &k, const double *f, const double *g,
+                const double *x, const double *y, double *rx, double *ry) {
+    const int64_t n = P.n, m = k.m;
+    symvUpper(W.H, x, rx, n);
+    if (m)
+      gemvTAdd(k.A, y, rx, m, n);
+    for (int64_t j = tid(); j < n; j += nt())
+      rx[j] = f[j] - rx[j];
+    T.sync();
+    if (m) {
+      gemv(k.A, x, ry, m, n);
+      for (int64_t i = tid(); i < m; i += nt())
+        ry[i] = g[i] - ry[i];
+      T.sync();
+    }
+  }
+
+  void solveKKT(const KKT &k, const double *f, const double *g, double *x,
+                double *y, bool direction = false) {
+    const int64_t n = P.n, m = k.m;
+    solveReg(k, f, g, x, y, W.ts);
+    const double floor =
+        direction ? 1e-13 * mx(normInf(f, n), normInf(g, m)) : 0.0;
+    const double shrink = direction ? 0.25 : 1.0;
+    double last = inf();
+    for (int it = 0;; ++it) {
+      residual(k, f, g, x, y, W.rx, W.ry);
+      const double r = mx(normInf(W.rx, n), normInf(W.ry, m));
+      if (it == kRefine || !(r < last * shrink) || r <= floor)
+        break;
+      last = r;
+      solveReg(k, W.rx, W.ry, W.cx, W.cy, W.ts);
+      for (int64_t j = tid(); j < n; j += nt())
+        x[j] += W.cx[j];
+      for (int64_t i = tid(); i < m; i += nt())
+        y[i] += W.cy[i];
+      T.sync();
+    }
+  }
+
+  /// Row and column sums' maxima of |M| for M [r, c].
+  void matNorms(const double *M, int64_t r, int64_t c, bool symQ,
+                double &rows, double &cols) {
+    double pr = 0, pc = 0;
+    for (int64_t i = tid(); i < r; i += nt()) {
+      double s = 0;
+      for (int64_t j = 0; j < c; ++j)
+        s += fabsd(symQ ? qs(i, j) : M[i * c + j]);
+      pr = mx(pr, s);
+    }
+    for (int64_t j = tid(); j < c; j += nt()) {
+      double s = 0;
+      for (int64_t i = 0; i < r; ++i)
+        s += fabsd(symQ ? qs(i, j) : M[i * c + j]);
+      pc = mx(pc, s);
+    }
+    rows = maxr(pr);
+    cols = maxr(pc);
+  }
+
+  Res residuals(const double *z, const double *nu, const double *lam,
+                const double *s) {
+    const int64_t n = P.n, m = P.m, p = P.p;
+    Res r;
+    double nAtnu = 0, nGtlam = 0, nGz = 0;
+    for (int64_t i = tid(); i < n; i += nt()) {
+      double acc = 0;
+      for (int64_t j = 0; P.Q && j < n; ++j)
+        acc += qs(i, j) * z[j];
+      W.rd[i] = acc;
+    }
+    T.sync();
+    r.nQz = normInf(W.rd, n);
+    const double zQz = dot(z, W.rd, n);
+    if (m) {
+      fill(W.atn, n, 0);
+      gemvTAdd(P.A, nu, W.atn, m, n);
+      nAtnu = normInf(W.atn, n);
+      gemv(P.A, z, W.re, m, n);
+      r.nAz = normInf(W.re, m);
+      for (int64_t i = tid(); i < m; i += nt())
+        W.re[i] -= P.b[i];
+    }
+    if (p) {
+      fill(W.gtl, n, 0);
+      gemvTAdd(P.G, lam, W.gtl, p, n);
+      nGtlam = normInf(W.gtl, n);
+      gemv(P.G, z, W.gz, p, n);
+      nGz = normInf(W.gz, p);
+      for (int64_t i = tid(); i < p; i += nt())
+        W.ri[i] = W.gz[i] + s[i] - P.h[i];
+    }
+    for (int64_t j = tid(); j < n; j += nt())
+      W.rd[j] = W.rd[j] + (m ? W.atn[j] : 0.0) + (p ? W.gtl[j] : 0.0) +
+                P.q[j];
+    T.sync();
+    r.gap = p ? dot(s, lam, p) : 0.0;
+    r.pobj = zQz / 2 + dot(P.q, z, n);
+    r.finite = allFinite(z, n) && allFinite(nu, m) && allFinite(lam, p) &&
+               allFinite(s, p) && finite(r.gap) && finite(r.pobj);
+    const double nq = normInf(P.q, n), nb = normInf(P.b, m),
+                 nh = normInf(P.h, p);
+    const double nrd = normInf(W.rd, n), nre = normInf(W.re, m),
+                 nri = normInf(W.ri, p), ns = normInf(s, p);
+    r.merit = mx(mx(nrd / (1 + mx(mx(nq, r.nQz), mx(nAtnu, nGtlam))),
+                    nre / (1 + mx(nb, r.nAz))),
+                 mx(nri / (1 + mx(mx(nh, nGz), ns)),
+                    fabsd(r.gap) / mx(1.0, fabsd(r.pobj))));
+    r.raw = mx(mx(nrd, nre), mx(nri, fabsd(r.gap)));
+    if (!r.finite)
+      r.merit = r.raw = inf();
+    return r;
+  }
+
+  void direction(const KKT &k, const double *rc, double *dz, double *dnu,
+                 double *dlam, double *ds) {
+    const int64_t n = P.n, m = P.m, p = P.p;
+    for (int64_t j = tid(); j < n; j += nt())
+      W.f[j] = -W.rd[j];
+    for (int64_t i = tid(); i < p; i += nt())
+      W.tp[i] = -(W.D[i] * W.ri[i] - rc[i] / W.s[i]);
+    for (int64_t i = tid(); i < m; i += nt())
+      W.g[i] = -W.re[i];
+    T.sync();
+    if (p)
+      gemvTAdd(P.G, W.tp, W.f, p, n);
+    solveKKT(k, W.f, W.g, dz, dnu, /*direction=*/true);
+    if (p) {
+      gemv(P.G, dz, dlam, p, n);
+      for (int64_t i = tid(); i < p; i += nt()) {
+        dlam[i] = W.D[i] * (dlam[i] + W.ri[i]) - rc[i] / W.s[i];
+        ds[i] = -(rc[i] + W.s[i] * dlam[i]) / W.lam[i];
+      }
+      T.sync();
+    }
+  }
+
+  double maxStep(const double *ds, const double *dlam) {
+    double a = 1;
+    for (int64_t i = tid(); i < P.p; i += nt()) {
+      if (ds[i] < 0)
+        a = mn(a, -W.s[i] / ds[i]);
+      if (dlam[i] < 0)
+        a = mn(a, -W.lam[i] / dlam[i]);
+    }
+    return minr(a);
+  }
+};
+
+template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
+  const int64_t n = P.n, m = P.m, p = P.p;
+  const double tol = P.tol;
+  double *z = W.z, *nu = W.nu, *lam = W.lam, *s = W.s;
+
+  KKT kkt;
+  kkt.m = m;
+  kkt.p = p;
+  kkt.A = P.A;
+  if (p) {
+    // At most one nonzero per row of G: G^T D G is diagonal.
+    double many = 0;
+    for (int64_t r = tid(); r < p; r += nt()) {
+      int64_t col = -1;
+      for (int64_t j = 0; j < n; ++j)
+        if (P.G[r * n + j] != 0) {
+          if (col >= 0) {
+            many = 1;
+            break;
+          }
+          col = j;
+        }
+      W.gcol[r] = double(col);
+    }
+    kkt.gcol = sum(many) == 0;
+  }
+  {
+    double mq = 0;
+    for (int64_t i = tid(); P.Q && i < n; i += nt())
+      mq = mx(mq, qs(i, i));
+    kkt.rhoBase = kReg * mx(1.0, maxr(mq));
+  }
+  double nQ = 0, nQc = 0, nA = 0, nAt = 0, nG = 0, nGt = 0;
+  if (P.Q)
+    matNorms(P.Q, n, n, true, nQ, nQc);
+  if (m)
+    matNorms(P.A, m, n, false, nA, nAt);
+  if (p)
+    matNorms(P.G, p, n, false, nG, nGt);
+  const double nq = normInf(P.q, n);
+  const double nb = m ? normInf(P.b, m) : 0.0, nh = p ? normInf(P.h, p) : 0.0;
+
+  // Start (cvxopt's): D = I, then s = h - Gz, lam = Gz - h, shifted.
+  fill(W.D, p, 1.0);
+  if (!factor(kkt)) {
+    iterations = 0;
+    fill(z, n, 0);
+    fill(nu, m, 0);
+    fill(lam, p, 0);
+    return NumericalError;
+  }
+  for (int64_t j = tid(); j < n; j += nt())
+    W.f[j] = -P.q[j];
+  T.sync();
+  if (p)
+    gemvTAdd(P.G, P.h, W.f, p, n);
+  copy(P.b, W.g, m);
+  solveKKT(kkt, W.f, W.g, z, nu);
+  if (p) {
+    gemv(P.G, z, s, p, n);
+    double ms = inf(), ml = inf();
+    for (int64_t i = tid(); i < p; i += nt()) {
+      lam[i] = s[i] - P.h[i];
+      s[i] = P.h[i] - s[i];
+      ms = mn(ms, s[i]);
+      ml = mn(ml, lam[i]);
+    }
+    const double minS = minr(ms), minL = minr(ml);
+    for (int64_t i = tid(); i < p; i += nt()) {
+      if (minS < 1e-2)
+        s[i] += 1.0 - minS;
+      if (minL < 1e-2)
+        lam[i] += 1.0 - minL;
+    }
+    T.sync();
+  }
+
+  int32_t status = IterationLimit;
+  int64_t it = 0, bestIt = 0;
+  double best = inf();
+  for (;; ++it) {
+    Res r = residuals(z, nu, lam, s);
+    const double gap = r.gap, mu = p ? gap / double(p) : 0.0;
+    if (!r.finite) {
+      status = NumericalError;
+      break;
+    }
+    if (r.merit <= tol) {
+      status = Solved;
+      break;
+    }
+    if (r.merit < best) {
+      if (r.merit < best * 0.9)
+        bestIt = it;
+      best = r.merit;
+      for (int64_t j = tid(); j < n; j += nt())
+        W.bz[j] = z[j];
+      for (int64_t i = tid(); i < m; i += nt())
+        W.bnu[i] = nu[i];
+      for (int64_t i = tid(); i < p; i += nt()) {
+        W.blam[i] = lam[i];
+        W.bs[i] = s[i];
+      }
+      T.sync();
+    } else if (it - bestIt >= 10) {
+      status = IterationLimit; // stalled
+      break;
+    }
+
+    if (m || p) {
+      const double ny = mx(normInf(nu, m), normInf(lam, p));
+      const double hy = dot(P.b, nu, m) + dot(P.h, lam, p);
+      for (int64_t j = tid(); j < n; j += nt())
+        W.tn[j] = (m ? W.atn[j] : 0.0) + (p ? W.gtl[j] : 0.0);
+      T.sync();
+      const double res = normInf(W.tn, n);
+      if (ny > 0 && hy < -kCertObj * ny * mx(nb, nh) &&
+          res <= kCertRes * ny * mx(nAt, nGt)) {
+        for (int64_t i = tid(); i < m; i += nt())
+          nu[i] /= ny;
+        for (int64_t i = tid(); i < p; i += nt())
+          lam[i] /= ny;
+        T.sync();
+        status = PrimalInfeasible;
+        break;
+      }
+    }
+    {
+      const double nz = normInf(z, n);
+      const double qz = dot(P.q, z, n);
+      double mg = 0;
+      for (int64_t i = tid(); i < p; i += nt())
+        mg = mx(mg, W.gz[i]);
+      const double maxGz = maxr(mg);
+      if (nz > 0 && qz < -kCertObj * nz * nq && r.nQz <= kCertRes * nz * nQ &&
+          r.nAz <= kCertRes * nz * nA && maxGz <= kCertRes * nz * nG) {
+        for (int64_t j = tid(); j < n; j += nt())
+          z[j] /= nz;
+        T.sync();
+        status = DualInfeasible;
+        break;
+      }
+    }
+    if (it >= P.maxIter) {
+      status = IterationLimit;
+      break;
+    }
+
+    for (int64_t i = tid(); i < p; i += nt())
+      W.D[i] = lam[i] / s[i];
+    T.sync();
+    if (!factor(kkt)) {
+      status = NumericalError;
+      break;
+    }
+    double alpha = 1;
+    if (p) {
+      for (int64_t i = tid(); i < p; i += nt())
+        W.rc[i] = s[i] * lam[i];
+      T.sync();
+      direction(kkt, W.rc, W.dz, W.dnu, W.dlamA, W.dsA);
+      const double aAff = maxStep(W.dsA, W.dlamA);
+      double part = 0;
+      for (int64_t i = tid(); i < p; i += nt())
+        part += (s[i] + aAff * W.dsA[i]) * (lam[i] + aAff * W.dlamA[i]);
+      const double muAff = sum(part) / double(p);
+      double sigma = 0;
+      if (mu > 0) {
+        const double ratio = mx(0.0, muAff / mu);
+        sigma = ratio * ratio * ratio;
+      }
+      sigma = mn(sigma, 1.0);
+      for (int64_t i = tid(); i < p; i += nt())
+        W.rc[i] = s[i] * lam[i] + W.dsA[i] * W.dlamA[i] - sigma * mu;
+      T.sync();
+      direction(kkt, W.rc, W.dz, W.dnu, W.dlam, W.ds);
+      alpha = mn(1.0, 0.99 * maxStep(W.ds, W.dlam));
+    } else {
+      direction(kkt, W.rc, W.dz, W.dnu, W.dlam, W.ds);
+    }
+    for (int64_t j = tid(); j < n; j += nt())
+      z[j] += alpha * W.dz[j];
+    for (int64_t i = tid(); i < m; i += nt())
+      nu[i] += alpha * W.dnu[i];
+    for (int64_t i = tid(); i < p; i += nt()) {
+      lam[i] += alpha * W.dlam[i];
+      s[i] += alpha * W.ds[i];
+    }
+    T.sync();
+  }
+  iterations = int32_t(it);
+  bool polishOnly = false;
+  if (status == IterationLimit || status == NumericalError) {
+    if (!(best < inf()))
+      return status;
+    copy(W.bz, z, n);
+    copy(W.bnu, nu, m);
+    copy(W.blam, lam, p);
+    copy(W.bs, s, p);
+    polishOnly = true;
+  } else if (status != Solved) {
+    return status;
+  }
+
+  // Polish on the active set {k : lam_k > s_k}, corrected up to 3 times.
+  for (int64_t i = tid(); i < p; i += nt())
+    W.active[i] = lam[i] > s[i] ? 1.0 : 0.0;
+  T.sync();
+  KKT eq;
+  eq.rhoBase = kkt.rhoBase;
+  eq.A = W.C;
+  for (int round = 0;; ++round) {
+    // Rows of C: A's, then the active rows of G in order (rowOf).
+    if (tid() == 0) {
+      int64_t r = m;
+      for (int64_t i = 0; i < p; ++i)
+        W.rowOf[i] = W.active[i] != 0 ? double(r++) : -1.0;
+    }
+    T.sync();
+    double part = 0;
+    for (int64_t i = tid(); i < p; i += nt())
+      part += W.active[i] != 0;
+    const int64_t k = int64_t(sum(part));
+    const int64_t mc = m + k;
+    for (int64_t e = tid(); e < m * n; e += nt())
+      W.C[e] = P.A[e];
+    for (int64_t i = tid(); i < m; i += nt())
+      W.g[i] = P.b[i];
+    for (int64_t e = tid(); e < p * n; e += nt()) {
+      const int64_t i = e / n, j = e % n;
+      if (W.rowOf[i] >= 0)
+        W.C[int64_t(W.rowOf[i]) * n + j] = P.G[e];
+    }
+    for (int64_t i = tid(); i < p; i += nt())
+      if (W.rowOf[i] >= 0)
+        W.g[int64_t(W.rowOf[i])] = P.h[i];
+    T.sync();
+    eq.m = mc;
+    eq.p = 0;
+    if (!factor(eq))
+      return NumericalError;
+    for (int64_t j = tid(); j < n; j += nt())
+      W.f[j] = -P.q[j];
+    T.sync();
+    solveKKT(eq, W.f, W.g, W.pz, W.py);
+    gemv(P.G, W.pz, W.ps, p, n);
+    if (round == 3)
+      break;
+    const double violTol = tol * (1 + mx(nh, normInf(W.ps, p)));
+    const double multTol = tol * (1 + normInf(W.py + m, k));
+    double changed = 0;
+    if (tid() == 0)
+      for (int64_t i = 0; i < p; ++i) {
+        if (W.active[i] == 0 && W.ps[i] - P.h[i] > violTol) {
+          W.active[i] = 1;
+          changed = 1;
+        } else if (W.active[i] != 0 &&
+                   W.py[int64_t(W.rowOf[i])] < -multTol) {
+          W.active[i] = 0;
+          changed = 1;
+        }
+      }
+    if (sum(changed) == 0)
+      break;
+  }
+  for (int64_t i = tid(); i < p; i += nt()) {
+    W.ps[i] = mx(0.0, P.h[i] - W.ps[i]);
+    W.pl[i] = W.rowOf[i] >= 0 ? mx(0.0, W.py[int64_t(W.rowOf[i])]) : 0.0;
+  }
+  T.sync();
+  const Res before = residuals(z, nu, lam, s);
+  const Res after = residuals(W.pz, W.py, W.pl, W.ps);
+  if (after.merit <= before.merit && after.raw <= before.raw) {
+    copy(W.pz, z, n);
+    copy(W.py, nu, m);
+    copy(W.pl, lam, p);
+    copy(W.ps, s, p);
+  }
+  if (polishOnly && mn(after.merit, before.merit) > tol)
+    return status;
+  if (keep) {
+    // For backward(): the solution, the active set and the active-set
+    // system's factorization (the limit of the IPM's; docs/qp.md).
+    const int64_t mc = eq.m;
+    double *kz = keep, *knu = kz + n, *klam = knu + m, *krow = klam + p;
+    double *kL = krow + p + 1, *kY = kL + n * n, *kLS = kY + n * (m + p);
+    copy(z, kz, n);
+    copy(nu, knu, m);
+    copy(lam, klam, p);
+    copy(W.rowOf, krow, p);
+    if (tid() == 0)
+      krow[p] = double(mc);
+    copy(W.L, kL, n * n);
+    copy(W.Y, kY, n * mc);
+    copy(W.LS, kLS, mc * mc);
+  }
+  return Solved;
+}
+
+template <class Team>
+void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
+                            bool f32, double *dops, const int64_t offset[6]) {
+  const int64_t n = P.n, m = P.m, p = P.p;
+  const double *kz = keep, *knu = kz + n, *klam = knu + m, *krow = klam + p;
+  const int64_t mc = int64_t(krow[p]);
+  const double *kL = krow + p + 1, *kY = kL + n * n, *kLS = kY + n * (m + p);
+  auto get = [&](const void *v, int64_t i) {
+    if (!v)
+      return 0.0;
+    return f32 ? double(static_cast<const float *>(v)[i])
+               : static_cast<const double *>(v)[i];
+  };
+  copy(kL, W.L, n * n);
+  copy(kY, W.Y, n * mc);
+  copy(kLS, W.LS, mc * mc);
+  copy(krow, W.rowOf, p);
+  // C = [A; G_act] and its right-hand side, as the polish built them.
+  for (int64_t e = tid(); e < m * n; e += nt())
+    W.C[e] = P.A[e];
+  for (int64_t i = tid(); i < m; i += nt())
+    W.g[i] = -get(gnu, i);
+  for (int64_t e = tid(); e < p * n; e += nt()) {
+    const int64_t i = e / n, j = e % n;
+    if (W.rowOf[i] >= 0)
+      W.C[int64_t(W.rowOf[i]) * n + j] = P.G[e];
+  }
+  for (int64_t i = tid(); i < p; i += nt())
+    if (W.rowOf[i] >= 0)
+      W.g[int64_t(W.rowOf[i])] = -get(glam, i);
+  for (int64_t j = tid(); j < n; j += nt())
+    W.f[j] = -get(gz, j);
+  T.sync();
+  KKT eq;
+  eq.m = mc;
+  eq.p = 0;
+  eq.A = W.C;
+  formH(eq); // H = Qs, for the refinement's residuals
+  solveKKT(eq, W.f, W.g, W.dz, W.y);
+  const double *dz = W.dz, *dnu = W.y;
+  for (int64_t i = tid(); i < p; i += nt())
+    W.dlam[i] = W.rowOf[i] >= 0 ? W.y[int64_t(W.rowOf[i])] : 0.0;
+  T.sync();
+  const double *dls = W.dlam;
+  if (offset[0] >= 0)
+    for (int64_t e = tid(); e < n * n; e += nt()) {
+      const int64_t i = e / n, j = e % n;
+      dops[offset[0] + e] = (dz[i] * kz[j] + kz[i] * dz[j]) / 2;
+    }
+  for (int64_t j = tid(); j < n; j += nt())
+    dops[offset[1] + j] = dz[j];
+  if (offset[2] >= 0)
+    for (int64_t e = tid(); e < m * n; e += nt()) {
+      const int64_t k = e / n, j = e % n;
+      dops[offset[2] + e] = dnu[k] * kz[j] + knu[k] * dz[j];
+    }
+  if (offset[3] >= 0)
+    for (int64_t k = tid(); k < m; k += nt())
+      dops[offset[3] + k] = -dnu[k];
+  if (offset[4] >= 0)
+    for (int64_t e = tid(); e < p * n; e += nt()) {
+      const int64_t k = e / n, j = e % n;
+      dops[offset[4] + e] = dls[k] * kz[j] + klam[k] * dz[j];
+    }
+  if (offset[5] >= 0)
+    for (int64_t k = tid(); k < p; k += nt())
+      dops[offset[5] + k] = -dls[k];
+  T.sync();
+}
+
+/// Solves one problem with the team and writes z [n], nu [m], lam [p] (as
+/// float32 when `f32`, else float64), the status and the iterations; a
+/// solved problem leaves what the backward pass needs in `keep` (if given).
+template <class Team>
+void solveProblem(Team &team, const Problem &P, Work &w, void *z, void *nu,
+                  void *lam, bool f32, int32_t *status, int32_t *iterations,
+                  double *keep = nullptr) {
+  Solver<Team> solver(team, P, w, keep);
+  int32_t its = 0;
+  const int32_t st = solver.solve(its);
+  auto put = [&](const double *src, void *dst, int64_t count) {
+    if (!dst)
+      return;
+    for (int64_t i = team.tid; i < count; i += team.nt) {
+      if (f32)
+        static_cast<float *>(dst)[i] = float(src[i]);
+      else
+        static_cast<double *>(dst)[i] = src[i];
+    }
+  };
+  put(w.z, z, P.n);
+  put(w.nu, nu, P.m);
+  put(w.lam, lam, P.p);
+  if (team.tid == 0) {
+    if (status)
+      *status = st;
+    if (iterations)
+      *iterations = its;
+  }
+  team.sync();
+}
+
+} // namespace qpblock
+} // namespace optim
+
+#endif // OPTIM_QPBLOCK_H

@@ -1,0 +1,461 @@
+//===- QPBlockTest.cpp - the GPU's block QP solver, emulated on the CPU ---===//
+//
+// optim/QPBlock.h is the solver that each thread block of a compiled layer's
+// CUDA kernel runs on one problem. Here the same code runs on the CPU with a
+// team of std::threads and a barrier for the block (and with one thread), on
+// random problems of every class of the oracle (strictly convex with
+// equalities and inequalities, inequality-only, equality-only,
+// unconstrained, an LP, G = -I as in the Sudoku layer, infeasible,
+// unbounded, the bench's n = 100 shape), and is compared with the CPU solver
+// (QPSolver): same statuses, solutions within 1e-6 relative. The two reduce
+// sums in different orders, so they agree to rounding, not bitwise.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/QP.h"
+#include "optim/QPBlock.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <condition_variable>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+namespace {
+
+/// A reusable barrier for nt threads (C++17 has no std::barrier).
+class Barrier {
+public:
+  explicit Barrier(int count) : count(count) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu);
+    const unsigned gen = generation;
+    if (++waiting == count) {
+      waiting = 0;
+      ++generation;
+      cv.notify_all();
+      return;
+    }
+    cv.wait(lock, [&] { return gen != generation; });
+  }
+
+private:
+  std::mutex mu;
+  std::condition_variable cv;
+  int count, waiting = 0;
+  unsigned generation = 0;
+};
+
+struct CpuTeam {
+  int tid, nt;
+  Barrier *barrier;
+  void sync() {
+    if (nt > 1)
+      barrier->wait();
+  }
+};
+
+struct Data {
+  int64_t n = 0, m = 0, p = 0;
+  bool hasQ = true;
+  std::vector<double> Q, q, A, b, G, h;
+};
+
+struct Result {
+  int32_t status = -1, iterations = 0;
+  std::vector<double> z, nu, lam;
+};
+
+/// The block solver with `nt` threads, shared memory of `sharedCap` doubles.
+Result solveBlock(const Data &d, int nt, int64_t sharedCap, double tol) {
+  using namespace optim::qpblock;
+  Footprint fp = plan(d.n, d.m, d.p, nt, sharedCap);
+  EXPECT_LE(fp.sharedDoubles, sharedCap);
+  // Sentinels after each region catch writes past the planned sizes.
+  const double sentinel = 12345.678;
+  std::vector<double> shared(fp.sharedDoubles + 8, sentinel),
+      global(fp.globalDoubles + 8, sentinel);
+  Work w;
+  carve(w, d.n, d.m, d.p, nt, shared.data(), sharedCap, global.data());
+  Problem P;
+  P.n = d.n;
+  P.m = d.m;
+  P.p = d.p;
+  P.Q = d.hasQ ? d.Q.data() : nullptr;
+  P.q = d.q.data();
+  P.A = d.m ? d.A.data() : nullptr;
+  P.b = d.m ? d.b.data() : nullptr;
+  P.G = d.p ? d.G.data() : nullptr;
+  P.h = d.p ? d.h.data() : nullptr;
+  P.tol = tol;
+  Result r;
+  r.z.assign(d.n, 0);
+  r.nu.assign(d.m, 0);
+  r.lam.assign(d.p, 0);
+  Barrier barrier(nt);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < nt; ++t)
+    threads.emplace_back([&, t] {
+      CpuTeam team{t, nt, &barrier};
+      solveProblem(team, P, w, r.z.data(), r.nu.data(), r.lam.data(),
+                   /*f32=*/false, &r.status, &r.iterations);
+    });
+  for (auto &th : threads)
+    th.join();
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(shared[fp.sharedDoubles + i], sentinel);
+    EXPECT_EQ(global[fp.globalDoubles + i], sentinel);
+  }
+  return r;
+}
+
+Result solveCpu(const Data &d, double tol) {
+  optim::QPProblem pb;
+  pb.dtype = optim::DType::F64;
+  if (d.hasQ)
+    pb.Q = {d.Q.data(), {d.n, d.n}};
+  pb.q = {d.q.data(), {d.n}};
+  if (d.m) {
+    pb.A = {d.A.data(), {d.m, d.n}};
+    pb.b = {d.b.data(), {d.m}};
+  }
+  if (d.p) {
+    pb.G = {d.G.data(), {d.p, d.n}};
+    pb.h = {d.h.data(), {d.p}};
+  }
+  Result r;
+  r.z.assign(d.n, 0);
+  r.nu.assign(d.m, 0);
+  r.lam.assign(d.p, 0);
+  optim::QPStatus status;
+  optim::QPSolver solver({tol, 100, 1});
+  solver.forward(pb, {r.z.data(), r.nu.data(), r.lam.data(), &status,
+                      &r.iterations});
+  r.status = int32_t(status);
+  return r;
+}
+
+/// A problem built around a known KKT point: Q = M^T M + c I (c = 0 for a
+/// PSD Q of rank n/2 when `psd`), half of the inequalities active.
+Data makeProblem(std::mt19937_64 &rng, int64_t n, int64_t m, int64_t p,
+                 bool hasQ = true, bool negIdentityG = false) {
+  std::normal_distribution<double> N(0, 1);
+  std::uniform_real_distribution<double> U(0.1, 1.0);
+  Data d;
+  d.n = n;
+  d.m = m;
+  d.p = p;
+  d.hasQ = hasQ;
+  std::vector<double> z(n), nu(m), lam(p), s(p);
+  for (auto &v : z)
+    v = N(rng);
+  for (auto &v : nu)
+    v = N(rng);
+  for (int64_t k = 0; k < p; ++k) {
+    bool act = k % 2 == 0;
+    lam[k] = act ? U(rng) : 0;
+    s[k] = act ? 0 : U(rng);
+  }
+  d.Q.assign(n * n, 0);
+  if (hasQ) {
+    std::vector<double> M(n * n);
+    for (auto &v : M)
+      v = N(rng);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = i == j ? 1.0 : 0.0;
+        for (int64_t k = 0; k < n; ++k)
+          acc += M[k * n + i] * M[k * n + j] / double(n);
+        d.Q[i * n + j] = acc;
+      }
+  }
+  d.A.resize(m * n);
+  for (auto &v : d.A)
+    v = N(rng);
+  d.G.assign(p * n, 0);
+  for (int64_t k = 0; k < p; ++k)
+    if (negIdentityG)
+      d.G[k * n + k % n] = -1;
+    else
+      for (int64_t j = 0; j < n; ++j)
+        d.G[k * n + j] = N(rng);
+  d.b.resize(m);
+  d.h.resize(p);
+  d.q.resize(n);
+  for (int64_t k = 0; k < m; ++k) {
+    double acc = 0;
+    for (int64_t j = 0; j < n; ++j)
+      acc += d.A[k * n + j] * z[j];
+    d.b[k] = acc;
+  }
+  for (int64_t k = 0; k < p; ++k) {
+    double acc = 0;
+    for (int64_t j = 0; j < n; ++j)
+      acc += d.G[k * n + j] * z[j];
+    d.h[k] = acc + s[k];
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    double acc = 0;
+    for (int64_t j = 0; j < n; ++j)
+      acc += d.Q[i * n + j] * z[j];
+    for (int64_t k = 0; k < m; ++k)
+      acc += d.A[k * n + i] * nu[k];
+    for (int64_t k = 0; k < p; ++k)
+      acc += d.G[k * n + i] * lam[k];
+    d.q[i] = -acc;
+  }
+  return d;
+}
+
+double relErr(const std::vector<double> &x, const std::vector<double> &ref) {
+  double e = 0, s = 1;
+  for (size_t i = 0; i < x.size(); ++i) {
+    e = std::max(e, std::abs(x[i] - ref[i]));
+    s = std::max(s, std::abs(ref[i]));
+  }
+  return e / s;
+}
+
+void expectSame(const Data &d, const char *what, int nt,
+                int64_t sharedCap = 1 << 20, double tol = 1e-8) {
+  SCOPED_TRACE(std::string(what) + ", " + std::to_string(nt) + " threads");
+  Result cpu = solveCpu(d, tol);
+  Result blk = solveBlock(d, nt, sharedCap, tol);
+  ASSERT_EQ(blk.status, cpu.status);
+  if (cpu.status == 0) {
+    EXPECT_LT(relErr(blk.z, cpu.z), 1e-6);
+    EXPECT_LT(relErr(blk.nu, cpu.nu), 1e-6);
+    EXPECT_LT(relErr(blk.lam, cpu.lam), 1e-6);
+    EXPECT_LE(std::abs(blk.iterations - cpu.iterations), 2);
+  } else if (cpu.status == 2) { // Farkas certificates, both scaled to 1
+    EXPECT_LT(relErr(blk.nu, cpu.nu), 1e-3);
+    EXPECT_LT(relErr(blk.lam, cpu.lam), 1e-3);
+  } else if (cpu.status == 3) {
+    EXPECT_LT(relErr(blk.z, cpu.z), 1e-3);
+  }
+}
+
+/// Forward then backward with the block solver (nt threads), gradients
+/// dz, dnu, dlam in; the operands' cotangents out, in the order Q, q, A, b,
+/// G, h (empty for an absent operand).
+std::vector<std::vector<double>>
+gradientsBlock(const Data &d, int nt, const std::vector<double> &gz,
+               const std::vector<double> &gnu,
+               const std::vector<double> &glam) {
+  using namespace optim::qpblock;
+  KernelLayout lay = kernelLayout(d.n, d.m, d.p, d.hasQ, nt, 1 << 16);
+  std::vector<double> shared(lay.sharedDoubles),
+      global(lay.workDoubles - lay.dataDoubles), dops(lay.dataDoubles);
+  Work w;
+  carve(w, d.n, d.m, d.p, nt, shared.data(), lay.sharedDoubles,
+        global.data());
+  double *keep = global.data() + (lay.keepOffset - lay.dataDoubles);
+  Problem P;
+  P.n = d.n;
+  P.m = d.m;
+  P.p = d.p;
+  P.Q = d.hasQ ? d.Q.data() : nullptr;
+  P.q = d.q.data();
+  P.A = d.m ? d.A.data() : nullptr;
+  P.b = d.m ? d.b.data() : nullptr;
+  P.G = d.p ? d.G.data() : nullptr;
+  P.h = d.p ? d.h.data() : nullptr;
+  int32_t status = -1;
+  Barrier barrier(nt);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < nt; ++t)
+    threads.emplace_back([&, t] {
+      CpuTeam team{t, nt, &barrier};
+      Solver<CpuTeam> solver(team, P, w, keep);
+      int32_t its = 0;
+      int32_t st = solver.solve(its);
+      if (t == 0)
+        status = st;
+      team.sync();
+      if (st == Solved)
+        solver.backward(gz.data(), d.m ? gnu.data() : nullptr,
+                        d.p ? glam.data() : nullptr, /*f32=*/false,
+                        dops.data(), lay.offset);
+    });
+  for (auto &th : threads)
+    th.join();
+  EXPECT_EQ(status, Solved);
+  std::vector<std::vector<double>> out(6);
+  const int64_t sizes[6] = {d.n * d.n, d.n, d.m * d.n, d.m, d.p * d.n, d.p};
+  for (int k = 0; k < 6; ++k)
+    if (lay.offset[k] >= 0)
+      out[k].assign(dops.begin() + lay.offset[k],
+                    dops.begin() + lay.offset[k] + sizes[k]);
+  return out;
+}
+
+std::vector<std::vector<double>>
+gradientsCpu(const Data &d, const std::vector<double> &gz,
+             const std::vector<double> &gnu, const std::vector<double> &glam) {
+  optim::QPProblem pb;
+  pb.dtype = optim::DType::F64;
+  if (d.hasQ)
+    pb.Q = {d.Q.data(), {d.n, d.n}};
+  pb.q = {d.q.data(), {d.n}};
+  if (d.m) {
+    pb.A = {d.A.data(), {d.m, d.n}};
+    pb.b = {d.b.data(), {d.m}};
+  }
+  if (d.p) {
+    pb.G = {d.G.data(), {d.p, d.n}};
+    pb.h = {d.h.data(), {d.p}};
+  }
+  std::vector<double> z(d.n), nu(d.m), lam(d.p);
+  optim::QPStatus status;
+  optim::QPSolver solver({1e-8, 100, 1});
+  solver.forward(pb, {z.data(), nu.data(), lam.data(), &status});
+  EXPECT_EQ(status, optim::QPStatus::Solved);
+  std::vector<std::vector<double>> out(6);
+  const int64_t sizes[6] = {d.n * d.n, d.n, d.m * d.n, d.m, d.p * d.n, d.p};
+  const bool present[6] = {d.hasQ, true, d.m > 0, d.m > 0, d.p > 0, d.p > 0};
+  void *ptr[6] = {};
+  for (int k = 0; k < 6; ++k)
+    if (present[k]) {
+      out[k].assign(sizes[k], 0);
+      ptr[k] = out[k].data();
+    }
+  solver.backward(pb, {gz.data(), d.m ? gnu.data() : nullptr,
+                       d.p ? glam.data() : nullptr, ptr[0], ptr[1], ptr[2],
+                       ptr[3], ptr[4], ptr[5]});
+  return out;
+}
+
+TEST(QPBlock, MatchesTheCpuSolverOnEveryClass) {
+  std::mt19937_64 rng(7);
+  for (int nt : {1, 5, 32}) {
+    for (int rep = 0; rep < 3; ++rep) {
+      expectSame(makeProblem(rng, 12, 3, 8), "strict", nt);
+      expectSame(makeProblem(rng, 9, 0, 14), "ineq", nt);
+      expectSame(makeProblem(rng, 7, 4, 0), "eq", nt);
+      expectSame(makeProblem(rng, 6, 0, 0), "free", nt);
+      expectSame(makeProblem(rng, 10, 2, 16, /*hasQ=*/false), "lp", nt);
+      expectSame(makeProblem(rng, 16, 5, 16, true, /*negIdentityG=*/true),
+                 "G = -I", nt);
+    }
+    expectSame(makeProblem(rng, 1, 0, 1), "n = 1", nt);
+  }
+}
+
+TEST(QPBlock, BackwardMatchesTheCpuSolversGradients) {
+  // The active-set KKT system solved with the factorization that the
+  // forward pass kept, and the operands' cotangents, against QPSolver's
+  // backward on the same problem (every operand shared, batch 1).
+  std::mt19937_64 rng(5);
+  std::normal_distribution<double> N(0, 1);
+  const char *names[6] = {"dQ", "dq", "dA", "db", "dG", "dh"};
+  for (int nt : {1, 6}) {
+    Data problems[] = {makeProblem(rng, 12, 3, 8), makeProblem(rng, 9, 0, 14),
+                       makeProblem(rng, 7, 4, 0),
+                       makeProblem(rng, 16, 5, 16, true, true)};
+    for (const Data &d : problems) {
+      std::vector<double> gz(d.n), gnu(d.m), glam(d.p);
+      for (auto *v : {&gz, &gnu, &glam})
+        for (double &x : *v)
+          x = N(rng);
+      auto blk = gradientsBlock(d, nt, gz, gnu, glam);
+      auto cpu = gradientsCpu(d, gz, gnu, glam);
+      for (int k = 0; k < 6; ++k) {
+        SCOPED_TRACE(std::string(names[k]) + ", n = " + std::to_string(d.n) +
+                     ", " + std::to_string(nt) + " threads");
+        ASSERT_EQ(blk[k].size(), cpu[k].size());
+        if (!cpu[k].empty())
+          EXPECT_LT(relErr(blk[k], cpu[k]), 1e-6);
+      }
+    }
+  }
+}
+
+TEST(QPBlock, SharedMemoryBudgetDoesNotChangeTheAnswer) {
+  // Everything in shared memory, only the factor, and nothing: the same
+  // result bitwise (the layout changes where, not how, it computes).
+  std::mt19937_64 rng(11);
+  Data d = makeProblem(rng, 20, 4, 12);
+  Result all = solveBlock(d, 8, 1 << 20, 1e-8);
+  Result some = solveBlock(d, 8, 8 + 400, 1e-8);
+  Result none = solveBlock(d, 8, 0, 1e-8);
+  ASSERT_EQ(all.status, 0);
+  EXPECT_EQ(all.z, some.z);
+  EXPECT_EQ(all.z, none.z);
+  EXPECT_EQ(all.lam, none.lam);
+}
+
+TEST(QPBlock, InfeasibleAndUnboundedStatuses) {
+  for (int nt : {1, 4}) {
+    // x1 >= 1 and x1 <= 0: primal infeasible.
+    Data inf;
+    inf.n = 2;
+    inf.p = 2;
+    inf.Q = {1, 0, 0, 1};
+    inf.q = {0, 0};
+    inf.G = {-1, 0, 1, 0};
+    inf.h = {-1, 0};
+    expectSame(inf, "infeasible", nt);
+    EXPECT_EQ(solveBlock(inf, nt, 1 << 20, 1e-8).status,
+              optim::qpblock::PrimalInfeasible);
+    // An LP without lower bounds: minimize -x1 - x2 s.t. x1 + x2 >= 1... no:
+    // min -x1 subject to x2 <= 1: unbounded along x1.
+    Data unb;
+    unb.n = 2;
+    unb.p = 1;
+    unb.hasQ = false;
+    unb.Q.assign(4, 0);
+    unb.q = {-1, 0};
+    unb.G = {0, 1};
+    unb.h = {1};
+    expectSame(unb, "unbounded", nt);
+    EXPECT_EQ(solveBlock(unb, nt, 1 << 20, 1e-8).status,
+              optim::qpblock::DualInfeasible);
+  }
+}
+
+TEST(QPBlock, BenchShapeN100) {
+  // bench/qp's problem: Q = U^T U + 1e-3 I (batched), G Gaussian 100 x 100,
+  // h = G z0 + s0, no equalities.
+  std::mt19937_64 rng(3);
+  std::normal_distribution<double> N(0, 1);
+  std::uniform_real_distribution<double> U01(0, 1);
+  const int64_t n = 100, p = 100;
+  Data d;
+  d.n = n;
+  d.p = p;
+  std::vector<double> Um(n * n), z0(n);
+  for (auto &v : Um)
+    v = N(rng);
+  d.Q.assign(n * n, 0);
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = i == j ? 1e-3 : 0;
+      for (int64_t k = 0; k < n; ++k)
+        acc += Um[k * n + i] * Um[k * n + j];
+      d.Q[i * n + j] = acc;
+    }
+  d.q.resize(n);
+  for (auto &v : d.q)
+    v = N(rng);
+  d.G.resize(p * n);
+  for (auto &v : d.G)
+    v = N(rng);
+  for (auto &v : z0)
+    v = N(rng);
+  d.h.resize(p);
+  for (int64_t k = 0; k < p; ++k) {
+    double acc = U01(rng) + 0.1;
+    for (int64_t j = 0; j < n; ++j)
+      acc += d.G[k * n + j] * z0[j];
+    d.h[k] = acc;
+  }
+  // The CPU solver takes its low-rank mode only for 2p <= n: both dense here.
+  expectSame(d, "bench n = 100", 1);
+  expectSame(d, "bench n = 100", 16, 12672);
+}
+
+} // namespace
