@@ -9,12 +9,12 @@
 # l2l.expected.safetensors, written by optim-gpu-learned from a runtime-only
 # build made here in $PREP_BUILD (default /tmp/optim-gpu-prepare-build), as
 # run.sh makes one on the device. Run where optimc is built:
-#   bench/gpu/prepare.sh [OPTIMC] [OUT_DIR]   (default build-gpu/bin/optimc,
+#   bench/gpu/prepare.sh [OPTIMC] [OUT_DIR]   (default build/bin/optimc,
 #                                              build-gpu/aot)
 # then carry OUT_DIR to the device machine with the source tree.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
-optimc=${1:-$root/build-gpu/bin/optimc}
+optimc=${1:-$root/build/bin/optimc}
 out=${2:-$root/build-gpu/aot}
 rm -rf "$out" && mkdir -p "$out/include"
 for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad l2l; do
