@@ -139,12 +139,49 @@ struct OneThread {
   void sync() {}
 };
 
+/// The workspace layout of layer kernel k's blocks (one thread each here).
+optim::qpblock::KernelLayout layoutOf(const Kernel &k) {
+  return optim::qpblock::kernelLayout(k.n, k.m, k.p, k.hasQ, 0,
+                                      optim::qpblock::kSharedCapBytes);
+}
+
+/// A block's solver workspace: `shared` stands in for its shared memory,
+/// the rest follows the operands in its slice `base` of the workspace.
+optim::qpblock::Work blockWork(const Kernel &k,
+                               const optim::qpblock::KernelLayout &lay,
+                               double *base, std::vector<double> &shared) {
+  optim::qpblock::Work w;
+  optim::qpblock::carve(w, k.n, k.m, k.p, 1, shared.data(), lay.sharedDoubles,
+                        base + lay.dataDoubles);
+  return w;
+}
+
+/// A block's problem: its operands at the layout's offsets in `base` (null
+/// where the layer has none).
+optim::qpblock::Problem blockProblem(const Kernel &k,
+                                     const optim::qpblock::KernelLayout &lay,
+                                     const double *base) {
+  optim::qpblock::Problem P;
+  P.n = k.n;
+  P.m = k.m;
+  P.p = k.p;
+  const double *d[6];
+  for (int o = 0; o < 6; ++o)
+    d[o] = lay.offset[o] >= 0 ? base + lay.offset[o] : nullptr;
+  P.Q = d[0];
+  P.q = d[1];
+  P.A = d[2];
+  P.b = d[3];
+  P.G = d[4];
+  P.h = d[5];
+  return P;
+}
+
 /// A QP layer's backward kernels (Kernel::part 1-3) for layers whose inputs
 /// are their QP's operands: every operand batched, so nothing to reduce.
 CUresult layerBackward(const Kernel &k, unsigned gridX, unsigned blockX,
                        void **params) {
-  const optim::qpblock::KernelLayout lay = optim::qpblock::kernelLayout(
-      k.n, k.m, k.p, k.hasQ, 0, optim::qpblock::kSharedCapBytes);
+  const optim::qpblock::KernelLayout lay = layoutOf(k);
   const int64_t D = lay.dataDoubles;
   const int64_t sizes[6] = {k.n * k.n, k.n, k.m * k.n, k.m, k.p * k.n, k.p};
   auto ptr = [&](int i) { return *static_cast<void **>(params[i]); };
@@ -160,22 +197,8 @@ CUresult layerBackward(const Kernel &k, unsigned gridX, unsigned blockX,
     };
     for (unsigned e = 0; e < gridX; ++e) {
       double *base = work + e * lay.workDoubles;
-      optim::qpblock::Work w;
-      optim::qpblock::carve(w, k.n, k.m, k.p, 1, shared.data(),
-                            lay.sharedDoubles, base + lay.dataDoubles);
-      optim::qpblock::Problem P;
-      P.n = k.n;
-      P.m = k.m;
-      P.p = k.p;
-      const double *d[6];
-      for (int o = 0; o < 6; ++o)
-        d[o] = lay.offset[o] >= 0 ? base + lay.offset[o] : nullptr;
-      P.Q = d[0];
-      P.q = d[1];
-      P.A = d[2];
-      P.b = d[3];
-      P.G = d[4];
-      P.h = d[5];
+      optim::qpblock::Work w = blockWork(k, lay, base, shared);
+      optim::qpblock::Problem P = blockProblem(k, lay, base);
       OneThread team;
       optim::qpblock::Solver<OneThread> solver(team, P, w,
                                                base + lay.keepOffset);
@@ -299,8 +322,7 @@ CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
     // inputs (the operands), z, nu, lam, status, iterations, work: each
     // block's operands widened to float64 at the layout's offsets, then
     // the block solver with one thread.
-    const optim::qpblock::KernelLayout lay = optim::qpblock::kernelLayout(
-        k.n, k.m, k.p, k.hasQ, 0, optim::qpblock::kSharedCapBytes);
+    const optim::qpblock::KernelLayout lay = layoutOf(k);
     if (int64_t(blockX) != lay.threads)
       return 1; // CUDA_ERROR_INVALID_VALUE: not the kernel's block size
     const int64_t sizes[6] = {k.n * k.n, k.n, k.m * k.n, k.m, k.p * k.n, k.p};
@@ -325,22 +347,8 @@ CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
           base[lay.offset[o] + i] =
               k.f64 ? static_cast<const double *>(operand[o])[e * sizes[o] + i]
                     : static_cast<const float *>(operand[o])[e * sizes[o] + i];
-      optim::qpblock::Work w;
-      optim::qpblock::carve(w, k.n, k.m, k.p, 1, shared.data(),
-                            lay.sharedDoubles, base + lay.dataDoubles);
-      optim::qpblock::Problem P;
-      P.n = k.n;
-      P.m = k.m;
-      P.p = k.p;
-      const double *d[6];
-      for (int o = 0; o < 6; ++o)
-        d[o] = lay.offset[o] >= 0 ? base + lay.offset[o] : nullptr;
-      P.Q = d[0];
-      P.q = d[1];
-      P.A = d[2];
-      P.b = d[3];
-      P.G = d[4];
-      P.h = d[5];
+      optim::qpblock::Work w = blockWork(k, lay, base, shared);
+      optim::qpblock::Problem P = blockProblem(k, lay, base);
       auto at = [&](void *v, int64_t count) {
         return static_cast<void *>(static_cast<char *>(v) + e * count * elt);
       };

@@ -70,6 +70,22 @@ private:
   /// batch), _qp_vjp (the layer's VJP, elements over the whole grid).
   void emitGPUBackward(gpu::GPUModuleOp module, int64_t threads,
                        int64_t sharedBytes);
+  /// The qp's sizes (n unknowns, m equalities, p inequalities) and the
+  /// layout of its GPU kernels' workspace for them.
+  struct GPUSizes {
+    int64_t n, m, p;
+    ::optim::qpblock::KernelLayout layout;
+  };
+  GPUSizes gpuSizes(int64_t threads, int64_t sharedBytes) {
+    GPUSizes s;
+    s.n = shapeOf(qp.getQvec())[0];
+    s.m = qp.getB() ? shapeOf(qp.getB())[0] : 0;
+    s.p = qp.getH() ? shapeOf(qp.getH())[0] : 0;
+    s.layout = ::optim::qpblock::kernelLayout(s.n, s.m, s.p,
+                                              bool(qp.getQmat()), threads,
+                                              sharedBytes);
+    return s;
+  }
 
   /// The value of tensor `v` at `idx` (index values, one per dimension) for
   /// batch element `e` (an index; null where `v` is shared).
@@ -107,6 +123,19 @@ private:
   /// given), calling body(idx, e).
   void forEach(OpBuilder &b, ArrayRef<int64_t> shape, Value batch,
                function_ref<void(OpBuilder &, ValueRange, Value)> body);
+  /// The row-major index (index values) of linear position `rest` in
+  /// `shape`; `rest` is left holding what is beyond the shape (the batch
+  /// element of a batched loop).
+  SmallVector<Value> delinearize(OpBuilder &b, ArrayRef<int64_t> shape,
+                                 Value &rest) {
+    SmallVector<Value> idx(shape.size());
+    for (int d = int(shape.size()) - 1; d >= 0; --d) {
+      Value dim = idxCst(b, shape[d]);
+      idx[d] = arith::RemUIOp::create(b, loc, rest, dim);
+      rest = arith::DivUIOp::create(b, loc, rest, dim);
+    }
+    return idx;
+  }
   /// sum_{i < n} f(i), as an scf.for with an accumulator.
   Value sum(OpBuilder &b, Value n, function_ref<Value(OpBuilder &, Value)> f);
   /// A pointer loaded from entry `i` of an array of pointers.
@@ -505,11 +534,9 @@ void LayerLowering::emitGPUKernel(gpu::GPUModuleOp module, int64_t threads,
   MLIRContext *ctx = layer.getContext();
   Type i64 = IntegerType::get(ctx, 64), i32 = IntegerType::get(ctx, 32);
   Type f64 = Float64Type::get(ctx);
-  const int64_t n = shapeOf(qp.getQvec())[0];
-  const int64_t m = qp.getB() ? shapeOf(qp.getB())[0] : 0;
-  const int64_t p = qp.getH() ? shapeOf(qp.getH())[0] : 0;
-  const ::optim::qpblock::KernelLayout lay = ::optim::qpblock::kernelLayout(
-      n, m, p, bool(qp.getQmat()), threads, sharedBytes);
+  const GPUSizes sizes = gpuSizes(threads, sharedBytes);
+  const int64_t n = sizes.n, m = sizes.m, p = sizes.p;
+  const ::optim::qpblock::KernelLayout &lay = sizes.layout;
 
   OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
   auto solve = module.lookupSymbol<LLVM::LLVMFuncOp>(kSolveSymbol);
@@ -573,20 +600,14 @@ void LayerLowering::emitGPUKernel(gpu::GPUModuleOp module, int64_t threads,
     }
     regions[k] = offsetPtr(f64, base, i64Cst(lay.offset[k]));
     ArrayRef<int64_t> shape = shapeOf(v);
-    int64_t size = 1;
-    for (int64_t d : shape)
-      size *= d;
-    auto loop = scf::ForOp::create(b, loc, tid, idxCst(b, size), ntid);
+    auto loop = scf::ForOp::create(b, loc, tid,
+                                   idxCst(b, ShapedType::getNumElements(shape)),
+                                   ntid);
     OpBuilder ib = OpBuilder::atBlockBegin(loop.getBody());
     ib.setInsertionPoint(loop.getBody()->getTerminator());
     Value lin = loop.getInductionVar();
-    SmallVector<Value> idx(shape.size());
     Value rest = lin;
-    for (int d = int(shape.size()) - 1; d >= 0; --d) {
-      Value dim = idxCst(ib, shape[d]);
-      idx[d] = arith::RemUIOp::create(ib, loc, rest, dim);
-      rest = arith::DivUIOp::create(ib, loc, rest, dim);
-    }
+    SmallVector<Value> idx = delinearize(ib, shape, rest);
     Value val = at(ib, v, idx, isBatched(v) ? e : Value());
     if (!elt.isF64())
       val = arith::ExtFOp::create(ib, loc, f64, val);
@@ -636,11 +657,9 @@ void LayerLowering::emitGPUBackward(gpu::GPUModuleOp module, int64_t threads,
   MLIRContext *ctx = layer.getContext();
   Type i64 = IntegerType::get(ctx, 64), i32 = IntegerType::get(ctx, 32);
   Type f64 = Float64Type::get(ctx);
-  const int64_t n = shapeOf(qp.getQvec())[0];
-  const int64_t m = qp.getB() ? shapeOf(qp.getB())[0] : 0;
-  const int64_t p = qp.getH() ? shapeOf(qp.getH())[0] : 0;
-  const ::optim::qpblock::KernelLayout lay = ::optim::qpblock::kernelLayout(
-      n, m, p, bool(qp.getQmat()), threads, sharedBytes);
+  const GPUSizes sizes = gpuSizes(threads, sharedBytes);
+  const int64_t n = sizes.n, m = sizes.m, p = sizes.p;
+  const ::optim::qpblock::KernelLayout &lay = sizes.layout;
   const std::string prefix = (kPrefix + layer.getSymName() + "_qp").str();
   OpBuilder mb = OpBuilder::atBlockEnd(module.getBody());
   auto kernel = [&](StringRef suffix, ArrayRef<Type> args) {
@@ -788,22 +807,14 @@ void LayerLowering::emitGPUBackward(gpu::GPUModuleOp module, int64_t threads,
                                            entry.getArgument(args.size() - 1));
     auto each = [&](Value arg, Value out, bool perElement) {
       ArrayRef<int64_t> shape = shapeOf(arg);
-      int64_t size = 1;
-      for (int64_t d : shape)
-        size *= d;
-      Value count = idxCst(b, size);
+      Value count = idxCst(b, ShapedType::getNumElements(shape));
       if (perElement)
         count = arith::MulIOp::create(b, loc, count, batchSize);
       scf::ForOp loop = gridStrideLoop(b, loc, count);
       OpBuilder ib = OpBuilder::atBlockBegin(loop.getBody());
       ib.setInsertionPoint(loop.getBody()->getTerminator());
       Value rest = loop.getInductionVar();
-      SmallVector<Value> idx(shape.size());
-      for (int d = int(shape.size()) - 1; d >= 0; --d) {
-        Value dim = idxCst(ib, shape[d]);
-        idx[d] = arith::RemUIOp::create(ib, loc, rest, dim);
-        rest = arith::DivUIOp::create(ib, loc, rest, dim);
-      }
+      SmallVector<Value> idx = delinearize(ib, shape, rest);
       Value e = perElement ? rest : Value();
       store(ib, adjoint(ib, arg, idx, e), out,
             linear(ib, shape, idx, e));

@@ -22,6 +22,24 @@ struct BlockTeam {
   int tid, nt;
   void sync() { __syncthreads(); }
 };
+
+/// P's operands and sizes, filled in place and always inlined: helpers that
+/// returned the Work and the Problem by value made the layer kernels spill
+/// registers (test/GPU/layer-sudoku.test checks that they do not).
+__attribute__((always_inline)) inline void
+setOperands(optim::qpblock::Problem &P, const double *Q, const double *q,
+            const double *A, const double *b, const double *G,
+            const double *h, int64_t n, int64_t m, int64_t p) {
+  P.n = n;
+  P.m = m;
+  P.p = p;
+  P.Q = Q;
+  P.q = q;
+  P.A = A;
+  P.b = b;
+  P.G = G;
+  P.h = h;
+}
 } // namespace
 
 /// Must match the declaration that optim-lower-layers-to-gpu emits
@@ -41,15 +59,7 @@ extern "C" void optim_qp_block_solve(const double *Q, const double *q,
   Work w;
   carve(w, n, m, p, team.nt, (double *)optim_qp_shared, sharedDoubles, work);
   Problem P;
-  P.n = n;
-  P.m = m;
-  P.p = p;
-  P.Q = Q;
-  P.q = q;
-  P.A = A;
-  P.b = b;
-  P.G = G;
-  P.h = h;
+  setOperands(P, Q, q, A, b, G, h, n, m, p);
   P.tol = tol;
   P.maxIter = maxIter;
   solveProblem(team, P, w, z, nu, lam, f32 != 0, status, iterations, keep);
@@ -72,15 +82,7 @@ extern "C" void optim_qp_block_backward(
   Work w;
   carve(w, n, m, p, team.nt, (double *)optim_qp_shared, sharedDoubles, work);
   Problem P;
-  P.n = n;
-  P.m = m;
-  P.p = p;
-  P.Q = Q;
-  P.q = q;
-  P.A = A;
-  P.b = b;
-  P.G = G;
-  P.h = h;
+  setOperands(P, Q, q, A, b, G, h, n, m, p);
   const int64_t elt = f32 ? 4 : 8;
   auto slice = [&](const void *base, int64_t count) -> const void * {
     return base ? static_cast<const char *>(base) + e * count * elt : nullptr;

@@ -9,11 +9,10 @@
 #include "optim/Cuda.h"
 #include "optim/Manifest.h"
 
-#include <cerrno>
+#include "ManifestCommon.h"
+
 #include <cstring>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 using namespace optim;
 using namespace optim::cuda;
@@ -65,29 +64,12 @@ void Device::makeCurrent() const {
   driver_->check(driver_->cuCtxSetCurrent(context_), "cuCtxSetCurrent");
 }
 
-static std::string readFile(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw Error("optim: cannot read '" + path + "': " + std::strerror(errno));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 cuda::Rule Device::loadRule(const std::string &cubinPath,
                             const std::string &manifestPath) {
-  std::string path = manifestPath;
-  if (path.empty()) {
-    size_t dot = cubinPath.find_last_of('.');
-    size_t slash = cubinPath.find_last_of('/');
-    path =
-        (dot != std::string::npos && (slash == std::string::npos || dot > slash)
-             ? cubinPath.substr(0, dot)
-             : cubinPath) +
-        ".manifest.json";
-  }
-  std::string manifest = readFile(path);
-  return loadRule(readFile(cubinPath), manifest, path);
+  std::string path =
+      manifestPath.empty() ? detail::manifestPathFor(cubinPath) : manifestPath;
+  std::string manifest = detail::readFile(path);
+  return loadRule(detail::readFile(cubinPath), manifest, path);
 }
 
 /// "sm_86" -> 86; -1 when malformed.

@@ -9,24 +9,13 @@
 
 #include "optim/CudaLayer.h"
 
+#include "ManifestCommon.h"
+
 #include <algorithm>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 #include <limits>
-#include <sstream>
 
 using namespace optim;
 using namespace optim::cuda;
-
-static std::string readFile(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw Error("optim: cannot read '" + path + "': " + std::strerror(errno));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 /// Shared memory a block gets without opting in.
 static constexpr int64_t kDefaultSharedBytes = 48 * 1024;
@@ -34,18 +23,10 @@ static constexpr int64_t kDefaultSharedBytes = 48 * 1024;
 LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
                                    const std::string &cubinPath,
                                    const std::string &manifestPath) {
-  std::string path = manifestPath;
-  if (path.empty()) {
-    size_t dot = cubinPath.find_last_of('.');
-    size_t slash = cubinPath.find_last_of('/');
-    path =
-        (dot != std::string::npos && (slash == std::string::npos || dot > slash)
-             ? cubinPath.substr(0, dot)
-             : cubinPath) +
-        ".manifest.json";
-  }
-  std::string manifest = readFile(path);
-  return loadLayer(device, readFile(cubinPath), manifest, path);
+  std::string path =
+      manifestPath.empty() ? detail::manifestPathFor(cubinPath) : manifestPath;
+  std::string manifest = detail::readFile(path);
+  return loadLayer(device, detail::readFile(cubinPath), manifest, path);
 }
 
 LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,

@@ -2,6 +2,8 @@
 
 #include "optim/LayerManifest.h"
 
+#include "ManifestCommon.h"
+
 #include <nlohmann/json.hpp>
 
 using namespace optim;
@@ -49,9 +51,7 @@ LayerManifest optim::readLayerManifest(const std::string &text,
   auto fail = [&](const std::string &why) {
     return Error("optim: layer manifest '" + origin + "': " + why);
   };
-  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object())
-    throw fail("not valid JSON");
+  json doc = detail::parseManifest(text, fail);
   if (doc.value("format", "") != kFormat)
     throw fail(doc.value("format", "") == "optim-mlir rule manifest"
                    ? "a rule's manifest, not a layer's (load it with loadRule)"
@@ -59,18 +59,12 @@ LayerManifest optim::readLayerManifest(const std::string &text,
   LayerManifest m;
   LayerInfo &i = m.info;
   try {
-    m.abiVersion = doc.at("abi_version").get<int>();
-    if (m.abiVersion != OPTIM_KERNEL_ABI_VERSION)
-      throw fail("compiled for kernel ABI " + std::to_string(m.abiVersion) +
-                 ", this runtime implements " +
-                 std::to_string(OPTIM_KERNEL_ABI_VERSION) + "; recompile it");
-    i.name = doc.at("layer").get<std::string>();
-    m.symbol = doc.at("symbol").get<std::string>();
-    m.target = doc.value("target", "");
-    std::string dtype = doc.at("dtype").get<std::string>();
-    if (dtype != "f32" && dtype != "f64")
-      throw fail("unknown dtype '" + dtype + "'");
-    i.dtype = dtype == "f32" ? DType::F32 : DType::F64;
+    detail::ManifestHeader h = detail::readManifestHeader(doc, "layer", fail);
+    m.abiVersion = h.abiVersion;
+    i.name = std::move(h.name);
+    m.symbol = std::move(h.symbol);
+    m.target = std::move(h.target);
+    i.dtype = h.dtype;
     auto read = [](const json &list, std::vector<LayerTensor> &out) {
       for (const json &t : list)
         out.push_back({t.at("name").get<std::string>(),

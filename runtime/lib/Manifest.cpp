@@ -3,15 +3,15 @@
 
 #include "optim/Manifest.h"
 
+#include "ManifestCommon.h"
+
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
-#include <fstream>
 #include <memory>
-#include <sstream>
 #include <unistd.h>
 
 using namespace optim;
@@ -45,25 +45,17 @@ Manifest optim::readManifest(const std::string &text,
   auto fail = [&](const std::string &why) {
     return Error("optim: manifest '" + origin + "': " + why);
   };
-  json doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded() || !doc.is_object())
-    throw fail("not valid JSON");
+  json doc = detail::parseManifest(text, fail);
   if (doc.value("format", "") != kFormat)
     throw fail("not a rule manifest of optim-mlir");
   Manifest m;
   try {
-    m.abiVersion = doc.at("abi_version").get<int>();
-    if (m.abiVersion != OPTIM_KERNEL_ABI_VERSION)
-      throw fail("compiled for kernel ABI " + std::to_string(m.abiVersion) +
-                 ", this runtime implements " +
-                 std::to_string(OPTIM_KERNEL_ABI_VERSION) + "; recompile it");
-    m.info.name = doc.at("rule").get<std::string>();
-    m.symbol = doc.at("symbol").get<std::string>();
-    m.target = doc.value("target", "");
-    std::string dtype = doc.at("dtype").get<std::string>();
-    if (dtype != "f32" && dtype != "f64")
-      throw fail("unknown dtype '" + dtype + "'");
-    m.info.dtype = dtype == "f32" ? DType::F32 : DType::F64;
+    detail::ManifestHeader h = detail::readManifestHeader(doc, "rule", fail);
+    m.abiVersion = h.abiVersion;
+    m.info.name = std::move(h.name);
+    m.symbol = std::move(h.symbol);
+    m.target = std::move(h.target);
+    m.info.dtype = h.dtype;
     for (const json &h : doc.at("hyperparameters"))
       m.info.hypers.push_back({h.at("name").get<std::string>(),
                                h.at("default").get<double>(),
@@ -88,27 +80,10 @@ Manifest optim::readManifest(const std::string &text,
   return m;
 }
 
-static std::string readFile(const std::string &path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    throw Error("optim: cannot read '" + path + "': " + std::strerror(errno));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
 Rule optim::loadRule(const std::string &library, const std::string &path) {
-  std::string manifestPath = path;
-  if (manifestPath.empty()) {
-    size_t dot = library.find_last_of('.');
-    size_t slash = library.find_last_of('/');
-    std::string stem =
-        dot != std::string::npos && (slash == std::string::npos || dot > slash)
-            ? library.substr(0, dot)
-            : library;
-    manifestPath = stem + ".manifest.json";
-  }
-  Manifest m = readManifest(readFile(manifestPath), manifestPath);
+  std::string manifestPath =
+      path.empty() ? detail::manifestPathFor(library) : path;
+  Manifest m = readManifest(detail::readFile(manifestPath), manifestPath);
   void *handle = ::dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle)
     throw Error(std::string("optim: cannot load '") + library +

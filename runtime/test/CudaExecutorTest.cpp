@@ -12,21 +12,21 @@
 
 #include "optim/Cuda.h"
 
+#include "FakeDriver.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <random>
-#include <set>
 
 using namespace optim;
 using namespace optim::cuda;
 
 namespace {
 
-struct FakeState {
-  std::set<CUdeviceptr> live;
+struct FakeState : fakecuda::Memory {
   int launches = 0, tableUploads = 0;
   unsigned lastGrid = 0, lastBlock = 0;
   int64_t maxChunk = 0;
@@ -40,37 +40,18 @@ CUfunction kAdam = reinterpret_cast<CUfunction>(0x1234);
 CUfunction kToy = reinterpret_cast<CUfunction>(0x2345);
 CUmodule kModule = reinterpret_cast<CUmodule>(0x5678);
 
-CUresult fInit(unsigned) { return 0; }
-CUresult fCount(int *n) {
-  *n = 1;
-  return 0;
-}
-CUresult fGet(CUdevice *d, int i) {
-  *d = i;
-  return 0;
-}
-CUresult fName(char *name, int len, CUdevice) {
-  std::strncpy(name, "Fake GPU", len);
-  return 0;
-}
 CUresult fAttr(int *v, int attr, CUdevice) {
   *v = attr == kAttrComputeCapabilityMajor ? fake->major : fake->minor;
   return 0;
 }
-CUresult fRetain(CUcontext *c, CUdevice) {
-  *c = reinterpret_cast<CUcontext>(0x42);
-  return 0;
-}
-CUresult fRelease(CUdevice) { return 0; }
 CUresult fSetCurrent(CUcontext c) {
-  return c == reinterpret_cast<CUcontext>(0x42) ? 0 : 201;
+  return c == fakecuda::kContext ? 0 : 201;
 }
 CUresult fLoad(CUmodule *m, const void *image) {
   fake->loadedImage = static_cast<const char *>(image);
   *m = kModule;
   return 0;
 }
-CUresult fUnload(CUmodule) { return 0; }
 CUresult fGetFunction(CUfunction *f, CUmodule m, const char *name) {
   fake->requestedFunction = name;
   if (m != kModule)
@@ -83,33 +64,10 @@ CUresult fGetFunction(CUfunction *f, CUmodule m, const char *name) {
     return 500;
   return 0;
 }
-CUresult fAlloc(CUdeviceptr *p, size_t bytes) {
-  // 256-byte aligned, like cuMemAlloc.
-  void *mem = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  *p = reinterpret_cast<CUdeviceptr>(mem);
-  fake->live.insert(*p);
-  return 0;
-}
-CUresult fFree(CUdeviceptr p) {
-  if (!fake->live.erase(p))
-    return 1; // CUDA_ERROR_INVALID_VALUE: double free
-  std::free(reinterpret_cast<void *>(p));
-  return 0;
-}
-CUresult fHtoD(CUdeviceptr dst, const void *src, size_t n) {
-  std::memcpy(reinterpret_cast<void *>(dst), src, n);
-  return 0;
-}
-CUresult fDtoH(void *dst, CUdeviceptr src, size_t n) {
-  std::memcpy(dst, reinterpret_cast<const void *>(src), n);
-  return 0;
-}
 CUresult fStreamCreate(CUstream *s, unsigned) {
   *s = reinterpret_cast<CUstream>(0x77);
   return 0;
 }
-CUresult fStreamDestroy(CUstream) { return 0; }
-CUresult fSync(CUstream) { return 0; }
 
 /// Adam as the compiled kernel computes it (f32, IEEE, in formula order),
 /// reading its launch as the GPU kernel ABI says.
@@ -173,38 +131,15 @@ CUresult fLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
   }
   return 0;
 }
-CUresult fErrName(CUresult e, const char **s) {
-  *s = e == 700 ? "CUDA_ERROR_ILLEGAL_ADDRESS" : "CUDA_ERROR_UNKNOWN";
-  return 0;
-}
-CUresult fErrString(CUresult e, const char **s) {
-  *s = e == 700 ? "an illegal memory access was encountered" : "unknown";
-  return 0;
-}
 
 std::shared_ptr<const DriverAPI> fakeDriver() {
-  auto d = std::make_shared<DriverAPI>();
-  d->cuInit = fInit;
-  d->cuDeviceGetCount = fCount;
-  d->cuDeviceGet = fGet;
-  d->cuDeviceGetName = fName;
+  auto d = fakecuda::fakeDriverBase();
   d->cuDeviceGetAttribute = fAttr;
-  d->cuDevicePrimaryCtxRetain = fRetain;
-  d->cuDevicePrimaryCtxRelease = fRelease;
   d->cuCtxSetCurrent = fSetCurrent;
   d->cuModuleLoadData = fLoad;
-  d->cuModuleUnload = fUnload;
   d->cuModuleGetFunction = fGetFunction;
-  d->cuMemAlloc = fAlloc;
-  d->cuMemFree = fFree;
-  d->cuMemcpyHtoD = fHtoD;
-  d->cuMemcpyDtoH = fDtoH;
   d->cuStreamCreate = fStreamCreate;
-  d->cuStreamDestroy = fStreamDestroy;
-  d->cuStreamSynchronize = fSync;
   d->cuLaunchKernel = fLaunch;
-  d->cuGetErrorName = fErrName;
-  d->cuGetErrorString = fErrString;
   return d;
 }
 
@@ -236,8 +171,8 @@ std::string toyManifest() {
 
 class CudaFake : public ::testing::Test {
 protected:
-  void SetUp() override { fake = &state; }
-  void TearDown() override { fake = nullptr; }
+  void SetUp() override { fake = &state; fakecuda::memory = &state; }
+  void TearDown() override { fake = nullptr; fakecuda::memory = nullptr; }
   FakeState state;
 };
 

@@ -21,19 +21,19 @@
 #include "optim/CudaLayer.h"
 #include "optim/QPBlock.h"
 
+#include "FakeDriver.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
-#include <set>
 
 using namespace optim;
 using namespace optim::cuda;
 
 namespace {
 
-struct FakeState {
-  std::set<CUdeviceptr> live;
+struct FakeState : fakecuda::Memory {
   int launches = 0;
   unsigned grid = 0, block = 0, shared = 0;
   int funcAttr = -1, funcAttrValue = -1;
@@ -56,19 +56,6 @@ CUmodule kModule = reinterpret_cast<CUmodule>(0x5678);
 CUstream kStream = reinterpret_cast<CUstream>(0x77);
 constexpr int64_t n = 3, p = 2;
 
-CUresult fInit(unsigned) { return 0; }
-CUresult fCount(int *c) {
-  *c = 1;
-  return 0;
-}
-CUresult fGet(CUdevice *d, int i) {
-  *d = i;
-  return 0;
-}
-CUresult fName(char *name, int len, CUdevice) {
-  std::strncpy(name, "Fake GPU", len);
-  return 0;
-}
 CUresult fAttr(int *v, int attr, CUdevice) {
   *v = attr == kAttrComputeCapabilityMajor   ? 9
        : attr == kAttrComputeCapabilityMinor ? 0
@@ -76,17 +63,11 @@ CUresult fAttr(int *v, int attr, CUdevice) {
                                              : -1;
   return *v < 0 ? 1 : 0;
 }
-CUresult fRetain(CUcontext *c, CUdevice) {
-  *c = reinterpret_cast<CUcontext>(0x42);
-  return 0;
-}
-CUresult fRelease(CUdevice) { return 0; }
 CUresult fSetCurrent(CUcontext) { return 0; }
 CUresult fLoad(CUmodule *m, const void *) {
   *m = kModule;
   return 0;
 }
-CUresult fUnload(CUmodule) { return 0; }
 CUresult fGetFunction(CUfunction *f, CUmodule, const char *name) {
   fake->requested.push_back(name);
   std::string s = name;
@@ -109,44 +90,14 @@ CUresult fFuncAttr(CUfunction f, int attr, int value) {
   fake->funcAttrValue = value;
   return 0;
 }
-CUresult fAlloc(CUdeviceptr *ptr, size_t bytes) {
-  void *mem = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
-  *ptr = reinterpret_cast<CUdeviceptr>(mem);
-  fake->live.insert(*ptr);
-  return 0;
-}
-CUresult fFree(CUdeviceptr ptr) {
-  if (!fake->live.erase(ptr))
-    return 1;
-  std::free(reinterpret_cast<void *>(ptr));
-  return 0;
-}
-CUresult fHtoD(CUdeviceptr dst, const void *src, size_t bytes) {
-  std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
-  return 0;
-}
 CUresult fHtoDAsync(CUdeviceptr dst, const void *src, size_t bytes,
                     CUstream s) {
   if (s != kStream)
     return 1;
-  return fHtoD(dst, src, bytes);
-}
-CUresult fDtoH(void *dst, CUdeviceptr src, size_t bytes) {
-  std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
-  return 0;
+  return fakecuda::htod(dst, src, bytes);
 }
 CUresult fStreamCreate(CUstream *s, unsigned) {
   *s = kStream;
-  return 0;
-}
-CUresult fStreamDestroy(CUstream) { return 0; }
-CUresult fSync(CUstream) { return 0; }
-CUresult fErrName(CUresult e, const char **s) {
-  *s = e == 700 ? "CUDA_ERROR_ILLEGAL_ADDRESS" : "CUDA_ERROR_UNKNOWN";
-  return 0;
-}
-CUresult fErrString(CUresult e, const char **s) {
-  *s = e == 700 ? "an illegal memory access was encountered" : "unknown";
   return 0;
 }
 
@@ -278,30 +229,15 @@ CUresult fLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
 }
 
 std::shared_ptr<const DriverAPI> fakeDriver() {
-  auto d = std::make_shared<DriverAPI>();
-  d->cuInit = fInit;
-  d->cuDeviceGetCount = fCount;
-  d->cuDeviceGet = fGet;
-  d->cuDeviceGetName = fName;
+  auto d = fakecuda::fakeDriverBase();
   d->cuDeviceGetAttribute = fAttr;
-  d->cuDevicePrimaryCtxRetain = fRetain;
-  d->cuDevicePrimaryCtxRelease = fRelease;
   d->cuCtxSetCurrent = fSetCurrent;
   d->cuModuleLoadData = fLoad;
-  d->cuModuleUnload = fUnload;
   d->cuModuleGetFunction = fGetFunction;
   d->cuFuncSetAttribute = fFuncAttr;
-  d->cuMemAlloc = fAlloc;
-  d->cuMemFree = fFree;
-  d->cuMemcpyHtoD = fHtoD;
-  d->cuMemcpyDtoH = fDtoH;
   d->cuMemcpyHtoDAsync = fHtoDAsync;
   d->cuStreamCreate = fStreamCreate;
-  d->cuStreamDestroy = fStreamDestroy;
-  d->cuStreamSynchronize = fSync;
   d->cuLaunchKernel = fLaunch;
-  d->cuGetErrorName = fErrName;
-  d->cuGetErrorString = fErrString;
   return d;
 }
 
@@ -330,8 +266,8 @@ LayerManifest toyManifest(int64_t sharedBytes = -1) {
 
 class CudaLayerFake : public ::testing::Test {
 protected:
-  void SetUp() override { fake = &state; }
-  void TearDown() override { fake = nullptr; }
+  void SetUp() override { fake = &state; fakecuda::memory = &state; }
+  void TearDown() override { fake = nullptr; fakecuda::memory = nullptr; }
   FakeState state;
 };
 

@@ -70,6 +70,39 @@ struct Result {
   std::vector<double> z, nu, lam;
 };
 
+/// d for the block solver (tol and maxIter at their defaults).
+optim::qpblock::Problem blockProblem(const Data &d) {
+  optim::qpblock::Problem P;
+  P.n = d.n;
+  P.m = d.m;
+  P.p = d.p;
+  P.Q = d.hasQ ? d.Q.data() : nullptr;
+  P.q = d.q.data();
+  P.A = d.m ? d.A.data() : nullptr;
+  P.b = d.m ? d.b.data() : nullptr;
+  P.G = d.p ? d.G.data() : nullptr;
+  P.h = d.p ? d.h.data() : nullptr;
+  return P;
+}
+
+/// d for the CPU solver (optim::QPSolver), float64.
+optim::QPProblem cpuProblem(const Data &d) {
+  optim::QPProblem pb;
+  pb.dtype = optim::DType::F64;
+  if (d.hasQ)
+    pb.Q = {d.Q.data(), {d.n, d.n}};
+  pb.q = {d.q.data(), {d.n}};
+  if (d.m) {
+    pb.A = {d.A.data(), {d.m, d.n}};
+    pb.b = {d.b.data(), {d.m}};
+  }
+  if (d.p) {
+    pb.G = {d.G.data(), {d.p, d.n}};
+    pb.h = {d.h.data(), {d.p}};
+  }
+  return pb;
+}
+
 /// The block solver with `nt` threads, shared memory of `sharedCap` doubles.
 Result solveBlock(const Data &d, int nt, int64_t sharedCap, double tol) {
   using namespace optim::qpblock;
@@ -81,16 +114,7 @@ Result solveBlock(const Data &d, int nt, int64_t sharedCap, double tol) {
       global(fp.globalDoubles + 8, sentinel);
   Work w;
   carve(w, d.n, d.m, d.p, nt, shared.data(), sharedCap, global.data());
-  Problem P;
-  P.n = d.n;
-  P.m = d.m;
-  P.p = d.p;
-  P.Q = d.hasQ ? d.Q.data() : nullptr;
-  P.q = d.q.data();
-  P.A = d.m ? d.A.data() : nullptr;
-  P.b = d.m ? d.b.data() : nullptr;
-  P.G = d.p ? d.G.data() : nullptr;
-  P.h = d.p ? d.h.data() : nullptr;
+  Problem P = blockProblem(d);
   P.tol = tol;
   Result r;
   r.z.assign(d.n, 0);
@@ -114,19 +138,7 @@ Result solveBlock(const Data &d, int nt, int64_t sharedCap, double tol) {
 }
 
 Result solveCpu(const Data &d, double tol) {
-  optim::QPProblem pb;
-  pb.dtype = optim::DType::F64;
-  if (d.hasQ)
-    pb.Q = {d.Q.data(), {d.n, d.n}};
-  pb.q = {d.q.data(), {d.n}};
-  if (d.m) {
-    pb.A = {d.A.data(), {d.m, d.n}};
-    pb.b = {d.b.data(), {d.m}};
-  }
-  if (d.p) {
-    pb.G = {d.G.data(), {d.p, d.n}};
-    pb.h = {d.h.data(), {d.p}};
-  }
+  optim::QPProblem pb = cpuProblem(d);
   Result r;
   r.z.assign(d.n, 0);
   r.nu.assign(d.m, 0);
@@ -254,16 +266,7 @@ gradientsBlock(const Data &d, int nt, const std::vector<double> &gz,
   carve(w, d.n, d.m, d.p, nt, shared.data(), lay.sharedDoubles,
         global.data());
   double *keep = global.data() + (lay.keepOffset - lay.dataDoubles);
-  Problem P;
-  P.n = d.n;
-  P.m = d.m;
-  P.p = d.p;
-  P.Q = d.hasQ ? d.Q.data() : nullptr;
-  P.q = d.q.data();
-  P.A = d.m ? d.A.data() : nullptr;
-  P.b = d.m ? d.b.data() : nullptr;
-  P.G = d.p ? d.G.data() : nullptr;
-  P.h = d.p ? d.h.data() : nullptr;
+  Problem P = blockProblem(d);
   int32_t status = -1;
   Barrier barrier(nt);
   std::vector<std::thread> threads;
@@ -296,19 +299,7 @@ gradientsBlock(const Data &d, int nt, const std::vector<double> &gz,
 std::vector<std::vector<double>>
 gradientsCpu(const Data &d, const std::vector<double> &gz,
              const std::vector<double> &gnu, const std::vector<double> &glam) {
-  optim::QPProblem pb;
-  pb.dtype = optim::DType::F64;
-  if (d.hasQ)
-    pb.Q = {d.Q.data(), {d.n, d.n}};
-  pb.q = {d.q.data(), {d.n}};
-  if (d.m) {
-    pb.A = {d.A.data(), {d.m, d.n}};
-    pb.b = {d.b.data(), {d.m}};
-  }
-  if (d.p) {
-    pb.G = {d.G.data(), {d.p, d.n}};
-    pb.h = {d.h.data(), {d.p}};
-  }
+  optim::QPProblem pb = cpuProblem(d);
   std::vector<double> z(d.n), nu(d.m), lam(d.p);
   optim::QPStatus status;
   optim::QPSolver solver({1e-8, 100, 1});

@@ -262,23 +262,22 @@ private:
     T.sync();
     return s;
   }
-  double maxr(double part) {
+  /// The team's parts folded with op from the first (max and min have no
+  /// neutral start value that sum()'s 0 would stand for).
+  template <class Op> double foldr(double part, Op op) {
     W.red[tid()] = part;
     T.sync();
     double s = W.red[0];
     for (int i = 1; i < nt(); ++i)
-      s = mx(s, W.red[i]);
+      s = op(s, W.red[i]);
     T.sync();
     return s;
   }
+  double maxr(double part) {
+    return foldr(part, [](double a, double b) { return mx(a, b); });
+  }
   double minr(double part) {
-    W.red[tid()] = part;
-    T.sync();
-    double s = W.red[0];
-    for (int i = 1; i < nt(); ++i)
-      s = mn(s, W.red[i]);
-    T.sync();
-    return s;
+    return foldr(part, [](double a, double b) { return mn(a, b); });
   }
   double dot(const double *x, const double *y, int64_t n) {
     double s = 0;
@@ -395,6 +394,12 @@ private:
     if (tid() == 0)
       rk[k] = u;
   }
+  /// Thread 0 writes the w solved unknowns v into x[k, k + w).
+  void storeSolved(double *x, const double *v, int64_t k, int64_t w) {
+    if (tid() == 0)
+      for (int64_t c = 0; c < w; ++c)
+        x[k + c] = v[c];
+  }
   /// x = U^{-T} x (forward substitution), U upper [n, n] with row stride n,
   /// four unknowns per barrier: every thread solves the 4 x 4 diagonal block
   /// (the same values in the same order, so they agree), then the threads
@@ -418,18 +423,14 @@ private:
           t -= U[(k + c) * n + j] * v[c];
         x[j] = t;
       }
-      if (tid() == 0)
-        for (int64_t c = 0; c < prevW; ++c)
-          x[prevK + c] = prev[c];
+      storeSolved(x, prev, prevK, prevW);
       for (int64_t c = 0; c < w; ++c)
         prev[c] = v[c];
       prevK = k;
       prevW = w;
       T.sync();
     }
-    if (tid() == 0)
-      for (int64_t c = 0; c < prevW; ++c)
-        x[prevK + c] = prev[c];
+    storeSolved(x, prev, prevK, prevW);
     T.sync();
   }
   /// x = U^{-1} x (back substitution), four unknowns per barrier as above.
@@ -451,18 +452,14 @@ private:
           t -= U[i * n + k + c] * v[c];
         x[i] = t;
       }
-      if (tid() == 0)
-        for (int64_t c = 0; c < prevW; ++c)
-          x[prevK + c] = prev[c];
+      storeSolved(x, prev, prevK, prevW);
       for (int64_t c = 0; c < w; ++c)
         prev[c] = v[c];
       prevK = k;
       prevW = w;
       T.sync();
     }
-    if (tid() == 0)
-      for (int64_t c = 0; c < prevW; ++c)
-        x[prevK + c] = prev[c];
+    storeSolved(x, prev, prevK, prevW);
     T.sync();
   }
   /// Y = U^{-T} Y for Y [n, c] (row stride c): one column per thread.
@@ -475,6 +472,19 @@ private:
           Y[j * c + col] -= U[k * n + j] * xk;
       }
     T.sync();
+  }
+
+  /// C = [A; G_act]: A's rows, then the active rows of G (W.rowOf) where
+  /// rowOf puts them. No sync: the caller fills the right-hand side first.
+  void buildActiveC() {
+    const int64_t n = P.n, m = P.m, p = P.p;
+    for (int64_t e = tid(); e < m * n; e += nt())
+      W.C[e] = P.A[e];
+    for (int64_t e = tid(); e < p * n; e += nt()) {
+      const int64_t i = e / n, j = e % n;
+      if (W.rowOf[i] >= 0)
+        W.C[int64_t(W.rowOf[i]) * n + j] = P.G[e];
+    }
   }
 
   // ---- the reduced KKT system (QP.cpp's KKT, dense mode) ----
@@ -947,15 +957,9 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
       part += W.active[i] != 0;
     const int64_t k = int64_t(sum(part));
     const int64_t mc = m + k;
-    for (int64_t e = tid(); e < m * n; e += nt())
-      W.C[e] = P.A[e];
+    buildActiveC();
     for (int64_t i = tid(); i < m; i += nt())
       W.g[i] = P.b[i];
-    for (int64_t e = tid(); e < p * n; e += nt()) {
-      const int64_t i = e / n, j = e % n;
-      if (W.rowOf[i] >= 0)
-        W.C[int64_t(W.rowOf[i]) * n + j] = P.G[e];
-    }
     for (int64_t i = tid(); i < p; i += nt())
       if (W.rowOf[i] >= 0)
         W.g[int64_t(W.rowOf[i])] = P.h[i];
@@ -1040,15 +1044,9 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   copy(kLS, W.LS, mc * mc);
   copy(krow, W.rowOf, p);
   // C = [A; G_act] and its right-hand side, as the polish built them.
-  for (int64_t e = tid(); e < m * n; e += nt())
-    W.C[e] = P.A[e];
+  buildActiveC();
   for (int64_t i = tid(); i < m; i += nt())
     W.g[i] = -get(gnu, i);
-  for (int64_t e = tid(); e < p * n; e += nt()) {
-    const int64_t i = e / n, j = e % n;
-    if (W.rowOf[i] >= 0)
-      W.C[int64_t(W.rowOf[i]) * n + j] = P.G[e];
-  }
   for (int64_t i = tid(); i < p; i += nt())
     if (W.rowOf[i] >= 0)
       W.g[int64_t(W.rowOf[i])] = -get(glam, i);

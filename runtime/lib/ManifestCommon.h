@@ -1,0 +1,54 @@
+//===- ManifestCommon.h - what rule and layer manifests share ---*- C++ -*-===//
+//
+// Internal to the runtime (not installed): the file handling and the header
+// fields that the rule manifest (Manifest.cpp), the layer manifest
+// (LayerManifest.cpp) and the CUDA loaders read the same way, so that their
+// error messages and defaults cannot drift apart.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_RUNTIME_LIB_MANIFESTCOMMON_H
+#define OPTIM_RUNTIME_LIB_MANIFESTCOMMON_H
+
+#include "optim/Rule.h"
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <string>
+
+namespace optim {
+namespace detail {
+
+/// The whole file at `path`; an Error naming it when it cannot be read.
+std::string readFile(const std::string &path);
+
+/// The manifest that belongs to a compiled artifact: its path with the
+/// extension (if the last component has one) replaced by ".manifest.json".
+std::string manifestPathFor(const std::string &artifact);
+
+/// Builds the Error for a manifest that is wrong in the way it names.
+using ManifestFail = std::function<Error(const std::string &why)>;
+
+/// Parses `text` as a JSON object; throws fail("not valid JSON") otherwise.
+nlohmann::json parseManifest(const std::string &text,
+                             const ManifestFail &fail);
+
+/// The fields every manifest starts with.
+struct ManifestHeader {
+  int abiVersion = 0;
+  std::string name, symbol, target;
+  DType dtype = DType::F32;
+};
+
+/// Reads the header fields (the name under `nameKey`) and checks the ABI
+/// version and the dtype. Missing or mistyped fields throw the json
+/// exceptions of nlohmann::json::at and get, for the caller to report.
+ManifestHeader readManifestHeader(const nlohmann::json &doc,
+                                  const char *nameKey,
+                                  const ManifestFail &fail);
+
+} // namespace detail
+} // namespace optim
+
+#endif // OPTIM_RUNTIME_LIB_MANIFESTCOMMON_H
