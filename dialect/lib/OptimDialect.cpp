@@ -1,5 +1,4 @@
-//===- OptimDialect.cpp - the optim dialect
-//--------------------------------===//
+//===- OptimDialect.cpp - the optim dialect -------------------------------===//
 
 #include "optim/Dialect/OptimDialect.h"
 #include "optim/Dialect/OptimOps.h"

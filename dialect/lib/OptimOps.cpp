@@ -1,5 +1,4 @@
-//===- OptimOps.cpp - optim dialect operations
-//-----------------------------===//
+//===- OptimOps.cpp - optim dialect operations ----------------------------===//
 
 #include "optim/Dialect/OptimOps.h"
 

@@ -1,5 +1,4 @@
-//===- ProgramOps.cpp - optim.rule and optim.layer
-//-------------------------===//
+//===- ProgramOps.cpp - optim.rule and optim.layer ------------------------===//
 //
 // The two program ops carry a signature whose names live in attributes and
 // whose values are the entry block's arguments. Their assembly spells each

@@ -1,5 +1,4 @@
-//===- Cache.cpp - on-disk cache of compiled kernels
-//-----------------------===//
+//===- Cache.cpp - on-disk cache of compiled kernels ----------------------===//
 
 #include "Cache.h"
 #include "optim/Compiler/CodeGen.h"

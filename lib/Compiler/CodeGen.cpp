@@ -1,5 +1,4 @@
-//===- CodeGen.cpp - LLVM-dialect modules to host machine code
-//-------------===//
+//===- CodeGen.cpp - LLVM-dialect modules to host machine code ------------===//
 
 #include "optim/Compiler/CodeGen.h"
 

@@ -1,5 +1,4 @@
-//===- Compiler.cpp - JIT-compile .optim programs
-//--------------------------===//
+//===- Compiler.cpp - JIT-compile .optim programs -------------------------===//
 
 #include "optim/Compiler/Compiler.h"
 #include "Cache.h"

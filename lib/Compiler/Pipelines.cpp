@@ -1,5 +1,4 @@
-//===- Pipelines.cpp - pass pipelines from the dialect to LLVM
-//-------------===//
+//===- Pipelines.cpp - pass pipelines from the dialect to LLVM ------------===//
 
 #include "optim/Compiler/Pipelines.h"
 #include "optim/Conversion/Passes.h"

@@ -1,5 +1,4 @@
-//===- ASTDump.cpp - print the syntax tree for --emit=ast
-//------------------===//
+//===- ASTDump.cpp - print the syntax tree for --emit=ast -----------------===//
 
 #include "optim/Frontend/AST.h"
 

@@ -1,5 +1,4 @@
-//===- Diagnostics.cpp - front-end diagnostics
-//-----------------------------===//
+//===- Diagnostics.cpp - front-end diagnostics ----------------------------===//
 
 #include "optim/Frontend/Diagnostics.h"
 

@@ -1,5 +1,4 @@
-//===- Frontend.cpp - .optim source to the optim dialect
-//-------------------===//
+//===- Frontend.cpp - .optim source to the optim dialect ------------------===//
 
 #include "optim/Frontend/Frontend.h"
 #include "optim/Frontend/MLIRGen.h"

@@ -1,5 +1,4 @@
-//===- Lexer.cpp - tokens of the .optim language
-//---------------------------===//
+//===- Lexer.cpp - tokens of the .optim language --------------------------===//
 
 #include "optim/Frontend/Lexer.h"
 

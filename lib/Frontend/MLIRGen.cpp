@@ -1,5 +1,4 @@
-//===- MLIRGen.cpp - checked syntax tree to the optim dialect
-//--------------===//
+//===- MLIRGen.cpp - checked syntax tree to the optim dialect -------------===//
 //
 // Sema has accepted the tree, so every name is resolved and every shape
 // known: this file only builds IR. Rule bodies are straight-line code, so a

@@ -1,5 +1,4 @@
-//===- Parser.cpp - parser of the .optim language
-//--------------------------===//
+//===- Parser.cpp - parser of the .optim language -------------------------===//
 //
 // Recursive descent over a token vector. Statements need no separator: an
 // expression ends at the first token that cannot continue it, and no

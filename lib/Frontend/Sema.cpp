@@ -1,5 +1,4 @@
-//===- Sema.cpp - semantic checks of the .optim language
-//-------------------===//
+//===- Sema.cpp - semantic checks of the .optim language ------------------===//
 
 #include "optim/Frontend/Sema.h"
 

@@ -1,5 +1,4 @@
-//===- Differentiate.cpp - per-coordinate step and its reverse mode
-//--------===//
+//===- Differentiate.cpp - per-coordinate step and its reverse mode -------===//
 //
 // Rule bodies are straight-line code on scalars, so reverse mode needs no
 // tape: the VJP function recomputes the forward values, then walks the body

@@ -1,5 +1,4 @@
-//===- DenseKernels.h - small dense float64 kernels for the QP solver
-//------===//
+//===- DenseKernels.h - small dense float64 kernels for the QP solver -----===//
 //
 // Row-major float64 kernels for the interior-point solver's per-iteration
 // linear algebra (runtime/lib/QP.cpp): the symmetric rank-p update

@@ -1,5 +1,4 @@
-//===- Manifest.cpp - describe and load ahead-of-time compiled rules
-//-------===//
+//===- Manifest.cpp - describe and load ahead-of-time compiled rules ------===//
 
 #include "optim/Manifest.h"
 

@@ -1,5 +1,4 @@
-//===- Rule.cpp - a compiled update rule
-//-----------------------------------===//
+//===- Rule.cpp - a compiled update rule ----------------------------------===//
 
 #include "optim/Rule.h"
 

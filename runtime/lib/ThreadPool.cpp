@@ -1,5 +1,4 @@
-//===- ThreadPool.cpp - a fixed pool of workers for kernel calls
-//-----------===//
+//===- ThreadPool.cpp - a fixed pool of workers for kernel calls ----------===//
 
 #include "ThreadPool.h"
 

@@ -1,5 +1,4 @@
-//===- AOTLoadCheck.cpp - run an AOT-compiled rule with the runtime alone
-//--===//
+//===- AOTLoadCheck.cpp - run an AOT-compiled rule with the runtime alone -===//
 //
 // Links optim_runtime only (no LLVM, no MLIR): loads a shared library made
 // by `optimc --emit=shared` with its manifest, checks the signature, and runs

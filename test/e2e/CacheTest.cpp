@@ -1,5 +1,4 @@
-//===- CacheTest.cpp - the on-disk kernel cache
-//----------------------------===//
+//===- CacheTest.cpp - the on-disk kernel cache ---------------------------===//
 
 #include "optim/Compiler/Compiler.h"
 #include "optim/Optimizer.h"

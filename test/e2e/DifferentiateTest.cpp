@@ -1,5 +1,4 @@
-//===- DifferentiateTest.cpp - reverse mode against finite differences
-//-----===//
+//===- DifferentiateTest.cpp - reverse mode against finite differences ----===//
 //
 // optim-differentiate's VJP of every example rule (and of a rule using every
 // differentiable built-in), JIT-compiled in f64, against central finite

@@ -1,5 +1,4 @@
-//===- LearnedRuleTest.cpp - the coordinatewise LSTM optimizer
-//-------------===//
+//===- LearnedRuleTest.cpp - the coordinatewise LSTM optimizer ------------===//
 //
 // examples/l2l.optim (Andrychowicz et al., 2016) JIT-compiled and run with
 // random weights, against a reference written from the equations of

@@ -1,5 +1,4 @@
-//===- RuntimeErrorsTest.cpp - the host API refuses bad input cleanly
-//------===//
+//===- RuntimeErrorsTest.cpp - the host API refuses bad input cleanly -----===//
 //
 // Every wrong call throws optim::Error with a message that says what was
 // wrong, and changes nothing: parameters, state and step count stay as they

@@ -1,5 +1,4 @@
-//===- VJPKernelTest.cpp - the fused VJP kernel against finite differences
-//-===//
+//===- VJPKernelTest.cpp - the fused VJP kernel vs finite differences -----===//
 //
 // Every rule below is compiled in f64 with its reverse mode (the pipeline
 // optim-differentiate -> optim-lower-vjp-to-kernels), and its VJP kernel is

@@ -1,5 +1,4 @@
-//===- VectorStateTest.cpp - rules with per-coordinate vector states
-//-------===//
+//===- VectorStateTest.cpp - rules with per-coordinate vector states ------===//
 //
 // A rule with vector states (component-major storage), log_sign, vector
 // selects, reductions and indexing, JIT-compiled and run on awkward sizes,

@@ -1,5 +1,4 @@
-//===- FrontendFuzzer.cpp - libFuzzer target for the .optim front end
-//------===//
+//===- FrontendFuzzer.cpp - libFuzzer target for the .optim front end -----===//
 //
 // Any input must end in diagnostics or in a module that verifies: never a
 // crash, a sanitizer report, a hang or a leak. The target runs the whole

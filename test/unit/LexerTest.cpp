@@ -1,5 +1,4 @@
-//===- LexerTest.cpp - unit tests of the .optim lexer
-//----------------------===//
+//===- LexerTest.cpp - unit tests of the .optim lexer ---------------------===//
 
 #include "optim/Frontend/Lexer.h"
 

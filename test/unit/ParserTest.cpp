@@ -1,5 +1,4 @@
-//===- ParserTest.cpp - unit tests of the .optim parser and Sema
-//-----------===//
+//===- ParserTest.cpp - unit tests of the .optim parser and Sema ----------===//
 
 #include "optim/Frontend/Parser.h"
 #include "optim/Frontend/Sema.h"

@@ -1,5 +1,4 @@
-//===- optim-opt.cpp - mlir-opt for the optim dialect
-//----------------------===//
+//===- optim-opt.cpp - mlir-opt for the optim dialect ---------------------===//
 //
 // Registers the optim dialect and every pass of the project, plus the
 // upstream dialects and general-purpose passes that its pipelines use.

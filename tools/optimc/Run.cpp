@@ -1,5 +1,4 @@
-//===- Run.cpp - `optimc run`: train a built-in task with a rule
-//-----------===//
+//===- Run.cpp - `optimc run`: train a built-in task with a rule ----------===//
 //
 // Compiled with exceptions: the compiler and runtime APIs report errors with
 // optim::Error, caught here and printed.

@@ -1,5 +1,4 @@
-//===- optimc.cpp - the optim compiler driver
-//------------------------------===//
+//===- optimc.cpp - the optim compiler driver -----------------------------===//
 //
 //   optimc FILE.optim [--emit=ast|mlir|lowered|llvm|obj|shared] [-o OUT]
 //          [--rule NAME] [--precision=f32|f64] [--vector-width N]

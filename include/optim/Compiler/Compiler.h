@@ -1,5 +1,4 @@
-//===- Compiler.h - JIT-compile .optim programs from a host program -*- C++
-//-*-===//
+//===- Compiler.h - JIT-compile .optim programs from a host program -------===//
 //
 // The compiler's public API. It exposes no LLVM or MLIR type, so a host
 // program includes it next to the runtime's headers:

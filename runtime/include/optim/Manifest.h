@@ -1,5 +1,4 @@
-//===- Manifest.h - describe and load ahead-of-time compiled rules -*- C++
-//-*-===//
+//===- Manifest.h - describe and load ahead-of-time compiled rules --------===//
 //
 // Part of the runtime: no LLVM or MLIR header may be included here.
 //

@@ -1,5 +1,4 @@
-//===- Optimizer.h - apply a compiled rule to a model's parameters -*- C++
-//-*-===//
+//===- Optimizer.h - apply a compiled rule to a model's parameters --------===//
 //
 // Part of the runtime: no LLVM or MLIR header may be included here.
 //

@@ -1,5 +1,4 @@
-//===- Rule.h - a compiled update rule, as the runtime sees it ------*- C++
-//-*-===//
+//===- Rule.h - a compiled update rule, as the runtime sees it --*- C++ -*-===//
 //
 // Part of the runtime: no LLVM or MLIR header may be included here. A Rule is
 // the description of a compiled rule (its signature) plus its kernel; it keeps

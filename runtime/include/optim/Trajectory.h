@@ -1,5 +1,4 @@
-//===- Trajectory.h - unrolled steps of a rule and their reverse mode -*- C++
-//-*-===//
+//===- Trajectory.h - unrolled steps of a rule and their reverse mode -----===//
 //
 // Part of the runtime: no LLVM or MLIR header may be included here.
 //
