@@ -12,8 +12,10 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 
 namespace mlir::optim {
 
@@ -121,6 +123,23 @@ logSignFeatures(OpBuilder &b, Location loc, Value g, Value big, Value logAbsG,
           cst(-1.0), g));
   Value second = arith::SelectOp::create(b, loc, big, sign, mul(expK(), g));
   return {first, second};
+}
+
+/// Replaces the given f32 math.log ops (log_sign's, in learned rules) by
+/// MLIR's polynomial approximation, which vectorizes where libm is one call
+/// per lane; the rules' own math ops are never passed here.
+inline void approximateLogs(MLIRContext *ctx, ArrayRef<Operation *> logs) {
+  if (logs.empty())
+    return;
+  RewritePatternSet patterns(ctx);
+  populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
+    return name == math::LogOp::getOperationName();
+  });
+  GreedyRewriteConfig config;
+  config.setStrictness(GreedyRewriteStrictness::ExistingOps);
+  // Each pattern applies once and creates no op it matches: the result
+  // (whether the driver converged) says nothing more.
+  (void)applyOpPatternsGreedily(logs, std::move(patterns), config);
 }
 
 } // namespace mlir::optim

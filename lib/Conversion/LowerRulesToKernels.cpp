@@ -27,11 +27,9 @@
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/TypeUtilities.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
@@ -58,7 +56,6 @@ public:
 
 private:
   LogicalResult classify();
-  void approximateLearnedMath(MLIRContext *ctx);
   Value i64Const(OpBuilder &b, int64_t v) {
     return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
   }
@@ -177,6 +174,19 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   };
   Type valueType = laneType(elt);
   unsigned align = elt.getWidth() / 8;
+  // Prefetches the cache lines of this iteration's `lanes` coordinates of a
+  // stream, starting `offset` elements past element `at` of `base`; hint 3
+  // fetches into L1, 2 into L2.
+  auto prefetchLines = [&](Value base, Value at, int64_t offset, int hint) {
+    int64_t lineElts = std::max<int64_t>(1, 64 / align);
+    for (int64_t l = 0; l < int64_t(lanes); l += lineElts) {
+      Value element =
+          offset + l ? arith::AddIOp::create(b, loc, at, i64Const(b, offset + l))
+                     : at;
+      LLVM::Prefetch::create(b, loc, gep(b, elt, base, element), /*rw=*/0,
+                             hint, /*cache=*/1);
+    }
+  };
   // Stack buffers hold lane vectors back to back, `lanes` elements apart,
   // also for widths that are not a power of two (whose vector types LLVM
   // pads); a slot is aligned to the largest power of two dividing its offset.
@@ -236,7 +246,6 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   // whatever the arithmetic. Clamped to the loop's range, so that a short
   // tensor fetches nothing beyond its end.
   if (prefetch) {
-    int64_t lineElts = std::max<int64_t>(1, 64 / align);
     Value last = arith::SubIOp::create(
         b, loc, arith::IndexCastOp::create(b, loc, b.getI64Type(), ub),
         i64Const(b, lanes));
@@ -255,12 +264,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           at = arith::AddIOp::create(
               b, loc, at,
               arith::MulIOp::create(b, loc, stride, i64Const(b, j)));
-        for (int64_t l = 0; l < int64_t(lanes); l += lineElts)
-          LLVM::Prefetch::create(
-              b, loc,
-              gep(b, elt, base,
-                  l ? arith::AddIOp::create(b, loc, at, i64Const(b, l)) : at),
-              /*rw=*/0, /*hint=*/3, /*cache=*/1);
+        prefetchLines(base, at, 0, /*hint=*/3);
       }
     }
   }
@@ -499,7 +503,6 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         for (int s : cellStates(cell))
           fetchedByCells.insert(s);
   if (prefetchNext) {
-    int64_t lineElts = 64 / align;
     for (auto [k, input, base] : llvm::enumerate(inputs, bases)) {
       if (input.use_empty() || fetchedByCells.count(int(k) - 2))
         continue;
@@ -510,12 +513,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           b, loc, i,
           arith::MulIOp::create(b, loc, i64Of(comps.getInductionVar()),
                                 stride));
-      for (int64_t l = 0; l < int64_t(lanes); l += lineElts)
-        LLVM::Prefetch::create(
-            b, loc,
-            gep(b, elt, base,
-                arith::AddIOp::create(b, loc, next, i64Const(b, lanes + l))),
-            /*rw=*/0, /*hint=*/2, /*cache=*/1);
+      prefetchLines(base, next, lanes, /*hint=*/2);
     }
   }
   for (auto [opIndex, op] : llvm::enumerate(varyingOps)) {
@@ -631,7 +629,6 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
                                      b, loc, j, i64Const(b, which * hidden))
                                : j);
         if (prefetchNext) {
-          int64_t lineElts = 64 / align;
           Value next = arith::AddIOp::create(
               b, loc, i, arith::MulIOp::create(b, loc, j, stride));
           // Into L1 (a unit's lines of the next block are 8 of its 768;
@@ -639,13 +636,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           // 0.37-0.42 into L2 and 0.34-0.35 with every line fetched at the
           // start of the block).
           for (int s : cellStates(cell))
-            for (int64_t l = 0; l < int64_t(lanes); l += lineElts)
-              LLVM::Prefetch::create(
-                  b, loc,
-                  gep(b, elt, bases[s + 2],
-                      arith::AddIOp::create(b, loc, next,
-                                            i64Const(b, lanes + l))),
-                  /*rw=*/0, /*hint=*/3, /*cache=*/1);
+            prefetchLines(bases[s + 2], next, lanes, /*hint=*/3);
         }
         store(rowGroup(cell.getWeights(), cols, rows, {x, h}), zBuf);
         auto parts = countedLoop(lanes / sub);
@@ -852,27 +843,11 @@ LogicalResult RuleLowering::run() {
   }
   func::ReturnOp::create(b, loc);
   rule.erase();
-  approximateLearnedMath(ctx);
+  // f32 only (f64 keeps libm); lstm_cell's tanh and sigmoid are rational
+  // forms of their own (lstmCellUpdate). Errors of the whole step against a
+  // double reference: LearnedRule tests and docs/benchmarks.md.
+  approximateLogs(ctx, approximate);
   return success();
-}
-
-/// Replaces the log of log_sign in learned rules by MLIR's f32 polynomial
-/// approximation (f64 keeps libm): it vectorizes, where libm is one call per
-/// lane. (lstm_cell's tanh and sigmoid are rational forms of their own,
-/// lstmCellUpdate.) Errors of the whole step against a double reference:
-/// LearnedRule tests and docs/benchmarks.md.
-void RuleLowering::approximateLearnedMath(MLIRContext *ctx) {
-  if (approximate.empty())
-    return;
-  RewritePatternSet patterns(ctx);
-  populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
-    return name == math::LogOp::getOperationName();
-  });
-  GreedyRewriteConfig config;
-  config.setStrictness(GreedyRewriteStrictness::ExistingOps);
-  // Each pattern applies once and creates no op it matches: the result
-  // (whether the driver converged) says nothing more.
-  (void)applyOpPatternsGreedily(approximate, std::move(patterns), config);
 }
 
 namespace {

@@ -43,12 +43,10 @@
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
-#include "mlir/Dialect/Math/Transforms/Passes.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/TypeUtilities.h"
-#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
@@ -1199,16 +1197,7 @@ LogicalResult VJPLowering::run() {
 
   // f32 logs of log_sign: MLIR's polynomial approximation, which vectorizes
   // (libm is one call per lane), as in the forward kernel.
-  if (!approximate.empty()) {
-    RewritePatternSet patterns(ctx);
-    populateMathPolynomialApproximationPatterns(patterns, [](StringRef name) {
-      return name == math::LogOp::getOperationName();
-    });
-    GreedyRewriteConfig config;
-    config.setStrictness(GreedyRewriteStrictness::ExistingOps);
-    // Each pattern applies once and creates no op it matches.
-    (void)applyOpPatternsGreedily(approximate, std::move(patterns), config);
-  }
+  approximateLogs(ctx, approximate);
   return success();
 }
 
