@@ -11,7 +11,8 @@
 // pointers. optim_fma_peak only writes its output. This checks everything
 // the bench programs and run.sh do around the kernels (buffers, offsets,
 // tables, weights, state read-back, comparisons, JSON, the summaries); the
-// cubins themselves are not run (it reports sm_90 and accepts any ELF).
+// cubins themselves are not run (it reports sm_90 and accepts any ELF, or,
+// as an old driver, refuses every ELF and accepts PTX).
 // optim_layer_<name>_qp (a QP layer's forward) and _qp_grad (the solver's
 // backward) run the block QP solver (optim/QPBlock.h, one thread per block)
 // for layers whose inputs are their QP's operands (bench/gpu/qpbench.optim),
@@ -266,7 +267,14 @@ CUresult cuDevicePrimaryCtxRetain(void **ctx, int) {
 CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
 CUresult cuCtxSetCurrent(void *) { return 0; }
 CUresult cuModuleLoadData(void **module, const void *image) {
-  if (std::memcmp(image, "\x7f" "ELF", 4) != 0)
+  bool elf = std::memcmp(image, "\x7f" "ELF", 4) == 0;
+  // OPTIM_FAKE_CUDA_OLD_DRIVER=1: a driver older than the cubins' ptxas,
+  // which refuses them and JIT-compiles their PTX (text with .version).
+  static const bool oldDriver = std::getenv("OPTIM_FAKE_CUDA_OLD_DRIVER");
+  if (oldDriver && elf)
+    return 222; // CUDA_ERROR_UNSUPPORTED_PTX_VERSION
+  if (!elf && !(oldDriver && std::strstr(static_cast<const char *>(image),
+                                         "\n.version ")))
     return 200; // CUDA_ERROR_INVALID_IMAGE
   *module = &moduleToken;
   return 0;

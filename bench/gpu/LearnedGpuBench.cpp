@@ -303,11 +303,13 @@ int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir) {
               "0.01) (tolerance %.0e), %.2f%% bit-identical; states of the "
               "tensors up to %lld: max error %.3g of max(|x|, 1) (tolerance "
               "%.0e), %.2f%% "
-              "bit-identical; %lld coordinates, %d steps, %s, %lld chunks\n",
+              "bit-identical; %lld coordinates, %d steps, %s (%s), %lld "
+              "chunks\n",
               ok ? "OK  " : "FAIL", worstP, tolP, 100.0 * sameP / countP,
               (long long)kStateCheckMax, worstState, tolState,
               100.0 * sameState / countState, (long long)countP, kCheckSteps,
-              dev->arch().c_str(), (long long)opt.numChunks());
+              dev->arch().c_str(), cuda::toString(rule.source()),
+              (long long)opt.numChunks());
   if (bad)
     std::printf("check l2l       %lld non-finite parameters\n",
                 (long long)bad);
@@ -345,13 +347,15 @@ double msSince(Clock::time_point t0) {
 double measurePeak(const std::shared_ptr<cuda::Device> &dev,
                    const std::string &path, int *sms) {
   const cuda::DriverAPI &d = dev->driver();
-  dev->makeCurrent();
-  std::string image = readFile(path);
-  cuda::CUmodule module = nullptr;
-  d.check(d.cuModuleLoadData(&module, image.data()),
-          ("cuModuleLoadData(" + path + ")").c_str());
+  // Its PTX (prepare.sh's nvcc -ptx) stands in for a cubin the driver
+  // refuses, as for the compiler's kernels.
+  std::string ptxPath = path.substr(0, path.rfind('.')) + ".ptx";
+  std::string ptx = std::ifstream(ptxPath) ? readFile(ptxPath) : "";
+  std::shared_ptr<cuda::CUmod_st> owner =
+      dev->loadModule(readFile(path), path, ptx);
+  cuda::CUmodule module = owner.get();
   double gflops = 0;
-  try {
+  {
     cuda::CUfunction fn = nullptr;
     d.check(d.cuModuleGetFunction(&fn, module, "optim_fma_peak"),
             "cuModuleGetFunction(optim_fma_peak)");
@@ -379,11 +383,7 @@ double measurePeak(const std::shared_ptr<cuda::Device> &dev,
       ms.push_back(launch());
     double flops = 2.0 * kFmaPeakChains * iters * double(grid) * kFmaPeakBlock;
     gflops = flops / median(ms) / 1e6;
-  } catch (...) {
-    d.cuModuleUnload(module);
-    throw;
   }
-  d.cuModuleUnload(module);
   return gflops;
 }
 
@@ -489,7 +489,7 @@ int bench(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
     }
   }
   std::printf("{\"device\": \"%s\", \"arch\": \"%s\", \"rule\": \"l2l\", "
-              "\"coordinates\": %lld, \"chunks\": %lld, \"steps\": %d, "
+              "\"code\": \"%s\", \"coordinates\": %lld, \"chunks\": %lld, \"steps\": %d, "
               "\"step_ms\": %.4f, \"best_step_ms\": %.4f, "
               "\"flops_per_coordinate\": %.0f, \"gflops\": %.1f, "
               "\"best_gflops\": %.1f, \"state_GBps\": %.1f, "
@@ -497,7 +497,7 @@ int bench(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
               "\"fma_peak_gflops\": %.1f, \"peak_share\": %.4f, "
               "\"best_peak_share\": %.4f, \"configs\": [%s]}\n",
               jsonSafe(dev->name()).c_str(), dev->arch().c_str(),
-              (long long)coords,
+              cuda::toString(rule.source()), (long long)coords,
               (long long)defaultChunks, steps, defaultMs, bestMs,
               kFlopsPerCoordinate, flops / defaultMs / 1e6,
               flops / bestMs / 1e6, bytes / defaultMs / 1e6,

@@ -301,7 +301,7 @@ int main(int argc, char **argv) {
                    backwardError.c_str());
     std::printf(
         "{\"device\": \"%s\", \"arch\": \"%s\", \"cubin\": \"%s\", "
-        "\"dtype\": \"%s\", \"batch\": %lld, \"n\": %lld, \"p\": %lld, "
+        "\"code\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, \"n\": %lld, \"p\": %lld, "
         "\"threads\": %lld, \"shared_bytes\": %lld, \"fwd_ms\": %.4f, "
         "\"fwd_ms_median\": %.4f, \"cpu_fwd_ms\": %.3f, "
         "\"max_rel_err_vs_cpu\": %.3g, \"tolerance\": %.3g, "
@@ -309,7 +309,8 @@ int main(int argc, char **argv) {
         "\"iterations_max\": %d, \"bwd_ms\": %.4f, \"bwd_ms_median\": %.4f, "
         "\"max_rel_grad_err_vs_cpu\": %.3g, \"grad_tolerance\": %.3g, "
         "\"numerics_ok\": %s}\n",
-        dev->name().c_str(), dev->arch().c_str(), cubin.c_str(), dtype.c_str(),
+        dev->name().c_str(), dev->arch().c_str(), cubin.c_str(),
+        cuda::toString(kernel.source), dtype.c_str(),
         (long long)B, (long long)n, (long long)p,
         (long long)kernel.manifest.threads,
         (long long)kernel.manifest.sharedBytes, ms.front(), ms[ms.size() / 2],

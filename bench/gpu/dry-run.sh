@@ -10,6 +10,8 @@
 # CUDA paths are NOT exercised: that takes a device.
 #   bench/gpu/dry-run.sh [OPTIMC]   (default build/bin/optimc; writes
 #                                    $DRY, default /tmp/optim-gpu-dry-run)
+# With OPTIM_FAKE_CUDA_OLD_DRIVER=1 the fake driver refuses every cubin, as
+# a driver older than their ptxas would, and the runtime loads their PTX.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 optimc=${1:-$root/build/bin/optimc}

@@ -22,8 +22,6 @@ for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad l2l; d
     "$optimc" "$root/examples/$rule.optim" --emit=cubin --gpu-arch=$arch \
       -o "$out/$rule.$arch.cubin"
   done
-  "$optimc" "$root/examples/$rule.optim" --emit=ptx --gpu-arch=sm_90 \
-    -o "$out/$rule.sm_90.ptx"
 done
 json=$(printf '#include <nlohmann/json.hpp>\n' | c++ -E -x c++ - -M 2>/dev/null |
   tr ' \\' '\n\n' | grep -m1 'nlohmann/json.hpp' || true)
@@ -38,13 +36,13 @@ for arch in sm_80 sm_90; do
   "$optimc" "$root/bench/gpu/qpbench.optim" --precision=f64 --emit=cubin \
     --gpu-arch=$arch -o "$out/qpbench.$arch.cubin"
 done
-"$optimc" "$root/bench/gpu/qpbench.optim" --precision=f64 --emit=ptx \
-  --gpu-arch=sm_90 -o "$out/qpbench.sm_90.ptx"
 
 # The learned rule's row: the FMA-peak kernel, then the CPU kernel's values.
 nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 for arch in sm_80 sm_90; do
   "$nvcc" -cubin -arch=$arch -O3 -o "$out/fma_peak.$arch.cubin" \
+    "$root/bench/gpu/FmaPeak.cu"
+  "$nvcc" -ptx -arch=$arch -O3 -o "$out/fma_peak.$arch.ptx" \
     "$root/bench/gpu/FmaPeak.cu"
 done
 "$optimc" "$root/examples/l2l.optim" --emit=shared -o "$out/l2l.so"

@@ -69,7 +69,12 @@ cuda::Rule Device::loadRule(const std::string &cubinPath,
   std::string path =
       manifestPath.empty() ? detail::manifestPathFor(cubinPath) : manifestPath;
   std::string manifest = detail::readFile(path);
-  return loadRule(detail::readFile(cubinPath), manifest, path);
+  return loadRule(detail::readFile(cubinPath), manifest, path,
+                  detail::readPTXFor(cubinPath));
+}
+
+const char *optim::cuda::toString(CodeSource source) {
+  return source == CodeSource::PTX ? "ptx" : "cubin";
 }
 
 /// "sm_86" -> 86; -1 when malformed.
@@ -85,8 +90,9 @@ static int archNumber(const std::string &arch) {
   return std::stoi(digits);
 }
 
-void Device::requireCompatible(const std::string &target,
-                               const std::string &origin) const {
+CodeSource Device::requireCompatible(const std::string &target,
+                                     const std::string &origin,
+                                     bool hasPTX) const {
   const std::string prefix = "nvptx64-nvidia-cuda ";
   if (target.rfind(prefix, 0) != 0)
     throw Error("optim: manifest '" + origin + "': compiled for '" + target +
@@ -97,21 +103,61 @@ void Device::requireCompatible(const std::string &target,
   // A cubin runs on its own major architecture, same or newer minor
   // version; "a" (architecture-specific) cubins only on their own.
   bool specific = !arch.empty() && arch.back() == 'a';
-  if (want < 0 || want / 10 != have / 10 || want % 10 > have % 10 ||
-      (specific && want != have))
-    throw Error("optim: '" + origin + "' was compiled for " + arch +
-                ", the device (" + name_ + ") is " + arch_ +
-                "; recompile with --gpu-arch=" + arch_);
+  if (want >= 0 && want / 10 == have / 10 && want % 10 <= have % 10 &&
+      (!specific || want == have))
+    return CodeSource::Cubin;
+  // PTX runs on its own architecture and every newer one, through the
+  // driver's JIT; an architecture-specific one only on its own.
+  if (hasPTX && want >= 0 && have >= want && !specific)
+    return CodeSource::PTX;
+  throw Error("optim: '" + origin + "' was compiled for " + arch +
+              ", the device (" + name_ + ") is " + arch_ +
+              (hasPTX || want < 0 || have < want || specific
+                   ? ""
+                   : " and its PTX is not at hand (optimc --emit=cubin "
+                     "writes it next to the cubin)") +
+              "; recompile with --gpu-arch=" + arch_);
 }
 
 std::shared_ptr<CUmod_st> Device::loadModule(const std::string &cubin,
-                                             const std::string &origin) {
-  if (cubin.empty())
+                                             const std::string &origin,
+                                             const std::string &ptx,
+                                             CodeSource *source) {
+  if (cubin.empty() && ptx.empty())
     throw Error("optim: '" + origin + "': the cubin is empty");
   makeCurrent();
   CUmodule module = nullptr;
-  driver_->check(driver_->cuModuleLoadData(&module, cubin.data()),
-                 "cuModuleLoadData");
+  CodeSource used = CodeSource::Cubin;
+  std::string cubinFailure;
+  if (!cubin.empty()) {
+    try {
+      driver_->check(driver_->cuModuleLoadData(&module, cubin.data()),
+                     "cuModuleLoadData");
+    } catch (const Error &e) {
+      if (ptx.empty())
+        throw Error(std::string(e.what()) + " (loading '" + origin +
+                    "'s cubin)");
+      cubinFailure = e.what();
+      module = nullptr;
+    }
+  }
+  if (!module) {
+    // The driver compiles PTX text (NUL-terminated: std::string's data()).
+    used = CodeSource::PTX;
+    try {
+      driver_->check(driver_->cuModuleLoadData(&module, ptx.c_str()),
+                     "cuModuleLoadData");
+    } catch (const Error &e) {
+      throw Error(std::string(e.what()) + " (JIT-compiling '" + origin +
+                  "'s PTX" +
+                  (cubinFailure.empty()
+                       ? ""
+                       : ", after its cubin failed: " + cubinFailure) +
+                  ")");
+    }
+  }
+  if (source)
+    *source = used;
   auto self = shared_from_this();
   return std::shared_ptr<CUmod_st>(module, [self](CUmod_st *mod) {
     if (self->tryMakeCurrent())
@@ -127,15 +173,18 @@ int Device::attribute(int attribute) const {
 }
 
 cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
-                            const std::string &origin) {
+                            const std::string &origin,
+                            const std::string &ptx) {
   Manifest m = readManifest(json, origin);
-  requireCompatible(m.target, origin);
+  CodeSource runs = requireCompatible(m.target, origin, !ptx.empty());
   // Vector states come only with weights (the compiler refuses others).
   for (const StateSpec &s : m.info.states)
     if (s.size != 1 && m.info.weights.empty())
       throw Error("optim: '" + origin + "': vector state '" + s.name +
                   "' in a rule without weights: not a GPU rule kernel");
-  std::shared_ptr<CUmod_st> owner = loadModule(cubin, origin);
+  CodeSource source = CodeSource::Cubin;
+  std::shared_ptr<CUmod_st> owner = loadModule(
+      runs == CodeSource::Cubin ? cubin : std::string(), origin, ptx, &source);
   CUfunction fn = nullptr;
   driver_->check(
       driver_->cuModuleGetFunction(&fn, owner.get(), m.symbol.c_str()),
@@ -146,6 +195,7 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
   rule.device_ = shared_from_this();
   rule.module_ = std::move(owner);
   rule.function_ = fn;
+  rule.source_ = source;
   return rule;
 }
 

@@ -26,18 +26,21 @@ LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
   std::string path =
       manifestPath.empty() ? detail::manifestPathFor(cubinPath) : manifestPath;
   std::string manifest = detail::readFile(path);
-  return loadLayer(device, detail::readFile(cubinPath), manifest, path);
+  return loadLayer(device, detail::readFile(cubinPath), manifest, path,
+                   detail::readPTXFor(cubinPath));
 }
 
 LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
                                    const std::string &cubin,
                                    const std::string &json,
-                                   const std::string &origin) {
+                                   const std::string &origin,
+                                   const std::string &ptx) {
   if (!device)
     throw Error("optim: CUDA: loadLayer needs a device");
   LayerKernel k;
   k.manifest = readLayerManifest(json, origin);
-  device->requireCompatible(k.manifest.target, origin);
+  CodeSource runs =
+      device->requireCompatible(k.manifest.target, origin, !ptx.empty());
   const int64_t shared = k.manifest.sharedBytes;
   if (shared > kDefaultSharedBytes) {
     int optin = device->attribute(kAttrMaxSharedPerBlockOptin);
@@ -48,7 +51,8 @@ LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
                   device->name() + ") grants at most " + std::to_string(optin));
   }
   k.device = device;
-  k.module = device->loadModule(cubin, origin);
+  k.module = device->loadModule(runs == CodeSource::Cubin ? cubin : "", origin,
+                                ptx, &k.source);
   const DriverAPI &d = device->driver();
   auto get = [&](CUfunction &fn, const std::string &name) {
     d.check(d.cuModuleGetFunction(&fn, k.module.get(), name.c_str()),

@@ -19,14 +19,28 @@ std::string detail::readFile(const std::string &path) {
   return s.str();
 }
 
-std::string detail::manifestPathFor(const std::string &artifact) {
+std::string detail::withExtension(const std::string &artifact,
+                                  const std::string &extension) {
   size_t dot = artifact.find_last_of('.');
   size_t slash = artifact.find_last_of('/');
   // A dot before the last slash belongs to a folder, not to the file.
   bool hasExtension =
       dot != std::string::npos && (slash == std::string::npos || dot > slash);
-  return (hasExtension ? artifact.substr(0, dot) : artifact) +
-         ".manifest.json";
+  return (hasExtension ? artifact.substr(0, dot) : artifact) + extension;
+}
+
+std::string detail::manifestPathFor(const std::string &artifact) {
+  return withExtension(artifact, ".manifest.json");
+}
+
+std::string detail::readPTXFor(const std::string &cubinPath) {
+  std::string path = withExtension(cubinPath, ".ptx");
+  if (path == cubinPath)
+    return "";
+  std::ifstream in(path, std::ios::binary);
+  if (!in && errno == ENOENT)
+    return "";
+  return readFile(path);
 }
 
 json detail::parseManifest(const std::string &text, const ManifestFail &fail) {

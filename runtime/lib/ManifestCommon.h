@@ -23,9 +23,18 @@ namespace detail {
 /// The whole file at `path`; an Error naming it when it cannot be read.
 std::string readFile(const std::string &path);
 
+/// `artifact` with the extension of its last component (if it has one)
+/// replaced by `extension` (".ptx").
+std::string withExtension(const std::string &artifact,
+                          const std::string &extension);
+
 /// The manifest that belongs to a compiled artifact: its path with the
-/// extension (if the last component has one) replaced by ".manifest.json".
+/// extension replaced by ".manifest.json".
 std::string manifestPathFor(const std::string &artifact);
+
+/// The PTX optimc writes next to a cubin (its path with ".ptx"), or ""
+/// when there is none; an Error when it is there but cannot be read.
+std::string readPTXFor(const std::string &cubinPath);
 
 /// Builds the Error for a manifest that is wrong in the way it names.
 using ManifestFail = std::function<Error(const std::string &why)>;

@@ -17,7 +17,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <random>
 
@@ -34,6 +37,10 @@ struct FakeState : fakecuda::Memory {
   std::string loadedImage;
   std::string requestedFunction;
   int major = 9, minor = 0;
+  // Images starting with this are refused (a driver older than the
+  // toolkit that made the cubin says CUDA_ERROR_UNSUPPORTED_PTX_VERSION).
+  std::string refusePrefix = "\x01";
+  std::vector<std::string> loadAttempts;
 };
 FakeState *fake = nullptr;
 CUfunction kAdam = reinterpret_cast<CUfunction>(0x1234);
@@ -48,7 +55,11 @@ CUresult fSetCurrent(CUcontext c) {
   return c == fakecuda::kContext ? 0 : 201;
 }
 CUresult fLoad(CUmodule *m, const void *image) {
-  fake->loadedImage = static_cast<const char *>(image);
+  std::string bytes = static_cast<const char *>(image);
+  fake->loadAttempts.push_back(bytes);
+  if (bytes.rfind(fake->refusePrefix, 0) == 0)
+    return 222;
+  fake->loadedImage = bytes;
   *m = kModule;
   return 0;
 }
@@ -397,6 +408,95 @@ TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {
   auto dev86 = Device::open(fakeDriver());
   EXPECT_NO_THROW(
       dev86->loadRule("X", manifest("nvptx64-nvidia-cuda sm_80"), "m"));
+}
+
+TEST_F(CudaFake, ThePTXStandsInForACubinTheDriverCannotUse) {
+  auto dev = Device::open(fakeDriver());
+  const std::string ptx = ".version 8.0\n.target sm_90\n";
+  // A usable cubin is loaded as it is; the PTX is not touched.
+  cuda::Rule direct = dev->loadRule("CUBIN", manifest(), "m", ptx);
+  EXPECT_EQ(direct.source(), CodeSource::Cubin);
+  EXPECT_EQ(state.loadAttempts, std::vector<std::string>{"CUBIN"});
+
+  // A cubin the driver refuses: the driver compiles the PTX instead.
+  state.refusePrefix = "NEWER-CUBIN";
+  state.loadAttempts.clear();
+  cuda::Rule jitted = dev->loadRule("NEWER-CUBIN", manifest(), "m", ptx);
+  EXPECT_EQ(jitted.source(), CodeSource::PTX);
+  EXPECT_EQ(state.loadAttempts,
+            (std::vector<std::string>{"NEWER-CUBIN", ptx}));
+  EXPECT_EQ(state.loadedImage, ptx);
+  EXPECT_STREQ(toString(jitted.source()), "ptx");
+
+  // Without a PTX the driver's refusal is the error, naming the cubin.
+  try {
+    dev->loadRule("NEWER-CUBIN", manifest(), "adam.manifest.json");
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("cuModuleLoadData failed"),
+              std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("'adam.manifest.json's cubin"),
+              std::string::npos)
+        << e.what();
+  }
+  // Both refused: the error names both attempts.
+  state.refusePrefix = "";
+  try {
+    dev->loadRule("NEWER-CUBIN", manifest(), "adam.manifest.json", ptx);
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("JIT-compiling 'adam.manifest.json's PTX, after its "
+                        "cubin failed"),
+              std::string::npos)
+        << what;
+  }
+
+  // An older architecture's kernel runs on a newer device through its PTX
+  // alone (the cubin cannot run there and is not tried); without the PTX
+  // the error says what is missing.
+  state.refusePrefix = "\x01";
+  state.loadAttempts.clear();
+  cuda::Rule older =
+      dev->loadRule("SM80-CUBIN", manifest("nvptx64-nvidia-cuda sm_80"), "m",
+                    ptx);
+  EXPECT_EQ(older.source(), CodeSource::PTX);
+  EXPECT_EQ(state.loadAttempts, std::vector<std::string>{ptx});
+  try {
+    dev->loadRule("SM80-CUBIN", manifest("nvptx64-nvidia-cuda sm_80"), "m");
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("its PTX is not at hand"),
+              std::string::npos)
+        << e.what();
+  }
+  // PTX does not run on an older architecture, nor an "a" target's on
+  // another one.
+  EXPECT_THROW(dev->loadRule("X", manifest("nvptx64-nvidia-cuda sm_100"),
+                             "m", ptx),
+               Error);
+  EXPECT_THROW(dev->loadRule("X", manifest("nvptx64-nvidia-cuda sm_80a"),
+                             "m", ptx),
+               Error);
+}
+
+TEST_F(CudaFake, LoadingFromAPathPicksUpThePTXBesideTheCubin) {
+  std::string dir = ::testing::TempDir() + "optim-ptx-fallback";
+  std::string mkdir = "mkdir -p '" + dir + "'";
+  ASSERT_EQ(std::system(mkdir.c_str()), 0);
+  auto write = [&](const std::string &name, const std::string &text) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << text;
+  };
+  std::remove((dir + "/adam.sm_90.ptx").c_str()); // from an earlier run
+  write("adam.sm_90.cubin", "REFUSED-CUBIN");
+  write("adam.sm_90.manifest.json", manifest());
+  state.refusePrefix = "REFUSED";
+  auto dev = Device::open(fakeDriver());
+  EXPECT_THROW(dev->loadRule(dir + "/adam.sm_90.cubin"), Error);
+  write("adam.sm_90.ptx", "// PTX\n");
+  cuda::Rule adam = dev->loadRule(dir + "/adam.sm_90.cubin");
+  EXPECT_EQ(adam.source(), CodeSource::PTX);
+  EXPECT_EQ(state.loadedImage, "// PTX\n");
 }
 
 TEST_F(CudaFake, DeviceMemoryIsFreedExactlyOnce) {

@@ -41,6 +41,7 @@ struct FakeState : fakecuda::Memory {
   CUresult failLaunch = CUDA_SUCCESS;
   bool launchDoesNothing = false;
   std::vector<std::string> requested;
+  std::string loaded;
   struct Launch {
     CUfunction f;
     unsigned grid, block, shared;
@@ -64,7 +65,11 @@ CUresult fAttr(int *v, int attr, CUdevice) {
   return *v < 0 ? 1 : 0;
 }
 CUresult fSetCurrent(CUcontext) { return 0; }
-CUresult fLoad(CUmodule *m, const void *) {
+CUresult fLoad(CUmodule *m, const void *image) {
+  // What a driver older than the cubin's ptxas answers.
+  if (std::string(static_cast<const char *>(image)) == "refused cubin")
+    return 222;
+  fake->loaded = static_cast<const char *>(image);
   *m = kModule;
   return 0;
 }
@@ -426,6 +431,19 @@ TEST_F(CudaLayerFake, ErrorsNameTheFailingCallOrTheWrongArgument) {
             "input gradients and 1 weights gradients; got 1, 1 and 1");
 }
 
+TEST_F(CudaLayerFake, ThePTXStandsInForACubinTheDriverRefuses) {
+  auto dev = Device::open(fakeDriver());
+  std::string json = writeLayerManifest(toyManifest());
+  LayerKernel k = loadLayer(dev, "cubin", json, "m", "ptx text");
+  EXPECT_EQ(k.source, CodeSource::Cubin);
+  EXPECT_EQ(state.loaded, "cubin");
+  k = loadLayer(dev, "refused cubin", json, "m", "ptx text");
+  EXPECT_EQ(k.source, CodeSource::PTX);
+  EXPECT_EQ(state.loaded, "ptx text");
+  EXPECT_EQ(state.requested.back(), "optim_layer_toy_qp_vjp");
+  EXPECT_THROW(loadLayer(dev, "refused cubin", json, "m"), Error);
+}
+
 TEST_F(CudaLayerFake, LargeSharedMemoryIsOptedInOrRefused) {
   auto dev = Device::open(fakeDriver());
   // 80 KiB: the kernel attribute is raised to it.
@@ -470,7 +488,8 @@ TEST_F(CudaLayerFake, ManifestsAreCheckedAndRoundTrip) {
   other.target = "nvptx64-nvidia-cuda sm_80";
   EXPECT_EQ(refused(writeLayerManifest(other)),
             "optim: 'bad.json' was compiled for sm_80, the device (Fake GPU) "
-            "is sm_90; recompile with --gpu-arch=sm_90");
+            "is sm_90 and its PTX is not at hand (optimc --emit=cubin writes "
+            "it next to the cubin); recompile with --gpu-arch=sm_90");
   LayerManifest threads = toyManifest();
   threads.threads = 100;
   EXPECT_NE(refused(writeLayerManifest(threads)).find("bad launch"),

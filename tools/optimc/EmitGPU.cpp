@@ -109,7 +109,15 @@ int optim::emitGPU(mlir::ModuleOp module, const GPUEmitOptions &options) {
                       OPTIM_KERNEL_ABI_VERSION};
     manifestText = writeManifest(manifest);
   }
+  // The PTX goes beside the cubin, as a fatbin would carry it: a driver
+  // that cannot use the cubin (older than the ptxas that made it, or a
+  // newer architecture) compiles the PTX instead (Device::loadRule).
+  llvm::SmallString<256> ptxPath(output);
+  llvm::sys::path::replace_extension(ptxPath, ".ptx");
   if (int rc = write(output, *cubin))
     return rc;
+  if (ptxPath != output)
+    if (int rc = write(ptxPath, *ptx))
+      return rc;
   return write(manifestPath, manifestText);
 }

@@ -101,6 +101,13 @@ std::shared_ptr<const DriverAPI> tryLoadDriver(std::string *why);
 
 class Device;
 
+/// What a loaded module's code came from: the cubin ptxas made, or the PTX
+/// it was assembled from, compiled by the driver's JIT when the driver
+/// cannot use that cubin (a driver older than the toolkit that made it, a
+/// device of a newer architecture), as a fatbin's PTX would be.
+enum class CodeSource { Cubin, PTX };
+const char *toString(CodeSource source);
+
 /// A cubin loaded on a device and its manifest: one rule's kernel.
 class Rule {
 public:
@@ -109,6 +116,7 @@ public:
   /// "nvptx64-nvidia-cuda sm_90": what the cubin was compiled for.
   const std::string &target() const { return target_; }
   const std::shared_ptr<Device> &device() const { return device_; }
+  CodeSource source() const { return source_; }
 
 private:
   friend class Device;
@@ -117,6 +125,7 @@ private:
   std::shared_ptr<Device> device_;
   std::shared_ptr<CUmod_st> module_;
   CUfunction function_ = nullptr;
+  CodeSource source_ = CodeSource::Cubin;
 };
 
 /// One GPU: its primary context, made current by every call of the runtime
@@ -138,22 +147,32 @@ public:
   bool tryMakeCurrent() const noexcept;
 
   /// Loads a cubin compiled by `optimc --emit=cubin` and its manifest
-  /// (default: the cubin's path with ".manifest.json" for its extension).
-  /// Refuses a cubin compiled for another architecture than the device's.
+  /// (default: the cubin's path with ".manifest.json" for its extension),
+  /// and the PTX optimc writes next to the cubin (".ptx") when it is there.
+  /// Refuses a kernel compiled for another architecture than the device's,
+  /// unless its PTX can be compiled for the device (an older one).
   Rule loadRule(const std::string &cubinPath,
                 const std::string &manifestPath = "");
-  /// The same from bytes already in memory; `origin` names them in errors.
+  /// The same from bytes already in memory; `origin` names them in errors;
+  /// `ptx` may be empty.
   Rule loadRule(const std::string &cubin, const std::string &manifestJSON,
-                const std::string &origin);
+                const std::string &origin, const std::string &ptx = "");
 
-  /// Throws unless a manifest's target ("nvptx64-nvidia-cuda sm_80") runs
-  /// on this device (same major architecture, same or older minor one).
-  void requireCompatible(const std::string &target,
-                         const std::string &origin) const;
-  /// Loads a cubin (cuModuleLoadData); the module is unloaded with the last
-  /// copy of the pointer.
+  /// How code compiled for a manifest's target ("nvptx64-nvidia-cuda
+  /// sm_80") can run on this device: its cubin (same major architecture,
+  /// same or older minor one), or only its PTX, when `hasPTX` and the target
+  /// is older than the device; throws otherwise.
+  CodeSource requireCompatible(const std::string &target,
+                               const std::string &origin,
+                               bool hasPTX = false) const;
+  /// Loads a module (cuModuleLoadData) from the cubin, or from the PTX
+  /// when the cubin is empty or the driver refuses it; `source` (if not
+  /// null) tells which. Errors name both attempts. The module is unloaded
+  /// with the last copy of the pointer.
   std::shared_ptr<CUmod_st> loadModule(const std::string &cubin,
-                                       const std::string &origin);
+                                       const std::string &origin,
+                                       const std::string &ptx = "",
+                                       CodeSource *source = nullptr);
   /// An attribute of the device (cuDeviceGetAttribute).
   int attribute(int attribute) const;
 

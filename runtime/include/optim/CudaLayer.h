@@ -36,20 +36,24 @@ struct LayerKernel {
   /// _qp_vjp.
   CUfunction function = nullptr, grad = nullptr, reduce = nullptr,
              vjp = nullptr;
+  CodeSource source = CodeSource::Cubin;
 };
 
-/// Loads a cubin compiled by `optimc LAYER.optim --emit=cubin` and its
+/// Loads a cubin compiled by `optimc LAYER.optim --emit=cubin`, its
 /// manifest (default: the cubin's path with ".manifest.json" for its
-/// extension). Refuses another architecture's cubin, a rule's manifest, and
-/// a kernel needing more shared memory than the device grants a block.
+/// extension) and its PTX when it is there (".ptx", as for rules:
+/// Device::loadRule). Refuses another architecture's kernel, a rule's
+/// manifest, and a kernel needing more shared memory than the device grants
+/// a block.
 LayerKernel loadLayer(const std::shared_ptr<Device> &device,
                       const std::string &cubinPath,
                       const std::string &manifestPath = "");
-/// The same from bytes in memory; `origin` names them in errors.
+/// The same from bytes in memory; `origin` names them in errors; `ptx` may
+/// be empty.
 LayerKernel loadLayer(const std::shared_ptr<Device> &device,
                       const std::string &cubin,
                       const std::string &manifestJSON,
-                      const std::string &origin);
+                      const std::string &origin, const std::string &ptx = "");
 
 class LayerRunner {
 public:
