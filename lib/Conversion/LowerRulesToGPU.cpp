@@ -25,6 +25,7 @@
 
 #include "optim/Conversion/Passes.h"
 
+#include "Components.h"
 #include "LearnedMath.h"
 #include "optim/Dialect/OptimOps.h"
 
@@ -272,24 +273,16 @@ LogicalResult GPURuleLowering::classifyLearned() {
     });
     if (!isVarying)
       continue;
-    auto isCoordinateValue = [&](Type t) {
-      Type scalar = getElementTypeOrSelf(t);
-      auto vec = dyn_cast<VectorType>(t);
-      return (scalar == elt || scalar.isInteger(1)) &&
-             (!vec || (vec.getRank() == 1 && !vec.isScalable()));
-    };
+    auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
     bool supported = false;
-    if (isa<LogSignOp, vector::BroadcastOp>(op))
+    if (isa<LogSignOp>(op))
       supported = true;
     else if (auto cell = dyn_cast<LSTMCellOp>(op))
       supported = weights.contains(cell.getWeights());
     else if (auto lin = dyn_cast<LinearOp>(op))
       supported = weights.contains(lin.getWeights());
-    else if (auto red = dyn_cast<vector::ReductionOp>(op))
-      supported = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
-    else if (auto extract = dyn_cast<vector::ExtractOp>(op))
-      supported = extract.getDynamicPosition().empty() &&
-                  extract.getStaticPosition().size() == 1;
+    else if (isComponentMove(&op))
+      supported = isSupportedComponentMove(&op);
     else
       supported = op.hasTrait<OpTrait::Elementwise>() &&
                   op.getNumRegions() == 0 &&
@@ -312,11 +305,6 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
   unsigned align = elt.getWidth() / 8;
   Value shared = func.getWorkgroupAttributions()[0];
   Value i = arith::IndexCastOp::create(b, loc, i64, coordinate);
-  using Comps = SmallVector<Value, 4>;
-  auto numComponents = [](Type t) -> int64_t {
-    auto vec = dyn_cast<VectorType>(t);
-    return vec ? vec.getNumElements() : 1;
-  };
   auto cst = [&](double v) -> Value {
     return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, v));
   };
@@ -423,25 +411,10 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
       }
       return -1;
     };
-    if (auto bc = dyn_cast<vector::BroadcastOp>(op)) {
-      Comps src = operand(bc.getSource());
-      map[bc.getResult()] =
-          Comps(numComponents(bc.getResult().getType()), src.front());
+    if (mapComponentMoves(op, map, operand, [&](Value x, Value y) -> Value {
+          return arith::AddFOp::create(b, loc, x, y);
+        }))
       continue;
-    }
-    if (auto red = dyn_cast<vector::ReductionOp>(op)) {
-      Comps src = operand(red.getVector());
-      Value acc = src.front();
-      for (Value x : ArrayRef<Value>(src).drop_front())
-        acc = arith::AddFOp::create(b, loc, acc, x);
-      map[red.getResult()] = {acc};
-      continue;
-    }
-    if (auto ex = dyn_cast<vector::ExtractOp>(op)) {
-      map[ex.getResult()] = {
-          operand(ex.getSource())[ex.getStaticPosition()[0]]};
-      continue;
-    }
     if (auto ls = dyn_cast<LogSignOp>(op)) {
       // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
       Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
@@ -554,34 +527,16 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
         }
       continue;
     }
-    // Elementwise arith and math: once per component.
-    int64_t n = numComponents(op->getResult(0).getType());
-    SmallVector<Comps> operands;
-    for (Value v : op->getOperands())
-      operands.push_back(operand(v));
-    SmallVector<Comps> results(op->getNumResults());
-    for (int64_t j = 0; j < n; ++j) {
-      IRMapping opMap;
-      for (auto [v, comps] : llvm::zip(op->getOperands(), operands))
-        opMap.map(v, comps.size() == 1 ? comps.front() : comps[j]);
-      if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed) {
-        results[0].push_back(
-            exactSqrt(b, loc, opMap.lookup(sqrt.getOperand())));
-        continue;
-      }
-      Operation *clone = b.clone(*op, opMap);
-      if (relaxed)
-        if (auto fmi = dyn_cast<arith::ArithFastMathInterface>(clone))
-          clone->setAttr(fmi.getFastMathAttrName(),
-                         arith::FastMathFlagsAttr::get(
-                             b.getContext(), arith::FastMathFlags::contract));
-      for (auto [k, r] : llvm::enumerate(clone->getResults())) {
-        r.setType(getElementTypeOrSelf(r.getType()));
-        results[k].push_back(r);
-      }
-    }
-    for (auto [r, comps] : llvm::zip(op->getResults(), results))
-      map[r] = comps;
+    // Elementwise arith and math: once per component; sqrt correctly
+    // rounded unless relaxed.
+    mapElementwise(
+        b, op, map, operand, [](Type t) { return t; }, relaxed,
+        [&](Operation *op, IRMapping &opMap) -> Value {
+          auto sqrt = dyn_cast<math::SqrtOp>(op);
+          if (!sqrt || relaxed)
+            return nullptr;
+          return exactSqrt(b, loc, opMap.lookup(sqrt.getOperand()));
+        });
   }
 
   // The new parameter and the states not written yet, every value loaded

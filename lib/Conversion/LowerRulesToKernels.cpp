@@ -23,6 +23,7 @@
 #include "optim/Conversion/Passes.h"
 
 #include "ChunkTable.h"
+#include "Components.h"
 #include "LearnedMath.h"
 #include "optim/Dialect/OptimOps.h"
 
@@ -95,7 +96,6 @@ private:
   SmallVector<Operation *> approximate;
   /// Whether the rule has lstm_cell or linear ops: compute-bound.
   bool learned = false;
-  using Comps = SmallVector<Value, 4>;
 };
 
 } // namespace
@@ -104,13 +104,6 @@ private:
 /// powers of two, and a vector of 3 doubles lies at multiples of 24 bytes.
 static unsigned powerOfTwoAlignment(unsigned bytes) {
   return bytes & (~bytes + 1);
-}
-
-/// The number of per-coordinate components of a value: N for vector<N>.
-static unsigned numComponents(Type type) {
-  if (auto vec = dyn_cast<VectorType>(type))
-    return vec.getNumElements();
-  return 1;
 }
 
 LogicalResult RuleLowering::classify() {
@@ -129,25 +122,16 @@ LogicalResult RuleLowering::classify() {
     });
     if (!isVarying)
       continue;
-    auto isCoordinateValue = [&](Type t) {
-      Type scalar = getElementTypeOrSelf(t);
-      auto vec = dyn_cast<VectorType>(t);
-      return (scalar == elt || scalar.isInteger(1)) &&
-             (!vec || (vec.getRank() == 1 && !vec.isScalable()));
-    };
+    auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
     bool supported = false;
-    if (isa<LogSignOp, LSTMCellOp, LinearOp, vector::BroadcastOp,
-            vector::ExtractOp>(op))
+    if (isa<LogSignOp, LSTMCellOp, LinearOp>(op))
       supported = true;
-    else if (auto red = dyn_cast<vector::ReductionOp>(op))
-      supported = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
+    else if (isComponentMove(&op))
+      supported = isSupportedComponentMove(&op);
     else
       supported = op.hasTrait<OpTrait::Elementwise>() &&
                   op.getNumRegions() == 0 &&
                   llvm::all_of(op.getResultTypes(), isCoordinateValue);
-    if (auto extract = dyn_cast<vector::ExtractOp>(op))
-      supported = extract.getDynamicPosition().empty() &&
-                  extract.getStaticPosition().size() == 1;
     if (!supported)
       return op.emitOpError("cannot be computed per coordinate by the CPU "
                             "code generator yet");
@@ -317,16 +301,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       return map.lookup(v);
     }
     Comps &cached = broadcasts[v];
-    if (!cached.empty())
-      return cached;
-    Value u = uniform.lookup(v);
-    if (auto vec = dyn_cast<VectorType>(u.getType())) {
-      for (int64_t j = 0; j < vec.getNumElements(); ++j)
-        cached.push_back(broadcast(
-            vector::ExtractOp::create(b, loc, u, ArrayRef<int64_t>{j})));
-    } else {
-      cached.push_back(broadcast(u));
-    }
+    if (cached.empty())
+      cached = spreadUniform(b, loc, uniform.lookup(v), broadcast);
     return cached;
   };
   auto fm = [&]() {
@@ -529,25 +505,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         continue;
       }
     }
-    if (auto bc = dyn_cast<vector::BroadcastOp>(op)) {
-      Comps src = operand(bc.getSource());
-      map[bc.getResult()] =
-          Comps(numComponents(bc.getResult().getType()), src.front());
+    if (mapComponentMoves(op, map, operand, add))
       continue;
-    }
-    if (auto red = dyn_cast<vector::ReductionOp>(op)) {
-      Comps src = operand(red.getVector());
-      Value acc = src.front();
-      for (Value x : ArrayRef<Value>(src).drop_front())
-        acc = add(acc, x);
-      map[red.getResult()] = {acc};
-      continue;
-    }
-    if (auto ex = dyn_cast<vector::ExtractOp>(op)) {
-      map[ex.getResult()] = {
-          operand(ex.getSource())[ex.getStaticPosition()[0]]};
-      continue;
-    }
     if (auto ls = dyn_cast<LogSignOp>(op)) {
       // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
       Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
@@ -697,28 +656,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       continue;
     }
     // Elementwise arith and math: once per component.
-    unsigned n = numComponents(op->getResult(0).getType());
-    SmallVector<Comps> operands;
-    for (Value v : op->getOperands())
-      operands.push_back(operand(v));
-    SmallVector<Comps> results(op->getNumResults());
-    for (unsigned j = 0; j < n; ++j) {
-      IRMapping opMap;
-      for (auto [v, comps] : llvm::zip(op->getOperands(), operands))
-        opMap.map(v, comps.size() == 1 ? comps.front() : comps[j]);
-      Operation *clone = b.clone(*op, opMap);
-      if (relaxed)
-        if (auto fmi = dyn_cast<arith::ArithFastMathInterface>(clone))
-          clone->setAttr(fmi.getFastMathAttrName(),
-                         arith::FastMathFlagsAttr::get(
-                             b.getContext(), arith::FastMathFlags::contract));
-      for (auto [k, r] : llvm::enumerate(clone->getResults())) {
-        r.setType(laneType(getElementTypeOrSelf(r.getType())));
-        results[k].push_back(r);
-      }
-    }
-    for (auto [r, comps] : llvm::zip(op->getResults(), results))
-      map[r] = comps;
+    mapElementwise(b, op, map, operand, laneType, relaxed);
   }
 
   // Outputs: new p (index 0 of the yield, input 0) and states (inputs 2..).

@@ -38,6 +38,7 @@
 #include "optim/Conversion/Passes.h"
 
 #include "ChunkTable.h"
+#include "Components.h"
 #include "LearnedMath.h"
 #include "optim/Dialect/OptimOps.h"
 
@@ -62,14 +63,6 @@ namespace {
 /// Must match OPTIM_VJP_SYMBOL_PREFIX of KernelABI.h.
 constexpr llvm::StringLiteral kSymbolPrefix = "optim_vjp_kernel_";
 
-using Comps = SmallVector<Value, 4>;
-
-/// The number of per-coordinate components of a value: N for vector<N>.
-unsigned numComponents(Type type) {
-  if (auto vec = dyn_cast<VectorType>(type))
-    return vec.getNumElements();
-  return 1;
-}
 
 /// The alignment a buffer access of `bytes` bytes at a multiple of `bytes`
 /// from a 64-byte aligned base may claim: its largest power-of-two divisor,
@@ -252,24 +245,13 @@ LogicalResult VJPLowering::analyze() {
     if (!isVarying)
       continue;
     bool supported = false;
-    if (isa<LogSignOp, LSTMCellOp, LinearOp, LSTMCellVJPOp, LinearVJPOp,
-            vector::BroadcastOp, vector::FromElementsOp>(op))
+    if (isa<LogSignOp, LSTMCellOp, LinearOp, LSTMCellVJPOp, LinearVJPOp>(op))
       supported = true;
-    else if (auto red = dyn_cast<vector::ReductionOp>(op))
-      supported = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
-    else if (auto ex = dyn_cast<vector::ExtractOp>(op))
-      supported =
-          ex.getDynamicPosition().empty() && ex.getStaticPosition().size() == 1;
-    else if (auto ins = dyn_cast<vector::InsertOp>(op))
-      supported = ins.getDynamicPosition().empty() &&
-                  ins.getStaticPosition().size() == 1 &&
-                  !isa<VectorType>(ins.getValueToStore().getType());
+    else if (isComponentMove(&op))
+      supported = isSupportedComponentMove(&op);
     else
       supported =
           op.hasTrait<OpTrait::Elementwise>() && op.getNumRegions() == 0;
-    if (isa<vector::BroadcastOp>(op) &&
-        isa<VectorType>(cast<vector::BroadcastOp>(op).getSource().getType()))
-      supported = false;
     if (!supported)
       return op.emitOpError("cannot be computed per coordinate by the VJP "
                             "kernel generator");
@@ -498,16 +480,8 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       return comps;
     }
     Comps &cached = broadcasts[v];
-    if (!cached.empty())
-      return cached;
-    Value u = uniform.lookup(v);
-    if (auto vec = dyn_cast<VectorType>(u.getType())) {
-      for (int64_t j = 0; j < vec.getNumElements(); ++j)
-        cached.push_back(broadcast(
-            vector::ExtractOp::create(b, loc, u, ArrayRef<int64_t>{j})));
-    } else {
-      cached.push_back(broadcast(u));
-    }
+    if (cached.empty())
+      cached = spreadUniform(b, loc, uniform.lookup(v), broadcast);
     return cached;
   };
   // Copies `seg` into a new buffer with a loop (straight-line copies get
@@ -796,38 +770,8 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   };
 
   for (Operation *op : varyingOps) {
-    if (auto bc = dyn_cast<vector::BroadcastOp>(op)) {
-      Comps src = operand(bc.getSource());
-      map[bc.getResult()] =
-          Comps(numComponents(bc.getResult().getType()), src.front());
+    if (mapComponentMoves(op, map, operand, add))
       continue;
-    }
-    if (auto red = dyn_cast<vector::ReductionOp>(op)) {
-      Comps src = operand(red.getVector());
-      Value sum = src.front();
-      for (Value x : ArrayRef<Value>(src).drop_front())
-        sum = add(sum, x);
-      map[red.getResult()] = {sum};
-      continue;
-    }
-    if (auto ex = dyn_cast<vector::ExtractOp>(op)) {
-      map[ex.getResult()] = {
-          operand(ex.getSource())[ex.getStaticPosition()[0]]};
-      continue;
-    }
-    if (auto ins = dyn_cast<vector::InsertOp>(op)) {
-      Comps dest = operand(ins.getDest());
-      dest[ins.getStaticPosition()[0]] = operand(ins.getValueToStore()).front();
-      map[ins.getResult()] = dest;
-      continue;
-    }
-    if (auto fe = dyn_cast<vector::FromElementsOp>(op)) {
-      Comps out;
-      for (Value v : fe.getElements())
-        out.push_back(operand(v).front());
-      map[fe.getResult()] = out;
-      continue;
-    }
     if (auto ls = dyn_cast<LogSignOp>(op)) {
       // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
       Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
@@ -968,25 +912,12 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       continue;
     }
     // Elementwise arith and math: once per component.
-    unsigned n = numComponents(op->getResult(0).getType());
-    SmallVector<Comps> operands;
-    for (Value v : op->getOperands())
-      operands.push_back(operand(v));
-    SmallVector<Comps> results(op->getNumResults());
-    for (unsigned j = 0; j < n; ++j) {
-      IRMapping opMap;
-      for (auto [v, comps] : llvm::zip(op->getOperands(), operands))
-        opMap.map(v, comps.size() == 1 ? comps.front() : comps[j]);
-      Operation *clone = b.clone(*op, opMap);
-      for (auto [k, r] : llvm::enumerate(clone->getResults())) {
-        r.setType(lanes == 1 ? getElementTypeOrSelf(r.getType())
-                             : VectorType::get(
-                                   {lanes}, getElementTypeOrSelf(r.getType())));
-        results[k].push_back(r);
-      }
-    }
-    for (auto [r, comps] : llvm::zip(op->getResults(), results))
-      map[r] = comps;
+    mapElementwise(
+        b, op, map, operand,
+        [&](Type t) -> Type {
+          return lanes == 1 ? t : VectorType::get({lanes}, t);
+        },
+        /*relaxed=*/false);
   }
 
   // Outputs: the cotangents of p and of each state overwrite the incoming
