@@ -1,0 +1,665 @@
+#!/usr/bin/env python3
+"""Oracle test: every update rule against a numpy reference (via liboptim.so).
+
+torch_oracle.py needs torch, which the test run does not install; this oracle
+needs numpy only. Each rule of examples/ (but l2l, a learned rule) and of
+test/Run/Inputs/literature.optim has a reference below, written from the
+published algorithm, not from the .optim file: the comment above it cites the
+paper and says where the rule follows a library's variant (eps placement,
+bias correction). A reference keeps its own state, in the paper's notation
+where that differs from ours (momentum and nesterov keep Sutskever's velocity
+v = -lr * buf), mapped to the rule's state for the comparison.
+
+Each rule runs STEPS (500) steps over tensors of awkward sizes (0, 1, 7, 1000
+and 33001: two chunks of the CPU executor, of 32768 coordinates and a tail of
+233, which is also not a multiple of the vector width), every hyperparameter
+set away from its default, from identical parameters with identical
+gradients: normal signs and shapes scaled by 10^U(-5, 2), about 10% exact
+zeros, and the first coordinate of each tensor and every 97th always 0. All
+data is representable in float32, so one float64 reference run serves both
+precisions.
+
+Four runs per rule: the kernel in float32 and in float64, the reference in
+float32 (every literal and hyperparameter rounded to float32, arithmetic in
+float32) and in float64. The kernel in precision P must agree with the
+reference in P, parameters and every state, per tensor and quantity:
+
+    |ours - reference| <= rtol * |reference| + atol,
+    atol = 16 * eps(P) * max|reference's values in that tensor|,
+
+rtol 1e-5 in float32, 1e-12 in float64 (as torch_oracle.py). Both sides
+compute the same formula in the same precision, but not always in the same
+order (nesterov's reference steps Sutskever's velocity, AdamW's decays and
+steps in one expression, NAdam sums its two terms before dividing), so a step
+may round differently by a few units in the last place (ulp), and 500 steps
+accumulate that: rtol allows ~84 ulps in float32 and ~4,500 in float64.
+Relative error cannot judge values that end near 0 after cancellation (a
+moment of gradients of both signs, a parameter that crossed 0): their error
+is a few ulps of the terms that cancelled, not of the result. Hence atol, 16
+ulps of the largest value of the tensor, the scale of every coordinate's
+terms since all coordinates draw gradients from one distribution. Measured:
+most rules agree bit for bit (same operations in the same order; beta ** t
+of the kernel and of numpy agree too), the others within 0.3 of the
+tolerance. A wrong rule is far outside it: beta2 off by 1e-4, or t + 1 for t
+in a bias correction, gives errors of hundreds to thousands of tolerances in
+float32 and 1e9 and more in float64 (--kernel-hyper sets a hyperparameter of
+the kernel only; the lit test checks that such a run fails).
+
+Lion, Signum and Yogi take the sign of a rounded value, and a one-ulp
+difference flips it where the value is within an ulp of 0. Their references
+compute that value in the same order as the rules (the order the papers
+write), so that it rounds the same; a flip would show as a failure (none
+happens with this data: Lion and Signum agree bit for bit).
+
+The float32 kernel's parameters are also compared with the float64 reference
+(printed, not checked): their drift, the largest |error| in ulps of the
+largest value of the tensor, shows the rounding of float32 itself: ~10 ulps
+for most rules; thousands for Lion, whose sign(c) flips where c is near 0;
+hundreds for Adan, whose 1 + lr * wd rounded to float32 is off by up to 0.15%
+of lr * wd.
+
+Prints one line per rule and precision, then "N passed, M failed"; exits 1 if
+any failed.
+"""
+
+import argparse
+import os
+import re
+import sys
+import time
+import types
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "python"))
+import optim_mlir  # noqa: E402
+
+SIZES = (0, 1, 7, 1000, 33001)
+STEPS = 500
+SEED = 20261127
+RTOL = {"f32": 1e-5, "f64": 1e-12}
+ATOL_ULPS = 16  # atol, in units of eps(dtype) * max|reference in the tensor|
+DTYPES = {"f32": np.float32, "f64": np.float64}
+# One thread: the kernel still runs over chunks of 32768 coordinates, and a
+# step takes ~0.1 ms; with workers, waking them takes milliseconds on a
+# loaded machine (measured: 3 ms a step while the lit suite runs), 30 s here.
+THREADS = 1
+
+
+# The references. Each is step(h, t, p, g, s) -> new p: h holds the
+# hyperparameters as scalars of the run's dtype, h.c(x) rounds a literal to
+# it (numpy 1.x would widen float32 * 0.5 to float64), t is the 1-based step
+# in that dtype, p and g the flat arrays of all tensors, s the state (a dict,
+# updated). Every rule is coordinatewise, so the tensors are concatenated.
+
+def ref_sgd(h, t, p, g, s):
+    # Robbins & Monro (1951): theta <- theta - lr * g.
+    return p - h.lr * g
+
+
+def ref_momentum(h, t, p, g, s):
+    # Heavy ball (Polyak, 1964) in the form of Sutskever et al. (2013),
+    # eq. 1-2, with v = -lr * buf (torch.optim.SGD keeps buf):
+    # v <- mu v - lr g; theta <- theta + v.
+    s["v"] = h.mu * s["v"] - h.lr * g
+    return p + s["v"]
+
+
+def ref_nesterov(h, t, p, g, s):
+    # Nesterov's accelerated gradient as Sutskever et al. (2013), eq. 3-4:
+    # v <- mu v - lr grad f(theta + mu v); theta <- theta + v. The gradient
+    # is taken at the look-ahead point Theta = theta + mu v, and the
+    # optimizer holds Theta (Bengio, Boulanger-Lewandowski & Pascanu, 2013,
+    # "Advances in optimizing recurrent networks"; torch.optim.SGD with
+    # nesterov=True): Theta' = theta' + mu v' = Theta - mu v + (1 + mu) v'.
+    v_old = s["v"]
+    s["v"] = h.mu * v_old - h.lr * g
+    return p - h.mu * v_old + (h.c(1) + h.mu) * s["v"]
+
+
+def ref_adagrad(h, t, p, g, s):
+    # Duchi, Hazan & Singer (2011), diagonal version (section 1.1):
+    # G <- G + g^2; theta <- theta - lr g / (sqrt(G) + eps), eps outside the
+    # root as torch.optim.Adagrad.
+    s["G"] = s["G"] + g * g
+    return p - h.lr * g / (np.sqrt(s["G"]) + h.eps)
+
+
+def ref_rmsprop(h, t, p, g, s):
+    # Tieleman & Hinton (2012), lecture 6e: MeanSquare <- alpha MeanSquare
+    # + (1 - alpha) g^2; theta <- theta - lr g / (sqrt(MeanSquare) + eps).
+    s["ms"] = h.alpha * s["ms"] + (h.c(1) - h.alpha) * g * g
+    return p - h.lr * g / (np.sqrt(s["ms"]) + h.eps)
+
+
+def adam_moments(h, t, g, s):
+    # Kingma & Ba (2015), Algorithm 1: the biased moments and their bias
+    # corrections m_hat, v_hat.
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    return (s["m"] / (h.c(1) - h.beta1 ** t),
+            s["v"] / (h.c(1) - h.beta2 ** t))
+
+
+def ref_adam(h, t, p, g, s):
+    # Kingma & Ba (2015), Algorithm 1:
+    # theta <- theta - alpha m_hat / (sqrt(v_hat) + eps).
+    m_hat, v_hat = adam_moments(h, t, g, s)
+    return p - h.lr * m_hat / (np.sqrt(v_hat) + h.eps)
+
+
+def ref_adamw(h, t, p, g, s):
+    # Loshchilov & Hutter (2019), Algorithm 2, line 12: theta <- theta -
+    # eta (alpha m_hat / (sqrt(v_hat) + eps) + lambda theta), with eta = 1,
+    # alpha = lr and lambda = lr * wd as torch.optim.AdamW.
+    m_hat, v_hat = adam_moments(h, t, g, s)
+    return p - (h.lr * m_hat / (np.sqrt(v_hat) + h.eps)
+                + h.lr * h.weight_decay * p)
+
+
+def ref_amsgrad(h, t, p, g, s):
+    # Reddi, Kale & Kumar (2018), Algorithm 2: v_hat <- max(v_hat, v), the
+    # step divides by sqrt(v_hat). The paper has neither bias correction nor
+    # eps; as torch.optim.Adam(amsgrad=True), m is bias-corrected and the
+    # denominator is sqrt(v_hat / (1 - beta2^t)) + eps.
+    m_hat, _ = adam_moments(h, t, g, s)
+    s["vmax"] = np.maximum(s["vmax"], s["v"])
+    return p - h.lr * m_hat / (np.sqrt(s["vmax"])
+                               / np.sqrt(h.c(1) - h.beta2 ** t) + h.eps)
+
+
+def ref_lion(h, t, p, g, s):
+    # Chen et al. (2023), "Symbolic Discovery of Optimization Algorithms",
+    # Algorithm 2: c = beta1 m + (1 - beta1) g; theta <- theta - lr (sign(c)
+    # + lambda theta); m <- beta2 m + (1 - beta2) g.
+    c = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    p = p - h.lr * (np.sign(c) + h.weight_decay * p)
+    s["m"] = h.beta2 * s["m"] + (h.c(1) - h.beta2) * g
+    return p
+
+
+def ref_adamax(h, t, p, g, s):
+    # Kingma & Ba (2015), Algorithm 2 (AdaMax): u <- max(beta2 u, |g|);
+    # theta <- theta - (alpha / (1 - beta1^t)) m / u; eps added to |g| as
+    # torch.optim.Adamax, so that u > 0.
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["u"] = np.maximum(h.beta2 * s["u"], np.abs(g) + h.eps)
+    return p - (h.lr / (h.c(1) - h.beta1 ** t)) * s["m"] / s["u"]
+
+
+def ref_yogi(h, t, p, g, s):
+    # Zaheer et al. (2018), "Adaptive Methods for Nonconvex Optimization",
+    # Algorithm 2: v <- v - (1 - beta2) sign(v - g^2) g^2; theta <- theta -
+    # lr m / (sqrt(v) + eps); no bias correction; v starts at 1e-6 (the
+    # initial_accumulator_value of tfa.optimizers.Yogi).
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    g2 = g * g
+    s["v"] = s["v"] - (h.c(1) - h.beta2) * np.sign(s["v"] - g2) * g2
+    return p - h.lr * s["m"] / (np.sqrt(s["v"]) + h.eps)
+
+
+def ref_adabelief(h, t, p, g, s):
+    # Zhuang et al. (2020), Algorithm 2: s <- beta2 s + (1 - beta2) (g - m)^2
+    # + eps, bias-corrected like Adam's v; theta <- theta - alpha m_hat /
+    # (sqrt(s_hat) + eps).
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    d = g - s["m"]
+    s["s"] = h.beta2 * s["s"] + (h.c(1) - h.beta2) * d * d + h.eps
+    m_hat = s["m"] / (h.c(1) - h.beta1 ** t)
+    s_hat = s["s"] / (h.c(1) - h.beta2 ** t)
+    return p - h.lr * m_hat / (np.sqrt(s_hat) + h.eps)
+
+
+def ref_adadelta(h, t, p, g, s):
+    # Zeiler (2012), Algorithm 1, with a learning rate as torch.optim.
+    # Adadelta: E[g^2] <- rho E[g^2] + (1 - rho) g^2; dx = -RMS[dx]_{t-1} /
+    # RMS[g]_t g (RMS[y] = sqrt(E[y^2] + eps)); E[dx^2] <- rho E[dx^2] +
+    # (1 - rho) dx^2; theta <- theta + lr dx.
+    s["Eg2"] = h.rho * s["Eg2"] + (h.c(1) - h.rho) * g * g
+    dx = -(np.sqrt(s["Edx2"] + h.eps) / np.sqrt(s["Eg2"] + h.eps)) * g
+    s["Edx2"] = h.rho * s["Edx2"] + (h.c(1) - h.rho) * dx * dx
+    return p + h.lr * dx
+
+
+def ref_radam(h, t, p, g, s):
+    # Liu et al. (2020), "On the Variance of the Adaptive Learning Rate and
+    # Beyond", Algorithm 2: rho_inf = 2 / (1 - beta2) - 1, rho_t = rho_inf -
+    # 2 t beta2^t / (1 - beta2^t); if the variance is tractable the step is
+    # the rectified adaptive one, r_t m_hat l_t, else the momentum m_hat.
+    # Threshold rho_t > 5 as torch.optim.RAdam (the paper: > 4), and eps
+    # added to sqrt(v_hat) as in Adam (l_t = 1 / (sqrt(v_hat) + eps)).
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    m_hat = s["m"] / (h.c(1) - h.beta1 ** t)
+    b2t = h.beta2 ** t
+    rho_inf = h.c(2) / (h.c(1) - h.beta2) - h.c(1)
+    rho_t = rho_inf - h.c(2) * t * b2t / (h.c(1) - b2t)
+    if rho_t > 5:
+        r = np.sqrt((rho_t - h.c(4)) * (rho_t - h.c(2)) * rho_inf
+                    / ((rho_inf - h.c(4)) * (rho_inf - h.c(2)) * rho_t))
+        l = h.c(1) / (np.sqrt(s["v"] / (h.c(1) - b2t)) + h.eps)
+        return p - h.lr * (r * m_hat * l)
+    return p - h.lr * m_hat
+
+
+def ref_sgd_wd(h, t, p, g, s):
+    # SGD with L2 regularization (the gradient of wd/2 |theta|^2 added to
+    # g), then elementwise gradient clipping to [-clip, clip].
+    return p - h.lr * np.clip(g + h.wd * p, -h.clip, h.clip)
+
+
+def ref_nadam(h, t, p, g, s):
+    # Dozat (2016), "Incorporating Nesterov Momentum into Adam", Algorithm 2,
+    # in the form of torch.optim.NAdam: the momentum schedule mu_t = beta1
+    # (1 - 0.5 * 0.96^(t psi)) (the paper: psi = 1/250), its product
+    # prod_{i <= t} mu_i, and theta <- theta - lr ((1 - mu_t) / (1 - prod_t)
+    # g + mu_{t+1} / (1 - prod_{t+1}) m) / (sqrt(v_hat) + eps).
+    mu = h.beta1 * (h.c(1) - h.c(0.5) * h.c(0.96) ** (t * h.psi))
+    mu_next = h.beta1 * (h.c(1) - h.c(0.5)
+                         * h.c(0.96) ** ((t + h.c(1)) * h.psi))
+    s["prod"] = s["prod"] * mu
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    denom = np.sqrt(s["v"] / (h.c(1) - h.beta2 ** t)) + h.eps
+    g_hat = (h.c(1) - mu) / (h.c(1) - s["prod"]) * g
+    m_hat = mu_next / (h.c(1) - s["prod"] * mu_next) * s["m"]
+    return p - h.lr * (g_hat + m_hat) / denom
+
+
+def ref_qhadam(h, t, p, g, s):
+    # Ma & Yarats (2019), "Quasi-hyperbolic momentum and Adam for deep
+    # learning", section 4 (QHAdam): theta <- theta - alpha ((1 - nu1) g +
+    # nu1 g_hat) / (sqrt((1 - nu2) g^2 + nu2 s_hat) + eps), g_hat and s_hat
+    # Adam's bias-corrected moments.
+    m_hat, v_hat = adam_moments(h, t, g, s)
+    num = (h.c(1) - h.nu1) * g + h.nu1 * m_hat
+    return p - h.lr * num / (np.sqrt((h.c(1) - h.nu2) * g * g
+                                     + h.nu2 * v_hat) + h.eps)
+
+
+def ref_adabound(h, t, p, g, s):
+    # Luo et al. (2019), "Adaptive Gradient Methods with Dynamic Bound of
+    # Learning Rate", Algorithm 2 as the authors' code (Luolc/AdaBound):
+    # eta = clip(alpha_t / (sqrt(v) + eps), eta_l(t), eta_u(t)) with Adam's
+    # alpha_t = lr sqrt(1 - beta2^t) / (1 - beta1^t) and the bounds of
+    # section 4, eta_l = final_lr (1 - 1 / (gamma t + 1)), eta_u = final_lr
+    # (1 + 1 / (gamma t)); theta <- theta - eta m. (Algorithm 2 also divides
+    # eta by sqrt(t); the code does not, and neither does the rule.)
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    alpha_t = h.lr * np.sqrt(h.c(1) - h.beta2 ** t) / (h.c(1) - h.beta1 ** t)
+    lower = h.final_lr * (h.c(1) - h.c(1) / (h.gamma * t + h.c(1)))
+    upper = h.final_lr * (h.c(1) + h.c(1) / (h.gamma * t))
+    eta = np.clip(alpha_t / (np.sqrt(s["v"]) + h.eps), lower, upper)
+    return p - eta * s["m"]
+
+
+def ref_adan(h, t, p, g, s):
+    # Xie et al. (2022), "Adan: Adaptive Nesterov Momentum Algorithm for
+    # Faster Optimizing Deep Models", Algorithm 1, as the authors' code
+    # (sail-sg/Adan): its betas are the paper's 1 - beta; m, the gradient
+    # difference's average d and n are bias-corrected; the difference is 0 at
+    # the first step; weight decay is the proximal step of Algorithm 1:
+    # theta <- (theta - lr (m_hat + beta2 d_hat) / (sqrt(n_hat) + eps)) /
+    # (1 + lr wd).
+    diff = g - s["g_prev"] if t > 1 else np.zeros_like(g)
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["d"] = h.beta2 * s["d"] + (h.c(1) - h.beta2) * diff
+    u = g + h.beta2 * diff
+    s["n"] = h.beta3 * s["n"] + (h.c(1) - h.beta3) * u * u
+    s["g_prev"] = g.copy()
+    eta = h.lr / (np.sqrt(s["n"]) / np.sqrt(h.c(1) - h.beta3 ** t) + h.eps)
+    step = eta * (s["m"] / (h.c(1) - h.beta1 ** t)
+                  + h.beta2 * s["d"] / (h.c(1) - h.beta2 ** t))
+    return (p - step) / (h.c(1) + h.lr * h.weight_decay)
+
+
+def ref_signsgd(h, t, p, g, s):
+    # Bernstein et al. (2018), "signSGD: Compressed Optimisation for
+    # Non-Convex Problems", Algorithm 1: theta <- theta - lr sign(g).
+    return p - h.lr * np.sign(g)
+
+
+def ref_signum(h, t, p, g, s):
+    # Bernstein et al. (2018), Algorithm 3 (Signum): m <- beta m + (1 - beta)
+    # g; theta <- theta - lr sign(m).
+    s["m"] = h.beta * s["m"] + (h.c(1) - h.beta) * g
+    return p - h.lr * np.sign(s["m"])
+
+
+def ref_adamod(h, t, p, g, s):
+    # Ding et al. (2019), "An Adaptive and Momental Bound Method for
+    # Stochastic Learning", Algorithm 1: eta_t = alpha_t / (sqrt(v) + eps)
+    # (Adam's bias-corrected step size alpha_t = lr sqrt(1 - beta2^t) /
+    # (1 - beta1^t), eps as the authors' code, lancopku/AdaMod); its
+    # exponential average s <- beta3 s + (1 - beta3) eta_t bounds it:
+    # theta <- theta - min(eta_t, s) m.
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    alpha_t = h.lr * np.sqrt(h.c(1) - h.beta2 ** t) / (h.c(1) - h.beta1 ** t)
+    eta = alpha_t / (np.sqrt(s["v"]) + h.eps)
+    s["s"] = h.beta3 * s["s"] + (h.c(1) - h.beta3) * eta
+    return p - np.minimum(eta, s["s"]) * s["m"]
+
+
+def ref_qhm(h, t, p, g, s):
+    # Ma & Yarats (2019), section 3 (QHM): g_buf <- beta g_buf + (1 - beta)
+    # g; theta <- theta - alpha ((1 - nu) g + nu g_buf).
+    s["buf"] = h.beta * s["buf"] + (h.c(1) - h.beta) * g
+    return p - h.lr * ((h.c(1) - h.nu) * g + h.nu * s["buf"])
+
+
+def ref_aggmo(h, t, p, g, s):
+    # Lucas, Sun, Zemel & Grosse (2019), "Aggregated Momentum: Stability
+    # Through Passive Damping", Algorithm 1: K velocities v_i <- beta_i v_i
+    # - g; theta <- theta + (gamma / K) sum_i v_i. Here K = 3.
+    betas = (h.beta1, h.beta2, h.beta3)
+    for i, beta in enumerate(betas):
+        s["v%d" % i] = beta * s["v%d" % i] - g
+    total = s["v0"]
+    for i in range(1, len(betas)):
+        total = total + s["v%d" % i]
+    return p + h.lr / h.c(len(betas)) * total
+
+
+def neg_over_lr(name):
+    """Our buf from Sutskever's velocity: buf = -v / lr."""
+    return lambda s, h: -s[name] / h.lr
+
+
+EX, LIT = "examples", "literature"
+# (name, file, reference, hyperparameters (all away from their defaults),
+# the reference's initial state, the rule's state from the reference's:
+# {ours: reference's name, or a function of (state, h)}).
+CASES = [
+    ("sgd", EX, ref_sgd, {"lr": 0.03}, {}, {}),
+    ("momentum", EX, ref_momentum, {"lr": 0.02, "mu": 0.8}, {"v": 0},
+     {"buf": neg_over_lr("v")}),
+    ("nesterov", EX, ref_nesterov, {"lr": 0.02, "mu": 0.85}, {"v": 0},
+     {"buf": neg_over_lr("v")}),
+    ("adagrad", EX, ref_adagrad, {"lr": 0.05, "eps": 1e-9}, {"G": 0},
+     {"sum": "G"}),
+    ("rmsprop", EX, ref_rmsprop, {"lr": 0.003, "alpha": 0.95, "eps": 1e-7},
+     {"ms": 0}, {"v": "ms"}),
+    ("adam", EX, ref_adam,
+     {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("adamw", EX, ref_adamw,
+     {"lr": 0.01, "beta1": 0.8, "beta2": 0.99, "eps": 1e-7,
+      "weight_decay": 0.05},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("amsgrad", EX, ref_amsgrad,
+     {"lr": 0.005, "beta1": 0.85, "beta2": 0.995, "eps": 1e-6},
+     {"m": 0, "v": 0, "vmax": 0}, {"m": "m", "v": "v", "vmax": "vmax"}),
+    ("lion", EX, ref_lion,
+     {"lr": 3e-4, "beta1": 0.85, "beta2": 0.98, "weight_decay": 0.1},
+     {"m": 0}, {"m": "m"}),
+    ("adamax", LIT, ref_adamax,
+     {"lr": 0.003, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7},
+     {"m": 0, "u": 0}, {"m": "m", "u": "u"}),
+    ("yogi", LIT, ref_yogi,
+     {"lr": 0.02, "beta1": 0.85, "beta2": 0.995, "eps": 1e-4},
+     {"m": 0, "v": 1e-6}, {"m": "m", "v": "v"}),
+    ("adabelief", LIT, ref_adabelief,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "eps": 1e-12},
+     {"m": 0, "s": 0}, {"m": "m", "s": "s"}),
+    ("adadelta", LIT, ref_adadelta, {"lr": 0.5, "rho": 0.95, "eps": 1e-7},
+     {"Eg2": 0, "Edx2": 0}, {"v": "Eg2", "u": "Edx2"}),
+    ("radam", LIT, ref_radam,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("sgd_wd", LIT, ref_sgd_wd, {"lr": 0.05, "wd": 0.01, "clip": 2.0}, {},
+     {}),
+    ("nadam", LIT, ref_nadam,
+     {"lr": 0.003, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7, "psi": 0.01},
+     {"m": 0, "v": 0, "prod": 1}, {"m": "m", "v": "v", "mu_prod": "prod"}),
+    ("qhadam", LIT, ref_qhadam,
+     {"lr": 0.002, "beta1": 0.9, "beta2": 0.995, "nu1": 0.8, "nu2": 0.9,
+      "eps": 1e-7},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("adabound", LIT, ref_adabound,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "final_lr": 0.05,
+      "gamma": 0.002, "eps": 1e-7},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("adan", LIT, ref_adan,
+     {"lr": 0.002, "beta1": 0.95, "beta2": 0.9, "beta3": 0.995, "eps": 1e-7,
+      "weight_decay": 0.02},
+     {"m": 0, "d": 0, "n": 0, "g_prev": 0},
+     {"m": "m", "d": "d", "n": "n", "g_prev": "g_prev"}),
+    ("signsgd", LIT, ref_signsgd, {"lr": 0.002}, {}, {}),
+    ("signum", LIT, ref_signum, {"lr": 0.002, "beta": 0.8}, {"m": 0},
+     {"m": "m"}),
+    ("adamod", LIT, ref_adamod,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "beta3": 0.99, "eps": 1e-7},
+     {"m": 0, "v": 0, "s": 0}, {"m": "m", "v": "v", "s": "s"}),
+    ("qhm", LIT, ref_qhm, {"lr": 0.05, "beta": 0.95, "nu": 0.6}, {"buf": 0},
+     {"buf": "buf"}),
+    ("aggmo", LIT, ref_aggmo,
+     {"lr": 0.003, "beta1": 0.5, "beta2": 0.8, "beta3": 0.95},
+     {"v0": 0, "v1": 0, "v2": 0}, {"v1": "v0", "v2": "v1", "v3": "v2"}),
+]
+
+
+def gradients(rng, total):
+    """One step's gradients of all tensors, concatenated (float32 values):
+    normal signs and shapes scaled by 10^U(-5, 2), about 10% exact zeros,
+    and the first coordinate of every tensor and every 97th always 0."""
+    g = rng.standard_normal(total) * 10.0 ** rng.uniform(-5.0, 2.0, total)
+    g[rng.random(total) < 0.1] = 0.0
+    g[::97] = 0.0
+    g[np.cumsum((0,) + SIZES[:-1])[np.array(SIZES) > 0]] = 0.0
+    return g.astype(np.float32)
+
+
+class Reference:
+    """One run of a reference in one dtype over the concatenated tensors."""
+
+    def __init__(self, case, dtype, p0):
+        self.fn, self.dtype = case[2], dtype
+        c = dtype
+        self.h = types.SimpleNamespace(c=c, **{k: c(v)
+                                               for k, v in case[3].items()})
+        self.s = {k: np.full(p0.size, v, dtype) for k, v in case[4].items()}
+        self.p = p0.astype(dtype)
+
+    def step(self, t, g):
+        self.p = self.fn(self.h, self.dtype(t), self.p, g.astype(self.dtype),
+                         self.s)
+        for name, a in [("p", self.p)] + list(self.s.items()):
+            if a.dtype != self.dtype or a.shape != self.p.shape:
+                raise AssertionError("reference %s: %s became %s%s"
+                                     % (self.fn.__name__, name, a.dtype,
+                                        a.shape))
+
+    def quantity(self, key):
+        if key is None:
+            return self.p
+        return key(self.s, self.h) if callable(key) else self.s[key]
+
+
+class Worst:
+    """The worst element of comparisons |a - b| <= rtol * |b| + atol."""
+
+    def __init__(self):
+        self.ratio = 0.0  # max |a - b| / (rtol * |b| + atol): pass if <= 1
+        self.rel = 0.0  # max |a - b| / |b| where |b| >= atol / rtol
+        self.ulps = 0.0  # max |a - b| / (eps * max|b|), per tensor
+        self.where = ""
+
+    def add(self, a, b, rtol, eps, where):
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        if a.shape != b.shape:
+            raise AssertionError("%s: shape %s vs %s" % (where, a.shape,
+                                                         b.shape))
+        if not a.size:
+            return
+        if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+            self.ratio, self.where = np.inf, where + ": not finite"
+            return
+        scale = float(np.max(np.abs(b)))
+        atol = ATOL_ULPS * eps * scale
+        diff = np.abs(a - b)
+        bound = rtol * np.abs(b) + atol
+        ratio = np.where(diff == 0, 0.0,
+                         diff / np.where(bound == 0, 1.0, bound))
+        ratio[(diff != 0) & (bound == 0)] = np.inf
+        if ratio.max() > self.ratio:
+            j = int(np.argmax(ratio))
+            self.ratio = float(ratio[j])
+            self.where = "%s[%d]: %.9g vs reference %.9g" % (where, j, a[j],
+                                                             b[j])
+        big = np.abs(b) >= atol / rtol
+        if np.any(big & (diff != 0)):
+            self.rel = max(self.rel,
+                           float(np.max(diff[big] / np.abs(b[big]))))
+        if scale:
+            self.ulps = max(self.ulps, float(diff.max()) / (eps * scale))
+
+
+def compile_case(case, paths, precision):
+    """Compiles the case's rule, checking that the table names all of its
+    state and sets every hyperparameter away from its default."""
+    source = os.path.join(paths[EX], case[0] + ".optim") if case[1] == EX \
+        else paths[LIT]
+    rule = optim_mlir.compile_file(source, rule=case[0],
+                                   f64=precision == "f64")
+    if set(rule.states) != set(case[5]):
+        raise AssertionError("%s: the rule's state is %s, the table's %s"
+                             % (case[0], sorted(rule.states),
+                                sorted(case[5])))
+    if set(rule.hypers) != set(case[3]) or any(
+            case[3][k] == d for k, (d, _) in rule.hypers.items()):
+        raise AssertionError("%s: hyperparameters %s (defaults %s), the "
+                             "table sets %s"
+                             % (case[0], sorted(rule.hypers), rule.hypers,
+                                case[3]))
+    return rule
+
+
+def unreferenced_rules(paths):
+    """The rules of examples/ and of the literature file that have no case
+    here (l2l is a learned rule: test/Python/learned-weights.test)."""
+    names = set()
+    files = [os.path.join(paths[EX], f) for f in os.listdir(paths[EX])
+             if f.endswith(".optim")] + [paths[LIT]]
+    for path in files:
+        with open(path) as f:
+            names |= set(re.findall(r"^rule\s+(\w+)", f.read(), re.M))
+    return sorted(names - {c[0] for c in CASES})
+
+
+def run(cases, paths, precisions, steps, kernel_hyper):
+    offsets = np.cumsum((0,) + SIZES)
+    total = int(offsets[-1])
+    init = np.random.default_rng(SEED).standard_normal(total).astype(
+        np.float32)
+    runs = []
+    for case in cases:
+        r = {"case": case, "kernels": {}, "refs": {}}
+        for precision in precisions:
+            dtype = DTYPES[precision]
+            params = [init[offsets[i]:offsets[i + 1]].astype(dtype)
+                      for i in range(len(SIZES))]
+            opt = optim_mlir.Optimizer(compile_case(case, paths, precision),
+                                       params, threads=THREADS)
+            for k, v in case[3].items():
+                opt.set(k, v)
+            for k, v in kernel_hyper.items():
+                if k in opt.rule.hypers:
+                    opt.set(k, v)
+            r["kernels"][precision] = (opt, params)
+        # The float64 reference always runs: the float32 kernel's drift is
+        # measured against it.
+        for precision in set(precisions) | {"f64"}:
+            r["refs"][precision] = Reference(case, DTYPES[precision], init)
+        runs.append(r)
+
+    rng = np.random.default_rng(SEED + 1)
+    for t in range(1, steps + 1):
+        g = gradients(rng, total)
+        grads = {p: g.astype(DTYPES[p]) for p in DTYPES}
+        split = {p: [grads[p][offsets[i]:offsets[i + 1]]
+                     for i in range(len(SIZES))] for p in DTYPES}
+        for r in runs:
+            for precision, (opt, _) in r["kernels"].items():
+                opt.step(split[precision])
+            for precision, ref in r["refs"].items():
+                ref.step(t, grads[precision])
+
+    failed = 0
+    for r in runs:
+        name, states = r["case"][0], r["case"][5]
+        for precision in precisions:
+            opt, params = r["kernels"][precision]
+            eps = float(np.finfo(DTYPES[precision]).eps)
+            worst, drift = Worst(), Worst()
+            for i in range(len(SIZES)):
+                lo, hi = offsets[i], offsets[i + 1]
+                for mine, key in [("p", None)] + list(states.items()):
+                    a = params[i] if mine == "p" else opt.state(i, mine)
+                    where = "%s[%d]" % (mine, i)
+                    worst.add(a, r["refs"][precision].quantity(key)[lo:hi],
+                              RTOL[precision], eps, where)
+                    if precision == "f32" and mine == "p":
+                        drift.add(a, r["refs"]["f64"].quantity(key)[lo:hi],
+                                  RTOL[precision], eps, where)
+            ok = worst.ratio <= 1.0
+            failed += not ok
+            print("%s %s %-9s max rel err %.2e; worst error %.3f of the "
+                  "tolerance%s%s"
+                  % ("PASS" if ok else "FAIL", precision, name, worst.rel,
+                     worst.ratio,
+                     "; drift from float64 %.3g ulps" % drift.ulps
+                     if precision == "f32" else "",
+                     "" if ok else "; at " + worst.where))
+    return len(runs) * len(precisions) - failed, failed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--examples", required=True,
+                        help="the examples/ directory")
+    parser.add_argument("--literature", required=True,
+                        help="test/Run/Inputs/literature.optim")
+    parser.add_argument("--library", help="liboptim.so (else $OPTIM_LIBRARY)")
+    parser.add_argument("--precision", choices=("f32", "f64", "both"),
+                        default="both")
+    parser.add_argument("--rule", action="append",
+                        help="check only this rule (repeatable)")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--kernel-hyper", action="append", default=[],
+                        metavar="NAME=VALUE",
+                        help="set a hyperparameter of the kernel only, not "
+                        "of the reference (shows that a wrong rule fails)")
+    args = parser.parse_args()
+    optim_mlir.load(args.library)
+    cases = [c for c in CASES if not args.rule or c[0] in args.rule]
+    unknown = set(args.rule or ()) - {c[0] for c in CASES}
+    if unknown:
+        parser.error("no reference for rule(s) %s" % ", ".join(sorted(
+            unknown)))
+    kernel_hyper = {}
+    for item in args.kernel_hyper:
+        name, _, value = item.partition("=")
+        if not any(name in c[3] for c in cases):
+            parser.error("--kernel-hyper %s: no rule checked has it" % name)
+        kernel_hyper[name] = float(value)
+    paths = {EX: args.examples, LIT: args.literature}
+    precisions = [p for p in ("f32", "f64") if args.precision in (p, "both")]
+    print("numpy %s; %d rules, %d steps, sizes %s"
+          % (np.__version__, len(cases), args.steps,
+             ", ".join(map(str, SIZES))))
+    start = time.time()
+    passed, failed = run(cases, paths, precisions, args.steps, kernel_hyper)
+    if not args.rule:
+        for name in unreferenced_rules(paths):
+            print("FAIL %s: no reference here" % name)
+            failed += 1
+    print("# %.1fs" % (time.time() - start))
+    print("%d passed, %d failed" % (passed, failed))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
