@@ -24,13 +24,19 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/NVVM/NVVMToLLVMIRTranslation.h"
 #include "mlir/Transforms/Passes.h"
+#include "llvm-c/Target.h"
 #include "llvm/ADT/ScopeExit.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/MC/MCSubtargetInfo.h"
+#include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/Process.h"
 #include "llvm/Support/Program.h"
 #include "llvm/Support/raw_ostream.h"
+
+#include <memory>
+#include <mutex>
 
 // kQPBlockBitcode: lib/Device/QPBlockNVPTX.cpp compiled by clang for NVPTX.
 #include "QPBlockBitcode.inc"
@@ -49,10 +55,50 @@ std::string checkGPUArch(const std::string &arch) {
   if (number < 75)
     return "'" + arch +
            "' is older than sm_75, which CUDA 13's ptxas no longer targets";
+  // Else LLVM would warn that it ignores the processor and emit PTX for
+  // its default one, which ptxas then refuses.
+  static std::once_flag once;
+  std::call_once(once, [] {
+    LLVMInitializeNVPTXTargetInfo();
+    LLVMInitializeNVPTXTargetMC();
+  });
+  llvm::Triple triple("nvptx64-nvidia-cuda");
+  std::string error;
+  const llvm::Target *target = llvm::TargetRegistry::lookupTarget(triple, error);
+  if (!target)
+    return "LLVM has no NVPTX backend: " + error;
+  std::unique_ptr<llvm::MCSubtargetInfo> info(
+      target->createMCSubtargetInfo(triple, "", ""));
+  if (info && !info->isCPUStringValid(arch)) {
+    std::vector<std::pair<unsigned, std::string>> names;
+    for (const llvm::SubtargetSubTypeKV &kv :
+         info->getAllProcessorDescriptions()) {
+      llvm::StringRef key(kv.Key), digits(kv.Key);
+      unsigned n = 0;
+      // The names --gpu-arch takes: sm_<digits>, optionally "a".
+      if (digits.consume_front("sm_") && !digits.consumeInteger(10, n) &&
+          (digits.empty() || digits == "a") && n >= 75)
+        names.push_back({n, key.str()});
+    }
+    llvm::sort(names);
+    std::string known;
+    for (auto &[n, name] : names)
+      known += (known.empty() ? "" : ", ") + name;
+    return "'" + arch + "' is not a CUDA architecture that LLVM's NVPTX " +
+           "backend knows (" + known + ")";
+  }
   return "";
 }
 
-const char *gpuPTXFeatures() { return "+ptx80"; }
+std::string gpuPTXFeatures(const std::string &arch) {
+  llvm::StringRef digits(arch);
+  unsigned number = 0;
+  if (digits.consume_front("sm_") &&
+      !digits.take_while(llvm::isDigit).getAsInteger(10, number) &&
+      number >= 100)
+    return "";
+  return "+ptx80";
+}
 
 void registerGPUCodeGen(MLIRContext &context) {
   DialectRegistry registry;
@@ -103,7 +149,7 @@ void buildGPUKernelsToNVVMPipeline(OpPassManager &pm,
   pm.addPass(createReconcileUnrealizedCastsPass());
   GpuNVVMAttachTargetOptions target;
   target.chip = options.arch;
-  target.features = gpuPTXFeatures();
+  target.features = gpuPTXFeatures(options.arch);
   target.optLevel = 3;
   target.linkLibs.assign(linkLibs.begin(), linkLibs.end());
   pm.addPass(createGpuNVVMAttachTarget(target));

@@ -36,10 +36,10 @@ struct GPUPipelineOptions {
 /// message saying what is wrong, or an empty string.
 std::string checkGPUArch(const std::string &arch);
 
-/// The PTX ISA version the kernels are emitted for ("+ptx80"): the oldest
-/// that every supported architecture (up to sm_90a) accepts and CUDA 13's
-/// ptxas reads.
-const char *gpuPTXFeatures();
+/// The PTX ISA version the kernels for `arch` are emitted for: "+ptx80" up
+/// to sm_90a (what drivers since CUDA 12.0 compile), else "" (LLVM's
+/// default, the oldest version the architecture needs: 8.6 for sm_100).
+std::string gpuPTXFeatures(const std::string &arch);
 
 /// Registers the dialects, NVVM target and LLVM IR translations the GPU
 /// pipeline needs with `context`.
