@@ -453,13 +453,25 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
       int hTarget = target(cell.getHOut());
       for (auto [result, t, name] :
            {std::tuple{cell.getCOut(), cTarget, "c"},
-            std::tuple{cell.getHOut(), hTarget, "h"}})
-        if (t < 0 && !result.use_empty())
+            std::tuple{cell.getHOut(), hTarget, "h"}}) {
+        if (t >= 0 || result.use_empty())
+          continue;
+        // Two different mistakes for the user: say which one it is.
+        bool isFinalValue = llvm::is_contained(
+            yield.getValues().drop_front(), result);
+        if (!isFinalValue)
           return cell.emitOpError("result ")
                  << name
-                 << " must be the new value of a state that no later "
-                    "operation reads the old value of: the GPU code "
-                    "generator writes it there as it is computed";
+                 << " is not the final value of a state: the GPU code "
+                    "generator writes an LSTM cell's results straight to "
+                    "their states, so each must be assigned to a state that "
+                    "nothing changes afterwards";
+        return cell.emitOpError("result ")
+               << name
+               << " must be the new value of a state that no later "
+                  "operation reads the old value of: the GPU code "
+                  "generator writes it there as it is computed";
+      }
       if (cTarget >= 0 && hTarget == cTarget)
         return cell.emitOpError("writes h and c to the same state");
       // c is read one component per hidden unit, from memory.

@@ -341,6 +341,14 @@ void ProgramChecker::run() {
       diags.warning(state->loc, "state '" + state->name +
                                     "' is never updated; it stays at its "
                                     "initial value");
+  // They stay in the signature (a weights file must still give them), but
+  // nothing depends on them: optim-train would train them with a zero
+  // gradient. Not said after an error, which may be why they look unused.
+  for (Symbol *weights : out.weights)
+    if (!weights->used && !diags.hasErrors())
+      diags.warning(weights->loc, "weights '" + weights->name +
+                                      "' are never used; the result does "
+                                      "not depend on them");
 }
 
 void ProgramChecker::checkStmt(Stmt &stmt) {
@@ -833,9 +841,13 @@ bool ProgramChecker::requireNumber(const Type &type, SMLoc loc,
                          "; it can only be the condition of select()");
     return false;
   case Type::Tuple:
+    // Only LSTM cells (h, c) and qp (z, nu, lam) return several values.
     diags.error(loc, "this call returns " +
                          plural(type.elements.size(), "value") +
-                         "; bind them first, e.g. 'h, c = lstm1(x, h, c)'");
+                         "; bind them first, e.g. " +
+                         (type.elements.size() == 3
+                              ? "'z, nu, lam = qp(...)'"
+                              : "'h, c = cell(x, h, c)'"));
     return false;
   case Type::Weights:
     diags.error(loc, "weights can only be called, e.g. 'head(h2)'");
@@ -883,6 +895,8 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
   case Expr::NameK: {
     auto &name = llvm::cast<NameExpr>(expr);
     Symbol *symbol = lookup(name.name);
+    if (symbol)
+      symbol->used = true;
     if (!symbol) {
       if (lookupBuiltin(name.name))
         diags.error(name.getLoc(), "'" + name.name +
@@ -1012,6 +1026,7 @@ Type ProgramChecker::checkBinary(BinaryExpr &expr) {
 
 Type ProgramChecker::checkCall(CallExpr &call) {
   if (Symbol *symbol = lookup(call.callee)) {
+    symbol->used = true;
     if (symbol->type.isUnknown()) // Its declaration failed.
       return Type::unknown();
     if (symbol->kind == Symbol::Weights &&

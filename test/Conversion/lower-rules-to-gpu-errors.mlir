@@ -47,6 +47,21 @@ optim.rule @reread(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0, %c:
 
 // -----
 
+// The new c is changed before it goes to a state (a clipped c): it has no
+// state to be written to as it is computed.
+optim.rule @notfinal(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0, %c: vector<2xf32> = 0.0) weights(%w: tensor<8x4xf32>) {
+  %0 = vector.broadcast %g : f32 to vector<1xf32>
+  %lo = arith.constant dense<-0.5> : vector<2xf32>
+  // expected-error @+1 {{'optim.lstm_cell' op result c is not the final value of a state: the GPU code generator writes an LSTM cell's results straight to their states, so each must be assigned to a state that nothing changes afterwards}}
+  %h_out, %c_out = optim.lstm_cell %0, %h, %c, %w : vector<1xf32>, vector<2xf32>, tensor<8x4xf32>
+  %1 = arith.maximumf %c_out, %lo : vector<2xf32>
+  %2 = vector.reduction <add>, %h_out : vector<2xf32> into f32
+  %3 = arith.subf %p, %2 : f32
+  optim.yield %3, %h_out, %1 : f32, vector<2xf32>, vector<2xf32>
+}
+
+// -----
+
 // c must come from memory (a state), where each hidden unit reads its own.
 optim.rule @cinreg(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0, %c: vector<2xf32> = 0.0) weights(%w: tensor<8x4xf32>) {
   %0 = vector.broadcast %g : f32 to vector<1xf32>

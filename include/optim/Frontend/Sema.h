@@ -51,6 +51,7 @@ struct Symbol {
   double init = 0.0;
   bool assigned = false;
   // Weights.
+  bool used = false;
   WeightsKind weightsKind = Tensor;
   int64_t inSize = 0, outSize = 0; // outSize is the hidden size of an LSTM.
   /// The shape of the weights tensor: [4H, I+H+1] or [O, I+1] or declared.
