@@ -317,13 +317,15 @@ int bench(const std::shared_ptr<Device> &dev, const std::string &dir,
   d.check(d.cuStreamDestroy(stream), "cuStreamDestroy");
   double copyBW = 2.0 * copyBytes / copyMs;
   std::printf("{\"device\": \"%s\", \"arch\": \"%s\", \"rule\": \"%s\", "
-              "\"code\": \"%s\", \"coordinates\": %lld, \"tensors\": %zu, \"chunks\": %lld, "
+              "\"code\": \"%s\", \"coordinates\": %lld, \"tensors\": %zu, "
+              "\"chunks\": %lld, "
               "\"steps\": %d, \"step_ms\": %.4f, \"step_GBps\": %.1f, "
               "\"best_step_ms\": %.4f, \"copy_ms\": %.4f, \"copy_GBps\": %.1f, "
               "\"step_vs_copy_bandwidth\": %.3f, "
               "\"best_vs_copy_bandwidth\": %.3f, \"configs\": [%s]}\n",
               dev->name().c_str(), dev->arch().c_str(), info.name.c_str(),
-              cuda::toString(rule.source()), (long long)total, sizes.size(), (long long)defaultChunks, steps,
+              cuda::toString(rule.source()), (long long)total, sizes.size(),
+              (long long)defaultChunks, steps,
               defaultMs, bytes / defaultMs / 1e6, bestMs, copyMs, copyBW / 1e6,
               (bytes / defaultMs) / copyBW, (bytes / bestMs) / copyBW,
               configs.c_str());

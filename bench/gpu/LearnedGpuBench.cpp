@@ -349,7 +349,11 @@ double measurePeak(const std::shared_ptr<cuda::Device> &dev,
   const cuda::DriverAPI &d = dev->driver();
   // Its PTX (prepare.sh's nvcc -ptx) stands in for a cubin the driver
   // refuses, as for the compiler's kernels.
-  std::string ptxPath = path.substr(0, path.rfind('.')) + ".ptx";
+  size_t dot = path.rfind('.'), slash = path.rfind('/');
+  bool hasExtension =
+      dot != std::string::npos && (slash == std::string::npos || dot > slash);
+  std::string ptxPath = path.substr(0, hasExtension ? dot : path.size()) +
+                        ".ptx";
   std::string ptx = std::ifstream(ptxPath) ? readFile(ptxPath) : "";
   std::shared_ptr<cuda::CUmod_st> owner =
       dev->loadModule(readFile(path), path, ptx);
@@ -489,7 +493,8 @@ int bench(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
     }
   }
   std::printf("{\"device\": \"%s\", \"arch\": \"%s\", \"rule\": \"l2l\", "
-              "\"code\": \"%s\", \"coordinates\": %lld, \"chunks\": %lld, \"steps\": %d, "
+              "\"code\": \"%s\", \"coordinates\": %lld, \"chunks\": %lld, "
+              "\"steps\": %d, "
               "\"step_ms\": %.4f, \"best_step_ms\": %.4f, "
               "\"flops_per_coordinate\": %.0f, \"gflops\": %.1f, "
               "\"best_gflops\": %.1f, \"state_GBps\": %.1f, "

@@ -301,7 +301,8 @@ int main(int argc, char **argv) {
                    backwardError.c_str());
     std::printf(
         "{\"device\": \"%s\", \"arch\": \"%s\", \"cubin\": \"%s\", "
-        "\"code\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, \"n\": %lld, \"p\": %lld, "
+        "\"code\": \"%s\", \"dtype\": \"%s\", \"batch\": %lld, \"n\": %lld, "
+        "\"p\": %lld, "
         "\"threads\": %lld, \"shared_bytes\": %lld, \"fwd_ms\": %.4f, "
         "\"fwd_ms_median\": %.4f, \"cpu_fwd_ms\": %.3f, "
         "\"max_rel_err_vs_cpu\": %.3g, \"tolerance\": %.3g, "

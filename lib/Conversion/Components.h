@@ -75,13 +75,16 @@ inline bool isSupportedComponentMove(Operation *op) {
     return !isa<VectorType>(bc.getSource().getType());
   if (auto red = dyn_cast<vector::ReductionOp>(op))
     return red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
+  // The verifier keeps static positions in range, but allows -1 (poison).
   if (auto ex = dyn_cast<vector::ExtractOp>(op))
     return ex.getDynamicPosition().empty() &&
            ex.getStaticPosition().size() == 1 &&
+           ex.getStaticPosition()[0] >= 0 &&
            !isa<VectorType>(ex.getResult().getType());
   if (auto ins = dyn_cast<vector::InsertOp>(op))
     return ins.getDynamicPosition().empty() &&
            ins.getStaticPosition().size() == 1 &&
+           ins.getStaticPosition()[0] >= 0 &&
            !isa<VectorType>(ins.getValueToStore().getType());
   return isa<vector::FromElementsOp>(op);
 }

@@ -63,7 +63,6 @@ namespace {
 /// Must match OPTIM_VJP_SYMBOL_PREFIX of KernelABI.h.
 constexpr llvm::StringLiteral kSymbolPrefix = "optim_vjp_kernel_";
 
-
 /// The alignment a buffer access of `bytes` bytes at a multiple of `bytes`
 /// from a 64-byte aligned base may claim: its largest power-of-two divisor,
 /// at most 64 (vectors of 3 lanes are only element-aligned).

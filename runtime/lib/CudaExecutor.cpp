@@ -77,6 +77,26 @@ const char *optim::cuda::toString(CodeSource source) {
   return source == CodeSource::PTX ? "ptx" : "cubin";
 }
 
+void optim::cuda::requirePTXMatches(const std::string &ptx,
+                                    const std::string &target,
+                                    const std::string &symbol,
+                                    const std::string &origin) {
+  std::string arch = target.substr(target.rfind(' ') + 1);
+  std::string ptxArch;
+  size_t at = ptx.find("\n.target ");
+  if (at != std::string::npos) {
+    size_t begin = at + 9, end = ptx.find_first_of(" ,\r\n", begin);
+    ptxArch = ptx.substr(begin, end == std::string::npos ? end : end - begin);
+  }
+  if (ptxArch != arch)
+    throw Error("optim: '" + origin + "': the PTX beside the cubin is for '" +
+                ptxArch + "', the manifest for '" + arch +
+                "' (left over from another build?)");
+  if (ptx.find(".entry " + symbol + "(") == std::string::npos)
+    throw Error("optim: '" + origin + "': the PTX beside the cubin has no "
+                "kernel '" + symbol + "' (left over from another build?)");
+}
+
 /// "sm_86" -> 86; -1 when malformed.
 static int archNumber(const std::string &arch) {
   if (arch.rfind("sm_", 0) != 0)
@@ -130,11 +150,17 @@ std::shared_ptr<CUmod_st> Device::loadModule(const std::string &cubin,
   CodeSource used = CodeSource::Cubin;
   std::string cubinFailure;
   if (!cubin.empty()) {
+    CUresult rc = driver_->cuModuleLoadData(&module, cubin.data());
+    // Only a refusal of the image itself is worth the PTX: an invalid or
+    // too new image, or none for this GPU. Out of memory or a lost context
+    // would fail the JIT as well, and is reported as it is.
+    bool imageRefused =
+        rc == kErrorInvalidImage || rc == kErrorNoBinaryForGPU ||
+        rc == kErrorInvalidPTX || rc == kErrorUnsupportedPTXVersion;
     try {
-      driver_->check(driver_->cuModuleLoadData(&module, cubin.data()),
-                     "cuModuleLoadData");
+      driver_->check(rc, "cuModuleLoadData");
     } catch (const Error &e) {
-      if (ptx.empty())
+      if (ptx.empty() || !imageRefused)
         throw Error(std::string(e.what()) + " (loading '" + origin +
                     "'s cubin)");
       cubinFailure = e.what();
@@ -176,6 +202,8 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &origin,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
+  if (!ptx.empty())
+    requirePTXMatches(ptx, m.target, m.symbol, origin);
   CodeSource runs = requireCompatible(m.target, origin, !ptx.empty());
   // Vector states come only with weights (the compiler refuses others).
   for (const StateSpec &s : m.info.states)

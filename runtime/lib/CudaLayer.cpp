@@ -39,6 +39,8 @@ LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
     throw Error("optim: CUDA: loadLayer needs a device");
   LayerKernel k;
   k.manifest = readLayerManifest(json, origin);
+  if (!ptx.empty())
+    requirePTXMatches(ptx, k.manifest.target, k.manifest.symbol, origin);
   CodeSource runs =
       device->requireCompatible(k.manifest.target, origin, !ptx.empty());
   const int64_t shared = k.manifest.sharedBytes;
@@ -129,12 +131,18 @@ void LayerRunner::forward(int64_t batch,
   if (batch < 1 || batch > std::numeric_limits<int32_t>::max())
     throw Error(who + "the batch size must be in 1..2^31-1, got " +
                 std::to_string(batch));
+  // A tensor of no elements (nu without equalities, lam without
+  // inequalities) may be null, as on the CPU (optim::Layer).
   auto requireAll = [&](const std::vector<CUdeviceptr> &list,
                         const std::vector<LayerTensor> &specs,
                         const char *what) {
-    for (size_t k = 0; k < list.size(); ++k)
-      if (!list[k])
+    for (size_t k = 0; k < list.size(); ++k) {
+      int64_t elements = 1;
+      for (int64_t d : specs[k].shape)
+        elements *= d;
+      if (!list[k] && elements != 0)
         throw Error(who + what + " '" + specs[k].name + "' is a null pointer");
+    }
   };
   requireAll(inputs, i.inputs, "input");
   requireAll(weights, i.weights, "weights");
@@ -144,7 +152,8 @@ void LayerRunner::forward(int64_t batch,
   CUdeviceptr solution[3] = {scratch_[0].get(), scratch_[1].get(),
                              scratch_[2].get()};
   for (size_t o = 0; o < outputs.size(); ++o)
-    solution[i.outputKinds[o]] = outputs[o];
+    if (outputs[o])
+      solution[i.outputKinds[o]] = outputs[o];
   std::vector<CUdeviceptr> args(inputs);
   args.insert(args.end(), weights.begin(), weights.end());
   args.insert(args.end(), {solution[0], solution[1], solution[2],

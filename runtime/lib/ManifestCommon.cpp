@@ -38,9 +38,14 @@ std::string detail::readPTXFor(const std::string &cubinPath) {
   if (path == cubinPath)
     return "";
   std::ifstream in(path, std::ios::binary);
-  if (!in && errno == ENOENT)
-    return "";
-  return readFile(path);
+  if (!in) {
+    if (errno == ENOENT)
+      return "";
+    throw Error("optim: cannot read '" + path + "': " + std::strerror(errno));
+  }
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
 }
 
 json detail::parseManifest(const std::string &text, const ManifestFail &fail) {

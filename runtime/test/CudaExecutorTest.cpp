@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <random>
@@ -40,6 +41,7 @@ struct FakeState : fakecuda::Memory {
   // Images starting with this are refused (a driver older than the
   // toolkit that made the cubin says CUDA_ERROR_UNSUPPORTED_PTX_VERSION).
   std::string refusePrefix = "\x01";
+  CUresult refuseWith = 222;
   std::vector<std::string> loadAttempts;
 };
 FakeState *fake = nullptr;
@@ -58,7 +60,7 @@ CUresult fLoad(CUmodule *m, const void *image) {
   std::string bytes = static_cast<const char *>(image);
   fake->loadAttempts.push_back(bytes);
   if (bytes.rfind(fake->refusePrefix, 0) == 0)
-    return 222;
+    return fake->refuseWith;
   fake->loadedImage = bytes;
   *m = kModule;
   return 0;
@@ -410,9 +412,15 @@ TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {
       dev86->loadRule("X", manifest("nvptx64-nvidia-cuda sm_80"), "m"));
 }
 
+/// What optimc writes beside a cubin, in short.
+std::string ptxFor(const std::string &arch) {
+  return "//\n.version 8.0\n.target " + arch +
+         "\n.visible .entry optim_rule_adam(\n";
+}
+
 TEST_F(CudaFake, ThePTXStandsInForACubinTheDriverCannotUse) {
   auto dev = Device::open(fakeDriver());
-  const std::string ptx = ".version 8.0\n.target sm_90\n";
+  const std::string ptx = ptxFor("sm_90");
   // A usable cubin is loaded as it is; the PTX is not touched.
   cuda::Rule direct = dev->loadRule("CUBIN", manifest(), "m", ptx);
   EXPECT_EQ(direct.source(), CodeSource::Cubin);
@@ -439,6 +447,25 @@ TEST_F(CudaFake, ThePTXStandsInForACubinTheDriverCannotUse) {
               std::string::npos)
         << e.what();
   }
+  // Not a refusal of the image (here out of memory): reported as it is,
+  // not hidden behind the PTX.
+  state.refuseWith = 2;
+  state.loadAttempts.clear();
+  EXPECT_THROW(dev->loadRule("NEWER-CUBIN", manifest(), "m", ptx), Error);
+  EXPECT_EQ(state.loadAttempts, std::vector<std::string>{"NEWER-CUBIN"});
+  state.refuseWith = 222;
+  // A PTX of another build than the manifest's is refused, saying so.
+  try {
+    dev->loadRule("CUBIN", manifest(), "m", ptxFor("sm_80"));
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(), "optim: 'm': the PTX beside the cubin is for "
+                           "'sm_80', the manifest for 'sm_90' (left over from "
+                           "another build?)");
+  }
+  std::string otherKernel = ptx;
+  otherKernel.replace(otherKernel.find("adam"), 4, "sgd");
+  EXPECT_THROW(dev->loadRule("CUBIN", manifest(), "m", otherKernel), Error);
   // Both refused: the error names both attempts.
   state.refusePrefix = "";
   try {
@@ -459,9 +486,9 @@ TEST_F(CudaFake, ThePTXStandsInForACubinTheDriverCannotUse) {
   state.loadAttempts.clear();
   cuda::Rule older =
       dev->loadRule("SM80-CUBIN", manifest("nvptx64-nvidia-cuda sm_80"), "m",
-                    ptx);
+                    ptxFor("sm_80"));
   EXPECT_EQ(older.source(), CodeSource::PTX);
-  EXPECT_EQ(state.loadAttempts, std::vector<std::string>{ptx});
+  EXPECT_EQ(state.loadAttempts, std::vector<std::string>{ptxFor("sm_80")});
   try {
     dev->loadRule("SM80-CUBIN", manifest("nvptx64-nvidia-cuda sm_80"), "m");
     FAIL() << "no error";
@@ -473,17 +500,16 @@ TEST_F(CudaFake, ThePTXStandsInForACubinTheDriverCannotUse) {
   // PTX does not run on an older architecture, nor an "a" target's on
   // another one.
   EXPECT_THROW(dev->loadRule("X", manifest("nvptx64-nvidia-cuda sm_100"),
-                             "m", ptx),
+                             "m", ptxFor("sm_100")),
                Error);
   EXPECT_THROW(dev->loadRule("X", manifest("nvptx64-nvidia-cuda sm_80a"),
-                             "m", ptx),
+                             "m", ptxFor("sm_80a")),
                Error);
 }
 
 TEST_F(CudaFake, LoadingFromAPathPicksUpThePTXBesideTheCubin) {
   std::string dir = ::testing::TempDir() + "optim-ptx-fallback";
-  std::string mkdir = "mkdir -p '" + dir + "'";
-  ASSERT_EQ(std::system(mkdir.c_str()), 0);
+  std::filesystem::create_directories(dir);
   auto write = [&](const std::string &name, const std::string &text) {
     std::ofstream(dir + "/" + name, std::ios::binary) << text;
   };
@@ -493,10 +519,10 @@ TEST_F(CudaFake, LoadingFromAPathPicksUpThePTXBesideTheCubin) {
   state.refusePrefix = "REFUSED";
   auto dev = Device::open(fakeDriver());
   EXPECT_THROW(dev->loadRule(dir + "/adam.sm_90.cubin"), Error);
-  write("adam.sm_90.ptx", "// PTX\n");
+  write("adam.sm_90.ptx", ptxFor("sm_90"));
   cuda::Rule adam = dev->loadRule(dir + "/adam.sm_90.cubin");
   EXPECT_EQ(adam.source(), CodeSource::PTX);
-  EXPECT_EQ(state.loadedImage, "// PTX\n");
+  EXPECT_EQ(state.loadedImage, ptxFor("sm_90"));
 }
 
 TEST_F(CudaFake, DeviceMemoryIsFreedExactlyOnce) {

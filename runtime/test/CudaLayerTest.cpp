@@ -431,15 +431,40 @@ TEST_F(CudaLayerFake, ErrorsNameTheFailingCallOrTheWrongArgument) {
             "input gradients and 1 weights gradients; got 1, 1 and 1");
 }
 
+TEST_F(CudaLayerFake, AnOutputOfNoElementsMayBeNull) {
+  auto dev = Device::open(fakeDriver());
+  LayerManifest m = toyManifest();
+  m.info.outputs = {{"z", {n}}, {"nu", {0}}, {"lam", {p}}};
+  m.info.outputKinds = {0, 1, 2};
+  LayerKernel k = loadLayer(dev, "cubin", writeLayerManifest(m), "toy.json");
+  std::vector<float> q(n, 0.5f), G = {1, 1, 0, 0, -1, 1};
+  Buffer dq = upload(dev, q), dG = upload(dev, G);
+  Buffer dz(dev, n * 4), dlam(dev, p * 4);
+  LayerRunner run(k);
+  // nu has no elements (no equalities): null is fine, as std::vector's
+  // data() of an empty vector; z is not.
+  EXPECT_NO_THROW(run.forward(1, {dq.get()}, {dG.get()},
+                              {dz.get(), 0, dlam.get()}));
+  EXPECT_EQ(state.launches, 1);
+  try {
+    run.forward(1, {dq.get()}, {dG.get()}, {0, 0, dlam.get()});
+    FAIL() << "no error";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(),
+                 "optim: CUDA: layer 'toy': output 'z' is a null pointer");
+  }
+}
+
 TEST_F(CudaLayerFake, ThePTXStandsInForACubinTheDriverRefuses) {
   auto dev = Device::open(fakeDriver());
   std::string json = writeLayerManifest(toyManifest());
-  LayerKernel k = loadLayer(dev, "cubin", json, "m", "ptx text");
+  const std::string ptx = "//\n.target sm_90\n.entry optim_layer_toy_qp(\n";
+  LayerKernel k = loadLayer(dev, "cubin", json, "m", ptx);
   EXPECT_EQ(k.source, CodeSource::Cubin);
   EXPECT_EQ(state.loaded, "cubin");
-  k = loadLayer(dev, "refused cubin", json, "m", "ptx text");
+  k = loadLayer(dev, "refused cubin", json, "m", ptx);
   EXPECT_EQ(k.source, CodeSource::PTX);
-  EXPECT_EQ(state.loaded, "ptx text");
+  EXPECT_EQ(state.loaded, ptx);
   EXPECT_EQ(state.requested.back(), "optim_layer_toy_qp_vjp");
   EXPECT_THROW(loadLayer(dev, "refused cubin", json, "m"), Error);
 }

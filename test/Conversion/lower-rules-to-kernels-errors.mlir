@@ -35,3 +35,13 @@ optim.rule @assemble(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 1.0) {
   %4 = arith.subf %p, %3 : f32
   optim.yield %4, %2 : f32, vector<2xf32>
 }
+
+// -----
+
+// A poison position (-1) is refused, not used as an index.
+optim.rule @poison(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 1.0) {
+  // expected-error @+1 {{'vector.extract' op cannot be computed per coordinate by the CPU code generator yet}}
+  %0 = vector.extract %h[-1] : f32 from vector<2xf32>
+  %1 = arith.subf %p, %0 : f32
+  optim.yield %1, %h : f32, vector<2xf32>
+}

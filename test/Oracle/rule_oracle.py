@@ -14,8 +14,9 @@ Each rule runs STEPS (500) steps over tensors of awkward sizes (0, 1, 7, 1000
 and 33001: two chunks of the CPU executor, of 32768 coordinates and a tail of
 233, which is also not a multiple of the vector width), every hyperparameter
 set away from its default, from identical parameters with identical
-gradients: normal signs and shapes scaled by 10^U(-5, 2), about 10% exact
-zeros, and the first coordinate of each tensor and every 97th always 0. All
+gradients: normal signs and shapes scaled by 10^U(-5, 2), a scale drawn
+once per coordinate, about 10% exact zeros, and every 97th coordinate and
+the first of each tensor larger than one always 0. All
 data is representable in float32, so one float64 reference run serves both
 precisions.
 
@@ -441,14 +442,17 @@ CASES = [
 ]
 
 
-def gradients(rng, total):
+def gradients(rng, scales):
     """One step's gradients of all tensors, concatenated (float32 values):
-    normal signs and shapes scaled by 10^U(-5, 2), about 10% exact zeros,
-    and the first coordinate of every tensor and every 97th always 0."""
-    g = rng.standard_normal(total) * 10.0 ** rng.uniform(-5.0, 2.0, total)
-    g[rng.random(total) < 0.1] = 0.0
+    normal, times each coordinate's own scale (`scales`, fixed for the run,
+    so that a coordinate stays in its regime, small gradients included),
+    about 10% exact zeros, and every 97th coordinate and the first of every
+    tensor larger than one always 0 (the size-1 tensor gets gradients)."""
+    g = rng.standard_normal(scales.size) * scales
+    g[rng.random(scales.size) < 0.1] = 0.0
     g[::97] = 0.0
-    g[np.cumsum((0,) + SIZES[:-1])[np.array(SIZES) > 0]] = 0.0
+    starts = np.cumsum((0,) + SIZES[:-1])
+    g[starts[np.array(SIZES) > 1]] = 0.0
     return g.astype(np.float32)
 
 
@@ -576,8 +580,9 @@ def run(cases, paths, precisions, steps, kernel_hyper):
         runs.append(r)
 
     rng = np.random.default_rng(SEED + 1)
+    scales = 10.0 ** rng.uniform(-5.0, 2.0, total)
     for t in range(1, steps + 1):
-        g = gradients(rng, total)
+        g = gradients(rng, scales)
         grads = {p: g.astype(DTYPES[p]) for p in DTYPES}
         split = {p: [grads[p][offsets[i]:offsets[i + 1]]
                      for i in range(len(SIZES))] for p in DTYPES}

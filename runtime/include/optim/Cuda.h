@@ -41,6 +41,13 @@ using CUmodule = struct CUmod_st *;
 using CUfunction = struct CUfunc_st *;
 using CUstream = struct CUstream_st *;
 constexpr CUresult CUDA_SUCCESS = 0;
+/// What cuModuleLoadData answers for an image the driver cannot use:
+/// CUDA_ERROR_INVALID_IMAGE, _NO_BINARY_FOR_GPU, _INVALID_PTX,
+/// _UNSUPPORTED_PTX_VERSION.
+constexpr CUresult kErrorInvalidImage = 200;
+constexpr CUresult kErrorNoBinaryForGPU = 209;
+constexpr CUresult kErrorInvalidPTX = 218;
+constexpr CUresult kErrorUnsupportedPTXVersion = 222;
 /// CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR.
 constexpr int kAttrComputeCapabilityMajor = 75;
 constexpr int kAttrComputeCapabilityMinor = 76;
@@ -108,6 +115,12 @@ class Device;
 enum class CodeSource { Cubin, PTX };
 const char *toString(CodeSource source);
 
+/// Throws unless `ptx` was compiled for a manifest's `target`
+/// ("nvptx64-nvidia-cuda sm_90": its `.target` line) and defines the entry
+/// `symbol`: a PTX beside a cubin may be left over from another build.
+void requirePTXMatches(const std::string &ptx, const std::string &target,
+                       const std::string &symbol, const std::string &origin);
+
 /// A cubin loaded on a device and its manifest: one rule's kernel.
 class Rule {
 public:
@@ -166,9 +179,10 @@ public:
                                const std::string &origin,
                                bool hasPTX = false) const;
   /// Loads a module (cuModuleLoadData) from the cubin, or from the PTX
-  /// when the cubin is empty or the driver refuses it; `source` (if not
-  /// null) tells which. Errors name both attempts. The module is unloaded
-  /// with the last copy of the pointer.
+  /// when the cubin is empty or the driver refuses the image (invalid, too
+  /// new, none for this GPU; other errors are reported as they are);
+  /// `source` (if not null) tells which. Errors name both attempts. The
+  /// module is unloaded with the last copy of the pointer.
   std::shared_ptr<CUmod_st> loadModule(const std::string &cubin,
                                        const std::string &origin,
                                        const std::string &ptx = "",
