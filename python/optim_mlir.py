@@ -244,6 +244,11 @@ class Optimizer:
         options = _Options()
         _call("optim_options_init", _c.byref(options))
         if threads is not None:
+            # ctypes would wrap a negative or huge count silently.
+            if (isinstance(threads, bool) or not isinstance(threads, int)
+                    or not 0 <= threads < 2**32):
+                raise ValueError("threads must be an int in [0, 2**32), "
+                                 "got %r" % (threads,))
             options.threads = threads
         out = _opt_p()
         _call("optim_optimizer_create_" + rule.dtype, rule._handle, pointers,

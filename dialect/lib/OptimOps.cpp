@@ -25,6 +25,18 @@ static int64_t coordinateSize(Type type) {
 
 static Type elementTypeOf(Type type) { return getElementTypeOrSelf(type); }
 
+/// Checked first by every op that derives weight shapes from the sizes of
+/// its per-coordinate operands: beyond kMaxExtent, 4 H or I + H + 1 could
+/// overflow.
+static LogicalResult checkCoordinateSizes(Operation *op, TypeRange types) {
+  for (Type type : types)
+    if (auto vec = dyn_cast<VectorType>(type))
+      if (vec.getNumElements() > kMaxExtent)
+        return op->emitOpError("per-coordinate vectors have at most ")
+               << kMaxExtent << " values, got " << type;
+  return success();
+}
+
 //===----------------------------------------------------------------------===//
 // LogSignOp
 //===----------------------------------------------------------------------===//
@@ -70,6 +82,9 @@ OpFoldResult LogSignOp::fold(FoldAdaptor adaptor) {
 //===----------------------------------------------------------------------===//
 
 LogicalResult LSTMCellOp::verify() {
+  if (failed(checkCoordinateSizes(*this, (*this)->getOperandTypes())) ||
+      failed(checkCoordinateSizes(*this, (*this)->getResultTypes())))
+    return failure();
   Type elt = elementTypeOf(getH().getType());
   if (elementTypeOf(getX().getType()) != elt)
     return emitOpError("input and state element types differ: ")
@@ -87,6 +102,9 @@ LogicalResult LSTMCellOp::verify() {
 }
 
 LogicalResult LinearOp::verify() {
+  if (failed(checkCoordinateSizes(*this, (*this)->getOperandTypes())) ||
+      failed(checkCoordinateSizes(*this, (*this)->getResultTypes())))
+    return failure();
   Type elt = elementTypeOf(getX().getType());
   int64_t in = coordinateSize(getX().getType());
   int64_t out = coordinateSize(getResult().getType());
@@ -102,6 +120,9 @@ LogicalResult LinearOp::verify() {
 }
 
 LogicalResult LSTMCellVJPOp::verify() {
+  if (failed(checkCoordinateSizes(*this, (*this)->getOperandTypes())) ||
+      failed(checkCoordinateSizes(*this, (*this)->getResultTypes())))
+    return failure();
   Type elt = elementTypeOf(getH().getType());
   if (elementTypeOf(getX().getType()) != elt)
     return emitOpError("input and state element types differ: ")
@@ -117,6 +138,9 @@ LogicalResult LSTMCellVJPOp::verify() {
 }
 
 LogicalResult LinearVJPOp::verify() {
+  if (failed(checkCoordinateSizes(*this, (*this)->getOperandTypes())) ||
+      failed(checkCoordinateSizes(*this, (*this)->getResultTypes())))
+    return failure();
   Type elt = elementTypeOf(getX().getType());
   if (elementTypeOf(getDy().getType()) != elt)
     return emitOpError("cotangent element type must be ") << elt;

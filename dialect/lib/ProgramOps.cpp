@@ -342,8 +342,37 @@ LogicalResult RuleOp::verifyRegions() {
              << cast<StringAttr>(getWeightNames()[i]).getValue()
              << "' must be a statically shaped tensor of " << elt << ", got "
              << getWeight(i).getType();
+    // Counted without overflow: the lowerings multiply these sizes.
+    int64_t count = 1;
+    for (int64_t d : tensor.getShape()) {
+      if (d != 0 && count > kMaxWeightElements / d)
+        return emitOpError("weights '")
+               << cast<StringAttr>(getWeightNames()[i]).getValue()
+               << "' have more than " << kMaxWeightElements << " elements";
+      count *= d;
+    }
   }
-  return success();
+  // Every per-coordinate vector (states, and what the body computes) is
+  // unrolled or kept per coordinate by the kernels: bounded as in the
+  // language.
+  auto tooLong = [](Type type) {
+    auto vec = dyn_cast<VectorType>(type);
+    return vec && vec.getNumElements() > kMaxExtent;
+  };
+  for (BlockArgument arg : block.getArguments())
+    if (tooLong(arg.getType()))
+      return emitOpError("per-coordinate vectors have at most ")
+             << kMaxExtent << " values, got " << arg.getType();
+  WalkResult walk = getBody().walk([&](Operation *op) {
+    for (Type type : op->getResultTypes())
+      if (tooLong(type)) {
+        op->emitOpError("per-coordinate vectors have at most ")
+            << kMaxExtent << " values, got " << type;
+        return WalkResult::interrupt();
+      }
+    return WalkResult::advance();
+  });
+  return failure(walk.wasInterrupted());
 }
 
 LogicalResult YieldOp::verify() {
@@ -501,7 +530,28 @@ LogicalResult LayerOp::verify() {
                          "got ")
              << type;
   }
-  return success();
+  // The lowerings multiply extents (n * n workspaces, element counts, row-
+  // major indices): every tensor of the layer is bounded as in the language.
+  auto tooLarge = [](Type type) {
+    auto tensor = dyn_cast<RankedTensorType>(type);
+    return tensor && llvm::any_of(tensor.getShape(), [](int64_t d) {
+             return d > kMaxExtent;
+           });
+  };
+  for (BlockArgument arg : getBodyBlock().getArguments())
+    if (tooLarge(arg.getType()))
+      return emitOpError("tensor extents are at most ")
+             << kMaxExtent << ", got " << arg.getType();
+  WalkResult walk = getBody().walk([&](Operation *op) {
+    for (Type type : op->getResultTypes())
+      if (tooLarge(type)) {
+        op->emitOpError("tensor extents in a layer are at most ")
+            << kMaxExtent << ", got " << type;
+        return WalkResult::interrupt();
+      }
+    return WalkResult::advance();
+  });
+  return failure(walk.wasInterrupted());
 }
 
 LogicalResult ReturnOp::verify() {

@@ -36,6 +36,7 @@ static optim_status compile(const char *path, const char *source,
                         : compiler.compileSource(
                               source, bufferName ? bufferName : "<source>",
                               Target::cpu(), rule);
+    capi::trackHandle(handle.get(), capi::HandleKind::Rule);
     *out = handle.release();
     return OPTIM_OK;
   });

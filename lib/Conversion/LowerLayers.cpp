@@ -32,6 +32,8 @@
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseSet.h"
 
+#include <array>
+
 namespace mlir::optim {
 #define GEN_PASS_DEF_LOWERLAYERS
 #define GEN_PASS_DEF_LOWERLAYERSTOGPU
@@ -437,19 +439,26 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
   return Value();
 }
 
+/// The operand number of each qp operand in KernelABI order (Q, q, A, b, G,
+/// h, which is also the ODS order); -1 for an absent one. Found from the
+/// operand segments, not by value: one value may be several operands (a
+/// layer whose q is also its h), and each use has its own cotangent slot.
+static std::array<int, 6> qpOperandNumbers(QPOp qp) {
+  std::array<int, 6> numbers;
+  for (unsigned k = 0; k < 6; ++k) {
+    auto [start, length] = qp.getODSOperandIndexAndLength(k);
+    numbers[k] = length ? int(start) : -1;
+  }
+  return numbers;
+}
+
 /// The qp operands in KernelABI order (Q, q, A, b, G, h), with their operand
 /// numbers in the qp op; absent ones skipped.
 static SmallVector<std::pair<unsigned, Value>> qpOperands(QPOp qp) {
   SmallVector<std::pair<unsigned, Value>> out;
-  Value all[] = {qp.getQmat(), qp.getQvec(), qp.getA(),
-                 qp.getB(),    qp.getG(),    qp.getH()};
-  for (Value v : all)
-    if (v)
-      for (OpOperand &o : qp->getOpOperands())
-        if (o.get() == v) {
-          out.push_back({o.getOperandNumber(), v});
-          break;
-        }
+  for (int number : qpOperandNumbers(qp))
+    if (number >= 0)
+      out.push_back({unsigned(number), qp->getOperand(number)});
   return out;
 }
 
@@ -724,13 +733,10 @@ void LayerLowering::emitGPUBackward(gpu::GPUModuleOp module, int64_t threads,
   Value kinds[6] = {qp.getQmat(), qp.getQvec(), qp.getA(),
                     qp.getB(),    qp.getG(),    qp.getH()};
   gpuOffsets.clear();
+  std::array<int, 6> numbers = qpOperandNumbers(qp);
   for (int k = 0; k < 6; ++k)
-    if (kinds[k])
-      for (OpOperand &o : qp->getOpOperands())
-        if (o.get() == kinds[k] && !gpuOffsets.count(o.getOperandNumber())) {
-          gpuOffsets[o.getOperandNumber()] = lay.offset[k];
-          break;
-        }
+    if (numbers[k] >= 0)
+      gpuOffsets[numbers[k]] = lay.offset[k];
 
   // _qp_reduce(dops, dshared, batch): each shared operand's cotangent, the
   // sum over the batch in batch order (as the CPU solver sums them).

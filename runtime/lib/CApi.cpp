@@ -21,7 +21,9 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 using namespace optim;
@@ -101,12 +103,78 @@ extern "C" const char *optim_status_name(optim_status status) {
   } while (false)
 
 //===----------------------------------------------------------------------===//
+// Live handles
+//===----------------------------------------------------------------------===//
+
+namespace {
+/// The registry of live handles (CApiSupport.h). One lock for all: a lookup
+/// takes nanoseconds, against the microseconds of the cheapest step.
+struct HandleRegistry {
+  std::mutex mutex;
+  std::unordered_map<const void *, capi::HandleKind> live;
+};
+HandleRegistry &registry() {
+  // Never destroyed: handles may be released from other static destructors.
+  static HandleRegistry *r = new HandleRegistry;
+  return *r;
+}
+} // namespace
+
+void optim::capi::trackHandle(const void *handle, HandleKind kind) {
+  HandleRegistry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  r.live[handle] = kind;
+}
+
+bool optim::capi::untrackHandle(const void *handle, HandleKind kind) {
+  HandleRegistry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.live.find(handle);
+  if (it == r.live.end() || it->second != kind)
+    return false;
+  r.live.erase(it);
+  return true;
+}
+
+bool optim::capi::isLiveHandle(const void *handle, HandleKind kind) noexcept {
+  HandleRegistry &r = registry();
+  std::lock_guard<std::mutex> lock(r.mutex);
+  auto it = r.live.find(handle);
+  if (it == r.live.end())
+    return false;
+  return it->second == kind ||
+         (kind == HandleKind::Rule && it->second == HandleKind::LentRule);
+}
+
+/// Fails unless `rule` is a live rule handle (owned or lent).
+#define OPTIM_CHECK_RULE(rule, fn)                                             \
+  do {                                                                         \
+    OPTIM_CHECK_NOT_NULL(rule, fn);                                            \
+    if (!capi::isLiveHandle(rule, capi::HandleKind::Rule))                     \
+      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                          \
+                        ": " #rule " is not a live rule handle (released "     \
+                        "already?)",                                           \
+                        fn);                                                   \
+  } while (false)
+
+/// Fails unless `opt` is a live optimizer handle.
+#define OPTIM_CHECK_OPTIMIZER(opt, fn)                                         \
+  do {                                                                         \
+    OPTIM_CHECK_NOT_NULL(opt, fn);                                             \
+    if (!capi::isLiveHandle(opt, capi::HandleKind::Optimizer))                 \
+      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                          \
+                        ": " #opt " is not a live optimizer handle (released " \
+                        "already?)",                                           \
+                        fn);                                                   \
+  } while (false)
+
+//===----------------------------------------------------------------------===//
 // Rules
 //===----------------------------------------------------------------------===//
 
 extern "C" optim_status optim_rule_name(const optim_rule *rule,
                                         const char **out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_name");
+  OPTIM_CHECK_RULE(rule, "optim_rule_name");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_name");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().name.c_str();
@@ -116,7 +184,7 @@ extern "C" optim_status optim_rule_name(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_dtype(const optim_rule *rule,
                                          optim_dtype *out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_dtype");
+  OPTIM_CHECK_RULE(rule, "optim_rule_dtype");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_dtype");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().dtype == DType::F64 ? OPTIM_F64 : OPTIM_F32;
@@ -126,7 +194,7 @@ extern "C" optim_status optim_rule_dtype(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_num_hypers(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_num_hypers");
+  OPTIM_CHECK_RULE(rule, "optim_rule_num_hypers");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_hypers");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().hypers.size();
@@ -136,7 +204,7 @@ extern "C" optim_status optim_rule_num_hypers(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_hyper(const optim_rule *rule, size_t index,
                                          optim_hyper_info *out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_hyper");
+  OPTIM_CHECK_RULE(rule, "optim_rule_hyper");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_hyper");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     const RuleInfo &ri = rule->rule.info();
@@ -154,7 +222,7 @@ extern "C" optim_status optim_rule_hyper(const optim_rule *rule, size_t index,
 
 extern "C" optim_status optim_rule_find_hyper(const optim_rule *rule,
                                               const char *name, size_t *index) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_find_hyper");
+  OPTIM_CHECK_RULE(rule, "optim_rule_find_hyper");
   OPTIM_CHECK_NOT_NULL(name, "optim_rule_find_hyper");
   OPTIM_CHECK_NOT_NULL(index, "optim_rule_find_hyper");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
@@ -172,7 +240,7 @@ extern "C" optim_status optim_rule_find_hyper(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_num_states(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_num_states");
+  OPTIM_CHECK_RULE(rule, "optim_rule_num_states");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_states");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().states.size();
@@ -182,7 +250,7 @@ extern "C" optim_status optim_rule_num_states(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_state(const optim_rule *rule, size_t index,
                                          optim_state_info *out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_state");
+  OPTIM_CHECK_RULE(rule, "optim_rule_state");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_state");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     const RuleInfo &ri = rule->rule.info();
@@ -200,7 +268,7 @@ extern "C" optim_status optim_rule_state(const optim_rule *rule, size_t index,
 
 extern "C" optim_status optim_rule_num_weights(const optim_rule *rule,
                                                size_t *out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_num_weights");
+  OPTIM_CHECK_RULE(rule, "optim_rule_num_weights");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_weights");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().weights.size();
@@ -210,7 +278,7 @@ extern "C" optim_status optim_rule_num_weights(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_weights(const optim_rule *rule, size_t index,
                                            optim_weights_info *out) {
-  OPTIM_CHECK_NOT_NULL(rule, "optim_rule_weights");
+  OPTIM_CHECK_RULE(rule, "optim_rule_weights");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_weights");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     const RuleInfo &ri = rule->rule.info();
@@ -230,9 +298,21 @@ extern "C" optim_status optim_rule_weights(const optim_rule *rule, size_t index,
 }
 
 extern "C" optim_status optim_rule_release(optim_rule *rule) {
-  // Destroying a Rule only drops shared references; it does not throw.
-  delete rule;
-  return OPTIM_OK;
+  const char *fn = "optim_rule_release";
+  if (!rule)
+    return OPTIM_OK;
+  if (capi::untrackHandle(rule, capi::HandleKind::Rule)) {
+    // Destroying a Rule only drops shared references; it does not throw.
+    delete rule;
+    return OPTIM_OK;
+  }
+  if (capi::isLiveHandle(rule, capi::HandleKind::Rule))
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      ": rule belongs to its optimizer (optim_optimizer_rule "
+                      "lent it); release the optimizer instead",
+                      fn);
+  return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                    ": rule is not a live rule handle (released twice?)", fn);
 }
 
 //===----------------------------------------------------------------------===//
@@ -295,6 +375,13 @@ static optim_status createOptimizer(const optim_rule *rule,
     auto handle = std::unique_ptr<optim_optimizer>(new optim_optimizer{
         Optimizer(rule->rule, std::move(groups), toOptions(options)),
         optim_rule{rule->rule}, std::move(sizes)});
+    capi::trackHandle(&handle->rule, capi::HandleKind::LentRule);
+    try {
+      capi::trackHandle(handle.get(), capi::HandleKind::Optimizer);
+    } catch (...) {
+      capi::untrackHandle(&handle->rule, capi::HandleKind::LentRule);
+      throw;
+    }
     *out = handle.release();
     return OPTIM_OK;
   });
@@ -305,7 +392,7 @@ static optim_status createFlat(const char *fn, const optim_rule *rule,
                                T *const *params, const int64_t *sizes,
                                size_t numParams, const optim_options *options,
                                optim_optimizer **out) {
-  OPTIM_CHECK_NOT_NULL(rule, fn);
+  OPTIM_CHECK_RULE(rule, fn);
   OPTIM_CHECK_ARRAY(params, numParams, fn);
   OPTIM_CHECK_ARRAY(sizes, numParams, fn);
   OPTIM_CHECK_NOT_NULL(out, fn);
@@ -335,7 +422,7 @@ extern "C" optim_status optim_optimizer_create_groups(
     const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
     size_t num_groups, const optim_options *options, optim_optimizer **out) {
   const char *fn = "optim_optimizer_create_groups";
-  OPTIM_CHECK_NOT_NULL(rule, fn);
+  OPTIM_CHECK_RULE(rule, fn);
   OPTIM_CHECK_ARRAY(groups, num_groups, fn);
   OPTIM_CHECK_NOT_NULL(out, fn);
   if (dtype != OPTIM_F32 && dtype != OPTIM_F64)
@@ -379,6 +466,14 @@ extern "C" optim_status optim_optimizer_create_groups(
 }
 
 extern "C" optim_status optim_optimizer_release(optim_optimizer *opt) {
+  if (!opt)
+    return OPTIM_OK;
+  if (!capi::untrackHandle(opt, capi::HandleKind::Optimizer))
+    return capi::fail(
+        OPTIM_ERROR_INVALID_ARGUMENT,
+        ": opt is not a live optimizer handle (released twice?)",
+        "optim_optimizer_release");
+  capi::untrackHandle(&opt->rule, capi::HandleKind::LentRule);
   // The destructor joins the worker threads; it does not throw.
   delete opt;
   return OPTIM_OK;
@@ -386,7 +481,7 @@ extern "C" optim_status optim_optimizer_release(optim_optimizer *opt) {
 
 extern "C" optim_status optim_optimizer_rule(const optim_optimizer *opt,
                                              const optim_rule **out) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_rule");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_rule");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_rule");
   *out = &opt->rule;
   return OPTIM_OK;
@@ -394,7 +489,7 @@ extern "C" optim_status optim_optimizer_rule(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_num_params(const optim_optimizer *opt,
                                                    size_t *out) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_num_params");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_num_params");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_num_params");
   *out = opt->sizes.size();
   return OPTIM_OK;
@@ -402,7 +497,7 @@ extern "C" optim_status optim_optimizer_num_params(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_param_size(const optim_optimizer *opt,
                                                    size_t param, int64_t *out) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_param_size");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_param_size");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_param_size");
   return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
     if (param >= opt->sizes.size())
@@ -416,7 +511,7 @@ extern "C" optim_status optim_optimizer_param_size(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_num_groups(const optim_optimizer *opt,
                                                    size_t *out) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_num_groups");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_num_groups");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_num_groups");
   return capi::guard(OPTIM_ERROR_INTERNAL, [&] {
     *out = opt->opt.numGroups();
@@ -443,7 +538,7 @@ static optim_status classifySet(const optim_optimizer *opt, size_t group,
 
 extern "C" optim_status optim_optimizer_set(optim_optimizer *opt,
                                             const char *name, double value) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_set");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_set");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set");
   return capi::guard(classifySet(opt, SIZE_MAX, name, value), [&] {
     opt->opt.set(name, value);
@@ -455,7 +550,7 @@ extern "C" optim_status optim_optimizer_set_group(optim_optimizer *opt,
                                                   size_t group,
                                                   const char *name,
                                                   double value) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_set_group");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_set_group");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set_group");
   return capi::guard(classifySet(opt, group, name, value), [&] {
     opt->opt.set(group, name, value);
@@ -466,7 +561,7 @@ extern "C" optim_status optim_optimizer_set_group(optim_optimizer *opt,
 extern "C" optim_status optim_optimizer_get(const optim_optimizer *opt,
                                             size_t group, const char *name,
                                             double *out) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_get");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_get");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_get");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_get");
   // Its only failures are a group or a name that does not exist.
@@ -480,7 +575,7 @@ template <typename T>
 static optim_status stepImpl(const char *fn, optim_optimizer *opt,
                              const T *const *grads, const int64_t *sizes,
                              size_t numGrads, int *stepped) {
-  OPTIM_CHECK_NOT_NULL(opt, fn);
+  OPTIM_CHECK_OPTIMIZER(opt, fn);
   OPTIM_CHECK_ARRAY(grads, numGrads, fn);
   OPTIM_CHECK_ARRAY(sizes, numGrads, fn);
   // Every failure of Optimizer::step is a bad gradient list, or learned
@@ -513,7 +608,7 @@ optim_optimizer_step_f64(optim_optimizer *opt, const double *const *grads,
 
 extern "C" optim_status optim_optimizer_step_count(const optim_optimizer *opt,
                                                    int64_t *out) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_step_count");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_step_count");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_step_count");
   *out = opt->opt.stepCount();
   return OPTIM_OK;
@@ -521,7 +616,7 @@ extern "C" optim_status optim_optimizer_step_count(const optim_optimizer *opt,
 
 extern "C" optim_status
 optim_optimizer_skipped_steps(const optim_optimizer *opt, int64_t *out) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_skipped_steps");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_skipped_steps");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_skipped_steps");
   *out = opt->opt.skippedSteps();
   return OPTIM_OK;
@@ -531,7 +626,7 @@ extern "C" optim_status optim_optimizer_state(const optim_optimizer *opt,
                                               size_t param, const char *name,
                                               const void **data,
                                               int64_t *count) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_state");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_state");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_state");
   OPTIM_CHECK_NOT_NULL(data, "optim_optimizer_state");
   // Its only failures are a parameter or a state that does not exist.
@@ -554,7 +649,7 @@ template <typename T>
 static optim_status setWeightsImpl(const char *fn, optim_optimizer *opt,
                                    const char *name, const T *data,
                                    int64_t count) {
-  OPTIM_CHECK_NOT_NULL(opt, fn);
+  OPTIM_CHECK_OPTIMIZER(opt, fn);
   OPTIM_CHECK_NOT_NULL(name, fn);
   OPTIM_CHECK_ARRAY(data, count, fn);
   // Optimizer::setWeights looks the name up first; every later failure is a
@@ -588,7 +683,7 @@ extern "C" optim_status optim_optimizer_set_weights_f64(optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_load_weights(optim_optimizer *opt,
                                                      const char *path) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_load_weights");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_load_weights");
   OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_load_weights");
   // A rule without weights is refused before the file is read.
   optim_status onError = opt->rule.rule.info().weights.empty()
@@ -602,7 +697,7 @@ extern "C" optim_status optim_optimizer_load_weights(optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_save(const optim_optimizer *opt,
                                              const char *path) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_save");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_save");
   OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_save");
   return capi::guard(OPTIM_ERROR_IO, [&] {
     opt->opt.save(path);
@@ -612,7 +707,7 @@ extern "C" optim_status optim_optimizer_save(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_load(optim_optimizer *opt,
                                              const char *path) {
-  OPTIM_CHECK_NOT_NULL(opt, "optim_optimizer_load");
+  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_load");
   OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_load");
   return capi::guard(OPTIM_ERROR_IO, [&] {
     opt->opt.load(path);

@@ -11,7 +11,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
@@ -67,19 +69,37 @@ Safetensors Safetensors::read(const std::string &path, const Fail &fail) {
   return file;
 }
 
+/// e[key], or null when absent. Not operator[]: on a const json and a
+/// missing key it is undefined behavior; not value(): it copies, recursively,
+/// what may be nested deeply enough in a corrupt file to overflow the stack.
+static const json &field(const json &e, const char *key) {
+  static const json null;
+  auto it = e.find(key);
+  return it == e.end() ? null : *it;
+}
+
 const char *Safetensors::tensor(const std::string &name, const json &shape,
                                 DType dtype, size_t size,
                                 const Fail &fail) const {
   auto it = header.find(name);
   if (it == header.end() || !it->is_object())
     throw fail("missing tensor '" + name + "'");
-  if ((*it)["shape"] != shape)
-    throw fail("tensor '" + name + "' has shape " + (*it)["shape"].dump() +
+  const json &got = field(*it, "shape");
+  if (got != shape) {
+    // Only a list of integers is shown: a corrupt value may be long, or
+    // nested deeply enough that dump() would overflow the stack.
+    bool integers = got.is_array() && got.size() <= 8 &&
+                    std::all_of(got.begin(), got.end(), [](const json &d) {
+                      return d.is_number_integer();
+                    });
+    throw fail("tensor '" + name + "' has " +
+               (integers ? "shape " + got.dump() : "a corrupt shape") +
                ", expected " + shape.dump());
+  }
   const char *expected = dtype == DType::F32 ? "F32" : "F64";
-  if ((*it)["dtype"] != expected)
+  if (field(*it, "dtype") != expected)
     throw fail("tensor '" + name + "' is not " + expected);
-  const json &off = (*it)["data_offsets"];
+  const json &off = field(*it, "data_offsets");
   if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
       !off[1].is_number_unsigned())
     throw fail("tensor '" + name + "' has corrupt offsets");
@@ -116,7 +136,7 @@ static void writeAll(int fd, const void *data, size_t bytes,
 }
 
 void Optimizer::save(const std::string &path) const {
-  const Impl &im = *impl;
+  const Impl &im = live("save");
   const RuleInfo &ri = im.info();
   size_t elt = dtypeSize(ri.dtype);
   json header;
@@ -174,7 +194,12 @@ void Optimizer::save(const std::string &path) const {
     ::unlink(tmp.c_str());
     throw Error(std::string("optim::Optimizer::save: ") + e.what());
   }
-  ::close(fd);
+  if (::close(fd) != 0) { // Some file systems report write errors here.
+    int err = errno;
+    ::unlink(tmp.c_str());
+    throw Error("optim::Optimizer::save: cannot write '" + tmp +
+                "': " + std::strerror(err));
+  }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int err = errno;
     ::unlink(tmp.c_str());
@@ -184,7 +209,7 @@ void Optimizer::save(const std::string &path) const {
 }
 
 void Optimizer::load(const std::string &path) {
-  Impl &im = *impl;
+  Impl &im = live("load");
   const RuleInfo &ri = im.info();
   Fail fail = [&](const std::string &why) {
     return Error("optim::Optimizer::load: '" + path + "': " + why);
@@ -223,16 +248,26 @@ void Optimizer::load(const std::string &path) {
   if (step < 0 || skipped < 0)
     throw fail("corrupt step counters");
   json hypers = json::parse(text("hypers"), nullptr, false);
-  if (!hypers.is_array() || hypers.size() != im.groups.size())
-    throw fail("holds hyperparameters for a different number of groups");
+  if (!hypers.is_array())
+    throw fail("corrupt hyperparameters");
+  if (hypers.size() != im.groups.size())
+    throw fail("holds hyperparameters for " + std::to_string(hypers.size()) +
+               " groups, this optimizer has " +
+               std::to_string(im.groups.size()));
   std::vector<std::vector<double>> groupHypers;
   for (const json &g : hypers) {
     if (!g.is_array() || g.size() != ri.hypers.size())
       throw fail("corrupt hyperparameters");
     std::vector<double> values;
     for (const json &v : g) {
-      if (!v.is_number())
+      if (!v.is_number() || !std::isfinite(v.get<double>()))
         throw fail("corrupt hyperparameters");
+      // set() refuses these, and so does a checkpoint: the kernel has the
+      // value compiled in, so another one would be a lie.
+      const HyperParam &h = ri.hypers[values.size()];
+      if (h.isConst && v.get<double>() != h.defaultValue)
+        throw fail("sets the const hyperparameter '" + h.name + "' to " +
+                   v.dump() + "; rule '" + ri.name + "' has it compiled in");
       values.push_back(v.get<double>());
     }
     groupHypers.push_back(std::move(values));
@@ -264,7 +299,7 @@ void Optimizer::load(const std::string &path) {
 }
 
 void Optimizer::loadWeights(const std::string &path) {
-  Impl &im = *impl;
+  Impl &im = live("loadWeights");
   const RuleInfo &ri = im.info();
   Fail fail = [&](const std::string &why) {
     return Error("optim::Optimizer::loadWeights: '" + path + "': " + why);

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <sstream>
 
 namespace optim {
@@ -34,6 +35,36 @@ void checkFinite(const void *data, int64_t count, int64_t perElement,
     }
 }
 
+/// A caller's buffer: where, how many bytes, and its name for messages.
+struct Span {
+  const void *data;
+  size_t bytes;
+  std::string what;
+};
+
+/// Throws when a buffer of `written` overlaps one of `read` or another of
+/// `written`: forward() writes its outputs and backward() its gradients
+/// while the inputs and weights are (or will be) read.
+void checkDisjoint(const std::vector<Span> &written,
+                   const std::vector<Span> &read, const std::string &who) {
+  auto overlap = [](const Span &a, const Span &b) {
+    auto x = reinterpret_cast<uintptr_t>(a.data);
+    auto y = reinterpret_cast<uintptr_t>(b.data);
+    return a.data && b.data && a.bytes && b.bytes && x < y + b.bytes &&
+           y < x + a.bytes;
+  };
+  for (size_t i = 0; i < written.size(); ++i) {
+    for (const Span &r : read)
+      if (overlap(written[i], r))
+        throw Error(who + written[i].what + " overlaps " + r.what +
+                    " in memory");
+    for (size_t j = 0; j < i; ++j)
+      if (overlap(written[i], written[j]))
+        throw Error(who + written[i].what + " overlaps " + written[j].what +
+                    " in memory");
+  }
+}
+
 } // namespace
 
 struct Layer::Impl {
@@ -41,15 +72,32 @@ struct Layer::Impl {
   optim_layer_data_fn data = nullptr;
   optim_layer_vjp_fn vjp = nullptr;
   std::shared_ptr<void> owner;
-  QPSolver solver;
   unsigned threads = 0;
 
-  // The last forward().
+  /// What a forward() computes and backward() uses.
+  struct Pass {
+    QPSolver solver;
+    std::vector<unsigned char> operand[6], z, nu, lam;
+  };
+  /// The last forward(), and where the next one is computed: it is swapped
+  /// in only when it succeeds, so a forward() that fails leaves the last
+  /// one, and its backward(), as they were. Both keep their memory.
+  Pass last, next;
   int64_t batch = 0;
   bool solved = false;
   std::vector<const void *> inputs, weights;
-  std::vector<unsigned char> operand[6], z, nu, lam;
   QPProblem problem;
+
+  void setSolvers(unsigned solverThreads) {
+    QPOptions o;
+    o.tol = info.tol;
+    o.maxIter = info.maxIter;
+    o.threads = solverThreads;
+    QPSolver a(o), b(o); // Throws, changing nothing, on a bad count.
+    last.solver = std::move(a);
+    next.solver = std::move(b);
+    threads = solverThreads;
+  }
 
   size_t eltSize() const { return dtypeSize(info.dtype); }
   /// Elements of qp operand k for one batch element.
@@ -77,10 +125,7 @@ Layer::Layer(LayerInfo info, optim_layer_data_fn data, optim_layer_vjp_fn vjp,
   impl->data = data;
   impl->vjp = vjp;
   impl->owner = std::move(owner);
-  QPOptions o;
-  o.tol = impl->info.tol;
-  o.maxIter = impl->info.maxIter;
-  impl->solver = QPSolver(o);
+  impl->setSolvers(0);
 }
 Layer::~Layer() = default;
 Layer::Layer(Layer &&) noexcept = default;
@@ -97,13 +142,8 @@ const LayerInfo &Layer::info() const {
 void Layer::setThreads(unsigned threads) {
   if (!impl)
     throw Error("optim::Layer: empty layer");
-  impl->threads = threads;
-  QPOptions o;
-  o.tol = impl->info.tol;
-  o.maxIter = impl->info.maxIter;
-  o.threads = threads;
-  impl->solver = QPSolver(o);
-  impl->solved = false;
+  impl->setSolvers(threads);
+  impl->solved = false; // The last forward's solver is gone.
 }
 
 void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
@@ -117,6 +157,14 @@ void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
   if (batch <= 0)
     throw Error(who + "the batch size must be positive, got " +
                 std::to_string(batch));
+  // The buffers' byte counts below must not overflow.
+  int64_t perElement = std::max({L.n * L.n, L.m * L.n, L.p * L.n, int64_t(1)});
+  for (const std::vector<LayerTensor> *ts : {&L.inputs, &L.outputs})
+    for (const LayerTensor &t : *ts)
+      perElement = std::max(perElement, elements(t.shape));
+  if (batch > int64_t(PTRDIFF_MAX / I.eltSize()) / perElement)
+    throw Error(who + "the batch size " + std::to_string(batch) +
+                " is too large for the address space");
   if (inputs.size() != L.inputs.size() || weights.size() != L.weights.size() ||
       outputs.size() != L.outputs.size())
     throw Error(who + "forward() takes " + std::to_string(L.inputs.size()) +
@@ -141,12 +189,29 @@ void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
     check(inputs[i], L.inputs[i], "input", true);
   for (size_t i = 0; i < weights.size(); ++i)
     check(weights[i], L.weights[i], "weights", false);
+  // An output of size 0 (nu without equalities, lam without inequalities)
+  // may be null: that is what an empty std::vector's data() gives.
   for (size_t i = 0; i < outputs.size(); ++i)
-    if (!outputs[i])
+    if (!outputs[i] && elements(L.outputs[i].shape) > 0)
       throw Error(who + "output '" + L.outputs[i].name + "' is null");
+  // backward() reads the inputs and weights again: no output may be in them.
+  std::vector<Span> read, written;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    read.push_back(
+        {inputs[i], size_t(batch * elements(L.inputs[i].shape)) * I.eltSize(),
+         "input '" + L.inputs[i].name + "'"});
+  for (size_t i = 0; i < weights.size(); ++i)
+    read.push_back(
+        {weights[i], size_t(elements(L.weights[i].shape)) * I.eltSize(),
+         "weights '" + L.weights[i].name + "'"});
+  for (size_t i = 0; i < outputs.size(); ++i)
+    written.push_back(
+        {outputs[i], size_t(batch * elements(L.outputs[i].shape)) * I.eltSize(),
+         "output '" + L.outputs[i].name + "'"});
+  checkDisjoint(written, read, who);
 
   // The QP's data, from the compiled data function.
-  I.solved = false;
+  Impl::Pass &P = I.next;
   const size_t es = I.eltSize();
   std::vector<void *> data;
   QPProblem pb;
@@ -157,26 +222,26 @@ void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
                                           {L.m},      {L.p, L.n}, {L.p}};
   for (int k = 0; k < 6; ++k) {
     if (!I.present(k)) {
-      I.operand[k].clear();
+      P.operand[k].clear();
       continue;
     }
     int64_t count = I.operandSize(k) * (L.batched[k] ? batch : 1);
-    I.operand[k].assign(size_t(count) * es, 0);
-    data.push_back(I.operand[k].data());
-    ops[k]->data = I.operand[k].data();
+    P.operand[k].assign(size_t(count) * es, 0);
+    data.push_back(P.operand[k].data());
+    ops[k]->data = P.operand[k].data();
     ops[k]->shape = shapes[k];
     if (L.batched[k])
       ops[k]->shape.insert(ops[k]->shape.begin(), batch);
   }
   I.data(inputs.data(), weights.data(), batch, data.data());
 
-  I.z.assign(size_t(batch * L.n) * es, 0);
-  I.nu.assign(size_t(batch * L.m) * es, 0);
-  I.lam.assign(size_t(batch * L.p) * es, 0);
+  P.z.assign(size_t(batch * L.n) * es, 0);
+  P.nu.assign(size_t(batch * L.m) * es, 0);
+  P.lam.assign(size_t(batch * L.p) * es, 0);
   std::vector<QPStatus> st(batch);
   try {
-    I.solver.forward(
-        pb, {I.z.data(), I.nu.data(), I.lam.data(), st.data(), nullptr});
+    P.solver.forward(
+        pb, {P.z.data(), P.nu.data(), P.lam.data(), st.data(), nullptr});
   } catch (const Error &e) {
     // Non-finite data from finite inputs (exp overflowed, say).
     throw Error(who + "the QP data it computed is invalid: " + e.what());
@@ -189,11 +254,15 @@ void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
     } catch (const Error &e) {
       throw Error(who + e.what());
     }
-  const std::vector<unsigned char> *results[3] = {&I.z, &I.nu, &I.lam};
+  const std::vector<unsigned char> *results[3] = {&P.z, &P.nu, &P.lam};
   for (size_t o = 0; o < outputs.size(); ++o) {
     const auto &src = *results[L.outputKinds[o]];
-    std::copy(src.begin(), src.end(), static_cast<unsigned char *>(outputs[o]));
+    if (!src.empty())
+      std::copy(src.begin(), src.end(),
+                static_cast<unsigned char *>(outputs[o]));
   }
+  // Swapping keeps every buffer where it is: pb's pointers stay valid.
+  std::swap(I.last, I.next);
   I.batch = batch;
   I.inputs = inputs;
   I.weights = weights;
@@ -221,6 +290,22 @@ void Layer::backward(const std::vector<const void *> &doutputs,
                 " weight gradients");
   const size_t es = I.eltSize();
   const int64_t B = I.batch;
+  // The vjp reads the inputs and weights while it writes the gradients.
+  std::vector<Span> read, written;
+  for (size_t i = 0; i < L.inputs.size(); ++i) {
+    size_t bytes = size_t(B * elements(L.inputs[i].shape)) * es;
+    read.push_back({I.inputs[i], bytes, "input '" + L.inputs[i].name + "'"});
+    written.push_back({dinputs[i], bytes,
+                       "the gradient of input '" + L.inputs[i].name + "'"});
+  }
+  for (size_t i = 0; i < L.weights.size(); ++i) {
+    size_t bytes = size_t(elements(L.weights[i].shape)) * es;
+    read.push_back(
+        {I.weights[i], bytes, "weights '" + L.weights[i].name + "'"});
+    written.push_back({dweights[i], bytes,
+                       "the gradient of weights '" + L.weights[i].name + "'"});
+  }
+  checkDisjoint(written, read, who);
   QPGradientBuffers g;
   const void **in[3] = {&g.dz, &g.dnu, &g.dlam};
   for (size_t o = 0; o < doutputs.size(); ++o)
@@ -235,7 +320,7 @@ void Layer::backward(const std::vector<const void *> &doutputs,
     *out[k] = dop[k].data();
     ddata.push_back(dop[k].data());
   }
-  I.solver.backward(I.problem, g);
+  I.last.solver.backward(I.problem, g);
   // The vjp writes every gradient: scratch for the unwanted ones.
   std::vector<std::vector<unsigned char>> scratch;
   std::vector<void *> di(dinputs), dw(dweights);

@@ -6,6 +6,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+
 using namespace optim;
 using json = nlohmann::json;
 
@@ -52,8 +54,9 @@ LayerManifest optim::readLayerManifest(const std::string &text,
     return Error("optim: layer manifest '" + origin + "': " + why);
   };
   json doc = detail::parseManifest(text, fail);
-  if (doc.value("format", "") != kFormat)
-    throw fail(doc.value("format", "") == "optim-mlir rule manifest"
+  std::string format = detail::manifestFormat(doc);
+  if (format != kFormat)
+    throw fail(format == "optim-mlir rule manifest"
                    ? "a rule's manifest, not a layer's (load it with loadRule)"
                    : "not a layer manifest of optim-mlir");
   LayerManifest m;
@@ -65,19 +68,31 @@ LayerManifest optim::readLayerManifest(const std::string &text,
     m.symbol = std::move(h.symbol);
     m.target = std::move(h.target);
     i.dtype = h.dtype;
-    auto read = [](const json &list, std::vector<LayerTensor> &out) {
-      for (const json &t : list)
-        out.push_back({t.at("name").get<std::string>(),
-                       t.at("shape").get<std::vector<int64_t>>()});
+    auto read = [&](const json &list, std::vector<LayerTensor> &out) {
+      for (const json &t : list) {
+        std::string name = t.at("name").get<std::string>();
+        out.push_back(
+            {name, detail::shapeField(t, "shape", "'" + name + "'", fail)});
+      }
     };
     read(doc.at("inputs"), i.inputs);
     read(doc.at("weights"), i.weights);
     read(doc.at("outputs"), i.outputs);
-    i.outputKinds = doc.at("output_kinds").get<std::vector<int>>();
+    // A list (iterating a number would visit it as one element) of
+    // integers (get<int> of a float such as 1e300 is undefined).
+    const json &kinds = doc.at("output_kinds");
+    if (!kinds.is_array())
+      throw fail("output_kinds must be a list");
+    for (const json &k : kinds) {
+      if (!k.is_number_integer() || k.get<int64_t>() < 0 ||
+          k.get<int64_t>() > 2)
+        throw fail("an output kind is not 0, 1 or 2 (z, nu or lam)");
+      i.outputKinds.push_back(k.get<int>());
+    }
     const json &qp = doc.at("qp");
-    i.n = qp.at("n").get<int64_t>();
-    i.m = qp.at("m").get<int64_t>();
-    i.p = qp.at("p").get<int64_t>();
+    i.n = detail::integerField(qp, "n", "qp.n", fail);
+    i.m = detail::integerField(qp, "m", "qp.m", fail);
+    i.p = detail::integerField(qp, "p", "qp.p", fail);
     i.hasQ = qp.at("has_Q").get<bool>();
     std::vector<bool> batched = qp.at("batched").get<std::vector<bool>>();
     if (batched.size() != 6)
@@ -85,12 +100,15 @@ LayerManifest optim::readLayerManifest(const std::string &text,
     for (int k = 0; k < 6; ++k)
       i.batched[k] = batched[k];
     i.tol = qp.at("tol").get<double>();
-    i.maxIter = qp.at("max_iter").get<int64_t>();
+    i.maxIter = detail::integerField(qp, "max_iter", "qp.max_iter", fail);
     const json &launch = doc.at("launch");
-    m.threads = launch.at("threads").get<int64_t>();
-    m.sharedBytes = launch.at("shared_bytes").get<int64_t>();
-    m.workDoubles = launch.at("work_doubles").get<int64_t>();
-    m.dataDoubles = launch.at("data_doubles").get<int64_t>();
+    m.threads = detail::integerField(launch, "threads", "launch.threads", fail);
+    m.sharedBytes = detail::integerField(launch, "shared_bytes",
+                                         "launch.shared_bytes", fail);
+    m.workDoubles = detail::integerField(launch, "work_doubles",
+                                         "launch.work_doubles", fail);
+    m.dataDoubles = detail::integerField(launch, "data_doubles",
+                                         "launch.data_doubles", fail);
   } catch (const json::exception &e) {
     throw fail(std::string("missing or malformed field: ") + e.what());
   }
@@ -99,6 +117,9 @@ LayerManifest optim::readLayerManifest(const std::string &text,
                "'");
   if (i.n < 1 || i.m < 0 || i.p < 0)
     throw fail("bad QP dimensions");
+  if (!(i.tol > 0) || !std::isfinite(i.tol) || i.maxIter < 1)
+    throw fail("bad solver settings (tol " + std::to_string(i.tol) +
+               ", max_iter " + std::to_string(i.maxIter) + ")");
   if (m.threads < 32 || m.threads > 1024 || m.threads % 32 ||
       m.sharedBytes < 0 || m.dataDoubles < 1 ||
       m.workDoubles <= m.dataDoubles)
@@ -108,8 +129,15 @@ LayerManifest optim::readLayerManifest(const std::string &text,
                std::to_string(m.dataDoubles) + ")");
   if (i.outputs.size() != i.outputKinds.size())
     throw fail("outputs and output_kinds differ in length");
-  for (int k : i.outputKinds)
-    if (k < 0 || k > 2)
-      throw fail("output kind " + std::to_string(k) + " is not z, nu or lam");
+  // The runtime copies each output from the solver's z, nu or lam: its
+  // shape must be theirs ([n], [m], [p]).
+  const int64_t sizes[3] = {i.n, i.m, i.p};
+  const char *const kinds[3] = {"z", "nu", "lam"};
+  for (size_t k = 0; k < i.outputs.size(); ++k) {
+    int kind = i.outputKinds[k];
+    if (i.outputs[k].shape != std::vector<int64_t>{sizes[kind]})
+      throw fail("output '" + i.outputs[k].name + "' (" + kinds[kind] +
+                 ") must have shape [" + std::to_string(sizes[kind]) + "]");
+  }
   return m;
 }

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <dlfcn.h>
 #include <fcntl.h>
@@ -45,7 +46,7 @@ Manifest optim::readManifest(const std::string &text,
     return Error("optim: manifest '" + origin + "': " + why);
   };
   json doc = detail::parseManifest(text, fail);
-  if (doc.value("format", "") != kFormat)
+  if (detail::manifestFormat(doc) != kFormat)
     throw fail("not a rule manifest of optim-mlir");
   Manifest m;
   try {
@@ -55,21 +56,35 @@ Manifest optim::readManifest(const std::string &text,
     m.symbol = std::move(h.symbol);
     m.target = std::move(h.target);
     m.info.dtype = h.dtype;
-    for (const json &h : doc.at("hyperparameters"))
-      m.info.hypers.push_back({h.at("name").get<std::string>(),
-                               h.at("default").get<double>(),
-                               h.at("const").get<bool>()});
+    for (const json &h : doc.at("hyperparameters")) {
+      HyperParam hyper{h.at("name").get<std::string>(),
+                       h.at("default").get<double>(),
+                       h.at("const").get<bool>()};
+      // JSON has no inf, but 1e999 parses as one; set() refuses it too.
+      if (!std::isfinite(hyper.defaultValue))
+        throw fail("hyperparameter '" + hyper.name +
+                   "' has a non-finite default");
+      m.info.hypers.push_back(hyper);
+    }
     for (const json &s : doc.at("states")) {
-      StateSpec spec{s.at("name").get<std::string>(),
-                     s.at("size").get<int64_t>(), s.at("init").get<double>()};
+      StateSpec spec{s.at("name").get<std::string>(), 0,
+                     s.at("init").get<double>()};
+      spec.size = detail::integerField(s, "size",
+                                       "the size of state '" + spec.name + "'",
+                                       fail);
       if (spec.size < 1)
         throw fail("state '" + spec.name + "' has size " +
                    std::to_string(spec.size));
+      if (!std::isfinite(spec.init))
+        throw fail("state '" + spec.name + "' has a non-finite initial value");
       m.info.states.push_back(spec);
     }
-    for (const json &w : doc.at("weights"))
-      m.info.weights.push_back({w.at("name").get<std::string>(),
-                                w.at("shape").get<std::vector<int64_t>>()});
+    for (const json &w : doc.at("weights")) {
+      std::string name = w.at("name").get<std::string>();
+      m.info.weights.push_back(
+          {name,
+           detail::shapeField(w, "shape", "weights '" + name + "'", fail)});
+    }
   } catch (const json::exception &e) {
     throw fail(std::string("missing or malformed field: ") + e.what());
   }
@@ -117,8 +132,11 @@ void optim::writeFileAtomically(const std::string &path,
     p += n;
     left -= size_t(n);
   }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    int err = errno;
+  // close() even when fsync() fails (the descriptor would leak).
+  int synced = ::fsync(fd), syncErrno = errno;
+  int closed = ::close(fd);
+  if (synced != 0 || closed != 0) {
+    int err = synced != 0 ? syncErrno : errno;
     ::unlink(tmp.c_str());
     throw Error("optim: cannot write '" + tmp + "': " + std::strerror(err));
   }

@@ -59,11 +59,12 @@ detail::ManifestHeader detail::readManifestHeader(const json &doc,
                                                   const char *nameKey,
                                                   const ManifestFail &fail) {
   ManifestHeader h;
-  h.abiVersion = doc.at("abi_version").get<int>();
-  if (h.abiVersion != OPTIM_KERNEL_ABI_VERSION)
-    throw fail("compiled for kernel ABI " + std::to_string(h.abiVersion) +
+  int64_t abi = integerField(doc, "abi_version", "abi_version", fail);
+  if (abi != OPTIM_KERNEL_ABI_VERSION)
+    throw fail("compiled for kernel ABI " + std::to_string(abi) +
                ", this runtime implements " +
                std::to_string(OPTIM_KERNEL_ABI_VERSION) + "; recompile it");
+  h.abiVersion = int(abi);
   h.name = doc.at(nameKey).get<std::string>();
   h.symbol = doc.at("symbol").get<std::string>();
   h.target = doc.value("target", "");
@@ -72,4 +73,48 @@ detail::ManifestHeader detail::readManifestHeader(const json &doc,
     throw fail("unknown dtype '" + dtype + "'");
   h.dtype = dtype == "f32" ? DType::F32 : DType::F64;
   return h;
+}
+
+/// What a JSON value is, for an error message: the number itself, or its
+/// type. Never dump() a value of a corrupt file: a deeply nested one would
+/// overflow the stack, a long one would flood the message.
+static std::string describe(const json &v) {
+  return v.is_number() ? v.dump() : std::string("a ") + v.type_name();
+}
+
+std::string detail::manifestFormat(const json &doc) {
+  auto it = doc.find("format");
+  return it != doc.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
+int64_t detail::integerField(const json &object, const char *key,
+                             const std::string &what,
+                             const ManifestFail &fail) {
+  const json &v = object.at(key);
+  if (!v.is_number_integer() ||
+      (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT64_MAX)))
+    throw fail(what + " must be an integer, got " + describe(v));
+  return v.get<int64_t>();
+}
+
+std::vector<int64_t> detail::shapeField(const json &object, const char *key,
+                                        const std::string &what,
+                                        const ManifestFail &fail) {
+  const json &v = object.at(key);
+  if (!v.is_array())
+    throw fail(what + " must be a list of extents, got " + describe(v));
+  std::vector<int64_t> shape;
+  int64_t count = 1;
+  for (const json &d : v) {
+    if (!d.is_number_integer() ||
+        (d.is_number_unsigned() ? d.get<uint64_t>() > uint64_t(INT64_MAX)
+                                : d.get<int64_t>() < 0))
+      throw fail(what + " has a bad extent: " + describe(d));
+    int64_t extent = d.get<int64_t>();
+    if (extent != 0 && count > INT64_MAX / 8 / extent)
+      throw fail(what + " has too many elements");
+    count *= extent;
+    shape.push_back(extent);
+  }
+  return shape;
 }

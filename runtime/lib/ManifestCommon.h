@@ -14,8 +14,10 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace optim {
 namespace detail {
@@ -56,6 +58,23 @@ struct ManifestHeader {
 ManifestHeader readManifestHeader(const nlohmann::json &doc,
                                   const char *nameKey,
                                   const ManifestFail &fail);
+
+/// doc["format"] when it is a string, else "": a corrupt manifest's format
+/// may be anything.
+std::string manifestFormat(const nlohmann::json &doc);
+
+/// The integer `object[key]`, which must be a JSON integer that fits
+/// int64_t: a float such as 1e300 is refused, not converted (undefined
+/// behavior in nlohmann::json's get). Throws fail(...) naming `what`.
+int64_t integerField(const nlohmann::json &object, const char *key,
+                     const std::string &what, const ManifestFail &fail);
+
+/// The tensor shape `object[key]`: non-negative integer extents whose
+/// element count, at 8 bytes each, fits int64_t, so that no size computed
+/// from it overflows. Throws fail(...) naming `what`.
+std::vector<int64_t> shapeField(const nlohmann::json &object, const char *key,
+                                const std::string &what,
+                                const ManifestFail &fail);
 
 } // namespace detail
 } // namespace optim

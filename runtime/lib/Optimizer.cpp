@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <thread>
 
@@ -27,6 +28,22 @@ int Optimizer::Impl::stateIndex(const std::string &name) const {
     if (states[i].name == name)
       return static_cast<int>(i);
   return -1;
+}
+
+const Optimizer::Impl::Region *
+Optimizer::Impl::writtenRegion(const void *data, size_t bytes) const {
+  if (!bytes)
+    return nullptr;
+  uintptr_t begin = reinterpret_cast<uintptr_t>(data), end = begin + bytes;
+  // The regions are disjoint and sorted, so the last one that starts before
+  // `end` is the only candidate.
+  auto it = std::lower_bound(
+      written.begin(), written.end(), end,
+      [](const Region &r, uintptr_t at) { return r.begin < at; });
+  if (it == written.begin())
+    return nullptr;
+  --it;
+  return it->end > begin ? &*it : nullptr;
 }
 
 template <typename T> static void fill(void *data, size_t count, double value) {
@@ -69,8 +86,14 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
                 std::to_string(options.chunkSize));
   if (groups.empty())
     throw Error("optim::Optimizer: no parameter group given");
+  checkThreadCount(options.threads, "optim::Optimizer");
 
   size_t elt = dtypeSize(ri.dtype);
+  // The largest state per coordinate: a parameter's biggest state buffer is
+  // `size * maxState * elt` bytes, which must not overflow.
+  int64_t maxState = 1;
+  for (const StateSpec &s : ri.states)
+    maxState = std::max(maxState, s.size);
   struct Range {
     uintptr_t begin, end;
     size_t index;
@@ -92,6 +115,14 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       if (reinterpret_cast<uintptr_t>(p.data) % elt)
         throw Error(what + " is not aligned to its " + std::to_string(elt) +
                     "-byte elements");
+      // Sizes that overflow the byte counts below cannot be real tensors (a
+      // negative count converted, say); refused before any arithmetic.
+      const uint64_t limit = uint64_t(PTRDIFF_MAX) / elt / uint64_t(maxState);
+      if (p.size > 0 && (uint64_t(p.size) > limit ||
+                         reinterpret_cast<uintptr_t>(p.data) >
+                             UINTPTR_MAX - uint64_t(p.size) * elt))
+        throw Error(what + " has " + std::to_string(p.size) +
+                    " elements, more than the address space holds");
       if (p.size > 0)
         ranges.push_back({reinterpret_cast<uintptr_t>(p.data),
                           reinterpret_cast<uintptr_t>(p.data) + p.size * elt,
@@ -162,12 +193,36 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
     im.groups.push_back(std::move(g));
   }
   (void)perChunk;
+  for (size_t pi = 0; pi < im.slots.size(); ++pi) {
+    const Impl::Slot &slot = im.slots[pi];
+    auto add = [&](const void *data, size_t bytes, std::string what) {
+      if (bytes > 0)
+        im.written.push_back({reinterpret_cast<uintptr_t>(data),
+                              reinterpret_cast<uintptr_t>(data) + bytes,
+                              std::move(what)});
+    };
+    add(slot.param.data, size_t(slot.param.size) * elt, paramName(pi));
+    for (size_t s = 0; s < ri.states.size(); ++s)
+      add(slot.states[s].data.get(), slot.states[s].bytes,
+          "state '" + ri.states[s].name + "' of " + paramName(pi));
+  }
+  std::sort(im.written.begin(), im.written.end(),
+            [](const Impl::Region &a, const Impl::Region &b) {
+              return a.begin < b.begin;
+            });
   im.weights.resize(ri.weights.size());
   im.weightPtrs.assign(ri.weights.size(), nullptr);
   im.resetState();
 }
 
 Optimizer::~Optimizer() = default;
+
+Optimizer::Impl &Optimizer::live(const char *fn) const {
+  if (!impl)
+    throw Error(std::string("optim::Optimizer::") + fn +
+                ": the optimizer was moved from");
+  return *impl;
+}
 Optimizer::Optimizer(Optimizer &&) noexcept = default;
 Optimizer &Optimizer::operator=(Optimizer &&) noexcept = default;
 
@@ -191,31 +246,34 @@ static void checkHyperValue(const RuleInfo &ri, const std::string &name,
 }
 
 void Optimizer::set(const std::string &name, double value) {
+  Impl &im = live("set");
   int h;
-  checkHyperValue(impl->info(), name, value, h);
-  for (Impl::Group &g : impl->groups)
+  checkHyperValue(im.info(), name, value, h);
+  for (Impl::Group &g : im.groups)
     g.hypers[h] = value;
 }
 
 void Optimizer::set(size_t group, const std::string &name, double value) {
-  if (group >= impl->groups.size())
+  Impl &im = live("set");
+  if (group >= im.groups.size())
     throw Error("optim::Optimizer::set: group " + std::to_string(group) +
                 " does not exist (there are " +
-                std::to_string(impl->groups.size()) + ")");
+                std::to_string(im.groups.size()) + ")");
   int h;
-  checkHyperValue(impl->info(), name, value, h);
-  impl->groups[group].hypers[h] = value;
+  checkHyperValue(im.info(), name, value, h);
+  im.groups[group].hypers[h] = value;
 }
 
 double Optimizer::get(const std::string &name, size_t group) const {
-  if (group >= impl->groups.size())
+  const Impl &im = live("get");
+  if (group >= im.groups.size())
     throw Error("optim::Optimizer::get: group " + std::to_string(group) +
                 " does not exist");
-  int h = impl->info().findHyper(name);
+  int h = im.info().findHyper(name);
   if (h < 0)
-    throw Error("optim::Optimizer::get: rule '" + impl->info().name +
+    throw Error("optim::Optimizer::get: rule '" + im.info().name +
                 "' has no hyperparameter '" + name + "'");
-  return impl->groups[group].hypers[h];
+  return im.groups[group].hypers[h];
 }
 
 template <typename T> static bool allFinite(const void *data, int64_t n) {
@@ -227,7 +285,7 @@ template <typename T> static bool allFinite(const void *data, int64_t n) {
 }
 
 bool Optimizer::step(const std::vector<Grad> &grads) {
-  Impl &im = *impl;
+  Impl &im = live("step");
   const RuleInfo &ri = im.info();
   if (grads.size() != im.slots.size())
     throw Error("optim::Optimizer::step: expected " +
@@ -251,6 +309,10 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
     if (reinterpret_cast<uintptr_t>(g.data) % elt)
       throw Error(what + " is not aligned to its " + std::to_string(elt) +
                   "-byte elements");
+    if (const Impl::Region *r = im.writtenRegion(g.data, size_t(g.size) * elt))
+      throw Error(what + " overlaps " + r->what +
+                  " in memory (the step writes there while it reads the "
+                  "gradient)");
   }
 
   for (size_t w = 0; w < im.weightPtrs.size(); ++w)
@@ -340,28 +402,33 @@ void Optimizer::Impl::setWeights(const std::string &name, const void *data,
 
 void Optimizer::setWeights(const std::string &name, const float *data,
                            int64_t count) {
-  impl->setWeights(name, data, count, DType::F32);
+  live("setWeights").setWeights(name, data, count, DType::F32);
 }
 
 void Optimizer::setWeights(const std::string &name, const double *data,
                            int64_t count) {
-  impl->setWeights(name, data, count, DType::F64);
+  live("setWeights").setWeights(name, data, count, DType::F64);
 }
 
-int64_t Optimizer::stepCount() const { return impl->step; }
-int64_t Optimizer::skippedSteps() const { return impl->skipped; }
-size_t Optimizer::numParams() const { return impl->slots.size(); }
-size_t Optimizer::numGroups() const { return impl->groups.size(); }
-const Rule &Optimizer::rule() const { return impl->rule; }
+int64_t Optimizer::stepCount() const { return live("stepCount").step; }
+int64_t Optimizer::skippedSteps() const {
+  return live("skippedSteps").skipped;
+}
+size_t Optimizer::numParams() const { return live("numParams").slots.size(); }
+size_t Optimizer::numGroups() const {
+  return live("numGroups").groups.size();
+}
+const Rule &Optimizer::rule() const { return live("rule").rule; }
 
 const void *Optimizer::state(size_t param, const std::string &name) const {
-  if (param >= impl->slots.size())
+  const Impl &im = live("state");
+  if (param >= im.slots.size())
     throw Error("optim::Optimizer::state: parameter " + std::to_string(param) +
                 " does not exist (there are " +
-                std::to_string(impl->slots.size()) + ")");
-  int s = impl->stateIndex(name);
+                std::to_string(im.slots.size()) + ")");
+  int s = im.stateIndex(name);
   if (s < 0)
-    throw Error("optim::Optimizer::state: rule '" + impl->info().name +
+    throw Error("optim::Optimizer::state: rule '" + im.info().name +
                 "' has no state '" + name + "'");
-  return impl->slots[param].states[s].data.get();
+  return im.slots[param].states[s].data.get();
 }

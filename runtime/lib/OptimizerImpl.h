@@ -6,6 +6,7 @@
 #include "ThreadPool.h"
 #include "optim/Optimizer.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <memory>
 
@@ -32,6 +33,11 @@ struct Optimizer::Impl {
     Param param;
     std::vector<AlignedBuffer> states; // One per state of the rule.
   };
+  /// Memory a step writes: a parameter or a state buffer.
+  struct Region {
+    uintptr_t begin, end;
+    std::string what; // "parameter 0", "state 'm' of parameter 0"
+  };
 
   Rule rule;
   OptimizerOptions options;
@@ -45,6 +51,9 @@ struct Optimizer::Impl {
   std::vector<int64_t> chunkOffset;
   std::vector<AlignedBuffer> weights; // One per weights tensor of the rule.
   std::vector<const void *> weightPtrs; // Null until set.
+  // Every parameter and state buffer, sorted by address (they are
+  // disjoint): a gradient must not overlap any of them.
+  std::vector<Region> written;
   int64_t step = 0;
   int64_t skipped = 0;
   std::unique_ptr<ThreadPool> pool;
@@ -52,6 +61,8 @@ struct Optimizer::Impl {
   const RuleInfo &info() const { return rule.info(); }
   size_t pointersPerChunk() const { return 2 + info().states.size(); }
   int stateIndex(const std::string &name) const;
+  /// The region of `written` that [data, data + bytes) overlaps, or null.
+  const Region *writtenRegion(const void *data, size_t bytes) const;
   void resetState();
   void setWeights(const std::string &name, const void *data, int64_t count,
                   DType dtype);

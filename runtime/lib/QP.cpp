@@ -645,6 +645,9 @@ Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
 struct Config {
   double tol;
   int64_t maxIter;
+  /// The largest regularization of Q + rho I, relative to its base, that
+  /// still counts Q as positive semidefinite (see the polish).
+  double maxRho;
 };
 
 /// Mehrotra predictor-corrector on one problem. Writes z, nu, lam, s (the
@@ -952,6 +955,16 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     }
     if (!eq.factor())
       return QPStatus::NumericalError;
+    // rho = rhoBase * 100^k, rhoBase = 1e-10 max(1, max Q_ii): k = 0 for a
+    // positive semidefinite Q (1 with rounding). A larger k means an
+    // eigenvalue of Q below -1e-8 max(1, max Q_ii): beyond what the data's
+    // rounding explains (cfg.maxRho: 1e-6 of it in float64, 1e-4 for data
+    // rounded to float32), the problem is not convex, and a point meeting
+    // the stopping test is only stationary (measured: Q = -I on a box
+    // "solved" at z = 0, its maximum; Q = -I with sum z = 1, unbounded
+    // below, "solved" at z = 1/n). Not a solution to return.
+    if (eq.rho > T(cfg.maxRho) * kkt.rhoBase)
+      return QPStatus::NumericalError;
     regs[0] = eq.rho;
     regs[1] = eq.delta;
     for (int64_t j = 0; j < n; ++j)
@@ -1076,8 +1089,11 @@ void QPSolver::Impl::forward(const Layout &L, const QPSolutionBuffers &out) {
   status.assign(L.batch, QPStatus::NumericalError);
   // Kept between calls: their memory is reused (no page faults anew).
   factors.resize(L.batch);
+  // A Q rounded to float32 may have eigenvalues near -1e-7 max Q_ii: it is
+  // accepted up to Q + 1e-4 max(1, max Q_ii) I (float64: 1e-6), see the
+  // polish in solveOne.
   Config cfg{options.tol > 0 ? options.tol : double(Consts<T>::tol),
-             options.maxIter};
+             options.maxIter, layout.dtype == DType::F32 ? 1e7 : 1e5};
   T *base = reinterpret_cast<T *>(state.data());
   parallelFor(options.threads, L.batch,
               [&](int64_t begin, int64_t end, unsigned) {
@@ -1319,6 +1335,7 @@ QPSolver::QPSolver(QPOptions options) : impl(std::make_unique<Impl>()) {
     fail("maxIter must be >= 0");
   if (!(options.tol >= 0) || !std::isfinite(options.tol))
     fail("tol must be finite and >= 0");
+  checkThreadCount(options.threads, "qp");
   impl->options = options;
 }
 QPSolver::~QPSolver() = default;
@@ -1365,6 +1382,8 @@ void QPSolver::requireSolved(const QPStatus *status, int64_t batch) {
            qpStatusName(status[e]) + "; it has no solution to use" +
            (status[e] == QPStatus::IterationLimit
                 ? " (raise maxIter or the tolerance)"
+            : status[e] == QPStatus::NumericalError
+                ? " (a factorization failed: is Q positive semidefinite?)"
                 : ""));
 }
 

@@ -5,9 +5,11 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "optim/CApiSupport.h"
 #include "optim/KernelABI.h"
 #include "optim/QP.h"
 
+#include <memory>
 #include <new>
 #include <string>
 
@@ -53,8 +55,33 @@ optim::QPProblem toProblem(const optim_qp_problem &c) {
   return p;
 }
 
+/// The message of a failure that has no live solver to hold it (a failed
+/// create, a NULL, destroyed or made-up handle), per thread.
+thread_local std::string noSolverError = "qp: no solver (NULL)";
+
+void failWithoutSolver(const char *message) noexcept {
+  try {
+    noSolverError = message;
+  } catch (...) { // Keeps the previous message; nothing may escape to C.
+  }
+}
+
+/// A solver handle that is not NULL and not destroyed: every entry point
+/// checks, so that a destroyed handle gets an error, not a use after free.
+bool live(const optim_qp_solver *s) {
+  if (!s) {
+    failWithoutSolver("qp: no solver (NULL)");
+    return false;
+  }
+  if (!optim::capi::isLiveHandle(s, optim::capi::HandleKind::QPSolver)) {
+    failWithoutSolver("qp: not a live solver (destroyed already?)");
+    return false;
+  }
+  return true;
+}
+
 template <class F> int guard(optim_qp_solver *s, F &&f) {
-  if (!s)
+  if (!live(s))
     return -1;
   try {
     f();
@@ -72,23 +99,41 @@ extern "C" {
 
 optim_qp_solver *optim_qp_create(double tol, int64_t max_iter,
                                  int32_t threads) {
-  if (max_iter < 0 || threads < 0 || !(tol == tol))
+  if (max_iter < 0 || threads < 0 || !(tol == tol)) {
+    failWithoutSolver(max_iter < 0  ? "qp: max_iter must be >= 0"
+                      : threads < 0 ? "qp: threads must be >= 0"
+                                    : "qp: tol is NaN");
     return nullptr;
+  }
   optim::QPOptions o;
   o.tol = tol > 0 ? tol : 0;
   o.maxIter = max_iter;
   o.threads = unsigned(threads);
   try {
-    return new optim_qp_solver(o);
-  } catch (...) {
+    auto solver = std::make_unique<optim_qp_solver>(o);
+    optim::capi::trackHandle(solver.get(), optim::capi::HandleKind::QPSolver);
+    return solver.release();
+  } catch (const std::exception &e) {
+    failWithoutSolver(e.what());
     return nullptr;
   }
 }
 
-void optim_qp_destroy(optim_qp_solver *solver) { delete solver; }
+void optim_qp_destroy(optim_qp_solver *solver) {
+  // A second destroy is refused (its message in optim_qp_error(solver)),
+  // not a double free.
+  if (solver && live(solver) &&
+      optim::capi::untrackHandle(solver, optim::capi::HandleKind::QPSolver))
+    delete solver;
+}
 
 const char *optim_qp_error(const optim_qp_solver *solver) {
-  return solver ? solver->error.c_str() : "qp: no solver (NULL)";
+  // Where the handle is no solver, the message of the last failure without
+  // one on this thread (a failed create, a destroyed handle).
+  if (!solver || !optim::capi::isLiveHandle(
+                     solver, optim::capi::HandleKind::QPSolver))
+    return noSolverError.c_str();
+  return solver->error.c_str();
 }
 
 int optim_qp_forward(optim_qp_solver *solver, const optim_qp_problem *problem,

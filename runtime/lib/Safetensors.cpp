@@ -72,9 +72,13 @@ void optim::writeSafetensors(const std::string &path,
   writeAll(text.data(), text.size());
   for (const TensorRef &t : tensors)
     writeAll(t.data, countOf(t.shape) * dtypeSize(t.dtype));
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+  // close() even when fsync() fails (the descriptor would leak).
+  int synced = ::fsync(fd), syncErrno = errno;
+  int closed = ::close(fd);
+  if (synced != 0 || closed != 0) {
+    std::string why = std::strerror(synced != 0 ? syncErrno : errno);
     ::unlink(tmp.c_str());
-    throw Error("writeSafetensors: cannot flush '" + tmp + "'");
+    throw Error("writeSafetensors: cannot flush '" + tmp + "': " + why);
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     std::string why = std::strerror(errno);
@@ -82,6 +86,16 @@ void optim::writeSafetensors(const std::string &path,
     throw Error("writeSafetensors: cannot rename '" + tmp + "' to '" + path +
                 "': " + why);
   }
+}
+
+/// e[key], or null when absent. Not operator[]: on a const json and a
+/// missing key it is undefined behavior; not value(): it throws when the
+/// type differs from the default's, and copies, recursively, what may be
+/// nested deeply enough in a corrupt header to overflow the stack.
+static const json &field(const json &e, const char *key) {
+  static const json null;
+  auto it = e.find(key);
+  return it == e.end() ? null : *it;
 }
 
 struct SafetensorsFile::Impl {
@@ -154,9 +168,9 @@ const void *SafetensorsFile::tensor(const std::string &name, DType dtype,
   if (got != want)
     throw impl->fail("tensor '" + name + "' has shape " + json(got).dump() +
                      ", expected " + json(want).dump());
-  if (e.value("dtype", "") != dtypeTag(dtype))
+  if (field(e, "dtype") != dtypeTag(dtype))
     throw impl->fail("tensor '" + name + "' is not " + dtypeTag(dtype));
-  const json &off = e["data_offsets"];
+  const json &off = field(e, "data_offsets");
   if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
       !off[1].is_number_unsigned())
     throw impl->fail("tensor '" + name + "' has corrupt offsets");

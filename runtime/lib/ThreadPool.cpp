@@ -1,15 +1,40 @@
 //===- ThreadPool.cpp - a fixed pool of workers for kernel calls ----------===//
 
 #include "ThreadPool.h"
+#include "optim/Rule.h"
+
+#include <string>
+#include <system_error>
 
 using namespace optim;
 
-ThreadPool::ThreadPool(unsigned threads) : numThreads(threads ? threads : 1) {
-  for (unsigned i = 1; i < numThreads; ++i)
-    workers.emplace_back([this, i] { worker(i); });
+void optim::checkThreadCount(unsigned threads, const char *who) {
+  if (threads > kMaxThreads)
+    throw Error(std::string(who) + ": threads must be at most " +
+                std::to_string(kMaxThreads) +
+                " (0: one per hardware thread), got " +
+                std::to_string(threads));
 }
 
-ThreadPool::~ThreadPool() {
+ThreadPool::ThreadPool(unsigned threads) : numThreads(threads ? threads : 1) {
+  try {
+    for (unsigned i = 1; i < numThreads; ++i)
+      workers.emplace_back([this, i] { worker(i); });
+  } catch (const std::system_error &e) {
+    // The destructor does not run for a constructor that throws, and a
+    // joinable std::thread destroyed would terminate the program.
+    stop();
+    throw Error("cannot start " + std::to_string(numThreads - 1) +
+                " worker threads: " + e.what());
+  } catch (...) {
+    stop();
+    throw;
+  }
+}
+
+ThreadPool::~ThreadPool() { stop(); }
+
+void ThreadPool::stop() {
   {
     std::lock_guard<std::mutex> lock(mutex);
     stopping = true;
@@ -17,6 +42,7 @@ ThreadPool::~ThreadPool() {
   wake.notify_all();
   for (std::thread &t : workers)
     t.join();
+  workers.clear();
 }
 
 void ThreadPool::worker(unsigned index) {

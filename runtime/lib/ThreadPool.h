@@ -17,8 +17,18 @@
 
 namespace optim {
 
+/// The most worker threads a pool may have: more is a mistake of the caller
+/// (a negative count converted to unsigned, say), not a machine.
+constexpr unsigned kMaxThreads = 1024;
+
+/// Throws optim::Error, "<who>: threads must be at most 1024 ...", when
+/// `threads` is above kMaxThreads. Callers check before changing anything.
+void checkThreadCount(unsigned threads, const char *who);
+
 class ThreadPool {
 public:
+  /// Throws optim::Error when the threads cannot be started (having joined
+  /// those that were).
   explicit ThreadPool(unsigned threads);
   ~ThreadPool();
   ThreadPool(const ThreadPool &) = delete;
@@ -32,6 +42,8 @@ public:
 
 private:
   void worker(unsigned index);
+  /// Wakes the workers to exit and joins them.
+  void stop();
 
   unsigned numThreads;
   std::vector<std::thread> workers;

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <thread>
@@ -33,10 +34,13 @@ struct Buffer {
   char *get() const { return data.get(); }
 };
 
-/// θ, g and the state before one recorded step.
+/// θ, g and the state before one recorded step, and the hyperparameters it
+/// ran with (a schedule may change them between steps; the backward pass
+/// differentiates each step as it ran).
 struct Record {
   Buffer theta, grad;
   std::vector<Buffer> states;
+  std::vector<double> hypers;
   int64_t t = 0;
 };
 } // namespace
@@ -84,6 +88,22 @@ struct Trajectory::Impl {
         fn(begin, end);
     });
   }
+  /// "parameters" or "state" when the `count` elements at `data` overlap
+  /// θ or a state buffer of the trajectory, else null.
+  const char *ownMemory(const void *data, int64_t count) const {
+    uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+    uintptr_t end = begin + size_t(count) * elt;
+    auto overlaps = [&](const Buffer &b) {
+      uintptr_t at = reinterpret_cast<uintptr_t>(b.get());
+      return count > 0 && b.bytes > 0 && begin < at + b.bytes && at < end;
+    };
+    if (overlaps(theta))
+      return "parameters";
+    for (const Buffer &b : states)
+      if (overlaps(b))
+        return "state";
+    return nullptr;
+  }
   void dropTape() {
     for (Record &r : tape)
       spare.push_back(std::move(r));
@@ -112,21 +132,26 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
   if (options.chunkSize <= 0)
     throw Error("optim::Trajectory: chunkSize must be positive, got " +
                 std::to_string(options.chunkSize));
+  checkThreadCount(options.threads, "optim::Trajectory");
   Impl &im = *impl;
   im.rule = std::move(rule);
   im.options = options;
   im.elt = dtypeSize(im.info().dtype);
+  // The byte counts of the buffers below (the largest is a state of
+  // `maxState` components) must not overflow.
+  int64_t maxState = 1;
+  for (const StateSpec &s : im.info().states)
+    maxState = std::max(maxState, s.size);
+  const int64_t limit = int64_t(PTRDIFF_MAX / im.elt) / maxState;
   for (size_t p = 0; p < sizes.size(); ++p) {
     if (sizes[p] < 0)
       throw Error("optim::Trajectory: parameter " + std::to_string(p) +
                   " has a negative size");
+    if (sizes[p] > limit - im.total)
+      throw Error("optim::Trajectory: parameter " + std::to_string(p) +
+                  " has " + std::to_string(sizes[p]) +
+                  " elements, more than the address space holds");
     im.offsets.push_back(im.total);
-    for (int64_t off = 0; off < sizes[p]; off += options.chunkSize) {
-      im.chunkParam.push_back(int64_t(p));
-      im.chunkOffset.push_back(off);
-      im.lengths.push_back(std::min(options.chunkSize, sizes[p] - off));
-      im.strides.push_back(sizes[p]);
-    }
     im.total += sizes[p];
   }
   im.sizes = std::move(sizes);
@@ -134,6 +159,8 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
                          ? options.threads
                          : std::max(1u, std::thread::hardware_concurrency());
   im.pool = std::make_unique<ThreadPool>(threads);
+  // Allocated before the chunk table, whose length grows with the sizes: a
+  // size too large for memory fails here, at once.
   im.theta = Buffer::allocate(size_t(im.total) * im.elt);
   im.adjTheta = Buffer::allocate(size_t(im.total) * im.elt);
   std::memset(im.theta.get(), 0, im.theta.bytes);
@@ -144,6 +171,13 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
         Buffer::allocate(size_t(im.total * s.size) * im.elt));
   }
   im.fillStates(im.adjStates, /*zero=*/true);
+  for (size_t p = 0; p < im.sizes.size(); ++p)
+    for (int64_t off = 0; off < im.sizes[p]; off += options.chunkSize) {
+      im.chunkParam.push_back(int64_t(p));
+      im.chunkOffset.push_back(off);
+      im.lengths.push_back(std::min(options.chunkSize, im.sizes[p] - off));
+      im.strides.push_back(im.sizes[p]);
+    }
   for (const HyperParam &h : im.info().hypers)
     im.hypers.push_back(h.defaultValue);
   im.weights.resize(im.info().weights.size());
@@ -152,11 +186,18 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
 }
 
 Trajectory::~Trajectory() = default;
+
+Trajectory::Impl &Trajectory::live(const char *fn) const {
+  if (!impl)
+    throw Error(std::string("optim::Trajectory::") + fn +
+                ": the trajectory was moved from");
+  return *impl;
+}
 Trajectory::Trajectory(Trajectory &&) noexcept = default;
 Trajectory &Trajectory::operator=(Trajectory &&) noexcept = default;
 
-const Rule &Trajectory::rule() const { return impl->rule; }
-size_t Trajectory::numParams() const { return impl->sizes.size(); }
+const Rule &Trajectory::rule() const { return live("rule").rule; }
+size_t Trajectory::numParams() const { return live("numParams").sizes.size(); }
 
 static void checkParam(const Trajectory::Impl &im, size_t i, const char *fn) {
   if (i >= im.sizes.size())
@@ -166,29 +207,34 @@ static void checkParam(const Trajectory::Impl &im, size_t i, const char *fn) {
 }
 
 int64_t Trajectory::paramSize(size_t i) const {
-  checkParam(*impl, i, "paramSize");
-  return impl->sizes[i];
+  const Impl &im = live("paramSize");
+  checkParam(im, i, "paramSize");
+  return im.sizes[i];
 }
 void *Trajectory::param(size_t i) {
-  checkParam(*impl, i, "param");
-  return impl->theta.get() + impl->offsets[i] * impl->elt;
+  Impl &im = live("param");
+  checkParam(im, i, "param");
+  return im.theta.get() + im.offsets[i] * im.elt;
 }
 const void *Trajectory::param(size_t i) const {
-  checkParam(*impl, i, "param");
-  return impl->theta.get() + impl->offsets[i] * impl->elt;
+  const Impl &im = live("param");
+  checkParam(im, i, "param");
+  return im.theta.get() + im.offsets[i] * im.elt;
 }
 
 void *Trajectory::state(size_t i, const std::string &name) {
-  checkParam(*impl, i, "state");
-  int s = impl->stateIndex(name);
+  Impl &im = live("state");
+  checkParam(im, i, "state");
+  int s = im.stateIndex(name);
   if (s < 0)
-    throw Error("optim::Trajectory::state: rule '" + impl->info().name +
+    throw Error("optim::Trajectory::state: rule '" + im.info().name +
                 "' has no state '" + name + "'");
-  return impl->states[s].get() + impl->stateOffset(s, i, 0);
+  return im.states[s].get() + im.stateOffset(s, i, 0);
 }
 
 void Trajectory::set(const std::string &name, double value) {
-  const RuleInfo &ri = impl->info();
+  Impl &im = live("set");
+  const RuleInfo &ri = im.info();
   int h = ri.findHyper(name);
   if (h < 0)
     throw Error("optim::Trajectory::set: rule '" + ri.name +
@@ -198,15 +244,16 @@ void Trajectory::set(const std::string &name, double value) {
   if (ri.hypers[h].isConst)
     throw Error("optim::Trajectory::set: '" + name + "' is const in rule '" +
                 ri.name + "'; its value is compiled in");
-  impl->hypers[h] = value;
+  im.hypers[h] = value;
 }
 
 double Trajectory::get(const std::string &name) const {
-  int h = impl->info().findHyper(name);
+  const Impl &im = live("get");
+  int h = im.info().findHyper(name);
   if (h < 0)
-    throw Error("optim::Trajectory::get: rule '" + impl->info().name +
+    throw Error("optim::Trajectory::get: rule '" + im.info().name +
                 "' has no hyperparameter '" + name + "'");
-  return impl->hypers[h];
+  return im.hypers[h];
 }
 
 static int64_t countOf(const std::vector<int64_t> &shape) {
@@ -218,7 +265,8 @@ static int64_t countOf(const std::vector<int64_t> &shape) {
 
 void Trajectory::setWeights(const std::string &name, const void *data,
                             int64_t count) {
-  const RuleInfo &ri = impl->info();
+  Impl &im = live("setWeights");
+  const RuleInfo &ri = im.info();
   for (size_t w = 0; w < ri.weights.size(); ++w) {
     if (ri.weights[w].name != name)
       continue;
@@ -230,10 +278,10 @@ void Trajectory::setWeights(const std::string &name, const void *data,
     if (!data)
       throw Error("optim::Trajectory::setWeights: '" + name +
                   "' is a null pointer");
-    Buffer copy = Buffer::allocate(size_t(count) * impl->elt);
+    Buffer copy = Buffer::allocate(size_t(count) * im.elt);
     std::memcpy(copy.get(), data, copy.bytes);
-    impl->weights[w] = std::move(copy);
-    impl->weightPtrs[w] = impl->weights[w].get();
+    im.weights[w] = std::move(copy);
+    im.weightPtrs[w] = im.weights[w].get();
     return;
   }
   throw Error("optim::Trajectory::setWeights: rule '" + ri.name +
@@ -241,7 +289,11 @@ void Trajectory::setWeights(const std::string &name, const void *data,
 }
 
 void Trajectory::loadWeights(const std::string &path) {
-  const RuleInfo &ri = impl->info();
+  const RuleInfo &ri = live("loadWeights").info();
+  // As Optimizer::loadWeights: a mistake, not a no-op.
+  if (ri.weights.empty())
+    throw Error("optim::Trajectory::loadWeights: rule '" + ri.name +
+                "' has no learned weights");
   SafetensorsFile file = SafetensorsFile::read(path);
   std::vector<const void *> sources;
   for (const WeightSpec &w : ri.weights) // Check all before setting any.
@@ -251,27 +303,29 @@ void Trajectory::loadWeights(const std::string &path) {
 }
 
 const void *Trajectory::weights(const std::string &name) const {
-  const RuleInfo &ri = impl->info();
+  const Impl &im = live("weights");
+  const RuleInfo &ri = im.info();
   for (size_t w = 0; w < ri.weights.size(); ++w)
     if (ri.weights[w].name == name)
-      return impl->weightPtrs[w];
+      return im.weightPtrs[w];
   throw Error("optim::Trajectory::weights: rule '" + ri.name +
               "' has no weights '" + name + "'");
 }
 
 void Trajectory::resetState() {
-  impl->fillStates(impl->states, /*zero=*/false);
-  impl->step = 0;
-  impl->dropTape();
+  Impl &im = live("resetState");
+  im.fillStates(im.states, /*zero=*/false);
+  im.step = 0;
+  im.dropTape();
 }
 
-void Trajectory::truncate() { impl->dropTape(); }
-size_t Trajectory::tapeLength() const { return impl->tape.size(); }
-int64_t Trajectory::stepCount() const { return impl->step; }
+void Trajectory::truncate() { live("truncate").dropTape(); }
+size_t Trajectory::tapeLength() const { return live("tapeLength").tape.size(); }
+int64_t Trajectory::stepCount() const { return live("stepCount").step; }
 
 size_t Trajectory::tapeBytes() const {
   size_t bytes = 0;
-  for (const Record &r : impl->tape) {
+  for (const Record &r : live("tapeBytes").tape) {
     bytes += r.theta.bytes + r.grad.bytes;
     for (const Buffer &s : r.states)
       bytes += s.bytes;
@@ -280,16 +334,23 @@ size_t Trajectory::tapeBytes() const {
 }
 
 void Trajectory::step(const std::vector<const void *> &grads) {
-  Impl &im = *impl;
+  Impl &im = live("step");
   const RuleInfo &ri = im.info();
   if (grads.size() != im.sizes.size())
     throw Error("optim::Trajectory::step: expected " +
                 std::to_string(im.sizes.size()) + " gradients, got " +
                 std::to_string(grads.size()));
-  for (size_t i = 0; i < grads.size(); ++i)
+  for (size_t i = 0; i < grads.size(); ++i) {
     if (!grads[i] && im.sizes[i] > 0)
       throw Error("optim::Trajectory::step: gradient " + std::to_string(i) +
                   " is a null pointer");
+    // θ and the state are written by other threads while chunks copy the
+    // gradient: it must not lie in them.
+    if (const char *where = im.ownMemory(grads[i], im.sizes[i]))
+      throw Error("optim::Trajectory::step: gradient " + std::to_string(i) +
+                  " overlaps the trajectory's own " + where +
+                  " (copy it first)");
+  }
   for (size_t w = 0; w < im.weightPtrs.size(); ++w)
     if (!im.weightPtrs[w])
       throw Error("optim::Trajectory::step: weights '" + ri.weights[w].name +
@@ -306,6 +367,7 @@ void Trajectory::step(const std::vector<const void *> &grads) {
       rec.states.push_back(Buffer::allocate(s.bytes));
   }
   rec.t = im.step + 1;
+  rec.hypers = im.hypers;
 
   // Each chunk records its own coordinates, then steps them while they are
   // in cache: the copies run in parallel, and the kernel reads what was
@@ -359,7 +421,7 @@ static void addInto(char *dst, const void *src, int64_t n) {
 
 RuleGradient
 Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
-  Impl &im = *impl;
+  Impl &im = live("backward");
   const RuleInfo &ri = im.info();
   if (dLdParams.size() != im.tape.size())
     throw Error("optim::Trajectory::backward: expected " +
@@ -413,7 +475,7 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
     }
     im.forChunks([&](int64_t begin, int64_t end) {
       vjp(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-          im.hypers.data(), rec.t, w, partials.get());
+          rec.hypers.data(), rec.t, w, partials.get());
     });
     // Chunk order, whatever thread computed each chunk.
     for (size_t c = 0; c < numChunks; ++c) {
@@ -444,15 +506,17 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
 }
 
 const void *Trajectory::paramAdjoint(size_t i) const {
-  checkParam(*impl, i, "paramAdjoint");
-  return impl->adjTheta.get() + impl->offsets[i] * impl->elt;
+  const Impl &im = live("paramAdjoint");
+  checkParam(im, i, "paramAdjoint");
+  return im.adjTheta.get() + im.offsets[i] * im.elt;
 }
 
 const void *Trajectory::stateAdjoint(size_t i, const std::string &name) const {
-  checkParam(*impl, i, "stateAdjoint");
-  int s = impl->stateIndex(name);
+  const Impl &im = live("stateAdjoint");
+  checkParam(im, i, "stateAdjoint");
+  int s = im.stateIndex(name);
   if (s < 0)
-    throw Error("optim::Trajectory::stateAdjoint: rule '" + impl->info().name +
+    throw Error("optim::Trajectory::stateAdjoint: rule '" + im.info().name +
                 "' has no state '" + name + "'");
-  return impl->adjStates[s].get() + impl->stateOffset(s, i, 0);
+  return im.adjStates[s].get() + im.stateOffset(s, i, 0);
 }

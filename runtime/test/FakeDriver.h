@@ -62,12 +62,16 @@ inline CUresult memFree(CUdeviceptr ptr) {
   std::free(reinterpret_cast<void *>(ptr));
   return 0;
 }
+// A copy of 0 bytes may come with null pointers (an empty host vector's
+// data()), which memcpy must not be given.
 inline CUresult htod(CUdeviceptr dst, const void *src, size_t bytes) {
-  std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
+  if (bytes)
+    std::memcpy(reinterpret_cast<void *>(dst), src, bytes);
   return 0;
 }
 inline CUresult dtoh(void *dst, CUdeviceptr src, size_t bytes) {
-  std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
+  if (bytes)
+    std::memcpy(dst, reinterpret_cast<const void *>(src), bytes);
   return 0;
 }
 inline CUresult streamDestroy(CUstream) { return 0; }

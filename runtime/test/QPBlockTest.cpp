@@ -408,6 +408,36 @@ TEST(QPBlock, InfeasibleAndUnboundedStatuses) {
   }
 }
 
+TEST(QPBlock, IndefiniteQIsNotSolvedAsOnTheCpu) {
+  for (int nt : {1, 4}) {
+    // Q = -I on the box [-1, 1]^2: z = 0 is stationary (the maximum).
+    Data box;
+    box.n = 2;
+    box.p = 4;
+    box.Q = {-1, 0, 0, -1};
+    box.q = {0, 0};
+    box.G = {1, 0, 0, 1, -1, 0, 0, -1};
+    box.h = {1, 1, 1, 1};
+    expectSame(box, "indefinite box", nt);
+    int32_t status = solveBlock(box, nt, 1 << 20, 1e-8).status;
+    EXPECT_TRUE(status == optim::qpblock::NumericalError ||
+                status == optim::qpblock::DualInfeasible)
+        << status;
+    EXPECT_NE(status, optim::qpblock::Solved);
+    // Q = -I with z1 + z2 + z3 = 1: unbounded below, stationary at 1/3.
+    Data plane;
+    plane.n = 3;
+    plane.m = 1;
+    plane.Q = {-1, 0, 0, 0, -1, 0, 0, 0, -1};
+    plane.q = {0, 0, 0};
+    plane.A = {1, 1, 1};
+    plane.b = {1};
+    expectSame(plane, "indefinite plane", nt);
+    EXPECT_NE(solveBlock(plane, nt, 1 << 20, 1e-8).status,
+              optim::qpblock::Solved);
+  }
+}
+
 TEST(QPBlock, BenchShapeN100) {
   // bench/qp's problem: Q = U^T U + 1e-3 I (batched), G Gaussian 100 x 100,
   // h = G z0 + s0, no equalities.

@@ -263,6 +263,64 @@ TEST(QP, InfeasibleAndUnboundedStatuses) {
   EXPECT_EQ(w.status[0], QPStatus::DualInfeasible);
 }
 
+TEST(QP, IndefiniteQIsNotSolved) {
+  // A stationary point of a nonconvex problem is no solution. Before the
+  // check, Q = -I on the box |z| <= 1 came back "solved" at z = 0 (its
+  // maximum), and Q = -I with sum z = 1 (unbounded below) at z = 1/3.
+  Vec Q = {-1, 0, 0, 0, -1, 0, 0, 0, -1}, q = {0, 0, 0};
+  Vec G = {1, 0, 0, 0, 1, 0, 0, 0, 1, -1, 0, 0, 0, -1, 0, 0, 0, -1};
+  Vec h(6, 1.0), A = {1, 1, 1}, b = {1};
+  for (DType dtype : {DType::F64, DType::F32}) {
+    std::vector<float> Q32(Q.begin(), Q.end()), q32(q.begin(), q.end()),
+        G32(G.begin(), G.end()), h32(h.begin(), h.end()),
+        A32(A.begin(), A.end()), b32(b.begin(), b.end());
+    bool f64 = dtype == DType::F64;
+    auto ptr = [&](Vec &v, std::vector<float> &w) -> const void * {
+      return f64 ? static_cast<const void *>(v.data()) : w.data();
+    };
+    QPProblem box;
+    box.dtype = dtype;
+    box.Q = {ptr(Q, Q32), {3, 3}};
+    box.q = {ptr(q, q32), {3}};
+    box.G = {ptr(G, G32), {6, 3}};
+    box.h = {ptr(h, h32), {6}};
+    QPProblem eq = box;
+    eq.G = eq.h = {};
+    eq.A = {ptr(A, A32), {1, 3}};
+    eq.b = {ptr(b, b32), {1}};
+    for (const QPProblem *pb : {&box, &eq}) {
+      std::vector<double> z(3), nu(1), lam(6); // room for either dtype
+      std::vector<QPStatus> st(1);
+      QPSolver solver;
+      solver.forward(*pb, {z.data(), nu.data(), lam.data(), st.data()});
+      EXPECT_EQ(st[0], QPStatus::NumericalError)
+          << (f64 ? "f64 " : "f32 ") << (pb == &box ? "box" : "sum z = 1");
+      try {
+        QPSolver::requireSolved(st.data(), 1);
+        FAIL() << "requireSolved accepted a nonconvex problem";
+      } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find("is Q positive semidefinite?"),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+  }
+  // Indefinite within rounding (eigenvalue -1e-12): still a convex problem
+  // for the solver, solved at the box's projection of -q.
+  Vec Qr = {1, 0, 0, 0, 1, 0, 0, 0, -1e-12}, qr = {0.5, -3, 0.25};
+  QPProblem near;
+  near.Q = {Qr.data(), {3, 3}};
+  near.q = {qr.data(), {3}};
+  near.G = {G.data(), {6, 3}};
+  near.h = {h.data(), {6}};
+  Out o(1, 3, 0, 6);
+  QPSolver().forward(near, o.buffers());
+  ASSERT_EQ(o.status[0], QPStatus::Solved);
+  EXPECT_NEAR(o.z[0], -0.5, 1e-9);
+  EXPECT_NEAR(o.z[1], 1.0, 1e-9);
+  EXPECT_NEAR(o.z[2], -1.0, 1e-9);
+}
+
 /// The batch: element e has its own q and h (batched), Q, A, b, G shared.
 struct Batch {
   int64_t B, n, m, p;

@@ -164,12 +164,10 @@ struct Problem {
   }
 };
 
-/// Checks the VJP kernel of `source` against central differences.
+/// Checks the VJP kernel of `rule` (f64) against central differences.
 /// `maxWeights` caps how many weights (chosen at random) are checked.
-void check(const std::string &source, double weightScale = 0.5,
-           size_t maxWeights = 1000, int64_t n = 13, int64_t chunk = 5,
-           unsigned width = 4) {
-  Rule rule = compileF64(source, width);
+void check(const Rule &rule, double weightScale = 0.5,
+           size_t maxWeights = 1000, int64_t n = 13, int64_t chunk = 5) {
   ASSERT_TRUE(rule.vjpKernel());
   const RuleInfo &info = rule.info();
   std::mt19937 rng(42);
@@ -216,6 +214,12 @@ void check(const std::string &source, double weightScale = 0.5,
                   info.weights[w].name + "[" + std::to_string(k) + "]");
     offset += pb.weights[w].size();
   }
+}
+
+void check(const std::string &source, double weightScale = 0.5,
+           size_t maxWeights = 1000, int64_t n = 13, int64_t chunk = 5,
+           unsigned width = 4) {
+  check(compileF64(source, width), weightScale, maxWeights, n, chunk);
 }
 
 class VJPKernelExample : public ::testing::TestWithParam<const char *> {};
@@ -332,12 +336,12 @@ TEST(VJPKernel, L2LEveryLanePath) {
 /// of max(1, |x|), and each weight gradient summed over the coordinates
 /// within 5e-6 of the largest of its tensor (both are sums of the same
 /// products; f32 accumulation over 150 coordinates).
-TEST(VJPKernel, L2LFloatMatchesDouble) {
+void floatMatchesDouble(const std::string &source, const std::string &name) {
   CompileOptions options;
   options.vjp = true;
   options.useCache = false;
-  Rule f32 = Compiler(options).compileSource(readExample("l2l"), "l2l.optim");
-  Rule f64 = compileF64(readExample("l2l"), /*width=*/16);
+  Rule f32 = Compiler(options).compileSource(source, name + ".optim");
+  Rule f64 = compileF64(source, /*width=*/16);
   const RuleInfo &info = f64.info();
   std::mt19937 rng(5);
   const int64_t n = 150, chunk = 100;
@@ -427,8 +431,58 @@ TEST(VJPKernel, L2LFloatMatchesDouble) {
     }
     offset += weights[k].size();
   }
-  std::printf("L2LFloatMatchesDouble: worst scaled error %.3g\n", worst);
+  std::printf("%s: f32 VJP kernel, worst scaled error %.3g\n", name.c_str(),
+              worst);
 }
+
+TEST(VJPKernel, L2LFloatMatchesDouble) {
+  floatMatchesDouble(readExample("l2l"), "l2l");
+}
+
+// The learned rules of test/Learned/Inputs, shapes l2l does not have (one,
+// two and three layers, hidden sizes 1, 7 and 33, a scalar, a vector[1] and
+// a raw (g, p) input, no LSTM at all, a two-output head, a classic momentum
+// state fed to the LSTM, weights used twice in a step, a vector input from
+// a linear map, states changed after the cell, h and c swapping states,
+// t in the update): the f64 VJP kernel against central differences in
+// chunks of 5 and of 40 (every lane path), and the f32 kernel that
+// optim-train runs (16 lanes, where 4H is rarely a multiple of the 16 x 16
+// transposes) against the f64 one. test/Learned/variants.test checks their
+// forward step against numpy.
+class VJPKernelLearnedVariant : public ::testing::TestWithParam<const char *> {
+protected:
+  std::string source() const {
+    std::ifstream in(std::string(OPTIM_TEST_DIR) + "/Learned/Inputs/" +
+                     GetParam() + ".optim");
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+};
+
+TEST_P(VJPKernelLearnedVariant, MatchesFiniteDifferences) {
+  std::string text = source();
+  ASSERT_FALSE(text.empty()) << GetParam();
+  Rule rule = compileF64(text);
+  check(rule, /*weightScale=*/0.5, /*maxWeights=*/60);
+  check(rule, /*weightScale=*/0.5, /*maxWeights=*/60, /*n=*/45, /*chunk=*/40);
+}
+
+TEST_P(VJPKernelLearnedVariant, FloatMatchesDouble) {
+  std::string text = source();
+  ASSERT_FALSE(text.empty()) << GetParam();
+  floatMatchesDouble(text, GetParam());
+}
+
+INSTANTIATE_TEST_SUITE_P(Learned, VJPKernelLearnedVariant,
+                         ::testing::Values("lstm1", "stack3", "hidden1",
+                                           "hidden7", "hidden33", "linear",
+                                           "mlp", "twoheads", "momentum",
+                                           "shared", "vecin", "clipped",
+                                           "swapped"),
+                         [](const auto &info) {
+                           return std::string(info.param);
+                         });
 
 TEST(VJPKernel, TrajectoryBackwardMatchesUnrolledFiniteDifferences) {
   // L = sum_k c_k . theta_{k+1} over 6 steps whose gradients g_k are fixed
@@ -458,6 +512,8 @@ TEST(VJPKernel, TrajectoryBackwardMatchesUnrolledFiniteDifferences) {
       grads[k].push_back(random(n, 1.0));
       cots[k].push_back(random(n, 1.0));
     }
+  // A schedule, lr + 0.05 k at step k: each step must be differentiated
+  // with the value it ran with, and dL/dlr is the sum of the steps' partials.
   double lr = 0.3;
   TrajectoryOptions options;
   options.chunkSize = 3;
@@ -465,11 +521,11 @@ TEST(VJPKernel, TrajectoryBackwardMatchesUnrolledFiniteDifferences) {
     for (size_t w = 0; w < weights.size(); ++w)
       traj.setWeights(info.weights[w].name, weights[w].data(),
                       int64_t(weights[w].size()));
-    traj.set("lr", lr);
     for (size_t i = 0; i < sizes.size(); ++i)
       std::memcpy(traj.param(i), theta0[i].data(), sizes[i] * sizeof(double));
     double loss = 0;
     for (int k = 0; k < steps; ++k) {
+      traj.set("lr", lr + 0.05 * k);
       traj.step({grads[k][0].data(), grads[k][1].data()});
       for (size_t i = 0; i < sizes.size(); ++i) {
         const double *p = static_cast<const double *>(traj.param(i));

@@ -12,6 +12,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Linalg/IR/Linalg.h"
 #include "mlir/Dialect/Math/IR/Math.h"
@@ -29,12 +30,15 @@ int main(int argc, char **argv) {
   mlir::optim::registerOptimConversionPasses();
   optim::registerPipelines();
 
+  // gpu: what optim-lower-rules-to-gpu and optim-lower-layers-to-gpu emit,
+  // so that optim-opt reads its own output back.
   mlir::DialectRegistry registry;
   registry.insert<mlir::optim::OptimDialect, mlir::arith::ArithDialect,
                   mlir::math::MathDialect, mlir::vector::VectorDialect,
                   mlir::tensor::TensorDialect, mlir::func::FuncDialect,
                   mlir::scf::SCFDialect, mlir::memref::MemRefDialect,
-                  mlir::linalg::LinalgDialect, mlir::LLVM::LLVMDialect>();
+                  mlir::linalg::LinalgDialect, mlir::LLVM::LLVMDialect,
+                  mlir::gpu::GPUDialect>();
   return mlir::asMainReturnCode(
       mlir::MlirOptMain(argc, argv, "optim optimizer driver\n", registry));
 }

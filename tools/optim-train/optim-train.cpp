@@ -20,11 +20,13 @@
 #include "MetaEpisode.h"
 
 #include "optim/Compiler/Compiler.h"
+#include "optim/Manifest.h"
 #include "optim/Optimizer.h"
 #include "optim/Safetensors.h"
 #include "optim/Tasks/Task.h"
 #include "optim/Trajectory.h"
 
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -55,6 +57,8 @@ std::string defaultExample(const char *name) {
 struct Options {
   std::string rule = defaultExample("l2l");
   std::string metaRule = defaultExample("adam");
+  /// Which rule of a file that defines several (empty: its only one).
+  std::string ruleName, metaRuleName;
   std::string task = "quadratic";
   std::string out = "optim-train-out";
   std::string dataDir;
@@ -81,7 +85,9 @@ const char *kUsage = R"(usage: optim-train [options]
 Meta-trains a learned rule (Andrychowicz et al., 2016) on a built-in task.
 
   --rule=FILE            learned rule (default examples/l2l.optim)
+  --rule-name=NAME       which rule of a --rule file that defines several
   --meta-rule=FILE       meta-optimizer rule (default examples/adam.optim)
+  --meta-rule-name=NAME  which rule of a --meta-rule file
   --meta-lr=X            meta-optimizer learning rate (default 1e-3)
   --task=NAME            quadratic | mnist (default quadratic)
   --episodes=N           optimizees to train on (default 100)
@@ -162,8 +168,12 @@ Options parse(int argc, char **argv) {
     };
     if (key == "--rule")
       o.rule = need();
+    else if (key == "--rule-name")
+      o.ruleName = need();
     else if (key == "--meta-rule")
       o.metaRule = need();
+    else if (key == "--meta-rule-name")
+      o.metaRuleName = need();
     else if (key == "--meta-lr") {
       o.metaLr = parseDouble(key, need());
       if (o.metaLr <= 0)
@@ -267,7 +277,8 @@ void truncateLog(const std::string &path, int64_t episodes) {
     header = false;
   }
   in.close();
-  std::ofstream(path, std::ios::trunc) << kept;
+  // Atomically: a run killed here must not lose the log of its episodes.
+  writeFileAtomically(path, kept);
 }
 
 /// The selection criterion of the paper's code: the mean over `o.evalRuns`
@@ -352,12 +363,26 @@ int run(const Options &o) {
 
   CompileOptions learnedOptions;
   learnedOptions.vjp = true;
-  Rule rule = Compiler(learnedOptions).compileFile(o.rule);
+  // The compiler's "name the one to compile" gets the option that does.
+  auto compile = [](Compiler &&compiler, const std::string &file,
+                    const std::string &name, const char *option) {
+    try {
+      return compiler.compileFile(file, Target::cpu(), name);
+    } catch (const Error &e) {
+      std::string what = e.what();
+      if (name.empty() && what.find("name the one") != std::string::npos)
+        throw Error(what + " with " + option + "=NAME");
+      throw;
+    }
+  };
+  Rule rule =
+      compile(Compiler(learnedOptions), o.rule, o.ruleName, "--rule-name");
   const RuleInfo &info = rule.info();
   if (info.weights.empty())
     throw Error("rule '" + info.name + "' of '" + o.rule +
                 "' has no learned weights: nothing to meta-train");
-  Rule metaRule = Compiler().compileFile(o.metaRule);
+  Rule metaRule =
+      compile(Compiler(), o.metaRule, o.metaRuleName, "--meta-rule-name");
 
   tasks::TaskOptions taskOptions;
   taskOptions.dataDir = o.dataDir;
@@ -433,14 +458,34 @@ int run(const Options &o) {
                   weights[w].size() * sizeof(float));
     meta.load(ckpt);
     meta.set("lr", o.metaLr);
-    firstEpisode = std::stoll(file.metadata("episode"));
-    std::istringstream(file.metadata("rng")) >> rng;
+    // Counters and the generator are checked, not trusted: std::stoll's
+    // own exception ("stoll") would name neither the file nor the field.
+    auto corrupt = [&](const char *key) {
+      return Error("'" + ckpt + "': corrupt metadata '" + key + "'");
+    };
+    auto counter = [&](const char *key) {
+      std::string text = file.metadata(key);
+      char *end = nullptr;
+      errno = 0;
+      long long v = std::strtoll(text.c_str(), &end, 10);
+      if (text.empty() || *end || errno == ERANGE || v < 0)
+        throw corrupt(key);
+      return int64_t(v);
+    };
+    firstEpisode = counter("episode");
+    std::istringstream rngText(file.metadata("rng"));
+    if (!(rngText >> rng))
+      throw corrupt("rng");
+    if (file.hasMetadata("best_episode")) {
+      bestEpisode = counter("best_episode");
+      std::string text = file.metadata("best_sum_f");
+      char *end = nullptr;
+      bestLoss = std::strtod(text.c_str(), &end);
+      if (text.empty() || *end)
+        throw corrupt("best_sum_f");
+    }
     truncateLog(logPath, firstEpisode);
     truncateLog(evalPath, firstEpisode + 1);
-    if (file.hasMetadata("best_episode")) {
-      bestEpisode = std::stoll(file.metadata("best_episode"));
-      bestLoss = std::strtod(file.metadata("best_sum_f").c_str(), nullptr);
-    }
   }
 
   bool newLog = !fileExists(logPath) || !o.resume;

@@ -29,6 +29,24 @@ namespace capi {
 optim_status fail(optim_status status, const char *message,
                   const char *prefix = "") noexcept;
 
+/// What a live handle is. A foreign caller may pass anything as a handle: a
+/// released one, one released twice, the rule its optimizer lent it. Every
+/// entry point looks its handles up in a registry of live ones, so that
+/// these mistakes get an error instead of undefined behavior.
+enum class HandleKind {
+  Rule,      ///< from optim_compile_*: the caller releases it
+  LentRule,  ///< from optim_optimizer_rule: its optimizer owns it
+  Optimizer, ///< from optim_optimizer_create_*
+  QPSolver,  ///< from optim_qp_create (KernelABI.h)
+};
+
+/// Records a live handle; throws std::bad_alloc (recording nothing).
+void trackHandle(const void *handle, HandleKind kind);
+/// Forgets a handle; false (forgetting nothing) unless it is live as `kind`.
+bool untrackHandle(const void *handle, HandleKind kind);
+/// Whether `handle` is live as `kind` (a LentRule counts as a Rule).
+bool isLiveHandle(const void *handle, HandleKind kind) noexcept;
+
 /// Runs `fn`, which returns optim_status, turning any exception into a
 /// status: optim::Error into `onError` (the caller knows what kind of
 /// failure its C++ call can report), std::bad_alloc into out-of-memory,

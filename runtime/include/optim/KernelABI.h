@@ -237,7 +237,9 @@ typedef void (*optim_layer_vjp_fn)(const void *const *inputs,
 
 /* tol <= 0: the default, 1e-8 (f32 problems are solved in f64 arithmetic,
  * rounded once at the end); threads 0: one per
- * hardware thread. NULL on bad arguments (max_iter < 0). */
+ * hardware thread, at most 1024. NULL on bad arguments (max_iter < 0), with
+ * the message in optim_qp_error(NULL). A handle destroyed (or destroyed
+ * twice) is refused by every function, optim_qp_error(handle) saying so. */
 optim_qp_solver *optim_qp_create(double tol, int64_t max_iter,
                                  int32_t threads);
 void optim_qp_destroy(optim_qp_solver *solver);

@@ -19,10 +19,12 @@
 // backward() reads them again, so they must stay valid and unchanged until
 // it returns.
 //
-// Errors throw optim::Error and leave the layer as it was: wrong numbers of
-// buffers, null pointers, a batch size <= 0, non-finite inputs or weights
-// (named, with the batch element and index), a problem of the batch that is
-// infeasible, unbounded or not solved within the iteration cap (unless a
+// Errors throw optim::Error and leave the layer as it was (the last
+// forward() stays the one backward() uses): wrong numbers of buffers, null
+// pointers, a batch size <= 0, non-finite inputs or weights (named, with the
+// batch element and index), an output or gradient buffer overlapping an
+// input, weights or another buffer it writes, a problem of the batch that
+// is infeasible, unbounded or not solved within the iteration cap (unless a
 // status array is passed, which then receives the statuses), backward()
 // before a forward() whose problems were all solved.
 //
@@ -73,13 +75,16 @@ public:
 
   explicit operator bool() const;
   const LayerInfo &info() const;
-  /// Solver threads over the batch (0: one per hardware thread; results do
-  /// not depend on it).
+  /// Solver threads over the batch (0: one per hardware thread, at most
+  /// 1024; results do not depend on it). Drops the last forward(): the next
+  /// backward() needs a new one.
   void setThreads(unsigned threads);
 
   /// The layer on a batch of `batch` elements. `status` (optional, [batch]):
   /// receives each problem's status instead of an error for unsolved ones
   /// (their outputs are then the solver's last iterate or certificate).
+  /// An output of size 0 (nu without equalities, lam without inequalities)
+  /// may be null.
   void forward(int64_t batch, const std::vector<const void *> &inputs,
                const std::vector<const void *> &weights,
                const std::vector<void *> &outputs, QPStatus *status = nullptr);

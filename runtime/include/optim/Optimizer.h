@@ -59,7 +59,7 @@ struct ParamGroup {
 };
 
 struct OptimizerOptions {
-  /// Worker threads; 0 means one per hardware thread.
+  /// Worker threads; 0 means one per hardware thread. At most 1024.
   unsigned threads = 0;
   /// Coordinates per chunk, the unit of work of a thread.
   int64_t chunkSize = 32768;
@@ -84,8 +84,10 @@ public:
   double get(const std::string &name, size_t group = 0) const;
 
   /// Applies one step with one gradient per parameter, in the order the
-  /// parameters were given (groups flattened). Returns false when the step
-  /// was skipped because of a non-finite gradient (skipNonFinite).
+  /// parameters were given (groups flattened). A gradient must not overlap
+  /// a parameter or the optimizer's state (the step writes those while it
+  /// reads the gradients). Returns false when the step was skipped because
+  /// of a non-finite gradient (skipNonFinite).
   bool step(const std::vector<Grad> &grads);
 
   /// Sets the learned weights `name` of a learned rule (copied):
@@ -122,6 +124,9 @@ public:
   struct Impl;
 
 private:
+  /// The state, or an optim::Error naming `fn` when moved from.
+  Impl &live(const char *fn) const;
+
   std::unique_ptr<Impl> impl;
 };
 

@@ -70,7 +70,8 @@ enum class QPStatus : int32_t {
   /// max|d| = 1, with Q d ~ 0, A d ~ 0, G d <~ 0 and q^T d < 0.
   DualInfeasible = 3,
   /// The iteration broke down (a factorization failed even with the largest
-  /// regularization, or an iterate was not finite): the last finite iterate.
+  /// regularization, or an iterate was not finite), or Q is not positive
+  /// semidefinite (docs/qp.md): the last finite iterate.
   NumericalError = 4,
 };
 
@@ -83,8 +84,8 @@ struct QPOptions {
   double tol = 0;
   /// Iteration cap of the interior-point method.
   int64_t maxIter = 100;
-  /// Worker threads over the batch; 0 means one per hardware thread. The
-  /// results do not depend on it.
+  /// Worker threads over the batch; 0 means one per hardware thread, at
+  /// most 1024. The results do not depend on it.
   unsigned threads = 0;
 };
 

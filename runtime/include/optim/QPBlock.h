@@ -217,9 +217,11 @@ struct Res {
 template <class Team> class Solver {
 public:
   /// `keep` (keepDoubles(), or null): where a solved problem leaves what
-  /// backward() needs.
-  Solver(Team &team, const Problem &P, Work &w, double *keep = nullptr)
-      : T(team), P(P), W(w), keep(keep) {}
+  /// backward() needs. `f32`: the data was rounded to float32, which may
+  /// leave a positive semidefinite Q with eigenvalues near -1e-7 max Q_ii.
+  Solver(Team &team, const Problem &P, Work &w, double *keep = nullptr,
+         bool f32 = false)
+      : T(team), P(P), W(w), keep(keep), maxRho(f32 ? 1e7 : 1e5) {}
 
   /// Solves; z, nu, lam (f64 internal) are in W.z, W.nu, W.lam afterwards.
   int32_t solve(int32_t &iterations);
@@ -239,6 +241,9 @@ private:
   const Problem &P;
   Work &W;
   double *keep;
+  /// The largest regularization of Q + rho I, relative to rhoBase, that
+  /// still counts Q as positive semidefinite (QP.cpp's Config::maxRho).
+  double maxRho;
 
   // The KKT system being factored: the IPM's (A, m, G, p, D) or the
   // polish's (C, m + k, no G).
@@ -968,6 +973,11 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     eq.p = 0;
     if (!factor(eq))
       return NumericalError;
+    // As QP.cpp's polish: a Q + rho I that needed more than the data's
+    // rounding explains means Q is not positive semidefinite, and the
+    // point found only stationary.
+    if (eq.rho > maxRho * kkt.rhoBase)
+      return NumericalError;
     for (int64_t j = tid(); j < n; j += nt())
       W.f[j] = -P.q[j];
     T.sync();
@@ -1097,7 +1107,7 @@ template <class Team>
 void solveProblem(Team &team, const Problem &P, Work &w, void *z, void *nu,
                   void *lam, bool f32, int32_t *status, int32_t *iterations,
                   double *keep = nullptr) {
-  Solver<Team> solver(team, P, w, keep);
+  Solver<Team> solver(team, P, w, keep, f32);
   int32_t its = 0;
   const int32_t st = solver.solve(its);
   auto put = [&](const double *src, void *dst, int64_t count) {

@@ -39,7 +39,7 @@
 namespace optim {
 
 struct TrajectoryOptions {
-  /// Worker threads; 0 means one per hardware thread.
+  /// Worker threads; 0 means one per hardware thread. At most 1024.
   unsigned threads = 0;
   /// Coordinates per chunk, the unit of work of a thread. The gradient's
   /// rounding depends on it (not on the number of threads).
@@ -75,6 +75,9 @@ public:
   /// The state `name` of parameter `i` now (component-major for vectors).
   void *state(size_t i, const std::string &name);
 
+  /// A hyperparameter for the following steps (a schedule may change it
+  /// between steps: backward() differentiates each recorded step with the
+  /// values it ran with).
   void set(const std::string &hyper, double value);
   double get(const std::string &hyper) const;
   /// Learned weights, as optim::Optimizer::setWeights / loadWeights.
@@ -93,7 +96,8 @@ public:
   void truncate();
 
   /// One step of the rule with one gradient per parameter (the rule's
-  /// dtype), recording θ, g and the state before it.
+  /// dtype), recording θ, g and the state before it. A gradient must not
+  /// lie in the trajectory's own θ or state (copy it out first).
   void step(const std::vector<const void *> &grads);
   /// Steps recorded since the last truncate() / resetState().
   size_t tapeLength() const;
@@ -118,6 +122,9 @@ public:
   struct Impl;
 
 private:
+  /// The state, or an optim::Error naming `fn` when moved from.
+  Impl &live(const char *fn) const;
+
   std::unique_ptr<Impl> impl;
 };
 

@@ -11,7 +11,11 @@
  *   arguments keep their values.
  * - Handles and out-pointers must not be NULL (OPTIM_ERROR_INVALID_ARGUMENT),
  *   except where a comment says "may be NULL". The *_release functions
- *   accept NULL, like free().
+ *   accept NULL, like free(). A handle already released (or released
+ *   twice), and the rule lent by optim_optimizer_rule given to
+ *   optim_rule_release, get OPTIM_ERROR_INVALID_ARGUMENT: the library keeps
+ *   a registry of live handles. (An address reused by a later handle is
+ *   that handle's.)
  * - Arrays come as (pointer, count); a NULL array is allowed only with a
  *   count of 0. Sizes are numbers of elements, not bytes.
  * - Strings returned by the library are owned by the handle they come from
@@ -120,7 +124,8 @@ optim_status optim_rule_weights(const optim_rule *rule, size_t index,
 /*===--- Optimizers -------------------------------------------------------===*/
 
 typedef struct optim_options {
-  uint32_t threads;    /* worker threads; 0: one per hardware thread */
+  uint32_t threads;    /* worker threads; 0: one per hardware thread; at
+                          most 1024 */
   int64_t chunk_size;  /* coordinates per unit of work; > 0 */
   int skip_non_finite; /* 1: skip (and count) steps whose gradients hold
                           a NaN or an infinity, changing nothing */
@@ -180,7 +185,9 @@ optim_status optim_optimizer_set_group(optim_optimizer *opt, size_t group,
 optim_status optim_optimizer_get(const optim_optimizer *opt, size_t group,
                                  const char *name, double *out);
 
-/* One step with one gradient per parameter, in parameter order. `stepped`
+/* One step with one gradient per parameter, in parameter order. A gradient
+   must not overlap a parameter or the optimizer's state (the memory the step
+   writes; OPTIM_ERROR_INVALID_ARGUMENT). `stepped`
    may be NULL; it receives 1, or 0 when the step was skipped because of a
    non-finite gradient (skip_non_finite). A skipped step is not an error. */
 optim_status optim_optimizer_step_f32(optim_optimizer *opt,

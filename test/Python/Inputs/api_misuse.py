@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""Wrong calls through python/optim_mlir.py: each raises (OptimError with
+the C API's status and message, or TypeError/ValueError before the C API is
+reached), and changes nothing: after them the optimizer steps exactly as a
+twin that never saw them.
+
+Usage: api_misuse.py LIBOPTIM EXAMPLES_DIR"""
+
+import math
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..",
+                                "python"))
+import optim_mlir  # noqa: E402
+
+library, examples = sys.argv[1:3]
+optim_mlir.load(library)
+failures = []
+checks = 0
+
+
+def check(cond, what):
+    global checks
+    checks += 1
+    if not cond:
+        failures.append(what)
+        print("FAILED:", what, file=sys.stderr)
+
+
+def expect_raises(fn, kind, needle, what, status=None):
+    try:
+        fn()
+    except kind as e:
+        text = e.message if isinstance(e, optim_mlir.OptimError) else str(e)
+        check(needle in text and (status is None or e.status_name == status),
+              "%s: got %r" % (what, e))
+        return
+    except Exception as e:  # the wrong kind of error
+        check(False, "%s: got %r" % (what, e))
+        return
+    check(False, what + ": no error")
+
+
+def snapshot(opt):
+    parts = [p.tobytes() for p in opt.params]
+    for i in range(len(opt.params)):
+        for name in opt.rule.states:
+            parts.append(opt.state(i, name).tobytes())
+    parts.append(str(opt.step_count).encode())
+    parts += [repr(opt.get(h)).encode() for h in opt.rule.hypers]
+    return b"|".join(parts)
+
+
+adam = optim_mlir.compile_file(os.path.join(examples, "adam.optim"))
+w = np.linspace(-1, 1, 50).astype(np.float32)
+b = np.zeros(3, np.float32)
+twin_w, twin_b = w.copy(), b.copy()
+# Thread counts that ctypes would wrap silently into other numbers.
+for threads in (-1, 2**32, 2**40, 1.5, True):
+    expect_raises(lambda: optim_mlir.Optimizer(adam, [w], threads=threads),
+                  ValueError, "threads must be an int in [0, 2**32)",
+                  "threads=%r" % (threads,))
+expect_raises(lambda: optim_mlir.Optimizer(adam, [w], threads=5000),
+              optim_mlir.OptimError, "threads must be at most 1024",
+              "threads=5000", "OPTIM_ERROR_INVALID_ARGUMENT")
+expect_raises(lambda: optim_mlir.Optimizer(adam, [w, w]),
+              optim_mlir.OptimError, "overlap in memory", "a parameter twice",
+              "OPTIM_ERROR_INVALID_ARGUMENT")
+
+opt = optim_mlir.Optimizer(adam, [w, b], threads=2)
+twin = optim_mlir.Optimizer(adam, [twin_w, twin_b])
+gw = np.sin(np.arange(50, dtype=np.float32))
+gb = np.ones(3, np.float32)
+opt.step([gw, gb])
+twin.step([gw, gb])
+before = snapshot(opt)
+
+invalid = "OPTIM_ERROR_INVALID_ARGUMENT"
+expect_raises(lambda: opt.step([w, gb]), optim_mlir.OptimError,
+              "gradient 0 overlaps parameter 0 in memory", "g aliases p",
+              invalid)
+expect_raises(lambda: opt.step([gw, w[:3]]), optim_mlir.OptimError,
+              "gradient 1 overlaps parameter 0 in memory",
+              "g aliases another p", invalid)
+expect_raises(lambda: opt.step([gw]), optim_mlir.OptimError,
+              "expected 2 gradients", "one gradient short", invalid)
+expect_raises(lambda: opt.step([gw, gb[:2]]), optim_mlir.OptimError,
+              "gradient 1 has 2 elements but its parameter has 3",
+              "short gradient", invalid)
+expect_raises(lambda: opt.step([gw.astype(np.float64), gb]), TypeError,
+              "has dtype float64", "float64 gradient")
+expect_raises(lambda: opt.step([np.zeros(100, np.float32)[::2], gb]),
+              ValueError, "not C-contiguous", "strided gradient")
+expect_raises(lambda: opt.step([list(gw), gb]), TypeError,
+              "not a numpy array", "a list as gradient")
+expect_raises(lambda: opt.set("lr", math.nan), optim_mlir.OptimError,
+              "'lr' must be finite", "NaN lr", invalid)
+expect_raises(lambda: opt.set("lr", math.inf), optim_mlir.OptimError,
+              "'lr' must be finite", "inf lr", invalid)
+expect_raises(lambda: opt.set("nope", 1.0), optim_mlir.OptimError,
+              "has no hyperparameter 'nope'", "unknown hyperparameter",
+              "OPTIM_ERROR_NOT_FOUND")
+expect_raises(lambda: opt.get("lr", 3), optim_mlir.OptimError,
+              "group 3 does not exist", "missing group",
+              "OPTIM_ERROR_NOT_FOUND")
+expect_raises(lambda: opt.state(5, "m"), optim_mlir.OptimError,
+              "parameter 5 does not exist", "missing parameter",
+              "OPTIM_ERROR_NOT_FOUND")
+expect_raises(lambda: opt.set_weights("lstm1", gw), optim_mlir.OptimError,
+              "has no weights 'lstm1'", "weights of an update rule",
+              "OPTIM_ERROR_NOT_FOUND")
+expect_raises(lambda: opt.load("/nonexistent/ckpt.safetensors"),
+              optim_mlir.OptimError, "cannot open", "missing checkpoint",
+              "OPTIM_ERROR_IO")
+check(snapshot(opt) == before, "the failed calls changed the optimizer")
+
+for t in range(3):
+    g = np.cos(np.arange(50, dtype=np.float32) * (t + 1))
+    opt.step([g, gb])
+    twin.step([g, gb])
+check(w.tobytes() == twin_w.tobytes() and b.tobytes() == twin_b.tobytes(),
+      "steps after failed calls differ from the twin's")
+
+print("api misuse: %d checks, %d failures" % (checks, len(failures)))
+sys.exit(1 if failures else 0)

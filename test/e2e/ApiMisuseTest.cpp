@@ -1,0 +1,989 @@
+//===- ApiMisuseTest.cpp - wrong calls to the runtime change nothing ------===//
+//
+// Every public entry point of the runtime called wrongly on purpose, through
+// the C++ API and the C API: null pointers, wrong, negative and huge sizes,
+// wrong dtypes, unknown names, non-finite values, aliased buffers, thread
+// counts that are not counts, steps before the learned weights, files of
+// another rule or shape, handles used after release. Each call must fail with
+// a message that says what was wrong and leave the object bitwise as it was;
+// and the next correct calls must give what they give to a twin object that
+// never saw the mistakes.
+//
+//===----------------------------------------------------------------------===//
+
+#include "optim/Compiler/Compiler.h"
+#include "optim/Compiler/optim_compiler.h"
+#include "optim/Layer.h"
+#include "optim/Optimizer.h"
+#include "optim/QP.h"
+#include "optim/Safetensors.h"
+#include "optim/Trajectory.h"
+#include "optim/optim.h"
+
+#include "gtest/gtest.h"
+
+#include <climits>
+#include <cmath>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <vector>
+
+using namespace optim;
+
+namespace {
+
+std::string example(const char *name) {
+  return std::string(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim";
+}
+
+/// A fresh directory for the files of one test.
+std::string tempDir(const char *name) {
+  std::string dir = std::string(::testing::TempDir()) + "/optim-misuse-" +
+                    std::to_string(::getpid()) + "-" + name;
+  ::mkdir(dir.c_str(), 0755);
+  return dir;
+}
+
+std::string readFile(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+}
+
+/// The names in `dir`, but for . and ..
+std::vector<std::string> listDir(const std::string &dir) {
+  std::vector<std::string> names;
+  if (DIR *d = ::opendir(dir.c_str())) {
+    while (dirent *e = ::readdir(d))
+      if (std::strcmp(e->d_name, ".") && std::strcmp(e->d_name, ".."))
+        names.push_back(e->d_name);
+    ::closedir(d);
+  }
+  return names;
+}
+
+/// Expects `fn` to throw optim::Error whose message contains `needle`.
+template <typename Fn> void expectError(Fn fn, const std::string &needle) {
+  try {
+    fn();
+    ADD_FAILURE() << "no error; expected one containing: " << needle;
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos)
+        << "message: " << e.what() << "\nexpected to contain: " << needle;
+  }
+}
+
+/// Everything of an optimizer a call could change, as bytes: its
+/// parameters, every state of every parameter, the step counters and the
+/// hyperparameters of every group.
+std::string snapshot(const Optimizer &opt,
+                     const std::vector<std::vector<float> *> &params) {
+  const RuleInfo &ri = opt.rule().info();
+  std::string s;
+  auto put = [&](const void *data, size_t bytes) {
+    s.append(static_cast<const char *>(data), bytes);
+  };
+  for (size_t p = 0; p < params.size(); ++p) {
+    put(params[p]->data(), params[p]->size() * sizeof(float));
+    for (const StateSpec &st : ri.states)
+      put(opt.state(p, st.name), params[p]->size() * st.size * sizeof(float));
+  }
+  int64_t counters[2] = {opt.stepCount(), opt.skippedSteps()};
+  put(counters, sizeof counters);
+  for (size_t g = 0; g < opt.numGroups(); ++g)
+    for (const HyperParam &h : ri.hypers) {
+      double v = opt.get(h.name, g);
+      put(&v, sizeof v);
+    }
+  return s;
+}
+
+/// Deterministic gradients for step `t`.
+std::vector<float> gradient(size_t n, int t, int salt) {
+  std::vector<float> g(n);
+  for (size_t i = 0; i < n; ++i)
+    g[i] = std::sin(0.37f * float(i) + 1.3f * float(t) + float(salt));
+  return g;
+}
+
+class MisuseTest : public ::testing::Test {
+protected:
+  static void SetUpTestSuite() {
+    compiler = new Compiler();
+    adam = new Rule(compiler->compileFile(example("adam")));
+    l2l = new Rule(compiler->compileFile(example("l2l")));
+    CompileOptions o;
+    o.vjp = true;
+    adamVjp = new Rule(Compiler(o).compileFile(example("adam")));
+  }
+  static void TearDownTestSuite() {
+    delete adam;
+    delete l2l;
+    delete adamVjp;
+    delete compiler;
+  }
+  static Compiler *compiler;
+  static Rule *adam, *l2l, *adamVjp;
+};
+Compiler *MisuseTest::compiler;
+Rule *MisuseTest::adam;
+Rule *MisuseTest::l2l;
+Rule *MisuseTest::adamVjp;
+
+//===----------------------------------------------------------------------===//
+// optim::Optimizer
+//===----------------------------------------------------------------------===//
+
+TEST_F(MisuseTest, ConstructorRefusesBadOptionsSizesAndGroups) {
+  std::vector<float> a(16), b(16);
+  auto withThreads = [&](unsigned threads) {
+    OptimizerOptions o;
+    o.threads = threads;
+    Optimizer(*adam, {Param(a.data(), 16)}, o);
+  };
+  // A negative count converted to unsigned, and merely too many.
+  expectError([&] { withThreads(UINT_MAX); },
+              "optim::Optimizer: threads must be at most 1024 (0: one per "
+              "hardware thread), got 4294967295");
+  expectError([&] { withThreads(1025); }, "threads must be at most 1024");
+  for (int64_t chunk : {int64_t(0), int64_t(-5)}) {
+    OptimizerOptions o;
+    o.chunkSize = chunk;
+    expectError([&] { Optimizer(*adam, {Param(a.data(), 16)}, o); },
+                "chunkSize must be positive, got " + std::to_string(chunk));
+  }
+  // Sizes whose byte counts overflow: refused before any arithmetic.
+  for (int64_t huge : {INT64_MAX, int64_t(1) << 62, INT64_MAX / 4 + 1})
+    expectError([&] { Optimizer(*adam, {Param(a.data(), huge)}); },
+                "parameter 0 has " + std::to_string(huge) +
+                    " elements, more than the address space holds");
+  expectError([&] { Optimizer(*adam, {Param(a.data(), INT64_MIN)}); },
+              "parameter 0 has a negative size");
+  expectError([&] { Optimizer(*adam, std::vector<ParamGroup>{}); },
+              "no parameter group given");
+  // The same buffer twice.
+  expectError(
+      [&] { Optimizer(*adam, {Param(a.data(), 16), Param(a.data(), 16)}); },
+      "parameter 0 and parameter 1 overlap in memory");
+  for (double bad : {double(NAN), double(INFINITY), -double(INFINITY)})
+    expectError(
+        [&] {
+          Optimizer(*adam, std::vector<ParamGroup>{ParamGroup{
+                               {Param(a.data(), 16)}, {{"lr", bad}}}});
+        },
+        "group 0 sets 'lr' to a non-finite value");
+  Rule withConst = compiler->compileSource(
+      "rule r(lr = 0.5, const k = 2) { p -= lr * k * g }", "c.optim");
+  expectError(
+      [&] {
+        Optimizer(withConst, std::vector<ParamGroup>{ParamGroup{
+                                 {Param(a.data(), 16)}, {{"k", 3}}}});
+      },
+      "'k' is const in rule 'r'");
+
+  // An optimizer moved from is refused, not dereferenced.
+  Optimizer moved(*adam, {Param(a.data(), 16)});
+  Optimizer owner = std::move(moved);
+  std::vector<float> g0(16);
+  expectError([&] { moved.step({Grad(g0.data(), 16)}); },
+              "optim::Optimizer::step: the optimizer was moved from");
+  expectError([&] { moved.set("lr", 0.1); }, "set: the optimizer was moved");
+  expectError([&] { moved.save("x"); }, "save: the optimizer was moved");
+  EXPECT_EQ(owner.numParams(), 1u);
+
+  // Any thread count gives the same result, bit for bit.
+  std::vector<float> g = gradient(16, 1, 0);
+  OptimizerOptions three;
+  three.threads = 3;
+  three.chunkSize = 4;
+  Optimizer one(*adam, {Param(a.data(), 16)});
+  Optimizer many(*adam, {Param(b.data(), 16)}, three);
+  for (int t = 0; t < 3; ++t) {
+    one.step({Grad(g.data(), 16)});
+    many.step({Grad(g.data(), 16)});
+  }
+  EXPECT_EQ(a, b);
+}
+
+TEST_F(MisuseTest, FailedStepsChangeNothingAndLaterStepsMatchATwin) {
+  std::vector<float> a0(100, 0.5f), a1(7, -0.25f), b0 = a0, b1 = a1;
+  Optimizer a(*adam, {Param(a0.data(), 100), Param(a1.data(), 7)});
+  Optimizer b(*adam, {Param(b0.data(), 100), Param(b1.data(), 7)});
+  std::vector<float> g0 = gradient(100, 1, 0), g1 = gradient(7, 1, 1);
+  a.step({Grad(g0.data(), 100), Grad(g1.data(), 7)});
+  b.step({Grad(g0.data(), 100), Grad(g1.data(), 7)});
+  const std::string before = snapshot(a, {&a0, &a1});
+
+  expectError([&] { a.step({}); }, "expected 2 gradients (one per "
+                                   "parameter), got 0");
+  expectError(
+      [&] {
+        a.step({Grad(g0.data(), 100), Grad(g1.data(), 7),
+                Grad(g1.data(), 7)});
+      },
+      "expected 2 gradients (one per parameter), got 3");
+  for (int64_t n : {int64_t(99), int64_t(-1), INT64_MAX, int64_t(0)})
+    expectError(
+        [&] { a.step({Grad(g0.data(), n), Grad(g1.data(), 7)}); },
+        "gradient 0 has " + std::to_string(n) +
+            " elements but its parameter has 100");
+  expectError(
+      [&] {
+        a.step({Grad(g0.data(), 100),
+                Grad(static_cast<const float *>(nullptr), 7)});
+      },
+      "optim::Optimizer::step: gradient 1 is a null pointer");
+  std::vector<double> d(7);
+  expectError([&] { a.step({Grad(g0.data(), 100), Grad(d.data(), 7)}); },
+              "gradient 1 is f64, the rule is f32");
+  expectError(
+      [&] {
+        a.step({Grad(reinterpret_cast<const float *>(
+                         reinterpret_cast<const char *>(g0.data()) + 2),
+                     100),
+                Grad(g1.data(), 7)});
+      },
+      "gradient 0 is not aligned to its 4-byte elements");
+  // Aliasing: a gradient in memory that the step writes.
+  expectError([&] { a.step({Grad(a0.data(), 100), Grad(g1.data(), 7)}); },
+              "gradient 0 overlaps parameter 0 in memory");
+  expectError(
+      [&] { a.step({Grad(g0.data(), 100), Grad(a0.data() + 50, 7)}); },
+      "gradient 1 overlaps parameter 0 in memory");
+  expectError(
+      [&] { a.step({Grad(g0.data(), 100), Grad(a1.data(), 7)}); },
+      "gradient 1 overlaps parameter 1 in memory");
+  const float *m0 = static_cast<const float *>(a.state(0, "m"));
+  const float *v0 = static_cast<const float *>(a.state(0, "v"));
+  expectError([&] { a.step({Grad(m0, 100), Grad(g1.data(), 7)}); },
+              "gradient 0 overlaps state 'm' of parameter 0 in memory");
+  expectError([&] { a.step({Grad(g0.data(), 100), Grad(v0 + 95, 7)}); },
+              "gradient 1 overlaps state 'v' of parameter 0 in memory");
+  EXPECT_TRUE(snapshot(a, {&a0, &a1}) == before);
+
+  // Gradients may share memory with each other: they are only read.
+  std::vector<float> shared = gradient(100, 2, 0);
+  for (int t = 2; t <= 4; ++t) {
+    a.step({Grad(shared.data(), 100), Grad(shared.data() + 10, 7)});
+    b.step({Grad(shared.data(), 100), Grad(shared.data() + 10, 7)});
+  }
+  EXPECT_TRUE(snapshot(a, {&a0, &a1}) == snapshot(b, {&b0, &b1}));
+}
+
+TEST_F(MisuseTest, BadHyperparameterCallsChangeNothing) {
+  std::vector<float> a0(20, 1.0f), b0 = a0;
+  Optimizer a(*adam, std::vector<ParamGroup>{
+                         ParamGroup{{Param(a0.data(), 10)}, {{"lr", 0.01}}},
+                         ParamGroup{{Param(a0.data() + 10, 10)}, {}}});
+  Optimizer b(*adam, std::vector<ParamGroup>{
+                         ParamGroup{{Param(b0.data(), 10)}, {{"lr", 0.01}}},
+                         ParamGroup{{Param(b0.data() + 10, 10)}, {}}});
+  std::vector<float> first(a0.begin(), a0.begin() + 10),
+      second(a0.begin() + 10, a0.end());
+  auto snap = [&] {
+    first.assign(a0.begin(), a0.begin() + 10);
+    second.assign(a0.begin() + 10, a0.end());
+    return snapshot(a, {&first, &second});
+  };
+  const std::string before = snap();
+
+  expectError([&] { a.set("lrate", 0.1); },
+              "optim::Optimizer::set: rule 'adam' has no hyperparameter "
+              "'lrate' (it has: lr, beta1, beta2, eps)");
+  expectError([&] { a.set("", 0.1); }, "has no hyperparameter ''");
+  for (double bad : {double(NAN), double(INFINITY), -double(INFINITY)}) {
+    expectError([&] { a.set("lr", bad); }, "'lr' must be finite");
+    expectError([&] { a.set(1, "beta1", bad); }, "'beta1' must be finite");
+  }
+  expectError([&] { a.set(2, "lr", 0.1); },
+              "optim::Optimizer::set: group 2 does not exist (there are 2)");
+  expectError([&] { a.set(SIZE_MAX, "lr", 0.1); }, "does not exist");
+  // An unknown name in an existing group, and a NaN in a missing one.
+  expectError([&] { a.set(1, "nope", 0.1); }, "has no hyperparameter 'nope'");
+  expectError([&] { a.set(7, "lr", NAN); }, "group 7 does not exist");
+  expectError([&] { a.get("nope"); }, "has no hyperparameter 'nope'");
+  expectError([&] { a.get("lr", 2); }, "group 2 does not exist");
+  expectError([&] { a.state(2, "m"); },
+              "optim::Optimizer::state: parameter 2 does not exist (there "
+              "are 2)");
+  expectError([&] { a.state(0, "M"); }, "rule 'adam' has no state 'M'");
+  EXPECT_TRUE(snap() == before);
+
+  std::vector<float> g = gradient(10, 1, 0);
+  for (Optimizer *o : {&a, &b}) {
+    o->set(1, "lr", 0.05);
+    for (int t = 0; t < 3; ++t)
+      o->step({Grad(g.data(), 10), Grad(g.data(), 10)});
+  }
+  EXPECT_EQ(a0, b0);
+}
+
+/// Writes the weights of examples/l2l.optim, with `shapes` overriding the
+/// rule's shapes by name and `skip` left out.
+void writeL2LWeights(const RuleInfo &ri, const std::string &path, float salt,
+                     std::vector<std::vector<float>> &data,
+                     const std::vector<std::pair<std::string,
+                                                 std::vector<int64_t>>>
+                         &shapes = {},
+                     const std::string &skip = "") {
+  std::vector<TensorRef> tensors;
+  data.clear();
+  data.reserve(ri.weights.size());
+  for (const WeightSpec &w : ri.weights) {
+    if (w.name == skip)
+      continue;
+    std::vector<int64_t> shape = w.shape;
+    for (const auto &[name, s] : shapes)
+      if (name == w.name)
+        shape = s;
+    int64_t n = 1;
+    for (int64_t dim : shape)
+      n *= dim;
+    std::vector<float> values(n);
+    for (int64_t i = 0; i < n; ++i)
+      values[i] = 0.2f * std::sin(salt + 0.7f * float(i));
+    data.push_back(std::move(values));
+    tensors.push_back({w.name, DType::F32, shape, data.back().data()});
+  }
+  writeSafetensors(path, tensors);
+}
+
+TEST_F(MisuseTest, LearnedRuleRefusesStepsBeforeItsWeightsAndWrongWeights) {
+  const RuleInfo &ri = l2l->info();
+  ASSERT_EQ(ri.weights.size(), 3u);
+  std::string dir = tempDir("weights");
+  std::vector<std::vector<float>> good, other, scratch;
+  writeL2LWeights(ri, dir + "/good.safetensors", 1.0f, good);
+  writeL2LWeights(ri, dir + "/other.safetensors", 2.0f, other);
+
+  std::vector<float> a0(40, 0.5f), b0 = a0;
+  Optimizer a(*l2l, {Param(a0.data(), 40)});
+  Optimizer b(*l2l, {Param(b0.data(), 40)});
+  std::vector<float> g = gradient(40, 1, 0);
+  const std::string fresh = snapshot(a, {&a0});
+
+  // No weights yet, then only some of them.
+  expectError([&] { a.step({Grad(g.data(), 40)}); },
+              "optim::Optimizer::step: weights 'lstm1' of rule 'l2l' are not "
+              "set (setWeights)");
+  a.setWeights("lstm1", good[0].data(), int64_t(good[0].size()));
+  expectError([&] { a.step({Grad(g.data(), 40)}); },
+              "weights 'lstm2' of rule 'l2l' are not set");
+  EXPECT_TRUE(snapshot(a, {&a0}) == fresh);
+
+  const int64_t n1 = int64_t(good[0].size());
+  expectError([&] { a.setWeights("lstm3", good[0].data(), n1); },
+              "rule 'l2l' has no weights 'lstm3' (it has: lstm1, lstm2, "
+              "head)");
+  for (int64_t n : {n1 - 1, n1 + 1, int64_t(0), int64_t(-1), INT64_MAX})
+    expectError([&] { a.setWeights("lstm1", other[0].data(), n); },
+                "'lstm1' needs " + std::to_string(n1) + " elements, got " +
+                    std::to_string(n));
+  expectError(
+      [&] { a.setWeights("lstm1", static_cast<const float *>(nullptr), n1); },
+      "'lstm1' is a null pointer");
+  std::vector<double> wide(n1);
+  expectError([&] { a.setWeights("lstm1", wide.data(), n1); },
+              "'lstm1' is f64, the rule is f32");
+
+  // Files: missing, of another shape (the first tensor valid, so that a
+  // loader setting tensors one by one would be caught), missing a tensor,
+  // another kind of file.
+  expectError([&] { a.loadWeights(dir + "/none.safetensors"); },
+              "optim::Optimizer::loadWeights: '" + dir +
+                  "/none.safetensors': cannot open");
+  writeL2LWeights(ri, dir + "/shape.safetensors", 3.0f, scratch,
+                  {{"head", {21, 1}}});
+  expectError([&] { a.loadWeights(dir + "/shape.safetensors"); },
+              "tensor 'head' has shape [21,1], expected [1,21]");
+  writeL2LWeights(ri, dir + "/partial.safetensors", 3.0f, scratch, {},
+                  "lstm2");
+  expectError([&] { a.loadWeights(dir + "/partial.safetensors"); },
+              "missing tensor 'lstm2'");
+  std::vector<float> w(4);
+  Optimizer adamOpt(*adam, {Param(w.data(), 4)});
+  adamOpt.save(dir + "/adam.safetensors");
+  expectError([&] { a.loadWeights(dir + "/adam.safetensors"); },
+              "missing tensor 'lstm1'");
+  // Weights for a rule that has none, and a checkpoint as weights.
+  expectError([&] { adamOpt.loadWeights(dir + "/good.safetensors"); },
+              "rule 'adam' has no learned weights");
+  expectError([&] { adamOpt.setWeights("lstm1", good[0].data(), n1); },
+              "rule 'adam' has no weights 'lstm1' (it has: none)");
+  // Still only lstm1 set, to the good values: the next step fails alike.
+  expectError([&] { a.step({Grad(g.data(), 40)}); },
+              "weights 'lstm2' of rule 'l2l' are not set");
+  EXPECT_TRUE(snapshot(a, {&a0}) == fresh);
+
+  a.loadWeights(dir + "/good.safetensors");
+  for (size_t k = 0; k < ri.weights.size(); ++k)
+    b.setWeights(ri.weights[k].name, good[k].data(),
+                 int64_t(good[k].size()));
+  a.step({Grad(g.data(), 40)});
+  b.step({Grad(g.data(), 40)});
+  // A failed load after the first step keeps the weights in use.
+  const std::string stepped = snapshot(a, {&a0});
+  expectError([&] { a.loadWeights(dir + "/shape.safetensors"); },
+              "tensor 'head' has shape");
+  expectError([&] { a.setWeights("head", other[2].data(), 3); },
+              "'head' needs 21 elements, got 3");
+  EXPECT_TRUE(snapshot(a, {&a0}) == stepped);
+  for (int t = 2; t <= 3; ++t) {
+    std::vector<float> gt = gradient(40, t, 0);
+    a.step({Grad(gt.data(), 40)});
+    b.step({Grad(gt.data(), 40)});
+  }
+  EXPECT_TRUE(snapshot(a, {&a0}) == snapshot(b, {&b0}));
+  for (const std::string &f : listDir(dir))
+    std::remove((dir + "/" + f).c_str());
+  ::rmdir(dir.c_str());
+}
+
+//===----------------------------------------------------------------------===//
+// Checkpoints: wrong files refused, writes atomic
+//===----------------------------------------------------------------------===//
+
+/// Sets RLIMIT_FSIZE for its lifetime: a write past `bytes` fails with EFBIG
+/// (SIGXFSZ ignored), which works even for root, unlike file permissions.
+class FileSizeLimit {
+public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    ::getrlimit(RLIMIT_FSIZE, &saved);
+    oldHandler = std::signal(SIGXFSZ, SIG_IGN);
+    rlimit limit = saved;
+    limit.rlim_cur = bytes;
+    ::setrlimit(RLIMIT_FSIZE, &limit);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved);
+    std::signal(SIGXFSZ, oldHandler);
+  }
+
+private:
+  rlimit saved;
+  void (*oldHandler)(int);
+};
+
+TEST_F(MisuseTest, CheckpointWritesAreAtomicAndFailuresClear) {
+  std::string dir = tempDir("ckpt");
+  std::vector<float> w(1000, 1.0f), g = gradient(1000, 1, 0);
+  Optimizer opt(*adam, {Param(w.data(), 1000)});
+  opt.step({Grad(g.data(), 1000)});
+  const std::string path = dir + "/ckpt.safetensors";
+  opt.save(path);
+  const std::string saved = readFile(path);
+  opt.step({Grad(g.data(), 1000)}); // The next save differs.
+
+  // A write that fails half way (the file size limit) leaves the old file.
+  {
+    FileSizeLimit limit(1024);
+    expectError([&] { opt.save(path); },
+                "optim::Optimizer::save: cannot write '" + path + ".tmp.");
+  }
+  EXPECT_TRUE(readFile(path) == saved);
+  EXPECT_EQ(listDir(dir), std::vector<std::string>{"ckpt.safetensors"});
+
+  // Paths that cannot be written.
+  expectError([&] { opt.save(dir + "/no/such/dir/ckpt"); },
+              "optim::Optimizer::save: cannot create '" + dir +
+                  "/no/such/dir/ckpt.tmp.");
+  expectError([&] { opt.save(path + "/below-a-file"); }, "Not a directory");
+  ::mkdir((dir + "/sub").c_str(), 0755);
+  expectError([&] { opt.save(dir + "/sub"); },
+              "optim::Optimizer::save: cannot rename");
+  struct stat st;
+  EXPECT_EQ(::stat((dir + "/sub").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  ::rmdir((dir + "/sub").c_str());
+  EXPECT_EQ(listDir(dir), std::vector<std::string>{"ckpt.safetensors"});
+
+  // The same for writeSafetensors (learned weights, optim-train's files).
+  {
+    FileSizeLimit limit(1024);
+    expectError(
+        [&] {
+          writeSafetensors(path, {{"x", DType::F32, {1000}, w.data()}});
+        },
+        "writeSafetensors: cannot write '" + path + ".tmp.");
+  }
+  EXPECT_TRUE(readFile(path) == saved);
+  EXPECT_EQ(listDir(dir), std::vector<std::string>{"ckpt.safetensors"});
+  std::remove(path.c_str());
+  ::rmdir(dir.c_str());
+}
+
+TEST_F(MisuseTest, CheckpointsOfAnotherRuleOrCorruptOnesChangeNothing) {
+  std::string dir = tempDir("load");
+  // Same rule name, states and hyperparameters; another const value.
+  Rule k2 = compiler->compileSource(
+      "rule r(lr = 0.5, const k = 2) { state m = 0\n m = m + g\n p -= lr * "
+      "k * m }",
+      "k2.optim");
+  Rule k3 = compiler->compileSource(
+      "rule r(lr = 0.5, const k = 3) { state m = 0\n m = m + g\n p -= lr * "
+      "k * m }",
+      "k3.optim");
+  std::vector<float> a(10, 1.0f), b(10, 1.0f), g = gradient(10, 1, 0);
+  Optimizer two(k2, {Param(a.data(), 10)});
+  Optimizer three(k3, {Param(b.data(), 10)});
+  two.step({Grad(g.data(), 10)});
+  two.save(dir + "/k2.safetensors");
+  three.step({Grad(g.data(), 10)});
+  const std::string before = snapshot(three, {&b});
+  expectError([&] { three.load(dir + "/k2.safetensors"); },
+              "sets the const hyperparameter 'k' to 2.0; rule 'r' has it "
+              "compiled in");
+  EXPECT_TRUE(snapshot(three, {&b}) == before);
+
+  // Headers edited in place (same lengths, so the offsets stay right): a
+  // tensor without its shape, a hyperparameter too large for a double.
+  std::string bytes = readFile(dir + "/k2.safetensors");
+  auto edited = [&](const std::string &from, const std::string &to) {
+    std::string copy = bytes;
+    size_t at = copy.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos)
+      copy.replace(at, from.size(), to);
+    std::string path = dir + "/edited.safetensors";
+    std::ofstream(path, std::ios::binary) << copy;
+    return path;
+  };
+  const std::string twoBefore = snapshot(two, {&a});
+  expectError([&] { two.load(edited("\"shape\"", "\"shapf\"")); },
+              "tensor 'param0.m' has a corrupt shape, expected [10]");
+  expectError([&] { two.load(edited("[[0.5,2.0]]", "[[1e999,2]]")); },
+              "corrupt hyperparameters");
+  EXPECT_TRUE(snapshot(two, {&a}) == twoBefore);
+  two.load(dir + "/k2.safetensors");
+  EXPECT_TRUE(snapshot(two, {&a}) == twoBefore);
+  for (const std::string &f : listDir(dir))
+    std::remove((dir + "/" + f).c_str());
+  ::rmdir(dir.c_str());
+}
+
+//===----------------------------------------------------------------------===//
+// optim::Trajectory
+//===----------------------------------------------------------------------===//
+
+TEST_F(MisuseTest, TrajectoryRefusesWrongCallsAndStaysAsItWas) {
+  TrajectoryOptions many;
+  many.threads = UINT_MAX;
+  expectError([&] { Trajectory(*adamVjp, {10}, many); },
+              "optim::Trajectory: threads must be at most 1024");
+  expectError([&] { Trajectory(*adamVjp, {10, -1}); },
+              "parameter 1 has a negative size");
+  expectError([&] { Trajectory(*adamVjp, {INT64_MAX}); },
+              "parameter 0 has 9223372036854775807 elements, more than the "
+              "address space holds");
+  // Each fits, their sum does not.
+  expectError([&] { Trajectory(*adamVjp, {INT64_MAX / 6, INT64_MAX / 6}); },
+              "parameter 1 has 1537228672809129301 elements, more than the "
+              "address space holds");
+  expectError([&] { Trajectory(*adam, {10}); },
+              "rule 'adam' has no reverse mode");
+  TrajectoryOptions chunk;
+  chunk.chunkSize = 0;
+  expectError([&] { Trajectory(*adamVjp, {10}, chunk); },
+              "chunkSize must be positive");
+
+  Trajectory moved(*adamVjp, {10});
+  Trajectory owner = std::move(moved);
+  expectError([&] { moved.step({nullptr}); },
+              "optim::Trajectory::step: the trajectory was moved from");
+  expectError([&] { moved.param(0); }, "param: the trajectory was moved");
+  EXPECT_EQ(owner.numParams(), 1u);
+
+  Trajectory a(*adamVjp, {10, 3}), b(*adamVjp, {10, 3});
+  for (Trajectory *t : {&a, &b})
+    for (size_t i = 0; i < 2; ++i)
+      for (int64_t k = 0; k < t->paramSize(i); ++k)
+        static_cast<float *>(t->param(i))[k] = 0.1f * float(k + 1);
+  std::vector<float> g0 = gradient(10, 1, 0), g1 = gradient(3, 1, 1);
+  a.step({g0.data(), g1.data()});
+  b.step({g0.data(), g1.data()});
+  auto snap = [](Trajectory &t) {
+    std::string s;
+    for (size_t i = 0; i < 2; ++i) {
+      size_t bytes = size_t(t.paramSize(i)) * sizeof(float);
+      s.append(static_cast<const char *>(t.param(i)), bytes);
+      s.append(static_cast<const char *>(t.state(i, "m")), bytes);
+      s.append(static_cast<const char *>(t.state(i, "v")), bytes);
+    }
+    s += std::to_string(t.stepCount()) + "/" + std::to_string(t.tapeLength());
+    s += "/" + std::to_string(t.get("lr"));
+    return s;
+  };
+  const std::string before = snap(a);
+
+  expectError([&] { a.step({g0.data()}); }, "expected 2 gradients, got 1");
+  expectError([&] { a.step({g0.data(), nullptr}); },
+              "gradient 1 is a null pointer");
+  expectError([&] { a.step({a.param(0), g1.data()}); },
+              "gradient 0 overlaps the trajectory's own parameters");
+  expectError([&] { a.step({g0.data(), a.param(0)}); },
+              "gradient 1 overlaps the trajectory's own parameters");
+  expectError([&] { a.step({g0.data(), a.state(1, "v")}); },
+              "gradient 1 overlaps the trajectory's own state");
+  expectError([&] { a.set("lr", NAN); }, "'lr' must be finite");
+  expectError([&] { a.set("nope", 1); }, "has no hyperparameter 'nope'");
+  expectError([&] { a.setWeights("lstm1", g0.data(), 10); },
+              "rule 'adam' has no weights 'lstm1'");
+  expectError([&] { a.loadWeights("/nonexistent.safetensors"); },
+              "rule 'adam' has no learned weights");
+  expectError([&] { a.param(2); }, "parameter 2 does not exist (there are 2)");
+  expectError([&] { a.state(0, "q"); }, "has no state 'q'");
+  expectError([&] { a.backward({}); },
+              "expected 1 lists of cotangents (one per recorded step), got 0");
+  expectError([&] { a.backward({{g0.data()}}); },
+              "step 0 has 1 cotangents, expected one per parameter (2)");
+  EXPECT_EQ(snap(a), before);
+
+  std::vector<float> h0 = gradient(10, 2, 0), h1 = gradient(3, 2, 1);
+  a.step({h0.data(), h1.data()});
+  b.step({h0.data(), h1.data()});
+  EXPECT_EQ(snap(a), snap(b));
+  std::vector<std::vector<const void *>> cotangents = {
+      {g0.data(), g1.data()}, {h0.data(), h1.data()}};
+  RuleGradient ga = a.backward(cotangents), gb = b.backward(cotangents);
+  EXPECT_EQ(ga.hypers, gb.hypers);
+}
+
+//===----------------------------------------------------------------------===//
+// optim::Layer and optim::QPSolver
+//===----------------------------------------------------------------------===//
+
+// h = y: feasible for y >= 0 (0 <= y), primal infeasible for y < 0.
+const char *kLayer = R"(
+layer f(n = 2) {
+  weights c[n]
+  input y[1]
+  output z = qp(Q: eye(n), q: c, G: zeros(1, n), h: y)
+}
+)";
+
+TEST_F(MisuseTest, LayerRefusesWrongCallsAndKeepsItsLastForward) {
+  CompileOptions o;
+  o.precision = DType::F64;
+  Layer layer = Compiler(o).compileLayerSource(kLayer, "f.optim");
+  std::vector<double> c = {0.5, -1.0}, y = {1.0, 2.0, 3.0}, z(6, 7.0);
+  auto forward = [&](int64_t batch) {
+    layer.forward(batch, {y.data()}, {c.data()}, {z.data()});
+  };
+  expectError([&] { forward(0); },
+              "layer 'f': the batch size must be positive, got 0");
+  expectError([&] { forward(-3); }, "the batch size must be positive");
+  expectError([&] { forward(INT64_MAX); },
+              "layer 'f': the batch size 9223372036854775807 is too large");
+  expectError([&] { layer.forward(3, {}, {c.data()}, {z.data()}); },
+              "forward() takes 1 inputs, 1 weights and 1 outputs; got 0, 1 "
+              "and 1");
+  expectError([&] { layer.forward(3, {nullptr}, {c.data()}, {z.data()}); },
+              "input 'y' is null");
+  expectError([&] { layer.forward(3, {y.data()}, {c.data()}, {nullptr}); },
+              "output 'z' is null");
+  expectError([&] { layer.setThreads(UINT_MAX); },
+              "threads must be at most 1024");
+  expectError([&] { layer.backward({z.data()}, {nullptr}, {nullptr}); },
+              "backward() needs a forward() whose problems were all solved");
+  // Outputs in the inputs or weights, which backward() reads again.
+  std::vector<double> both(6, 1.0);
+  expectError(
+      [&] { layer.forward(3, {both.data()}, {c.data()}, {both.data()}); },
+      "layer 'f': output 'z' overlaps input 'y' in memory");
+  expectError(
+      [&] { layer.forward(3, {y.data()}, {both.data()}, {both.data() + 1}); },
+      "output 'z' overlaps weights 'c' in memory");
+  y[1] = NAN;
+  expectError([&] { forward(3); },
+              "input 'y' has a non-finite value (nan) at batch element 1");
+  y[1] = 2.0;
+  EXPECT_EQ(z, std::vector<double>(6, 7.0));
+
+  forward(3);
+  const std::vector<double> z1 = z;
+  std::vector<double> dz = {1, 2, 3, 4, 5, 6}, dy(3), dc(2);
+  layer.backward({dz.data()}, {dy.data()}, {dc.data()});
+  const std::vector<double> dc1 = dc, dy1 = dy;
+  // Gradients written over what the vjp reads, or over each other.
+  expectError([&] { layer.backward({dz.data()}, {y.data()}, {dc.data()}); },
+              "the gradient of input 'y' overlaps input 'y' in memory");
+  expectError([&] { layer.backward({dz.data()}, {dy.data()}, {c.data()}); },
+              "the gradient of weights 'c' overlaps weights 'c' in memory");
+  expectError(
+      [&] { layer.backward({dz.data()}, {dy.data()}, {dy.data() + 1}); },
+      "the gradient of weights 'c' overlaps the gradient of input 'y'");
+  EXPECT_EQ(y, (std::vector<double>{1.0, 2.0, 3.0}));
+  EXPECT_EQ(c, (std::vector<double>{0.5, -1.0}));
+
+  // An infeasible problem without a status array: an error, the outputs
+  // untouched, and the last forward still the one backward() uses.
+  std::vector<double> bad = {1.0, -1.0, 3.0};
+  expectError(
+      [&] { layer.forward(3, {bad.data()}, {c.data()}, {z.data()}); },
+      "layer 'f': qp: problem 1 of the batch is primal infeasible");
+  EXPECT_EQ(z, z1);
+  expectError([&] { layer.backward({}, {dy.data()}, {dc.data()}); },
+              "backward() takes 1 output gradients, 1 input gradients and 1 "
+              "weight gradients");
+  std::fill(dc.begin(), dc.end(), 0.0);
+  std::fill(dy.begin(), dy.end(), 0.0);
+  layer.backward({dz.data()}, {dy.data()}, {dc.data()});
+  EXPECT_EQ(dc, dc1);
+  EXPECT_EQ(dy, dy1);
+
+  QPOptions qo;
+  qo.threads = UINT_MAX;
+  expectError([&] { QPSolver solver(qo); },
+              "qp: threads must be at most 1024");
+}
+
+//===----------------------------------------------------------------------===//
+// The C API
+//===----------------------------------------------------------------------===//
+
+/// Expects status `want` and a last error containing `needle`.
+void expectStatus(optim_status got, optim_status want,
+                  const std::string &needle) {
+  EXPECT_EQ(got, want) << optim_status_name(got) << ": " << optim_last_error();
+  EXPECT_NE(std::string(optim_last_error()).find(needle), std::string::npos)
+      << "message: " << optim_last_error() << "\nexpected: " << needle;
+}
+
+TEST(CApiMisuse, HandlesAreCheckedAndDoubleReleasesRefused) {
+  optim_rule *rule = nullptr;
+  std::string path = example("adam");
+  ASSERT_EQ(optim_compile_file(path.c_str(), nullptr, 0, &rule), OPTIM_OK)
+      << optim_last_error();
+  optim_rule *untouched = reinterpret_cast<optim_rule *>(0x1234);
+  expectStatus(optim_compile_file(nullptr, nullptr, 0, &untouched),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "optim_compile_file: path is NULL");
+  expectStatus(optim_compile_file("", nullptr, 0, &untouched),
+               OPTIM_ERROR_INVALID_ARGUMENT, "path is empty");
+  expectStatus(optim_compile_source(nullptr, nullptr, nullptr, 0, &untouched),
+               OPTIM_ERROR_INVALID_ARGUMENT, "source is NULL");
+  expectStatus(optim_compile_file(path.c_str(), "nope", 0, &untouched),
+               OPTIM_ERROR_COMPILE, "nope");
+  EXPECT_EQ(untouched, reinterpret_cast<optim_rule *>(0x1234));
+
+  float w[8] = {1, 2, 3, 4, 5, 6, 7, 8}, g[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+  float *params[1] = {w};
+  int64_t sizes[1] = {8};
+  optim_options options;
+  ASSERT_EQ(optim_options_init(&options), OPTIM_OK);
+  optim_optimizer *opt = reinterpret_cast<optim_optimizer *>(0x5678);
+  options.threads = UINT32_MAX; // threads = -1 from a careless binding
+  expectStatus(optim_optimizer_create_f32(rule, params, sizes, 1, &options,
+                                          &opt),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "threads must be at most 1024 (0: one per hardware thread), "
+               "got 4294967295");
+  options.threads = 0;
+  int64_t huge[1] = {INT64_MAX};
+  expectStatus(
+      optim_optimizer_create_f32(rule, params, huge, 1, &options, &opt),
+      OPTIM_ERROR_INVALID_ARGUMENT, "more than the address space holds");
+  float *twice[2] = {w, w};
+  int64_t twiceSizes[2] = {8, 8};
+  expectStatus(optim_optimizer_create_f32(rule, twice, twiceSizes, 2,
+                                          &options, &opt),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "parameter 0 and parameter 1 overlap in memory");
+  expectStatus(
+      optim_optimizer_create_f32(rule, nullptr, sizes, 1, &options, &opt),
+      OPTIM_ERROR_INVALID_ARGUMENT, "params is NULL but numParams is not 0");
+  EXPECT_EQ(opt, reinterpret_cast<optim_optimizer *>(0x5678));
+  ASSERT_EQ(optim_optimizer_create_f32(rule, params, sizes, 1, &options, &opt),
+            OPTIM_OK);
+
+  // Aliased gradients.
+  const float *grads[1] = {w};
+  expectStatus(optim_optimizer_step_f32(opt, grads, sizes, 1, nullptr),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "gradient 0 overlaps parameter 0 in memory");
+  const void *m = nullptr;
+  ASSERT_EQ(optim_optimizer_state(opt, 0, "m", &m, nullptr), OPTIM_OK);
+  grads[0] = static_cast<const float *>(m);
+  expectStatus(optim_optimizer_step_f32(opt, grads, sizes, 1, nullptr),
+               OPTIM_ERROR_INVALID_ARGUMENT, "overlaps state 'm'");
+  double value = 42;
+  expectStatus(optim_optimizer_set(opt, "lr", NAN),
+               OPTIM_ERROR_INVALID_ARGUMENT, "'lr' must be finite");
+  expectStatus(optim_optimizer_set(opt, "lrr", 0.1), OPTIM_ERROR_NOT_FOUND,
+               "has no hyperparameter 'lrr'");
+  expectStatus(optim_optimizer_set(opt, nullptr, 0.1),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "optim_optimizer_set: name is NULL");
+  expectStatus(optim_optimizer_get(opt, 1, "lr", &value),
+               OPTIM_ERROR_NOT_FOUND, "group 1 does not exist");
+  EXPECT_EQ(value, 42);
+  expectStatus(optim_optimizer_load_weights(opt, "x.safetensors"),
+               OPTIM_ERROR_NOT_FOUND, "rule 'adam' has no learned weights");
+
+  // The rule an optimizer lends is not the caller's to release.
+  const optim_rule *lent = nullptr;
+  ASSERT_EQ(optim_optimizer_rule(opt, &lent), OPTIM_OK);
+  expectStatus(optim_rule_release(const_cast<optim_rule *>(lent)),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "rule belongs to its optimizer (optim_optimizer_rule lent it)");
+  const char *name = nullptr;
+  ASSERT_EQ(optim_rule_name(lent, &name), OPTIM_OK);
+  EXPECT_STREQ(name, "adam");
+
+  // After all that, the optimizer steps as a fresh one does.
+  float twin[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+  float *twinParams[1] = {twin};
+  optim_optimizer *other = nullptr;
+  ASSERT_EQ(optim_optimizer_create_f32(rule, twinParams, sizes, 1, nullptr,
+                                       &other),
+            OPTIM_OK);
+  const float *good[1] = {g};
+  for (int t = 0; t < 3; ++t) {
+    ASSERT_EQ(optim_optimizer_step_f32(opt, good, sizes, 1, nullptr), OPTIM_OK);
+    ASSERT_EQ(optim_optimizer_step_f32(other, good, sizes, 1, nullptr),
+              OPTIM_OK);
+  }
+  EXPECT_EQ(0, std::memcmp(w, twin, sizeof w));
+
+  // Released handles: every use and a second release are refused.
+  ASSERT_EQ(optim_optimizer_release(other), OPTIM_OK);
+  expectStatus(optim_optimizer_release(other), OPTIM_ERROR_INVALID_ARGUMENT,
+               "optim_optimizer_release: opt is not a live optimizer handle "
+               "(released twice?)");
+  expectStatus(optim_optimizer_step_f32(other, good, sizes, 1, nullptr),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "optim_optimizer_step_f32: opt is not a live optimizer handle");
+  int64_t count = -7;
+  expectStatus(optim_optimizer_step_count(other, &count),
+               OPTIM_ERROR_INVALID_ARGUMENT, "not a live optimizer handle");
+  EXPECT_EQ(count, -7);
+  ASSERT_EQ(optim_optimizer_release(opt), OPTIM_OK);
+  expectStatus(optim_rule_name(lent, &name), OPTIM_ERROR_INVALID_ARGUMENT,
+               "optim_rule_name: rule is not a live rule handle");
+  // The caller's own rule outlives the optimizers.
+  ASSERT_EQ(optim_rule_name(rule, &name), OPTIM_OK);
+  ASSERT_EQ(optim_rule_release(rule), OPTIM_OK);
+  expectStatus(optim_rule_release(rule), OPTIM_ERROR_INVALID_ARGUMENT,
+               "optim_rule_release: rule is not a live rule handle (released "
+               "twice?)");
+  size_t n = 99;
+  expectStatus(optim_rule_num_hypers(rule, &n), OPTIM_ERROR_INVALID_ARGUMENT,
+               "not a live rule handle");
+  EXPECT_EQ(n, 99u);
+  // A pointer that never was a handle.
+  int notAHandle = 0;
+  expectStatus(optim_optimizer_release(
+                   reinterpret_cast<optim_optimizer *>(&notAHandle)),
+               OPTIM_ERROR_INVALID_ARGUMENT, "not a live optimizer handle");
+  EXPECT_EQ(optim_rule_release(nullptr), OPTIM_OK);
+  EXPECT_EQ(optim_optimizer_release(nullptr), OPTIM_OK);
+  EXPECT_STREQ(optim_status_name(static_cast<optim_status>(99)),
+               "OPTIM_ERROR_UNKNOWN_STATUS");
+}
+
+TEST(CApiMisuse, LearnedRuleStepsAndWeightsRefusedChangeNothing) {
+  optim_rule *rule = nullptr;
+  std::string path = example("l2l");
+  ASSERT_EQ(optim_compile_file(path.c_str(), nullptr, 0, &rule), OPTIM_OK)
+      << optim_last_error();
+  float w[4] = {1, 2, 3, 4}, g[4] = {0.1f, -0.2f, 0.3f, -0.4f};
+  float *params[1] = {w};
+  int64_t sizes[1] = {4};
+  optim_optimizer *opt = nullptr;
+  ASSERT_EQ(optim_optimizer_create_f32(rule, params, sizes, 1, nullptr, &opt),
+            OPTIM_OK);
+  const float *grads[1] = {g};
+  int stepped = 5;
+  expectStatus(optim_optimizer_step_f32(opt, grads, sizes, 1, &stepped),
+               OPTIM_ERROR_INVALID_ARGUMENT, "weights 'lstm1' of rule 'l2l' "
+                                             "are not set");
+  EXPECT_EQ(stepped, 5);
+  float data[4] = {};
+  expectStatus(optim_optimizer_set_weights_f32(opt, "lstm9", data, 4),
+               OPTIM_ERROR_NOT_FOUND, "has no weights 'lstm9'");
+  expectStatus(optim_optimizer_set_weights_f32(opt, "head", data, 4),
+               OPTIM_ERROR_INVALID_ARGUMENT, "'head' needs 21 elements, got 4");
+  expectStatus(optim_optimizer_set_weights_f32(opt, "head", nullptr, 21),
+               OPTIM_ERROR_INVALID_ARGUMENT, "data is NULL but count is not 0");
+  double wide[21] = {};
+  expectStatus(optim_optimizer_set_weights_f64(opt, "head", wide, 21),
+               OPTIM_ERROR_INVALID_ARGUMENT, "'head' is f64, the rule is f32");
+  expectStatus(optim_optimizer_load_weights(opt, "/nonexistent.safetensors"),
+               OPTIM_ERROR_IO, "cannot open");
+  int64_t steps = -1;
+  ASSERT_EQ(optim_optimizer_step_count(opt, &steps), OPTIM_OK);
+  EXPECT_EQ(steps, 0);
+  const float expected[4] = {1, 2, 3, 4};
+  EXPECT_EQ(0, std::memcmp(w, expected, sizeof w));
+  EXPECT_EQ(optim_optimizer_release(opt), OPTIM_OK);
+  EXPECT_EQ(optim_rule_release(rule), OPTIM_OK);
+}
+
+TEST(CApiMisuse, QPSolverHandlesAreCheckedAndFailuresExplained) {
+  EXPECT_EQ(optim_qp_create(0, 100, INT32_MAX), nullptr);
+  EXPECT_NE(std::string(optim_qp_error(nullptr))
+                .find("qp: threads must be at most 1024"),
+            std::string::npos)
+      << optim_qp_error(nullptr);
+  EXPECT_EQ(optim_qp_create(0, -1, 1), nullptr);
+  EXPECT_STREQ(optim_qp_error(nullptr), "qp: max_iter must be >= 0");
+  EXPECT_EQ(optim_qp_create(NAN, 10, 1), nullptr);
+  EXPECT_STREQ(optim_qp_error(nullptr), "qp: tol is NaN");
+
+  optim_qp_solver *solver = optim_qp_create(0, 100, 1);
+  ASSERT_NE(solver, nullptr);
+  int32_t status = -1;
+  double z[2] = {7, 7};
+  EXPECT_EQ(optim_qp_forward(solver, nullptr, z, nullptr, nullptr, &status,
+                             nullptr),
+            -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: problem and status must not be NULL");
+  // minimize 1/2 |z|^2 + z_0 + z_1: z = -1.
+  double q[2] = {1, 1};
+  optim_qp_problem problem = {};
+  problem.dtype = OPTIM_QP_F64;
+  problem.batch = 1;
+  problem.n = 2;
+  problem.q = q;
+  ASSERT_EQ(optim_qp_backward(solver, &problem, z, nullptr, nullptr, nullptr,
+                              nullptr, nullptr, nullptr, nullptr, nullptr),
+            -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: backward() called before forward()");
+  problem.n = -2;
+  EXPECT_EQ(optim_qp_forward(solver, &problem, z, nullptr, nullptr, &status,
+                             nullptr),
+            -1);
+  EXPECT_STREQ(optim_qp_error(solver), "qp: negative dimension");
+  EXPECT_EQ(z[0], 7);
+  EXPECT_EQ(status, -1);
+  problem.n = 2;
+  ASSERT_EQ(optim_qp_forward(solver, &problem, z, nullptr, nullptr, &status,
+                             nullptr),
+            0)
+      << optim_qp_error(solver);
+  EXPECT_NEAR(z[0], -1, 1e-8);
+
+  optim_qp_destroy(solver);
+  optim_qp_destroy(solver); // Refused, not a double free.
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: not a live solver (destroyed already?)");
+  EXPECT_EQ(optim_qp_forward(solver, &problem, z, nullptr, nullptr, &status,
+                             nullptr),
+            -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: not a live solver (destroyed already?)");
+  optim_qp_destroy(nullptr);
+}
+
+} // namespace
