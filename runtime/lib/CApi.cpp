@@ -138,12 +138,17 @@ bool optim::capi::untrackHandle(const void *handle, HandleKind kind) {
 
 bool optim::capi::isLiveHandle(const void *handle, HandleKind kind) noexcept {
   HandleRegistry &r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  auto it = r.live.find(handle);
-  if (it == r.live.end())
+  // std::mutex::lock may throw; this must not (callers are extern "C").
+  try {
+    std::lock_guard<std::mutex> lock(r.mutex);
+    auto it = r.live.find(handle);
+    if (it == r.live.end())
+      return false;
+    return it->second == kind ||
+           (kind == HandleKind::Rule && it->second == HandleKind::LentRule);
+  } catch (...) {
     return false;
-  return it->second == kind ||
-         (kind == HandleKind::Rule && it->second == HandleKind::LentRule);
+  }
 }
 
 /// Fails unless `rule` is a live rule handle (owned or lent).

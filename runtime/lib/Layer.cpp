@@ -261,12 +261,16 @@ void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
       std::copy(src.begin(), src.end(),
                 static_cast<unsigned char *>(outputs[o]));
   }
-  // Swapping keeps every buffer where it is: pb's pointers stay valid.
+  // What can throw (copies) before the swap, which cannot: a failure
+  // leaves the last forward whole. Swapping keeps every buffer where it
+  // is: pb's pointers stay valid.
+  std::vector<const void *> keptInputs(inputs), keptWeights(weights);
+  QPProblem keptProblem = pb;
   std::swap(I.last, I.next);
   I.batch = batch;
-  I.inputs = inputs;
-  I.weights = weights;
-  I.problem = pb;
+  I.inputs.swap(keptInputs);
+  I.weights.swap(keptWeights);
+  I.problem = std::move(keptProblem);
   I.solved = std::all_of(st.begin(), st.end(),
                          [](QPStatus s) { return s == QPStatus::Solved; });
 }

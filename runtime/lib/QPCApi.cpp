@@ -90,6 +90,9 @@ template <class F> int guard(optim_qp_solver *s, F &&f) {
   } catch (const std::exception &e) {
     s->error = e.what();
     return -1;
+  } catch (...) { // Nothing may escape to C.
+    s->error = "qp: unknown error";
+    return -1;
   }
 }
 
@@ -115,6 +118,9 @@ optim_qp_solver *optim_qp_create(double tol, int64_t max_iter,
     return solver.release();
   } catch (const std::exception &e) {
     failWithoutSolver(e.what());
+    return nullptr;
+  } catch (...) { // Nothing may escape to C.
+    failWithoutSolver("qp: unknown error");
     return nullptr;
   }
 }
