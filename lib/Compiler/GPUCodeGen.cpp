@@ -37,6 +37,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 
 // kQPBlockBitcode: lib/Device/QPBlockNVPTX.cpp compiled by clang for NVPTX.
 #include "QPBlockBitcode.inc"
@@ -45,14 +46,20 @@ using namespace mlir;
 
 namespace optim {
 
-std::string checkGPUArch(const std::string &arch) {
-  llvm::StringRef s(arch);
+/// N of the names --gpu-arch takes, "sm_N" or "sm_Na"; nothing otherwise.
+static std::optional<unsigned> archNumber(llvm::StringRef arch) {
   unsigned number = 0;
-  bool ok = s.consume_front("sm_");
-  s.consume_back("a");
-  if (!ok || s.getAsInteger(10, number))
+  if (!arch.consume_front("sm_") || arch.consumeInteger(10, number) ||
+      !(arch.empty() || arch == "a"))
+    return std::nullopt;
+  return number;
+}
+
+std::string checkGPUArch(const std::string &arch) {
+  std::optional<unsigned> number = archNumber(arch);
+  if (!number)
     return "'" + arch + "' is not a CUDA architecture (sm_80, sm_90, ...)";
-  if (number < 75)
+  if (*number < 75)
     return "'" + arch +
            "' is older than sm_75, which CUDA 13's ptxas no longer targets";
   // Else LLVM would warn that it ignores the processor and emit PTX for
@@ -73,14 +80,9 @@ std::string checkGPUArch(const std::string &arch) {
   if (info && !info->isCPUStringValid(arch)) {
     std::vector<std::pair<unsigned, std::string>> names;
     for (const llvm::SubtargetSubTypeKV &kv :
-         info->getAllProcessorDescriptions()) {
-      llvm::StringRef key(kv.Key), digits(kv.Key);
-      unsigned n = 0;
-      // The names --gpu-arch takes: sm_<digits>, optionally "a".
-      if (digits.consume_front("sm_") && !digits.consumeInteger(10, n) &&
-          (digits.empty() || digits == "a") && n >= 75)
-        names.push_back({n, key.str()});
-    }
+         info->getAllProcessorDescriptions())
+      if (std::optional<unsigned> n = archNumber(kv.Key); n && *n >= 75)
+        names.push_back({*n, kv.Key});
     llvm::sort(names);
     std::string known;
     for (auto &[n, name] : names)
@@ -92,13 +94,8 @@ std::string checkGPUArch(const std::string &arch) {
 }
 
 std::string gpuPTXFeatures(const std::string &arch) {
-  llvm::StringRef digits(arch);
-  unsigned number = 0;
-  if (digits.consume_front("sm_") &&
-      !digits.take_while(llvm::isDigit).getAsInteger(10, number) &&
-      number >= 100)
-    return "";
-  return "+ptx80";
+  std::optional<unsigned> number = archNumber(arch);
+  return number && *number >= 100 ? "" : "+ptx80";
 }
 
 void registerGPUCodeGen(MLIRContext &context) {
@@ -283,7 +280,7 @@ llvm::Expected<std::string> assemblePTX(const std::string &ptx,
   }
   llvm::sys::fs::createTemporaryFile("optim", "cubin", out);
   llvm::sys::fs::createTemporaryFile("optim", "log", log);
-  auto cleanup = llvm::make_scope_exit([&] {
+  llvm::scope_exit cleanup([&] {
     llvm::sys::fs::remove(in);
     llvm::sys::fs::remove(out);
     llvm::sys::fs::remove(log);

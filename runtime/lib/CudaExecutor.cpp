@@ -77,10 +77,11 @@ const char *optim::cuda::toString(CodeSource source) {
   return source == CodeSource::PTX ? "ptx" : "cubin";
 }
 
-void optim::cuda::requirePTXMatches(const std::string &ptx,
-                                    const std::string &target,
-                                    const std::string &symbol,
-                                    const std::string &origin) {
+/// Throws unless `ptx` was compiled for `target` (its `.target` line) and
+/// defines the entry `symbol`.
+static void requirePTXMatches(const std::string &ptx, const std::string &target,
+                              const std::string &symbol,
+                              const std::string &origin) {
   std::string arch = target.substr(target.rfind(' ') + 1);
   std::string ptxArch;
   size_t at = ptx.find("\n.target ");
@@ -111,8 +112,12 @@ static int archNumber(const std::string &arch) {
 }
 
 CodeSource Device::requireCompatible(const std::string &target,
+                                     const std::string &symbol,
                                      const std::string &origin,
-                                     bool hasPTX) const {
+                                     const std::string &ptx) const {
+  const bool hasPTX = !ptx.empty();
+  if (hasPTX)
+    requirePTXMatches(ptx, target, symbol, origin);
   const std::string prefix = "nvptx64-nvidia-cuda ";
   if (target.rfind(prefix, 0) != 0)
     throw Error("optim: manifest '" + origin + "': compiled for '" + target +
@@ -202,9 +207,7 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &origin,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
-  if (!ptx.empty())
-    requirePTXMatches(ptx, m.target, m.symbol, origin);
-  CodeSource runs = requireCompatible(m.target, origin, !ptx.empty());
+  CodeSource runs = requireCompatible(m.target, m.symbol, origin, ptx);
   // Vector states come only with weights (the compiler refuses others).
   for (const StateSpec &s : m.info.states)
     if (s.size != 1 && m.info.weights.empty())

@@ -39,10 +39,8 @@ LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
     throw Error("optim: CUDA: loadLayer needs a device");
   LayerKernel k;
   k.manifest = readLayerManifest(json, origin);
-  if (!ptx.empty())
-    requirePTXMatches(ptx, k.manifest.target, k.manifest.symbol, origin);
-  CodeSource runs =
-      device->requireCompatible(k.manifest.target, origin, !ptx.empty());
+  CodeSource runs = device->requireCompatible(
+      k.manifest.target, k.manifest.symbol, origin, ptx);
   const int64_t shared = k.manifest.sharedBytes;
   if (shared > kDefaultSharedBytes) {
     int optin = device->attribute(kAttrMaxSharedPerBlockOptin);

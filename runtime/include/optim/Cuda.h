@@ -115,12 +115,6 @@ class Device;
 enum class CodeSource { Cubin, PTX };
 const char *toString(CodeSource source);
 
-/// Throws unless `ptx` was compiled for a manifest's `target`
-/// ("nvptx64-nvidia-cuda sm_90": its `.target` line) and defines the entry
-/// `symbol`: a PTX beside a cubin may be left over from another build.
-void requirePTXMatches(const std::string &ptx, const std::string &target,
-                       const std::string &symbol, const std::string &origin);
-
 /// A cubin loaded on a device and its manifest: one rule's kernel.
 class Rule {
 public:
@@ -171,13 +165,16 @@ public:
   Rule loadRule(const std::string &cubin, const std::string &manifestJSON,
                 const std::string &origin, const std::string &ptx = "");
 
-  /// How code compiled for a manifest's target ("nvptx64-nvidia-cuda
+  /// How a kernel compiled for a manifest's target ("nvptx64-nvidia-cuda
   /// sm_80") can run on this device: its cubin (same major architecture,
-  /// same or older minor one), or only its PTX, when `hasPTX` and the target
-  /// is older than the device; throws otherwise.
+  /// same or older minor one), or only its `ptx` (may be empty), when the
+  /// target is older than the device; throws otherwise, and when the PTX
+  /// is not for that target or lacks the kernel `symbol` (a PTX beside a
+  /// cubin may be left over from another build).
   CodeSource requireCompatible(const std::string &target,
+                               const std::string &symbol,
                                const std::string &origin,
-                               bool hasPTX = false) const;
+                               const std::string &ptx = "") const;
   /// Loads a module (cuModuleLoadData) from the cubin, or from the PTX
   /// when the cubin is empty or the driver refuses the image (invalid, too
   /// new, none for this GPU; other errors are reported as they are);
