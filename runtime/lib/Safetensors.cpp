@@ -25,7 +25,8 @@ static size_t countOf(const std::vector<int64_t> &shape) {
 
 void optim::writeSafetensors(const std::string &path,
                              const std::vector<TensorRef> &tensors,
-                             const std::map<std::string, std::string> &meta) {
+                             const std::map<std::string, std::string> &meta,
+                             const std::string &context) {
   json header = json::object();
   if (!meta.empty())
     header["__metadata__"] = meta;
@@ -33,7 +34,7 @@ void optim::writeSafetensors(const std::string &path,
   for (const TensorRef &t : tensors) {
     size_t bytes = countOf(t.shape) * dtypeSize(t.dtype);
     if (header.contains(t.name))
-      throw Error("writeSafetensors: '" + path + "': tensor '" + t.name +
+      throw Error(context + ": '" + path + "': tensor '" + t.name +
                   "' given twice");
     header[t.name] = {{"dtype", dtypeTag(t.dtype)},
                       {"shape", t.shape},
@@ -44,9 +45,9 @@ void optim::writeSafetensors(const std::string &path,
   // The data must start 8-byte aligned.
   text.append((8 - text.size() % 8) % 8, ' ');
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
-    throw Error("writeSafetensors: cannot create '" + tmp +
+    throw Error(context + ": cannot create '" + tmp +
                 "': " + std::strerror(errno));
   auto writeAll = [&](const void *data, size_t bytes) {
     const char *p = static_cast<const char *>(data);
@@ -58,7 +59,7 @@ void optim::writeSafetensors(const std::string &path,
         std::string why = std::strerror(errno);
         ::close(fd);
         ::unlink(tmp.c_str());
-        throw Error("writeSafetensors: cannot write '" + tmp + "': " + why);
+        throw Error(context + ": cannot write '" + tmp + "': " + why);
       }
       p += n;
       bytes -= size_t(n);
@@ -72,18 +73,19 @@ void optim::writeSafetensors(const std::string &path,
   writeAll(text.data(), text.size());
   for (const TensorRef &t : tensors)
     writeAll(t.data, countOf(t.shape) * dtypeSize(t.dtype));
-  // close() even when fsync() fails (the descriptor would leak).
+  // close() even when fsync() fails (the descriptor would leak); some file
+  // systems report write errors only there.
   int synced = ::fsync(fd), syncErrno = errno;
   int closed = ::close(fd);
   if (synced != 0 || closed != 0) {
     std::string why = std::strerror(synced != 0 ? syncErrno : errno);
     ::unlink(tmp.c_str());
-    throw Error("writeSafetensors: cannot flush '" + tmp + "': " + why);
+    throw Error(context + ": cannot write '" + tmp + "': " + why);
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     std::string why = std::strerror(errno);
     ::unlink(tmp.c_str());
-    throw Error("writeSafetensors: cannot rename '" + tmp + "' to '" + path +
+    throw Error(context + ": cannot rename '" + tmp + "' to '" + path +
                 "': " + why);
   }
 }
@@ -99,11 +101,12 @@ static const json &field(const json &e, const char *key) {
 }
 
 struct SafetensorsFile::Impl {
-  std::string path, bytes;
+  std::string path, context, bytes;
   json header;
   size_t dataOffset = 0;
   Error fail(const std::string &why) const {
-    return Error("safetensors '" + path + "': " + why);
+    return Error((context.empty() ? "safetensors" : context + ":") + " '" +
+                 path + "': " + why);
   }
   const json &entry(const std::string &name) const {
     auto it = header.find(name);
@@ -119,10 +122,12 @@ SafetensorsFile::SafetensorsFile(SafetensorsFile &&) noexcept = default;
 SafetensorsFile &
 SafetensorsFile::operator=(SafetensorsFile &&) noexcept = default;
 
-SafetensorsFile SafetensorsFile::read(const std::string &path) {
+SafetensorsFile SafetensorsFile::read(const std::string &path,
+                                      const std::string &context) {
   SafetensorsFile file;
   Impl &im = *file.impl;
   im.path = path;
+  im.context = context;
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw im.fail(std::string("cannot open: ") + std::strerror(errno));
@@ -130,12 +135,14 @@ SafetensorsFile SafetensorsFile::read(const std::string &path) {
   buffer << in.rdbuf();
   im.bytes = buffer.str();
   if (im.bytes.size() < 8)
-    throw im.fail("truncated (no header)");
+    throw im.fail("truncated (no safetensors header)");
   uint64_t length = 0;
   for (int i = 7; i >= 0; --i)
     length = (length << 8) | static_cast<unsigned char>(im.bytes[i]);
   if (length > im.bytes.size() - 8)
-    throw im.fail("truncated (header of " + std::to_string(length) + " bytes)");
+    throw im.fail("truncated (the header says " + std::to_string(length) +
+                  " bytes, the file has " + std::to_string(im.bytes.size() - 8) +
+                  ")");
   im.header = json::parse(im.bytes.begin() + 8, im.bytes.begin() + 8 + length,
                           nullptr, /*allow_exceptions=*/false);
   if (im.header.is_discarded() || !im.header.is_object())
@@ -164,9 +171,18 @@ std::vector<int64_t> SafetensorsFile::shape(const std::string &name) const {
 const void *SafetensorsFile::tensor(const std::string &name, DType dtype,
                                     const std::vector<int64_t> &want) const {
   const json &e = impl->entry(name);
-  std::vector<int64_t> got = shape(name);
+  std::vector<int64_t> got;
+  try {
+    got = shape(name);
+  } catch (const Error &) {
+    throw impl->fail("tensor '" + name + "' has a corrupt shape, expected " +
+                     json(want).dump());
+  }
   if (got != want)
-    throw impl->fail("tensor '" + name + "' has shape " + json(got).dump() +
+    throw impl->fail("tensor '" + name + "' has " +
+                     (got.size() <= 8 ? "shape " + json(got).dump()
+                                      : std::to_string(got.size()) +
+                                            " dimensions") +
                      ", expected " + json(want).dump());
   if (field(e, "dtype") != dtypeTag(dtype))
     throw impl->fail("tensor '" + name + "' is not " + dtypeTag(dtype));

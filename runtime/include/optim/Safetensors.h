@@ -31,17 +31,21 @@ struct TensorRef {
 
 /// Writes `tensors` and `metadata` to `path` atomically: a temporary file in
 /// the same folder, flushed to disk, then renamed over `path`. Throws
-/// optim::Error, leaving `path` as it was, on any failure.
+/// optim::Error, leaving `path` as it was, on any failure; its message starts
+/// with `context` (the caller's name, e.g. "optim::Optimizer::save").
 void writeSafetensors(const std::string &path,
                       const std::vector<TensorRef> &tensors,
-                      const std::map<std::string, std::string> &metadata = {});
+                      const std::map<std::string, std::string> &metadata = {},
+                      const std::string &context = "writeSafetensors");
 
 /// A safetensors file read whole. Every accessor checks what it reads and
 /// throws optim::Error naming the file on a missing tensor, another shape or
-/// dtype, or a truncated or corrupt file.
+/// dtype, or a truncated or corrupt file: "safetensors 'PATH': why", or
+/// "CONTEXT: 'PATH': why" when read() is given a `context`.
 class SafetensorsFile {
 public:
-  static SafetensorsFile read(const std::string &path);
+  static SafetensorsFile read(const std::string &path,
+                              const std::string &context = "");
   ~SafetensorsFile();
   SafetensorsFile(SafetensorsFile &&) noexcept;
   SafetensorsFile &operator=(SafetensorsFile &&) noexcept;
