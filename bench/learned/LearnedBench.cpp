@@ -10,7 +10,17 @@
 //            one native vector per thread (enough to cover the FMA latency
 //            on every FMA pipe), compiled with -O3 -march=native;
 //   sgemm:   OpenBLAS's cblas_sgemm on a 2048^3 product, row-major, with
-//            openblas_set_num_threads(threads) (when built with OpenBLAS).
+//            openblas_set_num_threads(threads) (when built with OpenBLAS);
+//   activations: the part of the learned step that is not a matrix product,
+//            alone: the two layers' LSTM cell updates (the rational tanh of
+//            lib/Conversion/LearnedMath.h, two divisions per cell) with the
+//            c and h state streams, on 4,096 coordinates per thread (in L2:
+//            no memory stall, a lower bound on its time), gate
+//            pre-activations read from a buffer instead of computed. It
+//            runs on the same vector ports as the FMAs, so its time plus
+//            that of the 4,980 FMAs per coordinate at the microkernel's
+//            rate bounds any kernel that computes the products with those
+//            FMAs (bench/run prints that ceiling).
 // All use the same number of threads. Besides GFLOP/s (wall clock), each
 // figure is also given per CPU-second of the process (all its threads): on a
 // shared machine, that rate is that of the cores while they run this work,
@@ -121,6 +131,113 @@ double fmaPeak(unsigned threads, double *perCpuSecond = nullptr) {
   if (sinks[0] == 12345.0f)
     std::fprintf(stderr, "unlikely\n");
   return flops / *std::max_element(times.begin(), times.end()) / 1e9;
+}
+
+/// One LSTM cell update per lane, the operations of lstmCellUpdate and
+/// tanhRational (lib/Conversion/LearnedMath.h): sigmoid(z) = (1 +
+/// tanh(z/2)) / 2, tanh = P/Q on a clamped argument, two divisions.
+inline void tanhPQ(Vec x, Vec &p, Vec &q) {
+  const Vec hi = Vec{} + 7.99881172180175781f, lo = -hi;
+  x = __builtin_elementwise_max(__builtin_elementwise_min(x, hi), lo);
+  Vec x2 = x * x;
+  auto fma = [](Vec a, Vec b, float c) {
+    return __builtin_elementwise_fma(a, b, Vec{} + c);
+  };
+  Vec a = Vec{} + -2.76076847742355e-16f;
+  a = fma(x2, a, 2.00018790482477e-13f);
+  a = fma(x2, a, -8.60467152213735e-11f);
+  a = fma(x2, a, 5.12229709037114e-08f);
+  a = fma(x2, a, 1.48572235717979e-05f);
+  a = fma(x2, a, 6.37261928875436e-04f);
+  a = fma(x2, a, 4.89352455891786e-03f);
+  Vec b = Vec{} + 1.19825839466702e-06f;
+  b = fma(x2, b, 1.18534705686654e-04f);
+  b = fma(x2, b, 2.26843463243900e-03f);
+  b = fma(x2, b, 4.89352518554385e-03f);
+  p = x * a;
+  q = b;
+}
+
+inline void lstmCell(Vec zi, Vec zf, Vec zg, Vec zo, Vec &c, Vec &h) {
+  Vec pi, qi, pf, qf, pg, qg, po, qo, pc, qc;
+  tanhPQ(zi * 0.5f, pi, qi);
+  tanhPQ(zf * 0.5f, pf, qf);
+  tanhPQ(zg, pg, qg);
+  tanhPQ(zo * 0.5f, po, qo);
+  Vec qiqg = qi * qg;
+  Vec num = __builtin_elementwise_fma((pi + qi) * pg, qf, (pf + qf) * c * qiqg);
+  c = num / (qf * qiqg * 2.0f);
+  tanhPQ(c, pc, qc);
+  h = (po + qo) * pc / (qo * qc * 2.0f);
+}
+
+/// The activation part of the learned step, `sweeps` times over 4,096
+/// coordinates per thread (see the file comment): returns the step's
+/// GFLOP/s as if the whole step took this long (kFlopsPerCoordinate per
+/// coordinate), the median of `reps` passes; `perCpuSecond` receives the
+/// same per CPU-second of the process.
+double activationsOnly(unsigned threads, int reps, double *perCpuSecond,
+                       int sweeps = 200) {
+  constexpr int kHidden = 20, kLayers = 2;
+  const int64_t n = 4096 * int64_t(threads);
+  // State component u of layer l at [(l * kHidden + u) * n], as the
+  // kernels keep a vector state (one stream per component).
+  std::vector<float> c(size_t(kLayers) * kHidden * n, 0.5f),
+      h(size_t(kLayers) * kHidden * n, 0.0f);
+  // Gate pre-activations as a trained LSTM sees them: both signs, most
+  // within a few units of 0, some saturated.
+  Vec gates[kLayers][4][kHidden];
+  std::mt19937 rng(4);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (auto &layer : gates)
+    for (auto &gate : layer)
+      for (Vec &v : gate)
+        for (int l = 0; l < kLanes; ++l)
+          v[l] = normal(rng);
+  auto block = [&](int64_t i) {
+    for (int l = 0; l < kLayers; ++l)
+      for (int u = 0; u < kHidden; ++u) {
+        Vec zi = gates[l][0][u], zf = gates[l][1][u], zg = gates[l][2][u],
+            zo = gates[l][3][u];
+        // The gates change from block to block in the real step: keep the
+        // compiler from hoisting the activations out of the loop.
+        asm volatile("" : "+v"(zi), "+v"(zf), "+v"(zg), "+v"(zo));
+        float *cp = &c[(size_t(l) * kHidden + u) * n + i];
+        float *hp = &h[(size_t(l) * kHidden + u) * n + i];
+        Vec cv, hv;
+        __builtin_memcpy(&cv, cp, sizeof(Vec));
+        lstmCell(zi, zf, zg, zo, cv, hv);
+        __builtin_memcpy(cp, &cv, sizeof(Vec));
+        __builtin_memcpy(hp, &hv, sizeof(Vec));
+      }
+  };
+  auto pass = [&](int64_t begin, int64_t end) {
+    for (int sweep = 0; sweep < sweeps; ++sweep)
+      for (int64_t i = begin; i < end; i += kLanes)
+        block(i);
+  };
+  std::vector<double> times, cpuTimes;
+  for (int r = 0; r <= reps; ++r) {
+    std::fill(c.begin(), c.end(), 0.5f);
+    std::vector<std::thread> pool;
+    int64_t per = (n / kLanes + threads - 1) / threads * kLanes;
+    auto start = Clock::now();
+    double cpuStart = cpuSeconds();
+    for (unsigned t = 0; t < threads; ++t)
+      pool.emplace_back(pass, std::min<int64_t>(n, t * per),
+                        std::min<int64_t>(n, (t + 1) * per));
+    for (std::thread &th : pool)
+      th.join();
+    if (r > 0) { // The first pass faults the pages in.
+      times.push_back(seconds(start));
+      cpuTimes.push_back(cpuSeconds() - cpuStart);
+    }
+  }
+  if (c[n / 2] == 12345.0f)
+    std::fprintf(stderr, "unlikely\n");
+  double flops = kFlopsPerCoordinate * double(n) * sweeps;
+  *perCpuSecond = flops / median(cpuTimes) / 1e9;
+  return flops / median(times) / 1e9;
 }
 
 #if OPTIM_BENCH_OPENBLAS
@@ -256,6 +373,11 @@ int main(int argc, char **argv) {
                   sgemm.gflops(reps));
     }
 #endif
+    double activationsCpu = 0;
+    std::printf(", \"activations_only_gflops\": %.6g",
+                activationsOnly(threads, reps, &activationsCpu));
+    std::printf(", \"activations_only_gflops_per_cpu_s\": %.6g",
+                activationsCpu);
     std::vector<double> perCpu(sizes.size());
     std::printf(", \"learned_gflops\": {");
     for (size_t s = 0; s < sizes.size(); ++s) {
