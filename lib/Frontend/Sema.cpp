@@ -171,6 +171,8 @@ private:
   Program &program;
   CheckedProgram &out;
   DiagnosticEngine &diags;
+  /// Whether the note on tensor-wide functions was given (reportUndeclared).
+  bool notedTensorWide = false;
   const SemaOptions &options;
   llvm::StringMap<Symbol *> scope;
   /// The first declaration of every name the body declares, wherever it is.
@@ -232,10 +234,25 @@ void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
     diags.note(it->second.loc, "'" + name + "' is declared here");
     return;
   }
-  if (isCall)
+  if (isCall) {
     diags.error(loc,
                 "unknown function '" + name + "'" + suggestion(name, true));
-  else
+    // Someone writing LAMB, LARS or global-norm clipping: say why no such
+    // function exists, once per program.
+    static const llvm::StringRef tensorWide[] = {
+        "norm",        "l2norm",      "norm2",          "tensor_norm",
+        "global_norm", "grad_norm",   "clip_grad_norm", "tensor_sum",
+        "tensor_mean", "reduce_sum",  "reduce_mean",    "rms"};
+    if (program.kind != Program::Layer && !notedTensorWide &&
+        llvm::is_contained(tensorWide, name)) {
+      notedTensorWide = true;
+      diags.note(loc, "a rule is written for one coordinate and cannot read "
+                      "the others: norms or sums over a whole tensor (LAMB, "
+                      "LARS, global-norm clipping) cannot be expressed; "
+                      "sum, mean and dot reduce a vector state of one "
+                      "coordinate");
+    }
+  } else
     diags.error(loc, "use of undeclared identifier '" + name + "'" +
                          suggestion(name, false));
 }
