@@ -20,6 +20,10 @@
 // memory as soon as it is computed (coalesced: component j of coordinate i
 // is at base + j * stride + i). A later product that reads that state loads
 // it back. Nothing is indexed dynamically in registers, so nothing spills.
+// A cell result that cannot go to its state as it is computed (a later op
+// changes it or reads the state's old value, or it is no state) goes to an
+// array in the thread's private memory instead, as does a c input that is
+// in no memory; those arrays are local memory, cached in L1.
 //
 //===----------------------------------------------------------------------===//
 
@@ -344,6 +348,18 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
   // Results of lstm_cell, which live in the memory of a state (its index
   // among the inputs).
   llvm::DenseMap<Value, unsigned> inState;
+  // Results of lstm_cell that cannot go straight to a state (a later op
+  // changes them, or still reads the state's old value, or they are no
+  // state at all), and c inputs that are in no memory: one array of the
+  // thread's private memory each, indexed by hidden unit.
+  llvm::DenseMap<Value, Value> inScratch;
+  auto newScratch = [&](int64_t size) -> Value {
+    auto type = MemRefType::get(
+        {size}, elt, MemRefLayoutAttrInterface{},
+        gpu::AddressSpaceAttr::get(b.getContext(),
+                                   gpu::AddressSpace::Private));
+    return func.addPrivateAttribution(type, loc);
+  };
   llvm::SmallDenseSet<unsigned> written;
   // Loads a value's components into registers at first use. A state is
   // only read before it is overwritten (the targets of lstm_cell are chosen
@@ -362,6 +378,11 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
       for (int64_t j = 0, e = numComponents(v.getType()); j < e; ++j)
         comps.push_back(LLVM::LoadOp::create(
             b, loc, elt, addr(*from, j ? i64Const(b, j) : Value()), align));
+    } else if (auto sc = inScratch.find(v); sc != inScratch.end()) {
+      for (int64_t j = 0, e = numComponents(v.getType()); j < e; ++j)
+        comps.push_back(memref::LoadOp::create(
+            b, loc, sc->second,
+            ValueRange{arith::ConstantIndexOp::create(b, loc, j)}));
     } else {
       Value u = uniform.lookup(v);
       if (auto vec = dyn_cast<VectorType>(u.getType()))
@@ -451,39 +472,31 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
       int64_t hidden = numComponents(cell.getH().getType());
       int cTarget = target(cell.getCOut());
       int hTarget = target(cell.getHOut());
-      for (auto [result, t, name] :
-           {std::tuple{cell.getCOut(), cTarget, "c"},
-            std::tuple{cell.getHOut(), hTarget, "h"}}) {
-        if (t >= 0 || result.use_empty())
-          continue;
-        // Two different mistakes for the user: say which one it is.
-        bool isFinalValue = llvm::is_contained(
-            yield.getValues().drop_front(), result);
-        if (!isFinalValue)
-          return cell.emitOpError("result ")
-                 << name
-                 << " is not the final value of a state: the GPU code "
-                    "generator writes an LSTM cell's results straight to "
-                    "their states, so each must be assigned to a state that "
-                    "nothing changes afterwards";
-        return cell.emitOpError("result ")
-               << name
-               << " must be the new value of a state that no later "
-                  "operation reads the old value of: the GPU code "
-                  "generator writes it there as it is computed";
-      }
-      if (cTarget >= 0 && hTarget == cTarget)
-        return cell.emitOpError("writes h and c to the same state");
-      // c is read one component per hidden unit, from memory.
+      // A result that cannot go to its state as it is computed goes to
+      // scratch; what reads it later loads it from there.
+      Value cScratch, hScratch;
+      if (cTarget < 0 && !cell.getCOut().use_empty())
+        cScratch = newScratch(hidden);
+      if (hTarget < 0 && !cell.getHOut().use_empty())
+        hScratch = newScratch(hidden);
+      // c is read one component per hidden unit, from memory: a state, a
+      // scratch array, or (a value in registers) one filled here.
       std::optional<unsigned> cFrom;
+      Value cFromScratch;
       if (auto in = inputIndex.find(cell.getC()); in != inputIndex.end())
         cFrom = in->second;
       else if (auto st = inState.find(cell.getC()); st != inState.end())
         cFrom = st->second;
-      if (!cFrom)
-        return cell.emitOpError("reads c from a value that is not in a "
-                                "state: not supported by the GPU code "
-                                "generator yet");
+      else if (auto sc = inScratch.find(cell.getC()); sc != inScratch.end())
+        cFromScratch = sc->second;
+      else {
+        Comps c = operand(cell.getC());
+        cFromScratch = newScratch(hidden);
+        for (int64_t j = 0; j < hidden; ++j)
+          memref::StoreOp::create(
+              b, loc, c.size() == 1 ? c[0] : c[j], cFromScratch,
+              ValueRange{arith::ConstantIndexOp::create(b, loc, j)});
+      }
       // x and h in registers before any component is overwritten.
       Comps in = operand(cell.getX());
       Comps h = operand(cell.getH());
@@ -509,7 +522,13 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
         for (auto [k, xk] : llvm::enumerate(in))
           for (int64_t q = 0; q < 4; ++q)
             z[q] = rowStep(cell.getWeights(), rows[q], cols, k, xk, z[q]);
-        Value cj = LLVM::LoadOp::create(b, loc, elt, addr(*cFrom, j), align);
+        Value unit = units.getInductionVar();
+        Value cj =
+            cFrom ? LLVM::LoadOp::create(b, loc, elt, addr(*cFrom, j), align)
+                        .getResult()
+                  : memref::LoadOp::create(b, loc, cFromScratch,
+                                           ValueRange{unit})
+                        .getResult();
         Value cNew, hNew;
         if (elt.isF32()) {
           std::tie(cNew, hNew) = lstmCellUpdate(b, loc, z, cj);
@@ -528,8 +547,12 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
         }
         if (cTarget >= 0)
           LLVM::StoreOp::create(b, loc, cNew, addr(cTarget + 2, j), align);
+        else if (cScratch)
+          memref::StoreOp::create(b, loc, cNew, cScratch, ValueRange{unit});
         if (hTarget >= 0)
           LLVM::StoreOp::create(b, loc, hNew, addr(hTarget + 2, j), align);
+        else if (hScratch)
+          memref::StoreOp::create(b, loc, hNew, hScratch, ValueRange{unit});
       }
       for (auto [result, t] : {std::pair{cell.getCOut(), cTarget},
                                std::pair{cell.getHOut(), hTarget}})
@@ -537,6 +560,10 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
           written.insert(t);
           inState[result] = t + 2;
         }
+      if (cScratch)
+        inScratch[cell.getCOut()] = cScratch;
+      if (hScratch)
+        inScratch[cell.getHOut()] = hScratch;
       continue;
     }
     // Elementwise arith and math: once per component; sqrt correctly
