@@ -17,6 +17,8 @@ config.test_exec_root = os.path.join(config.optim_obj_root, "test")
 config.substitutions.append(("%examples", os.path.join(config.optim_src_root, "examples")))
 config.substitutions.append(("%optim_src_root", config.optim_src_root))
 config.substitutions.append(("%optim_obj_root", config.optim_obj_root))
+# The C++ compiler of the build, for snippets of the docs (test/Docs).
+config.substitutions.append(("%cxx", getattr(config, "optim_cxx", "c++")))
 config.substitutions.append(("%llvm_include", os.path.join(os.path.dirname(config.llvm_tools_dir), "include")))
 
 llvm_config.with_system_environment(["HOME", "INCLUDE", "LIB", "TMP", "TEMP"])

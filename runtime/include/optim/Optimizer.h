@@ -22,10 +22,17 @@
 
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
 namespace optim {
+
+/// The size of a Param or Grad from any integer type, so that
+/// `{v.data(), v.size()}` is no narrowing error; a size_t beyond int64_t's
+/// range becomes negative, which the optimizer refuses.
+template <typename Int>
+using IfInteger = std::enable_if_t<std::is_integral_v<Int>, int>;
 
 /// A parameter tensor, updated in place (not owned), of the rule's dtype.
 struct Param {
@@ -34,9 +41,11 @@ struct Param {
   DType dtype = DType::F32;
 
   Param() = default;
-  Param(float *data, int64_t size) : data(data), size(size) {}
-  Param(double *data, int64_t size)
-      : data(data), size(size), dtype(DType::F64) {}
+  template <typename Int, IfInteger<Int> = 0>
+  Param(float *data, Int size) : data(data), size(static_cast<int64_t>(size)) {}
+  template <typename Int, IfInteger<Int> = 0>
+  Param(double *data, Int size)
+      : data(data), size(static_cast<int64_t>(size)), dtype(DType::F64) {}
 };
 
 /// A gradient, read only (not owned), of the rule's dtype.
@@ -46,9 +55,12 @@ struct Grad {
   DType dtype = DType::F32;
 
   Grad() = default;
-  Grad(const float *data, int64_t size) : data(data), size(size) {}
-  Grad(const double *data, int64_t size)
-      : data(data), size(size), dtype(DType::F64) {}
+  template <typename Int, IfInteger<Int> = 0>
+  Grad(const float *data, Int size)
+      : data(data), size(static_cast<int64_t>(size)) {}
+  template <typename Int, IfInteger<Int> = 0>
+  Grad(const double *data, Int size)
+      : data(data), size(static_cast<int64_t>(size)), dtype(DType::F64) {}
 };
 
 /// Parameters sharing hyperparameter values, as in torch.optim.
