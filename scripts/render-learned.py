@@ -245,11 +245,13 @@ def main():
     w("")
     w("```")
     w("BUILD_DIR=build scripts/build.sh optim-eval")
-    w("scripts/eval-learned.sh [--weights examples/l2l.safetensors] "
+    w("scripts/eval-learned.sh [--weights examples/l2l-mnist.safetensors] "
+      "[--quadratic-weights examples/l2l-quadratic.safetensors] "
       "[--inits 100] [--tune-inits 20] [--jobs 0]")
     w("```")
     w("")
-    w("It needs the MNIST files in `../shared/data/mnist`, "
+    w("It needs the MNIST files in `../shared/data/mnist` (or "
+      "`$OPTIM_MNIST_DIR`; Fashion-MNIST: `$OPTIM_FASHION_MNIST_DIR`), "
       "`dataset-fashion-mnist` and `gnuplot-nox` (Debian; without gnuplot "
       "the figure is skipped with a warning) and `python3`. One row by "
       "hand, e.g. `build/bin/optim-eval --task mnist --steps 100 --rule "
