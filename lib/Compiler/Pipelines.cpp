@@ -6,6 +6,7 @@
 
 #include "mlir/Conversion/Passes.h"
 #include "mlir/Pass/PassRegistry.h"
+#include "mlir/Transforms/GreedyPatternRewriteDriver.h"
 #include "mlir/Transforms/Passes.h"
 
 using namespace mlir;
@@ -30,10 +31,18 @@ void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
   lower.relaxedFP = options.relaxedFP;
   lower.prefetchDistance = options.prefetchDistance;
   pm.addPass(mlir::optim::createLowerRulesToKernels(lower));
-  pm.addPass(createCanonicalizerPass());
+  // Bottom-up: the kernel's loops hold the body unrolled per component
+  // (tens of thousands of ops for a state h[1024]), and the top-down
+  // driver's repeated dead-op checks of those loops made this quadratic
+  // (5 s at 1024 components, over a minute at 4096; 0.3 s bottom-up).
+  GreedyRewriteConfig bottomUp;
+  bottomUp.setUseTopDownTraversal(false);
+  pm.addPass(createCanonicalizerPass(bottomUp));
   pm.addPass(createCSEPass());
   // Broadcasts of uniform values are created in the loops; hoist them.
   pm.addPass(createLoopInvariantCodeMotionPass());
+  // The conversions to LLVM would leave an optim op in place.
+  pm.addPass(mlir::optim::createCheckLowered());
 }
 
 void ::optim::buildKernelsToLLVMPipeline(OpPassManager &pm) {
