@@ -28,11 +28,14 @@
 
 namespace optim {
 
+namespace detail {
 /// The size of a Param or Grad from any integer type, so that
 /// `{v.data(), v.size()}` is no narrowing error; a size_t beyond int64_t's
-/// range becomes negative, which the optimizer refuses.
+/// range becomes negative, which the optimizer refuses. The int64_t
+/// constructors stay for what converts to an integer (enums, index types).
 template <typename Int>
 using IfInteger = std::enable_if_t<std::is_integral_v<Int>, int>;
+} // namespace detail
 
 /// A parameter tensor, updated in place (not owned), of the rule's dtype.
 struct Param {
@@ -41,9 +44,12 @@ struct Param {
   DType dtype = DType::F32;
 
   Param() = default;
-  template <typename Int, IfInteger<Int> = 0>
+  Param(float *data, int64_t size) : data(data), size(size) {}
+  Param(double *data, int64_t size)
+      : data(data), size(size), dtype(DType::F64) {}
+  template <typename Int, detail::IfInteger<Int> = 0>
   Param(float *data, Int size) : data(data), size(static_cast<int64_t>(size)) {}
-  template <typename Int, IfInteger<Int> = 0>
+  template <typename Int, detail::IfInteger<Int> = 0>
   Param(double *data, Int size)
       : data(data), size(static_cast<int64_t>(size)), dtype(DType::F64) {}
 };
@@ -55,10 +61,13 @@ struct Grad {
   DType dtype = DType::F32;
 
   Grad() = default;
-  template <typename Int, IfInteger<Int> = 0>
+  Grad(const float *data, int64_t size) : data(data), size(size) {}
+  Grad(const double *data, int64_t size)
+      : data(data), size(size), dtype(DType::F64) {}
+  template <typename Int, detail::IfInteger<Int> = 0>
   Grad(const float *data, Int size)
       : data(data), size(static_cast<int64_t>(size)) {}
-  template <typename Int, IfInteger<Int> = 0>
+  template <typename Int, detail::IfInteger<Int> = 0>
   Grad(const double *data, Int size)
       : data(data), size(static_cast<int64_t>(size)), dtype(DType::F64) {}
 };
