@@ -134,6 +134,8 @@ void buildLowerRulesToGPUPipeline(OpPassManager &pm,
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());
   pm.addPass(createLoopInvariantCodeMotionPass());
+  // What is left outside the gpu.module would be dropped from the binary.
+  pm.addPass(mlir::optim::createCheckLowered());
 }
 
 void buildGPUKernelsToNVVMPipeline(OpPassManager &pm,

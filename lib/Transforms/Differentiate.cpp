@@ -102,6 +102,9 @@ void RuleDifferentiator::emitStep(OpBuilder &b) {
                                 yield.getValues().getTypes());
   auto func = func::FuncOp::create(
       b, rule.getLoc(), ("optim_step_" + rule.getSymName()).str(), type);
+  // The mark that lets the verifier accept the rule's per-coordinate ops
+  // (lstm_cell, ...) outside the rule.
+  func->setAttr(kStepOfAttrName, FlatSymbolRefAttr::get(rule.getSymNameAttr()));
   Block *entry = func.addEntryBlock();
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(entry);
@@ -310,9 +313,9 @@ void RuleDifferentiator::emitVJP(OpBuilder &b) {
                                    ("optim_vjp_" + rule.getSymName()).str(),
                                    b.getFunctionType(argTypes, resultTypes));
   // What optim-lower-vjp-to-kernels needs to read the signature back.
-  func->setAttr("optim.vjp_of", FlatSymbolRefAttr::get(rule.getSymNameAttr()));
+  func->setAttr(kVJPOfAttrName, FlatSymbolRefAttr::get(rule.getSymNameAttr()));
   func->setAttr(
-      "optim.vjp_layout",
+      kVJPLayoutAttrName,
       b.getDenseI64ArrayAttr(
           {rule.getNumHypers(), rule.getNumStates(), rule.getNumWeights()}));
   Block *entry = func.addEntryBlock();

@@ -5,7 +5,8 @@
 // overflowed.
 // RUN: optim-opt %s -split-input-file -verify-diagnostics
 
-func.func @lstm_huge(%x: f32, %h: vector<4611686018427387904xf32>, %w: tensor<1x1xf32>) {
+// (Per-coordinate ops in step and VJP functions of a rule, which optim-differentiate marks.)
+func.func @lstm_huge(%x: f32, %h: vector<4611686018427387904xf32>, %w: tensor<1x1xf32>) attributes {optim.step_of = @r} {
   // expected-error @+1 {{per-coordinate vectors have at most 65536 values, got 'vector<4611686018427387904xf32>'}}
   %h2, %c2 = optim.lstm_cell %x, %h, %h, %w : f32, vector<4611686018427387904xf32>, tensor<1x1xf32>
   return
@@ -13,7 +14,7 @@ func.func @lstm_huge(%x: f32, %h: vector<4611686018427387904xf32>, %w: tensor<1x
 
 // -----
 
-func.func @linear_huge(%x: vector<9223372036854775807xf32>, %w: tensor<1x2xf32>) {
+func.func @linear_huge(%x: vector<9223372036854775807xf32>, %w: tensor<1x2xf32>) attributes {optim.step_of = @r} {
   // expected-error @+1 {{per-coordinate vectors have at most 65536 values}}
   %y = optim.linear %x, %w : vector<9223372036854775807xf32>, tensor<1x2xf32> -> f32
   return
@@ -21,7 +22,7 @@ func.func @linear_huge(%x: vector<9223372036854775807xf32>, %w: tensor<1x2xf32>)
 
 // -----
 
-func.func @lstm_vjp_huge(%x: f32, %h: vector<65537xf32>, %w: tensor<1x1xf32>) {
+func.func @lstm_vjp_huge(%x: f32, %h: vector<65537xf32>, %w: tensor<1x1xf32>) attributes {optim.vjp_of = @r} {
   // expected-error @+1 {{per-coordinate vectors have at most 65536 values}}
   %dx, %dh, %dc, %dw = optim.lstm_cell_vjp %x, %h, %h, %w, %h, %h : f32, vector<65537xf32>, tensor<1x1xf32>
   return
@@ -29,7 +30,7 @@ func.func @lstm_vjp_huge(%x: f32, %h: vector<65537xf32>, %w: tensor<1x1xf32>) {
 
 // -----
 
-func.func @linear_vjp_huge(%x: f32, %w: tensor<1x2xf32>, %dy: vector<65537xf32>) {
+func.func @linear_vjp_huge(%x: f32, %w: tensor<1x2xf32>, %dy: vector<65537xf32>) attributes {optim.vjp_of = @r} {
   // expected-error @+1 {{per-coordinate vectors have at most 65536 values}}
   %dx, %dw = optim.linear_vjp %x, %w, %dy : f32, tensor<1x2xf32>, vector<65537xf32>
   return

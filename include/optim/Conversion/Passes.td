@@ -239,4 +239,20 @@ def LowerLayersToGPU : Pass<"optim-lower-layers-to-gpu", "::mlir::ModuleOp"> {
   ];
 }
 
+def CheckLowered : Pass<"optim-check-lowered", "::mlir::ModuleOp"> {
+  let summary = "Fail on optim ops that no lowering took";
+  let description = [{
+    The last step of the lowering pipelines (`optim-lower-to-llvm`, the JIT,
+    `optimc`, the CUDA pipeline): every `optim` op left in the module is an
+    error at its location. The lowerings replace rules and layers and the
+    functions that `optim-differentiate` derives from rules (when the VJP is
+    asked for); what they leave would otherwise pass through the upstream
+    conversions untouched and reach LLVM IR translation, or be silently
+    dropped from a GPU binary. The verifier already rejects optim ops
+    outside a rule or a layer; what remains are rules and layers that are
+    not at the top level of the module and the per-coordinate ops of step
+    and VJP functions that `optim-lower-vjp-to-kernels` did not lower.
+  }];
+}
+
 #endif // OPTIM_CONVERSION_PASSES

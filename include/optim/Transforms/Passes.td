@@ -59,7 +59,9 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     insert/broadcast/reduction, `log_sign` with respect to both operands.
     The VJP function carries `optim.vjp_of` (the rule) and `optim.vjp_layout`
     (numbers of hyperparameters, states and weights), which
-    `optim-lower-vjp-to-kernels` reads.
+    `optim-lower-vjp-to-kernels` reads; the step function carries
+    `optim.step_of` (the rule). With these marks, and only in a rule or such
+    a function, the verifier accepts per-coordinate ops (`lstm_cell`, ...).
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

@@ -97,6 +97,28 @@ func.func @f(%g: f32, %k: f32, %h: vector<2xf32>, %c: vector<2xf32>, %w: tensor<
 
 // -----
 
+// Per-coordinate ops in a step function of a rule (valid IR that only
+// optim-lower-vjp-to-kernels, with the rule's VJP function, would lower).
+func.func @optim_step_f(%g: f32, %k: f32, %h: vector<2xf32>, %c: vector<2xf32>, %w: tensor<8x5xf32>) -> vector<2xf32> attributes {optim.step_of = @f} {
+  %0 = optim.log_sign %g, %k : f32 -> vector<2xf32>
+  %h2, %c2 = optim.lstm_cell %0, %h, %c, %w : vector<2xf32>, vector<2xf32>, tensor<8x5xf32>
+  return %h2 : vector<2xf32>
+}
+
+// -----
+
+// A rule in a nested module, which no lowering takes (a lone top-level
+// module is the module itself).
+module {
+  module {
+    optim.rule @nested(%p: f32, %g: f32, %t: i64) {
+      optim.yield %g : f32
+    }
+  }
+}
+
+// -----
+
 // An f16 layer (the lowerings take f32 and f64 only).
 optim.layer @l inputs(%y: tensor<3xf16>) -> (z: tensor<3xf16>) {
   %Q = optim.eye : tensor<3x3xf16>
@@ -273,8 +295,8 @@ optim.rule @r(%p: f32, %g: f32, %t: i64) state(%h: vector<4611686018427387904xf3
 
 // -----
 
-// A linear map from 2^63 - 1 inputs (refused).
-func.func @f(%x: vector<9223372036854775807xf32>, %w: tensor<1x2xf32>) -> f32 {
+// A linear map from 2^63 - 1 inputs (refused), in a step function.
+func.func @f(%x: vector<9223372036854775807xf32>, %w: tensor<1x2xf32>) -> f32 attributes {optim.step_of = @r} {
   %y = optim.linear %x, %w : vector<9223372036854775807xf32>, tensor<1x2xf32> -> f32
   return %y : f32
 }

@@ -32,6 +32,13 @@ def Optim_Dialect : Dialect {
     Bodies use upstream `arith`, `math`, `vector` (small per-coordinate
     vectors) and `tensor` (layer data) operations.
 
+    The per-coordinate ops (`log_sign`, `lstm_cell`, `linear` and their
+    VJPs) are valid only in an `optim.rule` body or in the step and VJP
+    functions that `optim-differentiate` derives from a rule (marked
+    `optim.step_of` / `optim.vjp_of` with the rule's symbol); the layer ops
+    (`eye`, `matvec`, `qp`) only in an `optim.layer` body. No lowering takes
+    them anywhere else.
+
     Signed zeros are not significant in an `optim.rule` body: a rule may
     return +0.0 where IEEE 754 arithmetic would give -0.0 (a parameter, a
     state or a gradient of zero means the same whatever its sign). This lets
@@ -47,6 +54,9 @@ def Optim_Dialect : Dialect {
   ];
   let hasConstantMaterializer = 1;
   let hasCanonicalizer = 1;
+  // optim.step_of, optim.vjp_of and optim.vjp_layout on the functions
+  // optim-differentiate derives from a rule.
+  let hasOperationAttrVerify = 1;
 }
 
 class Optim_Op<string mnemonic, list<Trait> traits = []> :

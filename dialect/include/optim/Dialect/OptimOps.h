@@ -21,6 +21,48 @@ constexpr int64_t kMaxExtent = 65536;
 /// The most elements of one learned weight tensor: an LSTM of the largest
 /// sizes has 4 * 65536 * (2 * 65536 + 1).
 constexpr int64_t kMaxWeightElements = int64_t(1) << 40;
+
+/// optim-differentiate copies a rule's body into functions of one coordinate
+/// (its step and its VJP) and marks each with the rule it comes from
+/// (a FlatSymbolRefAttr); the VJP also carries its layout (numbers of
+/// hyperparameters, states and weights). These functions are, besides rule
+/// bodies, the only place where per-coordinate ops may appear.
+inline constexpr llvm::StringLiteral kStepOfAttrName = "optim.step_of";
+inline constexpr llvm::StringLiteral kVJPOfAttrName = "optim.vjp_of";
+inline constexpr llvm::StringLiteral kVJPLayoutAttrName = "optim.vjp_layout";
+
+/// The rule a per-coordinate function was derived from (its optim.step_of
+/// or optim.vjp_of), or null for any other op.
+FlatSymbolRefAttr getDerivedFromRule(Operation *fn);
+
+/// Only the lowerings of rules (and of the functions derived from them)
+/// compute per-coordinate ops, and only those of layers compute layer ops:
+/// anywhere else nothing would lower them. Checked against the nearest
+/// enclosing op that is isolated from above (a rule, a layer, a function).
+LogicalResult verifyInPerCoordinateBody(Operation *op);
+LogicalResult verifyInLayerBody(Operation *op);
+
+// The op traits that check these (in this namespace: a nested OpTrait would
+// make mlir::OpTrait ambiguous wherever both namespaces are open).
+
+/// An op of one coordinate: log_sign, lstm_cell, linear and their VJPs.
+template <typename ConcreteType>
+class PerCoordinate
+    : public ::mlir::OpTrait::TraitBase<ConcreteType, PerCoordinate> {
+public:
+  static LogicalResult verifyTrait(Operation *op) {
+    return verifyInPerCoordinateBody(op);
+  }
+};
+
+/// A building block of a layer's QP data: eye, matvec, qp.
+template <typename ConcreteType>
+class InLayer : public ::mlir::OpTrait::TraitBase<ConcreteType, InLayer> {
+public:
+  static LogicalResult verifyTrait(Operation *op) {
+    return verifyInLayerBody(op);
+  }
+};
 } // namespace mlir::optim
 
 #define GET_OP_CLASSES

@@ -13,6 +13,16 @@ include "mlir/IR/BuiltinAttributes.td"
 include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/IR/CommonTypeConstraints.td"
 
+// Where an op may appear: nothing lowers a per-coordinate op outside a rule
+// (or the step and VJP functions optim-differentiate derives from one), nor a
+// layer op outside a layer, so the verifier rejects them there.
+def Optim_PerCoordinate : NativeOpTrait<"PerCoordinate"> {
+  let cppNamespace = "::mlir::optim";
+}
+def Optim_InLayer : NativeOpTrait<"InLayer"> {
+  let cppNamespace = "::mlir::optim";
+}
+
 //===----------------------------------------------------------------------===//
 // Programs: rules and layers
 //===----------------------------------------------------------------------===//
@@ -174,7 +184,8 @@ def Optim_ReturnOp : Optim_Op<"return", [
 // vector type cannot be materialized.
 def Optim_CoordinateVector : FixedVectorOfRankAndType<[1], [AnyFloat]>;
 
-def Optim_LogSignOp : Optim_Op<"log_sign", [Pure, AllTypesMatch<["g", "k"]>]> {
+def Optim_LogSignOp : Optim_Op<"log_sign", [
+    Pure, Optim_PerCoordinate, AllTypesMatch<["g", "k"]>]> {
   let summary = "Gradient preprocessing of Andrychowicz et al. (2016)";
   let description = [{
     Maps a gradient `g` to two features, with `k > 0` (the paper's p):
@@ -195,7 +206,7 @@ def Optim_LogSignOp : Optim_Op<"log_sign", [Pure, AllTypesMatch<["g", "k"]>]> {
 }
 
 def Optim_LSTMCellOp : Optim_Op<"lstm_cell", [
-    Pure, AllTypesMatch<["h", "c", "h_out", "c_out"]>
+    Pure, Optim_PerCoordinate, AllTypesMatch<["h", "c", "h_out", "c_out"]>
   ]> {
   let summary = "One step of an LSTM cell, per coordinate";
   let description = [{
@@ -223,7 +234,7 @@ def Optim_LSTMCellOp : Optim_Op<"lstm_cell", [
   let hasVerifier = 1;
 }
 
-def Optim_LinearOp : Optim_Op<"linear", [Pure]> {
+def Optim_LinearOp : Optim_Op<"linear", [Pure, Optim_PerCoordinate]> {
   let summary = "An affine map y = W x + b, per coordinate";
   let description = [{
     Applies an affine map to `x` (a scalar or a vector of size I). The weights
@@ -244,7 +255,7 @@ def Optim_LinearOp : Optim_Op<"linear", [Pure]> {
 //===----------------------------------------------------------------------===//
 
 def Optim_LSTMCellVJPOp : Optim_Op<"lstm_cell_vjp", [
-    Pure, AllTypesMatch<["x", "dx"]>,
+    Pure, Optim_PerCoordinate, AllTypesMatch<["x", "dx"]>,
     AllTypesMatch<["h", "c", "dh_out", "dc_out", "dh", "dc"]>,
     AllTypesMatch<["weights", "dweights"]>
   ]> {
@@ -284,7 +295,8 @@ def Optim_LSTMCellVJPOp : Optim_Op<"lstm_cell_vjp", [
 }
 
 def Optim_LinearVJPOp : Optim_Op<"linear_vjp", [
-    Pure, AllTypesMatch<["x", "dx"]>, AllTypesMatch<["weights", "dweights"]>
+    Pure, Optim_PerCoordinate, AllTypesMatch<["x", "dx"]>,
+    AllTypesMatch<["weights", "dweights"]>
   ]> {
   let summary = "Vector-Jacobian product of `optim.linear`";
   let description = [{
@@ -308,7 +320,7 @@ def Optim_LinearVJPOp : Optim_Op<"linear_vjp", [
 // QP-layer building blocks
 //===----------------------------------------------------------------------===//
 
-def Optim_EyeOp : Optim_Op<"eye", [Pure]> {
+def Optim_EyeOp : Optim_Op<"eye", [Pure, Optim_InLayer]> {
   let summary = "The identity matrix";
   let description = [{
     A square identity matrix. Kept as an op rather than a dense constant so
@@ -319,7 +331,7 @@ def Optim_EyeOp : Optim_Op<"eye", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Optim_MatVecOp : Optim_Op<"matvec", [Pure]> {
+def Optim_MatVecOp : Optim_Op<"matvec", [Pure, Optim_InLayer]> {
   let summary = "Matrix-vector product";
   let description = [{
     `y = A x` for a matrix `A` of shape `[m, n]` and a vector `x` of size n.
@@ -332,7 +344,9 @@ def Optim_MatVecOp : Optim_Op<"matvec", [Pure]> {
   let hasVerifier = 1;
 }
 
-def Optim_QPOp : Optim_Op<"qp", [Pure, AttrSizedOperandSegments]> {
+def Optim_QPOp : Optim_Op<"qp", [
+    Pure, Optim_InLayer, AttrSizedOperandSegments
+  ]> {
   let summary = "Solution of a convex quadratic program";
   let description = [{
     Solves, for one element of a batch,
