@@ -20,10 +20,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <memory>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 using namespace optim;
@@ -63,7 +62,13 @@ extern "C" const char *optim_last_error(void) {
 }
 
 extern "C" const char *optim_status_name(optim_status status) {
-  switch (status) {
+  // A foreign caller may pass any int. Loading it as the enum would be
+  // undefined behavior for values outside the enum's range (UBSan's enum
+  // check says so), so its bits are read as the int they are.
+  static_assert(sizeof(optim_status) == sizeof(int), "C enums are ints here");
+  int value;
+  std::memcpy(&value, &status, sizeof value);
+  switch (value) {
   case OPTIM_OK:
     return "OPTIM_OK";
   case OPTIM_ERROR_INVALID_ARGUMENT:
@@ -106,72 +111,32 @@ extern "C" const char *optim_status_name(optim_status status) {
 // Live handles
 //===----------------------------------------------------------------------===//
 
-namespace {
-/// The registry of live handles (CApiSupport.h). One lock for all: a lookup
-/// takes nanoseconds, against the microseconds of the cheapest step.
-struct HandleRegistry {
-  std::mutex mutex;
-  std::unordered_map<const void *, capi::HandleKind> live;
-};
-HandleRegistry &registry() {
-  // Never destroyed: handles may be released from other static destructors.
-  static HandleRegistry *r = new HandleRegistry;
-  return *r;
-}
-} // namespace
+// The registry of live handles is in HandleRegistry.cpp. Each entry point
+// that uses a handle holds it (capi::HandleUse) until it returns, so that a
+// release on another thread waits for the call instead of freeing the object
+// under it.
 
-void optim::capi::trackHandle(const void *handle, HandleKind kind) {
-  HandleRegistry &r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  r.live[handle] = kind;
-}
+/// Fails unless `rule` is a live rule handle (owned or lent); holds it until
+/// the calling function returns. A statement of the calling function, not a
+/// block: the hold lives in its scope.
+#define OPTIM_USE_RULE(rule, fn)                                               \
+  OPTIM_CHECK_NOT_NULL(rule, fn);                                              \
+  capi::HandleUse rule##InUse(rule, capi::HandleKind::Rule);                   \
+  if (!rule##InUse)                                                            \
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                            \
+                      ": " #rule " is not a live rule handle (released "       \
+                      "already?)",                                             \
+                      fn)
 
-bool optim::capi::untrackHandle(const void *handle, HandleKind kind) {
-  HandleRegistry &r = registry();
-  std::lock_guard<std::mutex> lock(r.mutex);
-  auto it = r.live.find(handle);
-  if (it == r.live.end() || it->second != kind)
-    return false;
-  r.live.erase(it);
-  return true;
-}
-
-bool optim::capi::isLiveHandle(const void *handle, HandleKind kind) noexcept {
-  HandleRegistry &r = registry();
-  // std::mutex::lock may throw; this must not (callers are extern "C").
-  try {
-    std::lock_guard<std::mutex> lock(r.mutex);
-    auto it = r.live.find(handle);
-    if (it == r.live.end())
-      return false;
-    return it->second == kind ||
-           (kind == HandleKind::Rule && it->second == HandleKind::LentRule);
-  } catch (...) {
-    return false;
-  }
-}
-
-/// Fails unless `rule` is a live rule handle (owned or lent).
-#define OPTIM_CHECK_RULE(rule, fn)                                             \
-  do {                                                                         \
-    OPTIM_CHECK_NOT_NULL(rule, fn);                                            \
-    if (!capi::isLiveHandle(rule, capi::HandleKind::Rule))                     \
-      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                          \
-                        ": " #rule " is not a live rule handle (released "     \
-                        "already?)",                                           \
-                        fn);                                                   \
-  } while (false)
-
-/// Fails unless `opt` is a live optimizer handle.
-#define OPTIM_CHECK_OPTIMIZER(opt, fn)                                         \
-  do {                                                                         \
-    OPTIM_CHECK_NOT_NULL(opt, fn);                                             \
-    if (!capi::isLiveHandle(opt, capi::HandleKind::Optimizer))                 \
-      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                          \
-                        ": " #opt " is not a live optimizer handle (released " \
-                        "already?)",                                           \
-                        fn);                                                   \
-  } while (false)
+/// Fails unless `opt` is a live optimizer handle; holds it as OPTIM_USE_RULE.
+#define OPTIM_USE_OPTIMIZER(opt, fn)                                           \
+  OPTIM_CHECK_NOT_NULL(opt, fn);                                               \
+  capi::HandleUse opt##InUse(opt, capi::HandleKind::Optimizer);                \
+  if (!opt##InUse)                                                             \
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                            \
+                      ": " #opt " is not a live optimizer handle (released "   \
+                      "already?)",                                             \
+                      fn)
 
 //===----------------------------------------------------------------------===//
 // Rules
@@ -179,7 +144,7 @@ bool optim::capi::isLiveHandle(const void *handle, HandleKind kind) noexcept {
 
 extern "C" optim_status optim_rule_name(const optim_rule *rule,
                                         const char **out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_name");
+  OPTIM_USE_RULE(rule, "optim_rule_name");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_name");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().name.c_str();
@@ -189,7 +154,7 @@ extern "C" optim_status optim_rule_name(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_dtype(const optim_rule *rule,
                                          optim_dtype *out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_dtype");
+  OPTIM_USE_RULE(rule, "optim_rule_dtype");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_dtype");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().dtype == DType::F64 ? OPTIM_F64 : OPTIM_F32;
@@ -199,7 +164,7 @@ extern "C" optim_status optim_rule_dtype(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_num_hypers(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_num_hypers");
+  OPTIM_USE_RULE(rule, "optim_rule_num_hypers");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_hypers");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().hypers.size();
@@ -209,7 +174,7 @@ extern "C" optim_status optim_rule_num_hypers(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_hyper(const optim_rule *rule, size_t index,
                                          optim_hyper_info *out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_hyper");
+  OPTIM_USE_RULE(rule, "optim_rule_hyper");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_hyper");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     const RuleInfo &ri = rule->rule.info();
@@ -227,7 +192,7 @@ extern "C" optim_status optim_rule_hyper(const optim_rule *rule, size_t index,
 
 extern "C" optim_status optim_rule_find_hyper(const optim_rule *rule,
                                               const char *name, size_t *index) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_find_hyper");
+  OPTIM_USE_RULE(rule, "optim_rule_find_hyper");
   OPTIM_CHECK_NOT_NULL(name, "optim_rule_find_hyper");
   OPTIM_CHECK_NOT_NULL(index, "optim_rule_find_hyper");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
@@ -245,7 +210,7 @@ extern "C" optim_status optim_rule_find_hyper(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_num_states(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_num_states");
+  OPTIM_USE_RULE(rule, "optim_rule_num_states");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_states");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().states.size();
@@ -255,7 +220,7 @@ extern "C" optim_status optim_rule_num_states(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_state(const optim_rule *rule, size_t index,
                                          optim_state_info *out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_state");
+  OPTIM_USE_RULE(rule, "optim_rule_state");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_state");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     const RuleInfo &ri = rule->rule.info();
@@ -273,7 +238,7 @@ extern "C" optim_status optim_rule_state(const optim_rule *rule, size_t index,
 
 extern "C" optim_status optim_rule_num_weights(const optim_rule *rule,
                                                size_t *out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_num_weights");
+  OPTIM_USE_RULE(rule, "optim_rule_num_weights");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_weights");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     *out = rule->rule.info().weights.size();
@@ -283,7 +248,7 @@ extern "C" optim_status optim_rule_num_weights(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_weights(const optim_rule *rule, size_t index,
                                            optim_weights_info *out) {
-  OPTIM_CHECK_RULE(rule, "optim_rule_weights");
+  OPTIM_USE_RULE(rule, "optim_rule_weights");
   OPTIM_CHECK_NOT_NULL(out, "optim_rule_weights");
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
     const RuleInfo &ri = rule->rule.info();
@@ -306,7 +271,8 @@ extern "C" optim_status optim_rule_release(optim_rule *rule) {
   const char *fn = "optim_rule_release";
   if (!rule)
     return OPTIM_OK;
-  if (capi::untrackHandle(rule, capi::HandleKind::Rule)) {
+  // Waits for calls using the rule on other threads to return.
+  if (capi::retireHandle(rule, capi::HandleKind::Rule)) {
     // Destroying a Rule only drops shared references; it does not throw.
     delete rule;
     return OPTIM_OK;
@@ -384,7 +350,7 @@ static optim_status createOptimizer(const optim_rule *rule,
     try {
       capi::trackHandle(handle.get(), capi::HandleKind::Optimizer);
     } catch (...) {
-      capi::untrackHandle(&handle->rule, capi::HandleKind::LentRule);
+      capi::retireHandle(&handle->rule, capi::HandleKind::LentRule);
       throw;
     }
     *out = handle.release();
@@ -397,7 +363,7 @@ static optim_status createFlat(const char *fn, const optim_rule *rule,
                                T *const *params, const int64_t *sizes,
                                size_t numParams, const optim_options *options,
                                optim_optimizer **out) {
-  OPTIM_CHECK_RULE(rule, fn);
+  OPTIM_USE_RULE(rule, fn);
   OPTIM_CHECK_ARRAY(params, numParams, fn);
   OPTIM_CHECK_ARRAY(sizes, numParams, fn);
   OPTIM_CHECK_NOT_NULL(out, fn);
@@ -427,7 +393,7 @@ extern "C" optim_status optim_optimizer_create_groups(
     const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
     size_t num_groups, const optim_options *options, optim_optimizer **out) {
   const char *fn = "optim_optimizer_create_groups";
-  OPTIM_CHECK_RULE(rule, fn);
+  OPTIM_USE_RULE(rule, fn);
   OPTIM_CHECK_ARRAY(groups, num_groups, fn);
   OPTIM_CHECK_NOT_NULL(out, fn);
   if (dtype != OPTIM_F32 && dtype != OPTIM_F64)
@@ -473,12 +439,15 @@ extern "C" optim_status optim_optimizer_create_groups(
 extern "C" optim_status optim_optimizer_release(optim_optimizer *opt) {
   if (!opt)
     return OPTIM_OK;
-  if (!capi::untrackHandle(opt, capi::HandleKind::Optimizer))
+  // Waits for calls using the optimizer on other threads to return; from
+  // here on, new calls are refused.
+  if (!capi::retireHandle(opt, capi::HandleKind::Optimizer))
     return capi::fail(
         OPTIM_ERROR_INVALID_ARGUMENT,
         ": opt is not a live optimizer handle (released twice?)",
         "optim_optimizer_release");
-  capi::untrackHandle(&opt->rule, capi::HandleKind::LentRule);
+  // The same for the rule it lent (optim_optimizer_rule), which lives in it.
+  capi::retireHandle(&opt->rule, capi::HandleKind::LentRule);
   // The destructor joins the worker threads; it does not throw.
   delete opt;
   return OPTIM_OK;
@@ -486,7 +455,7 @@ extern "C" optim_status optim_optimizer_release(optim_optimizer *opt) {
 
 extern "C" optim_status optim_optimizer_rule(const optim_optimizer *opt,
                                              const optim_rule **out) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_rule");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_rule");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_rule");
   *out = &opt->rule;
   return OPTIM_OK;
@@ -494,7 +463,7 @@ extern "C" optim_status optim_optimizer_rule(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_num_params(const optim_optimizer *opt,
                                                    size_t *out) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_num_params");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_num_params");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_num_params");
   *out = opt->sizes.size();
   return OPTIM_OK;
@@ -502,7 +471,7 @@ extern "C" optim_status optim_optimizer_num_params(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_param_size(const optim_optimizer *opt,
                                                    size_t param, int64_t *out) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_param_size");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_param_size");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_param_size");
   return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
     if (param >= opt->sizes.size())
@@ -516,7 +485,7 @@ extern "C" optim_status optim_optimizer_param_size(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_num_groups(const optim_optimizer *opt,
                                                    size_t *out) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_num_groups");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_num_groups");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_num_groups");
   return capi::guard(OPTIM_ERROR_INTERNAL, [&] {
     *out = opt->opt.numGroups();
@@ -543,7 +512,7 @@ static optim_status classifySet(const optim_optimizer *opt, size_t group,
 
 extern "C" optim_status optim_optimizer_set(optim_optimizer *opt,
                                             const char *name, double value) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_set");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_set");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set");
   return capi::guard(classifySet(opt, SIZE_MAX, name, value), [&] {
     opt->opt.set(name, value);
@@ -555,7 +524,7 @@ extern "C" optim_status optim_optimizer_set_group(optim_optimizer *opt,
                                                   size_t group,
                                                   const char *name,
                                                   double value) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_set_group");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_set_group");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set_group");
   return capi::guard(classifySet(opt, group, name, value), [&] {
     opt->opt.set(group, name, value);
@@ -566,7 +535,7 @@ extern "C" optim_status optim_optimizer_set_group(optim_optimizer *opt,
 extern "C" optim_status optim_optimizer_get(const optim_optimizer *opt,
                                             size_t group, const char *name,
                                             double *out) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_get");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_get");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_get");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_get");
   // Its only failures are a group or a name that does not exist.
@@ -580,7 +549,7 @@ template <typename T>
 static optim_status stepImpl(const char *fn, optim_optimizer *opt,
                              const T *const *grads, const int64_t *sizes,
                              size_t numGrads, int *stepped) {
-  OPTIM_CHECK_OPTIMIZER(opt, fn);
+  OPTIM_USE_OPTIMIZER(opt, fn);
   OPTIM_CHECK_ARRAY(grads, numGrads, fn);
   OPTIM_CHECK_ARRAY(sizes, numGrads, fn);
   // Every failure of Optimizer::step is a bad gradient list, or learned
@@ -613,7 +582,7 @@ optim_optimizer_step_f64(optim_optimizer *opt, const double *const *grads,
 
 extern "C" optim_status optim_optimizer_step_count(const optim_optimizer *opt,
                                                    int64_t *out) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_step_count");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_step_count");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_step_count");
   *out = opt->opt.stepCount();
   return OPTIM_OK;
@@ -621,7 +590,7 @@ extern "C" optim_status optim_optimizer_step_count(const optim_optimizer *opt,
 
 extern "C" optim_status
 optim_optimizer_skipped_steps(const optim_optimizer *opt, int64_t *out) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_skipped_steps");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_skipped_steps");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_skipped_steps");
   *out = opt->opt.skippedSteps();
   return OPTIM_OK;
@@ -631,7 +600,7 @@ extern "C" optim_status optim_optimizer_state(const optim_optimizer *opt,
                                               size_t param, const char *name,
                                               const void **data,
                                               int64_t *count) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_state");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_state");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_state");
   OPTIM_CHECK_NOT_NULL(data, "optim_optimizer_state");
   // Its only failures are a parameter or a state that does not exist.
@@ -654,7 +623,7 @@ template <typename T>
 static optim_status setWeightsImpl(const char *fn, optim_optimizer *opt,
                                    const char *name, const T *data,
                                    int64_t count) {
-  OPTIM_CHECK_OPTIMIZER(opt, fn);
+  OPTIM_USE_OPTIMIZER(opt, fn);
   OPTIM_CHECK_NOT_NULL(name, fn);
   OPTIM_CHECK_ARRAY(data, count, fn);
   // Optimizer::setWeights looks the name up first; every later failure is a
@@ -688,7 +657,7 @@ extern "C" optim_status optim_optimizer_set_weights_f64(optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_load_weights(optim_optimizer *opt,
                                                      const char *path) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_load_weights");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_load_weights");
   OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_load_weights");
   // A rule without weights is refused before the file is read.
   optim_status onError = opt->rule.rule.info().weights.empty()
@@ -702,7 +671,7 @@ extern "C" optim_status optim_optimizer_load_weights(optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_save(const optim_optimizer *opt,
                                              const char *path) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_save");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_save");
   OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_save");
   return capi::guard(OPTIM_ERROR_IO, [&] {
     opt->opt.save(path);
@@ -712,7 +681,7 @@ extern "C" optim_status optim_optimizer_save(const optim_optimizer *opt,
 
 extern "C" optim_status optim_optimizer_load(optim_optimizer *opt,
                                              const char *path) {
-  OPTIM_CHECK_OPTIMIZER(opt, "optim_optimizer_load");
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_load");
   OPTIM_CHECK_NOT_NULL(path, "optim_optimizer_load");
   return capi::guard(OPTIM_ERROR_IO, [&] {
     opt->opt.load(path);

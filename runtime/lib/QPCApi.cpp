@@ -66,22 +66,24 @@ void failWithoutSolver(const char *message) noexcept {
   }
 }
 
-/// A solver handle that is not NULL and not destroyed: every entry point
-/// checks, so that a destroyed handle gets an error, not a use after free.
-bool live(const optim_qp_solver *s) {
-  if (!s) {
-    failWithoutSolver("qp: no solver (NULL)");
-    return false;
+/// Holds `s` for a call (a destroy on another thread waits for it), or
+/// records why it cannot: NULL, destroyed, or no solver at all. Every entry
+/// point checks, so that a destroyed handle gets an error, not a use after
+/// free.
+struct SolverUse {
+  explicit SolverUse(const optim_qp_solver *s)
+      : use(s, optim::capi::HandleKind::QPSolver) {
+    if (!s)
+      failWithoutSolver("qp: no solver (NULL)");
+    else if (!use)
+      failWithoutSolver("qp: not a live solver (destroyed already?)");
   }
-  if (!optim::capi::isLiveHandle(s, optim::capi::HandleKind::QPSolver)) {
-    failWithoutSolver("qp: not a live solver (destroyed already?)");
-    return false;
-  }
-  return true;
-}
+  optim::capi::HandleUse use;
+};
 
 template <class F> int guard(optim_qp_solver *s, F &&f) {
-  if (!live(s))
+  SolverUse use(s);
+  if (!use.use)
     return -1;
   try {
     f();
@@ -127,17 +129,22 @@ optim_qp_solver *optim_qp_create(double tol, int64_t max_iter,
 
 void optim_qp_destroy(optim_qp_solver *solver) {
   // A second destroy is refused (its message in optim_qp_error(solver)),
-  // not a double free.
-  if (solver && live(solver) &&
-      optim::capi::untrackHandle(solver, optim::capi::HandleKind::QPSolver))
-    delete solver;
+  // not a double free. Waits for calls using the solver on other threads.
+  if (!solver)
+    return;
+  if (!optim::capi::retireHandle(solver, optim::capi::HandleKind::QPSolver)) {
+    failWithoutSolver("qp: not a live solver (destroyed already?)");
+    return;
+  }
+  delete solver;
 }
 
 const char *optim_qp_error(const optim_qp_solver *solver) {
   // Where the handle is no solver, the message of the last failure without
-  // one on this thread (a failed create, a destroyed handle).
-  if (!solver || !optim::capi::isLiveHandle(
-                     solver, optim::capi::HandleKind::QPSolver))
+  // one on this thread (a failed create, a destroyed handle). The solver's
+  // own message lives until its next call or its destroy.
+  optim::capi::HandleUse use(solver, optim::capi::HandleKind::QPSolver);
+  if (!solver || !use)
     return noSolverError.c_str();
   return solver->error.c_str();
 }

@@ -13,6 +13,8 @@
 #include "optim/Rule.h"
 #include "optim/optim.h"
 
+#include <atomic>
+#include <cstdint>
 #include <exception>
 #include <new>
 
@@ -30,9 +32,10 @@ optim_status fail(optim_status status, const char *message,
                   const char *prefix = "") noexcept;
 
 /// What a live handle is. A foreign caller may pass anything as a handle: a
-/// released one, one released twice, the rule its optimizer lent it. Every
-/// entry point looks its handles up in a registry of live ones, so that
-/// these mistakes get an error instead of undefined behavior.
+/// released one, one released twice, the rule its optimizer lent it, one
+/// that another thread is releasing. Every entry point looks its handles up
+/// in a registry of live ones (HandleRegistry.cpp), so that these mistakes
+/// get an error instead of undefined behavior.
 enum class HandleKind {
   Rule,      ///< from optim_compile_*: the caller releases it
   LentRule,  ///< from optim_optimizer_rule: its optimizer owns it
@@ -42,10 +45,30 @@ enum class HandleKind {
 
 /// Records a live handle; throws std::bad_alloc (recording nothing).
 void trackHandle(const void *handle, HandleKind kind);
-/// Forgets a handle; false (forgetting nothing) unless it is live as `kind`.
-bool untrackHandle(const void *handle, HandleKind kind);
-/// Whether `handle` is live as `kind` (a LentRule counts as a Rule).
+/// Forgets a handle live as `kind`, after waiting for the calls using it
+/// (HandleUse) on other threads to return; from its start, new calls are
+/// refused. False (forgetting nothing) unless it is live as `kind` and not
+/// being retired already. The caller frees the object after it returns true.
+bool retireHandle(const void *handle, HandleKind kind) noexcept;
+/// Whether `handle` is live as `kind` (a LentRule counts as a Rule) and not
+/// being retired. Only a hint once it returns; use HandleUse to use it.
 bool isLiveHandle(const void *handle, HandleKind kind) noexcept;
+
+/// A call's hold on a handle: while one exists, retireHandle (and so the
+/// release) of that handle waits. Converts to false, holding nothing, when
+/// the handle is not live as `kind` (a LentRule counts as a Rule).
+class HandleUse {
+public:
+  HandleUse(const void *handle, HandleKind kind) noexcept;
+  ~HandleUse();
+  HandleUse(const HandleUse &) = delete;
+  HandleUse &operator=(const HandleUse &) = delete;
+  explicit operator bool() const noexcept { return state_ != nullptr; }
+
+private:
+  std::atomic<uint32_t> *state_ = nullptr; ///< the handle's entry's count
+  void *shard_ = nullptr;                  ///< the registry shard holding it
+};
 
 /// Runs `fn`, which returns optim_status, turning any exception into a
 /// status: optim::Error into `onError` (the caller knows what kind of

@@ -239,7 +239,10 @@ typedef void (*optim_layer_vjp_fn)(const void *const *inputs,
  * rounded once at the end); threads 0: one per
  * hardware thread, at most 1024. NULL on bad arguments (max_iter < 0), with
  * the message in optim_qp_error(NULL). A handle destroyed (or destroyed
- * twice) is refused by every function, optim_qp_error(handle) saying so. */
+ * twice) is refused by every function, optim_qp_error(handle) saying so.
+ * A solver is used by one thread at a time, except that optim_qp_destroy may
+ * run while another thread is inside a call on it: it waits for that call
+ * to return, and calls begun after it has begun are refused (as optim.h). */
 optim_qp_solver *optim_qp_create(double tol, int64_t max_iter,
                                  int32_t threads);
 void optim_qp_destroy(optim_qp_solver *solver);

@@ -26,7 +26,15 @@
  *   after the optimizer is created.
  * - A rule handle is immutable and may be used from several threads at
  *   once. An optimizer handle must not be used by two threads at the same
- *   time; distinct optimizers are independent.
+ *   time (optim::Optimizer is not synchronized: a step racing a set or
+ *   another step on the same optimizer is a data race); distinct optimizers
+ *   are independent and do not wait for each other.
+ * - The one exception: a handle may be released while other threads are
+ *   inside calls that use it. The release waits for those calls to return
+ *   before it frees anything; calls that begin once it has begun get
+ *   OPTIM_ERROR_INVALID_ARGUMENT ("... (released already?)"), never a use
+ *   of freed memory. (A call made after the release returned may still
+ *   meet a later handle at the same address, and act on that one.)
  *
  *===----------------------------------------------------------------------===*/
 
@@ -43,7 +51,18 @@ extern "C" {
 /* Bumped when a declaration below changes incompatibly. */
 #define OPTIM_C_API_VERSION 1
 
-typedef enum optim_status {
+/* In C++ the two enums below have int as their fixed underlying type, so
+   that every int a C caller passes (optim_status_name(99), a dtype of 7) is
+   a value of the type: out of the range of an enum without one it would be
+   undefined behavior in the library, which UBSan reports and an optimizer
+   may assume away. Size and calling convention are those of the C enums. */
+#ifdef __cplusplus
+#define OPTIM_ENUM_BASE_ : int
+#else
+#define OPTIM_ENUM_BASE_
+#endif
+
+typedef enum optim_status OPTIM_ENUM_BASE_ {
   OPTIM_OK = 0,
   /* A NULL handle or pointer, a wrong count or size, a wrong element type,
      misaligned or overlapping parameters, a non-finite hyperparameter. */
@@ -66,7 +85,11 @@ typedef enum optim_status {
   OPTIM_ERROR_INTERNAL = 8
 } optim_status;
 
-typedef enum optim_dtype { OPTIM_F32 = 0, OPTIM_F64 = 1 } optim_dtype;
+typedef enum optim_dtype OPTIM_ENUM_BASE_ {
+  OPTIM_F32 = 0,
+  OPTIM_F64 = 1
+} optim_dtype;
+#undef OPTIM_ENUM_BASE_
 
 typedef struct optim_rule optim_rule;
 typedef struct optim_optimizer optim_optimizer;
