@@ -88,7 +88,6 @@ extern "C" void optim_qp_block_backward(
     return base ? static_cast<const char *>(base) + e * count * elt : nullptr;
   };
   const int64_t offset[6] = {oQ, oq, oA, ob, oG, oh};
-  Solver<BlockTeam> solver(team, P, w, keep);
-  solver.backward(slice(gz, n), slice(gnu, m), slice(glam, p), f32 != 0, dops,
-                  offset);
+  backwardProblem(team, P, w, keep, slice(gz, n), slice(gnu, m),
+                  slice(glam, p), f32 != 0, dops, offset);
 }

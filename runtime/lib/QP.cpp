@@ -10,6 +10,7 @@
 
 #include "optim/QP.h"
 #include "optim/KernelABI.h"
+#include "optim/QPScale.h"
 
 #include "DenseKernels.h"
 #include "ThreadPool.h"
@@ -253,6 +254,8 @@ template <class T> struct Scratch {
   std::vector<T> Qs, rd, re, ri, D, f, g, x, y, rx, ry, cx, cy, tn, tp, dz, dnu,
       dlam, ds, dlamA, dsA, rc, C, pz, py, pl, ps, bz, bnu, blam, bs, H, DG, ts,
       atn, gtl, gz, Wt, M0, S, sp;
+  // The problem's data scaled (QPScale.h): q, b, h, A, G; Qs holds Q's.
+  std::vector<T> qh, bh, hh, Ah, Gh;
   // G's structure when each of its rows has at most one nonzero (G = -I,
   // bounds): the column of each row's nonzero, -1 for an empty row.
   std::vector<int64_t> gCol;
@@ -276,6 +279,11 @@ template <class T> struct Scratch {
     S.assign(lowRank ? p * p : 0, 0);
     sp.assign(p, 0);
     gCol.assign(p, -1);
+    qh.assign(n, 0);
+    bh.assign(m, 0);
+    hh.assign(p, 0);
+    Ah.assign(m * n, 0);
+    Gh.assign(p * n, 0);
   }
 };
 
@@ -650,22 +658,65 @@ struct Config {
   double maxRho;
 };
 
-/// Mehrotra predictor-corrector on one problem. Writes z, nu, lam, s (the
-/// slacks of the last iterate) and, for a solved problem, the factorization
-/// of the KKT system at the solution to `fac`.
+/// Qs = (Q + Q^T) / 2 times `scale` (a power of two: exact); returns the
+/// largest |entry| of (Q + Q^T) / 2.
 template <class T>
-QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
-                  T *nu, T *lam, T *s, std::vector<T> &fac, T *regs,
-                  int32_t &iterations) {
+T symmetricPart(const T *Q, int64_t n, T scale, T *Qs) {
+  T maxAbs = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      const T v = (Q[i * n + j] + Q[j * n + i]) / 2;
+      maxAbs = std::max(maxAbs, std::abs(v));
+      Qs[i * n + j] = v * scale;
+    }
+  return maxAbs;
+}
+
+/// P scaled as the solver solves it (QPScale.h, docs/qp.md "Scaling"):
+/// Q's symmetric part / c into W.Qs (S.Q points to it), q / c, A / a,
+/// b / a, G / g, h / g into W. Returns (c, a, g).
+template <class T>
+qpscale::Scales scaleProblem(const Prob<T> &P, Scratch<T> &W, Prob<T> &S) {
+  const int64_t n = P.n, m = P.m, p = P.p;
+  const T maxQ = P.Q ? symmetricPart(P.Q, n, T(1), W.Qs.data()) : T(0);
+  const qpscale::Scales sc = qpscale::scalesOf(
+      maxQ, normInf(P.q, n), normInf(P.A, m * n), normInf(P.G, p * n));
+  const T ic = T(1) / T(sc.obj), ia = T(1) / T(sc.eq), ig = T(1) / T(sc.ineq);
+  // A factor of 1 (data whose largest entry is in [1, 2)) leaves the data
+  // as it is: no copy.
+  auto scale = [](const T *x, int64_t count, T f, std::vector<T> &out) {
+    if (f == T(1) || !count)
+      return x;
+    for (int64_t i = 0; i < count; ++i)
+      out[i] = x[i] * f;
+    return static_cast<const T *>(out.data());
+  };
+  if (P.Q)
+    for (int64_t i = 0; i < n * n; ++i)
+      W.Qs[i] *= ic;
+  S = Prob<T>{n,
+              m,
+              p,
+              P.Q ? W.Qs.data() : nullptr,
+              scale(P.q, n, ic, W.qh),
+              scale(P.A, m * n, ia, W.Ah),
+              scale(P.b, m, ia, W.bh),
+              scale(P.G, p * n, ig, W.Gh),
+              scale(P.h, p, ig, W.hh)};
+  return sc;
+}
+
+/// Mehrotra predictor-corrector on one problem, scaled by scaleProblem (P.Q
+/// is the symmetric part of Q). Writes z, nu, lam, s (the slacks of the last
+/// iterate) and, for a solved problem, the factorization of the KKT system
+/// at the solution to `fac`.
+template <class T>
+QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
+                     T *nu, T *lam, T *s, std::vector<T> &fac, T *regs,
+                     int32_t &iterations) {
   const int64_t n = P.n, m = P.m, p = P.p;
   const T tol = T(cfg.tol);
-  const T *Qs = nullptr;
-  if (P.Q) {
-    for (int64_t i = 0; i < n; ++i)
-      for (int64_t j = 0; j < n; ++j)
-        W.Qs[i * n + j] = (P.Q[i * n + j] + P.Q[j * n + i]) / 2;
-    Qs = W.Qs.data();
-  }
+  const T *Qs = P.Q;
   fac.resize(KKT<T>::factorSize(n, m)); // every entry read is written
   KKT<T> kkt(P, Qs, W.D.data(), fac.data());
   kkt.Hbuf = W.H.data();
@@ -955,7 +1006,8 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     }
     if (!eq.factor())
       return QPStatus::NumericalError;
-    // rho = rhoBase * 100^k, rhoBase = 1e-10 max(1, max Q_ii): k = 0 for a
+    // rho = rhoBase * 100^k, rhoBase = 1e-10 max(1, max Q_ii) of the scaled
+    // Q (largest entry in [1, 2): scaleProblem): k = 0 for a
     // positive semidefinite Q (1 with rounding). A larger k means an
     // eigenvalue of Q below -1e-8 max(1, max Q_ii): beyond what the data's
     // rounding explains (cfg.maxRho: 1e-6 of it in float64, 1e-4 for data
@@ -1010,6 +1062,42 @@ QPStatus solveOne(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
   return status;
 }
 
+/// One problem: scaled (QPScale.h), solved, and its nu, lam and s scaled
+/// back. regs: rho and delta of the kept factorization (of the scaled
+/// system), then c, a, g for the backward pass.
+template <class T>
+QPStatus solveOne(const Prob<T> &P0, const Config &cfg, Scratch<T> &W, T *z,
+                  T *nu, T *lam, T *s, std::vector<T> &fac, T *regs,
+                  int32_t &iterations) {
+  Prob<T> P;
+  const qpscale::Scales sc = scaleProblem(P0, W, P);
+  regs[2] = T(sc.obj);
+  regs[3] = T(sc.eq);
+  regs[4] = T(sc.ineq);
+  const QPStatus status =
+      solveScaled(P, cfg, W, z, nu, lam, s, fac, regs, iterations);
+  const int64_t m = P.m, p = P.p;
+  // The scaled problem's multipliers are a/c nu and g/c lam. A Farkas
+  // certificate is only a direction: it is normalized again instead.
+  const bool farkas = status == QPStatus::PrimalInfeasible;
+  const T fnu = (farkas ? T(1) : T(sc.obj)) / T(sc.eq);
+  const T flam = (farkas ? T(1) : T(sc.obj)) / T(sc.ineq);
+  for (int64_t k = 0; k < m; ++k)
+    nu[k] *= fnu;
+  for (int64_t k = 0; k < p; ++k) {
+    lam[k] *= flam;
+    s[k] *= T(sc.ineq);
+  }
+  if (farkas) {
+    const T ny = std::max(normInf(nu, m), normInf(lam, p));
+    for (int64_t k = 0; ny > 0 && k < m; ++k)
+      nu[k] /= ny;
+    for (int64_t k = 0; ny > 0 && k < p; ++k)
+      lam[k] /= ny;
+  }
+  return status;
+}
+
 //===----------------------------------------------------------------------===//
 // The batch
 //===----------------------------------------------------------------------===//
@@ -1055,17 +1143,17 @@ struct QPSolver::Impl {
   QPOptions options;
   Layout layout;
   bool haveForward = false;
-  // Per problem: z, nu, lam, s, the factorization, (rho, delta); the dtype
-  // of the problem.
+  // Per problem: z, nu, lam, s, the factorization, (rho, delta, c, a, g);
+  // the dtype of the problem.
   std::vector<unsigned char> state;
   std::vector<QPStatus> status;
   std::vector<std::vector<double>> factors; // per problem
 
   int64_t stride() const {
     const Layout &L = layout;
-    // z, nu, lam, s, the active set, (rho, delta); the factorization is in
-    // `factors`, sized for each problem's active set.
-    return L.n + L.m + 3 * L.p + 2;
+    // z, nu, lam, s, the active set, (rho, delta, c, a, g); the
+    // factorization is in `factors`, sized for each problem's active set.
+    return L.n + L.m + 3 * L.p + 5;
   }
 
   // Float32 problems are solved in float64 arithmetic (docs/qp.md): their
@@ -1137,27 +1225,34 @@ void QPSolver::Impl::backward(const Layout &L, const QPGradientBuffers &g) {
       const T *active = s + p, *regs = s + 2 * p;
       const T *fac = factors[e].data();
       Prob<T> P = element<T>(L, e);
-      const T *Qs = nullptr;
-      if (P.Q) {
-        for (int64_t i = 0; i < n; ++i)
-          for (int64_t j = 0; j < n; ++j)
-            W.Qs[i * n + j] = (P.Q[i * n + j] + P.Q[j * n + i]) / 2;
-        Qs = W.Qs.data();
-      }
+      // The forward solved the problem scaled by c, a, g (regs[2..4]):
+      // Q / c, C = Dc^{-1} [A; G_act] with Dc = diag(a, g), a power of two
+      // each, so that the scaling is exact.
+      const T c = regs[2], a = regs[3], gs = regs[4];
+      const T *Qs = P.Q ? W.Qs.data() : nullptr;
+      if (P.Q)
+        symmetricPart(P.Q, n, T(1) / c, W.Qs.data());
       // The forward pass's factorization of the active-set system
       //   [Q  C^T] [dz]   [-gz         ]     C = [A; G_act]
       //   [C   0 ] [y ] = [-(gnu; glam_act)],
       // the limit of OptNet's K^T system (docs/qp.md); y = (dnu, D(lam)
-      // dlam on the active set), and D(lam) dlam = 0 off it.
+      // dlam on the active set), and D(lam) dlam = 0 off it. In the scaled
+      // system's terms, with y^ = Dc y / c:
+      //   [Q/c  C^T/Dc] [dz]   [-gz / c       ]
+      //   [C/Dc  0    ] [y^] = [-Dc^{-1} (gnu; glam_act)].
       int64_t k = 0;
       for (int64_t i = 0; i < p; ++i)
         k += active[i] != 0;
       const int64_t mc = m + k;
       W.C.resize(mc * n);
-      std::copy(P.A, P.A + m * n, W.C.begin());
+      for (int64_t i = 0; i < m * n; ++i)
+        W.C[i] = P.A[i] / a;
       for (int64_t i = 0, r = m; i < p; ++i)
-        if (active[i] != 0)
-          std::copy(P.G + i * n, P.G + (i + 1) * n, W.C.begin() + (r++) * n);
+        if (active[i] != 0) {
+          for (int64_t j = 0; j < n; ++j)
+            W.C[r * n + j] = P.G[i * n + j] / gs;
+          ++r;
+        }
       Prob<T> PC{n, mc, 0, P.Q, P.q, W.C.data(), nullptr, nullptr, nullptr};
       KKT<T> kkt(PC, Qs, nullptr, const_cast<T *>(fac));
       kkt.rho = regs[0];
@@ -1168,17 +1263,18 @@ void QPSolver::Impl::backward(const Layout &L, const QPGradientBuffers &g) {
       const T *glam =
           g.dlam && p ? static_cast<const T *>(g.dlam) + e * p : nullptr;
       for (int64_t j = 0; j < n; ++j)
-        W.f[j] = gz ? -gz[j] : T(0);
+        W.f[j] = gz ? -gz[j] / c : T(0);
       for (int64_t i = 0; i < m; ++i)
-        W.g[i] = gnu ? -gnu[i] : T(0);
+        W.g[i] = gnu ? -gnu[i] / a : T(0);
       for (int64_t i = 0, r = m; i < p; ++i)
         if (active[i] != 0)
-          W.g[r++] = glam ? -glam[i] : T(0);
+          W.g[r++] = glam ? -glam[i] / gs : T(0);
       T *dz = adj.data() + e * (n + m + p), *dnu = dz + n, *dls = dnu + m;
       kkt.solve(W.f.data(), W.g.data(), dz, W.y.data(), W);
-      std::copy(W.y.begin(), W.y.begin() + m, dnu);
+      for (int64_t i = 0; i < m; ++i)
+        dnu[i] = W.y[i] * (c / a);
       for (int64_t i = 0, r = m; i < p; ++i)
-        dls[i] = active[i] != 0 ? W.y[r++] : T(0);
+        dls[i] = active[i] != 0 ? W.y[r++] * (c / gs) : T(0);
       // Fused assembly of the gradients of batched operands.
       auto out = [&](int op) -> T * {
         return grads[op] && L.batched[op] && L.data[op]

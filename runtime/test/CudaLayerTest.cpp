@@ -147,10 +147,10 @@ CUresult fLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
       P.G = base + lay.offset[4];
       P.h = base + lay.offset[5];
       OneThread team;
-      qpblock::Solver<OneThread> solver(team, P, w, base + lay.keepOffset);
-      solver.backward(gzp ? gzp + e * n : nullptr, nullptr,
-                      glp ? glp + e * p : nullptr, /*f32=*/true,
-                      dops + e * D, lay.offset);
+      qpblock::backwardProblem(team, P, w, base + lay.keepOffset,
+                               gzp ? gzp + e * n : nullptr, nullptr,
+                               glp ? glp + e * p : nullptr, /*f32=*/true,
+                               dops + e * D, lay.offset);
     }
     return 0;
   }

@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <mutex>
 #include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -273,14 +274,13 @@ gradientsBlock(const Data &d, int nt, const std::vector<double> &gz,
   for (int t = 0; t < nt; ++t)
     threads.emplace_back([&, t] {
       CpuTeam team{t, nt, &barrier};
-      Solver<CpuTeam> solver(team, P, w, keep);
+      // solveProblem: thread 0 writes the status, then a barrier.
       int32_t its = 0;
-      int32_t st = solver.solve(its);
-      if (t == 0)
-        status = st;
-      team.sync();
-      if (st == Solved)
-        solver.backward(gz.data(), d.m ? gnu.data() : nullptr,
+      solveProblem(team, P, w, nullptr, nullptr, nullptr, /*f32=*/false,
+                   &status, &its, keep);
+      if (status == Solved)
+        backwardProblem(team, P, w, keep, gz.data(),
+                        d.m ? gnu.data() : nullptr,
                         d.p ? glam.data() : nullptr, /*f32=*/false,
                         dops.data(), lay.offset);
     });
@@ -435,6 +435,72 @@ TEST(QPBlock, IndefiniteQIsNotSolvedAsOnTheCpu) {
     expectSame(plane, "indefinite plane", nt);
     EXPECT_NE(solveBlock(plane, nt, 1 << 20, 1e-8).status,
               optim::qpblock::Solved);
+  }
+}
+
+/// d with (Q, q) * c, (A, b) * a, (G, h) * g.
+Data scaledData(Data d, double c, double a, double g) {
+  for (auto *v : {&d.Q, &d.q})
+    for (double &x : *v)
+      x *= c;
+  for (auto *v : {&d.A, &d.b})
+    for (double &x : *v)
+      x *= a;
+  for (auto *v : {&d.G, &d.h})
+    for (double &x : *v)
+      x *= g;
+  return d;
+}
+
+TEST(QPBlock, ScaledProblemsAreSolvedAsTheUnscaledOnes) {
+  // Both solvers scale each problem the same way (optim/QPScale.h): at
+  // scales 1e-8 and 1e8 of the objective and of the constraints the block
+  // solver still matches the CPU solver, its z the unscaled problem's, its
+  // multipliers the unscaled ones times c/a and c/g, and its gradients the
+  // unscaled ones divided by the operand's factor.
+  std::mt19937_64 rng(17);
+  std::normal_distribution<double> N(0, 1);
+  const Data problems[] = {makeProblem(rng, 12, 3, 8),
+                           makeProblem(rng, 9, 0, 14),
+                           makeProblem(rng, 7, 4, 0),
+                           makeProblem(rng, 10, 2, 16, /*hasQ=*/false),
+                           makeProblem(rng, 16, 5, 16, true, true)};
+  const double scales[][3] = {{1e-8, 1, 1},    {1e8, 1, 1},
+                              {1, 1e-8, 1e8},  {1, 1e8, 1e-8},
+                              {1e-8, 1e-8, 1e-8}};
+  for (const Data &d : problems) {
+    Result ref = solveBlock(d, 4, 1 << 20, 1e-8);
+    ASSERT_EQ(ref.status, optim::qpblock::Solved);
+    std::vector<double> gz(d.n), gnu(d.m), glam(d.p);
+    for (double &x : gz)
+      x = N(rng);
+    auto gref = gradientsBlock(d, 4, gz, gnu, glam);
+    for (auto &sc : scales) {
+      const double c = sc[0], a = sc[1], g = sc[2];
+      std::ostringstream os;
+      os << "n = " << d.n << " scaled by (" << c << ", " << a << ", " << g
+         << ")";
+      const std::string what = os.str();
+      SCOPED_TRACE(what);
+      const Data s = scaledData(d, c, a, g);
+      expectSame(s, what.c_str(), 4);
+      Result r = solveBlock(s, 4, 1 << 20, 1e-8);
+      ASSERT_EQ(r.status, optim::qpblock::Solved);
+      EXPECT_LT(relErr(r.z, ref.z), 1e-9);
+      for (double &x : r.nu)
+        x *= a / c;
+      for (double &x : r.lam)
+        x *= g / c;
+      EXPECT_LT(relErr(r.nu, ref.nu), 1e-8);
+      EXPECT_LT(relErr(r.lam, ref.lam), 1e-8);
+      auto grad = gradientsBlock(s, 4, gz, gnu, glam);
+      const double f[6] = {c, c, a, a, g, g};
+      for (int k = 0; k < 6; ++k) {
+        for (double &x : grad[k])
+          x *= f[k];
+        EXPECT_LT(relErr(grad[k], gref[k]), 1e-8) << "operand " << k;
+      }
+    }
   }
 }
 

@@ -26,6 +26,16 @@ the reference computed in float64 from the rounded data). LPs and PSD
 problems may have many solutions: there the objective must agree to the same
 tolerance (relative to max(1, |objective|)) and our z must be feasible to it.
 
+Scaling: each problem is also solved by ours with (Q, q) multiplied by 1e-8
+and by 1e8, and with (A, b) and (G, h) multiplied by 1e-8 and 1e8 (one up,
+the other down), which changes neither z nor the statuses (nu and lam scale):
+z is judged against the same reference with the same tolerance. In float32
+the factors are 2^-27 and 2^27 (7.5e-9, 1.3e8): rounding data multiplied by
+1e-8 to float32 changes the problem itself (measured: an ill-conditioned
+n = 2 problem's solution by 1e-2, and a degenerate one, whose equalities
+pin z on an active inequality, became infeasible by 1.3e-7 relative), by
+powers of two it is the same problem exactly.
+
 Also: 20 infeasible problems (contradictory bounds, inconsistent equalities,
 random infeasible systems; cvxopt's lp confirms the LPs) must come back
 "primal infeasible", and 20 unbounded ones (LPs and PSD QPs with a free
@@ -49,6 +59,17 @@ SEED = 20261127
 STATUS = {0: "solved", 1: "iteration limit", 2: "primal infeasible",
           3: "dual infeasible", 4: "numerical error"}
 TOL = {"f64": 1e-6, "f32": 1e-3}
+# (objective, equalities, inequalities) factors of the scaled copies.
+SCALINGS = {"f64": ((1e-8, 1, 1), (1e8, 1, 1), (1, 1e-8, 1e8),
+                    (1, 1e8, 1e-8)),
+            "f32": ((2.0**-27, 1, 1), (2.0**27, 1, 1), (1, 2.0**-27, 2.0**27),
+                    (1, 2.0**27, 2.0**-27))}
+
+
+def scaled(Q, q, A, b, G, h, c, a, g):
+    """The problem with (Q, q) * c, (A, b) * a, (G, h) * g."""
+    f = lambda x, k: None if x is None else x * k
+    return f(Q, c), f(q, c), f(A, a), f(b, a), f(G, g), f(h, g)
 
 
 class Problem(ctypes.Structure):
@@ -266,6 +287,65 @@ def objective(Q, q, z):
     return 0.5 * z @ Q @ z + q @ z
 
 
+def judge(kind, prec, n, tag, pb, ref, st, z, it, rounded, worst, truth,
+          iters, notes, failures):
+    """Our solution (status st, z) of problem pb (possibly scaled: tag)
+    against the reference ref; returns 1 if it passes. The worst errors,
+    distances from the known solution and iterations are those of the
+    unscaled problems; the scaled copies' worst errors go under
+    ("scaled", prec)."""
+    Q, q, A, b, G, h = (pb[k] for k in "Q q A b G h".split())
+    Qr, qr, Ar, br, Gr, hr = rounded
+    tol = TOL[prec]
+    if not tag:
+        iters[prec].append(it)
+    shape = "%s %s n=%d m=%d p=%d%s" % (kind, prec, n, 0 if A is None else
+                                       A.shape[0], 0 if G is None else
+                                       G.shape[0], tag)
+    if st != 0:
+        dump("%s_%s_%d" % (kind, prec, n), Q=Q, q=q, A=A, b=b,
+             G=G, h=h, zstar=pb["z"], ref=ref)
+        failures.append("%s: status %s after %d iterations" % (
+            shape, STATUS[st], it))
+        return 0
+    if pb["unique"]:
+        scale = max(1.0, np.max(np.abs(ref)))
+        err = np.max(np.abs(z - ref)) / scale
+        # Problems are built around a known solution z*: where
+        # cvxopt is itself farther than tol from it (weakly
+        # active constraints), judge by z* instead, and say so.
+        cvx_off = np.max(np.abs(ref - pb["z"])) / scale
+        ours_off = np.max(np.abs(z - pb["z"])) / scale
+        if not tag:
+            truth[(kind, prec)] = max(truth.get((kind, prec), 0.0),
+                                      ours_off)
+            truth[(kind, "cvx" + prec)] = max(
+                truth.get((kind, "cvx" + prec), 0.0), cvx_off)
+        if err > tol and cvx_off > tol and ours_off <= tol:
+            if not tag:
+                notes.append("%s %s n=%d: cvxopt %.2g from the known "
+                             "solution, ours %.2g" % (
+                                 kind, prec, n, cvx_off, ours_off))
+            err = ours_off
+    else:
+        fo, fr = objective(Qr, qr, z), objective(Qr, qr, ref)
+        err = abs(fo - fr) / max(1.0, abs(fr))
+        viol = 0.0
+        if Ar is not None:
+            viol = np.max(np.abs(Ar @ z - br))
+        if Gr is not None:
+            viol = max(viol, np.max(Gr @ z - hr))
+        err = max(err, viol / max(1.0, np.max(np.abs(hr))))
+    key = ("scaled" if tag else kind, prec)
+    worst[key] = max(worst.get(key, 0.0), err)
+    if err <= tol:
+        return 1
+    dump("%s_%s_%d" % (kind, prec, n), Q=Q, q=q, A=A, b=b,
+         G=G, h=h, zstar=pb["z"], ref=ref, z=z)
+    failures.append("%s: error %.3g > %g" % (shape, err, tol))
+    return 0
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--library", required=True, help="liboptim.so")
@@ -328,56 +408,17 @@ def main():
                 compared += prec == "f64"
                 t1 = time.time()
                 t_ref += t1 - t0
-                st, z, nu, lam, it = solvers[prec].solve(prec, None if lp else Q, q,
-                                                  A, b, G, h)
-                iters[prec].append(it)
-                t_ours += time.time() - t1
-                tol = TOL[prec]
-                if st != 0:
-                    dump("%s_%s_%d" % (kind, prec, n), Q=Q, q=q, A=A, b=b,
-                         G=G, h=h, zstar=pb["z"], ref=ref)
-                    failures.append("%s %s n=%d m=%d p=%d: status %s after "
-                                    "%d iterations" % (
-                                        kind, prec, n, 0 if A is None else
-                                        A.shape[0], 0 if G is None else
-                                        G.shape[0], STATUS[st], it))
-                    continue
-                if pb["unique"]:
-                    scale = max(1.0, np.max(np.abs(ref)))
-                    err = np.max(np.abs(z - ref)) / scale
-                    # Problems are built around a known solution z*: where
-                    # cvxopt is itself farther than tol from it (weakly
-                    # active constraints), judge by z* instead, and say so.
-                    cvx_off = np.max(np.abs(ref - pb["z"])) / scale
-                    ours_off = np.max(np.abs(z - pb["z"])) / scale
-                    truth[(kind, prec)] = max(truth.get((kind, prec), 0.0),
-                                              ours_off)
-                    truth[(kind, "cvx" + prec)] = max(
-                        truth.get((kind, "cvx" + prec), 0.0), cvx_off)
-                    if err > tol and cvx_off > tol and ours_off <= tol:
-                        notes.append("%s %s n=%d: cvxopt %.2g from the known "
-                                     "solution, ours %.2g" % (
-                                         kind, prec, n, cvx_off, ours_off))
-                        err = ours_off
-                else:
-                    fo, fr = objective(Qr, qr, z), objective(Qr, qr, ref)
-                    err = abs(fo - fr) / max(1.0, abs(fr))
-                    viol = 0.0
-                    if Ar is not None:
-                        viol = np.max(np.abs(Ar @ z - br))
-                    if Gr is not None:
-                        viol = max(viol, np.max(Gr @ z - hr))
-                    err = max(err, viol / max(1.0, np.max(np.abs(hr))))
-                key = (kind, prec)
-                worst[key] = max(worst.get(key, 0.0), err)
-                if err <= tol:
-                    passed += 1
-                else:
-                    dump("%s_%s_%d" % (kind, prec, n), Q=Q, q=q, A=A, b=b,
-                         G=G, h=h, zstar=pb["z"], ref=ref, z=z)
-                    failures.append("%s %s n=%d m=%d p=%d: error %.3g > %g" % (
-                        kind, prec, n, 0 if A is None else A.shape[0],
-                        0 if G is None else G.shape[0], err, tol))
+                for c, a, g in ((1, 1, 1),) + SCALINGS[prec]:
+                    t1 = time.time()
+                    st, z, nu, lam, it = solvers[prec].solve(
+                        prec, *scaled(None if lp else Q, q, A, b, G, h, c, a,
+                                      g))
+                    t_ours += time.time() - t1
+                    tag = "" if (c, a, g) == (1, 1, 1) else \
+                        " scaled (%g, %g, %g)" % (c, a, g)
+                    passed += judge(kind, prec, n, tag, pb, ref, st, z, it,
+                                    (Qr, qr, Ar, br, Gr, hr), worst, truth,
+                                    iters, notes, failures)
     # Infeasible and unbounded problems.
     for label, gen, want in (("infeasible", infeasible, 2),
                              ("unbounded", unbounded, 3)):
@@ -390,18 +431,24 @@ def main():
                     notes.append("infeasible LP n=%d: cvxopt says %s" % (
                         n, rstat))
             for prec in ("f64", "f32"):
-                st, z, nu, lam, it = solvers[prec].solve(
-                    prec, None if not Q.any() else Q, q, A, b, G, h)
-                if st == want:
-                    passed += 1
-                else:
-                    failures.append("%s %s n=%d: status %s after %d "
-                                    "iterations" % (label, prec, n,
-                                                    STATUS[st], it))
+                for c, a, g in ((1, 1, 1),) + SCALINGS[prec]:
+                    st, z, nu, lam, it = solvers[prec].solve(
+                        prec, *scaled(None if not Q.any() else Q, q, A, b, G,
+                                      h, c, a, g))
+                    if st == want:
+                        passed += 1
+                    else:
+                        failures.append("%s %s n=%d scaled (%g, %g, %g): "
+                                        "status %s after %d iterations" % (
+                                            label, prec, n, c, a, g,
+                                            STATUS[st], it))
     for kind in kinds:
         print("%-10s worst error: f64 %.2e (tol 1e-6), f32 %.2e (tol 1e-3)"
               % (kind, worst.get((kind, "f64"), float("nan")),
                  worst.get((kind, "f32"), float("nan"))))
+    print("scaled     worst error: f64 %.2e (tol 1e-6), f32 %.2e (tol 1e-3)"
+          % (worst.get(("scaled", "f64"), float("nan")),
+             worst.get(("scaled", "f32"), float("nan"))))
     for kind in kinds:
         if (kind, "f64") in truth:
             print("%-10s from the known solution: ours f64 %.2e, f32 %.2e; "

@@ -7,7 +7,8 @@
 // against QPSolver without a device, runtime/test/QPBlockTest.cpp).
 //
 // The same algorithm, constants and statuses as QP.cpp's dense mode, in
-// float64: Mehrotra's predictor-corrector, the reduced KKT system factored
+// float64: the problem scaled by powers of two (QPScale.h), Mehrotra's
+// predictor-corrector, the reduced KKT system factored
 // as Cholesky(H + rho I) and Cholesky of the Schur complement (+ delta I),
 // rho and delta raised 100x until they factor, iterative refinement against
 // the unregularized system, the stopping rule and the stall test, the
@@ -37,6 +38,8 @@
 
 #ifndef OPTIM_QPBLOCK_H
 #define OPTIM_QPBLOCK_H
+
+#include "optim/QPScale.h"
 
 #include <stdint.h>
 
@@ -73,6 +76,8 @@ struct Work {
   double *lam, *s, *active, *rowOf, *ri, *D, *tp, *dlam, *ds, *dlamA, *dsA,
       *rc, *pl, *ps, *blam, *bs, *gz, *gcol; // [p]
   double *H, *Y, *LS, *C; // [n n], [n (m+p)], [(m+p)^2], [(m+p) n]
+  // The scaled data (QPScale.h): q [n], b [m], h [p], A [m n], G [p n].
+  double *qh, *bh, *hh, *Ah, *Gh;
 };
 
 /// Calls take(pointer, count) for every buffer, in the carving order: the
@@ -102,6 +107,11 @@ void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
   take(w.Y, n * k);
   take(w.LS, k * k);
   take(w.C, k * n);
+  take(w.qh, n);
+  take(w.bh, m);
+  take(w.hh, p);
+  take(w.Ah, m * n);
+  take(w.Gh, p * n);
 }
 
 /// Doubles of shared memory (at most `sharedCap`) and of global workspace
@@ -214,25 +224,48 @@ struct Res {
 
 /// Team: { int tid, nt; void sync(); } with team.sync() a barrier of all nt
 /// threads. Every thread of the team calls solve() with the same arguments.
+///
+/// The problem is solved scaled, as QP.cpp scales it (QPScale.h): a Solver
+/// of the caller's problem computes the scale factors and the scaled
+/// problem (scale()), and a Solver of the scaled problem, given the factors,
+/// solves it and differentiates through it. solveProblem() and
+/// backwardProblem() do both steps. (The scaled Problem lives in the
+/// caller's frame, as the caller's own does: a Problem held by value in the
+/// Solver made ptxas spill registers in the layer kernels.)
 template <class Team> class Solver {
 public:
   /// `keep` (keepDoubles(), or null): where a solved problem leaves what
   /// backward() needs. `f32`: the data was rounded to float32, which may
   /// leave a positive semidefinite Q with eigenvalues near -1e-7 max Q_ii.
+  /// `sc`: the factors P was scaled by (scale()); P.Q is the caller's Q,
+  /// read divided by sc.obj.
   Solver(Team &team, const Problem &P, Work &w, double *keep = nullptr,
-         bool f32 = false)
-      : T(team), P(P), W(w), keep(keep), maxRho(f32 ? 1e7 : 1e5) {}
+         bool f32 = false, qpscale::Scales sc = {})
+      : T(team), P(P), W(w), keep(keep), maxRho(f32 ? 1e7 : 1e5), sc(sc),
+        qScale(1 / sc.obj) {}
 
-  /// Solves; z, nu, lam (f64 internal) are in W.z, W.nu, W.lam afterwards.
+  /// The scale factors of this Solver's (caller's) problem, and into S the
+  /// scaled problem: q, b, h, A and G scaled into W's buffers, Q as it is.
+  qpscale::Scales scale(Problem &S);
+
+  /// Solves the scaled problem; z, nu, lam (f64 internal, of the scaled
+  /// problem: unscale() gives the caller's) are in W.z, W.nu, W.lam
+  /// afterwards, and `keep` holds the scaled problem's.
   int32_t solve(int32_t &iterations);
 
+  /// W.nu and W.lam of the scaled problem (status: solve()'s) as the
+  /// caller's problem's multipliers: times c/a and c/g (a Farkas
+  /// certificate, a direction, is normalized to max |.| = 1 again).
+  void unscale(int32_t status);
+
   /// The backward pass of a problem that solve() solved with this `keep`:
-  /// with incoming gradients gz [n], gnu [m], glam [p] (null: zero; float32
-  /// when `f32`), solves the active-set KKT system with the kept
-  /// factorization (QP.cpp's backward) and writes the operands' cotangents
-  /// of this problem, float64, at dops + offset[k] (Q, q, A, b, G, h; those
-  /// with offset -1 absent): dQ = (dz z^T + z dz^T) / 2, dq = dz,
-  /// dA = dnu z^T + nu dz^T, db = -dnu, dG = dls z^T + lam dz^T, dh = -dls.
+  /// with incoming gradients gz [n], gnu [m], glam [p] of the caller's
+  /// problem (null: zero; float32 when `f32`), solves the scaled active-set
+  /// KKT system with the kept factorization (QP.cpp's backward) and writes
+  /// the caller's operands' cotangents, float64, at dops + offset[k] (Q, q,
+  /// A, b, G, h; those with offset -1 absent): dQ = (dz z^T + z dz^T) / 2,
+  /// dq = dz, dA = dnu z^T + nu dz^T, db = -dnu, dG = dls z^T + lam dz^T,
+  /// dh = -dls.
   void backward(const void *gz, const void *gnu, const void *glam, bool f32,
                 double *dops, const int64_t offset[6]);
 
@@ -244,6 +277,9 @@ private:
   /// The largest regularization of Q + rho I, relative to rhoBase, that
   /// still counts Q as positive semidefinite (QP.cpp's Config::maxRho).
   double maxRho;
+  /// The scale factors (c, a, g) of the problem, and 1 / c for qs().
+  qpscale::Scales sc;
+  double qScale;
 
   // The KKT system being factored: the IPM's (A, m, G, p, D) or the
   // polish's (C, m + k, no G).
@@ -315,9 +351,9 @@ private:
       y[i] = v;
     T.sync();
   }
-  double qs(int64_t i, int64_t j) const { // the symmetric part of Q
+  double qs(int64_t i, int64_t j) const { // the symmetric part of Q, / c
     const int64_t n = P.n;
-    return (P.Q[i * n + j] + P.Q[j * n + i]) / 2;
+    return (P.Q[i * n + j] + P.Q[j * n + i]) / 2 * qScale;
   }
 
   // ---- dense kernels (row-major; end with a barrier) ----
@@ -738,6 +774,59 @@ private:
   }
 };
 
+template <class Team> qpscale::Scales Solver<Team>::scale(Problem &S) {
+  const int64_t n = P.n, m = P.m, p = P.p;
+  double mq = 0;
+  for (int64_t e = tid(); P.Q && e < n * n; e += nt())
+    mq = mx(mq, fabsd(qs(e / n, e % n)));
+  const double maxQ = maxr(mq);
+  const qpscale::Scales f = qpscale::scalesOf(
+      maxQ, normInf(P.q, n), normInf(P.A, m * n), normInf(P.G, p * n));
+  const double ic = 1 / f.obj, ia = 1 / f.eq, ig = 1 / f.ineq;
+  for (int64_t i = tid(); i < n; i += nt())
+    W.qh[i] = P.q[i] * ic;
+  for (int64_t i = tid(); i < m; i += nt())
+    W.bh[i] = P.b[i] * ia;
+  for (int64_t i = tid(); i < p; i += nt())
+    W.hh[i] = P.h[i] * ig;
+  for (int64_t e = tid(); e < m * n; e += nt())
+    W.Ah[e] = P.A[e] * ia;
+  for (int64_t e = tid(); e < p * n; e += nt())
+    W.Gh[e] = P.G[e] * ig;
+  T.sync();
+  S = P;
+  S.q = W.qh;
+  if (m) {
+    S.A = W.Ah;
+    S.b = W.bh;
+  }
+  if (p) {
+    S.G = W.Gh;
+    S.h = W.hh;
+  }
+  return f;
+}
+
+template <class Team> void Solver<Team>::unscale(int32_t status) {
+  const int64_t m = P.m, p = P.p;
+  const bool farkas = status == PrimalInfeasible;
+  const double fnu = (farkas ? 1.0 : sc.obj) / sc.eq;
+  const double flam = (farkas ? 1.0 : sc.obj) / sc.ineq;
+  for (int64_t i = tid(); i < m; i += nt())
+    W.nu[i] *= fnu;
+  for (int64_t i = tid(); i < p; i += nt())
+    W.lam[i] *= flam;
+  T.sync();
+  if (farkas) {
+    const double ny = mx(normInf(W.nu, m), normInf(W.lam, p));
+    for (int64_t i = tid(); ny > 0 && i < m; i += nt())
+      W.nu[i] /= ny;
+    for (int64_t i = tid(); ny > 0 && i < p; i += nt())
+      W.lam[i] /= ny;
+    T.sync();
+  }
+}
+
 template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
   const int64_t n = P.n, m = P.m, p = P.p;
   const double tol = P.tol;
@@ -1053,15 +1142,18 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   copy(kY, W.Y, n * mc);
   copy(kLS, W.LS, mc * mc);
   copy(krow, W.rowOf, p);
-  // C = [A; G_act] and its right-hand side, as the polish built them.
+  // C = [A; G_act] and its right-hand side, as the polish built them. The
+  // system is the scaled problem's: with y^ = Dc y / c for Dc = diag(a, g)
+  // on C's rows, its right-hand side is (-gz / c, -Dc^{-1} (gnu; glam))
+  // (QP.cpp's backward).
   buildActiveC();
   for (int64_t i = tid(); i < m; i += nt())
-    W.g[i] = -get(gnu, i);
+    W.g[i] = -get(gnu, i) / sc.eq;
   for (int64_t i = tid(); i < p; i += nt())
     if (W.rowOf[i] >= 0)
-      W.g[int64_t(W.rowOf[i])] = -get(glam, i);
+      W.g[int64_t(W.rowOf[i])] = -get(glam, i) / sc.ineq;
   for (int64_t j = tid(); j < n; j += nt())
-    W.f[j] = -get(gz, j);
+    W.f[j] = -get(gz, j) / sc.obj;
   T.sync();
   KKT eq;
   eq.m = mc;
@@ -1069,11 +1161,19 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   eq.A = W.C;
   formH(eq); // H = Qs, for the refinement's residuals
   solveKKT(eq, W.f, W.g, W.dz, W.y);
-  const double *dz = W.dz, *dnu = W.y;
-  for (int64_t i = tid(); i < p; i += nt())
-    W.dlam[i] = W.rowOf[i] >= 0 ? W.y[int64_t(W.rowOf[i])] : 0.0;
+  // Back to the caller's problem: dnu = c/a y^_A, dls = c/g y^_G; the kept
+  // nu and lam are the scaled problem's, times c/a and c/g likewise.
+  const double fnu = sc.obj / sc.eq, flam = sc.obj / sc.ineq;
+  for (int64_t i = tid(); i < m; i += nt()) {
+    W.dnu[i] = W.y[i] * fnu;
+    W.nu[i] = knu[i] * fnu;
+  }
+  for (int64_t i = tid(); i < p; i += nt()) {
+    W.dlam[i] = W.rowOf[i] >= 0 ? W.y[int64_t(W.rowOf[i])] * flam : 0.0;
+    W.lam[i] = klam[i] * flam;
+  }
   T.sync();
-  const double *dls = W.dlam;
+  const double *dz = W.dz, *dnu = W.dnu, *dls = W.dlam;
   if (offset[0] >= 0)
     for (int64_t e = tid(); e < n * n; e += nt()) {
       const int64_t i = e / n, j = e % n;
@@ -1084,7 +1184,7 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   if (offset[2] >= 0)
     for (int64_t e = tid(); e < m * n; e += nt()) {
       const int64_t k = e / n, j = e % n;
-      dops[offset[2] + e] = dnu[k] * kz[j] + knu[k] * dz[j];
+      dops[offset[2] + e] = dnu[k] * kz[j] + W.nu[k] * dz[j];
     }
   if (offset[3] >= 0)
     for (int64_t k = tid(); k < m; k += nt())
@@ -1092,7 +1192,7 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   if (offset[4] >= 0)
     for (int64_t e = tid(); e < p * n; e += nt()) {
       const int64_t k = e / n, j = e % n;
-      dops[offset[4] + e] = dls[k] * kz[j] + klam[k] * dz[j];
+      dops[offset[4] + e] = dls[k] * kz[j] + W.lam[k] * dz[j];
     }
   if (offset[5] >= 0)
     for (int64_t k = tid(); k < p; k += nt())
@@ -1107,9 +1207,12 @@ template <class Team>
 void solveProblem(Team &team, const Problem &P, Work &w, void *z, void *nu,
                   void *lam, bool f32, int32_t *status, int32_t *iterations,
                   double *keep = nullptr) {
-  Solver<Team> solver(team, P, w, keep, f32);
+  Problem S;
+  const qpscale::Scales sc = Solver<Team>(team, P, w).scale(S);
+  Solver<Team> solver(team, S, w, keep, f32, sc);
   int32_t its = 0;
   const int32_t st = solver.solve(its);
+  solver.unscale(st);
   auto put = [&](const double *src, void *dst, int64_t count) {
     if (!dst)
       return;
@@ -1130,6 +1233,18 @@ void solveProblem(Team &team, const Problem &P, Work &w, void *z, void *nu,
       *iterations = its;
   }
   team.sync();
+}
+
+/// The backward pass of problem P, which solveProblem() solved and left
+/// `keep` of (Solver::backward's arguments).
+template <class Team>
+void backwardProblem(Team &team, const Problem &P, Work &w, double *keep,
+                     const void *gz, const void *gnu, const void *glam,
+                     bool f32, double *dops, const int64_t offset[6]) {
+  Problem S;
+  const qpscale::Scales sc = Solver<Team>(team, P, w).scale(S);
+  Solver<Team>(team, S, w, keep, f32, sc)
+      .backward(gz, gnu, glam, f32, dops, offset);
 }
 
 } // namespace qpblock
