@@ -44,7 +44,7 @@ Layer Compiler::compileLayerSource(std::string_view source,
     qp = q;
   std::string name = selected.getSymName().str();
 
-  PassErrors errors(context);
+  PassErrors errors(context, source, bufferName);
   if (!qp)
     throw Error("optim::Compiler: layer '" + name + "' solves no qp");
   LayerInfo info = describeLayer(selected);

@@ -81,7 +81,7 @@ Rule Compiler::compileSource(std::string_view source,
   RuleInfo info = describeRule(selected);
   std::string symbol = OPTIM_RULE_SYMBOL_PREFIX + info.name;
 
-  PassErrors errors(context);
+  PassErrors errors(context, source, bufferName);
   mlir::PassManager pm(&context);
   CPUPipelineOptions cpu;
   cpu.vectorWidth = impl->options.vectorWidth;

@@ -35,24 +35,43 @@ optim::parseProgram(mlir::MLIRContext &context, std::string_view source,
   return module;
 }
 
-PassErrors::PassErrors(mlir::MLIRContext &context)
-    : handler(&context, [this](mlir::Diagnostic &d) {
+PassErrors::PassErrors(mlir::MLIRContext &context, std::string_view source,
+                       const std::string &bufferName)
+    : handler(&context, [this, bufferName](mlir::Diagnostic &d) {
         if (d.getSeverity() != mlir::DiagnosticSeverity::Error)
           return mlir::success();
-        std::string loc;
-        if (auto flc = mlir::dyn_cast<mlir::FileLineColLoc>(d.getLocation()))
-          loc = flc.getFilename().str() + ":" + std::to_string(flc.getLine()) +
-                ":" + std::to_string(flc.getColumn());
-        else
-          llvm::raw_string_ostream(loc) << d.getLocation();
-        text += loc + ": error: " + d.str() + "\n";
+        bool first = text.empty();
+        llvm::raw_string_ostream os(text);
+        auto flc = mlir::dyn_cast<mlir::FileLineColLoc>(d.getLocation());
+        llvm::SMLoc at;
+        if (flc && flc.getFilename() == bufferName)
+          at = sourceMgr.FindLocForLineAndColumn(1, flc.getLine(),
+                                                 flc.getColumn());
+        if (at.isValid()) {
+          sourceMgr.PrintMessage(os, at, llvm::SourceMgr::DK_Error, d.str());
+        } else if (flc) {
+          os << flc.getFilename() << ":" << flc.getLine() << ":"
+             << flc.getColumn() << ": error: " << d.str() << "\n";
+        } else {
+          os << d.getLocation() << ": error: " << d.str() << "\n";
+        }
+        if (first)
+          firstLocated = at.isValid();
         return mlir::success();
-      }) {}
+      }) {
+  sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(
+          llvm::StringRef(source.data(), source.size()), bufferName),
+      llvm::SMLoc());
+}
 
 void PassErrors::run(mlir::PassManager &pm, mlir::ModuleOp module,
                      const std::string &what) {
-  if (mlir::failed(pm.run(module)))
-    throw Error(what + ": " + (text.empty() ? "lowering failed\n" : text));
+  if (mlir::succeeded(pm.run(module)))
+    return;
+  if (text.empty())
+    throw Error(what + ": lowering failed\n");
+  throw Error(firstLocated ? text : what + ": " + text);
 }
 
 std::unique_ptr<mlir::ExecutionEngine>

@@ -19,6 +19,7 @@
 #include "mlir/IR/OwningOpRef.h"
 #include "mlir/Pass/PassManager.h"
 #include "llvm/ADT/STLExtras.h"
+#include "llvm/Support/SourceMgr.h"
 #include "llvm/Target/TargetMachine.h"
 
 #include <functional>
@@ -64,17 +65,23 @@ OpT keepOnly(mlir::ModuleOp module, const std::string &name,
   return selected;
 }
 
-/// Collects the errors the passes report while it lives, as
-/// "file:line:col: error: message" lines.
+/// Collects the errors the passes report while it lives. An error located
+/// in `source` reads as the front end's do ("file:line:col: error: message",
+/// the source line, a caret), so that tools print both kinds alike; any
+/// other as a "location: error: message" line.
 class PassErrors {
 public:
-  explicit PassErrors(mlir::MLIRContext &context);
-  /// Runs `pm` on `module`; on failure throws "<what>: <errors>".
+  PassErrors(mlir::MLIRContext &context, std::string_view source,
+             const std::string &bufferName);
+  /// Runs `pm` on `module`; on failure throws the errors, after "<what>: "
+  /// unless the first is located in the source.
   void run(mlir::PassManager &pm, mlir::ModuleOp module,
            const std::string &what);
 
 private:
   std::string text;
+  bool firstLocated = false;
+  llvm::SourceMgr sourceMgr;
   mlir::ScopedDiagnosticHandler handler;
 };
 

@@ -21,6 +21,9 @@
 #include "optim/Optimizer.h"
 #include "optim/Tasks/Task.h"
 
+#include "ToolSupport.h"
+#include "WriteError.h"
+
 #include "llvm/Support/CommandLine.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/InitLLVM.h"
@@ -366,7 +369,7 @@ void writeFile(const std::string &path,
         return llvm::Error::success();
       }))
     throw Error("cannot write '" + path +
-                "': " + llvm::toString(std::move(err)));
+                "': " + tools::writeErrorReason(std::move(err)));
 }
 
 int evaluate() {
@@ -376,6 +379,15 @@ int evaluate() {
     throw Error("--inits must be at least 1");
   if (tuneInits < 1)
     throw Error("--tune-inits must be at least 1");
+  // Checked for every task, by the flags' names: the MLP tasks would name
+  // their own fields, and the quadratic one ignores these.
+  if (batch < 1)
+    throw Error("--batch must be at least 1, got " + std::to_string(batch));
+  if (hidden < 1)
+    throw Error("--hidden must be at least 1, got " + std::to_string(hidden));
+  if (layers < 0)
+    throw Error("--layers must not be negative, got " +
+                std::to_string(layers));
   tasks::TaskOptions options = taskOptions();
   // Reads and checks the task's data once, before anything is compiled.
   tasks::makeTask(taskName, seed, options);
@@ -644,15 +656,13 @@ int main(int argc, char **argv) {
   cl::ParseCommandLineOptions(
       argc, argv,
       "optim-eval: optimizers compared on a built-in task over many random "
-      "initializations, learning rates tuned on other seeds\n");
+      "initializations, learning rates tuned on other seeds\n\n"
+      "Exit status: 0 on success, 1 on any error (a usage error included).\n");
   try {
     return evaluate();
   } catch (const Error &e) {
-    std::string message = e.what();
-    while (!message.empty() && message.back() == '\n')
-      message.pop_back();
-    std::fflush(stdout);
-    std::fprintf(stderr, "optim-eval: error: %s\n", message.c_str());
+    // The compiler's located diagnostics print as optimc's own do.
+    tools::printToolError("optim-eval", e.what());
     return 1;
   }
 }

@@ -17,12 +17,16 @@
 // Standard output: the layer's signature as JSON (and, after a forward, the
 // statuses). Errors (a bad program, a file of the wrong size, the layer's
 // own errors: an infeasible problem without --statuses, backward after an
-// unsolved forward, ...) print "optim-layer: error: ..." and exit with 1.
+// unsolved forward, ...) print "optim-layer: error: ..." and exit with 1;
+// the compiler's diagnostics print as optimc prints them (file:line:col,
+// the source line, a caret), usage errors as optimc's do (ToolSupport.h).
 //
 //===----------------------------------------------------------------------===//
 
 #include "optim/Compiler/Compiler.h"
 #include "optim/Layer.h"
+
+#include "ToolSupport.h"
 
 #include <cstdio>
 #include <cstdlib>
@@ -44,67 +48,71 @@ struct Options {
   unsigned threads = 1;
 };
 
-[[noreturn]] void usage(const std::string &message) {
-  std::cerr << "optim-layer: error: " << message
-            << "\nusage: optim-layer FILE.optim (--info | --data DIR --batch "
-               "B) [--layer NAME] [--precision f32|f64] [--statuses] "
-               "[--backward] [--threads N]\n";
-  std::exit(1);
-}
+const char *kUsage =
+    R"(usage: optim-layer FILE.optim --info [--layer NAME] [--precision f32|f64]
+       optim-layer FILE.optim --data DIR --batch B [--layer NAME]
+                   [--precision f32|f64] [--statuses] [--backward]
+                   [--threads N]
+Compiles a QP layer and runs it on raw row-major files of DIR (see the
+comment at the top of tools/optim-layer/optim-layer.cpp for their names).
+A valued option takes its value as --key VALUE or --key=VALUE.
 
-int64_t parseInt(const std::string &flag, const std::string &text) {
-  char *end = nullptr;
-  long long v = std::strtoll(text.c_str(), &end, 10);
-  if (text.empty() || *end != '\0')
-    usage(flag + " takes an integer, got '" + text + "'");
-  return v;
-}
+  --info             print the layer's signature as JSON and stop
+  --data DIR         folder of the input, weight and output files
+  --batch B          elements of the batch (at least 1)
+  --layer NAME       which layer of a file that defines several
+  --precision P      element type of the layer and its files: f32 (default)
+                     or f64
+  --statuses         write status.bin instead of failing on an unsolved QP
+  --backward         also run the backward pass (dout_*.bin, grad_*.bin)
+  --threads N        threads of the layer, 0..1024 (0: all cores; default 1)
+
+Exit status: 0 on success, 1 on any error (a usage error included).
+)";
 
 Options parse(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc)
-        usage(a + " needs a value");
-      return argv[++i];
-    };
-    if (a == "--info")
+  tools::ArgParser args("optim-layer", kUsage, argc, argv);
+  while (args.next()) {
+    if (args.is("--info")) {
+      args.flag();
       o.info = true;
-    else if (a == "--statuses")
+    } else if (args.is("--statuses")) {
+      args.flag();
       o.statuses = true;
-    else if (a == "--backward")
+    } else if (args.is("--backward")) {
+      args.flag();
       o.backward = true;
-    else if (a == "--layer")
-      o.layer = value();
-    else if (a == "--data")
-      o.data = value();
-    else if (a == "--batch")
-      o.batch = parseInt(a, value());
-    else if (a == "--threads") {
-      int64_t t = parseInt(a, value());
-      if (t < 0 || t > 1024)
-        usage("--threads must be in 0..1024");
-      o.threads = unsigned(t);
-    } else if (a == "--precision") {
-      std::string p = value();
+    } else if (args.is("--layer"))
+      o.layer = args.value();
+    else if (args.is("--data"))
+      o.data = args.value();
+    else if (args.is("--batch"))
+      // Batch 0 is refused here, before any file is read: the files of a
+      // batch of 0 would have to be empty, and a mismatch would be
+      // reported as a file of the wrong size.
+      o.batch = args.integer(1);
+    else if (args.is("--threads"))
+      o.threads = unsigned(args.integer(0, 1024));
+    else if (args.is("--precision")) {
+      std::string p = args.value();
       if (p == "f32")
         o.precision = DType::F32;
       else if (p == "f64")
         o.precision = DType::F64;
       else
-        usage("--precision is f32 or f64, got '" + p + "'");
-    } else if (!a.empty() && a[0] == '-')
-      usage("unknown option '" + a + "'");
+        args.error("--precision is f32 or f64, got '" + p + "'");
+    } else if (args.isOption())
+      args.unknown();
     else if (o.file.empty())
-      o.file = a;
+      o.file = args.argument();
     else
-      usage("more than one input file");
+      args.error("more than one input file");
   }
   if (o.file.empty())
-    usage("no input file");
-  if (!o.info && (o.data.empty() || o.batch < 0))
-    usage("--data DIR and --batch B are required (or --info)");
+    args.error("no input file");
+  if (!o.info && (o.data.empty() || o.batch < 1))
+    args.error("--data DIR and --batch B are required (or --info)");
   return o;
 }
 
@@ -192,9 +200,9 @@ int run(const Options &o) {
   std::vector<std::vector<unsigned char>> in, w, out, dout, din, dw;
   std::vector<const void *> inP, wP, doutP;
   std::vector<void *> outP, dinP, dwP;
-  // An empty buffer (an output of size 0, such as nu without equalities, or
-  // any buffer at batch 0) is passed as the null pointer an empty
-  // std::vector gives: the layer decides what that means.
+  // An empty buffer (an output of size 0, such as nu without equalities) is
+  // passed as the null pointer an empty std::vector gives: the layer decides
+  // what that means.
   auto ptr = [](std::vector<unsigned char> &v) { return v.data(); };
   for (const LayerTensor &t : L.inputs) {
     in.push_back(readFile(path(t.name + ".bin"), bytesOf(t, true), true));
@@ -208,7 +216,7 @@ int run(const Options &o) {
     out.emplace_back(bytesOf(t, true));
     outP.push_back(ptr(out.back()));
   }
-  std::vector<QPStatus> status(size_t(B > 0 ? B : 0));
+  std::vector<QPStatus> status(static_cast<size_t>(B));
   layer.forward(B, inP, wP, outP, o.statuses ? status.data() : nullptr);
   for (size_t i = 0; i < L.outputs.size(); ++i)
     writeFile(path("out_" + L.outputs[i].name + ".bin"), out[i].data(),
@@ -253,7 +261,7 @@ int main(int argc, char **argv) {
   try {
     return run(o);
   } catch (const std::exception &e) {
-    std::cerr << "optim-layer: error: " << e.what() << "\n";
+    tools::printToolError("optim-layer", e.what());
     return 1;
   }
 }

@@ -24,6 +24,8 @@
 #include "optim/Layer.h"
 #include "optim/Optimizer.h"
 
+#include "ToolSupport.h"
+
 #include <algorithm>
 #include <array>
 #include <chrono>
@@ -32,7 +34,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <iostream>
 #include <random>
 #include <set>
 #include <string>
@@ -353,78 +354,83 @@ struct Options {
   bool quiet = false;
 };
 
-[[noreturn]] void usage(const std::string &msg) {
-  std::cerr << "optim-sudoku: " << msg << "\n"
-            << "usage: optim-sudoku --out DIR [--epochs N] [--train N] "
-               "[--test N] [--batch N] [--lr X] [--seed N] [--threads N] "
-               "[--hidden N] [--models optnet,fc] [--examples DIR] [--quiet]\n"
-               "       optim-sudoku --dump-puzzles FILE [--puzzles N] "
-               "[--seed N]\n"
-               "       optim-sudoku --steps-on-one-batch K [--batch N] "
-               "[--models ...]\n";
-  std::exit(2);
-}
+const char *kUsage =
+    R"(usage: optim-sudoku --out DIR [--epochs N] [--train N] [--test N]
+                    [--batch N] [--lr X] [--seed N] [--threads N]
+                    [--hidden N] [--models optnet,fc] [--examples DIR]
+                    [--quiet]
+       optim-sudoku --dump-puzzles FILE [--puzzles N] [--seed N]
+       optim-sudoku --steps-on-one-batch K [--batch N] [--models ...]
+OptNet's 4x4 Sudoku experiment (Amos & Kolter, 2017): trains the QP layer
+of examples/sudoku.optim and a fully connected baseline on generated
+puzzles and writes DIR/sudoku.csv. A valued option takes its value as
+--key VALUE or --key=VALUE.
+
+  --out DIR               folder of sudoku.csv
+  --epochs N              passes over the training puzzles (default 20)
+  --train N, --test N     puzzles of each set (defaults 9000, 1000)
+  --batch N               puzzles per step (default 150)
+  --lr X                  Adam's learning rate (default 0.1)
+  --seed N                seeds the puzzles and the models (default 1)
+  --threads N             threads of the QP layer (default 2)
+  --hidden N              hidden units of the baseline (default 20)
+  --models M              optnet, fc or optnet,fc (default optnet,fc)
+  --examples DIR          folder of sudoku.optim and adam.optim
+  --dump-puzzles FILE     write --puzzles puzzles (default 10000) and stop
+  --steps-on-one-batch K  K steps on one batch, the loss after each
+  --quiet                 no progress lines
+
+Exit status: 0 on success, 1 on any error (a usage error included).
+)";
 
 Options parse(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string a = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc)
-        usage(a + " needs a value");
-      return argv[++i];
-    };
-    auto integer = [&](int lo) {
-      std::string v = value();
-      char *end = nullptr;
-      long x = std::strtol(v.c_str(), &end, 10);
-      if (v.empty() || *end || x < lo || x > 100000000)
-        usage(a + ": expected an integer >= " + std::to_string(lo) + ", got '" +
-              v + "'");
-      return (int)x;
-    };
-    if (a == "--out")
-      o.out = value();
-    else if (a == "--examples")
-      o.examples = value();
-    else if (a == "--dump-puzzles")
-      o.dump = value();
-    else if (a == "--models")
-      o.models = value();
-    else if (a == "--train")
+  tools::ArgParser args("optim-sudoku", kUsage, argc, argv);
+  while (args.next()) {
+    auto integer = [&](int lo) { return int(args.integer(lo, 100000000)); };
+    if (args.is("--out"))
+      o.out = args.value();
+    else if (args.is("--examples"))
+      o.examples = args.value();
+    else if (args.is("--dump-puzzles"))
+      o.dump = args.value();
+    else if (args.is("--models"))
+      o.models = args.value();
+    else if (args.is("--train"))
       o.train = integer(1);
-    else if (a == "--test")
+    else if (args.is("--test"))
       o.test = integer(1);
-    else if (a == "--epochs")
+    else if (args.is("--epochs"))
       o.epochs = integer(1);
-    else if (a == "--batch")
+    else if (args.is("--batch"))
       o.batch = integer(1);
-    else if (a == "--hidden")
+    else if (args.is("--hidden"))
       o.hidden = integer(1);
-    else if (a == "--puzzles")
+    else if (args.is("--puzzles"))
       o.puzzles = integer(1);
-    else if (a == "--steps-on-one-batch")
+    else if (args.is("--steps-on-one-batch"))
       o.stepsOnOneBatch = integer(1);
-    else if (a == "--seed")
+    else if (args.is("--seed"))
       o.seed = integer(0);
-    else if (a == "--threads")
+    else if (args.is("--threads"))
       o.threads = integer(1);
-    else if (a == "--lr") {
-      std::string v = value();
-      char *end = nullptr;
-      o.lr = std::strtod(v.c_str(), &end);
-      if (v.empty() || *end || !(o.lr > 0) || !std::isfinite(o.lr))
-        usage("--lr: expected a positive number, got '" + v + "'");
-    } else if (a == "--quiet")
+    else if (args.is("--lr")) {
+      o.lr = args.number();
+      if (!(o.lr > 0))
+        args.error("--lr must be positive");
+    } else if (args.is("--quiet")) {
+      args.flag();
       o.quiet = true;
-    else
-      usage("unknown argument '" + a + "'");
+    } else
+      args.unknown();
   }
   if (o.models != "optnet" && o.models != "fc" && o.models != "optnet,fc" &&
       o.models != "fc,optnet")
-    usage("--models: expected optnet, fc or optnet,fc; got '" + o.models + "'");
+    args.error("--models: expected optnet, fc or optnet,fc; got '" +
+               o.models + "'");
   if (o.dump.empty() && !o.stepsOnOneBatch && o.out.empty())
-    usage("one of --out, --dump-puzzles or --steps-on-one-batch is required");
+    args.error(
+        "one of --out, --dump-puzzles or --steps-on-one-batch is required");
   return o;
 }
 
@@ -609,7 +615,7 @@ int main(int argc, char **argv) {
   try {
     return run(o);
   } catch (const std::exception &e) {
-    std::cerr << "optim-sudoku: error: " << e.what() << "\n";
+    tools::printToolError("optim-sudoku", e.what());
     return 1;
   }
 }

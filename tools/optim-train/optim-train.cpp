@@ -18,6 +18,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "MetaEpisode.h"
+#include "ToolSupport.h"
 
 #include "optim/Compiler/Compiler.h"
 #include "optim/Manifest.h"
@@ -83,163 +84,124 @@ struct Options {
 
 const char *kUsage = R"(usage: optim-train [options]
 Meta-trains a learned rule (Andrychowicz et al., 2016) on a built-in task.
+A valued option takes its value as --key VALUE or --key=VALUE.
 
-  --rule=FILE            learned rule (default examples/l2l.optim)
-  --rule-name=NAME       which rule of a --rule file that defines several
-  --meta-rule=FILE       meta-optimizer rule (default examples/adam.optim)
-  --meta-rule-name=NAME  which rule of a --meta-rule file
-  --meta-lr=X            meta-optimizer learning rate (default 1e-3)
-  --task=NAME            quadratic | mnist (default quadratic)
-  --episodes=N           optimizees to train on (default 100)
-  --horizon=N            optimizee steps per episode (default 100)
-  --unroll=N             steps per truncation of BPTT (default 20)
-  --seed=N               seeds weights and optimizees (default 1)
-  --out=DIR              outputs (default optim-train-out)
-  --checkpoint-every=N   episodes between checkpoints (default 10)
+  --rule FILE            learned rule (default examples/l2l.optim)
+  --rule-name NAME       which rule of a --rule file that defines several
+  --meta-rule FILE       meta-optimizer rule (default examples/adam.optim)
+  --meta-rule-name NAME  which rule of a --meta-rule file
+  --meta-lr X            meta-optimizer learning rate (default 1e-3)
+  --task NAME            quadratic | mnist (default quadratic)
+  --episodes N           optimizees to train on (default 100)
+  --horizon N            optimizee steps per episode (default 100)
+  --unroll N             steps per truncation of BPTT (default 20)
+  --seed N               seeds weights and optimizees (default 1)
+  --out DIR              outputs (default optim-train-out)
+  --checkpoint-every N   episodes between checkpoints (default 10)
   --resume               continue from DIR/checkpoint.safetensors
-  --eval-every=N         every N episodes, run the current weights on
+  --eval-every N         every N episodes, run the current weights on
                          --eval-runs fixed optimizees (seeds 2000001...,
                          apart from optim-eval's) and keep the weights with
                          the lowest mean sum of f in DIR/best-weights
                          .safetensors, as the paper's code does (default 0:
                          off); the evaluations go to DIR/eval.csv
-  --eval-runs=N          optimizees per evaluation (default 20)
-  --init=FILE            initial weights (safetensors) instead of random
-  --set=NAME=VALUE       a hyperparameter of the learned rule (e.g. scale)
-  --threads=N            worker threads (default: all)
-  --data-dir=DIR         MNIST folder (default ../shared/data/mnist)
-  --train-images=A:B     images of meta-training (default 0:8000)
-  --eval-images=A:B      held-out images (default 8000:10000)
-  --hidden-units=N --hidden-layers=N --activation=sigmoid|relu
-  --batch-size=N         the MNIST MLP (defaults 20, 1, sigmoid, 128)
+  --eval-runs N          optimizees per evaluation (default 20)
+  --init FILE            initial weights (safetensors) instead of random
+  --set NAME=VALUE       a hyperparameter of the learned rule (e.g. scale)
+  --threads N            worker threads (default: all)
+  --data-dir DIR         MNIST folder (default ../shared/data/mnist)
+  --train-images A:B     images of meta-training (default 0:8000)
+  --eval-images A:B      held-out images (default 8000:10000)
+  --hidden-units N --hidden-layers N --activation sigmoid|relu
+  --batch-size N         the MNIST MLP (defaults 20, 1, sigmoid, 128)
   --no-plot              do not run gnuplot
   --quiet                no progress bar
+
+Exit status: 0 on success, 1 on any error (a usage error included).
 )";
-
-[[noreturn]] void usageError(const std::string &message) {
-  std::fprintf(stderr, "optim-train: error: %s\n(run optim-train --help)\n",
-               message.c_str());
-  std::exit(2);
-}
-
-int64_t parseInt(const std::string &flag, const std::string &v, int64_t min) {
-  char *end = nullptr;
-  errno = 0;
-  long long x = std::strtoll(v.c_str(), &end, 10);
-  if (v.empty() || *end || errno)
-    usageError(flag + " expects an integer, got '" + v + "'");
-  if (x < min)
-    usageError(flag + " must be at least " + std::to_string(min) + ", got " +
-               v);
-  return x;
-}
-
-double parseDouble(const std::string &flag, const std::string &v) {
-  char *end = nullptr;
-  double x = std::strtod(v.c_str(), &end);
-  if (v.empty() || *end || !std::isfinite(x))
-    usageError(flag + " expects a finite number, got '" + v + "'");
-  return x;
-}
 
 Options parse(int argc, char **argv) {
   Options o;
-  for (int i = 1; i < argc; ++i) {
-    std::string arg = argv[i];
-    if (arg == "--help" || arg == "-h") {
-      std::fputs(kUsage, stdout);
-      std::exit(0);
-    }
-    std::string key = arg, value;
-    bool hasValue = false;
-    if (size_t eq = arg.find('='); eq != std::string::npos) {
-      key = arg.substr(0, eq);
-      value = arg.substr(eq + 1);
-      hasValue = true;
-    }
-    auto need = [&]() -> const std::string & {
-      if (!hasValue)
-        usageError(key + " needs a value (" + key + "=...)");
-      return value;
-    };
-    auto flag = [&]() {
-      if (hasValue)
-        usageError(key + " takes no value");
-    };
-    if (key == "--rule")
-      o.rule = need();
-    else if (key == "--rule-name")
-      o.ruleName = need();
-    else if (key == "--meta-rule")
-      o.metaRule = need();
-    else if (key == "--meta-rule-name")
-      o.metaRuleName = need();
-    else if (key == "--meta-lr") {
-      o.metaLr = parseDouble(key, need());
+  tools::ArgParser args("optim-train", kUsage, argc, argv);
+  while (args.next()) {
+    if (args.is("--rule"))
+      o.rule = args.value();
+    else if (args.is("--rule-name"))
+      o.ruleName = args.value();
+    else if (args.is("--meta-rule"))
+      o.metaRule = args.value();
+    else if (args.is("--meta-rule-name"))
+      o.metaRuleName = args.value();
+    else if (args.is("--meta-lr")) {
+      o.metaLr = args.number();
       if (o.metaLr <= 0)
-        usageError("--meta-lr must be positive");
-    } else if (key == "--task")
-      o.task = need();
-    else if (key == "--episodes")
-      o.episodes = parseInt(key, need(), 0);
-    else if (key == "--horizon")
-      o.horizon = parseInt(key, need(), 1);
-    else if (key == "--unroll")
-      o.unroll = parseInt(key, need(), 1);
-    else if (key == "--seed")
-      o.seed = uint64_t(parseInt(key, need(), 0));
-    else if (key == "--out")
-      o.out = need();
-    else if (key == "--checkpoint-every")
-      o.checkpointEvery = parseInt(key, need(), 1);
-    else if (key == "--eval-every")
-      o.evalEvery = parseInt(key, need(), 0);
-    else if (key == "--eval-runs")
-      o.evalRuns = parseInt(key, need(), 1);
-    else if (key == "--stop-after")
-      o.stopAfter = parseInt(key, need(), 0);
-    else if (key == "--resume") {
-      flag();
+        args.error("--meta-lr must be positive");
+    } else if (args.is("--task"))
+      o.task = args.value();
+    else if (args.is("--episodes"))
+      o.episodes = args.integer(0);
+    else if (args.is("--horizon"))
+      o.horizon = args.integer(1);
+    else if (args.is("--unroll"))
+      o.unroll = args.integer(1);
+    else if (args.is("--seed"))
+      o.seed = uint64_t(args.integer(0));
+    else if (args.is("--out"))
+      o.out = args.value();
+    else if (args.is("--checkpoint-every"))
+      o.checkpointEvery = args.integer(1);
+    else if (args.is("--eval-every"))
+      o.evalEvery = args.integer(0);
+    else if (args.is("--eval-runs"))
+      o.evalRuns = args.integer(1);
+    else if (args.is("--stop-after"))
+      o.stopAfter = args.integer(0);
+    else if (args.is("--resume")) {
+      args.flag();
       o.resume = true;
-    } else if (key == "--init")
-      o.init = need();
-    else if (key == "--set") {
-      const std::string &v = need();
+    } else if (args.is("--init"))
+      o.init = args.value();
+    else if (args.is("--set")) {
+      std::string v = args.value();
       size_t eq = v.find('=');
       if (eq == std::string::npos || eq == 0)
-        usageError("--set expects NAME=VALUE, got '" + v + "'");
-      o.hypers.push_back(
-          {v.substr(0, eq),
-           parseDouble("--set " + v.substr(0, eq), v.substr(eq + 1))});
-    } else if (key == "--threads")
-      o.threads = unsigned(parseInt(key, need(), 1));
-    else if (key == "--data-dir")
-      o.dataDir = need();
-    else if (key == "--train-images")
-      o.trainImages = need();
-    else if (key == "--eval-images")
-      o.evalImages = need();
-    else if (key == "--hidden-units")
-      o.hiddenUnits = int(parseInt(key, need(), 1));
-    else if (key == "--hidden-layers")
-      o.hiddenLayers = int(parseInt(key, need(), 0));
-    else if (key == "--activation")
-      o.activation = need();
-    else if (key == "--batch-size")
-      o.batchSize = int(parseInt(key, need(), 1));
-    else if (key == "--no-plot") {
-      flag();
+        args.error("--set expects NAME=VALUE, got '" + v + "'");
+      std::string number = v.substr(eq + 1);
+      char *end = nullptr;
+      double x = std::strtod(number.c_str(), &end);
+      if (number.empty() || *end || !std::isfinite(x))
+        args.error("--set " + v.substr(0, eq) +
+                   " expects a finite number, got '" + number + "'");
+      o.hypers.push_back({v.substr(0, eq), x});
+    } else if (args.is("--threads"))
+      o.threads = unsigned(args.integer(1, UINT32_MAX));
+    else if (args.is("--data-dir"))
+      o.dataDir = args.value();
+    else if (args.is("--train-images"))
+      o.trainImages = args.value();
+    else if (args.is("--eval-images"))
+      o.evalImages = args.value();
+    else if (args.is("--hidden-units"))
+      o.hiddenUnits = int(args.integer(1, INT32_MAX));
+    else if (args.is("--hidden-layers"))
+      o.hiddenLayers = int(args.integer(0, INT32_MAX));
+    else if (args.is("--activation"))
+      o.activation = args.value();
+    else if (args.is("--batch-size"))
+      o.batchSize = int(args.integer(1, INT32_MAX));
+    else if (args.is("--no-plot")) {
+      args.flag();
       o.plot = false;
-    } else if (key == "--quiet") {
-      flag();
+    } else if (args.is("--quiet")) {
+      args.flag();
       o.quiet = true;
     } else
-      usageError("unknown argument '" + arg + "'");
+      args.unknown();
   }
   if (o.horizon % o.unroll != 0)
-    usageError("--horizon (" + std::to_string(o.horizon) +
-               ") must be a multiple of --unroll (" + std::to_string(o.unroll) +
-               ")");
+    args.error("--horizon (" + std::to_string(o.horizon) +
+               ") must be a multiple of --unroll (" +
+               std::to_string(o.unroll) + ")");
   return o;
 }
 
@@ -643,11 +605,10 @@ int main(int argc, char **argv) {
   Options o = parse(argc, argv);
   try {
     return run(o);
-  } catch (const Error &e) {
-    std::fprintf(stderr, "optim-train: error: %s\n", e.what());
-    return 1;
   } catch (const std::exception &e) {
-    std::fprintf(stderr, "optim-train: error: %s\n", e.what());
+    // optim::Error included: the compiler's located diagnostics print as
+    // they are, without a second "error:".
+    tools::printToolError("optim-train", e.what());
     return 1;
   }
 }

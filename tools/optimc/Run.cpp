@@ -12,6 +12,8 @@
 #include "optim/Optimizer.h"
 #include "optim/Tasks/Task.h"
 
+#include "ToolSupport.h"
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -23,6 +25,17 @@ int optim::runTask(const RunOptions &o) {
   try {
     if (o.steps < 0)
       throw Error("--steps must not be negative");
+    // Checked here for every task, by the flags' names: the MLP tasks would
+    // name their own fields, and the quadratic one ignores these.
+    if (o.batchSize < 1)
+      throw Error("--batch must be at least 1, got " +
+                  std::to_string(o.batchSize));
+    if (o.hiddenUnits < 1)
+      throw Error("--hidden must be at least 1, got " +
+                  std::to_string(o.hiddenUnits));
+    if (o.hiddenLayers < 0)
+      throw Error("--layers must not be negative, got " +
+                  std::to_string(o.hiddenLayers));
     auto start = std::chrono::steady_clock::now();
     CompileOptions compileOptions;
     compileOptions.precision = o.f64 ? DType::F64 : DType::F32;
@@ -121,10 +134,8 @@ int optim::runTask(const RunOptions &o) {
       writeFileAtomically(o.csv, csv);
     return 0;
   } catch (const Error &e) {
-    std::string message = e.what();
-    while (!message.empty() && message.back() == '\n')
-      message.pop_back();
-    std::fprintf(stderr, "optimc run: error: %s\n", message.c_str());
+    // The compiler's located diagnostics print as optimc's own do.
+    tools::printToolError("optimc run", e.what());
     return 1;
   }
 }

@@ -12,6 +12,7 @@
 
 #include "EmitGPU.h"
 #include "Run.h"
+#include "WriteError.h"
 #include "optim/Compiler/CodeGen.h"
 #include "optim/Compiler/Describe.h"
 #include "optim/Compiler/Pipelines.h"
@@ -189,7 +190,7 @@ int write(llvm::StringRef path,
             return llvm::Error::success();
           }))
     return fail("cannot write '" + path +
-                "': " + llvm::toString(std::move(err)));
+                "': " + optim::tools::writeErrorReason(std::move(err)));
   return 0;
 }
 
@@ -232,7 +233,9 @@ int main(int argc, char **argv) {
   mlir::registerMLIRContextCLOptions();
   cl::HideUnrelatedOptions({&category, &runCategory});
   cl::ParseCommandLineOptions(argc, argv,
-                              "optimc: the optim-mlir compiler driver\n");
+                              "optimc: the optim-mlir compiler driver\n\n"
+                              "Exit status: 0 on success, 1 on any error (a "
+                              "usage error included).\n");
   if (runCommand) {
     optim::RunOptions run;
     run.ruleFile = runInput;
