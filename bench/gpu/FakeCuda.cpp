@@ -201,10 +201,12 @@ CUresult layerBackward(const Kernel &k, unsigned gridX, unsigned blockX,
       optim::qpblock::Work w = blockWork(k, lay, base, shared);
       optim::qpblock::Problem P = blockProblem(k, lay, base);
       OneThread team;
-      optim::qpblock::Solver<OneThread> solver(team, P, w,
-                                               base + lay.keepOffset);
-      solver.backward(at(ptr(0), e, k.n), at(ptr(1), e, k.m),
-                      at(ptr(2), e, k.p), !k.f64, dops + e * D, lay.offset);
+      // As the device kernel (QPBlockNVPTX.cpp): the backward pass of the
+      // scaled problem the forward solved.
+      optim::qpblock::backwardProblem(
+          team, P, w, base + lay.keepOffset, at(ptr(0), e, k.n),
+          at(ptr(1), e, k.m), at(ptr(2), e, k.p), !k.f64, dops + e * D,
+          lay.offset);
     }
     return 0;
   }

@@ -3,15 +3,16 @@
 // Runtime only (no LLVM/MLIR): the learned-rule row of bench/gpu/run.sh,
 // for examples/l2l.optim (two 20-unit LSTM cells and a linear head per
 // coordinate).
-//   --write-reference DIR --weights FILE
+//   --write-reference DIR [--weights FILE] [--rule NAME]
 //       on the machine where optimc runs (bench/gpu/prepare.sh): runs the CPU
-//       kernel DIR/l2l.so (optimc --emit=shared) for 20 steps on tensors of
-//       awkward sizes, with gradients from a generator that gives the same
-//       bits on every machine, and writes the final parameters, the final
-//       states of the small tensors and the weights to
-//       DIR/l2l.expected.safetensors;
-//   --check DIR
-//       on the GPU: the same 20 steps with DIR/l2l.<arch>.cubin, compared
+//       kernel DIR/NAME.so (optimc --emit=shared; NAME defaults to l2l) for
+//       20 steps on tensors of awkward sizes, with gradients from a
+//       generator that gives the same bits on every machine, and writes the
+//       final parameters, the final states of the small tensors and the
+//       weights (FILE's, else drawn from the same generator) to
+//       DIR/NAME.expected.safetensors;
+//   --check DIR [--rule NAME]
+//       on the GPU: the same 20 steps with DIR/NAME.<arch>.cubin, compared
 //       with those expected values (the CPU path, as issue 6 asks; the
 //       device machine has no LLVM to compute them);
 //   --bench DIR [--coordinates N] [--steps N] [--peak-cubin FILE]
@@ -36,6 +37,7 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <string>
 #include <sys/stat.h>
 #include <vector>
@@ -52,7 +54,9 @@ const int kCheckSteps = 20;
 const std::vector<int64_t> kCheckSizes = {1, 7, 1000, 4099, 65537, 1000003};
 const size_t kMisaligned = 3;
 const int64_t kStateCheckMax = 5000;
-const char *kExpected = "/l2l.expected.safetensors";
+std::string expectedPath(const std::string &dir, const std::string &rule) {
+  return dir + "/" + rule + ".expected.safetensors";
+}
 // Issue 4's count: the gate rows of both cells and the head, 2 flops per FMA.
 const double kFlopsPerCoordinate = 2.0 * (4 * 20 * 22 + 4 * 20 * 40 + 20);
 // FmaPeak.cu's chains per thread and threads per block.
@@ -123,13 +127,31 @@ std::string pickCubin(const std::string &dir, const std::string &name,
   return "";
 }
 
+/// Weights drawn from the generator: uniform on [-0.5, 0.5) in steps of
+/// 2^-24 (exact), for rules without trained weights.
+std::vector<std::vector<float>> generatedWeights(const RuleInfo &info) {
+  std::vector<std::vector<float>> all;
+  for (size_t w = 0; w < info.weights.size(); ++w) {
+    size_t count = 1;
+    for (int64_t d : info.weights[w].shape)
+      count *= size_t(d);
+    std::vector<float> values(count);
+    for (size_t i = 0; i < count; ++i)
+      values[i] = float(hash(uint32_t(w), uint32_t(i), 0, 4) >> 8) * 0x1p-24f -
+                  0.5f;
+    all.push_back(std::move(values));
+  }
+  return all;
+}
+
 /// The CPU kernel's 20 steps, written for --check to compare with.
-int writeReference(const std::string &dir, const std::string &weightsPath) {
-  optim::Rule rule = loadRule(dir + "/l2l.so");
+int writeReference(const std::string &dir, const std::string &weightsPath,
+                   const std::string &name) {
+  optim::Rule rule = loadRule(dir + "/" + name + ".so");
   const RuleInfo &info = rule.info();
-  if (info.name != "l2l" || info.dtype != DType::F32)
-    throw Error(dir + "/l2l.so: expected the f32 rule l2l, got '" +
-                info.name + "'");
+  if (info.name != name || info.dtype != DType::F32)
+    throw Error(dir + "/" + name + ".so: expected the f32 rule " + name +
+                ", got '" + info.name + "'");
   size_t n = kCheckSizes.size();
   std::vector<std::vector<float>> p(n), g(n);
   std::vector<Param> params;
@@ -141,7 +163,15 @@ int writeReference(const std::string &dir, const std::string &weightsPath) {
     params.emplace_back(p[t].data(), kCheckSizes[t]);
   }
   optim::Optimizer opt(rule, params);
-  opt.loadWeights(weightsPath);
+  std::vector<std::vector<float>> generated;
+  if (weightsPath.empty()) {
+    generated = generatedWeights(info);
+    for (size_t w = 0; w < info.weights.size(); ++w)
+      opt.setWeights(info.weights[w].name, generated[w].data(),
+                     int64_t(generated[w].size()));
+  } else {
+    opt.loadWeights(weightsPath);
+  }
   for (int s = 1; s <= kCheckSteps; ++s) {
     std::vector<Grad> grads;
     for (size_t t = 0; t < n; ++t) {
@@ -168,30 +198,34 @@ int writeReference(const std::string &dir, const std::string &weightsPath) {
                       opt.state(t, s.name)});
     }
   }
-  SafetensorsFile weights = SafetensorsFile::read(weightsPath);
-  for (const WeightSpec &w : info.weights) {
-    names.push_back("weights." + w.name);
-    refs.push_back({names.back(), DType::F32, w.shape,
-                    weights.tensor(w.name, DType::F32, w.shape)});
+  std::optional<SafetensorsFile> weights;
+  if (!weightsPath.empty())
+    weights = SafetensorsFile::read(weightsPath);
+  for (size_t w = 0; w < info.weights.size(); ++w) {
+    const WeightSpec &spec = info.weights[w];
+    names.push_back("weights." + spec.name);
+    refs.push_back({names.back(), DType::F32, spec.shape,
+                    weights ? weights->tensor(spec.name, DType::F32, spec.shape)
+                            : generated[w].data()});
   }
-  writeSafetensors(dir + kExpected, refs,
-                   {{"rule", "l2l"},
+  writeSafetensors(expectedPath(dir, name), refs,
+                   {{"rule", name},
                     {"steps", std::to_string(kCheckSteps)},
                     {"sizes", sizesText()},
-                    {"weights", weightsPath},
+                    {"weights", weightsPath.empty() ? "generated" : weightsPath},
                     {"generator", "LearnedGpuBench.cpp hash v1"}});
-  std::printf("wrote %s (CPU kernel l2l.so, %d steps, sizes %s)\n",
-              (dir + kExpected).c_str(), kCheckSteps, sizesText().c_str());
+  std::printf("wrote %s (CPU kernel %s.so, %d steps, sizes %s)\n",
+              expectedPath(dir, name).c_str(), name.c_str(), kCheckSteps,
+              sizesText().c_str());
   return 0;
 }
 
-/// Loads the l2l cubin for the device and sets its weights from the
-/// expected file.
-cuda::Rule loadL2L(const std::shared_ptr<cuda::Device> &dev,
-                   const std::string &dir) {
-  std::string cubin = pickCubin(dir, "l2l", dev->arch());
+/// Loads rule `name`'s cubin for the device.
+cuda::Rule loadLearned(const std::shared_ptr<cuda::Device> &dev,
+                       const std::string &dir, const std::string &name) {
+  std::string cubin = pickCubin(dir, name, dev->arch());
   if (cubin.empty())
-    throw Error("no l2l cubin for " + dev->arch() + " in " + dir +
+    throw Error("no " + name + " cubin for " + dev->arch() + " in " + dir +
                 " (bench/gpu/prepare.sh writes sm_80 and sm_90)");
   return dev->loadRule(cubin);
 }
@@ -212,15 +246,16 @@ void setWeights(cuda::Optimizer &opt, const RuleInfo &info,
 /// coordinate moves 0.29, 1% of them less than 0.003, where the ratio says
 /// nothing), states relative to max(|x|, 1) (h lies in (-1, 1); c grows by
 /// at most 1 a step).
-int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir) {
-  SafetensorsFile ref = SafetensorsFile::read(dir + kExpected);
+int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
+          const std::string &name) {
+  SafetensorsFile ref = SafetensorsFile::read(expectedPath(dir, name));
   if (ref.metadata("sizes") != sizesText() ||
       ref.metadata("steps") != std::to_string(kCheckSteps))
-    throw Error(dir + kExpected + " was written for sizes " +
+    throw Error(expectedPath(dir, name) + " was written for sizes " +
                 ref.metadata("sizes") + ", " + ref.metadata("steps") +
                 " steps; this build checks " + sizesText() +
                 ": rerun bench/gpu/prepare.sh");
-  cuda::Rule rule = loadL2L(dev, dir);
+  cuda::Rule rule = loadLearned(dev, dir, name);
   const RuleInfo &info = rule.info();
   size_t n = kCheckSizes.size();
   std::vector<std::vector<float>> p0(n), g(n);
@@ -299,19 +334,19 @@ int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir) {
   // off by O(0.1) or more.
   const double tolP = 3e-3, tolState = 1e-3;
   bool ok = worstP <= tolP && worstState <= tolState && bad == 0;
-  std::printf("check l2l       %s  p: max error %.3g of max(movement, "
+  std::printf("check %-9s %s  p: max error %.3g of max(movement, "
               "0.01) (tolerance %.0e), %.2f%% bit-identical; states of the "
               "tensors up to %lld: max error %.3g of max(|x|, 1) (tolerance "
               "%.0e), %.2f%% "
               "bit-identical; %lld coordinates, %d steps, %s (%s), %lld "
               "chunks\n",
-              ok ? "OK  " : "FAIL", worstP, tolP, 100.0 * sameP / countP,
+              name.c_str(), ok ? "OK  " : "FAIL", worstP, tolP, 100.0 * sameP / countP,
               (long long)kStateCheckMax, worstState, tolState,
               100.0 * sameState / countState, (long long)countP, kCheckSteps,
               dev->arch().c_str(), cuda::toString(rule.source()),
               (long long)opt.numChunks());
   if (bad)
-    std::printf("check l2l       %lld non-finite parameters\n",
+    std::printf("check %-9s %lld non-finite parameters\n", name.c_str(),
                 (long long)bad);
   return ok ? 0 : 1;
 }
@@ -395,8 +430,8 @@ double measurePeak(const std::shared_ptr<cuda::Device> &dev,
 /// torch_lstm.py) for a few launch shapes, and the FMA peak.
 int bench(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
           int64_t coords, int steps, const std::string &peakCubin) {
-  SafetensorsFile ref = SafetensorsFile::read(dir + kExpected);
-  cuda::Rule rule = loadL2L(dev, dir);
+  SafetensorsFile ref = SafetensorsFile::read(expectedPath(dir, "l2l"));
+  cuda::Rule rule = loadLearned(dev, dir, "l2l");
   const RuleInfo &info = rule.info();
   std::vector<float> host(coords);
   for (int64_t i = 0; i < coords; ++i)
@@ -515,8 +550,9 @@ int bench(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
 
 int usage() {
   std::fprintf(stderr,
-               "usage: optim-gpu-learned --write-reference DIR --weights FILE"
-               "\n       optim-gpu-learned --check DIR"
+               "usage: optim-gpu-learned --write-reference DIR [--weights "
+               "FILE] [--rule NAME]"
+               "\n       optim-gpu-learned --check DIR [--rule NAME]"
                "\n       optim-gpu-learned --bench DIR [--coordinates N] "
                "[--steps N] [--peak-cubin FILE]"
                "\n       optim-gpu-learned --probe\n");
@@ -526,7 +562,7 @@ int usage() {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string mode, dir, weights, peakCubin;
+  std::string mode, dir, weights, peakCubin, ruleName = "l2l";
   int64_t coords = 10000000;
   int steps = 20;
   for (int i = 1; i < argc; ++i) {
@@ -540,6 +576,8 @@ int main(int argc, char **argv) {
       mode = a;
     } else if (a == "--weights" && hasValue) {
       weights = argv[++i];
+    } else if (a == "--rule" && hasValue) {
+      ruleName = argv[++i];
     } else if (a == "--peak-cubin" && hasValue) {
       peakCubin = argv[++i];
     } else if (a == "--coordinates" && hasValue) {
@@ -550,12 +588,15 @@ int main(int argc, char **argv) {
       return usage();
     }
   }
-  if (mode.empty() || (mode == "--write-reference") == weights.empty() ||
+  // l2l's reference uses its trained weights; other rules draw theirs.
+  if (mode.empty() || (mode != "--write-reference" && !weights.empty()) ||
+      (mode == "--write-reference" && ruleName == "l2l" && weights.empty()) ||
+      (mode == "--bench" && ruleName != "l2l") || ruleName.empty() ||
       coords < 1 || steps < 1)
     return usage();
   try {
     if (mode == "--write-reference")
-      return writeReference(dir, weights);
+      return writeReference(dir, weights, ruleName);
     std::string why;
     auto driver = cuda::tryLoadDriver(&why);
     if (!driver) {
@@ -568,7 +609,7 @@ int main(int argc, char **argv) {
     if (mode == "--probe")
       return 0;
     if (mode == "--check")
-      return check(dev, dir);
+      return check(dev, dir, ruleName);
     return bench(dev, dir, coords, steps, peakCubin);
   } catch (const Error &e) {
     std::fprintf(stderr, "optim-gpu-learned: %s\n", e.what());

@@ -21,6 +21,10 @@ PREP_BUILD=$dry/prepare-build "$root/bench/gpu/prepare.sh" "$optimc" "$dry/aot"
 for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad l2l; do
   "$optimc" "$root/examples/$rule.optim" --emit=shared -o "$dry/kernels/$rule.so"
 done
+for rule in shared clipped; do
+  "$optimc" "$root/test/Learned/Inputs/$rule.optim" --emit=shared \
+    -o "$dry/kernels/$rule.so"
+done
 # The QP row's layer: the fake runs the block solver from its manifest.
 cp "$dry/aot/qpbench.sm_90.manifest.json" "$dry/kernels/qpbench.manifest.json"
 c++ -std=c++17 -O2 -shared -fPIC -I "$root/runtime/include" \

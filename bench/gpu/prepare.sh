@@ -6,7 +6,9 @@
 # dependency besides a C++17 compiler and CMake), the FMA-peak kernel
 # (FmaPeak.cu, with the toolkit's nvcc) and the l2l values that the GPU must
 # reproduce: the CPU kernel's (l2l.so) 20 steps on the check's tensors,
-# l2l.expected.safetensors, written by optim-gpu-learned from a runtime-only
+# l2l.expected.safetensors (and the same for two learned test rules whose
+# LSTM results use private memory on the GPU), written by optim-gpu-learned
+# from a runtime-only
 # build made here in $PREP_BUILD (default /tmp/optim-gpu-prepare-build), as
 # run.sh makes one on the device. Run where optimc is built:
 #   bench/gpu/prepare.sh [OPTIMC] [OUT_DIR]   (default build/bin/optimc,
@@ -56,4 +58,15 @@ cmake --build "$build" --target optim-gpu-learned -j "${JOBS:-2}" > "$build.log"
   { tail -30 "$build.log"; exit 1; }
 "$build/bin/optim-gpu-learned" --write-reference "$out" \
   --weights "$root/examples/l2l-mnist.safetensors"
+# Learned rules whose LSTM results go through the threads' private memory on
+# the GPU (a cell applied twice; results changed after the cell): their
+# cubins against their CPU kernels, with generated weights.
+for rule in shared clipped; do
+  src="$root/test/Learned/Inputs/$rule.optim"
+  "$optimc" "$src" --emit=shared -o "$out/$rule.so"
+  for arch in sm_80 sm_90; do
+    "$optimc" "$src" --emit=cubin --gpu-arch=$arch -o "$out/$rule.$arch.cubin"
+  done
+  "$build/bin/optim-gpu-learned" --write-reference "$out" --rule "$rule"
+done
 echo "prepare: wrote $(ls "$out"/*.cubin | wc -l) cubins to $out"

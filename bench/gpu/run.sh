@@ -119,6 +119,14 @@ say "l2l numerics: the cubin against the CPU kernel (20 steps)"
 timeout 120 "$learned" --check "$aot" | tee "$out/l2l-check.txt"
 lcheck=${PIPESTATUS[0]}
 [ "$lcheck" = 0 ] && say "l2l numerics: OK" || say "l2l numerics: FAIL (status $lcheck)"
+# Learned rules whose LSTM results go through private memory (prepare.sh).
+vcheck=0
+for rule in shared clipped; do
+  timeout 120 "$learned" --check "$aot" --rule "$rule" | tee -a "$out/learned-variants-check.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || vcheck=1
+done
+[ "$vcheck" = 0 ] && say "learned variants numerics: OK" || say "learned variants numerics: FAIL"
+echo "[result] learned rules with private-memory LSTM results (shared, clipped) vs CPU kernel, 20 steps: $([ "$vcheck" = 0 ] && echo OK || echo FAIL)"
 peak=()
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
