@@ -13,6 +13,8 @@
 using namespace mlir;
 using namespace mlir::optim;
 
+#include "optim/Dialect/OptimEnums.cpp.inc"
+
 #define GET_OP_CLASSES
 #include "optim/Dialect/OptimOps.cpp.inc"
 

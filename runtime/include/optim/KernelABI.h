@@ -43,7 +43,7 @@ extern "C" {
 #endif
 
 /* Bumped whenever anything above changes; recorded in AOT manifests. */
-#define OPTIM_KERNEL_ABI_VERSION 5
+#define OPTIM_KERNEL_ABI_VERSION 6
 
 /* The prefix of every rule kernel's symbol: optim_rule_<rule name>. */
 #define OPTIM_RULE_SYMBOL_PREFIX "optim_rule_"
@@ -52,6 +52,51 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
                                   const int64_t *strides, int64_t begin,
                                   int64_t end, const double *hypers,
                                   int64_t step, const void *const *weights);
+
+/* ---- Rules with tensor reductions (version 6) ------------------------------
+ * A rule that calls tensor_sum/mean/norm/max/min or global_sum/... (R > 0
+ * reductions; RuleInfo::reductions in optim/Rule.h, "reductions" in AOT
+ * manifests, one per optim.tensor_reduce op in the rule's body order) makes
+ * two passes over memory, with two functions:
+ *
+ *   void optim_reduce_<name>(void *const *ptrs, const int64_t *lengths,
+ *                            const int64_t *strides, int64_t begin,
+ *                            int64_t end, const double *hypers,
+ *                            int64_t step, const void *const *weights,
+ *                            double *partials);
+ *   void optim_rule_<name>(void *const *ptrs, const int64_t *lengths,
+ *                          const int64_t *strides, int64_t begin,
+ *                          int64_t end, const double *hypers, int64_t step,
+ *                          const void *const *weights,
+ *                          const double *reduced);
+ *
+ * - Both take the chunk table, hypers, step and weights of the rule kernel
+ *   above, for the same step. optim_reduce_ reads p, g and the states and
+ *   writes nothing but `partials`: for each chunk c of [begin, end) and each
+ *   reduction r it OVERWRITES partials[c * R + r] with the chunk's partial,
+ *   in double: the sum of the reduced value (sum, mean), the sum of its
+ *   squares (norm), its maximum (max) or minimum (min); NaN propagates
+ *   through max and min; an empty chunk gives 0, -inf or +inf. A chunk's
+ *   partials depend only on the chunk (lanes are combined in a fixed order).
+ * - The runtime combines the partials of the chunks of a tensor (or, for a
+ *   global reduction, of every tensor of the optimizer, in parameter order)
+ *   in chunk order: sum, max or min; then mean = sum / coordinates and
+ *   norm = sqrt(sum). It passes the result of reduction r for chunk c's
+ *   tensor as reduced[c * R + r] to optim_rule_, which otherwise is the rule
+ *   kernel above. The results do not depend on the number of threads.
+ * - Rules without reductions are unchanged (and have no optim_reduce_);
+ *   runtimes that predate version 6 refuse manifests of either kind. */
+#define OPTIM_REDUCE_SYMBOL_PREFIX "optim_reduce_"
+
+typedef void (*optim_reduce_kernel)(void *const *ptrs, const int64_t *lengths,
+                                    const int64_t *strides, int64_t begin,
+                                    int64_t end, const double *hypers,
+                                    int64_t step, const void *const *weights,
+                                    double *partials);
+typedef void (*optim_reduced_rule_kernel)(
+    void *const *ptrs, const int64_t *lengths, const int64_t *strides,
+    int64_t begin, int64_t end, const double *hypers, int64_t step,
+    const void *const *weights, const double *reduced);
 
 /* ---- GPU rule kernels (version 5) ------------------------------------------
  * `optimc --target=cuda --emit=ptx|cubin` compiles an update rule to a CUDA

@@ -53,6 +53,31 @@ struct WeightSpec {
   std::vector<int64_t> shape;
 };
 
+/// A reduction over a tensor (or every tensor, `global`) that the rule's
+/// step needs before it can update a coordinate (KernelABI.h, version 6).
+enum class ReductionKind { Sum, Mean, Norm, Max, Min };
+inline const char *reductionKindName(ReductionKind k) {
+  switch (k) {
+  case ReductionKind::Sum:
+    return "sum";
+  case ReductionKind::Mean:
+    return "mean";
+  case ReductionKind::Norm:
+    return "norm";
+  case ReductionKind::Max:
+    return "max";
+  case ReductionKind::Min:
+    return "min";
+  }
+  return "?";
+}
+struct ReductionSpec {
+  ReductionKind kind = ReductionKind::Sum;
+  /// Over every coordinate of every parameter of the optimizer, instead of
+  /// the coordinate's own tensor.
+  bool global = false;
+};
+
 /// The signature of a compiled rule.
 struct RuleInfo {
   std::string name;
@@ -60,6 +85,10 @@ struct RuleInfo {
   std::vector<HyperParam> hypers;
   std::vector<StateSpec> states;
   std::vector<WeightSpec> weights;
+  /// One per optim.tensor_reduce of the rule, in body order: the slots of
+  /// the reduced values. Non-empty: the step runs Rule::reduceKernel, then
+  /// Rule::reducedKernel (KernelABI.h); kernel() is null.
+  std::vector<ReductionSpec> reductions;
 
   /// The index of a hyperparameter, or -1.
   int findHyper(const std::string &hyperName) const;
@@ -78,17 +107,32 @@ public:
     vjp_ = vjp;
   }
 
-  explicit operator bool() const { return kernel_ != nullptr; }
+  /// A rule with tensor reductions (info.reductions non-empty): its two
+  /// passes over memory (KernelABI.h, version 6).
+  Rule(RuleInfo info, optim_reduce_kernel reduce,
+       optim_reduced_rule_kernel kernel, std::shared_ptr<void> owner)
+      : info_(std::make_shared<const RuleInfo>(std::move(info))),
+        reduce_(reduce), reduced_(kernel), owner_(std::move(owner)) {}
+
+  explicit operator bool() const {
+    return kernel_ != nullptr || reduced_ != nullptr;
+  }
   const RuleInfo &info() const;
   optim_rule_kernel kernel() const { return kernel_; }
   /// The vector-Jacobian product of one step, or null when the rule was
   /// compiled without it (CompileOptions::vjp).
   optim_vjp_kernel vjpKernel() const { return vjp_; }
+  /// The first pass of a rule with reductions, or null.
+  optim_reduce_kernel reduceKernel() const { return reduce_; }
+  /// The second pass of a rule with reductions, or null.
+  optim_reduced_rule_kernel reducedKernel() const { return reduced_; }
 
 private:
   std::shared_ptr<const RuleInfo> info_;
   optim_rule_kernel kernel_ = nullptr;
   optim_vjp_kernel vjp_ = nullptr;
+  optim_reduce_kernel reduce_ = nullptr;
+  optim_reduced_rule_kernel reduced_ = nullptr;
   std::shared_ptr<void> owner_;
 };
 

@@ -12,6 +12,8 @@
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "optim/Dialect/OptimDialect.h"
 
+#include "optim/Dialect/OptimEnums.h.inc"
+
 namespace mlir::optim {
 /// The largest per-coordinate vector, and the largest extent of a layer's
 /// tensors: the language's limit (Sema's kMaxSize), which keeps every size

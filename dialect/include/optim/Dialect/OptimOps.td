@@ -12,6 +12,7 @@ include "mlir/Interfaces/ControlFlowInterfaces.td"
 include "mlir/IR/BuiltinAttributes.td"
 include "mlir/IR/CommonAttrConstraints.td"
 include "mlir/IR/CommonTypeConstraints.td"
+include "mlir/IR/EnumAttr.td"
 
 // Where an op may appear: nothing lowers a per-coordinate op outside a rule
 // (or the step and VJP functions optim-differentiate derives from one), nor a
@@ -248,6 +249,57 @@ def Optim_LinearOp : Optim_Op<"linear", [Pure, Optim_PerCoordinate]> {
     $x `,` $weights attr-dict `:` type($x) `,` type($weights) `->` type($result)
   }];
   let hasVerifier = 1;
+}
+
+//===----------------------------------------------------------------------===//
+// Reductions over a tensor
+//===----------------------------------------------------------------------===//
+
+def Optim_ReductionKind : I32EnumAttr<"ReductionKind",
+    "what a tensor reduction computes", [
+      I32EnumAttrCase<"Sum", 0, "sum">,
+      I32EnumAttrCase<"Mean", 1, "mean">,
+      I32EnumAttrCase<"Norm", 2, "norm">,
+      I32EnumAttrCase<"Max", 3, "max">,
+      I32EnumAttrCase<"Min", 4, "min">
+    ]> {
+  let cppNamespace = "::mlir::optim";
+}
+
+// Deliberately not Pure: the runtime's table of reduced values has one slot
+// per tensor_reduce op of the rule as written, in body order, so no pass may
+// erase, merge or reorder them (describeRule counts them before the
+// pipeline, the lowering after it).
+def Optim_TensorReduceOp : Optim_Op<"tensor_reduce", [
+    Optim_PerCoordinate, AllTypesMatch<["value", "result"]>]> {
+  let summary = "A reduction of a per-coordinate value over a whole tensor";
+  let description = [{
+    Reduces the scalar `value`, computed at every coordinate of the
+    parameter tensor, to one value shared by all of them: its sum, mean,
+    Euclidean norm (sqrt of the sum of squares), maximum or minimum. With
+    `global`, over every coordinate of every parameter the optimizer holds
+    instead of one tensor.
+
+    The compiled step makes two passes over memory: the first computes
+    `value` and accumulates it in f64 (per chunk, in a fixed order; the
+    runtime adds the chunks in order, so the result does not depend on the
+    number of threads), the second runs the rule with the result. `value`
+    must not depend on another reduction (that would need a third pass).
+    NaN propagates through max and min.
+
+    The op is not pure: every reduction of the rule as written is kept, in
+    order, because the runtime's table of reduced values has one slot per
+    op (its position among the rule's tensor_reduce ops).
+
+    ```mlir
+    %n = optim.tensor_reduce norm %p : f32
+    %a = optim.tensor_reduce sum %x global : f64
+    ```
+  }];
+  let arguments = (ins AnyFloat:$value, Optim_ReductionKind:$kind,
+                       UnitAttr:$global);
+  let results = (outs AnyFloat:$result);
+  let assemblyFormat = "$kind $value (`global` $global^)? attr-dict `:` type($value)";
 }
 
 //===----------------------------------------------------------------------===//
