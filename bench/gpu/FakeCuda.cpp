@@ -128,6 +128,15 @@ CUresult loadKernel(const std::string &name, Kernel **out) {
     k.f64 = m.at("dtype") == "f64";
     k.hypers = m.at("hyperparameters").size();
     k.weights = m.contains("weights") ? m.at("weights").size() : 0;
+    // The emulated launch is the one-pass rule kernel; a rule with tensor
+    // reductions has two (KernelABI.h, version 6), and the executor refuses
+    // it before it gets here.
+    if (m.contains("reductions") && !m.at("reductions").empty()) {
+      std::fprintf(stderr, "fake libcuda: %s has tensor reductions, which "
+                           "are not emulated\n",
+                   name.c_str());
+      return 500;
+    }
     if (!k.cpu)
       return 500;
   }

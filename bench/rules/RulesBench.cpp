@@ -6,7 +6,9 @@
 //   traffic: moves exactly Adam's bytes (read p, g, m, v; write p, m, v)
 //            with trivial arithmetic: the memory limit of an Adam step;
 //   fused:   a hand-written fused C++ Adam loop, as in DeepSpeed's CPU Adam;
-//   traffic_prefetch: traffic with the compiled rules' software prefetches.
+//   traffic_prefetch: traffic with the compiled rules' software prefetches;
+//   lamb:    LAMB (a rule with tensor reductions, two passes) against
+//            Adam's compiled step and a hand-written two-pass C++ LAMB.
 //
 //===----------------------------------------------------------------------===//
 
@@ -148,6 +150,62 @@ void fusedAdamStep(const std::vector<Chunk> &cs, int64_t t) {
       k.m[i] = m;
       k.v[i] = v;
       k.p[i] -= step * m / (std::sqrt(v) * rbc2 + eps);
+    }
+  }
+}
+
+/// LAMB (examples/lamb.optim) written by hand in two passes, as a careful
+/// C++ implementation would: the first updates m and v and accumulates each
+/// tensor's |w|^2 and |u|^2 per chunk (in double, as the compiled rule), the
+/// second recomputes u from the stored moments and steps p. Its traffic
+/// (read p, g, m, v, write m, v; read p, m, v, write p: 10 streams) is one
+/// stream less than the compiled rule's (4, then 7), which recomputes the
+/// moments instead of storing them in the first pass.
+struct LambChunk {
+  Chunk c;
+  size_t tensor;
+};
+
+void lambStep(const std::vector<LambChunk> &cs, size_t tensors, int64_t t,
+              std::vector<double> &partials, std::vector<float> &ratio) {
+  const float lr = 1e-3f, b1 = 0.9f, b2 = 0.999f, eps = 1e-6f, wd = 0.01f;
+  const float bc1 = 1 - std::pow(b1, float(t)),
+              bc2 = 1 - std::pow(b2, float(t));
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < cs.size(); ++c) {
+    const Chunk &k = cs[c].c;
+    double ww = 0, uu = 0;
+#pragma omp simd reduction(+ : ww, uu)
+    for (int64_t i = 0; i < k.n; ++i) {
+      float g = k.g[i];
+      float m = b1 * k.m[i] + (1 - b1) * g;
+      float v = b2 * k.v[i] + (1 - b2) * g * g;
+      k.m[i] = m;
+      k.v[i] = v;
+      float u = m / bc1 / (std::sqrt(v / bc2) + eps) + wd * k.p[i];
+      ww += double(k.p[i]) * k.p[i];
+      uu += double(u) * u;
+    }
+    partials[2 * c] = ww;
+    partials[2 * c + 1] = uu;
+  }
+  std::vector<double> norms(2 * tensors, 0.0);
+  for (size_t c = 0; c < cs.size(); ++c) {
+    norms[2 * cs[c].tensor] += partials[2 * c];
+    norms[2 * cs[c].tensor + 1] += partials[2 * c + 1];
+  }
+  for (size_t k = 0; k < tensors; ++k) {
+    double wn = std::sqrt(norms[2 * k]), un = std::sqrt(norms[2 * k + 1]);
+    ratio[k] = wn > 0 && un > 0 ? float(wn / un) : 1.0f;
+  }
+#pragma omp parallel for schedule(static)
+  for (size_t c = 0; c < cs.size(); ++c) {
+    const Chunk &k = cs[c].c;
+    const float step = lr * ratio[cs[c].tensor];
+#pragma omp simd
+    for (int64_t i = 0; i < k.n; ++i) {
+      float u = k.m[i] / bc1 / (std::sqrt(k.v[i] / bc2) + eps) + wd * k.p[i];
+      k.p[i] -= step * u;
     }
   }
 }
@@ -297,6 +355,49 @@ int main(int argc, char **argv) {
   double bigRelaxedTrafficPrefetch;
   measure(adamRelaxed, big, bigRelaxed, bigRelaxedTraffic, bigRelaxedFused,
           bigRelaxedTrafficPrefetch);
+  // LAMB (two passes over memory: examples/lamb.optim) on the same list,
+  // against Adam's step on it, measured side by side, and the hand-written
+  // two-pass loop above.
+  double lambCompiled, lambAdam, lambCpp;
+  {
+    Rule lamb = Compiler(compileOptions).compileFile(examples + "/lamb.optim");
+    std::vector<Param> params;
+    std::vector<Grad> grads;
+    for (size_t k = 0; k < big.p.size(); ++k) {
+      params.emplace_back(big.p[k].data(), big.p[k].size());
+      grads.emplace_back(big.g[k].data(), big.g[k].size());
+    }
+    OptimizerOptions options;
+    options.threads = threads;
+    Optimizer lambOpt(lamb, params, options), adamOpt(adam, params, options);
+    std::vector<LambChunk> cs;
+    for (size_t k = 0; k < big.p.size(); ++k) {
+      float *m = static_cast<float *>(const_cast<void *>(lambOpt.state(k, "m")));
+      float *v = static_cast<float *>(const_cast<void *>(lambOpt.state(k, "v")));
+      for (int64_t off = 0; off < int64_t(big.p[k].size());
+           off += options.chunkSize)
+        cs.push_back({{big.p[k].data() + off, m + off, v + off,
+                       big.g[k].data() + off,
+                       std::min<int64_t>(options.chunkSize,
+                                         big.p[k].size() - off)},
+                      k});
+    }
+    std::vector<double> partials(2 * cs.size());
+    std::vector<float> ratio(big.p.size());
+    std::vector<double> a, b, c;
+    lambOpt.step(grads);
+    adamOpt.step(grads);
+    lambStep(cs, big.p.size(), 1, partials, ratio);
+    for (int r = 0; r < reps; ++r) {
+      a.push_back(seconds([&] { lambOpt.step(grads); }));
+      b.push_back(seconds([&] { adamOpt.step(grads); }));
+      c.push_back(seconds(
+          [&] { lambStep(cs, big.p.size(), r + 2, partials, ratio); }));
+    }
+    lambCompiled = median(a);
+    lambAdam = median(b);
+    lambCpp = median(c);
+  }
   int64_t bigParams = big.total;
   size_t bigTensors = big.p.size();
   big = Model();
@@ -319,11 +420,14 @@ int main(int argc, char **argv) {
               "\"gpt2_adam_relaxed_s\": %.6g, "
               "\"gpt2_traffic_relaxed_phase_s\": %.6g, "
               "\"gpt2_traffic_prefetch_s\": %.6g, "
-              "\"small_traffic_prefetch_s\": %.6g}\n",
+              "\"small_traffic_prefetch_s\": %.6g, "
+              "\"gpt2_lamb_s\": %.6g, \"gpt2_lamb_adam_s\": %.6g, "
+              "\"gpt2_lamb_cpp_s\": %.6g}\n",
               threads, reps, (long long)bigParams, bigTensors, bigCompiled,
               bigTraffic, bigFused, (long long)smallParams, smallTensors,
               smallCompiled, smallTraffic, smallFused, cold, median(warmTimes),
               median(cachedTimes), bigRelaxed, bigRelaxedTraffic,
-              bigTrafficPrefetch, smallTrafficPrefetch);
+              bigTrafficPrefetch, smallTrafficPrefetch, lambCompiled,
+              lambAdam, lambCpp);
   return 0;
 }

@@ -112,6 +112,19 @@ Rule KernelCache::load(const std::string &key) const {
     llvm::consumeError(address.takeError());
     return Rule();
   }
+  if (!manifest.info.reductions.empty()) {
+    auto reduce =
+        (*jit)->lookup(OPTIM_REDUCE_SYMBOL_PREFIX + manifest.info.name);
+    if (!reduce) {
+      llvm::consumeError(reduce.takeError());
+      return Rule();
+    }
+    auto kernel = address->toPtr<optim_reduced_rule_kernel>();
+    std::shared_ptr<llvm::orc::LLJIT> owner(std::move(*jit));
+    return Rule(std::move(manifest.info),
+                reduce->toPtr<optim_reduce_kernel>(), kernel,
+                std::move(owner));
+  }
   auto kernel = address->toPtr<optim_rule_kernel>();
   std::shared_ptr<llvm::orc::LLJIT> owner(std::move(*jit));
   return Rule(std::move(manifest.info), kernel, std::move(owner));

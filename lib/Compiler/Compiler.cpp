@@ -95,8 +95,12 @@ Rule Compiler::compileSource(std::string_view source,
 
   std::unique_ptr<mlir::ExecutionEngine> engine = createJIT(
       *module, std::move(*tm), cache.enabled(), "rule '" + info.name + "'");
-  auto kernel =
-      reinterpret_cast<optim_rule_kernel>(lookupSymbol(*engine, symbol));
+  void *kernel = lookupSymbol(*engine, symbol);
+  // The first pass of a rule with tensor reductions (KernelABI.h, version 6).
+  optim_reduce_kernel reduceKernel = nullptr;
+  if (!info.reductions.empty())
+    reduceKernel = reinterpret_cast<optim_reduce_kernel>(
+        lookupSymbol(*engine, OPTIM_REDUCE_SYMBOL_PREFIX + info.name));
   optim_vjp_kernel vjpKernel = nullptr;
   if (impl->options.vjp)
     vjpKernel = reinterpret_cast<optim_vjp_kernel>(
@@ -113,5 +117,10 @@ Rule Compiler::compileSource(std::string_view source,
       llvm::sys::fs::remove(tmp);
   }
   std::shared_ptr<mlir::ExecutionEngine> owner(std::move(engine));
-  return Rule(std::move(info), kernel, vjpKernel, std::move(owner));
+  if (reduceKernel)
+    return Rule(std::move(info), reduceKernel,
+                reinterpret_cast<optim_reduced_rule_kernel>(kernel),
+                std::move(owner));
+  return Rule(std::move(info), reinterpret_cast<optim_rule_kernel>(kernel),
+              vjpKernel, std::move(owner));
 }

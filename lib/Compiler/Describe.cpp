@@ -7,6 +7,24 @@
 
 using namespace optim;
 
+/// The runtime's name for the dialect's kind (the two enums are kept apart:
+/// the runtime includes no MLIR header).
+static ReductionKind reductionKind(mlir::optim::ReductionKind kind) {
+  switch (kind) {
+  case mlir::optim::ReductionKind::Sum:
+    return ReductionKind::Sum;
+  case mlir::optim::ReductionKind::Mean:
+    return ReductionKind::Mean;
+  case mlir::optim::ReductionKind::Norm:
+    return ReductionKind::Norm;
+  case mlir::optim::ReductionKind::Max:
+    return ReductionKind::Max;
+  case mlir::optim::ReductionKind::Min:
+    return ReductionKind::Min;
+  }
+  llvm_unreachable("unknown reduction kind");
+}
+
 RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
   RuleInfo info;
   info.name = rule.getSymName().str();
@@ -27,6 +45,11 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
         {mlir::cast<mlir::StringAttr>(rule.getWeightNames()[i]).str(),
          std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
   }
+  // One slot per op, in body order (pre-order: an op nested in a region
+  // comes where its region is), the order the lowering numbers them in.
+  rule.walk<mlir::WalkOrder::PreOrder>([&](mlir::optim::TensorReduceOp op) {
+    info.reductions.push_back({reductionKind(op.getKind()), op.getGlobal()});
+  });
   return info;
 }
 

@@ -618,6 +618,16 @@ LogicalResult GPURuleLowering::run() {
   elt = rule.getElementType();
   if (!elt || !(elt.isF32() || elt.isF64()))
     return rule.emitOpError("GPU code generation supports f32 and f64 rules");
+  // The two passes over memory (KernelABI.h, version 6) exist on the CPU
+  // only: refused here, before classify() would mistake one for an
+  // unsupported per-coordinate op (or clone it as a uniform one).
+  WalkResult reduction = rule.walk([](TensorReduceOp red) {
+    red.emitOpError("tensor reductions are not supported by the CUDA code "
+                    "generator yet");
+    return WalkResult::interrupt();
+  });
+  if (reduction.wasInterrupted())
+    return failure();
   if (failed(classify()))
     return failure();
   globalPtr = LLVM::LLVMPointerType::get(ctx, kGlobal);

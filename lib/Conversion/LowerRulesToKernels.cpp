@@ -18,20 +18,22 @@
 // block's state lines are prefetched. The approximations apply to the
 // learned ops only, in f32; update rules keep their exact arithmetic.
 //
+// A rule with tensor reductions (optim.tensor_reduce) makes two passes over
+// memory (KernelABI.h, version 6): optim_reduce_<name> (ReduceKernel.cpp)
+// computes each chunk's partials, and this kernel takes one more argument,
+// the reduced values of every chunk. Their results and what depends on them
+// and on uniform values only ("per-chunk") are computed once per chunk,
+// before its coordinate loops, and broadcast to lanes like uniform values.
+//
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
 
 #include "ChunkTable.h"
-#include "Components.h"
 #include "LearnedMath.h"
-#include "optim/Dialect/OptimOps.h"
+#include "RuleLowering.h"
 
-#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
-#include "mlir/IR/Builders.h"
-#include "mlir/IR/IRMapping.h"
 #include "mlir/IR/TypeUtilities.h"
-#include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
 #define GEN_PASS_DEF_LOWERRULESTOKERNELS
@@ -41,64 +43,8 @@ namespace mlir::optim {
 using namespace mlir;
 using namespace mlir::optim;
 
-namespace {
-
 /// The prefix of kernel symbols; must match OPTIM_RULE_SYMBOL_PREFIX.
-constexpr llvm::StringLiteral kSymbolPrefix = "optim_rule_";
-
-class RuleLowering {
-public:
-  RuleLowering(RuleOp rule, unsigned width, bool relaxed,
-               unsigned prefetchBytes)
-      : rule(rule), width(width), relaxed(relaxed),
-        prefetchBytes(prefetchBytes) {}
-
-  LogicalResult run();
-
-private:
-  LogicalResult classify();
-  Value i64Const(OpBuilder &b, int64_t v) {
-    return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
-  }
-  Value index(OpBuilder &b, Value i64) {
-    return arith::IndexCastOp::create(b, rule.getLoc(), b.getIndexType(), i64);
-  }
-  Value gep(OpBuilder &b, Type elt, Value base, Value i64Index) {
-    return LLVM::GEPOp::create(b, rule.getLoc(), ptrType, elt, base,
-                               ValueRange{i64Index});
-  }
-  /// Emits the per-coordinate loop over [lb, ub) with `lanes` coordinates per
-  /// iteration.
-  void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
-                          ArrayRef<Value> bases, Value stride,
-                          bool prefetch = false);
-
-  RuleOp rule;
-  unsigned width;
-  /// Relaxed rounding (relaxed-fp).
-  bool relaxed;
-  /// How far ahead update rules prefetch their streams (prefetch-distance).
-  unsigned prefetchBytes;
-  /// Uniform divisors of varying divisions -> their reciprocal (when
-  /// `relaxed`), computed once per call.
-  llvm::DenseMap<Value, Value> reciprocals;
-  Type ptrType;
-  FloatType elt;
-  llvm::DenseSet<Value> varying;
-  SmallVector<Operation *> varyingOps;
-  IRMapping uniform; // Rule values -> their scalar value in the kernel.
-  /// Weights tensors -> the pointer to their data, loaded once per call.
-  llvm::DenseMap<Value, Value> weightPtrs;
-  /// The kernel's entry block, where stack buffers are allocated.
-  Block *funcEntry = nullptr;
-  /// The log of log_sign in learned rules, to be replaced by a polynomial
-  /// approximation; never the rule's own math ops.
-  SmallVector<Operation *> approximate;
-  /// Whether the rule has lstm_cell or linear ops: compute-bound.
-  bool learned = false;
-};
-
-} // namespace
+static constexpr llvm::StringLiteral kSymbolPrefix = "optim_rule_";
 
 /// The largest power of two that divides `bytes`: LLVM alignments must be
 /// powers of two, and a vector of 3 doubles lies at multiples of 24 bytes.
@@ -115,13 +61,31 @@ LogicalResult RuleLowering::classify() {
   for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
     weights.insert(rule.getWeight(i));
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
+    // A reduction's result is one value per chunk, whatever it reduces.
+    if (auto red = dyn_cast<TensorReduceOp>(op)) {
+      if (red.getValue().getType() != elt)
+        return red.emitOpError("reduces a value of type ")
+               << red.getValue().getType() << " in a rule of element type "
+               << elt;
+      reductions.push_back(red);
+      perChunk.insert(red.getResult());
+      perChunkOps.push_back(&op);
+      continue;
+    }
     // Ops on the weights run per coordinate: their other operands are
     // per-coordinate values in every rule the front end produces.
     bool isVarying = llvm::any_of(op.getOperands(), [&](Value v) {
       return varying.contains(v) || weights.contains(v);
     });
-    if (!isVarying)
+    if (!isVarying) {
+      if (llvm::any_of(op.getOperands(),
+                       [&](Value v) { return perChunk.contains(v); })) {
+        perChunkOps.push_back(&op);
+        for (Value r : op.getResults())
+          perChunk.insert(r);
+      }
       continue;
+    }
     auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
     bool supported = false;
     if (isa<LogSignOp, LSTMCellOp, LinearOp>(op))
@@ -140,7 +104,136 @@ LogicalResult RuleLowering::classify() {
     for (Value r : op.getResults())
       varying.insert(r);
   }
+  // The rule kernel computes the varying values that the new p and states
+  // depend on; a value that only reductions read is the reduce kernel's.
+  SmallVector<Value> worklist(
+      rule.getBodyBlock().getTerminator()->getOperands());
+  while (!worklist.empty()) {
+    Value v = worklist.pop_back_val();
+    Operation *def = v.getDefiningOp();
+    if (!def || !varying.contains(v) || !ruleOpSet.insert(def).second)
+      continue;
+    llvm::append_range(worklist, def->getOperands());
+  }
+  for (Operation *op : varyingOps)
+    if (ruleOpSet.contains(op))
+      ruleOps.push_back(op);
   return success();
+}
+
+bool RuleLowering::readByRule(Value input) {
+  return llvm::any_of(input.getUsers(), [&](Operation *user) {
+    return isa<YieldOp>(user) || ruleOpSet.contains(user);
+  });
+}
+
+LogicalResult RuleLowering::checkReductions() {
+  for (TensorReduceOp red : reductions) {
+    // The ops that the reduced value depends on, found from it backwards.
+    SmallVector<Operation *> worklist;
+    if (Operation *def = red.getValue().getDefiningOp())
+      worklist.push_back(def);
+    while (!worklist.empty()) {
+      Operation *op = worklist.pop_back_val();
+      if (!reductionSlice.insert(op).second)
+        continue;
+      if (isa<TensorReduceOp>(op)) {
+        InFlightDiagnostic diag = red.emitOpError(
+            "reduces a value that depends on another tensor reduction: that "
+            "would need a third pass over memory");
+        diag.attachNote(op->getLoc()) << "the other reduction";
+        return diag;
+      }
+      if (isa<LSTMCellOp, LinearOp>(op)) {
+        InFlightDiagnostic diag =
+            red.emitOpError("reduces a value computed by '")
+            << op->getName()
+            << "': the CPU code generator does not reduce the results of "
+               "learned ops";
+        diag.attachNote(op->getLoc()) << "computed here";
+        return diag;
+      }
+      for (Value v : op->getOperands())
+        if (Operation *def = v.getDefiningOp())
+          worklist.push_back(def);
+    }
+  }
+  return success();
+}
+
+SmallVector<unsigned> RuleLowering::laneCounts() const {
+  // Learned rules are compute-bound: blocks of four vectors of coordinates
+  // give every broadcast weight four independent FMAs per row, then one
+  // vector, then single coordinates for the tail. Every path runs the same
+  // operations per lane, so a coordinate's result does not depend on which
+  // one it takes.
+  SmallVector<unsigned> counts;
+  if (width > 1 && learned)
+    counts.push_back(4 * width);
+  if (width > 1)
+    counts.push_back(width);
+  return counts;
+}
+
+void RuleLowering::mapCoordinateOp(OpBuilder &b, Operation *op, unsigned lanes,
+                                   CompMap &map,
+                                   llvm::function_ref<Comps(Value)> operand) {
+  Location loc = rule.getLoc();
+  // LLVM contracts a multiply and an add depending on the code around them,
+  // which differs between the two kernels: a value that is reduced must be
+  // rounded alike in both, so its ops never contract.
+  bool contract = relaxed && !reductionSlice.contains(op);
+  auto fm = [&]() {
+    return contract ? arith::FastMathFlags::contract
+                    : arith::FastMathFlags::none;
+  };
+  auto mul = [&](Value x, Value y) -> Value {
+    return arith::MulFOp::create(b, loc, x, y, fm());
+  };
+  auto add = [&](Value x, Value y) -> Value {
+    return arith::AddFOp::create(b, loc, x, y, fm());
+  };
+  if (auto div = dyn_cast<arith::DivFOp>(op)) {
+    auto it = reciprocals.find(div.getRhs());
+    if (it != reciprocals.end()) {
+      Value r = broadcast(b, it->second, lanes);
+      Comps out;
+      for (Value x : operand(div.getLhs()))
+        out.push_back(arith::MulFOp::create(b, loc, x, r, fm()));
+      map[div.getResult()] = out;
+      return;
+    }
+  }
+  if (mapComponentMoves(op, map, operand, add))
+    return;
+  if (auto ls = dyn_cast<LogSignOp>(op)) {
+    // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
+    auto splat = [&](double value) -> Value {
+      if (lanes == 1)
+        return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, value));
+      return arith::ConstantOp::create(
+          b, loc,
+          DenseElementsAttr::get(cast<ShapedType>(laneType(elt, lanes)),
+                                 b.getFloatAttr(elt, value)));
+    };
+    Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
+    Value absG = math::AbsFOp::create(b, loc, g);
+    Value big = arith::CmpFOp::create(
+        b, loc, arith::CmpFPredicate::OGE, absG,
+        math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
+    auto log = math::LogOp::create(b, loc, absG);
+    if (learned)
+      approximate.push_back(log);
+    auto [first, second] = logSignFeatures(
+        b, loc, g, big, log, k,
+        [&]() -> Value { return math::ExpOp::create(b, loc, k); }, splat, mul);
+    map[ls.getResult()] = {first, second};
+    return;
+  }
+  // Elementwise arith and math: once per component.
+  mapElementwise(
+      b, op, map, operand,
+      [&](Type scalar) { return laneType(scalar, lanes); }, contract);
 }
 
 void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
@@ -153,10 +246,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   b.setInsertionPointToStart(loop.getBody());
   Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
-  auto laneType = [&](Type scalar) -> Type {
-    return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
-  };
-  Type valueType = laneType(elt);
+  Type valueType = laneType(elt, lanes);
   unsigned align = elt.getWidth() / 8;
   // Prefetches the cache lines of this iteration's `lanes` coordinates of a
   // stream, starting `offset` elements past element `at` of `base`; hint 3
@@ -179,19 +269,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     return gep(b, elt, buf,
                arith::MulIOp::create(b, loc, index, i64Const(b, lanes)));
   };
-  auto splat = [&](double value) -> Value {
-    if (lanes == 1)
-      return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, value));
-    return arith::ConstantOp::create(
-        b, loc,
-        DenseElementsAttr::get(cast<ShapedType>(valueType),
-                               b.getFloatAttr(elt, value)));
-  };
   auto broadcast = [&](Value scalar) -> Value {
-    if (lanes == 1)
-      return scalar;
-    return vector::BroadcastOp::create(
-        b, loc, VectorType::get({lanes}, scalar.getType()), scalar);
+    return this->broadcast(b, scalar, lanes);
   };
 
   // Every per-coordinate value is a list of components, each holding one
@@ -216,7 +295,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     // Learned rules load each input where it is first used: loaded up
     // front, the 80 state vectors would stay live across the LSTM loops and
     // be spilled.
-    if (!input.use_empty() && !learned)
+    if (readByRule(input) && !learned)
       for (Value addr : componentAddrs)
         map[input].push_back(
             LLVM::LoadOp::create(b, loc, valueType, addr, align));
@@ -240,7 +319,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     for (auto [input, base] : llvm::zip(inputs, bases)) {
       // p and the states are written back (their lines are fetched
       // anyway); g only when it is read.
-      if (input == rule.getGrad() && input.use_empty())
+      if (input == rule.getGrad() && !readByRule(input))
         continue;
       for (unsigned j = 0, n = numComponents(input.getType()); j < n; ++j) {
         Value at = ahead;
@@ -260,14 +339,14 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   // reads at the end, when it stores a state's old value to another state).
   auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
   llvm::DenseMap<Value, unsigned> lastRead;
-  for (auto [k, op] : llvm::enumerate(varyingOps))
+  for (auto [k, op] : llvm::enumerate(ruleOps))
     for (Value v : op->getOperands())
       if (inputIndex.count(v))
         lastRead[v] = k;
   for (auto [k, value] : llvm::enumerate(yield.getValues()))
     if (inputIndex.count(value) &&
         value != (k == 0 ? rule.getParam() : rule.getState(k - 1)))
-      lastRead[value] = varyingOps.size();
+      lastRead[value] = ruleOps.size();
   llvm::SmallDenseSet<unsigned> written; // States already stored.
   auto directTarget = [&](Value result, unsigned opIndex) -> int {
     if (!learned)
@@ -304,16 +383,6 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     if (cached.empty())
       cached = spreadUniform(b, loc, uniform.lookup(v), broadcast);
     return cached;
-  };
-  auto fm = [&]() {
-    return relaxed ? arith::FastMathFlags::contract
-                   : arith::FastMathFlags::none;
-  };
-  auto mul = [&](Value x, Value y) -> Value {
-    return arith::MulFOp::create(b, loc, x, y, fm());
-  };
-  auto add = [&](Value x, Value y) -> Value {
-    return arith::AddFOp::create(b, loc, x, y, fm());
   };
   // Matrix-vector products run as loops over a stack buffer, not unrolled:
   // a 2x20 LSTM unrolled is ~10k instructions that LLVM takes close to a
@@ -449,12 +518,6 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     return arith::DivFOp::create(b, loc, one,
                                  arith::AddFOp::create(b, loc, one, e));
   };
-  auto logOf = [&](Value x) -> Value {
-    auto op = math::LogOp::create(b, loc, x);
-    if (learned)
-      approximate.push_back(op);
-    return op;
-  };
   // A learned rule streams ~80 state vectors per coordinate, more streams
   // than the hardware prefetchers follow: every block fetches the next
   // block's lines itself, a whole block of compute ahead of use. The states
@@ -474,13 +537,13 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   llvm::SmallDenseSet<int> fetchedByCells;
   const bool prefetchNext = learned && lanes > width;
   if (prefetchNext)
-    for (Operation *op : varyingOps)
+    for (Operation *op : ruleOps)
       if (auto cell = dyn_cast<LSTMCellOp>(op))
         for (int s : cellStates(cell))
           fetchedByCells.insert(s);
   if (prefetchNext) {
     for (auto [k, input, base] : llvm::enumerate(inputs, bases)) {
-      if (input.use_empty() || fetchedByCells.count(int(k) - 2))
+      if (!readByRule(input) || fetchedByCells.count(int(k) - 2))
         continue;
       auto comps = countedLoop(numComponents(input.getType()));
       OpBuilder::InsertionGuard guard(b);
@@ -492,35 +555,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       prefetchLines(base, next, lanes, /*hint=*/2);
     }
   }
-  for (auto [opIndex, op] : llvm::enumerate(varyingOps)) {
-    if (auto div = dyn_cast<arith::DivFOp>(op)) {
-      auto it = reciprocals.find(div.getRhs());
-      if (it != reciprocals.end()) {
-        Value r = broadcast(it->second);
-        Comps out;
-        for (Value x : operand(div.getLhs()))
-          out.push_back(arith::MulFOp::create(b, loc, x, r,
-                                              arith::FastMathFlags::contract));
-        map[div.getResult()] = out;
-        continue;
-      }
-    }
-    if (mapComponentMoves(op, map, operand, add))
-      continue;
-    if (auto ls = dyn_cast<LogSignOp>(op)) {
-      // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
-      Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
-      Value absG = math::AbsFOp::create(b, loc, g);
-      Value big = arith::CmpFOp::create(
-          b, loc, arith::CmpFPredicate::OGE, absG,
-          math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
-      auto [first, second] = logSignFeatures(
-          b, loc, g, big, logOf(absG), k,
-          [&]() -> Value { return math::ExpOp::create(b, loc, k); }, splat,
-          mul);
-      map[ls.getResult()] = {first, second};
-      continue;
-    }
+  for (auto [opIndex, op] : llvm::enumerate(ruleOps)) {
     if (auto lin = dyn_cast<LinearOp>(op)) {
       auto shape = lin.getWeights().getType().getShape();
       int64_t rows = shape[0], cols = shape[1];
@@ -655,8 +690,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       }
       continue;
     }
-    // Elementwise arith and math: once per component.
-    mapElementwise(b, op, map, operand, laneType, relaxed);
+    mapCoordinateOp(b, op, lanes, map, operand);
   }
 
   // Outputs: new p (index 0 of the yield, input 0) and states (inputs 2..).
@@ -671,35 +705,28 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   }
 }
 
-LogicalResult RuleLowering::run() {
-  MLIRContext *ctx = rule.getContext();
+func::FuncOp
+RuleLowering::beginKernel(OpBuilder &b, StringRef name, TypeRange extra,
+                          llvm::function_ref<bool(Operation *)> needed) {
   Location loc = rule.getLoc();
-  ptrType = LLVM::LLVMPointerType::get(ctx);
-  elt = rule.getElementType();
-  if (!elt || !(elt.isF32() || elt.isF64()))
-    return rule.emitOpError("CPU code generation supports f32 and f64 rules");
-  if (failed(classify()))
-    return failure();
-
-  OpBuilder b(rule);
   Type i64 = b.getI64Type();
-  auto fnType = b.getFunctionType(
-      {ptrType, ptrType, ptrType, i64, i64, ptrType, i64, ptrType}, {});
-  auto func = func::FuncOp::create(
-      b, loc, (kSymbolPrefix + rule.getSymName()).str(), fnType);
+  SmallVector<Type> args = {ptrType, ptrType, ptrType, i64,
+                            i64,     ptrType, i64,     ptrType};
+  args.append(extra.begin(), extra.end());
+  auto func = func::FuncOp::create(b, loc, name, b.getFunctionType(args, {}));
   Block *entry = func.addEntryBlock();
   funcEntry = entry;
+  uniform.clear();
+  reciprocals.clear();
+  weightPtrs.clear();
   b.setInsertionPointToStart(entry);
-  Value ptrs = entry->getArgument(0), lengths = entry->getArgument(1),
-        strides = entry->getArgument(2), begin = entry->getArgument(3),
-        end = entry->getArgument(4), hypers = entry->getArgument(5),
-        step = entry->getArgument(6);
+  Value hypers = entry->getArgument(5), step = entry->getArgument(6);
   Value weights = entry->getArgument(7);
 
   // Uniform inputs: hyperparameters (const ones are compiled in) and t.
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h) {
     BlockArgument arg = rule.getHyper(h);
-    if (arg.use_empty())
+    if (llvm::none_of(arg.getUsers(), needed))
       continue;
     Value value;
     if (rule.getHyperConst()[h]) {
@@ -715,21 +742,41 @@ LogicalResult RuleLowering::run() {
   }
   uniform.map(rule.getStep(), step);
   for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w)
-    weightPtrs[rule.getWeight(w)] = LLVM::LoadOp::create(
-        b, loc, ptrType, gep(b, ptrType, weights, i64Const(b, w)), 8);
+    if (llvm::any_of(rule.getWeight(w).getUsers(), needed))
+      weightPtrs[rule.getWeight(w)] = LLVM::LoadOp::create(
+          b, loc, ptrType, gep(b, ptrType, weights, i64Const(b, w)), 8);
   // Uniform computations, once per call.
   for (Operation &op : rule.getBodyBlock().without_terminator())
-    if (!llvm::is_contained(varyingOps, &op))
+    if (needed(&op) && !llvm::is_contained(varyingOps, &op) &&
+        !llvm::is_contained(perChunkOps, &op))
       b.clone(op, uniform);
 
   if (relaxed)
     for (Operation *op : varyingOps)
       if (auto div = dyn_cast<arith::DivFOp>(op))
-        if (!varying.contains(div.getRhs()) && !reciprocals.count(div.getRhs()))
+        if (needed(op) && uniform.contains(div.getRhs()) &&
+            !reciprocals.count(div.getRhs()))
           reciprocals[div.getRhs()] = arith::DivFOp::create(
               b, loc,
               arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
               uniform.lookup(div.getRhs()));
+  return func;
+}
+
+void RuleLowering::emitRuleKernel(OpBuilder &b) {
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type();
+  // A rule with reductions takes their values: `const double *reduced`.
+  SmallVector<Type> extra;
+  if (!reductions.empty())
+    extra.push_back(ptrType);
+  func::FuncOp func =
+      beginKernel(b, (kSymbolPrefix + rule.getSymName()).str(), extra,
+                  [](Operation *) { return true; });
+  Block *entry = &func.front();
+  Value ptrs = entry->getArgument(0), lengths = entry->getArgument(1),
+        strides = entry->getArgument(2), begin = entry->getArgument(3),
+        end = entry->getArgument(4);
 
   // The chunk loop.
   unsigned numPtrs = 2 + rule.getNumStates();
@@ -742,20 +789,43 @@ LogicalResult RuleLowering::run() {
     ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c, numPtrs);
     ArrayRef<Value> bases = chunk.bases;
     Value n = chunk.length, stride = chunk.stride;
+
+    // Per-chunk values: reduction r of chunk c is reduced[c * R + r], in
+    // double; what is computed from them, once per chunk.
+    if (!reductions.empty()) {
+      Value reduced = entry->getArgument(8);
+      Value first =
+          arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size()));
+      unsigned r = 0;
+      for (Operation *op : perChunkOps) {
+        auto red = dyn_cast<TensorReduceOp>(op);
+        if (!red) {
+          b.clone(*op, uniform);
+          continue;
+        }
+        Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r++));
+        Value value = LLVM::LoadOp::create(b, loc, b.getF64Type(),
+                                           gep(b, b.getF64Type(), reduced, slot),
+                                           8);
+        if (!elt.isF64())
+          value = arith::TruncFOp::create(b, loc, elt, value);
+        uniform.map(red.getResult(), value);
+      }
+      if (relaxed)
+        for (Operation *op : varyingOps)
+          if (auto div = dyn_cast<arith::DivFOp>(op))
+            if (perChunk.contains(div.getRhs()) &&
+                !reciprocals.count(div.getRhs()))
+              reciprocals[div.getRhs()] = arith::DivFOp::create(
+                  b, loc,
+                  arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
+                  uniform.lookup(div.getRhs()));
+    }
+
     Value zero = arith::ConstantIndexOp::create(b, loc, 0);
     Value nIdx = index(b, n);
     Value vectorEnd = zero;
-    // Learned rules are compute-bound: blocks of four vectors of coordinates
-    // give every broadcast weight four independent FMAs per row, then one
-    // vector, then single coordinates for the tail. Every path runs the same
-    // operations per lane, so a coordinate's result does not depend on which
-    // one it takes.
-    SmallVector<unsigned> laneCounts;
-    if (width > 1 && learned)
-      laneCounts.push_back(4 * width);
-    if (width > 1)
-      laneCounts.push_back(width);
-    for (unsigned lanes : laneCounts) {
+    for (unsigned lanes : laneCounts()) {
       Value start = vectorEnd;
       Value lanesIdx = arith::ConstantIndexOp::create(b, loc, lanes);
       vectorEnd = arith::SubIOp::create(
@@ -780,6 +850,23 @@ LogicalResult RuleLowering::run() {
     emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases, stride);
   }
   func::ReturnOp::create(b, loc);
+}
+
+LogicalResult RuleLowering::run() {
+  MLIRContext *ctx = rule.getContext();
+  ptrType = LLVM::LLVMPointerType::get(ctx);
+  elt = rule.getElementType();
+  if (!elt || !(elt.isF32() || elt.isF64()))
+    return rule.emitOpError("CPU code generation supports f32 and f64 rules");
+  if (failed(classify()) || failed(checkReductions()))
+    return failure();
+
+  OpBuilder b(rule);
+  // The first pass, then the rule kernel (the second).
+  if (!reductions.empty())
+    emitReduceKernel(b);
+  b.setInsertionPoint(rule);
+  emitRuleKernel(b);
   rule.erase();
   // f32 only (f64 keeps libm); lstm_cell's tanh and sigmoid are rational
   // forms of their own (lstmCellUpdate). Errors of the whole step against a

@@ -227,6 +227,11 @@ LogicalResult VJPLowering::analyze() {
     weights.insert(weight(w));
 
   for (Operation &op : func.front().without_terminator()) {
+    // optim-differentiate refuses rules with reductions; a function written
+    // by hand is refused here.
+    if (isa<TensorReduceOp>(op))
+      return op.emitOpError("cannot be lowered: the reverse mode of tensor "
+                            "reductions is not implemented");
     bool tensorResult = llvm::any_of(op.getResultTypes(),
                                      [](Type t) { return isa<TensorType>(t); });
     if (tensorResult && !isa<LSTMCellVJPOp, LinearVJPOp>(op)) {

@@ -95,6 +95,7 @@ private:
   Value genBinary(TokenKind op, Value lhs, Value rhs, const Type &type,
                   mlir::Location l);
   Value genCall(const CallExpr &call);
+  Value genReduction(const CallExpr &call, Value arg, mlir::Location l);
   llvm::SmallVector<Value> genQP(const CallExpr &call);
 
   mlir::OpBuilder &b;
@@ -399,7 +400,41 @@ Value ProgramGen::genCall(const CallExpr &call) {
   default:
     break;
   }
+  if (isReduction(call.builtin))
+    return genReduction(call, args[0], l);
   llvm_unreachable("Sema accepted a call MLIRGen does not know");
+}
+
+Value ProgramGen::genReduction(const CallExpr &call, Value arg,
+                               mlir::Location l) {
+  using mlir::optim::ReductionKind;
+  ReductionKind kind;
+  switch (call.builtin) {
+  case Builtin::TensorSum:
+  case Builtin::GlobalSum:
+    kind = ReductionKind::Sum;
+    break;
+  case Builtin::TensorMean:
+  case Builtin::GlobalMean:
+    kind = ReductionKind::Mean;
+    break;
+  case Builtin::TensorNorm:
+  case Builtin::GlobalNorm:
+    kind = ReductionKind::Norm;
+    break;
+  case Builtin::TensorMax:
+  case Builtin::GlobalMax:
+    kind = ReductionKind::Max;
+    break;
+  default:
+    kind = ReductionKind::Min;
+    break;
+  }
+  // One op per call, in the order gen() visits the body (source order): the
+  // runtime numbers the reduced values by the ops' positions. Norm stays one
+  // op, not sqrt(sum(x * x)): the runtime squares and sums in f64.
+  return mlir::optim::TensorReduceOp::create(b, l, arg.getType(), arg, kind,
+                                             isGlobalReduction(call.builtin));
 }
 
 llvm::SmallVector<Value> ProgramGen::genQP(const CallExpr &call) {

@@ -2,6 +2,7 @@
 
 #include "optim/Frontend/Sema.h"
 
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/STLExtras.h"
 #include "llvm/ADT/StringExtras.h"
 #include "llvm/ADT/StringMap.h"
@@ -52,6 +53,33 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::Zeros, "zeros", 1, 2, BuiltinInfo::LayersOnly},
     {Builtin::Ones, "ones", 1, 2, BuiltinInfo::LayersOnly},
     {Builtin::QP, "qp", 0, 8, BuiltinInfo::LayersOnly},
+    {Builtin::TensorSum, "tensor_sum", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::TensorMean, "tensor_mean", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::TensorNorm, "tensor_norm", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::TensorMax, "tensor_max", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::TensorMin, "tensor_min", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::GlobalSum, "global_sum", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::GlobalMean, "global_mean", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::GlobalNorm, "global_norm", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::GlobalMax, "global_max", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::GlobalMin, "global_min", 1, 1, BuiltinInfo::RulesOnly},
+};
+
+/// What a per-coordinate value depends on, among the things the first pass
+/// of a rule with reductions (optim_reduce_<name>, KernelABI.h) cannot
+/// compute: the result of a reduction (known only after that pass) and the
+/// result of learned weights (that pass does not run the network). The
+/// first such call found of each kind, for the diagnostic.
+struct Dependence {
+  const CallExpr *reduction = nullptr;
+  const CallExpr *learned = nullptr;
+
+  void merge(const Dependence &other) {
+    if (!reduction)
+      reduction = other.reduction;
+    if (!learned)
+      learned = other.learned;
+  }
 };
 
 const BuiltinInfo *lookupBuiltin(llvm::StringRef name) {
@@ -161,6 +189,12 @@ private:
   Type checkBuiltin(CallExpr &call, const BuiltinInfo &info);
   Type checkQP(CallExpr &call);
   Type checkWeightsCall(CallExpr &call, const Symbol &weights);
+  /// The argument of tensor_sum ... global_min: a scalar that the first pass
+  /// can compute.
+  Type checkReduction(CallExpr &call, const Type &arg);
+  /// What `expr` depends on, through the current values of the names it
+  /// reads.
+  Dependence dependenceOf(const Expr &expr);
   /// Requires a number (not a comparison, tuple or weights); Unknown passes
   /// through silently (an error was already reported).
   bool requireNumber(const Type &type, SMLoc loc, llvm::StringRef context);
@@ -171,8 +205,12 @@ private:
   Program &program;
   CheckedProgram &out;
   DiagnosticEngine &diags;
-  /// Whether the note on tensor-wide functions was given (reportUndeclared).
-  bool notedTensorWide = false;
+  /// The unknown tensor-wide functions already given a note
+  /// (reportUndeclared).
+  llvm::StringSet<> notedTensorWide;
+  /// The dependence of the current value of each name assigned so far (the
+  /// body is straight-line code; a name not in the map depends on nothing).
+  llvm::DenseMap<const Symbol *, Dependence> dependences;
   const SemaOptions &options;
   llvm::StringMap<Symbol *> scope;
   /// The first declaration of every name the body declares, wherever it is.
@@ -235,23 +273,39 @@ void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
     return;
   }
   if (isCall) {
-    diags.error(loc,
-                "unknown function '" + name + "'" + suggestion(name, true));
-    // Someone writing LAMB, LARS or global-norm clipping: say why no such
-    // function exists, once per program.
-    static const llvm::StringRef tensorWide[] = {
-        "norm",        "l2norm",      "norm2",          "tensor_norm",
-        "global_norm", "grad_norm",   "clip_grad_norm", "tensor_sum",
-        "tensor_mean", "reduce_sum",  "reduce_mean",    "rms"};
-    if (program.kind != Program::Layer && !notedTensorWide &&
-        llvm::is_contained(tensorWide, name)) {
-      notedTensorWide = true;
-      diags.note(loc, "a rule is written for one coordinate and cannot read "
-                      "the others: norms or sums over a whole tensor (LAMB, "
-                      "LARS, global-norm clipping) cannot be expressed; "
-                      "sum, mean and dot reduce a vector state of one "
-                      "coordinate");
-    }
+    // Someone writing LAMB, LARS or global-norm clipping under another
+    // name: point at the built-in reductions (once per name and program)
+    // rather than at the closest name ('rms': 'abs').
+    struct TensorWide {
+      llvm::StringRef name, tensor, global;
+    };
+    static const TensorWide tensorWide[] = {
+        {"norm", "tensor_norm(x)", "global_norm(x)"},
+        {"l2norm", "tensor_norm(x)", "global_norm(x)"},
+        {"norm2", "tensor_norm(x)", "global_norm(x)"},
+        {"grad_norm", "tensor_norm(g)", "global_norm(g)"},
+        {"clip_grad_norm", "tensor_norm(g)", "global_norm(g)"},
+        {"reduce_sum", "tensor_sum(x)", "global_sum(x)"},
+        {"reduce_mean", "tensor_mean(x)", "global_mean(x)"},
+        {"reduce_max", "tensor_max(x)", "global_max(x)"},
+        {"reduce_min", "tensor_min(x)", "global_min(x)"},
+        {"amax", "tensor_max(abs(x))", "global_max(abs(x))"},
+        {"rms", "sqrt(tensor_mean(x * x))", "sqrt(global_mean(x * x))"},
+        {"tensor_rms", "sqrt(tensor_mean(x * x))", "sqrt(global_mean(x * x))"},
+        {"global_rms", "sqrt(tensor_mean(x * x))",
+         "sqrt(global_mean(x * x))"}};
+    const TensorWide *known = nullptr;
+    if (program.kind != Program::Layer)
+      for (const TensorWide &t : tensorWide)
+        if (t.name == name)
+          known = &t;
+    diags.error(loc, "unknown function '" + name + "'" +
+                         (known ? "" : suggestion(name, true)));
+    if (known && notedTensorWide.insert(name).second)
+      diags.note(loc, "a rule is written for one coordinate; to reduce over "
+                      "its whole parameter tensor, write " +
+                          known->tensor + ", or " + known->global +
+                          " over every parameter of the optimizer");
   } else
     diags.error(loc, "use of undeclared identifier '" + name + "'" +
                          suggestion(name, false));
@@ -818,9 +872,21 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
     values.push_back(valueType);
   }
 
+  // Each target's new value depends on what the value does, and, for a
+  // compound assignment, on what the target did.
+  Dependence dependence;
+  if (program.isRule())
+    dependence = dependenceOf(*stmt.value);
   for (auto [target, type] : llvm::zip(stmt.targets, values)) {
     if (isAssign) {
       checkAssignTarget(target, type, stmt.value->getLoc());
+      if (target.symbol) {
+        Dependence &slot = dependences[target.symbol];
+        if (stmt.op == TokenKind::Equal)
+          slot = dependence;
+        else
+          slot.merge(dependence);
+      }
       continue;
     }
     bool isOutput = stmt.getKind() == Stmt::OutputK;
@@ -836,6 +902,7 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
       continue;
     target.symbol = symbol;
     target.type = type;
+    dependences[symbol] = dependence;
     if (isOutput) {
       symbol->index = out.outputs.size();
       out.outputs.push_back(symbol);
@@ -1071,7 +1138,11 @@ Type ProgramChecker::checkCall(CallExpr &call) {
   call.builtin = info->id;
   if (info->where == BuiltinInfo::RulesOnly && !program.isRule()) {
     diags.error(call.getLoc(),
-                "'" + call.callee + "' is only available in rules");
+                "'" + call.callee + "' is only available in rules" +
+                    (isReduction(info->id)
+                         ? "; it reduces a value over the coordinates of "
+                           "parameter tensors"
+                         : ""));
     return Type::unknown();
   }
   if (info->where == BuiltinInfo::LayersOnly && program.isRule()) {
@@ -1168,9 +1239,19 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
   case Builtin::Sum:
   case Builtin::Mean:
     if (args[0].rank() != 1) {
+      // sum(g) is most likely meant over the tensor.
+      bool isSum = info.id == Builtin::Sum;
       diags.error(call.args[0].value->getLoc(),
                   "'" + call.callee + "' expects a vector, got a " +
-                      args[0].str());
+                      args[0].str() +
+                      (args[0].isScalar()
+                           ? (isSum ? "; to sum over the whole tensor, write "
+                                      "tensor_sum(x) (or global_sum(x) over "
+                                      "every parameter)"
+                                    : "; to average over the whole tensor, "
+                                      "write tensor_mean(x) (or "
+                                      "global_mean(x) over every parameter)")
+                           : ""));
       return Type::unknown();
     }
     return Type::scalar();
@@ -1189,9 +1270,84 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
       return Type::unknown();
     }
     return Type::number({2});
-  default: // Elementwise functions of one argument.
-    return args[0];
+  default:
+    if (isReduction(info.id))
+      return checkReduction(call, args[0]);
+    return args[0]; // Elementwise functions of one argument.
   }
+}
+
+Type ProgramChecker::checkReduction(CallExpr &call, const Type &arg) {
+  const Expr &value = *call.args[0].value;
+  if (!arg.isScalar()) {
+    diags.error(value.getLoc(),
+                "'" + call.callee +
+                    "' reduces a scalar (one per coordinate), got a " +
+                    arg.str() + "; reduce the vector first, e.g. '" +
+                    call.callee + "(sum(v))' or '" + call.callee +
+                    "(dot(v, v))'");
+    return Type::unknown();
+  }
+  // The step computes every reduction in a first pass over memory, and the
+  // rule in a second one: the argument must be computable in the first.
+  Dependence dependence = dependenceOf(value);
+  if (dependence.reduction) {
+    diags.error(call.getLoc(),
+                "the argument of '" + call.callee + "' depends on '" +
+                    dependence.reduction->callee +
+                    "', another reduction; a reduction of a reduction would "
+                    "need a third pass over memory; not supported");
+    diags.note(dependence.reduction->getLoc(),
+               "'" + dependence.reduction->callee + "' is called here");
+    return Type::unknown();
+  }
+  if (dependence.learned) {
+    diags.error(call.getLoc(),
+                "the argument of '" + call.callee +
+                    "' depends on learned weights '" +
+                    dependence.learned->callee +
+                    "'; reductions are computed in a first pass over memory "
+                    "that does not run the learned network");
+    diags.note(dependence.learned->getLoc(),
+               "'" + dependence.learned->callee + "' is called here");
+    return Type::unknown();
+  }
+  return Type::scalar();
+}
+
+Dependence ProgramChecker::dependenceOf(const Expr &expr) {
+  Dependence result;
+  switch (expr.getKind()) {
+  case Expr::NumberK:
+    break;
+  case Expr::NameK:
+    if (const Symbol *symbol = llvm::cast<NameExpr>(expr).symbol)
+      result = dependences.lookup(symbol);
+    break;
+  case Expr::UnaryK:
+    result = dependenceOf(*llvm::cast<UnaryExpr>(expr).operand);
+    break;
+  case Expr::BinaryK: {
+    auto &binary = llvm::cast<BinaryExpr>(expr);
+    result = dependenceOf(*binary.lhs);
+    result.merge(dependenceOf(*binary.rhs));
+    break;
+  }
+  case Expr::CallK: {
+    auto &call = llvm::cast<CallExpr>(expr);
+    if (isReduction(call.builtin))
+      result.reduction = &call;
+    else if (call.weights)
+      result.learned = &call;
+    for (const Argument &arg : call.args)
+      result.merge(dependenceOf(*arg.value));
+    break;
+  }
+  case Expr::IndexK: // The index is a constant.
+    result = dependenceOf(*llvm::cast<IndexExpr>(expr).base);
+    break;
+  }
+  return result;
 }
 
 Type ProgramChecker::checkQP(CallExpr &call) {

@@ -63,6 +63,11 @@ private:
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
+    // The adjoint of a reduction is a value per coordinate that depends on
+    // every coordinate of the tensor: not a per-coordinate VJP.
+    if (isa<TensorReduceOp>(op))
+      return op.emitOpError("cannot be differentiated: the reverse mode of "
+                            "tensor reductions is not implemented");
     bool ok =
         isa<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp,
             arith::NegFOp, arith::MaximumFOp, arith::MinimumFOp,

@@ -267,6 +267,36 @@ extern "C" optim_status optim_rule_weights(const optim_rule *rule, size_t index,
   });
 }
 
+extern "C" optim_status optim_rule_num_reductions(const optim_rule *rule,
+                                                  size_t *out) {
+  OPTIM_USE_RULE(rule, "optim_rule_num_reductions");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_reductions");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().reductions.size();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_reduction(const optim_rule *rule,
+                                             size_t index,
+                                             optim_reduction_info *out) {
+  OPTIM_USE_RULE(rule, "optim_rule_reduction");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_reduction");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.reductions.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_reduction: index " +
+                         std::to_string(index) + " is out of range: rule '" +
+                         ri.name + "' has " +
+                         std::to_string(ri.reductions.size()) + " reductions")
+                            .c_str());
+    const ReductionSpec &r = ri.reductions[index];
+    *out = {reductionKindName(r.kind), r.global ? 1 : 0};
+    return OPTIM_OK;
+  });
+}
+
 extern "C" optim_status optim_rule_release(optim_rule *rule) {
   const char *fn = "optim_rule_release";
   if (!rule)

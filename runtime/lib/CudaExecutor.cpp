@@ -207,6 +207,12 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &origin,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
+  // The launch path below has one pass; the two passes of a rule with
+  // tensor reductions (KernelABI.h, version 6) exist on the CPU only.
+  if (!m.info.reductions.empty())
+    throw Error("optim: '" + origin + "': rule '" + m.info.name +
+                "' has tensor reductions, which the CUDA executor does not "
+                "run (run it on the CPU: optim::Optimizer)");
   CodeSource runs = requireCompatible(m.target, m.symbol, origin, ptx);
   // Vector states come only with weights (the compiler refuses others).
   for (const StateSpec &s : m.info.states)

@@ -28,6 +28,10 @@ std::string optim::writeManifest(const Manifest &m) {
     states.push_back({{"name", s.name}, {"size", s.size}, {"init", s.init}});
   for (const WeightSpec &w : m.info.weights)
     weights.push_back({{"name", w.name}, {"shape", w.shape}});
+  json reductions = json::array();
+  for (const ReductionSpec &r : m.info.reductions)
+    reductions.push_back(
+        {{"kind", reductionKindName(r.kind)}, {"global", r.global}});
   json doc = {{"format", kFormat},
               {"abi_version", m.abiVersion},
               {"rule", m.info.name},
@@ -37,6 +41,9 @@ std::string optim::writeManifest(const Manifest &m) {
               {"hyperparameters", hypers},
               {"states", states},
               {"weights", weights}};
+  // Absent for rules without reductions: their manifests read as before.
+  if (!reductions.empty())
+    doc["reductions"] = reductions;
   return doc.dump(2) + "\n";
 }
 
@@ -85,6 +92,20 @@ Manifest optim::readManifest(const std::string &text,
           {name,
            detail::shapeField(w, "shape", "weights '" + name + "'", fail)});
     }
+    if (auto it = doc.find("reductions"); it != doc.end()) {
+      if (!it->is_array())
+        throw fail("\"reductions\" must be a list");
+      for (const json &r : *it) {
+        std::string kind = r.at("kind").get<std::string>();
+        ReductionSpec spec;
+        if (!detail::parseReductionKind(kind, spec.kind))
+          throw fail("reduction " + std::to_string(m.info.reductions.size()) +
+                     " has an unknown kind '" + kind +
+                     "' (known: sum, mean, norm, max, min)");
+        spec.global = r.at("global").get<bool>();
+        m.info.reductions.push_back(spec);
+      }
+    }
   } catch (const json::exception &e) {
     throw fail(std::string("missing or malformed field: ") + e.what());
   }
@@ -107,6 +128,18 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
   if (!fn)
     throw Error("optim: '" + library + "' has no symbol '" + m.symbol +
                 "' (does the manifest belong to it?)");
+  if (!m.info.reductions.empty()) {
+    std::string reduceSymbol = OPTIM_REDUCE_SYMBOL_PREFIX + m.info.name;
+    void *reduce = ::dlsym(handle, reduceSymbol.c_str());
+    if (!reduce)
+      throw Error("optim: '" + library + "' has no symbol '" + reduceSymbol +
+                  "', the first pass of a rule with tensor reductions (does "
+                  "the manifest belong to it?)");
+    return Rule(std::move(m.info),
+                reinterpret_cast<optim_reduce_kernel>(reduce),
+                reinterpret_cast<optim_reduced_rule_kernel>(fn),
+                std::move(owner));
+  }
   return Rule(std::move(m.info), reinterpret_cast<optim_rule_kernel>(fn),
               std::move(owner));
 }

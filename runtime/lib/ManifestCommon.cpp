@@ -118,3 +118,14 @@ std::vector<int64_t> detail::shapeField(const json &object, const char *key,
   }
   return shape;
 }
+
+bool detail::parseReductionKind(const std::string &name, ReductionKind &kind) {
+  for (ReductionKind k : {ReductionKind::Sum, ReductionKind::Mean,
+                          ReductionKind::Norm, ReductionKind::Max,
+                          ReductionKind::Min})
+    if (name == reductionKindName(k)) {
+      kind = k;
+      return true;
+    }
+  return false;
+}

@@ -76,6 +76,10 @@ std::vector<int64_t> shapeField(const nlohmann::json &object, const char *key,
                                 const std::string &what,
                                 const ManifestFail &fail);
 
+/// The kind a manifest spells `name` ("norm"; reductionKindName's
+/// inverse); false when there is none.
+bool parseReductionKind(const std::string &name, ReductionKind &kind);
+
 } // namespace detail
 } // namespace optim
 

@@ -1,6 +1,7 @@
 //===- Optimizer.cpp - apply a compiled rule to a model's parameters ----===//
 
 #include "OptimizerImpl.h"
+#include "Reductions.h"
 #include "StateMemory.h"
 
 #include <algorithm>
@@ -81,6 +82,17 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
     throw Error("optim::Optimizer: the rule is empty; compile or load one "
                 "first");
   const RuleInfo &ri = rule.info();
+  // A Rule built with the constructor that does not match its signature
+  // would call a null kernel.
+  if (!ri.reductions.empty() && (!rule.reduceKernel() || !rule.reducedKernel()))
+    throw Error("optim::Optimizer: rule '" + ri.name +
+                "' has tensor reductions but not the kernels of both passes "
+                "(" OPTIM_REDUCE_SYMBOL_PREFIX + ri.name +
+                " and the reduced " OPTIM_RULE_SYMBOL_PREFIX + ri.name + ")");
+  if (ri.reductions.empty() && !rule.kernel())
+    throw Error("optim::Optimizer: rule '" + ri.name +
+                "' has the kernels of a rule with tensor reductions but its "
+                "signature lists none");
   if (options.chunkSize <= 0)
     throw Error("optim::Optimizer: chunkSize must be positive, got " +
                 std::to_string(options.chunkSize));
@@ -212,6 +224,12 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
             });
   im.weights.resize(ri.weights.size());
   im.weightPtrs.assign(ri.weights.size(), nullptr);
+  if (!ri.reductions.empty()) {
+    im.partials.assign(im.lengths.size() * ri.reductions.size(), 0.0);
+    im.reduced.assign(im.partials.size(), 0.0);
+    for (const Impl::Slot &slot : im.slots)
+      im.paramSizes.push_back(slot.param.size);
+  }
   im.resetState();
 }
 
@@ -284,6 +302,27 @@ template <typename T> static bool allFinite(const void *data, int64_t n) {
   return ok;
 }
 
+/// Runs `pass(begin, end, hypers)` over the chunks of every group, with the
+/// group's hyperparameters, each thread taking a contiguous range.
+template <typename Pass>
+static void forEachGroup(Optimizer::Impl &im, const Pass &pass) {
+  for (const Optimizer::Impl::Group &g : im.groups) {
+    if (g.numChunks == 0)
+      continue;
+    const double *hypers = g.hypers.data();
+    size_t first = g.firstChunk, count = g.numChunks;
+    unsigned workers = im.pool->size();
+    // Contiguous, deterministic ranges: each coordinate is computed the same
+    // way whatever the number of threads.
+    im.pool->run([&](unsigned w) {
+      int64_t begin = first + count * w / workers;
+      int64_t end = first + count * (w + 1) / workers;
+      if (begin < end)
+        pass(begin, end, hypers);
+    });
+  }
+}
+
 bool Optimizer::step(const std::vector<Grad> &grads) {
   Impl &im = live("step");
   const RuleInfo &ri = im.info();
@@ -345,22 +384,28 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
   }
 
   int64_t t = im.step + 1;
-  optim_rule_kernel kernel = im.rule.kernel();
-  for (const Impl::Group &g : im.groups) {
-    if (g.numChunks == 0)
-      continue;
-    const double *hypers = g.hypers.data();
-    size_t first = g.firstChunk, count = g.numChunks;
-    unsigned workers = im.pool->size();
-    // Contiguous, deterministic ranges: each coordinate is computed the same
-    // way whatever the number of threads.
-    im.pool->run([&](unsigned w) {
-      int64_t begin = first + count * w / workers;
-      int64_t end = first + count * (w + 1) / workers;
-      if (begin < end)
-        kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-               hypers, t,
-               im.weightPtrs.empty() ? nullptr : im.weightPtrs.data());
+  const void *const *weights =
+      im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
+  if (!ri.reductions.empty()) {
+    // Two passes (KernelABI.h, version 6): every chunk's partials, combined
+    // in chunk order, then the rule with the reduced values.
+    optim_reduce_kernel reduce = im.rule.reduceKernel();
+    forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
+      reduce(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+             hypers, t, weights, im.partials.data());
+    });
+    detail::combineReductions(ri.reductions, im.chunkParam, im.paramSizes,
+                              im.partials.data(), im.reduced.data());
+    optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
+    forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
+      kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+             hypers, t, weights, im.reduced.data());
+    });
+  } else {
+    optim_rule_kernel kernel = im.rule.kernel();
+    forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
+      kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+             hypers, t, weights);
     });
   }
   im.step = t;

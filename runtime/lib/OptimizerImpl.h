@@ -57,6 +57,11 @@ struct Optimizer::Impl {
   int64_t step = 0;
   int64_t skipped = 0;
   std::unique_ptr<ThreadPool> pool;
+  // Rules with tensor reductions (KernelABI.h, version 6): the R partials
+  // per chunk of the first pass and the reduced values the second reads;
+  // paramSizes is every parameter's coordinate count. Empty for other rules.
+  std::vector<double> partials, reduced;
+  std::vector<int64_t> paramSizes;
 
   const RuleInfo &info() const { return rule.info(); }
   size_t pointersPerChunk() const { return 2 + info().states.size(); }

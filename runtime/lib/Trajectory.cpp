@@ -126,6 +126,12 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     : impl(std::make_unique<Impl>()) {
   if (!rule)
     throw Error("optim::Trajectory: the rule is empty; compile one first");
+  // Checked first: such a rule has no VJP kernel either, and the message
+  // should say why.
+  if (!rule.info().reductions.empty())
+    throw Error("optim::Trajectory: rule '" + rule.info().name +
+                "' has tensor reductions: the reverse mode of tensor "
+                "reductions is not implemented");
   if (!rule.vjpKernel())
     throw Error("optim::Trajectory: rule '" + rule.info().name +
                 "' has no reverse mode; compile it with CompileOptions::vjp");

@@ -385,6 +385,27 @@ TEST_F(CudaFake, FailingCallsAreNamedAndChangeNothing) {
   EXPECT_NO_THROW(make(1024, 1024));
 }
 
+TEST_F(CudaFake, RefusesRulesWithTensorReductions) {
+  // The GPU launch has one pass; the two of KernelABI.h version 6 run on
+  // the CPU only. Refused when loaded, before anything reaches the driver.
+  auto dev = Device::open(fakeDriver());
+  std::string m = manifest();
+  m.insert(m.rfind('}'),
+           R"(, "reductions": [{"kind": "norm", "global": true}])");
+  try {
+    dev->loadRule("X", m, "lamb.manifest.json");
+    ADD_FAILURE() << "loaded a rule with tensor reductions";
+  } catch (const Error &e) {
+    std::string what = e.what();
+    EXPECT_NE(what.find("lamb.manifest.json"), std::string::npos) << what;
+    EXPECT_NE(what.find("has tensor reductions, which the CUDA executor does "
+                        "not run"),
+              std::string::npos)
+        << what;
+  }
+  EXPECT_TRUE(state.loadAttempts.empty());
+}
+
 TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {
   auto dev = Device::open(fakeDriver());
   auto message = [&](const std::string &m) {

@@ -359,6 +359,9 @@ TEST_F(LoaderFuzz, Checkpoints) {
 TEST_F(LoaderFuzz, RuleManifests) {
   Manifest m;
   m.info = toyInfo();
+  // Only in the manifest: toyRule's one-pass kernel goes with none.
+  m.info.reductions = {{ReductionKind::Norm, false},
+                       {ReductionKind::Max, true}};
   m.symbol = "optim_rule_toy";
   m.target = "x86_64-pc-linux-gnu";
   std::string text = writeManifest(m);

@@ -21,6 +21,20 @@ func.func @optim_step_cell(%g: f32, %k: f32, %h: vector<2xf32>, %w: tensor<8x5xf
 
 // -----
 
+// A tensor reduction in a step function (written by hand: optim-differentiate
+// refuses rules with reductions) is left for optim-check-lowered to report.
+// expected-note @+1 {{in a function that optim-differentiate derived from rule @normalized}}
+func.func @optim_step_normalized(%p: f32, %g: f32, %t: i64) -> f32 attributes {optim.step_of = @normalized} {
+  // CHECK: check-lowered-errors.mlir:[[# @LINE + 2]]:8: error: 'optim.tensor_reduce' op outside an 'optim.rule' or 'optim.layer' is not lowered
+  // expected-error @+1 {{'optim.tensor_reduce' op outside an 'optim.rule' or 'optim.layer' is not lowered}}
+  %0 = optim.tensor_reduce norm %g : f32
+  %1 = arith.divf %g, %0 : f32
+  %2 = arith.subf %p, %1 : f32
+  return %2 : f32
+}
+
+// -----
+
 // A rule and a layer in a nested module: the lowerings take those at the
 // top level only. One error each, none for the ops of their bodies.
 module {

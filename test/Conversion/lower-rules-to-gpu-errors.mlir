@@ -32,3 +32,18 @@ optim.rule @huge(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x13000xf32>) {
   %2 = arith.subf %p, %1 : f32
   optim.yield %2 : f32
 }
+
+// -----
+
+// The two passes over memory of a rule with tensor reductions exist on the
+// CPU only.
+optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
+  // expected-error @+1 {{'optim.tensor_reduce' op tensor reductions are not supported by the CUDA code generator yet}}
+  %0 = optim.tensor_reduce norm %p : f32
+  %1 = optim.tensor_reduce norm %g : f32
+  %2 = arith.divf %0, %1 : f32
+  %3 = arith.mulf %lr, %2 : f32
+  %4 = arith.mulf %3, %g : f32
+  %5 = arith.subf %p, %4 : f32
+  optim.yield %5 : f32
+}

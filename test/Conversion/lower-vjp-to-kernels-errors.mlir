@@ -19,3 +19,14 @@ func.func @optim_vjp_short(%p: f32, %g: f32, %t: i64, %dp: f32) -> (f32) attribu
 func.func @optim_vjp_half(%p: f16, %g: f16, %t: i64, %dp: f16) -> (f16) attributes {optim.vjp_layout = array<i64: 0, 0, 0>, optim.vjp_of = @half} {
   return %dp : f16
 }
+
+// -----
+
+// optim-differentiate refuses rules with tensor reductions; a VJP function
+// written by hand with one is refused too.
+func.func @optim_vjp_normalized(%p: f32, %g: f32, %t: i64, %dp: f32) -> (f32) attributes {optim.vjp_layout = array<i64: 0, 0, 0>, optim.vjp_of = @normalized} {
+  // expected-error @+1 {{'optim.tensor_reduce' op cannot be lowered: the reverse mode of tensor reductions is not implemented}}
+  %0 = optim.tensor_reduce sum %g : f32
+  %1 = arith.mulf %dp, %0 : f32
+  return %1 : f32
+}

@@ -179,3 +179,11 @@ func.func @layout_huge(%p: f32) -> f32 attributes {optim.vjp_of = @r, optim.vjp_
 // expected-error @+1 {{'builtin.module' op 'optim.vjp_of' marks a function, not this op}}
 module attributes {optim.vjp_of = @r} {
 }
+
+// -----
+
+func.func @tensor_reduce(%g: f32) -> f32 {
+  // expected-error @+1 {{'optim.tensor_reduce' op outside an 'optim.rule'}}
+  %0 = optim.tensor_reduce sum %g : f32
+  return %0 : f32
+}

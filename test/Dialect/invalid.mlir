@@ -773,6 +773,45 @@ optim.rule @linear_int(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x2xf32>) {
 }
 
 //===----------------------------------------------------------------------===//
+// optim.tensor_reduce
+//===----------------------------------------------------------------------===//
+
+// -----
+
+// A per-coordinate vector is not reduced over the tensor (reduce one
+// component, or its sum, instead): the custom form refuses its type, the
+// generic form fails the operand constraint.
+optim.rule @reduce_vector(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0) {
+  // expected-error @+1 {{custom op 'optim.tensor_reduce' invalid kind of type specified}}
+  %0 = optim.tensor_reduce sum %h : vector<2xf32>
+  optim.yield %p, %h : f32, vector<2xf32>
+}
+
+// -----
+
+optim.rule @reduce_vector_generic(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0) {
+  // expected-error @+1 {{'optim.tensor_reduce' op operand #0 must be floating-point, but got 'vector<2xf32>'}}
+  %0 = "optim.tensor_reduce"(%h) <{kind = 0 : i32}> : (vector<2xf32>) -> vector<2xf32>
+  optim.yield %p, %h : f32, vector<2xf32>
+}
+
+// -----
+
+optim.rule @reduce_result_type(%p: f32, %g: f32, %t: i64) {
+  // expected-error @+1 {{'optim.tensor_reduce' op failed to verify that all of {value, result} have same type}}
+  %0 = "optim.tensor_reduce"(%g) <{kind = 0 : i32}> : (f32) -> f64
+  optim.yield %p : f32
+}
+
+// -----
+
+optim.rule @reduce_kind(%p: f32, %g: f32, %t: i64) {
+  // expected-error @+1 {{expected string or keyword containing one of the following enum values for attribute 'kind' [sum, mean, norm, max, min]}}
+  %0 = optim.tensor_reduce prod %g : f32
+  optim.yield %p : f32
+}
+
+//===----------------------------------------------------------------------===//
 // optim.eye, optim.matvec
 //===----------------------------------------------------------------------===//
 

@@ -171,6 +171,45 @@ optim.rule @weights_only(%p: f64, %g: f64, %t: i64) weights(%w: tensor<1x3xf64>)
   optim.yield %s : f64
 }
 
+// Tensor reductions of every kind, over the tensor or (global) over every
+// tensor; the kind is an enum (an i32 in the generic form).
+// CHECK-LABEL: optim.rule @reductions(%p: f32, %g: f32, %t: i64) {
+// CHECK-NEXT:    %[[A:.*]] = optim.tensor_reduce sum %g : f32
+// CHECK-NEXT:    %[[B:.*]] = optim.tensor_reduce mean %p global : f32
+// CHECK-NEXT:    %[[C:.*]] = optim.tensor_reduce norm %g : f32
+// CHECK-NEXT:    %[[D:.*]] = optim.tensor_reduce max %p global : f32
+// CHECK-NEXT:    %[[E:.*]] = optim.tensor_reduce min %g : f32
+// CHECK-NEXT:    %[[S:.*]] = arith.addf %[[A]], %[[B]] : f32
+// GENERIC-LABEL: "optim.rule"() <{hyper_const = array<i1>, hyper_defaults = array<f64>, hyper_names = [], state_inits = array<f64>, state_names = [], sym_name = "reductions", weight_names = []}>
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 0 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{global, kind = 1 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 2 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{global, kind = 3 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 4 : i32}> : (f32) -> f32
+optim.rule @reductions(%p: f32, %g: f32, %t: i64) {
+  %a = optim.tensor_reduce sum %g : f32
+  %b = optim.tensor_reduce mean %p global : f32
+  %c = optim.tensor_reduce norm %g : f32
+  %d = optim.tensor_reduce max %p global : f32
+  %e = optim.tensor_reduce min %g : f32
+  %0 = arith.addf %a, %b : f32
+  %1 = arith.addf %0, %c : f32
+  %2 = arith.addf %1, %d : f32
+  %3 = arith.addf %2, %e : f32
+  %4 = arith.subf %p, %3 : f32
+  optim.yield %4 : f32
+}
+
+// An f64 reduction, and one whose result is unused: kept (the op is not
+// pure, every reduction has its slot).
+// CHECK-LABEL: optim.rule @unused_reduction(%p: f64, %g: f64, %t: i64) {
+// CHECK-NEXT:    optim.tensor_reduce norm %g global : f64
+// CHECK-NEXT:    optim.yield %p : f64
+optim.rule @unused_reduction(%p: f64, %g: f64, %t: i64) {
+  %0 = optim.tensor_reduce norm %g global : f64
+  optim.yield %p : f64
+}
+
 // Discardable attributes survive in an attribute dictionary.
 // CHECK-LABEL: optim.rule @with_attrs(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.5) attributes {note = "x"} {
 // GENERIC-LABEL: "optim.rule"() <{hyper_const = array<i1: false>, hyper_defaults = array<f64: 5.000000e-01>, hyper_names = ["lr"], state_inits = array<f64>, state_names = [], sym_name = "with_attrs", weight_names = []}>

@@ -59,6 +59,12 @@ for most rules; thousands for Lion, whose sign(c) flips where c is near 0;
 hundreds for Adan, whose 1 + lr * wd rounded to float32 is off by up to 0.15%
 of lr * wd.
 
+Rules that reduce over a tensor (LAMB, LARS, NovoGrad, Adafactor, global
+norm clipping, ...) have references that reduce each tensor (or all of
+them) as the language defines it: the reduced value in the run's dtype,
+summed in float64, the result rounded once. Their kernels also run with
+THREADS_CHECK threads, which must give the same bits as one thread.
+
 Prints one line per rule and precision, then "N passed, M failed"; exits 1 if
 any failed.
 """
@@ -364,6 +370,106 @@ def ref_aggmo(h, t, p, g, s):
     return p + h.lr / h.c(len(betas)) * total
 
 
+# Rules with reductions over a tensor. h.tensor(kind, x) and h.all(kind, x)
+# are a reference's reductions over each tensor and over all of them, as the
+# language defines them: x (already in the run's dtype) summed in float64,
+# squared in float64 for norm, mean = sum / coordinates, the result rounded
+# once to the dtype.
+def reduction(kind, x, bounds, dtype):
+    out = np.empty_like(x)
+    x64 = x.astype(np.float64)
+    for lo, hi in bounds:
+        if hi == lo:
+            continue
+        y = x64[lo:hi]
+        value = {"sum": lambda: np.sum(y),
+                 "mean": lambda: np.sum(y) / (hi - lo),
+                 "norm": lambda: np.sqrt(np.sum(y * y)),
+                 "max": lambda: np.max(y),
+                 "min": lambda: np.min(y)}[kind]()
+        out[lo:hi] = dtype(value)
+    return out
+
+
+def ratio_or_one(a, b, h):
+    """a / b where a > 0 and b > 0, else 1 (the trust ratios' guard)."""
+    ok = (a > 0) & (b > 0)
+    return np.where(ok, a / np.where(ok, b, h.c(1)), h.c(1))
+
+
+def ref_lamb(h, t, p, g, s):
+    # You et al. (2020), Algorithm 2 (LAMB): Adam's bias-corrected update
+    # plus decoupled weight decay, u = m_hat / (sqrt(v_hat) + eps) + wd x,
+    # scaled per tensor by the trust ratio |x| / |u| (1 where a norm is 0).
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    u = (s["m"] / (h.c(1) - h.beta1 ** t)
+         / (np.sqrt(s["v"] / (h.c(1) - h.beta2 ** t)) + h.eps)
+         + h.weight_decay * p)
+    ratio = ratio_or_one(h.tensor("norm", p), h.tensor("norm", u), h)
+    return p - h.lr * ratio * u
+
+
+def ref_lars(h, t, p, g, s):
+    # You, Gitman & Ginsburg (2017), Algorithm 1: local lr lambda = eta |w|
+    # / (|grad| + beta |w|) per layer; v <- m v + gamma lambda (grad + beta
+    # w); w <- w - v.
+    wn, gn = h.tensor("norm", p), h.tensor("norm", g)
+    ok = (wn > 0) & (gn > 0)
+    trust = np.where(ok, h.eta * wn / np.where(ok, gn + h.weight_decay * wn,
+                                               h.c(1)), h.c(1))
+    s["v"] = h.momentum * s["v"] + h.lr * trust * (g + h.weight_decay * p)
+    return p - s["v"]
+
+
+def ref_novograd(h, t, p, g, s):
+    # Ginsburg et al. (2019), Algorithm 1: per-layer v_1 = |g_1|^2, v_t =
+    # beta2 v + (1 - beta2) |g_t|^2; m_t = beta1 m + (g / (sqrt(v_t) + eps)
+    # + d w); w <- w - lr m.
+    gg = h.tensor("sum", g * g)
+    s["v"] = gg if t == 1 else h.beta2 * s["v"] + (h.c(1) - h.beta2) * gg
+    s["m"] = h.beta1 * s["m"] + (g / (np.sqrt(s["v"]) + h.eps)
+                                 + h.weight_decay * p)
+    return p - h.lr * s["m"]
+
+
+def ref_adafactor(h, t, p, g, s):
+    # Shazeer & Stern (2018), Algorithm 2 for a vector (unfactored), with
+    # section 8's relative step and clipping: rho_t = min(1e-2, 1/sqrt(t)),
+    # beta2_t = 1 - t^-0.8, V_t = beta2_t V + (1 - beta2_t)(G^2 + eps1),
+    # U = G / sqrt(V), U_hat = U / max(1, RMS(U) / d), alpha_t =
+    # max(eps2, RMS(X)) rho_t, X <- X - alpha_t U_hat.
+    rho = min(h.max_lr, h.c(1) / np.sqrt(t))
+    beta2 = h.c(1) - t ** (-h.decay)
+    s["v"] = beta2 * s["v"] + (h.c(1) - beta2) * (g * g + h.eps1)
+    u = g / np.sqrt(s["v"])
+    u_hat = u / np.maximum(h.c(1), np.sqrt(h.tensor("mean", u * u)) / h.d)
+    alpha = np.maximum(h.eps2, np.sqrt(h.tensor("mean", p * p))) * rho
+    return p - alpha * u_hat
+
+
+def ref_sgd_clip(h, t, p, g, s):
+    # Pascanu et al. (2013), gradient clipping by the global norm, as
+    # torch.nn.utils.clip_grad_norm_: coefficient min(1, max_norm /
+    # (|g| + 1e-6)) over all parameters together.
+    total = h.all("norm", g)
+    return p - h.lr * np.minimum(h.c(1), h.max_norm / (total + h.c(1e-6))) * g
+
+
+def ref_bngd(h, t, p, g, s):
+    # Yu et al. (2017), block-normalized gradient: each tensor's gradient
+    # divided by its infinity norm max|g| (+ eps).
+    linf = np.maximum(h.tensor("max", g), -h.tensor("min", g))
+    return p - h.lr * g / (linf + h.eps)
+
+
+def ref_gc_momentum(h, t, p, g, s):
+    # Yong et al. (2020), gradient centralization: g - mean(g) over the
+    # tensor, then SGD with momentum (buf <- mu buf + g; p <- p - lr buf).
+    s["buf"] = h.mu * s["buf"] + (g - h.tensor("mean", g))
+    return p - h.lr * s["buf"]
+
+
 def neg_over_lr(name):
     """Our buf from Sutskever's velocity: buf = -v / lr."""
     return lambda s, h: -s[name] / h.lr
@@ -439,7 +545,30 @@ CASES = [
     ("aggmo", LIT, ref_aggmo,
      {"lr": 0.003, "beta1": 0.5, "beta2": 0.8, "beta3": 0.95},
      {"v0": 0, "v1": 0, "v2": 0}, {"v1": "v0", "v2": "v1", "v3": "v2"}),
+    ("lamb", EX, ref_lamb,
+     {"lr": 0.003, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7,
+      "weight_decay": 0.02},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("lars", LIT, ref_lars,
+     {"lr": 0.05, "momentum": 0.8, "weight_decay": 1e-3, "eta": 2e-3},
+     {"v": 0}, {"v": "v"}),
+    ("novograd", LIT, ref_novograd,
+     {"lr": 0.003, "beta1": 0.9, "beta2": 0.95, "eps": 1e-7,
+      "weight_decay": 0.01},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("adafactor", LIT, ref_adafactor,
+     {"max_lr": 0.02, "decay": 0.7, "d": 1.5, "eps1": 1e-20, "eps2": 2e-3},
+     {"v": 0}, {"v": "v"}),
+    ("sgd_clip", LIT, ref_sgd_clip, {"lr": 0.05, "max_norm": 30.0}, {}, {}),
+    ("bngd", LIT, ref_bngd, {"lr": 0.02, "eps": 1e-9}, {}, {}),
+    ("gc_momentum", LIT, ref_gc_momentum, {"lr": 0.003, "mu": 0.8},
+     {"buf": 0}, {"buf": "buf"}),
 ]
+# Rules whose kernels reduce over tensors: also run with THREADS_CHECK
+# threads, which must give the same bits.
+REDUCING = {"lamb", "lars", "novograd", "adafactor", "sgd_clip", "bngd",
+            "gc_momentum"}
+THREADS_CHECK = 3
 
 
 def gradients(rng, scales):
@@ -462,8 +591,13 @@ class Reference:
     def __init__(self, case, dtype, p0):
         self.fn, self.dtype = case[2], dtype
         c = dtype
-        self.h = types.SimpleNamespace(c=c, **{k: c(v)
-                                               for k, v in case[3].items()})
+        offsets = np.cumsum((0,) + SIZES)
+        bounds = list(zip(offsets[:-1], offsets[1:]))
+        self.h = types.SimpleNamespace(
+            c=c,
+            tensor=lambda kind, x: reduction(kind, x, bounds, dtype),
+            all=lambda kind, x: reduction(kind, x, [(0, x.size)], dtype),
+            **{k: c(v) for k, v in case[3].items()})
         self.s = {k: np.full(p0.size, v, dtype) for k, v in case[4].items()}
         self.p = p0.astype(dtype)
 
@@ -560,19 +694,23 @@ def run(cases, paths, precisions, steps, kernel_hyper):
         np.float32)
     runs = []
     for case in cases:
-        r = {"case": case, "kernels": {}, "refs": {}}
+        r = {"case": case, "kernels": {}, "refs": {}, "threads": {}}
         for precision in precisions:
             dtype = DTYPES[precision]
-            params = [init[offsets[i]:offsets[i + 1]].astype(dtype)
-                      for i in range(len(SIZES))]
-            opt = optim_mlir.Optimizer(compile_case(case, paths, precision),
-                                       params, threads=THREADS)
-            for k, v in case[3].items():
-                opt.set(k, v)
-            for k, v in kernel_hyper.items():
-                if k in opt.rule.hypers:
+            rule = compile_case(case, paths, precision)
+            for threads in (THREADS, THREADS_CHECK):
+                if threads != THREADS and case[0] not in REDUCING:
+                    continue
+                params = [init[offsets[i]:offsets[i + 1]].astype(dtype)
+                          for i in range(len(SIZES))]
+                opt = optim_mlir.Optimizer(rule, params, threads=threads)
+                for k, v in case[3].items():
                     opt.set(k, v)
-            r["kernels"][precision] = (opt, params)
+                for k, v in kernel_hyper.items():
+                    if k in opt.rule.hypers:
+                        opt.set(k, v)
+                key = "kernels" if threads == THREADS else "threads"
+                r[key][precision] = (opt, params)
         # The float64 reference always runs: the float32 kernel's drift is
         # measured against it.
         for precision in set(precisions) | {"f64"}:
@@ -587,8 +725,9 @@ def run(cases, paths, precisions, steps, kernel_hyper):
         split = {p: [grads[p][offsets[i]:offsets[i + 1]]
                      for i in range(len(SIZES))] for p in DTYPES}
         for r in runs:
-            for precision, (opt, _) in r["kernels"].items():
-                opt.step(split[precision])
+            for key in ("kernels", "threads"):
+                for precision, (opt, _) in r[key].items():
+                    opt.step(split[precision])
             for precision, ref in r["refs"].items():
                 ref.step(t, grads[precision])
 
@@ -610,6 +749,19 @@ def run(cases, paths, precisions, steps, kernel_hyper):
                         drift.add(a, r["refs"]["f64"].quantity(key)[lo:hi],
                                   RTOL[precision], eps, where)
             ok = worst.ratio <= 1.0
+            if precision in r["threads"]:
+                # The reductions add chunks in a fixed order: any number of
+                # threads gives the same bits.
+                other, other_params = r["threads"][precision]
+                for i in range(len(SIZES)):
+                    for mine in ["p"] + list(states):
+                        a = params[i] if mine == "p" else opt.state(i, mine)
+                        b = other_params[i] if mine == "p" \
+                            else other.state(i, mine)
+                        if a.tobytes() != b.tobytes():
+                            ok = False
+                            worst.where = "%s[%d] differs with %d threads" \
+                                % (mine, i, THREADS_CHECK)
             failed += not ok
             print("%s %s %-9s max rel err %.2e; worst error %.3f of the "
                   "tolerance%s%s"

@@ -26,9 +26,15 @@ int main(int argc, char **argv) {
   try {
     optim::Rule rule = optim::loadRule(argv[1]);
     const optim::RuleInfo &info = rule.info();
-    std::printf("rule %s %s, %zu hyperparameters, %zu states\n",
+    std::printf("rule %s %s, %zu hyperparameters, %zu states",
                 info.name.c_str(), optim::dtypeName(info.dtype),
                 info.hypers.size(), info.states.size());
+    // Tensor reductions, in slot order, when the rule has any.
+    for (size_t r = 0; r < info.reductions.size(); ++r)
+      std::printf("%s%s%s", r ? ", " : ", reductions: ",
+                  info.reductions[r].global ? "global " : "",
+                  optim::reductionKindName(info.reductions[r].kind));
+    std::printf("\n");
     std::vector<float> p(37, 1.0f), g(37);
     optim::Optimizer opt(rule, {optim::Param(p.data(), 37)});
     for (int i = 2; i < argc; ++i) {

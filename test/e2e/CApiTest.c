@@ -1010,6 +1010,84 @@ static void testLearnedWeights(void) {
   optim_rule_release(l2l);
 }
 
+/*===--- Rules with tensor reductions -------------------------------------===*/
+
+/* Global-norm clipping and a tensor mean, in f64, over three tensors in two
+   groups, chunks of 4 on 3 threads: two passes over memory, stepped like
+   any other rule. */
+static void testTensorReductions(void) {
+  static const char *source =
+      "rule clipmean(lr = 0.1) {\n"
+      "  p -= lr * g / global_norm(g) + 0.01 * tensor_mean(g)\n"
+      "}\n";
+  optim_rule *rule = NULL;
+  CHECK_OK(optim_compile_source(source, "clipmean.optim", NULL, 1, &rule));
+  if (!rule)
+    return;
+  size_t n = 0;
+  optim_reduction_info info = {NULL, -1};
+  CHECK_OK(optim_rule_num_reductions(rule, &n));
+  CHECK(n == 2);
+  CHECK_OK(optim_rule_reduction(rule, 0, &info));
+  CHECK(info.kind && strcmp(info.kind, "norm") == 0 && info.global == 1);
+  CHECK_OK(optim_rule_reduction(rule, 1, &info));
+  CHECK(info.kind && strcmp(info.kind, "mean") == 0 && info.global == 0);
+  CHECK_ERROR(optim_rule_reduction(rule, 2, &info), OPTIM_ERROR_NOT_FOUND,
+              "index 2 is out of range: rule 'clipmean' has 2 reductions");
+  CHECK_ERROR(optim_rule_num_reductions(NULL, &n),
+              OPTIM_ERROR_INVALID_ARGUMENT, "rule is NULL");
+
+  enum { K = 3 };
+  static const int64_t sizes[K] = {7, 1, 30};
+  double p[K][30], ref[K][30];
+  double *ptrs[K];
+  for (int k = 0; k < K; ++k) {
+    ptrs[k] = p[k];
+    for (int i = 0; i < sizes[k]; ++i)
+      p[k][i] = ref[k][i] = 0.1 * i - k;
+  }
+  optim_hyper_value lr = {"lr", 0.2};
+  optim_group groups[2] = {{(void *const *)ptrs, sizes, 2, NULL, 0},
+                           {(void *const *)(ptrs + 2), sizes + 2, 1, &lr, 1}};
+  optim_options options;
+  CHECK_OK(optim_options_init(&options));
+  options.threads = 3;
+  options.chunk_size = 4;
+  optim_optimizer *opt = NULL;
+  CHECK_OK(optim_optimizer_create_groups(rule, OPTIM_F64, groups, 2, &options,
+                                         &opt));
+  CHECK_OK(optim_rule_release(rule));
+  if (!opt)
+    return;
+  double g[K][30];
+  const double *gptrs[K] = {g[0], g[1], g[2]};
+  int bad = 0;
+  for (int t = 1; t <= 3; ++t) {
+    double sumsq = 0, mean[K];
+    for (int k = 0; k < K; ++k) {
+      mean[k] = 0;
+      for (int i = 0; i < sizes[k]; ++i) {
+        g[k][i] = gradAt(t, k, i);
+        sumsq += g[k][i] * g[k][i];
+        mean[k] += g[k][i];
+      }
+      mean[k] /= (double)sizes[k];
+    }
+    int stepped = 0;
+    CHECK_OK(optim_optimizer_step_f64(opt, gptrs, sizes, K, &stepped));
+    CHECK(stepped == 1);
+    for (int k = 0; k < K; ++k)
+      for (int i = 0; i < sizes[k]; ++i) {
+        ref[k][i] -= (k == 2 ? 0.2 : 0.1) * g[k][i] / sqrt(sumsq) +
+                     0.01 * mean[k];
+        bad += !near(p[k][i], ref[k][i], 1e-12);
+      }
+  }
+  CHECK(bad == 0);
+  CHECK(fabs(ref[2][29] - (2.9 - 2)) > 1e-3); /* the steps moved p */
+  CHECK_OK(optim_optimizer_release(opt));
+}
+
 static void testStatusNames(void) {
   CHECK(strcmp(optim_status_name(OPTIM_OK), "OPTIM_OK") == 0);
   CHECK(strcmp(optim_status_name(OPTIM_ERROR_IO), "OPTIM_ERROR_IO") == 0);
@@ -1035,6 +1113,7 @@ int main(int argc, char **argv) {
   testLastErrorIsPerThread();
   testConcurrentCompiles();
   testLearnedWeights();
+  testTensorReductions();
   testStatusNames();
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

@@ -86,6 +86,50 @@ TEST(KernelCache, CorruptEntriesAreRecompiled) {
   EXPECT_TRUE(compiler.lastWasCached()); // The entry was rewritten.
 }
 
+TEST(KernelCache, RulesWithReductionsComeBackWithBothPasses) {
+  // LAMB's trust ratio: two tensor norms, the first pass computing the new
+  // moments without writing them.
+  const char *lamb =
+      "rule lamb(lr = 0.01, beta1 = 0.9, beta2 = 0.999, eps = 1e-6) {\n"
+      "  state m = 0\n  state v = 0\n"
+      "  m = beta1 * m + (1 - beta1) * g\n"
+      "  v = beta2 * v + (1 - beta2) * g * g\n"
+      "  let u = m / (sqrt(v) + eps) + 0.01 * p\n"
+      "  p -= lr * tensor_norm(p) / tensor_norm(u) * u\n}\n";
+  CompileOptions options;
+  options.cacheDirectory = freshDir("reductions");
+  Compiler first(options);
+  Rule a = first.compileSource(lamb, "lamb.optim");
+  EXPECT_FALSE(first.lastWasCached());
+  Compiler second(options);
+  Rule b = second.compileSource(lamb, "lamb.optim");
+  EXPECT_TRUE(second.lastWasCached());
+  for (const Rule *r : {&a, &b}) {
+    ASSERT_EQ(r->info().reductions.size(), 2u);
+    EXPECT_EQ(r->info().reductions[1].kind, ReductionKind::Norm);
+    EXPECT_FALSE(r->info().reductions[1].global);
+    EXPECT_TRUE(r->reduceKernel() && r->reducedKernel());
+    EXPECT_EQ(r->kernel(), nullptr);
+  }
+  auto run = [](const Rule &rule) {
+    std::vector<float> p(100), g(100);
+    for (int i = 0; i < 100; ++i)
+      p[i] = 0.01f * float(i) - 0.3f;
+    OptimizerOptions o;
+    o.chunkSize = 16;
+    Optimizer opt(rule, {Param(p.data(), 100)}, o);
+    for (int t = 0; t < 3; ++t) {
+      for (int i = 0; i < 100; ++i)
+        g[i] = float((i * 7 + t) % 11) - 5.0f;
+      opt.step({Grad(g.data(), 100)});
+    }
+    return p;
+  };
+  std::vector<float> pa = run(a), pb = run(b);
+  EXPECT_EQ(pa, pb);
+  EXPECT_NE(pa[99], 0.01f * 99 - 0.3f);
+}
+
 TEST(KernelCache, CanBeDisabled) {
   CompileOptions options;
   options.useCache = false;

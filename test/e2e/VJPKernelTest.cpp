@@ -169,6 +169,9 @@ struct Problem {
 void check(const Rule &rule, double weightScale = 0.5,
            size_t maxWeights = 1000, int64_t n = 13, int64_t chunk = 5) {
   ASSERT_TRUE(rule.vjpKernel());
+  // Problem::objective calls the one-pass kernel; a rule with tensor
+  // reductions has none (nor a reverse mode: the compiler refuses it).
+  ASSERT_TRUE(rule.info().reductions.empty() && rule.kernel());
   const RuleInfo &info = rule.info();
   std::mt19937 rng(42);
   Problem pb(info, n, chunk, rng, weightScale);
@@ -303,6 +306,20 @@ TEST(VJPKernel, LearnedBlocksEveryLanePath) {
 // reference is the 4-lane kernel, which the tests above check against
 // central differences (the forward kernel, which those differences need,
 // is not tested with odd widths here).
+TEST(VJPKernel, TensorReductionsAreRefused) {
+  // A reduction's adjoint reaches every coordinate of the tensor: no
+  // per-coordinate VJP kernel exists for it (KernelABI.h, version 6).
+  try {
+    compileF64("rule clip(lr = 0.1) {\n  p -= lr * g / global_norm(g)\n}\n");
+    ADD_FAILURE() << "compiled the reverse mode of a tensor reduction";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "the reverse mode of tensor reductions is not implemented"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST(VJPKernel, OddWidthMatchesWidthFour) {
   for (const std::string &source : {std::string(kBlocks), readExample("l2l")}) {
     Rule three = compileF64(source, 3), four = compileF64(source, 4);

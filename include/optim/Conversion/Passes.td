@@ -41,13 +41,30 @@ def LowerRulesToKernels
     with heavy arithmetic (Adam's divisions and square root) otherwise keeps
     too few cache lines in flight to run at the memory limit.
 
+    A rule with tensor reductions (`optim.tensor_reduce`, KernelABI.h
+    version 6) also gets `func.func @optim_reduce_<name>`, the first of its
+    two passes over memory: per chunk, it computes the values that the
+    reductions take (only those, by the same code as the rule kernel, on the
+    same vector and scalar paths), extends them to f64 and accumulates them
+    per lane (sum; sum of squares for `norm`; NaN-propagating max and min),
+    adds the lanes in order, then the scalar tail, and overwrites
+    `partials[c * R + r]` for reduction r of R (in body order) of chunk c.
+    The rule kernel takes one more argument, `const double *reduced`: per
+    chunk, it loads reduction r from `reduced[c * R + r]` and computes what
+    depends only on reductions and uniform values once, before the
+    coordinate loops. A reduction of a value that depends on another
+    reduction (a third pass) or on `lstm_cell`/`linear` is refused.
+
     By default every operation rounds as written (IEEE): `m / (1 - beta1 **
     t)` costs a division per coordinate, and no multiply-add is fused. With
     `relaxed-fp`, a division of a per-coordinate value by a uniform one
     becomes a multiplication by the reciprocal computed once per call (as
     PyTorch's own Adam arranges its formula), and the per-coordinate
     arithmetic may contract into fused multiply-adds; results then differ
-    from the exact ones by about an ulp per operation.
+    from the exact ones by about an ulp per operation. The values that
+    reductions take never contract, in either kernel: LLVM decides
+    contractions from the surrounding code, and the first pass must reduce
+    the values that the rule kernel computes, bit for bit.
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",
@@ -103,7 +120,8 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     coordinate at a time, with the inputs of each matrix-vector product in
     registers, a loop over hidden units, and every new state component
     written to global memory as soon as it is computed. Other rules must be
-    scalar and elementwise per coordinate.
+    scalar and elementwise per coordinate. Rules with tensor reductions
+    (`optim.tensor_reduce`) are not supported yet.
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::gpu::GPUDialect",

@@ -152,7 +152,28 @@ enum class Builtin {
   Zeros,
   Ones,
   QP,
+  // Reductions over the coordinate's parameter tensor (tensor_*) or over
+  // every parameter of the optimizer (global_*): optim.tensor_reduce.
+  TensorSum,
+  TensorMean,
+  TensorNorm,
+  TensorMax,
+  TensorMin,
+  GlobalSum,
+  GlobalMean,
+  GlobalNorm,
+  GlobalMax,
+  GlobalMin,
 };
+
+/// tensor_sum ... global_min.
+inline bool isReduction(Builtin b) {
+  return b >= Builtin::TensorSum && b <= Builtin::GlobalMin;
+}
+/// global_sum ... global_min.
+inline bool isGlobalReduction(Builtin b) {
+  return b >= Builtin::GlobalSum && b <= Builtin::GlobalMin;
+}
 
 class CallExpr : public Expr {
 public:

@@ -42,6 +42,9 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     produced): meta-training drops the second derivatives of the optimizee,
     as Andrychowicz et al. (2016) do. The adjoint of a hyperparameter is per
     coordinate; summing it over the coordinates is the caller's reduction.
+    Rules with tensor reductions (`optim.tensor_reduce`) are refused: the
+    adjoint of a reduction depends on every coordinate of the tensor, and
+    its reverse mode is not implemented.
 
     Derivatives at points where the function is not differentiable follow
     one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent

@@ -3,7 +3,9 @@
 // Part of the runtime: no LLVM or MLIR header may be included here.
 //
 // An AOT-compiled rule is a shared library (or an object file) exporting
-// optim_rule_<name> with the ABI of KernelABI.h, plus a JSON manifest: the
+// optim_rule_<name> (and, for a rule with tensor reductions, listed under
+// "reductions", optim_reduce_<name>) with the ABI of KernelABI.h, plus a
+// JSON manifest: the
 // rule's signature, the kernel symbol, the ABI version and the target it was
 // compiled for. A program that only runs precompiled rules links the runtime
 // alone:

@@ -108,7 +108,9 @@ public:
   /// parameters were given (groups flattened). A gradient must not overlap
   /// a parameter or the optimizer's state (the step writes those while it
   /// reads the gradients). Returns false when the step was skipped because
-  /// of a non-finite gradient (skipNonFinite).
+  /// of a non-finite gradient (skipNonFinite). A rule with tensor reductions
+  /// (RuleInfo::reductions) makes two passes over the chunks, with the same
+  /// result for any number of threads (KernelABI.h, version 6).
   bool step(const std::vector<Grad> &grads);
 
   /// Sets the learned weights `name` of a learned rule (copied):

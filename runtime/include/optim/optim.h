@@ -144,6 +144,19 @@ optim_status optim_rule_num_weights(const optim_rule *rule, size_t *out);
 optim_status optim_rule_weights(const optim_rule *rule, size_t index,
                                 optim_weights_info *out);
 
+/* The tensor reductions of a rule (tensor_norm, global_sum, ...), one per
+   call in its body order; none for most rules. A rule with reductions steps
+   like any other (optim_optimizer_step_*), in two passes over memory. */
+typedef struct optim_reduction_info {
+  const char *kind; /* "sum", "mean", "norm", "max" or "min" */
+  int global; /* 1: over every parameter of the optimizer; 0: over the
+                 coordinate's own tensor */
+} optim_reduction_info;
+
+optim_status optim_rule_num_reductions(const optim_rule *rule, size_t *out);
+optim_status optim_rule_reduction(const optim_rule *rule, size_t index,
+                                  optim_reduction_info *out);
+
 /*===--- Optimizers -------------------------------------------------------===*/
 
 typedef struct optim_options {

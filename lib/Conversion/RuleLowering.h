@@ -1,0 +1,145 @@
+//===- RuleLowering.h - one optim.rule to its CPU kernels -------*- C++ -*-===//
+//
+// A rule becomes the kernel optim_rule_<name> (LowerRulesToKernels.cpp) and,
+// when it has tensor reductions, the first pass optim_reduce_<name>
+// (ReduceKernel.cpp). Both kernels split the body the same way and must
+// compute a reduced value bit for bit as the rule kernel would compute it at
+// the same coordinate, so they share this class: the classification of the
+// body, the per-call prologue, the lane counts of the coordinate loops and
+// the mapping of one per-coordinate op to lanes.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_LIB_CONVERSION_RULELOWERING_H
+#define OPTIM_LIB_CONVERSION_RULELOWERING_H
+
+#include "Components.h"
+#include "optim/Dialect/OptimOps.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/SetVector.h"
+
+namespace mlir::optim {
+
+class RuleLowering {
+public:
+  RuleLowering(RuleOp rule, unsigned width, bool relaxed,
+               unsigned prefetchBytes)
+      : rule(rule), width(width), relaxed(relaxed),
+        prefetchBytes(prefetchBytes) {}
+
+  LogicalResult run();
+
+private:
+  //===--- LowerRulesToKernels.cpp ---------------------------------------===//
+  LogicalResult classify();
+  /// Refuses reductions that the two passes cannot compute and collects the
+  /// ops that the reduce kernel computes (reductionSlice).
+  LogicalResult checkReductions();
+  void emitRuleKernel(OpBuilder &b);
+  /// Whether the rule kernel reads `input` (p, g or a state) per coordinate.
+  bool readByRule(Value input);
+  /// Emits the per-coordinate loop over [lb, ub) with `lanes` coordinates per
+  /// iteration.
+  void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
+                          ArrayRef<Value> bases, Value stride,
+                          bool prefetch = false);
+  /// Starts a kernel: func.func `name` with the ABI's eight arguments and
+  /// `extra` more, before the rule; loads the hyperparameters that ops for
+  /// which `needed` holds use, and clones those of the uniform ops (and the
+  /// reciprocals of the uniform divisors of those of the varying ones) into
+  /// its entry block, where the builder is left.
+  func::FuncOp beginKernel(OpBuilder &b, StringRef name, TypeRange extra,
+                           llvm::function_ref<bool(Operation *)> needed);
+  /// The lane counts of the coordinate loops, widest first; every chunk ends
+  /// with a scalar loop after them. The reduce kernel takes the same paths
+  /// as the rule kernel, so that a coordinate's values are computed by the
+  /// same code in both.
+  SmallVector<unsigned> laneCounts() const;
+  /// Maps one per-coordinate op other than lstm_cell and linear to `lanes`
+  /// coordinates: `operand` gives the components of its operands.
+  void mapCoordinateOp(OpBuilder &b, Operation *op, unsigned lanes,
+                       CompMap &map, llvm::function_ref<Comps(Value)> operand);
+  Type laneType(Type scalar, unsigned lanes) const {
+    return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
+  }
+  Value broadcast(OpBuilder &b, Value scalar, unsigned lanes) {
+    if (lanes == 1)
+      return scalar;
+    return vector::BroadcastOp::create(
+        b, rule.getLoc(), VectorType::get({lanes}, scalar.getType()), scalar);
+  }
+  Value i64Const(OpBuilder &b, int64_t v) {
+    return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
+  }
+  Value index(OpBuilder &b, Value i64) {
+    return arith::IndexCastOp::create(b, rule.getLoc(), b.getIndexType(), i64);
+  }
+  Value gep(OpBuilder &b, Type elt, Value base, Value i64Index) {
+    return LLVM::GEPOp::create(b, rule.getLoc(), ptrType, elt, base,
+                               ValueRange{i64Index});
+  }
+
+  //===--- ReduceKernel.cpp ----------------------------------------------===//
+  /// Emits optim_reduce_<name> (KernelABI.h, version 6).
+  void emitReduceKernel(OpBuilder &b);
+  /// The loop over [lb, ub) that accumulates every reduction's value of
+  /// `lanes` coordinates into `init` (one f64 accumulator of `lanes` lanes
+  /// per reduction); returns the accumulators after it.
+  SmallVector<Value> emitReduceLoop(OpBuilder &b, Value lb, Value ub,
+                                    unsigned lanes, ArrayRef<Value> bases,
+                                    Value stride, ValueRange init);
+
+  RuleOp rule;
+  unsigned width;
+  /// Relaxed rounding (relaxed-fp).
+  bool relaxed;
+  /// How far ahead update rules prefetch their streams (prefetch-distance).
+  unsigned prefetchBytes;
+  Type ptrType;
+  FloatType elt;
+  /// Values computed per coordinate (from p, g, the state or the weights),
+  /// and the ops computing them, in body order.
+  llvm::DenseSet<Value> varying;
+  SmallVector<Operation *> varyingOps;
+  /// Those of varyingOps that the new p and states depend on: what the rule
+  /// kernel computes per coordinate.
+  SmallVector<Operation *> ruleOps;
+  llvm::DenseSet<Operation *> ruleOpSet;
+  /// Values computed once per chunk: the results of tensor reductions and
+  /// what is computed from them and uniform values only; the ops computing
+  /// them, in body order. Every other value is uniform (once per call).
+  llvm::DenseSet<Value> perChunk;
+  SmallVector<Operation *> perChunkOps;
+  /// The rule's tensor_reduce ops in body order: reduction r has slot r of
+  /// each chunk's reduced values and partials.
+  SmallVector<TensorReduceOp> reductions;
+  /// The ops (uniform and varying) that the values reduced by `reductions`
+  /// depend on: what the reduce kernel computes.
+  llvm::DenseSet<Operation *> reductionSlice;
+
+  // The kernel being emitted (each kernel starts them anew, beginKernel).
+  /// Uniform and per-chunk rule values -> their scalar value in the kernel.
+  IRMapping uniform;
+  /// Uniform (or per-chunk) divisors of varying divisions -> their
+  /// reciprocal (when `relaxed`), computed once per call (or chunk).
+  llvm::DenseMap<Value, Value> reciprocals;
+  /// Weights tensors -> the pointer to their data, loaded once per call.
+  llvm::DenseMap<Value, Value> weightPtrs;
+  /// The kernel's entry block, where stack buffers are allocated.
+  Block *funcEntry = nullptr;
+
+  /// The log of log_sign in learned rules, to be replaced by a polynomial
+  /// approximation; never the rule's own math ops.
+  SmallVector<Operation *> approximate;
+  /// Whether the rule has lstm_cell or linear ops: compute-bound.
+  bool learned = false;
+};
+
+} // namespace mlir::optim
+
+#endif // OPTIM_LIB_CONVERSION_RULELOWERING_H
