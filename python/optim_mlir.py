@@ -68,6 +68,10 @@ class _WeightsInfo(_c.Structure):
                 ("rank", _c.c_size_t), ("size", _c.c_int64)]
 
 
+class _ReductionInfo(_c.Structure):
+    _fields_ = [("kind", _c.c_char_p), ("is_global", _c.c_int)]
+
+
 class _Options(_c.Structure):
     _fields_ = [("threads", _c.c_uint32), ("chunk_size", _c.c_int64),
                 ("skip_non_finite", _c.c_int)]
@@ -84,6 +88,8 @@ _SIGNATURES = {
     "optim_rule_state": (_rule_p, _c.c_size_t, _P(_StateInfo)),
     "optim_rule_num_weights": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_weights": (_rule_p, _c.c_size_t, _P(_WeightsInfo)),
+    "optim_rule_num_reductions": (_rule_p, _P(_c.c_size_t)),
+    "optim_rule_reduction": (_rule_p, _c.c_size_t, _P(_ReductionInfo)),
     "optim_rule_release": (_rule_p,),
     "optim_options_init": (_P(_Options),),
     "optim_optimizer_create_f32": (_rule_p, _P(_c.c_void_p), _P(_c.c_int64),
@@ -166,8 +172,9 @@ def _bytes(s):
 class Rule:
     """A compiled rule (immutable). `name`, `dtype` ("f32" or "f64"),
     `hypers` ({name: (default, is_const)}), `states` ({name: (size,
-    init)}) and `weights` ({name: shape}, empty unless it is a learned rule)
-    describe it."""
+    init)}), `weights` ({name: shape}, empty unless it is a learned rule)
+    and `reductions` ([(kind, is_global)], one per tensor_*/global_* call,
+    in body order; empty for most rules) describe it."""
 
     def __init__(self, handle):
         self._handle = _c.c_void_p(handle)
@@ -198,6 +205,12 @@ class Rule:
             _call("optim_rule_weights", self._handle, i, _c.byref(info))
             self.weights[info.name.decode()] = tuple(
                 info.shape[d] for d in range(info.rank))
+        self.reductions = []
+        _call("optim_rule_num_reductions", self._handle, _c.byref(count))
+        for i in range(count.value):
+            info = _ReductionInfo()
+            _call("optim_rule_reduction", self._handle, i, _c.byref(info))
+            self.reductions.append((info.kind.decode(), bool(info.is_global)))
 
     def __del__(self):
         if getattr(self, "_handle", None) and _lib is not None:

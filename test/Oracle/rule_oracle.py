@@ -672,6 +672,9 @@ def compile_case(case, paths, precision):
                              "table sets %s"
                              % (case[0], sorted(rule.hypers), rule.hypers,
                                 case[3]))
+    if bool(rule.reductions) != (case[0] in REDUCING):
+        raise AssertionError("%s: the rule's reductions are %s"
+                             % (case[0], rule.reductions))
     return rule
 
 

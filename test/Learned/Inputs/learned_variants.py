@@ -162,6 +162,17 @@ def ref_swapped(p, g, s, w, hy):
     return p - hy["scale"] * np.sum(h, axis=0) / np.sqrt(hy["t"])
 
 
+def ref_reduced(p, g, s, w, hy):
+    # Tensor reductions feeding the network (docs/language.md, Reductions
+    # over tensors): the gradient over its tensor's RMS, and the output
+    # scaled by the largest |p| of the tensor. Reductions in float64, as the
+    # kernels accumulate.
+    rms = np.sqrt(np.mean(g * g)) + 1e-6
+    s["x"] = (g / rms)[None]
+    s["h"], s["c"] = lstm(w["cell"], s["x"], s["h"], s["c"])
+    return p + hy["scale"] * linear(w["head"], s["h"])[0] * np.max(np.abs(p))
+
+
 # file, reference, the hyperparameters the kernels run with, and the
 # expected signature (weights shapes, state sizes): the shapes check the
 # layout of docs/language.md §7.
@@ -194,6 +205,8 @@ VARIANTS = [
      {"cell": (8, 4)}, {"h": 2, "c": 2}),
     ("swapped", ref_swapped, {"scale": 0.3},
      {"cell": (12, 5)}, {"h": 3, "c": 3}),
+    ("reduced", ref_reduced, {"scale": 0.2},
+     {"cell": (12, 5), "head": (1, 4)}, {"x": 1, "h": 3, "c": 3}),
 ]
 
 
@@ -279,6 +292,14 @@ def run_aot(optimc, tmp, library_dir, name, reference, hypers, weights,
     manifest = json.load(open(lib[:-3] + ".manifest.json"))
     kernel = getattr(ctypes.CDLL(lib), manifest["symbol"])
     kernel.restype = None
+    # A rule with reductions (KernelABI.h, version 6): the first pass's
+    # partials, combined here as the runtime does (one tensor: tensor and
+    # global reductions agree), then the rule kernel with the results.
+    reductions = manifest.get("reductions", [])
+    if reductions:
+        reduce_kernel = getattr(ctypes.CDLL(lib),
+                                "optim_reduce_" + manifest["rule"])
+        reduce_kernel.restype = None
     states = {k: v if isinstance(v, tuple) else (v, 0.0)
               for k, v in states.items()}
     np_type = np.float64 if dtype == "f64" else np.float32
@@ -316,13 +337,30 @@ def run_aot(optimc, tmp, library_dir, name, reference, hypers, weights,
                      for k in states]
             lengths.append(end - begin)
             strides.append(n)
-        kernel((ctypes.c_void_p * len(ptrs))(*ptrs),
-               (ctypes.c_int64 * 2)(*lengths), (ctypes.c_int64 * 2)(*strides),
-               ctypes.c_int64(0), ctypes.c_int64(2),
-               (ctypes.c_double * max(len(hyper_values), 1))(*hyper_values),
-               ctypes.c_int64(step),
-               (ctypes.c_void_p * max(len(weight_arrays), 1))(
-                   *[a.ctypes.data for a in weight_arrays]))
+        args = [(ctypes.c_void_p * len(ptrs))(*ptrs),
+                (ctypes.c_int64 * 2)(*lengths),
+                (ctypes.c_int64 * 2)(*strides),
+                ctypes.c_int64(0), ctypes.c_int64(2),
+                (ctypes.c_double * max(len(hyper_values), 1))(*hyper_values),
+                ctypes.c_int64(step),
+                (ctypes.c_void_p * max(len(weight_arrays), 1))(
+                    *[a.ctypes.data for a in weight_arrays])]
+        if reductions:
+            r = len(reductions)
+            partials = (ctypes.c_double * (2 * r))()
+            reduce_kernel(*args, partials)
+            reduced = []
+            for j, red in enumerate(reductions):
+                a, b = partials[j], partials[r + j]
+                kind = red["kind"]
+                value = max(a, b) if kind == "max" else \
+                    min(a, b) if kind == "min" else a + b
+                value = value / n if kind == "mean" else \
+                    np.sqrt(value) if kind == "norm" else value
+                reduced.append(value)
+            kernel(*args, (ctypes.c_double * (2 * r))(*(reduced * 2)))
+        else:
+            kernel(*args)
         p = reference(p, g, ref_states, w, dict(hypers, t=step))
         pairs = [("p", ours, p)] + [(k, ours_states[k], ref_states[k])
                                     for k in states]
