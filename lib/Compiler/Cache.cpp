@@ -112,6 +112,18 @@ Rule KernelCache::load(const std::string &key) const {
     llvm::consumeError(address.takeError());
     return Rule();
   }
+  // An entry whose manifest lists other reductions than its kernels were
+  // compiled for (KernelABI.h, optim_reductions_<name>) is not used.
+  std::string listed = reductionsDescriptor(manifest.info.reductions);
+  auto descriptor =
+      (*jit)->lookup(OPTIM_REDUCTIONS_SYMBOL_PREFIX + manifest.info.name);
+  if (!descriptor) {
+    llvm::consumeError(descriptor.takeError());
+    if (!listed.empty())
+      return Rule();
+  } else if (listed != descriptor->toPtr<const char *>()) {
+    return Rule();
+  }
   if (!manifest.info.reductions.empty()) {
     auto reduce =
         (*jit)->lookup(OPTIM_REDUCE_SYMBOL_PREFIX + manifest.info.name);

@@ -73,10 +73,14 @@ LogicalResult RuleLowering::classify() {
       continue;
     }
     // Ops on the weights run per coordinate: their other operands are
-    // per-coordinate values in every rule the front end produces.
-    bool isVarying = llvm::any_of(op.getOperands(), [&](Value v) {
-      return varying.contains(v) || weights.contains(v);
-    });
+    // per-coordinate values in every rule the front end produces. log_sign
+    // of a value shared by the coordinates (a hyperparameter, a reduction)
+    // runs per coordinate too: only the coordinate loops expand it, and the
+    // op itself cannot live outside a rule.
+    bool isVarying =
+        isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
+          return varying.contains(v) || weights.contains(v);
+        });
     if (!isVarying) {
       if (llvm::any_of(op.getOperands(),
                        [&](Value v) { return perChunk.contains(v); })) {
@@ -852,6 +856,29 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
   func::ReturnOp::create(b, loc);
 }
 
+/// optim_reductions_<name>: the rule's reductions as the kernels were
+/// compiled for them ("norm,sum@global"), so that a loader can refuse a
+/// manifest that disagrees: the kernels write and read R values per chunk,
+/// and a manifest listing fewer would make the runtime's buffers too small.
+void RuleLowering::emitReductionsDescriptor(OpBuilder &b) {
+  std::string text;
+  for (TensorReduceOp red : reductions) {
+    if (!text.empty())
+      text += ',';
+    text += stringifyReductionKind(red.getKind()).str();
+    if (red.getGlobal())
+      text += "@global";
+  }
+  text.push_back('\0');
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(rule);
+  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
+  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
+                         LLVM::Linkage::External,
+                         ("optim_reductions_" + rule.getSymName()).str(),
+                         b.getStringAttr(text));
+}
+
 LogicalResult RuleLowering::run() {
   MLIRContext *ctx = rule.getContext();
   ptrType = LLVM::LLVMPointerType::get(ctx);
@@ -863,8 +890,10 @@ LogicalResult RuleLowering::run() {
 
   OpBuilder b(rule);
   // The first pass, then the rule kernel (the second).
-  if (!reductions.empty())
+  if (!reductions.empty()) {
     emitReduceKernel(b);
+    emitReductionsDescriptor(b);
+  }
   b.setInsertionPoint(rule);
   emitRuleKernel(b);
   rule.erase();

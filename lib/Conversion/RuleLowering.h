@@ -87,6 +87,8 @@ private:
   //===--- ReduceKernel.cpp ----------------------------------------------===//
   /// Emits optim_reduce_<name> (KernelABI.h, version 6).
   void emitReduceKernel(OpBuilder &b);
+  /// The constant optim_reductions_<name> (KernelABI.h).
+  void emitReductionsDescriptor(OpBuilder &b);
   /// The loop over [lb, ub) that accumulates every reduction's value of
   /// `lanes` coordinates into `init` (one f64 accumulator of `lanes` lanes
   /// per reduction); returns the accumulators after it.

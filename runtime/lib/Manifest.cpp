@@ -128,6 +128,24 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
   if (!fn)
     throw Error("optim: '" + library + "' has no symbol '" + m.symbol +
                 "' (does the manifest belong to it?)");
+  // The kernels write and read one value per reduction and chunk: a
+  // manifest that lists other reductions than they were compiled for would
+  // size the runtime's buffers wrongly.
+  std::string descSymbol = OPTIM_REDUCTIONS_SYMBOL_PREFIX + m.info.name;
+  const char *compiled =
+      static_cast<const char *>(::dlsym(handle, descSymbol.c_str()));
+  std::string listed = reductionsDescriptor(m.info.reductions);
+  if (compiled && listed != compiled)
+    throw Error("optim: '" + manifestPath + "' lists " +
+                (listed.empty() ? std::string("no tensor reductions")
+                                : "the tensor reductions '" + listed + "'") +
+                " but the kernels of '" + library +
+                "' were compiled for '" + compiled +
+                "' (does the manifest belong to it?)");
+  if (!compiled && !listed.empty())
+    throw Error("optim: '" + library + "' has no symbol '" + descSymbol +
+                "', which a rule with tensor reductions defines (does the "
+                "manifest belong to it?)");
   if (!m.info.reductions.empty()) {
     std::string reduceSymbol = OPTIM_REDUCE_SYMBOL_PREFIX + m.info.name;
     void *reduce = ::dlsym(handle, reduceSymbol.c_str());

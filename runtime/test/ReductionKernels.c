@@ -3,12 +3,15 @@
  * What `optimc --emit=shared` makes of a rule with tensor reductions
  * (KernelABI.h, version 6), written by hand for the loader's tests
  * (ReductionManifestTest.cpp): rule "shrink", p -= lr * p / tensor_norm(p)
- * in f64, with its two passes, and rule "lonely", whose first pass is
- * missing.
+ * in f64, with its two passes and the descriptor of its reductions, and
+ * rule "lonely", whose first pass is missing.
  *
  *===----------------------------------------------------------------------===*/
 
 #include "optim/KernelABI.h"
+
+const char optim_reductions_shrink[] = "norm";
+const char optim_reductions_lonely[] = "norm";
 
 void optim_reduce_shrink(void *const *ptrs, const int64_t *lengths,
                          const int64_t *strides, int64_t begin, int64_t end,

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <unistd.h>
 #include <vector>
@@ -128,6 +129,35 @@ TEST(KernelCache, RulesWithReductionsComeBackWithBothPasses) {
   std::vector<float> pa = run(a), pb = run(b);
   EXPECT_EQ(pa, pb);
   EXPECT_NE(pa[99], 0.01f * 99 - 0.3f);
+
+  // An entry whose manifest lists other reductions than its kernels were
+  // compiled for (KernelABI.h, optim_reductions_<name>) is not used: with
+  // none listed the one-pass kernel would be called with one argument too
+  // few, with one the runtime's buffers would be too small.
+  for (const char *edit : {"none", "one"}) {
+    SCOPED_TRACE(edit);
+    for (const std::string &file : filesIn(options.cacheDirectory)) {
+      if (file.find(".json") == std::string::npos)
+        continue;
+      std::ifstream in(file);
+      std::string text((std::istreambuf_iterator<char>(in)),
+                       std::istreambuf_iterator<char>());
+      size_t at = text.find("\"reductions\"");
+      ASSERT_NE(at, std::string::npos);
+      size_t end = text.find(']', at);
+      std::string replacement =
+          std::string(edit) == "none"
+              ? "\"reductions\": []"
+              : "\"reductions\": [{\"global\": false, \"kind\": \"norm\"}]";
+      text.replace(at, end + 1 - at, replacement);
+      std::ofstream(file, std::ios::trunc) << text;
+    }
+    Compiler third(options);
+    Rule c = third.compileSource(lamb, "lamb.optim");
+    EXPECT_FALSE(third.lastWasCached());
+    EXPECT_EQ(c.info().reductions.size(), 2u);
+    EXPECT_EQ(run(c), pa);
+  }
 }
 
 TEST(KernelCache, CanBeDisabled) {

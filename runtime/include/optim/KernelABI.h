@@ -84,9 +84,15 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
  *   norm = sqrt(sum). It passes the result of reduction r for chunk c's
  *   tensor as reduced[c * R + r] to optim_rule_, which otherwise is the rule
  *   kernel above. The results do not depend on the number of threads.
- * - Rules without reductions are unchanged (and have no optim_reduce_);
+ * - The library also defines `const char optim_reductions_<name>[]`, the
+ *   reductions the kernels were compiled for, in order, comma-separated,
+ *   each its kind with "@global" appended for a global one
+ *   ("norm,sum@global"); loaders refuse a manifest that disagrees with it
+ *   (the kernels write and read R values per chunk).
+ * - Rules without reductions are unchanged (and have neither symbol);
  *   runtimes that predate version 6 refuse manifests of either kind. */
 #define OPTIM_REDUCE_SYMBOL_PREFIX "optim_reduce_"
+#define OPTIM_REDUCTIONS_SYMBOL_PREFIX "optim_reductions_"
 
 typedef void (*optim_reduce_kernel)(void *const *ptrs, const int64_t *lengths,
                                     const int64_t *strides, int64_t begin,

@@ -78,6 +78,21 @@ struct ReductionSpec {
   bool global = false;
 };
 
+/// The reductions as optim_reductions_<name> spells them (KernelABI.h):
+/// "norm,sum@global"; empty for none.
+inline std::string
+reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
+  std::string text;
+  for (const ReductionSpec &r : reductions) {
+    if (!text.empty())
+      text += ',';
+    text += reductionKindName(r.kind);
+    if (r.global)
+      text += "@global";
+  }
+  return text;
+}
+
 /// The signature of a compiled rule.
 struct RuleInfo {
   std::string name;
