@@ -19,6 +19,11 @@
 // described by $OPTIM_FAKE_CUDA_DIR/<name>.manifest.json (the cubin's layer
 // manifest); for such layers _qp_reduce has nothing to sum and _qp_vjp
 // copies the operands' cotangents to the inputs'.
+// A rule with tensor reductions (KernelABI.h, version 6) has two kernels:
+// optim_reduce_<name> runs the CPU's first pass (its partials per chunk;
+// the lanes combine in another order than a GPU block's threads, so the
+// sums differ from a device's in the last bits only) and optim_rule_<name>
+// the CPU's reduced rule kernel, with `reduced` after the hyperparameters.
 // It must define every entry point runtime/lib/CudaDriver.cpp resolves.
 //
 //===----------------------------------------------------------------------===//
@@ -46,6 +51,10 @@ using CUdeviceptr = unsigned long long;
 struct Kernel {
   std::string name;
   optim_rule_kernel cpu = nullptr; // null: optim_fma_peak or a layer
+  // A rule with tensor reductions: its first pass (the kernel named
+  // optim_reduce_) or its second (cpu is then null).
+  optim_reduce_kernel reduce = nullptr;
+  optim_reduced_rule_kernel reduced = nullptr;
   bool f64 = false;
   size_t hypers = 0, weights = 0;
   // A QP layer's kernel (0: forward, 1: grad, 2: reduce, 3: vjp), its
@@ -109,7 +118,10 @@ CUresult loadKernel(const std::string &name, Kernel **out) {
     *out = &kernels.emplace(name, k).first->second;
     return 0;
   }
-  const std::string prefix = OPTIM_RULE_SYMBOL_PREFIX;
+  const std::string rulePrefix = OPTIM_RULE_SYMBOL_PREFIX;
+  const std::string reducePrefix = OPTIM_REDUCE_SYMBOL_PREFIX;
+  bool firstPass = name.compare(0, reducePrefix.size(), reducePrefix) == 0;
+  const std::string &prefix = firstPass ? reducePrefix : rulePrefix;
   if (name != "optim_fma_peak") {
     if (name.compare(0, prefix.size(), prefix) != 0)
       return 500; // CUDA_ERROR_NOT_FOUND
@@ -123,21 +135,21 @@ CUresult loadKernel(const std::string &name, Kernel **out) {
                    base.c_str());
       return 500;
     }
-    k.cpu = reinterpret_cast<optim_rule_kernel>(::dlsym(lib, name.c_str()));
+    void *sym = ::dlsym(lib, name.c_str());
     nlohmann::json m = nlohmann::json::parse(manifest);
     k.f64 = m.at("dtype") == "f64";
     k.hypers = m.at("hyperparameters").size();
     k.weights = m.contains("weights") ? m.at("weights").size() : 0;
-    // The emulated launch is the one-pass rule kernel; a rule with tensor
-    // reductions has two (KernelABI.h, version 6), and the executor refuses
-    // it before it gets here.
-    if (m.contains("reductions") && !m.at("reductions").empty()) {
-      std::fprintf(stderr, "fake libcuda: %s has tensor reductions, which "
-                           "are not emulated\n",
-                   name.c_str());
-      return 500;
-    }
-    if (!k.cpu)
+    bool reductions = m.contains("reductions") && !m.at("reductions").empty();
+    if (firstPass && !reductions)
+      return 500; // a rule without reductions has no first pass
+    if (firstPass)
+      k.reduce = reinterpret_cast<optim_reduce_kernel>(sym);
+    else if (reductions)
+      k.reduced = reinterpret_cast<optim_reduced_rule_kernel>(sym);
+    else
+      k.cpu = reinterpret_cast<optim_rule_kernel>(sym);
+    if (!sym)
       return 500;
   }
   *out = &kernels.emplace(name, k).first->second;
@@ -382,7 +394,8 @@ CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
   const char *maxBlock = std::getenv("OPTIM_FAKE_CUDA_MAX_BLOCK");
   if (maxBlock && k.weights && blockX > unsigned(std::atoi(maxBlock)))
     return 701; // CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES
-  if (!k.cpu) { // optim_fma_peak(float *out, int iters, float b, float c)
+  if (!k.cpu && !k.reduce && !k.reduced) {
+    // optim_fma_peak(float *out, int iters, float b, float c)
     float *out = *static_cast<float **>(params[0]);
     std::memset(out, 0, size_t(gridX) * blockX * sizeof(float));
     return 0;
@@ -399,8 +412,19 @@ CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
   std::vector<const void *> weights;
   for (size_t w = 0; w < k.weights; ++w)
     weights.push_back(*static_cast<void **>(params[5 + k.hypers + w]));
-  k.cpu(ptrs, lengths, strides, begin, begin + gridX, hypers.data(), step,
-        weights.empty() ? nullptr : weights.data());
+  // Rules with reductions: partials or reduced, after the hypers.
+  void *last = k.reduce || k.reduced
+                   ? *static_cast<void **>(params[5 + k.hypers])
+                   : nullptr;
+  if (k.reduce)
+    k.reduce(ptrs, lengths, strides, begin, begin + gridX, hypers.data(),
+             step, nullptr, static_cast<double *>(last));
+  else if (k.reduced)
+    k.reduced(ptrs, lengths, strides, begin, begin + gridX, hypers.data(),
+              step, nullptr, static_cast<const double *>(last));
+  else
+    k.cpu(ptrs, lengths, strides, begin, begin + gridX, hypers.data(), step,
+          weights.empty() ? nullptr : weights.data());
   return 0;
 }
 CUresult cuGetErrorName(CUresult, const char **name) {

@@ -6,7 +6,8 @@
 //                 sizes (aligned tensors: vector path; a tensor offset by one
 //                 element: scalar path) and compares with a float reference
 //                 that evaluates the published formula in the kernel's
-//                 operation order (no FMA contraction), per coordinate;
+//                 operation order (no FMA contraction), per coordinate (LAMB,
+//                 with tensor reductions: its norms per tensor, in double);
 //   --bench DIR   runs DIR's Adam on the GPT-2-small-shaped parameter
 //                 list (~124M fp32 coordinates) and a device-to-device copy of
 //                 the same number of bytes moved (read + write), timing both
@@ -37,6 +38,12 @@ using Hypers = std::map<std::string, float>;
 /// One coordinate's step: p, g, states (in manifest order), t.
 using RefStep = std::function<void(float &p, float g, std::vector<float> &s,
                                    int64_t t, const Hypers &h)>;
+/// One whole tensor's step, for rules with tensor reductions: p, g and
+/// s[state][coordinate].
+using TensorStep =
+    std::function<void(std::vector<float> &p, const std::vector<float> &g,
+                       std::vector<std::vector<float>> &s, int64_t t,
+                       const Hypers &h)>;
 
 float sgnf(float x) { return x > 0 ? 1.f : x < 0 ? -1.f : x; }
 
@@ -103,6 +110,51 @@ std::map<std::string, RefStep> references() {
   return r;
 }
 
+/// LAMB (examples/lamb.optim): u per coordinate as the kernels evaluate it,
+/// the norms of p and u over the tensor in double (the kernels' f64
+/// partials, summed in another order: the last bits may differ), rounded
+/// to float, then the update.
+void lambStep(std::vector<float> &p, const std::vector<float> &g,
+              std::vector<std::vector<float>> &s, int64_t t, const Hypers &h) {
+  float b1 = h.at("beta1"), b2 = h.at("beta2");
+  std::vector<float> u(p.size());
+  double pp = 0, uu = 0;
+  for (size_t k = 0; k < p.size(); ++k) {
+    s[0][k] = b1 * s[0][k] + (1 - b1) * g[k];
+    s[1][k] = b2 * s[1][k] + (1 - b2) * g[k] * g[k];
+    u[k] = s[0][k] / (1 - std::pow(b1, float(t))) /
+               (std::sqrt(s[1][k] / (1 - std::pow(b2, float(t)))) +
+                h.at("eps")) +
+           h.at("weight_decay") * p[k];
+    pp += double(p[k]) * p[k];
+    uu += double(u[k]) * u[k];
+  }
+  float wn = float(std::sqrt(pp)), un = float(std::sqrt(uu));
+  float ratio = wn > 0 ? (un > 0 ? wn / un : 1.f) : 1.f;
+  for (size_t k = 0; k < p.size(); ++k)
+    p[k] = p[k] - h.at("lr") * ratio * u[k];
+}
+
+/// Every rule the check runs, as whole-tensor steps.
+std::map<std::string, TensorStep> tensorReferences() {
+  std::map<std::string, TensorStep> r;
+  for (auto &[name, ref] : references())
+    r[name] = [ref = ref](std::vector<float> &p, const std::vector<float> &g,
+                          std::vector<std::vector<float>> &s, int64_t t,
+                          const Hypers &h) {
+      std::vector<float> st(s.size());
+      for (size_t k = 0; k < p.size(); ++k) {
+        for (size_t j = 0; j < s.size(); ++j)
+          st[j] = s[j][k];
+        ref(p[k], g[k], st, t, h);
+        for (size_t j = 0; j < s.size(); ++j)
+          s[j][k] = st[j];
+      }
+    };
+  r["lamb"] = lambStep;
+  return r;
+}
+
 bool exists(const std::string &path) {
   struct stat st;
   return ::stat(path.c_str(), &st) == 0;
@@ -128,7 +180,7 @@ std::string pickCubin(const std::string &dir, const std::string &rule,
 /// Runs one rule on the GPU and the reference; returns the largest error in
 /// units of max(|p|, 1e-3) (relative, floored).
 int checkRule(const std::shared_ptr<Device> &dev, const std::string &dir,
-              const std::string &name, const RefStep &ref) {
+              const std::string &name, const TensorStep &ref) {
   std::string cubin = pickCubin(dir, name, dev->arch());
   if (cubin.empty()) {
     std::printf("check %-9s FAIL (no cubin for %s in %s)\n", name.c_str(),
@@ -186,13 +238,14 @@ int checkRule(const std::shared_ptr<Device> &dev, const std::string &dir,
     bool misaligned = i + 1 == sizes.size();
     std::vector<float> got(sizes[i]);
     dp[i].download(got.data(), sizes[i] * 4, misaligned ? 4 : 0);
+    std::vector<float> want = p[i];
+    std::vector<std::vector<float>> st;
+    for (size_t s = 0; s < numStates; ++s)
+      st.emplace_back(sizes[i], float(info.states[s].init));
+    for (int t = 1; t <= steps; ++t)
+      ref(want, g[i], st, t, h);
     for (int64_t k = 0; k < sizes[i]; ++k) {
-      float x = p[i][k];
-      std::vector<float> st(numStates);
-      for (size_t s = 0; s < numStates; ++s)
-        st[s] = float(info.states[s].init);
-      for (int t = 1; t <= steps; ++t)
-        ref(x, g[i][k], st, t, h);
+      float x = want[k];
       double moved = std::fabs(double(x) - p[i][k]);
       double err = std::fabs(double(got[k]) - x) /
                    (moved + 1e-7 * std::fabs(double(x)) + 1e-30);
@@ -369,7 +422,7 @@ int main(int argc, char **argv) {
     if (!cubin.empty())
       return bench(dev, cubin, steps);
     int failures = 0;
-    for (auto &[name, ref] : references())
+    for (auto &[name, ref] : tensorReferences())
       failures += checkRule(dev, check, name, ref);
     return failures ? 1 : 0;
   } catch (const Error &e) {

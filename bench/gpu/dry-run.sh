@@ -18,7 +18,7 @@ optimc=${1:-$root/build/bin/optimc}
 dry=${DRY:-/tmp/optim-gpu-dry-run}
 rm -rf "$dry" && mkdir -p "$dry/lib" "$dry/kernels" "$dry/bin"
 PREP_BUILD=$dry/prepare-build "$root/bench/gpu/prepare.sh" "$optimc" "$dry/aot"
-for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad l2l; do
+for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad lamb l2l; do
   "$optimc" "$root/examples/$rule.optim" --emit=shared -o "$dry/kernels/$rule.so"
 done
 for rule in shared clipped; do

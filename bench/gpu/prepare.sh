@@ -19,7 +19,7 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 optimc=${1:-$root/build/bin/optimc}
 out=${2:-$root/build-gpu/aot}
 rm -rf "$out" && mkdir -p "$out/include"
-for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad l2l; do
+for rule in sgd momentum nesterov rmsprop adagrad lion adam adamw amsgrad lamb l2l; do
   for arch in sm_80 sm_90; do
     "$optimc" "$root/examples/$rule.optim" --emit=cubin --gpu-arch=$arch \
       -o "$out/$rule.$arch.cubin"

@@ -25,11 +25,17 @@
 // array in the thread's private memory instead, as does a c input that is
 // in no memory; those arrays are local memory, cached in L1.
 //
+// An update rule with tensor reductions also gets its first pass,
+// optim_reduce_<name> (ReduceKernelGPU.cpp); its rule kernel takes the
+// reduced values as a last argument and computes what depends on them
+// (per chunk) once per thread, after loading its chunk's pointers.
+//
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
 
 #include "Components.h"
+#include "GPURuleLowering.h"
 #include "LearnedMath.h"
 #include "optim/Dialect/OptimOps.h"
 
@@ -55,54 +61,6 @@ constexpr llvm::StringLiteral kSymbolPrefix = "optim_rule_";
 constexpr llvm::StringLiteral kModuleName = "optim_kernels";
 /// CUDA's global address space.
 constexpr unsigned kGlobal = 1;
-
-class GPURuleLowering {
-public:
-  GPURuleLowering(RuleOp rule, gpu::GPUModuleOp gpuModule, unsigned vectorBits,
-                  bool relaxed)
-      : rule(rule), gpuModule(gpuModule), vectorBits(vectorBits),
-        relaxed(relaxed) {}
-
-  LogicalResult run();
-
-private:
-  LogicalResult classify();
-  LogicalResult classifyLearned();
-  void approximateLog();
-  /// The kernel of a learned rule (weights), after the uniform work.
-  LogicalResult emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
-                            ArrayRef<Value> bases, Value stride,
-                            Value coordinate);
-  Value i64Const(OpBuilder &b, int64_t v) {
-    return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
-  }
-  Value gep(OpBuilder &b, Type elt, Value base, Value i64Index) {
-    return LLVM::GEPOp::create(b, rule.getLoc(), base.getType(), elt, base,
-                               ValueRange{i64Index});
-  }
-  /// The coordinate loop over [lb, ub) with `step`, `lanes` coordinates per
-  /// thread and iteration.
-  void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, Value step,
-                          unsigned lanes, ArrayRef<Value> bases);
-
-  RuleOp rule;
-  gpu::GPUModuleOp gpuModule;
-  unsigned vectorBits;
-  bool relaxed;
-  FloatType elt;
-  Type globalPtr;
-  llvm::DenseSet<Value> varying;
-  SmallVector<Operation *> varyingOps;
-  IRMapping uniform;
-  llvm::DenseMap<Value, Value> reciprocals;
-  /// Learned rules: the offset (in elements) of each weights tensor in the
-  /// shared-memory copy, and their total.
-  SmallVector<int64_t> weightOffsets;
-  int64_t weightElements = 0;
-  /// Learned rules: the log of log_sign, replaced by MLIR's f32 polynomial
-  /// as on the CPU.
-  SmallVector<Operation *> approximate;
-};
 
 } // namespace
 
@@ -139,10 +97,33 @@ LogicalResult GPURuleLowering::classify() {
     varying.insert(rule.getState(i));
   }
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    bool isVarying = llvm::any_of(op.getOperands(),
-                                  [&](Value v) { return varying.contains(v); });
-    if (!isVarying)
+    // A reduction's result is one value per chunk, whatever it reduces (as
+    // in the CPU lowering, RuleLowering::classify).
+    if (auto red = dyn_cast<TensorReduceOp>(op)) {
+      if (red.getValue().getType() != elt)
+        return red.emitOpError("reduces a value of type ")
+               << red.getValue().getType() << " in a rule of element type "
+               << elt;
+      reductions.push_back(red);
+      perChunk.insert(red.getResult());
+      perChunkOps.push_back(&op);
       continue;
+    }
+    // log_sign of a value shared by the coordinates is still computed per
+    // coordinate (or refused below): the op cannot live outside a rule.
+    bool isVarying =
+        isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
+          return varying.contains(v);
+        });
+    if (!isVarying) {
+      if (llvm::any_of(op.getOperands(),
+                       [&](Value v) { return perChunk.contains(v); })) {
+        perChunkOps.push_back(&op);
+        for (Value r : op.getResults())
+          perChunk.insert(r);
+      }
+      continue;
+    }
     auto isScalar = [&](Type t) { return t == elt || t.isInteger(1); };
     if (!op.hasTrait<OpTrait::Elementwise>() || op.getNumRegions() ||
         !llvm::all_of(op.getResultTypes(), isScalar) ||
@@ -154,7 +135,7 @@ LogicalResult GPURuleLowering::classify() {
     for (Value r : op.getResults())
       varying.insert(r);
   }
-  return success();
+  return classifyReductions();
 }
 
 void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
@@ -177,10 +158,19 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
     inputs.push_back(rule.getState(s));
   SmallVector<Value> addrs;
+  // With reductions, an input that only reduced values read is the reduce
+  // kernel's (ruleOpSet then holds what the rule kernel computes).
+  auto readHere = [&](Value input) {
+    if (reductions.empty())
+      return !input.use_empty();
+    return llvm::any_of(input.getUsers(), [&](Operation *user) {
+      return isa<YieldOp>(user) || ruleOpSet.contains(user);
+    });
+  };
   for (auto [input, base] : llvm::zip(inputs, bases)) {
     Value addr = gep(b, elt, base, i);
     addrs.push_back(addr);
-    if (!input.use_empty())
+    if (readHere(input))
       map[input] = LLVM::LoadOp::create(b, loc, valueType, addr, align);
   }
 
@@ -199,43 +189,9 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     }
     return cached;
   };
-  auto fastmath = [&] {
-    return relaxed ? arith::FastMathFlags::contract
-                   : arith::FastMathFlags::none;
-  };
-
-  for (Operation *op : varyingOps) {
-    if (auto div = dyn_cast<arith::DivFOp>(op)) {
-      auto it = reciprocals.find(div.getRhs());
-      if (it != reciprocals.end()) {
-        Value r = it->second;
-        if (lanes > 1)
-          r = vector::BroadcastOp::create(b, loc, valueType, r);
-        map[div.getResult()] = arith::MulFOp::create(
-            b, loc, operand(div.getLhs()), r, arith::FastMathFlags::contract);
-        continue;
-      }
-    }
-    if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed) {
-      // libdevice's __nv_sqrtf, what convert-gpu-to-nvvm calls, is
-      // sqrt.approx; the intrinsic is the correctly rounded sqrt.rn.
-      map[sqrt.getResult()] = exactSqrt(b, loc, operand(sqrt.getOperand()));
-      continue;
-    }
-    IRMapping opMap;
-    for (Value v : op->getOperands())
-      opMap.map(v, operand(v));
-    Operation *clone = b.clone(*op, opMap);
-    if (relaxed)
-      if (auto fmi = dyn_cast<arith::ArithFastMathInterface>(clone))
-        clone->setAttr(
-            fmi.getFastMathAttrName(),
-            arith::FastMathFlagsAttr::get(b.getContext(), fastmath()));
-    for (auto [r, orig] : llvm::zip(clone->getResults(), op->getResults())) {
-      r.setType(laneType(getElementTypeOrSelf(r.getType())));
-      map[orig] = r;
-    }
-  }
+  for (Operation *op : varyingOps)
+    if (reductions.empty() || ruleOpSet.contains(op))
+      mapVaryingOp(b, op, lanes, map, operand);
 
   auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
   for (auto [k, value] : llvm::enumerate(yield.getValues())) {
@@ -244,6 +200,53 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       continue; // Unchanged: nothing to write.
     LLVM::StoreOp::create(b, loc, operand(value), addrs[k == 0 ? 0 : k + 1],
                           align);
+  }
+}
+
+void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
+                                   unsigned lanes,
+                                   llvm::DenseMap<Value, Value> &map,
+                                   llvm::function_ref<Value(Value)> operand) {
+  Location loc = rule.getLoc();
+  auto laneType = [&](Type scalar) -> Type {
+    return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
+  };
+  // LLVM contracts a multiply and an add depending on the code around them,
+  // which differs between the two kernels: a value that is reduced must be
+  // rounded alike in both, so its ops never contract (as on the CPU).
+  bool contract = relaxed && !reductionSlice.contains(op);
+  auto fastmath = [&] {
+    return contract ? arith::FastMathFlags::contract
+                    : arith::FastMathFlags::none;
+  };
+  if (auto div = dyn_cast<arith::DivFOp>(op)) {
+    auto it = reciprocals.find(div.getRhs());
+    if (it != reciprocals.end()) {
+      Value r = it->second;
+      if (lanes > 1)
+        r = vector::BroadcastOp::create(b, loc, laneType(elt), r);
+      map[div.getResult()] = arith::MulFOp::create(
+          b, loc, operand(div.getLhs()), r, fastmath());
+      return;
+    }
+  }
+  if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed) {
+    // libdevice's __nv_sqrtf, what convert-gpu-to-nvvm calls, is
+    // sqrt.approx; the intrinsic is the correctly rounded sqrt.rn.
+    map[sqrt.getResult()] = exactSqrt(b, loc, operand(sqrt.getOperand()));
+    return;
+  }
+  IRMapping opMap;
+  for (Value v : op->getOperands())
+    opMap.map(v, operand(v));
+  Operation *clone = b.clone(*op, opMap);
+  if (relaxed)
+    if (auto fmi = dyn_cast<arith::ArithFastMathInterface>(clone))
+      clone->setAttr(fmi.getFastMathAttrName(),
+                     arith::FastMathFlagsAttr::get(b.getContext(), fastmath()));
+  for (auto [r, orig] : llvm::zip(clone->getResults(), op->getResults())) {
+    r.setType(laneType(getElementTypeOrSelf(r.getType())));
+    map[orig] = r;
   }
 }
 
@@ -272,9 +275,10 @@ LogicalResult GPURuleLowering::classifyLearned() {
            << " bytes of weights: the GPU code generator keeps them in "
               "shared memory, at most 49152 bytes";
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    bool isVarying = llvm::any_of(op.getOperands(), [&](Value v) {
-      return varying.contains(v) || weights.contains(v);
-    });
+    bool isVarying =
+        isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
+          return varying.contains(v) || weights.contains(v);
+        });
     if (!isVarying)
       continue;
     auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
@@ -612,53 +616,8 @@ void GPURuleLowering::approximateLog() {
   (void)applyOpPatternsGreedily(approximate, std::move(patterns), config);
 }
 
-LogicalResult GPURuleLowering::run() {
-  MLIRContext *ctx = rule.getContext();
+void GPURuleLowering::emitUniform(OpBuilder &b, Block &entry, Value step) {
   Location loc = rule.getLoc();
-  elt = rule.getElementType();
-  if (!elt || !(elt.isF32() || elt.isF64()))
-    return rule.emitOpError("GPU code generation supports f32 and f64 rules");
-  // The two passes over memory (KernelABI.h, version 6) exist on the CPU
-  // only: refused here, before classify() would mistake one for an
-  // unsupported per-coordinate op (or clone it as a uniform one).
-  WalkResult reduction = rule.walk([](TensorReduceOp red) {
-    red.emitOpError("tensor reductions are not supported by the CUDA code "
-                    "generator yet");
-    return WalkResult::interrupt();
-  });
-  if (reduction.wasInterrupted())
-    return failure();
-  if (failed(classify()))
-    return failure();
-  globalPtr = LLVM::LLVMPointerType::get(ctx, kGlobal);
-  Type genericPtr = LLVM::LLVMPointerType::get(ctx);
-
-  OpBuilder b(ctx);
-  b.setInsertionPointToEnd(gpuModule.getBody());
-  Type i64 = b.getI64Type();
-  bool learned = rule.getNumWeights() > 0;
-  // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}
-  //  [, weights_0 .. weights_{W-1}]).
-  SmallVector<Type> argTypes = {globalPtr, globalPtr, globalPtr, i64, i64};
-  for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h)
-    argTypes.push_back(elt);
-  SmallVector<Type> workgroup;
-  if (learned) {
-    for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w)
-      argTypes.push_back(globalPtr);
-    workgroup.push_back(MemRefType::get(
-        {weightElements}, elt, MemRefLayoutAttrInterface(),
-        gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
-  }
-  auto func =
-      gpu::GPUFuncOp::create(b, loc, (kSymbolPrefix + rule.getSymName()).str(),
-                             b.getFunctionType(argTypes, {}), workgroup);
-  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
-  Block &entry = func.getBody().front();
-  b.setInsertionPointToStart(&entry);
-  Value ptrs = entry.getArgument(0), lengths = entry.getArgument(1);
-  Value begin = entry.getArgument(3), step = entry.getArgument(4);
-
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h) {
     BlockArgument arg = rule.getHyper(h);
     if (arg.use_empty())
@@ -671,9 +630,11 @@ LogicalResult GPURuleLowering::run() {
                  : Value(entry.getArgument(5 + h)));
   }
   uniform.map(rule.getStep(), step);
-  // Uniform work (bias corrections), once per thread.
+  // Uniform work (bias corrections), once per thread; per-chunk work waits
+  // for the chunk's reduced values (emitPerChunk).
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    if (llvm::is_contained(varyingOps, &op))
+    if (llvm::is_contained(varyingOps, &op) ||
+        llvm::is_contained(perChunkOps, &op))
       continue;
     if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed)
       uniform.map(sqrt.getResult(),
@@ -681,14 +642,134 @@ LogicalResult GPURuleLowering::run() {
     else
       b.clone(op, uniform);
   }
+}
+
+void GPURuleLowering::emitReciprocals(OpBuilder &b,
+                                      llvm::function_ref<bool(Value)> pick) {
+  Location loc = rule.getLoc();
+  for (Operation *op : varyingOps)
+    if (auto div = dyn_cast<arith::DivFOp>(op))
+      if (!varying.contains(div.getRhs()) && pick(div.getRhs()) &&
+          !reciprocals.count(div.getRhs()))
+        reciprocals[div.getRhs()] = arith::DivFOp::create(
+            b, loc, arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
+            uniform.lookup(div.getRhs()));
+}
+
+GPURuleLowering::Chunk GPURuleLowering::loadChunk(OpBuilder &b, Value ptrs,
+                                                  Value lengths, Value begin) {
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type();
+  Type genericPtr = LLVM::LLVMPointerType::get(b.getContext());
+  unsigned numPtrs = 2 + rule.getNumStates();
+  Chunk chunk;
+  Value block = arith::IndexCastOp::create(
+      b, loc, i64, gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
+  chunk.index = arith::AddIOp::create(b, loc, begin, block);
+  Value first = arith::MulIOp::create(b, loc, chunk.index, i64Const(b, numPtrs));
+  chunk.misaligned = i64Const(b, 0);
+  for (unsigned k = 0; k < numPtrs; ++k) {
+    Value slot = gep(b, genericPtr, ptrs,
+                     arith::AddIOp::create(b, loc, first, i64Const(b, k)));
+    auto load = LLVM::LoadOp::create(b, loc, genericPtr, slot, 8);
+    load.setInvariant(true);
+    Value base = LLVM::AddrSpaceCastOp::create(b, loc, globalPtr, load);
+    chunk.bases.push_back(base);
+    chunk.misaligned = arith::OrIOp::create(
+        b, loc, chunk.misaligned, LLVM::PtrToIntOp::create(b, loc, i64, base));
+  }
+  auto n64 =
+      LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, chunk.index), 8);
+  n64.setInvariant(true);
+  chunk.length = arith::IndexCastOp::create(b, loc, b.getIndexType(), n64);
+  return chunk;
+}
+
+void GPURuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value c) {
+  Location loc = rule.getLoc();
+  Type f64 = b.getF64Type();
+  // Reduction r of chunk c is reduced[c * R + r], in double, the same for
+  // every thread of the block.
+  Value first = arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size()));
+  unsigned r = 0;
+  for (Operation *op : perChunkOps) {
+    auto red = dyn_cast<TensorReduceOp>(op);
+    if (!red) {
+      if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed)
+        uniform.map(sqrt.getResult(),
+                    exactSqrt(b, loc, uniform.lookup(sqrt.getOperand())));
+      else
+        b.clone(*op, uniform);
+      continue;
+    }
+    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r++));
+    auto load = LLVM::LoadOp::create(b, loc, f64, gep(b, f64, reduced, slot), 8);
+    load.setInvariant(true);
+    Value value = load;
+    if (!elt.isF64())
+      value = arith::TruncFOp::create(b, loc, elt, value);
+    uniform.map(red.getResult(), value);
+  }
+}
+
+LogicalResult GPURuleLowering::run() {
+  MLIRContext *ctx = rule.getContext();
+  Location loc = rule.getLoc();
+  elt = rule.getElementType();
+  if (!elt || !(elt.isF32() || elt.isF64()))
+    return rule.emitOpError("GPU code generation supports f32 and f64 rules");
+  // The front end allows reductions in update rules only; the learned
+  // kernel has no per-chunk values.
+  if (rule.getNumWeights()) {
+    WalkResult reduction = rule.walk([](TensorReduceOp red) {
+      red.emitOpError("tensor reductions in learned rules are not supported "
+                      "by the CUDA code generator");
+      return WalkResult::interrupt();
+    });
+    if (reduction.wasInterrupted())
+      return failure();
+  }
+  if (failed(classify()))
+    return failure();
+  globalPtr = LLVM::LLVMPointerType::get(ctx, kGlobal);
+
+  OpBuilder b(ctx);
+  b.setInsertionPointToEnd(gpuModule.getBody());
+  // The first pass of a rule with reductions, then the rule kernel.
+  if (!reductions.empty())
+    emitReduceKernel(b);
+  b.setInsertionPointToEnd(gpuModule.getBody());
+  uniform.clear();
+  reciprocals.clear();
+  Type i64 = b.getI64Type();
+  bool learned = rule.getNumWeights() > 0;
+  // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}
+  //  [, weights_0 .. weights_{W-1}] [, reduced]).
+  SmallVector<Type> argTypes = {globalPtr, globalPtr, globalPtr, i64, i64};
+  for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h)
+    argTypes.push_back(elt);
+  SmallVector<Type> workgroup;
+  if (learned) {
+    for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w)
+      argTypes.push_back(globalPtr);
+    workgroup.push_back(MemRefType::get(
+        {weightElements}, elt, MemRefLayoutAttrInterface(),
+        gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup)));
+  }
+  if (!reductions.empty())
+    argTypes.push_back(globalPtr);
+  auto func =
+      gpu::GPUFuncOp::create(b, loc, (kSymbolPrefix + rule.getSymName()).str(),
+                             b.getFunctionType(argTypes, {}), workgroup);
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  Block &entry = func.getBody().front();
+  b.setInsertionPointToStart(&entry);
+  Value ptrs = entry.getArgument(0), lengths = entry.getArgument(1);
+  Value begin = entry.getArgument(3), step = entry.getArgument(4);
+
+  emitUniform(b, entry, step);
   if (relaxed && !learned)
-    for (Operation *op : varyingOps)
-      if (auto div = dyn_cast<arith::DivFOp>(op))
-        if (!varying.contains(div.getRhs()) && !reciprocals.count(div.getRhs()))
-          reciprocals[div.getRhs()] = arith::DivFOp::create(
-              b, loc,
-              arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
-              uniform.lookup(div.getRhs()));
+    emitReciprocals(b, [&](Value v) { return !perChunk.contains(v); });
 
   Value tid, threads;
   if (learned) {
@@ -723,26 +804,14 @@ LogicalResult GPURuleLowering::run() {
 
   // This block's chunk: its pointers (from the table in device memory, read
   // once per thread) and length.
-  unsigned numPtrs = 2 + rule.getNumStates();
-  Value block = arith::IndexCastOp::create(
-      b, loc, i64, gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
-  Value c = arith::AddIOp::create(b, loc, begin, block);
-  Value first = arith::MulIOp::create(b, loc, c, i64Const(b, numPtrs));
-  SmallVector<Value> bases;
-  Value misaligned = i64Const(b, 0);
-  for (unsigned k = 0; k < numPtrs; ++k) {
-    Value slot = gep(b, genericPtr, ptrs,
-                     arith::AddIOp::create(b, loc, first, i64Const(b, k)));
-    auto load = LLVM::LoadOp::create(b, loc, genericPtr, slot, 8);
-    load.setInvariant(true);
-    Value base = LLVM::AddrSpaceCastOp::create(b, loc, globalPtr, load);
-    bases.push_back(base);
-    misaligned = arith::OrIOp::create(
-        b, loc, misaligned, LLVM::PtrToIntOp::create(b, loc, i64, base));
+  Chunk chunk = loadChunk(b, ptrs, lengths, begin);
+  SmallVector<Value> bases = chunk.bases;
+  Value c = chunk.index, n = chunk.length, misaligned = chunk.misaligned;
+  if (!reductions.empty()) {
+    emitPerChunk(b, entry.getArgument(func.getNumArguments() - 1), c);
+    if (relaxed)
+      emitReciprocals(b, [&](Value v) { return perChunk.contains(v); });
   }
-  auto n64 = LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, c), 8);
-  n64.setInvariant(true);
-  Value n = arith::IndexCastOp::create(b, loc, b.getIndexType(), n64);
   if (!tid) {
     tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
     threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);

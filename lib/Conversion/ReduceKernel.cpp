@@ -28,8 +28,7 @@ using namespace mlir::optim;
 /// The prefix of reduce kernels; must match OPTIM_REDUCE_SYMBOL_PREFIX.
 static constexpr llvm::StringLiteral kReducePrefix = "optim_reduce_";
 
-/// The partial of no coordinate: 0, -inf or +inf.
-static double identity(ReductionKind kind) {
+double mlir::optim::reductionIdentity(ReductionKind kind) {
   switch (kind) {
   case ReductionKind::Max:
     return -std::numeric_limits<double>::infinity();
@@ -40,9 +39,8 @@ static double identity(ReductionKind kind) {
   }
 }
 
-/// Combines two partials of `kind`; NaN propagates through max and min.
-static Value merge(OpBuilder &b, Location loc, ReductionKind kind, Value acc,
-                   Value x) {
+Value mlir::optim::mergeReduction(OpBuilder &b, Location loc,
+                                  ReductionKind kind, Value acc, Value x) {
   switch (kind) {
   case ReductionKind::Max:
     return arith::MaximumFOp::create(b, loc, acc, x);
@@ -111,7 +109,7 @@ SmallVector<Value> RuleLowering::emitReduceLoop(OpBuilder &b, Value lb,
       x = arith::ExtFOp::create(b, loc, f64, x);
     if (red.getKind() == ReductionKind::Norm)
       x = arith::MulFOp::create(b, loc, x, x);
-    next.push_back(merge(b, loc, red.getKind(), acc, x));
+    next.push_back(mergeReduction(b, loc, red.getKind(), acc, x));
   }
   scf::YieldOp::create(b, loc, next);
   return SmallVector<Value>(loop.getResults());
@@ -142,7 +140,7 @@ void RuleLowering::emitReduceKernel(OpBuilder &b) {
                                 2 + rule.getNumStates());
     Value nIdx = index(b, chunk.length);
     auto constant = [&](ReductionKind kind, unsigned lanes) -> Value {
-      FloatAttr value = b.getFloatAttr(f64, identity(kind));
+      FloatAttr value = b.getFloatAttr(f64, reductionIdentity(kind));
       if (lanes == 1)
         return arith::ConstantOp::create(b, loc, value);
       return arith::ConstantOp::create(
@@ -167,7 +165,7 @@ void RuleLowering::emitReduceKernel(OpBuilder &b) {
       // Lane 0 first, then 1, ...: a fixed order.
       for (auto [k, red] : llvm::enumerate(reductions))
         for (int64_t l = 0; l < int64_t(lanes); ++l)
-          totals[k] = merge(
+          totals[k] = mergeReduction(
               b, loc, red.getKind(), totals[k],
               vector::ExtractOp::create(b, loc, accs[k], ArrayRef<int64_t>{l}));
     }

@@ -25,6 +25,13 @@
 
 namespace mlir::optim {
 
+/// The partial of no coordinate: 0, -inf or +inf (KernelABI.h, version 6).
+double reductionIdentity(ReductionKind kind);
+/// Combines two partials of `kind` (add, maximum or minimum); NaN
+/// propagates through max and min. The CPU and GPU reduce kernels share it.
+Value mergeReduction(OpBuilder &b, Location loc, ReductionKind kind,
+                     Value acc, Value x);
+
 class RuleLowering {
 public:
   RuleLowering(RuleOp rule, unsigned width, bool relaxed,

@@ -10,6 +10,7 @@
 #include "optim/Manifest.h"
 
 #include "ManifestCommon.h"
+#include "Reductions.h"
 
 #include <cstring>
 #include <limits>
@@ -207,13 +208,18 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &origin,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
-  // The launch path below has one pass; the two passes of a rule with
-  // tensor reductions (KernelABI.h, version 6) exist on the CPU only.
-  if (!m.info.reductions.empty())
-    throw Error("optim: '" + origin + "': rule '" + m.info.name +
-                "' has tensor reductions, which the CUDA executor does not "
-                "run (run it on the CPU: optim::Optimizer)");
   CodeSource runs = requireCompatible(m.target, m.symbol, origin, ptx);
+  // A rule with tensor reductions has a first pass (KernelABI.h, GPU
+  // kernels of version 6), which a PTX beside the cubin must have too.
+  std::string reduceSymbol;
+  if (!m.info.reductions.empty()) {
+    if (!m.info.weights.empty())
+      throw Error("optim: '" + origin + "': rule '" + m.info.name +
+                  "' has weights and tensor reductions: not a GPU rule "
+                  "kernel");
+    reduceSymbol = OPTIM_REDUCE_SYMBOL_PREFIX + m.info.name;
+    requireCompatible(m.target, reduceSymbol, origin, ptx);
+  }
   // Vector states come only with weights (the compiler refuses others).
   for (const StateSpec &s : m.info.states)
     if (s.size != 1 && m.info.weights.empty())
@@ -226,12 +232,19 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
   driver_->check(
       driver_->cuModuleGetFunction(&fn, owner.get(), m.symbol.c_str()),
       "cuModuleGetFunction");
+  CUfunction reduce = nullptr;
+  if (!reduceSymbol.empty())
+    driver_->check(
+        driver_->cuModuleGetFunction(&reduce, owner.get(),
+                                     reduceSymbol.c_str()),
+        ("cuModuleGetFunction(" + reduceSymbol + ")").c_str());
   cuda::Rule rule;
   rule.info_ = std::make_shared<const RuleInfo>(std::move(m.info));
   rule.target_ = m.target;
   rule.device_ = shared_from_this();
   rule.module_ = std::move(owner);
   rule.function_ = fn;
+  rule.reduceFunction_ = reduce;
   rule.source_ = source;
   return rule;
 }
@@ -301,6 +314,8 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
   }
   for (const HyperParam &h : info.hypers)
     hypers_.push_back(h.defaultValue);
+  for (const DeviceTensor &p : params_)
+    tensorSizes_.push_back(p.size);
   weights_.resize(info.weights.size());
   weightSet_.assign(info.weights.size(), false);
   const std::shared_ptr<Device> &dev = rule_.device();
@@ -407,10 +422,12 @@ void Optimizer::buildTable(const std::vector<DeviceTensor> &grads) {
   size_t elt = dtypeSize(info.dtype);
   std::vector<uint64_t> ptrs;
   std::vector<int64_t> lengths, strides;
+  chunkTensor_.clear();
   for (size_t t = 0; t < params_.size(); ++t)
     for (int64_t first = 0; first < params_[t].size;
          first += options_.chunkSize) {
       int64_t n = std::min(options_.chunkSize, params_[t].size - first);
+      chunkTensor_.push_back(t);
       uint64_t offset = uint64_t(first) * elt;
       ptrs.push_back(params_[t].data + offset);
       ptrs.push_back(grads[t].data + offset);
@@ -435,6 +452,12 @@ void Optimizer::buildTable(const std::vector<DeviceTensor> &grads) {
   if (bytes)
     table_.upload(host.data(), bytes);
   numChunks_ = chunks;
+  // Rules with reductions: R partials and R reduced values per chunk.
+  size_t perChunk = info.reductions.size() * size_t(chunks) * 8;
+  if (perChunk && partials_.size() < perChunk) {
+    partials_ = Buffer(dev, perChunk);
+    reduced_ = Buffer(dev, perChunk);
+  }
   tableGrads_.clear();
   for (const DeviceTensor &g : grads)
     tableGrads_.push_back(g.data);
@@ -490,15 +513,42 @@ void Optimizer::step(const std::vector<DeviceTensor> &grads) {
     args.push_back(&w);
   // A grid has at most 2^31 - 1 blocks: more chunks take more launches.
   const int64_t maxGrid = std::numeric_limits<int32_t>::max();
-  for (int64_t begin = 0; begin < numChunks_; begin += maxGrid) {
-    int64_t grid = std::min(maxGrid, numChunks_ - begin);
-    args[3] = &begin;
-    dev->driver().check(
-        dev->driver().cuLaunchKernel(rule_.function(), unsigned(grid), 1, 1,
-                                     options_.blockSize, 1, 1, 0, stream_,
-                                     args.data(), nullptr),
-        "cuLaunchKernel");
+  auto launch = [&](CUfunction fn, const std::string &call) {
+    for (int64_t begin = 0; begin < numChunks_; begin += maxGrid) {
+      int64_t grid = std::min(maxGrid, numChunks_ - begin);
+      args[3] = &begin;
+      dev->driver().check(
+          dev->driver().cuLaunchKernel(fn, unsigned(grid), 1, 1,
+                                       options_.blockSize, 1, 1, 0, stream_,
+                                       args.data(), nullptr),
+          call.c_str());
+    }
+  };
+  CUdeviceptr reduced = reduced_.get();
+  if (!info.reductions.empty()) {
+    // The first pass leaves R partials per chunk; they are combined on the
+    // host in chunk order, by the code the CPU executor uses, and the
+    // rule kernel takes the results (KernelABI.h, version 6).
+    CUdeviceptr partials = partials_.get();
+    args.push_back(&partials);
+    launch(rule_.reduceFunction(),
+           "cuLaunchKernel(" OPTIM_REDUCE_SYMBOL_PREFIX + info.name + ")");
+    args.pop_back();
+    size_t count = info.reductions.size() * size_t(numChunks_);
+    hostPartials_.resize(count);
+    // The previous step's upload of hostReduced_ is done once the stream is.
+    dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
+                        "cuStreamSynchronize");
+    partials_.download(hostPartials_.data(), count * 8);
+    hostReduced_.resize(count);
+    detail::combineReductions(info.reductions, chunkTensor_, tensorSizes_,
+                              hostPartials_.data(), hostReduced_.data());
+    dev->driver().check(dev->driver().cuMemcpyHtoDAsync(
+                            reduced, hostReduced_.data(), count * 8, stream_),
+                        "cuMemcpyHtoDAsync");
+    args.push_back(&reduced);
   }
+  launch(rule_.function(), "cuLaunchKernel");
   ++step_;
 }
 

@@ -16,6 +16,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -385,25 +386,244 @@ TEST_F(CudaFake, FailingCallsAreNamedAndChangeNothing) {
   EXPECT_NO_THROW(make(1024, 1024));
 }
 
-TEST_F(CudaFake, RefusesRulesWithTensorReductions) {
-  // The GPU launch has one pass; the two of KernelABI.h version 6 run on
-  // the CPU only. Refused when loaded, before anything reaches the driver.
-  auto dev = Device::open(fakeDriver());
-  std::string m = manifest();
-  m.insert(m.rfind('}'),
-           R"(, "reductions": [{"kind": "norm", "global": true}])");
-  try {
-    dev->loadRule("X", m, "lamb.manifest.json");
-    ADD_FAILURE() << "loaded a rule with tensor reductions";
-  } catch (const Error &e) {
-    std::string what = e.what();
-    EXPECT_NE(what.find("lamb.manifest.json"), std::string::npos) << what;
-    EXPECT_NE(what.find("has tensor reductions, which the CUDA executor does "
-                        "not run"),
-              std::string::npos)
-        << what;
+namespace {
+// A rule with two tensor reductions (KernelABI.h, version 6), f32, one
+// hyperparameter lr, no state:
+//   let wn = tensor_norm(p); let gs = global_sum(g)
+//   p -= lr * wn * g + 1e-3 * gs
+// optim_reduce_lars writes each chunk's partials (sum of p^2, sum of g) in
+// double; optim_rule_lars reads reduced[c * 2 + r] after the hypers.
+CUfunction kLarsReduce = reinterpret_cast<CUfunction>(0x3456);
+CUfunction kLars = reinterpret_cast<CUfunction>(0x4567);
+struct LarsLog {
+  std::vector<std::string> calls;
+  bool refuseReduceFunction = false;
+  CUresult failReduceLaunch = CUDA_SUCCESS;
+};
+LarsLog *larsLog = nullptr;
+
+CUresult fLarsGetFunction(CUfunction *f, CUmodule m, const char *name) {
+  larsLog->calls.push_back(std::string("get ") + name);
+  if (m != kModule)
+    return 500;
+  std::string n = name;
+  if (n == "optim_rule_lars")
+    *f = kLars;
+  else if (n == "optim_reduce_lars" && !larsLog->refuseReduceFunction)
+    *f = kLarsReduce;
+  else
+    return 500; // CUDA_ERROR_NOT_FOUND
+  return 0;
+}
+CUresult fLarsLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                     unsigned bx, unsigned, unsigned, unsigned shared,
+                     CUstream, void **params, void **extra) {
+  if (gy != 1 || gz != 1 || shared || extra || bx != 128)
+    return 1;
+  auto ptrs = *static_cast<float **const *>(params[0]);
+  auto lengths = *static_cast<const int64_t *const *>(params[1]);
+  int64_t begin = *static_cast<int64_t *>(params[3]);
+  float lr = *static_cast<float *>(params[5]);
+  if (f == kLarsReduce) {
+    larsLog->calls.push_back("launch reduce");
+    if (larsLog->failReduceLaunch)
+      return larsLog->failReduceLaunch;
+    auto partials = *static_cast<double *const *>(params[6]);
+    for (unsigned blk = 0; blk < gx; ++blk) {
+      int64_t c = begin + blk;
+      const float *p = ptrs[c * 2], *g = ptrs[c * 2 + 1];
+      double sq = 0, sum = 0;
+      for (int64_t i = 0; i < lengths[c]; ++i) {
+        sq += double(p[i]) * double(p[i]);
+        sum += double(g[i]);
+      }
+      partials[c * 2] = sq;
+      partials[c * 2 + 1] = sum;
+    }
+    return 0;
   }
-  EXPECT_TRUE(state.loadAttempts.empty());
+  if (f != kLars)
+    return 1;
+  larsLog->calls.push_back("launch rule");
+  auto reduced = *static_cast<const double *const *>(params[6]);
+  for (unsigned blk = 0; blk < gx; ++blk) {
+    int64_t c = begin + blk;
+    float *p = ptrs[c * 2];
+    const float *g = ptrs[c * 2 + 1];
+    float wn = float(reduced[c * 2]), gs = float(reduced[c * 2 + 1]);
+    for (int64_t i = 0; i < lengths[c]; ++i)
+      p[i] -= lr * wn * g[i] + 1e-3f * gs;
+  }
+  return 0;
+}
+CUresult fLarsSync(CUstream) {
+  larsLog->calls.push_back("sync");
+  return 0;
+}
+CUresult fLarsDtoH(void *dst, CUdeviceptr src, size_t bytes) {
+  larsLog->calls.push_back("download");
+  return fakecuda::dtoh(dst, src, bytes);
+}
+CUresult fLarsHtoDAsync(CUdeviceptr dst, const void *src, size_t bytes,
+                        CUstream) {
+  larsLog->calls.push_back("upload reduced");
+  return fakecuda::htod(dst, src, bytes);
+}
+
+std::shared_ptr<const DriverAPI> larsDriver() {
+  auto d = fakecuda::fakeDriverBase();
+  d->cuDeviceGetAttribute = fAttr;
+  d->cuCtxSetCurrent = fSetCurrent;
+  d->cuModuleLoadData = fLoad;
+  d->cuModuleGetFunction = fLarsGetFunction;
+  d->cuStreamCreate = fStreamCreate;
+  d->cuLaunchKernel = fLarsLaunch;
+  d->cuStreamSynchronize = fLarsSync;
+  d->cuMemcpyDtoH = fLarsDtoH;
+  d->cuMemcpyHtoDAsync = fLarsHtoDAsync;
+  return d;
+}
+
+std::string larsManifest() {
+  return R"({"format": "optim-mlir rule manifest", "abi_version": )" +
+         std::to_string(OPTIM_KERNEL_ABI_VERSION) + R"(, "rule": "lars",
+    "symbol": "optim_rule_lars", "dtype": "f32",
+    "target": "nvptx64-nvidia-cuda sm_90",
+    "hyperparameters": [{"name": "lr", "default": 0.01, "const": false}],
+    "states": [], "weights": [],
+    "reductions": [{"kind": "norm", "global": false},
+                   {"kind": "sum", "global": true}]})";
+}
+} // namespace
+
+TEST_F(CudaFake, RulesWithTensorReductionsRunBothPassesAndCombineInOrder) {
+  LarsLog log;
+  larsLog = &log;
+  // Unset after everything that calls the driver (the optimizer's
+  // destructor synchronizes) and before `log` goes.
+  struct Unset {
+    ~Unset() { larsLog = nullptr; }
+  } unset;
+  auto dev = Device::open(larsDriver());
+  cuda::Rule lars = dev->loadRule("CUBIN", larsManifest(), "lars.manifest");
+  EXPECT_NE(lars.reduceFunction(), nullptr);
+  EXPECT_EQ(lars.info().reductions.size(), 2u);
+
+  // Tensors of 1, 3 and 0 chunks (chunk size 64), and one of 1.
+  std::vector<int64_t> sizes = {5, 130, 0, 64};
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      p[i].push_back(normal(rng));
+      g[i].push_back(normal(rng));
+    }
+  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
+  std::vector<DeviceTensor> params, grads;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    params.push_back({dp[i].get(), sizes[i]});
+    grads.push_back({dg[i].get(), sizes[i]});
+  }
+  OptimizerOptions options;
+  options.chunkSize = 64;
+  options.blockSize = 128;
+  cuda::Optimizer opt(lars, params, options);
+  const int steps = 3;
+  for (int s = 0; s < steps; ++s) {
+    log.calls.clear();
+    opt.step(grads);
+    // The first pass, its partials to the host once it is done, the
+    // combined values back, then the rule.
+    std::vector<std::string> want = {"launch reduce", "sync", "download",
+                                     "upload reduced", "launch rule"};
+    if (s == 0) // buildTable waits for the stream first.
+      want.insert(want.begin(), "sync");
+    ASSERT_EQ(log.calls, want) << "step " << s;
+  }
+  opt.synchronize();
+  EXPECT_EQ(opt.numChunks(), 5);
+
+  // Reference on whole tensors in double: the norm of each tensor's p and
+  // the sum of every g, before each step; then the f32 update.
+  double gsum = 0;
+  for (const auto &gi : g)
+    for (float x : gi)
+      gsum += x;
+  std::vector<std::vector<float>> ref = p;
+  for (int s = 0; s < steps; ++s)
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      double sq = 0;
+      for (float x : ref[i])
+        sq += double(x) * double(x);
+      float wn = float(std::sqrt(sq)), gs = float(gsum);
+      for (int64_t k = 0; k < sizes[i]; ++k)
+        ref[i][k] -= 0.01f * wn * g[i][k] + 1e-3f * gs;
+    }
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> got(sizes[i]);
+    dp[i].download(got.data(), got.size() * 4);
+    for (int64_t k = 0; k < sizes[i]; ++k)
+      ASSERT_NEAR(got[k], ref[i][k], 1e-5 * (1 + std::fabs(ref[i][k])))
+          << "tensor " << i << " element " << k;
+  }
+}
+
+TEST_F(CudaFake, TensorReductionFailuresNameTheFailingCall) {
+  LarsLog log;
+  larsLog = &log;
+  // Unset after everything that calls the driver (the optimizer's
+  // destructor synchronizes) and before `log` goes.
+  struct Unset {
+    ~Unset() { larsLog = nullptr; }
+  } unset;
+  auto dev = Device::open(larsDriver());
+  // A module without the first pass.
+  log.refuseReduceFunction = true;
+  try {
+    dev->loadRule("CUBIN", larsManifest(), "lars.manifest");
+    ADD_FAILURE() << "loaded a rule without optim_reduce_lars";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find(
+                  "cuModuleGetFunction(optim_reduce_lars) failed"),
+              std::string::npos)
+        << e.what();
+  }
+  log.refuseReduceFunction = false;
+  cuda::Rule lars = dev->loadRule("CUBIN", larsManifest(), "lars.manifest");
+  std::vector<std::vector<float>> p = {{1, 2, 3, 4}}, g = {{1, 1, 1, 1}};
+  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
+  OptimizerOptions options;
+  options.blockSize = 128;
+  cuda::Optimizer opt(lars, {{dp[0].get(), 4}}, options);
+  log.failReduceLaunch = 700;
+  try {
+    opt.step({{dg[0].get(), 4}});
+    ADD_FAILURE() << "a failing first pass went unnoticed";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(),
+                 "optim: CUDA: cuLaunchKernel(optim_reduce_lars) failed: "
+                 "CUDA_ERROR_ILLEGAL_ADDRESS (an illegal memory access was "
+                 "encountered)");
+  }
+  // Nothing else ran: no rule launch, p unchanged, t not advanced.
+  EXPECT_EQ(std::count(log.calls.begin(), log.calls.end(), "launch rule"), 0);
+  EXPECT_EQ(opt.stepCount(), 0);
+  float got[4];
+  dp[0].download(got, sizeof got);
+  EXPECT_EQ(got[3], 4.0f);
+  // Weights and reductions together are no GPU rule kernel.
+  std::string both = larsManifest();
+  both.replace(both.find(R"("weights": [])"), 13,
+               R"("weights": [{"name": "w", "shape": [2]}])");
+  try {
+    dev->loadRule("CUBIN", both, "both.manifest");
+    ADD_FAILURE() << "loaded a rule with weights and reductions";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("has weights and tensor reductions"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {

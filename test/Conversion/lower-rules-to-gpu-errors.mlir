@@ -35,15 +35,42 @@ optim.rule @huge(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x13000xf32>) {
 
 // -----
 
-// The two passes over memory of a rule with tensor reductions exist on the
-// CPU only.
-optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
-  // expected-error @+1 {{'optim.tensor_reduce' op tensor reductions are not supported by the CUDA code generator yet}}
+// Two passes over memory: a reduced value cannot depend on another reduction.
+optim.rule @third(%p: f32, %g: f32, %t: i64) {
+  // expected-note @+1 {{the other reduction}}
+  %0 = optim.tensor_reduce sum %g : f32
+  %1 = arith.mulf %0, %g : f32
+  // expected-error @+1 {{'optim.tensor_reduce' op reduces a value that depends on another tensor reduction: that would need a third pass over memory}}
+  %2 = optim.tensor_reduce max %1 : f32
+  %3 = arith.subf %p, %2 : f32
+  optim.yield %3 : f32
+}
+
+// -----
+
+// The learned kernel has no per-chunk values.
+optim.rule @learned(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x3xf32>) {
+  // expected-error @+1 {{'optim.tensor_reduce' op tensor reductions in learned rules are not supported by the CUDA code generator}}
   %0 = optim.tensor_reduce norm %p : f32
-  %1 = optim.tensor_reduce norm %g : f32
-  %2 = arith.divf %0, %1 : f32
-  %3 = arith.mulf %lr, %2 : f32
-  %4 = arith.mulf %3, %g : f32
-  %5 = arith.subf %p, %4 : f32
-  optim.yield %5 : f32
+  %1 = vector.broadcast %g : f32 to vector<2xf32>
+  %2 = optim.linear %1, %w : vector<2xf32>, tensor<1x3xf32> -> f32
+  %3 = arith.mulf %0, %2 : f32
+  %4 = arith.subf %p, %3 : f32
+  optim.yield %4 : f32
+}
+
+// -----
+
+// log_sign of a value shared by the coordinates, in an update rule: refused
+// like any log_sign there (it was cloned outside the rule, where the verifier
+// reported an op "outside an 'optim.rule'").
+optim.rule @logsign_uniform(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
+  %cst = arith.constant 1.000000e+01 : f32
+  // expected-error @+1 {{'optim.log_sign' op cannot be computed per coordinate by the GPU code generator yet}}
+  %0 = optim.log_sign %lr, %cst : f32 -> vector<2xf32>
+  %1 = vector.extract %0[0] : f32 from vector<2xf32>
+  %2 = arith.mulf %lr, %1 : f32
+  %3 = arith.mulf %2, %g : f32
+  %4 = arith.subf %p, %3 : f32
+  optim.yield %4 : f32
 }

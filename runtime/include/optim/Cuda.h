@@ -120,6 +120,9 @@ class Rule {
 public:
   const RuleInfo &info() const { return *info_; }
   CUfunction function() const { return function_; }
+  /// A rule with tensor reductions (info().reductions non-empty): its first
+  /// pass, optim_reduce_<name> (KernelABI.h, version 6); null otherwise.
+  CUfunction reduceFunction() const { return reduceFunction_; }
   /// "nvptx64-nvidia-cuda sm_90": what the cubin was compiled for.
   const std::string &target() const { return target_; }
   const std::shared_ptr<Device> &device() const { return device_; }
@@ -132,6 +135,7 @@ private:
   std::shared_ptr<Device> device_;
   std::shared_ptr<CUmod_st> module_;
   CUfunction function_ = nullptr;
+  CUfunction reduceFunction_ = nullptr;
   CodeSource source_ = CodeSource::Cubin;
 };
 
@@ -259,6 +263,10 @@ public:
   /// the optimizer owns. Every weights tensor must be set before step().
   void setWeights(const std::string &name, const void *host, size_t count);
   /// Enqueues one step on the stream (asynchronous): t advances by one.
+  /// A rule with tensor reductions launches its first pass, waits for the
+  /// stream, combines the chunks' partials on the host in chunk order (as
+  /// the CPU executor does) and uploads the results before it enqueues the
+  /// rule kernel: its step returns once the first pass is done.
   void step(const std::vector<DeviceTensor> &grads);
   int64_t stepCount() const { return step_; }
   CUstream stream() const { return stream_; }
@@ -284,6 +292,14 @@ private:
   std::vector<bool> weightSet_;
   Buffer table_;
   std::vector<CUdeviceptr> tableGrads_;
+  /// Rules with tensor reductions: the chunks' partials and reduced values
+  /// in device memory and on the host (hostReduced_ is the source of an
+  /// asynchronous upload: it lives until the next step waits for it), the
+  /// tensor of each chunk and the size of each tensor.
+  Buffer partials_, reduced_;
+  std::vector<double> hostPartials_, hostReduced_;
+  std::vector<size_t> chunkTensor_;
+  std::vector<int64_t> tensorSizes_;
   int64_t numChunks_ = 0, step_ = 0;
 };
 

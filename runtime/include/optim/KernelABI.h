@@ -145,6 +145,28 @@ typedef void (*optim_reduced_rule_kernel)(
  *   consecutive threads touch consecutive addresses of every component.
  *   Version unchanged: the kernels above are unaffected, and runtimes
  *   that predate this refuse manifests with weights.
+ * - Rules with tensor reductions (version 6; update rules only, no weights)
+ *   have two kernels, as on the CPU, with the launch above:
+ *     __global__ void optim_reduce_<name>(ptrs, lengths, strides, begin,
+ *                                         step, T hyper_0, ...,
+ *                                         T hyper_{H-1}, double *partials);
+ *     __global__ void optim_rule_<name>(ptrs, lengths, strides, begin,
+ *                                       step, T hyper_0, ...,
+ *                                       T hyper_{H-1},
+ *                                       const double *reduced);
+ *   Block b of optim_reduce_ OVERWRITES partials[c * R + r] (c = begin + b)
+ *   with chunk c's partial of reduction r, as the CPU's: each thread
+ *   accumulates its coordinates (threadIdx.x, + blockDim.x, ...) in order
+ *   in double, the block combines its threads' values by a tree of fixed
+ *   shape in static shared memory (8 KiB; blockDim.x <= 1024). A reduced
+ *   value is computed by the per-coordinate code of optim_rule_ (bit for
+ *   bit), and a chunk's partial depends only on the chunk and blockDim.x:
+ *   GPU results are deterministic for a given launch shape and equal the
+ *   CPU's up to the order of the f64 sums (not bit for bit across
+ *   backends; max and min are exact). The runtime combines the chunks'
+ *   partials on the host in chunk order (as the CPU executor) and passes
+ *   the results as reduced[c * R + r]; optim_rule_ reads its chunk's R
+ *   values once per thread. The CPU contract above is unchanged.
  * The runtime's launch path is optim::cuda::Optimizer (optim/Cuda.h;
  * Optimizer::setWeights for learned rules). */
 

@@ -1,0 +1,112 @@
+//===- GPURuleLowering.h - one optim.rule to its CUDA kernels ---*- C++ -*-===//
+//
+// A rule becomes the kernel optim_rule_<name> (LowerRulesToGPU.cpp) and,
+// when it has tensor reductions, the first pass optim_reduce_<name>
+// (ReduceKernelGPU.cpp). Both take the chunk table as GPU rule kernels do
+// (KernelABI.h) and must compute a reduced value bit for bit as the rule
+// kernel computes it at the same coordinate, so they share this class: the
+// classification of the body, the uniform prologue, the chunk's pointers and
+// the mapping of one per-coordinate op.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_LIB_CONVERSION_GPURULELOWERING_H
+#define OPTIM_LIB_CONVERSION_GPURULELOWERING_H
+
+#include "optim/Conversion/Passes.h"
+#include "optim/Dialect/OptimOps.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/DenseSet.h"
+
+namespace mlir::optim {
+
+class GPURuleLowering {
+public:
+  GPURuleLowering(RuleOp rule, gpu::GPUModuleOp gpuModule, unsigned vectorBits,
+                  bool relaxed)
+      : rule(rule), gpuModule(gpuModule), vectorBits(vectorBits),
+        relaxed(relaxed) {}
+
+  LogicalResult run();
+
+private:
+  LogicalResult classify();
+  LogicalResult classifyLearned();
+  void approximateLog();
+  /// The kernel of a learned rule (weights), after the uniform work.
+  LogicalResult emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
+                            ArrayRef<Value> bases, Value stride,
+                            Value coordinate);
+  Value i64Const(OpBuilder &b, int64_t v) {
+    return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
+  }
+  Value gep(OpBuilder &b, Type elt, Value base, Value i64Index) {
+    return LLVM::GEPOp::create(b, rule.getLoc(), base.getType(), elt, base,
+                               ValueRange{i64Index});
+  }
+  /// The coordinate loop over [lb, ub) with `step`, `lanes` coordinates per
+  /// thread and iteration.
+  void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, Value step,
+                          unsigned lanes, ArrayRef<Value> bases);
+  /// Maps one varying op of an update rule to `lanes` coordinates; the
+  /// reduce kernel and the rule kernel share it, so that a reduced value is
+  /// computed bit for bit as the rule kernel computes it.
+  void mapVaryingOp(OpBuilder &b, Operation *op, unsigned lanes,
+                    llvm::DenseMap<Value, Value> &map,
+                    llvm::function_ref<Value(Value)> operand);
+  /// Reductions: what each of the two kernels computes.
+  LogicalResult classifyReductions();
+  /// The kernel's chunk, c = begin + blockIdx.x: its index, base pointers
+  /// (from the table, read once per thread), the OR of their addresses and
+  /// its length.
+  struct Chunk {
+    Value index, misaligned, length;
+    SmallVector<Value> bases;
+  };
+  Chunk loadChunk(OpBuilder &b, Value ptrs, Value lengths, Value begin);
+  /// Hyperparameters (arguments from `firstHyper` on), t and the uniform
+  /// ops, once per thread, into `uniform`.
+  void emitUniform(OpBuilder &b, Block &entry, Value step);
+  /// The relaxed reciprocals of the divisors of varying divisions for which
+  /// `pick` holds.
+  void emitReciprocals(OpBuilder &b, llvm::function_ref<bool(Value)> pick);
+  /// Loads this chunk's reduced values (reduced[c * R + r]) and computes the
+  /// per-chunk ops from them.
+  void emitPerChunk(OpBuilder &b, Value reduced, Value c);
+  /// optim_reduce_<name> (KernelABI.h, GPU kernels of version 6).
+  void emitReduceKernel(OpBuilder &b);
+
+  RuleOp rule;
+  gpu::GPUModuleOp gpuModule;
+  unsigned vectorBits;
+  bool relaxed;
+  FloatType elt;
+  Type globalPtr;
+  llvm::DenseSet<Value> varying;
+  SmallVector<Operation *> varyingOps;
+  IRMapping uniform;
+  llvm::DenseMap<Value, Value> reciprocals;
+  /// Learned rules: the offset (in elements) of each weights tensor in the
+  /// shared-memory copy, and their total.
+  SmallVector<int64_t> weightOffsets;
+  int64_t weightElements = 0;
+  /// Learned rules: the log of log_sign, replaced by MLIR's f32 polynomial
+  /// as on the CPU.
+  SmallVector<Operation *> approximate;
+  /// Rules with tensor reductions (update rules only): the tensor_reduce ops
+  /// in body order (reduction r has slot r of a chunk's partials and
+  /// reduced values); the values computed once per chunk (their results and
+  /// what depends on them and uniform values only) and their ops; the
+  /// varying ops that the new p and states depend on (the rule kernel's) and
+  /// those that the reduced values depend on (the reduce kernel's).
+  SmallVector<TensorReduceOp> reductions;
+  llvm::DenseSet<Value> perChunk;
+  SmallVector<Operation *> perChunkOps;
+  llvm::DenseSet<Operation *> ruleOpSet, reductionSlice;
+};
+
+} // namespace mlir::optim
+
+#endif // OPTIM_LIB_CONVERSION_GPURULELOWERING_H

@@ -1,0 +1,192 @@
+//===- ReduceKernelGPU.cpp - the first pass of a rule with reductions -----===//
+//
+// optim_reduce_<name> for CUDA (KernelABI.h, GPU kernels of version 6): block
+// b takes chunk c = begin + b, as the rule kernel does. Each thread computes
+// the reduced values of its coordinates (threadIdx.x, + blockDim.x, ...) by
+// the rule kernel's per-coordinate code (GPURuleLowering::mapVaryingOp), one
+// coordinate at a time, and accumulates them in f64 in order; the block then
+// combines its threads' accumulators by a tree of fixed shape in shared
+// memory, so that a chunk's partial depends only on the chunk and
+// blockDim.x. Thread 0 writes partials[c * R + r]. The CPU's lanes group the
+// coordinates otherwise: the sums agree up to their order, not bit for bit.
+//
+//===----------------------------------------------------------------------===//
+
+#include "GPURuleLowering.h"
+#include "RuleLowering.h"
+
+#include "llvm/Support/MathExtras.h"
+
+using namespace mlir;
+using namespace mlir::optim;
+
+/// Must match OPTIM_REDUCE_SYMBOL_PREFIX.
+static constexpr llvm::StringLiteral kReducePrefix = "optim_reduce_";
+/// CUDA's most threads per block: the tree has one slot per thread.
+static constexpr int64_t kMaxThreads = 1024;
+
+LogicalResult GPURuleLowering::classifyReductions() {
+  if (reductions.empty())
+    return success();
+  // The rule kernel computes the varying values that the new p and states
+  // depend on; a value that only reductions read is the reduce kernel's.
+  SmallVector<Value> worklist(
+      rule.getBodyBlock().getTerminator()->getOperands());
+  while (!worklist.empty()) {
+    Value v = worklist.pop_back_val();
+    Operation *def = v.getDefiningOp();
+    if (!def || !varying.contains(v) || !ruleOpSet.insert(def).second)
+      continue;
+    llvm::append_range(worklist, def->getOperands());
+  }
+  // The ops that each reduced value depends on, found from it backwards.
+  for (TensorReduceOp red : reductions) {
+    SmallVector<Operation *> ops;
+    if (Operation *def = red.getValue().getDefiningOp())
+      ops.push_back(def);
+    while (!ops.empty()) {
+      Operation *op = ops.pop_back_val();
+      if (!reductionSlice.insert(op).second)
+        continue;
+      if (isa<TensorReduceOp>(op)) {
+        InFlightDiagnostic diag = red.emitOpError(
+            "reduces a value that depends on another tensor reduction: that "
+            "would need a third pass over memory");
+        diag.attachNote(op->getLoc()) << "the other reduction";
+        return diag;
+      }
+      for (Value v : op->getOperands())
+        if (Operation *def = v.getDefiningOp())
+          ops.push_back(def);
+    }
+  }
+  return success();
+}
+
+void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
+  MLIRContext *ctx = rule.getContext();
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type(), f64 = b.getF64Type();
+  uniform.clear();
+  reciprocals.clear();
+  // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}, partials)
+  // and one double of shared memory per thread (blockDim.x <= 1024).
+  SmallVector<Type> argTypes = {globalPtr, globalPtr, globalPtr, i64, i64};
+  for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h)
+    argTypes.push_back(elt);
+  argTypes.push_back(globalPtr);
+  Type shared = MemRefType::get(
+      {kMaxThreads}, f64, MemRefLayoutAttrInterface(),
+      gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
+  auto func = gpu::GPUFuncOp::create(
+      b, loc, (kReducePrefix + rule.getSymName()).str(),
+      b.getFunctionType(argTypes, {}), TypeRange{shared});
+  func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  Block &entry = func.getBody().front();
+  b.setInsertionPointToStart(&entry);
+  // (Workgroup attributions are block arguments after the function's.)
+  Value partials = entry.getArgument(5 + rule.getNumHypers());
+  emitUniform(b, entry, entry.getArgument(4));
+  if (relaxed)
+    emitReciprocals(b, [&](Value v) { return !perChunk.contains(v); });
+  Chunk chunk =
+      loadChunk(b, entry.getArgument(0), entry.getArgument(1),
+                entry.getArgument(3));
+  Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
+  Value threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+
+  // Each thread accumulates its coordinates (tid, tid + blockDim.x, ...) in
+  // order, one coordinate at a time: the values are those of the rule
+  // kernel's loops, whose lanes compute the same ops per coordinate.
+  SmallVector<Value> init;
+  for (TensorReduceOp red : reductions)
+    init.push_back(arith::ConstantOp::create(
+        b, loc, b.getFloatAttr(f64, reductionIdentity(red.getKind()))));
+  auto loop = scf::ForOp::create(b, loc, tid, chunk.length, threads, init);
+  {
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(loop.getBody());
+    Value i = arith::IndexCastOp::create(b, loc, i64, loop.getInductionVar());
+    llvm::DenseMap<Value, unsigned> inputIndex;
+    inputIndex[rule.getParam()] = 0;
+    inputIndex[rule.getGrad()] = 1;
+    for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
+      inputIndex[rule.getState(s)] = s + 2;
+    // p, g and the states are loaded where first used, and only if used.
+    llvm::DenseMap<Value, Value> map;
+    auto operand = [&](Value v) -> Value {
+      if (!varying.contains(v))
+        return uniform.lookup(v);
+      auto input = inputIndex.find(v);
+      if (input != inputIndex.end() && !map.count(v))
+        map[v] = LLVM::LoadOp::create(
+            b, loc, elt, gep(b, elt, chunk.bases[input->second], i),
+            elt.getWidth() / 8);
+      return map.lookup(v);
+    };
+    for (Operation *op : varyingOps)
+      if (reductionSlice.contains(op))
+        mapVaryingOp(b, op, 1, map, operand);
+    SmallVector<Value> next;
+    for (auto [red, acc] : llvm::zip(reductions, loop.getRegionIterArgs())) {
+      Value x = operand(red.getValue());
+      if (!elt.isF64())
+        x = arith::ExtFOp::create(b, loc, f64, x);
+      if (red.getKind() == ReductionKind::Norm)
+        x = arith::MulFOp::create(b, loc, x, x);
+      next.push_back(mergeReduction(b, loc, red.getKind(), acc, x));
+    }
+    scf::YieldOp::create(b, loc, next);
+  }
+
+  // Then a tree in shared memory, the same shape for every block of a
+  // launch: at step s (512, 256, ..., 1) thread tid < s folds in the value
+  // of thread tid + s, if there is one. Thread 0 writes the chunk's
+  // partial, partials[c * R + r].
+  Value buffer = func.getWorkgroupAttributions()[0];
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value one = arith::ConstantIndexOp::create(b, loc, 1);
+  Value steps = arith::ConstantIndexOp::create(b, loc, llvm::Log2_64(kMaxThreads));
+  Value half = arith::ConstantIndexOp::create(b, loc, kMaxThreads / 2);
+  Value isFirst =
+      arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, zero);
+  Value first =
+      arith::MulIOp::create(b, loc, chunk.index, i64Const(b, reductions.size()));
+  for (auto [r, red] : llvm::enumerate(reductions)) {
+    // Thread 0 has read the previous reduction's total.
+    if (r)
+      gpu::BarrierOp::create(b, loc);
+    memref::StoreOp::create(b, loc, loop.getResult(r), buffer, ValueRange{tid});
+    gpu::BarrierOp::create(b, loc);
+    auto tree = scf::ForOp::create(b, loc, zero, steps, one);
+    {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(tree.getBody());
+      Value s = arith::ShRUIOp::create(b, loc, half, tree.getInductionVar());
+      Value other = arith::AddIOp::create(b, loc, tid, s);
+      Value folds = arith::AndIOp::create(
+          b, loc,
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, tid, s),
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::ult, other,
+                                threads));
+      auto fold = scf::IfOp::create(b, loc, folds, /*withElse=*/false);
+      {
+        OpBuilder::InsertionGuard inner(b);
+        b.setInsertionPointToStart(&fold.getThenRegion().front());
+        Value mine = memref::LoadOp::create(b, loc, buffer, ValueRange{tid});
+        Value theirs = memref::LoadOp::create(b, loc, buffer, ValueRange{other});
+        memref::StoreOp::create(
+            b, loc, mergeReduction(b, loc, red.getKind(), mine, theirs), buffer,
+            ValueRange{tid});
+      }
+      gpu::BarrierOp::create(b, loc);
+    }
+    auto write = scf::IfOp::create(b, loc, isFirst, /*withElse=*/false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&write.getThenRegion().front());
+    Value total = memref::LoadOp::create(b, loc, buffer, ValueRange{zero});
+    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r));
+    LLVM::StoreOp::create(b, loc, total, gep(b, f64, partials, slot), 8);
+  }
+  gpu::ReturnOp::create(b, loc);
+}
