@@ -1280,12 +1280,17 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
 Type ProgramChecker::checkReduction(CallExpr &call, const Type &arg) {
   const Expr &value = *call.args[0].value;
   if (!arg.isScalar()) {
-    diags.error(value.getLoc(),
-                "'" + call.callee +
-                    "' reduces a scalar (one per coordinate), got a " +
-                    arg.str() + "; reduce the vector first, e.g. '" +
-                    call.callee + "(sum(v))' or '" + call.callee +
-                    "(dot(v, v))'");
+    // tensor_norm(dot(v, v)) would be the norm of the squared norms: the
+    // norm over every component is the root of a sum.
+    std::string message = "'" + call.callee +
+                          "' reduces a scalar (one per coordinate), got a " +
+                          arg.str() + "; reduce the vector first, e.g. '" +
+                          call.callee + "(sum(v))'";
+    llvm::StringRef callee = call.callee;
+    if (callee.ends_with("_norm"))
+      message += ", or 'sqrt(" + callee.drop_back(4).str() +
+                 "sum(dot(v, v)))' for the norm over every component";
+    diags.error(value.getLoc(), message);
     return Type::unknown();
   }
   // The step computes every reduction in a first pass over memory, and the
