@@ -132,37 +132,8 @@ bool RuleLowering::readByRule(Value input) {
 }
 
 LogicalResult RuleLowering::checkReductions() {
-  for (TensorReduceOp red : reductions) {
-    // The ops that the reduced value depends on, found from it backwards.
-    SmallVector<Operation *> worklist;
-    if (Operation *def = red.getValue().getDefiningOp())
-      worklist.push_back(def);
-    while (!worklist.empty()) {
-      Operation *op = worklist.pop_back_val();
-      if (!reductionSlice.insert(op).second)
-        continue;
-      if (isa<TensorReduceOp>(op)) {
-        InFlightDiagnostic diag = red.emitOpError(
-            "reduces a value that depends on another tensor reduction: that "
-            "would need a third pass over memory");
-        diag.attachNote(op->getLoc()) << "the other reduction";
-        return diag;
-      }
-      if (isa<LSTMCellOp, LinearOp>(op)) {
-        InFlightDiagnostic diag =
-            red.emitOpError("reduces a value computed by '")
-            << op->getName()
-            << "': the CPU code generator does not reduce the results of "
-               "learned ops";
-        diag.attachNote(op->getLoc()) << "computed here";
-        return diag;
-      }
-      for (Value v : op->getOperands())
-        if (Operation *def = v.getDefiningOp())
-          worklist.push_back(def);
-    }
-  }
-  return success();
+  return collectReductionSlices(reductions, reductionSlice,
+                                /*refuseLearned=*/true);
 }
 
 SmallVector<unsigned> RuleLowering::laneCounts() const {

@@ -28,6 +28,43 @@ using namespace mlir::optim;
 /// The prefix of reduce kernels; must match OPTIM_REDUCE_SYMBOL_PREFIX.
 static constexpr llvm::StringLiteral kReducePrefix = "optim_reduce_";
 
+LogicalResult
+mlir::optim::collectReductionSlices(ArrayRef<TensorReduceOp> reductions,
+                                    llvm::DenseSet<Operation *> &slice,
+                                    bool refuseLearned) {
+  for (TensorReduceOp red : reductions) {
+    // Backwards from the reduced value.
+    SmallVector<Operation *> worklist;
+    if (Operation *def = red.getValue().getDefiningOp())
+      worklist.push_back(def);
+    while (!worklist.empty()) {
+      Operation *op = worklist.pop_back_val();
+      if (!slice.insert(op).second)
+        continue;
+      if (isa<TensorReduceOp>(op)) {
+        InFlightDiagnostic diag = red.emitOpError(
+            "reduces a value that depends on another tensor reduction: that "
+            "would need a third pass over memory");
+        diag.attachNote(op->getLoc()) << "the other reduction";
+        return diag;
+      }
+      if (refuseLearned && isa<LSTMCellOp, LinearOp>(op)) {
+        InFlightDiagnostic diag =
+            red.emitOpError("reduces a value computed by '")
+            << op->getName()
+            << "': the CPU code generator does not reduce the results of "
+               "learned ops";
+        diag.attachNote(op->getLoc()) << "computed here";
+        return diag;
+      }
+      for (Value v : op->getOperands())
+        if (Operation *def = v.getDefiningOp())
+          worklist.push_back(def);
+    }
+  }
+  return success();
+}
+
 double mlir::optim::reductionIdentity(ReductionKind kind) {
   switch (kind) {
   case ReductionKind::Max:

@@ -39,28 +39,9 @@ LogicalResult GPURuleLowering::classifyReductions() {
       continue;
     llvm::append_range(worklist, def->getOperands());
   }
-  // The ops that each reduced value depends on, found from it backwards.
-  for (TensorReduceOp red : reductions) {
-    SmallVector<Operation *> ops;
-    if (Operation *def = red.getValue().getDefiningOp())
-      ops.push_back(def);
-    while (!ops.empty()) {
-      Operation *op = ops.pop_back_val();
-      if (!reductionSlice.insert(op).second)
-        continue;
-      if (isa<TensorReduceOp>(op)) {
-        InFlightDiagnostic diag = red.emitOpError(
-            "reduces a value that depends on another tensor reduction: that "
-            "would need a third pass over memory");
-        diag.attachNote(op->getLoc()) << "the other reduction";
-        return diag;
-      }
-      for (Value v : op->getOperands())
-        if (Operation *def = v.getDefiningOp())
-          ops.push_back(def);
-    }
-  }
-  return success();
+  // Learned rules with reductions were refused before.
+  return collectReductionSlices(reductions, reductionSlice,
+                                /*refuseLearned=*/false);
 }
 
 void GPURuleLowering::emitReduceKernel(OpBuilder &b) {

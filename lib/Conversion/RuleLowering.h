@@ -25,6 +25,14 @@
 
 namespace mlir::optim {
 
+/// Adds to `slice` the ops that each reduction's value depends on (what the
+/// first pass computes), refusing a value that depends on another reduction
+/// (a third pass) or, with `refuseLearned`, on an lstm_cell or linear.
+/// Shared by the CPU and GPU lowerings.
+LogicalResult collectReductionSlices(ArrayRef<TensorReduceOp> reductions,
+                                     llvm::DenseSet<Operation *> &slice,
+                                     bool refuseLearned);
+
 /// The partial of no coordinate: 0, -inf or +inf (KernelABI.h, version 6).
 double reductionIdentity(ReductionKind kind);
 /// Combines two partials of `kind` (add, maximum or minimum); NaN
