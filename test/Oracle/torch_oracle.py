@@ -38,7 +38,8 @@ prints how far each float32 result is from it (in the same units of
 tolerance): for AdamW ours is within tolerance of it and torch's float32 is
 not, so the difference is torch's rounding, not the rule.
 
-Lion (examples/lion.optim) is not checked: torch.optim has no Lion.
+Lion (examples/lion.optim) and LAMB (examples/lamb.optim) are not checked:
+torch.optim has neither (rule_oracle.py checks both against numpy).
 
 Prints one line per rule and precision: the largest relative error (over the
 values of magnitude at least atol / rtol) and the largest error as a fraction
