@@ -37,6 +37,7 @@
 #include "Components.h"
 #include "GPURuleLowering.h"
 #include "LearnedMath.h"
+#include "RuleLowering.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/Math/Transforms/Passes.h"
@@ -97,31 +98,15 @@ LogicalResult GPURuleLowering::classify() {
     varying.insert(rule.getState(i));
   }
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    // A reduction's result is one value per chunk, whatever it reduces (as
-    // in the CPU lowering, RuleLowering::classify).
-    if (auto red = dyn_cast<TensorReduceOp>(op)) {
-      if (red.getValue().getType() != elt)
-        return red.emitOpError("reduces a value of type ")
-               << red.getValue().getType() << " in a rule of element type "
-               << elt;
-      reductions.push_back(red);
-      perChunk.insert(red.getResult());
-      perChunkOps.push_back(&op);
-      continue;
-    }
     // log_sign of a value shared by the coordinates is still computed per
     // coordinate (or refused below): the op cannot live outside a rule.
     bool isVarying =
         isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
           return varying.contains(v);
         });
-    if (!isVarying) {
-      if (llvm::any_of(op.getOperands(),
-                       [&](Value v) { return perChunk.contains(v); })) {
-        perChunkOps.push_back(&op);
-        for (Value r : op.getResults())
-          perChunk.insert(r);
-      }
+    if (isa<TensorReduceOp>(op) || !isVarying) {
+      if (failed(classifyShared(op, elt, reductions, perChunk, perChunkOps)))
+        return failure();
       continue;
     }
     auto isScalar = [&](Type t) { return t == elt || t.isInteger(1); };

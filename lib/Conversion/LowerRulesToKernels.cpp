@@ -61,17 +61,6 @@ LogicalResult RuleLowering::classify() {
   for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
     weights.insert(rule.getWeight(i));
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    // A reduction's result is one value per chunk, whatever it reduces.
-    if (auto red = dyn_cast<TensorReduceOp>(op)) {
-      if (red.getValue().getType() != elt)
-        return red.emitOpError("reduces a value of type ")
-               << red.getValue().getType() << " in a rule of element type "
-               << elt;
-      reductions.push_back(red);
-      perChunk.insert(red.getResult());
-      perChunkOps.push_back(&op);
-      continue;
-    }
     // Ops on the weights run per coordinate: their other operands are
     // per-coordinate values in every rule the front end produces. log_sign
     // of a value shared by the coordinates (a hyperparameter, a reduction)
@@ -81,13 +70,9 @@ LogicalResult RuleLowering::classify() {
         isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
           return varying.contains(v) || weights.contains(v);
         });
-    if (!isVarying) {
-      if (llvm::any_of(op.getOperands(),
-                       [&](Value v) { return perChunk.contains(v); })) {
-        perChunkOps.push_back(&op);
-        for (Value r : op.getResults())
-          perChunk.insert(r);
-      }
+    if (isa<TensorReduceOp>(op) || !isVarying) {
+      if (failed(classifyShared(op, elt, reductions, perChunk, perChunkOps)))
+        return failure();
       continue;
     }
     auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
@@ -108,17 +93,7 @@ LogicalResult RuleLowering::classify() {
     for (Value r : op.getResults())
       varying.insert(r);
   }
-  // The rule kernel computes the varying values that the new p and states
-  // depend on; a value that only reductions read is the reduce kernel's.
-  SmallVector<Value> worklist(
-      rule.getBodyBlock().getTerminator()->getOperands());
-  while (!worklist.empty()) {
-    Value v = worklist.pop_back_val();
-    Operation *def = v.getDefiningOp();
-    if (!def || !varying.contains(v) || !ruleOpSet.insert(def).second)
-      continue;
-    llvm::append_range(worklist, def->getOperands());
-  }
+  collectRuleOps(rule.getBodyBlock(), varying, ruleOpSet);
   for (Operation *op : varyingOps)
     if (ruleOpSet.contains(op))
       ruleOps.push_back(op);

@@ -28,6 +28,40 @@ using namespace mlir::optim;
 /// The prefix of reduce kernels; must match OPTIM_REDUCE_SYMBOL_PREFIX.
 static constexpr llvm::StringLiteral kReducePrefix = "optim_reduce_";
 
+LogicalResult mlir::optim::classifyShared(
+    Operation &op, FloatType elt, SmallVectorImpl<TensorReduceOp> &reductions,
+    llvm::DenseSet<Value> &perChunk, SmallVectorImpl<Operation *> &perChunkOps) {
+  // A reduction's result is one value per chunk, whatever it reduces.
+  if (auto red = dyn_cast<TensorReduceOp>(op)) {
+    if (red.getValue().getType() != elt)
+      return red.emitOpError("reduces a value of type ")
+             << red.getValue().getType() << " in a rule of element type "
+             << elt;
+    reductions.push_back(red);
+  } else if (llvm::none_of(op.getOperands(), [&](Value v) {
+               return perChunk.contains(v);
+             })) {
+    return success();
+  }
+  perChunkOps.push_back(&op);
+  for (Value r : op.getResults())
+    perChunk.insert(r);
+  return success();
+}
+
+void mlir::optim::collectRuleOps(Block &body,
+                                 const llvm::DenseSet<Value> &varying,
+                                 llvm::DenseSet<Operation *> &ruleOps) {
+  SmallVector<Value> worklist(body.getTerminator()->getOperands());
+  while (!worklist.empty()) {
+    Value v = worklist.pop_back_val();
+    Operation *def = v.getDefiningOp();
+    if (!def || !varying.contains(v) || !ruleOps.insert(def).second)
+      continue;
+    llvm::append_range(worklist, def->getOperands());
+  }
+}
+
 LogicalResult
 mlir::optim::collectReductionSlices(ArrayRef<TensorReduceOp> reductions,
                                     llvm::DenseSet<Operation *> &slice,
@@ -65,6 +99,9 @@ mlir::optim::collectReductionSlices(ArrayRef<TensorReduceOp> reductions,
   return success();
 }
 
+// The runtime's combining (runtime/lib/Reductions.cpp) starts from the same
+// values; it cannot include this file (no MLIR in the runtime), so the two
+// are kept in step by hand (KernelABI.h states them).
 double mlir::optim::reductionIdentity(ReductionKind kind) {
   switch (kind) {
   case ReductionKind::Max:

@@ -28,17 +28,7 @@ static constexpr int64_t kMaxThreads = 1024;
 LogicalResult GPURuleLowering::classifyReductions() {
   if (reductions.empty())
     return success();
-  // The rule kernel computes the varying values that the new p and states
-  // depend on; a value that only reductions read is the reduce kernel's.
-  SmallVector<Value> worklist(
-      rule.getBodyBlock().getTerminator()->getOperands());
-  while (!worklist.empty()) {
-    Value v = worklist.pop_back_val();
-    Operation *def = v.getDefiningOp();
-    if (!def || !varying.contains(v) || !ruleOpSet.insert(def).second)
-      continue;
-    llvm::append_range(worklist, def->getOperands());
-  }
+  collectRuleOps(rule.getBodyBlock(), varying, ruleOpSet);
   // Learned rules with reductions were refused before.
   return collectReductionSlices(reductions, reductionSlice,
                                 /*refuseLearned=*/false);

@@ -25,6 +25,21 @@
 
 namespace mlir::optim {
 
+/// Classifies an op of a rule body that is not per coordinate, for the CPU
+/// and GPU lowerings alike: a tensor_reduce (of the rule's element type
+/// `elt`, else an error) gives a per-chunk value, and an op reading one is
+/// per-chunk too; anything else is per call and left alone.
+LogicalResult classifyShared(Operation &op, FloatType elt,
+                             SmallVectorImpl<TensorReduceOp> &reductions,
+                             llvm::DenseSet<Value> &perChunk,
+                             SmallVectorImpl<Operation *> &perChunkOps);
+
+/// Adds to `ruleOps` the varying ops that the rule's yield depends on: what
+/// the rule kernel computes (a value only reductions read is the reduce
+/// kernel's).
+void collectRuleOps(Block &body, const llvm::DenseSet<Value> &varying,
+                    llvm::DenseSet<Operation *> &ruleOps);
+
 /// Adds to `slice` the ops that each reduction's value depends on (what the
 /// first pass computes), refusing a value that depends on another reduction
 /// (a third pass) or, with `refuseLearned`, on an lstm_cell or linear.
