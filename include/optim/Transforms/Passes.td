@@ -42,9 +42,28 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     produced): meta-training drops the second derivatives of the optimizee,
     as Andrychowicz et al. (2016) do. The adjoint of a hyperparameter is per
     coordinate; summing it over the coordinates is the caller's reduction.
-    Rules with tensor reductions (`optim.tensor_reduce`) are refused: the
-    adjoint of a reduction depends on every coordinate of the tensor, and
-    its reverse mode is not implemented.
+
+    Rules with R tensor reductions (`optim.tensor_reduce`) get R more
+    arguments, the reduced values rho_0..rho_{R-1} (in body order), after
+    the last argument above: the per-coordinate functions read each
+    reduction's result from its argument instead of reducing. The adjoint of
+    a reduction depends on every coordinate of the tensor, so their reverse
+    mode is split in two around a combine by the runtime (KernelABI.h,
+    "Reverse mode of rules with tensor reductions"):
+
+    * `@optim_vjp_<rule>(..., rho...) -> (dp, dstates..., dhypers...,
+      dweights..., drho..., ties...)` holds the reduced values constant and
+      also returns, per reduction, this coordinate's cotangent of rho_r and,
+      for max and min, 1.0 where the reduction's operand equals rho_r
+      (0.0 otherwise, and for the other kinds): the counts that share a
+      tie's cotangent. `optim.vjp_layout` is then [H, S, W, R];
+    * `@optim_vjp_reductions_<rule>(p, g, t, hypers..., states...,
+      weights..., dp, dstates..., rho..., u...) -> (dp, dstates...,
+      dhypers..., dweights...)`, marked `optim.vjp_reductions`, seeds each
+      reduction's operand x_r with its cotangent (u_r for sum and mean,
+      u_r * x_r for norm, u_r where x_r == rho_r for max and min) and returns
+      dp and dstates plus what flows back from there, and this path's
+      hyperparameter and weight cotangents.
 
     Derivatives at points where the function is not differentiable follow
     one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent

@@ -207,6 +207,53 @@ typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
                                  int64_t step, const void *const *weights,
                                  void *partials);
 
+/* ---- Reverse mode of rules with tensor reductions (JIT only) ---------------
+ * A rule with R > 0 tensor reductions compiled with CompileOptions::vjp has
+ * no optim_vjp_kernel_<name>; its reverse mode is two kernels of the
+ * optim_reduced_vjp_kernel type below, run around a combine by the runtime
+ * (no artifact format carries VJP kernels: the ABI version is unchanged).
+ * For one step, with rho[c * R + r] the reduced values the step ran with
+ * (as passed to optim_rule_<name>), and x_r(i) the per-coordinate operand of
+ * reduction r (slot order as in optim_reductions_<name>):
+ *
+ * 1. optim_vjp_reduced_kernel_<name>(ptrs, lengths, strides, begin, end,
+ *        hypers, step, weights, partials, rho)
+ *    is optim_vjp_kernel_<name> with the reduced values held constant: it
+ *    overwrites the cotangents of p and the states with their cotangents
+ *    through the per-coordinate paths, and chunk c OVERWRITES
+ *    partials[c * P1 ... + P1), P1 = H + W + 2R: dL/dhyper (H), dL/dweights
+ *    (W values), then for each r the chunk's sum of dL/drho_r (the
+ *    coordinates' contributions), then for each r the number of the chunk's
+ *    coordinates with x_r(i) == rho_r (max and min; 0 for the other kinds).
+ *    All of the rule's element type, lanes added in a fixed order.
+ * 2. The runtime adds the chunks' values in chunk order, per tensor or over
+ *    all tensors for a global reduction (as the forward combine), into
+ *    D_r and n_r, and sets the cotangent of reduction r's accumulator
+ *      u_r = D_r                       sum
+ *            D_r / N                   mean (N coordinates reduced over)
+ *            rho_r > 0 ? D_r / rho_r : 0          norm
+ *            n_r > 0 ? D_r / n_r : 0              max, min (ties share it)
+ * 3. optim_vjp_reductions_kernel_<name>(ptrs, lengths, strides, begin, end,
+ *        hypers, step, weights, partials, ru)
+ *    with ru[c * 2R + r] = rho_r and ru[c * 2R + R + r] = u_r of chunk c's
+ *    tensor: each coordinate's cotangent of x_r(i),
+ *      u_r (sum, mean),  u_r * x_r(i) (norm),  x_r(i) == rho_r ? u_r : 0
+ *      (max, min),
+ *    is propagated back through the ops that compute x_r(i) and ADDED to the
+ *    cotangents of p and the states (which hold the results of step 1);
+ *    chunk c OVERWRITES partials[c * P ... + P), P = H + W, with this path's
+ *    dL/dhyper and dL/dweights. The gradient of the step is the sum of both
+ *    kernels' partials (add each in chunk order: the result does not depend
+ *    on the number of threads).
+ * The chunk table, hypers, step and weights are as for optim_vjp_kernel_. */
+#define OPTIM_REDUCED_VJP_SYMBOL_PREFIX "optim_vjp_reduced_kernel_"
+#define OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX "optim_vjp_reductions_kernel_"
+
+typedef void (*optim_reduced_vjp_kernel)(
+    void *const *ptrs, const int64_t *lengths, const int64_t *strides,
+    int64_t begin, int64_t end, const double *hypers, int64_t step,
+    const void *const *weights, void *partials, const double *reduced);
+
 
 /* ---- QP layers (version 2) -------------------------------------------------
  * The batched QP solver of `optim.qp` (docs/qp.md), implemented by the

@@ -129,6 +129,17 @@ public:
       : info_(std::make_shared<const RuleInfo>(std::move(info))),
         reduce_(reduce), reduced_(kernel), owner_(std::move(owner)) {}
 
+  /// A rule with tensor reductions and its reverse mode: the two VJP
+  /// kernels of KernelABI.h ("Reverse mode of rules with tensor
+  /// reductions").
+  Rule(RuleInfo info, optim_reduce_kernel reduce,
+       optim_reduced_rule_kernel kernel, optim_reduced_vjp_kernel reducedVJP,
+       optim_reduced_vjp_kernel reductionsVJP, std::shared_ptr<void> owner)
+      : Rule(std::move(info), reduce, kernel, std::move(owner)) {
+    reducedVJP_ = reducedVJP;
+    reductionsVJP_ = reductionsVJP;
+  }
+
   explicit operator bool() const {
     return kernel_ != nullptr || reduced_ != nullptr;
   }
@@ -141,6 +152,15 @@ public:
   optim_reduce_kernel reduceKernel() const { return reduce_; }
   /// The second pass of a rule with reductions, or null.
   optim_reduced_rule_kernel reducedKernel() const { return reduced_; }
+  /// The reverse mode of a rule with reductions (compiled with
+  /// CompileOptions::vjp), or null: the VJP with the reduced values held
+  /// constant, then the VJP through the reductions.
+  optim_reduced_vjp_kernel reducedVJPKernel() const { return reducedVJP_; }
+  optim_reduced_vjp_kernel reductionsVJPKernel() const {
+    return reductionsVJP_;
+  }
+  /// Whether the rule has its reverse mode, in either form.
+  bool hasVJP() const { return vjp_ || (reducedVJP_ && reductionsVJP_); }
 
 private:
   std::shared_ptr<const RuleInfo> info_;
@@ -148,6 +168,8 @@ private:
   optim_vjp_kernel vjp_ = nullptr;
   optim_reduce_kernel reduce_ = nullptr;
   optim_reduced_rule_kernel reduced_ = nullptr;
+  optim_reduced_vjp_kernel reducedVJP_ = nullptr;
+  optim_reduced_vjp_kernel reductionsVJP_ = nullptr;
   std::shared_ptr<void> owner_;
 };
 
