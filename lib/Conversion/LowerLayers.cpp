@@ -398,6 +398,11 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
     hadError = true;
     return Value();
   }
+  // Piecewise constant (derivative 0 almost everywhere): floor, ceil, and
+  // comparisons (the conditions of select, and of mod's expansion). Their
+  // results' adjoints are not needed, nor computed.
+  if (isa<math::FloorOp, math::CeilOp, arith::CmpFOp>(user))
+    return cst(b, 0.0);
   Value r = user->getResult(0);
   Value d = adjoint(b, r, idx, isBatched(r) ? e : Value());
   auto operand = [&](unsigned i) {
@@ -432,6 +437,25 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
   if (isa<math::TanhOp>(user)) {
     Value t = math::TanhOp::create(b, loc, operand(0));
     return mul(d, arith::SubFOp::create(b, loc, cst(b, 1.0), mul(t, t)));
+  }
+  if (isa<math::CosOp>(user))
+    return arith::NegFOp::create(
+        b, loc, mul(d, math::SinOp::create(b, loc, operand(0))));
+  if (isa<math::SinOp>(user))
+    return mul(d, math::CosOp::create(b, loc, operand(0)));
+  if (isa<arith::SelectOp>(user)) {
+    // The condition (operand 0) is a comparison: no adjoint is asked of it.
+    Value zero = cst(b, 0.0), cond = operand(0);
+    return k == 1 ? arith::SelectOp::create(b, loc, cond, d, zero)
+                  : arith::SelectOp::create(b, loc, cond, zero, d);
+  }
+  if (isa<arith::RemFOp>(user)) {
+    // fmod(x, y) = x - trunc(x / y) y, trunc constant almost everywhere.
+    if (k == 0)
+      return d;
+    Value q = math::TruncOp::create(
+        b, loc, arith::DivFOp::create(b, loc, operand(0), operand(1)));
+    return arith::NegFOp::create(b, loc, mul(d, q));
   }
   user->emitOpError("optim-lower-layers: no derivative for this op in a "
                     "layer's data");

@@ -96,6 +96,7 @@ private:
                   mlir::Location l);
   Value genCall(const CallExpr &call);
   Value genReduction(const CallExpr &call, Value arg, mlir::Location l);
+  Value genMod(Value x, Value y, const Type &type, mlir::Location l);
   llvm::SmallVector<Value> genQP(const CallExpr &call);
 
   mlir::OpBuilder &b;
@@ -360,14 +361,25 @@ Value ProgramGen::genCall(const CallExpr &call) {
         arith::SelectOp::create(b, l, neg, constant(-1.0, type, l), x);
     return arith::SelectOp::create(b, l, pos, constant(1.0, type, l), inner);
   }
+  case Builtin::Floor:
+    return math::FloorOp::create(b, l, unaryArg());
+  case Builtin::Ceil:
+    return math::CeilOp::create(b, l, unaryArg());
+  case Builtin::Cos:
+    return math::CosOp::create(b, l, unaryArg());
+  case Builtin::Sin:
+    return math::SinOp::create(b, l, unaryArg());
   case Builtin::Max:
   case Builtin::Min:
-  case Builtin::Pow: {
+  case Builtin::Pow:
+  case Builtin::Mod: {
     Value x = broadcastTo(args[0], type, l), y = broadcastTo(args[1], type, l);
     if (call.builtin == Builtin::Max)
       return arith::MaximumFOp::create(b, l, x, y);
     if (call.builtin == Builtin::Min)
       return arith::MinimumFOp::create(b, l, x, y);
+    if (call.builtin == Builtin::Mod)
+      return genMod(x, y, type, l);
     return math::PowFOp::create(b, l, x, y);
   }
   case Builtin::Clamp: {
@@ -403,6 +415,36 @@ Value ProgramGen::genCall(const CallExpr &call) {
   if (isReduction(call.builtin))
     return genReduction(call, args[0], l);
   llvm_unreachable("Sema accepted a call MLIRGen does not know");
+}
+
+/// mod(x, y) as NumPy's np.mod (npy_divmod): the remainder of a division
+/// rounded toward minus infinity, with the sign of y. fmod (arith.remf) is
+/// exact; where its result r is not zero and its sign differs from y's, the
+/// result is r + y (rounded once, as NumPy does); a zero result takes y's
+/// sign; NaN (from y = 0, x infinite, or a NaN argument) passes through.
+/// x - y * floor(x / y) would round twice and lose r when x / y is large.
+/// Built from float selects and compares only (no i1 logic), so that the
+/// reverse mode needs one new derivative, arith.remf's.
+Value ProgramGen::genMod(Value x, Value y, const Type &type,
+                         mlir::Location l) {
+  Value zero = constant(0.0, type, l);
+  auto cmp = [&](arith::CmpFPredicate pred, Value a) -> Value {
+    return arith::CmpFOp::create(b, l, pred, a, zero);
+  };
+  auto select = [&](Value c, Value a, Value other) -> Value {
+    return arith::SelectOp::create(b, l, c, a, other);
+  };
+  Value r = arith::RemFOp::create(b, l, x, y);
+  Value shifted = arith::AddFOp::create(b, l, r, y);
+  Value yNeg = cmp(arith::CmpFPredicate::OLT, y);
+  // r > 0 moves by y where y < 0; r < 0 (so y > 0: y = 0 gives NaN) where
+  // y > 0; a zero is -0 where y < 0.
+  Value ifPos = select(yNeg, shifted, r);
+  Value ifNeg = select(yNeg, r, shifted);
+  Value ifZero = select(yNeg, constant(-0.0, type, l), zero);
+  Value orNaN = select(cmp(arith::CmpFPredicate::OEQ, r), ifZero, r);
+  return select(cmp(arith::CmpFPredicate::OGT, r), ifPos,
+                select(cmp(arith::CmpFPredicate::OLT, r), ifNeg, orNaN));
 }
 
 Value ProgramGen::genReduction(const CallExpr &call, Value arg,

@@ -40,9 +40,14 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::Tanh, "tanh", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Sigmoid, "sigmoid", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Sign, "sign", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Floor, "floor", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Ceil, "ceil", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Cos, "cos", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Sin, "sin", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Max, "max", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Min, "min", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Pow, "pow", 2, 2, BuiltinInfo::Anywhere},
+    {Builtin::Mod, "mod", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Clamp, "clamp", 3, 3, BuiltinInfo::Anywhere},
     {Builtin::Select, "select", 3, 3, BuiltinInfo::Anywhere},
     {Builtin::Sum, "sum", 1, 1, BuiltinInfo::RulesOnly},
@@ -1228,6 +1233,7 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
   case Builtin::Max:
   case Builtin::Min:
   case Builtin::Pow:
+  case Builtin::Mod:
   case Builtin::Clamp: {
     llvm::SmallVector<const Type *, 3> types;
     for (Type &t : args)

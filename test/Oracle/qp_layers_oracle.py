@@ -29,7 +29,7 @@ its Jacobian diag(s) - s s^T / |s| on the support s) and n = 1.
 Layers: simplex (no weights), boxls (inequalities only, a non-symmetric
 weight Q, nu of size 0), eqonly (equalities only, lam of size 0, sigmoid, a
 layer parameter as a scalar), nonlin (exp, tanh, sqrt, log, / in the data;
-Q = diag(exp(D)) + 0.1 * ones), lp (no Q: a vertex; dz/dc = 0), one (n = 1),
+Q = diag(exp(D)) + 0.1 * ones), periodic (cos, sin, floor, ceil, mod), lp (no Q: a vertex; dz/dc = 0), one (n = 1),
 big (n = 200, p = 200, dense Q), lowrank (n = 24, p = 4: the solver's
 low-rank mode), mix (an input and weights in several
 operands), bmat (A, G and Q batched, from input matrices), shared (no inputs:
@@ -307,6 +307,10 @@ DATA = {
         np.eye(5) * np.exp(w["D"]) + 0.1 * np.ones((5, 5)),
         np.tanh(w["W"] @ x["x"]) / 0.2, G=w["G"],
         h=np.exp(w["v"]) + np.sqrt(x["s"] ** 2 + 1) - np.log(1 + x["s"] ** 2)),
+    "periodic": lambda x, w: ops(
+        np.eye(4), np.cos(w["W"] @ x["x"]) - np.sin(w["u"]) * x["y"]
+        + np.floor(2 * x["y"]) - np.ceil(x["y"]), G=w["G"],
+        h=0.5 + np.mod(x["s"], 1 + np.exp(w["c"])) - np.mod(3 * x["s"], -2.0)),
     "lp": lambda x, w: ops(None, x["c"], G=w["G"], h=x["h"]),
     "one": lambda x, w: ops(np.eye(1), -x["y"], G=w["a"], h=np.ones(1)),
     "big": lambda x, w: ops(np.eye(200) + 0.01 * np.ones((200, 200)),
@@ -478,6 +482,10 @@ def feasible_cases(ck, tool, rng, precs):
                    {"x": N((4, 3)), "s": N((4, 7))},
                    {"D": 0.3 * N((5, 5)) - 0.5, "W": N((5, 3)),
                     "G": N((7, 5)), "v": 0.3 * N(7)})
+        end_to_end(ck, tool, rng, "periodic", prec, 4,
+                   {"x": N((4, 3)), "y": 2 * N((4, 4)), "s": 3 * N((4, 6))},
+                   {"W": N((4, 3)), "u": N(4), "G": N((6, 4)),
+                    "c": 0.5 * N(6)})
         box = np.vstack([np.eye(4), -np.eye(4), N((4, 4))])
         h = np.concatenate([np.ones(8), rng.uniform(0.5, 2.0, 4)])
         end_to_end(ck, tool, rng, "lp", prec, 4,

@@ -65,6 +65,11 @@ them) as the language defines it: the reduced value in the run's dtype,
 summed in float64, the result rounded once. Their kernels also run with
 THREADS_CHECK threads, which must give the same bits as one thread.
 
+Rules with schedules of the step (SGDR, step decay, Lookahead) compute them
+with floor, mod and cos; their references count steps in integers. SGDR's
+float32 cos is libm's cosf in the kernel and numpy's own float32 cos in the
+reference, which may differ by an ulp: measured 0.02 of the tolerance.
+
 Prints one line per rule and precision, then "N passed, M failed"; exits 1 if
 any failed.
 """
@@ -470,6 +475,46 @@ def ref_gc_momentum(h, t, p, g, s):
     return p - h.lr * s["buf"]
 
 
+# Rules with schedules of the step. Each reference follows its schedule in
+# integer arithmetic on the step (the 1-based t as an int), independently of
+# the rule's floor and mod, and rounds once where the paper computes a real.
+
+def ref_sgdr(h, t, p, g, s):
+    # Loshchilov & Hutter (2017), "SGDR: Stochastic Gradient Descent with
+    # Warm Restarts", eq. 5 with T_mult = 1: eta_t = eta_min + 1/2 (eta_max -
+    # eta_min)(1 + cos(pi T_cur / T)), T_cur the steps since the last restart
+    # (0 at a restart, as torch's CosineAnnealingWarmRestarts); SGD with
+    # momentum: buf <- mu buf + g; theta <- theta - eta_t buf.
+    t_cur = h.c((int(t) - 1) % int(h.T))
+    lr = h.lr_min + h.c(0.5) * (h.lr_max - h.lr_min) * (
+        h.c(1) + np.cos(h.c(np.pi) * t_cur / h.T))
+    s["buf"] = h.mu * s["buf"] + g
+    return p - lr * s["buf"]
+
+
+def ref_step_momentum(h, t, p, g, s):
+    # Step decay (torch.optim.lr_scheduler.StepLR): lr gamma^i during the
+    # i-th block of step_size steps (i from 0); SGD with momentum.
+    decays = (int(t) - 1) // int(h.step_size)
+    s["buf"] = h.mu * s["buf"] + g
+    return p - h.lr * h.gamma ** h.c(decays) * s["buf"]
+
+
+def ref_lookahead_adam(h, t, p, g, s):
+    # Zhang, Lucas, Hinton & Ba (2019), "Lookahead Optimizer: k steps
+    # forward, 1 step back", Algorithm 1, with Adam as the inner optimizer
+    # (its moments and step count carry over): phi starts at theta_0; every
+    # k-th step, phi <- phi + alpha (theta - phi) and theta <- phi.
+    if int(t) == 1:
+        s["phi"] = p.copy()
+    m_hat, v_hat = adam_moments(h, t, g, s)
+    p = p - h.lr * m_hat / (np.sqrt(v_hat) + h.eps)
+    if int(t) % int(h.k) == 0:
+        s["phi"] = s["phi"] + h.alpha * (p - s["phi"])
+        p = s["phi"].copy()
+    return p
+
+
 def neg_over_lr(name):
     """Our buf from Sutskever's velocity: buf = -v / lr."""
     return lambda s, h: -s[name] / h.lr
@@ -563,6 +608,18 @@ CASES = [
     ("bngd", LIT, ref_bngd, {"lr": 0.02, "eps": 1e-9}, {}, {}),
     ("gc_momentum", LIT, ref_gc_momentum, {"lr": 0.003, "mu": 0.8},
      {"buf": 0}, {"buf": "buf"}),
+    # T = 37: 13 restarts in 500 steps, the last one mid-cycle; 11 decays.
+    ("sgdr", LIT, ref_sgdr,
+     {"lr_max": 0.02, "lr_min": 0.002, "T": 37, "mu": 0.85},
+     {"buf": 0}, {"buf": "buf"}),
+    ("step_momentum", LIT, ref_step_momentum,
+     {"lr": 0.02, "mu": 0.8, "gamma": 0.6, "step_size": 45},
+     {"buf": 0}, {"buf": "buf"}),
+    # k = 7: 71 cycles, 500 ends 3 steps into the 72nd.
+    ("lookahead_adam", LIT, ref_lookahead_adam,
+     {"lr": 0.003, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7, "k": 7,
+      "alpha": 0.6},
+     {"m": 0, "v": 0, "phi": 0}, {"m": "m", "v": "v", "slow": "phi"}),
 ]
 # Rules whose kernels reduce over tensors: also run with THREADS_CHECK
 # threads, which must give the same bits.
