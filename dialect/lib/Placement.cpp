@@ -54,29 +54,37 @@ LogicalResult OptimDialect::verifyOperationAttribute(Operation *op,
                                                      NamedAttribute attr) {
   StringRef name = attr.getName().getValue();
   if (name != kStepOfAttrName && name != kVJPOfAttrName &&
-      name != kVJPLayoutAttrName)
+      name != kVJPLayoutAttrName && name != kVJPReductionsAttrName)
     return success(); // Not one of the markers; nothing reads it.
   auto fn = dyn_cast<FunctionOpInterface>(op);
   if (!fn)
     return op->emitOpError("'") << name << "' marks a function, not this op";
+  if (name == kVJPReductionsAttrName) {
+    if (!isa<UnitAttr>(attr.getValue()))
+      return op->emitOpError("'")
+             << name << "' is a unit attribute, got " << attr.getValue();
+    return success();
+  }
   if (name != kVJPLayoutAttrName) {
     if (!isa<FlatSymbolRefAttr>(attr.getValue()))
       return op->emitOpError("'")
              << name << "' must name the rule (@rule), got " << attr.getValue();
     return success();
   }
-  // Counts of hyperparameters, states and weights, from which
-  // optim-lower-vjp-to-kernels computes the signature: bounded by the
-  // number of arguments, so that no sum of them can wrap around.
+  // Counts of hyperparameters, states, weights and (a rule with tensor
+  // reductions) reductions, from which optim-lower-vjp-to-kernels computes
+  // the signature: bounded by the number of arguments, so that no sum of
+  // them can wrap around.
   auto layout = dyn_cast<DenseI64ArrayAttr>(attr.getValue());
   int64_t numArgs = fn.getNumArguments();
-  if (!layout || layout.size() != 3 ||
+  if (!layout || (layout.size() != 3 && layout.size() != 4) ||
       llvm::any_of(layout.asArrayRef(),
                    [&](int64_t n) { return n < 0 || n > numArgs; }))
     return op->emitOpError("'")
            << name
-           << "' must be array<i64: hyperparameters, states, weights>, each "
-              "count between 0 and the number of arguments, got "
+           << "' must be array<i64: hyperparameters, states, weights> or "
+              "array<i64: hyperparameters, states, weights, reductions>, "
+              "each count between 0 and the number of arguments, got "
            << attr.getValue();
   return success();
 }

@@ -101,10 +101,19 @@ Rule Compiler::compileSource(std::string_view source,
   if (!info.reductions.empty())
     reduceKernel = reinterpret_cast<optim_reduce_kernel>(
         lookupSymbol(*engine, OPTIM_REDUCE_SYMBOL_PREFIX + info.name));
+  // The reverse mode: one kernel, or two around the runtime's combine for a
+  // rule with reductions (KernelABI.h).
   optim_vjp_kernel vjpKernel = nullptr;
-  if (impl->options.vjp)
+  optim_reduced_vjp_kernel reducedVJP = nullptr, reductionsVJP = nullptr;
+  if (impl->options.vjp && reduceKernel) {
+    reducedVJP = reinterpret_cast<optim_reduced_vjp_kernel>(
+        lookupSymbol(*engine, OPTIM_REDUCED_VJP_SYMBOL_PREFIX + info.name));
+    reductionsVJP = reinterpret_cast<optim_reduced_vjp_kernel>(lookupSymbol(
+        *engine, OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX + info.name));
+  } else if (impl->options.vjp) {
     vjpKernel = reinterpret_cast<optim_vjp_kernel>(
         lookupSymbol(*engine, OPTIM_VJP_SYMBOL_PREFIX + info.name));
+  }
 
   if (cache.enabled() &&
       !llvm::sys::fs::create_directories(impl->options.cacheDirectory)) {
@@ -117,6 +126,10 @@ Rule Compiler::compileSource(std::string_view source,
       llvm::sys::fs::remove(tmp);
   }
   std::shared_ptr<mlir::ExecutionEngine> owner(std::move(engine));
+  if (reduceKernel && reducedVJP)
+    return Rule(std::move(info), reduceKernel,
+                reinterpret_cast<optim_reduced_rule_kernel>(kernel),
+                reducedVJP, reductionsVJP, std::move(owner));
   if (reduceKernel)
     return Rule(std::move(info), reduceKernel,
                 reinterpret_cast<optim_reduced_rule_kernel>(kernel),

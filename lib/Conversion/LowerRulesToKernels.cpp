@@ -131,7 +131,10 @@ void RuleLowering::mapCoordinateOp(OpBuilder &b, Operation *op, unsigned lanes,
   Location loc = rule.getLoc();
   // LLVM contracts a multiply and an add depending on the code around them,
   // which differs between the two kernels: a value that is reduced must be
-  // rounded alike in both, so its ops never contract.
+  // rounded alike in both, so its ops never contract. Nor do they divide by
+  // a reciprocal: the reverse mode recomputes reduced values exactly
+  // (optim-lower-vjp-to-kernels) and finds the coordinates that attain a
+  // max or min by comparing them with the reduced value.
   bool contract = relaxed && !reductionSlice.contains(op);
   auto fm = [&]() {
     return contract ? arith::FastMathFlags::contract
@@ -143,7 +146,8 @@ void RuleLowering::mapCoordinateOp(OpBuilder &b, Operation *op, unsigned lanes,
   auto add = [&](Value x, Value y) -> Value {
     return arith::AddFOp::create(b, loc, x, y, fm());
   };
-  if (auto div = dyn_cast<arith::DivFOp>(op)) {
+  auto div = dyn_cast<arith::DivFOp>(op);
+  if (div && !reductionSlice.contains(op)) {
     auto it = reciprocals.find(div.getRhs());
     if (it != reciprocals.end()) {
       Value r = broadcast(b, it->second, lanes);

@@ -10,6 +10,17 @@
 // chunk's own slot of `partials`: the sum does not depend on which thread ran
 // which chunk; the runtime adds the chunks in chunk order.
 //
+// A rule with R tensor reductions has two VJP functions, each of which
+// becomes a kernel with one more argument, `const double *reduced`
+// (KernelABI.h, "Reverse mode of rules with tensor reductions"): the
+// reduced values (rho, then the cotangents u for the second kernel) are
+// loaded once per chunk and broadcast to the coordinates like any other
+// per-coordinate input. @optim_vjp_<rule> becomes
+// optim_vjp_reduced_kernel_<rule>, whose per-coordinate cotangents of rho and
+// tie indicators are summed like hyperparameter cotangents into 2R more
+// partials per chunk; @optim_vjp_reductions_<rule> becomes
+// optim_vjp_reductions_kernel_<rule>, a VJP kernel like the others.
+//
 // Tensors never reach the kernel: a weight-cotangent tensor is a sum (addf)
 // of the contributions of lstm_cell_vjp / linear_vjp ops (and zeros), so each
 // of those ops accumulates straight into the slots of the weights it belongs
@@ -60,8 +71,12 @@ using namespace mlir::optim;
 
 namespace {
 
-/// Must match OPTIM_VJP_SYMBOL_PREFIX of KernelABI.h.
+/// Must match OPTIM_VJP_SYMBOL_PREFIX, OPTIM_REDUCED_VJP_SYMBOL_PREFIX and
+/// OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX of KernelABI.h.
 constexpr llvm::StringLiteral kSymbolPrefix = "optim_vjp_kernel_";
+constexpr llvm::StringLiteral kReducedPrefix = "optim_vjp_reduced_kernel_";
+constexpr llvm::StringLiteral kReductionsPrefix =
+    "optim_vjp_reductions_kernel_";
 
 /// The alignment a buffer access of `bytes` bytes at a multiple of `bytes`
 /// from a 64-byte aligned base may claim: its largest power-of-two divisor,
@@ -102,7 +117,24 @@ private:
   Type ptrType;
   FloatType elt;
   unsigned numHypers = 0, numStates = 0, numWeights = 0;
-  /// Partial sums per chunk: hyperparameters, then each weights tensor.
+  /// Tensor reductions of the rule (R), and whether this is the VJP through
+  /// the reduced operands (optim.vjp_reductions), which takes their
+  /// cotangents too: 2R per-chunk arguments instead of R.
+  unsigned numReductions = 0;
+  bool throughReductions = false;
+  unsigned numReducedArgs() const {
+    return throughReductions ? 2 * numReductions : numReductions;
+  }
+  /// Results per coordinate summed into partials after the hyperparameters
+  /// and weights: the cotangents of rho and the tie indicators (2R in the
+  /// VJP with the reduced values held constant, else none).
+  unsigned numReducedResults() const {
+    return throughReductions ? 0 : 2 * numReductions;
+  }
+  /// Their first lane slot and first partial.
+  int64_t reducedSlot = 0, reducedPartial = 0;
+  /// Partial sums per chunk: hyperparameters, then each weights tensor,
+  /// then the reduced results.
   int64_t numPartials = 0;
   SmallVector<int64_t> weightOffset, weightSize;
   /// Per weights tensor; lane slots are hyperparameters first.
@@ -125,10 +157,18 @@ private:
   BlockArgument cotangent(unsigned i) {
     return func.getArgument(3 + numHypers + numStates + numWeights + i);
   }
+  /// Per-chunk value k: rho_k, then (throughReductions) u_{k - R}.
+  BlockArgument reducedArg(unsigned k) {
+    return func.getArgument(3 + numHypers + 2 * numStates + numWeights + 1 +
+                            k);
+  }
 
   llvm::DenseSet<Value> varying;
   SmallVector<Operation *> varyingOps;
   IRMapping uniform;
+  /// Reduced-value arguments -> their scalar, loaded once per chunk (in the
+  /// chunk loop, before the coordinate loops that broadcast it).
+  llvm::DenseMap<Value, Value> perChunk;
   /// Weights arguments -> their data pointer, loaded once per call.
   llvm::DenseMap<Value, Value> weightPtrs;
   /// lstm_cell_vjp / linear_vjp ops -> the weights slot their weight
@@ -161,19 +201,47 @@ LogicalResult VJPLowering::traceWeightCotangent(Value v, unsigned slot) {
 }
 
 LogicalResult VJPLowering::analyze() {
-  auto layout = func->getAttrOfType<DenseI64ArrayAttr>("optim.vjp_layout");
-  if (!layout || layout.size() != 3)
+  auto layout = func->getAttrOfType<DenseI64ArrayAttr>(kVJPLayoutAttrName);
+  if (!layout || (layout.size() != 3 && layout.size() != 4))
     return func.emitOpError("has no valid optim.vjp_layout");
   numHypers = layout[0];
   numStates = layout[1];
   numWeights = layout[2];
-  unsigned numArgs = 3 + numHypers + 2 * numStates + numWeights + 1;
-  if (func.getNumArguments() != numArgs ||
-      func.getNumResults() != 1 + numStates + numHypers + numWeights)
+  throughReductions = func->hasAttr(kVJPReductionsAttrName);
+  if (layout.size() == 4) {
+    numReductions = layout[3];
+    if (numReductions == 0)
+      return func.emitOpError("has an optim.vjp_layout that counts no "
+                              "tensor reductions: without them it is "
+                              "[hyperparameters, states, weights]");
+  } else if (throughReductions) {
+    return func.emitOpError("is marked optim.vjp_reductions but its "
+                            "optim.vjp_layout counts no tensor reductions");
+  }
+  unsigned numArgs =
+      3 + numHypers + 2 * numStates + numWeights + 1 + numReducedArgs();
+  unsigned numResults =
+      1 + numStates + numHypers + numWeights + numReducedResults();
+  if (func.getNumArguments() != numArgs || func.getNumResults() != numResults)
     return func.emitOpError("signature does not match its optim.vjp_layout");
   elt = dyn_cast<FloatType>(param().getType());
   if (!elt || !(elt.isF32() || elt.isF64()))
     return func.emitOpError("CPU code generation supports f32 and f64 rules");
+  // The kernel reads them as doubles and rounds them to the element type.
+  for (unsigned k = 0; k < numReducedArgs(); ++k)
+    if (reducedArg(k).getType() != elt)
+      return func.emitOpError("reduced value argument ")
+             << k << " must be of the element type " << elt << ", got "
+             << reducedArg(k).getType();
+  for (unsigned k = 0; k < numReducedResults(); ++k) {
+    Type t = func.getResultTypes()[numResults - numReducedResults() + k];
+    if (t != elt)
+      return func.emitOpError("result ")
+             << numResults - numReducedResults() + k
+             << " (a cotangent of a reduced value or a tie indicator) must "
+                "be of the element type "
+             << elt << ", got " << t;
+  }
 
   numPartials = numHypers;
   for (unsigned w = 0; w < numWeights; ++w) {
@@ -215,6 +283,12 @@ LogicalResult VJPLowering::analyze() {
     }
     weightAcc.push_back(acc);
   }
+  // The cotangents of rho and the tie counts, summed like hyperparameter
+  // cotangents.
+  reducedSlot = numLaneSlots;
+  numLaneSlots += numReducedResults();
+  reducedPartial = numPartials;
+  numPartials += numReducedResults();
 
   varying.insert(param());
   varying.insert(grad());
@@ -222,16 +296,22 @@ LogicalResult VJPLowering::analyze() {
     varying.insert(state(s));
   for (unsigned i = 0; i <= numStates; ++i)
     varying.insert(cotangent(i));
+  // Reduced values change from chunk to chunk: broadcast per coordinate
+  // block, and what depends on them is computed per coordinate.
+  for (unsigned k = 0; k < numReducedArgs(); ++k)
+    varying.insert(reducedArg(k));
   llvm::DenseSet<Value> weights;
   for (unsigned w = 0; w < numWeights; ++w)
     weights.insert(weight(w));
 
   for (Operation &op : func.front().without_terminator()) {
-    // optim-differentiate refuses rules with reductions; a function written
-    // by hand is refused here.
+    // optim-differentiate passes reduced values as arguments; a reduction
+    // inside a VJP function has nothing that would compute it.
     if (isa<TensorReduceOp>(op))
-      return op.emitOpError("cannot be lowered: the reverse mode of tensor "
-                            "reductions is not implemented");
+      return op.emitOpError("cannot be lowered in a VJP function: the "
+                            "reduced values are its arguments (optim."
+                            "vjp_layout [hyperparameters, states, weights, "
+                            "reductions])");
     bool tensorResult = llvm::any_of(op.getResultTypes(),
                                      [](Type t) { return isa<TensorType>(t); });
     if (tensorResult && !isa<LSTMCellVJPOp, LinearVJPOp>(op)) {
@@ -462,6 +542,10 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
                                /*rw=*/0, /*hint=*/2, /*cache=*/1);
     }
   }
+
+  // The chunk's reduced values, the same for every coordinate.
+  for (auto [arg, scalar] : perChunk)
+    map[arg] = {broadcast(scalar)};
 
   llvm::DenseMap<Value, Comps> broadcasts;
   // Must be called at the top level of the block's body: values it loads or
@@ -948,6 +1032,14 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       continue;
     accumulate(i64Const(b, h), operand(v).front());
   }
+  // The cotangents of rho and the tie indicators.
+  unsigned firstReduced = 1 + numStates + numHypers + numWeights;
+  for (unsigned k = 0; k < numReducedResults(); ++k) {
+    Value v = ret.getOperand(firstReduced + k);
+    if (matchPattern(v, m_AnyZeroFloat()))
+      continue;
+    accumulate(i64Const(b, reducedSlot + k), operand(v).front());
+  }
 }
 
 LogicalResult VJPLowering::run() {
@@ -956,15 +1048,20 @@ LogicalResult VJPLowering::run() {
   if (failed(analyze()))
     return failure();
   std::string name =
-      func->getAttrOfType<FlatSymbolRefAttr>("optim.vjp_of").getValue().str();
+      func->getAttrOfType<FlatSymbolRefAttr>(kVJPOfAttrName).getValue().str();
+  StringRef prefix = !numReductions      ? kSymbolPrefix
+                     : throughReductions ? kReductionsPrefix
+                                         : kReducedPrefix;
 
   OpBuilder b(func);
   Type i64 = b.getI64Type();
-  auto fnType = b.getFunctionType(
-      {ptrType, ptrType, ptrType, i64, i64, ptrType, i64, ptrType, ptrType},
-      {});
-  auto kernel =
-      func::FuncOp::create(b, loc, (kSymbolPrefix + name).str(), fnType);
+  SmallVector<Type> argTypes = {ptrType, ptrType, ptrType, i64,    i64,
+                                ptrType, i64,     ptrType, ptrType};
+  // const double *reduced.
+  if (numReductions)
+    argTypes.push_back(ptrType);
+  auto fnType = b.getFunctionType(argTypes, {});
+  auto kernel = func::FuncOp::create(b, loc, (prefix + name).str(), fnType);
   Block *entry = kernel.addEntryBlock();
   funcEntry = entry;
   b.setInsertionPointToStart(entry);
@@ -1035,6 +1132,25 @@ LogicalResult VJPLowering::run() {
     ArrayRef<Value> bases = chunk.bases;
     Value n = chunk.length, stride = chunk.stride;
 
+    // Chunk c's reduced values at reduced[c * K + k] (K = R or 2R), in
+    // double, rounded to the element type as the forward rule kernel does.
+    if (numReductions) {
+      Value reduced = entry->getArgument(9);
+      Type f64 = b.getF64Type();
+      Value first = arith::MulIOp::create(b, loc, c,
+                                          i64Const(b, numReducedArgs()));
+      for (unsigned k = 0; k < numReducedArgs(); ++k) {
+        if (reducedArg(k).use_empty())
+          continue;
+        Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, k));
+        Value v =
+            LLVM::LoadOp::create(b, loc, f64, gep(b, f64, reduced, slot), 8);
+        if (!elt.isF64())
+          v = arith::TruncFOp::create(b, loc, elt, v);
+        perChunk[reducedArg(k)] = v;
+      }
+    }
+
     auto counted = [&](int64_t count, auto body) {
       auto loop =
           scf::ForOp::create(b, loc, arith::ConstantIndexOp::create(b, loc, 0),
@@ -1098,6 +1214,14 @@ LogicalResult VJPLowering::run() {
     counted(numHypers, [&](Value k) {
       LLVM::StoreOp::create(b, loc, laneSum(k), partialAt(k), align);
     });
+    counted(numReducedResults(), [&](Value k) {
+      LLVM::StoreOp::create(
+          b, loc,
+          laneSum(arith::AddIOp::create(b, loc, k, i64Const(b, reducedSlot))),
+          partialAt(
+              arith::AddIOp::create(b, loc, k, i64Const(b, reducedPartial))),
+          align);
+    });
     for (unsigned w = 0; w < numWeights; ++w) {
       const WeightAcc &acc = weightAcc[w];
       int64_t offset = weightOffset[w];
@@ -1144,14 +1268,14 @@ struct LowerVJPToKernels
     ModuleOp module = getOperation();
     SmallVector<func::FuncOp> vjps;
     for (auto f : module.getOps<func::FuncOp>())
-      if (f->hasAttr("optim.vjp_of"))
+      if (f->hasAttr(kVJPOfAttrName))
         vjps.push_back(f);
     for (func::FuncOp f : vjps) {
       if (failed(VJPLowering(f, std::max(1u, unsigned(vectorWidth))).run()))
         return signalPassFailure();
       // The per-coordinate step of the same rule has no use in a kernel
       // module (and its weights are tensors): drop both functions.
-      auto rule = f->getAttrOfType<FlatSymbolRefAttr>("optim.vjp_of");
+      auto rule = f->getAttrOfType<FlatSymbolRefAttr>(kVJPOfAttrName);
       if (auto stepFn = module.lookupSymbol<func::FuncOp>(
               ("optim_step_" + rule.getValue()).str()))
         stepFn.erase();

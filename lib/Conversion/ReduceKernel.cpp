@@ -7,8 +7,9 @@
 // coordinate, by the code that the rule kernel uses for them
 // (RuleLowering::mapCoordinateOp), on the same paths (vector loops of the
 // same lane counts, then the scalar tail), so that a value is reduced as the
-// rule kernel computes it (with relaxed-fp, the ops of a reduced value do
-// not contract, in either kernel). Each value is extended to f64 before it is
+// rule kernel computes it (with relaxed-fp, the ops of a reduced value
+// neither contract nor divide by reciprocals, in either kernel: the reverse
+// mode recomputes it exactly). Each value is extended to f64 before it is
 // accumulated; the lanes of a vector loop accumulate separately and are
 // combined in lane order after it, then the tail follows: a chunk's partial
 // depends only on the chunk, never on how chunks are split among threads.

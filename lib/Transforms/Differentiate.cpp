@@ -5,6 +5,14 @@
 // backwards, accumulating each value's adjoint from the adjoints of the
 // values computed from it.
 //
+// A rule with tensor reductions reads each reduction's result from an
+// argument (the runtime computed it over the whole tensor); its reverse mode
+// is two functions around the runtime's combine of the reductions'
+// cotangents (KernelABI.h, "Reverse mode of rules with tensor reductions"):
+// @optim_vjp_ holds the reduced values constant and also returns each
+// coordinate's share of their cotangents, @optim_vjp_reductions_ carries the
+// combined cotangents back through the reduced operands.
+//
 //===----------------------------------------------------------------------===//
 
 #include "optim/Dialect/OptimOps.h"
@@ -15,6 +23,7 @@
 #include "mlir/IR/IRMapping.h"
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/DenseSet.h"
 
 namespace mlir::optim {
 #define GEN_PASS_DEF_DIFFERENTIATE
@@ -35,6 +44,13 @@ private:
   LogicalResult check();
   void emitStep(OpBuilder &b);
   void emitVJP(OpBuilder &b);
+  /// @optim_vjp_reductions_<rule>: the VJP through the reduced operands.
+  void emitReductionsVJP(OpBuilder &b);
+  /// Recomputes the body into `map` at the builder, each reduction's result
+  /// read from `reduced` (its argument) instead of being reduced.
+  void recompute(OpBuilder &b, IRMapping &map, ValueRange reduced);
+  /// Sets optim.vjp_of and optim.vjp_layout on a VJP function.
+  void markVJP(OpBuilder &b, func::FuncOp func);
   /// Adds `contribution` to the adjoint of the rule value `v`.
   void accumulate(OpBuilder &b, Value v, Value contribution);
   /// Emits the contributions of `op`'s operands from its results' adjoints.
@@ -54,26 +70,47 @@ private:
 
   RuleOp rule;
   FloatType elt;
+  /// The rule's tensor_reduce ops in body order: reduction r is rho_r.
+  SmallVector<TensorReduceOp> reductions;
   IRMapping forward;                     // Rule value -> recomputed value.
   llvm::DenseMap<Value, Value> adjoints; // Rule value -> its adjoint.
+  /// Rule values whose adjoint may be an exact zero sent by a select, max or
+  /// min to the side it did not take (see backpropagate).
+  llvm::DenseSet<Value> mayBeZero;
 };
 
 } // namespace
 
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
+  // Values computed from a reduction's result: a reduction of one would
+  // need the adjoint of the other reduction inside the reduced operand (and
+  // a third pass over memory forward), which the split below does not do.
+  llvm::DenseSet<Value> afterReduction;
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
-    // The adjoint of a reduction is a value per coordinate that depends on
-    // every coordinate of the tensor: not a per-coordinate VJP.
-    if (isa<TensorReduceOp>(op))
-      return op.emitOpError("cannot be differentiated: the reverse mode of "
-                            "tensor reductions is not implemented");
-    bool ok =
-        isa<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp,
-            arith::NegFOp, arith::MaximumFOp, arith::MinimumFOp,
-            arith::SelectOp, arith::CmpFOp, arith::ConstantOp, arith::SIToFPOp,
-            math::SqrtOp, math::ExpOp, math::LogOp, math::PowFOp, math::TanhOp,
-            math::AbsFOp, LogSignOp, LSTMCellOp, LinearOp>(op);
+    if (auto red = dyn_cast<TensorReduceOp>(op)) {
+      if (red.getValue().getType() != elt)
+        return red.emitOpError("cannot be differentiated: it reduces a value "
+                               "of type ")
+               << red.getValue().getType() << " in a rule of element type "
+               << elt;
+      if (afterReduction.contains(red.getValue()))
+        return red.emitOpError("cannot be differentiated: it reduces a value "
+                               "that depends on another tensor reduction");
+      reductions.push_back(red);
+      afterReduction.insert(red.getResult());
+      continue;
+    }
+    if (llvm::any_of(op.getOperands(),
+                     [&](Value v) { return afterReduction.contains(v); }))
+      afterReduction.insert(op.result_begin(), op.result_end());
+    bool ok = isa<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp,
+                  arith::NegFOp, arith::MaximumFOp, arith::MinimumFOp,
+                  arith::SelectOp, arith::CmpFOp, arith::CmpIOp,
+                  arith::ConstantOp, arith::SIToFPOp, math::SqrtOp, math::ExpOp,
+                  math::LogOp, math::PowFOp, math::TanhOp, math::AbsFOp,
+                  math::FloorOp, math::CeilOp, math::CosOp, math::SinOp,
+                  arith::RemFOp, LogSignOp, LSTMCellOp, LinearOp>(op);
     if (auto red = dyn_cast<vector::ReductionOp>(op))
       ok = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
     if (auto bc = dyn_cast<vector::BroadcastOp>(op))
@@ -100,11 +137,32 @@ static SmallVector<Value> stepInputs(RuleOp rule) {
   return inputs;
 }
 
+void RuleDifferentiator::recompute(OpBuilder &b, IRMapping &map,
+                                   ValueRange reduced) {
+  unsigned r = 0; // Body order, as `reductions`.
+  for (Operation &op : rule.getBodyBlock().without_terminator()) {
+    if (auto red = dyn_cast<TensorReduceOp>(op)) {
+      map.map(red.getResult(), reduced[r++]);
+      continue;
+    }
+    b.clone(op, map);
+  }
+}
+
+/// The types of the reduced values: one scalar of the element type each.
+static SmallVector<Type> reducedTypes(ArrayRef<TensorReduceOp> reductions) {
+  SmallVector<Type> types;
+  for (TensorReduceOp red : reductions)
+    types.push_back(red.getResult().getType());
+  return types;
+}
+
 void RuleDifferentiator::emitStep(OpBuilder &b) {
   SmallVector<Value> inputs = stepInputs(rule);
   auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
-  auto type = b.getFunctionType(ValueRange(inputs).getTypes(),
-                                yield.getValues().getTypes());
+  SmallVector<Type> argTypes(ValueRange(inputs).getTypes());
+  llvm::append_range(argTypes, reducedTypes(reductions));
+  auto type = b.getFunctionType(argTypes, yield.getValues().getTypes());
   auto func = func::FuncOp::create(
       b, rule.getLoc(), ("optim_step_" + rule.getSymName()).str(), type);
   // The mark that lets the verifier accept the rule's per-coordinate ops
@@ -114,9 +172,8 @@ void RuleDifferentiator::emitStep(OpBuilder &b) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(entry);
   IRMapping map;
-  map.map(inputs, entry->getArguments());
-  for (Operation &op : rule.getBodyBlock().without_terminator())
-    b.clone(op, map);
+  map.map(inputs, entry->getArguments().take_front(inputs.size()));
+  recompute(b, map, entry->getArguments().drop_front(inputs.size()));
   SmallVector<Value> results;
   for (Value v : yield.getValues())
     results.push_back(map.lookup(v));
@@ -134,7 +191,32 @@ void RuleDifferentiator::accumulate(OpBuilder &b, Value v, Value contribution) {
 LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   Location loc = op->getLoc();
   auto fwd = [&](unsigned i) { return forward.lookup(op->getOperand(i)); };
-  auto add = [&](unsigned i, Value c) { accumulate(b, op->getOperand(i), c); };
+  // A select (and max, min) sends a zero cotangent to the operand it did not
+  // take, whose forward values may be inf or NaN there (RAdam's sqrt of a
+  // negative number before its warm-up ends): 0 * NaN would poison the
+  // gradient of the taken side. Upstream of such a zero, a contribution is
+  // forced to 0 where the cotangent is 0 (a "strong zero"); rules without
+  // select, max or min get no extra ops.
+  bool picks = isa<arith::SelectOp, arith::MaximumFOp, arith::MinimumFOp>(op);
+  bool zeroable = llvm::any_of(
+      op->getResults(), [&](Value r) { return mayBeZero.contains(r); });
+  // Contributions that are the cotangent itself, or a sum or sign flip of it.
+  bool linear = picks || isa<arith::AddFOp, arith::SubFOp, arith::NegFOp,
+                             vector::ExtractOp, vector::BroadcastOp,
+                             vector::ReductionOp>(op);
+  auto add = [&](unsigned i, Value c) {
+    Value result = op->getNumResults() == 1 ? op->getResult(0) : Value();
+    Value d = result ? adjoints.lookup(result) : Value();
+    if (zeroable && !linear && d && d.getType() == c.getType()) {
+      Value zero = constant(b, 0.0, c.getType());
+      Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                           d, zero);
+      c = arith::SelectOp::create(b, loc, isZero, zero, c);
+    }
+    if (zeroable || picks)
+      mayBeZero.insert(op->getOperand(i));
+    accumulate(b, op->getOperand(i), c);
+  };
   // The adjoint of result `i`, or zeros when nothing used it.
   auto adjointOf = [&](unsigned i) -> Value {
     Value r = op->getResult(i);
@@ -145,6 +227,10 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   if (llvm::none_of(op->getResults(),
                     [&](Value r) { return adjoints.count(r); }))
     return success(); // Nothing depends on it.
+  // A reduced value is an argument here: its adjoint is a result of the
+  // VJP, and the reductions function carries it back to the operand.
+  if (isa<TensorReduceOp>(op))
+    return success();
 
   // The learned-rule blocks have adjoint ops of their own: the kernel
   // lowering expands them into loops over the weights.
@@ -265,6 +351,21 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
     add(0, arith::MulFOp::create(b, loc, d, res));
   } else if (isa<math::LogOp>(op)) {
     add(0, arith::DivFOp::create(b, loc, d, fwd(0)));
+  } else if (isa<math::CosOp>(op)) {
+    add(0, arith::NegFOp::create(
+               b, loc,
+               arith::MulFOp::create(b, loc, d,
+                                     math::SinOp::create(b, loc, fwd(0)))));
+  } else if (isa<math::SinOp>(op)) {
+    add(0,
+        arith::MulFOp::create(b, loc, d, math::CosOp::create(b, loc, fwd(0))));
+  } else if (isa<arith::RemFOp>(op)) {
+    // fmod(a, b) = a - b trunc(a / b), exact; trunc is piecewise constant.
+    Value a = fwd(0), bv = fwd(1);
+    add(0, d);
+    Value q =
+        math::TruncOp::create(b, loc, arith::DivFOp::create(b, loc, a, bv));
+    add(1, arith::NegFOp::create(b, loc, arith::MulFOp::create(b, loc, d, q)));
   } else if (isa<math::TanhOp>(op)) {
     Value one = cst(1.0);
     Value slope = arith::SubFOp::create(
@@ -296,8 +397,34 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
         arith::MulFOp::create(b, loc, res, math::LogOp::create(b, loc, safeA)));
     add(1, arith::SelectOp::create(b, loc, positive, db, zeroConstant()));
   }
-  // arith.constant, arith.cmpf and arith.sitofp (of t) have no adjoint.
+  // arith.constant, arith.cmpf, arith.sitofp (of t) and arith.cmpi (the
+  // canonical form of comparing t with an integral constant) have no
+  // adjoint; math.floor and math.ceil have a zero derivative wherever they
+  // have one.
   return success();
+}
+
+/// What the VJP functions return the adjoints of: p, the states, the
+/// hyperparameters and the weights, in that order.
+static SmallVector<Value> vjpOutputs(RuleOp rule) {
+  SmallVector<Value> wrt = {rule.getParam()};
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
+    wrt.push_back(rule.getState(i));
+  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
+    wrt.push_back(rule.getHyper(i));
+  for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
+    wrt.push_back(rule.getWeight(i));
+  return wrt;
+}
+
+void RuleDifferentiator::markVJP(OpBuilder &b, func::FuncOp func) {
+  // What optim-lower-vjp-to-kernels needs to read the signature back.
+  func->setAttr(kVJPOfAttrName, FlatSymbolRefAttr::get(rule.getSymNameAttr()));
+  SmallVector<int64_t> layout = {rule.getNumHypers(), rule.getNumStates(),
+                                 rule.getNumWeights()};
+  if (!reductions.empty())
+    layout.push_back(reductions.size());
+  func->setAttr(kVJPLayoutAttrName, b.getDenseI64ArrayAttr(layout));
 }
 
 void RuleDifferentiator::emitVJP(OpBuilder &b) {
@@ -306,33 +433,29 @@ void RuleDifferentiator::emitVJP(OpBuilder &b) {
   SmallVector<Type> argTypes(ValueRange(inputs).getTypes());
   for (Value v : yield.getValues())
     argTypes.push_back(v.getType());
-  SmallVector<Value> wrt = {rule.getParam()};
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
-    wrt.push_back(rule.getState(i));
-  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
-    wrt.push_back(rule.getHyper(i));
-  for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
-    wrt.push_back(rule.getWeight(i));
+  SmallVector<Type> rhoTypes = reducedTypes(reductions);
+  llvm::append_range(argTypes, rhoTypes);
+  SmallVector<Value> wrt = vjpOutputs(rule);
   SmallVector<Type> resultTypes(ValueRange(wrt).getTypes());
+  // drho_r, then the tie indicators.
+  llvm::append_range(resultTypes, rhoTypes);
+  llvm::append_range(resultTypes, rhoTypes);
   auto func = func::FuncOp::create(b, rule.getLoc(),
                                    ("optim_vjp_" + rule.getSymName()).str(),
                                    b.getFunctionType(argTypes, resultTypes));
-  // What optim-lower-vjp-to-kernels needs to read the signature back.
-  func->setAttr(kVJPOfAttrName, FlatSymbolRefAttr::get(rule.getSymNameAttr()));
-  func->setAttr(
-      kVJPLayoutAttrName,
-      b.getDenseI64ArrayAttr(
-          {rule.getNumHypers(), rule.getNumStates(), rule.getNumWeights()}));
+  markVJP(b, func);
   Block *entry = func.addEntryBlock();
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(entry);
+  unsigned numOutputs = yield.getValues().size();
+  ValueRange cotangents =
+      entry->getArguments().slice(inputs.size(), numOutputs);
+  ValueRange rho = entry->getArguments().drop_front(inputs.size() + numOutputs);
   forward.map(inputs, entry->getArguments().take_front(inputs.size()));
-  for (Operation &op : rule.getBodyBlock().without_terminator())
-    b.clone(op, forward);
+  recompute(b, forward, rho);
 
   // Seed with the cotangents of the outputs, then walk back.
-  for (auto [value, cotangent] : llvm::zip(
-           yield.getValues(), entry->getArguments().drop_front(inputs.size())))
+  for (auto [value, cotangent] : llvm::zip(yield.getValues(), cotangents))
     accumulate(b, value, cotangent);
   for (Operation &op : llvm::reverse(rule.getBodyBlock().without_terminator()))
     (void)backpropagate(b, &op);
@@ -342,7 +465,98 @@ void RuleDifferentiator::emitVJP(OpBuilder &b) {
     Value adjoint = adjoints.lookup(v);
     results.push_back(adjoint ? adjoint : constant(b, 0.0, v.getType()));
   }
+  for (TensorReduceOp red : reductions) {
+    Value adjoint = adjoints.lookup(red.getResult());
+    results.push_back(adjoint ? adjoint : constant(b, 0.0));
+  }
+  // Max and min: the coordinates where the operand attains the reduced
+  // value share its cotangent; the runtime counts them.
+  for (auto [red, r] : llvm::zip(reductions, rho)) {
+    if (red.getKind() != ReductionKind::Max &&
+        red.getKind() != ReductionKind::Min) {
+      results.push_back(constant(b, 0.0));
+      continue;
+    }
+    Value tie =
+        arith::CmpFOp::create(b, rule.getLoc(), arith::CmpFPredicate::OEQ,
+                              forward.lookup(red.getValue()), r);
+    results.push_back(arith::SelectOp::create(b, rule.getLoc(), tie,
+                                              constant(b, 1.0),
+                                              constant(b, 0.0)));
+  }
   func::ReturnOp::create(b, rule.getLoc(), results);
+}
+
+void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
+  SmallVector<Value> inputs = stepInputs(rule);
+  SmallVector<Value> wrt = vjpOutputs(rule);
+  SmallVector<Type> argTypes(ValueRange(inputs).getTypes());
+  // The cotangents of p and the states so far (the other VJP's results).
+  unsigned numCarried = 1 + rule.getNumStates();
+  for (Value v : ArrayRef<Value>(wrt).take_front(numCarried))
+    argTypes.push_back(v.getType());
+  SmallVector<Type> rhoTypes = reducedTypes(reductions);
+  llvm::append_range(argTypes, rhoTypes); // rho_r
+  llvm::append_range(argTypes, rhoTypes); // u_r
+  SmallVector<Type> resultTypes(ValueRange(wrt).getTypes());
+  auto func = func::FuncOp::create(
+      b, rule.getLoc(), ("optim_vjp_reductions_" + rule.getSymName()).str(),
+      b.getFunctionType(argTypes, resultTypes));
+  markVJP(b, func);
+  func->setAttr(kVJPReductionsAttrName, b.getUnitAttr());
+  Block *entry = func.addEntryBlock();
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(entry);
+  ValueRange args = entry->getArguments();
+  ValueRange carried = args.slice(inputs.size(), numCarried);
+  ValueRange rho = args.slice(inputs.size() + numCarried, reductions.size());
+  ValueRange u = args.take_back(reductions.size());
+  forward.clear();
+  adjoints.clear();
+  mayBeZero.clear();
+  forward.map(inputs, args.take_front(inputs.size()));
+  recompute(b, forward, rho);
+
+  // The cotangent of each coordinate's reduced operand x_r: d rho_r / d x_r
+  // times the cotangent u_r of the accumulator (the runtime folded 1/N,
+  // 1/rho and 1/ties into u_r).
+  Location loc = rule.getLoc();
+  for (auto [red, r, ur] : llvm::zip(reductions, rho, u)) {
+    Value x = forward.lookup(red.getValue());
+    Value seed = ur;
+    switch (red.getKind()) {
+    case ReductionKind::Sum:
+    case ReductionKind::Mean:
+      break;
+    case ReductionKind::Norm:
+      seed = arith::MulFOp::create(b, loc, ur, x);
+      break;
+    case ReductionKind::Max:
+    case ReductionKind::Min: {
+      Value tie =
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x, r);
+      seed = arith::SelectOp::create(b, loc, tie, ur, constant(b, 0.0));
+      mayBeZero.insert(red.getValue());
+      break;
+    }
+    }
+    accumulate(b, red.getValue(), seed);
+  }
+  for (Operation &op : llvm::reverse(rule.getBodyBlock().without_terminator()))
+    (void)backpropagate(b, &op);
+
+  SmallVector<Value> results;
+  for (auto [k, v] : llvm::enumerate(wrt)) {
+    Value adjoint = adjoints.lookup(v);
+    if (k < numCarried)
+      results.push_back(adjoint ? arith::AddFOp::create(b, loc, carried[k],
+                                                        adjoint)
+                                      .getResult()
+                                : carried[k]);
+    else
+      results.push_back(adjoint ? adjoint : constant(b, 0.0, v.getType()));
+  }
+  func::ReturnOp::create(b, loc, results);
 }
 
 LogicalResult RuleDifferentiator::run() {
@@ -352,6 +566,8 @@ LogicalResult RuleDifferentiator::run() {
   b.setInsertionPointAfter(rule);
   emitStep(b);
   emitVJP(b);
+  if (!reductions.empty())
+    emitReductionsVJP(b);
   return success();
 }
 

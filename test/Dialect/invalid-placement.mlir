@@ -154,8 +154,23 @@ func.func @step_of_string(%p: f32) -> f32 attributes {optim.step_of = "r"} {
 
 // -----
 
-// expected-error @+1 {{'func.func' op 'optim.vjp_layout' must be array<i64: hyperparameters, states, weights>, each count between 0 and the number of arguments, got array<i64: 0, 0>}}
+// expected-error @+1 {{'func.func' op 'optim.vjp_layout' must be array<i64: hyperparameters, states, weights> or array<i64: hyperparameters, states, weights, reductions>, each count between 0 and the number of arguments, got array<i64: 0, 0>}}
 func.func @layout_short(%p: f32) -> f32 attributes {optim.vjp_of = @r, optim.vjp_layout = array<i64: 0, 0>} {
+  return %p : f32
+}
+
+// -----
+
+// Four counts are a rule with tensor reductions; five are nothing.
+// expected-error @+1 {{'optim.vjp_layout' must be array<i64: hyperparameters, states, weights>}}
+func.func @layout_long(%p: f32) -> f32 attributes {optim.vjp_of = @r, optim.vjp_layout = array<i64: 0, 0, 0, 1, 0>} {
+  return %p : f32
+}
+
+// -----
+
+// expected-error @+1 {{'func.func' op 'optim.vjp_reductions' is a unit attribute, got 1 : i64}}
+func.func @vjp_reductions_int(%p: f32) -> f32 attributes {optim.vjp_of = @r, optim.vjp_reductions = 1, optim.vjp_layout = array<i64: 0, 0, 0, 1>} {
   return %p : f32
 }
 

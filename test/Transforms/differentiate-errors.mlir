@@ -1,9 +1,9 @@
 // RUN: optim-opt %s --optim-differentiate --split-input-file -verify-diagnostics
 
 // An op the language never produces has no derivative rule.
-optim.rule @sine(%p: f32, %g: f32, %t: i64) {
-  // expected-error @+1 {{'math.sin' op cannot be differentiated yet}}
-  %0 = math.sin %g : f32
+optim.rule @arctangent(%p: f32, %g: f32, %t: i64) {
+  // expected-error @+1 {{'math.atan' op cannot be differentiated yet}}
+  %0 = math.atan %g : f32
   %1 = arith.addf %p, %0 : f32
   optim.yield %1 : f32
 }
@@ -30,11 +30,27 @@ optim.rule @dynamic(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 1.0) {
 
 // -----
 
-// The adjoint of a tensor-wide reduction is not per coordinate.
-optim.rule @normalized(%p: f32, %g: f32, %t: i64) {
-  // expected-error @+1 {{'optim.tensor_reduce' op cannot be differentiated: the reverse mode of tensor reductions is not implemented}}
+// A reduction of a value computed from another reduction: its operand's
+// cotangent would need the other reduction's (a third pass forward, a
+// third kernel backward). The front end refuses it; the pass, which the IR
+// reaches directly, too.
+optim.rule @nested(%p: f32, %g: f32, %t: i64) {
   %0 = optim.tensor_reduce norm %g : f32
   %1 = arith.divf %g, %0 : f32
-  %2 = arith.subf %p, %1 : f32
-  optim.yield %2 : f32
+  // expected-error @+1 {{'optim.tensor_reduce' op cannot be differentiated: it reduces a value that depends on another tensor reduction}}
+  %2 = optim.tensor_reduce sum %1 : f32
+  %3 = arith.subf %p, %2 : f32
+  optim.yield %3 : f32
+}
+
+// -----
+
+// The reduced values are arguments of the rule's element type.
+optim.rule @wide(%p: f32, %g: f32, %t: i64) {
+  %0 = arith.constant 2.0 : f64
+  // expected-error @+1 {{'optim.tensor_reduce' op cannot be differentiated: it reduces a value of type 'f64' in a rule of element type 'f32'}}
+  %1 = optim.tensor_reduce sum %0 : f64
+  %2 = arith.truncf %1 : f64 to f32
+  %3 = arith.subf %p, %2 : f32
+  optim.yield %3 : f32
 }

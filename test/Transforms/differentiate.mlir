@@ -42,3 +42,57 @@ optim.rule @root(%p: f64, %g: f64, %t: i64) state(%v: f64 = 0.0) {
   %1 = arith.subf %p, %0 : f64
   optim.yield %1, %v : f64, f64
 }
+
+// -----
+
+// Canonicalization turns `t > 1` (sitofp then cmpf) into an integer compare
+// of t: it carries no cotangent, and the select still routes dp'.
+
+// CHECK-LABEL: func.func @optim_vjp_warmup(
+// CHECK-SAME: %[[P:.*]]: f32, %[[G:.*]]: f32, %[[T:.*]]: i64, %[[LR:.*]]: f32, %[[DP:.*]]: f32) -> (f32, f32)
+// CHECK: %[[LATE:.*]] = arith.cmpi sgt, %[[T]], %{{.*}} : i64
+// CHECK: %[[NEG:.*]] = arith.negf %[[DP]] : f32
+// CHECK: %[[DS:.*]] = arith.mulf %[[NEG]], %[[G]] : f32
+// CHECK: %[[DLR:.*]] = arith.select %[[LATE]], %[[DS]], %{{.*}} : f32
+// CHECK: return %[[DP]], %[[DLR]] : f32, f32
+optim.rule @warmup(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01) {
+  %c1 = arith.constant 1 : i64
+  %late = arith.cmpi sgt, %t, %c1 : i64
+  %zero = arith.constant 0.0 : f32
+  %s = arith.select %late, %lr, %zero : f32
+  %d = arith.mulf %s, %g : f32
+  %0 = arith.subf %p, %d : f32
+  optim.yield %0 : f32
+}
+
+// -----
+
+// RAdam's shape: before the warm-up ends the rule takes `m`, and the other
+// side of the select is NaN (the sqrt of a negative number). Its cotangent
+// is exactly 0, and what flows back from it is forced to 0 where that
+// cotangent is 0 (a strong zero), so 0 * NaN cannot reach dm; a rule
+// without select, max or min (momentum above) gets no such ops.
+
+// CHECK-LABEL: func.func @optim_vjp_warm(
+// CHECK-SAME: %[[P:.*]]: f32, %[[G:.*]]: f32, %[[T:.*]]: i64, %[[R:.*]]: f32, %[[M:.*]]: f32, %[[DP:.*]]: f32, %[[DM:.*]]: f32) -> (f32, f32, f32)
+// CHECK: %[[ROOT:.*]] = math.sqrt %[[R]] : f32
+// CHECK: %[[WARM:.*]] = arith.cmpf ogt, %[[R]], %{{.*}} : f32
+// CHECK: %[[NEG:.*]] = arith.negf %[[DP]] : f32
+// CHECK: %[[DA:.*]] = arith.select %[[WARM]], %[[NEG]], %[[ZERO:.*]] : f32
+// CHECK: %[[DB:.*]] = arith.select %[[WARM]], %[[ZERO]], %[[NEG]] : f32
+// CHECK: %[[PART:.*]] = arith.addf %[[DM]], %[[DB]] : f32
+// CHECK: %[[TIMES:.*]] = arith.mulf %[[DA]], %[[ROOT]] : f32
+// CHECK: %[[ISZERO:.*]] = arith.cmpf oeq, %[[DA]], %[[ZERO2:.*]] : f32
+// CHECK: %[[STRONG:.*]] = arith.select %[[ISZERO]], %[[ZERO2]], %[[TIMES]] : f32
+// CHECK: %[[DMOUT:.*]] = arith.addf %[[PART]], %[[STRONG]] : f32
+// CHECK: return %[[DP]], %[[DMOUT]], %{{.*}} : f32, f32, f32
+optim.rule @warm(%p: f32, %g: f32, %t: i64) hyper(%r: f32 = -1.0) state(%m: f32 = 0.0) {
+  %root = math.sqrt %r : f32
+  %a = arith.mulf %root, %m : f32
+  %zero = arith.constant 5.0 : f32
+  %warm = arith.cmpf ogt, %r, %zero : f32
+  %s = arith.select %warm, %a, %m : f32
+  %0 = arith.subf %p, %s : f32
+  %m2 = arith.addf %m, %g : f32
+  optim.yield %0, %m2 : f32, f32
+}

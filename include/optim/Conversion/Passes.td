@@ -172,6 +172,18 @@ def LowerVJPToKernels
     FMA per coordinate, in coordinate order. A weight cotangent must be a
     sum (`arith.addf`) of `lstm_cell_vjp` / `linear_vjp` contributions and
     zeros, which is what `optim-differentiate` produces.
+
+    A rule with R tensor reductions (`optim.vjp_layout` [H, S, W, R]) has
+    two VJP functions, each lowered the same way to a kernel with a tenth
+    argument, `const double *reduced` (KernelABI.h, "Reverse mode of rules
+    with tensor reductions"): chunk c's values are loaded once per chunk,
+    rounded to the element type and broadcast to the coordinates.
+    `@optim_vjp_<rule>` becomes `optim_vjp_reduced_kernel_<rule>` (R values
+    per chunk, rho; P1 = H + W + 2R partials per chunk, the cotangents of
+    rho and the tie indicators summed like hyperparameter cotangents), and
+    `@optim_vjp_reductions_<rule>` (marked `optim.vjp_reductions`)
+    `optim_vjp_reductions_kernel_<rule>` (2R values per chunk, rho then u;
+    P = H + W partials).
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",
@@ -207,8 +219,9 @@ def LowerLayers : Pass<"optim-lower-layers", "::mlir::ModuleOp"> {
     (an element of a matrix-vector product is a loop over its row). Supported
     in a layer's data: inputs and weights, splat constants and broadcasts of
     constant scalars, `optim.eye`, `optim.matvec`, and elementwise arith and
-    math ops (differentiable: add, sub, mul, div, neg, exp, log, sqrt, tanh);
-    anything else is a clear error.
+    math ops (differentiable: add, sub, mul, div, neg, exp, log, sqrt, tanh,
+    cos, sin, remf, select of a comparison; floor, ceil and comparisons
+    with derivative 0); anything else is a clear error.
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",

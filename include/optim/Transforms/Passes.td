@@ -65,12 +65,20 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
       dp and dstates plus what flows back from there, and this path's
       hyperparameter and weight cotangents.
 
+    A reduction of a value computed from another reduction is refused (the
+    forward step would need a third pass, its reverse mode a third kernel).
+
     Derivatives at points where the function is not differentiable follow
     one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent
     to the first operand on ties, and sqrt' at 0 and the exponent term of
     pow at a base <= 0 are taken as 0 rather than infinity or NaN (the
     "NaN from differentiating sqrt at 0" that Adam-like rules otherwise
-    meet at zero gradients).
+    meet at zero gradients). floor and ceil have derivative 0, fmod (the
+    `mod` built-in) 1 in x and -trunc(x / y) in y. The side a select, max or
+    min did not take gets an exactly zero cotangent, and what flows back from
+    it is forced to 0 wherever that cotangent is 0 (a "strong zero"): the
+    untaken side may be inf or NaN (RAdam's rectifier before its warm-up
+    ends), and 0 * NaN must not reach the taken side's gradient.
 
     Learned rules get weights among the arguments of both functions, after
     the states, and their cotangents among the results of the VJP, after the
@@ -79,11 +87,12 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     `optim.linear` are differentiated into `optim.lstm_cell_vjp` and
     `optim.linear_vjp`, vector states and indexing into vector-dialect
     insert/broadcast/reduction, `log_sign` with respect to both operands.
-    The VJP function carries `optim.vjp_of` (the rule) and `optim.vjp_layout`
-    (numbers of hyperparameters, states and weights), which
-    `optim-lower-vjp-to-kernels` reads; the step function carries
-    `optim.step_of` (the rule). With these marks, and only in a rule or such
-    a function, the verifier accepts per-coordinate ops (`lstm_cell`, ...).
+    The VJP functions carry `optim.vjp_of` (the rule) and `optim.vjp_layout`
+    (numbers of hyperparameters, states and weights, then of reductions if
+    the rule has any), which `optim-lower-vjp-to-kernels` reads; the step
+    function carries `optim.step_of` (the rule). With these marks, and only
+    in a rule or such a function, the verifier accepts per-coordinate ops
+    (`lstm_cell`, ...).
   }];
   let dependentDialects = [
     "::mlir::arith::ArithDialect", "::mlir::func::FuncDialect",

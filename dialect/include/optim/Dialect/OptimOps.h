@@ -27,11 +27,16 @@ constexpr int64_t kMaxWeightElements = int64_t(1) << 40;
 /// optim-differentiate copies a rule's body into functions of one coordinate
 /// (its step and its VJP) and marks each with the rule it comes from
 /// (a FlatSymbolRefAttr); the VJP also carries its layout (numbers of
-/// hyperparameters, states and weights). These functions are, besides rule
-/// bodies, the only place where per-coordinate ops may appear.
+/// hyperparameters, states and weights, and of tensor reductions when the
+/// rule has any). These functions are, besides rule bodies, the only place
+/// where per-coordinate ops may appear. A rule with reductions has a second
+/// VJP function, the one through the reduced operands, also marked
+/// optim.vjp_reductions (a unit attribute).
 inline constexpr llvm::StringLiteral kStepOfAttrName = "optim.step_of";
 inline constexpr llvm::StringLiteral kVJPOfAttrName = "optim.vjp_of";
 inline constexpr llvm::StringLiteral kVJPLayoutAttrName = "optim.vjp_layout";
+inline constexpr llvm::StringLiteral kVJPReductionsAttrName =
+    "optim.vjp_reductions";
 
 /// The rule a per-coordinate function was derived from (its optim.step_of
 /// or optim.vjp_of), or null for any other op.
