@@ -411,6 +411,16 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
   auto mul = [&](Value a, Value c) {
     return arith::MulFOp::create(b, loc, a, c).getResult();
   };
+  // The side a select did not take gets a zero cotangent, and may be inf or
+  // NaN there (sqrt of a negative number): a contribution that multiplies
+  // the cotangent by such a value is 0 where the cotangent is 0 (a "strong
+  // zero", as optim-differentiate does for rules).
+  auto strong = [&](Value c) -> Value {
+    Value zero = cst(b, 0.0);
+    Value isZero =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, d, zero);
+    return arith::SelectOp::create(b, loc, isZero, zero, c);
+  };
   if (isa<arith::AddFOp>(user))
     return d;
   if (isa<arith::SubFOp>(user))
@@ -418,31 +428,33 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
   if (isa<arith::NegFOp>(user))
     return arith::NegFOp::create(b, loc, d);
   if (isa<arith::MulFOp>(user))
-    return mul(d, operand(1 - k));
+    return strong(mul(d, operand(1 - k)));
   if (isa<arith::DivFOp>(user)) {
     Value den = operand(1);
     Value q = arith::DivFOp::create(b, loc, d, den);
     if (k == 0)
-      return q;
+      return strong(q);
     Value res = arith::DivFOp::create(b, loc, operand(0), den);
-    return arith::NegFOp::create(b, loc, mul(q, res));
+    return strong(arith::NegFOp::create(b, loc, mul(q, res)));
   }
   if (isa<math::ExpOp>(user))
-    return mul(d, math::ExpOp::create(b, loc, operand(0)));
+    return strong(mul(d, math::ExpOp::create(b, loc, operand(0))));
   if (isa<math::LogOp>(user))
-    return arith::DivFOp::create(b, loc, d, operand(0));
+    return strong(arith::DivFOp::create(b, loc, d, operand(0)));
   if (isa<math::SqrtOp>(user))
-    return arith::DivFOp::create(b, loc, mul(d, cst(b, 0.5)),
-                                 math::SqrtOp::create(b, loc, operand(0)));
+    return strong(
+        arith::DivFOp::create(b, loc, mul(d, cst(b, 0.5)),
+                              math::SqrtOp::create(b, loc, operand(0))));
   if (isa<math::TanhOp>(user)) {
     Value t = math::TanhOp::create(b, loc, operand(0));
-    return mul(d, arith::SubFOp::create(b, loc, cst(b, 1.0), mul(t, t)));
+    return strong(
+        mul(d, arith::SubFOp::create(b, loc, cst(b, 1.0), mul(t, t))));
   }
   if (isa<math::CosOp>(user))
-    return arith::NegFOp::create(
-        b, loc, mul(d, math::SinOp::create(b, loc, operand(0))));
+    return strong(arith::NegFOp::create(
+        b, loc, mul(d, math::SinOp::create(b, loc, operand(0)))));
   if (isa<math::SinOp>(user))
-    return mul(d, math::CosOp::create(b, loc, operand(0)));
+    return strong(mul(d, math::CosOp::create(b, loc, operand(0))));
   if (isa<arith::SelectOp>(user)) {
     // The condition (operand 0) is a comparison: no adjoint is asked of it.
     Value zero = cst(b, 0.0), cond = operand(0);
@@ -455,7 +467,7 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
       return d;
     Value q = math::TruncOp::create(
         b, loc, arith::DivFOp::create(b, loc, operand(0), operand(1)));
-    return arith::NegFOp::create(b, loc, mul(d, q));
+    return strong(arith::NegFOp::create(b, loc, mul(d, q)));
   }
   user->emitOpError("optim-lower-layers: no derivative for this op in a "
                     "layer's data");

@@ -60,6 +60,7 @@
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/SetVector.h"
 
 namespace mlir::optim {
 #define GEN_PASS_DEF_LOWERVJPTOKERNELS
@@ -1267,20 +1268,37 @@ struct LowerVJPToKernels
   void runOnOperation() override {
     ModuleOp module = getOperation();
     SmallVector<func::FuncOp> vjps;
-    for (auto f : module.getOps<func::FuncOp>())
-      if (f->hasAttr(kVJPOfAttrName))
-        vjps.push_back(f);
+    for (auto f : module.getOps<func::FuncOp>()) {
+      if (!f->hasAttr(kVJPOfAttrName))
+        continue;
+      if (f.isExternal()) {
+        f.emitOpError("marked ") << kVJPOfAttrName << " has no body";
+        return signalPassFailure();
+      }
+      if (f->hasAttr(kStepOfAttrName) ||
+          f.getSymName().starts_with("optim_step_")) {
+        f.emitOpError("is marked ")
+            << kVJPOfAttrName << " but is named or marked as a step function";
+        return signalPassFailure();
+      }
+      vjps.push_back(f);
+    }
+    // Erased after all are lowered: a rule's step function is shared by its
+    // VJP functions.
+    llvm::SetVector<Operation *> dead;
     for (func::FuncOp f : vjps) {
       if (failed(VJPLowering(f, std::max(1u, unsigned(vectorWidth))).run()))
         return signalPassFailure();
       // The per-coordinate step of the same rule has no use in a kernel
-      // module (and its weights are tensors): drop both functions.
+      // module (and its weights are tensors): drop it with the VJPs.
       auto rule = f->getAttrOfType<FlatSymbolRefAttr>(kVJPOfAttrName);
       if (auto stepFn = module.lookupSymbol<func::FuncOp>(
               ("optim_step_" + rule.getValue()).str()))
-        stepFn.erase();
-      f.erase();
+        dead.insert(stepFn);
+      dead.insert(f);
     }
+    for (Operation *op : dead)
+      op->erase();
   }
 };
 } // namespace

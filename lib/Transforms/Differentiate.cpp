@@ -53,6 +53,21 @@ private:
   void markVJP(OpBuilder &b, func::FuncOp func);
   /// Adds `contribution` to the adjoint of the rule value `v`.
   void accumulate(OpBuilder &b, Value v, Value contribution);
+  /// Whether every component of the scalar or vector `d` is 0 (an i1).
+  Value allZero(OpBuilder &b, Location loc, Value d) {
+    auto vec = dyn_cast<VectorType>(d.getType());
+    if (!vec)
+      return arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, d,
+                                   constant(b, 0.0));
+    Value all;
+    for (int64_t k = 0; k < vec.getNumElements(); ++k) {
+      Value x = vector::ExtractOp::create(b, loc, d, ArrayRef<int64_t>{k});
+      Value z = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x,
+                                      constant(b, 0.0));
+      all = all ? arith::AndIOp::create(b, loc, all, z).getResult() : z;
+    }
+    return all;
+  }
   /// Emits the contributions of `op`'s operands from its results' adjoints.
   LogicalResult backpropagate(OpBuilder &b, Operation *op);
   Value constant(OpBuilder &b, double value) {
@@ -194,28 +209,53 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   // A select (and max, min) sends a zero cotangent to the operand it did not
   // take, whose forward values may be inf or NaN there (RAdam's sqrt of a
   // negative number before its warm-up ends): 0 * NaN would poison the
-  // gradient of the taken side. Upstream of such a zero, a contribution is
-  // forced to 0 where the cotangent is 0 (a "strong zero"); rules without
+  // gradient of the taken side. Upstream of such a zero, what an op sends
+  // back is 0 where its cotangent is 0 (a "strong zero"); rules without
   // select, max or min get no extra ops.
   bool picks = isa<arith::SelectOp, arith::MaximumFOp, arith::MinimumFOp>(op);
-  bool zeroable = llvm::any_of(
-      op->getResults(), [&](Value r) { return mayBeZero.contains(r); });
+  bool zeroable = llvm::any_of(op->getResults(),
+                               [&](Value r) { return mayBeZero.contains(r); });
   // Contributions that are the cotangent itself, or a sum or sign flip of it.
-  bool linear = picks || isa<arith::AddFOp, arith::SubFOp, arith::NegFOp,
-                             vector::ExtractOp, vector::BroadcastOp,
-                             vector::ReductionOp>(op);
+  bool linear =
+      picks ||
+      isa<arith::AddFOp, arith::SubFOp, arith::NegFOp, vector::ExtractOp,
+          vector::BroadcastOp, vector::ReductionOp>(op);
+  // Elementwise ops: each component of a contribution is a multiple of the
+  // same component of the cotangent, so it is masked component by
+  // component. log_sign's scalar contributions come from both components of
+  // its cotangent: masked where both are 0. (lstm_cell and linear mix
+  // components and give weight tensors: their forward inputs are masked
+  // instead, below.)
+  bool maskEach = zeroable && !linear && op->getNumResults() == 1 &&
+                  op->hasTrait<OpTrait::Elementwise>();
+  bool maskAll = zeroable && isa<LogSignOp>(op);
   auto add = [&](unsigned i, Value c) {
-    Value result = op->getNumResults() == 1 ? op->getResult(0) : Value();
-    Value d = result ? adjoints.lookup(result) : Value();
-    if (zeroable && !linear && d && d.getType() == c.getType()) {
+    Value d =
+        op->getNumResults() == 1 ? adjoints.lookup(op->getResult(0)) : Value();
+    if ((maskEach && d.getType() == c.getType()) || maskAll) {
       Value zero = constant(b, 0.0, c.getType());
-      Value isZero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
-                                           d, zero);
+      Value isZero = maskEach ? arith::CmpFOp::create(
+                                    b, loc, arith::CmpFPredicate::OEQ, d, zero)
+                                    .getResult()
+                              : allZero(b, loc, d);
       c = arith::SelectOp::create(b, loc, isZero, zero, c);
     }
     if (zeroable || picks)
       mayBeZero.insert(op->getOperand(i));
     accumulate(b, op->getOperand(i), c);
+  };
+  // The recomputed operand `i`, or zeros where the cotangents `ds` are all
+  // 0 and the op's cotangent may be a strong zero: a learned block's
+  // backward pass multiplies its inputs by its cotangents.
+  auto maskedFwd = [&](unsigned i, ValueRange ds) -> Value {
+    Value x = fwd(i);
+    if (!zeroable)
+      return x;
+    Value none = allZero(b, loc, ds.front());
+    for (Value d : ds.drop_front())
+      none = arith::AndIOp::create(b, loc, none, allZero(b, loc, d));
+    return arith::SelectOp::create(b, loc, none, constant(b, 0.0, x.getType()),
+                                   x);
   };
   // The adjoint of result `i`, or zeros when nothing used it.
   auto adjointOf = [&](unsigned i) -> Value {
@@ -236,10 +276,12 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   // lowering expands them into loops over the weights.
   if (auto cell = dyn_cast<LSTMCellOp>(op)) {
     Type h = cell.getH().getType();
+    Value dh = adjointOf(0), dc = adjointOf(1);
     auto vjp = LSTMCellVJPOp::create(
         b, loc,
         TypeRange{cell.getX().getType(), h, h, cell.getWeights().getType()},
-        ValueRange{fwd(0), fwd(1), fwd(2), fwd(3), adjointOf(0), adjointOf(1)});
+        ValueRange{maskedFwd(0, {dh, dc}), maskedFwd(1, {dh, dc}),
+                   maskedFwd(2, {dh, dc}), fwd(3), dh, dc});
     for (unsigned i = 0; i < 4; ++i)
       add(i, vjp->getResult(i));
     return success();
@@ -248,7 +290,7 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
     auto vjp = LinearVJPOp::create(
         b, loc,
         TypeRange{op->getOperand(0).getType(), op->getOperand(1).getType()},
-        ValueRange{fwd(0), fwd(1), adjointOf(0)});
+        ValueRange{maskedFwd(0, adjointOf(0)), fwd(1), adjointOf(0)});
     add(0, vjp.getDx());
     add(1, vjp.getDweights());
     return success();

@@ -80,3 +80,33 @@ func.func @optim_vjp_wide_tie(%p: f32, %g: f32, %t: i64, %dp: f32, %rho: f32) ->
   %w = arith.constant 0.0 : f64
   return %dp, %z, %w : f32, f32, f64
 }
+
+// -----
+
+// A VJP function named as the step function it would erase.
+// expected-error @+1 {{'func.func' op is marked optim.vjp_of but is named or marked as a step function}}
+func.func @optim_step_r(%p: f32, %g: f32, %t: i64, %dp: f32, %rho: f32) -> (f32, f32, f32) attributes {optim.vjp_layout = array<i64: 0, 0, 0, 1>, optim.vjp_of = @r} {
+  %z = arith.constant 0.0 : f32
+  return %dp, %z, %z : f32, f32, f32
+}
+
+// -----
+
+// A declaration has no body to lower.
+// expected-error @+1 {{'func.func' op marked optim.vjp_of has no body}}
+func.func private @optim_vjp_r(%p: f32, %g: f32, %t: i64, %dp: f32, %rho: f32) -> (f32, f32, f32) attributes {optim.vjp_layout = array<i64: 0, 0, 0, 1>, optim.vjp_of = @r}
+
+// -----
+
+// Both VJP functions of a rule with reductions share its step function,
+// which is erased once, after both are lowered.
+func.func @optim_step_r(%p: f32, %g: f32, %t: i64, %rho: f32) -> f32 attributes {optim.step_of = @r} {
+  return %p : f32
+}
+func.func @optim_vjp_r(%p: f32, %g: f32, %t: i64, %dp: f32, %rho: f32) -> (f32, f32, f32) attributes {optim.vjp_layout = array<i64: 0, 0, 0, 1>, optim.vjp_of = @r} {
+  %z = arith.constant 0.0 : f32
+  return %dp, %z, %z : f32, f32, f32
+}
+func.func @optim_vjp_reductions_r(%p: f32, %g: f32, %t: i64, %dp: f32, %rho: f32, %u: f32) -> f32 attributes {optim.vjp_layout = array<i64: 0, 0, 0, 1>, optim.vjp_of = @r, optim.vjp_reductions} {
+  return %dp : f32
+}

@@ -311,6 +311,10 @@ DATA = {
         np.eye(4), np.cos(w["W"] @ x["x"]) - np.sin(w["u"]) * x["y"]
         + np.floor(2 * x["y"]) - np.ceil(x["y"]), G=w["G"],
         h=0.5 + np.mod(x["s"], 1 + np.exp(w["c"])) - np.mod(3 * x["s"], -2.0)),
+    "guarded": lambda x, w: ops(
+        np.eye(4), -x["y"], G=w["G"],
+        h=np.where(w["c"] > 0, np.sqrt(np.abs(w["c"])) + 0.5, 0.5 - w["c"])
+        + np.where(w["c"] < 0, 0.25, np.log(np.abs(w["c"])) + 2.0)),
     "lp": lambda x, w: ops(None, x["c"], G=w["G"], h=x["h"]),
     "one": lambda x, w: ops(np.eye(1), -x["y"], G=w["a"], h=np.ones(1)),
     "big": lambda x, w: ops(np.eye(200) + 0.01 * np.ones((200, 200)),
@@ -486,6 +490,9 @@ def feasible_cases(ck, tool, rng, precs):
                    {"x": N((4, 3)), "y": 2 * N((4, 4)), "s": 3 * N((4, 6))},
                    {"W": N((4, 3)), "u": N(4), "G": N((6, 4)),
                     "c": 0.5 * N(6)})
+        end_to_end(ck, tool, rng, "guarded", prec, 3, {"y": 2 * N((3, 4))},
+                   {"c": np.array([1.0, -1.0, 1.0, -1.0])
+                    * rng.uniform(0.3, 1.5, 4), "G": N((4, 4))})
         box = np.vstack([np.eye(4), -np.eye(4), N((4, 4))])
         h = np.concatenate([np.ones(8), rng.uniform(0.5, 2.0, 4)])
         end_to_end(ck, tool, rng, "lp", prec, 4,

@@ -292,6 +292,55 @@ rule periodic(lr = 0.3, T = 2.5, y = -0.7) {
 )");
 }
 
+// Strong zeros (Differentiate.cpp): what flows back from the side a select,
+// max or min did not take is 0 where its cotangent is 0, even where that
+// side is NaN or inf; and only elementwise ops are masked component by
+// component (a relu after a square linear map must not zero dx_i where
+// dz_i is 0: dx_i depends on every dz_j).
+TEST(VJPKernel, StrongZerosThroughLearnedBlocks) {
+  check(R"(
+learned rule relu(scale = 0.1) {
+  weights l1 = linear(in: 2, out: 2)
+  weights head = linear(in: 2, out: 1)
+  state h[2] = 0
+  let z = max(l1(h), 0)
+  h = z
+  p += scale * head(z)
+}
+)",
+        /*weightScale=*/1.0);
+  check(R"(
+learned rule relu_lstm(scale = 0.1) {
+  weights cell = lstm(in: 1, hidden: 3)
+  weights l1 = linear(in: 3, out: 3)
+  weights head = linear(in: 3, out: 1)
+  state h[3] = 0, c[3] = 0
+  h, c = cell(g, h, c)
+  p += scale * head(max(l1(h), 0))
+}
+)",
+        /*weightScale=*/1.0);
+}
+
+TEST(VJPKernel, StrongZerosOfUntakenGarbage) {
+  // log_sign of NaN: its k contribution (e^k x) must not be NaN.
+  check(R"(
+rule ls(lr = 0.3, k = 3) {
+  let x = log_sign(sqrt(p), k)
+  p -= lr * select(p > 0, x[0] + x[1], p)
+}
+)");
+  // linear of inf: its weight cotangent (dy x) must not be NaN.
+  check(R"(
+learned rule li(scale = 0.1) {
+  weights head = linear(in: 1, out: 1)
+  state h[1] = 0
+  h = h * 0.5 + g
+  p += scale * select(p > 0, head(h / sqrt(p)), p)
+}
+)");
+}
+
 TEST(VJPKernel, VectorStatesIndexingReductions) {
   // log_sign with a runtime k (its derivative in k), vector select,
   // broadcasts, sum / mean / dot, indexing.
