@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <limits>
+#include <string>
 
 using namespace optim;
 
@@ -43,34 +44,112 @@ static double finish(ReductionKind kind, double acc, int64_t coordinates) {
   }
 }
 
+/// Calls fn(first, last, coordinates) for each run of chunks [first, last)
+/// whose partials make up one value of a reduction, in chunk order: all
+/// chunks for a global one, else the chunks of each tensor, `coordinates`
+/// being the number of coordinates the run covers. The forward combine and
+/// the reverse one group alike, so that a cotangent goes back over exactly
+/// the coordinates its value was reduced over.
+template <typename Fn>
+static void forEachGroup(bool global, const std::vector<size_t> &chunkTensor,
+                         const std::vector<int64_t> &tensorSize, Fn fn) {
+  size_t chunks = chunkTensor.size();
+  if (chunks == 0)
+    return;
+  if (global) {
+    int64_t total = 0;
+    for (int64_t n : tensorSize)
+      total += n;
+    fn(size_t(0), chunks, total);
+    return;
+  }
+  for (size_t first = 0; first < chunks;) {
+    size_t tensor = chunkTensor[first], last = first;
+    while (last < chunks && chunkTensor[last] == tensor)
+      ++last;
+    fn(first, last, tensorSize[tensor]);
+    first = last;
+  }
+}
+
 void detail::combineReductions(const std::vector<ReductionSpec> &reductions,
                                const std::vector<size_t> &chunkTensor,
                                const std::vector<int64_t> &tensorSize,
                                const double *partials, double *reduced) {
-  size_t R = reductions.size(), chunks = chunkTensor.size();
-  int64_t total = 0;
-  for (int64_t n : tensorSize)
-    total += n;
+  size_t R = reductions.size();
   for (size_t r = 0; r < R; ++r) {
     ReductionKind kind = reductions[r].kind;
-    if (reductions[r].global) {
-      double acc = identity(kind);
-      for (size_t c = 0; c < chunks; ++c)
-        acc = combine(kind, acc, partials[c * R + r]);
-      acc = finish(kind, acc, total);
-      for (size_t c = 0; c < chunks; ++c)
-        reduced[c * R + r] = acc;
-      continue;
-    }
-    for (size_t first = 0; first < chunks;) {
-      size_t tensor = chunkTensor[first], last = first;
-      double acc = identity(kind);
-      for (; last < chunks && chunkTensor[last] == tensor; ++last)
-        acc = combine(kind, acc, partials[last * R + r]);
-      acc = finish(kind, acc, tensorSize[tensor]);
-      for (size_t c = first; c < last; ++c)
-        reduced[c * R + r] = acc;
-      first = last;
-    }
+    forEachGroup(reductions[r].global, chunkTensor, tensorSize,
+                 [&](size_t first, size_t last, int64_t coordinates) {
+                   double acc = identity(kind);
+                   for (size_t c = first; c < last; ++c)
+                     acc = combine(kind, acc, partials[c * R + r]);
+                   acc = finish(kind, acc, coordinates);
+                   for (size_t c = first; c < last; ++c)
+                     reduced[c * R + r] = acc;
+                 });
   }
+}
+
+template <typename T>
+static void combineCotangents(const std::vector<ReductionSpec> &reductions,
+                              const std::vector<size_t> &chunkTensor,
+                              const std::vector<int64_t> &tensorSize,
+                              const double *reduced, const T *partials,
+                              size_t perChunk, double *ru) {
+  size_t R = reductions.size();
+  size_t sums = perChunk - 2 * R, ties = sums + R;
+  for (size_t r = 0; r < R; ++r) {
+    ReductionKind kind = reductions[r].kind;
+    forEachGroup(
+        reductions[r].global, chunkTensor, tensorSize,
+        [&](size_t first, size_t last, int64_t coordinates) {
+          double d = 0.0, n = 0.0;
+          for (size_t c = first; c < last; ++c) {
+            d += double(partials[c * perChunk + sums + r]);
+            n += double(partials[c * perChunk + ties + r]);
+          }
+          double rho = reduced[first * R + r], u = d;
+          switch (kind) {
+          case ReductionKind::Sum:
+            break;
+          case ReductionKind::Mean:
+            u = d / double(coordinates);
+            break;
+          case ReductionKind::Norm:
+            // The norm's derivative x / rho is 0/0 at rho = 0, where every
+            // x is 0: take the subgradient 0 (NaN fails rho > 0 too).
+            u = rho > 0 ? d / rho : 0.0;
+            break;
+          case ReductionKind::Max:
+          case ReductionKind::Min:
+            // Every coordinate that attains the extremum gets an equal
+            // share; none does when rho is NaN.
+            u = n > 0 ? d / n : 0.0;
+            break;
+          }
+          for (size_t c = first; c < last; ++c) {
+            ru[c * 2 * R + r] = reduced[c * R + r];
+            ru[c * 2 * R + R + r] = u;
+          }
+        });
+  }
+}
+
+void detail::combineReductionCotangents(
+    const std::vector<ReductionSpec> &reductions,
+    const std::vector<size_t> &chunkTensor,
+    const std::vector<int64_t> &tensorSize, const double *reduced,
+    DType dtype, const void *partials, size_t perChunk, double *ru) {
+  if (perChunk < 2 * reductions.size())
+    throw Error("optim: " + std::to_string(perChunk) +
+                " partials per chunk cannot hold the cotangents and tie "
+                "counts of " +
+                std::to_string(reductions.size()) + " reductions");
+  if (dtype == DType::F32)
+    combineCotangents(reductions, chunkTensor, tensorSize, reduced,
+                      static_cast<const float *>(partials), perChunk, ru);
+  else
+    combineCotangents(reductions, chunkTensor, tensorSize, reduced,
+                      static_cast<const double *>(partials), perChunk, ru);
 }

@@ -1,6 +1,7 @@
 //===- Trajectory.cpp - unrolled steps of a rule and their reverse mode ---===//
 
 #include "optim/Trajectory.h"
+#include "Reductions.h"
 #include "StateMemory.h"
 #include "ThreadPool.h"
 #include "optim/Safetensors.h"
@@ -37,10 +38,19 @@ struct Buffer {
 /// θ, g and the state before one recorded step, and the hyperparameters it
 /// ran with (a schedule may change them between steps; the backward pass
 /// differentiates each step as it ran).
+///
+/// For a rule with tensor reductions also the reduced values the step ran
+/// with (R per chunk, as passed to the reduced rule kernel), which both VJP
+/// kernels read. Kept rather than recomputed from θ, g and the state: R
+/// doubles per chunk are a sliver of the tape (chunks hold thousands of
+/// coordinates), where recomputing them would cost backward one more pass
+/// over the recorded step's memory, and a second copy of the forward's
+/// combine that would have to stay bit for bit the same as it.
 struct Record {
   Buffer theta, grad;
   std::vector<Buffer> states;
   std::vector<double> hypers;
+  std::vector<double> reduced;
   int64_t t = 0;
 };
 } // namespace
@@ -58,7 +68,10 @@ struct Trajectory::Impl {
   std::vector<Buffer> weights;
   std::vector<const void *> weightPtrs;
   // The chunk table: parameter, offset in it and length of each chunk.
-  std::vector<int64_t> chunkParam, chunkOffset, lengths, strides;
+  std::vector<size_t> chunkParam;
+  std::vector<int64_t> chunkOffset, lengths, strides;
+  /// The reduce pass's partials (R per chunk), reused by every step.
+  std::vector<double> reducePartials;
   std::vector<Record> tape;
   /// Records of dropped tapes, reused by step(): a tape of T steps of a
   /// large rule is hundreds of MiB, and fresh buffers cost a page fault per
@@ -68,6 +81,7 @@ struct Trajectory::Impl {
 
   const RuleInfo &info() const { return rule.info(); }
   size_t numStates() const { return info().states.size(); }
+  size_t numReductions() const { return info().reductions.size(); }
   /// Where coordinate `off` of parameter `p` lies in a state buffer.
   size_t stateOffset(size_t s, size_t p, int64_t off) const {
     return size_t(offsets[p] * info().states[s].size + off) * elt;
@@ -126,15 +140,32 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     : impl(std::make_unique<Impl>()) {
   if (!rule)
     throw Error("optim::Trajectory: the rule is empty; compile one first");
-  // Checked first: such a rule has no VJP kernel either, and the message
-  // should say why.
-  if (!rule.info().reductions.empty())
-    throw Error("optim::Trajectory: rule '" + rule.info().name +
-                "' has tensor reductions: the reverse mode of tensor "
-                "reductions is not implemented");
-  if (!rule.vjpKernel())
-    throw Error("optim::Trajectory: rule '" + rule.info().name +
-                "' has no reverse mode; compile it with CompileOptions::vjp");
+  const RuleInfo &ri = rule.info();
+  // As optim::Optimizer: a Rule built with the constructor that does not
+  // match its signature would call a null kernel.
+  if (!ri.reductions.empty() && (!rule.reduceKernel() || !rule.reducedKernel()))
+    throw Error("optim::Trajectory: rule '" + ri.name +
+                "' has tensor reductions but not the kernels of both passes "
+                "(" OPTIM_REDUCE_SYMBOL_PREFIX + ri.name +
+                " and the reduced " OPTIM_RULE_SYMBOL_PREFIX + ri.name + ")");
+  if (ri.reductions.empty() && !rule.kernel())
+    throw Error("optim::Trajectory: rule '" + ri.name +
+                "' has the kernels of a rule with tensor reductions but its "
+                "signature lists none");
+  // After the checks above the kernels match the signature, so this is
+  // optim_vjp_kernel_ for a rule without reductions and both VJP kernels of
+  // KernelABI.h for one with.
+  if (!rule.hasVJP()) {
+    std::string kernels =
+        ri.reductions.empty()
+            ? ""
+            : " (its tensor reductions need " OPTIM_REDUCED_VJP_SYMBOL_PREFIX +
+                  ri.name + " and " OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX +
+                  ri.name + ")";
+    throw Error("optim::Trajectory: rule '" + ri.name +
+                "' has no reverse mode" + kernels +
+                "; compile it with CompileOptions::vjp");
+  }
   if (options.chunkSize <= 0)
     throw Error("optim::Trajectory: chunkSize must be positive, got " +
                 std::to_string(options.chunkSize));
@@ -179,11 +210,12 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
   im.fillStates(im.adjStates, /*zero=*/true);
   for (size_t p = 0; p < im.sizes.size(); ++p)
     for (int64_t off = 0; off < im.sizes[p]; off += options.chunkSize) {
-      im.chunkParam.push_back(int64_t(p));
+      im.chunkParam.push_back(p);
       im.chunkOffset.push_back(off);
       im.lengths.push_back(std::min(options.chunkSize, im.sizes[p] - off));
       im.strides.push_back(im.sizes[p]);
     }
+  im.reducePartials.assign(im.lengths.size() * im.numReductions(), 0.0);
   for (const HyperParam &h : im.info().hypers)
     im.hypers.push_back(h.defaultValue);
   im.weights.resize(im.info().weights.size());
@@ -335,6 +367,7 @@ size_t Trajectory::tapeBytes() const {
     bytes += r.theta.bytes + r.grad.bytes;
     for (const Buffer &s : r.states)
       bytes += s.bytes;
+    bytes += r.reduced.size() * sizeof(double);
   }
   return bytes;
 }
@@ -389,30 +422,56 @@ void Trajectory::step(const std::vector<const void *> &grads) {
     for (size_t s = 0; s < im.numStates(); ++s)
       ptrs.push_back(im.states[s].get() + im.stateOffset(s, p, off));
   }
-  optim_rule_kernel kernel = im.rule.kernel();
-  const void *const *w = im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
-  im.forChunks([&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      size_t p = im.chunkParam[c];
-      int64_t off = im.chunkOffset[c];
-      size_t at = size_t(im.offsets[p] + off) * im.elt;
-      size_t bytes = size_t(im.lengths[c]) * im.elt;
-      std::memcpy(rec.theta.get() + at, im.theta.get() + at, bytes);
-      std::memcpy(rec.grad.get() + at,
-                  static_cast<const char *>(grads[p]) + off * im.elt, bytes);
-      for (size_t s = 0; s < im.numStates(); ++s) {
-        int64_t comps = im.info().states[s].size;
-        for (int64_t j = 0; j < comps; ++j) {
-          size_t from =
-              im.stateOffset(s, p, off) + size_t(j * im.sizes[p]) * im.elt;
-          std::memcpy(rec.states[s].get() + from, im.states[s].get() + from,
-                      bytes);
-        }
+  auto record = [&](int64_t c) {
+    size_t p = im.chunkParam[c];
+    int64_t off = im.chunkOffset[c];
+    size_t at = size_t(im.offsets[p] + off) * im.elt;
+    size_t bytes = size_t(im.lengths[c]) * im.elt;
+    std::memcpy(rec.theta.get() + at, im.theta.get() + at, bytes);
+    std::memcpy(rec.grad.get() + at,
+                static_cast<const char *>(grads[p]) + off * im.elt, bytes);
+    for (size_t s = 0; s < im.numStates(); ++s) {
+      int64_t comps = im.info().states[s].size;
+      for (int64_t j = 0; j < comps; ++j) {
+        size_t from =
+            im.stateOffset(s, p, off) + size_t(j * im.sizes[p]) * im.elt;
+        std::memcpy(rec.states[s].get() + from, im.states[s].get() + from,
+                    bytes);
       }
-      kernel(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
-             im.hypers.data(), rec.t, w);
     }
-  });
+  };
+  const void *const *w = im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
+  if (im.numReductions() == 0) {
+    optim_rule_kernel kernel = im.rule.kernel();
+    im.forChunks([&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        record(c);
+        kernel(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
+               im.hypers.data(), rec.t, w);
+      }
+    });
+  } else {
+    // Two passes, as optim::Optimizer (KernelABI.h, version 6): each chunk
+    // is recorded and reduced while in cache, the partials are combined in
+    // chunk order into the values the step runs with (kept in the record
+    // for backward), then the rule runs with them.
+    optim_reduce_kernel reduce = im.rule.reduceKernel();
+    im.forChunks([&](int64_t begin, int64_t end) {
+      for (int64_t c = begin; c < end; ++c) {
+        record(c);
+        reduce(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
+               im.hypers.data(), rec.t, w, im.reducePartials.data());
+      }
+    });
+    rec.reduced.resize(im.reducePartials.size());
+    detail::combineReductions(im.info().reductions, im.chunkParam, im.sizes,
+                              im.reducePartials.data(), rec.reduced.data());
+    optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
+    im.forChunks([&](int64_t begin, int64_t end) {
+      kernel(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+             im.hypers.data(), rec.t, w, rec.reduced.data());
+    });
+  }
   im.tape.push_back(std::move(rec));
   im.step += 1;
 }
@@ -423,6 +482,25 @@ static void addInto(char *dst, const void *src, int64_t n) {
   const T *s = static_cast<const T *>(src);
   for (int64_t i = 0; i < n; ++i)
     d[i] += s[i];
+}
+
+/// Adds the first sum.size() of each chunk's `stride` partials (of the
+/// rule's dtype) to `sum`, in chunk order, whatever thread computed each
+/// chunk: the result does not depend on the number of threads.
+static void addPartials(std::vector<double> &sum, DType dtype,
+                        const char *partials, size_t numChunks,
+                        size_t stride) {
+  for (size_t c = 0; c < numChunks; ++c) {
+    if (dtype == DType::F32) {
+      const float *p = reinterpret_cast<const float *>(partials) + c * stride;
+      for (size_t j = 0; j < sum.size(); ++j)
+        sum[j] += p[j];
+    } else {
+      const double *p = reinterpret_cast<const double *>(partials) + c * stride;
+      for (size_t j = 0; j < sum.size(); ++j)
+        sum[j] += p[j];
+    }
+  }
 }
 
 RuleGradient
@@ -447,13 +525,20 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
   for (const WeightSpec &w : ri.weights)
     numPartials += countOf(w.shape);
   size_t numChunks = im.lengths.size();
-  Buffer partials =
-      Buffer::allocate(std::max<size_t>(numChunks, 1) * numPartials * im.elt);
-  std::vector<double> sum(numPartials, 0.0);
+  // A rule with reductions: its first VJP kernel leaves 2R more per chunk
+  // (the cotangents of the reduced values and the tie counts), and its
+  // second reads ru, 2R per chunk (KernelABI.h).
+  size_t R = im.numReductions();
+  size_t firstPartials = size_t(numPartials) + 2 * R;
+  Buffer partials = Buffer::allocate(std::max<size_t>(numChunks, 1) *
+                                     firstPartials * im.elt);
+  std::vector<double> sum(numPartials, 0.0), ru(numChunks * 2 * R);
 
   size_t perChunk = 3 + 2 * im.numStates();
   std::vector<void *> ptrs(numChunks * perChunk);
   optim_vjp_kernel vjp = im.rule.vjpKernel();
+  optim_reduced_vjp_kernel reducedVJP = im.rule.reducedVJPKernel();
+  optim_reduced_vjp_kernel reductionsVJP = im.rule.reductionsVJPKernel();
   const void *const *w = im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
   for (size_t k = im.tape.size(); k-- > 0;) {
     const Record &rec = im.tape[k];
@@ -479,24 +564,34 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
       for (size_t s = 0; s < im.numStates(); ++s)
         *slot++ = im.adjStates[s].get() + im.stateOffset(s, p, off);
     }
-    im.forChunks([&](int64_t begin, int64_t end) {
-      vjp(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-          rec.hypers.data(), rec.t, w, partials.get());
-    });
-    // Chunk order, whatever thread computed each chunk.
-    for (size_t c = 0; c < numChunks; ++c) {
-      if (ri.dtype == DType::F32) {
-        const float *p =
-            reinterpret_cast<const float *>(partials.get()) + c * numPartials;
-        for (int64_t j = 0; j < numPartials; ++j)
-          sum[j] += p[j];
-      } else {
-        const double *p =
-            reinterpret_cast<const double *>(partials.get()) + c * numPartials;
-        for (int64_t j = 0; j < numPartials; ++j)
-          sum[j] += p[j];
-      }
+    if (R == 0) {
+      im.forChunks([&](int64_t begin, int64_t end) {
+        vjp(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+            rec.hypers.data(), rec.t, w, partials.get());
+      });
+      addPartials(sum, ri.dtype, partials.get(), numChunks, numPartials);
+      continue;
     }
+    // The reduced values held at those the step ran with, then the
+    // cotangents of the reduced values combined over the chunks each was
+    // reduced over, then back through the reductions' operands, which adds
+    // to the cotangents of θ and the state the first kernel wrote.
+    im.forChunks([&](int64_t begin, int64_t end) {
+      reducedVJP(ptrs.data(), im.lengths.data(), im.strides.data(), begin,
+                 end, rec.hypers.data(), rec.t, w, partials.get(),
+                 rec.reduced.data());
+    });
+    addPartials(sum, ri.dtype, partials.get(), numChunks, firstPartials);
+    detail::combineReductionCotangents(ri.reductions, im.chunkParam, im.sizes,
+                                       rec.reduced.data(), ri.dtype,
+                                       partials.get(), firstPartials,
+                                       ru.data());
+    im.forChunks([&](int64_t begin, int64_t end) {
+      reductionsVJP(ptrs.data(), im.lengths.data(), im.strides.data(), begin,
+                    end, rec.hypers.data(), rec.t, w, partials.get(),
+                    ru.data());
+    });
+    addPartials(sum, ri.dtype, partials.get(), numChunks, numPartials);
   }
 
   RuleGradient out;

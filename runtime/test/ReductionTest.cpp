@@ -13,7 +13,6 @@
 #include "../lib/Reductions.h"
 #include "optim/CApiSupport.h"
 #include "optim/Optimizer.h"
-#include "optim/Trajectory.h"
 #include "optim/optim.h"
 
 #include <gtest/gtest.h>
@@ -590,19 +589,6 @@ TEST(TensorReductions, RulesThatDoNotMatchTheirSignatureAreRefused) {
                          reducedKernel<Clip, float>, nullptr))
                 .find("its signature lists none"),
             std::string::npos);
-}
-
-TEST(TensorReductions, TrajectoryRefusesThem) {
-  try {
-    Trajectory traj(makeRule<Clip, float>(), {4});
-    ADD_FAILURE() << "a Trajectory took a rule with tensor reductions";
-  } catch (const Error &e) {
-    EXPECT_NE(std::string(e.what()).find(
-                  "rule 'clip' has tensor reductions: the reverse mode of "
-                  "tensor reductions is not implemented"),
-              std::string::npos)
-        << e.what();
-  }
 }
 
 TEST(TensorReductions, ThroughTheCApi) {

@@ -25,6 +25,13 @@
 // and over chunks and steps here, in a fixed order: the result is the same
 // bit for bit whatever the number of threads.
 //
+// A rule with tensor reductions (norms, means, ... of a tensor or of all of
+// them) takes its two forward passes as optim::Optimizer does, and each
+// record also keeps the reduced values the step ran with. Backward runs the
+// two VJP kernels of KernelABI.h ("Reverse mode of rules with tensor
+// reductions") around the runtime's combine of the reduced values'
+// cotangents, in chunk order too.
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef OPTIM_RUNTIME_TRAJECTORY_H
@@ -116,7 +123,8 @@ public:
   const void *paramAdjoint(size_t i) const;
   const void *stateAdjoint(size_t i, const std::string &name) const;
 
-  /// Bytes held by the tape (θ, g and state per recorded step).
+  /// Bytes held by the tape (θ, g and state per recorded step, and the
+  /// reduced values, R doubles per chunk, of a rule with reductions).
   size_t tapeBytes() const;
 
   struct Impl;
