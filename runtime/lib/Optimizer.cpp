@@ -82,17 +82,7 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
     throw Error("optim::Optimizer: the rule is empty; compile or load one "
                 "first");
   const RuleInfo &ri = rule.info();
-  // A Rule built with the constructor that does not match its signature
-  // would call a null kernel.
-  if (!ri.reductions.empty() && (!rule.reduceKernel() || !rule.reducedKernel()))
-    throw Error("optim::Optimizer: rule '" + ri.name +
-                "' has tensor reductions but not the kernels of both passes "
-                "(" OPTIM_REDUCE_SYMBOL_PREFIX + ri.name +
-                " and the reduced " OPTIM_RULE_SYMBOL_PREFIX + ri.name + ")");
-  if (ri.reductions.empty() && !rule.kernel())
-    throw Error("optim::Optimizer: rule '" + ri.name +
-                "' has the kernels of a rule with tensor reductions but its "
-                "signature lists none");
+  detail::checkKernelsMatchSignature(rule, "optim::Optimizer");
   if (options.chunkSize <= 0)
     throw Error("optim::Optimizer: chunkSize must be positive, got " +
                 std::to_string(options.chunkSize));

@@ -153,3 +153,16 @@ void detail::combineReductionCotangents(
     combineCotangents(reductions, chunkTensor, tensorSize, reduced,
                       static_cast<const double *>(partials), perChunk, ru);
 }
+
+void detail::checkKernelsMatchSignature(const Rule &rule, const char *who) {
+  const RuleInfo &ri = rule.info();
+  if (!ri.reductions.empty() && (!rule.reduceKernel() || !rule.reducedKernel()))
+    throw Error(std::string(who) + ": rule '" + ri.name +
+                "' has tensor reductions but not the kernels of both passes "
+                "(" OPTIM_REDUCE_SYMBOL_PREFIX + ri.name +
+                " and the reduced " OPTIM_RULE_SYMBOL_PREFIX + ri.name + ")");
+  if (ri.reductions.empty() && !rule.kernel())
+    throw Error(std::string(who) + ": rule '" + ri.name +
+                "' has the kernels of a rule with tensor reductions but its "
+                "signature lists none");
+}

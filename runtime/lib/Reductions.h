@@ -21,6 +21,13 @@
 namespace optim {
 namespace detail {
 
+/// Throws an optim::Error naming `who` (e.g. "optim::Optimizer") when the
+/// rule's kernels do not match its signature: a rule with reductions needs
+/// both passes, one without needs the one-pass kernel. (A Rule built with
+/// the constructor that does not match its RuleInfo would otherwise call a
+/// null kernel.)
+void checkKernelsMatchSignature(const Rule &rule, const char *who);
+
 /// `partials` and `reduced` hold reductions.size() doubles per chunk
 /// (chunk c, reduction r at c * R + r). chunkTensor[c] is the tensor of
 /// chunk c: non-decreasing, the chunks of a tensor being consecutive;

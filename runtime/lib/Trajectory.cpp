@@ -141,17 +141,7 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
   if (!rule)
     throw Error("optim::Trajectory: the rule is empty; compile one first");
   const RuleInfo &ri = rule.info();
-  // As optim::Optimizer: a Rule built with the constructor that does not
-  // match its signature would call a null kernel.
-  if (!ri.reductions.empty() && (!rule.reduceKernel() || !rule.reducedKernel()))
-    throw Error("optim::Trajectory: rule '" + ri.name +
-                "' has tensor reductions but not the kernels of both passes "
-                "(" OPTIM_REDUCE_SYMBOL_PREFIX + ri.name +
-                " and the reduced " OPTIM_RULE_SYMBOL_PREFIX + ri.name + ")");
-  if (ri.reductions.empty() && !rule.kernel())
-    throw Error("optim::Trajectory: rule '" + ri.name +
-                "' has the kernels of a rule with tensor reductions but its "
-                "signature lists none");
+  detail::checkKernelsMatchSignature(rule, "optim::Trajectory");
   // After the checks above the kernels match the signature, so this is
   // optim_vjp_kernel_ for a rule without reductions and both VJP kernels of
   // KernelABI.h for one with.
