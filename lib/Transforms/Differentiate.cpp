@@ -559,9 +559,9 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
   forward.map(inputs, args.take_front(inputs.size()));
   recompute(b, forward, rho);
 
-  // The cotangent of each coordinate's reduced operand x_r: d rho_r / d x_r
-  // times the cotangent u_r of the accumulator (the runtime folded 1/N,
-  // 1/rho and 1/ties into u_r).
+  // The cotangent of each coordinate's reduced operand x_r: D_r d rho_r /
+  // d x_r, with the runtime's factor u_r (D_r, D_r / N, D_r / rho_r or D_r
+  // / ties) times 1, x_r or the tie indicator.
   Location loc = rule.getLoc();
   for (auto [red, r, ur] : llvm::zip(reductions, rho, u)) {
     Value x = forward.lookup(red.getValue());

@@ -291,6 +291,16 @@ static int64_t countOf(const std::vector<int64_t> &shape) {
   return n;
 }
 
+/// The recorded steps ran with the weights in use; backward() differentiates
+/// them with the same weights, which are not recorded per step.
+static void checkNoTape(const Trajectory::Impl &im, const char *fn) {
+  if (!im.tape.empty())
+    throw Error(std::string("optim::Trajectory::") + fn + ": " +
+                std::to_string(im.tape.size()) +
+                " recorded steps ran with the current weights; call "
+                "truncate() or resetState() before changing them");
+}
+
 void Trajectory::setWeights(const std::string &name, const void *data,
                             int64_t count) {
   Impl &im = live("setWeights");
@@ -298,6 +308,7 @@ void Trajectory::setWeights(const std::string &name, const void *data,
   for (size_t w = 0; w < ri.weights.size(); ++w) {
     if (ri.weights[w].name != name)
       continue;
+    checkNoTape(im, "setWeights");
     int64_t expected = countOf(ri.weights[w].shape);
     if (count != expected)
       throw Error("optim::Trajectory::setWeights: '" + name + "' needs " +
@@ -322,6 +333,7 @@ void Trajectory::loadWeights(const std::string &path) {
   if (ri.weights.empty())
     throw Error("optim::Trajectory::loadWeights: rule '" + ri.name +
                 "' has no learned weights");
+  checkNoTape(*impl, "loadWeights");
   SafetensorsFile file = SafetensorsFile::read(path);
   std::vector<const void *> sources;
   for (const WeightSpec &w : ri.weights) // Check all before setting any.

@@ -657,6 +657,38 @@ TEST_F(MisuseTest, TrajectoryRefusesWrongCallsAndStaysAsItWas) {
   EXPECT_EQ(ga.hypers, gb.hypers);
 }
 
+// The tape does not record the weights: changing them under recorded steps
+// would differentiate those steps with weights they did not run with.
+TEST_F(MisuseTest, TrajectoryKeepsItsWeightsWhileStepsAreRecorded) {
+  CompileOptions o;
+  o.vjp = true;
+  Rule rule = Compiler(o).compileSource(R"(
+learned rule tiny(scale = 0.1) {
+  weights head = linear(in: 1, out: 1)
+  state h[1] = 0
+  h = h * 0.5 + g
+  p += scale * head(h)
+}
+)",
+                                        "tiny.optim");
+  Trajectory t(rule, {5});
+  std::vector<float> w = {0.5f, 0.1f}, w2 = {2.0f, 0.0f};
+  t.setWeights("head", w.data(), 2);
+  std::vector<float> g = gradient(5, 1, 0);
+  t.step({g.data()});
+  const char *why = "optim::Trajectory::setWeights: 1 recorded steps ran with "
+                    "the current weights; call truncate() or resetState() "
+                    "before changing them";
+  expectError([&] { t.setWeights("head", w2.data(), 2); }, why);
+  expectError([&] { t.loadWeights("/nonexistent.safetensors"); },
+              "optim::Trajectory::loadWeights: 1 recorded steps");
+  EXPECT_EQ(static_cast<const float *>(t.weights("head"))[0], 0.5f);
+  EXPECT_EQ(t.tapeLength(), 1u);
+  t.truncate();
+  t.setWeights("head", w2.data(), 2);
+  EXPECT_EQ(static_cast<const float *>(t.weights("head"))[0], 2.0f);
+}
+
 //===----------------------------------------------------------------------===//
 // optim::Layer and optim::QPSolver
 //===----------------------------------------------------------------------===//

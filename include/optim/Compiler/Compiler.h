@@ -42,9 +42,10 @@ struct CompileOptions {
   /// How many bytes ahead an update rule's vector loop prefetches each of
   /// its streams; 0 disables. Learned rules prefetch their own way.
   unsigned prefetchDistance = 1024;
-  /// Also compile the rule's reverse mode (Rule::vjpKernel(), used by
-  /// optim::Trajectory for meta-training). Such compilations bypass the
-  /// kernel cache.
+  /// Also compile the rule's reverse mode (Rule::vjpKernel(), or for a rule
+  /// with tensor reductions Rule::reducedVJPKernel() and
+  /// reductionsVJPKernel(); used by optim::Trajectory for meta-training).
+  /// Such compilations bypass the kernel cache.
   bool vjp = false;
   /// Reuse kernels compiled earlier, by this or another process.
   bool useCache = true;

@@ -228,7 +228,9 @@ typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
  *    All of the rule's element type, lanes added in a fixed order.
  * 2. The runtime adds the chunks' values in chunk order, per tensor or over
  *    all tensors for a global reduction (as the forward combine), into
- *    D_r and n_r, and sets the cotangent of reduction r's accumulator
+ *    D_r and n_r, and sets the factor u_r that turns a coordinate's operand
+ *    into its cotangent (step 3: dL/dx_r(i) = u_r times 1, x_r(i) or the
+ *    tie indicator)
  *      u_r = D_r                       sum
  *            D_r / N                   mean (N coordinates reduced over)
  *            rho_r > 0 ? D_r / rho_r : 0          norm

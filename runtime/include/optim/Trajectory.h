@@ -87,7 +87,10 @@ public:
   /// values it ran with).
   void set(const std::string &hyper, double value);
   double get(const std::string &hyper) const;
-  /// Learned weights, as optim::Optimizer::setWeights / loadWeights.
+  /// Learned weights, as optim::Optimizer::setWeights / loadWeights. Only
+  /// while no step is recorded (after truncate() or resetState()): the
+  /// backward pass differentiates the recorded steps with the weights in
+  /// use, which are not recorded per step.
   void setWeights(const std::string &name, const void *data, int64_t count);
   void loadWeights(const std::string &path);
   /// The weights `name` in use (count elements of the rule's dtype).
