@@ -20,14 +20,14 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
+#include "SourceFiles.h"
 #include "gtest/gtest.h"
 
 #include <cmath>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 using namespace optim;
+using testsource::readExample;
 
 namespace {
 
@@ -158,13 +158,6 @@ void checkAgainstFiniteDifferences(const std::string &source) {
       check(nullptr, &Point::hypers, i, 1 + c.numStates + i,
             "hyperparameter " + std::to_string(i));
   }
-}
-
-std::string readExample(const char *name) {
-  std::ifstream in(std::string(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 class DifferentiateExample : public ::testing::TestWithParam<const char *> {};

@@ -19,28 +19,22 @@
 #include "optim/Compiler/Compiler.h"
 #include "optim/Trajectory.h"
 
+#include "SourceFiles.h"
 #include "gtest/gtest.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
 using namespace optim;
+using testsource::readExample;
+using testsource::readFile;
 
 namespace {
-
-std::string readExample(const std::string &name) {
-  std::ifstream in(std::string(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 Rule compileWithVJP(const std::string &source, DType precision) {
   CompileOptions options;
@@ -258,11 +252,9 @@ TEST(TrajectoryReductions, EveryKindMatchesUnrolledFiniteDifferences) {
 }
 
 TEST(TrajectoryReductions, LearnedRuleMatchesUnrolledFiniteDifferences) {
-  std::ifstream in(std::string(OPTIM_TEST_DIR) +
-                   "/Learned/Inputs/reduced.optim");
-  std::stringstream source;
-  source << in.rdbuf();
-  checkAgainstFiniteDifferences(source.str(), {{"scale", 0.3}}, 2);
+  checkAgainstFiniteDifferences(
+      readFile(std::string(OPTIM_TEST_DIR) + "/Learned/Inputs/reduced.optim"),
+      {{"scale", 0.3}}, 2);
 }
 
 template <typename T> struct Outcome {

@@ -16,25 +16,19 @@
 #include "optim/Compiler/Compiler.h"
 #include "optim/Trajectory.h"
 
+#include "SourceFiles.h"
 #include "gtest/gtest.h"
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 using namespace optim;
+using testsource::readExample;
+using testsource::readFile;
 
 namespace {
-
-std::string readExample(const std::string &name) {
-  std::ifstream in(std::string(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 Rule compileF64(const std::string &source, unsigned width = 4) {
   CompileOptions options;
@@ -544,11 +538,8 @@ TEST(VJPKernel, L2LFloatMatchesDouble) {
 class VJPKernelLearnedVariant : public ::testing::TestWithParam<const char *> {
 protected:
   std::string source() const {
-    std::ifstream in(std::string(OPTIM_TEST_DIR) + "/Learned/Inputs/" +
-                     GetParam() + ".optim");
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
+    return readFile(std::string(OPTIM_TEST_DIR) + "/Learned/Inputs/" +
+                    GetParam() + ".optim");
   }
 };
 

@@ -22,25 +22,18 @@
 
 #include "optim/Compiler/Compiler.h"
 
+#include "SourceFiles.h"
 #include "gtest/gtest.h"
 
 #include <cmath>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <random>
-#include <sstream>
 
 using namespace optim;
+using testsource::readFile;
 
 namespace {
-
-std::string readFile(const std::string &path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 Rule compileF64(const std::string &source, unsigned width,
                 const std::string &rule = "") {
