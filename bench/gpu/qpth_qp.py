@@ -34,6 +34,18 @@ def main():
     ap.add_argument("--dtype", choices=["f64", "f32"], default="f64")
     ap.add_argument("--eps", type=float, default=1e-8)
     args = ap.parse_args()
+    cvxpy_note = "installed"
+    try:
+        import cvxpy  # noqa: F401
+    except ImportError:
+        # qpth imports cvxpy when it is imported, for its CVXPY solver only;
+        # PDIPM_BATCHED, the one timed here, never calls it. The device
+        # image has no cvxpy and no package registry, so an empty module
+        # stands in for it; any use of it would fail loudly (no attributes).
+        import sys
+        import types
+        sys.modules["cvxpy"] = types.ModuleType("cvxpy")
+        cvxpy_note = "absent: an empty module stood in (qpth's CVXPY solver unused)"
     try:
         import numpy as np
         import torch
@@ -79,7 +91,7 @@ def main():
                       "qpth_bwd_ms": bms[0], "qpth_bwd_ms_median": bms[len(bms) // 2],
                       "dtype": args.dtype, "batch": args.batch, "n": args.n,
                       "p": args.p, "eps": args.eps, "torch": torch.__version__,
-                      "device": torch.cuda.get_device_name()}))
+                      "device": torch.cuda.get_device_name(), "cvxpy": cvxpy_note}))
 
 
 if __name__ == "__main__":
