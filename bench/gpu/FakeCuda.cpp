@@ -310,6 +310,15 @@ CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
   return r;
 }
 CUresult cuFuncSetAttribute(void *, int, int) { return 0; }
+// The largest block a learned kernel "fits": OPTIM_FAKE_CUDA_MAX_BLOCK, as
+// the launch enforces (bench/gpu/dry-run.sh), else 1024.
+CUresult cuFuncGetAttribute(int *value, int attribute, void *) {
+  if (attribute != 0)
+    return 1; // CUDA_ERROR_INVALID_VALUE
+  const char *maxBlock = std::getenv("OPTIM_FAKE_CUDA_MAX_BLOCK");
+  *value = maxBlock ? std::atoi(maxBlock) : 1024;
+  return 0;
+}
 CUresult cuMemAlloc_v2(CUdeviceptr *ptr, size_t bytes) {
   void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   *ptr = reinterpret_cast<CUdeviceptr>(p);

@@ -330,7 +330,8 @@ int bench(const std::shared_ptr<Device> &dev, const std::string &dir,
                .count() /
            steps;
   };
-  // The default launch shape first (what users get), then a few others.
+  // The default launch shape first (what users get: chosen by the
+  // optimizer), then a few others.
   OptimizerOptions defaults;
   std::vector<std::pair<int64_t, unsigned>> shapes = {
       {defaults.chunkSize, defaults.blockSize},
@@ -352,6 +353,9 @@ int bench(const std::shared_ptr<Device> &dev, const std::string &dir,
     if (configs.empty()) {
       defaultMs = ms;
       defaultChunks = opt.numChunks();
+      // The automatic shape, as resolved (0 means "automatic").
+      chunk = opt.options().chunkSize;
+      block = opt.options().blockSize;
     }
     bestMs = std::min(bestMs, ms);
     char row[160];

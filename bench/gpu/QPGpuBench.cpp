@@ -20,6 +20,7 @@
 // goes wrong (the timing's targets are judged by run.sh).
 //
 //   optim-gpu-qp AOT_DIR [--batch 128] [--reps 20] [--tolerance X]
+//                [--stem NAME]   (NAME.<arch>.cubin; default qpbench)
 //
 // The layer's dtype is its manifest's (prepare.sh compiles it in float64,
 // as qpth is timed).
@@ -107,7 +108,7 @@ Problems makeProblems(int64_t B, int64_t n, int64_t p, uint64_t seed) {
 
 int usage() {
   std::fprintf(stderr, "usage: optim-gpu-qp AOT_DIR [--batch N] [--reps N] "
-                       "[--tolerance X] [--grad-tolerance X]\n");
+                       "[--tolerance X] [--grad-tolerance X] [--stem NAME]\n");
   return 2;
 }
 
@@ -117,6 +118,9 @@ int main(int argc, char **argv) {
   std::string dir;
   int64_t batch = 128, reps = 20;
   double tolerance = -1, gradTolerance = -1;
+  // Other builds of the same layer (bench/gpu/prepare.sh: qpbench-t256 is
+  // compiled with --gpu-layer-threads=256).
+  std::string stem = "qpbench";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--batch" && i + 1 < argc)
@@ -127,6 +131,8 @@ int main(int argc, char **argv) {
       tolerance = std::atof(argv[++i]);
     else if (a == "--grad-tolerance" && i + 1 < argc)
       gradTolerance = std::atof(argv[++i]);
+    else if (a == "--stem" && i + 1 < argc)
+      stem = argv[++i];
     else if (dir.empty() && a[0] != '-')
       dir = a;
     else
@@ -142,10 +148,10 @@ int main(int argc, char **argv) {
       return 1;
     }
     auto dev = Device::open(driver, 0);
-    std::string cubin = pickCubin(dir, "qpbench", dev->arch());
+    std::string cubin = pickCubin(dir, stem, dev->arch());
     if (cubin.empty()) {
-      std::fprintf(stderr, "optim-gpu-qp: no qpbench cubin for %s in %s\n",
-                   dev->arch().c_str(), dir.c_str());
+      std::fprintf(stderr, "optim-gpu-qp: no %s cubin for %s in %s\n",
+                   stem.c_str(), dev->arch().c_str(), dir.c_str());
       return 1;
     }
     LayerKernel kernel = loadLayer(dev, cubin);

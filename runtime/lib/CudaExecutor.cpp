@@ -287,11 +287,38 @@ void Buffer::download(void *host, size_t bytes, size_t offset) const {
 // Optimizer
 //===----------------------------------------------------------------------===//
 
+namespace {
+/// OptimizerOptions::blockSize's automatic value.
+unsigned automaticBlockSize(const cuda::Rule &rule) {
+  if (rule.info().weights.empty())
+    return 256;
+  const DriverAPI &d = rule.device()->driver();
+  int most = 0;
+  rule.device()->makeCurrent();
+  d.check(d.cuFuncGetAttribute(&most, kFuncAttrMaxThreadsPerBlock,
+                               rule.function()),
+          "cuFuncGetAttribute(CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)");
+  // Whole warps; a kernel that fits no warp cannot be launched at all.
+  if (most < 32)
+    throw Error("optim: CUDA: rule '" + rule.info().name +
+                "' cannot be launched with even one warp per block (the "
+                "driver allows " +
+                std::to_string(most) + " threads)");
+  return unsigned(std::min(most, 1024)) / 32 * 32;
+}
+} // namespace
+
 Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
                      OptimizerOptions options)
     : rule_(std::move(rule)), params_(std::move(params)), options_(options) {
   if (!rule_.function())
     throw Error("optim: CUDA: the optimizer needs a loaded rule");
+  const RuleInfo &info = rule_.info();
+  if (options_.blockSize == 0)
+    options_.blockSize = automaticBlockSize(rule_);
+  if (options_.chunkSize == 0)
+    options_.chunkSize = info.weights.empty() ? 16384
+                                              : int64_t(options_.blockSize) * 16;
   if (options_.chunkSize <= 0 || options_.chunkSize % 4 ||
       options_.chunkSize > (int64_t(1) << 31))
     throw Error("optim: CUDA: chunkSize must be a positive multiple of 4 "
@@ -302,7 +329,6 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
     throw Error("optim: CUDA: blockSize must be a multiple of 32 in "
                 "[32, 1024], got " +
                 std::to_string(options_.blockSize));
-  const RuleInfo &info = rule_.info();
   size_t elt = dtypeSize(info.dtype);
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_[i].size < 0 || (params_[i].size && !params_[i].data))

@@ -36,6 +36,9 @@ struct FakeState : fakecuda::Memory {
   unsigned lastGrid = 0, lastBlock = 0;
   int64_t maxChunk = 0;
   CUresult failLaunch = CUDA_SUCCESS;
+  // CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK of the toy learned kernel (its
+  // registers decide it on a real device).
+  int toyMaxThreads = 400;
   std::string loadedImage;
   std::string requestedFunction;
   int major = 9, minor = 0;
@@ -52,6 +55,12 @@ CUmodule kModule = reinterpret_cast<CUmodule>(0x5678);
 
 CUresult fAttr(int *v, int attr, CUdevice) {
   *v = attr == kAttrComputeCapabilityMajor ? fake->major : fake->minor;
+  return 0;
+}
+CUresult fFuncAttr(int *v, int attr, CUfunction f) {
+  if (attr != kFuncAttrMaxThreadsPerBlock || (f != kAdam && f != kToy))
+    return 1; // CUDA_ERROR_INVALID_VALUE
+  *v = f == kToy ? fake->toyMaxThreads : 1024;
   return 0;
 }
 CUresult fSetCurrent(CUcontext c) {
@@ -154,6 +163,7 @@ std::shared_ptr<const DriverAPI> fakeDriver() {
   d->cuModuleGetFunction = fGetFunction;
   d->cuStreamCreate = fStreamCreate;
   d->cuLaunchKernel = fLaunch;
+  d->cuFuncGetAttribute = fFuncAttr;
   return d;
 }
 
@@ -289,6 +299,10 @@ TEST_F(CudaFake, LearnedRulesGetWeightsAndComponentMajorVectorStates) {
   OptimizerOptions options;
   options.chunkSize = 1024;
   cuda::Optimizer opt(toy, params, options);
+  // The automatic block: the largest whole number of warps the kernel's
+  // registers allow (400 threads: 12 warps).
+  EXPECT_EQ(opt.options().blockSize, 384u);
+  EXPECT_EQ(opt.options().chunkSize, 1024);
   auto message = [](auto &&f) {
     try {
       f();
@@ -332,6 +346,46 @@ TEST_F(CudaFake, LearnedRulesGetWeightsAndComponentMajorVectorStates) {
       ASSERT_NEAR(h[sizes[i] + k], h1, 1e-5 * (1 + std::fabs(h1)))
           << i << " " << k;
     }
+  }
+}
+
+TEST_F(CudaFake, AutomaticLaunchShapesFollowTheKernel) {
+  auto dev = Device::open(fakeDriver());
+  cuda::Rule adam = dev->loadRule("X", manifest(), "m");
+  cuda::Rule toy = dev->loadRule("X", toyManifest(), "toy.manifest");
+  std::vector<std::vector<float>> p = {std::vector<float>(10, 1.f)};
+  auto dp = upload(dev, p), dg = upload(dev, p);
+  // Update rules: 16384 coordinates a chunk, 256 threads a block.
+  cuda::Optimizer a(adam, {{dp[0].get(), 10}});
+  EXPECT_EQ(a.options().chunkSize, 16384);
+  EXPECT_EQ(a.options().blockSize, 256u);
+  a.step({{dg[0].get(), 10}});
+  EXPECT_EQ(state.lastBlock, 256u);
+  // Learned rules: the largest block in whole warps, 16 coordinates a
+  // thread.
+  for (auto [most, block] : {std::pair{400, 384u}, std::pair{1024, 1024u},
+                             std::pair{2048, 1024u}, std::pair{32, 32u}}) {
+    state.toyMaxThreads = most;
+    cuda::Optimizer l(toy, {{dp[0].get(), 10}});
+    EXPECT_EQ(l.options().blockSize, block) << most;
+    EXPECT_EQ(l.options().chunkSize, 16 * int64_t(block)) << most;
+  }
+  // An explicit shape is taken as it is.
+  OptimizerOptions o;
+  o.chunkSize = 64;
+  o.blockSize = 64;
+  cuda::Optimizer l(toy, {{dp[0].get(), 10}}, o);
+  EXPECT_EQ(l.options().chunkSize, 64);
+  EXPECT_EQ(l.options().blockSize, 64u);
+  // A kernel that cannot run one warp per block is refused by name.
+  state.toyMaxThreads = 20;
+  try {
+    cuda::Optimizer bad(toy, {{dp[0].get(), 10}});
+    ADD_FAILURE() << "no error";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(), "optim: CUDA: rule 'toy' cannot be launched with "
+                           "even one warp per block (the driver allows 20 "
+                           "threads)");
   }
 }
 

@@ -102,6 +102,12 @@ cl::opt<bool> ptxasVerbose("ptxas-verbose",
                            cl::desc("Print ptxas's report (registers, "
                                     "spills) of --emit=cubin"),
                            cl::init(false), cl::cat(category));
+cl::opt<unsigned> gpuLayerThreads(
+    "gpu-layer-threads",
+    cl::desc("Threads per block of a QP layer's CUDA kernel, a multiple of "
+             "32 up to 1024 (default 0: 32 for problems with at most 32 "
+             "variables and constraints, else 128)"),
+    cl::init(0), cl::cat(category));
 cl::opt<bool> relaxedFP(
     "relaxed-fp",
     cl::desc("Relaxed rounding: reciprocals of uniform divisors (bias "
@@ -349,6 +355,11 @@ int main(int argc, char **argv) {
                                      : optim::GPUEmit::Cubin;
     gpu.pipeline.arch = gpuArch;
     gpu.pipeline.relaxedFP = relaxedFP;
+    if (gpuLayerThreads > 1024 || gpuLayerThreads % 32)
+      return fail("--gpu-layer-threads must be a multiple of 32 up to 1024, "
+                  "got " +
+                  llvm::Twine(unsigned(gpuLayerThreads)));
+    gpu.pipeline.layerThreads = gpuLayerThreads;
     gpu.output = outputFilename.empty() && emit == Emit::Cubin ? "" : output;
     gpu.ptxasVerbose = ptxasVerbose;
     return optim::emitGPU(*module, gpu);

@@ -55,6 +55,9 @@ constexpr int kAttrComputeCapabilityMinor = 76;
 constexpr int kAttrMaxSharedPerBlockOptin = 97;
 /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
 constexpr int kFuncAttrMaxDynamicSharedBytes = 8;
+/// CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: the largest block a launch of
+/// the function can have on this device (its registers decide).
+constexpr int kFuncAttrMaxThreadsPerBlock = 0;
 
 /// The driver entry points the runtime calls, by pointer: loadDriver fills
 /// them from libcuda.so.1, tests inject fakes.
@@ -74,6 +77,8 @@ struct DriverAPI {
                                   const char *name) = nullptr;
   CUresult (*cuFuncSetAttribute)(CUfunction fn, int attribute,
                                  int value) = nullptr;
+  CUresult (*cuFuncGetAttribute)(int *value, int attribute,
+                                 CUfunction fn) = nullptr;
   CUresult (*cuMemAlloc)(CUdeviceptr *ptr, size_t bytes) = nullptr;
   CUresult (*cuMemFree)(CUdeviceptr ptr) = nullptr;
   CUresult (*cuMemcpyHtoD)(CUdeviceptr dst, const void *src,
@@ -234,13 +239,21 @@ struct DeviceTensor {
 };
 
 struct OptimizerOptions {
-  /// Coordinates per chunk (one thread block each); a multiple of 4 keeps
-  /// every chunk of an aligned tensor 16-byte aligned. Many blocks (a
-  /// 124M-coordinate model has ~7,600) keep the last wave short.
-  int64_t chunkSize = 16384;
-  /// Threads per block: 256 lets ~5 blocks of a 48-register kernel share
-  /// an SM. Not tuned on hardware yet (bench/gpu/run.sh sweeps both).
-  unsigned blockSize = 256;
+  /// Coordinates per chunk (one thread block each), a multiple of 4 (every
+  /// chunk of an aligned tensor stays 16-byte aligned); 0: automatic, 16384
+  /// for update rules (many blocks, ~7,600 for a 124M-coordinate model,
+  /// keep the last wave short), 16 per thread of a block for learned rules
+  /// (thousands of FMAs per coordinate: enough chunks for ~12 waves on 10M
+  /// coordinates).
+  int64_t chunkSize = 0;
+  /// Threads per block, a multiple of 32 up to 1024; 0: automatic, 256 for
+  /// update rules, and for learned rules the largest block their registers
+  /// allow (CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK, rounded down to whole
+  /// warps): the one block of an SM then holds as many warps as its
+  /// register file can. On an H200 (docs/benchmarks.md) these were within
+  /// 3% of the best launch shape bench/gpu/run.sh swept, for Adam on 124M
+  /// coordinates and for l2l on 10M.
+  unsigned blockSize = 0;
   /// The stream to launch on; null: the optimizer creates its own.
   CUstream stream = nullptr;
 };
@@ -269,6 +282,8 @@ public:
   /// rule kernel: its step returns once the first pass is done.
   void step(const std::vector<DeviceTensor> &grads);
   int64_t stepCount() const { return step_; }
+  /// The options in use: automatic chunk and block sizes resolved.
+  const OptimizerOptions &options() const { return options_; }
   CUstream stream() const { return stream_; }
   void synchronize() const;
   int64_t numChunks() const { return numChunks_; }

@@ -86,7 +86,7 @@ template <class F>
 void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
                    F take) {
   const int64_t k = m + p;
-  take(w.red, nt);
+  take(w.red, nt + 32); // the parts, then up to 32 partials (fold)
   take(w.L, n * n);
   double **vn[] = {&w.z,  &w.rd, &w.f,  &w.rx, &w.cx,  &w.tn,
                    &w.dz, &w.pz, &w.bz, &w.ts, &w.atn, &w.gtl};
@@ -209,6 +209,33 @@ inline KernelLayout kernelLayout(int64_t n, int64_t m, int64_t p, bool hasQ,
 
 /// The problem (float64, row-major, the operands of one batch element; Q,
 /// A/b and G/h may be null) and the options.
+/// (row, col) of e = t, t + step, ... in a row-major [*, cols] index
+/// space, advanced without dividing: the loops over matrix elements would
+/// otherwise divide per element, and on the GPU a 64-bit division and
+/// remainder take ~30 instructions, more than the Cholesky update's one
+/// multiply-add they index.
+/// 32-bit: rows and columns of a matrix in one block's memory are far below
+/// 2^31, and half the registers leave the solver without spills on sm_80.
+struct Walk {
+  int32_t i = 0, j = 0, di = 0, dj = 0, cols = 0;
+  Walk(int64_t start, int64_t step, int64_t columns) : cols(int32_t(columns)) {
+    if (cols > 0) {
+      i = int32_t(start / cols);
+      j = int32_t(start % cols);
+      di = int32_t(step / cols);
+      dj = int32_t(step % cols);
+    }
+  }
+  void next() {
+    i += di;
+    j += dj;
+    if (j >= cols) {
+      j -= cols;
+      ++i;
+    }
+  }
+};
+
 struct Problem {
   int64_t n = 0, m = 0, p = 0;
   const double *Q = nullptr, *q = nullptr, *A = nullptr, *b = nullptr,
@@ -294,31 +321,44 @@ private:
   int nt() const { return T.nt; }
 
   // ---- reductions (all threads get the same value) ----
-  double sum(double part) {
+  // In two levels, so that no thread reads all nt parts one after another
+  // (a chain of dependent shared-memory loads, the longest wait of a
+  // reduction): the first G threads (G the largest power of two with
+  // G^2 <= nt) each fold the parts G apart, then every thread folds those
+  // G partials in order. A fixed shape: the same value on every thread,
+  // on every run.
+  int groups() const {
+    int g = 1;
+    while ((2 * g) * (2 * g) <= nt())
+      g *= 2;
+    return g;
+  }
+  template <class Op> double fold(double part, Op op) {
+    double *partial = W.red + nt();
+    const int g = groups();
     W.red[tid()] = part;
     T.sync();
-    double s = 0;
-    for (int i = 0; i < nt(); ++i)
-      s += W.red[i];
+    if (tid() < g) {
+      double s = W.red[tid()];
+      for (int i = tid() + g; i < nt(); i += g)
+        s = op(s, W.red[i]);
+      partial[tid()] = s;
+    }
+    T.sync();
+    double s = partial[0];
+    for (int i = 1; i < g; ++i)
+      s = op(s, partial[i]);
     T.sync();
     return s;
   }
-  /// The team's parts folded with op from the first (max and min have no
-  /// neutral start value that sum()'s 0 would stand for).
-  template <class Op> double foldr(double part, Op op) {
-    W.red[tid()] = part;
-    T.sync();
-    double s = W.red[0];
-    for (int i = 1; i < nt(); ++i)
-      s = op(s, W.red[i]);
-    T.sync();
-    return s;
+  double sum(double part) {
+    return fold(part, [](double a, double b) { return a + b; });
   }
   double maxr(double part) {
-    return foldr(part, [](double a, double b) { return mx(a, b); });
+    return fold(part, [](double a, double b) { return mx(a, b); });
   }
   double minr(double part) {
-    return foldr(part, [](double a, double b) { return mn(a, b); });
+    return fold(part, [](double a, double b) { return mn(a, b); });
   }
   double dot(const double *x, const double *y, int64_t n) {
     double s = 0;
@@ -410,8 +450,9 @@ private:
       const double u = __builtin_sqrt(d), inv = 1.0 / u;
       // Trailing update, upper triangle: a[i, j] -= u_ki u_kj, i <= j.
       const int64_t w = n - k - 1;
-      for (int64_t e = tid(); e < w * w; e += nt()) {
-        const int64_t i = k + 1 + e / w, j = k + 1 + e % w;
+      Walk at(tid(), nt(), w);
+      for (int64_t e = tid(); e < w * w; e += nt(), at.next()) {
+        const int64_t i = k + 1 + at.i, j = k + 1 + at.j;
         if (j >= i)
           a[i * n + j] -= (rk[i] * inv) * (rk[j] * inv);
       }
@@ -521,8 +562,9 @@ private:
     const int64_t n = P.n, m = P.m, p = P.p;
     for (int64_t e = tid(); e < m * n; e += nt())
       W.C[e] = P.A[e];
-    for (int64_t e = tid(); e < p * n; e += nt()) {
-      const int64_t i = e / n, j = e % n;
+    Walk at(tid(), nt(), n);
+    for (int64_t e = tid(); e < p * n; e += nt(), at.next()) {
+      const int64_t i = at.i, j = at.j;
       if (W.rowOf[i] >= 0)
         W.C[int64_t(W.rowOf[i]) * n + j] = P.G[e];
     }
@@ -532,8 +574,9 @@ private:
   /// H = Qs + G^T D G (upper triangle); p = 0 for the polish (H = Qs).
   void formH(const KKT &k) {
     const int64_t n = P.n;
-    for (int64_t e = tid(); e < n * n; e += nt()) {
-      const int64_t i = e / n, j = e % n;
+    Walk at(tid(), nt(), n);
+    for (int64_t e = tid(); e < n * n; e += nt(), at.next()) {
+      const int64_t i = at.i, j = at.j;
       if (j < i)
         continue;
       double s = 0;
@@ -565,8 +608,9 @@ private:
       return false;
     k.rho = k.rhoBase;
     for (int attempt = 0;; ++attempt) {
-      for (int64_t e = tid(); e < n * n; e += nt()) {
-        const int64_t i = e / n, j = e % n;
+      Walk at(tid(), nt(), n);
+      for (int64_t e = tid(); e < n * n; e += nt(), at.next()) {
+        const int64_t i = at.i, j = at.j;
         if (j >= i)
           W.L[e] = W.H[e] + (i == j ? k.rho : 0.0);
       }
@@ -579,8 +623,9 @@ private:
     }
     if (m == 0)
       return true;
-    for (int64_t e = tid(); e < n * m; e += nt()) {
-      const int64_t j = e / m, r = e % m;
+    Walk at(tid(), nt(), m);
+    for (int64_t e = tid(); e < n * m; e += nt(), at.next()) {
+      const int64_t j = at.i, r = at.j;
       W.Y[e] = k.A[r * n + j];
     }
     T.sync();
@@ -589,8 +634,9 @@ private:
     for (int attempt = 0; attempt < 10; ++attempt) {
       if (attempt)
         k.delta *= 100;
-      for (int64_t e = tid(); e < m * m; e += nt()) {
-        const int64_t i = e / m, j = e % m;
+      Walk at(tid(), nt(), m);
+      for (int64_t e = tid(); e < m * m; e += nt(), at.next()) {
+        const int64_t i = at.i, j = at.j;
         if (j < i)
           continue;
         double s = 0;
@@ -1174,26 +1220,32 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   }
   T.sync();
   const double *dz = W.dz, *dnu = W.dnu, *dls = W.dlam;
-  if (offset[0] >= 0)
-    for (int64_t e = tid(); e < n * n; e += nt()) {
-      const int64_t i = e / n, j = e % n;
+  if (offset[0] >= 0) {
+    Walk at(tid(), nt(), n);
+    for (int64_t e = tid(); e < n * n; e += nt(), at.next()) {
+      const int64_t i = at.i, j = at.j;
       dops[offset[0] + e] = (dz[i] * kz[j] + kz[i] * dz[j]) / 2;
     }
+  }
   for (int64_t j = tid(); j < n; j += nt())
     dops[offset[1] + j] = dz[j];
-  if (offset[2] >= 0)
-    for (int64_t e = tid(); e < m * n; e += nt()) {
-      const int64_t k = e / n, j = e % n;
+  if (offset[2] >= 0) {
+    Walk at(tid(), nt(), n);
+    for (int64_t e = tid(); e < m * n; e += nt(), at.next()) {
+      const int64_t k = at.i, j = at.j;
       dops[offset[2] + e] = dnu[k] * kz[j] + W.nu[k] * dz[j];
     }
+  }
   if (offset[3] >= 0)
     for (int64_t k = tid(); k < m; k += nt())
       dops[offset[3] + k] = -dnu[k];
-  if (offset[4] >= 0)
-    for (int64_t e = tid(); e < p * n; e += nt()) {
-      const int64_t k = e / n, j = e % n;
+  if (offset[4] >= 0) {
+    Walk at(tid(), nt(), n);
+    for (int64_t e = tid(); e < p * n; e += nt(), at.next()) {
+      const int64_t k = at.i, j = at.j;
       dops[offset[4] + e] = dls[k] * kz[j] + W.lam[k] * dz[j];
     }
+  }
   if (offset[5] >= 0)
     for (int64_t k = tid(); k < p; k += nt())
       dops[offset[5] + k] = -dls[k];
