@@ -39,6 +39,10 @@ private:
   LogicalResult emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
                             ArrayRef<Value> bases, Value stride,
                             Value coordinate);
+  /// Where element (row, col) of weights tensor `w` is in the shared copy
+  /// (indices); row-major but for lstm_cell weights, whose four gate
+  /// weights of (unit, col) are consecutive.
+  Value sharedWeightIndex(OpBuilder &b, unsigned w, Value row, Value col);
   Value i64Const(OpBuilder &b, int64_t v) {
     return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
   }
@@ -92,6 +96,9 @@ private:
   /// shared-memory copy, and their total.
   SmallVector<int64_t> weightOffsets;
   int64_t weightElements = 0;
+  /// Learned rules: the weights of lstm_cell ops, whose shared copy is
+  /// gate-interleaved (see sharedWeightIndex).
+  llvm::SmallDenseSet<Value> gateInterleaved;
   /// Learned rules: the log of log_sign, replaced by MLIR's f32 polynomial
   /// as on the CPU.
   SmallVector<Operation *> approximate;

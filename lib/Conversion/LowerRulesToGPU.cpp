@@ -12,14 +12,22 @@
 // Learned rules (weights: log_sign, lstm_cell, linear) take another path,
 // emitLearned: their per-coordinate work is thousands of FMAs on ~5k shared
 // weights, so the block first copies the weights into shared memory (one
-// workgroup attribution) and synchronizes; each thread then takes one
-// coordinate at a time. The inputs of a matrix-vector product are loaded
-// into registers once, a loop over hidden units accumulates each unit's
-// four gate rows (weights read from shared memory, the same address for
-// every thread: a broadcast), and each new state component goes to global
-// memory as soon as it is computed (coalesced: component j of coordinate i
-// is at base + j * stride + i). A later product that reads that state loads
-// it back. Nothing is indexed dynamically in registers, so nothing spills.
+// workgroup attribution, 16-byte aligned) and synchronizes; each thread
+// then takes one coordinate at a time. The inputs of a matrix-vector
+// product are loaded into registers once, a loop over hidden units
+// accumulates each unit's four gate rows (weights read from shared memory,
+// the same address for every thread: a broadcast), and each new state
+// component goes to global memory as soon as it is computed (coalesced:
+// component j of coordinate i is at base + j * stride + i). A later
+// product that reads that state loads it back. The shared copy of an
+// lstm_cell's weights [4H, cols] ([W | b]) is gate-interleaved:
+// W[q * H + j][k] at ((j * cols + k) * 4 + q), so the four gate weights of
+// unit j and input k are one 16-byte group (32 bytes in f64), read with one
+// vector load for four FMAs (a warp issues one shared load per clock
+// against four FMAs: scalar loads would cap the kernel at a quarter of the
+// FMA peak). Every weights tensor starts at a multiple of 4 elements; the
+// linear head's stay row-major. Nothing is indexed dynamically in
+// registers, so nothing spills.
 // A cell result that cannot go to its state as it is computed (a later op
 // changes it or reads the state's old value, or it is no state) goes to an
 // array in the thread's private memory instead, as does a c input that is
@@ -62,6 +70,13 @@ constexpr llvm::StringLiteral kSymbolPrefix = "optim_rule_";
 constexpr llvm::StringLiteral kModuleName = "optim_kernels";
 /// CUDA's global address space.
 constexpr unsigned kGlobal = 1;
+/// Learned rules: the shared copy of an lstm_cell's weights keeps the four
+/// gate weights of a (unit, input) pair side by side, and every weights
+/// tensor starts at a multiple of this many elements.
+constexpr int64_t kGateGroup = 4;
+/// The widest shared-memory load (ld.shared.v4.b32, .v2.b64) and the
+/// alignment of the shared buffer.
+constexpr unsigned kVectorBytes = 16;
 
 } // namespace
 
@@ -248,11 +263,15 @@ LogicalResult GPURuleLowering::classifyLearned() {
              << weight.getType()
              << ": the GPU code generator needs static shapes of the rule's "
                 "element type";
-    weightOffsets.push_back(weightElements);
-    weightElements += type.getNumElements();
+    // Every tensor starts at a multiple of kGateGroup elements: the four
+    // gate weights of an lstm_cell's (unit, input) pair are one aligned
+    // vector load.
+    weightOffsets.push_back(llvm::alignTo(weightElements, kGateGroup));
+    weightElements = weightOffsets.back() + type.getNumElements();
   }
-  // The shared-memory copy must fit the 48 KiB that a kernel gets without
-  // opting in to more (which the runtime's launch does not do).
+  // The shared-memory copy (padding included) must fit the 48 KiB that a
+  // kernel gets without opting in to more (which the runtime's launch does
+  // not do).
   int64_t bytes = weightElements * (elt.getWidth() / 8);
   if (bytes > 48 * 1024)
     return rule.emitOpError("has ")
@@ -270,9 +289,10 @@ LogicalResult GPURuleLowering::classifyLearned() {
     bool supported = false;
     if (isa<LogSignOp>(op))
       supported = true;
-    else if (auto cell = dyn_cast<LSTMCellOp>(op))
+    else if (auto cell = dyn_cast<LSTMCellOp>(op)) {
       supported = weights.contains(cell.getWeights());
-    else if (auto lin = dyn_cast<LinearOp>(op))
+      gateInterleaved.insert(cell.getWeights());
+    } else if (auto lin = dyn_cast<LinearOp>(op))
       supported = weights.contains(lin.getWeights());
     else if (isComponentMove(&op))
       supported = isSupportedComponentMove(&op);
@@ -288,6 +308,31 @@ LogicalResult GPURuleLowering::classifyLearned() {
       varying.insert(r);
   }
   return success();
+}
+
+Value GPURuleLowering::sharedWeightIndex(OpBuilder &b, unsigned w, Value row,
+                                         Value col) {
+  Location loc = rule.getLoc();
+  Value weight = rule.getWeight(w);
+  auto shape = cast<RankedTensorType>(weight.getType()).getShape();
+  auto idx = [&](int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  };
+  auto mulAdd = [&](Value x, int64_t y, Value z) -> Value {
+    return arith::AddIOp::create(
+        b, loc, arith::MulIOp::create(b, loc, x, idx(y)), z);
+  };
+  Value at;
+  if (gateInterleaved.contains(weight)) {
+    // Row q * H + j of [4H, cols]: element q of group (j, col).
+    int64_t hidden = shape[0] / kGateGroup;
+    Value unit = arith::RemUIOp::create(b, loc, row, idx(hidden));
+    Value gate = arith::DivUIOp::create(b, loc, row, idx(hidden));
+    at = mulAdd(mulAdd(unit, shape[1], col), kGateGroup, gate);
+  } else {
+    at = mulAdd(row, shape[1], col);
+  }
+  return arith::AddIOp::create(b, loc, at, idx(weightOffsets[w]));
 }
 
 LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
@@ -384,31 +429,22 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
     map[v] = comps;
     return comps;
   };
-  auto weight = [&](Value w, Value index) -> Value {
+  auto weightIndex = [&](Value w) -> unsigned {
     unsigned k = 0;
     while (rule.getWeight(k) != w)
       ++k;
-    Value at = arith::AddIOp::create(
-        b, loc, arith::IndexCastOp::create(b, loc, b.getIndexType(), index),
-        arith::ConstantIndexOp::create(b, loc, weightOffsets[k]));
-    return memref::LoadOp::create(b, loc, shared, ValueRange{at});
+    return k;
   };
-  // Row r of W [in; 1] (W laid out [W | b]): the bias, then one FMA per
-  // input in order, as the CPU kernel does.
-  auto rowInit = [&](Value w, Value r, int64_t cols) -> Value {
-    return weight(w, arith::AddIOp::create(
-                         b, loc, arith::MulIOp::create(b, loc, r, i64Const(b, cols)),
-                         i64Const(b, cols - 1)));
+  // Element (r, k) of weights `w`, from the shared copy. Row r of W [in; 1]
+  // (W laid out [W | b]) is the bias, then one FMA per input in order, as
+  // the CPU kernel does.
+  auto weight = [&](Value w, int64_t r, int64_t k) -> Value {
+    return memref::LoadOp::create(
+        b, loc, shared,
+        sharedWeightIndex(b, weightIndex(w),
+                          arith::ConstantIndexOp::create(b, loc, r),
+                          arith::ConstantIndexOp::create(b, loc, k)));
   };
-  auto rowStep = [&](Value w, Value r, int64_t cols, int64_t k, Value x,
-                     Value acc) -> Value {
-    Value wk = weight(
-        w, arith::AddIOp::create(
-               b, loc, arith::MulIOp::create(b, loc, r, i64Const(b, cols)),
-               i64Const(b, k)));
-    return math::FmaOp::create(b, loc, wk, x, acc);
-  };
-
   for (unsigned opIndex = 0, e = varyingOps.size(); opIndex < e; ++opIndex) {
     Operation *op = varyingOps[opIndex];
     // The state that receives `result` as soon as it is computed.
@@ -447,10 +483,10 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
       Comps out;
       // Unrolled: the outputs stay in registers (the head has one row).
       for (int64_t r = 0; r < rows; ++r) {
-        Value row = i64Const(b, r);
-        Value acc = rowInit(lin.getWeights(), row, cols);
+        Value acc = weight(lin.getWeights(), r, cols - 1);
         for (auto [k, xk] : llvm::enumerate(x))
-          acc = rowStep(lin.getWeights(), row, cols, k, xk, acc);
+          acc = math::FmaOp::create(b, loc, weight(lin.getWeights(), r, k), xk,
+                                    acc);
         out.push_back(acc);
       }
       map[lin.getResult()] = out;
@@ -499,19 +535,42 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
         b.setInsertionPointToStart(units.getBody());
         Value j = arith::IndexCastOp::create(b, loc, i64,
                                              units.getInductionVar());
-        // Unit j's four gate rows (input, forget, cell, output) side by
-        // side: four independent FMA chains per input.
-        SmallVector<Value> rows, z;
-        for (int64_t q = 0; q < 4; ++q) {
-          rows.push_back(q ? arith::AddIOp::create(b, loc, j,
-                                                   i64Const(b, q * hidden))
-                           : j);
-          z.push_back(rowInit(cell.getWeights(), rows.back(), cols));
-        }
-        for (auto [k, xk] : llvm::enumerate(in))
-          for (int64_t q = 0; q < 4; ++q)
-            z[q] = rowStep(cell.getWeights(), rows[q], cols, k, xk, z[q]);
         Value unit = units.getInductionVar();
+        // Unit j's four gate rows (input, forget, cell, output) side by
+        // side: four independent FMA chains per input. The four gate
+        // weights of input k are one 16-byte aligned group of the shared
+        // copy (two for f64): one vector load instead of four scalar ones,
+        // as a warp issues one shared load per clock against four FMAs.
+        Value unitGroups = arith::AddIOp::create(
+            b, loc,
+            arith::MulIOp::create(
+                b, loc, unit,
+                arith::ConstantIndexOp::create(b, loc, cols * kGateGroup)),
+            arith::ConstantIndexOp::create(
+                b, loc, weightOffsets[weightIndex(cell.getWeights())]));
+        int64_t perLoad = kVectorBytes * 8 / elt.getWidth();
+        auto loadType = VectorType::get({perLoad}, elt);
+        auto gateWeights = [&](int64_t k) -> SmallVector<Value, 4> {
+          SmallVector<Value, 4> gates;
+          for (int64_t q = 0; q < kGateGroup; q += perLoad) {
+            Value at = arith::AddIOp::create(
+                b, loc, unitGroups,
+                arith::ConstantIndexOp::create(b, loc, k * kGateGroup + q));
+            Value v = vector::LoadOp::create(
+                b, loc, loadType, shared, ValueRange{at},
+                /*nontemporal=*/false, llvm::Align(kVectorBytes));
+            for (int64_t l = 0; l < perLoad; ++l)
+              gates.push_back(
+                  vector::ExtractOp::create(b, loc, v, ArrayRef<int64_t>{l}));
+          }
+          return gates;
+        };
+        SmallVector<Value, 4> z = gateWeights(cols - 1);
+        for (auto [k, xk] : llvm::enumerate(in)) {
+          SmallVector<Value, 4> w = gateWeights(k);
+          for (int64_t q = 0; q < kGateGroup; ++q)
+            z[q] = math::FmaOp::create(b, loc, w[q], xk, z[q]);
+        }
         Value cj =
             cFrom ? LLVM::LoadOp::create(b, loc, elt, addr(*cFrom, j), align)
                         .getResult()
@@ -520,7 +579,19 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
                         .getResult();
         Value cNew, hNew;
         if (elt.isF32()) {
-          std::tie(cNew, hNew) = lstmCellUpdate(b, loc, z, cj);
+          if (relaxed) {
+            // llvm.tanh with afn: NVPTX's tanh.approx.f32 (sm_75 and up).
+            auto fastTanh = [&](Value x) -> Value {
+              return LLVM::TanhOp::create(
+                  b, loc, x,
+                  LLVM::FastmathFlagsAttr::get(b.getContext(),
+                                               LLVM::FastmathFlags::afn));
+            };
+            std::tie(cNew, hNew) =
+                lstmCellUpdateApprox(b, loc, z, cj, fastTanh);
+          } else {
+            std::tie(cNew, hNew) = lstmCellUpdate(b, loc, z, cj);
+          }
         } else {
           // f64: the CPU kernel's formulas, libdevice's exp and tanh.
           auto sigmoid = [&](Value x) -> Value {
@@ -747,6 +818,11 @@ LogicalResult GPURuleLowering::run() {
       gpu::GPUFuncOp::create(b, loc, (kSymbolPrefix + rule.getSymName()).str(),
                              b.getFunctionType(argTypes, {}), workgroup);
   func->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b.getUnitAttr());
+  // The vector loads of gate groups need a 16-byte aligned buffer; the
+  // lowering gives the buffer's global this alignment.
+  if (learned)
+    func.setWorkgroupAttributionAttr(0, LLVM::LLVMDialect::getAlignAttrName(),
+                                     b.getI64IntegerAttr(kVectorBytes));
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
   Value ptrs = entry.getArgument(0), lengths = entry.getArgument(1);
@@ -761,12 +837,15 @@ LogicalResult GPURuleLowering::run() {
     tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
     threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
     // The block copies the weights into shared memory, consecutive threads
-    // reading consecutive elements, before any thread reads them.
+    // reading consecutive elements, before any thread reads them. An
+    // lstm_cell's weights go to their gate-interleaved places (an
+    // integer division per element, once per block).
     Value shared = func.getWorkgroupAttributions()[0];
     unsigned firstWeight = 5 + rule.getNumHypers();
     for (unsigned w = 0, e = rule.getNumWeights(); w < e; ++w) {
-      int64_t size =
-          (w + 1 < e ? weightOffsets[w + 1] : weightElements) - weightOffsets[w];
+      Value weight = rule.getWeight(w);
+      auto type = cast<RankedTensorType>(weight.getType());
+      int64_t size = type.getNumElements();
       auto copy = scf::ForOp::create(
           b, loc, tid, arith::ConstantIndexOp::create(b, loc, size), threads);
       OpBuilder::InsertionGuard guard(b);
@@ -778,11 +857,18 @@ LogicalResult GPURuleLowering::run() {
               arith::IndexCastOp::create(b, loc, i64, k)),
           elt.getWidth() / 8);
       v.setInvariant(true);
-      memref::StoreOp::create(
-          b, loc, v, shared,
-          ValueRange{arith::AddIOp::create(
-              b, loc, k,
-              arith::ConstantIndexOp::create(b, loc, weightOffsets[w]))});
+      Value to;
+      if (gateInterleaved.contains(weight)) {
+        Value cols =
+            arith::ConstantIndexOp::create(b, loc, type.getShape()[1]);
+        to = sharedWeightIndex(b, w, arith::DivUIOp::create(b, loc, k, cols),
+                               arith::RemUIOp::create(b, loc, k, cols));
+      } else {
+        to = arith::AddIOp::create(
+            b, loc, k,
+            arith::ConstantIndexOp::create(b, loc, weightOffsets[w]));
+      }
+      memref::StoreOp::create(b, loc, v, shared, ValueRange{to});
     }
     gpu::BarrierOp::create(b, loc);
   }

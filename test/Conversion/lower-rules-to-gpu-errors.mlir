@@ -35,6 +35,20 @@ optim.rule @huge(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x13000xf32>) {
 
 // -----
 
+// The padding counts: every weights tensor starts at a multiple of 4
+// elements (16 bytes) of the shared copy. 2 + 12,286 f32 would be 49,152
+// bytes; %b starts at element 4, so the copy takes 49,160.
+// expected-error @+1 {{'optim.rule' op has 49160 bytes of weights: the GPU code generator keeps them in shared memory, at most 49152 bytes}}
+optim.rule @padded(%p: f32, %g: f32, %t: i64) weights(%a: tensor<1x2xf32>, %b: tensor<1x12286xf32>) {
+  %0 = optim.linear %g, %a : f32, tensor<1x2xf32> -> f32
+  %1 = vector.broadcast %0 : f32 to vector<12285xf32>
+  %2 = optim.linear %1, %b : vector<12285xf32>, tensor<1x12286xf32> -> f32
+  %3 = arith.subf %p, %2 : f32
+  optim.yield %3 : f32
+}
+
+// -----
+
 // Two passes over memory: a reduced value cannot depend on another reduction.
 optim.rule @third(%p: f32, %g: f32, %t: i64) {
   // expected-note @+1 {{the other reduction}}
