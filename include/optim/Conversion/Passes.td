@@ -119,8 +119,14 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     workgroup attribution) and synchronizes, then each thread takes one
     coordinate at a time, with the inputs of each matrix-vector product in
     registers, a loop over hidden units, and every new state component
-    written to global memory as soon as it is computed. Other rules must be
-    scalar and elementwise per coordinate. Rules with tensor reductions
+    written to global memory as soon as it is computed. The shared copy of
+    each `optim.lstm_cell` weight is gate-interleaved (the four gate
+    weights of a unit and input side by side, 16-byte aligned), so one
+    vector load feeds four FMAs. With `relaxed-fp`, the f32 cells compute
+    every tanh with `llvm.tanh` under `afn` (PTX `tanh.approx.f32`) and
+    their sigmoids as 1/2 + tanh(z/2)/2, instead of the CPU kernel's exact
+    rational forms: faster, and no longer the CPU's bits. Other rules must
+    be scalar and elementwise per coordinate. Rules with tensor reductions
     (`optim.tensor_reduce`) are not supported yet.
   }];
   let dependentDialects = [
@@ -134,8 +140,8 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
            "Bits read and written per thread and state at a time on aligned "
            "chunks; the element width disables vectors">,
     Option<"relaxedFP", "relaxed-fp", "bool", /*default=*/"false",
-           "Approximate square roots, reciprocals of uniform divisors and "
-           "fused multiply-adds">
+           "Approximate square roots, reciprocals of uniform divisors, "
+           "fused multiply-adds, and tanh.approx in learned rules' cells">
   ];
 }
 
