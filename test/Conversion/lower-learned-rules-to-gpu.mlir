@@ -46,8 +46,12 @@
 // CHECK-NOT: math.log
 // The first cell's h in registers, then a loop over its 3 hidden units.
 // CHECK-COUNT-3: llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr<1> -> f32
+// c[0] before the loop and c[j + 1] at the top of unit j: each c is loaded a
+// unit ahead of its use (the last unit reloads its own).
+// CHECK: scf.for %{{.*}} = %{{.*}} to %{{.*}} step %{{.*}} iter_args(%{{.*}} = %[[C0:[0-9]+]]) -> (f32)
+// CHECK: arith.minsi %{{.*}}, %c2{{.*}} : i64
+// CHECK: %[[CNEXT:.*]] = llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr<1> -> f32
 // Bias first, then one vector load and four FMAs per input.
-// CHECK: scf.for
 // CHECK-NOT: memref.load
 // CHECK: %[[BIAS:.*]] = vector.load %[[SHARED]][%{{.*}}] {alignment = 16 : i64} : memref<123xf32, #gpu.address_space<workgroup>>, vector<4xf32>
 // CHECK-COUNT-4: vector.extract %[[BIAS]]
@@ -64,6 +68,7 @@
 // CHECK-NOT: memref.load %[[SHARED]]
 // CHECK: llvm.store %{{.*}} {alignment = 4 : i64} : f32, !llvm.ptr<1>
 // CHECK: llvm.store %{{.*}} {alignment = 4 : i64} : f32, !llvm.ptr<1>
+// CHECK: scf.yield %[[CNEXT]] : f32
 // The second cell reads the first's new h back (2 loads) with its old h.
 // CHECK-COUNT-5: llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr<1> -> f32
 // CHECK: scf.for

@@ -106,7 +106,7 @@ cl::opt<unsigned> gpuLayerThreads(
     "gpu-layer-threads",
     cl::desc("Threads per block of a QP layer's CUDA kernel, a multiple of "
              "32 up to 1024 (default 0: 32 for problems with at most 32 "
-             "variables and constraints, else 128)"),
+             "variables and constraints, else 256)"),
     cl::init(0), cl::cat(category));
 cl::opt<bool> relaxedFP(
     "relaxed-fp",

@@ -269,7 +269,7 @@ def LowerLayersToGPU : Pass<"optim-lower-layers-to-gpu", "::mlir::ModuleOp"> {
   let options = [
     Option<"threads", "threads", "int64_t", /*default=*/"0",
            "Threads per block (0: 32 for problems with at most 32 variables "
-           "and constraints, else 128)">,
+           "and constraints, else 256)">,
     Option<"sharedBytes", "shared-bytes", "int64_t", /*default=*/"101376",
            "Dynamic shared memory per block at most (the solver's buffers "
            "that do not fit go to global memory)">

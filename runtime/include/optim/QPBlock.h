@@ -155,11 +155,13 @@ inline void carve(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
 constexpr int64_t kSharedCapBytes = 99 * 1024;
 
 /// Threads per block for a problem of these dimensions: a warp for tiny
-/// problems, else four (the Cholesky's trailing update and the products
+/// problems, else eight (the Cholesky's trailing update and the products
 /// have ~n^2 independent elements; more threads make each reduction and
-/// barrier dearer).
+/// barrier dearer). On an H200, n = p = 100 in float64, batch 128: 128
+/// threads 14.7 ms, 256 11.0, 512 13.2, 1024 18.8 (docs/benchmarks.md);
+/// at 255 registers a thread, 256 is also the largest block that fits.
 inline int64_t defaultThreads(int64_t n, int64_t m, int64_t p) {
-  return mx(double(n), double(m + p)) <= 32 ? 32 : 128;
+  return mx(double(n), double(m + p)) <= 32 ? 32 : 256;
 }
 
 /// The launch and memory of a compiled layer's kernel: `threads` per block,
