@@ -223,7 +223,7 @@ qpcheck=$?
 cat "$out/qp-f64.json"
 # The same layer compiled for larger blocks (prepare.sh): the launch shape
 # that the compiler's default should take.
-for t in 256 512 1024; do
+for t in 128 512 1024; do
   [ -f "$aot/qpbench-t$t.sm_90.cubin" ] || continue
   timeout 60 "$qp" "$aot" --stem "qpbench-t$t" --batch "$qp_batch" \
     --reps "${QP_REPS:-20}" > "$out/qp-f64-t$t.json"
@@ -246,7 +246,7 @@ for dt in ("f64",):
           f"gradients {o['max_rel_grad_err_vs_cpu']:.2g}, {o['unsolved']} unsolved, <= {o['iterations_max']} iterations); "
           f"forward {o['fwd_ms']:.3f} ms (median {o['fwd_ms_median']:.3f}), backward {o['bwd_ms']:.3f} ms "
           f"(median {o['bwd_ms_median']:.3f}); CPU solver's forward here {o['cpu_fwd_ms']:.1f} ms")
-    for th in (256, 512, 1024):
+    for th in (128, 512, 1024):
         try:
             v = json.load(open(f"{out}/qp-{dt}-t{th}.json"))
         except FileNotFoundError:
