@@ -11,12 +11,11 @@
 //       final parameters, the final states of the small tensors and the
 //       weights (FILE's, else drawn from the same generator) to
 //       DIR/NAME.expected.safetensors;
-//   --check DIR [--rule NAME] [--cubin STEM] [--relaxed]
+//   --check DIR [--rule NAME] [--cubin STEM]
 //       on the GPU: the same 20 steps with DIR/NAME.<arch>.cubin (or
 //       STEM.<arch>.cubin, another build of the rule), compared with those
 //       expected values (the CPU path, as issue 6 asks; the device machine
-//       has no LLVM to compute them); --relaxed: a --relaxed-fp build,
-//       checked with looser tolerances (it cannot give the CPU's bits);
+//       has no LLVM to compute them);
 //   --bench DIR [--coordinates N] [--steps N] [--peak-cubin FILE]
 //         [--cubin STEM]
 //       on the GPU: one step on N coordinates (default 10M) for a few launch
@@ -250,7 +249,7 @@ void setWeights(cuda::Optimizer &opt, const RuleInfo &info,
 /// nothing), states relative to max(|x|, 1) (h lies in (-1, 1); c grows by
 /// at most 1 a step).
 int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
-          const std::string &name, const std::string &stem, bool relaxed) {
+          const std::string &name, const std::string &stem) {
   SafetensorsFile ref = SafetensorsFile::read(expectedPath(dir, name));
   if (ref.metadata("sizes") != sizesText() ||
       ref.metadata("steps") != std::to_string(kCheckSteps))
@@ -335,11 +334,7 @@ int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
   // weight one ulp up, on the CPU, moves p by at most 5.1e-4 and the states
   // by at most 2.8e-5 in these units; a wrong table, layout or weight is
   // off by O(0.1) or more.
-  // A cubin compiled with --relaxed-fp computes every tanh with the GPU's
-  // tanh.approx.f32 (relative error below 2^-10.9, LearnedMath.h), so
-  // it cannot give the CPU's bits; its tolerances are those of 20 steps
-  // of such errors, still far below what a wrong table or weight gives.
-  const double tolP = relaxed ? 2e-2 : 3e-3, tolState = relaxed ? 2e-2 : 1e-3;
+  const double tolP = 3e-3, tolState = 1e-3;
   bool ok = worstP <= tolP && worstState <= tolState && bad == 0;
   std::printf("check %-9s %s  p: max error %.3g of max(movement, "
               "0.01) (tolerance %.0e), %.2f%% bit-identical; states of the "
@@ -572,7 +567,7 @@ int usage() {
                "usage: optim-gpu-learned --write-reference DIR [--weights "
                "FILE] [--rule NAME]"
                "\n       optim-gpu-learned --check DIR [--rule NAME] [--cubin "
-               "STEM] [--relaxed]"
+               "STEM]"
                "\n       optim-gpu-learned --bench DIR [--coordinates N] "
                "[--steps N] [--peak-cubin FILE] [--cubin STEM]"
                "\n       optim-gpu-learned --probe\n");
@@ -583,7 +578,6 @@ int usage() {
 
 int main(int argc, char **argv) {
   std::string mode, dir, weights, peakCubin, ruleName = "l2l", stem;
-  bool relaxed = false;
   int64_t coords = 10000000;
   int steps = 20;
   for (int i = 1; i < argc; ++i) {
@@ -601,8 +595,6 @@ int main(int argc, char **argv) {
       ruleName = argv[++i];
     } else if (a == "--cubin" && hasValue) {
       stem = argv[++i];
-    } else if (a == "--relaxed") {
-      relaxed = true;
     } else if (a == "--peak-cubin" && hasValue) {
       peakCubin = argv[++i];
     } else if (a == "--coordinates" && hasValue) {
@@ -636,7 +628,7 @@ int main(int argc, char **argv) {
     if (stem.empty())
       stem = ruleName;
     if (mode == "--check")
-      return check(dev, dir, ruleName, stem, relaxed);
+      return check(dev, dir, ruleName, stem);
     return bench(dev, dir, coords, steps, peakCubin, stem);
   } catch (const Error &e) {
     std::fprintf(stderr, "optim-gpu-learned: %s\n", e.what());

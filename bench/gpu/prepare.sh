@@ -46,11 +46,6 @@ for threads in 128 512 1024; do
     -o "$out/qpbench-t$threads.sm_90.cubin"
 done
 
-# l2l with --relaxed-fp (the GPU's tanh.approx.f32 in the LSTM cells), the
-# learned row's second line; sm_90 only, as the QP variants.
-"$optimc" "$root/examples/l2l.optim" --relaxed-fp --emit=cubin --gpu-arch=sm_90 \
-  -o "$out/l2l-relaxed.sm_90.cubin"
-
 # The learned rule's row: the FMA-peak kernel, then the CPU kernel's values.
 nvcc=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
 for arch in sm_80 sm_90; do

@@ -189,27 +189,6 @@ if o and t:
         print("[result] WARNING: sgemm ran faster than the measured FMA peak: the peak is under-measured")
 json.dump(figures, open(sys.argv[4], "w"), indent=1)
 PY
-# 4b. l2l compiled with --relaxed-fp (every tanh the GPU's tanh.approx.f32):
-#     its 20 steps against the same CPU values with looser tolerances, and
-#     its step on the same coordinates.
-if [ -f "$aot/l2l-relaxed.sm_90.cubin" ]; then
-  say "l2l --relaxed-fp: numerics and step"
-  timeout 120 "$learned" --check "$aot" --cubin l2l-relaxed --relaxed | tee "$out/l2l-relaxed-check.txt"
-  timeout 180 "$learned" --bench "$aot" --cubin l2l-relaxed --coordinates "$l2l_coords" \
-    "${peak[@]}" > "$out/l2l-relaxed.json"
-  python3 - "$out/l2l-relaxed.json" "$out/torch-lstm.json" <<'PY'
-import json, sys
-try:
-    o = json.load(open(sys.argv[1]))
-    t = json.load(open(sys.argv[2]))
-except Exception as e:
-    print("[result] no l2l --relaxed-fp figures:", e); sys.exit(0)
-speed = t["torch_lstm_step_ms"] / o["step_ms"]
-print(f"[result] l2l --relaxed-fp step: {o['step_ms']:.3f} ms = {o['gflops']:.0f} GFLOP/s; share of the FMA peak "
-      f"{o['peak_share']:.3f} (best shape {o['best_peak_share']:.3f}); speed-up over torch nn.LSTMCell {speed:.2f}x")
-PY
-fi
-
 # 5. The QP layer (issue 6's QP row): bench/gpu/qpbench.optim's cubin
 #    (float64), batch 128, n = p = 100, bench/qp's problems: forward and
 #    backward (dz = 1) checked against the CPU solver on the same problems,

@@ -99,33 +99,6 @@ inline std::pair<Value, Value> lstmCellUpdate(OpBuilder &b, Location loc,
 }
 
 
-/// The f32 LSTM cell update of the CUDA kernel under --relaxed-fp: every
-/// tanh is `approxTanh` (the caller's: the GPU's tanh.approx.f32, one
-/// special-function instruction with a relative error below 2^-10.9) and
-/// sigmoid(z) = 1/2 + tanh(z/2)/2, with no division. About 14 instructions
-/// a hidden unit where lstmCellUpdate's exact rational forms take ~97, so
-/// the kernel's FMA pipes are left to the gate products; the price is that
-/// the GPU no longer gives the CPU kernel's bits (docs/gpu.md).
-inline std::pair<Value, Value>
-lstmCellUpdateApprox(OpBuilder &b, Location loc, ArrayRef<Value> z, Value c,
-                     llvm::function_ref<Value(Value)> approxTanh) {
-  Type type = c.getType();
-  auto cst = [&](double v) -> Value {
-    return arith::ConstantOp::create(b, loc, b.getFloatAttr(type, v));
-  };
-  Value half = cst(0.5);
-  auto sigmoid = [&](Value x) -> Value {
-    Value t = approxTanh(arith::MulFOp::create(b, loc, x, half));
-    return math::FmaOp::create(b, loc, t, half, half);
-  };
-  Value i = sigmoid(z[0]), f = sigmoid(z[1]), o = sigmoid(z[3]);
-  Value g = approxTanh(z[2]);
-  Value cNew = math::FmaOp::create(b, loc, f, c,
-                                   arith::MulFOp::create(b, loc, i, g));
-  Value hNew = arith::MulFOp::create(b, loc, o, approxTanh(cNew));
-  return {cNew, hNew};
-}
-
 /// The two features of optim.log_sign (appendix A of Andrychowicz et al.):
 /// (log|g| / k, sign g) if |g| >= e^-k, else (-1, e^k g). The callers differ
 /// only in how they get `big` (|g| >= e^-k), log|g| and e^k (a polynomial or

@@ -593,19 +593,7 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
                                .getResult();
         Value cNew, hNew;
         if (elt.isF32()) {
-          if (relaxed) {
-            // llvm.tanh with afn: NVPTX's tanh.approx.f32 (sm_75 and up).
-            auto fastTanh = [&](Value x) -> Value {
-              return LLVM::TanhOp::create(
-                  b, loc, x,
-                  LLVM::FastmathFlagsAttr::get(b.getContext(),
-                                               LLVM::FastmathFlags::afn));
-            };
-            std::tie(cNew, hNew) =
-                lstmCellUpdateApprox(b, loc, z, cj, fastTanh);
-          } else {
-            std::tie(cNew, hNew) = lstmCellUpdate(b, loc, z, cj);
-          }
+          std::tie(cNew, hNew) = lstmCellUpdate(b, loc, z, cj);
         } else {
           // f64: the CPU kernel's formulas, libdevice's exp and tanh.
           auto sigmoid = [&](Value x) -> Value {

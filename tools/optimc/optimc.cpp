@@ -112,9 +112,7 @@ cl::opt<bool> relaxedFP(
     "relaxed-fp",
     cl::desc("Relaxed rounding: reciprocals of uniform divisors (bias "
              "corrections) computed once per step, and fused multiply-adds; "
-             "faster, about an ulp per operation from the formula. On CUDA, "
-             "learned rules' LSTM cells also use tanh.approx.f32 (relative "
-             "error below 2^-10.9)"),
+             "faster, about an ulp per operation from the formula"),
     cl::init(false), cl::cat(category));
 
 //===----------------------------------------------------------------------===//

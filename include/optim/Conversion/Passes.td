@@ -122,11 +122,10 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     written to global memory as soon as it is computed. The shared copy of
     each `optim.lstm_cell` weight is gate-interleaved (the four gate
     weights of a unit and input side by side, 16-byte aligned), so one
-    vector load feeds four FMAs. With `relaxed-fp`, the f32 cells compute
-    every tanh with `llvm.tanh` under `afn` (PTX `tanh.approx.f32`) and
-    their sigmoids as 1/2 + tanh(z/2)/2, instead of the CPU kernel's exact
-    rational forms: faster, and no longer the CPU's bits. Other rules must
-    be scalar and elementwise per coordinate. Rules with tensor reductions
+    vector load feeds four FMAs; the c input of each hidden unit is loaded
+    one unit ahead. The f32 cells compute the CPU kernel's exact rational
+    activations, also with `relaxed-fp`, so the GPU gives the CPU's bits.
+    Other rules must be scalar and elementwise per coordinate. Rules with tensor reductions
     (`optim.tensor_reduce`) are not supported yet.
   }];
   let dependentDialects = [
@@ -140,8 +139,8 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
            "Bits read and written per thread and state at a time on aligned "
            "chunks; the element width disables vectors">,
     Option<"relaxedFP", "relaxed-fp", "bool", /*default=*/"false",
-           "Approximate square roots, reciprocals of uniform divisors, "
-           "fused multiply-adds, and tanh.approx in learned rules' cells">
+           "Approximate square roots, reciprocals of uniform divisors and "
+           "fused multiply-adds">
   ];
 }
 
