@@ -118,8 +118,8 @@ int main(int argc, char **argv) {
   std::string dir;
   int64_t batch = 128, reps = 20;
   double tolerance = -1, gradTolerance = -1;
-  // Other builds of the same layer (bench/gpu/prepare.sh: qpbench-t256 is
-  // compiled with --gpu-layer-threads=256).
+  // Other builds of the same layer (bench/gpu/prepare.sh: qpbench-t512 is
+  // compiled with --gpu-layer-threads=512).
   std::string stem = "qpbench";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

@@ -202,8 +202,11 @@ qpcheck=$?
 cat "$out/qp-f64.json"
 # The same layer compiled for larger blocks (prepare.sh): the launch shape
 # that the compiler's default should take.
-for t in 128 512 1024; do
-  [ -f "$aot/qpbench-t$t.sm_90.cubin" ] || continue
+# QP_THREAD_VARIANTS (default "128 512 1024") chooses them; dry-run.sh
+# sets none (its fake driver runs one layout per layer).
+for t in ${QP_THREAD_VARIANTS-128 512 1024}; do
+  # sm_90 builds only (prepare.sh): other cards skip them.
+  [ "$cc" = 90 ] && [ -f "$aot/qpbench-t$t.sm_90.cubin" ] || continue
   timeout 60 "$qp" "$aot" --stem "qpbench-t$t" --batch "$qp_batch" \
     --reps "${QP_REPS:-20}" > "$out/qp-f64-t$t.json"
 done

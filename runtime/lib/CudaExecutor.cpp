@@ -288,17 +288,17 @@ void Buffer::download(void *host, size_t bytes, size_t offset) const {
 //===----------------------------------------------------------------------===//
 
 namespace {
-/// OptimizerOptions::blockSize's automatic value.
-unsigned automaticBlockSize(const cuda::Rule &rule) {
-  if (rule.info().weights.empty())
-    return 256;
+/// The largest block a learned rule's kernel can be launched with (its
+/// registers decide), in whole warps.
+unsigned largestBlock(const cuda::Rule &rule) {
   const DriverAPI &d = rule.device()->driver();
+  if (!d.cuFuncGetAttribute)
+    throw Error("optim: CUDA: the driver table has no cuFuncGetAttribute");
   int most = 0;
   rule.device()->makeCurrent();
   d.check(d.cuFuncGetAttribute(&most, kFuncAttrMaxThreadsPerBlock,
                                rule.function()),
           "cuFuncGetAttribute(CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK)");
-  // Whole warps; a kernel that fits no warp cannot be launched at all.
   if (most < 32)
     throw Error("optim: CUDA: rule '" + rule.info().name +
                 "' cannot be launched with even one warp per block (the "
@@ -314,21 +314,36 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
   if (!rule_.function())
     throw Error("optim: CUDA: the optimizer needs a loaded rule");
   const RuleInfo &info = rule_.info();
-  if (options_.blockSize == 0)
-    options_.blockSize = automaticBlockSize(rule_);
+  // Explicit values first, so that an error names what the caller set.
+  if (options_.chunkSize != 0 &&
+      (options_.chunkSize < 0 || options_.chunkSize % 4 ||
+       options_.chunkSize > (int64_t(1) << 31)))
+    throw Error("optim: CUDA: chunkSize must be 0 (automatic) or a positive "
+                "multiple of 4 up to 2^31, got " +
+                std::to_string(options_.chunkSize));
+  if (options_.blockSize != 0 &&
+      (options_.blockSize < 32 || options_.blockSize > 1024 ||
+       options_.blockSize % 32))
+    throw Error("optim: CUDA: blockSize must be 0 (automatic) or a multiple "
+                "of 32 in [32, 1024], got " +
+                std::to_string(options_.blockSize));
+  if (!info.weights.empty()) {
+    // Learned kernels take ~170 registers a thread: a block larger than
+    // the register file allows would only fail at the first launch.
+    unsigned most = largestBlock(rule_);
+    if (options_.blockSize == 0)
+      options_.blockSize = most;
+    else if (options_.blockSize > most)
+      throw Error("optim: CUDA: blockSize " +
+                  std::to_string(options_.blockSize) + " is more than the " +
+                  std::to_string(most) + " threads that rule '" + info.name +
+                  "' can be launched with (its registers decide)");
+  } else if (options_.blockSize == 0) {
+    options_.blockSize = 256;
+  }
   if (options_.chunkSize == 0)
     options_.chunkSize = info.weights.empty() ? 16384
                                               : int64_t(options_.blockSize) * 16;
-  if (options_.chunkSize <= 0 || options_.chunkSize % 4 ||
-      options_.chunkSize > (int64_t(1) << 31))
-    throw Error("optim: CUDA: chunkSize must be a positive multiple of 4 "
-                "up to 2^31, got " +
-                std::to_string(options_.chunkSize));
-  if (options_.blockSize < 32 || options_.blockSize > 1024 ||
-      options_.blockSize % 32)
-    throw Error("optim: CUDA: blockSize must be a multiple of 32 in "
-                "[32, 1024], got " +
-                std::to_string(options_.blockSize));
   size_t elt = dtypeSize(info.dtype);
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_[i].size < 0 || (params_[i].size && !params_[i].data))

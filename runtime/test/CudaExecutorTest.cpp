@@ -370,13 +370,35 @@ TEST_F(CudaFake, AutomaticLaunchShapesFollowTheKernel) {
     EXPECT_EQ(l.options().blockSize, block) << most;
     EXPECT_EQ(l.options().chunkSize, 16 * int64_t(block)) << most;
   }
-  // An explicit shape is taken as it is.
+  // An explicit shape the kernel can take is taken as it is.
+  state.toyMaxThreads = 400;
   OptimizerOptions o;
   o.chunkSize = 64;
   o.blockSize = 64;
   cuda::Optimizer l(toy, {{dp[0].get(), 10}}, o);
   EXPECT_EQ(l.options().chunkSize, 64);
   EXPECT_EQ(l.options().blockSize, 64u);
+  // An explicit block the kernel's registers cannot take is refused up
+  // front, not at the first launch.
+  o.blockSize = 512;
+  try {
+    cuda::Optimizer bad(toy, {{dp[0].get(), 10}}, o);
+    ADD_FAILURE() << "no error";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(), "optim: CUDA: blockSize 512 is more than the 384 "
+                           "threads that rule 'toy' can be launched with (its "
+                           "registers decide)");
+  }
+  // A bad explicit block is named as such, also with an automatic chunk.
+  OptimizerOptions huge;
+  huge.blockSize = 1u << 28;
+  try {
+    cuda::Optimizer bad(toy, {{dp[0].get(), 10}}, huge);
+    ADD_FAILURE() << "no error";
+  } catch (const Error &e) {
+    EXPECT_STREQ(e.what(), "optim: CUDA: blockSize must be 0 (automatic) or a "
+                           "multiple of 32 in [32, 1024], got 268435456");
+  }
   // A kernel that cannot run one warp per block is refused by name.
   state.toyMaxThreads = 20;
   try {

@@ -80,13 +80,26 @@ struct Work {
   double *qh, *bh, *hh, *Ah, *Gh;
 };
 
+/// The partials of a team reduction (Solver::fold): the largest power of two
+/// g with g^2 <= nt, so that the first g threads fold nt / g parts each and
+/// every thread then folds g partials.
+inline int64_t reductionGroups(int64_t nt) {
+  int64_t g = 1;
+  while ((2 * g) * (2 * g) <= nt)
+    g *= 2;
+  return g;
+}
+
 /// Calls take(pointer, count) for every buffer, in the carving order: the
 /// most used first (they get the shared memory).
 template <class F>
 void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
                    F take) {
   const int64_t k = m + p;
-  take(w.red, nt + 32); // the parts, then up to 32 partials (fold)
+  // The parts, then the partials: 32 slots for them, the most a block
+  // of 1024 threads needs (the layout measured on a device), or more for
+  // the larger teams of the CPU emulation.
+  take(w.red, nt + (reductionGroups(nt) > 32 ? reductionGroups(nt) : 32));
   take(w.L, n * n);
   double **vn[] = {&w.z,  &w.rd, &w.f,  &w.rx, &w.cx,  &w.tn,
                    &w.dz, &w.pz, &w.bz, &w.ts, &w.atn, &w.gtl};
@@ -155,7 +168,7 @@ inline void carve(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
 constexpr int64_t kSharedCapBytes = 99 * 1024;
 
 /// Threads per block for a problem of these dimensions: a warp for tiny
-/// problems, else eight (the Cholesky's trailing update and the products
+/// problems, else eight warps (the Cholesky's trailing update and the products
 /// have ~n^2 independent elements; more threads make each reduction and
 /// barrier dearer). On an H200, n = p = 100 in float64, batch 128: 128
 /// threads 14.7 ms, 256 11.0, 512 13.2, 1024 18.8 (docs/benchmarks.md);
@@ -209,8 +222,6 @@ inline KernelLayout kernelLayout(int64_t n, int64_t m, int64_t p, bool hasQ,
   return k;
 }
 
-/// The problem (float64, row-major, the operands of one batch element; Q,
-/// A/b and G/h may be null) and the options.
 /// (row, col) of e = t, t + step, ... in a row-major [*, cols] index
 /// space, advanced without dividing: the loops over matrix elements would
 /// otherwise divide per element, and on the GPU a 64-bit division and
@@ -238,6 +249,8 @@ struct Walk {
   }
 };
 
+/// The problem (float64, row-major, the operands of one batch element; Q,
+/// A/b and G/h may be null) and the options.
 struct Problem {
   int64_t n = 0, m = 0, p = 0;
   const double *Q = nullptr, *q = nullptr, *A = nullptr, *b = nullptr,
@@ -329,15 +342,9 @@ private:
   // G^2 <= nt) each fold the parts G apart, then every thread folds those
   // G partials in order. A fixed shape: the same value on every thread,
   // on every run.
-  int groups() const {
-    int g = 1;
-    while ((2 * g) * (2 * g) <= nt())
-      g *= 2;
-    return g;
-  }
   template <class Op> double fold(double part, Op op) {
     double *partial = W.red + nt();
-    const int g = groups();
+    const int g = int(reductionGroups(nt()));
     W.red[tid()] = part;
     T.sync();
     if (tid() < g) {
