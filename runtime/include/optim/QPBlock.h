@@ -222,6 +222,34 @@ inline KernelLayout kernelLayout(int64_t n, int64_t m, int64_t p, bool hasQ,
   return k;
 }
 
+/// Folds the parts of a team's nt threads with op, through `red` (nt slots
+/// for the parts, then the partials: reductionGroups(nt) of them), and
+/// gives every thread the same value. In two levels, so that no thread
+/// reads all nt parts one after another (a chain of dependent
+/// shared-memory loads, the longest wait of a reduction): the first g
+/// threads each fold the parts g apart, then every thread folds those g
+/// partials in order. A fixed shape: the same value on every thread, on
+/// every run. Starts and ends with a barrier.
+template <class Team, class Op>
+double teamFold(Team &T, double *red, double part, Op op) {
+  double *partial = red + T.nt;
+  const int g = int(reductionGroups(T.nt));
+  red[T.tid] = part;
+  T.sync();
+  if (T.tid < g) {
+    double s = red[T.tid];
+    for (int i = T.tid + g; i < T.nt; i += g)
+      s = op(s, red[i]);
+    partial[T.tid] = s;
+  }
+  T.sync();
+  double s = partial[0];
+  for (int i = 1; i < g; ++i)
+    s = op(s, partial[i]);
+  T.sync();
+  return s;
+}
+
 /// (row, col) of e = t, t + step, ... in a row-major [*, cols] index
 /// space, advanced without dividing: the loops over matrix elements would
 /// otherwise divide per element, and on the GPU a 64-bit division and
@@ -335,30 +363,9 @@ private:
   int tid() const { return T.tid; }
   int nt() const { return T.nt; }
 
-  // ---- reductions (all threads get the same value) ----
-  // In two levels, so that no thread reads all nt parts one after another
-  // (a chain of dependent shared-memory loads, the longest wait of a
-  // reduction): the first G threads (G the largest power of two with
-  // G^2 <= nt) each fold the parts G apart, then every thread folds those
-  // G partials in order. A fixed shape: the same value on every thread,
-  // on every run.
+  // ---- reductions (all threads get the same value; teamFold) ----
   template <class Op> double fold(double part, Op op) {
-    double *partial = W.red + nt();
-    const int g = int(reductionGroups(nt()));
-    W.red[tid()] = part;
-    T.sync();
-    if (tid() < g) {
-      double s = W.red[tid()];
-      for (int i = tid() + g; i < nt(); i += g)
-        s = op(s, W.red[i]);
-      partial[tid()] = s;
-    }
-    T.sync();
-    double s = partial[0];
-    for (int i = 1; i < g; ++i)
-      s = op(s, partial[i]);
-    T.sync();
-    return s;
+    return teamFold(T, W.red, part, op);
   }
   double sum(double part) {
     return fold(part, [](double a, double b) { return a + b; });
