@@ -43,6 +43,10 @@ private:
   /// (indices); row-major but for lstm_cell weights, whose four gate
   /// weights of (unit, col) are consecutive.
   Value sharedWeightIndex(OpBuilder &b, unsigned w, Value row, Value col);
+  /// Where the four gate weights of (unit, col) of lstm_cell weights `w`
+  /// start in their tensor's gate-interleaved shared copy (indices, from
+  /// the tensor's offset).
+  Value gateGroupIndex(OpBuilder &b, unsigned w, Value unit, Value col);
   Value i64Const(OpBuilder &b, int64_t v) {
     return arith::ConstantIntOp::create(b, rule.getLoc(), v, 64);
   }

@@ -322,17 +322,31 @@ Value GPURuleLowering::sharedWeightIndex(OpBuilder &b, unsigned w, Value row,
     return arith::AddIOp::create(
         b, loc, arith::MulIOp::create(b, loc, x, idx(y)), z);
   };
-  Value at;
   if (gateInterleaved.contains(weight)) {
     // Row q * H + j of [4H, cols]: element q of group (j, col).
     int64_t hidden = shape[0] / kGateGroup;
     Value unit = arith::RemUIOp::create(b, loc, row, idx(hidden));
     Value gate = arith::DivUIOp::create(b, loc, row, idx(hidden));
-    at = mulAdd(mulAdd(unit, shape[1], col), kGateGroup, gate);
-  } else {
-    at = mulAdd(row, shape[1], col);
+    return arith::AddIOp::create(
+        b, loc,
+        arith::AddIOp::create(b, loc, gateGroupIndex(b, w, unit, col), gate),
+        idx(weightOffsets[w]));
   }
-  return arith::AddIOp::create(b, loc, at, idx(weightOffsets[w]));
+  return arith::AddIOp::create(b, loc, mulAdd(row, shape[1], col),
+                               idx(weightOffsets[w]));
+}
+
+Value GPURuleLowering::gateGroupIndex(OpBuilder &b, unsigned w, Value unit,
+                                      Value col) {
+  Location loc = rule.getLoc();
+  auto idx = [&](int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  };
+  int64_t cols =
+      cast<RankedTensorType>(rule.getWeight(w).getType()).getShape()[1];
+  Value group = arith::AddIOp::create(
+      b, loc, arith::MulIOp::create(b, loc, unit, idx(cols)), col);
+  return arith::MulIOp::create(b, loc, group, idx(kGateGroup));
 }
 
 LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
@@ -557,13 +571,13 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
         // weights of input k are one 16-byte aligned group of the shared
         // copy (two for f64): one vector load instead of four scalar ones,
         // as a warp issues one shared load per clock against four FMAs.
+        unsigned cellWeights = weightIndex(cell.getWeights());
         Value unitGroups = arith::AddIOp::create(
             b, loc,
-            arith::MulIOp::create(
-                b, loc, unit,
-                arith::ConstantIndexOp::create(b, loc, cols * kGateGroup)),
-            arith::ConstantIndexOp::create(
-                b, loc, weightOffsets[weightIndex(cell.getWeights())]));
+            gateGroupIndex(b, cellWeights, unit,
+                           arith::ConstantIndexOp::create(b, loc, 0)),
+            arith::ConstantIndexOp::create(b, loc,
+                                           weightOffsets[cellWeights]));
         int64_t perLoad = kVectorBytes * 8 / elt.getWidth();
         auto loadType = VectorType::get({perLoad}, elt);
         auto gateWeights = [&](int64_t k) -> SmallVector<Value, 4> {

@@ -99,7 +99,8 @@ void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
   // The parts, then the partials: 32 slots for them, the most a block
   // of 1024 threads needs (the layout measured on a device), or more for
   // the larger teams of the CPU emulation.
-  take(w.red, nt + (reductionGroups(nt) > 32 ? reductionGroups(nt) : 32));
+  const int64_t partials = reductionGroups(nt);
+  take(w.red, nt + (partials > 32 ? partials : 32));
   take(w.L, n * n);
   double **vn[] = {&w.z,  &w.rd, &w.f,  &w.rx, &w.cx,  &w.tn,
                    &w.dz, &w.pz, &w.bz, &w.ts, &w.atn, &w.gtl};
