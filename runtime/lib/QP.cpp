@@ -591,7 +591,7 @@ template <class T> bool allFinite(const T *x, int64_t n) {
 /// infeasibility tests reuse), and the merit: the largest of the relative
 /// residuals and the relative gap, which the tolerance bounds.
 template <class T> struct Res {
-  T nQz = 0, nAz = 0, gap = 0, pobj = 0, merit = 0;
+  T nQz = 0, nAz = 0, zQz = 0, gap = 0, pobj = 0, merit = 0;
   T raw = 0; // max of the absolute residuals and |gap|
   bool finite = true;
 };
@@ -608,7 +608,7 @@ Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
   else
     std::fill(rd, rd + n, T(0));
   r.nQz = normInf(rd, n);
-  T zQz = dot(z, rd, n);
+  const T zQz = r.zQz = dot(z, rd, n);
   if (m) {
     std::fill(W.atn.begin(), W.atn.end(), T(0));
     gemvTAdd(P.A, nu, W.atn.data(), m, n);
@@ -857,8 +857,13 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
       T maxGz = 0;
       for (int64_t k = 0; k < p; ++k) // G z, from residuals()
         maxGz = std::max(maxGz, W.gz[k]);
+      // The objective must still decrease along the ray beyond z
+      // (z^T Q z + q^T z < q^T z / 2): at the minimizer of a positive
+      // definite Q of condition 1e9 or more, z is large enough for
+      // Q z ~ 0 relative to |z| |Q|, yet z^T Q z = -q^T z there (measured:
+      // unconstrained problems of condition 1e10 came back unbounded).
       if (nz > 0 && qz < -Consts<T>::certObj * nz * nq &&
-          nQz <= Consts<T>::certRes * nz * nQ &&
+          r.zQz < -qz / 2 && nQz <= Consts<T>::certRes * nz * nQ &&
           nAz <= Consts<T>::certRes * nz * nA &&
           maxGz <= Consts<T>::certRes * nz * nG) {
         for (int64_t j = 0; j < n; ++j)
@@ -1137,6 +1142,63 @@ template <class T> Prob<T> element(const Layout &L, int64_t e) {
                  at<T>(L, Oph, e)};
 }
 
+/// The backward pass's KKT system K is singular where the solution is not
+/// unique (Q singular on the face that the active constraints leave free: LP
+/// ties, a PSD Q; dependent rows of [A; G_act]). A right-hand side with a
+/// component r along K's null space has no solution; the regularized solve
+/// (K + R, R = diag(rho I, -delta I)) turns r into a component r / rho of
+/// (x, y) along that null space, and refinement only adds to it (measured:
+/// gradients of 2e10 at an LP tie). The derivative does not exist there;
+/// like diffcp (cvxpylayers), the backward pass returns the least-squares
+/// solution instead. For v in K's null space (K + R) v = R v, so
+/// R (K + R)^{-1} (f, g) is (f, g)'s null-space component (plus rho K^{-1}
+/// of the rest, negligible): the system is solved again without it, and
+/// (K + R)^{-1} R (x, y), (x, y)'s null-space component, is subtracted from
+/// the solution, until it stops shrinking. Subtracting it from the first
+/// solution instead would leave that solution's rounding, eps r / rho, in
+/// its other components (measured: 2e-4). A consistent system (a unique
+/// solution, or dependent rows whose right-hand sides agree) refines to a
+/// residual near rounding and is left alone: the correction would move it
+/// by rho K^{-1}.
+template <class T>
+void leastSquaresAtSingularKKT(KKT<T> &kkt, Scratch<T> &W, T *x, T *y) {
+  const int64_t n = kkt.P.n, m = kkt.P.m;
+  T *f = W.f.data(), *g = W.g.data();
+  kkt.residual(f, g, x, y, W.rx.data(), W.ry.data());
+  const T r = std::max(normInf(W.rx.data(), n), normInf(W.ry.data(), m));
+  const T rhs = std::max(normInf(f, n), normInf(g, m));
+  if (!(r > T(1e-6) * rhs))
+    return;
+  kkt.solveReg(f, g, W.cx.data(), W.cy.data(), W.ts.data());
+  for (int64_t j = 0; j < n; ++j)
+    f[j] -= kkt.rho * W.cx[j];
+  for (int64_t k = 0; k < m; ++k)
+    g[k] += kkt.delta * W.cy[k];
+  kkt.solve(f, g, x, y, W);
+  // Each subtraction is exact only to eps |S| / delta relative (S: the
+  // Schur complement, singular here; measured: 3.5e-5 for dependent rows
+  // of A), so it is repeated while what it removes shrinks by half (then
+  // it is the rho K^{-1} part, not the null space's).
+  T last = std::numeric_limits<T>::infinity();
+  for (int pass = 0; pass < 8; ++pass) {
+    for (int64_t j = 0; j < n; ++j)
+      W.rx[j] = kkt.rho * x[j];
+    for (int64_t k = 0; k < m; ++k)
+      W.ry[k] = -kkt.delta * y[k];
+    kkt.solveReg(W.rx.data(), W.ry.data(), W.cx.data(), W.cy.data(),
+                 W.ts.data());
+    const T removed =
+        std::max(normInf(W.cx.data(), n), normInf(W.cy.data(), m));
+    if (!(removed < last / 2))
+      break;
+    last = removed;
+    for (int64_t j = 0; j < n; ++j)
+      x[j] -= W.cx[j];
+    for (int64_t k = 0; k < m; ++k)
+      y[k] -= W.cy[k];
+  }
+}
+
 } // namespace
 
 struct QPSolver::Impl {
@@ -1271,6 +1333,7 @@ void QPSolver::Impl::backward(const Layout &L, const QPGradientBuffers &g) {
           W.g[r++] = glam ? -glam[i] / gs : T(0);
       T *dz = adj.data() + e * (n + m + p), *dnu = dz + n, *dls = dnu + m;
       kkt.solve(W.f.data(), W.g.data(), dz, W.y.data(), W);
+      leastSquaresAtSingularKKT(kkt, W, dz, W.y.data());
       for (int64_t i = 0; i < m; ++i)
         dnu[i] = W.y[i] * (c / a);
       for (int64_t i = 0, r = m; i < p; ++i)

@@ -133,6 +133,54 @@ TEST(QP, LinearProgramEqualityOnlyAndUnconstrained) {
   EXPECT_NEAR(u.z[1], 0.6, 1e-12);
 }
 
+TEST(QP, IllConditionedMinimizerIsNotUnbounded) {
+  // Q = diag(1, 1e-10), q = (1, 1): z = (-1, -1e10), a finite minimum. Its
+  // Q z is below 1e-9 |z| |Q|, which the unboundedness test took for a
+  // direction of unbounded descent; the objective's slope along z, zero
+  // there, now rules it out.
+  Vec Q = {1, 0, 0, 1e-10}, q = {1, 1};
+  QPProblem pb;
+  pb.Q = {Q.data(), {2, 2}};
+  pb.q = {q.data(), {2}};
+  Out o(1, 2, 0, 0);
+  QPSolver().forward(pb, o.buffers());
+  ASSERT_EQ(o.status[0], QPStatus::Solved);
+  EXPECT_NEAR(o.z[0], -1.0, 1e-9);
+  EXPECT_NEAR(o.z[1] / 1e10, -1.0, 1e-8);
+}
+
+TEST(QP, BackwardAtNonUniqueSolutionIsLeastSquares) {
+  // minimize -z0 over the box |z| <= 1: every z = (1, t) is a solution. The
+  // KKT system at it is singular along z1; the regularized solve turned the
+  // incoming gradient's z1 part into dq1 ~ 1e10. The least-squares solution:
+  // K = [[0, 0, 1], [0, 0, 0], [1, 0, 0]] (z0, z1, lam0), rhs = -(0.5, 1, 0)
+  // -> d = (0, 0, -0.5): dq = 0, dh0 = 0.5, dG0 = -0.5 (z0, z1).
+  Vec q = {-1, 0}, G = {1, 0, 0, 1, -1, 0, 0, -1}, h = {1, 1, 1, 1};
+  QPProblem lp;
+  lp.q = {q.data(), {2}};
+  lp.G = {G.data(), {4, 2}};
+  lp.h = {h.data(), {4}};
+  Out o(1, 2, 0, 4);
+  QPSolver solver;
+  solver.forward(lp, o.buffers());
+  ASSERT_EQ(o.status[0], QPStatus::Solved);
+  EXPECT_NEAR(o.z[0], 1.0, 1e-9);
+  Vec dz = {0.5, 1}, dq(2), dG(8), dh(4);
+  QPGradientBuffers gb;
+  gb.dz = dz.data();
+  gb.dq = dq.data();
+  gb.dG = dG.data();
+  gb.dh = dh.data();
+  solver.backward(lp, gb);
+  EXPECT_NEAR(dq[0], 0.0, 1e-9);
+  EXPECT_NEAR(dq[1], 0.0, 1e-9);
+  EXPECT_NEAR(dh[0], 0.5, 1e-9);
+  EXPECT_NEAR(dG[0], -0.5, 1e-9);
+  EXPECT_NEAR(dG[1], -0.5 * o.z[1], 1e-9);
+  for (int k = 1; k < 4; ++k)
+    EXPECT_NEAR(dh[k], 0.0, 1e-9);
+}
+
 TEST(QP, InfeasibleAndUnboundedStatuses) {
   // z <= -1 and -z <= -1.
   Vec q = {1}, G = {1, -1}, h = {-1, -1};

@@ -135,6 +135,9 @@ public:
 
   /// Gradients of a loss through the last forward() of `problem` (the same
   /// operands, unchanged). Throws if a problem of the batch was not Solved.
+  /// Where the solution or its multipliers are not unique (the KKT system
+  /// at it is singular) the gradients come from the least-squares solution
+  /// of that system (docs/qp.md, "Non-unique solutions").
   void backward(const QPProblem &problem, const QPGradientBuffers &grads);
 
   /// Throws optim::Error naming the first problem of `status[0..batch)` that

@@ -289,7 +289,7 @@ struct Problem {
 };
 
 struct Res {
-  double nQz = 0, nAz = 0, gap = 0, pobj = 0, merit = 0, raw = 0;
+  double nQz = 0, nAz = 0, zQz = 0, gap = 0, pobj = 0, merit = 0, raw = 0;
   bool finite = true;
 };
 
@@ -761,7 +761,7 @@ private:
     }
     T.sync();
     r.nQz = normInf(W.rd, n);
-    const double zQz = dot(z, W.rd, n);
+    const double zQz = r.zQz = dot(z, W.rd, n);
     if (m) {
       fill(W.atn, n, 0);
       gemvTAdd(P.A, nu, W.atn, m, n);
@@ -1024,8 +1024,12 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
       for (int64_t i = tid(); i < p; i += nt())
         mg = mx(mg, W.gz[i]);
       const double maxGz = maxr(mg);
-      if (nz > 0 && qz < -kCertObj * nz * nq && r.nQz <= kCertRes * nz * nQ &&
-          r.nAz <= kCertRes * nz * nA && maxGz <= kCertRes * nz * nG) {
+      // The objective must still decrease along the ray beyond z (QP.cpp:
+      // the minimizer of a positive definite Q of condition 1e9 or more
+      // otherwise passes for a direction of unbounded descent).
+      if (nz > 0 && qz < -kCertObj * nz * nq && r.zQz < -qz / 2 &&
+          r.nQz <= kCertRes * nz * nQ && r.nAz <= kCertRes * nz * nA &&
+          maxGz <= kCertRes * nz * nG) {
         for (int64_t j = tid(); j < n; j += nt())
           z[j] /= nz;
         T.sync();
