@@ -23,7 +23,8 @@
 // optim_reduce_<name> runs the CPU's first pass (its partials per chunk;
 // the lanes combine in another order than a GPU block's threads, so the
 // sums differ from a device's in the last bits only) and optim_rule_<name>
-// the CPU's reduced rule kernel, with `reduced` after the hyperparameters.
+// the CPU's reduced rule kernel, with `reduced` after the hyperparameters;
+// its descriptor optim_reductions_<name> is the CPU library's.
 // It must define every entry point runtime/lib/CudaDriver.cpp resolves.
 //
 //===----------------------------------------------------------------------===//
@@ -308,6 +309,26 @@ CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
   CUresult r = loadKernel(name, &k);
   *fn = k;
   return r;
+}
+// Only the descriptor of a rule's reductions, read from the CPU library of
+// the rule, as "device" memory (host memory here).
+CUresult cuModuleGetGlobal_v2(CUdeviceptr *ptr, size_t *bytes, void *,
+                              const char *name) {
+  const std::string prefix = OPTIM_REDUCTIONS_SYMBOL_PREFIX;
+  std::string n = name;
+  if (n.compare(0, prefix.size(), prefix) != 0)
+    return 500; // CUDA_ERROR_NOT_FOUND
+  const char *dir = std::getenv("OPTIM_FAKE_CUDA_DIR");
+  std::string path =
+      std::string(dir ? dir : ".") + "/" + n.substr(prefix.size()) + ".so";
+  void *lib = ::dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  const char *text = lib ? static_cast<const char *>(::dlsym(lib, name))
+                         : nullptr;
+  if (!text)
+    return 500;
+  *ptr = reinterpret_cast<CUdeviceptr>(text);
+  *bytes = std::strlen(text) + 1;
+  return 0;
 }
 CUresult cuFuncSetAttribute(void *, int, int) { return 0; }
 // The largest block a learned kernel "fits": OPTIM_FAKE_CUDA_MAX_BLOCK, as

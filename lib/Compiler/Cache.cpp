@@ -8,6 +8,8 @@
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
 #include "llvm/Support/FileSystem.h"
+#include "llvm/Support/FormatVariadic.h"
+#include "llvm/Support/JSON.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Path.h"
 #include "llvm/Support/SHA256.h"
@@ -16,6 +18,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 
 using namespace optim;
@@ -69,6 +72,16 @@ std::string KernelCache::manifestPath(const std::string &key) const {
   return dir + "/" + key + ".manifest.json";
 }
 
+/// The field of an entry's manifest that holds the SHA-256 of its object:
+/// the JIT links and runs whatever code the object holds, so an object
+/// damaged on disk (a flipped bit in .text) would run, not fail to load.
+static constexpr const char *kObjectHashField = "object_sha256";
+
+static std::string hashOf(llvm::StringRef bytes) {
+  return llvm::toHex(llvm::SHA256::hash(llvm::arrayRefFromStringRef(bytes)),
+                     /*LowerCase=*/true);
+}
+
 Rule KernelCache::load(const std::string &key) const {
   if (!enabled())
     return Rule();
@@ -87,6 +100,16 @@ Rule KernelCache::load(const std::string &key) const {
   auto object = llvm::MemoryBuffer::getFile(objectPath(key));
   if (!object)
     return Rule();
+  llvm::Expected<llvm::json::Value> doc = llvm::json::parse(text.str());
+  if (!doc) {
+    llvm::consumeError(doc.takeError());
+    return Rule();
+  }
+  const llvm::json::Object *fields = doc->getAsObject();
+  std::optional<llvm::StringRef> hash =
+      fields ? fields->getString(kObjectHashField) : std::nullopt;
+  if (!hash || *hash != hashOf((*object)->getBuffer()))
+    return Rule(); // Damaged, or from a build that did not hash.
 
   initializeNativeTarget();
   auto jit = llvm::orc::LLJITBuilder().create();
@@ -150,8 +173,23 @@ bool KernelCache::store(const std::string &key, const std::string &objectTmp,
     llvm::sys::fs::remove(objectTmp);
     return false;
   }
+  auto object = llvm::MemoryBuffer::getFile(objectPath(key));
+  if (!object)
+    return false;
+  // writeManifest's text, and the object's hash (what load() checks).
+  llvm::Expected<llvm::json::Value> doc =
+      llvm::json::parse(writeManifest(manifest));
+  if (!doc || !doc->getAsObject()) {
+    if (!doc)
+      llvm::consumeError(doc.takeError());
+    return false;
+  }
+  (*doc->getAsObject())[kObjectHashField] = hashOf((*object)->getBuffer());
+  std::string text;
+  llvm::raw_string_ostream os(text);
+  os << llvm::formatv("{0:2}", *doc) << "\n";
   try {
-    writeFileAtomically(manifestPath(key), writeManifest(manifest));
+    writeFileAtomically(manifestPath(key), text);
   } catch (const Error &) {
     return false;
   }

@@ -809,9 +809,13 @@ LogicalResult GPURuleLowering::run() {
 
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(gpuModule.getBody());
-  // The first pass of a rule with reductions, then the rule kernel.
-  if (!reductions.empty())
+  // The first pass of a rule with reductions, then the rule kernel. The
+  // descriptor of the reductions goes with them, in global memory, where the
+  // CUDA loader reads it (cuModuleGetGlobal) to check the manifest.
+  if (!reductions.empty()) {
+    createReductionsDescriptor(b, rule, reductions, kGlobal);
     emitReduceKernel(b);
+  }
   b.setInsertionPointToEnd(gpuModule.getBody());
   uniform.clear();
   reciprocals.clear();

@@ -806,27 +806,11 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
   func::ReturnOp::create(b, loc);
 }
 
-/// optim_reductions_<name>: the rule's reductions as the kernels were
-/// compiled for them ("norm,sum@global"), so that a loader can refuse a
-/// manifest that disagrees: the kernels write and read R values per chunk,
-/// and a manifest listing fewer would make the runtime's buffers too small.
+/// optim_reductions_<name> (KernelABI.h), beside the rule's functions.
 void RuleLowering::emitReductionsDescriptor(OpBuilder &b) {
-  std::string text;
-  for (TensorReduceOp red : reductions) {
-    if (!text.empty())
-      text += ',';
-    text += stringifyReductionKind(red.getKind()).str();
-    if (red.getGlobal())
-      text += "@global";
-  }
-  text.push_back('\0');
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(rule);
-  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
-  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
-                         LLVM::Linkage::External,
-                         ("optim_reductions_" + rule.getSymName()).str(),
-                         b.getStringAttr(text));
+  createReductionsDescriptor(b, rule, reductions, /*addressSpace=*/0);
 }
 
 LogicalResult RuleLowering::run() {

@@ -114,6 +114,26 @@ double mlir::optim::reductionIdentity(ReductionKind kind) {
   }
 }
 
+void mlir::optim::createReductionsDescriptor(
+    OpBuilder &b, RuleOp rule, ArrayRef<TensorReduceOp> reductions,
+    unsigned addressSpace) {
+  std::string text;
+  for (TensorReduceOp red : reductions) {
+    if (!text.empty())
+      text += ',';
+    text += stringifyReductionKind(red.getKind()).str();
+    if (red.getGlobal())
+      text += "@global";
+  }
+  text.push_back('\0');
+  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
+  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
+                         LLVM::Linkage::External,
+                         ("optim_reductions_" + rule.getSymName()).str(),
+                         b.getStringAttr(text), /*alignment=*/0,
+                         addressSpace);
+}
+
 Value mlir::optim::mergeReduction(OpBuilder &b, Location loc,
                                   ReductionKind kind, Value acc, Value x) {
   switch (kind) {

@@ -50,6 +50,15 @@ LogicalResult collectReductionSlices(ArrayRef<TensorReduceOp> reductions,
 
 /// The partial of no coordinate: 0, -inf or +inf (KernelABI.h, version 6).
 double reductionIdentity(ReductionKind kind);
+/// Creates `const char optim_reductions_<name>[]` (KernelABI.h): the rule's
+/// reductions as the kernels were compiled for them ("norm,sum@global"),
+/// in `addressSpace`, at the builder's insertion point. Loaders refuse a
+/// manifest that disagrees: the kernels write and read R values per chunk,
+/// and a manifest listing fewer would make the runtime's buffers too small.
+/// The CPU and GPU lowerings share it.
+void createReductionsDescriptor(OpBuilder &b, RuleOp rule,
+                                ArrayRef<TensorReduceOp> reductions,
+                                unsigned addressSpace);
 /// Combines two partials of `kind` (add, maximum or minimum); NaN
 /// propagates through max and min. The CPU and GPU reduce kernels share it.
 Value mergeReduction(OpBuilder &b, Location loc, ReductionKind kind,

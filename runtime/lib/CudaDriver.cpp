@@ -67,6 +67,7 @@ std::shared_ptr<const DriverAPI> optim::cuda::loadDriver(const char *library) {
   resolve(handle, d.cuModuleLoadData, "cuModuleLoadData", missing);
   resolve(handle, d.cuModuleUnload, "cuModuleUnload", missing);
   resolve(handle, d.cuModuleGetFunction, "cuModuleGetFunction", missing);
+  resolve(handle, d.cuModuleGetGlobal, "cuModuleGetGlobal_v2", missing);
   resolve(handle, d.cuFuncSetAttribute, "cuFuncSetAttribute", missing);
   resolve(handle, d.cuFuncGetAttribute, "cuFuncGetAttribute", missing);
   resolve(handle, d.cuMemAlloc, "cuMemAlloc_v2", missing);

@@ -99,6 +99,55 @@ static void requirePTXMatches(const std::string &ptx, const std::string &target,
                 "kernel '" + symbol + "' (left over from another build?)");
 }
 
+/// Throws unless the kernels of `module` were compiled for the tensor
+/// reductions that the manifest lists (KernelABI.h, the descriptor
+/// optim_reductions_<name>): they write and read one value per reduction and
+/// chunk, so a manifest listing fewer would make the buffers that the
+/// runtime sizes from it too small, and the kernels write past them.
+static void requireCompiledReductions(const DriverAPI &d, CUmodule module,
+                                      const RuleInfo &info,
+                                      const std::string &origin) {
+  if (!d.cuModuleGetGlobal)
+    throw Error("optim: CUDA: the driver table has no cuModuleGetGlobal");
+  std::string listed = reductionsDescriptor(info.reductions);
+  std::string name = OPTIM_REDUCTIONS_SYMBOL_PREFIX + info.name;
+  CUdeviceptr ptr = 0;
+  size_t bytes = 0;
+  CUresult rc = d.cuModuleGetGlobal(&ptr, &bytes, module, name.c_str());
+  if (rc == kErrorNotFound) {
+    if (!listed.empty())
+      throw Error("optim: '" + origin + "' lists the tensor reductions '" +
+                  listed + "' but its module has no '" + name +
+                  "', which a rule with tensor reductions defines (does the "
+                  "manifest belong to it?)");
+    // Without the descriptor, the first pass tells a rule with reductions.
+    std::string reduceName = OPTIM_REDUCE_SYMBOL_PREFIX + info.name;
+    CUfunction reduce = nullptr;
+    if (d.cuModuleGetFunction(&reduce, module, reduceName.c_str()) ==
+        CUDA_SUCCESS)
+      throw Error("optim: '" + origin +
+                  "' lists no tensor reductions but its module has '" +
+                  reduceName + "', the first pass of a rule with tensor "
+                  "reductions (does the manifest belong to it?)");
+    return;
+  }
+  d.check(rc, ("cuModuleGetGlobal(" + name + ")").c_str());
+  // A few bytes per reduction; anything larger is not a descriptor.
+  if (bytes == 0 || bytes > 4096)
+    throw Error("optim: '" + origin + "': '" + name + "' has " +
+                std::to_string(bytes) + " bytes, not a reductions descriptor");
+  std::string compiled(bytes, '\0');
+  d.check(d.cuMemcpyDtoH(compiled.data(), ptr, bytes),
+          ("cuMemcpyDtoH(" + name + ")").c_str());
+  compiled.resize(::strnlen(compiled.c_str(), bytes));
+  if (compiled != listed)
+    throw Error("optim: '" + origin + "' lists " +
+                (listed.empty() ? std::string("no tensor reductions")
+                                : "the tensor reductions '" + listed + "'") +
+                " but its kernels were compiled for '" + compiled +
+                "' (does the manifest belong to them?)");
+}
+
 /// "sm_86" -> 86; -1 when malformed.
 static int archNumber(const std::string &arch) {
   if (arch.rfind("sm_", 0) != 0)
@@ -228,6 +277,7 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
   CodeSource source = CodeSource::Cubin;
   std::shared_ptr<CUmod_st> owner = loadModule(
       runs == CodeSource::Cubin ? cubin : std::string(), origin, ptx, &source);
+  requireCompiledReductions(*driver_, owner.get(), m.info, origin);
   CUfunction fn = nullptr;
   driver_->check(
       driver_->cuModuleGetFunction(&fn, owner.get(), m.symbol.c_str()),

@@ -475,8 +475,21 @@ struct LarsLog {
   std::vector<std::string> calls;
   bool refuseReduceFunction = false;
   CUresult failReduceLaunch = CUDA_SUCCESS;
+  /// optim_reductions_lars, as the module's global (empty: none).
+  std::string descriptor = "norm,sum@global";
 };
 LarsLog *larsLog = nullptr;
+
+CUresult fLarsGetGlobal(CUdeviceptr *ptr, size_t *bytes, CUmodule m,
+                        const char *name) {
+  if (m != kModule || std::string(name) != "optim_reductions_lars" ||
+      larsLog->descriptor.empty())
+    return kErrorNotFound;
+  // "Device" memory is host memory: the string itself, with its NUL.
+  *ptr = reinterpret_cast<CUdeviceptr>(larsLog->descriptor.c_str());
+  *bytes = larsLog->descriptor.size() + 1;
+  return 0;
+}
 
 CUresult fLarsGetFunction(CUfunction *f, CUmodule m, const char *name) {
   larsLog->calls.push_back(std::string("get ") + name);
@@ -552,6 +565,7 @@ std::shared_ptr<const DriverAPI> larsDriver() {
   d->cuCtxSetCurrent = fSetCurrent;
   d->cuModuleLoadData = fLoad;
   d->cuModuleGetFunction = fLarsGetFunction;
+  d->cuModuleGetGlobal = fLarsGetGlobal;
   d->cuStreamCreate = fStreamCreate;
   d->cuLaunchKernel = fLarsLaunch;
   d->cuStreamSynchronize = fLarsSync;
@@ -700,6 +714,58 @@ TEST_F(CudaFake, TensorReductionFailuresNameTheFailingCall) {
               std::string::npos)
         << e.what();
   }
+}
+
+// The kernels write and read R values per chunk: a manifest that lists
+// other reductions than they were compiled for (fewer would leave the
+// partials too small, and the reduce kernel would write past them) is
+// refused before anything runs, as the CPU loader refuses it.
+TEST_F(CudaFake, RefusesManifestsThatMisstateTheTensorReductions) {
+  LarsLog log;
+  larsLog = &log;
+  struct Unset {
+    ~Unset() { larsLog = nullptr; }
+  } unset;
+  auto dev = Device::open(larsDriver());
+  auto message = [&](const std::string &m) {
+    try {
+      dev->loadRule("CUBIN", m, "lars.manifest");
+    } catch (const Error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  auto listing = [](const std::string &reductions) {
+    std::string m = larsManifest();
+    size_t at = m.find(R"("reductions": [)");
+    return m.substr(0, at) + R"("reductions": [)" + reductions + "]}";
+  };
+  EXPECT_EQ(message(listing(R"({"kind": "norm", "global": false})")),
+            "optim: 'lars.manifest' lists the tensor reductions 'norm' but "
+            "its kernels were compiled for 'norm,sum@global' (does the "
+            "manifest belong to them?)");
+  EXPECT_EQ(message(listing(R"({"kind": "sum", "global": true},
+                               {"kind": "norm", "global": false})")),
+            "optim: 'lars.manifest' lists the tensor reductions "
+            "'sum@global,norm' but its kernels were compiled for "
+            "'norm,sum@global' (does the manifest belong to them?)");
+  EXPECT_EQ(message(listing("")),
+            "optim: 'lars.manifest' lists no tensor reductions but its "
+            "kernels were compiled for 'norm,sum@global' (does the manifest "
+            "belong to them?)");
+  // A module without the descriptor: its first pass still gives it away.
+  log.descriptor.clear();
+  EXPECT_EQ(message(listing("")),
+            "optim: 'lars.manifest' lists no tensor reductions but its "
+            "module has 'optim_reduce_lars', the first pass of a rule with "
+            "tensor reductions (does the manifest belong to it?)");
+  EXPECT_EQ(message(larsManifest()),
+            "optim: 'lars.manifest' lists the tensor reductions "
+            "'norm,sum@global' but its module has no 'optim_reductions_lars', "
+            "which a rule with tensor reductions defines (does the manifest "
+            "belong to it?)");
+  log.descriptor = "norm,sum@global";
+  EXPECT_EQ(message(larsManifest()), "no error");
 }
 
 TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {

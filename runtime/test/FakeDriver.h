@@ -50,6 +50,10 @@ inline CUresult retain(CUcontext *c, CUdevice) {
 }
 inline CUresult release(CUdevice) { return 0; }
 inline CUresult unload(CUmodule) { return 0; }
+// Modules define no globals (a rule without tensor reductions has none).
+inline CUresult getGlobal(CUdeviceptr *, size_t *, CUmodule, const char *) {
+  return kErrorNotFound;
+}
 inline CUresult memAlloc(CUdeviceptr *ptr, size_t bytes) {
   void *mem = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   *ptr = reinterpret_cast<CUdeviceptr>(mem);
@@ -95,6 +99,7 @@ inline std::shared_ptr<DriverAPI> fakeDriverBase() {
   d->cuDevicePrimaryCtxRetain = retain;
   d->cuDevicePrimaryCtxRelease = release;
   d->cuModuleUnload = unload;
+  d->cuModuleGetGlobal = getGlobal;
   d->cuMemAlloc = memAlloc;
   d->cuMemFree = memFree;
   d->cuMemcpyHtoD = htod;

@@ -6,6 +6,7 @@
 #include "gtest/gtest.h"
 
 #include <cstdio>
+#include <cstring>
 #include <dirent.h>
 #include <fstream>
 #include <iterator>
@@ -85,6 +86,49 @@ TEST(KernelCache, CorruptEntriesAreRecompiled) {
   EXPECT_EQ(runSteps(again), expected);
   Rule third = compiler.compileSource(kSource, "r.optim");
   EXPECT_TRUE(compiler.lastWasCached()); // The entry was rewritten.
+}
+
+// The JIT runs whatever code an object holds: an object damaged on disk
+// (one byte changed anywhere, in .text too) must not be loaded, and neither
+// must an entry whose manifest has no hash of its object to check.
+TEST(KernelCache, DamagedObjectsAreRecompiled) {
+  CompileOptions options;
+  options.cacheDirectory = freshDir("damaged");
+  Compiler compiler(options);
+  float expected = runSteps(compiler.compileSource(kSource, "r.optim"));
+  auto edit = [&](const char *suffix, auto change) {
+    for (const std::string &file : filesIn(options.cacheDirectory)) {
+      if (file.size() < std::strlen(suffix) ||
+          file.compare(file.size() - std::strlen(suffix), std::string::npos,
+                       suffix) != 0)
+        continue;
+      std::ifstream in(file, std::ios::binary);
+      std::string bytes((std::istreambuf_iterator<char>(in)),
+                        std::istreambuf_iterator<char>());
+      in.close();
+      change(bytes);
+      std::ofstream(file, std::ios::binary | std::ios::trunc) << bytes;
+    }
+  };
+  for (size_t at : {size_t(0), size_t(64), size_t(1000), size_t(2000)}) {
+    SCOPED_TRACE(at);
+    edit(".o", [&](std::string &bytes) {
+      ASSERT_LT(at, bytes.size());
+      bytes[at] = char(bytes[at] ^ 0x5a);
+    });
+    Rule again = compiler.compileSource(kSource, "r.optim");
+    EXPECT_FALSE(compiler.lastWasCached());
+    EXPECT_EQ(runSteps(again), expected);
+  }
+  edit(".json", [](std::string &text) {
+    size_t at = text.find("\"object_sha256\"");
+    ASSERT_NE(at, std::string::npos);
+    text.replace(at, 15, "\"object_sha257\"");
+  });
+  compiler.compileSource(kSource, "r.optim");
+  EXPECT_FALSE(compiler.lastWasCached());
+  compiler.compileSource(kSource, "r.optim");
+  EXPECT_TRUE(compiler.lastWasCached());
 }
 
 TEST(KernelCache, RulesWithReductionsComeBackWithBothPasses) {

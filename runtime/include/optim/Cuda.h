@@ -48,6 +48,9 @@ constexpr CUresult kErrorInvalidImage = 200;
 constexpr CUresult kErrorNoBinaryForGPU = 209;
 constexpr CUresult kErrorInvalidPTX = 218;
 constexpr CUresult kErrorUnsupportedPTXVersion = 222;
+/// CUDA_ERROR_NOT_FOUND: what cuModuleGetFunction and cuModuleGetGlobal
+/// answer for a name that the module does not define.
+constexpr CUresult kErrorNotFound = 500;
 /// CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR.
 constexpr int kAttrComputeCapabilityMajor = 75;
 constexpr int kAttrComputeCapabilityMinor = 76;
@@ -75,6 +78,8 @@ struct DriverAPI {
   CUresult (*cuModuleUnload)(CUmodule module) = nullptr;
   CUresult (*cuModuleGetFunction)(CUfunction *fn, CUmodule module,
                                   const char *name) = nullptr;
+  CUresult (*cuModuleGetGlobal)(CUdeviceptr *ptr, size_t *bytes,
+                                CUmodule module, const char *name) = nullptr;
   CUresult (*cuFuncSetAttribute)(CUfunction fn, int attribute,
                                  int value) = nullptr;
   CUresult (*cuFuncGetAttribute)(int *value, int attribute,

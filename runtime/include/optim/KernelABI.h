@@ -166,7 +166,12 @@ typedef void (*optim_reduced_rule_kernel)(
  *   backends; max and min are exact). The runtime combines the chunks'
  *   partials on the host in chunk order (as the CPU executor) and passes
  *   the results as reduced[c * R + r]; optim_rule_ reads its chunk's R
- *   values once per thread. The CPU contract above is unchanged.
+ *   values once per thread. The module also defines the descriptor
+ *   optim_reductions_<name> of the CPU contract, as a __device__ char
+ *   array in global memory; the loader reads it (cuModuleGetGlobal) and
+ *   refuses a manifest that disagrees, and a manifest listing no
+ *   reductions for a module with optim_reduce_<name>. The CPU contract
+ *   above is unchanged.
  * The runtime's launch path is optim::cuda::Optimizer (optim/Cuda.h;
  * Optimizer::setWeights for learned rules). */
 
