@@ -47,11 +47,12 @@ void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
 
 void ::optim::buildKernelsToLLVMPipeline(OpPassManager &pm) {
   pm.addPass(createSCFToControlFlowPass());
-  pm.addPass(createConvertVectorToLLVMPass());
-  // Intrinsics where LLVM has them (sqrt, exp, log, pow, ...), libm for the
-  // rest (tanh).
+  // Intrinsics where LLVM has them (sqrt, exp, log, pow, tanh, ...), libm
+  // for the rest (cbrt). Before the vector conversion: libm calls are
+  // scalar, and the lanes they extract and insert are vector ops.
   pm.addPass(createConvertMathToLLVMPass());
   pm.addPass(createConvertMathToLibmPass());
+  pm.addPass(createConvertVectorToLLVMPass());
   pm.addPass(createArithToLLVMConversionPass());
   pm.addPass(createConvertControlFlowToLLVMPass());
   pm.addPass(createConvertFuncToLLVMPass());

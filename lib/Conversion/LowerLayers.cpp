@@ -285,6 +285,10 @@ Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
   Operation *op = v.getDefiningOp();
   if (auto c = dyn_cast<arith::ConstantOp>(op)) {
     auto dense = dyn_cast<DenseElementsAttr>(c.getValue());
+    // `not c` is `c xor true` on a tensor of i1.
+    if (dense && dense.isSplat() && dense.getElementType().isInteger(1))
+      return arith::ConstantOp::create(
+          b, loc, b.getBoolAttr(dense.getSplatValue<bool>()));
     if (dense && dense.isSplat())
       return cst(b, dense.getSplatValue<APFloat>().convertToDouble());
     op->emitOpError("optim-lower-layers: only splat constants are supported "
@@ -445,6 +449,12 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
     return strong(
         arith::DivFOp::create(b, loc, mul(d, cst(b, 0.5)),
                               math::SqrtOp::create(b, loc, operand(0))));
+  if (isa<math::CbrtOp>(user)) {
+    // d cbrt(x) = d / (3 cbrt(x)^2), as sqrt's: infinite at 0.
+    Value r = math::CbrtOp::create(b, loc, operand(0));
+    return strong(
+        arith::DivFOp::create(b, loc, d, mul(cst(b, 3.0), mul(r, r))));
+  }
   if (isa<math::TanhOp>(user)) {
     Value t = math::TanhOp::create(b, loc, operand(0));
     return strong(

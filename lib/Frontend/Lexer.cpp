@@ -93,6 +93,12 @@ llvm::StringRef optim::spell(TokenKind kind) {
     return "'=='";
   case TokenKind::NotEqual:
     return "'!='";
+  case TokenKind::KwAnd:
+    return "'and'";
+  case TokenKind::KwOr:
+    return "'or'";
+  case TokenKind::KwNot:
+    return "'not'";
   }
   return "token";
 }
@@ -192,6 +198,24 @@ Token Lexer::next() {
     diags.error(llvm::SMLoc::getFromPointer(start),
                 "unexpected character '!'; did you mean '!='?");
     return make(TokenKind::Error, start);
+  case '^':
+    diags.error(llvm::SMLoc::getFromPointer(start),
+                "unexpected character '^'; a power is written 'x ** y'");
+    return make(TokenKind::Error, start);
+  case '%':
+    diags.error(llvm::SMLoc::getFromPointer(start),
+                "unexpected character '%'; the remainder is 'mod(x, y)'");
+    return make(TokenKind::Error, start);
+  case '&':
+  case '|': {
+    // '&&' and '||' are one mistake, reported once.
+    bool doubled = peekIs(c);
+    std::string op = doubled ? std::string(2, c) : std::string(1, c);
+    diags.error(llvm::SMLoc::getFromPointer(start),
+                "unexpected '" + op + "'; the logical operators are 'and', "
+                "'or' and 'not', e.g. 'select(a > 0 and b > 0, x, y)'");
+    return make(TokenKind::Error, start);
+  }
   default:
     break;
   }
@@ -285,6 +309,9 @@ Token Lexer::lexIdentifier(const char *start) {
                  .Case("input", TokenKind::KwInput)
                  .Case("output", TokenKind::KwOutput)
                  .Case("let", TokenKind::KwLet)
+                 .Case("and", TokenKind::KwAnd)
+                 .Case("or", TokenKind::KwOr)
+                 .Case("not", TokenKind::KwNot)
                  .Default(TokenKind::Identifier);
   return tok;
 }

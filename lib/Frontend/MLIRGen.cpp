@@ -18,6 +18,8 @@
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseMap.h"
 
+#include <cmath>
+
 using namespace optim;
 using namespace optim::ast;
 using mlir::Value;
@@ -89,7 +91,19 @@ private:
     return mlir::vector::BroadcastOp::create(b, l, want, v);
   }
 
+  /// t in the element type: converted once, at the top of the body, so
+  /// that every use is dominated.
+  Value step(mlir::Location l) {
+    if (!stepAsFloat) {
+      mlir::OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(b.getInsertionBlock());
+      stepAsFloat =
+          arith::SIToFPOp::create(b, l, elt, current.lookup(checked.step));
+    }
+    return stepAsFloat;
+  }
   void genStmt(const Stmt &stmt);
+  void genFirstStepInit(const DeclItem &item);
   llvm::SmallVector<Value> genValues(const Expr &expr);
   Value gen(const Expr &expr);
   Value genBinary(TokenKind op, Value lhs, Value rhs, const Type &type,
@@ -188,6 +202,12 @@ void ProgramGen::generate() {
 }
 
 void ProgramGen::genStmt(const Stmt &stmt) {
+  if (stmt.getKind() == Stmt::StateK) {
+    for (const DeclItem &item : llvm::cast<DeclStmt>(stmt).items)
+      if (item.symbol->initAtFirstStep)
+        genFirstStepInit(item);
+    return;
+  }
   auto *bind = llvm::dyn_cast<BindStmt>(&stmt);
   if (!bind)
     return; // Declarations were turned into the signature.
@@ -204,6 +224,21 @@ void ProgramGen::genStmt(const Stmt &stmt) {
   }
   for (auto [target, value] : llvm::zip(bind->targets, values))
     current[target.symbol] = broadcastTo(value, target.type, l);
+}
+
+/// `state z = e` with a value known only at run time: exactly what
+/// `z = select(t == 1, e, z)` at the declaration gives, the buffer having
+/// started at 0. One spelling, one IR: passes and the reverse mode see
+/// nothing new.
+void ProgramGen::genFirstStepInit(const DeclItem &item) {
+  mlir::Location l = loc(item.init->getLoc());
+  Value first = genBinary(TokenKind::EqualEqual, step(l),
+                          constant(1.0, Type::scalar(), l), Type::scalar(), l);
+  Value value = gen(*item.init);
+  Value select = arith::SelectOp::create(
+      b, l, broadcastTo(first, item.type, l), broadcastTo(value, item.type, l),
+      broadcastTo(current.lookup(item.symbol), item.type, l));
+  current[item.symbol] = select;
 }
 
 llvm::SmallVector<Value> ProgramGen::genValues(const Expr &expr) {
@@ -239,6 +274,10 @@ Value ProgramGen::genBinary(TokenKind op, Value lhs, Value rhs,
     return arith::DivFOp::create(b, l, lhs, rhs);
   case TokenKind::StarStar:
     return math::PowFOp::create(b, l, lhs, rhs);
+  case TokenKind::KwAnd: // Booleans: i1, or vectors of i1.
+    return arith::AndIOp::create(b, l, lhs, rhs);
+  case TokenKind::KwOr:
+    return arith::OrIOp::create(b, l, lhs, rhs);
   default:
     break;
   }
@@ -272,23 +311,29 @@ Value ProgramGen::gen(const Expr &expr) {
   case Expr::NumberK:
     return constant(llvm::cast<NumberExpr>(expr).value, Type::scalar(), l);
   case Expr::NameK: {
-    const Symbol *symbol = llvm::cast<NameExpr>(expr).symbol;
+    auto &name = llvm::cast<NameExpr>(expr);
+    if (name.builtinValue) // pi, inf.
+      return constant(*name.builtinValue, Type::scalar(), l);
+    const Symbol *symbol = name.symbol;
     if (symbol->kind == Symbol::LayerParam)
       return constant(symbol->value, Type::scalar(), l);
-    if (symbol->kind == Symbol::Step) {
-      // Converted once, at the top, so that every use is dominated.
-      if (!stepAsFloat) {
-        mlir::OpBuilder::InsertionGuard guard(b);
-        b.setInsertionPointToStart(b.getInsertionBlock());
-        stepAsFloat = arith::SIToFPOp::create(b, l, elt, current[symbol]);
-      }
-      return stepAsFloat;
-    }
+    if (symbol->kind == Symbol::Step)
+      return step(l);
     return current.lookup(symbol);
   }
-  case Expr::UnaryK:
-    return arith::NegFOp::create(b, l,
-                                 gen(*llvm::cast<UnaryExpr>(expr).operand));
+  case Expr::UnaryK: {
+    auto &unary = llvm::cast<UnaryExpr>(expr);
+    Value operand = gen(*unary.operand);
+    if (unary.op != TokenKind::KwNot)
+      return arith::NegFOp::create(b, l, operand);
+    // not c = c xor true, elementwise on a vector of i1.
+    mlir::Type type = operand.getType();
+    mlir::TypedAttr ones = b.getBoolAttr(true);
+    if (auto shaped = llvm::dyn_cast<mlir::ShapedType>(type))
+      ones = mlir::DenseElementsAttr::get(shaped, true);
+    Value allTrue = arith::ConstantOp::create(b, l, ones);
+    return arith::XOrIOp::create(b, l, operand, allTrue);
+  }
   case Expr::BinaryK: {
     auto &binary = llvm::cast<BinaryExpr>(expr);
     Value lhs = gen(*binary.lhs), rhs = gen(*binary.rhs);
@@ -369,6 +414,15 @@ Value ProgramGen::genCall(const CallExpr &call) {
     return math::CosOp::create(b, l, unaryArg());
   case Builtin::Sin:
     return math::SinOp::create(b, l, unaryArg());
+  case Builtin::Cbrt: // The real cube root: cbrt(-8) = -2 (libm, libdevice).
+    return math::CbrtOp::create(b, l, unaryArg());
+  case Builtin::IsFinite: {
+    // |x| < inf is ordered: false for NaN, and for +-inf.
+    Value x = args[0];
+    Value inf = constant(HUGE_VAL, type, l);
+    return arith::CmpFOp::create(b, l, arith::CmpFPredicate::OLT,
+                                 math::AbsFOp::create(b, l, x), inf);
+  }
   case Builtin::Max:
   case Builtin::Min:
   case Builtin::Pow:

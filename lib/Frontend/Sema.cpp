@@ -44,6 +44,8 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::Ceil, "ceil", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Cos, "cos", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Sin, "sin", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Cbrt, "cbrt", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::IsFinite, "isfinite", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Max, "max", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Min, "min", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Pow, "pow", 2, 2, BuiltinInfo::Anywhere},
@@ -86,6 +88,15 @@ struct Dependence {
       learned = other.learned;
   }
 };
+
+/// The built-in constants: names that any declaration shadows.
+std::optional<double> builtinConstant(llvm::StringRef name) {
+  if (name == "pi")
+    return 3.141592653589793238462643383279502884;
+  if (name == "inf")
+    return HUGE_VAL;
+  return std::nullopt;
+}
 
 const BuiltinInfo *lookupBuiltin(llvm::StringRef name) {
   for (const BuiltinInfo &b : kBuiltins)
@@ -170,6 +181,9 @@ private:
   void checkParams();
   void checkStmt(Stmt &stmt);
   void checkStateDecl(DeclStmt &stmt);
+  /// `state z = p`: an initial value that is not a constant, assigned at
+  /// the first step. Declares the state when the value fits `type`.
+  void checkRuntimeStateInit(DeclItem &item, const Type &type);
   void checkWeightsDecl(DeclStmt &stmt);
   void checkInputDecl(DeclStmt &stmt);
   void checkBind(BindStmt &stmt);
@@ -203,6 +217,9 @@ private:
   /// Requires a number (not a comparison, tuple or weights); Unknown passes
   /// through silently (an error was already reported).
   bool requireNumber(const Type &type, SMLoc loc, llvm::StringRef context);
+  /// Requires a boolean (a comparison, or 'and', 'or', 'not' of booleans)
+  /// as an operand of `op`; Unknown passes through.
+  bool requireBoolean(const Type &type, SMLoc loc, llvm::StringRef op);
   std::optional<Type> broadcast(llvm::ArrayRef<const Type *> types,
                                 llvm::ArrayRef<SMLoc> locs, SMLoc opLoc,
                                 llvm::StringRef action);
@@ -218,6 +235,9 @@ private:
   llvm::DenseMap<const Symbol *, Dependence> dependences;
   const SemaOptions &options;
   llvm::StringMap<Symbol *> scope;
+  /// The state whose runtime initial value is being checked: reading it
+  /// there is reported as such, not as an undeclared name.
+  llvm::StringRef declaringState;
   /// The first declaration of every name the body declares, wherever it is.
   struct Declaration {
     SMLoc loc;
@@ -269,6 +289,12 @@ void ProgramChecker::declarePoisoned(Symbol::Kind kind, llvm::StringRef name,
 
 void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
                                       bool isCall) {
+  if (!declaringState.empty() && name == declaringState) {
+    diags.error(loc, "the initial value of state '" + name +
+                         "' cannot read '" + name +
+                         "' itself; it is what the state starts from");
+    return;
+  }
   auto it = declarations.find(name);
   if (it != declarations.end() &&
       it->second.loc.getPointer() > loc.getPointer()) {
@@ -304,6 +330,19 @@ void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
       for (const TensorWide &t : tensorWide)
         if (t.name == name)
           known = &t;
+    // NumPy's other tests of a float: 'isfinite', the closest name, is not
+    // their meaning.
+    if (name == "isnan" || name == "isinf") {
+      diags.error(loc, "unknown function '" + name + "'; write " +
+                           (name == "isnan"
+                                ? "'x != x' (true only for NaN)"
+                                : "'not isfinite(x) and x == x'"));
+      return;
+    }
+    if (builtinConstant(name)) {
+      diags.error(loc, "'" + name + "' is a constant, not a function");
+      return;
+    }
     diags.error(loc, "unknown function '" + name + "'" +
                          (known ? "" : suggestion(name, true)));
     if (known && notedTensorWide.insert(name).second)
@@ -311,9 +350,19 @@ void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
                       "its whole parameter tensor, write " +
                           known->tensor + ", or " + known->global +
                           " over every parameter of the optimizer");
-  } else
+  } else {
+    // 'PI', 'Inf', 'infinity': the constants, before names of the body
+    // ('p') that are as close.
+    llvm::StringRef constant = name.equals_insensitive("pi") ? "pi"
+                               : name.equals_insensitive("inf") ||
+                                       name.equals_insensitive("infinity")
+                                   ? "inf"
+                                   : "";
     diags.error(loc, "use of undeclared identifier '" + name + "'" +
-                         suggestion(name, false));
+                         (constant.empty()
+                              ? suggestion(name, false)
+                              : ("; did you mean '" + constant + "'?").str()));
+  }
 }
 
 std::string ProgramChecker::suggestion(llvm::StringRef name, bool functions) {
@@ -485,9 +534,13 @@ std::optional<double> ProgramChecker::foldConstant(Expr &expr) {
     if (symbol && (symbol->kind == Symbol::LayerParam ||
                    (symbol->kind == Symbol::Hyper && symbol->isConst)))
       return symbol->value;
+    if (!symbol)
+      return builtinConstant(name->name);
     return std::nullopt;
   }
   if (auto *unary = llvm::dyn_cast<UnaryExpr>(&expr)) {
+    if (unary->op != TokenKind::Minus) // 'not': a boolean, never a constant.
+      return std::nullopt;
     auto v = evalConstant(*unary->operand);
     return v ? std::optional<double>(-*v) : std::nullopt;
   }
@@ -560,15 +613,13 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
       continue;
     std::optional<double> init = evalConstant(*item.init);
     if (!init) {
-      diags.error(item.init->getLoc(),
-                  "the initial value of state '" + item.name +
-                      "' must be a constant number (every coordinate starts "
-                      "from it)");
+      checkRuntimeStateInit(item, Type::number(shape));
       continue;
     }
     if (!std::isfinite(*init)) {
-      diags.error(item.init->getLoc(), "the initial value of state '" +
-                                           item.name + "' is not finite");
+      // `state lo = -inf`: buffers and manifests hold finite initial
+      // values; assign this one at the first step, as a runtime value.
+      checkRuntimeStateInit(item, Type::number(shape));
       continue;
     }
     if (!checkNumberRange(*init, item.init->getLoc(),
@@ -585,6 +636,39 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
     item.symbol = symbol;
     out.states.push_back(symbol);
   }
+}
+
+void ProgramChecker::checkRuntimeStateInit(DeclItem &item, const Type &type) {
+  // The state is not in scope in its own initial value; say so rather
+  // than "undeclared".
+  declaringState = item.name;
+  Type initType = check(*item.init);
+  declaringState = {};
+  if (initType.isUnknown() ||
+      !requireNumber(initType, item.init->getLoc(),
+                     "the initial value of state '" + item.name + "'"))
+    return;
+  // As in an assignment: a scalar fills every element of a vector state.
+  if (initType != type && !initType.isScalar()) {
+    diags.error(item.init->getLoc(),
+                "cannot start state '" + item.name + "', which is a " +
+                    type.str() + ", from a " + initType.str());
+    return;
+  }
+  Symbol *symbol = declare(Symbol::State, item.name, item.loc, type);
+  if (!symbol)
+    return;
+  // The buffer starts at 0; the declaration is the assignment
+  // `z = select(t == 1, value, z)`, so the state counts as updated and
+  // depends on what its value depends on (a reduction, learned weights).
+  symbol->init = 0.0;
+  symbol->initAtFirstStep = true;
+  symbol->assigned = true;
+  symbol->index = out.states.size();
+  item.type = symbol->type;
+  item.symbol = symbol;
+  out.states.push_back(symbol);
+  dependences[symbol] = dependenceOf(*item.init);
 }
 
 void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
@@ -871,8 +955,13 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
                                   plural(stmt.targets.size(), "target"));
       return;
     }
-    if (!valueType.isUnknown() &&
-        !requireNumber(valueType, stmt.value->getLoc(), "a value"))
+    // 'let' may name a condition (`let even = mod(t, 2) == 0`); a state,
+    // p, g and layer outputs hold numbers.
+    bool namesCondition =
+        stmt.getKind() == Stmt::LetK && valueType.kind == Type::Bool;
+    if (!valueType.isUnknown() && !namesCondition &&
+        !requireNumber(valueType, stmt.value->getLoc(),
+                       isAssign ? "the value of an assignment" : "a value"))
       return;
     values.push_back(valueType);
   }
@@ -926,8 +1015,11 @@ bool ProgramChecker::requireNumber(const Type &type, SMLoc loc,
   case Type::Number:
     return true;
   case Type::Bool:
-    diags.error(loc, "a comparison cannot be used as " + context +
-                         "; it can only be the condition of select()");
+    diags.error(loc, "a boolean (a comparison, 'and', 'or', 'not') cannot be "
+                     "used as " +
+                         context +
+                         "; it is a condition: turn it into a number with "
+                         "select(c, 1, 0)");
     return false;
   case Type::Tuple:
     // Only LSTM cells (h, c) and qp (z, nu, lam) return several values.
@@ -943,6 +1035,19 @@ bool ProgramChecker::requireNumber(const Type &type, SMLoc loc,
     return false;
   }
   return false;
+}
+
+bool ProgramChecker::requireBoolean(const Type &type, SMLoc loc,
+                                    llvm::StringRef op) {
+  if (type.kind == Type::Bool || type.isUnknown())
+    return true;
+  if (type.kind == Type::Number) {
+    diags.error(loc, "an operand of " + op + " must be a boolean (a "
+                     "comparison such as 'g > 0'), not a " +
+                         type.str());
+    return false;
+  }
+  return requireNumber(type, loc, ("an operand of " + op).str());
 }
 
 std::optional<Type>
@@ -987,6 +1092,11 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
     if (symbol)
       symbol->used = true;
     if (!symbol) {
+      if (std::optional<double> value = builtinConstant(name.name)) {
+        name.builtinValue = *value;
+        type = Type::scalar();
+        break;
+      }
       if (lookupBuiltin(name.name))
         diags.error(name.getLoc(), "'" + name.name +
                                        "' is a function; call it, e.g. '" +
@@ -1014,8 +1124,13 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
   case Expr::UnaryK: {
     auto &unary = llvm::cast<UnaryExpr>(expr);
     Type operand = check(*unary.operand);
-    if (requireNumber(operand, unary.operand->getLoc(), "an operand of '-'"))
+    if (unary.op == TokenKind::KwNot) {
+      if (requireBoolean(operand, unary.operand->getLoc(), "'not'"))
+        type = operand;
+    } else if (requireNumber(operand, unary.operand->getLoc(),
+                             "an operand of '-'")) {
       type = operand;
+    }
     break;
   }
   case Expr::BinaryK:
@@ -1063,6 +1178,21 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
 
 Type ProgramChecker::checkBinary(BinaryExpr &expr) {
   Type lhs = check(*expr.lhs), rhs = check(*expr.rhs);
+  if (expr.op == TokenKind::KwAnd || expr.op == TokenKind::KwOr) {
+    std::string what = spell(expr.op).str();
+    if (!requireBoolean(lhs, expr.lhs->getLoc(), what) ||
+        !requireBoolean(rhs, expr.rhs->getLoc(), what) || lhs.isUnknown() ||
+        rhs.isUnknown())
+      return Type::unknown();
+    Type l = Type::number(lhs.shape), r = Type::number(rhs.shape);
+    const Type *types[] = {&l, &r};
+    SMLoc locs[] = {expr.lhs->getLoc(), expr.rhs->getLoc()};
+    std::optional<Type> result = broadcast(
+        types, locs, expr.getLoc(), "combine with " + spell(expr.op).str());
+    if (!result)
+      return Type::unknown();
+    return Type::boolean(result->shape);
+  }
   std::string context =
       ("an operand of '" + spell(expr.op).trim('\'') + "'").str();
   if (!requireNumber(lhs, expr.lhs->getLoc(), context) ||
@@ -1221,8 +1351,9 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
   case Builtin::Select: {
     if (args[0].kind != Type::Bool) {
       diags.error(call.args[0].value->getLoc(),
-                  "the condition of select() must be a comparison, e.g. "
-                  "'select(g > 0, a, b)'");
+                  "the condition of select() must be a boolean (a "
+                  "comparison, or 'and', 'or', 'not' of them), not a " +
+                      args[0].str() + ", e.g. 'select(g > 0, a, b)'");
       return Type::unknown();
     }
     Type cond = Type::number(args[0].shape);
@@ -1276,6 +1407,8 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
       return Type::unknown();
     }
     return Type::number({2});
+  case Builtin::IsFinite:
+    return Type::boolean(args[0].shape);
   default:
     if (isReduction(info.id))
       return checkReduction(call, args[0]);

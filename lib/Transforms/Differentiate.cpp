@@ -122,7 +122,9 @@ LogicalResult RuleDifferentiator::check() {
     bool ok = isa<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp,
                   arith::NegFOp, arith::MaximumFOp, arith::MinimumFOp,
                   arith::SelectOp, arith::CmpFOp, arith::CmpIOp,
-                  arith::ConstantOp, arith::SIToFPOp, math::SqrtOp, math::ExpOp,
+                  arith::AndIOp, arith::OrIOp, arith::XOrIOp,
+                  arith::ConstantOp, arith::SIToFPOp, math::SqrtOp,
+                  math::CbrtOp, math::ExpOp,
                   math::LogOp, math::PowFOp, math::TanhOp, math::AbsFOp,
                   math::FloorOp, math::CeilOp, math::CosOp, math::SinOp,
                   arith::RemFOp, LogSignOp, LSTMCellOp, LinearOp>(op);
@@ -389,6 +391,17 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
     Value dx = arith::DivFOp::create(
         b, loc, arith::MulFOp::create(b, loc, d, cst(0.5)), safe);
     add(0, arith::SelectOp::create(b, loc, positive, dx, zeroConstant()));
+  } else if (isa<math::CbrtOp>(op)) {
+    // d / (3 cbrt(x)^2); infinite at x = 0, taken as 0 there (as sqrt's and
+    // pow(x, 1 / 3)'s), so that a state still at 0 gives no NaN.
+    Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE,
+                                          res, zeroConstant());
+    Value safe = arith::SelectOp::create(b, loc, nonzero, res, cst(1.0));
+    Value dx = arith::DivFOp::create(
+        b, loc, d,
+        arith::MulFOp::create(b, loc, cst(3.0),
+                              arith::MulFOp::create(b, loc, safe, safe)));
+    add(0, arith::SelectOp::create(b, loc, nonzero, dx, zeroConstant()));
   } else if (isa<math::ExpOp>(op)) {
     add(0, arith::MulFOp::create(b, loc, d, res));
   } else if (isa<math::LogOp>(op)) {
@@ -425,12 +438,22 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
     add(0, arith::MulFOp::create(b, loc, d, sign));
   } else if (isa<math::PowFOp>(op)) {
     // d(a^b)/da = b a^(b-1); d(a^b)/db = a^b log a, taken as 0 for a <= 0.
+    // At a = 0 with b < 1 the slope b a^(b-1) is infinite: taken as 0, as
+    // sqrt's at 0, so that a second moment that is still 0 (MADGRAD's
+    // pow(nu, 1 / 3), Padam's pow(v, partial)) gives no NaN (0 * inf).
     Value a = fwd(0), e = fwd(1);
     Value em1 = arith::SubFOp::create(b, loc, e, cst(1.0));
     Value da = arith::MulFOp::create(
         b, loc, d,
         arith::MulFOp::create(b, loc, e, math::PowFOp::create(b, loc, a, em1)));
-    add(0, da);
+    Value zeroBase = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ,
+                                           a, zeroConstant());
+    Value steep = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, e,
+                                        cst(1.0));
+    add(0, arith::SelectOp::create(
+               b, loc, zeroBase,
+               arith::SelectOp::create(b, loc, steep, zeroConstant(), da),
+               da));
     Value positive = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, a,
                                            zeroConstant());
     Value safeA = arith::SelectOp::create(b, loc, positive, a, cst(1.0));

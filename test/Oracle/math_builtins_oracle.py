@@ -20,7 +20,10 @@ scalar tail and two chunks of the CPU executor):
   takes the values 7, -3, 0.75 and 1e-3;
 - floor and ceil bit for bit; cos and sin within COS_ULPS units in the last
   place of numpy's result (numpy has its own float32 code, the kernel calls
-  libm: they differ by an ulp here and there), arguments up to 1e30.
+  libm: they differ by an ulp here and there), arguments up to 1e30;
+- cbrt (the real cube root, negative x included) within CBRT_ULPS ulps of
+  np.cbrt, zeros, infinities and NaN included; isfinite (and 'not' of it)
+  as np.isfinite; pi and -inf as constants (nothing compares below -inf).
 
 Prints one line per check and precision, then "N passed, M failed"; exits 1
 if any failed.
@@ -42,12 +45,19 @@ import optim_mlir  # noqa: E402
 SIZES = (1, 7, 1000, 33001)
 SEED = 20261127
 COS_ULPS = 2
+# glibc's cbrt, which the kernel calls, is within about 3 ulps of the exact
+# root in float64 (numpy's own code within 1-2): 5 bounds their difference.
+CBRT_ULPS = 5
 DTYPES = {"f32": np.float32, "f64": np.float64}
 
 SOURCE = """
 rule check(k = 7) {
   state md = 0, fl = 0, ce = 0, co = 0, si = 0, mt = 0, ft = 0
   state vm[3] = 2.5
+  state cb = 0, fi = 0, ip = 0
+  cb = cbrt(p)
+  fi = select(isfinite(p), 1, 0) + select(not isfinite(g), 2, 0)
+  ip = select(p < -inf or p > inf, 0, pi)
   md = mod(p, g)
   vm = mod(vm * p, g)
   fl = floor(p)
@@ -221,6 +231,26 @@ def run(precision, report, tmpdir, source):
                             d.max()),
                          "at %d: x %r: kernel %r, numpy %r"
                          % (j, x[j], got[j], want[j]))
+
+        got, want = state("cb"), np.cbrt(x)
+        d = np.where(same_bits(got, want), 0, ulps(got, want))
+        j = int(np.argmax(d))
+        report.check(d.max() <= CBRT_ULPS and (got < 0).sum() > 0,
+                     "%s cbrt(x) within %d ulps of np.cbrt (worst %.0f)"
+                     % (precision, CBRT_ULPS, d.max()),
+                     "at %d: x %r: kernel %r, numpy %r"
+                     % (j, x[j], got[j], want[j]))
+        got = state("fi")
+        want = (np.isfinite(x) * 1 + ~np.isfinite(y) * 2).astype(dtype)
+        ok = same_bits(got, want)
+        report.check(ok.all() and (~np.isfinite(y)).any(),
+                     "%s isfinite(x) == np.isfinite" % precision,
+                     first_mismatch(ok, x, y, got, want))
+        got = state("ip")
+        ok = got == dtype(np.pi)
+        report.check(ok.all(), "%s pi and -inf are constants" % precision,
+                     first_mismatch(ok, x, y, got,
+                                    np.full_like(got, np.pi)))
 
     # mod(t, k) and floor(t / k): values of the step, computed once per call.
     path = os.path.join(tmpdir, "check-%s.safetensors" % precision)

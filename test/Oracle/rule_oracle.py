@@ -70,11 +70,26 @@ with floor, mod and cos; their references count steps in integers. SGDR's
 float32 cos is libm's cosf in the kernel and numpy's own float32 cos in the
 reference, which may differ by an ulp: measured 0.02 of the tolerance.
 
+Rules of 2018-2024 (schedule-free SGD and AdamW, MADGRAD, AccSGD, Prodigy,
+AdEMAMix, LaProp, PID, Adam with warmup and cosine decay, AdaPNM, Padam,
+Tiger) keep a copy of the initial point, a running sum or a distance
+estimate shared by every coordinate (Prodigy's, from two sums over all
+parameters), a parity of the step or a half-life schedule. Their references
+follow the algorithm boxes: AccSGD's is the paper's form, not the authors'
+code's (whose long expression rounds differently, up to 1.1 tolerances);
+MADGRAD's cube root is np.cbrt, the rule's pow(nu, 1 / 3) (0.03 of the
+tolerance in float32). AdEMAMix's beta3 schedule goes through exp and log:
+h.rounded (below).
+
+--shard K/N checks every N-th rule from the K-th: two lit tests run the
+halves in parallel.
+
 Prints one line per rule and precision, then "N passed, M failed"; exits 1 if
 any failed.
 """
 
 import argparse
+import math
 import os
 import re
 import sys
@@ -104,6 +119,12 @@ THREADS = 1
 # it (numpy 1.x would widen float32 * 0.5 to float64), t is the 1-based step
 # in that dtype, p and g the flat arrays of all tensors, s the state (a dict,
 # updated). Every rule is coordinatewise, so the tensors are concatenated.
+# h.rounded(fn, x) applies a function of Python's math module (libm's double
+# one) to a scalar and rounds the result once to the dtype: numpy's own
+# float32 exp is an ulp off for ~40% of arguments (measured over 2000 steps
+# of a schedule), where libm's expf, which the kernel calls, is correctly
+# rounded for all but 3; an ulp of AdEMAMix's beta3 schedule, 0.995, is an
+# error of 1e-5 in 1 - beta3.
 
 def ref_sgd(h, t, p, g, s):
     # Robbins & Monro (1951): theta <- theta - lr * g.
@@ -515,6 +536,196 @@ def ref_lookahead_adam(h, t, p, g, s):
     return p
 
 
+# Rules of 2018-2024 that keep a copy of the initial point (schedule-free,
+# MADGRAD, Prodigy, AccSGD), a running sum shared by every coordinate, a
+# parity of the step or a half-life schedule. Each reference starts its
+# copies at step 1 from theta_1, as the papers' "z_1 = x_1".
+
+def ref_sf_sgd(h, t, p, g, s):
+    # Defazio et al. (2024), "The Road Less Scheduled", Algorithm 1 (the
+    # SGD form, no warmup): y_t = (1 - beta) z_t + beta x_t is where the
+    # gradient is taken (the optimizer's theta); z_{t+1} = z_t - gamma g_t
+    # (weight decay taken at y_t, as the authors' code); c_{t+1} = 1 / (t +
+    # 1); x_{t+1} = (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}; z_1 = x_1 = theta_1.
+    if int(t) == 1:
+        s["z"], s["x"] = p.copy(), p.copy()
+    s["z"] = s["z"] - h.lr * g - h.lr * h.weight_decay * p
+    c = h.c(1) / h.c(int(t) + 1)
+    s["x"] = (h.c(1) - c) * s["x"] + c * s["z"]
+    return (h.c(1) - h.beta) * s["z"] + h.beta * s["x"]
+
+
+def ref_sf_adamw(h, t, p, g, s):
+    # Defazio et al. (2024), Algorithm 1 (Schedule-Free AdamW): v_t = beta2
+    # v + (1 - beta2) g^2; gamma_t = gamma sqrt(1 - beta2^t) min(1, t /
+    # T_warmup); z_{t+1} = z_t - gamma_t g / (sqrt(v_t) + eps) - gamma_t
+    # lambda y_t; c_{t+1} = gamma_t^2 / sum_{i <= t} gamma_i^2; x_{t+1} =
+    # (1 - c) x_t + c z_{t+1}; y_{t+1} = (1 - beta1) z_{t+1} + beta1 x_{t+1}.
+    if int(t) == 1:
+        s["z"], s["x"] = p.copy(), p.copy()
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    gamma = h.lr * np.sqrt(h.c(1) - h.beta2 ** t) * min(h.c(1), t / h.warmup)
+    s["z"] = s["z"] - gamma * g / (np.sqrt(s["v"]) + h.eps) \
+        - gamma * h.weight_decay * p
+    s["gsum"] = s["gsum"] + gamma * gamma
+    c = gamma * gamma / s["gsum"]
+    s["x"] = (h.c(1) - c) * s["x"] + c * s["z"]
+    return (h.c(1) - h.beta1) * s["z"] + h.beta1 * s["x"]
+
+
+def ref_prodigy(h, t, p, g, s):
+    # Mishchenko & Defazio (2023), "Prodigy: An Expeditiously Adaptive
+    # Parameter-Free Learner", Algorithm 4 (Adam version): m = beta1 m + (1 -
+    # beta1) d g; v = beta2 v + (1 - beta2) d^2 g^2; r = sqrt(beta2) r + (1 -
+    # sqrt(beta2)) gamma d^2 <g, x_0 - x>; s = sqrt(beta2) s + (1 -
+    # sqrt(beta2)) gamma d^2 g; d_{k+1} = max(d, r / |s|_1); x <- x - gamma d
+    # m / (sqrt(v) + d eps), with d the estimate before this step's update.
+    # Inner product and 1-norm over the whole model; d_hat = 0 where |s|_1 =
+    # 0 (the authors' code skips such a step).
+    if int(t) == 1:
+        s["x0"], s["d"] = p.copy(), np.full_like(p, h.d0)
+    d = s["d"]
+    root = np.sqrt(h.beta2)
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * d * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * d * d * g * g
+    s["r"] = root * s["r"] + (h.c(1) - root) * h.lr * d * d \
+        * h.all("sum", g * (s["x0"] - p))
+    s["s"] = root * s["s"] + (h.c(1) - root) * h.lr * d * d * g
+    norm1 = h.all("sum", np.abs(s["s"]))
+    ok = norm1 > 0
+    d_hat = np.where(ok, s["r"] / np.where(ok, norm1, h.c(1)), h.c(0))
+    s["d"] = np.maximum(d, d_hat)
+    return p - h.lr * d * s["m"] / (np.sqrt(s["v"]) + d * h.eps)
+
+
+def ref_madgrad(h, t, p, g, s):
+    # Defazio & Jelassi (2021), "Adaptivity without Compromise", Algorithm 1
+    # (MADGRAD): lambda_k = gamma sqrt(k + 1) (k = t - 1); s += lambda g; nu
+    # += lambda g^2; z = x_0 - s / (nu^(1/3) + eps); x <- (1 - c) x + c z with
+    # c = 1 - momentum.
+    if int(t) == 1:
+        s["x0"] = p.copy()
+    lam = h.lr * np.sqrt(t)
+    s["s"] = s["s"] + lam * g
+    s["nu"] = s["nu"] + lam * g * g
+    z = s["x0"] - s["s"] / (np.cbrt(s["nu"]) + h.eps)
+    c = h.c(1) - h.momentum
+    return (h.c(1) - c) * p + c * z
+
+
+def ref_ademamix(h, t, p, g, s):
+    # Pagliardini, Ablin & Grangier (2024), "The AdEMAMix Optimizer",
+    # Algorithm 1 with its schedulers: alpha(t) = min(t alpha / T, alpha);
+    # beta3(t) = min(exp(ln beta1 ln beta3 / ((1 - t/T) ln beta3 + t/T ln
+    # beta1)), beta3); m1, nu bias-corrected as Adam, m2 not; theta <- theta
+    # - lr ((m1_hat + alpha(t) m2) / (sqrt(nu_hat) + eps) + lambda theta).
+    a = min(t * h.alpha / h.T, h.alpha)
+    frac = t / h.T
+    ln1, ln3 = h.rounded(math.log, h.beta1), h.rounded(math.log, h.beta3)
+    b3 = min(h.rounded(math.exp, ln1 * ln3 / ((h.c(1) - frac) * ln3
+                                            + frac * ln1)), h.beta3)
+    s["m1"] = h.beta1 * s["m1"] + (h.c(1) - h.beta1) * g
+    s["m2"] = b3 * s["m2"] + (h.c(1) - b3) * g
+    s["nu"] = h.beta2 * s["nu"] + (h.c(1) - h.beta2) * g * g
+    m1_hat = s["m1"] / (h.c(1) - h.beta1 ** t)
+    nu_hat = s["nu"] / (h.c(1) - h.beta2 ** t)
+    return p - h.lr * ((m1_hat + a * s["m2"]) / (np.sqrt(nu_hat) + h.eps)
+                       + h.weight_decay * p)
+
+
+def ref_laprop(h, t, p, g, s):
+    # Ziyin, Wang & Ueda (2020), "LaProp: Separating Momentum and Adaptivity
+    # in Adam", Algorithm 1: n = nu n + (1 - nu) g^2; m = mu m + (1 - mu) g
+    # / (sqrt(n / c_n) + eps); theta <- theta - lr m / c_m, c_n = 1 - nu^t,
+    # c_m = 1 - mu^t (mu = beta1, nu = beta2).
+    s["n"] = h.beta2 * s["n"] + (h.c(1) - h.beta2) * g * g
+    c_n, c_m = h.c(1) - h.beta2 ** t, h.c(1) - h.beta1 ** t
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g / (
+        np.sqrt(s["n"] / c_n) + h.eps)
+    return p - h.lr * s["m"] / c_m
+
+
+def ref_pid(h, t, p, g, s):
+    # An et al. (2018), "A PID Controller Approach for Stochastic
+    # Optimization of Deep Networks", eq. 11: V <- alpha V - r g; D <- alpha
+    # D + (1 - alpha)(g_t - g_{t-1}); theta <- theta + V - K_d D, with K_d =
+    # lr kd: the derivative term opposes the change of the gradient, scaled
+    # by the learning rate as in the authors' code (tensorboy/PIDOptimizer);
+    # the first step's difference is 0.
+    diff = g - s["g_prev"] if int(t) > 1 else np.zeros_like(g)
+    s["V"] = h.alpha * s["V"] - h.lr * g
+    s["D"] = h.alpha * s["D"] + (h.c(1) - h.alpha) * diff
+    s["g_prev"] = g.copy()
+    return p + s["V"] - h.lr * h.kd * s["D"]
+
+
+def ref_accsgd(h, t, p, g, s):
+    # Kidambi, Netrapalli, Jain & Kakade (2018), "On the insufficiency of
+    # existing momentum schemes for stochastic optimization", Algorithm 1
+    # (ASGD), with the paper's constant 0.7 as small_const: alpha = 1 -
+    # 0.7^2 xi / kappa; w_bar <- alpha w_bar + (1 - alpha)(w - kappa delta /
+    # 0.7 g); w <- 0.7 / (0.7 + 1 - alpha) (w - delta g) + (1 - alpha) / (0.7
+    # + 1 - alpha) w_bar; w_bar_0 = w_0.
+    if int(t) == 1:
+        s["w_bar"] = p.copy()
+    k = h.small_const
+    alpha = h.c(1) - k * k * h.xi / h.kappa
+    s["w_bar"] = alpha * s["w_bar"] + (h.c(1) - alpha) * (
+        p - h.kappa * h.lr / k * g)
+    den = k + (h.c(1) - alpha)
+    return k / den * (p - h.lr * g) + (h.c(1) - alpha) / den * s["w_bar"]
+
+
+def ref_adam_warmup_cosine(h, t, p, g, s):
+    # Adam (Kingma & Ba, 2015) under the usual transformer schedule: lr t /
+    # warmup for the first warmup steps, then a half cosine from lr down to
+    # min_ratio lr at step total, constant after it.
+    step, w, n = int(t), int(h.warmup), int(h.total)
+    if step <= w:
+        lr = h.lr * h.c(step) / h.warmup
+    else:
+        progress = h.c(min(step - w, n - w)) / h.c(n - w)
+        lr = h.lr * (h.min_ratio + (h.c(1) - h.min_ratio) * h.c(0.5)
+                     * (h.c(1) + np.cos(h.c(np.pi) * progress)))
+    m_hat, v_hat = adam_moments(h, t, g, s)
+    return p - lr * m_hat / (np.sqrt(v_hat) + h.eps)
+
+
+def ref_adapnm(h, t, p, g, s):
+    # Xie et al. (2021), "Positive-Negative Momentum", Algorithm 2 (AdaPNM,
+    # with AMSGrad's maximum): two momenta, one updated at odd steps and one
+    # at even ones, m_t = beta1^2 m_{t-2} + (1 - beta1^2) g; the update is
+    # ((1 + beta0) m_t - beta0 m_{t-1}) / sqrt((1 + beta0)^2 + beta0^2),
+    # divided by 1 - beta1^t and by sqrt(v_max / (1 - beta2^t)) + eps.
+    b = h.beta1 * h.beta1
+    cur, other = ("odd", "even") if int(t) % 2 else ("even", "odd")
+    s[cur] = b * s[cur] + (h.c(1) - b) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    s["vmax"] = np.maximum(s["vmax"], s["v"])
+    noise = np.sqrt((h.c(1) + h.beta0) ** 2 + h.beta0 ** 2)
+    m_hat = ((h.c(1) + h.beta0) * s[cur] - h.beta0 * s[other]) / noise
+    return p - h.lr / (h.c(1) - h.beta1 ** t) * m_hat / (
+        np.sqrt(s["vmax"] / (h.c(1) - h.beta2 ** t)) + h.eps)
+
+
+def ref_padam(h, t, p, g, s):
+    # Chen & Gu (2018), "Closing the Generalization Gap of Adaptive Gradient
+    # Methods in Training Deep Neural Networks", Algorithm 1 (Padam): AMSGrad
+    # with v_hat^p, p in (0, 1/2]; eps added as the authors' code.
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    s["vmax"] = np.maximum(s["vmax"], s["v"])
+    return p - h.lr * s["m"] / (np.power(s["vmax"], h.partial) + h.eps)
+
+
+def ref_tiger(h, t, p, g, s):
+    # Su (2023), Tiger ("a tight-fisted optimizer"): Lion with beta1 = beta2
+    # = beta: m <- beta m + (1 - beta) g; theta <- theta - lr (sign(m) +
+    # lambda theta).
+    s["m"] = h.beta * s["m"] + (h.c(1) - h.beta) * g
+    return p - h.lr * (np.sign(s["m"]) + h.weight_decay * p)
+
+
 def neg_over_lr(name):
     """Our buf from Sutskever's velocity: buf = -v / lr."""
     return lambda s, h: -s[name] / h.lr
@@ -620,11 +831,59 @@ CASES = [
      {"lr": 0.003, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7, "k": 7,
       "alpha": 0.6},
      {"m": 0, "v": 0, "phi": 0}, {"m": "m", "v": "v", "slow": "phi"}),
+    ("sf_sgd", LIT, ref_sf_sgd, {"lr": 0.02, "beta": 0.8,
+                                 "weight_decay": 0.01},
+     {"z": 0, "x": 0}, {"z": "z", "x": "x"}),
+    # warmup = 25 steps of a growing gamma_t, then the weights 1 / t.
+    ("sf_adamw", LIT, ref_sf_adamw,
+     {"lr": 0.004, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7,
+      "weight_decay": 0.02, "warmup": 25},
+     {"z": 0, "x": 0, "v": 0, "gsum": 0},
+     {"z": "z", "x": "x", "v": "v", "lr_sum": "gsum"}),
+    ("prodigy", LIT, ref_prodigy,
+     {"lr": 0.5, "beta1": 0.85, "beta2": 0.99, "eps": 1e-7, "d0": 1e-3},
+     {"m": 0, "v": 0, "s": 0, "r": 0, "d": 0, "x0": 0},
+     {"m": "m", "v": "v", "s": "s", "r": "r", "d": "d", "x0": "x0"}),
+    ("madgrad", LIT, ref_madgrad,
+     {"lr": 0.003, "momentum": 0.8, "eps": 1e-7},
+     {"s": 0, "nu": 0, "x0": 0}, {"s": "s", "nu": "nu", "x0": "x0"}),
+    # T = 300: the half-life schedule of beta3 and alpha's ramp end 200
+    # steps before the last.
+    ("ademamix", LIT, ref_ademamix,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "beta3": 0.995,
+      "alpha": 4.0, "T": 300, "eps": 1e-7, "weight_decay": 0.02},
+     {"m1": 0, "m2": 0, "nu": 0}, {"m1": "m1", "m2": "m2", "v": "nu"}),
+    ("laprop", LIT, ref_laprop,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "eps": 1e-9},
+     {"m": 0, "n": 0}, {"m": "m", "n": "n"}),
+    ("pid", LIT, ref_pid, {"lr": 0.02, "alpha": 0.8, "kd": 5.0},
+     {"V": 0, "D": 0, "g_prev": 0},
+     {"v": "V", "d": "D", "g_prev": "g_prev"}),
+    ("accsgd", LIT, ref_accsgd,
+     {"lr": 0.002, "kappa": 500, "xi": 5, "small_const": 0.6},
+     {"w_bar": 0}, {"buf": "w_bar"}),
+    # 40 warmup steps, the cosine to step 400, then 100 steps at its end.
+    ("adam_warmup_cosine", LIT, ref_adam_warmup_cosine,
+     {"lr": 0.003, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7,
+      "warmup": 40, "total": 400, "min_ratio": 0.2},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("adapnm", LIT, ref_adapnm,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "beta0": 0.8,
+      "eps": 1e-7},
+     {"odd": 0, "even": 0, "v": 0, "vmax": 0},
+     {"ma": "odd", "mb": "even", "v": "v", "vmax": "vmax"}),
+    ("padam", LIT, ref_padam,
+     {"lr": 0.05, "beta1": 0.85, "beta2": 0.995, "partial": 0.2,
+      "eps": 1e-7},
+     {"m": 0, "v": 0, "vmax": 0}, {"m": "m", "v": "v", "vmax": "vmax"}),
+    ("tiger", LIT, ref_tiger, {"lr": 0.002, "beta": 0.9,
+                               "weight_decay": 0.02},
+     {"m": 0}, {"m": "m"}),
 ]
 # Rules whose kernels reduce over tensors: also run with THREADS_CHECK
 # threads, which must give the same bits.
 REDUCING = {"lamb", "lars", "novograd", "adafactor", "sgd_clip", "bngd",
-            "gc_momentum"}
+            "gc_momentum", "prodigy"}
 THREADS_CHECK = 3
 
 
@@ -654,6 +913,7 @@ class Reference:
             c=c,
             tensor=lambda kind, x: reduction(kind, x, bounds, dtype),
             all=lambda kind, x: reduction(kind, x, [(0, x.size)], dtype),
+            rounded=lambda fn, x: dtype(fn(float(x))),
             **{k: c(v) for k, v in case[3].items()})
         self.s = {k: np.full(p0.size, v, dtype) for k, v in case[4].items()}
         self.p = p0.astype(dtype)
@@ -845,13 +1105,23 @@ def main():
     parser.add_argument("--rule", action="append",
                         help="check only this rule (repeatable)")
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--shard", default="0/1", metavar="K/N",
+                        help="check only the K-th of N interleaved parts of "
+                        "the rules (0-based), so that lit runs the parts in "
+                        "parallel")
     parser.add_argument("--kernel-hyper", action="append", default=[],
                         metavar="NAME=VALUE",
                         help="set a hyperparameter of the kernel only, not "
                         "of the reference (shows that a wrong rule fails)")
     args = parser.parse_args()
     optim_mlir.load(args.library)
-    cases = [c for c in CASES if not args.rule or c[0] in args.rule]
+    shard, _, shards = args.shard.partition("/")
+    if not (shard.isdigit() and shards.isdigit()
+            and int(shard) < int(shards)):
+        parser.error("--shard %s: expected K/N with 0 <= K < N" % args.shard)
+    shard, shards = int(shard), int(shards)
+    cases = [c for i, c in enumerate(CASES)
+             if (not args.rule or c[0] in args.rule) and i % shards == shard]
     unknown = set(args.rule or ()) - {c[0] for c in CASES}
     if unknown:
         parser.error("no reference for rule(s) %s" % ", ".join(sorted(

@@ -414,6 +414,10 @@ TEST(VJPReductions, LiteratureRules) {
   check(compileF64(source, 4, "sgd_clip"), {13, 7}, 5, {{"max_norm", 0.5}});
   check(compileF64(source, 4, "gc_momentum"), {13}, 5);
   check(compileF64(source, 3, "bngd"), {13, 7}, 5);
+  // Prodigy: two global sums, of g (x0 - p) (p and a state copied from it
+  // at the first step) and of |s| (a state updated before it is reduced),
+  // both scaled by the distance estimate d, a state of its own.
+  check(compileF64(source, 4, "prodigy"), {13, 7}, 5, {{"d0", 0.1}});
 }
 
 // Every kind, per tensor and global, of operands that depend on p, on a

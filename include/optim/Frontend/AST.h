@@ -16,6 +16,7 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -102,6 +103,9 @@ public:
   std::string name;
   /// The declaration this name refers to (Sema).
   const Symbol *symbol = nullptr;
+  /// Set by Sema when the name is a built-in constant (`pi`, `inf`) that no
+  /// declaration shadows: its value.
+  std::optional<double> builtinValue;
   static bool classof(const Expr *e) { return e->getKind() == NameK; }
 };
 
@@ -143,6 +147,8 @@ enum class Builtin {
   Ceil,
   Cos,
   Sin,
+  Cbrt,
+  IsFinite,
   Max,
   Min,
   Pow,

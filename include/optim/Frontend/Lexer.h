@@ -25,6 +25,9 @@ enum class TokenKind {
   KwInput,
   KwOutput,
   KwLet,
+  KwAnd,
+  KwOr,
+  KwNot,
   // Punctuation.
   LParen,
   RParen,

@@ -49,6 +49,9 @@ struct Symbol {
   bool isConst = false;
   // States.
   double init = 0.0;
+  /// `state z = p`: the buffer starts at 0 (init) and the declaration
+  /// assigns the value of its expression at the first step (t == 1).
+  bool initAtFirstStep = false;
   bool assigned = false;
   // Weights.
   bool used = false;
