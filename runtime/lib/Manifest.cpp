@@ -119,7 +119,20 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
   std::string manifestPath =
       path.empty() ? detail::manifestPathFor(library) : path;
   Manifest m = readManifest(detail::readFile(manifestPath), manifestPath);
-  void *handle = ::dlopen(library.c_str(), RTLD_NOW | RTLD_LOCAL);
+  // optimc writes NAME.manifest.json for obj, shared and cubin alike, so a
+  // cubin's manifest may sit beside the library: its signature would match
+  // and its dtype may not.
+  if (m.target.rfind("nvptx", 0) == 0)
+    throw Error("optim: manifest '" + manifestPath +
+                "' describes kernels for '" + m.target +
+                "', a CUDA GPU, not the library '" + library +
+                "' (rewrite it with optimc --emit=shared; give --emit=cubin "
+                "another -o name)");
+  // dlopen searches the library path, not the current folder, for a name
+  // without a slash; the manifest was read from the current folder.
+  std::string dlPath =
+      library.find('/') == std::string::npos ? "./" + library : library;
+  void *handle = ::dlopen(dlPath.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle)
     throw Error(std::string("optim: cannot load '") + library +
                 "': " + ::dlerror());

@@ -30,8 +30,25 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 namespace optim::tools {
+
+/// The error for options of the MLP tasks (`given`: those on the command
+/// line, as "--hidden") with `task` "quadratic", which has no width, depth,
+/// activation, minibatch or images and would ignore them; "" when there is
+/// nothing to refuse. A user who sets --hidden 40 on it expects a change.
+inline std::string mlpOptionsUnused(const std::string &task,
+                                    const std::vector<std::string> &given) {
+  if (task != "quadratic" || given.empty())
+    return "";
+  std::string names;
+  for (const std::string &g : given)
+    names += (names.empty() ? "" : ", ") + g;
+  return names + (given.size() == 1 ? " is an option" : " are options") +
+         " of the MLP tasks (mnist, fashion-mnist); --task quadratic has "
+         "none (it is the 10-d quadratic of Andrychowicz et al.)";
+}
 
 /// Whether `message` starts with a located diagnostic, "FILE:LINE:COL:
 /// error: ..." (or a warning before the errors): it names its place itself,

@@ -380,7 +380,7 @@ int evaluate() {
   if (tuneInits < 1)
     throw Error("--tune-inits must be at least 1");
   // Checked for every task, by the flags' names: the MLP tasks would name
-  // their own fields, and the quadratic one ignores these.
+  // their own fields.
   if (batch < 1)
     throw Error("--batch must be at least 1, got " + std::to_string(batch));
   if (hidden < 1)
@@ -388,6 +388,15 @@ int evaluate() {
   if (layers < 0)
     throw Error("--layers must not be negative, got " +
                 std::to_string(layers));
+  std::vector<std::string> mlpGiven;
+  for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
+           &dataDir, &hidden, &layers, &activation, &batch, &trainImages,
+           &evalImages})
+    if (opt->getNumOccurrences())
+      mlpGiven.push_back(("--" + opt->ArgStr).str());
+  std::string unused = tools::mlpOptionsUnused(taskName, mlpGiven);
+  if (!unused.empty())
+    throw Error(unused);
   tasks::TaskOptions options = taskOptions();
   // Reads and checks the task's data once, before anything is compiled.
   tasks::makeTask(taskName, seed, options);

@@ -26,7 +26,7 @@ int optim::runTask(const RunOptions &o) {
     if (o.steps < 0)
       throw Error("--steps must not be negative");
     // Checked here for every task, by the flags' names: the MLP tasks would
-    // name their own fields, and the quadratic one ignores these.
+    // name their own fields.
     if (o.batchSize < 1)
       throw Error("--batch must be at least 1, got " +
                   std::to_string(o.batchSize));
@@ -36,6 +36,9 @@ int optim::runTask(const RunOptions &o) {
     if (o.hiddenLayers < 0)
       throw Error("--layers must not be negative, got " +
                   std::to_string(o.hiddenLayers));
+    std::string unused = tools::mlpOptionsUnused(o.task, o.mlpOptionsGiven);
+    if (!unused.empty())
+      throw Error(unused);
     auto start = std::chrono::steady_clock::now();
     CompileOptions compileOptions;
     compileOptions.precision = o.f64 ? DType::F64 : DType::F32;
@@ -128,8 +131,11 @@ int optim::runTask(const RunOptions &o) {
       opt.step(gradRefs);
     }
     double finalEval = task->evaluate();
-    std::printf("final: train loss %.6f (last minibatch), eval loss %.6f\n",
-                last, finalEval);
+    if (o.steps == 0) // No minibatch was drawn: no training loss to show.
+      std::printf("final: eval loss %.6f (no steps)\n", finalEval);
+    else
+      std::printf("final: train loss %.6f (last minibatch), eval loss %.6f\n",
+                  last, finalEval);
     if (!o.csv.empty())
       writeFileAtomically(o.csv, csv);
     return 0;

@@ -30,6 +30,8 @@ struct RunOptions {
   std::string trainImages, evalImages;
   bool quiet = false;
   std::string weights; // safetensors file of a learned rule's weights.
+  /// The MLP options given on the command line ("--hidden", ...).
+  std::vector<std::string> mlpOptionsGiven;
 };
 
 /// Compiles the rule, trains the task, prints the loss curve; returns the

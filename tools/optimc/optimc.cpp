@@ -48,8 +48,8 @@ cl::opt<std::string> inputFilename(cl::Positional,
                                    cl::Required, cl::cat(category));
 cl::opt<std::string> outputFilename(
     "o",
-    cl::desc("Output file (default: standard output; for obj and shared, "
-             "the rule's name with .o or .so)"),
+    cl::desc("Output file (default: standard output; for obj, shared and "
+             "cubin, the rule's name with .o, .so or .cubin)"),
     cl::value_desc("filename"), cl::init(""), cl::cat(category));
 cl::opt<Emit> emit(
     "emit", cl::desc("What to produce"), cl::init(Emit::MLIR),
@@ -69,7 +69,8 @@ cl::opt<Emit> emit(
                    "its manifest (--target=cuda)")),
     cl::cat(category));
 cl::opt<std::string> ruleName("rule",
-                              cl::desc("Compile only this rule of the file"),
+                              cl::desc("Compile only this rule or layer of "
+                                       "the file"),
                               cl::value_desc("name"), cl::cat(category));
 cl::opt<optim::Precision> precision(
     "precision", cl::desc("Floating-point type of parameters and state"),
@@ -151,8 +152,11 @@ cl::opt<unsigned> runThreads("threads",
                              cl::desc("Optimizer threads (0: all cores)"),
                              cl::init(0), cl::sub(runCommand),
                              cl::cat(runCategory));
-cl::opt<int64_t> runEvery("every", cl::desc("Print every N steps"), cl::init(0),
-                          cl::sub(runCommand), cl::cat(runCategory));
+cl::opt<int64_t> runEvery("every",
+                          cl::desc("Print every N steps (default 0: every "
+                                   "steps/20)"),
+                          cl::init(0), cl::sub(runCommand),
+                          cl::cat(runCategory));
 cl::opt<std::string> runData("data",
                              cl::desc("MNIST-format folder for the MLP tasks"),
                              cl::value_desc("dir"), cl::sub(runCommand),
@@ -260,6 +264,12 @@ int main(int argc, char **argv) {
     run.weights = runWeights;
     run.trainImages = runTrainImages;
     run.evalImages = runEvalImages;
+    for (const cl::Option *opt :
+         std::initializer_list<const cl::Option *>{
+             &runData, &runHidden, &runLayers, &runActivation, &runBatch,
+             &runTrainImages, &runEvalImages})
+      if (opt->getNumOccurrences())
+        run.mlpOptionsGiven.push_back(("--" + opt->ArgStr).str());
     for (const std::string &setting : runSet) {
       auto [name, value] = llvm::StringRef(setting).split('=');
       double number;
@@ -274,6 +284,24 @@ int main(int argc, char **argv) {
     return fail("--vector-width must be between 1 and 64");
   if (prefetchDistance > (1u << 20))
     return fail("--prefetch-ahead must be at most 1048576 bytes");
+  // An option of the other target would be ignored without a word: the
+  // user who gave it expects it to change the output.
+  bool cuda =
+      emit == Emit::PTX || emit == Emit::Cubin || target == Target::CUDA;
+  for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
+           &gpuArch, &ptxasVerbose, &gpuLayerThreads})
+    if (opt->getNumOccurrences() && !cuda)
+      return fail("--" + opt->ArgStr +
+                  " applies to CUDA kernels (--emit=ptx or cubin, or "
+                  "--target=cuda), not to the CPU's");
+  if (ptxasVerbose && cuda && emit != Emit::Cubin)
+    return fail("--ptxas-verbose reports ptxas's assembly of --emit=cubin");
+  for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
+           &vectorWidth, &prefetchDistance})
+    if (opt->getNumOccurrences() && cuda)
+      return fail("--" + opt->ArgStr +
+                  " applies to CPU kernels, not to CUDA ones (one coordinate "
+                  "per thread)");
 
   auto buffer = llvm::MemoryBuffer::getFileOrSTDIN(inputFilename,
                                                    /*IsText=*/true);
@@ -348,7 +376,8 @@ int main(int argc, char **argv) {
     if (target.getNumOccurrences() && target != Target::CUDA)
       return fail("--emit=ptx and --emit=cubin need --target=cuda");
     if (emit != Emit::Lowered && emit != Emit::PTX && emit != Emit::Cubin)
-      return fail("--target=cuda makes --emit=lowered, ptx or cubin");
+      return fail("--target=cuda makes --emit=lowered, ptx or cubin (or "
+                  "ast, mlir); llvm, obj and shared are the CPU's");
     optim::GPUEmitOptions gpu;
     gpu.what = emit == Emit::Lowered ? optim::GPUEmit::Lowered
                : emit == Emit::PTX   ? optim::GPUEmit::PTX
