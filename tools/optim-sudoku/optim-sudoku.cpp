@@ -24,6 +24,7 @@
 #include "optim/Layer.h"
 #include "optim/Optimizer.h"
 
+#include "ExamplesDir.h"
 #include "ToolSupport.h"
 
 #include <algorithm>
@@ -345,7 +346,8 @@ double mseAndErrors(int64_t B, const double *out, const double *y, double *dout,
 }
 
 struct Options {
-  std::string out, examples = OPTIM_EXAMPLES_DIR, dump, models = "optnet,fc";
+  std::string out, examples = tools::examplesDir(OPTIM_EXAMPLES_DIR), dump,
+                    models = "optnet,fc";
   int train = 9000, test = 1000, epochs = 20, batch = 150, hidden = 20;
   int stepsOnOneBatch = 0, puzzles = 10000;
   double lr = 0.1;

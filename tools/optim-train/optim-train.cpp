@@ -17,6 +17,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ExamplesDir.h"
 #include "MetaEpisode.h"
 #include "ToolSupport.h"
 
@@ -34,8 +35,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <sys/resource.h>
@@ -47,12 +50,13 @@ using namespace optim;
 
 namespace {
 
-/// examples/NAME.optim of the current folder, else of the source tree.
+/// examples/NAME.optim of the current folder, else of the installed or the
+/// source tree's examples.
 std::string defaultExample(const char *name) {
   std::string local = std::string("examples/") + name + ".optim";
   if (::access(local.c_str(), R_OK) == 0)
     return local;
-  return std::string(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim";
+  return tools::examplesDir(OPTIM_EXAMPLES_DIR) + "/" + name + ".optim";
 }
 
 struct Options {
@@ -80,6 +84,9 @@ struct Options {
   std::string activation = "sigmoid";
   bool resume = false, quiet = false, plot = true;
   std::vector<std::pair<std::string, double>> hypers; // --set name=value
+  /// The options given on the command line (as "--name"): --resume takes
+  /// the others from the checkpoint.
+  std::set<std::string> given;
 };
 
 const char *kUsage = R"(usage: optim-train [options]
@@ -91,14 +98,18 @@ A valued option takes its value as --key VALUE or --key=VALUE.
   --meta-rule FILE       meta-optimizer rule (default examples/adam.optim)
   --meta-rule-name NAME  which rule of a --meta-rule file
   --meta-lr X            meta-optimizer learning rate (default 1e-3)
-  --task NAME            quadratic | mnist (default quadratic)
+  --task NAME            quadratic | mnist | fashion-mnist (default
+                         quadratic)
   --episodes N           optimizees to train on (default 100)
   --horizon N            optimizee steps per episode (default 100)
   --unroll N             steps per truncation of BPTT (default 20)
   --seed N               seeds weights and optimizees (default 1)
   --out DIR              outputs (default optim-train-out)
   --checkpoint-every N   episodes between checkpoints (default 10)
-  --resume               continue from DIR/checkpoint.safetensors
+  --resume               continue from DIR/checkpoint.safetensors, with the
+                         options of its run (--task, --seed, --horizon,
+                         --unroll, --set, the MLP's, ...; --meta-lr and
+                         --eval-every may change)
   --eval-every N         every N episodes, run the current weights on
                          --eval-runs fixed optimizees (seeds 2000001...,
                          apart from optim-eval's) and keep the weights with
@@ -109,7 +120,11 @@ A valued option takes its value as --key VALUE or --key=VALUE.
   --init FILE            initial weights (safetensors) instead of random
   --set NAME=VALUE       a hyperparameter of the learned rule (e.g. scale)
   --threads N            worker threads (default: all)
-  --data-dir DIR         MNIST folder (default ../shared/data/mnist)
+  --data-dir DIR         MNIST-format folder (default: $OPTIM_MNIST_DIR,
+                         else ../shared/data/mnist if it exists, else
+                         /work/shared/data/mnist; fashion-mnist:
+                         $OPTIM_FASHION_MNIST_DIR, else
+                         /usr/share/datasets/fashion-mnist)
   --train-images A:B     images of meta-training (default 0:8000)
   --eval-images A:B      held-out images (default 8000:10000)
   --hidden-units N --hidden-layers N --activation sigmoid|relu
@@ -124,6 +139,8 @@ Options parse(int argc, char **argv) {
   Options o;
   tools::ArgParser args("optim-train", kUsage, argc, argv);
   while (args.next()) {
+    const std::string &arg = args.argument();
+    o.given.insert(arg.substr(0, arg.find('=')));
     if (args.is("--rule"))
       o.rule = args.value();
     else if (args.is("--rule-name"))
@@ -203,6 +220,149 @@ Options parse(int argc, char **argv) {
                ") must be a multiple of --unroll (" +
                std::to_string(o.unroll) + ")");
   return o;
+}
+
+/// An option that shapes a run, kept in its checkpoint as "run.NAME". A
+/// resumed run takes the checkpoint's value of each one the command line
+/// omits (a resume that forgot --task=mnist or --meta-lr=0.01 would
+/// otherwise continue another run than the checkpoint's). Given with
+/// another value, one that changes what is trained is refused; --meta-lr
+/// and --eval-every, which change how, are taken.
+struct RunSetting {
+  const char *name; // The option without "--".
+  bool mayChange;
+  std::function<std::string(const Options &)> get;
+  /// Sets the option from a value that `get` wrote; false if malformed.
+  std::function<bool(Options &, const std::string &)> set;
+};
+
+/// The shortest of %.15g, %.16g, %.17g that reads back as `x` (0.2, not
+/// 0.20000000000000001, in the messages that show it).
+std::string formatDouble(double x) {
+  char text[32];
+  for (int digits = 15; digits <= 17; ++digits) {
+    std::snprintf(text, sizeof text, "%.*g", digits, x);
+    if (std::strtod(text, nullptr) == x)
+      break;
+  }
+  return text;
+}
+
+bool parseInt(const std::string &text, int64_t &out) {
+  char *end = nullptr;
+  errno = 0;
+  long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end || errno == ERANGE || v < 0)
+    return false;
+  out = v;
+  return true;
+}
+
+/// --set's values, one per name (the last given wins, as when applied),
+/// sorted by name: "k=10,scale=0.5".
+std::string formatHypers(const Options &o) {
+  std::map<std::string, double> byName;
+  for (const auto &[name, value] : o.hypers)
+    byName[name] = value;
+  std::string text;
+  for (const auto &[name, value] : byName)
+    text += (text.empty() ? "" : ",") + name + "=" + formatDouble(value);
+  return text;
+}
+
+bool parseHypers(Options &o, const std::string &text) {
+  o.hypers.clear();
+  std::istringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    size_t eq = item.find('=');
+    char *end = nullptr;
+    if (eq == std::string::npos || eq == 0)
+      return false;
+    double v = std::strtod(item.c_str() + eq + 1, &end);
+    if (*end || end == item.c_str() + eq + 1)
+      return false;
+    o.hypers.push_back({item.substr(0, eq), v});
+  }
+  return true;
+}
+
+const std::vector<RunSetting> &runSettings() {
+  auto text = [](std::string Options::*field) {
+    return RunSetting{
+        nullptr, false, [=](const Options &o) { return o.*field; },
+        [=](Options &o, const std::string &v) { return (o.*field = v, true); }};
+  };
+  auto integer = [](auto Options::*field) {
+    return RunSetting{
+        nullptr, false,
+        [=](const Options &o) { return std::to_string(o.*field); },
+        [=](Options &o, const std::string &v) {
+          int64_t x;
+          if (!parseInt(v, x))
+            return false;
+          o.*field = decltype(o.*field + 0)(x);
+          return true;
+        }};
+  };
+  auto named = [](const char *name, bool mayChange, RunSetting s) {
+    s.name = name;
+    s.mayChange = mayChange;
+    return s;
+  };
+  static const std::vector<RunSetting> settings = {
+      named("task", false, text(&Options::task)),
+      named("seed", false, integer(&Options::seed)),
+      named("horizon", false, integer(&Options::horizon)),
+      named("unroll", false, integer(&Options::unroll)),
+      named("hidden-units", false, integer(&Options::hiddenUnits)),
+      named("hidden-layers", false, integer(&Options::hiddenLayers)),
+      named("activation", false, text(&Options::activation)),
+      named("batch-size", false, integer(&Options::batchSize)),
+      named("train-images", false, text(&Options::trainImages)),
+      named("eval-images", false, text(&Options::evalImages)),
+      named("eval-runs", false, integer(&Options::evalRuns)),
+      named("set", false,
+            RunSetting{nullptr, false, formatHypers, parseHypers}),
+      named("meta-lr", true,
+            RunSetting{nullptr, false,
+                       [](const Options &o) { return formatDouble(o.metaLr); },
+                       [](Options &o, const std::string &v) {
+                         char *end = nullptr;
+                         o.metaLr = std::strtod(v.c_str(), &end);
+                         return !v.empty() && !*end && o.metaLr > 0;
+                       }}),
+      named("eval-every", true, integer(&Options::evalEvery)),
+  };
+  return settings;
+}
+
+/// Reconciles the options with the run settings of the checkpoint `file`
+/// (see RunSetting). Checkpoints written before they were kept have none.
+void resumeRunSettings(Options &o, const SafetensorsFile &file,
+                       const std::string &ckpt) {
+  for (const RunSetting &s : runSettings()) {
+    std::string key = std::string("run.") + s.name;
+    if (!file.hasMetadata(key))
+      continue;
+    std::string option = std::string("--") + s.name;
+    std::string stored = file.metadata(key), mine = s.get(o);
+    if (!o.given.count(option)) {
+      if (!s.set(o, stored))
+        throw Error("'" + ckpt + "': corrupt metadata '" + key + "'");
+      continue;
+    }
+    if (mine == stored)
+      continue;
+    if (!s.mayChange)
+      throw Error("--resume: '" + ckpt + "' is a run with " + option + "=" +
+                  stored + ", not " + mine +
+                  "; omit " + option + " to continue it, or start another "
+                  "run with another --out");
+    std::fprintf(stderr,
+                 "optim-train: %s=%s replaces the checkpoint's %s\n",
+                 option.c_str(), mine.c_str(), stored.c_str());
+  }
 }
 
 double peakRssMiB() {
@@ -313,11 +473,24 @@ void plot(const std::string &dir) {
   }
 }
 
-int run(const Options &o) {
+/// `o` by value: --resume completes it with the checkpoint's run settings.
+int run(Options o) {
   std::string ckpt = o.out + "/checkpoint.safetensors";
   std::string logPath = o.out + "/log.csv";
   if (o.resume && !fileExists(ckpt))
     throw Error("--resume: no checkpoint at '" + ckpt + "'");
+  if (o.resume)
+    resumeRunSettings(o, SafetensorsFile::read(ckpt), ckpt);
+  // After the checkpoint's settings: the task may come from there.
+  std::vector<std::string> mlpGiven;
+  for (const char *name :
+       {"--data-dir", "--hidden-units", "--hidden-layers", "--activation",
+        "--batch-size", "--train-images", "--eval-images"})
+    if (o.given.count(name))
+      mlpGiven.push_back(name);
+  std::string unused = tools::mlpOptionsUnused(o.task, mlpGiven);
+  if (!unused.empty())
+    throw Error(unused);
   if (!o.resume && fileExists(ckpt))
     throw Error("'" + ckpt +
                 "' exists: pass --resume to continue that run, or "
@@ -435,6 +608,14 @@ int run(const Options &o) {
       return int64_t(v);
     };
     firstEpisode = counter("episode");
+    if (firstEpisode >= o.episodes) {
+      std::printf("optim-train: '%s' is at episode %lld and --episodes is "
+                  "%lld: nothing to train (its weights: "
+                  "%s/weights.safetensors)\n",
+                  ckpt.c_str(), (long long)firstEpisode,
+                  (long long)o.episodes, o.out.c_str());
+      return 0;
+    }
     std::istringstream rngText(file.metadata("rng"));
     if (!(rngText >> rng))
       throw corrupt("rng");
@@ -485,6 +666,8 @@ int run(const Options &o) {
     meta["episode"] = std::to_string(episodesDone);
     meta["seed"] = std::to_string(o.seed);
     meta["rng"] = rngText.str();
+    for (const RunSetting &s : runSettings())
+      meta[std::string("run.") + s.name] = s.get(o);
     if (bestEpisode >= 0) {
       char text[32];
       std::snprintf(text, sizeof text, "%.17g", bestLoss);
@@ -585,7 +768,9 @@ int run(const Options &o) {
   if (tty)
     std::fputc('\n', stderr);
   log.close();
-  if (o.plot && last > firstEpisode)
+  // One episode is one point: no line to draw, and gnuplot warns of an
+  // empty x range.
+  if (o.plot && last > firstEpisode && last >= 2)
     plot(o.out);
   std::printf("optim-train: %lld episodes of %s, unroll %lld: peak RSS %.1f "
               "MiB, tape %.1f MiB; weights in %s/weights.safetensors\n",
