@@ -169,13 +169,14 @@ bool KernelCache::store(const std::string &key, const std::string &objectTmp,
                         const Manifest &manifest) const {
   if (!enabled())
     return false;
-  if (llvm::sys::fs::rename(objectTmp, objectPath(key))) {
+  // Hashed before the rename: another process storing the same key may
+  // replace the object between our rename and a read-back, and its hash
+  // would then describe our manifest's neighbour (a needless miss).
+  auto object = llvm::MemoryBuffer::getFile(objectTmp);
+  if (!object || llvm::sys::fs::rename(objectTmp, objectPath(key))) {
     llvm::sys::fs::remove(objectTmp);
     return false;
   }
-  auto object = llvm::MemoryBuffer::getFile(objectPath(key));
-  if (!object)
-    return false;
   // writeManifest's text, and the object's hash (what load() checks).
   llvm::Expected<llvm::json::Value> doc =
       llvm::json::parse(writeManifest(manifest));

@@ -176,6 +176,12 @@ private:
   /// Reports a name that is not in scope at `loc`: used before a declaration
   /// further down (with a note), or not declared at all.
   void reportUndeclared(llvm::StringRef name, SMLoc loc, bool isCall);
+  /// Whether `name` is declared after `loc` in this program.
+  bool declaredLater(llvm::StringRef name, SMLoc loc) const {
+    auto it = declarations.find(name);
+    return it != declarations.end() &&
+           it->second.loc.getPointer() > loc.getPointer();
+  }
   /// "; did you mean 'x'?" for the closest visible name, or "".
   std::string suggestion(llvm::StringRef name, bool functions);
   void checkParams();
@@ -295,9 +301,8 @@ void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
                          "' itself; it is what the state starts from");
     return;
   }
-  auto it = declarations.find(name);
-  if (it != declarations.end() &&
-      it->second.loc.getPointer() > loc.getPointer()) {
+  if (declaredLater(name, loc)) {
+    auto it = declarations.find(name);
     diags.error(loc, "use of " + declarationNoun(it->second.kind) + "'" + name +
                          "' before its declaration");
     diags.note(it->second.loc, "'" + name + "' is declared here");
@@ -535,7 +540,9 @@ std::optional<double> ProgramChecker::foldConstant(Expr &expr) {
                    (symbol->kind == Symbol::Hyper && symbol->isConst)))
       return symbol->value;
     if (!symbol)
-      return builtinConstant(name->name);
+      return declaredLater(name->name, name->getLoc())
+                 ? std::nullopt
+                 : builtinConstant(name->name);
     return std::nullopt;
   }
   if (auto *unary = llvm::dyn_cast<UnaryExpr>(&expr)) {
@@ -616,10 +623,15 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
       checkRuntimeStateInit(item, Type::number(shape));
       continue;
     }
-    if (!std::isfinite(*init)) {
+    if (std::isinf(*init)) {
       // `state lo = -inf`: buffers and manifests hold finite initial
       // values; assign this one at the first step, as a runtime value.
       checkRuntimeStateInit(item, Type::number(shape));
+      continue;
+    }
+    if (std::isnan(*init)) { // `0 / 0`: no state means to start so.
+      diags.error(item.init->getLoc(), "the initial value of state '" +
+                                           item.name + "' is not a number");
       continue;
     }
     if (!checkNumberRange(*init, item.init->getLoc(),
@@ -1092,7 +1104,12 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
     if (symbol)
       symbol->used = true;
     if (!symbol) {
-      if (std::optional<double> value = builtinConstant(name.name)) {
+      // A later `let pi = ...` makes this a use before the declaration,
+      // not the built-in constant: one name, one meaning in a body.
+      if (std::optional<double> value =
+              declaredLater(name.name, name.getLoc())
+                  ? std::nullopt
+                  : builtinConstant(name.name)) {
         name.builtinValue = *value;
         type = Type::scalar();
         break;

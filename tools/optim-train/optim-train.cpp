@@ -293,6 +293,18 @@ const std::vector<RunSetting> &runSettings() {
         nullptr, false, [=](const Options &o) { return o.*field; },
         [=](Options &o, const std::string &v) { return (o.*field = v, true); }};
   };
+  auto path = [](std::string Options::*field) {
+    return RunSetting{nullptr, false,
+                      [=](const Options &o) {
+                        char *real = ::realpath((o.*field).c_str(), nullptr);
+                        std::string abs = real ? real : o.*field;
+                        std::free(real);
+                        return abs;
+                      },
+                      [=](Options &o, const std::string &v) {
+                        return (o.*field = v, true);
+                      }};
+  };
   auto integer = [](auto Options::*field) {
     return RunSetting{
         nullptr, false,
@@ -311,6 +323,13 @@ const std::vector<RunSetting> &runSettings() {
     return s;
   };
   static const std::vector<RunSetting> settings = {
+      // The rule files as absolute paths, so that a resume from another
+      // folder finds them; another file is taken, with a note (the weights'
+      // shapes are checked against it when the checkpoint is read).
+      named("rule", true, path(&Options::rule)),
+      named("rule-name", true, text(&Options::ruleName)),
+      named("meta-rule", true, path(&Options::metaRule)),
+      named("meta-rule-name", true, text(&Options::metaRuleName)),
       named("task", false, text(&Options::task)),
       named("seed", false, integer(&Options::seed)),
       named("horizon", false, integer(&Options::horizon)),
