@@ -41,30 +41,19 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qp_oracle  # noqa: E402
 from qp_oracle import Problem, STATUS, cvx_qp  # noqa: E402
 
 BITS = dict(Q=1, q=2, A=4, b=8, G=16, h=32)
 
 
-class Solver:
+class Solver(qp_oracle.Solver):
     """forward and backward of one batch through the C ABI."""
 
     def __init__(self, path, tol=0.0):
-        lib = ctypes.CDLL(path)
-        lib.optim_qp_create.restype = ctypes.c_void_p
-        lib.optim_qp_create.argtypes = [ctypes.c_double, ctypes.c_int64,
-                                        ctypes.c_int32]
-        lib.optim_qp_error.restype = ctypes.c_char_p
-        lib.optim_qp_error.argtypes = [ctypes.c_void_p]
-        lib.optim_qp_forward.argtypes = [ctypes.c_void_p,
-                                         ctypes.POINTER(Problem)] + \
-            [ctypes.c_void_p] * 5
-        lib.optim_qp_backward.argtypes = [ctypes.c_void_p,
-                                          ctypes.POINTER(Problem)] + \
-            [ctypes.c_void_p] * 9
-        lib.optim_qp_destroy.argtypes = [ctypes.c_void_p]
-        self.lib = lib
-        self.handle = lib.optim_qp_create(tol, 100, 1)
+        super().__init__(path, tol)
+        self.lib.optim_qp_backward.argtypes = [
+            ctypes.c_void_p, ctypes.POINTER(Problem)] + [ctypes.c_void_p] * 9
 
     def run(self, prec, ops, B=1, batched="", grads=None):
         """ops: Q, q, A, b, G, h (None: absent), with a leading B for the
