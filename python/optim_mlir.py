@@ -15,6 +15,11 @@ include/optim/Compiler/optim_compiler.h; see docs/c-api.md, "From Python".
     opt = optim_mlir.Optimizer(l2l, [w])
     opt.load_weights("l2l.safetensors")   # or opt.set_weights(name, array)
 
+    sophia = optim_mlir.compile_file("sophia.optim")     # `input h`
+    sophia.inputs                         # ["h"]: per-coordinate inputs
+    opt = optim_mlir.Optimizer(sophia, [w])
+    opt.step([g], inputs={"h": [h]})      # one array per parameter
+
 The library is found at $OPTIM_LIBRARY, else in the build directories next to
 this file (build*/lib/liboptim.so), else by the system's search path; load()
 picks another one. Parameters are numpy arrays of the rule's dtype (float32,
@@ -72,6 +77,12 @@ class _ReductionInfo(_c.Structure):
     _fields_ = [("kind", _c.c_char_p), ("is_global", _c.c_int)]
 
 
+class _Input(_c.Structure):
+    # optim_input_f32 and optim_input_f64 have the same layout.
+    _fields_ = [("name", _c.c_char_p), ("data", _c.POINTER(_c.c_void_p)),
+                ("sizes", _c.POINTER(_c.c_int64))]
+
+
 class _Options(_c.Structure):
     _fields_ = [("threads", _c.c_uint32), ("chunk_size", _c.c_int64),
                 ("skip_non_finite", _c.c_int)]
@@ -90,6 +101,8 @@ _SIGNATURES = {
     "optim_rule_weights": (_rule_p, _c.c_size_t, _P(_WeightsInfo)),
     "optim_rule_num_reductions": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_reduction": (_rule_p, _c.c_size_t, _P(_ReductionInfo)),
+    "optim_rule_num_inputs": (_rule_p, _P(_c.c_size_t)),
+    "optim_rule_input": (_rule_p, _c.c_size_t, _P(_c.c_char_p)),
     "optim_rule_release": (_rule_p,),
     "optim_options_init": (_P(_Options),),
     "optim_optimizer_create_f32": (_rule_p, _P(_c.c_void_p), _P(_c.c_int64),
@@ -104,6 +117,14 @@ _SIGNATURES = {
                                  _c.c_size_t, _P(_c.c_int)),
     "optim_optimizer_step_f64": (_opt_p, _P(_c.c_void_p), _P(_c.c_int64),
                                  _c.c_size_t, _P(_c.c_int)),
+    "optim_optimizer_step_inputs_f32": (_opt_p, _P(_c.c_void_p),
+                                        _P(_c.c_int64), _c.c_size_t,
+                                        _P(_Input), _c.c_size_t,
+                                        _P(_c.c_int)),
+    "optim_optimizer_step_inputs_f64": (_opt_p, _P(_c.c_void_p),
+                                        _P(_c.c_int64), _c.c_size_t,
+                                        _P(_Input), _c.c_size_t,
+                                        _P(_c.c_int)),
     "optim_optimizer_step_count": (_opt_p, _P(_c.c_int64)),
     "optim_optimizer_state": (_opt_p, _c.c_size_t, _c.c_char_p,
                               _P(_c.c_void_p), _P(_c.c_int64)),
@@ -174,7 +195,9 @@ class Rule:
     `hypers` ({name: (default, is_const)}), `states` ({name: (size,
     init)}), `weights` ({name: shape}, empty unless it is a learned rule)
     and `reductions` ([(kind, is_global)], one per tensor_*/global_* call,
-    in body order; empty for most rules) describe it."""
+    in body order; empty for most rules) describe it, and `inputs` (the
+    names of its per-coordinate inputs, `input h`, in declaration order;
+    empty for most rules), which Optimizer.step takes by name."""
 
     def __init__(self, handle):
         self._handle = _c.c_void_p(handle)
@@ -211,6 +234,12 @@ class Rule:
             info = _ReductionInfo()
             _call("optim_rule_reduction", self._handle, i, _c.byref(info))
             self.reductions.append((info.kind.decode(), bool(info.is_global)))
+        self.inputs = []
+        _call("optim_rule_num_inputs", self._handle, _c.byref(count))
+        for i in range(count.value):
+            name = _c.c_char_p()
+            _call("optim_rule_input", self._handle, i, _c.byref(name))
+            self.inputs.append(name.value.decode())
 
     def __del__(self):
         if getattr(self, "_handle", None) and _lib is not None:
@@ -305,16 +334,57 @@ class Optimizer:
               _c.byref(out))
         return out.value
 
-    def step(self, grads):
+    def step(self, grads, inputs=None):
         """One step with one gradient per parameter (arrays of the rule's
-        dtype and the parameters' sizes). Returns False if the step was
-        skipped for a non-finite gradient (option skip_non_finite)."""
+        dtype and the parameters' sizes). A rule with per-coordinate inputs
+        (rule.inputs) takes them as `inputs`, a dict {name: [one array per
+        parameter, as the gradients]} naming each exactly once. Returns False
+        if the step was skipped for a non-finite gradient or input (option
+        skip_non_finite)."""
         grads = [self._check(g, "gradient %d" % i)
                  for i, g in enumerate(grads)]
         pointers, sizes = self._arrays(grads)
         stepped = _c.c_int()
-        _call("optim_optimizer_step_" + self.rule.dtype, self._handle,
-              pointers, sizes, len(grads), _c.byref(stepped))
+        if inputs is None and not self.rule.inputs:
+            _call("optim_optimizer_step_" + self.rule.dtype, self._handle,
+                  pointers, sizes, len(grads), _c.byref(stepped))
+            return bool(stepped.value)
+        if inputs is None:
+            raise TypeError(
+                "rule %s takes the per-coordinate input%s %s with every step:"
+                " call step(grads, inputs={%s})" % (
+                    self.rule.name, "" if len(self.rule.inputs) == 1 else "s",
+                    ", ".join(repr(n) for n in self.rule.inputs),
+                    ", ".join("%r: [one array per parameter]" % n
+                              for n in self.rule.inputs)))
+        if not isinstance(inputs, dict):
+            raise TypeError("inputs must be a dict {name: [arrays]}, not a %s"
+                            % type(inputs).__name__)
+        # The C API checks names, counts and sizes; the arrays' sizes go
+        # with them, so that a wrong one is reported, not read past.
+        keep = []
+        table = (_Input * max(len(inputs), 1))()
+        for k, (name, arrays) in enumerate(inputs.items()):
+            if not isinstance(name, str):
+                raise TypeError("input names are strings, got %r" % (name,))
+            if isinstance(arrays, np.ndarray) or not hasattr(arrays,
+                                                             "__len__"):
+                raise TypeError("input '%s' must be a list of arrays, one per "
+                                "parameter" % name)
+            arrays = [self._check(a, "input '%s' of parameter %d" % (name, i))
+                      for i, a in enumerate(arrays)]
+            if len(arrays) != len(grads):
+                raise ValueError(
+                    "input '%s' has %d arrays; expected %d, one per "
+                    "parameter" % (name, len(arrays), len(grads)))
+            ptrs, lens = self._arrays(arrays)
+            keep.append((arrays, ptrs, lens))
+            table[k].name = _bytes(name)
+            table[k].data = _c.cast(ptrs, _c.POINTER(_c.c_void_p))
+            table[k].sizes = _c.cast(lens, _c.POINTER(_c.c_int64))
+        _call("optim_optimizer_step_inputs_" + self.rule.dtype, self._handle,
+              pointers, sizes, len(grads), table, len(inputs),
+              _c.byref(stepped))
         return bool(stepped.value)
 
     @property

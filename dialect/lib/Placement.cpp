@@ -71,20 +71,22 @@ LogicalResult OptimDialect::verifyOperationAttribute(Operation *op,
              << name << "' must name the rule (@rule), got " << attr.getValue();
     return success();
   }
-  // Counts of hyperparameters, states, weights and (a rule with tensor
-  // reductions) reductions, from which optim-lower-vjp-to-kernels computes
-  // the signature: bounded by the number of arguments, so that no sum of
-  // them can wrap around.
+  // Counts of hyperparameters, states, weights, (a rule with tensor
+  // reductions) reductions and (a rule with per-coordinate inputs, then
+  // with a count of reductions that may be 0) inputs, from which
+  // optim-lower-vjp-to-kernels computes the signature: bounded by the number
+  // of arguments, so that no sum of them can wrap around.
   auto layout = dyn_cast<DenseI64ArrayAttr>(attr.getValue());
   int64_t numArgs = fn.getNumArguments();
-  if (!layout || (layout.size() != 3 && layout.size() != 4) ||
+  if (!layout || layout.size() < 3 || layout.size() > 5 ||
       llvm::any_of(layout.asArrayRef(),
                    [&](int64_t n) { return n < 0 || n > numArgs; }))
     return op->emitOpError("'")
            << name
            << "' must be array<i64: hyperparameters, states, weights> or "
               "array<i64: hyperparameters, states, weights, reductions>, "
-              "each count between 0 and the number of arguments, got "
+              "or array<i64: hyperparameters, states, weights, reductions, "
+              "inputs>, each count between 0 and the number of arguments, got "
            << attr.getValue();
   return success();
 }

@@ -116,7 +116,7 @@ ParseResult RuleOp::parse(OpAsmParser &parser, OperationState &result) {
     return failure();
   props.sym_name = symName;
 
-  SmallVector<SignatureEntry> builtins, hypers, states, weights;
+  SmallVector<SignatureEntry> builtins, hypers, states, weights, inputs;
   SMLoc builtinLoc = parser.getCurrentLocation();
   if (parseSignatureList(parser, builtins, InitKind::None, false))
     return failure();
@@ -133,6 +133,9 @@ ParseResult RuleOp::parse(OpAsmParser &parser, OperationState &result) {
   if (succeeded(parser.parseOptionalKeyword("weights")) &&
       parseSignatureList(parser, weights, InitKind::None, false))
     return failure();
+  if (succeeded(parser.parseOptionalKeyword("input")) &&
+      parseSignatureList(parser, inputs, InitKind::None, false))
+    return failure();
 
   props.hyper_names = namesOf(b, hypers);
   props.hyper_defaults = b.getDenseF64ArrayAttr(initsOf(hypers));
@@ -141,6 +144,10 @@ ParseResult RuleOp::parse(OpAsmParser &parser, OperationState &result) {
   props.state_names = namesOf(b, states);
   props.state_inits = b.getDenseF64ArrayAttr(initsOf(states));
   props.weight_names = namesOf(b, weights);
+  // Left unset without inputs (the default, empty), so that the generic form
+  // of a rule without inputs is what it always was.
+  if (!inputs.empty())
+    props.input_names = namesOf(b, inputs);
 
   if (parser.parseOptionalAttrDictWithKeyword(result.attributes))
     return failure();
@@ -150,6 +157,7 @@ ParseResult RuleOp::parse(OpAsmParser &parser, OperationState &result) {
   appendArgs(args, hypers);
   appendArgs(args, states);
   appendArgs(args, weights);
+  appendArgs(args, inputs);
   Region *body = result.addRegion();
   return parser.parseRegion(*body, args);
 }
@@ -164,7 +172,7 @@ static bool hasConsistentSignature(RuleOp op) {
          op.getStateInits().size() == op.getNumStates() &&
          op.getBodyBlock().getNumArguments() ==
              RuleOp::kNumBuiltinArgs + op.getNumHypers() + op.getNumStates() +
-                 op.getNumWeights();
+                 op.getNumWeights() + op.getNumInputs();
 }
 
 void RuleOp::print(OpAsmPrinter &p) {
@@ -210,6 +218,16 @@ void RuleOp::print(OpAsmPrinter &p) {
     }
     p << ')';
   }
+  // Only when present, so that rules without inputs print as before.
+  if (getNumInputs()) {
+    p << " input(";
+    for (unsigned i = 0, e = getNumInputs(); i < e; ++i) {
+      if (i)
+        p << ", ";
+      p.printRegionArgument(getInput(i));
+    }
+    p << ')';
+  }
   p.printOptionalAttrDictWithKeyword(
       (*this)->getDiscardableAttrDictionary().getValue());
   p << ' ';
@@ -230,6 +248,8 @@ void RuleOp::getAsmBlockArgumentNames(Region &region,
     setNameFn(getState(i), cast<StringAttr>(getStateNames()[i]).getValue());
   for (unsigned i = 0, e = getNumWeights(); i < e; ++i)
     setNameFn(getWeight(i), cast<StringAttr>(getWeightNames()[i]).getValue());
+  for (unsigned i = 0, e = getNumInputs(); i < e; ++i)
+    setNameFn(getInput(i), getInputName(i));
 }
 
 static bool isIdentifier(StringRef name) {
@@ -276,21 +296,27 @@ LogicalResult RuleOp::verify() {
     if (!std::isfinite(value))
       return emitOpError("state '") << cast<StringAttr>(name).getValue()
                                     << "' has a non-finite initial value";
-  return verifyNames(*this,
-                     {getHyperNames(), getStateNames(), getWeightNames()},
-                     {"p", "g", "t"});
+  SmallVector<ArrayAttr> names = {getHyperNames(), getStateNames(),
+                                  getWeightNames()};
+  if (ArrayAttr inputs = getInputNamesAttr())
+    names.push_back(inputs);
+  return verifyNames(*this, names, {"p", "g", "t"});
 }
 
 LogicalResult RuleOp::verifyRegions() {
   Block &block = getBodyBlock();
-  unsigned expected =
-      kNumBuiltinArgs + getNumHypers() + getNumStates() + getNumWeights();
-  if (block.getNumArguments() != expected)
-    return emitOpError("body has ")
-           << block.getNumArguments() << " arguments, but the signature needs "
-           << expected << " (p, g, t, " << getNumHypers()
-           << " hyperparameters, " << getNumStates() << " states, "
-           << getNumWeights() << " weights)";
+  unsigned expected = kNumBuiltinArgs + getNumHypers() + getNumStates() +
+                      getNumWeights() + getNumInputs();
+  if (block.getNumArguments() != expected) {
+    InFlightDiagnostic diag =
+        emitOpError("body has ")
+        << block.getNumArguments() << " arguments, but the signature needs "
+        << expected << " (p, g, t, " << getNumHypers() << " hyperparameters, "
+        << getNumStates() << " states, " << getNumWeights() << " weights";
+    if (getNumInputs())
+      diag << ", " << getNumInputs() << " inputs";
+    return diag << ")";
+  }
   // The lowerings and the runtime ABI know only these two element types.
   auto elt = dyn_cast<FloatType>(getParam().getType());
   if (!elt || !(elt.isF32() || elt.isF64()))
@@ -325,6 +351,14 @@ LogicalResult RuleOp::verifyRegions() {
       return emitOpError("state '")
              << cast<StringAttr>(name).getValue() << "' has an initial value ("
              << formatExact(value) << ") out of the range of " << elt;
+  // Inputs are one value per coordinate, like g: the chunk table has one
+  // plain stream per input (KernelABI.h), no vector layout.
+  for (unsigned i = 0, e = getNumInputs(); i < e; ++i)
+    if (getInput(i).getType() != elt)
+      return emitOpError("input '")
+             << getInputName(i)
+             << "' must have the element type " << elt << ", got "
+             << getInput(i).getType();
   for (unsigned i = 0, e = getNumStates(); i < e; ++i) {
     Type type = getState(i).getType();
     auto vec = dyn_cast<VectorType>(type);

@@ -45,6 +45,8 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
         {mlir::cast<mlir::StringAttr>(rule.getWeightNames()[i]).str(),
          std::vector<int64_t>(type.getShape().begin(), type.getShape().end())});
   }
+  for (unsigned i = 0, e = rule.getNumInputs(); i < e; ++i)
+    info.inputs.push_back(rule.getInputName(i).str());
   // One slot per op, in body order (pre-order: an op nested in a region
   // comes where its region is), the order the lowering numbers them in.
   rule.walk<mlir::WalkOrder::PreOrder>([&](mlir::optim::TensorReduceOp op) {

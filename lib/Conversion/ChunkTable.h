@@ -2,7 +2,8 @@
 //
 // The CPU rule kernel and the CPU VJP kernel read the same chunk table
 // (runtime/include/optim/KernelABI.h); its layout is decoded here only, so the
-// two cannot drift apart.
+// two cannot drift apart. The order of a rule's pointers in a chunk (p, g,
+// the inputs, the states; version 7) is RuleOp::getChunkStreams().
 //
 //===----------------------------------------------------------------------===//
 

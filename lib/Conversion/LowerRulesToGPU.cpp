@@ -102,6 +102,8 @@ static Value exactSqrt(OpBuilder &b, Location loc, Value x) {
 LogicalResult GPURuleLowering::classify() {
   varying.insert(rule.getParam());
   varying.insert(rule.getGrad());
+  for (unsigned i = 0, e = rule.getNumInputs(); i < e; ++i)
+    varying.insert(rule.getInput(i));
   if (rule.getNumWeights())
     return classifyLearned();
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
@@ -154,9 +156,8 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   unsigned align = lanes * elt.getWidth() / 8;
 
   llvm::DenseMap<Value, Value> map;
-  SmallVector<Value> inputs = {rule.getParam(), rule.getGrad()};
-  for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
-    inputs.push_back(rule.getState(s));
+  // p, g, the rule's inputs, the states: the chunk table's order.
+  SmallVector<Value> inputs = rule.getChunkStreams();
   SmallVector<Value> addrs;
   // With reductions, an input that only reduced values read is the reduce
   // kernel's (ruleOpSet then holds what the rule kernel computes).
@@ -198,8 +199,8 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
     if (value == input)
       continue; // Unchanged: nothing to write.
-    LLVM::StoreOp::create(b, loc, operand(value), addrs[k == 0 ? 0 : k + 1],
-                          align);
+    LLVM::StoreOp::create(b, loc, operand(value),
+                          addrs[k == 0 ? 0 : rule.getStateSlot(k - 1)], align);
   }
 }
 
@@ -364,9 +365,7 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
     return arith::MulFOp::create(b, loc, x, y);
   };
 
-  SmallVector<Value> inputs = {rule.getParam(), rule.getGrad()};
-  for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
-    inputs.push_back(rule.getState(s));
+  SmallVector<Value> inputs = rule.getChunkStreams();
   llvm::DenseMap<Value, unsigned> inputIndex;
   for (auto [k, input] : llvm::enumerate(inputs))
     inputIndex[input] = k;
@@ -622,11 +621,11 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
           hNew = mul(og, math::TanhOp::create(b, loc, cNew));
         }
         if (cTarget >= 0)
-          LLVM::StoreOp::create(b, loc, cNew, addr(cTarget + 2, j), align);
+          LLVM::StoreOp::create(b, loc, cNew, addr(rule.getStateSlot(cTarget), j), align);
         else if (cScratch)
           memref::StoreOp::create(b, loc, cNew, cScratch, ValueRange{unit});
         if (hTarget >= 0)
-          LLVM::StoreOp::create(b, loc, hNew, addr(hTarget + 2, j), align);
+          LLVM::StoreOp::create(b, loc, hNew, addr(rule.getStateSlot(hTarget), j), align);
         else if (hScratch)
           memref::StoreOp::create(b, loc, hNew, hScratch, ValueRange{unit});
         if (cFrom)
@@ -636,7 +635,7 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
                                std::pair{cell.getHOut(), hTarget}})
         if (t >= 0) {
           written.insert(t);
-          inState[result] = t + 2;
+          inState[result] = rule.getStateSlot(t);
         }
       if (cScratch)
         inScratch[cell.getCOut()] = cScratch;
@@ -667,7 +666,7 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
   }
   for (auto &[k, comps] : outputs) {
     Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
-    unsigned to = k == 0 ? 0 : k + 1;
+    unsigned to = k == 0 ? 0 : rule.getStateSlot(k - 1);
     for (int64_t j = 0, e = numComponents(input.getType()); j < e; ++j)
       LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
                             addr(to, j ? i64Const(b, j) : Value()), align);
@@ -735,7 +734,7 @@ GPURuleLowering::Chunk GPURuleLowering::loadChunk(OpBuilder &b, Value ptrs,
   Location loc = rule.getLoc();
   Type i64 = b.getI64Type();
   Type genericPtr = LLVM::LLVMPointerType::get(b.getContext());
-  unsigned numPtrs = 2 + rule.getNumStates();
+  unsigned numPtrs = 2 + rule.getNumInputs() + rule.getNumStates();
   Chunk chunk;
   Value block = arith::IndexCastOp::create(
       b, loc, i64, gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));

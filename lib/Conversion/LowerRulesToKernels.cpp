@@ -53,10 +53,8 @@ static unsigned powerOfTwoAlignment(unsigned bytes) {
 }
 
 LogicalResult RuleLowering::classify() {
-  varying.insert(rule.getParam());
-  varying.insert(rule.getGrad());
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
-    varying.insert(rule.getState(i));
+  for (Value stream : rule.getChunkStreams())
+    varying.insert(stream);
   llvm::DenseSet<Value> weights;
   for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
     weights.insert(rule.getWeight(i));
@@ -230,11 +228,9 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   // Every per-coordinate value is a list of components, each holding one
   // element of it for `lanes` coordinates: a vector<N> value has N.
   llvm::DenseMap<Value, Comps> map;
-  // Inputs: p, g, then each state (component j of a vector state at
-  // base + j * stride).
-  SmallVector<Value> inputs = {rule.getParam(), rule.getGrad()};
-  for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
-    inputs.push_back(rule.getState(s));
+  // Inputs: p, g, the rule's inputs, then each state (component j of a
+  // vector state at base + j * stride): the chunk table's order.
+  SmallVector<Value> inputs = rule.getChunkStreams();
   SmallVector<SmallVector<Value>> addrs;
   for (auto [input, base] : llvm::zip(inputs, bases)) {
     SmallVector<Value> componentAddrs;
@@ -272,8 +268,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         last);
     for (auto [input, base] : llvm::zip(inputs, bases)) {
       // p and the states are written back (their lines are fetched
-      // anyway); g only when it is read.
-      if (input == rule.getGrad() && !readByRule(input))
+      // anyway); g and the inputs only when they are read.
+      if (rule.isReadOnlyStream(input) && !readByRule(input))
         continue;
       for (unsigned j = 0, n = numComponents(input.getType()); j < n; ++j) {
         Value at = ahead;
@@ -497,7 +493,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           fetchedByCells.insert(s);
   if (prefetchNext) {
     for (auto [k, input, base] : llvm::enumerate(inputs, bases)) {
-      if (!readByRule(input) || fetchedByCells.count(int(k) - 2))
+      if (!readByRule(input) ||
+          fetchedByCells.count(int(k) - int(rule.getStateSlot(0))))
         continue;
       auto comps = countedLoop(numComponents(input.getType()));
       OpBuilder::InsertionGuard guard(b);
@@ -584,7 +581,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           // 0.37-0.42 into L2 and 0.34-0.35 with every line fetched at the
           // start of the block).
           for (int s : cellStates(cell))
-            prefetchLines(bases[s + 2], next, lanes, /*hint=*/3);
+            prefetchLines(bases[rule.getStateSlot(s)], next, lanes,
+                          /*hint=*/3);
         }
         store(rowGroup(cell.getWeights(), cols, rows, {x, h}), zBuf);
         auto parts = countedLoop(lanes / sub);
@@ -622,7 +620,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
               arith::AddIOp::create(b, loc, i,
                                     arith::MulIOp::create(b, loc, j, stride)),
               arith::MulIOp::create(b, loc, q, i64Const(b, sub)));
-          return gep(b, elt, bases[target + 2], at);
+          return gep(b, elt, bases[rule.getStateSlot(target)], at);
         };
         for (auto [value, result, buf, target] :
              {std::tuple{cNew, cell.getCOut(), cOut, cTarget},
@@ -647,13 +645,15 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     mapCoordinateOp(b, op, lanes, map, operand);
   }
 
-  // Outputs: new p (index 0 of the yield, input 0) and states (inputs 2..).
+  // Outputs: new p (index 0 of the yield, input 0) and states (inputs
+  // after p, g and the rule's inputs).
   for (auto [k, value] : llvm::enumerate(yield.getValues())) {
     Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
     if (value == input || (k && written.count(k - 1)))
       continue; // Unchanged or already written: nothing to write.
     Comps comps = operand(value);
-    for (auto [j, addr] : llvm::enumerate(addrs[k == 0 ? 0 : k + 1]))
+    for (auto [j, addr] :
+         llvm::enumerate(addrs[k == 0 ? 0 : rule.getStateSlot(k - 1)]))
       LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
                             addr, align);
   }
@@ -733,7 +733,7 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
         end = entry->getArgument(4);
 
   // The chunk loop.
-  unsigned numPtrs = 2 + rule.getNumStates();
+  unsigned numPtrs = 2 + rule.getNumInputs() + rule.getNumStates();
   auto chunks = scf::ForOp::create(b, loc, index(b, begin), index(b, end),
                                    arith::ConstantIndexOp::create(b, loc, 1));
   {

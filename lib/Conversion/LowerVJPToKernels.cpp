@@ -118,6 +118,9 @@ private:
   Type ptrType;
   FloatType elt;
   unsigned numHypers = 0, numStates = 0, numWeights = 0;
+  /// Per-coordinate inputs of the rule (`input h`): constants like g, read
+  /// from the chunk table after g (KernelABI.h, version 7).
+  unsigned numInputs = 0;
   /// Tensor reductions of the rule (R), and whether this is the VJP through
   /// the reduced operands (optim.vjp_reductions), which takes their
   /// cotangents too: 2R per-chunk arguments instead of R.
@@ -154,14 +157,18 @@ private:
   BlockArgument weight(unsigned i) {
     return func.getArgument(3 + numHypers + numStates + i);
   }
+  BlockArgument input(unsigned i) {
+    return func.getArgument(3 + numHypers + numStates + numWeights + i);
+  }
   /// The cotangent of the new p (i = 0) or of new state i - 1.
   BlockArgument cotangent(unsigned i) {
-    return func.getArgument(3 + numHypers + numStates + numWeights + i);
+    return func.getArgument(3 + numHypers + numStates + numWeights +
+                            numInputs + i);
   }
   /// Per-chunk value k: rho_k, then (throughReductions) u_{k - R}.
   BlockArgument reducedArg(unsigned k) {
-    return func.getArgument(3 + numHypers + 2 * numStates + numWeights + 1 +
-                            k);
+    return func.getArgument(3 + numHypers + 2 * numStates + numWeights +
+                            numInputs + 1 + k);
   }
 
   llvm::DenseSet<Value> varying;
@@ -203,13 +210,20 @@ LogicalResult VJPLowering::traceWeightCotangent(Value v, unsigned slot) {
 
 LogicalResult VJPLowering::analyze() {
   auto layout = func->getAttrOfType<DenseI64ArrayAttr>(kVJPLayoutAttrName);
-  if (!layout || (layout.size() != 3 && layout.size() != 4))
+  if (!layout || layout.size() < 3 || layout.size() > 5)
     return func.emitOpError("has no valid optim.vjp_layout");
   numHypers = layout[0];
   numStates = layout[1];
   numWeights = layout[2];
   throughReductions = func->hasAttr(kVJPReductionsAttrName);
-  if (layout.size() == 4) {
+  if (layout.size() == 5) {
+    // [H, S, W, R, I]: a rule with inputs, with or without reductions.
+    numReductions = layout[3];
+    numInputs = layout[4];
+    if (throughReductions && numReductions == 0)
+      return func.emitOpError("is marked optim.vjp_reductions but its "
+                              "optim.vjp_layout counts no tensor reductions");
+  } else if (layout.size() == 4) {
     numReductions = layout[3];
     if (numReductions == 0)
       return func.emitOpError("has an optim.vjp_layout that counts no "
@@ -219,8 +233,8 @@ LogicalResult VJPLowering::analyze() {
     return func.emitOpError("is marked optim.vjp_reductions but its "
                             "optim.vjp_layout counts no tensor reductions");
   }
-  unsigned numArgs =
-      3 + numHypers + 2 * numStates + numWeights + 1 + numReducedArgs();
+  unsigned numArgs = 3 + numHypers + 2 * numStates + numWeights + numInputs +
+                     1 + numReducedArgs();
   unsigned numResults =
       1 + numStates + numHypers + numWeights + numReducedResults();
   if (func.getNumArguments() != numArgs || func.getNumResults() != numResults)
@@ -228,6 +242,12 @@ LogicalResult VJPLowering::analyze() {
   elt = dyn_cast<FloatType>(param().getType());
   if (!elt || !(elt.isF32() || elt.isF64()))
     return func.emitOpError("CPU code generation supports f32 and f64 rules");
+  // Read from the chunk table as the element type, like g.
+  for (unsigned k = 0; k < numInputs; ++k)
+    if (input(k).getType() != elt)
+      return func.emitOpError("input ")
+             << k << " must be of the element type " << elt << ", got "
+             << input(k).getType();
   // The kernel reads them as doubles and rounds them to the element type.
   for (unsigned k = 0; k < numReducedArgs(); ++k)
     if (reducedArg(k).getType() != elt)
@@ -293,6 +313,8 @@ LogicalResult VJPLowering::analyze() {
 
   varying.insert(param());
   varying.insert(grad());
+  for (unsigned k = 0; k < numInputs; ++k)
+    varying.insert(input(k));
   for (unsigned s = 0; s < numStates; ++s)
     varying.insert(state(s));
   for (unsigned i = 0; i <= numStates; ++i)
@@ -506,10 +528,13 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     return Segment{ptr, i64Const(b, lanes), count, true};
   };
 
-  // Inputs p, g, states, then cotangents of p' and states' (component j of
-  // a vector at base + j * stride), read where first used: loaded up front,
-  // the ~160 state and cotangent vectors of a learned rule would be spilled.
+  // Inputs p, g, the rule's inputs, states, then cotangents of p' and
+  // states' (component j of a vector at base + j * stride), the order of the
+  // chunk table, read where first used: loaded up front, the ~160 state and
+  // cotangent vectors of a learned rule would be spilled.
   SmallVector<Value> inputs = {param(), grad()};
+  for (unsigned k = 0; k < numInputs; ++k)
+    inputs.push_back(input(k));
   for (unsigned s = 0; s < numStates; ++s)
     inputs.push_back(state(s));
   for (unsigned s = 0; s <= numStates; ++s)
@@ -1015,7 +1040,7 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   auto ret = cast<func::ReturnOp>(func.front().getTerminator());
   for (unsigned k = 0; k <= numStates; ++k) {
     Value v = ret.getOperand(k);
-    Segment dst = inputSegment(2 + numStates + k);
+    Segment dst = inputSegment(2 + numInputs + numStates + k);
     if (v == cotangent(k))
       continue; // Passed through unchanged.
     auto it = buffered.find(v);
@@ -1119,7 +1144,7 @@ LogicalResult VJPLowering::run() {
       acc.colMajor = LLVM::AllocaOp::create(
           b, loc, ptrType, elt, i64Const(b, acc.cols * acc.rowsPad), 64);
 
-  unsigned numPtrs = 3 + 2 * numStates;
+  unsigned numPtrs = 3 + numInputs + 2 * numStates;
   auto index = [&](Value v) {
     return arith::IndexCastOp::create(b, loc, b.getIndexType(), v);
   };

@@ -160,13 +160,11 @@ SmallVector<Value> RuleLowering::emitReduceLoop(OpBuilder &b, Value lb,
   Type valueType = laneType(elt, lanes);
   unsigned align = elt.getWidth() / 8;
 
-  // p, g and the states are loaded where first used (component j of a
-  // vector state at base + i + j * stride), and only if used.
+  // p, g, the inputs and the states are loaded where first used (component
+  // j of a vector state at base + i + j * stride), and only if used.
   llvm::DenseMap<Value, unsigned> inputIndex;
-  inputIndex[rule.getParam()] = 0;
-  inputIndex[rule.getGrad()] = 1;
-  for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
-    inputIndex[rule.getState(s)] = s + 2;
+  for (auto [k, stream] : llvm::enumerate(rule.getChunkStreams()))
+    inputIndex[stream] = k;
   CompMap map, broadcasts;
   auto operand = [&](Value v) -> Comps {
     if (!varying.contains(v)) {
@@ -232,7 +230,8 @@ void RuleLowering::emitReduceKernel(OpBuilder &b) {
     b.setInsertionPointToStart(chunks.getBody());
     Value c = arith::IndexCastOp::create(b, loc, i64, chunks.getInductionVar());
     ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c,
-                                2 + rule.getNumStates());
+                                2 + rule.getNumInputs() +
+                                    rule.getNumStates());
     Value nIdx = index(b, chunk.length);
     auto constant = [&](ReductionKind kind, unsigned lanes) -> Value {
       FloatAttr value = b.getFloatAttr(f64, reductionIdentity(kind));

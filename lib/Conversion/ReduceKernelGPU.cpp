@@ -79,10 +79,8 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
     b.setInsertionPointToStart(loop.getBody());
     Value i = arith::IndexCastOp::create(b, loc, i64, loop.getInductionVar());
     llvm::DenseMap<Value, unsigned> inputIndex;
-    inputIndex[rule.getParam()] = 0;
-    inputIndex[rule.getGrad()] = 1;
-    for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
-      inputIndex[rule.getState(s)] = s + 2;
+    for (auto [k, stream] : llvm::enumerate(rule.getChunkStreams()))
+      inputIndex[stream] = k;
     // p, g and the states are loaded where first used, and only if used.
     llvm::DenseMap<Value, Value> map;
     auto operand = [&](Value v) -> Value {

@@ -80,7 +80,8 @@ private:
   /// ops that the reduce kernel computes (reductionSlice).
   LogicalResult checkReductions();
   void emitRuleKernel(OpBuilder &b);
-  /// Whether the rule kernel reads `input` (p, g or a state) per coordinate.
+  /// Whether the rule kernel reads `input` (p, g, an input or a state) per
+  /// coordinate.
   bool readByRule(Value input);
   /// Emits the per-coordinate loop over [lb, ub) with `lanes` coordinates per
   /// iteration.
@@ -143,7 +144,8 @@ private:
   unsigned prefetchBytes;
   Type ptrType;
   FloatType elt;
-  /// Values computed per coordinate (from p, g, the state or the weights),
+  /// Values computed per coordinate (from p, g, the inputs, the state or the
+  /// weights),
   /// and the ops computing them, in body order.
   llvm::DenseSet<Value> varying;
   SmallVector<Operation *> varyingOps;

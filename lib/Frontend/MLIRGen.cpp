@@ -168,11 +168,18 @@ void ProgramGen::generate() {
       argTypes.push_back(tensorType(s->tensorShape));
       argSymbols.push_back(s);
     }
+    // Per-coordinate inputs come last (RuleOp's block arguments).
+    for (const Symbol *s : checked.inputs) {
+      argTypes.push_back(elt);
+      argSymbols.push_back(s);
+    }
     auto rule = mlir::optim::RuleOp::create(
         b, l, str(program.name), names(checked.hypers),
         b.getDenseF64ArrayAttr(defaults), b.getDenseBoolArrayAttr(consts),
         names(checked.states), b.getDenseF64ArrayAttr(inits),
-        names(checked.weights));
+        names(checked.weights),
+        // Unset without inputs: the IR of such rules is what it always was.
+        checked.inputs.empty() ? mlir::ArrayAttr() : names(checked.inputs));
     op = rule;
     body = &rule.getBody();
   }

@@ -192,6 +192,7 @@ private:
   void checkRuntimeStateInit(DeclItem &item, const Type &type);
   void checkWeightsDecl(DeclStmt &stmt);
   void checkInputDecl(DeclStmt &stmt);
+  void checkRuleInputDecl(DeclStmt &stmt);
   void checkBind(BindStmt &stmt);
   void checkAssignTarget(DeclItem &target, const Type &valueType,
                          SMLoc valueLoc);
@@ -471,6 +472,14 @@ void ProgramChecker::run() {
       diags.warning(state->loc, "state '" + state->name +
                                     "' is never updated; it stays at its "
                                     "initial value");
+  // An unused input still has to be supplied with every step (and a NaN in
+  // it skips the step under skipNonFinite): most likely a typo.
+  if (program.isRule() && !diags.hasErrors())
+    for (Symbol *input : out.inputs)
+      if (!input->used)
+        diags.warning(input->loc, "input '" + input->name +
+                                      "' is never used; every step must "
+                                      "still supply it");
   // They stay in the signature (a weights file must still give them), but
   // nothing depends on them: optim-train would train them with a zero
   // gradient. Not said after an error, which may be why they look unused.
@@ -792,9 +801,8 @@ void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
 }
 
 void ProgramChecker::checkInputDecl(DeclStmt &stmt) {
-  if (program.kind != Program::Layer) {
-    diags.error(stmt.getLoc(), "'input' is only allowed in a layer; the "
-                               "inputs of a rule are p, g and t");
+  if (program.isRule()) {
+    checkRuleInputDecl(stmt);
     return;
   }
   for (DeclItem &item : stmt.items) {
@@ -818,6 +826,35 @@ void ProgramChecker::checkInputDecl(DeclStmt &stmt) {
       continue;
     symbol->index = out.inputs.size();
     out.inputs.push_back(symbol);
+    item.symbol = symbol;
+  }
+}
+
+/// `input h, z` in a rule: per-coordinate streams that the host passes with
+/// the gradients (KernelABI.h, version 7), scalars read like g.
+void ProgramChecker::checkRuleInputDecl(DeclStmt &stmt) {
+  for (DeclItem &item : stmt.items) {
+    if (!item.dims.empty()) {
+      diags.error(item.dims.front()->getLoc(),
+                  "a rule's input is one value per coordinate, like g; write "
+                  "'input " +
+                      item.name + "'");
+      continue;
+    }
+    if (item.init) {
+      diags.error(item.init->getLoc(),
+                  "input '" + item.name +
+                      "' cannot be initialized: the host passes its value "
+                      "for every coordinate at each step");
+      continue;
+    }
+    Symbol *symbol =
+        declare(Symbol::Input, item.name, item.loc, Type::scalar());
+    if (!symbol)
+      continue;
+    symbol->index = out.inputs.size();
+    out.inputs.push_back(symbol);
+    item.type = symbol->type;
     item.symbol = symbol;
   }
 }
@@ -848,7 +885,9 @@ void ProgramChecker::checkAssignTarget(DeclItem &target, const Type &valueType,
                                 "'; they are learned, not computed");
     return;
   case Symbol::Input:
-    diags.error(target.loc, "cannot assign to input '" + target.name + "'");
+    diags.error(target.loc, "cannot assign to input '" + target.name +
+                                "'; inputs are read only; copy it into a "
+                                "state or a let");
     return;
   case Symbol::Let:
   case Symbol::Output:

@@ -143,6 +143,8 @@ LogicalResult RuleDifferentiator::check() {
 }
 
 /// The per-coordinate inputs, in the order of both functions' arguments.
+/// The rule's own inputs (`input h`) come last, as in the rule's block, so
+/// that a rule without them gets the functions it always got.
 static SmallVector<Value> stepInputs(RuleOp rule) {
   SmallVector<Value> inputs = {rule.getParam(), rule.getGrad(), rule.getStep()};
   for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
@@ -151,6 +153,8 @@ static SmallVector<Value> stepInputs(RuleOp rule) {
     inputs.push_back(rule.getState(i));
   for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
     inputs.push_back(rule.getWeight(i));
+  for (unsigned i = 0, e = rule.getNumInputs(); i < e; ++i)
+    inputs.push_back(rule.getInput(i));
   return inputs;
 }
 
@@ -487,8 +491,11 @@ void RuleDifferentiator::markVJP(OpBuilder &b, func::FuncOp func) {
   func->setAttr(kVJPOfAttrName, FlatSymbolRefAttr::get(rule.getSymNameAttr()));
   SmallVector<int64_t> layout = {rule.getNumHypers(), rule.getNumStates(),
                                  rule.getNumWeights()};
-  if (!reductions.empty())
+  // [H, S, W], [H, S, W, R], or with inputs [H, S, W, R, I] (R may be 0).
+  if (!reductions.empty() || rule.getNumInputs())
     layout.push_back(reductions.size());
+  if (rule.getNumInputs())
+    layout.push_back(rule.getNumInputs());
   func->setAttr(kVJPLayoutAttrName, b.getDenseI64ArrayAttr(layout));
 }
 

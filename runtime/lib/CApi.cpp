@@ -18,11 +18,13 @@
 #include "optim/CApiSupport.h"
 #include "optim/Optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 using namespace optim;
@@ -293,6 +295,33 @@ extern "C" optim_status optim_rule_reduction(const optim_rule *rule,
                             .c_str());
     const ReductionSpec &r = ri.reductions[index];
     *out = {reductionKindName(r.kind), r.global ? 1 : 0};
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_num_inputs(const optim_rule *rule,
+                                              size_t *out) {
+  OPTIM_USE_RULE(rule, "optim_rule_num_inputs");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_inputs");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().inputs.size();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_input(const optim_rule *rule, size_t index,
+                                         const char **name) {
+  OPTIM_USE_RULE(rule, "optim_rule_input");
+  OPTIM_CHECK_NOT_NULL(name, "optim_rule_input");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.inputs.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_input: index " + std::to_string(index) +
+                         " is out of range: rule '" + ri.name + "' has " +
+                         std::to_string(ri.inputs.size()) + " inputs")
+                            .c_str());
+    *name = ri.inputs[index].c_str();
     return OPTIM_OK;
   });
 }
@@ -582,6 +611,23 @@ static optim_status stepImpl(const char *fn, optim_optimizer *opt,
   OPTIM_USE_OPTIMIZER(opt, fn);
   OPTIM_CHECK_ARRAY(grads, numGrads, fn);
   OPTIM_CHECK_ARRAY(sizes, numGrads, fn);
+  // Named here with the C call that takes them (the C++ message names the
+  // C++ one).
+  const RuleInfo &ri = opt->rule.rule.info();
+  if (!ri.inputs.empty()) {
+    std::string names;
+    for (const std::string &n : ri.inputs)
+      names += (names.empty() ? "'" : ", '") + n + "'";
+    return capi::fail(
+        OPTIM_ERROR_INVALID_ARGUMENT,
+        (std::string(fn) + ": rule '" + ri.name +
+         "' takes the per-coordinate input" +
+         (ri.inputs.size() == 1 ? " " : "s ") + names +
+         " with every step, besides the gradients: call "
+         "optim_optimizer_step_inputs_" +
+         (std::is_same_v<T, float> ? "f32" : "f64") + " instead")
+            .c_str());
+  }
   // Every failure of Optimizer::step is a bad gradient list, or learned
   // weights not set yet: the caller's mistake either way.
   return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
@@ -608,6 +654,85 @@ optim_optimizer_step_f64(optim_optimizer *opt, const double *const *grads,
                          const int64_t *sizes, size_t num_grads, int *stepped) {
   return stepImpl("optim_optimizer_step_f64", opt, grads, sizes, num_grads,
                   stepped);
+}
+
+template <typename T, typename InputT>
+static optim_status stepInputsImpl(const char *fn, optim_optimizer *opt,
+                                   const T *const *grads, const int64_t *sizes,
+                                   size_t numGrads, const InputT *inputs,
+                                   size_t numInputs, int *stepped) {
+  OPTIM_USE_OPTIMIZER(opt, fn);
+  OPTIM_CHECK_ARRAY(grads, numGrads, fn);
+  OPTIM_CHECK_ARRAY(sizes, numGrads, fn);
+  OPTIM_CHECK_ARRAY(inputs, numInputs, fn);
+  const RuleInfo &ri = opt->rule.rule.info();
+  // Optimizer::step matches the names first, in order: the first name it
+  // does not know is its first failure, NOT_FOUND; any other is the
+  // caller's mistake in the arrays.
+  optim_status onError = OPTIM_ERROR_INVALID_ARGUMENT;
+  for (size_t k = 0; k < numInputs; ++k) {
+    std::string what = std::string(fn) + ": input " + std::to_string(k);
+    if (!inputs[k].name)
+      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                        (what + ": name is NULL").c_str());
+    if (!inputs[k].data && numGrads > 0)
+      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                        (what + " ('" + inputs[k].name +
+                         "'): data is NULL but num_grads is not 0")
+                            .c_str());
+    if (!inputs[k].sizes && numGrads > 0)
+      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                        (what + " ('" + inputs[k].name +
+                         "'): sizes is NULL but num_grads is not 0")
+                            .c_str());
+  }
+  for (size_t k = 0; k < numInputs; ++k) {
+    const char *name = inputs[k].name;
+    if (std::find(ri.inputs.begin(), ri.inputs.end(), name) ==
+        ri.inputs.end()) {
+      onError = OPTIM_ERROR_NOT_FOUND;
+      break;
+    }
+    bool repeated = false;
+    for (size_t j = 0; j < k; ++j)
+      repeated |= std::strcmp(inputs[j].name, name) == 0;
+    if (repeated)
+      break;
+  }
+  return capi::guard(onError, [&] {
+    std::vector<Grad> cxxGrads;
+    cxxGrads.reserve(numGrads);
+    for (size_t i = 0; i < numGrads; ++i)
+      cxxGrads.emplace_back(grads[i], sizes[i]);
+    std::vector<Input> cxxInputs(numInputs);
+    for (size_t k = 0; k < numInputs; ++k) {
+      cxxInputs[k].name = inputs[k].name;
+      cxxInputs[k].tensors.reserve(numGrads);
+      for (size_t i = 0; i < numGrads; ++i)
+        cxxInputs[k].tensors.emplace_back(inputs[k].data[i],
+                                          inputs[k].sizes[i]);
+    }
+    bool took = opt->opt.step(cxxGrads, cxxInputs);
+    if (stepped)
+      *stepped = took ? 1 : 0;
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_optimizer_step_inputs_f32(
+    optim_optimizer *opt, const float *const *grads, const int64_t *sizes,
+    size_t num_grads, const optim_input_f32 *inputs, size_t num_inputs,
+    int *stepped) {
+  return stepInputsImpl("optim_optimizer_step_inputs_f32", opt, grads, sizes,
+                        num_grads, inputs, num_inputs, stepped);
+}
+
+extern "C" optim_status optim_optimizer_step_inputs_f64(
+    optim_optimizer *opt, const double *const *grads, const int64_t *sizes,
+    size_t num_grads, const optim_input_f64 *inputs, size_t num_inputs,
+    int *stepped) {
+  return stepInputsImpl("optim_optimizer_step_inputs_f64", opt, grads, sizes,
+                        num_grads, inputs, num_inputs, stepped);
 }
 
 extern "C" optim_status optim_optimizer_step_count(const optim_optimizer *opt,

@@ -10,8 +10,10 @@
 #include "optim/Manifest.h"
 
 #include "ManifestCommon.h"
+#include "QuotedList.h"
 #include "Reductions.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -70,6 +72,11 @@ cuda::Rule Device::loadRule(const std::string &cubinPath,
   std::string path =
       manifestPath.empty() ? detail::manifestPathFor(cubinPath) : manifestPath;
   std::string manifest = detail::readFile(path);
+  // From files, the manifest must record the cubin's SHA-256 (the loader
+  // from bytes checks it): nothing else ties a manifest to the cubin
+  // beside it.
+  detail::requireArtifactHash(readManifest(manifest, path).artifactSha256,
+                              cubinPath, path);
   return loadRule(detail::readFile(cubinPath), manifest, path,
                   detail::readPTXFor(cubinPath));
 }
@@ -258,6 +265,13 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
   CodeSource runs = requireCompatible(m.target, m.symbol, origin, ptx);
+  // The bytes must be the ones the manifest was written for, when it
+  // records their SHA-256 (optimc's always do; loading from files requires
+  // it).
+  detail::requireHashMatches(m.artifactSha256, cubin, "the cubin", origin);
+  if (!ptx.empty())
+    detail::requireHashMatches(m.ptxSha256, ptx, "the PTX beside the cubin",
+                               origin);
   // A rule with tensor reductions has a first pass (KernelABI.h, GPU
   // kernels of version 6), which a PTX beside the cubin must have too.
   std::string reduceSymbol;
@@ -508,7 +522,9 @@ void Optimizer::setWeights(const std::string &name, const void *host,
               "'");
 }
 
-void Optimizer::buildTable(const std::vector<DeviceTensor> &grads) {
+void Optimizer::buildTable(
+    const std::vector<DeviceTensor> &grads,
+    const std::vector<const std::vector<DeviceTensor> *> &inputs) {
   const RuleInfo &info = rule_.info();
   size_t elt = dtypeSize(info.dtype);
   std::vector<uint64_t> ptrs;
@@ -522,6 +538,9 @@ void Optimizer::buildTable(const std::vector<DeviceTensor> &grads) {
       uint64_t offset = uint64_t(first) * elt;
       ptrs.push_back(params_[t].data + offset);
       ptrs.push_back(grads[t].data + offset);
+      // The inputs, in declaration order (KernelABI.h, version 7).
+      for (const std::vector<DeviceTensor> *in : inputs)
+        ptrs.push_back((*in)[t].data + offset);
       for (const std::vector<Buffer> &s : states_)
         ptrs.push_back(s[t].get() + offset);
       lengths.push_back(n);
@@ -552,16 +571,68 @@ void Optimizer::buildTable(const std::vector<DeviceTensor> &grads) {
   tableGrads_.clear();
   for (const DeviceTensor &g : grads)
     tableGrads_.push_back(g.data);
+  for (const std::vector<DeviceTensor> *in : inputs)
+    for (const DeviceTensor &x : *in)
+      tableGrads_.push_back(x.data);
 }
 
 void Optimizer::step(const std::vector<DeviceTensor> &grads) {
+  const RuleInfo &info = rule_.info();
+  // The kernel would read input pointers that nothing set.
+  if (!info.inputs.empty())
+    throw Error("optim: CUDA: rule '" + info.name +
+                "' takes the per-coordinate input" +
+                (info.inputs.size() == 1 ? " " : "s ") +
+                detail::quotedList(info.inputs) +
+                " with every step, besides the gradients: call "
+                "step(grads, inputs) with one device tensor per parameter "
+                "for " +
+                (info.inputs.size() == 1 ? "it" : "each"));
+  runStep(grads, {});
+}
+
+void Optimizer::step(const std::vector<DeviceTensor> &grads,
+                     const std::vector<DeviceInput> &inputs) {
+  const RuleInfo &info = rule_.info();
+  std::vector<const std::vector<DeviceTensor> *> ordered(info.inputs.size(),
+                                                         nullptr);
+  for (const DeviceInput &in : inputs) {
+    auto it = std::find(info.inputs.begin(), info.inputs.end(), in.name);
+    if (it == info.inputs.end())
+      throw Error("optim: CUDA: rule '" + info.name + "' has no input '" +
+                  in.name + "' (" +
+                  (info.inputs.empty()
+                       ? std::string("it has none")
+                       : "its inputs: " + detail::quotedList(info.inputs)) +
+                  ")");
+    size_t k = size_t(it - info.inputs.begin());
+    if (ordered[k])
+      throw Error("optim: CUDA: input '" + in.name + "' is given twice");
+    ordered[k] = &in.tensors;
+  }
+  std::vector<std::string> missing;
+  for (size_t k = 0; k < ordered.size(); ++k)
+    if (!ordered[k])
+      missing.push_back(info.inputs[k]);
+  if (!missing.empty())
+    throw Error("optim: CUDA: rule '" + info.name + "' needs its input" +
+                (missing.size() == 1 ? " " : "s ") + detail::quotedList(missing) +
+                " with every step; " +
+                (missing.size() == 1 ? "it is" : "they are") + " missing");
+  runStep(grads, ordered);
+}
+
+void Optimizer::runStep(
+    const std::vector<DeviceTensor> &grads,
+    const std::vector<const std::vector<DeviceTensor> *> &inputs) {
   const RuleInfo &info = rule_.info();
   if (grads.size() != params_.size())
     throw Error("optim: CUDA: step() got " + std::to_string(grads.size()) +
                 " gradients for " + std::to_string(params_.size()) +
                 " parameter tensors");
   size_t elt = dtypeSize(info.dtype);
-  bool moved = tableGrads_.size() != grads.size() || table_.size() == 0;
+  size_t numRead = grads.size() * (1 + inputs.size());
+  bool moved = tableGrads_.size() != numRead || table_.size() == 0;
   for (size_t i = 0; i < grads.size(); ++i) {
     if (grads[i].size != params_[i].size)
       throw Error("optim: CUDA: gradient " + std::to_string(i) + " has " +
@@ -573,6 +644,26 @@ void Optimizer::step(const std::vector<DeviceTensor> &grads) {
     if (!moved && tableGrads_[i] != grads[i].data)
       moved = true;
   }
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const std::vector<DeviceTensor> &tensors = *inputs[k];
+    std::string what = "optim: CUDA: input '" + info.inputs[k] + "'";
+    if (tensors.size() != params_.size())
+      throw Error(what + " has " + std::to_string(tensors.size()) +
+                  " tensors for " + std::to_string(params_.size()) +
+                  " parameter tensors (one per parameter)");
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      std::string which = what + " of parameter " + std::to_string(i);
+      if (tensors[i].size != params_[i].size)
+        throw Error(which + " has " + std::to_string(tensors[i].size) +
+                    " elements, its parameter " +
+                    std::to_string(params_[i].size));
+      if ((tensors[i].size && !tensors[i].data) || tensors[i].data % elt)
+        throw Error(which + " is null or not aligned to its element type");
+      if (!moved &&
+          tableGrads_[grads.size() * (1 + k) + i] != tensors[i].data)
+        moved = true;
+    }
+  }
   for (size_t w = 0; w < info.weights.size(); ++w)
     if (!weightSet_[w])
       throw Error("optim: CUDA: rule '" + info.name +
@@ -581,12 +672,12 @@ void Optimizer::step(const std::vector<DeviceTensor> &grads) {
   const std::shared_ptr<Device> &dev = rule_.device();
   dev->makeCurrent();
   if (moved)
-    buildTable(grads);
+    buildTable(grads, inputs);
   if (numChunks_ == 0) {
     ++step_;
     return;
   }
-  size_t numPtrs = 2 + info.states.size();
+  size_t numPtrs = 2 + info.inputs.size() + info.states.size();
   CUdeviceptr ptrs = table_.get();
   CUdeviceptr lengths = ptrs + numPtrs * numChunks_ * 8;
   CUdeviceptr strides = lengths + numChunks_ * 8;

@@ -26,6 +26,10 @@ LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
   std::string path =
       manifestPath.empty() ? detail::manifestPathFor(cubinPath) : manifestPath;
   std::string manifest = detail::readFile(path);
+  // As Device::loadRule: from files, the manifest must record the cubin's
+  // SHA-256, which the loader from bytes checks.
+  detail::requireArtifactHash(
+      readLayerManifest(manifest, path).artifactSha256, cubinPath, path);
   return loadLayer(device, detail::readFile(cubinPath), manifest, path,
                    detail::readPTXFor(cubinPath));
 }
@@ -41,6 +45,12 @@ LayerKernel optim::cuda::loadLayer(const std::shared_ptr<Device> &device,
   k.manifest = readLayerManifest(json, origin);
   CodeSource runs = device->requireCompatible(
       k.manifest.target, k.manifest.symbol, origin, ptx);
+  // As Device::loadRule: the bytes the manifest was written for.
+  detail::requireHashMatches(k.manifest.artifactSha256, cubin, "the cubin",
+                             origin);
+  if (!ptx.empty())
+    detail::requireHashMatches(k.manifest.ptxSha256, ptx,
+                               "the PTX beside the cubin", origin);
   const int64_t shared = k.manifest.sharedBytes;
   if (shared > kDefaultSharedBytes) {
     int optin = device->attribute(kAttrMaxSharedPerBlockOptin);

@@ -45,6 +45,10 @@ std::string optim::writeLayerManifest(const LayerManifest &m) {
                 {"shared_bytes", m.sharedBytes},
                 {"work_doubles", m.workDoubles},
                 {"data_doubles", m.dataDoubles}}}};
+  if (!m.artifactSha256.empty())
+    doc[detail::kArtifactHashKey] = m.artifactSha256;
+  if (!m.ptxSha256.empty())
+    doc[detail::kPTXHashKey] = m.ptxSha256;
   return doc.dump(2) + "\n";
 }
 
@@ -109,6 +113,8 @@ LayerManifest optim::readLayerManifest(const std::string &text,
                                          "launch.work_doubles", fail);
     m.dataDoubles = detail::integerField(launch, "data_doubles",
                                          "launch.data_doubles", fail);
+    m.artifactSha256 = detail::hashField(doc, detail::kArtifactHashKey, fail);
+    m.ptxSha256 = detail::hashField(doc, detail::kPTXHashKey, fail);
   } catch (const json::exception &e) {
     throw fail(std::string("missing or malformed field: ") + e.what());
   }

@@ -44,6 +44,14 @@ std::string optim::writeManifest(const Manifest &m) {
   // Absent for rules without reductions: their manifests read as before.
   if (!reductions.empty())
     doc["reductions"] = reductions;
+  // The per-coordinate inputs, in declaration order (version 7): the chunk
+  // table has one pointer per input after g. Absent for rules without.
+  if (!m.info.inputs.empty())
+    doc["inputs"] = m.info.inputs;
+  if (!m.artifactSha256.empty())
+    doc[detail::kArtifactHashKey] = m.artifactSha256;
+  if (!m.ptxSha256.empty())
+    doc[detail::kPTXHashKey] = m.ptxSha256;
   return doc.dump(2) + "\n";
 }
 
@@ -106,6 +114,25 @@ Manifest optim::readManifest(const std::string &text,
         m.info.reductions.push_back(spec);
       }
     }
+    if (auto it = doc.find("inputs"); it != doc.end()) {
+      if (!it->is_array())
+        throw fail("\"inputs\" must be a list of names");
+      for (const json &in : *it) {
+        if (!in.is_string())
+          throw fail("input " + std::to_string(m.info.inputs.size()) +
+                     " is not a name (a string)");
+        std::string name = in.get<std::string>();
+        if (name.empty())
+          throw fail("input " + std::to_string(m.info.inputs.size()) +
+                     " has an empty name");
+        for (const std::string &other : m.info.inputs)
+          if (other == name)
+            throw fail("input '" + name + "' is listed twice");
+        m.info.inputs.push_back(std::move(name));
+      }
+    }
+    m.artifactSha256 = detail::hashField(doc, detail::kArtifactHashKey, fail);
+    m.ptxSha256 = detail::hashField(doc, detail::kPTXHashKey, fail);
   } catch (const json::exception &e) {
     throw fail(std::string("missing or malformed field: ") + e.what());
   }
@@ -132,6 +159,12 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
   // without a slash; the manifest was read from the current folder.
   std::string dlPath =
       library.find('/') == std::string::npos ? "./" + library : library;
+  // The manifest must describe this very library: optimc records its
+  // SHA-256, and a library rebuilt or copied over after compiling (or left
+  // beside a stale manifest by a failed write) is refused, not trusted.
+  detail::requireArtifactHash(m.artifactSha256, library, manifestPath);
+  detail::requireHashMatches(m.artifactSha256, detail::readFile(dlPath),
+                             "the library '" + library + "'", manifestPath);
   void *handle = ::dlopen(dlPath.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle)
     throw Error(std::string("optim: cannot load '") + library +

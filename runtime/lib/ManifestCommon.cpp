@@ -1,6 +1,7 @@
 //===- ManifestCommon.cpp - what rule and layer manifests share -----------===//
 
 #include "ManifestCommon.h"
+#include "Sha256.h"
 
 #include <cerrno>
 #include <cstring>
@@ -117,6 +118,45 @@ std::vector<int64_t> detail::shapeField(const json &object, const char *key,
     shape.push_back(extent);
   }
   return shape;
+}
+
+std::string detail::hashField(const json &doc, const char *key,
+                              const ManifestFail &fail) {
+  auto it = doc.find(key);
+  if (it == doc.end())
+    return "";
+  if (!it->is_string())
+    throw fail(std::string(key) + " must be a string of 64 hex digits, got " +
+               describe(*it));
+  std::string hash = it->get<std::string>();
+  if (hash.size() != 64 ||
+      hash.find_first_not_of("0123456789abcdef") != std::string::npos)
+    throw fail(std::string(key) + " is not a SHA-256 (64 lowercase hex digits)");
+  return hash;
+}
+
+void detail::requireArtifactHash(const std::string &recorded,
+                                 const std::string &artifact,
+                                 const std::string &manifestPath) {
+  if (recorded.empty())
+    throw Error("optim: manifest '" + manifestPath + "' records no SHA-256 (\"" +
+                kArtifactHashKey + "\") of '" + artifact +
+                "', so nothing shows that they belong together; recompile it "
+                "with optimc");
+}
+
+void detail::requireHashMatches(const std::string &recorded,
+                                const std::string &bytes,
+                                const std::string &what,
+                                const std::string &manifest) {
+  if (recorded.empty())
+    return;
+  std::string actual = sha256Hex(bytes);
+  if (actual != recorded)
+    throw Error("optim: " + what + " does not match its manifest '" +
+                manifest + "' (SHA-256 " + actual + ", the manifest records " +
+                recorded + "): one of them was replaced after compiling; "
+                "recompile it with optimc");
 }
 
 bool detail::parseReductionKind(const std::string &name, ReductionKind &kind) {

@@ -76,6 +76,33 @@ std::vector<int64_t> shapeField(const nlohmann::json &object, const char *key,
                                 const std::string &what,
                                 const ManifestFail &fail);
 
+/// The keys of the SHA-256 (64 lowercase hex digits) of the artifact that
+/// optimc wrote with a manifest (the library, object or cubin) and of the
+/// PTX it wrote beside a cubin. A loader reading an artifact from a file
+/// requires the first and refuses a mismatch: optimc renames the artifact
+/// into place before its manifest, so a failed manifest write (or a
+/// library copied over after compiling) would otherwise leave a new
+/// artifact beside a stale manifest that the loader trusts.
+constexpr const char *kArtifactHashKey = "artifact_sha256";
+constexpr const char *kPTXHashKey = "ptx_sha256";
+
+/// doc[key] when present, which must be 64 lowercase hex digits (else
+/// fail(...)); "" when absent.
+std::string hashField(const nlohmann::json &doc, const char *key,
+                      const ManifestFail &fail);
+
+/// Throws unless a manifest read from `manifestPath` records the SHA-256 of
+/// its artifact (`recorded` not empty); `artifact` names it.
+void requireArtifactHash(const std::string &recorded,
+                         const std::string &artifact,
+                         const std::string &manifestPath);
+
+/// Throws unless `bytes` have the SHA-256 `recorded` (nothing is checked
+/// when `recorded` is empty); `what` names the bytes ("the library 'a.so'",
+/// "the cubin"), `manifest` the manifest that recorded the hash.
+void requireHashMatches(const std::string &recorded, const std::string &bytes,
+                        const std::string &what, const std::string &manifest);
+
 /// The kind a manifest spells `name` ("norm"; reductionKindName's
 /// inverse); false when there is none.
 bool parseReductionKind(const std::string &name, ReductionKind &kind);

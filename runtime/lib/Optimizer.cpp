@@ -1,6 +1,7 @@
 //===- Optimizer.cpp - apply a compiled rule to a model's parameters ----===//
 
 #include "OptimizerImpl.h"
+#include "QuotedList.h"
 #include "Reductions.h"
 #include "StateMemory.h"
 
@@ -181,6 +182,8 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
         int64_t n = std::min(options.chunkSize, p.size - off);
         im.ptrs.push_back(static_cast<char *>(p.data) + off * elt);
         im.ptrs.push_back(nullptr); // The gradient, set by step().
+        // The per-coordinate inputs (KernelABI.h, version 7), set by step().
+        im.ptrs.insert(im.ptrs.end(), ri.inputs.size(), nullptr);
         for (AlignedBuffer &b : slot.states)
           im.ptrs.push_back(static_cast<char *>(b.data.get()) + off * elt);
         im.lengths.push_back(n);
@@ -313,8 +316,40 @@ static void forEachGroup(Optimizer::Impl &im, const Pass &pass) {
   }
 }
 
-bool Optimizer::step(const std::vector<Grad> &grads) {
-  Impl &im = live("step");
+/// Checks a tensor the step reads (a gradient or an input) against its
+/// parameter `i`: dtype, size, pointer, alignment, and no overlap with the
+/// memory the step writes. `what` names it in the message; `reads` says what
+/// the step reads there ("the gradient", "the input").
+static void checkReadTensor(const Optimizer::Impl &im, const Grad &g, size_t i,
+                            const std::string &what, const char *reads) {
+  const RuleInfo &ri = im.info();
+  size_t elt = dtypeSize(ri.dtype);
+  const Param &p = im.slots[i].param;
+  if (g.dtype != ri.dtype)
+    throw Error(what + " is " + dtypeName(g.dtype) + ", the rule is " +
+                dtypeName(ri.dtype));
+  if (g.size != p.size)
+    throw Error(what + " has " + std::to_string(g.size) +
+                " elements but its parameter has " + std::to_string(p.size));
+  if (g.size > 0 && !g.data)
+    throw Error(what + " is a null pointer");
+  if (reinterpret_cast<uintptr_t>(g.data) % elt)
+    throw Error(what + " is not aligned to its " + std::to_string(elt) +
+                "-byte elements");
+  if (const Optimizer::Impl::Region *r =
+          im.writtenRegion(g.data, size_t(g.size) * elt))
+    throw Error(what + " overlaps " + r->what +
+                " in memory (the step writes there while it reads " + reads +
+                ")");
+}
+
+using detail::quotedList;
+
+/// One step; `inputs[k]` holds the tensors of the rule's input k
+/// (declaration order), already matched by name. Checks everything before
+/// it writes anything.
+static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
+                    const std::vector<const std::vector<Grad> *> &inputs) {
   const RuleInfo &ri = im.info();
   if (grads.size() != im.slots.size())
     throw Error("optim::Optimizer::step: expected " +
@@ -323,49 +358,54 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
                 "parameter), got " +
                 std::to_string(grads.size()));
   size_t elt = dtypeSize(ri.dtype);
-  for (size_t i = 0; i < grads.size(); ++i) {
-    const Grad &g = grads[i];
-    const Param &p = im.slots[i].param;
-    std::string what = "optim::Optimizer::step: gradient " + std::to_string(i);
-    if (g.dtype != ri.dtype)
-      throw Error(what + " is " + dtypeName(g.dtype) + ", the rule is " +
-                  dtypeName(ri.dtype));
-    if (g.size != p.size)
-      throw Error(what + " has " + std::to_string(g.size) +
-                  " elements but its parameter has " + std::to_string(p.size));
-    if (g.size > 0 && !g.data)
-      throw Error(what + " is a null pointer");
-    if (reinterpret_cast<uintptr_t>(g.data) % elt)
-      throw Error(what + " is not aligned to its " + std::to_string(elt) +
-                  "-byte elements");
-    if (const Impl::Region *r = im.writtenRegion(g.data, size_t(g.size) * elt))
-      throw Error(what + " overlaps " + r->what +
-                  " in memory (the step writes there while it reads the "
-                  "gradient)");
+  for (size_t i = 0; i < grads.size(); ++i)
+    checkReadTensor(im, grads[i], i,
+                    "optim::Optimizer::step: gradient " + std::to_string(i),
+                    "the gradient");
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const std::vector<Grad> &tensors = *inputs[k];
+    std::string what = "optim::Optimizer::step: input '" + ri.inputs[k] + "'";
+    if (tensors.size() != im.slots.size())
+      throw Error(what + " has " + std::to_string(tensors.size()) +
+                  " tensors; expected " + std::to_string(im.slots.size()) +
+                  " (one per parameter)");
+    for (size_t i = 0; i < tensors.size(); ++i)
+      checkReadTensor(im, tensors[i], i,
+                      what + " of parameter " + std::to_string(i),
+                      "the input");
   }
 
   for (size_t w = 0; w < im.weightPtrs.size(); ++w)
     if (!im.weightPtrs[w])
       throw Error("optim::Optimizer::step: weights '" + ri.weights[w].name +
                   "' of rule '" + ri.name + "' are not set (setWeights)");
+  // The table's gradient and input slots: p, g, inputs, states per chunk.
   size_t perChunk = im.pointersPerChunk();
   size_t numChunks = im.lengths.size();
-  for (size_t c = 0; c < numChunks; ++c)
+  size_t numRead = 1 + inputs.size();
+  for (size_t c = 0; c < numChunks; ++c) {
+    size_t param = im.chunkParam[c];
+    size_t offset = size_t(im.chunkOffset[c]) * elt;
     im.ptrs[c * perChunk + 1] = const_cast<char *>(
-        static_cast<const char *>(grads[im.chunkParam[c]].data) +
-        im.chunkOffset[c] * elt);
+        static_cast<const char *>(grads[param].data) + offset);
+    for (size_t k = 0; k < inputs.size(); ++k)
+      im.ptrs[c * perChunk + 2 + k] = const_cast<char *>(
+          static_cast<const char *>((*inputs[k])[param].data) + offset);
+  }
 
   if (im.options.skipNonFinite) {
+    // The gradients and the inputs: all that the step reads from the caller.
     std::vector<char> finite(im.pool->size(), 1);
     im.pool->run([&](unsigned w) {
       size_t begin = numChunks * w / im.pool->size();
       size_t end = numChunks * (w + 1) / im.pool->size();
-      for (size_t c = begin; c < end; ++c) {
-        const void *g = im.ptrs[c * perChunk + 1];
-        finite[w] &= ri.dtype == DType::F32
-                         ? allFinite<float>(g, im.lengths[c])
-                         : allFinite<double>(g, im.lengths[c]);
-      }
+      for (size_t c = begin; c < end; ++c)
+        for (size_t k = 0; k < numRead; ++k) {
+          const void *g = im.ptrs[c * perChunk + 1 + k];
+          finite[w] &= ri.dtype == DType::F32
+                           ? allFinite<float>(g, im.lengths[c])
+                           : allFinite<double>(g, im.lengths[c]);
+        }
     });
     if (std::find(finite.begin(), finite.end(), 0) != finite.end()) {
       ++im.skipped;
@@ -400,6 +440,54 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
   }
   im.step = t;
   return true;
+}
+
+bool Optimizer::step(const std::vector<Grad> &grads) {
+  Impl &im = live("step");
+  const RuleInfo &ri = im.info();
+  // The kernel would read input pointers that nothing set.
+  if (!ri.inputs.empty())
+    throw Error("optim::Optimizer::step: rule '" + ri.name +
+                "' takes the per-coordinate input" +
+                (ri.inputs.size() == 1 ? " " : "s ") + quotedList(ri.inputs) +
+                " with every step, besides the gradients: call "
+                "step(grads, inputs) with one tensor per parameter for " +
+                (ri.inputs.size() == 1 ? "it" : "each") + ", e.g. {{\"" +
+                ri.inputs[0] + "\", {...}}}");
+  return runStep(im, grads, {});
+}
+
+bool Optimizer::step(const std::vector<Grad> &grads,
+                     const std::vector<Input> &inputs) {
+  Impl &im = live("step");
+  const RuleInfo &ri = im.info();
+  // Matched by name to the declaration order of the chunk table.
+  std::vector<const std::vector<Grad> *> ordered(ri.inputs.size(), nullptr);
+  for (const Input &in : inputs) {
+    auto it = std::find(ri.inputs.begin(), ri.inputs.end(), in.name);
+    if (it == ri.inputs.end())
+      throw Error("optim::Optimizer::step: rule '" + ri.name +
+                  "' has no input '" + in.name + "' (" +
+                  (ri.inputs.empty() ? std::string("it has none")
+                                     : "its inputs: " + quotedList(ri.inputs)) +
+                  ")");
+    size_t k = size_t(it - ri.inputs.begin());
+    if (ordered[k])
+      throw Error("optim::Optimizer::step: input '" + in.name +
+                  "' is given twice");
+    ordered[k] = &in.tensors;
+  }
+  std::vector<std::string> missing;
+  for (size_t k = 0; k < ordered.size(); ++k)
+    if (!ordered[k])
+      missing.push_back(ri.inputs[k]);
+  if (!missing.empty())
+    throw Error("optim::Optimizer::step: rule '" + ri.name +
+                "' needs its input" + (missing.size() == 1 ? " " : "s ") +
+                quotedList(missing) + " with every step; " +
+                (missing.size() == 1 ? "it is" : "they are") +
+                " missing");
+  return runStep(im, grads, ordered);
 }
 
 void Optimizer::Impl::setWeights(const std::string &name, const void *data,

@@ -43,8 +43,8 @@ struct Optimizer::Impl {
   OptimizerOptions options;
   std::vector<Group> groups;
   std::vector<Slot> slots;
-  // The chunk table of KernelABI.h; the gradient slots are rewritten by
-  // every step.
+  // The chunk table of KernelABI.h (p, g, the inputs, the states); the
+  // gradient and input slots are rewritten by every step.
   std::vector<void *> ptrs;
   std::vector<int64_t> lengths, strides;
   std::vector<size_t> chunkParam;
@@ -64,7 +64,9 @@ struct Optimizer::Impl {
   std::vector<int64_t> paramSizes;
 
   const RuleInfo &info() const { return rule.info(); }
-  size_t pointersPerChunk() const { return 2 + info().states.size(); }
+  size_t pointersPerChunk() const {
+    return 2 + info().inputs.size() + info().states.size();
+  }
   int stateIndex(const std::string &name) const;
   /// The region of `written` that [data, data + bytes) overlaps, or null.
   const Region *writtenRegion(const void *data, size_t bytes) const;

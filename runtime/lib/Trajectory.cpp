@@ -142,6 +142,19 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     throw Error("optim::Trajectory: the rule is empty; compile one first");
   const RuleInfo &ri = rule.info();
   detail::checkKernelsMatchSignature(rule, "optim::Trajectory");
+  // Its step() takes gradients only and its tape records none of the
+  // inputs a VJP kernel would read (KernelABI.h, version 7): refused rather
+  // than run with pointers nothing set.
+  if (!ri.inputs.empty()) {
+    std::string names;
+    for (const std::string &n : ri.inputs)
+      names += (names.empty() ? "'" : ", '") + n + "'";
+    throw Error("optim::Trajectory: rule '" + ri.name +
+                "' takes per-coordinate inputs (" + names +
+                "), which trajectories do not support yet (no step takes "
+                "them and the tape does not record them); run it with "
+                "optim::Optimizer::step(grads, inputs)");
+  }
   // After the checks above the kernels match the signature, so this is
   // optim_vjp_kernel_ for a rule without reductions and both VJP kernels of
   // KernelABI.h for one with.

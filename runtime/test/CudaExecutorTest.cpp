@@ -12,6 +12,7 @@
 
 #include "optim/Cuda.h"
 
+#include "../lib/Sha256.h"
 #include "FakeDriver.h"
 
 #include <gtest/gtest.h>
@@ -23,6 +24,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 
@@ -890,6 +892,17 @@ TEST_F(CudaFake, ThePTXStandsInForACubinTheDriverCannotUse) {
                Error);
 }
 
+/// `json` (a manifest) with the SHA-256 of `cubin` and of `ptx` (if not
+/// empty), as optimc records them.
+std::string withHashes(const std::string &json, const std::string &cubin,
+                       const std::string &ptx = "") {
+  std::string hashes =
+      R"({"artifact_sha256": ")" + detail::sha256Hex(cubin) + "\"";
+  if (!ptx.empty())
+    hashes += R"(, "ptx_sha256": ")" + detail::sha256Hex(ptx) + "\"";
+  return hashes + ", " + json.substr(json.find('{') + 1);
+}
+
 TEST_F(CudaFake, LoadingFromAPathPicksUpThePTXBesideTheCubin) {
   std::string dir = ::testing::TempDir() + "optim-ptx-fallback";
   std::filesystem::create_directories(dir);
@@ -898,7 +911,8 @@ TEST_F(CudaFake, LoadingFromAPathPicksUpThePTXBesideTheCubin) {
   };
   std::remove((dir + "/adam.sm_90.ptx").c_str()); // from an earlier run
   write("adam.sm_90.cubin", "REFUSED-CUBIN");
-  write("adam.sm_90.manifest.json", manifest());
+  write("adam.sm_90.manifest.json",
+        withHashes(manifest(), "REFUSED-CUBIN", ptxFor("sm_90")));
   state.refusePrefix = "REFUSED";
   auto dev = Device::open(fakeDriver());
   EXPECT_THROW(dev->loadRule(dir + "/adam.sm_90.cubin"), Error);
@@ -906,6 +920,64 @@ TEST_F(CudaFake, LoadingFromAPathPicksUpThePTXBesideTheCubin) {
   cuda::Rule adam = dev->loadRule(dir + "/adam.sm_90.cubin");
   EXPECT_EQ(adam.source(), CodeSource::PTX);
   EXPECT_EQ(state.loadedImage, ptxFor("sm_90"));
+}
+
+TEST_F(CudaFake, ACubinOrPTXThatIsNotTheManifestsIsRefused) {
+  // optimc records the SHA-256 of the cubin and of its PTX in the manifest
+  // and renames the manifest into place last: a cubin replaced after
+  // compiling, or a new one beside a stale manifest (a failed write), must
+  // not run under that manifest's description.
+  std::string dir = ::testing::TempDir() + "optim-cubin-hash";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  auto write = [&](const std::string &name, const std::string &text) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << text;
+  };
+  const std::string cubin = dir + "/adam.sm_90.cubin";
+  const std::string json = dir + "/adam.sm_90.manifest.json";
+  auto refusal = [&](const std::function<void()> &load) -> std::string {
+    try {
+      load();
+    } catch (const Error &e) {
+      return e.what();
+    }
+    return "(loaded)";
+  };
+  auto dev = Device::open(fakeDriver());
+  write("adam.sm_90.cubin", "CUBIN");
+  write("adam.sm_90.ptx", ptxFor("sm_90"));
+  write("adam.sm_90.manifest.json",
+        withHashes(manifest(), "CUBIN", ptxFor("sm_90")));
+  EXPECT_EQ(dev->loadRule(cubin).source(), CodeSource::Cubin);
+  EXPECT_EQ(state.loadedImage, "CUBIN");
+
+  write("adam.sm_90.cubin", "ANOTHER-CUBIN");
+  std::string why = refusal([&] { dev->loadRule(cubin); });
+  EXPECT_EQ(why, "optim: the cubin does not match its manifest '" + json +
+                     "' (SHA-256 " + detail::sha256Hex("ANOTHER-CUBIN") +
+                     ", the manifest records " + detail::sha256Hex("CUBIN") +
+                     "): one of them was replaced after compiling; "
+                     "recompile it with optimc");
+  write("adam.sm_90.cubin", "CUBIN");
+  write("adam.sm_90.ptx", ptxFor("sm_90") + "// another build\n");
+  EXPECT_NE(refusal([&] { dev->loadRule(cubin); })
+                .find("the PTX beside the cubin does not match its manifest"),
+            std::string::npos);
+  // A manifest that records no hash ties nothing to the files beside it.
+  write("adam.sm_90.ptx", ptxFor("sm_90"));
+  write("adam.sm_90.manifest.json", manifest());
+  EXPECT_EQ(refusal([&] { dev->loadRule(cubin); }),
+            "optim: manifest '" + json +
+                "' records no SHA-256 (\"artifact_sha256\") of '" + cubin +
+                "', so nothing shows that they belong together; recompile "
+                "it with optimc");
+  // From bytes, the hash is checked where the manifest records it.
+  EXPECT_EQ(refusal([&] {
+              dev->loadRule("OTHER", withHashes(manifest(), "CUBIN"), "m");
+            }).find("optim: the cubin does not match its manifest 'm'"),
+            0u);
+  EXPECT_NO_THROW(dev->loadRule("CUBIN", withHashes(manifest(), "CUBIN"), "m"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(CudaFake, DeviceMemoryIsFreedExactlyOnce) {

@@ -21,12 +21,17 @@
 #include "optim/CudaLayer.h"
 #include "optim/QPBlock.h"
 
+#include "../lib/Sha256.h"
 #include "FakeDriver.h"
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
+#include <string>
+#include <unistd.h>
 
 using namespace optim;
 using namespace optim::cuda;
@@ -523,6 +528,50 @@ TEST_F(CudaLayerFake, ManifestsAreCheckedAndRoundTrip) {
   symbol.symbol = "optim_layer_other_qp";
   EXPECT_NE(refused(writeLayerManifest(symbol)).find("does not name layer"),
             std::string::npos);
+}
+
+TEST_F(CudaLayerFake, ACubinThatIsNotTheManifestsIsRefused) {
+  // As for rules (CudaExecutorTest): from files, the manifest must record
+  // the cubin's SHA-256, and a cubin replaced after compiling is refused.
+  const std::string dir = ::testing::TempDir() + "optim-layer-hash-" +
+                          std::to_string(::getpid());
+  ASSERT_EQ(std::system(("mkdir -p '" + dir + "'").c_str()), 0);
+  auto write = [&](const std::string &name, const std::string &text) {
+    FILE *f = std::fopen((dir + "/" + name).c_str(), "wb");
+    ASSERT_TRUE(f);
+    std::fwrite(text.data(), 1, text.size(), f);
+    std::fclose(f);
+  };
+  const std::string cubin = dir + "/toy.cubin",
+                    json = dir + "/toy.manifest.json";
+  auto dev = Device::open(fakeDriver());
+  LayerManifest m = toyManifest();
+  m.artifactSha256 = detail::sha256Hex("cubin");
+  write("toy.cubin", "cubin");
+  write("toy.manifest.json", writeLayerManifest(m));
+  EXPECT_EQ(loadLayer(dev, cubin).source, CodeSource::Cubin);
+  write("toy.cubin", "another cubin");
+  try {
+    loadLayer(dev, cubin);
+    ADD_FAILURE() << "loaded a cubin that is not the manifest's";
+  } catch (const Error &e) {
+    EXPECT_EQ(std::string(e.what()),
+              "optim: the cubin does not match its manifest '" + json +
+                  "' (SHA-256 " + detail::sha256Hex("another cubin") +
+                  ", the manifest records " + detail::sha256Hex("cubin") +
+                  "): one of them was replaced after compiling; recompile "
+                  "it with optimc");
+  }
+  write("toy.manifest.json", writeLayerManifest(toyManifest()));
+  try {
+    loadLayer(dev, cubin);
+    ADD_FAILURE() << "loaded through a manifest without the cubin's hash";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("records no SHA-256"),
+              std::string::npos)
+        << e.what();
+  }
+  std::system(("rm -rf '" + dir + "'").c_str());
 }
 
 TEST_F(CudaLayerFake, DeviceMemoryIsFreedExactlyOnce) {

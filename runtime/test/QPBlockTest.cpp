@@ -8,7 +8,9 @@
 // unconstrained, an LP, G = -I as in the Sudoku layer, infeasible,
 // unbounded, the bench's n = 100 shape), and is compared with the CPU solver
 // (QPSolver): same statuses, solutions within 1e-6 relative. The two reduce
-// sums in different orders, so they agree to rounding, not bitwise.
+// sums in different orders, so they agree to rounding, not bitwise. The
+// backward pass likewise, and at singular KKT systems (non-unique
+// solutions) the least-squares gradients of QPSolver.
 //
 //===----------------------------------------------------------------------===//
 
@@ -23,7 +25,9 @@
 #include <mutex>
 #include <random>
 #include <sstream>
+#include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -255,10 +259,13 @@ void expectSame(const Data &d, const char *what, int nt,
 /// Forward then backward with the block solver (nt threads), gradients
 /// dz, dnu, dlam in; the operands' cotangents out, in the order Q, q, A, b,
 /// G, h (empty for an absent operand).
+/// `poisonRegs`: the kept rho and delta are replaced by NaN between the
+/// forward and the backward pass, so that any use of them (the
+/// least-squares correction at a singular KKT system) shows in the result.
 std::vector<std::vector<double>>
 gradientsBlock(const Data &d, int nt, const std::vector<double> &gz,
                const std::vector<double> &gnu,
-               const std::vector<double> &glam) {
+               const std::vector<double> &glam, bool poisonRegs = false) {
   using namespace optim::qpblock;
   KernelLayout lay = kernelLayout(d.n, d.m, d.p, d.hasQ, nt, 1 << 16);
   std::vector<double> shared(lay.sharedDoubles),
@@ -278,6 +285,13 @@ gradientsBlock(const Data &d, int nt, const std::vector<double> &gz,
       int32_t its = 0;
       solveProblem(team, P, w, nullptr, nullptr, nullptr, /*f32=*/false,
                    &status, &its, keep);
+      if (poisonRegs) {
+        // keepDoubles()'s layout: z, nu, lam, rowOf, m + k, rho, delta.
+        if (t == 0)
+          for (int64_t i : {1, 2})
+            keep[d.n + d.m + 2 * d.p + i] = std::nan("");
+        team.sync();
+      }
       if (status == Solved)
         backwardProblem(team, P, w, keep, gz.data(),
                         d.m ? gnu.data() : nullptr,
@@ -410,6 +424,183 @@ TEST(QPBlock, BackwardMatchesTheCpuSolversGradients) {
       }
     }
   }
+}
+
+TEST(QPBlock, RegularBackwardDoesNotUseTheLeastSquaresCorrection) {
+  // On problems with a unique solution and multipliers the active-set
+  // system is regular, and the backward pass is the refined solve alone,
+  // as before the least-squares correction existed: with the kept rho and
+  // delta (which only the correction reads) replaced by NaN, the gradients
+  // are the same bits.
+  std::mt19937_64 rng(23);
+  std::normal_distribution<double> N(0, 1);
+  for (int nt : {1, 5}) {
+    for (int rep = 0; rep < 4; ++rep) {
+      Data problems[] = {
+          makeProblem(rng, 12, 3, 8), makeProblem(rng, 9, 0, 14),
+          makeProblem(rng, 7, 4, 0), makeProblem(rng, 6, 0, 0),
+          makeProblem(rng, 16, 5, 16, true, /*negIdentityG=*/true)};
+      for (const Data &d : problems) {
+        SCOPED_TRACE("n = " + std::to_string(d.n) + ", m = " +
+                     std::to_string(d.m) + ", p = " + std::to_string(d.p) +
+                     ", " + std::to_string(nt) + " threads");
+        std::vector<double> gz(d.n), gnu(d.m), glam(d.p);
+        for (auto *v : {&gz, &gnu, &glam})
+          for (double &x : *v)
+            x = N(rng);
+        auto plain = gradientsBlock(d, nt, gz, gnu, glam);
+        auto poisoned = gradientsBlock(d, nt, gz, gnu, glam, true);
+        for (int k = 0; k < 6; ++k)
+          EXPECT_EQ(plain[k], poisoned[k]) << "operand " << k;
+      }
+    }
+  }
+}
+
+/// The cases of test/Oracle/qp_hard_oracle.py's non_unique(): problems
+/// whose solution or multipliers are not unique, so that the backward's
+/// active-set KKT system is singular.
+std::vector<std::pair<std::string, Data>> singularKKTProblems() {
+  std::mt19937_64 rng(29);
+  std::normal_distribution<double> N(0, 1);
+  std::vector<std::pair<std::string, Data>> out;
+  auto gaussian = [&](size_t count) {
+    std::vector<double> v(count);
+    for (double &x : v)
+      x = N(rng);
+    return v;
+  };
+  auto matvec = [](const std::vector<double> &M, const std::vector<double> &x,
+                   int64_t rows) {
+    const int64_t cols = int64_t(x.size());
+    std::vector<double> y(rows, 0);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < cols; ++j)
+        y[i] += M[i * cols + j] * x[j];
+    return y;
+  };
+  {
+    // min -z1 over a box: z = (1, t) for every t in [-1, 1] (an LP tie).
+    Data d;
+    d.n = 2;
+    d.p = 5;
+    d.hasQ = false;
+    d.Q.assign(4, 0);
+    d.q = {-1, 0};
+    d.G = {1, 0, 0, 1, 1, 1, -1, 0, 0, -1};
+    d.h = {1, 1, 2, 0, 1};
+    out.push_back({"LP tie", d});
+  }
+  {
+    // A PSD Q flat along z2, nothing constraining z2.
+    Data d;
+    d.n = 2;
+    d.Q = {1, 0, 0, 0};
+    d.q = {-1, 0};
+    out.push_back({"PSD Q, flat direction", d});
+  }
+  {
+    // A flat direction of a PSD Q along a face of the constraints: z3 is
+    // free on the face z1 + z2 <= 1.
+    Data d;
+    d.n = 3;
+    d.p = 2;
+    d.Q = {1, 0, 0, 0, 1, 0, 0, 0, 0};
+    d.q = {-2, -2, 0};
+    d.G = {1, 1, 0, 0, 0, 1};
+    d.h = {1, 4};
+    out.push_back({"PSD Q, flat on a face", d});
+  }
+  {
+    Data d;
+    d.n = 2;
+    d.Q.assign(4, 0);
+    d.q = {0, 0};
+    out.push_back({"Q = 0, q = 0", d});
+  }
+  {
+    // An LP whose q is in the range of A^T: every feasible z is optimal.
+    Data d;
+    d.n = 3;
+    d.m = 1;
+    d.hasQ = false;
+    d.Q.assign(9, 0);
+    d.q = {1, 1, 0};
+    d.A = {1, 1, 0};
+    d.b = {1};
+    out.push_back({"LP, q in the range of A^T", d});
+  }
+  {
+    // Row 3 of A is row 1 minus row 2.
+    Data d;
+    d.n = 4;
+    d.m = 3;
+    std::vector<double> M = gaussian(16), A = gaussian(8), z0 = gaussian(4);
+    d.Q.assign(16, 0);
+    for (int64_t i = 0; i < 4; ++i)
+      for (int64_t j = 0; j < 4; ++j)
+        for (int64_t k = 0; k < 4; ++k)
+          d.Q[i * 4 + j] += M[k * 4 + i] * M[k * 4 + j] / 4;
+    d.q = gaussian(4);
+    d.A = A;
+    for (int64_t j = 0; j < 4; ++j)
+      d.A.push_back(A[j] - A[4 + j]);
+    d.b = matvec(d.A, z0, 3);
+    out.push_back({"dependent equality rows", d});
+  }
+  {
+    // Rows 1 and 4 of G are the same constraint, active at the solution:
+    // its multiplier splits between them in any proportion.
+    Data d;
+    d.n = 4;
+    d.p = 4;
+    std::vector<double> G = gaussian(12), z0 = gaussian(4);
+    d.Q = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+    d.G = G;
+    d.G.insert(d.G.end(), G.begin(), G.begin() + 4);
+    std::vector<double> Gz = matvec(d.G, z0, 4);
+    d.h = {Gz[0], Gz[1] + 5, Gz[2] + 5, Gz[3]};
+    d.q.resize(4);
+    for (int64_t j = 0; j < 4; ++j)
+      d.q[j] = -(z0[j] + 2 * G[j]);
+    out.push_back({"two identical active inequality rows", d});
+  }
+  return out;
+}
+
+TEST(QPBlock, BackwardIsTheLeastSquaresSolutionAtASingularKKTSystem) {
+  // QP.cpp's convention (docs/qp.md, "Non-unique solutions"; checked there
+  // against numpy's lstsq by qp-hard-oracle.test): the least-squares,
+  // minimum-norm solution of the singular system, not the null-space
+  // component of the right-hand side divided by rho (gradients of 1e10:
+  // measured 1e9 to 3e10 on these cases before the block solver had it).
+  // Tolerance 1e-5 relative: where nu is not unique (dependent rows of A)
+  // the two forwards' nu differ by ~1e-6 relative, and dA = dnu z^T +
+  // nu dz^T with them (measured: 6e-7 for dA, at most 1e-10 elsewhere).
+  std::mt19937_64 rng(31);
+  std::normal_distribution<double> N(0, 1);
+  const char *names[6] = {"dQ", "dq", "dA", "db", "dG", "dh"};
+  for (const auto &[name, d] : singularKKTProblems())
+    for (int nt : {1, 4}) {
+      std::vector<double> gz(d.n), gnu(d.m), glam(d.p);
+      for (auto *v : {&gz, &gnu, &glam})
+        for (double &x : *v)
+          x = N(rng);
+      auto blk = gradientsBlock(d, nt, gz, gnu, glam);
+      auto cpu = gradientsCpu(d, gz, gnu, glam);
+      for (int k = 0; k < 6; ++k) {
+        SCOPED_TRACE(name + ", " + names[k] + ", " + std::to_string(nt) +
+                     " threads");
+        ASSERT_EQ(blk[k].size(), cpu[k].size());
+        if (cpu[k].empty())
+          continue;
+        double big = 0;
+        for (double x : blk[k])
+          big = std::max(big, std::abs(x));
+        EXPECT_LT(big, 1e3);
+        EXPECT_LT(relErr(blk[k], cpu[k]), 1e-5);
+      }
+    }
 }
 
 TEST(QPBlock, SharedMemoryBudgetDoesNotChangeTheAnswer) {

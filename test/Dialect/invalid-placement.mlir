@@ -154,16 +154,17 @@ func.func @step_of_string(%p: f32) -> f32 attributes {optim.step_of = "r"} {
 
 // -----
 
-// expected-error @+1 {{'func.func' op 'optim.vjp_layout' must be array<i64: hyperparameters, states, weights> or array<i64: hyperparameters, states, weights, reductions>, each count between 0 and the number of arguments, got array<i64: 0, 0>}}
+// expected-error @+1 {{'func.func' op 'optim.vjp_layout' must be array<i64: hyperparameters, states, weights> or array<i64: hyperparameters, states, weights, reductions>, or array<i64: hyperparameters, states, weights, reductions, inputs>, each count between 0 and the number of arguments, got array<i64: 0, 0>}}
 func.func @layout_short(%p: f32) -> f32 attributes {optim.vjp_of = @r, optim.vjp_layout = array<i64: 0, 0>} {
   return %p : f32
 }
 
 // -----
 
-// Four counts are a rule with tensor reductions; five are nothing.
+// Four counts are a rule with tensor reductions, five one with inputs (the
+// fifth count; the fourth may then be 0); six are nothing.
 // expected-error @+1 {{'optim.vjp_layout' must be array<i64: hyperparameters, states, weights>}}
-func.func @layout_long(%p: f32) -> f32 attributes {optim.vjp_of = @r, optim.vjp_layout = array<i64: 0, 0, 0, 1, 0>} {
+func.func @layout_long(%p: f32) -> f32 attributes {optim.vjp_of = @r, optim.vjp_layout = array<i64: 0, 0, 0, 1, 0, 0>} {
   return %p : f32
 }
 

@@ -240,6 +240,46 @@ optim.rule @f32_overflow_state(%p: f32, %g: f32, %t: i64) state(%m: f32 = -1.0e3
 
 // -----
 
+// expected-error @+1 {{'optim.rule' op body has 3 arguments, but the signature needs 4 (p, g, t, 0 hyperparameters, 0 states, 0 weights, 1 inputs)}}
+"optim.rule"() <{hyper_const = array<i1>, hyper_defaults = array<f64>, hyper_names = [], input_names = ["h"], state_inits = array<f64>, state_names = [], sym_name = "missing_input", weight_names = []}> ({
+^bb0(%p: f32, %g: f32, %t: i64):
+  "optim.yield"(%p) : (f32) -> ()
+}) : () -> ()
+
+// -----
+
+// An input is one value per coordinate, of the element type.
+// expected-error @+1 {{'optim.rule' op input 'h' must have the element type 'f32', got 'vector<2xf32>'}}
+optim.rule @vector_input(%p: f32, %g: f32, %t: i64) input(%h: vector<2xf32>) {
+  optim.yield %p : f32
+}
+
+// -----
+
+// expected-error @+1 {{'optim.rule' op input 'h' must have the element type 'f64', got 'f32'}}
+optim.rule @f32_input(%p: f64, %g: f64, %t: i64) input(%h: f32) {
+  optim.yield %p : f64
+}
+
+// -----
+
+// Inputs are named like states: unique, and not p, g or t.
+// expected-error @+1 {{'optim.rule' op duplicate name 'm'}}
+"optim.rule"() <{hyper_const = array<i1>, hyper_defaults = array<f64>, hyper_names = [], input_names = ["m"], state_inits = array<f64: 0.0>, state_names = ["m"], sym_name = "input_named_like_state", weight_names = []}> ({
+^bb0(%p: f32, %g: f32, %t: i64, %m: f32, %h: f32):
+  "optim.yield"(%p, %m) : (f32, f32) -> ()
+}) : () -> ()
+
+// -----
+
+// expected-error @+1 {{'optim.rule' op duplicate name 'g'}}
+"optim.rule"() <{hyper_const = array<i1>, hyper_defaults = array<f64>, hyper_names = [], input_names = ["g"], state_inits = array<f64>, state_names = [], sym_name = "input_named_g", weight_names = []}> ({
+^bb0(%p: f32, %g: f32, %t: i64, %h: f32):
+  "optim.yield"(%p) : (f32) -> ()
+}) : () -> ()
+
+// -----
+
 // expected-error @+1 {{'optim.rule' op p must be f32 or f64, got 'i32'}}
 optim.rule @int_p(%p: i32, %g: i32, %t: i64) {
   optim.yield %p : i32

@@ -116,6 +116,43 @@ optim.rule @vector_state(%p: f32, %g: f32, %t: i64)
   optim.yield %p, %1, %c, %n : f32, vector<4xf32>, vector<4xf32>, f32
 }
 
+// Per-coordinate inputs (`input h, z` in the language): the last block
+// arguments, after the states (and weights); `input(...)` is printed only
+// when there are some. Sophia's update with the Hessian estimate %h.
+// CHECK-LABEL: optim.rule @sophia(%p: f32, %g: f32, %t: i64)
+// CHECK-SAME: hyper(%lr: f32 = 0.0001, %rho: f32 = 0.04)
+// CHECK-SAME: state(%m: f32 = 0.0, %hh: f32 = 0.0) input(%h: f32, %z: f32) {
+// CHECK-NEXT:    %[[HH:.*]] = arith.addf %hh, %h : f32
+// CHECK-NEXT:    %[[D:.*]] = arith.mulf %rho, %[[HH]] : f32
+// CHECK-NEXT:    %[[U:.*]] = arith.divf %m, %[[D]] : f32
+// CHECK-NEXT:    %[[S:.*]] = arith.mulf %lr, %[[U]] : f32
+// CHECK-NEXT:    %[[N:.*]] = arith.addf %[[S]], %z : f32
+// CHECK-NEXT:    %[[NEW:.*]] = arith.subf %p, %[[N]] : f32
+// CHECK-NEXT:    optim.yield %[[NEW]], %g, %[[HH]] : f32, f32, f32
+// GENERIC-LABEL: "optim.rule"() <{hyper_const = array<i1: false, false>, hyper_defaults = array<f64: 1.000000e-04, 4.000000e-02>, hyper_names = ["lr", "rho"], input_names = ["h", "z"], state_inits = array<f64: 0.000000e+00, 0.000000e+00>, state_names = ["m", "hh"], sym_name = "sophia", weight_names = []}>
+// GENERIC: ^bb0(%{{.*}}: f32, %{{.*}}: f32, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: f32, %{{.*}}: f32, %{{.*}}: f32, %{{.*}}: f32, %{{.*}}: f32):
+optim.rule @sophia(%p: f32, %g: f32, %t: i64)
+    hyper(%lr: f32 = 1.0e-4, %rho: f32 = 0.04)
+    state(%m: f32 = 0.0, %hh: f32 = 0.0) input(%h: f32, %z: f32) {
+  %0 = arith.addf %hh, %h : f32
+  %1 = arith.mulf %rho, %0 : f32
+  %2 = arith.divf %m, %1 : f32
+  %3 = arith.mulf %lr, %2 : f32
+  %4 = arith.addf %3, %z : f32
+  %5 = arith.subf %p, %4 : f32
+  optim.yield %5, %g, %0 : f32, f32, f32
+}
+
+// Inputs after weights, in an f64 learned rule.
+// CHECK-LABEL: optim.rule @learned_input(%p: f64, %g: f64, %t: i64) weights(%w: tensor<1x2xf64>) input(%h: f64) {
+// CHECK-NEXT:    %[[Y:.*]] = optim.linear %h, %w : f64, tensor<1x2xf64> -> f64
+// GENERIC-LABEL: "optim.rule"() <{hyper_const = array<i1>, hyper_defaults = array<f64>, hyper_names = [], input_names = ["h"], state_inits = array<f64>, state_names = [], sym_name = "learned_input", weight_names = ["w"]}>
+optim.rule @learned_input(%p: f64, %g: f64, %t: i64) weights(%w: tensor<1x2xf64>) input(%h: f64) {
+  %y = optim.linear %h, %w : f64, tensor<1x2xf64> -> f64
+  %0 = arith.addf %p, %y : f64
+  optim.yield %0 : f64
+}
+
 // A learned rule: hyperparameters (one const), vector states, weights, and
 // every learned-rule op. The LSTM cell takes a vector input (the output of
 // log_sign, then the hidden state of the first cell) and a scalar one; the

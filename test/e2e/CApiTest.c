@@ -1088,6 +1088,72 @@ static void testTensorReductions(void) {
   CHECK_OK(optim_optimizer_release(opt));
 }
 
+/* A rule with a per-coordinate input (`input noise`): SGLD, in f64, stepped
+   with optim_optimizer_step_inputs_f64 against a reference in C; the plain
+   step refuses it, naming the input. */
+static void testRuleInputs(void) {
+  optim_rule *sgld = NULL, *adam = compileExample("adam", 0);
+  size_t n = 99;
+  const char *name = NULL;
+  CHECK_OK(optim_rule_num_inputs(adam, &n));
+  CHECK(n == 0);
+  CHECK_OK(optim_compile_source(
+      "rule sgld(lr = 0.01) {\n  input noise\n"
+      "  p -= lr / 2 * g + sqrt(lr) * noise\n}\n",
+      "sgld.optim", NULL, 1, &sgld));
+  if (!sgld) {
+    optim_rule_release(adam);
+    return;
+  }
+  CHECK_OK(optim_rule_num_inputs(sgld, &n));
+  CHECK(n == 1);
+  CHECK_OK(optim_rule_input(sgld, 0, &name));
+  CHECK(name && strcmp(name, "noise") == 0);
+  CHECK_ERROR(optim_rule_input(sgld, 1, &name), OPTIM_ERROR_NOT_FOUND,
+              "rule 'sgld' has 1 inputs");
+
+  enum { N = 37 };
+  double p[N], ref[N], g[N], noise[N];
+  for (int i = 0; i < N; ++i)
+    p[i] = ref[i] = 0.1 * i;
+  double *params[1] = {p};
+  int64_t sizes[1] = {N};
+  optim_optimizer *opt = NULL;
+  CHECK_OK(optim_optimizer_create_f64(sgld, params, sizes, 1, NULL, &opt));
+  const double *grads[1] = {g}, *noises[1] = {noise};
+  optim_input_f64 in = {"noise", noises, sizes};
+  optim_input_f64 bogus = {"h", noises, sizes};
+  int stepped = -1;
+  CHECK_ERROR(optim_optimizer_step_f64(opt, grads, sizes, 1, &stepped),
+              OPTIM_ERROR_INVALID_ARGUMENT,
+              "takes the per-coordinate input 'noise' with every step, "
+              "besides the gradients: call optim_optimizer_step_inputs_f64");
+  CHECK_ERROR(
+      optim_optimizer_step_inputs_f64(opt, grads, sizes, 1, &bogus, 1, NULL),
+      OPTIM_ERROR_NOT_FOUND, "rule 'sgld' has no input 'h'");
+  CHECK_ERROR(
+      optim_optimizer_step_inputs_f64(opt, grads, sizes, 1, NULL, 0, NULL),
+      OPTIM_ERROR_INVALID_ARGUMENT, "needs its input 'noise'");
+  CHECK(stepped == -1);
+  int bad = 0;
+  for (int t = 0; t < 5; ++t) {
+    for (int i = 0; i < N; ++i) {
+      g[i] = gradAt(t, 0, i);
+      noise[i] = cos(1.3 * i + t);
+      ref[i] -= 0.01 / 2 * g[i] + sqrt(0.01) * noise[i];
+    }
+    CHECK_OK(optim_optimizer_step_inputs_f64(opt, grads, sizes, 1, &in, 1,
+                                             &stepped));
+    CHECK(stepped == 1);
+  }
+  for (int i = 0; i < N; ++i)
+    bad += !near(p[i], ref[i], 1e-12);
+  CHECK(bad == 0);
+  CHECK_OK(optim_optimizer_release(opt));
+  CHECK_OK(optim_rule_release(sgld));
+  CHECK_OK(optim_rule_release(adam));
+}
+
 static void testStatusNames(void) {
   CHECK(strcmp(optim_status_name(OPTIM_OK), "OPTIM_OK") == 0);
   CHECK(strcmp(optim_status_name(OPTIM_ERROR_IO), "OPTIM_ERROR_IO") == 0);
@@ -1114,6 +1180,7 @@ int main(int argc, char **argv) {
   testConcurrentCompiles();
   testLearnedWeights();
   testTensorReductions();
+  testRuleInputs();
   testStatusNames();
   printf("%d passed, %d failed\n", passed, failed);
   return failed ? 1 : 0;

@@ -52,6 +52,8 @@ struct Problem {
   const RuleInfo &info;
   int64_t n, chunk;
   std::vector<double> p, g, dp;
+  /// The rule's per-coordinate inputs (`input h`): constants, like g.
+  std::vector<std::vector<double>> inputs;
   std::vector<std::vector<double>> states, ds; // Component-major.
   std::vector<double> hypers;
   std::vector<std::vector<double>> weights;
@@ -72,6 +74,10 @@ struct Problem {
     // Gradients of several magnitudes, for both branches of log_sign.
     for (int64_t i = 0; i < n; i += 3)
       g[i] *= 1e-6;
+    for (size_t k = 0; k < info.inputs.size(); ++k) {
+      inputs.emplace_back();
+      fill(inputs.back(), n, 1.0);
+    }
     for (const StateSpec &s : info.states) {
       states.emplace_back();
       ds.emplace_back();
@@ -109,6 +115,8 @@ struct Problem {
       int64_t off = int64_t(c) * chunk;
       ptrs.push_back(pp.data() + off);
       ptrs.push_back(const_cast<double *>(g.data()) + off);
+      for (auto &in : inputs)
+        ptrs.push_back(const_cast<double *>(in.data()) + off);
       for (auto &s : ss)
         ptrs.push_back(s.data() + off);
     }
@@ -137,6 +145,8 @@ struct Problem {
       int64_t off = int64_t(c) * chunk;
       ptrs.push_back(const_cast<double *>(p.data()) + off);
       ptrs.push_back(const_cast<double *>(g.data()) + off);
+      for (auto &in : inputs)
+        ptrs.push_back(const_cast<double *>(in.data()) + off);
       for (auto &s : states)
         ptrs.push_back(const_cast<double *>(s.data()) + off);
       ptrs.push_back(r.dp.data() + off);
@@ -288,6 +298,30 @@ INSTANTIATE_TEST_SUITE_P(
                       "pid", "adam_warmup_cosine", "adapnm", "padam",
                       "tiger"),
     [](const auto &info) { return std::string(info.param); });
+
+TEST(VJPKernel, PerCoordinateInputs) {
+  // Inputs are constants like g (no cotangent): Sophia with its Hessian
+  // estimate h, and a rule whose two inputs reach p, a state's initial
+  // value and a select (KernelABI.h, version 7: pointers p, g, inputs,
+  // states, cotangents).
+  check(R"(
+rule sophia(lr = 0.05, beta1 = 0.9, beta2 = 0.95, rho = 5, eps = 1e-3) {
+  input h
+  state m = 0, hh = 0.5
+  m = beta1 * m + (1 - beta1) * g
+  hh = beta2 * hh + (1 - beta2) * h * h
+  p -= lr * clamp(m / max(rho * hh, eps), -1, 1)
+}
+)");
+  check(R"(
+rule two(lr = 0.3, k = 0.7) {
+  input a, z
+  state w = a * k
+  w = select(z > 0, w * a + g, w - z * g)
+  p -= lr * w * a + k * z * p
+}
+)");
+}
 
 TEST(VJPKernel, BooleansAndFirstStepStates) {
   // Booleans (i1, vector<4xi1>) carry no derivative: the adjoint flows

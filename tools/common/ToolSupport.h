@@ -50,6 +50,28 @@ inline std::string mlpOptionsUnused(const std::string &task,
          "none (it is the 10-d quadratic of Andrychowicz et al.)";
 }
 
+/// The error for rule `rule` with per-coordinate inputs `inputs` (`input h`:
+/// RuleInfo::inputs) that a tool would run on its built-in tasks, which
+/// compute gradients and nothing else: nothing would supply the inputs. ""
+/// when it has none.
+inline std::string inputsUnsupplied(const std::string &rule,
+                                    const std::vector<std::string> &inputs) {
+  if (inputs.empty())
+    return "";
+  std::string names;
+  for (size_t i = 0; i < inputs.size(); ++i)
+    names += (i == 0 ? "'" : i + 1 == inputs.size() ? " and '" : ", '") +
+             inputs[i] + "'";
+  return "rule '" + rule + "' takes the per-coordinate input" +
+         (inputs.size() == 1 ? " " : "s ") + names +
+         " with every step, which the built-in tasks do not supply (they "
+         "compute gradients only); run it from a program that computes " +
+         (inputs.size() == 1 ? "it" : "them") +
+         ": Optimizer::step(grads, inputs) in C++, "
+         "optim_optimizer_step_inputs_f32/_f64 in C, or "
+         "Optimizer.step(grads, inputs={...}) in Python";
+}
+
 /// Whether `message` starts with a located diagnostic, "FILE:LINE:COL:
 /// error: ..." (or a warning before the errors): it names its place itself,
 /// and a tool's prefix before it would say "error" twice.

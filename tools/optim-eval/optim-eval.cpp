@@ -408,6 +408,10 @@ int evaluate() {
     c.file = file;
     c.rule = compiler.compileFile(file);
     c.learned = !c.rule.info().weights.empty();
+    std::string unsupplied =
+        tools::inputsUnsupplied(c.rule.info().name, c.rule.info().inputs);
+    if (!unsupplied.empty())
+      throw Error(unsupplied + " (" + file + ")");
     for (const Candidate &other : cands)
       if (other.rule.info().name == c.rule.info().name)
         throw Error("rule '" + c.rule.info().name + "' is given twice (" +

@@ -537,6 +537,14 @@ int run(Options o) {
                 "' has no learned weights: nothing to meta-train");
   Rule metaRule =
       compile(Compiler(), o.metaRule, o.metaRuleName, "--meta-rule-name");
+  // The episodes feed both rules gradients only (the meta-rule gets the
+  // meta-gradient of the weights): nothing supplies per-coordinate inputs.
+  for (const Rule *r : {&rule, &metaRule}) {
+    std::string unsupplied =
+        tools::inputsUnsupplied(r->info().name, r->info().inputs);
+    if (!unsupplied.empty())
+      throw Error(unsupplied);
+  }
 
   tasks::TaskOptions taskOptions;
   taskOptions.dataDir = o.dataDir;

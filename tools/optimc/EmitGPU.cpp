@@ -1,6 +1,7 @@
 //===- EmitGPU.cpp - optimc's CUDA outputs (lowered, ptx, cubin) ----------===//
 
 #include "EmitGPU.h"
+#include "ArtifactFiles.h"
 #include "optim/Compiler/Describe.h"
 #include "optim/Dialect/OptimOps.h"
 #include "optim/LayerManifest.h"
@@ -86,6 +87,15 @@ int optim::emitGPU(mlir::ModuleOp module, const GPUEmitOptions &options) {
                            : options.output;
   llvm::SmallString<256> manifestPath(output);
   llvm::sys::path::replace_extension(manifestPath, ".manifest.json");
+  // The PTX goes beside the cubin, as a fatbin would carry it: a driver
+  // that cannot use the cubin (older than the ptxas that made it, or a
+  // newer architecture) compiles the PTX instead (Device::loadRule).
+  llvm::SmallString<256> ptxPath(output);
+  llvm::sys::path::replace_extension(ptxPath, ".ptx");
+  const bool writePTX = ptxPath != output;
+  // The manifest records both files' SHA-256, which the loaders check.
+  const std::string cubinHash = tools::sha256Hex(*cubin);
+  const std::string ptxHash = writePTX ? tools::sha256Hex(*ptx) : "";
   std::string manifestText;
   if (rules.empty()) {
     // The launch the kernel was compiled for (optim-lower-layers-to-gpu
@@ -102,22 +112,26 @@ int optim::emitGPU(mlir::ModuleOp module, const GPUEmitOptions &options) {
     manifest.sharedBytes = lay.sharedBytes;
     manifest.workDoubles = lay.workDoubles;
     manifest.dataDoubles = lay.dataDoubles;
+    manifest.artifactSha256 = cubinHash;
+    manifest.ptxSha256 = ptxHash;
     manifestText = writeLayerManifest(manifest);
   } else {
     Manifest manifest{info, OPTIM_RULE_SYMBOL_PREFIX + info.name,
                       describeGPUTarget(pipeline.arch),
                       OPTIM_KERNEL_ABI_VERSION};
+    manifest.artifactSha256 = cubinHash;
+    manifest.ptxSha256 = ptxHash;
     manifestText = writeManifest(manifest);
   }
-  // The PTX goes beside the cubin, as a fatbin would carry it: a driver
-  // that cannot use the cubin (older than the ptxas that made it, or a
-  // newer architecture) compiles the PTX instead (Device::loadRule).
-  llvm::SmallString<256> ptxPath(output);
-  llvm::sys::path::replace_extension(ptxPath, ".ptx");
-  if (int rc = write(output, *cubin))
-    return rc;
-  if (ptxPath != output)
-    if (int rc = write(ptxPath, *ptx))
-      return rc;
-  return write(manifestPath, manifestText);
+  // The cubin, its PTX and the manifest as one group (ArtifactFiles.h):
+  // staged, then renamed into place, the manifest last.
+  tools::StagedFiles files;
+  std::string err = files.stage(output, *cubin);
+  if (err.empty() && writePTX)
+    err = files.stage(std::string(ptxPath), *ptx);
+  if (err.empty())
+    err = files.stage(std::string(manifestPath), manifestText);
+  if (err.empty())
+    err = files.commit();
+  return err.empty() ? 0 : fail(err);
 }

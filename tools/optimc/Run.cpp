@@ -47,6 +47,11 @@ int optim::runTask(const RunOptions &o) {
                   "--precision=f32");
     Compiler compiler(compileOptions);
     Rule rule = compiler.compileFile(o.ruleFile, Target::cpu(), o.ruleName);
+    // Before the task reads its data: nothing here could supply the inputs.
+    std::string unsupplied =
+        tools::inputsUnsupplied(rule.info().name, rule.info().inputs);
+    if (!unsupplied.empty())
+      throw Error(unsupplied);
     double compileMs = std::chrono::duration<double, std::milli>(
                            std::chrono::steady_clock::now() - start)
                            .count();

@@ -10,6 +10,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "ArtifactFiles.h"
 #include "EmitGPU.h"
 #include "Run.h"
 #include "WriteError.h"
@@ -210,16 +211,17 @@ std::string replaceExtension(llvm::StringRef path, llvm::StringRef ext) {
   return std::string(s);
 }
 
-/// Links an object file into a shared library with the system's C compiler
-/// driver (clang-22 from the project's dependencies, else cc).
-int linkShared(const std::string &object, const std::string &output) {
+/// Links an object file into a shared library `tmp` (a temporary that the
+/// caller renames to `output`, the name errors give) with the system's C
+/// compiler driver (clang-22 from the project's dependencies, else cc).
+int linkShared(const std::string &object, const std::string &output,
+               const std::string &tmp) {
   llvm::ErrorOr<std::string> driver = llvm::sys::findProgramByName("clang-22");
   if (!driver)
     driver = llvm::sys::findProgramByName("cc");
   if (!driver)
     return fail("no linker driver found (clang-22 or cc) to make '" + output +
                 "'");
-  std::string tmp = output + ".tmp";
   llvm::SmallVector<llvm::StringRef> args = {*driver, "-shared", "-o",
                                              tmp,     object,    "-lm"};
   std::string message;
@@ -230,8 +232,6 @@ int linkShared(const std::string &object, const std::string &output) {
     return fail("linking '" + output + "' failed" +
                 (message.empty() ? "" : ": " + message));
   }
-  if (std::error_code ec = llvm::sys::fs::rename(tmp, output))
-    return fail("cannot write '" + output + "': " + ec.message());
   return 0;
 }
 
@@ -428,20 +428,38 @@ int main(int argc, char **argv) {
                            optim::describeTarget(**tm),
                            OPTIM_KERNEL_ABI_VERSION};
   std::string manifestPath = replaceExtension(output, ".manifest.json");
+  // The artifact and its manifest as a pair (ArtifactFiles.h): both staged,
+  // the manifest recording the artifact's SHA-256, then renamed into place,
+  // the manifest last.
+  optim::tools::StagedFiles files;
   if (emit == Emit::Object) {
-    if (int rc = write(output, [&](llvm::raw_ostream &os) { os << *object; }))
-      return rc;
+    if (std::string err = files.stage(output, *object); !err.empty())
+      return fail(err);
+    manifest.artifactSha256 = optim::tools::sha256Hex(*object);
   } else {
     std::string objectPath = output + ".o.tmp";
     if (int rc =
             write(objectPath, [&](llvm::raw_ostream &os) { os << *object; }))
       return rc;
-    int rc = linkShared(objectPath, output);
+    std::string linked = optim::tools::temporaryPathFor(output);
+    files.adopt(linked, output); // removed unless renamed into place
+    int rc = linkShared(objectPath, output, linked);
     llvm::sys::fs::remove(objectPath);
     if (rc)
       return rc;
+    auto library = llvm::MemoryBuffer::getFile(linked, /*IsText=*/false,
+                                               /*RequiresNullTerminator=*/false);
+    if (!library)
+      return fail("cannot read the linked '" + output +
+                  "': " + library.getError().message());
+    manifest.artifactSha256 =
+        optim::tools::sha256Hex((*library)->getBuffer());
   }
-  return write(manifestPath, [&](llvm::raw_ostream &os) {
-    os << optim::writeManifest(manifest);
-  });
+  if (std::string err =
+          files.stage(manifestPath, optim::writeManifest(manifest));
+      !err.empty())
+    return fail(err);
+  if (std::string err = files.commit(); !err.empty())
+    return fail(err);
+  return 0;
 }

@@ -11,13 +11,13 @@ def LowerRulesToKernels
   let description = [{
     Replaces every `optim.rule` by a `func.func @optim_rule_<name>` with the
     ABI of runtime/include/optim/KernelABI.h: it loops over a range of chunks
-    and, in each, over the chunk's coordinates, reading p, g and the state
-    once and writing p and the state once.
+    and, in each, over the chunk's coordinates, reading p, g, the inputs and
+    the state once and writing p and the state once.
 
     The body is split by a uniformity analysis: what depends only on the
     hyperparameters and the step (bias corrections, `1 - beta`, ...) is
     computed once per call, in scalar form, before any loop; what depends on
-    p, g or the state is computed per coordinate, `vector-width` coordinates
+    p, g, an input or the state is computed per coordinate, `vector-width` coordinates
     at a time (SIMD lanes = coordinates), with a scalar loop for the
     remainder of each chunk.
 
@@ -35,7 +35,7 @@ def LowerRulesToKernels
     broadcast four independent FMAs per row, and each block prefetches the
     next block's state lines.
 
-    Update rules prefetch each stream (p, g, every state) `prefetch-distance`
+    Update rules prefetch each stream (p, g, every input read, every state) `prefetch-distance`
     bytes ahead in their vector loop, on chunks of at least four times that
     length: the loads in flight are bounded by the reorder buffer, and a rule
     with heavy arithmetic (Adam's divisions and square root) otherwise keeps
@@ -83,7 +83,7 @@ def LowerRulesToKernels
     Option<"prefetchDistance", "prefetch-distance", "unsigned",
            /*default=*/"1024",
            "How many bytes ahead the vector loop of an update rule "
-           "prefetches each stream (p, g, every state); 0 disables. Keeps "
+           "prefetches each stream (p, g, inputs, states); 0 disables. Keeps "
            "enough cache lines in flight when the arithmetic is heavy">
   ];
 }
@@ -153,7 +153,7 @@ def LowerVJPToKernels
     `func.func @optim_vjp_kernel_<rule>` with the VJP ABI of
     runtime/include/optim/KernelABI.h. Per coordinate, `vector-width`
     coordinates at a time (SIMD lanes = coordinates) with a scalar loop for
-    each chunk's remainder, it reads p, g, the state and the cotangents of
+    each chunk's remainder, it reads p, g, the inputs, the state and the cotangents of
     the new p and state once, recomputes the step, and overwrites the
     cotangents with those of the incoming p and state.
 

@@ -56,7 +56,8 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
       also returns, per reduction, this coordinate's cotangent of rho_r and,
       for max and min, 1.0 where the reduction's operand equals rho_r
       (0.0 otherwise, and for the other kinds): the counts that share a
-      tie's cotangent. `optim.vjp_layout` is then [H, S, W, R];
+      tie's cotangent. `optim.vjp_layout` is then [H, S, W, R] (or
+    [H, S, W, R, I] with inputs);
     * `@optim_vjp_reductions_<rule>(p, g, t, hypers..., states...,
       weights..., dp, dstates..., rho..., u...) -> (dp, dstates...,
       dhypers..., dweights...)`, marked `optim.vjp_reductions`, seeds each
@@ -83,13 +84,17 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     Learned rules get weights among the arguments of both functions, after
     the states, and their cotangents among the results of the VJP, after the
     hyperparameters': `-> (dp, dstates..., dhypers..., dweights...)`. The
-    weight cotangent is one coordinate's contribution. `optim.lstm_cell` and
+    weight cotangent is one coordinate's contribution. A rule's
+    per-coordinate inputs (`input h`) come after the weights in both
+    functions' arguments (before the cotangents), and are constants like `g`:
+    no cotangent. `optim.lstm_cell` and
     `optim.linear` are differentiated into `optim.lstm_cell_vjp` and
     `optim.linear_vjp`, vector states and indexing into vector-dialect
     insert/broadcast/reduction, `log_sign` with respect to both operands.
     The VJP functions carry `optim.vjp_of` (the rule) and `optim.vjp_layout`
     (numbers of hyperparameters, states and weights, then of reductions if
-    the rule has any), which `optim-lower-vjp-to-kernels` reads; the step
+    the rule has any or has inputs, then of inputs if any: [H, S, W],
+    [H, S, W, R] or [H, S, W, R, I] with R possibly 0), which `optim-lower-vjp-to-kernels` reads; the step
     function carries `optim.step_of` (the rule). With these marks, and only
     in a rule or such a function, the verifier accepts per-coordinate ops
     (`lstm_cell`, ...).

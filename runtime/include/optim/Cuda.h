@@ -171,11 +171,14 @@ public:
   /// (default: the cubin's path with ".manifest.json" for its extension),
   /// and the PTX optimc writes next to the cubin (".ptx") when it is there.
   /// Refuses a kernel compiled for another architecture than the device's,
-  /// unless its PTX can be compiled for the device (an older one).
+  /// unless its PTX can be compiled for the device (an older one), and a
+  /// cubin or PTX whose SHA-256 is not the one the manifest records (or a
+  /// manifest that records none: Manifest::artifactSha256).
   Rule loadRule(const std::string &cubinPath,
                 const std::string &manifestPath = "");
   /// The same from bytes already in memory; `origin` names them in errors;
-  /// `ptx` may be empty.
+  /// `ptx` may be empty. The hashes are checked where the manifest records
+  /// them.
   Rule loadRule(const std::string &cubin, const std::string &manifestJSON,
                 const std::string &origin, const std::string &ptx = "");
 
@@ -243,6 +246,14 @@ struct DeviceTensor {
   int64_t size = 0;
 };
 
+/// The tensors of one per-coordinate input of a rule (`input h`,
+/// RuleInfo::inputs) for a step: one per parameter tensor, in device memory,
+/// of its size, as the gradients.
+struct DeviceInput {
+  std::string name;
+  std::vector<DeviceTensor> tensors;
+};
+
 struct OptimizerOptions {
   /// Coordinates per chunk (one thread block each), a multiple of 4 (every
   /// chunk of an aligned tensor stays 16-byte aligned); 0: automatic, 16384
@@ -285,7 +296,17 @@ public:
   /// stream, combines the chunks' partials on the host in chunk order (as
   /// the CPU executor does) and uploads the results before it enqueues the
   /// rule kernel: its step returns once the first pass is done.
+  /// A rule with per-coordinate inputs refuses this form (it names them).
   void step(const std::vector<DeviceTensor> &grads);
+  /// The same with the rule's per-coordinate inputs (KernelABI.h, version
+  /// 7: the chunk table has 2 + I + S pointers per chunk): every input of
+  /// the rule named exactly once, one device tensor per parameter of its
+  /// size; a rule without inputs takes an empty list. Throws, launching
+  /// nothing, on an unknown, repeated or missing name, a wrong count, size,
+  /// null or misaligned pointer. The table is rebuilt when a gradient or an
+  /// input moves.
+  void step(const std::vector<DeviceTensor> &grads,
+            const std::vector<DeviceInput> &inputs);
   int64_t stepCount() const { return step_; }
   /// The options in use: automatic chunk and block sizes resolved.
   const OptimizerOptions &options() const { return options_; }
@@ -298,7 +319,11 @@ public:
   void readState(const std::string &name, size_t index, void *host) const;
 
 private:
-  void buildTable(const std::vector<DeviceTensor> &grads);
+  /// `inputs[k]`: the tensors of the rule's input k (declaration order).
+  void buildTable(const std::vector<DeviceTensor> &grads,
+                  const std::vector<const std::vector<DeviceTensor> *> &inputs);
+  void runStep(const std::vector<DeviceTensor> &grads,
+               const std::vector<const std::vector<DeviceTensor> *> &inputs);
   Rule rule_;
   std::vector<DeviceTensor> params_;
   OptimizerOptions options_;
@@ -311,6 +336,7 @@ private:
   std::vector<Buffer> weights_;
   std::vector<bool> weightSet_;
   Buffer table_;
+  /// The gradients and then the inputs (input-major) the table points to.
   std::vector<CUdeviceptr> tableGrads_;
   /// Rules with tensor reductions: the chunks' partials and reduced values
   /// in device memory and on the host (hostReduced_ is the source of an

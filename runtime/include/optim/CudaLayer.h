@@ -43,13 +43,14 @@ struct LayerKernel {
 /// manifest (default: the cubin's path with ".manifest.json" for its
 /// extension) and its PTX when it is there (".ptx", as for rules:
 /// Device::loadRule). Refuses another architecture's kernel, a rule's
-/// manifest, and a kernel needing more shared memory than the device grants
-/// a block.
+/// manifest, a kernel needing more shared memory than the device grants
+/// a block, and a cubin or PTX whose SHA-256 is not the one the manifest
+/// records (or a manifest that records none).
 LayerKernel loadLayer(const std::shared_ptr<Device> &device,
                       const std::string &cubinPath,
                       const std::string &manifestPath = "");
 /// The same from bytes in memory; `origin` names them in errors; `ptx` may
-/// be empty.
+/// be empty. The hashes are checked where the manifest records them.
 LayerKernel loadLayer(const std::shared_ptr<Device> &device,
                       const std::string &cubin,
                       const std::string &manifestJSON,

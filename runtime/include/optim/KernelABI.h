@@ -13,10 +13,14 @@
  *                          const void *const *weights);
  *
  * - A chunk is a contiguous run of coordinates of one parameter tensor.
- *   Chunk c has `lengths[c]` coordinates and 2 + S pointers at
- *   `ptrs[c * (2 + S)]`: the parameters, the gradients, then one per state
- *   (S = number of states of the rule), each already offset to the chunk's
- *   first coordinate. Elements are of the rule's element type (f32 or f64).
+ *   Chunk c has `lengths[c]` coordinates and 2 + I + S pointers at
+ *   `ptrs[c * (2 + I + S)]`: the parameters, the gradients, then one per
+ *   input (I = number of `input` declarations of the rule, in declaration
+ *   order; read only, like the gradients), then one per state (S = number
+ *   of states of the rule), each already offset to the chunk's first
+ *   coordinate. Elements are of the rule's element type (f32 or f64).
+ *   Inputs are version 7; rules without inputs have the same table as
+ *   before (I = 0).
  * - A vector state `h[N]` is stored component-major for the whole tensor:
  *   component j of coordinate i of the chunk lives at
  *   `state_ptr + j * strides[c] + i`, where strides[c] is the number of
@@ -42,8 +46,10 @@
 extern "C" {
 #endif
 
-/* Bumped whenever anything above changes; recorded in AOT manifests. */
-#define OPTIM_KERNEL_ABI_VERSION 6
+/* Bumped whenever anything above changes; recorded in AOT manifests.
+ * Version 7: per-coordinate inputs (RuleInfo::inputs, "inputs" in AOT
+ * manifests) in every chunk table, CPU and GPU, forward and reverse. */
+#define OPTIM_KERNEL_ABI_VERSION 7
 
 /* The prefix of every rule kernel's symbol: optim_rule_<rule name>. */
 #define OPTIM_RULE_SYMBOL_PREFIX "optim_rule_"
@@ -71,8 +77,8 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
  *                          const double *reduced);
  *
  * - Both take the chunk table, hypers, step and weights of the rule kernel
- *   above, for the same step. optim_reduce_ reads p, g and the states and
- *   writes nothing but `partials`: for each chunk c of [begin, end) and each
+ *   above, for the same step. optim_reduce_ reads p, g, the inputs and the
+ *   states and writes nothing but `partials`: for each chunk c of [begin, end) and each
  *   reduction r it OVERWRITES partials[c * R + r] with the chunk's partial,
  *   in double: the sum of the reduced value (sum, mean), the sum of its
  *   squares (norm), its maximum (max) or minimum (min); NaN propagates
@@ -116,7 +122,7 @@ typedef void (*optim_reduced_rule_kernel)(
  *                                     T hyper_{H-1});
  *
  * - ptrs, lengths and strides are the chunk table exactly as for CPU rule
- *   kernels (2 + S pointers per chunk, then lengths, then strides), in
+ *   kernels (2 + I + S pointers per chunk, then lengths, then strides), in
  *   DEVICE memory; the runtime keeps all three in one allocation. Every
  *   pointer of the table is a device (global) pointer aligned to the
  *   element type.
@@ -188,9 +194,10 @@ typedef void (*optim_reduced_rule_kernel)(
  * hypers, step and weights) with respect to the incoming parameter, the
  * incoming state, the hyperparameters and the weights; the gradient g is a
  * constant (no cotangent).
- * - Chunk c has 3 + 2S pointers at `ptrs[c * (3 + 2S)]`: p, g and the S
- *   states as they were BEFORE the step (read only), then the cotangent of
- *   p and one per state. On entry those hold the cotangents of the step's
+ * - Chunk c has 3 + I + 2S pointers at `ptrs[c * (3 + I + 2S)]`: p, g,
+ *   the I inputs (constants, as g: no cotangent) and the S states as they
+ *   were BEFORE the step (read only), then the cotangent of p and one per
+ *   state. On entry those hold the cotangents of the step's
  *   outputs (dL/dp', dL/dstate'); the kernel overwrites them with the
  *   cotangents of its inputs (dL/dp, dL/dstate). Vector states and their
  *   cotangents are component-major with `strides[c]`, as for the rule.

@@ -33,6 +33,10 @@ struct LayerManifest {
   /// memory per block in bytes, float64 workspace per problem, and of it
   /// the operands' (the stride of the backward's operand cotangents).
   int64_t threads = 0, sharedBytes = 0, workDoubles = 0, dataDoubles = 0;
+  /// The SHA-256 of the cubin and of the PTX beside it ("artifact_sha256",
+  /// "ptx_sha256", as in a rule's Manifest); empty: not recorded. loadLayer
+  /// from a file requires the first and refuses a mismatch of either.
+  std::string artifactSha256{}, ptxSha256{};
 };
 
 std::string writeLayerManifest(const LayerManifest &manifest);

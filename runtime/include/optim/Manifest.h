@@ -6,7 +6,8 @@
 // optim_rule_<name> (and, for a rule with tensor reductions, listed under
 // "reductions", optim_reduce_<name>) with the ABI of KernelABI.h, plus a
 // JSON manifest: the
-// rule's signature, the kernel symbol, the ABI version and the target it was
+// rule's signature (with "inputs", the names of its per-coordinate inputs in
+// declaration order, for a rule that has some; absent: none), the kernel symbol, the ABI version and the target it was
 // compiled for. A program that only runs precompiled rules links the runtime
 // alone:
 //
@@ -31,6 +32,14 @@ struct Manifest {
   /// skylake-avx512".
   std::string target;
   int abiVersion = OPTIM_KERNEL_ABI_VERSION;
+  /// The SHA-256 (64 lowercase hex digits) of the library, object or cubin
+  /// that optimc wrote with this manifest ("artifact_sha256"), and of the
+  /// PTX beside a cubin ("ptx_sha256"); empty: not recorded (not written).
+  /// loadRule and the CUDA loaders refuse an artifact file whose hash is
+  /// not the one recorded, or a manifest that records none: a library
+  /// replaced after compiling, or a new one beside a stale manifest that
+  /// a failed write left, is never run under the wrong description.
+  std::string artifactSha256{}, ptxSha256{};
 };
 
 std::string writeManifest(const Manifest &manifest);
@@ -40,6 +49,7 @@ Manifest readManifest(const std::string &json, const std::string &origin);
 
 /// Loads a shared library compiled by `optimc --emit=shared` and its manifest
 /// (default: the library's path with ".manifest.json" for its extension).
+/// Refuses a library whose SHA-256 is not the one its manifest records.
 Rule loadRule(const std::string &sharedLibrary,
               const std::string &manifestPath = "");
 

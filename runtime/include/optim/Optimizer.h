@@ -9,6 +9,11 @@
 //   opt.step({{gw.data(), gw.size()}, {gb.data(), gb.size()}});
 //   opt.save("ckpt.safetensors");         // state + step count, atomic
 //
+// A rule with per-coordinate inputs (`input h`, RuleInfo::inputs) takes them
+// with every step, one tensor per parameter, by name:
+//
+//   opt.step({{gw, nw}, {gb, nb}}, {{"h", {{hw, nw}, {hb, nb}}}});
+//
 // Ownership: the optimizer never owns parameters or gradients; the caller
 // keeps them alive and does not move them while the optimizer exists. It
 // owns the state. Every method that throws optim::Error changed nothing.
@@ -72,6 +77,15 @@ struct Grad {
       : data(data), size(static_cast<int64_t>(size)), dtype(DType::F64) {}
 };
 
+/// The tensors of one per-coordinate input of a rule (`input h`): `name` as
+/// the rule declares it (RuleInfo::inputs), and one read-only tensor per
+/// parameter, in parameter order, of the parameter's size and the rule's
+/// dtype, as the gradients.
+struct Input {
+  std::string name;
+  std::vector<Grad> tensors;
+};
+
 /// Parameters sharing hyperparameter values, as in torch.optim.
 struct ParamGroup {
   std::vector<Param> params;
@@ -86,6 +100,8 @@ struct OptimizerOptions {
   int64_t chunkSize = 32768;
   /// When a gradient holds a NaN or an infinity, skip the whole step (and
   /// count it) instead of writing non-finite values into the parameters.
+  /// A rule's per-coordinate inputs are checked too: a non-finite Hessian
+  /// estimate or noise sample skips the step as a gradient would.
   bool skipNonFinite = false;
 };
 
@@ -110,8 +126,19 @@ public:
   /// reads the gradients). Returns false when the step was skipped because
   /// of a non-finite gradient (skipNonFinite). A rule with tensor reductions
   /// (RuleInfo::reductions) makes two passes over the chunks, with the same
-  /// result for any number of threads (KernelABI.h, version 6).
+  /// result for any number of threads (KernelABI.h, version 6). A rule with
+  /// per-coordinate inputs refuses this form: it needs the one below.
   bool step(const std::vector<Grad> &grads);
+
+  /// The same for a rule with per-coordinate inputs (RuleInfo::inputs,
+  /// KernelABI.h version 7): `inputs` names every input of the rule exactly
+  /// once (any order), each with one tensor per parameter, checked as the
+  /// gradients are (dtype, size, alignment, no overlap with a parameter or
+  /// the state; an input may overlap a gradient or another input, all being
+  /// read only). An unknown, repeated or missing name throws. A rule without
+  /// inputs takes an empty list. With skipNonFinite, a NaN or an infinity in
+  /// an input skips the step as one in a gradient does.
+  bool step(const std::vector<Grad> &grads, const std::vector<Input> &inputs);
 
   /// Sets the learned weights `name` of a learned rule (copied):
   /// `count` elements of the rule's dtype, row-major in the shape the rule

@@ -13,9 +13,11 @@
 // rho and delta raised 100x until they factor, iterative refinement against
 // the unregularized system, the stopping rule and the stall test, the
 // infeasibility certificates from diverging iterates, and the polish on the
-// active set (up to 3 corrections). Not here: QP.cpp's low-rank (Woodbury)
-// mode, an optimization for 2p <= n without equalities whose answers agree
-// with the dense mode's to the tolerance; the dense mode is its fallback.
+// active set (up to 3 corrections); the backward pass on the kept
+// factorization, least squares where the KKT system is singular. Not here:
+// QP.cpp's low-rank (Woodbury) mode, an optimization for 2p <= n without
+// equalities whose answers agree with the dense mode's to the tolerance;
+// the dense mode is its fallback.
 // Reductions sum in another order than the CPU's kernels, so results agree
 // to rounding, not bitwise.
 //
@@ -196,12 +198,13 @@ struct KernelLayout {
 
 /// What a solved problem keeps for the backward pass: z [n], nu [m],
 /// lam [p], the active set (rowOf [p]: the row of C = [A; G_act] of each
-/// active inequality, -1 otherwise), m + k, and the factorization of the
-/// active-set system (L [n n], Y [n (m + k)], LS [(m + k)^2]), at most
-/// m + k = m + p.
+/// active inequality, -1 otherwise), m + k, the regularizations rho and
+/// delta of the factorization (the backward's least-squares correction at
+/// a singular system needs them), and the factorization of the active-set
+/// system (L [n n], Y [n (m + k)], LS [(m + k)^2]), at most m + k = m + p.
 inline int64_t keepDoubles(int64_t n, int64_t m, int64_t p) {
   const int64_t k = m + p;
-  return n + m + 2 * p + 1 + n * n + n * k + k * k;
+  return n + m + 2 * p + 3 + n * n + n * k + k * k;
 }
 
 inline KernelLayout kernelLayout(int64_t n, int64_t m, int64_t p, bool hasQ,
@@ -332,7 +335,8 @@ public:
   /// The backward pass of a problem that solve() solved with this `keep`:
   /// with incoming gradients gz [n], gnu [m], glam [p] of the caller's
   /// problem (null: zero; float32 when `f32`), solves the scaled active-set
-  /// KKT system with the kept factorization (QP.cpp's backward) and writes
+  /// KKT system with the kept factorization (QP.cpp's backward; its
+  /// least-squares solution where the system is singular) and writes
   /// the caller's operands' cotangents, float64, at dops + offset[k] (Q, q,
   /// A, b, G, h; those with offset -1 absent): dQ = (dz z^T + z dz^T) / 2,
   /// dq = dz, dA = dnu z^T + nu dz^T, db = -dnu, dG = dls z^T + lam dz^T,
@@ -724,6 +728,62 @@ private:
         x[j] += W.cx[j];
       for (int64_t i = tid(); i < m; i += nt())
         y[i] += W.cy[i];
+      T.sync();
+    }
+  }
+
+  /// QP.cpp's leastSquaresAtSingularKKT, the same rule and steps (see its
+  /// comment): where the active-set system is singular (the solution not
+  /// unique: an LP tie, a PSD Q flat on the active constraints' face,
+  /// dependent rows of [A; G_act]) and the right-hand side (W.f, W.g) has a
+  /// component along its null space, the refined residual stays above 1e-6
+  /// of the right-hand side; (x, y) is then replaced by the least-squares,
+  /// minimum-norm solution, as diffcp (cvxpylayers) returns, instead of that
+  /// component divided by rho. A consistent system leaves (x, y) as it is
+  /// (one residual more than before, nothing written). Overwrites W.f and
+  /// W.g; scratch W.rx, W.ry, W.cx, W.cy, W.ts. Not inlined, and `k`
+  /// used by reference: inlined into backward() (128 registers a thread in
+  /// the backward kernel), or with `k` by value or copied (then LLVM passes
+  /// solveKKT's KKT in registers), ptxas spilled 50 to 870 bytes in it,
+  /// solveKKT and backward() (sm_80, sm_90; the Sudoku layer). This way
+  /// nothing spills; the KKTs of both kernels live in local memory (the
+  /// stack frames grow by 112 and 120 bytes).
+  __attribute__((noinline)) void
+  leastSquaresAtSingularKKT(const KKT &k, double *x, double *y) {
+    const int64_t n = P.n, m = k.m;
+    double *f = W.f, *g = W.g;
+    residual(k, f, g, x, y, W.rx, W.ry);
+    const double r = mx(normInf(W.rx, n), normInf(W.ry, m));
+    const double rhs = mx(normInf(f, n), normInf(g, m));
+    if (!(r > 1e-6 * rhs))
+      return;
+    // The right-hand side's null-space component is rho/delta times the
+    // regularized solution's: removed, then the system solved again.
+    solveReg(k, f, g, W.cx, W.cy, W.ts);
+    for (int64_t j = tid(); j < n; j += nt())
+      f[j] -= k.rho * W.cx[j];
+    for (int64_t i = tid(); i < m; i += nt())
+      g[i] += k.delta * W.cy[i];
+    T.sync();
+    solveKKT(k, f, g, x, y);
+    // Then the solution's null-space component, while what is removed
+    // halves (QP.cpp: each removal is exact only to eps |S| / delta).
+    double last = inf();
+    for (int pass = 0; pass < 8; ++pass) {
+      for (int64_t j = tid(); j < n; j += nt())
+        W.rx[j] = k.rho * x[j];
+      for (int64_t i = tid(); i < m; i += nt())
+        W.ry[i] = -k.delta * y[i];
+      T.sync();
+      solveReg(k, W.rx, W.ry, W.cx, W.cy, W.ts);
+      const double removed = mx(normInf(W.cx, n), normInf(W.cy, m));
+      if (!(removed < last / 2))
+        break;
+      last = removed;
+      for (int64_t j = tid(); j < n; j += nt())
+        x[j] -= W.cx[j];
+      for (int64_t i = tid(); i < m; i += nt())
+        y[i] -= W.cy[i];
       T.sync();
     }
   }
@@ -1178,13 +1238,16 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     // system's factorization (the limit of the IPM's; docs/qp.md).
     const int64_t mc = eq.m;
     double *kz = keep, *knu = kz + n, *klam = knu + m, *krow = klam + p;
-    double *kL = krow + p + 1, *kY = kL + n * n, *kLS = kY + n * (m + p);
+    double *kL = krow + p + 3, *kY = kL + n * n, *kLS = kY + n * (m + p);
     copy(z, kz, n);
     copy(nu, knu, m);
     copy(lam, klam, p);
     copy(W.rowOf, krow, p);
-    if (tid() == 0)
+    if (tid() == 0) {
       krow[p] = double(mc);
+      krow[p + 1] = eq.rho;
+      krow[p + 2] = eq.delta;
+    }
     copy(W.L, kL, n * n);
     copy(W.Y, kY, n * mc);
     copy(W.LS, kLS, mc * mc);
@@ -1198,7 +1261,7 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   const int64_t n = P.n, m = P.m, p = P.p;
   const double *kz = keep, *knu = kz + n, *klam = knu + m, *krow = klam + p;
   const int64_t mc = int64_t(krow[p]);
-  const double *kL = krow + p + 1, *kY = kL + n * n, *kLS = kY + n * (m + p);
+  const double *kL = krow + p + 3, *kY = kL + n * n, *kLS = kY + n * (m + p);
   auto get = [&](const void *v, int64_t i) {
     if (!v)
       return 0.0;
@@ -1226,8 +1289,11 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   eq.m = mc;
   eq.p = 0;
   eq.A = W.C;
+  eq.rho = krow[p + 1];
+  eq.delta = krow[p + 2];
   formH(eq); // H = Qs, for the refinement's residuals
   solveKKT(eq, W.f, W.g, W.dz, W.y);
+  leastSquaresAtSingularKKT(eq, W.dz, W.y);
   // Back to the caller's problem: dnu = c/a y^_A, dls = c/g y^_G; the kept
   // nu and lam are the scaled problem's, times c/a and c/g likewise.
   const double fnu = sc.obj / sc.eq, flam = sc.obj / sc.ineq;

@@ -100,6 +100,10 @@ struct RuleInfo {
   std::vector<HyperParam> hypers;
   std::vector<StateSpec> states;
   std::vector<WeightSpec> weights;
+  /// The per-coordinate inputs (`input h`), in declaration order: read-only
+  /// tensors of the parameters' sizes that every step takes besides the
+  /// gradients (KernelABI.h, version 7; chunk pointers p, g, inputs, states).
+  std::vector<std::string> inputs;
   /// One per optim.tensor_reduce of the rule, in body order: the slots of
   /// the reduced values. Non-empty: the step runs Rule::reduceKernel, then
   /// Rule::reducedKernel (KernelABI.h); kernel() is null.

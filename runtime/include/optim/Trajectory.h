@@ -65,7 +65,10 @@ class Trajectory {
 public:
   /// A trajectory over parameter tensors of the given sizes, owned by it,
   /// of the rule's dtype, initialized to 0. The rule must have its reverse
-  /// mode (compiled with CompileOptions::vjp).
+  /// mode (compiled with CompileOptions::vjp). A rule with per-coordinate
+  /// inputs (RuleInfo::inputs: `input h`) is refused (optim::Error): steps
+  /// here take gradients only, and the tape would have to record the inputs
+  /// of every step for the backward pass.
   Trajectory(Rule rule, std::vector<int64_t> sizes,
              TrajectoryOptions options = {});
   ~Trajectory();

@@ -157,6 +157,15 @@ optim_status optim_rule_num_reductions(const optim_rule *rule, size_t *out);
 optim_status optim_rule_reduction(const optim_rule *rule, size_t index,
                                   optim_reduction_info *out);
 
+/* The per-coordinate inputs of a rule (`input h`: a Hessian estimate, a
+   noise sample, a second gradient), in declaration order; none for most
+   rules. A rule with inputs steps with optim_optimizer_step_inputs_* only
+   (optim_optimizer_step_* refuses it with OPTIM_ERROR_INVALID_ARGUMENT,
+   naming them). `*name` lives as long as the rule. */
+optim_status optim_rule_num_inputs(const optim_rule *rule, size_t *out);
+optim_status optim_rule_input(const optim_rule *rule, size_t index,
+                              const char **name);
+
 /*===--- Optimizers -------------------------------------------------------===*/
 
 typedef struct optim_options {
@@ -225,7 +234,9 @@ optim_status optim_optimizer_get(const optim_optimizer *opt, size_t group,
    must not overlap a parameter or the optimizer's state (the memory the step
    writes; OPTIM_ERROR_INVALID_ARGUMENT). `stepped`
    may be NULL; it receives 1, or 0 when the step was skipped because of a
-   non-finite gradient (skip_non_finite). A skipped step is not an error. */
+   non-finite gradient (skip_non_finite). A skipped step is not an error.
+   A rule with per-coordinate inputs needs optim_optimizer_step_inputs_*
+   below. */
 optim_status optim_optimizer_step_f32(optim_optimizer *opt,
                                       const float *const *grads,
                                       const int64_t *sizes, size_t num_grads,
@@ -234,6 +245,42 @@ optim_status optim_optimizer_step_f64(optim_optimizer *opt,
                                       const double *const *grads,
                                       const int64_t *sizes, size_t num_grads,
                                       int *stepped);
+
+/* One input of a rule for one step: `name` as the rule declares it, and one
+   tensor per parameter (num_grads of them, in parameter order): data[i]
+   holds sizes[i] elements of the rule's dtype, read only. */
+typedef struct optim_input_f32 {
+  const char *name;
+  const float *const *data;
+  const int64_t *sizes;
+} optim_input_f32;
+typedef struct optim_input_f64 {
+  const char *name;
+  const double *const *data;
+  const int64_t *sizes;
+} optim_input_f64;
+
+/* One step of a rule with per-coordinate inputs: the gradients as for
+   optim_optimizer_step_*, and every input of the rule exactly once, in any
+   order (`num_inputs` of them; a rule without inputs takes 0). Each input's
+   tensors are checked as the gradients are (sizes, dtype, NULL, alignment,
+   no overlap with a parameter or the state; they may overlap a gradient or
+   each other). OPTIM_ERROR_NOT_FOUND for a name the rule has no input of;
+   OPTIM_ERROR_INVALID_ARGUMENT for a missing or repeated input, or a bad
+   tensor. With skip_non_finite, a NaN or an infinity in an input skips the
+   step as one in a gradient does (`stepped` 0). */
+optim_status optim_optimizer_step_inputs_f32(optim_optimizer *opt,
+                                             const float *const *grads,
+                                             const int64_t *sizes,
+                                             size_t num_grads,
+                                             const optim_input_f32 *inputs,
+                                             size_t num_inputs, int *stepped);
+optim_status optim_optimizer_step_inputs_f64(optim_optimizer *opt,
+                                             const double *const *grads,
+                                             const int64_t *sizes,
+                                             size_t num_grads,
+                                             const optim_input_f64 *inputs,
+                                             size_t num_inputs, int *stepped);
 
 /* Steps taken (t of the last one), and steps skipped. */
 optim_status optim_optimizer_step_count(const optim_optimizer *opt,

@@ -48,7 +48,12 @@ def Optim_RuleOp : Optim_Op<"rule", [
     * the per-coordinate state: scalars or 1-D vectors of the element type,
       each with the value every coordinate starts from;
     * the learned weights (learned rules only): statically shaped tensors
-      shared by all coordinates.
+      shared by all coordinates;
+    * the per-coordinate inputs (`input h` in the language): read-only
+      scalars of the element type, one stream per input that the host
+      passes besides the gradient (a Hessian-diagonal estimate, a second
+      gradient, noise). They come last so that rules without inputs keep
+      every other argument's position.
 
     The body ends with `optim.yield` of the new `p` and the new value of each
     state, in declaration order.
@@ -74,7 +79,10 @@ def Optim_RuleOp : Optim_Op<"rule", [
     DenseBoolArrayAttr:$hyper_const,
     StrArrayAttr:$state_names,
     DenseF64ArrayAttr:$state_inits,
-    StrArrayAttr:$weight_names
+    StrArrayAttr:$weight_names,
+    // Absent (rather than empty) without inputs, so that rules without them
+    // keep their generic form.
+    OptionalAttr<StrArrayAttr>:$input_names
   );
   let regions = (region SizedRegion<1>:$body);
   let hasCustomAssemblyFormat = 1;
@@ -91,6 +99,15 @@ def Optim_RuleOp : Optim_Op<"rule", [
     unsigned getNumHypers() { return getHyperNames().size(); }
     unsigned getNumStates() { return getStateNames().size(); }
     unsigned getNumWeights() { return getWeightNames().size(); }
+    unsigned getNumInputs() {
+      ::mlir::ArrayAttr names = getInputNamesAttr();
+      return names ? names.size() : 0;
+    }
+    /// The name of input i (i < getNumInputs()).
+    ::llvm::StringRef getInputName(unsigned i) {
+      return ::llvm::cast<::mlir::StringAttr>((*getInputNames())[i])
+          .getValue();
+    }
     ::mlir::BlockArgument getHyper(unsigned i) {
       return getBodyBlock().getArgument(kNumBuiltinArgs + i);
     }
@@ -100,6 +117,33 @@ def Optim_RuleOp : Optim_Op<"rule", [
     ::mlir::BlockArgument getWeight(unsigned i) {
       return getBodyBlock().getArgument(kNumBuiltinArgs + getNumHypers() +
                                         getNumStates() + i);
+    }
+    /// Input i: the last block arguments, after the weights.
+    ::mlir::BlockArgument getInput(unsigned i) {
+      return getBodyBlock().getArgument(kNumBuiltinArgs + getNumHypers() +
+                                        getNumStates() + getNumWeights() + i);
+    }
+    /// The per-coordinate streams of a chunk table, in the order of its
+    /// pointers (KernelABI.h): p, g, the inputs, then the states.
+    ::llvm::SmallVector<::mlir::Value> getChunkStreams() {
+      ::llvm::SmallVector<::mlir::Value> streams = {getParam(), getGrad()};
+      for (unsigned i = 0, e = getNumInputs(); i < e; ++i)
+        streams.push_back(getInput(i));
+      for (unsigned i = 0, e = getNumStates(); i < e; ++i)
+        streams.push_back(getState(i));
+      return streams;
+    }
+    /// The chunk-table slot of state i: after p, g and the inputs.
+    unsigned getStateSlot(unsigned i) { return 2 + getNumInputs() + i; }
+    /// True when `v` is g or an input: read per coordinate, never written,
+    /// constants for the reverse mode.
+    bool isReadOnlyStream(::mlir::Value v) {
+      if (v == getGrad())
+        return true;
+      for (unsigned i = 0, e = getNumInputs(); i < e; ++i)
+        if (v == getInput(i))
+          return true;
+      return false;
     }
     /// The element type of the rule: the type of `p`.
     ::mlir::FloatType getElementType();
