@@ -270,9 +270,11 @@ def compile_source(source, rule=None, f64=False, name=None):
 
 class Optimizer:
     """An optimizer of `rule` over `params`, numpy arrays of the rule's dtype
-    updated in place. threads=0: one per hardware thread."""
+    updated in place. threads=0: one per hardware thread. skip_non_finite:
+    a step whose gradients or inputs hold a NaN or an infinity is skipped
+    (step() returns False) instead of writing them into the parameters."""
 
-    def __init__(self, rule, params, threads=None):
+    def __init__(self, rule, params, threads=None, skip_non_finite=False):
         if np is None:
             raise ImportError("optim_mlir.Optimizer needs numpy")
         self.rule = rule  # the C optimizer shares it; kept for .rule only
@@ -292,6 +294,10 @@ class Optimizer:
                 raise ValueError("threads must be an int in [0, 2**32), "
                                  "got %r" % (threads,))
             options.threads = threads
+        if not isinstance(skip_non_finite, bool):
+            raise ValueError("skip_non_finite must be a bool, got %r"
+                             % (skip_non_finite,))
+        options.skip_non_finite = int(skip_non_finite)
         out = _opt_p()
         _call("optim_optimizer_create_" + rule.dtype, rule._handle, pointers,
               sizes, len(self.params), _c.byref(options), _c.byref(out))

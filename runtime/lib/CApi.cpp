@@ -616,8 +616,9 @@ static optim_status stepImpl(const char *fn, optim_optimizer *opt,
   const RuleInfo &ri = opt->rule.rule.info();
   if (!ri.inputs.empty()) {
     std::string names;
-    for (const std::string &n : ri.inputs)
-      names += (names.empty() ? "'" : ", '") + n + "'";
+    for (size_t i = 0; i < ri.inputs.size(); ++i)
+      names += (i == 0 ? "'" : i + 1 == ri.inputs.size() ? " and '" : ", '") +
+               ri.inputs[i] + "'";
     return capi::fail(
         OPTIM_ERROR_INVALID_ARGUMENT,
         (std::string(fn) + ": rule '" + ri.name +

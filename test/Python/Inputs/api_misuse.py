@@ -124,5 +124,23 @@ for t in range(3):
 check(w.tobytes() == twin_w.tobytes() and b.tobytes() == twin_b.tobytes(),
       "steps after failed calls differ from the twin's")
 
+# skip_non_finite: a bool only (ctypes would take 2 or "yes"); with it, a
+# NaN gradient skips the step and changes nothing; without it, it goes in.
+for bad in (1, "yes", None):
+    expect_raises(lambda: optim_mlir.Optimizer(adam, [w], skip_non_finite=bad),
+                  ValueError, "skip_non_finite must be a bool",
+                  "skip_non_finite=%r" % (bad,))
+x = np.ones(5, np.float32)
+guarded = optim_mlir.Optimizer(adam, [x], skip_non_finite=True)
+nan_grad = np.array([1, 2, float("nan"), 4, 5], np.float32)
+check(guarded.step([nan_grad]) is False and x.tobytes() ==
+      np.ones(5, np.float32).tobytes(), "skip_non_finite=True took a NaN step")
+check(guarded.step([np.ones(5, np.float32)]) is True and x[0] < 1,
+      "skip_non_finite=True refused a finite step")
+y = np.ones(5, np.float32)
+plain = optim_mlir.Optimizer(adam, [y])
+check(plain.step([nan_grad]) is True and math.isnan(y[2]),
+      "without skip_non_finite a NaN gradient did not go through")
+
 print("api misuse: %d checks, %d failures" % (checks, len(failures)))
 sys.exit(1 if failures else 0)
