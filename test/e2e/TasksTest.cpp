@@ -166,6 +166,106 @@ TEST(TaskQuadratic, GradientDescentConverges) {
   EXPECT_LT(task->evaluate(), 0.01 * before);
 }
 
+/// The quadratic's Hessian (2 W^T W) column by column, exactly up to
+/// rounding: its gradient is linear, so H e_j = grad(e_j) - grad(0), with
+/// no step size, independently of hessianVectorProduct's difference.
+Tensors quadraticHessian(Task &task) {
+  Tensors zero = {std::vector<double>(10, 0.0)}, g0, gj;
+  task.lossAndGradient(zero, &g0);
+  Tensors columns(10);
+  for (int j = 0; j < 10; ++j) {
+    Tensors e = zero;
+    e[0][j] = 1.0;
+    task.lossAndGradient(e, &gj);
+    for (int i = 0; i < 10; ++i)
+      columns[j].push_back(gj[0][i] - g0[0][i]);
+  }
+  return columns;
+}
+
+TEST(TaskInputs, HessianVectorProductOfTheQuadraticIsExact) {
+  for (uint64_t seed : {1, 2, 3}) {
+    auto task = makeTask("quadratic", seed);
+    FloatTensors grads;
+    task->step(grads);
+    Tensors H = quadraticHessian(*task);
+    std::mt19937_64 rng(seed);
+    for (int trial = 0; trial < 5; ++trial) {
+      Tensors z = {std::vector<double>(10)}, hz;
+      for (double &x : z[0])
+        x = rng() & 1 ? 1.0 : -1.0;
+      hessianVectorProduct(*task, z, hz);
+      ASSERT_EQ(hz.size(), 1u);
+      ASSERT_EQ(hz[0].size(), 10u);
+      for (int i = 0; i < 10; ++i) {
+        double ref = 0.0, scale = 0.0;
+        for (int j = 0; j < 10; ++j) {
+          ref += H[j][i] * z[0][j];
+          scale += std::fabs(H[j][i]);
+        }
+        EXPECT_NEAR(hz[0][i], ref, 1e-8 * scale) << seed << " " << i;
+      }
+    }
+  }
+}
+
+TEST(TaskInputs, HutchinsonMeanApproachesTheDiagonal) {
+  auto task = makeTask("quadratic", 5);
+  FloatTensors grads, out;
+  task->step(grads);
+  Tensors H = quadraticHessian(*task);
+  InputGenerator gen(InputSource::Hutchinson, 5, 0);
+  const int n = 20000;
+  std::vector<double> sum(10, 0.0);
+  for (int k = 0; k < n; ++k) {
+    gen.next(*task, out);
+    for (int i = 0; i < 10; ++i)
+      sum[i] += out[0][i];
+  }
+  for (int i = 0; i < 10; ++i) {
+    // Var[z_i (H z)_i] = sum over j != i of H_ij^2: 5 standard errors.
+    double var = 0.0;
+    for (int j = 0; j < 10; ++j)
+      if (j != i)
+        var += H[j][i] * H[j][i];
+    EXPECT_NEAR(sum[i] / n, H[i][i], 5.0 * std::sqrt(var / n) + 1e-6) << i;
+  }
+}
+
+TEST(TaskInputs, NoiseIsSeededAndDistributed) {
+  auto task = makeTask("quadratic", 1);
+  FloatTensors a, b, c;
+  InputGenerator g1(InputSource::Normal, 9, 0), g2(InputSource::Normal, 9, 0),
+      g3(InputSource::Normal, 9, 1);
+  g1.next(*task, a);
+  g2.next(*task, b);
+  g3.next(*task, c);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, c);
+  double s = 0, s2 = 0, us = 0, umin = 1, umax = 0;
+  const int n = 5000;
+  InputGenerator u(InputSource::Uniform, 9, 0);
+  for (int k = 0; k < n; ++k) {
+    g1.next(*task, a);
+    u.next(*task, b);
+    for (int i = 0; i < 10; ++i) {
+      s += a[0][i];
+      s2 += double(a[0][i]) * a[0][i];
+      us += b[0][i];
+      umin = std::min(umin, double(b[0][i]));
+      umax = std::max(umax, double(b[0][i]));
+    }
+  }
+  EXPECT_NEAR(s / (10 * n), 0.0, 0.03);
+  EXPECT_NEAR(s2 / (10 * n), 1.0, 0.05);
+  EXPECT_NEAR(us / (10 * n), 0.5, 0.01);
+  EXPECT_GE(umin, 0.0);
+  EXPECT_LT(umax, 1.0);
+  EXPECT_EQ(parseInputSource("hutchinson"), InputSource::Hutchinson);
+  expectError([] { parseInputSource("gauss"); },
+              {"unknown input source 'gauss'", "normal, uniform, hutchinson"});
+}
+
 TaskOptions smallMLP(const std::string &activation, int layers) {
   TaskOptions o;
   o.activation = activation;

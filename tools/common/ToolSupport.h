@@ -53,9 +53,12 @@ inline std::string mlpOptionsUnused(const std::string &task,
 /// The error for rule `rule` with per-coordinate inputs `inputs` (`input h`:
 /// RuleInfo::inputs) that a tool would run on its built-in tasks, which
 /// compute gradients and nothing else: nothing would supply the inputs. ""
-/// when it has none.
+/// when it has none. `flag`, when not empty, is how the tool can supply
+/// them after all (optimc run: "--input NAME=SOURCE (...)"), named in
+/// place of the tasks' refusal (`inputs`: then those not given).
 inline std::string inputsUnsupplied(const std::string &rule,
-                                    const std::vector<std::string> &inputs) {
+                                    const std::vector<std::string> &inputs,
+                                    const std::string &flag = "") {
   if (inputs.empty())
     return "";
   std::string names;
@@ -64,8 +67,14 @@ inline std::string inputsUnsupplied(const std::string &rule,
              inputs[i] + "'";
   return "rule '" + rule + "' takes the per-coordinate input" +
          (inputs.size() == 1 ? " " : "s ") + names +
-         " with every step, which the built-in tasks do not supply (they "
-         "compute gradients only); run it from a program that computes " +
+         (flag.empty() ? " with every step, which the built-in tasks do not "
+                         "supply (they compute gradients only); run it from "
+                         "a program that computes "
+                       : " with every step: supply " +
+                             std::string(inputs.size() == 1 ? "it" : "each") +
+                             " with " + flag +
+                             ", or run the rule from a program that "
+                             "computes ") +
          (inputs.size() == 1 ? "it" : "them") +
          ": Optimizer::step(grads, inputs) in C++, "
          "optim_optimizer_step_inputs_f32/_f64 in C, or "

@@ -14,6 +14,7 @@
 
 #include "ToolSupport.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -47,9 +48,50 @@ int optim::runTask(const RunOptions &o) {
                   "--precision=f32");
     Compiler compiler(compileOptions);
     Rule rule = compiler.compileFile(o.ruleFile, Target::cpu(), o.ruleName);
-    // Before the task reads its data: nothing here could supply the inputs.
-    std::string unsupplied =
-        tools::inputsUnsupplied(rule.info().name, rule.info().inputs);
+    // The inputs' sources, checked before the task reads its data.
+    const std::vector<std::string> &ruleInputs = rule.info().inputs;
+    std::vector<std::pair<std::string, tasks::InputSource>> sources;
+    for (const std::string &given : o.inputs) {
+      size_t eq = given.find('=');
+      if (eq == std::string::npos || eq == 0)
+        throw Error("--input expects NAME=SOURCE (e.g. h=hutchinson), got '" +
+                    given + "'");
+      std::string name = given.substr(0, eq);
+      tasks::InputSource source;
+      try {
+        source = tasks::parseInputSource(given.substr(eq + 1));
+      } catch (const Error &e) {
+        throw Error("--input " + given + ": " + e.what());
+      }
+      if (ruleInputs.empty())
+        throw Error("--input " + given + ": rule '" + rule.info().name +
+                    "' has no per-coordinate inputs");
+      if (std::find(ruleInputs.begin(), ruleInputs.end(), name) ==
+          ruleInputs.end()) {
+        std::string known;
+        for (const std::string &n : ruleInputs)
+          known += (known.empty() ? "'" : ", '") + n + "'";
+        throw Error("--input " + given + ": rule '" + rule.info().name +
+                    "' has no input '" + name + "' (its inputs: " + known +
+                    ")");
+      }
+      for (const auto &s : sources)
+        if (s.first == name)
+          throw Error("--input " + given + ": input '" + name +
+                      "' is given twice");
+      sources.emplace_back(name, source);
+    }
+    std::vector<std::string> missing;
+    for (const std::string &n : ruleInputs)
+      if (std::none_of(sources.begin(), sources.end(),
+                       [&](const auto &s) { return s.first == n; }))
+        missing.push_back(n);
+    std::string sourceNames;
+    for (const std::string &n : tasks::inputSourceNames())
+      sourceNames += (sourceNames.empty() ? "" : ", ") + n;
+    std::string unsupplied = tools::inputsUnsupplied(
+        rule.info().name, missing,
+        "--input NAME=SOURCE (SOURCE: " + sourceNames + ")");
     if (!unsupplied.empty())
       throw Error(unsupplied);
     double compileMs = std::chrono::duration<double, std::milli>(
@@ -75,6 +117,13 @@ int optim::runTask(const RunOptions &o) {
     std::vector<Param> refs;
     for (auto &p : params)
       refs.emplace_back(p.data(), int64_t(p.size()));
+    // In the rule's order; each from its own stream of the seed.
+    std::vector<tasks::InputGenerator> generators;
+    std::vector<std::vector<std::vector<float>>> inputValues(ruleInputs.size());
+    for (size_t i = 0; i < ruleInputs.size(); ++i)
+      for (const auto &[name, source] : sources)
+        if (name == ruleInputs[i])
+          generators.emplace_back(source, o.seed, i);
     OptimizerOptions optimizerOptions;
     optimizerOptions.threads = o.threads;
     Optimizer opt(rule, refs, optimizerOptions);
@@ -133,7 +182,19 @@ int optim::runTask(const RunOptions &o) {
       gradRefs.clear();
       for (auto &g : grads)
         gradRefs.emplace_back(g.data(), int64_t(g.size()));
-      opt.step(gradRefs);
+      if (ruleInputs.empty()) {
+        opt.step(gradRefs);
+        continue;
+      }
+      // After task->step(): Hutchinson's estimate uses its minibatch.
+      std::vector<Input> inputs(ruleInputs.size());
+      for (size_t i = 0; i < ruleInputs.size(); ++i) {
+        generators[i].next(*task, inputValues[i]);
+        inputs[i].name = ruleInputs[i];
+        for (auto &v : inputValues[i])
+          inputs[i].tensors.emplace_back(v.data(), int64_t(v.size()));
+      }
+      opt.step(gradRefs, inputs);
     }
     double finalEval = task->evaluate();
     if (o.steps == 0) // No minibatch was drawn: no training loss to show.

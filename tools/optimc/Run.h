@@ -30,6 +30,9 @@ struct RunOptions {
   std::string trainImages, evalImages;
   bool quiet = false;
   std::string weights; // safetensors file of a learned rule's weights.
+  /// --input NAME=SOURCE as given (repeatable): a source for each
+  /// per-coordinate input of the rule (tasks::InputSource).
+  std::vector<std::string> inputs;
   /// The MLP options given on the command line ("--hidden", ...).
   std::vector<std::string> mlpOptionsGiven;
 };

@@ -143,6 +143,12 @@ cl::list<std::string> runSet("set",
                                       "--set lr=0.01 (repeatable)"),
                              cl::value_desc("name=value"), cl::sub(runCommand),
                              cl::cat(runCategory));
+cl::list<std::string> runInputs(
+    "input",
+    cl::desc("Where a per-coordinate input of the rule comes from at every "
+             "step: normal, uniform or hutchinson (z * Hz), e.g. "
+             "--input h=hutchinson (one per input)"),
+    cl::value_desc("name=source"), cl::sub(runCommand), cl::cat(runCategory));
 cl::opt<std::string> runCSV("csv", cl::desc("Write the loss curve as CSV"),
                             cl::value_desc("file"), cl::sub(runCommand),
                             cl::cat(runCategory));
@@ -264,6 +270,7 @@ int main(int argc, char **argv) {
     run.weights = runWeights;
     run.trainImages = runTrainImages;
     run.evalImages = runEvalImages;
+    run.inputs.assign(runInputs.begin(), runInputs.end());
     for (const cl::Option *opt :
          std::initializer_list<const cl::Option *>{
              &runData, &runHidden, &runLayers, &runActivation, &runBatch,

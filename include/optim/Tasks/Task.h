@@ -82,6 +82,55 @@ std::unique_ptr<Task> makeTask(const std::string &name, uint64_t seed,
                                const TaskOptions &options = {});
 std::vector<std::string> taskNames();
 
+/// Where a rule's per-coordinate input (`input h`) comes from when a tool
+/// runs the rule on a task (`optimc run --input h=hutchinson`).
+enum class InputSource {
+  /// I.i.d. standard normal per coordinate, fresh each step (SGLD's noise).
+  Normal,
+  /// I.i.d. uniform on [0, 1), fresh each step.
+  Uniform,
+  /// Hutchinson's estimate z * (H z) of the Hessian's diagonal, with a fresh
+  /// Rademacher z each step and H z by hessianVectorProduct (Sophia-H,
+  /// AdaHessian): unbiased, E[z * (H z)] = diag(H).
+  Hutchinson,
+};
+/// "normal", "uniform", "hutchinson"; the parser throws optim::Error on any
+/// other name, listing these.
+std::vector<std::string> inputSourceNames();
+InputSource parseInputSource(const std::string &name);
+
+/// H v, H the Hessian of the loss of the minibatch last drawn by
+/// task.step() at the current parameters, by a central difference of the
+/// gradient in double (Task::lossAndGradient):
+///   H v ~ (grad f(theta + eps v) - grad f(theta - eps v)) / (2 eps),
+///   eps = cbrt(2^-52) * max(1, max_i |theta_i|) / max(1, max_i |v_i|)
+/// (about 6e-6 for |theta|, |v| <= 1): the step that balances the
+/// difference's truncation error, O(eps^2), and its rounding error,
+/// O(2^-52 / eps), relative to the parameters' scale. Exact up to rounding
+/// for a quadratic loss. `v` and `hv` are laid out as parameters().
+void hessianVectorProduct(Task &task, const std::vector<std::vector<double>> &v,
+                          std::vector<std::vector<double>> &hv);
+
+/// Draws one input per step for a rule run on a task. Seeded by the run's
+/// seed and `stream` (the input's index), from streams of its own: the
+/// task's draws (initialization, minibatches) are the same with or without
+/// inputs, and two inputs draw independently. Deterministic for a seed.
+class InputGenerator {
+public:
+  InputGenerator(InputSource source, uint64_t seed, uint64_t stream);
+  ~InputGenerator();
+  InputGenerator(InputGenerator &&) noexcept;
+  InputGenerator &operator=(InputGenerator &&) noexcept;
+  /// Fills `out` (resized as task.parameters()) with this step's input;
+  /// Hutchinson's after task.step() has drawn the step's minibatch.
+  void next(Task &task, std::vector<std::vector<float>> &out);
+
+private:
+  struct Impl;
+  InputSource source;
+  std::unique_ptr<Impl> impl;
+};
+
 /// Parses a range of images "FIRST:END" (images FIRST to END - 1, as a
 /// Python slice without its step) into TaskOptions' first and count, for
 /// command-line flags such as `--train-images=0:8000`. `flag` names the flag
