@@ -294,9 +294,10 @@ class Optimizer:
                 raise ValueError("threads must be an int in [0, 2**32), "
                                  "got %r" % (threads,))
             options.threads = threads
-        if not isinstance(skip_non_finite, bool):
-            raise ValueError("skip_non_finite must be a bool, got %r"
-                             % (skip_non_finite,))
+        if not isinstance(skip_non_finite, bool) and not (
+                np is not None and isinstance(skip_non_finite, np.bool_)):
+            raise TypeError("skip_non_finite must be a bool, got %r"
+                            % (skip_non_finite,))
         options.skip_non_finite = int(skip_non_finite)
         out = _opt_p()
         _call("optim_optimizer_create_" + rule.dtype, rule._handle, pointers,

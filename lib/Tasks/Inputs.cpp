@@ -49,8 +49,15 @@ void hessianVectorProduct(Task &task, const std::vector<std::vector<double>> &v,
   }
   // cbrt of double's epsilon: the central difference's truncation error
   // grows as eps^2, its rounding error as 1/eps (see Task.h).
-  const double eps =
-      6.0554544523933395e-06 * std::max(1.0, thetaMax) / std::max(1.0, vMax);
+  // Scaled by |v| itself (not max(1, |v|)): a small v would otherwise move
+  // the parameters by less than their rounding.
+  if (vMax == 0) {
+    hv.resize(params.size());
+    for (size_t k = 0; k < params.size(); ++k)
+      hv[k].assign(params[k].size(), 0.0);
+    return;
+  }
+  const double eps = 6.0554544523933395e-06 * std::max(1.0, thetaMax) / vMax;
   std::vector<std::vector<double>> plus(params.size()), minus(params.size());
   for (size_t k = 0; k < params.size(); ++k) {
     plus[k].resize(params[k].size());

@@ -209,6 +209,28 @@ TEST(TaskInputs, HessianVectorProductOfTheQuadraticIsExact) {
   }
 }
 
+/// A small v is scaled up, not lost under the parameters' rounding; v = 0
+/// gives 0.
+TEST(TaskInputs, HessianVectorProductOfASmallVector) {
+  auto task = makeTask("quadratic", 1);
+  FloatTensors grads;
+  task->step(grads);
+  Tensors H = quadraticHessian(*task);
+  for (double s : {1.0, 1e-8, 1e-12, 1e-30}) {
+    Tensors v = {std::vector<double>(10, 0.0)}, hv;
+    v[0][3] = s;
+    hessianVectorProduct(*task, v, hv);
+    for (int i = 0; i < 10; ++i)
+      EXPECT_NEAR(hv[0][i] / s, H[3][i], 1e-7 * (1 + std::fabs(H[3][i])))
+          << s << " " << i;
+  }
+  Tensors zero = {std::vector<double>(10, 0.0)}, hv;
+  hessianVectorProduct(*task, zero, hv);
+  ASSERT_EQ(hv.size(), 1u);
+  for (double x : hv[0])
+    EXPECT_EQ(x, 0.0);
+}
+
 TEST(TaskInputs, HutchinsonMeanApproachesTheDiagonal) {
   auto task = makeTask("quadratic", 5);
   FloatTensors grads, out;

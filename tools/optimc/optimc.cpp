@@ -271,6 +271,17 @@ int main(int argc, char **argv) {
     run.trainImages = runTrainImages;
     run.evalImages = runEvalImages;
     run.inputs.assign(runInputs.begin(), runInputs.end());
+    run.f64 = precision == optim::Precision::F64;
+    // The compiler's options are accepted on this command line too; run
+    // compiles with its defaults, so one that was given would be ignored.
+    for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
+             &outputFilename, &emit, &vectorWidth, &prefetchDistance, &target,
+             &gpuArch, &ptxasVerbose, &gpuLayerThreads, &relaxedFP})
+      if (opt->getNumOccurrences())
+        return fail((opt->ArgStr.size() == 1 ? "-" : "--") +
+                    opt->ArgStr.str() +
+                    " does not apply to 'optimc run', which compiles the "
+                    "rule for this CPU with the default options");
     for (const cl::Option *opt :
          std::initializer_list<const cl::Option *>{
              &runData, &runHidden, &runLayers, &runActivation, &runBatch,

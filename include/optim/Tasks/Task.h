@@ -103,8 +103,8 @@ InputSource parseInputSource(const std::string &name);
 /// task.step() at the current parameters, by a central difference of the
 /// gradient in double (Task::lossAndGradient):
 ///   H v ~ (grad f(theta + eps v) - grad f(theta - eps v)) / (2 eps),
-///   eps = cbrt(2^-52) * max(1, max_i |theta_i|) / max(1, max_i |v_i|)
-/// (about 6e-6 for |theta|, |v| <= 1): the step that balances the
+///   eps = cbrt(2^-52) * max(1, max_i |theta_i|) / max_i |v_i|
+/// (about 6e-6 for |theta| <= 1 and max |v| = 1; v = 0 gives 0): the step that balances the
 /// difference's truncation error, O(eps^2), and its rounding error,
 /// O(2^-52 / eps), relative to the parameters' scale. Exact up to rounding
 /// for a quadratic loss. `v` and `hv` are laid out as parameters().

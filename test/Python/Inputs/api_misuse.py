@@ -128,10 +128,10 @@ check(w.tobytes() == twin_w.tobytes() and b.tobytes() == twin_b.tobytes(),
 # NaN gradient skips the step and changes nothing; without it, it goes in.
 for bad in (1, "yes", None):
     expect_raises(lambda: optim_mlir.Optimizer(adam, [w], skip_non_finite=bad),
-                  ValueError, "skip_non_finite must be a bool",
+                  TypeError, "skip_non_finite must be a bool",
                   "skip_non_finite=%r" % (bad,))
 x = np.ones(5, np.float32)
-guarded = optim_mlir.Optimizer(adam, [x], skip_non_finite=True)
+guarded = optim_mlir.Optimizer(adam, [x], skip_non_finite=np.bool_(True))
 nan_grad = np.array([1, 2, float("nan"), 4, 5], np.float32)
 check(guarded.step([nan_grad]) is False and x.tobytes() ==
       np.ones(5, np.float32).tobytes(), "skip_non_finite=True took a NaN step")
