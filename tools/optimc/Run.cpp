@@ -89,6 +89,19 @@ int optim::runTask(const RunOptions &o) {
     std::string sourceNames;
     for (const std::string &n : tasks::inputSourceNames())
       sourceNames += (sourceNames.empty() ? "" : ", ") + n;
+    // Some given, some not: name what is missing, not the whole signature.
+    if (!sources.empty() && !missing.empty()) {
+      std::string names;
+      for (size_t i = 0; i < missing.size(); ++i)
+        names += (i == 0 ? "'" : i + 1 == missing.size() ? " and '" : ", '") +
+                 missing[i] + "'";
+      throw Error("no --input for " + names + " of rule '" +
+                  rule.info().name + "', which takes " +
+                  std::to_string(ruleInputs.size()) +
+                  " inputs: add --input " + missing[0] +
+                  "=SOURCE (SOURCE: " + sourceNames + ")" +
+                  (missing.size() > 1 ? " for each" : ""));
+    }
     std::string unsupplied = tools::inputsUnsupplied(
         rule.info().name, missing,
         "--input NAME=SOURCE (SOURCE: " + sourceNames + ")");
@@ -146,9 +159,19 @@ int optim::runTask(const RunOptions &o) {
                   compiler.lastWasCached() ? "loaded from the cache"
                                            : "compiled",
                   compileMs);
-      std::printf("task %s, seed %llu, %lld steps,%s\n", o.task.c_str(),
+      // The inputs' sources in the rule's order: two runs that differ only
+      // in them print different headers.
+      std::string inputSettings;
+      for (const std::string &n : ruleInputs)
+        for (const std::string &given : o.inputs)
+          if (given.compare(0, n.size() + 1, n + "=") == 0)
+            inputSettings += (!inputSettings.empty()      ? " "
+                              : settings.str().empty() ? " inputs "
+                                                       : ", inputs ") +
+                             given;
+      std::printf("task %s, seed %llu, %lld steps,%s%s\n", o.task.c_str(),
                   (unsigned long long)o.seed, (long long)o.steps,
-                  settings.str().c_str());
+                  settings.str().c_str(), inputSettings.c_str());
       std::printf("%8s %12s %12s\n", "step", "train loss", "eval loss");
     }
     std::string csv = "step,train_loss,eval_loss\n";
