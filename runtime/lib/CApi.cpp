@@ -18,6 +18,8 @@
 #include "optim/CApiSupport.h"
 #include "optim/Optimizer.h"
 
+#include "QuotedList.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -615,10 +617,7 @@ static optim_status stepImpl(const char *fn, optim_optimizer *opt,
   // C++ one).
   const RuleInfo &ri = opt->rule.rule.info();
   if (!ri.inputs.empty()) {
-    std::string names;
-    for (size_t i = 0; i < ri.inputs.size(); ++i)
-      names += (i == 0 ? "'" : i + 1 == ri.inputs.size() ? " and '" : ", '") +
-               ri.inputs[i] + "'";
+    std::string names = detail::quotedList(ri.inputs);
     return capi::fail(
         OPTIM_ERROR_INVALID_ARGUMENT,
         (std::string(fn) + ": rule '" + ri.name +

@@ -50,6 +50,15 @@ inline std::string mlpOptionsUnused(const std::string &task,
          "none (it is the 10-d quadratic of Andrychowicz et al.)";
 }
 
+/// 'h', 'z' and 'w'.
+inline std::string quotedList(const std::vector<std::string> &names) {
+  std::string text;
+  for (size_t i = 0; i < names.size(); ++i)
+    text += (i == 0 ? "'" : i + 1 == names.size() ? " and '" : ", '") +
+            names[i] + "'";
+  return text;
+}
+
 /// The error for rule `rule` with per-coordinate inputs `inputs` (`input h`:
 /// RuleInfo::inputs) that a tool would run on its built-in tasks, which
 /// compute gradients and nothing else: nothing would supply the inputs. ""
@@ -61,10 +70,7 @@ inline std::string inputsUnsupplied(const std::string &rule,
                                     const std::string &flag = "") {
   if (inputs.empty())
     return "";
-  std::string names;
-  for (size_t i = 0; i < inputs.size(); ++i)
-    names += (i == 0 ? "'" : i + 1 == inputs.size() ? " and '" : ", '") +
-             inputs[i] + "'";
+  std::string names = quotedList(inputs);
   return "rule '" + rule + "' takes the per-coordinate input" +
          (inputs.size() == 1 ? " " : "s ") + names +
          (flag.empty() ? " with every step, which the built-in tasks do not "

@@ -91,11 +91,8 @@ int optim::runTask(const RunOptions &o) {
       sourceNames += (sourceNames.empty() ? "" : ", ") + n;
     // Some given, some not: name what is missing, not the whole signature.
     if (!sources.empty() && !missing.empty()) {
-      std::string names;
-      for (size_t i = 0; i < missing.size(); ++i)
-        names += (i == 0 ? "'" : i + 1 == missing.size() ? " and '" : ", '") +
-                 missing[i] + "'";
-      throw Error("no --input for " + names + " of rule '" +
+      throw Error("no --input for " + tools::quotedList(missing) +
+                  " of rule '" +
                   rule.info().name + "', which takes " +
                   std::to_string(ruleInputs.size()) +
                   " inputs: add --input " + missing[0] +
