@@ -85,7 +85,7 @@ class _Input(_c.Structure):
 
 class _Options(_c.Structure):
     _fields_ = [("threads", _c.c_uint32), ("chunk_size", _c.c_int64),
-                ("skip_non_finite", _c.c_int)]
+                ("skip_non_finite", _c.c_int), ("seed", _c.c_uint64)]
 
 
 _P = _c.POINTER
@@ -103,6 +103,8 @@ _SIGNATURES = {
     "optim_rule_reduction": (_rule_p, _c.c_size_t, _P(_ReductionInfo)),
     "optim_rule_num_inputs": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_input": (_rule_p, _c.c_size_t, _P(_c.c_char_p)),
+    "optim_rule_num_random": (_rule_p, _P(_c.c_size_t)),
+    "optim_rule_random": (_rule_p, _c.c_size_t, _P(_c.c_char_p)),
     "optim_rule_release": (_rule_p,),
     "optim_options_init": (_P(_Options),),
     "optim_optimizer_create_f32": (_rule_p, _P(_c.c_void_p), _P(_c.c_int64),
@@ -126,6 +128,7 @@ _SIGNATURES = {
                                         _P(_Input), _c.c_size_t,
                                         _P(_c.c_int)),
     "optim_optimizer_step_count": (_opt_p, _P(_c.c_int64)),
+    "optim_optimizer_seed": (_opt_p, _P(_c.c_uint64)),
     "optim_optimizer_state": (_opt_p, _c.c_size_t, _c.c_char_p,
                               _P(_c.c_void_p), _P(_c.c_int64)),
     "optim_optimizer_set_weights_f32": (_opt_p, _c.c_char_p, _c.c_void_p,
@@ -197,7 +200,9 @@ class Rule:
     and `reductions` ([(kind, is_global)], one per tensor_*/global_* call,
     in body order; empty for most rules) describe it, and `inputs` (the
     names of its per-coordinate inputs, `input h`, in declaration order;
-    empty for most rules), which Optimizer.step takes by name."""
+    empty for most rules), which Optimizer.step takes by name, and `random`
+    (the kinds of its random draw sites, "uniform" for `rand()` and
+    "normal" for `randn()`, in body order; empty for most rules)."""
 
     def __init__(self, handle):
         self._handle = _c.c_void_p(handle)
@@ -240,6 +245,12 @@ class Rule:
             name = _c.c_char_p()
             _call("optim_rule_input", self._handle, i, _c.byref(name))
             self.inputs.append(name.value.decode())
+        self.random = []
+        _call("optim_rule_num_random", self._handle, _c.byref(count))
+        for i in range(count.value):
+            kind = _c.c_char_p()
+            _call("optim_rule_random", self._handle, i, _c.byref(kind))
+            self.random.append(kind.value.decode())
 
     def __del__(self):
         if getattr(self, "_handle", None) and _lib is not None:
@@ -272,9 +283,14 @@ class Optimizer:
     """An optimizer of `rule` over `params`, numpy arrays of the rule's dtype
     updated in place. threads=0: one per hardware thread. skip_non_finite:
     a step whose gradients or inputs hold a NaN or an infinity is skipped
-    (step() returns False) instead of writing them into the parameters."""
+    (step() returns False) instead of writing them into the parameters.
+    seed: the key of the rule's random numbers (rule.random), an int in
+    [0, 2**64); the draws depend on it, the coordinate, the step and the
+    draw site only (not on threads). save() records it, load() restores
+    it; `seed` reads it."""
 
-    def __init__(self, rule, params, threads=None, skip_non_finite=False):
+    def __init__(self, rule, params, threads=None, skip_non_finite=False,
+                 seed=0):
         if np is None:
             raise ImportError("optim_mlir.Optimizer needs numpy")
         self.rule = rule  # the C optimizer shares it; kept for .rule only
@@ -299,6 +315,14 @@ class Optimizer:
             raise TypeError("skip_non_finite must be a bool, got %r"
                             % (skip_non_finite,))
         options.skip_non_finite = int(skip_non_finite)
+        # ctypes would wrap a negative or huge seed silently, and truncate
+        # a float; numpy integers are ints too.
+        if isinstance(seed, (bool, np.bool_)) or not isinstance(
+                seed, (int, np.integer)):
+            raise TypeError("seed must be an int, got %r" % (seed,))
+        if not 0 <= int(seed) < 2**64:
+            raise ValueError("seed must be in [0, 2**64), got %d" % seed)
+        options.seed = int(seed)
         out = _opt_p()
         _call("optim_optimizer_create_" + rule.dtype, rule._handle, pointers,
               sizes, len(self.params), _c.byref(options), _c.byref(out))
@@ -398,6 +422,14 @@ class Optimizer:
     def step_count(self):
         out = _c.c_int64()
         _call("optim_optimizer_step_count", self._handle, _c.byref(out))
+        return out.value
+
+    @property
+    def seed(self):
+        """The seed of the rule's random numbers: the one given, or the one
+        the last load() restored."""
+        out = _c.c_uint64()
+        _call("optim_optimizer_seed", self._handle, _c.byref(out))
         return out.value
 
     def state(self, param, name):

@@ -24,7 +24,9 @@
 // the lanes combine in another order than a GPU block's threads, so the
 // sums differ from a device's in the last bits only) and optim_rule_<name>
 // the CPU's reduced rule kernel, with `reduced` after the hyperparameters;
-// its descriptor optim_reductions_<name> is the CPU library's.
+// its descriptor optim_reductions_<name> is the CPU library's, as is a
+// drawing rule's optim_random_<name>. Every rule kernel's last argument,
+// `rng` (KernelABI.h, version 8), goes on to the CPU kernel as it is.
 // It must define every entry point runtime/lib/CudaDriver.cpp resolves.
 //
 //===----------------------------------------------------------------------===//
@@ -310,12 +312,14 @@ CUresult cuModuleGetFunction(void **fn, void *, const char *name) {
   *fn = k;
   return r;
 }
-// Only the descriptor of a rule's reductions, read from the CPU library of
-// the rule, as "device" memory (host memory here).
+// Only the descriptors of a rule's reductions and random draws, read from
+// the CPU library of the rule, as "device" memory (host memory here).
 CUresult cuModuleGetGlobal_v2(CUdeviceptr *ptr, size_t *bytes, void *,
                               const char *name) {
-  const std::string prefix = OPTIM_REDUCTIONS_SYMBOL_PREFIX;
+  std::string prefix = OPTIM_REDUCTIONS_SYMBOL_PREFIX;
   std::string n = name;
+  if (n.compare(0, prefix.size(), prefix) != 0)
+    prefix = OPTIM_RANDOM_SYMBOL_PREFIX;
   if (n.compare(0, prefix.size(), prefix) != 0)
     return 500; // CUDA_ERROR_NOT_FOUND
   const char *dir = std::getenv("OPTIM_FAKE_CUDA_DIR");
@@ -446,15 +450,18 @@ CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
   void *last = k.reduce || k.reduced
                    ? *static_cast<void **>(params[5 + k.hypers])
                    : nullptr;
+  // Then rng, the last argument of every rule kernel.
+  const uint64_t *rng = *static_cast<const uint64_t **>(
+      params[5 + k.hypers + k.weights + (k.reduce || k.reduced ? 1 : 0)]);
   if (k.reduce)
     k.reduce(ptrs, lengths, strides, begin, begin + gridX, hypers.data(),
-             step, nullptr, static_cast<double *>(last));
+             step, nullptr, static_cast<double *>(last), rng);
   else if (k.reduced)
     k.reduced(ptrs, lengths, strides, begin, begin + gridX, hypers.data(),
-              step, nullptr, static_cast<const double *>(last));
+              step, nullptr, static_cast<const double *>(last), rng);
   else
     k.cpu(ptrs, lengths, strides, begin, begin + gridX, hypers.data(), step,
-          weights.empty() ? nullptr : weights.data());
+          weights.empty() ? nullptr : weights.data(), rng);
   return 0;
 }
 CUresult cuGetErrorName(CUresult, const char **name) {

@@ -40,6 +40,36 @@ static LogicalResult checkCoordinateSizes(Operation *op, TypeRange types) {
 }
 
 //===----------------------------------------------------------------------===//
+// RandomOp
+//===----------------------------------------------------------------------===//
+
+LogicalResult RandomOp::verify() {
+  // In a rule, the site must be one the rule declares, of the same kind: the
+  // runtime learns the sites from the rule's list (RuleInfo::random), which
+  // a dead draw erased by DCE still counts. Functions derived from a rule
+  // (optim-differentiate) keep the rule's ops and sites.
+  auto rule = (*this)->getParentOfType<RuleOp>();
+  if (!rule)
+    return success();
+  FloatType elt = rule.getElementType();
+  if (elt && getResult().getType() != elt)
+    return emitOpError("result must have the rule's element type ")
+           << elt << ", got " << getResult().getType();
+  ArrayAttr kinds = rule.getRandomAttr();
+  unsigned site = getSite();
+  if (!kinds || site >= kinds.size())
+    return emitOpError("site ")
+           << site << " is not declared by the rule (it declares "
+           << rule.getNumRandomSites() << " draw sites in 'random(...)')";
+  StringRef declared = cast<StringAttr>(kinds[site]).getValue();
+  if (declared != stringifyRandomKind(getKind()))
+    return emitOpError("draws ")
+           << stringifyRandomKind(getKind()) << " at site " << site
+           << ", but the rule declares that site " << declared;
+  return success();
+}
+
+//===----------------------------------------------------------------------===//
 // LogSignOp
 //===----------------------------------------------------------------------===//
 

@@ -136,6 +136,25 @@ ParseResult RuleOp::parse(OpAsmParser &parser, OperationState &result) {
   if (succeeded(parser.parseOptionalKeyword("input")) &&
       parseSignatureList(parser, inputs, InitKind::None, false))
     return failure();
+  // random(normal, uniform): the kinds of the draw sites, in site order.
+  if (succeeded(parser.parseOptionalKeyword("random"))) {
+    SmallVector<Attribute> kinds;
+    if (parser.parseCommaSeparatedList(
+            OpAsmParser::Delimiter::Paren, [&]() -> ParseResult {
+              SMLoc kindLoc = parser.getCurrentLocation();
+              StringRef kind;
+              if (parser.parseKeyword(&kind))
+                return failure();
+              if (!symbolizeRandomKind(kind))
+                return parser.emitError(kindLoc)
+                       << "expected 'uniform' or 'normal', got '" << kind
+                       << "'";
+              kinds.push_back(b.getStringAttr(kind));
+              return success();
+            }))
+      return failure();
+    props.random = b.getArrayAttr(kinds);
+  }
 
   props.hyper_names = namesOf(b, hypers);
   props.hyper_defaults = b.getDenseF64ArrayAttr(initsOf(hypers));
@@ -228,6 +247,14 @@ void RuleOp::print(OpAsmPrinter &p) {
     }
     p << ')';
   }
+  // Only when present: rules that draw nothing print as before.
+  if (ArrayAttr kinds = getRandomAttr()) {
+    p << " random(";
+    llvm::interleaveComma(kinds, p, [&](Attribute a) {
+      p << cast<StringAttr>(a).getValue();
+    });
+    p << ')';
+  }
   p.printOptionalAttrDictWithKeyword(
       (*this)->getDiscardableAttrDictionary().getValue());
   p << ' ';
@@ -296,6 +323,12 @@ LogicalResult RuleOp::verify() {
     if (!std::isfinite(value))
       return emitOpError("state '") << cast<StringAttr>(name).getValue()
                                     << "' has a non-finite initial value";
+  if (ArrayAttr kinds = getRandomAttr())
+    for (auto [k, kind] : llvm::enumerate(kinds.getAsValueRange<StringAttr>()))
+      if (!symbolizeRandomKind(kind))
+        return emitOpError("draw site ")
+               << k << " has kind '" << kind
+               << "'; expected 'uniform' or 'normal'";
   SmallVector<ArrayAttr> names = {getHyperNames(), getStateNames(),
                                   getWeightNames()};
   if (ArrayAttr inputs = getInputNamesAttr())

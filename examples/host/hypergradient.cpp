@@ -48,7 +48,8 @@ const char *const Usage =
     "  --steps T       steps of the rule per meta-iteration (default 50)\n"
     "  --lr LR         initial learning rate (default: the rule's)\n"
     "  --meta-lr ETA   step in log lr per unit of dlogL/dlog lr (default 1)\n"
-    "  --seed S        seed of A, b and theta0 (default 1)\n"
+    "  --seed S        seed of A, b, theta0 and the rule's random numbers\n"
+    "                  (default 1)\n"
     "  --help          this text\n";
 
 [[noreturn]] void fail(const std::string &message) {
@@ -231,7 +232,10 @@ int main(int argc, char **argv) {
     std::vector<double> theta0;
     Problem prob = makeProblem(seed, theta0);
     int64_t n = prob.cols();
-    optim::Trajectory traj(rule, {prob.sizes[0], prob.sizes[1]});
+    // A rule that draws random numbers draws them from the same seed.
+    optim::TrajectoryOptions trajOptions;
+    trajOptions.seed = seed;
+    optim::Trajectory traj(rule, {prob.sizes[0], prob.sizes[1]}, trajOptions);
     std::vector<std::vector<double>> grads(steps + 1,
                                            std::vector<double>(n));
     std::vector<std::vector<const void *>> dLdTheta(steps);

@@ -147,6 +147,17 @@ Rule KernelCache::load(const std::string &key) const {
   } else if (listed != descriptor->toPtr<const char *>()) {
     return Rule();
   }
+  // Likewise for the draw sites (KernelABI.h, version 8, optim_random_<name>).
+  std::string draws = randomDescriptor(manifest.info.random);
+  auto drawDescriptor =
+      (*jit)->lookup(OPTIM_RANDOM_SYMBOL_PREFIX + manifest.info.name);
+  if (!drawDescriptor) {
+    llvm::consumeError(drawDescriptor.takeError());
+    if (!draws.empty())
+      return Rule();
+  } else if (draws != drawDescriptor->toPtr<const char *>()) {
+    return Rule();
+  }
   if (!manifest.info.reductions.empty()) {
     auto reduce =
         (*jit)->lookup(OPTIM_REDUCE_SYMBOL_PREFIX + manifest.info.name);

@@ -47,6 +47,12 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
   }
   for (unsigned i = 0, e = rule.getNumInputs(); i < e; ++i)
     info.inputs.push_back(rule.getInputName(i).str());
+  // The rule's list, not its ops: a site whose draw is dead still has its
+  // number (Philox counter word 3), and the descriptor lists it.
+  if (mlir::ArrayAttr kinds = rule.getRandomAttr())
+    for (llvm::StringRef kind : kinds.getAsValueRange<mlir::StringAttr>())
+      info.random.push_back(kind == "normal" ? RandomKind::Normal
+                                             : RandomKind::Uniform);
   // One slot per op, in body order (pre-order: an op nested in a region
   // comes where its region is), the order the lowering numbers them in.
   rule.walk<mlir::WalkOrder::PreOrder>([&](mlir::optim::TensorReduceOp op) {

@@ -86,6 +86,16 @@ private:
   /// optim_reduce_<name> (KernelABI.h, GPU kernels of version 6).
   void emitReduceKernel(OpBuilder &b);
 
+  /// Random draws (KernelABI.h, version 8): the seed rng[0] (only when the
+  /// kernel draws), the chunk's first global index rng[1 + c] and the global
+  /// index of the current iteration's first lane.
+  Value rngSeed, rngChunkBase, drawIndex;
+  /// Loads rng[0] and rng[1 + c] (`rng` the kernel's last argument) when
+  /// `draws`.
+  void loadRng(OpBuilder &b, Value rng, Value c, bool draws);
+  /// The value of a draw for `lanes` coordinates from drawIndex on.
+  Value emitDraw(OpBuilder &b, RandomOp op, unsigned lanes);
+
   RuleOp rule;
   gpu::GPUModuleOp gpuModule;
   unsigned vectorBits;

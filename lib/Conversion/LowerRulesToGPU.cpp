@@ -45,6 +45,7 @@
 #include "Components.h"
 #include "GPURuleLowering.h"
 #include "LearnedMath.h"
+#include "Philox.h"
 #include "RuleLowering.h"
 #include "optim/Dialect/OptimOps.h"
 
@@ -117,20 +118,21 @@ LogicalResult GPURuleLowering::classify() {
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     // log_sign of a value shared by the coordinates is still computed per
     // coordinate (or refused below): the op cannot live outside a rule.
-    bool isVarying =
-        isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
-          return varying.contains(v);
-        });
+    bool isVarying = isa<LogSignOp, RandomOp>(op) ||
+                     llvm::any_of(op.getOperands(), [&](Value v) {
+                       return varying.contains(v);
+                     });
     if (isa<TensorReduceOp>(op) || !isVarying) {
       if (failed(classifyShared(op, elt, reductions, perChunk, perChunkOps)))
         return failure();
       continue;
     }
     auto isScalar = [&](Type t) { return t == elt || t.isInteger(1); };
-    if (!op.hasTrait<OpTrait::Elementwise>() || op.getNumRegions() ||
+    if (!isa<RandomOp>(op) &&
+        (!op.hasTrait<OpTrait::Elementwise>() || op.getNumRegions() ||
         !llvm::all_of(op.getResultTypes(), isScalar) ||
         !llvm::all_of(op.getOperandTypes(),
-                      [&](Type t) { return !isa<VectorType>(t); }))
+                      [&](Type t) { return !isa<VectorType>(t); })))
       return op.emitOpError("cannot be computed per coordinate by the GPU "
                             "code generator yet");
     varyingOps.push_back(&op);
@@ -149,6 +151,9 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   b.setInsertionPointToStart(loop.getBody());
   Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
+  drawIndex = rngChunkBase
+                  ? Value(arith::AddIOp::create(b, loc, rngChunkBase, i))
+                  : Value();
   auto laneType = [&](Type scalar) -> Type {
     return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
   };
@@ -231,6 +236,10 @@ void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
       return;
     }
   }
+  if (auto draw = dyn_cast<RandomOp>(op)) {
+    map[draw.getResult()] = emitDraw(b, draw, lanes);
+    return;
+  }
   if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed) {
     // libdevice's __nv_sqrtf, what convert-gpu-to-nvvm calls, is
     // sqrt.approx; the intrinsic is the correctly rounded sqrt.rn.
@@ -281,14 +290,15 @@ LogicalResult GPURuleLowering::classifyLearned() {
               "shared memory, at most 49152 bytes";
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     bool isVarying =
-        isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
+        isa<LogSignOp, RandomOp>(op) ||
+        llvm::any_of(op.getOperands(), [&](Value v) {
           return varying.contains(v) || weights.contains(v);
         });
     if (!isVarying)
       continue;
     auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
     bool supported = false;
-    if (isa<LogSignOp>(op))
+    if (isa<LogSignOp, RandomOp>(op))
       supported = true;
     else if (auto cell = dyn_cast<LSTMCellOp>(op)) {
       supported = weights.contains(cell.getWeights());
@@ -358,6 +368,9 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
   unsigned align = elt.getWidth() / 8;
   Value shared = func.getWorkgroupAttributions()[0];
   Value i = arith::IndexCastOp::create(b, loc, i64, coordinate);
+  drawIndex = rngChunkBase
+                  ? Value(arith::AddIOp::create(b, loc, rngChunkBase, i))
+                  : Value();
   auto cst = [&](double v) -> Value {
     return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, v));
   };
@@ -474,6 +487,10 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
           return arith::AddFOp::create(b, loc, x, y);
         }))
       continue;
+    if (auto draw = dyn_cast<RandomOp>(op)) {
+      map[draw.getResult()] = {emitDraw(b, draw, 1)};
+      continue;
+    }
     if (auto ls = dyn_cast<LogSignOp>(op)) {
       // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
       Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
@@ -689,6 +706,86 @@ void GPURuleLowering::approximateLog() {
   (void)applyOpPatternsGreedily(approximate, std::move(patterns), config);
 }
 
+void GPURuleLowering::loadRng(OpBuilder &b, Value rng, Value c, bool draws) {
+  rngSeed = rngChunkBase = drawIndex = Value();
+  if (!draws)
+    return; // rng may be NULL: never read.
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type();
+  auto seed = LLVM::LoadOp::create(b, loc, i64, rng, 8);
+  seed.setInvariant(true);
+  auto base = LLVM::LoadOp::create(
+      b, loc, i64,
+      gep(b, i64, rng, arith::AddIOp::create(b, loc, c, i64Const(b, 1))), 8);
+  base.setInvariant(true);
+  rngSeed = seed;
+  rngChunkBase = base;
+}
+
+Value GPURuleLowering::emitDraw(OpBuilder &b, RandomOp op, unsigned lanes) {
+  Location loc = rule.getLoc();
+  // One scalar call per lane.
+  auto perLane = [&](Value x, llvm::function_ref<Value(Value)> f) -> Value {
+    auto vec = dyn_cast<VectorType>(x.getType());
+    if (!vec)
+      return f(x);
+    SmallVector<Value> out;
+    for (int64_t l = 0; l < vec.getNumElements(); ++l)
+      out.push_back(
+          f(vector::ExtractOp::create(b, loc, x, ArrayRef<int64_t>{l})));
+    return vector::FromElementsOp::create(b, loc, vec, out);
+  };
+  // cos(2 pi u) as libdevice's cospi(2 u): 2 u is exact, and cospi reduces
+  // its argument exactly without the Payne-Hanek path (a local array) that
+  // cos of an arbitrary argument needs. It differs from cos(fl(2 pi) u)
+  // only by rounding (KernelABI.h allows the backends to differ so).
+  auto cosTwoPi = [&](Value u) -> Value {
+    StringRef name = elt.isF32() ? "__nv_cospif" : "__nv_cospi";
+    // Declared as an llvm.func (libdevice is linked into the module later,
+    // as for the calls that convert-gpu-to-nvvm makes).
+    auto callee = gpuModule.lookupSymbol<LLVM::LLVMFuncOp>(name);
+    if (!callee) {
+      OpBuilder::InsertionGuard guard(b);
+      b.setInsertionPointToStart(gpuModule.getBody());
+      callee = LLVM::LLVMFuncOp::create(
+          b, loc, name, LLVM::LLVMFunctionType::get(elt, {elt}));
+    }
+    Value two = arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 2.0));
+    return perLane(u, [&](Value x) -> Value {
+      return LLVM::CallOp::create(
+                 b, loc, callee,
+                 ValueRange{arith::MulFOp::create(b, loc, two, x)})
+          .getResult();
+    });
+  };
+  auto sqrt = [&](Value x) -> Value {
+    return relaxed ? Value(math::SqrtOp::create(b, loc, x))
+                   : exactSqrt(b, loc, x);
+  };
+  // mul.hi.u32 (with arith.muli's mul.lo.s32): from mului_extended, LLVM
+  // keeps some products as 64-bit multiplies.
+  auto mulHigh = [&](Value x, Value y) -> Value {
+    Type i32 = b.getI32Type();
+    StringAttr name = b.getStringAttr("llvm.nvvm.mulhi.ui");
+    auto vec = dyn_cast<VectorType>(x.getType());
+    if (!vec)
+      return LLVM::CallIntrinsicOp::create(b, loc, i32, name, ValueRange{x, y})
+          .getResult(0);
+    SmallVector<Value> out;
+    for (int64_t l = 0; l < vec.getNumElements(); ++l) {
+      Value xl = vector::ExtractOp::create(b, loc, x, ArrayRef<int64_t>{l});
+      Value yl = vector::ExtractOp::create(b, loc, y, ArrayRef<int64_t>{l});
+      out.push_back(LLVM::CallIntrinsicOp::create(b, loc, i32, name,
+                                                  ValueRange{xl, yl})
+                        .getResult(0));
+    }
+    return vector::FromElementsOp::create(b, loc, vec, out);
+  };
+  return emitRandomDraw(b, loc, op.getKind(), op.getSite(), elt, rngSeed,
+                        uniform.lookup(rule.getStep()), drawIndex, lanes, sqrt,
+                        cosTwoPi, mulHigh);
+}
+
 void GPURuleLowering::emitUniform(OpBuilder &b, Block &entry, Value step) {
   Location loc = rule.getLoc();
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h) {
@@ -816,6 +913,8 @@ LogicalResult GPURuleLowering::run() {
     emitReduceKernel(b);
   }
   b.setInsertionPointToEnd(gpuModule.getBody());
+  // optim_random_<name> beside them, in global memory as the reductions'.
+  createRandomDescriptor(b, rule, kGlobal);
   uniform.clear();
   reciprocals.clear();
   Type i64 = b.getI64Type();
@@ -835,6 +934,7 @@ LogicalResult GPURuleLowering::run() {
   }
   if (!reductions.empty())
     argTypes.push_back(globalPtr);
+  argTypes.push_back(globalPtr); // const uint64_t *rng, last (version 8).
   auto func =
       gpu::GPUFuncOp::create(b, loc, (kSymbolPrefix + rule.getSymName()).str(),
                              b.getFunctionType(argTypes, {}), workgroup);
@@ -899,8 +999,13 @@ LogicalResult GPURuleLowering::run() {
   Chunk chunk = loadChunk(b, ptrs, lengths, begin);
   SmallVector<Value> bases = chunk.bases;
   Value c = chunk.index, n = chunk.length, misaligned = chunk.misaligned;
+  loadRng(b, entry.getArgument(func.getNumArguments() - 1), c,
+          llvm::any_of(varyingOps, [&](Operation *op) {
+            return isa<RandomOp>(op) &&
+                   (reductions.empty() || ruleOpSet.contains(op));
+          }));
   if (!reductions.empty()) {
-    emitPerChunk(b, entry.getArgument(func.getNumArguments() - 1), c);
+    emitPerChunk(b, entry.getArgument(func.getNumArguments() - 2), c);
     if (relaxed)
       emitReciprocals(b, [&](Value v) { return perChunk.contains(v); });
   }

@@ -31,6 +31,7 @@
 
 #include "ChunkTable.h"
 #include "LearnedMath.h"
+#include "Philox.h"
 #include "RuleLowering.h"
 
 #include "mlir/IR/TypeUtilities.h"
@@ -64,8 +65,9 @@ LogicalResult RuleLowering::classify() {
     // of a value shared by the coordinates (a hyperparameter, a reduction)
     // runs per coordinate too: only the coordinate loops expand it, and the
     // op itself cannot live outside a rule.
+    // A draw is per coordinate (its global index) though it reads nothing.
     bool isVarying =
-        isa<LogSignOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
+        isa<LogSignOp, RandomOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
           return varying.contains(v) || weights.contains(v);
         });
     if (isa<TensorReduceOp>(op) || !isVarying) {
@@ -75,7 +77,7 @@ LogicalResult RuleLowering::classify() {
     }
     auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
     bool supported = false;
-    if (isa<LogSignOp, LSTMCellOp, LinearOp>(op))
+    if (isa<LogSignOp, LSTMCellOp, LinearOp, RandomOp>(op))
       supported = true;
     else if (isComponentMove(&op))
       supported = isSupportedComponentMove(&op);
@@ -158,6 +160,12 @@ void RuleLowering::mapCoordinateOp(OpBuilder &b, Operation *op, unsigned lanes,
   }
   if (mapComponentMoves(op, map, operand, add))
     return;
+  if (auto draw = dyn_cast<RandomOp>(op)) {
+    map[draw.getResult()] = {emitRandomDraw(
+        b, loc, draw.getKind(), draw.getSite(), elt, rngSeed,
+        uniform.lookup(rule.getStep()), drawIndex, lanes)};
+    return;
+  }
   if (auto ls = dyn_cast<LogSignOp>(op)) {
     // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
     auto splat = [&](double value) -> Value {
@@ -198,6 +206,7 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   b.setInsertionPointToStart(loop.getBody());
   Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
+  setDrawIndex(b, i);
   Type valueType = laneType(elt, lanes);
   unsigned align = elt.getWidth() / 8;
   // Prefetches the cache lines of this iteration's `lanes` coordinates of a
@@ -667,6 +676,7 @@ RuleLowering::beginKernel(OpBuilder &b, StringRef name, TypeRange extra,
   SmallVector<Type> args = {ptrType, ptrType, ptrType, i64,
                             i64,     ptrType, i64,     ptrType};
   args.append(extra.begin(), extra.end());
+  args.push_back(ptrType); // const uint64_t *rng, last (version 8).
   auto func = func::FuncOp::create(b, loc, name, b.getFunctionType(args, {}));
   Block *entry = func.addEntryBlock();
   funcEntry = entry;
@@ -676,6 +686,14 @@ RuleLowering::beginKernel(OpBuilder &b, StringRef name, TypeRange extra,
   b.setInsertionPointToStart(entry);
   Value hypers = entry->getArgument(5), step = entry->getArgument(6);
   Value weights = entry->getArgument(7);
+  // The seed, once per call, only when this kernel computes a draw: for a
+  // rule that draws nothing rng may be NULL.
+  rngArg = entry->getArguments().back();
+  rngSeed = rngChunkBase = drawIndex = Value();
+  if (llvm::any_of(varyingOps, [&](Operation *op) {
+        return isa<RandomOp>(op) && needed(op);
+      }))
+    rngSeed = LLVM::LoadOp::create(b, loc, i64, rngArg, 8);
 
   // Uniform inputs: hyperparameters (const ones are compiled in) and t.
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h) {
@@ -741,6 +759,7 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
     b.setInsertionPointToStart(chunks.getBody());
     Value c = arith::IndexCastOp::create(b, loc, i64, chunks.getInductionVar());
     ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c, numPtrs);
+    loadRngChunkBase(b, c);
     ArrayRef<Value> bases = chunk.bases;
     Value n = chunk.length, stride = chunk.stride;
 
@@ -806,6 +825,16 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
   func::ReturnOp::create(b, loc);
 }
 
+void RuleLowering::loadRngChunkBase(OpBuilder &b, Value c) {
+  rngChunkBase = Value();
+  if (!rngSeed)
+    return;
+  Location loc = rule.getLoc();
+  Value slot = arith::AddIOp::create(b, loc, c, i64Const(b, 1));
+  rngChunkBase = LLVM::LoadOp::create(b, loc, b.getI64Type(),
+                                      gep(b, b.getI64Type(), rngArg, slot), 8);
+}
+
 /// optim_reductions_<name> (KernelABI.h), beside the rule's functions.
 void RuleLowering::emitReductionsDescriptor(OpBuilder &b) {
   OpBuilder::InsertionGuard guard(b);
@@ -830,6 +859,9 @@ LogicalResult RuleLowering::run() {
   }
   b.setInsertionPoint(rule);
   emitRuleKernel(b);
+  // optim_random_<name>, for rules that draw (KernelABI.h, version 8).
+  b.setInsertionPoint(rule);
+  createRandomDescriptor(b, rule, /*addressSpace=*/0);
   rule.erase();
   // f32 only (f64 keeps libm); lstm_cell's tanh and sigmoid are rational
   // forms of their own (lstmCellUpdate). Errors of the whole step against a

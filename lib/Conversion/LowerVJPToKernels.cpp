@@ -51,6 +51,7 @@
 #include "ChunkTable.h"
 #include "Components.h"
 #include "LearnedMath.h"
+#include "Philox.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
@@ -146,6 +147,11 @@ private:
   int64_t numLaneSlots = 0;
   /// Whether the rule has lstm_cell / linear ops: compute-bound.
   bool learned = false;
+  /// Random draws (KernelABI.h, version 8): the seed rng[0] (only when the
+  /// function draws), chunk c's first global index rng[1 + c], and the
+  /// global index of the current loop iteration's first lane. The kernel
+  /// recomputes the forward step's draws: they are constants here.
+  Value rngSeed, rngChunkBase, drawIndex;
 
   BlockArgument param() { return func.getArgument(0); }
   BlockArgument grad() { return func.getArgument(1); }
@@ -346,13 +352,15 @@ LogicalResult VJPLowering::analyze() {
           return user->emitOpError("uses a weight cotangent");
       continue;
     }
-    bool isVarying = llvm::any_of(op.getOperands(), [&](Value v) {
-      return varying.contains(v) || weights.contains(v);
-    });
+    bool isVarying =
+        isa<RandomOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
+          return varying.contains(v) || weights.contains(v);
+        });
     if (!isVarying)
       continue;
     bool supported = false;
-    if (isa<LogSignOp, LSTMCellOp, LinearOp, LSTMCellVJPOp, LinearVJPOp>(op))
+    if (isa<LogSignOp, LSTMCellOp, LinearOp, LSTMCellVJPOp, LinearVJPOp,
+            RandomOp>(op))
       supported = true;
     else if (isComponentMove(&op))
       supported = isSupportedComponentMove(&op);
@@ -417,6 +425,9 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   b.setInsertionPointToStart(loop.getBody());
   Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
+  drawIndex = rngChunkBase
+                  ? Value(arith::AddIOp::create(b, loc, rngChunkBase, i))
+                  : Value();
   auto typeOf = [&](unsigned n) -> Type {
     return n == 1 ? Type(elt) : VectorType::get({n}, elt);
   };
@@ -886,6 +897,12 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   for (Operation *op : varyingOps) {
     if (mapComponentMoves(op, map, operand, add))
       continue;
+    if (auto draw = dyn_cast<RandomOp>(op)) {
+      map[draw.getResult()] = {emitRandomDraw(
+          b, loc, draw.getKind(), draw.getSite(), elt, rngSeed,
+          uniform.lookup(step()), drawIndex, lanes)};
+      continue;
+    }
     if (auto ls = dyn_cast<LogSignOp>(op)) {
       // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
       Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
@@ -1086,6 +1103,7 @@ LogicalResult VJPLowering::run() {
   // const double *reduced.
   if (numReductions)
     argTypes.push_back(ptrType);
+  argTypes.push_back(ptrType); // const uint64_t *rng, last (version 8).
   auto fnType = b.getFunctionType(argTypes, {});
   auto kernel = func::FuncOp::create(b, loc, (prefix + name).str(), fnType);
   Block *entry = kernel.addEntryBlock();
@@ -1108,6 +1126,11 @@ LogicalResult VJPLowering::run() {
     uniform.map(hyper(h), v);
   }
   uniform.map(step(), stepArg);
+  // The seed, once per call, only when the kernel draws (rng may be NULL
+  // for a rule that draws nothing).
+  Value rng = entry->getArguments().back();
+  if (llvm::any_of(varyingOps, [](Operation *op) { return isa<RandomOp>(op); }))
+    rngSeed = LLVM::LoadOp::create(b, loc, i64, rng, 8);
   for (unsigned w = 0; w < numWeights; ++w)
     weightPtrs[weight(w)] = LLVM::LoadOp::create(
         b, loc, ptrType, gep(b, ptrType, weights, i64Const(b, w)), 8);
@@ -1157,6 +1180,11 @@ LogicalResult VJPLowering::run() {
     ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c, numPtrs);
     ArrayRef<Value> bases = chunk.bases;
     Value n = chunk.length, stride = chunk.stride;
+    if (rngSeed)
+      rngChunkBase = LLVM::LoadOp::create(
+          b, loc, i64,
+          gep(b, i64, rng, arith::AddIOp::create(b, loc, c, i64Const(b, 1))),
+          8);
 
     // Chunk c's reduced values at reduced[c * K + k] (K = R or 2R), in
     // double, rounded to the element type as the forward rule kernel does.

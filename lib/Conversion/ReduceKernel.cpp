@@ -157,6 +157,7 @@ SmallVector<Value> RuleLowering::emitReduceLoop(OpBuilder &b, Value lb,
   b.setInsertionPointToStart(loop.getBody());
   Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
+  setDrawIndex(b, i);
   Type valueType = laneType(elt, lanes);
   unsigned align = elt.getWidth() / 8;
 
@@ -232,6 +233,7 @@ void RuleLowering::emitReduceKernel(OpBuilder &b) {
     ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c,
                                 2 + rule.getNumInputs() +
                                     rule.getNumStates());
+    loadRngChunkBase(b, c);
     Value nIdx = index(b, chunk.length);
     auto constant = [&](ReductionKind kind, unsigned lanes) -> Value {
       FloatAttr value = b.getFloatAttr(f64, reductionIdentity(kind));

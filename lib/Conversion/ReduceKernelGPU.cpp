@@ -40,12 +40,14 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
   uniform.clear();
   reciprocals.clear();
-  // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}, partials)
+  // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}, partials,
+  // rng)
   // and one double of shared memory per thread (blockDim.x <= 1024).
   SmallVector<Type> argTypes = {globalPtr, globalPtr, globalPtr, i64, i64};
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h)
     argTypes.push_back(elt);
   argTypes.push_back(globalPtr);
+  argTypes.push_back(globalPtr); // const uint64_t *rng, last (version 8).
   Type shared = MemRefType::get(
       {kMaxThreads}, f64, MemRefLayoutAttrInterface(),
       gpu::AddressSpaceAttr::get(ctx, gpu::AddressSpace::Workgroup));
@@ -63,6 +65,10 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
   Chunk chunk =
       loadChunk(b, entry.getArgument(0), entry.getArgument(1),
                 entry.getArgument(3));
+  loadRng(b, entry.getArgument(6 + rule.getNumHypers()), chunk.index,
+          llvm::any_of(varyingOps, [&](Operation *op) {
+            return isa<RandomOp>(op) && reductionSlice.contains(op);
+          }));
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
 
@@ -78,6 +84,9 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
     Value i = arith::IndexCastOp::create(b, loc, i64, loop.getInductionVar());
+    drawIndex = rngChunkBase
+                    ? Value(arith::AddIOp::create(b, loc, rngChunkBase, i))
+                    : Value();
     llvm::DenseMap<Value, unsigned> inputIndex;
     for (auto [k, stream] : llvm::enumerate(rule.getChunkStreams()))
       inputIndex[stream] = k;

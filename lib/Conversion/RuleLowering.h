@@ -88,8 +88,8 @@ private:
   void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
                           ArrayRef<Value> bases, Value stride,
                           bool prefetch = false);
-  /// Starts a kernel: func.func `name` with the ABI's eight arguments and
-  /// `extra` more, before the rule; loads the hyperparameters that ops for
+  /// Starts a kernel: func.func `name` with the ABI's eight arguments,
+  /// `extra` more and `rng` last, before the rule; loads the hyperparameters that ops for
   /// which `needed` holds use, and clones those of the uniform ops (and the
   /// reciprocals of the uniform divisors of those of the varying ones) into
   /// its entry block, where the builder is left.
@@ -175,6 +175,20 @@ private:
   llvm::DenseMap<Value, Value> weightPtrs;
   /// The kernel's entry block, where stack buffers are allocated.
   Block *funcEntry = nullptr;
+  /// Random draws (optim.random; KernelABI.h, version 8): the kernel's `rng`
+  /// argument (its last), the seed rng[0] (loaded once per call, only when
+  /// the kernel draws), the chunk's first global index rng[1 + c] (once per
+  /// chunk) and the global index of the current iteration's first lane.
+  Value rngArg, rngSeed, rngChunkBase, drawIndex;
+  /// Loads rng[1 + c] when the kernel draws.
+  void loadRngChunkBase(OpBuilder &b, Value c);
+  /// drawIndex for the loop iteration at chunk offset `i` (i64).
+  void setDrawIndex(OpBuilder &b, Value i) {
+    drawIndex = rngChunkBase
+                    ? Value(arith::AddIOp::create(b, rule.getLoc(),
+                                                  rngChunkBase, i))
+                    : Value();
+  }
 
   /// The log of log_sign in learned rules, to be replaced by a polynomial
   /// approximation; never the rule's own math ops.

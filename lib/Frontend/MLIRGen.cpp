@@ -40,6 +40,9 @@ public:
   void generate();
 
 private:
+  /// The kind of each draw site generated so far (rand(), randn()), in site
+  /// order: the rule's `random` list.
+  llvm::SmallVector<mlir::Attribute> randomKinds;
   mlir::Location loc(llvm::SMLoc l) {
     auto [line, col] = sm.getLineAndColumn(l);
     auto name = sm.getMemoryBuffer(sm.FindBufferContainingLoc(l))
@@ -179,7 +182,8 @@ void ProgramGen::generate() {
         names(checked.states), b.getDenseF64ArrayAttr(inits),
         names(checked.weights),
         // Unset without inputs: the IR of such rules is what it always was.
-        checked.inputs.empty() ? mlir::ArrayAttr() : names(checked.inputs));
+        checked.inputs.empty() ? mlir::ArrayAttr() : names(checked.inputs),
+        /*random=*/mlir::ArrayAttr()); // Set after the body: its sites.
     op = rule;
     body = &rule.getBody();
   }
@@ -204,6 +208,10 @@ void ProgramGen::generate() {
     for (const Symbol *s : checked.states)
       outs.push_back(current.lookup(s));
     mlir::optim::YieldOp::create(b, end, outs);
+    // Unset for rules that draw nothing: their IR is what it always was.
+    if (!randomKinds.empty())
+      llvm::cast<mlir::optim::RuleOp>(op).setRandomAttr(
+          b.getArrayAttr(randomKinds));
   }
   b.setInsertionPointAfter(op);
 }
@@ -470,6 +478,18 @@ Value ProgramGen::genCall(const CallExpr &call) {
   }
   case Builtin::LogSign:
     return mlir::optim::LogSignOp::create(b, l, irType(type), args[0], args[1]);
+  case Builtin::Rand:
+  case Builtin::Randn: {
+    // One site per call, numbered in the order gen() visits the body
+    // (source order); the rule records every site's kind, so that the
+    // numbers stay put when a dead draw is erased.
+    auto kind = call.builtin == Builtin::Randn
+                    ? mlir::optim::RandomKind::Normal
+                    : mlir::optim::RandomKind::Uniform;
+    unsigned site = randomKinds.size();
+    randomKinds.push_back(str(mlir::optim::stringifyRandomKind(kind)));
+    return mlir::optim::RandomOp::create(b, l, elt, kind, site);
+  }
   default:
     break;
   }

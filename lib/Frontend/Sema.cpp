@@ -70,6 +70,8 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::GlobalNorm, "global_norm", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::GlobalMax, "global_max", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::GlobalMin, "global_min", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::Rand, "rand", 0, 0, BuiltinInfo::RulesOnly},
+    {Builtin::Randn, "randn", 0, 0, BuiltinInfo::RulesOnly},
 };
 
 /// What a per-coordinate value depends on, among the things the first pass
@@ -1346,6 +1348,10 @@ Type ProgramChecker::checkCall(CallExpr &call) {
   }
   if (info->id == Builtin::QP)
     return checkQP(call);
+  if (info->maxArgs == 0 && !call.args.empty()) {
+    diags.error(call.getLoc(), "'" + call.callee + "' takes no arguments");
+    return Type::unknown();
+  }
   for (Argument &arg : call.args)
     if (!arg.name.empty()) {
       diags.error(arg.nameLoc,
@@ -1465,6 +1471,9 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
     return Type::number({2});
   case Builtin::IsFinite:
     return Type::boolean(args[0].shape);
+  case Builtin::Rand:
+  case Builtin::Randn:
+    return Type::scalar();
   default:
     if (isReduction(info.id))
       return checkReduction(call, args[0]);

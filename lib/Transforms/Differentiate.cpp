@@ -127,7 +127,8 @@ LogicalResult RuleDifferentiator::check() {
                   math::CbrtOp, math::ExpOp,
                   math::LogOp, math::PowFOp, math::TanhOp, math::AbsFOp,
                   math::FloorOp, math::CeilOp, math::CosOp, math::SinOp,
-                  arith::RemFOp, LogSignOp, LSTMCellOp, LinearOp>(op);
+                  arith::RemFOp, LogSignOp, LSTMCellOp, LinearOp,
+                  RandomOp>(op);
     if (auto red = dyn_cast<vector::ReductionOp>(op))
       ok = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
     if (auto bc = dyn_cast<vector::BroadcastOp>(op))
@@ -276,6 +277,11 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   // A reduced value is an argument here: its adjoint is a result of the
   // VJP, and the reductions function carries it back to the operand.
   if (isa<TensorReduceOp>(op))
+    return success();
+  // A draw is a constant of the reverse mode (KernelABI.h, version 8): the
+  // VJP kernels recompute it from rng, and it has no operand to pass a
+  // cotangent to.
+  if (isa<RandomOp>(op))
     return success();
 
   // The learned-rule blocks have adjoint ops of their own: the kernel

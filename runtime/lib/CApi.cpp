@@ -328,6 +328,35 @@ extern "C" optim_status optim_rule_input(const optim_rule *rule, size_t index,
   });
 }
 
+extern "C" optim_status optim_rule_num_random(const optim_rule *rule,
+                                              size_t *out) {
+  OPTIM_USE_RULE(rule, "optim_rule_num_random");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_random");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    *out = rule->rule.info().random.size();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_random(const optim_rule *rule, size_t index,
+                                          const char **kind) {
+  OPTIM_USE_RULE(rule, "optim_rule_random");
+  OPTIM_CHECK_NOT_NULL(kind, "optim_rule_random");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.random.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_random: index " + std::to_string(index) +
+                         " is out of range: rule '" + ri.name + "' has " +
+                         std::to_string(ri.random.size()) +
+                         " random draw sites")
+                            .c_str());
+    // A string literal: it outlives the rule.
+    *kind = randomKindName(ri.random[index]);
+    return OPTIM_OK;
+  });
+}
+
 extern "C" optim_status optim_rule_release(optim_rule *rule) {
   const char *fn = "optim_rule_release";
   if (!rule)
@@ -357,6 +386,7 @@ extern "C" optim_status optim_options_init(optim_options *options) {
   options->threads = defaults.threads;
   options->chunk_size = defaults.chunkSize;
   options->skip_non_finite = defaults.skipNonFinite ? 1 : 0;
+  options->seed = defaults.seed;
   return OPTIM_OK;
 }
 
@@ -366,6 +396,7 @@ static OptimizerOptions toOptions(const optim_options *options) {
     result.threads = options->threads;
     result.chunkSize = options->chunk_size;
     result.skipNonFinite = options->skip_non_finite != 0;
+    result.seed = options->seed;
   }
   return result;
 }
@@ -748,6 +779,14 @@ optim_optimizer_skipped_steps(const optim_optimizer *opt, int64_t *out) {
   OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_skipped_steps");
   OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_skipped_steps");
   *out = opt->opt.skippedSteps();
+  return OPTIM_OK;
+}
+
+extern "C" optim_status optim_optimizer_seed(const optim_optimizer *opt,
+                                             uint64_t *out) {
+  OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_seed");
+  OPTIM_CHECK_NOT_NULL(out, "optim_optimizer_seed");
+  *out = opt->opt.seed();
   return OPTIM_OK;
 }
 

@@ -12,7 +12,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 using namespace optim;
@@ -55,6 +57,9 @@ void Optimizer::save(const std::string &path) const {
       {"step", std::to_string(im.step)},
       {"skipped", std::to_string(im.skipped)},
       {"hypers", groups.dump()},
+      // The key of the rule's random numbers (KernelABI.h, version 8), so
+      // that a resumed run draws what the uninterrupted one would have.
+      {"seed", std::to_string(im.options.seed)},
   };
   std::vector<TensorRef> tensors;
   for (size_t p = 0; p < im.slots.size(); ++p)
@@ -100,6 +105,24 @@ void Optimizer::load(const std::string &path) {
   }
   if (step < 0 || skipped < 0)
     throw fail("corrupt step counters");
+  // Checkpoints written before random numbers (ABI 8) have no seed: the
+  // optimizer keeps the one it was constructed with.
+  uint64_t seed = im.options.seed;
+  if (file.hasMetadata("seed")) {
+    const std::string &digits = file.metadata("seed");
+    bool ok = !digits.empty() && digits.size() <= 20 &&
+              digits.find_first_not_of("0123456789") == std::string::npos;
+    if (ok) {
+      errno = 0;
+      char *end = nullptr;
+      unsigned long long v = std::strtoull(digits.c_str(), &end, 10);
+      ok = errno == 0 && end == digits.c_str() + digits.size();
+      seed = uint64_t(v);
+    }
+    if (!ok)
+      throw fail("corrupt seed '" + digits +
+                 "' (a decimal integer in [0, 2^64) expected)");
+  }
   json hypers = json::parse(text("hypers"), nullptr, false);
   if (!hypers.is_array())
     throw fail("corrupt hyperparameters");
@@ -147,6 +170,7 @@ void Optimizer::load(const std::string &path) {
     im.groups[g].hypers = groupHypers[g];
   im.step = step;
   im.skipped = skipped;
+  im.options.seed = seed;
 }
 
 void Optimizer::loadWeights(const std::string &path) {

@@ -155,6 +155,46 @@ static void requireCompiledReductions(const DriverAPI &d, CUmodule module,
                 "' (does the manifest belong to them?)");
 }
 
+/// Throws unless the kernels of `module` draw the random numbers that the
+/// manifest lists (KernelABI.h, version 8, the descriptor
+/// optim_random_<name>, defined only by rules that draw): site k of the
+/// kernels is site k of RuleInfo::random, and a rule listed as drawing
+/// nothing may be passed no rng at all.
+static void requireCompiledRandom(const DriverAPI &d, CUmodule module,
+                                  const RuleInfo &info,
+                                  const std::string &origin) {
+  if (!d.cuModuleGetGlobal)
+    throw Error("optim: CUDA: the driver table has no cuModuleGetGlobal");
+  std::string listed = randomDescriptor(info.random);
+  std::string name = OPTIM_RANDOM_SYMBOL_PREFIX + info.name;
+  CUdeviceptr ptr = 0;
+  size_t bytes = 0;
+  CUresult rc = d.cuModuleGetGlobal(&ptr, &bytes, module, name.c_str());
+  if (rc == kErrorNotFound) {
+    if (!listed.empty())
+      throw Error("optim: '" + origin + "' lists the random draws '" +
+                  listed + "' but its module has no '" + name +
+                  "', which a rule that draws random numbers defines (does "
+                  "the manifest belong to it?)");
+    return;
+  }
+  d.check(rc, ("cuModuleGetGlobal(" + name + ")").c_str());
+  // At most eight bytes per draw site; anything larger is not one.
+  if (bytes == 0 || bytes > 65536)
+    throw Error("optim: '" + origin + "': '" + name + "' has " +
+                std::to_string(bytes) + " bytes, not a random descriptor");
+  std::string compiled(bytes, '\0');
+  d.check(d.cuMemcpyDtoH(compiled.data(), ptr, bytes),
+          ("cuMemcpyDtoH(" + name + ")").c_str());
+  compiled.resize(::strnlen(compiled.c_str(), bytes));
+  if (compiled != listed)
+    throw Error("optim: '" + origin + "' lists " +
+                (listed.empty() ? std::string("no random draws")
+                                : "the random draws '" + listed + "'") +
+                " but its kernels were compiled to draw '" + compiled +
+                "' (does the manifest belong to them?)");
+}
+
 /// "sm_86" -> 86; -1 when malformed.
 static int archNumber(const std::string &arch) {
   if (arch.rfind("sm_", 0) != 0)
@@ -292,6 +332,7 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
   std::shared_ptr<CUmod_st> owner = loadModule(
       runs == CodeSource::Cubin ? cubin : std::string(), origin, ptx, &source);
   requireCompiledReductions(*driver_, owner.get(), m.info, origin);
+  requireCompiledRandom(*driver_, owner.get(), m.info, origin);
   CUfunction fn = nullptr;
   driver_->check(
       driver_->cuModuleGetFunction(&fn, owner.get(), m.symbol.c_str()),
@@ -547,7 +588,19 @@ void Optimizer::buildTable(
       strides.push_back(params_[t].size);
     }
   int64_t chunks = int64_t(lengths.size());
-  size_t bytes = (ptrs.size() + lengths.size() + strides.size()) * 8;
+  // The kernels' rng (KernelABI.h, version 8): the seed, then the global
+  // index of each chunk's first coordinate (its position in the
+  // parameters concatenated in order).
+  std::vector<uint64_t> rng = {options_.seed};
+  uint64_t before = 0; // Coordinates of the tensors before tensor t.
+  for (size_t t = 0, c = 0; t < params_.size(); ++t) {
+    for (int64_t first = 0; first < params_[t].size;
+         first += options_.chunkSize, ++c)
+      rng.push_back(before + uint64_t(first));
+    before += uint64_t(params_[t].size);
+  }
+  size_t bytes =
+      (ptrs.size() + lengths.size() + strides.size() + rng.size()) * 8;
   const std::shared_ptr<Device> &dev = rule_.device();
   // The running step may still read the old table.
   dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
@@ -559,6 +612,8 @@ void Optimizer::buildTable(
   std::memcpy(host.data() + ptrs.size() * 8, lengths.data(), chunks * 8);
   std::memcpy(host.data() + (ptrs.size() + chunks) * 8, strides.data(),
               chunks * 8);
+  std::memcpy(host.data() + (ptrs.size() + 2 * chunks) * 8, rng.data(),
+              rng.size() * 8);
   if (bytes)
     table_.upload(host.data(), bytes);
   numChunks_ = chunks;
@@ -681,6 +736,7 @@ void Optimizer::runStep(
   CUdeviceptr ptrs = table_.get();
   CUdeviceptr lengths = ptrs + numPtrs * numChunks_ * 8;
   CUdeviceptr strides = lengths + numChunks_ * 8;
+  CUdeviceptr rng = strides + numChunks_ * 8;
   int64_t t = step_ + 1;
   std::vector<float> f32(hypers_.begin(), hypers_.end());
   std::vector<void *> args = {&ptrs, &lengths, &strides, nullptr, &t};
@@ -713,8 +769,10 @@ void Optimizer::runStep(
     // rule kernel takes the results (KernelABI.h, version 6).
     CUdeviceptr partials = partials_.get();
     args.push_back(&partials);
+    args.push_back(&rng);
     launch(rule_.reduceFunction(),
            "cuLaunchKernel(" OPTIM_REDUCE_SYMBOL_PREFIX + info.name + ")");
+    args.pop_back();
     args.pop_back();
     size_t count = info.reductions.size() * size_t(numChunks_);
     hostPartials_.resize(count);
@@ -730,6 +788,8 @@ void Optimizer::runStep(
                         "cuMemcpyHtoDAsync");
     args.push_back(&reduced);
   }
+  // Every kernel's last argument (KernelABI.h, version 8).
+  args.push_back(&rng);
   launch(rule_.function(), "cuLaunchKernel");
   ++step_;
 }

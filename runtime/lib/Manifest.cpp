@@ -48,6 +48,14 @@ std::string optim::writeManifest(const Manifest &m) {
   // table has one pointer per input after g. Absent for rules without.
   if (!m.info.inputs.empty())
     doc["inputs"] = m.info.inputs;
+  // The kinds of the random draw sites, in body order (version 8). Absent
+  // for rules that draw nothing.
+  if (!m.info.random.empty()) {
+    json random = json::array();
+    for (RandomKind k : m.info.random)
+      random.push_back(randomKindName(k));
+    doc["random"] = random;
+  }
   if (!m.artifactSha256.empty())
     doc[detail::kArtifactHashKey] = m.artifactSha256;
   if (!m.ptxSha256.empty())
@@ -131,6 +139,24 @@ Manifest optim::readManifest(const std::string &text,
         m.info.inputs.push_back(std::move(name));
       }
     }
+    if (auto it = doc.find("random"); it != doc.end()) {
+      if (!it->is_array())
+        throw fail("\"random\" must be a list of \"uniform\" or \"normal\"");
+      for (const json &k : *it) {
+        std::string site = std::to_string(m.info.random.size());
+        if (!k.is_string())
+          throw fail("random draw site " + site +
+                     " is not \"uniform\" or \"normal\" (a string)");
+        std::string kind = k.get<std::string>();
+        if (kind == "uniform")
+          m.info.random.push_back(RandomKind::Uniform);
+        else if (kind == "normal")
+          m.info.random.push_back(RandomKind::Normal);
+        else
+          throw fail("random draw site " + site + " has an unknown kind '" +
+                     kind + "' (known: uniform, normal)");
+      }
+    }
     m.artifactSha256 = detail::hashField(doc, detail::kArtifactHashKey, fail);
     m.ptxSha256 = detail::hashField(doc, detail::kPTXHashKey, fail);
   } catch (const json::exception &e) {
@@ -191,6 +217,24 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
   if (!compiled && !listed.empty())
     throw Error("optim: '" + library + "' has no symbol '" + descSymbol +
                 "', which a rule with tensor reductions defines (does the "
+                "manifest belong to it?)");
+  // The kernels draw at the sites they were compiled with: a manifest that
+  // lists others describes another rule, and one that lists none lets the
+  // runtime pass kernels that do draw a null rng (KernelABI.h, version 8).
+  std::string randomSymbol = OPTIM_RANDOM_SYMBOL_PREFIX + m.info.name;
+  const char *drawn =
+      static_cast<const char *>(::dlsym(handle, randomSymbol.c_str()));
+  std::string sites = randomDescriptor(m.info.random);
+  if (drawn && sites != drawn)
+    throw Error("optim: '" + manifestPath + "' lists " +
+                (sites.empty() ? std::string("no random draws")
+                               : "the random draws '" + sites + "'") +
+                " but the kernels of '" + library +
+                "' were compiled to draw '" + drawn +
+                "' (does the manifest belong to it?)");
+  if (!drawn && !sites.empty())
+    throw Error("optim: '" + library + "' has no symbol '" + randomSymbol +
+                "', which a rule that draws random numbers defines (does the "
                 "manifest belong to it?)");
   if (!m.info.reductions.empty()) {
     std::string reduceSymbol = OPTIM_REDUCE_SYMBOL_PREFIX + m.info.name;

@@ -163,6 +163,8 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
                          : std::max(1u, std::thread::hardware_concurrency());
   im.pool = std::make_unique<ThreadPool>(threads);
   size_t perChunk = im.pointersPerChunk();
+  im.rng.push_back(options.seed);
+  uint64_t globalIndex = 0; // Of the current parameter's first coordinate.
   for (ParamGroup &group : groups) {
     Impl::Group g;
     for (const HyperParam &h : ri.hypers)
@@ -190,7 +192,9 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
         im.strides.push_back(p.size);
         im.chunkParam.push_back(pi);
         im.chunkOffset.push_back(off);
+        im.rng.push_back(globalIndex + uint64_t(off));
       }
+      globalIndex += uint64_t(p.size);
       im.slots.push_back(std::move(slot));
     }
     g.numParams = im.slots.size() - g.firstParam;
@@ -416,26 +420,29 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
   int64_t t = im.step + 1;
   const void *const *weights =
       im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
+  // The seed may have changed since the table was built (load()).
+  im.rng[0] = im.options.seed;
+  const uint64_t *rng = im.rng.data();
   if (!ri.reductions.empty()) {
     // Two passes (KernelABI.h, version 6): every chunk's partials, combined
     // in chunk order, then the rule with the reduced values.
     optim_reduce_kernel reduce = im.rule.reduceKernel();
     forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
       reduce(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-             hypers, t, weights, im.partials.data());
+             hypers, t, weights, im.partials.data(), rng);
     });
     detail::combineReductions(ri.reductions, im.chunkParam, im.paramSizes,
                               im.partials.data(), im.reduced.data());
     optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
     forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
       kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-             hypers, t, weights, im.reduced.data());
+             hypers, t, weights, im.reduced.data(), rng);
     });
   } else {
     optim_rule_kernel kernel = im.rule.kernel();
     forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
       kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-             hypers, t, weights);
+             hypers, t, weights, rng);
     });
   }
   im.step = t;
@@ -537,6 +544,7 @@ int64_t Optimizer::stepCount() const { return live("stepCount").step; }
 int64_t Optimizer::skippedSteps() const {
   return live("skippedSteps").skipped;
 }
+uint64_t Optimizer::seed() const { return live("seed").options.seed; }
 size_t Optimizer::numParams() const { return live("numParams").slots.size(); }
 size_t Optimizer::numGroups() const {
   return live("numGroups").groups.size();

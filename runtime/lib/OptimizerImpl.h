@@ -49,6 +49,11 @@ struct Optimizer::Impl {
   std::vector<int64_t> lengths, strides;
   std::vector<size_t> chunkParam;
   std::vector<int64_t> chunkOffset;
+  // The kernels' `rng` (KernelABI.h, version 8): the seed, then the global
+  // index of each chunk's first coordinate (its position in the parameters
+  // concatenated in order). The indices depend on the partition only, so
+  // the table is built once; rng[0] is rewritten before every step.
+  std::vector<uint64_t> rng;
   std::vector<AlignedBuffer> weights; // One per weights tensor of the rule.
   std::vector<const void *> weightPtrs; // Null until set.
   // Every parameter and state buffer, sorted by address (they are

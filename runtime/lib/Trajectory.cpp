@@ -70,6 +70,10 @@ struct Trajectory::Impl {
   // The chunk table: parameter, offset in it and length of each chunk.
   std::vector<size_t> chunkParam;
   std::vector<int64_t> chunkOffset, lengths, strides;
+  /// The kernels' `rng` (KernelABI.h, version 8): the seed, then the global
+  /// index of each chunk's first coordinate; the same for every step and
+  /// for the forward and VJP kernels, which recompute the same draws.
+  std::vector<uint64_t> rng;
   /// The reduce pass's partials (R per chunk), reused by every step.
   std::vector<double> reducePartials;
   std::vector<Record> tape;
@@ -218,6 +222,10 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
       im.lengths.push_back(std::min(options.chunkSize, im.sizes[p] - off));
       im.strides.push_back(im.sizes[p]);
     }
+  im.rng.push_back(options.seed);
+  for (size_t c = 0; c < im.lengths.size(); ++c)
+    im.rng.push_back(
+        uint64_t(im.offsets[im.chunkParam[c]] + im.chunkOffset[c]));
   im.reducePartials.assign(im.lengths.size() * im.numReductions(), 0.0);
   for (const HyperParam &h : im.info().hypers)
     im.hypers.push_back(h.defaultValue);
@@ -313,6 +321,18 @@ static void checkNoTape(const Trajectory::Impl &im, const char *fn) {
                 " recorded steps ran with the current weights; call "
                 "truncate() or resetState() before changing them");
 }
+
+void Trajectory::setSeed(uint64_t seed) {
+  Impl &im = live("setSeed");
+  if (!im.tape.empty())
+    throw Error("optim::Trajectory::setSeed: " +
+                std::to_string(im.tape.size()) +
+                " recorded steps drew with the current seed; call "
+                "truncate() or resetState() before changing it");
+  im.rng[0] = seed;
+}
+
+uint64_t Trajectory::seed() const { return live("seed").rng[0]; }
 
 void Trajectory::setWeights(const std::string &name, const void *data,
                             int64_t count) {
@@ -462,7 +482,7 @@ void Trajectory::step(const std::vector<const void *> &grads) {
       for (int64_t c = begin; c < end; ++c) {
         record(c);
         kernel(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
-               im.hypers.data(), rec.t, w);
+               im.hypers.data(), rec.t, w, im.rng.data());
       }
     });
   } else {
@@ -475,7 +495,8 @@ void Trajectory::step(const std::vector<const void *> &grads) {
       for (int64_t c = begin; c < end; ++c) {
         record(c);
         reduce(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
-               im.hypers.data(), rec.t, w, im.reducePartials.data());
+               im.hypers.data(), rec.t, w, im.reducePartials.data(),
+               im.rng.data());
       }
     });
     rec.reduced.resize(im.reducePartials.size());
@@ -484,7 +505,7 @@ void Trajectory::step(const std::vector<const void *> &grads) {
     optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
     im.forChunks([&](int64_t begin, int64_t end) {
       kernel(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-             im.hypers.data(), rec.t, w, rec.reduced.data());
+             im.hypers.data(), rec.t, w, rec.reduced.data(), im.rng.data());
     });
   }
   im.tape.push_back(std::move(rec));
@@ -582,7 +603,7 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
     if (R == 0) {
       im.forChunks([&](int64_t begin, int64_t end) {
         vjp(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-            rec.hypers.data(), rec.t, w, partials.get());
+            rec.hypers.data(), rec.t, w, partials.get(), im.rng.data());
       });
       addPartials(sum, ri.dtype, partials.get(), numChunks, numPartials);
       continue;
@@ -594,7 +615,7 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
     im.forChunks([&](int64_t begin, int64_t end) {
       reducedVJP(ptrs.data(), im.lengths.data(), im.strides.data(), begin,
                  end, rec.hypers.data(), rec.t, w, partials.get(),
-                 rec.reduced.data());
+                 rec.reduced.data(), im.rng.data());
     });
     addPartials(sum, ri.dtype, partials.get(), numChunks, firstPartials);
     detail::combineReductionCotangents(ri.reductions, im.chunkParam, im.sizes,
@@ -604,7 +625,7 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
     im.forChunks([&](int64_t begin, int64_t end) {
       reductionsVJP(ptrs.data(), im.lengths.data(), im.strides.data(), begin,
                     end, rec.hypers.data(), rec.t, w, partials.get(),
-                    ru.data());
+                    ru.data(), im.rng.data());
     });
     addPartials(sum, ri.dtype, partials.get(), numChunks, numPartials);
   }

@@ -45,7 +45,7 @@ std::atomic<int> heldSteps{0};
 /// SGD on f32: p -= lr * g (no states).
 void sgdKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
                int64_t begin, int64_t end, const double *hypers, int64_t,
-               const void *const *) {
+               const void *const *, const uint64_t *) {
   if (holdKernel.load()) {
     ++heldSteps;
     while (holdKernel.load())

@@ -24,8 +24,8 @@
   void optim_rule_##NAME(void *const *ptrs, const int64_t *lengths,            \
                          const int64_t *strides, int64_t begin, int64_t end,   \
                          const double *hypers, int64_t step,                   \
-                         const void *const *weights) {                         \
-    (void)strides, (void)step, (void)weights;                                  \
+                         const void *const *weights, const uint64_t *rng) {    \
+    (void)strides, (void)step, (void)weights, (void)rng;                       \
     const T lr = (T)hypers[0], b1 = (T)hypers[1], b2 = (T)hypers[2],           \
             rho = (T)hypers[3], eps = (T)hypers[4];                            \
     for (int64_t c = begin; c < end; ++c) {                                    \
@@ -54,8 +54,8 @@ SOPHIA(sophia64, double)
 void optim_rule_pair(void *const *ptrs, const int64_t *lengths,
                      const int64_t *strides, int64_t begin, int64_t end,
                      const double *hypers, int64_t step,
-                     const void *const *weights) {
-  (void)strides, (void)step, (void)weights;
+                     const void *const *weights, const uint64_t *rng) {
+  (void)strides, (void)step, (void)weights, (void)rng;
   for (int64_t c = begin; c < end; ++c) {
     void *const *cp = ptrs + c * 5;
     double *p = (double *)cp[0], *s = (double *)cp[4];
@@ -73,8 +73,9 @@ const char optim_reductions_scaled[] = "norm,sum@global";
 void optim_reduce_scaled(void *const *ptrs, const int64_t *lengths,
                          const int64_t *strides, int64_t begin, int64_t end,
                          const double *hypers, int64_t step,
-                         const void *const *weights, double *partials) {
-  (void)strides, (void)hypers, (void)step, (void)weights;
+                         const void *const *weights, double *partials,
+                         const uint64_t *rng) {
+  (void)strides, (void)hypers, (void)step, (void)weights, (void)rng;
   for (int64_t c = begin; c < end; ++c) {
     const double *g = (const double *)ptrs[3 * c + 1];
     const double *h = (const double *)ptrs[3 * c + 2];
@@ -91,8 +92,9 @@ void optim_reduce_scaled(void *const *ptrs, const int64_t *lengths,
 void optim_rule_scaled(void *const *ptrs, const int64_t *lengths,
                        const int64_t *strides, int64_t begin, int64_t end,
                        const double *hypers, int64_t step,
-                       const void *const *weights, const double *reduced) {
-  (void)strides, (void)step, (void)weights;
+                       const void *const *weights, const double *reduced,
+                       const uint64_t *rng) {
+  (void)strides, (void)step, (void)weights, (void)rng;
   for (int64_t c = begin; c < end; ++c) {
     double *p = (double *)ptrs[3 * c];
     const double *h = (const double *)ptrs[3 * c + 2];

@@ -473,9 +473,10 @@ TEST(RuleInputs, RefusedStepsSayWhatWasWrongAndChangeNothing) {
   has(f.refused({f.grads()[0]}, inputs), "expected 2 gradients");
   // A rule without inputs: none may be given.
   std::vector<double> p(2), g(2);
-  Rule plain(RuleInfo{"plain", DType::F64, {}, {}, {}, {}, {}},
+  Rule plain(RuleInfo{"plain", DType::F64, {}, {}, {}, {}, {}, {}},
              +[](void *const *, const int64_t *, const int64_t *, int64_t,
-                int64_t, const double *, int64_t, const void *const *) {},
+                int64_t, const double *, int64_t, const void *const *,
+                const uint64_t *) {},
              nullptr);
   Optimizer opt(plain, {Param(p.data(), 2)});
   EXPECT_TRUE(opt.step({Grad(g.data(), 2)}, {}));
@@ -535,7 +536,7 @@ TEST(RuleInputs, ManifestsListTheInputs) {
   Manifest m = sophiaManifest(DType::F32);
   std::string text = writeManifest(m);
   json doc = json::parse(text);
-  EXPECT_EQ(doc["abi_version"], 7);
+  EXPECT_EQ(doc["abi_version"], OPTIM_KERNEL_ABI_VERSION);
   EXPECT_EQ(doc["inputs"], json::array({"h"}));
   EXPECT_EQ(readManifest(text, "m.json").info.inputs,
             std::vector<std::string>{"h"});
@@ -570,7 +571,7 @@ TEST(RuleInputs, ManifestsListTheInputs) {
   bad = doc;
   bad["abi_version"] = 6;
   EXPECT_EQ(message(bad), "optim: manifest 'sophia.manifest.json': compiled "
-                          "for kernel ABI 6, this runtime implements 7; "
+                          "for kernel ABI 6, this runtime implements 8; "
                           "recompile it");
 }
 

@@ -36,9 +36,11 @@ namespace {
 
 // The loaders never run a kernel.
 void noKernel(void *const *, const int64_t *, const int64_t *, int64_t,
-              int64_t, const double *, int64_t, const void *const *) {}
+              int64_t, const double *, int64_t, const void *const *,
+              const uint64_t *) {}
 void noVJP(void *const *, const int64_t *, const int64_t *, int64_t, int64_t,
-           const double *, int64_t, const void *const *, void *) {}
+           const double *, int64_t, const void *const *, void *,
+           const uint64_t *) {}
 
 /// A learned rule's signature: a const hyperparameter, a scalar and a
 /// vector state, two weights.

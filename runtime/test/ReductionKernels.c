@@ -16,8 +16,9 @@ const char optim_reductions_lonely[] = "norm";
 void optim_reduce_shrink(void *const *ptrs, const int64_t *lengths,
                          const int64_t *strides, int64_t begin, int64_t end,
                          const double *hypers, int64_t step,
-                         const void *const *weights, double *partials) {
-  (void)strides, (void)hypers, (void)step, (void)weights;
+                         const void *const *weights, double *partials,
+                         const uint64_t *rng) {
+  (void)strides, (void)hypers, (void)step, (void)weights, (void)rng;
   for (int64_t c = begin; c < end; ++c) {
     const double *p = (const double *)ptrs[2 * c];
     double sum = 0;
@@ -30,8 +31,9 @@ void optim_reduce_shrink(void *const *ptrs, const int64_t *lengths,
 void optim_rule_shrink(void *const *ptrs, const int64_t *lengths,
                        const int64_t *strides, int64_t begin, int64_t end,
                        const double *hypers, int64_t step,
-                       const void *const *weights, const double *reduced) {
-  (void)strides, (void)step, (void)weights;
+                       const void *const *weights, const double *reduced,
+                       const uint64_t *rng) {
+  (void)strides, (void)step, (void)weights, (void)rng;
   for (int64_t c = begin; c < end; ++c) {
     double *p = (double *)ptrs[2 * c];
     for (int64_t i = 0; i < lengths[c]; ++i)
@@ -42,7 +44,8 @@ void optim_rule_shrink(void *const *ptrs, const int64_t *lengths,
 void optim_rule_lonely(void *const *ptrs, const int64_t *lengths,
                        const int64_t *strides, int64_t begin, int64_t end,
                        const double *hypers, int64_t step,
-                       const void *const *weights, const double *reduced) {
+                       const void *const *weights, const double *reduced,
+                       const uint64_t *rng) {
   (void)ptrs, (void)lengths, (void)strides, (void)begin, (void)end;
-  (void)hypers, (void)step, (void)weights, (void)reduced;
+  (void)hypers, (void)step, (void)weights, (void)reduced, (void)rng;
 }

@@ -176,7 +176,8 @@ Coord load(void *const *cp, int64_t i) {
 template <typename Spec, typename T>
 void reduceKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
                   int64_t begin, int64_t end, const double *hypers,
-                  int64_t step, const void *const *, double *partials) {
+                  int64_t step, const void *const *, double *partials,
+                  const uint64_t *) {
   static const std::vector<ReductionSpec> red = Spec::info().reductions;
   size_t R = red.size();
   for (int64_t c = begin; c < end; ++c) {
@@ -195,7 +196,8 @@ void reduceKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
 template <typename Spec, typename T>
 void reducedKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
                    int64_t begin, int64_t end, const double *hypers,
-                   int64_t step, const void *const *, const double *reduced) {
+                   int64_t step, const void *const *, const double *reduced,
+                   const uint64_t *) {
   static const size_t R = Spec::info().reductions.size();
   for (int64_t c = begin; c < end; ++c) {
     void *const *cp = ptrs + c * (2 + Spec::S);
@@ -572,7 +574,8 @@ TEST(TensorReductions, RulesThatDoNotMatchTheirSignatureAreRefused) {
   // Reductions in the signature, the one-pass kernel only.
   RuleInfo withReductions = Clip::info();
   auto onePass = [](void *const *, const int64_t *, const int64_t *, int64_t,
-                    int64_t, const double *, int64_t, const void *const *) {};
+                    int64_t, const double *, int64_t, const void *const *,
+                    const uint64_t *) {};
   EXPECT_NE(message(Rule(withReductions, +onePass, nullptr))
                 .find("rule 'clip' has tensor reductions but not the "
                       "kernels of both passes (optim_reduce_clip and the "

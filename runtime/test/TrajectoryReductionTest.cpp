@@ -211,7 +211,7 @@ Coord load(void *const *cp, int64_t i) {
 template <typename Spec, typename T>
 void reduceKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
                   int64_t begin, int64_t end, const double *hypers, int64_t,
-                  const void *const *, double *partials) {
+                  const void *const *, double *partials, const uint64_t *) {
   const auto &red = reductionsOf<Spec>();
   for (int64_t c = begin; c < end; ++c) {
     void *const *cp = ptrs + c * (2 + Spec::S);
@@ -236,7 +236,7 @@ void reduceKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
 template <typename Spec, typename T>
 void ruleKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
                 int64_t begin, int64_t end, const double *hypers, int64_t,
-                const void *const *, const double *reduced) {
+                const void *const *, const double *reduced, const uint64_t *) {
   for (int64_t c = begin; c < end; ++c) {
     void *const *cp = ptrs + c * (2 + Spec::S);
     for (int64_t i = 0; i < lengths[c]; ++i) {
@@ -270,7 +270,7 @@ template <typename Spec, typename T>
 void reducedVJPKernel(void *const *ptrs, const int64_t *lengths,
                       const int64_t *, int64_t begin, int64_t end,
                       const double *hypers, int64_t, const void *const *,
-                      void *partials, const double *rho) {
+                      void *partials, const double *rho, const uint64_t *) {
   const auto &red = reductionsOf<Spec>();
   constexpr size_t P1 = Spec::H + 2 * Spec::R;
   for (int64_t c = begin; c < end; ++c) {
@@ -295,7 +295,7 @@ template <typename Spec, typename T>
 void reductionsVJPKernel(void *const *ptrs, const int64_t *lengths,
                          const int64_t *, int64_t begin, int64_t end,
                          const double *hypers, int64_t, const void *const *,
-                         void *partials, const double *ru) {
+                         void *partials, const double *ru, const uint64_t *) {
   const auto &red = reductionsOf<Spec>();
   for (int64_t c = begin; c < end; ++c) {
     void *const *cp = ptrs + c * (3 + 2 * Spec::S);

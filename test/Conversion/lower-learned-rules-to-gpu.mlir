@@ -13,7 +13,7 @@
 // buffer is 16-byte aligned; every tensor starts at a multiple of 4).
 
 // CHECK-LABEL: gpu.func @optim_rule_tiny(
-// CHECK-SAME: %[[PTRS:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: !llvm.ptr<1>, %[[STRIDES:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: i64, %{{[^:]*}}: i64, %[[SCALE:[^:]*]]: f32, %{{[^:]*}}: f32, %[[W1:[^:]*]]: !llvm.ptr<1>, %[[W2:[^:]*]]: !llvm.ptr<1>, %[[W3:[^:]*]]: !llvm.ptr<1>)
+// CHECK-SAME: %[[PTRS:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: !llvm.ptr<1>, %[[STRIDES:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: i64, %{{[^:]*}}: i64, %[[SCALE:[^:]*]]: f32, %{{[^:]*}}: f32, %[[W1:[^:]*]]: !llvm.ptr<1>, %[[W2:[^:]*]]: !llvm.ptr<1>, %[[W3:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: !llvm.ptr<1>)
 // CHECK-SAME: workgroup(%[[SHARED:.*]] : memref<123xf32, #gpu.address_space<workgroup>> {llvm.align = 16 : i64}) kernel
 // CHECK: %[[TID:.*]] = gpu.thread_id x
 // CHECK: %[[THREADS:.*]] = gpu.block_dim x

@@ -18,7 +18,7 @@ optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
 }
 
 // CHECK-LABEL: gpu.func @optim_reduce_lars(
-// CHECK-SAME: %{{.*}}: f32, %[[PARTIALS:.*]]: !llvm.ptr<1>) workgroup(%[[TREE:.*]] : memref<1024xf64, #gpu.address_space<workgroup>>) kernel
+// CHECK-SAME: %{{.*}}: f32, %[[PARTIALS:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: !llvm.ptr<1>) workgroup(%[[TREE:.*]] : memref<1024xf64, #gpu.address_space<workgroup>>) kernel
 // CHECK: %[[TID:.*]] = gpu.thread_id x
 // CHECK: %[[THREADS:.*]] = gpu.block_dim x
 // CHECK-DAG: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f64
@@ -51,7 +51,7 @@ optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
 // CHECK-NEXT: gpu.return
 
 // CHECK-LABEL: gpu.func @optim_rule_lars(
-// CHECK-SAME: %[[LR:[^:]*]]: f32, %[[REDUCED:.*]]: !llvm.ptr<1>) kernel
+// CHECK-SAME: %[[LR:[^:]*]]: f32, %[[REDUCED:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: !llvm.ptr<1>) kernel
 // CHECK-NOT: workgroup
 // CHECK: llvm.getelementptr %[[REDUCED]]
 // CHECK: %[[WN64:.*]] = llvm.load %{{.*}} invariant {alignment = 8 : i64} : !llvm.ptr<1> -> f64

@@ -11,7 +11,7 @@
 // CHECK: module attributes {gpu.container_module}
 // CHECK: gpu.module @optim_kernels
 // CHECK-LABEL: gpu.func @optim_rule_adam(
-// CHECK-SAME: %[[PTRS:.*]]: !llvm.ptr<1>, %[[LENS:.*]]: !llvm.ptr<1>, %[[STRIDES:.*]]: !llvm.ptr<1>, %[[BEGIN:.*]]: i64, %[[T:.*]]: i64, %[[LR:.*]]: f32, %[[B1:.*]]: f32, %[[B2:.*]]: f32, %[[EPS:.*]]: f32) kernel
+// CHECK-SAME: %[[PTRS:.*]]: !llvm.ptr<1>, %[[LENS:.*]]: !llvm.ptr<1>, %[[STRIDES:.*]]: !llvm.ptr<1>, %[[BEGIN:.*]]: i64, %[[T:.*]]: i64, %[[LR:.*]]: f32, %[[B1:.*]]: f32, %[[B2:.*]]: f32, %[[EPS:.*]]: f32, %{{[^:]*}}: !llvm.ptr<1>) kernel
 // CHECK: %[[TF:.*]] = arith.sitofp %[[T]] : i64 to f32
 // CHECK: math.powf %[[B1]], %[[TF]] : f32
 // CHECK: math.powf %[[B2]], %[[TF]] : f32
@@ -84,7 +84,7 @@ optim.rule @adam(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.001, %beta1: f32 
 // (its argument stays, unused, so that every kernel takes every
 // hyperparameter); an unchanged state is not written.
 // CHECK-LABEL: gpu.func @optim_rule_decay(
-// CHECK-SAME: %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f64, %{{.*}}: f64) kernel
+// CHECK-SAME: %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f64, %{{.*}}: f64, %{{[^:]*}}: !llvm.ptr<1>) kernel
 // CHECK: arith.andi %{{.*}}, %c15_i64 : i64
 // CHECK-COUNT-3: llvm.load %{{.*}} {alignment = 16 : i64} : !llvm.ptr<1> -> vector<2xf64>
 // CHECK-COUNT-1: llvm.store %{{.*}} {alignment = 16 : i64} : vector<2xf64>, !llvm.ptr<1>

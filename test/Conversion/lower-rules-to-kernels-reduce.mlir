@@ -10,7 +10,7 @@
 // written: not p, not m, not v.
 
 // CHECK-LABEL: func.func @optim_reduce_lamb(
-// CHECK-SAME: %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %[[PARTIALS:.*]]: !llvm.ptr) {
+// CHECK-SAME: %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr) {
 // CHECK: scf.for %[[C:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
 // CHECK-NEXT: %[[CI:.*]] = arith.index_cast %[[C]] : index to i64
 // CHECK: %[[Z0:.*]] = arith.constant 0.000000e+00 : f64
@@ -63,7 +63,7 @@
 // the trust ratio and the scale are computed from them once, before the
 // coordinate loops, which only broadcast the product lr * scale.
 // CHECK-LABEL: func.func @optim_rule_lamb(
-// CHECK-SAME: %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %[[REDUCED:.*]]: !llvm.ptr) {
+// CHECK-SAME: %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %[[REDUCED:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr) {
 // CHECK: scf.for %[[C:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
 // CHECK-NEXT: %[[CI:.*]] = arith.index_cast %[[C]] : index to i64
 // CHECK: %[[FIRST:.*]] = arith.muli %[[CI]], %c3_i64{{[_0-9]*}} : i64
@@ -185,7 +185,7 @@ optim.rule @lamb(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.001, %beta1: f32 
 
 // The rule kernel stores the maximum (per chunk) as the state hi.
 // CHECK-LABEL: func.func @optim_rule_extremes(
-// CHECK-SAME: %[[REDUCED:[^:]*]]: !llvm.ptr) {
+// CHECK-SAME: %[[REDUCED:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr) {
 // CHECK-NOT: arith.truncf
 // CHECK: %[[MXP:.*]] = llvm.getelementptr %[[REDUCED]]
 // CHECK-NEXT: %[[MX:.*]] = llvm.load %[[MXP]] {alignment = 8 : i64} : !llvm.ptr -> f64
@@ -231,10 +231,11 @@ optim.rule @extremes(%p: f64, %g: f64, %t: i64) hyper(%lr: f64 = 0.1) state(%hi:
 // RELAXED-NOT: arith.divf
 // RELAXED: return
 
-// A rule without reductions keeps the eight arguments and has no first pass.
+// A rule without reductions keeps the eight arguments (and rng) and has no
+// first pass.
 // CHECK-NOT: @optim_reduce_plain
 // CHECK-LABEL: func.func @optim_rule_plain(
-// CHECK-SAME: %{{[^:]*}}: i64, %{{[^:]*}}: !llvm.ptr) {
+// CHECK-SAME: %{{[^:]*}}: i64, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr) {
 optim.rule @normalized(%p: f32, %g: f32, %t: i64) {
   %n = optim.tensor_reduce norm %g : f32
   %0 = arith.divf %g, %n : f32

@@ -15,9 +15,9 @@
 // CHECK-LABEL: llvm.func @optim_rule_lars(
 // CHECK: llvm.fptrunc %{{.*}} : f64 to f32
 // CHECK: llvm.fmul %{{.*}} : vector<16xf32>
-// IR: define void @optim_reduce_lars(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8)
+// IR: define void @optim_reduce_lars(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
 // IR: fpext <16 x float> %{{.*}} to <16 x double>
-// IR: define void @optim_rule_lars(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8)
+// IR: define void @optim_rule_lars(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
 optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1, %eta: f32 = 0.001) {
   %0 = optim.tensor_reduce norm %p : f32
   %1 = optim.tensor_reduce norm %g : f32
@@ -35,9 +35,9 @@ optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1, %eta: f32 = 0.
 // CHECK-LABEL: llvm.func @optim_rule_clip64(
 // CHECK-NOT: llvm.fptrunc
 // CHECK: llvm.return
-// IR: define void @optim_reduce_clip64(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8)
+// IR: define void @optim_reduce_clip64(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
 // IR: call <16 x double> @llvm.maximum.v16f64
-// IR: define void @optim_rule_clip64(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8)
+// IR: define void @optim_rule_clip64(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
 optim.rule @clip64(%p: f64, %g: f64, %t: i64) hyper(%lr: f64 = 0.01) state(%m: f64 = 0.0) {
   %a = math.absf %g : f64
   %mx = optim.tensor_reduce max %a global : f64

@@ -9,7 +9,7 @@
 // hyperparameter use per-lane accumulators (3 slots).
 
 // CHECK-LABEL: func.func @optim_vjp_kernel_cell(
-// CHECK-SAME: %[[WEIGHTS:[^:]*]]: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr)
+// CHECK-SAME: %[[WEIGHTS:[^:]*]]: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr)
 // Lane accumulators of 3 slots (48, 12 and 3 floats), then dW.
 // CHECK: llvm.getelementptr %[[WEIGHTS]][1]
 // CHECK: llvm.alloca %c48_i64 x f32

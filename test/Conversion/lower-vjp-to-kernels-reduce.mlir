@@ -11,7 +11,7 @@
 // the chunk's sums of drho_0, drho_1, then the tie counts.
 // CHECK-LABEL: func.func @optim_vjp_reduced_kernel_trust(
 // CHECK-SAME: %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: i64, %{{[^:]*}}: i64, %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: i64, %{{[^:]*}}: !llvm.ptr,
-// CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[REDUCED:[^:]*]]: !llvm.ptr)
+// CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[REDUCED:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr)
 // CHECK-DAG: %[[ONES:.*]] = arith.constant dense<1.000000e+00> : vector<4xf32>
 // CHECK-DAG: %[[ZEROS:.*]] = arith.constant dense<0.000000e+00> : vector<4xf32>
 // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : i64
@@ -60,7 +60,7 @@
 // partials per chunk. The incoming cotangents of p and m are read and
 // overwritten with their sums.
 // CHECK-LABEL: func.func @optim_vjp_reductions_kernel_trust(
-// CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[REDUCED:[^:]*]]: !llvm.ptr)
+// CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[REDUCED:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr)
 // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : i64
 // CHECK-DAG: %[[C2:.*]] = arith.constant 2 : i64
 // CHECK-DAG: %[[C1:.*]] = arith.constant 1 : i64

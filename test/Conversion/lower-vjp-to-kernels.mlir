@@ -10,7 +10,7 @@
 // CHECK-NOT: func.func @optim_step_lin
 // CHECK-NOT: func.func @optim_vjp_lin(
 // CHECK-LABEL: func.func @optim_vjp_kernel_lin(
-// CHECK-SAME: %[[PTRS:[^:]*]]: !llvm.ptr, %[[LENGTHS:[^:]*]]: !llvm.ptr, %[[STRIDES:[^:]*]]: !llvm.ptr, %[[BEGIN:[^:]*]]: i64, %[[END:[^:]*]]: i64, %[[HYPERS:[^:]*]]: !llvm.ptr, %[[STEP:[^:]*]]: i64, %[[WEIGHTS:[^:]*]]: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr)
+// CHECK-SAME: %[[PTRS:[^:]*]]: !llvm.ptr, %[[LENGTHS:[^:]*]]: !llvm.ptr, %[[STRIDES:[^:]*]]: !llvm.ptr, %[[BEGIN:[^:]*]]: i64, %[[END:[^:]*]]: i64, %[[HYPERS:[^:]*]]: !llvm.ptr, %[[STEP:[^:]*]]: i64, %[[WEIGHTS:[^:]*]]: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr)
 // linear makes the rule learned: per-lane accumulators (hyperparameter s and
 // the 3 weights of a linear_vjp: 4 slots) for blocks of 4 vectors (16
 // lanes), single vectors and the scalar tail.

@@ -6,9 +6,11 @@ needs numpy only. Each rule of examples/ (but l2l, a learned rule) and of
 test/Run/Inputs/literature.optim has a reference below, written from the
 published algorithm, not from the .optim file: the comment above it cites the
 paper and says where the rule follows a library's variant (eps placement,
-bias correction). A reference keeps its own state, in the paper's notation
-where that differs from ours (momentum and nesterov keep Sutskever's velocity
-v = -lr * buf), mapped to the rule's state for the comparison.
+bias correction). Rules that draw random numbers (rand(), randn()) are
+random_oracle.py's, which has the reference draws. A reference keeps its own
+state, in the paper's notation where that differs from ours (momentum and
+nesterov keep Sutskever's velocity v = -lr * buf), mapped to the rule's state
+for the comparison.
 
 Each rule runs STEPS (500) steps over tensors of awkward sizes (0, 1, 7, 1000
 and 33001: two chunks of the CPU executor, of 32768 coordinates and a tail of
@@ -997,13 +999,20 @@ def compile_case(case, paths, precision):
 
 def unreferenced_rules(paths):
     """The rules of examples/ and of the literature file that have no case
-    here (l2l is a learned rule: test/Python/learned-weights.test)."""
+    here (l2l is a learned rule: test/Python/learned-weights.test). Rules
+    that call rand() or randn() are random_oracle.py's, which has the
+    reference draws."""
     names = set()
     files = [os.path.join(paths[EX], f) for f in os.listdir(paths[EX])
              if f.endswith(".optim")] + [paths[LIT]]
     for path in files:
         with open(path) as f:
-            names |= set(re.findall(r"^rule\s+(\w+)", f.read(), re.M))
+            text = f.read()
+        for m in re.finditer(r"^rule\s+(\w+)[^{]*\{(.*?)^\}", text,
+                             re.M | re.S):
+            body = re.sub(r"//[^\n]*", "", m.group(2))
+            if not re.search(r"\brandn?\s*\(", body):
+                names.add(m.group(1))
     return sorted(names - {c[0] for c in CASES})
 
 

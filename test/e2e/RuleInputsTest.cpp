@@ -121,7 +121,8 @@ template <typename T> void checkSophia(DType dtype, int64_t n) {
     const std::vector<T> gBefore = g, hBefore = h;
     std::vector<void *> ptrs = chunkTable<T>(lengths, {&p, &g, &h, &m, &hh});
     rule.kernel()(ptrs.data(), lengths.data(), strides.data(), 0,
-                  int64_t(lengths.size()), hypers.data(), t, nullptr);
+                  int64_t(lengths.size()), hypers.data(), t, nullptr,
+                  /*rng=*/nullptr);
     for (int64_t i = 0; i < n; ++i) {
       mRef[i] = b1 * mRef[i] + (T(1) - b1) * g[i];
       hhRef[i] = b2 * hhRef[i] + (T(1) - b2) * h[i];
@@ -190,7 +191,7 @@ template <typename T> void checkTwoInputs(DType dtype, int64_t n) {
     std::vector<double> partials(lengths.size(), NAN);
     rule.reduceKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                         int64_t(lengths.size()), hypers.data(), t, nullptr,
-                        partials.data());
+                        partials.data(), /*rng=*/nullptr);
     // One tensor: the reduced value of every chunk is the sum of all.
     double total = 0;
     for (double x : partials)
@@ -198,7 +199,7 @@ template <typename T> void checkTwoInputs(DType dtype, int64_t n) {
     std::vector<double> reduced(lengths.size(), total);
     rule.reducedKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                          int64_t(lengths.size()), hypers.data(), t, nullptr,
-                         reduced.data());
+                         reduced.data(), /*rng=*/nullptr);
     // The operand a * g is rounded to the element type, then summed in
     // double (KernelABI.h, version 6).
     double sRef = 0;
@@ -243,7 +244,7 @@ rule momentum(lr = 0.1, mu = 0.9) {
   std::vector<void *> ptrs = chunkTable<float>(lengths, {&p, &g, &buf});
   std::vector<double> hypers = {0.1, 0.9};
   rule.kernel()(ptrs.data(), lengths.data(), strides.data(), 0, 1,
-                hypers.data(), 1, nullptr);
+                hypers.data(), 1, nullptr, /*rng=*/nullptr);
   EXPECT_FLOAT_EQ(p[2], 3 - 0.1f);
   EXPECT_FLOAT_EQ(buf[0], 1.0f);
 }

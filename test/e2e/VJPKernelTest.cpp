@@ -123,7 +123,7 @@ struct Problem {
     auto w = weightPtrs();
     rule.kernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                   int64_t(lengths.size()), hypers.data(), t,
-                  w.empty() ? nullptr : w.data());
+                  w.empty() ? nullptr : w.data(), /*rng=*/nullptr);
     double f = 0;
     for (int64_t i = 0; i < n; ++i)
       f += dp[i] * pp[i];
@@ -160,7 +160,8 @@ struct Problem {
     auto w = weightPtrs();
     rule.vjpKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                      int64_t(lengths.size()), hypers.data(), t,
-                     w.empty() ? nullptr : w.data(), partials.data());
+                     w.empty() ? nullptr : w.data(), partials.data(),
+                     /*rng=*/nullptr);
     r.partials.assign(numPartials, 0.0);
     for (size_t c = 0; c < lengths.size(); ++c)
       for (size_t k = 0; k < numPartials; ++k)
@@ -588,7 +589,7 @@ void floatMatchesDouble(const std::string &source, const std::string &name) {
     w.push_back(v.data());
   f32.vjpKernel()(ptrs.data(), pb.lengths.data(), pb.strides.data(), 0,
                   int64_t(pb.lengths.size()), pb.hypers.data(), t, w.data(),
-                  partials.data());
+                  partials.data(), /*rng=*/nullptr);
 
   double worst = 0;
   auto expectNear = [&](double got, double want, double scale,

@@ -219,7 +219,7 @@ struct Problem {
     std::vector<double> partials(numChunks() * numReductions(), NAN);
     rule.reduceKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                         int64_t(numChunks()), hypers.data(), t,
-                        x.weightTable(), partials.data());
+                        x.weightTable(), partials.data(), /*rng=*/nullptr);
     return combine(partials);
   }
 
@@ -230,7 +230,7 @@ struct Problem {
     std::vector<void *> ptrs = x.table(*this, false);
     rule.reducedKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                          int64_t(numChunks()), hypers.data(), t,
-                         x.weightTable(), rho.data());
+                         x.weightTable(), rho.data(), /*rng=*/nullptr);
     double f = 0;
     for (size_t k = 0; k < sizes.size(); ++k) {
       for (int64_t i = 0; i < sizes[k]; ++i)
@@ -263,7 +263,7 @@ struct Problem {
     std::vector<T> partials1(C * P1, T(NAN));
     rule.reducedVJPKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                             int64_t(C), hypers.data(), t, x.weightTable(),
-                            partials1.data(), rho.data());
+                            partials1.data(), rho.data(), /*rng=*/nullptr);
     // D_r and n_r per group in chunk order, then u_r.
     Result res{{}, {}, std::vector<double>(P, 0.0),
                std::vector<double>(C * R, 0.0)};
@@ -299,7 +299,7 @@ struct Problem {
     std::vector<T> partials2(C * P, T(NAN));
     rule.reductionsVJPKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                                int64_t(C), hypers.data(), t, x.weightTable(),
-                               partials2.data(), ru.data());
+                               partials2.data(), ru.data(), /*rng=*/nullptr);
     for (size_t c = 0; c < C; ++c)
       for (size_t k = 0; k < P; ++k)
         res.partials[k] += double(partials1[c * P1 + k]) +

@@ -65,7 +65,9 @@ cl::opt<int64_t> steps("steps", cl::desc("Optimizer steps per run (100)"),
                        cl::init(100), cl::cat(category));
 cl::opt<int64_t> inits("inits", cl::desc("Evaluation runs, one per seed (100)"),
                        cl::init(100), cl::cat(category));
-cl::opt<uint64_t> seed("seed", cl::desc("First evaluation seed (1)"),
+cl::opt<uint64_t> seed("seed",
+                       cl::desc("First evaluation seed (1); a run's seed also "
+                                "keys the rule's random numbers"),
                        cl::init(1), cl::cat(category));
 cl::opt<int64_t> tuneInits("tune-inits",
                            cl::desc("Runs per grid point when tuning (20)"),
@@ -252,6 +254,9 @@ RunResult runOnce(const Candidate &c, double lr,
     refs.emplace_back(p.data(), int64_t(p.size()));
   OptimizerOptions oo;
   oo.threads = 1; // The runs are the parallel unit.
+  // A rule that draws random numbers draws the same ones on the same seed,
+  // whatever the rule (common random numbers across candidates).
+  oo.seed = runSeed;
   Optimizer opt(c.rule, refs, oo);
   if (!std::isnan(lr))
     opt.set("lr", lr);

@@ -103,7 +103,8 @@ A valued option takes its value as --key VALUE or --key=VALUE.
   --episodes N           optimizees to train on (default 100)
   --horizon N            optimizee steps per episode (default 100)
   --unroll N             steps per truncation of BPTT (default 20)
-  --seed N               seeds weights and optimizees (default 1)
+  --seed N               seeds weights, optimizees and the rule's random
+                         numbers (default 1)
   --out DIR              outputs (default optim-train-out)
   --checkpoint-every N   episodes between checkpoints (default 10)
   --resume               continue from DIR/checkpoint.safetensors, with the
@@ -441,6 +442,9 @@ double selectionLoss(const Options &o, const Rule &rule,
       params.emplace_back(p.data(), int64_t(p.size()));
     OptimizerOptions options;
     options.threads = o.threads;
+    // The rule's random numbers, if it draws: fixed per optimizee, as the
+    // optimizees are.
+    options.seed = 2000001 + uint64_t(k);
     Optimizer opt(rule, params, options);
     for (size_t w = 0; w < weights.size(); ++w)
       opt.setWeights(info.weights[w].name, weights[w].data(),
@@ -591,6 +595,7 @@ int run(Options o) {
     refs.emplace_back(w.data(), int64_t(w.size()));
   OptimizerOptions metaOptions;
   metaOptions.threads = 1; // 5k weights: threads would only cost.
+  metaOptions.seed = o.seed;
   Optimizer meta(metaRule, refs, metaOptions);
   if (metaRule.info().findHyper("lr") < 0)
     throw Error("meta-rule '" + metaRule.info().name + "' has no 'lr'");
@@ -714,6 +719,10 @@ int run(Options o) {
   TrajectoryOptions trajOptions;
   trajOptions.threads = o.threads;
   trajOptions.chunkSize = train::kChunkSize;
+  // The rule's random numbers (`rand()`, `randn()`), if it draws: keyed by
+  // each episode's optimizee seed (below), which the run's RNG draws and the
+  // checkpoint saves, so that a run and its resumption are deterministic.
+  trajOptions.seed = o.seed;
   // One trajectory for the run (runEpisode resets it): its tape buffers are
   // reused from episode to episode.
   Trajectory traj(rule, sizes, trajOptions);
@@ -732,6 +741,11 @@ int run(Options o) {
     uint64_t optimizeeSeed = rng();
     std::unique_ptr<tasks::Task> task =
         tasks::makeTask(o.task, optimizeeSeed, taskOptions);
+    // The rule's random numbers, if it draws, are the optimizee's own too:
+    // one noise sequence for every episode would be a fixed input that the
+    // weights could fit.
+    traj.resetState();
+    traj.setSeed(optimizeeSeed);
     train::EpisodeResult ep = train::runEpisode(
         traj, *task, info, weights, meta, o.horizon, o.unroll, e);
     tapeBytes = std::max(tapeBytes, ep.tapeBytes);

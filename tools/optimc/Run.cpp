@@ -136,6 +136,9 @@ int optim::runTask(const RunOptions &o) {
           generators.emplace_back(source, o.seed, i);
     OptimizerOptions optimizerOptions;
     optimizerOptions.threads = o.threads;
+    // The rule's random numbers (`rand()`, `randn()`) are keyed by the run's
+    // seed too; rules that draw nothing ignore it.
+    optimizerOptions.seed = o.seed;
     Optimizer opt(rule, refs, optimizerOptions);
     for (const auto &[name, value] : o.hypers)
       opt.set(name, value);

@@ -135,7 +135,9 @@ cl::opt<std::string> runTaskName("task",
 cl::opt<int64_t> runSteps("steps", cl::desc("Optimizer steps (default 100)"),
                           cl::init(100), cl::sub(runCommand),
                           cl::cat(runCategory));
-cl::opt<uint64_t> runSeed("seed", cl::desc("Seed of the task (default 1)"),
+cl::opt<uint64_t> runSeed("seed",
+                          cl::desc("Seed of the task and of the rule's "
+                                   "random numbers (default 1)"),
                           cl::init(1), cl::sub(runCommand),
                           cl::cat(runCategory));
 cl::list<std::string> runSet("set",

@@ -55,6 +55,19 @@ def LowerRulesToKernels
     coordinate loops. A reduction of a value that depends on another
     reduction (a third pass) or on `lstm_cell`/`linear` is refused.
 
+    Every kernel takes `const uint64_t *rng` as its last argument
+    (KernelABI.h, version 8). A kernel that computes an `optim.random` draw
+    loads the seed `rng[0]` once per call and the chunk's first global index
+    `rng[1 + c]` once per chunk, and computes Philox4x32-10 of (seed; index,
+    step, site) on vectors of i32 whose lanes are coordinates
+    (`arith.mului_extended` for the multiplications), then the conversion to
+    the element type (uniform: 24 or 53 bits times a power of two; normal:
+    Box-Muller's cosine branch through libm's log and cos): every lane count
+    and the scalar tail give a coordinate the same value, and the reduce
+    kernel recomputes the draws its reductions take. Kernels of rules that
+    draw nothing never read `rng`. Rules with draw sites also get the
+    constant `optim_random_<name>` (their kinds, "normal,uniform").
+
     By default every operation rounds as written (IEEE): `m / (1 - beta1 **
     t)` costs a division per coordinate, and no multiply-add is fused. With
     `relaxed-fp`, a division of a per-coordinate value by a uniform one
@@ -127,6 +140,15 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     activations, also with `relaxed-fp`, so the GPU gives the CPU's bits.
     Other rules must be scalar and elementwise per coordinate. Rules with tensor reductions
     (`optim.tensor_reduce`) are not supported yet.
+
+    Every kernel takes `rng` (a device pointer) as its last parameter
+    (KernelABI.h, version 8); a kernel that draws (`optim.random`) reads
+    `rng[0]` and `rng[1 + c]` once per thread and computes each of its
+    coordinates' draws (the 128-bit path's four or two lanes each), with
+    `mul.hi.u32`/`mul.lo.s32` for Philox, `sqrt.rn` and libdevice's `cospi`
+    of `2 u` for Box-Muller's cosine (no Payne-Hanek argument reduction, so
+    no local memory); the module carries `optim_random_<name>` in global
+    memory.
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::gpu::GPUDialect",
@@ -189,6 +211,12 @@ def LowerVJPToKernels
     `@optim_vjp_reductions_<rule>` (marked `optim.vjp_reductions`)
     `optim_vjp_reductions_kernel_<rule>` (2R values per chunk, rho then u;
     P = H + W partials).
+
+    Every VJP kernel takes `const uint64_t *rng` last (KernelABI.h, version
+    8): a draw (`optim.random`) is a constant of the reverse mode, and the
+    kernel recomputes the forward step's draws from `rng` exactly as
+    `optim-lower-rules-to-kernels` does (seed once per call, `rng[1 + c]`
+    once per chunk, Philox per lane).
   }];
   let dependentDialects = [
     "::mlir::LLVM::LLVMDialect", "::mlir::func::FuncDialect",

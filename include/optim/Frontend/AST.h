@@ -175,6 +175,9 @@ enum class Builtin {
   GlobalNorm,
   GlobalMax,
   GlobalMin,
+  // Random draws (optim.random): one draw site per call.
+  Rand,
+  Randn,
 };
 
 /// tensor_sum ... global_min.

@@ -272,6 +272,12 @@ struct OptimizerOptions {
   unsigned blockSize = 0;
   /// The stream to launch on; null: the optimizer creates its own.
   CUstream stream = nullptr;
+  /// The key of the rule's random numbers (KernelABI.h, version 8), as
+  /// optim::OptimizerOptions::seed: the draws depend on the seed, the
+  /// coordinate's global index, the step and the draw site only, so they do
+  /// not change with chunkSize or blockSize (and are those of the CPU up to
+  /// the rounding of log, sqrt and cos).
+  uint64_t seed = 0;
 };
 
 /// Applies a rule to a model's parameters in device memory: one kernel
@@ -335,6 +341,9 @@ private:
   /// Learned rules: one buffer per weights tensor, and whether it was set.
   std::vector<Buffer> weights_;
   std::vector<bool> weightSet_;
+  /// The chunk table in device memory: the pointers, lengths and strides
+  /// of KernelABI.h, then the kernels' `rng` (1 + chunks uint64 values:
+  /// the seed, then each chunk's first global coordinate; version 8).
   Buffer table_;
   /// The gradients and then the inputs (input-major) the table points to.
   std::vector<CUdeviceptr> tableGrads_;

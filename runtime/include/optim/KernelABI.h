@@ -10,7 +10,8 @@
  *   void optim_rule_<name>(void *const *ptrs, const int64_t *lengths,
  *                          const int64_t *strides, int64_t begin,
  *                          int64_t end, const double *hypers, int64_t step,
- *                          const void *const *weights);
+ *                          const void *const *weights,
+ *                          const uint64_t *rng);
  *
  * - A chunk is a contiguous run of coordinates of one parameter tensor.
  *   Chunk c has `lengths[c]` coordinates and 2 + I + S pointers at
@@ -48,8 +49,55 @@ extern "C" {
 
 /* Bumped whenever anything above changes; recorded in AOT manifests.
  * Version 7: per-coordinate inputs (RuleInfo::inputs, "inputs" in AOT
- * manifests) in every chunk table, CPU and GPU, forward and reverse. */
-#define OPTIM_KERNEL_ABI_VERSION 7
+ * manifests) in every chunk table, CPU and GPU, forward and reverse.
+ * Version 8: every rule-family kernel (CPU and GPU, rule, reduce and VJP)
+ * takes `const uint64_t *rng` as its LAST argument: random numbers drawn
+ * by the rule (`rand()`, `randn()`; section "Random numbers" below). */
+#define OPTIM_KERNEL_ABI_VERSION 8
+
+/* ---- Random numbers (version 8) --------------------------------------------
+ * A rule may draw random numbers per coordinate (`rand()`: uniform on
+ * [0, 1); `randn()`: standard normal). Each call in the body is one draw
+ * site, numbered k = 0, 1, ... in body order (optim.random ops); the rule's
+ * sites are RuleInfo::random (optim/Rule.h) and "random" in AOT manifests,
+ * and the library defines `const char optim_random_<name>[]`, their kinds
+ * in order, comma-separated ("normal,uniform"; only for rules that draw,
+ * in global memory on CUDA as optim_reductions_<name>); loaders refuse a
+ * manifest that disagrees with it.
+ *
+ * - `rng` (the last argument of every kernel of a rule: optim_rule_,
+ *   optim_reduce_, the three VJP kernels; CPU and GPU) points to 1 + C
+ *   uint64 values for a table of C chunks: rng[0] is the seed
+ *   (OptimizerOptions::seed), rng[1 + c] the global index of chunk c's
+ *   first coordinate: the position of that coordinate in the concatenation
+ *   of all the optimizer's parameters in parameter order (groups
+ *   flattened). A kernel reads rng[0] and rng[1 + c] for the chunks
+ *   c in [begin, end) it processes. For a rule that draws nothing the
+ *   kernels never read it and it may be NULL. On CUDA it is a device
+ *   pointer (the runtime keeps it in the chunk table's allocation).
+ * - The draw of site k at coordinate i (global index) and step t is
+ *   Philox4x32-10 (Salmon et al., SC'11; Random123's philox4x32_10) with
+ *     key     = (seed mod 2^32, seed >> 32)
+ *     counter = (i mod 2^32, i >> 32, t mod 2^32, k)
+ *   giving four 32-bit words w0..w3. Hence the values depend on the seed,
+ *   the coordinate, the step and the site only: not on chunking, threads,
+ *   vector width, the pass (reduce, rule or VJP kernels recompute the same
+ *   values) or the backend. Steps t and t + 2^32 draw the same numbers.
+ * - Conversion, in the rule's element type T:
+ *     U32(w)     = (w >> 8) * 2^-24                       (f32, on [0, 1))
+ *     U64(a, b)  = (((uint64)b << 32 | a) >> 11) * 2^-53  (f64, on [0, 1))
+ *     rand():   f32: U32(w0);                f64: U64(w0, w1)
+ *     randn():  Box-Muller, the cosine branch:
+ *               u1 = 1 - U_a, u2 = U_b, z = sqrt(-2 log u1) * cos(2 pi u2)
+ *               f32: U_a = U32(w0), U_b = U32(w1);
+ *               f64: U_a = U64(w0, w1), U_b = U64(w2, w3);
+ *               computed in T (2 pi rounded to T), with the target's log,
+ *               sqrt and cos (libm on the CPU, libdevice on CUDA): equal
+ *               across backends up to their rounding, not bit for bit.
+ *               |z| <= sqrt(-2 log 2^-24) ~ 5.77 (f32), ~ 8.57 (f64).
+ * - Random values are constants of the reverse mode: no cotangent, and
+ *   the VJP kernels recompute the forward step's values from rng. */
+#define OPTIM_RANDOM_SYMBOL_PREFIX "optim_random_"
 
 /* The prefix of every rule kernel's symbol: optim_rule_<rule name>. */
 #define OPTIM_RULE_SYMBOL_PREFIX "optim_rule_"
@@ -57,7 +105,8 @@ extern "C" {
 typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
                                   const int64_t *strides, int64_t begin,
                                   int64_t end, const double *hypers,
-                                  int64_t step, const void *const *weights);
+                                  int64_t step, const void *const *weights,
+                                  const uint64_t *rng);
 
 /* ---- Rules with tensor reductions (version 6) ------------------------------
  * A rule that calls tensor_sum/mean/norm/max/min or global_sum/... (R > 0
@@ -69,12 +118,12 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
  *                            const int64_t *strides, int64_t begin,
  *                            int64_t end, const double *hypers,
  *                            int64_t step, const void *const *weights,
- *                            double *partials);
+ *                            double *partials, const uint64_t *rng);
  *   void optim_rule_<name>(void *const *ptrs, const int64_t *lengths,
  *                          const int64_t *strides, int64_t begin,
  *                          int64_t end, const double *hypers, int64_t step,
  *                          const void *const *weights,
- *                          const double *reduced);
+ *                          const double *reduced, const uint64_t *rng);
  *
  * - Both take the chunk table, hypers, step and weights of the rule kernel
  *   above, for the same step. optim_reduce_ reads p, g, the inputs and the
@@ -104,11 +153,11 @@ typedef void (*optim_reduce_kernel)(void *const *ptrs, const int64_t *lengths,
                                     const int64_t *strides, int64_t begin,
                                     int64_t end, const double *hypers,
                                     int64_t step, const void *const *weights,
-                                    double *partials);
+                                    double *partials, const uint64_t *rng);
 typedef void (*optim_reduced_rule_kernel)(
     void *const *ptrs, const int64_t *lengths, const int64_t *strides,
     int64_t begin, int64_t end, const double *hypers, int64_t step,
-    const void *const *weights, const double *reduced);
+    const void *const *weights, const double *reduced, const uint64_t *rng);
 
 /* ---- GPU rule kernels (version 5) ------------------------------------------
  * `optimc --target=cuda --emit=ptx|cubin` compiles an update rule to a CUDA
@@ -119,7 +168,7 @@ typedef void (*optim_reduced_rule_kernel)(
  *                                     const int64_t *lengths,
  *                                     const int64_t *strides, int64_t begin,
  *                                     int64_t step, T hyper_0, ...,
- *                                     T hyper_{H-1});
+ *                                     T hyper_{H-1}, const uint64_t *rng);
  *
  * - ptrs, lengths and strides are the chunk table exactly as for CPU rule
  *   kernels (2 + I + S pointers per chunk, then lengths, then strides), in
@@ -139,7 +188,8 @@ typedef void (*optim_reduced_rule_kernel)(
  *   multiples of 4 keep every chunk of an aligned tensor aligned.
  * - Learned rules (W weights tensors) take one more argument per weights
  *   tensor, after the hyperparameters, in declaration order:
- *     ..., T hyper_{H-1}, const T *weights_0, ..., const T *weights_{W-1});
+ *     ..., T hyper_{H-1}, const T *weights_0, ..., const T *weights_{W-1},
+ *     const uint64_t *rng);
  *   each a device (global) pointer to the tensor, row-major as for CPU
  *   kernels. The kernel copies them all into static shared memory (at most
  *   48 KiB: the compiler refuses more) and synchronizes the block (one
@@ -155,11 +205,13 @@ typedef void (*optim_reduced_rule_kernel)(
  *   have two kernels, as on the CPU, with the launch above:
  *     __global__ void optim_reduce_<name>(ptrs, lengths, strides, begin,
  *                                         step, T hyper_0, ...,
- *                                         T hyper_{H-1}, double *partials);
+ *                                         T hyper_{H-1}, double *partials,
+ *                                         const uint64_t *rng);
  *     __global__ void optim_rule_<name>(ptrs, lengths, strides, begin,
  *                                       step, T hyper_0, ...,
  *                                       T hyper_{H-1},
- *                                       const double *reduced);
+ *                                       const double *reduced,
+ *                                       const uint64_t *rng);
  *   Block b of optim_reduce_ OVERWRITES partials[c * R + r] (c = begin + b)
  *   with chunk c's partial of reduction r, as the CPU's: each thread
  *   accumulates its coordinates (threadIdx.x, + blockDim.x, ...) in order
@@ -188,7 +240,7 @@ typedef void (*optim_reduced_rule_kernel)(
  *                                const int64_t *strides, int64_t begin,
  *                                int64_t end, const double *hypers,
  *                                int64_t step, const void *const *weights,
- *                                void *partials);
+ *                                void *partials, const uint64_t *rng);
  *
  * the vector-Jacobian product of ONE step (optim_rule_<name> with the same
  * hypers, step and weights) with respect to the incoming parameter, the
@@ -217,7 +269,7 @@ typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
                                  const int64_t *strides, int64_t begin,
                                  int64_t end, const double *hypers,
                                  int64_t step, const void *const *weights,
-                                 void *partials);
+                                 void *partials, const uint64_t *rng);
 
 /* ---- Reverse mode of rules with tensor reductions (JIT only) ---------------
  * A rule with R > 0 tensor reductions compiled with CompileOptions::vjp has
@@ -266,7 +318,8 @@ typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
 typedef void (*optim_reduced_vjp_kernel)(
     void *const *ptrs, const int64_t *lengths, const int64_t *strides,
     int64_t begin, int64_t end, const double *hypers, int64_t step,
-    const void *const *weights, void *partials, const double *reduced);
+    const void *const *weights, void *partials, const double *reduced,
+    const uint64_t *rng);
 
 
 /* ---- QP layers (version 2) -------------------------------------------------

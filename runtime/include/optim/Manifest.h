@@ -7,7 +7,10 @@
 // "reductions", optim_reduce_<name>) with the ABI of KernelABI.h, plus a
 // JSON manifest: the
 // rule's signature (with "inputs", the names of its per-coordinate inputs in
-// declaration order, for a rule that has some; absent: none), the kernel symbol, the ABI version and the target it was
+// declaration order, for a rule that has some; absent: none; and "random",
+// the kinds of its random draw sites, "uniform" or "normal", in body order,
+// for a rule that draws, whose library then defines optim_random_<name>;
+// KernelABI.h version 8), the kernel symbol, the ABI version and the target it was
 // compiled for. A program that only runs precompiled rules links the runtime
 // alone:
 //

@@ -103,6 +103,13 @@ struct OptimizerOptions {
   /// A rule's per-coordinate inputs are checked too: a non-finite Hessian
   /// estimate or noise sample skips the step as a gradient would.
   bool skipNonFinite = false;
+  /// The key of the rule's random numbers (`rand()`, `randn()`; KernelABI.h
+  /// version 8): a coordinate's draws depend on the seed, its global index
+  /// in the concatenated parameters, the step and the draw site only, so
+  /// they do not change with threads or chunkSize. save() records it and
+  /// load() restores it, so that a resumed run draws what the uninterrupted
+  /// one would have. Ignored by rules that draw nothing.
+  uint64_t seed = 0;
 };
 
 class Optimizer {
@@ -156,6 +163,9 @@ public:
   /// The number of steps taken (t of the last one); skipped ones excluded.
   int64_t stepCount() const;
   int64_t skippedSteps() const;
+  /// The seed of the rule's random numbers: OptimizerOptions::seed, or the
+  /// one the last load() restored.
+  uint64_t seed() const;
   size_t numParams() const;
   size_t numGroups() const;
   const Rule &rule() const;
@@ -167,8 +177,10 @@ public:
   /// Writes the state, the step counters and the hyperparameters in the
   /// safetensors layout, atomically (a temporary file renamed over `path`).
   void save(const std::string &path) const;
-  /// Restores what save() wrote. Throws, changing nothing, on a file from
-  /// another rule or other parameter sizes, or a truncated or corrupt file.
+  /// Restores what save() wrote (the seed included; a checkpoint written
+  /// before seeds were recorded keeps this optimizer's seed). Throws,
+  /// changing nothing, on a file from another rule or other parameter
+  /// sizes, or a truncated or corrupt file.
   void load(const std::string &path);
 
   struct Impl;

@@ -93,6 +93,24 @@ reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
   return text;
 }
 
+/// What a draw site of a rule (`rand()`, `randn()`) draws (KernelABI.h,
+/// version 8, "Random numbers").
+enum class RandomKind { Uniform, Normal };
+inline const char *randomKindName(RandomKind k) {
+  return k == RandomKind::Normal ? "normal" : "uniform";
+}
+/// The draw sites as optim_random_<name> spells them (KernelABI.h):
+/// "normal,uniform"; empty for none.
+inline std::string randomDescriptor(const std::vector<RandomKind> &sites) {
+  std::string text;
+  for (RandomKind k : sites) {
+    if (!text.empty())
+      text += ',';
+    text += randomKindName(k);
+  }
+  return text;
+}
+
 /// The signature of a compiled rule.
 struct RuleInfo {
   std::string name;
@@ -108,6 +126,10 @@ struct RuleInfo {
   /// the reduced values. Non-empty: the step runs Rule::reduceKernel, then
   /// Rule::reducedKernel (KernelABI.h); kernel() is null.
   std::vector<ReductionSpec> reductions;
+  /// One per random draw site of the rule (optim.random), in body order:
+  /// site k draws from Philox counter word 3 = k (KernelABI.h, version 8).
+  /// Empty for a rule that draws nothing.
+  std::vector<RandomKind> random;
 
   /// The index of a hyperparameter, or -1.
   int findHyper(const std::string &hyperName) const;

@@ -51,6 +51,14 @@ struct TrajectoryOptions {
   /// Coordinates per chunk, the unit of work of a thread. The gradient's
   /// rounding depends on it (not on the number of threads).
   int64_t chunkSize = 32768;
+  /// The key of the rule's random numbers (`rand()`, `randn()`; KernelABI.h
+  /// version 8), as OptimizerOptions::seed: a coordinate's draws depend on
+  /// the seed, its global index (its position in the parameters
+  /// concatenated in order), the step and the draw site only, not on the
+  /// threads or chunkSize. backward() passes the VJP kernels the rng the
+  /// forward kernels had, so that they recompute the same draws. Ignored by
+  /// rules that draw nothing.
+  uint64_t seed = 0;
 };
 
 /// dL/d(learned weights) and dL/d(hyperparameters) of a backward pass.
@@ -98,6 +106,13 @@ public:
   void loadWeights(const std::string &path);
   /// The weights `name` in use (count elements of the rule's dtype).
   const void *weights(const std::string &name) const;
+  /// The seed of the rule's random numbers for the following steps
+  /// (TrajectoryOptions::seed at construction). Only while no step is
+  /// recorded, as setWeights: backward() recomputes the recorded steps'
+  /// draws from the seed in use. Meta-training sets one per episode, so
+  /// that each optimizee sees its own noise.
+  void setSeed(uint64_t seed);
+  uint64_t seed() const;
 
   /// Sets every state to its initial value, the step count to 0 and drops
   /// the tape (θ is left as it is).

@@ -166,6 +166,14 @@ optim_status optim_rule_num_inputs(const optim_rule *rule, size_t *out);
 optim_status optim_rule_input(const optim_rule *rule, size_t index,
                               const char **name);
 
+/* The random draw sites of a rule (each call of `rand()` or `randn()` in its
+   body, in body order; none for most rules): `*kind` is "uniform" or
+   "normal" and lives as long as the rule. The draws depend on the seed
+   (optim_options.seed), the coordinate, the step and the site only. */
+optim_status optim_rule_num_random(const optim_rule *rule, size_t *out);
+optim_status optim_rule_random(const optim_rule *rule, size_t index,
+                               const char **kind);
+
 /*===--- Optimizers -------------------------------------------------------===*/
 
 typedef struct optim_options {
@@ -174,6 +182,10 @@ typedef struct optim_options {
   int64_t chunk_size;  /* coordinates per unit of work; > 0 */
   int skip_non_finite; /* 1: skip (and count) steps whose gradients hold
                           a NaN or an infinity, changing nothing */
+  uint64_t seed;       /* the key of the rule's random numbers (`rand()`,
+                          `randn()`); any value; recorded by
+                          optim_optimizer_save, restored by _load; default 0.
+                          Ignored by rules that draw nothing. */
 } optim_options;
 
 /* Fills `options` with the defaults (those used when NULL is passed). */
@@ -287,6 +299,9 @@ optim_status optim_optimizer_step_count(const optim_optimizer *opt,
                                         int64_t *out);
 optim_status optim_optimizer_skipped_steps(const optim_optimizer *opt,
                                            int64_t *out);
+/* The seed of the rule's random numbers: optim_options.seed, or the one the
+   last optim_optimizer_load restored. */
+optim_status optim_optimizer_seed(const optim_optimizer *opt, uint64_t *out);
 
 /* The state `name` of parameter `param`, read only, of the rule's dtype:
    `*count` elements (size * parameter size, component-major for a vector

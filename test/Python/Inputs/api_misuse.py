@@ -142,5 +142,32 @@ plain = optim_mlir.Optimizer(adam, [y])
 check(plain.step([nan_grad]) is True and math.isnan(y[2]),
       "without skip_non_finite a NaN gradient did not go through")
 
+# seed: an int in [0, 2**64) (ctypes would wrap -1, truncate 1.5 and take
+# True as 1); numpy integers are ints; save() records it, load() restores it.
+for bad in (1.5, True, np.bool_(False), "7", None, np.float64(3)):
+    expect_raises(lambda: optim_mlir.Optimizer(adam, [w], seed=bad),
+                  TypeError, "seed must be an int", "seed=%r" % (bad,))
+for bad in (-1, 2**64, 2**70):
+    expect_raises(lambda: optim_mlir.Optimizer(adam, [w], seed=bad),
+                  ValueError, "seed must be in [0, 2**64)", "seed=%r" % (bad,))
+check(adam.random == [], "adam draws %r" % (adam.random,))
+check(optim_mlir.Optimizer(adam, [np.ones(3, np.float32)]).seed == 0,
+      "the default seed is not 0")
+for good in (0, 1, 2**63, 2**64 - 1, np.uint64(2**64 - 1), np.int8(5)):
+    check(optim_mlir.Optimizer(adam, [np.ones(3, np.float32)],
+                               seed=good).seed == int(good),
+          "seed=%r did not come back" % (good,))
+ckpt = os.path.join(os.environ.get("TMPDIR", "/tmp"),
+                    "api_misuse_seed_%d.safetensors" % os.getpid())
+s1 = np.ones(3, np.float32)
+seeded = optim_mlir.Optimizer(adam, [s1], seed=2**64 - 3)
+seeded.step([np.ones(3, np.float32)])
+seeded.save(ckpt)
+resumed = optim_mlir.Optimizer(adam, [np.ones(3, np.float32)], seed=5)
+resumed.load(ckpt)
+os.remove(ckpt)
+check(resumed.seed == 2**64 - 3 and resumed.step_count == 1,
+      "load() did not restore the seed (%d)" % resumed.seed)
+
 print("api misuse: %d checks, %d failures" % (checks, len(failures)))
 sys.exit(1 if failures else 0)

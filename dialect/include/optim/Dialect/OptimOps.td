@@ -58,6 +58,13 @@ def Optim_RuleOp : Optim_Op<"rule", [
     The body ends with `optim.yield` of the new `p` and the new value of each
     state, in declaration order.
 
+    A rule that draws random numbers lists the kind of each of its draw sites
+    (`optim.random`), in site order, after its signature: `random(normal,
+    uniform)`. The list is the rule's contract with the runtime (its
+    `optim_random_<name>` descriptor, KernelABI.h version 8) and keeps the
+    sites whose draws were erased as dead; every kernel of the rule takes the
+    `rng` argument whether or not it draws.
+
     Example:
 
     ```mlir
@@ -82,7 +89,12 @@ def Optim_RuleOp : Optim_Op<"rule", [
     StrArrayAttr:$weight_names,
     // Absent (rather than empty) without inputs, so that rules without them
     // keep their generic form.
-    OptionalAttr<StrArrayAttr>:$input_names
+    OptionalAttr<StrArrayAttr>:$input_names,
+    // The kind ("uniform" or "normal") of each draw site (optim.random
+    // `site` k is entry k), recorded by the front end so that a site whose
+    // draw is dead still counts (RuleInfo::random, KernelABI.h version 8).
+    // Absent for rules that draw nothing.
+    OptionalAttr<StrArrayAttr>:$random
   );
   let regions = (region SizedRegion<1>:$body);
   let hasCustomAssemblyFormat = 1;
@@ -144,6 +156,11 @@ def Optim_RuleOp : Optim_Op<"rule", [
         if (v == getInput(i))
           return true;
       return false;
+    }
+    /// The number of draw sites (`random`), dead ones included.
+    unsigned getNumRandomSites() {
+      ::mlir::ArrayAttr kinds = getRandomAttr();
+      return kinds ? kinds.size() : 0;
     }
     /// The element type of the rule: the type of `p`.
     ::mlir::FloatType getElementType();
@@ -344,6 +361,47 @@ def Optim_TensorReduceOp : Optim_Op<"tensor_reduce", [
                        UnitAttr:$global);
   let results = (outs AnyFloat:$result);
   let assemblyFormat = "$kind $value (`global` $global^)? attr-dict `:` type($value)";
+}
+
+//===----------------------------------------------------------------------===//
+// Random numbers
+//===----------------------------------------------------------------------===//
+
+def Optim_RandomKind : I32EnumAttr<"RandomKind",
+    "the distribution of a draw site", [
+      I32EnumAttrCase<"Uniform", 0, "uniform">,
+      I32EnumAttrCase<"Normal", 1, "normal">
+    ]> {
+  let cppNamespace = "::mlir::optim";
+}
+
+// Pure: a draw is a function of (seed, coordinate, step, site), all fixed
+// for one call of the kernel, so an unused draw may be erased; two calls
+// never merge because their `site` attributes differ.
+def Optim_RandomOp : Optim_Op<"random", [Pure, Optim_PerCoordinate]> {
+  let summary = "One random draw per coordinate (`rand()`, `randn()`)";
+  let description = [{
+    Draw site `site` of the rule: a value of the rule's element type, uniform
+    on [0, 1) or standard normal, independent across coordinates, steps and
+    sites, and a deterministic function of the optimizer's seed, the
+    coordinate's global index, the step and the site (Philox4x32-10,
+    KernelABI.h, version 8, "Random numbers"). The front end numbers the
+    sites 0, 1, ... in source order and records their kinds on the rule
+    (`random(...)`); the verifier checks each op against that list. The
+    reverse mode treats the value as a constant.
+
+    ```mlir
+    optim.rule @sgld(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01)
+        random(normal) {
+      %z = optim.random normal site 0 : f32
+      ...
+    }
+    ```
+  }];
+  let arguments = (ins Optim_RandomKind:$kind, I32Attr:$site);
+  let results = (outs AnyFloat:$result);
+  let assemblyFormat = "$kind `site` $site attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//

@@ -1,0 +1,182 @@
+//===- Philox.h - the draws of optim.random, per coordinate -----*- C++ -*-===//
+//
+// Every kernel that computes a draw (the CPU rule, reduce and VJP kernels,
+// the GPU rule and reduce kernels) builds it here, so that a coordinate's
+// value is the same in all of them: Philox4x32-10 of (seed, global index,
+// step, site), then the conversion of KernelABI.h (version 8, "Random
+// numbers"). Lanes are coordinates: on vectors of i32 the whole generator is
+// SIMD, and a lane computes exactly what a scalar loop computes for it.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef OPTIM_LIB_CONVERSION_PHILOX_H
+#define OPTIM_LIB_CONVERSION_PHILOX_H
+
+#include "optim/Dialect/OptimOps.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/Builders.h"
+
+
+namespace mlir::optim {
+
+/// The value of draw site `site` of `kind` at global coordinates index,
+/// index + 1, ..., index + lanes - 1 (one per lane; `index` an i64 scalar),
+/// step `step` (i64) and seed `seed` (i64), in `elt` (f32 or f64): a scalar
+/// for one lane, else vector<lanes x elt>. For targets whose math.sqrt or
+/// math.cos is not what the contract needs, `sqrt` replaces math.sqrt and
+/// `cosTwoPi(u)` replaces math.cos(2 pi u) (u in [0, 1)); `mulHigh(a, b)`,
+/// the high word of a 32 x 32-bit product, replaces arith.mului_extended
+/// (whose i64 product LLVM may keep as a 64-bit multiply on NVPTX).
+inline Value
+emitRandomDraw(OpBuilder &b, Location loc, RandomKind kind, unsigned site,
+               FloatType elt, Value seed, Value step, Value index,
+               unsigned lanes, llvm::function_ref<Value(Value)> sqrt = nullptr,
+               llvm::function_ref<Value(Value)> cosTwoPi = nullptr,
+               llvm::function_ref<Value(Value, Value)> mulHigh = nullptr) {
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  auto type = [&](Type scalar) -> Type {
+    return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
+  };
+  auto spread = [&](Value scalar) -> Value {
+    if (lanes == 1)
+      return scalar;
+    return vector::BroadcastOp::create(b, loc, type(scalar.getType()), scalar);
+  };
+  auto constant = [&](Type scalar, TypedAttr attr) -> Value {
+    if (lanes == 1)
+      return arith::ConstantOp::create(b, loc, attr);
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(cast<ShapedType>(type(scalar)), attr));
+  };
+  auto u32 = [&](uint32_t v) {
+    return constant(i32, b.getIntegerAttr(i32, int64_t(int32_t(v))));
+  };
+  auto lo32 = [&](Value v) -> Value {
+    Type t = isa<VectorType>(v.getType()) ? type(i32) : i32;
+    return arith::TruncIOp::create(b, loc, t, v);
+  };
+  auto hi32 = [&](Value v) -> Value {
+    Value c32 = arith::ConstantIntOp::create(b, loc, 32, 64);
+    if (auto vec = dyn_cast<VectorType>(v.getType()))
+      c32 = vector::BroadcastOp::create(b, loc, vec, c32);
+    return lo32(arith::ShRUIOp::create(b, loc, v, c32));
+  };
+
+  // The counter: (i lo, i hi, t lo, site); lane l has i = index + l.
+  Value idx = spread(index);
+  if (lanes > 1) {
+    SmallVector<int64_t> iota;
+    for (unsigned l = 0; l < lanes; ++l)
+      iota.push_back(l);
+    idx = arith::AddIOp::create(
+        b, loc, idx,
+        arith::ConstantOp::create(
+            b, loc,
+            DenseElementsAttr::get(cast<ShapedType>(type(i64)),
+                                   ArrayRef<int64_t>(iota))));
+  }
+  Value x[4] = {lo32(idx), hi32(idx), spread(lo32(step)), u32(site)};
+  // The key, bumped between rounds: scalars, broadcast where used.
+  Value k0 = lo32(seed), k1 = hi32(seed);
+  for (int round = 0; round < 10; ++round) {
+    if (round) {
+      k0 = arith::AddIOp::create(
+          b, loc, k0, arith::ConstantIntOp::create(b, loc, i32, 0x9E3779B9));
+      k1 = arith::AddIOp::create(
+          b, loc, k1, arith::ConstantIntOp::create(b, loc, i32, 0xBB67AE85));
+    }
+    // (lo, hi) of M * x, M a Philox multiplier.
+    auto mulhilo = [&](uint32_t m, Value v) -> std::pair<Value, Value> {
+      if (mulHigh)
+        return {arith::MulIOp::create(b, loc, u32(m), v), mulHigh(u32(m), v)};
+      auto wide = arith::MulUIExtendedOp::create(b, loc, u32(m), v);
+      return {wide.getLow(), wide.getHigh()};
+    };
+    auto [lo0, hi0] = mulhilo(0xD2511F53, x[0]);
+    auto [lo1, hi1] = mulhilo(0xCD9E8D57, x[2]);
+    Value y0 = arith::XOrIOp::create(
+        b, loc, arith::XOrIOp::create(b, loc, hi1, x[1]), spread(k0));
+    Value y2 = arith::XOrIOp::create(
+        b, loc, arith::XOrIOp::create(b, loc, hi0, x[3]), spread(k1));
+    x[0] = y0;
+    x[1] = lo1;
+    x[2] = y2;
+    x[3] = lo0;
+  }
+
+  // Conversions to [0, 1): exact (24 or 53 bits), then a power of two.
+  Type real = type(elt);
+  auto scale = [&](double v) { return constant(elt, b.getFloatAttr(elt, v)); };
+  auto uniform = [&](Value w0, Value w1) -> Value {
+    if (elt.isF32()) {
+      Value bits = arith::ShRUIOp::create(b, loc, w0, u32(8));
+      return arith::MulFOp::create(
+          b, loc, arith::UIToFPOp::create(b, loc, real, bits),
+          scale(0x1p-24));
+    }
+    Type wide = type(i64);
+    Value hi = arith::ExtUIOp::create(b, loc, wide, w1);
+    Value lo = arith::ExtUIOp::create(b, loc, wide, w0);
+    auto c64 = [&](int64_t v) {
+      return constant(i64, b.getIntegerAttr(i64, v));
+    };
+    Value bits = arith::ShRUIOp::create(
+        b, loc,
+        arith::OrIOp::create(b, loc,
+                             arith::ShLIOp::create(b, loc, hi, c64(32)), lo),
+        c64(11));
+    return arith::MulFOp::create(
+        b, loc, arith::UIToFPOp::create(b, loc, real, bits), scale(0x1p-53));
+  };
+  bool f32 = elt.isF32();
+  Value ua = f32 ? uniform(x[0], Value()) : uniform(x[0], x[1]);
+  if (kind == RandomKind::Uniform)
+    return ua;
+  Value ub = f32 ? uniform(x[1], Value()) : uniform(x[2], x[3]);
+  // Box-Muller, the cosine branch: sqrt(-2 log(1 - Ua)) * cos(2 pi Ub),
+  // each op rounded in the element type (no contraction).
+  Value u1 = arith::SubFOp::create(b, loc, scale(1.0), ua);
+  Value square = arith::MulFOp::create(b, loc, scale(-2.0),
+                                       math::LogOp::create(b, loc, u1));
+  Value radius =
+      sqrt ? sqrt(square) : Value(math::SqrtOp::create(b, loc, square));
+  Value cos;
+  if (cosTwoPi)
+    cos = cosTwoPi(ub);
+  else
+    cos = math::CosOp::create(
+        b, loc,
+        arith::MulFOp::create(b, loc, scale(6.283185307179586476925286766559), ub));
+  return arith::MulFOp::create(b, loc, radius, cos);
+}
+
+/// Creates `const char optim_random_<name>[]` (KernelABI.h, version 8): the
+/// kinds of the rule's draw sites, in order ("normal,uniform"), in
+/// `addressSpace`, at the builder's insertion point; nothing for a rule that
+/// draws nothing.
+inline void createRandomDescriptor(OpBuilder &b, RuleOp rule,
+                                   unsigned addressSpace) {
+  ArrayAttr kinds = rule.getRandomAttr();
+  if (!kinds || kinds.empty())
+    return;
+  std::string text;
+  for (StringRef kind : kinds.getAsValueRange<StringAttr>()) {
+    if (!text.empty())
+      text += ',';
+    text += kind.str();
+  }
+  text.push_back('\0');
+  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
+  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
+                         LLVM::Linkage::External,
+                         ("optim_random_" + rule.getSymName()).str(),
+                         b.getStringAttr(text), /*alignment=*/0, addressSpace);
+}
+
+} // namespace mlir::optim
+
+#endif // OPTIM_LIB_CONVERSION_PHILOX_H
