@@ -1156,9 +1156,12 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
         break;
       }
       if (lookupBuiltin(name.name))
-        diags.error(name.getLoc(), "'" + name.name +
-                                       "' is a function; call it, e.g. '" +
-                                       name.name + "(...)'");
+        diags.error(name.getLoc(),
+                    "'" + name.name + "' is a function; call it, e.g. '" +
+                        name.name +
+                        (name.name == "rand" || name.name == "randn"
+                             ? "()'"
+                             : "(...)'"));
       else if (program.kind == Program::Layer &&
                (name.name == "p" || name.name == "g" || name.name == "t"))
         diags.error(name.getLoc(), "'" + name.name +

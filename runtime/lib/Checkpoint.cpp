@@ -106,8 +106,17 @@ void Optimizer::load(const std::string &path) {
   if (step < 0 || skipped < 0)
     throw fail("corrupt step counters");
   // Checkpoints written before random numbers (ABI 8) have no seed: the
-  // optimizer keeps the one it was constructed with.
+  // optimizer keeps the one it was constructed with. One written since
+  // always has it, so a missing seed there is damage, which would silently
+  // change the draws of the resumed run.
   uint64_t seed = im.options.seed;
+  if (!file.hasMetadata("seed") && file.hasMetadata("abi")) {
+    const std::string &abi = file.metadata("abi");
+    bool old = abi.size() == 1 && abi[0] >= '0' && abi[0] < '8';
+    if (!old)
+      throw fail("missing metadata 'seed' (a checkpoint of kernel ABI " +
+                 abi + " records the seed of the rule's random numbers)");
+  }
   if (file.hasMetadata("seed")) {
     const std::string &digits = file.metadata("seed");
     bool ok = !digits.empty() && digits.size() <= 20 &&

@@ -316,10 +316,10 @@ TEST_F(RandomLibrary, SaveRecordsTheSeedAndLoadRestoresIt) {
 
   // A checkpoint written before seeds were recorded: the optimizer keeps
   // its own. One with a corrupt seed is refused, changing nothing.
-  auto rewrite = [&](const char *seed) {
+  auto rewrite = [&](const char *seed, const char *abi = "7") {
     std::map<std::string, std::string> meta = {
         {"format", "optim-mlir optimizer state"},
-        {"abi", "7"},
+        {"abi", abi},
         {"rule", "stampsum"},
         {"dtype", "f64"},
         {"states", "s"},
@@ -353,6 +353,18 @@ TEST_F(RandomLibrary, SaveRecordsTheSeedAndLoadRestoresIt) {
               "optim::Optimizer::load: '" + ckpt + "': corrupt seed '" + bad +
                   "' (a decimal integer in [0, 2^64) expected)");
     EXPECT_EQ(victim.seed(), 77u);
+    EXPECT_EQ(victim.stepCount(), 0);
+  }
+  // A checkpoint of ABI 8 or later always records the seed: one without it
+  // is damaged, and resuming it with another seed would change the draws.
+  for (const char *abi : {"8", "9", "10"}) {
+    rewrite(nullptr, abi);
+    Model fresh;
+    Optimizer victim(rule, fresh.groups(), o);
+    EXPECT_EQ(errorOf([&] { victim.load(ckpt); }),
+              "optim::Optimizer::load: '" + ckpt +
+                  "': missing metadata 'seed' (a checkpoint of kernel ABI " +
+                  abi + " records the seed of the rule's random numbers)");
     EXPECT_EQ(victim.stepCount(), 0);
   }
 }

@@ -92,7 +92,8 @@ extern "C" {
  *               f32: U_a = U32(w0), U_b = U32(w1);
  *               f64: U_a = U64(w0, w1), U_b = U64(w2, w3);
  *               computed in T (2 pi rounded to T), with the target's log,
- *               sqrt and cos (libm on the CPU, libdevice on CUDA): equal
+ *               sqrt and cos (libm on the CPU; on CUDA libdevice's log and
+ *               cospi(2 Ub), which skips the rounding of 2 pi Ub): equal
  *               across backends up to their rounding, not bit for bit.
  *               |z| <= sqrt(-2 log 2^-24) ~ 5.77 (f32), ~ 8.57 (f64).
  * - Random values are constants of the reverse mode: no cotangent, and

@@ -48,8 +48,10 @@
 extern "C" {
 #endif
 
-/* Bumped when a declaration below changes incompatibly. */
-#define OPTIM_C_API_VERSION 1
+/* Bumped when a declaration below changes incompatibly.
+   Version 2: optim_options gained `seed` (its size changed: a program built
+   against version 1 must be recompiled). */
+#define OPTIM_C_API_VERSION 2
 
 /* In C++ the two enums below have int as their fixed underlying type, so
    that every int a C caller passes (optim_status_name(99), a dtype of 7) is
