@@ -23,6 +23,135 @@
 
 namespace mlir::optim {
 
+/// Box-Muller for the CPU: sqrt(-2 log(1 - ua)) * cos(2 pi ub) from
+/// arithmetic, comparisons and bit operations only, so that it stays in
+/// SIMD lanes (math.log and math.cos of a vector become one libm call per
+/// lane, which made a normal draw cost ~20 ns per coordinate). Evaluated in
+/// f64 and rounded once to `elt`: log by exponent and mantissa, the mantissa
+/// in [sqrt(1/2), sqrt(2)) through the atanh series of s = (m-1)/(m+1); the
+/// cosine by quarter turns, x = phase / (pi/2), q = the nearest integer, and
+/// the Taylor series of sin and cos of (pi/2)(x - q), |x - q| <= 1/2. Both
+/// series are cut where their next term is below 2^-60 of the result:
+/// within an ulp or two of f64, far below f32's. The phase is that of the
+/// contract: the product 2 pi ub rounded to elt (as cos(2 pi ub) in C reads
+/// it).
+inline Value emitVectorBoxMuller(OpBuilder &b, Location loc, FloatType elt,
+                                 Value ua, Value ub, unsigned lanes) {
+  Type f64 = b.getF64Type(), i64 = b.getI64Type();
+  auto type = [&](Type scalar) -> Type {
+    return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
+  };
+  auto cst = [&](Type scalar, TypedAttr attr) -> Value {
+    if (lanes == 1)
+      return arith::ConstantOp::create(b, loc, attr);
+    return arith::ConstantOp::create(
+        b, loc, DenseElementsAttr::get(cast<ShapedType>(type(scalar)), attr));
+  };
+  auto real = [&](double v) { return cst(f64, b.getF64FloatAttr(v)); };
+  auto integer = [&](int64_t v) { return cst(i64, b.getI64IntegerAttr(v)); };
+  auto add = [&](Value x, Value y) -> Value {
+    return arith::AddFOp::create(b, loc, x, y);
+  };
+  auto mul = [&](Value x, Value y) -> Value {
+    return arith::MulFOp::create(b, loc, x, y);
+  };
+  auto horner = [&](ArrayRef<double> c, Value x) -> Value {
+    Value acc = real(c.back());
+    for (size_t k = c.size() - 1; k-- > 0;)
+      acc = add(mul(acc, x), real(c[k]));
+    return acc;
+  };
+  Type wide = type(f64);
+  auto toF64 = [&](Value v) -> Value {
+    return elt.isF64() ? v : Value(arith::ExtFOp::create(b, loc, wide, v));
+  };
+
+  // log(u1), u1 = 1 - ua in [2^-53, 1] (exact in elt): u1 = m 2^e.
+  Value u1 = toF64(arith::SubFOp::create(
+      b, loc, cst(elt, b.getFloatAttr(elt, 1.0)), ua));
+  Value bits = arith::BitcastOp::create(b, loc, type(i64), u1);
+  Value e = arith::SubIOp::create(
+      b, loc, arith::ShRUIOp::create(b, loc, bits, integer(52)),
+      integer(1023));
+  Value m = arith::BitcastOp::create(
+      b, loc, wide,
+      arith::OrIOp::create(
+          b, loc,
+          arith::AndIOp::create(b, loc, bits, integer(0x000FFFFFFFFFFFFFll)),
+          integer(0x3FF0000000000000ll)));
+  Value big = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, m,
+                                    real(1.4142135623730951));
+  m = arith::SelectOp::create(b, loc, big, mul(m, real(0.5)), m);
+  e = arith::SelectOp::create(
+      b, loc, big, arith::AddIOp::create(b, loc, e, integer(1)), e);
+  // log m = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...), |s| <= 0.1716.
+  Value s = arith::DivFOp::create(b, loc, add(m, real(-1.0)),
+                                  add(m, real(1.0)));
+  SmallVector<double> atanh;
+  for (int k = 0; k <= 10; ++k)
+    atanh.push_back(2.0 / double(2 * k + 1));
+  Value logm = mul(s, horner(atanh, mul(s, s)));
+  Value ed = arith::SIToFPOp::create(b, loc, wide, e);
+  // e ln 2 in two parts (fdlibm's split): the high part has 21 trailing
+  // zero bits, so e * ln2Hi is exact for |e| <= 2^21.
+  Value log = add(mul(ed, real(6.93147180369123816490e-01)),
+                  add(mul(ed, real(1.90821492927058770002e-10)), logm));
+  Value radius = math::SqrtOp::create(b, loc, mul(log, real(-2.0)));
+
+  // cos of the phase 2 pi ub (2 pi and the product rounded to elt, as the
+  // contract has it), in quarter turns x = phase * 2/pi, with 2/pi in two
+  // parts and the product's rounding error recovered by an fma, so that the
+  // remainder r below is exact to ~2^-100: in f64 the phase's own rounding
+  // is then the only difference from cos(2 pi ub) as libm computes it.
+  Value phase = toF64(arith::MulFOp::create(
+      b, loc, cst(elt, b.getFloatAttr(elt, 6.283185307179586476925286766559)),
+      ub));
+  Value twoOverPiHi = real(0x1.45f306dc9c883p-1),
+        twoOverPiLo = real(-3.935735335036497e-17);
+  Value xHi = mul(phase, twoOverPiHi);
+  Value xLo = add(math::FmaOp::create(b, loc, phase, twoOverPiHi,
+                                      arith::NegFOp::create(b, loc, xHi)),
+                  mul(phase, twoOverPiLo));
+  Value q = math::FloorOp::create(b, loc, add(xHi, real(0.5)));
+  // xHi - q is exact (Sterbenz: q is the integer nearest to xHi >= 0).
+  Value r = add(arith::SubFOp::create(b, loc, xHi, q), xLo);
+  Value r2 = mul(r, r);
+  SmallVector<double> sinc, cosc;
+  {
+    // sin((pi/2) r) = sum_j (-1)^j (pi/2)^(2j+1) / (2j+1)! r^(2j+1),
+    // cos((pi/2) r) = sum_j (-1)^j (pi/2)^(2j) / (2j)! r^(2j); |(pi/2) r|
+    // <= pi/4, where the terms past j = 9 are below 2^-60.
+    long double h = 1.57079632679489661923132169163975144L, term = 1;
+    for (int n = 0; n <= 19; ++n) {
+      if (n)
+        term *= h / n;
+      long double signed_ = (n / 2) % 2 ? -term : term;
+      (n % 2 ? sinc : cosc).push_back(double(signed_));
+    }
+  }
+  Value sinv = mul(r, horner(sinc, r2));
+  Value cosv = horner(cosc, r2);
+  Value k = arith::AndIOp::create(
+      b, loc, arith::FPToSIOp::create(b, loc, type(i64), q), integer(3));
+  Value odd = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ne,
+      arith::AndIOp::create(b, loc, k, integer(1)), integer(0));
+  // cos(q pi/2 + a): cos a, -sin a, -cos a, sin a for q mod 4 = 0, 1, 2, 3.
+  Value negate = arith::CmpIOp::create(
+      b, loc, arith::CmpIPredicate::ne,
+      arith::AndIOp::create(b, loc,
+                            arith::AddIOp::create(b, loc, k, integer(1)),
+                            integer(2)),
+      integer(0));
+  Value c = arith::SelectOp::create(b, loc, odd, sinv, cosv);
+  c = arith::SelectOp::create(b, loc, negate,
+                              arith::NegFOp::create(b, loc, c), c);
+  Value z = mul(radius, c);
+  if (elt.isF64())
+    return z;
+  return arith::TruncFOp::create(b, loc, type(elt), z);
+}
+
 /// The value of draw site `site` of `kind` at global coordinates index,
 /// index + 1, ..., index + lanes - 1 (one per lane; `index` an i64 scalar),
 /// step `step` (i64) and seed `seed` (i64), in `elt` (f32 or f64): a scalar
@@ -137,6 +266,8 @@ emitRandomDraw(OpBuilder &b, Location loc, RandomKind kind, unsigned site,
   if (kind == RandomKind::Uniform)
     return ua;
   Value ub = f32 ? uniform(x[1], Value()) : uniform(x[2], x[3]);
+  if (!cosTwoPi)
+    return emitVectorBoxMuller(b, loc, elt, ua, ub, lanes);
   // Box-Muller, the cosine branch: sqrt(-2 log(1 - Ua)) * cos(2 pi Ub),
   // each op rounded in the element type (no contraction).
   Value u1 = arith::SubFOp::create(b, loc, scale(1.0), ua);

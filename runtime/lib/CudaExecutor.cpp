@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <optional>
 
 using namespace optim;
 using namespace optim::cuda;
@@ -106,6 +107,31 @@ static void requirePTXMatches(const std::string &ptx, const std::string &target,
                 "kernel '" + symbol + "' (left over from another build?)");
 }
 
+/// The text of the descriptor `name` (a NUL-terminated char array in global
+/// memory: optim_reductions_<rule>, optim_random_<rule>), or nullopt when the
+/// module has none. `what` names it in errors; anything over `maxBytes` is
+/// not one.
+static std::optional<std::string>
+readDescriptor(const DriverAPI &d, CUmodule module, const std::string &name,
+               size_t maxBytes, const char *what, const std::string &origin) {
+  if (!d.cuModuleGetGlobal)
+    throw Error("optim: CUDA: the driver table has no cuModuleGetGlobal");
+  CUdeviceptr ptr = 0;
+  size_t bytes = 0;
+  CUresult rc = d.cuModuleGetGlobal(&ptr, &bytes, module, name.c_str());
+  if (rc == kErrorNotFound)
+    return std::nullopt;
+  d.check(rc, ("cuModuleGetGlobal(" + name + ")").c_str());
+  if (bytes == 0 || bytes > maxBytes)
+    throw Error("optim: '" + origin + "': '" + name + "' has " +
+                std::to_string(bytes) + " bytes, not a " + what);
+  std::string text(bytes, '\0');
+  d.check(d.cuMemcpyDtoH(text.data(), ptr, bytes),
+          ("cuMemcpyDtoH(" + name + ")").c_str());
+  text.resize(::strnlen(text.c_str(), bytes));
+  return text;
+}
+
 /// Throws unless the kernels of `module` were compiled for the tensor
 /// reductions that the manifest lists (KernelABI.h, the descriptor
 /// optim_reductions_<name>): they write and read one value per reduction and
@@ -114,14 +140,12 @@ static void requirePTXMatches(const std::string &ptx, const std::string &target,
 static void requireCompiledReductions(const DriverAPI &d, CUmodule module,
                                       const RuleInfo &info,
                                       const std::string &origin) {
-  if (!d.cuModuleGetGlobal)
-    throw Error("optim: CUDA: the driver table has no cuModuleGetGlobal");
   std::string listed = reductionsDescriptor(info.reductions);
   std::string name = OPTIM_REDUCTIONS_SYMBOL_PREFIX + info.name;
-  CUdeviceptr ptr = 0;
-  size_t bytes = 0;
-  CUresult rc = d.cuModuleGetGlobal(&ptr, &bytes, module, name.c_str());
-  if (rc == kErrorNotFound) {
+  // A few bytes per reduction; anything larger is not a descriptor.
+  std::optional<std::string> compiled = readDescriptor(
+      d, module, name, 4096, "reductions descriptor", origin);
+  if (!compiled) {
     if (!listed.empty())
       throw Error("optim: '" + origin + "' lists the tensor reductions '" +
                   listed + "' but its module has no '" + name +
@@ -138,20 +162,11 @@ static void requireCompiledReductions(const DriverAPI &d, CUmodule module,
                   "reductions (does the manifest belong to it?)");
     return;
   }
-  d.check(rc, ("cuModuleGetGlobal(" + name + ")").c_str());
-  // A few bytes per reduction; anything larger is not a descriptor.
-  if (bytes == 0 || bytes > 4096)
-    throw Error("optim: '" + origin + "': '" + name + "' has " +
-                std::to_string(bytes) + " bytes, not a reductions descriptor");
-  std::string compiled(bytes, '\0');
-  d.check(d.cuMemcpyDtoH(compiled.data(), ptr, bytes),
-          ("cuMemcpyDtoH(" + name + ")").c_str());
-  compiled.resize(::strnlen(compiled.c_str(), bytes));
-  if (compiled != listed)
+  if (*compiled != listed)
     throw Error("optim: '" + origin + "' lists " +
                 (listed.empty() ? std::string("no tensor reductions")
                                 : "the tensor reductions '" + listed + "'") +
-                " but its kernels were compiled for '" + compiled +
+                " but its kernels were compiled for '" + *compiled +
                 "' (does the manifest belong to them?)");
 }
 
@@ -163,14 +178,12 @@ static void requireCompiledReductions(const DriverAPI &d, CUmodule module,
 static void requireCompiledRandom(const DriverAPI &d, CUmodule module,
                                   const RuleInfo &info,
                                   const std::string &origin) {
-  if (!d.cuModuleGetGlobal)
-    throw Error("optim: CUDA: the driver table has no cuModuleGetGlobal");
   std::string listed = randomDescriptor(info.random);
   std::string name = OPTIM_RANDOM_SYMBOL_PREFIX + info.name;
-  CUdeviceptr ptr = 0;
-  size_t bytes = 0;
-  CUresult rc = d.cuModuleGetGlobal(&ptr, &bytes, module, name.c_str());
-  if (rc == kErrorNotFound) {
+  // At most eight bytes per draw site; anything larger is not one.
+  std::optional<std::string> compiled =
+      readDescriptor(d, module, name, 65536, "random descriptor", origin);
+  if (!compiled) {
     if (!listed.empty())
       throw Error("optim: '" + origin + "' lists the random draws '" +
                   listed + "' but its module has no '" + name +
@@ -178,20 +191,11 @@ static void requireCompiledRandom(const DriverAPI &d, CUmodule module,
                   "the manifest belong to it?)");
     return;
   }
-  d.check(rc, ("cuModuleGetGlobal(" + name + ")").c_str());
-  // At most eight bytes per draw site; anything larger is not one.
-  if (bytes == 0 || bytes > 65536)
-    throw Error("optim: '" + origin + "': '" + name + "' has " +
-                std::to_string(bytes) + " bytes, not a random descriptor");
-  std::string compiled(bytes, '\0');
-  d.check(d.cuMemcpyDtoH(compiled.data(), ptr, bytes),
-          ("cuMemcpyDtoH(" + name + ")").c_str());
-  compiled.resize(::strnlen(compiled.c_str(), bytes));
-  if (compiled != listed)
+  if (*compiled != listed)
     throw Error("optim: '" + origin + "' lists " +
                 (listed.empty() ? std::string("no random draws")
                                 : "the random draws '" + listed + "'") +
-                " but its kernels were compiled to draw '" + compiled +
+                " but its kernels were compiled to draw '" + *compiled +
                 "' (does the manifest belong to them?)");
 }
 

@@ -30,9 +30,16 @@
 // CHECK: arith.addi %[[SPLAT]], %[[IOTA]] : vector<4xi64>
 // CHECK-COUNT-20: arith.mului_extended %{{.*}}, %{{.*}} : vector<4xi32>
 // CHECK: arith.uitofp %{{.*}} : vector<4xi32> to vector<4xf32>
-// CHECK: math.log %{{.*}} : vector<4xf32>
-// CHECK: math.sqrt %{{.*}} : vector<4xf32>
-// CHECK: math.cos %{{.*}} : vector<4xf32>
+// Box-Muller without libm, in f64 lanes: log by exponent and mantissa,
+// cos by quarter turns (an fma recovers the phase's rounding error).
+// CHECK-NOT: math.log
+// CHECK: arith.bitcast %{{.*}} : vector<4xf64> to vector<4xi64>
+// CHECK: arith.divf %{{.*}}, %{{.*}} : vector<4xf64>
+// CHECK: math.sqrt %{{.*}} : vector<4xf64>
+// CHECK: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<4xf64>
+// CHECK: math.floor %{{.*}} : vector<4xf64>
+// CHECK-NOT: math.cos
+// CHECK: arith.truncf %{{.*}} : vector<4xf64> to vector<4xf32>
 // CHECK: arith.uitofp %{{.*}} : vector<4xi32> to vector<4xf32>
 // The scalar tail draws the same way, one coordinate at a time.
 // CHECK: scf.for
@@ -62,8 +69,10 @@
 // IR: @optim_random_sgld = constant [15 x i8] c"normal,uniform\00"
 // IR-NOT: @optim_random_plain
 // IR: define void @optim_rule_sgld(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8)
-// IR: call <16 x float> @llvm.log.v16f32
-// IR: call <16 x float> @llvm.cos.v16f32
+// No libm call per lane: log and cos are arithmetic on <16 x double>.
+// IR-NOT: @llvm.log.
+// IR-NOT: @llvm.cos.
+// IR: call <16 x double> @llvm.fma.v16f64
 // IR: define void @optim_rule_plain(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8)
 optim.rule @sgld(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01) random(normal, uniform) {
   %z = optim.random normal site 0 : f32

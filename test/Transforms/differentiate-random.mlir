@@ -28,9 +28,9 @@
 // KERNEL: scf.for
 // KERNEL: llvm.getelementptr %[[RNG]][%{{.*}}] : (!llvm.ptr, i64) -> !llvm.ptr, i64
 // KERNEL: arith.mului_extended %{{.*}}, %{{.*}} : vector<4xi32>
-// KERNEL: math.cos %{{.*}} : vector<4xf32>
+// KERNEL: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<4xf64>
 // KERNEL: arith.mului_extended %{{.*}}, %{{.*}} : i32
-// KERNEL: math.cos %{{.*}} : f32
+// KERNEL: math.fma %{{.*}}, %{{.*}}, %{{.*}} : f64
 optim.rule @noisy(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1, %sigma: f32 = 0.5) random(normal) {
   %z = optim.random normal site 0 : f32
   %0 = arith.mulf %sigma, %z : f32

@@ -91,10 +91,13 @@ extern "C" {
  *               u1 = 1 - U_a, u2 = U_b, z = sqrt(-2 log u1) * cos(2 pi u2)
  *               f32: U_a = U32(w0), U_b = U32(w1);
  *               f64: U_a = U64(w0, w1), U_b = U64(w2, w3);
- *               computed in T (2 pi rounded to T), with the target's log,
- *               sqrt and cos (libm on the CPU; on CUDA libdevice's log and
- *               cospi(2 Ub), which skips the rounding of 2 pi Ub): equal
- *               across backends up to their rounding, not bit for bit.
+ *               with 2 pi and the product 2 pi Ub rounded to T, and log,
+ *               sqrt and cos to within the target's rounding: on the CPU
+ *               evaluated in f64 (log by exponent and mantissa, cos by
+ *               quarter turns, both series in SIMD lanes) and rounded once
+ *               to T; on CUDA in T with libdevice's log and cospi(2 Ub)
+ *               (which skips the rounding of 2 pi Ub). Equal across
+ *               backends up to their rounding, not bit for bit.
  *               |z| <= sqrt(-2 log 2^-24) ~ 5.77 (f32), ~ 8.57 (f64).
  * - Random values are constants of the reverse mode: no cotangent, and
  *   the VJP kernels recompute the forward step's values from rng. */
