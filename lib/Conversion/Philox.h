@@ -208,7 +208,58 @@ emitRandomDraw(OpBuilder &b, Location loc, RandomKind kind, unsigned site,
             DenseElementsAttr::get(cast<ShapedType>(type(i64)),
                                    ArrayRef<int64_t>(iota))));
   }
-  Value x[4] = {lo32(idx), hi32(idx), spread(lo32(step)), u32(site)};
+  Value x[4];
+  if (!mulHigh) {
+    // The CPU: every word zero-extended in an i64 lane, so that M * x is
+    // one 32 x 32 -> 64-bit multiply per lane (x86's vpmuludq) whose halves
+    // are a shift and a mask; in i32 lanes the high halves need shuffles
+    // around two such multiplies (~2x slower). Same words, same values.
+    auto c64 = [&](uint64_t v) {
+      return constant(i64, b.getIntegerAttr(i64, int64_t(v)));
+    };
+    auto mask = [&](Value v) -> Value {
+      return arith::AndIOp::create(b, loc, v, c64(0xFFFFFFFFull));
+    };
+    auto shr32 = [&](Value v) -> Value {
+      return arith::ShRUIOp::create(b, loc, v, c64(32));
+    };
+    auto key = [&](Value v) -> Value {
+      return lanes == 1 ? v : spread(v);
+    };
+    auto scalarMask = [&](Value v) -> Value {
+      return arith::AndIOp::create(
+          b, loc, v, arith::ConstantIntOp::create(b, loc, 0xFFFFFFFFll, 64));
+    };
+    Value w[4] = {mask(idx), shr32(idx),
+                  spread(scalarMask(step)), c64(site)};
+    Value k0 = scalarMask(seed),
+          k1 = arith::ShRUIOp::create(
+              b, loc, seed, arith::ConstantIntOp::create(b, loc, 32, 64));
+    for (int round = 0; round < 10; ++round) {
+      if (round) {
+        k0 = scalarMask(arith::AddIOp::create(
+            b, loc, k0, arith::ConstantIntOp::create(b, loc, 0x9E3779B9, 64)));
+        k1 = scalarMask(arith::AddIOp::create(
+            b, loc, k1, arith::ConstantIntOp::create(b, loc, 0xBB67AE85, 64)));
+      }
+      Value p0 = arith::MulIOp::create(b, loc, c64(0xD2511F53), w[0]);
+      Value p1 = arith::MulIOp::create(b, loc, c64(0xCD9E8D57), w[2]);
+      Value y0 = arith::XOrIOp::create(
+          b, loc, arith::XOrIOp::create(b, loc, shr32(p1), w[1]), key(k0));
+      Value y2 = arith::XOrIOp::create(
+          b, loc, arith::XOrIOp::create(b, loc, shr32(p0), w[3]), key(k1));
+      w[0] = y0;
+      w[1] = mask(p1);
+      w[2] = y2;
+      w[3] = mask(p0);
+    }
+    for (int j = 0; j < 4; ++j)
+      x[j] = lo32(w[j]);
+  } else {
+  x[0] = lo32(idx);
+  x[1] = hi32(idx);
+  x[2] = spread(lo32(step));
+  x[3] = u32(site);
   // The key, bumped between rounds: scalars, broadcast where used.
   Value k0 = lo32(seed), k1 = hi32(seed);
   for (int round = 0; round < 10; ++round) {
@@ -235,6 +286,7 @@ emitRandomDraw(OpBuilder &b, Location loc, RandomKind kind, unsigned site,
     x[1] = lo1;
     x[2] = y2;
     x[3] = lo0;
+  }
   }
 
   // Conversions to [0, 1): exact (24 or 53 bits), then a power of two.

@@ -5,17 +5,18 @@
 // Random draws (KernelABI.h, version 8): every kernel takes `rng` last. A
 // rule that draws loads rng[0] (the seed) once per call and rng[1 + c] (the
 // chunk's first global index) once per chunk, and computes Philox4x32-10 on
-// i32 lanes (one coordinate per lane: index + [0, 1, 2, 3]), with the
-// multipliers 0xD2511F53 (-766435501) and 0xCD9E8D57 (-845247145) and the
-// key bumps 0x9E3779B9 (-1640531527) and 0xBB67AE85 (-1150833019); the
+// i64 lanes holding 32-bit words (one coordinate per lane: index +
+// [0, 1, 2, 3]), with the multipliers 0xD2511F53 (3528531795) and
+// 0xCD9E8D57 (3449720151) and the key bumps 0x9E3779B9 (2654435769) and
+// 0xBB67AE85 (3144134277); the
 // descriptor optim_random_<name> lists the sites' kinds.
 
 // CHECK-LABEL: func.func @optim_rule_sgld(
 // CHECK-SAME: %{{[^:]*}}: !llvm.ptr, %{{[^:]*}}: i64, %{{[^:]*}}: !llvm.ptr, %[[RNG:[^:]*]]: !llvm.ptr) {
-// CHECK-DAG: arith.constant dense<-766435501> : vector<4xi32>
-// CHECK-DAG: arith.constant dense<-845247145> : vector<4xi32>
-// CHECK-DAG: arith.constant -1640531527 : i32
-// CHECK-DAG: arith.constant -1150833019 : i32
+// CHECK-DAG: arith.constant dense<3528531795> : vector<4xi64>
+// CHECK-DAG: arith.constant dense<3449720151> : vector<4xi64>
+// CHECK-DAG: arith.constant 2654435769 : i64
+// CHECK-DAG: arith.constant 3144134277 : i64
 // CHECK-DAG: %[[IOTA:.*]] = arith.constant dense<[0, 1, 2, 3]> : vector<4xi64>
 // CHECK: %[[SEED:.*]] = llvm.load %[[RNG]] {alignment = 8 : i64} : !llvm.ptr -> i64
 // CHECK: scf.for %[[C:.*]] =
@@ -28,7 +29,8 @@
 // CHECK: %[[FIRST:.*]] = arith.addi %[[BASE]], %[[II]] : i64
 // CHECK: %[[SPLAT:.*]] = vector.broadcast %[[FIRST]] : i64 to vector<4xi64>
 // CHECK: arith.addi %[[SPLAT]], %[[IOTA]] : vector<4xi64>
-// CHECK-COUNT-20: arith.mului_extended %{{.*}}, %{{.*}} : vector<4xi32>
+// Philox in i64 lanes (one vpmuludq per product): 20 multiplications.
+// CHECK-COUNT-20: arith.muli %{{.*}}, %{{.*}} : vector<4xi64>
 // CHECK: arith.uitofp %{{.*}} : vector<4xi32> to vector<4xf32>
 // Box-Muller without libm, in f64 lanes: log by exponent and mantissa,
 // cos by quarter turns (an fma recovers the phase's rounding error).
@@ -43,7 +45,7 @@
 // CHECK: arith.uitofp %{{.*}} : vector<4xi32> to vector<4xf32>
 // The scalar tail draws the same way, one coordinate at a time.
 // CHECK: scf.for
-// CHECK: arith.mului_extended %{{.*}}, %{{.*}} : i32
+// CHECK: arith.muli %{{.*}}, %c3528531795_i64 : i64
 // CHECK: return
 // The descriptor, beside the kernel.
 // CHECK: llvm.mlir.global external constant @optim_random_sgld("normal,uniform\00")
@@ -54,16 +56,16 @@
 // CHECK-LABEL: func.func @optim_rule_plain(
 // CHECK-SAME: %{{[^:]*}}: !llvm.ptr, %[[RNG2:[^:]*]]: !llvm.ptr) {
 // CHECK-NOT: %[[RNG2]]
-// CHECK-NOT: mului_extended
+// CHECK-NOT: 3528531795
 // CHECK: return
 
 // SCALAR-LABEL: func.func @optim_rule_sgld(
 // SCALAR: %[[SEED:.*]] = llvm.load %[[RNG:[^ ]*]] {alignment = 8 : i64} : !llvm.ptr -> i64
-// SCALAR: arith.mului_extended %{{.*}}, %{{.*}} : i32
+// SCALAR: arith.muli %{{.*}}, %c3528531795_i64 : i64
 // SCALAR-NOT: vector<
 // SCALAR: return
 // SCALAR-LABEL: func.func @optim_rule_plain(
-// SCALAR-NOT: mului_extended
+// SCALAR-NOT: 3528531795
 // SCALAR: return
 
 // IR: @optim_random_sgld = constant [15 x i8] c"normal,uniform\00"
@@ -96,13 +98,13 @@ optim.rule @plain(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01) {
 // CHECK-LABEL: func.func @optim_reduce_dual(
 // CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[RNG:[^:]*]]: !llvm.ptr) {
 // CHECK: llvm.load %[[RNG]] {alignment = 8 : i64} : !llvm.ptr -> i64
-// CHECK: arith.mului_extended %{{.*}}, %{{.*}} : vector<4xi32>
+// CHECK: arith.muli %{{.*}}, %{{.*}} : vector<4xi64>
 // CHECK: arith.extui %{{.*}} : vector<4xi32> to vector<4xi64>
 // CHECK: arith.uitofp %{{.*}} : vector<4xi64> to vector<4xf64>
 // CHECK-LABEL: func.func @optim_rule_dual(
 // CHECK-SAME: %[[REDUCED:[^:]*]]: !llvm.ptr, %[[RNG:[^:]*]]: !llvm.ptr) {
 // CHECK: llvm.load %[[RNG]] {alignment = 8 : i64} : !llvm.ptr -> i64
-// CHECK: arith.mului_extended
+// CHECK: arith.muli %{{.*}}, %{{.*}} : vector<4xi64>
 // CHECK: llvm.mlir.global external constant @optim_random_dual("uniform\00")
 optim.rule @dual(%p: f64, %g: f64, %t: i64) random(uniform) {
   %u = optim.random uniform site 0 : f64

@@ -27,9 +27,9 @@
 // KERNEL: llvm.load %[[RNG]] {alignment = 8 : i64} : !llvm.ptr -> i64
 // KERNEL: scf.for
 // KERNEL: llvm.getelementptr %[[RNG]][%{{.*}}] : (!llvm.ptr, i64) -> !llvm.ptr, i64
-// KERNEL: arith.mului_extended %{{.*}}, %{{.*}} : vector<4xi32>
+// KERNEL: arith.muli %{{.*}}, %{{.*}} : vector<4xi64>
 // KERNEL: math.fma %{{.*}}, %{{.*}}, %{{.*}} : vector<4xf64>
-// KERNEL: arith.mului_extended %{{.*}}, %{{.*}} : i32
+// KERNEL: arith.muli %{{.*}}, %c3528531795_i64 : i64
 // KERNEL: math.fma %{{.*}}, %{{.*}}, %{{.*}} : f64
 optim.rule @noisy(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1, %sigma: f32 = 0.5) random(normal) {
   %z = optim.random normal site 0 : f32

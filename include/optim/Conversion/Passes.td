@@ -59,11 +59,17 @@ def LowerRulesToKernels
     (KernelABI.h, version 8). A kernel that computes an `optim.random` draw
     loads the seed `rng[0]` once per call and the chunk's first global index
     `rng[1 + c]` once per chunk, and computes Philox4x32-10 of (seed; index,
-    step, site) on vectors of i32 whose lanes are coordinates
-    (`arith.mului_extended` for the multiplications), then the conversion to
-    the element type (uniform: 24 or 53 bits times a power of two; normal:
-    Box-Muller's cosine branch through libm's log and cos): every lane count
-    and the scalar tail give a coordinate the same value, and the reduce
+    step, site) on vectors whose lanes are coordinates, each 32-bit word
+    zero-extended in an i64 lane (`arith.muli` of two such words is one
+    32 x 32 -> 64-bit multiply per lane, vpmuludq on x86, whose halves are a
+    shift and a mask; in i32 lanes the high halves cost shuffles), then the
+    conversion to the element type (uniform: 24 or 53 bits times a power of
+    two; normal: Box-Muller's cosine branch, whose log and cos(2 pi u) are
+    evaluated in f64 lanes without libm (exponent and mantissa, an atanh
+    series; quarter turns and Taylor series of sin and cos, an fma
+    recovering the phase's rounding) and rounded once to the element type:
+    libm's log and cos of a vector are one call per lane, ~20 ns per
+    coordinate): every lane count and the scalar tail give a coordinate the same value, and the reduce
     kernel recomputes the draws its reductions take. Kernels of rules that
     draw nothing never read `rng`. Rules with draw sites also get the
     constant `optim_random_<name>` (their kinds, "normal,uniform").
