@@ -135,29 +135,23 @@ Rule KernelCache::load(const std::string &key) const {
     llvm::consumeError(address.takeError());
     return Rule();
   }
-  // An entry whose manifest lists other reductions than its kernels were
-  // compiled for (KernelABI.h, optim_reductions_<name>) is not used.
-  std::string listed = reductionsDescriptor(manifest.info.reductions);
-  auto descriptor =
-      (*jit)->lookup(OPTIM_REDUCTIONS_SYMBOL_PREFIX + manifest.info.name);
-  if (!descriptor) {
-    llvm::consumeError(descriptor.takeError());
-    if (!listed.empty())
-      return Rule();
-  } else if (listed != descriptor->toPtr<const char *>()) {
+  // An entry whose manifest lists other reductions or draw sites than its
+  // kernels were compiled for (KernelABI.h, optim_reductions_<name> and
+  // optim_random_<name>, defined only when the list is not empty) is not
+  // used.
+  auto compiledFor = [&](const std::string &prefix, const std::string &listed) {
+    auto descriptor = (*jit)->lookup(prefix + manifest.info.name);
+    if (!descriptor) {
+      llvm::consumeError(descriptor.takeError());
+      return listed.empty();
+    }
+    return listed == descriptor->toPtr<const char *>();
+  };
+  if (!compiledFor(OPTIM_REDUCTIONS_SYMBOL_PREFIX,
+                   reductionsDescriptor(manifest.info.reductions)) ||
+      !compiledFor(OPTIM_RANDOM_SYMBOL_PREFIX,
+                   randomDescriptor(manifest.info.random)))
     return Rule();
-  }
-  // Likewise for the draw sites (KernelABI.h, version 8, optim_random_<name>).
-  std::string draws = randomDescriptor(manifest.info.random);
-  auto drawDescriptor =
-      (*jit)->lookup(OPTIM_RANDOM_SYMBOL_PREFIX + manifest.info.name);
-  if (!drawDescriptor) {
-    llvm::consumeError(drawDescriptor.takeError());
-    if (!draws.empty())
-      return Rule();
-  } else if (draws != drawDescriptor->toPtr<const char *>()) {
-    return Rule();
-  }
   if (!manifest.info.reductions.empty()) {
     auto reduce =
         (*jit)->lookup(OPTIM_REDUCE_SYMBOL_PREFIX + manifest.info.name);

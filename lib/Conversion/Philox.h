@@ -223,9 +223,6 @@ emitRandomDraw(OpBuilder &b, Location loc, RandomKind kind, unsigned site,
     auto shr32 = [&](Value v) -> Value {
       return arith::ShRUIOp::create(b, loc, v, c64(32));
     };
-    auto key = [&](Value v) -> Value {
-      return lanes == 1 ? v : spread(v);
-    };
     auto scalarMask = [&](Value v) -> Value {
       return arith::AndIOp::create(
           b, loc, v, arith::ConstantIntOp::create(b, loc, 0xFFFFFFFFll, 64));
@@ -245,9 +242,9 @@ emitRandomDraw(OpBuilder &b, Location loc, RandomKind kind, unsigned site,
       Value p0 = arith::MulIOp::create(b, loc, c64(0xD2511F53), w[0]);
       Value p1 = arith::MulIOp::create(b, loc, c64(0xCD9E8D57), w[2]);
       Value y0 = arith::XOrIOp::create(
-          b, loc, arith::XOrIOp::create(b, loc, shr32(p1), w[1]), key(k0));
+          b, loc, arith::XOrIOp::create(b, loc, shr32(p1), w[1]), spread(k0));
       Value y2 = arith::XOrIOp::create(
-          b, loc, arith::XOrIOp::create(b, loc, shr32(p0), w[3]), key(k1));
+          b, loc, arith::XOrIOp::create(b, loc, shr32(p0), w[3]), spread(k1));
       w[0] = y0;
       w[1] = mask(p1);
       w[2] = y2;
@@ -271,10 +268,7 @@ emitRandomDraw(OpBuilder &b, Location loc, RandomKind kind, unsigned site,
     }
     // (lo, hi) of M * x, M a Philox multiplier.
     auto mulhilo = [&](uint32_t m, Value v) -> std::pair<Value, Value> {
-      if (mulHigh)
-        return {arith::MulIOp::create(b, loc, u32(m), v), mulHigh(u32(m), v)};
-      auto wide = arith::MulUIExtendedOp::create(b, loc, u32(m), v);
-      return {wide.getLow(), wide.getHigh()};
+      return {arith::MulIOp::create(b, loc, u32(m), v), mulHigh(u32(m), v)};
     };
     auto [lo0, hi0] = mulhilo(0xD2511F53, x[0]);
     auto [lo1, hi1] = mulhilo(0xCD9E8D57, x[2]);
