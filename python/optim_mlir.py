@@ -101,6 +101,7 @@ _SIGNATURES = {
     "optim_rule_weights": (_rule_p, _c.c_size_t, _P(_WeightsInfo)),
     "optim_rule_num_reductions": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_reduction": (_rule_p, _c.c_size_t, _P(_ReductionInfo)),
+    "optim_rule_reduction_level": (_rule_p, _c.c_size_t, _P(_c.c_uint)),
     "optim_rule_num_inputs": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_input": (_rule_p, _c.c_size_t, _P(_c.c_char_p)),
     "optim_rule_num_random": (_rule_p, _P(_c.c_size_t)),
@@ -198,7 +199,10 @@ class Rule:
     `hypers` ({name: (default, is_const)}), `states` ({name: (size,
     init)}), `weights` ({name: shape}, empty unless it is a learned rule)
     and `reductions` ([(kind, is_global)], one per tensor_*/global_* call,
-    in body order; empty for most rules) describe it, and `inputs` (the
+    in body order; empty for most rules) with `reduction_levels` (one int
+    per reduction: 0, or 1 + the largest level of the reductions whose
+    results what it reduces depends on; each level is one more pass over
+    memory) describe it, and `inputs` (the
     names of its per-coordinate inputs, `input h`, in declaration order;
     empty for most rules), which Optimizer.step takes by name, and `random`
     (the kinds of its random draw sites, "uniform" for `rand()` and
@@ -234,11 +238,16 @@ class Rule:
             self.weights[info.name.decode()] = tuple(
                 info.shape[d] for d in range(info.rank))
         self.reductions = []
+        self.reduction_levels = []
         _call("optim_rule_num_reductions", self._handle, _c.byref(count))
         for i in range(count.value):
             info = _ReductionInfo()
             _call("optim_rule_reduction", self._handle, i, _c.byref(info))
             self.reductions.append((info.kind.decode(), bool(info.is_global)))
+            level = _c.c_uint()
+            _call("optim_rule_reduction_level", self._handle, i,
+                  _c.byref(level))
+            self.reduction_levels.append(level.value)
         self.inputs = []
         _call("optim_rule_num_inputs", self._handle, _c.byref(count))
         for i in range(count.value):

@@ -22,7 +22,8 @@
 // A rule with tensor reductions (KernelABI.h, version 6) has two kernels:
 // optim_reduce_<name> runs the CPU's first pass (its partials per chunk;
 // the lanes combine in another order than a GPU block's threads, so the
-// sums differ from a device's in the last bits only) and optim_rule_<name>
+// sums differ from a device's in the last bits only; `reduced` and `stage`
+// of nested reductions, version 9, go on as they are) and optim_rule_<name>
 // the CPU's reduced rule kernel, with `reduced` after the hyperparameters;
 // its descriptor optim_reductions_<name> is the CPU library's, as is a
 // drawing rule's optim_random_<name>. Every rule kernel's last argument,
@@ -446,16 +447,23 @@ CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
   std::vector<const void *> weights;
   for (size_t w = 0; w < k.weights; ++w)
     weights.push_back(*static_cast<void **>(params[5 + k.hypers + w]));
-  // Rules with reductions: partials or reduced, after the hypers.
+  // Rules with reductions: partials or reduced, after the hypers; the
+  // first pass then takes reduced and its stage (KernelABI.h, version 9).
   void *last = k.reduce || k.reduced
                    ? *static_cast<void **>(params[5 + k.hypers])
                    : nullptr;
+  const double *stageReduced =
+      k.reduce ? *static_cast<const double **>(params[6 + k.hypers]) : nullptr;
+  int64_t stage = k.reduce ? *static_cast<int64_t *>(params[7 + k.hypers]) : 0;
   // Then rng, the last argument of every rule kernel.
-  const uint64_t *rng = *static_cast<const uint64_t **>(
-      params[5 + k.hypers + k.weights + (k.reduce || k.reduced ? 1 : 0)]);
+  const uint64_t *rng =
+      *static_cast<const uint64_t **>(params[5 + k.hypers + k.weights +
+                                             (k.reduce    ? 3
+                                              : k.reduced ? 1
+                                                          : 0)]);
   if (k.reduce)
-    k.reduce(ptrs, lengths, strides, begin, begin + gridX, hypers.data(),
-             step, nullptr, static_cast<double *>(last), rng);
+    k.reduce(ptrs, lengths, strides, begin, begin + gridX, hypers.data(), step,
+             nullptr, static_cast<double *>(last), stageReduced, stage, rng);
   else if (k.reduced)
     k.reduced(ptrs, lengths, strides, begin, begin + gridX, hypers.data(),
               step, nullptr, static_cast<const double *>(last), rng);

@@ -281,3 +281,40 @@ LogicalResult QPOp::verify() {
     return emitOpError("max_iter must be positive");
   return success();
 }
+
+llvm::DenseMap<Operation *, unsigned>
+mlir::optim::getReductionLevels(Operation *body) {
+  // depth(v) = 0 when v depends on no reduction, else 1 + the largest level
+  // of those it depends on; values not in the map have depth 0.
+  llvm::DenseMap<Value, unsigned> depth;
+  llvm::DenseMap<Operation *, unsigned> levels;
+  auto depthOfOperands = [&](Operation *op) {
+    unsigned d = 0;
+    for (Value v : op->getOperands())
+      d = std::max(d, depth.lookup(v));
+    return d;
+  };
+  // Post-order: the ops in an op's regions come before it, and its results
+  // depend on everything they read or compute.
+  body->walk<WalkOrder::PostOrder>([&](Operation *op) {
+    if (op == body)
+      return;
+    if (auto red = dyn_cast<TensorReduceOp>(op)) {
+      unsigned level = depth.lookup(red.getValue());
+      levels[op] = level;
+      depth[red.getResult()] = level + 1;
+      return;
+    }
+    unsigned d = depthOfOperands(op);
+    if (op->getNumRegions())
+      op->walk([&](Operation *inner) {
+        d = std::max(d, depthOfOperands(inner));
+        for (Value r : inner->getResults())
+          d = std::max(d, depth.lookup(r));
+      });
+    if (d)
+      for (Value r : op->getResults())
+        depth[r] = d;
+  });
+  return levels;
+}

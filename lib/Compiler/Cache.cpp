@@ -135,10 +135,10 @@ Rule KernelCache::load(const std::string &key) const {
     llvm::consumeError(address.takeError());
     return Rule();
   }
-  // An entry whose manifest lists other reductions or draw sites than its
-  // kernels were compiled for (KernelABI.h, optim_reductions_<name> and
-  // optim_random_<name>, defined only when the list is not empty) is not
-  // used.
+  // An entry whose manifest lists other reductions (kinds, @global or
+  // levels, version 9) or draw sites than its kernels were compiled for
+  // (KernelABI.h, optim_reductions_<name> and optim_random_<name>, defined
+  // only when the list is not empty) is not used.
   auto compiledFor = [&](const std::string &prefix, const std::string &listed) {
     auto descriptor = (*jit)->lookup(prefix + manifest.info.name);
     if (!descriptor) {

@@ -96,7 +96,8 @@ Rule Compiler::compileSource(std::string_view source,
   std::unique_ptr<mlir::ExecutionEngine> engine = createJIT(
       *module, std::move(*tm), cache.enabled(), "rule '" + info.name + "'");
   void *kernel = lookupSymbol(*engine, symbol);
-  // The first pass of a rule with tensor reductions (KernelABI.h, version 6).
+  // The reduction passes of a rule with tensor reductions (KernelABI.h,
+  // versions 6 and 9: one call per level).
   optim_reduce_kernel reduceKernel = nullptr;
   if (!info.reductions.empty())
     reduceKernel = reinterpret_cast<optim_reduce_kernel>(

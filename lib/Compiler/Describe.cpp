@@ -54,9 +54,13 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
       info.random.push_back(kind == "normal" ? RandomKind::Normal
                                              : RandomKind::Uniform);
   // One slot per op, in body order (pre-order: an op nested in a region
-  // comes where its region is), the order the lowering numbers them in.
+  // comes where its region is), the order the lowering numbers them in;
+  // each with its level (KernelABI.h version 9), as the lowerings compute it.
+  llvm::DenseMap<mlir::Operation *, unsigned> levels =
+      mlir::optim::getReductionLevels(rule);
   rule.walk<mlir::WalkOrder::PreOrder>([&](mlir::optim::TensorReduceOp op) {
-    info.reductions.push_back({reductionKind(op.getKind()), op.getGlobal()});
+    info.reductions.push_back(
+        {reductionKind(op.getKind()), op.getGlobal(), levels.lookup(op)});
   });
   return info;
 }

@@ -1,12 +1,13 @@
 //===- GPURuleLowering.h - one optim.rule to its CUDA kernels ---*- C++ -*-===//
 //
 // A rule becomes the kernel optim_rule_<name> (LowerRulesToGPU.cpp) and,
-// when it has tensor reductions, the first pass optim_reduce_<name>
-// (ReduceKernelGPU.cpp). Both take the chunk table as GPU rule kernels do
-// (KernelABI.h) and must compute a reduced value bit for bit as the rule
-// kernel computes it at the same coordinate, so they share this class: the
-// classification of the body, the uniform prologue, the chunk's pointers and
-// the mapping of one per-coordinate op.
+// when it has tensor reductions, the reduction passes optim_reduce_<name>
+// (ReduceKernelGPU.cpp; one launch per level of nesting, `stage`). Both take
+// the chunk table as GPU rule kernels do (KernelABI.h) and must compute a
+// reduced value bit for bit as the rule kernel computes it at the same
+// coordinate, so they share this class: the classification of the body, the
+// uniform prologue, the chunk's pointers and the mapping of one per-coordinate
+// op.
 //
 //===----------------------------------------------------------------------===//
 
@@ -81,10 +82,16 @@ private:
   /// `pick` holds.
   void emitReciprocals(OpBuilder &b, llvm::function_ref<bool(Value)> pick);
   /// Loads this chunk's reduced values (reduced[c * R + r]) and computes the
-  /// per-chunk ops from them.
-  void emitPerChunk(OpBuilder &b, Value reduced, Value c);
-  /// optim_reduce_<name> (KernelABI.h, GPU kernels of version 6).
+  /// per-chunk ops from them; with `only`, just the ops in it (the reduce
+  /// kernel's stage: the reductions of lower levels that it reads).
+  void emitPerChunk(OpBuilder &b, Value reduced, Value c,
+                    const llvm::DenseSet<Operation *> *only = nullptr);
+  /// optim_reduce_<name> (KernelABI.h, GPU kernels of versions 6 and 9).
   void emitReduceKernel(OpBuilder &b);
+  /// Stage `stage` of it: the reductions of that level of chunk `chunk`.
+  void emitReduceStage(OpBuilder &b, unsigned stage, const Chunk &chunk,
+                       Value tid, Value threads, Value buffer, Value partials,
+                       Value reduced);
 
   /// Random draws (KernelABI.h, version 8): the seed rng[0] (only when the
   /// kernel draws), the chunk's first global index rng[1 + c] and the global
@@ -126,6 +133,11 @@ private:
   llvm::DenseSet<Value> perChunk;
   SmallVector<Operation *> perChunkOps;
   llvm::DenseSet<Operation *> ruleOpSet, reductionSlice;
+  /// The level of each reduction (KernelABI.h version 9), the largest, and
+  /// the ops that the reduced values of each level depend on (stage s).
+  SmallVector<unsigned> levels;
+  unsigned maxLevel = 0;
+  SmallVector<llvm::DenseSet<Operation *>> stageSlices;
 };
 
 } // namespace mlir::optim

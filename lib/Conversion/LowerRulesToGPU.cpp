@@ -33,8 +33,9 @@
 // array in the thread's private memory instead, as does a c input that is
 // in no memory; those arrays are local memory, cached in L1.
 //
-// An update rule with tensor reductions also gets its first pass,
-// optim_reduce_<name> (ReduceKernelGPU.cpp); its rule kernel takes the
+// An update rule with tensor reductions also gets its reduction passes,
+// optim_reduce_<name> (ReduceKernelGPU.cpp, one launch per level of
+// nesting); its rule kernel takes the
 // reduced values as a last argument and computes what depends on them
 // (per chunk) once per thread, after loading its chunk's pointers.
 //
@@ -225,7 +226,11 @@ void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
     return contract ? arith::FastMathFlags::contract
                     : arith::FastMathFlags::none;
   };
-  if (auto div = dyn_cast<arith::DivFOp>(op)) {
+  // Nor do they divide by reciprocals (as on the CPU): the reduce kernel's
+  // stages read lower reductions and must compute what depends on them as
+  // the rule kernel does.
+  if (auto div = dyn_cast<arith::DivFOp>(op);
+      div && !reductionSlice.contains(op)) {
     auto it = reciprocals.find(div.getRhs());
     if (it != reciprocals.end()) {
       Value r = it->second;
@@ -855,7 +860,8 @@ GPURuleLowering::Chunk GPURuleLowering::loadChunk(OpBuilder &b, Value ptrs,
   return chunk;
 }
 
-void GPURuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value c) {
+void GPURuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value c,
+                                   const llvm::DenseSet<Operation *> *only) {
   Location loc = rule.getLoc();
   Type f64 = b.getF64Type();
   // Reduction r of chunk c is reduced[c * R + r], in double, the same for
@@ -864,6 +870,10 @@ void GPURuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value c) {
   unsigned r = 0;
   for (Operation *op : perChunkOps) {
     auto red = dyn_cast<TensorReduceOp>(op);
+    if (only && !only->contains(op)) {
+      r += bool(red);
+      continue;
+    }
     if (!red) {
       if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed)
         uniform.map(sqrt.getResult(),
@@ -905,11 +915,11 @@ LogicalResult GPURuleLowering::run() {
 
   OpBuilder b(ctx);
   b.setInsertionPointToEnd(gpuModule.getBody());
-  // The first pass of a rule with reductions, then the rule kernel. The
+  // The reduction passes of a rule with reductions, then the rule kernel. The
   // descriptor of the reductions goes with them, in global memory, where the
   // CUDA loader reads it (cuModuleGetGlobal) to check the manifest.
   if (!reductions.empty()) {
-    createReductionsDescriptor(b, rule, reductions, kGlobal);
+    createReductionsDescriptor(b, rule, reductions, levels, kGlobal);
     emitReduceKernel(b);
   }
   b.setInsertionPointToEnd(gpuModule.getBody());

@@ -19,9 +19,10 @@
 // learned ops only, in f32; update rules keep their exact arithmetic.
 //
 // A rule with tensor reductions (optim.tensor_reduce) makes two passes over
-// memory (KernelABI.h, version 6): optim_reduce_<name> (ReduceKernel.cpp)
-// computes each chunk's partials, and this kernel takes one more argument,
-// the reduced values of every chunk. Their results and what depends on them
+// memory (KernelABI.h, version 6), or one more per level of nesting (version
+// 9): optim_reduce_<name> (ReduceKernel.cpp) computes each chunk's partials
+// of one level per call, and this kernel takes one more argument, the
+// reduced values of every chunk. Their results and what depends on them
 // and on uniform values only ("per-chunk") are computed once per chunk,
 // before its coordinate loops, and broadcast to lanes like uniform values.
 //
@@ -107,7 +108,10 @@ bool RuleLowering::readByRule(Value input) {
 }
 
 LogicalResult RuleLowering::checkReductions() {
-  return collectReductionSlices(reductions, reductionSlice,
+  levels = reductionLevelsOf(rule, reductions);
+  for (unsigned level : levels)
+    maxLevel = std::max(maxLevel, level);
+  return collectReductionSlices(reductions, levels, stageSlices, reductionSlice,
                                 /*refuseLearned=*/true);
 }
 
@@ -839,7 +843,7 @@ void RuleLowering::loadRngChunkBase(OpBuilder &b, Value c) {
 void RuleLowering::emitReductionsDescriptor(OpBuilder &b) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPoint(rule);
-  createReductionsDescriptor(b, rule, reductions, /*addressSpace=*/0);
+  createReductionsDescriptor(b, rule, reductions, levels, /*addressSpace=*/0);
 }
 
 LogicalResult RuleLowering::run() {
@@ -852,7 +856,7 @@ LogicalResult RuleLowering::run() {
     return failure();
 
   OpBuilder b(rule);
-  // The first pass, then the rule kernel (the second).
+  // The reduction passes (one call per level), then the rule kernel.
   if (!reductions.empty()) {
     emitReduceKernel(b);
     emitReductionsDescriptor(b);

@@ -1,18 +1,22 @@
-//===- ReduceKernel.cpp - the first pass of a rule with reductions --------===//
+//===- ReduceKernel.cpp - the reduction passes of a rule ------------------===//
 //
-// optim_reduce_<name> (KernelABI.h, version 6) computes, for each chunk, the
-// partial of every optim.tensor_reduce of the rule: the sum of the reduced
-// value (sum, mean), the sum of its squares (norm), its maximum or minimum.
-// Only the ops that the reduced values depend on are computed, per
-// coordinate, by the code that the rule kernel uses for them
-// (RuleLowering::mapCoordinateOp), on the same paths (vector loops of the
-// same lane counts, then the scalar tail), so that a value is reduced as the
-// rule kernel computes it (with relaxed-fp, the ops of a reduced value
-// neither contract nor divide by reciprocals, in either kernel: the reverse
-// mode recomputes it exactly). Each value is extended to f64 before it is
-// accumulated; the lanes of a vector loop accumulate separately and are
-// combined in lane order after it, then the tail follows: a chunk's partial
-// depends only on the chunk, never on how chunks are split among threads.
+// optim_reduce_<name> (KernelABI.h, versions 6 and 9) computes, for each
+// chunk, the partials of the optim.tensor_reduce ops of the rule of one
+// level, `stage`: the sum of the reduced value (sum, mean), the sum of its
+// squares (norm), its maximum or minimum. Only the ops that those reduced
+// values depend on are computed, per coordinate, by the code that the rule
+// kernel uses for them (RuleLowering::mapCoordinateOp), on the same paths
+// (vector loops of the same lane counts, then the scalar tail), so that a
+// value is reduced as the rule kernel computes it (with relaxed-fp, the ops
+// of a reduced value neither contract nor divide by reciprocals, in either
+// kernel: the reverse mode recomputes it exactly). The results of
+// reductions of lower levels are read from `reduced` once per chunk and what
+// depends on them alone is computed from them as the rule kernel does (the
+// same ops, cloned in the same order). Each value is extended to f64 before
+// it is accumulated; the lanes of a vector loop accumulate separately and
+// are combined in lane order after it, then the tail follows: a chunk's
+// partial depends only on the chunk, never on how chunks are split among
+// threads.
 //
 //===----------------------------------------------------------------------===//
 
@@ -63,26 +67,39 @@ void mlir::optim::collectRuleOps(Block &body,
   }
 }
 
-LogicalResult
-mlir::optim::collectReductionSlices(ArrayRef<TensorReduceOp> reductions,
-                                    llvm::DenseSet<Operation *> &slice,
-                                    bool refuseLearned) {
-  for (TensorReduceOp red : reductions) {
-    // Backwards from the reduced value.
+SmallVector<unsigned>
+mlir::optim::reductionLevelsOf(RuleOp rule,
+                               ArrayRef<TensorReduceOp> reductions) {
+  llvm::DenseMap<Operation *, unsigned> all = getReductionLevels(rule);
+  SmallVector<unsigned> levels;
+  for (TensorReduceOp red : reductions)
+    levels.push_back(all.lookup(red));
+  return levels;
+}
+
+LogicalResult mlir::optim::collectReductionSlices(
+    ArrayRef<TensorReduceOp> reductions, ArrayRef<unsigned> levels,
+    SmallVectorImpl<llvm::DenseSet<Operation *>> &stageSlices,
+    llvm::DenseSet<Operation *> &slice, bool refuseLearned) {
+  unsigned maxLevel = 0;
+  for (unsigned level : levels)
+    maxLevel = std::max(maxLevel, level);
+  stageSlices.assign(reductions.empty() ? 0 : maxLevel + 1, {});
+  for (auto [r, level] : llvm::enumerate(levels)) {
+    TensorReduceOp red = reductions[r];
+    llvm::DenseSet<Operation *> &stage = stageSlices[level];
+    // Backwards from the reduced value, down to the results of lower
+    // reductions (read from `reduced`, not recomputed).
     SmallVector<Operation *> worklist;
     if (Operation *def = red.getValue().getDefiningOp())
       worklist.push_back(def);
     while (!worklist.empty()) {
       Operation *op = worklist.pop_back_val();
-      if (!slice.insert(op).second)
+      if (!stage.insert(op).second)
         continue;
-      if (isa<TensorReduceOp>(op)) {
-        InFlightDiagnostic diag = red.emitOpError(
-            "reduces a value that depends on another tensor reduction: that "
-            "would need a third pass over memory");
-        diag.attachNote(op->getLoc()) << "the other reduction";
-        return diag;
-      }
+      slice.insert(op);
+      if (isa<TensorReduceOp>(op))
+        continue;
       if (refuseLearned && isa<LSTMCellOp, LinearOp>(op)) {
         InFlightDiagnostic diag =
             red.emitOpError("reduces a value computed by '")
@@ -116,14 +133,19 @@ double mlir::optim::reductionIdentity(ReductionKind kind) {
 
 void mlir::optim::createReductionsDescriptor(
     OpBuilder &b, RuleOp rule, ArrayRef<TensorReduceOp> reductions,
-    unsigned addressSpace) {
+    ArrayRef<unsigned> levels, unsigned addressSpace) {
+  // optim::reductionsDescriptor (optim/Rule.h) spells them alike; the
+  // runtime cannot include this file, nor this one the runtime's header.
   std::string text;
-  for (TensorReduceOp red : reductions) {
+  for (auto [r, level] : llvm::enumerate(levels)) {
+    TensorReduceOp red = reductions[r];
     if (!text.empty())
       text += ',';
     text += stringifyReductionKind(red.getKind()).str();
     if (red.getGlobal())
       text += "@global";
+    if (level > 0)
+      text += ":" + std::to_string(level);
   }
   text.push_back('\0');
   auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
@@ -146,10 +168,9 @@ Value mlir::optim::mergeReduction(OpBuilder &b, Location loc,
   }
 }
 
-SmallVector<Value> RuleLowering::emitReduceLoop(OpBuilder &b, Value lb,
-                                                Value ub, unsigned lanes,
-                                                ArrayRef<Value> bases,
-                                                Value stride, ValueRange init) {
+SmallVector<Value> RuleLowering::emitReduceLoop(
+    OpBuilder &b, Value lb, Value ub, unsigned lanes, ArrayRef<Value> bases,
+    Value stride, ValueRange init, unsigned stage, ArrayRef<unsigned> which) {
   Location loc = rule.getLoc();
   Value step = arith::ConstantIndexOp::create(b, loc, lanes);
   auto loop = scf::ForOp::create(b, loc, lb, ub, step, init);
@@ -192,12 +213,13 @@ SmallVector<Value> RuleLowering::emitReduceLoop(OpBuilder &b, Value lb,
     return map.lookup(v);
   };
   for (Operation *op : varyingOps)
-    if (reductionSlice.contains(op))
+    if (stageSlices[stage].contains(op))
       mapCoordinateOp(b, op, lanes, map, operand);
 
   Type f64 = laneType(b.getF64Type(), lanes);
   SmallVector<Value> next;
-  for (auto [red, acc] : llvm::zip(reductions, loop.getRegionIterArgs())) {
+  for (auto [k, acc] : llvm::zip(which, loop.getRegionIterArgs())) {
+    TensorReduceOp red = reductions[k];
     Value x = operand(red.getValue()).front();
     if (!elt.isF64())
       x = arith::ExtFOp::create(b, loc, f64, x);
@@ -211,69 +233,111 @@ SmallVector<Value> RuleLowering::emitReduceLoop(OpBuilder &b, Value lb,
 
 void RuleLowering::emitReduceKernel(OpBuilder &b) {
   Location loc = rule.getLoc();
-  Type i64 = b.getI64Type(), f64 = b.getF64Type();
-  func::FuncOp func = beginKernel(
-      b, (kReducePrefix + rule.getSymName()).str(), {ptrType},
-      [&](Operation *op) {
-        // The reductions themselves read their operand (a hyperparameter,
-        // say) but are not computed here.
-        return reductionSlice.contains(op) || isa<TensorReduceOp>(op);
-      });
+  Type i64 = b.getI64Type();
+  // (..., double *partials, const double *reduced, int64_t stage, rng).
+  func::FuncOp func = beginKernel(b, (kReducePrefix + rule.getSymName()).str(),
+                                  {ptrType, ptrType, i64}, [&](Operation *op) {
+                                    // The reductions themselves read their
+                                    // operand (a hyperparameter, say) but are
+                                    // not computed here.
+                                    return reductionSlice.contains(op) ||
+                                           isa<TensorReduceOp>(op);
+                                  });
   Block *entry = &func.front();
-  Value ptrs = entry->getArgument(0), lengths = entry->getArgument(1),
-        strides = entry->getArgument(2), begin = entry->getArgument(3),
-        end = entry->getArgument(4), partials = entry->getArgument(8);
+  Value stage = entry->getArgument(10);
+  // One chunk loop per level; any other stage writes nothing.
+  for (unsigned s = 0; s <= maxLevel; ++s) {
+    Value isStage = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                          stage, i64Const(b, s));
+    auto choice = scf::IfOp::create(b, loc, isStage, /*withElse=*/false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&choice.getThenRegion().front());
+    emitReduceStage(b, s, entry->getArgument(0), entry->getArgument(1),
+                    entry->getArgument(2), entry->getArgument(3),
+                    entry->getArgument(4), entry->getArgument(8),
+                    entry->getArgument(9));
+  }
+  func::ReturnOp::create(b, loc);
+}
+
+void RuleLowering::emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
+                                   Value lengths, Value strides, Value begin,
+                                   Value end, Value partials, Value reduced) {
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type(), f64 = b.getF64Type();
+  const llvm::DenseSet<Operation *> &slice = stageSlices[stage];
+  SmallVector<unsigned> which;
+  for (auto [r, level] : llvm::enumerate(levels))
+    if (level == stage)
+      which.push_back(r);
+  llvm::DenseMap<Operation *, unsigned> slotOf;
+  for (auto [r, red] : llvm::enumerate(reductions))
+    slotOf[red] = r;
 
   auto chunks = scf::ForOp::create(b, loc, index(b, begin), index(b, end),
                                    arith::ConstantIndexOp::create(b, loc, 1));
-  {
-    OpBuilder::InsertionGuard guard(b);
-    b.setInsertionPointToStart(chunks.getBody());
-    Value c = arith::IndexCastOp::create(b, loc, i64, chunks.getInductionVar());
-    ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c,
-                                2 + rule.getNumInputs() +
-                                    rule.getNumStates());
-    loadRngChunkBase(b, c);
-    Value nIdx = index(b, chunk.length);
-    auto constant = [&](ReductionKind kind, unsigned lanes) -> Value {
-      FloatAttr value = b.getFloatAttr(f64, reductionIdentity(kind));
-      if (lanes == 1)
-        return arith::ConstantOp::create(b, loc, value);
-      return arith::ConstantOp::create(
-          b, loc,
-          DenseElementsAttr::get(
-              cast<ShapedType>(laneType(f64, lanes)), value));
-    };
-    SmallVector<Value> totals;
-    for (TensorReduceOp red : reductions)
-      totals.push_back(constant(red.getKind(), 1));
-    Value vectorEnd = arith::ConstantIndexOp::create(b, loc, 0);
-    for (unsigned lanes : laneCounts()) {
-      Value start = vectorEnd;
-      Value lanesIdx = arith::ConstantIndexOp::create(b, loc, lanes);
-      vectorEnd = arith::SubIOp::create(
-          b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanesIdx));
-      SmallVector<Value> init;
-      for (TensorReduceOp red : reductions)
-        init.push_back(constant(red.getKind(), lanes));
-      SmallVector<Value> accs = emitReduceLoop(b, start, vectorEnd, lanes,
-                                               chunk.bases, chunk.stride, init);
-      // Lane 0 first, then 1, ...: a fixed order.
-      for (auto [k, red] : llvm::enumerate(reductions))
-        for (int64_t l = 0; l < int64_t(lanes); ++l)
-          totals[k] = mergeReduction(
-              b, loc, red.getKind(), totals[k],
-              vector::ExtractOp::create(b, loc, accs[k], ArrayRef<int64_t>{l}));
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(chunks.getBody());
+  Value c = arith::IndexCastOp::create(b, loc, i64, chunks.getInductionVar());
+  ChunkView chunk = loadChunk(b, loc, ptrs, lengths, strides, c,
+                              2 + rule.getNumInputs() + rule.getNumStates());
+  loadRngChunkBase(b, c);
+  Value first =
+      arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size()));
+  // The values of lower levels that this stage reads, and what is computed
+  // from them once per chunk: as the rule kernel computes them (the same
+  // loads, truncations and ops, in body order).
+  for (Operation *op : perChunkOps) {
+    if (!slice.contains(op))
+      continue;
+    auto red = dyn_cast<TensorReduceOp>(op);
+    if (!red) {
+      b.clone(*op, uniform);
+      continue;
     }
-    totals = emitReduceLoop(b, vectorEnd, nIdx, 1, chunk.bases, chunk.stride,
-                            totals);
-    // Overwrites partials[c * R + r].
-    Value first =
-        arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size()));
-    for (auto [r, total] : llvm::enumerate(totals)) {
-      Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r));
-      LLVM::StoreOp::create(b, loc, total, gep(b, f64, partials, slot), 8);
-    }
+    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, slotOf[op]));
+    Value value =
+        LLVM::LoadOp::create(b, loc, f64, gep(b, f64, reduced, slot), 8);
+    if (!elt.isF64())
+      value = arith::TruncFOp::create(b, loc, elt, value);
+    uniform.map(red.getResult(), value);
   }
-  func::ReturnOp::create(b, loc);
+  Value nIdx = index(b, chunk.length);
+  auto constant = [&](ReductionKind kind, unsigned lanes) -> Value {
+    FloatAttr value = b.getFloatAttr(f64, reductionIdentity(kind));
+    if (lanes == 1)
+      return arith::ConstantOp::create(b, loc, value);
+    return arith::ConstantOp::create(
+        b, loc,
+        DenseElementsAttr::get(cast<ShapedType>(laneType(f64, lanes)), value));
+  };
+  SmallVector<Value> totals;
+  for (unsigned k : which)
+    totals.push_back(constant(reductions[k].getKind(), 1));
+  Value vectorEnd = arith::ConstantIndexOp::create(b, loc, 0);
+  for (unsigned lanes : laneCounts()) {
+    Value start = vectorEnd;
+    Value lanesIdx = arith::ConstantIndexOp::create(b, loc, lanes);
+    vectorEnd = arith::SubIOp::create(
+        b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanesIdx));
+    SmallVector<Value> init;
+    for (unsigned k : which)
+      init.push_back(constant(reductions[k].getKind(), lanes));
+    SmallVector<Value> accs =
+        emitReduceLoop(b, start, vectorEnd, lanes, chunk.bases, chunk.stride,
+                       init, stage, which);
+    // Lane 0 first, then 1, ...: a fixed order.
+    for (auto [j, k] : llvm::enumerate(which))
+      for (int64_t l = 0; l < int64_t(lanes); ++l)
+        totals[j] = mergeReduction(
+            b, loc, reductions[k].getKind(), totals[j],
+            vector::ExtractOp::create(b, loc, accs[j], ArrayRef<int64_t>{l}));
+  }
+  totals = emitReduceLoop(b, vectorEnd, nIdx, 1, chunk.bases, chunk.stride,
+                          totals, stage, which);
+  // Overwrites partials[c * R + r] for the reductions of this level only.
+  for (auto [k, total] : llvm::zip(which, totals)) {
+    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, k));
+    LLVM::StoreOp::create(b, loc, total, gep(b, f64, partials, slot), 8);
+  }
 }

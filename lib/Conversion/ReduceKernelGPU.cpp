@@ -1,14 +1,18 @@
-//===- ReduceKernelGPU.cpp - the first pass of a rule with reductions -----===//
+//===- ReduceKernelGPU.cpp - the reduction passes of a rule ---------------===//
 //
-// optim_reduce_<name> for CUDA (KernelABI.h, GPU kernels of version 6): block
-// b takes chunk c = begin + b, as the rule kernel does. Each thread computes
-// the reduced values of its coordinates (threadIdx.x, + blockDim.x, ...) by
-// the rule kernel's per-coordinate code (GPURuleLowering::mapVaryingOp), one
-// coordinate at a time, and accumulates them in f64 in order; the block then
-// combines its threads' accumulators by a tree of fixed shape in shared
-// memory, so that a chunk's partial depends only on the chunk and
-// blockDim.x. Thread 0 writes partials[c * R + r]. The CPU's lanes group the
-// coordinates otherwise: the sums agree up to their order, not bit for bit.
+// optim_reduce_<name> for CUDA (KernelABI.h, GPU kernels of versions 6 and
+// 9): block b takes chunk c = begin + b, as the rule kernel does; the launch
+// computes the reductions of one level, `stage`. Each thread computes the
+// reduced values of its coordinates (threadIdx.x, + blockDim.x, ...) by the
+// rule kernel's per-coordinate code (GPURuleLowering::mapVaryingOp), one
+// coordinate at a time, and accumulates them in f64 in order; the results
+// of lower levels come from `reduced`, and what depends on them alone is
+// computed once per thread as the rule kernel does (emitPerChunk). The
+// block then combines its threads' accumulators by a tree of fixed shape in
+// shared memory, so that a chunk's partial depends only on the chunk and
+// blockDim.x. Thread 0 writes partials[c * R + r] for the reductions of the
+// stage's level only. The CPU's lanes group the coordinates otherwise: the
+// sums agree up to their order, not bit for bit.
 //
 //===----------------------------------------------------------------------===//
 
@@ -29,8 +33,11 @@ LogicalResult GPURuleLowering::classifyReductions() {
   if (reductions.empty())
     return success();
   collectRuleOps(rule.getBodyBlock(), varying, ruleOpSet);
+  levels = reductionLevelsOf(rule, reductions);
+  for (unsigned level : levels)
+    maxLevel = std::max(maxLevel, level);
   // Learned rules with reductions were refused before.
-  return collectReductionSlices(reductions, reductionSlice,
+  return collectReductionSlices(reductions, levels, stageSlices, reductionSlice,
                                 /*refuseLearned=*/false);
 }
 
@@ -41,12 +48,14 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
   uniform.clear();
   reciprocals.clear();
   // (ptrs, lengths, strides, begin, step, hyper_0 .. hyper_{H-1}, partials,
-  // rng)
+  // reduced, stage, rng)
   // and one double of shared memory per thread (blockDim.x <= 1024).
   SmallVector<Type> argTypes = {globalPtr, globalPtr, globalPtr, i64, i64};
   for (unsigned h = 0, e = rule.getNumHypers(); h < e; ++h)
     argTypes.push_back(elt);
-  argTypes.push_back(globalPtr);
+  argTypes.push_back(globalPtr); // double *partials
+  argTypes.push_back(globalPtr); // const double *reduced (version 9)
+  argTypes.push_back(i64);       // int64_t stage (version 9)
   argTypes.push_back(globalPtr); // const uint64_t *rng, last (version 8).
   Type shared = MemRefType::get(
       {kMaxThreads}, f64, MemRefLayoutAttrInterface(),
@@ -58,27 +67,62 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
   Block &entry = func.getBody().front();
   b.setInsertionPointToStart(&entry);
   // (Workgroup attributions are block arguments after the function's.)
-  Value partials = entry.getArgument(5 + rule.getNumHypers());
+  unsigned afterHypers = 5 + rule.getNumHypers();
+  Value partials = entry.getArgument(afterHypers);
+  Value reduced = entry.getArgument(afterHypers + 1);
+  Value stage = entry.getArgument(afterHypers + 2);
   emitUniform(b, entry, entry.getArgument(4));
   if (relaxed)
     emitReciprocals(b, [&](Value v) { return !perChunk.contains(v); });
   Chunk chunk =
       loadChunk(b, entry.getArgument(0), entry.getArgument(1),
                 entry.getArgument(3));
-  loadRng(b, entry.getArgument(6 + rule.getNumHypers()), chunk.index,
+  loadRng(b, entry.getArgument(afterHypers + 3), chunk.index,
           llvm::any_of(varyingOps, [&](Operation *op) {
             return isa<RandomOp>(op) && reductionSlice.contains(op);
           }));
   Value tid = gpu::ThreadIdOp::create(b, loc, gpu::Dimension::x);
   Value threads = gpu::BlockDimOp::create(b, loc, gpu::Dimension::x);
+  Value buffer = func.getWorkgroupAttributions()[0];
+  // One branch per level (`stage` is the same for the whole launch, so the
+  // barriers inside are reached by every thread); any other stage writes
+  // nothing.
+  for (unsigned s = 0; s <= maxLevel; ++s) {
+    Value isStage = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq,
+                                          stage, i64Const(b, s));
+    auto choice = scf::IfOp::create(b, loc, isStage, /*withElse=*/false);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&choice.getThenRegion().front());
+    emitReduceStage(b, s, chunk, tid, threads, buffer, partials, reduced);
+  }
+  gpu::ReturnOp::create(b, loc);
+}
+
+void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
+                                      const Chunk &chunk, Value tid,
+                                      Value threads, Value buffer,
+                                      Value partials, Value reduced) {
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type(), f64 = b.getF64Type();
+  const llvm::DenseSet<Operation *> &slice = stageSlices[stage];
+  SmallVector<unsigned> which;
+  for (auto [r, level] : llvm::enumerate(levels))
+    if (level == stage)
+      which.push_back(r);
+  // The values of lower levels this stage reads, and what depends on them
+  // alone, as the rule kernel computes them; and the relaxed reciprocals of
+  // per-chunk divisors, which slice ops never use (mapVaryingOp).
+  if (stage > 0)
+    emitPerChunk(b, reduced, chunk.index, &slice);
 
   // Each thread accumulates its coordinates (tid, tid + blockDim.x, ...) in
   // order, one coordinate at a time: the values are those of the rule
   // kernel's loops, whose lanes compute the same ops per coordinate.
   SmallVector<Value> init;
-  for (TensorReduceOp red : reductions)
+  for (unsigned k : which)
     init.push_back(arith::ConstantOp::create(
-        b, loc, b.getFloatAttr(f64, reductionIdentity(red.getKind()))));
+        b, loc,
+        b.getFloatAttr(f64, reductionIdentity(reductions[k].getKind()))));
   auto loop = scf::ForOp::create(b, loc, tid, chunk.length, threads, init);
   {
     OpBuilder::InsertionGuard guard(b);
@@ -103,10 +147,11 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
       return map.lookup(v);
     };
     for (Operation *op : varyingOps)
-      if (reductionSlice.contains(op))
+      if (slice.contains(op))
         mapVaryingOp(b, op, 1, map, operand);
     SmallVector<Value> next;
-    for (auto [red, acc] : llvm::zip(reductions, loop.getRegionIterArgs())) {
+    for (auto [k, acc] : llvm::zip(which, loop.getRegionIterArgs())) {
+      TensorReduceOp red = reductions[k];
       Value x = operand(red.getValue());
       if (!elt.isF64())
         x = arith::ExtFOp::create(b, loc, f64, x);
@@ -121,20 +166,21 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
   // launch: at step s (512, 256, ..., 1) thread tid < s folds in the value
   // of thread tid + s, if there is one. Thread 0 writes the chunk's
   // partial, partials[c * R + r].
-  Value buffer = func.getWorkgroupAttributions()[0];
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
   Value one = arith::ConstantIndexOp::create(b, loc, 1);
-  Value steps = arith::ConstantIndexOp::create(b, loc, llvm::Log2_64(kMaxThreads));
+  Value steps =
+      arith::ConstantIndexOp::create(b, loc, llvm::Log2_64(kMaxThreads));
   Value half = arith::ConstantIndexOp::create(b, loc, kMaxThreads / 2);
   Value isFirst =
       arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, tid, zero);
-  Value first =
-      arith::MulIOp::create(b, loc, chunk.index, i64Const(b, reductions.size()));
-  for (auto [r, red] : llvm::enumerate(reductions)) {
+  Value first = arith::MulIOp::create(b, loc, chunk.index,
+                                      i64Const(b, reductions.size()));
+  for (auto [j, k] : llvm::enumerate(which)) {
+    ReductionKind kind = reductions[k].getKind();
     // Thread 0 has read the previous reduction's total.
-    if (r)
+    if (j)
       gpu::BarrierOp::create(b, loc);
-    memref::StoreOp::create(b, loc, loop.getResult(r), buffer, ValueRange{tid});
+    memref::StoreOp::create(b, loc, loop.getResult(j), buffer, ValueRange{tid});
     gpu::BarrierOp::create(b, loc);
     auto tree = scf::ForOp::create(b, loc, zero, steps, one);
     {
@@ -152,10 +198,11 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
         OpBuilder::InsertionGuard inner(b);
         b.setInsertionPointToStart(&fold.getThenRegion().front());
         Value mine = memref::LoadOp::create(b, loc, buffer, ValueRange{tid});
-        Value theirs = memref::LoadOp::create(b, loc, buffer, ValueRange{other});
-        memref::StoreOp::create(
-            b, loc, mergeReduction(b, loc, red.getKind(), mine, theirs), buffer,
-            ValueRange{tid});
+        Value theirs =
+            memref::LoadOp::create(b, loc, buffer, ValueRange{other});
+        memref::StoreOp::create(b, loc,
+                                mergeReduction(b, loc, kind, mine, theirs),
+                                buffer, ValueRange{tid});
       }
       gpu::BarrierOp::create(b, loc);
     }
@@ -163,8 +210,7 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(&write.getThenRegion().front());
     Value total = memref::LoadOp::create(b, loc, buffer, ValueRange{zero});
-    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r));
+    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, k));
     LLVM::StoreOp::create(b, loc, total, gep(b, f64, partials, slot), 8);
   }
-  gpu::ReturnOp::create(b, loc);
 }

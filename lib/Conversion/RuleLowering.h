@@ -1,12 +1,12 @@
 //===- RuleLowering.h - one optim.rule to its CPU kernels -------*- C++ -*-===//
 //
 // A rule becomes the kernel optim_rule_<name> (LowerRulesToKernels.cpp) and,
-// when it has tensor reductions, the first pass optim_reduce_<name>
-// (ReduceKernel.cpp). Both kernels split the body the same way and must
-// compute a reduced value bit for bit as the rule kernel would compute it at
-// the same coordinate, so they share this class: the classification of the
-// body, the per-call prologue, the lane counts of the coordinate loops and
-// the mapping of one per-coordinate op to lanes.
+// when it has tensor reductions, the reduction passes optim_reduce_<name>
+// (ReduceKernel.cpp; one call per level of nesting, `stage`). Both kernels
+// split the body the same way and must compute a reduced value bit for bit as
+// the rule kernel would compute it at the same coordinate, so they share this
+// class: the classification of the body, the per-call prologue, the lane counts
+// of the coordinate loops and the mapping of one per-coordinate op to lanes.
 //
 //===----------------------------------------------------------------------===//
 
@@ -40,24 +40,33 @@ LogicalResult classifyShared(Operation &op, FloatType elt,
 void collectRuleOps(Block &body, const llvm::DenseSet<Value> &varying,
                     llvm::DenseSet<Operation *> &ruleOps);
 
-/// Adds to `slice` the ops that each reduction's value depends on (what the
-/// first pass computes), refusing a value that depends on another reduction
-/// (a third pass) or, with `refuseLearned`, on an lstm_cell or linear.
-/// Shared by the CPU and GPU lowerings.
-LogicalResult collectReductionSlices(ArrayRef<TensorReduceOp> reductions,
-                                     llvm::DenseSet<Operation *> &slice,
-                                     bool refuseLearned);
+/// The level of each of `reductions` (getReductionLevels of `rule`, in the
+/// order of `reductions`; KernelABI.h version 9).
+SmallVector<unsigned> reductionLevelsOf(RuleOp rule,
+                                        ArrayRef<TensorReduceOp> reductions);
+
+/// Adds to `stageSlices[s]` the ops that the values reduced by the
+/// reductions of level s depend on (what stage s of the reduce kernel
+/// computes; a lower reduction is in it, its operand not: its result is read
+/// from `reduced`), and to `slice` those of every level. With
+/// `refuseLearned`, refuses a reduced value that depends on an lstm_cell or
+/// linear. Shared by the CPU and GPU lowerings.
+LogicalResult collectReductionSlices(
+    ArrayRef<TensorReduceOp> reductions, ArrayRef<unsigned> levels,
+    SmallVectorImpl<llvm::DenseSet<Operation *>> &stageSlices,
+    llvm::DenseSet<Operation *> &slice, bool refuseLearned);
 
 /// The partial of no coordinate: 0, -inf or +inf (KernelABI.h, version 6).
 double reductionIdentity(ReductionKind kind);
 /// Creates `const char optim_reductions_<name>[]` (KernelABI.h): the rule's
-/// reductions as the kernels were compiled for them ("norm,sum@global"),
+/// reductions as the kernels were compiled for them ("norm,sum@global:1"),
 /// in `addressSpace`, at the builder's insertion point. Loaders refuse a
 /// manifest that disagrees: the kernels write and read R values per chunk,
 /// and a manifest listing fewer would make the runtime's buffers too small.
 /// The CPU and GPU lowerings share it.
 void createReductionsDescriptor(OpBuilder &b, RuleOp rule,
                                 ArrayRef<TensorReduceOp> reductions,
+                                ArrayRef<unsigned> levels,
                                 unsigned addressSpace);
 /// Combines two partials of `kind` (add, maximum or minimum); NaN
 /// propagates through max and min. The CPU and GPU reduce kernels share it.
@@ -76,8 +85,9 @@ public:
 private:
   //===--- LowerRulesToKernels.cpp ---------------------------------------===//
   LogicalResult classify();
-  /// Refuses reductions that the two passes cannot compute and collects the
-  /// ops that the reduce kernel computes (reductionSlice).
+  /// Computes the reductions' levels, refuses those that the reduce kernel
+  /// cannot compute and collects the ops that each of its stages computes
+  /// (stageSlices, reductionSlice).
   LogicalResult checkReductions();
   void emitRuleKernel(OpBuilder &b);
   /// Whether the rule kernel reads `input` (p, g, an input or a state) per
@@ -125,16 +135,22 @@ private:
   }
 
   //===--- ReduceKernel.cpp ----------------------------------------------===//
-  /// Emits optim_reduce_<name> (KernelABI.h, version 6).
+  /// Emits optim_reduce_<name> (KernelABI.h, versions 6 and 9).
   void emitReduceKernel(OpBuilder &b);
+  /// The chunk loop of stage `stage` of the reduce kernel over [begin, end).
+  void emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs, Value lengths,
+                       Value strides, Value begin, Value end, Value partials,
+                       Value reduced);
   /// The constant optim_reductions_<name> (KernelABI.h).
   void emitReductionsDescriptor(OpBuilder &b);
-  /// The loop over [lb, ub) that accumulates every reduction's value of
-  /// `lanes` coordinates into `init` (one f64 accumulator of `lanes` lanes
-  /// per reduction); returns the accumulators after it.
+  /// The loop over [lb, ub) that accumulates the values of the reductions
+  /// `which` (indices into `reductions`, all of level `stage`) of `lanes`
+  /// coordinates into `init` (one f64 accumulator of `lanes` lanes per
+  /// reduction); returns the accumulators after it.
   SmallVector<Value> emitReduceLoop(OpBuilder &b, Value lb, Value ub,
                                     unsigned lanes, ArrayRef<Value> bases,
-                                    Value stride, ValueRange init);
+                                    Value stride, ValueRange init,
+                                    unsigned stage, ArrayRef<unsigned> which);
 
   RuleOp rule;
   unsigned width;
@@ -161,9 +177,14 @@ private:
   /// The rule's tensor_reduce ops in body order: reduction r has slot r of
   /// each chunk's reduced values and partials.
   SmallVector<TensorReduceOp> reductions;
-  /// The ops (uniform and varying) that the values reduced by `reductions`
-  /// depend on: what the reduce kernel computes.
+  /// The level of each reduction (KernelABI.h version 9), and the largest.
+  SmallVector<unsigned> levels;
+  unsigned maxLevel = 0;
+  /// The ops (uniform, per-chunk and varying) that the values reduced by
+  /// `reductions` depend on: what the reduce kernel computes; and those of
+  /// the reductions of each level (stage s of the reduce kernel).
   llvm::DenseSet<Operation *> reductionSlice;
+  SmallVector<llvm::DenseSet<Operation *>> stageSlices;
 
   // The kernel being emitted (each kernel starts them anew, beginKernel).
   /// Uniform and per-chunk rule values -> their scalar value in the kernel.

@@ -74,18 +74,15 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::Randn, "randn", 0, 0, BuiltinInfo::RulesOnly},
 };
 
-/// What a per-coordinate value depends on, among the things the first pass
-/// of a rule with reductions (optim_reduce_<name>, KernelABI.h) cannot
-/// compute: the result of a reduction (known only after that pass) and the
-/// result of learned weights (that pass does not run the network). The
-/// first such call found of each kind, for the diagnostic.
+/// What a per-coordinate value depends on, among the things the reduction
+/// passes of a rule (optim_reduce_<name>, KernelABI.h) cannot compute: the
+/// result of learned weights (they do not run the network). The first such
+/// call found, for the diagnostic. (A reduction's result is computed by an
+/// earlier pass: a reduction of it is nested, KernelABI.h version 9.)
 struct Dependence {
-  const CallExpr *reduction = nullptr;
   const CallExpr *learned = nullptr;
 
   void merge(const Dependence &other) {
-    if (!reduction)
-      reduction = other.reduction;
     if (!learned)
       learned = other.learned;
   }
@@ -1500,19 +1497,11 @@ Type ProgramChecker::checkReduction(CallExpr &call, const Type &arg) {
     diags.error(value.getLoc(), message);
     return Type::unknown();
   }
-  // The step computes every reduction in a first pass over memory, and the
-  // rule in a second one: the argument must be computable in the first.
+  // The step computes the reductions in passes over memory before the rule
+  // runs: one pass per level of nesting (a reduction of a value computed
+  // from another reduction's result runs a pass later), but none of them
+  // runs the learned network.
   Dependence dependence = dependenceOf(value);
-  if (dependence.reduction) {
-    diags.error(call.getLoc(),
-                "the argument of '" + call.callee + "' depends on '" +
-                    dependence.reduction->callee +
-                    "', another reduction; a reduction of a reduction would "
-                    "need a third pass over memory; not supported");
-    diags.note(dependence.reduction->getLoc(),
-               "'" + dependence.reduction->callee + "' is called here");
-    return Type::unknown();
-  }
   if (dependence.learned) {
     diags.error(call.getLoc(),
                 "the argument of '" + call.callee +
@@ -1547,9 +1536,7 @@ Dependence ProgramChecker::dependenceOf(const Expr &expr) {
   }
   case Expr::CallK: {
     auto &call = llvm::cast<CallExpr>(expr);
-    if (isReduction(call.builtin))
-      result.reduction = &call;
-    else if (call.weights)
+    if (call.weights)
       result.learned = &call;
     for (const Argument &arg : call.args)
       result.merge(dependenceOf(*arg.value));

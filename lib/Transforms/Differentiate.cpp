@@ -98,10 +98,11 @@ private:
 
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
-  // Values computed from a reduction's result: a reduction of one would
-  // need the adjoint of the other reduction inside the reduced operand (and
-  // a third pass over memory forward), which the split below does not do.
-  llvm::DenseSet<Value> afterReduction;
+  // A reduction of a value computed from another reduction's result (level
+  // > 0, KernelABI.h version 9) would need the adjoint of the other
+  // reduction inside the reduced operand (and a pass over memory per level
+  // forward), which the split below does not do.
+  llvm::DenseMap<Operation *, unsigned> levels = getReductionLevels(rule);
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     if (auto red = dyn_cast<TensorReduceOp>(op)) {
       if (red.getValue().getType() != elt)
@@ -109,16 +110,14 @@ LogicalResult RuleDifferentiator::check() {
                                "of type ")
                << red.getValue().getType() << " in a rule of element type "
                << elt;
-      if (afterReduction.contains(red.getValue()))
-        return red.emitOpError("cannot be differentiated: it reduces a value "
-                               "that depends on another tensor reduction");
+      if (levels.lookup(red) > 0)
+        return red.emitOpError(
+            "cannot be differentiated: it reduces a value that depends on "
+            "another tensor reduction (reverse mode of nested tensor "
+            "reductions is not supported)");
       reductions.push_back(red);
-      afterReduction.insert(red.getResult());
       continue;
     }
-    if (llvm::any_of(op.getOperands(),
-                     [&](Value v) { return afterReduction.contains(v); }))
-      afterReduction.insert(op.result_begin(), op.result_end());
     bool ok = isa<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp,
                   arith::NegFOp, arith::MaximumFOp, arith::MinimumFOp,
                   arith::SelectOp, arith::CmpFOp, arith::CmpIOp,

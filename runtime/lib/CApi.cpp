@@ -301,6 +301,25 @@ extern "C" optim_status optim_rule_reduction(const optim_rule *rule,
   });
 }
 
+extern "C" optim_status optim_rule_reduction_level(const optim_rule *rule,
+                                                   size_t index,
+                                                   unsigned *out) {
+  OPTIM_USE_RULE(rule, "optim_rule_reduction_level");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_reduction_level");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.reductions.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_reduction_level: index " +
+                         std::to_string(index) + " is out of range: rule '" +
+                         ri.name + "' has " +
+                         std::to_string(ri.reductions.size()) + " reductions")
+                            .c_str());
+    *out = ri.reductions[index].level;
+    return OPTIM_OK;
+  });
+}
+
 extern "C" optim_status optim_rule_num_inputs(const optim_rule *rule,
                                               size_t *out) {
   OPTIM_USE_RULE(rule, "optim_rule_num_inputs");

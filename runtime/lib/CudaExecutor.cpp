@@ -162,6 +162,12 @@ static void requireCompiledReductions(const DriverAPI &d, CUmodule module,
                   "reductions (does the manifest belong to it?)");
     return;
   }
+  std::vector<ReductionSpec> compiledSpecs;
+  std::string why = detail::parseReductionsDescriptor(*compiled, compiledSpecs);
+  if (!why.empty())
+    throw Error("optim: '" + origin + "': the module's '" + name + "' (\"" +
+                *compiled + "\") is malformed: " + why +
+                "; was it compiled by optimc?");
   if (*compiled != listed)
     throw Error("optim: '" + origin + "' lists " +
                 (listed.empty() ? std::string("no tensor reductions")
@@ -768,28 +774,37 @@ void Optimizer::runStep(
   };
   CUdeviceptr reduced = reduced_.get();
   if (!info.reductions.empty()) {
-    // The first pass leaves R partials per chunk; they are combined on the
-    // host in chunk order, by the code the CPU executor uses, and the
-    // rule kernel takes the results (KernelABI.h, version 6).
+    // Stage s of the first pass leaves the level-s partials of every chunk;
+    // they are combined on the host in chunk order, by the code the CPU
+    // executor uses, and uploaded for the next stage, which reads them
+    // from `reduced`; the rule kernel takes every result (KernelABI.h,
+    // versions 6 and 9).
     CUdeviceptr partials = partials_.get();
+    int64_t stage = 0;
     args.push_back(&partials);
+    args.push_back(&reduced);
+    args.push_back(&stage);
     args.push_back(&rng);
-    launch(rule_.reduceFunction(),
-           "cuLaunchKernel(" OPTIM_REDUCE_SYMBOL_PREFIX + info.name + ")");
-    args.pop_back();
-    args.pop_back();
     size_t count = info.reductions.size() * size_t(numChunks_);
     hostPartials_.resize(count);
-    // The previous step's upload of hostReduced_ is done once the stream is.
-    dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
-                        "cuStreamSynchronize");
-    partials_.download(hostPartials_.data(), count * 8);
     hostReduced_.resize(count);
-    detail::combineReductions(info.reductions, chunkTensor_, tensorSizes_,
-                              hostPartials_.data(), hostReduced_.data());
-    dev->driver().check(dev->driver().cuMemcpyHtoDAsync(
-                            reduced, hostReduced_.data(), count * 8, stream_),
-                        "cuMemcpyHtoDAsync");
+    unsigned last = detail::maxReductionLevel(info.reductions);
+    for (unsigned s = 0; s <= last; ++s) {
+      stage = int64_t(s);
+      launch(rule_.reduceFunction(),
+             "cuLaunchKernel(" OPTIM_REDUCE_SYMBOL_PREFIX + info.name + ")");
+      // The previous upload of hostReduced_ (this step's last stage's, or
+      // the previous step's) is done once the stream is.
+      dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
+                          "cuStreamSynchronize");
+      partials_.download(hostPartials_.data(), count * 8);
+      detail::combineReductions(info.reductions, s, chunkTensor_, tensorSizes_,
+                                hostPartials_.data(), hostReduced_.data());
+      dev->driver().check(dev->driver().cuMemcpyHtoDAsync(
+                              reduced, hostReduced_.data(), count * 8, stream_),
+                          "cuMemcpyHtoDAsync");
+    }
+    args.resize(args.size() - 4);
     args.push_back(&reduced);
   }
   // Every kernel's last argument (KernelABI.h, version 8).

@@ -3,6 +3,7 @@
 #include "optim/Manifest.h"
 
 #include "ManifestCommon.h"
+#include "Reductions.h"
 
 #include <nlohmann/json.hpp>
 
@@ -29,9 +30,14 @@ std::string optim::writeManifest(const Manifest &m) {
   for (const WeightSpec &w : m.info.weights)
     weights.push_back({{"name", w.name}, {"shape", w.shape}});
   json reductions = json::array();
-  for (const ReductionSpec &r : m.info.reductions)
-    reductions.push_back(
-        {{"kind", reductionKindName(r.kind)}, {"global", r.global}});
+  for (const ReductionSpec &r : m.info.reductions) {
+    json entry = {{"kind", reductionKindName(r.kind)}, {"global", r.global}};
+    // Nested reductions (version 9): the stage that computes it, present
+    // iff above 0, as in the descriptor ("mean:1").
+    if (r.level > 0)
+      entry["level"] = r.level;
+    reductions.push_back(entry);
+  }
   json doc = {{"format", kFormat},
               {"abi_version", m.abiVersion},
               {"rule", m.info.name},
@@ -119,8 +125,30 @@ Manifest optim::readManifest(const std::string &text,
                      " has an unknown kind '" + kind +
                      "' (known: sum, mean, norm, max, min)");
         spec.global = r.at("global").get<bool>();
+        if (auto level = r.find("level"); level != r.end()) {
+          // As the descriptor's ":<level>": 1..65535, absent for 0.
+          std::string entry = "reduction " +
+                              std::to_string(m.info.reductions.size()) + " ('" +
+                              reductionsDescriptor({spec}) + "')";
+          bool ok =
+              level->is_number_unsigned()
+                  ? level->get<uint64_t>() >= 1 &&
+                        level->get<uint64_t>() <= detail::kMaxReductionLevel
+                  : level->is_number_integer() && level->get<int64_t>() >= 1 &&
+                        level->get<int64_t>() <=
+                            int64_t(detail::kMaxReductionLevel);
+          if (!ok)
+            throw fail(entry + " has level " + level->dump() +
+                       "; a level is an integer 1.." +
+                       std::to_string(detail::kMaxReductionLevel) +
+                       ", absent for level 0");
+          spec.level = unsigned(level->get<int64_t>());
+        }
         m.info.reductions.push_back(spec);
       }
+      std::string levels = detail::checkReductionLevels(m.info.reductions);
+      if (!levels.empty())
+        throw fail(levels + " (not a manifest of optimc)");
     }
     if (auto it = doc.find("inputs"); it != doc.end()) {
       if (!it->is_array())
@@ -207,6 +235,15 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
   const char *compiled =
       static_cast<const char *>(::dlsym(handle, descSymbol.c_str()));
   std::string listed = reductionsDescriptor(m.info.reductions);
+  std::vector<ReductionSpec> compiledSpecs;
+  if (compiled) {
+    std::string why =
+        detail::parseReductionsDescriptor(compiled, compiledSpecs);
+    if (!why.empty())
+      throw Error("optim: '" + library + "' has a malformed '" + descSymbol +
+                  "' (\"" + compiled + "\"): " + why +
+                  "; was it compiled by optimc?");
+  }
   if (compiled && listed != compiled)
     throw Error("optim: '" + manifestPath + "' lists " +
                 (listed.empty() ? std::string("no tensor reductions")

@@ -424,15 +424,22 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
   im.rng[0] = im.options.seed;
   const uint64_t *rng = im.rng.data();
   if (!ri.reductions.empty()) {
-    // Two passes (KernelABI.h, version 6): every chunk's partials, combined
-    // in chunk order, then the rule with the reduced values.
+    // L + 2 passes (KernelABI.h, versions 6 and 9): stage s of the first
+    // pass leaves every chunk's partials of the level-s reductions, which
+    // are combined in chunk order before stage s + 1 reads them; then the
+    // rule with every reduced value. Each stage is a barrier: no chunk
+    // reads a value of level s before every chunk's partial of it is in.
     optim_reduce_kernel reduce = im.rule.reduceKernel();
-    forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
-      reduce(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
-             hypers, t, weights, im.partials.data(), rng);
-    });
-    detail::combineReductions(ri.reductions, im.chunkParam, im.paramSizes,
-                              im.partials.data(), im.reduced.data());
+    detail::runReductionStages(
+        ri.reductions, im.chunkParam, im.paramSizes, im.partials.data(),
+        im.reduced.data(), [&](int64_t stage) {
+          forEachGroup(
+              im, [&](int64_t begin, int64_t end, const double *hypers) {
+                reduce(im.ptrs.data(), im.lengths.data(), im.strides.data(),
+                       begin, end, hypers, t, weights, im.partials.data(),
+                       im.reduced.data(), stage, rng);
+              });
+        });
     optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
     forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
       kernel(im.ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,

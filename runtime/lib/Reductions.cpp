@@ -2,6 +2,7 @@
 
 #include "Reductions.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -72,12 +73,17 @@ static void forEachGroup(bool global, const std::vector<size_t> &chunkTensor,
   }
 }
 
-void detail::combineReductions(const std::vector<ReductionSpec> &reductions,
-                               const std::vector<size_t> &chunkTensor,
-                               const std::vector<int64_t> &tensorSize,
-                               const double *partials, double *reduced) {
+/// Combines the slots r of `reductions` for which `wanted(r)` holds.
+template <typename Wanted>
+static void combineSlots(const std::vector<ReductionSpec> &reductions,
+                         const std::vector<size_t> &chunkTensor,
+                         const std::vector<int64_t> &tensorSize,
+                         const double *partials, double *reduced,
+                         Wanted wanted) {
   size_t R = reductions.size();
   for (size_t r = 0; r < R; ++r) {
+    if (!wanted(r))
+      continue;
     ReductionKind kind = reductions[r].kind;
     forEachGroup(reductions[r].global, chunkTensor, tensorSize,
                  [&](size_t first, size_t last, int64_t coordinates) {
@@ -89,6 +95,116 @@ void detail::combineReductions(const std::vector<ReductionSpec> &reductions,
                      reduced[c * R + r] = acc;
                  });
   }
+}
+
+void detail::combineReductions(const std::vector<ReductionSpec> &reductions,
+                               const std::vector<size_t> &chunkTensor,
+                               const std::vector<int64_t> &tensorSize,
+                               const double *partials, double *reduced) {
+  combineSlots(reductions, chunkTensor, tensorSize, partials, reduced,
+               [](size_t) { return true; });
+}
+
+void detail::combineReductions(const std::vector<ReductionSpec> &reductions,
+                               unsigned level,
+                               const std::vector<size_t> &chunkTensor,
+                               const std::vector<int64_t> &tensorSize,
+                               const double *partials, double *reduced) {
+  combineSlots(reductions, chunkTensor, tensorSize, partials, reduced,
+               [&](size_t r) { return reductions[r].level == level; });
+}
+
+unsigned
+detail::maxReductionLevel(const std::vector<ReductionSpec> &reductions) {
+  unsigned last = 0;
+  for (const ReductionSpec &r : reductions)
+    last = std::max(last, r.level);
+  return last;
+}
+
+static bool kindNamed(const std::string &name, ReductionKind &kind) {
+  for (ReductionKind k :
+       {ReductionKind::Sum, ReductionKind::Mean, ReductionKind::Norm,
+        ReductionKind::Max, ReductionKind::Min})
+    if (name == reductionKindName(k)) {
+      kind = k;
+      return true;
+    }
+  return false;
+}
+
+/// Entry r as the descriptor spells it: "norm@global:2".
+static std::string entryText(const std::vector<ReductionSpec> &reductions,
+                             size_t r) {
+  return reductionsDescriptor({reductions[r]});
+}
+
+std::string
+detail::checkReductionLevels(const std::vector<ReductionSpec> &reductions) {
+  std::vector<bool> present;
+  for (const ReductionSpec &r : reductions)
+    if (r.level <= kMaxReductionLevel) {
+      if (present.size() <= r.level)
+        present.resize(r.level + 1, false);
+      present[r.level] = true;
+    }
+  for (size_t r = 0; r < reductions.size(); ++r) {
+    unsigned level = reductions[r].level;
+    std::string entry = "reduction " + std::to_string(r) + " ('" +
+                        entryText(reductions, r) + "')";
+    if (level > kMaxReductionLevel)
+      return entry + " has level " + std::to_string(level) + ", more than " +
+             std::to_string(kMaxReductionLevel);
+    // A level is 1 + the largest level its operand depends on: every level
+    // below it occurs, or the reductions are not a compiler's.
+    if (level > 0 && !present[level - 1])
+      return entry + " has level " + std::to_string(level) +
+             ", but no reduction has level " + std::to_string(level - 1);
+  }
+  return "";
+}
+
+std::string detail::parseReductionsDescriptor(const std::string &text,
+                                              std::vector<ReductionSpec> &out) {
+  out.clear();
+  if (text.empty())
+    return "";
+  const std::string syntax =
+      " (an entry is a kind, sum, mean, norm, max or min, then \"@global\" "
+      "for a global one, then \":<level>\" for a level 1..65535 in decimal "
+      "without sign or leading zeros)";
+  size_t index = 0;
+  for (size_t begin = 0;; ++index) {
+    size_t comma = text.find(',', begin);
+    std::string entry = text.substr(
+        begin, comma == std::string::npos ? std::string::npos : comma - begin);
+    std::string which = "entry " + std::to_string(index) + " '" + entry + "'";
+    ReductionSpec spec;
+    size_t colon = entry.find(':');
+    std::string head = entry.substr(0, colon);
+    const std::string global = "@global";
+    if (head.size() > global.size() &&
+        head.compare(head.size() - global.size(), global.size(), global) == 0) {
+      spec.global = true;
+      head.resize(head.size() - global.size());
+    }
+    if (!kindNamed(head, spec.kind))
+      return which + " is not a reduction" + syntax;
+    if (colon != std::string::npos) {
+      std::string level = entry.substr(colon + 1);
+      bool digits = !level.empty() && level.size() <= 5 &&
+                    level.find_first_not_of("0123456789") == std::string::npos;
+      unsigned value = digits ? unsigned(std::stoul(level)) : 0;
+      if (!digits || level[0] == '0' || value > kMaxReductionLevel)
+        return which + " has a malformed level '" + level + "'" + syntax;
+      spec.level = value;
+    }
+    out.push_back(spec);
+    if (comma == std::string::npos)
+      break;
+    begin = comma + 1;
+  }
+  return checkReductionLevels(out);
 }
 
 template <typename T>
@@ -156,6 +272,13 @@ void detail::combineReductionCotangents(
 
 void detail::checkKernelsMatchSignature(const Rule &rule, const char *who) {
   const RuleInfo &ri = rule.info();
+  // The step runs one stage per level up to the largest: a level no
+  // compiler gives would be a runaway loop, or kernels that read values no
+  // stage combined.
+  std::string levels = checkReductionLevels(ri.reductions);
+  if (!levels.empty())
+    throw Error(std::string(who) + ": rule '" + ri.name +
+                "' has reductions of inconsistent levels: " + levels);
   if (!ri.reductions.empty() && (!rule.reduceKernel() || !rule.reducedKernel()))
     throw Error(std::string(who) + ": rule '" + ri.name +
                 "' has tensor reductions but not the kernels of both passes "

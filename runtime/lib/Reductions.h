@@ -16,6 +16,7 @@
 #include "optim/Rule.h"
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 namespace optim {
@@ -41,6 +42,57 @@ void combineReductions(const std::vector<ReductionSpec> &reductions,
                        const std::vector<size_t> &chunkTensor,
                        const std::vector<int64_t> &tensorSize,
                        const double *partials, double *reduced);
+/// The same for the reductions of level `level` only (KernelABI.h, version
+/// 9, "Nested reductions"): the slots of other levels of `reduced` keep
+/// their values.
+void combineReductions(const std::vector<ReductionSpec> &reductions,
+                       unsigned level, const std::vector<size_t> &chunkTensor,
+                       const std::vector<int64_t> &tensorSize,
+                       const double *partials, double *reduced);
+
+/// The largest level of `reductions` (L: stages 0..L of optim_reduce_); 0
+/// for none.
+unsigned maxReductionLevel(const std::vector<ReductionSpec> &reductions);
+
+/// The largest level a reduction may have; a descriptor or manifest that
+/// states more is not from this compiler.
+constexpr unsigned kMaxReductionLevel = 65535;
+
+/// Why `reductions` cannot be a compiled rule's, or "" when they can: a
+/// level over kMaxReductionLevel, or a level s > 0 without any reduction of
+/// level s - 1 (a level is 1 + the largest level of the reductions its
+/// operand depends on, so every level below the largest one occurs). The
+/// text names the first offending entry as the descriptor spells it
+/// ("reduction 1 ('norm:2') has level 2, but no reduction has level 1").
+std::string checkReductionLevels(const std::vector<ReductionSpec> &reductions);
+
+/// Parses a descriptor optim_reductions_<name> (KernelABI.h): entries
+/// separated by ',', each kind ["@global"] [":" level], level a decimal
+/// integer 1..65535 without sign or leading zeros (":level" only for a
+/// level > 0); "" is no reduction. Returns "" and sets `out`, or says what
+/// is wrong, naming the entry (`out` is then unspecified). The levels are
+/// also checked as checkReductionLevels does.
+std::string parseReductionsDescriptor(const std::string &text,
+                                      std::vector<ReductionSpec> &out);
+
+/// One step's reductions, stage by stage (KernelABI.h, version 9): for
+/// s = 0 .. L, runStage(s) (which runs optim_reduce_ with `stage` s over
+/// every chunk, writing `partials`), then the level-s slots of `partials`
+/// are combined into `reduced`. Afterwards every slot of `reduced` holds
+/// its value for optim_rule_.
+template <typename RunStage>
+void runReductionStages(const std::vector<ReductionSpec> &reductions,
+                        const std::vector<size_t> &chunkTensor,
+                        const std::vector<int64_t> &tensorSize,
+                        const double *partials, double *reduced,
+                        RunStage runStage) {
+  unsigned last = maxReductionLevel(reductions);
+  for (unsigned s = 0; s <= last; ++s) {
+    runStage(int64_t(s));
+    combineReductions(reductions, s, chunkTensor, tensorSize, partials,
+                      reduced);
+  }
+}
 
 /// The runtime's step of the reverse mode of a rule with reductions
 /// (KernelABI.h, "Reverse mode of rules with tensor reductions"), between

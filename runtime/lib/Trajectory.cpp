@@ -159,6 +159,19 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
                 "them and the tape does not record them); run it with "
                 "optim::Optimizer::step(grads, inputs)");
   }
+  // The reverse mode has no rule for a reduction of a reduction's result
+  // (KernelABI.h, version 9): the compiler refuses CompileOptions::vjp for
+  // such rules, and a rule put together otherwise is refused here, before
+  // the missing-VJP message below would suggest compiling it with one.
+  for (size_t r = 0; r < ri.reductions.size(); ++r)
+    if (ri.reductions[r].level > 0)
+      throw Error("optim::Trajectory: rule '" + ri.name +
+                  "' has nested tensor reductions (reduction " +
+                  std::to_string(r) + ", '" +
+                  reductionsDescriptor({ri.reductions[r]}) +
+                  "', reduces a value computed from another reduction's "
+                  "result): reverse mode of nested tensor reductions is not "
+                  "supported; run it with optim::Optimizer");
   // After the checks above the kernels match the signature, so this is
   // optim_vjp_kernel_ for a rule without reductions and both VJP kernels of
   // KernelABI.h for one with.
@@ -494,9 +507,12 @@ void Trajectory::step(const std::vector<const void *> &grads) {
     im.forChunks([&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         record(c);
+        // Stage 0, the only one: the constructor refuses nested
+        // reductions (KernelABI.h, version 9), and stage 0 reads no
+        // reduced value.
         reduce(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
                im.hypers.data(), rec.t, w, im.reducePartials.data(),
-               im.rng.data());
+               /*reduced=*/nullptr, /*stage=*/0, im.rng.data());
       }
     });
     rec.reduced.resize(im.reducePartials.size());

@@ -519,6 +519,10 @@ CUresult fLarsLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
     larsLog->calls.push_back("launch reduce");
     if (larsLog->failReduceLaunch)
       return larsLog->failReduceLaunch;
+    // partials, reduced, stage, rng (KernelABI.h, version 9): every
+    // reduction of lars has level 0, so stage 0 is the only launch.
+    if (*static_cast<int64_t *>(params[8]) != 0)
+      return 1;
     auto partials = *static_cast<double *const *>(params[6]);
     for (unsigned blk = 0; blk < gx; ++blk) {
       int64_t c = begin + blk;
@@ -768,6 +772,285 @@ TEST_F(CudaFake, RefusesManifestsThatMisstateTheTensorReductions) {
             "belong to it?)");
   log.descriptor = "norm,sum@global";
   EXPECT_EQ(message(larsManifest()), "no error");
+}
+
+namespace {
+// A rule with nested tensor reductions (KernelABI.h, version 9), f32, one
+// hyperparameter lr, no state:
+//   let m = tensor_mean(g)                              // level 0
+//   let v = tensor_mean((g - m) * (g - m))              // level 1
+//   let n = global_norm(g - m)                          // level 1
+//   p -= lr * (g - m) / (sqrt(v) + 1e-6) + 1e-3 * n
+// optim_reduce_centre takes (..., lr, partials, reduced, stage, rng); stage
+// 0 writes slot 0 of each chunk, stage 1 slots 1 and 2 (reading slot 0 of
+// `reduced`), any other stage nothing. optim_rule_centre reads all three.
+CUfunction kCentreReduce = reinterpret_cast<CUfunction>(0x5671);
+CUfunction kCentre = reinterpret_cast<CUfunction>(0x5672);
+struct CentreLog {
+  std::vector<std::string> calls;
+  /// `reduced` of each launch, reduce stages and rule alike.
+  std::vector<CUdeviceptr> reducedPtrs;
+  std::string descriptor = "mean,mean:1,norm@global:1";
+};
+CentreLog *centreLog = nullptr;
+
+CUresult fCentreGetGlobal(CUdeviceptr *ptr, size_t *bytes, CUmodule m,
+                          const char *name) {
+  if (m != kModule || std::string(name) != "optim_reductions_centre")
+    return kErrorNotFound;
+  *ptr = reinterpret_cast<CUdeviceptr>(centreLog->descriptor.c_str());
+  *bytes = centreLog->descriptor.size() + 1;
+  return 0;
+}
+CUresult fCentreGetFunction(CUfunction *f, CUmodule m, const char *name) {
+  if (m != kModule)
+    return 500;
+  std::string n = name;
+  if (n == "optim_rule_centre")
+    *f = kCentre;
+  else if (n == "optim_reduce_centre")
+    *f = kCentreReduce;
+  else
+    return 500;
+  return 0;
+}
+CUresult fCentreLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                       unsigned, unsigned, unsigned, unsigned shared, CUstream,
+                       void **params, void **extra) {
+  if (gy != 1 || gz != 1 || shared || extra)
+    return 1;
+  auto ptrs = *static_cast<float **const *>(params[0]);
+  auto lengths = *static_cast<const int64_t *const *>(params[1]);
+  int64_t begin = *static_cast<int64_t *>(params[3]);
+  float lr = *static_cast<float *>(params[5]);
+  if (f == kCentreReduce) {
+    auto partials = *static_cast<double *const *>(params[6]);
+    CUdeviceptr reducedPtr = *static_cast<CUdeviceptr *>(params[7]);
+    auto reduced = reinterpret_cast<const double *>(reducedPtr);
+    int64_t stage = *static_cast<int64_t *>(params[8]);
+    centreLog->calls.push_back("launch reduce " + std::to_string(stage));
+    centreLog->reducedPtrs.push_back(reducedPtr);
+    for (unsigned blk = 0; blk < gx; ++blk) {
+      int64_t c = begin + blk;
+      const float *g = ptrs[c * 2 + 1];
+      if (stage == 0) {
+        double sum = 0;
+        for (int64_t i = 0; i < lengths[c]; ++i)
+          sum += double(g[i]);
+        partials[c * 3] = sum;
+      } else if (stage == 1) {
+        float m = float(reduced[c * 3]);
+        double sq = 0;
+        for (int64_t i = 0; i < lengths[c]; ++i) {
+          float d = g[i] - m;
+          sq += double(d * d);
+        }
+        // norm: the sum of squares of g - m, the same value here.
+        partials[c * 3 + 1] = sq;
+        partials[c * 3 + 2] = sq;
+      }
+    }
+    return 0;
+  }
+  if (f != kCentre)
+    return 1;
+  centreLog->calls.push_back("launch rule");
+  CUdeviceptr reducedPtr = *static_cast<CUdeviceptr *>(params[6]);
+  centreLog->reducedPtrs.push_back(reducedPtr);
+  auto reduced = reinterpret_cast<const double *>(reducedPtr);
+  for (unsigned blk = 0; blk < gx; ++blk) {
+    int64_t c = begin + blk;
+    float *p = ptrs[c * 2];
+    const float *g = ptrs[c * 2 + 1];
+    float m = float(reduced[c * 3]), v = float(reduced[c * 3 + 1]),
+          n = float(reduced[c * 3 + 2]);
+    for (int64_t i = 0; i < lengths[c]; ++i)
+      p[i] -= lr * (g[i] - m) / (std::sqrt(v) + 1e-6f) + 1e-3f * n;
+  }
+  return 0;
+}
+CUresult fCentreSync(CUstream) {
+  centreLog->calls.push_back("sync");
+  return 0;
+}
+CUresult fCentreDtoH(void *dst, CUdeviceptr src, size_t bytes) {
+  centreLog->calls.push_back("download");
+  return fakecuda::dtoh(dst, src, bytes);
+}
+CUresult fCentreHtoDAsync(CUdeviceptr dst, const void *src, size_t bytes,
+                          CUstream) {
+  centreLog->calls.push_back("upload reduced");
+  return fakecuda::htod(dst, src, bytes);
+}
+
+std::shared_ptr<const DriverAPI> centreDriver() {
+  auto d = fakecuda::fakeDriverBase();
+  d->cuDeviceGetAttribute = fAttr;
+  d->cuCtxSetCurrent = fSetCurrent;
+  d->cuModuleLoadData = fLoad;
+  d->cuModuleGetFunction = fCentreGetFunction;
+  d->cuModuleGetGlobal = fCentreGetGlobal;
+  d->cuStreamCreate = fStreamCreate;
+  d->cuLaunchKernel = fCentreLaunch;
+  d->cuStreamSynchronize = fCentreSync;
+  d->cuMemcpyDtoH = fCentreDtoH;
+  d->cuMemcpyHtoDAsync = fCentreHtoDAsync;
+  return d;
+}
+
+std::string centreManifest(const std::string &reductions =
+                               R"({"kind": "mean", "global": false},
+                   {"kind": "mean", "global": false, "level": 1},
+                   {"kind": "norm", "global": true, "level": 1})") {
+  return R"({"format": "optim-mlir rule manifest", "abi_version": )" +
+         std::to_string(OPTIM_KERNEL_ABI_VERSION) + R"(, "rule": "centre",
+    "symbol": "optim_rule_centre", "dtype": "f32",
+    "target": "nvptx64-nvidia-cuda sm_90",
+    "hyperparameters": [{"name": "lr", "default": 0.01, "const": false}],
+    "states": [], "weights": [],
+    "reductions": [)" +
+         reductions + "]}";
+}
+} // namespace
+
+TEST_F(CudaFake, NestedReductionsLaunchOneStageAfterAnotherWithTheCombine) {
+  CentreLog log;
+  centreLog = &log;
+  struct Unset {
+    ~Unset() { centreLog = nullptr; }
+  } unset;
+  auto dev = Device::open(centreDriver());
+  cuda::Rule centre =
+      dev->loadRule("CUBIN", centreManifest(), "centre.manifest");
+  EXPECT_EQ(reductionsDescriptor(centre.info().reductions),
+            "mean,mean:1,norm@global:1");
+
+  // Tensors of 1, 3 and 0 chunks (chunk size 64), and one of 1 coordinate.
+  std::vector<int64_t> sizes = {5, 130, 0, 1};
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      p[i].push_back(normal(rng));
+      g[i].push_back(normal(rng));
+    }
+  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
+  std::vector<DeviceTensor> params, grads;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    params.push_back({dp[i].get(), sizes[i]});
+    grads.push_back({dg[i].get(), sizes[i]});
+  }
+  OptimizerOptions options;
+  options.chunkSize = 64;
+  options.blockSize = 128;
+  cuda::Optimizer opt(centre, params, options);
+  const int steps = 2;
+  for (int s = 0; s < steps; ++s) {
+    log.calls.clear();
+    log.reducedPtrs.clear();
+    opt.step(grads);
+    // Stage 0, its level combined and uploaded, stage 1 reading it, its
+    // level combined and uploaded, then the rule.
+    std::vector<std::string> want = {
+        "launch reduce 0", "sync", "download", "upload reduced",
+        "launch reduce 1", "sync", "download", "upload reduced",
+        "launch rule"};
+    if (s == 0) // buildTable waits for the stream first.
+      want.insert(want.begin(), "sync");
+    ASSERT_EQ(log.calls, want) << "step " << s;
+    // One `reduced` buffer, the one the rule reads, passed to every stage.
+    ASSERT_EQ(log.reducedPtrs.size(), 3u);
+    EXPECT_NE(log.reducedPtrs[0], 0u);
+    EXPECT_EQ(log.reducedPtrs[1], log.reducedPtrs[0]);
+    EXPECT_EQ(log.reducedPtrs[2], log.reducedPtrs[0]);
+  }
+  opt.synchronize();
+
+  // Reference on whole tensors in double (g does not change between steps,
+  // so neither do m, v and n).
+  std::vector<double> mean(sizes.size()), var(sizes.size());
+  double all = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    if (!sizes[i])
+      continue;
+    double sum = 0;
+    for (float x : g[i])
+      sum += x;
+    float m = float(sum / double(sizes[i]));
+    mean[i] = m;
+    double sq = 0;
+    for (float x : g[i]) {
+      float d = x - m;
+      sq += double(d * d);
+    }
+    var[i] = sq / double(sizes[i]);
+    all += sq;
+  }
+  float n = float(std::sqrt(all));
+  std::vector<std::vector<float>> ref = p;
+  for (int s = 0; s < steps; ++s)
+    for (size_t i = 0; i < sizes.size(); ++i)
+      for (int64_t k = 0; k < sizes[i]; ++k)
+        ref[i][k] -= 0.01f * (g[i][k] - float(mean[i])) /
+                         (std::sqrt(float(var[i])) + 1e-6f) +
+                     1e-3f * n;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> got(sizes[i]);
+    dp[i].download(got.data(), got.size() * 4);
+    for (int64_t k = 0; k < sizes[i]; ++k)
+      ASSERT_NEAR(got[k], ref[i][k], 1e-5 * (1 + std::fabs(ref[i][k])))
+          << "tensor " << i << " element " << k;
+  }
+}
+
+TEST_F(CudaFake, NestedReductionLevelsMustAgreeAndBeWellFormed) {
+  CentreLog log;
+  centreLog = &log;
+  struct Unset {
+    ~Unset() { centreLog = nullptr; }
+  } unset;
+  auto dev = Device::open(centreDriver());
+  auto message = [&](const std::string &m) {
+    try {
+      dev->loadRule("CUBIN", m, "centre.manifest");
+    } catch (const Error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message(centreManifest()), "no error");
+  // The manifest without the levels.
+  EXPECT_EQ(message(centreManifest(R"({"kind": "mean", "global": false},
+                                      {"kind": "mean", "global": false},
+                                      {"kind": "norm", "global": true})")),
+            "optim: 'centre.manifest' lists the tensor reductions "
+            "'mean,mean,norm@global' but its kernels were compiled for "
+            "'mean,mean:1,norm@global:1' (does the manifest belong to "
+            "them?)");
+  // A level no compiler writes, in the module's descriptor.
+  log.descriptor = "mean,mean:1,norm@global:01";
+  EXPECT_EQ(message(centreManifest()),
+            "optim: 'centre.manifest': the module's 'optim_reductions_centre' "
+            "(\"mean,mean:1,norm@global:01\") is malformed: entry 2 "
+            "'norm@global:01' has a malformed level '01' (an entry is a kind, "
+            "sum, mean, norm, max or min, then \"@global\" for a global one, "
+            "then \":<level>\" for a level 1..65535 in decimal without sign "
+            "or leading zeros); was it compiled by optimc?");
+  log.descriptor = "mean:1,mean:1,norm@global:1";
+  EXPECT_EQ(message(centreManifest()),
+            "optim: 'centre.manifest': the module's 'optim_reductions_centre' "
+            "(\"mean:1,mean:1,norm@global:1\") is malformed: reduction 0 "
+            "('mean:1') has level 1, but no reduction has level 0; was it "
+            "compiled by optimc?");
+  // A gap in the manifest.
+  log.descriptor = "mean,mean:1,norm@global:1";
+  EXPECT_EQ(message(centreManifest(R"({"kind": "mean", "global": false},
+                                      {"kind": "mean", "global": false,
+                                       "level": 2})")),
+            "optim: manifest 'centre.manifest': reduction 1 ('mean:2') has "
+            "level 2, but no reduction has level 1 (not a manifest of "
+            "optimc)");
 }
 
 TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {

@@ -571,8 +571,9 @@ TEST(RuleInputs, ManifestsListTheInputs) {
   bad = doc;
   bad["abi_version"] = 6;
   EXPECT_EQ(message(bad), "optim: manifest 'sophia.manifest.json': compiled "
-                          "for kernel ABI 6, this runtime implements 8; "
-                          "recompile it");
+                          "for kernel ABI 6, this runtime implements " +
+                              std::to_string(OPTIM_KERNEL_ABI_VERSION) +
+                              "; recompile it");
 }
 
 TEST(RuleInputs, TrajectoriesRefuseRulesWithInputs) {

@@ -59,7 +59,11 @@ void optim_reduce_stampsum(void *const *ptrs, const int64_t *lengths,
                            const int64_t *strides, int64_t begin, int64_t end,
                            const double *hypers, int64_t step,
                            const void *const *weights, double *partials,
+                           const double *reduced, int64_t stage,
                            const uint64_t *rng) {
+  (void)reduced;
+  if (stage != 0) /* level 0 only: later stages write nothing */
+    return;
   (void)ptrs, (void)strides, (void)hypers, (void)step, (void)weights;
   for (int64_t c = begin; c < end; ++c) {
     double sum = 0;

@@ -93,7 +93,7 @@ TEST(RandomManifest, RoundTripsInBodyOrderAndNoneIsAbsent) {
   json doc = json::parse(text);
   ASSERT_TRUE(doc.contains("random"));
   EXPECT_EQ(doc["random"], json::array({"uniform", "normal", "normal"}));
-  EXPECT_EQ(doc["abi_version"], 8);
+  EXPECT_EQ(doc["abi_version"], OPTIM_KERNEL_ABI_VERSION);
   Manifest back = readManifest(text, "m.json");
   EXPECT_EQ(back.info.random, m.info.random);
   EXPECT_EQ(writeManifest(back), text);
@@ -137,7 +137,8 @@ TEST(RandomManifest, ManifestsOfABI7AreRefused) {
   doc["abi_version"] = 7;
   EXPECT_EQ(readError(doc.dump()),
             "optim: manifest 'noisy.manifest.json': compiled for kernel ABI "
-            "7, this runtime implements 8; recompile it");
+            "7, this runtime implements " +
+                std::to_string(OPTIM_KERNEL_ABI_VERSION) + "; recompile it");
 }
 
 class RandomLibrary : public ::testing::Test {
@@ -482,7 +483,10 @@ void vjp(void *const *, const int64_t *lengths, const int64_t *, int64_t begin,
 // (partials: H + 2R = 3 per chunk for the first, H = 1 for the second).
 void reduce(void *const *, const int64_t *lengths, const int64_t *,
             int64_t begin, int64_t end, const double *, int64_t,
-            const void *const *, double *partials, const uint64_t *rng) {
+            const void *const *, double *partials, const double *,
+            int64_t stage, const uint64_t *rng) {
+  if (stage != 0) // Level 0 only: later stages write nothing.
+    return;
   record("reduce", lengths, begin, end, rng);
   for (int64_t c = begin; c < end; ++c)
     partials[c] = 0;
@@ -666,8 +670,9 @@ CUresult launch(CUfunction f, unsigned gx, unsigned, unsigned, unsigned,
   auto ptrs = *static_cast<float **const *>(params[0]);
   auto lengths = *static_cast<const int64_t *const *>(params[1]);
   int64_t begin = *static_cast<int64_t *>(params[3]);
-  // ptrs, lengths, strides, begin, step, lr, [partials | reduced,] rng.
-  size_t at = f == kStamp ? 6 : 7;
+  // ptrs, lengths, strides, begin, step, lr, [partials, reduced, stage |
+  // reduced,] rng (KernelABI.h, version 9).
+  size_t at = f == kStamp ? 6 : f == kSumReduce ? 9 : 7;
   auto rng = *static_cast<const uint64_t *const *>(params[at]);
   state->seeds.push_back(rng[0]);
   for (unsigned b = 0; b < gx; ++b) {

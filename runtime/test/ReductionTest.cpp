@@ -177,9 +177,11 @@ template <typename Spec, typename T>
 void reduceKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
                   int64_t begin, int64_t end, const double *hypers,
                   int64_t step, const void *const *, double *partials,
-                  const uint64_t *) {
+                  const double *, int64_t stage, const uint64_t *) {
   static const std::vector<ReductionSpec> red = Spec::info().reductions;
   size_t R = red.size();
+  if (stage != 0) // Level 0 only: later stages write nothing.
+    return;
   for (int64_t c = begin; c < end; ++c) {
     void *const *cp = ptrs + c * (2 + Spec::S);
     for (size_t r = 0; r < R; ++r) {

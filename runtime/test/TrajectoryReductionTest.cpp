@@ -211,8 +211,11 @@ Coord load(void *const *cp, int64_t i) {
 template <typename Spec, typename T>
 void reduceKernel(void *const *ptrs, const int64_t *lengths, const int64_t *,
                   int64_t begin, int64_t end, const double *hypers, int64_t,
-                  const void *const *, double *partials, const uint64_t *) {
+                  const void *const *, double *partials, const double *,
+                  int64_t stage, const uint64_t *) {
   const auto &red = reductionsOf<Spec>();
+  if (stage != 0) // Level 0 only: later stages write nothing.
+    return;
   for (int64_t c = begin; c < end; ++c) {
     void *const *cp = ptrs + c * (2 + Spec::S);
     for (size_t r = 0; r < Spec::R; ++r) {

@@ -49,19 +49,6 @@ optim.rule @padded(%p: f32, %g: f32, %t: i64) weights(%a: tensor<1x2xf32>, %b: t
 
 // -----
 
-// Two passes over memory: a reduced value cannot depend on another reduction.
-optim.rule @third(%p: f32, %g: f32, %t: i64) {
-  // expected-note @+1 {{the other reduction}}
-  %0 = optim.tensor_reduce sum %g : f32
-  %1 = arith.mulf %0, %g : f32
-  // expected-error @+1 {{'optim.tensor_reduce' op reduces a value that depends on another tensor reduction: that would need a third pass over memory}}
-  %2 = optim.tensor_reduce max %1 : f32
-  %3 = arith.subf %p, %2 : f32
-  optim.yield %3 : f32
-}
-
-// -----
-
 // The learned kernel has no per-chunk values.
 optim.rule @learned(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x3xf32>) {
   // expected-error @+1 {{'optim.tensor_reduce' op tensor reductions in learned rules are not supported by the CUDA code generator}}

@@ -1,7 +1,7 @@
 // RUN: optim-opt %s --optim-lower-rules-to-gpu | FileCheck %s
 
 // A rule with tensor reductions becomes two kernels (KernelABI.h, GPU
-// kernels of version 6). The first pass: each thread accumulates its
+// kernels of versions 6 and 9). The first pass (stage 0, all there is): each thread accumulates its
 // coordinates (tid, tid + blockDim, ...) in f64, then a tree in shared
 // memory (one double per thread, ten steps of a barrier each), thread 0
 // writing partials[c * 2 + r]. The rule kernel reads reduced[c * 2 + r]
@@ -18,9 +18,12 @@ optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
 }
 
 // CHECK-LABEL: gpu.func @optim_reduce_lars(
-// CHECK-SAME: %{{.*}}: f32, %[[PARTIALS:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: !llvm.ptr<1>) workgroup(%[[TREE:.*]] : memref<1024xf64, #gpu.address_space<workgroup>>) kernel
+// CHECK-SAME: %{{.*}}: f32, %[[PARTIALS:[^:]*]]: !llvm.ptr<1>, %{{[^:]*}}: !llvm.ptr<1>, %[[STAGE:[^:]*]]: i64, %{{[^:]*}}: !llvm.ptr<1>) workgroup(%[[TREE:.*]] : memref<1024xf64, #gpu.address_space<workgroup>>) kernel
 // CHECK: %[[TID:.*]] = gpu.thread_id x
 // CHECK: %[[THREADS:.*]] = gpu.block_dim x
+// Both reductions are of level 0: stage 0 only (KernelABI.h version 9).
+// CHECK: %[[IS0:.*]] = arith.cmpi eq, %[[STAGE]], %c0_i64{{[_0-9]*}} : i64
+// CHECK-NEXT: scf.if %[[IS0]] {
 // CHECK-DAG: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f64
 // CHECK-DAG: %[[NEGINF:.*]] = arith.constant 0xFFF0000000000000 : f64
 // CHECK: %[[ACC:.*]]:2 = scf.for %{{.*}} = %[[TID]] to %{{.*}} step %[[THREADS]] iter_args(%[[SQ:.*]] = %[[ZERO]], %[[MAX:.*]] = %[[NEGINF]]) -> (f64, f64)
@@ -47,6 +50,7 @@ optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
 // CHECK: %[[TOP:.*]] = memref.load %[[TREE]]
 // CHECK: %[[AT1:.*]] = llvm.getelementptr %[[PARTIALS]]
 // CHECK: llvm.store %[[TOP]], %[[AT1]]
+// CHECK-NEXT: {{^ +}}}{{$}}
 // CHECK-NEXT: {{^ +}}}{{$}}
 // CHECK-NEXT: gpu.return
 

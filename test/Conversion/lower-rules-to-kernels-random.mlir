@@ -96,7 +96,7 @@ optim.rule @plain(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01) {
 // f64 draws use two words per uniform (w0, w1 -> 53 bits), and the reduce
 // kernel recomputes a draw that a reduction reads, from the same rng.
 // CHECK-LABEL: func.func @optim_reduce_dual(
-// CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[RNG:[^:]*]]: !llvm.ptr) {
+// CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[REDUCEDIN:[^:]*]]: !llvm.ptr, %[[STAGE:[^:]*]]: i64, %[[RNG:[^:]*]]: !llvm.ptr) {
 // CHECK: llvm.load %[[RNG]] {alignment = 8 : i64} : !llvm.ptr -> i64
 // CHECK: arith.muli %{{.*}}, %{{.*}} : vector<4xi64>
 // CHECK: arith.extui %{{.*}} : vector<4xi32> to vector<4xi64>

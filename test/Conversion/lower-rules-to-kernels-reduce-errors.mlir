@@ -1,32 +1,5 @@
 // RUN: optim-opt %s --optim-lower-rules-to-kernels --split-input-file -verify-diagnostics
 
-// A reduction of a reduction's result: the first pass cannot compute it.
-optim.rule @nested(%p: f32, %g: f32, %t: i64) {
-  // expected-note @+1 {{the other reduction}}
-  %0 = optim.tensor_reduce max %g : f32
-  // expected-error @+1 {{'optim.tensor_reduce' op reduces a value that depends on another tensor reduction: that would need a third pass over memory}}
-  %1 = optim.tensor_reduce sum %0 global : f32
-  %2 = arith.subf %p, %1 : f32
-  optim.yield %2 : f32
-}
-
-// -----
-
-// The same through a per-coordinate value: g - mean(g) is known only after
-// the first pass, so its norm would need a third.
-optim.rule @centered(%p: f32, %g: f32, %t: i64) {
-  // expected-note @+1 {{the other reduction}}
-  %0 = optim.tensor_reduce mean %g : f32
-  %1 = arith.subf %g, %0 : f32
-  // expected-error @+1 {{'optim.tensor_reduce' op reduces a value that depends on another tensor reduction: that would need a third pass over memory}}
-  %2 = optim.tensor_reduce norm %1 : f32
-  %3 = arith.divf %1, %2 : f32
-  %4 = arith.subf %p, %3 : f32
-  optim.yield %4 : f32
-}
-
-// -----
-
 // The result of a learned op is not reduced.
 optim.rule @learned(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0, %c: vector<2xf32> = 0.0) weights(%w: tensor<8x4xf32>, %head: tensor<1x3xf32>) {
   %x = vector.broadcast %g : f32 to vector<1xf32>

@@ -10,9 +10,13 @@
 // written: not p, not m, not v.
 
 // CHECK-LABEL: func.func @optim_reduce_lamb(
-// CHECK-SAME: %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr) {
+// CHECK-SAME: %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %[[PARTIALS:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr, %[[STAGE:[^:]*]]: i64, %{{[^:]*}}: !llvm.ptr) {
+// Every reduction is of level 0: stage 0 only (KernelABI.h version 9).
+// CHECK: %[[IS0:.*]] = arith.cmpi eq, %[[STAGE]], %c0_i64{{[_0-9]*}} : i64
+// CHECK-NEXT: scf.if %[[IS0]] {
 // CHECK: scf.for %[[C:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
 // CHECK-NEXT: %[[CI:.*]] = arith.index_cast %[[C]] : index to i64
+// CHECK: %[[FIRST:.*]] = arith.muli %[[CI]], %c3_i64{{[_0-9]*}} : i64
 // CHECK: %[[Z0:.*]] = arith.constant 0.000000e+00 : f64
 // CHECK: %[[ACC:.*]]:3 = scf.for %{{.*}} = %{{.*}} to %{{.*}} step %{{.*}} iter_args(%[[A0:.*]] = %{{.*}}, %[[A1:.*]] = %{{.*}}, %[[A2:.*]] = %{{.*}}) -> (vector<16xf64>, vector<16xf64>, vector<16xf64>) {
 // CHECK: %[[M:.*]] = llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> vector<16xf32>
@@ -44,8 +48,6 @@
 // CHECK: %[[TAIL:.*]]:3 = scf.for %{{.*}} = %{{.*}} to %{{.*}} step %{{.*}} iter_args(%{{.*}} = %{{.*}}, %{{.*}} = %{{.*}}, %{{.*}} = %[[T2]]) -> (f64, f64, f64) {
 // CHECK: arith.extf %{{.*}} : f32 to f64
 // CHECK: }
-// CHECK-NEXT: %[[R:.*]] = arith.constant 3 : i64
-// CHECK-NEXT: %[[FIRST:.*]] = arith.muli %[[CI]], %[[R]] : i64
 // CHECK-NEXT: %[[K0:.*]] = arith.constant 0 : i64
 // CHECK-NEXT: %[[S0:.*]] = arith.addi %[[FIRST]], %[[K0]] : i64
 // CHECK-NEXT: %[[PP0:.*]] = llvm.getelementptr %[[PARTIALS]][%[[S0]]] : (!llvm.ptr, i64) -> !llvm.ptr, f64
@@ -56,7 +58,9 @@
 // CHECK-NEXT: llvm.store %[[TAIL]]#1, %[[PP1]] {alignment = 8 : i64} : f64, !llvm.ptr
 // CHECK: llvm.store %[[TAIL]]#2, %{{.*}} {alignment = 8 : i64} : f64, !llvm.ptr
 // CHECK-NEXT: }
-// CHECK-NEXT: return
+// CHECK-NEXT: }
+// CHECK-NOT: scf.if
+// CHECK: return
 
 // The rule kernel: a ninth argument, the reduced values; per chunk, the
 // three reductions are loaded from reduced[c * 3 + r] and truncated, and

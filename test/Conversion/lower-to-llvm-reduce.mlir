@@ -4,7 +4,8 @@
 
 // Rules with tensor reductions go through the whole CPU pipeline to the
 // LLVM dialect and to LLVM IR (both passes, f32 and f64) with the ABI of
-// KernelABI.h, version 6.
+// KernelABI.h, versions 6 and 9 (the reduce kernel takes `reduced` and
+// `stage` before `rng`).
 
 // CHECK-LABEL: llvm.func @optim_reduce_lars(
 // CHECK-NOT: scf.
@@ -15,7 +16,7 @@
 // CHECK-LABEL: llvm.func @optim_rule_lars(
 // CHECK: llvm.fptrunc %{{.*}} : f64 to f32
 // CHECK: llvm.fmul %{{.*}} : vector<16xf32>
-// IR: define void @optim_reduce_lars(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
+// IR: define void @optim_reduce_lars(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9, i64 %10, ptr %11)
 // IR: fpext <16 x float> %{{.*}} to <16 x double>
 // IR: define void @optim_rule_lars(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
 optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1, %eta: f32 = 0.001) {
@@ -35,7 +36,7 @@ optim.rule @lars(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1, %eta: f32 = 0.
 // CHECK-LABEL: llvm.func @optim_rule_clip64(
 // CHECK-NOT: llvm.fptrunc
 // CHECK: llvm.return
-// IR: define void @optim_reduce_clip64(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
+// IR: define void @optim_reduce_clip64(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9, i64 %10, ptr %11)
 // IR: call <16 x double> @llvm.maximum.v16f64
 // IR: define void @optim_rule_clip64(ptr %0, ptr %1, ptr %2, i64 %3, i64 %4, ptr %5, i64 %6, ptr %7, ptr %8, ptr %9)
 optim.rule @clip64(%p: f64, %g: f64, %t: i64) hyper(%lr: f64 = 0.01) state(%m: f64 = 0.0) {

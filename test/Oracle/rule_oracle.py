@@ -498,6 +498,42 @@ def ref_gc_momentum(h, t, p, g, s):
     return p - h.lr * s["buf"]
 
 
+# Rules with nested reductions: the reference reduces values computed from
+# another reduction's result (already rounded to the run's dtype), in the
+# paper's order; test/Oracle/nested_oracle.py checks them further (thread
+# counts, chunk sizes, perturbed references).
+
+def ref_gs_sgd(h, t, p, g, s):
+    # Gradient standardization (ZNorm, Yun & Kim, 2024, arXiv:2408.01215):
+    # (g - mean(g)) / (std(g) + eps) per tensor, std the population
+    # standard deviation (the RMS of the centred gradient), then SGD with
+    # momentum (buf <- mu buf + g~; p <- p - lr buf).
+    c = g - h.tensor("mean", g)
+    sd = np.sqrt(h.tensor("mean", c * c))
+    s["buf"] = h.mu * s["buf"] + c / (sd + h.eps)
+    return p - h.lr * s["buf"]
+
+
+def ref_lans(h, t, p, g, s):
+    # Zheng et al. (2020), "Accelerated Large Batch Optimization of BERT
+    # Pretraining in 54 Minutes", Algorithm 2 (LANS): g~ = g / |g| per
+    # tensor (0 where |g| = 0), Adam's moments of g~ with bias correction,
+    # r = m_hat / (sqrt(v_hat) + eps) + wd x and c = g~ / (sqrt(v_hat) + eps)
+    # + wd x; x <- x - lr (beta1 |x| / |r| r + (1 - beta1) |x| / |c| c),
+    # each ratio 1 where a norm is 0 (as LAMB's).
+    gn = h.tensor("norm", g)
+    gt = np.where(gn > 0, g / np.where(gn > 0, gn, h.c(1)), h.c(0))
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * gt
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * gt * gt
+    den = np.sqrt(s["v"] / (h.c(1) - h.beta2 ** t)) + h.eps
+    r = s["m"] / (h.c(1) - h.beta1 ** t) / den + h.weight_decay * p
+    c = gt / den + h.weight_decay * p
+    wn = h.tensor("norm", p)
+    return p - h.lr * (h.beta1 * ratio_or_one(wn, h.tensor("norm", r), h) * r
+                       + (h.c(1) - h.beta1)
+                       * ratio_or_one(wn, h.tensor("norm", c), h) * c)
+
+
 # Rules with schedules of the step. Each reference follows its schedule in
 # integer arithmetic on the step (the 1-based t as an int), independently of
 # the rule's floor and mod, and rounds once where the paper computes a real.
@@ -821,6 +857,12 @@ CASES = [
     ("bngd", LIT, ref_bngd, {"lr": 0.02, "eps": 1e-9}, {}, {}),
     ("gc_momentum", LIT, ref_gc_momentum, {"lr": 0.003, "mu": 0.8},
      {"buf": 0}, {"buf": "buf"}),
+    ("gs_sgd", LIT, ref_gs_sgd, {"lr": 0.003, "mu": 0.8, "eps": 1e-6},
+     {"buf": 0}, {"buf": "buf"}),
+    ("lans", LIT, ref_lans,
+     {"lr": 0.003, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7,
+      "weight_decay": 0.02},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
     # T = 37: 13 restarts in 500 steps, the last one mid-cycle; 11 decays.
     ("sgdr", LIT, ref_sgdr,
      {"lr_max": 0.02, "lr_min": 0.002, "T": 37, "mu": 0.85},
@@ -885,7 +927,7 @@ CASES = [
 # Rules whose kernels reduce over tensors: also run with THREADS_CHECK
 # threads, which must give the same bits.
 REDUCING = {"lamb", "lars", "novograd", "adafactor", "sgd_clip", "bngd",
-            "gc_momentum", "prodigy"}
+            "gc_momentum", "gs_sgd", "lans", "prodigy"}
 THREADS_CHECK = 3
 
 

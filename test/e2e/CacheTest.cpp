@@ -204,6 +204,54 @@ TEST(KernelCache, RulesWithReductionsComeBackWithBothPasses) {
   }
 }
 
+TEST(KernelCache, NestedReductionsKeepTheirLevels) {
+  // The standardized gradient (KernelABI.h version 9): mean(g) at level 0,
+  // the mean of (g - m)^2 at level 1. The cached entry comes back with the
+  // levels; one whose manifest lists other levels than its kernels were
+  // compiled for ("mean,mean:1") is not used.
+  const char *source = "rule standardize(lr = 0.1, eps = 1e-8) {\n"
+                       "  let m = tensor_mean(g)\n"
+                       "  let sd = sqrt(tensor_mean((g - m) * (g - m)))\n"
+                       "  p -= lr * (g - m) / (sd + eps)\n}\n";
+  CompileOptions options;
+  options.cacheDirectory = freshDir("nested");
+  Compiler first(options);
+  Rule a = first.compileSource(source, "standardize.optim");
+  EXPECT_FALSE(first.lastWasCached());
+  Compiler second(options);
+  Rule b = second.compileSource(source, "standardize.optim");
+  EXPECT_TRUE(second.lastWasCached());
+  for (const Rule *r : {&a, &b}) {
+    ASSERT_EQ(r->info().reductions.size(), 2u);
+    EXPECT_EQ(r->info().reductions[0].level, 0u);
+    EXPECT_EQ(r->info().reductions[1].level, 1u);
+    EXPECT_EQ(reductionsDescriptor(r->info().reductions), "mean,mean:1");
+    EXPECT_TRUE(r->reduceKernel() && r->reducedKernel());
+  }
+  // Both levels 0: a well-formed manifest that disagrees with the kernels.
+  for (const std::string &file : filesIn(options.cacheDirectory)) {
+    if (file.find(".json") == std::string::npos)
+      continue;
+    std::ifstream in(file);
+    std::string text((std::istreambuf_iterator<char>(in)),
+                     std::istreambuf_iterator<char>());
+    size_t at = text.find("\"level\"");
+    ASSERT_NE(at, std::string::npos);
+    size_t end = text.find_first_of(",}", at);
+    // Drop the field and the comma before it, if any.
+    size_t from = text.rfind(',', at);
+    if (from == std::string::npos || text.find('{', from) < at)
+      from = at;
+    text.erase(from, end - from);
+    std::ofstream(file, std::ios::trunc) << text;
+  }
+  Compiler third(options);
+  Rule c = third.compileSource(source, "standardize.optim");
+  EXPECT_FALSE(third.lastWasCached());
+  ASSERT_EQ(c.info().reductions.size(), 2u);
+  EXPECT_EQ(c.info().reductions[1].level, 1u);
+}
+
 TEST(KernelCache, CanBeDisabled) {
   CompileOptions options;
   options.useCache = false;

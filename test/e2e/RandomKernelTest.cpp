@@ -276,7 +276,8 @@ template <typename T> void checkReduced(DType dtype, unsigned width) {
     std::vector<double> partials(table.chunks(), NAN);
     rule.reduceKernel()(ptrs.data(), table.lengths.data(), table.strides.data(),
                         0, table.chunks(), hypers.data(), t, nullptr,
-                        partials.data(), table.rng.data());
+                        partials.data(), /*reduced=*/nullptr, /*stage=*/0,
+                        table.rng.data());
     for (int64_t c = 0; c < table.chunks(); ++c) {
       double sum = 0;
       for (int64_t k = 0; k < table.lengths[c]; ++k)

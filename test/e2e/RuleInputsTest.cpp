@@ -191,7 +191,8 @@ template <typename T> void checkTwoInputs(DType dtype, int64_t n) {
     std::vector<double> partials(lengths.size(), NAN);
     rule.reduceKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                         int64_t(lengths.size()), hypers.data(), t, nullptr,
-                        partials.data(), /*rng=*/nullptr);
+                        partials.data(), /*reduced=*/nullptr, /*stage=*/0,
+                        /*rng=*/nullptr);
     // One tensor: the reduced value of every chunk is the sum of all.
     double total = 0;
     for (double x : partials)

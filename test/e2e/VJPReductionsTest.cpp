@@ -218,8 +218,9 @@ struct Problem {
     std::vector<void *> ptrs = x.table(*this, false);
     std::vector<double> partials(numChunks() * numReductions(), NAN);
     rule.reduceKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
-                        int64_t(numChunks()), hypers.data(), t,
-                        x.weightTable(), partials.data(), /*rng=*/nullptr);
+                        int64_t(numChunks()), hypers.data(), t, x.weightTable(),
+                        partials.data(), /*reduced=*/nullptr,
+                        /*stage=*/0, /*rng=*/nullptr);
     return combine(partials);
   }
 

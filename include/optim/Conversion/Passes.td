@@ -52,8 +52,18 @@ def LowerRulesToKernels
     The rule kernel takes one more argument, `const double *reduced`: per
     chunk, it loads reduction r from `reduced[c * R + r]` and computes what
     depends only on reductions and uniform values once, before the
-    coordinate loops. A reduction of a value that depends on another
-    reduction (a third pass) or on `lstm_cell`/`linear` is refused.
+    coordinate loops. A reduction of a value that depends on
+    `lstm_cell`/`linear` is refused.
+
+    Nested reductions (KernelABI.h version 9): a reduction of a value
+    computed from other reductions' results has level 1 + their largest
+    level. The reduce kernel takes `const double *reduced` and
+    `int64_t stage` after `partials` and has one chunk loop per level:
+    stage s loads the lower levels' values of its chunk from `reduced`,
+    computes what depends on them as the rule kernel does (the same ops,
+    once per chunk), and overwrites the partials of level s only; any other
+    stage writes nothing. `optim_reductions_<name>` appends `:<level>` to
+    the entries of level > 0.
 
     Every kernel takes `const uint64_t *rng` as its last argument
     (KernelABI.h, version 8). A kernel that computes an `optim.random` draw
@@ -144,8 +154,11 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     vector load feeds four FMAs; the c input of each hidden unit is loaded
     one unit ahead. The f32 cells compute the CPU kernel's exact rational
     activations, also with `relaxed-fp`, so the GPU gives the CPU's bits.
-    Other rules must be scalar and elementwise per coordinate. Rules with tensor reductions
-    (`optim.tensor_reduce`) are not supported yet.
+    Other rules must be scalar and elementwise per coordinate. Update rules with tensor
+    reductions (`optim.tensor_reduce`) also get `gpu.func @optim_reduce_<name>`
+    (f64 accumulation per thread, then a fixed tree in shared memory), with
+    `partials`, `reduced` and `stage` before `rng` and one branch per level of
+    nesting (KernelABI.h, versions 6 and 9).
 
     Every kernel takes `rng` (a device pointer) as its last parameter
     (KernelABI.h, version 8); a kernel that draws (`optim.random`) reads

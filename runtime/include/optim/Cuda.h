@@ -301,7 +301,9 @@ public:
   /// A rule with tensor reductions launches its first pass, waits for the
   /// stream, combines the chunks' partials on the host in chunk order (as
   /// the CPU executor does) and uploads the results before it enqueues the
-  /// rule kernel: its step returns once the first pass is done.
+  /// rule kernel: its step returns once the first pass is done. Nested
+  /// reductions (version 9) do so once per stage, 0 .. L, combining that
+  /// level's values before the next stage's launch.
   /// A rule with per-coordinate inputs refuses this form (it names them).
   void step(const std::vector<DeviceTensor> &grads);
   /// The same with the rule's per-coordinate inputs (KernelABI.h, version

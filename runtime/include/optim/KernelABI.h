@@ -52,8 +52,12 @@ extern "C" {
  * manifests) in every chunk table, CPU and GPU, forward and reverse.
  * Version 8: every rule-family kernel (CPU and GPU, rule, reduce and VJP)
  * takes `const uint64_t *rng` as its LAST argument: random numbers drawn
- * by the rule (`rand()`, `randn()`; section "Random numbers" below). */
-#define OPTIM_KERNEL_ABI_VERSION 8
+ * by the rule (`rand()`, `randn()`; section "Random numbers" below).
+ * Version 9: nested tensor reductions (a reduction of a value computed from
+ * another reduction's result): optim_reduce_ takes `const double *reduced`
+ * and `int64_t stage` before `rng`, CPU and GPU (section "Rules with tensor
+ * reductions" below). */
+#define OPTIM_KERNEL_ABI_VERSION 9
 
 /* ---- Random numbers (version 8) --------------------------------------------
  * A rule may draw random numbers per coordinate (`rand()`: uniform on
@@ -122,7 +126,8 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
  *                            const int64_t *strides, int64_t begin,
  *                            int64_t end, const double *hypers,
  *                            int64_t step, const void *const *weights,
- *                            double *partials, const uint64_t *rng);
+ *                            double *partials, const double *reduced,
+ *                            int64_t stage, const uint64_t *rng);
  *   void optim_rule_<name>(void *const *ptrs, const int64_t *lengths,
  *                          const int64_t *strides, int64_t begin,
  *                          int64_t end, const double *hypers, int64_t step,
@@ -149,7 +154,29 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
  *   ("norm,sum@global"); loaders refuse a manifest that disagrees with it
  *   (the kernels write and read R values per chunk).
  * - Rules without reductions are unchanged (and have neither symbol);
- *   runtimes that predate version 6 refuse manifests of either kind. */
+ *   runtimes that predate version 6 refuse manifests of either kind.
+ * - Nested reductions (version 9). Reduction r has a LEVEL: 0 when its
+ *   operand x_r depends on no reduction's result, else 1 + the largest
+ *   level of the reductions x_r depends on (through any chain of ops). A
+ *   rule whose largest level is L makes L + 2 passes over memory: stages
+ *   s = 0 .. L of optim_reduce_, then optim_rule_. The call with `stage` s
+ *   computes, for each chunk c of [begin, end), the partials of the
+ *   reductions of level s only (OVERWRITES partials[c * R + r] for
+ *   level(r) == s; leaves every other slot as it was), reading the results
+ *   of lower levels as reduced[c * R + r'] (level(r') < s; the values the
+ *   runtime combined after the earlier stages, exactly as optim_rule_ reads
+ *   them). It never reads a slot of reduced of level >= s; for stage 0 it
+ *   reads none (`reduced` may then be NULL). A value computed from reduced
+ *   values is computed bit for bit as in optim_rule_. A stage outside
+ *   [0, L] writes nothing. The runtime runs stage 0 over every chunk,
+ *   combines the level-0 slots (as above), runs stage 1, combines the
+ *   level-1 slots, ..., then optim_rule_ with every slot combined. The
+ *   descriptor optim_reductions_<name> appends ":<level>" to an entry of
+ *   level > 0 ("norm,mean:1,sum@global:2"; ReductionSpec::level in
+ *   optim/Rule.h), and so do manifests' "reductions"; loaders refuse a
+ *   disagreement, as for kinds. The reverse mode (below) does not support
+ *   nested reductions: a rule with a reduction of level > 0 compiled with
+ *   CompileOptions::vjp is a compile error. */
 #define OPTIM_REDUCE_SYMBOL_PREFIX "optim_reduce_"
 #define OPTIM_REDUCTIONS_SYMBOL_PREFIX "optim_reductions_"
 
@@ -157,7 +184,8 @@ typedef void (*optim_reduce_kernel)(void *const *ptrs, const int64_t *lengths,
                                     const int64_t *strides, int64_t begin,
                                     int64_t end, const double *hypers,
                                     int64_t step, const void *const *weights,
-                                    double *partials, const uint64_t *rng);
+                                    double *partials, const double *reduced,
+                                    int64_t stage, const uint64_t *rng);
 typedef void (*optim_reduced_rule_kernel)(
     void *const *ptrs, const int64_t *lengths, const int64_t *strides,
     int64_t begin, int64_t end, const double *hypers, int64_t step,
@@ -210,6 +238,8 @@ typedef void (*optim_reduced_rule_kernel)(
  *     __global__ void optim_reduce_<name>(ptrs, lengths, strides, begin,
  *                                         step, T hyper_0, ...,
  *                                         T hyper_{H-1}, double *partials,
+ *                                         const double *reduced,
+ *                                         int64_t stage,
  *                                         const uint64_t *rng);
  *     __global__ void optim_rule_<name>(ptrs, lengths, strides, begin,
  *                                       step, T hyper_0, ...,
@@ -232,8 +262,11 @@ typedef void (*optim_reduced_rule_kernel)(
  *   optim_reductions_<name> of the CPU contract, as a __device__ char
  *   array in global memory; the loader reads it (cuModuleGetGlobal) and
  *   refuses a manifest that disagrees, and a manifest listing no
- *   reductions for a module with optim_reduce_<name>. The CPU contract
- *   above is unchanged.
+ *   reductions for a module with optim_reduce_<name>. Nested reductions
+ *   (version 9) run as on the CPU: one launch of optim_reduce_ per stage
+ *   (`stage` = 0 .. L, `reduced` a device pointer to the values combined
+ *   after the earlier stages, NULL allowed for stage 0), each followed by
+ *   the host combine of that level's slots, then optim_rule_.
  * The runtime's launch path is optim::cuda::Optimizer (optim/Cuda.h;
  * Optimizer::setWeights for learned rules). */
 

@@ -133,7 +133,8 @@ public:
   /// reads the gradients). Returns false when the step was skipped because
   /// of a non-finite gradient (skipNonFinite). A rule with tensor reductions
   /// (RuleInfo::reductions) makes two passes over the chunks, with the same
-  /// result for any number of threads (KernelABI.h, version 6). A rule with
+  /// result for any number of threads (KernelABI.h, version 6); one more per
+  /// level of nested reductions (ReductionSpec::level, version 9). A rule with
   /// per-coordinate inputs refuses this form: it needs the one below.
   bool step(const std::vector<Grad> &grads);
 

@@ -76,10 +76,14 @@ struct ReductionSpec {
   /// Over every coordinate of every parameter of the optimizer, instead of
   /// the coordinate's own tensor.
   bool global = false;
+  /// 0, or 1 + the largest level of the reductions this one's operand
+  /// depends on (KernelABI.h, version 9, "Nested reductions"): the stage of
+  /// optim_reduce_ that computes it.
+  unsigned level = 0;
 };
 
 /// The reductions as optim_reductions_<name> spells them (KernelABI.h):
-/// "norm,sum@global"; empty for none.
+/// "norm,sum@global,mean:1"; empty for none.
 inline std::string
 reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
   std::string text;
@@ -89,6 +93,8 @@ reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
     text += reductionKindName(r.kind);
     if (r.global)
       text += "@global";
+    if (r.level > 0)
+      text += ":" + std::to_string(r.level);
   }
   return text;
 }

@@ -148,7 +148,8 @@ optim_status optim_rule_weights(const optim_rule *rule, size_t index,
 
 /* The tensor reductions of a rule (tensor_norm, global_sum, ...), one per
    call in its body order; none for most rules. A rule with reductions steps
-   like any other (optim_optimizer_step_*), in two passes over memory. */
+   like any other (optim_optimizer_step_*), in two passes over memory (more
+   for nested ones: optim_rule_reduction_level). */
 typedef struct optim_reduction_info {
   const char *kind; /* "sum", "mean", "norm", "max" or "min" */
   int global; /* 1: over every parameter of the optimizer; 0: over the
@@ -158,6 +159,13 @@ typedef struct optim_reduction_info {
 optim_status optim_rule_num_reductions(const optim_rule *rule, size_t *out);
 optim_status optim_rule_reduction(const optim_rule *rule, size_t index,
                                   optim_reduction_info *out);
+/* The level of reduction `index` (kernel ABI 9, "Nested reductions"): 0 when
+   what it reduces depends on no reduction's result, else 1 + the largest
+   level among the reductions it depends on. A rule whose largest level is L
+   makes L + 2 passes over memory per step. Errors as optim_rule_reduction
+   (OPTIM_ERROR_NOT_FOUND for an index out of range). */
+optim_status optim_rule_reduction_level(const optim_rule *rule, size_t index,
+                                        unsigned *out);
 
 /* The per-coordinate inputs of a rule (`input h`: a Hessian estimate, a
    noise sample, a second gradient), in declaration order; none for most

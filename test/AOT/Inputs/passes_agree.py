@@ -65,21 +65,34 @@ def main():
                 ctypes.c_int64(0), ctypes.c_int64(chunks),
                 (ctypes.c_double * len(hypers))(*hypers),
                 ctypes.c_int64(step), None]
+        # One call of the reduce kernel per level (KernelABI.h, version 9:
+        # `reduced` and `stage` before `rng`), each followed by the combine
+        # of that level's slots; argmax.optim has level 0 only.
+        levels = [red.get("level", 0) for red in manifest["reductions"]]
         partials = (ctypes.c_double * (chunks * r))()
-        reduce_kernel(*args, partials)
-        totals = {}
-        for c in range(chunks):
-            for k, kind in enumerate(kinds):
-                x = partials[c * r + k]
-                old = totals.get((tensor[c], k))
-                totals[(tensor[c], k)] = x if old is None else \
-                    (max(old, x) if kind == "max" else min(old, x))
-        reduced = [totals[(tensor[c], k)] for c in range(chunks)
-                   for k in range(r)]
+        reduced = [float("nan")] * (chunks * r)
+        for stage in range(max(levels) + 1):
+            reduce_kernel(*args, partials,
+                          (ctypes.c_double * len(reduced))(*reduced)
+                          if stage else None,
+                          ctypes.c_int64(stage), None)
+            totals = {}
+            for c in range(chunks):
+                for k, kind in enumerate(kinds):
+                    if levels[k] != stage:
+                        continue
+                    x = partials[c * r + k]
+                    old = totals.get((tensor[c], k))
+                    totals[(tensor[c], k)] = x if old is None else \
+                        (max(old, x) if kind == "max" else min(old, x))
+            for (i, k), value in totals.items():
+                for c in range(chunks):
+                    if tensor[c] == i:
+                        reduced[c * r + k] = value
         if nudge:
             reduced = [float(np.nextafter(np.float32(x), np.float32(np.inf)))
                        for x in reduced]
-        rule_kernel(*args, (ctypes.c_double * len(reduced))(*reduced))
+        rule_kernel(*args, (ctypes.c_double * len(reduced))(*reduced), None)
         for i in range(len(SIZES)):
             if float(np.sum(p[i], dtype=np.float64)) != 11.0:
                 bad.append("step %d tensor %d (%d coordinates): p sums to %g"

@@ -347,18 +347,28 @@ def run_aot(optimc, tmp, library_dir, name, reference, hypers, weights,
                     *[a.ctypes.data for a in weight_arrays])]
         if reductions:
             r = len(reductions)
+            # One call per level (KernelABI.h, version 9: `reduced` and
+            # `stage` before `rng`), each followed by the combine of that
+            # level's slots.
+            levels = [red.get("level", 0) for red in reductions]
             partials = (ctypes.c_double * (2 * r))()
-            reduce_kernel(*args, partials)
-            reduced = []
-            for j, red in enumerate(reductions):
-                a, b = partials[j], partials[r + j]
-                kind = red["kind"]
-                value = max(a, b) if kind == "max" else \
-                    min(a, b) if kind == "min" else a + b
-                value = value / n if kind == "mean" else \
-                    np.sqrt(value) if kind == "norm" else value
-                reduced.append(value)
-            kernel(*args, (ctypes.c_double * (2 * r))(*(reduced * 2)))
+            reduced = [float("nan")] * r
+            for stage in range(max(levels) + 1):
+                reduce_kernel(*args, partials,
+                              (ctypes.c_double * (2 * r))(*(reduced * 2))
+                              if stage else None,
+                              ctypes.c_int64(stage), None)
+                for j, red in enumerate(reductions):
+                    if levels[j] != stage:
+                        continue
+                    a, b = partials[j], partials[r + j]
+                    kind = red["kind"]
+                    value = max(a, b) if kind == "max" else \
+                        min(a, b) if kind == "min" else a + b
+                    value = value / n if kind == "mean" else \
+                        np.sqrt(value) if kind == "norm" else value
+                    reduced[j] = value
+            kernel(*args, (ctypes.c_double * (2 * r))(*(reduced * 2)), None)
         else:
             kernel(*args)
         p = reference(p, g, ref_states, w, dict(hypers, t=step))

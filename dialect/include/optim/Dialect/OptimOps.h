@@ -11,6 +11,7 @@
 #include "mlir/Interfaces/ControlFlowInterfaces.h"
 #include "mlir/Interfaces/SideEffectInterfaces.h"
 #include "optim/Dialect/OptimDialect.h"
+#include "llvm/ADT/DenseMap.h"
 
 #include "optim/Dialect/OptimEnums.h.inc"
 
@@ -74,5 +75,16 @@ public:
 
 #define GET_OP_CLASSES
 #include "optim/Dialect/OptimOps.h.inc"
+
+namespace mlir::optim {
+/// The level of every optim.tensor_reduce op nested in `body` (a rule, or a
+/// function derived from one), KernelABI.h version 9, "Nested reductions":
+/// 0 when the reduced value depends on no reduction's result, else 1 + the
+/// largest level of the reductions it depends on, through any chain of ops
+/// (a state started from a reduction is a select of it, so reading the
+/// state afterwards depends on it too). The one definition that the CPU and
+/// GPU lowerings, the descriptors, describeRule and the reverse mode share.
+llvm::DenseMap<Operation *, unsigned> getReductionLevels(Operation *body);
+} // namespace mlir::optim
 
 #endif // OPTIM_DIALECT_OPTIMOPS_H

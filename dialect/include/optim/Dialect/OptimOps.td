@@ -345,8 +345,11 @@ def Optim_TensorReduceOp : Optim_Op<"tensor_reduce", [
     `value` and accumulates it in f64 (per chunk, in a fixed order; the
     runtime adds the chunks in order, so the result does not depend on the
     number of threads), the second runs the rule with the result. `value`
-    must not depend on another reduction (that would need a third pass).
-    NaN propagates through max and min.
+    may depend on other reductions' results (a nested reduction): its level
+    is then 1 + the largest level of those, and each level is one more pass
+    over memory before the rule's (KernelABI.h, version 9); the reverse
+    mode does not support nested reductions. NaN propagates through max and
+    min.
 
     The op is not pure: every reduction of the rule as written is kept, in
     order, because the runtime's table of reduced values has one slot per
