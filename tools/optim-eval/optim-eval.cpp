@@ -21,6 +21,7 @@
 #include "optim/Optimizer.h"
 #include "optim/Tasks/Task.h"
 
+#include "InputFlags.h"
 #include "ToolSupport.h"
 #include "WriteError.h"
 
@@ -58,6 +59,13 @@ cl::opt<std::string>
     weightsFile("weights",
                 cl::desc("Weights of the learned rules (safetensors)"),
                 cl::value_desc("file"), cl::cat(category));
+cl::list<std::string> inputFlags(
+    "input",
+    cl::desc("Where a per-coordinate input of the rules comes from at every "
+             "step: normal, uniform or hutchinson (z * Hz), e.g. --input "
+             "h=hutchinson; for every rule with an input of that name "
+             "(repeatable)"),
+    cl::value_desc("name=source"), cl::cat(category));
 cl::opt<std::string> taskName("task",
                               cl::desc("quadratic | mnist | fashion-mnist"),
                               cl::Required, cl::cat(category));
@@ -245,8 +253,9 @@ tasks::TaskOptions taskOptions() {
 /// f(theta_t) is the minibatch loss step() reports at theta_t, so t = steps
 /// takes one more minibatch, whose gradient is not used.
 RunResult runOnce(const Candidate &c, double lr,
-                  const tasks::TaskOptions &options, uint64_t runSeed,
-                  bool keepCurve) {
+                  const tasks::TaskOptions &options,
+                  const std::vector<tools::InputFlag> &flags,
+                  uint64_t runSeed, bool keepCurve) {
   std::unique_ptr<tasks::Task> task =
       tasks::makeTask(taskName, runSeed, options);
   std::vector<Param> refs;
@@ -262,6 +271,9 @@ RunResult runOnce(const Candidate &c, double lr,
     opt.set("lr", lr);
   if (c.learned)
     opt.loadWeights(weightsFile);
+  // Drawn from the run's seed: every rule with an input `h` sees the same
+  // values on the same seed while their parameters agree.
+  tools::RunInputs inputs(c.rule.info().inputs, flags, runSeed);
 
   RunResult r;
   r.sumF = 0;
@@ -282,7 +294,10 @@ RunResult runOnce(const Candidate &c, double lr,
     gradRefs.clear();
     for (auto &g : grads)
       gradRefs.emplace_back(g.data(), int64_t(g.size()));
-    opt.step(gradRefs);
+    if (inputs.empty())
+      opt.step(gradRefs);
+    else // After task->step(): Hutchinson's estimate uses its minibatch.
+      opt.step(gradRefs, inputs.next(*task));
   }
   if (!r.diverged) {
     r.finalLoss = task->evaluate();
@@ -403,6 +418,7 @@ int evaluate() {
   if (!unused.empty())
     throw Error(unused);
   tasks::TaskOptions options = taskOptions();
+  std::vector<tools::InputFlag> flags = tools::parseInputFlags(inputFlags);
   // Reads and checks the task's data once, before anything is compiled.
   tasks::makeTask(taskName, seed, options);
 
@@ -413,8 +429,14 @@ int evaluate() {
     c.file = file;
     c.rule = compiler.compileFile(file);
     c.learned = !c.rule.info().weights.empty();
-    std::string unsupplied =
-        tools::inputsUnsupplied(c.rule.info().name, c.rule.info().inputs);
+    std::vector<std::string> missing;
+    for (const std::string &n : c.rule.info().inputs)
+      if (std::none_of(flags.begin(), flags.end(),
+                       [&](const tools::InputFlag &f) { return f.name == n; }))
+        missing.push_back(n);
+    std::string unsupplied = tools::inputsUnsupplied(
+        c.rule.info().name, missing,
+        "--input NAME=SOURCE (SOURCE: " + tools::inputSourceList() + ")");
     if (!unsupplied.empty())
       throw Error(unsupplied + " (" + file + ")");
     for (const Candidate &other : cands)
@@ -429,6 +451,14 @@ int evaluate() {
       c.lr = c.rule.info().hypers[c.rule.info().findHyper("lr")].defaultValue;
     cands.push_back(std::move(c));
   }
+  // A source that no rule reads is a typo or a forgotten --rule.
+  for (const tools::InputFlag &f : flags)
+    if (std::none_of(cands.begin(), cands.end(), [&](const Candidate &c) {
+          const std::vector<std::string> &in = c.rule.info().inputs;
+          return std::find(in.begin(), in.end(), f.name) != in.end();
+        }))
+      throw Error("--input " + f.text + ": no rule given takes an input '" +
+                  f.name + "'");
   bool anyLearned = std::any_of(cands.begin(), cands.end(),
                                 [](const Candidate &c) { return c.learned; });
   if (!weightsFile.empty() && !anyLearned)
@@ -482,7 +512,13 @@ int evaluate() {
                 (long long)(options.trainFirst + options.trainCount),
                 (long long)options.evalFirst,
                 (long long)(options.evalFirst + options.evalCount));
-  std::printf(", %lld steps\n", (long long)steps);
+  std::printf(", %lld steps", (long long)steps);
+  // Which rule reads what: two commands that differ only in it print
+  // different headers.
+  for (const tools::InputFlag &f : flags)
+    std::printf("%s%s", &f == &flags.front() ? ", inputs " : " ",
+                f.text.c_str());
+  std::printf("\n");
 
   // Tuning: every grid point of every rule on the tuning seeds.
   if (anyGrid) {
@@ -497,7 +533,7 @@ int evaluate() {
         [&](int64_t i) {
           auto [c, k] = points[size_t(i / tuneInits)];
           results[size_t(i)] =
-              runOnce(cands[c], cands[c].lrs[k], options,
+              runOnce(cands[c], cands[c].lrs[k], options, flags,
                       tuneSeed + uint64_t(i % tuneInits), false);
         },
         "tuning");
@@ -549,7 +585,7 @@ int evaluate() {
       [&](int64_t i) {
         const Candidate &c = cands[size_t(i / inits)];
         results[size_t(i)] =
-            runOnce(c, c.lr, options, seed + uint64_t(i % inits), true);
+            runOnce(c, c.lr, options, flags, seed + uint64_t(i % inits), true);
       },
       "evaluation");
 
@@ -604,10 +640,16 @@ int evaluate() {
     llvm::json::Array curveJSON;
     for (double x : curve)
       curveJSON.push_back(num(x));
+    llvm::json::Object inputsJSON;
+    for (const std::string &in : cand.rule.info().inputs)
+      for (const tools::InputFlag &f : flags)
+        if (f.name == in)
+          inputsJSON[in] = f.text.substr(f.text.find('=') + 1);
     rulesJSON.push_back(llvm::json::Object{
         {"name", cand.rule.info().name},
         {"file", cand.file},
         {"learned", cand.learned},
+        {"inputs", std::move(inputsJSON)},
         {"lr", num(cand.lr)},
         {"tuned", cand.hasGrid},
         {"grid", std::move(gridJSON)},

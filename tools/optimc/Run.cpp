@@ -12,6 +12,7 @@
 #include "optim/Optimizer.h"
 #include "optim/Tasks/Task.h"
 
+#include "InputFlags.h"
 #include "ToolSupport.h"
 
 #include <algorithm>
@@ -50,45 +51,23 @@ int optim::runTask(const RunOptions &o) {
     Rule rule = compiler.compileFile(o.ruleFile, Target::cpu(), o.ruleName);
     // The inputs' sources, checked before the task reads its data.
     const std::vector<std::string> &ruleInputs = rule.info().inputs;
-    std::vector<std::pair<std::string, tasks::InputSource>> sources;
-    for (const std::string &given : o.inputs) {
-      size_t eq = given.find('=');
-      if (eq == std::string::npos || eq == 0)
-        throw Error("--input expects NAME=SOURCE (e.g. h=hutchinson), got '" +
-                    given + "'");
-      std::string name = given.substr(0, eq);
-      tasks::InputSource source;
-      try {
-        source = tasks::parseInputSource(given.substr(eq + 1));
-      } catch (const Error &e) {
-        throw Error("--input " + given + ": " + e.what());
-      }
+    std::vector<tools::InputFlag> sources = tools::parseInputFlags(o.inputs);
+    for (const tools::InputFlag &given : sources) {
       if (ruleInputs.empty())
-        throw Error("--input " + given + ": rule '" + rule.info().name +
+        throw Error("--input " + given.text + ": rule '" + rule.info().name +
                     "' has no per-coordinate inputs");
-      if (std::find(ruleInputs.begin(), ruleInputs.end(), name) ==
-          ruleInputs.end()) {
-        std::string known;
-        for (const std::string &n : ruleInputs)
-          known += (known.empty() ? "'" : ", '") + n + "'";
-        throw Error("--input " + given + ": rule '" + rule.info().name +
-                    "' has no input '" + name + "' (its inputs: " + known +
-                    ")");
-      }
-      for (const auto &s : sources)
-        if (s.first == name)
-          throw Error("--input " + given + ": input '" + name +
-                      "' is given twice");
-      sources.emplace_back(name, source);
+      if (std::find(ruleInputs.begin(), ruleInputs.end(), given.name) ==
+          ruleInputs.end())
+        throw Error("--input " + given.text + ": rule '" + rule.info().name +
+                    "' has no input '" + given.name + "' (its inputs: " +
+                    tools::quotedList(ruleInputs) + ")");
     }
     std::vector<std::string> missing;
     for (const std::string &n : ruleInputs)
       if (std::none_of(sources.begin(), sources.end(),
-                       [&](const auto &s) { return s.first == n; }))
+                       [&](const tools::InputFlag &s) { return s.name == n; }))
         missing.push_back(n);
-    std::string sourceNames;
-    for (const std::string &n : tasks::inputSourceNames())
-      sourceNames += (sourceNames.empty() ? "" : ", ") + n;
+    std::string sourceNames = tools::inputSourceList();
     // Some given, some not: name what is missing, not the whole signature.
     if (!sources.empty() && !missing.empty()) {
       throw Error("no --input for " + tools::quotedList(missing) +
@@ -128,12 +107,7 @@ int optim::runTask(const RunOptions &o) {
     for (auto &p : params)
       refs.emplace_back(p.data(), int64_t(p.size()));
     // In the rule's order; each from its own stream of the seed.
-    std::vector<tasks::InputGenerator> generators;
-    std::vector<std::vector<std::vector<float>>> inputValues(ruleInputs.size());
-    for (size_t i = 0; i < ruleInputs.size(); ++i)
-      for (const auto &[name, source] : sources)
-        if (name == ruleInputs[i])
-          generators.emplace_back(source, o.seed, i);
+    tools::RunInputs runInputs(ruleInputs, sources, o.seed);
     OptimizerOptions optimizerOptions;
     optimizerOptions.threads = o.threads;
     // The rule's random numbers (`rand()`, `randn()`) are keyed by the run's
@@ -205,19 +179,10 @@ int optim::runTask(const RunOptions &o) {
       gradRefs.clear();
       for (auto &g : grads)
         gradRefs.emplace_back(g.data(), int64_t(g.size()));
-      if (ruleInputs.empty()) {
+      if (runInputs.empty())
         opt.step(gradRefs);
-        continue;
-      }
-      // After task->step(): Hutchinson's estimate uses its minibatch.
-      std::vector<Input> inputs(ruleInputs.size());
-      for (size_t i = 0; i < ruleInputs.size(); ++i) {
-        generators[i].next(*task, inputValues[i]);
-        inputs[i].name = ruleInputs[i];
-        for (auto &v : inputValues[i])
-          inputs[i].tensors.emplace_back(v.data(), int64_t(v.size()));
-      }
-      opt.step(gradRefs, inputs);
+      else // After task->step(): Hutchinson's estimate uses its minibatch.
+        opt.step(gradRefs, runInputs.next(*task));
     }
     double finalEval = task->evaluate();
     if (o.steps == 0) // No minibatch was drawn: no training loss to show.
