@@ -301,6 +301,8 @@ mlir::optim::getReductionLevels(Operation *body) {
       return;
     if (auto red = dyn_cast<TensorReduceOp>(op)) {
       unsigned level = depth.lookup(red.getValue());
+      if (auto recorded = op->getAttrOfType<IntegerAttr>(kReductionLevelAttr))
+        level = std::max<unsigned>(level, unsigned(recorded.getInt()));
       levels[op] = level;
       depth[red.getResult()] = level + 1;
       return;

@@ -55,12 +55,19 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
                                              : RandomKind::Uniform);
   // One slot per op, in body order (pre-order: an op nested in a region
   // comes where its region is), the order the lowering numbers them in;
-  // each with its level (KernelABI.h version 9), as the lowerings compute it.
+  // each with its level (KernelABI.h version 9). The level is recorded on
+  // the op: the pipelines fold constant hyperparameters before they lower,
+  // which can remove a dependence (`select(k > 0, tensor_mean(g), g)` with
+  // `const k = 0`), and the kernels must then still run each reduction in
+  // the stage this RuleInfo gives it.
   llvm::DenseMap<mlir::Operation *, unsigned> levels =
       mlir::optim::getReductionLevels(rule);
+  mlir::Builder b(rule.getContext());
   rule.walk<mlir::WalkOrder::PreOrder>([&](mlir::optim::TensorReduceOp op) {
-    info.reductions.push_back(
-        {reductionKind(op.getKind()), op.getGlobal(), levels.lookup(op)});
+    unsigned level = levels.lookup(op);
+    op->setAttr(mlir::optim::kReductionLevelAttr, b.getI64IntegerAttr(level));
+    info.reductions.push_back({reductionKind(op.getKind()), op.getGlobal(),
+                               level});
   });
   return info;
 }

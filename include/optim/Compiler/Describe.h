@@ -10,6 +10,10 @@
 namespace optim {
 
 /// The signature of an optim.rule as the runtime and manifests describe it.
+/// Call it on the IR that is then lowered: it records each tensor
+/// reduction's level on the op (mlir::optim::kReductionLevelAttr), which the
+/// lowerings keep when folding would lower it, so that the kernels' stages
+/// are the ones RuleInfo lists.
 RuleInfo describeRule(mlir::optim::RuleOp rule);
 
 /// The signature of an optim.layer (and its qp's dimensions) as optim::Layer

@@ -84,7 +84,15 @@ namespace mlir::optim {
 /// (a state started from a reduction is a select of it, so reading the
 /// state afterwards depends on it too). The one definition that the CPU and
 /// GPU lowerings, the descriptors, describeRule and the reverse mode share.
+/// A reduction that carries kReductionLevelAttr (describeRule records it
+/// before the pipelines fold constant hyperparameters and canonicalize)
+/// keeps at least that level: folding a select away can lower the level the
+/// dependences give, and RuleInfo, the manifest and the runtime's stages
+/// must agree with the kernels.
 llvm::DenseMap<Operation *, unsigned> getReductionLevels(Operation *body);
+
+/// The discardable attribute (an i64) that records a reduction's level.
+inline constexpr llvm::StringLiteral kReductionLevelAttr = "optim.level";
 } // namespace mlir::optim
 
 #endif // OPTIM_DIALECT_OPTIMOPS_H
