@@ -66,8 +66,9 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
       dp and dstates plus what flows back from there, and this path's
       hyperparameter and weight cotangents.
 
-    A reduction of a value computed from another reduction is refused (the
-    forward step would need a third pass, its reverse mode a third kernel).
+    A nested reduction (of a value computed from another reduction's
+    result, level 1 or more: KernelABI.h version 9) is refused: its reverse
+    mode would need the lower levels' cotangents, a reverse pass per level.
 
     Derivatives at points where the function is not differentiable follow
     one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent
