@@ -11,6 +11,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "../lib/Reductions.h"
+#include "CApiStepCheck.h"
 #include "optim/CApiSupport.h"
 #include "optim/Optimizer.h"
 #include "optim/optim.h"
@@ -620,54 +621,9 @@ TEST(TensorReductions, ThroughTheCApi) {
   EXPECT_EQ(optim_rule_reduction(h, 0, nullptr),
             OPTIM_ERROR_INVALID_ARGUMENT);
 
-  Model<double> model = makeModel<double>(2, 11);
-  std::vector<std::vector<double>> params = model.params;
-  std::vector<double *> ptrs;
-  std::vector<int64_t> sizes;
-  for (auto &p : params) {
-    ptrs.push_back(p.data());
-    sizes.push_back(int64_t(p.size()));
-  }
-  optim_options options;
-  optim_options_init(&options);
-  options.threads = 2;
-  options.chunk_size = 5;
-  optim_optimizer *opt = nullptr;
-  ASSERT_EQ(optim_optimizer_create_f64(h, ptrs.data(), sizes.data(),
-                                       ptrs.size(), &options, &opt),
-            OPTIM_OK)
-      << optim_last_error();
-  EXPECT_EQ(optim_rule_release(h), OPTIM_OK);
-  for (const auto &step : model.grads) {
-    std::vector<const double *> g;
-    for (const auto &x : step)
-      g.push_back(x.data());
-    int stepped = 0;
-    ASSERT_EQ(optim_optimizer_step_f64(opt, g.data(), sizes.data(), g.size(),
-                                       &stepped),
-              OPTIM_OK)
-        << optim_last_error();
-    EXPECT_EQ(stepped, 1);
-  }
-  EXPECT_EQ(optim_optimizer_release(opt), OPTIM_OK);
-
   // The same as optim::Optimizer with one group and one thread.
-  std::vector<std::vector<double>> want = model.params;
-  std::vector<Param> refs;
-  for (auto &p : want)
-    refs.emplace_back(p.data(), int64_t(p.size()));
-  OptimizerOptions o;
-  o.threads = 1;
-  o.chunkSize = 5;
-  Optimizer cpp(rule, refs, o);
-  for (const auto &step : model.grads) {
-    std::vector<Grad> g;
-    for (const auto &x : step)
-      g.emplace_back(x.data(), int64_t(x.size()));
-    cpp.step(g);
-  }
-  for (size_t k = 0; k < want.size(); ++k)
-    EXPECT_TRUE(bitIdentical(params[k], want[k])) << "param " << k;
+  Model<double> model = makeModel<double>(2, 11);
+  test::expectCApiStepsMatch(h, rule, model.params, model.grads, 2, 5);
 }
 
 } // namespace
