@@ -770,24 +770,9 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
     // Per-chunk values: reduction r of chunk c is reduced[c * R + r], in
     // double; what is computed from them, once per chunk.
     if (!reductions.empty()) {
-      Value reduced = entry->getArgument(8);
-      Value first =
-          arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size()));
-      unsigned r = 0;
-      for (Operation *op : perChunkOps) {
-        auto red = dyn_cast<TensorReduceOp>(op);
-        if (!red) {
-          b.clone(*op, uniform);
-          continue;
-        }
-        Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r++));
-        Value value = LLVM::LoadOp::create(b, loc, b.getF64Type(),
-                                           gep(b, b.getF64Type(), reduced, slot),
-                                           8);
-        if (!elt.isF64())
-          value = arith::TruncFOp::create(b, loc, elt, value);
-        uniform.map(red.getResult(), value);
-      }
+      emitPerChunk(
+          b, entry->getArgument(8),
+          arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size())));
       if (relaxed)
         for (Operation *op : varyingOps)
           if (auto div = dyn_cast<arith::DivFOp>(op))

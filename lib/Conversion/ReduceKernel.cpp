@@ -260,6 +260,29 @@ void RuleLowering::emitReduceKernel(OpBuilder &b) {
   func::ReturnOp::create(b, loc);
 }
 
+void RuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value first,
+                                const llvm::DenseSet<Operation *> *slice) {
+  Location loc = rule.getLoc();
+  Type f64 = b.getF64Type();
+  unsigned r = 0; // Slot r is the r-th reduction in body order.
+  for (Operation *op : perChunkOps) {
+    auto red = dyn_cast<TensorReduceOp>(op);
+    unsigned slotIndex = red ? r++ : 0;
+    if (slice && !slice->contains(op))
+      continue;
+    if (!red) {
+      b.clone(*op, uniform);
+      continue;
+    }
+    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, slotIndex));
+    Value value =
+        LLVM::LoadOp::create(b, loc, f64, gep(b, f64, reduced, slot), 8);
+    if (!elt.isF64())
+      value = arith::TruncFOp::create(b, loc, elt, value);
+    uniform.map(red.getResult(), value);
+  }
+}
+
 void RuleLowering::emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
                                    Value lengths, Value strides, Value begin,
                                    Value end, Value partials, Value reduced) {
@@ -270,9 +293,6 @@ void RuleLowering::emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
   for (auto [r, level] : llvm::enumerate(levels))
     if (level == stage)
       which.push_back(r);
-  llvm::DenseMap<Operation *, unsigned> slotOf;
-  for (auto [r, red] : llvm::enumerate(reductions))
-    slotOf[red] = r;
 
   auto chunks = scf::ForOp::create(b, loc, index(b, begin), index(b, end),
                                    arith::ConstantIndexOp::create(b, loc, 1));
@@ -285,23 +305,8 @@ void RuleLowering::emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
   Value first =
       arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size()));
   // The values of lower levels that this stage reads, and what is computed
-  // from them once per chunk: as the rule kernel computes them (the same
-  // loads, truncations and ops, in body order).
-  for (Operation *op : perChunkOps) {
-    if (!slice.contains(op))
-      continue;
-    auto red = dyn_cast<TensorReduceOp>(op);
-    if (!red) {
-      b.clone(*op, uniform);
-      continue;
-    }
-    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, slotOf[op]));
-    Value value =
-        LLVM::LoadOp::create(b, loc, f64, gep(b, f64, reduced, slot), 8);
-    if (!elt.isF64())
-      value = arith::TruncFOp::create(b, loc, elt, value);
-    uniform.map(red.getResult(), value);
-  }
+  // from them once per chunk, as the rule kernel computes them.
+  emitPerChunk(b, reduced, first, &slice);
   Value nIdx = index(b, chunk.length);
   auto constant = [&](ReductionKind kind, unsigned lanes) -> Value {
     FloatAttr value = b.getFloatAttr(f64, reductionIdentity(kind));

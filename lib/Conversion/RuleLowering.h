@@ -137,6 +137,12 @@ private:
   //===--- ReduceKernel.cpp ----------------------------------------------===//
   /// Emits optim_reduce_<name> (KernelABI.h, versions 6 and 9).
   void emitReduceKernel(OpBuilder &b);
+  /// A chunk's reduced values (reduced[first + r], first = c * R, in
+  /// double, rounded to the element type) and what is computed from them
+  /// alone, in body order, mapped in `uniform`: the rule kernel's, or
+  /// (`slice`) only those of a reduce stage's slice, computed alike.
+  void emitPerChunk(OpBuilder &b, Value reduced, Value first,
+                    const llvm::DenseSet<Operation *> *slice = nullptr);
   /// The chunk loop of stage `stage` of the reduce kernel over [begin, end).
   void emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs, Value lengths,
                        Value strides, Value begin, Value end, Value partials,
