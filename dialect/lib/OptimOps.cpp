@@ -320,3 +320,74 @@ mlir::optim::getReductionLevels(Operation *body) {
   });
   return levels;
 }
+
+LogicalResult TensorReduceOp::verify() {
+  if (getAxis() && getGlobal())
+    return emitOpError("reduces along ")
+           << stringifyReductionAxis(*getAxis())
+           << "s and over every parameter at once; a row or column "
+              "reduction is never global";
+  return success();
+}
+
+bool RuleOp::hasAxes() {
+  for (unsigned i = 0, e = getNumStates(); i < e; ++i)
+    if (getStateAxis(i) != "none")
+      return true;
+  bool found = false;
+  getBody().walk([&](TensorReduceOp red) {
+    if (red.getAxis())
+      found = true;
+  });
+  return found;
+}
+
+llvm::DenseMap<Value, ValueAxis> mlir::optim::getValueAxes(RuleOp rule) {
+  llvm::DenseMap<Value, ValueAxis> axes;
+  if (rule.getBody().empty())
+    return axes;
+  auto axisOf = [&](Value v) {
+    auto it = axes.find(v);
+    return it == axes.end() ? ValueAxis::Uniform : it->second;
+  };
+  for (Value v : rule.getChunkStreams())
+    axes[v] = ValueAxis::Coordinate;
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
+    StringRef axis = rule.getStateAxis(i);
+    if (axis == "row")
+      axes[rule.getState(i)] = ValueAxis::Row;
+    else if (axis == "col")
+      axes[rule.getState(i)] = ValueAxis::Col;
+  }
+  auto joinOperands = [&](Operation *op) {
+    ValueAxis a = ValueAxis::Uniform;
+    for (Value v : op->getOperands())
+      a = joinAxes(a, axisOf(v));
+    return a;
+  };
+  // Post-order, as getReductionLevels: an op with regions is after what it
+  // holds, and takes the join of all of it.
+  rule.getBody().walk<WalkOrder::PostOrder>([&](Operation *op) {
+    ValueAxis a;
+    if (auto red = dyn_cast<TensorReduceOp>(op)) {
+      if (!red.getAxis())
+        a = ValueAxis::Uniform;
+      else
+        a = *red.getAxis() == ReductionAxis::Row ? ValueAxis::Row
+                                                 : ValueAxis::Col;
+    } else if (isa<RandomOp>(op)) {
+      a = ValueAxis::Coordinate;
+    } else {
+      a = joinOperands(op);
+      if (op->getNumRegions())
+        op->walk([&](Operation *inner) {
+          a = joinAxes(a, joinOperands(inner));
+          for (Value r : inner->getResults())
+            a = joinAxes(a, axisOf(r));
+        });
+    }
+    for (Value r : op->getResults())
+      axes[r] = a;
+  });
+  return axes;
+}

@@ -30,6 +30,8 @@ struct SignatureEntry {
   double init = 0.0;
   bool hasInit = false;
   bool isConst = false;
+  /// "row" or "col" after a state's initial value; empty otherwise.
+  std::string axis;
 };
 
 enum class InitKind { None, Required };
@@ -39,7 +41,8 @@ enum class InitKind { None, Required };
 /// its SSA name without the `%`.
 static ParseResult parseSignatureList(OpAsmParser &parser,
                                       SmallVectorImpl<SignatureEntry> &entries,
-                                      InitKind initKind, bool allowConst) {
+                                      InitKind initKind, bool allowConst,
+                                      bool allowAxis = false) {
   return parser.parseCommaSeparatedList(
       OpAsmParser::Delimiter::Paren, [&]() -> ParseResult {
         SignatureEntry entry;
@@ -52,6 +55,12 @@ static ParseResult parseSignatureList(OpAsmParser &parser,
           entry.hasInit = true;
           if (allowConst && succeeded(parser.parseOptionalKeyword("const")))
             entry.isConst = true;
+          if (allowAxis) {
+            if (succeeded(parser.parseOptionalKeyword("row")))
+              entry.axis = "row";
+            else if (succeeded(parser.parseOptionalKeyword("col")))
+              entry.axis = "col";
+          }
         }
         entries.push_back(std::move(entry));
         return success();
@@ -128,7 +137,8 @@ ParseResult RuleOp::parse(OpAsmParser &parser, OperationState &result) {
       parseSignatureList(parser, hypers, InitKind::Required, true))
     return failure();
   if (succeeded(parser.parseOptionalKeyword("state")) &&
-      parseSignatureList(parser, states, InitKind::Required, false))
+      parseSignatureList(parser, states, InitKind::Required, false,
+                         /*allowAxis=*/true))
     return failure();
   if (succeeded(parser.parseOptionalKeyword("weights")) &&
       parseSignatureList(parser, weights, InitKind::None, false))
@@ -162,6 +172,15 @@ ParseResult RuleOp::parse(OpAsmParser &parser, OperationState &result) {
       hypers, [](const SignatureEntry &e) { return e.isConst; }));
   props.state_names = namesOf(b, states);
   props.state_inits = b.getDenseF64ArrayAttr(initsOf(states));
+  // Left unset when every state is per coordinate: such rules keep their
+  // generic form.
+  if (llvm::any_of(states,
+                   [](const SignatureEntry &e) { return !e.axis.empty(); })) {
+    SmallVector<Attribute> axes;
+    for (const SignatureEntry &e : states)
+      axes.push_back(b.getStringAttr(e.axis.empty() ? "none" : e.axis));
+    props.state_axes = b.getArrayAttr(axes);
+  }
   props.weight_names = namesOf(b, weights);
   // Left unset without inputs (the default, empty), so that the generic form
   // of a rule without inputs is what it always was.
@@ -225,6 +244,8 @@ void RuleOp::print(OpAsmPrinter &p) {
         p << ", ";
       p.printRegionArgument(getState(i));
       printInit(p, getStateInits()[i]);
+      if (getStateAxis(i) != "none")
+        p << ' ' << getStateAxis(i);
     }
     p << ')';
   }
@@ -323,6 +344,17 @@ LogicalResult RuleOp::verify() {
     if (!std::isfinite(value))
       return emitOpError("state '") << cast<StringAttr>(name).getValue()
                                     << "' has a non-finite initial value";
+  if (ArrayAttr axes = getStateAxesAttr()) {
+    if (axes.size() != getNumStates())
+      return emitOpError("has ") << getNumStates() << " states but "
+                                 << axes.size() << " state axes";
+    for (auto [name, axis] :
+         llvm::zip(getStateNames(), axes.getAsValueRange<StringAttr>()))
+      if (axis != "none" && axis != "row" && axis != "col")
+        return emitOpError("state '")
+               << cast<StringAttr>(name).getValue() << "' has axis '" << axis
+               << "'; expected 'none', 'row' or 'col'";
+  }
   if (ArrayAttr kinds = getRandomAttr())
     for (auto [k, kind] : llvm::enumerate(kinds.getAsValueRange<StringAttr>()))
       if (!symbolizeRandomKind(kind))
@@ -401,6 +433,12 @@ LogicalResult RuleOp::verifyRegions() {
       return emitOpError("state '")
              << cast<StringAttr>(getStateNames()[i]).getValue() << "' must be "
              << elt << " or a 1-D vector of " << elt << ", got " << type;
+    // A row or column state is one number per row (column) in the
+    // runtime's buffers (KernelABI.h version 10): no vector layout.
+    if (getStateAxis(i) != "none" && type != elt)
+      return emitOpError(getStateAxis(i))
+             << " state '" << cast<StringAttr>(getStateNames()[i]).getValue()
+             << "' must be a scalar of " << elt << ", got " << type;
   }
   for (unsigned i = 0, e = getNumWeights(); i < e; ++i) {
     auto tensor = dyn_cast<RankedTensorType>(getWeight(i).getType());
@@ -460,6 +498,27 @@ LogicalResult YieldOp::verify() {
              << cast<StringAttr>(rule.getStateNames()[i]).getValue()
              << "' must have type " << rule.getState(i).getType() << ", got "
              << getValues()[i + 1].getType();
+  if (!rule.getStateAxesAttr())
+    return success();
+  // A row (column) state is stored once per row (column): every coordinate
+  // of the row must compute the same new value (KernelABI.h version 10).
+  llvm::DenseMap<Value, ValueAxis> axes = getValueAxes(rule);
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
+    StringRef axis = rule.getStateAxis(i);
+    if (axis == "none")
+      continue;
+    ValueAxis allowed = axis == "row" ? ValueAxis::Row : ValueAxis::Col;
+    Value v = getValues()[i + 1];
+    ValueAxis got = axes.lookup(v);
+    if (joinAxes(got, allowed) != allowed)
+      return emitOpError("new value of ")
+             << axis << " state '"
+             << cast<StringAttr>(rule.getStateNames()[i]).getValue()
+             << "' varies along the " << axis
+             << " (it is computed from per-coordinate values); reduce them "
+                "with a "
+             << axis << " reduction";
+  }
   return success();
 }
 

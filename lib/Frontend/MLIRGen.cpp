@@ -183,7 +183,8 @@ void ProgramGen::generate() {
         names(checked.weights),
         // Unset without inputs: the IR of such rules is what it always was.
         checked.inputs.empty() ? mlir::ArrayAttr() : names(checked.inputs),
-        /*random=*/mlir::ArrayAttr()); // Set after the body: its sites.
+        /*random=*/mlir::ArrayAttr(), // Set after the body: its sites.
+        /*state_axes=*/mlir::ArrayAttr());
     op = rule;
     body = &rule.getBody();
   }
@@ -556,8 +557,9 @@ Value ProgramGen::genReduction(const CallExpr &call, Value arg,
   // One op per call, in the order gen() visits the body (source order): the
   // runtime numbers the reduced values by the ops' positions. Norm stays one
   // op, not sqrt(sum(x * x)): the runtime squares and sums in f64.
-  return mlir::optim::TensorReduceOp::create(b, l, arg.getType(), arg, kind,
-                                             isGlobalReduction(call.builtin));
+  return mlir::optim::TensorReduceOp::create(
+      b, l, arg.getType(), arg, kind, isGlobalReduction(call.builtin),
+      /*axis=*/mlir::optim::ReductionAxisAttr());
 }
 
 llvm::SmallVector<Value> ProgramGen::genQP(const CallExpr &call) {

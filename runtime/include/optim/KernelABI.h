@@ -56,8 +56,11 @@ extern "C" {
  * Version 9: nested tensor reductions (a reduction of a value computed from
  * another reduction's result): optim_reduce_ takes `const double *reduced`
  * and `int64_t stage` before `rng`, CPU and GPU (section "Rules with tensor
- * reductions" below). */
-#define OPTIM_KERNEL_ABI_VERSION 9
+ * reductions" below).
+ * Version 10: row and column states and reductions (section "Axes" below):
+ * rules that have any use another chunk table; every other rule's kernels
+ * are unchanged. */
+#define OPTIM_KERNEL_ABI_VERSION 10
 
 /* ---- Random numbers (version 8) --------------------------------------------
  * A rule may draw random numbers per coordinate (`rand()`: uniform on
@@ -190,6 +193,75 @@ typedef void (*optim_reduced_rule_kernel)(
     void *const *ptrs, const int64_t *lengths, const int64_t *strides,
     int64_t begin, int64_t end, const double *hypers, int64_t step,
     const void *const *weights, const double *reduced, const uint64_t *rng);
+
+/* ---- Axes: row and column states and reductions (version 10) --------------
+ * A rule may keep a state per row or per column of a parameter instead of
+ * per coordinate (`row state r`, `col state c`; StateSpec::axis in
+ * optim/Rule.h) and reduce a value along each row or column (row_sum(x),
+ * col_mean(x), ...: ReductionSpec::axis, "@row" / "@col" in the descriptor
+ * and manifests; never global): factored second moments (Adafactor, CAME),
+ * SM3's cover sets, per-row statistics (Nero, Adam-mini). Such a rule
+ * (RuleInfo::hasAxes()) keeps the symbols and signatures above
+ * (optim_rule_, and optim_reduce_ with the reduced optim_rule_ when it has
+ * reductions) but takes this chunk table. CPU only (the GPU lowering and
+ * the reverse mode refuse such rules).
+ *
+ * - Shape. The runtime sees each parameter as B matrices of R rows and C
+ *   columns, row-major: C = the last dimension of the shape the host gave,
+ *   R = the one before it (1 for a 1-D shape), B = the product of the others
+ *   (1); a parameter given without a shape is [1, 1, n] (one row). The
+ *   coordinate at flat index k of the tensor is in row k / C (of B * R,
+ *   matrices stacked) and column (k / (R * C)) * C + k % C (of B * C). A
+ *   row state of the tensor holds B * R values, a column state B * C; a
+ *   row reduction has B * R results, a column reduction B * C.
+ * - Chunks are rectangles inside one matrix b: rows [r0, r0 + nr) x columns
+ *   [c0, c0 + nc), with either whole rows (c0 = 0, nc = C) or a part of
+ *   one row (nr = 1): contiguous in memory, nr * nc coordinates, row r of
+ *   the chunk at chunk offset r * nc. `lengths` holds FOUR values per
+ *   chunk: lengths[4c .. 4c + 3] = nr, nc, r0, c0. `strides[c]` is still
+ *   the tensor's coordinate count (vector states), and rng[1 + c] the
+ *   global index of the chunk's first coordinate (chunk offset r * nc + j
+ *   adds to it).
+ * - Pointers: 2 + I + S + A + 2X per chunk (A = row and column states,
+ *   X = row and column reductions): p, g, the inputs and the states as
+ *   above, where a row (column) state's pointer is its CURRENT buffer
+ *   offset to the chunk's first row b * R + r0 (first column b * C + c0),
+ *   so that the chunk's row r reads [r] and column j reads [j]; then for
+ *   each row or column state, in declaration order, its NEXT buffer, offset
+ *   alike; then for each row or column reduction, in body order, a
+ *   `double *` to the chunk's partials of it; then for each, in body
+ *   order, a `const double *` to its combined results, offset as a state.
+ * - optim_rule_ computes every coordinate as usual with a row state's
+ *   value at the coordinate's row (current buffer) and writes the new
+ *   value of each row state to next[r] for the chunk's rows when c0 == 0
+ *   (the chunk holding the row's first column), of each column state to
+ *   next[j] for the chunk's columns when r0 == 0 (chunks holding the
+ *   matrix's first row): every row and column of a non-empty matrix is
+ *   written exactly once a step, and nothing reads a next buffer. The new
+ *   value of a row state is the same at every coordinate of the row (the
+ *   verifier checks that it is computed from uniform values, row states and
+ *   row reductions only). After the step the runtime copies each next
+ *   buffer of a non-empty tensor into the current one (so a checkpoint,
+ *   Optimizer::state and the next step see it).
+ * - Row and column reductions have levels (version 9) and stages as tensor
+ *   reductions. Stage s OVERWRITES, for each row or column reduction of
+ *   level s, nr partials (row: partial[r] = the chunk's columns of row r,
+ *   in column order, vector lanes accumulated apart and combined in lane
+ *   order, then the scalar tail) or nc partials (column: partial[j] = the
+ *   chunk's rows of column j in row order), in double: sum, sum of squares
+ *   (norm), max or min as for tensor reductions. It reads lower levels'
+ *   results from the reduced pointers ([r] or [j]), rounded to the element
+ *   type. The tensor reductions keep partials[c * R + r] and
+ *   reduced[c * R + r], R counting every reduction of the rule (the slots
+ *   of row and column ones are never read or written by the kernels).
+ * - The runtime combines each row's partials over the chunks holding it
+ *   (one chunk with whole rows; the parts of a split row in order), each
+ *   column's over the chunks of its matrix in order; then mean = sum / C
+ *   for a row, sum / R for a column; norm = sqrt(sum); the results are in
+ *   double. Chunking depends on the shapes and OptimizerOptions::chunkSize
+ *   only (rows of C <= chunkSize coordinates go floor(chunkSize / C) to a
+ *   chunk; longer rows are cut into parts of chunkSize), never on the
+ *   threads, so results do not depend on the number of threads. */
 
 /* ---- GPU rule kernels (version 5) ------------------------------------------
  * `optimc --target=cuda --emit=ptx|cubin` compiles an update rule to a CUDA

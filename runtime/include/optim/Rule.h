@@ -40,12 +40,27 @@ struct HyperParam {
   bool isConst = false;
 };
 
+/// What a state or a reduction is shared along (KernelABI.h, version 10,
+/// "Axes"). A parameter is seen as a stack of matrices [batch, rows, cols]
+/// (its shape's last two dimensions; a 1-D tensor is one row): a Row value
+/// is one per row (the same at every coordinate of the row), a Col value
+/// one per column of each matrix. None: per coordinate (states) or over the
+/// whole tensor (reductions).
+enum class Axis { None, Row, Col };
+inline const char *axisName(Axis a) {
+  return a == Axis::Row ? "row" : a == Axis::Col ? "col" : "none";
+}
+
 struct StateSpec {
   std::string name;
   /// Per-coordinate size: 1 for a scalar state, N for `state h[N]`.
+  /// Always 1 for a row or column state.
   int64_t size = 1;
   /// The value every coordinate starts from.
   double init = 0.0;
+  /// `row state r`: one value per row of the parameter (Axis::Row), or per
+  /// column (`col state`), instead of one per coordinate.
+  Axis axis = Axis::None;
 };
 
 struct WeightSpec {
@@ -80,10 +95,13 @@ struct ReductionSpec {
   /// depends on (KernelABI.h, version 9, "Nested reductions"): the stage of
   /// optim_reduce_ that computes it.
   unsigned level = 0;
+  /// row_*(x) / col_*(x): one result per row (per column) of the tensor,
+  /// reducing x along it (KernelABI.h, version 10). Never with `global`.
+  Axis axis = Axis::None;
 };
 
 /// The reductions as optim_reductions_<name> spells them (KernelABI.h):
-/// "norm,sum@global,mean:1"; empty for none.
+/// "norm,sum@global,mean:1,mean@row,max@col:2"; empty for none.
 inline std::string
 reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
   std::string text;
@@ -93,6 +111,8 @@ reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
     text += reductionKindName(r.kind);
     if (r.global)
       text += "@global";
+    else if (r.axis != Axis::None)
+      text += std::string("@") + axisName(r.axis);
     if (r.level > 0)
       text += ":" + std::to_string(r.level);
   }
@@ -139,6 +159,18 @@ struct RuleInfo {
 
   /// The index of a hyperparameter, or -1.
   int findHyper(const std::string &hyperName) const;
+  /// Whether a state or a reduction is per row or per column (KernelABI.h,
+  /// version 10): the step then needs each parameter's shape and uses the
+  /// chunk table of "Axes".
+  bool hasAxes() const {
+    for (const StateSpec &s : states)
+      if (s.axis != Axis::None)
+        return true;
+    for (const ReductionSpec &r : reductions)
+      if (r.axis != Axis::None)
+        return true;
+    return false;
+  }
 };
 
 class Rule {

@@ -93,6 +93,25 @@ llvm::DenseMap<Operation *, unsigned> getReductionLevels(Operation *body);
 
 /// The discardable attribute (an i64) that records a reduction's level.
 inline constexpr llvm::StringLiteral kReductionLevelAttr = "optim.level";
+
+/// What a value of a rule body is shared along (KernelABI.h version 10,
+/// "Axes"): the same at every coordinate (t, hyperparameters, weights,
+/// tensor and global reductions), along each row (row states, row
+/// reductions), along each column, or per coordinate.
+enum class ValueAxis { Uniform, Row, Col, Coordinate };
+/// The least axis that holds both: Row and Col give Coordinate.
+inline ValueAxis joinAxes(ValueAxis a, ValueAxis b) {
+  if (a == b || b == ValueAxis::Uniform)
+    return a;
+  if (a == ValueAxis::Uniform)
+    return b;
+  return ValueAxis::Coordinate;
+}
+/// The axis of every value defined in `rule`'s body (block arguments and op
+/// results); a value computed from others takes the join of what it reads
+/// (ops with regions: of everything inside). The one definition the
+/// verifier, the front end's checks and the CPU lowering share.
+llvm::DenseMap<Value, ValueAxis> getValueAxes(RuleOp rule);
 } // namespace mlir::optim
 
 #endif // OPTIM_DIALECT_OPTIMOPS_H

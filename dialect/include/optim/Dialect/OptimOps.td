@@ -58,6 +58,14 @@ def Optim_RuleOp : Optim_Op<"rule", [
     The body ends with `optim.yield` of the new `p` and the new value of each
     state, in declaration order.
 
+    A state marked `row` (`%r: f32 = 0.0 row`) holds one value per row of
+    the parameter's matrices instead of one per coordinate, `col` one per
+    column (`row state r` and `col state c` in the language; KernelABI.h
+    version 10): its block argument is the value of the coordinate's row
+    (column), and the value the body yields for it must be the same along
+    the row (column): computed from uniform values, `row` reductions and row
+    states only (the verifier checks it, getValueAxes).
+
     A rule that draws random numbers lists the kind of each of its draw sites
     (`optim.random`), in site order, after its signature: `random(normal,
     uniform)`. The list is the rule's contract with the runtime (its
@@ -94,7 +102,12 @@ def Optim_RuleOp : Optim_Op<"rule", [
     // `site` k is entry k), recorded by the front end so that a site whose
     // draw is dead still counts (RuleInfo::random, KernelABI.h version 8).
     // Absent for rules that draw nothing.
-    OptionalAttr<StrArrayAttr>:$random
+    OptionalAttr<StrArrayAttr>:$random,
+    // One entry per state: "none" (per coordinate), "row" or "col" (one
+    // value per row or per column of the parameter's matrices; KernelABI.h
+    // version 10). Absent when every state is per coordinate, so that such
+    // rules keep their generic form.
+    OptionalAttr<StrArrayAttr>:$state_axes
   );
   let regions = (region SizedRegion<1>:$body);
   let hasCustomAssemblyFormat = 1;
@@ -157,6 +170,17 @@ def Optim_RuleOp : Optim_Op<"rule", [
           return true;
       return false;
     }
+    /// What state i is shared along: "none", "row" or "col".
+    ::llvm::StringRef getStateAxis(unsigned i) {
+      ::mlir::ArrayAttr axes = getStateAxesAttr();
+      if (!axes || i >= axes.size())
+        return "none";
+      return ::llvm::cast<::mlir::StringAttr>(axes[i]).getValue();
+    }
+    /// Whether any state is a row or column state, or any reduction is along
+    /// rows or columns: the step needs the chunk table of KernelABI.h
+    /// version 10 ("Axes").
+    bool hasAxes();
     /// The number of draw sites (`random`), dead ones included.
     unsigned getNumRandomSites() {
       ::mlir::ArrayAttr kinds = getRandomAttr();
@@ -327,6 +351,14 @@ def Optim_ReductionKind : I32EnumAttr<"ReductionKind",
   let cppNamespace = "::mlir::optim";
 }
 
+def Optim_ReductionAxis : I32EnumAttr<"ReductionAxis",
+    "what a row or column reduction reduces along", [
+      I32EnumAttrCase<"Row", 0, "row">,
+      I32EnumAttrCase<"Col", 1, "col">
+    ]> {
+  let cppNamespace = "::mlir::optim";
+}
+
 // Deliberately not Pure: the runtime's table of reduced values has one slot
 // per tensor_reduce op of the rule as written, in body order, so no pass may
 // erase, merge or reorder them (describeRule counts them before the
@@ -351,6 +383,11 @@ def Optim_TensorReduceOp : Optim_Op<"tensor_reduce", [
     mode does not support nested reductions. NaN propagates through max and
     min.
 
+    With `row` (`col`), the value is reduced along each row (column) of the
+    parameter's matrices instead (KernelABI.h version 10, "Axes"): the
+    result is one value per row (column), the same at every coordinate of
+    it; `mean` divides by the row's (column's) length. Never with `global`.
+
     The op is not pure: every reduction of the rule as written is kept, in
     order, because the runtime's table of reduced values has one slot per
     op (its position among the rule's tensor_reduce ops).
@@ -358,12 +395,15 @@ def Optim_TensorReduceOp : Optim_Op<"tensor_reduce", [
     ```mlir
     %n = optim.tensor_reduce norm %p : f32
     %a = optim.tensor_reduce sum %x global : f64
+    %r = optim.tensor_reduce mean %y row : f32
     ```
   }];
   let arguments = (ins AnyFloat:$value, Optim_ReductionKind:$kind,
-                       UnitAttr:$global);
+                       UnitAttr:$global,
+                       OptionalAttr<Optim_ReductionAxis>:$axis);
   let results = (outs AnyFloat:$result);
-  let assemblyFormat = "$kind $value (`global` $global^)? attr-dict `:` type($value)";
+  let assemblyFormat = "$kind $value (`global` $global^)? ($axis^)? attr-dict `:` type($value)";
+  let hasVerifier = 1;
 }
 
 //===----------------------------------------------------------------------===//
