@@ -83,6 +83,16 @@ class _Input(_c.Structure):
                 ("sizes", _c.POINTER(_c.c_int64))]
 
 
+class _Group(_c.Structure):
+    _fields_ = [("params", _c.POINTER(_c.c_void_p)),
+                ("sizes", _c.POINTER(_c.c_int64)), ("num_params", _c.c_size_t),
+                ("hypers", _c.c_void_p), ("num_hypers", _c.c_size_t)]
+
+
+class _Shape(_c.Structure):
+    _fields_ = [("dims", _c.POINTER(_c.c_int64)), ("rank", _c.c_size_t)]
+
+
 class _Options(_c.Structure):
     _fields_ = [("threads", _c.c_uint32), ("chunk_size", _c.c_int64),
                 ("skip_non_finite", _c.c_int), ("seed", _c.c_uint64)]
@@ -102,6 +112,8 @@ _SIGNATURES = {
     "optim_rule_num_reductions": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_reduction": (_rule_p, _c.c_size_t, _P(_ReductionInfo)),
     "optim_rule_reduction_level": (_rule_p, _c.c_size_t, _P(_c.c_uint)),
+    "optim_rule_state_axis": (_rule_p, _c.c_size_t, _P(_c.c_char_p)),
+    "optim_rule_reduction_axis": (_rule_p, _c.c_size_t, _P(_c.c_char_p)),
     "optim_rule_num_inputs": (_rule_p, _P(_c.c_size_t)),
     "optim_rule_input": (_rule_p, _c.c_size_t, _P(_c.c_char_p)),
     "optim_rule_num_random": (_rule_p, _P(_c.c_size_t)),
@@ -112,6 +124,9 @@ _SIGNATURES = {
                                    _c.c_size_t, _P(_Options), _P(_opt_p)),
     "optim_optimizer_create_f64": (_rule_p, _P(_c.c_void_p), _P(_c.c_int64),
                                    _c.c_size_t, _P(_Options), _P(_opt_p)),
+    "optim_optimizer_create_shaped": (_rule_p, _c.c_int, _P(_Group),
+                                      _c.c_size_t, _P(_Shape), _P(_Options),
+                                      _P(_opt_p)),
     "optim_optimizer_release": (_opt_p,),
     "optim_optimizer_set": (_opt_p, _c.c_char_p, _c.c_double),
     "optim_optimizer_get": (_opt_p, _c.c_size_t, _c.c_char_p,
@@ -206,7 +221,10 @@ class Rule:
     names of its per-coordinate inputs, `input h`, in declaration order;
     empty for most rules), which Optimizer.step takes by name, and `random`
     (the kinds of its random draw sites, "uniform" for `rand()` and
-    "normal" for `randn()`, in body order; empty for most rules)."""
+    "normal" for `randn()`, in body order; empty for most rules).
+    `state_axes` (one per state, in declaration order) and `reduction_axes`
+    (one per reduction) are "none", "row" (`row state r`, row_mean(...):
+    one value per row of a parameter) or "col" (one per column)."""
 
     def __init__(self, handle):
         self._handle = _c.c_void_p(handle)
@@ -225,11 +243,15 @@ class Rule:
             self.hypers[info.name.decode()] = (info.default_value,
                                                bool(info.is_const))
         self.states = {}
+        self.state_axes = []
         _call("optim_rule_num_states", self._handle, _c.byref(count))
         for i in range(count.value):
             info = _StateInfo()
             _call("optim_rule_state", self._handle, i, _c.byref(info))
             self.states[info.name.decode()] = (info.size, info.init)
+            axis = _c.c_char_p()
+            _call("optim_rule_state_axis", self._handle, i, _c.byref(axis))
+            self.state_axes.append(axis.value.decode())
         self.weights = {}
         _call("optim_rule_num_weights", self._handle, _c.byref(count))
         for i in range(count.value):
@@ -239,6 +261,7 @@ class Rule:
                 info.shape[d] for d in range(info.rank))
         self.reductions = []
         self.reduction_levels = []
+        self.reduction_axes = []
         _call("optim_rule_num_reductions", self._handle, _c.byref(count))
         for i in range(count.value):
             info = _ReductionInfo()
@@ -248,6 +271,10 @@ class Rule:
             _call("optim_rule_reduction_level", self._handle, i,
                   _c.byref(level))
             self.reduction_levels.append(level.value)
+            axis = _c.c_char_p()
+            _call("optim_rule_reduction_axis", self._handle, i,
+                  _c.byref(axis))
+            self.reduction_axes.append(axis.value.decode())
         self.inputs = []
         _call("optim_rule_num_inputs", self._handle, _c.byref(count))
         for i in range(count.value):
@@ -296,7 +323,10 @@ class Optimizer:
     seed: the key of the rule's random numbers (rule.random), an int in
     [0, 2**64); the draws depend on it, the coordinate, the step and the
     draw site only (not on threads). save() records it, load() restores
-    it; `seed` reads it."""
+    it; `seed` reads it. Each array's shape goes with it: a rule with row
+    or column states or reductions (rule.state_axes, rule.reduction_axes)
+    sees an array as matrices of its last two dimensions (a 1-D array is
+    one row); other rules ignore shapes."""
 
     def __init__(self, rule, params, threads=None, skip_non_finite=False,
                  seed=0):
@@ -332,9 +362,19 @@ class Optimizer:
         if not 0 <= int(seed) < 2**64:
             raise ValueError("seed must be in [0, 2**64), got %d" % seed)
         options.seed = int(seed)
+        # Every array's shape (a 0-d array has none: one row of one).
+        dims = [(_c.c_int64 * max(p.ndim, 1))(*p.shape) for p in self.params]
+        shapes = (_Shape * max(len(self.params), 1))()
+        for i, p in enumerate(self.params):
+            shapes[i].dims = _c.cast(dims[i], _c.POINTER(_c.c_int64))
+            shapes[i].rank = p.ndim
+        group = _Group(_c.cast(pointers, _c.POINTER(_c.c_void_p)),
+                       _c.cast(sizes, _c.POINTER(_c.c_int64)),
+                       len(self.params), None, 0)
         out = _opt_p()
-        _call("optim_optimizer_create_" + rule.dtype, rule._handle, pointers,
-              sizes, len(self.params), _c.byref(options), _c.byref(out))
+        _call("optim_optimizer_create_shaped", rule._handle,
+              1 if rule.dtype == "f64" else 0, _c.byref(group), 1, shapes,
+              _c.byref(options), _c.byref(out))
         self._handle = out
 
     def __del__(self):
@@ -443,14 +483,22 @@ class Optimizer:
 
     def state(self, param, name):
         """A copy of state `name` of parameter `param`: the parameter's shape,
-        with a leading axis for a vector state (`state x[N]`)."""
+        with a leading axis for a vector state (`state x[N]`); for a row
+        state the shape without its last dimension (one value per row; (1,)
+        for a 1-D or 0-d parameter), for a column state without the one
+        before it (one value per column)."""
         data = _c.c_void_p()
         count = _c.c_int64()
         _call("optim_optimizer_state", self._handle, param, _bytes(name),
               _c.byref(data), _c.byref(count))
         shape = self.params[param].shape
         size = self.rule.states[name][0]
-        if size != 1:
+        axis = self.rule.state_axes[list(self.rule.states).index(name)]
+        if axis == "row":
+            shape = shape[:-1] if len(shape) >= 2 else (1,)
+        elif axis == "col":
+            shape = shape[:-2] + shape[-1:] if shape else (1,)
+        elif size != 1:
             shape = (size,) + shape
         if count.value == 0:
             return np.zeros(shape, self._dtype)

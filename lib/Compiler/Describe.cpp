@@ -35,9 +35,17 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
          rule.getHyperDefaults()[i], rule.getHyperConst()[i]});
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
     auto vec = mlir::dyn_cast<mlir::VectorType>(rule.getState(i).getType());
-    info.states.push_back(
-        {mlir::cast<mlir::StringAttr>(rule.getStateNames()[i]).str(),
-         vec ? vec.getNumElements() : 1, rule.getStateInits()[i]});
+    StateSpec state;
+    state.name = mlir::cast<mlir::StringAttr>(rule.getStateNames()[i]).str();
+    state.size = vec ? vec.getNumElements() : 1;
+    state.init = rule.getStateInits()[i];
+    // `row state` / `col state` (KernelABI.h version 10); the verifier
+    // allows only "none", "row" and "col", and scalars for the last two.
+    llvm::StringRef axis = rule.getStateAxis(i);
+    state.axis = axis == "row"   ? Axis::Row
+                 : axis == "col" ? Axis::Col
+                                 : Axis::None;
+    info.states.push_back(std::move(state));
   }
   for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i) {
     auto type = mlir::cast<mlir::RankedTensorType>(rule.getWeight(i).getType());
@@ -66,8 +74,14 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
   rule.walk<mlir::WalkOrder::PreOrder>([&](mlir::optim::TensorReduceOp op) {
     unsigned level = levels.lookup(op);
     op->setAttr(mlir::optim::kReductionLevelAttr, b.getI64IntegerAttr(level));
-    info.reductions.push_back({reductionKind(op.getKind()), op.getGlobal(),
-                               level});
+    ReductionSpec spec;
+    spec.kind = reductionKind(op.getKind());
+    spec.global = op.getGlobal();
+    spec.level = level;
+    if (std::optional<mlir::optim::ReductionAxis> axis = op.getAxis())
+      spec.axis =
+          *axis == mlir::optim::ReductionAxis::Row ? Axis::Row : Axis::Col;
+    info.reductions.push_back(spec);
   });
   return info;
 }

@@ -26,6 +26,10 @@
 // and on uniform values only ("per-chunk") are computed once per chunk,
 // before its coordinate loops, and broadcast to lanes like uniform values.
 //
+// A rule with row or column states or reductions (version 10) takes chunks
+// that are rectangles and runs these coordinate loops once per row of each;
+// AxisKernels.cpp has what differs.
+//
 //===----------------------------------------------------------------------===//
 
 #include "optim/Conversion/Passes.h"
@@ -55,6 +59,8 @@ static unsigned powerOfTwoAlignment(unsigned bytes) {
 }
 
 LogicalResult RuleLowering::classify() {
+  if (failed(classifyAxes()))
+    return failure();
   for (Value stream : rule.getChunkStreams())
     varying.insert(stream);
   llvm::DenseSet<Value> weights;
@@ -71,6 +77,18 @@ LogicalResult RuleLowering::classify() {
         isa<LogSignOp, RandomOp>(op) || llvm::any_of(op.getOperands(), [&](Value v) {
           return varying.contains(v) || weights.contains(v);
         });
+    // A row or column reduction has one slot among the reductions, but its
+    // result is a row or column value, read per coordinate (AxisKernels.cpp).
+    if (isAxisReduction(&op)) {
+      auto red = cast<TensorReduceOp>(op);
+      if (red.getValue().getType() != elt)
+        return red.emitOpError("reduces a value of type ")
+               << red.getValue().getType() << " in a rule of element type "
+               << elt;
+      reductions.push_back(red);
+      varying.insert(red.getResult());
+      continue;
+    }
     if (isa<TensorReduceOp>(op) || !isVarying) {
       if (failed(classifyShared(op, elt, reductions, perChunk, perChunkOps)))
         return failure();
@@ -247,6 +265,14 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   SmallVector<SmallVector<Value>> addrs;
   for (auto [input, base] : llvm::zip(inputs, bases)) {
     SmallVector<Value> componentAddrs;
+    // Row and column states are read where the row says (loadAxisValue) and
+    // written to their next buffers (storeAxisState).
+    if (axisOf.count(input)) {
+      if (readByRule(input))
+        map[input] = loadAxisValue(b, input, lanes, i);
+      addrs.push_back(std::move(componentAddrs));
+      continue;
+    }
     unsigned n = numComponents(input.getType());
     for (unsigned j = 0; j < n; ++j) {
       Value offset = i;
@@ -282,7 +308,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     for (auto [input, base] : llvm::zip(inputs, bases)) {
       // p and the states are written back (their lines are fetched
       // anyway); g and the inputs only when they are read.
-      if (rule.isReadOnlyStream(input) && !readByRule(input))
+      if ((rule.isReadOnlyStream(input) && !readByRule(input)) ||
+          axisOf.count(input))
         continue;
       for (unsigned j = 0, n = numComponents(input.getType()); j < n; ++j) {
         Value at = ahead;
@@ -335,6 +362,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
           map[v].push_back(LLVM::LoadOp::create(
               b, loc, valueType,
               slot(buffered->second.first, i64Const(b, j)), valueAlign));
+      if (axes && !map.count(v) && axisOf.count(v))
+        map[v] = loadAxisValue(b, v, lanes, i);
       auto it = inputIndex.find(v);
       if (it != inputIndex.end() && !map.count(v))
         for (Value addr : addrs[it->second])
@@ -662,6 +691,11 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   // after p, g and the rule's inputs).
   for (auto [k, value] : llvm::enumerate(yield.getValues())) {
     Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
+    // Even unchanged: the runtime copies every next buffer to the current.
+    if (k && axisOf.count(input)) {
+      storeAxisState(b, k - 1, operand(value), lanes, i);
+      continue;
+    }
     if (value == input || (k && written.count(k - 1)))
       continue; // Unchanged or already written: nothing to write.
     Comps comps = operand(value);
@@ -724,7 +758,7 @@ RuleLowering::beginKernel(OpBuilder &b, StringRef name, TypeRange extra,
   // Uniform computations, once per call.
   for (Operation &op : rule.getBodyBlock().without_terminator())
     if (needed(&op) && !llvm::is_contained(varyingOps, &op) &&
-        !llvm::is_contained(perChunkOps, &op))
+        !llvm::is_contained(perChunkOps, &op) && !isAxisReduction(&op))
       b.clone(op, uniform);
 
   if (relaxed)
@@ -754,6 +788,12 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
         strides = entry->getArgument(2), begin = entry->getArgument(3),
         end = entry->getArgument(4);
 
+  if (axes) {
+    emitAxisRuleKernel(b, func);
+    func::ReturnOp::create(b, loc);
+    return;
+  }
+
   // The chunk loop.
   unsigned numPtrs = 2 + rule.getNumInputs() + rule.getNumStates();
   auto chunks = scf::ForOp::create(b, loc, index(b, begin), index(b, end),
@@ -773,45 +813,54 @@ void RuleLowering::emitRuleKernel(OpBuilder &b) {
       emitPerChunk(
           b, entry->getArgument(8),
           arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size())));
-      if (relaxed)
-        for (Operation *op : varyingOps)
-          if (auto div = dyn_cast<arith::DivFOp>(op))
-            if (perChunk.contains(div.getRhs()) &&
-                !reciprocals.count(div.getRhs()))
-              reciprocals[div.getRhs()] = arith::DivFOp::create(
-                  b, loc,
-                  arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
-                  uniform.lookup(div.getRhs()));
+      emitPerChunkReciprocals(b);
     }
-
-    Value zero = arith::ConstantIndexOp::create(b, loc, 0);
-    Value nIdx = index(b, n);
-    Value vectorEnd = zero;
-    for (unsigned lanes : laneCounts()) {
-      Value start = vectorEnd;
-      Value lanesIdx = arith::ConstantIndexOp::create(b, loc, lanes);
-      vectorEnd = arith::SubIOp::create(
-          b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanesIdx));
-      // Short chunks (data that the hardware prefetchers or the caches
-      // serve anyway) skip the prefetches and their micro-ops.
-      int64_t ahead = prefetchBytes / (elt.getWidth() / 8);
-      if (learned || lanes == 1 || ahead == 0) {
-        emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride);
-        continue;
-      }
-      Value isLong = arith::CmpIOp::create(
-          b, loc, arith::CmpIPredicate::sge, n, i64Const(b, 4 * ahead));
-      auto choice = scf::IfOp::create(b, loc, isLong, /*withElse=*/true);
-      OpBuilder::InsertionGuard guard(b);
-      b.setInsertionPointToStart(&choice.getThenRegion().front());
-      emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride,
-                         /*prefetch=*/true);
-      b.setInsertionPointToStart(&choice.getElseRegion().front());
-      emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride);
-    }
-    emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases, stride);
+    emitLaneLoops(b, n, bases, stride);
   }
   func::ReturnOp::create(b, loc);
+}
+
+void RuleLowering::emitPerChunkReciprocals(OpBuilder &b) {
+  Location loc = rule.getLoc();
+  if (relaxed)
+    for (Operation *op : varyingOps)
+      if (auto div = dyn_cast<arith::DivFOp>(op))
+        if (perChunk.contains(div.getRhs()) && !reciprocals.count(div.getRhs()))
+          reciprocals[div.getRhs()] = arith::DivFOp::create(
+              b, loc,
+              arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
+              uniform.lookup(div.getRhs()));
+}
+
+void RuleLowering::emitLaneLoops(OpBuilder &b, Value n, ArrayRef<Value> bases,
+                                 Value stride) {
+  Location loc = rule.getLoc();
+  Value zero = arith::ConstantIndexOp::create(b, loc, 0);
+  Value nIdx = index(b, n);
+  Value vectorEnd = zero;
+  for (unsigned lanes : laneCounts()) {
+    Value start = vectorEnd;
+    Value lanesIdx = arith::ConstantIndexOp::create(b, loc, lanes);
+    vectorEnd = arith::SubIOp::create(
+        b, loc, nIdx, arith::RemUIOp::create(b, loc, nIdx, lanesIdx));
+    // Short chunks (data that the hardware prefetchers or the caches
+    // serve anyway) skip the prefetches and their micro-ops.
+    int64_t ahead = prefetchBytes / (elt.getWidth() / 8);
+    if (learned || lanes == 1 || ahead == 0) {
+      emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride);
+      continue;
+    }
+    Value isLong = arith::CmpIOp::create(b, loc, arith::CmpIPredicate::sge, n,
+                                         i64Const(b, 4 * ahead));
+    auto choice = scf::IfOp::create(b, loc, isLong, /*withElse=*/true);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(&choice.getThenRegion().front());
+    emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride,
+                       /*prefetch=*/true);
+    b.setInsertionPointToStart(&choice.getElseRegion().front());
+    emitCoordinateLoop(b, start, vectorEnd, lanes, bases, stride);
+  }
+  emitCoordinateLoop(b, vectorEnd, nIdx, 1, bases, stride);
 }
 
 void RuleLowering::loadRngChunkBase(OpBuilder &b, Value c) {
@@ -851,6 +900,8 @@ LogicalResult RuleLowering::run() {
   // optim_random_<name>, for rules that draw (KernelABI.h, version 8).
   b.setInsertionPoint(rule);
   createRandomDescriptor(b, rule, /*addressSpace=*/0);
+  // optim_states_<name>, for rules with states (KernelABI.h, version 10).
+  createStatesDescriptor(b, rule, /*addressSpace=*/0);
   rule.erase();
   // f32 only (f64 keeps libm); lstm_cell's tanh and sigmoid are rational
   // forms of their own (lstmCellUpdate). Errors of the whole step against a

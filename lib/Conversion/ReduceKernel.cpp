@@ -61,7 +61,10 @@ void mlir::optim::collectRuleOps(Block &body,
   while (!worklist.empty()) {
     Value v = worklist.pop_back_val();
     Operation *def = v.getDefiningOp();
-    if (!def || !varying.contains(v) || !ruleOps.insert(def).second)
+    // A row or column reduction's result is read, not computed (its operand
+    // is the reduce kernel's).
+    if (!def || !varying.contains(v) || isa<TensorReduceOp>(def) ||
+        !ruleOps.insert(def).second)
       continue;
     llvm::append_range(worklist, def->getOperands());
   }
@@ -144,6 +147,8 @@ void mlir::optim::createReductionsDescriptor(
     text += stringifyReductionKind(red.getKind()).str();
     if (red.getGlobal())
       text += "@global";
+    else if (std::optional<ReductionAxis> axis = red.getAxis())
+      text += "@" + stringifyReductionAxis(*axis).str(); // "mean@row".
     if (level > 0)
       text += ":" + std::to_string(level);
   }
@@ -152,6 +157,32 @@ void mlir::optim::createReductionsDescriptor(
   LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
                          LLVM::Linkage::External,
                          ("optim_reductions_" + rule.getSymName()).str(),
+                         b.getStringAttr(text), /*alignment=*/0,
+                         addressSpace);
+}
+
+void mlir::optim::createStatesDescriptor(OpBuilder &b, RuleOp rule,
+                                         unsigned addressSpace) {
+  unsigned numStates = rule.getNumStates();
+  if (numStates == 0)
+    return;
+  // optim::statesDescriptor (optim/Rule.h) spells them alike, as
+  // describeRule (lib/Compiler/Describe.cpp) fills the manifest's states.
+  std::string text;
+  for (unsigned s = 0; s < numStates; ++s) {
+    if (!text.empty())
+      text += ',';
+    auto vec = dyn_cast<VectorType>(rule.getState(s).getType());
+    text += std::to_string(vec ? vec.getNumElements() : 1);
+    StringRef axis = rule.getStateAxis(s);
+    if (axis != "none")
+      text += ("@" + axis).str(); // "1@row".
+  }
+  text.push_back('\0');
+  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
+  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
+                         LLVM::Linkage::External,
+                         ("optim_states_" + rule.getSymName()).str(),
                          b.getStringAttr(text), /*alignment=*/0,
                          addressSpace);
 }
@@ -170,7 +201,8 @@ Value mlir::optim::mergeReduction(OpBuilder &b, Location loc,
 
 SmallVector<Value> RuleLowering::emitReduceLoop(
     OpBuilder &b, Value lb, Value ub, unsigned lanes, ArrayRef<Value> bases,
-    Value stride, ValueRange init, unsigned stage, ArrayRef<unsigned> which) {
+    Value stride, ValueRange init, unsigned stage, ArrayRef<unsigned> which,
+    ArrayRef<std::pair<unsigned, Value>> colPartials) {
   Location loc = rule.getLoc();
   Value step = arith::ConstantIndexOp::create(b, loc, lanes);
   auto loop = scf::ForOp::create(b, loc, lb, ub, step, init);
@@ -197,6 +229,8 @@ SmallVector<Value> RuleLowering::emitReduceLoop(
         });
       return cached;
     }
+    if (axes && !map.count(v) && axisOf.count(v))
+      map[v] = loadAxisValue(b, v, lanes, i);
     auto input = inputIndex.find(v);
     if (input != inputIndex.end() && !map.count(v)) {
       for (unsigned j = 0, n = numComponents(v.getType()); j < n; ++j) {
@@ -227,7 +261,23 @@ SmallVector<Value> RuleLowering::emitReduceLoop(
       x = arith::MulFOp::create(b, loc, x, x);
     next.push_back(mergeReduction(b, loc, red.getKind(), acc, x));
   }
-  scf::YieldOp::create(b, loc, next);
+  // Column reductions: the iteration's columns of the chunk's partials.
+  for (auto [k, ptr] : colPartials) {
+    TensorReduceOp red = reductions[k];
+    Value x = operand(red.getValue()).front();
+    if (!elt.isF64())
+      x = arith::ExtFOp::create(b, loc, f64, x);
+    if (red.getKind() == ReductionKind::Norm)
+      x = arith::MulFOp::create(b, loc, x, x);
+    Value addr = gep(b, b.getF64Type(), ptr, i);
+    Value acc = LLVM::LoadOp::create(b, loc, f64, addr, 8);
+    Value merged = mergeReduction(b, loc, red.getKind(), acc, x);
+    LLVM::StoreOp::create(b, loc, merged, addr, 8);
+  }
+  // A loop without accumulators (only column reductions, rules with axes)
+  // has its yield already.
+  if (!next.empty())
+    scf::YieldOp::create(b, loc, next);
   return SmallVector<Value>(loop.getResults());
 }
 
@@ -264,10 +314,12 @@ void RuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value first,
                                 const llvm::DenseSet<Operation *> *slice) {
   Location loc = rule.getLoc();
   Type f64 = b.getF64Type();
-  unsigned r = 0; // Slot r is the r-th reduction in body order.
   for (Operation *op : perChunkOps) {
+    // Slot r is the r-th reduction in body order (row and column ones
+    // included: they are not per-chunk values).
     auto red = dyn_cast<TensorReduceOp>(op);
-    unsigned slotIndex = red ? r++ : 0;
+    unsigned slotIndex =
+        red ? unsigned(llvm::find(reductions, red) - reductions.begin()) : 0;
     if (slice && !slice->contains(op))
       continue;
     if (!red) {
@@ -288,6 +340,9 @@ void RuleLowering::emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
                                    Value end, Value partials, Value reduced) {
   Location loc = rule.getLoc();
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
+  if (axes)
+    return emitAxisReduceStage(b, stage, ptrs, lengths, strides, begin, end,
+                               partials, reduced);
   const llvm::DenseSet<Operation *> &slice = stageSlices[stage];
   SmallVector<unsigned> which;
   for (auto [r, level] : llvm::enumerate(levels))

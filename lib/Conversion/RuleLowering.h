@@ -7,6 +7,8 @@
 // the rule kernel would compute it at the same coordinate, so they share this
 // class: the classification of the body, the per-call prologue, the lane counts
 // of the coordinate loops and the mapping of one per-coordinate op to lanes.
+// Rules with row and column states or reductions (version 10) iterate
+// rectangles row by row in both kernels (AxisKernels.cpp).
 //
 //===----------------------------------------------------------------------===//
 
@@ -68,10 +70,19 @@ void createReductionsDescriptor(OpBuilder &b, RuleOp rule,
                                 ArrayRef<TensorReduceOp> reductions,
                                 ArrayRef<unsigned> levels,
                                 unsigned addressSpace);
+/// Creates `const char optim_states_<name>[]` (KernelABI.h, version 10):
+/// the rule's states as the kernels were compiled for them, each its
+/// per-coordinate size, "@row" / "@col" for an axis state ("1,1@row,20"),
+/// in `addressSpace`, at the builder's insertion point; nothing for a rule
+/// without states. Library loaders refuse a manifest that disagrees: the
+/// chunk table and the state buffers follow from the states.
+void createStatesDescriptor(OpBuilder &b, RuleOp rule, unsigned addressSpace);
 /// Combines two partials of `kind` (add, maximum or minimum); NaN
 /// propagates through max and min. The CPU and GPU reduce kernels share it.
 Value mergeReduction(OpBuilder &b, Location loc, ReductionKind kind,
                      Value acc, Value x);
+
+struct ChunkView;
 
 class RuleLowering {
 public:
@@ -90,6 +101,13 @@ private:
   /// (stageSlices, reductionSlice).
   LogicalResult checkReductions();
   void emitRuleKernel(OpBuilder &b);
+  /// The vector loops of every lane count over [0, n), then the scalar tail
+  /// (the rule kernel's coordinates of a chunk, or of a row of one).
+  void emitLaneLoops(OpBuilder &b, Value n, ArrayRef<Value> bases,
+                     Value stride);
+  /// Divisions by per-chunk values multiply by their reciprocal, computed
+  /// once per chunk (relaxed-fp).
+  void emitPerChunkReciprocals(OpBuilder &b);
   /// Whether the rule kernel reads `input` (p, g, an input or a state) per
   /// coordinate.
   bool readByRule(Value input);
@@ -134,6 +152,40 @@ private:
                                ValueRange{i64Index});
   }
 
+  //===--- AxisKernels.cpp -----------------------------------------------===//
+  // Rules with row and column states and reductions (KernelABI.h version 10,
+  // "Axes"): chunks are rectangles, iterated row by row.
+  /// Records the row and column states and reductions; refuses learned ops.
+  LogicalResult classifyAxes();
+  /// Whether `op` is a row or column reduction: its result is read per
+  /// coordinate from the chunk's reduced pointers, never computed.
+  bool isAxisReduction(Operation *op) const {
+    auto red = dyn_cast<TensorReduceOp>(op);
+    return red && red.getAxis().has_value();
+  }
+  /// The chunk table's pointers per chunk: 2 + I + S (+ A + 2X with axes).
+  unsigned numChunkPtrs();
+  /// The chunk loop of the rule kernel of a rule with axes.
+  void emitAxisRuleKernel(OpBuilder &b, func::FuncOp func);
+  /// The chunk loop of stage `stage` of the reduce kernel of such a rule.
+  void emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
+                           Value lengths, Value strides, Value begin, Value end,
+                           Value partials, Value reduced);
+  /// Sets up `axisRow` (and the draw index base, from the chunk's
+  /// `chunkRng`) for row `r` (i64) of `chunk`'s rectangle and returns the
+  /// bases of the chunk streams at that row.
+  SmallVector<Value> beginAxisRow(OpBuilder &b, const ChunkView &chunk, Value r,
+                                  Value chunkRng);
+  /// The components of a row or column value (a row or column state, the
+  /// result of a row or column reduction) for the `lanes` coordinates at
+  /// column `i` of the current row; empty for any other value.
+  Comps loadAxisValue(OpBuilder &b, Value v, unsigned lanes, Value i);
+  /// Stores the new value `comps` of row or column state `s` from the
+  /// iteration at column `i` (KernelABI.h: a row's once, from column 0 of
+  /// chunks with c0 == 0; a column's from the matrix's first row).
+  void storeAxisState(OpBuilder &b, unsigned s, const Comps &comps,
+                      unsigned lanes, Value i);
+
   //===--- ReduceKernel.cpp ----------------------------------------------===//
   /// Emits optim_reduce_<name> (KernelABI.h, versions 6 and 9).
   void emitReduceKernel(OpBuilder &b);
@@ -153,10 +205,14 @@ private:
   /// `which` (indices into `reductions`, all of level `stage`) of `lanes`
   /// coordinates into `init` (one f64 accumulator of `lanes` lanes per
   /// reduction); returns the accumulators after it.
-  SmallVector<Value> emitReduceLoop(OpBuilder &b, Value lb, Value ub,
-                                    unsigned lanes, ArrayRef<Value> bases,
-                                    Value stride, ValueRange init,
-                                    unsigned stage, ArrayRef<unsigned> which);
+  /// `colPartials` (rules with axes): column reductions and the pointer to
+  /// the chunk's partials of each, merged in memory at the iteration's
+  /// columns (load, merge, store).
+  SmallVector<Value>
+  emitReduceLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
+                 ArrayRef<Value> bases, Value stride, ValueRange init,
+                 unsigned stage, ArrayRef<unsigned> which,
+                 ArrayRef<std::pair<unsigned, Value>> colPartials = {});
 
   RuleOp rule;
   unsigned width;
@@ -216,6 +272,27 @@ private:
                                                   rngChunkBase, i))
                     : Value();
   }
+
+  /// Rules with axes (KernelABI.h version 10): whether the rule has any,
+  /// its row and column states (indices, declaration order: A of them, whose
+  /// next buffers follow the states in the chunk table) and the indices into
+  /// `reductions` of its row and column reductions (body order: X of them,
+  /// partials and reduced pointers after the next buffers).
+  bool axes = false;
+  SmallVector<unsigned> axisStates;
+  SmallVector<unsigned> axisReductionIndices;
+  /// Row or Col, for the row and column states and reductions' results.
+  llvm::DenseMap<Value, ValueAxis> axisOf;
+  /// The row being emitted: where each row or column value is read (a row
+  /// value at [0], a column value at [column]; elements of the rule's type
+  /// for states, doubles for reductions), where each row or column state's
+  /// new value goes (next buffers, by index into axisStates, offset alike)
+  /// and when (i1: c0 == 0 for row states, r0 + r == 0 for column states).
+  struct AxisRow {
+    llvm::DenseMap<Value, Value> ptr;
+    SmallVector<Value> next;
+    Value writeRows, writeCols;
+  } axisRow;
 
   /// The log of log_sign in learned rules, to be replaced by a polynomial
   /// approximation; never the rule's own math ops.

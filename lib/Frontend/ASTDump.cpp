@@ -63,7 +63,11 @@ private:
   void dump(const Stmt &stmt, unsigned depth) {
     static const char *const names[] = {"state", "weights", "input",
                                         "let",   "output",  "assign"};
-    line(depth) << names[stmt.getKind()] << " " << loc(stmt.getLoc()) << "\n";
+    line(depth);
+    if (auto *decl = llvm::dyn_cast<DeclStmt>(&stmt))
+      if (decl->axis != AxisKind::None)
+        os << (decl->axis == AxisKind::Row ? "row " : "col ");
+    os << names[stmt.getKind()] << " " << loc(stmt.getLoc()) << "\n";
     if (auto *decl = llvm::dyn_cast<DeclStmt>(&stmt)) {
       for (const DeclItem &item : decl->items) {
         line(depth + 1) << item.name << " " << loc(item.loc) << "\n";

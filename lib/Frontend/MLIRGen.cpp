@@ -176,6 +176,19 @@ void ProgramGen::generate() {
       argTypes.push_back(elt);
       argSymbols.push_back(s);
     }
+    // Unset when every state is per coordinate: the IR of such rules is
+    // what it always was.
+    mlir::ArrayAttr stateAxes;
+    if (llvm::any_of(checked.states, [](const Symbol *s) {
+          return s->axis != AxisKind::None;
+        })) {
+      llvm::SmallVector<mlir::Attribute> axes;
+      for (const Symbol *s : checked.states)
+        axes.push_back(str(s->axis == AxisKind::Row   ? "row"
+                           : s->axis == AxisKind::Col ? "col"
+                                                      : "none"));
+      stateAxes = b.getArrayAttr(axes);
+    }
     auto rule = mlir::optim::RuleOp::create(
         b, l, str(program.name), names(checked.hypers),
         b.getDenseF64ArrayAttr(defaults), b.getDenseBoolArrayAttr(consts),
@@ -184,7 +197,7 @@ void ProgramGen::generate() {
         // Unset without inputs: the IR of such rules is what it always was.
         checked.inputs.empty() ? mlir::ArrayAttr() : names(checked.inputs),
         /*random=*/mlir::ArrayAttr(), // Set after the body: its sites.
-        /*state_axes=*/mlir::ArrayAttr());
+        stateAxes);
     op = rule;
     body = &rule.getBody();
   }
@@ -536,18 +549,26 @@ Value ProgramGen::genReduction(const CallExpr &call, Value arg,
   switch (call.builtin) {
   case Builtin::TensorSum:
   case Builtin::GlobalSum:
+  case Builtin::RowSum:
+  case Builtin::ColSum:
     kind = ReductionKind::Sum;
     break;
   case Builtin::TensorMean:
   case Builtin::GlobalMean:
+  case Builtin::RowMean:
+  case Builtin::ColMean:
     kind = ReductionKind::Mean;
     break;
   case Builtin::TensorNorm:
   case Builtin::GlobalNorm:
+  case Builtin::RowNorm:
+  case Builtin::ColNorm:
     kind = ReductionKind::Norm;
     break;
   case Builtin::TensorMax:
   case Builtin::GlobalMax:
+  case Builtin::RowMax:
+  case Builtin::ColMax:
     kind = ReductionKind::Max;
     break;
   default:
@@ -556,10 +577,15 @@ Value ProgramGen::genReduction(const CallExpr &call, Value arg,
   }
   // One op per call, in the order gen() visits the body (source order): the
   // runtime numbers the reduced values by the ops' positions. Norm stays one
-  // op, not sqrt(sum(x * x)): the runtime squares and sums in f64.
+  // op, not sqrt(sum(x * x)): the runtime squares and sums in f64. Row and
+  // column reductions are numbered among the others (body order).
+  mlir::optim::ReductionAxisAttr axis;
+  if (AxisKind a = reductionAxis(call.builtin); a != AxisKind::None)
+    axis = mlir::optim::ReductionAxisAttr::get(
+        b.getContext(), a == AxisKind::Row ? mlir::optim::ReductionAxis::Row
+                                           : mlir::optim::ReductionAxis::Col);
   return mlir::optim::TensorReduceOp::create(
-      b, l, arg.getType(), arg, kind, isGlobalReduction(call.builtin),
-      /*axis=*/mlir::optim::ReductionAxisAttr());
+      b, l, arg.getType(), arg, kind, isGlobalReduction(call.builtin), axis);
 }
 
 llvm::SmallVector<Value> ProgramGen::genQP(const CallExpr &call) {

@@ -328,6 +328,20 @@ StmtPtr Parser::parseStmt(const Program &program) {
     consume();
     break;
   case TokenKind::Identifier:
+    // `row state r = 0`, `col state c = 0`: contextual words, only before
+    // 'state' (no assignment target is followed by 'state'), so that `row`
+    // and `col` stay free as names.
+    if ((tok().text == "row" || tok().text == "col") &&
+        peek().is(TokenKind::KwState)) {
+      AxisKind axis = tok().text == "row" ? AxisKind::Row : AxisKind::Col;
+      consume();
+      consume();
+      std::vector<DeclItem> items;
+      if (!parseDeclItems(Stmt::StateK, items))
+        return nullptr;
+      return std::make_unique<DeclStmt>(Stmt::StateK, loc, std::move(items),
+                                        axis);
+    }
     kind = Stmt::AssignK;
     break;
   default:

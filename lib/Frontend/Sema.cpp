@@ -70,8 +70,43 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::GlobalNorm, "global_norm", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::GlobalMax, "global_max", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::GlobalMin, "global_min", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::RowSum, "row_sum", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::RowMean, "row_mean", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::RowNorm, "row_norm", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::RowMax, "row_max", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::RowMin, "row_min", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::ColSum, "col_sum", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::ColMean, "col_mean", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::ColNorm, "col_norm", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::ColMax, "col_max", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::ColMin, "col_min", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::Rand, "rand", 0, 0, BuiltinInfo::RulesOnly},
     {Builtin::Randn, "randn", 0, 0, BuiltinInfo::RulesOnly},
+};
+
+/// What a value is shared along (KernelABI.h version 10, "Axes"), as the
+/// dialect's getValueAxes: the same at every coordinate (numbers, t,
+/// hyperparameters, tensor and global reductions), one per row (row states,
+/// row reductions), one per column, or per coordinate (p, g, inputs, other
+/// states, draws, and anything mixing rows and columns).
+enum class ValueAxis { Uniform, Row, Col, Coordinate };
+
+ValueAxis joinAxes(ValueAxis a, ValueAxis b) {
+  if (a == b || b == ValueAxis::Uniform)
+    return a;
+  if (a == ValueAxis::Uniform)
+    return b;
+  return ValueAxis::Coordinate;
+}
+
+/// A value read by an expression that makes it vary, for the diagnostic of
+/// a row or column state: what the user wrote ("'g'", "'rand()'",
+/// "'col_mean(...)'"), where, and what that varies along.
+struct Witness {
+  std::string text;
+  SMLoc loc;
+  ValueAxis axis = ValueAxis::Uniform;
+  bool empty() const { return text.empty(); }
 };
 
 /// What a per-coordinate value depends on, among the things the reduction
@@ -79,12 +114,28 @@ const BuiltinInfo kBuiltins[] = {
 /// result of learned weights (they do not run the network). The first such
 /// call found, for the diagnostic. (A reduction's result is computed by an
 /// earlier pass: a reduction of it is nested, KernelABI.h version 9.)
+/// Also what the value is shared along, with the first value read that
+/// varies along a row (per coordinate or per column) and along a column.
 struct Dependence {
   const CallExpr *learned = nullptr;
+  ValueAxis axis = ValueAxis::Uniform;
+  Witness alongRow, alongCol;
 
   void merge(const Dependence &other) {
     if (!learned)
       learned = other.learned;
+    axis = joinAxes(axis, other.axis);
+    if (alongRow.empty())
+      alongRow = other.alongRow;
+    if (alongCol.empty())
+      alongCol = other.alongCol;
+  }
+  /// The value is `text` (a name, a call) at `loc`, varying as `a`.
+  void setWitness(llvm::StringRef text, SMLoc loc, ValueAxis a) {
+    if (a == ValueAxis::Col || a == ValueAxis::Coordinate)
+      alongRow = {text.str(), loc, a};
+    if (a == ValueAxis::Row || a == ValueAxis::Coordinate)
+      alongCol = {text.str(), loc, a};
   }
 };
 
@@ -188,7 +239,7 @@ private:
   void checkStateDecl(DeclStmt &stmt);
   /// `state z = p`: an initial value that is not a constant, assigned at
   /// the first step. Declares the state when the value fits `type`.
-  void checkRuntimeStateInit(DeclItem &item, const Type &type);
+  void checkRuntimeStateInit(DeclItem &item, const Type &type, AxisKind axis);
   void checkWeightsDecl(DeclStmt &stmt);
   void checkInputDecl(DeclStmt &stmt);
   void checkRuleInputDecl(DeclStmt &stmt);
@@ -220,6 +271,13 @@ private:
   /// What `expr` depends on, through the current values of the names it
   /// reads.
   Dependence dependenceOf(const Expr &expr);
+  /// What the current value of `symbol` depends on: its last assignment's,
+  /// or what it is before any (a state's buffer, p, g, an input).
+  Dependence currentDependence(const Symbol &symbol);
+  /// Reports a new value of row or column state `state` that varies along
+  /// its rows (columns); `valueLoc` is the value's.
+  bool checkStateAxis(const Symbol &state, const Dependence &value,
+                      SMLoc valueLoc);
   /// Requires a number (not a comparison, tuple or weights); Unknown passes
   /// through silently (an error was already reported).
   bool requireNumber(const Type &type, SMLoc loc, llvm::StringRef context);
@@ -617,24 +675,49 @@ bool ProgramChecker::checkShape(std::vector<ExprPtr> &dims, unsigned maxRank,
 }
 
 void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
+  llvm::StringRef axisWord = stmt.axis == AxisKind::Row   ? "row "
+                             : stmt.axis == AxisKind::Col ? "col "
+                                                          : "";
   if (!program.isRule()) {
-    diags.error(stmt.getLoc(), "'state' is only allowed in a rule; a layer "
-                               "has no per-coordinate state");
+    diags.error(stmt.getLoc(),
+                "'" + axisWord + "state' is only allowed in a rule; a layer " +
+                    (axisWord.empty()
+                         ? "has no per-coordinate state"
+                         : "has no parameter tensor with rows and columns"));
+    return;
+  }
+  // The learned kernels (CPU and GPU) keep every state per coordinate.
+  if (stmt.axis != AxisKind::None && program.kind == Program::LearnedRule) {
+    diags.error(stmt.getLoc(),
+                "'" + axisWord +
+                    "state' is not supported in learned rules: row and column "
+                    "states and reductions compile for update rules ('rule') "
+                    "only");
     return;
   }
   for (DeclItem &item : stmt.items) {
+    // One number per row (column) in the runtime's buffers (KernelABI.h
+    // version 10): no vector layout.
+    if (stmt.axis != AxisKind::None && !item.dims.empty()) {
+      diags.error(item.dims.front()->getLoc(),
+                  axisWord + "state '" + item.name + "' holds one number per " +
+                      (stmt.axis == AxisKind::Row ? "row" : "column") +
+                      "; it cannot be a vector (write '" + axisWord +
+                      "state " + item.name + " = ...')");
+      continue;
+    }
     llvm::SmallVector<int64_t, 1> shape;
     if (!checkShape(item.dims, 1, shape, "a state"))
       continue;
     std::optional<double> init = evalConstant(*item.init);
     if (!init) {
-      checkRuntimeStateInit(item, Type::number(shape));
+      checkRuntimeStateInit(item, Type::number(shape), stmt.axis);
       continue;
     }
     if (std::isinf(*init)) {
       // `state lo = -inf`: buffers and manifests hold finite initial
       // values; assign this one at the first step, as a runtime value.
-      checkRuntimeStateInit(item, Type::number(shape));
+      checkRuntimeStateInit(item, Type::number(shape), stmt.axis);
       continue;
     }
     if (std::isnan(*init)) { // `0 / 0`: no state means to start so.
@@ -651,6 +734,7 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
     if (!symbol)
       continue;
     symbol->init = *init;
+    symbol->axis = stmt.axis;
     symbol->index = out.states.size();
     item.type = symbol->type;
     item.symbol = symbol;
@@ -658,7 +742,8 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
   }
 }
 
-void ProgramChecker::checkRuntimeStateInit(DeclItem &item, const Type &type) {
+void ProgramChecker::checkRuntimeStateInit(DeclItem &item, const Type &type,
+                                           AxisKind axis) {
   // The state is not in scope in its own initial value; say so rather
   // than "undeclared".
   declaringState = item.name;
@@ -684,11 +769,19 @@ void ProgramChecker::checkRuntimeStateInit(DeclItem &item, const Type &type) {
   symbol->init = 0.0;
   symbol->initAtFirstStep = true;
   symbol->assigned = true;
+  symbol->axis = axis;
   symbol->index = out.states.size();
   item.type = symbol->type;
   item.symbol = symbol;
   out.states.push_back(symbol);
-  dependences[symbol] = dependenceOf(*item.init);
+  // select(t == 1, value, buffer): what both depend on.
+  Dependence value = dependenceOf(*item.init);
+  Dependence current = currentDependence(*symbol);
+  if (axis != AxisKind::None &&
+      !checkStateAxis(*symbol, value, item.init->getLoc()))
+    return;
+  current.merge(value);
+  dependences[symbol] = current;
 }
 
 void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
@@ -1025,11 +1118,18 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
     if (isAssign) {
       checkAssignTarget(target, type, stmt.value->getLoc());
       if (target.symbol) {
-        Dependence &slot = dependences[target.symbol];
-        if (stmt.op == TokenKind::Equal)
-          slot = dependence;
-        else
-          slot.merge(dependence);
+        const Symbol &symbol = *target.symbol;
+        Dependence next = dependence;
+        if (stmt.op != TokenKind::Equal) {
+          next = currentDependence(symbol);
+          next.merge(dependence);
+        }
+        // A refused value leaves the state as it was: later reads are not
+        // reported again.
+        if (symbol.axis != AxisKind::None &&
+            !checkStateAxis(symbol, next, stmt.value->getLoc()))
+          continue;
+        dependences[&symbol] = next;
       }
       continue;
     }
@@ -1329,13 +1429,27 @@ Type ProgramChecker::checkCall(CallExpr &call) {
     return Type::unknown();
   }
   call.builtin = info->id;
+  AxisKind axis = reductionAxis(info->id);
   if (info->where == BuiltinInfo::RulesOnly && !program.isRule()) {
     diags.error(call.getLoc(),
                 "'" + call.callee + "' is only available in rules" +
-                    (isReduction(info->id)
+                    (axis == AxisKind::Row ? "; it reduces a value along the "
+                                             "rows of parameter tensors"
+                     : axis == AxisKind::Col
+                         ? "; it reduces a value along the columns of "
+                           "parameter tensors"
+                     : isReduction(info->id)
                          ? "; it reduces a value over the coordinates of "
                            "parameter tensors"
                          : ""));
+    return Type::unknown();
+  }
+  if (axis != AxisKind::None && program.kind == Program::LearnedRule) {
+    diags.error(call.getLoc(),
+                "'" + call.callee +
+                    "' is not supported in learned rules: row and column "
+                    "states and reductions compile for update rules ('rule') "
+                    "only");
     return Type::unknown();
   }
   if (info->where == BuiltinInfo::LayersOnly && program.isRule()) {
@@ -1516,14 +1630,70 @@ Type ProgramChecker::checkReduction(CallExpr &call, const Type &arg) {
   return Type::scalar();
 }
 
+Dependence ProgramChecker::currentDependence(const Symbol &symbol) {
+  auto it = dependences.find(&symbol);
+  if (it != dependences.end())
+    return it->second;
+  Dependence result;
+  switch (symbol.kind) {
+  case Symbol::Param:
+  case Symbol::Grad:
+  case Symbol::Input:
+    result.axis = ValueAxis::Coordinate;
+    break;
+  case Symbol::State:
+    // Before its first assignment: the buffer, as the last step left it.
+    result.axis = symbol.axis == AxisKind::Row   ? ValueAxis::Row
+                  : symbol.axis == AxisKind::Col ? ValueAxis::Col
+                                                 : ValueAxis::Coordinate;
+    break;
+  default: // t, hyperparameters, weights: shared by every coordinate.
+    break;
+  }
+  result.setWitness("'" + symbol.name + "'", symbol.loc, result.axis);
+  return result;
+}
+
+bool ProgramChecker::checkStateAxis(const Symbol &state,
+                                    const Dependence &value, SMLoc valueLoc) {
+  bool row = state.axis == AxisKind::Row;
+  ValueAxis allowed = row ? ValueAxis::Row : ValueAxis::Col;
+  if (joinAxes(value.axis, allowed) == allowed)
+    return true;
+  llvm::StringRef along = row ? "row" : "column";
+  // Set whenever the value varies along the row (column): see merge().
+  const Witness &witness = row ? value.alongRow : value.alongCol;
+  std::string what = witness.empty() ? "a per-coordinate value" : witness.text;
+  if (witness.axis == ValueAxis::Row)
+    what += ", one value per row,";
+  else if (witness.axis == ValueAxis::Col)
+    what += ", one value per column,";
+  else
+    what += ",";
+  // The caret under what makes it vary (always read by the value itself:
+  // a refused assignment leaves the state as it was).
+  SMLoc loc = witness.loc.isValid() ? witness.loc : valueLoc;
+  diags.error(loc, Twine(row ? "row" : "col") + " state '" + state.name +
+                            "' holds one value per " + along +
+                            ", but this value depends on " + what +
+                            " which varies along the " + along +
+                            "; reduce it with a " + along +
+                            " reduction such as " +
+                            (row ? "row_mean" : "col_mean") + "(...)");
+  return false;
+}
+
 Dependence ProgramChecker::dependenceOf(const Expr &expr) {
   Dependence result;
   switch (expr.getKind()) {
   case Expr::NumberK:
     break;
   case Expr::NameK:
-    if (const Symbol *symbol = llvm::cast<NameExpr>(expr).symbol)
-      result = dependences.lookup(symbol);
+    if (const Symbol *symbol = llvm::cast<NameExpr>(expr).symbol) {
+      result = currentDependence(*symbol);
+      // Name what the user wrote here ('v'), not what 'v' was computed from.
+      result.setWitness("'" + symbol->name + "'", expr.getLoc(), result.axis);
+    }
     break;
   case Expr::UnaryK:
     result = dependenceOf(*llvm::cast<UnaryExpr>(expr).operand);
@@ -1540,6 +1710,22 @@ Dependence ProgramChecker::dependenceOf(const Expr &expr) {
       result.learned = &call;
     for (const Argument &arg : call.args)
       result.merge(dependenceOf(*arg.value));
+    if (isReduction(call.builtin)) {
+      // One result per tensor, row or column, whatever it reduces; what it
+      // reduces still matters for learned weights (checkReduction).
+      AxisKind axis = reductionAxis(call.builtin);
+      result.axis = axis == AxisKind::Row   ? ValueAxis::Row
+                    : axis == AxisKind::Col ? ValueAxis::Col
+                                            : ValueAxis::Uniform;
+      result.alongRow = result.alongCol = Witness();
+      result.setWitness("'" + call.callee + "(...)'", call.getLoc(),
+                        result.axis);
+    } else if (call.builtin == Builtin::Rand ||
+               call.builtin == Builtin::Randn) {
+      // A draw per coordinate (Philox counter of the coordinate).
+      result.axis = ValueAxis::Coordinate;
+      result.setWitness("'" + call.callee + "()'", call.getLoc(), result.axis);
+    }
     break;
   }
   case Expr::IndexK: // The index is a constant.

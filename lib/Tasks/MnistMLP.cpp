@@ -179,6 +179,15 @@ public:
 
   const std::string &name() const override { return taskName; }
   std::vector<std::vector<float>> &parameters() override { return params; }
+  std::vector<std::vector<int64_t>> shapes() const override {
+    std::vector<int64_t> sizes = layerSizes();
+    std::vector<std::vector<int64_t>> out;
+    for (size_t l = 0; l + 1 < sizes.size(); ++l) {
+      out.push_back({sizes[l], sizes[l + 1]}); // W, row-major [in][out]
+      out.push_back({sizes[l + 1]});           // b
+    }
+    return out;
+  }
 
   double step(std::vector<std::vector<float>> &grads) override {
     for (int64_t &i : batch)

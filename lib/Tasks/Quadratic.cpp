@@ -26,6 +26,7 @@ public:
 
   const std::string &name() const override { return taskName; }
   std::vector<std::vector<float>> &parameters() override { return params; }
+  std::vector<std::vector<int64_t>> shapes() const override { return {{kDim}}; }
 
   double step(std::vector<std::vector<float>> &grads) override {
     double theta[kDim], g[kDim];

@@ -96,8 +96,42 @@ private:
 
 } // namespace
 
+
+/// The first row or column state of `rule` (at its declaration) or, without
+/// one, its first row or column reduction, for a refusal: "row state 'r'",
+/// "col_mean(...)"; and where it is.
+static std::pair<std::string, Location> firstAxisFeature(RuleOp rule) {
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
+    if (rule.getStateAxis(i) != "none")
+      return {(rule.getStateAxis(i) + " state '" +
+               cast<StringAttr>(rule.getStateNames()[i]).getValue() + "'")
+                  .str(),
+              rule.getState(i).getLoc()};
+  std::pair<std::string, Location> found = {"", rule.getLoc()};
+  rule.walk([&](TensorReduceOp red) {
+    if (!red.getAxis())
+      return WalkResult::advance();
+    found = {(stringifyReductionAxis(*red.getAxis()) + "_" +
+              stringifyReductionKind(red.getKind()) + "(...)")
+                 .str(),
+             red.getLoc()};
+    return WalkResult::interrupt();
+  });
+  return found;
+}
+
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
+  // A row (column) state or reduction couples the coordinates of a row
+  // (column): its adjoint would need a reduction along the row in the
+  // reverse pass, and the two kernels below reduce over whole tensors only.
+  if (rule.hasAxes()) {
+    auto [what, where] = firstAxisFeature(rule);
+    return emitError(where) << what
+                            << " cannot be differentiated (reverse mode of "
+                               "row and column states and reductions is not "
+                               "supported)";
+  }
   // A reduction of a value computed from another reduction's result (level
   // > 0, KernelABI.h version 9) would need the adjoint of the other
   // reduction inside the reduced operand (and a pass over memory per level

@@ -18,6 +18,7 @@
 #include "optim/CApiSupport.h"
 #include "optim/Optimizer.h"
 
+#include "OptimizerImpl.h"
 #include "QuotedList.h"
 
 #include <algorithm>
@@ -320,6 +321,44 @@ extern "C" optim_status optim_rule_reduction_level(const optim_rule *rule,
   });
 }
 
+/// "none", "row" or "col" (string literals: they outlive the rule).
+extern "C" optim_status optim_rule_state_axis(const optim_rule *rule,
+                                              size_t index, const char **out) {
+  OPTIM_USE_RULE(rule, "optim_rule_state_axis");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_state_axis");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.states.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_state_axis: index " +
+                         std::to_string(index) + " is out of range: rule '" +
+                         ri.name + "' has " + std::to_string(ri.states.size()) +
+                         " states")
+                            .c_str());
+    *out = axisName(ri.states[index].axis);
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_rule_reduction_axis(const optim_rule *rule,
+                                                  size_t index,
+                                                  const char **out) {
+  OPTIM_USE_RULE(rule, "optim_rule_reduction_axis");
+  OPTIM_CHECK_NOT_NULL(out, "optim_rule_reduction_axis");
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
+    const RuleInfo &ri = rule->rule.info();
+    if (index >= ri.reductions.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        ("optim_rule_reduction_axis: index " +
+                         std::to_string(index) + " is out of range: rule '" +
+                         ri.name + "' has " +
+                         std::to_string(ri.reductions.size()) + " reductions")
+                            .c_str());
+    *out = axisName(ri.reductions[index].axis);
+    return OPTIM_OK;
+  });
+}
+
 extern "C" optim_status optim_rule_num_inputs(const optim_rule *rule,
                                               size_t *out) {
   OPTIM_USE_RULE(rule, "optim_rule_num_inputs");
@@ -428,7 +467,8 @@ static optim_status classifyCreate(const RuleInfo &ri,
   for (const ParamGroup &g : groups) {
     for (const Param &p : g.params)
       if (p.dtype != ri.dtype || p.size < 0 || (p.size > 0 && !p.data) ||
-          reinterpret_cast<uintptr_t>(p.data) % elt)
+          reinterpret_cast<uintptr_t>(p.data) % elt ||
+          !detail::paramShapeIsValid(p, ri.hasAxes()))
         return OPTIM_ERROR_INVALID_ARGUMENT;
     for (const auto &[name, value] : g.hypers) {
       int h = ri.findHyper(name);
@@ -500,10 +540,12 @@ extern "C" optim_status optim_optimizer_create_f64(
                     num_params, options, out);
 }
 
-extern "C" optim_status optim_optimizer_create_groups(
-    const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
-    size_t num_groups, const optim_options *options, optim_optimizer **out) {
-  const char *fn = "optim_optimizer_create_groups";
+/// optim_optimizer_create_groups, and _shaped with `shapes` (NULL: none).
+static optim_status createGroups(const char *fn, const optim_rule *rule,
+                                 optim_dtype dtype, const optim_group *groups,
+                                 size_t num_groups, const optim_shape *shapes,
+                                 const optim_options *options,
+                                 optim_optimizer **out) {
   OPTIM_USE_RULE(rule, fn);
   OPTIM_CHECK_ARRAY(groups, num_groups, fn);
   OPTIM_CHECK_NOT_NULL(out, fn);
@@ -543,8 +585,49 @@ extern "C" optim_status optim_optimizer_create_groups(
         cxxGroups[gi].hypers.emplace_back(g.hypers[i].name, g.hypers[i].value);
       }
     }
+    if (shapes) {
+      // One per parameter, numbered across groups (optim.h).
+      size_t index = 0;
+      for (ParamGroup &g : cxxGroups)
+        for (Param &p : g.params) {
+          const optim_shape &shape = shapes[index];
+          if (!shape.dims && shape.rank > 0)
+            return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                              (std::string(fn) + ": shape of parameter " +
+                               std::to_string(index) +
+                               ": dims is NULL but rank is " +
+                               std::to_string(shape.rank))
+                                  .c_str());
+          // Refused by the Optimizer with the shape in the message; the
+          // copy below must not read a rank that is garbage.
+          if (shape.rank > 64)
+            return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                              (std::string(fn) + ": shape of parameter " +
+                               std::to_string(index) + " has rank " +
+                               std::to_string(shape.rank) + ", more than 64")
+                                  .c_str());
+          if (shape.rank > 0)
+            p.shape.assign(shape.dims, shape.dims + shape.rank);
+          ++index;
+        }
+    }
     return createOptimizer(rule, std::move(cxxGroups), options, out);
   });
+}
+
+extern "C" optim_status optim_optimizer_create_groups(
+    const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
+    size_t num_groups, const optim_options *options, optim_optimizer **out) {
+  return createGroups("optim_optimizer_create_groups", rule, dtype, groups,
+                      num_groups, nullptr, options, out);
+}
+
+extern "C" optim_status optim_optimizer_create_shaped(
+    const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
+    size_t num_groups, const optim_shape *shapes, const optim_options *options,
+    optim_optimizer **out) {
+  return createGroups("optim_optimizer_create_shaped", rule, dtype, groups,
+                      num_groups, shapes, options, out);
 }
 
 extern "C" optim_status optim_optimizer_release(optim_optimizer *opt) {
@@ -819,14 +902,10 @@ extern "C" optim_status optim_optimizer_state(const optim_optimizer *opt,
   // Its only failures are a parameter or a state that does not exist.
   return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
     const void *p = opt->opt.state(param, name);
-    if (count) {
-      const RuleInfo &ri = opt->rule.rule.info();
-      int64_t perCoordinate = 1;
-      for (const StateSpec &s : ri.states)
-        if (s.name == name)
-          perCoordinate = s.size;
-      *count = perCoordinate * opt->sizes[param];
-    }
+    // B * R or B * C for a row or column state (KernelABI.h, version 10).
+    int64_t n = opt->opt.stateSize(param, name);
+    if (count)
+      *count = n;
     *data = p;
     return OPTIM_OK;
   });

@@ -34,6 +34,16 @@ static std::vector<int64_t> stateShape(const StateSpec &state, int64_t n) {
   return {state.size, n};
 }
 
+/// The same for state s of parameter p of the optimizer: a row or column
+/// state is [B * R] or [B * C] (KernelABI.h, version 10).
+static std::vector<int64_t> stateShape(const Optimizer::Impl &im, size_t p,
+                                       size_t s) {
+  const StateSpec &state = im.info().states[s];
+  if (state.axis != Axis::None)
+    return {int64_t(im.stateCount(im.slots[p], s))};
+  return stateShape(state, im.slots[p].param.size);
+}
+
 static std::string joinStates(const RuleInfo &ri) {
   std::string s;
   for (const StateSpec &st : ri.states)
@@ -65,7 +75,7 @@ void Optimizer::save(const std::string &path) const {
   for (size_t p = 0; p < im.slots.size(); ++p)
     for (size_t s = 0; s < ri.states.size(); ++s)
       tensors.push_back({tensorName(p, ri.states[s].name), ri.dtype,
-                         stateShape(ri.states[s], im.slots[p].param.size),
+                         stateShape(im, p, s),
                          im.slots[p].states[s].data.get()});
   writeSafetensors(path, tensors, metadata, "optim::Optimizer::save");
 }
@@ -167,9 +177,33 @@ void Optimizer::load(const std::string &path) {
   std::vector<Copy> copies;
   for (size_t p = 0; p < im.slots.size(); ++p)
     for (size_t s = 0; s < ri.states.size(); ++s) {
-      const void *src =
-          file.tensor(tensorName(p, ri.states[s].name), ri.dtype,
-                      stateShape(ri.states[s], im.slots[p].param.size));
+      std::string name = tensorName(p, ri.states[s].name);
+      std::vector<int64_t> want = stateShape(im, p, s);
+      // A row or column state's length follows the parameter's shape, not
+      // only its size: say so rather than "another shape" of a tensor.
+      if (ri.states[s].axis != Axis::None && file.has(name)) {
+        std::vector<int64_t> got;
+        try {
+          got = file.shape(name);
+        } catch (const Error &) {
+          // Corrupt: file.tensor below says how.
+          got = want;
+        }
+        if (got != want) {
+          std::string param = "parameter " + std::to_string(p);
+          std::string held = got.size() == 1
+                                 ? std::to_string(got[0]) + " values"
+                                 : "another shape";
+          bool row = ri.states[s].axis == Axis::Row;
+          throw fail(std::string(row ? "row" : "col") + " state '" +
+                     ri.states[s].name + "' of " + param + " holds " + held +
+                     ", this optimizer has " + std::to_string(want[0]) +
+                     (row ? " (one per row)" : " (one per column)") +
+                     ": the checkpoint was written for another shape of " +
+                     param);
+        }
+      }
+      const void *src = file.tensor(name, ri.dtype, want);
       copies.push_back({im.slots[p].states[s].data.get(), src,
                         im.slots[p].states[s].bytes});
     }

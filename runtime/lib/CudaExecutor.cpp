@@ -315,6 +315,12 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
   CodeSource runs = requireCompatible(m.target, m.symbol, origin, ptx);
+  // Row and column states and reductions (KernelABI.h, version 10) compile
+  // for the CPU only: no GPU kernel takes their chunk table.
+  if (m.info.hasAxes())
+    throw Error("optim: '" + origin + "': rule '" + m.info.name +
+                "' has row or column states or reductions, which run on the "
+                "CPU only (optim::Optimizer)");
   // The bytes must be the ones the manifest was written for, when it
   // records their SHA-256 (optimc's always do; loading from files requires
   // it).

@@ -25,8 +25,13 @@ std::string optim::writeManifest(const Manifest &m) {
   for (const HyperParam &h : m.info.hypers)
     hypers.push_back(
         {{"name", h.name}, {"default", h.defaultValue}, {"const", h.isConst}});
-  for (const StateSpec &s : m.info.states)
-    states.push_back({{"name", s.name}, {"size", s.size}, {"init", s.init}});
+  for (const StateSpec &s : m.info.states) {
+    json entry = {{"name", s.name}, {"size", s.size}, {"init", s.init}};
+    // Row and column states (version 10); absent for per-coordinate ones.
+    if (s.axis != Axis::None)
+      entry["axis"] = axisName(s.axis);
+    states.push_back(entry);
+  }
   for (const WeightSpec &w : m.info.weights)
     weights.push_back({{"name", w.name}, {"shape", w.shape}});
   json reductions = json::array();
@@ -36,6 +41,9 @@ std::string optim::writeManifest(const Manifest &m) {
     // iff above 0, as in the descriptor ("mean:1").
     if (r.level > 0)
       entry["level"] = r.level;
+    // Row and column reductions (version 10); absent for the others.
+    if (r.axis != Axis::None)
+      entry["axis"] = axisName(r.axis);
     reductions.push_back(entry);
   }
   json doc = {{"format", kFormat},
@@ -106,6 +114,21 @@ Manifest optim::readManifest(const std::string &text,
                    std::to_string(spec.size));
       if (!std::isfinite(spec.init))
         throw fail("state '" + spec.name + "' has a non-finite initial value");
+      // Row and column states (version 10): "axis" is "row" or "col",
+      // absent for a per-coordinate state; always scalars.
+      if (auto axis = s.find("axis"); axis != s.end()) {
+        std::string entry = "state " + std::to_string(m.info.states.size()) +
+                            " ('" + spec.name + "')";
+        if (!axis->is_string() || (*axis != "row" && *axis != "col"))
+          throw fail(entry + " has axis " + axis->dump() +
+                     "; an axis is \"row\" or \"col\", absent for a "
+                     "per-coordinate state");
+        spec.axis = *axis == "row" ? Axis::Row : Axis::Col;
+        if (spec.size != 1)
+          throw fail(entry + " is a " + axisName(spec.axis) +
+                     " state of size " + std::to_string(spec.size) +
+                     "; row and column states are scalars");
+      }
       m.info.states.push_back(spec);
     }
     for (const json &w : doc.at("weights")) {
@@ -125,6 +148,22 @@ Manifest optim::readManifest(const std::string &text,
                      " has an unknown kind '" + kind +
                      "' (known: sum, mean, norm, max, min)");
         spec.global = r.at("global").get<bool>();
+        // Row and column reductions (version 10): "axis" is "row" or "col",
+        // absent for a tensor or global one; never with "global": true.
+        if (auto axis = r.find("axis"); axis != r.end()) {
+          std::string entry = "reduction " +
+                              std::to_string(m.info.reductions.size()) + " ('" +
+                              reductionsDescriptor({spec}) + "')";
+          if (!axis->is_string() || (*axis != "row" && *axis != "col"))
+            throw fail(entry + " has axis " + axis->dump() +
+                       "; an axis is \"row\" or \"col\", absent for a "
+                       "tensor or global reduction");
+          if (spec.global)
+            throw fail(entry + " has axis " + axis->dump() +
+                       " and is global; a row or column reduction is "
+                       "per tensor");
+          spec.axis = *axis == "row" ? Axis::Row : Axis::Col;
+        }
         if (auto level = r.find("level"); level != r.end()) {
           // As the descriptor's ":<level>": 1..65535, absent for 0.
           std::string entry = "reduction " +
@@ -255,6 +294,26 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
     throw Error("optim: '" + library + "' has no symbol '" + descSymbol +
                 "', which a rule with tensor reductions defines (does the "
                 "manifest belong to it?)");
+  // The chunk table has one pointer per state (and a next buffer per row or
+  // column state) and the runtime sizes each state's buffer from the
+  // manifest: states other than the kernels' would make them read and
+  // write past the buffers (KernelABI.h, version 10).
+  std::string statesSymbol = OPTIM_STATES_SYMBOL_PREFIX + m.info.name;
+  const char *compiledStates =
+      static_cast<const char *>(::dlsym(handle, statesSymbol.c_str()));
+  std::string listedStates = statesDescriptor(m.info.states);
+  if (compiledStates && listedStates != compiledStates)
+    throw Error("optim: '" + manifestPath + "' lists " +
+                (listedStates.empty()
+                     ? std::string("no states")
+                     : "the states '" + listedStates + "'") +
+                " but the kernels of '" + library + "' were compiled for '" +
+                compiledStates + "' (does the manifest belong to it?)");
+  if (!compiledStates && !listedStates.empty())
+    throw Error("optim: '" + library + "' has no symbol '" + statesSymbol +
+                "', which the library of a rule with states defines since "
+                "ABI version 10 (recompile it with optimc; does the manifest "
+                "belong to it?)");
   // The kernels draw at the sites they were compiled with: a manifest that
   // lists others describes another rule, and one that lists none lets the
   // runtime pass kernels that do draw a null rng (KernelABI.h, version 8).

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 using namespace optim;
@@ -52,15 +53,30 @@ template <typename T> static void fill(void *data, size_t count, double value) {
   std::fill_n(static_cast<T *>(data), count, static_cast<T>(value));
 }
 
+size_t Optimizer::Impl::stateCount(const Slot &slot, size_t s) const {
+  const StateSpec &spec = info().states[s];
+  if (spec.axis == Axis::Row)
+    return size_t(slot.B) * size_t(slot.R);
+  if (spec.axis == Axis::Col)
+    return size_t(slot.B) * size_t(slot.C);
+  return size_t(slot.param.size) * size_t(spec.size);
+}
+
 void Optimizer::Impl::resetState() {
   const RuleInfo &ri = info();
   for (Slot &slot : slots)
     for (size_t s = 0; s < ri.states.size(); ++s) {
-      size_t count = slot.param.size * ri.states[s].size;
-      if (ri.dtype == DType::F32)
-        fill<float>(slot.states[s].data.get(), count, ri.states[s].init);
-      else
-        fill<double>(slot.states[s].data.get(), count, ri.states[s].init);
+      size_t count = stateCount(slot, s);
+      // A row or column state's next buffer too: for a tensor without
+      // coordinates no step writes it.
+      for (AlignedBuffer *b : {&slot.states[s], &slot.next[s]}) {
+        if (!b->data)
+          continue;
+        if (ri.dtype == DType::F32)
+          fill<float>(b->data.get(), count, ri.states[s].init);
+        else
+          fill<double>(b->data.get(), count, ri.states[s].init);
+      }
     }
   step = 0;
   skipped = 0;
@@ -68,6 +84,83 @@ void Optimizer::Impl::resetState() {
 
 static std::string paramName(size_t i) {
   return "parameter " + std::to_string(i);
+}
+
+static std::string shapeText(const std::vector<int64_t> &shape) {
+  std::string text = "[";
+  for (size_t d = 0; d < shape.size(); ++d)
+    text += (d ? ", " : "") + std::to_string(shape[d]);
+  return text + "]";
+}
+
+/// The most dimensions a Param::shape may have.
+constexpr size_t kMaxRank = 64;
+
+/// Why `p.shape` cannot be the shape of `p`, or "" (also for no shape).
+static std::string checkShape(const Param &p) {
+  const std::vector<int64_t> &shape = p.shape;
+  if (shape.empty())
+    return "";
+  std::string text = "shape " + shapeText(shape);
+  if (shape.size() > kMaxRank)
+    return text + " has " + std::to_string(shape.size()) +
+           " dimensions, more than " + std::to_string(kMaxRank);
+  for (int64_t d : shape)
+    if (d < 0)
+      return text + " has a negative dimension";
+  // The element count; with a zero dimension it is 0 whatever the others.
+  int64_t count = 1;
+  bool overflow = false;
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end())
+    count = 0;
+  else
+    for (int64_t d : shape)
+      overflow |= __builtin_mul_overflow(count, d, &count);
+  if (overflow)
+    return text + " has more elements than a 64-bit count holds, its size is " +
+           std::to_string(p.size);
+  if (count != p.size)
+    return text + " has " + std::to_string(count) + " elements, its size is " +
+           std::to_string(p.size);
+  return "";
+}
+
+/// The view [B, R, C] of a parameter for a rule with axes (KernelABI.h,
+/// version 10): C the last dimension, R the one before (1 for 1-D), B the
+/// product of the others; [1, 1, size] without a shape. The shape was
+/// checked. False (matrixView: throws) when B * R or B * C (a row or column
+/// state's length, possibly past the size when a dimension is 0) does not
+/// fit the address space.
+static bool viewFits(const Param &p, int64_t &B, int64_t &R, int64_t &C) {
+  const std::vector<int64_t> &shape = p.shape;
+  B = 1;
+  R = 1;
+  C = p.size;
+  if (shape.empty())
+    return true;
+  C = shape.back();
+  R = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
+  bool overflow = false;
+  for (size_t d = 0; d + 2 < shape.size(); ++d)
+    overflow |= __builtin_mul_overflow(B, shape[d], &B);
+  int64_t rows, cols;
+  overflow |= __builtin_mul_overflow(B, R, &rows);
+  overflow |= __builtin_mul_overflow(B, C, &cols);
+  // 8 bytes per value at most (f64 states, double reductions).
+  return !overflow && rows <= PTRDIFF_MAX / 8 && cols <= PTRDIFF_MAX / 8;
+}
+
+static void matrixView(const Param &p, int64_t &B, int64_t &R, int64_t &C,
+                       size_t index = 0) {
+  if (!viewFits(p, B, R, C))
+    throw Error("optim::Optimizer: " + paramName(index) + ": shape " +
+                shapeText(p.shape) +
+                " has more rows or columns than the address space holds");
+}
+
+bool detail::paramShapeIsValid(const Param &p, bool axes) {
+  int64_t B, R, C;
+  return checkShape(p).empty() && (!axes || viewFits(p, B, R, C));
 }
 
 Optimizer::Optimizer(Rule rule, std::vector<Param> params,
@@ -126,6 +219,15 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
                              UINTPTR_MAX - uint64_t(p.size) * elt))
         throw Error(what + " has " + std::to_string(p.size) +
                     " elements, more than the address space holds");
+      // Checked for every rule, so that a wrong shape is found before a
+      // rule with axes meets it; rules without axes ignore it.
+      std::string shapeError = checkShape(p);
+      if (!shapeError.empty())
+        throw Error(what + ": " + shapeError);
+      if (ri.hasAxes()) {
+        int64_t B, R, C;
+        matrixView(p, B, R, C, index);
+      }
       if (p.size > 0)
         ranges.push_back({reinterpret_cast<uintptr_t>(p.data),
                           reinterpret_cast<uintptr_t>(p.data) + p.size * elt,
@@ -162,9 +264,20 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
                          ? options.threads
                          : std::max(1u, std::thread::hardware_concurrency());
   im.pool = std::make_unique<ThreadPool>(threads);
-  size_t perChunk = im.pointersPerChunk();
+  im.hasAxes = ri.hasAxes();
+  const bool colReductions =
+      std::any_of(ri.reductions.begin(), ri.reductions.end(),
+                  [](const ReductionSpec &r) { return r.axis == Axis::Col; });
+  for (size_t s = 0; s < ri.states.size(); ++s)
+    if (ri.states[s].axis != Axis::None)
+      im.axisStates.push_back(s);
+  for (size_t r = 0; r < ri.reductions.size(); ++r)
+    if (ri.reductions[r].axis != Axis::None)
+      im.axisReductions.push_back(r);
+  const size_t X = im.axisReductions.size();
   im.rng.push_back(options.seed);
   uint64_t globalIndex = 0; // Of the current parameter's first coordinate.
+  size_t axisPartialCount = 0, axisReducedCount = 0;
   for (ParamGroup &group : groups) {
     Impl::Group g;
     for (const HyperParam &h : ri.hypers)
@@ -172,36 +285,129 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
     for (const auto &[name, value] : group.hypers)
       g.hypers[ri.findHyper(name)] = value;
     g.firstParam = im.slots.size();
-    g.firstChunk = im.lengths.size();
+    g.firstChunk = im.numChunks();
     for (const Param &p : group.params) {
       Impl::Slot slot;
       slot.param = p;
-      for (const StateSpec &s : ri.states)
-        slot.states.push_back(
-            AlignedBuffer::allocate(size_t(p.size) * s.size * elt));
+      if (im.hasAxes)
+        matrixView(p, slot.B, slot.R, slot.C);
+      else
+        slot.C = p.size;
+      for (size_t s = 0; s < ri.states.size(); ++s) {
+        size_t bytes = im.stateCount(slot, s) * elt;
+        slot.states.push_back(AlignedBuffer::allocate(bytes));
+        slot.next.push_back(ri.states[s].axis == Axis::None
+                                ? AlignedBuffer()
+                                : AlignedBuffer::allocate(bytes));
+      }
+      for (size_t r : im.axisReductions) {
+        slot.axisReducedOffset.push_back(axisReducedCount);
+        axisReducedCount +=
+            size_t(slot.B) *
+            size_t(ri.reductions[r].axis == Axis::Row ? slot.R : slot.C);
+      }
       size_t pi = im.slots.size();
-      for (int64_t off = 0; off < p.size; off += options.chunkSize) {
-        int64_t n = std::min(options.chunkSize, p.size - off);
+      slot.firstChunk = im.numChunks();
+      // One chunk: coordinates [off, off + nr * nc) of the tensor, rows
+      // [r0, r0 + nr) x columns [c0, c0 + nc) of matrix b for a rule with
+      // axes (KernelABI.h, version 10).
+      auto addChunk = [&](int64_t off, int64_t b, int64_t nr, int64_t nc,
+                          int64_t r0, int64_t c0) {
         im.ptrs.push_back(static_cast<char *>(p.data) + off * elt);
         im.ptrs.push_back(nullptr); // The gradient, set by step().
         // The per-coordinate inputs (KernelABI.h, version 7), set by step().
         im.ptrs.insert(im.ptrs.end(), ri.inputs.size(), nullptr);
-        for (AlignedBuffer &b : slot.states)
-          im.ptrs.push_back(static_cast<char *>(b.data.get()) + off * elt);
-        im.lengths.push_back(n);
+        // Where a state's value for the chunk's first coordinate is.
+        auto at = [&](const StateSpec &spec, const AlignedBuffer &buf) {
+          int64_t first = spec.axis == Axis::Row   ? b * slot.R + r0
+                          : spec.axis == Axis::Col ? b * slot.C + c0
+                                                   : off;
+          return static_cast<char *>(buf.data.get()) + first * elt;
+        };
+        for (size_t s = 0; s < ri.states.size(); ++s)
+          im.ptrs.push_back(at(ri.states[s], slot.states[s]));
+        for (size_t s : im.axisStates)
+          im.ptrs.push_back(at(ri.states[s], slot.next[s]));
+        // The partial areas and the combined results, set once all are
+        // sized (below).
+        im.ptrs.insert(im.ptrs.end(), 2 * X, nullptr);
+        for (size_t r : im.axisReductions) {
+          im.axisPartialOffset.push_back(axisPartialCount);
+          axisPartialCount +=
+              size_t(ri.reductions[r].axis == Axis::Row ? nr : nc);
+        }
+        if (im.hasAxes)
+          im.lengths.insert(im.lengths.end(), {nr, nc, r0, c0});
+        else
+          im.lengths.push_back(nc);
         im.strides.push_back(p.size);
         im.chunkParam.push_back(pi);
         im.chunkOffset.push_back(off);
         im.rng.push_back(globalIndex + uint64_t(off));
+      };
+      // A column reduction's partials are one double per column of each
+      // chunk, so chunks of few rows would write (and the combine read)
+      // up to a double per coordinate; a rule with one takes chunks of 16
+      // times chunkSize (still from the shapes and chunkSize only).
+      const int64_t chunk =
+          colReductions ? std::min(options.chunkSize,
+                                   std::numeric_limits<int64_t>::max() / 16) *
+                              16
+                        : options.chunkSize;
+      if (!im.hasAxes) {
+        for (int64_t off = 0; off < p.size; off += chunk)
+          addChunk(off, 0, 1, std::min(chunk, p.size - off), 0, 0);
+      } else if (p.size > 0) {
+        // Rectangles inside one matrix, from the shape and chunkSize only:
+        // floor(chunk / C) whole rows, or parts of chunk of a row longer
+        // than chunk.
+        const int64_t R = slot.R, C = slot.C;
+        for (int64_t b = 0; b < slot.B; ++b) {
+          if (C <= chunk) {
+            int64_t rows = chunk / C;
+            for (int64_t r0 = 0; r0 < R; r0 += rows)
+              addChunk((b * R + r0) * C, b, std::min(rows, R - r0), C, r0, 0);
+          } else {
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t c0 = 0; c0 < C; c0 += chunk)
+                addChunk((b * R + r) * C + c0, b, 1, std::min(chunk, C - c0), r,
+                         c0);
+          }
+        }
       }
       globalIndex += uint64_t(p.size);
+      slot.numChunks = im.numChunks() - slot.firstChunk;
       im.slots.push_back(std::move(slot));
     }
     g.numParams = im.slots.size() - g.firstParam;
-    g.numChunks = im.lengths.size() - g.firstChunk;
+    g.numChunks = im.numChunks() - g.firstChunk;
     im.groups.push_back(std::move(g));
   }
-  (void)perChunk;
+  if (X > 0) {
+    try {
+      im.axisPartials.assign(axisPartialCount, 0.0);
+      im.axisReduced.assign(axisReducedCount, 0.0);
+    } catch (const std::bad_alloc &) {
+      throw Error("optim::Optimizer: out of memory allocating " +
+                  std::to_string((axisPartialCount + axisReducedCount) * 8) +
+                  " bytes for row and column reductions");
+    }
+    size_t perChunk = im.pointersPerChunk();
+    size_t first = perChunk - 2 * X; // The first partial pointer.
+    for (size_t c = 0; c < im.numChunks(); ++c) {
+      const Impl::Slot &slot = im.slots[im.chunkParam[c]];
+      int64_t r0 = im.lengths[4 * c + 2], c0 = im.lengths[4 * c + 3];
+      int64_t b = im.chunkOffset[c] / (slot.R * slot.C);
+      for (size_t x = 0; x < X; ++x) {
+        bool row = ri.reductions[im.axisReductions[x]].axis == Axis::Row;
+        im.ptrs[c * perChunk + first + x] =
+            im.axisPartials.data() + im.axisPartialOffset[c * X + x];
+        im.ptrs[c * perChunk + first + X + x] =
+            im.axisReduced.data() + slot.axisReducedOffset[x] +
+            (row ? b * slot.R + r0 : b * slot.C + c0);
+      }
+    }
+  }
   for (size_t pi = 0; pi < im.slots.size(); ++pi) {
     const Impl::Slot &slot = im.slots[pi];
     auto add = [&](const void *data, size_t bytes, std::string what) {
@@ -211,9 +417,13 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
                               std::move(what)});
     };
     add(slot.param.data, size_t(slot.param.size) * elt, paramName(pi));
-    for (size_t s = 0; s < ri.states.size(); ++s)
+    for (size_t s = 0; s < ri.states.size(); ++s) {
       add(slot.states[s].data.get(), slot.states[s].bytes,
           "state '" + ri.states[s].name + "' of " + paramName(pi));
+      add(slot.next[s].data.get(), slot.next[s].bytes,
+          "the next values of state '" + ri.states[s].name + "' of " +
+              paramName(pi));
+    }
   }
   std::sort(im.written.begin(), im.written.end(),
             [](const Impl::Region &a, const Impl::Region &b) {
@@ -222,7 +432,7 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
   im.weights.resize(ri.weights.size());
   im.weightPtrs.assign(ri.weights.size(), nullptr);
   if (!ri.reductions.empty()) {
-    im.partials.assign(im.lengths.size() * ri.reductions.size(), 0.0);
+    im.partials.assign(im.numChunks() * ri.reductions.size(), 0.0);
     im.reduced.assign(im.partials.size(), 0.0);
     for (const Impl::Slot &slot : im.slots)
       im.paramSizes.push_back(slot.param.size);
@@ -349,6 +559,66 @@ static void checkReadTensor(const Optimizer::Impl &im, const Grad &g, size_t i,
 
 using detail::quotedList;
 
+/// Combines the chunks' partials of the row and column reductions of level
+/// `level` (KernelABI.h, version 10): each row's over the chunks holding it,
+/// each column's over the chunks of its matrix, in chunk order; then mean
+/// divides by the row's (column's) coordinates and norm takes the root.
+/// Deterministic: the chunking depends on the shapes and chunkSize only.
+static void combineAxisReductions(Optimizer::Impl &im, unsigned level) {
+  const RuleInfo &ri = im.info();
+  const size_t X = im.axisReductions.size();
+  const unsigned workers = im.pool->size();
+  for (size_t x = 0; x < X; ++x) {
+    const ReductionSpec &spec = ri.reductions[im.axisReductions[x]];
+    if (spec.level != level)
+      continue;
+    const bool row = spec.axis == Axis::Row;
+    const ReductionKind kind = spec.kind;
+    // Each worker owns a part of each tensor's results (a whole small
+    // tensor, or a share of a large one) and combines into it every
+    // chunk's partials in chunk order: the same order for any number of
+    // workers.
+    im.pool->run([&](unsigned w) {
+      for (size_t k = 0; k < im.slots.size(); ++k) {
+        const Optimizer::Impl::Slot &slot = im.slots[k];
+        // No chunk reads the results of an empty tensor (its rows or
+        // columns may still be many: [2^24, 0]).
+        if (slot.numChunks == 0)
+          continue;
+        const int64_t count = slot.B * (row ? slot.R : slot.C);
+        int64_t lo = 0, hi = count;
+        if (count < 4096) {
+          if (k % workers != w)
+            continue;
+        } else {
+          lo = count * int64_t(w) / int64_t(workers);
+          hi = count * int64_t(w + 1) / int64_t(workers);
+        }
+        if (lo >= hi)
+          continue;
+        double *out = im.axisReduced.data() + slot.axisReducedOffset[x];
+        std::fill(out + lo, out + hi, detail::reductionIdentity(kind));
+        for (size_t c = slot.firstChunk; c < slot.firstChunk + slot.numChunks;
+             ++c) {
+          const int64_t *len = &im.lengths[4 * c];
+          int64_t b = im.chunkOffset[c] / (slot.R * slot.C);
+          int64_t first = row ? b * slot.R + len[2] : b * slot.C + len[3];
+          int64_t n = row ? len[0] : len[1];
+          int64_t from = std::max(first, lo), to = std::min(first + n, hi);
+          const double *part =
+              im.axisPartials.data() + im.axisPartialOffset[c * X + x];
+          for (int64_t i = from; i < to; ++i)
+            out[i] = detail::combinePartial(kind, out[i], part[i - first]);
+        }
+        // A row has C coordinates, a column R.
+        const int64_t along = row ? slot.C : slot.R;
+        for (int64_t i = lo; i < hi; ++i)
+          out[i] = detail::finishReduction(kind, out[i], along);
+      }
+    });
+  }
+}
+
 /// One step; `inputs[k]` holds the tensors of the rule's input k
 /// (declaration order), already matched by name. Checks everything before
 /// it writes anything.
@@ -385,7 +655,7 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
                   "' of rule '" + ri.name + "' are not set (setWeights)");
   // The table's gradient and input slots: p, g, inputs, states per chunk.
   size_t perChunk = im.pointersPerChunk();
-  size_t numChunks = im.lengths.size();
+  size_t numChunks = im.numChunks();
   size_t numRead = 1 + inputs.size();
   for (size_t c = 0; c < numChunks; ++c) {
     size_t param = im.chunkParam[c];
@@ -407,8 +677,8 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
         for (size_t k = 0; k < numRead; ++k) {
           const void *g = im.ptrs[c * perChunk + 1 + k];
           finite[w] &= ri.dtype == DType::F32
-                           ? allFinite<float>(g, im.lengths[c])
-                           : allFinite<double>(g, im.lengths[c]);
+                           ? allFinite<float>(g, im.chunkLength(c))
+                           : allFinite<double>(g, im.chunkLength(c));
         }
     });
     if (std::find(finite.begin(), finite.end(), 0) != finite.end()) {
@@ -439,6 +709,9 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
                        begin, end, hypers, t, weights, im.partials.data(),
                        im.reduced.data(), stage, rng);
               });
+          // The row and column reductions of the stage's level (the tensor
+          // ones are combined by runReductionStages).
+          combineAxisReductions(im, unsigned(stage));
         });
     optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
     forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {
@@ -452,6 +725,14 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
              hypers, t, weights, rng);
     });
   }
+  // The new values of the row and column states, written apart so that
+  // every chunk read the old ones (KernelABI.h, version 10). A tensor
+  // without coordinates has no chunk, and its next buffers hold nothing new.
+  for (Optimizer::Impl::Slot &slot : im.slots)
+    if (slot.param.size > 0)
+      for (size_t s : im.axisStates)
+        std::memcpy(slot.states[s].data.get(), slot.next[s].data.get(),
+                    slot.states[s].bytes);
   im.step = t;
   return true;
 }
@@ -569,4 +850,17 @@ const void *Optimizer::state(size_t param, const std::string &name) const {
     throw Error("optim::Optimizer::state: rule '" + im.info().name +
                 "' has no state '" + name + "'");
   return im.slots[param].states[s].data.get();
+}
+
+int64_t Optimizer::stateSize(size_t param, const std::string &name) const {
+  const Impl &im = live("stateSize");
+  if (param >= im.slots.size())
+    throw Error("optim::Optimizer::stateSize: parameter " +
+                std::to_string(param) + " does not exist (there are " +
+                std::to_string(im.slots.size()) + ")");
+  int s = im.stateIndex(name);
+  if (s < 0)
+    throw Error("optim::Optimizer::stateSize: rule '" + im.info().name +
+                "' has no state '" + name + "'");
+  return int64_t(im.stateCount(im.slots[param], size_t(s)));
 }

@@ -32,6 +32,16 @@ struct Optimizer::Impl {
   struct Slot {
     Param param;
     std::vector<AlignedBuffer> states; // One per state of the rule.
+    // Rules with axes (KernelABI.h, version 10): the view [B, R, C], and
+    // the NEXT buffer of each row or column state (states[s] is the
+    // current one); empty buffers for the other states.
+    int64_t B = 1, R = 1, C = 0;
+    std::vector<AlignedBuffer> next;
+    // The offset of each row or column reduction's combined results in
+    // axisReduced (B * R or B * C doubles), in body order of those.
+    std::vector<size_t> axisReducedOffset;
+    // Its chunks: [firstChunk, firstChunk + numChunks) of the table.
+    size_t firstChunk = 0, numChunks = 0;
   };
   /// Memory a step writes: a parameter or a state buffer.
   struct Region {
@@ -67,11 +77,28 @@ struct Optimizer::Impl {
   // paramSizes is every parameter's coordinate count. Empty for other rules.
   std::vector<double> partials, reduced;
   std::vector<int64_t> paramSizes;
+  // Rules with axes: every chunk's partials of its row and column
+  // reductions (nr or nc doubles each, at chunk c's offsets in
+  // axisPartialOffset, X per chunk) and the combined results (per slot,
+  // Slot::axisReducedOffset). Allocated once, reused by every step.
+  std::vector<double> axisPartials, axisReduced;
+  std::vector<size_t> axisPartialOffset;
+  // The indices of the row and column states / reductions, in order.
+  std::vector<size_t> axisStates, axisReductions;
 
   const RuleInfo &info() const { return rule.info(); }
+  bool hasAxes = false; // info().hasAxes(), cached.
   size_t pointersPerChunk() const {
-    return 2 + info().inputs.size() + info().states.size();
+    return 2 + info().inputs.size() + info().states.size() + axisStates.size() +
+           2 * axisReductions.size();
   }
+  size_t numChunks() const { return chunkParam.size(); }
+  /// The coordinates of chunk c (nr * nc for a rule with axes).
+  int64_t chunkLength(size_t c) const {
+    return hasAxes ? lengths[4 * c] * lengths[4 * c + 1] : lengths[c];
+  }
+  /// The elements of state s's buffer of slot `slot`.
+  size_t stateCount(const Slot &slot, size_t s) const;
   int stateIndex(const std::string &name) const;
   /// The region of `written` that [data, data + bytes) overlaps, or null.
   const Region *writtenRegion(const void *data, size_t bytes) const;
@@ -79,6 +106,13 @@ struct Optimizer::Impl {
   void setWeights(const std::string &name, const void *data, int64_t count,
                   DType dtype);
 };
+
+namespace detail {
+/// Whether the Optimizer constructor accepts `p.shape` (none, or a valid
+/// one; for a rule with axes also one whose rows and columns fit), so that
+/// the C API can name the status of its error.
+bool paramShapeIsValid(const Param &p, bool axes);
+} // namespace detail
 
 } // namespace optim
 

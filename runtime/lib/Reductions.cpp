@@ -82,7 +82,9 @@ static void combineSlots(const std::vector<ReductionSpec> &reductions,
                          Wanted wanted) {
   size_t R = reductions.size();
   for (size_t r = 0; r < R; ++r) {
-    if (!wanted(r))
+    // Row and column reductions are combined per row and column by the
+    // Optimizer (KernelABI.h, version 10); their slots here are unused.
+    if (!wanted(r) || reductions[r].axis != Axis::None)
       continue;
     ReductionKind kind = reductions[r].kind;
     forEachGroup(reductions[r].global, chunkTensor, tensorSize,
@@ -112,6 +114,15 @@ void detail::combineReductions(const std::vector<ReductionSpec> &reductions,
                                const double *partials, double *reduced) {
   combineSlots(reductions, chunkTensor, tensorSize, partials, reduced,
                [&](size_t r) { return reductions[r].level == level; });
+}
+
+double detail::reductionIdentity(ReductionKind kind) { return identity(kind); }
+double detail::combinePartial(ReductionKind kind, double acc, double partial) {
+  return combine(kind, acc, partial);
+}
+double detail::finishReduction(ReductionKind kind, double acc,
+                               int64_t coordinates) {
+  return finish(kind, acc, coordinates);
 }
 
 unsigned
@@ -171,8 +182,9 @@ std::string detail::parseReductionsDescriptor(const std::string &text,
     return "";
   const std::string syntax =
       " (an entry is a kind, sum, mean, norm, max or min, then \"@global\" "
-      "for a global one, then \":<level>\" for a level 1..65535 in decimal "
-      "without sign or leading zeros)";
+      "for a global one or \"@row\" / \"@col\" for a row or column one, "
+      "then \":<level>\" for a level 1..65535 in decimal without sign or "
+      "leading zeros)";
   size_t index = 0;
   for (size_t begin = 0;; ++index) {
     size_t comma = text.find(',', begin);
@@ -182,12 +194,20 @@ std::string detail::parseReductionsDescriptor(const std::string &text,
     ReductionSpec spec;
     size_t colon = entry.find(':');
     std::string head = entry.substr(0, colon);
-    const std::string global = "@global";
-    if (head.size() > global.size() &&
-        head.compare(head.size() - global.size(), global.size(), global) == 0) {
+    auto suffix = [&](const std::string &tail) {
+      if (head.size() > tail.size() &&
+          head.compare(head.size() - tail.size(), tail.size(), tail) == 0) {
+        head.resize(head.size() - tail.size());
+        return true;
+      }
+      return false;
+    };
+    if (suffix("@global"))
       spec.global = true;
-      head.resize(head.size() - global.size());
-    }
+    else if (suffix("@row"))
+      spec.axis = Axis::Row;
+    else if (suffix("@col"))
+      spec.axis = Axis::Col;
     if (!kindNamed(head, spec.kind))
       return which + " is not a reduction" + syntax;
     if (colon != std::string::npos) {
@@ -284,6 +304,21 @@ void detail::checkKernelsMatchSignature(const Rule &rule, const char *who) {
                 "' has tensor reductions but not the kernels of both passes "
                 "(" OPTIM_REDUCE_SYMBOL_PREFIX + ri.name +
                 " and the reduced " OPTIM_RULE_SYMBOL_PREFIX + ri.name + ")");
+  // Row and column states and reductions (KernelABI.h, version 10): scalar
+  // states, reductions that are not global; a RuleInfo put together
+  // otherwise describes no compiled rule.
+  for (const StateSpec &s : ri.states)
+    if (s.axis != Axis::None && s.size != 1)
+      throw Error(std::string(who) + ": rule '" + ri.name + "': " +
+                  axisName(s.axis) + " state '" + s.name + "' has size " +
+                  std::to_string(s.size) +
+                  "; row and column states are scalars");
+  for (size_t r = 0; r < ri.reductions.size(); ++r)
+    if (ri.reductions[r].axis != Axis::None && ri.reductions[r].global)
+      throw Error(std::string(who) + ": rule '" + ri.name + "': reduction " +
+                  std::to_string(r) + " is global and per " +
+                  (ri.reductions[r].axis == Axis::Row ? "row" : "column") +
+                  "; a row or column reduction is per tensor");
   if (ri.reductions.empty() && !rule.kernel())
     throw Error(std::string(who) + ": rule '" + ri.name +
                 "' has the kernels of a rule with tensor reductions but its "

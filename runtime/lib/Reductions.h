@@ -29,6 +29,8 @@ namespace detail {
 /// null kernel.)
 void checkKernelsMatchSignature(const Rule &rule, const char *who);
 
+/// Row and column reductions (ReductionSpec::axis) are skipped: their slots
+/// are never read (KernelABI.h, version 10).
 /// `partials` and `reduced` hold reductions.size() doubles per chunk
 /// (chunk c, reduction r at c * R + r). chunkTensor[c] is the tensor of
 /// chunk c: non-decreasing, the chunks of a tensor being consecutive;
@@ -50,6 +52,15 @@ void combineReductions(const std::vector<ReductionSpec> &reductions,
                        const std::vector<int64_t> &tensorSize,
                        const double *partials, double *reduced);
 
+/// The pieces of the combine above, for the row and column reductions of
+/// rules with axes (KernelABI.h, version 10), which the Optimizer combines
+/// per row and column: the value before any partial (0, -inf, +inf), one
+/// partial more (sum, max or min; NaN propagates), and the result over
+/// `coordinates` (mean divides, norm takes the square root).
+double reductionIdentity(ReductionKind kind);
+double combinePartial(ReductionKind kind, double acc, double partial);
+double finishReduction(ReductionKind kind, double acc, int64_t coordinates);
+
 /// The largest level of `reductions` (L: stages 0..L of optim_reduce_); 0
 /// for none.
 unsigned maxReductionLevel(const std::vector<ReductionSpec> &reductions);
@@ -67,7 +78,7 @@ constexpr unsigned kMaxReductionLevel = 65535;
 std::string checkReductionLevels(const std::vector<ReductionSpec> &reductions);
 
 /// Parses a descriptor optim_reductions_<name> (KernelABI.h): entries
-/// separated by ',', each kind ["@global"] [":" level], level a decimal
+/// separated by ',', each kind ["@global" | "@row" | "@col"] [":" level], level a decimal
 /// integer 1..65535 without sign or leading zeros (":level" only for a
 /// level > 0); "" is no reduction. Returns "" and sets `out`, or says what
 /// is wrong, naming the entry (`out` is then unspecified). The levels are

@@ -159,6 +159,12 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
                 "them and the tape does not record them); run it with "
                 "optim::Optimizer::step(grads, inputs)");
   }
+  // Nor for row and column states and reductions (KernelABI.h, version
+  // 10), which the compiler refuses to differentiate.
+  if (ri.hasAxes())
+    throw Error("optim::Trajectory: rule '" + ri.name +
+                "' has row or column states or reductions, which have no "
+                "reverse mode; run it with optim::Optimizer");
   // The reverse mode has no rule for a reduction of a reduction's result
   // (KernelABI.h, version 9): the compiler refuses CompileOptions::vjp for
   // such rules, and a rule put together otherwise is refused here, before

@@ -1034,9 +1034,10 @@ TEST_F(CudaFake, NestedReductionLevelsMustAgreeAndBeWellFormed) {
             "optim: 'centre.manifest': the module's 'optim_reductions_centre' "
             "(\"mean,mean:1,norm@global:01\") is malformed: entry 2 "
             "'norm@global:01' has a malformed level '01' (an entry is a kind, "
-            "sum, mean, norm, max or min, then \"@global\" for a global one, "
-            "then \":<level>\" for a level 1..65535 in decimal without sign "
-            "or leading zeros); was it compiled by optimc?");
+            "sum, mean, norm, max or min, then \"@global\" for a global one "
+            "or \"@row\" / \"@col\" for a row or column one, then "
+            "\":<level>\" for a level 1..65535 in decimal without sign or "
+            "leading zeros); was it compiled by optimc?");
   log.descriptor = "mean:1,mean:1,norm@global:1";
   EXPECT_EQ(message(centreManifest()),
             "optim: 'centre.manifest': the module's 'optim_reductions_centre' "
@@ -1051,6 +1052,12 @@ TEST_F(CudaFake, NestedReductionLevelsMustAgreeAndBeWellFormed) {
             "optim: manifest 'centre.manifest': reduction 1 ('mean:2') has "
             "level 2, but no reduction has level 1 (not a manifest of "
             "optimc)");
+  // Row and column reductions (ABI 10) run on the CPU only.
+  EXPECT_EQ(message(centreManifest(R"({"kind": "mean", "global": false,
+                                       "axis": "row"})")),
+            "optim: 'centre.manifest': rule 'centre' has row or column "
+            "states or reductions, which run on the CPU only "
+            "(optim::Optimizer)");
 }
 
 TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {

@@ -51,6 +51,11 @@
 SOPHIA(sophia32, float)
 SOPHIA(sophia64, double)
 
+/* The states the kernels were compiled for (KernelABI.h, version 10). */
+const char optim_states_sophia32[] = "1,1";
+const char optim_states_sophia64[] = "1,1";
+const char optim_states_pair[] = "1";
+
 void optim_rule_pair(void *const *ptrs, const int64_t *lengths,
                      const int64_t *strides, int64_t begin, int64_t end,
                      const double *hypers, int64_t step,

@@ -677,8 +677,9 @@ TEST(NestedReductions, DescriptorsParseExactlyTheContractsSyntax) {
 
   const std::string syntax =
       " (an entry is a kind, sum, mean, norm, max or min, then \"@global\" "
-      "for a global one, then \":<level>\" for a level 1..65535 in decimal "
-      "without sign or leading zeros)";
+      "for a global one or \"@row\" / \"@col\" for a row or column one, "
+      "then \":<level>\" for a level 1..65535 in decimal without sign or "
+      "leading zeros)";
   auto level = [&](const std::string &text, size_t index,
                    const std::string &entry, const std::string &lvl) {
     EXPECT_EQ(parse(text), "entry " + std::to_string(index) + " '" + entry +
@@ -1017,8 +1018,9 @@ TEST_F(NestedLibrary, MalformedDescriptorsInALibraryNameTheEntry) {
             "' has a malformed 'optim_reductions_crooked' (\"mean,mean:01\"): "
             "entry 1 'mean:01' has a malformed level '01' (an entry is a "
             "kind, sum, mean, norm, max or min, then \"@global\" for a global "
-            "one, then \":<level>\" for a level 1..65535 in decimal without "
-            "sign or leading zeros); was it compiled by optimc?");
+            "one or \"@row\" / \"@col\" for a row or column one, then "
+            "\":<level>\" for a level 1..65535 in decimal without sign or "
+            "leading zeros); was it compiled by optimc?");
   m.info.name = "gapped";
   m.symbol = "optim_rule_gapped";
   EXPECT_EQ(loadError(m),

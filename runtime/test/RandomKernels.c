@@ -26,6 +26,7 @@
 const char optim_random_stamp[] = "normal,uniform";
 const char optim_random_stampsum[] = "uniform";
 const char optim_reductions_stampsum[] = "sum";
+const char optim_states_stampsum[] = "1";
 
 static void stampChunks(void *const *ptrs, size_t perChunk,
                         const int64_t *lengths, int64_t begin, int64_t end,

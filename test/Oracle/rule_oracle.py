@@ -1043,7 +1043,8 @@ def unreferenced_rules(paths):
     """The rules of examples/ and of the literature file that have no case
     here (l2l is a learned rule: test/Python/learned-weights.test). Rules
     that call rand() or randn() are random_oracle.py's, which has the
-    reference draws."""
+    reference draws; rules with row or column states or reductions are
+    axis_oracle.py's, which runs them on shaped parameters."""
     names = set()
     files = [os.path.join(paths[EX], f) for f in os.listdir(paths[EX])
              if f.endswith(".optim")] + [paths[LIT]]
@@ -1053,7 +1054,9 @@ def unreferenced_rules(paths):
         for m in re.finditer(r"^rule\s+(\w+)[^{]*\{(.*?)^\}", text,
                              re.M | re.S):
             body = re.sub(r"//[^\n]*", "", m.group(2))
-            if not re.search(r"\brandn?\s*\(", body):
+            if not re.search(r"\brandn?\s*\(", body) and not re.search(
+                    r"\b(row|col)\s+state\b|\b(row|col)_(sum|mean|norm|max"
+                    r"|min)\s*\(", body):
                 names.add(m.group(1))
     return sorted(names - {c[0] for c in CASES})
 

@@ -148,6 +148,7 @@ TEST(TaskQuadratic, GradientMatchesFiniteDifferences) {
 TEST(TaskQuadratic, SeedDeterminesProblem) {
   auto a = makeTask("quadratic", 7), b = makeTask("quadratic", 7),
        c = makeTask("quadratic", 8);
+  EXPECT_EQ(a->shapes(), (std::vector<std::vector<int64_t>>{{10}}));
   EXPECT_EQ(a->parameters(), b->parameters());
   EXPECT_NE(a->parameters(), c->parameters());
   FloatTensors ga, gb, gc;
@@ -341,6 +342,10 @@ TEST(TaskMnist, Initialization) {
   EXPECT_EQ(p[1], std::vector<float>(20, 0.0f));
   EXPECT_EQ(p[2].size(), 20u * 10);
   EXPECT_EQ(p[3], std::vector<float>(10, 0.0f));
+  // The shapes as stored (W row-major [fan-in][fan-out]), for rules with
+  // row and column states.
+  EXPECT_EQ(task->shapes(), (std::vector<std::vector<int64_t>>{
+                                {784, 20}, {20}, {20, 10}, {10}}));
   double sum = 0, sq = 0;
   for (float w : p[0]) {
     sum += w;

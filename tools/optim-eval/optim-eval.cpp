@@ -259,8 +259,13 @@ RunResult runOnce(const Candidate &c, double lr,
   std::unique_ptr<tasks::Task> task =
       tasks::makeTask(taskName, runSeed, options);
   std::vector<Param> refs;
-  for (auto &p : task->parameters())
+  // With their shapes: rules with row or column states see the matrices.
+  std::vector<std::vector<int64_t>> shapes = task->shapes();
+  for (auto &p : task->parameters()) {
     refs.emplace_back(p.data(), int64_t(p.size()));
+    if (refs.size() <= shapes.size())
+      refs.back().shape = shapes[refs.size() - 1];
+  }
   OptimizerOptions oo;
   oo.threads = 1; // The runs are the parallel unit.
   // A rule that draws random numbers draws the same ones on the same seed,

@@ -104,8 +104,14 @@ int optim::runTask(const RunOptions &o) {
 
     std::vector<std::vector<float>> &params = task->parameters();
     std::vector<Param> refs;
-    for (auto &p : params)
-      refs.emplace_back(p.data(), int64_t(p.size()));
+    // With their shapes, so that a rule with row or column states sees the
+    // weight matrices (others ignore shapes).
+    std::vector<std::vector<int64_t>> shapes = task->shapes();
+    for (size_t i = 0; i < params.size(); ++i) {
+      refs.emplace_back(params[i].data(), int64_t(params[i].size()));
+      if (i < shapes.size())
+        refs.back().shape = shapes[i];
+    }
     // In the rule's order; each from its own stream of the seed.
     tools::RunInputs runInputs(ruleInputs, sources, o.seed);
     OptimizerOptions optimizerOptions;

@@ -175,18 +175,45 @@ enum class Builtin {
   GlobalNorm,
   GlobalMax,
   GlobalMin,
+  // Reductions along each row (row_*) or column (col_*) of the coordinate's
+  // parameter tensor, seen as matrices (KernelABI.h version 10, "Axes"):
+  // optim.tensor_reduce with `row` or `col`.
+  RowSum,
+  RowMean,
+  RowNorm,
+  RowMax,
+  RowMin,
+  ColSum,
+  ColMean,
+  ColNorm,
+  ColMax,
+  ColMin,
   // Random draws (optim.random): one draw site per call.
   Rand,
   Randn,
 };
 
-/// tensor_sum ... global_min.
+/// tensor_sum ... global_min, row_sum ... col_min.
 inline bool isReduction(Builtin b) {
-  return b >= Builtin::TensorSum && b <= Builtin::GlobalMin;
+  return b >= Builtin::TensorSum && b <= Builtin::ColMin;
 }
 /// global_sum ... global_min.
 inline bool isGlobalReduction(Builtin b) {
   return b >= Builtin::GlobalSum && b <= Builtin::GlobalMin;
+}
+
+/// What a state or a value is shared along (KernelABI.h version 10): one
+/// per coordinate (None), one per row or one per column of the parameter's
+/// matrices.
+enum class AxisKind { None, Row, Col };
+
+/// row_sum ... row_min: Row; col_sum ... col_min: Col; others None.
+inline AxisKind reductionAxis(Builtin b) {
+  if (b >= Builtin::RowSum && b <= Builtin::RowMin)
+    return AxisKind::Row;
+  if (b >= Builtin::ColSum && b <= Builtin::ColMin)
+    return AxisKind::Col;
+  return AxisKind::None;
 }
 
 class CallExpr : public Expr {
@@ -243,9 +270,12 @@ using StmtPtr = std::unique_ptr<Stmt>;
 /// `state`, `weights` and `input` declarations: a list of items.
 class DeclStmt : public Stmt {
 public:
-  DeclStmt(Kind kind, llvm::SMLoc loc, std::vector<DeclItem> items)
-      : Stmt(kind, loc), items(std::move(items)) {}
+  DeclStmt(Kind kind, llvm::SMLoc loc, std::vector<DeclItem> items,
+           AxisKind axis = AxisKind::None)
+      : Stmt(kind, loc), items(std::move(items)), axis(axis) {}
   std::vector<DeclItem> items;
+  /// `row state` / `col state` (loc is then the `row` or `col` word).
+  AxisKind axis;
   static bool classof(const Stmt *s) {
     return s->getKind() == StateK || s->getKind() == WeightsK ||
            s->getKind() == InputK;

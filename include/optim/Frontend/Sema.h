@@ -53,6 +53,9 @@ struct Symbol {
   /// assigns the value of its expression at the first step (t == 1).
   bool initAtFirstStep = false;
   bool assigned = false;
+  /// `row state` / `col state`: one value per row (column) of the
+  /// parameter's matrices (KernelABI.h version 10).
+  ast::AxisKind axis = ast::AxisKind::None;
   // Weights.
   bool used = false;
   WeightsKind weightsKind = Tensor;

@@ -59,6 +59,10 @@ public:
   /// ..., each W row-major [fan-in][fan-out]), initialized from the seed;
   /// the optimizer updates them in place.
   virtual std::vector<std::vector<float>> &parameters() = 0;
+  /// The shape of each tensor of parameters(), row-major as stored (the
+  /// MLP's W [fan-in, fan-out], its b [fan-out]), for optim::Param::shaped:
+  /// rules with row or column states see the matrices. Empty: not given.
+  virtual std::vector<std::vector<int64_t>> shapes() const { return {}; }
   /// Draws the next minibatch (the quadratic has none) and returns the loss
   /// at the current parameters, writing d loss/d parameter into grads
   /// (resized to match parameters()).

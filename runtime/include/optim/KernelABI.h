@@ -59,7 +59,8 @@ extern "C" {
  * reductions" below).
  * Version 10: row and column states and reductions (section "Axes" below):
  * rules that have any use another chunk table; every other rule's kernels
- * are unchanged. */
+ * are unchanged. Libraries of rules with states define optim_states_<name>
+ * (same section). */
 #define OPTIM_KERNEL_ABI_VERSION 10
 
 /* ---- Random numbers (version 8) --------------------------------------------
@@ -259,9 +260,24 @@ typedef void (*optim_reduced_rule_kernel)(
  *   column's over the chunks of its matrix in order; then mean = sum / C
  *   for a row, sum / R for a column; norm = sqrt(sum); the results are in
  *   double. Chunking depends on the shapes and OptimizerOptions::chunkSize
- *   only (rows of C <= chunkSize coordinates go floor(chunkSize / C) to a
- *   chunk; longer rows are cut into parts of chunkSize), never on the
- *   threads, so results do not depend on the number of threads. */
+ *   only, never on the threads, so results do not depend on the number of
+ *   threads: with K = chunkSize, or 16 * chunkSize for a rule with a column
+ *   reduction (whose partials are a double per column of each chunk: chunks
+ *   of few rows would write up to a double per coordinate), rows of C <= K
+ *   coordinates go floor(K / C) to a chunk; longer rows are cut into parts
+ *   of K.
+ * - The library of every rule with states (S > 0, with axes or without)
+ *   defines `const char optim_states_<name>[]`, the states the kernels were
+ *   compiled for, in declaration order, comma-separated, each its
+ *   per-coordinate size with "@row" / "@col" appended for a row or column
+ *   state ("1,1@row,1@col,20"; optim::statesDescriptor in optim/Rule.h).
+ *   The chunk table's pointers and the sizes of the state buffers follow
+ *   from the states, so library loaders refuse a manifest that disagrees
+ *   with it, one that lists states for a library without it (compiled
+ *   before it existed: recompile it) and one that lists none for a library
+ *   with it. Rules without states have no such symbol; CUDA modules do not
+ *   define it (their loader does not read it). */
+#define OPTIM_STATES_SYMBOL_PREFIX "optim_states_"
 
 /* ---- GPU rule kernels (version 5) ------------------------------------------
  * `optimc --target=cuda --emit=ptx|cubin` compiles an update rule to a CUDA

@@ -9,6 +9,13 @@
 //   opt.step({{gw.data(), gw.size()}, {gb.data(), gb.size()}});
 //   opt.save("ckpt.safetensors");         // state + step count, atomic
 //
+// A rule with row or column states or reductions (`row state r`,
+// row_mean(...); RuleInfo::hasAxes()) needs each parameter's shape:
+//
+//   optim::Optimizer opt(adafactor, {optim::Param(w.data(), w.size())
+//                                        .shaped({out, in}),
+//                                    {b.data(), b.size()}});
+//
 // A rule with per-coordinate inputs (`input h`, RuleInfo::inputs) takes them
 // with every step, one tensor per parameter, by name:
 //
@@ -47,6 +54,15 @@ struct Param {
   void *data = nullptr;
   int64_t size = 0;
   DType dtype = DType::F32;
+  /// The tensor's dimensions, row-major (e.g. a weight matrix [out, in] as
+  /// stored); empty when not given. Rules with row or column states or
+  /// reductions (RuleInfo::hasAxes(), KernelABI.h version 10, "Axes") see
+  /// the tensor as [B, R, C]: C the last dimension, R the one before it (1
+  /// for a 1-D shape), B the product of the others; without a shape as
+  /// [1, 1, size] (one row). Other rules ignore it. The Optimizer refuses,
+  /// for every rule, a shape with a negative dimension, more than 64
+  /// dimensions or another number of elements than `size`.
+  std::vector<int64_t> shape;
 
   Param() = default;
   Param(float *data, int64_t size) : data(data), size(size) {}
@@ -57,6 +73,13 @@ struct Param {
   template <typename Int, detail::IfInteger<Int> = 0>
   Param(double *data, Int size)
       : data(data), size(static_cast<int64_t>(size)), dtype(DType::F64) {}
+
+  /// A copy with the shape `dims`: `{w.data(), w.size()}.shaped({out, in})`.
+  Param shaped(std::vector<int64_t> dims) const {
+    Param p = *this;
+    p.shape = std::move(dims);
+    return p;
+  }
 };
 
 /// A gradient, read only (not owned), of the rule's dtype.
@@ -135,7 +158,11 @@ public:
   /// (RuleInfo::reductions) makes two passes over the chunks, with the same
   /// result for any number of threads (KernelABI.h, version 6); one more per
   /// level of nested reductions (ReductionSpec::level, version 9). A rule with
-  /// per-coordinate inputs refuses this form: it needs the one below.
+  /// row or column states or reductions (version 10) sees each parameter as
+  /// matrices (Param::shape) and updates those states only once the step
+  /// completes; its results do not depend on the number of threads either.
+  /// A rule with per-coordinate inputs refuses this form: it needs the one
+  /// below.
   bool step(const std::vector<Grad> &grads);
 
   /// The same for a rule with per-coordinate inputs (RuleInfo::inputs,
@@ -172,8 +199,14 @@ public:
   const Rule &rule() const;
 
   /// The state `name` of parameter `param`: `size` elements of the rule's
-  /// dtype for a scalar state, `N * size` (component-major) for `state x[N]`.
+  /// dtype for a scalar state, `N * size` (component-major) for `state x[N]`,
+  /// B * R for a row state and B * C for a column state (the parameter seen
+  /// as [B, R, C], Param::shape; row b * R + r, column b * C + j). A row or
+  /// column state keeps the value of the last completed step (the step
+  /// writes the new values apart and copies them in once it is done).
   const void *state(size_t param, const std::string &name) const;
+  /// The number of elements of state(param, name).
+  int64_t stateSize(size_t param, const std::string &name) const;
 
   /// Writes the state, the step counters and the hyperparameters in the
   /// safetensors layout, atomically (a temporary file renamed over `path`).
@@ -181,7 +214,8 @@ public:
   /// Restores what save() wrote (the seed included; a checkpoint written
   /// before seeds were recorded keeps this optimizer's seed). Throws,
   /// changing nothing, on a file from another rule or other parameter
-  /// sizes, or a truncated or corrupt file.
+  /// sizes, a row or column state of another size (a parameter of another
+  /// shape), or a truncated or corrupt file.
   void load(const std::string &path);
 
   struct Impl;

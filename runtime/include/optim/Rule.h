@@ -119,6 +119,21 @@ reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
   return text;
 }
 
+/// The states as optim_states_<name> spells them (KernelABI.h, version 10):
+/// each its per-coordinate size, "@row" / "@col" for a row or column state,
+/// in declaration order: "1,1@row,1@col,20"; empty for none.
+inline std::string statesDescriptor(const std::vector<StateSpec> &states) {
+  std::string text;
+  for (const StateSpec &s : states) {
+    if (!text.empty())
+      text += ',';
+    text += std::to_string(s.size);
+    if (s.axis != Axis::None)
+      text += std::string("@") + axisName(s.axis);
+  }
+  return text;
+}
+
 /// What a draw site of a rule (`rand()`, `randn()`) draws (KernelABI.h,
 /// version 8, "Random numbers").
 enum class RandomKind { Uniform, Normal };

@@ -167,6 +167,18 @@ optim_status optim_rule_reduction(const optim_rule *rule, size_t index,
 optim_status optim_rule_reduction_level(const optim_rule *rule, size_t index,
                                         unsigned *out);
 
+/* Row and column states and reductions (kernel ABI 10; `row state r`,
+   `col state c`, row_mean(x), col_max(x), ...): `*out` is "none" (per
+   coordinate; over the whole tensor), "row" (one value per row of the
+   parameter) or "col" (one per column), a string that outlives the rule.
+   Such a rule needs each parameter's shape (optim_optimizer_create_shaped;
+   without one a parameter is a single row). OPTIM_ERROR_NOT_FOUND for an
+   index out of range. */
+optim_status optim_rule_state_axis(const optim_rule *rule, size_t index,
+                                   const char **out);
+optim_status optim_rule_reduction_axis(const optim_rule *rule, size_t index,
+                                       const char **out);
+
 /* The per-coordinate inputs of a rule (`input h`: a Hessian estimate, a
    noise sample, a second gradient), in declaration order; none for most
    rules. A rule with inputs steps with optim_optimizer_step_inputs_* only
@@ -232,6 +244,27 @@ optim_status optim_optimizer_create_f64(const optim_rule *rule,
 optim_status optim_optimizer_create_groups(
     const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
     size_t num_groups, const optim_options *options, optim_optimizer **out);
+
+/* A parameter's dimensions, row-major: `rank` values at `dims` (rank 0 with
+   dims NULL: not given). */
+typedef struct optim_shape {
+  const int64_t *dims;
+  size_t rank;
+} optim_shape;
+
+/* optim_optimizer_create_groups with each parameter's shape: `shapes` holds
+   one entry per parameter, numbered across groups (or is NULL: none given).
+   A rule with row or column states or reductions (optim_rule_state_axis)
+   sees a parameter as B matrices of R rows and C columns (C the last
+   dimension, R the one before, 1 for one dimension; B the product of the
+   others; a single row without a shape); other rules ignore shapes. Every
+   shape given is checked for every rule: OPTIM_ERROR_INVALID_ARGUMENT for a
+   negative dimension, more than 64 dimensions (numpy's limit), a product other than the
+   parameter's size, or dims NULL with a rank above 0. */
+optim_status optim_optimizer_create_shaped(
+    const optim_rule *rule, optim_dtype dtype, const optim_group *groups,
+    size_t num_groups, const optim_shape *shapes, const optim_options *options,
+    optim_optimizer **out);
 optim_status optim_optimizer_release(optim_optimizer *opt);
 
 /* The optimizer's rule, owned by the optimizer (do not release it). */
@@ -315,8 +348,9 @@ optim_status optim_optimizer_seed(const optim_optimizer *opt, uint64_t *out);
 
 /* The state `name` of parameter `param`, read only, of the rule's dtype:
    `*count` elements (size * parameter size, component-major for a vector
-   state). The pointer stays valid, and sees every later step, for the
-   optimizer's lifetime. `count` may be NULL. */
+   state; B * R for a row state, B * C for a column state, the parameter
+   seen as optim_optimizer_create_shaped says). The pointer stays valid, and
+   sees every later step, for the optimizer's lifetime. `count` may be NULL. */
 optim_status optim_optimizer_state(const optim_optimizer *opt, size_t param,
                                    const char *name, const void **data,
                                    int64_t *count);
