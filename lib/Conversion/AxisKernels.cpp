@@ -27,6 +27,7 @@
 #include "ChunkTable.h"
 #include "RuleLowering.h"
 
+#include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
 using namespace mlir;
@@ -107,7 +108,66 @@ SmallVector<Value> RuleLowering::beginAxisRow(OpBuilder &b,
   axisRow.writeCols = arith::CmpIOp::create(
       b, loc, arith::CmpIPredicate::eq,
       arith::AddIOp::create(b, loc, chunk.r0, r), i64Const(b, 0));
+  // Row values go before the row's last setup op, after what they read.
+  rowValues.clear();
+  rowAnchor = axisRow.writeCols.getDefiningOp();
   return bases;
+}
+
+void RuleLowering::classifyRowOps() {
+  if (!axes)
+    return;
+  llvm::DenseMap<Value, ValueAxis> valueAxes = getValueAxes(rule);
+  auto isRow = [&](Value v) { return valueAxes.lookup(v) == ValueAxis::Row; };
+  for (Operation *op : varyingOps) {
+    // The other math functions may be approximated differently in vectors
+    // and scalars: those stay per coordinate, on the row values' lanes.
+    bool exact = isa<arith::ArithDialect>(op->getDialect()) ||
+                 isa<math::SqrtOp, math::AbsFOp, math::CopySignOp>(op);
+    if (!exact || op->getNumRegions() || !llvm::all_of(op->getResults(), isRow))
+      continue;
+    if (llvm::all_of(op->getOperands(), [&](Value v) {
+          return !varying.contains(v) ||
+                 (axisOf.lookup(v) == ValueAxis::Row && axisOf.count(v)) ||
+                 isRowOpResult(v);
+        }))
+      rowOps.insert(op);
+  }
+}
+
+Comps RuleLowering::rowValue(OpBuilder &b, Value v) {
+  auto it = rowValues.find(v);
+  if (it != rowValues.end())
+    return it->second;
+  Location loc = rule.getLoc();
+  if (axisOf.count(v)) {
+    // States hold the rule's element type; reductions' results are doubles,
+    // rounded to it as tensor reductions' are (emitPerChunk).
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPoint(rowAnchor);
+    Type scalar = isa<BlockArgument>(v) ? Type(elt) : Type(b.getF64Type());
+    Value x = LLVM::LoadOp::create(b, loc, scalar, axisRow.ptr.lookup(v),
+                                   scalar.getIntOrFloatBitWidth() / 8);
+    if (scalar != elt)
+      x = arith::TruncFOp::create(b, loc, elt, x);
+    return rowValues[v] = Comps{x};
+  }
+  Operation *op = v.getDefiningOp();
+  for (Value operand : op->getOperands())
+    if (varying.contains(operand))
+      rowValue(b, operand);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPoint(rowAnchor);
+  CompMap scalars;
+  mapCoordinateOp(b, op, 1, scalars, [&](Value operand) -> Comps {
+    if (varying.contains(operand))
+      return rowValues.lookup(operand);
+    return spreadUniform(b, loc, uniform.lookup(operand),
+                         [](Value x) { return x; });
+  });
+  for (auto &[result, comps] : scalars)
+    rowValues[result] = comps;
+  return rowValues.lookup(v);
 }
 
 Comps RuleLowering::loadAxisValue(OpBuilder &b, Value v, unsigned lanes,
@@ -115,6 +175,9 @@ Comps RuleLowering::loadAxisValue(OpBuilder &b, Value v, unsigned lanes,
   auto it = axisRow.ptr.find(v);
   if (it == axisRow.ptr.end())
     return {};
+  // Loaded once per row.
+  if (rowAnchor && axisOf.lookup(v) == ValueAxis::Row)
+    return broadcastRow(b, rowValue(b, v), lanes);
   Location loc = rule.getLoc();
   // States hold the rule's element type; reductions' results are doubles,
   // rounded to it as tensor reductions' are (emitPerChunk).
@@ -196,6 +259,7 @@ void RuleLowering::emitAxisRuleKernel(OpBuilder &b, func::FuncOp func) {
   Value r = arith::IndexCastOp::create(b, loc, i64, rows.getInductionVar());
   SmallVector<Value> bases = beginAxisRow(b, chunk, r, chunkRng);
   emitLaneLoops(b, chunk.nc, bases, chunk.stride);
+  rowAnchor = nullptr;
 }
 
 void RuleLowering::emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
@@ -313,6 +377,7 @@ void RuleLowering::emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
     // Without tensor reductions the loop has its (empty) yield already.
     if (!regTotals.empty())
       scf::YieldOp::create(b, loc, regTotals);
+    rowAnchor = nullptr;
   }
   // Overwrites partials[c * R + r] for the tensor reductions of this level.
   for (auto [k, total] : llvm::zip(tensorWhich, rows.getResults())) {

@@ -892,30 +892,6 @@ void GPURuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value c,
   }
 }
 
-
-/// The first row or column state of `rule` (at its declaration) or, without
-/// one, its first row or column reduction, for a refusal: "row state 'r'",
-/// "col_mean(...)"; and where it is.
-static std::pair<std::string, Location> firstAxisFeature(RuleOp rule) {
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
-    if (rule.getStateAxis(i) != "none")
-      return {(rule.getStateAxis(i) + " state '" +
-               cast<StringAttr>(rule.getStateNames()[i]).getValue() + "'")
-                  .str(),
-              rule.getState(i).getLoc()};
-  std::pair<std::string, Location> found = {"", rule.getLoc()};
-  rule.walk([&](TensorReduceOp red) {
-    if (!red.getAxis())
-      return WalkResult::advance();
-    found = {(stringifyReductionAxis(*red.getAxis()) + "_" +
-              stringifyReductionKind(red.getKind()) + "(...)")
-                 .str(),
-             red.getLoc()};
-    return WalkResult::interrupt();
-  });
-  return found;
-}
-
 LogicalResult GPURuleLowering::run() {
   MLIRContext *ctx = rule.getContext();
   Location loc = rule.getLoc();

@@ -116,6 +116,7 @@ LogicalResult RuleLowering::classify() {
   for (Operation *op : varyingOps)
     if (ruleOpSet.contains(op))
       ruleOps.push_back(op);
+  classifyRowOps();
   return success();
 }
 
@@ -268,7 +269,9 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     // Row and column states are read where the row says (loadAxisValue) and
     // written to their next buffers (storeAxisState).
     if (axisOf.count(input)) {
-      if (readByRule(input))
+      // Row states are read once per row, where first used (rowValue).
+      bool perRow = rowAnchor && axisOf.lookup(input) == ValueAxis::Row;
+      if (readByRule(input) && !perRow)
         map[input] = loadAxisValue(b, input, lanes, i);
       addrs.push_back(std::move(componentAddrs));
       continue;
@@ -356,6 +359,8 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   llvm::DenseMap<Value, std::pair<Value, int64_t>> bufferedValues;
   auto operand = [&](Value v) -> Comps {
     if (varying.contains(v)) {
+      if (rowAnchor && !map.count(v) && isRowOpResult(v))
+        map[v] = broadcastRow(b, rowValue(b, v), lanes);
       auto buffered = bufferedValues.find(v);
       if (buffered != bufferedValues.end() && !map.count(v))
         for (int64_t j = 0; j < buffered->second.second; ++j)
@@ -549,6 +554,9 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     }
   }
   for (auto [opIndex, op] : llvm::enumerate(ruleOps)) {
+    // Row values are computed once per row, where first read (rowValue).
+    if (rowAnchor && rowOps.contains(op))
+      continue;
     if (auto lin = dyn_cast<LinearOp>(op)) {
       auto shape = lin.getWeights().getType().getShape();
       int64_t rows = shape[0], cols = shape[1];

@@ -229,6 +229,8 @@ SmallVector<Value> RuleLowering::emitReduceLoop(
         });
       return cached;
     }
+    if (rowAnchor && !map.count(v) && isRowOpResult(v))
+      map[v] = broadcastRow(b, rowValue(b, v), lanes);
     if (axes && !map.count(v) && axisOf.count(v))
       map[v] = loadAxisValue(b, v, lanes, i);
     auto input = inputIndex.find(v);
@@ -247,7 +249,8 @@ SmallVector<Value> RuleLowering::emitReduceLoop(
     return map.lookup(v);
   };
   for (Operation *op : varyingOps)
-    if (stageSlices[stage].contains(op))
+    if (stageSlices[stage].contains(op) &&
+        !(rowAnchor && rowOps.contains(op)))
       mapCoordinateOp(b, op, lanes, map, operand);
 
   Type f64 = laneType(b.getF64Type(), lanes);

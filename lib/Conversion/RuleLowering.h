@@ -185,6 +185,27 @@ private:
   /// chunks with c0 == 0; a column's from the matrix's first row).
   void storeAxisState(OpBuilder &b, unsigned s, const Comps &comps,
                       unsigned lanes, Value i);
+  /// Collects `rowOps`: the varying ops whose results are row values
+  /// (getValueAxes) computed from row and uniform values by ops whose scalar
+  /// code gives what each lane of their vector code gives (arith, sqrt,
+  /// abs, copysign; not the other math functions).
+  void classifyRowOps();
+  bool isRowOpResult(Value v) const {
+    Operation *def = v.getDefiningOp();
+    return def && rowOps.contains(def);
+  }
+  /// The scalar components of row value `v` (a row state, a row reduction's
+  /// result or a result of rowOps) in the current row: computed (or loaded)
+  /// once per row, before `rowAnchor`, when first read, and reused by every
+  /// lane loop of both kernels, so that every coordinate of the row (and
+  /// the row state's stored value) sees the one value.
+  Comps rowValue(OpBuilder &b, Value v);
+  Comps broadcastRow(OpBuilder &b, const Comps &comps, unsigned lanes) {
+    Comps out;
+    for (Value x : comps)
+      out.push_back(broadcast(b, x, lanes));
+    return out;
+  }
 
   //===--- ReduceKernel.cpp ----------------------------------------------===//
   /// Emits optim_reduce_<name> (KernelABI.h, versions 6 and 9).
@@ -293,6 +314,12 @@ private:
     SmallVector<Value> next;
     Value writeRows, writeCols;
   } axisRow;
+  /// See classifyRowOps; rowValues holds the current row's scalars, computed
+  /// before rowAnchor (the row's last setup op, before its column loops;
+  /// null outside rows of rules with axes: nothing is hoisted).
+  llvm::DenseSet<Operation *> rowOps;
+  llvm::DenseMap<Value, Comps> rowValues;
+  Operation *rowAnchor = nullptr;
 
   /// The log of log_sign in learned rules, to be replaced by a polynomial
   /// approximation; never the rule's own math ops.

@@ -96,30 +96,6 @@ private:
 
 } // namespace
 
-
-/// The first row or column state of `rule` (at its declaration) or, without
-/// one, its first row or column reduction, for a refusal: "row state 'r'",
-/// "col_mean(...)"; and where it is.
-static std::pair<std::string, Location> firstAxisFeature(RuleOp rule) {
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
-    if (rule.getStateAxis(i) != "none")
-      return {(rule.getStateAxis(i) + " state '" +
-               cast<StringAttr>(rule.getStateNames()[i]).getValue() + "'")
-                  .str(),
-              rule.getState(i).getLoc()};
-  std::pair<std::string, Location> found = {"", rule.getLoc()};
-  rule.walk([&](TensorReduceOp red) {
-    if (!red.getAxis())
-      return WalkResult::advance();
-    found = {(stringifyReductionAxis(*red.getAxis()) + "_" +
-              stringifyReductionKind(red.getKind()) + "(...)")
-                 .str(),
-             red.getLoc()};
-    return WalkResult::interrupt();
-  });
-  return found;
-}
-
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
   // A row (column) state or reduction couples the coordinates of a row

@@ -107,13 +107,16 @@ optim.rule @factored(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01, %b2: f32 
 // CHECK-NEXT: %[[RCUR:.*]] = llvm.getelementptr %{{.*}}[%[[R1]]] : (!llvm.ptr, i64) -> !llvm.ptr, f32
 // CHECK-NEXT: llvm.getelementptr %{{.*}}[%[[R1]]] : (!llvm.ptr, i64) -> !llvm.ptr, f32
 // CHECK-NEXT: %[[RRED:.*]] = llvm.getelementptr %{{.*}}[%[[R1]]] : (!llvm.ptr, i64) -> !llvm.ptr, f64
-// CHECK: %[[RS:.*]] = scf.for %{{.*}} iter_args(%[[T2:.*]] = %[[T]]) -> (f64) {
+// The new r is a row value: computed once per row, before the row's column
+// loops, as the rule kernel computes it.
 // CHECK: %[[RV:.*]] = llvm.load %[[RCUR]] {alignment = 4 : i64} : !llvm.ptr -> f32
 // CHECK-NEXT: %[[RV1:.*]] = arith.mulf %{{.*}}, %[[RV]] : f32
 // CHECK-NEXT: %[[RM64:.*]] = llvm.load %[[RRED]] {alignment = 8 : i64} : !llvm.ptr -> f64
 // CHECK-NEXT: %[[RM:.*]] = arith.truncf %[[RM64]] : f64 to f32
 // CHECK-NEXT: %[[RV2:.*]] = arith.mulf %{{.*}}, %[[RM]] : f32
 // CHECK-NEXT: %[[RN:.*]] = arith.addf %[[RV1]], %[[RV2]] : f32
+// CHECK: %[[RS:.*]] = scf.for %{{.*}} iter_args(%[[T2:.*]] = %[[T]]) -> (f64) {
+// CHECK-NEXT: arith.index_cast
 // CHECK-NEXT: %[[RX:.*]] = arith.extf %[[RN]] : f32 to f64
 // CHECK-NEXT: %[[RT:.*]] = arith.addf %[[T2]], %[[RX]] : f64
 // CHECK-NEXT: scf.yield %[[RT]] : f64
@@ -164,6 +167,14 @@ optim.rule @factored(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01, %b2: f32 
 // CHECK-NEXT: %[[RREDAT:.*]] = llvm.getelementptr %[[RREDP]][%[[QR]]]
 // CHECK-NEXT: %[[ROWR:.*]] = arith.addi %[[QR0]], %[[QR]] : i64
 // CHECK-NEXT: %{{.*}} = arith.constant 0 : i64
+// Row values once per row, before the column loops: the row state r, the
+// row mean's combined result and the new r computed from them.
+// CHECK-NEXT: %[[RV3:.*]] = llvm.load %[[RAT]] {alignment = 4 : i64} : !llvm.ptr -> f32
+// CHECK-NEXT: %[[R1:.*]] = arith.mulf %{{.*}}, %[[RV3]] : f32
+// CHECK-NEXT: %[[RMV64:.*]] = llvm.load %[[RREDAT]] {alignment = 8 : i64} : !llvm.ptr -> f64
+// CHECK-NEXT: %[[RMV:.*]] = arith.truncf %[[RMV64]] : f64 to f32
+// CHECK-NEXT: %[[R2:.*]] = arith.mulf %{{.*}}, %[[RMV]] : f32
+// CHECK-NEXT: %[[RNEW:.*]] = arith.addf %[[R1]], %[[R2]] : f32
 // CHECK-NEXT: %[[WCOLS:.*]] = arith.cmpi eq, %[[ROWR]], %{{.*}} : i64
 // CHECK: scf.for %[[QJI:.*]] = %{{.*}} to %{{.*}} step %{{.*}} {
 // CHECK-NEXT: %[[QJ:.*]] = arith.index_cast %[[QJI]] : index to i64
@@ -173,15 +184,9 @@ optim.rule @factored(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.01, %b2: f32 
 // CHECK-NEXT: %[[GV2:.*]] = llvm.load
 // CHECK-NEXT: %[[MA:.*]] = llvm.getelementptr %[[MROW]][%[[QJ]]]
 // CHECK-NEXT: %[[MV:.*]] = llvm.load %[[MA]]
-// A row state: its row's value; a column state: its column's.
-// CHECK-NEXT: %[[RV3:.*]] = llvm.load %[[RAT]] {alignment = 4 : i64} : !llvm.ptr -> f32
+// A column state: its column's value, per coordinate.
 // CHECK-NEXT: %[[CA2:.*]] = llvm.getelementptr %[[CC]][%[[QJ]]]
 // CHECK-NEXT: %[[CV:.*]] = llvm.load %[[CA2]] {alignment = 4 : i64} : !llvm.ptr -> f32
-// CHECK-NEXT: %[[R1:.*]] = arith.mulf %{{.*}}, %[[RV3]] : f32
-// CHECK-NEXT: %[[RMV64:.*]] = llvm.load %[[RREDAT]] {alignment = 8 : i64} : !llvm.ptr -> f64
-// CHECK-NEXT: %[[RMV:.*]] = arith.truncf %[[RMV64]] : f64 to f32
-// CHECK-NEXT: %[[R2:.*]] = arith.mulf %{{.*}}, %[[RMV]] : f32
-// CHECK-NEXT: %[[RNEW:.*]] = arith.addf %[[R1]], %[[R2]] : f32
 // CHECK-NEXT: %[[CXA:.*]] = llvm.getelementptr %[[CREDP]][%[[QJ]]]
 // CHECK-NEXT: %[[CX64:.*]] = llvm.load %[[CXA]] {alignment = 8 : i64} : !llvm.ptr -> f64
 // CHECK-NEXT: %[[CX:.*]] = arith.truncf %[[CX64]] : f64 to f32
@@ -269,15 +274,21 @@ optim.rule @rowvec(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 0.0, %r:
 // VEC: scf.for {{.*}} -> (f64) {
 // VEC-LABEL: func.func @optim_rule_factored(
 // VEC: scf.for
+// Row values in scalars, once per row, before the row's column loops; the
+// vector loops broadcast the new r into their lanes.
 // VEC: %[[VR:.*]] = llvm.load %{{.*}} {alignment = 4 : i64} : !llvm.ptr -> f32
-// VEC-NEXT: vector.broadcast %[[VR]] : f32 to vector<16xf32>
-// VEC-NEXT: %[[VCA:.*]] = llvm.getelementptr
-// VEC-NEXT: llvm.load %[[VCA]] {alignment = 4 : i64} : !llvm.ptr -> vector<16xf32>
-// VEC: %[[VRM:.*]] = llvm.load %{{.*}} {alignment = 8 : i64} : !llvm.ptr -> f64
+// VEC-NEXT: %[[VR1:.*]] = arith.mulf %{{.*}}, %[[VR]] : f32
+// VEC-NEXT: %[[VRM:.*]] = llvm.load %{{.*}} {alignment = 8 : i64} : !llvm.ptr -> f64
 // VEC-NEXT: %[[VRMT:.*]] = arith.truncf %[[VRM]] : f64 to f32
-// VEC-NEXT: vector.broadcast %[[VRMT]] : f32 to vector<16xf32>
+// VEC-NEXT: %[[VR2:.*]] = arith.mulf %{{.*}}, %[[VRMT]] : f32
+// VEC-NEXT: %[[VRN:.*]] = arith.addf %[[VR1]], %[[VR2]] : f32
+// VEC: scf.for
+// VEC: %[[VCA:.*]] = llvm.getelementptr
+// VEC-NEXT: llvm.load %[[VCA]] {alignment = 4 : i64} : !llvm.ptr -> vector<16xf32>
 // VEC: llvm.load %{{.*}} {alignment = 8 : i64} : !llvm.ptr -> vector<16xf64>
 // VEC-NEXT: arith.truncf %{{.*}} : vector<16xf64> to vector<16xf32>
+// VEC: %[[VRNV:.*]] = vector.broadcast %[[VRN]] : f32 to vector<16xf32>
+// VEC-NEXT: arith.minimumf %[[VRNV]], %{{.*}} : vector<16xf32>
 // VEC: scf.if %{{.*}} {
 // VEC-NEXT: %[[LANE0:.*]] = vector.extract %{{.*}}[0] : f32 from vector<16xf32>
 // VEC-NEXT: llvm.store %[[LANE0]], %{{.*}} {alignment = 4 : i64} : f32, !llvm.ptr
