@@ -61,6 +61,7 @@
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseSet.h"
+#include "llvm/ADT/MapVector.h"
 #include "llvm/ADT/SetVector.h"
 
 namespace mlir::optim {
@@ -182,7 +183,9 @@ private:
   IRMapping uniform;
   /// Reduced-value arguments -> their scalar, loaded once per chunk (in the
   /// chunk loop, before the coordinate loops that broadcast it).
-  llvm::DenseMap<Value, Value> perChunk;
+  // In insertion order: the broadcasts of these values are created by
+  // iterating it, and the IR must not depend on pointer hashes.
+  llvm::MapVector<Value, Value> perChunk;
   /// Weights arguments -> their data pointer, loaded once per call.
   llvm::DenseMap<Value, Value> weightPtrs;
   /// lstm_cell_vjp / linear_vjp ops -> the weights slot their weight
