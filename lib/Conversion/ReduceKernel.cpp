@@ -134,6 +134,20 @@ double mlir::optim::reductionIdentity(ReductionKind kind) {
   }
 }
 
+/// `const char <prefix><rule name>[] = text` (NUL-terminated), external, in
+/// `addressSpace`: a descriptor that loaders compare with the manifest.
+static void createDescriptorGlobal(OpBuilder &b, RuleOp rule,
+                                   StringRef prefix, std::string text,
+                                   unsigned addressSpace) {
+  text.push_back('\0');
+  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
+  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
+                         LLVM::Linkage::External,
+                         (prefix + rule.getSymName()).str(),
+                         b.getStringAttr(text), /*alignment=*/0,
+                         addressSpace);
+}
+
 void mlir::optim::createReductionsDescriptor(
     OpBuilder &b, RuleOp rule, ArrayRef<TensorReduceOp> reductions,
     ArrayRef<unsigned> levels, unsigned addressSpace) {
@@ -152,13 +166,7 @@ void mlir::optim::createReductionsDescriptor(
     if (level > 0)
       text += ":" + std::to_string(level);
   }
-  text.push_back('\0');
-  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
-  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
-                         LLVM::Linkage::External,
-                         ("optim_reductions_" + rule.getSymName()).str(),
-                         b.getStringAttr(text), /*alignment=*/0,
-                         addressSpace);
+  createDescriptorGlobal(b, rule, "optim_reductions_", text, addressSpace);
 }
 
 void mlir::optim::createStatesDescriptor(OpBuilder &b, RuleOp rule,
@@ -178,13 +186,7 @@ void mlir::optim::createStatesDescriptor(OpBuilder &b, RuleOp rule,
     if (axis != "none")
       text += ("@" + axis).str(); // "1@row".
   }
-  text.push_back('\0');
-  auto type = LLVM::LLVMArrayType::get(b.getI8Type(), text.size());
-  LLVM::GlobalOp::create(b, rule.getLoc(), type, /*isConstant=*/true,
-                         LLVM::Linkage::External,
-                         ("optim_states_" + rule.getSymName()).str(),
-                         b.getStringAttr(text), /*alignment=*/0,
-                         addressSpace);
+  createDescriptorGlobal(b, rule, "optim_states_", text, addressSpace);
 }
 
 Value mlir::optim::mergeReduction(OpBuilder &b, Location loc,
