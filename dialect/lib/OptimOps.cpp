@@ -304,7 +304,12 @@ mlir::optim::getReductionLevels(Operation *body) {
       if (auto recorded = op->getAttrOfType<IntegerAttr>(kReductionLevelAttr))
         level = std::max<unsigned>(level, unsigned(recorded.getInt()));
       levels[op] = level;
-      depth[red.getResult()] = level + 1;
+      // Shape values are known before any pass: what depends on them
+      // alone needs no later stage.
+      bool shape = red.getKind() == ReductionKind::Rows ||
+                   red.getKind() == ReductionKind::Cols;
+      if (!shape)
+        depth[red.getResult()] = level + 1;
       return;
     }
     unsigned d = depthOfOperands(op);
@@ -322,11 +327,40 @@ mlir::optim::getReductionLevels(Operation *body) {
 }
 
 LogicalResult TensorReduceOp::verify() {
+  bool isNS = getKind() == ReductionKind::NewtonSchulz;
+  bool isShape =
+      getKind() == ReductionKind::Rows || getKind() == ReductionKind::Cols;
+  bool onMatrix = getAxis() && *getAxis() == ReductionAxis::Matrix;
+  if (isNS != onMatrix)
+    return emitOpError(isNS ? "newton_schulz is a function of each matrix: "
+                              "it needs the `matrix` axis"
+                            : "only newton_schulz works on the `matrix` axis");
+  if (isShape && (getAxis() || getGlobal()))
+    return emitOpError("'")
+           << stringifyReductionKind(getKind())
+           << "' is the parameter's number of "
+           << stringifyReductionKind(getKind())
+           << "; it takes neither an axis nor `global`";
   if (getAxis() && getGlobal())
     return emitOpError("reduces along ")
            << stringifyReductionAxis(*getAxis())
            << "s and over every parameter at once; a row or column "
               "reduction is never global";
+  if (isNS) {
+    if (getNsSteps() < 0 || getNsSteps() > 100)
+      return emitOpError("ns_steps must be in [0, 100], not ")
+             << getNsSteps();
+    ArrayRef<double> c = getNsCoefficients();
+    if (c.size() != 3 || llvm::any_of(c, [](double v) {
+          return !std::isfinite(v);
+        }))
+      return emitOpError("ns_coefficients must be three finite numbers (a, "
+                         "b, c)");
+    double eps = getNsEps().convertToDouble();
+    if (!(eps > 0) || !std::isfinite(eps))
+      return emitOpError("ns_eps must be a positive finite number, not ")
+             << eps;
+  }
   return success();
 }
 
@@ -372,6 +406,8 @@ llvm::DenseMap<Value, ValueAxis> mlir::optim::getValueAxes(RuleOp rule) {
     if (auto red = dyn_cast<TensorReduceOp>(op)) {
       if (!red.getAxis())
         a = ValueAxis::Uniform;
+      else if (*red.getAxis() == ReductionAxis::Matrix)
+        a = ValueAxis::Coordinate;
       else
         a = *red.getAxis() == ReductionAxis::Row ? ValueAxis::Row
                                                  : ValueAxis::Col;

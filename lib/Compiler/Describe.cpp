@@ -21,6 +21,12 @@ static ReductionKind reductionKind(mlir::optim::ReductionKind kind) {
     return ReductionKind::Max;
   case mlir::optim::ReductionKind::Min:
     return ReductionKind::Min;
+  case mlir::optim::ReductionKind::NewtonSchulz:
+    return ReductionKind::NewtonSchulz;
+  case mlir::optim::ReductionKind::Rows:
+    return ReductionKind::Rows;
+  case mlir::optim::ReductionKind::Cols:
+    return ReductionKind::Cols;
   }
   llvm_unreachable("unknown reduction kind");
 }
@@ -79,8 +85,15 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
     spec.global = op.getGlobal();
     spec.level = level;
     if (std::optional<mlir::optim::ReductionAxis> axis = op.getAxis())
-      spec.axis =
-          *axis == mlir::optim::ReductionAxis::Row ? Axis::Row : Axis::Col;
+      spec.axis = *axis == mlir::optim::ReductionAxis::Row   ? Axis::Row
+                  : *axis == mlir::optim::ReductionAxis::Col ? Axis::Col
+                                                             : Axis::Matrix;
+    if (spec.kind == ReductionKind::NewtonSchulz) {
+      spec.nsSteps = op.getNsSteps();
+      for (unsigned i = 0; i < 3; ++i)
+        spec.nsCoefficients[i] = op.getNsCoefficients()[i];
+      spec.nsEps = op.getNsEps().convertToDouble();
+    }
     info.reductions.push_back(spec);
   });
   return info;

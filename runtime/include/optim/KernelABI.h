@@ -60,8 +60,11 @@ extern "C" {
  * Version 10: row and column states and reductions (section "Axes" below):
  * rules that have any use another chunk table; every other rule's kernels
  * are unchanged. Libraries of rules with states define optim_states_<name>
- * (same section). */
-#define OPTIM_KERNEL_ABI_VERSION 10
+ * (same section).
+ * Version 11: matrix functions (newton_schulz, Muon's orthogonalization)
+ * and the shape values rows and cols (section "Matrix functions and shape
+ * values" below). Other rules' kernels are unchanged. */
+#define OPTIM_KERNEL_ABI_VERSION 11
 
 /* ---- Random numbers (version 8) --------------------------------------------
  * A rule may draw random numbers per coordinate (`rand()`: uniform on
@@ -278,6 +281,61 @@ typedef void (*optim_reduced_rule_kernel)(
  *   with it. Rules without states have no such symbol; CUDA modules do not
  *   define it (their loader does not read it). */
 #define OPTIM_STATES_SYMBOL_PREFIX "optim_states_"
+
+/* ---- Matrix functions and shape values (version 11) ------------------------
+ * Two more kinds of ReductionSpec (optim/Rule.h), numbered among a rule's
+ * reductions in body order like the others, with the same symbols.
+ *
+ * Matrix functions. `newton_schulz(x)` (kind NewtonSchulz, axis Matrix,
+ * "newton_schulz(<steps>;<a>;<b>;<c>;<eps>)@matrix[:level]" in the
+ * descriptor and manifests, numbers spelled by optim::descriptorNumber) is
+ * a function of each whole matrix of the parameter ([B, R, C] view of
+ * "Axes"): its result at a coordinate is that coordinate's entry of NS(X),
+ * X the R x C matrix of x values holding the coordinate. A rule with one is
+ * a rule with axes (RuleInfo::hasAxes) and takes the chunk table of "Axes"
+ * (any rectangles; no constraint on chunking), CPU only.
+ *
+ * - Among the "row and column reductions" of that table (X: two pointers
+ *   each, in body order) count the matrix ones: the first pointer is a
+ *   `T *` (the rule's element type, not double) into the reduction's matrix
+ *   buffer for the chunk's tensor, a buffer of one T per coordinate of the
+ *   tensor indexed by flat coordinate index, already offset to the chunk's
+ *   first coordinate; the second is the same address as `const T *`. Row r
+ *   column j of the chunk is at [r * nc + j] in both.
+ * - Stage s = level(r) of optim_reduce_ OVERWRITES [r * nc + j] with x at
+ *   every coordinate of the chunk (x rounded to T, as the kernel computed
+ *   it). Then the runtime replaces each non-empty matrix b of each tensor
+ *   (flat [b R C, (b + 1) R C)) of the buffer by NS(X), in T. Later stages
+ *   and optim_rule_ read the result at [r * nc + j] through the second
+ *   pointer (a per-coordinate value). Nothing else reads or writes the
+ *   buffer; the partials[c * R + r] / reduced[c * R + r] slots of a matrix
+ *   reduction are never read or written by kernels.
+ * - NS(X) with steps k, coefficients (a, b, c) and epsilon e: Y = X^T if
+ *   R > C, else X (m x n, m <= n); s = the Frobenius norm of Y accumulated
+ *   in double and rounded to T; every entry y <- y / max(s, T(e)); then k
+ *   times: A = Y Y^T (m x m), B = b A + c (A A), Y <- a Y + B Y, each
+ *   product in T (a general matrix product: cblas_?gemm when the runtime
+ *   was built with a CBLAS, else the runtime's own loops); the result is Y
+ *   (transposed back when R > C). This is torch.optim.Muon's
+ *   _zeropower_via_newtonschulz in T instead of bfloat16. The order of the
+ *   products' sums is the BLAS library's: results are identical for any
+ *   OptimizerOptions::threads, not necessarily across BLAS libraries.
+ * - The reverse mode and the GPU lowering refuse matrix functions.
+ *
+ * Shape values. `rows()` and `cols()` (kinds Rows and Cols: axis None, not
+ * global, level 0; "rows" and "cols" in the descriptor and manifests) are
+ * the R and C of the parameter's [B, R, C] view, the same at every
+ * coordinate of a tensor, with either chunk table, CPU and CUDA.
+ * - The runtime writes reduced[c * R + r] = R or C (as a double) for every
+ *   chunk c before anything runs; no kernel writes their partials slots,
+ *   and every stage of optim_reduce_, stage 0 included, and optim_rule_ may
+ *   read them (`reduced` is then non-NULL at stage 0 too).
+ * - They do not raise the level of what depends on them (a reduction of a
+ *   value computed from rows() alone has level 0), and a stage whose level
+ *   has no other reduction is not run: a rule whose reductions are all
+ *   shape values makes one pass (optim_rule_ only, although the library
+ *   defines optim_reduce_ as for any rule with reductions).
+ * - The reverse mode refuses them. */
 
 /* ---- GPU rule kernels (version 5) ------------------------------------------
  * `optimc --target=cuda --emit=ptx|cubin` compiles an update rule to a CUDA

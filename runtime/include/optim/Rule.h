@@ -11,6 +11,8 @@
 
 #include "optim/KernelABI.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -46,9 +48,14 @@ struct HyperParam {
 /// is one per row (the same at every coordinate of the row), a Col value
 /// one per column of each matrix. None: per coordinate (states) or over the
 /// whole tensor (reductions).
-enum class Axis { None, Row, Col };
+/// Matrix: a function of each whole matrix (a newton_schulz reduction,
+/// KernelABI.h version 11), one result per coordinate; never a state's.
+enum class Axis { None, Row, Col, Matrix };
 inline const char *axisName(Axis a) {
-  return a == Axis::Row ? "row" : a == Axis::Col ? "col" : "none";
+  return a == Axis::Row      ? "row"
+         : a == Axis::Col    ? "col"
+         : a == Axis::Matrix ? "matrix"
+                             : "none";
 }
 
 struct StateSpec {
@@ -70,7 +77,9 @@ struct WeightSpec {
 
 /// A reduction over a tensor (or every tensor, `global`) that the rule's
 /// step needs before it can update a coordinate (KernelABI.h, version 6).
-enum class ReductionKind { Sum, Mean, Norm, Max, Min };
+/// NewtonSchulz (axis Matrix) and the shape values Rows and Cols are
+/// version 11 (KernelABI.h, "Matrix functions", "Shape values").
+enum class ReductionKind { Sum, Mean, Norm, Max, Min, NewtonSchulz, Rows, Cols };
 inline const char *reductionKindName(ReductionKind k) {
   switch (k) {
   case ReductionKind::Sum:
@@ -83,8 +92,19 @@ inline const char *reductionKindName(ReductionKind k) {
     return "max";
   case ReductionKind::Min:
     return "min";
+  case ReductionKind::NewtonSchulz:
+    return "newton_schulz";
+  case ReductionKind::Rows:
+    return "rows";
+  case ReductionKind::Cols:
+    return "cols";
   }
   return "?";
+}
+
+/// Shape values are filled in by the runtime, never computed by a kernel.
+inline bool isShapeValue(ReductionKind k) {
+  return k == ReductionKind::Rows || k == ReductionKind::Cols;
 }
 struct ReductionSpec {
   ReductionKind kind = ReductionKind::Sum;
@@ -97,11 +117,32 @@ struct ReductionSpec {
   unsigned level = 0;
   /// row_*(x) / col_*(x): one result per row (per column) of the tensor,
   /// reducing x along it (KernelABI.h, version 10). Never with `global`.
+  /// Axis::Matrix exactly for NewtonSchulz.
   Axis axis = Axis::None;
+  /// NewtonSchulz only (KernelABI.h, version 11, "Matrix functions"): the
+  /// number of iterations, (a, b, c) and the normalization's epsilon.
+  int nsSteps = 5;
+  double nsCoefficients[3] = {3.4445, -4.7750, 2.0315};
+  double nsEps = 1e-7;
 };
 
+/// A double as descriptors spell it: the shortest "%.17g" form that reads
+/// back to the same double (so "3.4445", not "3.4445000000000001").
+inline std::string descriptorNumber(double v) {
+  char buf[40];
+  for (int precision = 1; precision <= 17; ++precision) {
+    std::snprintf(buf, sizeof buf, "%.*g", precision, v);
+    if (std::strtod(buf, nullptr) == v)
+      break;
+  }
+  return buf;
+}
+
 /// The reductions as optim_reductions_<name> spells them (KernelABI.h):
-/// "norm,sum@global,mean:1,mean@row,max@col:2"; empty for none.
+/// "norm,sum@global,mean:1,mean@row,max@col:2"; empty for none. A
+/// newton_schulz entry spells its parameters:
+/// "newton_schulz(5;3.4445;-4.775;2.0315;1e-07)@matrix", shape values are
+/// "rows" and "cols".
 inline std::string
 reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
   std::string text;
@@ -109,6 +150,12 @@ reductionsDescriptor(const std::vector<ReductionSpec> &reductions) {
     if (!text.empty())
       text += ',';
     text += reductionKindName(r.kind);
+    if (r.kind == ReductionKind::NewtonSchulz)
+      text += "(" + std::to_string(r.nsSteps) + ";" +
+              descriptorNumber(r.nsCoefficients[0]) + ";" +
+              descriptorNumber(r.nsCoefficients[1]) + ";" +
+              descriptorNumber(r.nsCoefficients[2]) + ";" +
+              descriptorNumber(r.nsEps) + ")";
     if (r.global)
       text += "@global";
     else if (r.axis != Axis::None)

@@ -91,7 +91,8 @@ namespace mlir::optim {
 /// before the pipelines fold constant hyperparameters and canonicalize)
 /// keeps at least that level: folding a select away can lower the level the
 /// dependences give, and RuleInfo, the manifest and the runtime's stages
-/// must agree with the kernels.
+/// must agree with the kernels. Shape values (`rows`, `cols`; version 11)
+/// have level 0 and do not raise the level of what depends on them.
 llvm::DenseMap<Operation *, unsigned> getReductionLevels(Operation *body);
 
 /// The discardable attribute (an i64) that records a reduction's level.

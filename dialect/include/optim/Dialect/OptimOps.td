@@ -346,7 +346,10 @@ def Optim_ReductionKind : I32EnumAttr<"ReductionKind",
       I32EnumAttrCase<"Mean", 1, "mean">,
       I32EnumAttrCase<"Norm", 2, "norm">,
       I32EnumAttrCase<"Max", 3, "max">,
-      I32EnumAttrCase<"Min", 4, "min">
+      I32EnumAttrCase<"Min", 4, "min">,
+      I32EnumAttrCase<"NewtonSchulz", 5, "newton_schulz">,
+      I32EnumAttrCase<"Rows", 6, "rows">,
+      I32EnumAttrCase<"Cols", 7, "cols">
     ]> {
   let cppNamespace = "::mlir::optim";
 }
@@ -354,7 +357,8 @@ def Optim_ReductionKind : I32EnumAttr<"ReductionKind",
 def Optim_ReductionAxis : I32EnumAttr<"ReductionAxis",
     "what a row or column reduction reduces along", [
       I32EnumAttrCase<"Row", 0, "row">,
-      I32EnumAttrCase<"Col", 1, "col">
+      I32EnumAttrCase<"Col", 1, "col">,
+      I32EnumAttrCase<"Matrix", 2, "matrix">
     ]> {
   let cppNamespace = "::mlir::optim";
 }
@@ -388,6 +392,22 @@ def Optim_TensorReduceOp : Optim_Op<"tensor_reduce", [
     result is one value per row (column), the same at every coordinate of
     it; `mean` divides by the row's (column's) length. Never with `global`.
 
+    `newton_schulz` with `matrix` (KernelABI.h version 11, "Matrix
+    functions") is not a reduction to fewer values but a function of each
+    whole matrix of the parameter: the result at a coordinate is that
+    coordinate's entry of NS(X), X the matrix of `value` holding it, where
+    NS normalizes X by max(|X|_F, `ns_eps`) and applies `ns_steps`
+    iterations X <- a X + (b A + c A A) X, A = X X^T, with (a, b, c) =
+    `ns_coefficients`, on X^T when X has more rows than columns (Muon's
+    orthogonalization, as torch.optim.Muon, in the element type). The
+    result varies per coordinate.
+
+    `rows` and `cols` (version 11, "Shape values") ignore `value` (the front
+    end passes a constant) and give the number of rows or columns of the
+    parameter's matrices ([batch, rows, cols] view): uniform over the
+    tensor, filled in by the runtime before any pass, so they never cost a
+    pass and do not raise the level of what depends on them.
+
     The op is not pure: every reduction of the rule as written is kept, in
     order, because the runtime's table of reduced values has one slot per
     op (its position among the rule's tensor_reduce ops).
@@ -396,12 +416,28 @@ def Optim_TensorReduceOp : Optim_Op<"tensor_reduce", [
     %n = optim.tensor_reduce norm %p : f32
     %a = optim.tensor_reduce sum %x global : f64
     %r = optim.tensor_reduce mean %y row : f32
+    %o = optim.tensor_reduce newton_schulz %u matrix : f32
+    %o3 = optim.tensor_reduce newton_schulz %u matrix {ns_steps = 3 : i32} : f32
+    %m = optim.tensor_reduce rows %c0 : f32
     ```
   }];
   let arguments = (ins AnyFloat:$value, Optim_ReductionKind:$kind,
                        UnitAttr:$global,
-                       OptionalAttr<Optim_ReductionAxis>:$axis);
+                       OptionalAttr<Optim_ReductionAxis>:$axis,
+                       DefaultValuedAttr<I32Attr, "5">:$ns_steps,
+                       DefaultValuedAttr<DenseF64ArrayAttr,
+                           "{3.4445, -4.7750, 2.0315}">:$ns_coefficients,
+                       DefaultValuedAttr<F64Attr, "1e-7">:$ns_eps);
   let results = (outs AnyFloat:$result);
+  // The Newton-Schulz parameters at their defaults (torch.optim.Muon's).
+  let builders = [
+    OpBuilder<(ins "Type":$result, "Value":$value, "ReductionKind":$kind,
+                   "bool":$global, "ReductionAxisAttr":$axis), [{
+      build($_builder, $_state, result, value, kind, global, axis,
+            /*ns_steps=*/5, ArrayRef<double>{3.4445, -4.7750, 2.0315},
+            ::llvm::APFloat(1e-7));
+    }]>
+  ];
   let assemblyFormat = "$kind $value (`global` $global^)? ($axis^)? attr-dict `:` type($value)";
   let hasVerifier = 1;
 }
