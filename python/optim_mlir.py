@@ -224,7 +224,9 @@ class Rule:
     "normal" for `randn()`, in body order; empty for most rules).
     `state_axes` (one per state, in declaration order) and `reduction_axes`
     (one per reduction) are "none", "row" (`row state r`, row_mean(...):
-    one value per row of a parameter) or "col" (one per column)."""
+    one value per row of a parameter) or "col" (one per column), or
+    "matrix" for a newton_schulz reduction (kind "newton_schulz"; rows()
+    and cols() are the kinds "rows" and "cols")."""
 
     def __init__(self, handle):
         self._handle = _c.c_void_p(handle)

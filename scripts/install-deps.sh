@@ -9,7 +9,7 @@ packages=(
   clang-22 lld-22 libclang-rt-22-dev
   libgtest-dev nlohmann-json3-dev
   zlib1g-dev dataset-fashion-mnist
-  gnuplot-nox libopenblas-dev
+  gnuplot-nox libopenblas0-serial
 )
 
 # The QP oracle test (test/Oracle/qp-oracle.test) needs cvxopt and numpy in

@@ -303,6 +303,10 @@ mlir::optim::getReductionLevels(Operation *body) {
       unsigned level = depth.lookup(red.getValue());
       if (auto recorded = op->getAttrOfType<IntegerAttr>(kReductionLevelAttr))
         level = std::max<unsigned>(level, unsigned(recorded.getInt()));
+      // Shape values ignore their operand: level 0 whatever it is.
+      if (red.getKind() == ReductionKind::Rows ||
+          red.getKind() == ReductionKind::Cols)
+        level = 0;
       levels[op] = level;
       // Shape values are known before any pass: what depends on them
       // alone needs no later stage.
@@ -341,15 +345,19 @@ LogicalResult TensorReduceOp::verify() {
            << "' is the parameter's number of "
            << stringifyReductionKind(getKind())
            << "; it takes neither an axis nor `global`";
+  if (isNS && getGlobal())
+    return emitOpError("newton_schulz is a function of each matrix of one "
+                       "parameter; it is never `global`");
   if (getAxis() && getGlobal())
     return emitOpError("reduces along ")
            << stringifyReductionAxis(*getAxis())
            << "s and over every parameter at once; a row or column "
               "reduction is never global";
   if (isNS) {
-    if (getNsSteps() < 0 || getNsSteps() > 100)
-      return emitOpError("ns_steps must be in [0, 100], not ")
-             << getNsSteps();
+    // The accessor is unsigned: read the i32 signed, so that -1 is -1.
+    int64_t steps = getNsStepsAttr().getValue().getSExtValue();
+    if (steps < 0 || steps > 100)
+      return emitOpError("ns_steps must be in [0, 100], not ") << steps;
     ArrayRef<double> c = getNsCoefficients();
     if (c.size() != 3 || llvm::any_of(c, [](double v) {
           return !std::isfinite(v);
@@ -360,6 +368,21 @@ LogicalResult TensorReduceOp::verify() {
     if (!(eps > 0) || !std::isfinite(eps))
       return emitOpError("ns_eps must be a positive finite number, not ")
              << eps;
+    // NS divides by max(norm, T(eps)): an eps that rounds to 0 in T makes a
+    // zero matrix (a frozen parameter's gradient) 0 / 0.
+    if (getValue().getType().isF32() && float(eps) == 0.0f)
+      return emitOpError("ns_eps ")
+             << eps << " rounds to 0 in f32; it must be at least about 1e-45";
+  } else {
+    // The runtime never sees these for other kinds (RuleInfo keeps them for
+    // newton_schulz only): a changed value would be silently ignored.
+    ArrayRef<double> c = getNsCoefficients();
+    if (getNsStepsAttr().getValue().getSExtValue() != 5 || c.size() != 3 ||
+        c[0] != 3.4445 || c[1] != -4.7750 || c[2] != 2.0315 ||
+        getNsEps().convertToDouble() != 1e-7)
+      return emitOpError("ns_steps, ns_coefficients and ns_eps are "
+                         "parameters of newton_schulz only; '")
+             << stringifyReductionKind(getKind()) << "' takes none";
   }
   return success();
 }

@@ -22,6 +22,15 @@
 // after row; tensor reductions accumulate over the whole rectangle, row after
 // row, into partials[c * R + r] as in other rules.
 //
+// A matrix function (newton_schulz; version 11, "Matrix functions") counts
+// among the row and column reductions of the chunk table, but its pointers
+// are of the element type and address the chunk's coordinates: its stage
+// stores the operand at every coordinate (the runtime then replaces each
+// matrix by its function), and later stages and the rule kernel read the
+// result at the coordinate, per lane, like a per-coordinate stream. Shape
+// values (rows(), cols()) are tensor reductions' slots that the runtime
+// fills: read as the tensor reductions' results, never written.
+//
 //===----------------------------------------------------------------------===//
 
 #include "ChunkTable.h"
@@ -57,8 +66,11 @@ LogicalResult RuleLowering::classifyAxes() {
       continue;
     if (std::optional<ReductionAxis> axis = red.getAxis()) {
       axisReductionIndices.push_back(slot);
+      // A matrix function's result is read per coordinate.
       axisOf[red.getResult()] =
-          *axis == ReductionAxis::Row ? ValueAxis::Row : ValueAxis::Col;
+          *axis == ReductionAxis::Row   ? ValueAxis::Row
+          : *axis == ReductionAxis::Col ? ValueAxis::Col
+                                        : ValueAxis::Coordinate;
     }
     ++slot;
   }
@@ -87,11 +99,19 @@ SmallVector<Value> RuleLowering::beginAxisRow(OpBuilder &b,
   rngChunkBase = chunkRng
                      ? Value(arith::AddIOp::create(b, loc, chunkRng, rowStart))
                      : Value();
-  // A row value at [r] of its pointer, a column value at [j].
+  // A row value at [r] of its pointer, a column value at [j], a matrix
+  // function's result at [r * nc + j] (elements of the rule's type).
   axisRow.ptr.clear();
   axisRow.next.clear();
   auto atRow = [&](Type type, Value ptr, Value value) {
-    return axisOf.lookup(value) == ValueAxis::Row ? gep(b, type, ptr, r) : ptr;
+    switch (axisOf.lookup(value)) {
+    case ValueAxis::Row:
+      return gep(b, type, ptr, r);
+    case ValueAxis::Coordinate:
+      return gep(b, elt, ptr, rowStart);
+    default:
+      return ptr;
+    }
   };
   unsigned first = 2 + rule.getNumInputs() + rule.getNumStates();
   for (auto [a, s] : llvm::enumerate(axisStates)) {
@@ -179,10 +199,13 @@ Comps RuleLowering::loadAxisValue(OpBuilder &b, Value v, unsigned lanes,
   if (rowAnchor && axisOf.lookup(v) == ValueAxis::Row)
     return broadcastRow(b, rowValue(b, v), lanes);
   Location loc = rule.getLoc();
-  // States hold the rule's element type; reductions' results are doubles,
-  // rounded to it as tensor reductions' are (emitPerChunk).
+  // States and matrix functions' results hold the rule's element type;
+  // reductions' results are doubles, rounded to it as tensor reductions'
+  // are (emitPerChunk).
   bool isState = isa<BlockArgument>(v);
-  Type scalar = isState ? Type(elt) : Type(b.getF64Type());
+  Type scalar = isState || axisOf.lookup(v) == ValueAxis::Coordinate
+                    ? Type(elt)
+                    : Type(b.getF64Type());
   unsigned align = scalar.getIntOrFloatBitWidth() / 8;
   Value x;
   if (axisOf.lookup(v) == ValueAxis::Row) {
@@ -270,11 +293,13 @@ void RuleLowering::emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
   const llvm::DenseSet<Operation *> &slice = stageSlices[stage];
   // This stage's reductions: tensor ones, row ones (both accumulated in
-  // registers, tensor ones first) and column ones (in memory), each with its
-  // rank among the row and column reductions (`x`: its pointers).
-  SmallVector<unsigned> tensorWhich, rowWhich, rowRank, colWhich, colRank;
+  // registers, tensor ones first), column ones (in memory) and matrix
+  // functions (stored per coordinate), each with its rank among the row and
+  // column reductions (`x`: its pointers). Shape values are the runtime's.
+  SmallVector<unsigned> tensorWhich, rowWhich, rowRank, colWhich, colRank,
+      matrixWhich, matrixRank;
   for (auto [k, level] : llvm::enumerate(levels)) {
-    if (level != stage)
+    if (level != stage || isShapeValue(reductions[k]))
       continue;
     auto rank = llvm::find(axisReductionIndices, k);
     unsigned x = rank - axisReductionIndices.begin();
@@ -283,11 +308,18 @@ void RuleLowering::emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
     } else if (*reductions[k].getAxis() == ReductionAxis::Row) {
       rowWhich.push_back(k);
       rowRank.push_back(x);
-    } else {
+    } else if (*reductions[k].getAxis() == ReductionAxis::Col) {
       colWhich.push_back(k);
       colRank.push_back(x);
+    } else {
+      matrixWhich.push_back(k);
+      matrixRank.push_back(x);
     }
   }
+  // A stage of shape values only writes nothing.
+  if (tensorWhich.empty() && rowWhich.empty() && colWhich.empty() &&
+      matrixWhich.empty())
+    return;
   SmallVector<unsigned> regWhich(tensorWhich);
   regWhich.append(rowWhich);
   auto constant = [&](ReductionKind kind, unsigned lanes) -> Value {
@@ -343,6 +375,14 @@ void RuleLowering::emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
     b.setInsertionPointToStart(rows.getBody());
     Value r = arith::IndexCastOp::create(b, loc, i64, rows.getInductionVar());
     SmallVector<Value> bases = beginAxisRow(b, chunk, r, chunkRng);
+    // Each matrix function's buffer at the row's first coordinate.
+    SmallVector<std::pair<unsigned, Value>> matrixValues;
+    if (!matrixWhich.empty()) {
+      Value rowStart = arith::MulIOp::create(b, loc, r, chunk.nc);
+      for (auto [k, x] : llvm::zip(matrixWhich, matrixRank))
+        matrixValues.push_back(
+            {k, gep(b, elt, chunk.bases[partialsFirst + x], rowStart)});
+    }
     // Tensor totals carry over the rows; a row's start at the identity.
     SmallVector<Value> regTotals(rows.getRegionIterArgs());
     for (unsigned k : rowWhich)
@@ -358,7 +398,7 @@ void RuleLowering::emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
         init.push_back(constant(reductions[k].getKind(), lanes));
       SmallVector<Value> accs =
           emitReduceLoop(b, start, vectorEnd, lanes, bases, chunk.stride, init,
-                         stage, regWhich, colPartials);
+                         stage, regWhich, colPartials, matrixValues);
       // Lane 0 first, then 1, ...: a fixed order.
       for (auto [j, k] : llvm::enumerate(regWhich))
         for (int64_t l = 0; l < int64_t(lanes); ++l)
@@ -367,7 +407,8 @@ void RuleLowering::emitAxisReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
               vector::ExtractOp::create(b, loc, accs[j], ArrayRef<int64_t>{l}));
     }
     regTotals = emitReduceLoop(b, vectorEnd, ncIdx, 1, bases, chunk.stride,
-                               regTotals, stage, regWhich, colPartials);
+                               regTotals, stage, regWhich, colPartials,
+                               matrixValues);
     // Overwrites the row's partial of each row reduction of this level.
     for (auto [j, x] : llvm::enumerate(rowRank)) {
       Value ptr = gep(b, f64, chunk.bases[partialsFirst + x], r);

@@ -898,6 +898,19 @@ LogicalResult GPURuleLowering::run() {
   elt = rule.getElementType();
   if (!elt || !(elt.isF32() || elt.isF64()))
     return rule.emitOpError("GPU code generation supports f32 and f64 rules");
+  // The runtime computes matrix functions between the CPU passes only
+  // (KernelABI.h version 11, "Matrix functions").
+  WalkResult matrix = rule.walk([](TensorReduceOp red) {
+    if (red.getKind() != ReductionKind::NewtonSchulz)
+      return WalkResult::advance();
+    emitError(red.getLoc())
+        << stringifyReductionKind(red.getKind())
+        << "(...) cannot be compiled for the GPU: matrix functions compile "
+           "for the CPU only";
+    return WalkResult::interrupt();
+  });
+  if (matrix.wasInterrupted())
+    return failure();
   // KernelABI.h version 10 ("Axes") defines the CPU's chunk table only.
   if (rule.hasAxes()) {
     auto [what, where] = firstAxisFeature(rule);

@@ -22,6 +22,7 @@
 
 #include "ChunkTable.h"
 #include "RuleLowering.h"
+#include "optim/Rule.h"
 
 #include "mlir/Dialect/SCF/IR/SCF.h"
 
@@ -151,22 +152,57 @@ static void createDescriptorGlobal(OpBuilder &b, RuleOp rule,
 void mlir::optim::createReductionsDescriptor(
     OpBuilder &b, RuleOp rule, ArrayRef<TensorReduceOp> reductions,
     ArrayRef<unsigned> levels, unsigned addressSpace) {
-  // optim::reductionsDescriptor (optim/Rule.h) spells them alike; the
-  // runtime cannot include this file, nor this one the runtime's header.
-  std::string text;
+  // Spelled by the runtime's own optim::reductionsDescriptor (optim/Rule.h,
+  // header-only), from the specs describeRule (lib/Compiler/Describe.cpp)
+  // would give: the loaders compare it with the manifest's list, printed by
+  // the same function, so the two cannot drift apart (newton_schulz's
+  // parameters are numbers spelled by optim::descriptorNumber).
+  std::vector<::optim::ReductionSpec> specs;
   for (auto [r, level] : llvm::enumerate(levels)) {
     TensorReduceOp red = reductions[r];
-    if (!text.empty())
-      text += ',';
-    text += stringifyReductionKind(red.getKind()).str();
-    if (red.getGlobal())
-      text += "@global";
-    else if (std::optional<ReductionAxis> axis = red.getAxis())
-      text += "@" + stringifyReductionAxis(*axis).str(); // "mean@row".
-    if (level > 0)
-      text += ":" + std::to_string(level);
+    ::optim::ReductionSpec spec;
+    switch (red.getKind()) {
+    case ReductionKind::Sum:
+      spec.kind = ::optim::ReductionKind::Sum;
+      break;
+    case ReductionKind::Mean:
+      spec.kind = ::optim::ReductionKind::Mean;
+      break;
+    case ReductionKind::Norm:
+      spec.kind = ::optim::ReductionKind::Norm;
+      break;
+    case ReductionKind::Max:
+      spec.kind = ::optim::ReductionKind::Max;
+      break;
+    case ReductionKind::Min:
+      spec.kind = ::optim::ReductionKind::Min;
+      break;
+    case ReductionKind::NewtonSchulz:
+      spec.kind = ::optim::ReductionKind::NewtonSchulz;
+      break;
+    case ReductionKind::Rows:
+      spec.kind = ::optim::ReductionKind::Rows;
+      break;
+    case ReductionKind::Cols:
+      spec.kind = ::optim::ReductionKind::Cols;
+      break;
+    }
+    spec.global = red.getGlobal();
+    spec.level = level;
+    if (std::optional<ReductionAxis> axis = red.getAxis())
+      spec.axis = *axis == ReductionAxis::Row   ? ::optim::Axis::Row
+                  : *axis == ReductionAxis::Col ? ::optim::Axis::Col
+                                                : ::optim::Axis::Matrix;
+    if (red.getKind() == ReductionKind::NewtonSchulz) {
+      spec.nsSteps = red.getNsSteps();
+      for (auto [i, c] : llvm::enumerate(red.getNsCoefficients()))
+        spec.nsCoefficients[i] = c;
+      spec.nsEps = red.getNsEps().convertToDouble();
+    }
+    specs.push_back(spec);
   }
-  createDescriptorGlobal(b, rule, "optim_reductions_", text, addressSpace);
+  createDescriptorGlobal(b, rule, "optim_reductions_",
+                         ::optim::reductionsDescriptor(specs), addressSpace);
 }
 
 void mlir::optim::createStatesDescriptor(OpBuilder &b, RuleOp rule,
@@ -204,7 +240,8 @@ Value mlir::optim::mergeReduction(OpBuilder &b, Location loc,
 SmallVector<Value> RuleLowering::emitReduceLoop(
     OpBuilder &b, Value lb, Value ub, unsigned lanes, ArrayRef<Value> bases,
     Value stride, ValueRange init, unsigned stage, ArrayRef<unsigned> which,
-    ArrayRef<std::pair<unsigned, Value>> colPartials) {
+    ArrayRef<std::pair<unsigned, Value>> colPartials,
+    ArrayRef<std::pair<unsigned, Value>> matrixValues) {
   Location loc = rule.getLoc();
   Value step = arith::ConstantIndexOp::create(b, loc, lanes);
   auto loop = scf::ForOp::create(b, loc, lb, ub, step, init);
@@ -279,8 +316,15 @@ SmallVector<Value> RuleLowering::emitReduceLoop(
     Value merged = mergeReduction(b, loc, red.getKind(), acc, x);
     LLVM::StoreOp::create(b, loc, merged, addr, 8);
   }
-  // A loop without accumulators (only column reductions, rules with axes)
-  // has its yield already.
+  // Matrix functions: the iteration's operand values, in the element type,
+  // overwrite the row's coordinates of the matrix buffer (KernelABI.h
+  // version 11), one vector store per iteration.
+  for (auto [k, ptr] : matrixValues) {
+    Value x = operand(reductions[k].getValue()).front();
+    LLVM::StoreOp::create(b, loc, x, gep(b, elt, ptr, i), align);
+  }
+  // A loop without accumulators (only column reductions or matrix
+  // functions, rules with axes) has its yield already.
   if (!next.empty())
     scf::YieldOp::create(b, loc, next);
   return SmallVector<Value>(loop.getResults());
@@ -349,10 +393,15 @@ void RuleLowering::emitReduceStage(OpBuilder &b, unsigned stage, Value ptrs,
     return emitAxisReduceStage(b, stage, ptrs, lengths, strides, begin, end,
                                partials, reduced);
   const llvm::DenseSet<Operation *> &slice = stageSlices[stage];
+  // Shape values are the runtime's: never computed, never written.
   SmallVector<unsigned> which;
   for (auto [r, level] : llvm::enumerate(levels))
-    if (level == stage)
+    if (level == stage && !isShapeValue(reductions[r]))
       which.push_back(r);
+  // A stage of shape values only (a rule whose reductions are all shape
+  // values: the runtime never runs it) writes nothing.
+  if (which.empty())
+    return;
 
   auto chunks = scf::ForOp::create(b, loc, index(b, begin), index(b, end),
                                    arith::ConstantIndexOp::create(b, loc, 1));

@@ -105,14 +105,24 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
   Location loc = rule.getLoc();
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
   const llvm::DenseSet<Operation *> &slice = stageSlices[stage];
+  // Shape values (KernelABI.h version 11) are the runtime's: never computed,
+  // never written.
   SmallVector<unsigned> which;
   for (auto [r, level] : llvm::enumerate(levels))
-    if (level == stage)
+    if (level == stage && !isShapeValue(reductions[r]))
       which.push_back(r);
+  // A stage of shape values only (a rule whose reductions are all shape
+  // values: the runtime never launches it) writes nothing.
+  if (which.empty())
+    return;
   // The values of lower levels this stage reads, and what depends on them
   // alone, as the rule kernel computes them; and the relaxed reciprocals of
-  // per-chunk divisors, which slice ops never use (mapVaryingOp).
-  if (stage > 0)
+  // per-chunk divisors, which slice ops never use (mapVaryingOp). Stage 0
+  // reads only shape values, which the runtime filled before it.
+  bool readsShapes = llvm::any_of(reductions, [&](TensorReduceOp red) {
+    return isShapeValue(red) && slice.contains(red);
+  });
+  if (stage > 0 || readsShapes)
     emitPerChunk(b, reduced, chunk.index, &slice);
 
   // Each thread accumulates its coordinates (tid, tid + blockDim.x, ...) in

@@ -58,11 +58,20 @@ LogicalResult collectReductionSlices(
     SmallVectorImpl<llvm::DenseSet<Operation *>> &stageSlices,
     llvm::DenseSet<Operation *> &slice, bool refuseLearned);
 
+/// Whether `red` is a shape value, rows() or cols() (KernelABI.h version 11,
+/// "Shape values"): the runtime fills its reduced slot before any pass, no
+/// kernel computes or writes its partial, and every kernel may read it.
+inline bool isShapeValue(TensorReduceOp red) {
+  return red.getKind() == ReductionKind::Rows ||
+         red.getKind() == ReductionKind::Cols;
+}
+
 /// The partial of no coordinate: 0, -inf or +inf (KernelABI.h, version 6).
 double reductionIdentity(ReductionKind kind);
 /// Creates `const char optim_reductions_<name>[]` (KernelABI.h): the rule's
-/// reductions as the kernels were compiled for them ("norm,sum@global:1"),
-/// in `addressSpace`, at the builder's insertion point. Loaders refuse a
+/// reductions as the kernels were compiled for them ("norm,sum@global:1",
+/// spelled by optim::reductionsDescriptor of optim/Rule.h), in
+/// `addressSpace`, at the builder's insertion point. Loaders refuse a
 /// manifest that disagrees: the kernels write and read R values per chunk,
 /// and a manifest listing fewer would make the runtime's buffers too small.
 /// The CPU and GPU lowerings share it.
@@ -157,8 +166,9 @@ private:
   // "Axes"): chunks are rectangles, iterated row by row.
   /// Records the row and column states and reductions; refuses learned ops.
   LogicalResult classifyAxes();
-  /// Whether `op` is a row or column reduction: its result is read per
-  /// coordinate from the chunk's reduced pointers, never computed.
+  /// Whether `op` is a row or column reduction or a matrix function: its
+  /// result is read per coordinate from the chunk's reduced pointers, never
+  /// computed.
   bool isAxisReduction(Operation *op) const {
     auto red = dyn_cast<TensorReduceOp>(op);
     return red && red.getAxis().has_value();
@@ -228,12 +238,15 @@ private:
   /// reduction); returns the accumulators after it.
   /// `colPartials` (rules with axes): column reductions and the pointer to
   /// the chunk's partials of each, merged in memory at the iteration's
-  /// columns (load, merge, store).
+  /// columns (load, merge, store). `matrixValues`: matrix functions and the
+  /// pointer (element type) to the current row of each one's matrix
+  /// buffer, where the iteration's operand values are stored.
   SmallVector<Value>
   emitReduceLoop(OpBuilder &b, Value lb, Value ub, unsigned lanes,
                  ArrayRef<Value> bases, Value stride, ValueRange init,
                  unsigned stage, ArrayRef<unsigned> which,
-                 ArrayRef<std::pair<unsigned, Value>> colPartials = {});
+                 ArrayRef<std::pair<unsigned, Value>> colPartials = {},
+                 ArrayRef<std::pair<unsigned, Value>> matrixValues = {});
 
   RuleOp rule;
   unsigned width;
@@ -297,16 +310,21 @@ private:
   /// Rules with axes (KernelABI.h version 10): whether the rule has any,
   /// its row and column states (indices, declaration order: A of them, whose
   /// next buffers follow the states in the chunk table) and the indices into
-  /// `reductions` of its row and column reductions (body order: X of them,
-  /// partials and reduced pointers after the next buffers).
+  /// `reductions` of its row and column reductions and matrix functions
+  /// (body order: X of them, partials and reduced pointers after the next
+  /// buffers; a matrix function's pair both address its matrix buffer, in
+  /// the element type, KernelABI.h version 11).
   bool axes = false;
   SmallVector<unsigned> axisStates;
   SmallVector<unsigned> axisReductionIndices;
-  /// Row or Col, for the row and column states and reductions' results.
+  /// Row or Col, for the row and column states and reductions' results;
+  /// Coordinate for matrix functions' results (read per coordinate from
+  /// their buffer).
   llvm::DenseMap<Value, ValueAxis> axisOf;
   /// The row being emitted: where each row or column value is read (a row
-  /// value at [0], a column value at [column]; elements of the rule's type
-  /// for states, doubles for reductions), where each row or column state's
+  /// value at [0], a column value and a matrix function's result at
+  /// [column]; elements of the rule's type for states and matrix functions,
+  /// doubles for reductions), where each row or column state's
   /// new value goes (next buffers, by index into axisStates, offset alike)
   /// and when (i1: c0 == 0 for row states, r0 + r == 0 for column states).
   struct AxisRow {

@@ -396,6 +396,29 @@ Value ProgramGen::genCall(const CallExpr &call) {
                                          current.lookup(call.weights));
   }
   switch (call.builtin) {
+  case Builtin::NewtonSchulz: {
+    // Its other arguments are numbers Sema recorded in the call: attributes,
+    // not values.
+    Value x = gen(*call.args[0].value);
+    auto axis = mlir::optim::ReductionAxisAttr::get(
+        b.getContext(), mlir::optim::ReductionAxis::Matrix);
+    return mlir::optim::TensorReduceOp::create(
+        b, l, x.getType(), x, mlir::optim::ReductionKind::NewtonSchulz,
+        /*global=*/false, axis, call.nsSteps,
+        llvm::ArrayRef<double>(call.nsCoefficients),
+        llvm::APFloat(call.nsEps));
+  }
+  case Builtin::Rows:
+  case Builtin::Cols: {
+    // The op ignores its operand (the runtime fills the value in); it is
+    // one of the rule's reductions, numbered in body order with the others.
+    Value zero = constant(0.0, Type::scalar(), l);
+    return mlir::optim::TensorReduceOp::create(
+        b, l, zero.getType(), zero,
+        call.builtin == Builtin::Rows ? mlir::optim::ReductionKind::Rows
+                                      : mlir::optim::ReductionKind::Cols,
+        /*global=*/false, mlir::optim::ReductionAxisAttr());
+  }
   case Builtin::Eye:
     return mlir::optim::EyeOp::create(b, l, irType(type));
   case Builtin::Zeros:

@@ -80,6 +80,9 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::ColNorm, "col_norm", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::ColMax, "col_max", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::ColMin, "col_min", 1, 1, BuiltinInfo::RulesOnly},
+    {Builtin::NewtonSchulz, "newton_schulz", 1, 6, BuiltinInfo::RulesOnly},
+    {Builtin::Rows, "rows", 0, 0, BuiltinInfo::RulesOnly},
+    {Builtin::Cols, "cols", 0, 0, BuiltinInfo::RulesOnly},
     {Builtin::Rand, "rand", 0, 0, BuiltinInfo::RulesOnly},
     {Builtin::Randn, "randn", 0, 0, BuiltinInfo::RulesOnly},
 };
@@ -264,6 +267,9 @@ private:
   Type checkCall(CallExpr &expr);
   Type checkBuiltin(CallExpr &call, const BuiltinInfo &info);
   Type checkQP(CallExpr &call);
+  /// newton_schulz(x[, steps[, a, b, c[, eps]]]): a scalar x and number
+  /// literals, recorded in the call.
+  Type checkNewtonSchulz(CallExpr &call);
   Type checkWeightsCall(CallExpr &call, const Symbol &weights);
   /// The argument of tensor_sum ... global_min: a scalar that the first pass
   /// can compute.
@@ -1252,13 +1258,11 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
         type = Type::scalar();
         break;
       }
-      if (lookupBuiltin(name.name))
-        diags.error(name.getLoc(),
-                    "'" + name.name + "' is a function; call it, e.g. '" +
-                        name.name +
-                        (name.name == "rand" || name.name == "randn"
-                             ? "()'"
-                             : "(...)'"));
+      if (const BuiltinInfo *info = lookupBuiltin(name.name))
+        diags.error(name.getLoc(), "'" + name.name +
+                                       "' is a function; call it, e.g. '" +
+                                       name.name +
+                                       (info->maxArgs == 0 ? "()'" : "(...)'"));
       else if (program.kind == Program::Layer &&
                (name.name == "p" || name.name == "g" || name.name == "t"))
         diags.error(name.getLoc(), "'" + name.name +
@@ -1441,15 +1445,30 @@ Type ProgramChecker::checkCall(CallExpr &call) {
                      : isReduction(info->id)
                          ? "; it reduces a value over the coordinates of "
                            "parameter tensors"
+                     : info->id == Builtin::NewtonSchulz
+                         ? "; it is a function of each matrix of a parameter "
+                           "tensor"
+                     : isShapeValue(info->id)
+                         ? std::string("; it is the number of ") +
+                               (info->id == Builtin::Rows ? "rows"
+                                                          : "columns") +
+                               " of a parameter tensor's matrices"
                          : ""));
     return Type::unknown();
   }
-  if (axis != AxisKind::None && program.kind == Program::LearnedRule) {
+  // The learned kernels have no matrix buffers nor shape values, as they
+  // have no row and column states.
+  if (program.kind == Program::LearnedRule &&
+      (axis != AxisKind::None || info->id == Builtin::NewtonSchulz ||
+       isShapeValue(info->id))) {
     diags.error(call.getLoc(),
-                "'" + call.callee +
-                    "' is not supported in learned rules: row and column "
-                    "states and reductions compile for update rules ('rule') "
-                    "only");
+                "'" + call.callee + "' is not supported in learned rules: " +
+                    (axis != AxisKind::None
+                         ? "row and column states and reductions"
+                     : info->id == Builtin::NewtonSchulz
+                         ? "matrix functions"
+                         : "rows() and cols()") +
+                    " compile for update rules ('rule') only");
     return Type::unknown();
   }
   if (info->where == BuiltinInfo::LayersOnly && program.isRule()) {
@@ -1473,6 +1492,17 @@ Type ProgramChecker::checkCall(CallExpr &call) {
       return Type::unknown();
     }
   int n = call.args.size();
+  // The Newton-Schulz parameters come in groups: the steps, then the three
+  // coefficients together, then eps.
+  if (info->id == Builtin::NewtonSchulz && n != 1 && n != 2 && n != 5 &&
+      n != 6) {
+    diags.error(call.getLoc(),
+                "'newton_schulz' expects 1, 2, 5 or 6 arguments (x, then "
+                "optionally steps, then the coefficients a, b, c together, "
+                "then eps), got " +
+                    Twine(n));
+    return Type::unknown();
+  }
   if (n < info->minArgs || n > info->maxArgs) {
     std::string expected = info->minArgs == info->maxArgs
                                ? plural(info->minArgs, "argument")
@@ -1501,6 +1531,8 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
       return Type::number({shape[0], shape[0]});
     return Type::number(shape);
   }
+  if (info.id == Builtin::NewtonSchulz)
+    return checkNewtonSchulz(call);
 
   std::vector<Type> args;
   bool ok = true;
@@ -1587,6 +1619,8 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
     return Type::boolean(args[0].shape);
   case Builtin::Rand:
   case Builtin::Randn:
+  case Builtin::Rows:
+  case Builtin::Cols:
     return Type::scalar();
   default:
     if (isReduction(info.id))
@@ -1627,6 +1661,104 @@ Type ProgramChecker::checkReduction(CallExpr &call, const Type &arg) {
                "'" + dependence.learned->callee + "' is called here");
     return Type::unknown();
   }
+  return Type::scalar();
+}
+
+/// The value of a number literal, optionally negated (`5`, `-4.775`), or
+/// nullopt: what a parameter fixed at compile time may be written as.
+static std::optional<double> literalNumber(const Expr &expr) {
+  if (auto *number = llvm::dyn_cast<NumberExpr>(&expr))
+    return number->value;
+  if (auto *unary = llvm::dyn_cast<UnaryExpr>(&expr))
+    if (unary->op == TokenKind::Minus)
+      if (auto *number = llvm::dyn_cast<NumberExpr>(unary->operand.get()))
+        return -number->value;
+  return std::nullopt;
+}
+
+/// What the user wrote for a literal of literalNumber ("-1e-400", which
+/// reads as -0).
+static std::string literalSpelling(const Expr &expr) {
+  if (auto *unary = llvm::dyn_cast<UnaryExpr>(&expr))
+    return "-" + numberSpelling(unary->operand->getLoc()).str();
+  return numberSpelling(expr.getLoc()).str();
+}
+
+Type ProgramChecker::checkNewtonSchulz(CallExpr &call) {
+  bool ok = true;
+  const Expr &x = *call.args[0].value;
+  Type xType = check(*call.args[0].value);
+  if (!requireNumber(xType, x.getLoc(), "an argument of 'newton_schulz'") ||
+      xType.isUnknown()) {
+    ok = false;
+  } else if (!xType.isScalar()) {
+    // The matrix is the parameter's: one x per coordinate.
+    diags.error(x.getLoc(), "'newton_schulz' takes one scalar per "
+                            "coordinate (the matrices are the parameter's), "
+                            "got a " +
+                                xType.str());
+    ok = false;
+  }
+  // The runtime runs the iteration with these numbers (the manifest and
+  // the descriptor record them): no expression, no hyperparameter.
+  static const char *const names[] = {"steps", "a", "b", "c", "eps"};
+  double values[5] = {double(call.nsSteps), call.nsCoefficients[0],
+                      call.nsCoefficients[1], call.nsCoefficients[2],
+                      call.nsEps};
+  for (size_t i = 1; i < call.args.size(); ++i) {
+    Expr &arg = *call.args[i].value;
+    llvm::StringRef name = names[i - 1];
+    std::optional<double> value = literalNumber(arg);
+    if (!value) {
+      diags.error(arg.getLoc(),
+                  "argument '" + name +
+                      "' of 'newton_schulz' must be a number (a literal, "
+                      "optionally negated): the iteration's parameters are "
+                      "fixed when the rule compiles");
+      ok = false;
+      continue;
+    }
+    // Types the literal and checks it fits the precision.
+    if (check(arg).isUnknown()) {
+      ok = false;
+      continue;
+    }
+    if (name == "steps" &&
+        (!(*value >= 0 && *value <= 100) || std::floor(*value) != *value)) {
+      diags.error(arg.getLoc(), "argument 'steps' of 'newton_schulz' must be "
+                                "an integer between 0 and 100, got " +
+                                    literalSpelling(arg));
+      ok = false;
+      continue;
+    }
+    if (name == "eps") {
+      if (!(*value > 0)) {
+        diags.error(arg.getLoc(),
+                    "argument 'eps' of 'newton_schulz' must be positive (the "
+                    "matrix is divided by max(norm, eps)), got " +
+                        literalSpelling(arg));
+        ok = false;
+        continue;
+      }
+      // The runtime takes max(norm, eps) in the element type.
+      if (options.precision == Precision::F32 && float(*value) == 0.0f) {
+        diags.error(arg.getLoc(),
+                    "argument 'eps' of 'newton_schulz' (" +
+                        literalSpelling(arg) +
+                        ") rounds to 0 in f32 (smallest: about 1.4e-45); "
+                        "compile with --precision=f64 to use it");
+        ok = false;
+        continue;
+      }
+    }
+    values[i - 1] = *value;
+  }
+  if (!ok)
+    return Type::unknown();
+  call.nsSteps = static_cast<int32_t>(values[0]);
+  for (int k = 0; k < 3; ++k)
+    call.nsCoefficients[k] = values[k + 1];
+  call.nsEps = values[4];
   return Type::scalar();
 }
 
@@ -1720,6 +1852,12 @@ Dependence ProgramChecker::dependenceOf(const Expr &expr) {
       result.alongRow = result.alongCol = Witness();
       result.setWitness("'" + call.callee + "(...)'", call.getLoc(),
                         result.axis);
+    } else if (call.builtin == Builtin::NewtonSchulz) {
+      // An entry of a function of the whole matrix: per coordinate, and
+      // not the same along a row or a column whatever x is.
+      result.axis = ValueAxis::Coordinate;
+      result.alongRow = result.alongCol = Witness();
+      result.setWitness("'newton_schulz(...)'", call.getLoc(), result.axis);
     } else if (call.builtin == Builtin::Rand ||
                call.builtin == Builtin::Randn) {
       // A draw per coordinate (Philox counter of the coordinate).

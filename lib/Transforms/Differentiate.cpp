@@ -98,6 +98,28 @@ private:
 
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
+  // Matrix functions couple every coordinate of a matrix, and shape values
+  // are filled in by the runtime's forward passes only (KernelABI.h version
+  // 11): the reverse kernels have neither.
+  Operation *unsupported = nullptr;
+  rule.walk([&](TensorReduceOp red) {
+    ReductionKind kind = red.getKind();
+    if (kind != ReductionKind::NewtonSchulz && kind != ReductionKind::Rows &&
+        kind != ReductionKind::Cols)
+      return WalkResult::advance();
+    unsupported = red;
+    return WalkResult::interrupt();
+  });
+  if (auto red = dyn_cast_or_null<TensorReduceOp>(unsupported)) {
+    if (red.getKind() == ReductionKind::NewtonSchulz)
+      return emitError(red.getLoc())
+             << "newton_schulz(...) cannot be differentiated (reverse mode "
+                "of matrix functions is not supported)";
+    return emitError(red.getLoc())
+           << stringifyReductionKind(red.getKind())
+           << "() cannot be differentiated (reverse mode of the shape values "
+              "rows() and cols() is not supported)";
+  }
   // A row (column) state or reduction couples the coordinates of a row
   // (column): its adjoint would need a reduction along the row in the
   // reverse pass, and the two kernels below reduce over whole tensors only.
@@ -626,6 +648,12 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
       mayBeZero.insert(red.getValue());
       break;
     }
+    // Refused by check().
+    case ReductionKind::NewtonSchulz:
+    case ReductionKind::Rows:
+    case ReductionKind::Cols:
+      llvm_unreachable("matrix functions and shape values are not "
+                       "differentiated");
     }
     accumulate(b, red.getValue(), seed);
   }

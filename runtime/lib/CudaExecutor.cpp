@@ -473,6 +473,26 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
     if (params_[i].data % elt)
       throw Error("optim: CUDA: parameter tensor " + std::to_string(i) +
                   " is not aligned to its element type");
+    // The shape, when given, as optim::Optimizer checks it.
+    const std::vector<int64_t> &shape = params_[i].shape;
+    if (!shape.empty()) {
+      int64_t count = 1;
+      bool bad = shape.size() > 64, overflow = false;
+      for (int64_t d : shape)
+        bad |= d < 0;
+      if (std::find(shape.begin(), shape.end(), 0) != shape.end())
+        count = 0;
+      else if (!bad)
+        for (int64_t d : shape)
+          overflow |= __builtin_mul_overflow(count, d, &count);
+      if (bad || overflow || count != params_[i].size)
+        throw Error("optim: CUDA: parameter tensor " + std::to_string(i) +
+                    " has a shape of " + std::to_string(shape.size()) +
+                    " dimensions that is not one of its " +
+                    std::to_string(params_[i].size) +
+                    " elements (a negative dimension, more than 64 "
+                    "dimensions or another element count)");
+    }
   }
   for (const HyperParam &h : info.hypers)
     hypers_.push_back(h.defaultValue);
@@ -602,6 +622,17 @@ void Optimizer::buildTable(
         ptrs.push_back(s[t].get() + offset);
       lengths.push_back(n);
       strides.push_back(params_[t].size);
+    }
+  // The shape values (KernelABI.h, version 11): R and C of each chunk's
+  // tensor.
+  chunkRows_.clear();
+  chunkCols_.clear();
+  if (detail::hasShapeValues(info.reductions))
+    for (size_t t : chunkTensor_) {
+      const DeviceTensor &p = params_[t];
+      chunkRows_.push_back(p.shape.size() >= 2 ? p.shape[p.shape.size() - 2]
+                                               : 1);
+      chunkCols_.push_back(p.shape.empty() ? p.size : p.shape.back());
     }
   int64_t chunks = int64_t(lengths.size());
   // The kernels' rng (KernelABI.h, version 8): the seed, then the global
@@ -794,8 +825,25 @@ void Optimizer::runStep(
     size_t count = info.reductions.size() * size_t(numChunks_);
     hostPartials_.resize(count);
     hostReduced_.resize(count);
+    if (!chunkRows_.empty()) {
+      // The shape values, which every stage and the rule may read
+      // (KernelABI.h, version 11): no combine writes their slots. The
+      // previous step's last upload of hostReduced_ is done once the stream
+      // is.
+      dev->driver().check(dev->driver().cuStreamSynchronize(stream_),
+                          "cuStreamSynchronize");
+      detail::fillShapeValues(info.reductions, size_t(numChunks_),
+                              chunkRows_.data(), chunkCols_.data(),
+                              hostReduced_.data());
+      dev->driver().check(dev->driver().cuMemcpyHtoDAsync(
+                              reduced, hostReduced_.data(), count * 8, stream_),
+                          "cuMemcpyHtoDAsync");
+    }
     unsigned last = detail::maxReductionLevel(info.reductions);
     for (unsigned s = 0; s <= last; ++s) {
+      // A stage of shape values only computes nothing (version 11).
+      if (!detail::stageRuns(info.reductions, s))
+        continue;
       stage = int64_t(s);
       launch(rule_.reduceFunction(),
              "cuLaunchKernel(" OPTIM_REDUCE_SYMBOL_PREFIX + info.name + ")");

@@ -41,9 +41,17 @@ std::string optim::writeManifest(const Manifest &m) {
     // iff above 0, as in the descriptor ("mean:1").
     if (r.level > 0)
       entry["level"] = r.level;
-    // Row and column reductions (version 10); absent for the others.
+    // Row and column reductions (version 10) and matrix functions (version
+    // 11, "matrix"); absent for the others.
     if (r.axis != Axis::None)
       entry["axis"] = axisName(r.axis);
+    // A matrix function's parameters (version 11).
+    if (r.kind == ReductionKind::NewtonSchulz)
+      entry["ns"] = {{"steps", r.nsSteps},
+                     {"coefficients",
+                      {r.nsCoefficients[0], r.nsCoefficients[1],
+                       r.nsCoefficients[2]}},
+                     {"eps", r.nsEps}};
     reductions.push_back(entry);
   }
   json doc = {{"format", kFormat},
@@ -146,23 +154,82 @@ Manifest optim::readManifest(const std::string &text,
         if (!detail::parseReductionKind(kind, spec.kind))
           throw fail("reduction " + std::to_string(m.info.reductions.size()) +
                      " has an unknown kind '" + kind +
-                     "' (known: sum, mean, norm, max, min)");
+                     "' (known: sum, mean, norm, max, min, newton_schulz, "
+                     "rows, cols)");
         spec.global = r.at("global").get<bool>();
+        const bool matrix = spec.kind == ReductionKind::NewtonSchulz;
         // Row and column reductions (version 10): "axis" is "row" or "col",
         // absent for a tensor or global one; never with "global": true.
+        // Matrix functions (version 11): "axis" is "matrix".
         if (auto axis = r.find("axis"); axis != r.end()) {
+          // A matrix function's parameters come later: its kind names it.
           std::string entry = "reduction " +
                               std::to_string(m.info.reductions.size()) + " ('" +
-                              reductionsDescriptor({spec}) + "')";
-          if (!axis->is_string() || (*axis != "row" && *axis != "col"))
-            throw fail(entry + " has axis " + axis->dump() +
-                       "; an axis is \"row\" or \"col\", absent for a "
-                       "tensor or global reduction");
-          if (spec.global)
-            throw fail(entry + " has axis " + axis->dump() +
-                       " and is global; a row or column reduction is "
-                       "per tensor");
-          spec.axis = *axis == "row" ? Axis::Row : Axis::Col;
+                              (matrix ? std::string(reductionKindName(spec.kind))
+                                      : reductionsDescriptor({spec})) +
+                              "')";
+          if (matrix) {
+            if (*axis != "matrix")
+              throw fail(entry + " has axis " + axis->dump() +
+                         "; a newton_schulz reduction has axis \"matrix\"");
+            spec.axis = Axis::Matrix;
+          } else {
+            if (!axis->is_string() || (*axis != "row" && *axis != "col"))
+              throw fail(entry + " has axis " + axis->dump() +
+                         "; an axis is \"row\" or \"col\", absent for a "
+                         "tensor or global reduction");
+            if (spec.global)
+              throw fail(entry + " has axis " + axis->dump() +
+                         " and is global; a row or column reduction is "
+                         "per tensor");
+            spec.axis = *axis == "row" ? Axis::Row : Axis::Col;
+          }
+        } else if (matrix) {
+          throw fail("reduction " + std::to_string(m.info.reductions.size()) +
+                     " ('newton_schulz') has no axis; a newton_schulz "
+                     "reduction has axis \"matrix\"");
+        }
+        // The parameters of a matrix function (version 11): "ns":
+        // {"steps": 0..100, "coefficients": [a, b, c], "eps": > 0}.
+        if (auto ns = r.find("ns"); ns != r.end()) {
+          std::string entry = "reduction " +
+                              std::to_string(m.info.reductions.size()) + " ('" +
+                              reductionKindName(spec.kind) + "')";
+          if (!matrix)
+            throw fail(entry + " has \"ns\", the parameters of a "
+                       "newton_schulz reduction");
+          const std::string form =
+              "; \"ns\" is {\"steps\": an integer 0.." +
+              std::to_string(detail::kMaxNewtonSchulzSteps) +
+              ", \"coefficients\": [a, b, c], \"eps\": a positive number}";
+          if (!ns->is_object() || ns->size() != 3 || !ns->contains("steps") ||
+              !ns->contains("coefficients") || !ns->contains("eps"))
+            throw fail(entry + " has malformed \"ns\" " + ns->dump() + form);
+          const json &steps = ns->at("steps"), &coefficients =
+                                                  ns->at("coefficients"),
+                     &eps = ns->at("eps");
+          if (!steps.is_number_integer() || steps.get<int64_t>() < 0 ||
+              steps.get<int64_t>() > detail::kMaxNewtonSchulzSteps)
+            throw fail(entry + " has steps " + steps.dump() + form);
+          spec.nsSteps = int(steps.get<int64_t>());
+          if (!coefficients.is_array() || coefficients.size() != 3)
+            throw fail(entry + " has coefficients " + coefficients.dump() +
+                       form);
+          for (size_t i = 0; i < 3; ++i) {
+            if (!coefficients[i].is_number() ||
+                !std::isfinite(coefficients[i].get<double>()))
+              throw fail(entry + " has coefficients " + coefficients.dump() +
+                         " (three finite numbers)" + form);
+            spec.nsCoefficients[i] = coefficients[i].get<double>();
+          }
+          if (!eps.is_number() || !std::isfinite(eps.get<double>()) ||
+              !(eps.get<double>() > 0))
+            throw fail(entry + " has eps " + eps.dump() + form);
+          spec.nsEps = eps.get<double>();
+        } else if (matrix) {
+          throw fail("reduction " + std::to_string(m.info.reductions.size()) +
+                     " ('newton_schulz') has no \"ns\" (its steps, "
+                     "coefficients and eps)");
         }
         if (auto level = r.find("level"); level != r.end()) {
           // As the descriptor's ":<level>": 1..65535, absent for 0.
@@ -183,6 +250,10 @@ Manifest optim::readManifest(const std::string &text,
                        ", absent for level 0");
           spec.level = unsigned(level->get<int64_t>());
         }
+        // Shape values take no axis, global or level (version 11).
+        if (std::string why = detail::checkReductionSpec(spec); !why.empty())
+          throw fail("reduction " + std::to_string(m.info.reductions.size()) +
+                     " ('" + reductionKindName(spec.kind) + "'): " + why);
         m.info.reductions.push_back(spec);
       }
       std::string levels = detail::checkReductionLevels(m.info.reductions);

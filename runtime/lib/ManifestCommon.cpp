@@ -160,9 +160,10 @@ void detail::requireHashMatches(const std::string &recorded,
 }
 
 bool detail::parseReductionKind(const std::string &name, ReductionKind &kind) {
-  for (ReductionKind k : {ReductionKind::Sum, ReductionKind::Mean,
-                          ReductionKind::Norm, ReductionKind::Max,
-                          ReductionKind::Min})
+  for (ReductionKind k :
+       {ReductionKind::Sum, ReductionKind::Mean, ReductionKind::Norm,
+        ReductionKind::Max, ReductionKind::Min, ReductionKind::NewtonSchulz,
+        ReductionKind::Rows, ReductionKind::Cols})
     if (name == reductionKindName(k)) {
       kind = k;
       return true;

@@ -1,6 +1,7 @@
 //===- Optimizer.cpp - apply a compiled rule to a model's parameters ----===//
 
 #include "OptimizerImpl.h"
+#include "MatrixFunctions.h"
 #include "QuotedList.h"
 #include "Reductions.h"
 #include "StateMemory.h"
@@ -125,6 +126,19 @@ static std::string checkShape(const Param &p) {
   return "";
 }
 
+/// R and C of a parameter's [B, R, C] view (KernelABI.h, version 11: the
+/// shape values rows() and cols(), for rules with axes or without): the
+/// last dimension and the one before (1 for 1-D), [1, size] without a
+/// shape. The shape was checked.
+static void rowsAndCols(const Param &p, int64_t &R, int64_t &C) {
+  R = 1;
+  C = p.size;
+  if (p.shape.empty())
+    return;
+  C = p.shape.back();
+  R = p.shape.size() >= 2 ? p.shape[p.shape.size() - 2] : 1;
+}
+
 /// The view [B, R, C] of a parameter for a rule with axes (KernelABI.h,
 /// version 10): C the last dimension, R the one before (1 for 1-D), B the
 /// product of the others; [1, 1, size] without a shape. The shape was
@@ -227,6 +241,14 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       if (ri.hasAxes()) {
         int64_t B, R, C;
         matrixView(p, B, R, C, index);
+        // A matrix function multiplies R x C matrices with int dimensions
+        // (CBLAS).
+        for (const ReductionSpec &r : ri.reductions)
+          if (r.kind == ReductionKind::NewtonSchulz && p.size > 0 &&
+              std::max(R, C) > int64_t(std::numeric_limits<int>::max()))
+            throw Error(what + ": shape " + shapeText(p.shape) +
+                        " has matrices of more than 2^31 - 1 rows or "
+                        "columns, which newton_schulz does not support");
       }
       if (p.size > 0)
         ranges.push_back({reinterpret_cast<uintptr_t>(p.data),
@@ -271,10 +293,15 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
   for (size_t s = 0; s < ri.states.size(); ++s)
     if (ri.states[s].axis != Axis::None)
       im.axisStates.push_back(s);
-  for (size_t r = 0; r < ri.reductions.size(); ++r)
+  for (size_t r = 0; r < ri.reductions.size(); ++r) {
     if (ri.reductions[r].axis != Axis::None)
       im.axisReductions.push_back(r);
+    if (ri.reductions[r].kind == ReductionKind::NewtonSchulz)
+      im.matrixReductions.push_back(r);
+  }
   const size_t X = im.axisReductions.size();
+  const bool shapeValues = detail::hasShapeValues(ri.reductions);
+  size_t matrixWork = 0; // Elements of T for the largest matrix's NS(X).
   im.rng.push_back(options.seed);
   uint64_t globalIndex = 0; // Of the current parameter's first coordinate.
   size_t axisPartialCount = 0, axisReducedCount = 0;
@@ -291,8 +318,18 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       slot.param = p;
       if (im.hasAxes)
         matrixView(p, slot.B, slot.R, slot.C);
+      else if (shapeValues)
+        rowsAndCols(p, slot.R, slot.C);
       else
         slot.C = p.size;
+      // A matrix buffer per newton_schulz reduction (KernelABI.h, version
+      // 11), and room for NS(X) of the tensor's matrices.
+      for (size_t k = 0; k < im.matrixReductions.size(); ++k)
+        slot.matrices.push_back(
+            AlignedBuffer::allocate(size_t(p.size) * elt));
+      if (!im.matrixReductions.empty() && p.size > 0)
+        matrixWork = std::max(matrixWork,
+                              detail::newtonSchulzWorkCount(slot.R, slot.C));
       for (size_t s = 0; s < ri.states.size(); ++s) {
         size_t bytes = im.stateCount(slot, s) * elt;
         slot.states.push_back(AlignedBuffer::allocate(bytes));
@@ -302,9 +339,10 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       }
       for (size_t r : im.axisReductions) {
         slot.axisReducedOffset.push_back(axisReducedCount);
-        axisReducedCount +=
-            size_t(slot.B) *
-            size_t(ri.reductions[r].axis == Axis::Row ? slot.R : slot.C);
+        Axis axis = ri.reductions[r].axis;
+        axisReducedCount += axis == Axis::Row   ? size_t(slot.B * slot.R)
+                            : axis == Axis::Col ? size_t(slot.B * slot.C)
+                                                : 0;
       }
       size_t pi = im.slots.size();
       slot.firstChunk = im.numChunks();
@@ -333,14 +371,21 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
         im.ptrs.insert(im.ptrs.end(), 2 * X, nullptr);
         for (size_t r : im.axisReductions) {
           im.axisPartialOffset.push_back(axisPartialCount);
-          axisPartialCount +=
-              size_t(ri.reductions[r].axis == Axis::Row ? nr : nc);
+          Axis axis = ri.reductions[r].axis;
+          // A matrix function's pointers go to its matrix buffer instead.
+          axisPartialCount += axis == Axis::Row   ? size_t(nr)
+                              : axis == Axis::Col ? size_t(nc)
+                                                  : 0;
         }
         if (im.hasAxes)
           im.lengths.insert(im.lengths.end(), {nr, nc, r0, c0});
         else
           im.lengths.push_back(nc);
         im.strides.push_back(p.size);
+        if (shapeValues) {
+          im.chunkRows.push_back(slot.R);
+          im.chunkCols.push_back(slot.C);
+        }
         im.chunkParam.push_back(pi);
         im.chunkOffset.push_back(off);
         im.rng.push_back(globalIndex + uint64_t(off));
@@ -398,8 +443,19 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       const Impl::Slot &slot = im.slots[im.chunkParam[c]];
       int64_t r0 = im.lengths[4 * c + 2], c0 = im.lengths[4 * c + 3];
       int64_t b = im.chunkOffset[c] / (slot.R * slot.C);
+      size_t matrix = 0; // The matrix functions before x.
       for (size_t x = 0; x < X; ++x) {
-        bool row = ri.reductions[im.axisReductions[x]].axis == Axis::Row;
+        Axis axis = ri.reductions[im.axisReductions[x]].axis;
+        if (axis == Axis::Matrix) {
+          // Both pointers at the chunk's first coordinate of the matrix
+          // buffer (KernelABI.h, version 11).
+          void *at = static_cast<char *>(slot.matrices[matrix++].data.get()) +
+                     size_t(im.chunkOffset[c]) * elt;
+          im.ptrs[c * perChunk + first + x] = at;
+          im.ptrs[c * perChunk + first + X + x] = at;
+          continue;
+        }
+        bool row = axis == Axis::Row;
         im.ptrs[c * perChunk + first + x] =
             im.axisPartials.data() + im.axisPartialOffset[c * X + x];
         im.ptrs[c * perChunk + first + X + x] =
@@ -431,6 +487,13 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
             });
   im.weights.resize(ri.weights.size());
   im.weightPtrs.assign(ri.weights.size(), nullptr);
+  if (matrixWork > 0) {
+    // m * n + 2 * m * m elements: up to 3 times the largest tensor.
+    if (matrixWork > SIZE_MAX / elt)
+      throw Error("optim::Optimizer: newton_schulz needs more scratch "
+                  "memory than the address space holds");
+    im.matrixWork = AlignedBuffer::allocate(matrixWork * elt);
+  }
   if (!ri.reductions.empty()) {
     im.partials.assign(im.numChunks() * ri.reductions.size(), 0.0);
     im.reduced.assign(im.partials.size(), 0.0);
@@ -570,7 +633,8 @@ static void combineAxisReductions(Optimizer::Impl &im, unsigned level) {
   const unsigned workers = im.pool->size();
   for (size_t x = 0; x < X; ++x) {
     const ReductionSpec &spec = ri.reductions[im.axisReductions[x]];
-    if (spec.level != level)
+    // Matrix functions are computed by runMatrixFunctions.
+    if (spec.level != level || spec.axis == Axis::Matrix)
       continue;
     const bool row = spec.axis == Axis::Row;
     const ReductionKind kind = spec.kind;
@@ -616,6 +680,38 @@ static void combineAxisReductions(Optimizer::Impl &im, unsigned level) {
           out[i] = detail::finishReduction(kind, out[i], along);
       }
     });
+  }
+}
+
+/// Replaces each non-empty matrix of each tensor's buffer of every
+/// newton_schulz reduction of level `level` by NS(X) (KernelABI.h, version
+/// 11), after the stage that wrote X. One matrix at a time, each product
+/// split over the pool (or left to the CBLAS): the result does not depend
+/// on the number of threads.
+static void runMatrixFunctions(Optimizer::Impl &im, unsigned level) {
+  const RuleInfo &ri = im.info();
+  for (size_t k = 0; k < im.matrixReductions.size(); ++k) {
+    const ReductionSpec &spec = ri.reductions[im.matrixReductions[k]];
+    if (spec.level != level)
+      continue;
+    for (Optimizer::Impl::Slot &slot : im.slots) {
+      if (slot.param.size == 0)
+        continue;
+      const int64_t R = slot.R, C = slot.C;
+      for (int64_t b = 0; b < slot.B; ++b) {
+        size_t first = size_t(b) * size_t(R) * size_t(C);
+        if (ri.dtype == DType::F32)
+          detail::newtonSchulz(
+              static_cast<float *>(slot.matrices[k].data.get()) + first, R, C,
+              spec, static_cast<float *>(im.matrixWork.data.get()),
+              im.pool.get());
+        else
+          detail::newtonSchulz(
+              static_cast<double *>(slot.matrices[k].data.get()) + first, R,
+              C, spec, static_cast<double *>(im.matrixWork.data.get()),
+              im.pool.get());
+      }
+    }
   }
 }
 
@@ -699,6 +795,11 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
     // are combined in chunk order before stage s + 1 reads them; then the
     // rule with every reduced value. Each stage is a barrier: no chunk
     // reads a value of level s before every chunk's partial of it is in.
+    // The shape values rows() and cols() (KernelABI.h, version 11), which
+    // every stage may read: no combine writes their slots.
+    if (!im.chunkRows.empty())
+      detail::fillShapeValues(ri.reductions, numChunks, im.chunkRows.data(),
+                              im.chunkCols.data(), im.reduced.data());
     optim_reduce_kernel reduce = im.rule.reduceKernel();
     detail::runReductionStages(
         ri.reductions, im.chunkParam, im.paramSizes, im.partials.data(),
@@ -710,8 +811,10 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
                        im.reduced.data(), stage, rng);
               });
           // The row and column reductions of the stage's level (the tensor
-          // ones are combined by runReductionStages).
+          // ones are combined by runReductionStages), and its matrix
+          // functions.
           combineAxisReductions(im, unsigned(stage));
+          runMatrixFunctions(im, unsigned(stage));
         });
     optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
     forEachGroup(im, [&](int64_t begin, int64_t end, const double *hypers) {

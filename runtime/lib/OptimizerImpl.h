@@ -40,6 +40,10 @@ struct Optimizer::Impl {
     // The offset of each row or column reduction's combined results in
     // axisReduced (B * R or B * C doubles), in body order of those.
     std::vector<size_t> axisReducedOffset;
+    // Matrix functions (KernelABI.h, version 11): one buffer of a T per
+    // coordinate for each newton_schulz reduction, in the order of
+    // matrixReductions. Transient: rewritten by every step, never saved.
+    std::vector<AlignedBuffer> matrices;
     // Its chunks: [firstChunk, firstChunk + numChunks) of the table.
     size_t firstChunk = 0, numChunks = 0;
   };
@@ -84,7 +88,17 @@ struct Optimizer::Impl {
   std::vector<double> axisPartials, axisReduced;
   std::vector<size_t> axisPartialOffset;
   // The indices of the row and column states / reductions, in order.
+  // axisReductions also holds the matrix functions (two pointers each in
+  // the chunk table, as the others; KernelABI.h, version 11).
   std::vector<size_t> axisStates, axisReductions;
+  // The newton_schulz reductions, in body order, and the scratch memory of
+  // NS(X) for the largest matrix (MatrixFunctions.h), allocated once.
+  std::vector<size_t> matrixReductions;
+  AlignedBuffer matrixWork;
+  // The shape values rows() and cols() (version 11): R and C of each
+  // chunk's tensor, written into `reduced` before every step. Empty when
+  // the rule reads neither.
+  std::vector<int64_t> chunkRows, chunkCols;
 
   const RuleInfo &info() const { return rule.info(); }
   bool hasAxes = false; // info().hasAxes(), cached.

@@ -3,6 +3,8 @@
 #include "Reductions.h"
 
 #include <algorithm>
+#include <cctype>
+#include <cstdlib>
 #include <cmath>
 #include <limits>
 #include <string>
@@ -84,7 +86,10 @@ static void combineSlots(const std::vector<ReductionSpec> &reductions,
   for (size_t r = 0; r < R; ++r) {
     // Row and column reductions are combined per row and column by the
     // Optimizer (KernelABI.h, version 10); their slots here are unused.
-    if (!wanted(r) || reductions[r].axis != Axis::None)
+    // Shape values (version 11) are filled in by the runtime: no kernel
+    // writes their partials.
+    if (!wanted(r) || reductions[r].axis != Axis::None ||
+        isShapeValue(reductions[r].kind))
       continue;
     ReductionKind kind = reductions[r].kind;
     forEachGroup(reductions[r].global, chunkTensor, tensorSize,
@@ -125,6 +130,35 @@ double detail::finishReduction(ReductionKind kind, double acc,
   return finish(kind, acc, coordinates);
 }
 
+bool detail::stageRuns(const std::vector<ReductionSpec> &reductions,
+                       unsigned level) {
+  for (const ReductionSpec &r : reductions)
+    if (r.level == level && !isShapeValue(r.kind))
+      return true;
+  return false;
+}
+
+bool detail::hasShapeValues(const std::vector<ReductionSpec> &reductions) {
+  for (const ReductionSpec &r : reductions)
+    if (isShapeValue(r.kind))
+      return true;
+  return false;
+}
+
+void detail::fillShapeValues(const std::vector<ReductionSpec> &reductions,
+                             size_t chunks, const int64_t *rows,
+                             const int64_t *cols, double *reduced) {
+  size_t R = reductions.size();
+  for (size_t r = 0; r < R; ++r) {
+    ReductionKind kind = reductions[r].kind;
+    if (!isShapeValue(kind))
+      continue;
+    const int64_t *value = kind == ReductionKind::Rows ? rows : cols;
+    for (size_t c = 0; c < chunks; ++c)
+      reduced[c * R + r] = double(value[c]);
+  }
+}
+
 unsigned
 detail::maxReductionLevel(const std::vector<ReductionSpec> &reductions) {
   unsigned last = 0;
@@ -136,7 +170,8 @@ detail::maxReductionLevel(const std::vector<ReductionSpec> &reductions) {
 static bool kindNamed(const std::string &name, ReductionKind &kind) {
   for (ReductionKind k :
        {ReductionKind::Sum, ReductionKind::Mean, ReductionKind::Norm,
-        ReductionKind::Max, ReductionKind::Min})
+        ReductionKind::Max, ReductionKind::Min, ReductionKind::NewtonSchulz,
+        ReductionKind::Rows, ReductionKind::Cols})
     if (name == reductionKindName(k)) {
       kind = k;
       return true;
@@ -154,7 +189,9 @@ std::string
 detail::checkReductionLevels(const std::vector<ReductionSpec> &reductions) {
   std::vector<bool> present;
   for (const ReductionSpec &r : reductions)
-    if (r.level <= kMaxReductionLevel) {
+    // A shape value does not raise the level of what depends on it
+    // (version 11): it makes no level present.
+    if (r.level <= kMaxReductionLevel && !isShapeValue(r.kind)) {
       if (present.size() <= r.level)
         present.resize(r.level + 1, false);
       present[r.level] = true;
@@ -175,6 +212,73 @@ detail::checkReductionLevels(const std::vector<ReductionSpec> &reductions) {
   return "";
 }
 
+std::string detail::checkReductionSpec(const ReductionSpec &spec) {
+  const char *kind = reductionKindName(spec.kind);
+  if (spec.kind == ReductionKind::NewtonSchulz) {
+    if (spec.axis != Axis::Matrix || spec.global)
+      return std::string("newton_schulz is ") +
+             (spec.global ? "global" : std::string("per ") +
+                                           axisName(spec.axis)) +
+             "; a matrix function has axis matrix and is not global";
+    if (spec.nsSteps < 0 || spec.nsSteps > kMaxNewtonSchulzSteps)
+      return "newton_schulz has " + std::to_string(spec.nsSteps) +
+             " steps; the steps are 0.." +
+             std::to_string(kMaxNewtonSchulzSteps);
+    for (double c : spec.nsCoefficients)
+      if (!std::isfinite(c))
+        return "newton_schulz has a non-finite coefficient";
+    if (!std::isfinite(spec.nsEps) || !(spec.nsEps > 0))
+      return "newton_schulz has epsilon " + descriptorNumber(spec.nsEps) +
+             "; it must be finite and positive";
+    return "";
+  }
+  if (spec.axis == Axis::Matrix)
+    return std::string(kind) +
+           " has axis matrix; only newton_schulz is a matrix function";
+  if (isShapeValue(spec.kind) &&
+      (spec.axis != Axis::None || spec.global || spec.level != 0))
+    return std::string(kind) +
+           " is a shape value: it has no axis, is not global and has level "
+           "0";
+  return "";
+}
+
+/// Parses "<steps>;<a>;<b>;<c>;<eps>" into `spec`, or says why not.
+static std::string parseNewtonSchulz(const std::string &params,
+                                     ReductionSpec &spec) {
+  std::vector<std::string> fields;
+  for (size_t begin = 0;;) {
+    size_t semi = params.find(';', begin);
+    fields.push_back(params.substr(begin, semi == std::string::npos
+                                              ? std::string::npos
+                                              : semi - begin));
+    if (semi == std::string::npos)
+      break;
+    begin = semi + 1;
+  }
+  if (fields.size() != 5)
+    return "has " + std::to_string(fields.size()) +
+           " parameters; newton_schulz has 5 (steps, a, b, c, eps)";
+  const std::string &steps = fields[0];
+  if (steps.empty() || steps.size() > 3 ||
+      steps.find_first_not_of("0123456789") != std::string::npos ||
+      (steps.size() > 1 && steps[0] == '0'))
+    return "has malformed steps '" + steps +
+           "' (an integer 0..100 in decimal without sign or leading zeros)";
+  spec.nsSteps = std::stoi(steps);
+  double values[4];
+  for (size_t i = 1; i < 5; ++i) {
+    const std::string &f = fields[i];
+    if (!parseDescriptorNumber(f, values[i - 1]))
+      return "has a malformed number '" + f + "'";
+  }
+  for (size_t i = 0; i < 3; ++i)
+    spec.nsCoefficients[i] = values[i];
+  spec.nsEps = values[3];
+  std::string why = detail::checkReductionSpec(spec);
+  return why.empty() ? "" : "is invalid: " + why;
+}
+
 std::string detail::parseReductionsDescriptor(const std::string &text,
                                               std::vector<ReductionSpec> &out) {
   out.clear();
@@ -185,6 +289,12 @@ std::string detail::parseReductionsDescriptor(const std::string &text,
       "for a global one or \"@row\" / \"@col\" for a row or column one, "
       "then \":<level>\" for a level 1..65535 in decimal without sign or "
       "leading zeros)";
+  // Version 11's entries (matrix functions, shape values) say what is
+  // wrong with them in their own words.
+  const std::string syntax11 =
+      " (a matrix function is "
+      "\"newton_schulz(<steps>;<a>;<b>;<c>;<eps>)@matrix\", then a level as "
+      "above; a shape value is \"rows\" or \"cols\" alone)";
   size_t index = 0;
   for (size_t begin = 0;; ++index) {
     size_t comma = text.find(',', begin);
@@ -208,8 +318,30 @@ std::string detail::parseReductionsDescriptor(const std::string &text,
       spec.axis = Axis::Row;
     else if (suffix("@col"))
       spec.axis = Axis::Col;
+    else if (suffix("@matrix"))
+      spec.axis = Axis::Matrix;
+    // A matrix function's parameters (version 11).
+    std::string params;
+    bool hasParams = false;
+    if (size_t open = head.find('('); open != std::string::npos) {
+      if (head.back() != ')')
+        return which + " is not a reduction" + syntax + syntax11;
+      params = head.substr(open + 1, head.size() - open - 2);
+      head.resize(open);
+      hasParams = true;
+    }
     if (!kindNamed(head, spec.kind))
-      return which + " is not a reduction" + syntax;
+      return which + " is not a reduction" + syntax +
+             (hasParams || spec.axis == Axis::Matrix ? syntax11 : "");
+    if (hasParams != (spec.kind == ReductionKind::NewtonSchulz))
+      return which + (hasParams ? " has parameters; only newton_schulz has"
+                                : " lacks its parameters") +
+             syntax11;
+    if (hasParams) {
+      std::string why = parseNewtonSchulz(params, spec);
+      if (!why.empty())
+        return which + " " + why;
+    }
     if (colon != std::string::npos) {
       std::string level = entry.substr(colon + 1);
       bool digits = !level.empty() && level.size() <= 5 &&
@@ -219,6 +351,8 @@ std::string detail::parseReductionsDescriptor(const std::string &text,
         return which + " has a malformed level '" + level + "'" + syntax;
       spec.level = value;
     }
+    if (std::string why = checkReductionSpec(spec); !why.empty())
+      return which + " is invalid: " + why;
     out.push_back(spec);
     if (comma == std::string::npos)
       break;
@@ -262,6 +396,12 @@ static void combineCotangents(const std::vector<ReductionSpec> &reductions,
             // Every coordinate that attains the extremum gets an equal
             // share; none does when rho is NaN.
             u = n > 0 ? d / n : 0.0;
+            break;
+          case ReductionKind::NewtonSchulz:
+          case ReductionKind::Rows:
+          case ReductionKind::Cols:
+            // No reverse mode (Trajectory refuses them): no cotangent.
+            u = 0.0;
             break;
           }
           for (size_t c = first; c < last; ++c) {
@@ -313,6 +453,11 @@ void detail::checkKernelsMatchSignature(const Rule &rule, const char *who) {
                   axisName(s.axis) + " state '" + s.name + "' has size " +
                   std::to_string(s.size) +
                   "; row and column states are scalars");
+  // Matrix functions and shape values (KernelABI.h, version 11).
+  for (size_t r = 0; r < ri.reductions.size(); ++r)
+    if (std::string why = checkReductionSpec(ri.reductions[r]); !why.empty())
+      throw Error(std::string(who) + ": rule '" + ri.name + "': reduction " +
+                  std::to_string(r) + ": " + why);
   for (size_t r = 0; r < ri.reductions.size(); ++r)
     if (ri.reductions[r].axis != Axis::None && ri.reductions[r].global)
       throw Error(std::string(who) + ": rule '" + ri.name + "': reduction " +

@@ -61,6 +61,22 @@ double reductionIdentity(ReductionKind kind);
 double combinePartial(ReductionKind kind, double acc, double partial);
 double finishReduction(ReductionKind kind, double acc, int64_t coordinates);
 
+/// Whether stage `level` of optim_reduce_ computes anything: some
+/// reduction other than a shape value has that level (KernelABI.h, version
+/// 11: a stage whose level has none is not run).
+bool stageRuns(const std::vector<ReductionSpec> &reductions, unsigned level);
+
+/// Whether any reduction is a shape value (rows, cols).
+bool hasShapeValues(const std::vector<ReductionSpec> &reductions);
+
+/// Writes the shape values (KernelABI.h, version 11): reduced[c * R + r] =
+/// rows[c] for each `rows` reduction r and chunk c < chunks, cols[c] for
+/// each `cols` one (R and C of chunk c's tensor, as doubles); other slots
+/// are left alone.
+void fillShapeValues(const std::vector<ReductionSpec> &reductions,
+                     size_t chunks, const int64_t *rows, const int64_t *cols,
+                     double *reduced);
+
 /// The largest level of `reductions` (L: stages 0..L of optim_reduce_); 0
 /// for none.
 unsigned maxReductionLevel(const std::vector<ReductionSpec> &reductions);
@@ -77,12 +93,28 @@ constexpr unsigned kMaxReductionLevel = 65535;
 /// ("reduction 1 ('norm:2') has level 2, but no reduction has level 1").
 std::string checkReductionLevels(const std::vector<ReductionSpec> &reductions);
 
+/// The most iterations a newton_schulz reduction may make (the compiler's
+/// verifier refuses more).
+constexpr int kMaxNewtonSchulzSteps = 100;
+
+/// Why `spec` cannot be a compiled rule's reduction, or "" (KernelABI.h,
+/// version 11): newton_schulz exactly with axis Matrix, never global, with
+/// steps in [0, 100], three finite coefficients and a finite epsilon > 0;
+/// the shape values rows and cols without axis, global or level; axis
+/// Matrix for nothing else. The text says what is wrong ("newton_schulz
+/// has 101 steps; ...").
+std::string checkReductionSpec(const ReductionSpec &spec);
+
 /// Parses a descriptor optim_reductions_<name> (KernelABI.h): entries
 /// separated by ',', each kind ["@global" | "@row" | "@col"] [":" level], level a decimal
 /// integer 1..65535 without sign or leading zeros (":level" only for a
-/// level > 0); "" is no reduction. Returns "" and sets `out`, or says what
+/// level > 0); "" is no reduction. Version 11: "rows" and "cols" alone, and
+/// "newton_schulz(<steps>;<a>;<b>;<c>;<eps>)@matrix" [":" level], steps a
+/// decimal integer 0..100 and the others numbers as strtod reads them
+/// (optim::descriptorNumber spells them). Returns "" and sets `out`, or says what
 /// is wrong, naming the entry (`out` is then unspecified). The levels are
-/// also checked as checkReductionLevels does.
+/// also checked as checkReductionLevels does, each entry as
+/// checkReductionSpec does.
 std::string parseReductionsDescriptor(const std::string &text,
                                       std::vector<ReductionSpec> &out);
 
@@ -90,7 +122,8 @@ std::string parseReductionsDescriptor(const std::string &text,
 /// s = 0 .. L, runStage(s) (which runs optim_reduce_ with `stage` s over
 /// every chunk, writing `partials`), then the level-s slots of `partials`
 /// are combined into `reduced`. Afterwards every slot of `reduced` holds
-/// its value for optim_rule_.
+/// its value for optim_rule_. Stages without a reduction other than a
+/// shape value are skipped (KernelABI.h, version 11).
 template <typename RunStage>
 void runReductionStages(const std::vector<ReductionSpec> &reductions,
                         const std::vector<size_t> &chunkTensor,
@@ -99,6 +132,9 @@ void runReductionStages(const std::vector<ReductionSpec> &reductions,
                         RunStage runStage) {
   unsigned last = maxReductionLevel(reductions);
   for (unsigned s = 0; s <= last; ++s) {
+    // A stage of shape values only computes nothing (version 11).
+    if (!stageRuns(reductions, s))
+      continue;
     runStage(int64_t(s));
     combineReductions(reductions, s, chunkTensor, tensorSize, partials,
                       reduced);

@@ -165,6 +165,12 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     throw Error("optim::Trajectory: rule '" + ri.name +
                 "' has row or column states or reductions, which have no "
                 "reverse mode; run it with optim::Optimizer");
+  // Nor for the shape values rows() and cols() (KernelABI.h, version 11),
+  // which the compiler refuses to differentiate.
+  if (detail::hasShapeValues(ri.reductions))
+    throw Error("optim::Trajectory: rule '" + ri.name +
+                "' reads rows() or cols(), which have no reverse mode; run "
+                "it with optim::Optimizer");
   // The reverse mode has no rule for a reduction of a reduction's result
   // (KernelABI.h, version 9): the compiler refuses CompileOptions::vjp for
   // such rules, and a rule put together otherwise is refused here, before

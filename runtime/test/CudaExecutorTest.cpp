@@ -479,6 +479,8 @@ struct LarsLog {
   CUresult failReduceLaunch = CUDA_SUCCESS;
   /// optim_reductions_lars, as the module's global (empty: none).
   std::string descriptor = "norm,sum@global";
+  /// reduced[c * 2] as each chunk's first pass read it (NaN: null).
+  std::vector<double> firstSlotAtStage0;
 };
 LarsLog *larsLog = nullptr;
 
@@ -524,8 +526,11 @@ CUresult fLarsLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
     if (*static_cast<int64_t *>(params[8]) != 0)
       return 1;
     auto partials = *static_cast<double *const *>(params[6]);
+    auto reducedIn = *static_cast<const double *const *>(params[7]);
     for (unsigned blk = 0; blk < gx; ++blk) {
       int64_t c = begin + blk;
+      larsLog->firstSlotAtStage0.push_back(
+          reducedIn ? reducedIn[c * 2] : std::nan(""));
       const float *p = ptrs[c * 2], *g = ptrs[c * 2 + 1];
       double sq = 0, sum = 0;
       for (int64_t i = 0; i < lengths[c]; ++i) {
@@ -662,6 +667,113 @@ TEST_F(CudaFake, RulesWithTensorReductionsRunBothPassesAndCombineInOrder) {
     for (int64_t k = 0; k < sizes[i]; ++k)
       ASSERT_NEAR(got[k], ref[i][k], 1e-5 * (1 + std::fabs(ref[i][k])))
           << "tensor " << i << " element " << k;
+  }
+}
+
+// The shape values rows() and cols() (KernelABI.h, version 11), with the
+// lars kernels: the host writes them into the reduced values before the
+// first pass, which reads them as every later kernel does; a rule whose
+// reductions are all shape values runs the rule kernel only.
+std::string shapeValuesManifest(const std::string &reductions) {
+  std::string m = larsManifest();
+  size_t at = m.find(R"("reductions": [)");
+  return m.substr(0, at) + R"("reductions": [)" + reductions + "]}";
+}
+
+TEST_F(CudaFake, ShapeValuesAreFilledOnTheHostBeforeTheFirstPass) {
+  LarsLog log;
+  larsLog = &log;
+  struct Unset {
+    ~Unset() { larsLog = nullptr; }
+  } unset;
+  auto dev = Device::open(larsDriver());
+  // Tensors [2, 3], [13, 10] (3 chunks of 64), [5] without a shape, and
+  // [4, 4, 4].
+  std::vector<int64_t> sizes = {6, 130, 5, 64};
+  std::vector<std::vector<int64_t>> shapes = {{2, 3}, {13, 10}, {}, {4, 4, 4}};
+  const int64_t rows[] = {2, 13, 1, 4}, cols[] = {3, 10, 5, 4};
+  for (bool withSum : {true, false}) {
+    SCOPED_TRACE(withSum ? "rows, sum@global" : "rows, cols");
+    log.descriptor = withSum ? "rows,sum@global" : "rows,cols";
+    cuda::Rule rule = dev->loadRule(
+        "CUBIN",
+        shapeValuesManifest(withSum ? R"({"kind": "rows", "global": false},
+                                        {"kind": "sum", "global": true})"
+                                    : R"({"kind": "rows", "global": false},
+                                        {"kind": "cols", "global": false})"),
+        "lars.manifest");
+    std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
+    double gsum = 0;
+    for (size_t i = 0; i < sizes.size(); ++i)
+      for (int64_t k = 0; k < sizes[i]; ++k) {
+        p[i].push_back(0.25f * float(k % 7));
+        g[i].push_back(0.5f - 0.125f * float(k % 5));
+        gsum += g[i].back();
+      }
+    std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
+    std::vector<DeviceTensor> params, grads;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      params.push_back({dp[i].get(), sizes[i], shapes[i]});
+      grads.push_back({dg[i].get(), sizes[i]});
+    }
+    OptimizerOptions options;
+    options.chunkSize = 64;
+    options.blockSize = 128;
+    cuda::Optimizer opt(rule, params, options);
+    for (int s = 0; s < 2; ++s) {
+      log.calls.clear();
+      log.firstSlotAtStage0.clear();
+      opt.step(grads);
+      std::vector<std::string> want =
+          withSum ? std::vector<std::string>{"sync", "upload reduced",
+                                             "launch reduce", "sync",
+                                             "download", "upload reduced",
+                                             "launch rule"}
+                  : std::vector<std::string>{"sync", "upload reduced",
+                                             "launch rule"};
+      if (s == 0) // buildTable waits for the stream first.
+        want.insert(want.begin(), "sync");
+      ASSERT_EQ(log.calls, want) << "step " << s;
+      if (withSum)
+        EXPECT_EQ(log.firstSlotAtStage0,
+                  (std::vector<double>{2, 13, 13, 13, 1, 4}));
+    }
+    opt.synchronize();
+    // optim_rule_lars reads reduced[c * 2] as its norm and reduced[c * 2 +
+    // 1] as its sum: p -= lr * rows * g + 1e-3 * (sum or cols).
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      std::vector<float> got(sizes[i]);
+      dp[i].download(got.data(), got.size() * 4);
+      for (int64_t k = 0; k < sizes[i]; ++k) {
+        float want = p[i][k];
+        float second = withSum ? float(gsum) : float(cols[i]);
+        for (int s = 0; s < 2; ++s)
+          want -= 0.01f * float(rows[i]) * g[i][k] + 1e-3f * second;
+        ASSERT_EQ(got[k], want) << "tensor " << i << " element " << k;
+      }
+    }
+  }
+  // A shape must be one of the tensor's elements.
+  std::vector<std::vector<float>> p = {{1, 2, 3, 4, 5, 6}};
+  std::vector<Buffer> dp = upload(dev, p);
+  log.descriptor = "rows,cols";
+  cuda::Rule rule = dev->loadRule(
+      "CUBIN",
+      shapeValuesManifest(R"({"kind": "rows", "global": false},
+                             {"kind": "cols", "global": false})"),
+      "lars.manifest");
+  for (std::vector<int64_t> bad :
+       {std::vector<int64_t>{2, 2}, std::vector<int64_t>{-2, -3}}) {
+    try {
+      cuda::Optimizer opt(rule, {{dp[0].get(), 6, bad}}, OptimizerOptions());
+      ADD_FAILURE() << "accepted a shape of another size";
+    } catch (const Error &e) {
+      EXPECT_STREQ(e.what(),
+                   "optim: CUDA: parameter tensor 0 has a shape of 2 "
+                   "dimensions that is not one of its 6 elements (a negative "
+                   "dimension, more than 64 dimensions or another element "
+                   "count)");
+    }
   }
 }
 

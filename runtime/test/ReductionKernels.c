@@ -141,3 +141,29 @@ void optim_rule_gapped(void *const *ptrs, const int64_t *lengths,
   optim_rule_centre(ptrs, lengths, strides, begin, end, hypers, step, weights,
                     reduced, rng);
 }
+
+/* Rule "muonlib" (KernelABI.h, version 11): the descriptors of a Muon-like
+ * rule (newton_schulz with the default parameters, rows, cols; one state)
+ * for the loader's checks; the kernels do nothing. */
+const char optim_reductions_muonlib[] =
+    "newton_schulz(5;3.4445;-4.775;2.0315;1e-07)@matrix,rows,cols";
+const char optim_states_muonlib[] = "1";
+
+void optim_reduce_muonlib(void *const *ptrs, const int64_t *lengths,
+                          const int64_t *strides, int64_t begin, int64_t end,
+                          const double *hypers, int64_t step,
+                          const void *const *weights, double *partials,
+                          const double *reduced, int64_t stage,
+                          const uint64_t *rng) {
+  (void)ptrs, (void)lengths, (void)strides, (void)begin, (void)end;
+  (void)hypers, (void)step, (void)weights, (void)partials, (void)reduced;
+  (void)stage, (void)rng;
+}
+void optim_rule_muonlib(void *const *ptrs, const int64_t *lengths,
+                        const int64_t *strides, int64_t begin, int64_t end,
+                        const double *hypers, int64_t step,
+                        const void *const *weights, const double *reduced,
+                        const uint64_t *rng) {
+  (void)ptrs, (void)lengths, (void)strides, (void)begin, (void)end;
+  (void)hypers, (void)step, (void)weights, (void)reduced, (void)rng;
+}

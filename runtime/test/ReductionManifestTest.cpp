@@ -94,7 +94,7 @@ TEST(ReductionManifest, MalformedReductionsNameTheManifest) {
       with(json::array({{{"kind", "median"}, {"global", false}}}));
   EXPECT_NE(bad.find("optim: manifest 'lamb.manifest.json': reduction 0 has "
                      "an unknown kind 'median' (known: sum, mean, norm, max, "
-                     "min)"),
+                     "min, newton_schulz, rows, cols)"),
             std::string::npos)
       << bad;
   for (const json &r :

@@ -846,7 +846,7 @@ optim.rule @reduce_result_type(%p: f32, %g: f32, %t: i64) {
 // -----
 
 optim.rule @reduce_kind(%p: f32, %g: f32, %t: i64) {
-  // expected-error @+1 {{expected string or keyword containing one of the following enum values for attribute 'kind' [sum, mean, norm, max, min]}}
+  // expected-error @+1 {{expected string or keyword containing one of the following enum values for attribute 'kind' [sum, mean, norm, max, min, newton_schulz, rows, cols]}}
   %0 = optim.tensor_reduce prod %g : f32
   optim.yield %p : f32
 }

@@ -17,9 +17,9 @@
 // CHECK: optim.yield %{{.*}}, %[[R]], %[[RC]], %[[C]] : f32, f32, f32, f32
 // GENERIC-LABEL: "optim.rule"()
 // GENERIC-SAME: state_axes = ["row", "none", "col"]
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{axis = 0 : i32, kind = 1 : i32}> : (f32) -> f32
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{axis = 1 : i32, kind = 3 : i32}> : (f32) -> f32
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 2 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{axis = 0 : i32, kind = 1 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{axis = 1 : i32, kind = 3 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 2 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
 optim.rule @factored(%p: f32, %g: f32, %t: i64) hyper(%beta: f32 = 0.9) state(%r: f32 = 1.0 row, %m: f32 = 0.0, %c: f32 = 2.0 col) {
   %0 = arith.mulf %g, %g : f32
   %1 = optim.tensor_reduce mean %0 row : f32

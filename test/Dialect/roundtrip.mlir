@@ -218,11 +218,11 @@ optim.rule @weights_only(%p: f64, %g: f64, %t: i64) weights(%w: tensor<1x3xf64>)
 // CHECK-NEXT:    %[[E:.*]] = optim.tensor_reduce min %g : f32
 // CHECK-NEXT:    %[[S:.*]] = arith.addf %[[A]], %[[B]] : f32
 // GENERIC-LABEL: "optim.rule"() <{hyper_const = array<i1>, hyper_defaults = array<f64>, hyper_names = [], state_inits = array<f64>, state_names = [], sym_name = "reductions", weight_names = []}>
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 0 : i32}> : (f32) -> f32
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{global, kind = 1 : i32}> : (f32) -> f32
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 2 : i32}> : (f32) -> f32
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{global, kind = 3 : i32}> : (f32) -> f32
-// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 4 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 0 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{global, kind = 1 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 2 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{global, kind = 3 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
+// GENERIC: "optim.tensor_reduce"(%{{.*}}) <{kind = 4 : i32, ns_coefficients = {{.*}}, ns_steps = 5 : i32}> : (f32) -> f32
 optim.rule @reductions(%p: f32, %g: f32, %t: i64) {
   %a = optim.tensor_reduce sum %g : f32
   %b = optim.tensor_reduce mean %p global : f32

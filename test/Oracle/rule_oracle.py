@@ -1044,7 +1044,9 @@ def unreferenced_rules(paths):
     here (l2l is a learned rule: test/Python/learned-weights.test). Rules
     that call rand() or randn() are random_oracle.py's, which has the
     reference draws; rules with row or column states or reductions are
-    axis_oracle.py's, which runs them on shaped parameters."""
+    axis_oracle.py's, which runs them on shaped parameters, and rules with
+    matrix functions or shape values (newton_schulz, rows(), cols())
+    muon_oracle.py's."""
     names = set()
     files = [os.path.join(paths[EX], f) for f in os.listdir(paths[EX])
              if f.endswith(".optim")] + [paths[LIT]]
@@ -1056,7 +1058,7 @@ def unreferenced_rules(paths):
             body = re.sub(r"//[^\n]*", "", m.group(2))
             if not re.search(r"\brandn?\s*\(", body) and not re.search(
                     r"\b(row|col)\s+state\b|\b(row|col)_(sum|mean|norm|max"
-                    r"|min)\s*\(", body):
+                    r"|min)\s*\(|\b(newton_schulz|rows|cols)\s*\(", body):
                 names.add(m.group(1))
     return sorted(names - {c[0] for c in CASES})
 

@@ -292,6 +292,13 @@ struct Problem {
         case ReductionKind::Min:
           u = ties > 0 ? d / ties : 0;
           break;
+        // The reverse mode refuses matrix functions and shape values.
+        case ReductionKind::NewtonSchulz:
+        case ReductionKind::Rows:
+        case ReductionKind::Cols:
+          ADD_FAILURE() << "no reverse mode for "
+                        << reductionKindName(info.reductions[r].kind);
+          break;
         }
         ru[c * 2 * R + r] = rhoR;
         ru[c * 2 * R + R + r] = u;

@@ -188,6 +188,14 @@ enum class Builtin {
   ColNorm,
   ColMax,
   ColMin,
+  // Muon's orthogonalization of each matrix of the parameter (KernelABI.h
+  // version 11, "Matrix functions"): optim.tensor_reduce newton_schulz with
+  // `matrix`. Not a reduction: the result varies per coordinate.
+  NewtonSchulz,
+  // The number of rows / columns of the parameter's matrices (version 11,
+  // "Shape values"): optim.tensor_reduce rows / cols, uniform.
+  Rows,
+  Cols,
   // Random draws (optim.random): one draw site per call.
   Rand,
   Randn,
@@ -200,6 +208,11 @@ inline bool isReduction(Builtin b) {
 /// global_sum ... global_min.
 inline bool isGlobalReduction(Builtin b) {
   return b >= Builtin::GlobalSum && b <= Builtin::GlobalMin;
+}
+
+/// rows() and cols(): known before any pass, the same at every coordinate.
+inline bool isShapeValue(Builtin b) {
+  return b == Builtin::Rows || b == Builtin::Cols;
 }
 
 /// What a state or a value is shared along (KernelABI.h version 10): one
@@ -226,6 +239,11 @@ public:
   const Symbol *weights = nullptr; // Sema, when callee names weights.
   double qpTol = 1e-8;             // Sema, for qp(..., tol: x).
   int64_t qpMaxIter = 100;         // Sema, for qp(..., max_iter: n).
+  // Sema, for newton_schulz(x, steps, a, b, c, eps): torch.optim.Muon's
+  // defaults where the call leaves them out.
+  int32_t nsSteps = 5;
+  double nsCoefficients[3] = {3.4445, -4.7750, 2.0315};
+  double nsEps = 1e-7;
   static bool classof(const Expr *e) { return e->getKind() == CallK; }
 };
 

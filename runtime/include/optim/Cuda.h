@@ -244,6 +244,13 @@ private:
 struct DeviceTensor {
   CUdeviceptr data = 0;
   int64_t size = 0;
+  /// A parameter's dimensions, row-major; empty when not given. Only the
+  /// shape values rows() and cols() read it (KernelABI.h, version 11): R
+  /// and C of the [B, R, C] view, C the last dimension, R the one before
+  /// (1 for 1-D), [1, size] without a shape. Given for a parameter, it must
+  /// have `size` elements and no negative dimension; gradients and inputs
+  /// ignore it.
+  std::vector<int64_t> shape = {};
 };
 
 /// The tensors of one per-coordinate input of a rule (`input h`,
@@ -357,6 +364,10 @@ private:
   std::vector<double> hostPartials_, hostReduced_;
   std::vector<size_t> chunkTensor_;
   std::vector<int64_t> tensorSizes_;
+  // The shape values (KernelABI.h, version 11): R and C of each chunk's
+  // tensor, written into hostReduced_ before stage 0; empty for a rule that
+  // reads neither.
+  std::vector<int64_t> chunkRows_, chunkCols_;
   int64_t numChunks_ = 0, step_ = 0;
 };
 

@@ -59,7 +59,9 @@ struct Param {
   /// reductions (RuleInfo::hasAxes(), KernelABI.h version 10, "Axes") see
   /// the tensor as [B, R, C]: C the last dimension, R the one before it (1
   /// for a 1-D shape), B the product of the others; without a shape as
-  /// [1, 1, size] (one row). Other rules ignore it. The Optimizer refuses,
+  /// [1, 1, size] (one row). So do rules that read rows() or cols()
+  /// (KernelABI.h version 11), with axes or without. Other rules ignore it.
+  /// The Optimizer refuses,
   /// for every rule, a shape with a negative dimension, more than 64
   /// dimensions or another number of elements than `size`.
   std::vector<int64_t> shape;

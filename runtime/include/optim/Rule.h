@@ -11,8 +11,11 @@
 
 #include "optim/KernelABI.h"
 
+#include <charconv>
+#include <clocale>
 #include <cstdio>
 #include <cstdlib>
+#include <system_error>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -126,16 +129,50 @@ struct ReductionSpec {
   double nsEps = 1e-7;
 };
 
-/// A double as descriptors spell it: the shortest "%.17g" form that reads
-/// back to the same double (so "3.4445", not "3.4445000000000001").
+/// A double as descriptors spell it: the shortest form that reads back to
+/// the same double ("3.4445", "1e-07"), whatever the C locale (a host that
+/// set LC_NUMERIC to a comma locale must not change a descriptor).
 inline std::string descriptorNumber(double v) {
   char buf[40];
+#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
+  std::to_chars_result r = std::to_chars(buf, buf + sizeof buf - 1, v);
+  *r.ptr = '\0';
+#else
   for (int precision = 1; precision <= 17; ++precision) {
     std::snprintf(buf, sizeof buf, "%.*g", precision, v);
     if (std::strtod(buf, nullptr) == v)
       break;
   }
+  // The locale's decimal point, if it is not '.'.
+  for (char &ch : buf)
+    if (ch == ',')
+      ch = '.';
+#endif
   return buf;
+}
+
+/// Reads what descriptorNumber wrote: the whole of `text`, a decimal or
+/// scientific number (no blanks, no hex), locale-independent. False when it
+/// is anything else.
+inline bool parseDescriptorNumber(const std::string &text, double &value) {
+  if (text.empty() || text.find_first_not_of("0123456789+-.eE") !=
+                          std::string::npos)
+    return false;
+#if defined(__cpp_lib_to_chars) && __cpp_lib_to_chars >= 201611L
+  const char *last = text.data() + text.size();
+  std::from_chars_result r = std::from_chars(text.data(), last, value);
+  return r.ec == std::errc() && r.ptr == last;
+#else
+  // strtod reads the locale's decimal point: give it that one.
+  std::string local = text;
+  char point = *std::localeconv()->decimal_point;
+  for (char &ch : local)
+    if (ch == '.')
+      ch = point;
+  char *end = nullptr;
+  value = std::strtod(local.c_str(), &end);
+  return end && *end == '\0';
+#endif
 }
 
 /// The reductions as optim_reductions_<name> spells them (KernelABI.h):

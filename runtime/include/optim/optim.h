@@ -151,7 +151,9 @@ optim_status optim_rule_weights(const optim_rule *rule, size_t index,
    like any other (optim_optimizer_step_*), in two passes over memory (more
    for nested ones: optim_rule_reduction_level). */
 typedef struct optim_reduction_info {
-  const char *kind; /* "sum", "mean", "norm", "max" or "min" */
+  const char *kind; /* "sum", "mean", "norm", "max" or "min"; kernel ABI 11:
+                       "newton_schulz" (axis "matrix"), "rows" or "cols"
+                       (the shape values rows() and cols()) */
   int global; /* 1: over every parameter of the optimizer; 0: over the
                  coordinate's own tensor */
 } optim_reduction_info;
@@ -172,8 +174,10 @@ optim_status optim_rule_reduction_level(const optim_rule *rule, size_t index,
    coordinate; over the whole tensor), "row" (one value per row of the
    parameter) or "col" (one per column), a string that outlives the rule.
    Such a rule needs each parameter's shape (optim_optimizer_create_shaped;
-   without one a parameter is a single row). OPTIM_ERROR_NOT_FOUND for an
-   index out of range. */
+   without one a parameter is a single row). A newton_schulz reduction
+   (kernel ABI 11) has axis "matrix": a function of each whole matrix. Rules
+   that read rows() or cols() use the shapes too, with axes or without.
+   OPTIM_ERROR_NOT_FOUND for an index out of range. */
 optim_status optim_rule_state_axis(const optim_rule *rule, size_t index,
                                    const char **out);
 optim_status optim_rule_reduction_axis(const optim_rule *rule, size_t index,
@@ -257,7 +261,8 @@ typedef struct optim_shape {
    A rule with row or column states or reductions (optim_rule_state_axis)
    sees a parameter as B matrices of R rows and C columns (C the last
    dimension, R the one before, 1 for one dimension; B the product of the
-   others; a single row without a shape); other rules ignore shapes. Every
+   others; a single row without a shape), and so does one that reads rows()
+   or cols() (kernel ABI 11); other rules ignore shapes. Every
    shape given is checked for every rule: OPTIM_ERROR_INVALID_ARGUMENT for a
    negative dimension, more than 64 dimensions (numpy's limit), a product other than the
    parameter's size, or dims NULL with a rank above 0. */
