@@ -1,35 +1,13 @@
 //===- Describe.cpp - the runtime's view of a rule's signature -------------===//
 
 #include "optim/Compiler/Describe.h"
+#include "optim/Conversion/ReductionSpecs.h"
 
 #include "mlir/IR/TypeUtilities.h"
 #include "llvm/ADT/DenseSet.h"
 
 using namespace optim;
 
-/// The runtime's name for the dialect's kind (the two enums are kept apart:
-/// the runtime includes no MLIR header).
-static ReductionKind reductionKind(mlir::optim::ReductionKind kind) {
-  switch (kind) {
-  case mlir::optim::ReductionKind::Sum:
-    return ReductionKind::Sum;
-  case mlir::optim::ReductionKind::Mean:
-    return ReductionKind::Mean;
-  case mlir::optim::ReductionKind::Norm:
-    return ReductionKind::Norm;
-  case mlir::optim::ReductionKind::Max:
-    return ReductionKind::Max;
-  case mlir::optim::ReductionKind::Min:
-    return ReductionKind::Min;
-  case mlir::optim::ReductionKind::NewtonSchulz:
-    return ReductionKind::NewtonSchulz;
-  case mlir::optim::ReductionKind::Rows:
-    return ReductionKind::Rows;
-  case mlir::optim::ReductionKind::Cols:
-    return ReductionKind::Cols;
-  }
-  llvm_unreachable("unknown reduction kind");
-}
 
 RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
   RuleInfo info;
@@ -80,20 +58,7 @@ RuleInfo optim::describeRule(mlir::optim::RuleOp rule) {
   rule.walk<mlir::WalkOrder::PreOrder>([&](mlir::optim::TensorReduceOp op) {
     unsigned level = levels.lookup(op);
     op->setAttr(mlir::optim::kReductionLevelAttr, b.getI64IntegerAttr(level));
-    ReductionSpec spec;
-    spec.kind = reductionKind(op.getKind());
-    spec.global = op.getGlobal();
-    spec.level = level;
-    if (std::optional<mlir::optim::ReductionAxis> axis = op.getAxis())
-      spec.axis = *axis == mlir::optim::ReductionAxis::Row   ? Axis::Row
-                  : *axis == mlir::optim::ReductionAxis::Col ? Axis::Col
-                                                             : Axis::Matrix;
-    if (spec.kind == ReductionKind::NewtonSchulz) {
-      spec.nsSteps = op.getNsSteps();
-      for (unsigned i = 0; i < 3; ++i)
-        spec.nsCoefficients[i] = op.getNsCoefficients()[i];
-      spec.nsEps = op.getNsEps().convertToDouble();
-    }
+    ReductionSpec spec = mlir::optim::reductionSpecOf(op, level);
     info.reductions.push_back(spec);
   });
   return info;

@@ -22,6 +22,7 @@
 
 #include "ChunkTable.h"
 #include "RuleLowering.h"
+#include "optim/Conversion/ReductionSpecs.h"
 #include "optim/Rule.h"
 
 #include "mlir/Dialect/SCF/IR/SCF.h"
@@ -149,6 +150,50 @@ static void createDescriptorGlobal(OpBuilder &b, RuleOp rule,
                          addressSpace);
 }
 
+::optim::ReductionSpec mlir::optim::reductionSpecOf(TensorReduceOp red,
+                                                   unsigned level) {
+  ::optim::ReductionSpec spec;
+  switch (red.getKind()) {
+  case ReductionKind::Sum:
+    spec.kind = ::optim::ReductionKind::Sum;
+    break;
+  case ReductionKind::Mean:
+    spec.kind = ::optim::ReductionKind::Mean;
+    break;
+  case ReductionKind::Norm:
+    spec.kind = ::optim::ReductionKind::Norm;
+    break;
+  case ReductionKind::Max:
+    spec.kind = ::optim::ReductionKind::Max;
+    break;
+  case ReductionKind::Min:
+    spec.kind = ::optim::ReductionKind::Min;
+    break;
+  case ReductionKind::NewtonSchulz:
+    spec.kind = ::optim::ReductionKind::NewtonSchulz;
+    break;
+  case ReductionKind::Rows:
+    spec.kind = ::optim::ReductionKind::Rows;
+    break;
+  case ReductionKind::Cols:
+    spec.kind = ::optim::ReductionKind::Cols;
+    break;
+  }
+  spec.global = red.getGlobal();
+  spec.level = level;
+  if (std::optional<ReductionAxis> axis = red.getAxis())
+    spec.axis = *axis == ReductionAxis::Row   ? ::optim::Axis::Row
+                : *axis == ReductionAxis::Col ? ::optim::Axis::Col
+                                              : ::optim::Axis::Matrix;
+  if (red.getKind() == ReductionKind::NewtonSchulz) {
+    spec.nsSteps = red.getNsSteps();
+    for (auto [i, c] : llvm::enumerate(red.getNsCoefficients()))
+      spec.nsCoefficients[i] = c;
+    spec.nsEps = red.getNsEps().convertToDouble();
+  }
+  return spec;
+}
+
 void mlir::optim::createReductionsDescriptor(
     OpBuilder &b, RuleOp rule, ArrayRef<TensorReduceOp> reductions,
     ArrayRef<unsigned> levels, unsigned addressSpace) {
@@ -158,49 +203,8 @@ void mlir::optim::createReductionsDescriptor(
   // the same function, so the two cannot drift apart (newton_schulz's
   // parameters are numbers spelled by optim::descriptorNumber).
   std::vector<::optim::ReductionSpec> specs;
-  for (auto [r, level] : llvm::enumerate(levels)) {
-    TensorReduceOp red = reductions[r];
-    ::optim::ReductionSpec spec;
-    switch (red.getKind()) {
-    case ReductionKind::Sum:
-      spec.kind = ::optim::ReductionKind::Sum;
-      break;
-    case ReductionKind::Mean:
-      spec.kind = ::optim::ReductionKind::Mean;
-      break;
-    case ReductionKind::Norm:
-      spec.kind = ::optim::ReductionKind::Norm;
-      break;
-    case ReductionKind::Max:
-      spec.kind = ::optim::ReductionKind::Max;
-      break;
-    case ReductionKind::Min:
-      spec.kind = ::optim::ReductionKind::Min;
-      break;
-    case ReductionKind::NewtonSchulz:
-      spec.kind = ::optim::ReductionKind::NewtonSchulz;
-      break;
-    case ReductionKind::Rows:
-      spec.kind = ::optim::ReductionKind::Rows;
-      break;
-    case ReductionKind::Cols:
-      spec.kind = ::optim::ReductionKind::Cols;
-      break;
-    }
-    spec.global = red.getGlobal();
-    spec.level = level;
-    if (std::optional<ReductionAxis> axis = red.getAxis())
-      spec.axis = *axis == ReductionAxis::Row   ? ::optim::Axis::Row
-                  : *axis == ReductionAxis::Col ? ::optim::Axis::Col
-                                                : ::optim::Axis::Matrix;
-    if (red.getKind() == ReductionKind::NewtonSchulz) {
-      spec.nsSteps = red.getNsSteps();
-      for (auto [i, c] : llvm::enumerate(red.getNsCoefficients()))
-        spec.nsCoefficients[i] = c;
-      spec.nsEps = red.getNsEps().convertToDouble();
-    }
-    specs.push_back(spec);
-  }
+  for (auto [r, level] : llvm::enumerate(levels))
+    specs.push_back(reductionSpecOf(reductions[r], level));
   createDescriptorGlobal(b, rule, "optim_reductions_",
                          ::optim::reductionsDescriptor(specs), addressSpace);
 }
