@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <utility>
 
@@ -16,11 +17,9 @@ using namespace optim;
 
 // The products go to a single-threaded OpenBLAS when one is installed
 // (Debian's libopenblas0-serial), loaded with dlopen so that the runtime
-// neither links nor needs it, split by fixed blocks of the result over the
-// optimizer's own pool. Single-threaded, because a threaded BLAS sums
-// differently with its thread count (the bits would change from machine to
-// machine) and ignores OptimizerOptions::threads; fixed blocks, because each
-// block's product then is the same call whatever thread runs it. Loaded
+// neither links nor needs it, one call at a time. Single-threaded, because a
+// threaded BLAS sums differently with its thread count (the bits would
+// change from machine to machine) and ignores OptimizerOptions::threads. Loaded
 // RTLD_LOCAL (and RTLD_DEEPBIND, so that a threaded BLAS the host already
 // loaded cannot interpose its own functions), its symbols never meet the
 // host's.
@@ -51,10 +50,11 @@ const Cblas &cblas() {
         "/usr/lib/aarch64-linux-gnu/openblas-serial/libopenblas.so.0",
     };
     int flags = RTLD_NOW | RTLD_LOCAL;
-#if defined(__SANITIZE_ADDRESS__)
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
     // The sanitizers' runtime refuses RTLD_DEEPBIND.
 #elif defined(__has_feature)
-#if !__has_feature(address_sanitizer) && !__has_feature(memory_sanitizer)
+#if !__has_feature(address_sanitizer) && !__has_feature(memory_sanitizer) &&  \
+    !__has_feature(thread_sanitizer)
     flags |= RTLD_DEEPBIND;
 #endif
 #else
@@ -101,43 +101,17 @@ void blasGemm(bool transB, int64_t M, int64_t N, int64_t K, const double *a,
 }
 
 /// C (M x N) = A (M x K) op(B), where op(B) is B (K x N) or B^T (B: N x K),
-/// in fixed blocks of the result over `pool`. The blocks depend on the
-/// shape only, so every entry comes from the same CBLAS call (same
-/// arguments) for any number of threads. Split by rows of C when the
-/// product's right operand is the smaller to pack again per block, else by
-/// columns.
+/// in one CBLAS call, one call at a time in the process: Debian's serial
+/// OpenBLAS is built without USE_LOCKING, so two calls at once can take the
+/// same packing buffer (OpenBLAS issues 1755, 2126) and silently give wrong
+/// products. One whole call also keeps every entry's sum the same whatever
+/// the pool (`pool` is unused here; the runtime's own loops use it).
 template <typename T>
 void blasProduct(bool transB, int64_t M, int64_t N, int64_t K, const T *a,
-                 const T *b, T *c, ThreadPool *pool) {
-  const int64_t ldb = transB ? K : N;
-  // At most 8 blocks of at least 128 (each block packs the other operand
-  // again); small products: one call.
-  constexpr double kSplitFlops = 4.0e6;
-  const bool byRows = N <= M;
-  const int64_t extent = byRows ? M : N;
-  const int64_t blockLen =
-      double(M) * double(N) * double(K) < kSplitFlops
-          ? extent
-          : std::max<int64_t>(192, ((extent + 3) / 4 + 15) / 16 * 16);
-  const int64_t blocks = (extent + blockLen - 1) / blockLen;
-  auto runBlock = [&](int64_t blk) {
-    int64_t lo = blk * blockLen, len = std::min(extent, lo + blockLen) - lo;
-    if (byRows)
-      blasGemm(transB, len, N, K, a + lo * K, K, b, ldb, c + lo * N, N);
-    else
-      blasGemm(transB, M, len, K, a, K, transB ? b + lo * K : b + lo, ldb,
-               c + lo, N);
-  };
-  unsigned workers = pool ? pool->size() : 1;
-  if (workers <= 1 || blocks <= 1) {
-    for (int64_t blk = 0; blk < blocks; ++blk)
-      runBlock(blk);
-    return;
-  }
-  pool->run([&](unsigned w) {
-    for (int64_t blk = w; blk < blocks; blk += workers)
-      runBlock(blk);
-  });
+                 const T *b, T *c, ThreadPool *) {
+  static std::mutex serial;
+  std::lock_guard<std::mutex> lock(serial);
+  blasGemm(transB, M, N, K, a, K, b, transB ? K : N, c, N);
 }
 
 /// Rows [lo, hi) of C = A B (A: M x K, B: K x N, C: M x N, row-major),

@@ -5,9 +5,9 @@
 // orthogonalization of torch.optim.Muon, which the Optimizer applies to each
 // matrix of a newton_schulz reduction's buffer between the stages of a step.
 // Products go to cblas_?gemm of a single-threaded OpenBLAS when one is
-// installed (found at run time, MatrixFunctions.cpp), split over the
-// optimizer's pool in blocks that depend on the shape only; else to the
-// runtime's own loops.
+// installed (found at run time, MatrixFunctions.cpp), one whole product per
+// call, one call at a time; else to the runtime's own loops on the
+// optimizer's pool.
 //
 //===----------------------------------------------------------------------===//
 
@@ -36,10 +36,10 @@ size_t newtonSchulzWorkCount(int64_t R, int64_t C);
 /// double and rounded to T; then spec.nsSteps times A = Y Y^T,
 /// B = b A + c (A A), Y = a Y + B Y, each product and each elementwise
 /// operation in T; transposed back. `work` holds newtonSchulzWorkCount(R, C)
-/// elements (its contents are scratch). The products run on `pool` (may be
-/// null: the calling thread), split in blocks of the result that depend on
-/// the shape only: every entry is summed in the same order for any number
-/// of threads. An empty matrix is left alone.
+/// elements (its contents are scratch). The runtime's own loops run on
+/// `pool` (may be null: the calling thread), split by rows of the result;
+/// a CBLAS gets each whole product: every entry is summed in the same order
+/// for any number of threads. An empty matrix is left alone.
 void newtonSchulz(float *x, int64_t R, int64_t C, const ReductionSpec &spec,
                   float *work, ThreadPool *pool);
 void newtonSchulz(double *x, int64_t R, int64_t C, const ReductionSpec &spec,

@@ -26,6 +26,8 @@
 #include <gtest/gtest.h>
 
 #include <clocale>
+#include <thread>
+#include <atomic>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 
@@ -261,6 +263,28 @@ TEST(MatrixFunctions, PortableProductsGiveTheSameBitsOnAnyPool) {
           << threads;
     }
   }
+}
+
+// Several optimizers step at once in one process (each on its own pool):
+// the serial OpenBLAS's packing buffers are not locked, so the runtime must
+// never call it from two threads at once (an unlocked run gave wrong
+// products intermittently, OpenBLAS issues 1755 and 2126).
+TEST(MatrixFunctions, ConcurrentCallsGiveTheSameBits) {
+  const int64_t R = 200, C = 330;
+  std::vector<double> x = randomMatrix(R, C, 7);
+  std::vector<float> xf(x.begin(), x.end());
+  std::vector<float> want = runNS(xf, R, C, nsSpec(), false);
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      for (int rep = 0; rep < 25; ++rep)
+        if (runNS(xf, R, C, nsSpec(), false) != want)
+          ++mismatches;
+    });
+  for (std::thread &t : threads)
+    t.join();
+  EXPECT_EQ(mismatches.load(), 0);
 }
 
 // ---- A Muon-like rule ---------------------------------------------------------

@@ -315,8 +315,8 @@ typedef void (*optim_reduced_rule_kernel)(
  *   in double and rounded to T; every entry y <- y / max(s, T(e)); then k
  *   times: A = Y Y^T (m x m), B = b A + c (A A), Y <- a Y + B Y, each
  *   product in T (a general matrix product: cblas_?gemm of a
- *   single-threaded OpenBLAS when one is installed, else the runtime's own
- *   loops, in blocks fixed by the shape on the optimizer's threads); the
+ *   single-threaded OpenBLAS when one is installed, one whole product per
+ *   call, else the runtime's own loops on the optimizer's threads); the
  *   result is Y (transposed back when R > C). This is torch.optim.Muon's
  *   _zeropower_via_newtonschulz in T instead of bfloat16. The order of the
  *   products' sums is the BLAS library's: results are identical for any

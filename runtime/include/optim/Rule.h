@@ -144,9 +144,9 @@ inline std::string descriptorNumber(double v) {
       break;
   }
   // The locale's decimal point, if it is not '.'.
-  for (char &ch : buf)
-    if (ch == ',')
-      ch = '.';
+  for (char *ch = buf; *ch; ++ch)
+    if (*ch == ',')
+      *ch = '.';
 #endif
   return buf;
 }
