@@ -168,7 +168,7 @@ static void requireCompiledReductions(const DriverAPI &d, CUmodule module,
     throw Error("optim: '" + origin + "': the module's '" + name + "' (\"" +
                 *compiled + "\") is malformed: " + why +
                 "; was it compiled by optimc?");
-  if (*compiled != listed)
+  if (!detail::sameReductions(info.reductions, compiledSpecs))
     throw Error("optim: '" + origin + "' lists " +
                 (listed.empty() ? std::string("no tensor reductions")
                                 : "the tensor reductions '" + listed + "'") +

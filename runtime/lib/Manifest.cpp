@@ -354,28 +354,8 @@ Rule optim::loadRule(const std::string &library, const std::string &path) {
                   "' (\"" + compiled + "\"): " + why +
                   "; was it compiled by optimc?");
   }
-  // Compared as values, not spellings: descriptorNumber's spelling of a
-  // newton_schulz parameter may differ between the compiler's and this
-  // runtime's standard library ("1e-04" or "0.0001").
-  auto sameSpecs = [](const std::vector<ReductionSpec> &x,
-                      const std::vector<ReductionSpec> &y) {
-    if (x.size() != y.size())
-      return false;
-    for (size_t i = 0; i < x.size(); ++i) {
-      const ReductionSpec &a = x[i], &b = y[i];
-      if (a.kind != b.kind || a.global != b.global || a.level != b.level ||
-          a.axis != b.axis)
-        return false;
-      if (a.kind == ReductionKind::NewtonSchulz &&
-          (a.nsSteps != b.nsSteps || a.nsEps != b.nsEps ||
-           a.nsCoefficients[0] != b.nsCoefficients[0] ||
-           a.nsCoefficients[1] != b.nsCoefficients[1] ||
-           a.nsCoefficients[2] != b.nsCoefficients[2]))
-        return false;
-    }
-    return true;
-  };
-  if (compiled && !sameSpecs(m.info.reductions, compiledSpecs))
+  // Compared as values, not spellings (detail::sameReductions).
+  if (compiled && !detail::sameReductions(m.info.reductions, compiledSpecs))
     throw Error("optim: '" + manifestPath + "' lists " +
                 (listed.empty() ? std::string("no tensor reductions")
                                 : "the tensor reductions '" + listed + "'") +

@@ -83,7 +83,7 @@ const Cblas &cblas() {
   return loaded;
 }
 
-/// C = op(A) op(B) through the CBLAS: M x N, inner dimension K, row-major,
+/// C = A op(B) through the CBLAS: M x N, inner dimension K, row-major,
 /// leading dimensions lda, ldb, ldc.
 void blasGemm(bool transB, int64_t M, int64_t N, int64_t K, const float *a,
               int64_t lda, const float *b, int64_t ldb, float *c,
@@ -105,10 +105,10 @@ void blasGemm(bool transB, int64_t M, int64_t N, int64_t K, const double *a,
 /// OpenBLAS is built without USE_LOCKING, so two calls at once can take the
 /// same packing buffer (OpenBLAS issues 1755, 2126) and silently give wrong
 /// products. One whole call also keeps every entry's sum the same whatever
-/// the pool (`pool` is unused here; the runtime's own loops use it).
+/// the optimizer's threads.
 template <typename T>
 void blasProduct(bool transB, int64_t M, int64_t N, int64_t K, const T *a,
-                 const T *b, T *c, ThreadPool *) {
+                 const T *b, T *c) {
   static std::mutex serial;
   std::lock_guard<std::mutex> lock(serial);
   blasGemm(transB, M, N, K, a, K, b, transB ? K : N, c, N);
@@ -201,8 +201,8 @@ void newtonSchulzImpl(T *x, int64_t R, int64_t C, const ReductionSpec &spec,
           c = T(spec.nsCoefficients[2]);
   for (int step = 0; step < spec.nsSteps; ++step) {
     if (useCBLAS) {
-      blasProduct(/*transB=*/true, m, m, n, Y, Y, A, pool); // A = Y Y^T
-      blasProduct(false, m, m, m, A, A, B, pool);           // A A
+      blasProduct(/*transB=*/true, m, m, n, Y, Y, A); // A = Y Y^T
+      blasProduct(false, m, m, m, A, A, B);           // A A
     } else {
       transpose(Y, m, n, Z); // Z is free until Y's next value goes there.
       gemmNN(m, m, n, Y, Z, A, pool);
@@ -211,7 +211,7 @@ void newtonSchulzImpl(T *x, int64_t R, int64_t C, const ReductionSpec &spec,
     for (size_t i = 0; i < mm; ++i)
       B[i] = b * A[i] + c * B[i];
     if (useCBLAS) {
-      blasProduct(false, m, n, m, B, Y, Z, pool); // B Y
+      blasProduct(false, m, n, m, B, Y, Z); // B Y
     } else {
       gemmNN(m, n, m, B, Y, Z, pool);
     }

@@ -469,3 +469,22 @@ void detail::checkKernelsMatchSignature(const Rule &rule, const char *who) {
                 "' has the kernels of a rule with tensor reductions but its "
                 "signature lists none");
 }
+
+bool detail::sameReductions(const std::vector<ReductionSpec> &x,
+                            const std::vector<ReductionSpec> &y) {
+  if (x.size() != y.size())
+    return false;
+  for (size_t i = 0; i < x.size(); ++i) {
+    const ReductionSpec &a = x[i], &b = y[i];
+    if (a.kind != b.kind || a.global != b.global || a.level != b.level ||
+        a.axis != b.axis)
+      return false;
+    if (a.kind == ReductionKind::NewtonSchulz &&
+        (a.nsSteps != b.nsSteps || a.nsEps != b.nsEps ||
+         a.nsCoefficients[0] != b.nsCoefficients[0] ||
+         a.nsCoefficients[1] != b.nsCoefficients[1] ||
+         a.nsCoefficients[2] != b.nsCoefficients[2]))
+      return false;
+  }
+  return true;
+}

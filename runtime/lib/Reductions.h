@@ -105,6 +105,13 @@ constexpr int kMaxNewtonSchulzSteps = 100;
 /// has 101 steps; ...").
 std::string checkReductionSpec(const ReductionSpec &spec);
 
+/// Whether two lists of reductions are the same as values (kinds, scopes,
+/// levels, axes, newton_schulz's parameters): what the loaders compare a
+/// manifest's list with the kernels' descriptor by, since descriptorNumber
+/// may spell a parameter differently with another standard library.
+bool sameReductions(const std::vector<ReductionSpec> &x,
+                    const std::vector<ReductionSpec> &y);
+
 /// Parses a descriptor optim_reductions_<name> (KernelABI.h): entries
 /// separated by ',', each kind ["@global" | "@row" | "@col"] [":" level], level a decimal
 /// integer 1..65535 without sign or leading zeros (":level" only for a
