@@ -66,6 +66,9 @@ struct Kernel {
   bool layer = false, hasQ = true;
   int part = 0;
   int64_t n = 0, m = 0, p = 0;
+  // The launch the layer was compiled for (its manifest): the workspace
+  // layout depends on the shared memory budget of its architecture.
+  int64_t threads = 0, sharedBytes = 0;
 };
 std::map<std::string, Kernel> kernels;
 int moduleToken, contextToken, streamToken;
@@ -111,6 +114,8 @@ CUresult loadKernel(const std::string &name, Kernel **out) {
     k.m = qp.at("m");
     k.p = qp.at("p");
     k.hasQ = qp.at("has_Q");
+    k.threads = m.at("launch").at("threads");
+    k.sharedBytes = m.at("launch").at("shared_bytes");
     // Only layers whose inputs are the operands themselves, in order.
     size_t operands = (k.hasQ ? 1 : 0) + 1 + (k.m ? 2 : 0) + (k.p ? 2 : 0);
     if (m.at("inputs").size() != operands || !m.at("weights").empty()) {
@@ -165,10 +170,11 @@ struct OneThread {
   void sync() {}
 };
 
-/// The workspace layout of layer kernel k's blocks (one thread each here).
+/// The workspace layout of layer kernel k's blocks (one thread each here),
+/// as the compiler planned it: its threads and shared memory.
 optim::qpblock::KernelLayout layoutOf(const Kernel &k) {
-  return optim::qpblock::kernelLayout(k.n, k.m, k.p, k.hasQ, 0,
-                                      optim::qpblock::kSharedCapBytes);
+  return optim::qpblock::kernelLayout(k.n, k.m, k.p, k.hasQ, k.threads,
+                                      k.sharedBytes);
 }
 
 /// A block's solver workspace: `shared` stands in for its shared memory,

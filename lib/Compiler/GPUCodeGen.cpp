@@ -3,6 +3,7 @@
 #include "optim/Compiler/GPUCodeGen.h"
 #include "optim/Conversion/Passes.h"
 #include "optim/Transforms/Passes.h"
+#include "optim/QPBlock.h"
 
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
 #include "mlir/Conversion/ControlFlowToLLVM/ControlFlowToLLVM.h"
@@ -53,6 +54,13 @@ static std::optional<unsigned> archNumber(llvm::StringRef arch) {
       !(arch.empty() || arch == "a"))
     return std::nullopt;
   return number;
+}
+
+int64_t layerSharedBytes(const GPUPipelineOptions &options) {
+  if (options.layerSharedBytes > 0)
+    return options.layerSharedBytes;
+  std::optional<unsigned> number = archNumber(options.arch);
+  return ::optim::qpblock::sharedCapBytesFor(number ? int(*number) : 0);
 }
 
 std::string checkGPUArch(const std::string &arch) {
@@ -129,7 +137,7 @@ void buildLowerRulesToGPUPipeline(OpPassManager &pm,
   pm.addPass(mlir::optim::createLowerRulesToGPU(lower));
   mlir::optim::LowerLayersToGPUOptions layers;
   layers.threads = options.layerThreads;
-  layers.sharedBytes = options.layerSharedBytes;
+  layers.sharedBytes = layerSharedBytes(options);
   pm.addPass(mlir::optim::createLowerLayersToGPU(layers));
   pm.addPass(createCanonicalizerPass());
   pm.addPass(createCSEPass());

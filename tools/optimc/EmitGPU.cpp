@@ -102,7 +102,7 @@ int optim::emitGPU(mlir::ModuleOp module, const GPUEmitOptions &options) {
     // computes the same layout).
     qpblock::KernelLayout lay = qpblock::kernelLayout(
         layerInfo.n, layerInfo.m, layerInfo.p, layerInfo.hasQ,
-        pipeline.layerThreads, pipeline.layerSharedBytes);
+        pipeline.layerThreads, layerSharedBytes(pipeline));
     LayerManifest manifest;
     manifest.info = layerInfo;
     manifest.symbol =

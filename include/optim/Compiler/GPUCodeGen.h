@@ -27,10 +27,14 @@ struct GPUPipelineOptions {
   bool relaxedFP = false;
   /// QP layers (optim-lower-layers-to-gpu): threads per block (0: chosen
   /// from the problem's size) and the dynamic shared memory per block at
-  /// most (optim::qpblock::kSharedCapBytes).
+  /// most (0: all that `arch` lets a block opt in to,
+  /// optim::qpblock::sharedCapBytesFor; layerSharedBytes() resolves it).
   int64_t layerThreads = 0;
-  int64_t layerSharedBytes = 99 * 1024;
+  int64_t layerSharedBytes = 0;
 };
+
+/// The shared memory budget a QP layer's kernels are compiled for.
+int64_t layerSharedBytes(const GPUPipelineOptions &options);
 
 /// Checks an architecture name ("sm_<digits>", 75 or newer); returns a
 /// message saying what is wrong, or an empty string.

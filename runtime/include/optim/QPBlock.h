@@ -119,15 +119,18 @@ void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
                    &w.pl,   &w.ps, &w.blam,   &w.bs,    &w.gz,  &w.gcol};
   for (double **v : vp)
     take(*v, p);
+  // The scaled data before the scratch matrices: G (and A) are read by
+  // every interior-point iteration (G^T D G, the residuals' products), H
+  // only by the refinement's residuals, Y, LS and C mostly by the polish.
+  take(w.qh, n);
+  take(w.bh, m);
+  take(w.hh, p);
+  take(w.Gh, p * n);
+  take(w.Ah, m * n);
   take(w.H, n * n);
   take(w.Y, n * k);
   take(w.LS, k * k);
   take(w.C, k * n);
-  take(w.qh, n);
-  take(w.bh, m);
-  take(w.hh, p);
-  take(w.Ah, m * n);
-  take(w.Gh, p * n);
 }
 
 /// Doubles of shared memory (at most `sharedCap`) and of global workspace
@@ -169,6 +172,26 @@ inline void carve(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
 /// every architecture from sm_80 on grants a block that opts in (sm_86 and
 /// sm_89 have no more; sm_80 has 163 KiB, sm_90 227 KiB).
 constexpr int64_t kSharedCapBytes = 99 * 1024;
+
+/// What a block of architecture sm_<sm> may opt in to (the CUDA
+/// programming guide's table, cudaDevAttrMaxSharedMemoryPerBlockOptin):
+/// the compiler gives a layer kernel all of it, since the solver's
+/// registers already limit an SM to one block of 256 threads, and every
+/// buffer that fits is read at shared rather than L1/L2 latency.
+/// Architectures not listed get kSharedCapBytes.
+inline int64_t sharedCapBytesFor(int sm) {
+  switch (sm) {
+  case 80:
+  case 87:
+    return 163 * 1024;
+  case 90:
+  case 100:
+  case 103:
+    return 227 * 1024;
+  default:
+    return kSharedCapBytes;
+  }
+}
 
 /// Threads per block for a problem of these dimensions: a warp for tiny
 /// problems, else eight warps (the Cholesky's trailing update and the products
@@ -280,6 +303,23 @@ struct Walk {
     }
   }
 };
+
+/// The upper triangle (diagonal included) of a [w, w] matrix as
+/// e = t, t + step, ... < triangle(w): a Walk over a [*, w] rectangle whose
+/// row r holds the triangle's row r (w - r elements) followed by its row
+/// w - r (r elements), so that a team walks only the elements it updates
+/// (half the iterations of a walk over the square that skips j < i).
+struct TriWalk {
+  Walk at;
+  int32_t w;
+  TriWalk(int64_t start, int64_t step, int64_t width)
+      : at(start, step, width), w(int32_t(width)) {}
+  bool first() const { return at.j < w - at.i; }
+  int32_t i() const { return first() ? at.i : w - at.i; }
+  int32_t j() const { return first() ? at.i + at.j : at.j; }
+  void next() { at.next(); }
+};
+inline int64_t triangle(int64_t w) { return w * (w + 1) / 2; }
 
 /// The problem (float64, row-major, the operands of one batch element; Q,
 /// A/b and G/h may be null) and the options.
@@ -471,11 +511,10 @@ private:
       const double u = __builtin_sqrt(d), inv = 1.0 / u;
       // Trailing update, upper triangle: a[i, j] -= u_ki u_kj, i <= j.
       const int64_t w = n - k - 1;
-      Walk at(tid(), nt(), w);
-      for (int64_t e = tid(); e < w * w; e += nt(), at.next()) {
-        const int64_t i = k + 1 + at.i, j = k + 1 + at.j;
-        if (j >= i)
-          a[i * n + j] -= (rk[i] * inv) * (rk[j] * inv);
+      TriWalk at(tid(), nt(), w);
+      for (int64_t e = tid(); e < triangle(w); e += nt(), at.next()) {
+        const int64_t i = k + 1 + at.i(), j = k + 1 + at.j();
+        a[i * n + j] -= (rk[i] * inv) * (rk[j] * inv);
       }
       if (prevK >= 0)
         finishRow(a, n, prevK, prevU, prevInv);
@@ -565,16 +604,34 @@ private:
     storeSolved(x, prev, prevK, prevW);
     T.sync();
   }
-  /// Y = U^{-T} Y for Y [n, c] (row stride c): one column per thread.
+  /// Y = U^{-T} Y for Y [n, c] (row stride c), every column by forward
+  /// substitution: at step k the team updates the elements (j > k, col)
+  /// with row k, and whoever updates row k + 1's element also finishes it
+  /// (divides by its pivot), since nobody reads row k + 1 during step k.
+  /// One barrier per row; each element sees the updates and the division
+  /// of a column-at-a-time solve in the same order (the same bits). (One
+  /// column per thread left most threads idle and the others in a chain of
+  /// n^2 / 2 dependent updates: the polish's Y has as many columns as
+  /// active constraints.)
   void solveUpperTMulti(const double *U, double *Y, int64_t n, int64_t c) {
+    if (n == 0)
+      return T.sync();
     for (int64_t col = tid(); col < c; col += nt())
-      for (int64_t k = 0; k < n; ++k) {
-        const double xk = Y[k * c + col] / U[k * n + k];
-        Y[k * c + col] = xk;
-        for (int64_t j = k + 1; j < n; ++j)
-          Y[j * c + col] -= U[k * n + j] * xk;
-      }
+      Y[col] /= U[0];
     T.sync();
+    for (int64_t k = 0; k + 1 < n; ++k) {
+      const double *uk = U + k * n, *yk = Y + k * c;
+      const double pivot = U[(k + 1) * (n + 1)];
+      Walk at(tid(), nt(), c);
+      for (int64_t e = tid(); e < (n - k - 1) * c; e += nt(), at.next()) {
+        const int64_t j = k + 1 + at.i, col = at.j;
+        double v = Y[j * c + col] - uk[j] * yk[col];
+        if (j == k + 1)
+          v /= pivot;
+        Y[j * c + col] = v;
+      }
+      T.sync();
+    }
   }
 
   /// C = [A; G_act]: A's rows, then the active rows of G (W.rowOf) where
@@ -592,20 +649,55 @@ private:
   }
 
   // ---- the reduced KKT system (QP.cpp's KKT, dense mode) ----
+  /// out[i, j] = fin(i, j, s), s = sum over r in order of
+  /// (wr[r] X[r, i]) X[r, j] (X[r, i] alone when wr is null), for the
+  /// upper triangle of out [c, c] (row-major), X [rows, c]. Each thread
+  /// takes 4 x 4 tiles of the upper triangle of tiles: per r it loads 8
+  /// values of X for 16 independent multiply-adds (an element at a time, a
+  /// thread loaded 2 values for one, in a chain of dependent adds). Each
+  /// element's sum is the one of the element-at-a-time loop, in the same
+  /// order, so the bits do not change.
+  template <class Fin>
+  void syrkUpper(const double *X, const double *wr, int64_t rows, int64_t c,
+                 double *out, Fin fin) {
+    const int64_t tiles = (c + 3) / 4;
+    TriWalk at(tid(), nt(), tiles);
+    for (int64_t e = tid(); e < triangle(tiles); e += nt(), at.next()) {
+      const int64_t i0 = 4 * int64_t(at.i()), j0 = 4 * int64_t(at.j());
+      int64_t ii[4], jj[4]; // clamped: edge tiles compute some twice
+      for (int a = 0; a < 4; ++a) {
+        ii[a] = i0 + a < c ? i0 + a : c - 1;
+        jj[a] = j0 + a < c ? j0 + a : c - 1;
+      }
+      double s[4][4] = {};
+      for (int64_t r = 0; r < rows; ++r) {
+        const double *xr = X + r * c;
+        double xi[4], xj[4];
+        for (int a = 0; a < 4; ++a) {
+          xi[a] = wr ? wr[r] * xr[ii[a]] : xr[ii[a]];
+          xj[a] = xr[jj[a]];
+        }
+        for (int a = 0; a < 4; ++a)
+          for (int b = 0; b < 4; ++b)
+            s[a][b] += xi[a] * xj[b];
+      }
+      for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b) {
+          const int64_t i = i0 + a, j = j0 + b;
+          if (i < c && j < c && j >= i)
+            out[i * c + j] = fin(i, j, s[a][b]);
+        }
+    }
+  }
+
   /// H = Qs + G^T D G (upper triangle); p = 0 for the polish (H = Qs).
   void formH(const KKT &k) {
     const int64_t n = P.n;
-    Walk at(tid(), nt(), n);
-    for (int64_t e = tid(); e < n * n; e += nt(), at.next()) {
-      const int64_t i = at.i, j = at.j;
-      if (j < i)
-        continue;
-      double s = 0;
-      if (k.p && !k.gcol)
-        for (int64_t r = 0; r < k.p; ++r)
-          s += (W.D[r] * P.G[r * n + i]) * P.G[r * n + j];
-      W.H[e] = (P.Q ? qs(i, j) : 0.0) + s;
-    }
+    const bool dense = k.p && !k.gcol;
+    syrkUpper(P.G, W.D, dense ? k.p : 0, n, W.H,
+              [&](int64_t i, int64_t j, double s) {
+                return (P.Q ? qs(i, j) : 0.0) + s;
+              });
     T.sync();
     if (k.p && k.gcol && tid() == 0) { // diagonal G^T D G, in row order
       for (int64_t r = 0; r < k.p; ++r)
@@ -629,11 +721,10 @@ private:
       return false;
     k.rho = k.rhoBase;
     for (int attempt = 0;; ++attempt) {
-      Walk at(tid(), nt(), n);
-      for (int64_t e = tid(); e < n * n; e += nt(), at.next()) {
-        const int64_t i = at.i, j = at.j;
-        if (j >= i)
-          W.L[e] = W.H[e] + (i == j ? k.rho : 0.0);
+      TriWalk at(tid(), nt(), n);
+      for (int64_t e = tid(); e < triangle(n); e += nt(), at.next()) {
+        const int64_t i = at.i(), j = at.j();
+        W.L[i * n + j] = W.H[i * n + j] + (i == j ? k.rho : 0.0);
       }
       T.sync();
       if (cholesky(W.L, n, kEps * k.rho))
@@ -655,16 +746,11 @@ private:
     for (int attempt = 0; attempt < 10; ++attempt) {
       if (attempt)
         k.delta *= 100;
-      Walk at(tid(), nt(), m);
-      for (int64_t e = tid(); e < m * m; e += nt(), at.next()) {
-        const int64_t i = at.i, j = at.j;
-        if (j < i)
-          continue;
-        double s = 0;
-        for (int64_t r = 0; r < n; ++r)
-          s += W.Y[r * m + i] * W.Y[r * m + j];
-        W.LS[e] = s + (i == j ? k.delta : 0.0);
-      }
+      const double delta = k.delta;
+      syrkUpper(W.Y, nullptr, n, m, W.LS,
+                [&](int64_t i, int64_t j, double s) {
+                  return s + (i == j ? delta : 0.0);
+                });
       T.sync();
       if (cholesky(W.LS, m, kEps * k.delta))
         return true;
