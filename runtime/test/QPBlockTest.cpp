@@ -22,6 +22,7 @@
 #include <algorithm>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <sstream>
@@ -781,6 +782,115 @@ TEST(QPBlock, BenchShapeN100) {
   // The CPU solver takes its low-rank mode only for 2p <= n: both dense here.
   expectSame(d, "bench n = 100", 1);
   expectSame(d, "bench n = 100", 16, 12672);
+}
+
+// The team kernels that replaced element-at-a-time loops must give those
+// loops' bits: every element sums its terms in the same order.
+
+/// Runs body(team) on a team of nt std::threads.
+template <class F> void onTeam(int nt, F body) {
+  Barrier barrier(nt);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < nt; ++t)
+    threads.emplace_back([&, t] {
+      CpuTeam team{t, nt, &barrier};
+      body(team);
+    });
+  for (auto &th : threads)
+    th.join();
+}
+
+TEST(QPBlockKernels, TriWalkVisitsEachUpperElementOnce) {
+  using namespace optim::qpblock;
+  for (int w = 0; w <= 70; ++w)
+    for (int nt : {1, 2, 3, 7, 32, 256}) {
+      std::vector<int> seen(size_t(w) * w, 0);
+      for (int t = 0; t < nt; ++t) {
+        TriWalk at(t, nt, w);
+        for (int64_t e = t; e < triangle(w); e += nt, at.next()) {
+          ASSERT_LE(0, at.i()) << "w " << w << " nt " << nt;
+          ASSERT_LE(at.i(), at.j()) << "w " << w << " nt " << nt;
+          ASSERT_LT(at.j(), w) << "w " << w << " nt " << nt;
+          ++seen[size_t(at.i()) * w + at.j()];
+        }
+      }
+      for (int i = 0; i < w; ++i)
+        for (int j = i; j < w; ++j)
+          ASSERT_EQ(seen[size_t(i) * w + j], 1)
+              << "(" << i << ", " << j << ") of w " << w << ", nt " << nt;
+    }
+}
+
+TEST(QPBlockKernels, TiledSyrkGivesTheElementLoopsBits) {
+  using namespace optim::qpblock;
+  std::mt19937_64 rng(7);
+  std::normal_distribution<double> N;
+  for (int64_t c : {0, 1, 2, 3, 4, 5, 7, 8, 13, 33, 100})
+    for (int64_t rows : {0, 1, 5, 64})
+      for (bool weighted : {false, true}) {
+        std::vector<double> X(rows * c), wr(rows);
+        for (double &x : X)
+          x = N(rng);
+        for (double &x : wr)
+          x = std::exp(N(rng));
+        const double *w = weighted ? wr.data() : nullptr;
+        const double pad = -12345.0;
+        std::vector<double> want(c * c, pad);
+        for (int64_t i = 0; i < c; ++i)
+          for (int64_t j = i; j < c; ++j) {
+            double s = 0;
+            for (int64_t r = 0; r < rows; ++r)
+              s += (w ? w[r] * X[r * c + i] : X[r * c + i]) * X[r * c + j];
+            want[i * c + j] = s + (i == j ? 0.5 : 0.0);
+          }
+        for (int nt : {1, 3, 7, 32}) {
+          std::vector<double> got(c * c, pad);
+          onTeam(nt, [&](CpuTeam &team) {
+            teamSyrkUpper(team, X.data(), w, rows, c, got.data(),
+                          [](int64_t i, int64_t j, double s) {
+                            return s + (i == j ? 0.5 : 0.0);
+                          });
+          });
+          ASSERT_EQ(0, std::memcmp(got.data(), want.data(),
+                                   want.size() * sizeof(double)))
+              << "c " << c << " rows " << rows << " weighted " << weighted
+              << " nt " << nt;
+        }
+      }
+}
+
+TEST(QPBlockKernels, TeamMultiSolveGivesTheColumnLoopsBits) {
+  using namespace optim::qpblock;
+  std::mt19937_64 rng(11);
+  std::normal_distribution<double> N;
+  for (int64_t n : {0, 1, 2, 5, 17, 64})
+    for (int64_t c : {0, 1, 3, 40}) {
+      std::vector<double> U(n * n, 0.0), Y(n * c);
+      for (int64_t i = 0; i < n; ++i) {
+        U[i * n + i] = 1 + std::abs(N(rng));
+        for (int64_t j = i + 1; j < n; ++j)
+          U[i * n + j] = 0.3 * N(rng);
+      }
+      for (double &y : Y)
+        y = N(rng);
+      std::vector<double> want = Y;
+      for (int64_t col = 0; col < c; ++col)
+        for (int64_t k = 0; k < n; ++k) {
+          const double xk = want[k * c + col] / U[k * n + k];
+          want[k * c + col] = xk;
+          for (int64_t j = k + 1; j < n; ++j)
+            want[j * c + col] -= U[k * n + j] * xk;
+        }
+      for (int nt : {1, 3, 7, 32}) {
+        std::vector<double> got = Y;
+        onTeam(nt, [&](CpuTeam &team) {
+          teamSolveUpperTMulti(team, U.data(), got.data(), n, c);
+        });
+        ASSERT_EQ(0, std::memcmp(got.data(), want.data(),
+                                 want.size() * sizeof(double)))
+            << "n " << n << " c " << c << " nt " << nt;
+      }
+    }
 }
 
 } // namespace

@@ -321,6 +321,79 @@ struct TriWalk {
 };
 inline int64_t triangle(int64_t w) { return w * (w + 1) / 2; }
 
+/// out[i, j] = fin(i, j, s), s = sum over r in order of
+/// (wr[r] X[r, i]) X[r, j] (X[r, i] alone when wr is null), for the
+/// upper triangle of out [c, c] (row-major), X [rows, c]. Each thread
+/// takes 4 x 4 tiles of the upper triangle of tiles: per r it loads 8
+/// values of X for 16 independent multiply-adds (element by element it
+/// would load 2 values per multiply-add, in one chain of dependent adds).
+/// Each element's sum is the element-by-element loop's, in the same order:
+/// the same bits. No barrier.
+template <class Team, class Fin>
+void teamSyrkUpper(Team &T, const double *X, const double *wr, int64_t rows,
+                   int64_t c, double *out, Fin fin) {
+  const int64_t tiles = (c + 3) / 4;
+  TriWalk at(T.tid, T.nt, tiles);
+  for (int64_t e = T.tid; e < triangle(tiles); e += T.nt, at.next()) {
+    const int64_t i0 = 4 * int64_t(at.i()), j0 = 4 * int64_t(at.j());
+    int64_t ii[4], jj[4]; // clamped: edge tiles compute some twice
+    for (int a = 0; a < 4; ++a) {
+      ii[a] = i0 + a < c ? i0 + a : c - 1;
+      jj[a] = j0 + a < c ? j0 + a : c - 1;
+    }
+    double s[4][4] = {};
+    for (int64_t r = 0; r < rows; ++r) {
+      const double *xr = X + r * c;
+      double xi[4], xj[4];
+      for (int a = 0; a < 4; ++a) {
+        xi[a] = wr ? wr[r] * xr[ii[a]] : xr[ii[a]];
+        xj[a] = xr[jj[a]];
+      }
+      for (int a = 0; a < 4; ++a)
+        for (int b = 0; b < 4; ++b)
+          s[a][b] += xi[a] * xj[b];
+    }
+    for (int a = 0; a < 4; ++a)
+      for (int b = 0; b < 4; ++b) {
+        const int64_t i = i0 + a, j = j0 + b;
+        if (i < c && j < c && j >= i)
+          out[i * c + j] = fin(i, j, s[a][b]);
+      }
+  }
+}
+
+/// Y = U^{-T} Y for Y [n, c] (row stride c), every column by forward
+/// substitution: at step k the team updates the elements (j > k, col)
+/// with row k, and whoever updates row k + 1's element also finishes it
+/// (divides by its pivot), since nobody reads row k + 1 during step k.
+/// One barrier per row; each element sees the updates and the division
+/// of a column-at-a-time solve in the same order (the same bits). (One
+/// column per thread left most threads idle and the others in a chain of
+/// n^2 / 2 dependent updates: the polish's Y has as many columns as
+/// active constraints.)
+template <class Team>
+void teamSolveUpperTMulti(Team &T, const double *U, double *Y, int64_t n,
+                          int64_t c) {
+  if (n == 0)
+    return T.sync();
+  for (int64_t col = T.tid; col < c; col += T.nt)
+    Y[col] /= U[0];
+  T.sync();
+  for (int64_t k = 0; k + 1 < n; ++k) {
+    const double *uk = U + k * n, *yk = Y + k * c;
+    const double pivot = U[(k + 1) * (n + 1)];
+    Walk at(T.tid, T.nt, c);
+    for (int64_t e = T.tid; e < (n - k - 1) * c; e += T.nt, at.next()) {
+      const int64_t j = k + 1 + at.i, col = at.j;
+      double v = Y[j * c + col] - uk[j] * yk[col];
+      if (j == k + 1)
+        v /= pivot;
+      Y[j * c + col] = v;
+    }
+    T.sync();
+  }
+}
+
 /// The problem (float64, row-major, the operands of one batch element; Q,
 /// A/b and G/h may be null) and the options.
 struct Problem {
@@ -604,34 +677,8 @@ private:
     storeSolved(x, prev, prevK, prevW);
     T.sync();
   }
-  /// Y = U^{-T} Y for Y [n, c] (row stride c), every column by forward
-  /// substitution: at step k the team updates the elements (j > k, col)
-  /// with row k, and whoever updates row k + 1's element also finishes it
-  /// (divides by its pivot), since nobody reads row k + 1 during step k.
-  /// One barrier per row; each element sees the updates and the division
-  /// of a column-at-a-time solve in the same order (the same bits). (One
-  /// column per thread left most threads idle and the others in a chain of
-  /// n^2 / 2 dependent updates: the polish's Y has as many columns as
-  /// active constraints.)
   void solveUpperTMulti(const double *U, double *Y, int64_t n, int64_t c) {
-    if (n == 0)
-      return T.sync();
-    for (int64_t col = tid(); col < c; col += nt())
-      Y[col] /= U[0];
-    T.sync();
-    for (int64_t k = 0; k + 1 < n; ++k) {
-      const double *uk = U + k * n, *yk = Y + k * c;
-      const double pivot = U[(k + 1) * (n + 1)];
-      Walk at(tid(), nt(), c);
-      for (int64_t e = tid(); e < (n - k - 1) * c; e += nt(), at.next()) {
-        const int64_t j = k + 1 + at.i, col = at.j;
-        double v = Y[j * c + col] - uk[j] * yk[col];
-        if (j == k + 1)
-          v /= pivot;
-        Y[j * c + col] = v;
-      }
-      T.sync();
-    }
+    teamSolveUpperTMulti(T, U, Y, n, c);
   }
 
   /// C = [A; G_act]: A's rows, then the active rows of G (W.rowOf) where
@@ -649,52 +696,11 @@ private:
   }
 
   // ---- the reduced KKT system (QP.cpp's KKT, dense mode) ----
-  /// out[i, j] = fin(i, j, s), s = sum over r in order of
-  /// (wr[r] X[r, i]) X[r, j] (X[r, i] alone when wr is null), for the
-  /// upper triangle of out [c, c] (row-major), X [rows, c]. Each thread
-  /// takes 4 x 4 tiles of the upper triangle of tiles: per r it loads 8
-  /// values of X for 16 independent multiply-adds (an element at a time, a
-  /// thread loaded 2 values for one, in a chain of dependent adds). Each
-  /// element's sum is the one of the element-at-a-time loop, in the same
-  /// order, so the bits do not change.
-  template <class Fin>
-  void syrkUpper(const double *X, const double *wr, int64_t rows, int64_t c,
-                 double *out, Fin fin) {
-    const int64_t tiles = (c + 3) / 4;
-    TriWalk at(tid(), nt(), tiles);
-    for (int64_t e = tid(); e < triangle(tiles); e += nt(), at.next()) {
-      const int64_t i0 = 4 * int64_t(at.i()), j0 = 4 * int64_t(at.j());
-      int64_t ii[4], jj[4]; // clamped: edge tiles compute some twice
-      for (int a = 0; a < 4; ++a) {
-        ii[a] = i0 + a < c ? i0 + a : c - 1;
-        jj[a] = j0 + a < c ? j0 + a : c - 1;
-      }
-      double s[4][4] = {};
-      for (int64_t r = 0; r < rows; ++r) {
-        const double *xr = X + r * c;
-        double xi[4], xj[4];
-        for (int a = 0; a < 4; ++a) {
-          xi[a] = wr ? wr[r] * xr[ii[a]] : xr[ii[a]];
-          xj[a] = xr[jj[a]];
-        }
-        for (int a = 0; a < 4; ++a)
-          for (int b = 0; b < 4; ++b)
-            s[a][b] += xi[a] * xj[b];
-      }
-      for (int a = 0; a < 4; ++a)
-        for (int b = 0; b < 4; ++b) {
-          const int64_t i = i0 + a, j = j0 + b;
-          if (i < c && j < c && j >= i)
-            out[i * c + j] = fin(i, j, s[a][b]);
-        }
-    }
-  }
-
   /// H = Qs + G^T D G (upper triangle); p = 0 for the polish (H = Qs).
   void formH(const KKT &k) {
     const int64_t n = P.n;
     const bool dense = k.p && !k.gcol;
-    syrkUpper(P.G, W.D, dense ? k.p : 0, n, W.H,
+    teamSyrkUpper(T, P.G, W.D, dense ? k.p : 0, n, W.H,
               [&](int64_t i, int64_t j, double s) {
                 return (P.Q ? qs(i, j) : 0.0) + s;
               });
@@ -747,7 +753,7 @@ private:
       if (attempt)
         k.delta *= 100;
       const double delta = k.delta;
-      syrkUpper(W.Y, nullptr, n, m, W.LS,
+      teamSyrkUpper(T, W.Y, nullptr, n, m, W.LS,
                 [&](int64_t i, int64_t j, double s) {
                   return s + (i == j ? delta : 0.0);
                 });
