@@ -355,6 +355,11 @@ LogicalResult RuleOp::verify() {
                << cast<StringAttr>(name).getValue() << "' has axis '" << axis
                << "'; expected 'none', 'row' or 'col'";
   }
+  // An empty list would print as `random()` and make the rule look like a
+  // drawing one to whatever checks the attribute's presence.
+  if (ArrayAttr kinds = getRandomAttr(); kinds && kinds.empty())
+    return emitOpError("has an empty 'random()' list; a rule that draws "
+                       "nothing has none");
   if (ArrayAttr kinds = getRandomAttr())
     for (auto [k, kind] : llvm::enumerate(kinds.getAsValueRange<StringAttr>()))
       if (!symbolizeRandomKind(kind))

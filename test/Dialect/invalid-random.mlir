@@ -62,3 +62,10 @@ optim.rule @bad_enum(%p: f32, %g: f32, %t: i64) random(normal) {
   %a = optim.random cauchy site 0 : f32
   optim.yield %a : f32
 }
+
+// -----
+
+// expected-error @+1 {{'optim.rule' op has an empty 'random()' list; a rule that draws nothing has none}}
+optim.rule @empty_list(%p: f32, %g: f32, %t: i64) random() {
+  optim.yield %p : f32
+}
