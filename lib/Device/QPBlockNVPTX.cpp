@@ -22,6 +22,20 @@ struct BlockTeam {
   int tid, nt;
   void sync() { __syncthreads(); }
 };
+// The solver's reads of the thread index and block size (QPBlock.h,
+// teamTid): the special registers, read where they are used (volatile, so
+// that they are not hoisted and kept live across the solver: as pure
+// intrinsics they were, and the Sudoku layer's forward kernel spilled).
+int teamTid(const BlockTeam &) {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%tid.x;" : "=r"(r));
+  return int(r);
+}
+int teamSize(const BlockTeam &) {
+  unsigned r;
+  asm volatile("mov.u32 %0, %%ntid.x;" : "=r"(r));
+  return int(r);
+}
 
 /// P's operands and sizes, filled in place and always inlined: helpers that
 /// returned the Work and the Problem by value made the layer kernels spill

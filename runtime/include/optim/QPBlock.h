@@ -249,6 +249,16 @@ inline KernelLayout kernelLayout(int64_t n, int64_t m, int64_t p, bool hasQ,
   return k;
 }
 
+/// A team's thread index and size, as the solver reads them: the fields by
+/// default; a team may overload these (found by argument-dependent lookup)
+/// to read them from where they are free. The GPU's block team reads the
+/// hardware's thread registers, which the compiler may keep or re-read at
+/// will: the fields of a team object that the solver's non-inlined
+/// functions reach through a pointer were reloaded from local memory after
+/// every store through a generic pointer, on every loop's bound.
+template <class Team> int teamTid(const Team &T) { return T.tid; }
+template <class Team> int teamSize(const Team &T) { return T.nt; }
+
 /// Folds the parts of a team's nt threads with op, through `red` (nt slots
 /// for the parts, then the partials: reductionGroups(nt) of them), and
 /// gives every thread the same value. In two levels, so that no thread
@@ -259,15 +269,15 @@ inline KernelLayout kernelLayout(int64_t n, int64_t m, int64_t p, bool hasQ,
 /// every run. Starts and ends with a barrier.
 template <class Team, class Op>
 double teamFold(Team &T, double *red, double part, Op op) {
-  double *partial = red + T.nt;
-  const int g = int(reductionGroups(T.nt));
-  red[T.tid] = part;
+  double *partial = red + teamSize(T);
+  const int g = int(reductionGroups(teamSize(T)));
+  red[teamTid(T)] = part;
   T.sync();
-  if (T.tid < g) {
-    double s = red[T.tid];
-    for (int i = T.tid + g; i < T.nt; i += g)
+  if (teamTid(T) < g) {
+    double s = red[teamTid(T)];
+    for (int i = teamTid(T) + g; i < teamSize(T); i += g)
       s = op(s, red[i]);
-    partial[T.tid] = s;
+    partial[teamTid(T)] = s;
   }
   T.sync();
   double s = partial[0];
@@ -333,8 +343,9 @@ template <class Team, class Fin>
 void teamSyrkUpper(Team &T, const double *X, const double *wr, int64_t rows,
                    int64_t c, double *out, Fin fin) {
   const int64_t tiles = (c + 3) / 4;
-  TriWalk at(T.tid, T.nt, tiles);
-  for (int64_t e = T.tid; e < triangle(tiles); e += T.nt, at.next()) {
+  TriWalk at(teamTid(T), teamSize(T), tiles);
+  for (int64_t e = teamTid(T); e < triangle(tiles);
+       e += teamSize(T), at.next()) {
     const int64_t i0 = 4 * int64_t(at.i()), j0 = 4 * int64_t(at.j());
     int64_t ii[4], jj[4]; // clamped: edge tiles compute some twice
     for (int a = 0; a < 4; ++a) {
@@ -376,14 +387,15 @@ void teamSolveUpperTMulti(Team &T, const double *U, double *Y, int64_t n,
                           int64_t c) {
   if (n == 0)
     return T.sync();
-  for (int64_t col = T.tid; col < c; col += T.nt)
+  for (int64_t col = teamTid(T); col < c; col += teamSize(T))
     Y[col] /= U[0];
   T.sync();
   for (int64_t k = 0; k + 1 < n; ++k) {
     const double *uk = U + k * n, *yk = Y + k * c;
     const double pivot = U[(k + 1) * (n + 1)];
-    Walk at(T.tid, T.nt, c);
-    for (int64_t e = T.tid; e < (n - k - 1) * c; e += T.nt, at.next()) {
+    Walk at(teamTid(T), teamSize(T), c);
+    for (int64_t e = teamTid(T); e < (n - k - 1) * c;
+         e += teamSize(T), at.next()) {
       const int64_t j = k + 1 + at.i, col = at.j;
       double v = Y[j * c + col] - uk[j] * yk[col];
       if (j == k + 1)
@@ -478,8 +490,8 @@ private:
     double rho = 0, delta = 0, rhoBase = 0;
   };
 
-  int tid() const { return T.tid; }
-  int nt() const { return T.nt; }
+  int tid() const { return teamTid(T); }
+  int nt() const { return teamSize(T); }
 
   // ---- reductions (all threads get the same value; teamFold) ----
   template <class Op> double fold(double part, Op op) {
@@ -612,9 +624,15 @@ private:
   /// Thread 0 writes the w solved unknowns v into x[k, k + w).
   void storeSolved(double *x, const double *v, int64_t k, int64_t w) {
     if (tid() == 0)
-      for (int64_t c = 0; c < w; ++c)
-        x[k + c] = v[c];
+      for (int c = 0; c < 4; ++c)
+        if (c < w)
+          x[k + c] = v[c];
   }
+  // The substitutions' loops over a block's four unknowns have the constant
+  // bound 4 and a guard for the last, narrower block, so that they unroll
+  // and v, prev stay in registers: with the bound w, v was an array in
+  // local memory, stored and reloaded within the chain of dependent
+  // divisions each step waits on. The same operations in the same order.
   /// x = U^{-T} x (forward substitution), U upper [n, n] with row stride n,
   /// four unknowns per barrier: every thread solves the 4 x 4 diagonal block
   /// (the same values in the same order, so they agree), then the threads
@@ -625,21 +643,23 @@ private:
     int64_t prevK = 0, prevW = 0;
     for (int64_t k = 0; k < n; k += 4) {
       const int64_t w = n - k < 4 ? n - k : 4;
-      double v[4];
-      for (int64_t a = 0; a < w; ++a) {
-        double t = x[k + a];
-        for (int64_t c = 0; c < a; ++c)
-          t -= U[(k + c) * n + k + a] * v[c];
-        v[a] = t / U[(k + a) * n + k + a];
-      }
+      double v[4] = {0, 0, 0, 0};
+      for (int a = 0; a < 4; ++a)
+        if (a < w) {
+          double t = x[k + a];
+          for (int c = 0; c < a; ++c)
+            t -= U[(k + c) * n + k + a] * v[c];
+          v[a] = t / U[(k + a) * n + k + a];
+        }
       for (int64_t j = k + w + tid(); j < n; j += nt()) {
         double t = x[j];
-        for (int64_t c = 0; c < w; ++c)
-          t -= U[(k + c) * n + j] * v[c];
+        for (int c = 0; c < 4; ++c)
+          if (c < w)
+            t -= U[(k + c) * n + j] * v[c];
         x[j] = t;
       }
       storeSolved(x, prev, prevK, prevW);
-      for (int64_t c = 0; c < w; ++c)
+      for (int c = 0; c < 4; ++c)
         prev[c] = v[c];
       prevK = k;
       prevW = w;
@@ -654,21 +674,24 @@ private:
     int64_t prevK = 0, prevW = 0;
     for (int64_t end = n; end > 0; end -= 4) {
       const int64_t w = end < 4 ? end : 4, k = end - w;
-      double v[4];
-      for (int64_t a = w - 1; a >= 0; --a) {
-        double t = x[k + a];
-        for (int64_t c = a + 1; c < w; ++c)
-          t -= U[(k + a) * n + k + c] * v[c];
-        v[a] = t / U[(k + a) * n + k + a];
-      }
+      double v[4] = {0, 0, 0, 0};
+      for (int a = 3; a >= 0; --a)
+        if (a < w) {
+          double t = x[k + a];
+          for (int c = a + 1; c < 4; ++c)
+            if (c < w)
+              t -= U[(k + a) * n + k + c] * v[c];
+          v[a] = t / U[(k + a) * n + k + a];
+        }
       for (int64_t i = tid(); i < k; i += nt()) {
         double t = x[i];
-        for (int64_t c = 0; c < w; ++c)
-          t -= U[i * n + k + c] * v[c];
+        for (int c = 0; c < 4; ++c)
+          if (c < w)
+            t -= U[i * n + k + c] * v[c];
         x[i] = t;
       }
       storeSolved(x, prev, prevK, prevW);
-      for (int64_t c = 0; c < w; ++c)
+      for (int c = 0; c < 4; ++c)
         prev[c] = v[c];
       prevK = k;
       prevW = w;
@@ -1447,7 +1470,7 @@ void solveProblem(Team &team, const Problem &P, Work &w, void *z, void *nu,
   auto put = [&](const double *src, void *dst, int64_t count) {
     if (!dst)
       return;
-    for (int64_t i = team.tid; i < count; i += team.nt) {
+    for (int64_t i = teamTid(team); i < count; i += teamSize(team)) {
       if (f32)
         static_cast<float *>(dst)[i] = float(src[i]);
       else
@@ -1457,7 +1480,7 @@ void solveProblem(Team &team, const Problem &P, Work &w, void *z, void *nu,
   put(w.z, z, P.n);
   put(w.nu, nu, P.m);
   put(w.lam, lam, P.p);
-  if (team.tid == 0) {
+  if (teamTid(team) == 0) {
     if (status)
       *status = st;
     if (iterations)
