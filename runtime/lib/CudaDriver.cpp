@@ -80,6 +80,11 @@ std::shared_ptr<const DriverAPI> optim::cuda::loadDriver(const char *library) {
   resolve(handle, d.cuStreamDestroy, "cuStreamDestroy_v2", missing);
   resolve(handle, d.cuStreamSynchronize, "cuStreamSynchronize", missing);
   resolve(handle, d.cuLaunchKernel, "cuLaunchKernel", missing);
+  {
+    std::string optional; // older drivers may lack it: then it stays null
+    resolve(handle, d.cuOccupancyMaxActiveBlocksPerMultiprocessor,
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor", optional);
+  }
   resolve(handle, d.cuGetErrorName, "cuGetErrorName", missing);
   resolve(handle, d.cuGetErrorString, "cuGetErrorString", missing);
   if (!missing.empty())

@@ -427,7 +427,58 @@ unsigned largestBlock(const cuda::Rule &rule) {
                 std::to_string(most) + " threads)");
   return unsigned(std::min(most, 1024)) / 32 * 32;
 }
+
+/// A learned rule's automatic chunk size: at most 16 coordinates a thread,
+/// balanced over the blocks the device runs at once (the occupancy the
+/// driver computes for this kernel and block, times the SMs). Without the
+/// occupancy entry point, or if the driver cannot answer, 16 a thread.
+int64_t learnedChunkSize(const cuda::Rule &rule, unsigned block,
+                         const std::vector<DeviceTensor> &params) {
+  const int64_t largest = int64_t(block) * 16;
+  const DriverAPI &d = rule.device()->driver();
+  if (!d.cuOccupancyMaxActiveBlocksPerMultiprocessor)
+    return largest;
+  int perSM = 0, sms = 0;
+  rule.device()->makeCurrent();
+  if (d.cuOccupancyMaxActiveBlocksPerMultiprocessor(&perSM, rule.function(),
+                                                    int(block), 0) != 0)
+    return largest;
+  try {
+    sms = rule.device()->attribute(kAttrMultiprocessorCount);
+  } catch (const Error &) {
+    return largest;
+  }
+  if (perSM <= 0 || sms <= 0)
+    return largest;
+  std::vector<int64_t> sizes;
+  for (const DeviceTensor &t : params)
+    sizes.push_back(t.size);
+  return balancedChunkSize(sizes, block, 16, int64_t(perSM) * sms);
+}
 } // namespace
+
+int64_t cuda::balancedChunkSize(const std::vector<int64_t> &sizes,
+                                int64_t block, int64_t maxRounds,
+                                int64_t concurrent) {
+  const int64_t largest = block * maxRounds;
+  if (block <= 0 || maxRounds <= 0 || concurrent <= 0)
+    return largest;
+  int64_t best = largest, bestCost = -1;
+  for (int64_t rounds = maxRounds; rounds >= 1; --rounds) {
+    const int64_t chunk = block * rounds;
+    int64_t chunks = 0;
+    for (int64_t size : sizes)
+      chunks += (std::max<int64_t>(size, 0) + chunk - 1) / chunk;
+    // Blocks of equal chunks take equal times: each wave of `concurrent`
+    // costs `rounds`, a partial last wave as much as a full one.
+    const int64_t cost = (chunks + concurrent - 1) / concurrent * rounds;
+    if (bestCost < 0 || cost < bestCost) {
+      best = chunk;
+      bestCost = cost;
+    }
+  }
+  return best;
+}
 
 Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
                      OptimizerOptions options)
@@ -463,8 +514,10 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
     options_.blockSize = 256;
   }
   if (options_.chunkSize == 0)
-    options_.chunkSize = info.weights.empty() ? 16384
-                                              : int64_t(options_.blockSize) * 16;
+    options_.chunkSize = info.weights.empty()
+                             ? 16384
+                             : learnedChunkSize(rule_, options_.blockSize,
+                                                params_);
   size_t elt = dtypeSize(info.dtype);
   for (size_t i = 0; i < params_.size(); ++i) {
     if (params_[i].size < 0 || (params_[i].size && !params_[i].data))

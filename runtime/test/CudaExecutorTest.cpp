@@ -44,6 +44,11 @@ struct FakeState : fakecuda::Memory {
   std::string loadedImage;
   std::string requestedFunction;
   int major = 9, minor = 0;
+  // CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, and what
+  // cuOccupancyMaxActiveBlocksPerMultiprocessor answers (when the table
+  // has it: occupancyDriver()) and the block it was asked about.
+  int sms = 132, blocksPerSM = 1;
+  int occupancyBlock = 0;
   // Images starting with this are refused (a driver older than the
   // toolkit that made the cubin says CUDA_ERROR_UNSUPPORTED_PTX_VERSION).
   std::string refusePrefix = "\x01";
@@ -56,7 +61,16 @@ CUfunction kToy = reinterpret_cast<CUfunction>(0x2345);
 CUmodule kModule = reinterpret_cast<CUmodule>(0x5678);
 
 CUresult fAttr(int *v, int attr, CUdevice) {
-  *v = attr == kAttrComputeCapabilityMajor ? fake->major : fake->minor;
+  *v = attr == kAttrMultiprocessorCount      ? fake->sms
+       : attr == kAttrComputeCapabilityMajor ? fake->major
+                                              : fake->minor;
+  return 0;
+}
+CUresult fOccupancy(int *blocks, CUfunction f, int block, size_t shared) {
+  if (f != kToy || shared)
+    return 1;
+  fake->occupancyBlock = block;
+  *blocks = fake->blocksPerSM;
   return 0;
 }
 CUresult fFuncAttr(int *v, int attr, CUfunction f) {
@@ -166,6 +180,13 @@ std::shared_ptr<const DriverAPI> fakeDriver() {
   d->cuStreamCreate = fStreamCreate;
   d->cuLaunchKernel = fLaunch;
   d->cuFuncGetAttribute = fFuncAttr;
+  return d;
+}
+
+/// fakeDriver() with the optional occupancy entry point.
+std::shared_ptr<const DriverAPI> occupancyDriver() {
+  auto d = std::make_shared<DriverAPI>(*fakeDriver());
+  d->cuOccupancyMaxActiveBlocksPerMultiprocessor = fOccupancy;
   return d;
 }
 
@@ -411,6 +432,64 @@ TEST_F(CudaFake, AutomaticLaunchShapesFollowTheKernel) {
                            "even one warp per block (the driver allows 20 "
                            "threads)");
   }
+}
+
+TEST(CudaChunks, BalancedChunksFillWholeWaves) {
+  // l2l on 10M coordinates, blocks of 384, one an SM on 132 SMs: 16 a
+  // thread make 1,628 chunks, 13 waves of 16 rounds (208); 11 a thread,
+  // 2,368 chunks, 18 waves of 11 (198, and 10M / (384 * 132) = 197.3).
+  EXPECT_EQ(balancedChunkSize({10000000}, 384, 16, 132), 384 * 11);
+  // 500k: one wave of 10 rounds (10 is also what 1, 2 and 5 cost: ties go
+  // to the larger chunk).
+  EXPECT_EQ(balancedChunkSize({500000}, 384, 16, 132), 3840);
+  // A few coordinates: one round.
+  EXPECT_EQ(balancedChunkSize({1000}, 384, 16, 132), 384);
+  // Exact waves and no work keep the largest; so does no concurrency.
+  EXPECT_EQ(balancedChunkSize({132 * 6144 * 12}, 384, 16, 132), 6144);
+  EXPECT_EQ(balancedChunkSize({}, 384, 16, 132), 6144);
+  EXPECT_EQ(balancedChunkSize({10000000}, 384, 16, 0), 6144);
+  // Against brute force, on many tensors (each one's last chunk partial).
+  std::vector<int64_t> sizes;
+  for (int i = 0; i < 148; ++i)
+    sizes.push_back((int64_t(1) << (10 + i % 12)) + 3 * i);
+  for (int64_t concurrent : {1, 7, 132, 264}) {
+    auto cost = [&](int64_t rounds) {
+      int64_t n = 0;
+      for (int64_t s : sizes)
+        n += (s + 384 * rounds - 1) / (384 * rounds);
+      return (n + concurrent - 1) / concurrent * rounds;
+    };
+    const int64_t chunk = balancedChunkSize(sizes, 384, 16, concurrent);
+    ASSERT_EQ(chunk % 384, 0);
+    for (int64_t r = 1; r <= 16; ++r) {
+      EXPECT_LE(cost(chunk / 384), cost(r)) << concurrent << " " << r;
+      if (r > chunk / 384)
+        EXPECT_LT(cost(chunk / 384), cost(r)) << concurrent << " " << r;
+    }
+  }
+}
+
+TEST_F(CudaFake, LearnedChunksAreBalancedOverTheDevicesBlocks) {
+  auto dev = Device::open(occupancyDriver());
+  cuda::Rule toy = dev->loadRule("X", toyManifest(), "toy.manifest");
+  Buffer p(dev, 1000000 * 4), g(dev, 1000000 * 4);
+  // 400 threads allowed: blocks of 384; two blocks an SM on 132 SMs.
+  state.blocksPerSM = 2;
+  cuda::Optimizer opt(toy, {{p.get(), 1000000}});
+  EXPECT_EQ(state.occupancyBlock, 384);
+  EXPECT_EQ(opt.options().chunkSize,
+            balancedChunkSize({1000000}, 384, 16, 264));
+  EXPECT_NE(opt.options().chunkSize, 6144);
+  // A driver that cannot answer leaves 16 coordinates a thread.
+  state.sms = 0;
+  cuda::Optimizer plain(toy, {{p.get(), 1000000}});
+  EXPECT_EQ(plain.options().chunkSize, 6144);
+  // An explicit chunk size is kept.
+  state.sms = 132;
+  OptimizerOptions o;
+  o.chunkSize = 1024;
+  cuda::Optimizer fixed(toy, {{p.get(), 1000000}}, o);
+  EXPECT_EQ(fixed.options().chunkSize, 1024);
 }
 
 TEST_F(CudaFake, TableIsRebuiltOnlyWhenGradientsMove) {

@@ -56,6 +56,8 @@ constexpr int kAttrComputeCapabilityMajor = 75;
 constexpr int kAttrComputeCapabilityMinor = 76;
 /// CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN.
 constexpr int kAttrMaxSharedPerBlockOptin = 97;
+/// CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT.
+constexpr int kAttrMultiprocessorCount = 16;
 /// CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES.
 constexpr int kFuncAttrMaxDynamicSharedBytes = 8;
 /// CU_FUNC_ATTRIBUTE_MAX_THREADS_PER_BLOCK: the largest block a launch of
@@ -101,6 +103,11 @@ struct DriverAPI {
                              unsigned blockZ, unsigned sharedBytes,
                              CUstream stream, void **params,
                              void **extra) = nullptr;
+  /// Optional: null when the driver lacks it (then learned rules keep the
+  /// plain default chunk size, OptimizerOptions::chunkSize).
+  CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(
+      int *blocks, CUfunction fn, int blockSize,
+      size_t dynamicSharedBytes) = nullptr;
   CUresult (*cuGetErrorName)(CUresult error, const char **name) = nullptr;
   CUresult (*cuGetErrorString)(CUresult error, const char **text) = nullptr;
 
@@ -265,9 +272,11 @@ struct OptimizerOptions {
   /// Coordinates per chunk (one thread block each), a multiple of 4 (every
   /// chunk of an aligned tensor stays 16-byte aligned); 0: automatic, 16384
   /// for update rules (many blocks, ~7,600 for a 124M-coordinate model,
-  /// keep the last wave short), 16 per thread of a block for learned rules
-  /// (thousands of FMAs per coordinate: enough chunks for ~12 waves on 10M
-  /// coordinates).
+  /// keep the last wave short), and for learned rules whole rounds of at
+  /// most 16 coordinates per thread of a block (thousands of FMAs per
+  /// coordinate), as many as fill the waves of blocks the device runs at
+  /// once best (balancedChunkSize): with equal blocks a last wave one third
+  /// full costs a whole wave's time.
   int64_t chunkSize = 0;
   /// Threads per block, a multiple of 32 up to 1024; 0: automatic, 256 for
   /// update rules, and for learned rules the largest block their registers
@@ -286,6 +295,16 @@ struct OptimizerOptions {
   /// the rounding of log, sqrt and cos).
   uint64_t seed = 0;
 };
+
+/// The chunk size, `rounds` (at most maxRounds) coordinates for each of a
+/// block's `block` threads, that takes the fewest rounds to cover tensors of
+/// these sizes (a chunk per block, each tensor's last chunk partial) with
+/// `concurrent` blocks running at once: waves * rounds, a partial last
+/// wave costing a whole one; ties go to the larger chunk. l2l on 10M
+/// coordinates with blocks of 384 on 132 SMs: 11 a thread, 198 rounds an SM
+/// (the least possible: 10M / (384 * 132) = 197.3), against 208 at 16.
+int64_t balancedChunkSize(const std::vector<int64_t> &sizes, int64_t block,
+                          int64_t maxRounds, int64_t concurrent);
 
 /// Applies a rule to a model's parameters in device memory: one kernel
 /// launch per step over the whole chunk table (in device memory, rebuilt
