@@ -470,8 +470,11 @@ int64_t cuda::balancedChunkSize(const std::vector<int64_t> &sizes,
     for (int64_t size : sizes)
       chunks += (std::max<int64_t>(size, 0) + chunk - 1) / chunk;
     // Blocks of equal chunks take equal times: each wave of `concurrent`
-    // costs `rounds`, a partial last wave as much as a full one.
-    const int64_t cost = (chunks + concurrent - 1) / concurrent * rounds;
+    // costs `rounds`, a partial last wave as much as a full one, plus about
+    // a tenth of a round for the block's copy of the weights into shared
+    // memory (in tenths of a round).
+    const int64_t cost =
+        (chunks + concurrent - 1) / concurrent * (10 * rounds + 1);
     if (bestCost < 0 || cost < bestCost) {
       best = chunk;
       bestCost = cost;

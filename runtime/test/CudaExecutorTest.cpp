@@ -439,8 +439,8 @@ TEST(CudaChunks, BalancedChunksFillWholeWaves) {
   // thread make 1,628 chunks, 13 waves of 16 rounds (208); 11 a thread,
   // 2,368 chunks, 18 waves of 11 (198, and 10M / (384 * 132) = 197.3).
   EXPECT_EQ(balancedChunkSize({10000000}, 384, 16, 132), 384 * 11);
-  // 500k: one wave of 10 rounds (10 is also what 1, 2 and 5 cost: ties go
-  // to the larger chunk).
+  // 500k: one wave of 10 rounds (1, 2 and 5 a thread also make 10 rounds,
+  // in more waves, each with its copy of the weights).
   EXPECT_EQ(balancedChunkSize({500000}, 384, 16, 132), 3840);
   // A few coordinates: one round.
   EXPECT_EQ(balancedChunkSize({1000}, 384, 16, 132), 384);
@@ -457,7 +457,7 @@ TEST(CudaChunks, BalancedChunksFillWholeWaves) {
       int64_t n = 0;
       for (int64_t s : sizes)
         n += (s + 384 * rounds - 1) / (384 * rounds);
-      return (n + concurrent - 1) / concurrent * rounds;
+      return (n + concurrent - 1) / concurrent * (10 * rounds + 1);
     };
     const int64_t chunk = balancedChunkSize(sizes, 384, 16, concurrent);
     ASSERT_EQ(chunk % 384, 0);

@@ -299,8 +299,9 @@ struct OptimizerOptions {
 /// The chunk size, `rounds` (at most maxRounds) coordinates for each of a
 /// block's `block` threads, that takes the fewest rounds to cover tensors of
 /// these sizes (a chunk per block, each tensor's last chunk partial) with
-/// `concurrent` blocks running at once: waves * rounds, a partial last
-/// wave costing a whole one; ties go to the larger chunk. l2l on 10M
+/// `concurrent` blocks running at once: waves * (rounds + 1/10, the
+/// block's copy of the weights), a partial last wave costing a whole one;
+/// ties go to the larger chunk. l2l on 10M
 /// coordinates with blocks of 384 on 132 SMs: 11 a thread, 198 rounds an SM
 /// (the least possible: 10M / (384 * 132) = 197.3), against 208 at 16.
 int64_t balancedChunkSize(const std::vector<int64_t> &sizes, int64_t block,

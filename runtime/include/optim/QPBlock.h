@@ -173,17 +173,22 @@ inline void carve(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
 /// sm_89 have no more; sm_80 has 163 KiB, sm_90 227 KiB).
 constexpr int64_t kSharedCapBytes = 99 * 1024;
 
-/// What a block of architecture sm_<sm> may opt in to (the CUDA
-/// programming guide's table, cudaDevAttrMaxSharedMemoryPerBlockOptin):
-/// the compiler gives a layer kernel all of it, since the solver's
-/// registers already limit an SM to one block of 256 threads, and every
-/// buffer that fits is read at shared rather than L1/L2 latency.
-/// Architectures not listed get kSharedCapBytes.
+/// The dynamic shared memory a layer kernel compiled for sm_<sm> asks for
+/// at most: what every device that can run that cubin lets a block opt in
+/// to (the CUDA programming guide's table,
+/// cudaDevAttrMaxSharedMemoryPerBlockOptin). A cubin runs on its major
+/// version's later minor versions too, so sm_80 and sm_87 code gets the
+/// 99 KiB of sm_86 and sm_89; sm_90 and sm_100/sm_103 code runs only on
+/// devices with 227 KiB, sm_75 only on 64 KiB ones. The solver's registers
+/// already limit an SM to one block of 256 threads, so more shared memory
+/// costs no occupancy, and every buffer in it is read at shared rather than
+/// L1/L2 latency. (The PTX beside a cubin, which a driver compiles for a
+/// newer architecture, asks the same: on one that grants less, such as
+/// sm_120, the runtime refuses the layer and says what it needs.)
 inline int64_t sharedCapBytesFor(int sm) {
   switch (sm) {
-  case 80:
-  case 87:
-    return 163 * 1024;
+  case 75:
+    return 64 * 1024;
   case 90:
   case 100:
   case 103:
