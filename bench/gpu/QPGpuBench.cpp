@@ -119,7 +119,8 @@ int main(int argc, char **argv) {
   int64_t batch = 128, reps = 20;
   double tolerance = -1, gradTolerance = -1;
   // Other builds of the same layer (bench/gpu/prepare.sh: qpbench-t512 is
-  // compiled with --gpu-layer-threads=512).
+  // compiled with --gpu-layer-threads=512, qpbench-s99 with
+  // --gpu-layer-shared-bytes=101376).
   std::string stem = "qpbench";
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];

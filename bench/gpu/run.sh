@@ -200,15 +200,16 @@ qp_batch=${QP_BATCH:-128}
 timeout 180 "$qp" "$aot" --batch "$qp_batch" --reps "${QP_REPS:-20}" > "$out/qp-f64.json"
 qpcheck=$?
 cat "$out/qp-f64.json"
-# The same layer compiled for larger blocks (prepare.sh): the launch shape
-# that the compiler's default should take.
-# QP_THREAD_VARIANTS (default "128 512 1024") chooses them; dry-run.sh
-# sets none (its fake driver runs one layout per layer).
-for t in ${QP_THREAD_VARIANTS-128 512 1024}; do
+# The same layer compiled otherwise (prepare.sh): 128 and 512 threads a
+# block (t128, t512), and the old 99 KiB shared memory budget (s99): what
+# the compiler's defaults should be. QP_VARIANTS (default "t128 t512 s99")
+# chooses them; dry-run.sh sets none (its fake driver runs one layout per
+# layer).
+for v in ${QP_VARIANTS-t128 t512 s99}; do
   # sm_90 builds only (prepare.sh): other cards skip them.
-  [ "$cc" = 90 ] && [ -f "$aot/qpbench-t$t.sm_90.cubin" ] || continue
-  timeout 60 "$qp" "$aot" --stem "qpbench-t$t" --batch "$qp_batch" \
-    --reps "${QP_REPS:-20}" > "$out/qp-f64-t$t.json"
+  [ "$cc" = 90 ] && [ -f "$aot/qpbench-$v.sm_90.cubin" ] || continue
+  timeout 60 "$qp" "$aot" --stem "qpbench-$v" --batch "$qp_batch" \
+    --reps "${QP_REPS:-20}" > "$out/qp-f64-$v.json"
 done
 say "qpth forward and backward"
 timeout 240 python3 "$root/bench/gpu/qpth_qp.py" --dtype f64 --batch "$qp_batch" \
@@ -228,15 +229,16 @@ for dt in ("f64",):
           f"gradients {o['max_rel_grad_err_vs_cpu']:.2g}, {o['unsolved']} unsolved, <= {o['iterations_max']} iterations); "
           f"forward {o['fwd_ms']:.3f} ms (median {o['fwd_ms_median']:.3f}), backward {o['bwd_ms']:.3f} ms "
           f"(median {o['bwd_ms_median']:.3f}); CPU solver's forward here {o['cpu_fwd_ms']:.1f} ms")
-    for th in (128, 512, 1024):
+    for var in ("t128", "t512", "t1024", "s99"):
         try:
-            v = json.load(open(f"{out}/qp-{dt}-t{th}.json"))
+            v = json.load(open(f"{out}/qp-{dt}-{var}.json"))
         except FileNotFoundError:
             continue
         except Exception:
-            print(f"[result]   {th} threads a block: failed (no figures; its error is in the log above)")
+            print(f"[result]   variant {var}: failed (no figures; its error is in the log above)")
             continue
-        print(f"[result]   {v['threads']} threads a block: numerics {'OK' if v['numerics_ok'] else 'FAIL'}, "
+        print(f"[result]   {var}: {v['threads']} threads a block, {v['shared_bytes']} bytes of shared memory: "
+              f"numerics {'OK' if v['numerics_ok'] else 'FAIL'}, "
               f"forward {v['fwd_ms']:.3f} ms, backward {v['bwd_ms']:.3f} ms")
     try:
         t = json.load(open(f"{out}/qpth-{dt}.json"))

@@ -110,6 +110,14 @@ cl::opt<unsigned> gpuLayerThreads(
              "32 up to 1024 (default 0: 32 for problems with at most 32 "
              "variables and constraints, else 256)"),
     cl::init(0), cl::cat(category));
+cl::opt<unsigned> gpuLayerSharedBytes(
+    "gpu-layer-shared-bytes",
+    cl::desc("Dynamic shared memory per block of a QP layer's CUDA kernels "
+             "at most, in bytes, up to 232448 (default 0: all that every "
+             "device able to run the cubin grants: 227 KiB for sm_90, 99 "
+             "KiB for sm_8x); the solver's buffers that do not fit go to "
+             "global memory"),
+    cl::init(0), cl::cat(category));
 cl::opt<bool> relaxedFP(
     "relaxed-fp",
     cl::desc("Relaxed rounding: reciprocals of uniform divisors (bias "
@@ -278,7 +286,8 @@ int main(int argc, char **argv) {
     // compiles with its defaults, so one that was given would be ignored.
     for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
              &outputFilename, &emit, &vectorWidth, &prefetchDistance, &target,
-             &gpuArch, &ptxasVerbose, &gpuLayerThreads, &relaxedFP})
+             &gpuArch, &ptxasVerbose, &gpuLayerThreads, &gpuLayerSharedBytes,
+             &relaxedFP})
       if (opt->getNumOccurrences())
         return fail((opt->ArgStr.size() == 1 ? "-" : "--") +
                     opt->ArgStr.str() +
@@ -309,7 +318,7 @@ int main(int argc, char **argv) {
   bool cuda =
       emit == Emit::PTX || emit == Emit::Cubin || target == Target::CUDA;
   for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
-           &gpuArch, &ptxasVerbose, &gpuLayerThreads})
+           &gpuArch, &ptxasVerbose, &gpuLayerThreads, &gpuLayerSharedBytes})
     if (opt->getNumOccurrences() && !cuda)
       return fail("--" + opt->ArgStr +
                   " applies to CUDA kernels (--emit=ptx or cubin, or "
@@ -409,6 +418,11 @@ int main(int argc, char **argv) {
                   "got " +
                   llvm::Twine(unsigned(gpuLayerThreads)));
     gpu.pipeline.layerThreads = gpuLayerThreads;
+    if (gpuLayerSharedBytes > 227 * 1024)
+      return fail("--gpu-layer-shared-bytes must be at most 232448 (227 "
+                  "KiB, the most any architecture grants a block), got " +
+                  llvm::Twine(unsigned(gpuLayerSharedBytes)));
+    gpu.pipeline.layerSharedBytes = gpuLayerSharedBytes;
     gpu.output = outputFilename.empty() && emit == Emit::Cubin ? "" : output;
     gpu.ptxasVerbose = ptxasVerbose;
     return optim::emitGPU(*module, gpu);
