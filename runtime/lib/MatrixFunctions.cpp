@@ -194,8 +194,12 @@ void newtonSchulzImpl(T *x, int64_t R, int64_t C, const ReductionSpec &spec,
     sum += double(Y[i]) * double(Y[i]);
   const T norm = T(std::sqrt(sum));
   const T divisor = std::max(norm, T(spec.nsEps));
-  for (size_t i = 0; i < mn; ++i)
-    Y[i] = Y[i] / divisor;
+  // A subnormal f32 eps is 0 where the host flushes subnormals (a program
+  // built with -ffast-math sets FTZ/DAZ at startup): a zero matrix then
+  // stays zero instead of becoming 0 / 0. Otherwise divisor >= eps > 0.
+  if (divisor != T(0))
+    for (size_t i = 0; i < mn; ++i)
+      Y[i] = Y[i] / divisor;
 
   const T a = T(spec.nsCoefficients[0]), b = T(spec.nsCoefficients[1]),
           c = T(spec.nsCoefficients[2]);

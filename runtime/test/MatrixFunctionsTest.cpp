@@ -44,6 +44,9 @@
 #include <string>
 #include <type_traits>
 #include <unistd.h>
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
 #include <vector>
 
 using namespace optim;
@@ -224,6 +227,24 @@ TEST(MatrixFunctions, EdgeCases) {
     EXPECT_EQ(runNS(std::vector<float>(12, 0.0f), 4, 3, nsSpec(), portable),
               std::vector<float>(12, 0.0f));
   }
+  // A subnormal f32 eps under flush-to-zero (a host built with
+  // -ffast-math): the divisor is 0 and a zero matrix stays zero, not NaN.
+#if defined(__SSE2__)
+  {
+    const unsigned csr = _mm_getcsr();
+    _mm_setcsr(csr | 0x8040); // FTZ | DAZ
+    std::vector<float> zero = runNS(std::vector<float>(12, 0.0f), 4, 3,
+                                    nsSpec(5, 3.4445, -4.7750, 2.0315, 1e-45),
+                                    false),
+                       zeroPortable =
+                           runNS(std::vector<float>(12, 0.0f), 3, 4,
+                                 nsSpec(5, 3.4445, -4.7750, 2.0315, 1e-45),
+                                 true);
+    _mm_setcsr(csr);
+    EXPECT_EQ(zero, std::vector<float>(12, 0.0f));
+    EXPECT_EQ(zeroPortable, std::vector<float>(12, 0.0f));
+  }
+#endif
   // Zero steps: only the normalization, x / max(||x||, eps), in T.
   std::vector<double> x = {3, 0, 0, 4}; // ||x|| = 5
   EXPECT_EQ(runNS(x, 2, 2, nsSpec(0), false),
