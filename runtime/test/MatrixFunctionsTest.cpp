@@ -625,6 +625,30 @@ TEST(MatrixFunctions, ARefusedOrSkippedStepChangesNothing) {
   EXPECT_EQ(opt.skippedSteps(), 1);
 }
 
+TEST(MatrixFunctions, MatricesBeyondCBLASDimensionsAreRefused) {
+  // A matrix with more than 2^31 - 1 rows or columns cannot go to a CBLAS
+  // product (int dimensions): refused when the optimizer is built, before
+  // any memory of the tensor is read or any state allocated.
+  Rule rule = muonRuleOf<float>();
+  alignas(16) static float storage[4] = {};
+  const int64_t big = int64_t(std::numeric_limits<int>::max()) + 1;
+  for (std::vector<int64_t> shape :
+       {std::vector<int64_t>{1, big}, std::vector<int64_t>{big, 1}}) {
+    ParamGroup group;
+    group.params.push_back(Param(storage, big).shaped(shape));
+    try {
+      Optimizer opt(rule, {group});
+      ADD_FAILURE() << "no error";
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find(
+                    "has matrices of more than 2^31 - 1 rows or columns, "
+                    "which newton_schulz does not support"),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
 TEST(MatrixFunctions, CheckpointsHoldTheStatesNotTheMatrices) {
   Model m;
   Rule rule = muonRuleOf<float>();
