@@ -855,6 +855,22 @@ TEST(QPBlockKernels, TiledSyrkGivesTheElementLoopsBits) {
                                    want.size() * sizeof(double)))
               << "c " << c << " rows " << rows << " weighted " << weighted
               << " nt " << nt;
+          // Mirrored: both triangles hold the upper one's values.
+          std::vector<double> both(c * c, pad);
+          onTeam(nt, [&](CpuTeam &team) {
+            teamSyrkUpper(
+                team, X.data(), w, rows, c, both.data(),
+                [](int64_t i, int64_t j, double s) {
+                  return s + (i == j ? 0.5 : 0.0);
+                },
+                /*mirror=*/true);
+          });
+          for (int64_t i = 0; i < c; ++i)
+            for (int64_t j = 0; j < c; ++j) {
+              const double v = want[std::min(i, j) * c + std::max(i, j)];
+              ASSERT_EQ(0, std::memcmp(&both[i * c + j], &v, sizeof v))
+                  << "(" << i << ", " << j << ") c " << c << " nt " << nt;
+            }
         }
       }
 }

@@ -343,10 +343,11 @@ inline int64_t triangle(int64_t w) { return w * (w + 1) / 2; }
 /// values of X for 16 independent multiply-adds (element by element it
 /// would load 2 values per multiply-add, in one chain of dependent adds).
 /// Each element's sum is the element-by-element loop's, in the same order:
-/// the same bits. No barrier.
+/// the same bits. With `mirror`, each value also goes to out[j, i], so that
+/// both triangles hold the matrix. No barrier.
 template <class Team, class Fin>
 void teamSyrkUpper(Team &T, const double *X, const double *wr, int64_t rows,
-                   int64_t c, double *out, Fin fin) {
+                   int64_t c, double *out, Fin fin, bool mirror = false) {
   const int64_t tiles = (c + 3) / 4;
   TriWalk at(teamTid(T), teamSize(T), tiles);
   for (int64_t e = teamTid(T); e < triangle(tiles);
@@ -372,8 +373,12 @@ void teamSyrkUpper(Team &T, const double *X, const double *wr, int64_t rows,
     for (int a = 0; a < 4; ++a)
       for (int b = 0; b < 4; ++b) {
         const int64_t i = i0 + a, j = j0 + b;
-        if (i < c && j < c && j >= i)
-          out[i * c + j] = fin(i, j, s[a][b]);
+        if (i < c && j < c && j >= i) {
+          const double v = fin(i, j, s[a][b]);
+          out[i * c + j] = v;
+          if (mirror)
+            out[j * c + i] = v;
+        }
       }
   }
 }
@@ -570,14 +575,15 @@ private:
     }
     T.sync();
   }
-  /// y = S x for S symmetric, its upper triangle stored [n, n].
-  void symvUpper(const double *S, const double *x, double *y, int64_t n) {
+  /// y = S x for S symmetric [n, n] with both triangles stored: thread i
+  /// reads column i, so a warp's loads are consecutive (row i's were n
+  /// doubles apart, a cache line each). The same terms in the same order as
+  /// reading the upper triangle alone.
+  void symv(const double *S, const double *x, double *y, int64_t n) {
     for (int64_t i = tid(); i < n; i += nt()) {
       double s = 0;
-      for (int64_t j = 0; j < i; ++j)
+      for (int64_t j = 0; j < n; ++j)
         s += S[j * n + i] * x[j];
-      for (int64_t j = i; j < n; ++j)
-        s += S[i * n + j] * x[j];
       y[i] = s;
     }
     T.sync();
@@ -738,14 +744,17 @@ private:
   }
 
   // ---- the reduced KKT system (QP.cpp's KKT, dense mode) ----
-  /// H = Qs + G^T D G (upper triangle); p = 0 for the polish (H = Qs).
+  /// H = Qs + G^T D G (both triangles, for symv); p = 0 for the polish
+  /// (H = Qs).
   void formH(const KKT &k) {
     const int64_t n = P.n;
     const bool dense = k.p && !k.gcol;
-    teamSyrkUpper(T, P.G, W.D, dense ? k.p : 0, n, W.H,
-              [&](int64_t i, int64_t j, double s) {
-                return (P.Q ? qs(i, j) : 0.0) + s;
-              });
+    teamSyrkUpper(
+        T, P.G, W.D, dense ? k.p : 0, n, W.H,
+        [&](int64_t i, int64_t j, double s) {
+          return (P.Q ? qs(i, j) : 0.0) + s;
+        },
+        /*mirror=*/true);
     T.sync();
     if (k.p && k.gcol && tid() == 0) { // diagonal G^T D G, in row order
       for (int64_t r = 0; r < k.p; ++r)
@@ -829,7 +838,7 @@ private:
   void residual(const KKT &k, const double *f, const double *g,
                 const double *x, const double *y, double *rx, double *ry) {
     const int64_t n = P.n, m = k.m;
-    symvUpper(W.H, x, rx, n);
+    symv(W.H, x, rx, n);
     if (m)
       gemvTAdd(k.A, y, rx, m, n);
     for (int64_t j = tid(); j < n; j += nt())
