@@ -19,7 +19,9 @@
 // optim_vjp_reduced_kernel_<rule>, whose per-coordinate cotangents of rho and
 // tie indicators are summed like hyperparameter cotangents into 2R more
 // partials per chunk; @optim_vjp_reductions_<rule> becomes
-// optim_vjp_reductions_kernel_<rule>, a VJP kernel like the others.
+// optim_vjp_reductions_kernel_<rule>, a VJP kernel like the others whose
+// per-coordinate cotangents of rho (what flows back to the lower levels of
+// nested reductions) are summed into R more partials per chunk.
 //
 // Tensors never reach the kernel: a weight-cotangent tensor is a sum (addf)
 // of the contributions of lstm_cell_vjp / linear_vjp ops (and zeros), so each
@@ -132,10 +134,12 @@ private:
     return throughReductions ? 2 * numReductions : numReductions;
   }
   /// Results per coordinate summed into partials after the hyperparameters
-  /// and weights: the cotangents of rho and the tie indicators (2R in the
-  /// VJP with the reduced values held constant, else none).
+  /// and weights: the cotangents of rho and the tie indicators (2R) in the
+  /// VJP with the reduced values held constant; the cotangents of rho that
+  /// flow back from the operands of higher levels (R) in the VJP through
+  /// the reduced operands.
   unsigned numReducedResults() const {
-    return throughReductions ? 0 : 2 * numReductions;
+    return throughReductions ? numReductions : 2 * numReductions;
   }
   /// Their first lane slot and first partial.
   int64_t reducedSlot = 0, reducedPartial = 0;

@@ -11,7 +11,11 @@
 // cotangents (KernelABI.h, "Reverse mode of rules with tensor reductions"):
 // @optim_vjp_ holds the reduced values constant and also returns each
 // coordinate's share of their cotangents, @optim_vjp_reductions_ carries the
-// combined cotangents back through the reduced operands.
+// combined cotangents back through the reduced operands. Nested reductions
+// (an operand computed from another reduction's result) make the second
+// function also return the lower levels' shares: the runtime calls it once
+// per level, highest first, with the cotangents of that level's reductions
+// only, and adds what it returns for the lower ones before their turn.
 //
 //===----------------------------------------------------------------------===//
 
@@ -87,6 +91,8 @@ private:
   FloatType elt;
   /// The rule's tensor_reduce ops in body order: reduction r is rho_r.
   SmallVector<TensorReduceOp> reductions;
+  /// The largest level of a reduction (KernelABI.h version 9).
+  unsigned maxLevel = 0;
   IRMapping forward;                     // Rule value -> recomputed value.
   llvm::DenseMap<Value, Value> adjoints; // Rule value -> its adjoint.
   /// Rule values whose adjoint may be an exact zero sent by a select, max or
@@ -131,9 +137,9 @@ LogicalResult RuleDifferentiator::check() {
                                "supported)";
   }
   // A reduction of a value computed from another reduction's result (level
-  // > 0, KernelABI.h version 9) would need the adjoint of the other
-  // reduction inside the reduced operand (and a pass over memory per level
-  // forward), which the split below does not do.
+  // > 0, KernelABI.h version 9) sends part of its operand's cotangent to the
+  // lower levels' results: the runtime runs the reductions function once per
+  // level, highest first (emitReductionsVJP).
   llvm::DenseMap<Operation *, unsigned> levels = getReductionLevels(rule);
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     if (auto red = dyn_cast<TensorReduceOp>(op)) {
@@ -142,11 +148,7 @@ LogicalResult RuleDifferentiator::check() {
                                "of type ")
                << red.getValue().getType() << " in a rule of element type "
                << elt;
-      if (levels.lookup(red) > 0)
-        return red.emitOpError(
-            "cannot be differentiated: it reduces a value that depends on "
-            "another tensor reduction (reverse mode of nested tensor "
-            "reductions is not supported)");
+      maxLevel = std::max(maxLevel, levels.lookup(red));
       reductions.push_back(red);
       continue;
     }
@@ -608,6 +610,9 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
   llvm::append_range(argTypes, rhoTypes); // rho_r
   llvm::append_range(argTypes, rhoTypes); // u_r
   SmallVector<Type> resultTypes(ValueRange(wrt).getTypes());
+  // drho_r: what flows back to the reduced values of lower levels (nested
+  // reductions; 0 for a rule whose reductions are all of level 0).
+  llvm::append_range(resultTypes, rhoTypes);
   auto func = func::FuncOp::create(
       b, rule.getLoc(), ("optim_vjp_reductions_" + rule.getSymName()).str(),
       b.getFunctionType(argTypes, resultTypes));
@@ -633,6 +638,12 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
   for (auto [red, r, ur] : llvm::zip(reductions, rho, u)) {
     Value x = forward.lookup(red.getValue());
     Value seed = ur;
+    // With nested reductions each call seeds one level and gets u_r = 0 for
+    // the others: a strong zero, so that an operand whose derivative is
+    // infinite there (a log of 0) does not make 0 * inf = NaN in a pass
+    // that is not its own.
+    if (maxLevel > 0)
+      mayBeZero.insert(red.getValue());
     switch (red.getKind()) {
     case ReductionKind::Sum:
     case ReductionKind::Mean:
@@ -670,6 +681,13 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
                                 : carried[k]);
     else
       results.push_back(adjoint ? adjoint : constant(b, 0.0, v.getType()));
+  }
+  Value zero;
+  for (TensorReduceOp red : reductions) {
+    Value adjoint = adjoints.lookup(red.getResult());
+    if (!adjoint && !zero)
+      zero = constant(b, 0.0);
+    results.push_back(adjoint ? adjoint : zero);
   }
   func::ReturnOp::create(b, loc, results);
 }

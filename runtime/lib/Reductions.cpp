@@ -361,23 +361,24 @@ std::string detail::parseReductionsDescriptor(const std::string &text,
   return checkReductionLevels(out);
 }
 
-template <typename T>
+/// The combine of the reverse mode from per-chunk sums and tie counts;
+/// `level` < 0: every reduction, else only those of that level.
 static void combineCotangents(const std::vector<ReductionSpec> &reductions,
                               const std::vector<size_t> &chunkTensor,
                               const std::vector<int64_t> &tensorSize,
-                              const double *reduced, const T *partials,
-                              size_t perChunk, double *ru) {
+                              const double *reduced, const double *dChunk,
+                              const double *nChunk, int level, double *ru) {
   size_t R = reductions.size();
-  size_t sums = perChunk - 2 * R, ties = sums + R;
   for (size_t r = 0; r < R; ++r) {
     ReductionKind kind = reductions[r].kind;
+    bool active = level < 0 || reductions[r].level == unsigned(level);
     forEachGroup(
         reductions[r].global, chunkTensor, tensorSize,
         [&](size_t first, size_t last, int64_t coordinates) {
           double d = 0.0, n = 0.0;
           for (size_t c = first; c < last; ++c) {
-            d += double(partials[c * perChunk + sums + r]);
-            n += double(partials[c * perChunk + ties + r]);
+            d += dChunk[c * R + r];
+            n += nChunk[c * R + r];
           }
           double rho = reduced[first * R + r], u = d;
           switch (kind) {
@@ -404,6 +405,8 @@ static void combineCotangents(const std::vector<ReductionSpec> &reductions,
             u = 0.0;
             break;
           }
+          if (!active)
+            u = 0.0;
           for (size_t c = first; c < last; ++c) {
             ru[c * 2 * R + r] = reduced[c * R + r];
             ru[c * 2 * R + R + r] = u;
@@ -412,22 +415,48 @@ static void combineCotangents(const std::vector<ReductionSpec> &reductions,
   }
 }
 
+template <typename T>
+static void splitPartials(const T *partials, size_t numChunks, size_t R,
+                          size_t perChunk, std::vector<double> &d,
+                          std::vector<double> &n) {
+  size_t sums = perChunk - 2 * R, ties = sums + R;
+  for (size_t c = 0; c < numChunks; ++c)
+    for (size_t r = 0; r < R; ++r) {
+      d[c * R + r] = double(partials[c * perChunk + sums + r]);
+      n[c * R + r] = double(partials[c * perChunk + ties + r]);
+    }
+}
+
 void detail::combineReductionCotangents(
     const std::vector<ReductionSpec> &reductions,
     const std::vector<size_t> &chunkTensor,
     const std::vector<int64_t> &tensorSize, const double *reduced,
     DType dtype, const void *partials, size_t perChunk, double *ru) {
-  if (perChunk < 2 * reductions.size())
+  size_t R = reductions.size();
+  if (perChunk < 2 * R)
     throw Error("optim: " + std::to_string(perChunk) +
                 " partials per chunk cannot hold the cotangents and tie "
                 "counts of " +
-                std::to_string(reductions.size()) + " reductions");
+                std::to_string(R) + " reductions");
+  size_t numChunks = chunkTensor.size();
+  std::vector<double> d(numChunks * R), n(numChunks * R);
   if (dtype == DType::F32)
-    combineCotangents(reductions, chunkTensor, tensorSize, reduced,
-                      static_cast<const float *>(partials), perChunk, ru);
+    splitPartials(static_cast<const float *>(partials), numChunks, R, perChunk,
+                  d, n);
   else
-    combineCotangents(reductions, chunkTensor, tensorSize, reduced,
-                      static_cast<const double *>(partials), perChunk, ru);
+    splitPartials(static_cast<const double *>(partials), numChunks, R,
+                  perChunk, d, n);
+  combineCotangents(reductions, chunkTensor, tensorSize, reduced, d.data(),
+                    n.data(), -1, ru);
+}
+
+void detail::combineReductionCotangents(
+    const std::vector<ReductionSpec> &reductions,
+    const std::vector<size_t> &chunkTensor,
+    const std::vector<int64_t> &tensorSize, const double *reduced,
+    const double *d, const double *n, unsigned level, double *ru) {
+  combineCotangents(reductions, chunkTensor, tensorSize, reduced, d, n,
+                    int(level), ru);
 }
 
 void detail::checkKernelsMatchSignature(const Rule &rule, const char *who) {

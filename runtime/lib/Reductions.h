@@ -167,6 +167,17 @@ void combineReductionCotangents(const std::vector<ReductionSpec> &reductions,
                                 const void *partials, size_t perChunk,
                                 double *ru);
 
+/// The same combine from per-chunk sums `d` and tie counts `n` (doubles,
+/// c * R + r) for the reductions of one `level` only: the others get
+/// u_r = 0 (and rho_r as above). Nested reductions (KernelABI.h) run
+/// optim_vjp_reductions_kernel_ once per level, highest first: a level's D_r
+/// is complete once every higher level has added what it sends back.
+void combineReductionCotangents(const std::vector<ReductionSpec> &reductions,
+                                const std::vector<size_t> &chunkTensor,
+                                const std::vector<int64_t> &tensorSize,
+                                const double *reduced, const double *d,
+                                const double *n, unsigned level, double *ru);
+
 } // namespace detail
 } // namespace optim
 

@@ -171,19 +171,6 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     throw Error("optim::Trajectory: rule '" + ri.name +
                 "' reads rows() or cols(), which have no reverse mode; run "
                 "it with optim::Optimizer");
-  // The reverse mode has no rule for a reduction of a reduction's result
-  // (KernelABI.h, version 9): the compiler refuses CompileOptions::vjp for
-  // such rules, and a rule put together otherwise is refused here, before
-  // the missing-VJP message below would suggest compiling it with one.
-  for (size_t r = 0; r < ri.reductions.size(); ++r)
-    if (ri.reductions[r].level > 0)
-      throw Error("optim::Trajectory: rule '" + ri.name +
-                  "' has nested tensor reductions (reduction " +
-                  std::to_string(r) + ", '" +
-                  reductionsDescriptor({ri.reductions[r]}) +
-                  "', reduces a value computed from another reduction's "
-                  "result): reverse mode of nested tensor reductions is not "
-                  "supported; run it with optim::Optimizer");
   // After the checks above the kernels match the signature, so this is
   // optim_vjp_kernel_ for a rule without reductions and both VJP kernels of
   // KernelABI.h for one with.
@@ -511,25 +498,35 @@ void Trajectory::step(const std::vector<const void *> &grads) {
       }
     });
   } else {
-    // Two passes, as optim::Optimizer (KernelABI.h, version 6): each chunk
-    // is recorded and reduced while in cache, the partials are combined in
-    // chunk order into the values the step runs with (kept in the record
-    // for backward), then the rule runs with them.
+    // L + 2 passes, as optim::Optimizer (KernelABI.h, versions 6 and 9):
+    // each chunk is recorded and reduced (stage 0) while in cache, the
+    // partials are combined in chunk order into the values the step runs
+    // with (kept in the record for backward), each higher level's stage
+    // reads the lower levels' values, then the rule runs with all of them.
     optim_reduce_kernel reduce = im.rule.reduceKernel();
+    const std::vector<ReductionSpec> &reductions = im.info().reductions;
     im.forChunks([&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         record(c);
-        // Stage 0, the only one: the constructor refuses nested
-        // reductions (KernelABI.h, version 9), and stage 0 reads no
-        // reduced value.
+        // Stage 0 reads no reduced value.
         reduce(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
                im.hypers.data(), rec.t, w, im.reducePartials.data(),
                /*reduced=*/nullptr, /*stage=*/0, im.rng.data());
       }
     });
-    rec.reduced.resize(im.reducePartials.size());
-    detail::combineReductions(im.info().reductions, im.chunkParam, im.sizes,
+    rec.reduced.assign(im.reducePartials.size(), 0.0);
+    detail::combineReductions(reductions, 0, im.chunkParam, im.sizes,
                               im.reducePartials.data(), rec.reduced.data());
+    for (unsigned s = 1, last = detail::maxReductionLevel(reductions);
+         s <= last; ++s) {
+      im.forChunks([&](int64_t begin, int64_t end) {
+        reduce(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
+               im.hypers.data(), rec.t, w, im.reducePartials.data(),
+               rec.reduced.data(), int64_t(s), im.rng.data());
+      });
+      detail::combineReductions(reductions, s, im.chunkParam, im.sizes,
+                                im.reducePartials.data(), rec.reduced.data());
+    }
     optim_reduced_rule_kernel kernel = im.rule.reducedKernel();
     im.forChunks([&](int64_t begin, int64_t end) {
       kernel(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
@@ -592,11 +589,26 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
   // A rule with reductions: its first VJP kernel leaves 2R more per chunk
   // (the cotangents of the reduced values and the tie counts), and its
   // second reads ru, 2R per chunk (KernelABI.h).
+  // The second reads ru, 2R per chunk, and leaves R more than the
+  // cotangents of the hyperparameters and weights: what flows back to the
+  // reduced values of lower levels (nested reductions).
   size_t R = im.numReductions();
   size_t firstPartials = size_t(numPartials) + 2 * R;
+  size_t secondPartials = size_t(numPartials) + R;
   Buffer partials = Buffer::allocate(std::max<size_t>(numChunks, 1) *
                                      firstPartials * im.elt);
   std::vector<double> sum(numPartials, 0.0), ru(numChunks * 2 * R);
+  // Per chunk and reduction: its sum of dL/drho_r (from the first kernel,
+  // then from each higher level's pass), its tie count.
+  std::vector<double> dRho(numChunks * R), ties(numChunks * R);
+  unsigned maxLevel = 0;
+  for (const ReductionSpec &spec : ri.reductions)
+    maxLevel = std::max(maxLevel, spec.level);
+  auto partialAt = [&](size_t index) {
+    return ri.dtype == DType::F32
+               ? double(reinterpret_cast<const float *>(partials.get())[index])
+               : reinterpret_cast<const double *>(partials.get())[index];
+  };
 
   size_t perChunk = 3 + 2 * im.numStates();
   std::vector<void *> ptrs(numChunks * perChunk);
@@ -646,16 +658,30 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
                  rec.reduced.data(), im.rng.data());
     });
     addPartials(sum, ri.dtype, partials.get(), numChunks, firstPartials);
-    detail::combineReductionCotangents(ri.reductions, im.chunkParam, im.sizes,
-                                       rec.reduced.data(), ri.dtype,
-                                       partials.get(), firstPartials,
-                                       ru.data());
-    im.forChunks([&](int64_t begin, int64_t end) {
-      reductionsVJP(ptrs.data(), im.lengths.data(), im.strides.data(), begin,
-                    end, rec.hypers.data(), rec.t, w, partials.get(),
-                    ru.data(), im.rng.data());
-    });
-    addPartials(sum, ri.dtype, partials.get(), numChunks, numPartials);
+    for (size_t c = 0; c < numChunks; ++c)
+      for (size_t r = 0; r < R; ++r) {
+        dRho[c * R + r] = partialAt(c * firstPartials + numPartials + r);
+        ties[c * R + r] = partialAt(c * firstPartials + numPartials + R + r);
+      }
+    // One pass per level, highest first: a level's operands send part of
+    // their cotangents to the lower levels' reduced values, which must be
+    // complete before their own pass.
+    for (unsigned level = maxLevel + 1; level-- > 0;) {
+      detail::combineReductionCotangents(ri.reductions, im.chunkParam,
+                                         im.sizes, rec.reduced.data(),
+                                         dRho.data(), ties.data(), level,
+                                         ru.data());
+      im.forChunks([&](int64_t begin, int64_t end) {
+        reductionsVJP(ptrs.data(), im.lengths.data(), im.strides.data(), begin,
+                      end, rec.hypers.data(), rec.t, w, partials.get(),
+                      ru.data(), im.rng.data());
+      });
+      addPartials(sum, ri.dtype, partials.get(), numChunks, secondPartials);
+      for (size_t c = 0; c < numChunks; ++c)
+        for (size_t r = 0; r < R; ++r)
+          if (ri.reductions[r].level < level)
+            dRho[c * R + r] += partialAt(c * secondPartials + numPartials + r);
+    }
   }
 
   RuleGradient out;

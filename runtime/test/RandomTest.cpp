@@ -510,8 +510,10 @@ void reductionsVJP(void *const *, const int64_t *lengths, const int64_t *,
                    const void *const *, void *partials, const double *,
                    const uint64_t *rng) {
   record("reductions vjp", lengths, begin, end, rng);
+  // H + R partials: lr's, then what flows back to rho (level 0: nothing).
   for (int64_t c = begin; c < end; ++c)
-    static_cast<double *>(partials)[c] = 0;
+    for (int j = 0; j < 2; ++j)
+      static_cast<double *>(partials)[c * 2 + j] = 0;
 }
 
 TEST(RandomTrajectory, ForwardAndVJPKernelsGetTheSameRng) {

@@ -293,7 +293,9 @@ void reducedVJPKernel(void *const *ptrs, const int64_t *lengths,
   }
 }
 
-/// optim_vjp_reductions_kernel_<name>: P = H partials per chunk.
+/// optim_vjp_reductions_kernel_<name>: P = H + R partials per chunk, the
+/// last R (what flows back to the reduced values) 0: every reduction here
+/// is of level 0.
 template <typename Spec, typename T>
 void reductionsVJPKernel(void *const *ptrs, const int64_t *lengths,
                          const int64_t *, int64_t begin, int64_t end,
@@ -323,8 +325,9 @@ void reductionsVJPKernel(void *const *ptrs, const int64_t *lengths,
       }
       storeBar<Spec, T>(cp, i, bar);
     }
-    for (size_t j = 0; j < Spec::H; ++j)
-      static_cast<T *>(partials)[c * Spec::H + j] = T(sums[j]);
+    constexpr size_t P = Spec::H + Spec::R;
+    for (size_t j = 0; j < P; ++j)
+      static_cast<T *>(partials)[c * P + j] = j < Spec::H ? T(sums[j]) : T(0);
   }
 }
 

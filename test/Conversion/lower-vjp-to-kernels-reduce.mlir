@@ -56,9 +56,10 @@
 // CHECK: return
 
 // The VJP through the reduced operands: rho then u at reduced[c * 4 + k]
-// (2R per chunk); rho_0 is unused (the norm's seed is u_0 x); P = H + W = 2
-// partials per chunk. The incoming cotangents of p and m are read and
-// overwritten with their sums.
+// (2R per chunk); rho_0 is unused (the norm's seed is u_0 x); P = H + W + R
+// = 4 partials per chunk, the last R the cotangents of rho that flow back
+// from higher levels (0 here: both reductions are of level 0). The incoming
+// cotangents of p and m are read and overwritten with their sums.
 // CHECK-LABEL: func.func @optim_vjp_reductions_kernel_trust(
 // CHECK-SAME: %[[PARTIALS:[^:]*]]: !llvm.ptr, %[[REDUCED:[^:]*]]: !llvm.ptr, %{{[^:]*}}: !llvm.ptr)
 // CHECK-DAG: %[[C4:.*]] = arith.constant 4 : i64
@@ -94,10 +95,15 @@
 // CHECK: llvm.store %[[DP]], %[[DPPTR]]
 // CHECK: llvm.store %[[DM]], %[[DMPTR]]
 // CHECK: scf.for %{{.*}} step %c1
-// CHECK: %[[BASE:.*]] = arith.muli %[[CI]], %[[C2]] : i64
+// The chunk's first partial, c * 4, is its first reduced value's (CSE).
 // CHECK: scf.for %{{.*}} = %c0 to %c2 step %c1
-// CHECK: arith.addi %[[BASE]]
+// CHECK: arith.addi %[[FIRST]]
 // CHECK: llvm.getelementptr %[[PARTIALS]]
+// CHECK: scf.for %[[K:.*]] = %c0 to %c2 step %c1
+// CHECK: %[[KI:.*]] = arith.index_cast %[[K]] : index to i64
+// CHECK: %[[SLOT:.*]] = arith.addi %[[KI]], %c2_i64 : i64
+// CHECK: %[[AT:.*]] = arith.addi %[[FIRST]], %[[SLOT]] : i64
+// CHECK: llvm.getelementptr %[[PARTIALS]][%[[AT]]]
 // CHECK-NOT: scf.for
 // CHECK: return
 // The per-coordinate functions are gone (the kernels are created before

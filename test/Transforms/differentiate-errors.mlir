@@ -30,22 +30,6 @@ optim.rule @dynamic(%p: f32, %g: f32, %t: i64) state(%h: vector<2xf32> = 1.0) {
 
 // -----
 
-// A reduction of a value computed from another reduction (level 1,
-// KernelABI.h version 9): its operand's cotangent would need the other
-// reduction's (one more kernel backward per level). The forward kernels
-// compile it; the reverse mode refuses it (through the drivers:
-// reverse-nested-reductions.optim).
-optim.rule @nested(%p: f32, %g: f32, %t: i64) {
-  %0 = optim.tensor_reduce norm %g : f32
-  %1 = arith.divf %g, %0 : f32
-  // expected-error @+1 {{'optim.tensor_reduce' op cannot be differentiated: it reduces a value that depends on another tensor reduction (reverse mode of nested tensor reductions is not supported)}}
-  %2 = optim.tensor_reduce sum %1 : f32
-  %3 = arith.subf %p, %2 : f32
-  optim.yield %3 : f32
-}
-
-// -----
-
 // The reduced values are arguments of the rule's element type.
 optim.rule @wide(%p: f32, %g: f32, %t: i64) {
   %0 = arith.constant 2.0 : f64

@@ -51,7 +51,7 @@
 // CHECK-LABEL: func.func @optim_vjp_reductions_kinds(
 // CHECK-SAME: %[[P:[^:]*]]: f32, %[[G:[^:]*]]: f32, %[[T:[^:]*]]: i64, %[[LR:[^:]*]]: f32, %[[M:[^:]*]]: f32, %[[DP:[^:]*]]: f32, %[[DM:[^:]*]]: f32,
 // CHECK-SAME: %[[S:[^:]*]]: f32, %[[A:[^:]*]]: f32, %[[N:[^:]*]]: f32, %[[HI:[^:]*]]: f32, %[[LO:[^:]*]]: f32,
-// CHECK-SAME: %[[US:[^:]*]]: f32, %[[UA:[^:]*]]: f32, %[[UN:[^:]*]]: f32, %[[UHI:[^:]*]]: f32, %[[ULO:[^:]*]]: f32) -> (f32, f32, f32)
+// CHECK-SAME: %[[US:[^:]*]]: f32, %[[UA:[^:]*]]: f32, %[[UN:[^:]*]]: f32, %[[UHI:[^:]*]]: f32, %[[ULO:[^:]*]]: f32) -> (f32, f32, f32, f32, f32, f32, f32, f32)
 // CHECK-SAME: attributes {optim.vjp_layout = array<i64: 1, 1, 0, 5>, optim.vjp_of = @kinds, optim.vjp_reductions}
 // CHECK-NOT: optim.tensor_reduce
 // CHECK: %[[X:.*]] = arith.mulf %[[P]], %[[M]] : f32
@@ -75,7 +75,9 @@
 // CHECK: %[[FROMP:.*]] = arith.select %[[ZP]], %{{.*}}, %[[MULP]] : f32
 // CHECK: %[[DPOUT:.*]] = arith.addf %[[DP]], %[[FROMM]] : f32
 // CHECK: %[[DMOUT:.*]] = arith.addf %[[DM]], %[[FROMP]] : f32
-// CHECK: return %[[DPOUT]], %[[DMOUT]], %[[DLR]] : f32, f32, f32
+// No reduction reads another's result: nothing flows back to rho.
+// CHECK: %[[NONE:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK: return %[[DPOUT]], %[[DMOUT]], %[[DLR]], %[[NONE]], %[[NONE]], %[[NONE]], %[[NONE]], %[[NONE]] : f32, f32, f32, f32, f32, f32, f32, f32
 optim.rule @kinds(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) state(%m: f32 = 0.0) {
   %x = arith.mulf %p, %m : f32
   %s = optim.tensor_reduce sum %x : f32
@@ -101,9 +103,10 @@ optim.rule @kinds(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) state(%m: f32
 // CHECK-SAME: %[[DP:[^:]*]]: f64, %[[RHO:[^:]*]]: f64) -> (f64, f64, f64, f64)
 // CHECK-SAME: optim.vjp_layout = array<i64: 1, 0, 0, 1>
 // CHECK-LABEL: func.func @optim_vjp_reductions_clip(
-// CHECK-SAME: %[[P:[^:]*]]: f64, %[[G:[^:]*]]: f64, %[[T:[^:]*]]: i64, %[[LR:[^:]*]]: f64, %[[DP:[^:]*]]: f64, %[[RHO:[^:]*]]: f64, %[[U:[^:]*]]: f64) -> (f64, f64)
+// CHECK-SAME: %[[P:[^:]*]]: f64, %[[G:[^:]*]]: f64, %[[T:[^:]*]]: i64, %[[LR:[^:]*]]: f64, %[[DP:[^:]*]]: f64, %[[RHO:[^:]*]]: f64, %[[U:[^:]*]]: f64) -> (f64, f64, f64)
 // CHECK: %[[ZERO:.*]] = arith.constant 0.000000e+00 : f64
-// CHECK: return %[[DP]], %[[ZERO]] : f64, f64
+// CHECK: %[[NONE:.*]] = arith.constant 0.000000e+00 : f64
+// CHECK: return %[[DP]], %[[ZERO]], %[[NONE]] : f64, f64, f64
 optim.rule @clip(%p: f64, %g: f64, %t: i64) hyper(%lr: f64 = 0.1) {
   %n = optim.tensor_reduce norm %g global : f64
   %0 = arith.divf %g, %n : f64
@@ -131,4 +134,40 @@ optim.rule @unused(%p: f32, %g: f32, %t: i64) {
   %1 = optim.tensor_reduce max %0 global : f32
   %2 = arith.subf %p, %g : f32
   optim.yield %2 : f32
+}
+
+// -----
+
+// Nested reductions (KernelABI.h version 9): the sum reduces p / n, n the
+// norm of p p (level 0), so the sum is of level 1. The runtime calls the
+// reductions VJP once per level, highest first, with u_r = 0 for the other
+// levels: each seed is a strong zero (what flows back from it is 0 where it
+// is 0), and the function also returns what reaches each reduced value,
+// here dn = -(u_s / n) (p / n), which the runtime adds to D_n before the
+// level-0 pass.
+// CHECK-LABEL: func.func @optim_vjp_reductions_nested(
+// CHECK-SAME: %[[P:[^:]*]]: f32, %[[G:[^:]*]]: f32, %[[T:[^:]*]]: i64, %[[DP:[^:]*]]: f32, %[[N:[^:]*]]: f32, %[[S:[^:]*]]: f32, %[[UN:[^:]*]]: f32, %[[US:[^:]*]]: f32) -> (f32, f32, f32)
+// CHECK-SAME: attributes {optim.vjp_layout = array<i64: 0, 0, 0, 2>, optim.vjp_of = @nested, optim.vjp_reductions}
+// CHECK: %[[X:.*]] = arith.mulf %[[P]], %[[P]] : f32
+// CHECK: %[[Y:.*]] = arith.divf %[[P]], %[[N]] : f32
+// CHECK: %[[SEEDX:.*]] = arith.mulf %[[UN]], %[[X]] : f32
+// CHECK: %[[DY:.*]] = arith.divf %[[US]], %[[N]] : f32
+// CHECK: %[[ZS:.*]] = arith.cmpf oeq, %[[US]], %{{.*}} : f32
+// CHECK: %[[DPY:.*]] = arith.select %[[ZS]], %{{.*}}, %[[DY]] : f32
+// CHECK: %[[M:.*]] = arith.mulf %[[DY]], %[[Y]] : f32
+// CHECK: %[[NEG:.*]] = arith.negf %[[M]] : f32
+// CHECK: %[[ZS2:.*]] = arith.cmpf oeq, %[[US]], %{{.*}} : f32
+// CHECK: %[[DN:.*]] = arith.select %[[ZS2]], %{{.*}}, %[[NEG]] : f32
+// CHECK: %[[ZX:.*]] = arith.cmpf oeq, %[[SEEDX]], %{{.*}} : f32
+// CHECK: %[[DPX:.*]] = arith.addf %[[DPY]], %{{.*}} : f32
+// CHECK: %[[DPOUT:.*]] = arith.addf %[[DP]], %{{.*}} : f32
+// CHECK: %[[NONE:.*]] = arith.constant 0.000000e+00 : f32
+// CHECK: return %[[DPOUT]], %[[DN]], %[[NONE]] : f32, f32, f32
+optim.rule @nested(%p: f32, %g: f32, %t: i64) {
+  %x = arith.mulf %p, %p : f32
+  %n = optim.tensor_reduce norm %x : f32
+  %y = arith.divf %p, %n : f32
+  %s = optim.tensor_reduce sum %y : f32
+  %0 = arith.subf %p, %s : f32
+  optim.yield %0 : f32
 }

@@ -609,28 +609,20 @@ rule argmax(eps = 1e-3) {
 }
 
 /// CompileOptions::vjp (the reverse mode, for Trajectory and
-/// hypergradients) refuses a rule with a reduction of level > 0, naming its
-/// place in the source.
-TEST(NestedLevels, ReverseModeIsRefused) {
+/// hypergradients) compiles a rule with a reduction of level > 0: both VJP
+/// kernels, the second run once per level (TrajectoryReductionsTest.cpp
+/// checks the gradients).
+TEST(NestedLevels, ReverseModeCompiles) {
   CompileOptions options;
   options.useCache = false;
   options.vjp = true;
-  try {
-    Compiler(options).compileSource(kStandardize.source, "nested-vjp.optim");
-    FAIL() << "compiled";
-  } catch (const Error &e) {
-    std::string what = e.what();
-    EXPECT_NE(what.find("nested-vjp.optim:5:"), std::string::npos) << what;
-    EXPECT_NE(what.find("reverse mode of nested tensor reductions is not "
-                        "supported"),
-              std::string::npos)
-        << what;
-  }
-  // Level 0 only: the reverse mode compiles as before.
-  Rule rule = Compiler(options).compileSource(
-      "rule clip(lr = 0.1) {\n  p -= lr * g / tensor_norm(g)\n}\n",
-      "level0-vjp.optim");
-  EXPECT_TRUE(rule.reduceKernel() && rule.reducedVJPKernel());
+  Rule rule =
+      Compiler(options).compileSource(kStandardize.source, "nested-vjp.optim");
+  EXPECT_TRUE(rule.reduceKernel() && rule.reducedKernel());
+  EXPECT_TRUE(rule.reducedVJPKernel() && rule.reductionsVJPKernel());
+  EXPECT_TRUE(rule.hasVJP());
+  ASSERT_EQ(rule.info().reductions.size(), 2u);
+  EXPECT_EQ(rule.info().reductions[1].level, 1u);
 }
 
 } // namespace

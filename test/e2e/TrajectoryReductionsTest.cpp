@@ -12,11 +12,14 @@
 // and of the initial state, with tensors of awkward sizes (1 included, and
 // empty) in chunks that split them across SIMD lanes and tails. Then the
 // whole backward of LAMB must be the same bit for bit on 1, 2 and 3
-// threads, in f32 and f64.
+// threads, in f32 and f64, and so must that of a rule with nested
+// reductions (levels 0 to 3), whose reverse mode runs the second kernel once
+// per level.
 //
 //===----------------------------------------------------------------------===//
 
 #include "optim/Compiler/Compiler.h"
+#include "optim/Optimizer.h"
 #include "optim/Trajectory.h"
 
 #include "SourceFiles.h"
@@ -72,6 +75,37 @@ rule every(lr = 0.05, c = 0.1, beta = 0.8) {
   let glo = global_min(m * g)
   p -= lr * (g * a + b + 0.1 * s + c * p * q + k + e + m / (n + 1) + p * w
              + g * g * lo + glo)
+}
+)";
+
+/// Nested reductions (KernelABI.h version 9), levels 0 to 3, per tensor and
+/// global, max and min among them: every level's operand depends on p, on
+/// the state and on lower levels' results, so each pass of the reverse mode
+/// sends cotangents to p, m and the levels below.
+const char *kNested = R"(
+rule deep(lr = 0.05, c = 0.3, beta = 0.8) {
+  state m = 0
+  m = beta * m + g
+  let a = tensor_mean(p * m)
+  let b = global_norm(p - c * a)
+  let x = tensor_max(m * b + p)
+  let n = global_min(c * m / (1 + b * b) + a)
+  let y = global_sum(p * x - a * m + n * p)
+  p -= lr * (m * a + p / (1 + b) + 0.1 * x * g + 0.01 * y + n)
+}
+)";
+const Hypers kNestedHypers = {{"lr", 0.05}, {"c", 0.3}, {"beta", 0.8}};
+
+/// Gradient standardization of a value that depends on p (level 1: the
+/// standard deviation of the centered value).
+const char *kStandardized = R"(
+rule standardized(lr = 0.1, mu = 0.9, eps = 1e-3) {
+  state buf = 0
+  let d = g + 0.5 * p
+  let c = d - tensor_mean(d)
+  let sd = sqrt(tensor_mean(c * c))
+  buf = mu * buf + c / (sd + eps)
+  p -= lr * buf
 }
 )";
 
@@ -164,15 +198,16 @@ template <typename T> struct Episode {
   }
 };
 
-void checkAgainstFiniteDifferences(const std::string &source,
-                                   const Hypers &hypers, size_t reductions) {
+void checkAgainstFiniteDifferences(
+    const std::string &source, const Hypers &hypers, size_t reductions,
+    std::vector<int64_t> sizes = {13, 1, 0, 6}) {
   Rule rule = compileWithVJP(source, DType::F64);
   const RuleInfo &info = rule.info();
   ASSERT_TRUE(rule.hasVJP());
   ASSERT_EQ(info.reductions.size(), reductions);
   // 13 coordinates in chunks of 5 with 4 lanes: vector loops and scalar
   // tails, values combined over 3 chunks; a tensor of 1, an empty one.
-  Episode<double> ep(info, hypers, {13, 1, 0, 6}, 4, 5, 11);
+  Episode<double> ep(info, hypers, std::move(sizes), 4, 5, 11);
   TrajectoryOptions options;
   options.threads = 2;
   options.chunkSize = ep.chunkSize;
@@ -257,17 +292,133 @@ TEST(TrajectoryReductions, LearnedRuleMatchesUnrolledFiniteDifferences) {
       {{"scale", 0.3}}, 2);
 }
 
+TEST(TrajectoryReductions, NestedLevelsMatchUnrolledFiniteDifferences) {
+  checkAgainstFiniteDifferences(kNested, kNestedHypers, 5);
+}
+
+TEST(TrajectoryReductions, StandardizationMatchesUnrolledFiniteDifferences) {
+  checkAgainstFiniteDifferences(
+      kStandardized, {{"lr", 0.1}, {"mu", 0.9}, {"eps", 1e-3}}, 2);
+}
+
+// LANS (test/Run/Inputs/literature.optim): level-1 trust ratios of values
+// normalized by a level-0 norm of g.
+TEST(TrajectoryReductions, LansMatchesUnrolledFiniteDifferences) {
+  std::string literature =
+      readFile(std::string(OPTIM_TEST_DIR) + "/Run/Inputs/literature.optim");
+  size_t at = literature.find("rule lans(");
+  ASSERT_NE(at, std::string::npos);
+  std::string lans =
+      literature.substr(at, literature.find("\n}\n", at) + 3 - at);
+  checkAgainstFiniteDifferences(lans,
+                                {{"lr", 0.05},
+                                 {"beta1", 0.8},
+                                 {"beta2", 0.9},
+                                 {"eps", 1e-3},
+                                 {"weight_decay", 0.1}},
+                                4);
+}
+
+// The forward pass of a trajectory runs every level's stage: the step of
+// kNested matches a transcription of the rule (levels computed in order)
+// and, bit for bit, optim::Optimizer's, over several steps, in f64 and f32.
+template <typename T> void expectNestedForwardLikeOptimizer(DType precision) {
+  Rule rule = compileWithVJP(kNested, precision);
+  std::vector<int64_t> sizes = {13, 1, 0, 6};
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  std::vector<std::vector<T>> theta(sizes.size()), m(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t j = 0; j < sizes[i]; ++j) {
+      theta[i].push_back(T(u(rng)));
+      m[i].push_back(T(0));
+    }
+  std::vector<std::vector<T>> viaOptimizer = theta;
+  TrajectoryOptions topt;
+  topt.threads = 2;
+  topt.chunkSize = 5;
+  Trajectory traj(rule, sizes, topt);
+  std::vector<Param> params;
+  for (auto &x : viaOptimizer)
+    params.emplace_back(x.data(), int64_t(x.size()));
+  OptimizerOptions oopt;
+  oopt.threads = 3;
+  oopt.chunkSize = 5; // The partials depend on the chunks.
+  Optimizer opt(rule, params, oopt);
+  for (size_t i = 0; i < sizes.size(); ++i)
+    if (sizes[i])
+      std::memcpy(traj.param(i), theta[i].data(), sizes[i] * sizeof(T));
+  const double lr = 0.05, c = 0.3, beta = 0.8;
+  for (int step = 0; step < 3; ++step) {
+    std::vector<std::vector<T>> g(sizes.size());
+    std::vector<const void *> gp;
+    std::vector<Grad> grads;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      for (int64_t j = 0; j < sizes[i]; ++j)
+        g[i].push_back(T(u(rng)));
+      gp.push_back(g[i].data());
+      grads.emplace_back(g[i].data(), sizes[i]);
+    }
+    traj.step(gp);
+    ASSERT_TRUE(opt.step(grads));
+    // The reference, in double from the values of the step before.
+    double b = 0, n = INFINITY, y = 0;
+    std::vector<double> a(sizes.size(), 0.0), x(sizes.size(), -INFINITY);
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      for (int64_t j = 0; j < sizes[i]; ++j) {
+        m[i][j] = T(beta * double(m[i][j]) + double(g[i][j]));
+        a[i] += double(theta[i][j]) * double(m[i][j]);
+      }
+      a[i] /= double(std::max<int64_t>(sizes[i], 1));
+    }
+    for (size_t i = 0; i < sizes.size(); ++i)
+      for (int64_t j = 0; j < sizes[i]; ++j)
+        b += std::pow(double(theta[i][j]) - c * a[i], 2);
+    b = std::sqrt(b);
+    for (size_t i = 0; i < sizes.size(); ++i)
+      for (int64_t j = 0; j < sizes[i]; ++j) {
+        x[i] = std::max(x[i], double(m[i][j]) * b + double(theta[i][j]));
+        n = std::min(n, c * double(m[i][j]) / (1 + b * b) + a[i]);
+      }
+    for (size_t i = 0; i < sizes.size(); ++i)
+      for (int64_t j = 0; j < sizes[i]; ++j)
+        y += double(theta[i][j]) * x[i] - a[i] * double(m[i][j]) +
+             n * double(theta[i][j]);
+    double tol = precision == DType::F64 ? 1e-13 : 1e-5;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      const T *p = static_cast<const T *>(traj.param(i));
+      for (int64_t j = 0; j < sizes[i]; ++j) {
+        double th = double(theta[i][j]);
+        double want =
+            th - lr * (double(m[i][j]) * a[i] + th / (1 + b) +
+                       0.1 * x[i] * double(g[i][j]) + 0.01 * y + n);
+        EXPECT_NEAR(double(p[j]), want, tol * std::max(1.0, std::fabs(want)))
+            << "step " << step << " [" << i << "][" << j << "]";
+        EXPECT_EQ(0, std::memcmp(&p[j], &viaOptimizer[i][j], sizeof(T)))
+            << "step " << step << " [" << i << "][" << j << "]: trajectory "
+            << double(p[j]) << ", optimizer " << double(viaOptimizer[i][j]);
+        theta[i][j] = p[j];
+      }
+    }
+  }
+}
+
+TEST(TrajectoryReductions, NestedForwardIsTheOptimizersStep) {
+  expectNestedForwardLikeOptimizer<double>(DType::F64);
+  expectNestedForwardLikeOptimizer<float>(DType::F32);
+}
+
 template <typename T> struct Outcome {
   std::vector<std::vector<T>> theta, adj;
   RuleGradient grad;
 };
 
 template <typename T>
-Outcome<T> lambBackward(const Rule &rule, unsigned threads) {
+Outcome<T> backwardOn(const Rule &rule, const Hypers &hypers,
+                      unsigned threads) {
   // Hundreds of chunks of odd length; fewer chunks than threads in the
   // smallest tensors.
-  Episode<T> ep(rule.info(), kLambHypers, {1000, 37, 1, 5003, 0, 2}, 3, 61,
-                5);
+  Episode<T> ep(rule.info(), hypers, {1000, 37, 1, 5003, 0, 2}, 3, 61, 5);
   TrajectoryOptions options;
   options.threads = threads;
   options.chunkSize = ep.chunkSize;
@@ -282,15 +433,18 @@ Outcome<T> lambBackward(const Rule &rule, unsigned threads) {
     };
     out.theta.push_back(copy(traj.param(i)));
     out.adj.push_back(copy(traj.paramAdjoint(i)));
-    out.adj.push_back(copy(traj.stateAdjoint(i, "m")));
-    out.adj.push_back(copy(traj.stateAdjoint(i, "v")));
+    for (const StateSpec &s : rule.info().states)
+      out.adj.push_back(copy(traj.stateAdjoint(i, s.name)));
   }
   return out;
 }
 
-template <typename T> void expectThreadIndependent(DType precision) {
-  Rule rule = compileWithVJP(readExample("lamb"), precision);
-  Outcome<T> one = lambBackward<T>(rule, 1);
+template <typename T>
+void expectThreadIndependent(const std::string &source, const Hypers &hypers,
+                             DType precision) {
+  Rule rule = compileWithVJP(source, precision);
+  size_t perParam = 1 + rule.info().states.size();
+  Outcome<T> one = backwardOn<T>(rule, hypers, 1);
   double norm = 0;
   for (double x : one.grad.hypers)
     norm += x * x;
@@ -302,7 +456,7 @@ template <typename T> void expectThreadIndependent(DType precision) {
             std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0);
   };
   for (unsigned threads : {2u, 3u}) {
-    Outcome<T> other = lambBackward<T>(rule, threads);
+    Outcome<T> other = backwardOn<T>(rule, hypers, threads);
     EXPECT_EQ(0, std::memcmp(one.grad.hypers.data(), other.grad.hypers.data(),
                              one.grad.hypers.size() * sizeof(double)))
         << threads << " threads";
@@ -310,15 +464,21 @@ template <typename T> void expectThreadIndependent(DType precision) {
     for (size_t k = 0; k < one.adj.size(); ++k) {
       EXPECT_TRUE(same(one.adj[k], other.adj[k]))
           << threads << " threads, adjoint " << k;
-      EXPECT_TRUE(same(one.theta[k / 3], other.theta[k / 3]))
-          << threads << " threads, parameter " << k / 3;
+      EXPECT_TRUE(same(one.theta[k / perParam], other.theta[k / perParam]))
+          << threads << " threads, parameter " << k / perParam;
     }
   }
 }
 
 TEST(TrajectoryReductions, LambIsIndependentOfThreads) {
-  expectThreadIndependent<float>(DType::F32);
-  expectThreadIndependent<double>(DType::F64);
+  expectThreadIndependent<float>(readExample("lamb"), kLambHypers, DType::F32);
+  expectThreadIndependent<double>(readExample("lamb"), kLambHypers,
+                                  DType::F64);
+}
+
+TEST(TrajectoryReductions, NestedLevelsAreIndependentOfThreads) {
+  expectThreadIndependent<float>(kNested, kNestedHypers, DType::F32);
+  expectThreadIndependent<double>(kNested, kNestedHypers, DType::F64);
 }
 
 } // namespace

@@ -304,14 +304,21 @@ struct Problem {
         ru[c * 2 * R + R + r] = u;
         res.ties[c * R + r] = ties;
       }
-    std::vector<T> partials2(C * P, T(NAN));
+    // P + R per chunk: the last R (what flows back to lower levels'
+    // reduced values) are 0, every reduction here being of level 0.
+    size_t P2 = P + R;
+    std::vector<T> partials2(C * P2, T(NAN));
     rule.reductionsVJPKernel()(ptrs.data(), lengths.data(), strides.data(), 0,
                                int64_t(C), hypers.data(), t, x.weightTable(),
                                partials2.data(), ru.data(), /*rng=*/nullptr);
-    for (size_t c = 0; c < C; ++c)
+    for (size_t c = 0; c < C; ++c) {
       for (size_t k = 0; k < P; ++k)
         res.partials[k] += double(partials1[c * P1 + k]) +
-                           double(partials2[c * P + k]);
+                           double(partials2[c * P2 + k]);
+      for (size_t r = 0; r < R; ++r)
+        EXPECT_EQ(double(partials2[c * P2 + P + r]), 0.0)
+            << info.name << ": chunk " << c << ", reduction " << r;
+    }
     auto toDouble = [](const std::vector<T> &v) {
       return std::vector<double>(v.begin(), v.end());
     };

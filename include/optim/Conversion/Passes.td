@@ -229,7 +229,8 @@ def LowerVJPToKernels
     rho and the tie indicators summed like hyperparameter cotangents), and
     `@optim_vjp_reductions_<rule>` (marked `optim.vjp_reductions`)
     `optim_vjp_reductions_kernel_<rule>` (2R values per chunk, rho then u;
-    P = H + W partials).
+    P2 = H + W + R partials per chunk, the last R the cotangents of rho that
+    flow back from the operands of higher levels, for nested reductions).
 
     Every VJP kernel takes `const uint64_t *rng` last (KernelABI.h, version
     8): a draw (`optim.random`) is a constant of the reverse mode, and the

@@ -60,15 +60,20 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     [H, S, W, R, I] with inputs);
     * `@optim_vjp_reductions_<rule>(p, g, t, hypers..., states...,
       weights..., dp, dstates..., rho..., u...) -> (dp, dstates...,
-      dhypers..., dweights...)`, marked `optim.vjp_reductions`, seeds each
-      reduction's operand x_r with its cotangent (u_r for sum and mean,
-      u_r * x_r for norm, u_r where x_r == rho_r for max and min) and returns
-      dp and dstates plus what flows back from there, and this path's
-      hyperparameter and weight cotangents.
+      dhypers..., dweights..., drho...)`, marked `optim.vjp_reductions`,
+      seeds each reduction's operand x_r with its cotangent (u_r for sum and
+      mean, u_r * x_r for norm, u_r where x_r == rho_r for max and min) and
+      returns dp and dstates plus what flows back from there, this path's
+      hyperparameter and weight cotangents, and what reaches each reduced
+      value rho_r (0 unless some reduction's operand is computed from it).
 
     A nested reduction (of a value computed from another reduction's
-    result, level 1 or more: KernelABI.h version 9) is refused: its reverse
-    mode would need the lower levels' cotangents, a reverse pass per level.
+    result, level 1 or more: KernelABI.h version 9) sends part of its
+    operand's cotangent to the lower levels' reduced values. The runtime
+    calls the reductions function once per level, highest first, with u_r
+    of that level only (0 for the others: in rules with nested reductions
+    every seed is a strong zero, see below), and adds the drho it returns
+    for lower levels to their cotangents before their own call.
 
     Derivatives at points where the function is not differentiable follow
     one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent

@@ -181,9 +181,8 @@ typedef void (*optim_rule_kernel)(void *const *ptrs, const int64_t *lengths,
  *   descriptor optim_reductions_<name> appends ":<level>" to an entry of
  *   level > 0 ("norm,mean:1,sum@global:2"; ReductionSpec::level in
  *   optim/Rule.h), and so do manifests' "reductions"; loaders refuse a
- *   disagreement, as for kinds. The reverse mode (below) does not support
- *   nested reductions: a rule with a reduction of level > 0 compiled with
- *   CompileOptions::vjp is a compile error. */
+ *   disagreement, as for kinds. The reverse mode (below) runs its second
+ *   kernel once per level. */
 #define OPTIM_REDUCE_SYMBOL_PREFIX "optim_reduce_"
 #define OPTIM_REDUCTIONS_SYMBOL_PREFIX "optim_reductions_"
 
@@ -491,10 +490,21 @@ typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
  *      (max, min),
  *    is propagated back through the ops that compute x_r(i) and ADDED to the
  *    cotangents of p and the states (which hold the results of step 1);
- *    chunk c OVERWRITES partials[c * P ... + P), P = H + W, with this path's
- *    dL/dhyper and dL/dweights. The gradient of the step is the sum of both
- *    kernels' partials (add each in chunk order: the result does not depend
- *    on the number of threads).
+ *    chunk c OVERWRITES partials[c * P2 ... + P2), P2 = H + W + R, with this
+ *    path's dL/dhyper and dL/dweights, then for each r the chunk's sum of
+ *    what reaches rho_r (nonzero only when a reduction's operand is
+ *    computed from rho_r: nested reductions, version 9). The gradient of
+ *    the step is the sum of the kernels' hyperparameter and weight partials
+ *    (add each in chunk order: the result does not depend on the number of
+ *    threads).
+ * Nested reductions of largest level L: step 3 runs L + 1 times, for
+ * level l = L down to 0, with u_r of the reductions of level l only
+ * (u_r = 0 for the others; rho_r as above). After the call for level l the
+ * runtime adds, in chunk order, each chunk's last R partials of the
+ * reductions of level < l to that chunk's sums D_r of step 2 (in double),
+ * so that D_r holds every contribution before level(r)'s call computes u_r
+ * from it. Level 0 alone (every rule without nested reductions) is one
+ * call, as above.
  * The chunk table, hypers, step and weights are as for optim_vjp_kernel_. */
 #define OPTIM_REDUCED_VJP_SYMBOL_PREFIX "optim_vjp_reduced_kernel_"
 #define OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX "optim_vjp_reductions_kernel_"
