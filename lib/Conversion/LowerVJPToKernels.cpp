@@ -1059,9 +1059,15 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   }
 
   // Outputs: the cotangents of p and of each state overwrite the incoming
-  // ones (every read of them is above); hyperparameter contributions go to
-  // their accumulators.
+  // ones; hyperparameter contributions go to their accumulators. An output
+  // may be an incoming cotangent itself, loaded from its buffer when first
+  // used: `s = tensor_sum(x)` makes drho the incoming ds', `p = m` makes dm
+  // the incoming dp'. Each is loaded here, before any store overwrites it.
   auto ret = cast<func::ReturnOp>(func.front().getTerminator());
+  for (auto [i, v] : llvm::enumerate(ret.getOperands()))
+    for (unsigned k = 0; k <= numStates; ++k)
+      if (v == cotangent(k) && i != k)
+        (void)operand(v);
   for (unsigned k = 0; k <= numStates; ++k) {
     Value v = ret.getOperand(k);
     Segment dst = inputSegment(2 + numInputs + numStates + k);

@@ -408,6 +408,37 @@ TEST(TrajectoryReductions, NestedForwardIsTheOptimizersStep) {
   expectNestedForwardLikeOptimizer<float>(DType::F32);
 }
 
+// Outputs of the VJP kernels that are incoming cotangents themselves: a
+// state assigned a reduced value passes its cotangent to the reduction
+// (drho = ds'), and a rule that swaps p and a state passes each one's
+// cotangent to the other (dp = dm', dm = dp'). The kernels overwrite the
+// incoming cotangents with the outgoing ones; reading one after its buffer
+// was overwritten made dL/dlr wrong in both (found by
+// test/Robustness/random_rules.py).
+TEST(TrajectoryReductions, StateAssignedAReducedValue) {
+  checkAgainstFiniteDifferences(R"(
+rule from_sum(lr = 0.1) {
+  state s = 0
+  let v = (0.5 + s) * lr
+  s = tensor_sum(v)
+  p -= v * p
+}
+)",
+                                {{"lr", 0.1}}, 1);
+}
+
+TEST(TrajectoryReductions, CotangentsSwappedBetweenOutputs) {
+  checkAgainstFiniteDifferences(R"(
+rule swap(lr = 0.1) {
+  state m = 0.5
+  let q = m
+  m = p - lr * g
+  p = q
+}
+)",
+                                {{"lr", 0.1}}, 0);
+}
+
 template <typename T> struct Outcome {
   std::vector<std::vector<T>> theta, adj;
   RuleGradient grad;
