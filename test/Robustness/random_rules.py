@@ -12,13 +12,18 @@ given --seed):
   end in exit 0, or exit 1 with an error message: never a signal, an
   assertion, a hang or a silent failure.
 --mode gradients: rules of smooth operations only (+, -, *, divisions by
-  1 + x^2, tanh, sigmoid, exp of tanh, log and sqrt of 1 + x^2, cos, sin,
+  1 + x^2, tanh, sigmoid, exp, cos and sin of tanh, log and sqrt of 1 + x^2,
   squares, and sums, means and norms over tensors and over all parameters,
-  of values that depend on p or a state, nested at random) must give
+  of values that depend on p or a state, nested at random; a vector state
+  with indexing, sum, mean and dot) must give
   hypergradient's dL/dlr within a relative 1e-4 of its central difference
   of the unrolled loss (f64), besides the rounding error of that difference.
-  Non-smooth built-ins are left out: at a kink a central difference is not
-  the derivative.
+  Sines and cosines take bounded arguments: of a sum over every coordinate
+  they make the loss chaotic, and no step resolves it.
+--mode piecewise: the same with abs, max, min, clamp, select and tensor and
+  global max and min too. Random points are almost never at a kink, where a
+  central difference is not the derivative; the constants and
+  hyperparameters differ so that no two of them tie.
 """
 
 import argparse
@@ -36,8 +41,10 @@ AXRED = [f"{axis}_{kind}" for axis in ("row", "col")
          for kind in ("sum", "mean", "norm", "max", "min")]
 SMOOTH_RED = [f"{scope}_{kind}" for scope in ("tensor", "global")
               for kind in ("sum", "mean", "norm")]
+PIECEWISE_RED = [f"{scope}_{kind}" for scope in ("tensor", "global")
+                 for kind in ("max", "min")]
 SMOOTH_UNARY = ["tanh({})", "sigmoid({})", "exp(tanh({}))", "log(1 + ({}) ** 2)",
-                "sqrt(1 + ({}) ** 2)", "cos({})", "sin({})", "(({}) ** 2)"]
+                "sqrt(1 + ({}) ** 2)", "cos(tanh({}))", "sin(tanh({}))", "(({}) ** 2)"]
 
 
 def any_rule(rng, idx):
@@ -103,16 +110,21 @@ def any_rule(rng, idx):
     return f"rule r{idx}({params}) {{\n" + "\n".join(lines) + "\n}\n"
 
 
-def smooth_rule(rng, idx):
+def smooth_rule(rng, idx, piecewise):
     hypers = ["lr"] + rng.sample(["beta", "c", "wd"], rng.randint(0, 2))
     states = [f"s{i}" for i in range(rng.randint(0, 2))]
     lines = [f"  state {s} = {rng.choice(['0', '0.5', 'p', 'g'])}" for s in states]
+    vec = rng.random() < 0.3
+    if vec:
+        lines.append(f"  state h[3] = {rng.choice(['0', '0.5', 'p'])}")
     avail = ["p", "g"] + hypers + states
     moving = ["p"] + states
+    if vec:
+        avail += ["h[0]", "h[2]", "sum(h)", "mean(h)", "dot(h, h * p)"]
 
     def e(d):
         if d <= 0 or rng.random() < 0.2:
-            return rng.choice(avail + ["0.5", "2", "t"])
+            return rng.choice(avail + ["0.37", "1.7", "t"])
         r = rng.random()
         if r < 0.3:
             return f"({e(d - 1)} {rng.choice('+-*')} {e(d - 1)})"
@@ -122,7 +134,13 @@ def smooth_rule(rng, idx):
             return rng.choice(SMOOTH_UNARY).format(e(d - 1))
         if r < 0.75:
             # A reduced value that depends on the parameter or a state.
-            return f"{rng.choice(SMOOTH_RED)}({rng.choice(moving)} * {e(d - 1)})"
+            reds = SMOOTH_RED + (PIECEWISE_RED if piecewise else [])
+            return f"{rng.choice(reds)}({rng.choice(moving)} * {e(d - 1)})"
+        if r < 0.85 and piecewise:
+            return rng.choice([f"abs({e(d - 1)})", f"max({e(d - 1)}, {e(d - 1)})",
+                               f"min({e(d - 1)}, {e(d - 1)})",
+                               f"clamp({e(d - 1)}, -0.73, 0.81)",
+                               f"select({e(d - 1)} > {e(d - 1)}, {e(d - 1)}, {e(d - 1)})"])
         return e(d - 1)
 
     for i in range(rng.randint(0, 3)):
@@ -130,13 +148,15 @@ def smooth_rule(rng, idx):
         avail.append(f"v{i}")
     for s in states:
         lines.append(f"  {s} = {e(3)}")
+    if vec:
+        lines.append(f"  h = h * {e(1)} + {e(2)}")
     lines.append(f"  p -= lr * {e(3)}")
     # Small learning rates keep the unrolled loss close to quadratic over
     # hypergradient's step (1e-5 lr): at lr = 0.5 some rules curve enough
     # for the central difference's truncation error to pass 1e-4 (checked:
     # it shrinks 100-fold per 10-fold smaller step, to the VJP's value).
     params = ", ".join(
-        f"{h} = {rng.choice(['0.01', '0.05'] if h == 'lr' else ['0.01', '0.1', '0.5'])}"
+        f"{h} = {rng.choice(['0.01', '0.05'] if h == 'lr' else ['0.013', '0.11', '0.53'])}"
         for h in hypers)
     return f"rule r{idx}({params}) {{\n" + "\n".join(lines) + "\n}\n"
 
@@ -156,7 +176,8 @@ def run(cmd, failures, label):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--mode", choices=["pipeline", "gradients"], required=True)
+    ap.add_argument("--mode", choices=["pipeline", "gradients", "piecewise"],
+                    required=True)
     ap.add_argument("--bin", required=True, help="folder of optimc and hypergradient")
     ap.add_argument("--tmp", required=True, help="scratch folder")
     ap.add_argument("--count", type=int, default=10)
@@ -165,7 +186,10 @@ def main():
     rng = random.Random(args.seed)
     failures, checked = [], 0
     for i in range(args.count):
-        src = (any_rule if args.mode == "pipeline" else smooth_rule)(rng, i)
+        if args.mode == "pipeline":
+            src = any_rule(rng, i)
+        else:
+            src = smooth_rule(rng, i, args.mode == "piecewise")
         path = f"{args.tmp}/rule{i}.optim"
         with open(path, "w") as f:
             f.write(src)
