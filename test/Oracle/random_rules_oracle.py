@@ -14,10 +14,17 @@ reduction of a value computed from another's result: several passes over
 memory). Discontinuous built-ins (floor, mod, sign, select) are left out:
 an ulp between two libms could flip them.
 
+With --axes the rules also have row and column states (started from a
+constant, assigned values shared by the row or column: uniform values, their
+own axis's states and row or column reductions of anything) and row and
+column reductions anywhere, on 1-D parameters, matrices, a stack of
+matrices, rows longer than a chunk and empty parameters.
+
 Each rule runs STEPS steps through the Python binding (python/optim_mlir.py,
 the JIT and the runtime) in float64 on 7 tensors of 0, 1, 2, 7, 33, 1000 and
-70001 coordinates (three chunks of the default 32768), 2 threads, with
-normal gradients, and must match the transcription after every step:
+70001 coordinates (three chunks of the default 32768; with --axes the
+shapes of AXES_SHAPES), 2 threads, with normal gradients, and must match the
+transcription after every step:
 parameters and every state, per tensor,
     |ours - reference| <= 1e-9 |reference| + 1e-9 max|reference|,
 NaN and infinities in the same places. The reference sums in numpy's order,
@@ -33,7 +40,24 @@ import sys
 
 import numpy as np
 
-SIZES = [0, 1, 2, 7, 33, 1000, 70001]
+# The parameters' shapes: 1-D for rules without rows and columns (which
+# ignore shapes), matrices and a stack of them for rules with row and column
+# states and reductions (--axes), rows of 70001 cut into parts by the
+# chunking, an empty matrix.
+SHAPES = [(0,), (1,), (2,), (7,), (33,), (1000,), (70001,)]
+AXES_SHAPES = [(0,), (1,), (7,), (3, 5), (5, 3), (1, 1), (0, 4), (2, 3, 4),
+               (33, 257), (3, 70001)]
+
+
+def view(shape):
+    """The [batch, rows, cols] view of a shape (docs/language.md, Rows and
+    columns): a 1-D shape is one row."""
+    if len(shape) == 1:
+        return (1, 1, shape[0])
+    batch = 1
+    for d in shape[:-2]:
+        batch *= d
+    return (batch, shape[-2], shape[-1])
 
 
 class Ctx:
@@ -41,48 +65,68 @@ class Ctx:
     array per tensor (a vector state's arrays have a leading axis of its
     components); a uniform value is a Python float."""
 
-    def __init__(self, wrong, nudge):
+    def __init__(self, views, wrong, nudge):
+        self.views = views
         self.wrong = wrong
         # Every sum moved by `nudge` times 4 ulps: the spread of references
         # nudged up and down measures how much the rule amplifies the last
         # bits of a sum, which the kernels add in another order than numpy.
-        self.total = lambda x: float(np.sum(x)) * (1 + nudge * 2.0**-50)
+        self.nudge = nudge
 
     def ew(self, fn, *args):
         if not any(isinstance(a, list) for a in args):
             return fn(*args)
         return [fn(*[a[k] if isinstance(a, list) else a for a in args])
-                for k in range(len(SIZES))]
+                for k in range(len(self.views))]
 
-    def _reduce(self, kind, x, count):
+    def _reduce(self, kind, x, axis, count):
         if self.wrong and kind in ("sum", "mean", "norm"):
             # A relative 1e-6 off: far beyond the tolerance.
-            return (1 + 1e-6) * self._exact(kind, x, count)
-        return self._exact(kind, x, count)
+            return (1 + 1e-6) * self._exact(kind, x, axis, count)
+        return self._exact(kind, x, axis, count)
 
-    def _exact(self, kind, x, count):
+    def _exact(self, kind, x, axis, count):
+        total = lambda v: np.sum(v, axis=axis, keepdims=axis is not None) * \
+            (1 + self.nudge * 2.0**-50)
         if kind == "sum":
-            return self.total(x)
+            return total(x)
         if kind == "mean":
-            return self.total(x) / count if count else float("nan")
+            return total(x) / count if count else np.nan * total(x)
         if kind == "norm":
-            return float(np.sqrt(self.total(x * x)))
+            return np.sqrt(total(x * x))
         if kind == "max":
-            return float(np.max(x)) if x.size else float("-inf")
-        return float(np.min(x)) if x.size else float("inf")
+            return np.max(x, axis=axis, keepdims=axis is not None,
+                          initial=-np.inf)
+        return np.min(x, axis=axis, keepdims=axis is not None, initial=np.inf)
+
+    def _full(self, x, k):
+        return np.broadcast_to(x[k] if isinstance(x, list) else x,
+                               self.views[k]).astype(np.float64)
 
     def tensor(self, kind, x):
-        out = []
-        for k, n in enumerate(SIZES):
-            xk = np.broadcast_to(x[k] if isinstance(x, list) else x, (n,))
-            out.append(self._reduce(kind, np.asarray(xk, np.float64), n))
-        return out
+        return [float(self._reduce(kind, self._full(x, k), None, int(np.prod(v))))
+                for k, v in enumerate(self.views)]
 
     def glob(self, kind, x):
-        parts = [np.broadcast_to(x[k] if isinstance(x, list) else x, (n,))
-                 for k, n in enumerate(SIZES)]
-        whole = np.concatenate(parts).astype(np.float64)
-        return self._reduce(kind, whole, whole.size)
+        whole = np.concatenate([self._full(x, k).ravel()
+                                for k in range(len(self.views))])
+        return float(self._reduce(kind, whole, None, whole.size))
+
+    def row(self, kind, x):
+        """At each coordinate, the reduction of x over its row: [B, R, 1]."""
+        return [self._reduce(kind, self._full(x, k), 2, v[2])
+                for k, v in enumerate(self.views)]
+
+    def col(self, kind, x):
+        """Over its column: [B, 1, C]."""
+        return [self._reduce(kind, self._full(x, k), 1, v[1])
+                for k, v in enumerate(self.views)]
+
+    def rows(self):
+        return [float(v[1]) for v in self.views]
+
+    def cols(self):
+        return [float(v[2]) for v in self.views]
 
 
 UNARY = {
@@ -96,8 +140,9 @@ UNARY = {
 }
 
 
-def gen_rule(rng, idx):
-    """Returns (source, hypers, states, body): `body` is Python code that
+def gen_rule(rng, idx, axes):
+    """Returns (source, hypers, states, body): `states` maps each state to
+    (initial value, axis: none, row, col or vec); `body` is Python code that
     runs one step on a Ctx `C` with P, G, T, the hyperparameters and the
     states bound, and sets P_new and each state."""
     hypers = {"lr": rng.choice([0.01, 0.05, 0.1])}
@@ -105,16 +150,24 @@ def gen_rule(rng, idx):
         hypers[h] = rng.choice([0.013, 0.11, 0.53, 1.7])
     states = {}
     for i in range(rng.randint(0, 2)):
-        states[f"s{i}"] = rng.choice(["0", "0.5", "p", "g"])
-    vec = rng.random() < 0.35
+        states[f"s{i}"] = (rng.choice(["0", "0.5", "p", "g"]), "none")
+    if axes:
+        for i in range(rng.randint(1, 2)):
+            states[f"r{i}"] = (rng.choice(["0", "0.5", "1"]), "row")
+        for i in range(rng.randint(0, 2)):
+            states[f"c{i}"] = (rng.choice(["0", "0.5", "1"]), "col")
+    vec = rng.random() < 0.3
     if vec:
-        states["h"] = rng.choice(["0", "0.25", "p"])
-    scalars = ["p", "g", "t"] + list(hypers) + [s for s in states if s != "h"]
+        states["h"] = (rng.choice(["0", "0.25", "p"]), "vec")
+    uniform = ["t"] + list(hypers)
+    shared = {"coord": ["p", "g"] + [n for n, (_, a) in states.items() if a == "none"],
+              "row": [n for n, (_, a) in states.items() if a == "row"],
+              "col": [n for n, (_, a) in states.items() if a == "col"]}
     py = {"p": "P", "g": "G", "t": "T"}
 
-    def leaf():
+    def leaf(share):
         r = rng.random()
-        if vec and r < 0.2:
+        if vec and share == "coord" and r < 0.2:
             # The components stay equal (updated by scalars): h[2] - mean(h)
             # would be rounding noise, amplified. One of each kind of read.
             return rng.choice([("h[1]", "C.ew(lambda h: h[1], H)"),
@@ -124,23 +177,28 @@ def gen_rule(rng, idx):
         if r < 0.3:
             c = rng.choice(["0.37", "1.7", "2", "0.5"])
             return c, c
-        name = rng.choice(scalars)
+        if axes and r < 0.36:
+            return rng.choice([("rows()", "C.rows()"), ("cols()", "C.cols()")])
+        names = uniform + shared[share]
+        if share == "coord" and axes:
+            names = names + shared["row"] + shared["col"]
+        name = rng.choice(names)
         return name, py.get(name, name)
 
-    def e(d):
+    def e(d, share="coord"):
         if d <= 0 or rng.random() < 0.2:
-            return leaf()
+            return leaf(share)
         r = rng.random()
         if r < 0.3:
-            (a, pa), (b, pb) = e(d - 1), e(d - 1)
+            (a, pa), (b, pb) = e(d - 1, share), e(d - 1, share)
             op = rng.choice("+-*")
             return f"({a} {op} {b})", f"C.ew(lambda x, y: x {op} y, {pa}, {pb})"
         if r < 0.37:
-            (a, pa), (b, pb) = e(d - 1), e(d - 1)
+            (a, pa), (b, pb) = e(d - 1, share), e(d - 1, share)
             return (f"({a} / (1 + {b} * {b}))",
                     f"C.ew(lambda x, y: x / (1 + y * y), {pa}, {pb})")
         if r < 0.52:
-            a, pa = e(d - 1)
+            a, pa = e(d - 1, share)
             f = rng.choice(list(UNARY) + ["log1", "sqrt1", "sq"])
             if f == "log1":
                 return f"log(1 + {a} * {a})", f"C.ew(lambda x: np.log(1 + x * x), {pa})"
@@ -154,7 +212,7 @@ def gen_rule(rng, idx):
                         f"C.ew(lambda x: UNARY['{f}'](np.tanh(x)), {pa})")
             return f"{f}({a})", f"C.ew(UNARY['{f}'], {pa})"
         if r < 0.6:
-            (a, pa), (b, pb) = e(d - 1), e(d - 1)
+            (a, pa), (b, pb) = e(d - 1, share), e(d - 1, share)
             f = rng.choice(["max", "min", "clamp"])
             if f == "clamp":
                 return (f"clamp({a}, -0.73, {b})",
@@ -162,29 +220,39 @@ def gen_rule(rng, idx):
             npf = "np.maximum" if f == "max" else "np.minimum"
             return f"{f}({a}, {b})", f"C.ew({npf}, {pa}, {pb})"
         if r < 0.8:
+            # A reduction of any per-coordinate value: uniform over the
+            # tensor (or all of them), or over the coordinate's row or
+            # column, which a row (column) value may use.
             a, pa = e(d - 1)
-            scope = rng.choice(["tensor", "global"])
             kind = rng.choice(["sum", "mean", "norm", "max", "min"])
-            fn = "C.tensor" if scope == "tensor" else "C.glob"
+            scopes = ["tensor", "global"]
+            if axes and share in ("coord", "row"):
+                scopes.append("row")
+            if axes and share in ("coord", "col"):
+                scopes.append("col")
+            scope = rng.choice(scopes)
+            fn = {"tensor": "C.tensor", "global": "C.glob", "row": "C.row",
+                  "col": "C.col"}[scope]
             return f"{scope}_{kind}({a})", f"{fn}('{kind}', {pa})"
-        return e(d - 1)
+        return e(d - 1, share)
 
     lines, body = [], []
-    for name, init in states.items():
-        size = "[3]" if name == "h" else ""
-        lines.append(f"  state {name}{size} = {init}")
+    for name, (init, axis) in states.items():
+        size = "[3]" if axis == "vec" else ""
+        prefix = f"{axis} " if axis in ("row", "col") else ""
+        lines.append(f"  {prefix}state {name}{size} = {init}")
     for i in range(rng.randint(0, 3)):
         a, pa = e(3)
         lines.append(f"  let v{i} = {a}")
         body.append(f"v{i} = {pa}")
-        scalars.append(f"v{i}")
-    for name in states:
-        if name == "h":
+        shared["coord"].append(f"v{i}")
+    for name, (_, axis) in states.items():
+        if axis == "vec":
             (a, pa), (b, pb) = e(1), e(2)
             lines.append(f"  h = h * {a} + {b}")
             body.append(f"H = C.ew(lambda h, a, b: h * a + b, H, {pa}, {pb})")
         elif rng.random() < 0.85:
-            a, pa = e(3)
+            a, pa = e(3, "coord" if axis == "none" else axis)
             lines.append(f"  {name} = {a}")
             body.append(f"{name} = {pa}")
     a, pa = e(3)
@@ -195,50 +263,62 @@ def gen_rule(rng, idx):
     return source, hypers, states, "\n".join(body)
 
 
-def reference(states, hypers, code, theta0, grads, wrong, nudge):
+def state_shape(axis, v):
+    """A state's array in the reference: [B, R, C] per coordinate, [B, R, 1]
+    per row, [B, 1, C] per column, [3, B, R, C] for the vector state."""
+    b, r, c = v
+    return {"none": (b, r, c), "row": (b, r, 1), "col": (b, 1, c),
+            "vec": (3, b, r, c)}[axis]
+
+
+def reference(views, states, hypers, code, theta0, grads, wrong, nudge):
     """The transcription's parameters and states after each step."""
-    ref_p = [p.copy() for p in theta0]
+    ref_p = [p.reshape(v).astype(np.float64) for p, v in zip(theta0, views)]
     ref_states, out = {}, []
     for t, g in enumerate(grads, start=1):
+        g = [x.reshape(v) for x, v in zip(g, views)]
         # States started from a value take it at the first step.
         if t == 1:
-            for name, init in states.items():
-                if init == "p":
-                    v = [x.copy() for x in ref_p]
-                elif init == "g":
-                    v = [x.copy() for x in g]
-                else:
-                    v = [np.full(n, float(init)) for n in SIZES]
-                if name == "h":
-                    v = [np.broadcast_to(x, (3, n)).copy()
-                         for x, n in zip(v, SIZES)]
-                ref_states[name] = v
-        env = {"C": Ctx(wrong, nudge), "np": np, "UNARY": UNARY, "P": ref_p,
-               "G": g, "T": float(t), **hypers}
+            for name, (init, axis) in states.items():
+                src = ref_p if init == "p" else g if init == "g" else None
+                ref_states[name] = [
+                    np.broadcast_to(src[k] if src else float(init),
+                                    state_shape(axis, v)).copy()
+                    for k, v in enumerate(views)]
+        env = {"C": Ctx(views, wrong, nudge), "np": np, "UNARY": UNARY,
+               "P": ref_p, "G": g, "T": float(t), **hypers}
         for name, v in ref_states.items():
             env["H" if name == "h" else name] = v
         with np.errstate(all="ignore"):
             exec(code, env)
-        ref_p = [np.broadcast_to(x, (n,)).astype(np.float64)
-                 for x, n in zip(env["P_new"], SIZES)]
-        for name in ref_states:
-            v = env["H" if name == "h" else name]
-            shape = (lambda n: (3, n)) if name == "h" else (lambda n: (n,))
+        ref_p = [np.broadcast_to(x, v).astype(np.float64)
+                 for x, v in zip(env["P_new"], views)]
+        for name, (_, axis) in states.items():
+            new = env["H" if name == "h" else name]
+            # A row or column state of a tensor without coordinates keeps
+            # its value (KernelABI.h, "Axes": nothing computes a new one).
             ref_states[name] = [
-                np.broadcast_to(v[k] if isinstance(v, list) else v,
-                                shape(n)).astype(np.float64)
-                for k, n in enumerate(SIZES)]
+                ref_states[name][k] if axis in ("row", "col") and not np.prod(v)
+                else np.broadcast_to(new[k] if isinstance(new, list) else new,
+                                     state_shape(axis, v)).astype(np.float64)
+                for k, v in enumerate(views)]
         out.append((ref_p, dict(ref_states)))
     return out
 
 
-def run_case(optim_mlir, rng, idx, steps, wrong):
-    source, hypers, states, body = gen_rule(rng, idx)
-    rule = optim_mlir.compile_source(source, f64=True, name=f"random{idx}.optim")
-    params = [rng_np.standard_normal(n) for n in SIZES]
-    grads = [[rng_np.standard_normal(n) for n in SIZES] for _ in range(steps)]
+def run_case(optim_mlir, rng, idx, steps, wrong, axes):
+    source, hypers, states, body = gen_rule(rng, idx, axes)
+    shapes = AXES_SHAPES if axes else SHAPES
+    views = [view(sh) for sh in shapes]
+    try:
+        rule = optim_mlir.compile_source(source, f64=True,
+                                         name=f"random{idx}.optim")
+    except optim_mlir.OptimError as e:
+        return source, [f"does not compile: {e}"]
+    params = [rng_np.standard_normal(sh) for sh in shapes]
+    grads = [[rng_np.standard_normal(sh) for sh in shapes] for _ in range(steps)]
     code = compile(body, f"<rule {idx}>", "exec")
-    refs = [reference(states, hypers, code, params, grads, wrong, nudge)
+    refs = [reference(views, states, hypers, code, params, grads, wrong, nudge)
             for nudge in (0, 1, -1)]
     opt = optim_mlir.Optimizer(rule, params, threads=2)
     problems = []
@@ -246,6 +326,7 @@ def run_case(optim_mlir, rng, idx, steps, wrong):
         opt.step(grads[t - 1])
 
         def compare(what, ours, ref, up, down):
+            ours = ours.reshape(ref.shape)
             with np.errstate(all="ignore"):
                 same_special = np.array_equal(np.isnan(ours), np.isnan(ref)) and \
                     np.array_equal(np.isinf(ours), np.isinf(ref)) and \
@@ -267,11 +348,11 @@ def run_case(optim_mlir, rng, idx, steps, wrong):
                                 f"{'agree' if same_special else 'differ'}")
 
         (ref_p, ref_s), (up_p, up_s), (down_p, down_s) = [r[t - 1] for r in refs]
-        for k, n in enumerate(SIZES):
-            compare(f"p of tensor {k} ({n})", params[k], ref_p[k], up_p[k],
+        for k, sh in enumerate(shapes):
+            compare(f"p of tensor {k} {sh}", params[k], ref_p[k], up_p[k],
                     down_p[k])
             for name in ref_s:
-                compare(f"state {name} of tensor {k} ({n})",
+                compare(f"state {name} of tensor {k} {sh}",
                         opt.state(k, name), ref_s[name][k], up_s[name][k],
                         down_s[name][k])
         if problems:
@@ -286,6 +367,9 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--wrong", action="store_true")
+    ap.add_argument("--axes", action="store_true",
+                    help="rules with row and column states and reductions, "
+                         "on matrices")
     args = ap.parse_args()
     sys.path.insert(0, __import__("os").path.join(
         __import__("os").path.dirname(__file__), "..", "..", "python"))
@@ -296,12 +380,14 @@ def main():
     rng_np = np.random.default_rng(args.seed)
     failed = 0
     for i in range(args.count):
-        source, problems = run_case(optim_mlir, rng, i, args.steps, args.wrong)
+        source, problems = run_case(optim_mlir, rng, i, args.steps, args.wrong,
+                                    args.axes)
         if problems:
             failed += 1
             print(f"FAIL rule {i}:\n{source}" + "\n".join(problems[:5]))
-    print(f"random rules against numpy: {args.count} rules, {args.steps} steps, "
-          f"{failed} failed")
+    kind = "rules with rows and columns" if args.axes else "rules"
+    print(f"random {kind} against numpy: {args.count} rules, {args.steps} "
+          f"steps, {failed} failed")
     return 1 if failed else 0
 
 
