@@ -30,8 +30,12 @@ parameters and every state, per tensor,
 NaN and infinities in the same places. The reference sums in numpy's order,
 the kernels chunk by chunk: reduced values may differ in their last bits,
 which a few steps of these bounded operations do not amplify past 1e-9.
---wrong perturbs the reference (every sum, mean and norm a relative 1e-6
-off) and must fail.
+--f32 runs float32 kernels against a reference that rounds every value to
+float32 as the kernels do (numpy computes float32 in float32; reductions sum
+in float64 and round once), within 1e-4.
+
+--wrong perturbs the reference (every sum, mean and norm ten times the
+tolerance off) and must fail.
 """
 
 import argparse
@@ -65,29 +69,38 @@ class Ctx:
     array per tensor (a vector state's arrays have a leading axis of its
     components); a uniform value is a Python float."""
 
-    def __init__(self, views, wrong, nudge):
+    def __init__(self, views, wrong, nudge, dtype):
         self.views = views
         self.wrong = wrong
-        # Every sum moved by `nudge` times 4 ulps: the spread of references
-        # nudged up and down measures how much the rule amplifies the last
-        # bits of a sum, which the kernels add in another order than numpy.
-        self.nudge = nudge
+        # Every sum moved by `nudge` times 4 ulps (of the element type): the
+        # spread of references nudged up and down measures how much the rule
+        # amplifies the last bits of a sum, which the kernels add in another
+        # order than numpy.
+        self.nudge = nudge * (2.0**-50 if dtype == np.float64 else 2.0**-21)
+        # float32: every value is rounded to float32 (numpy computes float32
+        # arrays and scalars in float32), reductions sum in float64 and
+        # round once, as the kernels do.
+        self.dtype = dtype
+
+    def round(self, v):
+        return v.astype(self.dtype) if isinstance(v, np.ndarray) else self.dtype(v)
 
     def ew(self, fn, *args):
         if not any(isinstance(a, list) for a in args):
-            return fn(*args)
-        return [fn(*[a[k] if isinstance(a, list) else a for a in args])
+            return self.round(fn(*args))
+        return [self.round(fn(*[a[k] if isinstance(a, list) else a for a in args]))
                 for k in range(len(self.views))]
 
     def _reduce(self, kind, x, axis, count):
         if self.wrong and kind in ("sum", "mean", "norm"):
-            # A relative 1e-6 off: far beyond the tolerance.
-            return (1 + 1e-6) * self._exact(kind, x, axis, count)
+            # Ten times the tolerance off.
+            off = 1e-8 if self.dtype == np.float64 else 1e-3
+            return (1 + off) * self._exact(kind, x, axis, count)
         return self._exact(kind, x, axis, count)
 
     def _exact(self, kind, x, axis, count):
         total = lambda v: np.sum(v, axis=axis, keepdims=axis is not None) * \
-            (1 + self.nudge * 2.0**-50)
+            (1 + self.nudge)
         if kind == "sum":
             return total(x)
         if kind == "mean":
@@ -104,29 +117,30 @@ class Ctx:
                                self.views[k]).astype(np.float64)
 
     def tensor(self, kind, x):
-        return [float(self._reduce(kind, self._full(x, k), None, int(np.prod(v))))
+        return [self.round(self._reduce(kind, self._full(x, k), None,
+                                        int(np.prod(v))))
                 for k, v in enumerate(self.views)]
 
     def glob(self, kind, x):
         whole = np.concatenate([self._full(x, k).ravel()
                                 for k in range(len(self.views))])
-        return float(self._reduce(kind, whole, None, whole.size))
+        return self.round(self._reduce(kind, whole, None, whole.size))
 
     def row(self, kind, x):
         """At each coordinate, the reduction of x over its row: [B, R, 1]."""
-        return [self._reduce(kind, self._full(x, k), 2, v[2])
+        return [self.round(self._reduce(kind, self._full(x, k), 2, v[2]))
                 for k, v in enumerate(self.views)]
 
     def col(self, kind, x):
         """Over its column: [B, 1, C]."""
-        return [self._reduce(kind, self._full(x, k), 1, v[1])
+        return [self.round(self._reduce(kind, self._full(x, k), 1, v[1]))
                 for k, v in enumerate(self.views)]
 
     def rows(self):
-        return [float(v[1]) for v in self.views]
+        return [self.dtype(v[1]) for v in self.views]
 
     def cols(self):
-        return [float(v[2]) for v in self.views]
+        return [self.dtype(v[2]) for v in self.views]
 
 
 UNARY = {
@@ -272,8 +286,10 @@ def state_shape(axis, v):
 
 
 def reference(views, states, hypers, code, theta0, grads, wrong, nudge):
-    """The transcription's parameters and states after each step."""
-    ref_p = [p.reshape(v).astype(np.float64) for p, v in zip(theta0, views)]
+    """The transcription's parameters and states after each step, in the
+    parameters' type."""
+    dtype = theta0[0].dtype.type
+    ref_p = [p.reshape(v).copy() for p, v in zip(theta0, views)]
     ref_states, out = {}, []
     for t, g in enumerate(grads, start=1):
         g = [x.reshape(v) for x, v in zip(g, views)]
@@ -282,16 +298,17 @@ def reference(views, states, hypers, code, theta0, grads, wrong, nudge):
             for name, (init, axis) in states.items():
                 src = ref_p if init == "p" else g if init == "g" else None
                 ref_states[name] = [
-                    np.broadcast_to(src[k] if src else float(init),
-                                    state_shape(axis, v)).copy()
+                    np.broadcast_to(src[k] if src else dtype(float(init)),
+                                    state_shape(axis, v)).astype(dtype)
                     for k, v in enumerate(views)]
-        env = {"C": Ctx(views, wrong, nudge), "np": np, "UNARY": UNARY,
-               "P": ref_p, "G": g, "T": float(t), **hypers}
+        env = {"C": Ctx(views, wrong, nudge, dtype), "np": np, "UNARY": UNARY,
+               "P": ref_p, "G": g, "T": dtype(t),
+               **{h: dtype(v) for h, v in hypers.items()}}
         for name, v in ref_states.items():
             env["H" if name == "h" else name] = v
         with np.errstate(all="ignore"):
             exec(code, env)
-        ref_p = [np.broadcast_to(x, v).astype(np.float64)
+        ref_p = [np.broadcast_to(x, v).astype(dtype)
                  for x, v in zip(env["P_new"], views)]
         for name, (_, axis) in states.items():
             new = env["H" if name == "h" else name]
@@ -300,23 +317,33 @@ def reference(views, states, hypers, code, theta0, grads, wrong, nudge):
             ref_states[name] = [
                 ref_states[name][k] if axis in ("row", "col") and not np.prod(v)
                 else np.broadcast_to(new[k] if isinstance(new, list) else new,
-                                     state_shape(axis, v)).astype(np.float64)
+                                     state_shape(axis, v)).astype(dtype)
                 for k, v in enumerate(views)]
         out.append((ref_p, dict(ref_states)))
     return out
 
 
-def run_case(optim_mlir, rng, idx, steps, wrong, axes):
+def run_case(optim_mlir, rng, idx, steps, wrong, axes, f32):
     source, hypers, states, body = gen_rule(rng, idx, axes)
     shapes = AXES_SHAPES if axes else SHAPES
     views = [view(sh) for sh in shapes]
     try:
-        rule = optim_mlir.compile_source(source, f64=True,
+        rule = optim_mlir.compile_source(source, f64=not f32,
                                          name=f"random{idx}.optim")
     except optim_mlir.OptimError as e:
         return source, [f"does not compile: {e}"]
-    params = [rng_np.standard_normal(sh) for sh in shapes]
-    grads = [[rng_np.standard_normal(sh) for sh in shapes] for _ in range(steps)]
+    # float32 data (exact in float64): the float64 reference starts from the
+    # float32 kernel's own values.
+    dtype = np.float32 if f32 else np.float64
+    params = [rng_np.standard_normal(sh).astype(dtype) for sh in shapes]
+    grads = [[rng_np.standard_normal(sh).astype(dtype) for sh in shapes]
+             for _ in range(steps)]
+    # The reference rounds as the kernels do; what remains are a few ulps
+    # of the built-ins (numpy's float32 functions against the kernels') and
+    # of the sums of vector components (in another order), which a few
+    # steps amplify little, except near a cube root's infinite slope at 0
+    # (measured: 1.7e-5 of the scale).
+    tol = 1e-4 if f32 else 1e-9
     code = compile(body, f"<rule {idx}>", "exec")
     refs = [reference(views, states, hypers, code, params, grads, wrong, nudge)
             for nudge in (0, 1, -1)]
@@ -326,7 +353,8 @@ def run_case(optim_mlir, rng, idx, steps, wrong, axes):
         opt.step(grads[t - 1])
 
         def compare(what, ours, ref, up, down):
-            ours = ours.reshape(ref.shape)
+            ours = ours.reshape(ref.shape).astype(np.float64)
+            ref, up, down = (a.astype(np.float64) for a in (ref, up, down))
             with np.errstate(all="ignore"):
                 same_special = np.array_equal(np.isnan(ours), np.isnan(ref)) and \
                     np.array_equal(np.isinf(ours), np.isinf(ref)) and \
@@ -340,7 +368,7 @@ def run_case(optim_mlir, rng, idx, steps, wrong, axes):
                 # equal values) are no error.
                 spread = 10 * np.maximum(np.abs(up[fin] - ref[fin]),
                                          np.abs(down[fin] - ref[fin]))
-                ok = np.all(err <= 1e-9 * np.abs(ref[fin]) + 1e-9 * scale + spread)
+                ok = np.all(err <= tol * np.abs(ref[fin]) + tol * scale + spread)
             if not (same_special and ok):
                 worst = float(np.max(err)) if err.size else float("nan")
                 problems.append(f"step {t}, {what}: largest difference {worst:.3e}"
@@ -367,6 +395,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--wrong", action="store_true")
+    ap.add_argument("--f32", action="store_true",
+                    help="float32 kernels against the float64 reference")
     ap.add_argument("--axes", action="store_true",
                     help="rules with row and column states and reductions, "
                          "on matrices")
@@ -381,11 +411,12 @@ def main():
     failed = 0
     for i in range(args.count):
         source, problems = run_case(optim_mlir, rng, i, args.steps, args.wrong,
-                                    args.axes)
+                                    args.axes, args.f32)
         if problems:
             failed += 1
             print(f"FAIL rule {i}:\n{source}" + "\n".join(problems[:5]))
     kind = "rules with rows and columns" if args.axes else "rules"
+    kind += " in float32" if args.f32 else ""
     print(f"random {kind} against numpy: {args.count} rules, {args.steps} "
           f"steps, {failed} failed")
     return 1 if failed else 0
