@@ -47,6 +47,17 @@ SMOOTH_UNARY = ["tanh({})", "sigmoid({})", "exp(tanh({}))", "log(1 + ({}) ** 2)"
                 "sqrt(1 + ({}) ** 2)", "cos(tanh({}))", "sin(tanh({}))", "(({}) ** 2)"]
 
 
+def add_lets(rng, lines, avail, most, e):
+    """Up to `most` let bindings of random values, then usable by name."""
+    for i in range(rng.randint(0, most)):
+        lines.append(f"  let v{i} = {e(3)}")
+        avail.append(f"v{i}")
+
+
+def rule_text(idx, params, lines):
+    return f"rule r{idx}({params}) {{\n" + "\n".join(lines) + "\n}\n"
+
+
 def any_rule(rng, idx):
     hypers = ["lr"] + rng.sample(["beta", "eps", "c", "wd", "k"], rng.randint(0, 3))
     axes = rng.random() < 0.25
@@ -93,9 +104,7 @@ def any_rule(rng, idx):
             return f"-{e(d - 1)}"
         return e(d - 1)
 
-    for i in range(rng.randint(0, 4)):
-        lines.append(f"  let v{i} = {e(3)}")
-        avail.append(f"v{i}")
+    add_lets(rng, lines, avail, 4, e)
     for s in states:
         if rng.random() < 0.8:
             op = rng.choice(["=", "=", "+=", "*=", "-=", "/="])
@@ -107,7 +116,7 @@ def any_rule(rng, idx):
     params = ", ".join(
         f"{'const ' if h != 'lr' and rng.random() < 0.3 else ''}{h} = "
         f"{rng.choice(['0.1', '0.9', '1e-3', '2', '-1'])}" for h in hypers)
-    return f"rule r{idx}({params}) {{\n" + "\n".join(lines) + "\n}\n"
+    return rule_text(idx, params, lines)
 
 
 def smooth_rule(rng, idx, piecewise):
@@ -143,9 +152,7 @@ def smooth_rule(rng, idx, piecewise):
                                f"select({e(d - 1)} > {e(d - 1)}, {e(d - 1)}, {e(d - 1)})"])
         return e(d - 1)
 
-    for i in range(rng.randint(0, 3)):
-        lines.append(f"  let v{i} = {e(3)}")
-        avail.append(f"v{i}")
+    add_lets(rng, lines, avail, 3, e)
     for s in states:
         lines.append(f"  {s} = {e(3)}")
     if vec:
@@ -158,7 +165,7 @@ def smooth_rule(rng, idx, piecewise):
     params = ", ".join(
         f"{h} = {rng.choice(['0.01', '0.05'] if h == 'lr' else ['0.013', '0.11', '0.53'])}"
         for h in hypers)
-    return f"rule r{idx}({params}) {{\n" + "\n".join(lines) + "\n}\n"
+    return rule_text(idx, params, lines)
 
 
 def run(cmd, failures, label):
