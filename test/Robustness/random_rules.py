@@ -7,7 +7,8 @@ given --seed):
   built-in of rules, tensor, global, row and column reductions nested at
   random, newton_schulz, rows(), cols(), rand(), randn()) go through
   `optimc --emit=obj` (f32), `--emit=llvm --precision=f64`, `--target=cuda
-  --emit=ptx`, `optimc run` (the JIT and the runtime on the quadratic task)
+  --emit=cubin` (ptxas; sm_90 f32 and sm_80 f64), `optimc run` (the JIT and
+  the runtime on the quadratic task)
   and `hypergradient` (the reverse mode and optim::Trajectory). Each run must
   end in exit 0, or exit 1 with an error message: never a signal, an
   assertion, a hang or a silent failure.
@@ -206,7 +207,9 @@ def main():
             optimc = f"{args.bin}/optimc"
             for cmd in ([optimc, path, "--emit=obj", "-o", f"{args.tmp}/r.o"],
                         [optimc, path, "--emit=llvm", "--precision=f64", "-o", f"{args.tmp}/r.ll"],
-                        [optimc, path, "--target=cuda", "--emit=ptx", "-o", f"{args.tmp}/r.ptx"],
+                        [optimc, path, "--target=cuda", "--emit=cubin", "-o", f"{args.tmp}/r.cubin"],
+                        [optimc, path, "--target=cuda", "--gpu-arch=sm_80", "--precision=f64",
+                         "--emit=cubin", "-o", f"{args.tmp}/r64.cubin"],
                         [optimc, "run", path, "--task", "quadratic", "--steps", "5", "--threads", "2"],
                         hyper):
                 run(cmd, failures, label)
