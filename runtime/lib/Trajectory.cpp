@@ -587,11 +587,9 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
     numPartials += countOf(w.shape);
   size_t numChunks = im.lengths.size();
   // A rule with reductions: its first VJP kernel leaves 2R more per chunk
-  // (the cotangents of the reduced values and the tie counts), and its
-  // second reads ru, 2R per chunk (KernelABI.h).
-  // The second reads ru, 2R per chunk, and leaves R more than the
-  // cotangents of the hyperparameters and weights: what flows back to the
-  // reduced values of lower levels (nested reductions).
+  // (the cotangents of the reduced values and the tie counts); its second
+  // reads ru, 2R per chunk, and leaves R more (what flows back to the
+  // reduced values of lower levels: nested reductions; KernelABI.h).
   size_t R = im.numReductions();
   size_t firstPartials = size_t(numPartials) + 2 * R;
   size_t secondPartials = size_t(numPartials) + R;
@@ -601,9 +599,7 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
   // Per chunk and reduction: its sum of dL/drho_r (from the first kernel,
   // then from each higher level's pass), its tie count.
   std::vector<double> dRho(numChunks * R), ties(numChunks * R);
-  unsigned maxLevel = 0;
-  for (const ReductionSpec &spec : ri.reductions)
-    maxLevel = std::max(maxLevel, spec.level);
+  unsigned maxLevel = detail::maxReductionLevel(ri.reductions);
   auto partialAt = [&](size_t index) {
     return ri.dtype == DType::F32
                ? double(reinterpret_cast<const float *>(partials.get())[index])
