@@ -226,6 +226,12 @@ int main(int argc, char **argv) {
     if (!info.weights.empty())
       fail("rule '" + info.name + "' has learned weights; this example "
            "learns hyperparameters of update rules only");
+    // optim::Trajectory::step(grads, inputs) takes them, but the problem
+    // below has nothing to give them (a Hessian estimate, noise, ...).
+    if (!info.inputs.empty())
+      fail("rule '" + info.name + "' takes per-coordinate inputs besides "
+           "the gradient, which this example's least-squares problem does "
+           "not supply");
     if (std::isnan(lr))
       lr = info.hypers[lrIndex].defaultValue;
 
@@ -235,6 +241,8 @@ int main(int argc, char **argv) {
     // A rule that draws random numbers draws them from the same seed.
     optim::TrajectoryOptions trajOptions;
     trajOptions.seed = seed;
+    // θ_0 as an 8 x 5 matrix, θ_1 as a vector: what rows() and cols() read.
+    trajOptions.shapes = {{8, 5}, {prob.sizes[1]}};
     optim::Trajectory traj(rule, {prob.sizes[0], prob.sizes[1]}, trajOptions);
     std::vector<std::vector<double>> grads(steps + 1,
                                            std::vector<double>(n));

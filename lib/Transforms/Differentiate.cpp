@@ -91,6 +91,13 @@ private:
   FloatType elt;
   /// The rule's tensor_reduce ops in body order: reduction r is rho_r.
   SmallVector<TensorReduceOp> reductions;
+  /// Its row and column reductions, in body order: pseudo-states of the VJP
+  /// functions (KernelABI.h, "Reverse mode of rules with axes").
+  SmallVector<TensorReduceOp> axisReductions;
+  /// The VJP functions' per-coordinate arguments (stepInputs with the
+  /// pseudo-states after the states) and what they return adjoints of.
+  SmallVector<Value> vjpArgs();
+  SmallVector<Value> vjpOutputs();
   /// The largest level of a reduction (KernelABI.h version 9).
   unsigned maxLevel = 0;
   IRMapping forward;                     // Rule value -> recomputed value.
@@ -104,28 +111,19 @@ private:
 
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
-  // Matrix functions couple every coordinate of a matrix, and shape values
-  // are filled in by the runtime's forward passes only (KernelABI.h version
-  // 11): the reverse kernels have neither.
+  // Matrix functions couple every coordinate of a matrix: the reverse
+  // kernels would need NS's own reverse mode over whole matrices.
   Operation *unsupported = nullptr;
   rule.walk([&](TensorReduceOp red) {
-    ReductionKind kind = red.getKind();
-    if (kind != ReductionKind::NewtonSchulz && kind != ReductionKind::Rows &&
-        kind != ReductionKind::Cols)
+    if (red.getKind() != ReductionKind::NewtonSchulz)
       return WalkResult::advance();
     unsupported = red;
     return WalkResult::interrupt();
   });
-  if (auto red = dyn_cast_or_null<TensorReduceOp>(unsupported)) {
-    if (red.getKind() == ReductionKind::NewtonSchulz)
-      return emitError(red.getLoc())
-             << "newton_schulz(...) cannot be differentiated (reverse mode "
-                "of matrix functions is not supported)";
-    return emitError(red.getLoc())
-           << stringifyReductionKind(red.getKind())
-           << "() cannot be differentiated (reverse mode of the shape values "
-              "rows() and cols() is not supported)";
-  }
+  if (unsupported)
+    return emitError(unsupported->getLoc())
+           << "newton_schulz(...) cannot be differentiated (reverse mode "
+              "of matrix functions is not supported)";
   // A row (column) state or reduction couples the coordinates of a row
   // (column): its adjoint would need a reduction along the row in the
   // reverse pass, and the two kernels below reduce over whole tensors only.
@@ -150,6 +148,8 @@ LogicalResult RuleDifferentiator::check() {
                << elt;
       maxLevel = std::max(maxLevel, levels.lookup(red));
       reductions.push_back(red);
+      if (red.getAxis())
+        axisReductions.push_back(red);
       continue;
     }
     bool ok = isa<arith::AddFOp, arith::SubFOp, arith::MulFOp, arith::DivFOp,
@@ -197,7 +197,11 @@ void RuleDifferentiator::recompute(OpBuilder &b, IRMapping &map,
   unsigned r = 0; // Body order, as `reductions`.
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     if (auto red = dyn_cast<TensorReduceOp>(op)) {
-      map.map(red.getResult(), reduced[r++]);
+      // The VJP functions map row and column reductions to their
+      // pseudo-states beforehand.
+      if (!map.contains(red.getResult()))
+        map.map(red.getResult(), reduced[r]);
+      ++r;
       continue;
     }
     b.clone(op, map);
@@ -512,12 +516,37 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   return success();
 }
 
-/// What the VJP functions return the adjoints of: p, the states, the
-/// hyperparameters and the weights, in that order.
-static SmallVector<Value> vjpOutputs(RuleOp rule) {
+/// Row and column values (KernelABI.h, "Reverse mode of rules with axes")
+/// are per-coordinate values of the VJP functions: the runtime gives each
+/// coordinate its row's (column's) value and sums what comes back over the
+/// row (column). A row or column state is one of the rule's states already;
+/// each row or column reduction adds two pseudo-states after them: its
+/// result (value: rho at the coordinate; returned: the coordinate's share of
+/// its cotangent) and a tie slot (returned: the max and min tie indicator).
+/// Null stands for a tie slot.
+SmallVector<Value> RuleDifferentiator::vjpArgs() {
+  SmallVector<Value> args = {rule.getParam(), rule.getGrad(), rule.getStep()};
+  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
+    args.push_back(rule.getHyper(i));
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
+    args.push_back(rule.getState(i));
+  for (TensorReduceOp red : axisReductions)
+    args.append({red.getResult(), Value()});
+  for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
+    args.push_back(rule.getWeight(i));
+  for (unsigned i = 0, e = rule.getNumInputs(); i < e; ++i)
+    args.push_back(rule.getInput(i));
+  return args;
+}
+
+/// What the VJP functions return the adjoints of: p, the states and the
+/// pseudo-states, the hyperparameters and the weights, in that order.
+SmallVector<Value> RuleDifferentiator::vjpOutputs() {
   SmallVector<Value> wrt = {rule.getParam()};
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
     wrt.push_back(rule.getState(i));
+  for (TensorReduceOp red : axisReductions)
+    wrt.append({red.getResult(), Value()});
   for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
     wrt.push_back(rule.getHyper(i));
   for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
@@ -528,8 +557,10 @@ static SmallVector<Value> vjpOutputs(RuleOp rule) {
 void RuleDifferentiator::markVJP(OpBuilder &b, func::FuncOp func) {
   // What optim-lower-vjp-to-kernels needs to read the signature back.
   func->setAttr(kVJPOfAttrName, FlatSymbolRefAttr::get(rule.getSymNameAttr()));
-  SmallVector<int64_t> layout = {rule.getNumHypers(), rule.getNumStates(),
-                                 rule.getNumWeights()};
+  SmallVector<int64_t> layout = {
+      rule.getNumHypers(),
+      int64_t(rule.getNumStates() + 2 * axisReductions.size()),
+      rule.getNumWeights()};
   // [H, S, W], [H, S, W, R], or with inputs [H, S, W, R, I] (R may be 0).
   if (!reductions.empty() || rule.getNumInputs())
     layout.push_back(reductions.size());
@@ -539,15 +570,19 @@ void RuleDifferentiator::markVJP(OpBuilder &b, func::FuncOp func) {
 }
 
 void RuleDifferentiator::emitVJP(OpBuilder &b) {
-  SmallVector<Value> inputs = stepInputs(rule);
+  SmallVector<Value> args = vjpArgs();
   auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
-  SmallVector<Type> argTypes(ValueRange(inputs).getTypes());
+  auto typeOf = [&](Value v) { return v ? v.getType() : Type(elt); };
+  SmallVector<Type> argTypes = llvm::map_to_vector(args, typeOf);
+  // The cotangents of p' and the states', then of the pseudo-states (read
+  // by nothing: a row or column reduction's result is no output).
   for (Value v : yield.getValues())
     argTypes.push_back(v.getType());
+  argTypes.append(2 * axisReductions.size(), elt);
   SmallVector<Type> rhoTypes = reducedTypes(reductions);
   llvm::append_range(argTypes, rhoTypes);
-  SmallVector<Value> wrt = vjpOutputs(rule);
-  SmallVector<Type> resultTypes(ValueRange(wrt).getTypes());
+  SmallVector<Value> wrt = vjpOutputs();
+  SmallVector<Type> resultTypes = llvm::map_to_vector(wrt, typeOf);
   // drho_r, then the tie indicators.
   llvm::append_range(resultTypes, rhoTypes);
   llvm::append_range(resultTypes, rhoTypes);
@@ -559,10 +594,11 @@ void RuleDifferentiator::emitVJP(OpBuilder &b) {
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(entry);
   unsigned numOutputs = yield.getValues().size();
-  ValueRange cotangents =
-      entry->getArguments().slice(inputs.size(), numOutputs);
-  ValueRange rho = entry->getArguments().drop_front(inputs.size() + numOutputs);
-  forward.map(inputs, entry->getArguments().take_front(inputs.size()));
+  ValueRange cotangents = entry->getArguments().slice(args.size(), numOutputs);
+  ValueRange rho = entry->getArguments().take_back(reductions.size());
+  for (auto [v, arg] : llvm::zip(args, entry->getArguments()))
+    if (v)
+      forward.map(v, arg);
   recompute(b, forward, rho);
 
   // Seed with the cotangents of the outputs, then walk back.
@@ -571,45 +607,54 @@ void RuleDifferentiator::emitVJP(OpBuilder &b) {
   for (Operation &op : llvm::reverse(rule.getBodyBlock().without_terminator()))
     (void)backpropagate(b, &op);
 
+  // Max and min: the coordinates where the operand attains the reduced
+  // value share its cotangent; the runtime counts them.
+  auto tieOf = [&](TensorReduceOp red) -> Value {
+    if (red.getKind() != ReductionKind::Max &&
+        red.getKind() != ReductionKind::Min)
+      return constant(b, 0.0);
+    Value tie = arith::CmpFOp::create(
+        b, rule.getLoc(), arith::CmpFPredicate::OEQ,
+        forward.lookup(red.getValue()), forward.lookup(red.getResult()));
+    return arith::SelectOp::create(b, rule.getLoc(), tie, constant(b, 1.0),
+                                   constant(b, 0.0));
+  };
   SmallVector<Value> results;
+  unsigned axis = 0; // The tie slots' reductions, in order.
   for (Value v : wrt) {
+    if (!v) {
+      results.push_back(tieOf(axisReductions[axis++]));
+      continue;
+    }
     Value adjoint = adjoints.lookup(v);
     results.push_back(adjoint ? adjoint : constant(b, 0.0, v.getType()));
   }
+  // A row or column reduction's share went to its pseudo-state: its slots
+  // here are 0, as its slots of the forward's partials are never written.
   for (TensorReduceOp red : reductions) {
-    Value adjoint = adjoints.lookup(red.getResult());
+    Value adjoint = red.getAxis() ? Value() : adjoints.lookup(red.getResult());
     results.push_back(adjoint ? adjoint : constant(b, 0.0));
   }
-  // Max and min: the coordinates where the operand attains the reduced
-  // value share its cotangent; the runtime counts them.
-  for (auto [red, r] : llvm::zip(reductions, rho)) {
-    if (red.getKind() != ReductionKind::Max &&
-        red.getKind() != ReductionKind::Min) {
-      results.push_back(constant(b, 0.0));
-      continue;
-    }
-    Value tie =
-        arith::CmpFOp::create(b, rule.getLoc(), arith::CmpFPredicate::OEQ,
-                              forward.lookup(red.getValue()), r);
-    results.push_back(arith::SelectOp::create(b, rule.getLoc(), tie,
-                                              constant(b, 1.0),
-                                              constant(b, 0.0)));
-  }
+  for (TensorReduceOp red : reductions)
+    results.push_back(red.getAxis() ? constant(b, 0.0) : tieOf(red));
   func::ReturnOp::create(b, rule.getLoc(), results);
 }
 
 void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
-  SmallVector<Value> inputs = stepInputs(rule);
-  SmallVector<Value> wrt = vjpOutputs(rule);
-  SmallVector<Type> argTypes(ValueRange(inputs).getTypes());
-  // The cotangents of p and the states so far (the other VJP's results).
-  unsigned numCarried = 1 + rule.getNumStates();
+  SmallVector<Value> args = vjpArgs();
+  SmallVector<Value> wrt = vjpOutputs();
+  auto typeOf = [&](Value v) { return v ? v.getType() : Type(elt); };
+  SmallVector<Type> argTypes = llvm::map_to_vector(args, typeOf);
+  // The cotangents of p, the states and the pseudo-states so far (the other
+  // VJP's results), except that a row or column reduction's carries its
+  // u_r at the coordinate (the runtime's, per row or column).
+  unsigned numCarried = 1 + rule.getNumStates() + 2 * axisReductions.size();
   for (Value v : ArrayRef<Value>(wrt).take_front(numCarried))
-    argTypes.push_back(v.getType());
+    argTypes.push_back(typeOf(v));
   SmallVector<Type> rhoTypes = reducedTypes(reductions);
   llvm::append_range(argTypes, rhoTypes); // rho_r
   llvm::append_range(argTypes, rhoTypes); // u_r
-  SmallVector<Type> resultTypes(ValueRange(wrt).getTypes());
+  SmallVector<Type> resultTypes = llvm::map_to_vector(wrt, typeOf);
   // drho_r: what flows back to the reduced values of lower levels (nested
   // reductions; 0 for a rule whose reductions are all of level 0).
   llvm::append_range(resultTypes, rhoTypes);
@@ -621,23 +666,38 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
   Block *entry = func.addEntryBlock();
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(entry);
-  ValueRange args = entry->getArguments();
-  ValueRange carried = args.slice(inputs.size(), numCarried);
-  ValueRange rho = args.slice(inputs.size() + numCarried, reductions.size());
-  ValueRange u = args.take_back(reductions.size());
+  ValueRange all = entry->getArguments();
+  ValueRange carried = all.slice(args.size(), numCarried);
+  ValueRange rho = all.slice(args.size() + numCarried, reductions.size());
+  ValueRange u = all.take_back(reductions.size());
   forward.clear();
   adjoints.clear();
   mayBeZero.clear();
-  forward.map(inputs, args.take_front(inputs.size()));
+  for (auto [v, arg] : llvm::zip(args, all))
+    if (v)
+      forward.map(v, arg);
   recompute(b, forward, rho);
 
   // The cotangent of each coordinate's reduced operand x_r: D_r d rho_r /
   // d x_r, with the runtime's factor u_r (D_r, D_r / N, D_r / rho_r or D_r
   // / ties) times 1, x_r or the tie indicator.
   Location loc = rule.getLoc();
-  for (auto [red, r, ur] : llvm::zip(reductions, rho, u)) {
+  unsigned axis = 0;
+  for (auto [red, ur] : llvm::zip(reductions, u)) {
+    // The shape values rows() and cols() are constants of the parameter's
+    // shape (KernelABI.h version 11): their operand gets nothing (the
+    // runtime gives them u_r = 0).
+    if (red.getKind() == ReductionKind::Rows ||
+        red.getKind() == ReductionKind::Cols)
+      continue;
+    // A row or column reduction's u_r is its row's (column's), carried in
+    // its pseudo-state's cotangent.
+    Value factor = ur;
+    if (red.getAxis())
+      factor = carried[1 + rule.getNumStates() + 2 * axis++];
     Value x = forward.lookup(red.getValue());
-    Value seed = ur;
+    Value r = forward.lookup(red.getResult());
+    Value seed = factor;
     // With nested reductions each call seeds one level and gets u_r = 0 for
     // the others: a strong zero, so that an operand whose derivative is
     // infinite there (a log of 0) does not make 0 * inf = NaN in a pass
@@ -649,22 +709,21 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
     case ReductionKind::Mean:
       break;
     case ReductionKind::Norm:
-      seed = arith::MulFOp::create(b, loc, ur, x);
+      seed = arith::MulFOp::create(b, loc, factor, x);
       break;
     case ReductionKind::Max:
     case ReductionKind::Min: {
       Value tie =
           arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, x, r);
-      seed = arith::SelectOp::create(b, loc, tie, ur, constant(b, 0.0));
+      seed = arith::SelectOp::create(b, loc, tie, factor, constant(b, 0.0));
       mayBeZero.insert(red.getValue());
       break;
     }
-    // Refused by check().
+    // Refused by check(), skipped above.
     case ReductionKind::NewtonSchulz:
     case ReductionKind::Rows:
     case ReductionKind::Cols:
-      llvm_unreachable("matrix functions and shape values are not "
-                       "differentiated");
+      llvm_unreachable("matrix functions and shape values have no seed");
     }
     accumulate(b, red.getValue(), seed);
   }
@@ -672,22 +731,31 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
     (void)backpropagate(b, &op);
 
   SmallVector<Value> results;
+  Value zero;
+  auto zeroConstant = [&]() {
+    if (!zero)
+      zero = constant(b, 0.0);
+    return zero;
+  };
   for (auto [k, v] : llvm::enumerate(wrt)) {
-    Value adjoint = adjoints.lookup(v);
-    if (k < numCarried)
+    Value adjoint = v ? adjoints.lookup(v) : Value();
+    if (k >= numCarried) {
+      results.push_back(adjoint ? adjoint : constant(b, 0.0, v.getType()));
+    } else if (k > rule.getNumStates()) {
+      // A pseudo-state: what reaches the row or column reduction's result
+      // (from operands of higher levels), not added to its u_r; 0 for a
+      // tie slot.
+      results.push_back(adjoint ? adjoint : zeroConstant());
+    } else {
       results.push_back(adjoint ? arith::AddFOp::create(b, loc, carried[k],
                                                         adjoint)
                                       .getResult()
                                 : carried[k]);
-    else
-      results.push_back(adjoint ? adjoint : constant(b, 0.0, v.getType()));
+    }
   }
-  Value zero;
   for (TensorReduceOp red : reductions) {
-    Value adjoint = adjoints.lookup(red.getResult());
-    if (!adjoint && !zero)
-      zero = constant(b, 0.0);
-    results.push_back(adjoint ? adjoint : zero);
+    Value adjoint = red.getAxis() ? Value() : adjoints.lookup(red.getResult());
+    results.push_back(adjoint ? adjoint : zeroConstant());
   }
   func::ReturnOp::create(b, loc, results);
 }

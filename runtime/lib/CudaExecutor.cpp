@@ -10,7 +10,7 @@
 #include "optim/Manifest.h"
 
 #include "ManifestCommon.h"
-#include "QuotedList.h"
+#include "InputOrder.h"
 #include "Reductions.h"
 
 #include <algorithm>
@@ -738,46 +738,17 @@ void Optimizer::step(const std::vector<DeviceTensor> &grads) {
   const RuleInfo &info = rule_.info();
   // The kernel would read input pointers that nothing set.
   if (!info.inputs.empty())
-    throw Error("optim: CUDA: rule '" + info.name +
-                "' takes the per-coordinate input" +
-                (info.inputs.size() == 1 ? " " : "s ") +
-                detail::quotedList(info.inputs) +
-                " with every step, besides the gradients: call "
-                "step(grads, inputs) with one device tensor per parameter "
-                "for " +
-                (info.inputs.size() == 1 ? "it" : "each"));
+    throw Error(detail::inputsRequired(
+        info, "optim: CUDA",
+        std::string("step(grads, inputs) with one device tensor per "
+                    "parameter for ") +
+            (info.inputs.size() == 1 ? "it" : "each")));
   runStep(grads, {});
 }
 
 void Optimizer::step(const std::vector<DeviceTensor> &grads,
                      const std::vector<DeviceInput> &inputs) {
-  const RuleInfo &info = rule_.info();
-  std::vector<const std::vector<DeviceTensor> *> ordered(info.inputs.size(),
-                                                         nullptr);
-  for (const DeviceInput &in : inputs) {
-    auto it = std::find(info.inputs.begin(), info.inputs.end(), in.name);
-    if (it == info.inputs.end())
-      throw Error("optim: CUDA: rule '" + info.name + "' has no input '" +
-                  in.name + "' (" +
-                  (info.inputs.empty()
-                       ? std::string("it has none")
-                       : "its inputs: " + detail::quotedList(info.inputs)) +
-                  ")");
-    size_t k = size_t(it - info.inputs.begin());
-    if (ordered[k])
-      throw Error("optim: CUDA: input '" + in.name + "' is given twice");
-    ordered[k] = &in.tensors;
-  }
-  std::vector<std::string> missing;
-  for (size_t k = 0; k < ordered.size(); ++k)
-    if (!ordered[k])
-      missing.push_back(info.inputs[k]);
-  if (!missing.empty())
-    throw Error("optim: CUDA: rule '" + info.name + "' needs its input" +
-                (missing.size() == 1 ? " " : "s ") + detail::quotedList(missing) +
-                " with every step; " +
-                (missing.size() == 1 ? "it is" : "they are") + " missing");
-  runStep(grads, ordered);
+  runStep(grads, detail::orderInputs(rule_.info(), inputs, "optim: CUDA"));
 }
 
 void Optimizer::runStep(

@@ -1,9 +1,10 @@
 //===- Optimizer.cpp - apply a compiled rule to a model's parameters ----===//
 
 #include "OptimizerImpl.h"
+#include "InputOrder.h"
 #include "MatrixFunctions.h"
-#include "QuotedList.h"
 #include "Reductions.h"
+#include "Shapes.h"
 #include "StateMemory.h"
 
 #include <algorithm>
@@ -87,57 +88,7 @@ static std::string paramName(size_t i) {
   return "parameter " + std::to_string(i);
 }
 
-static std::string shapeText(const std::vector<int64_t> &shape) {
-  std::string text = "[";
-  for (size_t d = 0; d < shape.size(); ++d)
-    text += (d ? ", " : "") + std::to_string(shape[d]);
-  return text + "]";
-}
-
-/// The most dimensions a Param::shape may have.
-constexpr size_t kMaxRank = 64;
-
-/// Why `p.shape` cannot be the shape of `p`, or "" (also for no shape).
-static std::string checkShape(const Param &p) {
-  const std::vector<int64_t> &shape = p.shape;
-  if (shape.empty())
-    return "";
-  std::string text = "shape " + shapeText(shape);
-  if (shape.size() > kMaxRank)
-    return text + " has " + std::to_string(shape.size()) +
-           " dimensions, more than " + std::to_string(kMaxRank);
-  for (int64_t d : shape)
-    if (d < 0)
-      return text + " has a negative dimension";
-  // The element count; with a zero dimension it is 0 whatever the others.
-  int64_t count = 1;
-  bool overflow = false;
-  if (std::find(shape.begin(), shape.end(), 0) != shape.end())
-    count = 0;
-  else
-    for (int64_t d : shape)
-      overflow |= __builtin_mul_overflow(count, d, &count);
-  if (overflow)
-    return text + " has more elements than a 64-bit count holds, its size is " +
-           std::to_string(p.size);
-  if (count != p.size)
-    return text + " has " + std::to_string(count) + " elements, its size is " +
-           std::to_string(p.size);
-  return "";
-}
-
-/// R and C of a parameter's [B, R, C] view (KernelABI.h, version 11: the
-/// shape values rows() and cols(), for rules with axes or without): the
-/// last dimension and the one before (1 for 1-D), [1, size] without a
-/// shape. The shape was checked.
-static void rowsAndCols(const Param &p, int64_t &R, int64_t &C) {
-  R = 1;
-  C = p.size;
-  if (p.shape.empty())
-    return;
-  C = p.shape.back();
-  R = p.shape.size() >= 2 ? p.shape[p.shape.size() - 2] : 1;
-}
+using detail::shapeText;
 
 /// The view [B, R, C] of a parameter for a rule with axes (KernelABI.h,
 /// version 10): C the last dimension, R the one before (1 for 1-D), B the
@@ -174,7 +125,7 @@ static void matrixView(const Param &p, int64_t &B, int64_t &R, int64_t &C,
 
 bool detail::paramShapeIsValid(const Param &p, bool axes) {
   int64_t B, R, C;
-  return checkShape(p).empty() && (!axes || viewFits(p, B, R, C));
+  return detail::checkShape(p.shape, p.size).empty() && (!axes || viewFits(p, B, R, C));
 }
 
 Optimizer::Optimizer(Rule rule, std::vector<Param> params,
@@ -235,7 +186,7 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
                     " elements, more than the address space holds");
       // Checked for every rule, so that a wrong shape is found before a
       // rule with axes meets it; rules without axes ignore it.
-      std::string shapeError = checkShape(p);
+      std::string shapeError = detail::checkShape(p.shape, p.size);
       if (!shapeError.empty())
         throw Error(what + ": " + shapeError);
       if (ri.hasAxes()) {
@@ -319,7 +270,7 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       if (im.hasAxes)
         matrixView(p, slot.B, slot.R, slot.C);
       else if (shapeValues)
-        rowsAndCols(p, slot.R, slot.C);
+        detail::rowsAndCols(p.shape, p.size, slot.R, slot.C);
       else
         slot.C = p.size;
       // A matrix buffer per newton_schulz reduction (KernelABI.h, version
@@ -620,8 +571,6 @@ static void checkReadTensor(const Optimizer::Impl &im, const Grad &g, size_t i,
                 ")");
 }
 
-using detail::quotedList;
-
 /// Combines the chunks' partials of the row and column reductions of level
 /// `level` (KernelABI.h, version 10): each row's over the chunks holding it,
 /// each column's over the chunks of its matrix, in chunk order; then mean
@@ -845,47 +794,20 @@ bool Optimizer::step(const std::vector<Grad> &grads) {
   const RuleInfo &ri = im.info();
   // The kernel would read input pointers that nothing set.
   if (!ri.inputs.empty())
-    throw Error("optim::Optimizer::step: rule '" + ri.name +
-                "' takes the per-coordinate input" +
-                (ri.inputs.size() == 1 ? " " : "s ") + quotedList(ri.inputs) +
-                " with every step, besides the gradients: call "
-                "step(grads, inputs) with one tensor per parameter for " +
-                (ri.inputs.size() == 1 ? "it" : "each") + ", e.g. {{\"" +
-                ri.inputs[0] + "\", {...}}}");
+    throw Error(detail::inputsRequired(
+        ri, "optim::Optimizer::step",
+        std::string("step(grads, inputs) with one tensor per parameter for ") +
+            (ri.inputs.size() == 1 ? "it" : "each") + ", e.g. {{\"" +
+            ri.inputs[0] + "\", {...}}}"));
   return runStep(im, grads, {});
 }
 
 bool Optimizer::step(const std::vector<Grad> &grads,
                      const std::vector<Input> &inputs) {
   Impl &im = live("step");
-  const RuleInfo &ri = im.info();
-  // Matched by name to the declaration order of the chunk table.
-  std::vector<const std::vector<Grad> *> ordered(ri.inputs.size(), nullptr);
-  for (const Input &in : inputs) {
-    auto it = std::find(ri.inputs.begin(), ri.inputs.end(), in.name);
-    if (it == ri.inputs.end())
-      throw Error("optim::Optimizer::step: rule '" + ri.name +
-                  "' has no input '" + in.name + "' (" +
-                  (ri.inputs.empty() ? std::string("it has none")
-                                     : "its inputs: " + quotedList(ri.inputs)) +
-                  ")");
-    size_t k = size_t(it - ri.inputs.begin());
-    if (ordered[k])
-      throw Error("optim::Optimizer::step: input '" + in.name +
-                  "' is given twice");
-    ordered[k] = &in.tensors;
-  }
-  std::vector<std::string> missing;
-  for (size_t k = 0; k < ordered.size(); ++k)
-    if (!ordered[k])
-      missing.push_back(ri.inputs[k]);
-  if (!missing.empty())
-    throw Error("optim::Optimizer::step: rule '" + ri.name +
-                "' needs its input" + (missing.size() == 1 ? " " : "s ") +
-                quotedList(missing) + " with every step; " +
-                (missing.size() == 1 ? "it is" : "they are") +
-                " missing");
-  return runStep(im, grads, ordered);
+  return runStep(im, grads,
+                 detail::orderInputs(im.info(), inputs,
+                                     "optim::Optimizer::step"));
 }
 
 void Optimizer::Impl::setWeights(const std::string &name, const void *data,

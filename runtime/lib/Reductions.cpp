@@ -399,9 +399,12 @@ static void combineCotangents(const std::vector<ReductionSpec> &reductions,
             u = n > 0 ? d / n : 0.0;
             break;
           case ReductionKind::NewtonSchulz:
+            // No reverse mode (the compiler refuses it): no cotangent.
+            u = 0.0;
+            break;
           case ReductionKind::Rows:
           case ReductionKind::Cols:
-            // No reverse mode (Trajectory refuses them): no cotangent.
+            // Constants of the tensor's shape: no cotangent.
             u = 0.0;
             break;
           }

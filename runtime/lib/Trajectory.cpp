@@ -1,7 +1,9 @@
 //===- Trajectory.cpp - unrolled steps of a rule and their reverse mode ---===//
 
 #include "optim/Trajectory.h"
+#include "InputOrder.h"
 #include "Reductions.h"
+#include "Shapes.h"
 #include "StateMemory.h"
 #include "ThreadPool.h"
 #include "optim/Safetensors.h"
@@ -48,6 +50,7 @@ struct Buffer {
 /// combine that would have to stay bit for bit the same as it.
 struct Record {
   Buffer theta, grad;
+  std::vector<Buffer> inputs; // Per input (declaration order), as grad.
   std::vector<Buffer> states;
   std::vector<double> hypers;
   std::vector<double> reduced;
@@ -74,6 +77,8 @@ struct Trajectory::Impl {
   /// index of each chunk's first coordinate; the same for every step and
   /// for the forward and VJP kernels, which recompute the same draws.
   std::vector<uint64_t> rng;
+  /// Each chunk's tensor's R and C (rules that read rows() or cols()).
+  std::vector<int64_t> chunkRows, chunkCols;
   /// The reduce pass's partials (R per chunk), reused by every step.
   std::vector<double> reducePartials;
   std::vector<Record> tape;
@@ -122,6 +127,9 @@ struct Trajectory::Impl {
         return "state";
     return nullptr;
   }
+  /// Trajectory::step with the inputs in declaration order.
+  void runStep(const std::vector<const void *> &grads,
+               const std::vector<const std::vector<const void *> *> &inputs);
   void dropTape() {
     for (Record &r : tape)
       spare.push_back(std::move(r));
@@ -146,31 +154,12 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     throw Error("optim::Trajectory: the rule is empty; compile one first");
   const RuleInfo &ri = rule.info();
   detail::checkKernelsMatchSignature(rule, "optim::Trajectory");
-  // Its step() takes gradients only and its tape records none of the
-  // inputs a VJP kernel would read (KernelABI.h, version 7): refused rather
-  // than run with pointers nothing set.
-  if (!ri.inputs.empty()) {
-    std::string names;
-    for (const std::string &n : ri.inputs)
-      names += (names.empty() ? "'" : ", '") + n + "'";
-    throw Error("optim::Trajectory: rule '" + ri.name +
-                "' takes per-coordinate inputs (" + names +
-                "), which trajectories do not support yet (no step takes "
-                "them and the tape does not record them); run it with "
-                "optim::Optimizer::step(grads, inputs)");
-  }
-  // Nor for row and column states and reductions (KernelABI.h, version
-  // 10), which the compiler refuses to differentiate.
+  // Row and column states and reductions (KernelABI.h, version 10) have
+  // no reverse mode: the compiler refuses to differentiate them.
   if (ri.hasAxes())
     throw Error("optim::Trajectory: rule '" + ri.name +
                 "' has row or column states or reductions, which have no "
                 "reverse mode; run it with optim::Optimizer");
-  // Nor for the shape values rows() and cols() (KernelABI.h, version 11),
-  // which the compiler refuses to differentiate.
-  if (detail::hasShapeValues(ri.reductions))
-    throw Error("optim::Trajectory: rule '" + ri.name +
-                "' reads rows() or cols(), which have no reverse mode; run "
-                "it with optim::Optimizer");
   // After the checks above the kernels match the signature, so this is
   // optim_vjp_kernel_ for a rule without reductions and both VJP kernels of
   // KernelABI.h for one with.
@@ -210,6 +199,16 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     im.offsets.push_back(im.total);
     im.total += sizes[p];
   }
+  if (!options.shapes.empty() && options.shapes.size() != sizes.size())
+    throw Error("optim::Trajectory: TrajectoryOptions::shapes has " +
+                std::to_string(options.shapes.size()) + " shapes for " +
+                std::to_string(sizes.size()) +
+                " parameters (one per parameter, or none)");
+  for (size_t p = 0; p < options.shapes.size(); ++p)
+    if (std::string why = detail::checkShape(options.shapes[p], sizes[p]);
+        !why.empty())
+      throw Error("optim::Trajectory: parameter " + std::to_string(p) + ": " +
+                  why);
   im.sizes = std::move(sizes);
   unsigned threads = options.threads
                          ? options.threads
@@ -227,13 +226,22 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
         Buffer::allocate(size_t(im.total * s.size) * im.elt));
   }
   im.fillStates(im.adjStates, /*zero=*/true);
-  for (size_t p = 0; p < im.sizes.size(); ++p)
+  const bool shapeValues = detail::hasShapeValues(im.info().reductions);
+  for (size_t p = 0; p < im.sizes.size(); ++p) {
+    int64_t R = 1, C = im.sizes[p];
+    if (!options.shapes.empty())
+      detail::rowsAndCols(options.shapes[p], im.sizes[p], R, C);
     for (int64_t off = 0; off < im.sizes[p]; off += options.chunkSize) {
       im.chunkParam.push_back(p);
       im.chunkOffset.push_back(off);
       im.lengths.push_back(std::min(options.chunkSize, im.sizes[p] - off));
       im.strides.push_back(im.sizes[p]);
+      if (shapeValues) {
+        im.chunkRows.push_back(R);
+        im.chunkCols.push_back(C);
+      }
     }
+  }
   im.rng.push_back(options.seed);
   for (size_t c = 0; c < im.lengths.size(); ++c)
     im.rng.push_back(
@@ -412,6 +420,8 @@ size_t Trajectory::tapeBytes() const {
   size_t bytes = 0;
   for (const Record &r : live("tapeBytes").tape) {
     bytes += r.theta.bytes + r.grad.bytes;
+    for (const Buffer &in : r.inputs)
+      bytes += in.bytes;
     for (const Buffer &s : r.states)
       bytes += s.bytes;
     bytes += r.reduced.size() * sizeof(double);
@@ -421,6 +431,26 @@ size_t Trajectory::tapeBytes() const {
 
 void Trajectory::step(const std::vector<const void *> &grads) {
   Impl &im = live("step");
+  // The kernels would read input pointers that nothing set.
+  if (!im.info().inputs.empty())
+    throw Error(detail::inputsRequired(
+        im.info(), "optim::Trajectory::step",
+        std::string("step(grads, inputs) with one tensor per parameter for ") +
+            (im.info().inputs.size() == 1 ? "it" : "each")));
+  im.runStep(grads, {});
+}
+
+void Trajectory::step(const std::vector<const void *> &grads,
+                      const std::vector<TrajectoryInput> &inputs) {
+  Impl &im = live("step");
+  im.runStep(grads,
+             detail::orderInputs(im.info(), inputs, "optim::Trajectory::step"));
+}
+
+void Trajectory::Impl::runStep(
+    const std::vector<const void *> &grads,
+    const std::vector<const std::vector<const void *> *> &inputs) {
+  Impl &im = *this;
   const RuleInfo &ri = im.info();
   if (grads.size() != im.sizes.size())
     throw Error("optim::Trajectory::step: expected " +
@@ -437,6 +467,23 @@ void Trajectory::step(const std::vector<const void *> &grads) {
                   " overlaps the trajectory's own " + where +
                   " (copy it first)");
   }
+  for (size_t k = 0; k < inputs.size(); ++k) {
+    const std::vector<const void *> &tensors = *inputs[k];
+    std::string what = "optim::Trajectory::step: input '" + ri.inputs[k] + "'";
+    if (tensors.size() != im.sizes.size())
+      throw Error(what + " has " + std::to_string(tensors.size()) +
+                  " tensors; expected " + std::to_string(im.sizes.size()) +
+                  " (one per parameter)");
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      if (!tensors[i] && im.sizes[i] > 0)
+        throw Error(what + " of parameter " + std::to_string(i) +
+                    " is a null pointer");
+      if (const char *where = im.ownMemory(tensors[i], im.sizes[i]))
+        throw Error(what + " of parameter " + std::to_string(i) +
+                    " overlaps the trajectory's own " + where +
+                    " (copy it first)");
+    }
+  }
   for (size_t w = 0; w < im.weightPtrs.size(); ++w)
     if (!im.weightPtrs[w])
       throw Error("optim::Trajectory::step: weights '" + ri.weights[w].name +
@@ -449,6 +496,8 @@ void Trajectory::step(const std::vector<const void *> &grads) {
   } else {
     rec.theta = Buffer::allocate(im.theta.bytes);
     rec.grad = Buffer::allocate(im.theta.bytes);
+    for (size_t k = 0; k < inputs.size(); ++k)
+      rec.inputs.push_back(Buffer::allocate(im.theta.bytes));
     for (const Buffer &s : im.states)
       rec.states.push_back(Buffer::allocate(s.bytes));
   }
@@ -466,6 +515,8 @@ void Trajectory::step(const std::vector<const void *> &grads) {
     size_t at = size_t(im.offsets[p] + off) * im.elt;
     ptrs.push_back(im.theta.get() + at);
     ptrs.push_back(rec.grad.get() + at);
+    for (const Buffer &in : rec.inputs)
+      ptrs.push_back(in.get() + at);
     for (size_t s = 0; s < im.numStates(); ++s)
       ptrs.push_back(im.states[s].get() + im.stateOffset(s, p, off));
   }
@@ -477,6 +528,10 @@ void Trajectory::step(const std::vector<const void *> &grads) {
     std::memcpy(rec.theta.get() + at, im.theta.get() + at, bytes);
     std::memcpy(rec.grad.get() + at,
                 static_cast<const char *>(grads[p]) + off * im.elt, bytes);
+    for (size_t k = 0; k < inputs.size(); ++k)
+      std::memcpy(rec.inputs[k].get() + at,
+                  static_cast<const char *>((*inputs[k])[p]) + off * im.elt,
+                  bytes);
     for (size_t s = 0; s < im.numStates(); ++s) {
       int64_t comps = im.info().states[s].size;
       for (int64_t j = 0; j < comps; ++j) {
@@ -498,27 +553,37 @@ void Trajectory::step(const std::vector<const void *> &grads) {
       }
     });
   } else {
-    // L + 2 passes, as optim::Optimizer (KernelABI.h, versions 6 and 9):
-    // each chunk is recorded and reduced (stage 0) while in cache, the
+    // L + 2 passes, as optim::Optimizer (KernelABI.h, versions 6, 9 and
+    // 11): each chunk is recorded and reduced (stage 0) while in cache, the
     // partials are combined in chunk order into the values the step runs
     // with (kept in the record for backward), each higher level's stage
     // reads the lower levels' values, then the rule runs with all of them.
+    // The shape values are in place before stage 0, which may read them;
+    // a stage of shape values only is not run.
     optim_reduce_kernel reduce = im.rule.reduceKernel();
     const std::vector<ReductionSpec> &reductions = im.info().reductions;
+    rec.reduced.assign(im.reducePartials.size(), 0.0);
+    if (!im.chunkRows.empty())
+      detail::fillShapeValues(reductions, im.lengths.size(),
+                              im.chunkRows.data(), im.chunkCols.data(),
+                              rec.reduced.data());
+    const bool stage0 = detail::stageRuns(reductions, 0);
     im.forChunks([&](int64_t begin, int64_t end) {
       for (int64_t c = begin; c < end; ++c) {
         record(c);
-        // Stage 0 reads no reduced value.
-        reduce(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
-               im.hypers.data(), rec.t, w, im.reducePartials.data(),
-               /*reduced=*/nullptr, /*stage=*/0, im.rng.data());
+        if (stage0)
+          reduce(ptrs.data(), im.lengths.data(), im.strides.data(), c, c + 1,
+                 im.hypers.data(), rec.t, w, im.reducePartials.data(),
+                 rec.reduced.data(), /*stage=*/0, im.rng.data());
       }
     });
-    rec.reduced.assign(im.reducePartials.size(), 0.0);
-    detail::combineReductions(reductions, 0, im.chunkParam, im.sizes,
-                              im.reducePartials.data(), rec.reduced.data());
+    if (stage0)
+      detail::combineReductions(reductions, 0, im.chunkParam, im.sizes,
+                                im.reducePartials.data(), rec.reduced.data());
     for (unsigned s = 1, last = detail::maxReductionLevel(reductions);
          s <= last; ++s) {
+      if (!detail::stageRuns(reductions, s))
+        continue;
       im.forChunks([&](int64_t begin, int64_t end) {
         reduce(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
                im.hypers.data(), rec.t, w, im.reducePartials.data(),
@@ -606,7 +671,7 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
                : reinterpret_cast<const double *>(partials.get())[index];
   };
 
-  size_t perChunk = 3 + 2 * im.numStates();
+  size_t perChunk = 3 + ri.inputs.size() + 2 * im.numStates();
   std::vector<void *> ptrs(numChunks * perChunk);
   optim_vjp_kernel vjp = im.rule.vjpKernel();
   optim_reduced_vjp_kernel reducedVJP = im.rule.reducedVJPKernel();
@@ -630,6 +695,8 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
       void **slot = &ptrs[c * perChunk];
       *slot++ = rec.theta.get() + at;
       *slot++ = rec.grad.get() + at;
+      for (const Buffer &in : rec.inputs)
+        *slot++ = in.get() + at;
       for (size_t s = 0; s < im.numStates(); ++s)
         *slot++ = rec.states[s].get() + im.stateOffset(s, p, off);
       *slot++ = im.adjTheta.get() + at;
@@ -663,6 +730,9 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
     // their cotangents to the lower levels' reduced values, which must be
     // complete before their own pass.
     for (unsigned level = maxLevel + 1; level-- > 0;) {
+      // Shape values have no cotangent: a level of them only sends nothing.
+      if (!detail::stageRuns(ri.reductions, level))
+        continue;
       detail::combineReductionCotangents(ri.reductions, im.chunkParam,
                                          im.sizes, rec.reduced.data(),
                                          dRho.data(), ties.data(), level,

@@ -1130,13 +1130,17 @@ TEST(MatrixFunctions, BadRuleInfosAndTrajectoriesAreRefused) {
             "optim::Optimizer: rule 'muon': reduction 2: sum has axis matrix; "
             "only newton_schulz is a matrix function");
   EXPECT_EQ(error(muonInfo(DType::F64)), "no error");
+  // Trajectories take shape values (test/e2e/TrajectoryShapesTest.cpp)
+  // but need the reverse mode, which hand-written kernels do not have.
   try {
     Trajectory traj(scaledRuleOf(), {4});
-    ADD_FAILURE() << "a trajectory of a rule with shape values";
+    ADD_FAILURE() << "a trajectory of a rule without its reverse mode";
   } catch (const Error &e) {
     EXPECT_EQ(std::string(e.what()),
-              "optim::Trajectory: rule 'scaled' reads rows() or cols(), "
-              "which have no reverse mode; run it with optim::Optimizer");
+              "optim::Trajectory: rule 'scaled' has no reverse mode (its "
+              "tensor reductions need optim_vjp_reduced_kernel_scaled and "
+              "optim_vjp_reductions_kernel_scaled); compile it with "
+              "CompileOptions::vjp");
   }
   try {
     Trajectory traj(muonRuleOf<double>(), {4});

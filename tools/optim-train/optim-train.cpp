@@ -562,11 +562,14 @@ int run(Options o) {
                          taskOptions.evalCount);
   // Checks the task and its options once, before anything is written.
   std::vector<int64_t> sizes;
+  std::vector<std::vector<int64_t>> shapes;
   {
     std::unique_ptr<tasks::Task> probe =
         tasks::makeTask(o.task, 0, taskOptions);
     for (auto &p : probe->parameters())
       sizes.push_back(int64_t(p.size()));
+    shapes = probe->shapes();
+    shapes.resize(sizes.size()); // Tasks may leave tensors unshaped.
   }
 
   for (const auto &[name, value] : o.hypers) {
@@ -723,6 +726,9 @@ int run(Options o) {
   // each episode's optimizee seed (below), which the run's RNG draws and the
   // checkpoint saves, so that a run and its resumption are deterministic.
   trajOptions.seed = o.seed;
+  // The optimizee's matrices, for a rule that reads rows() or cols(), as
+  // optim-eval gives them to optim::Optimizer.
+  trajOptions.shapes = shapes;
   // One trajectory for the run (runEpisode resets it): its tape buffers are
   // reused from episode to episode.
   Trajectory traj(rule, sizes, trajOptions);

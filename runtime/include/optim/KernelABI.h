@@ -335,7 +335,11 @@ typedef void (*optim_reduced_rule_kernel)(
  *   has no other reduction is not run: a rule whose reductions are all
  *   shape values makes one pass (optim_rule_ only, although the library
  *   defines optim_reduce_ as for any rule with reductions).
- * - The reverse mode refuses them. */
+ * - The reverse mode treats them as constants: the VJP kernels read them
+ *   from rho (reduced / ru) as the forward ones do, the runtime gives them
+ *   u_r = 0, and optim_vjp_reductions_kernel_ propagates nothing through
+ *   their operands. The runtime fills them in before each recorded step
+ *   (TrajectoryOptions::shapes). */
 
 /* ---- GPU rule kernels (version 5) ------------------------------------------
  * `optimc --target=cuda --emit=ptx|cubin` compiles an update rule to a CUDA

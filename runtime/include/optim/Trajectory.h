@@ -6,8 +6,9 @@
 // optimizee's parameters θ, then backpropagates a loss Σ f(θ_t) through
 // those steps to the rule's learned weights (and hyperparameters). A
 // Trajectory owns θ and the rule's state, records what the backward pass
-// needs at each step (θ_t, g_t and the state before the step), and runs the
-// rule's VJP kernel over the recorded steps, newest first:
+// needs at each step (θ_t, g_t, the rule's inputs and the state before the
+// step), and runs the rule's VJP kernel over the recorded steps, newest
+// first:
 //
 //   optim::CompileOptions o; o.vjp = true;
 //   optim::Rule l2l = optim::Compiler(o).compileFile("examples/l2l.optim");
@@ -59,6 +60,26 @@ struct TrajectoryOptions {
   /// forward kernels had, so that they recompute the same draws. Ignored by
   /// rules that draw nothing.
   uint64_t seed = 0;
+  /// The dimensions of each parameter, row-major, as Param::shape of
+  /// optim::Optimizer: empty for all of them, else one per parameter (an
+  /// empty one for a parameter without a shape). Rules that read the shape
+  /// values rows() and cols() (KernelABI.h version 11) see a tensor as
+  /// [B, R, C] (C the last dimension, R the one before it, 1 for 1-D); a
+  /// tensor without a shape is one row, [1, 1, size]. Other rules ignore
+  /// it. A shape whose element count is not the parameter's size, with a
+  /// negative dimension or more than 64 of them is refused.
+  std::vector<std::vector<int64_t>> shapes;
+};
+
+/// The tensors of one per-coordinate input of a rule (`input h`) for
+/// Trajectory::step: `name` as the rule declares it (RuleInfo::inputs), one
+/// pointer per parameter, in parameter order, to as many elements of the
+/// rule's dtype as the parameter has (null for an empty parameter). Like
+/// the gradient, an input is a constant of the backward pass (no
+/// cotangent), and the tape records a copy of it.
+struct TrajectoryInput {
+  std::string name;
+  std::vector<const void *> tensors;
 };
 
 /// dL/d(learned weights) and dL/d(hyperparameters) of a backward pass.
@@ -73,10 +94,7 @@ class Trajectory {
 public:
   /// A trajectory over parameter tensors of the given sizes, owned by it,
   /// of the rule's dtype, initialized to 0. The rule must have its reverse
-  /// mode (compiled with CompileOptions::vjp). A rule with per-coordinate
-  /// inputs (RuleInfo::inputs: `input h`) is refused (optim::Error): steps
-  /// here take gradients only, and the tape would have to record the inputs
-  /// of every step for the backward pass.
+  /// mode (compiled with CompileOptions::vjp).
   Trajectory(Rule rule, std::vector<int64_t> sizes,
              TrajectoryOptions options = {});
   ~Trajectory();
@@ -127,6 +145,14 @@ public:
   /// dtype), recording θ, g and the state before it. A gradient must not
   /// lie in the trajectory's own θ or state (copy it out first).
   void step(const std::vector<const void *> &grads);
+  /// The same for a rule with per-coordinate inputs (RuleInfo::inputs,
+  /// KernelABI.h version 7): `inputs` names every input of the rule exactly
+  /// once, in any order; the tape records them with g, and backward() runs
+  /// the VJP kernels with the inputs each step had. A rule without inputs
+  /// takes an empty list; step(grads) refuses a rule with inputs. Nothing is
+  /// recorded or changed when an argument is refused.
+  void step(const std::vector<const void *> &grads,
+            const std::vector<TrajectoryInput> &inputs);
   /// Steps recorded since the last truncate() / resetState().
   size_t tapeLength() const;
   /// Steps taken since the last resetState() (t of the last one).
@@ -144,8 +170,9 @@ public:
   const void *paramAdjoint(size_t i) const;
   const void *stateAdjoint(size_t i, const std::string &name) const;
 
-  /// Bytes held by the tape (θ, g and state per recorded step, and the
-  /// reduced values, R doubles per chunk, of a rule with reductions).
+  /// Bytes held by the tape (θ, g, the inputs and the state per recorded
+  /// step, and the reduced values, R doubles per chunk, of a rule with
+  /// reductions).
   size_t tapeBytes() const;
 
   struct Impl;
