@@ -124,16 +124,6 @@ LogicalResult RuleDifferentiator::check() {
     return emitError(unsupported->getLoc())
            << "newton_schulz(...) cannot be differentiated (reverse mode "
               "of matrix functions is not supported)";
-  // A row (column) state or reduction couples the coordinates of a row
-  // (column): its adjoint would need a reduction along the row in the
-  // reverse pass, and the two kernels below reduce over whole tensors only.
-  if (rule.hasAxes()) {
-    auto [what, where] = firstAxisFeature(rule);
-    return emitError(where) << what
-                            << " cannot be differentiated (reverse mode of "
-                               "row and column states and reductions is not "
-                               "supported)";
-  }
   // A reduction of a value computed from another reduction's result (level
   // > 0, KernelABI.h version 9) sends part of its operand's cotangent to the
   // lower levels' results: the runtime runs the reductions function once per

@@ -361,6 +361,33 @@ std::string detail::parseReductionsDescriptor(const std::string &text,
   return checkReductionLevels(out);
 }
 
+double detail::cotangentFactor(ReductionKind kind, double d, double rho,
+                               double n, int64_t coordinates) {
+  switch (kind) {
+  case ReductionKind::Sum:
+    return d;
+  case ReductionKind::Mean:
+    return d / double(coordinates);
+  case ReductionKind::Norm:
+    // The norm's derivative x / rho is 0/0 at rho = 0, where every x is 0:
+    // take the subgradient 0 (NaN fails rho > 0 too).
+    return rho > 0 ? d / rho : 0.0;
+  case ReductionKind::Max:
+  case ReductionKind::Min:
+    // Every coordinate that attains the extremum gets an equal share; none
+    // does when rho is NaN.
+    return n > 0 ? d / n : 0.0;
+  case ReductionKind::NewtonSchulz:
+    // No reverse mode (the compiler refuses it): no cotangent.
+    return 0.0;
+  case ReductionKind::Rows:
+  case ReductionKind::Cols:
+    // Constants of the tensor's shape: no cotangent.
+    return 0.0;
+  }
+  return 0.0;
+}
+
 /// The combine of the reverse mode from per-chunk sums and tie counts;
 /// `level` < 0: every reduction, else only those of that level.
 static void combineCotangents(const std::vector<ReductionSpec> &reductions,
@@ -380,36 +407,10 @@ static void combineCotangents(const std::vector<ReductionSpec> &reductions,
             d += dChunk[c * R + r];
             n += nChunk[c * R + r];
           }
-          double rho = reduced[first * R + r], u = d;
-          switch (kind) {
-          case ReductionKind::Sum:
-            break;
-          case ReductionKind::Mean:
-            u = d / double(coordinates);
-            break;
-          case ReductionKind::Norm:
-            // The norm's derivative x / rho is 0/0 at rho = 0, where every
-            // x is 0: take the subgradient 0 (NaN fails rho > 0 too).
-            u = rho > 0 ? d / rho : 0.0;
-            break;
-          case ReductionKind::Max:
-          case ReductionKind::Min:
-            // Every coordinate that attains the extremum gets an equal
-            // share; none does when rho is NaN.
-            u = n > 0 ? d / n : 0.0;
-            break;
-          case ReductionKind::NewtonSchulz:
-            // No reverse mode (the compiler refuses it): no cotangent.
-            u = 0.0;
-            break;
-          case ReductionKind::Rows:
-          case ReductionKind::Cols:
-            // Constants of the tensor's shape: no cotangent.
-            u = 0.0;
-            break;
-          }
-          if (!active)
-            u = 0.0;
+          double u = active ? detail::cotangentFactor(
+                                  kind, d, reduced[first * R + r], n,
+                                  coordinates)
+                            : 0.0;
           for (size_t c = first; c < last; ++c) {
             ru[c * 2 * R + r] = reduced[c * R + r];
             ru[c * 2 * R + R + r] = u;

@@ -148,6 +148,16 @@ void runReductionStages(const std::vector<ReductionSpec> &reductions,
   }
 }
 
+/// The factor u that turns a coordinate's operand of a reduction into its
+/// cotangent (KernelABI.h, "Reverse mode of rules with tensor reductions"),
+/// from the sum d of the cotangents of the reduced value rho over its
+/// coordinates, the number n of them that tie with rho (max, min) and the
+/// number of coordinates reduced over: d (sum), d / coordinates (mean),
+/// rho > 0 ? d / rho : 0 (norm), n > 0 ? d / n : 0 (max, min), 0 for the
+/// shape values and matrix functions.
+double cotangentFactor(ReductionKind kind, double d, double rho, double n,
+                       int64_t coordinates);
+
 /// The runtime's step of the reverse mode of a rule with reductions
 /// (KernelABI.h, "Reverse mode of rules with tensor reductions"), between
 /// its two VJP kernels. `partials` holds `perChunk` values of `dtype` per

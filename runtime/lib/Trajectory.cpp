@@ -2,6 +2,7 @@
 
 #include "optim/Trajectory.h"
 #include "InputOrder.h"
+#include "OptimizerImpl.h"
 #include "Reductions.h"
 #include "Shapes.h"
 #include "StateMemory.h"
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 using namespace optim;
@@ -54,6 +56,9 @@ struct Record {
   std::vector<Buffer> states;
   std::vector<double> hypers;
   std::vector<double> reduced;
+  /// Rules with axes: the row and column reductions' results the step ran
+  /// with (the optimizer's, Optimizer::Impl::axisReduced).
+  std::vector<double> axisReduced;
   int64_t t = 0;
 };
 } // namespace
@@ -66,7 +71,26 @@ struct Trajectory::Impl {
   std::vector<int64_t> sizes, offsets; // Per parameter, in coordinates.
   int64_t total = 0;
   Buffer theta, adjTheta;
-  std::vector<Buffer> states, adjStates; // Per state, all parameters.
+  /// Per state, all parameters (stateBase). A rule with axes keeps its
+  /// state in `axes` instead: `states` is then empty.
+  std::vector<Buffer> states, adjStates;
+  /// Per state and parameter: where the parameter's values start in a
+  /// state buffer, in elements (offsets[p] * size for a per-coordinate
+  /// state, a running sum of B * R or B * C for a row or column state);
+  /// per state: the elements of all parameters.
+  std::vector<std::vector<size_t>> stateBase;
+  std::vector<size_t> stateTotal;
+  /// Rules with row or column states or reductions (KernelABI.h, version
+  /// 10): an optim::Optimizer over θ runs the forward steps (its chunk
+  /// table of rectangles, the combine of row and column partials, the next
+  /// buffers) and holds the state, which its Impl exposes; backward()
+  /// gives each coordinate of the chunk table below its row's and column's
+  /// values (KernelABI.h, "Reverse mode of rules with axes"). Null for
+  /// other rules.
+  std::unique_ptr<Optimizer> axes;
+  Optimizer::Impl *axesImpl = nullptr;
+  /// The rule's row and column states and reductions (indices, in order).
+  std::vector<size_t> axisStates, axisReductions;
   std::vector<double> hypers;
   std::vector<Buffer> weights;
   std::vector<const void *> weightPtrs;
@@ -91,9 +115,16 @@ struct Trajectory::Impl {
   const RuleInfo &info() const { return rule.info(); }
   size_t numStates() const { return info().states.size(); }
   size_t numReductions() const { return info().reductions.size(); }
-  /// Where coordinate `off` of parameter `p` lies in a state buffer.
+  /// Where coordinate `off` of parameter `p` (row or column `off` for a
+  /// row or column state) lies in a state buffer, in bytes.
   size_t stateOffset(size_t s, size_t p, int64_t off) const {
-    return size_t(offsets[p] * info().states[s].size + off) * elt;
+    return (stateBase[s][p] + size_t(off)) * elt;
+  }
+  /// The live state s of parameter p.
+  char *liveState(size_t s, size_t p) {
+    if (axesImpl)
+      return static_cast<char *>(axesImpl->slots[p].states[s].data.get());
+    return states[s].get() + stateOffset(s, p, 0);
   }
   int stateIndex(const std::string &name) const {
     for (size_t s = 0; s < numStates(); ++s)
@@ -125,8 +156,23 @@ struct Trajectory::Impl {
     for (const Buffer &b : states)
       if (overlaps(b))
         return "state";
+    if (axesImpl)
+      for (const Optimizer::Impl::Slot &slot : axesImpl->slots)
+        for (const AlignedBuffer &b : slot.states) {
+          uintptr_t at = reinterpret_cast<uintptr_t>(b.data.get());
+          if (count > 0 && b.bytes > 0 && begin < at + b.bytes && at < end)
+            return "state";
+        }
     return nullptr;
   }
+  /// Creates `axes` over θ with the parameters' shapes.
+  void startAxes(unsigned threads);
+  /// The forward step of a rule with axes into `rec`: `record(c)` copies
+  /// chunk c's θ, g, inputs and per-coordinate states; then `axes` steps
+  /// with the recorded g and inputs, and `rec` keeps its reduced values.
+  void recordAndStepAxes(Record &rec,
+                         const std::function<void(int64_t)> &record,
+                         size_t numInputs);
   /// Trajectory::step with the inputs in declaration order.
   void runStep(const std::vector<const void *> &grads,
                const std::vector<const std::vector<const void *> *> &inputs);
@@ -137,7 +183,7 @@ struct Trajectory::Impl {
   }
   void fillStates(std::vector<Buffer> &bufs, bool zero) {
     for (size_t s = 0; s < numStates(); ++s) {
-      size_t count = size_t(total * info().states[s].size);
+      size_t count = stateTotal[s];
       double v = zero ? 0.0 : info().states[s].init;
       if (info().dtype == DType::F32)
         std::fill_n(reinterpret_cast<float *>(bufs[s].get()), count, float(v));
@@ -154,12 +200,6 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     throw Error("optim::Trajectory: the rule is empty; compile one first");
   const RuleInfo &ri = rule.info();
   detail::checkKernelsMatchSignature(rule, "optim::Trajectory");
-  // Row and column states and reductions (KernelABI.h, version 10) have
-  // no reverse mode: the compiler refuses to differentiate them.
-  if (ri.hasAxes())
-    throw Error("optim::Trajectory: rule '" + ri.name +
-                "' has row or column states or reductions, which have no "
-                "reverse mode; run it with optim::Optimizer");
   // After the checks above the kernels match the signature, so this is
   // optim_vjp_kernel_ for a rule without reductions and both VJP kernels of
   // KernelABI.h for one with.
@@ -167,7 +207,7 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
     std::string kernels =
         ri.reductions.empty()
             ? ""
-            : " (its tensor reductions need " OPTIM_REDUCED_VJP_SYMBOL_PREFIX +
+            : " (its reductions need " OPTIM_REDUCED_VJP_SYMBOL_PREFIX +
                   ri.name + " and " OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX +
                   ri.name + ")";
     throw Error("optim::Trajectory: rule '" + ri.name +
@@ -220,10 +260,25 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
   im.adjTheta = Buffer::allocate(size_t(im.total) * im.elt);
   std::memset(im.theta.get(), 0, im.theta.bytes);
   std::memset(im.adjTheta.get(), 0, im.adjTheta.bytes);
-  for (const StateSpec &s : im.info().states) {
-    im.states.push_back(Buffer::allocate(size_t(im.total * s.size) * im.elt));
-    im.adjStates.push_back(
-        Buffer::allocate(size_t(im.total * s.size) * im.elt));
+  if (ri.hasAxes())
+    im.startAxes(threads);
+  for (size_t s = 0; s < im.numStates(); ++s) {
+    const StateSpec &spec = im.info().states[s];
+    im.stateBase.emplace_back();
+    size_t count = 0;
+    for (size_t p = 0; p < im.sizes.size(); ++p) {
+      im.stateBase[s].push_back(count);
+      if (spec.axis == Axis::None) {
+        count += size_t(im.sizes[p] * spec.size);
+      } else {
+        const Optimizer::Impl::Slot &slot = im.axesImpl->slots[p];
+        count += size_t(slot.B * (spec.axis == Axis::Row ? slot.R : slot.C));
+      }
+    }
+    im.stateTotal.push_back(count);
+    if (!im.axes)
+      im.states.push_back(Buffer::allocate(count * im.elt));
+    im.adjStates.push_back(Buffer::allocate(count * im.elt));
   }
   im.fillStates(im.adjStates, /*zero=*/true);
   const bool shapeValues = detail::hasShapeValues(im.info().reductions);
@@ -252,6 +307,88 @@ Trajectory::Trajectory(Rule rule, std::vector<int64_t> sizes,
   im.weights.resize(im.info().weights.size());
   im.weightPtrs.assign(im.info().weights.size(), nullptr);
   resetState();
+}
+
+void Trajectory::Impl::startAxes(unsigned threads) {
+  std::vector<Param> params;
+  for (size_t p = 0; p < sizes.size(); ++p) {
+    Param q;
+    q.data = theta.get() + offsets[p] * elt;
+    q.size = sizes[p];
+    q.dtype = info().dtype;
+    if (!options.shapes.empty())
+      q.shape = options.shapes[p];
+    params.push_back(std::move(q));
+  }
+  OptimizerOptions o;
+  o.threads = threads;
+  o.chunkSize = options.chunkSize;
+  o.seed = options.seed;
+  try {
+    axes = std::make_unique<Optimizer>(rule, std::move(params), o);
+  } catch (const Error &e) {
+    // Its refusals (a matrix whose rows or columns do not fit) name the
+    // optimizer.
+    std::string what = e.what();
+    const std::string prefix = "optim::Optimizer";
+    if (what.compare(0, prefix.size(), prefix) == 0)
+      what = "optim::Trajectory" + what.substr(prefix.size());
+    throw Error(what);
+  }
+  axesImpl = axes->impl.get();
+  for (size_t s = 0; s < info().states.size(); ++s)
+    if (info().states[s].axis != Axis::None)
+      axisStates.push_back(s);
+  for (size_t r = 0; r < info().reductions.size(); ++r)
+    if (info().reductions[r].axis != Axis::None)
+      axisReductions.push_back(r);
+}
+
+void Trajectory::Impl::recordAndStepAxes(
+    Record &rec, const std::function<void(int64_t)> &record,
+    size_t numInputs) {
+  forChunks([&](int64_t begin, int64_t end) {
+    for (int64_t c = begin; c < end; ++c)
+      record(c);
+  });
+  for (size_t s : axisStates)
+    for (size_t p = 0; p < sizes.size(); ++p)
+      std::memcpy(rec.states[s].get() + stateOffset(s, p, 0), liveState(s, p),
+                  axesImpl->stateCount(axesImpl->slots[p], s) * elt);
+  // The optimizer reads the recorded copies: they are what backward()
+  // differentiates, and a caller's gradient may not stay put.
+  const RuleInfo &ri = info();
+  auto tensorOf = [&](const Buffer &b, size_t p) {
+    Grad x;
+    x.data = b.get() + offsets[p] * elt;
+    x.size = sizes[p];
+    x.dtype = ri.dtype;
+    return x;
+  };
+  std::vector<Grad> g;
+  for (size_t p = 0; p < sizes.size(); ++p)
+    g.push_back(tensorOf(rec.grad, p));
+  if (numInputs == 0) {
+    axes->step(g);
+  } else {
+    std::vector<Input> in;
+    for (size_t k = 0; k < numInputs; ++k) {
+      in.push_back({ri.inputs[k], {}});
+      for (size_t p = 0; p < sizes.size(); ++p)
+        in.back().tensors.push_back(tensorOf(rec.inputs[k], p));
+    }
+    axes->step(g, in);
+  }
+  // The tensor reductions' values in the slots of this trajectory's chunks
+  // (the same for every chunk of a tensor, or of all for a global one).
+  const size_t R = ri.reductions.size();
+  rec.reduced.assign(lengths.size() * R, 0.0);
+  for (size_t c = 0; c < lengths.size() && R > 0; ++c) {
+    const Optimizer::Impl::Slot &slot = axesImpl->slots[chunkParam[c]];
+    std::copy_n(axesImpl->reduced.begin() + slot.firstChunk * R, R,
+                rec.reduced.begin() + c * R);
+  }
+  rec.axisReduced = axesImpl->axisReduced;
 }
 
 Trajectory::~Trajectory() = default;
@@ -291,14 +428,29 @@ const void *Trajectory::param(size_t i) const {
   return im.theta.get() + im.offsets[i] * im.elt;
 }
 
+/// The index of the rule's state `name`, or an optim::Error naming `fn`.
+static size_t checkState(const Trajectory::Impl &im, const std::string &name,
+                         const char *fn) {
+  int s = im.stateIndex(name);
+  if (s < 0)
+    throw Error(std::string("optim::Trajectory::") + fn + ": rule '" +
+                im.info().name + "' has no state '" + name + "'");
+  return size_t(s);
+}
+
 void *Trajectory::state(size_t i, const std::string &name) {
   Impl &im = live("state");
   checkParam(im, i, "state");
-  int s = im.stateIndex(name);
-  if (s < 0)
-    throw Error("optim::Trajectory::state: rule '" + im.info().name +
-                "' has no state '" + name + "'");
-  return im.states[s].get() + im.stateOffset(s, i, 0);
+  return im.liveState(checkState(im, name, "state"), i);
+}
+
+int64_t Trajectory::stateSize(size_t i, const std::string &name) const {
+  const Impl &im = live("stateSize");
+  checkParam(im, i, "stateSize");
+  size_t s = checkState(im, name, "stateSize");
+  size_t next = size_t(i) + 1 < im.sizes.size() ? im.stateBase[s][i + 1]
+                                                 : im.stateTotal[s];
+  return int64_t(next - im.stateBase[s][i]);
 }
 
 void Trajectory::set(const std::string &name, double value) {
@@ -314,6 +466,8 @@ void Trajectory::set(const std::string &name, double value) {
     throw Error("optim::Trajectory::set: '" + name + "' is const in rule '" +
                 ri.name + "'; its value is compiled in");
   im.hypers[h] = value;
+  if (im.axes)
+    im.axes->set(name, value);
 }
 
 double Trajectory::get(const std::string &name) const {
@@ -350,6 +504,8 @@ void Trajectory::setSeed(uint64_t seed) {
                 " recorded steps drew with the current seed; call "
                 "truncate() or resetState() before changing it");
   im.rng[0] = seed;
+  if (im.axesImpl)
+    im.axesImpl->options.seed = seed;
 }
 
 uint64_t Trajectory::seed() const { return live("seed").rng[0]; }
@@ -407,7 +563,10 @@ const void *Trajectory::weights(const std::string &name) const {
 
 void Trajectory::resetState() {
   Impl &im = live("resetState");
-  im.fillStates(im.states, /*zero=*/false);
+  if (im.axesImpl)
+    im.axesImpl->resetState();
+  else
+    im.fillStates(im.states, /*zero=*/false);
   im.step = 0;
   im.dropTape();
 }
@@ -424,7 +583,7 @@ size_t Trajectory::tapeBytes() const {
       bytes += in.bytes;
     for (const Buffer &s : r.states)
       bytes += s.bytes;
-    bytes += r.reduced.size() * sizeof(double);
+    bytes += (r.reduced.size() + r.axisReduced.size()) * sizeof(double);
   }
   return bytes;
 }
@@ -498,8 +657,8 @@ void Trajectory::Impl::runStep(
     rec.grad = Buffer::allocate(im.theta.bytes);
     for (size_t k = 0; k < inputs.size(); ++k)
       rec.inputs.push_back(Buffer::allocate(im.theta.bytes));
-    for (const Buffer &s : im.states)
-      rec.states.push_back(Buffer::allocate(s.bytes));
+    for (size_t count : im.stateTotal)
+      rec.states.push_back(Buffer::allocate(count * im.elt));
   }
   rec.t = im.step + 1;
   rec.hypers = im.hypers;
@@ -509,7 +668,7 @@ void Trajectory::Impl::runStep(
   // just copied. (Chunks cover every coordinate; a vector state of S
   // components is S runs of the chunk's length.)
   std::vector<void *> ptrs;
-  for (size_t c = 0; c < im.lengths.size(); ++c) {
+  for (size_t c = 0; c < im.lengths.size() && !im.axes; ++c) {
     size_t p = im.chunkParam[c];
     int64_t off = im.chunkOffset[c];
     size_t at = size_t(im.offsets[p] + off) * im.elt;
@@ -533,15 +692,22 @@ void Trajectory::Impl::runStep(
                   static_cast<const char *>((*inputs[k])[p]) + off * im.elt,
                   bytes);
     for (size_t s = 0; s < im.numStates(); ++s) {
+      if (im.info().states[s].axis != Axis::None)
+        continue; // Recorded whole, below.
       int64_t comps = im.info().states[s].size;
       for (int64_t j = 0; j < comps; ++j) {
-        size_t from =
-            im.stateOffset(s, p, off) + size_t(j * im.sizes[p]) * im.elt;
-        std::memcpy(rec.states[s].get() + from, im.states[s].get() + from,
-                    bytes);
+        size_t from = size_t(j * im.sizes[p] + off) * im.elt;
+        std::memcpy(rec.states[s].get() + im.stateOffset(s, p, 0) + from,
+                    im.liveState(s, p) + from, bytes);
       }
     }
   };
+  if (im.axes) {
+    im.recordAndStepAxes(rec, record, inputs.size());
+    im.tape.push_back(std::move(rec));
+    im.step += 1;
+    return;
+  }
   const void *const *w = im.weightPtrs.empty() ? nullptr : im.weightPtrs.data();
   if (im.numReductions() == 0) {
     optim_rule_kernel kernel = im.rule.kernel();
@@ -629,6 +795,199 @@ static void addPartials(std::vector<double> &sum, DType dtype,
   }
 }
 
+namespace {
+/// The reverse mode of a rule with row or column states or reductions
+/// (KernelABI.h, "Reverse mode of rules with axes"). The VJP kernels see
+/// row and column values as per-coordinate ones on the trajectory's flat
+/// chunk table: each row or column state's value and cotangent, and for
+/// each row or column reduction two pseudo-states (its result, whose
+/// returned cotangent is the coordinate's share of its cotangent; a tie
+/// slot, whose returned value is the max / min tie indicator). Here they
+/// are given to the coordinates of their row (column), and what comes back
+/// is summed over it, in coordinate order (deterministic). A row state's
+/// new value is computed alike at every coordinate of its row, but the
+/// forward pass writes the one of column 0: its cotangent is given to that
+/// coordinate only (a column state's to the matrix's first row).
+struct AxisBackward {
+  using Slot = Optimizer::Impl::Slot;
+  Trajectory::Impl &im;
+  const std::vector<size_t> &states, &reductions; // Rule indices.
+  /// Per coordinate: each row or column state's value and cotangent, each
+  /// row or column reduction's value and cotangent and tie cotangent, and
+  /// zeros (the tie slots' values).
+  std::vector<Buffer> value, cotangent, rho, drho, ties;
+  Buffer zeros;
+  /// Per row or column reduction, at the optimizer's axisReducedOffset:
+  /// the sums of the cotangents and tie indicators.
+  std::vector<double> d, n;
+
+  explicit AxisBackward(Trajectory::Impl &im)
+      : im(im), states(im.axisStates), reductions(im.axisReductions) {
+    size_t bytes = size_t(im.total) * im.elt;
+    for (size_t k = 0; k < states.size(); ++k) {
+      value.push_back(Buffer::allocate(bytes));
+      cotangent.push_back(Buffer::allocate(bytes));
+    }
+    for (size_t k = 0; k < reductions.size(); ++k) {
+      rho.push_back(Buffer::allocate(bytes));
+      drho.push_back(Buffer::allocate(bytes));
+      ties.push_back(Buffer::allocate(bytes));
+    }
+    zeros = Buffer::allocate(bytes);
+    std::memset(zeros.get(), 0, bytes);
+    d.assign(im.axesImpl->axisReduced.size(), 0.0);
+    n.assign(d.size(), 0.0);
+  }
+
+  const Slot &slot(size_t p) const { return im.axesImpl->slots[p]; }
+  const RuleInfo &info() const { return im.info(); }
+  /// Row (of B * R) or column (of B * C) of coordinate j of a tensor.
+  static int64_t along(const Slot &s, Axis axis, int64_t j) {
+    return axis == Axis::Row ? j / s.C : (j / (s.R * s.C)) * s.C + j % s.C;
+  }
+  /// Whether the forward pass writes the row's (column's) new value from
+  /// coordinate j.
+  static bool writes(const Slot &s, Axis axis, int64_t j) {
+    return axis == Axis::Row ? j % s.C == 0 : (j / s.C) % s.R == 0;
+  }
+
+  /// dst[j] = src[along(j)] (or 0 off the writers) for chunk c's
+  /// coordinates.
+  template <typename T, typename Src>
+  void expand(size_t c, Axis axis, const Src *src, char *dst,
+              bool writersOnly) const {
+    size_t p = im.chunkParam[c];
+    int64_t off = im.chunkOffset[c], len = im.lengths[c];
+    T *out = reinterpret_cast<T *>(dst + size_t(im.offsets[p] + off) * im.elt);
+    for (int64_t j = off; j < off + len; ++j)
+      out[j - off] = writersOnly && !writes(slot(p), axis, j)
+                         ? T(0)
+                         : T(src[along(slot(p), axis, j)]);
+  }
+  /// out[along(j)] += v[j] over parameter p's coordinates, in order.
+  template <typename T>
+  void sum(size_t p, Axis axis, const char *v, double *out) const {
+    const T *x = reinterpret_cast<const T *>(v + size_t(im.offsets[p]) * im.elt);
+    for (int64_t j = 0; j < im.sizes[p]; ++j)
+      out[along(slot(p), axis, j)] += double(x[j]);
+  }
+  Axis stateAxis(size_t k) const { return info().states[states[k]].axis; }
+  const ReductionSpec &spec(size_t x) const {
+    return info().reductions[reductions[x]];
+  }
+  double *at(std::vector<double> &v, size_t x, size_t p) {
+    return v.data() + slot(p).axisReducedOffset[x];
+  }
+
+  /// Before the first kernel of recorded step `rec`: the values, the
+  /// states' cotangents (carried from the step after, im.adjStates) at
+  /// their writers, zeros for the reductions' cotangents.
+  template <typename T> void begin(const Record &rec) {
+    im.forChunks([&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        size_t p = im.chunkParam[c];
+        for (size_t k = 0; k < states.size(); ++k) {
+          size_t s = states[k];
+          const T *old = reinterpret_cast<const T *>(
+              rec.states[s].get() + im.stateOffset(s, p, 0));
+          const T *adj = reinterpret_cast<const T *>(
+              im.adjStates[s].get() + im.stateOffset(s, p, 0));
+          expand<T>(size_t(c), stateAxis(k), old, value[k].get(), false);
+          expand<T>(size_t(c), stateAxis(k), adj, cotangent[k].get(), true);
+        }
+        for (size_t x = 0; x < reductions.size(); ++x) {
+          const double *r =
+              rec.axisReduced.data() + slot(p).axisReducedOffset[x];
+          expand<T>(size_t(c), spec(x).axis, r, rho[x].get(), false);
+          size_t at = size_t(im.offsets[p] + im.chunkOffset[c]) * im.elt;
+          std::memset(drho[x].get() + at, 0, size_t(im.lengths[c]) * im.elt);
+          std::memset(ties[x].get() + at, 0, size_t(im.lengths[c]) * im.elt);
+        }
+      }
+    });
+  }
+  /// After the first kernel: the sums of the reductions' cotangents and
+  /// tie indicators over their rows (columns).
+  template <typename T> void gather() {
+    std::fill(d.begin(), d.end(), 0.0);
+    std::fill(n.begin(), n.end(), 0.0);
+    for (size_t x = 0; x < reductions.size(); ++x)
+      for (size_t p = 0; p < im.sizes.size(); ++p) {
+        sum<T>(p, spec(x).axis, drho[x].get(), at(d, x, p));
+        sum<T>(p, spec(x).axis, ties[x].get(), at(n, x, p));
+      }
+  }
+  /// Before the reductions kernel's pass for `level`: u of that level's
+  /// row and column reductions at their coordinates, 0 for the others.
+  template <typename T> void seed(const Record &rec, unsigned level) {
+    std::vector<double> u(d.size(), 0.0);
+    for (size_t x = 0; x < reductions.size(); ++x) {
+      if (spec(x).level != level)
+        continue;
+      for (size_t p = 0; p < im.sizes.size(); ++p) {
+        const Slot &sl = slot(p);
+        bool row = spec(x).axis == Axis::Row;
+        int64_t count = sl.B * (row ? sl.R : sl.C);
+        size_t o = sl.axisReducedOffset[x];
+        for (int64_t i = 0; i < count; ++i)
+          u[o + size_t(i)] = detail::cotangentFactor(
+              spec(x).kind, d[o + size_t(i)], rec.axisReduced[o + size_t(i)],
+              n[o + size_t(i)], row ? sl.C : sl.R);
+      }
+    }
+    im.forChunks([&](int64_t first, int64_t last) {
+      for (int64_t c = first; c < last; ++c) {
+        size_t p = im.chunkParam[c];
+        for (size_t x = 0; x < reductions.size(); ++x) {
+          expand<T>(size_t(c), spec(x).axis,
+                    u.data() + slot(p).axisReducedOffset[x], drho[x].get(),
+                    false);
+          size_t at = size_t(im.offsets[p] + im.chunkOffset[c]) * im.elt;
+          std::memset(ties[x].get() + at, 0, size_t(im.lengths[c]) * im.elt);
+        }
+      }
+    });
+  }
+  /// After the pass for `level`: what reached the results of lower levels'
+  /// row and column reductions, added to their sums.
+  template <typename T> void addLower(unsigned level) {
+    for (size_t x = 0; x < reductions.size(); ++x)
+      if (spec(x).level < level)
+        for (size_t p = 0; p < im.sizes.size(); ++p)
+          sum<T>(p, spec(x).axis, drho[x].get(), at(d, x, p));
+  }
+  /// At the end of the step: each row (column) state's cotangent, the sum
+  /// of its coordinates'. A tensor without coordinates keeps its rows'
+  /// and columns' values through the step, and their cotangents.
+  template <typename T> void end() {
+    for (size_t k = 0; k < states.size(); ++k) {
+      size_t s = states[k];
+      for (size_t p = 0; p < im.sizes.size(); ++p) {
+        if (im.sizes[p] == 0)
+          continue;
+        const Slot &sl = slot(p);
+        size_t count =
+            size_t(sl.B * (stateAxis(k) == Axis::Row ? sl.R : sl.C));
+        std::vector<double> acc(count, 0.0);
+        sum<T>(p, stateAxis(k), cotangent[k].get(), acc.data());
+        T *adj = reinterpret_cast<T *>(im.adjStates[s].get() +
+                                       im.stateOffset(s, p, 0));
+        for (size_t i = 0; i < count; ++i)
+          adj[i] = T(acc[i]);
+      }
+    }
+  }
+};
+
+/// Calls fn.template operator()<T>() with T the rule's element type.
+template <typename Fn> void withElement(DType dtype, Fn &&fn) {
+  if (dtype == DType::F32)
+    fn(float());
+  else
+    fn(double());
+}
+} // namespace
+
 RuleGradient
 Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
   Impl &im = live("backward");
@@ -671,8 +1030,36 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
                : reinterpret_cast<const double *>(partials.get())[index];
   };
 
-  size_t perChunk = 3 + ri.inputs.size() + 2 * im.numStates();
+  // Rules with axes: two pseudo-states per row or column reduction.
+  std::unique_ptr<AxisBackward> axes;
+  if (im.axes)
+    axes = std::make_unique<AxisBackward>(im);
+  size_t X = im.axisReductions.size();
+  size_t perChunk = 3 + ri.inputs.size() + 2 * (im.numStates() + 2 * X);
   std::vector<void *> ptrs(numChunks * perChunk);
+  // The rule's states, then the pseudo-states, of chunk c (value or
+  // cotangent).
+  auto stateSlots = [&](void **slot, const Record &rec, size_t c,
+                        bool cotangents) {
+    size_t p = im.chunkParam[c];
+    int64_t off = im.chunkOffset[c];
+    size_t at = size_t(im.offsets[p] + off) * im.elt;
+    size_t a = 0; // Row and column states, in order.
+    for (size_t s = 0; s < im.numStates(); ++s) {
+      if (ri.states[s].axis != Axis::None) {
+        *slot++ = (cotangents ? axes->cotangent[a] : axes->value[a]).get() + at;
+        ++a;
+      } else {
+        *slot++ = (cotangents ? im.adjStates[s] : rec.states[s]).get() +
+                  im.stateOffset(s, p, off);
+      }
+    }
+    for (size_t x = 0; x < X; ++x) {
+      *slot++ = (cotangents ? axes->drho[x] : axes->rho[x]).get() + at;
+      *slot++ = (cotangents ? axes->ties[x] : axes->zeros).get() + at;
+    }
+    return slot;
+  };
   optim_vjp_kernel vjp = im.rule.vjpKernel();
   optim_reduced_vjp_kernel reducedVJP = im.rule.reducedVJPKernel();
   optim_reduced_vjp_kernel reductionsVJP = im.rule.reductionsVJPKernel();
@@ -697,18 +1084,22 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
       *slot++ = rec.grad.get() + at;
       for (const Buffer &in : rec.inputs)
         *slot++ = in.get() + at;
-      for (size_t s = 0; s < im.numStates(); ++s)
-        *slot++ = rec.states[s].get() + im.stateOffset(s, p, off);
+      slot = stateSlots(slot, rec, c, /*cotangents=*/false);
       *slot++ = im.adjTheta.get() + at;
-      for (size_t s = 0; s < im.numStates(); ++s)
-        *slot++ = im.adjStates[s].get() + im.stateOffset(s, p, off);
+      stateSlots(slot, rec, c, /*cotangents=*/true);
     }
+    if (axes)
+      withElement(ri.dtype, [&](auto t) {
+        axes->begin<decltype(t)>(rec);
+      });
     if (R == 0) {
       im.forChunks([&](int64_t begin, int64_t end) {
         vjp(ptrs.data(), im.lengths.data(), im.strides.data(), begin, end,
             rec.hypers.data(), rec.t, w, partials.get(), im.rng.data());
       });
       addPartials(sum, ri.dtype, partials.get(), numChunks, numPartials);
+      if (axes)
+        withElement(ri.dtype, [&](auto t) { axes->end<decltype(t)>(); });
       continue;
     }
     // The reduced values held at those the step ran with, then the
@@ -726,6 +1117,8 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
         dRho[c * R + r] = partialAt(c * firstPartials + numPartials + r);
         ties[c * R + r] = partialAt(c * firstPartials + numPartials + R + r);
       }
+    if (axes)
+      withElement(ri.dtype, [&](auto t) { axes->gather<decltype(t)>(); });
     // One pass per level, highest first: a level's operands send part of
     // their cotangents to the lower levels' reduced values, which must be
     // complete before their own pass.
@@ -737,6 +1130,9 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
                                          im.sizes, rec.reduced.data(),
                                          dRho.data(), ties.data(), level,
                                          ru.data());
+      if (axes)
+        withElement(ri.dtype,
+                    [&](auto t) { axes->seed<decltype(t)>(rec, level); });
       im.forChunks([&](int64_t begin, int64_t end) {
         reductionsVJP(ptrs.data(), im.lengths.data(), im.strides.data(), begin,
                       end, rec.hypers.data(), rec.t, w, partials.get(),
@@ -747,7 +1143,12 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
         for (size_t r = 0; r < R; ++r)
           if (ri.reductions[r].level < level)
             dRho[c * R + r] += partialAt(c * secondPartials + numPartials + r);
+      if (axes)
+        withElement(ri.dtype,
+                    [&](auto t) { axes->addLower<decltype(t)>(level); });
     }
+    if (axes)
+      withElement(ri.dtype, [&](auto t) { axes->end<decltype(t)>(); });
   }
 
   RuleGradient out;
@@ -771,9 +1172,6 @@ const void *Trajectory::paramAdjoint(size_t i) const {
 const void *Trajectory::stateAdjoint(size_t i, const std::string &name) const {
   const Impl &im = live("stateAdjoint");
   checkParam(im, i, "stateAdjoint");
-  int s = im.stateIndex(name);
-  if (s < 0)
-    throw Error("optim::Trajectory::stateAdjoint: rule '" + im.info().name +
-                "' has no state '" + name + "'");
+  size_t s = checkState(im, name, "stateAdjoint");
   return im.adjStates[s].get() + im.stateOffset(s, i, 0);
 }

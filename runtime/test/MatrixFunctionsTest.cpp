@@ -1138,7 +1138,7 @@ TEST(MatrixFunctions, BadRuleInfosAndTrajectoriesAreRefused) {
   } catch (const Error &e) {
     EXPECT_EQ(std::string(e.what()),
               "optim::Trajectory: rule 'scaled' has no reverse mode (its "
-              "tensor reductions need optim_vjp_reduced_kernel_scaled and "
+              "reductions need optim_vjp_reduced_kernel_scaled and "
               "optim_vjp_reductions_kernel_scaled); compile it with "
               "CompileOptions::vjp");
   }

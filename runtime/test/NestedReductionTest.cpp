@@ -778,7 +778,7 @@ TEST(NestedReductions, TrajectoriesNeedTheirReverseMode) {
   } catch (const Error &e) {
     EXPECT_EQ(std::string(e.what()),
               "optim::Trajectory: rule 'standardize' has no reverse mode (its "
-              "tensor reductions need optim_vjp_reduced_kernel_standardize "
+              "reductions need optim_vjp_reduced_kernel_standardize "
               "and optim_vjp_reductions_kernel_standardize); compile it with "
               "CompileOptions::vjp");
   }

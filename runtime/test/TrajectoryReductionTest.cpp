@@ -766,20 +766,20 @@ TEST(TrajectoryReductions, RulesWithoutTheirKernelsAreRefused) {
   // The forward passes without the reverse mode.
   EXPECT_EQ(refusal(Rule(info, reduceKernel<Trust, float>,
                          ruleKernel<Trust, float>, nullptr)),
-            "optim::Trajectory: rule 'trust' has no reverse mode (its tensor "
-            "reductions need optim_vjp_reduced_kernel_trust and "
+            "optim::Trajectory: rule 'trust' has no reverse mode ("
+            "its reductions need optim_vjp_reduced_kernel_trust and "
             "optim_vjp_reductions_kernel_trust); compile it with "
             "CompileOptions::vjp");
   // Either VJP kernel alone.
   EXPECT_NE(refusal(Rule(info, reduceKernel<Trust, float>,
                          ruleKernel<Trust, float>,
                          reducedVJPKernel<Trust, float>, nullptr, nullptr))
-                .find("has no reverse mode (its tensor reductions need"),
+                .find("has no reverse mode (its reductions need"),
             std::string::npos);
   EXPECT_NE(refusal(Rule(info, reduceKernel<Trust, float>,
                          ruleKernel<Trust, float>, nullptr,
                          reductionsVJPKernel<Trust, float>, nullptr))
-                .find("has no reverse mode (its tensor reductions need"),
+                .find("has no reverse mode (its reductions need"),
             std::string::npos);
   // The reverse mode without the reduce pass.
   EXPECT_NE(refusal(Rule(info, nullptr, ruleKernel<Trust, float>,

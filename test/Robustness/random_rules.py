@@ -25,6 +25,9 @@ given --seed):
   global max and min too. Random points are almost never at a kink, where a
   central difference is not the derivative; the constants and
   hyperparameters differ so that no two of them tie.
+--axes (gradients, piecewise): also row and column states (assigned values
+  the same along their row or column) and row and column reductions
+  (hypergradient's first tensor is an 8 x 5 matrix).
 """
 
 import argparse
@@ -120,7 +123,7 @@ def any_rule(rng, idx):
     return rule_text(idx, params, lines)
 
 
-def smooth_rule(rng, idx, piecewise):
+def smooth_rule(rng, idx, piecewise, axes=False):
     hypers = ["lr"] + rng.sample(["beta", "c", "wd"], rng.randint(0, 2))
     states = [f"s{i}" for i in range(rng.randint(0, 2))]
     lines = [f"  state {s} = {rng.choice(['0', '0.5', 'p', 'g'])}" for s in states]
@@ -131,6 +134,17 @@ def smooth_rule(rng, idx, piecewise):
     moving = ["p"] + states
     if vec:
         avail += ["h[0]", "h[2]", "sum(h)", "mean(h)", "dot(h, h * p)"]
+    # --axes: a row and a column state, each maybe, and row and column
+    # reductions (hypergradient's first tensor is an 8 x 5 matrix).
+    own = {"row": [], "col": []}
+    if axes:
+        for axis, name in (("row", "ra"), ("col", "ca")):
+            if rng.random() < 0.7:
+                own[axis].append(name)
+                lines.append(f"  {axis} state {name} = {rng.choice(['0', '0.5'])}")
+                avail.append(name)
+                moving.append(name)
+    axis_kinds = ["sum", "mean", "norm"] + (["max", "min"] if piecewise else [])
 
     def e(d):
         if d <= 0 or rng.random() < 0.2:
@@ -142,6 +156,9 @@ def smooth_rule(rng, idx, piecewise):
             return f"({e(d - 1)} / (1 + {e(d - 1)} ** 2))"
         if r < 0.55:
             return rng.choice(SMOOTH_UNARY).format(e(d - 1))
+        if axes and r < 0.65:
+            return (f"{rng.choice(['row', 'col'])}_{rng.choice(axis_kinds)}"
+                    f"({rng.choice(moving)} * {e(d - 1)})")
         if r < 0.75:
             # A reduced value that depends on the parameter or a state.
             reds = SMOOTH_RED + (PIECEWISE_RED if piecewise else [])
@@ -153,9 +170,24 @@ def smooth_rule(rng, idx, piecewise):
                                f"select({e(d - 1)} > {e(d - 1)}, {e(d - 1)}, {e(d - 1)})"])
         return e(d - 1)
 
+    def uniform(axis, d):
+        """A value the same along a row (column): its states, the
+        hyperparameters, constants and its reductions."""
+        if d <= 0 or rng.random() < 0.25:
+            return rng.choice(own[axis] + hypers + ["0.37", "1.7"])
+        r = rng.random()
+        if r < 0.35:
+            return f"({uniform(axis, d - 1)} {rng.choice('+-*')} {uniform(axis, d - 1)})"
+        if r < 0.5:
+            return rng.choice(SMOOTH_UNARY).format(uniform(axis, d - 1))
+        return f"{axis}_{rng.choice(axis_kinds)}({rng.choice(moving)} * {e(d - 1)})"
+
     add_lets(rng, lines, avail, 3, e)
     for s in states:
         lines.append(f"  {s} = {e(3)}")
+    for axis, names in own.items():
+        for s in names:
+            lines.append(f"  {s} = {uniform(axis, 3)}")
     if vec:
         lines.append(f"  h = h * {e(1)} + {e(2)}")
     lines.append(f"  p -= lr * {e(3)}")
@@ -190,6 +222,8 @@ def main():
     ap.add_argument("--tmp", required=True, help="scratch folder")
     ap.add_argument("--count", type=int, default=10)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--axes", action="store_true",
+                    help="gradients, piecewise: row and column states and reductions too")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     failures, checked = [], 0
@@ -197,7 +231,7 @@ def main():
         if args.mode == "pipeline":
             src = any_rule(rng, i)
         else:
-            src = smooth_rule(rng, i, args.mode == "piecewise")
+            src = smooth_rule(rng, i, args.mode == "piecewise", args.axes)
         path = f"{args.tmp}/rule{i}.optim"
         with open(path, "w") as f:
             f.write(src)

@@ -14,6 +14,7 @@
 #define OPTIM_TEST_E2E_TRAJECTORYCHECK_H
 
 #include "optim/Compiler/Compiler.h"
+#include "optim/Optimizer.h"
 #include "optim/Trajectory.h"
 
 #include "gtest/gtest.h"
@@ -40,6 +41,20 @@ inline Rule compileWithVJP(const std::string &source, DType precision) {
 
 using Hypers = std::vector<std::pair<std::string, double>>;
 
+/// The values of a row or column state of a tensor of n coordinates and
+/// the given shape (none: one row), as the runtime sees it: [B, R, C].
+inline int64_t axisStateCount(Axis axis, const std::vector<int64_t> &shape,
+                              int64_t n) {
+  int64_t B = 1, R = 1, C = n;
+  if (!shape.empty()) {
+    C = shape.back();
+    R = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
+    for (size_t d = 0; d + 2 < shape.size(); ++d)
+      B *= shape[d];
+  }
+  return B * (axis == Axis::Row ? R : C);
+}
+
 /// Steps from θ0 and the initial state with fixed gradients, inputs (and
 /// weights), and the cotangents c_k.
 template <typename T> struct Episode {
@@ -54,7 +69,8 @@ template <typename T> struct Episode {
   std::vector<std::vector<std::vector<std::vector<T>>>> inputs;
 
   Episode(const RuleInfo &info, Hypers hypers, std::vector<int64_t> sizesIn,
-          int steps, int64_t chunk, unsigned seed)
+          int steps, int64_t chunk, unsigned seed,
+          const std::vector<std::vector<int64_t>> &shapes = {})
       : info(info), sizes(std::move(sizesIn)), chunkSize(chunk),
         hypers(std::move(hypers)) {
     std::mt19937 rng(seed);
@@ -67,13 +83,22 @@ template <typename T> struct Episode {
     };
     for (int64_t n : sizes)
       theta0.push_back(random(n, false));
-    // LAMB's v and Sophia's hh are positive, as the rules keep them.
-    // Vector states are component-major, s.size values per coordinate.
+    // LAMB's v, Sophia's hh and Adafactor's r and c are positive, as the
+    // rules keep them. Vector states are component-major, s.size values
+    // per coordinate; row and column states have one per row or column.
     for (const StateSpec &s : info.states) {
       state0.emplace_back();
-      for (int64_t n : sizes)
-        state0.back().push_back(
-            random(n * s.size, s.name == "v" || s.name == "hh"));
+      bool positive =
+          s.name == "v" || s.name == "hh" || s.name == "r" || s.name == "c";
+      for (size_t i = 0; i < sizes.size(); ++i) {
+        int64_t count =
+            s.axis == Axis::None
+                ? sizes[i] * s.size
+                : axisStateCount(s.axis, shapes.empty() ? std::vector<int64_t>()
+                                                        : shapes[i],
+                                 sizes[i]);
+        state0.back().push_back(random(count, positive));
+      }
     }
     for (const WeightSpec &w : info.weights) {
       int64_t count = 1;
@@ -160,7 +185,7 @@ inline void checkAgainstFiniteDifferences(
   ASSERT_EQ(info.reductions.size(), reductions);
   // 13 coordinates in chunks of 5 with 4 lanes: vector loops and scalar
   // tails, values combined over 3 chunks; a tensor of 1, an empty one.
-  Episode<double> ep(info, hypers, std::move(sizes), 4, 5, 11);
+  Episode<double> ep(info, hypers, std::move(sizes), 4, 5, 11, shapes);
   TrajectoryOptions options;
   options.threads = 2;
   options.chunkSize = ep.chunkSize;
@@ -214,18 +239,20 @@ inline void checkAgainstFiniteDifferences(
           [&](Episode<double> &e, double d) { e.theta0[i][j] += d; });
       EXPECT_TRUE(near(dp[j], numeric))
           << "theta0" << at << ": " << dp[j] << " vs " << numeric;
-      for (size_t s = 0; s < info.states.size(); ++s) {
-        const double *ds = static_cast<const double *>(
-            traj.stateAdjoint(i, info.states[s].name));
-        // Component q of coordinate j: at q * sizes[i] + j.
-        for (int64_t q = 0; q < info.states[s].size; ++q) {
-          size_t k = size_t(q * ep.sizes[i] + j);
-          numeric = central(
-              [&](Episode<double> &e, double d) { e.state0[s][i][k] += d; });
-          EXPECT_TRUE(near(ds[k], numeric))
-              << info.states[s].name << "0" << at << "." << q << ": "
-              << ds[k] << " vs " << numeric;
-        }
+    }
+    // Component q of coordinate j at q * sizes[i] + j; a row or column
+    // state's row or column k at k.
+    for (size_t s = 0; s < info.states.size(); ++s) {
+      const double *ds = static_cast<const double *>(
+          traj.stateAdjoint(i, info.states[s].name));
+      ASSERT_EQ(size_t(traj.stateSize(i, info.states[s].name)),
+                ep.state0[s][i].size());
+      for (size_t k = 0; k < ep.state0[s][i].size(); ++k) {
+        double numeric = central(
+            [&](Episode<double> &e, double d) { e.state0[s][i][k] += d; });
+        EXPECT_TRUE(near(ds[k], numeric))
+            << info.states[s].name << "0[" << i << "][" << k
+            << "]: " << ds[k] << " vs " << numeric;
       }
     }
   }
@@ -241,7 +268,8 @@ Outcome<T> backwardOn(const Rule &rule, const Hypers &hypers, unsigned threads,
                       const std::vector<std::vector<int64_t>> &shapes) {
   // Hundreds of chunks of odd length; fewer chunks than threads in the
   // smallest tensors.
-  Episode<T> ep(rule.info(), hypers, {1000, 37, 1, 5003, 0, 2}, 3, 61, 5);
+  Episode<T> ep(rule.info(), hypers, {1000, 37, 1, 5003, 0, 2}, 3, 61, 5,
+                shapes);
   TrajectoryOptions options;
   options.threads = threads;
   options.chunkSize = ep.chunkSize;
@@ -251,14 +279,15 @@ Outcome<T> backwardOn(const Rule &rule, const Hypers &hypers, unsigned threads,
   Outcome<T> out;
   out.grad = traj.backward(ep.cotangents());
   for (size_t i = 0; i < ep.sizes.size(); ++i) {
-    auto copy = [&](const void *data) {
+    auto copy = [&](const void *data, int64_t count) {
       const T *d = static_cast<const T *>(data);
-      return std::vector<T>(d, d + ep.sizes[i]);
+      return std::vector<T>(d, d + count);
     };
-    out.theta.push_back(copy(traj.param(i)));
-    out.adj.push_back(copy(traj.paramAdjoint(i)));
+    out.theta.push_back(copy(traj.param(i), ep.sizes[i]));
+    out.adj.push_back(copy(traj.paramAdjoint(i), ep.sizes[i]));
     for (const StateSpec &s : rule.info().states)
-      out.adj.push_back(copy(traj.stateAdjoint(i, s.name)));
+      out.adj.push_back(
+          copy(traj.stateAdjoint(i, s.name), traj.stateSize(i, s.name)));
   }
   return out;
 }
@@ -295,6 +324,59 @@ void expectThreadIndependent(
   }
 }
 
+
+/// The trajectory's forward steps are optim::Optimizer's, bit for bit: from
+/// the rule's initial state, with an episode's gradients, inputs and
+/// hyperparameters, on the same shapes and chunks (the reductions' partials
+/// follow the chunks), on other thread counts.
+template <typename T>
+void expectForwardLikeOptimizer(
+    const std::string &source, const Hypers &hypers, DType precision,
+    const std::vector<int64_t> &sizes,
+    const std::vector<std::vector<int64_t>> &shapes = {}) {
+  Rule rule = compileWithVJP(source, precision);
+  Episode<T> ep(rule.info(), hypers, sizes, 3, 5, 9, shapes);
+  for (auto &state : ep.state0)
+    for (auto &tensor : state)
+      tensor.clear(); // Keep the initial state (Episode::run copies none).
+  TrajectoryOptions topt;
+  topt.threads = 2;
+  topt.chunkSize = ep.chunkSize;
+  topt.shapes = shapes;
+  Trajectory traj(rule, ep.sizes, topt);
+  ep.run(traj);
+
+  std::vector<std::vector<T>> theta = ep.theta0;
+  std::vector<Param> params;
+  for (size_t i = 0; i < theta.size(); ++i) {
+    params.emplace_back(theta[i].data(), int64_t(theta[i].size()));
+    if (!shapes.empty())
+      params.back().shape = shapes[i];
+  }
+  OptimizerOptions oopt;
+  oopt.threads = 3;
+  oopt.chunkSize = ep.chunkSize;
+  Optimizer opt(rule, params, oopt);
+  for (const auto &[name, value] : ep.hypers)
+    opt.set(name, value);
+  for (size_t k = 0; k < ep.grads.size(); ++k) {
+    std::vector<Grad> grads;
+    for (const auto &g : ep.grads[k])
+      grads.emplace_back(g.data(), int64_t(g.size()));
+    std::vector<Input> inputs;
+    for (size_t j = 0; j < rule.info().inputs.size(); ++j) {
+      inputs.push_back({rule.info().inputs[j], {}});
+      for (const auto &x : ep.inputs[k][j])
+        inputs.back().tensors.emplace_back(x.data(), int64_t(x.size()));
+    }
+    ASSERT_TRUE(opt.step(grads, inputs));
+  }
+  for (size_t i = 0; i < ep.sizes.size(); ++i)
+    if (ep.sizes[i] > 0)
+      EXPECT_EQ(0, std::memcmp(traj.param(i), theta[i].data(),
+                               theta[i].size() * sizeof(T)))
+          << source << " parameter " << i;
+}
 
 } // namespace trajectorycheck
 

@@ -13,12 +13,9 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "optim/Optimizer.h"
-
 #include "SourceFiles.h"
 #include "TrajectoryCheck.h"
 
-#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -72,52 +69,11 @@ TEST(TrajectoryInputs, BackwardIsIndependentOfThreads) {
   expectThreadIndependent<double>(sophiaSource(), kSophiaHypers, DType::F64);
 }
 
-// The trajectory's forward is the optimizer's step with the same inputs.
-template <typename T> void expectForwardLikeOptimizer(DType precision) {
-  Rule rule = compileWithVJP(kReduced, precision);
-  Episode<T> ep(rule.info(), kReducedHypers, {13, 1, 0, 6}, 3, 5, 7);
-  // The optimizer starts from the rule's initial state (m = 0).
-  for (auto &state : ep.state0)
-    for (auto &tensor : state)
-      std::fill(tensor.begin(), tensor.end(), T(0));
-  TrajectoryOptions topt;
-  topt.threads = 2;
-  topt.chunkSize = ep.chunkSize;
-  Trajectory traj(rule, ep.sizes, topt);
-  ep.run(traj);
-
-  std::vector<std::vector<T>> theta = ep.theta0;
-  std::vector<Param> params;
-  for (auto &x : theta)
-    params.emplace_back(x.data(), int64_t(x.size()));
-  OptimizerOptions oopt;
-  oopt.threads = 3;
-  oopt.chunkSize = ep.chunkSize; // The reductions' partials follow chunks.
-  Optimizer opt(rule, params, oopt);
-  for (const auto &[name, value] : ep.hypers)
-    opt.set(name, value);
-  for (size_t k = 0; k < ep.grads.size(); ++k) {
-    std::vector<Grad> grads;
-    for (const auto &g : ep.grads[k])
-      grads.emplace_back(g.data(), int64_t(g.size()));
-    std::vector<Input> inputs;
-    for (size_t j = 0; j < rule.info().inputs.size(); ++j) {
-      inputs.push_back({rule.info().inputs[j], {}});
-      for (const auto &x : ep.inputs[k][j])
-        inputs.back().tensors.emplace_back(x.data(), int64_t(x.size()));
-    }
-    ASSERT_TRUE(opt.step(grads, inputs));
-  }
-  for (size_t i = 0; i < ep.sizes.size(); ++i)
-    if (ep.sizes[i] > 0)
-      EXPECT_EQ(0, std::memcmp(traj.param(i), theta[i].data(),
-                               theta[i].size() * sizeof(T)))
-          << "parameter " << i;
-}
-
 TEST(TrajectoryInputs, ForwardIsTheOptimizersStep) {
-  expectForwardLikeOptimizer<float>(DType::F32);
-  expectForwardLikeOptimizer<double>(DType::F64);
+  expectForwardLikeOptimizer<float>(kReduced, kReducedHypers, DType::F32,
+                                    {13, 1, 0, 6});
+  expectForwardLikeOptimizer<double>(kReduced, kReducedHypers, DType::F64,
+                                     {13, 1, 0, 6});
 }
 
 // Every refused step throws before it records or writes anything.

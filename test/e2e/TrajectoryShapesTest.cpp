@@ -14,13 +14,10 @@
 //
 //===----------------------------------------------------------------------===//
 
-#include "optim/Optimizer.h"
-
 #include "TrajectoryCheck.h"
 
-#include <algorithm>
-#include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 using namespace optim;
@@ -79,52 +76,15 @@ TEST(TrajectoryShapes, BackwardIsIndependentOfThreads) {
                                   shapes);
 }
 
-template <typename T>
-void expectForwardLikeOptimizer(const char *source, const Hypers &hypers,
-                                DType precision) {
-  Rule rule = compileWithVJP(source, precision);
-  Episode<T> ep(rule.info(), hypers, kSizes, 3, 5, 9);
-  // The optimizer starts from the rule's initial state (m = 0).
-  for (auto &state : ep.state0)
-    for (auto &tensor : state)
-      std::fill(tensor.begin(), tensor.end(), T(0));
-  TrajectoryOptions topt;
-  topt.threads = 2;
-  topt.chunkSize = ep.chunkSize;
-  topt.shapes = kShapes;
-  Trajectory traj(rule, ep.sizes, topt);
-  ep.run(traj);
-
-  std::vector<std::vector<T>> theta = ep.theta0;
-  std::vector<Param> params;
-  for (size_t i = 0; i < theta.size(); ++i)
-    params.push_back(
-        Param(theta[i].data(), int64_t(theta[i].size())).shaped(kShapes[i]));
-  OptimizerOptions oopt;
-  oopt.threads = 3;
-  oopt.chunkSize = ep.chunkSize; // The reductions' partials follow chunks.
-  Optimizer opt(rule, params, oopt);
-  for (const auto &[name, value] : ep.hypers)
-    opt.set(name, value);
-  for (const auto &step : ep.grads) {
-    std::vector<Grad> grads;
-    for (const auto &g : step)
-      grads.emplace_back(g.data(), int64_t(g.size()));
-    ASSERT_TRUE(opt.step(grads));
-  }
-  for (size_t i = 0; i < ep.sizes.size(); ++i)
-    if (ep.sizes[i] > 0)
-      EXPECT_EQ(0, std::memcmp(traj.param(i), theta[i].data(),
-                               theta[i].size() * sizeof(T)))
-          << source << " parameter " << i;
-}
-
 TEST(TrajectoryShapes, ForwardIsTheOptimizersStep) {
-  expectForwardLikeOptimizer<float>(kShapeOnly, kShapeOnlyHypers, DType::F32);
+  expectForwardLikeOptimizer<float>(kShapeOnly, kShapeOnlyHypers, DType::F32,
+                                    kSizes, kShapes);
   expectForwardLikeOptimizer<double>(kShapeOnly, kShapeOnlyHypers,
-                                     DType::F64);
-  expectForwardLikeOptimizer<float>(kBeside, kBesideHypers, DType::F32);
-  expectForwardLikeOptimizer<double>(kBeside, kBesideHypers, DType::F64);
+                                     DType::F64, kSizes, kShapes);
+  expectForwardLikeOptimizer<float>(kBeside, kBesideHypers, DType::F32,
+                                    kSizes, kShapes);
+  expectForwardLikeOptimizer<double>(kBeside, kBesideHypers, DType::F64,
+                                     kSizes, kShapes);
 }
 
 // Without shapes every tensor is one row: rows() = 1, cols() = its size.

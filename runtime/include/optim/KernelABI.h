@@ -206,8 +206,9 @@ typedef void (*optim_reduced_rule_kernel)(
  * SM3's cover sets, per-row statistics (Nero, Adam-mini). Such a rule
  * (RuleInfo::hasAxes()) keeps the symbols and signatures above
  * (optim_rule_, and optim_reduce_ with the reduced optim_rule_ when it has
- * reductions) but takes this chunk table. CPU only (the GPU lowering and
- * the reverse mode refuse such rules).
+ * reductions) but takes this chunk table. CPU only (the GPU lowering
+ * refuses such rules; their reverse mode: "Reverse mode of rules with
+ * axes").
  *
  * - Shape. The runtime sees each parameter as B matrices of R rows and C
  *   columns, row-major: C = the last dimension of the shape the host gave,
@@ -510,6 +511,36 @@ typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
  * from it. Level 0 alone (every rule without nested reductions) is one
  * call, as above.
  * The chunk table, hypers, step and weights are as for optim_vjp_kernel_. */
+/* ---- Reverse mode of rules with axes (JIT only) ----------------------------
+ * A rule with row or column states or reductions ("Axes") compiled with
+ * CompileOptions::vjp has the VJP kernels above, on the FLAT chunk table of
+ * rules without axes (one length per chunk), with row and column values
+ * turned into per-coordinate ones:
+ * - A row or column state is one of the S states: its pointers address one
+ *   value per coordinate, the coordinate's row's (column's) value before
+ *   the step and the coordinate's cotangent buffer. The runtime gives each
+ *   coordinate its row's value, the cotangent of the row's new value to the
+ *   coordinate that writes it in the forward pass (column 0 of the row; for
+ *   a column, the matrix's first row) and 0 to the others (every coordinate
+ *   computes the same new value), and after the step's last kernel sums the
+ *   coordinates' cotangents over the row (in coordinate order, in double)
+ *   into the row's cotangent. A tensor without coordinates keeps its rows'
+ *   and columns' values, and their cotangents.
+ * - Each row or column reduction, in body order, adds two pseudo-states
+ *   after the S states (so that the kernels count S + 2X states): its
+ *   result (value: the row's rho at the coordinate; the first kernel
+ *   returns the coordinate's share of its cotangent, the second, given u
+ *   of the row at the coordinate in that slot, returns what reaches rho
+ *   from the operands of higher levels) and a tie slot (value unused; the
+ *   first kernel returns the max / min tie indicator, the second 0). The
+ *   runtime sums both over the row into D and n, sets u = D, D / C (row
+ *   mean; / R for a column), D / rho (norm, rho > 0), D / n (max, min,
+ *   n > 0), and runs the second kernel once per level as above, adding
+ *   what reaches lower levels' results to their D.
+ * - Their slots among the R reductions' rho, u and partials are unused
+ *   (the kernels return 0 there), as the forward's are.
+ * The matrix functions have no reverse mode. */
+
 #define OPTIM_REDUCED_VJP_SYMBOL_PREFIX "optim_vjp_reduced_kernel_"
 #define OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX "optim_vjp_reductions_kernel_"
 

@@ -223,6 +223,11 @@ public:
   struct Impl;
 
 private:
+  /// Runs the forward steps of rules with row or column states or
+  /// reductions on an Optimizer of its own, whose reduced values its
+  /// backward pass reads.
+  friend class Trajectory;
+
   /// The state, or an optim::Error naming `fn` when moved from.
   Impl &live(const char *fn) const;
 

@@ -33,6 +33,12 @@
 // reductions") around the runtime's combine of the reduced values'
 // cotangents, in chunk order too.
 //
+// A rule with row or column states or reductions (Adafactor, SM3) runs its
+// forward steps on an optim::Optimizer of its own over θ, with the shapes
+// of TrajectoryOptions::shapes; backward gives each coordinate its row's
+// and column's values and sums what flows back to them over the row or
+// column (KernelABI.h, "Reverse mode of rules with axes").
+//
 //===----------------------------------------------------------------------===//
 
 #ifndef OPTIM_RUNTIME_TRAJECTORY_H
@@ -62,12 +68,14 @@ struct TrajectoryOptions {
   uint64_t seed = 0;
   /// The dimensions of each parameter, row-major, as Param::shape of
   /// optim::Optimizer: empty for all of them, else one per parameter (an
-  /// empty one for a parameter without a shape). Rules that read the shape
-  /// values rows() and cols() (KernelABI.h version 11) see a tensor as
-  /// [B, R, C] (C the last dimension, R the one before it, 1 for 1-D); a
-  /// tensor without a shape is one row, [1, 1, size]. Other rules ignore
-  /// it. A shape whose element count is not the parameter's size, with a
-  /// negative dimension or more than 64 of them is refused.
+  /// empty one for a parameter without a shape). Rules with row or column
+  /// states or reductions (KernelABI.h version 10) and rules that read the
+  /// shape values rows() and cols() (version 11) see a tensor as [B, R, C]
+  /// (C the last dimension, R the one before it, 1 for 1-D, B the product
+  /// of the others); a tensor without a shape is one row, [1, 1, size].
+  /// Other rules ignore it. A shape whose element count is not the
+  /// parameter's size, with a negative dimension or more than 64 of them is
+  /// refused.
   std::vector<std::vector<int64_t>> shapes;
 };
 
@@ -108,8 +116,12 @@ public:
   /// initial parameters (before the first step of a tape).
   void *param(size_t i);
   const void *param(size_t i) const;
-  /// The state `name` of parameter `i` now (component-major for vectors).
+  /// The state `name` of parameter `i` now: stateSize(i, name) elements,
+  /// component-major for vectors; a row (column) state holds B * R (B * C)
+  /// values, one per row (column) of the parameter's [B, R, C] view
+  /// (TrajectoryOptions::shapes).
   void *state(size_t i, const std::string &name);
+  int64_t stateSize(size_t i, const std::string &name) const;
 
   /// A hyperparameter for the following steps (a schedule may change it
   /// between steps: backward() differentiates each recorded step with the
@@ -166,7 +178,8 @@ public:
   /// the first recorded step. The tape is kept: backward may run again.
   RuleGradient
   backward(const std::vector<std::vector<const void *>> &dLdParams);
-  /// dL/dθ_i and dL/dstate before the first recorded step (after backward).
+  /// dL/dθ_i and dL/dstate before the first recorded step (after backward),
+  /// laid out as param(i) and state(i, name).
   const void *paramAdjoint(size_t i) const;
   const void *stateAdjoint(size_t i, const std::string &name) const;
 
