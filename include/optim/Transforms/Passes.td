@@ -75,6 +75,19 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     every seed is a strong zero, see below), and adds the drho it returns
     for lower levels to their cotangents before their own call.
 
+    The shape values `rows()` and `cols()` are reduced values like the
+    others but constants: nothing is seeded through their operands.
+    Row and column values (KernelABI.h, "Reverse mode of rules with axes")
+    are per-coordinate values: a row or column state is a state like the
+    others (the runtime gives each coordinate its row's value and sums the
+    cotangents back over the row), and each row or column reduction adds two
+    pseudo-states after the states, counted in the layout's S: its result
+    (argument: rho at the coordinate; result: the coordinate's share of its
+    cotangent; in the reductions function its carried cotangent is u at the
+    coordinate, and its result what reaches rho from higher levels) and a
+    tie slot (result: the max / min tie indicator). Their rho, drho and tie
+    slots among the R reductions stay 0. `newton_schulz` is refused.
+
     Derivatives at points where the function is not differentiable follow
     one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent
     to the first operand on ties, and sqrt' at 0 and the exponent term of
