@@ -111,19 +111,6 @@ private:
 
 LogicalResult RuleDifferentiator::check() {
   elt = rule.getElementType();
-  // Matrix functions couple every coordinate of a matrix: the reverse
-  // kernels would need NS's own reverse mode over whole matrices.
-  Operation *unsupported = nullptr;
-  rule.walk([&](TensorReduceOp red) {
-    if (red.getKind() != ReductionKind::NewtonSchulz)
-      return WalkResult::advance();
-    unsupported = red;
-    return WalkResult::interrupt();
-  });
-  if (unsupported)
-    return emitError(unsupported->getLoc())
-           << "newton_schulz(...) cannot be differentiated (reverse mode "
-              "of matrix functions is not supported)";
   // A reduction of a value computed from another reduction's result (level
   // > 0, KernelABI.h version 9) sends part of its operand's cotangent to the
   // lower levels' results: the runtime runs the reductions function once per
@@ -681,7 +668,8 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
         red.getKind() == ReductionKind::Cols)
       continue;
     // A row or column reduction's u_r is its row's (column's), carried in
-    // its pseudo-state's cotangent.
+    // its pseudo-state's cotangent; a matrix function's is the cotangent of
+    // its operand itself (the runtime's NS VJP of the whole matrix).
     Value factor = ur;
     if (red.getAxis())
       factor = carried[1 + rule.getNumStates() + 2 * axis++];
@@ -697,6 +685,7 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
     switch (red.getKind()) {
     case ReductionKind::Sum:
     case ReductionKind::Mean:
+    case ReductionKind::NewtonSchulz:
       break;
     case ReductionKind::Norm:
       seed = arith::MulFOp::create(b, loc, factor, x);
@@ -709,11 +698,10 @@ void RuleDifferentiator::emitReductionsVJP(OpBuilder &b) {
       mayBeZero.insert(red.getValue());
       break;
     }
-    // Refused by check(), skipped above.
-    case ReductionKind::NewtonSchulz:
+    // Skipped above.
     case ReductionKind::Rows:
     case ReductionKind::Cols:
-      llvm_unreachable("matrix functions and shape values have no seed");
+      llvm_unreachable("shape values have no seed");
     }
     accumulate(b, red.getValue(), seed);
   }

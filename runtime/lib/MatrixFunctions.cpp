@@ -10,6 +10,7 @@
 #include <mutex>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <dlfcn.h>
 
@@ -238,6 +239,86 @@ void newtonSchulzImpl(T *x, int64_t R, int64_t C, const ReductionSpec &spec,
 }
 
 } // namespace
+
+void detail::newtonSchulzVJP(const double *x, const double *dy, double *dx,
+                             int64_t R, int64_t C, const ReductionSpec &spec) {
+  if (R <= 0 || C <= 0)
+    return;
+  const bool transposed = R > C;
+  const int64_t m = transposed ? C : R, n = transposed ? R : C;
+  const size_t mn = size_t(m) * size_t(n), mm = size_t(m) * size_t(m);
+  std::vector<double> X(mn), G(mn);
+  if (transposed) {
+    transpose(x, R, C, X.data());
+    transpose(dy, R, C, G.data());
+  } else {
+    std::copy_n(x, mn, X.data());
+    std::copy_n(dy, mn, G.data());
+  }
+  double sum = 0.0;
+  for (double v : X)
+    sum += v * v;
+  const double norm = std::sqrt(sum);
+  const double divisor = std::max(norm, spec.nsEps);
+  const double a = spec.nsCoefficients[0], b = spec.nsCoefficients[1],
+               c = spec.nsCoefficients[2];
+  const int steps = spec.nsSteps;
+  // The iterates Y_0 .. Y_k and each step's A = Y Y^T and B = b A + c A A
+  // (symmetric).
+  const size_t k = size_t(std::max(steps, 0));
+  std::vector<std::vector<double>> Y(k + 1, std::vector<double>(mn));
+  std::vector<std::vector<double>> A(k, std::vector<double>(mm));
+  std::vector<std::vector<double>> B(k, std::vector<double>(mm));
+  std::vector<double> Yt(mn), Z(mn), T1(mm), T2(mm);
+  for (size_t i = 0; i < mn; ++i)
+    Y[0][i] = divisor != 0 ? X[i] / divisor : X[i];
+  for (int s = 0; s < steps; ++s) {
+    transpose(Y[s].data(), m, n, Yt.data());
+    gemmNN(m, m, n, Y[s].data(), Yt.data(), A[s].data(), nullptr);
+    gemmNN(m, m, m, A[s].data(), A[s].data(), T1.data(), nullptr);
+    for (size_t i = 0; i < mm; ++i)
+      B[s][i] = b * A[s][i] + c * T1[i];
+    gemmNN(m, n, m, B[s].data(), Y[s].data(), Z.data(), nullptr);
+    for (size_t i = 0; i < mn; ++i)
+      Y[s + 1][i] = a * Y[s][i] + Z[i];
+  }
+  // Y' = a Y + B Y: dY = a G + B G + (dA + dA^T) Y with dB = G Y^T and
+  // dA = b dB + c (dB A + A dB) (A and B symmetric).
+  std::vector<double> dB(mm), dA(mm), Gn(mn);
+  for (int s = steps - 1; s >= 0; --s) {
+    transpose(Y[s].data(), m, n, Yt.data());
+    gemmNN(m, m, n, G.data(), Yt.data(), dB.data(), nullptr);
+    gemmNN(m, n, m, B[s].data(), G.data(), Gn.data(), nullptr);
+    for (size_t i = 0; i < mn; ++i)
+      Gn[i] += a * G[i];
+    gemmNN(m, m, m, dB.data(), A[s].data(), T1.data(), nullptr);
+    gemmNN(m, m, m, A[s].data(), dB.data(), T2.data(), nullptr);
+    for (size_t i = 0; i < mm; ++i)
+      dA[i] = b * dB[i] + c * (T1[i] + T2[i]);
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < m; ++j)
+        T1[size_t(i * m + j)] = dA[size_t(i * m + j)] + dA[size_t(j * m + i)];
+    gemmNN(m, n, m, T1.data(), Y[s].data(), Z.data(), nullptr);
+    for (size_t i = 0; i < mn; ++i)
+      G[i] = Gn[i] + Z[i];
+  }
+  // Y_0 = X / max(|X|, eps): the norm's term where it is the divisor.
+  std::vector<double> D(mn);
+  if (norm > spec.nsEps) {
+    double dot = 0.0;
+    for (size_t i = 0; i < mn; ++i)
+      dot += G[i] * X[i];
+    for (size_t i = 0; i < mn; ++i)
+      D[i] = G[i] / norm - X[i] * (dot / (norm * norm * norm));
+  } else {
+    for (size_t i = 0; i < mn; ++i)
+      D[i] = divisor != 0 ? G[i] / divisor : G[i];
+  }
+  if (transposed)
+    transpose(D.data(), m, n, dx);
+  else
+    std::copy_n(D.data(), mn, dx);
+}
 
 size_t detail::newtonSchulzWorkCount(int64_t R, int64_t C) {
   if (R <= 0 || C <= 0)

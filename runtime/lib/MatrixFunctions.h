@@ -54,6 +54,16 @@ void newtonSchulzPortable(double *x, int64_t R, int64_t C,
                           const ReductionSpec &spec, double *work,
                           ThreadPool *pool);
 
+/// The vector-Jacobian product of NS (newtonSchulz above, with the same
+/// spec) at the R x C row-major matrix `x`: `dx` = (dNS/dx)^T `dy`, all in
+/// double, with the runtime's own loops on the calling thread (the same
+/// sums for any number of threads). The forward iterates are recomputed
+/// from x in double; the norm's derivative is taken where it is above eps
+/// (below it the divisor is the constant eps). An empty matrix is left
+/// alone.
+void newtonSchulzVJP(const double *x, const double *dy, double *dx,
+                     int64_t R, int64_t C, const ReductionSpec &spec);
+
 /// Whether the products go to a CBLAS (a single-threaded OpenBLAS was
 /// found), and the path it was loaded from ("" when none).
 bool matrixFunctionsUseCBLAS();

@@ -646,6 +646,10 @@ static void runMatrixFunctions(Optimizer::Impl &im, unsigned level) {
     for (Optimizer::Impl::Slot &slot : im.slots) {
       if (slot.param.size == 0)
         continue;
+      // Allocated by whoever asked for them (optim::Trajectory).
+      if (im.keepMatrixOperands)
+        std::memcpy(slot.operands[k].data.get(), slot.matrices[k].data.get(),
+                    slot.matrices[k].bytes);
       const int64_t R = slot.R, C = slot.C;
       for (int64_t b = 0; b < slot.B; ++b) {
         size_t first = size_t(b) * size_t(R) * size_t(C);

@@ -44,6 +44,9 @@ struct Optimizer::Impl {
     // coordinate for each newton_schulz reduction, in the order of
     // matrixReductions. Transient: rewritten by every step, never saved.
     std::vector<AlignedBuffer> matrices;
+    // With keepMatrixOperands: each matrix buffer's X, as the stage wrote
+    // it, before the runtime replaced it by NS(X).
+    std::vector<AlignedBuffer> operands;
     // Its chunks: [firstChunk, firstChunk + numChunks) of the table.
     size_t firstChunk = 0, numChunks = 0;
   };
@@ -95,6 +98,10 @@ struct Optimizer::Impl {
   // NS(X) for the largest matrix (MatrixFunctions.h), allocated once.
   std::vector<size_t> matrixReductions;
   AlignedBuffer matrixWork;
+  // Whether each step keeps the matrix functions' operands X besides their
+  // results (Slot::operands, allocated by the one who sets it):
+  // optim::Trajectory's backward pass reads both.
+  bool keepMatrixOperands = false;
   // The shape values rows() and cols() (version 11): R and C of each
   // chunk's tensor, written into `reduced` before every step. Empty when
   // the rule reads neither.

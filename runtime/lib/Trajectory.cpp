@@ -331,6 +331,9 @@ size_t Trajectory::tapeBytes() const {
     for (const Buffer &s : r.states)
       bytes += s.bytes;
     bytes += (r.reduced.size() + r.axisReduced.size()) * sizeof(double);
+    for (const std::vector<Buffer> *m : {&r.matrixX, &r.matrixY})
+      for (const Buffer &b : *m)
+        bytes += b.bytes;
   }
   return bytes;
 }

@@ -16,6 +16,7 @@
 #include <memory>
 
 using namespace optim;
+using trajectory::Buffer;
 using trajectory::Record;
 
 void Trajectory::Impl::startAxes(unsigned threads) {
@@ -51,11 +52,27 @@ void Trajectory::Impl::startAxes(unsigned threads) {
   for (size_t r = 0; r < info().reductions.size(); ++r)
     if (info().reductions[r].axis != Axis::None)
       axisReductions.push_back(r);
+  // The matrix functions' operands, which their reverse mode reads.
+  if (!axesImpl->matrixReductions.empty()) {
+    for (Optimizer::Impl::Slot &slot : axesImpl->slots)
+      for (const AlignedBuffer &m : slot.matrices)
+        slot.operands.push_back(AlignedBuffer::allocate(m.bytes));
+    axesImpl->keepMatrixOperands = true;
+  }
 }
 
 void Trajectory::Impl::recordAndStepAxes(
     Record &rec, const std::function<void(int64_t)> &record,
     size_t numInputs) {
+  // Before anything changes: a record from the spare list has them.
+  const RuleInfo &ri = info();
+  if (rec.matrixX.empty())
+    for (size_t r : axisReductions) {
+      bool matrix = ri.reductions[r].axis == Axis::Matrix;
+      size_t bytes = matrix ? size_t(total) * elt : 0;
+      rec.matrixX.push_back(matrix ? Buffer::allocate(bytes) : Buffer());
+      rec.matrixY.push_back(matrix ? Buffer::allocate(bytes) : Buffer());
+    }
   forChunks([&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c)
       record(c);
@@ -66,7 +83,6 @@ void Trajectory::Impl::recordAndStepAxes(
                   axesImpl->stateCount(axesImpl->slots[p], s) * elt);
   // The optimizer reads the recorded copies: they are what backward()
   // differentiates, and a caller's gradient may not stay put.
-  const RuleInfo &ri = info();
   auto tensorOf = [&](const Buffer &b, size_t p) {
     Grad x;
     x.data = b.get() + offsets[p] * elt;
@@ -98,4 +114,22 @@ void Trajectory::Impl::recordAndStepAxes(
                 rec.reduced.begin() + c * R);
   }
   rec.axisReduced = axesImpl->axisReduced;
+  // Each matrix function's X and NS(X).
+  for (size_t x = 0; x < axisReductions.size(); ++x) {
+    const auto &matrices = axesImpl->matrixReductions;
+    auto k = std::find(matrices.begin(), matrices.end(), axisReductions[x]);
+    if (k == matrices.end())
+      continue;
+    size_t m = size_t(k - matrices.begin());
+    for (size_t p = 0; p < sizes.size(); ++p) {
+      const Optimizer::Impl::Slot &slot = axesImpl->slots[p];
+      size_t at = size_t(offsets[p]) * elt, bytes = size_t(sizes[p]) * elt;
+      if (bytes == 0)
+        continue;
+      std::memcpy(rec.matrixX[x].get() + at, slot.operands[m].data.get(),
+                  bytes);
+      std::memcpy(rec.matrixY[x].get() + at, slot.matrices[m].data.get(),
+                  bytes);
+    }
+  }
 }

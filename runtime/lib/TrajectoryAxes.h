@@ -10,6 +10,7 @@
 #ifndef OPTIM_RUNTIME_LIB_TRAJECTORYAXES_H
 #define OPTIM_RUNTIME_LIB_TRAJECTORYAXES_H
 
+#include "MatrixFunctions.h"
 #include "Reductions.h"
 #include "TrajectoryImpl.h"
 
@@ -31,7 +32,11 @@ namespace trajectory {
 /// is summed over it, in coordinate order (deterministic). A row state's
 /// new value is computed alike at every coordinate of its row, but the
 /// forward pass writes the one of column 0: its cotangent is given to that
-/// coordinate only (a column state's to the matrix's first row).
+/// coordinate only (a column state's to the matrix's first row). A matrix
+/// function (newton_schulz) is a pseudo-state too, whose value NS(X) and
+/// cotangent are per coordinate already: the runtime maps the cotangent of
+/// each matrix's NS(X) to that of X (newtonSchulzVJP) for the reductions
+/// kernel's pass of its level, which seeds the operand with it.
 struct AxisBackward {
   using Slot = Optimizer::Impl::Slot;
   Trajectory::Impl &im;
@@ -44,6 +49,9 @@ struct AxisBackward {
   /// Per row or column reduction, at the optimizer's axisReducedOffset:
   /// the sums of the cotangents and tie indicators.
   std::vector<double> d, n;
+  /// Per matrix function (empty for the others), per coordinate: the
+  /// cotangent of its result so far.
+  std::vector<std::vector<double>> dy;
 
   explicit AxisBackward(Trajectory::Impl &im)
       : im(im), states(im.axisStates), reductions(im.axisReductions) {
@@ -61,6 +69,10 @@ struct AxisBackward {
     std::memset(zeros.get(), 0, bytes);
     d.assign(im.axesImpl->axisReduced.size(), 0.0);
     n.assign(d.size(), 0.0);
+    dy.resize(reductions.size());
+    for (size_t x = 0; x < reductions.size(); ++x)
+      if (matrix(x))
+        dy[x].assign(size_t(im.total), 0.0);
   }
 
   const Slot &slot(size_t p) const { return im.axesImpl->slots[p]; }
@@ -99,6 +111,13 @@ struct AxisBackward {
   const ReductionSpec &spec(size_t x) const {
     return info().reductions[reductions[x]];
   }
+  bool matrix(size_t x) const { return spec(x).axis == Axis::Matrix; }
+  /// The bytes of chunk c's coordinates in a per-coordinate buffer: where
+  /// they start, how many.
+  size_t chunkAt(size_t c) const {
+    return size_t(im.offsets[im.chunkParam[c]] + im.chunkOffset[c]) * im.elt;
+  }
+  size_t chunkBytes(size_t c) const { return size_t(im.lengths[c]) * im.elt; }
   double *at(std::vector<double> &v, size_t x, size_t p) {
     return v.data() + slot(p).axisReducedOffset[x];
   }
@@ -120,12 +139,16 @@ struct AxisBackward {
           expand<T>(size_t(c), stateAxis(k), adj, cotangent[k].get(), true);
         }
         for (size_t x = 0; x < reductions.size(); ++x) {
-          const double *r =
-              rec.axisReduced.data() + slot(p).axisReducedOffset[x];
-          expand<T>(size_t(c), spec(x).axis, r, rho[x].get(), false);
-          size_t at = size_t(im.offsets[p] + im.chunkOffset[c]) * im.elt;
-          std::memset(drho[x].get() + at, 0, size_t(im.lengths[c]) * im.elt);
-          std::memset(ties[x].get() + at, 0, size_t(im.lengths[c]) * im.elt);
+          size_t at = chunkAt(size_t(c)), bytes = chunkBytes(size_t(c));
+          if (matrix(x)) {
+            std::memcpy(rho[x].get() + at, rec.matrixY[x].get() + at, bytes);
+          } else {
+            const double *r =
+                rec.axisReduced.data() + slot(p).axisReducedOffset[x];
+            expand<T>(size_t(c), spec(x).axis, r, rho[x].get(), false);
+          }
+          std::memset(drho[x].get() + at, 0, bytes);
+          std::memset(ties[x].get() + at, 0, bytes);
         }
       }
     });
@@ -135,18 +158,25 @@ struct AxisBackward {
   template <typename T> void gather() {
     std::fill(d.begin(), d.end(), 0.0);
     std::fill(n.begin(), n.end(), 0.0);
-    for (size_t x = 0; x < reductions.size(); ++x)
+    for (size_t x = 0; x < reductions.size(); ++x) {
+      if (matrix(x)) {
+        const T *v = reinterpret_cast<const T *>(drho[x].get());
+        for (int64_t i = 0; i < im.total; ++i)
+          dy[x][size_t(i)] = double(v[i]);
+        continue;
+      }
       for (size_t p = 0; p < im.sizes.size(); ++p) {
         sum<T>(p, spec(x).axis, drho[x].get(), at(d, x, p));
         sum<T>(p, spec(x).axis, ties[x].get(), at(n, x, p));
       }
+    }
   }
   /// Before the reductions kernel's pass for `level`: u of that level's
   /// row and column reductions at their coordinates, 0 for the others.
   template <typename T> void seed(const Record &rec, unsigned level) {
     std::vector<double> u(d.size(), 0.0);
     for (size_t x = 0; x < reductions.size(); ++x) {
-      if (spec(x).level != level)
+      if (spec(x).level != level || matrix(x))
         continue;
       for (size_t p = 0; p < im.sizes.size(); ++p) {
         const Slot &sl = slot(p);
@@ -163,22 +193,56 @@ struct AxisBackward {
       for (int64_t c = first; c < last; ++c) {
         size_t p = im.chunkParam[c];
         for (size_t x = 0; x < reductions.size(); ++x) {
-          expand<T>(size_t(c), spec(x).axis,
-                    u.data() + slot(p).axisReducedOffset[x], drho[x].get(),
-                    false);
-          size_t at = size_t(im.offsets[p] + im.chunkOffset[c]) * im.elt;
-          std::memset(ties[x].get() + at, 0, size_t(im.lengths[c]) * im.elt);
+          size_t at = chunkAt(size_t(c)), bytes = chunkBytes(size_t(c));
+          if (matrix(x))
+            std::memset(drho[x].get() + at, 0, bytes); // Below.
+          else
+            expand<T>(size_t(c), spec(x).axis,
+                      u.data() + slot(p).axisReducedOffset[x], drho[x].get(),
+                      false);
+          std::memset(ties[x].get() + at, 0, bytes);
         }
       }
     });
+    // The cotangent of each matrix's X, from that of NS(X), in double.
+    for (size_t x = 0; x < reductions.size(); ++x) {
+      if (!matrix(x) || spec(x).level != level)
+        continue;
+      for (size_t p = 0; p < im.sizes.size(); ++p) {
+        const Slot &sl = slot(p);
+        if (im.sizes[p] == 0)
+          continue;
+        size_t mn = size_t(sl.R) * size_t(sl.C);
+        std::vector<double> X(mn), dx(mn);
+        for (int64_t b = 0; b < sl.B; ++b) {
+          size_t first = size_t(im.offsets[p]) + size_t(b) * mn;
+          const T *xs = reinterpret_cast<const T *>(rec.matrixX[x].get());
+          for (size_t i = 0; i < mn; ++i)
+            X[i] = double(xs[first + i]);
+          detail::newtonSchulzVJP(X.data(), dy[x].data() + first, dx.data(),
+                                  sl.R, sl.C, spec(x));
+          T *out = reinterpret_cast<T *>(drho[x].get());
+          for (size_t i = 0; i < mn; ++i)
+            out[first + i] = T(dx[i]);
+        }
+      }
+    }
   }
   /// After the pass for `level`: what reached the results of lower levels'
   /// row and column reductions, added to their sums.
   template <typename T> void addLower(unsigned level) {
-    for (size_t x = 0; x < reductions.size(); ++x)
-      if (spec(x).level < level)
-        for (size_t p = 0; p < im.sizes.size(); ++p)
-          sum<T>(p, spec(x).axis, drho[x].get(), at(d, x, p));
+    for (size_t x = 0; x < reductions.size(); ++x) {
+      if (spec(x).level >= level)
+        continue;
+      if (matrix(x)) {
+        const T *v = reinterpret_cast<const T *>(drho[x].get());
+        for (int64_t i = 0; i < im.total; ++i)
+          dy[x][size_t(i)] += double(v[i]);
+        continue;
+      }
+      for (size_t p = 0; p < im.sizes.size(); ++p)
+        sum<T>(p, spec(x).axis, drho[x].get(), at(d, x, p));
+    }
   }
   /// At the end of the step: each row (column) state's cotangent, the sum
   /// of its coordinates'. A tensor without coordinates keeps its rows'

@@ -63,6 +63,10 @@ struct Record {
   /// Rules with axes: the row and column reductions' results the step ran
   /// with (the optimizer's, Optimizer::Impl::axisReduced).
   std::vector<double> axisReduced;
+  /// Rules with matrix functions: per row, column or matrix reduction
+  /// (Trajectory::Impl::axisReductions; empty buffers but for the matrix
+  /// ones), each coordinate's operand X and result NS(X), laid out as θ.
+  std::vector<Buffer> matrixX, matrixY;
   int64_t t = 0;
 };
 

@@ -105,6 +105,36 @@ rule withinput(lr = 0.05, beta = 0.9) {
                                 kShapes);
 }
 
+// Matrix functions: newton_schulz's cotangent is mapped from NS(X) to X
+// per matrix (detail::newtonSchulzVJP). Muon (examples/muon.optim) on wide,
+// tall (transposed), 1 x 1, 1 x 13 and empty matrices; and an operand that
+// depends on p with a level-1 norm of the result, whose pass sends a
+// cotangent back to NS(X) before NS's own level.
+const std::vector<int64_t> kMatrixSizes = {12, 6, 1, 13, 0};
+const std::vector<std::vector<int64_t>> kMatrixShapes = {
+    {3, 4}, {3, 2}, {1, 1}, {}, {0, 5}};
+
+TEST(TrajectoryAxes, MuonMatchesUnrolledFiniteDifferences) {
+  checkAgainstFiniteDifferences(
+      readExample("muon"),
+      {{"lr", 0.05}, {"momentum", 0.8}, {"weight_decay", 0.1}}, 3,
+      kMatrixSizes, kMatrixShapes);
+}
+
+TEST(TrajectoryAxes, MatrixFunctionOfPMatchesUnrolledFiniteDifferences) {
+  checkAgainstFiniteDifferences(R"(
+rule nsp(lr = 0.05, c = 0.3, beta = 0.8) {
+  state buf = 0
+  buf = beta * buf + g
+  let o = newton_schulz(buf + c * p, 3)
+  let n = tensor_norm(o * p)
+  p -= lr * (o + 0.1 * n * p)
+}
+)",
+                                {{"lr", 0.05}, {"c", 0.3}, {"beta", 0.8}}, 2,
+                                kMatrixSizes, kMatrixShapes);
+}
+
 TEST(TrajectoryAxes, BackwardIsIndependentOfThreads) {
   // backwardOn's sizes: 1000, 37, 1, 5003, 0, 2.
   const std::vector<std::vector<int64_t>> fitting = {
@@ -114,6 +144,9 @@ TEST(TrajectoryAxes, BackwardIsIndependentOfThreads) {
                                   fitting);
   expectThreadIndependent<float>(kSM3, {{"lr", 0.1}, {"eps", 0.5}},
                                  DType::F32, fitting);
+  expectThreadIndependent<double>(readExample("muon"),
+                                  {{"lr", 0.05}, {"momentum", 0.8}},
+                                  DType::F64, fitting);
 }
 
 // The trajectory's forward steps are its optimizer's: the same as a user's

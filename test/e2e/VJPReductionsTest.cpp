@@ -292,7 +292,7 @@ struct Problem {
         case ReductionKind::Min:
           u = ties > 0 ? d / ties : 0;
           break;
-        // The reverse mode refuses matrix functions and shape values.
+        // None of the rules here has a matrix function or a shape value.
         case ReductionKind::NewtonSchulz:
         case ReductionKind::Rows:
         case ReductionKind::Cols:

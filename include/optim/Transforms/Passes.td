@@ -86,7 +86,11 @@ def Differentiate : Pass<"optim-differentiate", "::mlir::ModuleOp"> {
     cotangent; in the reductions function its carried cotangent is u at the
     coordinate, and its result what reaches rho from higher levels) and a
     tie slot (result: the max / min tie indicator). Their rho, drho and tie
-    slots among the R reductions stay 0. `newton_schulz` is refused.
+    slots among the R reductions stay 0. A matrix function (`newton_schulz`)
+    has the same two pseudo-states, its result being NS(X) at the coordinate;
+    in the reductions function the carried cotangent is X's at the
+    coordinate (the runtime's VJP of NS over the whole matrix), which seeds
+    the operand as it is.
 
     Derivatives at points where the function is not differentiable follow
     one convention each: |x|' = sign(x) (0 at 0), max/min send the cotangent

@@ -321,7 +321,8 @@ typedef void (*optim_reduced_rule_kernel)(
  *   _zeropower_via_newtonschulz in T instead of bfloat16. The order of the
  *   products' sums is the BLAS library's: results are identical for any
  *   OptimizerOptions::threads, not necessarily across BLAS libraries.
- * - The reverse mode and the GPU lowering refuse matrix functions.
+ * - The GPU lowering refuses matrix functions; their reverse mode: "Reverse
+ *   mode of rules with axes".
  *
  * Shape values. `rows()` and `cols()` (kinds Rows and Cols: axis None, not
  * global, level 0; "rows" and "cols" in the descriptor and manifests) are
@@ -539,7 +540,14 @@ typedef void (*optim_vjp_kernel)(void *const *ptrs, const int64_t *lengths,
  *   what reaches lower levels' results to their D.
  * - Their slots among the R reductions' rho, u and partials are unused
  *   (the kernels return 0 there), as the forward's are.
- * The matrix functions have no reverse mode. */
+ * - A matrix function (newton_schulz) is counted among them with the same
+ *   two pseudo-states, per coordinate without expansion: value NS(X) at the
+ *   coordinate; the first kernel returns the coordinate's cotangent of it;
+ *   the runtime maps each matrix's cotangents of NS(X) to those of X (the
+ *   VJP of NS) and gives them to the second kernel's pass for its level in
+ *   that slot, which seeds the operand with them (neither scaled nor
+ *   masked); what comes back there from higher levels is added to the
+ *   cotangents of NS(X) first. The runtime keeps each step's X and NS(X). */
 
 #define OPTIM_REDUCED_VJP_SYMBOL_PREFIX "optim_vjp_reduced_kernel_"
 #define OPTIM_REDUCTIONS_VJP_SYMBOL_PREFIX "optim_vjp_reductions_kernel_"
