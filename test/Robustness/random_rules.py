@@ -26,8 +26,8 @@ given --seed):
   central difference is not the derivative; the constants and
   hyperparameters differ so that no two of them tie.
 --axes (gradients, piecewise): also row and column states (assigned values
-  the same along their row or column) and row and column reductions
-  (hypergradient's first tensor is an 8 x 5 matrix).
+  the same along their row or column), row and column reductions and
+  newton_schulz (hypergradient's first tensor is an 8 x 5 matrix).
 """
 
 import argparse
@@ -156,9 +156,11 @@ def smooth_rule(rng, idx, piecewise, axes=False):
             return f"({e(d - 1)} / (1 + {e(d - 1)} ** 2))"
         if r < 0.55:
             return rng.choice(SMOOTH_UNARY).format(e(d - 1))
-        if axes and r < 0.65:
+        if axes and r < 0.62:
             return (f"{rng.choice(['row', 'col'])}_{rng.choice(axis_kinds)}"
                     f"({rng.choice(moving)} * {e(d - 1)})")
+        if axes and r < 0.65:
+            return f"newton_schulz({rng.choice(moving)} * {e(d - 1)}, {rng.randint(1, 5)})"
         if r < 0.75:
             # A reduced value that depends on the parameter or a state.
             reds = SMOOTH_RED + (PIECEWISE_RED if piecewise else [])
