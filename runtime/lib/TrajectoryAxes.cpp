@@ -1,4 +1,4 @@
-//===- TrajectoryAxes.cpp - forward steps of rules with axes ---------------===//
+//===- TrajectoryAxes.cpp - forward steps of rules with axes --------------===//
 //
 // optim::Trajectory runs the forward steps of a rule with row or column
 // states or reductions (KernelABI.h version 10) on an optim::Optimizer over

@@ -103,7 +103,8 @@ struct AxisBackward {
   /// out[along(j)] += v[j] over parameter p's coordinates, in order.
   template <typename T>
   void sum(size_t p, Axis axis, const char *v, double *out) const {
-    const T *x = reinterpret_cast<const T *>(v + size_t(im.offsets[p]) * im.elt);
+    const T *x =
+        reinterpret_cast<const T *>(v + size_t(im.offsets[p]) * im.elt);
     for (int64_t j = 0; j < im.sizes[p]; ++j)
       out[along(slot(p), axis, j)] += double(x[j]);
   }
