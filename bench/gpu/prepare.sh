@@ -73,11 +73,16 @@ cmake --build "$build" --target optim-gpu-learned -j "${JOBS:-2}" > "$build.log"
 # Learned rules whose LSTM results go through the threads' private memory on
 # the GPU (a cell applied twice; results changed after the cell): their
 # cubins against their CPU kernels, with generated weights.
-for rule in shared clipped; do
-  src="$root/test/Learned/Inputs/$rule.optim"
-  "$optimc" "$src" --emit=shared -o "$out/$rule.so"
+# Update rules with vector states (their components are streams of their
+# own, also in the reduce kernel) go the same way.
+for entry in Learned/shared Learned/clipped GPU/vector-states:vecstate \
+             GPU/vector-states:vecnorm; do
+  file=${entry%%:*} rule=${entry##*/}; rule=${rule##*:}
+  src="$root/test/${file%%/*}/Inputs/${file##*/}.optim"
+  "$optimc" "$src" --rule "$rule" --emit=shared -o "$out/$rule.so"
   for arch in sm_80 sm_90; do
-    "$optimc" "$src" --emit=cubin --gpu-arch=$arch -o "$out/$rule.$arch.cubin"
+    "$optimc" "$src" --rule "$rule" --emit=cubin --gpu-arch=$arch \
+      -o "$out/$rule.$arch.cubin"
   done
   "$build/bin/optim-gpu-learned" --write-reference "$out" --rule "$rule"
 done

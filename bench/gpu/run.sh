@@ -7,7 +7,9 @@
 # and against torch.optim.Adam(fused=True), checks the learned rule l2l's
 # cubin against the CPU kernel's values (computed by prepare.sh) and times
 # it on 10M coordinates against PyTorch's nn.LSTMCell formulation and the
-# card's measured fp32 FMA peak, checks the QP layer's cubin (batch 128,
+# card's measured fp32 FMA peak, checks two learned test rules and two
+# update rules with vector states (test/GPU/Inputs/vector-states.optim)
+# against their CPU kernels, checks the QP layer's cubin (batch 128,
 # n = p = 100) against the CPU solver and times it against qpth on CUDA,
 # all on the same card in this run, and prints the ratios with the issue's
 # targets.
@@ -127,6 +129,14 @@ for rule in shared clipped; do
 done
 [ "$vcheck" = 0 ] && say "learned variants numerics: OK" || say "learned variants numerics: FAIL"
 echo "[result] learned rules with private-memory LSTM results (shared, clipped) vs CPU kernel, 20 steps: $([ "$vcheck" = 0 ] && echo OK || echo FAIL)"
+# Update rules with vector states (prepare.sh): their cubins against their
+# CPU kernels, the same check.
+scheck=0
+for rule in vecstate vecnorm; do
+  timeout 120 "$learned" --check "$aot" --rule "$rule" | tee -a "$out/vector-states-check.txt"
+  [ "${PIPESTATUS[0]}" = 0 ] || scheck=1
+done
+echo "[result] update rules with vector states (vecstate, vecnorm) vs CPU kernel, 20 steps: $([ "$scheck" = 0 ] && echo OK || echo FAIL)"
 peak=()
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')
@@ -258,5 +268,5 @@ PY
 
 say "done; logs in $out"
 [ "$check" = 0 ] && [ "$ob" = 0 ] && [ "$lcheck" = 0 ] && [ "$lb" = 0 ] &&
-  [ "$qpcheck" = 0 ] && exit 0
+  [ "$vcheck" = 0 ] && [ "$scheck" = 0 ] && [ "$qpcheck" = 0 ] && exit 0
 exit 1

@@ -14,6 +14,8 @@
 #ifndef OPTIM_LIB_CONVERSION_GPURULELOWERING_H
 #define OPTIM_LIB_CONVERSION_GPURULELOWERING_H
 
+#include "Components.h"
+
 #include "optim/Conversion/Passes.h"
 #include "optim/Dialect/OptimOps.h"
 
@@ -58,23 +60,32 @@ private:
   /// The coordinate loop over [lb, ub) with `step`, `lanes` coordinates per
   /// thread and iteration.
   void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, Value step,
-                          unsigned lanes, ArrayRef<Value> bases);
+                          unsigned lanes, ArrayRef<Value> bases, Value stride);
   /// Maps one varying op of an update rule to `lanes` coordinates; the
   /// reduce kernel and the rule kernel share it, so that a reduced value is
   /// computed bit for bit as the rule kernel computes it.
-  void mapVaryingOp(OpBuilder &b, Operation *op, unsigned lanes,
-                    llvm::DenseMap<Value, Value> &map,
-                    llvm::function_ref<Value(Value)> operand);
+  /// A vector<N> value has N components (Components.h), each of `lanes`
+  /// coordinates.
+  void mapVaryingOp(OpBuilder &b, Operation *op, unsigned lanes, CompMap &map,
+                    llvm::function_ref<Comps(Value)> operand);
   /// Reductions: what each of the two kernels computes.
   LogicalResult classifyReductions();
   /// The kernel's chunk, c = begin + blockIdx.x: its index, base pointers
-  /// (from the table, read once per thread), the OR of their addresses and
-  /// its length.
+  /// (from the table, read once per thread), the OR of their addresses (and
+  /// of the byte stride of vector states' components) and its length; the
+  /// stride (i64) when the rule has a vector state.
   struct Chunk {
-    Value index, misaligned, length;
+    Value index, misaligned, length, stride;
     SmallVector<Value> bases;
   };
-  Chunk loadChunk(OpBuilder &b, Value ptrs, Value lengths, Value begin);
+  Chunk loadChunk(OpBuilder &b, Value ptrs, Value lengths, Value strides,
+                  Value begin);
+  /// Whether a state of the rule is a vector (components at base + i +
+  /// j * stride).
+  bool hasVectorState();
+  /// The address of component j of chunk stream `base` at coordinate i.
+  Value componentAddr(OpBuilder &b, Value base, Value i, unsigned j,
+                      Value stride);
   /// Hyperparameters (arguments from `firstHyper` on), t and the uniform
   /// ops, once per thread, into `uniform`.
   void emitUniform(OpBuilder &b, Block &entry, Value step);

@@ -108,14 +108,8 @@ LogicalResult GPURuleLowering::classify() {
     varying.insert(rule.getInput(i));
   if (rule.getNumWeights())
     return classifyLearned();
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
-    if (isa<VectorType>(rule.getState(i).getType()))
-      return rule.emitOpError("has the vector state '")
-             << cast<StringAttr>(rule.getStateNames()[i]).getValue()
-             << "': the GPU code generator supports vector states in "
-                "learned rules (rules with weights) only";
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
     varying.insert(rule.getState(i));
-  }
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     // log_sign of a value shared by the coordinates is still computed per
     // coordinate (or refused below): the op cannot live outside a rule.
@@ -128,12 +122,16 @@ LogicalResult GPURuleLowering::classify() {
         return failure();
       continue;
     }
-    auto isScalar = [&](Type t) { return t == elt || t.isInteger(1); };
-    if (!isa<RandomOp>(op) &&
-        (!op.hasTrait<OpTrait::Elementwise>() || op.getNumRegions() ||
-        !llvm::all_of(op.getResultTypes(), isScalar) ||
-        !llvm::all_of(op.getOperandTypes(),
-                      [&](Type t) { return !isa<VectorType>(t); })))
+    // A vector<N> value is N components (Components.h), as on the CPU.
+    auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
+    bool supported =
+        isa<RandomOp>(op) ||
+        (isComponentMove(&op) ? isSupportedComponentMove(&op)
+                              : op.hasTrait<OpTrait::Elementwise>() &&
+                                    !op.getNumRegions() &&
+                                    llvm::all_of(op.getResultTypes(),
+                                                 isCoordinateValue));
+    if (!supported)
       return op.emitOpError("cannot be computed per coordinate by the GPU "
                             "code generator yet");
     varyingOps.push_back(&op);
@@ -145,7 +143,7 @@ LogicalResult GPURuleLowering::classify() {
 
 void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
                                          Value step, unsigned lanes,
-                                         ArrayRef<Value> bases) {
+                                         ArrayRef<Value> bases, Value stride) {
   Location loc = rule.getLoc();
   auto loop = scf::ForOp::create(b, loc, lb, ub, step);
   OpBuilder::InsertionGuard guard(b);
@@ -161,10 +159,10 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   Type valueType = laneType(elt);
   unsigned align = lanes * elt.getWidth() / 8;
 
-  llvm::DenseMap<Value, Value> map;
-  // p, g, the rule's inputs, the states: the chunk table's order.
+  CompMap map;
+  // p, g, the rule's inputs, the states: the chunk table's order; component
+  // j of a vector state at base + i + j * stride.
   SmallVector<Value> inputs = rule.getChunkStreams();
-  SmallVector<Value> addrs;
   // With reductions, an input that only reduced values read is the reduce
   // kernel's (ruleOpSet then holds what the rule kernel computes).
   auto readHere = [&](Value input) {
@@ -175,25 +173,24 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     });
   };
   for (auto [input, base] : llvm::zip(inputs, bases)) {
-    Value addr = gep(b, elt, base, i);
-    addrs.push_back(addr);
-    if (readHere(input))
-      map[input] = LLVM::LoadOp::create(b, loc, valueType, addr, align);
+    if (!readHere(input))
+      continue;
+    for (unsigned j = 0, e = numComponents(input.getType()); j < e; ++j)
+      map[input].push_back(LLVM::LoadOp::create(
+          b, loc, valueType, componentAddr(b, base, i, j, stride), align));
   }
 
-  llvm::DenseMap<Value, Value> broadcasts;
-  auto operand = [&](Value v) -> Value {
+  CompMap broadcasts;
+  auto operand = [&](Value v) -> Comps {
     if (varying.contains(v))
       return map.lookup(v);
-    Value &cached = broadcasts[v];
-    if (!cached) {
-      Value u = uniform.lookup(v);
-      cached =
-          lanes == 1
-              ? u
-              : vector::BroadcastOp::create(b, loc, laneType(u.getType()), u)
-                    .getResult();
-    }
+    Comps &cached = broadcasts[v];
+    if (cached.empty())
+      cached = spreadUniform(b, loc, uniform.lookup(v), [&](Value u) -> Value {
+        if (lanes == 1)
+          return u;
+        return vector::BroadcastOp::create(b, loc, laneType(u.getType()), u);
+      });
     return cached;
   };
   for (Operation *op : varyingOps)
@@ -205,15 +202,34 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
     if (value == input)
       continue; // Unchanged: nothing to write.
-    LLVM::StoreOp::create(b, loc, operand(value),
-                          addrs[k == 0 ? 0 : rule.getStateSlot(k - 1)], align);
+    Value base = bases[k == 0 ? 0 : rule.getStateSlot(k - 1)];
+    Comps comps = operand(value);
+    for (unsigned j = 0, e = numComponents(input.getType()); j < e; ++j)
+      LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
+                            componentAddr(b, base, i, j, stride), align);
   }
 }
 
+bool GPURuleLowering::hasVectorState() {
+  for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
+    if (isa<VectorType>(rule.getState(s).getType()))
+      return true;
+  return false;
+}
+
+Value GPURuleLowering::componentAddr(OpBuilder &b, Value base, Value i,
+                                     unsigned j, Value stride) {
+  Value at = i;
+  if (j)
+    at = arith::AddIOp::create(
+        b, rule.getLoc(), i,
+        arith::MulIOp::create(b, rule.getLoc(), stride, i64Const(b, j)));
+  return gep(b, elt, base, at);
+}
+
 void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
-                                   unsigned lanes,
-                                   llvm::DenseMap<Value, Value> &map,
-                                   llvm::function_ref<Value(Value)> operand) {
+                                   unsigned lanes, CompMap &map,
+                                   llvm::function_ref<Comps(Value)> operand) {
   Location loc = rule.getLoc();
   auto laneType = [&](Type scalar) -> Type {
     return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
@@ -228,7 +244,7 @@ void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
   };
   // Nor do they divide by reciprocals (as on the CPU): the reduce kernel's
   // stages read lower reductions and must compute what depends on them as
-  // the rule kernel does.
+  // the rule kernel does. (Only scalar divisors have one.)
   if (auto div = dyn_cast<arith::DivFOp>(op);
       div && !reductionSlice.contains(op)) {
     auto it = reciprocals.find(div.getRhs());
@@ -236,33 +252,33 @@ void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
       Value r = it->second;
       if (lanes > 1)
         r = vector::BroadcastOp::create(b, loc, laneType(elt), r);
-      map[div.getResult()] = arith::MulFOp::create(
-          b, loc, operand(div.getLhs()), r, fastmath());
+      Comps out;
+      for (Value x : operand(div.getLhs()))
+        out.push_back(arith::MulFOp::create(b, loc, x, r, fastmath()));
+      map[div.getResult()] = out;
       return;
     }
   }
   if (auto draw = dyn_cast<RandomOp>(op)) {
-    map[draw.getResult()] = emitDraw(b, draw, lanes);
+    map[draw.getResult()] = {emitDraw(b, draw, lanes)};
     return;
   }
-  if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed) {
-    // libdevice's __nv_sqrtf, what convert-gpu-to-nvvm calls, is
-    // sqrt.approx; the intrinsic is the correctly rounded sqrt.rn.
-    map[sqrt.getResult()] = exactSqrt(b, loc, operand(sqrt.getOperand()));
+  // A vector.reduction's sum of components rounds as written, like the
+  // arith ops of the rule (contracting only when they may).
+  if (mapComponentMoves(op, map, operand, [&](Value x, Value y) -> Value {
+        return arith::AddFOp::create(b, loc, x, y, fastmath());
+      }))
     return;
-  }
-  IRMapping opMap;
-  for (Value v : op->getOperands())
-    opMap.map(v, operand(v));
-  Operation *clone = b.clone(*op, opMap);
-  if (relaxed)
-    if (auto fmi = dyn_cast<arith::ArithFastMathInterface>(clone))
-      clone->setAttr(fmi.getFastMathAttrName(),
-                     arith::FastMathFlagsAttr::get(b.getContext(), fastmath()));
-  for (auto [r, orig] : llvm::zip(clone->getResults(), op->getResults())) {
-    r.setType(laneType(getElementTypeOrSelf(r.getType())));
-    map[orig] = r;
-  }
+  mapElementwise(b, op, map, operand, laneType, contract,
+                 [&](Operation *op, IRMapping &opMap) -> Value {
+                   // libdevice's __nv_sqrtf, what convert-gpu-to-nvvm calls,
+                   // is sqrt.approx; the intrinsic is the correctly rounded
+                   // sqrt.rn.
+                   if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed)
+                     return exactSqrt(b, loc,
+                                      opMap.lookup(sqrt.getOperand()));
+                   return Value();
+                 });
 }
 
 LogicalResult GPURuleLowering::classifyLearned() {
@@ -824,7 +840,8 @@ void GPURuleLowering::emitReciprocals(OpBuilder &b,
   Location loc = rule.getLoc();
   for (Operation *op : varyingOps)
     if (auto div = dyn_cast<arith::DivFOp>(op))
-      if (!varying.contains(div.getRhs()) && pick(div.getRhs()) &&
+      if (!varying.contains(div.getRhs()) &&
+          !isa<VectorType>(div.getRhs().getType()) && pick(div.getRhs()) &&
           !reciprocals.count(div.getRhs()))
         reciprocals[div.getRhs()] = arith::DivFOp::create(
             b, loc, arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),
@@ -832,7 +849,8 @@ void GPURuleLowering::emitReciprocals(OpBuilder &b,
 }
 
 GPURuleLowering::Chunk GPURuleLowering::loadChunk(OpBuilder &b, Value ptrs,
-                                                  Value lengths, Value begin) {
+                                                  Value lengths, Value strides,
+                                                  Value begin) {
   Location loc = rule.getLoc();
   Type i64 = b.getI64Type();
   Type genericPtr = LLVM::LLVMPointerType::get(b.getContext());
@@ -857,6 +875,17 @@ GPURuleLowering::Chunk GPURuleLowering::loadChunk(OpBuilder &b, Value ptrs,
       LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, chunk.index), 8);
   n64.setInvariant(true);
   chunk.length = arith::IndexCastOp::create(b, loc, b.getIndexType(), n64);
+  if (hasVectorState()) {
+    auto stride =
+        LLVM::LoadOp::create(b, loc, i64, gep(b, i64, strides, chunk.index), 8);
+    stride.setInvariant(true);
+    chunk.stride = stride;
+    // Component j of a vector state is j * stride elements past its base:
+    // the 128-bit loads need that offset aligned too.
+    chunk.misaligned = arith::OrIOp::create(
+        b, loc, chunk.misaligned,
+        arith::MulIOp::create(b, loc, stride, i64Const(b, elt.getWidth() / 8)));
+  }
   return chunk;
 }
 
@@ -1027,7 +1056,7 @@ LogicalResult GPURuleLowering::run() {
 
   // This block's chunk: its pointers (from the table in device memory, read
   // once per thread) and length.
-  Chunk chunk = loadChunk(b, ptrs, lengths, begin);
+  Chunk chunk = loadChunk(b, ptrs, lengths, entry.getArgument(2), begin);
   SmallVector<Value> bases = chunk.bases;
   Value c = chunk.index, n = chunk.length, misaligned = chunk.misaligned;
   loadRng(b, entry.getArgument(func.getNumArguments() - 1), c,
@@ -1046,9 +1075,8 @@ LogicalResult GPURuleLowering::run() {
   }
   Value zero = arith::ConstantIndexOp::create(b, loc, 0);
   if (learned) {
-    auto stride = LLVM::LoadOp::create(
-        b, loc, i64, gep(b, i64, entry.getArgument(2), c), 8);
-    stride.setInvariant(true);
+    // A learned rule without vector states never reads the stride.
+    Value stride = chunk.stride ? chunk.stride : i64Const(b, 0);
     auto loop = scf::ForOp::create(b, loc, tid, n, threads);
     {
       OpBuilder::InsertionGuard guard(b);
@@ -1076,10 +1104,11 @@ LogicalResult GPURuleLowering::run() {
     vectorEnd = arith::SelectOp::create(b, loc, aligned, whole, zero);
     emitCoordinateLoop(
         b, arith::MulIOp::create(b, loc, tid, lanesIdx), vectorEnd,
-        arith::MulIOp::create(b, loc, threads, lanesIdx), lanes, bases);
+        arith::MulIOp::create(b, loc, threads, lanesIdx), lanes, bases,
+        chunk.stride);
   }
   emitCoordinateLoop(b, arith::AddIOp::create(b, loc, vectorEnd, tid), n,
-                     threads, 1, bases);
+                     threads, 1, bases, chunk.stride);
   gpu::ReturnOp::create(b, loc);
   rule.erase();
   return success();

@@ -76,7 +76,7 @@ void GPURuleLowering::emitReduceKernel(OpBuilder &b) {
     emitReciprocals(b, [&](Value v) { return !perChunk.contains(v); });
   Chunk chunk =
       loadChunk(b, entry.getArgument(0), entry.getArgument(1),
-                entry.getArgument(3));
+                entry.getArgument(2), entry.getArgument(3));
   loadRng(b, entry.getArgument(afterHypers + 3), chunk.index,
           llvm::any_of(varyingOps, [&](Operation *op) {
             return isa<RandomOp>(op) && reductionSlice.contains(op);
@@ -144,16 +144,25 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
     llvm::DenseMap<Value, unsigned> inputIndex;
     for (auto [k, stream] : llvm::enumerate(rule.getChunkStreams()))
       inputIndex[stream] = k;
-    // p, g and the states are loaded where first used, and only if used.
-    llvm::DenseMap<Value, Value> map;
-    auto operand = [&](Value v) -> Value {
-      if (!varying.contains(v))
-        return uniform.lookup(v);
+    // p, g and the states are loaded where first used, and only if used
+    // (component j of a vector state at base + i + j * stride).
+    CompMap map, spread;
+    auto operand = [&](Value v) -> Comps {
+      if (!varying.contains(v)) {
+        Comps &cached = spread[v];
+        if (cached.empty())
+          cached = spreadUniform(b, loc, uniform.lookup(v),
+                                 [](Value u) { return u; });
+        return cached;
+      }
       auto input = inputIndex.find(v);
       if (input != inputIndex.end() && !map.count(v))
-        map[v] = LLVM::LoadOp::create(
-            b, loc, elt, gep(b, elt, chunk.bases[input->second], i),
-            elt.getWidth() / 8);
+        for (unsigned j = 0, e = numComponents(v.getType()); j < e; ++j)
+          map[v].push_back(LLVM::LoadOp::create(
+              b, loc, elt,
+              componentAddr(b, chunk.bases[input->second], i, j,
+                            chunk.stride),
+              elt.getWidth() / 8));
       return map.lookup(v);
     };
     for (Operation *op : varyingOps)
@@ -162,7 +171,8 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
     SmallVector<Value> next;
     for (auto [k, acc] : llvm::zip(which, loop.getRegionIterArgs())) {
       TensorReduceOp red = reductions[k];
-      Value x = operand(red.getValue());
+      // A reduced value is a scalar (the verifier's rule).
+      Value x = operand(red.getValue()).front();
       if (!elt.isF64())
         x = arith::ExtFOp::create(b, loc, f64, x);
       if (red.getKind() == ReductionKind::Norm)

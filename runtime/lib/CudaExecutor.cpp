@@ -339,11 +339,6 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
     reduceSymbol = OPTIM_REDUCE_SYMBOL_PREFIX + m.info.name;
     requireCompatible(m.target, reduceSymbol, origin, ptx);
   }
-  // Vector states come only with weights (the compiler refuses others).
-  for (const StateSpec &s : m.info.states)
-    if (s.size != 1 && m.info.weights.empty())
-      throw Error("optim: '" + origin + "': vector state '" + s.name +
-                  "' in a rule without weights: not a GPU rule kernel");
   CodeSource source = CodeSource::Cubin;
   std::shared_ptr<CUmod_st> owner = loadModule(
       runs == CodeSource::Cubin ? cubin : std::string(), origin, ptx, &source);
@@ -912,6 +907,26 @@ void Optimizer::readState(const std::string &name, size_t index,
       synchronize();
       const Buffer &buf = states_[s][index];
       buf.download(host, buf.size());
+      return;
+    }
+  throw Error("optim: rule '" + info.name + "' has no state '" + name + "'");
+}
+
+void Optimizer::writeState(const std::string &name, size_t index,
+                           const void *host) {
+  const RuleInfo &info = rule_.info();
+  for (size_t s = 0; s < info.states.size(); ++s)
+    if (info.states[s].name == name) {
+      if (index >= params_.size())
+        throw Error("optim: CUDA: no parameter tensor " +
+                    std::to_string(index));
+      if (!host && states_[s][index].size())
+        throw Error("optim: CUDA: writeState('" + name + "', " +
+                    std::to_string(index) + "): null host pointer");
+      // The stream may still be running a step that reads or writes it.
+      synchronize();
+      Buffer &buf = states_[s][index];
+      buf.upload(host, buf.size());
       return;
     }
   throw Error("optim: rule '" + info.name + "' has no state '" + name + "'");

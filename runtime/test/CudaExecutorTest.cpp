@@ -58,6 +58,7 @@ struct FakeState : fakecuda::Memory {
 FakeState *fake = nullptr;
 CUfunction kAdam = reinterpret_cast<CUfunction>(0x1234);
 CUfunction kToy = reinterpret_cast<CUfunction>(0x2345);
+CUfunction kVecToy = reinterpret_cast<CUfunction>(0x3456);
 CUmodule kModule = reinterpret_cast<CUmodule>(0x5678);
 
 CUresult fAttr(int *v, int attr, CUdevice) {
@@ -74,7 +75,8 @@ CUresult fOccupancy(int *blocks, CUfunction f, int block, size_t shared) {
   return 0;
 }
 CUresult fFuncAttr(int *v, int attr, CUfunction f) {
-  if (attr != kFuncAttrMaxThreadsPerBlock || (f != kAdam && f != kToy))
+  if (attr != kFuncAttrMaxThreadsPerBlock ||
+      (f != kAdam && f != kToy && f != kVecToy))
     return 1; // CUDA_ERROR_INVALID_VALUE
   *v = f == kToy ? fake->toyMaxThreads : 1024;
   return 0;
@@ -99,6 +101,8 @@ CUresult fGetFunction(CUfunction *f, CUmodule m, const char *name) {
     *f = kAdam;
   else if (std::string(name) == "optim_rule_toy")
     *f = kToy;
+  else if (std::string(name) == "optim_rule_vectoy")
+    *f = kVecToy;
   else
     return 500;
   return 0;
@@ -115,24 +119,27 @@ CUresult fLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                  CUstream stream, void **params, void **extra) {
   if (fake->failLaunch)
     return fake->failLaunch;
-  if ((f != kAdam && f != kToy) || gy != 1 || gz != 1 || by != 1 ||
+  if ((f != kAdam && f != kToy && f != kVecToy) || gy != 1 || gz != 1 || by != 1 ||
       bz != 1 || shared || extra ||
       stream != reinterpret_cast<CUstream>(0x77))
     return 1;
   ++fake->launches;
   fake->lastGrid = gx;
   fake->lastBlock = bx;
-  if (f == kToy) {
+  if (f == kToy || f == kVecToy) {
     // A learned rule with one hyperparameter, a vector state h[2] and one
     // weights tensor w[1x3] (the argument after the hyperparameters):
     //   h[j] += w[j] g;  p -= scale (w[2] g + h[0] + h[1])
-    // with h's component j at h + j * strides[c] + i (KernelABI.h).
+    // with h's component j at h + j * strides[c] + i (KernelABI.h). vectoy
+    // is the update rule with w = (0.5, -2, 0) written into it (no weights
+    // argument: rng follows the hyperparameter).
     auto ptrs = *static_cast<float **const *>(params[0]);
     auto lengths = *static_cast<const int64_t *const *>(params[1]);
     auto strides = *static_cast<const int64_t *const *>(params[2]);
     int64_t begin = *static_cast<int64_t *>(params[3]);
     float scale = *static_cast<float *>(params[5]);
-    auto w = *static_cast<const float *const *>(params[6]);
+    static const float fixed[3] = {0.5f, -2.0f, 0.0f};
+    auto w = f == kVecToy ? fixed : *static_cast<const float *const *>(params[6]);
     for (unsigned blk = 0; blk < gx; ++blk) {
       int64_t c = begin + blk;
       float *p = ptrs[c * 3], *g = ptrs[c * 3 + 1], *h = ptrs[c * 3 + 2];
@@ -214,6 +221,16 @@ std::string toyManifest() {
     "hyperparameters": [{"name": "scale", "default": 0.5, "const": false}],
     "states": [{"name": "h", "size": 2, "init": 0.25}],
     "weights": [{"name": "w", "shape": [1, 3]}]})";
+}
+
+std::string vecToyManifest() {
+  return R"({"format": "optim-mlir rule manifest", "abi_version": )" +
+         std::to_string(OPTIM_KERNEL_ABI_VERSION) + R"(, "rule": "vectoy",
+    "symbol": "optim_rule_vectoy", "dtype": "f32",
+    "target": "nvptx64-nvidia-cuda sm_90",
+    "hyperparameters": [{"name": "scale", "default": 0.5, "const": false}],
+    "states": [{"name": "h", "size": 2, "init": 0.25}],
+    "weights": []})";
 }
 
 class CudaFake : public ::testing::Test {
@@ -363,6 +380,79 @@ TEST_F(CudaFake, LearnedRulesGetWeightsAndComponentMajorVectorStates) {
         h0 += 0.5 * gk;
         h1 += -2.0 * gk;
         x -= 0.5 * (0.125 * gk + h0 + h1);
+      }
+      ASSERT_NEAR(got[k], x, 1e-5 * (1 + std::fabs(x))) << i << " " << k;
+      ASSERT_NEAR(h[k], h0, 1e-5 * (1 + std::fabs(h0))) << i << " " << k;
+      ASSERT_NEAR(h[sizes[i] + k], h1, 1e-5 * (1 + std::fabs(h1)))
+          << i << " " << k;
+    }
+  }
+}
+
+// An update rule (no weights) with a vector state: its buffers hold N
+// components per coordinate, component-major, and readState/writeState move
+// all of them.
+TEST_F(CudaFake, UpdateRulesWithVectorStatesAreComponentMajorToo) {
+  auto dev = Device::open(fakeDriver());
+  cuda::Rule rule = dev->loadRule("X", vecToyManifest(), "vectoy.manifest");
+  ASSERT_EQ(rule.info().states.size(), 1u);
+  EXPECT_EQ(rule.info().states[0].size, 2);
+  std::vector<int64_t> sizes = {0, 1, 1023, 1025, 7};
+  std::mt19937 rng(12);
+  std::normal_distribution<float> normal;
+  std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      p[i].push_back(normal(rng));
+      g[i].push_back(normal(rng));
+    }
+  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
+  std::vector<DeviceTensor> params, grads;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    params.push_back({dp[i].get(), sizes[i]});
+    grads.push_back({dg[i].get(), sizes[i]});
+  }
+  OptimizerOptions options;
+  options.chunkSize = 1024;
+  cuda::Optimizer opt(rule, params, options);
+  // The second component of tensor 4 starts elsewhere: written through
+  // writeState, it is what the kernel reads.
+  std::vector<float> h4(2 * 7, 0.25f);
+  for (int k = 0; k < 7; ++k)
+    h4[7 + k] = float(k);
+  opt.writeState("h", 4, h4.data());
+  auto message = [](auto &&f) {
+    try {
+      f();
+    } catch (const Error &e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message([&] { opt.writeState("m", 4, h4.data()); }),
+            "optim: rule 'vectoy' has no state 'm'");
+  EXPECT_EQ(message([&] { opt.writeState("h", 5, h4.data()); }),
+            "optim: CUDA: no parameter tensor 5");
+  EXPECT_EQ(message([&] { opt.writeState("h", 4, nullptr); }),
+            "optim: CUDA: writeState('h', 4): null host pointer");
+  opt.writeState("h", 0, nullptr); // empty: nothing to read
+  const int steps = 3;
+  for (int s = 0; s < steps; ++s)
+    opt.step(grads);
+  opt.synchronize();
+  EXPECT_EQ(state.launches, steps);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    std::vector<float> got(sizes[i]), h(2 * sizes[i]);
+    if (sizes[i])
+      dp[i].download(got.data(), got.size() * 4);
+    opt.readState("h", i, h.data());
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      double x = p[i][k], h0 = 0.25, h1 = i == 4 ? double(k) : 0.25;
+      double gk = g[i][k];
+      for (int s = 0; s < steps; ++s) {
+        h0 += 0.5 * gk;
+        h1 += -2.0 * gk;
+        x -= 0.5 * (h0 + h1);
       }
       ASSERT_NEAR(got[k], x, 1e-5 * (1 + std::fabs(x))) << i << " " << k;
       ASSERT_NEAR(h[k], h0, 1e-5 * (1 + std::fabs(h0))) << i << " " << k;

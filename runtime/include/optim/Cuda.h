@@ -352,6 +352,10 @@ public:
   /// (synchronizes first): N * size elements for a vector state h[N],
   /// component-major (component j of coordinate i at j * size + i).
   void readState(const std::string &name, size_t index, void *host) const;
+  /// Overwrites it from the host, in the same layout and element type
+  /// (restoring a checkpoint; synchronizes first). Throws, changing
+  /// nothing, on an unknown name or index or a null pointer.
+  void writeState(const std::string &name, size_t index, const void *host);
 
 private:
   /// `inputs[k]`: the tensors of the rule's input k (declaration order).

@@ -370,6 +370,16 @@ typedef void (*optim_reduced_rule_kernel)(
  *   stores) and the remainder one coordinate per thread; otherwise the
  *   whole chunk goes one coordinate per thread. Chunk lengths that are
  *   multiples of 4 keep every chunk of an aligned tensor aligned.
+ * - Vector states are laid out as for CPU kernels (component j of
+ *   coordinate i of chunk c at state_ptr + j * strides[c] + i; the state
+ *   buffer of a tensor of n coordinates holds N * n elements), in update
+ *   rules and learned rules alike; each component is a stream of its own.
+ *   In an update rule it also takes the 128-bit path, which then needs
+ *   strides[c] * sizeof(T) to be a multiple of 16 too (tensors of a
+ *   multiple of 4 coordinates in f32, 2 in f64). The reduce kernel below
+ *   reads components the same way. (Until 2026-11-29 the compiler refused
+ *   vector states in update rules for the GPU; the layout did not change,
+ *   so the version did not either.)
  * - Learned rules (W weights tensors) take one more argument per weights
  *   tensor, after the hyperparameters, in declaration order:
  *     ..., T hyper_{H-1}, const T *weights_0, ..., const T *weights_{W-1},
@@ -378,11 +388,9 @@ typedef void (*optim_reduced_rule_kernel)(
  *   kernels. The kernel copies them all into static shared memory (at most
  *   48 KiB: the compiler refuses more) and synchronizes the block (one
  *   barrier, before any coordinate; blockDim.x is still any count).
- *   Vector states are laid out as for CPU kernels (component j of
- *   coordinate i of chunk c at state_ptr + j * strides[c] + i; the state
- *   buffer of a tensor of n coordinates holds N * n elements), and each
- *   thread takes one coordinate at a time (no 128-bit path), so that
- *   consecutive threads touch consecutive addresses of every component.
+ *   Each thread takes one coordinate at a time (no 128-bit path), so that
+ *   consecutive threads touch consecutive addresses of every component of
+ *   the vector states.
  *   Version unchanged: the kernels above are unaffected, and runtimes
  *   that predate this refuse manifests with weights.
  * - Rules with tensor reductions (version 6; update rules only, no weights)
