@@ -54,7 +54,24 @@ namespace {
 // floats each; all of them would make the expected file 350 MB).
 const int kCheckSteps = 20;
 const std::vector<int64_t> kCheckSizes = {1, 7, 1000, 4099, 65537, 1000003};
+// Their shapes: the [B, R, C] views of rules with row and column states
+// (KernelABI.h, "Axes"); one element count each, as kCheckSizes.
+const std::vector<std::vector<int64_t>> kCheckShapes = {
+    {1}, {7}, {2, 20, 25}, {4099}, {65537}, {1000003}};
 const size_t kMisaligned = 3;
+
+/// The values state `s` holds for check tensor t: N per coordinate, or one
+/// per row (B * R) or column (B * C) of its view.
+int64_t stateCount(const optim::StateSpec &s, size_t t) {
+  const std::vector<int64_t> &shape = kCheckShapes[t];
+  int64_t C = shape.back(), R = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
+  int64_t B = 1;
+  for (size_t d = 0; d + 2 < shape.size(); ++d)
+    B *= shape[d];
+  return s.axis == optim::Axis::Row   ? B * R
+         : s.axis == optim::Axis::Col ? B * C
+                                      : s.size * kCheckSizes[t];
+}
 const int64_t kStateCheckMax = 5000;
 std::string expectedPath(const std::string &dir, const std::string &rule) {
   return dir + "/" + rule + ".expected.safetensors";
@@ -162,7 +179,8 @@ int writeReference(const std::string &dir, const std::string &weightsPath,
     g[t].resize(kCheckSizes[t]);
     for (int64_t i = 0; i < kCheckSizes[t]; ++i)
       p[t][i] = initialParam(t, i);
-    params.emplace_back(p[t].data(), kCheckSizes[t]);
+    params.push_back(
+        Param(p[t].data(), kCheckSizes[t]).shaped(kCheckShapes[t]));
   }
   optim::Optimizer opt(rule, params);
   std::vector<std::vector<float>> generated;
@@ -196,7 +214,7 @@ int writeReference(const std::string &dir, const std::string &weightsPath,
       names.push_back(s.name + "." + std::to_string(t));
       refs.push_back({names.back(),
                       DType::F32,
-                      {s.size * kCheckSizes[t]},
+                      {stateCount(s, t)},
                       opt.state(t, s.name)});
     }
   }
@@ -272,7 +290,7 @@ int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
     dp.emplace_back(dev, size * 4 + off);
     dg.emplace_back(dev, size * 4 + off);
     dp.back().upload(p0[t].data(), size * 4, off);
-    params.push_back({dp.back().get() + off, size});
+    params.push_back({dp.back().get() + off, size, kCheckShapes[t]});
     grads.push_back({dg.back().get() + off, size});
   }
   cuda::OptimizerOptions options;
@@ -313,12 +331,12 @@ int check(const std::shared_ptr<cuda::Device> &dev, const std::string &dir,
     if (size > kStateCheckMax)
       continue;
     for (const StateSpec &s : info.states) {
-      std::vector<float> state(s.size * size);
+      const int64_t count = stateCount(s, t);
+      std::vector<float> state(count);
       opt.readState(s.name, t, state.data());
       const float *wantState = static_cast<const float *>(
-          ref.tensor(s.name + "." + std::to_string(t), DType::F32,
-                     {s.size * size}));
-      for (int64_t i = 0; i < s.size * size; ++i) {
+          ref.tensor(s.name + "." + std::to_string(t), DType::F32, {count}));
+      for (int64_t i = 0; i < count; ++i) {
         double err = std::fabs(double(state[i]) - wantState[i]) /
                      std::max(1.0, std::fabs(double(wantState[i])));
         if (!(err <= worstState))

@@ -29,6 +29,8 @@ for rule in vecstate vecnorm; do
   "$optimc" "$root/test/GPU/Inputs/vector-states.optim" --rule "$rule" \
     --emit=shared -o "$dry/kernels/$rule.so"
 done
+"$optimc" "$root/examples/adafactor.optim" --emit=shared \
+  -o "$dry/kernels/adafactor.so"
 # The QP row's layer: the fake runs the block solver from its manifest.
 cp "$dry/aot/qpbench.sm_90.manifest.json" "$dry/kernels/qpbench.manifest.json"
 c++ -std=c++17 -O2 -shared -fPIC -I "$root/runtime/include" \

@@ -74,11 +74,14 @@ cmake --build "$build" --target optim-gpu-learned -j "${JOBS:-2}" > "$build.log"
 # the GPU (a cell applied twice; results changed after the cell): their
 # cubins against their CPU kernels, with generated weights.
 # Update rules with vector states (their components are streams of their
-# own, also in the reduce kernel) go the same way.
-for entry in Learned/shared Learned/clipped GPU/vector-states:vecstate \
-             GPU/vector-states:vecnorm; do
-  file=${entry%%:*} rule=${entry##*/}; rule=${rule##*:}
-  src="$root/test/${file%%/*}/Inputs/${file##*/}.optim"
+# own, also in the reduce kernel) and with row and column states (Adafactor:
+# the chunk table of rectangles) go the same way.
+for entry in test/Learned/Inputs/shared.optim:shared \
+             test/Learned/Inputs/clipped.optim:clipped \
+             test/GPU/Inputs/vector-states.optim:vecstate \
+             test/GPU/Inputs/vector-states.optim:vecnorm \
+             examples/adafactor.optim:adafactor; do
+  src="$root/${entry%%:*}" rule=${entry##*:}
   "$optimc" "$src" --rule "$rule" --emit=shared -o "$out/$rule.so"
   for arch in sm_80 sm_90; do
     "$optimc" "$src" --rule "$rule" --emit=cubin --gpu-arch=$arch \

@@ -7,9 +7,10 @@
 # and against torch.optim.Adam(fused=True), checks the learned rule l2l's
 # cubin against the CPU kernel's values (computed by prepare.sh) and times
 # it on 10M coordinates against PyTorch's nn.LSTMCell formulation and the
-# card's measured fp32 FMA peak, checks two learned test rules and two
-# update rules with vector states (test/GPU/Inputs/vector-states.optim)
-# against their CPU kernels, checks the QP layer's cubin (batch 128,
+# card's measured fp32 FMA peak, checks two learned test rules, two update
+# rules with vector states (test/GPU/Inputs/vector-states.optim) and
+# Adafactor (row and column states) against their CPU kernels, checks the
+# QP layer's cubin (batch 128,
 # n = p = 100) against the CPU solver and times it against qpth on CUDA,
 # all on the same card in this run, and prints the ratios with the issue's
 # targets.
@@ -129,14 +130,14 @@ for rule in shared clipped; do
 done
 [ "$vcheck" = 0 ] && say "learned variants numerics: OK" || say "learned variants numerics: FAIL"
 echo "[result] learned rules with private-memory LSTM results (shared, clipped) vs CPU kernel, 20 steps: $([ "$vcheck" = 0 ] && echo OK || echo FAIL)"
-# Update rules with vector states (prepare.sh): their cubins against their
-# CPU kernels, the same check.
+# Update rules with vector states and with row and column states
+# (prepare.sh): their cubins against their CPU kernels, the same check.
 scheck=0
-for rule in vecstate vecnorm; do
-  timeout 120 "$learned" --check "$aot" --rule "$rule" | tee -a "$out/vector-states-check.txt"
+for rule in vecstate vecnorm adafactor; do
+  timeout 120 "$learned" --check "$aot" --rule "$rule" | tee -a "$out/more-rules-check.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || scheck=1
 done
-echo "[result] update rules with vector states (vecstate, vecnorm) vs CPU kernel, 20 steps: $([ "$scheck" = 0 ] && echo OK || echo FAIL)"
+echo "[result] update rules with vector states (vecstate, vecnorm) and row and column states (adafactor) vs CPU kernel, 20 steps: $([ "$scheck" = 0 ] && echo OK || echo FAIL)"
 peak=()
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')

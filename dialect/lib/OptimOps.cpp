@@ -451,22 +451,3 @@ llvm::DenseMap<Value, ValueAxis> mlir::optim::getValueAxes(RuleOp rule) {
   return axes;
 }
 
-std::pair<std::string, Location> mlir::optim::firstAxisFeature(RuleOp rule) {
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
-    if (rule.getStateAxis(i) != "none")
-      return {(rule.getStateAxis(i) + " state '" +
-               cast<StringAttr>(rule.getStateNames()[i]).getValue() + "'")
-                  .str(),
-              rule.getState(i).getLoc()};
-  std::pair<std::string, Location> found = {"", rule.getLoc()};
-  rule.walk([&](TensorReduceOp red) {
-    if (!red.getAxis())
-      return WalkResult::advance();
-    found = {(stringifyReductionAxis(*red.getAxis()) + "_" +
-              stringifyReductionKind(red.getKind()) + "(...)")
-                 .str(),
-             red.getLoc()};
-    return WalkResult::interrupt();
-  });
-  return found;
-}

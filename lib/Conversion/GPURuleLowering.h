@@ -57,10 +57,22 @@ private:
     return LLVM::GEPOp::create(b, rule.getLoc(), base.getType(), elt, base,
                                ValueRange{i64Index});
   }
+  /// The kernel's chunk, c = begin + blockIdx.x: its index, base pointers
+  /// (from the table, read once per thread), the OR of their addresses (and
+  /// of the byte stride of vector states' components) and its length; the
+  /// stride (i64) when the rule has a vector state.
+  struct Chunk {
+    Value index, misaligned, length, stride;
+    SmallVector<Value> bases;
+    /// Rules with axes (KernelABI.h version 10): the rectangle, i64.
+    Value nr, nc, r0, c0;
+  };
+  Chunk loadChunk(OpBuilder &b, Value ptrs, Value lengths, Value strides,
+                  Value begin);
   /// The coordinate loop over [lb, ub) with `step`, `lanes` coordinates per
   /// thread and iteration.
   void emitCoordinateLoop(OpBuilder &b, Value lb, Value ub, Value step,
-                          unsigned lanes, ArrayRef<Value> bases, Value stride);
+                          unsigned lanes, const Chunk &chunk);
   /// Maps one varying op of an update rule to `lanes` coordinates; the
   /// reduce kernel and the rule kernel share it, so that a reduced value is
   /// computed bit for bit as the rule kernel computes it.
@@ -70,16 +82,6 @@ private:
                     llvm::function_ref<Comps(Value)> operand);
   /// Reductions: what each of the two kernels computes.
   LogicalResult classifyReductions();
-  /// The kernel's chunk, c = begin + blockIdx.x: its index, base pointers
-  /// (from the table, read once per thread), the OR of their addresses (and
-  /// of the byte stride of vector states' components) and its length; the
-  /// stride (i64) when the rule has a vector state.
-  struct Chunk {
-    Value index, misaligned, length, stride;
-    SmallVector<Value> bases;
-  };
-  Chunk loadChunk(OpBuilder &b, Value ptrs, Value lengths, Value strides,
-                  Value begin);
   /// Whether a state of the rule is a vector (components at base + i +
   /// j * stride).
   bool hasVectorState();
@@ -149,6 +151,42 @@ private:
   SmallVector<unsigned> levels;
   unsigned maxLevel = 0;
   SmallVector<llvm::DenseSet<Operation *>> stageSlices;
+
+  /// Rules with row or column states or reductions (KernelABI.h version 10,
+  /// "Axes"): their chunk table of rectangles, one coordinate per thread
+  /// and iteration (no 128-bit path: a row value changes along the lanes).
+  bool axes = false;
+  /// The row and column states (indices among the states), the axis of each
+  /// row or column value (those states, the results of row and column
+  /// reductions) and the row and column reductions (indices into
+  /// `reductions`), in the orders of the chunk table's pointers.
+  SmallVector<unsigned> axisStates;
+  llvm::DenseMap<Value, ValueAxis> axisOf;
+  SmallVector<unsigned> axisReductionIndices;
+  /// 2 + I + S pointers per chunk, and A + 2X more with axes.
+  unsigned numChunkPtrs();
+  /// Where `v`'s value for the coordinate at (r, j) of the chunk is read
+  /// from, if it is a chunk stream (component `comp`), a row or column state
+  /// or a row or column reduction's result (a double); null otherwise.
+  Value streamAddr(OpBuilder &b, Value v, unsigned comp, const Chunk &chunk,
+                   Value k, Value r, Value j);
+  /// The components of `v` at coordinate k = r * nc + j of the chunk (r and
+  /// j null without axes), loaded from where streamAddr says (`lanes`
+  /// coordinates of a stream at once; row and column values are read with
+  /// lanes == 1 only); empty for any other value.
+  Comps loadStream(OpBuilder &b, Value v, const Chunk &chunk, Value k,
+                   Value r, Value j, unsigned lanes);
+  /// `accs` merged with the values reduced by `which` (indices into
+  /// `reductions`, all of level `stage`) at coordinate k = r * nc + j of the
+  /// chunk, in f64 (squared for norms), computed by the rule kernel's
+  /// per-coordinate code.
+  SmallVector<Value> stageValues(OpBuilder &b, unsigned stage,
+                                 const Chunk &chunk, Value k, Value r, Value j,
+                                 ArrayRef<unsigned> which, ValueRange accs);
+  /// Stage `stage`'s row and column reductions of a rule with axes.
+  void emitAxisReductions(OpBuilder &b, unsigned stage, const Chunk &chunk,
+                          Value tid, Value threads, ArrayRef<unsigned> rows,
+                          ArrayRef<unsigned> cols);
 };
 
 } // namespace mlir::optim

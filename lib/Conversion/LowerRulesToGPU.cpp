@@ -108,8 +108,15 @@ LogicalResult GPURuleLowering::classify() {
     varying.insert(rule.getInput(i));
   if (rule.getNumWeights())
     return classifyLearned();
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
+  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i) {
     varying.insert(rule.getState(i));
+    StringRef axis = rule.getStateAxis(i);
+    if (axis == "none")
+      continue;
+    axisStates.push_back(i);
+    axisOf[rule.getState(i)] =
+        axis == "row" ? ValueAxis::Row : ValueAxis::Col;
+  }
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     // log_sign of a value shared by the coordinates is still computed per
     // coordinate (or refused below): the op cannot live outside a rule.
@@ -117,6 +124,22 @@ LogicalResult GPURuleLowering::classify() {
                      llvm::any_of(op.getOperands(), [&](Value v) {
                        return varying.contains(v);
                      });
+    // A row or column reduction has one slot among the reductions, but its
+    // result is a row or column value, read per coordinate.
+    auto red = dyn_cast<TensorReduceOp>(op);
+    if (red && red.getAxis()) {
+      if (red.getValue().getType() != elt)
+        return red.emitOpError("reduces a value of type ")
+               << red.getValue().getType() << " in a rule of element type "
+               << elt;
+      axisReductionIndices.push_back(reductions.size());
+      axisOf[red.getResult()] = *red.getAxis() == ReductionAxis::Row
+                                    ? ValueAxis::Row
+                                    : ValueAxis::Col;
+      reductions.push_back(red);
+      varying.insert(red.getResult());
+      continue;
+    }
     if (isa<TensorReduceOp>(op) || !isVarying) {
       if (failed(classifyShared(op, elt, reductions, perChunk, perChunkOps)))
         return failure();
@@ -143,28 +166,34 @@ LogicalResult GPURuleLowering::classify() {
 
 void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
                                          Value step, unsigned lanes,
-                                         ArrayRef<Value> bases, Value stride) {
+                                         const Chunk &chunk) {
   Location loc = rule.getLoc();
   auto loop = scf::ForOp::create(b, loc, lb, ub, step);
   OpBuilder::InsertionGuard guard(b);
   b.setInsertionPointToStart(loop.getBody());
-  Value i = arith::IndexCastOp::create(b, loc, b.getI64Type(),
+  Value k = arith::IndexCastOp::create(b, loc, b.getI64Type(),
                                        loop.getInductionVar());
   drawIndex = rngChunkBase
-                  ? Value(arith::AddIOp::create(b, loc, rngChunkBase, i))
+                  ? Value(arith::AddIOp::create(b, loc, rngChunkBase, k))
                   : Value();
+  // Rules with axes: the coordinate's row and column in the rectangle.
+  Value r, j;
+  if (axes) {
+    r = arith::DivUIOp::create(b, loc, k, chunk.nc);
+    j = arith::SubIOp::create(b, loc, k,
+                              arith::MulIOp::create(b, loc, r, chunk.nc));
+  }
   auto laneType = [&](Type scalar) -> Type {
     return lanes == 1 ? scalar : VectorType::get({lanes}, scalar);
   };
-  Type valueType = laneType(elt);
   unsigned align = lanes * elt.getWidth() / 8;
 
+  // p, g, the rule's inputs, the states (component j of a vector state at
+  // base + i + j * stride), and the row and column reductions' results: what
+  // the rule kernel reads. With reductions, an input that only reduced
+  // values read is the reduce kernel's (ruleOpSet then holds what the rule
+  // kernel computes).
   CompMap map;
-  // p, g, the rule's inputs, the states: the chunk table's order; component
-  // j of a vector state at base + i + j * stride.
-  SmallVector<Value> inputs = rule.getChunkStreams();
-  // With reductions, an input that only reduced values read is the reduce
-  // kernel's (ruleOpSet then holds what the rule kernel computes).
   auto readHere = [&](Value input) {
     if (reductions.empty())
       return !input.use_empty();
@@ -172,12 +201,13 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       return isa<YieldOp>(user) || ruleOpSet.contains(user);
     });
   };
-  for (auto [input, base] : llvm::zip(inputs, bases)) {
-    if (!readHere(input))
-      continue;
-    for (unsigned j = 0, e = numComponents(input.getType()); j < e; ++j)
-      map[input].push_back(LLVM::LoadOp::create(
-          b, loc, valueType, componentAddr(b, base, i, j, stride), align));
+  for (Value input : rule.getChunkStreams())
+    if (readHere(input))
+      map[input] = loadStream(b, input, chunk, k, r, j, lanes);
+  for (unsigned x : axisReductionIndices) {
+    Value result = reductions[x].getResult();
+    if (readHere(result))
+      map[result] = loadStream(b, result, chunk, k, r, j, lanes);
   }
 
   CompMap broadcasts;
@@ -198,16 +228,99 @@ void GPURuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
       mapVaryingOp(b, op, lanes, map, operand);
 
   auto yield = cast<YieldOp>(rule.getBodyBlock().getTerminator());
-  for (auto [k, value] : llvm::enumerate(yield.getValues())) {
-    Value input = k == 0 ? rule.getParam() : rule.getState(k - 1);
+  for (auto [y, value] : llvm::enumerate(yield.getValues())) {
+    Value input = y == 0 ? rule.getParam() : rule.getState(y - 1);
+    if (axes && y && axisOf.count(input)) {
+      // A row state's new value goes to its next buffer from the chunk
+      // holding the row's first column, at that column; a column state's
+      // from the matrix's first row. Even unchanged: the runtime copies
+      // every next buffer to the current one after the step.
+      bool isRow = axisOf.lookup(input) == ValueAxis::Row;
+      Value zero = i64Const(b, 0);
+      auto eq = [&](Value x) {
+        return arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, x, zero);
+      };
+      Value write =
+          isRow ? arith::AndIOp::create(b, loc, eq(chunk.c0), eq(j)).getResult()
+                : eq(arith::AddIOp::create(b, loc, chunk.r0, r));
+      unsigned a = llvm::find(axisStates, y - 1) - axisStates.begin();
+      unsigned nextSlot = 2 + rule.getNumInputs() + rule.getNumStates() + a;
+      auto guard = scf::IfOp::create(b, loc, write, /*withElse=*/false);
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(&guard.getThenRegion().front());
+      LLVM::StoreOp::create(b, loc, operand(value).front(),
+                            gep(b, elt, chunk.bases[nextSlot], isRow ? r : j),
+                            elt.getWidth() / 8);
+      continue;
+    }
     if (value == input)
       continue; // Unchanged: nothing to write.
-    Value base = bases[k == 0 ? 0 : rule.getStateSlot(k - 1)];
     Comps comps = operand(value);
-    for (unsigned j = 0, e = numComponents(input.getType()); j < e; ++j)
-      LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[j],
-                            componentAddr(b, base, i, j, stride), align);
+    for (unsigned c = 0, e = numComponents(input.getType()); c < e; ++c)
+      LLVM::StoreOp::create(b, loc, comps.size() == 1 ? comps[0] : comps[c],
+                            streamAddr(b, input, c, chunk, k, r, j), align);
   }
+}
+
+unsigned GPURuleLowering::numChunkPtrs() {
+  unsigned n = 2 + rule.getNumInputs() + rule.getNumStates();
+  if (axes)
+    n += axisStates.size() + 2 * axisReductionIndices.size();
+  return n;
+}
+
+Value GPURuleLowering::streamAddr(OpBuilder &b, Value v, unsigned comp,
+                                  const Chunk &chunk, Value k, Value r,
+                                  Value j) {
+  // Row and column values: the runtime offsets their pointers to the
+  // chunk's first row or column (KernelABI.h, "Axes").
+  auto axis = axisOf.find(v);
+  if (axis != axisOf.end()) {
+    Value at = axis->second == ValueAxis::Row ? r : j;
+    if (isa<BlockArgument>(v)) {
+      for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
+        if (rule.getState(s) == v)
+          return gep(b, elt, chunk.bases[rule.getStateSlot(s)], at);
+    }
+    unsigned reducedFirst = 2 + rule.getNumInputs() + rule.getNumStates() +
+                            axisStates.size() + axisReductionIndices.size();
+    for (auto [x, index] : llvm::enumerate(axisReductionIndices))
+      if (reductions[index].getResult() == v)
+        return gep(b, b.getF64Type(), chunk.bases[reducedFirst + x], at);
+    return Value();
+  }
+  for (auto [slot, stream] : llvm::enumerate(rule.getChunkStreams()))
+    if (stream == v)
+      return componentAddr(b, chunk.bases[slot], k, comp, chunk.stride);
+  return Value();
+}
+
+Comps GPURuleLowering::loadStream(OpBuilder &b, Value v, const Chunk &chunk,
+                                  Value k, Value r, Value j, unsigned lanes) {
+  Location loc = rule.getLoc();
+  Comps comps;
+  bool isResult = !isa<BlockArgument>(v);
+  if (isResult) {
+    // A row or column reduction's result: a double, rounded to the element
+    // type as tensor reductions' results are (emitPerChunk).
+    Value addr = streamAddr(b, v, 0, chunk, k, r, j);
+    if (!addr)
+      return comps;
+    Value x = LLVM::LoadOp::create(b, loc, b.getF64Type(), addr, 8);
+    if (!elt.isF64())
+      x = arith::TruncFOp::create(b, loc, elt, x);
+    comps.push_back(x);
+    return comps;
+  }
+  Type type = lanes == 1 ? Type(elt) : Type(VectorType::get({lanes}, elt));
+  unsigned align = lanes * elt.getWidth() / 8;
+  for (unsigned c = 0, e = numComponents(v.getType()); c < e; ++c) {
+    Value addr = streamAddr(b, v, c, chunk, k, r, j);
+    if (!addr)
+      return {};
+    comps.push_back(LLVM::LoadOp::create(b, loc, type, addr, align));
+  }
+  return comps;
 }
 
 bool GPURuleLowering::hasVectorState() {
@@ -824,8 +937,10 @@ void GPURuleLowering::emitUniform(OpBuilder &b, Block &entry, Value step) {
   // Uniform work (bias corrections), once per thread; per-chunk work waits
   // for the chunk's reduced values (emitPerChunk).
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
+    // Row and column reductions' results are read per coordinate.
+    auto red = dyn_cast<TensorReduceOp>(op);
     if (llvm::is_contained(varyingOps, &op) ||
-        llvm::is_contained(perChunkOps, &op))
+        llvm::is_contained(perChunkOps, &op) || (red && red.getAxis()))
       continue;
     if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed)
       uniform.map(sqrt.getResult(),
@@ -854,7 +969,7 @@ GPURuleLowering::Chunk GPURuleLowering::loadChunk(OpBuilder &b, Value ptrs,
   Location loc = rule.getLoc();
   Type i64 = b.getI64Type();
   Type genericPtr = LLVM::LLVMPointerType::get(b.getContext());
-  unsigned numPtrs = 2 + rule.getNumInputs() + rule.getNumStates();
+  unsigned numPtrs = numChunkPtrs();
   Chunk chunk;
   Value block = arith::IndexCastOp::create(
       b, loc, i64, gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
@@ -871,9 +986,27 @@ GPURuleLowering::Chunk GPURuleLowering::loadChunk(OpBuilder &b, Value ptrs,
     chunk.misaligned = arith::OrIOp::create(
         b, loc, chunk.misaligned, LLVM::PtrToIntOp::create(b, loc, i64, base));
   }
-  auto n64 =
-      LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, chunk.index), 8);
-  n64.setInvariant(true);
+  Value n64;
+  if (axes) {
+    // Four lengths per chunk: nr, nc, r0, c0 (KernelABI.h, "Axes").
+    Value at = arith::MulIOp::create(b, loc, chunk.index, i64Const(b, 4));
+    Value *fields[] = {&chunk.nr, &chunk.nc, &chunk.r0, &chunk.c0};
+    for (auto [f, field] : llvm::enumerate(fields)) {
+      auto load = LLVM::LoadOp::create(
+          b, loc, i64,
+          gep(b, i64, lengths,
+              arith::AddIOp::create(b, loc, at, i64Const(b, f))),
+          8);
+      load.setInvariant(true);
+      *field = load;
+    }
+    n64 = arith::MulIOp::create(b, loc, chunk.nr, chunk.nc);
+  } else {
+    auto load =
+        LLVM::LoadOp::create(b, loc, i64, gep(b, i64, lengths, chunk.index), 8);
+    load.setInvariant(true);
+    n64 = load;
+  }
   chunk.length = arith::IndexCastOp::create(b, loc, b.getIndexType(), n64);
   if (hasVectorState()) {
     auto stride =
@@ -895,14 +1028,12 @@ void GPURuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value c,
   Type f64 = b.getF64Type();
   // Reduction r of chunk c is reduced[c * R + r], in double, the same for
   // every thread of the block.
+  // (r counts the row and column reductions too, whose slots stay unused.)
   Value first = arith::MulIOp::create(b, loc, c, i64Const(b, reductions.size()));
-  unsigned r = 0;
   for (Operation *op : perChunkOps) {
     auto red = dyn_cast<TensorReduceOp>(op);
-    if (only && !only->contains(op)) {
-      r += bool(red);
+    if (only && !only->contains(op))
       continue;
-    }
     if (!red) {
       if (auto sqrt = dyn_cast<math::SqrtOp>(op); sqrt && !relaxed)
         uniform.map(sqrt.getResult(),
@@ -911,7 +1042,8 @@ void GPURuleLowering::emitPerChunk(OpBuilder &b, Value reduced, Value c,
         b.clone(*op, uniform);
       continue;
     }
-    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r++));
+    int64_t r = llvm::find(reductions, red) - reductions.begin();
+    Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, r));
     auto load = LLVM::LoadOp::create(b, loc, f64, gep(b, f64, reduced, slot), 8);
     load.setInvariant(true);
     Value value = load;
@@ -940,14 +1072,12 @@ LogicalResult GPURuleLowering::run() {
   });
   if (matrix.wasInterrupted())
     return failure();
-  // KernelABI.h version 10 ("Axes") defines the CPU's chunk table only.
-  if (rule.hasAxes()) {
-    auto [what, where] = firstAxisFeature(rule);
-    return emitError(where)
-           << what
-           << " cannot be compiled for the GPU: row and column states and "
-              "reductions compile for the CPU only";
-  }
+  // Rules with axes take the chunk table of KernelABI.h version 10.
+  axes = rule.hasAxes();
+  if (axes && rule.getNumWeights())
+    return rule.emitOpError("has weights and row or column states or "
+                            "reductions: the GPU code generator lowers them "
+                            "apart only");
   // The front end allows reductions in update rules only; the learned
   // kernel has no per-chunk values.
   if (rule.getNumWeights()) {
@@ -1090,7 +1220,9 @@ LogicalResult GPURuleLowering::run() {
     return success();
   }
 
-  unsigned lanes = std::max(1u, vectorBits / elt.getWidth());
+  // With axes a row value changes along a vector's lanes: one coordinate
+  // per thread and iteration.
+  unsigned lanes = axes ? 1 : std::max(1u, vectorBits / elt.getWidth());
   Value vectorEnd = zero;
   if (lanes > 1) {
     unsigned bytes = lanes * elt.getWidth() / 8;
@@ -1104,11 +1236,10 @@ LogicalResult GPURuleLowering::run() {
     vectorEnd = arith::SelectOp::create(b, loc, aligned, whole, zero);
     emitCoordinateLoop(
         b, arith::MulIOp::create(b, loc, tid, lanesIdx), vectorEnd,
-        arith::MulIOp::create(b, loc, threads, lanesIdx), lanes, bases,
-        chunk.stride);
+        arith::MulIOp::create(b, loc, threads, lanesIdx), lanes, chunk);
   }
   emitCoordinateLoop(b, arith::AddIOp::create(b, loc, vectorEnd, tid), n,
-                     threads, 1, bases, chunk.stride);
+                     threads, 1, chunk);
   gpu::ReturnOp::create(b, loc);
   rule.erase();
   return success();

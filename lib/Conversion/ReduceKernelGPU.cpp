@@ -106,14 +106,20 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
   const llvm::DenseSet<Operation *> &slice = stageSlices[stage];
   // Shape values (KernelABI.h version 11) are the runtime's: never computed,
-  // never written.
-  SmallVector<unsigned> which;
-  for (auto [r, level] : llvm::enumerate(levels))
-    if (level == stage && !isShapeValue(reductions[r]))
+  // never written. Row and column reductions (version 10) have partials of
+  // their own.
+  SmallVector<unsigned> which, rows, cols;
+  for (auto [r, level] : llvm::enumerate(levels)) {
+    if (level != stage || isShapeValue(reductions[r]))
+      continue;
+    if (std::optional<ReductionAxis> axis = reductions[r].getAxis())
+      (*axis == ReductionAxis::Row ? rows : cols).push_back(r);
+    else
       which.push_back(r);
+  }
   // A stage of shape values only (a rule whose reductions are all shape
   // values: the runtime never launches it) writes nothing.
-  if (which.empty())
+  if (which.empty() && rows.empty() && cols.empty())
     return;
   // The values of lower levels this stage reads, and what depends on them
   // alone, as the rule kernel computes them; and the relaxed reciprocals of
@@ -124,6 +130,10 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
   });
   if (stage > 0 || readsShapes)
     emitPerChunk(b, reduced, chunk.index, &slice);
+  if (!rows.empty() || !cols.empty())
+    emitAxisReductions(b, stage, chunk, tid, threads, rows, cols);
+  if (which.empty())
+    return;
 
   // Each thread accumulates its coordinates (tid, tid + blockDim.x, ...) in
   // order, one coordinate at a time: the values are those of the rule
@@ -137,49 +147,16 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
   {
     OpBuilder::InsertionGuard guard(b);
     b.setInsertionPointToStart(loop.getBody());
-    Value i = arith::IndexCastOp::create(b, loc, i64, loop.getInductionVar());
-    drawIndex = rngChunkBase
-                    ? Value(arith::AddIOp::create(b, loc, rngChunkBase, i))
-                    : Value();
-    llvm::DenseMap<Value, unsigned> inputIndex;
-    for (auto [k, stream] : llvm::enumerate(rule.getChunkStreams()))
-      inputIndex[stream] = k;
-    // p, g and the states are loaded where first used, and only if used
-    // (component j of a vector state at base + i + j * stride).
-    CompMap map, spread;
-    auto operand = [&](Value v) -> Comps {
-      if (!varying.contains(v)) {
-        Comps &cached = spread[v];
-        if (cached.empty())
-          cached = spreadUniform(b, loc, uniform.lookup(v),
-                                 [](Value u) { return u; });
-        return cached;
-      }
-      auto input = inputIndex.find(v);
-      if (input != inputIndex.end() && !map.count(v))
-        for (unsigned j = 0, e = numComponents(v.getType()); j < e; ++j)
-          map[v].push_back(LLVM::LoadOp::create(
-              b, loc, elt,
-              componentAddr(b, chunk.bases[input->second], i, j,
-                            chunk.stride),
-              elt.getWidth() / 8));
-      return map.lookup(v);
-    };
-    for (Operation *op : varyingOps)
-      if (slice.contains(op))
-        mapVaryingOp(b, op, 1, map, operand);
-    SmallVector<Value> next;
-    for (auto [k, acc] : llvm::zip(which, loop.getRegionIterArgs())) {
-      TensorReduceOp red = reductions[k];
-      // A reduced value is a scalar (the verifier's rule).
-      Value x = operand(red.getValue()).front();
-      if (!elt.isF64())
-        x = arith::ExtFOp::create(b, loc, f64, x);
-      if (red.getKind() == ReductionKind::Norm)
-        x = arith::MulFOp::create(b, loc, x, x);
-      next.push_back(mergeReduction(b, loc, red.getKind(), acc, x));
+    Value k = arith::IndexCastOp::create(b, loc, i64, loop.getInductionVar());
+    Value r, j;
+    if (axes) {
+      r = arith::DivUIOp::create(b, loc, k, chunk.nc);
+      j = arith::SubIOp::create(b, loc, k,
+                                arith::MulIOp::create(b, loc, r, chunk.nc));
     }
-    scf::YieldOp::create(b, loc, next);
+    scf::YieldOp::create(b, loc,
+                         stageValues(b, stage, chunk, k, r, j, which,
+                                     loop.getRegionIterArgs()));
   }
 
   // Then a tree in shared memory, the same shape for every block of a
@@ -232,5 +209,167 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
     Value total = memref::LoadOp::create(b, loc, buffer, ValueRange{zero});
     Value slot = arith::AddIOp::create(b, loc, first, i64Const(b, k));
     LLVM::StoreOp::create(b, loc, total, gep(b, f64, partials, slot), 8);
+  }
+}
+
+SmallVector<Value> GPURuleLowering::stageValues(OpBuilder &b, unsigned stage,
+                                                const Chunk &chunk, Value k,
+                                                Value r, Value j,
+                                                ArrayRef<unsigned> which,
+                                                ValueRange accs) {
+  Location loc = rule.getLoc();
+  Type f64 = b.getF64Type();
+  drawIndex = rngChunkBase
+                  ? Value(arith::AddIOp::create(b, loc, rngChunkBase, k))
+                  : Value();
+  // p, g, the inputs, the states and lower row and column results are
+  // loaded where first used, and only if used (component j of a vector
+  // state at base + i + j * stride).
+  CompMap map, spread;
+  auto operand = [&](Value v) -> Comps {
+    if (!varying.contains(v)) {
+      Comps &cached = spread[v];
+      if (cached.empty())
+        cached = spreadUniform(b, loc, uniform.lookup(v),
+                               [](Value u) { return u; });
+      return cached;
+    }
+    if (!map.count(v)) {
+      Comps loaded = loadStream(b, v, chunk, k, r, j, 1);
+      if (!loaded.empty())
+        map[v] = loaded;
+    }
+    return map.lookup(v);
+  };
+  for (Operation *op : varyingOps)
+    if (stageSlices[stage].contains(op))
+      mapVaryingOp(b, op, 1, map, operand);
+  SmallVector<Value> next;
+  for (auto [w, acc] : llvm::zip(which, accs)) {
+    TensorReduceOp red = reductions[w];
+    // A reduced value is a scalar (the verifier's rule).
+    Value x = operand(red.getValue()).front();
+    if (!elt.isF64())
+      x = arith::ExtFOp::create(b, loc, f64, x);
+    if (red.getKind() == ReductionKind::Norm)
+      x = arith::MulFOp::create(b, loc, x, x);
+    next.push_back(mergeReduction(b, loc, red.getKind(), acc, x));
+  }
+  return next;
+}
+
+/// `x` (f64) of the lane `mask` away in the warp: two 32-bit shuffles.
+static Value shuffleXor(OpBuilder &b, Location loc, Value x, int32_t mask) {
+  Type i32 = b.getI32Type(), i64 = b.getI64Type();
+  Value bits = arith::BitcastOp::create(b, loc, i64, x);
+  Value lo = arith::TruncIOp::create(b, loc, i32, bits);
+  Value hi = arith::TruncIOp::create(
+      b, loc, i32,
+      arith::ShRUIOp::create(
+          b, loc, bits, arith::ConstantIntOp::create(b, loc, 32, 64)));
+  Value offset = arith::ConstantIntOp::create(b, loc, mask, 32);
+  Value width = arith::ConstantIntOp::create(b, loc, 32, 32);
+  auto shuffle = [&](Value v) -> Value {
+    return gpu::ShuffleOp::create(b, loc, v, offset, width,
+                                  gpu::ShuffleMode::XOR)
+        .getShuffleResult();
+  };
+  Value lo2 = arith::ExtUIOp::create(b, loc, i64, shuffle(lo));
+  Value hi2 = arith::ShLIOp::create(
+      b, loc, arith::ExtUIOp::create(b, loc, i64, shuffle(hi)),
+      arith::ConstantIntOp::create(b, loc, 32, 64));
+  return arith::BitcastOp::create(b, loc, b.getF64Type(),
+                                  arith::OrIOp::create(b, loc, hi2, lo2));
+}
+
+void GPURuleLowering::emitAxisReductions(OpBuilder &b, unsigned stage,
+                                         const Chunk &chunk, Value tid,
+                                         Value threads,
+                                         ArrayRef<unsigned> rows,
+                                         ArrayRef<unsigned> cols) {
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type(), f64 = b.getF64Type();
+  Type index = b.getIndexType();
+  unsigned partialsFirst = 2 + rule.getNumInputs() + rule.getNumStates() +
+                           axisStates.size();
+  auto partialOf = [&](unsigned w) {
+    unsigned x = llvm::find(axisReductionIndices, w) -
+                 axisReductionIndices.begin();
+    return chunk.bases[partialsFirst + x];
+  };
+  auto idx = [&](int64_t v) -> Value {
+    return arith::ConstantIndexOp::create(b, loc, v);
+  };
+  auto identities = [&](ArrayRef<unsigned> which) {
+    SmallVector<Value> init;
+    for (unsigned w : which)
+      init.push_back(arith::ConstantOp::create(
+          b, loc,
+          b.getFloatAttr(f64, reductionIdentity(reductions[w].getKind()))));
+    return init;
+  };
+  Value nr = arith::IndexCastOp::create(b, loc, index, chunk.nr);
+  Value nc = arith::IndexCastOp::create(b, loc, index, chunk.nc);
+  if (!rows.empty()) {
+    // A warp per row (rows warp, warp + warps, ...): its lanes take the
+    // row's columns lane, lane + 32, ... in order, then combine by a
+    // butterfly of shuffles (every lane ends with the same bits: the merges
+    // commute), and lane 0 overwrites the row's partial. Deterministic for a
+    // given chunk; blockDim.x is a multiple of 32 (KernelABI.h).
+    Value warpSize = idx(32);
+    Value lane = arith::RemUIOp::create(b, loc, tid, warpSize);
+    Value warp = arith::DivUIOp::create(b, loc, tid, warpSize);
+    Value warps = arith::DivUIOp::create(b, loc, threads, warpSize);
+    auto rowLoop = scf::ForOp::create(b, loc, warp, nr, warps);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(rowLoop.getBody());
+    Value r = arith::IndexCastOp::create(b, loc, i64, rowLoop.getInductionVar());
+    auto colLoop =
+        scf::ForOp::create(b, loc, lane, nc, warpSize, identities(rows));
+    {
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(colLoop.getBody());
+      Value j =
+          arith::IndexCastOp::create(b, loc, i64, colLoop.getInductionVar());
+      Value k = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, r, chunk.nc), j);
+      scf::YieldOp::create(b, loc,
+                           stageValues(b, stage, chunk, k, r, j, rows,
+                                       colLoop.getRegionIterArgs()));
+    }
+    SmallVector<Value> totals(colLoop.getResults());
+    for (int32_t mask : {16, 8, 4, 2, 1})
+      for (auto [w, total] : llvm::zip(rows, totals))
+        total = mergeReduction(b, loc, reductions[w].getKind(), total,
+                               shuffleXor(b, loc, total, mask));
+    Value isLane0 =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, lane, idx(0));
+    auto write = scf::IfOp::create(b, loc, isLane0, /*withElse=*/false);
+    b.setInsertionPointToStart(&write.getThenRegion().front());
+    for (auto [w, total] : llvm::zip(rows, totals))
+      LLVM::StoreOp::create(b, loc, total, gep(b, f64, partialOf(w), r), 8);
+  }
+  if (!cols.empty()) {
+    // A thread per column (tid, tid + blockDim.x, ...), over the chunk's
+    // rows in order; consecutive threads read consecutive coordinates.
+    auto colLoop = scf::ForOp::create(b, loc, tid, nc, threads);
+    OpBuilder::InsertionGuard guard(b);
+    b.setInsertionPointToStart(colLoop.getBody());
+    Value j = arith::IndexCastOp::create(b, loc, i64, colLoop.getInductionVar());
+    auto rowLoop = scf::ForOp::create(b, loc, idx(0), nr, idx(1),
+                                      identities(cols));
+    {
+      OpBuilder::InsertionGuard inner(b);
+      b.setInsertionPointToStart(rowLoop.getBody());
+      Value r =
+          arith::IndexCastOp::create(b, loc, i64, rowLoop.getInductionVar());
+      Value k = arith::AddIOp::create(
+          b, loc, arith::MulIOp::create(b, loc, r, chunk.nc), j);
+      scf::YieldOp::create(b, loc,
+                           stageValues(b, stage, chunk, k, r, j, cols,
+                                       rowLoop.getRegionIterArgs()));
+    }
+    for (auto [w, total] : llvm::zip(cols, rowLoop.getResults()))
+      LLVM::StoreOp::create(b, loc, total, gep(b, f64, partialOf(w), j), 8);
   }
 }

@@ -12,6 +12,7 @@
 #include "ManifestCommon.h"
 #include "InputOrder.h"
 #include "Reductions.h"
+#include "Shapes.h"
 
 #include <algorithm>
 #include <cstring>
@@ -315,12 +316,13 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
   CodeSource runs = requireCompatible(m.target, m.symbol, origin, ptx);
-  // Row and column states and reductions (KernelABI.h, version 10) compile
-  // for the CPU only: no GPU kernel takes their chunk table.
-  if (m.info.hasAxes())
-    throw Error("optim: '" + origin + "': rule '" + m.info.name +
-                "' has row or column states or reductions, which run on the "
-                "CPU only (optim::Optimizer)");
+  // Matrix functions (KernelABI.h, version 11) run between the CPU's passes
+  // only: the CUDA code generator refuses them.
+  for (const ReductionSpec &r : m.info.reductions)
+    if (r.kind == ReductionKind::NewtonSchulz)
+      throw Error("optim: '" + origin + "': rule '" + m.info.name +
+                  "' has a matrix function (newton_schulz), which runs on "
+                  "the CPU only (optim::Optimizer)");
   // The bytes must be the ones the manifest was written for, when it
   // records their SHA-256 (optimc's always do; loading from files requires
   // it).
@@ -549,6 +551,24 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
     hypers_.push_back(h.defaultValue);
   for (const DeviceTensor &p : params_)
     tensorSizes_.push_back(p.size);
+  // Rules with row or column states or reductions (KernelABI.h, version
+  // 10): each tensor's [B, R, C] view, as optim::Optimizer takes it.
+  axes_ = info.hasAxes();
+  for (size_t s = 0; s < info.states.size(); ++s)
+    if (info.states[s].axis != Axis::None)
+      axisStates_.push_back(s);
+  for (size_t r = 0; r < info.reductions.size(); ++r)
+    if (info.reductions[r].axis != Axis::None)
+      axisReductions_.push_back(r);
+  for (size_t i = 0; i < params_.size(); ++i) {
+    View v;
+    if (!detail::viewFits(params_[i].shape, params_[i].size, v.B, v.R, v.C) &&
+        axes_)
+      throw Error("optim: CUDA: parameter tensor " + std::to_string(i) +
+                  ": shape " + detail::shapeText(params_[i].shape) +
+                  " has more rows or columns than the address space holds");
+    views_.push_back(v);
+  }
   weights_.resize(info.weights.size());
   weightSet_.assign(info.weights.size(), false);
   const std::shared_ptr<Device> &dev = rule_.device();
@@ -562,11 +582,20 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
   }
   try {
     for (const StateSpec &s : info.states) {
-      std::vector<Buffer> perTensor;
-      for (const DeviceTensor &p : params_) {
+      std::vector<Buffer> perTensor, perTensorNext;
+      for (size_t t = 0; t < params_.size(); ++t) {
+        const DeviceTensor &p = params_[t];
         // A vector state h[N]: N components of p.size coordinates each
-        // (component-major, KernelABI.h).
-        int64_t count = s.size * p.size;
+        // (component-major, KernelABI.h); a row state B * R values, a
+        // column state B * C (version 10).
+        const View &v = views_[t];
+        int64_t count = s.axis == Axis::Row   ? v.B * v.R
+                        : s.axis == Axis::Col ? v.B * v.C
+                                              : s.size * p.size;
+        // The kernels write a row or column state's new values here; the
+        // step copies them over the current ones.
+        if (s.axis != Axis::None)
+          perTensorNext.emplace_back(dev, size_t(count) * elt);
         Buffer buf(dev, size_t(count) * elt);
         // The initial value, uploaded once; f32 states from a double.
         std::vector<char> host(size_t(count) * elt);
@@ -582,9 +611,12 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
         perTensor.push_back(std::move(buf));
       }
       states_.push_back(std::move(perTensor));
+      if (s.axis != Axis::None)
+        next_.push_back(std::move(perTensorNext));
     }
   } catch (...) {
     states_.clear();
+    next_.clear();
     if (ownsStream_)
       dev->driver().cuStreamDestroy(stream_);
     throw;
@@ -650,6 +682,112 @@ void Optimizer::setWeights(const std::string &name, const void *host,
               "'");
 }
 
+void Optimizer::planAxisChunks(std::vector<int64_t> &firsts) {
+  const RuleInfo &info = rule_.info();
+  const size_t X = axisReductions_.size();
+  // As optim::Optimizer chunks (KernelABI.h, "Axes"): rectangles inside one
+  // matrix, floor(K / C) whole rows or parts of K of a longer row, from the
+  // shapes and chunkSize only; K = 16 chunkSize with a column reduction,
+  // whose partials are a double per column of each chunk.
+  const bool colReductions =
+      std::any_of(info.reductions.begin(), info.reductions.end(),
+                  [](const ReductionSpec &r) { return r.axis == Axis::Col; });
+  const int64_t K = colReductions ? options_.chunkSize * 16 : options_.chunkSize;
+  chunkTensor_.clear();
+  chunkRect_.clear();
+  chunkMatrix_.clear();
+  axisPartialOffset_.clear();
+  axisReducedOffset_.assign(params_.size(), {});
+  size_t partialCount = 0, reducedCount = 0;
+  for (size_t t = 0; t < params_.size(); ++t) {
+    const View &v = views_[t];
+    for (size_t r : axisReductions_) {
+      axisReducedOffset_[t].push_back(reducedCount);
+      reducedCount += size_t(info.reductions[r].axis == Axis::Row ? v.B * v.R
+                                                                  : v.B * v.C);
+    }
+    if (params_[t].size == 0)
+      continue;
+    auto add = [&](int64_t b, int64_t nr, int64_t nc, int64_t r0, int64_t c0) {
+      chunkTensor_.push_back(t);
+      firsts.push_back((b * v.R + r0) * v.C + c0);
+      chunkRect_.insert(chunkRect_.end(), {nr, nc, r0, c0});
+      chunkMatrix_.push_back(b);
+      for (size_t r : axisReductions_) {
+        axisPartialOffset_.push_back(partialCount);
+        partialCount +=
+            size_t(info.reductions[r].axis == Axis::Row ? nr : nc);
+      }
+    };
+    for (int64_t b = 0; b < v.B; ++b) {
+      if (v.C <= K) {
+        const int64_t rows = K / v.C;
+        for (int64_t r0 = 0; r0 < v.R; r0 += rows)
+          add(b, std::min(rows, v.R - r0), v.C, r0, 0);
+      } else {
+        for (int64_t r = 0; r < v.R; ++r)
+          for (int64_t c0 = 0; c0 < v.C; c0 += K)
+            add(b, 1, std::min(K, v.C - c0), r, c0);
+      }
+    }
+  }
+  (void)X;
+  const std::shared_ptr<Device> &dev = rule_.device();
+  if (hostAxisPartials_.size() != partialCount) {
+    axisPartials_ = Buffer(dev, partialCount * 8);
+    hostAxisPartials_.assign(partialCount, 0.0);
+  }
+  if (hostAxisReduced_.size() != reducedCount) {
+    axisReduced_ = Buffer(dev, reducedCount * 8);
+    hostAxisReduced_.assign(reducedCount, 0.0);
+  }
+}
+
+void Optimizer::combineAxisReductions(unsigned level) {
+  const RuleInfo &info = rule_.info();
+  const size_t X = axisReductions_.size();
+  for (size_t x = 0; x < X; ++x) {
+    const ReductionSpec &spec = info.reductions[axisReductions_[x]];
+    if (spec.level != level)
+      continue;
+    const bool row = spec.axis == Axis::Row;
+    // As optim::Optimizer combines them: each row's or column's partials
+    // in chunk order, then mean, norm, ... over its C or R coordinates. No
+    // chunk reads the results of an empty tensor.
+    for (size_t t = 0; t < params_.size(); ++t) {
+      if (params_[t].size == 0)
+        continue;
+      const View &v = views_[t];
+      double *out = hostAxisReduced_.data() + axisReducedOffset_[t][x];
+      std::fill(out, out + (row ? v.B * v.R : v.B * v.C),
+                detail::reductionIdentity(spec.kind));
+    }
+    for (size_t c = 0; c < chunkTensor_.size(); ++c) {
+      const View &v = views_[chunkTensor_[c]];
+      const int64_t *rect = &chunkRect_[4 * c];
+      int64_t b = chunkMatrix_[c];
+      int64_t first = row ? b * v.R + rect[2] : b * v.C + rect[3];
+      int64_t n = row ? rect[0] : rect[1];
+      double *out =
+          hostAxisReduced_.data() + axisReducedOffset_[chunkTensor_[c]][x];
+      const double *part =
+          hostAxisPartials_.data() + axisPartialOffset_[c * X + x];
+      for (int64_t i = 0; i < n; ++i)
+        out[first + i] = detail::combinePartial(spec.kind, out[first + i],
+                                                part[i]);
+    }
+    for (size_t t = 0; t < params_.size(); ++t) {
+      if (params_[t].size == 0)
+        continue;
+      const View &v = views_[t];
+      double *out = hostAxisReduced_.data() + axisReducedOffset_[t][x];
+      const int64_t count = row ? v.B * v.R : v.B * v.C;
+      for (int64_t i = 0; i < count; ++i)
+        out[i] = detail::finishReduction(spec.kind, out[i], row ? v.C : v.R);
+    }
+  }
+}
+
 void Optimizer::buildTable(
     const std::vector<DeviceTensor> &grads,
     const std::vector<const std::vector<DeviceTensor> *> &inputs) {
@@ -657,46 +795,80 @@ void Optimizer::buildTable(
   size_t elt = dtypeSize(info.dtype);
   std::vector<uint64_t> ptrs;
   std::vector<int64_t> lengths, strides;
-  chunkTensor_.clear();
-  for (size_t t = 0; t < params_.size(); ++t)
-    for (int64_t first = 0; first < params_[t].size;
-         first += options_.chunkSize) {
-      int64_t n = std::min(options_.chunkSize, params_[t].size - first);
-      chunkTensor_.push_back(t);
-      uint64_t offset = uint64_t(first) * elt;
-      ptrs.push_back(params_[t].data + offset);
-      ptrs.push_back(grads[t].data + offset);
-      // The inputs, in declaration order (KernelABI.h, version 7).
-      for (const std::vector<DeviceTensor> *in : inputs)
-        ptrs.push_back((*in)[t].data + offset);
+  // Each chunk's tensor and first coordinate in it.
+  std::vector<int64_t> firsts;
+  if (axes_) {
+    planAxisChunks(firsts);
+  } else {
+    chunkTensor_.clear();
+    for (size_t t = 0; t < params_.size(); ++t)
+      for (int64_t first = 0; first < params_[t].size;
+           first += options_.chunkSize) {
+        chunkTensor_.push_back(t);
+        firsts.push_back(first);
+      }
+  }
+  const size_t X = axisReductions_.size();
+  for (size_t c = 0; c < chunkTensor_.size(); ++c) {
+    size_t t = chunkTensor_[c];
+    int64_t first = firsts[c];
+    uint64_t offset = uint64_t(first) * elt;
+    ptrs.push_back(params_[t].data + offset);
+    ptrs.push_back(grads[t].data + offset);
+    // The inputs, in declaration order (KernelABI.h, version 7).
+    for (const std::vector<DeviceTensor> *in : inputs)
+      ptrs.push_back((*in)[t].data + offset);
+    if (!axes_) {
       for (const std::vector<Buffer> &s : states_)
         ptrs.push_back(s[t].get() + offset);
-      lengths.push_back(n);
+      lengths.push_back(std::min(options_.chunkSize, params_[t].size - first));
       strides.push_back(params_[t].size);
+      continue;
     }
+    // A row (column) value's pointers start at the chunk's first row
+    // (column) of all the tensor's matrices (KernelABI.h, "Axes").
+    const View &v = views_[t];
+    const int64_t *rect = &chunkRect_[4 * c];
+    const int64_t b = chunkMatrix_[c];
+    auto at = [&](Axis axis) -> uint64_t {
+      return axis == Axis::Row   ? uint64_t(b * v.R + rect[2])
+             : axis == Axis::Col ? uint64_t(b * v.C + rect[3])
+                                 : uint64_t(first);
+    };
+    for (size_t s = 0; s < states_.size(); ++s)
+      ptrs.push_back(states_[s][t].get() + at(info.states[s].axis) * elt);
+    for (size_t a = 0; a < axisStates_.size(); ++a)
+      ptrs.push_back(next_[a][t].get() +
+                     at(info.states[axisStates_[a]].axis) * elt);
+    for (size_t x = 0; x < X; ++x)
+      ptrs.push_back(axisPartials_.get() + axisPartialOffset_[c * X + x] * 8);
+    for (size_t x = 0; x < X; ++x)
+      ptrs.push_back(axisReduced_.get() +
+                     (axisReducedOffset_[t][x] +
+                      at(info.reductions[axisReductions_[x]].axis)) *
+                         8);
+    lengths.insert(lengths.end(), rect, rect + 4);
+    strides.push_back(params_[t].size);
+  }
   // The shape values (KernelABI.h, version 11): R and C of each chunk's
   // tensor.
   chunkRows_.clear();
   chunkCols_.clear();
   if (detail::hasShapeValues(info.reductions))
     for (size_t t : chunkTensor_) {
-      const DeviceTensor &p = params_[t];
-      chunkRows_.push_back(p.shape.size() >= 2 ? p.shape[p.shape.size() - 2]
-                                               : 1);
-      chunkCols_.push_back(p.shape.empty() ? p.size : p.shape.back());
+      chunkRows_.push_back(views_[t].R);
+      chunkCols_.push_back(views_[t].C);
     }
-  int64_t chunks = int64_t(lengths.size());
+  int64_t chunks = int64_t(strides.size());
   // The kernels' rng (KernelABI.h, version 8): the seed, then the global
   // index of each chunk's first coordinate (its position in the
   // parameters concatenated in order).
   std::vector<uint64_t> rng = {options_.seed};
-  uint64_t before = 0; // Coordinates of the tensors before tensor t.
-  for (size_t t = 0, c = 0; t < params_.size(); ++t) {
-    for (int64_t first = 0; first < params_[t].size;
-         first += options_.chunkSize, ++c)
-      rng.push_back(before + uint64_t(first));
-    before += uint64_t(params_[t].size);
-  }
+  std::vector<uint64_t> before(params_.size() + 1, 0);
+  for (size_t t = 0; t < params_.size(); ++t)
+    before[t + 1] = before[t] + uint64_t(params_[t].size);
+  for (size_t c = 0; c < chunkTensor_.size(); ++c)
+    rng.push_back(before[chunkTensor_[c]] + uint64_t(firsts[c]));
   size_t bytes =
       (ptrs.size() + lengths.size() + strides.size() + rng.size()) * 8;
   const std::shared_ptr<Device> &dev = rule_.device();
@@ -707,11 +879,13 @@ void Optimizer::buildTable(
     table_ = Buffer(dev, bytes);
   std::vector<char> host(bytes);
   std::memcpy(host.data(), ptrs.data(), ptrs.size() * 8);
-  std::memcpy(host.data() + ptrs.size() * 8, lengths.data(), chunks * 8);
-  std::memcpy(host.data() + (ptrs.size() + chunks) * 8, strides.data(),
-              chunks * 8);
-  std::memcpy(host.data() + (ptrs.size() + 2 * chunks) * 8, rng.data(),
-              rng.size() * 8);
+  // One length per chunk, four with axes (nr, nc, r0, c0).
+  std::memcpy(host.data() + ptrs.size() * 8, lengths.data(),
+              lengths.size() * 8);
+  std::memcpy(host.data() + (ptrs.size() + lengths.size()) * 8,
+              strides.data(), chunks * 8);
+  std::memcpy(host.data() + (ptrs.size() + lengths.size() + chunks) * 8,
+              rng.data(), rng.size() * 8);
   if (bytes)
     table_.upload(host.data(), bytes);
   numChunks_ = chunks;
@@ -802,9 +976,11 @@ void Optimizer::runStep(
     return;
   }
   size_t numPtrs = 2 + info.inputs.size() + info.states.size();
+  if (axes_)
+    numPtrs += axisStates_.size() + 2 * axisReductions_.size();
   CUdeviceptr ptrs = table_.get();
   CUdeviceptr lengths = ptrs + numPtrs * numChunks_ * 8;
-  CUdeviceptr strides = lengths + numChunks_ * 8;
+  CUdeviceptr strides = lengths + (axes_ ? 4 : 1) * numChunks_ * 8;
   CUdeviceptr rng = strides + numChunks_ * 8;
   int64_t t = step_ + 1;
   std::vector<float> f32(hypers_.begin(), hypers_.end());
@@ -879,6 +1055,20 @@ void Optimizer::runStep(
       dev->driver().check(dev->driver().cuMemcpyHtoDAsync(
                               reduced, hostReduced_.data(), count * 8, stream_),
                           "cuMemcpyHtoDAsync");
+      // Row and column reductions (version 10): each row's or column's
+      // partials, combined alike (their results are read per row or column
+      // through the chunk table's pointers).
+      if (!hostAxisPartials_.empty()) {
+        axisPartials_.download(hostAxisPartials_.data(),
+                               hostAxisPartials_.size() * 8);
+        combineAxisReductions(s);
+        dev->driver().check(
+            dev->driver().cuMemcpyHtoDAsync(axisReduced_.get(),
+                                            hostAxisReduced_.data(),
+                                            hostAxisReduced_.size() * 8,
+                                            stream_),
+            "cuMemcpyHtoDAsync");
+      }
     }
     args.resize(args.size() - 4);
     args.push_back(&reduced);
@@ -886,6 +1076,17 @@ void Optimizer::runStep(
   // Every kernel's last argument (KernelABI.h, version 8).
   args.push_back(&rng);
   launch(rule_.function(), "cuLaunchKernel");
+  // The rule kernel wrote each row and column state's new values to its
+  // next buffer (version 10): they become the current ones, in stream
+  // order, before anything reads them.
+  for (size_t a = 0; a < axisStates_.size(); ++a)
+    for (size_t t = 0; t < params_.size(); ++t)
+      if (params_[t].size > 0 && next_[a][t].size() > 0)
+        dev->driver().check(
+            dev->driver().cuMemcpyDtoDAsync(states_[axisStates_[a]][t].get(),
+                                            next_[a][t].get(),
+                                            next_[a][t].size(), stream_),
+            "cuMemcpyDtoDAsync");
   ++step_;
 }
 

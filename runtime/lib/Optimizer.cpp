@@ -96,28 +96,14 @@ using detail::shapeText;
 /// checked. False (matrixView: throws) when B * R or B * C (a row or column
 /// state's length, possibly past the size when a dimension is 0) does not
 /// fit the address space.
-static bool viewFits(const Param &p, int64_t &B, int64_t &R, int64_t &C) {
-  const std::vector<int64_t> &shape = p.shape;
-  B = 1;
-  R = 1;
-  C = p.size;
-  if (shape.empty())
-    return true;
-  C = shape.back();
-  R = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
-  bool overflow = false;
-  for (size_t d = 0; d + 2 < shape.size(); ++d)
-    overflow |= __builtin_mul_overflow(B, shape[d], &B);
-  int64_t rows, cols;
-  overflow |= __builtin_mul_overflow(B, R, &rows);
-  overflow |= __builtin_mul_overflow(B, C, &cols);
-  // 8 bytes per value at most (f64 states, double reductions).
-  return !overflow && rows <= PTRDIFF_MAX / 8 && cols <= PTRDIFF_MAX / 8;
+static bool paramViewFits(const Param &p, int64_t &B, int64_t &R,
+                          int64_t &C) {
+  return detail::viewFits(p.shape, p.size, B, R, C);
 }
 
 static void matrixView(const Param &p, int64_t &B, int64_t &R, int64_t &C,
                        size_t index = 0) {
-  if (!viewFits(p, B, R, C))
+  if (!paramViewFits(p, B, R, C))
     throw Error("optim::Optimizer: " + paramName(index) + ": shape " +
                 shapeText(p.shape) +
                 " has more rows or columns than the address space holds");
@@ -125,7 +111,8 @@ static void matrixView(const Param &p, int64_t &B, int64_t &R, int64_t &C,
 
 bool detail::paramShapeIsValid(const Param &p, bool axes) {
   int64_t B, R, C;
-  return detail::checkShape(p.shape, p.size).empty() && (!axes || viewFits(p, B, R, C));
+  return detail::checkShape(p.shape, p.size).empty() &&
+         (!axes || paramViewFits(p, B, R, C));
 }
 
 Optimizer::Optimizer(Rule rule, std::vector<Param> params,

@@ -1,8 +1,9 @@
 //===- Shapes.h - parameters' shapes as the kernels see them (internal) ---===//
 //
-// Internal to the runtime (not installed): optim::Optimizer (Param::shape)
-// and optim::Trajectory (TrajectoryOptions::shapes) check a parameter's
-// dimensions and derive the R and C of its [B, R, C] view the same way.
+// Internal to the runtime (not installed): optim::Optimizer (Param::shape),
+// optim::Trajectory (TrajectoryOptions::shapes) and the CUDA executor
+// (DeviceTensor::shape) check a parameter's dimensions and derive its
+// [B, R, C] view the same way.
 //
 //===----------------------------------------------------------------------===//
 
@@ -10,6 +11,7 @@
 #define OPTIM_RUNTIME_LIB_SHAPES_H
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -70,6 +72,25 @@ inline void rowsAndCols(const std::vector<int64_t> &shape, int64_t size,
     return;
   C = shape.back();
   R = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
+}
+
+/// The [B, R, C] view of a tensor for row and column states and reductions
+/// (KernelABI.h, version 10): rowsAndCols, and B the product of the other
+/// dimensions; [1, 1, size] without a shape. The shape was checked. False
+/// when B * R or B * C (a row or column state's length, possibly past the
+/// size when a dimension is 0) does not fit the address space at 8 bytes a
+/// value.
+inline bool viewFits(const std::vector<int64_t> &shape, int64_t size,
+                     int64_t &B, int64_t &R, int64_t &C) {
+  B = 1;
+  rowsAndCols(shape, size, R, C);
+  bool overflow = false;
+  for (size_t d = 0; d + 2 < shape.size(); ++d)
+    overflow |= __builtin_mul_overflow(B, shape[d], &B);
+  int64_t rows, cols;
+  overflow |= __builtin_mul_overflow(B, R, &rows);
+  overflow |= __builtin_mul_overflow(B, C, &cols);
+  return !overflow && rows <= PTRDIFF_MAX / 8 && cols <= PTRDIFF_MAX / 8;
 }
 
 } // namespace detail

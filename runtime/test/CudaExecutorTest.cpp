@@ -1333,12 +1333,19 @@ TEST_F(CudaFake, NestedReductionLevelsMustAgreeAndBeWellFormed) {
             "optim: manifest 'centre.manifest': reduction 1 ('mean:2') has "
             "level 2, but no reduction has level 1 (not a manifest of "
             "optimc)");
-  // Row and column reductions (ABI 10) run on the CPU only.
+  // A row reduction (ABI 10) the kernels were not compiled for.
   EXPECT_EQ(message(centreManifest(R"({"kind": "mean", "global": false,
                                        "axis": "row"})")),
-            "optim: 'centre.manifest': rule 'centre' has row or column "
-            "states or reductions, which run on the CPU only "
-            "(optim::Optimizer)");
+            "optim: 'centre.manifest' lists the tensor reductions 'mean@row' "
+            "but its kernels were compiled for 'mean,mean:1,norm@global:1' "
+            "(does the manifest belong to them?)");
+  // Matrix functions (ABI 11) run on the CPU only.
+  EXPECT_EQ(message(centreManifest(
+                R"({"kind": "newton_schulz", "global": false,
+                    "axis": "matrix", "ns": {"steps": 5, "eps": 1e-7,
+                    "coefficients": [3.4445, -4.775, 2.0315]}})")),
+            "optim: 'centre.manifest': rule 'centre' has a matrix function "
+            "(newton_schulz), which runs on the CPU only (optim::Optimizer)");
 }
 
 TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {

@@ -251,12 +251,13 @@ private:
 struct DeviceTensor {
   CUdeviceptr data = 0;
   int64_t size = 0;
-  /// A parameter's dimensions, row-major; empty when not given. Only the
-  /// shape values rows() and cols() read it (KernelABI.h, version 11): R
-  /// and C of the [B, R, C] view, C the last dimension, R the one before
-  /// (1 for 1-D), [1, size] without a shape. Given for a parameter, it must
-  /// have `size` elements and no negative dimension; gradients and inputs
-  /// ignore it.
+  /// A parameter's dimensions, row-major; empty when not given. The shape
+  /// values rows() and cols() (KernelABI.h, version 11) and the row and
+  /// column states and reductions (version 10) read it: the [B, R, C] view,
+  /// C the last dimension, R the one before (1 for 1-D), B the product of
+  /// the others; [1, 1, size] without a shape. Given for a parameter, it
+  /// must have `size` elements and no negative dimension; gradients and
+  /// inputs ignore it.
   std::vector<int64_t> shape = {};
 };
 
@@ -393,6 +394,31 @@ private:
   // reads neither.
   std::vector<int64_t> chunkRows_, chunkCols_;
   int64_t numChunks_ = 0, step_ = 0;
+  /// Rules with row or column states or reductions (KernelABI.h, version
+  /// 10, "Axes"): each tensor's [B, R, C] view; the row and column states
+  /// (indices) and their NEXT buffers (next_[a][tensor]); the row and
+  /// column reductions (indices); where each tensor's results of each of
+  /// them start in axisReduced_ (B * R or B * C doubles, [tensor][x]) and
+  /// where each chunk's partials start in axisPartials_ (nr or nc doubles,
+  /// [chunk * X + x]); the chunks' rectangles (nr, nc, r0, c0) and
+  /// matrices.
+  struct View {
+    int64_t B = 1, R = 1, C = 0;
+  };
+  bool axes_ = false;
+  std::vector<View> views_;
+  std::vector<size_t> axisStates_, axisReductions_;
+  std::vector<std::vector<Buffer>> next_;
+  std::vector<std::vector<size_t>> axisReducedOffset_;
+  std::vector<size_t> axisPartialOffset_;
+  std::vector<int64_t> chunkRect_, chunkMatrix_;
+  Buffer axisPartials_, axisReduced_;
+  std::vector<double> hostAxisPartials_, hostAxisReduced_;
+  /// Chunk c's table of rectangles for a rule with axes (buildTable).
+  void planAxisChunks(std::vector<int64_t> &firstCoordinate);
+  /// Combines the level-`level` row and column reductions' partials of
+  /// every chunk into hostAxisReduced_ (rows and columns in chunk order).
+  void combineAxisReductions(unsigned level);
 };
 
 } // namespace optim::cuda

@@ -206,9 +206,9 @@ typedef void (*optim_reduced_rule_kernel)(
  * SM3's cover sets, per-row statistics (Nero, Adam-mini). Such a rule
  * (RuleInfo::hasAxes()) keeps the symbols and signatures above
  * (optim_rule_, and optim_reduce_ with the reduced optim_rule_ when it has
- * reductions) but takes this chunk table. CPU only (the GPU lowering
- * refuses such rules; their reverse mode: "Reverse mode of rules with
- * axes").
+ * reductions) but takes this chunk table, on the CPU and on CUDA (see "GPU
+ * rule kernels" for how a launch covers it; their reverse mode, CPU only:
+ * "Reverse mode of rules with axes").
  *
  * - Shape. The runtime sees each parameter as B matrices of R rows and C
  *   columns, row-major: C = the last dimension of the shape the host gave,
@@ -393,6 +393,21 @@ typedef void (*optim_reduced_rule_kernel)(
  *   the vector states.
  *   Version unchanged: the kernels above are unaffected, and runtimes
  *   that predate this refuse manifests with weights.
+ * - Rules with row and column states or reductions ("Axes", version 10)
+ *   take that chunk table (four lengths per chunk; 2 + I + S + A + 2X
+ *   pointers) with the same meaning and the same partials: block b takes
+ *   chunk begin + b, its threads stride over the chunk's nr * nc
+ *   coordinates (k = r * nc + j, one per thread and iteration: no 128-bit
+ *   path), a row state's new value is written to its next buffer by the
+ *   thread of column 0 when c0 == 0, a column state's by the threads of the
+ *   matrix's first row. The reduce kernel overwrites a row reduction's
+ *   partial[r] (a warp per row: its lanes take the row's columns lane,
+ *   lane + 32, ..., combined by a butterfly of shuffles, so blockDim.x must
+ *   be a multiple of 32) and a column reduction's partial[j] (a thread per
+ *   column, the rows in order). The runtime combines them per row and
+ *   column in chunk order as the CPU's does, uploads the results and,
+ *   after the rule kernel, copies each next buffer over the current one
+ *   (cuMemcpyDtoDAsync, in stream order).
  * - Rules with tensor reductions (version 6; update rules only, no weights)
  *   have two kernels, as on the CPU, with the launch above:
  *     __global__ void optim_reduce_<name>(ptrs, lengths, strides, begin,

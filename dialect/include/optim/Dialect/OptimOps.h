@@ -117,12 +117,6 @@ inline ValueAxis joinAxes(ValueAxis a, ValueAxis b) {
 /// verifier, the front end's checks and the CPU lowering share.
 llvm::DenseMap<Value, ValueAxis> getValueAxes(RuleOp rule);
 
-/// The first row or column state of `rule` (at its declaration) or, without
-/// one, its first row or column reduction, as a refusal names it ("row state
-/// 'r'", "col_mean(...)"), and where it is; an empty name (and the rule's
-/// location) when it has neither. The GPU lowering and the reverse mode,
-/// which refuse such rules, share it.
-std::pair<std::string, Location> firstAxisFeature(RuleOp rule);
 } // namespace mlir::optim
 
 #endif // OPTIM_DIALECT_OPTIMOPS_H
