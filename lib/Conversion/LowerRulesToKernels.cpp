@@ -769,10 +769,13 @@ RuleLowering::beginKernel(OpBuilder &b, StringRef name, TypeRange extra,
         !llvm::is_contained(perChunkOps, &op) && !isAxisReduction(&op))
       b.clone(op, uniform);
 
+  // Only scalar divisors have one (a vector divisor of a vector state's
+  // update divides per component).
   if (relaxed)
     for (Operation *op : varyingOps)
       if (auto div = dyn_cast<arith::DivFOp>(op))
         if (needed(op) && uniform.contains(div.getRhs()) &&
+            !isa<VectorType>(div.getRhs().getType()) &&
             !reciprocals.count(div.getRhs()))
           reciprocals[div.getRhs()] = arith::DivFOp::create(
               b, loc,
@@ -833,7 +836,9 @@ void RuleLowering::emitPerChunkReciprocals(OpBuilder &b) {
   if (relaxed)
     for (Operation *op : varyingOps)
       if (auto div = dyn_cast<arith::DivFOp>(op))
-        if (perChunk.contains(div.getRhs()) && !reciprocals.count(div.getRhs()))
+        if (perChunk.contains(div.getRhs()) &&
+            !isa<VectorType>(div.getRhs().getType()) &&
+            !reciprocals.count(div.getRhs()))
           reciprocals[div.getRhs()] = arith::DivFOp::create(
               b, loc,
               arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, 1.0)),

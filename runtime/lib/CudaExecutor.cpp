@@ -684,7 +684,6 @@ void Optimizer::setWeights(const std::string &name, const void *host,
 
 void Optimizer::planAxisChunks(std::vector<int64_t> &firsts) {
   const RuleInfo &info = rule_.info();
-  const size_t X = axisReductions_.size();
   // As optim::Optimizer chunks (KernelABI.h, "Axes"): rectangles inside one
   // matrix, floor(K / C) whole rows or parts of K of a longer row, from the
   // shapes and chunkSize only; K = 16 chunkSize with a column reduction,
@@ -692,7 +691,11 @@ void Optimizer::planAxisChunks(std::vector<int64_t> &firsts) {
   const bool colReductions =
       std::any_of(info.reductions.begin(), info.reductions.end(),
                   [](const ReductionSpec &r) { return r.axis == Axis::Col; });
-  const int64_t K = colReductions ? options_.chunkSize * 16 : options_.chunkSize;
+  const int64_t K =
+      colReductions ? std::min(options_.chunkSize,
+                               std::numeric_limits<int64_t>::max() / 16) *
+                          16
+                    : options_.chunkSize;
   chunkTensor_.clear();
   chunkRect_.clear();
   chunkMatrix_.clear();
@@ -731,7 +734,6 @@ void Optimizer::planAxisChunks(std::vector<int64_t> &firsts) {
       }
     }
   }
-  (void)X;
   const std::shared_ptr<Device> &dev = rule_.device();
   if (hostAxisPartials_.size() != partialCount) {
     axisPartials_ = Buffer(dev, partialCount * 8);
@@ -1058,7 +1060,10 @@ void Optimizer::runStep(
       // Row and column reductions (version 10): each row's or column's
       // partials, combined alike (their results are read per row or column
       // through the chunk table's pointers).
-      if (!hostAxisPartials_.empty()) {
+      bool axisStage = std::any_of(
+          axisReductions_.begin(), axisReductions_.end(),
+          [&](size_t r) { return info.reductions[r].level == s; });
+      if (axisStage && !hostAxisPartials_.empty()) {
         axisPartials_.download(hostAxisPartials_.data(),
                                hostAxisPartials_.size() * 8);
         combineAxisReductions(s);

@@ -240,8 +240,10 @@ void newtonSchulzImpl(T *x, int64_t R, int64_t C, const ReductionSpec &spec,
 
 } // namespace
 
-void detail::newtonSchulzVJP(const double *x, const double *dy, double *dx,
-                             int64_t R, int64_t C, const ReductionSpec &spec) {
+static void newtonSchulzVJPImpl(const double *x, const double *dy,
+                                double *dx, int64_t R, int64_t C,
+                                const ReductionSpec &spec, bool useCBLAS) {
+  useCBLAS = useCBLAS && cblas().dgemm;
   if (R <= 0 || C <= 0)
     return;
   const bool transposed = R > C;
@@ -270,15 +272,30 @@ void detail::newtonSchulzVJP(const double *x, const double *dy, double *dx,
   std::vector<std::vector<double>> A(k, std::vector<double>(mm));
   std::vector<std::vector<double>> B(k, std::vector<double>(mm));
   std::vector<double> Yt(mn), Z(mn), T1(mm), T2(mm);
+  // C (M x N) = A (M x K) op(B), op(B) = B (K x N) or B^T (B: N x K): one
+  // dgemm call (one at a time in the process, as the forward pass's), or
+  // the runtime's loops, a transposed B going through Yt (only Y's and G's
+  // are transposed: m x n).
+  auto product = [&](bool transB, int64_t M, int64_t N, int64_t K,
+                     const double *a, const double *bm, double *out) {
+    if (useCBLAS) {
+      blasProduct(transB, M, N, K, a, bm, out);
+      return;
+    }
+    if (transB) {
+      transpose(bm, N, K, Yt.data());
+      bm = Yt.data();
+    }
+    gemmNN(M, N, K, a, bm, out, nullptr);
+  };
   for (size_t i = 0; i < mn; ++i)
     Y[0][i] = divisor != 0 ? X[i] / divisor : X[i];
   for (int s = 0; s < steps; ++s) {
-    transpose(Y[s].data(), m, n, Yt.data());
-    gemmNN(m, m, n, Y[s].data(), Yt.data(), A[s].data(), nullptr);
-    gemmNN(m, m, m, A[s].data(), A[s].data(), T1.data(), nullptr);
+    product(/*transB=*/true, m, m, n, Y[s].data(), Y[s].data(), A[s].data());
+    product(false, m, m, m, A[s].data(), A[s].data(), T1.data());
     for (size_t i = 0; i < mm; ++i)
       B[s][i] = b * A[s][i] + c * T1[i];
-    gemmNN(m, n, m, B[s].data(), Y[s].data(), Z.data(), nullptr);
+    product(false, m, n, m, B[s].data(), Y[s].data(), Z.data());
     for (size_t i = 0; i < mn; ++i)
       Y[s + 1][i] = a * Y[s][i] + Z[i];
   }
@@ -286,19 +303,18 @@ void detail::newtonSchulzVJP(const double *x, const double *dy, double *dx,
   // dA = b dB + c (dB A + A dB) (A and B symmetric).
   std::vector<double> dB(mm), dA(mm), Gn(mn);
   for (int s = steps - 1; s >= 0; --s) {
-    transpose(Y[s].data(), m, n, Yt.data());
-    gemmNN(m, m, n, G.data(), Yt.data(), dB.data(), nullptr);
-    gemmNN(m, n, m, B[s].data(), G.data(), Gn.data(), nullptr);
+    product(/*transB=*/true, m, m, n, G.data(), Y[s].data(), dB.data());
+    product(false, m, n, m, B[s].data(), G.data(), Gn.data());
     for (size_t i = 0; i < mn; ++i)
       Gn[i] += a * G[i];
-    gemmNN(m, m, m, dB.data(), A[s].data(), T1.data(), nullptr);
-    gemmNN(m, m, m, A[s].data(), dB.data(), T2.data(), nullptr);
+    product(false, m, m, m, dB.data(), A[s].data(), T1.data());
+    product(false, m, m, m, A[s].data(), dB.data(), T2.data());
     for (size_t i = 0; i < mm; ++i)
       dA[i] = b * dB[i] + c * (T1[i] + T2[i]);
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < m; ++j)
         T1[size_t(i * m + j)] = dA[size_t(i * m + j)] + dA[size_t(j * m + i)];
-    gemmNN(m, n, m, T1.data(), Y[s].data(), Z.data(), nullptr);
+    product(false, m, n, m, T1.data(), Y[s].data(), Z.data());
     for (size_t i = 0; i < mn; ++i)
       G[i] = Gn[i] + Z[i];
   }
@@ -318,6 +334,17 @@ void detail::newtonSchulzVJP(const double *x, const double *dy, double *dx,
     transpose(D.data(), m, n, dx);
   else
     std::copy_n(D.data(), mn, dx);
+}
+
+void detail::newtonSchulzVJP(const double *x, const double *dy, double *dx,
+                             int64_t R, int64_t C, const ReductionSpec &spec) {
+  newtonSchulzVJPImpl(x, dy, dx, R, C, spec, /*useCBLAS=*/true);
+}
+
+void detail::newtonSchulzVJPPortable(const double *x, const double *dy,
+                                     double *dx, int64_t R, int64_t C,
+                                     const ReductionSpec &spec) {
+  newtonSchulzVJPImpl(x, dy, dx, R, C, spec, /*useCBLAS=*/false);
 }
 
 size_t detail::newtonSchulzWorkCount(int64_t R, int64_t C) {

@@ -56,13 +56,17 @@ void newtonSchulzPortable(double *x, int64_t R, int64_t C,
 
 /// The vector-Jacobian product of NS (newtonSchulz above, with the same
 /// spec) at the R x C row-major matrix `x`: `dx` = (dNS/dx)^T `dy`, all in
-/// double, with the runtime's own loops on the calling thread (the same
-/// sums for any number of threads). The forward iterates are recomputed
-/// from x in double; the norm's derivative is taken where it is above eps
-/// (below it the divisor is the constant eps). An empty matrix is left
-/// alone.
+/// double, on the calling thread (the same sums for any number of the
+/// trajectory's threads): each product one cblas_dgemm call when the
+/// forward pass's CBLAS was found, else the runtime's own loops
+/// (newtonSchulzVJPPortable; the two differ by the order of the sums). The
+/// forward iterates are recomputed from x in double; the norm's derivative
+/// is taken where it is above eps (below it the divisor is the constant
+/// eps). An empty matrix is left alone.
 void newtonSchulzVJP(const double *x, const double *dy, double *dx,
                      int64_t R, int64_t C, const ReductionSpec &spec);
+void newtonSchulzVJPPortable(const double *x, const double *dy, double *dx,
+                             int64_t R, int64_t C, const ReductionSpec &spec);
 
 /// Whether the products go to a CBLAS (a single-threaded OpenBLAS was
 /// found), and the path it was loaded from ("" when none).

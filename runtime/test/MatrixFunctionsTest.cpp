@@ -286,6 +286,46 @@ TEST(MatrixFunctions, PortableProductsGiveTheSameBitsOnAnyPool) {
   }
 }
 
+// The reverse mode's VJP of NS (newtonSchulzVJP: one dgemm per product when
+// a CBLAS was found) against the runtime's loops (newtonSchulzVJPPortable)
+// and against central differences of the double forward pass along a random
+// direction: <dy, J v> = <J^T dy, v>.
+TEST(MatrixFunctions, TheVJPOfNewtonSchulzTakesEitherProducts) {
+  for (Shape s : {Shape{1, 1}, Shape{1, 13}, Shape{9, 4}, Shape{33, 70},
+                  Shape{130, 47}}) {
+    const size_t mn = size_t(s.R * s.C);
+    std::vector<double> x = randomMatrix(s.R, s.C, 5);
+    std::vector<double> dy = randomMatrix(s.R, s.C, 6);
+    std::vector<double> v = randomMatrix(s.R, s.C, 7);
+    std::vector<double> blas(mn), portable(mn);
+    detail::newtonSchulzVJP(x.data(), dy.data(), blas.data(), s.R, s.C,
+                            nsSpec());
+    detail::newtonSchulzVJPPortable(x.data(), dy.data(), portable.data(), s.R,
+                                    s.C, nsSpec());
+    double scale = 0;
+    for (double d : portable)
+      scale = std::max(scale, std::fabs(d));
+    for (size_t i = 0; i < mn; ++i)
+      ASSERT_NEAR(blas[i], portable[i], 1e-12 * (1 + scale))
+          << s.R << "x" << s.C << " " << i;
+    const double h = 1e-6;
+    std::vector<double> plus(mn), minus(mn);
+    for (size_t i = 0; i < mn; ++i) {
+      plus[i] = x[i] + h * v[i];
+      minus[i] = x[i] - h * v[i];
+    }
+    plus = runNS(plus, s.R, s.C, nsSpec(), false);
+    minus = runNS(minus, s.R, s.C, nsSpec(), false);
+    double central = 0, adjoint = 0;
+    for (size_t i = 0; i < mn; ++i) {
+      central += dy[i] * (plus[i] - minus[i]) / (2 * h);
+      adjoint += blas[i] * v[i];
+    }
+    EXPECT_NEAR(adjoint, central, 1e-6 * (1 + std::fabs(central)))
+        << s.R << "x" << s.C;
+  }
+}
+
 // Several optimizers step at once in one process (each on its own pool):
 // the serial OpenBLAS's packing buffers are not locked, so the runtime must
 // never call it from two threads at once (an unlocked run gave wrong

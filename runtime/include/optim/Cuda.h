@@ -351,7 +351,9 @@ public:
   int64_t numChunks() const { return numChunks_; }
   /// Copies state `name` of parameter tensor `index` to the host
   /// (synchronizes first): N * size elements for a vector state h[N],
-  /// component-major (component j of coordinate i at j * size + i).
+  /// component-major (component j of coordinate i at j * size + i); B * R
+  /// for a row state, B * C for a column state (the [B, R, C] view of
+  /// DeviceTensor::shape).
   void readState(const std::string &name, size_t index, void *host) const;
   /// Overwrites it from the host, in the same layout and element type
   /// (restoring a checkpoint; synchronizes first). Throws, changing
