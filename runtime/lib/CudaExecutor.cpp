@@ -1102,38 +1102,32 @@ void Optimizer::synchronize() const {
                       "cuStreamSynchronize");
 }
 
-void Optimizer::readState(const std::string &name, size_t index,
-                          void *host) const {
+size_t Optimizer::stateSlot(const std::string &name, size_t index) const {
   const RuleInfo &info = rule_.info();
   for (size_t s = 0; s < info.states.size(); ++s)
     if (info.states[s].name == name) {
       if (index >= params_.size())
         throw Error("optim: CUDA: no parameter tensor " +
                     std::to_string(index));
-      synchronize();
-      const Buffer &buf = states_[s][index];
-      buf.download(host, buf.size());
-      return;
+      return s;
     }
   throw Error("optim: rule '" + info.name + "' has no state '" + name + "'");
 }
 
+void Optimizer::readState(const std::string &name, size_t index,
+                          void *host) const {
+  const Buffer &buf = states_[stateSlot(name, index)][index];
+  synchronize();
+  buf.download(host, buf.size());
+}
+
 void Optimizer::writeState(const std::string &name, size_t index,
                            const void *host) {
-  const RuleInfo &info = rule_.info();
-  for (size_t s = 0; s < info.states.size(); ++s)
-    if (info.states[s].name == name) {
-      if (index >= params_.size())
-        throw Error("optim: CUDA: no parameter tensor " +
-                    std::to_string(index));
-      if (!host && states_[s][index].size())
-        throw Error("optim: CUDA: writeState('" + name + "', " +
-                    std::to_string(index) + "): null host pointer");
-      // The stream may still be running a step that reads or writes it.
-      synchronize();
-      Buffer &buf = states_[s][index];
-      buf.upload(host, buf.size());
-      return;
-    }
-  throw Error("optim: rule '" + info.name + "' has no state '" + name + "'");
+  Buffer &buf = states_[stateSlot(name, index)][index];
+  if (!host && buf.size())
+    throw Error("optim: CUDA: writeState('" + name + "', " +
+                std::to_string(index) + "): null host pointer");
+  // The stream may still be running a step that reads or writes it.
+  synchronize();
+  buf.upload(host, buf.size());
 }

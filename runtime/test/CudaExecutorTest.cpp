@@ -213,24 +213,18 @@ std::string manifest(const std::string &target = "nvptx64-nvidia-cuda sm_90",
     "weights": []})";
 }
 
-std::string toyManifest() {
+/// A rule with hyperparameter scale, vector state h[2] and, for "toy",
+/// weights w[1x3] (learned); "vectoy" is the update rule without them.
+std::string toyManifest(const std::string &name = "toy") {
+  bool learned = name == "toy";
   return R"({"format": "optim-mlir rule manifest", "abi_version": )" +
-         std::to_string(OPTIM_KERNEL_ABI_VERSION) + R"(, "rule": "toy",
-    "symbol": "optim_rule_toy", "dtype": "f32",
+         std::to_string(OPTIM_KERNEL_ABI_VERSION) + R"(, "rule": ")" + name +
+         R"(", "symbol": "optim_rule_)" + name + R"(", "dtype": "f32",
     "target": "nvptx64-nvidia-cuda sm_90",
     "hyperparameters": [{"name": "scale", "default": 0.5, "const": false}],
     "states": [{"name": "h", "size": 2, "init": 0.25}],
-    "weights": [{"name": "w", "shape": [1, 3]}]})";
-}
-
-std::string vecToyManifest() {
-  return R"({"format": "optim-mlir rule manifest", "abi_version": )" +
-         std::to_string(OPTIM_KERNEL_ABI_VERSION) + R"(, "rule": "vectoy",
-    "symbol": "optim_rule_vectoy", "dtype": "f32",
-    "target": "nvptx64-nvidia-cuda sm_90",
-    "hyperparameters": [{"name": "scale", "default": 0.5, "const": false}],
-    "states": [{"name": "h", "size": 2, "init": 0.25}],
-    "weights": []})";
+    "weights": )" +
+         (learned ? R"([{"name": "w", "shape": [1, 3]}]})" : "[]}");
 }
 
 class CudaFake : public ::testing::Test {
@@ -250,6 +244,43 @@ std::vector<Buffer> upload(const std::shared_ptr<Device> &dev,
     out.push_back(std::move(b));
   }
   return out;
+}
+
+/// What `f` throws, or "no error".
+template <typename F> std::string message(F &&f) {
+  try {
+    f();
+  } catch (const Error &e) {
+    return std::string(e.what());
+  }
+  return std::string("no error");
+}
+
+/// Normal parameters and gradients of `sizes`, on the host and the device.
+struct Model {
+  std::vector<std::vector<float>> p, g;
+  std::vector<Buffer> dp, dg;
+  std::vector<DeviceTensor> params, grads;
+};
+Model randomModel(const std::shared_ptr<Device> &dev,
+                  const std::vector<int64_t> &sizes, unsigned seed) {
+  Model m;
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal;
+  m.p.resize(sizes.size());
+  m.g.resize(sizes.size());
+  for (size_t i = 0; i < sizes.size(); ++i)
+    for (int64_t k = 0; k < sizes[i]; ++k) {
+      m.p[i].push_back(normal(rng));
+      m.g[i].push_back(normal(rng));
+    }
+  m.dp = upload(dev, m.p);
+  m.dg = upload(dev, m.g);
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    m.params.push_back({m.dp[i].get(), sizes[i]});
+    m.grads.push_back({m.dg[i].get(), sizes[i]});
+  }
+  return m;
 }
 
 } // namespace
@@ -322,35 +353,17 @@ TEST_F(CudaFake, LearnedRulesGetWeightsAndComponentMajorVectorStates) {
   auto dev = Device::open(fakeDriver());
   cuda::Rule toy = dev->loadRule("X", toyManifest(), "toy.manifest");
   std::vector<int64_t> sizes = {1, 1023, 1025, 7};
-  std::mt19937 rng(11);
-  std::normal_distribution<float> normal;
-  std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
-  for (size_t i = 0; i < sizes.size(); ++i)
-    for (int64_t k = 0; k < sizes[i]; ++k) {
-      p[i].push_back(normal(rng));
-      g[i].push_back(normal(rng));
-    }
-  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
-  std::vector<DeviceTensor> params, grads;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    params.push_back({dp[i].get(), sizes[i]});
-    grads.push_back({dg[i].get(), sizes[i]});
-  }
+  Model model = randomModel(dev, sizes, 11);
+  const auto &p = model.p, &g = model.g;
+  const auto &dp = model.dp;
+  const auto &grads = model.grads;
   OptimizerOptions options;
   options.chunkSize = 1024;
-  cuda::Optimizer opt(toy, params, options);
+  cuda::Optimizer opt(toy, model.params, options);
   // The automatic block: the largest whole number of warps the kernel's
   // registers allow (400 threads: 12 warps).
   EXPECT_EQ(opt.options().blockSize, 384u);
   EXPECT_EQ(opt.options().chunkSize, 1024);
-  auto message = [](auto &&f) {
-    try {
-      f();
-    } catch (const Error &e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
   // Not set yet: no launch, and the message says which weights.
   EXPECT_EQ(message([&] { opt.step(grads); }),
             "optim: CUDA: rule 'toy' is learned: its weights 'w' were not "
@@ -394,41 +407,23 @@ TEST_F(CudaFake, LearnedRulesGetWeightsAndComponentMajorVectorStates) {
 // all of them.
 TEST_F(CudaFake, UpdateRulesWithVectorStatesAreComponentMajorToo) {
   auto dev = Device::open(fakeDriver());
-  cuda::Rule rule = dev->loadRule("X", vecToyManifest(), "vectoy.manifest");
+  cuda::Rule rule = dev->loadRule("X", toyManifest("vectoy"), "vectoy.manifest");
   ASSERT_EQ(rule.info().states.size(), 1u);
   EXPECT_EQ(rule.info().states[0].size, 2);
   std::vector<int64_t> sizes = {0, 1, 1023, 1025, 7};
-  std::mt19937 rng(12);
-  std::normal_distribution<float> normal;
-  std::vector<std::vector<float>> p(sizes.size()), g(sizes.size());
-  for (size_t i = 0; i < sizes.size(); ++i)
-    for (int64_t k = 0; k < sizes[i]; ++k) {
-      p[i].push_back(normal(rng));
-      g[i].push_back(normal(rng));
-    }
-  std::vector<Buffer> dp = upload(dev, p), dg = upload(dev, g);
-  std::vector<DeviceTensor> params, grads;
-  for (size_t i = 0; i < sizes.size(); ++i) {
-    params.push_back({dp[i].get(), sizes[i]});
-    grads.push_back({dg[i].get(), sizes[i]});
-  }
+  Model model = randomModel(dev, sizes, 12);
+  const auto &p = model.p, &g = model.g;
+  const auto &dp = model.dp;
+  const auto &grads = model.grads;
   OptimizerOptions options;
   options.chunkSize = 1024;
-  cuda::Optimizer opt(rule, params, options);
+  cuda::Optimizer opt(rule, model.params, options);
   // The second component of tensor 4 starts elsewhere: written through
   // writeState, it is what the kernel reads.
   std::vector<float> h4(2 * 7, 0.25f);
   for (int k = 0; k < 7; ++k)
     h4[7 + k] = float(k);
   opt.writeState("h", 4, h4.data());
-  auto message = [](auto &&f) {
-    try {
-      f();
-    } catch (const Error &e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
   EXPECT_EQ(message([&] { opt.writeState("m", 4, h4.data()); }),
             "optim: rule 'vectoy' has no state 'm'");
   EXPECT_EQ(message([&] { opt.writeState("h", 5, h4.data()); }),

@@ -361,6 +361,9 @@ public:
   void writeState(const std::string &name, size_t index, const void *host);
 
 private:
+  /// The index of state `name` (states_[s][index] is its buffer for
+  /// parameter tensor `index`); throws on an unknown name or index.
+  size_t stateSlot(const std::string &name, size_t index) const;
   /// `inputs[k]`: the tensors of the rule's input k (declaration order).
   void buildTable(const std::vector<DeviceTensor> &grads,
                   const std::vector<const std::vector<DeviceTensor> *> &inputs);
