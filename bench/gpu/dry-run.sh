@@ -25,7 +25,7 @@ for rule in shared clipped; do
   "$optimc" "$root/test/Learned/Inputs/$rule.optim" --emit=shared \
     -o "$dry/kernels/$rule.so"
 done
-for rule in vecstate vecnorm; do
+for rule in vecstate vecnorm features; do
   "$optimc" "$root/test/GPU/Inputs/vector-states.optim" --rule "$rule" \
     --emit=shared -o "$dry/kernels/$rule.so"
 done

@@ -80,6 +80,7 @@ for entry in test/Learned/Inputs/shared.optim:shared \
              test/Learned/Inputs/clipped.optim:clipped \
              test/GPU/Inputs/vector-states.optim:vecstate \
              test/GPU/Inputs/vector-states.optim:vecnorm \
+             test/GPU/Inputs/vector-states.optim:features \
              examples/adafactor.optim:adafactor; do
   src="$root/${entry%%:*}" rule=${entry##*:}
   "$optimc" "$src" --rule "$rule" --emit=shared -o "$out/$rule.so"

@@ -148,7 +148,7 @@ LogicalResult GPURuleLowering::classify() {
     // A vector<N> value is N components (Components.h), as on the CPU.
     auto isCoordinateValue = [&](Type t) { return isCoordinateType(t, elt); };
     bool supported =
-        isa<RandomOp>(op) ||
+        isa<RandomOp, LogSignOp>(op) ||
         (isComponentMove(&op) ? isSupportedComponentMove(&op)
                               : op.hasTrait<OpTrait::Elementwise>() &&
                                     !op.getNumRegions() &&
@@ -374,6 +374,33 @@ void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
   }
   if (auto draw = dyn_cast<RandomOp>(op)) {
     map[draw.getResult()] = {emitDraw(b, draw, lanes)};
+    return;
+  }
+  if (auto ls = dyn_cast<LogSignOp>(op)) {
+    // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g), as the
+    // CPU's update rules compute it (libdevice's log: learned rules take
+    // the CPU's polynomial instead, emitLearned).
+    auto cst = [&](double v) -> Value {
+      if (lanes == 1)
+        return arith::ConstantOp::create(b, loc, b.getFloatAttr(elt, v));
+      return arith::ConstantOp::create(
+          b, loc,
+          DenseElementsAttr::get(cast<ShapedType>(laneType(elt)),
+                                 b.getFloatAttr(elt, v)));
+    };
+    auto mul = [&](Value x, Value y) -> Value {
+      return arith::MulFOp::create(b, loc, x, y, fastmath());
+    };
+    Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
+    Value absG = math::AbsFOp::create(b, loc, g);
+    Value big = arith::CmpFOp::create(
+        b, loc, arith::CmpFPredicate::OGE, absG,
+        math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
+    Value log = math::LogOp::create(b, loc, absG);
+    auto [first, second] = logSignFeatures(
+        b, loc, g, big, log, k,
+        [&]() -> Value { return math::ExpOp::create(b, loc, k); }, cst, mul);
+    map[ls.getResult()] = {first, second};
     return;
   }
   // A vector.reduction's sum of components rounds as written, like the

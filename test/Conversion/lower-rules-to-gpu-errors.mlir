@@ -2,20 +2,6 @@
 // RUN: not optim-opt %s --optim-lower-rules-to-gpu=vector-bits=96 --split-input-file 2>&1 | FileCheck %s --check-prefix=BITS
 // BITS: error: vector-bits must be 32, 64 or 128
 
-// log_sign outside a learned rule is not lowered for the GPU yet (a vector
-// state and component moves are: lower-rules-to-gpu-vector-states.mlir).
-optim.rule @features(%p: f32, %g: f32, %t: i64) {
-  %k = arith.constant 10.0 : f32
-  // expected-error @+1 {{'optim.log_sign' op cannot be computed per coordinate by the GPU code generator yet}}
-  %0 = optim.log_sign %g, %k : f32 -> vector<2xf32>
-  %1 = vector.reduction <add>, %0 : vector<2xf32> into f32
-  %2 = arith.subf %p, %1 : f32
-  optim.yield %2 : f32
-}
-
-
-// -----
-
 // Weights live in shared memory: 48 KiB at most (here 13,000 f32).
 // expected-error @+1 {{'optim.rule' op has 52000 bytes of weights: the GPU code generator keeps them in shared memory, at most 49152 bytes}}
 optim.rule @huge(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x13000xf32>) {
@@ -48,22 +34,6 @@ optim.rule @learned(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x3xf32>) {
   %1 = vector.broadcast %g : f32 to vector<2xf32>
   %2 = optim.linear %1, %w : vector<2xf32>, tensor<1x3xf32> -> f32
   %3 = arith.mulf %0, %2 : f32
-  %4 = arith.subf %p, %3 : f32
-  optim.yield %4 : f32
-}
-
-// -----
-
-// log_sign of a value shared by the coordinates, in an update rule: refused
-// like any log_sign there (it was cloned outside the rule, where the verifier
-// reported an op "outside an 'optim.rule'").
-optim.rule @logsign_uniform(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
-  %cst = arith.constant 1.000000e+01 : f32
-  // expected-error @+1 {{'optim.log_sign' op cannot be computed per coordinate by the GPU code generator yet}}
-  %0 = optim.log_sign %lr, %cst : f32 -> vector<2xf32>
-  %1 = vector.extract %0[0] : f32 from vector<2xf32>
-  %2 = arith.mulf %lr, %1 : f32
-  %3 = arith.mulf %2, %g : f32
   %4 = arith.subf %p, %3 : f32
   optim.yield %4 : f32
 }

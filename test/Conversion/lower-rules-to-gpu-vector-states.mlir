@@ -89,3 +89,27 @@ optim.rule @mixed(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) state(%h: vec
   %8 = arith.subf %p, %7 : f32
   optim.yield %8, %6 : f32, vector<2xf32>
 }
+
+// -----
+
+// log_sign in an update rule, even of a value shared by the coordinates (a
+// hyperparameter), is computed per coordinate inside the loops (it once was
+// cloned outside the rule, where the verifier refused an op "outside an
+// 'optim.rule'"); its log is libdevice's (math.log), not the learned rules'
+// polynomial.
+// CHECK-LABEL: gpu.func @optim_rule_logsign_uniform(
+// CHECK: scf.for
+// CHECK: math.absf %{{.*}} : vector<4xf32>
+// CHECK: math.log %{{.*}} : vector<4xf32>
+// CHECK: scf.for
+// CHECK: math.log %{{.*}} : f32
+// CHECK-NOT: optim.log_sign
+optim.rule @logsign_uniform(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) {
+  %cst = arith.constant 1.000000e+01 : f32
+  %0 = optim.log_sign %lr, %cst : f32 -> vector<2xf32>
+  %1 = vector.extract %0[0] : f32 from vector<2xf32>
+  %2 = arith.mulf %lr, %1 : f32
+  %3 = arith.mulf %2, %g : f32
+  %4 = arith.subf %p, %3 : f32
+  optim.yield %4 : f32
+}
