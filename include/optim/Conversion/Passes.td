@@ -154,11 +154,20 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     vector load feeds four FMAs; the c input of each hidden unit is loaded
     one unit ahead. The f32 cells compute the CPU kernel's exact rational
     activations, also with `relaxed-fp`, so the GPU gives the CPU's bits.
-    Other rules must be scalar and elementwise per coordinate. Update rules with tensor
-    reductions (`optim.tensor_reduce`) also get `gpu.func @optim_reduce_<name>`
-    (f64 accumulation per thread, then a fixed tree in shared memory), with
-    `partials`, `reduced` and `stage` before `rng` and one branch per level of
-    nesting (KernelABI.h, versions 6 and 9).
+    In other rules a per-coordinate vector (`state h[N]`, `log_sign`) is N
+    components, each a stream of its own in memory (component j at
+    `h + j * stride + i`, the 128-bit path needing `stride` aligned too),
+    and the other ops are elementwise per coordinate. Update rules with
+    tensor reductions (`optim.tensor_reduce`) also get
+    `gpu.func @optim_reduce_<name>` (f64 accumulation per thread, then a
+    fixed tree in shared memory), with `partials`, `reduced` and `stage`
+    before `rng` and one branch per level of nesting (KernelABI.h, versions
+    6 and 9). Rules with row and column states or reductions take the chunk
+    table of rectangles (version 10, one coordinate per thread): a row
+    reduction gives each row of the chunk to a warp (shuffles), a column
+    reduction each column to a thread; a row or column state's new value
+    goes to its next buffer from the row's first column or the matrix's
+    first row. `newton_schulz` is refused (CPU only).
 
     Every kernel takes `rng` (a device pointer) as its last parameter
     (KernelABI.h, version 8); a kernel that draws (`optim.random`) reads
