@@ -125,6 +125,28 @@ logSignFeatures(OpBuilder &b, Location loc, Value g, Value big, Value logAbsG,
   return {first, second};
 }
 
+/// optim.log_sign of `g` as the forward kernels compute it: big is
+/// |g| >= exp(-k), e^k is exp(k) where needed, and the math.log of |g| is
+/// returned with the features so that learned rules can hand it to
+/// approximateLogs (update rules keep libm's or libdevice's log).
+struct LogSign {
+  Value first, second;
+  Operation *log;
+};
+inline LogSign emitLogSign(OpBuilder &b, Location loc, Value g, Value k,
+                           llvm::function_ref<Value(double)> cst,
+                           llvm::function_ref<Value(Value, Value)> mul) {
+  Value absG = math::AbsFOp::create(b, loc, g);
+  Value big = arith::CmpFOp::create(
+      b, loc, arith::CmpFPredicate::OGE, absG,
+      math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
+  auto log = math::LogOp::create(b, loc, absG);
+  auto [first, second] = logSignFeatures(
+      b, loc, g, big, log, k,
+      [&]() -> Value { return math::ExpOp::create(b, loc, k); }, cst, mul);
+  return {first, second, log};
+}
+
 /// Replaces the given f32 math.log ops (log_sign's, in learned rules) by
 /// MLIR's polynomial approximation, which vectorizes where libm is one call
 /// per lane; the rules' own math ops are never passed here.

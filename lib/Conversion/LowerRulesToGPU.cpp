@@ -391,16 +391,9 @@ void GPURuleLowering::mapVaryingOp(OpBuilder &b, Operation *op,
     auto mul = [&](Value x, Value y) -> Value {
       return arith::MulFOp::create(b, loc, x, y, fastmath());
     };
-    Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
-    Value absG = math::AbsFOp::create(b, loc, g);
-    Value big = arith::CmpFOp::create(
-        b, loc, arith::CmpFPredicate::OGE, absG,
-        math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
-    Value log = math::LogOp::create(b, loc, absG);
-    auto [first, second] = logSignFeatures(
-        b, loc, g, big, log, k,
-        [&]() -> Value { return math::ExpOp::create(b, loc, k); }, cst, mul);
-    map[ls.getResult()] = {first, second};
+    LogSign f = emitLogSign(b, loc, operand(ls.getG()).front(),
+                            operand(ls.getK()).front(), cst, mul);
+    map[ls.getResult()] = {f.first, f.second};
     return;
   }
   // A vector.reduction's sum of components rounds as written, like the
@@ -654,17 +647,10 @@ LogicalResult GPURuleLowering::emitLearned(OpBuilder &b, gpu::GPUFuncOp func,
     }
     if (auto ls = dyn_cast<LogSignOp>(op)) {
       // (log|g| / k, sign g) if |g| >= exp(-k), else (-1, exp(k) g).
-      Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
-      Value absG = math::AbsFOp::create(b, loc, g);
-      Value big = arith::CmpFOp::create(
-          b, loc, arith::CmpFPredicate::OGE, absG,
-          math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
-      auto log = math::LogOp::create(b, loc, absG);
-      approximate.push_back(log);
-      auto [first, second] = logSignFeatures(
-          b, loc, g, big, log, k,
-          [&]() -> Value { return math::ExpOp::create(b, loc, k); }, cst, mul);
-      map[ls.getResult()] = {first, second};
+      LogSign f = emitLogSign(b, loc, operand(ls.getG()).front(),
+                              operand(ls.getK()).front(), cst, mul);
+      approximate.push_back(f.log);
+      map[ls.getResult()] = {f.first, f.second};
       continue;
     }
     if (auto lin = dyn_cast<LinearOp>(op)) {

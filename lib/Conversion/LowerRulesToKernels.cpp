@@ -199,18 +199,11 @@ void RuleLowering::mapCoordinateOp(OpBuilder &b, Operation *op, unsigned lanes,
           DenseElementsAttr::get(cast<ShapedType>(laneType(elt, lanes)),
                                  b.getFloatAttr(elt, value)));
     };
-    Value g = operand(ls.getG()).front(), k = operand(ls.getK()).front();
-    Value absG = math::AbsFOp::create(b, loc, g);
-    Value big = arith::CmpFOp::create(
-        b, loc, arith::CmpFPredicate::OGE, absG,
-        math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, k)));
-    auto log = math::LogOp::create(b, loc, absG);
+    LogSign f = emitLogSign(b, loc, operand(ls.getG()).front(),
+                            operand(ls.getK()).front(), splat, mul);
     if (learned)
-      approximate.push_back(log);
-    auto [first, second] = logSignFeatures(
-        b, loc, g, big, log, k,
-        [&]() -> Value { return math::ExpOp::create(b, loc, k); }, splat, mul);
-    map[ls.getResult()] = {first, second};
+      approximate.push_back(f.log);
+    map[ls.getResult()] = {f.first, f.second};
     return;
   }
   // Elementwise arith and math: once per component.
