@@ -12,7 +12,11 @@ file(GLOB_RECURSE sources RELATIVE "${ROOT}"
   "${ROOT}/dialect/*.cpp" "${ROOT}/dialect/*.h" "${ROOT}/dialect/*.td"
   "${ROOT}/lib/*.cpp" "${ROOT}/lib/*.h" "${ROOT}/lib/*.td"
   "${ROOT}/include/*.h" "${ROOT}/include/*.td"
-  "${ROOT}/runtime/include/optim/KernelABI.h")
+  "${ROOT}/runtime/include/optim/KernelABI.h"
+  # Compiled into the CUDA modules (lib/Device).
+  "${ROOT}/runtime/include/optim/MatrixBlock.h"
+  "${ROOT}/runtime/include/optim/QPBlock.h"
+  "${ROOT}/runtime/include/optim/QPScale.h")
 list(SORT sources)
 set(all "")
 foreach(f IN LISTS sources)

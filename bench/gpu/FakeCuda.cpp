@@ -28,15 +28,24 @@
 // its descriptor optim_reductions_<name> is the CPU library's, as is a
 // drawing rule's optim_random_<name>. Every rule kernel's last argument,
 // `rng` (KernelABI.h, version 8), goes on to the CPU kernel as it is.
+// The matrix kernels of a rule with newton_schulz (optim_matrix_gemm_<t>,
+// _sumsq_<t>, _scale_<t>; KernelABI.h, "Matrix functions on CUDA"): the
+// sum of squares and the copies run their block code (optim/MatrixBlock.h)
+// on one thread per block; a product computes each entry's FMA chain
+// directly, the bits the block code gives (runtime/test/CudaMatrixTest.cpp)
+// without its 64 x 64 tile per block (a 1 x 1000003 matrix's Y Y^T is one
+// tile of 62,500 steps of k).
 // It must define every entry point runtime/lib/CudaDriver.cpp resolves.
 //
 //===----------------------------------------------------------------------===//
 
 #include "optim/KernelABI.h"
+#include "optim/MatrixBlock.h"
 #include "optim/QPBlock.h"
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -69,6 +78,8 @@ struct Kernel {
   // The launch the layer was compiled for (its manifest): the workspace
   // layout depends on the shared memory budget of its architecture.
   int64_t threads = 0, sharedBytes = 0;
+  // A matrix kernel: 'g' (gemm), 's' (sumsq), 'c' (scale); 0 otherwise.
+  char matrix = 0;
 };
 std::map<std::string, Kernel> kernels;
 int moduleToken, contextToken, streamToken;
@@ -124,6 +135,22 @@ CUresult loadKernel(const std::string &name, Kernel **out) {
                    name.c_str());
       return 500;
     }
+    *out = &kernels.emplace(name, k).first->second;
+    return 0;
+  }
+  const std::string matrixPrefix = OPTIM_MATRIX_SYMBOL_PREFIX;
+  if (name.compare(0, matrixPrefix.size(), matrixPrefix) == 0) {
+    const std::string op = name.substr(matrixPrefix.size());
+    for (const char *t : {"f32", "f64"})
+      for (auto [stem, code] : {std::pair<const char *, char>{"gemm_", 'g'},
+                                {"sumsq_", 's'},
+                                {"scale_", 'c'}})
+        if (op == std::string(stem) + t) {
+          k.matrix = code;
+          k.f64 = std::string(t) == "f64";
+        }
+    if (!k.matrix)
+      return 500;
     *out = &kernels.emplace(name, k).first->second;
     return 0;
   }
@@ -384,10 +411,82 @@ CUresult cuStreamCreate(void **stream, unsigned) {
 }
 CUresult cuStreamDestroy_v2(void *) { return 0; }
 CUresult cuStreamSynchronize(void *) { return 0; }
-CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned, unsigned,
-                        unsigned blockX, unsigned, unsigned, unsigned,
+extern "C++" {
+/// All of a block's threads on the fake's one thread.
+struct SerialTeam {
+  static constexpr int kPer = optim::matrixblock::kThreads;
+  int tid = 0;
+  void sync() {}
+};
+
+template <typename A> A param(void **params, int k) {
+  return *static_cast<A *>(params[k]);
+}
+
+/// A matrix kernel's launch, its arguments in KernelABI.h's order.
+template <typename T>
+CUresult matrixLaunch(const Kernel &k, unsigned gridX, unsigned gridY,
+                      unsigned shared, void **a) {
+  namespace mb = optim::matrixblock;
+  SerialTeam team;
+  if (k.matrix == 'g') {
+    if (shared < mb::gemmSharedBytes(sizeof(T)) ||
+        int64_t(gridX) * mb::kTile < param<int64_t>(a, 1) ||
+        int64_t(gridY) * mb::kTile < param<int64_t>(a, 0))
+      return 1; // CUDA_ERROR_INVALID_VALUE: not the kernel's launch
+    const int64_t M = param<int64_t>(a, 0), N = param<int64_t>(a, 1),
+                  K = param<int64_t>(a, 2);
+    const T alpha = param<T>(a, 3), beta = param<T>(a, 10);
+    const T *A = param<const T *>(a, 4), *B = param<const T *>(a, 7),
+            *D = param<const T *>(a, 11);
+    const int64_t ars = param<int64_t>(a, 5), acs = param<int64_t>(a, 6),
+                  brs = param<int64_t>(a, 8), bcs = param<int64_t>(a, 9);
+    T *C = param<T *>(a, 12);
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        T acc = T(0);
+        for (int64_t q = 0; q < K; ++q)
+          acc = std::fma(A[i * ars + q * acs], B[q * brs + j * bcs], acc);
+        T r = alpha * acc;
+        if (D)
+          r = std::fma(beta, D[i * N + j], r);
+        C[i * N + j] = r;
+      }
+    return 0;
+  }
+  if (gridY != 1)
+    return 1;
+  if (k.matrix == 's') {
+    if (shared < mb::kSumSharedBytes)
+      return 1;
+    std::vector<double> smem(mb::kThreads);
+    for (unsigned b = 0; b < gridX; ++b)
+      mb::sumSquaresBlock<T>(team, b, gridX, param<const T *>(a, 0),
+                             param<int64_t>(a, 1), param<double *>(a, 2),
+                             smem.data());
+    return 0;
+  }
+  for (unsigned b = 0; b < gridX; ++b)
+    mb::scaleBlock<T>(team, b, gridX, param<T *>(a, 0), param<int64_t>(a, 1),
+                      param<int64_t>(a, 2), param<const T *>(a, 3),
+                      param<int64_t>(a, 4), param<int64_t>(a, 5),
+                      param<int64_t>(a, 6), param<int64_t>(a, 7),
+                      param<const double *>(a, 8), param<int64_t>(a, 9),
+                      param<double>(a, 10));
+  return 0;
+}
+} // extern "C++"
+
+CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned gridY, unsigned,
+                        unsigned blockX, unsigned, unsigned, unsigned shared,
                         void *, void **params, void **) {
   const Kernel &k = *static_cast<Kernel *>(fn);
+  if (k.matrix) {
+    if (blockX != unsigned(optim::matrixblock::kThreads))
+      return 1; // CUDA_ERROR_INVALID_VALUE: not the kernels' block
+    return k.f64 ? matrixLaunch<double>(k, gridX, gridY, shared, params)
+                 : matrixLaunch<float>(k, gridX, gridY, shared, params);
+  }
   if (k.layer && k.part > 0)
     return layerBackward(k, gridX, blockX, params);
   if (k.layer) {

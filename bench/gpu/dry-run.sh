@@ -29,8 +29,10 @@ for rule in vecstate vecnorm features; do
   "$optimc" "$root/test/GPU/Inputs/vector-states.optim" --rule "$rule" \
     --emit=shared -o "$dry/kernels/$rule.so"
 done
-"$optimc" "$root/examples/adafactor.optim" --emit=shared \
-  -o "$dry/kernels/adafactor.so"
+for rule in adafactor muon; do
+  "$optimc" "$root/examples/$rule.optim" --emit=shared \
+    -o "$dry/kernels/$rule.so"
+done
 # The QP row's layer: the fake runs the block solver from its manifest.
 cp "$dry/aot/qpbench.sm_90.manifest.json" "$dry/kernels/qpbench.manifest.json"
 c++ -std=c++17 -O2 -shared -fPIC -I "$root/runtime/include" \

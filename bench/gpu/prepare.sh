@@ -74,14 +74,16 @@ cmake --build "$build" --target optim-gpu-learned -j "${JOBS:-2}" > "$build.log"
 # the GPU (a cell applied twice; results changed after the cell): their
 # cubins against their CPU kernels, with generated weights.
 # Update rules with vector states (their components are streams of their
-# own, also in the reduce kernel) and with row and column states (Adafactor:
-# the chunk table of rectangles) go the same way.
+# own, also in the reduce kernel), with row and column states (Adafactor:
+# the chunk table of rectangles) and with a matrix function (Muon: NS(X) on
+# the module's matrix kernels) go the same way.
 for entry in test/Learned/Inputs/shared.optim:shared \
              test/Learned/Inputs/clipped.optim:clipped \
              test/GPU/Inputs/vector-states.optim:vecstate \
              test/GPU/Inputs/vector-states.optim:vecnorm \
              test/GPU/Inputs/vector-states.optim:features \
-             examples/adafactor.optim:adafactor; do
+             examples/adafactor.optim:adafactor \
+             examples/muon.optim:muon; do
   src="$root/${entry%%:*}" rule=${entry##*:}
   "$optimc" "$src" --rule "$rule" --emit=shared -o "$out/$rule.so"
   for arch in sm_80 sm_90; do

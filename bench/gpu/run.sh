@@ -130,14 +130,15 @@ for rule in shared clipped; do
 done
 [ "$vcheck" = 0 ] && say "learned variants numerics: OK" || say "learned variants numerics: FAIL"
 echo "[result] learned rules with private-memory LSTM results (shared, clipped) vs CPU kernel, 20 steps: $([ "$vcheck" = 0 ] && echo OK || echo FAIL)"
-# Update rules with vector states and with row and column states
-# (prepare.sh): their cubins against their CPU kernels, the same check.
+# Update rules with vector states, row and column states and a matrix
+# function (prepare.sh): their cubins against their CPU kernels, the same
+# check.
 scheck=0
-for rule in vecstate vecnorm features adafactor; do
+for rule in vecstate vecnorm features adafactor muon; do
   timeout 120 "$learned" --check "$aot" --rule "$rule" | tee -a "$out/more-rules-check.txt"
   [ "${PIPESTATUS[0]}" = 0 ] || scheck=1
 done
-echo "[result] update rules with vector states (vecstate, vecnorm, features) and row and column states (adafactor) vs CPU kernel, 20 steps: $([ "$scheck" = 0 ] && echo OK || echo FAIL)"
+echo "[result] update rules with vector states (vecstate, vecnorm, features), row and column states (adafactor) and newton_schulz (muon) vs CPU kernel, 20 steps: $([ "$scheck" = 0 ] && echo OK || echo FAIL)"
 peak=()
 nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 cc=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .')

@@ -3,6 +3,7 @@
 #include "optim/Compiler/GPUCodeGen.h"
 #include "optim/Conversion/Passes.h"
 #include "optim/Transforms/Passes.h"
+#include "optim/KernelABI.h"
 #include "optim/QPBlock.h"
 
 #include "mlir/Conversion/ArithToLLVM/ArithToLLVM.h"
@@ -40,7 +41,9 @@
 #include <mutex>
 #include <optional>
 
-// kQPBlockBitcode: lib/Device/QPBlockNVPTX.cpp compiled by clang for NVPTX.
+// kQPBlockBitcode: lib/Device/QPBlockNVPTX.cpp compiled by clang for NVPTX;
+// kMatrixBitcode: lib/Device/MatrixNVPTX.cpp.
+#include "MatrixBitcode.inc"
 #include "QPBlockBitcode.inc"
 
 using namespace mlir;
@@ -178,14 +181,36 @@ static std::vector<std::string> toolkitCandidates() {
   return dirs;
 }
 
-/// Whether the lowered module calls the block QP solver (a layer's kernel).
-static bool callsQPBlockSolver(ModuleOp module) {
+/// Whether the lowered module declares a function whose name starts with
+/// `prefix` (the block QP solver's, the matrix kernels' device functions).
+static bool declares(ModuleOp module, llvm::StringRef prefix) {
   bool found = false;
   module.walk([&](LLVM::LLVMFuncOp f) {
-    if (f.getName() == "optim_qp_block_solve")
+    if (f.getName().starts_with(prefix))
       found = true;
   });
   return found;
+}
+
+/// Writes `size` bytes of embedded bitcode to a new temporary file, whose
+/// path goes to `path`.
+static llvm::Error writeBitcode(const unsigned char *data, size_t size,
+                                llvm::StringRef name,
+                                llvm::SmallVectorImpl<char> &path) {
+  int fd;
+  if (std::error_code ec =
+          llvm::sys::fs::createTemporaryFile(name, "bc", fd, path))
+    return llvm::createStringError("cannot create a temporary file: " +
+                                   ec.message());
+  llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
+  os.write(reinterpret_cast<const char *>(data), size);
+  os.close();
+  if (os.has_error())
+    return llvm::createStringError("cannot write '" +
+                                   llvm::Twine(llvm::StringRef(
+                                       path.data(), path.size())) +
+                                   "': " + os.error().message());
+  return llvm::Error::success();
 }
 
 llvm::Expected<std::string> compileToPTX(ModuleOp module,
@@ -199,25 +224,28 @@ llvm::Expected<std::string> compileToPTX(ModuleOp module,
     return llvm::createStringError(
         "the GPU code generator failed (see the diagnostics above)");
 
-  // A layer's kernel calls the block QP solver: its bitcode (embedded in
-  // the compiler) is linked like libdevice, from a temporary file.
+  // A layer's kernel calls the block QP solver, the matrix kernels of a
+  // rule with newton_schulz their block functions: their bitcode (embedded
+  // in the compiler) is linked like libdevice, from temporary files.
   std::vector<std::string> linkLibs;
-  llvm::SmallString<128> bitcode;
-  llvm::scope_exit cleanup([&] { llvm::sys::fs::remove(bitcode); });
-  if (callsQPBlockSolver(module)) {
-    int fd;
-    if (std::error_code ec = llvm::sys::fs::createTemporaryFile(
-            "optim-qpblock", "bc", fd, bitcode))
-      return llvm::createStringError("cannot create a temporary file: " +
-                                     ec.message());
-    llvm::raw_fd_ostream os(fd, /*shouldClose=*/true);
-    os.write(reinterpret_cast<const char *>(kQPBlockBitcode),
-             kQPBlockBitcode_size);
-    os.close();
-    if (os.has_error())
-      return llvm::createStringError("cannot write '" + bitcode +
-                                     "': " + os.error().message());
-    linkLibs.push_back(bitcode.str().str());
+  llvm::SmallString<128> qpBitcode, matrixBitcode;
+  llvm::scope_exit cleanup([&] {
+    if (!qpBitcode.empty())
+      llvm::sys::fs::remove(qpBitcode);
+    if (!matrixBitcode.empty())
+      llvm::sys::fs::remove(matrixBitcode);
+  });
+  if (declares(module, "optim_qp_block_")) {
+    if (llvm::Error e = writeBitcode(kQPBlockBitcode, kQPBlockBitcode_size,
+                                     "optim-qpblock", qpBitcode))
+      return std::move(e);
+    linkLibs.push_back(qpBitcode.str().str());
+  }
+  if (declares(module, OPTIM_MATRIX_SYMBOL_PREFIX)) {
+    if (llvm::Error e = writeBitcode(kMatrixBitcode, kMatrixBitcode_size,
+                                     "optim-matrix", matrixBitcode))
+      return std::move(e);
+    linkLibs.push_back(matrixBitcode.str().str());
   }
   PassManager pm(module.getContext());
   buildGPUKernelsToNVVMPipeline(pm, options, linkLibs);

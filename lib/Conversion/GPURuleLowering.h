@@ -25,6 +25,11 @@
 
 namespace mlir::optim {
 
+/// The matrix kernels of KernelABI.h ("Matrix functions on CUDA") for
+/// element type `elt`, unless `gpuModule` has them (MatrixKernelsGPU.cpp).
+void emitMatrixKernels(OpBuilder &b, gpu::GPUModuleOp gpuModule,
+                       FloatType elt, Location loc);
+
 class GPURuleLowering {
 public:
   GPURuleLowering(RuleOp rule, gpu::GPUModuleOp gpuModule, unsigned vectorBits,
@@ -183,10 +188,19 @@ private:
   SmallVector<Value> stageValues(OpBuilder &b, unsigned stage,
                                  const Chunk &chunk, Value k, Value r, Value j,
                                  ArrayRef<unsigned> which, ValueRange accs);
+  /// The values reduced by `which` at coordinate k = r * nc + j, in the
+  /// element type, computed by the rule kernel's per-coordinate code.
+  SmallVector<Value> stageInputs(OpBuilder &b, unsigned stage,
+                                 const Chunk &chunk, Value k, Value r, Value j,
+                                 ArrayRef<unsigned> which);
   /// Stage `stage`'s row and column reductions of a rule with axes.
   void emitAxisReductions(OpBuilder &b, unsigned stage, const Chunk &chunk,
                           Value tid, Value threads, ArrayRef<unsigned> rows,
                           ArrayRef<unsigned> cols);
+  /// Stage `stage`'s matrix functions: x at every coordinate of the chunk
+  /// into each one's matrix buffer (KernelABI.h version 11).
+  void emitMatrixStores(OpBuilder &b, unsigned stage, const Chunk &chunk,
+                        Value tid, Value threads, ArrayRef<unsigned> mats);
 };
 
 } // namespace mlir::optim

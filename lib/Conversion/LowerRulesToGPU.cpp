@@ -124,8 +124,9 @@ LogicalResult GPURuleLowering::classify() {
                      llvm::any_of(op.getOperands(), [&](Value v) {
                        return varying.contains(v);
                      });
-    // A row or column reduction has one slot among the reductions, but its
-    // result is a row or column value, read per coordinate.
+    // A row or column reduction (or a matrix function) has one slot among
+    // the reductions, but its result is a row, column or coordinate value,
+    // read per coordinate.
     auto red = dyn_cast<TensorReduceOp>(op);
     if (red && red.getAxis()) {
       if (red.getValue().getType() != elt)
@@ -133,9 +134,11 @@ LogicalResult GPURuleLowering::classify() {
                << red.getValue().getType() << " in a rule of element type "
                << elt;
       axisReductionIndices.push_back(reductions.size());
-      axisOf[red.getResult()] = *red.getAxis() == ReductionAxis::Row
-                                    ? ValueAxis::Row
-                                    : ValueAxis::Col;
+      // A matrix function's result is read per coordinate from its buffer.
+      ReductionAxis axis = *red.getAxis();
+      axisOf[red.getResult()] = axis == ReductionAxis::Row   ? ValueAxis::Row
+                                : axis == ReductionAxis::Col ? ValueAxis::Col
+                                                             : ValueAxis::Coordinate;
       reductions.push_back(red);
       varying.insert(red.getResult());
       continue;
@@ -276,7 +279,9 @@ Value GPURuleLowering::streamAddr(OpBuilder &b, Value v, unsigned comp,
   // chunk's first row or column (KernelABI.h, "Axes").
   auto axis = axisOf.find(v);
   if (axis != axisOf.end()) {
-    Value at = axis->second == ValueAxis::Row ? r : j;
+    Value at = axis->second == ValueAxis::Row   ? r
+               : axis->second == ValueAxis::Col ? j
+                                                : k;
     if (isa<BlockArgument>(v)) {
       for (unsigned s = 0, e = rule.getNumStates(); s < e; ++s)
         if (rule.getState(s) == v)
@@ -284,9 +289,13 @@ Value GPURuleLowering::streamAddr(OpBuilder &b, Value v, unsigned comp,
     }
     unsigned reducedFirst = 2 + rule.getNumInputs() + rule.getNumStates() +
                             axisStates.size() + axisReductionIndices.size();
+    // Doubles, but a matrix function's T (KernelABI.h version 11).
     for (auto [x, index] : llvm::enumerate(axisReductionIndices))
       if (reductions[index].getResult() == v)
-        return gep(b, b.getF64Type(), chunk.bases[reducedFirst + x], at);
+        return gep(b,
+                   axis->second == ValueAxis::Coordinate ? Type(elt)
+                                                         : b.getF64Type(),
+                   chunk.bases[reducedFirst + x], at);
     return Value();
   }
   for (auto [slot, stream] : llvm::enumerate(rule.getChunkStreams()))
@@ -306,6 +315,12 @@ Comps GPURuleLowering::loadStream(OpBuilder &b, Value v, const Chunk &chunk,
     Value addr = streamAddr(b, v, 0, chunk, k, r, j);
     if (!addr)
       return comps;
+    // A matrix function's result is already of the element type.
+    if (axisOf.lookup(v) == ValueAxis::Coordinate) {
+      comps.push_back(LLVM::LoadOp::create(b, loc, elt, addr,
+                                           elt.getWidth() / 8));
+      return comps;
+    }
     Value x = LLVM::LoadOp::create(b, loc, b.getF64Type(), addr, 8);
     if (!elt.isF64())
       x = arith::TruncFOp::create(b, loc, elt, x);
@@ -1072,19 +1087,12 @@ LogicalResult GPURuleLowering::run() {
   elt = rule.getElementType();
   if (!elt || !(elt.isF32() || elt.isF64()))
     return rule.emitOpError("GPU code generation supports f32 and f64 rules");
-  // The runtime computes matrix functions between the CPU passes only
-  // (KernelABI.h version 11, "Matrix functions").
-  WalkResult matrix = rule.walk([](TensorReduceOp red) {
-    if (red.getKind() != ReductionKind::NewtonSchulz)
-      return WalkResult::advance();
-    emitError(red.getLoc())
-        << stringifyReductionKind(red.getKind())
-        << "(...) cannot be compiled for the GPU: matrix functions compile "
-           "for the CPU only";
-    return WalkResult::interrupt();
+  // The runtime computes matrix functions between the passes with the
+  // module's matrix kernels (KernelABI.h, "Matrix functions on CUDA").
+  bool matrixFunctions = false;
+  rule.walk([&](TensorReduceOp red) {
+    matrixFunctions |= red.getKind() == ReductionKind::NewtonSchulz;
   });
-  if (matrix.wasInterrupted())
-    return failure();
   // Rules with axes take the chunk table of KernelABI.h version 10.
   axes = rule.hasAxes();
   if (axes && rule.getNumWeights())
@@ -1115,6 +1123,8 @@ LogicalResult GPURuleLowering::run() {
     createReductionsDescriptor(b, rule, reductions, levels, kGlobal);
     emitReduceKernel(b);
   }
+  if (matrixFunctions)
+    emitMatrixKernels(b, gpuModule, elt, loc);
   b.setInsertionPointToEnd(gpuModule.getBody());
   // optim_random_<name> beside them, in global memory as the reductions'.
   createRandomDescriptor(b, rule, kGlobal);

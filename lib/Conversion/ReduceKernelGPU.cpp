@@ -108,18 +108,21 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
   // Shape values (KernelABI.h version 11) are the runtime's: never computed,
   // never written. Row and column reductions (version 10) have partials of
   // their own.
-  SmallVector<unsigned> which, rows, cols;
+  SmallVector<unsigned> which, rows, cols, mats;
   for (auto [r, level] : llvm::enumerate(levels)) {
     if (level != stage || isShapeValue(reductions[r]))
       continue;
     if (std::optional<ReductionAxis> axis = reductions[r].getAxis())
-      (*axis == ReductionAxis::Row ? rows : cols).push_back(r);
+      (*axis == ReductionAxis::Row   ? rows
+       : *axis == ReductionAxis::Col ? cols
+                                     : mats)
+          .push_back(r);
     else
       which.push_back(r);
   }
   // A stage of shape values only (a rule whose reductions are all shape
   // values: the runtime never launches it) writes nothing.
-  if (which.empty() && rows.empty() && cols.empty())
+  if (which.empty() && rows.empty() && cols.empty() && mats.empty())
     return;
   // The values of lower levels this stage reads, and what depends on them
   // alone, as the rule kernel computes them; and the relaxed reciprocals of
@@ -132,6 +135,8 @@ void GPURuleLowering::emitReduceStage(OpBuilder &b, unsigned stage,
     emitPerChunk(b, reduced, chunk.index, &slice);
   if (!rows.empty() || !cols.empty())
     emitAxisReductions(b, stage, chunk, tid, threads, rows, cols);
+  if (!mats.empty())
+    emitMatrixStores(b, stage, chunk, tid, threads, mats);
   if (which.empty())
     return;
 
@@ -219,6 +224,24 @@ SmallVector<Value> GPURuleLowering::stageValues(OpBuilder &b, unsigned stage,
                                                 ValueRange accs) {
   Location loc = rule.getLoc();
   Type f64 = b.getF64Type();
+  SmallVector<Value> next;
+  for (auto [w, acc, x] :
+       llvm::zip(which, accs, stageInputs(b, stage, chunk, k, r, j, which))) {
+    TensorReduceOp red = reductions[w];
+    if (!elt.isF64())
+      x = arith::ExtFOp::create(b, loc, f64, x);
+    if (red.getKind() == ReductionKind::Norm)
+      x = arith::MulFOp::create(b, loc, x, x);
+    next.push_back(mergeReduction(b, loc, red.getKind(), acc, x));
+  }
+  return next;
+}
+
+SmallVector<Value> GPURuleLowering::stageInputs(OpBuilder &b, unsigned stage,
+                                                const Chunk &chunk, Value k,
+                                                Value r, Value j,
+                                                ArrayRef<unsigned> which) {
+  Location loc = rule.getLoc();
   drawIndex = rngChunkBase
                   ? Value(arith::AddIOp::create(b, loc, rngChunkBase, k))
                   : Value();
@@ -244,18 +267,11 @@ SmallVector<Value> GPURuleLowering::stageValues(OpBuilder &b, unsigned stage,
   for (Operation *op : varyingOps)
     if (stageSlices[stage].contains(op))
       mapVaryingOp(b, op, 1, map, operand);
-  SmallVector<Value> next;
-  for (auto [w, acc] : llvm::zip(which, accs)) {
-    TensorReduceOp red = reductions[w];
-    // A reduced value is a scalar (the verifier's rule).
-    Value x = operand(red.getValue()).front();
-    if (!elt.isF64())
-      x = arith::ExtFOp::create(b, loc, f64, x);
-    if (red.getKind() == ReductionKind::Norm)
-      x = arith::MulFOp::create(b, loc, x, x);
-    next.push_back(mergeReduction(b, loc, red.getKind(), acc, x));
-  }
-  return next;
+  // A reduced value is a scalar (the verifier's rule).
+  SmallVector<Value> values;
+  for (unsigned w : which)
+    values.push_back(operand(reductions[w].getValue()).front());
+  return values;
 }
 
 /// `x` (f64) of the lane `mask` away in the warp: two 32-bit shuffles.
@@ -371,5 +387,31 @@ void GPURuleLowering::emitAxisReductions(OpBuilder &b, unsigned stage,
     }
     for (auto [w, total] : llvm::zip(cols, rowLoop.getResults()))
       LLVM::StoreOp::create(b, loc, total, gep(b, f64, partialOf(w), j), 8);
+  }
+}
+
+void GPURuleLowering::emitMatrixStores(OpBuilder &b, unsigned stage,
+                                       const Chunk &chunk, Value tid,
+                                       Value threads, ArrayRef<unsigned> mats) {
+  Location loc = rule.getLoc();
+  Type i64 = b.getI64Type();
+  // The first pointer of each one's pair: the matrix buffer at the chunk's
+  // first coordinate, where row r column j of the rectangle is [r * nc + j].
+  unsigned partialsFirst = 2 + rule.getNumInputs() + rule.getNumStates() +
+                           axisStates.size();
+  auto loop = scf::ForOp::create(b, loc, tid, chunk.length, threads);
+  OpBuilder::InsertionGuard guard(b);
+  b.setInsertionPointToStart(loop.getBody());
+  Value k = arith::IndexCastOp::create(b, loc, i64, loop.getInductionVar());
+  Value r = arith::DivUIOp::create(b, loc, k, chunk.nc);
+  Value j = arith::SubIOp::create(b, loc, k,
+                                  arith::MulIOp::create(b, loc, r, chunk.nc));
+  for (auto [w, x] : llvm::zip(mats, stageInputs(b, stage, chunk, k, r, j,
+                                                 mats))) {
+    unsigned slot = llvm::find(axisReductionIndices, w) -
+                    axisReductionIndices.begin();
+    LLVM::StoreOp::create(b, loc, x,
+                          gep(b, elt, chunk.bases[partialsFirst + slot], k),
+                          elt.getWidth() / 8);
   }
 }

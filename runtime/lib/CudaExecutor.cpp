@@ -8,9 +8,11 @@
 
 #include "optim/Cuda.h"
 #include "optim/Manifest.h"
+#include "optim/MatrixBlock.h"
 
 #include "ManifestCommon.h"
 #include "InputOrder.h"
+#include "CudaMatrix.h"
 #include "Reductions.h"
 #include "Shapes.h"
 
@@ -316,13 +318,19 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                             const std::string &ptx) {
   Manifest m = readManifest(json, origin);
   CodeSource runs = requireCompatible(m.target, m.symbol, origin, ptx);
-  // Matrix functions (KernelABI.h, version 11) run between the CPU's passes
-  // only: the CUDA code generator refuses them.
+  // Matrix functions (KernelABI.h, "Matrix functions on CUDA") run on the
+  // module's matrix kernels, which a PTX beside the cubin must have too.
+  std::string matrixSuffix = m.info.dtype == DType::F32 ? "f32" : "f64";
+  bool matrixFunctions = false;
   for (const ReductionSpec &r : m.info.reductions)
-    if (r.kind == ReductionKind::NewtonSchulz)
-      throw Error("optim: '" + origin + "': rule '" + m.info.name +
-                  "' has a matrix function (newton_schulz), which runs on "
-                  "the CPU only (optim::Optimizer)");
+    matrixFunctions |= r.kind == ReductionKind::NewtonSchulz;
+  const char *matrixOps[] = {"gemm_", "sumsq_", "scale_"};
+  if (matrixFunctions)
+    for (const char *op : matrixOps)
+      requireCompatible(m.target,
+                        OPTIM_MATRIX_SYMBOL_PREFIX + std::string(op) +
+                            matrixSuffix,
+                        origin, ptx);
   // The bytes must be the ones the manifest was written for, when it
   // records their SHA-256 (optimc's always do; loading from files requires
   // it).
@@ -357,6 +365,18 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
                                      reduceSymbol.c_str()),
         ("cuModuleGetFunction(" + reduceSymbol + ")").c_str());
   cuda::Rule rule;
+  if (matrixFunctions) {
+    CUfunction *fns[] = {&rule.matrixKernels_.gemm,
+                         &rule.matrixKernels_.sumSquares,
+                         &rule.matrixKernels_.scale};
+    for (int k = 0; k < 3; ++k) {
+      std::string symbol =
+          OPTIM_MATRIX_SYMBOL_PREFIX + std::string(matrixOps[k]) + matrixSuffix;
+      driver_->check(
+          driver_->cuModuleGetFunction(fns[k], owner.get(), symbol.c_str()),
+          ("cuModuleGetFunction(" + symbol + ")").c_str());
+    }
+  }
   rule.info_ = std::make_shared<const RuleInfo>(std::move(m.info));
   rule.target_ = m.target;
   rule.device_ = shared_from_this();
@@ -569,6 +589,29 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
                   " has more rows or columns than the address space holds");
     views_.push_back(v);
   }
+  // A product launch has ceil(M / 64) blocks in y, at most 65535, where M
+  // is a matrix's smaller dimension (KernelABI.h, "Matrix functions on
+  // CUDA").
+  bool matrixFunctions = false;
+  for (size_t r : axisReductions_)
+    matrixFunctions |= info.reductions[r].axis == Axis::Matrix;
+  const int64_t mostRows = int64_t(65535) * matrixblock::kTile;
+  int64_t largestWork = 0;
+  if (matrixFunctions)
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const View &v = views_[i];
+      if (params_[i].size == 0)
+        continue;
+      const int64_t m = std::min(v.R, v.C), n = std::max(v.R, v.C);
+      if (m > mostRows)
+        throw Error("optim: CUDA: parameter tensor " + std::to_string(i) +
+                    ": shape " + detail::shapeText(params_[i].shape) +
+                    " has matrices of more than " + std::to_string(mostRows) +
+                    " rows and columns, more than newton_schulz's products "
+                    "take on CUDA");
+      // 2 m n + 2 m m elements (m * n <= the tensor's size).
+      largestWork = std::max(largestWork, 2 * m * n + 2 * m * m);
+    }
   weights_.resize(info.weights.size());
   weightSet_.assign(info.weights.size(), false);
   const std::shared_ptr<Device> &dev = rule_.device();
@@ -614,9 +657,21 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
       if (s.axis != Axis::None)
         next_.push_back(std::move(perTensorNext));
     }
+    for (size_t r : axisReductions_) {
+      std::vector<Buffer> perTensor;
+      if (info.reductions[r].axis == Axis::Matrix)
+        for (const DeviceTensor &p : params_)
+          perTensor.emplace_back(dev, size_t(p.size) * elt);
+      matrices_.push_back(std::move(perTensor));
+    }
+    if (largestWork > 0) {
+      matrixWork_ = Buffer(dev, size_t(largestWork) * elt);
+      matrixPartials_ = Buffer(dev, size_t(matrixblock::kSumBlocks) * 8);
+    }
   } catch (...) {
     states_.clear();
     next_.clear();
+    matrices_.clear();
     if (ownsStream_)
       dev->driver().cuStreamDestroy(stream_);
     throw;
@@ -704,10 +759,17 @@ void Optimizer::planAxisChunks(std::vector<int64_t> &firsts) {
   size_t partialCount = 0, reducedCount = 0;
   for (size_t t = 0; t < params_.size(); ++t) {
     const View &v = views_[t];
+    // A matrix function has no partials or results of its own: its slots
+    // address its matrix buffer (KernelABI.h version 11).
+    auto along = [&](size_t r, int64_t rows, int64_t cols) -> size_t {
+      Axis axis = info.reductions[r].axis;
+      return axis == Axis::Row ? size_t(rows)
+             : axis == Axis::Col ? size_t(cols)
+                                 : 0;
+    };
     for (size_t r : axisReductions_) {
       axisReducedOffset_[t].push_back(reducedCount);
-      reducedCount += size_t(info.reductions[r].axis == Axis::Row ? v.B * v.R
-                                                                  : v.B * v.C);
+      reducedCount += along(r, v.B * v.R, v.B * v.C);
     }
     if (params_[t].size == 0)
       continue;
@@ -718,8 +780,7 @@ void Optimizer::planAxisChunks(std::vector<int64_t> &firsts) {
       chunkMatrix_.push_back(b);
       for (size_t r : axisReductions_) {
         axisPartialOffset_.push_back(partialCount);
-        partialCount +=
-            size_t(info.reductions[r].axis == Axis::Row ? nr : nc);
+        partialCount += along(r, nr, nc);
       }
     };
     for (int64_t b = 0; b < v.B; ++b) {
@@ -750,7 +811,7 @@ void Optimizer::combineAxisReductions(unsigned level) {
   const size_t X = axisReductions_.size();
   for (size_t x = 0; x < X; ++x) {
     const ReductionSpec &spec = info.reductions[axisReductions_[x]];
-    if (spec.level != level)
+    if (spec.level != level || spec.axis == Axis::Matrix)
       continue;
     const bool row = spec.axis == Axis::Row;
     // As optim::Optimizer combines them: each row's or column's partials
@@ -786,6 +847,28 @@ void Optimizer::combineAxisReductions(unsigned level) {
       const int64_t count = row ? v.B * v.R : v.B * v.C;
       for (int64_t i = 0; i < count; ++i)
         out[i] = detail::finishReduction(spec.kind, out[i], row ? v.C : v.R);
+    }
+  }
+}
+
+void Optimizer::runMatrixFunctions(unsigned level) {
+  const RuleInfo &info = rule_.info();
+  const DriverAPI &d = rule_.device()->driver();
+  for (size_t x = 0; x < axisReductions_.size(); ++x) {
+    const ReductionSpec &spec = info.reductions[axisReductions_[x]];
+    if (spec.axis != Axis::Matrix || spec.level != level)
+      continue;
+    for (size_t t = 0; t < params_.size(); ++t) {
+      if (params_[t].size == 0)
+        continue;
+      const View &v = views_[t];
+      const size_t bytes = size_t(v.R) * size_t(v.C) * dtypeSize(info.dtype);
+      for (int64_t b = 0; b < v.B; ++b)
+        enqueueNewtonSchulz(d, rule_.matrixKernels(), stream_,
+                                    info.dtype,
+                                    matrices_[x][t].get() + size_t(b) * bytes,
+                                    v.R, v.C, spec, matrixWork_.get(),
+                                    matrixPartials_.get());
     }
   }
 }
@@ -842,13 +925,22 @@ void Optimizer::buildTable(
     for (size_t a = 0; a < axisStates_.size(); ++a)
       ptrs.push_back(next_[a][t].get() +
                      at(info.states[axisStates_[a]].axis) * elt);
+    // A matrix function's pair: its buffer at the chunk's first coordinate.
+    auto matrixAt = [&](size_t x) {
+      return matrices_[x][t].get() + uint64_t(first) * elt;
+    };
     for (size_t x = 0; x < X; ++x)
-      ptrs.push_back(axisPartials_.get() + axisPartialOffset_[c * X + x] * 8);
+      ptrs.push_back(
+          matrices_[x].empty()
+              ? axisPartials_.get() + axisPartialOffset_[c * X + x] * 8
+              : matrixAt(x));
     for (size_t x = 0; x < X; ++x)
-      ptrs.push_back(axisReduced_.get() +
-                     (axisReducedOffset_[t][x] +
-                      at(info.reductions[axisReductions_[x]].axis)) *
-                         8);
+      ptrs.push_back(matrices_[x].empty()
+                         ? axisReduced_.get() +
+                               (axisReducedOffset_[t][x] +
+                                at(info.reductions[axisReductions_[x]].axis)) *
+                                   8
+                         : matrixAt(x));
     lengths.insert(lengths.end(), rect, rect + 4);
     strides.push_back(params_[t].size);
   }
@@ -1047,6 +1139,9 @@ void Optimizer::runStep(
       stage = int64_t(s);
       launch(rule_.reduceFunction(),
              "cuLaunchKernel(" OPTIM_REDUCE_SYMBOL_PREFIX + info.name + ")");
+      // The stage wrote X into the matrix buffers: NS(X) replaces it
+      // before anything reads it, in stream order.
+      runMatrixFunctions(s);
       // The previous upload of hostReduced_ (this step's last stage's, or
       // the previous step's) is done once the stream is.
       dev->driver().check(dev->driver().cuStreamSynchronize(stream_),

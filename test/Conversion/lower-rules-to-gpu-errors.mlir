@@ -37,15 +37,3 @@ optim.rule @learned(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x3xf32>) {
   %4 = arith.subf %p, %3 : f32
   optim.yield %4 : f32
 }
-
-// -----
-
-// Matrix functions (KernelABI.h version 11) compile for the CPU only: the
-// first is reported where it is computed, before any row or column state.
-optim.rule @muon(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.02) state(%r: f32 = 0.0 row) {
-  // expected-error @+1 {{newton_schulz(...) cannot be compiled for the GPU: matrix functions compile for the CPU only}}
-  %o = optim.tensor_reduce newton_schulz %g matrix : f32
-  %0 = arith.mulf %lr, %o : f32
-  %1 = arith.subf %p, %0 : f32
-  optim.yield %1, %r : f32, f32
-}

@@ -167,7 +167,13 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     reduction gives each row of the chunk to a warp (shuffles), a column
     reduction each column to a thread; a row or column state's new value
     goes to its next buffer from the row's first column or the matrix's
-    first row. `newton_schulz` is refused (CPU only).
+    first row. A matrix function (`newton_schulz`) stores its operand per
+    coordinate into its matrix buffer in its stage and is read back per
+    coordinate; the module then also gets `optim_matrix_gemm_<t>`,
+    `optim_matrix_sumsq_<t>` and `optim_matrix_scale_<t>`, kernels that
+    call the block functions of lib/Device/MatrixNVPTX.cpp, with which the
+    runtime computes NS(X) between the passes (KernelABI.h, "Matrix
+    functions on CUDA").
 
     Every kernel takes `rng` (a device pointer) as its last parameter
     (KernelABI.h, version 8); a kernel that draws (`optim.random`) reads

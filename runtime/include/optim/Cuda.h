@@ -140,6 +140,13 @@ public:
   /// A rule with tensor reductions (info().reductions non-empty): its first
   /// pass, optim_reduce_<name> (KernelABI.h, version 6); null otherwise.
   CUfunction reduceFunction() const { return reduceFunction_; }
+  /// A rule with newton_schulz: the module's matrix kernels
+  /// optim_matrix_{gemm,sumsq,scale}_<t> (KernelABI.h, "Matrix functions
+  /// on CUDA"); null otherwise.
+  struct MatrixKernels {
+    CUfunction gemm = nullptr, sumSquares = nullptr, scale = nullptr;
+  };
+  const MatrixKernels &matrixKernels() const { return matrixKernels_; }
   /// "nvptx64-nvidia-cuda sm_90": what the cubin was compiled for.
   const std::string &target() const { return target_; }
   const std::shared_ptr<Device> &device() const { return device_; }
@@ -153,6 +160,7 @@ private:
   std::shared_ptr<CUmod_st> module_;
   CUfunction function_ = nullptr;
   CUfunction reduceFunction_ = nullptr;
+  MatrixKernels matrixKernels_;
   CodeSource source_ = CodeSource::Cubin;
 };
 
@@ -419,6 +427,16 @@ private:
   std::vector<int64_t> chunkRect_, chunkMatrix_;
   Buffer axisPartials_, axisReduced_;
   std::vector<double> hostAxisPartials_, hostAxisReduced_;
+  /// Matrix functions (newton_schulz; KernelABI.h, "Matrix functions on
+  /// CUDA"): for each x of axisReductions_ that is one, a buffer of one T
+  /// per coordinate of each tensor (matrices_[x][tensor]; empty vectors
+  /// for row and column reductions), NS's scratch (2 m n + 2 m m elements
+  /// of the largest matrix) and its sum-of-squares partials.
+  std::vector<std::vector<Buffer>> matrices_;
+  Buffer matrixWork_, matrixPartials_;
+  /// Enqueues NS(X) over every matrix of every tensor's buffer of each
+  /// matrix function of level `level`.
+  void runMatrixFunctions(unsigned level);
   /// Chunk c's table of rectangles for a rule with axes (buildTable).
   void planAxisChunks(std::vector<int64_t> &firstCoordinate);
   /// Combines the level-`level` row and column reductions' partials of

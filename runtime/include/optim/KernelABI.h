@@ -293,7 +293,7 @@ typedef void (*optim_reduced_rule_kernel)(
  * "Axes"): its result at a coordinate is that coordinate's entry of NS(X),
  * X the R x C matrix of x values holding the coordinate. A rule with one is
  * a rule with axes (RuleInfo::hasAxes) and takes the chunk table of "Axes"
- * (any rectangles; no constraint on chunking), CPU only.
+ * (any rectangles; no constraint on chunking).
  *
  * - Among the "row and column reductions" of that table (X: two pointers
  *   each, in body order) count the matrix ones: the first pointer is a
@@ -321,8 +321,8 @@ typedef void (*optim_reduced_rule_kernel)(
  *   _zeropower_via_newtonschulz in T instead of bfloat16. The order of the
  *   products' sums is the BLAS library's: results are identical for any
  *   OptimizerOptions::threads, not necessarily across BLAS libraries.
- * - The GPU lowering refuses matrix functions; their reverse mode: "Reverse
- *   mode of rules with axes".
+ * - On CUDA: "Matrix functions on CUDA" below. Their reverse mode:
+ *   "Reverse mode of rules with axes" (CPU only).
  *
  * Shape values. `rows()` and `cols()` (kinds Rows and Cols: axis None, not
  * global, level 0; "rows" and "cols" in the descriptor and manifests) are
@@ -442,8 +442,50 @@ typedef void (*optim_reduced_rule_kernel)(
  *   (`stage` = 0 .. L, `reduced` a device pointer to the values combined
  *   after the earlier stages, NULL allowed for stage 0), each followed by
  *   the host combine of that level's slots, then optim_rule_.
+ * - Matrix functions (version 11; "Matrix functions on CUDA" below).
  * The runtime's launch path is optim::cuda::Optimizer (optim/Cuda.h;
  * Optimizer::setWeights for learned rules). */
+
+/* ---- Matrix functions on CUDA ----------------------------------------------
+ * A rule with `newton_schulz` compiles for CUDA as for the CPU ("Matrix
+ * functions" above): its pair of chunk-table pointers addresses the
+ * reduction's matrix buffer (device memory, T, the chunk's first
+ * coordinate), stage level(r) of optim_reduce_ overwrites [r * nc + j] with
+ * x at each coordinate of the chunk, and later stages and optim_rule_ read
+ * NS(X) at [r * nc + j]. In between, the runtime computes NS(X) of each
+ * non-empty matrix on the device with three kernels that the module
+ * defines for the rule's element type t (f32 or f64), whatever the rule:
+ *
+ *   optim_matrix_gemm_<t>(int64_t M, int64_t N, int64_t K, T alpha,
+ *                         const T *A, int64_t ars, int64_t acs,
+ *                         const T *B, int64_t brs, int64_t bcs, T beta,
+ *                         const T *D, T *C);
+ *     C = alpha A B + beta D (M x N, row-major; D like C, or NULL: not
+ *     read), A(i, k) = A[i ars + k acs], B(k, j) = B[k brs + j bcs]; grid
+ *     (ceil(N / 64), ceil(M / 64)), 256 threads, 2 * 16 * 65 * sizeof(T)
+ *     bytes of dynamic shared memory.
+ *   optim_matrix_sumsq_<t>(const T *x, int64_t n, double *partials);
+ *     partials[b] = block b's part of the sum of x[i]^2 (in double);
+ *     grid G = optim::matrixblock::sumBlocks(n), 256 threads, 2 KiB.
+ *   optim_matrix_scale_<t>(T *y, int64_t yrs, int64_t ycs, const T *x,
+ *                          int64_t xrs, int64_t xcs, int64_t m, int64_t n,
+ *                          const double *partials, int64_t numPartials,
+ *                          double eps);
+ *     y(i, j) = x(i, j) / max(T(sqrt(sum of the partials)), T(eps)) over
+ *     i < m, j < n (strided as in gemm; no division by 0; with
+ *     numPartials == 0 a plain copy); any grid, 256 threads, no shared
+ *     memory.
+ *
+ * What a block does is optim/MatrixBlock.h (header-only, freestanding):
+ * the module's kernels call it through lib/Device/MatrixNVPTX.cpp, and the
+ * runtime's tests run it on the CPU. The runtime's NS(X): Y = X^T if
+ * R > C, else X (strides, no copy), s from sumsq over X, Y0 = scale(Y) in
+ * a work buffer, then k times A = Y Y^T, B = c (A A) + b A, Y' = B Y + a Y
+ * (three gemm launches), and the last Y copied back (transposed when
+ * R > C). Each product entry is one fused multiply-add chain over k in
+ * order: results depend on nothing but the matrix, and differ from the
+ * CPU's (OpenBLAS or the runtime's loops) in rounding only. */
+#define OPTIM_MATRIX_SYMBOL_PREFIX "optim_matrix_"
 
 /* ---- Vector-Jacobian products of rules (version 3) -------------------------
  * A rule compiled with its reverse mode (CompileOptions::vjp) also has
