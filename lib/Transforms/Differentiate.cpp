@@ -156,12 +156,17 @@ LogicalResult RuleDifferentiator::check() {
 /// The per-coordinate inputs, in the order of both functions' arguments.
 /// The rule's own inputs (`input h`) come last, as in the rule's block, so
 /// that a rule without them gets the functions it always got.
-static SmallVector<Value> stepInputs(RuleOp rule) {
+/// With `axisReductions`, each one's result and a null (a tie slot) go after
+/// the states: the VJP functions' pseudo-states (vjpArgs).
+static SmallVector<Value>
+stepInputs(RuleOp rule, ArrayRef<TensorReduceOp> axisReductions = {}) {
   SmallVector<Value> inputs = {rule.getParam(), rule.getGrad(), rule.getStep()};
   for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
     inputs.push_back(rule.getHyper(i));
   for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
     inputs.push_back(rule.getState(i));
+  for (TensorReduceOp red : axisReductions)
+    inputs.append({red.getResult(), Value()});
   for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
     inputs.push_back(rule.getWeight(i));
   for (unsigned i = 0, e = rule.getNumInputs(); i < e; ++i)
@@ -502,18 +507,7 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
 /// its cotangent) and a tie slot (returned: the max and min tie indicator).
 /// Null stands for a tie slot.
 SmallVector<Value> RuleDifferentiator::vjpArgs() {
-  SmallVector<Value> args = {rule.getParam(), rule.getGrad(), rule.getStep()};
-  for (unsigned i = 0, e = rule.getNumHypers(); i < e; ++i)
-    args.push_back(rule.getHyper(i));
-  for (unsigned i = 0, e = rule.getNumStates(); i < e; ++i)
-    args.push_back(rule.getState(i));
-  for (TensorReduceOp red : axisReductions)
-    args.append({red.getResult(), Value()});
-  for (unsigned i = 0, e = rule.getNumWeights(); i < e; ++i)
-    args.push_back(rule.getWeight(i));
-  for (unsigned i = 0, e = rule.getNumInputs(); i < e; ++i)
-    args.push_back(rule.getInput(i));
-  return args;
+  return stepInputs(rule, axisReductions);
 }
 
 /// What the VJP functions return the adjoints of: p, the states and the

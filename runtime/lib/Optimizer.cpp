@@ -16,12 +16,12 @@
 
 using namespace optim;
 
-AlignedBuffer AlignedBuffer::allocate(size_t bytes) {
+AlignedBuffer AlignedBuffer::allocate(size_t bytes, const char *owner) {
   AlignedBuffer b;
   void *p = allocateStateMemory(bytes);
   if (!p)
-    throw Error("out of memory allocating " + std::to_string(bytes) +
-                " bytes of optimizer state");
+    throw Error(std::string(owner) + ": out of memory allocating " +
+                std::to_string(bytes) + " bytes");
   b.data.reset(p);
   b.bytes = bytes;
   return b;

@@ -12,7 +12,8 @@
 
 namespace optim {
 
-/// A 64-byte aligned buffer of state, freed with std::free.
+/// A 64-byte aligned buffer (StateMemory.h), freed with std::free: the
+/// optimizer's state and scratch, and optim::Trajectory's tape.
 struct AlignedBuffer {
   struct Free {
     void operator()(void *p) const { std::free(p); }
@@ -20,7 +21,11 @@ struct AlignedBuffer {
   std::unique_ptr<void, Free> data;
   size_t bytes = 0;
 
-  static AlignedBuffer allocate(size_t bytes);
+  /// Throws optim::Error "<owner>: out of memory allocating N bytes" when
+  /// the allocation fails.
+  static AlignedBuffer allocate(size_t bytes,
+                                const char *owner = "optim::Optimizer");
+  char *get() const { return static_cast<char *>(data.get()); }
 };
 
 struct Optimizer::Impl {

@@ -24,23 +24,14 @@
 namespace optim {
 namespace trajectory {
 
-/// A 64-byte aligned array of elements of the rule's dtype (StateMemory.h).
-struct Buffer {
-  struct Free {
-    void operator()(void *p) const { std::free(p); }
-  };
-  std::unique_ptr<char, Free> data;
-  size_t bytes = 0;
+/// The tape's arrays: elements of the rule's dtype, 64-byte aligned, whose
+/// allocation failures name optim::Trajectory.
+struct Buffer : AlignedBuffer {
+  Buffer() = default;
+  Buffer(AlignedBuffer b) : AlignedBuffer(std::move(b)) {}
   static Buffer allocate(size_t bytes) {
-    Buffer b;
-    b.data.reset(static_cast<char *>(allocateStateMemory(bytes)));
-    if (!b.data)
-      throw Error("optim::Trajectory: out of memory allocating " +
-                  std::to_string(bytes) + " bytes");
-    b.bytes = bytes;
-    return b;
+    return AlignedBuffer::allocate(bytes, "optim::Trajectory");
   }
-  char *get() const { return data.get(); }
 };
 
 /// θ, g and the state before one recorded step, and the hyperparameters it
