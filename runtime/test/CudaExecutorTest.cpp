@@ -1334,13 +1334,15 @@ TEST_F(CudaFake, NestedReductionLevelsMustAgreeAndBeWellFormed) {
             "optim: 'centre.manifest' lists the tensor reductions 'mean@row' "
             "but its kernels were compiled for 'mean,mean:1,norm@global:1' "
             "(does the manifest belong to them?)");
-  // Matrix functions (ABI 11) run on the CPU only.
+  // A matrix function (ABI 11) the kernels were not compiled with.
   EXPECT_EQ(message(centreManifest(
                 R"({"kind": "newton_schulz", "global": false,
                     "axis": "matrix", "ns": {"steps": 5, "eps": 1e-7,
                     "coefficients": [3.4445, -4.775, 2.0315]}})")),
-            "optim: 'centre.manifest': rule 'centre' has a matrix function "
-            "(newton_schulz), which runs on the CPU only (optim::Optimizer)");
+            "optim: 'centre.manifest' lists the tensor reductions "
+            "'newton_schulz(5;3.4445;-4.775;2.0315;1e-07)@matrix' but its "
+            "kernels were compiled for 'mean,mean:1,norm@global:1' (does the "
+            "manifest belong to them?)");
 }
 
 TEST_F(CudaFake, RefusesCubinsOfOtherTargets) {
