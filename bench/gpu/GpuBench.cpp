@@ -11,7 +11,10 @@
 //   --bench DIR   runs DIR's Adam on the GPT-2-small-shaped parameter
 //                 list (~124M fp32 coordinates) and a device-to-device copy of
 //                 the same number of bytes moved (read + write), timing both
-//                 on the same stream, and prints one JSON line.
+//                 on the same stream, and prints one JSON line;
+//   --bench-muon DIR  times DIR's muon (examples/muon.optim) on GPT-2 small's
+//                 48 hidden matrices (--width D: of width D instead of 768)
+//                 and prints one JSON line.
 // Exit status 1 when a check fails or anything goes wrong.
 //
 //===----------------------------------------------------------------------===//
@@ -389,29 +392,118 @@ int bench(const std::shared_ptr<Device> &dev, const std::string &dir,
   return 0;
 }
 
+/// GPT-2 small's hidden matrices, as Muon trains them: per layer the
+/// attention's qkv [d, 3d] and projection [d, d], the MLP's [d, 4d] and
+/// [4d, d], d = 768 (smaller for bench/gpu/dry-run.sh).
+std::vector<std::vector<int64_t>> gpt2Matrices(int64_t d) {
+  const int64_t layers = 12;
+  std::vector<std::vector<int64_t>> m;
+  for (int64_t l = 0; l < layers; ++l) {
+    m.push_back({d, 3 * d});
+    m.push_back({d, d});
+    m.push_back({d, 4 * d});
+    m.push_back({4 * d, d});
+  }
+  return m;
+}
+
+/// DIR's muon (examples/muon.optim, f32) on gpt2Matrices(): the time of a
+/// step (the momentum pass, NS(X) of every matrix on the module's matrix
+/// kernels, the update), as one JSON line; the products' rate counts
+/// 5 (4 m^2 n + 2 m^3) flops per matrix (m <= n).
+int benchMuon(const std::shared_ptr<Device> &dev, const std::string &dir,
+              int steps, int64_t width) {
+  std::string cubin = pickCubin(dir, "muon", dev->arch());
+  if (cubin.empty())
+    throw Error("no muon cubin for " + dev->arch() + " in " + dir);
+  cuda::Rule rule = dev->loadRule(cubin);
+  std::vector<Buffer> dp, dg;
+  std::vector<DeviceTensor> params, grads;
+  std::mt19937 rng(2);
+  std::normal_distribution<float> normal;
+  int64_t total = 0;
+  double flops = 0;
+  for (const std::vector<int64_t> &shape : gpt2Matrices(width)) {
+    int64_t n = shape[0] * shape[1];
+    std::vector<float> host(n);
+    for (float &x : host)
+      x = normal(rng) * 0.02f;
+    dp.emplace_back(dev, n * 4);
+    dp.back().upload(host.data(), n * 4);
+    for (float &x : host)
+      x *= 0.1f;
+    dg.emplace_back(dev, n * 4);
+    dg.back().upload(host.data(), n * 4);
+    params.push_back({dp.back().get(), n, shape});
+    grads.push_back({dg.back().get(), n});
+    total += n;
+    double a = double(std::min(shape[0], shape[1])),
+           b = double(std::max(shape[0], shape[1]));
+    flops += 5 * (4 * a * a * b + 2 * a * a * a);
+  }
+  const DriverAPI &d = dev->driver();
+  dev->makeCurrent();
+  CUstream stream = nullptr;
+  d.check(d.cuStreamCreate(&stream, 0), "cuStreamCreate");
+  OptimizerOptions o;
+  o.stream = stream;
+  double ms;
+  {
+    cuda::Optimizer opt(rule, params, o);
+    for (int i = 0; i < 2; ++i)
+      opt.step(grads);
+    d.check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
+    auto t0 = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i)
+      opt.step(grads);
+    d.check(d.cuStreamSynchronize(stream), "cuStreamSynchronize");
+    ms = std::chrono::duration<double, std::milli>(
+             std::chrono::steady_clock::now() - t0)
+             .count() /
+         steps;
+  }
+  d.check(d.cuStreamDestroy(stream), "cuStreamDestroy");
+  std::printf("{\"device\": \"%s\", \"arch\": \"%s\", \"rule\": "
+              "\"muon\", \"code\": \"%s\", \"width\": %lld, \"matrices\": %zu, "
+              "\"coordinates\": %lld, \"steps\": %d, \"step_ms\": %.3f, "
+              "\"ns_tflops\": %.2f}\n",
+              dev->name().c_str(), dev->arch().c_str(),
+              cuda::toString(rule.source()), (long long)width, params.size(),
+              (long long)total,
+              steps, ms, flops / ms / 1e9);
+  return 0;
+}
+
 int usage() {
   std::fprintf(stderr, "usage: optim-gpu-bench --check DIR | --bench "
-                       "DIR [--steps N]\n");
+                       "DIR [--steps N] | --bench-muon DIR [--steps N] "
+                       "[--width D]\n");
   return 2;
 }
 
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string check, cubin;
+  std::string check, cubin, muon;
   int steps = 50;
+  int64_t width = 768;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--check" && i + 1 < argc)
       check = argv[++i];
     else if (a == "--bench" && i + 1 < argc)
       cubin = argv[++i];
+    else if (a == "--bench-muon" && i + 1 < argc)
+      muon = argv[++i];
     else if (a == "--steps" && i + 1 < argc)
       steps = std::atoi(argv[++i]);
+    else if (a == "--width" && i + 1 < argc)
+      width = std::atoll(argv[++i]);
     else
       return usage();
   }
-  if (check.empty() == cubin.empty() || steps < 1)
+  if (int(!check.empty()) + int(!cubin.empty()) + int(!muon.empty()) != 1 ||
+      steps < 1 || width < 1)
     return usage();
   try {
     std::string why;
@@ -425,6 +517,8 @@ int main(int argc, char **argv) {
                  dev->arch().c_str());
     if (!cubin.empty())
       return bench(dev, cubin, steps);
+    if (!muon.empty())
+      return benchMuon(dev, muon, steps, width);
     int failures = 0;
     for (auto &[name, ref] : tensorReferences())
       failures += checkRule(dev, check, name, ref);

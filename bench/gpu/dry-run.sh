@@ -53,7 +53,7 @@ status=0
 PATH="$dry/bin:$PATH" LD_LIBRARY_PATH="$dry/lib" OPTIM_FAKE_CUDA_DIR="$dry/kernels" \
   OPTIM_FAKE_CUDA_MAX_BLOCK=${OPTIM_FAKE_CUDA_MAX_BLOCK:-256} \
   STEPS=2 L2L_COORDINATES=100000 TORCH_DEVICE=cpu SGEMM_SIZE=1024 OUT="$dry/out" \
-  QP_BATCH=16 QP_REPS=2 QP_VARIANTS= \
+  QP_BATCH=16 QP_REPS=2 QP_VARIANTS= MUON_WIDTH=16 \
   BUILD="$dry/build" "$root/bench/gpu/run.sh" "$dry/aot" || status=$?
 echo "dry-run: run.sh exited with $status; logs in $dry/out"
 exit "$status"

@@ -9,16 +9,16 @@
 # it on 10M coordinates against PyTorch's nn.LSTMCell formulation and the
 # card's measured fp32 FMA peak, checks two learned test rules, two update
 # rules with vector states (test/GPU/Inputs/vector-states.optim) and
-# Adafactor (row and column states) against their CPU kernels, checks the
-# QP layer's cubin (batch 128,
-# n = p = 100) against the CPU solver and times it against qpth on CUDA,
-# all on the same card in this run, and prints the ratios with the issue's
-# targets.
+# Adafactor (row and column states) and Muon (newton_schulz) against their
+# CPU kernels, checks the QP layer's cubin (batch 128, n = p = 100) against
+# the CPU solver and times it against qpth on CUDA, times Muon on GPT-2
+# small's hidden matrices against torch, all on the same card in this run,
+# and prints the ratios with the issue's targets.
 #
 # Device time, estimated (never measured yet): build ~1 min, Adam ~2 min
 # (numerics, GPT-2-sized bench, torch), l2l ~1 min (numerics ~10 s, 10M
 # bench ~20 s, nvcc of FmaPeak.cu ~5 s, torch ~30 s with its import), QP
-# (step 5). Every step has its own timeout, so one hang cannot eat the run,
+# (step 5), Muon ~30 s (step 6). Every step has its own timeout, so one hang cannot eat the run,
 # but all of them together exceed 10 minutes. bench/gpu/dry-run.sh runs all
 # of this without a GPU (fake driver) before a device run is spent on it.
 #
@@ -266,6 +266,36 @@ for dt in ("f64",):
         both = (t["qpth_fwd_ms"] + t["qpth_bwd_ms"]) / (o["fwd_ms"] + o["bwd_ms"])
         print(f"[result] qpth backward {dt}: {t['qpth_bwd_ms']:.3f} ms; optim speed-up over qpth, "
               f"forward + backward: {both:.1f}x")
+PY
+
+# 6. Muon (no target in issue 6; its speed was never measured): the step of
+#    examples/muon.optim on GPT-2 small's 48 hidden matrices (NS(X) on the
+#    module's f32 product kernels) against the same step in torch float32
+#    (cuBLAS SGEMM, TF32 off) and torch.optim.Muon (bfloat16 tensor cores:
+#    other arithmetic, for scale). Last, so that it cannot crowd out the
+#    rows above.
+say "Muon, GPT-2 small's hidden matrices"
+muon_width=${MUON_WIDTH:-768}
+timeout 90 "$bench" --bench-muon "$aot" --steps 5 --width "$muon_width" > "$out/muon.json"
+cat "$out/muon.json"
+timeout 90 python3 "$root/bench/gpu/torch_muon.py" --steps 5 --width "$muon_width" \
+  > "$out/torch-muon.json"
+cat "$out/torch-muon.json"
+python3 - "$out/muon.json" "$out/torch-muon.json" <<'PY'
+import json, sys
+try:
+    o = json.load(open(sys.argv[1]))
+except Exception as e:
+    print("[result] Muon: no optim figures:", e); sys.exit(0)
+line = (f"[result] optim Muon step, {o['matrices']} matrices ({o['coordinates']} coordinates): "
+        f"{o['step_ms']:.2f} ms, Newton-Schulz products at {o['ns_tflops']:.1f} TFLOP/s")
+try:
+    t = json.load(open(sys.argv[2]))
+    line += (f"; torch float32 {t['torch_f32_ms']:.2f} ms (optim speed-up {t['torch_f32_ms'] / o['step_ms']:.2f}x)"
+             f"; torch.optim.Muon (bfloat16) {t['torch_muon_ms']} ms (torch {t['torch']})")
+except Exception as e:
+    line += f"; no torch figures ({e})"
+print(line)
 PY
 
 say "done; logs in $out"

@@ -8,6 +8,8 @@ import json
 
 import torch
 
+from cuda_timing import timed
+
 
 def gpt2_sizes():
     d, vocab, ctx, layers = 768, 50257, 1024, 12
@@ -15,19 +17,6 @@ def gpt2_sizes():
     for _ in range(layers):
         s += [d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d, 4 * d, 4 * d * d, d]
     return s + [d, d]
-
-
-def timed(body, steps):
-    for _ in range(3):
-        body()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(steps):
-        body()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end) / steps
 
 
 def main():
