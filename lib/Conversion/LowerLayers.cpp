@@ -465,6 +465,20 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
         b, loc, mul(d, math::SinOp::create(b, loc, operand(0)))));
   if (isa<math::SinOp>(user))
     return strong(mul(d, math::CosOp::create(b, loc, operand(0))));
+  if (isa<math::AtanOp>(user)) {
+    Value x = operand(0);
+    return arith::DivFOp::create(
+        b, loc, d, arith::AddFOp::create(b, loc, cst(b, 1.0), mul(x, x)));
+  }
+  if (isa<math::Atan2Op>(user)) {
+    // atan2(y, x): d x / r2 for y (k = 0), -d y / r2 for x, r2 = x^2 + y^2,
+    // infinite at the origin as sqrt's slope at 0.
+    Value y = operand(0), x = operand(1);
+    Value r2 = arith::AddFOp::create(b, loc, mul(x, x), mul(y, y));
+    Value q = arith::DivFOp::create(b, loc, d, r2);
+    return strong(k == 0 ? mul(q, x)
+                         : arith::NegFOp::create(b, loc, mul(q, y)).getResult());
+  }
   if (isa<arith::SelectOp>(user)) {
     // The condition (operand 0) is a comparison: no adjoint is asked of it.
     Value zero = cst(b, 0.0), cond = operand(0);

@@ -466,6 +466,8 @@ Value ProgramGen::genCall(const CallExpr &call) {
     return math::CosOp::create(b, l, unaryArg());
   case Builtin::Sin:
     return math::SinOp::create(b, l, unaryArg());
+  case Builtin::Atan:
+    return math::AtanOp::create(b, l, unaryArg());
   case Builtin::Cbrt: // The real cube root: cbrt(-8) = -2 (libm, libdevice).
     return math::CbrtOp::create(b, l, unaryArg());
   case Builtin::IsFinite: {
@@ -478,8 +480,12 @@ Value ProgramGen::genCall(const CallExpr &call) {
   case Builtin::Max:
   case Builtin::Min:
   case Builtin::Pow:
-  case Builtin::Mod: {
+  case Builtin::Mod:
+  case Builtin::Atan2: {
     Value x = broadcastTo(args[0], type, l), y = broadcastTo(args[1], type, l);
+    // atan2(y, x): the angle of (x, y), in [-pi, pi], as libm's.
+    if (call.builtin == Builtin::Atan2)
+      return math::Atan2Op::create(b, l, x, y);
     if (call.builtin == Builtin::Max)
       return arith::MaximumFOp::create(b, l, x, y);
     if (call.builtin == Builtin::Min)

@@ -45,11 +45,13 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::Cos, "cos", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Sin, "sin", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Cbrt, "cbrt", 1, 1, BuiltinInfo::Anywhere},
+    {Builtin::Atan, "atan", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::IsFinite, "isfinite", 1, 1, BuiltinInfo::Anywhere},
     {Builtin::Max, "max", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Min, "min", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Pow, "pow", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Mod, "mod", 2, 2, BuiltinInfo::Anywhere},
+    {Builtin::Atan2, "atan2", 2, 2, BuiltinInfo::Anywhere},
     {Builtin::Clamp, "clamp", 3, 3, BuiltinInfo::Anywhere},
     {Builtin::Select, "select", 3, 3, BuiltinInfo::Anywhere},
     {Builtin::Sum, "sum", 1, 1, BuiltinInfo::RulesOnly},
@@ -1573,6 +1575,7 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
   case Builtin::Min:
   case Builtin::Pow:
   case Builtin::Mod:
+  case Builtin::Atan2:
   case Builtin::Clamp: {
     llvm::SmallVector<const Type *, 3> types;
     for (Type &t : args)

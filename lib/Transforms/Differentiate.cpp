@@ -137,7 +137,7 @@ LogicalResult RuleDifferentiator::check() {
                   math::CbrtOp, math::ExpOp,
                   math::LogOp, math::PowFOp, math::TanhOp, math::AbsFOp,
                   math::FloorOp, math::CeilOp, math::CosOp, math::SinOp,
-                  arith::RemFOp, LogSignOp, LSTMCellOp, LinearOp,
+                  math::AtanOp, math::Atan2Op, arith::RemFOp, LogSignOp, LSTMCellOp, LinearOp,
                   RandomOp>(op);
     if (auto red = dyn_cast<vector::ReductionOp>(op))
       ok = red.getKind() == vector::CombiningKind::ADD && !red.getAcc();
@@ -443,6 +443,32 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   } else if (isa<math::SinOp>(op)) {
     add(0,
         arith::MulFOp::create(b, loc, d, math::CosOp::create(b, loc, fwd(0))));
+  } else if (isa<math::AtanOp>(op)) {
+    // d / (1 + x^2): 0 for infinite x, never NaN.
+    Value x = fwd(0);
+    add(0, arith::DivFOp::create(
+               b, loc, d,
+               arith::AddFOp::create(b, loc, cst(1.0),
+                                     arith::MulFOp::create(b, loc, x, x))));
+  } else if (isa<math::Atan2Op>(op)) {
+    // atan2(y, x): dy = d x / r2, dx = -d y / r2, r2 = x^2 + y^2; at the
+    // origin, where the angle jumps, both taken as 0 (as sqrt's slope at
+    // 0), so that a state still at 0 gives no NaN.
+    Value y = fwd(0), x = fwd(1);
+    Value r2 = arith::AddFOp::create(b, loc, arith::MulFOp::create(b, loc, x, x),
+                                     arith::MulFOp::create(b, loc, y, y));
+    Value nonzero = arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE,
+                                          r2, zeroConstant());
+    Value safe = arith::SelectOp::create(b, loc, nonzero, r2, cst(1.0));
+    Value scale = arith::DivFOp::create(b, loc, d, safe);
+    add(0, arith::SelectOp::create(b, loc, nonzero,
+                                   arith::MulFOp::create(b, loc, scale, x),
+                                   zeroConstant()));
+    add(1, arith::SelectOp::create(
+               b, loc, nonzero,
+               arith::NegFOp::create(b, loc,
+                                     arith::MulFOp::create(b, loc, scale, y)),
+               zeroConstant()));
   } else if (isa<arith::RemFOp>(op)) {
     // fmod(a, b) = a - b trunc(a / b), exact; trunc is piecewise constant.
     Value a = fwd(0), bv = fwd(1);

@@ -22,7 +22,9 @@ scalar tail and two chunks of the CPU executor):
   place of numpy's result (numpy has its own float32 code, the kernel calls
   libm: they differ by an ulp here and there), arguments up to 1e30;
 - cbrt (the real cube root, negative x included) within CBRT_ULPS ulps of
-  np.cbrt, zeros, infinities and NaN included; isfinite (and 'not' of it)
+  np.cbrt, zeros, infinities and NaN included; atan and atan2 within
+  ATAN_ULPS of np.arctan and np.arctan2, atan2's special cases (signed
+  zeros, infinities, NaN: the pairs of mod) included; isfinite (and 'not' of it)
   as np.isfinite; pi and -inf as constants (nothing compares below -inf).
 
 Prints one line per check and precision, then "N passed, M failed"; exits 1
@@ -48,14 +50,19 @@ COS_ULPS = 2
 # glibc's cbrt, which the kernel calls, is within about 3 ulps of the exact
 # root in float64 (numpy's own code within 1-2): 5 bounds their difference.
 CBRT_ULPS = 5
+# atan and atan2: libm's (glibc: within 1 ulp) against numpy's (which calls
+# the same libm or its own SIMD code: within 1 ulp).
+ATAN_ULPS = 2
 DTYPES = {"f32": np.float32, "f64": np.float64}
 
 SOURCE = """
 rule check(k = 7) {
   state md = 0, fl = 0, ce = 0, co = 0, si = 0, mt = 0, ft = 0
   state vm[3] = 2.5
-  state cb = 0, fi = 0, ip = 0
+  state cb = 0, fi = 0, ip = 0, at = 0, a2 = 0
   cb = cbrt(p)
+  at = atan(p)
+  a2 = atan2(p, g)
   fi = select(isfinite(p), 1, 0) + select(not isfinite(g), 2, 0)
   ip = select(p < -inf or p > inf, 0, pi)
   md = mod(p, g)
@@ -240,6 +247,19 @@ def run(precision, report, tmpdir, source):
                      % (precision, CBRT_ULPS, d.max()),
                      "at %d: x %r: kernel %r, numpy %r"
                      % (j, x[j], got[j], want[j]))
+        for name, want, what in (
+                ("at", np.arctan(x), "atan(x) within %d ulps of np.arctan"),
+                ("a2", np.arctan2(x, y),
+                 "atan2(x, y) within %d ulps of np.arctan2 (zeros, "
+                 "infinities, NaN of every sign)")):
+            got = state(name)
+            d = np.where(same_bits(got, want), 0, ulps(got, want))
+            j = int(np.argmax(d))
+            report.check(d.max() <= ATAN_ULPS,
+                         "%s %s (worst %.0f)"
+                         % (precision, what % ATAN_ULPS, d.max()),
+                         "at %d: x %r, y %r: kernel %r, numpy %r"
+                         % (j, x[j], y[j], got[j], want[j]))
         got = state("fi")
         want = (np.isfinite(x) * 1 + ~np.isfinite(y) * 2).astype(dtype)
         ok = same_bits(got, want)

@@ -764,6 +764,18 @@ def ref_tiger(h, t, p, g, s):
     return p - h.lr * (np.sign(s["m"]) + h.weight_decay * p)
 
 
+def ref_adam_atan2(h, t, p, g, s):
+    # Everett et al. (2024, arXiv:2407.05872), Adam-atan2: m and v as Adam's,
+    # bias-corrected, and the update a atan2(m_hat, b sqrt(v_hat)) instead of
+    # m_hat / (sqrt(v_hat) + eps); AdamW's decoupled weight decay.
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    mhat = s["m"] / (h.c(1) - h.beta1 ** t)
+    den = h.b * np.sqrt(s["v"] / (h.c(1) - h.beta2 ** t))
+    return (p * (h.c(1) - h.lr * h.weight_decay)
+            - h.lr * h.a * np.arctan2(mhat, den))
+
+
 def neg_over_lr(name):
     """Our buf from Sutskever's velocity: buf = -v / lr."""
     return lambda s, h: -s[name] / h.lr
@@ -923,6 +935,10 @@ CASES = [
     ("tiger", LIT, ref_tiger, {"lr": 0.002, "beta": 0.9,
                                "weight_decay": 0.02},
      {"m": 0}, {"m": "m"}),
+    ("adam_atan2", LIT, ref_adam_atan2,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "a": 1.1, "b": 0.9,
+      "weight_decay": 0.02},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
 ]
 # Rules whose kernels reduce over tensors: also run with THREADS_CHECK
 # threads, which must give the same bits.

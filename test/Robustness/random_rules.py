@@ -14,7 +14,7 @@ given --seed):
   assertion, a hang or a silent failure.
 --mode gradients: rules of smooth operations only (+, -, *, divisions by
   1 + x^2, tanh, sigmoid, exp, cos and sin of tanh, log and sqrt of 1 + x^2,
-  squares, and sums, means and norms over tensors and over all parameters,
+  atan, atan2(x, 2 + tanh(x)), squares, and sums, means and norms over tensors and over all parameters,
   of values that depend on p or a state, nested at random; a vector state
   with indexing, sum, mean and dot) must give
   hypergradient's dL/dlr within a relative 1e-4 of its central difference
@@ -37,8 +37,8 @@ import subprocess
 import sys
 
 UNARY = ["sqrt", "exp", "log", "abs", "tanh", "sigmoid", "sign", "floor",
-         "ceil", "cos", "sin", "cbrt"]
-BINARY = ["max", "min", "pow", "mod"]
+         "ceil", "cos", "sin", "cbrt", "atan"]
+BINARY = ["max", "min", "pow", "mod", "atan2"]
 RED = [f"{scope}_{kind}" for scope in ("tensor", "global")
        for kind in ("sum", "mean", "norm", "max", "min")]
 AXRED = [f"{axis}_{kind}" for axis in ("row", "col")
@@ -48,7 +48,8 @@ SMOOTH_RED = [f"{scope}_{kind}" for scope in ("tensor", "global")
 PIECEWISE_RED = [f"{scope}_{kind}" for scope in ("tensor", "global")
                  for kind in ("max", "min")]
 SMOOTH_UNARY = ["tanh({})", "sigmoid({})", "exp(tanh({}))", "log(1 + ({}) ** 2)",
-                "sqrt(1 + ({}) ** 2)", "cos(tanh({}))", "sin(tanh({}))", "(({}) ** 2)"]
+                "sqrt(1 + ({}) ** 2)", "cos(tanh({}))", "sin(tanh({}))", "(({}) ** 2)",
+                "atan({})", "atan2({0}, 2 + tanh({0}))"]
 
 
 def add_lets(rng, lines, avail, most, e):

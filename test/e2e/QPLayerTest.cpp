@@ -104,9 +104,20 @@ TEST(QPLayer, ForwardMatchesTheSolverOnTheSameData) {
     EXPECT_NEAR(lam[i], lam2[i], 1e-10);
 }
 
-TEST(QPLayer, GradientsOfInputsAndWeightsMatchFiniteDifferences) {
+// The same layer with atan and atan2 in its data (of inputs and weights,
+// away from atan2's origin).
+const char *kArctangentLayer = R"(
+layer t(n = 3, neq = 2) {
+  weights W[neq, n], c[n], lz[n]
+  input y[n]
+  let u = W @ (exp(lz) + atan(lz))
+  output z, nu, lam = qp(Q: eye(n) * 2.0 + zeros(n, n), q: c - atan2(y, c * c + 1.0), A: W, b: u, G: ones(1, n), h: ones(1) * 5.0 - zeros(1, n) @ y)
+}
+)";
+
+void expectGradientsMatchFiniteDifferences(const char *source) {
   Compiler compiler(f64Options());
-  Layer layer = compiler.compileLayerSource(kLayer, "t.optim");
+  Layer layer = compiler.compileLayerSource(source, "t.optim");
   Data d;
   // Make the inequality active for some elements: sum z <= 5 - 0.
   for (int64_t e = 0; e < d.B; e += 2)
@@ -138,7 +149,7 @@ TEST(QPLayer, GradientsOfInputsAndWeightsMatchFiniteDifferences) {
   std::vector<double> *params[4] = {&d.y, &d.W, &d.c, &d.lz};
   std::vector<double> *grads[4] = {&dy, &dW, &dc, &dlz};
   const char *names[4] = {"y", "W", "c", "lz"};
-  Layer probe = compiler.compileLayerSource(kLayer, "t.optim");
+  Layer probe = compiler.compileLayerSource(source, "t.optim");
   const double eps = 1e-6;
   for (int k = 0; k < 4; ++k)
     for (size_t i = 0; i < params[k]->size(); ++i) {
@@ -152,6 +163,14 @@ TEST(QPLayer, GradientsOfInputsAndWeightsMatchFiniteDifferences) {
       EXPECT_NEAR((*grads[k])[i], fd, 1e-5 * std::max(1.0, std::abs(fd)))
           << names[k] << "[" << i << "]";
     }
+}
+
+TEST(QPLayer, GradientsOfInputsAndWeightsMatchFiniteDifferences) {
+  expectGradientsMatchFiniteDifferences(kLayer);
+}
+
+TEST(QPLayer, ArctangentsInTheDataHaveTheirDerivatives) {
+  expectGradientsMatchFiniteDifferences(kArctangentLayer);
 }
 
 TEST(QPLayer, SudokuExampleInFloat32) {

@@ -358,6 +358,21 @@ rule periodic(lr = 0.3, T = 2.5, y = -0.7) {
 )");
 }
 
+TEST(VJPKernel, Arctangents) {
+  // atan and atan2 (Adam-atan2's update: atan2(m, sqrt(v)) needs no eps),
+  // of values of every sign, so that atan2's angle crosses quadrants; the
+  // seed keeps every (x, y) away from the origin, where its slope is taken
+  // as 0.
+  check(R"(
+rule arctangents(lr = 0.3, a = 1.27, b = 0.8) {
+  state m = 0.1, v = 0.2
+  m = 0.9 * m + 0.1 * g
+  v = 0.99 * v + 0.01 * g * g
+  p -= lr * a * atan2(m, b * sqrt(v)) + 0.1 * atan(p * g - m) + atan2(p, g - 0.3) * m
+}
+)");
+}
+
 // Strong zeros (Differentiate.cpp): what flows back from the side a select,
 // max or min did not take is 0 where its cotangent is 0, even where that
 // side is NaN or inf; and only elementwise ops are masked component by
