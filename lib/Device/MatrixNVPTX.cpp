@@ -16,8 +16,9 @@
 #include "optim/MatrixBlock.h"
 
 /// The block's dynamic shared memory (the launch's sharedMemBytes, from
-/// optim/MatrixBlock.h).
-extern __attribute__((address_space(3))) double optim_matrix_shared[];
+/// optim/MatrixBlock.h), 16-byte aligned for the product's vector loads.
+extern __attribute__((address_space(3), aligned(16))) double
+    optim_matrix_shared[];
 
 namespace {
 struct BlockTeam {

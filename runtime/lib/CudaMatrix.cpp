@@ -31,11 +31,14 @@ struct Launcher {
 
   void run(CUfunction fn, const char *name, unsigned gx, unsigned gy,
            int64_t shared, std::vector<void *> args) const {
-    d.check(d.cuLaunchKernel(fn, gx, gy, 1, mb::kThreads, 1, 1,
-                             unsigned(shared), stream, args.data(), nullptr),
-            (std::string("cuLaunchKernel(" OPTIM_MATRIX_SYMBOL_PREFIX) + name +
-             (dtype == DType::F32 ? "_f32)" : "_f64)"))
-                .c_str());
+    CUresult r =
+        d.cuLaunchKernel(fn, gx, gy, 1, mb::kThreads, 1, 1, unsigned(shared),
+                         stream, args.data(), nullptr);
+    // The call's name only when it failed: launches are many.
+    if (r != 0)
+      d.check(r, (std::string("cuLaunchKernel(" OPTIM_MATRIX_SYMBOL_PREFIX) +
+                  name + (dtype == DType::F32 ? "_f32)" : "_f64)"))
+                     .c_str());
   }
 };
 

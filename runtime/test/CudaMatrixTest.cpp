@@ -100,6 +100,16 @@ template <typename T> void expectProductsAreFmaChains() {
 TEST(MatrixBlock, ProductsAreFmaChainsF32) {
   expectProductsAreFmaChains<float>();
 }
+
+TEST(MatrixBlock, AChainEndingAtMinusZeroStaysThere) {
+  // (-1e-30) (1e-30) underflows to -0 in f32; K = 1 leaves 15 steps of the
+  // tile's zero padding, which must not run (fma(0, 0, -0) = +0).
+  const float A = -1e-30f, B = 1e-30f;
+  float C = 1.f;
+  gemm<float>(1, 1, 1, 1.f, &A, 1, 1, &B, 1, 1, 0.f, nullptr, &C);
+  EXPECT_EQ(C, 0.f);
+  EXPECT_TRUE(std::signbit(C));
+}
 TEST(MatrixBlock, ProductsAreFmaChainsF64) {
   expectProductsAreFmaChains<double>();
 }

@@ -462,7 +462,7 @@ typedef void (*optim_reduced_rule_kernel)(
  *                         const T *D, T *C);
  *     C = alpha A B + beta D (M x N, row-major; D like C, or NULL: not
  *     read), A(i, k) = A[i ars + k acs], B(k, j) = B[k brs + j bcs]; grid
- *     (ceil(N / 64), ceil(M / 64)), 256 threads, 2 * 16 * 65 * sizeof(T)
+ *     (ceil(N / 64), ceil(M / 64)), 256 threads, 2 * 16 * 68 * sizeof(T)
  *     bytes of dynamic shared memory.
  *   optim_matrix_sumsq_<t>(const T *x, int64_t n, double *partials);
  *     partials[b] = block b's part of the sum of x[i]^2 (in double);

@@ -8,7 +8,7 @@
 // the runtime's tests and the fake driver run the same code with one CPU
 // thread standing for all of them (Team::kPer == kThreads), so the fakes
 // compute what a device computes, bit for bit:
-// - every product entry is one chain of fused multiply-adds over k in
+// - every product entry is one chain of fused multiply-adds over k < K in
 //   ascending order, from +0, then alpha * acc, then fma(beta, D, that):
 //   written with explicit fma, so no compiler contracts anything else;
 // - the sum of squares is a fixed tree over kThreads slots per block and
@@ -34,11 +34,14 @@ namespace matrixblock {
 constexpr int kThreads = 256;
 /// A product block computes a kTile x kTile tile of C, kDepth columns of A
 /// and rows of B at a time; thread (ty, tx) of the 16 x 16 block computes
-/// rows ty + 16 u and columns tx + 16 w, u, w < kPerSide.
+/// rows 4 ty + u and columns 4 tx + w, u, w < kPerSide: its four values of
+/// each shared tile row are adjacent, one 128-bit shared load on a GPU
+/// (with 2 of them feeding 16 FMAs, the loop is not bound by shared loads).
 constexpr int kTile = 64, kDepth = 16, kSide = 16, kPerSide = 4;
-/// Shared tiles are kTile + 1 wide, so that neither loading mapping stores
-/// a warp's elements into one bank.
-constexpr int kStride = kTile + 1;
+/// Shared tile rows are kTile + 4 elements apart: a multiple of four, so
+/// that those loads stay 16-byte aligned, and not of the 32 banks, so that
+/// neither loading mapping stores a warp's elements into a few banks.
+constexpr int kStride = kTile + 4;
 /// Blocks of a sum of squares (fewer for small matrices: sumBlocks).
 constexpr int kSumBlocks = 64;
 
@@ -64,7 +67,8 @@ inline double fmaT(double a, double b, double c) {
 /// Tile (bi, bj) of C (M x N, row-major, contiguous) = alpha (A B) + beta D,
 /// where A(i, k) = A[i * ars + k * acs], B(k, j) = B[k * brs + j * bcs] and
 /// D is laid out as C (not read when null: C = alpha A B). C must not
-/// overlap A, B or D. `shared`: gemmSharedBytes(sizeof(T)) bytes.
+/// overlap A, B or D. `shared`: gemmSharedBytes(sizeof(T)) bytes, 16-byte
+/// aligned.
 template <typename T, typename Team>
 void gemmBlock(Team &team, int64_t bi, int64_t bj, int64_t M, int64_t N,
                int64_t K, T alpha, const T *A, int64_t ars, int64_t acs,
@@ -100,18 +104,37 @@ void gemmBlock(Team &team, int64_t bi, int64_t bj, int64_t M, int64_t N,
       }
     }
     team.sync();
-    for (int v = 0; v < P; ++v) {
+    // Step kk of the tile: its products into the accumulators. The last tile
+    // stops at K, not at its zero padding, whose fma(0, 0, -0) would give
+    // +0: each entry is the chain over k < K exactly (the bound is the same
+    // for every thread, as the barriers need).
+    auto step = [&](int v, int kk) {
       const int t = team.tid * P + v, ty = t / kSide, tx = t % kSide;
-      for (int kk = 0; kk < kDepth; ++kk) {
-        T a[kPerSide], b[kPerSide];
-        for (int u = 0; u < kPerSide; ++u)
-          a[u] = As[kk * kStride + ty + kSide * u];
+      // 16-byte aligned (kStride and the offsets are multiples of 4
+      // elements, `shared` is 16-byte aligned): said so, the loads merge
+      // into 128-bit ones.
+      const T *ar = static_cast<const T *>(
+          __builtin_assume_aligned(As + kk * kStride + kPerSide * ty, 16));
+      const T *br = static_cast<const T *>(
+          __builtin_assume_aligned(Bs + kk * kStride + kPerSide * tx, 16));
+      T a[kPerSide], b[kPerSide];
+      for (int u = 0; u < kPerSide; ++u)
+        a[u] = ar[u];
+      for (int w = 0; w < kPerSide; ++w)
+        b[w] = br[w];
+      for (int u = 0; u < kPerSide; ++u)
         for (int w = 0; w < kPerSide; ++w)
-          b[w] = Bs[kk * kStride + tx + kSide * w];
-        for (int u = 0; u < kPerSide; ++u)
-          for (int w = 0; w < kPerSide; ++w)
-            acc[v][u][w] = fmaT(a[u], b[w], acc[v][u][w]);
-      }
+          acc[v][u][w] = fmaT(a[u], b[w], acc[v][u][w]);
+    };
+    if (K - k0 >= kDepth) {
+      for (int v = 0; v < P; ++v)
+        for (int kk = 0; kk < kDepth; ++kk)
+          step(v, kk);
+    } else {
+      const int depth = int(K - k0);
+      for (int v = 0; v < P; ++v)
+        for (int kk = 0; kk < depth; ++kk)
+          step(v, kk);
     }
     team.sync();
   }
@@ -119,7 +142,7 @@ void gemmBlock(Team &team, int64_t bi, int64_t bj, int64_t M, int64_t N,
     const int t = team.tid * P + v, ty = t / kSide, tx = t % kSide;
     for (int u = 0; u < kPerSide; ++u)
       for (int w = 0; w < kPerSide; ++w) {
-        const int64_t i = i0 + ty + kSide * u, j = j0 + tx + kSide * w;
+        const int64_t i = i0 + kPerSide * ty + u, j = j0 + kPerSide * tx + w;
         if (i >= M || j >= N)
           continue;
         T r = alpha * acc[v][u][w];
