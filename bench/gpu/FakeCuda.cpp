@@ -423,10 +423,11 @@ template <typename A> A param(void **params, int k) {
   return *static_cast<A *>(params[k]);
 }
 
-/// A matrix kernel's launch, its arguments in KernelABI.h's order.
+/// A matrix kernel's launch, its arguments in KernelABI.h's order: matrix
+/// z of the batch (grid z) at its operands' strides.
 template <typename T>
 CUresult matrixLaunch(const Kernel &k, unsigned gridX, unsigned gridY,
-                      unsigned shared, void **a) {
+                      unsigned gridZ, unsigned shared, void **a) {
   namespace mb = optim::matrixblock;
   SerialTeam team;
   if (k.matrix == 'g') {
@@ -436,22 +437,27 @@ CUresult matrixLaunch(const Kernel &k, unsigned gridX, unsigned gridY,
       return 1; // CUDA_ERROR_INVALID_VALUE: not the kernel's launch
     const int64_t M = param<int64_t>(a, 0), N = param<int64_t>(a, 1),
                   K = param<int64_t>(a, 2);
-    const T alpha = param<T>(a, 3), beta = param<T>(a, 10);
-    const T *A = param<const T *>(a, 4), *B = param<const T *>(a, 7),
-            *D = param<const T *>(a, 11);
+    const T alpha = param<T>(a, 3), beta = param<T>(a, 12);
     const int64_t ars = param<int64_t>(a, 5), acs = param<int64_t>(a, 6),
-                  brs = param<int64_t>(a, 8), bcs = param<int64_t>(a, 9);
-    T *C = param<T *>(a, 12);
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t j = 0; j < N; ++j) {
-        T acc = T(0);
-        for (int64_t q = 0; q < K; ++q)
-          acc = std::fma(A[i * ars + q * acs], B[q * brs + j * bcs], acc);
-        T r = alpha * acc;
-        if (D)
-          r = std::fma(beta, D[i * N + j], r);
-        C[i * N + j] = r;
-      }
+                  brs = param<int64_t>(a, 9), bcs = param<int64_t>(a, 10);
+    for (unsigned z = 0; z < gridZ; ++z) {
+      const T *A = param<const T *>(a, 4) + z * param<int64_t>(a, 7);
+      const T *B = param<const T *>(a, 8) + z * param<int64_t>(a, 11);
+      const T *D = param<const T *>(a, 13);
+      if (D)
+        D += z * param<int64_t>(a, 14);
+      T *C = param<T *>(a, 15) + z * param<int64_t>(a, 16);
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t j = 0; j < N; ++j) {
+          T acc = T(0);
+          for (int64_t q = 0; q < K; ++q)
+            acc = std::fma(A[i * ars + q * acs], B[q * brs + j * bcs], acc);
+          T r = alpha * acc;
+          if (D)
+            r = std::fma(beta, D[i * N + j], r);
+          C[i * N + j] = r;
+        }
+    }
     return 0;
   }
   if (gridY != 1)
@@ -460,32 +466,41 @@ CUresult matrixLaunch(const Kernel &k, unsigned gridX, unsigned gridY,
     if (shared < mb::kSumSharedBytes)
       return 1;
     std::vector<double> smem(mb::kThreads);
-    for (unsigned b = 0; b < gridX; ++b)
-      mb::sumSquaresBlock<T>(team, b, gridX, param<const T *>(a, 0),
-                             param<int64_t>(a, 1), param<double *>(a, 2),
-                             smem.data());
+    for (unsigned z = 0; z < gridZ; ++z)
+      for (unsigned b = 0; b < gridX; ++b)
+        mb::sumSquaresBlock<T>(
+            team, b, gridX, param<const T *>(a, 0) + z * param<int64_t>(a, 2),
+            param<int64_t>(a, 1), param<double *>(a, 3) + z * gridX,
+            smem.data());
     return 0;
   }
-  for (unsigned b = 0; b < gridX; ++b)
-    mb::scaleBlock<T>(team, b, gridX, param<T *>(a, 0), param<int64_t>(a, 1),
-                      param<int64_t>(a, 2), param<const T *>(a, 3),
-                      param<int64_t>(a, 4), param<int64_t>(a, 5),
-                      param<int64_t>(a, 6), param<int64_t>(a, 7),
-                      param<const double *>(a, 8), param<int64_t>(a, 9),
-                      param<double>(a, 10));
+  const double *partials = param<const double *>(a, 10);
+  const int64_t numPartials = param<int64_t>(a, 11);
+  for (unsigned z = 0; z < gridZ; ++z)
+    for (unsigned b = 0; b < gridX; ++b)
+      mb::scaleBlock<T>(
+          team, b, gridX, param<T *>(a, 0) + z * param<int64_t>(a, 3),
+          param<int64_t>(a, 1), param<int64_t>(a, 2),
+          param<const T *>(a, 4) + z * param<int64_t>(a, 7),
+          param<int64_t>(a, 5), param<int64_t>(a, 6), param<int64_t>(a, 8),
+          param<int64_t>(a, 9),
+          partials ? partials + z * numPartials : partials, numPartials,
+          param<double>(a, 12));
   return 0;
 }
 } // extern "C++"
 
-CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned gridY, unsigned,
-                        unsigned blockX, unsigned, unsigned, unsigned shared,
-                        void *, void **params, void **) {
+CUresult cuLaunchKernel(void *fn, unsigned gridX, unsigned gridY,
+                        unsigned gridZ, unsigned blockX, unsigned, unsigned,
+                        unsigned shared, void *, void **params, void **) {
   const Kernel &k = *static_cast<Kernel *>(fn);
   if (k.matrix) {
-    if (blockX != unsigned(optim::matrixblock::kThreads))
-      return 1; // CUDA_ERROR_INVALID_VALUE: not the kernels' block
-    return k.f64 ? matrixLaunch<double>(k, gridX, gridY, shared, params)
-                 : matrixLaunch<float>(k, gridX, gridY, shared, params);
+    if (blockX != unsigned(optim::matrixblock::kThreads) || gridZ < 1 ||
+        gridZ > 65535)
+      return 1; // CUDA_ERROR_INVALID_VALUE: not the kernels' launch
+    return k.f64
+               ? matrixLaunch<double>(k, gridX, gridY, gridZ, shared, params)
+               : matrixLaunch<float>(k, gridX, gridY, gridZ, shared, params);
   }
   if (k.layer && k.part > 0)
     return layerBackward(k, gridX, blockX, params);

@@ -20,13 +20,15 @@ using namespace mlir;
 namespace mlir::optim {
 
 /// One kernel `name` taking `args` (generic pointers for pointers) that
-/// calls `name`_block with the block coordinates `coords` (y then x, or x
-/// then gridDim.x) before its own arguments.
+/// calls `name`_block with its block's coordinates before its own
+/// arguments: blockIdx.z (the matrix of the batch), then blockIdx.y and
+/// blockIdx.x (a product's tile) or blockIdx.x and gridDim.x (a slice of a
+/// grid-stride loop).
 static void emitMatrixKernel(OpBuilder &b, Location loc, StringRef name,
                              ArrayRef<Type> args, bool twoDimensional) {
   MLIRContext *ctx = b.getContext();
   Type i64 = b.getI64Type();
-  SmallVector<Type> deviceArgs = {i64, i64};
+  SmallVector<Type> deviceArgs = {i64, i64, i64};
   deviceArgs.append(args.begin(), args.end());
   auto type =
       LLVM::LLVMFunctionType::get(LLVM::LLVMVoidType::get(ctx), deviceArgs);
@@ -40,12 +42,13 @@ static void emitMatrixKernel(OpBuilder &b, Location loc, StringRef name,
   auto asI64 = [&](Value v) -> Value {
     return arith::IndexCastOp::create(b, loc, i64, v);
   };
+  Value z = asI64(gpu::BlockIdOp::create(b, loc, gpu::Dimension::z));
   Value x = asI64(gpu::BlockIdOp::create(b, loc, gpu::Dimension::x));
   SmallVector<Value> operands;
   if (twoDimensional)
-    operands = {asI64(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y)), x};
+    operands = {z, asI64(gpu::BlockIdOp::create(b, loc, gpu::Dimension::y)), x};
   else
-    operands = {x, asI64(gpu::GridDimOp::create(b, loc, gpu::Dimension::x))};
+    operands = {z, x, asI64(gpu::GridDimOp::create(b, loc, gpu::Dimension::x))};
   operands.append(entry.getArguments().begin(), entry.getArguments().end());
   LLVM::CallOp::create(b, loc, callee, operands);
   gpu::ReturnOp::create(b, loc);
@@ -61,19 +64,21 @@ void emitMatrixKernels(OpBuilder &b, gpu::GPUModuleOp gpuModule, FloatType elt,
   b.setInsertionPointToEnd(gpuModule.getBody());
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
   Type ptr = LLVM::LLVMPointerType::get(b.getContext());
-  // (M, N, K, alpha, A, ars, acs, B, brs, bcs, beta, D, C); grid
-  // (ceil(N / 64), ceil(M / 64)).
-  emitMatrixKernel(
-      b, loc, gemm,
-      {i64, i64, i64, elt, ptr, i64, i64, ptr, i64, i64, elt, ptr, ptr},
-      /*twoDimensional=*/true);
-  // (x, n, partials); one partial per block.
+  // (M, N, K, alpha, A, ars, acs, sA, B, brs, bcs, sB, beta, D, sD, C, sC);
+  // grid (ceil(N / 64), ceil(M / 64), matrices), s* the strides between
+  // the batch's matrices.
+  emitMatrixKernel(b, loc, gemm,
+                   {i64, i64, i64, elt, ptr, i64, i64, i64, ptr, i64, i64, i64,
+                    elt, ptr, i64, ptr, i64},
+                   /*twoDimensional=*/true);
+  // (x, n, sx, partials); one partial per block and matrix.
   emitMatrixKernel(b, loc, OPTIM_MATRIX_SYMBOL_PREFIX "sumsq_" + suffix,
-                   {ptr, i64, ptr}, /*twoDimensional=*/false);
-  // (y, yrs, ycs, x, xrs, xcs, m, n, partials, numPartials, eps).
-  emitMatrixKernel(b, loc, OPTIM_MATRIX_SYMBOL_PREFIX "scale_" + suffix,
-                   {ptr, i64, i64, ptr, i64, i64, i64, i64, ptr, i64, f64},
-                   /*twoDimensional=*/false);
+                   {ptr, i64, i64, ptr}, /*twoDimensional=*/false);
+  // (y, yrs, ycs, sy, x, xrs, xcs, sx, m, n, partials, numPartials, eps).
+  emitMatrixKernel(
+      b, loc, OPTIM_MATRIX_SYMBOL_PREFIX "scale_" + suffix,
+      {ptr, i64, i64, i64, ptr, i64, i64, i64, i64, i64, ptr, i64, f64},
+      /*twoDimensional=*/false);
 }
 
 } // namespace mlir::optim

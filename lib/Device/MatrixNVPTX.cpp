@@ -32,31 +32,37 @@ BlockTeam team() { return BlockTeam{int(__nvvm_read_ptx_sreg_tid_x())}; }
 using namespace optim::matrixblock;
 
 // Must match the declarations that optim-lower-rules-to-gpu emits
-// (lib/Conversion/MatrixKernelsGPU.cpp): the block's coordinates first.
-// Inlined into those kernels after linking: one body per kernel, no call.
+// (lib/Conversion/MatrixKernelsGPU.cpp): the block's coordinates first, z
+// (the batch's matrix, whose operands are s* elements past the first's)
+// leading. Inlined into those kernels after linking: one body per kernel,
+// no call.
 #define OPTIM_ENTRY extern "C" __attribute__((always_inline)) void
 #define OPTIM_MATRIX_ENTRIES(T, SUFFIX)                                        \
   OPTIM_ENTRY optim_matrix_gemm_##SUFFIX##_block(                              \
-      int64_t bi, int64_t bj, int64_t M, int64_t N, int64_t K, T alpha,        \
-      const T *A, int64_t ars, int64_t acs, const T *B, int64_t brs,           \
-      int64_t bcs, T beta, const T *D, T *C) {                                 \
+      int64_t z, int64_t bi, int64_t bj, int64_t M, int64_t N, int64_t K,      \
+      T alpha, const T *A, int64_t ars, int64_t acs, int64_t sA, const T *B,   \
+      int64_t brs, int64_t bcs, int64_t sB, T beta, const T *D, int64_t sD,    \
+      T *C, int64_t sC) {                                                      \
     BlockTeam t = team();                                                      \
-    gemmBlock<T>(t, bi, bj, M, N, K, alpha, A, ars, acs, B, brs, bcs, beta, D, \
-                 C, (T *)optim_matrix_shared);                                 \
+    gemmBlock<T>(t, bi, bj, M, N, K, alpha, A + z * sA, ars, acs, B + z * sB,  \
+                 brs, bcs, beta, D ? D + z * sD : D, C + z * sC,               \
+                 (T *)optim_matrix_shared);                                    \
   }                                                                            \
   OPTIM_ENTRY optim_matrix_sumsq_##SUFFIX##_block(                             \
-      int64_t block, int64_t blocks, const T *x, int64_t n,                    \
-      double *partials) {                                                      \
+      int64_t z, int64_t block, int64_t blocks, const T *x, int64_t n,         \
+      int64_t sx, double *partials) {                                          \
     BlockTeam t = team();                                                      \
-    sumSquaresBlock<T>(t, block, blocks, x, n, partials,                       \
+    sumSquaresBlock<T>(t, block, blocks, x + z * sx, n, partials + z * blocks, \
                        (double *)optim_matrix_shared);                         \
   }                                                                            \
   OPTIM_ENTRY optim_matrix_scale_##SUFFIX##_block(                             \
-      int64_t block, int64_t blocks, T *y, int64_t yrs, int64_t ycs,           \
-      const T *x, int64_t xrs, int64_t xcs, int64_t m, int64_t n,              \
-      const double *partials, int64_t numPartials, double eps) {               \
+      int64_t z, int64_t block, int64_t blocks, T *y, int64_t yrs,             \
+      int64_t ycs, int64_t sy, const T *x, int64_t xrs, int64_t xcs,           \
+      int64_t sx, int64_t m, int64_t n, const double *partials,                \
+      int64_t numPartials, double eps) {                                       \
     BlockTeam t = team();                                                      \
-    scaleBlock<T>(t, block, blocks, y, yrs, ycs, x, xrs, xcs, m, n, partials,  \
+    scaleBlock<T>(t, block, blocks, y + z * sy, yrs, ycs, x + z * sx, xrs,     \
+                  xcs, m, n, partials ? partials + z * numPartials : partials, \
                   numPartials, eps);                                           \
   }
 

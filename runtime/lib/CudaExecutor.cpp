@@ -596,21 +596,24 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
   for (size_t r : axisReductions_)
     matrixFunctions |= info.reductions[r].axis == Axis::Matrix;
   const int64_t mostRows = int64_t(65535) * matrixblock::kTile;
-  int64_t largestWork = 0;
+  // The scratch of the largest group of matrices NS(X) takes at once
+  // (CudaMatrix.h), and its partials.
+  int64_t largestWork = 0, largestGroup = 0;
   if (matrixFunctions)
     for (size_t i = 0; i < params_.size(); ++i) {
       const View &v = views_[i];
       if (params_[i].size == 0)
         continue;
-      const int64_t m = std::min(v.R, v.C), n = std::max(v.R, v.C);
-      if (m > mostRows)
+      if (std::min(v.R, v.C) > mostRows)
         throw Error("optim: CUDA: parameter tensor " + std::to_string(i) +
                     ": shape " + detail::shapeText(params_[i].shape) +
                     " has matrices of more than " + std::to_string(mostRows) +
                     " rows and columns, more than newton_schulz's products "
                     "take on CUDA");
-      // 2 m n + 2 m m elements (m * n <= the tensor's size).
-      largestWork = std::max(largestWork, 2 * m * n + 2 * m * m);
+      const int64_t group = newtonSchulzGroup(v.B, v.R, v.C);
+      matrixGroups_.push_back(group);
+      largestGroup = std::max(largestGroup, group);
+      largestWork = std::max(largestWork, group * newtonSchulzWork(v.R, v.C));
     }
   weights_.resize(info.weights.size());
   weightSet_.assign(info.weights.size(), false);
@@ -666,7 +669,8 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
     }
     if (largestWork > 0) {
       matrixWork_ = Buffer(dev, size_t(largestWork) * elt);
-      matrixPartials_ = Buffer(dev, size_t(matrixblock::kSumBlocks) * 8);
+      matrixPartials_ =
+          Buffer(dev, size_t(largestGroup) * matrixblock::kSumBlocks * 8);
     }
   } catch (...) {
     states_.clear();
@@ -858,17 +862,16 @@ void Optimizer::runMatrixFunctions(unsigned level) {
     const ReductionSpec &spec = info.reductions[axisReductions_[x]];
     if (spec.axis != Axis::Matrix || spec.level != level)
       continue;
+    // matrixGroups_ has an entry per non-empty tensor, in order.
+    size_t nonEmpty = 0;
     for (size_t t = 0; t < params_.size(); ++t) {
       if (params_[t].size == 0)
         continue;
       const View &v = views_[t];
-      const size_t bytes = size_t(v.R) * size_t(v.C) * dtypeSize(info.dtype);
-      for (int64_t b = 0; b < v.B; ++b)
-        enqueueNewtonSchulz(d, rule_.matrixKernels(), stream_,
-                                    info.dtype,
-                                    matrices_[x][t].get() + size_t(b) * bytes,
-                                    v.R, v.C, spec, matrixWork_.get(),
-                                    matrixPartials_.get());
+      enqueueNewtonSchulz(d, rule_.matrixKernels(), stream_, info.dtype,
+                          matrices_[x][t].get(), v.B, v.R, v.C, spec,
+                          matrixGroups_[nonEmpty++], matrixWork_.get(),
+                          matrixPartials_.get());
     }
   }
 }

@@ -2,9 +2,9 @@
 //
 // The order of KernelABI.h "Matrix functions on CUDA": one sum of squares,
 // one scaled copy into the work buffer (transposing when R > C), three
-// products per step, one copy back. Each launch's arguments are the
-// kernel's in the ABI's order; scalars of the element type go by value as
-// that type.
+// products per step, one copy back; each launch covers a group of matrices
+// (grid z). Each launch's arguments are the kernel's in the ABI's order;
+// scalars of the element type go by value as that type.
 //
 //===----------------------------------------------------------------------===//
 
@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <string>
 #include <utility>
+#include <vector>
 
 using namespace optim;
 using namespace optim::cuda;
@@ -30,9 +31,9 @@ struct Launcher {
   DType dtype;
 
   void run(CUfunction fn, const char *name, unsigned gx, unsigned gy,
-           int64_t shared, std::vector<void *> args) const {
+           unsigned gz, int64_t shared, std::vector<void *> args) const {
     CUresult r =
-        d.cuLaunchKernel(fn, gx, gy, 1, mb::kThreads, 1, 1, unsigned(shared),
+        d.cuLaunchKernel(fn, gx, gy, gz, mb::kThreads, 1, 1, unsigned(shared),
                          stream, args.data(), nullptr);
     // The call's name only when it failed: launches are many.
     if (r != 0)
@@ -58,55 +59,76 @@ unsigned blocksOf(int64_t count) {
 
 } // namespace
 
+int64_t cuda::newtonSchulzWork(int64_t R, int64_t C) {
+  const int64_t m = std::min(R, C), n = std::max(R, C);
+  return 2 * m * n + 2 * m * m;
+}
+
+int64_t cuda::newtonSchulzGroup(int64_t count, int64_t R, int64_t C) {
+  const int64_t budget = int64_t(1) << 22;
+  const int64_t each = std::max<int64_t>(newtonSchulzWork(R, C), 1);
+  return std::max<int64_t>(1, std::min({count, int64_t(65535),
+                                        std::max<int64_t>(budget / each, 1)}));
+}
+
 void cuda::enqueueNewtonSchulz(const DriverAPI &d, const Rule::MatrixKernels &k,
                                CUstream stream, DType dtype, CUdeviceptr x,
-                               int64_t R, int64_t C, const ReductionSpec &spec,
+                               int64_t count, int64_t R, int64_t C,
+                               const ReductionSpec &spec, int64_t group,
                                CUdeviceptr work, CUdeviceptr partials) {
-  if (R <= 0 || C <= 0)
+  if (R <= 0 || C <= 0 || count <= 0)
     return;
   const Launcher launch{d, stream, dtype};
   const size_t elt = dtypeSize(dtype);
   const bool transposed = R > C;
   // Launch arguments are addresses of non-const locals.
   int64_t m = transposed ? C : R, n = transposed ? R : C;
-  // X's element (i, j) of Y = X^T (or X) is at x[i * xrs + j * xcs].
-  int64_t xrs = transposed ? 1 : C, xcs = transposed ? C : 1;
-  int64_t mn = m * n, one = 1, zero = 0;
-  CUdeviceptr Y = work, Z = work + size_t(mn) * elt;
-  CUdeviceptr A = Z + size_t(mn) * elt, B = A + size_t(m * m) * elt;
+  // X's element (i, j) of Y = X^T (or X) is at x[i * xrs + j * xcs]; the
+  // next matrix's at sx more.
+  int64_t xrs = transposed ? 1 : C, xcs = transposed ? C : 1, sx = R * C;
+  int64_t mn = m * n, mm = m * m, one = 1, zero = 0;
   CUdeviceptr null = 0;
-
-  // s = ||X||_F, then Y = X / max(s, eps) in the work buffer.
-  int64_t sumBlocks = mb::sumBlocks(mn);
-  launch.run(k.sumSquares, "sumsq", unsigned(sumBlocks), 1, mb::kSumSharedBytes,
-             {&x, &mn, &partials});
-  double eps = spec.nsEps;
-  launch.run(
-      k.scale, "scale", blocksOf(mn), 1, 0,
-      {&Y, &n, &one, &x, &xrs, &xcs, &m, &n, &partials, &sumBlocks, &eps});
-
   Scalar a(spec.nsCoefficients[0]), b(spec.nsCoefficients[1]),
       c(spec.nsCoefficients[2]), unit(1.0), nothing(0.0);
+  double eps = spec.nsEps;
+  int64_t sumBlocks = mb::sumBlocks(mn);
   const int64_t shared = mb::gemmSharedBytes(int64_t(elt));
   auto tiles = [](int64_t count) {
     return unsigned((count + mb::kTile - 1) / mb::kTile);
   };
-  for (int step = 0; step < spec.nsSteps; ++step) {
-    // A = Y Y^T: B(k, j) = Y(j, k).
-    launch.run(k.gemm, "gemm", tiles(m), tiles(m), shared,
-               {&m, &m, &n, unit.ptr(dtype), &Y, &n, &one, &Y, &one, &n,
-                nothing.ptr(dtype), &null, &A});
-    // B = c (A A) + b A.
-    launch.run(k.gemm, "gemm", tiles(m), tiles(m), shared,
-               {&m, &m, &m, c.ptr(dtype), &A, &m, &one, &A, &m, &one,
-                b.ptr(dtype), &A, &B});
-    // Z = B Y + a Y, the next Y.
-    launch.run(k.gemm, "gemm", tiles(n), tiles(m), shared,
-               {&m, &n, &m, unit.ptr(dtype), &B, &m, &one, &Y, &n, &one,
-                a.ptr(dtype), &Y, &Z});
-    std::swap(Y, Z);
+  for (int64_t first = 0; first < count; first += group) {
+    const unsigned g = unsigned(std::min(group, count - first));
+    CUdeviceptr X = x + size_t(first) * size_t(sx) * elt;
+    // The group's scratch: its Ys, then Zs, As and Bs, each matrix's
+    // mn or mm elements after the previous one's.
+    CUdeviceptr Y = work, Z = work + size_t(g) * size_t(mn) * elt;
+    CUdeviceptr A = Z + size_t(g) * size_t(mn) * elt;
+    CUdeviceptr B = A + size_t(g) * size_t(mm) * elt;
+
+    // s = ||X||_F, then Y = X / max(s, eps).
+    launch.run(k.sumSquares, "sumsq", unsigned(sumBlocks), 1, g,
+               mb::kSumSharedBytes, {&X, &mn, &sx, &partials});
+    launch.run(k.scale, "scale", blocksOf(mn), 1, g, 0,
+               {&Y, &n, &one, &mn, &X, &xrs, &xcs, &sx, &m, &n, &partials,
+                &sumBlocks, &eps});
+    for (int step = 0; step < spec.nsSteps; ++step) {
+      // A = Y Y^T: B(k, j) = Y(j, k).
+      launch.run(k.gemm, "gemm", tiles(m), tiles(m), g, shared,
+                 {&m, &m, &n, unit.ptr(dtype), &Y, &n, &one, &mn, &Y, &one, &n,
+                  &mn, nothing.ptr(dtype), &null, &zero, &A, &mm});
+      // B = c (A A) + b A.
+      launch.run(k.gemm, "gemm", tiles(m), tiles(m), g, shared,
+                 {&m, &m, &m, c.ptr(dtype), &A, &m, &one, &mm, &A, &m, &one,
+                  &mm, b.ptr(dtype), &A, &mm, &B, &mm});
+      // Z = B Y + a Y, the next Y.
+      launch.run(k.gemm, "gemm", tiles(n), tiles(m), g, shared,
+                 {&m, &n, &m, unit.ptr(dtype), &B, &m, &one, &mm, &Y, &n, &one,
+                  &mn, a.ptr(dtype), &Y, &mn, &Z, &mn});
+      std::swap(Y, Z);
+    }
+    // The results back into X (transposed back when R > C).
+    launch.run(
+        k.scale, "scale", blocksOf(mn), 1, g, 0,
+        {&X, &xrs, &xcs, &sx, &Y, &n, &one, &mn, &m, &n, &null, &zero, &eps});
   }
-  // The result back into X (transposed back when R > C).
-  launch.run(k.scale, "scale", blocksOf(mn), 1, 0,
-             {&x, &xrs, &xcs, &Y, &n, &one, &m, &n, &null, &zero, &eps});
 }

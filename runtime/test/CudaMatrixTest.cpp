@@ -13,6 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "../lib/CudaMatrix.h"
 #include "FakeDriver.h"
 #include "optim/Manifest.h"
 #include "optim/MatrixBlock.h"
@@ -211,7 +212,7 @@ const CUmodule kModule = reinterpret_cast<CUmodule>(0x6600);
 struct MatrixState : fakecuda::Memory {
   bool f32 = true, withMatrixKernels = true;
   std::string descriptor;
-  int gemms = 0, sums = 0, scales = 0;
+  int gemms = 0, sums = 0, scales = 0, matrices = 0;
   std::vector<std::string> calls;
 };
 MatrixState *fake = nullptr;
@@ -261,26 +262,31 @@ template <typename A> A arg(void **params, int k) {
   return *static_cast<A *>(params[k]);
 }
 
-/// The matrix kernels' blocks, in the ABI's argument order.
+/// The matrix kernels' blocks, in the ABI's argument order: matrix z of
+/// the batch (grid z) at its operands' strides, as MatrixNVPTX.cpp.
 template <typename T>
-CUresult matrixLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned shared,
-                      void **params) {
+CUresult matrixLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
+                      unsigned shared, void **params) {
   CpuTeam team;
+  fake->matrices += f == kSumSq ? int(gz) : 0;
   if (f == kGemm) {
     ++fake->gemms;
     if (shared < mb::gemmSharedBytes(sizeof(T)))
       return 1;
     std::vector<T> smem(shared / sizeof(T) + 1);
-    for (unsigned by = 0; by < gy; ++by)
-      for (unsigned bx = 0; bx < gx; ++bx)
-        mb::gemmBlock<T>(team, by, bx, arg<int64_t>(params, 0),
-                         arg<int64_t>(params, 1), arg<int64_t>(params, 2),
-                         arg<T>(params, 3), arg<const T *>(params, 4),
-                         arg<int64_t>(params, 5), arg<int64_t>(params, 6),
-                         arg<const T *>(params, 7), arg<int64_t>(params, 8),
-                         arg<int64_t>(params, 9), arg<T>(params, 10),
-                         arg<const T *>(params, 11), arg<T *>(params, 12),
-                         smem.data());
+    const T *D = arg<const T *>(params, 13);
+    for (unsigned z = 0; z < gz; ++z)
+      for (unsigned by = 0; by < gy; ++by)
+        for (unsigned bx = 0; bx < gx; ++bx)
+          mb::gemmBlock<T>(
+              team, by, bx, arg<int64_t>(params, 0), arg<int64_t>(params, 1),
+              arg<int64_t>(params, 2), arg<T>(params, 3),
+              arg<const T *>(params, 4) + z * arg<int64_t>(params, 7),
+              arg<int64_t>(params, 5), arg<int64_t>(params, 6),
+              arg<const T *>(params, 8) + z * arg<int64_t>(params, 11),
+              arg<int64_t>(params, 9), arg<int64_t>(params, 10),
+              arg<T>(params, 12), D ? D + z * arg<int64_t>(params, 14) : D,
+              arg<T *>(params, 15) + z * arg<int64_t>(params, 16), smem.data());
     fake->calls.push_back("gemm");
     return 0;
   }
@@ -291,21 +297,29 @@ CUresult matrixLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned shared,
     if (shared < mb::kSumSharedBytes)
       return 1;
     std::vector<double> smem(mb::kThreads);
-    for (unsigned b = 0; b < gx; ++b)
-      mb::sumSquaresBlock<T>(team, b, gx, arg<const T *>(params, 0),
-                             arg<int64_t>(params, 1), arg<double *>(params, 2),
-                             smem.data());
+    for (unsigned z = 0; z < gz; ++z)
+      for (unsigned b = 0; b < gx; ++b)
+        mb::sumSquaresBlock<T>(team, b, gx,
+                               arg<const T *>(params, 0) +
+                                   z * arg<int64_t>(params, 2),
+                               arg<int64_t>(params, 1),
+                               arg<double *>(params, 3) + z * gx, smem.data());
     fake->calls.push_back("sumsq");
     return 0;
   }
   ++fake->scales;
-  for (unsigned b = 0; b < gx; ++b)
-    mb::scaleBlock<T>(team, b, gx, arg<T *>(params, 0), arg<int64_t>(params, 1),
-                      arg<int64_t>(params, 2), arg<const T *>(params, 3),
-                      arg<int64_t>(params, 4), arg<int64_t>(params, 5),
-                      arg<int64_t>(params, 6), arg<int64_t>(params, 7),
-                      arg<const double *>(params, 8), arg<int64_t>(params, 9),
-                      arg<double>(params, 10));
+  const double *partials = arg<const double *>(params, 10);
+  const int64_t numPartials = arg<int64_t>(params, 11);
+  for (unsigned z = 0; z < gz; ++z)
+    for (unsigned b = 0; b < gx; ++b)
+      mb::scaleBlock<T>(team, b, gx,
+                        arg<T *>(params, 0) + z * arg<int64_t>(params, 3),
+                        arg<int64_t>(params, 1), arg<int64_t>(params, 2),
+                        arg<const T *>(params, 4) + z * arg<int64_t>(params, 7),
+                        arg<int64_t>(params, 5), arg<int64_t>(params, 6),
+                        arg<int64_t>(params, 8), arg<int64_t>(params, 9),
+                        partials ? partials + z * numPartials : partials,
+                        numPartials, arg<double>(params, 12));
   fake->calls.push_back("scale");
   return 0;
 }
@@ -333,15 +347,15 @@ CUresult ruleLaunch(CUfunction f, unsigned grid, void **params) {
 CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                 unsigned bx, unsigned, unsigned, unsigned shared, CUstream,
                 void **params, void **extra) {
-  if (gz != 1 || extra)
+  if (extra)
     return 1;
   if (f == kGemm || f == kSumSq || f == kScale) {
-    if (bx != unsigned(mb::kThreads))
+    if (bx != unsigned(mb::kThreads) || gz < 1 || gz > 65535)
       return 1;
-    return fake->f32 ? matrixLaunch<float>(f, gx, gy, shared, params)
-                     : matrixLaunch<double>(f, gx, gy, shared, params);
+    return fake->f32 ? matrixLaunch<float>(f, gx, gy, gz, shared, params)
+                     : matrixLaunch<double>(f, gx, gy, gz, shared, params);
   }
-  if ((f != kReduce && f != kRuleFn) || gy != 1 || bx % 32 || shared)
+  if ((f != kReduce && f != kRuleFn) || gy != 1 || gz != 1 || bx % 32 || shared)
     return 1;
   return fake->f32 ? ruleLaunch<float>(f, gx, params)
                    : ruleLaunch<double>(f, gx, params);
@@ -382,12 +396,12 @@ protected:
   MatrixState state;
 };
 
-/// Empty, a scalar, vectors (one row), wide and tall matrices (Y = X^T), a
-/// batch of matrices, more rows and columns than one product tile, and an
-/// unshaped tensor (one row).
+/// Empty, a scalar, vectors (one row), wide and tall matrices (Y = X^T),
+/// batches of matrices (one launch group each), more rows and columns than
+/// one product tile, and an unshaped tensor (one row).
 const std::vector<std::vector<int64_t>> kShapes = {
-    {0},    {1},       {7},       {3, 5},   {5, 3}, {2, 3, 4},
-    {3, 0}, {70, 130}, {130, 70}, {1, 300}, {}};
+    {0},    {1},       {7},       {3, 5},   {5, 3},     {2, 3, 4},
+    {3, 0}, {70, 130}, {130, 70}, {1, 300}, {40, 3, 5}, {}};
 const int64_t kUnshaped = 33;
 
 int64_t countOf(const std::vector<int64_t> &shape) {
@@ -461,13 +475,14 @@ template <typename T> void expectAsTheCpuRuntime(int64_t chunkSize) {
     gpu.step(dgrads);
   }
   gpu.synchronize();
-  // Per matrix and step: a sum of squares, two copies, 3 products a step
-  // of NS. Matrices: 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 1 (the empty tensors
-  // have none).
-  const int matrices = 10;
-  EXPECT_EQ(st.sums, steps * matrices);
-  EXPECT_EQ(st.scales, 2 * steps * matrices);
-  EXPECT_EQ(st.gemms, 15 * steps * matrices);
+  // Per non-empty tensor and step, all its matrices in one group (grid z):
+  // a sum of squares, two copies, 3 products a step of NS. Matrices:
+  // 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 40 + 1 (the empty tensors have none).
+  const int tensors = 10, matrices = 50;
+  EXPECT_EQ(st.sums, steps * tensors);
+  EXPECT_EQ(st.scales, 2 * steps * tensors);
+  EXPECT_EQ(st.gemms, 15 * steps * tensors);
+  EXPECT_EQ(st.matrices, steps * matrices);
   // The products sum in another order than the CPU's (OpenBLAS or the
   // runtime's loops): NS's result to the element type's rounding, over a
   // few iterations of a map that amplifies it a little.
@@ -515,6 +530,21 @@ TEST_F(CudaMatrix, MatrixFunctionsRunBetweenTheStageAndTheRule) {
   want.insert(want.end(), 15, "gemm");
   want.insert(want.end(), {"scale", "rule"});
   EXPECT_EQ(state.calls, want);
+}
+
+TEST(CudaMatrixGroups, StacksGoInGroupsWithinTheGridAndTheScratch) {
+  // 2 m n + 2 m m elements each.
+  EXPECT_EQ(newtonSchulzWork(3, 5), 2 * 15 + 2 * 9);
+  EXPECT_EQ(newtonSchulzWork(5, 3), 2 * 15 + 2 * 9);
+  // A convolution kernel seen as 4096 matrices of 3 x 3: one group.
+  EXPECT_EQ(newtonSchulzGroup(4096, 3, 3), 4096);
+  // More than the grid's 65535 in z.
+  EXPECT_EQ(newtonSchulzGroup(100000, 3, 3), 65535);
+  // About 4M elements of scratch: 256 matrices of 64 x 64 (16384 each).
+  EXPECT_EQ(newtonSchulzGroup(1000, 64, 64), 256);
+  // A matrix larger than that alone.
+  EXPECT_EQ(newtonSchulzGroup(12, 768, 3072), 1);
+  EXPECT_EQ(newtonSchulzGroup(1, 1, 1), 1);
 }
 
 TEST_F(CudaMatrix, RefusesAModuleWithoutTheMatrixKernels) {

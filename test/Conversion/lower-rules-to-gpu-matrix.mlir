@@ -8,7 +8,8 @@
 // through the second, as an f32 per coordinate (not a double per chunk).
 // The module gets the three matrix kernels, each calling its block
 // function from lib/Device/MatrixNVPTX.cpp with the block's coordinates
-// first.
+// first: blockIdx.z (the batch's matrix), then y and x of a product's tile
+// or x and gridDim.x of a grid-stride loop.
 
 // CHECK-LABEL: gpu.func @optim_reduce_muon(
 // CHECK: arith.constant 6 : i64
@@ -22,15 +23,19 @@
 // CHECK: llvm.store %[[G]], %[[AT]] {alignment = 4 : i64} : f32, !llvm.ptr<1>
 // CHECK: gpu.return
 
-// CHECK: llvm.func @optim_matrix_gemm_f32_block(i64, i64, i64, i64, i64, f32, !llvm.ptr, i64, i64, !llvm.ptr, i64, i64, f32, !llvm.ptr, !llvm.ptr)
-// CHECK: gpu.func @optim_matrix_gemm_f32(%{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: !llvm.ptr) kernel {
+// CHECK: llvm.func @optim_matrix_gemm_f32_block(i64, i64, i64, i64, i64, i64, f32, !llvm.ptr, i64, i64, i64, !llvm.ptr, i64, i64, i64, f32, !llvm.ptr, i64, !llvm.ptr, i64)
+// CHECK: gpu.func @optim_matrix_gemm_f32(%{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64) kernel {
+// CHECK: %[[BZ:.*]] = arith.index_cast %block_id_z
 // CHECK: %[[BX:.*]] = arith.index_cast %block_id_x
 // CHECK: %[[BY:.*]] = arith.index_cast %block_id_y
-// CHECK: llvm.call @optim_matrix_gemm_f32_block(%[[BY]], %[[BX]],
-// CHECK: llvm.func @optim_matrix_sumsq_f32_block(i64, i64, !llvm.ptr, i64, !llvm.ptr)
+// CHECK: llvm.call @optim_matrix_gemm_f32_block(%[[BZ]], %[[BY]], %[[BX]],
+// CHECK: llvm.func @optim_matrix_sumsq_f32_block(i64, i64, i64, !llvm.ptr, i64, i64, !llvm.ptr)
 // CHECK: gpu.func @optim_matrix_sumsq_f32(
-// CHECK: llvm.call @optim_matrix_sumsq_f32_block(
-// CHECK: llvm.func @optim_matrix_scale_f32_block(i64, i64, !llvm.ptr, i64, i64, !llvm.ptr, i64, i64, i64, i64, !llvm.ptr, i64, f64)
+// CHECK: %[[SZ:.*]] = arith.index_cast %block_id_z
+// CHECK: %[[SX:.*]] = arith.index_cast %block_id_x
+// CHECK: %[[SG:.*]] = arith.index_cast %grid_dim_x
+// CHECK: llvm.call @optim_matrix_sumsq_f32_block(%[[SZ]], %[[SX]], %[[SG]],
+// CHECK: llvm.func @optim_matrix_scale_f32_block(i64, i64, i64, !llvm.ptr, i64, i64, i64, !llvm.ptr, i64, i64, i64, i64, i64, !llvm.ptr, i64, f64)
 // CHECK: gpu.func @optim_matrix_scale_f32(
 // CHECK: llvm.call @optim_matrix_scale_f32_block(
 

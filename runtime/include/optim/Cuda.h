@@ -431,9 +431,12 @@ private:
   /// CUDA"): for each x of axisReductions_ that is one, a buffer of one T
   /// per coordinate of each tensor (matrices_[x][tensor]; empty vectors
   /// for row and column reductions), NS's scratch (2 m n + 2 m m elements
-  /// of the largest matrix) and its sum-of-squares partials.
+  /// per matrix of the largest group of matrices launched together) and
+  /// its sum-of-squares partials.
   std::vector<std::vector<Buffer>> matrices_;
   Buffer matrixWork_, matrixPartials_;
+  /// How many of each non-empty tensor's matrices go in one launch.
+  std::vector<int64_t> matrixGroups_;
   /// Enqueues NS(X) over every matrix of every tensor's buffer of each
   /// matrix function of level `level`.
   void runMatrixFunctions(unsigned level);

@@ -457,23 +457,27 @@ typedef void (*optim_reduced_rule_kernel)(
  * defines for the rule's element type t (f32 or f64), whatever the rule:
  *
  *   optim_matrix_gemm_<t>(int64_t M, int64_t N, int64_t K, T alpha,
- *                         const T *A, int64_t ars, int64_t acs,
- *                         const T *B, int64_t brs, int64_t bcs, T beta,
- *                         const T *D, T *C);
+ *                         const T *A, int64_t ars, int64_t acs, int64_t sA,
+ *                         const T *B, int64_t brs, int64_t bcs, int64_t sB,
+ *                         T beta, const T *D, int64_t sD, T *C, int64_t sC);
  *     C = alpha A B + beta D (M x N, row-major; D like C, or NULL: not
  *     read), A(i, k) = A[i ars + k acs], B(k, j) = B[k brs + j bcs]; grid
- *     (ceil(N / 64), ceil(M / 64)), 256 threads, 2 * 16 * 68 * sizeof(T)
- *     bytes of dynamic shared memory.
- *   optim_matrix_sumsq_<t>(const T *x, int64_t n, double *partials);
- *     partials[b] = block b's part of the sum of x[i]^2 (in double);
- *     grid G = optim::matrixblock::sumBlocks(n), 256 threads, 2 KiB.
- *   optim_matrix_scale_<t>(T *y, int64_t yrs, int64_t ycs, const T *x,
- *                          int64_t xrs, int64_t xcs, int64_t m, int64_t n,
- *                          const double *partials, int64_t numPartials,
- *                          double eps);
+ *     (ceil(N / 64), ceil(M / 64), Z), 256 threads, 2 * 16 * 68 * sizeof(T)
+ *     bytes of dynamic shared memory. Blocks of z < Z take the batch's
+ *     matrix z: A + z sA, B + z sB, D + z sD, C + z sC (elements).
+ *   optim_matrix_sumsq_<t>(const T *x, int64_t n, int64_t sx,
+ *                          double *partials);
+ *     partials[z G + b] = block b's part of the sum of x[z sx + i]^2 over
+ *     i < n (in double); grid (G, 1, Z), G = optim::matrixblock::sumBlocks
+ *     (n), 256 threads, 2 KiB.
+ *   optim_matrix_scale_<t>(T *y, int64_t yrs, int64_t ycs, int64_t sy,
+ *                          const T *x, int64_t xrs, int64_t xcs, int64_t sx,
+ *                          int64_t m, int64_t n, const double *partials,
+ *                          int64_t numPartials, double eps);
  *     y(i, j) = x(i, j) / max(T(sqrt(sum of the partials)), T(eps)) over
  *     i < m, j < n (strided as in gemm; no division by 0; with
- *     numPartials == 0 a plain copy); any grid, 256 threads, no shared
+ *     numPartials == 0 a plain copy), matrix z at y + z sy, x + z sx and
+ *     partials + z numPartials; grid (any, 1, Z), 256 threads, no shared
  *     memory.
  *
  * What a block does is optim/MatrixBlock.h (header-only, freestanding):
@@ -482,9 +486,11 @@ typedef void (*optim_reduced_rule_kernel)(
  * R > C, else X (strides, no copy), s from sumsq over X, Y0 = scale(Y) in
  * a work buffer, then k times A = Y Y^T, B = c (A A) + b A, Y' = B Y + a Y
  * (three gemm launches), and the last Y copied back (transposed when
- * R > C). Each product entry is one fused multiply-add chain over k in
- * order: results depend on nothing but the matrix, and differ from the
- * CPU's (OpenBLAS or the runtime's loops) in rounding only. */
+ * R > C); each launch covers a group of a tensor's matrices (Z <= 65535,
+ * and about 4M elements of scratch). Each product entry is one fused
+ * multiply-add chain over k < K in order: results depend on nothing but
+ * the matrix, and differ from the CPU's (OpenBLAS or the runtime's loops)
+ * in rounding only. */
 #define OPTIM_MATRIX_SYMBOL_PREFIX "optim_matrix_"
 
 /* ---- Vector-Jacobian products of rules (version 3) -------------------------
