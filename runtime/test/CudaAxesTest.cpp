@@ -13,6 +13,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CudaVsCpu.h"
 #include "FactoredRule.h"
 #include "FakeDriver.h"
 #include "optim/Manifest.h"
@@ -183,15 +184,6 @@ const std::vector<std::vector<int64_t>> kShapes = {
     {1, 9001}, {4097, 3}, {}};
 const int64_t kUnshaped = 333; // the size of the last, unshaped tensor
 
-int64_t countOf(const std::vector<int64_t> &shape) {
-  if (shape.empty())
-    return kUnshaped;
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
-}
-
 // Hyperparameters a float holds exactly, so that the f32 kernels' T
 // arguments, widened back to double, are the CPU runtime's values.
 const double kLr = 0.0625, kBeta = 0.875, kEps = 1.0 / 1024;
@@ -203,88 +195,33 @@ template <typename T> void expectSameAsTheCpuRuntime(int64_t chunkSize) {
   state.f32 = f32;
   RuleInfo info = factoredInfo(dtype);
   state.descriptor = reductionsDescriptor(info.reductions);
-  std::mt19937 rng(7);
-  std::uniform_real_distribution<double> u(-1, 1);
-  const int steps = 3;
-  std::vector<std::vector<T>> p0;
-  std::vector<std::vector<std::vector<T>>> grads(steps);
-  for (const auto &shape : kShapes) {
-    p0.emplace_back(size_t(countOf(shape)));
-    for (T &x : p0.back())
-      x = T(u(rng));
-    for (auto &g : grads) {
-      g.emplace_back(p0.back().size());
-      for (T &x : g.back())
-        x = T(u(rng));
-    }
-  }
-
-  // The CPU runtime on the same kernels.
-  std::vector<std::vector<T>> cpuParams = p0;
-  std::vector<Param> params;
-  for (size_t k = 0; k < kShapes.size(); ++k) {
-    Param p(cpuParams[k].data(), int64_t(cpuParams[k].size()));
-    params.push_back(kShapes[k].empty() ? p : p.shaped(kShapes[k]));
-  }
-  optim::OptimizerOptions cpuOptions;
-  cpuOptions.threads = 2;
-  cpuOptions.chunkSize = chunkSize;
-  optim::Optimizer cpu(optim::Rule(info, factored::reduceKernel<T>,
-                            factored::ruleKernel<T>, nullptr),
-                       params, cpuOptions);
-  cpu.set("lr", kLr);
-  cpu.set("beta", kBeta);
-  cpu.set("eps", kEps);
-
   auto dev = Device::open(axesDriver());
-  cuda::Rule rule = dev->loadRule("X", manifestFor(dtype), "factored.json");
-  std::vector<Buffer> dp, dg;
-  std::vector<DeviceTensor> dparams, dgrads;
-  for (size_t k = 0; k < kShapes.size(); ++k) {
-    size_t bytes = p0[k].size() * sizeof(T);
-    dp.emplace_back(dev, bytes);
-    dg.emplace_back(dev, bytes);
-    if (bytes)
-      dp.back().upload(p0[k].data(), bytes);
-    dparams.push_back({dp.back().get(), int64_t(p0[k].size()), kShapes[k]});
-    dgrads.push_back({dg.back().get(), int64_t(p0[k].size())});
-  }
-  cuda::OptimizerOptions options;
-  options.chunkSize = chunkSize;
-  options.blockSize = 64;
-  cuda::Optimizer gpu(rule, dparams, options);
-  gpu.set("lr", kLr);
-  gpu.set("beta", kBeta);
-  gpu.set("eps", kEps);
-
-  for (int s = 0; s < steps; ++s) {
-    std::vector<Grad> g;
-    for (size_t k = 0; k < kShapes.size(); ++k) {
-      g.emplace_back(grads[s][k].data(), int64_t(grads[s][k].size()));
-      if (!grads[s][k].empty())
-        dg[k].upload(grads[s][k].data(), grads[s][k].size() * sizeof(T));
-    }
-    ASSERT_TRUE(cpu.step(g));
-    gpu.step(dgrads);
-  }
-  gpu.synchronize();
+  const int steps = 3;
+  cudavscpu::CudaVsCpu<T> both(
+      kShapes, kUnshaped, steps, 7,
+      optim::Rule(info, factored::reduceKernel<T>, factored::ruleKernel<T>,
+                  nullptr),
+      dev->loadRule("X", manifestFor(dtype), "factored.json"), chunkSize,
+      /*cpuThreads=*/2);
+  both.set("lr", kLr);
+  both.set("beta", kBeta);
+  both.set("eps", kEps);
+  both.run();
   // Three stages a step (levels 0 and 1, then the rule), and a copy of each
   // row and column state of each non-empty tensor.
   EXPECT_EQ(state.launches, 3 * steps);
   EXPECT_EQ(state.copies, 2 * steps * 8);
   for (size_t k = 0; k < kShapes.size(); ++k) {
-    std::vector<T> got(p0[k].size());
-    if (!got.empty())
-      dp[k].download(got.data(), got.size() * sizeof(T));
-    EXPECT_EQ(0, std::memcmp(got.data(), cpuParams[k].data(),
+    std::vector<T> got = both.gpuParam(k);
+    EXPECT_EQ(0, std::memcmp(got.data(), both.cpuParams[k].data(),
                              got.size() * sizeof(T)))
         << "parameter " << k;
     for (const StateSpec &spec : info.states) {
-      size_t n = cpu.stateSize(k, spec.name);
+      size_t n = both.cpu->stateSize(k, spec.name);
       std::vector<T> want(n), have(n);
       if (n)
-        std::memcpy(want.data(), cpu.state(k, spec.name), n * sizeof(T));
-      gpu.readState(spec.name, k, have.data());
+        std::memcpy(want.data(), both.cpu->state(k, spec.name), n * sizeof(T));
+      both.gpu->readState(spec.name, k, have.data());
       EXPECT_EQ(0, std::memcmp(have.data(), want.data(), n * sizeof(T)))
           << "state " << spec.name << " of parameter " << k;
     }

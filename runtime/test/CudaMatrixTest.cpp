@@ -14,6 +14,7 @@
 //===----------------------------------------------------------------------===//
 
 #include "../lib/CudaMatrix.h"
+#include "CudaVsCpu.h"
 #include "FakeDriver.h"
 #include "optim/Manifest.h"
 #include "optim/MatrixBlock.h"
@@ -404,15 +405,6 @@ const std::vector<std::vector<int64_t>> kShapes = {
     {3, 0}, {70, 130}, {130, 70}, {1, 300}, {40, 3, 5}, {}};
 const int64_t kUnshaped = 33;
 
-int64_t countOf(const std::vector<int64_t> &shape) {
-  if (shape.empty())
-    return kUnshaped;
-  int64_t n = 1;
-  for (int64_t d : shape)
-    n *= d;
-  return n;
-}
-
 template <typename T> void expectAsTheCpuRuntime(int64_t chunkSize) {
   const bool f32 = std::is_same_v<T, float>;
   const DType dtype = f32 ? DType::F32 : DType::F64;
@@ -420,61 +412,13 @@ template <typename T> void expectAsTheCpuRuntime(int64_t chunkSize) {
   st.f32 = f32;
   RuleInfo info = orthInfo(dtype);
   st.descriptor = reductionsDescriptor(info.reductions);
-  std::mt19937 rng(11);
-  std::uniform_real_distribution<double> u(-1, 1);
-  const int steps = 3;
-  std::vector<std::vector<T>> p0;
-  std::vector<std::vector<std::vector<T>>> grads(steps);
-  for (const auto &shape : kShapes) {
-    p0.emplace_back(size_t(countOf(shape)));
-    for (T &x : p0.back())
-      x = T(u(rng));
-    for (auto &g : grads) {
-      g.emplace_back(p0.back().size());
-      for (T &x : g.back())
-        x = T(u(rng));
-    }
-  }
-  std::vector<std::vector<T>> cpuParams = p0;
-  std::vector<Param> params;
-  for (size_t k = 0; k < kShapes.size(); ++k) {
-    Param p(cpuParams[k].data(), int64_t(cpuParams[k].size()));
-    params.push_back(kShapes[k].empty() ? p : p.shaped(kShapes[k]));
-  }
-  optim::OptimizerOptions cpuOptions;
-  cpuOptions.chunkSize = chunkSize;
-  optim::Optimizer cpu(optim::Rule(info, orthReduce<T>, orthRule<T>, nullptr),
-                       params, cpuOptions);
-
   auto dev = Device::open(matrixDriver());
-  cuda::Rule rule = dev->loadRule("X", manifestFor(dtype), "orth.json");
-  std::vector<Buffer> dp, dg;
-  std::vector<DeviceTensor> dparams, dgrads;
-  for (size_t k = 0; k < kShapes.size(); ++k) {
-    size_t bytes = p0[k].size() * sizeof(T);
-    dp.emplace_back(dev, bytes);
-    dg.emplace_back(dev, bytes);
-    if (bytes)
-      dp.back().upload(p0[k].data(), bytes);
-    dparams.push_back({dp.back().get(), int64_t(p0[k].size()), kShapes[k]});
-    dgrads.push_back({dg.back().get(), int64_t(p0[k].size())});
-  }
-  cuda::OptimizerOptions options;
-  options.chunkSize = chunkSize;
-  options.blockSize = 64;
-  cuda::Optimizer gpu(rule, dparams, options);
-
-  for (int s = 0; s < steps; ++s) {
-    std::vector<Grad> g;
-    for (size_t k = 0; k < kShapes.size(); ++k) {
-      g.emplace_back(grads[s][k].data(), int64_t(grads[s][k].size()));
-      if (!grads[s][k].empty())
-        dg[k].upload(grads[s][k].data(), grads[s][k].size() * sizeof(T));
-    }
-    ASSERT_TRUE(cpu.step(g));
-    gpu.step(dgrads);
-  }
-  gpu.synchronize();
+  const int steps = 3;
+  cudavscpu::CudaVsCpu<T> both(
+      kShapes, kUnshaped, steps, 11,
+      optim::Rule(info, orthReduce<T>, orthRule<T>, nullptr),
+      dev->loadRule("X", manifestFor(dtype), "orth.json"), chunkSize);
+  both.run();
   // Per non-empty tensor and step, all its matrices in one group (grid z):
   // a sum of squares, two copies, 3 products a step of NS. Matrices:
   // 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 40 + 1 (the empty tensors have none).
@@ -488,18 +432,17 @@ template <typename T> void expectAsTheCpuRuntime(int64_t chunkSize) {
   // few iterations of a map that amplifies it a little.
   const double tol = f32 ? 2e-5 : 1e-12;
   for (size_t k = 0; k < kShapes.size(); ++k) {
-    std::vector<T> got(p0[k].size());
-    if (!got.empty())
-      dp[k].download(got.data(), got.size() * sizeof(T));
+    std::vector<T> got = both.gpuParam(k);
+    const std::vector<T> &want = both.cpuParams[k], &p0 = both.p0[k];
     for (size_t i = 0; i < got.size(); ++i)
-      ASSERT_NEAR(double(got[i]), double(cpuParams[k][i]), tol)
+      ASSERT_NEAR(double(got[i]), double(want[i]), tol)
           << "parameter " << k << ", coordinate " << i;
     // And NS did something: a vector of n moves by about 0.7 lr / sqrt(n)
     // per step.
     if (!got.empty()) {
       double moved = 0;
       for (size_t i = 0; i < got.size(); ++i)
-        moved = std::max(moved, std::abs(double(got[i]) - double(p0[k][i])));
+        moved = std::max(moved, std::abs(double(got[i]) - double(p0[i])));
       EXPECT_GT(moved, 0.01) << "parameter " << k;
     }
   }
