@@ -29,12 +29,12 @@
 // drawing rule's optim_random_<name>. Every rule kernel's last argument,
 // `rng` (KernelABI.h, version 8), goes on to the CPU kernel as it is.
 // The matrix kernels of a rule with newton_schulz (optim_matrix_gemm_<t>,
-// _sumsq_<t>, _scale_<t>; KernelABI.h, "Matrix functions on CUDA"): the
-// sum of squares and the copies run their block code (optim/MatrixBlock.h)
-// on one thread per block; a product computes each entry's FMA chain
-// directly, the bits the block code gives (runtime/test/CudaMatrixTest.cpp)
-// without its 64 x 64 tile per block (a 1 x 1000003 matrix's Y Y^T is one
-// tile of 62,500 steps of k).
+// _combine_<t>, _sumsq_<t>, _scale_<t>; KernelABI.h, "Matrix functions on
+// CUDA"): the sum of squares, the combine of a split product's slices and
+// the copies run their block code (optim/MatrixBlock.h) on one thread per
+// block; a product (or slice) computes each entry's FMA chain directly, the
+// bits the block code gives (runtime/test/CudaMatrixTest.cpp) without its
+// 64 x 64 tile per block (a 1 x 1000003 matrix's Y Y^T is one tile).
 // It must define every entry point runtime/lib/CudaDriver.cpp resolves.
 //
 //===----------------------------------------------------------------------===//
@@ -78,7 +78,8 @@ struct Kernel {
   // The launch the layer was compiled for (its manifest): the workspace
   // layout depends on the shared memory budget of its architecture.
   int64_t threads = 0, sharedBytes = 0;
-  // A matrix kernel: 'g' (gemm), 's' (sumsq), 'c' (scale); 0 otherwise.
+  // A matrix kernel: 'g' (gemm), 'k' (combine), 's' (sumsq), 'c' (scale);
+  // 0 otherwise.
   char matrix = 0;
 };
 std::map<std::string, Kernel> kernels;
@@ -143,6 +144,7 @@ CUresult loadKernel(const std::string &name, Kernel **out) {
     const std::string op = name.substr(matrixPrefix.size());
     for (const char *t : {"f32", "f64"})
       for (auto [stem, code] : {std::pair<const char *, char>{"gemm_", 'g'},
+                                {"combine_", 'k'},
                                 {"sumsq_", 's'},
                                 {"scale_", 'c'}})
         if (op == std::string(stem) + t) {
@@ -436,21 +438,27 @@ CUresult matrixLaunch(const Kernel &k, unsigned gridX, unsigned gridY,
         int64_t(gridY) * mb::kTile < param<int64_t>(a, 0))
       return 1; // CUDA_ERROR_INVALID_VALUE: not the kernel's launch
     const int64_t M = param<int64_t>(a, 0), N = param<int64_t>(a, 1),
-                  K = param<int64_t>(a, 2);
-    const T alpha = param<T>(a, 3), beta = param<T>(a, 12);
+                  K = param<int64_t>(a, 2), kc = param<int64_t>(a, 17);
     const int64_t ars = param<int64_t>(a, 5), acs = param<int64_t>(a, 6),
                   brs = param<int64_t>(a, 9), bcs = param<int64_t>(a, 10);
+    // As gemmSplitBlock: matrix z / S, and slice z % S of a split K.
+    const int64_t S = kc > 0 && kc < K ? (K + kc - 1) / kc : 1;
     for (unsigned z = 0; z < gridZ; ++z) {
-      const T *A = param<const T *>(a, 4) + z * param<int64_t>(a, 7);
-      const T *B = param<const T *>(a, 8) + z * param<int64_t>(a, 11);
-      const T *D = param<const T *>(a, 13);
+      const int64_t matrix = z / S, slice = z - matrix * S;
+      const int64_t k0 = slice * (S > 1 ? kc : 0),
+                    k1 = S > 1 ? std::min(K, k0 + kc) : K;
+      const T *A = param<const T *>(a, 4) + matrix * param<int64_t>(a, 7);
+      const T *B = param<const T *>(a, 8) + matrix * param<int64_t>(a, 11);
+      const T *D = S > 1 ? nullptr : param<const T *>(a, 13);
       if (D)
-        D += z * param<int64_t>(a, 14);
-      T *C = param<T *>(a, 15) + z * param<int64_t>(a, 16);
+        D += matrix * param<int64_t>(a, 14);
+      T *C = S > 1 ? param<T *>(a, 18) + z * M * N
+                   : param<T *>(a, 15) + matrix * param<int64_t>(a, 16);
+      const T alpha = S > 1 ? T(1) : param<T>(a, 3), beta = param<T>(a, 12);
       for (int64_t i = 0; i < M; ++i)
         for (int64_t j = 0; j < N; ++j) {
           T acc = T(0);
-          for (int64_t q = 0; q < K; ++q)
+          for (int64_t q = k0; q < k1; ++q)
             acc = std::fma(A[i * ars + q * acs], B[q * brs + j * bcs], acc);
           T r = alpha * acc;
           if (D)
@@ -458,6 +466,18 @@ CUresult matrixLaunch(const Kernel &k, unsigned gridX, unsigned gridY,
           C[i * N + j] = r;
         }
     }
+    return 0;
+  }
+  if (k.matrix == 'k') {
+    if (gridY != 1 || shared)
+      return 1;
+    for (unsigned z = 0; z < gridZ; ++z)
+      for (unsigned b = 0; b < gridX; ++b)
+        mb::combineBlock<T>(
+            team, z, b, gridX, param<int64_t>(a, 0), param<int64_t>(a, 1),
+            param<T>(a, 2), param<const T *>(a, 3), param<int64_t>(a, 4),
+            param<T>(a, 5), param<const T *>(a, 6), param<int64_t>(a, 7),
+            param<T *>(a, 8), param<int64_t>(a, 9));
     return 0;
   }
   if (gridY != 1)

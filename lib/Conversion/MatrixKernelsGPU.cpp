@@ -1,10 +1,10 @@
 //===- MatrixKernelsGPU.cpp - newton_schulz's CUDA kernels ----------------===//
 //
 // A rule with a matrix function (KernelABI.h, "Matrix functions on CUDA")
-// needs three kernels besides its own, the same for every such rule of an
-// element type: optim_matrix_gemm_<t>, optim_matrix_sumsq_<t> and
-// optim_matrix_scale_<t>. Each is a thin gpu.func that passes its block's
-// coordinates and its arguments to a device function of
+// needs four kernels besides its own, the same for every such rule of an
+// element type: optim_matrix_gemm_<t>, optim_matrix_combine_<t>,
+// optim_matrix_sumsq_<t> and optim_matrix_scale_<t>. Each is a thin gpu.func
+// that passes its block's coordinates and its arguments to a device function of
 // lib/Device/MatrixNVPTX.cpp (optim/MatrixBlock.h), whose bitcode the NVVM
 // target links in (lib/Compiler/GPUCodeGen.cpp): the block's work is C++
 // that the runtime's tests also run on the CPU, bit for bit.
@@ -64,13 +64,18 @@ void emitMatrixKernels(OpBuilder &b, gpu::GPUModuleOp gpuModule, FloatType elt,
   b.setInsertionPointToEnd(gpuModule.getBody());
   Type i64 = b.getI64Type(), f64 = b.getF64Type();
   Type ptr = LLVM::LLVMPointerType::get(b.getContext());
-  // (M, N, K, alpha, A, ars, acs, sA, B, brs, bcs, sB, beta, D, sD, C, sC);
-  // grid (ceil(N / 64), ceil(M / 64), matrices), s* the strides between
-  // the batch's matrices.
+  // (M, N, K, alpha, A, ars, acs, sA, B, brs, bcs, sB, beta, D, sD, C, sC,
+  // kc, P); grid (ceil(N / 64), ceil(M / 64), matrices x slices), s* the
+  // strides between the batch's matrices, kc the slices' depth (P their
+  // products) when K is split.
   emitMatrixKernel(b, loc, gemm,
                    {i64, i64, i64, elt, ptr, i64, i64, i64, ptr, i64, i64, i64,
-                    elt, ptr, i64, ptr, i64},
+                    elt, ptr, i64, ptr, i64, i64, ptr},
                    /*twoDimensional=*/true);
+  // (M, N, alpha, P, S, beta, D, sD, C, sC): a split product's slices summed.
+  emitMatrixKernel(b, loc, OPTIM_MATRIX_SYMBOL_PREFIX "combine_" + suffix,
+                   {i64, i64, elt, ptr, i64, elt, ptr, i64, ptr, i64},
+                   /*twoDimensional=*/false);
   // (x, n, sx, partials); one partial per block and matrix.
   emitMatrixKernel(b, loc, OPTIM_MATRIX_SYMBOL_PREFIX "sumsq_" + suffix,
                    {ptr, i64, i64, ptr}, /*twoDimensional=*/false);

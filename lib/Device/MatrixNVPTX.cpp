@@ -33,8 +33,8 @@ using namespace optim::matrixblock;
 
 // Must match the declarations that optim-lower-rules-to-gpu emits
 // (lib/Conversion/MatrixKernelsGPU.cpp): the block's coordinates first, z
-// (the batch's matrix, whose operands are s* elements past the first's)
-// leading. Inlined into those kernels after linking: one body per kernel,
+// (the batch's matrix, whose operands are s* elements past the first's, or
+// for a split product its matrix and slice) leading. Inlined into those kernels after linking: one body per kernel,
 // no call.
 #define OPTIM_ENTRY extern "C" __attribute__((always_inline)) void
 #define OPTIM_MATRIX_ENTRIES(T, SUFFIX)                                        \
@@ -42,11 +42,19 @@ using namespace optim::matrixblock;
       int64_t z, int64_t bi, int64_t bj, int64_t M, int64_t N, int64_t K,      \
       T alpha, const T *A, int64_t ars, int64_t acs, int64_t sA, const T *B,   \
       int64_t brs, int64_t bcs, int64_t sB, T beta, const T *D, int64_t sD,    \
-      T *C, int64_t sC) {                                                      \
+      T *C, int64_t sC, int64_t kc, T *P) {                                    \
     BlockTeam t = team();                                                      \
-    gemmBlock<T>(t, bi, bj, M, N, K, alpha, A + z * sA, ars, acs, B + z * sB,  \
-                 brs, bcs, beta, D ? D + z * sD : D, C + z * sC,               \
-                 (T *)optim_matrix_shared);                                    \
+    gemmSplitBlock<T>(t, z, bi, bj, M, N, K, alpha, A, ars, acs, sA, B, brs,   \
+                      bcs, sB, beta, D, sD, C, sC, kc, P,                      \
+                      (T *)optim_matrix_shared);                               \
+  }                                                                            \
+  OPTIM_ENTRY optim_matrix_combine_##SUFFIX##_block(                           \
+      int64_t z, int64_t block, int64_t blocks, int64_t M, int64_t N,          \
+      T alpha, const T *P, int64_t S, T beta, const T *D, int64_t sD, T *C,    \
+      int64_t sC) {                                                            \
+    BlockTeam t = team();                                                      \
+    combineBlock<T>(t, z, block, blocks, M, N, alpha, P, S, beta, D, sD, C,    \
+                    sC);                                                       \
   }                                                                            \
   OPTIM_ENTRY optim_matrix_sumsq_##SUFFIX##_block(                             \
       int64_t z, int64_t block, int64_t blocks, const T *x, int64_t n,         \

@@ -324,7 +324,7 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
   bool matrixFunctions = false;
   for (const ReductionSpec &r : m.info.reductions)
     matrixFunctions |= r.kind == ReductionKind::NewtonSchulz;
-  const char *matrixOps[] = {"gemm_", "sumsq_", "scale_"};
+  const char *matrixOps[] = {"gemm_", "combine_", "sumsq_", "scale_"};
   if (matrixFunctions)
     for (const char *op : matrixOps)
       requireCompatible(m.target,
@@ -366,10 +366,10 @@ cuda::Rule Device::loadRule(const std::string &cubin, const std::string &json,
         ("cuModuleGetFunction(" + reduceSymbol + ")").c_str());
   cuda::Rule rule;
   if (matrixFunctions) {
-    CUfunction *fns[] = {&rule.matrixKernels_.gemm,
-                         &rule.matrixKernels_.sumSquares,
-                         &rule.matrixKernels_.scale};
-    for (int k = 0; k < 3; ++k) {
+    CUfunction *fns[] = {
+        &rule.matrixKernels_.gemm, &rule.matrixKernels_.combine,
+        &rule.matrixKernels_.sumSquares, &rule.matrixKernels_.scale};
+    for (int k = 0; k < 4; ++k) {
       std::string symbol =
           OPTIM_MATRIX_SYMBOL_PREFIX + std::string(matrixOps[k]) + matrixSuffix;
       driver_->check(
@@ -597,8 +597,11 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
     matrixFunctions |= info.reductions[r].axis == Axis::Matrix;
   const int64_t mostRows = int64_t(65535) * matrixblock::kTile;
   // The scratch of the largest group of matrices NS(X) takes at once
-  // (CudaMatrix.h), and its partials.
+  // (CudaMatrix.h), its partials, and the slices of its split products.
   int64_t largestWork = 0, largestGroup = 0;
+  if (matrixFunctions)
+    multiprocessors_ =
+        rule_.device()->attribute(kAttrMultiprocessorCount);
   if (matrixFunctions)
     for (size_t i = 0; i < params_.size(); ++i) {
       const View &v = views_[i];
@@ -614,6 +617,9 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
       matrixGroups_.push_back(group);
       largestGroup = std::max(largestGroup, group);
       largestWork = std::max(largestWork, group * newtonSchulzWork(v.R, v.C));
+      matrixSlices_ =
+          std::max(matrixSlices_, newtonSchulzSlices(group, v.R, v.C,
+                                                     multiprocessors_));
     }
   weights_.resize(info.weights.size());
   weightSet_.assign(info.weights.size(), false);
@@ -668,7 +674,7 @@ Optimizer::Optimizer(cuda::Rule rule, std::vector<DeviceTensor> params,
       matrices_.push_back(std::move(perTensor));
     }
     if (largestWork > 0) {
-      matrixWork_ = Buffer(dev, size_t(largestWork) * elt);
+      matrixWork_ = Buffer(dev, size_t(largestWork + matrixSlices_) * elt);
       matrixPartials_ =
           Buffer(dev, size_t(largestGroup) * matrixblock::kSumBlocks * 8);
     }
@@ -868,10 +874,15 @@ void Optimizer::runMatrixFunctions(unsigned level) {
       if (params_[t].size == 0)
         continue;
       const View &v = views_[t];
+      const int64_t group = matrixGroups_[nonEmpty++];
+      // The split products' slices go after the group's own scratch.
+      const size_t own = size_t(group * newtonSchulzWork(v.R, v.C));
       enqueueNewtonSchulz(d, rule_.matrixKernels(), stream_, info.dtype,
-                          matrices_[x][t].get(), v.B, v.R, v.C, spec,
-                          matrixGroups_[nonEmpty++], matrixWork_.get(),
-                          matrixPartials_.get());
+                          matrices_[x][t].get(), v.B, v.R, v.C, spec, group,
+                          matrixWork_.get(), matrixPartials_.get(),
+                          matrixWork_.get() + own * dtypeSize(info.dtype),
+                          matrixWork_.size() / dtypeSize(info.dtype) - own,
+                          multiprocessors_);
     }
   }
 }

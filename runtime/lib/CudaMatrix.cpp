@@ -13,6 +13,7 @@
 #include "optim/MatrixBlock.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -71,11 +72,41 @@ int64_t cuda::newtonSchulzGroup(int64_t count, int64_t R, int64_t C) {
                                         std::max<int64_t>(budget / each, 1)}));
 }
 
+int64_t cuda::splitDepth(int64_t blocks, int64_t K, int64_t sms,
+                         int64_t maxSlices) {
+  if (blocks <= 0 || K <= 0 || blocks >= sms)
+    return K;
+  const int64_t S =
+      std::min({(2 * sms + blocks - 1) / blocks, K / 256, maxSlices});
+  if (S <= 1)
+    return K;
+  return (K + S - 1) / S;
+}
+
+static int64_t tilesOf(int64_t count) {
+  return (count + mb::kTile - 1) / mb::kTile;
+}
+
+int64_t cuda::newtonSchulzSlices(int64_t group, int64_t R, int64_t C,
+                                 int64_t sms) {
+  const int64_t m = std::min(R, C), n = std::max(R, C);
+  const int64_t blocks = tilesOf(m) * tilesOf(m) * group;
+  int64_t most = 0;
+  for (int64_t K : {n, m}) {
+    const int64_t kc = splitDepth(blocks, K, sms, INT64_MAX);
+    if (kc < K)
+      most = std::max(most, (K + kc - 1) / kc);
+  }
+  return most * group * m * m;
+}
+
 void cuda::enqueueNewtonSchulz(const DriverAPI &d, const Rule::MatrixKernels &k,
                                CUstream stream, DType dtype, CUdeviceptr x,
                                int64_t count, int64_t R, int64_t C,
                                const ReductionSpec &spec, int64_t group,
-                               CUdeviceptr work, CUdeviceptr partials) {
+                               CUdeviceptr work, CUdeviceptr partials,
+                               CUdeviceptr slices, int64_t sliceCapacity,
+                               int64_t sms) {
   if (R <= 0 || C <= 0 || count <= 0)
     return;
   const Launcher launch{d, stream, dtype};
@@ -93,9 +124,7 @@ void cuda::enqueueNewtonSchulz(const DriverAPI &d, const Rule::MatrixKernels &k,
   double eps = spec.nsEps;
   int64_t sumBlocks = mb::sumBlocks(mn);
   const int64_t shared = mb::gemmSharedBytes(int64_t(elt));
-  auto tiles = [](int64_t count) {
-    return unsigned((count + mb::kTile - 1) / mb::kTile);
-  };
+  auto tiles = [](int64_t count) { return unsigned(tilesOf(count)); };
   for (int64_t first = 0; first < count; first += group) {
     const unsigned g = unsigned(std::min(group, count - first));
     CUdeviceptr X = x + size_t(first) * size_t(sx) * elt;
@@ -111,19 +140,39 @@ void cuda::enqueueNewtonSchulz(const DriverAPI &d, const Rule::MatrixKernels &k,
     launch.run(k.scale, "scale", blocksOf(mn), 1, g, 0,
                {&Y, &n, &one, &mn, &X, &xrs, &xcs, &sx, &m, &n, &partials,
                 &sumBlocks, &eps});
+    // C = alpha (A B) + beta D for each matrix of the group (M x N over K,
+    // operands s* apart), K in slices of kc when kc < K: their products
+    // summed in order by a combine launch. The arguments are this call's
+    // own copies, whose addresses the launches take.
+    auto product = [&](int64_t M, int64_t N, int64_t K, int64_t kc, void *alpha,
+                       CUdeviceptr Ap, int64_t ars, int64_t acs, int64_t sA,
+                       CUdeviceptr Bp, int64_t brs, int64_t bcs, int64_t sB,
+                       void *beta, CUdeviceptr D, int64_t sD, CUdeviceptr out,
+                       int64_t sC) {
+      int64_t S = (K + kc - 1) / kc;
+      launch.run(k.gemm, "gemm", tiles(N), tiles(M), unsigned(g * S), shared,
+                 {&M, &N, &K, alpha, &Ap, &ars, &acs, &sA, &Bp, &brs, &bcs, &sB,
+                  beta, &D, &sD, &out, &sC, &kc, &slices});
+      if (S > 1)
+        launch.run(k.combine, "combine", blocksOf(M * N), 1, g, 0,
+                   {&M, &N, alpha, &slices, &S, beta, &D, &sD, &out, &sC});
+    };
+    // The m x m products (over n, then over m) have few tiles when m is
+    // small: split, unless the group's tiles already fill the device.
+    const int64_t mTiles = tilesOf(m) * tilesOf(m) * int64_t(g);
+    const int64_t fits = sliceCapacity / (int64_t(g) * mm);
+    const int64_t kcN = splitDepth(mTiles, n, sms, fits);
+    const int64_t kcM = splitDepth(mTiles, m, sms, fits);
     for (int step = 0; step < spec.nsSteps; ++step) {
       // A = Y Y^T: B(k, j) = Y(j, k).
-      launch.run(k.gemm, "gemm", tiles(m), tiles(m), g, shared,
-                 {&m, &m, &n, unit.ptr(dtype), &Y, &n, &one, &mn, &Y, &one, &n,
-                  &mn, nothing.ptr(dtype), &null, &zero, &A, &mm});
+      product(m, m, n, kcN, unit.ptr(dtype), Y, n, 1, mn, Y, 1, n, mn,
+              nothing.ptr(dtype), null, 0, A, mm);
       // B = c (A A) + b A.
-      launch.run(k.gemm, "gemm", tiles(m), tiles(m), g, shared,
-                 {&m, &m, &m, c.ptr(dtype), &A, &m, &one, &mm, &A, &m, &one,
-                  &mm, b.ptr(dtype), &A, &mm, &B, &mm});
-      // Z = B Y + a Y, the next Y.
-      launch.run(k.gemm, "gemm", tiles(n), tiles(m), g, shared,
-                 {&m, &n, &m, unit.ptr(dtype), &B, &m, &one, &mm, &Y, &n, &one,
-                  &mn, a.ptr(dtype), &Y, &mn, &Z, &mn});
+      product(m, m, m, kcM, c.ptr(dtype), A, m, 1, mm, A, m, 1, mm,
+              b.ptr(dtype), A, mm, B, mm);
+      // Z = B Y + a Y, the next Y (m x n tiles: no split).
+      product(m, n, m, m, unit.ptr(dtype), B, m, 1, mm, Y, n, 1, mn,
+              a.ptr(dtype), Y, mn, Z, mn);
       std::swap(Y, Z);
     }
     // The results back into X (transposed back when R > C).

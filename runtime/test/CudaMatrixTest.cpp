@@ -116,6 +116,47 @@ TEST(MatrixBlock, ProductsAreFmaChainsF64) {
   expectProductsAreFmaChains<double>();
 }
 
+/// A product split in slices of kc (z = slice), then combined, against the
+/// ABI's definition: per slice the FMA chain over its k, the slices summed
+/// in order, times alpha, then fma(beta, D, .).
+template <typename T> void expectSplitProductsAreOrderedSums() {
+  std::mt19937 rng(9);
+  std::uniform_real_distribution<double> u(-1, 1);
+  const int64_t M = 67, N = 5, K = 1000, kc = 300, S = 4;
+  std::vector<T> A(M * K), B(K * N), D(M * N), C(M * N), P(S * M * N);
+  for (auto *v : {&A, &B, &D})
+    for (T &x : *v)
+      x = T(u(rng));
+  std::vector<T> shared(mb::gemmSharedBytes(sizeof(T)) / sizeof(T));
+  CpuTeam team;
+  const T alpha = T(0.5), beta = T(-2);
+  for (int64_t z = 0; z < S; ++z)
+    for (int64_t bi = 0; bi < 2; ++bi)
+      mb::gemmSplitBlock<T>(team, z, bi, 0, M, N, K, alpha, A.data(), K, 1, 0,
+                            B.data(), N, 1, 0, beta, D.data(), 0, C.data(), 0,
+                            kc, P.data(), shared.data());
+  mb::combineBlock<T>(team, 0, 0, 1, M, N, alpha, P.data(), S, beta, D.data(),
+                      0, C.data(), 0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      T sum = T(0);
+      for (int64_t s = 0; s < S; ++s) {
+        T acc = T(0);
+        for (int64_t k = s * kc; k < std::min(K, (s + 1) * kc); ++k)
+          acc = std::fma(A[i * K + k], B[k * N + j], acc);
+        sum = s ? sum + acc : acc;
+      }
+      T want = std::fma(beta, D[i * N + j], alpha * sum);
+      ASSERT_EQ(0, std::memcmp(&want, &C[i * N + j], sizeof(T)))
+          << i << ", " << j;
+    }
+}
+
+TEST(MatrixBlock, SplitProductsAreOrderedSumsOfSlices) {
+  expectSplitProductsAreOrderedSums<float>();
+  expectSplitProductsAreOrderedSums<double>();
+}
+
 TEST(MatrixBlock, SumOfSquaresAndScaledTransposedCopy) {
   // 7 x 300: more elements than one block's threads, fewer than all blocks.
   const int64_t m = 7, n = 300;
@@ -208,18 +249,23 @@ const CUfunction kRuleFn = reinterpret_cast<CUfunction>(0x6200);
 const CUfunction kGemm = reinterpret_cast<CUfunction>(0x6300);
 const CUfunction kSumSq = reinterpret_cast<CUfunction>(0x6400);
 const CUfunction kScale = reinterpret_cast<CUfunction>(0x6500);
+const CUfunction kCombine = reinterpret_cast<CUfunction>(0x6700);
 const CUmodule kModule = reinterpret_cast<CUmodule>(0x6600);
 
 struct MatrixState : fakecuda::Memory {
   bool f32 = true, withMatrixKernels = true;
   std::string descriptor;
-  int gemms = 0, sums = 0, scales = 0, matrices = 0;
+  int gemms = 0, sums = 0, scales = 0, combines = 0, matrices = 0;
   std::vector<std::string> calls;
 };
 MatrixState *fake = nullptr;
 
+// 8 multiprocessors: a product of fewer tiles over a K of 512 or more is
+// split (CudaMatrix.h, splitDepth).
 CUresult attr(int *v, int attribute, CUdevice) {
-  *v = attribute == kAttrComputeCapabilityMajor ? 9 : 0;
+  *v = attribute == kAttrComputeCapabilityMajor ? 9
+       : attribute == kAttrMultiprocessorCount  ? 8
+                                                : 0;
   return 0;
 }
 CUresult setCurrent(CUcontext c) { return c == fakecuda::kContext ? 0 : 201; }
@@ -239,6 +285,8 @@ CUresult getFunction(CUfunction *f, CUmodule, const char *name) {
     *f = kSumSq;
   else if (fake->withMatrixKernels && n == "optim_matrix_scale_" + t)
     *f = kScale;
+  else if (fake->withMatrixKernels && n == "optim_matrix_combine_" + t)
+    *f = kCombine;
   else
     return kErrorNotFound;
   return 0;
@@ -275,20 +323,36 @@ CUresult matrixLaunch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
     if (shared < mb::gemmSharedBytes(sizeof(T)))
       return 1;
     std::vector<T> smem(shared / sizeof(T) + 1);
-    const T *D = arg<const T *>(params, 13);
     for (unsigned z = 0; z < gz; ++z)
       for (unsigned by = 0; by < gy; ++by)
         for (unsigned bx = 0; bx < gx; ++bx)
-          mb::gemmBlock<T>(
-              team, by, bx, arg<int64_t>(params, 0), arg<int64_t>(params, 1),
+          mb::gemmSplitBlock<T>(
+              team, z, by, bx, arg<int64_t>(params, 0), arg<int64_t>(params, 1),
               arg<int64_t>(params, 2), arg<T>(params, 3),
-              arg<const T *>(params, 4) + z * arg<int64_t>(params, 7),
-              arg<int64_t>(params, 5), arg<int64_t>(params, 6),
-              arg<const T *>(params, 8) + z * arg<int64_t>(params, 11),
-              arg<int64_t>(params, 9), arg<int64_t>(params, 10),
-              arg<T>(params, 12), D ? D + z * arg<int64_t>(params, 14) : D,
-              arg<T *>(params, 15) + z * arg<int64_t>(params, 16), smem.data());
+              arg<const T *>(params, 4), arg<int64_t>(params, 5),
+              arg<int64_t>(params, 6), arg<int64_t>(params, 7),
+              arg<const T *>(params, 8), arg<int64_t>(params, 9),
+              arg<int64_t>(params, 10), arg<int64_t>(params, 11),
+              arg<T>(params, 12), arg<const T *>(params, 13),
+              arg<int64_t>(params, 14), arg<T *>(params, 15),
+              arg<int64_t>(params, 16), arg<int64_t>(params, 17),
+              arg<T *>(params, 18), smem.data());
     fake->calls.push_back("gemm");
+    return 0;
+  }
+  if (f == kCombine) {
+    ++fake->combines;
+    if (gy != 1 || shared)
+      return 1;
+    for (unsigned z = 0; z < gz; ++z)
+      for (unsigned b = 0; b < gx; ++b)
+        mb::combineBlock<T>(team, z, b, gx, arg<int64_t>(params, 0),
+                            arg<int64_t>(params, 1), arg<T>(params, 2),
+                            arg<const T *>(params, 3), arg<int64_t>(params, 4),
+                            arg<T>(params, 5), arg<const T *>(params, 6),
+                            arg<int64_t>(params, 7), arg<T *>(params, 8),
+                            arg<int64_t>(params, 9));
+    fake->calls.push_back("combine");
     return 0;
   }
   if (gy != 1)
@@ -350,7 +414,7 @@ CUresult launch(CUfunction f, unsigned gx, unsigned gy, unsigned gz,
                 void **params, void **extra) {
   if (extra)
     return 1;
-  if (f == kGemm || f == kSumSq || f == kScale) {
+  if (f == kGemm || f == kSumSq || f == kScale || f == kCombine) {
     if (bx != unsigned(mb::kThreads) || gz < 1 || gz > 65535)
       return 1;
     return fake->f32 ? matrixLaunch<float>(f, gx, gy, gz, shared, params)
@@ -401,8 +465,8 @@ protected:
 /// batches of matrices (one launch group each), more rows and columns than
 /// one product tile, and an unshaped tensor (one row).
 const std::vector<std::vector<int64_t>> kShapes = {
-    {0},    {1},       {7},       {3, 5},   {5, 3},     {2, 3, 4},
-    {3, 0}, {70, 130}, {130, 70}, {1, 300}, {40, 3, 5}, {}};
+    {0},       {1},       {7},      {3, 5},     {5, 3},    {2, 3, 4}, {3, 0},
+    {70, 130}, {130, 70}, {1, 300}, {40, 3, 5}, {3, 1100}, {}};
 const int64_t kUnshaped = 33;
 
 template <typename T> void expectAsTheCpuRuntime(int64_t chunkSize) {
@@ -421,11 +485,14 @@ template <typename T> void expectAsTheCpuRuntime(int64_t chunkSize) {
   both.run();
   // Per non-empty tensor and step, all its matrices in one group (grid z):
   // a sum of squares, two copies, 3 products a step of NS. Matrices:
-  // 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 40 + 1 (the empty tensors have none).
-  const int tensors = 10, matrices = 50;
+  // 1 + 1 + 1 + 1 + 2 + 1 + 1 + 1 + 40 + 1 + 1 (the empty tensors have
+  // none). [3, 1100]'s Y Y^T (one tile over 1100, 8 multiprocessors) is
+  // split in 4 slices, combined: 5 combines a step.
+  const int tensors = 11, matrices = 51;
   EXPECT_EQ(st.sums, steps * tensors);
   EXPECT_EQ(st.scales, 2 * steps * tensors);
   EXPECT_EQ(st.gemms, 15 * steps * tensors);
+  EXPECT_EQ(st.combines, 5 * steps);
   EXPECT_EQ(st.matrices, steps * matrices);
   // The products sum in another order than the CPU's (OpenBLAS or the
   // runtime's loops): NS's result to the element type's rounding, over a
@@ -473,6 +540,22 @@ TEST_F(CudaMatrix, MatrixFunctionsRunBetweenTheStageAndTheRule) {
   want.insert(want.end(), 15, "gemm");
   want.insert(want.end(), {"scale", "rule"});
   EXPECT_EQ(state.calls, want);
+}
+
+TEST(CudaMatrixGroups, FewTilesOverALongKAreSplit) {
+  // Enough tiles for the device: no split.
+  EXPECT_EQ(splitDepth(144, 3072, 132, INT64_MAX), 3072);
+  // One tile over 1100 on 8 multiprocessors: 16 slices wanted, one per 256
+  // of K allowed: 4 slices of 275.
+  EXPECT_EQ(splitDepth(1, 1100, 8, INT64_MAX), 275);
+  // 64 tiles of a 512 x 512 on 132: 5 wanted, 2 allowed.
+  EXPECT_EQ(splitDepth(64, 512, 132, INT64_MAX), 256);
+  // No room for slices, or a short K: no split.
+  EXPECT_EQ(splitDepth(1, 1100, 8, 1), 1100);
+  EXPECT_EQ(splitDepth(1, 300, 132, INT64_MAX), 300);
+  // The slices' elements: Y Y^T of [3, 1100] in 4 slices of 3 x 3.
+  EXPECT_EQ(newtonSchulzSlices(1, 3, 1100, 8), 4 * 9);
+  EXPECT_EQ(newtonSchulzSlices(1, 768, 3072, 132), 0);
 }
 
 TEST(CudaMatrixGroups, StacksGoInGroupsWithinTheGridAndTheScratch) {

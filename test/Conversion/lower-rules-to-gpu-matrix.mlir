@@ -6,7 +6,7 @@
 // newton_schulz takes, into the first of the pair at the coordinate
 // (row r, column j at r * nc + j); the rule kernel reads NS(X) there
 // through the second, as an f32 per coordinate (not a double per chunk).
-// The module gets the three matrix kernels, each calling its block
+// The module gets the four matrix kernels, each calling its block
 // function from lib/Device/MatrixNVPTX.cpp with the block's coordinates
 // first: blockIdx.z (the batch's matrix), then y and x of a product's tile
 // or x and gridDim.x of a grid-stride loop.
@@ -23,12 +23,15 @@
 // CHECK: llvm.store %[[G]], %[[AT]] {alignment = 4 : i64} : f32, !llvm.ptr<1>
 // CHECK: gpu.return
 
-// CHECK: llvm.func @optim_matrix_gemm_f32_block(i64, i64, i64, i64, i64, i64, f32, !llvm.ptr, i64, i64, i64, !llvm.ptr, i64, i64, i64, f32, !llvm.ptr, i64, !llvm.ptr, i64)
-// CHECK: gpu.func @optim_matrix_gemm_f32(%{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64) kernel {
+// CHECK: llvm.func @optim_matrix_gemm_f32_block(i64, i64, i64, i64, i64, i64, f32, !llvm.ptr, i64, i64, i64, !llvm.ptr, i64, i64, i64, f32, !llvm.ptr, i64, !llvm.ptr, i64, i64, !llvm.ptr)
+// CHECK: gpu.func @optim_matrix_gemm_f32(%{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: f32, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: !llvm.ptr, %{{.*}}: i64, %{{.*}}: i64, %{{.*}}: !llvm.ptr) kernel {
 // CHECK: %[[BZ:.*]] = arith.index_cast %block_id_z
 // CHECK: %[[BX:.*]] = arith.index_cast %block_id_x
 // CHECK: %[[BY:.*]] = arith.index_cast %block_id_y
 // CHECK: llvm.call @optim_matrix_gemm_f32_block(%[[BZ]], %[[BY]], %[[BX]],
+// CHECK: llvm.func @optim_matrix_combine_f32_block(i64, i64, i64, i64, i64, f32, !llvm.ptr, i64, f32, !llvm.ptr, i64, !llvm.ptr, i64)
+// CHECK: gpu.func @optim_matrix_combine_f32(
+// CHECK: llvm.call @optim_matrix_combine_f32_block(
 // CHECK: llvm.func @optim_matrix_sumsq_f32_block(i64, i64, i64, !llvm.ptr, i64, i64, !llvm.ptr)
 // CHECK: gpu.func @optim_matrix_sumsq_f32(
 // CHECK: %[[SZ:.*]] = arith.index_cast %block_id_z

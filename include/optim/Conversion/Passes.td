@@ -170,7 +170,8 @@ def LowerRulesToGPU : Pass<"optim-lower-rules-to-gpu", "::mlir::ModuleOp"> {
     first row. A matrix function (`newton_schulz`) stores its operand per
     coordinate into its matrix buffer in its stage and is read back per
     coordinate; the module then also gets `optim_matrix_gemm_<t>`,
-    `optim_matrix_sumsq_<t>` and `optim_matrix_scale_<t>`, kernels that
+    `optim_matrix_combine_<t>`, `optim_matrix_sumsq_<t>` and
+    `optim_matrix_scale_<t>`, kernels that
     call the block functions of lib/Device/MatrixNVPTX.cpp, with which the
     runtime computes NS(X) between the passes (KernelABI.h, "Matrix
     functions on CUDA").

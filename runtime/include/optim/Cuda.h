@@ -141,10 +141,11 @@ public:
   /// pass, optim_reduce_<name> (KernelABI.h, version 6); null otherwise.
   CUfunction reduceFunction() const { return reduceFunction_; }
   /// A rule with newton_schulz: the module's matrix kernels
-  /// optim_matrix_{gemm,sumsq,scale}_<t> (KernelABI.h, "Matrix functions
-  /// on CUDA"); null otherwise.
+  /// optim_matrix_{gemm,combine,sumsq,scale}_<t> (KernelABI.h, "Matrix
+  /// functions on CUDA"); null otherwise.
   struct MatrixKernels {
-    CUfunction gemm = nullptr, sumSquares = nullptr, scale = nullptr;
+    CUfunction gemm = nullptr, combine = nullptr, sumSquares = nullptr,
+               scale = nullptr;
   };
   const MatrixKernels &matrixKernels() const { return matrixKernels_; }
   /// "nvptx64-nvidia-cuda sm_90": what the cubin was compiled for.
@@ -435,8 +436,11 @@ private:
   /// its sum-of-squares partials.
   std::vector<std::vector<Buffer>> matrices_;
   Buffer matrixWork_, matrixPartials_;
-  /// How many of each non-empty tensor's matrices go in one launch.
+  /// How many of each non-empty tensor's matrices go in one launch; the
+  /// elements of matrixWork_ past the largest group's own scratch, for the
+  /// slices of split products; the device's multiprocessors.
   std::vector<int64_t> matrixGroups_;
+  int64_t matrixSlices_ = 0, multiprocessors_ = 0;
   /// Enqueues NS(X) over every matrix of every tensor's buffer of each
   /// matrix function of level `level`.
   void runMatrixFunctions(unsigned level);

@@ -453,18 +453,29 @@ typedef void (*optim_reduced_rule_kernel)(
  * coordinate), stage level(r) of optim_reduce_ overwrites [r * nc + j] with
  * x at each coordinate of the chunk, and later stages and optim_rule_ read
  * NS(X) at [r * nc + j]. In between, the runtime computes NS(X) of each
- * non-empty matrix on the device with three kernels that the module
+ * non-empty matrix on the device with four kernels that the module
  * defines for the rule's element type t (f32 or f64), whatever the rule:
  *
  *   optim_matrix_gemm_<t>(int64_t M, int64_t N, int64_t K, T alpha,
  *                         const T *A, int64_t ars, int64_t acs, int64_t sA,
  *                         const T *B, int64_t brs, int64_t bcs, int64_t sB,
- *                         T beta, const T *D, int64_t sD, T *C, int64_t sC);
+ *                         T beta, const T *D, int64_t sD, T *C, int64_t sC,
+ *                         int64_t kc, T *P);
  *     C = alpha A B + beta D (M x N, row-major; D like C, or NULL: not
  *     read), A(i, k) = A[i ars + k acs], B(k, j) = B[k brs + j bcs]; grid
- *     (ceil(N / 64), ceil(M / 64), Z), 256 threads, 2 * 16 * 68 * sizeof(T)
- *     bytes of dynamic shared memory. Blocks of z < Z take the batch's
- *     matrix z: A + z sA, B + z sB, D + z sD, C + z sC (elements).
+ *     (ceil(N / 64), ceil(M / 64), Z S), 256 threads, 2 * 16 * 68 *
+ *     sizeof(T) bytes of dynamic shared memory. Blocks of z take the
+ *     batch's matrix b = z / S: A + b sA, B + b sB, D + b sD, C + b sC
+ *     (elements). With 0 < kc < K the product is split in S = ceil(K / kc)
+ *     slices: block z computes slice s = z % S (k in [s kc, min(K,
+ *     (s + 1) kc))) without alpha, beta or D, into P + z M N; else S = 1
+ *     and P is not read.
+ *   optim_matrix_combine_<t>(int64_t M, int64_t N, T alpha, const T *P,
+ *                            int64_t S, T beta, const T *D, int64_t sD,
+ *                            T *C, int64_t sC);
+ *     a split product's end: C = alpha (P_0 + ... + P_{S-1}) + beta D for
+ *     matrix z (P_s at P + (z S + s) M N, summed in order; D + z sD,
+ *     C + z sC); grid (any, 1, Z), 256 threads, no shared memory.
  *   optim_matrix_sumsq_<t>(const T *x, int64_t n, int64_t sx,
  *                          double *partials);
  *     partials[z G + b] = block b's part of the sum of x[z sx + i]^2 over
@@ -487,10 +498,14 @@ typedef void (*optim_reduced_rule_kernel)(
  * a work buffer, then k times A = Y Y^T, B = c (A A) + b A, Y' = B Y + a Y
  * (three gemm launches), and the last Y copied back (transposed when
  * R > C); each launch covers a group of a tensor's matrices (Z <= 65535,
- * and about 4M elements of scratch). Each product entry is one fused
- * multiply-add chain over k < K in order: results depend on nothing but
- * the matrix, and differ from the CPU's (OpenBLAS or the runtime's loops)
- * in rounding only. */
+ * and about 4M elements of scratch). The two m x m products are split
+ * over K (then combined) when the group's tiles are fewer than the
+ * device's multiprocessors and K is at least 512: S = min(ceil(2 SMs /
+ * tiles), K / 256). Each product entry is one fused multiply-add chain
+ * over k < K in order, or the in-order sum of its slices' chains: results
+ * depend on the matrix and the device's multiprocessor count only, and
+ * differ from the CPU's (OpenBLAS or the runtime's loops) in rounding
+ * only. */
 #define OPTIM_MATRIX_SYMBOL_PREFIX "optim_matrix_"
 
 /* ---- Vector-Jacobian products of rules (version 3) -------------------------

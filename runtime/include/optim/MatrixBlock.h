@@ -153,6 +153,56 @@ void gemmBlock(Team &team, int64_t bi, int64_t bj, int64_t M, int64_t N,
   }
 }
 
+/// Block (z, bi, bj) of a product launch (KernelABI.h, "Matrix functions on
+/// CUDA"): matrix z / S of the batch (operands s* elements apart), and, when
+/// K is split in S = ceil(K / kc) slices of kc (kc < K), slice z % S: the
+/// chain over its k into P (M x N per matrix and slice, matrix-major), for
+/// combineBlock to finish. Without a split, gemmBlock into C.
+template <typename T, typename Team>
+void gemmSplitBlock(Team &team, int64_t z, int64_t bi, int64_t bj, int64_t M,
+                    int64_t N, int64_t K, T alpha, const T *A, int64_t ars,
+                    int64_t acs, int64_t sA, const T *B, int64_t brs,
+                    int64_t bcs, int64_t sB, T beta, const T *D, int64_t sD,
+                    T *C, int64_t sC, int64_t kc, T *P, T *shared) {
+  const int64_t S = kc > 0 && kc < K ? (K + kc - 1) / kc : 1;
+  const int64_t matrix = z / S, slice = z - matrix * S;
+  A += matrix * sA;
+  B += matrix * sB;
+  if (S == 1) {
+    gemmBlock<T>(team, bi, bj, M, N, K, alpha, A, ars, acs, B, brs, bcs, beta,
+                 D ? D + matrix * sD : D, C + matrix * sC, shared);
+    return;
+  }
+  const int64_t k0 = slice * kc, len = K - k0 < kc ? K - k0 : kc;
+  gemmBlock<T>(team, bi, bj, M, N, len, T(1), A + k0 * acs, ars, acs,
+               B + k0 * brs, brs, bcs, T(0), nullptr, P + z * M * N, shared);
+}
+
+/// Block `block` of `blocks` (grid-stride) of matrix z's
+/// C = alpha (P_0 + P_1 + ... + P_{S-1}) + beta D, the slices of a split
+/// product summed in order (P_s at P + (z S + s) M N), then fma(beta, D, .)
+/// as gemmBlock's epilogue; D (or NULL) and C at z sD and z sC.
+template <typename T, typename Team>
+void combineBlock(Team &team, int64_t z, int64_t block, int64_t blocks,
+                  int64_t M, int64_t N, T alpha, const T *P, int64_t S, T beta,
+                  const T *D, int64_t sD, T *C, int64_t sC) {
+  constexpr int Per = Team::kPer;
+  const int64_t count = M * N;
+  const T *first = P + z * S * count;
+  for (int v = 0; v < Per; ++v) {
+    const int t = team.tid * Per + v;
+    for (int64_t e = block * kThreads + t; e < count; e += blocks * kThreads) {
+      T acc = first[e];
+      for (int64_t s = 1; s < S; ++s)
+        acc = acc + first[s * count + e];
+      T r = alpha * acc;
+      if (D)
+        r = fmaT(beta, D[z * sD + e], r);
+      C[z * sC + e] = r;
+    }
+  }
+}
+
 /// Block `block` of `blocks` of the sum of squares of x[0, n), in double:
 /// thread t accumulates x[block * kThreads + t + s * blocks * kThreads] in
 /// order, a tree of fixed shape combines the threads, and thread 0 writes
