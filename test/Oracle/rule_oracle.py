@@ -776,6 +776,89 @@ def ref_adam_atan2(h, t, p, g, s):
             - h.lr * h.a * np.arctan2(mhat, den))
 
 
+def ref_diffgrad(h, t, p, g, s):
+    # Dubey et al. (2019), "diffGrad", eq. 4-6: Adam's bias-corrected moments;
+    # the friction xi = 1 / (1 + exp(-|g_prev - g|)) scales the step;
+    # theta <- theta - lr xi m_hat / (sqrt(v_hat) + eps); g_prev = 0 at t = 1.
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    xi = h.c(1) / (h.c(1) + np.exp(-np.abs(s["g_prev"] - g)))
+    s["g_prev"] = g.copy()
+    m_hat = s["m"] / (h.c(1) - h.beta1 ** t)
+    v_hat = s["v"] / (h.c(1) - h.beta2 ** t)
+    return p - h.lr * xi * m_hat / (np.sqrt(v_hat) + h.eps)
+
+
+def ref_rprop(h, t, p, g, s):
+    # Riedmiller & Braun (1993) as torch.optim.Rprop: factor etaplus where
+    # g g_prev > 0, etaminus where < 0, else 1; step clamped to [step_min,
+    # step_max]; the gradient zeroed where the sign flipped; theta <- theta -
+    # sign(g) step; g_prev <- that gradient. Initial step lr, g_prev 0.
+    prod = g * s["g_prev"]
+    factor = np.where(prod > 0, h.etaplus,
+                      np.where(prod < 0, h.etaminus, h.c(1)))
+    s["step"] = np.clip(s["step"] * factor, h.step_min, h.step_max)
+    d = np.where(prod < 0, h.c(0), g)
+    s["g_prev"] = d
+    return p - np.sign(d) * s["step"]
+
+
+def ref_mars(h, t, p, g, s):
+    # Yuan et al. (2024), "MARS", Algorithm 2 (approximate: the previous
+    # step's gradient), as the authors' mars-adamw: c = (g - g_prev) gamma
+    # beta1 / (1 - beta1) + g, c / |c| per tensor where |c| > 1; m, v AdamW's
+    # of c; theta <- theta - lr (wd theta + (m / bc1) / (sqrt(v) / sqrt(bc2)
+    # + eps)).
+    c = (g - s["g_prev"]) * (h.gamma * (h.beta1 / (h.c(1) - h.beta1))) + g
+    cn = h.tensor("norm", c)
+    c = np.where(cn > 1, c / np.where(cn > 1, cn, h.c(1)), c)
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * c
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * c * c
+    s["g_prev"] = g.copy()
+    denom = np.sqrt(s["v"]) / np.sqrt(h.c(1) - h.beta2 ** t) + h.eps
+    return p - h.lr * (p * h.weight_decay
+                       + s["m"] / (h.c(1) - h.beta1 ** t) / denom)
+
+
+def ref_cautious_adam(h, t, p, g, s):
+    # Liang et al. (2024), "Cautious Optimizers", Algorithm 1 as the authors'
+    # C-AdamW (no weight decay): mask = [m g > 0] * numel / (sum(mask) + 1)
+    # per tensor; theta <- theta - lr sqrt(bc2) / bc1 (m / (sqrt(v) + eps)
+    # mask).
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * g
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    keep = np.where(s["m"] * g > 0, h.c(1), h.c(0))
+    mask = keep * (h.tensor("sum", np.ones_like(keep))
+                   / (h.tensor("sum", keep) + h.c(1)))
+    step_size = h.lr * np.sqrt(h.c(1) - h.beta2 ** t) / (h.c(1) - h.beta1 ** t)
+    return p - step_size * (s["m"] / (np.sqrt(s["v"]) + h.eps) * mask)
+
+
+def ref_fromage(h, t, p, g, s):
+    # Bernstein et al. (2020), Fromage, Algorithm 1 as the authors' code: per
+    # tensor, p <- (p - lr g |p| / |g|) / sqrt(1 + lr^2), a plain step of g
+    # where |p| or |g| is 0.
+    pn, gn = h.tensor("norm", p), h.tensor("norm", g)
+    ok = (pn > 0) & (gn > 0)
+    d = np.where(ok, g * (pn / np.where(ok, gn, h.c(1))), g)
+    return (p - h.lr * d) / np.sqrt(h.c(1) + h.lr * h.lr)
+
+
+def ref_adopt(h, t, p, g, s):
+    # Taniguchi et al. (2024), "ADOPT", Algorithm 1 with the authors'
+    # clipping: v_0 = g_0^2 at the first step, nothing else; then x =
+    # clip(g / max(sqrt(v), eps), (t - 1)^(1/4)), m <- beta1 m + (1 - beta1)
+    # x, theta <- theta - lr m, v <- beta2 v + (1 - beta2) g^2.
+    if int(t) == 1:
+        s["v"] = g * g
+        return p
+    clip = (t - h.c(1)) ** h.c(0.25)
+    x = np.clip(g / np.maximum(np.sqrt(s["v"]), h.eps), -clip, clip)
+    s["m"] = h.beta1 * s["m"] + (h.c(1) - h.beta1) * x
+    s["v"] = h.beta2 * s["v"] + (h.c(1) - h.beta2) * g * g
+    return p - h.lr * s["m"]
+
+
 def neg_over_lr(name):
     """Our buf from Sutskever's velocity: buf = -v / lr."""
     return lambda s, h: -s[name] / h.lr
@@ -939,11 +1022,30 @@ CASES = [
      {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "a": 1.1, "b": 0.9,
       "weight_decay": 0.02},
      {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("diffgrad", LIT, ref_diffgrad,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7},
+     {"m": 0, "v": 0, "g_prev": 0}, {"m": "m", "v": "v", "g_prev": "g_prev"}),
+    ("rprop", LIT, ref_rprop,
+     {"lr": 0.02, "etaminus": 0.4, "etaplus": 1.3, "step_min": 1e-5,
+      "step_max": 5.0},
+     {"step": 0.02, "g_prev": 0}, {"step": "step", "g_prev": "g_prev"}),
+    ("mars", LIT, ref_mars,
+     {"lr": 0.002, "beta1": 0.9, "beta2": 0.995, "gamma": 0.05, "eps": 1e-7,
+      "weight_decay": 0.02},
+     {"m": 0, "v": 0, "g_prev": 0}, {"m": "m", "v": "v", "g_prev": "g_prev"}),
+    ("cautious_adam", LIT, ref_cautious_adam,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "eps": 1e-7},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
+    ("fromage", LIT, ref_fromage, {"lr": 0.02}, {}, {}),
+    ("adopt", LIT, ref_adopt,
+     {"lr": 0.002, "beta1": 0.85, "beta2": 0.995, "eps": 1e-5},
+     {"m": 0, "v": 0}, {"m": "m", "v": "v"}),
 ]
 # Rules whose kernels reduce over tensors: also run with THREADS_CHECK
 # threads, which must give the same bits.
 REDUCING = {"lamb", "lars", "novograd", "adafactor", "sgd_clip", "bngd",
-            "gc_momentum", "gs_sgd", "lans", "prodigy"}
+            "gc_momentum", "gs_sgd", "lans", "prodigy", "mars", "cautious_adam",
+            "fromage"}
 THREADS_CHECK = 3
 
 

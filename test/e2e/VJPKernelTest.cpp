@@ -297,7 +297,7 @@ INSTANTIATE_TEST_SUITE_P(
                       "step_momentum", "lookahead_adam", "sf_sgd",
                       "sf_adamw", "madgrad", "accsgd", "ademamix", "laprop",
                       "pid", "adam_warmup_cosine", "adapnm", "padam",
-                      "tiger"),
+                      "tiger", "diffgrad", "rprop", "adopt"),
     [](const auto &info) { return std::string(info.param); });
 
 TEST(VJPKernel, PerCoordinateInputs) {

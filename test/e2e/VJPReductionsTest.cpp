@@ -433,6 +433,12 @@ TEST(VJPReductions, LiteratureRules) {
   // at the first step) and of |s| (a state updated before it is reduced),
   // both scaled by the distance estimate d, a state of its own.
   check(compileF64(source, 4, "prodigy"), {13, 7}, 5, {{"d0", 0.1}});
+  // MARS: the norm of a corrected gradient (of a state) scales it where it
+  // exceeds 1; Fromage: |p| / |g| per tensor; cautious Adam: a count of the
+  // coordinates where m g > 0 (piecewise constant: its derivative is 0).
+  check(compileF64(source, 4, "mars"), {13, 7}, 5, {{"gamma", 0.3}});
+  check(compileF64(source, 4, "fromage"), {13, 7}, 5);
+  check(compileF64(source, 4, "cautious_adam"), {13, 7}, 5);
 }
 
 // Every kind, per tensor and global, of operands that depend on p, on a
