@@ -24,6 +24,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -147,52 +148,95 @@ extern "C" const char *optim_status_name(optim_status status) {
 // Rules
 //===----------------------------------------------------------------------===//
 
-extern "C" optim_status optim_rule_name(const optim_rule *rule,
-                                        const char **out) {
-  OPTIM_USE_RULE(rule, "optim_rule_name");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_name");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().name.c_str();
+namespace {
+/// What every accessor of a rule's description does around its query: the
+/// rule must be live and `out` (called `outName` in the error) not NULL;
+/// `query(info, *out)` runs with exceptions turned into statuses.
+template <class Out, class Query>
+optim_status queryRule(const char *fn, const optim_rule *rule, Out *out,
+                       const char *outName, Query query) {
+  OPTIM_USE_RULE(rule, fn);
+  if (!out) {
+    char message[64];
+    std::snprintf(message, sizeof message, ": %s is NULL", outName);
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT, message, fn);
+  }
+  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT,
+                     [&] { return query(rule->rule.info(), *out); });
+}
+
+/// How many `items(info)` a rule has.
+template <class Items>
+optim_status countRule(const char *fn, const optim_rule *rule, size_t *out,
+                       Items items) {
+  return queryRule(fn, rule, out, "out", [&](const RuleInfo &ri, size_t &o) {
+    o = items(ri).size();
     return OPTIM_OK;
   });
+}
+
+/// `get` of the index-th of `items(info)`, the rule's `noun`; an index out
+/// of range is OPTIM_ERROR_NOT_FOUND, naming their count.
+template <class Out, class Items, class Get>
+optim_status ruleItem(const char *fn, const optim_rule *rule, size_t index,
+                      Out *out, const char *outName, const char *noun,
+                      Items items, Get get) {
+  return queryRule(fn, rule, out, outName, [&](const RuleInfo &ri, Out &o) {
+    const auto &list = items(ri);
+    if (index >= list.size())
+      return capi::fail(OPTIM_ERROR_NOT_FOUND,
+                        (": index " + std::to_string(index) +
+                         " is out of range: rule '" + ri.name + "' has " +
+                         std::to_string(list.size()) + " " + noun)
+                            .c_str(),
+                        fn);
+    o = get(list[index]);
+    return OPTIM_OK;
+  });
+}
+
+const std::vector<HyperParam> &hypersOf(const RuleInfo &ri) {
+  return ri.hypers;
+}
+const std::vector<StateSpec> &statesOf(const RuleInfo &ri) { return ri.states; }
+const std::vector<WeightSpec> &weightsOf(const RuleInfo &ri) {
+  return ri.weights;
+}
+const std::vector<ReductionSpec> &reductionsOf(const RuleInfo &ri) {
+  return ri.reductions;
+}
+} // namespace
+
+extern "C" optim_status optim_rule_name(const optim_rule *rule,
+                                        const char **out) {
+  return queryRule("optim_rule_name", rule, out, "out",
+                   [](const RuleInfo &ri, const char *&o) {
+                     o = ri.name.c_str();
+                     return OPTIM_OK;
+                   });
 }
 
 extern "C" optim_status optim_rule_dtype(const optim_rule *rule,
                                          optim_dtype *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_dtype");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_dtype");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().dtype == DType::F64 ? OPTIM_F64 : OPTIM_F32;
-    return OPTIM_OK;
-  });
+  return queryRule("optim_rule_dtype", rule, out, "out",
+                   [](const RuleInfo &ri, optim_dtype &o) {
+                     o = ri.dtype == DType::F64 ? OPTIM_F64 : OPTIM_F32;
+                     return OPTIM_OK;
+                   });
 }
 
 extern "C" optim_status optim_rule_num_hypers(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_num_hypers");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_hypers");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().hypers.size();
-    return OPTIM_OK;
-  });
+  return countRule("optim_rule_num_hypers", rule, out, hypersOf);
 }
 
 extern "C" optim_status optim_rule_hyper(const optim_rule *rule, size_t index,
                                          optim_hyper_info *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_hyper");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_hyper");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.hypers.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_hyper: index " + std::to_string(index) +
-                         " is out of range: rule '" + ri.name + "' has " +
-                         std::to_string(ri.hypers.size()) + " hyperparameters")
-                            .c_str());
-    const HyperParam &h = ri.hypers[index];
-    *out = {h.name.c_str(), h.defaultValue, h.isConst ? 1 : 0};
-    return OPTIM_OK;
-  });
+  return ruleItem("optim_rule_hyper", rule, index, out, "out",
+                  "hyperparameters", hypersOf, [](const HyperParam &h) {
+                    return optim_hyper_info{h.name.c_str(), h.defaultValue,
+                                            h.isConst ? 1 : 0};
+                  });
 }
 
 extern "C" optim_status optim_rule_find_hyper(const optim_rule *rule,
@@ -215,204 +259,102 @@ extern "C" optim_status optim_rule_find_hyper(const optim_rule *rule,
 
 extern "C" optim_status optim_rule_num_states(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_num_states");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_states");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().states.size();
-    return OPTIM_OK;
-  });
+  return countRule("optim_rule_num_states", rule, out, statesOf);
 }
 
 extern "C" optim_status optim_rule_state(const optim_rule *rule, size_t index,
                                          optim_state_info *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_state");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_state");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.states.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_state: index " + std::to_string(index) +
-                         " is out of range: rule '" + ri.name + "' has " +
-                         std::to_string(ri.states.size()) + " states")
-                            .c_str());
-    const StateSpec &s = ri.states[index];
-    *out = {s.name.c_str(), s.size, s.init};
-    return OPTIM_OK;
-  });
+  return ruleItem("optim_rule_state", rule, index, out, "out", "states",
+                  statesOf, [](const StateSpec &s) {
+                    return optim_state_info{s.name.c_str(), s.size, s.init};
+                  });
 }
 
 extern "C" optim_status optim_rule_num_weights(const optim_rule *rule,
                                                size_t *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_num_weights");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_weights");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().weights.size();
-    return OPTIM_OK;
-  });
+  return countRule("optim_rule_num_weights", rule, out, weightsOf);
 }
 
 extern "C" optim_status optim_rule_weights(const optim_rule *rule, size_t index,
                                            optim_weights_info *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_weights");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_weights");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.weights.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_weights: index " + std::to_string(index) +
-                         " is out of range: rule '" + ri.name + "' has " +
-                         std::to_string(ri.weights.size()) + " weights tensors")
-                            .c_str());
-    const WeightSpec &w = ri.weights[index];
-    int64_t size = 1;
-    for (int64_t d : w.shape)
-      size *= d;
-    *out = {w.name.c_str(), w.shape.data(), w.shape.size(), size};
-    return OPTIM_OK;
-  });
+  return ruleItem("optim_rule_weights", rule, index, out, "out",
+                  "weights tensors", weightsOf, [](const WeightSpec &w) {
+                    int64_t size = 1;
+                    for (int64_t d : w.shape)
+                      size *= d;
+                    return optim_weights_info{w.name.c_str(), w.shape.data(),
+                                              w.shape.size(), size};
+                  });
 }
 
 extern "C" optim_status optim_rule_num_reductions(const optim_rule *rule,
                                                   size_t *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_num_reductions");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_reductions");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().reductions.size();
-    return OPTIM_OK;
-  });
+  return countRule("optim_rule_num_reductions", rule, out, reductionsOf);
 }
 
 extern "C" optim_status optim_rule_reduction(const optim_rule *rule,
                                              size_t index,
                                              optim_reduction_info *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_reduction");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_reduction");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.reductions.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_reduction: index " +
-                         std::to_string(index) + " is out of range: rule '" +
-                         ri.name + "' has " +
-                         std::to_string(ri.reductions.size()) + " reductions")
-                            .c_str());
-    const ReductionSpec &r = ri.reductions[index];
-    *out = {reductionKindName(r.kind), r.global ? 1 : 0};
-    return OPTIM_OK;
-  });
+  return ruleItem("optim_rule_reduction", rule, index, out, "out", "reductions",
+                  reductionsOf, [](const ReductionSpec &r) {
+                    return optim_reduction_info{reductionKindName(r.kind),
+                                                r.global ? 1 : 0};
+                  });
 }
 
 extern "C" optim_status optim_rule_reduction_level(const optim_rule *rule,
                                                    size_t index,
                                                    unsigned *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_reduction_level");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_reduction_level");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.reductions.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_reduction_level: index " +
-                         std::to_string(index) + " is out of range: rule '" +
-                         ri.name + "' has " +
-                         std::to_string(ri.reductions.size()) + " reductions")
-                            .c_str());
-    *out = ri.reductions[index].level;
-    return OPTIM_OK;
-  });
+  return ruleItem("optim_rule_reduction_level", rule, index, out, "out",
+                  "reductions", reductionsOf,
+                  [](const ReductionSpec &r) { return r.level; });
 }
 
 /// "none", "row" or "col" (string literals: they outlive the rule).
 extern "C" optim_status optim_rule_state_axis(const optim_rule *rule,
                                               size_t index, const char **out) {
-  OPTIM_USE_RULE(rule, "optim_rule_state_axis");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_state_axis");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.states.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_state_axis: index " +
-                         std::to_string(index) + " is out of range: rule '" +
-                         ri.name + "' has " + std::to_string(ri.states.size()) +
-                         " states")
-                            .c_str());
-    *out = axisName(ri.states[index].axis);
-    return OPTIM_OK;
-  });
+  return ruleItem("optim_rule_state_axis", rule, index, out, "out", "states",
+                  statesOf,
+                  [](const StateSpec &s) { return axisName(s.axis); });
 }
 
 extern "C" optim_status optim_rule_reduction_axis(const optim_rule *rule,
                                                   size_t index,
                                                   const char **out) {
-  OPTIM_USE_RULE(rule, "optim_rule_reduction_axis");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_reduction_axis");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.reductions.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_reduction_axis: index " +
-                         std::to_string(index) + " is out of range: rule '" +
-                         ri.name + "' has " +
-                         std::to_string(ri.reductions.size()) + " reductions")
-                            .c_str());
-    *out = axisName(ri.reductions[index].axis);
-    return OPTIM_OK;
-  });
+  return ruleItem("optim_rule_reduction_axis", rule, index, out, "out",
+                  "reductions", reductionsOf,
+                  [](const ReductionSpec &r) { return axisName(r.axis); });
 }
 
 extern "C" optim_status optim_rule_num_inputs(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_num_inputs");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_inputs");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().inputs.size();
-    return OPTIM_OK;
-  });
+  return countRule(
+      "optim_rule_num_inputs", rule, out,
+      [](const RuleInfo &ri) -> auto & { return ri.inputs; });
 }
 
 extern "C" optim_status optim_rule_input(const optim_rule *rule, size_t index,
                                          const char **name) {
-  OPTIM_USE_RULE(rule, "optim_rule_input");
-  OPTIM_CHECK_NOT_NULL(name, "optim_rule_input");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.inputs.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_input: index " + std::to_string(index) +
-                         " is out of range: rule '" + ri.name + "' has " +
-                         std::to_string(ri.inputs.size()) + " inputs")
-                            .c_str());
-    *name = ri.inputs[index].c_str();
-    return OPTIM_OK;
-  });
+  return ruleItem(
+      "optim_rule_input", rule, index, name, "name", "inputs",
+      [](const RuleInfo &ri) -> auto & { return ri.inputs; },
+      [](const std::string &input) { return input.c_str(); });
 }
 
 extern "C" optim_status optim_rule_num_random(const optim_rule *rule,
                                               size_t *out) {
-  OPTIM_USE_RULE(rule, "optim_rule_num_random");
-  OPTIM_CHECK_NOT_NULL(out, "optim_rule_num_random");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    *out = rule->rule.info().random.size();
-    return OPTIM_OK;
-  });
+  return countRule(
+      "optim_rule_num_random", rule, out,
+      [](const RuleInfo &ri) -> auto & { return ri.random; });
 }
 
+/// A string literal: it outlives the rule.
 extern "C" optim_status optim_rule_random(const optim_rule *rule, size_t index,
                                           const char **kind) {
-  OPTIM_USE_RULE(rule, "optim_rule_random");
-  OPTIM_CHECK_NOT_NULL(kind, "optim_rule_random");
-  return capi::guard(OPTIM_ERROR_INVALID_ARGUMENT, [&] {
-    const RuleInfo &ri = rule->rule.info();
-    if (index >= ri.random.size())
-      return capi::fail(OPTIM_ERROR_NOT_FOUND,
-                        ("optim_rule_random: index " + std::to_string(index) +
-                         " is out of range: rule '" + ri.name + "' has " +
-                         std::to_string(ri.random.size()) +
-                         " random draw sites")
-                            .c_str());
-    // A string literal: it outlives the rule.
-    *kind = randomKindName(ri.random[index]);
-    return OPTIM_OK;
-  });
+  return ruleItem(
+      "optim_rule_random", rule, index, kind, "kind", "random draw sites",
+      [](const RuleInfo &ri) -> auto & { return ri.random; },
+      [](const auto &site) { return randomKindName(site); });
 }
 
 extern "C" optim_status optim_rule_release(optim_rule *rule) {
@@ -636,10 +578,9 @@ extern "C" optim_status optim_optimizer_release(optim_optimizer *opt) {
   // Waits for calls using the optimizer on other threads to return; from
   // here on, new calls are refused.
   if (!capi::retireHandle(opt, capi::HandleKind::Optimizer))
-    return capi::fail(
-        OPTIM_ERROR_INVALID_ARGUMENT,
-        ": opt is not a live optimizer handle (released twice?)",
-        "optim_optimizer_release");
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      ": opt is not a live optimizer handle (released twice?)",
+                      "optim_optimizer_release");
   // The same for the rule it lent (optim_optimizer_rule), which lives in it.
   capi::retireHandle(&opt->rule, capi::HandleKind::LentRule);
   // The destructor joins the worker threads; it does not throw.
@@ -751,15 +692,14 @@ static optim_status stepImpl(const char *fn, optim_optimizer *opt,
   const RuleInfo &ri = opt->rule.rule.info();
   if (!ri.inputs.empty()) {
     std::string names = detail::quotedList(ri.inputs);
-    return capi::fail(
-        OPTIM_ERROR_INVALID_ARGUMENT,
-        (std::string(fn) + ": rule '" + ri.name +
-         "' takes the per-coordinate input" +
-         (ri.inputs.size() == 1 ? " " : "s ") + names +
-         " with every step, besides the gradients: call "
-         "optim_optimizer_step_inputs_" +
-         (std::is_same_v<T, float> ? "f32" : "f64") + " instead")
-            .c_str());
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      (std::string(fn) + ": rule '" + ri.name +
+                       "' takes the per-coordinate input" +
+                       (ri.inputs.size() == 1 ? " " : "s ") + names +
+                       " with every step, besides the gradients: call "
+                       "optim_optimizer_step_inputs_" +
+                       (std::is_same_v<T, float> ? "f32" : "f64") + " instead")
+                          .c_str());
   }
   // Every failure of Optimizer::step is a bad gradient list, or learned
   // weights not set yet: the caller's mistake either way.
@@ -852,10 +792,11 @@ static optim_status stepInputsImpl(const char *fn, optim_optimizer *opt,
   });
 }
 
-extern "C" optim_status optim_optimizer_step_inputs_f32(
-    optim_optimizer *opt, const float *const *grads, const int64_t *sizes,
-    size_t num_grads, const optim_input_f32 *inputs, size_t num_inputs,
-    int *stepped) {
+extern "C" optim_status
+optim_optimizer_step_inputs_f32(optim_optimizer *opt, const float *const *grads,
+                                const int64_t *sizes, size_t num_grads,
+                                const optim_input_f32 *inputs,
+                                size_t num_inputs, int *stepped) {
   return stepInputsImpl("optim_optimizer_step_inputs_f32", opt, grads, sizes,
                         num_grads, inputs, num_inputs, stepped);
 }
