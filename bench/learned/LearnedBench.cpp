@@ -7,8 +7,9 @@
 //            (fresh zero state, random weights), counting
 //            2 (4*20*22 + 4*20*40 + 20) flops per coordinate as issue 4 does;
 //   fma:     an FMA-bound microkernel: 24 independent accumulator chains of
-//            one native vector per thread (enough to cover the FMA latency
-//            on every FMA pipe), compiled with -O3 -march=native;
+//            one native vector per thread with AVX-512, 12 with 16 vector
+//            registers (enough to cover the FMA latency on every FMA pipe,
+//            and no spill), compiled with -O3 -march=native;
 //   sgemm:   OpenBLAS's cblas_sgemm on a 2048^3 product, row-major, with
 //            openblas_set_num_threads(threads) (when built with OpenBLAS);
 //   activations: the part of the learned step that is not a matrix product,
@@ -81,7 +82,11 @@ constexpr int kLanes = 8;
 constexpr int kLanes = 4;
 #endif
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-constexpr int kChains = 24;
+// Enough independent chains to cover the FMA latency of two pipes (4 or 5
+// cycles), few enough to stay in registers: AVX-512 has 32 vector
+// registers, AVX2 16 (24 chains there spill: 48 instead of 135 GFLOP/s on
+// two Zen 3 cores).
+constexpr int kChains = kLanes == 16 ? 24 : 12;
 
 /// kChains independent chains acc = acc * m + a (each one FMA): 2 * kLanes *
 /// kChains flops per iteration. The result is returned so that nothing is
@@ -314,7 +319,7 @@ struct Learned {
 
 int main(int argc, char **argv) {
   std::string examples = "examples";
-  unsigned threads = 2;
+  unsigned threads = 2, vectorWidth = 0;
   int reps = 5;
   std::vector<int64_t> sizes = {10000, 100000, 1000000, 10000000};
   for (int i = 1; i < argc; ++i) {
@@ -325,6 +330,8 @@ int main(int argc, char **argv) {
       reps = std::atoi(argv[++i]);
     } else if (a == "--examples" && i + 1 < argc) {
       examples = argv[++i];
+    } else if (a == "--learned-vector-width" && i + 1 < argc) {
+      vectorWidth = unsigned(std::atoi(argv[++i]));
     } else if (a == "--sizes" && i + 1 < argc) {
       sizes.clear();
       std::stringstream list(argv[++i]);
@@ -334,7 +341,7 @@ int main(int argc, char **argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--threads N] [--reps N] [--sizes N,N,...] "
-                   "[--examples DIR]\n",
+                   "[--examples DIR] [--learned-vector-width N]\n",
                    argv[0]);
       return 2;
     }
@@ -347,7 +354,10 @@ int main(int argc, char **argv) {
     return 2;
   }
   try {
-    Rule rule = Compiler().compileFile(examples + "/l2l.optim");
+    CompileOptions options;
+    if (vectorWidth)
+      options.learnedVectorWidth = vectorWidth;
+    Rule rule = Compiler(options).compileFile(examples + "/l2l.optim");
     std::mt19937 rng(2);
     std::normal_distribution<float> normal(0.0f, 0.3f);
     std::vector<std::vector<float>> weights;

@@ -1,7 +1,8 @@
 //===- MetaEpisodeBench.cpp - one meta-training episode, timed ------------===//
 //
 // optim-bench-meta [--threads N] [--episodes N] [--warmup N] [--seed S]
-//                  [--examples DIR] [--data-dir DIR]
+//                  [--examples DIR] [--data-dir DIR] [--vector-width N]
+//                  [--learned-vector-width N]
 //
 // Times the episodes of `optim-train --task=mnist` with its defaults (the
 // learned rule examples/l2l.optim, Adam from examples/adam.optim as the
@@ -28,7 +29,7 @@
 using namespace optim;
 
 int main(int argc, char **argv) {
-  unsigned threads = 2;
+  unsigned threads = 2, vectorWidth = 0, learnedWidth = 0;
   int episodes = 5, warmup = 1;
   uint64_t seed = 1;
   std::string examples = OPTIM_EXAMPLES_DIR, dataDir;
@@ -67,6 +68,10 @@ int main(int argc, char **argv) {
       examples = value();
     else if (arg == "--data-dir")
       dataDir = value();
+    else if (arg == "--vector-width")
+      vectorWidth = unsigned(std::max(1L, number()));
+    else if (arg == "--learned-vector-width")
+      learnedWidth = unsigned(number());
     else {
       std::fprintf(stderr, "optim-bench-meta: unknown argument '%s'\n",
                    arg.c_str());
@@ -76,6 +81,9 @@ int main(int argc, char **argv) {
   try {
     CompileOptions learnedOptions;
     learnedOptions.vjp = true;
+    if (vectorWidth)
+      learnedOptions.vectorWidth = vectorWidth;
+    learnedOptions.learnedVectorWidth = learnedWidth;
     Rule rule = Compiler(learnedOptions).compileFile(examples + "/l2l.optim");
     Rule metaRule = Compiler().compileFile(examples + "/adam.optim");
     const RuleInfo &info = rule.info();

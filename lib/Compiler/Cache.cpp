@@ -57,6 +57,7 @@ std::string KernelCache::key(std::string_view source, const std::string &rule,
   add(target);
   add(dtypeName(options.precision));
   add(std::to_string(options.vectorWidth));
+  add("learned " + std::to_string(options.learnedVectorWidth));
   add(options.relaxedFP ? "relaxed-fp" : "exact-fp");
   add("prefetch " + std::to_string(options.prefetchDistance));
   add(rule);

@@ -11,6 +11,7 @@
 #include "llvm/MC/TargetRegistry.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
+#include "llvm/TargetParser/Host.h"
 
 #include <mutex>
 
@@ -33,6 +34,10 @@ optim::createHostTargetMachine() {
   builder->setRelocationModel(llvm::Reloc::PIC_);
   builder->setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
   return builder->createTargetMachine();
+}
+
+unsigned optim::hostLearnedVectorWidth() {
+  return llvm::sys::getHostCPUFeatures().lookup("avx512f") ? 16 : 4;
 }
 
 std::string optim::describeTarget(const llvm::TargetMachine &tm) {

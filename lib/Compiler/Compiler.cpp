@@ -27,6 +27,12 @@ Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
   if (options.vectorWidth == 0 || options.vectorWidth > 64)
     throw Error("optim::Compiler: vectorWidth must be between 1 and 64, got " +
                 std::to_string(options.vectorWidth));
+  if (options.learnedVectorWidth > 64)
+    throw Error("optim::Compiler: learnedVectorWidth must be at most 64 (0: "
+                "chosen for this host), got " +
+                std::to_string(options.learnedVectorWidth));
+  if (options.learnedVectorWidth == 0)
+    options.learnedVectorWidth = hostLearnedVectorWidth();
   if (options.prefetchDistance > (1u << 20))
     throw Error("optim::Compiler: prefetchDistance must be at most 1048576 "
                 "bytes, got " +
@@ -85,6 +91,7 @@ Rule Compiler::compileSource(std::string_view source,
   mlir::PassManager pm(&context);
   CPUPipelineOptions cpu;
   cpu.vectorWidth = impl->options.vectorWidth;
+  cpu.learnedVectorWidth = impl->options.learnedVectorWidth;
   cpu.relaxedFP = impl->options.relaxedFP;
   cpu.prefetchDistance = impl->options.prefetchDistance;
   cpu.vjp = impl->options.vjp;

@@ -28,6 +28,7 @@ void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
   }
   mlir::optim::LowerRulesToKernelsOptions lower;
   lower.vectorWidth = options.vectorWidth;
+  lower.learnedVectorWidth = options.learnedVectorWidth;
   lower.relaxedFP = options.relaxedFP;
   lower.prefetchDistance = options.prefetchDistance;
   pm.addPass(mlir::optim::createLowerRulesToKernels(lower));
@@ -65,6 +66,10 @@ struct OptimLowerToLLVMOptions
   Option<unsigned> vectorWidth{*this, "vector-width",
                                llvm::cl::desc("SIMD lanes (coordinates)"),
                                llvm::cl::init(16)};
+  Option<unsigned> learnedVectorWidth{
+      *this, "learned-vector-width",
+      llvm::cl::desc("SIMD lanes of learned rules (0: vector-width)"),
+      llvm::cl::init(0)};
   Option<bool> relaxedFP{
       *this, "relaxed-fp",
       llvm::cl::desc("Reciprocals of uniform divisors and fused multiply-adds"),
@@ -86,6 +91,7 @@ void ::optim::registerPipelines() {
       [](OpPassManager &pm, const OptimLowerToLLVMOptions &options) {
         CPUPipelineOptions cpu;
         cpu.vectorWidth = options.vectorWidth;
+        cpu.learnedVectorWidth = options.learnedVectorWidth;
         cpu.relaxedFP = options.relaxedFP;
         cpu.prefetchDistance = options.prefetchDistance;
         cpu.vjp = options.vjp;

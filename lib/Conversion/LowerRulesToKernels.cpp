@@ -922,12 +922,15 @@ struct LowerRulesToKernels
   using Base::Base;
   void runOnOperation() override {
     SmallVector<RuleOp> rules(getOperation().getOps<RuleOp>());
-    for (RuleOp rule : rules)
-      if (failed(
-              RuleLowering(rule, std::max(1u, unsigned(vectorWidth)),
-                           relaxedFP, prefetchDistance)
-                  .run()))
+    for (RuleOp rule : rules) {
+      unsigned width = rule.getNumWeights() > 0 && learnedVectorWidth
+                           ? learnedVectorWidth
+                           : vectorWidth;
+      if (failed(RuleLowering(rule, std::max(1u, width), relaxedFP,
+                              prefetchDistance)
+                     .run()))
         return signalPassFailure();
+    }
   }
 };
 } // namespace

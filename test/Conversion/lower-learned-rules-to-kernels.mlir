@@ -1,4 +1,8 @@
 // RUN: optim-opt %s --optim-lower-rules-to-kernels --split-input-file | FileCheck %s
+// A host with 16 vector registers of 8 floats (AVX2) gets learned-vector-width
+// 4 from the compiler: blocks of 16 coordinates (4 x 16 accumulators, not 4 x
+// 64), activations on 8 lanes, then 4 and 1; update rules keep vector-width.
+// RUN: optim-opt %s --optim-lower-rules-to-kernels="learned-vector-width=4" --split-input-file | FileCheck %s --check-prefix=W4
 
 // The learned rule of examples/l2l.optim. Blocks of 4 x 16 = 64 coordinates
 // (then 16, then 1); each hidden unit's four gate rows accumulate side by
@@ -46,6 +50,14 @@
 // CHECK: arith.divf %{{.*}} : vector<16xf32>
 // CHECK: scf.for %{{.*}} step %c1
 // CHECK: arith.divf %{{.*}} : f32
+// W4-LABEL: func.func @optim_rule_l2l(
+// W4: scf.for %{{.*}} step %c16
+// W4: scf.for %{{.*}} to %c20{{.*}} iter_args({{.*}}) -> (vector<16xf32>, vector<16xf32>, vector<16xf32>, vector<16xf32>)
+// W4: arith.divf %{{.*}} : vector<8xf32>
+// W4: scf.for %{{.*}} step %c4
+// W4: arith.divf %{{.*}} : vector<4xf32>
+// W4: scf.for %{{.*}} step %c1
+// W4-NOT: vector<64xf32>
 optim.rule @l2l(%p: f32, %g: f32, %t: i64) hyper(%scale: f32 = 0.1, %k: f32 = 1.0e+01 const) state(%h1: vector<20xf32> = 0.0, %c1: vector<20xf32> = 0.0, %h2: vector<20xf32> = 0.0, %c2: vector<20xf32> = 0.0) weights(%lstm1: tensor<80x23xf32>, %lstm2: tensor<80x41xf32>, %head: tensor<1x21xf32>) {
   %0 = optim.log_sign %g, %k : f32 -> vector<2xf32>
   %h_out, %c_out = optim.lstm_cell %0, %h1, %c1, %lstm1 : vector<2xf32>, vector<20xf32>, tensor<80x23xf32>

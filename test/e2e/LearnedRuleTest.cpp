@@ -287,10 +287,11 @@ TEST(LearnedRule, EveryVectorWidthGivesTheSameBits) {
     }
   for (DType precision : {DType::F32, DType::F64}) {
     std::vector<std::vector<char>> reference;
-    for (unsigned width : {16u, 1u, 3u, 5u, 8u, 12u}) {
+    for (unsigned width : {16u, 1u, 3u, 4u, 5u, 8u, 12u}) {
       CompileOptions copts;
       copts.precision = precision;
       copts.vectorWidth = width;
+      copts.learnedVectorWidth = width;
       copts.useCache = false;
       Rule rule = Compiler(copts).compileFile(std::string(OPTIM_EXAMPLES_DIR) +
                                               "/l2l.optim");

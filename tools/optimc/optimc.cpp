@@ -83,6 +83,11 @@ cl::opt<unsigned> vectorWidth(
     "vector-width",
     cl::desc("Coordinates per SIMD iteration of the kernels (default 16)"),
     cl::init(16), cl::cat(category));
+cl::opt<unsigned> learnedVectorWidth(
+    "learned-vector-width",
+    cl::desc("Coordinates per SIMD iteration of learned rules' kernels "
+             "(default 0: 16 on a host with AVX-512, else 4)"),
+    cl::init(0), cl::cat(category));
 // Not "prefetch-distance": LLVM's LoopDataPrefetch registers that name.
 cl::opt<unsigned> prefetchDistance(
     "prefetch-ahead",
@@ -285,9 +290,9 @@ int main(int argc, char **argv) {
     // The compiler's options are accepted on this command line too; run
     // compiles with its defaults, so one that was given would be ignored.
     for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
-             &outputFilename, &emit, &vectorWidth, &prefetchDistance, &target,
-             &gpuArch, &ptxasVerbose, &gpuLayerThreads, &gpuLayerSharedBytes,
-             &relaxedFP})
+             &outputFilename, &emit, &vectorWidth, &learnedVectorWidth,
+             &prefetchDistance, &target, &gpuArch, &ptxasVerbose,
+             &gpuLayerThreads, &gpuLayerSharedBytes, &relaxedFP})
       if (opt->getNumOccurrences())
         return fail((opt->ArgStr.size() == 1 ? "-" : "--") +
                     opt->ArgStr.str() +
@@ -311,6 +316,9 @@ int main(int argc, char **argv) {
   }
   if (vectorWidth == 0 || vectorWidth > 64)
     return fail("--vector-width must be between 1 and 64");
+  if (learnedVectorWidth > 64)
+    return fail("--learned-vector-width must be between 0 (chosen for this "
+                "host) and 64");
   if (prefetchDistance > (1u << 20))
     return fail("--prefetch-ahead must be at most 1048576 bytes");
   // An option of the other target would be ignored without a word: the
@@ -326,7 +334,7 @@ int main(int argc, char **argv) {
   if (ptxasVerbose && cuda && emit != Emit::Cubin)
     return fail("--ptxas-verbose reports ptxas's assembly of --emit=cubin");
   for (const cl::Option *opt : std::initializer_list<const cl::Option *>{
-           &vectorWidth, &prefetchDistance})
+           &vectorWidth, &learnedVectorWidth, &prefetchDistance})
     if (opt->getNumOccurrences() && cuda)
       return fail("--" + opt->ArgStr +
                   " applies to CPU kernels, not to CUDA ones (one coordinate "
@@ -430,6 +438,8 @@ int main(int argc, char **argv) {
   mlir::PassManager pm(&context);
   optim::CPUPipelineOptions cpu;
   cpu.vectorWidth = vectorWidth;
+  cpu.learnedVectorWidth = learnedVectorWidth ? unsigned(learnedVectorWidth)
+                                              : optim::hostLearnedVectorWidth();
   cpu.relaxedFP = relaxedFP;
   cpu.prefetchDistance = prefetchDistance;
   optim::buildLowerRulesPipeline(pm, cpu);

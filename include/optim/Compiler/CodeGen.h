@@ -21,6 +21,12 @@ void initializeNativeTarget();
 /// so that its objects can go into shared libraries.
 llvm::Expected<std::unique_ptr<llvm::TargetMachine>> createHostTargetMachine();
 
+/// The vector width that suits a learned rule's kernel on this host: 16
+/// coordinates with AVX-512 (32 registers of 16 floats), else 4. The kernel
+/// keeps 16 x width accumulators in registers; 16 on an AVX2 host (16
+/// registers of 8 floats) spill them (docs/benchmarks.md).
+unsigned hostLearnedVectorWidth();
+
 /// "triple cpu +feature,..." of a target machine: what a cache key and a
 /// manifest record about the code.
 std::string describeTarget(const llvm::TargetMachine &tm);

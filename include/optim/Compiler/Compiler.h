@@ -34,6 +34,10 @@ struct CompileOptions {
   DType precision = DType::F32;
   /// Coordinates per SIMD iteration of the generated kernel.
   unsigned vectorWidth = 16;
+  /// The same for learned rules (LSTM cells); 0: what suits this host, 16
+  /// with AVX-512, else 4 (hostLearnedVectorWidth). Their kernels compute
+  /// the same bits at every width.
+  unsigned learnedVectorWidth = 0;
   /// Relaxed rounding: divide by uniform values (bias corrections) by
   /// multiplying with reciprocals computed once per step, and fuse
   /// multiply-adds. Faster; about an ulp per operation from the formula as

@@ -9,6 +9,8 @@ namespace optim {
 
 struct CPUPipelineOptions {
   unsigned vectorWidth = 16;
+  /// vectorWidth of learned rules' kernels; 0: vectorWidth.
+  unsigned learnedVectorWidth = 0;
   bool relaxedFP = false;
   unsigned prefetchDistance = 1024;
   /// Also generate the reverse mode: optim_vjp_kernel_<rule> (KernelABI.h).

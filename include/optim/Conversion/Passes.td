@@ -33,7 +33,13 @@ def LowerRulesToKernels
     minute to optimize. z = b + W [x; h] sums the bias first, then the
     inputs in order. Blocks of four vectors of coordinates give every weight
     broadcast four independent FMAs per row, and each block prefetches the
-    next block's state lines.
+    next block's state lines. A block's four gate rows keep 16 vectors of
+    `learned-vector-width` lanes in registers (0, the default, means
+    `vector-width`): the compiler picks 16 on a host with AVX-512 (32
+    registers of 16 floats: blocks of 64 coordinates) and 4 elsewhere
+    (AVX2's 16 registers of 8 floats: blocks of 16); blocks of 64 on AVX2
+    spill the accumulators and ran 1.7x slower on a Zen 3 host
+    (docs/benchmarks.md). Every width computes the same bits.
 
     Update rules prefetch each stream (p, g, every input read, every state) `prefetch-distance`
     bytes ahead in their vector loop, on chunks of at least four times that
@@ -103,6 +109,11 @@ def LowerRulesToKernels
   let options = [
     Option<"vectorWidth", "vector-width", "unsigned", /*default=*/"16",
            "Coordinates processed together (SIMD lanes); 1 disables vectors">,
+    Option<"learnedVectorWidth", "learned-vector-width", "unsigned",
+           /*default=*/"0",
+           "vector-width for learned rules (0: vector-width). Their kernel "
+           "keeps 16 vectors of this width in registers: 16 suits 32 "
+           "registers of 16 floats (AVX-512), 4 suits 16 of 8 (AVX2)">,
     Option<"relaxedFP", "relaxed-fp", "bool",
            /*default=*/"false",
            "Relaxed rounding: divide by uniform values (bias corrections) by "
