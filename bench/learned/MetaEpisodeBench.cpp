@@ -2,7 +2,8 @@
 //
 // optim-bench-meta [--threads N] [--episodes N] [--warmup N] [--seed S]
 //                  [--examples DIR] [--data-dir DIR] [--vector-width N]
-//                  [--learned-vector-width N]
+//                  [--learned-vector-width N] [--vector-register-bytes N]
+//                  [--vector-registers N]
 //
 // Times the episodes of `optim-train --task=mnist` with its defaults (the
 // learned rule examples/l2l.optim, Adam from examples/adam.optim as the
@@ -29,7 +30,8 @@
 using namespace optim;
 
 int main(int argc, char **argv) {
-  unsigned threads = 2, vectorWidth = 0, learnedWidth = 0;
+  unsigned threads = 2, vectorWidth = 0, learnedWidth = 0, registerBytes = 0,
+           registers = 0;
   int episodes = 5, warmup = 1;
   uint64_t seed = 1;
   std::string examples = OPTIM_EXAMPLES_DIR, dataDir;
@@ -72,6 +74,10 @@ int main(int argc, char **argv) {
       vectorWidth = unsigned(std::max(1L, number()));
     else if (arg == "--learned-vector-width")
       learnedWidth = unsigned(number());
+    else if (arg == "--vector-register-bytes")
+      registerBytes = unsigned(number());
+    else if (arg == "--vector-registers")
+      registers = unsigned(number());
     else {
       std::fprintf(stderr, "optim-bench-meta: unknown argument '%s'\n",
                    arg.c_str());
@@ -84,6 +90,8 @@ int main(int argc, char **argv) {
     if (vectorWidth)
       learnedOptions.vectorWidth = vectorWidth;
     learnedOptions.learnedVectorWidth = learnedWidth;
+    learnedOptions.vectorRegisterBytes = registerBytes;
+    learnedOptions.vectorRegisters = registers;
     Rule rule = Compiler(learnedOptions).compileFile(examples + "/l2l.optim");
     Rule metaRule = Compiler().compileFile(examples + "/adam.optim");
     const RuleInfo &info = rule.info();

@@ -58,6 +58,8 @@ std::string KernelCache::key(std::string_view source, const std::string &rule,
   add(dtypeName(options.precision));
   add(std::to_string(options.vectorWidth));
   add("learned " + std::to_string(options.learnedVectorWidth));
+  add("registers " + std::to_string(options.vectorRegisterBytes) + " x " +
+      std::to_string(options.vectorRegisters));
   add(options.relaxedFP ? "relaxed-fp" : "exact-fp");
   add("prefetch " + std::to_string(options.prefetchDistance));
   add(rule);

@@ -12,7 +12,9 @@
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/TargetParser/Host.h"
+#include "llvm/TargetParser/Triple.h"
 
+#include <algorithm>
 #include <mutex>
 
 using namespace optim;
@@ -36,8 +38,21 @@ optim::createHostTargetMachine() {
   return builder->createTargetMachine();
 }
 
+optim::HostVectorRegisters optim::hostVectorRegisters() {
+  llvm::StringMap<bool> features = llvm::sys::getHostCPUFeatures();
+  llvm::Triple host(llvm::sys::getProcessTriple());
+  if (host.isAArch64())
+    return {16, 32};
+  if (features.lookup("avx512f"))
+    return {64, 32};
+  if (features.lookup("avx"))
+    return {32, 16};
+  return {16, 16};
+}
+
 unsigned optim::hostLearnedVectorWidth() {
-  return llvm::sys::getHostCPUFeatures().lookup("avx512f") ? 16 : 4;
+  HostVectorRegisters r = hostVectorRegisters();
+  return std::max(1u, r.count * r.bytes / 128);
 }
 
 std::string optim::describeTarget(const llvm::TargetMachine &tm) {

@@ -33,6 +33,11 @@ Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
                 std::to_string(options.learnedVectorWidth));
   if (options.learnedVectorWidth == 0)
     options.learnedVectorWidth = hostLearnedVectorWidth();
+  HostVectorRegisters host = hostVectorRegisters();
+  if (options.vectorRegisterBytes == 0)
+    options.vectorRegisterBytes = host.bytes;
+  if (options.vectorRegisters == 0)
+    options.vectorRegisters = host.count;
   if (options.prefetchDistance > (1u << 20))
     throw Error("optim::Compiler: prefetchDistance must be at most 1048576 "
                 "bytes, got " +
@@ -92,6 +97,8 @@ Rule Compiler::compileSource(std::string_view source,
   CPUPipelineOptions cpu;
   cpu.vectorWidth = impl->options.vectorWidth;
   cpu.learnedVectorWidth = impl->options.learnedVectorWidth;
+  cpu.vectorRegisterBytes = impl->options.vectorRegisterBytes;
+  cpu.vectorRegisters = impl->options.vectorRegisters;
   cpu.relaxedFP = impl->options.relaxedFP;
   cpu.prefetchDistance = impl->options.prefetchDistance;
   cpu.vjp = impl->options.vjp;

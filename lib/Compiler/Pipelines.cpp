@@ -24,6 +24,8 @@ void ::optim::buildLowerRulesPipeline(OpPassManager &pm,
     pm.addPass(createCSEPass());
     mlir::optim::LowerVJPToKernelsOptions vjp;
     vjp.vectorWidth = options.vectorWidth;
+    vjp.vectorRegisterBytes = options.vectorRegisterBytes;
+    vjp.vectorRegisters = options.vectorRegisters;
     pm.addPass(mlir::optim::createLowerVJPToKernels(vjp));
   }
   mlir::optim::LowerRulesToKernelsOptions lower;

@@ -100,7 +100,12 @@ struct WeightAcc {
 
 class VJPLowering {
 public:
-  VJPLowering(func::FuncOp func, unsigned width) : func(func), width(width) {}
+  /// `width` lanes; the tiles of the products are sized for `registers`
+  /// vector registers of `registerBytes` each.
+  VJPLowering(func::FuncOp func, unsigned width, unsigned registerBytes,
+              unsigned registers)
+      : func(func), width(width), registerBytes(std::max(16u, registerBytes)),
+        registers(std::max(8u, registers)) {}
   LogicalResult run();
 
 private:
@@ -117,7 +122,7 @@ private:
   }
 
   func::FuncOp func;
-  unsigned width;
+  unsigned width, registerBytes, registers;
   Location loc = func.getLoc();
   Type ptrType;
   FloatType elt;
@@ -652,13 +657,18 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   // Elementwise work on `sub` lanes at a time: enough independent work to
   // hide the latency of the activations, few enough registers not to spill.
   unsigned subLanes = lanes % (2 * width) == 0 ? 2 * width : lanes;
-  // Register budget of the tiled products, in vectors of `lanes`.
-  unsigned regsPerValue = std::max(1u, lanes * align / 64);
-  int64_t colTile = std::clamp<int64_t>(16 / regsPerValue, 1, 8);
+  // Register budget of the tiled products: half of the registers for the
+  // accumulators of W^T dz (each a vector of `lanes`), and for dW's tiles
+  // nr x dwCols accumulators plus nr cotangent rows and a broadcast input
+  // within the registers (32 of 64 bytes: 5 x 4 + 5 + 1; 16 of 32 bytes:
+  // 2 x 4 + 2 + 1). Larger tiles spill in the inner loop.
+  unsigned regsPerValue = std::max(1u, lanes * align / registerBytes);
+  int64_t colTile = std::clamp<int64_t>(registers / 2 / regsPerValue, 1, 8);
   Type rowVecType = typeOf(width);
-  unsigned rowRegs = std::max(1u, width * align / 64);
-  int64_t rowGroup = std::max<int64_t>(1, 5 / rowRegs);
+  unsigned rowRegs = std::max(1u, width * align / registerBytes);
   int64_t dwCols = 4;
+  int64_t rowGroup =
+      std::max<int64_t>(1, (registers - 6) / ((dwCols + 1) * rowRegs));
 
   // z = W [in; 1] for `lanes` coordinates, rows given: the bias first, then
   // one fused multiply-add per weight, every input load and weight
@@ -1353,7 +1363,9 @@ struct LowerVJPToKernels
     // VJP functions.
     llvm::SetVector<Operation *> dead;
     for (func::FuncOp f : vjps) {
-      if (failed(VJPLowering(f, std::max(1u, unsigned(vectorWidth))).run()))
+      if (failed(VJPLowering(f, std::max(1u, unsigned(vectorWidth)),
+                             vectorRegisterBytes, vectorRegisters)
+                     .run()))
         return signalPassFailure();
       // The per-coordinate step of the same rule has no use in a kernel
       // module (and its weights are tensors): drop it with the VJPs.

@@ -1,4 +1,13 @@
 // RUN: optim-opt %s --optim-differentiate --canonicalize --cse --optim-lower-vjp-to-kernels=vector-width=4 --canonicalize --cse | FileCheck %s
+// The register tiles follow the target's register file: with AVX-512's (the
+// default, 32 of 64 bytes) dIn = W^T dz takes both input columns of a block
+// of 64 coordinates at once (2 x 4 registers); with AVX2's (16 of 32 bytes)
+// one at a time (8 registers), as two would spill.
+// RUN: optim-opt %s --optim-differentiate --canonicalize --cse --optim-lower-vjp-to-kernels=vector-width=16 --canonicalize --cse | FileCheck %s --check-prefix=AVX512
+// RUN: optim-opt %s --optim-differentiate --canonicalize --cse --optim-lower-vjp-to-kernels="vector-width=16 vector-register-bytes=32 vector-registers=16" --canonicalize --cse | FileCheck %s --check-prefix=AVX2
+// AVX512: scf.for %{{.*}} = %c0 to %c8 step %c1 iter_args(%{{[^)]*}}) -> (vector<64xf32>, vector<64xf32>) {
+// AVX2: scf.for %{{.*}} = %c0 to %c8 step %c1 iter_args(%{{[^,)]*}}) -> (vector<64xf32>) {
+// AVX2-NOT: -> (vector<64xf32>, vector<64xf32>) {
 
 // An LSTM cell (input 1, hidden 2: W is 8 x 4) and a linear head. The
 // cell's weight gradient dW += dz [x; h; 1]^T is a reduction over the

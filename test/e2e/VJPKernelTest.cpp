@@ -24,6 +24,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <tuple>
 
 using namespace optim;
 using testsource::readExample;
@@ -862,6 +863,39 @@ TEST(VJPKernel, L2LWeightGradientIsIndependentOfThreads) {
   EXPECT_GT(norm, 0.0); // The weights do get a gradient.
   EXPECT_EQ(0, std::memcmp(one.hypers.data(), two.hypers.data(),
                            one.hypers.size() * sizeof(double)));
+}
+
+// The compiler sizes the VJP kernel's register tiles and the forward
+// kernel's blocks for the host (AVX-512: 32 registers of 64 bytes, width
+// 16; AVX2: 16 of 32, width 4): meta-training must give the same bits on
+// every host, so neither may change the gradient.
+TEST(VJPKernel, L2LWeightGradientIsIndependentOfTheHostsRegisters) {
+  std::vector<RuleGradient> gradients;
+  for (auto [bytes, count, learnedWidth] : {std::tuple{64u, 32u, 16u},
+                                            {32u, 16u, 4u},
+                                            {16u, 16u, 2u},
+                                            {32u, 16u, 16u}}) {
+    CompileOptions options;
+    options.vjp = true;
+    options.useCache = false;
+    options.vectorRegisterBytes = bytes;
+    options.vectorRegisters = count;
+    options.learnedVectorWidth = learnedWidth;
+    Rule rule =
+        Compiler(options).compileSource(readExample("l2l"), "l2l.optim");
+    gradients.push_back(l2lGradient(rule, 2));
+  }
+  for (size_t k = 1; k < gradients.size(); ++k) {
+    for (size_t w = 0; w < gradients[0].weights.size(); ++w)
+      EXPECT_EQ(0, std::memcmp(gradients[0].weights[w].data(),
+                               gradients[k].weights[w].data(),
+                               gradients[0].weights[w].size() * sizeof(double)))
+          << "registers case " << k << ", weights " << w;
+    EXPECT_EQ(0, std::memcmp(gradients[0].hypers.data(),
+                             gradients[k].hypers.data(),
+                             gradients[0].hypers.size() * sizeof(double)))
+        << "registers case " << k;
+  }
 }
 
 } // namespace

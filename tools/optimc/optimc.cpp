@@ -440,6 +440,9 @@ int main(int argc, char **argv) {
   cpu.vectorWidth = vectorWidth;
   cpu.learnedVectorWidth = learnedVectorWidth ? unsigned(learnedVectorWidth)
                                               : optim::hostLearnedVectorWidth();
+  optim::HostVectorRegisters registers = optim::hostVectorRegisters();
+  cpu.vectorRegisterBytes = registers.bytes;
+  cpu.vectorRegisters = registers.count;
   cpu.relaxedFP = relaxedFP;
   cpu.prefetchDistance = prefetchDistance;
   optim::buildLowerRulesPipeline(pm, cpu);

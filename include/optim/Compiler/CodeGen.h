@@ -21,10 +21,18 @@ void initializeNativeTarget();
 /// so that its objects can go into shared libraries.
 llvm::Expected<std::unique_ptr<llvm::TargetMachine>> createHostTargetMachine();
 
-/// The vector width that suits a learned rule's kernel on this host: 16
-/// coordinates with AVX-512 (32 registers of 16 floats), else 4. The kernel
-/// keeps 16 x width accumulators in registers; 16 on an AVX2 host (16
-/// registers of 8 floats) spill them (docs/benchmarks.md).
+/// This host's SIMD register file, which sizes the register tiles of
+/// learned rules' kernels: 32 registers of 64 bytes with AVX-512, 16 of 32
+/// with AVX, 16 of 16 otherwise on x86, 32 of 16 on AArch64.
+struct HostVectorRegisters {
+  unsigned bytes = 64, count = 32;
+};
+HostVectorRegisters hostVectorRegisters();
+
+/// The vector width that suits a learned rule's kernel on this host: its
+/// blocks of 4 x width coordinates keep 16 vectors of width accumulators,
+/// half of the register file: 16 with AVX-512, 4 with AVX2 (where 16
+/// spills them: docs/benchmarks.md).
 unsigned hostLearnedVectorWidth();
 
 /// "triple cpu +feature,..." of a target machine: what a cache key and a

@@ -38,6 +38,10 @@ struct CompileOptions {
   /// with AVX-512, else 4 (hostLearnedVectorWidth). Their kernels compute
   /// the same bits at every width.
   unsigned learnedVectorWidth = 0;
+  /// The SIMD register file that sizes the register tiles of learned rules'
+  /// VJP kernels: bytes per register and how many; 0: this host's (see
+  /// hostVectorRegisters). Changes speed only, never a bit.
+  unsigned vectorRegisterBytes = 0, vectorRegisters = 0;
   /// Relaxed rounding: divide by uniform values (bias corrections) by
   /// multiplying with reciprocals computed once per step, and fuse
   /// multiply-adds. Faster; about an ulp per operation from the formula as

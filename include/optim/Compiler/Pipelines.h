@@ -11,6 +11,9 @@ struct CPUPipelineOptions {
   unsigned vectorWidth = 16;
   /// vectorWidth of learned rules' kernels; 0: vectorWidth.
   unsigned learnedVectorWidth = 0;
+  /// The target's SIMD registers (bytes each, how many), which size the
+  /// register tiles of learned rules' VJP kernels; AVX-512's by default.
+  unsigned vectorRegisterBytes = 64, vectorRegisters = 32;
   bool relaxedFP = false;
   unsigned prefetchDistance = 1024;
   /// Also generate the reverse mode: optim_vjp_kernel_<rule> (KernelABI.h).

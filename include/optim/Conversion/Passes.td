@@ -242,7 +242,16 @@ def LowerVJPToKernels
     block's `dz` in registers (`vector.shuffle`, `vector-width` square) so
     that each vector holds gate rows of one coordinate, then updating each
     (row vectors x columns) tile of the column-major accumulator with one
-    FMA per coordinate, in coordinate order. A weight cotangent must be a
+    FMA per coordinate, in coordinate order. The tiles are sized for the
+    target's register file (`vector-registers` of `vector-register-bytes`:
+    AVX-512's 32 of 64 by default, AVX2's 16 of 32 from the compiler on
+    such a host: tiles sized for AVX-512 spill on AVX2), which changes no
+    bit. The lanes stay `vector-width` for learned rules too (the forward
+    kernel's `learned-vector-width` is not used here): the per-lane
+    accumulators of the hyperparameters' and `linear` weights' cotangents
+    are summed across lanes at the end, so the lane count sets their
+    rounding, and meta-training gives the same bits on every host.
+    A weight cotangent must be a
     sum (`arith.addf`) of `lstm_cell_vjp` / `linear_vjp` contributions and
     zeros, which is what `optim-differentiate` produces.
 
@@ -272,7 +281,14 @@ def LowerVJPToKernels
   ];
   let options = [
     Option<"vectorWidth", "vector-width", "unsigned", /*default=*/"16",
-           "Coordinates processed together (SIMD lanes); 1 disables vectors">
+           "Coordinates processed together (SIMD lanes); 1 disables vectors">,
+    Option<"vectorRegisterBytes", "vector-register-bytes", "unsigned",
+           /*default=*/"64",
+           "Bytes of one SIMD register of the target (64: AVX-512, 32: "
+           "AVX2), which sizes the register tiles of learned rules' products">,
+    Option<"vectorRegisters", "vector-registers", "unsigned",
+           /*default=*/"32",
+           "SIMD registers of the target (32: AVX-512, 16: AVX2)">
   ];
 }
 
