@@ -72,6 +72,14 @@ struct OptimLowerToLLVMOptions
       *this, "learned-vector-width",
       llvm::cl::desc("SIMD lanes of learned rules (0: vector-width)"),
       llvm::cl::init(0)};
+  Option<unsigned> vectorRegisterBytes{
+      *this, "vector-register-bytes",
+      llvm::cl::desc("Bytes of a SIMD register (sizes the VJP's tiles)"),
+      llvm::cl::init(64)};
+  Option<unsigned> vectorRegisters{
+      *this, "vector-registers",
+      llvm::cl::desc("SIMD registers of the target (sizes the VJP's tiles)"),
+      llvm::cl::init(32)};
   Option<bool> relaxedFP{
       *this, "relaxed-fp",
       llvm::cl::desc("Reciprocals of uniform divisors and fused multiply-adds"),
@@ -94,6 +102,8 @@ void ::optim::registerPipelines() {
         CPUPipelineOptions cpu;
         cpu.vectorWidth = options.vectorWidth;
         cpu.learnedVectorWidth = options.learnedVectorWidth;
+        cpu.vectorRegisterBytes = options.vectorRegisterBytes;
+        cpu.vectorRegisters = options.vectorRegisters;
         cpu.relaxedFP = options.relaxedFP;
         cpu.prefetchDistance = options.prefetchDistance;
         cpu.vjp = options.vjp;

@@ -923,9 +923,13 @@ struct LowerRulesToKernels
   void runOnOperation() override {
     SmallVector<RuleOp> rules(getOperation().getOps<RuleOp>());
     for (RuleOp rule : rules) {
-      unsigned width = rule.getNumWeights() > 0 && learnedVectorWidth
-                           ? learnedVectorWidth
-                           : vectorWidth;
+      // Learned as RuleLowering counts it: an lstm_cell or linear op (a
+      // rule whose weights go unused is an update rule).
+      bool learned = llvm::any_of(rule.getBodyBlock(), [](Operation &op) {
+        return isa<LSTMCellOp, LinearOp>(op);
+      });
+      unsigned width =
+          learned && learnedVectorWidth ? learnedVectorWidth : vectorWidth;
       if (failed(RuleLowering(rule, std::max(1u, width), relaxedFP,
                               prefetchDistance)
                      .run()))

@@ -86,7 +86,8 @@ cl::opt<unsigned> vectorWidth(
 cl::opt<unsigned> learnedVectorWidth(
     "learned-vector-width",
     cl::desc("Coordinates per SIMD iteration of learned rules' kernels "
-             "(default 0: 16 on a host with AVX-512, else 4)"),
+             "(default: --vector-width's value if given, else this host's: "
+             "16 with AVX-512, 4 with AVX2 or on AArch64, 2 on older x86)"),
     cl::init(0), cl::cat(category));
 // Not "prefetch-distance": LLVM's LoopDataPrefetch registers that name.
 cl::opt<unsigned> prefetchDistance(
@@ -438,8 +439,12 @@ int main(int argc, char **argv) {
   mlir::PassManager pm(&context);
   optim::CPUPipelineOptions cpu;
   cpu.vectorWidth = vectorWidth;
+  // An explicit --vector-width is the learned rules' too, unless they get
+  // their own.
   cpu.learnedVectorWidth = learnedVectorWidth ? unsigned(learnedVectorWidth)
-                                              : optim::hostLearnedVectorWidth();
+                           : vectorWidth.getNumOccurrences()
+                               ? unsigned(vectorWidth)
+                               : optim::hostLearnedVectorWidth();
   optim::HostVectorRegisters registers = optim::hostVectorRegisters();
   cpu.vectorRegisterBytes = registers.bytes;
   cpu.vectorRegisters = registers.count;

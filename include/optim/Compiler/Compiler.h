@@ -32,11 +32,12 @@ struct Target {
 struct CompileOptions {
   /// Element type of parameters, gradients and state.
   DType precision = DType::F32;
-  /// Coordinates per SIMD iteration of the generated kernel.
+  /// Coordinates per SIMD iteration of the generated kernels: update rules'
+  /// and every reverse mode's (learnedVectorWidth is the learned rules').
   unsigned vectorWidth = 16;
-  /// The same for learned rules (LSTM cells); 0: what suits this host, 16
-  /// with AVX-512, else 4 (hostLearnedVectorWidth). Their kernels compute
-  /// the same bits at every width.
+  /// The same for learned rules' kernels (LSTM cells); 0: what suits this
+  /// host (hostLearnedVectorWidth: 16 with AVX-512, 4 with AVX2 or on
+  /// AArch64, 2 on older x86). They compute the same bits at every width.
   unsigned learnedVectorWidth = 0;
   /// The SIMD register file that sizes the register tiles of learned rules'
   /// VJP kernels: bytes per register and how many; 0: this host's (see

@@ -36,8 +36,9 @@ def LowerRulesToKernels
     next block's state lines. A block's four gate rows keep 16 vectors of
     `learned-vector-width` lanes in registers (0, the default, means
     `vector-width`): the compiler picks 16 on a host with AVX-512 (32
-    registers of 16 floats: blocks of 64 coordinates) and 4 elsewhere
-    (AVX2's 16 registers of 8 floats: blocks of 16); blocks of 64 on AVX2
+    registers of 16 floats: blocks of 64 coordinates), 4 with AVX2 (16
+    registers of 8 floats: blocks of 16) or on AArch64, and 2 on older
+    x86 (half of the register file for accumulators); blocks of 64 on AVX2
     spill the accumulators and ran 1.7x slower on a Zen 3 host
     (docs/benchmarks.md). Every width computes the same bits.
 
