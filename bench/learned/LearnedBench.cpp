@@ -319,7 +319,7 @@ struct Learned {
 
 int main(int argc, char **argv) {
   std::string examples = "examples";
-  unsigned threads = 2, vectorWidth = 0;
+  unsigned threads = 2, learnedWidth = 0;
   int reps = 5;
   std::vector<int64_t> sizes = {10000, 100000, 1000000, 10000000};
   for (int i = 1; i < argc; ++i) {
@@ -331,7 +331,7 @@ int main(int argc, char **argv) {
     } else if (a == "--examples" && i + 1 < argc) {
       examples = argv[++i];
     } else if (a == "--learned-vector-width" && i + 1 < argc) {
-      vectorWidth = unsigned(std::atoi(argv[++i]));
+      learnedWidth = unsigned(std::atoi(argv[++i]));
     } else if (a == "--sizes" && i + 1 < argc) {
       sizes.clear();
       std::stringstream list(argv[++i]);
@@ -355,8 +355,7 @@ int main(int argc, char **argv) {
   }
   try {
     CompileOptions options;
-    if (vectorWidth)
-      options.learnedVectorWidth = vectorWidth;
+    options.learnedVectorWidth = learnedWidth;
     Rule rule = Compiler(options).compileFile(examples + "/l2l.optim");
     std::mt19937 rng(2);
     std::normal_distribution<float> normal(0.0f, 0.3f);

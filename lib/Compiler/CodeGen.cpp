@@ -50,8 +50,7 @@ optim::HostVectorRegisters optim::hostVectorRegisters() {
   return {16, 16};
 }
 
-unsigned optim::hostLearnedVectorWidth() {
-  HostVectorRegisters r = hostVectorRegisters();
+unsigned optim::hostLearnedVectorWidth(const HostVectorRegisters &r) {
   return std::max(1u, r.count * r.bytes / 128);
 }
 

@@ -31,9 +31,9 @@ Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
     throw Error("optim::Compiler: learnedVectorWidth must be at most 64 (0: "
                 "chosen for this host), got " +
                 std::to_string(options.learnedVectorWidth));
-  if (options.learnedVectorWidth == 0)
-    options.learnedVectorWidth = hostLearnedVectorWidth();
   HostVectorRegisters host = hostVectorRegisters();
+  if (options.learnedVectorWidth == 0)
+    options.learnedVectorWidth = hostLearnedVectorWidth(host);
   if (options.vectorRegisterBytes == 0)
     options.vectorRegisterBytes = host.bytes;
   if (options.vectorRegisters == 0)

@@ -894,6 +894,8 @@ LogicalResult RuleLowering::run() {
     return rule.emitOpError("CPU code generation supports f32 and f64 rules");
   if (failed(classify()) || failed(checkReductions()))
     return failure();
+  if (learned && learnedWidth)
+    width = learnedWidth;
 
   OpBuilder b(rule);
   // The reduction passes (one call per level), then the rule kernel.
@@ -922,19 +924,11 @@ struct LowerRulesToKernels
   using Base::Base;
   void runOnOperation() override {
     SmallVector<RuleOp> rules(getOperation().getOps<RuleOp>());
-    for (RuleOp rule : rules) {
-      // Learned as RuleLowering counts it: an lstm_cell or linear op (a
-      // rule whose weights go unused is an update rule).
-      bool learned = llvm::any_of(rule.getBodyBlock(), [](Operation &op) {
-        return isa<LSTMCellOp, LinearOp>(op);
-      });
-      unsigned width =
-          learned && learnedVectorWidth ? learnedVectorWidth : vectorWidth;
-      if (failed(RuleLowering(rule, std::max(1u, width), relaxedFP,
-                              prefetchDistance)
+    for (RuleOp rule : rules)
+      if (failed(RuleLowering(rule, std::max(1u, unsigned(vectorWidth)),
+                              learnedVectorWidth, relaxedFP, prefetchDistance)
                      .run()))
         return signalPassFailure();
-    }
   }
 };
 } // namespace

@@ -95,9 +95,10 @@ struct ChunkView;
 
 class RuleLowering {
 public:
-  RuleLowering(RuleOp rule, unsigned width, bool relaxed,
+  /// `width` lanes, `learnedWidth` for a learned rule (0: `width`).
+  RuleLowering(RuleOp rule, unsigned width, unsigned learnedWidth, bool relaxed,
                unsigned prefetchBytes)
-      : rule(rule), width(width), relaxed(relaxed),
+      : rule(rule), width(width), learnedWidth(learnedWidth), relaxed(relaxed),
         prefetchBytes(prefetchBytes) {}
 
   LogicalResult run();
@@ -249,7 +250,7 @@ private:
                  ArrayRef<std::pair<unsigned, Value>> matrixValues = {});
 
   RuleOp rule;
-  unsigned width;
+  unsigned width, learnedWidth;
   /// Relaxed rounding (relaxed-fp).
   bool relaxed;
   /// How far ahead update rules prefetch their streams (prefetch-distance).

@@ -441,11 +441,11 @@ int main(int argc, char **argv) {
   cpu.vectorWidth = vectorWidth;
   // An explicit --vector-width is the learned rules' too, unless they get
   // their own.
+  optim::HostVectorRegisters registers = optim::hostVectorRegisters();
   cpu.learnedVectorWidth = learnedVectorWidth ? unsigned(learnedVectorWidth)
                            : vectorWidth.getNumOccurrences()
                                ? unsigned(vectorWidth)
-                               : optim::hostLearnedVectorWidth();
-  optim::HostVectorRegisters registers = optim::hostVectorRegisters();
+                               : optim::hostLearnedVectorWidth(registers);
   cpu.vectorRegisterBytes = registers.bytes;
   cpu.vectorRegisters = registers.count;
   cpu.relaxedFP = relaxedFP;

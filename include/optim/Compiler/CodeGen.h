@@ -33,7 +33,8 @@ HostVectorRegisters hostVectorRegisters();
 /// blocks of 4 x width coordinates keep 16 vectors of width accumulators,
 /// half of the register file: 16 with AVX-512, 4 with AVX2 (where 16
 /// spills them: docs/benchmarks.md).
-unsigned hostLearnedVectorWidth();
+unsigned hostLearnedVectorWidth(
+    const HostVectorRegisters &registers = hostVectorRegisters());
 
 /// "triple cpu +feature,..." of a target machine: what a cache key and a
 /// manifest record about the code.
