@@ -84,7 +84,7 @@ constexpr int kLanes = 4;
 typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
 // Enough independent chains to cover the FMA latency of two pipes (4 or 5
 // cycles), few enough to stay in registers: AVX-512 has 32 vector
-// registers, AVX2 16 (24 chains there spill: 48 instead of 135 GFLOP/s on
+// registers, AVX2 16 (24 chains there spill: 48 instead of 180-200 GFLOP/s on
 // two Zen 3 cores).
 constexpr int kChains = kLanes == 16 ? 24 : 12;
 
