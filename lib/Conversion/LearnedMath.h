@@ -1,4 +1,4 @@
-//===- LearnedMath.h - f32 activations of the learned ops -------*- C++ -*-===//
+//===- LearnedMath.h - activations of the learned ops -----------*- C++ -*-===//
 //
 // The rational tanh that the forward kernel (LowerRulesToKernels.cpp) and the
 // VJP kernel (LowerVJPToKernels.cpp) of learned rules share, so that the
@@ -98,6 +98,122 @@ inline std::pair<Value, Value> lstmCellUpdate(OpBuilder &b, Location loc,
   return {cNew, hNew};
 }
 
+/// The f64 activations of the learned ops, in arithmetic that vectorizes
+/// (libm's exp and tanh are one call per lane: f64 learned steps ran ~10x
+/// slower than f32) and gives the same bits for any number of lanes. All
+/// three rest on expm1 of r = x - n ln 2, |r| <= ln(2)/2: its Taylor
+/// polynomial of degree 13 (truncation below 1e-17 relative), evaluated as
+/// r + r^2 P(r) so that the leading term is exact.
+namespace f64math {
+inline Value cst(OpBuilder &b, Location loc, Type type, double v) {
+  Value c = arith::ConstantOp::create(b, loc, b.getF64FloatAttr(v));
+  if (auto vec = dyn_cast<VectorType>(type))
+    c = vector::BroadcastOp::create(b, loc, vec, c);
+  return c;
+}
+
+/// x if x <= hi, else hi; NaN stays NaN (the comparison is false).
+inline Value atMost(OpBuilder &b, Location loc, Value x, double hi) {
+  Value h = cst(b, loc, x.getType(), hi);
+  return arith::SelectOp::create(
+      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, h), h,
+      x);
+}
+
+/// {n, expm1(r)} with n = round(x / ln 2) (an integer-valued double) and
+/// r = x - n ln 2 (Cody and Waite: ln 2 in two parts, the first with
+/// trailing zeros, so that n ln2hi is exact for |n| < 2^11).
+inline std::pair<Value, Value> reduce(OpBuilder &b, Location loc, Value x) {
+  Type t = x.getType();
+  auto c = [&](double v) { return cst(b, loc, t, v); };
+  Value n = math::RoundEvenOp::create(
+      b, loc, arith::MulFOp::create(b, loc, x, c(1.4426950408889634074)));
+  Value negN = arith::NegFOp::create(b, loc, n);
+  Value r = math::FmaOp::create(b, loc, negN, c(6.93147180369123816490e-01), x);
+  r = math::FmaOp::create(b, loc, negN, c(1.90821492927058770002e-10), r);
+  // 1/k! for k = 13 down to 2.
+  static constexpr double kInvFactorials[] = {
+      1.6059043836821614599e-10, 2.0876756987868098979e-09,
+      2.5052108385441718775e-08, 2.7557319223985890653e-07,
+      2.7557319223985890653e-06, 2.4801587301587301587e-05,
+      1.9841269841269841270e-04, 1.3888888888888888889e-03,
+      8.3333333333333333333e-03, 4.1666666666666666667e-02,
+      1.6666666666666666667e-01, 0.5};
+  Value poly = c(kInvFactorials[0]);
+  for (double k : ArrayRef<double>(kInvFactorials).drop_front())
+    poly = math::FmaOp::create(b, loc, poly, r, c(k));
+  Value em =
+      math::FmaOp::create(b, loc, arith::MulFOp::create(b, loc, r, r), poly, r);
+  return {n, em};
+}
+
+/// 2^n for an integer-valued double n in [-1022, 1023], from its bits: n +
+/// 1.5 * 2^52 holds n in its low mantissa bits, and shifting n + 1023 to the
+/// exponent field drops the rest (AVX2 has no vector double-to-int64
+/// conversion; this is an add and two integer ops).
+inline Value pow2(OpBuilder &b, Location loc, Value n) {
+  Type t = n.getType();
+  Type i64 = b.getI64Type();
+  if (auto vec = dyn_cast<VectorType>(t))
+    i64 = VectorType::get(vec.getShape(), i64);
+  auto ic = [&](int64_t v) -> Value {
+    Value c = arith::ConstantOp::create(b, loc, b.getI64IntegerAttr(v));
+    if (auto vec = dyn_cast<VectorType>(i64))
+      c = vector::BroadcastOp::create(b, loc, vec, c);
+    return c;
+  };
+  Value bits = arith::BitcastOp::create(
+      b, loc, i64,
+      arith::AddFOp::create(b, loc, n, cst(b, loc, t, 6755399441055744.0)));
+  Value exponent = arith::ShLIOp::create(
+      b, loc, arith::AddIOp::create(b, loc, bits, ic(1023)), ic(52));
+  return arith::BitcastOp::create(b, loc, t, exponent);
+}
+
+/// e^x within about an ulp; +inf above 709.78, 0 below -745.2, NaN for NaN.
+/// 2^n is applied in two halves so that n may leave the normal exponents.
+inline Value exp(OpBuilder &b, Location loc, Value x) {
+  Type t = x.getType();
+  Value lo = cst(b, loc, t, -746.0);
+  x = atMost(b, loc, x, 710.0);
+  x = arith::SelectOp::create(
+      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, lo),
+      lo, x);
+  auto [n, em] = reduce(b, loc, x);
+  Value n1 = math::FloorOp::create(
+      b, loc, arith::MulFOp::create(b, loc, n, cst(b, loc, t, 0.5)));
+  Value s2 = pow2(b, loc, arith::SubFOp::create(b, loc, n, n1));
+  return arith::MulFOp::create(b, loc, math::FmaOp::create(b, loc, s2, em, s2),
+                               pow2(b, loc, n1));
+}
+
+/// tanh x = sign(x) e / (e + 2), e = expm1(2|x|) = 2^n expm1(r) + (2^n - 1),
+/// within a few ulps; |x| is capped at 20, where tanh rounds to 1.
+inline Value tanh(OpBuilder &b, Location loc, Value x) {
+  Type t = x.getType();
+  Value u =
+      atMost(b, loc,
+             arith::MulFOp::create(b, loc, math::AbsFOp::create(b, loc, x),
+                                   cst(b, loc, t, 2.0)),
+             40.0);
+  auto [n, em] = reduce(b, loc, u);
+  Value s = pow2(b, loc, n);
+  Value e = math::FmaOp::create(
+      b, loc, s, em, arith::SubFOp::create(b, loc, s, cst(b, loc, t, 1.0)));
+  Value ratio = arith::DivFOp::create(
+      b, loc, e, arith::AddFOp::create(b, loc, e, cst(b, loc, t, 2.0)));
+  return math::CopySignOp::create(b, loc, ratio, x);
+}
+
+/// The logistic function 1 / (1 + e^-z).
+inline Value sigmoid(OpBuilder &b, Location loc, Value z) {
+  Value one = cst(b, loc, z.getType(), 1.0);
+  return arith::DivFOp::create(
+      b, loc, one,
+      arith::AddFOp::create(b, loc, one,
+                            exp(b, loc, arith::NegFOp::create(b, loc, z))));
+}
+} // namespace f64math
 
 /// The two features of optim.log_sign (appendix A of Andrychowicz et al.):
 /// (log|g| / k, sign g) if |g| >= e^-k, else (-1, e^k g). The callers differ

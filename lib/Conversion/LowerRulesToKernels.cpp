@@ -497,17 +497,6 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
     }
     return acc;
   };
-  // Activations of the learned ops in f64: tanh and the logistic function
-  // through libm. (f32 uses the rational form of lstmCellUpdate.)
-  auto sigmoid = [&](Value z) -> Value {
-    Value one = arith::ConstantOp::create(
-        b, loc, b.getFloatAttr(getElementTypeOrSelf(z.getType()), 1.0));
-    if (auto vec = dyn_cast<VectorType>(z.getType()))
-      one = vector::BroadcastOp::create(b, loc, vec, one);
-    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, z));
-    return arith::DivFOp::create(b, loc, one,
-                                 arith::AddFOp::create(b, loc, one, e));
-  };
   // A learned rule streams ~80 state vectors per coordinate, more streams
   // than the hardware prefetchers follow: every block fetches the next
   // block's lines itself, a whole block of compute ahead of use. The states
@@ -649,12 +638,14 @@ void RuleLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         auto [cNew, hNew] = elt.isF32() ? lstmCellUpdate(b, loc, z, cj)
                                         : std::pair<Value, Value>{};
         if (!cNew) {
-          Value ig = sigmoid(z[0]), fg = sigmoid(z[1]);
-          Value gg = math::TanhOp::create(b, loc, z[2]), og = sigmoid(z[3]);
+          // f64: the activations of f64math (LearnedMath.h).
+          Value ig = f64math::sigmoid(b, loc, z[0]),
+                fg = f64math::sigmoid(b, loc, z[1]);
+          Value gg = f64math::tanh(b, loc, z[2]),
+                og = f64math::sigmoid(b, loc, z[3]);
           cNew = math::FmaOp::create(b, loc, fg, cj,
                                      arith::MulFOp::create(b, loc, ig, gg));
-          hNew = arith::MulFOp::create(b, loc, og,
-                                       math::TanhOp::create(b, loc, cNew));
+          hNew = arith::MulFOp::create(b, loc, og, f64math::tanh(b, loc, cNew));
         }
         // Component j of the state, lanes q * sub.., of this block.
         auto stateAddr = [&](int target) {

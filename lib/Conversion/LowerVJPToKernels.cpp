@@ -478,11 +478,6 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
   auto fma = [&](Value x, Value y, Value z) -> Value {
     return math::FmaOp::create(b, loc, x, y, z);
   };
-  auto sigmoid = [&](Value z) -> Value {
-    Value one = splatOf(z.getType(), 1.0);
-    Value e = math::ExpOp::create(b, loc, arith::NegFOp::create(b, loc, z));
-    return arith::DivFOp::create(b, loc, one, add(one, e));
-  };
   auto i64Of = [&](Value idx) -> Value {
     return arith::IndexCastOp::create(b, loc, b.getI64Type(), idx);
   };
@@ -767,12 +762,13 @@ void VJPLowering::emitCoordinateLoop(OpBuilder &b, Value lb, Value ub,
         auto [pc, qcv] = tanhRational(b, loc, cNew);
         tc = arith::DivFOp::create(b, loc, pc, qcv);
       } else {
-        ig = sigmoid(z[0]);
-        fg = sigmoid(z[1]);
-        gg = math::TanhOp::create(b, loc, z[2]);
-        og = sigmoid(z[3]);
+        // The forward kernel's f64 activations (LearnedMath.h).
+        ig = f64math::sigmoid(b, loc, z[0]);
+        fg = f64math::sigmoid(b, loc, z[1]);
+        gg = f64math::tanh(b, loc, z[2]);
+        og = f64math::sigmoid(b, loc, z[3]);
         cNew = fma(fg, cOld, mul(ig, gg));
-        tc = math::TanhOp::create(b, loc, cNew);
+        tc = f64math::tanh(b, loc, cNew);
       }
       Value acts[] = {ig, fg, gg, og, cNew, tc};
       for (auto [q, v] : llvm::enumerate(acts))

@@ -70,12 +70,18 @@ optim.rule @l2l(%p: f32, %g: f32, %t: i64) hyper(%scale: f32 = 0.1, %k: f32 = 1.
 
 // -----
 
-// In f64 the approximations (f32 ones) do not apply: tanh and log stay
-// (libm), and sigmoid is 1 / (1 + exp(-z)).
+// In f64 the f32 approximations do not apply: log stays (libm, once per
+// coordinate), and the activations are f64math's (LearnedMath.h): e^x and
+// tanh from expm1 of a reduced argument, 2^n built from its bits, no call
+// per lane.
 // CHECK-LABEL: func.func @optim_rule_cell64(
 // CHECK: math.log %{{.*}} : vector<64xf64>
-// CHECK: math.exp %{{.*}} : vector<32xf64>
-// CHECK: math.tanh %{{.*}} : vector<32xf64>
+// CHECK: math.roundeven %{{.*}} : vector<32xf64>
+// CHECK: arith.bitcast %{{.*}} : vector<32xf64> to vector<32xi64>
+// CHECK: arith.shli %{{.*}} : vector<32xi64>
+// CHECK: math.copysign %{{.*}} : vector<32xf64>
+// CHECK-NOT: math.tanh
+// CHECK-NOT: math.exp %{{.*}} : vector<32xf64>
 optim.rule @cell64(%p: f64, %g: f64, %t: i64) hyper(%k: f64 = 10.0 const) state(%h: vector<3xf64> = 0.0, %c: vector<3xf64> = 0.0) weights(%w: tensor<12x6xf64>, %head: tensor<1x4xf64>) {
   %0 = optim.log_sign %g, %k : f64 -> vector<2xf64>
   %h_out, %c_out = optim.lstm_cell %0, %h, %c, %w : vector<2xf64>, vector<3xf64>, tensor<12x6xf64>

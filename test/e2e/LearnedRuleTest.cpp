@@ -16,8 +16,10 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <random>
+#include <tuple>
 #include <vector>
 
 using namespace optim;
@@ -345,4 +347,101 @@ TEST(LearnedRule, EveryVectorWidthGivesTheSameBits) {
               << ") differs from width 16 in buffer " << b;
     }
   }
+}
+
+// The f64 activations (exp, tanh and the logistic function of LearnedMath.h,
+// vectorized arithmetic instead of libm) against long double <cmath>: a
+// one-unit cell whose four gates all read g (z = g), so that
+// c1 = s(g) tanh(g) and h1 = s(g) tanh(c1) after one step, and
+// c2 = s(g) c1 + s(g) tanh(g), h2 = s(g) tanh(c2) after two. The gradients
+// cover both sides of every branch: 0, -0, subnormals, the expm1 range
+// |2g| <= ln(2)/2, where tanh rounds to 1 (|g| ~ 19-20, past the cap of 20),
+// where e^-g leaves the normal range (g ~ -708 to -746), overflows (g <
+// -709.8) and underflows (g > 745.2), infinities and NaN, and a sweep of
+// magnitudes; each sits at several positions so that the block, vector and
+// single-coordinate paths all see it, at widths 1, 3 and the host's, which
+// must give the same bits (NaN aside). Tolerance: 8 ulps of the result (the
+// functions are within about 2 ulps; the products add a few), or 1e-300
+// absolute where the result is subnormal.
+TEST(LearnedRule, F64ActivationsAgreeWithLongDouble) {
+  const char *source = "learned rule probe() {\n"
+                       "  weights cell = lstm(in: 1, hidden: 1)\n"
+                       "  state h[1] = 0, c[1] = 0\n"
+                       "  h, c = cell(g, h, c)\n"
+                       "  p = p\n"
+                       "}\n";
+  std::vector<double> specials = {
+      0.0,    -0.0,    4.9e-324, -2.2e-308, 1e-300,      -1e-20, 1e-8,
+      0.17,   -0.1733, 0.1734,   0.35,      -0.5,        1.0,    -2.5,
+      7.99,   18.9,    -19.99,   20.01,     36.0,        -300.0, -700.0,
+      -708.5, -709.7,  -709.9,   -745.0,    745.1,       745.2,  746.0,
+      800.0,  -800.0,  HUGE_VAL, -HUGE_VAL, std::nan("")};
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<double> exponent(-12.0, 3.0);
+  for (int k = 0; k < 200; ++k)
+    specials.push_back((k % 2 ? -1 : 1) * std::pow(10.0, exponent(rng)));
+  // Every value at a multiple-of-16 position, in the middle of a block, and
+  // among the last (single) coordinates.
+  std::vector<double> g;
+  for (double v : specials)
+    g.insert(g.end(), {v, 1.0, 1.0, v, v});
+  g.insert(g.end(), specials.begin(), specials.end());
+  const int64_t n = int64_t(g.size());
+  const double w[] = {1, 0, 0, 1, 0, 0, 1, 0, 0, 1, 0, 0}; // [W_ih | W_hh | b]
+  auto sigmoid = [](long double z) { return 1 / (1 + std::exp(-z)); };
+  std::vector<std::vector<double>> reference;
+  double worst = 0; // In ulps of the result.
+  for (unsigned width : {0u, 1u, 3u}) {
+    CompileOptions copts;
+    copts.precision = DType::F64;
+    copts.vectorWidth = width ? width : 16;
+    copts.learnedVectorWidth = width;
+    copts.useCache = false;
+    Rule rule = Compiler(copts).compileSource(source);
+    std::vector<double> p(n, 0.0);
+    Optimizer opt(rule, {Param(p.data(), n)});
+    opt.setWeights("cell", w, 12);
+    std::vector<std::vector<double>> results;
+    for (int step = 1; step <= 2; ++step) {
+      opt.step({Grad(g.data(), n)});
+      auto h = static_cast<const double *>(opt.state(0, "h"));
+      auto c = static_cast<const double *>(opt.state(0, "c"));
+      results.emplace_back(h, h + n);
+      results.emplace_back(c, c + n);
+      for (int64_t i = 0; i < n; ++i) {
+        long double x = g[i], s = sigmoid(x), t = std::tanh(x);
+        long double c1 = s * t, c2 = s * c1 + s * t;
+        long double cRef = step == 1 ? c1 : c2, hRef = s * std::tanh(cRef);
+        for (auto [name, got, want] :
+             {std::tuple{"c", c[i], cRef}, std::tuple{"h", h[i], hRef}}) {
+          if (std::isnan(x)) {
+            EXPECT_TRUE(std::isnan(got)) << name << " for NaN: " << got;
+            continue;
+          }
+          const double eps = std::numeric_limits<double>::epsilon();
+          double tol = std::max(8 * eps * double(std::fabs(want)), 1e-300);
+          if (std::fabs(want) > 1e-300 && std::isfinite(got))
+            worst = std::max(
+                worst, double(std::fabs(got - want) / (eps * std::fabs(want))));
+          EXPECT_NEAR(got, double(want), tol)
+              << name << " after step " << step << " for g = " << x
+              << " (coordinate " << i << ", width " << width << ")";
+        }
+      }
+    }
+    if (reference.empty())
+      reference = results;
+    else
+      // NaN for NaN, whatever its sign: x86 propagates the NaN of one
+      // operand or the other, which the register allocation decides.
+      for (size_t k = 0; k < results.size(); ++k)
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_TRUE(
+              (std::isnan(reference[k][i]) && std::isnan(results[k][i])) ||
+              !std::memcmp(&reference[k][i], &results[k][i], sizeof(double)))
+              << "width " << width << " differs from the host's in buffer " << k
+              << " at coordinate " << i << " (g = " << g[i]
+              << "): " << results[k][i] << " vs " << reference[k][i];
+  }
+  std::printf("f64 activations: worst error %.2f ulps of the result\n", worst);
 }
