@@ -601,7 +601,14 @@ Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
                  const T *lam, const T *s, Scratch<T> &W) {
   const int64_t n = P.n, m = P.m, p = P.p;
   Res<T> r;
-  T nAtnu = 0, nGtlam = 0, nGz = 0;
+  T nAtnu = 0, nGtlam = 0;
+  // The inequalities' residuals relative to their own row's terms: one
+  // large entry of h (1e20 written for "no bound") must not loosen the test
+  // of every other constraint (measured: z1 >= -0.5 beside z1 <= 1e20,
+  // "solved" 0.5 outside it). The equalities' stay relative to the largest
+  // (redundant rows of float32 data are inconsistent by the rounding of
+  // the largest entries, which a row's own scale would not allow).
+  T relRi = 0;
   T *rd = W.rd.data(), *re = W.re.data(), *ri = W.ri.data();
   if (Qs)
     gemv(Qs, z, rd, n, n);
@@ -627,9 +634,13 @@ Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
     for (int64_t j = 0; j < n; ++j)
       rd[j] += W.gtl[j];
     gemv(P.G, z, W.gz.data(), p, n);
-    nGz = normInf(W.gz.data(), p);
-    for (int64_t k = 0; k < p; ++k)
+    for (int64_t k = 0; k < p; ++k) {
       ri[k] = W.gz[k] + s[k] - P.h[k];
+      relRi = std::max(relRi,
+                       std::abs(ri[k]) /
+                           (1 + std::max({std::abs(P.h[k]), std::abs(W.gz[k]),
+                                          std::abs(s[k])})));
+    }
   }
   for (int64_t j = 0; j < n; ++j)
     rd[j] += P.q[j];
@@ -637,11 +648,10 @@ Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
   r.pobj = zQz / 2 + dot(P.q, z, n);
   r.finite = allFinite(z, n) && allFinite(nu, m) && allFinite(lam, p) &&
              allFinite(s, p) && std::isfinite(r.gap) && std::isfinite(r.pobj);
-  const T nq = normInf(P.q, n), nb = normInf(P.b, m), nh = normInf(P.h, p);
+  const T nq = normInf(P.q, n), nb = normInf(P.b, m);
   r.merit =
       std::max({normInf(rd, n) / (1 + std::max({nq, r.nQz, nAtnu, nGtlam})),
-                normInf(re, m) / (1 + std::max(nb, r.nAz)),
-                normInf(ri, p) / (1 + std::max({nh, nGz, normInf(s, p)})),
+                normInf(re, m) / (1 + std::max(nb, r.nAz)), relRi,
                 std::abs(r.gap) / std::max(T(1), std::abs(r.pobj))});
   r.raw = std::max(
       {normInf(rd, n), normInf(re, m), normInf(ri, p), std::abs(r.gap)});
@@ -986,8 +996,12 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     active[i] = lam[i] > s[i] ? T(1) : T(0);
   std::vector<T> &C = W.C;
   std::vector<T> &pz = W.pz, &py = W.py, &pl = W.pl, &ps = W.ps;
-  for (int round = 0;; ++round) {
-    int64_t k = 0;
+  // The polish with the active set `active`: pz, py (multipliers of A,
+  // then of the active rows of G in order) and ps = G pz; false when Q is
+  // not positive semidefinite or nothing factorizes.
+  int64_t k = 0;
+  auto polish = [&]() -> bool {
+    k = 0;
     for (int64_t i = 0; i < p; ++i)
       k += active[i] != 0;
     const int64_t mc = m + k;
@@ -1010,7 +1024,7 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
       eq.rho = kkt.rho;
     }
     if (!eq.factor())
-      return QPStatus::NumericalError;
+      return false;
     // rho = rhoBase * 100^k, rhoBase = 1e-10 max(1, max Q_ii) of the scaled
     // Q (largest entry in [1, 2): scaleProblem): k = 0 for a
     // positive semidefinite Q (1 with rounding). A larger k means an
@@ -1021,19 +1035,25 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     // "solved" at z = 0, its maximum; Q = -I with sum z = 1, unbounded
     // below, "solved" at z = 1/n). Not a solution to return.
     if (eq.rho > T(cfg.maxRho) * kkt.rhoBase)
-      return QPStatus::NumericalError;
+      return false;
     regs[0] = eq.rho;
     regs[1] = eq.delta;
     for (int64_t j = 0; j < n; ++j)
       W.f[j] = -P.q[j];
     eq.solve(W.f.data(), W.g.data(), pz.data(), py.data(), W);
     gemv(P.G, pz.data(), ps.data(), p, n);
+    return true;
+  };
+  for (int round = 0;; ++round) {
+    if (!polish())
+      return QPStatus::NumericalError;
     if (round == 3)
       break;
-    const T violTol = tol * (1 + std::max(nh, normInf(ps.data(), p)));
     const T multTol = tol * (1 + normInf(py.data() + m, k));
     bool changed = false;
     for (int64_t i = 0, r = m; i < p; ++i) {
+      // Relative to the row's own terms, as the stopping test.
+      const T violTol = tol * (1 + std::max(std::abs(P.h[i]), std::abs(ps[i])));
       if (active[i] == 0 && ps[i] - P.h[i] > violTol) {
         active[i] = 1;
         changed = true;
@@ -1045,21 +1065,44 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     if (!changed)
       break;
   }
-  for (int64_t i = 0, r = m; i < p; ++i) {
-    ps[i] = std::max(T(0), P.h[i] - ps[i]);
-    pl[i] = active[i] != 0 ? std::max(T(0), py[r++]) : T(0);
-  }
+  // The polished point, if it is no worse than the interior one; else, when
+  // some multipliers of the set came out negative (within the tolerance
+  // above), once more without those constraints. A constraint inactive at
+  // the solution by a slack near the tolerance can look active at the
+  // interior point (s and lam both ~1e-4, measured), and its multiplier
+  // then comes out slightly negative: clipped to 0, it leaves a dual
+  // residual that loses to the interior point's, whose z is O(sqrt(mu))
+  // from the solution (1.4e-4 measured), and whose active set would
+  // disagree with the factorization that the backward pass keeps.
   Res<T> before = residuals(P, Qs, z, nu, lam, s, W);
-  Res<T> after =
-      residuals(P, Qs, pz.data(), py.data(), pl.data(), ps.data(), W);
-  // Relative residuals alone could accept a polish that blew up (an
-  // incomplete active set of an LP gives z ~ 1/rho, whose residuals are small
-  // relative to its own size): the absolute ones must not grow either.
-  if (after.merit <= before.merit && after.raw <= before.raw) {
-    std::copy(pz.begin(), pz.begin() + n, z);
-    std::copy(py.begin(), py.begin() + m, nu);
-    std::copy(pl.begin(), pl.begin() + p, lam);
-    std::copy(ps.begin(), ps.begin() + p, s);
+  Res<T> after;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (int64_t i = 0, r = m; i < p; ++i) {
+      ps[i] = std::max(T(0), P.h[i] - ps[i]);
+      pl[i] = active[i] != 0 ? std::max(T(0), py[r++]) : T(0);
+    }
+    after = residuals(P, Qs, pz.data(), py.data(), pl.data(), ps.data(), W);
+    // Relative residuals alone could accept a polish that blew up (an
+    // incomplete active set of an LP gives z ~ 1/rho, whose residuals are
+    // small relative to its own size): the absolute ones must not grow
+    // either.
+    if (after.merit <= before.merit && after.raw <= before.raw) {
+      std::copy(pz.begin(), pz.begin() + n, z);
+      std::copy(py.begin(), py.begin() + m, nu);
+      std::copy(pl.begin(), pl.begin() + p, lam);
+      std::copy(ps.begin(), ps.begin() + p, s);
+      break;
+    }
+    bool negative = false;
+    for (int64_t i = 0, r = m; i < p; ++i)
+      if (active[i] != 0 && py[r++] < 0) {
+        active[i] = 0;
+        negative = true;
+      }
+    if (attempt == 1 || !negative)
+      break;
+    if (!polish())
+      return QPStatus::NumericalError;
   }
   if (polishOnly && std::min(after.merit, before.merit) > tol)
     return status;
@@ -1537,10 +1580,16 @@ void QPSolver::backward(const QPProblem &problem,
 void QPSolver::requireSolved(const QPStatus *status, int64_t batch) {
   for (int64_t e = 0; e < batch; ++e)
     if (status[e] != QPStatus::Solved)
-      fail("problem " + std::to_string(e) + " of the batch is " +
-           qpStatusName(status[e]) + "; it has no solution to use" +
+      fail("problem " + std::to_string(e) + " of the batch " +
            (status[e] == QPStatus::IterationLimit
-                ? " (raise maxIter or the tolerance)"
+                ? std::string("hit the iteration limit")
+            : status[e] == QPStatus::NumericalError
+                ? std::string("failed with a numerical error")
+                : "is " + std::string(qpStatusName(status[e]))) +
+           "; it has no solution to use" +
+           (status[e] == QPStatus::IterationLimit
+                ? " (raise the iteration limit, max_iter, or the tolerance, "
+                  "tol)"
             : status[e] == QPStatus::NumericalError
                 ? " (a factorization failed: is Q positive semidefinite?)"
                 : ""));

@@ -28,6 +28,10 @@ least squares) and central finite differences of our own forward pass:
              return the least-squares solution of the active-set KKT system
              (numpy's lstsq, as diffcp/cvxpylayers): before, it returned
              components of order 1e10.
+  row scales a bound of 1e17 to 1e30 beside finite ones (as a user writes
+             "no bound"), and constraints inactive by 1e-7 that an
+             interior point takes for active: z and dq against the known
+             solution and the true active set's KKT system.
 
 Prints one line per check, the failures and "N passed, M failed"; exits 1 on
 any failure. A few seconds.
@@ -263,7 +267,7 @@ def shapes(ck, S, rng):
             st, ref = cvx({k: v[e] for k, v in o.items()})
             ck.close("batch %s element %d z vs cvxopt" % (prec, e),
                      r["z"][e], ref, 1e-6 if prec == "f64" else 1e-4)
-        ck.ok(r["brc"] != 0 and "problem 2 of the batch is numerical error"
+        ck.ok(r["brc"] != 0 and "problem 2 of the batch failed with a numerical error"
               in (r["berr"] or ""), "batch %s backward: %s" % (prec,
                                                                 r["berr"]))
 
@@ -471,6 +475,64 @@ def non_unique(ck, S, rng):
                 ck.close("%s d%s" % (name, k), r["g"][k], v, 1e-6)
 
 
+def row_scales(ck, S, rng):
+    """Constraints on their own scales. A bound of 1e20 (a user's "no
+    bound") beside z1 >= -0.5: the stopping test once measured every
+    inequality against the largest |h|, and returned z1 = -1 as "solved".
+    Then a constraint inactive by a slack of 1e-7 that the interior point
+    takes for active (s and lam both ~1e-4): its multiplier in the polish
+    comes out slightly negative, and the polish, clipped, lost to the
+    interior point, whose z is O(sqrt(mu)) off (1.4e-4 measured on 22 of
+    300 such problems), while the backward pass kept the polish's active
+    set (its gradient 0.3 off the solution's)."""
+    print("rows on their own scales")
+    n = 3
+    for prec in ("f64", "f32"):
+        for big in (1e17, 1e20, 1e30):
+            # z1 <= big and -z1 <= 0.5; then the same as a box.
+            for name, G, h, zs, gq in (
+                    ("z1 <= %g" % big, np.array([[1.0, 0, 0], [-1, 0, 0]]),
+                     np.array([big, 0.5]), [-0.5, -1, -1], [0, -1, -1]),
+                    ("box up to %g" % big, np.vstack([np.eye(n), -np.eye(n)]),
+                     np.array([big] * n + [0.5] * n), [-0.5] * n, [0] * n)):
+                r = S.run(prec, dict(Q=np.eye(n), q=np.ones(n), G=G, h=h),
+                          grads=(np.ones((1, n)), None, None))
+                what = "%s %s" % (name, prec)
+                ck.status(what, r["st"], ["solved"])
+                ck.close(what + " z", r["z"][0], zs, 1e-12 if prec == "f64"
+                         else 1e-6)
+                ck.close(what + " dq", r["g"]["q"].reshape(-1), gq, 1e-9 if
+                         prec == "f64" else 1e-5)
+    # Nearly active: n = 8, 3 active constraints (multipliers 1 to 10), one
+    # inactive by 1e-7, two by 0.5 to 1; Q of condition 10; a known z.
+    n, p, count = 8, 6, 200
+    worst = worst_g = 0.0
+    for _ in range(count):
+        U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+        Q = U @ np.diag(np.geomspace(1, 10, n)) @ U.T
+        G = rng.standard_normal((p, n))
+        zs = rng.standard_normal(n)
+        lam = np.concatenate([rng.uniform(1, 10, 3), [0.0] * 3])
+        slack = np.concatenate([[0.0] * 3, [1e-7], rng.uniform(0.5, 1, 2)])
+        o = dict(Q=Q, q=-Q @ zs - G.T @ lam, G=G, h=G @ zs + slack)
+        gz = np.ones(n)
+        r = S.run("f64", o, grads=(gz[None], None, None))
+        worst = max(worst, float(np.max(np.abs(r["z"][0] - zs))) /
+                    max(1.0, float(np.max(np.abs(zs)))))
+        # grad q = the z part of K^-1 [-gz; 0] on the true active set.
+        Ga = G[:3]
+        K = np.block([[Q, Ga.T], [Ga, np.zeros((3, 3))]])
+        gq = np.linalg.solve(K, np.concatenate([-gz, np.zeros(3)]))[:n]
+        worst_g = max(worst_g, float(np.max(np.abs(r["g"]["q"].reshape(-1) - gq))) /
+                      max(1.0, float(np.max(np.abs(gq)))))
+        ck.ok(r["st"] == ["solved"], "nearly active: status %s" % r["st"])
+    print("  %-46s %.2g (tol 1e-9)" % ("nearly active (1e-7) z, %d problems"
+                                      % count, worst))
+    print("  %-46s %.2g (tol 1e-9)" % ("nearly active (1e-7) dq", worst_g))
+    ck.ok(worst <= 1e-9, "nearly active z: %.3g" % worst)
+    ck.ok(worst_g <= 1e-9, "nearly active dq: %.3g" % worst_g)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--library", required=True, help="liboptim.so")
@@ -483,6 +545,7 @@ def main():
     hard(ck, S, rng)
     gradients(ck, S, S12, rng)
     non_unique(ck, S, rng)
+    row_scales(ck, S, rng)
     for f in ck.failures:
         print("FAIL", f)
     print("%d passed, %d failed" % (ck.passed, len(ck.failures)))

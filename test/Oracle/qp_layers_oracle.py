@@ -632,7 +632,8 @@ def ill_posed_cases(ck, tool, rng, precs):
                       label, rc, st, None if rc else outs["z"][0], err))
             rc, _, err, _, _, _ = tool.run("general", prec, 1, ins0, w)
             expect_error(ck, label + " (no statuses)", rc, err,
-                         "problem 0 of the batch is numerical error; it has "
+                         "problem 0 of the batch failed with a numerical "
+                         "error; it has "
                          "no solution to use (a factorization failed: is Q "
                          "positive semidefinite?)")
     # Non-finite data.
@@ -691,8 +692,9 @@ def capped_case(ck, tool, rng):
             ck.ok(st[e] == "iteration limit", "capped: status %s" % st[e])
     rc, _, err, _, _, _ = tool.run("capped", "f64", B, ins, {"G": G})
     expect_error(ck, "capped (no statuses)", rc, err,
-                 "of the batch is iteration limit; it has no solution to use "
-                 "(raise maxIter or the tolerance)")
+                 "of the batch hit the iteration limit; it has no solution to "
+                 "use (raise the iteration limit, max_iter, or the tolerance, "
+                 "tol)")
 
 
 def threads_case(ck, tool, rng):

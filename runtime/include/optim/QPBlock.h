@@ -955,7 +955,10 @@ private:
                 const double *s) {
     const int64_t n = P.n, m = P.m, p = P.p;
     Res r;
-    double nAtnu = 0, nGtlam = 0, nGz = 0;
+    double nAtnu = 0, nGtlam = 0;
+    // The inequalities' residuals relative to their own row's terms
+    // (QP.cpp).
+    double relRi = 0;
     for (int64_t i = tid(); i < n; i += nt()) {
       double acc = 0;
       for (int64_t j = 0; P.Q && j < n; ++j)
@@ -979,9 +982,13 @@ private:
       gemvTAdd(P.G, lam, W.gtl, p, n);
       nGtlam = normInf(W.gtl, n);
       gemv(P.G, z, W.gz, p, n);
-      nGz = normInf(W.gz, p);
-      for (int64_t i = tid(); i < p; i += nt())
+      for (int64_t i = tid(); i < p; i += nt()) {
         W.ri[i] = W.gz[i] + s[i] - P.h[i];
+        relRi = mx(relRi,
+                   fabsd(W.ri[i]) / (1 + mx(mx(fabsd(P.h[i]), fabsd(W.gz[i])),
+                                            fabsd(s[i]))));
+      }
+      relRi = maxr(relRi);
     }
     for (int64_t j = tid(); j < n; j += nt())
       W.rd[j] = W.rd[j] + (m ? W.atn[j] : 0.0) + (p ? W.gtl[j] : 0.0) +
@@ -991,14 +998,12 @@ private:
     r.pobj = zQz / 2 + dot(P.q, z, n);
     r.finite = allFinite(z, n) && allFinite(nu, m) && allFinite(lam, p) &&
                allFinite(s, p) && finite(r.gap) && finite(r.pobj);
-    const double nq = normInf(P.q, n), nb = normInf(P.b, m),
-                 nh = normInf(P.h, p);
+    const double nq = normInf(P.q, n), nb = normInf(P.b, m);
     const double nrd = normInf(W.rd, n), nre = normInf(W.re, m),
-                 nri = normInf(W.ri, p), ns = normInf(s, p);
+                 nri = normInf(W.ri, p);
     r.merit = mx(mx(nrd / (1 + mx(mx(nq, r.nQz), mx(nAtnu, nGtlam))),
                     nre / (1 + mx(nb, r.nAz))),
-                 mx(nri / (1 + mx(mx(nh, nGz), ns)),
-                    fabsd(r.gap) / mx(1.0, fabsd(r.pobj))));
+                 mx(relRi, fabsd(r.gap) / mx(1.0, fabsd(r.pobj))));
     r.raw = mx(mx(nrd, nre), mx(nri, fabsd(r.gap)));
     if (!r.finite)
       r.merit = r.raw = inf();
@@ -1308,7 +1313,11 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
   KKT eq;
   eq.rhoBase = kkt.rhoBase;
   eq.A = W.C;
-  for (int round = 0;; ++round) {
+  // The polish with the active set W.active: pz, py and ps = G pz (rowOf:
+  // the row of C of each active inequality); false when Q is not positive
+  // semidefinite or nothing factorizes.
+  int64_t k = 0;
+  auto polish = [&]() -> bool {
     // Rows of C: A's, then the active rows of G in order (rowOf).
     if (tid() == 0) {
       int64_t r = m;
@@ -1319,7 +1328,7 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     double part = 0;
     for (int64_t i = tid(); i < p; i += nt())
       part += W.active[i] != 0;
-    const int64_t k = int64_t(sum(part));
+    k = int64_t(sum(part));
     const int64_t mc = m + k;
     buildActiveC();
     for (int64_t i = tid(); i < m; i += nt())
@@ -1331,24 +1340,29 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     eq.m = mc;
     eq.p = 0;
     if (!factor(eq))
-      return NumericalError;
+      return false;
     // As QP.cpp's polish: a Q + rho I that needed more than the data's
     // rounding explains means Q is not positive semidefinite, and the
     // point found only stationary.
     if (eq.rho > maxRho * kkt.rhoBase)
-      return NumericalError;
+      return false;
     for (int64_t j = tid(); j < n; j += nt())
       W.f[j] = -P.q[j];
     T.sync();
     solveKKT(eq, W.f, W.g, W.pz, W.py);
     gemv(P.G, W.pz, W.ps, p, n);
+    return true;
+  };
+  for (int round = 0;; ++round) {
+    if (!polish())
+      return NumericalError;
     if (round == 3)
       break;
-    const double violTol = tol * (1 + mx(nh, normInf(W.ps, p)));
     const double multTol = tol * (1 + normInf(W.py + m, k));
     double changed = 0;
     if (tid() == 0)
       for (int64_t i = 0; i < p; ++i) {
+        const double violTol = tol * (1 + mx(fabsd(P.h[i]), fabsd(W.ps[i])));
         if (W.active[i] == 0 && W.ps[i] - P.h[i] > violTol) {
           W.active[i] = 1;
           changed = 1;
@@ -1361,18 +1375,35 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     if (sum(changed) == 0)
       break;
   }
-  for (int64_t i = tid(); i < p; i += nt()) {
-    W.ps[i] = mx(0.0, P.h[i] - W.ps[i]);
-    W.pl[i] = W.rowOf[i] >= 0 ? mx(0.0, W.py[int64_t(W.rowOf[i])]) : 0.0;
-  }
-  T.sync();
+  // Kept if no worse than the interior point; else once more without the
+  // constraints whose multipliers came out negative (QP.cpp).
   const Res before = residuals(z, nu, lam, s);
-  const Res after = residuals(W.pz, W.py, W.pl, W.ps);
-  if (after.merit <= before.merit && after.raw <= before.raw) {
-    copy(W.pz, z, n);
-    copy(W.py, nu, m);
-    copy(W.pl, lam, p);
-    copy(W.ps, s, p);
+  Res after;
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    for (int64_t i = tid(); i < p; i += nt()) {
+      W.ps[i] = mx(0.0, P.h[i] - W.ps[i]);
+      W.pl[i] = W.rowOf[i] >= 0 ? mx(0.0, W.py[int64_t(W.rowOf[i])]) : 0.0;
+    }
+    T.sync();
+    after = residuals(W.pz, W.py, W.pl, W.ps);
+    if (after.merit <= before.merit && after.raw <= before.raw) {
+      copy(W.pz, z, n);
+      copy(W.py, nu, m);
+      copy(W.pl, lam, p);
+      copy(W.ps, s, p);
+      break;
+    }
+    double negative = 0;
+    if (tid() == 0)
+      for (int64_t i = 0; i < p; ++i)
+        if (W.rowOf[i] >= 0 && W.py[int64_t(W.rowOf[i])] < 0) {
+          W.active[i] = 0;
+          negative = 1;
+        }
+    if (attempt == 1 || sum(negative) == 0)
+      break;
+    if (!polish())
+      return NumericalError;
   }
   if (polishOnly && mn(after.merit, before.merit) > tol)
     return status;
