@@ -86,13 +86,18 @@ void DiagnosticEngine::print(llvm::SMLoc loc, llvm::SourceMgr::DiagKind kind,
 
 void DiagnosticEngine::error(llvm::SMLoc loc, const llvm::Twine &message) {
   if (tooManyErrors()) {
-    if (!suppressed)
-      os << "error: too many errors, stopping\n";
-    suppressed = true;
+    reportStopped();
     return;
   }
   ++numErrors;
   print(loc, llvm::SourceMgr::DK_Error, message);
+}
+
+void DiagnosticEngine::reportStopped() {
+  if (!tooManyErrors() || suppressed)
+    return;
+  os << "error: too many errors (" << kMaxErrors << "), stopping\n";
+  suppressed = true;
 }
 
 void DiagnosticEngine::warning(llvm::SMLoc loc, const llvm::Twine &message) {

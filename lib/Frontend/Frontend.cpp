@@ -11,14 +11,18 @@ using namespace optim;
 std::unique_ptr<CheckedSource>
 optim::parseAndCheck(DiagnosticEngine &diags, const FrontendOptions &options) {
   std::optional<ast::Module> module = parseModule(diags);
-  if (!module)
+  if (!module) {
+    diags.reportStopped();
     return nullptr;
+  }
   auto result = std::make_unique<CheckedSource>();
   result->module = std::move(*module);
   SemaOptions semaOptions;
   semaOptions.precision = options.precision;
-  if (!checkModule(result->module, result->checked, diags, semaOptions))
+  if (!checkModule(result->module, result->checked, diags, semaOptions)) {
+    diags.reportStopped();
     return nullptr;
+  }
   return result;
 }
 

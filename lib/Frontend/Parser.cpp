@@ -56,9 +56,19 @@ private:
     errorExpected(what);
     return false;
   }
+  /// At the token, or just after the previous one when the token is on a
+  /// later line: what is missing belongs to the line before (`state m`
+  /// followed by the next statement), as in clang's "expected ';'".
   void errorExpected(const llvm::Twine &what) {
-    diags.error(tok().getLoc(),
-                "expected " + what + ", got " + describe(tok()));
+    llvm::SMLoc at = tok().getLoc();
+    if (pos > 0) {
+      llvm::StringRef prev = tokens[pos - 1].text;
+      const char *next = tok().text.data();
+      if (prev.data() && next && prev.end() <= next &&
+          llvm::StringRef(prev.end(), next - prev.end()).contains('\n'))
+        at = llvm::SMLoc::getFromPointer(prev.end());
+    }
+    diags.error(at, "expected " + what + ", got " + describe(tok()));
   }
   static std::string describe(const Token &t) {
     if (t.is(TokenKind::Eof))

@@ -241,6 +241,9 @@ private:
   std::string suggestion(llvm::StringRef name, bool functions);
   void checkParams();
   void checkStmt(Stmt &stmt);
+  /// The first `//` that follows code on its line and is followed by
+  /// `name`, if any.
+  llvm::SMLoc floorDivisionComment(llvm::StringRef name);
   void checkStateDecl(DeclStmt &stmt);
   /// `state z = p`: an initial value that is not a constant, assigned at
   /// the first step. Declares the state when the value fits `type`.
@@ -310,6 +313,8 @@ private:
   /// The state whose runtime initial value is being checked: reading it
   /// there is reported as such, not as an undeclared name.
   llvm::StringRef declaringState;
+  /// The targets of the `let` whose value is being checked.
+  const std::vector<DeclItem> *declaringLet = nullptr;
   /// The first declaration of every name the body declares, wherever it is.
   struct Declaration {
     SMLoc loc;
@@ -365,6 +370,21 @@ void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
     diags.error(loc, "the initial value of state '" + name +
                          "' cannot read '" + name +
                          "' itself; it is what the state starts from");
+    return;
+  }
+  if (declaringLet && llvm::any_of(*declaringLet, [&](const DeclItem &item) {
+        return item.name == name;
+      })) {
+    // `let m = 0.9 * m + g`: a momentum written as a let, whose closest
+    // name ('p') would be no help.
+    diags.error(loc, "'" + name + "' is used in its own definition" +
+                         (program.isRule()
+                              ? "; a 'let' is computed anew at every step: "
+                                "to carry a value from one step to the next, "
+                                "declare 'state " +
+                                    name + " = 0' and update it with '" + name +
+                                    " = ...'"
+                              : ""));
     return;
   }
   if (declaredLater(name, loc)) {
@@ -454,7 +474,8 @@ std::string ProgramChecker::suggestion(llvm::StringRef name, bool functions) {
   if (functions)
     for (const BuiltinInfo &b : kBuiltins)
       consider(b.name);
-  if (best.empty())
+  // As far as the name's own length ('m' -> 'p'): no resemblance.
+  if (best.empty() || bestDistance >= name.size())
     return "";
   return ("; did you mean '" + best + "'?").str();
 }
@@ -530,10 +551,13 @@ void ProgramChecker::run() {
   if (program.kind == Program::Layer && !hasOutput)
     diags.error(program.loc, "layer '" + program.name +
                                  "' has no output; add 'output z = ...'");
-  if (program.isRule() && out.param && !out.param->assigned)
+  // Not said after an error either: the failed statement may be the
+  // update (`m = 1` before `state m = 0` is an error, and m is updated).
+  if (program.isRule() && out.param && !out.param->assigned &&
+      !diags.hasErrors())
     diags.warning(program.loc, "rule '" + program.name + "' never updates p");
   for (Symbol *state : out.states)
-    if (!state->assigned)
+    if (!state->assigned && !diags.hasErrors())
       diags.warning(state->loc, "state '" + state->name +
                                     "' is never updated; it stays at its "
                                     "initial value");
@@ -545,6 +569,20 @@ void ProgramChecker::run() {
         diags.warning(input->loc, "input '" + input->name +
                                       "' is never used; every step must "
                                       "still supply it");
+  // Most likely a typo, or Python's floor division `a // b`, which is a
+  // comment here: say so where the name follows a `//` after code.
+  if (program.isRule() && !diags.hasErrors())
+    for (Symbol *hyper : out.hypers)
+      if (!hyper->used) {
+        diags.warning(hyper->loc, "hyperparameter '" + hyper->name +
+                                      "' is never used; the rule does not "
+                                      "depend on it");
+        if (llvm::SMLoc slashes = floorDivisionComment(hyper->name);
+            slashes.isValid())
+          diags.note(slashes, "'//' starts a comment, which ends the "
+                              "expression before it; floor division is "
+                              "floor(a / b)");
+      }
   // They stay in the signature (a weights file must still give them), but
   // nothing depends on them: optim-train would train them with a zero
   // gradient. Not said after an error, which may be why they look unused.
@@ -553,6 +591,32 @@ void ProgramChecker::run() {
       diags.warning(weights->loc, "weights '" + weights->name +
                                       "' are never used; the result does "
                                       "not depend on them");
+}
+
+llvm::SMLoc ProgramChecker::floorDivisionComment(llvm::StringRef name) {
+  llvm::SourceMgr &sm = diags.getSourceMgr();
+  unsigned id = sm.FindBufferContainingLoc(program.loc);
+  if (!id)
+    return {};
+  llvm::StringRef text = sm.getMemoryBuffer(id)->getBuffer();
+  auto isIdent = [](char c) {
+    return llvm::isAlnum(static_cast<unsigned char>(c)) || c == '_';
+  };
+  for (size_t at = text.find("//"); at != llvm::StringRef::npos;
+       at = text.find("//", at + 2)) {
+    // Code before it on its line (and no comment), and the name right
+    // after it.
+    size_t lineStart = text.rfind('\n', at);
+    lineStart = lineStart == llvm::StringRef::npos ? 0 : lineStart + 1;
+    llvm::StringRef before = text.slice(lineStart, at);
+    if (before.trim().empty() || before.contains("//"))
+      continue;
+    llvm::StringRef after = text.substr(at + 2).ltrim(" \t");
+    if (after.starts_with(name) &&
+        (after.size() == name.size() || !isIdent(after[name.size()])))
+      return llvm::SMLoc::getFromPointer(text.data() + at);
+  }
+  return {};
 }
 
 void ProgramChecker::checkStmt(Stmt &stmt) {
@@ -1056,7 +1120,10 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
       return;
   }
 
+  if (!isAssign)
+    declaringLet = &stmt.targets;
   Type valueType = check(*stmt.value, /*allowTuple=*/true);
+  declaringLet = nullptr;
   if (valueType.isUnknown())
     return; // Reported; how many values it has is unknown.
 
@@ -1947,32 +2014,38 @@ Type ProgramChecker::checkQP(CallExpr &call) {
     return Type::unknown();
   }
   int64_t n = q.shape[0];
-  auto expectShape = [&](llvm::StringRef name,
-                         llvm::ArrayRef<int64_t> shape) -> bool {
+  // `why`: what sets the expected size (b and h follow A's and G's rows,
+  // the matrices the number of variables).
+  auto expectShape = [&](llvm::StringRef name, llvm::ArrayRef<int64_t> shape,
+                         const std::string &why) -> bool {
     const Type &t = types[name];
     if (t.shape == llvm::SmallVector<int64_t, 2>(shape.begin(), shape.end()))
       return true;
     diags.error(given[name]->value->getLoc(),
-                name + " must be a " + Type::number(shape).str() +
-                    " for a problem with " + plural(n, "variable") +
+                name + " must be a " + Type::number(shape).str() + " " + why +
                     ", got a " + t.str());
     return false;
   };
+  const std::string forN = "for a problem with " + plural(n, "variable");
   int64_t m = 0, p = 0;
-  if (types.count("Q") && !expectShape("Q", {n, n}))
+  if (types.count("Q") && !expectShape("Q", {n, n}, forN))
     return Type::unknown();
   if (types.count("A")) {
     const Type &A = types["A"];
     m = A.rank() == 2 ? A.shape[0] : 0;
-    if (!expectShape("A", {std::max<int64_t>(m, 1), n}) ||
-        !expectShape("b", {m}))
+    if (!expectShape("A", {std::max<int64_t>(m, 1), n}, forN) ||
+        !expectShape("b", {m},
+                     "(one value per row of A, which has " + plural(m, "row") +
+                         ")"))
       return Type::unknown();
   }
   if (types.count("G")) {
     const Type &G = types["G"];
     p = G.rank() == 2 ? G.shape[0] : 0;
-    if (!expectShape("G", {std::max<int64_t>(p, 1), n}) ||
-        !expectShape("h", {p}))
+    if (!expectShape("G", {std::max<int64_t>(p, 1), n}, forN) ||
+        !expectShape("h", {p},
+                     "(one bound per row of G, which has " + plural(p, "row") +
+                         ")"))
       return Type::unknown();
   }
   return Type::tuple({Type::number({n}), Type::number({m}), Type::number({p})});

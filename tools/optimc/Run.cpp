@@ -48,7 +48,19 @@ int optim::runTask(const RunOptions &o) {
       throw Error("the built-in tasks compute in f32: compile the rule with "
                   "--precision=f32");
     Compiler compiler(compileOptions);
-    Rule rule = compiler.compileFile(o.ruleFile, Target::cpu(), o.ruleName);
+    Rule rule = [&] {
+      try {
+        return compiler.compileFile(o.ruleFile, Target::cpu(), o.ruleName);
+      } catch (const Error &e) {
+        // The compiler's "name the one to compile" gets the option that
+        // does.
+        std::string what = e.what();
+        if (o.ruleName.empty() &&
+            what.find("name the one") != std::string::npos)
+          throw Error(what + " with --rule=NAME");
+        throw;
+      }
+    }();
     // The inputs' sources, checked before the task reads its data.
     const std::vector<std::string> &ruleInputs = rule.info().inputs;
     std::vector<tools::InputFlag> sources = tools::parseInputFlags(o.inputs);

@@ -33,6 +33,9 @@ public:
   bool hasErrors() const { return numErrors != 0; }
   /// True once kMaxErrors errors were reported: callers should give up.
   bool tooManyErrors() const { return numErrors >= kMaxErrors; }
+  /// Says, once, that checking stopped at kMaxErrors errors (callers stop
+  /// before reporting one more); nothing below that.
+  void reportStopped();
   llvm::SourceMgr &getSourceMgr() { return sourceMgr; }
 
 private:
