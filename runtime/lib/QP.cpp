@@ -586,6 +586,17 @@ template <class T> bool allFinite(const T *x, int64_t n) {
   return true;
 }
 
+/// The floor of an inequality's residual tests: its row's largest |entry|
+/// (1 for a zero row), so that a row of small entries is held to its own
+/// scale (with 1, the block's largest entry, rows scaled 1e-8 passed with
+/// their constraint missed).
+template <class T> T rowFloor(const T *row, int64_t n) {
+  T m = 0;
+  for (int64_t j = 0; j < n; ++j)
+    m = std::max(m, std::abs(row[j]));
+  return m > 0 ? m : T(1);
+}
+
 /// Residuals of an iterate: rd = Q z + q + A^T nu + G^T lam, re = A z - b,
 /// ri = G z + s - h (into W; also A^T nu, G^T lam and G z, which the
 /// infeasibility tests reuse), and the merit: the largest of the relative
@@ -636,10 +647,10 @@ Res<T> residuals(const Prob<T> &P, const T *Qs, const T *z, const T *nu,
     gemv(P.G, z, W.gz.data(), p, n);
     for (int64_t k = 0; k < p; ++k) {
       ri[k] = W.gz[k] + s[k] - P.h[k];
-      relRi = std::max(relRi,
-                       std::abs(ri[k]) /
-                           (1 + std::max({std::abs(P.h[k]), std::abs(W.gz[k]),
-                                          std::abs(s[k])})));
+      relRi = std::max(relRi, std::abs(ri[k]) / (rowFloor(P.G + k * n, n) +
+                                                 std::max({std::abs(P.h[k]),
+                                                           std::abs(W.gz[k]),
+                                                           std::abs(s[k])})));
     }
   }
   for (int64_t j = 0; j < n; ++j)
@@ -1053,7 +1064,8 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     bool changed = false;
     for (int64_t i = 0, r = m; i < p; ++i) {
       // Relative to the row's own terms, as the stopping test.
-      const T violTol = tol * (1 + std::max(std::abs(P.h[i]), std::abs(ps[i])));
+      const T violTol = tol * (rowFloor(P.G + i * n, n) +
+                               std::max(std::abs(P.h[i]), std::abs(ps[i])));
       if (active[i] == 0 && ps[i] - P.h[i] > violTol) {
         active[i] = 1;
         changed = true;
@@ -1093,16 +1105,25 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
       std::copy(ps.begin(), ps.begin() + p, s);
       break;
     }
+    // The flags must keep matching `fac` (the backward pass reads both).
+    if (attempt == 1)
+      break;
+    std::vector<T> kept(active, active + p);
     bool negative = false;
     for (int64_t i = 0, r = m; i < p; ++i)
       if (active[i] != 0 && py[r++] < 0) {
         active[i] = 0;
         negative = true;
       }
-    if (attempt == 1 || !negative)
+    if (!negative)
       break;
-    if (!polish())
-      return QPStatus::NumericalError;
+    if (!polish()) {
+      // Back to the first set, which factorized.
+      std::copy(kept.begin(), kept.end(), active);
+      if (!polish())
+        return QPStatus::NumericalError;
+      break;
+    }
   }
   if (polishOnly && std::min(after.merit, before.merit) > tol)
     return status;

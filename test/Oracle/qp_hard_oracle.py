@@ -531,6 +531,40 @@ def row_scales(ck, S, rng):
     print("  %-46s %.2g (tol 1e-9)" % ("nearly active (1e-7) dq", worst_g))
     ck.ok(worst <= 1e-9, "nearly active z: %.3g" % worst)
     ck.ok(worst_g <= 1e-9, "nearly active dq: %.3g" % worst_g)
+    # Rows of G (and h) of very different scales, 1e-2 to 1e2 and 1e-4 to
+    # 1e4: the solver does not equilibrate rows (docs/qp.md), and its start
+    # (a least-squares solve weighted by the rows, then shifts of s and lam
+    # to 1) is not invariant: many such problems end at the iteration limit
+    # (printed; a known limitation). What must hold: a problem reported
+    # solved is solved. n = 8, m = 2, 3 of 6 active.
+    n, m, p, count = 8, 2, 6, 100
+    for spread in (2, 4):
+        for prec in ("f64", "f32"):
+            worst, unsolved = 0.0, 0
+            for _ in range(count):
+                U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+                Q = U @ np.diag(np.geomspace(1, 10, n)) @ U.T
+                A = rng.standard_normal((m, n))
+                G = rng.standard_normal((p, n))
+                zs = rng.standard_normal(n)
+                lam = np.concatenate([rng.uniform(1, 10, 3), [0.0] * 3])
+                nu = rng.standard_normal(m)
+                slack = np.concatenate([[0.0] * 3, rng.uniform(0.5, 1, 3)])
+                r = rng.permutation(np.logspace(-spread, spread, p))
+                o = dict(Q=Q, q=-Q @ zs - A.T @ nu - G.T @ lam, A=A,
+                         b=A @ zs, G=r[:, None] * G, h=r * (G @ zs + slack))
+                out = S.run(prec, rounded(prec, o))
+                if out["st"] != ["solved"]:
+                    unsolved += 1
+                    continue
+                worst = max(worst, float(np.max(np.abs(out["z"][0] - zs)))
+                            / max(1.0, float(np.max(np.abs(zs)))))
+            tol = 1e-6 if prec == "f64" else 1e-3
+            print("  %-46s %d not solved; solved ones' z %.2g (tol %g)" % (
+                "rows scaled 1e-%d to 1e%d %s, %d problems" % (
+                    spread, spread, prec, count), unsolved, worst, tol))
+            ck.ok(worst <= tol, "rows scaled 1e%d %s: solved, z %.3g off" %
+                  (spread, prec, worst))
 
 
 def main():

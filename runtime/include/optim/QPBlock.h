@@ -522,6 +522,14 @@ private:
       s += x[i] * y[i];
     return sum(s);
   }
+  /// The floor of inequality i's residual tests: its row's largest |entry|,
+  /// 1 for a zero row (QP.cpp's rowFloor).
+  double rowFloor(int64_t i) {
+    double m = 0;
+    for (int64_t j = 0; j < P.n; ++j)
+      m = mx(m, fabsd(P.G[i * P.n + j]));
+    return m > 0 ? m : 1.0;
+  }
   double normInf(const double *x, int64_t n) {
     double s = 0;
     for (int64_t i = tid(); i < n; i += nt())
@@ -984,9 +992,10 @@ private:
       gemv(P.G, z, W.gz, p, n);
       for (int64_t i = tid(); i < p; i += nt()) {
         W.ri[i] = W.gz[i] + s[i] - P.h[i];
-        relRi = mx(relRi,
-                   fabsd(W.ri[i]) / (1 + mx(mx(fabsd(P.h[i]), fabsd(W.gz[i])),
-                                            fabsd(s[i]))));
+        relRi =
+            mx(relRi, fabsd(W.ri[i]) /
+                          (rowFloor(i) +
+                           mx(mx(fabsd(P.h[i]), fabsd(W.gz[i])), fabsd(s[i]))));
       }
       relRi = maxr(relRi);
     }
@@ -1362,7 +1371,8 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     double changed = 0;
     if (tid() == 0)
       for (int64_t i = 0; i < p; ++i) {
-        const double violTol = tol * (1 + mx(fabsd(P.h[i]), fabsd(W.ps[i])));
+        const double violTol =
+            tol * (rowFloor(i) + mx(fabsd(P.h[i]), fabsd(W.ps[i])));
         if (W.active[i] == 0 && W.ps[i] - P.h[i] > violTol) {
           W.active[i] = 1;
           changed = 1;
@@ -1393,17 +1403,26 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
       copy(W.ps, s, p);
       break;
     }
+    // The kept rows (rowOf) must keep matching eq (the backward pass).
+    if (attempt == 1)
+      break;
     double negative = 0;
     if (tid() == 0)
-      for (int64_t i = 0; i < p; ++i)
+      for (int64_t i = 0; i < p; ++i) {
+        W.pl[i] = W.active[i]; // the first set, should the retry fail
         if (W.rowOf[i] >= 0 && W.py[int64_t(W.rowOf[i])] < 0) {
           W.active[i] = 0;
           negative = 1;
         }
-    if (attempt == 1 || sum(negative) == 0)
+      }
+    if (sum(negative) == 0)
       break;
-    if (!polish())
-      return NumericalError;
+    if (!polish()) {
+      copy(W.pl, W.active, p);
+      if (!polish())
+        return NumericalError;
+      break;
+    }
   }
   if (polishOnly && mn(after.merit, before.merit) > tol)
     return status;
