@@ -58,10 +58,12 @@ private:
   }
   /// At the token, or just after the previous one when the token is on a
   /// later line: what is missing belongs to the line before (`state m`
-  /// followed by the next statement), as in clang's "expected ';'".
-  void errorExpected(const llvm::Twine &what) {
+  /// followed by the next statement), as in clang's "expected ';'". Not
+  /// where a statement or a program starts (`atToken`): there the token
+  /// itself is the mistake.
+  void errorExpected(const llvm::Twine &what, bool atToken = false) {
     llvm::SMLoc at = tok().getLoc();
-    if (pos > 0) {
+    if (pos > 0 && !atToken) {
       llvm::StringRef prev = tokens[pos - 1].text;
       const char *next = tok().text.data();
       if (prev.data() && next && prev.end() <= next &&
@@ -173,7 +175,7 @@ bool Parser::parseProgram(Program &program) {
   } else if (consumeIf(TokenKind::KwLayer)) {
     program.kind = Program::Layer;
   } else {
-    errorExpected("'rule', 'learned rule' or 'layer'");
+    errorExpected("'rule', 'learned rule' or 'layer'", /*atToken=*/true);
     return false;
   }
   if (!tok().is(TokenKind::Identifier)) {
@@ -356,7 +358,8 @@ StmtPtr Parser::parseStmt(const Program &program) {
     break;
   default:
     errorExpected("a statement ('state', 'weights', 'input', 'let', "
-                  "'output' or an assignment)");
+                  "'output' or an assignment)",
+                  /*atToken=*/true);
     return nullptr;
   }
   std::vector<DeclItem> targets;

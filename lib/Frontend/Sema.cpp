@@ -474,8 +474,10 @@ std::string ProgramChecker::suggestion(llvm::StringRef name, bool functions) {
   if (functions)
     for (const BuiltinInfo &b : kBuiltins)
       consider(b.name);
-  // As far as the name's own length ('m' -> 'p'): no resemblance.
-  if (best.empty() || bestDistance >= name.size())
+  // As far as the name's own length ('m' -> 'p'): no resemblance, unless
+  // only the case differs ('P' -> 'p').
+  if (best.empty() ||
+      (bestDistance >= name.size() && !name.equals_insensitive(best)))
     return "";
   return ("; did you mean '" + best + "'?").str();
 }
@@ -596,25 +598,39 @@ void ProgramChecker::run() {
 llvm::SMLoc ProgramChecker::floorDivisionComment(llvm::StringRef name) {
   llvm::SourceMgr &sm = diags.getSourceMgr();
   unsigned id = sm.FindBufferContainingLoc(program.loc);
-  if (!id)
+  if (!id || !program.bodyEnd.isValid())
     return {};
   llvm::StringRef text = sm.getMemoryBuffer(id)->getBuffer();
+  const size_t begin = program.loc.getPointer() - text.data();
+  const size_t end =
+      std::min(text.size(), size_t(program.bodyEnd.getPointer() - text.data()));
   auto isIdent = [](char c) {
     return llvm::isAlnum(static_cast<unsigned char>(c)) || c == '_';
   };
-  for (size_t at = text.find("//"); at != llvm::StringRef::npos;
-       at = text.find("//", at + 2)) {
-    // Code before it on its line (and no comment), and the name right
-    // after it.
-    size_t lineStart = text.rfind('\n', at);
-    lineStart = lineStart == llvm::StringRef::npos ? 0 : lineStart + 1;
-    llvm::StringRef before = text.slice(lineStart, at);
-    if (before.trim().empty() || before.contains("//"))
-      continue;
-    llvm::StringRef after = text.substr(at + 2).ltrim(" \t");
-    if (after.starts_with(name) &&
-        (after.size() == name.size() || !isIdent(after[name.size()])))
-      return llvm::SMLoc::getFromPointer(text.data() + at);
+  // The program's text, block comments skipped: each `//` that follows
+  // code on its line and is followed by `name`.
+  bool code = true; // Code seen on this line (the program's name is).
+  for (size_t at = begin; at + 1 < end; ++at) {
+    char c = text[at];
+    if (c == '\n') {
+      code = false;
+    } else if (c == '/' && text[at + 1] == '*') {
+      size_t close = text.find("*/", at + 2);
+      if (close == llvm::StringRef::npos || close >= end)
+        return {};
+      at = close + 1;
+    } else if (c == '/' && text[at + 1] == '/') {
+      llvm::StringRef after = text.substr(at + 2).ltrim(" \t");
+      if (code && after.starts_with(name) &&
+          (after.size() == name.size() || !isIdent(after[name.size()])))
+        return llvm::SMLoc::getFromPointer(text.data() + at);
+      size_t eol = text.find('\n', at);
+      if (eol == llvm::StringRef::npos)
+        return {};
+      at = eol - 1; // The newline is next.
+    } else if (c != ' ' && c != '\t' && c != '\r') {
+      code = true;
+    }
   }
   return {};
 }
@@ -675,8 +691,12 @@ std::optional<double> ProgramChecker::foldConstant(Expr &expr) {
   if (auto *name = llvm::dyn_cast<NameExpr>(&expr)) {
     Symbol *symbol = lookup(name->name);
     if (symbol && (symbol->kind == Symbol::LayerParam ||
-                   (symbol->kind == Symbol::Hyper && symbol->isConst)))
+                   (symbol->kind == Symbol::Hyper && symbol->isConst))) {
+      // Read at compile time (a size, an index, a state's initial value):
+      // a use all the same.
+      symbol->used = true;
       return symbol->value;
+    }
     if (!symbol)
       return declaredLater(name->name, name->getLoc())
                  ? std::nullopt
