@@ -185,10 +185,15 @@ LogicalResult LayerLowering::check() {
   if (!qp)
     return layer.emitOpError("optim-lower-layers: the layer solves no qp");
   for (Value v : body.getTerminator()->getOperands())
-    if (v.getDefiningOp() != qp.getOperation())
-      return layer.emitOpError(
-          "optim-lower-layers: every output must be a result of the qp "
-          "(z, nu or lam); other outputs are not supported yet");
+    if (v.getDefiningOp() != qp.getOperation()) {
+      // At the output's computation (the source line that made it), not
+      // the layer's name.
+      Location at = v.getDefiningOp() ? v.getDefiningOp()->getLoc()
+                                      : body.getTerminator()->getLoc();
+      return emitError(at, "optim-lower-layers: every output must be a "
+                           "result of the qp (z, nu or lam); other outputs "
+                           "are not supported yet");
+    }
   elt = dyn_cast<FloatType>(getElementTypeOrSelf(qp.getQvec().getType()));
   if (!elt || !(elt.isF32() || elt.isF64()))
     return qp.emitOpError("optim-lower-layers: only f32 and f64 layers");

@@ -4,7 +4,7 @@ optim.layer @notqp inputs(%y: tensor<2xf32>) -> (z: tensor<2xf32>, w: tensor<2xf
   %0 = optim.eye : tensor<2x2xf32>
   %z, %nu, %lam = optim.qp Q(%0 : tensor<2x2xf32>) q(%y : tensor<2xf32>) -> tensor<2xf32>, tensor<0xf32>, tensor<0xf32>
   %1 = arith.negf %y : tensor<2xf32>
-  // expected-error @-4 {{every output must be a result of the qp}}
+  // expected-error @-1 {{every output must be a result of the qp}}
   optim.return %z, %1 : tensor<2xf32>, tensor<2xf32>
 }
 
