@@ -532,15 +532,19 @@ def row_scales(ck, S, rng):
     ck.ok(worst <= 1e-9, "nearly active z: %.3g" % worst)
     ck.ok(worst_g <= 1e-9, "nearly active dq: %.3g" % worst_g)
     # Rows of G (and h) of very different scales, 1e-2 to 1e2 and 1e-4 to
-    # 1e4: the solver does not equilibrate rows (docs/qp.md), and its start
-    # (a least-squares solve weighted by the rows, then shifts of s and lam
-    # to 1) is not invariant: many such problems end at the iteration limit
-    # (printed; a known limitation). What must hold: a problem reported
-    # solved is solved. n = 8, m = 2, 3 of 6 active.
+    # 1e4: the interior point's start (a least-squares solve weighted by the
+    # rows, then shifts of s and lam to 1) is not invariant under row
+    # scaling, and a row far below the largest is below the polish's
+    # regularization; the solver equilibrates the rows (docs/qp.md). Before,
+    # 33 of 100 ended at the iteration limit at 1e-4..1e4, and the solved
+    # ones were up to 3e-6 off. n = 8, m = 2, 3 of 6 active; z against the
+    # known solution, dq and dh (f64) against the true active set's KKT
+    # system (invariant under row scaling).
     n, m, p, count = 8, 2, 6, 100
     for spread in (2, 4):
         for prec in ("f64", "f32"):
-            worst, unsolved = 0.0, 0
+            worst = worst_g = 0.0
+            unsolved = 0
             for _ in range(count):
                 U = np.linalg.qr(rng.standard_normal((n, n)))[0]
                 Q = U @ np.diag(np.geomspace(1, 10, n)) @ U.T
@@ -551,20 +555,41 @@ def row_scales(ck, S, rng):
                 nu = rng.standard_normal(m)
                 slack = np.concatenate([[0.0] * 3, rng.uniform(0.5, 1, 3)])
                 r = rng.permutation(np.logspace(-spread, spread, p))
+                Gr = r[:, None] * G
                 o = dict(Q=Q, q=-Q @ zs - A.T @ nu - G.T @ lam, A=A,
-                         b=A @ zs, G=r[:, None] * G, h=r * (G @ zs + slack))
-                out = S.run(prec, rounded(prec, o))
+                         b=A @ zs, G=Gr, h=r * (G @ zs + slack))
+                gz = np.ones(n)
+                out = S.run(prec, rounded(prec, o), grads=(
+                    gz[None], None, None) if prec == "f64" else None)
                 if out["st"] != ["solved"]:
                     unsolved += 1
                     continue
                 worst = max(worst, float(np.max(np.abs(out["z"][0] - zs)))
                             / max(1.0, float(np.max(np.abs(zs)))))
-            tol = 1e-6 if prec == "f64" else 1e-3
-            print("  %-46s %d not solved; solved ones' z %.2g (tol %g)" % (
+                if prec != "f64":
+                    continue
+                Ga = Gr[:3]
+                K = np.block([[Q, A.T, Ga.T],
+                              [A, np.zeros((m, m + 3))],
+                              [Ga, np.zeros((3, m + 3))]])
+                w = np.linalg.solve(K, np.concatenate([-gz, np.zeros(m + 3)]))
+                gq, gh = w[:n], np.concatenate([-w[n + m:], np.zeros(3)])
+                for got, want in ((out["g"]["q"].reshape(-1), gq),
+                                  (out["g"]["h"].reshape(-1), gh)):
+                    worst_g = max(worst_g, float(np.max(np.abs(got - want)))
+                                  / max(1.0, float(np.max(np.abs(want)))))
+            tol = 1e-9 if prec == "f64" else 1e-3
+            print("  %-46s %d not solved; z %.2g (tol %g)%s" % (
                 "rows scaled 1e-%d to 1e%d %s, %d problems" % (
-                    spread, spread, prec, count), unsolved, worst, tol))
-            ck.ok(worst <= tol, "rows scaled 1e%d %s: solved, z %.3g off" %
+                    spread, spread, prec, count), unsolved, worst, tol,
+                "; dq, dh %.2g (tol 1e-8)" % worst_g if prec == "f64"
+                else ""))
+            ck.ok(unsolved == 0, "rows scaled 1e%d %s: %d not solved" % (
+                spread, prec, unsolved))
+            ck.ok(worst <= tol, "rows scaled 1e%d %s: z %.3g off" %
                   (spread, prec, worst))
+            ck.ok(worst_g <= 1e-8, "rows scaled 1e%d %s: dq, dh %.3g off" %
+                  (spread, prec, worst_g))
 
 
 def main():

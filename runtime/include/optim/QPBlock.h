@@ -75,8 +75,8 @@ struct Work {
   double *z, *rd, *f, *rx, *cx, *tn, *dz, *pz, *bz, *ts, *atn, *gtl; // [n]
   double *g, *y, *ry, *cy, *py;                                      // [m+p]
   double *nu, *re, *dnu, *bnu;                                       // [m]
-  double *lam, *s, *active, *rowOf, *ri, *D, *tp, *dlam, *ds, *dlamA, *dsA,
-      *rc, *pl, *ps, *blam, *bs, *gz, *gcol; // [p]
+  double *lam, *s, *active, *rowOf, *ri, *D, *tp, *dlam, *ds, *dlamA, *dsA, *rc,
+      *pl, *ps, *blam, *bs, *gz, *gcol, *rs; // [p]
   double *H, *Y, *LS, *C; // [n n], [n (m+p)], [(m+p)^2], [(m+p) n]
   // The scaled data (QPScale.h): q [n], b [m], h [p], A [m n], G [p n].
   double *qh, *bh, *hh, *Ah, *Gh;
@@ -114,9 +114,9 @@ void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
   double **vm[] = {&w.nu, &w.re, &w.dnu, &w.bnu};
   for (double **v : vm)
     take(*v, m);
-  double **vp[] = {&w.lam,  &w.s,  &w.active, &w.rowOf, &w.ri,  &w.D,
-                   &w.tp,   &w.dlam, &w.ds,   &w.dlamA, &w.dsA, &w.rc,
-                   &w.pl,   &w.ps, &w.blam,   &w.bs,    &w.gz,  &w.gcol};
+  double **vp[] = {&w.lam,  &w.s,  &w.active, &w.rowOf, &w.ri, &w.D,  &w.tp,
+                   &w.dlam, &w.ds, &w.dlamA,  &w.dsA,   &w.rc, &w.pl, &w.ps,
+                   &w.blam, &w.bs, &w.gz,     &w.gcol,  &w.rs};
   for (double **v : vp)
     take(*v, p);
   // The scaled data before the scratch matrices: G (and A) are read by
@@ -1074,6 +1074,23 @@ template <class Team> qpscale::Scales Solver<Team>::scale(Problem &S) {
   for (int64_t e = tid(); e < p * n; e += nt())
     W.Gh[e] = P.G[e] * ig;
   T.sync();
+  // Each row of G (and h) equilibrated too, by rs <= 1 (QP.cpp's rowScale:
+  // the same factors, bit for bit).
+  for (int64_t r = tid(); r < p; r += nt()) {
+    double mr = 0;
+    for (int64_t j = 0; j < n; ++j)
+      mr = mx(mr, fabsd(W.Gh[r * n + j]));
+    double rho = qpscale::pow2Floor(mr);
+    if (!(rho > 0) || !(fabsd(W.hh[r]) / rho <= 1.7976931348623157e308 / 4))
+      rho = 1;
+    W.rs[r] = rho;
+    if (rho != 1) {
+      for (int64_t j = 0; j < n; ++j)
+        W.Gh[r * n + j] /= rho;
+      W.hh[r] /= rho;
+    }
+  }
+  T.sync();
   S = P;
   S.q = W.qh;
   if (m) {
@@ -1095,7 +1112,7 @@ template <class Team> void Solver<Team>::unscale(int32_t status) {
   for (int64_t i = tid(); i < m; i += nt())
     W.nu[i] *= fnu;
   for (int64_t i = tid(); i < p; i += nt())
-    W.lam[i] *= flam;
+    W.lam[i] *= flam / W.rs[i];
   T.sync();
   if (farkas) {
     const double ny = mx(normInf(W.nu, m), normInf(W.lam, p));
@@ -1466,7 +1483,7 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   copy(kLS, W.LS, mc * mc);
   copy(krow, W.rowOf, p);
   // C = [A; G_act] and its right-hand side, as the polish built them. The
-  // system is the scaled problem's: with y^ = Dc y / c for Dc = diag(a, g)
+  // system is the scaled problem's: with y^ = Dc y / c for Dc = diag(a, g rs)
   // on C's rows, its right-hand side is (-gz / c, -Dc^{-1} (gnu; glam))
   // (QP.cpp's backward).
   buildActiveC();
@@ -1474,7 +1491,7 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
     W.g[i] = -get(gnu, i) / sc.eq;
   for (int64_t i = tid(); i < p; i += nt())
     if (W.rowOf[i] >= 0)
-      W.g[int64_t(W.rowOf[i])] = -get(glam, i) / sc.ineq;
+      W.g[int64_t(W.rowOf[i])] = -get(glam, i) / (sc.ineq * W.rs[i]);
   for (int64_t j = tid(); j < n; j += nt())
     W.f[j] = -get(gz, j) / sc.obj;
   T.sync();
@@ -1495,8 +1512,9 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
     W.nu[i] = knu[i] * fnu;
   }
   for (int64_t i = tid(); i < p; i += nt()) {
-    W.dlam[i] = W.rowOf[i] >= 0 ? W.y[int64_t(W.rowOf[i])] * flam : 0.0;
-    W.lam[i] = klam[i] * flam;
+    const double fr = flam / W.rs[i]; // the row's equilibration too
+    W.dlam[i] = W.rowOf[i] >= 0 ? W.y[int64_t(W.rowOf[i])] * fr : 0.0;
+    W.lam[i] = klam[i] * fr;
   }
   T.sync();
   const double *dz = W.dz, *dnu = W.dnu, *dls = W.dlam;
