@@ -145,19 +145,44 @@ def rounded(prec, o):
             for k, v in o.items()}
 
 
+def pow2floor(x):
+    """QPScale.h's pow2Floor: 2^floor(log2 x), 1 for 0."""
+    return 2.0 ** np.floor(np.log2(x)) if x > 0 else 1.0
+
+
 def kkt_lstsq(o, z, nu, lam, gz, gnu, glam, active):
     """The operands' gradients from the least-squares (minimum-norm)
-    solution of the active-set KKT system, OptNet's eqs. (6)-(8)."""
+    solution of the active-set KKT system, OptNet's eqs. (6)-(8), in the
+    solver's scaled terms (docs/qp.md, "Scaling" and "Non-unique
+    solutions"): [Q/c, C^T Dc^-1; Dc^-1 C, 0] (dz, y^) = (-gz/c, -Dc^-1 g)
+    with Dc = diag(a rho_i, g rho_i) (rho_i: each row's equilibration) and
+    y = c Dc^-1 y^. Where rows are dependent the least-squares solution
+    depends on that scaling; with uniform rows it is the plain one."""
     n = z.size
     Q = np.zeros((n, n)) if o.get("Q") is None else 0.5 * (o["Q"] + o["Q"].T)
     A = o.get("A")
     m = 0 if A is None else A.shape[0]
-    C = np.vstack(([A] if m else []) + ([o["G"][active]] if len(active)
+    G = o.get("G")
+    c = pow2floor(np.max(np.abs(Q)) if np.any(Q) else
+                  np.max(np.abs(o["q"])))
+    dc = []
+    if m:
+        a = pow2floor(np.max(np.abs(A)))
+        dc += [a * pow2floor(np.max(np.abs(row / a))) for row in A]
+    if len(active):
+        g = pow2floor(np.max(np.abs(G)))
+        dc += [g * pow2floor(np.max(np.abs(G[i] / g))) for i in active]
+    dc = np.array(dc, float)
+    C = np.vstack(([A] if m else []) + ([G[active]] if len(active)
                                         else []) + [np.zeros((0, n))])
     k = C.shape[0]
-    K = np.block([[Q, C.T], [C, np.zeros((k, k))]])
-    rhs = -np.concatenate([gz, gnu, glam[active]])
+    Cs = C / dc[:, None] if k else C
+    K = np.block([[Q / c, Cs.T], [Cs, np.zeros((k, k))]])
+    rhs = -np.concatenate([gz / c, np.concatenate([gnu, glam[active]]) /
+                           (dc if k else 1)])
     d = np.linalg.lstsq(K, rhs, rcond=1e-10)[0]
+    if k:
+        d[n:] *= c / dc
     dz, dnu = d[:n], d[n:n + m]
     dl = np.zeros(lam.size)
     dl[active] = d[n + m:]
@@ -531,16 +556,17 @@ def row_scales(ck, S, rng):
     print("  %-46s %.2g (tol 1e-9)" % ("nearly active (1e-7) dq", worst_g))
     ck.ok(worst <= 1e-9, "nearly active z: %.3g" % worst)
     ck.ok(worst_g <= 1e-9, "nearly active dq: %.3g" % worst_g)
-    # Rows of G (and h) of very different scales, 1e-2 to 1e2 and 1e-4 to
-    # 1e4: the interior point's start (a least-squares solve weighted by the
+    # Rows of A (and b) and of G (and h) of very different scales, 1e-2 to
+    # 1e2 and 1e-4 to 1e4: the interior point's start (a least-squares solve weighted by the
     # rows, then shifts of s and lam to 1) is not invariant under row
     # scaling, and a row far below the largest is below the polish's
     # regularization; the solver equilibrates the rows (docs/qp.md). Before,
-    # 33 of 100 ended at the iteration limit at 1e-4..1e4, and the solved
-    # ones were up to 3e-6 off. n = 8, m = 2, 3 of 6 active; z against the
-    # known solution, dq and dh (f64) against the true active set's KKT
-    # system (invariant under row scaling).
-    n, m, p, count = 8, 2, 6, 100
+    # 34 of 100 ended at the iteration limit at 1e-4..1e4 (G's rows), and the
+    # solved ones were up to 1.7 off; with A's rows, 54 and 0.45. n = 8,
+    # m = 4, 3 of 6 active; z against the known solution, dq, db and dh (f64)
+    # against the true active set's KKT system (invariant under row
+    # scaling).
+    n, m, p, count = 8, 4, 6, 100
     for spread in (2, 4):
         for prec in ("f64", "f32"):
             worst = worst_g = 0.0
@@ -555,9 +581,10 @@ def row_scales(ck, S, rng):
                 nu = rng.standard_normal(m)
                 slack = np.concatenate([[0.0] * 3, rng.uniform(0.5, 1, 3)])
                 r = rng.permutation(np.logspace(-spread, spread, p))
-                Gr = r[:, None] * G
-                o = dict(Q=Q, q=-Q @ zs - A.T @ nu - G.T @ lam, A=A,
-                         b=A @ zs, G=Gr, h=r * (G @ zs + slack))
+                rA = rng.permutation(np.logspace(-spread, spread, m))
+                Gr, Ar = r[:, None] * G, rA[:, None] * A
+                o = dict(Q=Q, q=-Q @ zs - A.T @ nu - G.T @ lam, A=Ar,
+                         b=rA * (A @ zs), G=Gr, h=r * (G @ zs + slack))
                 gz = np.ones(n)
                 out = S.run(prec, rounded(prec, o), grads=(
                     gz[None], None, None) if prec == "f64" else None)
@@ -569,26 +596,28 @@ def row_scales(ck, S, rng):
                 if prec != "f64":
                     continue
                 Ga = Gr[:3]
-                K = np.block([[Q, A.T, Ga.T],
-                              [A, np.zeros((m, m + 3))],
+                K = np.block([[Q, Ar.T, Ga.T],
+                              [Ar, np.zeros((m, m + 3))],
                               [Ga, np.zeros((3, m + 3))]])
                 w = np.linalg.solve(K, np.concatenate([-gz, np.zeros(m + 3)]))
-                gq, gh = w[:n], np.concatenate([-w[n + m:], np.zeros(3)])
+                gq, gb = w[:n], -w[n:n + m]
+                gh = np.concatenate([-w[n + m:], np.zeros(3)])
                 for got, want in ((out["g"]["q"].reshape(-1), gq),
+                                  (out["g"]["b"].reshape(-1), gb),
                                   (out["g"]["h"].reshape(-1), gh)):
                     worst_g = max(worst_g, float(np.max(np.abs(got - want)))
                                   / max(1.0, float(np.max(np.abs(want)))))
             tol = 1e-9 if prec == "f64" else 1e-3
             print("  %-46s %d not solved; z %.2g (tol %g)%s" % (
-                "rows scaled 1e-%d to 1e%d %s, %d problems" % (
+                "rows of A, G scaled 1e-%d..1e%d %s, %d" % (
                     spread, spread, prec, count), unsolved, worst, tol,
-                "; dq, dh %.2g (tol 1e-8)" % worst_g if prec == "f64"
+                "; dq, db, dh %.2g (tol 1e-8)" % worst_g if prec == "f64"
                 else ""))
             ck.ok(unsolved == 0, "rows scaled 1e%d %s: %d not solved" % (
                 spread, prec, unsolved))
             ck.ok(worst <= tol, "rows scaled 1e%d %s: z %.3g off" %
                   (spread, prec, worst))
-            ck.ok(worst_g <= 1e-8, "rows scaled 1e%d %s: dq, dh %.3g off" %
+            ck.ok(worst_g <= 1e-8, "rows scaled 1e%d %s: dq, db, dh %.3g off" %
                   (spread, prec, worst_g))
 
 

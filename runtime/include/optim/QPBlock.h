@@ -74,7 +74,7 @@ struct Work {
   double *red = nullptr, *L = nullptr;
   double *z, *rd, *f, *rx, *cx, *tn, *dz, *pz, *bz, *ts, *atn, *gtl; // [n]
   double *g, *y, *ry, *cy, *py;                                      // [m+p]
-  double *nu, *re, *dnu, *bnu;                                       // [m]
+  double *nu, *re, *dnu, *bnu, *rsA;                                 // [m]
   double *lam, *s, *active, *rowOf, *ri, *D, *tp, *dlam, *ds, *dlamA, *dsA, *rc,
       *pl, *ps, *blam, *bs, *gz, *gcol, *rs; // [p]
   double *H, *Y, *LS, *C; // [n n], [n (m+p)], [(m+p)^2], [(m+p) n]
@@ -111,7 +111,7 @@ void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
   double **vk[] = {&w.g, &w.y, &w.ry, &w.cy, &w.py};
   for (double **v : vk)
     take(*v, k);
-  double **vm[] = {&w.nu, &w.re, &w.dnu, &w.bnu};
+  double **vm[] = {&w.nu, &w.re, &w.dnu, &w.bnu, &w.rsA};
   for (double **v : vm)
     take(*v, m);
   double **vp[] = {&w.lam,  &w.s,  &w.active, &w.rowOf, &w.ri, &w.D,  &w.tp,
@@ -1074,8 +1074,22 @@ template <class Team> qpscale::Scales Solver<Team>::scale(Problem &S) {
   for (int64_t e = tid(); e < p * n; e += nt())
     W.Gh[e] = P.G[e] * ig;
   T.sync();
-  // Each row of G (and h) equilibrated too, by rs <= 1 (QP.cpp's rowScale:
-  // the same factors, bit for bit).
+  // Each row of A (and b) and of G (and h) equilibrated too, by rsA, rs
+  // <= 1 (QP.cpp's rowScale: the same factors, bit for bit).
+  for (int64_t r = tid(); r < m; r += nt()) {
+    double mr = 0;
+    for (int64_t j = 0; j < n; ++j)
+      mr = mx(mr, fabsd(W.Ah[r * n + j]));
+    double rho = qpscale::pow2Floor(mr);
+    if (!(rho > 0) || !(fabsd(W.bh[r]) / rho <= 1.7976931348623157e308 / 4))
+      rho = 1;
+    W.rsA[r] = rho;
+    if (rho != 1) {
+      for (int64_t j = 0; j < n; ++j)
+        W.Ah[r * n + j] /= rho;
+      W.bh[r] /= rho;
+    }
+  }
   for (int64_t r = tid(); r < p; r += nt()) {
     double mr = 0;
     for (int64_t j = 0; j < n; ++j)
@@ -1110,7 +1124,7 @@ template <class Team> void Solver<Team>::unscale(int32_t status) {
   const double fnu = (farkas ? 1.0 : sc.obj) / sc.eq;
   const double flam = (farkas ? 1.0 : sc.obj) / sc.ineq;
   for (int64_t i = tid(); i < m; i += nt())
-    W.nu[i] *= fnu;
+    W.nu[i] *= fnu / W.rsA[i];
   for (int64_t i = tid(); i < p; i += nt())
     W.lam[i] *= flam / W.rs[i];
   T.sync();
@@ -1488,7 +1502,7 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   // (QP.cpp's backward).
   buildActiveC();
   for (int64_t i = tid(); i < m; i += nt())
-    W.g[i] = -get(gnu, i) / sc.eq;
+    W.g[i] = -get(gnu, i) / (sc.eq * W.rsA[i]);
   for (int64_t i = tid(); i < p; i += nt())
     if (W.rowOf[i] >= 0)
       W.g[int64_t(W.rowOf[i])] = -get(glam, i) / (sc.ineq * W.rs[i]);
@@ -1508,8 +1522,8 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   // nu and lam are the scaled problem's, times c/a and c/g likewise.
   const double fnu = sc.obj / sc.eq, flam = sc.obj / sc.ineq;
   for (int64_t i = tid(); i < m; i += nt()) {
-    W.dnu[i] = W.y[i] * fnu;
-    W.nu[i] = knu[i] * fnu;
+    W.dnu[i] = W.y[i] * fnu / W.rsA[i];
+    W.nu[i] = knu[i] * fnu / W.rsA[i];
   }
   for (int64_t i = tid(); i < p; i += nt()) {
     const double fr = flam / W.rs[i]; // the row's equilibration too
