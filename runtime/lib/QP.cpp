@@ -834,15 +834,35 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
   }
 
   // Norms for the scale-invariant certificate tests.
-  T nQ = 0, nQc = 0, nA = 0, nAt = 0, nG = 0, nGt = 0;
+  T nQ = 0, nQc = 0, nA = 0, nAtE = 0, nG = 0, nGtE = 0;
   if (Qs)
     matNorms(Qs, n, n, nQ, nQc, W.tn.data());
   if (m)
-    matNorms(P.A, m, n, nA, nAt, W.tn.data());
+    matNorms(P.A, m, n, nA, nAtE, W.tn.data());
   if (p)
-    matNorms(P.G, p, n, nG, nGt, W.tn.data());
+    matNorms(P.G, p, n, nG, nGtE, W.tn.data());
   const T nq = normInf(P.q, n);
-  const T nb = m ? normInf(P.b, m) : T(0), nh = p ? normInf(P.h, p) : T(0);
+  // The Farkas test in the units it was written for, the rows before their
+  // equilibration (times W.rsA, W.rs; scaleProblem): a row of tiny entries
+  // with a moderate bound, equilibrated, would raise max |h| by its factor
+  // and hide a certificate (measured: z1 <= -1, z1 >= 1 beside 1e-6 z1 <= 1
+  // went from "primal infeasible" to the iteration limit).
+  T nb = 0, nh = 0, nAt = 0, nGt = 0;
+  for (int64_t k = 0; k < m; ++k)
+    nb = std::max(nb, std::abs(P.b[k]) * W.rsA[k]);
+  for (int64_t k = 0; k < p; ++k)
+    nh = std::max(nh, std::abs(P.h[k]) * W.rs[k]);
+  auto colNorm = [&](const T *M, int64_t rows, const T *rho) {
+    std::fill(W.tn.begin(), W.tn.end(), T(0));
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t j = 0; j < n; ++j)
+        W.tn[j] += std::abs(M[i * n + j]) * rho[i];
+    return normInf(W.tn.data(), n);
+  };
+  if (m)
+    nAt = colNorm(P.A, m, W.rsA.data());
+  if (p)
+    nGt = colNorm(P.G, p, W.rs.data());
 
   // Start (as cvxopt's coneqp): solve with D = I,
   //   [Q + G^T G  A^T] [z ]   [-q + G^T h]
@@ -915,7 +935,13 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     // them (docs/qp.md): A^T nu + G^T lam ~ 0 with b^T nu + h^T lam < 0, or
     // Q z ~ 0, A z ~ 0, G z <~ 0 with q^T z < 0.
     if (m || p) {
-      T ny = std::max(normInf(nu, m), normInf(lam, p));
+      // y in the rows' units before equilibration (b^T nu + h^T lam and
+      // A^T nu + G^T lam do not change).
+      T ny = 0;
+      for (int64_t k = 0; k < m; ++k)
+        ny = std::max(ny, std::abs(nu[k]) / W.rsA[k]);
+      for (int64_t k = 0; k < p; ++k)
+        ny = std::max(ny, std::abs(lam[k]) / W.rs[k]);
       T hy = dot(P.b, nu, m) + dot(P.h, lam, p);
       // A^T nu + G^T lam, from residuals().
       for (int64_t j = 0; j < n; ++j)

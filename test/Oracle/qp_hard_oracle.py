@@ -528,6 +528,16 @@ def row_scales(ck, S, rng):
                          else 1e-6)
                 ck.close(what + " dq", r["g"]["q"].reshape(-1), gq, 1e-9 if
                          prec == "f64" else 1e-5)
+    # An infeasible problem beside a row of tiny entries with a moderate
+    # bound: the rows' equilibration multiplies that bound by 2^20, and the
+    # Farkas test, had it read the equilibrated bounds, would no longer
+    # certify it (it ended at the iteration limit).
+    for prec in ("f64", "f32"):
+        r = S.run(prec, dict(Q=np.eye(2), q=np.ones(2),
+                             G=np.array([[1e-6, 0], [1, 0], [-1, 0]]),
+                             h=np.array([1.0, -1, -1])))
+        ck.status("infeasible beside a row of 1e-6 %s" % prec, r["st"],
+                  ["primal infeasible"])
     # Nearly active: n = 8, 3 active constraints (multipliers 1 to 10), one
     # inactive by 1e-7, two by 0.5 to 1; Q of condition 10; a known z.
     n, p, count = 8, 6, 200

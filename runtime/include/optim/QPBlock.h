@@ -959,6 +959,26 @@ private:
     cols = maxr(pc);
   }
 
+  /// max_j sum_i |M_ij| rho_i: the column norm of M's rows times rho
+  /// (the rows before their equilibration; QP.cpp's colNorm).
+  double colNormRows(const double *M, int64_t r, int64_t c, const double *rho) {
+    double pc = 0;
+    for (int64_t j = tid(); j < c; j += nt()) {
+      double s = 0;
+      for (int64_t i = 0; i < r; ++i)
+        s += fabsd(M[i * c + j]) * rho[i];
+      pc = mx(pc, s);
+    }
+    return maxr(pc);
+  }
+  /// max_i |x_i| * rho_i, or / rho_i with `divide`.
+  double normRows(const double *x, int64_t r, const double *rho, bool divide) {
+    double v = 0;
+    for (int64_t i = tid(); i < r; i += nt())
+      v = mx(v, divide ? fabsd(x[i]) / rho[i] : fabsd(x[i]) * rho[i]);
+    return maxr(v);
+  }
+
   Res residuals(const double *z, const double *nu, const double *lam,
                 const double *s) {
     const int64_t n = P.n, m = P.m, p = P.p;
@@ -1170,15 +1190,19 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
       mq = mx(mq, qs(i, i));
     kkt.rhoBase = kReg * mx(1.0, maxr(mq));
   }
-  double nQ = 0, nQc = 0, nA = 0, nAt = 0, nG = 0, nGt = 0;
+  double nQ = 0, nQc = 0, nA = 0, nAtE = 0, nG = 0, nGtE = 0;
   if (P.Q)
     matNorms(P.Q, n, n, true, nQ, nQc);
   if (m)
-    matNorms(P.A, m, n, false, nA, nAt);
+    matNorms(P.A, m, n, false, nA, nAtE);
   if (p)
-    matNorms(P.G, p, n, false, nG, nGt);
+    matNorms(P.G, p, n, false, nG, nGtE);
   const double nq = normInf(P.q, n);
-  const double nb = m ? normInf(P.b, m) : 0.0, nh = p ? normInf(P.h, p) : 0.0;
+  // The Farkas test in the rows' units before their equilibration (QP.cpp).
+  const double nb = m ? normRows(P.b, m, W.rsA, false) : 0.0,
+               nh = p ? normRows(P.h, p, W.rs, false) : 0.0;
+  const double nAt = m ? colNormRows(P.A, m, n, W.rsA) : 0.0,
+               nGt = p ? colNormRows(P.G, p, n, W.rs) : 0.0;
 
   // Start (cvxopt's): D = I, then s = h - Gz, lam = Gz - h, shifted.
   fill(W.D, p, 1.0);
@@ -1248,7 +1272,8 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     }
 
     if (m || p) {
-      const double ny = mx(normInf(nu, m), normInf(lam, p));
+      const double ny =
+          mx(normRows(nu, m, W.rsA, true), normRows(lam, p, W.rs, true));
       const double hy = dot(P.b, nu, m) + dot(P.h, lam, p);
       for (int64_t j = tid(); j < n; j += nt())
         W.tn[j] = (m ? W.atn[j] : 0.0) + (p ? W.gtl[j] : 0.0);
