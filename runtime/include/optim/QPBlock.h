@@ -1096,34 +1096,24 @@ template <class Team> qpscale::Scales Solver<Team>::scale(Problem &S) {
   T.sync();
   // Each row of A (and b) and of G (and h) equilibrated too, by rsA, rs
   // <= 1 (QP.cpp's rowScale: the same factors, bit for bit).
-  for (int64_t r = tid(); r < m; r += nt()) {
-    double mr = 0;
-    for (int64_t j = 0; j < n; ++j)
-      mr = mx(mr, fabsd(W.Ah[r * n + j]));
-    double rho = qpscale::pow2Floor(mr);
-    if (!(rho > 0) || !(fabsd(W.bh[r]) / rho <= 1.7976931348623157e308 / 4))
-      rho = 1;
-    W.rsA[r] = rho;
-    if (rho != 1) {
+  auto equilibrate = [&](double *M, double *v, int64_t rows, double *rs) {
+    for (int64_t r = tid(); r < rows; r += nt()) {
+      double mr = 0;
       for (int64_t j = 0; j < n; ++j)
-        W.Ah[r * n + j] /= rho;
-      W.bh[r] /= rho;
+        mr = mx(mr, fabsd(M[r * n + j]));
+      double rho = qpscale::pow2Floor(mr);
+      if (!(rho > 0) || !(fabsd(v[r]) / rho <= 1.7976931348623157e308 / 4))
+        rho = 1;
+      rs[r] = rho;
+      if (rho != 1) {
+        for (int64_t j = 0; j < n; ++j)
+          M[r * n + j] /= rho;
+        v[r] /= rho;
+      }
     }
-  }
-  for (int64_t r = tid(); r < p; r += nt()) {
-    double mr = 0;
-    for (int64_t j = 0; j < n; ++j)
-      mr = mx(mr, fabsd(W.Gh[r * n + j]));
-    double rho = qpscale::pow2Floor(mr);
-    if (!(rho > 0) || !(fabsd(W.hh[r]) / rho <= 1.7976931348623157e308 / 4))
-      rho = 1;
-    W.rs[r] = rho;
-    if (rho != 1) {
-      for (int64_t j = 0; j < n; ++j)
-        W.Gh[r * n + j] /= rho;
-      W.hh[r] /= rho;
-    }
-  }
+  };
+  equilibrate(W.Ah, W.bh, m, W.rsA);
+  equilibrate(W.Gh, W.hh, p, W.rs);
   T.sync();
   S = P;
   S.q = W.qh;
