@@ -259,6 +259,8 @@ template <class T> struct Scratch {
   // Each row's equilibration factor rho (rowScale): G's row i and h_i are
   // also divided by it.
   std::vector<T> rs, rsA; // and A's rows and b's
+  // The variables' factors e (columnScales): z = e z^.
+  std::vector<T> cs;
 
   // G's structure when each of its rows has at most one nonzero (G = -I,
   // bounds): the column of each row's nonzero, -1 for an empty row.
@@ -290,6 +292,7 @@ template <class T> struct Scratch {
     Gh.assign(p * n, 0);
     rs.assign(p, 1);
     rsA.assign(m, 1);
+    cs.assign(n, 1);
   }
 };
 
@@ -715,18 +718,128 @@ template <class T> T rowScale(const T *row, int64_t n, T h, T ig) {
   return rho;
 }
 
-/// P scaled as the solver solves it (QPScale.h, docs/qp.md "Scaling"):
-/// Q's symmetric part / c into W.Qs (S.Q points to it), q / c, A / a,
-/// b / a, G / g, h / g into W. Returns (c, a, g).
+/// The variables' factors e into W.cs (QPScale.h's columnStep): passes over
+/// the columns of Qs (Q's symmetric part, or null), A and G, each entry
+/// relative to its block's (Q's) or its row's (A's, G's) largest after the
+/// factors so far. Returns whether any factor is not 1. The block solver
+/// (QPBlock.h) computes the same expressions: maxima are exact in any
+/// order, so its factors are these, bit for bit.
 template <class T>
-qpscale::Scales scaleProblem(const Prob<T> &P, Scratch<T> &W, Prob<T> &S) {
-  const int64_t n = P.n, m = P.m, p = P.p;
-  const T maxQ = P.Q ? symmetricPart(P.Q, n, T(1), W.Qs.data()) : T(0);
-  const qpscale::Scales sc = qpscale::scalesOf(
+bool columnScales(const Prob<T> &P, const T *Qs, Scratch<T> &W) {
+  const int64_t n = P.n;
+  T *e = W.cs.data(), *nrm = W.tn.data();
+  std::fill(e, e + n, T(1));
+  // Entries of a row of M E relative to the row's largest, into nrm. A row
+  // with one nonzero (a bound) is left out: relative to itself it is 1
+  // whatever the variable's scale, and would hide Q's (measured: bounds on
+  // variables scaled by 10^+-4 left them unscaled and "solved" 0.9 off).
+  auto rows = [&](const T *M, int64_t count) {
+    for (int64_t k = 0; k < count; ++k) {
+      const T *row = M + k * n;
+      T r = 0;
+      int64_t nonzeros = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        r = std::max(r, std::abs(row[j]) * e[j]);
+        nonzeros += row[j] != T(0);
+      }
+      for (int64_t j = 0; nonzeros > 1 && j < n; ++j)
+        nrm[j] = std::max(nrm[j], std::abs(row[j]) * e[j] / r);
+    }
+  };
+  bool any = false;
+  for (int pass = 0; pass < qpscale::kColumnPasses; ++pass) {
+    std::fill(nrm, nrm + n, T(0));
+    if (Qs) {
+      T mq = 0;
+      for (int64_t i = 0; i < n; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          mq = std::max(mq, std::abs(Qs[i * n + j]) * e[i] * e[j]);
+      for (int64_t i = 0; mq > 0 && i < n; ++i)
+        for (int64_t j = 0; j < n; ++j)
+          nrm[j] = std::max(nrm[j], std::abs(Qs[i * n + j]) * e[i] * e[j] / mq);
+    }
+    rows(P.A, P.m);
+    rows(P.G, P.p);
+    bool moved = false;
+    for (int64_t j = 0; j < n; ++j) {
+      const T f =
+          T(qpscale::columnStep(double(nrm[j]), double(e[j]), double(P.q[j])));
+      e[j] *= f;
+      moved |= f != T(1);
+    }
+    if (!moved)
+      break;
+    any = true;
+  }
+  // The size of the solution: the right-hand sides (q, b, h) as the
+  // scaled problem will hold them, each over its block's or row's
+  // power-of-two scale (QPScale.h's rhsScale).
+  T mq = 0, rhs = 0;
+  for (int64_t i = 0; Qs && i < n; ++i)
+    for (int64_t j = 0; j < n; ++j)
+      mq = std::max(mq, std::abs(Qs[i * n + j]) * e[i] * e[j]);
+  if (mq > 0) {
+    const T c = T(qpscale::pow2Floor(double(mq)));
+    for (int64_t j = 0; j < n; ++j)
+      rhs = std::max(rhs, std::abs(P.q[j]) * e[j] / c);
+  }
+  auto rowsRhs = [&](const T *M, const T *v, int64_t count) {
+    for (int64_t k = 0; k < count; ++k) {
+      T r = 0;
+      for (int64_t j = 0; j < n; ++j)
+        r = std::max(r, std::abs(M[k * n + j]) * e[j]);
+      if (r > 0)
+        rhs = std::max(rhs, std::abs(v[k]) / T(qpscale::pow2Floor(double(r))));
+    }
+  };
+  rowsRhs(P.A, P.b, P.m);
+  rowsRhs(P.G, P.h, P.p);
+  const T sigma = T(qpscale::rhsScale(double(rhs)));
+  for (int64_t j = 0; sigma != T(1) && j < n; ++j)
+    e[j] *= sigma;
+  return any || sigma != T(1);
+}
+
+/// P scaled as the solver solves it (QPScale.h, docs/qp.md "Scaling"):
+/// the variables by E (W.cs), then Q's symmetric part / c into W.Qs (S.Q
+/// points to it), q / c, A / a, b / a, G / g, h / g into W, and the rows
+/// of A and G equilibrated. Returns (c, a, g) and whether E != I.
+template <class T>
+qpscale::Scales scaleProblem(const Prob<T> &P0, Scratch<T> &W, Prob<T> &S) {
+  const int64_t n = P0.n, m = P0.m, p = P0.p;
+  T maxQ = P0.Q ? symmetricPart(P0.Q, n, T(1), W.Qs.data()) : T(0);
+  // Variables on very different scales (Q of condition 1e12 from the
+  // scaling alone) pass the stopping test far from the solution: they are
+  // scaled first, E Q E, E q, A E, G E, into W (exact: powers of two).
+  Prob<T> P = P0;
+  const bool cols = columnScales(P0, P0.Q ? W.Qs.data() : nullptr, W);
+  if (cols) {
+    const T *e = W.cs.data();
+    maxQ = 0;
+    for (int64_t i = 0; P0.Q && i < n; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        T &v = W.Qs[i * n + j];
+        v = v * e[i] * e[j];
+        maxQ = std::max(maxQ, std::abs(v));
+      }
+    for (int64_t j = 0; j < n; ++j)
+      W.qh[j] = P0.q[j] * e[j];
+    for (int64_t k = 0; k < m; ++k)
+      for (int64_t j = 0; j < n; ++j)
+        W.Ah[k * n + j] = P0.A[k * n + j] * e[j];
+    for (int64_t k = 0; k < p; ++k)
+      for (int64_t j = 0; j < n; ++j)
+        W.Gh[k * n + j] = P0.G[k * n + j] * e[j];
+    P.q = W.qh.data();
+    P.A = m ? W.Ah.data() : P0.A;
+    P.G = p ? W.Gh.data() : P0.G;
+  }
+  qpscale::Scales sc = qpscale::scalesOf(
       maxQ, normInf(P.q, n), normInf(P.A, m * n), normInf(P.G, p * n));
+  sc.columns = cols;
   const T ic = T(1) / T(sc.obj), ia = T(1) / T(sc.eq), ig = T(1) / T(sc.ineq);
   // A factor of 1 (data whose largest entry is in [1, 2)) leaves the data
-  // as it is: no copy.
+  // as it is: no copy. (x may be out's data, scaled by E: in place.)
   auto scale = [](const T *x, int64_t count, T f, std::vector<T> &out) {
     if (f == T(1) || !count)
       return x;
@@ -756,7 +869,7 @@ qpscale::Scales scaleProblem(const Prob<T> &P, Scratch<T> &W, Prob<T> &S) {
   // A's rows likewise (measured with rows scaled 1e-4 to 1e4: 54 of 100
   // problems unsolved, others "solved" 0.45 off).
   // One block of rows (M, v: A and b, or G and h) into rho, Mh and vh;
-  // Sm and Sv point there when any row moved.
+  // Sm and Sv point there when any row moved. (M may be Mh: in place.)
   auto equilibrate = [&](const T *M, const T *v, int64_t rows, T f,
                          std::vector<T> &rho, std::vector<T> &Mh,
                          std::vector<T> &vh, const T *&Sm, const T *&Sv) {
@@ -775,8 +888,9 @@ qpscale::Scales scaleProblem(const Prob<T> &P, Scratch<T> &W, Prob<T> &S) {
     Sm = Mh.data();
     Sv = vh.data();
   };
-  equilibrate(P.A, P.b, m, ia, W.rsA, W.Ah, W.bh, S.A, S.b);
-  equilibrate(P.G, P.h, p, ig, W.rs, W.Gh, W.hh, S.G, S.h);
+  // From the block-scaled rows (the same values as rows times ia or ig).
+  equilibrate(S.A, S.b, m, T(1), W.rsA, W.Ah, W.bh, S.A, S.b);
+  equilibrate(S.G, S.h, p, T(1), W.rs, W.Gh, W.hh, S.G, S.h);
   return sc;
 }
 
@@ -1224,7 +1338,16 @@ QPStatus solveOne(const Prob<T> &P0, const Config &cfg, Scratch<T> &W, T *z,
   regs[4] = T(sc.ineq);
   const QPStatus status =
       solveScaled(P, cfg, W, z, nu, lam, s, fac, regs, iterations);
-  const int64_t m = P.m, p = P.p;
+  const int64_t n = P.n, m = P.m, p = P.p;
+  // z = E z^; a direction of unbounded descent is normalized again.
+  if (sc.columns) {
+    for (int64_t j = 0; j < n; ++j)
+      z[j] *= W.cs[j];
+    const T nz = normInf(z, n);
+    if (status == QPStatus::DualInfeasible && nz > 0)
+      for (int64_t j = 0; j < n; ++j)
+        z[j] /= nz;
+  }
   // The scaled problem's multipliers are a/c nu and g/c lam. A Farkas
   // certificate is only a direction: it is normalized again instead.
   const bool farkas = status == QPStatus::PrimalInfeasible;
@@ -1430,37 +1553,32 @@ void QPSolver::Impl::backward(const Layout &L, const QPGradientBuffers &g) {
       const T *active = s + p, *regs = s + 2 * p;
       const T *fac = factors[e].data();
       Prob<T> P = element<T>(L, e);
-      // The forward solved the problem scaled by c, a, g (regs[2..4]):
-      // Q / c, C = Dc^{-1} [A; G_act] with Dc = diag(a rhoA_i, g rho_i)
-      // (the rows' equilibration, rowScale), powers of two, so that the
+      // The problem scaled as the forward pass scaled it (the same
+      // computation, bit for bit): E Q E / c, C = Dc^{-1} [A; G_act] E with
+      // Dc = diag(a rhoA_i, g rho_i) (the rows' equilibration, rowScale)
+      // and E = diag(W.cs) (columnScales), powers of two, so that the
       // scaling is exact.
-      const T c = regs[2], a = regs[3], gs = regs[4];
-      for (int64_t i = 0; i < p; ++i)
-        W.rs[i] = rowScale(P.G + i * n, n, P.h[i], T(1) / gs);
-      for (int64_t i = 0; i < m; ++i)
-        W.rsA[i] = rowScale(P.A + i * n, n, P.b[i], T(1) / a);
-      const T *Qs = P.Q ? W.Qs.data() : nullptr;
-      if (P.Q)
-        symmetricPart(P.Q, n, T(1) / c, W.Qs.data());
+      Prob<T> Sp;
+      const qpscale::Scales sc = scaleProblem(P, W, Sp);
+      const T c = T(sc.obj), a = T(sc.eq), gs = T(sc.ineq);
+      const T *Qs = Sp.Q, *cs = W.cs.data();
       // The forward pass's factorization of the active-set system
       //   [Q  C^T] [dz]   [-gz         ]     C = [A; G_act]
       //   [C   0 ] [y ] = [-(gnu; glam_act)],
       // the limit of OptNet's K^T system (docs/qp.md); y = (dnu, D(lam)
       // dlam on the active set), and D(lam) dlam = 0 off it. In the scaled
-      // system's terms, with y^ = Dc y / c:
-      //   [Q/c  C^T/Dc] [dz]   [-gz / c       ]
-      //   [C/Dc  0    ] [y^] = [-Dc^{-1} (gnu; glam_act)].
+      // system's terms, with dz = E x and y^ = Dc y / c:
+      //   [E Q E/c    E C^T/Dc] [x ]   [-E gz / c              ]
+      //   [Dc^-1 C E  0       ] [y^] = [-Dc^{-1} (gnu; glam_act)].
       int64_t k = 0;
       for (int64_t i = 0; i < p; ++i)
         k += active[i] != 0;
       const int64_t mc = m + k;
       W.C.resize(mc * n);
-      for (int64_t i = 0; i < m * n; ++i)
-        W.C[i] = P.A[i] * (T(1) / a) / W.rsA[i / n];
+      std::copy(Sp.A, Sp.A + m * n, W.C.begin());
       for (int64_t i = 0, r = m; i < p; ++i)
         if (active[i] != 0) {
-          for (int64_t j = 0; j < n; ++j)
-            W.C[r * n + j] = P.G[i * n + j] * (T(1) / gs) / W.rs[i];
+          std::copy(Sp.G + i * n, Sp.G + (i + 1) * n, W.C.begin() + r * n);
           ++r;
         }
       Prob<T> PC{n, mc, 0, P.Q, P.q, W.C.data(), nullptr, nullptr, nullptr};
@@ -1473,7 +1591,7 @@ void QPSolver::Impl::backward(const Layout &L, const QPGradientBuffers &g) {
       const T *glam =
           g.dlam && p ? static_cast<const T *>(g.dlam) + e * p : nullptr;
       for (int64_t j = 0; j < n; ++j)
-        W.f[j] = gz ? -gz[j] / c : T(0);
+        W.f[j] = gz ? -gz[j] * cs[j] / c : T(0);
       for (int64_t i = 0; i < m; ++i)
         W.g[i] = gnu ? -gnu[i] / (a * W.rsA[i]) : T(0);
       for (int64_t i = 0, r = m; i < p; ++i)
@@ -1482,6 +1600,8 @@ void QPSolver::Impl::backward(const Layout &L, const QPGradientBuffers &g) {
       T *dz = adj.data() + e * (n + m + p), *dnu = dz + n, *dls = dnu + m;
       kkt.solve(W.f.data(), W.g.data(), dz, W.y.data(), W);
       leastSquaresAtSingularKKT(kkt, W, dz, W.y.data());
+      for (int64_t j = 0; j < n; ++j)
+        dz[j] *= cs[j];
       for (int64_t i = 0; i < m; ++i)
         dnu[i] = W.y[i] * (c / (a * W.rsA[i]));
       for (int64_t i = 0, r = m; i < p; ++i)

@@ -743,6 +743,78 @@ TEST(QPBlock, ScaledProblemsAreSolvedAsTheUnscaledOnes) {
   }
 }
 
+TEST(QPBlock, VariablesOnTheirOwnScalesAreSolvedAsTheUnscaledOnes) {
+  // z = S w with S = diag(s): Q' = S Q S, q' = S q, A' = A S, G' = G S.
+  // Both solvers scale the variables back (QPScale.h's columnStep and
+  // rhsScale; without it, s of 10^+-3 or s = 1e6 came back "solved" far
+  // from the solution): S w is the unscaled problem's z, the multipliers
+  // are the same, and the gradients are the unscaled ones over the
+  // operands' factors (dq' = S^-1 dq, dA' = dA S^-1, dQ' = S^-1 dQ S^-1;
+  // the incoming gradient of w is S gz).
+  std::mt19937_64 rng(23);
+  std::normal_distribution<double> N(0, 1);
+  std::uniform_real_distribution<double> U(-4, 4);
+  const Data problems[] = {
+      makeProblem(rng, 12, 3, 8), makeProblem(rng, 9, 0, 14),
+      makeProblem(rng, 7, 4, 0), makeProblem(rng, 10, 2, 16, /*hasQ=*/false),
+      makeProblem(rng, 16, 5, 16, true, true)};
+  for (const Data &d : problems) {
+    Result ref = solveBlock(d, 4, 1 << 20, 1e-8);
+    ASSERT_EQ(ref.status, optim::qpblock::Solved);
+    std::vector<double> gz(d.n), gnu(d.m), glam(d.p);
+    for (double &x : gz)
+      x = N(rng);
+    auto gref = gradientsBlock(d, 4, gz, gnu, glam);
+    for (int pattern = 0; pattern < 3; ++pattern) {
+      std::vector<double> sv(d.n);
+      for (double &x : sv)
+        x = pattern == 0 ? std::pow(10.0, U(rng)) : pattern == 1 ? 1e6 : 1e-6;
+      const std::string what =
+          "n = " + std::to_string(d.n) + ", pattern " + std::to_string(pattern);
+      SCOPED_TRACE(what);
+      const int64_t n = d.n;
+      Data s = d;
+      for (int64_t i = 0; i < n; ++i) {
+        s.q[i] *= sv[i];
+        for (int64_t j = 0; j < n; ++j)
+          s.Q[i * n + j] *= sv[i] * sv[j];
+      }
+      for (int64_t k = 0; k < d.m * n; ++k)
+        s.A[k] *= sv[k % n];
+      for (int64_t k = 0; k < d.p * n; ++k)
+        s.G[k] *= sv[k % n];
+      expectSame(s, what.c_str(), 4);
+      Result r = solveBlock(s, 4, 1 << 20, 1e-8);
+      ASSERT_EQ(r.status, optim::qpblock::Solved);
+      for (int64_t j = 0; j < n; ++j)
+        r.z[j] *= sv[j];
+      EXPECT_LT(relErr(r.z, ref.z), 1e-8);
+      EXPECT_LT(relErr(r.nu, ref.nu), 1e-8);
+      EXPECT_LT(relErr(r.lam, ref.lam), 1e-8);
+      std::vector<double> gw(n);
+      for (int64_t j = 0; j < n; ++j)
+        gw[j] = gz[j] * sv[j];
+      auto grad = gradientsBlock(s, 4, gw, gnu, glam);
+      auto gcpu = gradientsCpu(s, gw, gnu, glam);
+      for (int k = 0; k < 6; ++k) {
+        if (grad[k].empty())
+          continue;
+        const int64_t len = int64_t(grad[k].size());
+        for (int64_t e = 0; e < len; ++e) {
+          const double f = k == 0             ? sv[e / n] * sv[e % n]
+                           : k == 1           ? sv[e]
+                           : k == 2 || k == 4 ? sv[e % n]
+                                              : 1.0;
+          grad[k][e] *= f;
+          gcpu[k][e] *= f;
+        }
+        EXPECT_LT(relErr(grad[k], gref[k]), 1e-7) << "operand " << k;
+        EXPECT_LT(relErr(gcpu[k], gref[k]), 1e-7) << "operand " << k;
+      }
+    }
+  }
+}
+
 TEST(QPBlock, BenchShapeN100) {
   // bench/qp's problem: Q = U^T U + 1e-3 I (batched), G Gaussian 100 x 100,
   // h = G z0 + s0, no equalities.

@@ -32,6 +32,9 @@ least squares) and central finite differences of our own forward pass:
              "no bound"), and constraints inactive by 1e-7 that an
              interior point takes for active: z and dq against the known
              solution and the true active set's KKT system.
+  variables  z = s * w with s = 10^U(-3, 3), 10^U(-6, 6), 1e-6 or 1e6 per
+             variable (dense constraints, bounds, an LP): z and dq against
+             the known solution and KKT system.
 
 Prints one line per check, the failures and "N passed, M failed"; exits 1 on
 any failure. A few seconds.
@@ -631,6 +634,99 @@ def row_scales(ck, S, rng):
                   (spread, prec, worst_g))
 
 
+def variable_scales(ck, S, rng):
+    """Variables on their own scales: z = s * w with s = 10^U(-k, k) per
+    variable, or one s for all (1e-6, 1e6): Q' = S Q S, q' = S q,
+    A' = A S, G' = G S, as a user who writes a problem in other units
+    would. The solver scales the variables back (docs/qp.md, "Scaling");
+    before, s of 10^+-3 came back "solved" up to 0.7 off (120 of 200), and
+    s = 1e6 (a solution of size 1e-6) up to 47x off. Dense constraints and
+    bounds (rows of one nonzero, which say nothing of a variable's scale);
+    an LP. z (in the unscaled units, s * w) against the known solution,
+    and dq' (= dq / s) against the true active set's KKT system."""
+    print("variables on their own scales")
+    n, m, p, count = 8, 2, 6, 60
+    for kind in ("dense", "bounds", "lp"):
+        for spread in (3, 6, "1e-6", "1e6"):
+            for prec in ("f64", "f32"):
+                if prec == "f32" and spread not in (3, "1e-6", "1e6"):
+                    continue
+                worst = worst_g = 0.0
+                unsolved = 0
+                for _ in range(count):
+                    U = np.linalg.qr(rng.standard_normal((n, n)))[0]
+                    Q = U @ np.diag(np.geomspace(1, 10, n)) @ U.T
+                    if kind == "lp":
+                        Q = np.zeros((n, n))
+                    A = rng.standard_normal((m, n))
+                    if kind == "bounds":
+                        G = np.vstack([np.eye(n), -np.eye(n)])[:p]
+                    else:
+                        G = rng.standard_normal((p, n))
+                    if kind == "lp":
+                        # A vertex: n - m active inequalities of 2n bounds
+                        # and rows, each with a positive multiplier.
+                        G = np.vstack([rng.standard_normal((n - m, n)),
+                                       np.eye(n), -np.eye(n)])
+                    pp = G.shape[0]
+                    zs = rng.standard_normal(n)
+                    act = n - m if kind == "lp" else 3
+                    lam = np.concatenate([rng.uniform(1, 10, act),
+                                          [0.0] * (pp - act)])
+                    slack = np.concatenate([[0.0] * act,
+                                            rng.uniform(0.5, 1, pp - act)])
+                    if kind == "lp":
+                        slack[act:] += 5  # the bounds far from zs
+                    nu = rng.standard_normal(m)
+                    q = -Q @ zs - A.T @ nu - G.T @ lam
+                    if isinstance(spread, str):
+                        sv = np.full(n, float(spread))
+                    else:
+                        sv = 10.0 ** rng.uniform(-spread, spread, n)
+                    o = dict(Q=None if kind == "lp" else sv[:, None] * Q * sv,
+                             q=sv * q, A=A * sv, b=A @ zs, G=G * sv,
+                             h=G @ zs + slack)
+                    gz = np.ones(n)
+                    out = S.run(prec, rounded(prec, o), grads=(
+                        (gz * sv)[None], None, None)
+                        if prec == "f64" and kind != "lp" else None)
+                    if out["st"] != ["solved"]:
+                        unsolved += 1
+                        continue
+                    worst = max(worst, float(np.max(np.abs(
+                        sv * out["z"][0] - zs))) / max(1.0, float(np.max(
+                            np.abs(zs)))))
+                    if prec != "f64" or kind == "lp":
+                        continue
+                    # dq = the z part of K^-1 [-gz; 0] on the true active
+                    # set, in the unscaled problem; dq' = dq / s.
+                    C = np.vstack([A, G[:act]])
+                    K = np.block([[Q, C.T], [C, np.zeros((m + act,) * 2)]])
+                    gq = np.linalg.solve(
+                        K, np.concatenate([-gz, np.zeros(m + act)]))[:n]
+                    got = out["g"]["q"].reshape(-1) * sv
+                    worst_g = max(worst_g, float(np.max(np.abs(got - gq))) /
+                                  max(1.0, float(np.max(np.abs(gq)))))
+                tol = 1e-9 if prec == "f64" else 1e-3
+                if kind == "lp" and spread == "1e-6" and prec == "f64":
+                    # A solution of size 1e6: an LP's stays at the stopping
+                    # test's relative accuracy (measured 2e-8; the same
+                    # with b and h multiplied by 1e6 and no variables
+                    # scaled, and 8e-15 at tol = 1e-12). Only solutions
+                    # below 1 are scaled (QPScale.h's rhsScale): above, a
+                    # bound of 1e20 would count as the solution's size.
+                    tol = 1e-7
+                name = "%s, s %s %s" % (kind, spread if isinstance(
+                    spread, str) else "10^+-%d" % spread, prec)
+                print("  %-46s %d not solved; z %.2g (tol %g)%s" % (
+                    name, unsolved, worst, tol,
+                    "; dq %.2g (tol 1e-8)" % worst_g
+                    if prec == "f64" and kind != "lp" else ""))
+                ck.ok(unsolved == 0, "%s: %d not solved" % (name, unsolved))
+                ck.ok(worst <= tol, "%s: z %.3g off" % (name, worst))
+                ck.ok(worst_g <= 1e-8, "%s: dq %.3g off" % (name, worst_g))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--library", required=True, help="liboptim.so")
@@ -644,6 +740,7 @@ def main():
     gradients(ck, S, S12, rng)
     non_unique(ck, S, rng)
     row_scales(ck, S, rng)
+    variable_scales(ck, S, rng)
     for f in ck.failures:
         print("FAIL", f)
     print("%d passed, %d failed" % (ck.passed, len(ck.failures)))

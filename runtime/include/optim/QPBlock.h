@@ -72,7 +72,7 @@ inline double inf() { return __builtin_inf(); }
 /// The buffers of one problem (float64).
 struct Work {
   double *red = nullptr, *L = nullptr;
-  double *z, *rd, *f, *rx, *cx, *tn, *dz, *pz, *bz, *ts, *atn, *gtl; // [n]
+  double *z, *rd, *f, *rx, *cx, *tn, *dz, *pz, *bz, *ts, *atn, *gtl, *cs; // [n]
   double *g, *y, *ry, *cy, *py;                                      // [m+p]
   double *nu, *re, *dnu, *bnu, *rsA;                                 // [m]
   double *lam, *s, *active, *rowOf, *ri, *D, *tp, *dlam, *ds, *dlamA, *dsA, *rc,
@@ -104,8 +104,8 @@ void forEachBuffer(Work &w, int64_t n, int64_t m, int64_t p, int64_t nt,
   const int64_t partials = reductionGroups(nt);
   take(w.red, nt + (partials > 32 ? partials : 32));
   take(w.L, n * n);
-  double **vn[] = {&w.z,  &w.rd, &w.f,  &w.rx, &w.cx,  &w.tn,
-                   &w.dz, &w.pz, &w.bz, &w.ts, &w.atn, &w.gtl};
+  double **vn[] = {&w.z,  &w.rd, &w.f,  &w.rx,  &w.cx,  &w.tn, &w.dz,
+                   &w.pz, &w.bz, &w.ts, &w.atn, &w.gtl, &w.cs};
   for (double **v : vn)
     take(*v, n);
   double **vk[] = {&w.g, &w.y, &w.ry, &w.cy, &w.py};
@@ -555,10 +555,16 @@ private:
       y[i] = v;
     T.sync();
   }
-  double qs(int64_t i, int64_t j) const { // the symmetric part of Q, / c
+  double qs(int64_t i, int64_t j) const { // E Q's symmetric part E, / c
     const int64_t n = P.n;
-    return (P.Q[i * n + j] + P.Q[j * n + i]) / 2 * qScale;
+    const double v = (P.Q[i * n + j] + P.Q[j * n + i]) / 2 * qScale;
+    return sc.columns ? v * W.cs[i] * W.cs[j] : v;
   }
+
+  /// The variables' factors into W.cs (QP.cpp's columnScales: the same
+  /// expressions, and maxima are exact in any order, so the same factors).
+  /// Returns whether any is not 1.
+  bool columnScales();
 
   // ---- dense kernels (row-major; end with a barrier) ----
   /// y = M x, M [r, c].
@@ -1074,25 +1080,119 @@ private:
   }
 };
 
+template <class Team> bool Solver<Team>::columnScales() {
+  const int64_t n = P.n, m = P.m, p = P.p;
+  double *e = W.cs, *f = W.tn, *rmax = W.g; // rmax: A's rows, then G's
+  fill(e, n, 1.0);
+  // Each row's largest |entry| of M E, negative for a row with one nonzero
+  // (a bound: left out of the columns' norms, as on the CPU).
+  auto rows = [&]() {
+    for (int64_t r = tid(); r < m + p; r += nt()) {
+      const double *row = r < m ? P.A + r * n : P.G + (r - m) * n;
+      double v = 0;
+      int64_t nonzeros = 0;
+      for (int64_t j = 0; j < n; ++j) {
+        v = mx(v, fabsd(row[j]) * e[j]);
+        nonzeros += row[j] != 0;
+      }
+      rmax[r] = nonzeros > 1 ? v : -v;
+    }
+    T.sync();
+  };
+  auto maxEQE = [&]() {
+    double v = 0;
+    Walk at(tid(), nt(), n);
+    for (int64_t k = tid(); P.Q && k < n * n; k += nt(), at.next())
+      v = mx(v, fabsd(qs(at.i, at.j)) * e[at.i] * e[at.j]);
+    return maxr(v);
+  };
+  bool any = false;
+  for (int pass = 0; pass < qpscale::kColumnPasses; ++pass) {
+    rows();
+    const double mq = maxEQE();
+    double moved = 0;
+    for (int64_t j = tid(); j < n; j += nt()) {
+      double nrm = 0;
+      for (int64_t i = 0; mq > 0 && i < n; ++i)
+        nrm = mx(nrm, fabsd(qs(i, j)) * e[i] * e[j] / mq);
+      for (int64_t r = 0; r < m + p; ++r) {
+        const double a = r < m ? P.A[r * n + j] : P.G[(r - m) * n + j];
+        if (rmax[r] > 0)
+          nrm = mx(nrm, fabsd(a) * e[j] / rmax[r]);
+      }
+      f[j] = qpscale::columnStep(nrm, e[j], P.q[j]);
+      if (f[j] != 1)
+        moved = 1;
+    }
+    if (sum(moved) == 0)
+      break;
+    for (int64_t j = tid(); j < n; j += nt())
+      e[j] *= f[j];
+    T.sync();
+    any = true;
+  }
+  // The common factor (QPScale.h's rhsScale), from the right-hand sides.
+  rows();
+  const double mq = maxEQE();
+  double rhs = 0;
+  if (mq > 0) {
+    const double c = qpscale::pow2Floor(mq);
+    for (int64_t j = tid(); j < n; j += nt())
+      rhs = mx(rhs, fabsd(P.q[j]) * e[j] / c);
+  }
+  for (int64_t r = tid(); r < m + p; r += nt())
+    if (rmax[r] != 0)
+      rhs = mx(rhs, fabsd(r < m ? P.b[r] : P.h[r - m]) /
+                        qpscale::pow2Floor(fabsd(rmax[r])));
+  const double sigma = qpscale::rhsScale(maxr(rhs));
+  if (sigma != 1) {
+    for (int64_t j = tid(); j < n; j += nt())
+      e[j] *= sigma;
+    T.sync();
+  }
+  return any || sigma != 1;
+}
+
 template <class Team> qpscale::Scales Solver<Team>::scale(Problem &S) {
   const int64_t n = P.n, m = P.m, p = P.p;
+  // The variables first (E = diag(W.cs), QP.cpp's scaleProblem): E Q E
+  // (read through qs() by the scaled problem's Solver), E q, A E, G E.
+  const bool cols = columnScales();
+  const double *e = W.cs;
   double mq = 0;
-  for (int64_t e = tid(); P.Q && e < n * n; e += nt())
-    mq = mx(mq, fabsd(qs(e / n, e % n)));
+  {
+    Walk at(tid(), nt(), n);
+    for (int64_t k = tid(); P.Q && k < n * n; k += nt(), at.next())
+      mq = mx(mq, fabsd(qs(at.i, at.j)) * e[at.i] * e[at.j]);
+  }
   const double maxQ = maxr(mq);
-  const qpscale::Scales f = qpscale::scalesOf(
-      maxQ, normInf(P.q, n), normInf(P.A, m * n), normInf(P.G, p * n));
+  for (int64_t i = tid(); i < n; i += nt())
+    W.qh[i] = P.q[i] * e[i];
+  {
+    Walk at(tid(), nt(), n);
+    for (int64_t k = tid(); k < m * n; k += nt(), at.next())
+      W.Ah[k] = P.A[k] * e[at.j];
+  }
+  {
+    Walk at(tid(), nt(), n);
+    for (int64_t k = tid(); k < p * n; k += nt(), at.next())
+      W.Gh[k] = P.G[k] * e[at.j];
+  }
+  T.sync();
+  qpscale::Scales f = qpscale::scalesOf(
+      maxQ, normInf(W.qh, n), normInf(W.Ah, m * n), normInf(W.Gh, p * n));
+  f.columns = cols;
   const double ic = 1 / f.obj, ia = 1 / f.eq, ig = 1 / f.ineq;
   for (int64_t i = tid(); i < n; i += nt())
-    W.qh[i] = P.q[i] * ic;
+    W.qh[i] *= ic;
   for (int64_t i = tid(); i < m; i += nt())
     W.bh[i] = P.b[i] * ia;
   for (int64_t i = tid(); i < p; i += nt())
     W.hh[i] = P.h[i] * ig;
-  for (int64_t e = tid(); e < m * n; e += nt())
-    W.Ah[e] = P.A[e] * ia;
-  for (int64_t e = tid(); e < p * n; e += nt())
-    W.Gh[e] = P.G[e] * ig;
+  for (int64_t k = tid(); k < m * n; k += nt())
+    W.Ah[k] *= ia;
+  for (int64_t k = tid(); k < p * n; k += nt())
+    W.Gh[k] *= ig;
   T.sync();
   // Each row of A (and b) and of G (and h) equilibrated too, by rsA, rs
   // <= 1 (QP.cpp's rowScale: the same factors, bit for bit).
@@ -1129,7 +1229,18 @@ template <class Team> qpscale::Scales Solver<Team>::scale(Problem &S) {
 }
 
 template <class Team> void Solver<Team>::unscale(int32_t status) {
-  const int64_t m = P.m, p = P.p;
+  const int64_t n = P.n, m = P.m, p = P.p;
+  // z = E z^; a direction of unbounded descent is normalized again.
+  if (sc.columns) {
+    for (int64_t j = tid(); j < n; j += nt())
+      W.z[j] *= W.cs[j];
+    T.sync();
+    const double nz = normInf(W.z, n);
+    for (int64_t j = tid(); status == DualInfeasible && nz > 0 && j < n;
+         j += nt())
+      W.z[j] /= nz;
+    T.sync();
+  }
   const bool farkas = status == PrimalInfeasible;
   const double fnu = (farkas ? 1.0 : sc.obj) / sc.eq;
   const double flam = (farkas ? 1.0 : sc.obj) / sc.ineq;
@@ -1521,8 +1632,10 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   for (int64_t i = tid(); i < p; i += nt())
     if (W.rowOf[i] >= 0)
       W.g[int64_t(W.rowOf[i])] = -get(glam, i) / (sc.ineq * W.rs[i]);
+  // With the variables' factors E: dz = E x, and x's right-hand side is
+  // -E gz / c.
   for (int64_t j = tid(); j < n; j += nt())
-    W.f[j] = -get(gz, j) / sc.obj;
+    W.f[j] = -get(gz, j) * (sc.columns ? W.cs[j] : 1.0) / sc.obj;
   T.sync();
   KKT eq;
   eq.m = mc;
@@ -1533,6 +1646,16 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   formH(eq); // H = Qs, for the refinement's residuals
   solveKKT(eq, W.f, W.g, W.dz, W.y);
   leastSquaresAtSingularKKT(eq, W.dz, W.y);
+  // The kept z is the scaled problem's: E z^ is the caller's.
+  if (sc.columns) {
+    for (int64_t j = tid(); j < n; j += nt()) {
+      W.dz[j] *= W.cs[j];
+      W.z[j] = kz[j] * W.cs[j];
+    }
+  } else {
+    for (int64_t j = tid(); j < n; j += nt())
+      W.z[j] = kz[j];
+  }
   // Back to the caller's problem: dnu = c/a y^_A, dls = c/g y^_G; the kept
   // nu and lam are the scaled problem's, times c/a and c/g likewise.
   const double fnu = sc.obj / sc.eq, flam = sc.obj / sc.ineq;
@@ -1547,6 +1670,7 @@ void Solver<Team>::backward(const void *gz, const void *gnu, const void *glam,
   }
   T.sync();
   const double *dz = W.dz, *dnu = W.dnu, *dls = W.dlam;
+  kz = W.z;
   if (offset[0] >= 0) {
     Walk at(tid(), nt(), n);
     for (int64_t e = tid(); e < n * n; e += nt(), at.next()) {
