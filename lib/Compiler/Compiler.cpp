@@ -13,6 +13,7 @@
 #include "mlir/Pass/PassManager.h"
 #include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
+#include "llvm/Support/Process.h"
 
 #include <unistd.h>
 
@@ -132,13 +133,19 @@ Rule Compiler::compileSource(std::string_view source,
 
   if (cache.enabled() &&
       !llvm::sys::fs::create_directories(impl->options.cacheDirectory)) {
-    // A cache that cannot be written only costs time: no error.
-    std::string tmp =
-        cache.objectPath(key) + ".tmp." + std::to_string(::getpid());
-    engine->dumpToObjectFile(tmp);
-    Manifest manifest{info, symbol, targetName, OPTIM_KERNEL_ABI_VERSION};
-    if (!cache.store(key, tmp, manifest))
-      llvm::sys::fs::remove(tmp);
+    // A cache that cannot be written only costs time: no error. The
+    // temporary name is unique (two threads compiling one rule must not
+    // write into one file).
+    llvm::SmallString<256> tmp;
+    int tmpFd = -1;
+    if (!llvm::sys::fs::createUniqueFile(cache.objectPath(key) + ".tmp.%%%%%%",
+                                         tmpFd, tmp)) {
+      llvm::sys::Process::SafelyCloseFileDescriptor(tmpFd);
+      engine->dumpToObjectFile(std::string(tmp));
+      Manifest manifest{info, symbol, targetName, OPTIM_KERNEL_ABI_VERSION};
+      if (!cache.store(key, std::string(tmp), manifest))
+        llvm::sys::fs::remove(tmp);
+    }
   }
   std::shared_ptr<mlir::ExecutionEngine> owner(std::move(engine));
   if (reduceKernel && reducedVJP)

@@ -1,6 +1,7 @@
 //===- Safetensors.cpp - read and write named tensors ---------------------===//
 
 #include "optim/Safetensors.h"
+#include "optim/AtomicFile.h"
 
 #include <nlohmann/json.hpp>
 
@@ -44,50 +45,16 @@ void optim::writeSafetensors(const std::string &path,
   std::string text = header.dump();
   // The data must start 8-byte aligned.
   text.append((8 - text.size() % 8) % 8, ' ');
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    throw Error(context + ": cannot create '" + tmp +
-                "': " + std::strerror(errno));
-  auto writeAll = [&](const void *data, size_t bytes) {
-    const char *p = static_cast<const char *>(data);
-    while (bytes) {
-      ssize_t n = ::write(fd, p, bytes);
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0) {
-        std::string why = std::strerror(errno);
-        ::close(fd);
-        ::unlink(tmp.c_str());
-        throw Error(context + ": cannot write '" + tmp + "': " + why);
-      }
-      p += n;
-      bytes -= size_t(n);
-    }
-  };
+  AtomicFile file(path, context);
   unsigned char len[8];
   uint64_t n = text.size();
   for (int i = 0; i < 8; ++i)
     len[i] = static_cast<unsigned char>(n >> (8 * i));
-  writeAll(len, 8);
-  writeAll(text.data(), text.size());
+  file.write(len, 8);
+  file.write(text.data(), text.size());
   for (const TensorRef &t : tensors)
-    writeAll(t.data, countOf(t.shape) * dtypeSize(t.dtype));
-  // close() even when fsync() fails (the descriptor would leak); some file
-  // systems report write errors only there.
-  int synced = ::fsync(fd), syncErrno = errno;
-  int closed = ::close(fd);
-  if (synced != 0 || closed != 0) {
-    std::string why = std::strerror(synced != 0 ? syncErrno : errno);
-    ::unlink(tmp.c_str());
-    throw Error(context + ": cannot write '" + tmp + "': " + why);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string why = std::strerror(errno);
-    ::unlink(tmp.c_str());
-    throw Error(context + ": cannot rename '" + tmp + "' to '" + path +
-                "': " + why);
-  }
+    file.write(t.data, countOf(t.shape) * dtypeSize(t.dtype));
+  file.commit();
 }
 
 /// e[key], or null when absent. Not operator[]: on a const json and a

@@ -21,6 +21,7 @@
 #ifndef OPTIM_RUNTIME_MANIFEST_H
 #define OPTIM_RUNTIME_MANIFEST_H
 
+#include "optim/AtomicFile.h"
 #include "optim/Rule.h"
 
 #include <string>
@@ -55,10 +56,6 @@ Manifest readManifest(const std::string &json, const std::string &origin);
 /// Refuses a library whose SHA-256 is not the one its manifest records.
 Rule loadRule(const std::string &sharedLibrary,
               const std::string &manifestPath = "");
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so that a
-/// reader sees the old file or the new one, never a partial one.
-void writeFileAtomically(const std::string &path, const std::string &bytes);
 
 } // namespace optim
 

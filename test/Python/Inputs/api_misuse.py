@@ -58,10 +58,15 @@ adam = optim_mlir.compile_file(os.path.join(examples, "adam.optim"))
 w = np.linspace(-1, 1, 50).astype(np.float32)
 b = np.zeros(3, np.float32)
 twin_w, twin_b = w.copy(), b.copy()
-# Thread counts that ctypes would wrap silently into other numbers.
-for threads in (-1, 2**32, 2**40, 1.5, True):
+# Thread counts that ctypes would wrap silently into other numbers, or take
+# as 1 (True); a float is not a count.
+for threads in (-1, 2**32, 2**40):
     expect_raises(lambda: optim_mlir.Optimizer(adam, [w], threads=threads),
-                  ValueError, "threads must be an int in [0, 2**32)",
+                  ValueError, "threads must be in [0, 2**32)",
+                  "threads=%r" % (threads,))
+for threads in (1.5, True):
+    expect_raises(lambda: optim_mlir.Optimizer(adam, [w], threads=threads),
+                  TypeError, "threads must be an int",
                   "threads=%r" % (threads,))
 expect_raises(lambda: optim_mlir.Optimizer(adam, [w], threads=5000),
               optim_mlir.OptimError, "threads must be at most 1024",
