@@ -24,14 +24,19 @@ The library is found at $OPTIM_LIBRARY, else in the build directories next to
 this file (build*/lib/liboptim.so), else by the system's search path; load()
 picks another one. Parameters are numpy arrays of the rule's dtype (float32,
 or float64 for f64=True), C-contiguous and writeable, updated in place: the
-Optimizer keeps them alive. Every failure raises OptimError, carrying the
-status and optim_last_error(). Only compile_file/compile_source and the
-Rule's description work without numpy.
+Optimizer keeps them alive (opt.params, a tuple that cannot be replaced).
+Every failure of the C API raises OptimError, carrying the status and
+optim_last_error(); an argument that ctypes would pass as another value (an
+index or count out of its C type's range, a bool or float for an int, a name
+or path with a NUL character) raises TypeError or ValueError first. Only
+compile_file/compile_source and the Rule's description work without numpy.
 """
 
 import ctypes
 import glob
+import operator
 import os
+import weakref
 
 try:
     import numpy as np
@@ -204,9 +209,43 @@ def _call(name, *args):
                          lib.optim_last_error().decode(errors="replace"))
 
 
-def _bytes(s):
-    """None, or `s` (str, bytes or path) as bytes for a const char *."""
-    return None if s is None else os.fsencode(s)
+def _bytes(s, what):
+    """None, or `s` (str, bytes or os.PathLike) as bytes for the const char *
+    `what`. A NUL character would end the C string there, so that another
+    hyperparameter, rule or file than the one named would be used silently
+    ("lr\\0x" sets lr, "a\\0b.ckpt" writes a): refused, as open() does."""
+    if s is None:
+        return None
+    try:
+        b = os.fsencode(s)
+    except TypeError:
+        raise TypeError("%s must be a str, bytes or os.PathLike, not %s"
+                        % (what, type(s).__name__)) from None
+    if b"\0" in b:
+        raise ValueError("%s contains a NUL character (at byte %d), which "
+                         "would end it there in C%s" % (
+                             what, b.index(b"\0"),
+                             ": %r" % (s,) if len(b) <= 80 else ""))
+    return b
+
+
+def _uint(value, what, limit, limit_text):
+    """`value` as an int in [0, limit) for a C unsigned argument `what`:
+    ctypes would wrap a negative or huge one into another number silently
+    (2**64 as 0, -1 as 2**64 - 1) and take a bool as 0 or 1, and refuses a
+    float with an ArgumentError that does not say which argument. Numpy
+    integers are ints (operator.index)."""
+    if isinstance(value, bool) or (np is not None
+                                   and isinstance(value, np.bool_)):
+        raise TypeError("%s must be an int, got %r" % (what, value))
+    try:
+        value = operator.index(value)
+    except TypeError:
+        raise TypeError("%s must be an int, got %r" % (what, value)) from None
+    if not 0 <= value < limit:
+        raise ValueError("%s must be in [0, %s), got %d"
+                         % (what, limit_text, value))
+    return value
 
 
 class Rule:
@@ -303,7 +342,7 @@ def compile_file(path, rule=None, f64=False):
     """Compiles rule `rule` of the .optim file at `path` (None: its only
     rule), for float64 if `f64`, else float32."""
     out = _rule_p()
-    _call("optim_compile_file", _bytes(path), _bytes(rule),
+    _call("optim_compile_file", _bytes(path, "path"), _bytes(rule, "rule"),
           int(bool(f64)), _c.byref(out))
     return Rule(out.value)
 
@@ -312,8 +351,9 @@ def compile_source(source, rule=None, f64=False, name=None):
     """Compiles rule `rule` of the program text `source`; `name` names it in
     diagnostics."""
     out = _rule_p()
-    _call("optim_compile_source", _bytes(source), _bytes(name), _bytes(rule),
-          int(bool(f64)), _c.byref(out))
+    _call("optim_compile_source", _bytes(source, "source"),
+          _bytes(name, "name"), _bytes(rule, "rule"), int(bool(f64)),
+          _c.byref(out))
     return Rule(out.value)
 
 
@@ -328,48 +368,38 @@ class Optimizer:
     it; `seed` reads it. Each array's shape goes with it: a rule with row
     or column states or reductions (rule.state_axes, rule.reduction_axes)
     sees an array as matrices of its last two dimensions (a 1-D array is
-    one row); other rules ignore shapes."""
+    one row), as shaped when the Optimizer was created; other rules ignore
+    shapes. `threads` and `seed` are ints (numpy integers too; not bools or
+    floats: TypeError) in their C types' ranges (else ValueError)."""
 
     def __init__(self, rule, params, threads=None, skip_non_finite=False,
                  seed=0):
         if np is None:
             raise ImportError("optim_mlir.Optimizer needs numpy")
-        self.rule = rule  # the C optimizer shares it; kept for .rule only
+        self.rule = rule
         self._dtype = np.dtype(np.float64 if rule.dtype == "f64"
                                else np.float32)
         self._handle = None
         self.params = [self._check(p, "parameter %d" % i, writeable=True)
                        for i, p in enumerate(params)]
-        self._sizes = [p.size for p in self.params]
         pointers, sizes = self._arrays(self.params)
         options = _Options()
         _call("optim_options_init", _c.byref(options))
         if threads is not None:
-            # ctypes would wrap a negative or huge count silently.
-            if (isinstance(threads, bool) or not isinstance(threads, int)
-                    or not 0 <= threads < 2**32):
-                raise ValueError("threads must be an int in [0, 2**32), "
-                                 "got %r" % (threads,))
-            options.threads = threads
+            options.threads = _uint(threads, "threads", 2**32, "2**32")
         if not isinstance(skip_non_finite, bool) and not (
                 np is not None and isinstance(skip_non_finite, np.bool_)):
             raise TypeError("skip_non_finite must be a bool, got %r"
                             % (skip_non_finite,))
         options.skip_non_finite = int(skip_non_finite)
-        # ctypes would wrap a negative or huge seed silently, and truncate
-        # a float; numpy integers are ints too.
-        if isinstance(seed, (bool, np.bool_)) or not isinstance(
-                seed, (int, np.integer)):
-            raise TypeError("seed must be an int, got %r" % (seed,))
-        if not 0 <= int(seed) < 2**64:
-            raise ValueError("seed must be in [0, 2**64), got %d" % seed)
-        options.seed = int(seed)
-        # Every array's shape (a 0-d array has none: one row of one).
-        dims = [(_c.c_int64 * max(p.ndim, 1))(*p.shape) for p in self.params]
+        options.seed = _uint(seed, "seed", 2**64, "2**64")
+        # Every array's shape (a 0-d array has none: one row of one), as
+        # recorded by the params setter.
+        dims = [(_c.c_int64 * max(len(s), 1))(*s) for s in self._shapes]
         shapes = (_Shape * max(len(self.params), 1))()
-        for i, p in enumerate(self.params):
+        for i, s in enumerate(self._shapes):
             shapes[i].dims = _c.cast(dims[i], _c.POINTER(_c.c_int64))
-            shapes[i].rank = p.ndim
+            shapes[i].rank = len(s)
         group = _Group(_c.cast(pointers, _c.POINTER(_c.c_void_p)),
                        _c.cast(sizes, _c.POINTER(_c.c_int64)),
                        len(self.params), None, 0)
@@ -383,6 +413,50 @@ class Optimizer:
         if getattr(self, "_handle", None) and _lib is not None:
             _lib.optim_optimizer_release(self._handle)
             self._handle = None
+
+    # `rule` and `params` are set once, by __init__ (or by code that wraps
+    # an optimizer it created through the C API, as test/Oracle does: it
+    # sets them on an object.__new__(Optimizer) before any call), and read
+    # only after that: the C optimizer holds the parameters' addresses, so
+    # an array dropped from them (opt.params[0] = x, .clear(), opt.params =
+    # []) would be freed while the next step() writes it.
+
+    @property
+    def rule(self):
+        """The Rule (the C optimizer shares it; kept for reading only)."""
+        return self._rule
+
+    @rule.setter
+    def rule(self, rule):
+        if "_rule" in self.__dict__:
+            raise AttributeError("Optimizer.rule cannot be replaced: the "
+                                 "optimizer runs the rule it was created "
+                                 "with")
+        self._rule = rule
+
+    @property
+    def params(self):
+        """The parameter arrays, a tuple: the optimizer updates them in
+        place and keeps them alive and where they are, so that none can be
+        replaced, dropped or resized (ndarray.resize would move it). Their
+        shapes are recorded too: state() and a rule with row or column
+        states see the shapes they had (changing an array's shape attribute
+        later changes neither)."""
+        return self._params
+
+    @params.setter
+    def params(self, arrays):
+        if "_params" in self.__dict__:
+            raise AttributeError("Optimizer.params cannot be replaced: the "
+                                 "C optimizer writes the arrays it was "
+                                 "created with")
+        arrays = tuple(arrays)
+        self._params = arrays
+        self._shapes = tuple(tuple(a.shape) for a in arrays)
+        # numpy refuses to resize an array that has a weak reference, even
+        # with refcheck=False; its reference count alone would let
+        # opt.params[0].resize(n) through once the caller dropped its own.
+        self._pins = tuple(weakref.ref(a) for a in arrays)
 
     def _check(self, a, what, writeable=False):
         if not isinstance(a, np.ndarray):
@@ -408,12 +482,16 @@ class Optimizer:
 
     def set(self, name, value):
         """Sets hyperparameter `name` in every group."""
-        _call("optim_optimizer_set", self._handle, _bytes(name), float(value))
+        _call("optim_optimizer_set", self._handle, _bytes(name, "name"),
+              float(value))
 
     def get(self, name, group=0):
+        """Hyperparameter `name` of group `group`: an int (numpy integers
+        too) >= 0; the C API reports a group that does not exist."""
+        group = _uint(group, "group", 2**64, "2**64")
         out = _c.c_double()
-        _call("optim_optimizer_get", self._handle, group, _bytes(name),
-              _c.byref(out))
+        _call("optim_optimizer_get", self._handle, group,
+              _bytes(name, "name"), _c.byref(out))
         return out.value
 
     def step(self, grads, inputs=None):
@@ -461,7 +539,7 @@ class Optimizer:
                     "parameter" % (name, len(arrays), len(grads)))
             ptrs, lens = self._arrays(arrays)
             keep.append((arrays, ptrs, lens))
-            table[k].name = _bytes(name)
+            table[k].name = _bytes(name, "input name")
             table[k].data = _c.cast(ptrs, _c.POINTER(_c.c_void_p))
             table[k].sizes = _c.cast(lens, _c.POINTER(_c.c_int64))
         _call("optim_optimizer_step_inputs_" + self.rule.dtype, self._handle,
@@ -488,12 +566,18 @@ class Optimizer:
         with a leading axis for a vector state (`state x[N]`); for a row
         state the shape without its last dimension (one value per row; (1,)
         for a 1-D or 0-d parameter), for a column state without the one
-        before it (one value per column)."""
+        before it (one value per column). The shape is the one the
+        parameter had when the Optimizer was created. `param` is an int
+        (numpy integers too) >= 0; the C API reports one that does not
+        exist."""
+        param = _uint(param, "param", 2**64, "2**64")
+        cname = _bytes(name, "name")
         data = _c.c_void_p()
         count = _c.c_int64()
-        _call("optim_optimizer_state", self._handle, param, _bytes(name),
+        _call("optim_optimizer_state", self._handle, param, cname,
               _c.byref(data), _c.byref(count))
-        shape = self.params[param].shape
+        shape = self._shapes[param]
+        name = cname.decode()  # the rule's key, also for a bytes name
         size = self.rule.states[name][0]
         axis = self.rule.state_axes[list(self.rule.states).index(name)]
         if axis == "row":
@@ -515,15 +599,20 @@ class Optimizer:
         tensor before the first step of a learned rule."""
         a = self._check(array, "weights '%s'" % name)
         _call("optim_optimizer_set_weights_" + self.rule.dtype, self._handle,
-              _bytes(name), a.ctypes.data if a.size else None, a.size)
+              _bytes(name, "name"), a.ctypes.data if a.size else None,
+              a.size)
 
     def load_weights(self, path):
         """Sets every weights tensor from a safetensors file (one tensor per
         name, of the rule's dtype and shape); changes nothing on error."""
-        _call("optim_optimizer_load_weights", self._handle, _bytes(path))
+        _call("optim_optimizer_load_weights", self._handle,
+              _bytes(path, "path"))
 
     def save(self, path):
-        _call("optim_optimizer_save", self._handle, _bytes(path))
+        """Saves the optimizer's state to `path` (str, bytes or
+        os.PathLike)."""
+        _call("optim_optimizer_save", self._handle, _bytes(path, "path"))
 
     def load(self, path):
-        _call("optim_optimizer_load", self._handle, _bytes(path))
+        """Restores a state saved by save() from `path`."""
+        _call("optim_optimizer_load", self._handle, _bytes(path, "path"))
