@@ -32,6 +32,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "HeapBuffers.h"
 #include "optim/Conversion/Passes.h"
 
 #include "ChunkTable.h"
@@ -920,6 +921,8 @@ struct LowerRulesToKernels
                               learnedVectorWidth, relaxedFP, prefetchDistance)
                      .run()))
         return signalPassFailure();
+    for (auto f : getOperation().getOps<func::FuncOp>())
+      moveLargeBuffersToHeap(f);
   }
 };
 } // namespace

@@ -48,6 +48,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "HeapBuffers.h"
 #include "optim/Conversion/Passes.h"
 
 #include "ChunkTable.h"
@@ -1373,6 +1374,8 @@ struct LowerVJPToKernels
     }
     for (Operation *op : dead)
       op->erase();
+    for (auto f : module.getOps<func::FuncOp>())
+      moveLargeBuffersToHeap(f);
   }
 };
 } // namespace
