@@ -34,13 +34,16 @@ inline std::pair<Value, Value> tanhRational(OpBuilder &b, Location loc,
     return c;
   };
   const double clampAt = 7.99881172180175781;
-  // Compare and select, which x86 does in one vminps/vmaxps.
+  // Compare and select, which x86 does in one vminps/vmaxps. Unordered
+  // comparisons, so that a NaN stays NaN (ordered ones clamped it to +-c:
+  // tanh(NaN) = -1, and a diverging f32 meta-training went on with finite
+  // losses).
   Value hi = cst(clampAt), lo = cst(-clampAt);
   x = arith::SelectOp::create(
-      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, hi),
+      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ULT, x, hi),
       x, hi);
   x = arith::SelectOp::create(
-      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, lo),
+      b, loc, arith::CmpFOp::create(b, loc, arith::CmpFPredicate::UGT, x, lo),
       x, lo);
   Value x2 = arith::MulFOp::create(b, loc, x, x);
   auto horner = [&](ArrayRef<double> coefficients) {

@@ -363,6 +363,66 @@ TEST(LearnedRule, EveryVectorWidthGivesTheSameBits) {
 // must give the same bits (NaN aside). Tolerance: 8 ulps of the result (the
 // functions are within about 2 ulps; the products add a few), or 1e-300
 // absolute where the result is subnormal.
+TEST(LearnedRule, NaNPropagatesThroughTheCellInBothPrecisions) {
+  // A NaN gradient (or weight) must give NaN h and c, as IEEE arithmetic
+  // does: the f32 cell's clamp of its activations' arguments once turned
+  // NaN into +-8, tanh(NaN) into -1, and a diverging f32 meta-training
+  // into finite losses. +-inf keeps the activations' limits. The step and
+  // its VJP (every width, the forward and the backward's own forward).
+  const char *source = "learned rule probe() {\n"
+                       "  weights cell = lstm(in: 1, hidden: 1)\n"
+                       "  state h[1] = 0, c[1] = 0\n"
+                       "  h, c = cell(g, h, c)\n"
+                       "  p -= h[0]\n"
+                       "}\n";
+  const float nan = std::nanf(""), inf = HUGE_VALF;
+  for (DType precision : {DType::F32, DType::F64})
+    for (unsigned width : {0u, 1u}) {
+      CompileOptions copts;
+      copts.precision = precision;
+      copts.learnedVectorWidth = width;
+      copts.useCache = false;
+      Rule rule = Compiler(copts).compileSource(source);
+      // 37 coordinates: NaN in a vector block and in the scalar tail.
+      const int64_t n = 37;
+      std::vector<double> g(n, 0.5);
+      g[3] = nan;
+      g[36] = nan;
+      g[5] = inf;
+      g[6] = -inf;
+      const double w[] = {0.5, 0.5, 0.5, 0.5, 0.5, 0.5,
+                          0.5, 0.5, 0.5, 0.5, 0.5, 0.5};
+      std::vector<float> pf(n, 0), gf(g.begin(), g.end()), wf(w, w + 12);
+      std::vector<double> pd(n, 0);
+      const bool f32 = precision == DType::F32;
+      Optimizer opt(rule, {f32 ? Param(pf.data(), n) : Param(pd.data(), n)});
+      if (f32)
+        opt.setWeights("cell", wf.data(), 12);
+      else
+        opt.setWeights("cell", w, 12);
+      opt.step({f32 ? Grad(gf.data(), n) : Grad(g.data(), n)});
+      auto at = [&](const char *state, int64_t i) {
+        const void *s = opt.state(0, state);
+        return f32 ? double(static_cast<const float *>(s)[i])
+                   : static_cast<const double *>(s)[i];
+      };
+      for (int64_t i = 0; i < n; ++i) {
+        SCOPED_TRACE(std::string(f32 ? "f32" : "f64") + ", width " +
+                     std::to_string(width) + ", coordinate " +
+                     std::to_string(i));
+        const double p = f32 ? pf[i] : pd[i];
+        if (std::isnan(g[i])) {
+          EXPECT_TRUE(std::isnan(at("h", i))) << at("h", i);
+          EXPECT_TRUE(std::isnan(at("c", i))) << at("c", i);
+          EXPECT_TRUE(std::isnan(p)) << p;
+        } else {
+          EXPECT_TRUE(std::isfinite(at("h", i))) << at("h", i);
+          EXPECT_TRUE(std::isfinite(p)) << p;
+        }
+      }
+    }
+}
+
 TEST(LearnedRule, F64ActivationsAgreeWithLongDouble) {
   const char *source = "learned rule probe() {\n"
                        "  weights cell = lstm(in: 1, hidden: 1)\n"
