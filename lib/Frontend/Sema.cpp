@@ -1138,6 +1138,18 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
     }
     if (!ok)
       return;
+    // `h, h = cell(...)` would keep only the last value: a typo, not a
+    // program.
+    for (size_t i = 1; i < stmt.targets.size(); ++i)
+      for (size_t j = 0; j < i; ++j)
+        if (stmt.targets[i].name == stmt.targets[j].name) {
+          diags.error(stmt.targets[i].loc,
+                      "'" + stmt.targets[i].name +
+                          "' is assigned twice in one statement; each "
+                          "target receives one of the values");
+          diags.note(stmt.targets[j].loc, "first assigned here");
+          return;
+        }
   }
 
   if (!isAssign)
@@ -1702,6 +1714,16 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
     if (!args[0].isScalar() || !args[1].isScalar()) {
       diags.error(call.getLoc(), "'log_sign' expects two scalars (g, k), got " +
                                      args[0].str() + " and " + args[1].str());
+      return Type::unknown();
+    }
+    // k scales log|g| and sets the threshold e^-k: a constant one must be
+    // positive (a runtime k is the caller's to choose).
+    if (std::optional<double> k = foldConstant(*call.args[1].value);
+        k && !(*k > 0)) {
+      diags.error(call.args[1].value->getLoc(),
+                  "'log_sign' needs k > 0 (it divides log|g| by k and "
+                  "switches at |g| = e^-k), got " +
+                      formatNumber(*k));
       return Type::unknown();
     }
     return Type::number({2});
