@@ -106,15 +106,25 @@ void Optimizer::load(const std::string &path) {
   if (text("params") != std::to_string(im.slots.size()))
     throw fail("holds " + text("params") + " parameters, this optimizer has " +
                std::to_string(im.slots.size()));
-  int64_t step = 0, skipped = 0;
-  try {
-    step = std::stoll(text("step"));
-    skipped = std::stoll(text("skipped"));
-  } catch (const std::exception &) {
-    throw fail("corrupt step counters");
-  }
-  if (step < 0 || skipped < 0)
-    throw fail("corrupt step counters");
+  // Decimal digits only, as written: stoll took "1e3" as 1 and "2 junk"
+  // as 2.
+  auto counter = [&](const char *key) {
+    const std::string &digits = text(key);
+    bool ok = !digits.empty() && digits.size() <= 19 &&
+              digits.find_first_not_of("0123456789") == std::string::npos;
+    long long v = 0;
+    if (ok) {
+      errno = 0;
+      char *end = nullptr;
+      v = std::strtoll(digits.c_str(), &end, 10);
+      ok = errno == 0 && end == digits.c_str() + digits.size();
+    }
+    if (!ok)
+      throw fail("corrupt step counter " + std::string(key) + " '" + digits +
+                 "' (a decimal integer in [0, 2^63) expected)");
+    return int64_t(v);
+  };
+  const int64_t step = counter("step"), skipped = counter("skipped");
   // Checkpoints written before random numbers (ABI 8) have no seed: the
   // optimizer keeps the one it was constructed with. One written since
   // always has it, so a missing seed there is damage, which would silently

@@ -703,6 +703,12 @@ static bool runStep(Optimizer::Impl &im, const std::vector<Grad> &grads,
           static_cast<const char *>((*inputs[k])[param].data) + offset);
   }
 
+  // Counters at their limit (2^63 - 1 steps: only a forged checkpoint gets
+  // there) would wrap: refused before anything changes.
+  if (im.step == std::numeric_limits<int64_t>::max() ||
+      im.skipped == std::numeric_limits<int64_t>::max())
+    throw Error("optim::Optimizer::step: the step counter is at its limit "
+                "(2^63 - 1)");
   if (im.options.skipNonFinite) {
     // The gradients and the inputs: all that the step reads from the caller.
     std::vector<char> finite(im.pool->size(), 1);

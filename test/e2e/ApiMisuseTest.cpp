@@ -625,6 +625,47 @@ TEST_F(MisuseTest, CheckpointsOfAnotherRuleOrCorruptOnesChangeNothing) {
   expectError([&] { two.load(edited("[[0.5,2.0]]", "[[1e999,2]]")); },
               "corrupt hyperparameters");
   EXPECT_TRUE(snapshot(two, {&a}) == twoBefore);
+
+  // Step counters: decimal digits only (std::stoll read "1e3" as 1 and
+  // "2 junk" as 2), and below 2^63 - 1 steps past which step() would wrap.
+  // The header rewritten with its new length (the data stays where it is).
+  auto rewritten = [&](const std::string &from, const std::string &to) {
+    uint64_t length = 0;
+    for (int i = 0; i < 8; ++i)
+      length |= uint64_t(uint8_t(bytes[i])) << (8 * i);
+    std::string header = bytes.substr(8, length),
+                data = bytes.substr(8 + length);
+    size_t at = header.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    if (at != std::string::npos)
+      header.replace(at, from.size(), to);
+    while (header.size() % 8)
+      header += ' ';
+    std::string out(8, '\0');
+    for (int i = 0; i < 8; ++i)
+      out[i] = char(uint8_t(header.size() >> (8 * i)));
+    std::string path = dir + "/rewritten.safetensors";
+    std::ofstream(path, std::ios::binary) << out << header << data;
+    return path;
+  };
+  for (const char *bad : {"1e3", "1.5", "0x3", "2 junk", "3abc", "-1", "+1", "",
+                          "99999999999999999999"})
+    expectError(
+        [&] {
+          two.load(rewritten("\"step\":\"1\"",
+                             "\"step\":\"" + std::string(bad) + "\""));
+        },
+        "corrupt step counter step '" + std::string(bad) + "'");
+  expectError(
+      [&] { two.load(rewritten("\"skipped\":\"0\"", "\"skipped\":\"0.0\"")); },
+      "corrupt step counter skipped '0.0'");
+  EXPECT_TRUE(snapshot(two, {&a}) == twoBefore);
+  two.load(rewritten("\"step\":\"1\"", "\"step\":\"9223372036854775807\""));
+  EXPECT_EQ(two.stepCount(), INT64_MAX);
+  const std::string atLimit = snapshot(two, {&a});
+  expectError([&] { two.step({Grad(g.data(), 10)}); },
+              "the step counter is at its limit");
+  EXPECT_TRUE(snapshot(two, {&a}) == atLimit);
   two.load(dir + "/k2.safetensors");
   EXPECT_TRUE(snapshot(two, {&a}) == twoBefore);
   for (const std::string &f : listDir(dir))
