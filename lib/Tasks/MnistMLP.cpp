@@ -287,6 +287,30 @@ std::unique_ptr<Task> makeMnistMLP(const std::string &name,
   if (options.batchSize < 1)
     throw Error(name + ": batchSize must be at least 1, got " +
                 std::to_string(options.batchSize));
+  // Sizes past these ran out of memory in the JIT or the allocator (an
+  // abort, not an error): a batch of 1e8 images, 1e8 hidden units.
+  if (options.hiddenUnits > kMaxHiddenUnits ||
+      options.hiddenLayers > kMaxHiddenLayers ||
+      options.batchSize > kMaxBatchSize)
+    throw Error(name + ": at most " + std::to_string(kMaxHiddenUnits) +
+                " hidden units, " + std::to_string(kMaxHiddenLayers) +
+                " hidden layers and a batch of " +
+                std::to_string(kMaxBatchSize) + ", got " +
+                std::to_string(options.hiddenUnits) + ", " +
+                std::to_string(options.hiddenLayers) + " and " +
+                std::to_string(options.batchSize));
+  {
+    const int64_t h = options.hiddenLayers ? options.hiddenUnits : 0;
+    const int64_t layers = options.hiddenLayers;
+    const int64_t in = 784, out = 10;
+    const int64_t params =
+        layers ? in * h + h + (layers - 1) * (h * h + h) + h * out + out
+               : in * out + out;
+    if (params > kMaxParameters)
+      throw Error(name + ": the MLP would have " + std::to_string(params) +
+                  " parameters, more than " + std::to_string(kMaxParameters) +
+                  "; use fewer or smaller hidden layers");
+  }
   std::shared_ptr<const ImageSet> data = loadCachedImageSet(dataDir, splits);
   checkRange(*data, "training", options.trainFirst, options.trainCount);
   checkRange(*data, "evaluation", options.evalFirst, options.evalCount);

@@ -92,7 +92,8 @@ cl::opt<Metric>
            cl::init(Metric::Final), cl::cat(category));
 cl::opt<unsigned>
     jobs("jobs",
-         cl::desc("Runs in parallel, one thread each (0: one per core)"),
+         cl::desc("Runs in parallel, one thread each, at most 1024 (0: one "
+                  "per core)"),
          cl::init(0), cl::cat(category));
 cl::opt<std::string> jsonFile("json", cl::desc("Write the results as JSON"),
                               cl::value_desc("file"), cl::cat(category));
@@ -502,6 +503,10 @@ int evaluate() {
                 std::to_string(tuneSeed + tuneInits - 1) +
                 " overlap the evaluation seeds " + std::to_string(seed) + ".." +
                 std::to_string(seed + inits - 1) + ": move --tune-seed");
+  // As the runtime's thread counts: 20000 threads were started, and 100000
+  // ended in std::terminate.
+  if (jobs > 1024)
+    throw Error("--jobs must be at most 1024, got " + std::to_string(jobs));
   unsigned workers =
       jobs ? jobs : std::max(1u, std::thread::hardware_concurrency());
 

@@ -306,13 +306,16 @@ const std::vector<RunSetting> &runSettings() {
                         return (o.*field = v, true);
                       }};
   };
-  auto integer = [](auto Options::*field) {
+  // In [lo, hi], the range the command line allows (a checkpoint's
+  // run.unroll=0 looped forever).
+  auto integer = [](auto Options::*field, int64_t lo = 0,
+                    int64_t hi = INT64_MAX) {
     return RunSetting{
         nullptr, false,
         [=](const Options &o) { return std::to_string(o.*field); },
         [=](Options &o, const std::string &v) {
           int64_t x;
-          if (!parseInt(v, x))
+          if (!parseInt(v, x) || x < lo || x > hi)
             return false;
           o.*field = decltype(o.*field + 0)(x);
           return true;
@@ -333,15 +336,17 @@ const std::vector<RunSetting> &runSettings() {
       named("meta-rule-name", true, text(&Options::metaRuleName)),
       named("task", false, text(&Options::task)),
       named("seed", false, integer(&Options::seed)),
-      named("horizon", false, integer(&Options::horizon)),
-      named("unroll", false, integer(&Options::unroll)),
-      named("hidden-units", false, integer(&Options::hiddenUnits)),
-      named("hidden-layers", false, integer(&Options::hiddenLayers)),
+      named("horizon", false, integer(&Options::horizon, 1)),
+      named("unroll", false, integer(&Options::unroll, 1)),
+      named("hidden-units", false,
+            integer(&Options::hiddenUnits, 1, INT32_MAX)),
+      named("hidden-layers", false,
+            integer(&Options::hiddenLayers, 0, INT32_MAX)),
       named("activation", false, text(&Options::activation)),
-      named("batch-size", false, integer(&Options::batchSize)),
+      named("batch-size", false, integer(&Options::batchSize, 1, INT32_MAX)),
       named("train-images", false, text(&Options::trainImages)),
       named("eval-images", false, text(&Options::evalImages)),
-      named("eval-runs", false, integer(&Options::evalRuns)),
+      named("eval-runs", false, integer(&Options::evalRuns, 1)),
       named("set", false,
             RunSetting{nullptr, false, formatHypers, parseHypers}),
       named("meta-lr", true,
@@ -383,6 +388,12 @@ void resumeRunSettings(Options &o, const SafetensorsFile &file,
                  "optim-train: %s=%s replaces the checkpoint's %s\n",
                  option.c_str(), mine.c_str(), stored.c_str());
   }
+  // What the command line checks across options, for the settings taken.
+  if (o.horizon % o.unroll != 0)
+    throw Error("'" + ckpt + "': corrupt metadata: run.horizon (" +
+                std::to_string(o.horizon) +
+                ") is not a multiple of run.unroll (" +
+                std::to_string(o.unroll) + ")");
 }
 
 double peakRssMiB() {

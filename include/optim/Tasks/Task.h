@@ -28,6 +28,13 @@
 
 namespace optim::tasks {
 
+/// The MLP's limits (an error beyond them, not an allocation that fails):
+/// per-layer width, depth, minibatch, and parameters in all (2^27 floats,
+/// 512 MiB).
+constexpr int kMaxHiddenUnits = 65536, kMaxHiddenLayers = 64,
+              kMaxBatchSize = 65536;
+constexpr int64_t kMaxParameters = int64_t(1) << 27;
+
 struct TaskOptions {
   /// An MNIST-format folder (IDX files, .gz or not). When empty, "mnist"
   /// reads $OPTIM_MNIST_DIR, else ../shared/data/mnist relative to the
