@@ -100,8 +100,34 @@ void checkFinite(const T *data, int64_t count, const char *name,
     }
 }
 
+/// A caller's buffer: its bytes, for the overlap checks.
+struct Span {
+  const char *begin, *end;
+  const char *name;
+};
+
+/// Refuses a buffer not aligned to its element, and two buffers of `spans`
+/// that overlap where one of them is written (`writes` first in `spans`):
+/// the solver would read what it had written, or write one result over
+/// another (dq over q, measured).
+void checkBuffers(const std::vector<Span> &spans, size_t writes, size_t element,
+                  const char *what) {
+  for (const Span &s : spans)
+    if (reinterpret_cast<uintptr_t>(s.begin) % element)
+      fail(std::string(what) + ": " + s.name + " is not aligned to its " +
+           std::to_string(element) + "-byte elements");
+  for (size_t i = 0; i < writes; ++i)
+    for (size_t j = 0; j < spans.size(); ++j)
+      if (j != i && spans[i].begin < spans[j].end &&
+          spans[j].begin < spans[i].end)
+        fail(std::string(what) + ": " + spans[i].name + " overlaps " +
+             spans[j].name + " (each output needs its own memory)");
+}
+
 Layout validate(const QPProblem &pb) {
   Layout L;
+  if (pb.dtype != DType::F32 && pb.dtype != DType::F64)
+    fail("dtype must be F32 or F64, got " + std::to_string(int(pb.dtype)));
   L.dtype = pb.dtype;
   const QPOperand *ops[NumOperands] = {&pb.Q, &pb.q, &pb.A,
                                        &pb.b, &pb.G, &pb.h};
@@ -186,6 +212,16 @@ Layout validate(const QPProblem &pb) {
   for (int i = 0; i < NumOperands; ++i) {
     L.data[i] = ops[i]->data;
     L.size[i] = ops[i]->data ? sizes[i] : 0;
+  }
+  {
+    std::vector<Span> spans;
+    const size_t element = L.dtype == DType::F64 ? 8 : 4;
+    for (int i = 0; i < NumOperands; ++i)
+      if (L.data[i]) {
+        const char *at = static_cast<const char *>(L.data[i]);
+        spans.push_back({at, at, operandNames[i]});
+      }
+    checkBuffers(spans, 0, element, "qp");
   }
   for (int i = 0; i < NumOperands; ++i) {
     if (!L.data[i])
@@ -719,11 +755,11 @@ template <class T> T rowScale(const T *row, int64_t n, T h, T ig) {
 }
 
 /// The variables' factors e into W.cs (QPScale.h's columnStep): passes over
-/// the columns of Qs (Q's symmetric part, or null), A and G, each entry
-/// relative to its block's (Q's) or its row's (A's, G's) largest after the
-/// factors so far. Returns whether any factor is not 1. The block solver
-/// (QPBlock.h) computes the same expressions: maxima are exact in any
-/// order, so its factors are these, bit for bit.
+/// the columns of Qs (Q's symmetric part, or null: its diagonal), A and G,
+/// each entry relative to its block's (Q's diagonal) or its row's (A's,
+/// G's) largest after the factors so far. Returns whether any factor is not 1.
+/// The block solver (QPBlock.h) computes the same expressions: maxima are exact
+/// in any order, so its factors are these, bit for bit.
 template <class T>
 bool columnScales(const Prob<T> &P, const T *Qs, Scratch<T> &W) {
   const int64_t n = P.n;
@@ -749,14 +785,16 @@ bool columnScales(const Prob<T> &P, const T *Qs, Scratch<T> &W) {
   bool any = false;
   for (int pass = 0; pass < qpscale::kColumnPasses; ++pass) {
     std::fill(nrm, nrm + n, T(0));
+    // Q's part: its diagonal, the scale of a positive semidefinite Q's
+    // columns (|Q_ij| <= sqrt(Q_ii Q_jj)). Not the off-diagonal entries nor
+    // negative ones: a diagonal entry of -1e-12 (indefinite within
+    // rounding) scaled up to -1 would make the problem nonconvex.
     if (Qs) {
-      T mq = 0;
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t j = 0; j < n; ++j)
-          mq = std::max(mq, std::abs(Qs[i * n + j]) * e[i] * e[j]);
-      for (int64_t i = 0; mq > 0 && i < n; ++i)
-        for (int64_t j = 0; j < n; ++j)
-          nrm[j] = std::max(nrm[j], std::abs(Qs[i * n + j]) * e[i] * e[j] / mq);
+      T md = 0;
+      for (int64_t j = 0; j < n; ++j)
+        md = std::max(md, Qs[j * n + j] * e[j] * e[j]);
+      for (int64_t j = 0; md > 0 && j < n; ++j)
+        nrm[j] = std::max(nrm[j], Qs[j * n + j] * e[j] * e[j] / md);
     }
     rows(P.A, P.m);
     rows(P.G, P.p);
@@ -1769,11 +1807,59 @@ QPSolver::~QPSolver() = default;
 QPSolver::QPSolver(QPSolver &&) noexcept = default;
 QPSolver &QPSolver::operator=(QPSolver &&) noexcept = default;
 
+/// The operands' bytes, as read (the overlap checks).
+static std::vector<Span> operandSpans(const Layout &L) {
+  std::vector<Span> spans;
+  const size_t element = L.dtype == DType::F64 ? 8 : 4;
+  for (int i = 0; i < NumOperands; ++i)
+    if (L.data[i]) {
+      const char *at = static_cast<const char *>(L.data[i]);
+      spans.push_back({at,
+                       at + L.size[i] * (L.batched[i] ? L.batch : 1) * element,
+                       operandNames[i]});
+    }
+  return spans;
+}
+
+QPSolver::Impl &QPSolver::live(const char *what) const {
+  if (!impl)
+    fail(std::string(what) + ": the QP solver was moved from");
+  return *impl;
+}
+
 void QPSolver::forward(const QPProblem &problem, const QPSolutionBuffers &out) {
+  live("forward");
   Layout L = validate(problem);
   if (!out.z || !out.status || (L.m && !out.nu) || (L.p && !out.lam))
     fail("forward: the output buffers z, status, and nu (m > 0) and lam "
          "(p > 0) are required");
+  {
+    const size_t element = L.dtype == DType::F64 ? 8 : 4;
+    auto span = [&](const void *data, int64_t count, size_t bytes,
+                    const char *name) {
+      const char *at = static_cast<const char *>(data);
+      return Span{at, at + (data ? count * int64_t(bytes) : 0), name};
+    };
+    std::vector<Span> spans = {
+        span(out.z, L.batch * L.n, element, "z"),
+        span(L.m ? out.nu : nullptr, L.batch * L.m, element, "nu"),
+        span(L.p ? out.lam : nullptr, L.batch * L.p, element, "lam"),
+        span(out.status, L.batch, sizeof(QPStatus), "status"),
+        span(out.iterations, L.batch, sizeof(int32_t), "iterations")};
+    const size_t writes = spans.size();
+    for (const Span &s : operandSpans(L))
+      spans.push_back(s);
+    // Alignment per buffer: the outputs' elements, then the operands'.
+    for (size_t i = 0; i < spans.size(); ++i) {
+      const size_t a = i == 3   ? alignof(QPStatus)
+                       : i == 4 ? alignof(int32_t)
+                                : element;
+      if (reinterpret_cast<uintptr_t>(spans[i].begin) % a)
+        fail(std::string("forward: ") + spans[i].name +
+             " is not aligned to its " + std::to_string(a) + "-byte elements");
+    }
+    checkBuffers(spans, writes, 1, "forward");
+  }
   impl->layout = L;
   impl->haveForward = false;
   if (L.dtype == DType::F64)
@@ -1784,6 +1870,7 @@ void QPSolver::forward(const QPProblem &problem, const QPSolutionBuffers &out) {
 
 void QPSolver::backward(const QPProblem &problem,
                         const QPGradientBuffers &grads) {
+  live("backward");
   if (!impl->haveForward)
     fail("backward() called before forward()");
   Layout L = validate(problem);
@@ -1796,6 +1883,46 @@ void QPSolver::backward(const QPProblem &problem,
   if (L.dtype != F.dtype || L.batch != F.batch)
     fail("backward: the problem is not the one of the last forward()");
   requireSolved(impl->status.data(), F.batch);
+  {
+    const size_t element = F.dtype == DType::F64 ? 8 : 4;
+    auto span = [&](const void *data, int64_t count, const char *name) {
+      const char *at = static_cast<const char *>(data);
+      return Span{at, at + (data ? count * int64_t(element) : 0), name};
+    };
+    auto size = [&](int op) {
+      return F.size[op] * (F.batched[op] ? F.batch : 1);
+    };
+    void *const outs[NumOperands] = {grads.dQ, grads.dq, grads.dA,
+                                     grads.db, grads.dG, grads.dh};
+    static const char *outNames[NumOperands] = {"dQ", "dq", "dA",
+                                                "db", "dG", "dh"};
+    std::vector<Span> spans;
+    for (int i = 0; i < NumOperands; ++i)
+      if (outs[i] && F.data[i])
+        spans.push_back(span(outs[i], size(i), outNames[i]));
+    const size_t writes = spans.size();
+    spans.push_back(span(grads.dz, F.batch * F.n, "dz"));
+    spans.push_back(span(F.m ? grads.dnu : nullptr, F.batch * F.m, "dnu"));
+    spans.push_back(span(F.p ? grads.dlam : nullptr, F.batch * F.p, "dlam"));
+    for (const Span &s : operandSpans(F))
+      spans.push_back(s);
+    checkBuffers(spans, writes, element, "backward");
+    // The incoming gradients as the forward's data: finite (a NaN gave NaN
+    // gradients of every operand).
+    const void *in[3] = {grads.dz, F.m ? grads.dnu : nullptr,
+                         F.p ? grads.dlam : nullptr};
+    const int64_t counts[3] = {F.n, F.m, F.p};
+    static const char *inNames[3] = {"dz", "dnu", "dlam"};
+    for (int k = 0; k < 3; ++k)
+      if (in[k]) {
+        if (F.dtype == DType::F64)
+          checkFinite(static_cast<const double *>(in[k]), F.batch * counts[k],
+                      inNames[k], counts[k], true);
+        else
+          checkFinite(static_cast<const float *>(in[k]), F.batch * counts[k],
+                      inNames[k], counts[k], true);
+      }
+  }
   if (F.dtype == DType::F64)
     impl->backward(F, grads);
   else
@@ -1803,6 +1930,9 @@ void QPSolver::backward(const QPProblem &problem,
 }
 
 void QPSolver::requireSolved(const QPStatus *status, int64_t batch) {
+  if (batch < 0 || (batch > 0 && !status))
+    fail("requireSolved: " +
+         std::string(batch < 0 ? "a negative batch size" : "status is null"));
   for (int64_t e = 0; e < batch; ++e)
     if (status[e] != QPStatus::Solved)
       fail("problem " + std::to_string(e) + " of the batch " +
@@ -1821,7 +1951,8 @@ void QPSolver::requireSolved(const QPStatus *status, int64_t batch) {
 }
 
 QPSolver::Dims QPSolver::dims() const {
-  return {impl->layout.batch, impl->layout.n, impl->layout.m, impl->layout.p};
+  const Impl &im = live("dims");
+  return {im.layout.batch, im.layout.n, im.layout.m, im.layout.p};
 }
 
 } // namespace optim

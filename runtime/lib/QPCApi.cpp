@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <new>
+#include <stdexcept>
 #include <string>
 
 struct optim_qp_solver {
@@ -26,6 +27,19 @@ optim::QPProblem toProblem(const optim_qp_problem &c) {
     throw optim::Error("qp: dtype must be OPTIM_QP_F32 or OPTIM_QP_F64");
   if (c.n < 0 || c.m < 0 || c.p < 0 || c.batch < 0)
     throw optim::Error("qp: negative dimension");
+  const unsigned known = OPTIM_QP_BATCHED_Q | OPTIM_QP_BATCHED_q |
+                         OPTIM_QP_BATCHED_A | OPTIM_QP_BATCHED_b |
+                         OPTIM_QP_BATCHED_G | OPTIM_QP_BATCHED_h;
+  if (unsigned(c.batched) & ~known)
+    throw optim::Error("qp: batched has unknown bits (" +
+                       std::to_string(unsigned(c.batched) & ~known) +
+                       "); only the OPTIM_QP_BATCHED_* flags");
+  // Operands given for constraints that the dimensions say are absent
+  // would be silently ignored.
+  if (!c.m && (c.A || c.b))
+    throw optim::Error("qp: A or b is given but m = 0");
+  if (!c.p && (c.G || c.h))
+    throw optim::Error("qp: G or h is given but p = 0");
   optim::QPProblem p;
   p.dtype = c.dtype == OPTIM_QP_F64 ? optim::DType::F64 : optim::DType::F32;
   p.batch = c.batch;
@@ -89,6 +103,12 @@ template <class F> int guard(optim_qp_solver *s, F &&f) {
     f();
     s->error.clear();
     return 0;
+  } catch (const std::bad_alloc &) {
+    s->error = "qp: out of memory (the batch's solutions and factorizations)";
+    return -1;
+  } catch (const std::length_error &) {
+    s->error = "qp: out of memory (the batch's solutions and factorizations)";
+    return -1;
   } catch (const std::exception &e) {
     s->error = e.what();
     return -1;

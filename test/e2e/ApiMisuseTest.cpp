@@ -1063,6 +1063,41 @@ TEST(CApiMisuse, LearnedRuleStepsAndWeightsRefusedChangeNothing) {
   EXPECT_EQ(optim_rule_release(rule), OPTIM_OK);
 }
 
+TEST(QPSolverMisuse, MovedFromNullStatusAndBadDTypeAreErrors) {
+  // A moved-from solver throws like a moved-from Optimizer (it crashed),
+  // requireSolved checks its pointer, and a dtype outside the enum is
+  // refused (it was read as float32 data).
+  double Q[4] = {1, 0, 0, 1}, q[2] = {1, 1}, z[2] = {7, 7};
+  QPProblem pb;
+  pb.dtype = DType::F64;
+  pb.Q = {Q, {2, 2}};
+  pb.q = {q, {2}};
+  QPStatus st = QPStatus::NumericalError;
+  QPSolver solver;
+  QPSolver other(std::move(solver));
+  expectError(
+      [&] {
+        solver.forward(pb, {z, nullptr, nullptr, &st});
+      },
+      "forward: the QP solver was moved from");
+  expectError([&] { solver.backward(pb, {}); },
+              "backward: the QP solver was moved from");
+  expectError([&] { (void)solver.dims(); },
+              "dims: the QP solver was moved from");
+  expectError([&] { QPSolver::requireSolved(nullptr, 1); },
+              "requireSolved: status is null");
+  pb.dtype = DType(5);
+  expectError(
+      [&] {
+        other.forward(pb, {z, nullptr, nullptr, &st});
+      },
+      "dtype must be F32 or F64, got 5");
+  EXPECT_EQ(z[0], 7);
+  pb.dtype = DType::F64;
+  other.forward(pb, {z, nullptr, nullptr, &st});
+  EXPECT_EQ(st, QPStatus::Solved);
+}
+
 TEST(CApiMisuse, QPSolverHandlesAreCheckedAndFailuresExplained) {
   EXPECT_EQ(optim_qp_create(0, 100, INT32_MAX), nullptr);
   EXPECT_NE(std::string(optim_qp_error(nullptr))
@@ -1108,6 +1143,68 @@ TEST(CApiMisuse, QPSolverHandlesAreCheckedAndFailuresExplained) {
             0)
       << optim_qp_error(solver);
   EXPECT_NEAR(z[0], -1, 1e-8);
+
+  // Flags the ABI does not define, and constraints given for m = 0 or
+  // p = 0, are refused (they were ignored).
+  problem.batched = 64;
+  EXPECT_EQ(
+      optim_qp_forward(solver, &problem, z, nullptr, nullptr, &status, nullptr),
+      -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: batched has unknown bits (64); only the "
+               "OPTIM_QP_BATCHED_* flags");
+  problem.batched = 0;
+  double A[2] = {1, 1}, b[1] = {0};
+  problem.A = A;
+  problem.b = b;
+  EXPECT_EQ(
+      optim_qp_forward(solver, &problem, z, nullptr, nullptr, &status, nullptr),
+      -1);
+  EXPECT_STREQ(optim_qp_error(solver), "qp: A or b is given but m = 0");
+  problem.A = problem.b = nullptr;
+
+  // With Q = I (the problem above, without Q, is unbounded: z is its
+  // direction): the solution over the operand q, and a misaligned z.
+  double Q[4] = {1, 0, 0, 1};
+  problem.Q = Q;
+  EXPECT_EQ(
+      optim_qp_forward(solver, &problem, q, nullptr, nullptr, &status, nullptr),
+      -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: forward: z overlaps q (each output needs its own memory)");
+  EXPECT_EQ(q[0], 1);
+  alignas(8) unsigned char raw[40] = {};
+  EXPECT_EQ(optim_qp_forward(solver, &problem, raw + 4, nullptr, nullptr,
+                             &status, nullptr),
+            -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: forward: z is not aligned to its 8-byte elements");
+  ASSERT_EQ(
+      optim_qp_forward(solver, &problem, z, nullptr, nullptr, &status, nullptr),
+      0);
+  // Backward: dq written over q; a NaN incoming gradient.
+  double dz[2] = {1, 1}, dq[2] = {5, 5};
+  EXPECT_EQ(optim_qp_backward(solver, &problem, dz, nullptr, nullptr, nullptr,
+                              q, nullptr, nullptr, nullptr, nullptr),
+            -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: backward: dq overlaps q (each output needs its own "
+               "memory)");
+  EXPECT_EQ(q[0], 1);
+  dz[1] = NAN;
+  EXPECT_EQ(optim_qp_backward(solver, &problem, dz, nullptr, nullptr, nullptr,
+                              dq, nullptr, nullptr, nullptr, nullptr),
+            -1);
+  EXPECT_STREQ(optim_qp_error(solver),
+               "qp: dz has a non-finite value (nan) at batch element 0, flat "
+               "index 1");
+  EXPECT_EQ(dq[0], 5);
+  dz[1] = 1;
+  ASSERT_EQ(optim_qp_backward(solver, &problem, dz, nullptr, nullptr, nullptr,
+                              dq, nullptr, nullptr, nullptr, nullptr),
+            0)
+      << optim_qp_error(solver);
+  EXPECT_NEAR(dq[0], -1, 1e-8);
 
   optim_qp_destroy(solver);
   optim_qp_destroy(solver); // Refused, not a double free.

@@ -154,6 +154,8 @@ public:
 
 private:
   std::unique_ptr<Impl> impl;
+  /// impl, or an optim::Error naming `what` for a moved-from solver.
+  Impl &live(const char *what) const;
 };
 
 } // namespace optim

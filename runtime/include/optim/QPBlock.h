@@ -1106,15 +1106,22 @@ template <class Team> bool Solver<Team>::columnScales() {
       v = mx(v, fabsd(qs(at.i, at.j)) * e[at.i] * e[at.j]);
     return maxr(v);
   };
+  // Q's part: its positive diagonal (QP.cpp's columnScales says why).
+  auto maxDiag = [&]() {
+    double v = 0;
+    for (int64_t j = tid(); P.Q && j < n; j += nt())
+      v = mx(v, qs(j, j) * e[j] * e[j]);
+    return maxr(v);
+  };
   bool any = false;
   for (int pass = 0; pass < qpscale::kColumnPasses; ++pass) {
     rows();
-    const double mq = maxEQE();
+    const double md = maxDiag();
     double moved = 0;
     for (int64_t j = tid(); j < n; j += nt()) {
       double nrm = 0;
-      for (int64_t i = 0; mq > 0 && i < n; ++i)
-        nrm = mx(nrm, fabsd(qs(i, j)) * e[i] * e[j] / mq);
+      if (md > 0)
+        nrm = mx(nrm, qs(j, j) * e[j] * e[j] / md);
       for (int64_t r = 0; r < m + p; ++r) {
         const double a = r < m ? P.A[r * n + j] : P.G[(r - m) * n + j];
         if (rmax[r] > 0)
