@@ -10,6 +10,8 @@
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/SourceMgr.h"
 
+#include <cstdlib>
+
 using namespace optim;
 
 mlir::OwningOpRef<mlir::ModuleOp>
@@ -88,6 +90,11 @@ optim::createJIT(mlir::ModuleOp module, std::unique_ptr<llvm::TargetMachine> tm,
   engineOptions.transformer = transformer;
   engineOptions.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
   engineOptions.enableObjectDump = enableObjectDump;
+  // MLIR's default writes a perf jitdump per compile (a folder under
+  // ~/.debug/jit or /tmp/.debug/jit each time: 2,400 folders, 90 MB, on a
+  // development machine). Profiling with perf asks for it.
+  engineOptions.enablePerfNotificationListener =
+      std::getenv("OPTIM_PERF_JITDUMP") != nullptr;
   auto engine =
       mlir::ExecutionEngine::create(module, engineOptions, std::move(tm));
   if (!engine)
