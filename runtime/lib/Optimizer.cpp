@@ -825,6 +825,16 @@ void Optimizer::Impl::setWeights(const std::string &name, const void *data,
                   " elements, got " + std::to_string(count));
     if (!data)
       throw Error(what + " is a null pointer");
+    // As set() refuses a non-finite hyperparameter: a NaN weight makes
+    // every step NaN.
+    for (int64_t i = 0; i < count; ++i) {
+      const double v = dtype == DType::F32
+                           ? double(static_cast<const float *>(data)[i])
+                           : static_cast<const double *>(data)[i];
+      if (!std::isfinite(v))
+        throw Error(what + " has a non-finite value (" + std::to_string(v) +
+                    ") at index " + std::to_string(i));
+    }
     size_t bytes = size_t(count) * dtypeSize(dtype);
     AlignedBuffer copy = AlignedBuffer::allocate(bytes);
     std::memcpy(copy.data.get(), data, bytes);

@@ -5,11 +5,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdint>
 #include <cstring>
 #include <fcntl.h>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 using namespace optim;
@@ -75,6 +81,7 @@ struct SafetensorsFile::Impl {
     return Error((context.empty() ? "safetensors" : context + ":") + " '" +
                  path + "': " + why);
   }
+  void validateLayout() const;
   const json &entry(const std::string &name) const {
     auto it = header.find(name);
     if (it == header.end() || !it->is_object() || name == "__metadata__")
@@ -95,6 +102,10 @@ SafetensorsFile SafetensorsFile::read(const std::string &path,
   Impl &im = *file.impl;
   im.path = path;
   im.context = context;
+  // A FIFO would block, a device (/dev/zero) be read without end.
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    throw im.fail("not a regular file");
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw im.fail(std::string("cannot open: ") + std::strerror(errno));
@@ -110,12 +121,111 @@ SafetensorsFile SafetensorsFile::read(const std::string &path,
     throw im.fail("truncated (the header says " + std::to_string(length) +
                   " bytes, the file has " + std::to_string(im.bytes.size() - 8) +
                   ")");
+  // Keys of the top level seen twice (JSON lets the last one win: a second
+  // entry for a tensor would silently replace the first).
+  std::set<std::string> keys;
+  std::string duplicate;
+  json::parser_callback_t noteKeys = [&](int depth, json::parse_event_t event,
+                                         json &parsed) {
+    if (depth == 1 && event == json::parse_event_t::key && parsed.is_string() &&
+        !keys.insert(parsed.get<std::string>()).second && duplicate.empty())
+      duplicate = parsed.get<std::string>();
+    return true;
+  };
   im.header = json::parse(im.bytes.begin() + 8, im.bytes.begin() + 8 + length,
-                          nullptr, /*allow_exceptions=*/false);
+                          noteKeys, /*allow_exceptions=*/false);
   if (im.header.is_discarded() || !im.header.is_object())
     throw im.fail("the header is not valid JSON");
+  if (!duplicate.empty())
+    throw im.fail("the header names '" + duplicate + "' twice");
   im.dataOffset = 8 + length;
+  im.validateLayout();
   return file;
+}
+
+/// Bytes per element of a safetensors dtype tag, 0 for an unknown one.
+static size_t tagSize(const std::string &tag) {
+  static const std::map<std::string, size_t> sizes = {
+      {"F64", 8}, {"F32", 4}, {"F16", 2},  {"BF16", 2},    {"I64", 8},
+      {"I32", 4}, {"I16", 2}, {"I8", 1},   {"U64", 8},     {"U32", 4},
+      {"U16", 2}, {"U8", 1},  {"BOOL", 1}, {"F8_E4M3", 1}, {"F8_E5M2", 1}};
+  auto it = sizes.find(tag);
+  return it == sizes.end() ? 0 : it->second;
+}
+
+/// Every tensor of the header, whether it is read or not, as the format
+/// defines them (as Hugging Face's reader checks): a known dtype, a shape of
+/// non-negative sizes, offsets whose length is the shape's bytes, and the
+/// data covered exactly, without overlaps, holes or trailing bytes (an
+/// overlap loaded one tensor's bytes into another, unnoticed).
+void SafetensorsFile::Impl::validateLayout() const {
+  const uint64_t dataSize = bytes.size() - dataOffset;
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;
+  std::vector<std::string> names;
+  for (auto it = header.begin(); it != header.end(); ++it) {
+    if (it.key() == "__metadata__")
+      continue;
+    const std::string &name = it.key();
+    const json &e = *it;
+    if (!e.is_object())
+      throw fail("entry '" + name + "' is not a tensor");
+    const json &tag = field(e, "dtype");
+    const size_t elt = tag.is_string() ? tagSize(tag.get<std::string>()) : 0;
+    if (!elt)
+      throw fail("tensor '" + name + "' has " +
+                 (tag.is_string()
+                      ? "an unknown dtype '" + tag.get<std::string>() + "'"
+                      : std::string("no dtype")));
+    const json &shape = field(e, "shape");
+    if (!shape.is_array())
+      throw fail("tensor '" + name + "' has no shape");
+    // The count in 128 bits' worth of checks: a product past 2^64 would
+    // wrap to a small size.
+    uint64_t count = 1;
+    bool overflow = false;
+    for (const json &d : shape) {
+      if (!d.is_number_integer() || d.get<int64_t>() < 0)
+        throw fail("tensor '" + name + "' has a corrupt shape");
+      const uint64_t v = d.get<uint64_t>();
+      if (v && count > UINT64_MAX / v)
+        overflow = true;
+      count *= v;
+    }
+    const json &off = field(e, "data_offsets");
+    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() ||
+        !off[1].is_number_unsigned())
+      throw fail("tensor '" + name + "' has corrupt offsets");
+    const uint64_t begin = off[0], end = off[1];
+    if (end < begin || end > dataSize)
+      throw fail("tensor '" + name + "' lies outside the file (truncated?)");
+    if (overflow || count > UINT64_MAX / elt || end - begin != count * elt)
+      throw fail("tensor '" + name + "' holds " + std::to_string(end - begin) +
+                 " bytes, but its shape " + shape.dump() + " of " +
+                 tag.get<std::string>() + " needs " +
+                 (overflow || count > UINT64_MAX / elt
+                      ? std::string("more than 2^64")
+                      : std::to_string(count * elt)));
+    ranges.push_back({begin, end});
+    names.push_back(name);
+  }
+  std::vector<size_t> order(ranges.size());
+  for (size_t i = 0; i < order.size(); ++i)
+    order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return ranges[a] < ranges[b]; });
+  uint64_t at = 0;
+  for (size_t i : order) {
+    if (ranges[i].first < at)
+      throw fail("tensor '" + names[i] + "' overlaps another tensor's bytes");
+    if (ranges[i].first > at)
+      throw fail("bytes " + std::to_string(at) + ".." +
+                 std::to_string(ranges[i].first) +
+                 " of the data belong to no tensor");
+    at = ranges[i].second;
+  }
+  if (at != dataSize)
+    throw fail(std::to_string(dataSize - at) +
+               " bytes after the last tensor's data");
 }
 
 bool SafetensorsFile::has(const std::string &name) const {

@@ -489,11 +489,67 @@ TEST_F(LoaderFuzz, SafetensorsEntryWithoutOffsetsOrWithANumericDtype) {
   json h = parts.header;
   h["W"].erase("data_offsets"); // operator[] on a const json: undefined
   writeBytes(mangled, join(h.dump(), parts.data));
-  SafetensorsFile f = SafetensorsFile::read(mangled);
-  EXPECT_THROW(f.tensor("W", DType::F32, {2, 3}), Error);
+  // Every entry is checked when the file is read (SafetensorsFile::read).
+  EXPECT_THROW(SafetensorsFile::read(mangled), Error);
   h = parts.header;
   h["W"]["dtype"] = 32; // value("dtype", "") threw a json type_error
   writeBytes(mangled, join(h.dump(), parts.data));
-  SafetensorsFile g = SafetensorsFile::read(mangled);
-  EXPECT_THROW(g.tensor("W", DType::F32, {2, 3}), Error);
+  EXPECT_THROW(SafetensorsFile::read(mangled), Error);
+}
+
+TEST_F(LoaderFuzz, SafetensorsLayoutIsTheFormatsExactly) {
+  // The data covered exactly once, each tensor's bytes its shape's, each
+  // key once, no bytes left over, a regular file: an overlap once loaded
+  // one tensor's bytes into another, and /dev/zero was read for a GiB.
+  float A[6] = {1, 2, 3, 4, 5, 6}, B[2] = {7, 8};
+  std::string path = dir + "/w.safetensors";
+  writeSafetensors(path,
+                   {{"A", DType::F32, {2, 3}, A}, {"B", DType::F32, {2}, B}});
+  Parts parts = split(readBytes(path));
+  std::remove(path.c_str());
+  auto expectRefused = [&](const std::string &header, const std::string &data,
+                           const std::string &why) {
+    writeBytes(mangled, join(header, data));
+    try {
+      SafetensorsFile::read(mangled);
+      ADD_FAILURE() << "accepted: " << header;
+    } catch (const Error &e) {
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  json h = parts.header;
+  h["B"]["data_offsets"] = {16, 24}; // inside A's bytes
+  expectRefused(h.dump(), parts.data, "overlaps another tensor's bytes");
+  h = parts.header;
+  h["A"]["shape"] = {2, 2}; // 16 bytes for 24
+  expectRefused(h.dump(), parts.data,
+                "tensor 'A' holds 24 bytes, but its shape [2,2] of F32 needs "
+                "16");
+  expectRefused(parts.header.dump(), parts.data + "xxxx",
+                "4 bytes after the last tensor's data");
+  h = parts.header;
+  h["B"]["data_offsets"] = {28, 36};
+  expectRefused(h.dump(), parts.data + "xxxx",
+                "bytes 24..28 of the data belong to no tensor");
+  h = parts.header;
+  h["B"]["dtype"] = "Q7";
+  expectRefused(h.dump(), parts.data, "tensor 'B' has an unknown dtype 'Q7'");
+  // A key twice: JSON keeps the last one.
+  std::string twice = parts.header.dump();
+  twice.insert(1, "\"B\":{\"dtype\":\"F32\",\"shape\":[2],"
+                  "\"data_offsets\":[24,32]},");
+  expectRefused(twice, parts.data, "the header names 'B' twice");
+  try {
+    SafetensorsFile::read("/dev/zero");
+    ADD_FAILURE() << "/dev/zero accepted";
+  } catch (const Error &e) {
+    EXPECT_NE(std::string(e.what()).find("not a regular file"),
+              std::string::npos)
+        << e.what();
+  }
+  // The file as written reads back.
+  writeBytes(mangled, join(parts.header.dump(), parts.data));
+  SafetensorsFile ok = SafetensorsFile::read(mangled);
+  EXPECT_EQ(static_cast<const float *>(ok.tensor("B", DType::F32, {2}))[1],
+            8.0f);
 }

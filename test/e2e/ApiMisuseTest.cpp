@@ -621,7 +621,7 @@ TEST_F(MisuseTest, CheckpointsOfAnotherRuleOrCorruptOnesChangeNothing) {
   };
   const std::string twoBefore = snapshot(two, {&a});
   expectError([&] { two.load(edited("\"shape\"", "\"shapf\"")); },
-              "tensor 'param0.m' has a corrupt shape, expected [10]");
+              "tensor 'param0.m' has no shape");
   expectError([&] { two.load(edited("[[0.5,2.0]]", "[[1e999,2]]")); },
               "corrupt hyperparameters");
   EXPECT_TRUE(snapshot(two, {&a}) == twoBefore);

@@ -420,6 +420,23 @@ TEST(LearnedRule, NaNPropagatesThroughTheCellInBothPrecisions) {
           EXPECT_TRUE(std::isfinite(p)) << p;
         }
       }
+      // Non-finite weights are refused, as non-finite hyperparameters are.
+      std::vector<float> badf(wf);
+      std::vector<double> badd(w, w + 12);
+      badf[4] = nan;
+      badd[4] = nan;
+      try {
+        if (f32)
+          opt.setWeights("cell", badf.data(), 12);
+        else
+          opt.setWeights("cell", badd.data(), 12);
+        ADD_FAILURE() << "a NaN weight was accepted";
+      } catch (const Error &e) {
+        EXPECT_NE(std::string(e.what()).find(
+                      "'cell' has a non-finite value (nan) at index 4"),
+                  std::string::npos)
+            << e.what();
+      }
     }
 }
 
