@@ -28,6 +28,9 @@
 #include "optim/Tasks/Task.h"
 #include "optim/Trajectory.h"
 
+#include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/SHA256.h"
+
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -43,6 +46,7 @@
 #include <string>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <tuple>
 #include <unistd.h>
 #include <vector>
 
@@ -507,14 +511,50 @@ void plot(const std::string &dir) {
   }
 }
 
+/// The SHA-256 of a rule file's text ("" when it cannot be read): kept in
+/// the checkpoint, so that a resume whose rule file was edited since (the
+/// same path, another rule body) says that it does not continue the run bit
+/// for bit.
+std::string ruleDigest(const std::string &path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return "";
+  std::stringstream text;
+  text << in.rdbuf();
+  const std::string bytes = text.str();
+  return llvm::toHex(llvm::SHA256::hash(llvm::arrayRefFromStringRef(bytes)),
+                     /*LowerCase=*/true);
+}
+
 /// `o` by value: --resume completes it with the checkpoint's run settings.
 int run(Options o) {
   std::string ckpt = o.out + "/checkpoint.safetensors";
   std::string logPath = o.out + "/log.csv";
   if (o.resume && !fileExists(ckpt))
     throw Error("--resume: no checkpoint at '" + ckpt + "'");
-  if (o.resume)
-    resumeRunSettings(o, SafetensorsFile::read(ckpt), ckpt);
+  // The rule files' text as compiled (read once: an edit during the run
+  // does not change what the checkpoints say was trained).
+  std::string ruleSha, metaRuleSha;
+  if (o.resume) {
+    SafetensorsFile file = SafetensorsFile::read(ckpt);
+    resumeRunSettings(o, file, ckpt);
+    ruleSha = ruleDigest(o.rule);
+    metaRuleSha = ruleDigest(o.metaRule);
+    for (auto [key, path, sha] :
+         {std::tuple{"rule-sha256", &o.rule, &ruleSha},
+          std::tuple{"meta-rule-sha256", &o.metaRule, &metaRuleSha}}) {
+      const std::string name = std::string("run.") + key;
+      if (file.hasMetadata(name) && file.metadata(name) != *sha)
+        std::fprintf(stderr,
+                     "optim-train: note: '%s' changed since the checkpoint "
+                     "was written; the run continues with its new text, "
+                     "not as the uninterrupted run would have\n",
+                     path->c_str());
+    }
+  } else {
+    ruleSha = ruleDigest(o.rule);
+    metaRuleSha = ruleDigest(o.metaRule);
+  }
   // After the checkpoint's settings: the task may come from there.
   std::vector<std::string> mlpGiven;
   for (const char *name :
@@ -714,6 +754,8 @@ int run(Options o) {
     meta["rng"] = rngText.str();
     for (const RunSetting &s : runSettings())
       meta[std::string("run.") + s.name] = s.get(o);
+    meta["run.rule-sha256"] = ruleSha;
+    meta["run.meta-rule-sha256"] = metaRuleSha;
     if (bestEpisode >= 0) {
       char text[32];
       std::snprintf(text, sizeof text, "%.17g", bestLoss);
