@@ -453,10 +453,11 @@ LogicalResult GPURuleLowering::classifyLearned() {
   // not do).
   int64_t bytes = weightElements * (elt.getWidth() / 8);
   if (bytes > 48 * 1024)
-    return rule.emitOpError("has ")
-           << bytes
+    return rule.emitError("learned rule '")
+           << rule.getSymName() << "' has " << bytes
            << " bytes of weights: the GPU code generator keeps them in "
-              "shared memory, at most 49152 bytes";
+              "shared memory, at most 49152 bytes (use --target=cpu, or "
+              "smaller weights)";
   for (Operation &op : rule.getBodyBlock().without_terminator()) {
     bool isVarying =
         isa<LogSignOp, RandomOp>(op) ||

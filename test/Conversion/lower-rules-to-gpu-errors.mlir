@@ -3,7 +3,7 @@
 // BITS: error: vector-bits must be 32, 64 or 128
 
 // Weights live in shared memory: 48 KiB at most (here 13,000 f32).
-// expected-error @+1 {{'optim.rule' op has 52000 bytes of weights: the GPU code generator keeps them in shared memory, at most 49152 bytes}}
+// expected-error @+1 {{learned rule 'huge' has 52000 bytes of weights: the GPU code generator keeps them in shared memory, at most 49152 bytes}}
 optim.rule @huge(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x13000xf32>) {
   %0 = vector.broadcast %g : f32 to vector<12999xf32>
   %1 = optim.linear %0, %w : vector<12999xf32>, tensor<1x13000xf32> -> f32
@@ -16,7 +16,7 @@ optim.rule @huge(%p: f32, %g: f32, %t: i64) weights(%w: tensor<1x13000xf32>) {
 // The padding counts: every weights tensor starts at a multiple of 4
 // elements (16 bytes) of the shared copy. 2 + 12,286 f32 would be 49,152
 // bytes; %b starts at element 4, so the copy takes 49,160.
-// expected-error @+1 {{'optim.rule' op has 49160 bytes of weights: the GPU code generator keeps them in shared memory, at most 49152 bytes}}
+// expected-error @+1 {{learned rule 'padded' has 49160 bytes of weights: the GPU code generator keeps them in shared memory, at most 49152 bytes}}
 optim.rule @padded(%p: f32, %g: f32, %t: i64) weights(%a: tensor<1x2xf32>, %b: tensor<1x12286xf32>) {
   %0 = optim.linear %g, %a : f32, tensor<1x2xf32> -> f32
   %1 = vector.broadcast %0 : f32 to vector<12285xf32>
