@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdio>
 #include <sstream>
+#include <sys/stat.h>
 
 using namespace optim;
 
@@ -27,6 +28,20 @@ int optim::runTask(const RunOptions &o) {
   try {
     if (o.steps < 0)
       throw Error("--steps must not be negative");
+    if (o.every < 0)
+      throw Error("--every must not be negative, got " +
+                  std::to_string(o.every));
+    // The CSV's folder must exist before the run, not after it.
+    if (!o.csv.empty()) {
+      const size_t slash = o.csv.find_last_of('/');
+      const std::string dir = slash == std::string::npos ? "."
+                              : slash == 0               ? "/"
+                                           : o.csv.substr(0, slash);
+      struct stat st;
+      if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+        throw Error("--csv: the folder '" + dir + "' of '" + o.csv +
+                    "' does not exist");
+    }
     // Checked here for every task, by the flags' names: the MLP tasks would
     // name their own fields.
     if (o.batchSize < 1)
