@@ -229,6 +229,19 @@ def _bytes(s, what):
     return b
 
 
+def _real(value, what):
+    """`value` as a float for a C double argument `what`: a number (numpy
+    numbers too), not a string that float() would parse ("0.01") nor a
+    bool."""
+    if isinstance(value, (bool, str, bytes)) or (
+            np is not None and isinstance(value, np.bool_)):
+        raise TypeError("%s must be a number, got %r" % (what, value))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError("%s must be a number, got %r" % (what, value)) from None
+
+
 def _uint(value, what, limit, limit_text):
     """`value` as an int in [0, limit) for a C unsigned argument `what`:
     ctypes would wrap a negative or huge one into another number silently
@@ -483,7 +496,7 @@ class Optimizer:
     def set(self, name, value):
         """Sets hyperparameter `name` in every group."""
         _call("optim_optimizer_set", self._handle, _bytes(name, "name"),
-              float(value))
+              _real(value, "value"))
 
     def get(self, name, group=0):
         """Hyperparameter `name` of group `group`: an int (numpy integers

@@ -630,10 +630,12 @@ extern "C" optim_status optim_optimizer_num_groups(const optim_optimizer *opt,
 
 /// The status of the error Optimizer::set would report, following its order
 /// of checks. `group` is SIZE_MAX for "every group".
-static optim_status classifySet(const optim_optimizer *opt, size_t group,
+/// `group`: null for every group (optim_optimizer_set). A group index past
+/// the last, SIZE_MAX included, is one that does not exist.
+static optim_status classifySet(const optim_optimizer *opt, const size_t *group,
                                 const char *name, double value) {
   const RuleInfo &ri = opt->rule.rule.info();
-  if (group != SIZE_MAX && group >= opt->opt.numGroups())
+  if (group && *group >= opt->opt.numGroups())
     return OPTIM_ERROR_NOT_FOUND;
   int h = ri.findHyper(name);
   if (h < 0)
@@ -649,7 +651,7 @@ extern "C" optim_status optim_optimizer_set(optim_optimizer *opt,
                                             const char *name, double value) {
   OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_set");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set");
-  return capi::guard(classifySet(opt, SIZE_MAX, name, value), [&] {
+  return capi::guard(classifySet(opt, nullptr, name, value), [&] {
     opt->opt.set(name, value);
     return OPTIM_OK;
   });
@@ -661,7 +663,7 @@ extern "C" optim_status optim_optimizer_set_group(optim_optimizer *opt,
                                                   double value) {
   OPTIM_USE_OPTIMIZER(opt, "optim_optimizer_set_group");
   OPTIM_CHECK_NOT_NULL(name, "optim_optimizer_set_group");
-  return capi::guard(classifySet(opt, group, name, value), [&] {
+  return capi::guard(classifySet(opt, &group, name, value), [&] {
     opt->opt.set(group, name, value);
     return OPTIM_OK;
   });

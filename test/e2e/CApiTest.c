@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -380,6 +381,10 @@ static void testGroups(void) {
   CHECK(other == NULL);
   CHECK_ERROR(optim_optimizer_set_group(opt, 2, "lr", 0.1),
               OPTIM_ERROR_NOT_FOUND, "group 2 does not exist");
+  /* SIZE_MAX is a group like any other past the last (it was taken for
+     "every group" and reported as an invalid argument). */
+  CHECK_ERROR(optim_optimizer_set_group(opt, SIZE_MAX, "lr", 0.1),
+              OPTIM_ERROR_NOT_FOUND, "does not exist");
   CHECK_ERROR(optim_optimizer_get(opt, 5, "lr", &lr), OPTIM_ERROR_NOT_FOUND,
               "group 5 does not exist");
   CHECK_OK(optim_optimizer_get(opt, 0, "lr", &lr));

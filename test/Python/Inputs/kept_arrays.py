@@ -134,6 +134,11 @@ for bad in (True, False, np.bool_(False), 0.0, np.float64(1), "0", None):
                   "group must be an int", "get('lr', group=%r)" % (bad,))
     expect_raises(lambda: opt.state(bad, "m"), TypeError,
                   "param must be an int", "state(%r, 'm')" % (bad,))
+# A hyperparameter's value is a number: float() would have read "0.01" and
+# True (as 1.0).
+for bad in ("0.01", b"1", True, np.bool_(True), None, [0.1]):
+    expect_raises(lambda: opt.set("lr", bad), TypeError,
+                  "value must be a number", "set('lr', %r)" % (bad,))
 expect_raises(lambda: opt.get("lr", np.uint64(2**64 - 1)),
               optim_mlir.OptimError, "does not exist", "group 2**64 - 1")
 expect_raises(lambda: opt.state(2, "m"), optim_mlir.OptimError,
