@@ -111,6 +111,9 @@ private:
     case Expr::IndexK:
       o << "index";
       break;
+    case Expr::ListK:
+      o << "list";
+      break;
     }
     o << " : " << expr.type.str() << " " << loc(expr.getLoc()) << "\n";
     switch (expr.getKind()) {
@@ -131,6 +134,10 @@ private:
     case Expr::IndexK:
       dump(*llvm::cast<IndexExpr>(expr).base, depth + 1);
       dump(*llvm::cast<IndexExpr>(expr).index, depth + 1);
+      break;
+    case Expr::ListK:
+      for (const ExprPtr &element : llvm::cast<ListExpr>(expr).elements)
+        dump(*element, depth + 1);
       break;
     default:
       break;

@@ -383,6 +383,24 @@ Value ProgramGen::gen(const Expr &expr) {
     return vector::ExtractOp::create(b, l, base,
                                      llvm::ArrayRef<int64_t>{index.position});
   }
+  case Expr::ListK: {
+    // Scalars as they are, vectors component by component: the ops that
+    // every kernel maps as moves of components (Components.h).
+    llvm::SmallVector<Value> elements;
+    for (const ExprPtr &element : llvm::cast<ListExpr>(expr).elements) {
+      Value v = gen(*element);
+      auto vec = llvm::dyn_cast<mlir::VectorType>(v.getType());
+      if (!vec) {
+        elements.push_back(v);
+        continue;
+      }
+      for (int64_t j = 0; j < vec.getNumElements(); ++j)
+        elements.push_back(vector::ExtractOp::create(
+            b, loc(element->getLoc()), v, llvm::ArrayRef<int64_t>{j}));
+    }
+    return vector::FromElementsOp::create(
+        b, l, llvm::cast<mlir::VectorType>(irType(expr.type)), elements);
+  }
   }
   return {};
 }

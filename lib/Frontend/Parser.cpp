@@ -630,6 +630,28 @@ ExprPtr Parser::parsePrimary() {
       return nullptr;
     return inner;
   }
+  case TokenKind::LBracket: {
+    // A vector literal; parseExpr guards the nesting of its elements.
+    llvm::SMLoc loc = consume().getLoc();
+    std::vector<ExprPtr> elements;
+    while (!tok().is(TokenKind::RBracket)) {
+      ExprPtr element = parseExpr();
+      if (!element)
+        return nullptr;
+      elements.push_back(std::move(element));
+      if (!consumeIf(TokenKind::Comma) && !tok().is(TokenKind::RBracket)) {
+        errorExpected("',' or ']' in the vector literal");
+        return nullptr;
+      }
+    }
+    consume();
+    if (elements.empty()) {
+      diags.error(loc, "a vector literal needs at least one element, e.g. "
+                       "'[g, m]'");
+      return nullptr;
+    }
+    return std::make_unique<ListExpr>(loc, std::move(elements));
+  }
   default:
     errorExpected("an expression");
     return nullptr;

@@ -1430,6 +1430,46 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
     type = Type::scalar();
     break;
   }
+  case Expr::ListK: {
+    auto &list = llvm::cast<ListExpr>(expr);
+    bool ok = true;
+    int64_t size = 0;
+    for (ExprPtr &element : list.elements) {
+      Type t = check(*element);
+      if (!requireNumber(t, element->getLoc(),
+                         "an element of a vector literal") ||
+          t.isUnknown()) {
+        ok = false;
+        continue;
+      }
+      if (t.rank() > 1) {
+        diags.error(element->getLoc(),
+                    "an element of a vector literal is a scalar or a "
+                    "vector, not a " +
+                        t.str());
+        ok = false;
+        continue;
+      }
+      size += t.rank() == 0 ? 1 : t.shape[0];
+    }
+    if (!ok)
+      break;
+    if (!program.isRule()) {
+      // Layers' vectors are tensors, which the layer's lowering and reverse
+      // mode build from inputs, weights and arithmetic only.
+      diags.error(list.getLoc(), "vector literals '[...]' are only available "
+                                 "in rules");
+      break;
+    }
+    if (size > kMaxSize) {
+      diags.error(list.getLoc(), "a vector literal has at most " +
+                                     Twine(kMaxSize) + " elements, got " +
+                                     Twine(size));
+      break;
+    }
+    type = Type::number({size});
+    break;
+  }
   }
   if (type.kind == Type::Tuple && !allowTuple) {
     requireNumber(type, expr.getLoc(), "a value");
@@ -1980,6 +2020,10 @@ Dependence ProgramChecker::dependenceOf(const Expr &expr) {
   }
   case Expr::IndexK: // The index is a constant.
     result = dependenceOf(*llvm::cast<IndexExpr>(expr).base);
+    break;
+  case Expr::ListK:
+    for (const ExprPtr &element : llvm::cast<ListExpr>(expr).elements)
+      result.merge(dependenceOf(*element));
     break;
   }
   return result;

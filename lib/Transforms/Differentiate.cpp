@@ -147,6 +147,8 @@ LogicalResult RuleDifferentiator::check() {
       ok = ex.getDynamicPosition().empty() &&
            ex.getStaticPosition().size() == 1 &&
            !isa<VectorType>(ex.getResult().getType());
+    if (auto fe = dyn_cast<vector::FromElementsOp>(op))
+      ok = cast<VectorType>(fe.getType()).getRank() == 1;
     if (!ok)
       return op.emitOpError("cannot be differentiated yet");
   }
@@ -245,7 +247,7 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   bool linear =
       picks ||
       isa<arith::AddFOp, arith::SubFOp, arith::NegFOp, vector::ExtractOp,
-          vector::BroadcastOp, vector::ReductionOp>(op);
+          vector::BroadcastOp, vector::ReductionOp, vector::FromElementsOp>(op);
   // Elementwise ops: each component of a contribution is a multiple of the
   // same component of the cotangent, so it is masked component by
   // component. log_sign's scalar contributions come from both components of
@@ -380,6 +382,11 @@ LogicalResult RuleDifferentiator::backpropagate(OpBuilder &b, Operation *op) {
   }
   if (isa<vector::BroadcastOp>(op)) {
     add(0, vector::ReductionOp::create(b, loc, vector::CombiningKind::ADD, d));
+    return success();
+  }
+  if (isa<vector::FromElementsOp>(op)) {
+    for (unsigned i = 0, e = op->getNumOperands(); i < e; ++i)
+      add(i, vector::ExtractOp::create(b, loc, d, ArrayRef<int64_t>{i}));
     return success();
   }
   if (auto red = dyn_cast<vector::ReductionOp>(op)) {

@@ -96,3 +96,26 @@ optim.rule @warm(%p: f32, %g: f32, %t: i64) hyper(%r: f32 = -1.0) state(%m: f32 
   %m2 = arith.addf %m, %g : f32
   optim.yield %0, %m2 : f32, f32
 }
+
+// -----
+
+// A vector literal (vector.from_elements): each element's cotangent is its
+// component of the vector's. p' = p - sum([p, lr] + v), v' = [p, lr] + v:
+// d[p, lr] = dv' - dp' (broadcast), dp = dp' + its first component, dlr the
+// second.
+// CHECK-LABEL: func.func @optim_vjp_pack(
+// CHECK-SAME: %[[P:[^:]*]]: f32, %[[G:[^:]*]]: f32, %[[T:[^:]*]]: i64, %[[LR:[^:]*]]: f32, %[[V:[^:]*]]: vector<2xf32>, %[[DP:[^:]*]]: f32, %[[DV:[^:]*]]: vector<2xf32>)
+// CHECK: %[[NEG:.*]] = arith.negf %[[DP]] : f32
+// CHECK: %[[B:.*]] = vector.broadcast %[[NEG]] : f32 to vector<2xf32>
+// CHECK: %[[D:.*]] = arith.addf %[[DV]], %[[B]] : vector<2xf32>
+// CHECK: %[[D0:.*]] = vector.extract %[[D]][0] : f32 from vector<2xf32>
+// CHECK: %[[DPOUT:.*]] = arith.addf %[[DP]], %[[D0]] : f32
+// CHECK: %[[DLR:.*]] = vector.extract %[[D]][1] : f32 from vector<2xf32>
+// CHECK: return %[[DPOUT]], %[[D]], %[[DLR]] : f32, vector<2xf32>, f32
+optim.rule @pack(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.1) state(%v: vector<2xf32> = 0.0) {
+  %0 = vector.from_elements %p, %lr : vector<2xf32>
+  %1 = arith.addf %0, %v : vector<2xf32>
+  %2 = vector.reduction <add>, %1 : vector<2xf32> into f32
+  %3 = arith.subf %p, %2 : f32
+  optim.yield %3, %1 : f32, vector<2xf32>
+}

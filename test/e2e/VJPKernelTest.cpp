@@ -682,15 +682,12 @@ TEST_P(VJPKernelLearnedVariant, FloatMatchesDouble) {
   floatMatchesDouble(text, GetParam());
 }
 
-INSTANTIATE_TEST_SUITE_P(Learned, VJPKernelLearnedVariant,
-                         ::testing::Values("lstm1", "stack3", "hidden1",
-                                           "hidden7", "hidden33", "linear",
-                                           "mlp", "twoheads", "momentum",
-                                           "shared", "vecin", "clipped",
-                                           "swapped"),
-                         [](const auto &info) {
-                           return std::string(info.param);
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Learned, VJPKernelLearnedVariant,
+    ::testing::Values("lstm1", "stack3", "hidden1", "hidden7", "hidden33",
+                      "linear", "mlp", "twoheads", "momentum", "shared",
+                      "vecin", "clipped", "features", "swapped"),
+    [](const auto &info) { return std::string(info.param); });
 
 TEST(VJPKernel, TrajectoryBackwardMatchesUnrolledFiniteDifferences) {
   // L = sum_k c_k . theta_{k+1} over 6 steps whose gradients g_k are fixed

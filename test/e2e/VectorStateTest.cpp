@@ -111,4 +111,94 @@ TEST(VectorStates, MatchReferenceOnAwkwardSizes) {
   }
 }
 
+// AggMo (Lucas et al., 2019) twice: three scalar states, as in
+// test/Run/Inputs/literature.optim (rule_oracle.py checks it against
+// numpy), and one vector state multiplied by a vector literal of its
+// hyperparameters. Same operations in the same order, so the two must agree
+// bit for bit, in both precisions, on every thread count.
+const char *kAggMoScalars = R"(
+rule aggmo(lr = 1e-2, beta1 = 0.0, beta2 = 0.9, beta3 = 0.99) {
+  state v1 = 0, v2 = 0, v3 = 0
+  v1 = beta1 * v1 - g
+  v2 = beta2 * v2 - g
+  v3 = beta3 * v3 - g
+  p += lr / 3 * (v1 + v2 + v3)
+}
+)";
+const char *kAggMoVector = R"(
+rule aggmo(lr = 1e-2, beta1 = 0.0, beta2 = 0.9, beta3 = 0.99) {
+  state v[3] = 0
+  v = [beta1, beta2, beta3] * v - g
+  p += lr / 3 * sum(v)
+}
+)";
+
+template <typename T> void checkAggMoLiteral(DType precision) {
+  CompileOptions options;
+  options.precision = precision;
+  Compiler compiler(options);
+  Rule scalars = compiler.compileSource(kAggMoScalars, "scalars.optim");
+  Rule literal = compiler.compileSource(kAggMoVector, "vector.optim");
+  for (unsigned threads : {1u, 2u}) {
+    std::vector<int64_t> sizes = {1, 37, 1000, 0, 33001};
+    std::mt19937 rng(11);
+    std::normal_distribution<T> normal(0, 1);
+    std::vector<std::vector<T>> a, b, grads;
+    for (int64_t n : sizes) {
+      a.emplace_back(n);
+      grads.emplace_back(n);
+      for (T &x : a.back())
+        x = normal(rng);
+      b.push_back(a.back());
+    }
+    std::vector<Param> pa, pb;
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      pa.emplace_back(a[k].data(), sizes[k]);
+      pb.emplace_back(b[k].data(), sizes[k]);
+    }
+    OptimizerOptions oo;
+    oo.threads = threads;
+    Optimizer oa(scalars, pa, oo), ob(literal, pb, oo);
+    for (Optimizer *o : {&oa, &ob}) {
+      o->set("lr", 0.003);
+      o->set("beta1", 0.5);
+      o->set("beta2", 0.8);
+      o->set("beta3", 0.95);
+    }
+    for (int t = 1; t <= 50; ++t) {
+      std::vector<Grad> gs;
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        for (T &g : grads[k])
+          g = normal(rng) * std::pow(T(10), T(int(rng() % 5)) - 2);
+        gs.emplace_back(grads[k].data(), sizes[k]);
+      }
+      oa.step(gs);
+      ob.step(gs);
+    }
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      int64_t n = sizes[k];
+      const char *names[] = {"v1", "v2", "v3"};
+      auto v = static_cast<const T *>(ob.state(k, "v"));
+      for (int j = 0; j < 3; ++j) {
+        auto vj = static_cast<const T *>(oa.state(k, names[j]));
+        for (int64_t i = 0; i < n; ++i)
+          ASSERT_EQ(v[j * n + i], vj[i])
+              << names[j] << " of tensor " << k << " at " << i << ", "
+              << threads << " threads";
+      }
+      for (int64_t i = 0; i < n; ++i)
+        ASSERT_EQ(b[k][i], a[k][i]) << "p of tensor " << k << " at " << i
+                                    << ", " << threads << " threads";
+    }
+  }
+}
+
+TEST(VectorStates, LiteralOfHyperparametersMatchesScalarStatesF32) {
+  checkAggMoLiteral<float>(DType::F32);
+}
+
+TEST(VectorStates, LiteralOfHyperparametersMatchesScalarStatesF64) {
+  checkAggMoLiteral<double>(DType::F64);
+}
+
 } // namespace

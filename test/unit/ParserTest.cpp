@@ -90,6 +90,32 @@ TEST(Parser, StatementsNeedNoSeparator) {
   EXPECT_TRUE(p->checkedOk) << p->diagnostics;
 }
 
+TEST(Parser, VectorLiteralsConcatenateTheirElements) {
+  // [g, h, 1] with h a vector[3] is a vector[5]; a literal can be indexed
+  // and nested, and a trailing comma is allowed.
+  auto p = parse("rule r(lr = 0.1) {\n"
+                 "  state h[3] = 0\n"
+                 "  let x = [g, h, 1]\n"
+                 "  let y = [[g, p][1], x,]\n"
+                 "  h = h + g\n"
+                 "  p -= lr * sum(y)\n"
+                 "}\n");
+  ASSERT_TRUE(p->module) << p->diagnostics;
+  EXPECT_TRUE(p->checkedOk) << p->diagnostics;
+  const Program &rule = p->module->programs[0];
+  auto &x = llvm::cast<BindStmt>(*rule.body[1]);
+  auto *list = llvm::dyn_cast<ListExpr>(x.value.get());
+  ASSERT_TRUE(list);
+  EXPECT_EQ(list->elements.size(), 3u);
+  EXPECT_EQ(list->type.str(), "vector[5]");
+  auto &y = llvm::cast<BindStmt>(*rule.body[2]);
+  auto *outer = llvm::dyn_cast<ListExpr>(y.value.get());
+  ASSERT_TRUE(outer);
+  ASSERT_EQ(outer->elements.size(), 2u);
+  EXPECT_TRUE(llvm::isa<IndexExpr>(outer->elements[0].get()));
+  EXPECT_EQ(outer->type.str(), "vector[6]");
+}
+
 TEST(Parser, NamedArgumentsAndMultipleTargets) {
   auto p = parse("learned rule l(const k = 10) {\n"
                  "  weights w = lstm(in: 2, hidden: 4)\n"

@@ -72,7 +72,7 @@ struct Type {
 
 class Expr {
 public:
-  enum Kind { NumberK, NameK, UnaryK, BinaryK, CallK, IndexK };
+  enum Kind { NumberK, NameK, UnaryK, BinaryK, CallK, IndexK, ListK };
   Expr(Kind kind, llvm::SMLoc loc) : kind(kind), loc(loc) {}
   virtual ~Expr() = default;
   Kind getKind() const { return kind; }
@@ -256,6 +256,17 @@ public:
   ExprPtr base, index;
   int64_t position = 0; // Sema.
   static bool classof(const Expr *e) { return e->getKind() == IndexK; }
+};
+
+/// `[g, m, p]`: a vector of its elements' components, in order; a vector
+/// element contributes all of its own (`[x, h]` with `h` a `vector[3]` is a
+/// `vector[4]`).
+class ListExpr : public Expr {
+public:
+  ListExpr(llvm::SMLoc loc, std::vector<ExprPtr> elements)
+      : Expr(ListK, loc), elements(std::move(elements)) {}
+  std::vector<ExprPtr> elements;
+  static bool classof(const Expr *e) { return e->getKind() == ListK; }
 };
 
 //===----------------------------------------------------------------------===//

@@ -173,6 +173,16 @@ def ref_reduced(p, g, s, w, hy):
     return p + hy["scale"] * linear(w["head"], s["h"])[0] * np.max(np.abs(p))
 
 
+def ref_features(p, g, s, w, hy):
+    # Vector literals (docs/language.md §4): [log_sign(g, k), m, p] is a
+    # vector[4], [h, m, g] a vector[5].
+    s["m"] = hy["beta"] * s["m"] + (1 - hy["beta"]) * g[None]
+    x = np.concatenate([log_sign(g, 10.0), s["m"], p[None]])
+    s["h"], s["c"] = lstm(w["cell"], x, s["h"], s["c"])
+    y = linear(w["head"], np.concatenate([s["h"], s["m"], g[None]]))
+    return p + hy["scale"] * y[0]
+
+
 # file, reference, the hyperparameters the kernels run with, and the
 # expected signature (weights shapes, state sizes): the shapes check the
 # layout of docs/language.md §7.
@@ -207,6 +217,8 @@ VARIANTS = [
      {"cell": (12, 5)}, {"h": 3, "c": 3}),
     ("reduced", ref_reduced, {"scale": 0.2},
      {"cell": (12, 5), "head": (1, 4)}, {"x": 1, "h": 3, "c": 3}),
+    ("features", ref_features, {"scale": 0.3, "beta": 0.6},
+     {"cell": (12, 8), "head": (1, 6)}, {"m": 1, "h": 3, "c": 3}),
 ]
 
 
