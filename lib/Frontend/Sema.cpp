@@ -24,6 +24,10 @@ namespace {
 /// Sizes of per-coordinate vectors and layer tensors are capped so that a
 /// typo such as `state h[200000000]` is reported rather than compiled.
 constexpr int64_t kMaxSize = 65536;
+/// Every coordinate reads all of a learned rule's weights at every step, so
+/// a rule whose weights approach this (256 MiB in f32) is a typo, and a
+/// larger one would fail at run time allocating them.
+constexpr int64_t kMaxLearnedWeights = int64_t(1) << 26;
 
 struct BuiltinInfo {
   Builtin id;
@@ -231,6 +235,8 @@ private:
   /// Reports a name that is not in scope at `loc`: used before a declaration
   /// further down (with a note), or not declared at all.
   void reportUndeclared(llvm::StringRef name, SMLoc loc, bool isCall);
+  /// Numbers of the learned weights declared so far (kMaxLearnedWeights).
+  int64_t learnedWeights = 0;
   /// Whether `name` is declared after `loc` in this program.
   bool declaredLater(llvm::StringRef name, SMLoc loc) const {
     auto it = declarations.find(name);
@@ -978,6 +984,23 @@ void ProgramChecker::checkWeightsDecl(DeclStmt &stmt) {
       symbol->tensorShape = {4 * *other, *in + *other + 1};
     else
       symbol->tensorShape = {*other, *in + 1};
+    // Sizes are at most 65536, so no product overflows.
+    int64_t numbers = symbol->tensorShape[0] * symbol->tensorShape[1];
+    bool within = learnedWeights <= kMaxLearnedWeights; // Report once.
+    learnedWeights += numbers;
+    if (learnedWeights > kMaxLearnedWeights && within) {
+      diags.error(
+          ctor->getLoc(),
+          "the learned weights of a rule hold at most " +
+              Twine(kMaxLearnedWeights) + " numbers in all; '" + item.name +
+              "' is [" + Twine(symbol->tensorShape[0]) + ", " +
+              Twine(symbol->tensorShape[1]) + "] (" + Twine(numbers) + ")" +
+              (numbers == learnedWeights ? ""
+                                         : ", " + Twine(learnedWeights) +
+                                               " with the weights before it"));
+      symbol->type = Type::unknown(); // Its uses report nothing more.
+      continue;
+    }
     symbol->index = out.weights.size();
     out.weights.push_back(symbol);
     item.symbol = symbol;

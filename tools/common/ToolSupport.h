@@ -29,6 +29,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
+#include <new>
 #include <string>
 #include <vector>
 
@@ -123,6 +125,17 @@ inline void printToolError(const char *tool, std::string message) {
     std::fprintf(stderr, "%s\n", message.c_str());
   else
     std::fprintf(stderr, "%s: error: %s\n", tool, message.c_str());
+}
+
+/// The same for a caught exception; std::bad_alloc's what() ("std::bad_alloc")
+/// says nothing to a user.
+inline void printToolError(const char *tool, const std::exception &e) {
+  if (dynamic_cast<const std::bad_alloc *>(&e))
+    printToolError(tool, "out of memory: the run needs more memory than this "
+                         "machine could give it (smaller sizes, fewer "
+                         "threads or a larger machine)");
+  else
+    printToolError(tool, e.what());
 }
 
 /// Walks a command line: `while (args.next()) if (args.is("--out")) ...`.

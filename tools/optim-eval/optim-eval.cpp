@@ -732,7 +732,7 @@ int main(int argc, char **argv) {
     return evaluate();
   } catch (const Error &e) {
     // The compiler's located diagnostics print as optimc's own do.
-    tools::printToolError("optim-eval", e.what());
+    tools::printToolError("optim-eval", e);
     return 1;
   }
 }

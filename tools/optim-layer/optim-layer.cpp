@@ -261,7 +261,7 @@ int main(int argc, char **argv) {
   try {
     return run(o);
   } catch (const std::exception &e) {
-    tools::printToolError("optim-layer", e.what());
+    tools::printToolError("optim-layer", e);
     return 1;
   }
 }

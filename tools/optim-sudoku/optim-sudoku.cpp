@@ -617,7 +617,7 @@ int main(int argc, char **argv) {
   try {
     return run(o);
   } catch (const std::exception &e) {
-    tools::printToolError("optim-sudoku", e.what());
+    tools::printToolError("optim-sudoku", e);
     return 1;
   }
 }

@@ -893,7 +893,7 @@ int main(int argc, char **argv) {
   } catch (const std::exception &e) {
     // optim::Error included: the compiler's located diagnostics print as
     // they are, without a second "error:".
-    tools::printToolError("optim-train", e.what());
+    tools::printToolError("optim-train", e);
     return 1;
   }
 }

@@ -228,7 +228,7 @@ int optim::runTask(const RunOptions &o) {
     return 0;
   } catch (const Error &e) {
     // The compiler's located diagnostics print as optimc's own do.
-    tools::printToolError("optimc run", e.what());
+    tools::printToolError("optimc run", e);
     return 1;
   }
 }
