@@ -24,8 +24,8 @@ ThreadPool::ThreadPool(unsigned threads) : numThreads(threads ? threads : 1) {
     // The destructor does not run for a constructor that throws, and a
     // joinable std::thread destroyed would terminate the program.
     stop();
-    throw Error("cannot start " + std::to_string(numThreads - 1) +
-                " worker threads: " + e.what());
+    throw ResourceError("cannot start " + std::to_string(numThreads - 1) +
+                        " worker threads: " + e.what());
   } catch (...) {
     stop();
     throw;

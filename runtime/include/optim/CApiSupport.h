@@ -72,12 +72,15 @@ private:
 
 /// Runs `fn`, which returns optim_status, turning any exception into a
 /// status: optim::Error into `onError` (the caller knows what kind of
-/// failure its C++ call can report), std::bad_alloc into out-of-memory,
+/// failure its C++ call can report), ResourceError and std::bad_alloc into
+/// out-of-memory,
 /// anything else into an internal error. No exception may cross the C ABI.
 template <typename Fn>
 optim_status guard(optim_status onError, Fn &&fn) noexcept {
   try {
     return fn();
+  } catch (const ResourceError &e) {
+    return fail(OPTIM_ERROR_OUT_OF_MEMORY, e.what());
   } catch (const Error &e) {
     return fail(onError, e.what());
   } catch (const std::bad_alloc &) {

@@ -31,6 +31,14 @@ public:
   using std::runtime_error::runtime_error;
 };
 
+/// The system refused a resource (threads, memory) that a valid request
+/// needs: the C API reports it as OPTIM_ERROR_OUT_OF_MEMORY, with this
+/// message, not as the caller's mistake.
+class ResourceError : public Error {
+public:
+  using Error::Error;
+};
+
 enum class DType { F32, F64 };
 
 inline const char *dtypeName(DType t) {

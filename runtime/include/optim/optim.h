@@ -82,6 +82,9 @@ typedef enum optim_status OPTIM_ENUM_BASE_ {
   OPTIM_ERROR_IO = 5,
   /* The rule is valid but this runtime cannot run it. */
   OPTIM_ERROR_UNSUPPORTED = 6,
+  /* Memory, or another resource of the system, ran out: the message says
+     which (e.g. "cannot start 1023 worker threads: Resource temporarily
+     unavailable"). */
   OPTIM_ERROR_OUT_OF_MEMORY = 7,
   /* A bug: an unexpected failure inside the library. */
   OPTIM_ERROR_INTERNAL = 8
