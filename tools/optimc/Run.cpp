@@ -19,6 +19,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <iostream>
+#include <iterator>
 #include <sstream>
 #include <sys/stat.h>
 
@@ -65,6 +67,14 @@ int optim::runTask(const RunOptions &o) {
     Compiler compiler(compileOptions);
     Rule rule = [&] {
       try {
+        if (o.ruleFile == "-") { // As the compiler's own command line.
+          std::string text{std::istreambuf_iterator<char>(std::cin),
+                           std::istreambuf_iterator<char>()};
+          if (std::cin.bad())
+            throw Error("cannot read the rule from standard input");
+          return compiler.compileSource(text, "<stdin>", Target::cpu(),
+                                        o.ruleName);
+        }
         return compiler.compileFile(o.ruleFile, Target::cpu(), o.ruleName);
       } catch (const Error &e) {
         // The compiler's "name the one to compile" gets the option that
@@ -161,11 +171,11 @@ int optim::runTask(const RunOptions &o) {
     for (const HyperParam &h : rule.info().hypers)
       settings << " " << h.name << "=" << opt.get(h.name);
     if (!o.quiet) {
-      std::printf("rule %s (%s), kernel %s in %.0f ms\n",
-                  rule.info().name.c_str(), o.ruleFile.c_str(),
-                  compiler.lastWasCached() ? "loaded from the cache"
-                                           : "compiled",
-                  compileMs);
+      std::printf(
+          "rule %s (%s), kernel %s in %.0f ms\n", rule.info().name.c_str(),
+          o.ruleFile == "-" ? "<stdin>" : o.ruleFile.c_str(),
+          compiler.lastWasCached() ? "loaded from the cache" : "compiled",
+          compileMs);
       // The inputs' sources in the rule's order: two runs that differ only
       // in them print different headers.
       std::string inputSettings;

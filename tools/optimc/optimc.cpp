@@ -268,6 +268,18 @@ int main(int argc, char **argv) {
                               "optimc: the optim-mlir compiler driver\n\n"
                               "Exit status: 0 on success, 1 on any error (a "
                               "usage error included).\n");
+  // cl::opt keeps the last of repeated options; `--task a --task b` is more
+  // likely a mistake than a wish for b.
+  for (cl::SubCommand *sub : {&cl::SubCommand::getTopLevel(), &runCommand})
+    for (const auto &entry : cl::getRegisteredOptions(*sub)) {
+      const cl::Option *opt = entry.second;
+      if ((opt->getNumOccurrencesFlag() == cl::Optional ||
+           opt->getNumOccurrencesFlag() == cl::Required) &&
+          opt->getNumOccurrences() > 1 && !opt->isPositional())
+        return fail((opt->ArgStr.size() == 1 ? "-" : "--") + opt->ArgStr.str() +
+                    " is given " + std::to_string(opt->getNumOccurrences()) +
+                    " times; give it once");
+    }
   if (runCommand) {
     optim::RunOptions run;
     run.ruleFile = runInput;
@@ -311,6 +323,9 @@ int main(int argc, char **argv) {
       if (name.empty() || value.trim().getAsDouble(number))
         return fail("--set expects name=value with a number, got '" + setting +
                     "'");
+      for (const auto &[earlier, value] : run.hypers)
+        if (earlier == name.trim())
+          return fail("--set " + earlier + " is given twice; give it once");
       run.hypers.emplace_back(name.trim().str(), number);
     }
     return optim::runTask(run);
