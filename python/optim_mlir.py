@@ -43,13 +43,14 @@ try:
 except ImportError:  # numpy is needed by Optimizer only
     np = None
 
-__all__ = ["OptimError", "Rule", "Optimizer", "compile_file",
+__all__ = ["OptimError", "Rule", "Optimizer", "Trajectory", "compile_file",
            "compile_source", "load"]
 
 _c = ctypes
 _status = _c.c_int
 _rule_p = _c.c_void_p
 _opt_p = _c.c_void_p
+_traj_p = _c.c_void_p
 
 
 class OptimError(RuntimeError):
@@ -161,6 +162,44 @@ _SIGNATURES = {
     "optim_optimizer_load": (_opt_p, _c.c_char_p),
     "optim_compile_file": (_c.c_char_p, _c.c_char_p, _c.c_int,
                            _P(_rule_p)),
+    "optim_compile_file_flags": (_c.c_char_p, _c.c_char_p, _c.c_uint,
+                                 _P(_rule_p)),
+    "optim_compile_source_flags": (_c.c_char_p, _c.c_char_p, _c.c_char_p,
+                                   _c.c_uint, _P(_rule_p)),
+    "optim_trajectory_create": (_rule_p, _P(_c.c_int64), _c.c_size_t,
+                                _P(_Shape), _P(_Options), _P(_traj_p)),
+    "optim_trajectory_release": (_traj_p,),
+    "optim_trajectory_param": (_traj_p, _c.c_size_t, _P(_c.c_void_p),
+                               _P(_c.c_int64)),
+    "optim_trajectory_state": (_traj_p, _c.c_size_t, _c.c_char_p,
+                               _P(_c.c_void_p), _P(_c.c_int64)),
+    "optim_trajectory_set": (_traj_p, _c.c_char_p, _c.c_double),
+    "optim_trajectory_get": (_traj_p, _c.c_char_p, _P(_c.c_double)),
+    "optim_trajectory_set_weights_f32": (_traj_p, _c.c_char_p, _c.c_void_p,
+                                         _c.c_int64),
+    "optim_trajectory_set_weights_f64": (_traj_p, _c.c_char_p, _c.c_void_p,
+                                         _c.c_int64),
+    "optim_trajectory_load_weights": (_traj_p, _c.c_char_p),
+    "optim_trajectory_set_seed": (_traj_p, _c.c_uint64),
+    "optim_trajectory_reset_state": (_traj_p,),
+    "optim_trajectory_truncate": (_traj_p,),
+    "optim_trajectory_step_f32": (_traj_p, _P(_c.c_void_p), _P(_c.c_int64),
+                                  _c.c_size_t, _P(_Input), _c.c_size_t),
+    "optim_trajectory_step_f64": (_traj_p, _P(_c.c_void_p), _P(_c.c_int64),
+                                  _c.c_size_t, _P(_Input), _c.c_size_t),
+    "optim_trajectory_tape_length": (_traj_p, _P(_c.c_size_t)),
+    "optim_trajectory_step_count": (_traj_p, _P(_c.c_int64)),
+    "optim_trajectory_backward_f32": (_traj_p, _P(_c.c_void_p), _c.c_size_t),
+    "optim_trajectory_backward_f64": (_traj_p, _P(_c.c_void_p), _c.c_size_t),
+    "optim_trajectory_weights_gradient": (_traj_p, _c.c_char_p,
+                                          _P(_P(_c.c_double)),
+                                          _P(_c.c_int64)),
+    "optim_trajectory_hyper_gradient": (_traj_p, _c.c_char_p,
+                                        _P(_c.c_double)),
+    "optim_trajectory_param_adjoint": (_traj_p, _c.c_size_t, _P(_c.c_void_p),
+                                       _P(_c.c_int64)),
+    "optim_trajectory_state_adjoint": (_traj_p, _c.c_size_t, _c.c_char_p,
+                                       _P(_c.c_void_p), _P(_c.c_int64)),
     "optim_compile_source": (_c.c_char_p, _c.c_char_p, _c.c_char_p, _c.c_int,
                              _P(_rule_p)),
 }
@@ -351,22 +390,27 @@ class Rule:
         return "<optim_mlir.Rule %s %s>" % (self.name, self.dtype)
 
 
-def compile_file(path, rule=None, f64=False):
+def _compile_flags(f64, reverse):
+    return (1 if f64 else 0) | (2 if reverse else 0)
+
+
+def compile_file(path, rule=None, f64=False, reverse=False):
     """Compiles rule `rule` of the .optim file at `path` (None: its only
-    rule), for float64 if `f64`, else float32."""
+    rule), for float64 if `f64`, else float32; with its reverse mode if
+    `reverse` (needed by Trajectory; not cached)."""
     out = _rule_p()
-    _call("optim_compile_file", _bytes(path, "path"), _bytes(rule, "rule"),
-          int(bool(f64)), _c.byref(out))
+    _call("optim_compile_file_flags", _bytes(path, "path"),
+          _bytes(rule, "rule"), _compile_flags(f64, reverse), _c.byref(out))
     return Rule(out.value)
 
 
-def compile_source(source, rule=None, f64=False, name=None):
+def compile_source(source, rule=None, f64=False, name=None, reverse=False):
     """Compiles rule `rule` of the program text `source`; `name` names it in
     diagnostics."""
     out = _rule_p()
-    _call("optim_compile_source", _bytes(source, "source"),
-          _bytes(name, "name"), _bytes(rule, "rule"), int(bool(f64)),
-          _c.byref(out))
+    _call("optim_compile_source_flags", _bytes(source, "source"),
+          _bytes(name, "name"), _bytes(rule, "rule"),
+          _compile_flags(f64, reverse), _c.byref(out))
     return Rule(out.value)
 
 
@@ -530,6 +574,15 @@ class Optimizer:
                     ", ".join(repr(n) for n in self.rule.inputs),
                     ", ".join("%r: [one array per parameter]" % n
                               for n in self.rule.inputs)))
+        table, keep = self._input_table(inputs, len(grads))
+        _call("optim_optimizer_step_inputs_" + self.rule.dtype, self._handle,
+              pointers, sizes, len(grads), table, len(inputs),
+              _c.byref(stepped))
+        return bool(stepped.value)
+
+    def _input_table(self, inputs, count):
+        """The optim_input_* table of `inputs` ({name: [arrays]}, `count`
+        arrays each), and what must stay alive while the C call reads it."""
         if not isinstance(inputs, dict):
             raise TypeError("inputs must be a dict {name: [arrays]}, not a %s"
                             % type(inputs).__name__)
@@ -546,19 +599,16 @@ class Optimizer:
                                 "parameter" % name)
             arrays = [self._check(a, "input '%s' of parameter %d" % (name, i))
                       for i, a in enumerate(arrays)]
-            if len(arrays) != len(grads):
+            if len(arrays) != count:
                 raise ValueError(
                     "input '%s' has %d arrays; expected %d, one per "
-                    "parameter" % (name, len(arrays), len(grads)))
+                    "parameter" % (name, len(arrays), count))
             ptrs, lens = self._arrays(arrays)
             keep.append((arrays, ptrs, lens))
             table[k].name = _bytes(name, "input name")
             table[k].data = _c.cast(ptrs, _c.POINTER(_c.c_void_p))
             table[k].sizes = _c.cast(lens, _c.POINTER(_c.c_int64))
-        _call("optim_optimizer_step_inputs_" + self.rule.dtype, self._handle,
-              pointers, sizes, len(grads), table, len(inputs),
-              _c.byref(stepped))
-        return bool(stepped.value)
+        return table, keep
 
     @property
     def step_count(self):
@@ -629,3 +679,259 @@ class Optimizer:
     def load(self, path):
         """Restores a state saved by save() from `path`."""
         _call("optim_optimizer_load", self._handle, _bytes(path, "path"))
+
+
+def _copy_out(data, count, dtype, shape):
+    """A numpy copy of `count` elements of `dtype` at address `data`."""
+    if count == 0:
+        return np.zeros(shape, dtype)
+    ctype = _c.c_double if dtype == np.float64 else _c.c_float
+    buf = (ctype * count).from_address(data)
+    return np.ctypeslib.as_array(buf).copy().reshape(shape)
+
+
+class Trajectory:
+    """Unrolled steps of `rule` (compiled with reverse=True) and their
+    reverse mode: meta-training of learned rules and hypergradients from
+    Python (docs/meta-training.md, "From C and Python"). The trajectory owns
+    its parameters θ, one per entry of `shapes` (an int size or a shape
+    tuple), of the rule's dtype, starting at 0: set them with
+    set_param(). step(grads) records a step; backward(dl_dparams) returns
+    {"weights": {name: dL/dweights}, "hypers": {name: dL/dhyper}} for a
+    loss L whose explicit derivatives dL/dθ after each recorded step the
+    caller gives (∇f(θ_t) for L = Σ f(θ_t)); the gradients fed to the steps
+    are constants of the reverse mode (second derivatives of f dropped, as
+    in Andrychowicz et al., 2016). truncate() starts the next truncation
+    (θ and the state kept), reset_state() a new optimizee run. param(),
+    state() and the adjoints are copies. threads and chunk_size as for
+    Optimizer (the results' rounding depends on chunk_size, never on
+    threads); seed keys the rule's random numbers."""
+
+    _check = Optimizer._check
+    _arrays = staticmethod(Optimizer._arrays)
+    _input_table = Optimizer._input_table
+
+    def __init__(self, rule, shapes, threads=None, chunk_size=None, seed=0):
+        if np is None:
+            raise ImportError("optim_mlir.Trajectory needs numpy")
+        self.rule = rule
+        self._dtype = np.dtype(np.float64 if rule.dtype == "f64"
+                               else np.float32)
+        self._handle = None
+        self._shapes = []
+        for i, s in enumerate(shapes):
+            if isinstance(s, (bool, np.bool_)):
+                raise TypeError("shape %d must be an int or a tuple of ints, "
+                                "got %r" % (i, s))
+            if np.ndim(s) == 0:
+                s = (_uint(s, "size of parameter %d" % i, 2**63, "2**63"),)
+            else:
+                s = tuple(_uint(d, "a dimension of parameter %d" % i, 2**63,
+                                "2**63") for d in s)
+            self._shapes.append(s)
+        self._sizes = [int(np.prod(s, dtype=np.int64)) if s else 1
+                       for s in self._shapes]
+        options = _Options()
+        _call("optim_options_init", _c.byref(options))
+        if threads is not None:
+            options.threads = _uint(threads, "threads", 2**32, "2**32")
+        if chunk_size is not None:
+            options.chunk_size = _uint(chunk_size, "chunk_size", 2**63,
+                                       "2**63")
+        options.seed = _uint(seed, "seed", 2**64, "2**64")
+        n = len(self._shapes)
+        sizes = (_c.c_int64 * max(n, 1))(*self._sizes)
+        dims = [(_c.c_int64 * max(len(s), 1))(*s) for s in self._shapes]
+        table = (_Shape * max(n, 1))()
+        for i, s in enumerate(self._shapes):
+            table[i].dims = _c.cast(dims[i], _c.POINTER(_c.c_int64))
+            table[i].rank = len(s)
+        out = _traj_p()
+        _call("optim_trajectory_create", rule._handle, sizes, n, table,
+              _c.byref(options), _c.byref(out))
+        self._handle = out
+
+    def __del__(self):
+        if getattr(self, "_handle", None) and _lib is not None:
+            _lib.optim_trajectory_release(self._handle)
+            self._handle = None
+
+    def _param_index(self, param):
+        param = _uint(param, "param", 2**64, "2**64")
+        if param >= len(self._shapes):
+            raise IndexError("param %d: the trajectory has %d parameters"
+                             % (param, len(self._shapes)))
+        return param
+
+    def param(self, i):
+        """A copy of θ_i now, in its shape."""
+        i = self._param_index(i)
+        data = _c.c_void_p()
+        count = _c.c_int64()
+        _call("optim_trajectory_param", self._handle, i, _c.byref(data),
+              _c.byref(count))
+        return _copy_out(data.value, count.value, self._dtype, self._shapes[i])
+
+    def set_param(self, i, values):
+        """Sets θ_i (copied from an array of its size, any shape; cast to
+        the rule's dtype)."""
+        i = self._param_index(i)
+        a = np.ascontiguousarray(values, dtype=self._dtype).reshape(-1)
+        if a.size != self._sizes[i]:
+            raise ValueError("parameter %d has %d elements, got %d"
+                             % (i, self._sizes[i], a.size))
+        data = _c.c_void_p()
+        count = _c.c_int64()
+        _call("optim_trajectory_param", self._handle, i, _c.byref(data),
+              _c.byref(count))
+        if a.size:
+            _c.memmove(data.value, a.ctypes.data, a.nbytes)
+
+    def state(self, i, name):
+        """A copy of state `name` of parameter i: a vector state
+        (`state x[N]`) has a leading axis of N; row and column states are
+        flat (one value per row or column of the parameter's matrices)."""
+        i = self._param_index(i)
+        cname = _bytes(name, "name")
+        data = _c.c_void_p()
+        count = _c.c_int64()
+        _call("optim_trajectory_state", self._handle, i, cname,
+              _c.byref(data), _c.byref(count))
+        return self._state_shape(data.value, count.value, i, cname.decode())
+
+    def _state_shape(self, data, count, i, name):
+        size = self.rule.states[name][0]
+        axis = self.rule.state_axes[list(self.rule.states).index(name)]
+        if axis != "none":
+            shape = (count,)
+        elif size != 1:
+            shape = (size,) + self._shapes[i]
+        else:
+            shape = self._shapes[i]
+        return _copy_out(data, count, self._dtype, shape)
+
+    def set(self, name, value):
+        """Hyperparameter `name` for the following steps."""
+        _call("optim_trajectory_set", self._handle, _bytes(name, "name"),
+              _real(value, "value"))
+
+    def get(self, name):
+        out = _c.c_double()
+        _call("optim_trajectory_get", self._handle, _bytes(name, "name"),
+              _c.byref(out))
+        return out.value
+
+    def set_weights(self, name, array):
+        """The learned weights `name` (copied), as Optimizer.set_weights;
+        only while no step is recorded."""
+        a = self._check(array, "weights '%s'" % name)
+        _call("optim_trajectory_set_weights_" + self.rule.dtype, self._handle,
+              _bytes(name, "name"), a.ctypes.data if a.size else None,
+              a.size)
+
+    def load_weights(self, path):
+        _call("optim_trajectory_load_weights", self._handle,
+              _bytes(path, "path"))
+
+    def set_seed(self, seed):
+        """The seed of the rule's random numbers; only while no step is
+        recorded."""
+        _call("optim_trajectory_set_seed", self._handle,
+              _uint(seed, "seed", 2**64, "2**64"))
+
+    def reset_state(self):
+        _call("optim_trajectory_reset_state", self._handle)
+
+    def truncate(self):
+        _call("optim_trajectory_truncate", self._handle)
+
+    @property
+    def tape_length(self):
+        out = _c.c_size_t()
+        _call("optim_trajectory_tape_length", self._handle, _c.byref(out))
+        return out.value
+
+    @property
+    def step_count(self):
+        out = _c.c_int64()
+        _call("optim_trajectory_step_count", self._handle, _c.byref(out))
+        return out.value
+
+    def step(self, grads, inputs=None):
+        """Records one step: one gradient per parameter (arrays of the
+        rule's dtype and the parameters' sizes), and the rule's inputs as
+        for Optimizer.step."""
+        grads = [self._check(g, "gradient %d" % i)
+                 for i, g in enumerate(grads)]
+        pointers, sizes = self._arrays(grads)
+        table, keep = self._input_table(inputs or {}, len(grads))
+        _call("optim_trajectory_step_" + self.rule.dtype, self._handle,
+              pointers, sizes, len(grads), table, len(inputs or {}))
+
+    def backward(self, dl_dparams):
+        """The reverse mode over the recorded steps. `dl_dparams[k][i]`:
+        dL/dθ_i after recorded step k (an array of the rule's dtype, or
+        None), tape_length lists of one entry per parameter. Returns
+        {"weights": {name: array of the weights' shape, float64}, "hypers":
+        {name: float}}; param_adjoint() and state_adjoint() then give dL/dθ
+        and dL/dstate before the first recorded step."""
+        n = len(self._shapes)
+        keep = []
+        flat = []
+        for k, row in enumerate(dl_dparams):
+            if isinstance(row, np.ndarray) or not hasattr(row, "__len__"):
+                raise TypeError("dl_dparams[%d] must be a list with one entry "
+                                "per parameter" % k)
+            if len(row) != n:
+                raise ValueError("dl_dparams[%d] has %d entries; expected %d, "
+                                 "one per parameter" % (k, len(row), n))
+            for i, a in enumerate(row):
+                if a is None:
+                    flat.append(None)
+                    continue
+                a = self._check(a, "dl_dparams[%d][%d]" % (k, i))
+                if a.size != self._sizes[i]:
+                    raise ValueError("dl_dparams[%d][%d] has %d elements, "
+                                     "parameter %d has %d"
+                                     % (k, i, a.size, i, self._sizes[i]))
+                keep.append(a)
+                flat.append(a.ctypes.data if a.size else None)
+        pointers = (_c.c_void_p * max(len(flat), 1))(*flat)
+        _call("optim_trajectory_backward_" + self.rule.dtype, self._handle,
+              pointers, len(flat))
+        result = {"weights": {}, "hypers": {}}
+        for name, shape in self.rule.weights.items():
+            data = _c.POINTER(_c.c_double)()
+            count = _c.c_int64()
+            _call("optim_trajectory_weights_gradient", self._handle,
+                  _bytes(name, "name"), _c.byref(data), _c.byref(count))
+            result["weights"][name] = np.ctypeslib.as_array(
+                data, (count.value,)).copy().reshape(shape)
+        for name in self.rule.hypers:
+            out = _c.c_double()
+            _call("optim_trajectory_hyper_gradient", self._handle,
+                  _bytes(name, "name"), _c.byref(out))
+            result["hypers"][name] = out.value
+        return result
+
+    def param_adjoint(self, i):
+        """A copy of dL/dθ_i before the first recorded step (after
+        backward)."""
+        i = self._param_index(i)
+        data = _c.c_void_p()
+        count = _c.c_int64()
+        _call("optim_trajectory_param_adjoint", self._handle, i,
+              _c.byref(data), _c.byref(count))
+        return _copy_out(data.value, count.value, self._dtype,
+                         self._shapes[i])
+
+    def state_adjoint(self, i, name):
+        """A copy of dL/d(state `name` of parameter i) before the first
+        recorded step, shaped as state()."""
+        i = self._param_index(i)
+        cname = _bytes(name, "name")
+        data = _c.c_void_p()
+        count = _c.c_int64()
+        _call("optim_trajectory_state_adjoint", self._handle, i, cname,
+              _c.byref(data), _c.byref(count))
+        return self._state_shape(data.value, count.value, i, cname.decode())

@@ -15,10 +15,18 @@
 
 using namespace optim;
 
-static optim_status compile(const char *path, const char *source,
-                            const char *bufferName, const char *ruleName,
-                            int precisionF64, optim_rule **out) {
-  const char *fn = path ? "optim_compile_file" : "optim_compile_source";
+static optim_status compile(const char *fn, const char *path,
+                            const char *source, const char *bufferName,
+                            const char *ruleName, unsigned flags,
+                            optim_rule **out) {
+  if (flags & ~unsigned(OPTIM_COMPILE_F64 | OPTIM_COMPILE_REVERSE))
+    return capi::fail(
+        OPTIM_ERROR_INVALID_ARGUMENT,
+        (std::string(fn) + ": flags has unknown bits (" +
+         std::to_string(flags &
+                        ~unsigned(OPTIM_COMPILE_F64 | OPTIM_COMPILE_REVERSE)) +
+         "); only OPTIM_COMPILE_F64 and OPTIM_COMPILE_REVERSE")
+            .c_str());
   if (!out)
     return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT, ": out is NULL", fn);
   if (path ? !*path : !source)
@@ -26,7 +34,8 @@ static optim_status compile(const char *path, const char *source,
                       path ? ": path is empty" : ": source is NULL", fn);
   return capi::guard(OPTIM_ERROR_COMPILE, [&] {
     CompileOptions options;
-    options.precision = precisionF64 ? DType::F64 : DType::F32;
+    options.precision = flags & OPTIM_COMPILE_F64 ? DType::F64 : DType::F32;
+    options.vjp = (flags & OPTIM_COMPILE_REVERSE) != 0;
     // A compiler per call: it holds no state worth sharing (each compilation
     // has its own MLIR context), and sharing one would need a lock.
     Compiler compiler(options);
@@ -49,7 +58,9 @@ extern "C" optim_status optim_compile_file(const char *path,
   if (!path)
     return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
                       "optim_compile_file: path is NULL");
-  return compile(path, nullptr, nullptr, rule_name_or_null, precision_f64, out);
+  return compile("optim_compile_file", path, nullptr, nullptr,
+                 rule_name_or_null, precision_f64 ? OPTIM_COMPILE_F64 : 0u,
+                 out);
 }
 
 extern "C" optim_status optim_compile_source(const char *source,
@@ -57,6 +68,26 @@ extern "C" optim_status optim_compile_source(const char *source,
                                              const char *rule_name_or_null,
                                              int precision_f64,
                                              optim_rule **out) {
-  return compile(nullptr, source, buffer_name_or_null, rule_name_or_null,
-                 precision_f64, out);
+  return compile("optim_compile_source", nullptr, source, buffer_name_or_null,
+                 rule_name_or_null, precision_f64 ? OPTIM_COMPILE_F64 : 0u,
+                 out);
+}
+
+extern "C" optim_status optim_compile_file_flags(const char *path,
+                                                 const char *rule_name_or_null,
+                                                 unsigned flags,
+                                                 optim_rule **out) {
+  if (!path)
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      "optim_compile_file_flags: path is NULL");
+  return compile("optim_compile_file_flags", path, nullptr, nullptr,
+                 rule_name_or_null, flags, out);
+}
+
+extern "C" optim_status
+optim_compile_source_flags(const char *source, const char *buffer_name_or_null,
+                           const char *rule_name_or_null, unsigned flags,
+                           optim_rule **out) {
+  return compile("optim_compile_source_flags", nullptr, source,
+                 buffer_name_or_null, rule_name_or_null, flags, out);
 }

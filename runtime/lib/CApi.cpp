@@ -18,6 +18,7 @@
 #include "optim/CApiSupport.h"
 #include "optim/Optimizer.h"
 
+#include "CApiMacros.h"
 #include "OptimizerImpl.h"
 #include "QuotedList.h"
 
@@ -97,52 +98,6 @@ extern "C" const char *optim_status_name(optim_status status) {
   // A value a foreign caller made up: still a valid string.
   return "OPTIM_ERROR_UNKNOWN_STATUS";
 }
-
-/// Fails with "<fn>: <what> is NULL" unless `p` is set.
-#define OPTIM_CHECK_NOT_NULL(p, fn)                                            \
-  do {                                                                         \
-    if (!(p))                                                                  \
-      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT, ": " #p " is NULL", fn); \
-  } while (false)
-
-/// Arrays may be NULL only when empty.
-#define OPTIM_CHECK_ARRAY(p, count, fn)                                        \
-  do {                                                                         \
-    if (!(p) && (count) > 0)                                                   \
-      return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                          \
-                        ": " #p " is NULL but " #count " is not 0", fn);       \
-  } while (false)
-
-//===----------------------------------------------------------------------===//
-// Live handles
-//===----------------------------------------------------------------------===//
-
-// The registry of live handles is in HandleRegistry.cpp. Each entry point
-// that uses a handle holds it (capi::HandleUse) until it returns, so that a
-// release on another thread waits for the call instead of freeing the object
-// under it.
-
-/// Fails unless `rule` is a live rule handle (owned or lent); holds it until
-/// the calling function returns. A statement of the calling function, not a
-/// block: the hold lives in its scope.
-#define OPTIM_USE_RULE(rule, fn)                                               \
-  OPTIM_CHECK_NOT_NULL(rule, fn);                                              \
-  capi::HandleUse rule##InUse(rule, capi::HandleKind::Rule);                   \
-  if (!rule##InUse)                                                            \
-    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                            \
-                      ": " #rule " is not a live rule handle (released "       \
-                      "already?)",                                             \
-                      fn)
-
-/// Fails unless `opt` is a live optimizer handle; holds it as OPTIM_USE_RULE.
-#define OPTIM_USE_OPTIMIZER(opt, fn)                                           \
-  OPTIM_CHECK_NOT_NULL(opt, fn);                                               \
-  capi::HandleUse opt##InUse(opt, capi::HandleKind::Optimizer);                \
-  if (!opt##InUse)                                                             \
-    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                            \
-                      ": " #opt " is not a live optimizer handle (released "   \
-                      "already?)",                                             \
-                      fn)
 
 //===----------------------------------------------------------------------===//
 // Rules

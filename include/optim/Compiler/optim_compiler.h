@@ -33,6 +33,25 @@ optim_status optim_compile_source(const char *source,
                                   const char *rule_name_or_null,
                                   int precision_f64, optim_rule **out);
 
+/* Flags of optim_compile_*_flags. */
+enum {
+  OPTIM_COMPILE_F64 = 1,    /* f64 elements (default f32) */
+  OPTIM_COMPILE_REVERSE = 2 /* also the rule's reverse mode, which
+                               optim_trajectory_create needs (meta-training,
+                               hypergradients); such compilations are not
+                               cached */
+};
+
+/* optim_compile_file and optim_compile_source with flags (OPTIM_COMPILE_*,
+   or-ed; OPTIM_ERROR_INVALID_ARGUMENT for any other bit). */
+optim_status optim_compile_file_flags(const char *path,
+                                      const char *rule_name_or_null,
+                                      unsigned flags, optim_rule **out);
+optim_status optim_compile_source_flags(const char *source,
+                                        const char *buffer_name_or_null,
+                                        const char *rule_name_or_null,
+                                        unsigned flags, optim_rule **out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -37,10 +37,11 @@ optim_status fail(optim_status status, const char *message,
 /// in a registry of live ones (HandleRegistry.cpp), so that these mistakes
 /// get an error instead of undefined behavior.
 enum class HandleKind {
-  Rule,      ///< from optim_compile_*: the caller releases it
-  LentRule,  ///< from optim_optimizer_rule: its optimizer owns it
-  Optimizer, ///< from optim_optimizer_create_*
-  QPSolver,  ///< from optim_qp_create (KernelABI.h)
+  Rule,       ///< from optim_compile_*: the caller releases it
+  LentRule,   ///< from optim_optimizer_rule: its optimizer owns it
+  Optimizer,  ///< from optim_optimizer_create_*
+  QPSolver,   ///< from optim_qp_create (KernelABI.h)
+  Trajectory, ///< from optim_trajectory_create
 };
 
 /// Records a live handle; throws std::bad_alloc (recording nothing).

@@ -387,6 +387,128 @@ optim_status optim_optimizer_load_weights(optim_optimizer *opt,
 optim_status optim_optimizer_save(const optim_optimizer *opt, const char *path);
 optim_status optim_optimizer_load(optim_optimizer *opt, const char *path);
 
+/*===--- Trajectories: meta-training and hypergradients ------------------===*/
+
+/* The unrolled steps of a rule and their reverse mode (optim::Trajectory,
+   docs/meta-training.md): a trajectory owns parameters θ and the rule's
+   state, records each step, and backward gives dL/d(learned weights),
+   dL/d(hyperparameters) and dL/dθ before the first recorded step for a loss
+   L whose explicit derivatives dL/dθ_t the caller supplies (∇f(θ_t) for
+   L = Σ f(θ_t)). The gradients fed to the steps are constants of the reverse
+   mode (second derivatives of f dropped, as in Andrychowicz et al., 2016).
+   The rule must be compiled with its reverse mode (OPTIM_COMPILE_REVERSE,
+   optim_compiler.h). */
+typedef struct optim_trajectory optim_trajectory;
+
+/* Over `num_params` tensors of `sizes` elements of the rule's dtype, owned by
+   the trajectory and set to 0 (write the initial θ through
+   optim_trajectory_param). `shapes`: one per parameter as for
+   optim_optimizer_create_shaped, or NULL. `options` (NULL: defaults):
+   threads, chunk_size and seed as for optimizers (the gradients' rounding
+   depends on chunk_size, never on threads); skip_non_finite must be 0. */
+optim_status optim_trajectory_create(const optim_rule *rule,
+                                     const int64_t *sizes, size_t num_params,
+                                     const optim_shape *shapes,
+                                     const optim_options *options,
+                                     optim_trajectory **out);
+optim_status optim_trajectory_release(optim_trajectory *traj);
+optim_status optim_trajectory_num_params(const optim_trajectory *traj,
+                                         size_t *out);
+
+/* θ_param now, writable: `*count` elements of the rule's dtype; set the
+   initial θ before the first step of a tape. The pointer stays valid for the
+   trajectory's lifetime. `count` may be NULL. */
+optim_status optim_trajectory_param(optim_trajectory *traj, size_t param,
+                                    void **data, int64_t *count);
+/* The state `name` of parameter `param` now, writable, laid out as
+   optim_optimizer_state's. */
+optim_status optim_trajectory_state(optim_trajectory *traj, size_t param,
+                                    const char *name, void **data,
+                                    int64_t *count);
+
+/* Hyperparameters for the following steps (backward differentiates each step
+   with the values it ran with). Errors as optim_optimizer_set. */
+optim_status optim_trajectory_set(optim_trajectory *traj, const char *name,
+                                  double value);
+optim_status optim_trajectory_get(const optim_trajectory *traj,
+                                  const char *name, double *out);
+/* Learned weights, as optim_optimizer_set_weights_* and _load_weights, only
+   while no step is recorded (after create, truncate or reset_state:
+   OPTIM_ERROR_INVALID_ARGUMENT otherwise). Set them all before the first
+   step. */
+optim_status optim_trajectory_set_weights_f32(optim_trajectory *traj,
+                                              const char *name,
+                                              const float *data, int64_t count);
+optim_status optim_trajectory_set_weights_f64(optim_trajectory *traj,
+                                              const char *name,
+                                              const double *data,
+                                              int64_t count);
+optim_status optim_trajectory_load_weights(optim_trajectory *traj,
+                                           const char *path);
+/* The seed of the rule's random numbers for the following steps; only while
+   no step is recorded. */
+optim_status optim_trajectory_set_seed(optim_trajectory *traj, uint64_t seed);
+
+/* Every state back to its initial value, the step count to 0, the tape
+   dropped (θ kept). */
+optim_status optim_trajectory_reset_state(optim_trajectory *traj);
+/* Drops the tape, keeping θ, the state and the step count: the start of the
+   next truncation of truncated backpropagation through time. */
+optim_status optim_trajectory_truncate(optim_trajectory *traj);
+
+/* One recorded step: one gradient per parameter (num_grads must be the
+   number of parameters, sizes theirs), and every per-coordinate input of the
+   rule exactly once (NULL and 0 for a rule without inputs), as
+   optim_optimizer_step_inputs_*. A gradient or input must not lie in the
+   trajectory's θ or state. Nothing is recorded when a call fails. */
+optim_status optim_trajectory_step_f32(optim_trajectory *traj,
+                                       const float *const *grads,
+                                       const int64_t *sizes, size_t num_grads,
+                                       const optim_input_f32 *inputs,
+                                       size_t num_inputs);
+optim_status optim_trajectory_step_f64(optim_trajectory *traj,
+                                       const double *const *grads,
+                                       const int64_t *sizes, size_t num_grads,
+                                       const optim_input_f64 *inputs,
+                                       size_t num_inputs);
+/* Steps recorded since the last truncate or reset_state; steps taken since
+   the last reset_state (t of the last one). */
+optim_status optim_trajectory_tape_length(const optim_trajectory *traj,
+                                          size_t *out);
+optim_status optim_trajectory_step_count(const optim_trajectory *traj,
+                                         int64_t *out);
+
+/* The backward pass over the recorded steps. `dl_dparams` holds
+   `count` = tape_length * num_params pointers, step-major:
+   dl_dparams[k * num_params + i] is the explicit dL/dθ_i after recorded step
+   k (parameter i's size, the rule's dtype), or NULL for none. The results
+   are kept until the next backward: optim_trajectory_weights_gradient,
+   _hyper_gradient, _param_adjoint and _state_adjoint read them. The tape is
+   kept (backward may run again). */
+optim_status optim_trajectory_backward_f32(optim_trajectory *traj,
+                                           const float *const *dl_dparams,
+                                           size_t count);
+optim_status optim_trajectory_backward_f64(optim_trajectory *traj,
+                                           const double *const *dl_dparams,
+                                           size_t count);
+/* dL/d(weights `name`): `*count` doubles, row-major in the weights' shape
+   (optim_rule_weights); valid until the next backward or the release. */
+optim_status optim_trajectory_weights_gradient(const optim_trajectory *traj,
+                                               const char *name,
+                                               const double **data,
+                                               int64_t *count);
+/* dL/d(hyperparameter `name`); 0 for a const one. */
+optim_status optim_trajectory_hyper_gradient(const optim_trajectory *traj,
+                                             const char *name, double *out);
+/* dL/dθ_param and dL/d(state `name` of parameter `param`) before the first
+   recorded step, of the rule's dtype, laid out as _param and _state. */
+optim_status optim_trajectory_param_adjoint(const optim_trajectory *traj,
+                                            size_t param, const void **data,
+                                            int64_t *count);
+optim_status optim_trajectory_state_adjoint(const optim_trajectory *traj,
+                                            size_t param, const char *name,
+                                            const void **data, int64_t *count);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
