@@ -1025,6 +1025,88 @@ TEST(CApiMisuse, HandlesAreCheckedAndDoubleReleasesRefused) {
                "OPTIM_ERROR_UNKNOWN_STATUS");
 }
 
+TEST(CApiMisuse, TrajectoryHandlesAndArgumentsAreChecked) {
+  optim_rule *plain = nullptr, *rule = nullptr;
+  std::string path = example("adam");
+  ASSERT_EQ(optim_compile_file(path.c_str(), nullptr, 0, &plain), OPTIM_OK);
+  expectStatus(optim_compile_file_flags(path.c_str(), nullptr, 4, &rule),
+               OPTIM_ERROR_INVALID_ARGUMENT, "flags has unknown bits (4)");
+  ASSERT_EQ(optim_compile_file_flags(path.c_str(), nullptr,
+                                     OPTIM_COMPILE_REVERSE, &rule),
+            OPTIM_OK)
+      << optim_last_error();
+  int64_t sizes[2] = {5, 3};
+  optim_trajectory *traj = reinterpret_cast<optim_trajectory *>(0x42);
+  expectStatus(
+      optim_trajectory_create(plain, sizes, 2, nullptr, nullptr, &traj),
+      OPTIM_ERROR_INVALID_ARGUMENT,
+      "compiled without its reverse mode; compile it with "
+      "OPTIM_COMPILE_REVERSE");
+  optim_options options;
+  ASSERT_EQ(optim_options_init(&options), OPTIM_OK);
+  options.skip_non_finite = 1;
+  expectStatus(
+      optim_trajectory_create(rule, sizes, 2, nullptr, &options, &traj),
+      OPTIM_ERROR_INVALID_ARGUMENT,
+      "skip_non_finite does not apply to a trajectory");
+  expectStatus(
+      optim_trajectory_create(rule, nullptr, 2, nullptr, nullptr, &traj),
+      OPTIM_ERROR_INVALID_ARGUMENT, "sizes is NULL");
+  EXPECT_EQ(traj, reinterpret_cast<optim_trajectory *>(0x42));
+  ASSERT_EQ(optim_trajectory_create(rule, sizes, 2, nullptr, nullptr, &traj),
+            OPTIM_OK)
+      << optim_last_error();
+
+  void *theta = nullptr;
+  int64_t count = 0;
+  ASSERT_EQ(optim_trajectory_param(traj, 1, &theta, &count), OPTIM_OK);
+  EXPECT_EQ(count, 3);
+  expectStatus(optim_trajectory_param(traj, 2, &theta, &count),
+               OPTIM_ERROR_NOT_FOUND, "");
+  float g0[5] = {1, 2, 3, 4, 5}, g1[3] = {1, 1, 1};
+  const float *grads[2] = {g0, g1};
+  const double *wrongType[2] = {nullptr, nullptr};
+  expectStatus(optim_trajectory_step_f64(traj, wrongType, sizes, 2, nullptr, 0),
+               OPTIM_ERROR_INVALID_ARGUMENT, "steps f32 parameters");
+  int64_t shortSizes[2] = {5, 2};
+  expectStatus(
+      optim_trajectory_step_f32(traj, grads, shortSizes, 2, nullptr, 0),
+      OPTIM_ERROR_INVALID_ARGUMENT,
+      "gradient 1 has 2 elements, parameter 1 has 3");
+  const float *aliased[2] = {g0, static_cast<const float *>(theta)};
+  expectStatus(optim_trajectory_step_f32(traj, aliased, sizes, 2, nullptr, 0),
+               OPTIM_ERROR_INVALID_ARGUMENT, "");
+  size_t tape = 9;
+  ASSERT_EQ(optim_trajectory_tape_length(traj, &tape), OPTIM_OK);
+  EXPECT_EQ(tape, 0u);
+  double dlr = 7;
+  expectStatus(optim_trajectory_hyper_gradient(traj, "lr", &dlr),
+               OPTIM_ERROR_INVALID_ARGUMENT, "no backward pass has run yet");
+  ASSERT_EQ(optim_trajectory_step_f32(traj, grads, sizes, 2, nullptr, 0),
+            OPTIM_OK);
+  const float *dl[2] = {g0, nullptr};
+  expectStatus(optim_trajectory_backward_f32(traj, dl, 1),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "give tape_length * num_params = 2 pointers");
+  ASSERT_EQ(optim_trajectory_backward_f32(traj, dl, 2), OPTIM_OK);
+  ASSERT_EQ(optim_trajectory_hyper_gradient(traj, "lr", &dlr), OPTIM_OK);
+  EXPECT_TRUE(std::isfinite(dlr) && dlr != 0) << dlr;
+  expectStatus(optim_trajectory_hyper_gradient(traj, "lrr", &dlr),
+               OPTIM_ERROR_NOT_FOUND, "has no hyperparameter 'lrr'");
+  const double *wg = nullptr;
+  expectStatus(optim_trajectory_weights_gradient(traj, "w", &wg, &count),
+               OPTIM_ERROR_NOT_FOUND, "has no weights 'w'");
+
+  ASSERT_EQ(optim_trajectory_release(traj), OPTIM_OK);
+  expectStatus(optim_trajectory_release(traj), OPTIM_ERROR_INVALID_ARGUMENT,
+               "not a live trajectory handle (released twice?)");
+  expectStatus(optim_trajectory_tape_length(traj, &tape),
+               OPTIM_ERROR_INVALID_ARGUMENT, "not a live trajectory handle");
+  EXPECT_EQ(optim_trajectory_release(nullptr), OPTIM_OK);
+  ASSERT_EQ(optim_rule_release(rule), OPTIM_OK);
+  ASSERT_EQ(optim_rule_release(plain), OPTIM_OK);
+}
+
 TEST(CApiMisuse, LearnedRuleStepsAndWeightsRefusedChangeNothing) {
   optim_rule *rule = nullptr;
   std::string path = example("l2l");
