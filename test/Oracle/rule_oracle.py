@@ -385,6 +385,25 @@ def ref_qhm(h, t, p, g, s):
     return p - h.lr * ((h.c(1) - h.nu) * g + h.nu * s["buf"])
 
 
+def ref_adashift(h, t, p, g, s):
+    # Zhou, Zhang, Ye et al. (2019), "AdaShift: Decorrelation and
+    # Convergence of Adaptive Learning Rate Methods", Algorithm 3 with
+    # n = 4 and phi the identity (blocks of one coordinate): a FIFO of the
+    # last n gradients; m_t = sum_i beta1^i g_{t-i} / sum_i beta1^i over the
+    # queue; v_t = beta2 v + (1 - beta2) g_{t-n}^2 with the gradient that
+    # left the queue; no update while t <= n. eps added to sqrt(v), as
+    # implementations do.
+    old = s["q0"]
+    s["q0"], s["q1"], s["q2"], s["q3"] = s["q1"], s["q2"], s["q3"], g
+    w = [h.beta1 ** h.c(3), h.beta1 ** h.c(2), h.beta1, h.c(1)]
+    m = ((w[0] * s["q0"] + w[1] * s["q1"]) + w[2] * s["q2"]) + w[3] * s["q3"]
+    if t <= 4:
+        return p
+    s["v"] = h.beta2 * s["v"] + (1 - h.beta2) * old * old
+    return p - h.lr * m / (((w[0] + w[1]) + w[2]) + w[3]) / (
+        np.sqrt(s["v"]) + h.eps)
+
+
 def ref_aggmo(h, t, p, g, s):
     # Lucas, Sun, Zemel & Grosse (2019), "Aggregated Momentum: Stability
     # Through Passive Damping", Algorithm 1: K velocities v_i <- beta_i v_i
@@ -931,6 +950,11 @@ CASES = [
      {"m": 0, "v": 0, "s": 0}, {"m": "m", "v": "v", "s": "s"}),
     ("qhm", LIT, ref_qhm, {"lr": 0.05, "beta": 0.95, "nu": 0.6}, {"buf": 0},
      {"buf": "buf"}),
+    ("adashift", LIT, ref_adashift,
+     {"lr": 0.003, "beta1": 0.8, "beta2": 0.99, "eps": 1e-6},
+     {"q0": 0, "q1": 0, "q2": 0, "q3": 0, "v": 0},
+     {"q": lambda s, h: np.stack([s["q0"], s["q1"], s["q2"], s["q3"]]),
+      "v": "v"}),
     ("aggmo", LIT, ref_aggmo,
      {"lr": 0.003, "beta1": 0.5, "beta2": 0.8, "beta3": 0.95},
      {"v0": 0, "v1": 0, "v2": 0}, {"v1": "v0", "v2": "v1", "v3": "v2"}),
@@ -1237,10 +1261,10 @@ def run(cases, paths, precisions, steps, kernel_hyper):
                 for mine, key in [("p", None)] + list(states.items()):
                     a = params[i] if mine == "p" else opt.state(i, mine)
                     where = "%s[%d]" % (mine, i)
-                    worst.add(a, r["refs"][precision].quantity(key)[lo:hi],
+                    worst.add(a, r["refs"][precision].quantity(key)[..., lo:hi],
                               RTOL[precision], eps, where)
                     if precision == "f32" and mine == "p":
-                        drift.add(a, r["refs"]["f64"].quantity(key)[lo:hi],
+                        drift.add(a, r["refs"]["f64"].quantity(key)[..., lo:hi],
                                   RTOL[precision], eps, where)
             ok = worst.ratio <= 1.0
             if precision in r["threads"]:

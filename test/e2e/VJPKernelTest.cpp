@@ -294,10 +294,10 @@ INSTANTIATE_TEST_SUITE_P(
     Literature, VJPKernelLiterature,
     ::testing::Values("adamax", "yogi", "adabelief", "adadelta", "radam",
                       "sgd_wd", "nadam", "qhadam", "adabound", "adan",
-                      "signsgd", "signum", "adamod", "qhm", "aggmo", "sgdr",
-                      "step_momentum", "lookahead_adam", "sf_sgd", "sf_adamw",
-                      "madgrad", "accsgd", "ademamix", "laprop", "pid",
-                      "adam_warmup_cosine", "adapnm", "padam", "tiger",
+                      "signsgd", "signum", "adamod", "qhm", "adashift", "aggmo",
+                      "sgdr", "step_momentum", "lookahead_adam", "sf_sgd",
+                      "sf_adamw", "madgrad", "accsgd", "ademamix", "laprop",
+                      "pid", "adam_warmup_cosine", "adapnm", "padam", "tiger",
                       "diffgrad", "rprop", "adopt"),
     [](const auto &info) { return std::string(info.param); });
 
