@@ -1103,9 +1103,13 @@ LogicalResult GPURuleLowering::run() {
   // The front end allows reductions in update rules only; the learned
   // kernel has no per-chunk values.
   if (rule.getNumWeights()) {
-    WalkResult reduction = rule.walk([](TensorReduceOp red) {
-      red.emitOpError("tensor reductions in learned rules are not supported "
-                      "by the CUDA code generator");
+    WalkResult reduction = rule.walk([&](TensorReduceOp red) {
+      // The user's words, at the call: the op's name means nothing there.
+      red.emitError("learned rule '")
+          << rule.getSymName()
+          << "' reduces over tensors (tensor_*/global_*), which the CUDA "
+             "code generator does not do for learned rules; use "
+             "--target=cpu";
       return WalkResult::interrupt();
     });
     if (reduction.wasInterrupted())

@@ -593,7 +593,12 @@ ExprPtr Parser::parsePostfix() {
 bool Parser::parseArguments(std::vector<Argument> &args) {
   while (!tok().is(TokenKind::RParen)) {
     Argument arg;
-    if (tok().is(TokenKind::Identifier) && peek().is(TokenKind::Colon)) {
+    // A keyword before ':' is a (wrong) argument name too ('output: 3',
+    // 'input: 2'), which the callee then names as such.
+    bool keyword =
+        tok().kind >= TokenKind::KwRule && tok().kind <= TokenKind::KwNot;
+    if ((tok().is(TokenKind::Identifier) || keyword) &&
+        peek().is(TokenKind::Colon)) {
       arg.nameLoc = tok().getLoc();
       arg.name = consume().text.str();
       consume();
@@ -626,7 +631,16 @@ ExprPtr Parser::parsePrimary() {
     // parseExpr guards the nesting: one level per parenthesis.
     consume();
     ExprPtr inner = parseExpr();
-    if (!inner || !expect(TokenKind::RParen, "')'"))
+    if (!inner)
+      return nullptr;
+    if (tok().is(TokenKind::Comma)) {
+      // Python's tuple: a feature vector is a vector literal here.
+      diags.error(tok().getLoc(), "a parenthesized list is not a value; a "
+                                  "vector of several values is written as a "
+                                  "vector literal, e.g. '[g, p]'");
+      return nullptr;
+    }
+    if (!expect(TokenKind::RParen, "')'"))
       return nullptr;
     return inner;
   }

@@ -266,6 +266,8 @@ private:
   /// nullopt; types the nodes it folds.
   std::optional<double> evalConstant(Expr &expr);
   std::optional<double> foldConstant(Expr &expr);
+  /// Whether `expr` is a vector literal of constants (nested ones too).
+  bool isConstantList(Expr &expr);
   std::optional<int64_t> evalSize(Expr &expr, llvm::StringRef what);
   bool checkShape(std::vector<ExprPtr> &dims, unsigned maxRank,
                   llvm::SmallVectorImpl<int64_t> &shape, llvm::StringRef what);
@@ -436,6 +438,27 @@ void ProgramChecker::reportUndeclared(llvm::StringRef name, SMLoc loc,
                                 : "'not isfinite(x) and x == x'"));
       return;
     }
+    // What an author of an MLP optimizer types first.
+    static const std::pair<llvm::StringRef, llvm::StringRef> spelled[] = {
+        {"relu", "'max(x, 0)'"},
+        {"softplus", "'log(1 + exp(x))'"},
+        {"leaky_relu", "'max(x, 0.01 * x)'"},
+        {"elu", "'select(x > 0, x, exp(x) - 1)'"},
+        {"concat", "a vector literal, '[a, b]' (a vector element gives all "
+                   "of its components)"},
+        {"cat", "a vector literal, '[a, b]'"},
+        {"stack", "a vector literal, '[a, b]'"},
+        {"vector", "a vector literal, '[a, b]'"},
+        {"vec", "a vector literal, '[a, b]'"},
+        {"array", "a vector literal, '[a, b]'"},
+        {"square", "'x * x'"},
+        {"rsqrt", "'1 / sqrt(x)'"}};
+    for (const auto &[known, spelling] : spelled)
+      if (name == known &&
+          (program.isRule() || !spelling.contains("vector literal"))) {
+        diags.error(loc, "unknown function '" + name + "'; write " + spelling);
+        return;
+      }
     if (builtinConstant(name)) {
       diags.error(loc, "'" + name + "' is a constant, not a function");
       return;
@@ -809,6 +832,21 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
       continue;
     std::optional<double> init = evalConstant(*item.init);
     if (!init) {
+      // A literal of constants starts at its values at the first step, as
+      // any runtime value; a NaN among them is an error as `= 0 / 0` is.
+      if (auto *list = llvm::dyn_cast<ListExpr>(item.init.get())) {
+        bool nan = false;
+        for (ExprPtr &element : list->elements)
+          if (std::optional<double> v = foldConstant(*element);
+              v && std::isnan(*v)) {
+            diags.error(element->getLoc(), "the initial value of state '" +
+                                               item.name + "' is not a number");
+            nan = true;
+            break;
+          }
+        if (nan)
+          continue;
+      }
       checkRuntimeStateInit(item, Type::number(shape), stmt.axis);
       continue;
     }
@@ -840,6 +878,13 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
   }
 }
 
+bool ProgramChecker::isConstantList(Expr &expr) {
+  auto *list = llvm::dyn_cast<ListExpr>(&expr);
+  return list && llvm::all_of(list->elements, [&](ExprPtr &e) {
+           return isConstantList(*e) || foldConstant(*e).has_value();
+         });
+}
+
 void ProgramChecker::checkRuntimeStateInit(DeclItem &item, const Type &type,
                                            AxisKind axis) {
   // The state is not in scope in its own initial value; say so rather
@@ -866,7 +911,9 @@ void ProgramChecker::checkRuntimeStateInit(DeclItem &item, const Type &type,
   // depends on what its value depends on (a reduction, learned weights).
   symbol->init = 0.0;
   symbol->initAtFirstStep = true;
-  symbol->assigned = true;
+  // Except from a literal of constants (`state v[2] = [1, 2]`), which a
+  // state never updated keeps for ever, as `state v[2] = 3`.
+  symbol->assigned = !isConstantList(*item.init);
   symbol->axis = axis;
   symbol->index = out.states.size();
   item.type = symbol->type;
@@ -1398,9 +1445,11 @@ Type ProgramChecker::check(Expr &expr, bool allowTuple) {
     }
     if (symbol->kind == Symbol::Weights &&
         symbol->weightsKind != Symbol::Tensor) {
-      diags.error(name.getLoc(), "weights '" + name.name +
-                                     "' can only be called, e.g. '" +
-                                     name.name + "(x)'");
+      diags.error(name.getLoc(),
+                  "weights '" + name.name + "' can only be called, e.g. '" +
+                      (symbol->weightsKind == Symbol::LSTM
+                           ? name.name + "(x, h, c)', which returns h and c"
+                           : name.name + "(x)'"));
       break;
     }
     name.symbol = symbol;

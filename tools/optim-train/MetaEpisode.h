@@ -121,9 +121,17 @@ inline EpisodeResult runEpisode(Trajectory &traj, tasks::Task &task,
       t.forward += seconds(a, b);
       t.task += seconds(b, Clock::now());
       if (!std::isfinite(loss))
-        throw Error("episode " + std::to_string(episode) +
-                    ": the optimizee's loss is not finite (lower "
-                    "--meta-lr?)");
+        // Before the first meta-step the weights are the initial ones: the
+        // meta-lr cannot be the cause then.
+        throw Error(
+            "episode " + std::to_string(episode) +
+            ": the optimizee's loss is not finite at step " +
+            std::to_string(t0Step + k + 1) +
+            (meta.stepCount() == 0
+                 ? " with the initial weights, before any meta-step: the rule "
+                   "diverges as written (check its update and its scale, or "
+                   "start from other weights with --init)"
+                 : " (lower --meta-lr?)"));
       result.lossSum += loss;
       result.finalLoss = loss;
       cot[size_t(k)] = grad;
