@@ -22,6 +22,7 @@
 #include "optim/Tasks/Task.h"
 
 #include "InputFlags.h"
+#include "RepeatedOptions.h"
 #include "ToolSupport.h"
 #include "WriteError.h"
 
@@ -55,10 +56,17 @@ cl::list<std::string>
           cl::desc("Tune rule NAME's lr over N values spaced evenly in log "
                    "from MIN to MAX, e.g. sgd=0.01:10:7 (repeatable)"),
           cl::value_desc("NAME=MIN:MAX:N"), cl::cat(category));
-cl::opt<std::string>
-    weightsFile("weights",
-                cl::desc("Weights of the learned rules (safetensors)"),
-                cl::value_desc("file"), cl::cat(category));
+cl::list<std::string> weightsFlags(
+    "weights",
+    cl::desc("Weights of the learned rules (safetensors): FILE for every "
+             "learned rule, or NAME=FILE for rule NAME (repeatable)"),
+    cl::value_desc("[NAME=]file"), cl::cat(category));
+cl::list<std::string>
+    setFlags("set",
+             cl::desc("A hyperparameter's value for every rule that has it, or "
+                      "RULE.NAME=VALUE for one rule (repeatable), e.g. --set "
+                      "scale=0.05"),
+             cl::value_desc("[RULE.]NAME=VALUE"), cl::cat(category));
 cl::list<std::string> inputFlags(
     "input",
     cl::desc("Where a per-coordinate input of the rules comes from at every "
@@ -151,6 +159,9 @@ struct Candidate {
   std::vector<double> scores;   // mean metric over the tuning seeds
   std::vector<int64_t> tuneBad; // diverged tuning runs per grid point
   double lr = NAN;              // the chosen (or default) lr; NaN: none
+  std::string weights;          // a learned rule's weights file
+  /// --set values other than lr (which goes to `lr`).
+  std::vector<std::pair<std::string, double>> hypers;
 };
 
 struct RunResult {
@@ -252,6 +263,140 @@ tasks::TaskOptions taskOptions() {
 
 /// One run: `steps` updates from the task's initialization for `runSeed`.
 /// f(theta_t) is the minibatch loss step() reports at theta_t, so t = steps
+/// Gives each learned rule its --weights file: NAME=FILE for rule NAME, a
+/// plain FILE for the others. A flag that no rule takes is an error (a typo,
+/// or a forgotten --rule), as is a plain FILE given twice (which would
+/// silently win).
+void assignWeights(std::vector<Candidate> &cands) {
+  std::string plain;
+  std::vector<std::pair<std::string, std::string>> named;
+  for (const std::string &flag : weightsFlags) {
+    llvm::StringRef text(flag);
+    auto [name, file] = text.split('=');
+    bool isNamed =
+        !file.empty() && !name.empty() && llvm::all_of(name, [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_';
+        });
+    if (!isNamed) {
+      if (!plain.empty())
+        throw Error("--weights " + flag +
+                    ": a weights file for every "
+                    "learned rule is given twice (" +
+                    plain +
+                    "); name each "
+                    "rule's with --weights NAME=FILE");
+      plain = flag;
+      continue;
+    }
+    for (const auto &[earlier, f] : named)
+      if (earlier == name)
+        throw Error("--weights " + flag + ": rule '" + earlier +
+                    "' is given weights twice");
+    auto it = std::find_if(cands.begin(), cands.end(), [&](const Candidate &c) {
+      return c.rule.info().name == name;
+    });
+    if (it == cands.end())
+      throw Error("--weights " + flag + ": no --rule is named '" + name.str() +
+                  "'");
+    if (!it->learned)
+      throw Error("--weights " + flag + ": rule '" + name.str() +
+                  "' is not a learned rule");
+    named.emplace_back(name.str(), file.str());
+    it->weights = file.str();
+  }
+  bool plainUsed = false;
+  for (Candidate &c : cands) {
+    if (!c.learned || !c.weights.empty())
+      continue;
+    if (plain.empty())
+      throw Error("rule '" + c.rule.info().name +
+                  "' is a learned rule: give its weights with --weights "
+                  "FILE.safetensors (or --weights " +
+                  c.rule.info().name + "=FILE)");
+    c.weights = plain;
+    plainUsed = true;
+  }
+  if (!plain.empty() && !plainUsed)
+    throw Error(std::none_of(cands.begin(), cands.end(),
+                             [](const Candidate &c) { return c.learned; })
+                    ? "--weights is given but no rule is a learned rule"
+                    : "--weights " + plain +
+                          ": every learned rule has weights of its own "
+                          "(NAME=FILE)");
+}
+
+/// Applies --set [RULE.]NAME=VALUE; returns the rules whose lr it set.
+std::vector<std::string> applySets(std::vector<Candidate> &cands) {
+  std::vector<std::string> lrSet;
+  std::vector<std::string> seen;
+  for (const std::string &flag : setFlags) {
+    auto [lhs, value] = llvm::StringRef(flag).split('=');
+    double number;
+    if (lhs.empty() || value.trim().getAsDouble(number) ||
+        !std::isfinite(number))
+      throw Error("--set expects [RULE.]NAME=VALUE with a finite number, "
+                  "got '" +
+                  flag + "'");
+    auto [ruleName, name] = lhs.trim().rsplit('.');
+    if (name.empty())
+      std::swap(ruleName, name);
+    std::string key = (ruleName + "." + name).str();
+    if (std::find(seen.begin(), seen.end(), key) != seen.end())
+      throw Error("--set " + flag + ": given twice");
+    seen.push_back(key);
+    bool any = false;
+    for (Candidate &c : cands) {
+      const RuleInfo &ri = c.rule.info();
+      if (!ruleName.empty() && ri.name != ruleName)
+        continue;
+      int h = ri.findHyper(name.str());
+      if (h < 0) {
+        if (!ruleName.empty())
+          throw Error("--set " + flag + ": rule '" + ri.name +
+                      "' has no hyperparameter '" + name.str() + "'");
+        continue;
+      }
+      if (ri.hypers[h].isConst)
+        throw Error("--set " + flag + ": '" + name.str() + "' of rule '" +
+                    ri.name + "' is const (compiled in)");
+      any = true;
+      if (name == "lr") {
+        c.lr = number;
+        lrSet.push_back(ri.name);
+      } else {
+        c.hypers.emplace_back(name.str(), number);
+      }
+    }
+    if (!any)
+      throw Error(
+          "--set " + flag + ": " +
+          (ruleName.empty()
+               ? "no rule given has a hyperparameter '" + name.str() + "'"
+               : "no --rule is named '" + ruleName.str() + "'"));
+  }
+  return lrSet;
+}
+
+/// The JSON of the weights: null, one file for every learned rule, or
+/// {rule: file}.
+llvm::json::Value weightsJSON(const std::vector<Candidate> &cands) {
+  llvm::json::Object byRule;
+  std::string first;
+  bool same = true;
+  for (const Candidate &c : cands)
+    if (c.learned) {
+      byRule[c.rule.info().name] = c.weights;
+      if (first.empty())
+        first = c.weights;
+      same &= c.weights == first;
+    }
+  if (byRule.empty())
+    return nullptr;
+  if (same)
+    return first;
+  return llvm::json::Value(std::move(byRule));
+}
+
 /// takes one more minibatch, whose gradient is not used.
 RunResult runOnce(const Candidate &c, double lr,
                   const tasks::TaskOptions &options,
@@ -275,8 +420,10 @@ RunResult runOnce(const Candidate &c, double lr,
   Optimizer opt(c.rule, refs, oo);
   if (!std::isnan(lr))
     opt.set("lr", lr);
+  for (const auto &[name, value] : c.hypers)
+    opt.set(name, value);
   if (c.learned)
-    opt.loadWeights(weightsFile);
+    opt.loadWeights(c.weights);
   // Drawn from the run's seed: every rule with an input `h` sees the same
   // values on the same seed while their parameters agree.
   tools::RunInputs inputs(c.rule.info().inputs, flags, runSeed);
@@ -449,10 +596,6 @@ int evaluate() {
       if (other.rule.info().name == c.rule.info().name)
         throw Error("rule '" + c.rule.info().name + "' is given twice (" +
                     other.file + ", " + file + ")");
-    if (c.learned && weightsFile.empty())
-      throw Error("rule '" + c.rule.info().name +
-                  "' is a learned rule: give its weights with --weights "
-                  "FILE.safetensors");
     if (c.rule.info().findHyper("lr") >= 0)
       c.lr = c.rule.info().hypers[c.rule.info().findHyper("lr")].defaultValue;
     cands.push_back(std::move(c));
@@ -465,10 +608,8 @@ int evaluate() {
         }))
       throw Error("--input " + f.text + ": no rule given takes an input '" +
                   f.name + "'");
-  bool anyLearned = std::any_of(cands.begin(), cands.end(),
-                                [](const Candidate &c) { return c.learned; });
-  if (!weightsFile.empty() && !anyLearned)
-    throw Error("--weights is given but no rule is a learned rule");
+  assignWeights(cands);
+  std::vector<std::string> setLR = applySets(cands);
   for (const std::string &text : grids) {
     std::string name;
     Grid g = parseGrid(text, name);
@@ -490,6 +631,9 @@ int evaluate() {
     if (it->hasGrid)
       throw Error("--grid " + text + ": rule '" + name +
                   "' already has a grid");
+    if (std::find(setLR.begin(), setLR.end(), name) != setLR.end())
+      throw Error("--grid " + text + ": --set also gives rule '" + name +
+                  "' an lr; tune it or set it, not both");
     it->hasGrid = true;
     it->grid = g;
     it->lrs = g.values();
@@ -603,6 +747,14 @@ int evaluate() {
               "q1 q3\n",
               (long long)inits, (unsigned long long)seed,
               (unsigned long long)(seed + inits - 1));
+  // What --set changed besides lr, so that a table says what it ran.
+  for (const Candidate &c : cands)
+    if (!c.hypers.empty()) {
+      std::printf("%s runs with", c.rule.info().name.c_str());
+      for (const auto &[name, value] : c.hypers)
+        std::printf(" %s=%s", name.c_str(), fmt(value).c_str());
+      std::printf(" (--set)\n");
+    }
   std::printf("%-10s %10s | %-45s | %-45s | %s\n", "rule", "lr",
               "final held-out loss", "sum f(theta_t), t = 1..steps",
               "diverged");
@@ -655,9 +807,13 @@ int evaluate() {
       for (const tools::InputFlag &f : flags)
         if (f.name == in)
           inputsJSON[in] = f.text.substr(f.text.find('=') + 1);
+    llvm::json::Object setJSON;
+    for (const auto &[name, value] : cand.hypers)
+      setJSON[name] = value;
     rulesJSON.push_back(llvm::json::Object{
         {"name", cand.rule.info().name},
         {"file", cand.file},
+        {"set", std::move(setJSON)},
         {"learned", cand.learned},
         {"inputs", std::move(inputsJSON)},
         {"lr", num(cand.lr)},
@@ -695,8 +851,7 @@ int evaluate() {
                        int64_t(tuneSeed), int64_t(tuneSeed + tuneInits - 1)})
                  : llvm::json::Value(nullptr)},
         {"metric", metric == Metric::Final ? "final" : "sum"},
-        {"weights", weightsFile.empty() ? llvm::json::Value(nullptr)
-                                        : llvm::json::Value(weightsFile)},
+        {"weights", weightsJSON(cands)},
         {"rules", std::move(rulesJSON)}};
     writeFile(jsonFile, [&](llvm::raw_ostream &os) {
       os << llvm::formatv("{0:2}", llvm::json::Value(std::move(root))) << "\n";
@@ -728,6 +883,12 @@ int main(int argc, char **argv) {
       "optim-eval: optimizers compared on a built-in task over many random "
       "initializations, learning rates tuned on other seeds\n\n"
       "Exit status: 0 on success, 1 on any error (a usage error included).\n");
+  if (std::string repeated =
+          tools::repeatedOption({&cl::SubCommand::getTopLevel()});
+      !repeated.empty()) {
+    tools::printToolError("optim-eval", repeated);
+    return 1;
+  }
   try {
     return evaluate();
   } catch (const Error &e) {

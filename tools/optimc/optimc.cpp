@@ -12,6 +12,7 @@
 
 #include "ArtifactFiles.h"
 #include "EmitGPU.h"
+#include "RepeatedOptions.h"
 #include "Run.h"
 #include "WriteError.h"
 #include "optim/Compiler/CodeGen.h"
@@ -270,16 +271,10 @@ int main(int argc, char **argv) {
                               "usage error included).\n");
   // cl::opt keeps the last of repeated options; `--task a --task b` is more
   // likely a mistake than a wish for b.
-  for (cl::SubCommand *sub : {&cl::SubCommand::getTopLevel(), &runCommand})
-    for (const auto &entry : cl::getRegisteredOptions(*sub)) {
-      const cl::Option *opt = entry.second;
-      if ((opt->getNumOccurrencesFlag() == cl::Optional ||
-           opt->getNumOccurrencesFlag() == cl::Required) &&
-          opt->getNumOccurrences() > 1 && !opt->isPositional())
-        return fail((opt->ArgStr.size() == 1 ? "-" : "--") + opt->ArgStr.str() +
-                    " is given " + std::to_string(opt->getNumOccurrences()) +
-                    " times; give it once");
-    }
+  if (std::string repeated = optim::tools::repeatedOption(
+          {&cl::SubCommand::getTopLevel(), &runCommand});
+      !repeated.empty())
+    return fail(repeated);
   if (runCommand) {
     optim::RunOptions run;
     run.ruleFile = runInput;
