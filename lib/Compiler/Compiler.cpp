@@ -22,6 +22,7 @@ using namespace optim;
 struct Compiler::Impl {
   CompileOptions options;
   bool lastWasCached = false;
+  std::string lastWarnings;
 };
 
 Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
@@ -50,6 +51,8 @@ Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
 
 bool Compiler::lastWasCached() const { return impl->lastWasCached; }
 
+const std::string &Compiler::lastWarnings() const { return impl->lastWarnings; }
+
 const CompileOptions &Compiler::options() const { return impl->options; }
 
 Compiler::~Compiler() = default;
@@ -68,6 +71,7 @@ Rule Compiler::compileSource(std::string_view source,
   if (target.kind != Target::Kind::CPU)
     throw Error("optim::Compiler: only the CPU target is implemented");
   impl->lastWasCached = false;
+  impl->lastWarnings.clear();
   auto tm = createHostTargetMachine();
   if (!tm)
     throw Error("optim::Compiler: no code generator for this host: " +
@@ -81,13 +85,16 @@ Rule Compiler::compileSource(std::string_view source,
     key = cache.key(source, ruleName, impl->options, targetName);
     if (Rule cached = cache.load(key)) {
       impl->lastWasCached = true;
+      impl->lastWarnings =
+          frontendWarnings(source, bufferName, impl->options.precision);
       return cached;
     }
   }
 
   mlir::MLIRContext context;
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      parseProgram(context, source, bufferName, impl->options.precision);
+      parseProgram(context, source, bufferName, impl->options.precision,
+                   &impl->lastWarnings);
   auto selected =
       keepOnly<mlir::optim::RuleOp>(*module, ruleName, bufferName, "rule");
   RuleInfo info = describeRule(selected);

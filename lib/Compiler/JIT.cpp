@@ -16,7 +16,8 @@ using namespace optim;
 
 mlir::OwningOpRef<mlir::ModuleOp>
 optim::parseProgram(mlir::MLIRContext &context, std::string_view source,
-                    const std::string &bufferName, DType precision) {
+                    const std::string &bufferName, DType precision,
+                    std::string *warnings) {
   llvm::SourceMgr sourceMgr;
   sourceMgr.AddNewSourceBuffer(
       llvm::MemoryBuffer::getMemBufferCopy(
@@ -34,7 +35,29 @@ optim::parseProgram(mlir::MLIRContext &context, std::string_view source,
   if (!module)
     throw Error(diagnostics.empty() ? "optim::Compiler: compilation failed"
                                     : diagnostics);
+  if (warnings)
+    *warnings = diagnostics;
   return module;
+}
+
+std::string optim::frontendWarnings(std::string_view source,
+                                    const std::string &bufferName,
+                                    DType precision) {
+  llvm::SourceMgr sourceMgr;
+  sourceMgr.AddNewSourceBuffer(
+      llvm::MemoryBuffer::getMemBufferCopy(
+          llvm::StringRef(source.data(), source.size()), bufferName),
+      llvm::SMLoc());
+  std::string diagnostics;
+  llvm::raw_string_ostream diagStream(diagnostics);
+  DiagnosticEngine diags(sourceMgr, diagStream);
+  FrontendOptions frontend;
+  frontend.precision =
+      precision == DType::F64 ? Precision::F64 : Precision::F32;
+  // The cached kernel compiled: only warnings can come out.
+  if (!parseAndCheck(diags, frontend))
+    return "";
+  return diagnostics;
 }
 
 PassErrors::PassErrors(mlir::MLIRContext &context, std::string_view source,

@@ -30,11 +30,19 @@
 namespace optim {
 
 /// Parses `source` into the optim dialect; front-end diagnostics
-/// (file:line:col, source line, caret) become the Error's message.
+/// (file:line:col, source line, caret) become the Error's message. On
+/// success, `warnings` (if given) receives the front end's warnings, as
+/// printed.
 mlir::OwningOpRef<mlir::ModuleOp> parseProgram(mlir::MLIRContext &context,
                                                std::string_view source,
                                                const std::string &bufferName,
-                                               DType precision);
+                                               DType precision,
+                                               std::string *warnings = nullptr);
+
+/// The front end's warnings for `source` (parsed and checked only), as
+/// printed; for a kernel loaded from the cache, which was not parsed.
+std::string frontendWarnings(std::string_view source,
+                             const std::string &bufferName, DType precision);
 
 /// Erases every top-level op of `module` except the OpT named `name` (or the
 /// only OpT when `name` is empty) and returns it; `kind` ("rule", "layer")

@@ -127,6 +127,17 @@ inline void printToolError(const char *tool, std::string message) {
     std::fprintf(stderr, "%s: error: %s\n", tool, message.c_str());
 }
 
+/// The compiler's warnings of a program the tool runs (Compiler::
+/// lastWarnings), to stderr as optimc prints them: a rule that compiles may
+/// still never update a state, or never use weights that meta-training then
+/// trains with a zero gradient.
+inline void printWarnings(const std::string &warnings) {
+  if (warnings.empty())
+    return;
+  std::fflush(stdout);
+  std::fputs(warnings.c_str(), stderr);
+}
+
 /// The same for a caught exception; std::bad_alloc's what() ("std::bad_alloc")
 /// says nothing to a user.
 inline void printToolError(const char *tool, const std::exception &e) {

@@ -581,6 +581,7 @@ int evaluate() {
     Candidate c;
     c.file = file;
     c.rule = compiler.compileFile(file);
+    tools::printWarnings(compiler.lastWarnings());
     c.learned = !c.rule.info().weights.empty();
     std::vector<std::string> missing;
     for (const std::string &n : c.rule.info().inputs)

@@ -576,7 +576,9 @@ int run(Options o) {
   auto compile = [](Compiler &&compiler, const std::string &file,
                     const std::string &name, const char *option) {
     try {
-      return compiler.compileFile(file, Target::cpu(), name);
+      Rule compiled = compiler.compileFile(file, Target::cpu(), name);
+      tools::printWarnings(compiler.lastWarnings());
+      return compiled;
     } catch (const Error &e) {
       std::string what = e.what();
       if (name.empty() && what.find("name the one") != std::string::npos)

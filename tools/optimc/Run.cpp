@@ -86,6 +86,7 @@ int optim::runTask(const RunOptions &o) {
         throw;
       }
     }();
+    tools::printWarnings(compiler.lastWarnings());
     // The inputs' sources, checked before the task reads its data.
     const std::vector<std::string> &ruleInputs = rule.info().inputs;
     std::vector<tools::InputFlag> sources = tools::parseInputFlags(o.inputs);

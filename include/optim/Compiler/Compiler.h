@@ -95,6 +95,11 @@ public:
 
   /// Whether the last compilation was served by the cache.
   bool lastWasCached() const;
+  /// The warnings of the program the last compile* read ("file:line:col:
+  /// warning: ...", the source line and a caret, as optimc prints them);
+  /// empty when it had none. Tools print them: a rule that compiles may
+  /// still never update a state or use its weights.
+  const std::string &lastWarnings() const;
 
   struct Impl;
 
