@@ -544,7 +544,15 @@ int run(Options o) {
          {std::tuple{"rule-sha256", &o.rule, &ruleSha},
           std::tuple{"meta-rule-sha256", &o.metaRule, &metaRuleSha}}) {
       const std::string name = std::string("run.") + key;
-      if (file.hasMetadata(name) && file.metadata(name) != *sha)
+      // A file that replaced the checkpoint's (--rule=other.optim) is not
+      // "changed": the rule check below says whether it may continue.
+      const std::string pathKey =
+          key == std::string("rule-sha256") ? "run.rule" : "run.meta-rule";
+      char *real = ::realpath(path->c_str(), nullptr);
+      bool sameFile = !file.hasMetadata(pathKey) ||
+                      file.metadata(pathKey) == (real ? real : *path);
+      std::free(real);
+      if (sameFile && file.hasMetadata(name) && file.metadata(name) != *sha)
         std::fprintf(stderr,
                      "optim-train: note: '%s' changed since the checkpoint "
                      "was written; the run continues with its new text, "
@@ -671,9 +679,12 @@ int run(Options o) {
     SafetensorsFile file = SafetensorsFile::read(ckpt);
     if (file.metadata("rule") != metaRule.info().name ||
         file.metadata("learned_rule") != info.name)
-      throw Error("'" + ckpt + "' was written for rules '" +
-                  file.metadata("learned_rule") + "' / '" +
-                  file.metadata("rule") + "'");
+      throw Error("--resume: '" + ckpt + "' is a run of learned rule '" +
+                  file.metadata("learned_rule") + "' with meta-rule '" +
+                  file.metadata("rule") + "', not of '" + info.name +
+                  "' with '" + metaRule.info().name +
+                  "'; resume it with its own rules, or start another run "
+                  "with another --out");
     for (size_t w = 0; w < weights.size(); ++w)
       std::memcpy(weights[w].data(),
                   file.tensor("weights." + info.weights[w].name, DType::F32,
