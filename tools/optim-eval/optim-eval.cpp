@@ -24,6 +24,7 @@
 #include "InputFlags.h"
 #include "RepeatedOptions.h"
 #include "ToolSupport.h"
+#include "TrainedSettings.h"
 #include "WriteError.h"
 
 #include "llvm/Support/CommandLine.h"
@@ -611,6 +612,18 @@ int evaluate() {
                   f.name + "'");
   assignWeights(cands);
   std::vector<std::string> setLR = applySets(cands);
+  for (const Candidate &c : cands)
+    if (c.learned)
+      tools::noteTrainedSettings(
+          "optim-eval", c.weights, c.rule.info(), [&](const std::string &n) {
+            if (n == "lr" && !std::isnan(c.lr))
+              return c.lr;
+            for (const auto &[name, value] : c.hypers)
+              if (name == n)
+                return value;
+            const RuleInfo &ri = c.rule.info();
+            return ri.hypers[ri.findHyper(n)].defaultValue;
+          });
   for (const std::string &text : grids) {
     std::string name;
     Grid g = parseGrid(text, name);

@@ -781,7 +781,8 @@ int run(Options o) {
                  {{"rule", info.name},
                   {"episodes", std::to_string(episodesDone)},
                   {"seed", std::to_string(o.seed)},
-                  {"task", o.task}});
+                  {"task", o.task},
+                  {"set", formatHypers(o)}});
     log.flush();
   };
 
@@ -852,6 +853,7 @@ int run(Options o) {
                       {"episodes", std::to_string(e + 1)},
                       {"seed", std::to_string(o.seed)},
                       {"task", o.task},
+                      {"set", formatHypers(o)},
                       {"selection_sum_f", std::to_string(sel)}});
       }
       bool newEval = !fileExists(evalPath);

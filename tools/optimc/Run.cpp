@@ -14,6 +14,7 @@
 
 #include "InputFlags.h"
 #include "ToolSupport.h"
+#include "TrainedSettings.h"
 
 #include <algorithm>
 #include <chrono>
@@ -160,9 +161,12 @@ int optim::runTask(const RunOptions &o) {
     Optimizer opt(rule, refs, optimizerOptions);
     for (const auto &[name, value] : o.hypers)
       opt.set(name, value);
-    if (!o.weights.empty())
+    if (!o.weights.empty()) {
       opt.loadWeights(o.weights);
-    else if (!rule.info().weights.empty())
+      tools::noteTrainedSettings(
+          "optimc run", o.weights, rule.info(),
+          [&](const std::string &name) { return opt.get(name); });
+    } else if (!rule.info().weights.empty())
       throw Error("rule '" + rule.info().name +
                   "' is a learned rule: give its weights with --weights "
                   "FILE.safetensors");
