@@ -30,6 +30,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
+#include <initializer_list>
 #include <new>
 #include <string>
 #include <vector>
@@ -175,7 +176,20 @@ public:
       inlineValue = arg.substr(eq + 1);
       hasInlineValue = true;
     }
+    // `--episodes 2 --episodes 3` kept the last: more likely a mistake.
+    if (arg.compare(0, 2, "--") == 0 &&
+        std::find(repeatable.begin(), repeatable.end(), name) ==
+            repeatable.end()) {
+      if (std::find(seen.begin(), seen.end(), name) != seen.end())
+        error(name + " is given twice; give it once");
+      seen.push_back(name);
+    }
     return true;
+  }
+
+  /// Options that may be given several times (`--set a=1 --set b=2`).
+  void allowRepeated(std::initializer_list<const char *> options) {
+    repeatable.insert(repeatable.end(), options.begin(), options.end());
   }
 
   /// The whole argument, as given.
@@ -247,6 +261,7 @@ private:
   char **argv;
   int index = 0;
   std::string arg, name, inlineValue;
+  std::vector<std::string> seen, repeatable;
   bool hasInlineValue = false;
 };
 

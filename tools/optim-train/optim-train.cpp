@@ -143,6 +143,7 @@ Exit status: 0 on success, 1 on any error (a usage error included).
 Options parse(int argc, char **argv) {
   Options o;
   tools::ArgParser args("optim-train", kUsage, argc, argv);
+  args.allowRepeated({"--set"});
   while (args.next()) {
     const std::string &arg = args.argument();
     o.given.insert(arg.substr(0, arg.find('=')));
@@ -194,6 +195,9 @@ Options parse(int argc, char **argv) {
       if (number.empty() || *end || !std::isfinite(x))
         args.error("--set " + v.substr(0, eq) +
                    " expects a finite number, got '" + number + "'");
+      for (const auto &[name, value] : o.hypers)
+        if (name == v.substr(0, eq))
+          args.error("--set " + name + " is given twice; give it once");
       o.hypers.push_back({v.substr(0, eq), x});
     } else if (args.is("--threads"))
       o.threads = unsigned(args.integer(1, UINT32_MAX));
@@ -263,7 +267,7 @@ bool parseInt(const std::string &text, int64_t &out) {
   return true;
 }
 
-/// --set's values, one per name (the last given wins, as when applied),
+/// --set's values, one per name,
 /// sorted by name: "k=10,scale=0.5".
 std::string formatHypers(const Options &o) {
   std::map<std::string, double> byName;
