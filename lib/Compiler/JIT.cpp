@@ -14,50 +14,52 @@
 
 using namespace optim;
 
+namespace {
+/// `source` in a SourceMgr of its own and a DiagnosticEngine printing into
+/// `text`: what the front end's entry points take.
+struct FrontendInput {
+  FrontendInput(std::string_view source, const std::string &bufferName,
+                DType precision)
+      : stream(text), diags(sourceMgr, stream) {
+    sourceMgr.AddNewSourceBuffer(
+        llvm::MemoryBuffer::getMemBufferCopy(
+            llvm::StringRef(source.data(), source.size()), bufferName),
+        llvm::SMLoc());
+    options.precision =
+        precision == DType::F64 ? Precision::F64 : Precision::F32;
+  }
+  llvm::SourceMgr sourceMgr;
+  std::string text;
+  llvm::raw_string_ostream stream;
+  DiagnosticEngine diags;
+  FrontendOptions options;
+};
+} // namespace
+
 mlir::OwningOpRef<mlir::ModuleOp>
 optim::parseProgram(mlir::MLIRContext &context, std::string_view source,
                     const std::string &bufferName, DType precision,
                     std::string *warnings) {
-  llvm::SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(
-      llvm::MemoryBuffer::getMemBufferCopy(
-          llvm::StringRef(source.data(), source.size()), bufferName),
-      llvm::SMLoc());
-  std::string diagnostics;
-  llvm::raw_string_ostream diagStream(diagnostics);
-  DiagnosticEngine diags(sourceMgr, diagStream);
+  FrontendInput in(source, bufferName, precision);
   context.printOpOnDiagnostic(false);
-  FrontendOptions frontend;
-  frontend.precision =
-      precision == DType::F64 ? Precision::F64 : Precision::F32;
   mlir::OwningOpRef<mlir::ModuleOp> module =
-      compileToMLIR(context, diags, frontend);
+      compileToMLIR(context, in.diags, in.options);
   if (!module)
-    throw Error(diagnostics.empty() ? "optim::Compiler: compilation failed"
-                                    : diagnostics);
+    throw Error(in.text.empty() ? "optim::Compiler: compilation failed"
+                                : in.text);
   if (warnings)
-    *warnings = diagnostics;
+    *warnings = in.text;
   return module;
 }
 
 std::string optim::frontendWarnings(std::string_view source,
                                     const std::string &bufferName,
                                     DType precision) {
-  llvm::SourceMgr sourceMgr;
-  sourceMgr.AddNewSourceBuffer(
-      llvm::MemoryBuffer::getMemBufferCopy(
-          llvm::StringRef(source.data(), source.size()), bufferName),
-      llvm::SMLoc());
-  std::string diagnostics;
-  llvm::raw_string_ostream diagStream(diagnostics);
-  DiagnosticEngine diags(sourceMgr, diagStream);
-  FrontendOptions frontend;
-  frontend.precision =
-      precision == DType::F64 ? Precision::F64 : Precision::F32;
+  FrontendInput in(source, bufferName, precision);
   // The cached kernel compiled: only warnings can come out.
-  if (!parseAndCheck(diags, frontend))
+  if (!parseAndCheck(in.diags, in.options))
     return "";
-  return diagnostics;
+  return in.text;
 }
 
 PassErrors::PassErrors(mlir::MLIRContext &context, std::string_view source,
