@@ -414,6 +414,23 @@ def compile_source(source, rule=None, f64=False, name=None, reverse=False):
     return Rule(out.value)
 
 
+def _inputs_needed(rule):
+    return TypeError(
+        "rule %s takes the per-coordinate input%s %s with every step:"
+        " call step(grads, inputs={%s})" % (
+            rule.name, "" if len(rule.inputs) == 1 else "s",
+            ", ".join(repr(n) for n in rule.inputs),
+            ", ".join("%r: [one array per parameter]" % n
+                      for n in rule.inputs)))
+
+
+def _rule_arg(rule):
+    if not isinstance(rule, Rule):
+        raise TypeError("rule must be an optim_mlir.Rule (compile_file(...)), "
+                        "not %s" % type(rule).__name__)
+    return rule
+
+
 class Optimizer:
     """An optimizer of `rule` over `params`, numpy arrays of the rule's dtype
     updated in place. threads=0: one per hardware thread. skip_non_finite:
@@ -433,7 +450,7 @@ class Optimizer:
                  seed=0):
         if np is None:
             raise ImportError("optim_mlir.Optimizer needs numpy")
-        self.rule = rule
+        self.rule = _rule_arg(rule)
         self._dtype = np.dtype(np.float64 if rule.dtype == "f64"
                                else np.float32)
         self._handle = None
@@ -567,13 +584,7 @@ class Optimizer:
                   pointers, sizes, len(grads), _c.byref(stepped))
             return bool(stepped.value)
         if inputs is None:
-            raise TypeError(
-                "rule %s takes the per-coordinate input%s %s with every step:"
-                " call step(grads, inputs={%s})" % (
-                    self.rule.name, "" if len(self.rule.inputs) == 1 else "s",
-                    ", ".join(repr(n) for n in self.rule.inputs),
-                    ", ".join("%r: [one array per parameter]" % n
-                              for n in self.rule.inputs)))
+            raise _inputs_needed(self.rule)
         table, keep = self._input_table(inputs, len(grads))
         _call("optim_optimizer_step_inputs_" + self.rule.dtype, self._handle,
               pointers, sizes, len(grads), table, len(inputs),
@@ -639,21 +650,8 @@ class Optimizer:
         count = _c.c_int64()
         _call("optim_optimizer_state", self._handle, param, cname,
               _c.byref(data), _c.byref(count))
-        shape = self._shapes[param]
-        name = cname.decode()  # the rule's key, also for a bytes name
-        size = self.rule.states[name][0]
-        axis = self.rule.state_axes[list(self.rule.states).index(name)]
-        if axis == "row":
-            shape = shape[:-1] if len(shape) >= 2 else (1,)
-        elif axis == "col":
-            shape = shape[:-2] + shape[-1:] if shape else (1,)
-        elif size != 1:
-            shape = (size,) + shape
-        if count.value == 0:
-            return np.zeros(shape, self._dtype)
-        ctype = _c.c_double if self._dtype == np.float64 else _c.c_float
-        buf = (ctype * count.value).from_address(data.value)
-        return np.ctypeslib.as_array(buf).copy().reshape(shape)
+        shape = _state_shape(self.rule, cname.decode(), self._shapes[param])
+        return _copy_out(data.value, count.value, self._dtype, shape)
 
     def set_weights(self, name, array):
         """Sets the learned weights `name` (copied) from a numpy array of the
@@ -679,6 +677,20 @@ class Optimizer:
     def load(self, path):
         """Restores a state saved by save() from `path`."""
         _call("optim_optimizer_load", self._handle, _bytes(path, "path"))
+
+
+def _state_shape(rule, name, shape):
+    """The shape of state `name` (the rule's key) of a parameter of `shape`:
+    the parameter's, with a leading axis for a vector state; for a row state
+    without its last dimension ((1,) for a 1-D or 0-d parameter), for a
+    column state without the one before it."""
+    size = rule.states[name][0]
+    axis = rule.state_axes[list(rule.states).index(name)]
+    if axis == "row":
+        return shape[:-1] if len(shape) >= 2 else (1,)
+    if axis == "col":
+        return shape[:-2] + shape[-1:] if shape else (1,)
+    return (size,) + shape if size != 1 else shape
 
 
 def _copy_out(data, count, dtype, shape):
@@ -714,7 +726,7 @@ class Trajectory:
     def __init__(self, rule, shapes, threads=None, chunk_size=None, seed=0):
         if np is None:
             raise ImportError("optim_mlir.Trajectory needs numpy")
-        self.rule = rule
+        self.rule = _rule_arg(rule)
         self._dtype = np.dtype(np.float64 if rule.dtype == "f64"
                                else np.float32)
         self._handle = None
@@ -756,59 +768,65 @@ class Trajectory:
             _lib.optim_trajectory_release(self._handle)
             self._handle = None
 
-    def _param_index(self, param):
-        param = _uint(param, "param", 2**64, "2**64")
-        if param >= len(self._shapes):
-            raise IndexError("param %d: the trajectory has %d parameters"
-                             % (param, len(self._shapes)))
-        return param
+    def _pointer(self, fn, i, *name):
+        """The C data pointer and element count of θ_i or a state of it;
+        the C API reports a parameter or a state that does not exist."""
+        i = _uint(i, "param", 2**64, "2**64")
+        data = _c.c_void_p()
+        count = _c.c_int64()
+        _call(fn, self._handle, i, *name, _c.byref(data), _c.byref(count))
+        return i, data.value, count.value
+
+    def _write(self, what, data, count, values):
+        """Copies `values` (numbers of any shape with `count` elements) to
+        the C buffer at `data`, only while no step is recorded: the steps
+        on the tape ran from the values they recorded, and backward would
+        differentiate a trajectory that never happened."""
+        if self.tape_length:
+            raise ValueError(
+                "%s can be set only while no step is recorded (after "
+                "creation, truncate() or reset_state()); the tape holds %d"
+                % (what, self.tape_length))
+        a = np.asarray(values)
+        if a.dtype.kind not in "fiu":
+            raise TypeError("%s must be real numbers, got %s"
+                            % (what, a.dtype if a.dtype.kind != "O"
+                               else type(values).__name__))
+        a = np.ascontiguousarray(a, dtype=self._dtype).reshape(-1)
+        if a.size != count:
+            raise ValueError("%s has %d elements, got %d"
+                             % (what, count, a.size))
+        if a.size:
+            _c.memmove(data, a.ctypes.data, a.nbytes)
 
     def param(self, i):
         """A copy of θ_i now, in its shape."""
-        i = self._param_index(i)
-        data = _c.c_void_p()
-        count = _c.c_int64()
-        _call("optim_trajectory_param", self._handle, i, _c.byref(data),
-              _c.byref(count))
-        return _copy_out(data.value, count.value, self._dtype, self._shapes[i])
+        i, data, count = self._pointer("optim_trajectory_param", i)
+        return _copy_out(data, count, self._dtype, self._shapes[i])
 
     def set_param(self, i, values):
-        """Sets θ_i (copied from an array of its size, any shape; cast to
-        the rule's dtype)."""
-        i = self._param_index(i)
-        a = np.ascontiguousarray(values, dtype=self._dtype).reshape(-1)
-        if a.size != self._sizes[i]:
-            raise ValueError("parameter %d has %d elements, got %d"
-                             % (i, self._sizes[i], a.size))
-        data = _c.c_void_p()
-        count = _c.c_int64()
-        _call("optim_trajectory_param", self._handle, i, _c.byref(data),
-              _c.byref(count))
-        if a.size:
-            _c.memmove(data.value, a.ctypes.data, a.nbytes)
+        """Sets θ_i (copied from real numbers of its size, any shape, cast
+        to the rule's dtype); only while no step is recorded."""
+        i, data, count = self._pointer("optim_trajectory_param", i)
+        self._write("parameter %d" % i, data, count, values)
 
     def state(self, i, name):
-        """A copy of state `name` of parameter i: a vector state
-        (`state x[N]`) has a leading axis of N; row and column states are
-        flat (one value per row or column of the parameter's matrices)."""
-        i = self._param_index(i)
+        """A copy of state `name` of parameter i, shaped as
+        Optimizer.state's."""
         cname = _bytes(name, "name")
-        data = _c.c_void_p()
-        count = _c.c_int64()
-        _call("optim_trajectory_state", self._handle, i, cname,
-              _c.byref(data), _c.byref(count))
-        return self._state_shape(data.value, count.value, i, cname.decode())
+        i, data, count = self._pointer("optim_trajectory_state", i, cname)
+        return _copy_out(data, count, self._dtype,
+                         _state_shape(self.rule, cname.decode(),
+                                      self._shapes[i]))
 
-    def _state_shape(self, data, count, i, name):
-        size = self.rule.states[name][0]
-        axis = self.rule.state_axes[list(self.rule.states).index(name)]
-        if axis != "none":
-            shape = (count,)
-        elif size != 1:
-            shape = (size,) + self._shapes[i]
-        else:
-            shape = self._shapes[i]
-        return _copy_out(data, count, self._dtype, shape)
+    def set_state(self, i, name, values):
+        """Sets state `name` of parameter i (copied, its number of
+        elements); only while no step is recorded. reset_state() sets every
+        state back to its initial value."""
+        cname = _bytes(name, "name")
+        i, data, count = self._pointer("optim_trajectory_state", i, cname)
+        self._write("state '%s' of parameter %d" % (cname.decode(), i), data,
+                    count, values)
 
     def set(self, name, value):
         """Hyperparameter `name` for the following steps."""
@@ -861,6 +879,8 @@ class Trajectory:
         """Records one step: one gradient per parameter (arrays of the
         rule's dtype and the parameters' sizes), and the rule's inputs as
         for Optimizer.step."""
+        if inputs is None and self.rule.inputs:
+            raise _inputs_needed(self.rule)
         grads = [self._check(g, "gradient %d" % i)
                  for i, g in enumerate(grads)]
         pointers, sizes = self._arrays(grads)
@@ -917,21 +937,15 @@ class Trajectory:
     def param_adjoint(self, i):
         """A copy of dL/dθ_i before the first recorded step (after
         backward)."""
-        i = self._param_index(i)
-        data = _c.c_void_p()
-        count = _c.c_int64()
-        _call("optim_trajectory_param_adjoint", self._handle, i,
-              _c.byref(data), _c.byref(count))
-        return _copy_out(data.value, count.value, self._dtype,
-                         self._shapes[i])
+        i, data, count = self._pointer("optim_trajectory_param_adjoint", i)
+        return _copy_out(data, count, self._dtype, self._shapes[i])
 
     def state_adjoint(self, i, name):
         """A copy of dL/d(state `name` of parameter i) before the first
         recorded step, shaped as state()."""
-        i = self._param_index(i)
         cname = _bytes(name, "name")
-        data = _c.c_void_p()
-        count = _c.c_int64()
-        _call("optim_trajectory_state_adjoint", self._handle, i, cname,
-              _c.byref(data), _c.byref(count))
-        return self._state_shape(data.value, count.value, i, cname.decode())
+        i, data, count = self._pointer("optim_trajectory_state_adjoint", i,
+                                       cname)
+        return _copy_out(data, count, self._dtype,
+                         _state_shape(self.rule, cname.decode(),
+                                      self._shapes[i]))

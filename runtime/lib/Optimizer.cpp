@@ -20,8 +20,8 @@ AlignedBuffer AlignedBuffer::allocate(size_t bytes, const char *owner) {
   AlignedBuffer b;
   void *p = allocateStateMemory(bytes);
   if (!p)
-    throw Error(std::string(owner) + ": out of memory allocating " +
-                std::to_string(bytes) + " bytes");
+    throw ResourceError(std::string(owner) + ": out of memory allocating " +
+                        std::to_string(bytes) + " bytes");
   b.data.reset(p);
   b.bytes = bytes;
   return b;
@@ -371,9 +371,10 @@ Optimizer::Optimizer(Rule rule, std::vector<ParamGroup> groups,
       im.axisPartials.assign(axisPartialCount, 0.0);
       im.axisReduced.assign(axisReducedCount, 0.0);
     } catch (const std::bad_alloc &) {
-      throw Error("optim::Optimizer: out of memory allocating " +
-                  std::to_string((axisPartialCount + axisReducedCount) * 8) +
-                  " bytes for row and column reductions");
+      throw ResourceError(
+          "optim::Optimizer: out of memory allocating " +
+          std::to_string((axisPartialCount + axisReducedCount) * 8) +
+          " bytes for row and column reductions");
     }
     size_t perChunk = im.pointersPerChunk();
     size_t first = perChunk - 2 * X; // The first partial pointer.

@@ -21,7 +21,8 @@ struct AlignedBuffer {
   std::unique_ptr<void, Free> data;
   size_t bytes = 0;
 
-  /// Throws optim::Error "<owner>: out of memory allocating N bytes" when
+  /// Throws optim::ResourceError "<owner>: out of memory allocating N bytes"
+  /// (OPTIM_ERROR_OUT_OF_MEMORY in the C API) when
   /// the allocation fails.
   static AlignedBuffer allocate(size_t bytes,
                                 const char *owner = "optim::Optimizer");

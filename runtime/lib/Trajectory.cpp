@@ -257,6 +257,21 @@ void Trajectory::setSeed(uint64_t seed) {
 
 uint64_t Trajectory::seed() const { return live("seed").rng[0]; }
 
+/// As Optimizer::setWeights: a NaN or infinite weight makes every step
+/// NaN.
+static void checkFiniteWeights(const std::string &name, const void *data,
+                               int64_t count, DType dtype) {
+  for (int64_t i = 0; i < count; ++i) {
+    const double v = dtype == DType::F32
+                         ? double(static_cast<const float *>(data)[i])
+                         : static_cast<const double *>(data)[i];
+    if (!std::isfinite(v))
+      throw Error("optim::Trajectory::setWeights: '" + name +
+                  "' has a non-finite value (" + std::to_string(v) +
+                  ") at index " + std::to_string(i));
+  }
+}
+
 void Trajectory::setWeights(const std::string &name, const void *data,
                             int64_t count) {
   Impl &im = live("setWeights");
@@ -273,6 +288,7 @@ void Trajectory::setWeights(const std::string &name, const void *data,
     if (!data)
       throw Error("optim::Trajectory::setWeights: '" + name +
                   "' is a null pointer");
+    checkFiniteWeights(name, data, count, ri.dtype);
     Buffer copy = Buffer::allocate(size_t(count) * im.elt);
     std::memcpy(copy.get(), data, copy.bytes);
     im.weights[w] = std::move(copy);
@@ -292,8 +308,10 @@ void Trajectory::loadWeights(const std::string &path) {
   checkNoTape(*impl, "loadWeights");
   SafetensorsFile file = SafetensorsFile::read(path);
   std::vector<const void *> sources;
-  for (const WeightSpec &w : ri.weights) // Check all before setting any.
+  for (const WeightSpec &w : ri.weights) { // Check all before setting any.
     sources.push_back(file.tensor(w.name, ri.dtype, w.shape));
+    checkFiniteWeights(w.name, sources.back(), countOf(w.shape), ri.dtype);
+  }
   for (size_t w = 0; w < ri.weights.size(); ++w)
     setWeights(ri.weights[w].name, sources[w], countOf(ri.weights[w].shape));
 }

@@ -415,9 +415,11 @@ optim_status optim_trajectory_release(optim_trajectory *traj);
 optim_status optim_trajectory_num_params(const optim_trajectory *traj,
                                          size_t *out);
 
-/* θ_param now, writable: `*count` elements of the rule's dtype; set the
-   initial θ before the first step of a tape. The pointer stays valid for the
-   trajectory's lifetime. `count` may be NULL. */
+/* θ_param now, writable: `*count` elements of the rule's dtype. Write it (and
+   the states) only while no step is recorded (after create, truncate or
+   reset_state): the recorded steps ran from the values they recorded, and
+   backward would differentiate a trajectory that never happened. The
+   pointer stays valid for the trajectory's lifetime. `count` may be NULL. */
 optim_status optim_trajectory_param(optim_trajectory *traj, size_t param,
                                     void **data, int64_t *count);
 /* The state `name` of parameter `param` now, writable, laid out as

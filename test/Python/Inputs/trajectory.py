@@ -203,12 +203,55 @@ raises(lambda: traj.set("nope", 1.0), "OPTIM_ERROR_NOT_FOUND",
 raises(lambda: traj.step([np.ones(3, np.float32)]), None, "dtype",
        "a float32 gradient for a float64 rule")
 check(traj.tape_length == 1, "refused steps recorded nothing")
+# θ and the states change only while no step is recorded: a set_param
+# between recorded steps gave a wrong hypergradient.
+raises(lambda: traj.set_param(0, np.zeros(3)), None,
+       "only while no step is recorded", "set_param with steps recorded")
+raises(lambda: traj.set_state(0, "m", 0.5), None,
+       "only while no step is recorded", "set_state with steps recorded")
+raises(lambda: traj.param(7), "OPTIM_ERROR_NOT_FOUND", "",
+       "a parameter that does not exist")
+raises(lambda: optim_mlir.Trajectory("adam", [3]), None,
+       "rule must be an optim_mlir.Rule", "a rule given by name")
+raises(lambda: optim_mlir.Trajectory(adam, [2**40]),
+       "OPTIM_ERROR_OUT_OF_MEMORY", "out of memory allocating",
+       "a trajectory larger than memory")
 g = traj.backward([[np.ones(3)]])
 check(set(g["weights"]) == set(features.weights) and
       g["weights"]["cell"].shape == features.weights["cell"],
       "weights gradients by name, in their shapes")
 traj.truncate()
 check(traj.tape_length == 0 and traj.step_count == 1, "truncate")
+raises(lambda: traj.set_weights("head", np.full(6, np.nan)),
+       "OPTIM_ERROR_INVALID_ARGUMENT", "non-finite value (nan)",
+       "NaN learned weights")
+raises(lambda: traj.set_param(0, None), None, "must be real numbers",
+       "set_param(None)")
+raises(lambda: traj.set_param(0, ["1", "2", "3"]), None,
+       "must be real numbers", "set_param of strings")
+raises(lambda: traj.set_param(0, np.ones(3) * 1j), None,
+       "must be real numbers", "set_param of complex numbers")
+raises(lambda: traj.set_param(0, np.ones(4)), None,
+       "parameter 0 has 3 elements, got 4", "set_param of the wrong size")
+traj.set_param(0, [1, 2, 3])
+traj.set_state(0, "m", [0.5, 0.25, 0.125])
+check(np.array_equal(traj.param(0), [1, 2, 3]) and
+      np.array_equal(traj.state(0, "m"), [0.5, 0.25, 0.125]),
+      "set_param and set_state after truncate")
+sophia = optim_mlir.compile_source(
+    "rule s(lr = 0.1) {\n  input h\n  p -= lr * g * h\n}\n", f64=True,
+    reverse=True)
+raises(lambda: optim_mlir.Trajectory(sophia, [2]).step([np.ones(2)]), None,
+       "takes the per-coordinate input 'h'", "a rule with inputs, none given")
+# Row and column states are shaped as Optimizer.state's.
+ada = optim_mlir.compile_file(os.path.join(examples, "adafactor.optim"),
+                              f64=True, reverse=True)
+row = [n for n, a in zip(ada.states, ada.state_axes) if a == "row"]
+if row:
+    shaped = optim_mlir.Trajectory(ada, [(2, 3, 4)])
+    check(shaped.state(0, row[0]).shape == (2, 3),
+          "a row state of a (2, 3, 4) parameter is (2, 3), got %s"
+          % (shaped.state(0, row[0]).shape,))
 traj.reset_state()
 check(traj.step_count == 0, "reset_state")
 print("trajectory: %d checks, %d failures" % (checks, len(failures)))
