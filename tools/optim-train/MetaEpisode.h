@@ -153,6 +153,16 @@ inline EpisodeResult runEpisode(Trajectory &traj, tasks::Task &task,
     for (auto &gw : metaGrad)
       grads.emplace_back(gw.data(), int64_t(gw.size()));
     meta.step(grads);
+    // The next truncation would refuse them (Trajectory::setWeights) with
+    // a message that does not say why they went bad.
+    for (size_t w = 0; w < weights.size(); ++w)
+      for (float x : weights[w])
+        if (!std::isfinite(x))
+          throw Error("episode " + std::to_string(episode) +
+                      ": the meta-step made the learned weights '" +
+                      info.weights[w].name +
+                      "' non-finite (a non-finite meta-gradient, or a "
+                      "diverging meta-optimizer: lower --meta-lr?)");
     traj.truncate();
     t.backward += seconds(a, b);
     t.meta += seconds(b, Clock::now());
