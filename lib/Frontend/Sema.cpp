@@ -268,6 +268,9 @@ private:
   std::optional<double> foldConstant(Expr &expr);
   /// Whether `expr` is a vector literal of constants (nested ones too).
   bool isConstantList(Expr &expr);
+  /// The first element of the vector literal `expr` (nested ones too) that
+  /// folds to NaN, or null.
+  const Expr *nanInList(Expr &expr);
   std::optional<int64_t> evalSize(Expr &expr, llvm::StringRef what);
   bool checkShape(std::vector<ExprPtr> &dims, unsigned maxRank,
                   llvm::SmallVectorImpl<int64_t> &shape, llvm::StringRef what);
@@ -834,18 +837,10 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
     if (!init) {
       // A literal of constants starts at its values at the first step, as
       // any runtime value; a NaN among them is an error as `= 0 / 0` is.
-      if (auto *list = llvm::dyn_cast<ListExpr>(item.init.get())) {
-        bool nan = false;
-        for (ExprPtr &element : list->elements)
-          if (std::optional<double> v = foldConstant(*element);
-              v && std::isnan(*v)) {
-            diags.error(element->getLoc(), "the initial value of state '" +
-                                               item.name + "' is not a number");
-            nan = true;
-            break;
-          }
-        if (nan)
-          continue;
+      if (const Expr *nan = nanInList(*item.init)) {
+        diags.error(nan->getLoc(), "the initial value of state '" + item.name +
+                                       "' is not a number");
+        continue;
       }
       checkRuntimeStateInit(item, Type::number(shape), stmt.axis);
       continue;
@@ -876,6 +871,19 @@ void ProgramChecker::checkStateDecl(DeclStmt &stmt) {
     item.symbol = symbol;
     out.states.push_back(symbol);
   }
+}
+
+const Expr *ProgramChecker::nanInList(Expr &expr) {
+  auto *list = llvm::dyn_cast<ListExpr>(&expr);
+  if (!list)
+    return nullptr;
+  for (ExprPtr &element : list->elements) {
+    if (const Expr *inner = nanInList(*element))
+      return inner;
+    if (std::optional<double> v = foldConstant(*element); v && std::isnan(*v))
+      return element.get();
+  }
+  return nullptr;
 }
 
 bool ProgramChecker::isConstantList(Expr &expr) {

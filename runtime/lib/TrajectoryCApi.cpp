@@ -15,6 +15,7 @@
 #include "CApiMacros.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -47,17 +48,18 @@ const RuleInfo &infoOf(const optim_trajectory *t) {
   return t->traj.rule().info();
 }
 
-/// NOT_FOUND for a hyperparameter the rule lacks, CONST_HYPERPARAMETER for
-/// a const one (when `setting`), else `otherwise`: the order of
-/// Trajectory::set's checks.
-optim_status classifyHyper(const RuleInfo &ri, const char *name, bool setting,
-                           optim_status otherwise) {
+/// NOT_FOUND for a hyperparameter the rule lacks, INVALID_ARGUMENT for a
+/// value that is not finite, CONST_HYPERPARAMETER for a const one: the
+/// order of Trajectory::set's checks.
+optim_status classifySet(const RuleInfo &ri, const char *name, double value) {
   int h = ri.findHyper(name);
   if (h < 0)
     return OPTIM_ERROR_NOT_FOUND;
-  if (setting && ri.hypers[h].isConst)
+  if (!std::isfinite(value))
+    return OPTIM_ERROR_INVALID_ARGUMENT;
+  if (ri.hypers[h].isConst)
     return OPTIM_ERROR_CONST_HYPERPARAMETER;
-  return otherwise;
+  return OPTIM_ERROR_INVALID_ARGUMENT;
 }
 
 bool hasWeights(const RuleInfo &ri, const char *name) {
@@ -105,6 +107,12 @@ extern "C" optim_status optim_trajectory_create(const optim_rule *rule,
         if (!shapes[i].dims && shapes[i].rank > 0)
           throw Error(std::string(fn) + ": shape of parameter " +
                       std::to_string(i) + ": dims is NULL but rank is not 0");
+        // Before the copy, which must not read a rank that is garbage.
+        if (shapes[i].rank > 64)
+          throw Error(std::string(fn) + ": shape of parameter " +
+                      std::to_string(i) + " has " +
+                      std::to_string(shapes[i].rank) +
+                      " dimensions, more than 64");
         o.shapes[i].assign(shapes[i].dims, shapes[i].dims + shapes[i].rank);
       }
     }
@@ -174,8 +182,7 @@ extern "C" optim_status optim_trajectory_set(optim_trajectory *traj,
                                              const char *name, double value) {
   OPTIM_USE_TRAJECTORY(traj, "optim_trajectory_set");
   OPTIM_CHECK_NOT_NULL(name, "optim_trajectory_set");
-  optim_status onError = classifyHyper(infoOf(traj), name, true,
-                                       OPTIM_ERROR_INVALID_ARGUMENT);
+  optim_status onError = classifySet(infoOf(traj), name, value);
   return capi::guard(onError, [&] {
     traj->traj.set(name, value);
     return OPTIM_OK;

@@ -1053,9 +1053,16 @@ TEST(CApiMisuse, TrajectoryHandlesAndArgumentsAreChecked) {
       optim_trajectory_create(rule, nullptr, 2, nullptr, nullptr, &traj),
       OPTIM_ERROR_INVALID_ARGUMENT, "sizes is NULL");
   EXPECT_EQ(traj, reinterpret_cast<optim_trajectory *>(0x42));
+  int64_t dims[1] = {5};
+  optim_shape garbage[2] = {{dims, size_t(1) << 28}, {nullptr, 0}};
+  expectStatus(optim_trajectory_create(rule, sizes, 2, garbage, nullptr, &traj),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "shape of parameter 0 has 268435456 dimensions, more than 64");
   ASSERT_EQ(optim_trajectory_create(rule, sizes, 2, nullptr, nullptr, &traj),
             OPTIM_OK)
       << optim_last_error();
+  expectStatus(optim_trajectory_set(traj, "lr", NAN),
+               OPTIM_ERROR_INVALID_ARGUMENT, "'lr' must be finite");
 
   void *theta = nullptr;
   int64_t count = 0;
@@ -1089,6 +1096,13 @@ TEST(CApiMisuse, TrajectoryHandlesAndArgumentsAreChecked) {
                OPTIM_ERROR_INVALID_ARGUMENT,
                "give tape_length * num_params = 2 pointers");
   ASSERT_EQ(optim_trajectory_backward_f32(traj, dl, 2), OPTIM_OK);
+  // The adjoints backward writes are no cotangents to read.
+  const void *adj = nullptr;
+  ASSERT_EQ(optim_trajectory_param_adjoint(traj, 0, &adj, &count), OPTIM_OK);
+  const float *fromAdjoint[2] = {static_cast<const float *>(adj), nullptr};
+  expectStatus(optim_trajectory_backward_f32(traj, fromAdjoint, 2),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "lies in the trajectory's own adjoints");
   ASSERT_EQ(optim_trajectory_hyper_gradient(traj, "lr", &dlr), OPTIM_OK);
   EXPECT_TRUE(std::isfinite(dlr) && dlr != 0) << dlr;
   expectStatus(optim_trajectory_hyper_gradient(traj, "lrr", &dlr),

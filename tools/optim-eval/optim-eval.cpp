@@ -329,6 +329,8 @@ void assignWeights(std::vector<Candidate> &cands) {
 /// Applies --set [RULE.]NAME=VALUE; returns the rules whose lr it set.
 std::vector<std::string> applySets(std::vector<Candidate> &cands) {
   std::vector<std::string> lrSet;
+  // (rule.name, the flag that set it), for every hyperparameter set.
+  std::vector<std::pair<std::string, std::string>> given;
   std::vector<std::string> seen;
   for (const std::string &flag : setFlags) {
     auto [lhs, value] = llvm::StringRef(flag).split('=');
@@ -350,6 +352,18 @@ std::vector<std::string> applySets(std::vector<Candidate> &cands) {
       const RuleInfo &ri = c.rule.info();
       if (!ruleName.empty() && ri.name != ruleName)
         continue;
+      // `--set scale=0.05 --set l2l.scale=0.1`: which wins would depend
+      // on their order.
+      std::string mine = ri.name + "." + name.str();
+      auto earlier =
+          std::find_if(given.begin(), given.end(),
+                       [&](const std::pair<std::string, std::string> &g) {
+                         return g.first == mine;
+                       });
+      if (earlier != given.end())
+        throw Error("--set " + flag + ": '" + name.str() + "' of rule '" +
+                    ri.name + "' is also set by --set " + earlier->second +
+                    "; give it once");
       int h = ri.findHyper(name.str());
       if (h < 0) {
         if (!ruleName.empty())
@@ -361,6 +375,7 @@ std::vector<std::string> applySets(std::vector<Candidate> &cands) {
         throw Error("--set " + flag + ": '" + name.str() + "' of rule '" +
                     ri.name + "' is const (compiled in)");
       any = true;
+      given.emplace_back(mine, flag);
       if (name == "lr") {
         c.lr = number;
         lrSet.push_back(ri.name);
