@@ -582,25 +582,12 @@ Trajectory::backward(const std::vector<std::vector<const void *>> &dLdParams) {
   // The adjoints are zeroed and written below: a cotangent read from them
   // (a caller passing paramAdjoint back) would be read as it is written.
   for (size_t k = 0; k < dLdParams.size(); ++k)
-    for (size_t i = 0; i < dLdParams[k].size(); ++i) {
-      if (!dLdParams[k][i] || im.sizes[i] == 0)
-        continue;
-      uintptr_t begin = reinterpret_cast<uintptr_t>(dLdParams[k][i]);
-      uintptr_t end = begin + size_t(im.sizes[i]) * im.elt;
-      bool adjoint = false;
-      auto hits = [&](const Buffer &b) {
-        uintptr_t at = reinterpret_cast<uintptr_t>(b.get());
-        adjoint |= b.bytes > 0 && begin < at + b.bytes && at < end;
-      };
-      hits(im.adjTheta);
-      for (const Buffer &b : im.adjStates)
-        hits(b);
-      if (adjoint)
+    for (size_t i = 0; i < dLdParams[k].size(); ++i)
+      if (dLdParams[k][i] && im.inAdjoints(dLdParams[k][i], im.sizes[i]))
         throw Error("optim::Trajectory::backward: the cotangent of step " +
                     std::to_string(k) + ", parameter " + std::to_string(i) +
                     " lies in the trajectory's own adjoints, which backward "
                     "overwrites; copy it out first");
-    }
 
   std::memset(im.adjTheta.get(), 0, im.adjTheta.bytes);
   im.fillStates(im.adjStates, /*zero=*/true);

@@ -69,6 +69,21 @@ bool hasWeights(const RuleInfo &ri, const char *name) {
   return false;
 }
 
+/// The getters of a buffer of the trajectory (θ, a state, their adjoints):
+/// `get()` the pointer and `size()` its elements, whose only failure is a
+/// parameter or state that does not exist; out-pointers written last.
+template <typename Ptr, typename Get, typename Size>
+optim_status bufferOut(Get get, Size size, Ptr *data, int64_t *count) {
+  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
+    Ptr p = get();
+    int64_t n = size();
+    if (count)
+      *count = n;
+    *data = p;
+    return OPTIM_OK;
+  });
+}
+
 } // namespace
 
 extern "C" optim_status optim_trajectory_create(const optim_rule *rule,
@@ -152,14 +167,8 @@ extern "C" optim_status optim_trajectory_param(optim_trajectory *traj,
                                                int64_t *count) {
   OPTIM_USE_TRAJECTORY(traj, "optim_trajectory_param");
   OPTIM_CHECK_NOT_NULL(data, "optim_trajectory_param");
-  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
-    void *p = traj->traj.param(param);
-    int64_t n = traj->traj.paramSize(param);
-    if (count)
-      *count = n;
-    *data = p;
-    return OPTIM_OK;
-  });
+  return bufferOut([&] { return traj->traj.param(param); },
+                   [&] { return traj->traj.paramSize(param); }, data, count);
 }
 
 extern "C" optim_status optim_trajectory_state(optim_trajectory *traj,
@@ -168,14 +177,9 @@ extern "C" optim_status optim_trajectory_state(optim_trajectory *traj,
   OPTIM_USE_TRAJECTORY(traj, "optim_trajectory_state");
   OPTIM_CHECK_NOT_NULL(name, "optim_trajectory_state");
   OPTIM_CHECK_NOT_NULL(data, "optim_trajectory_state");
-  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
-    void *p = traj->traj.state(param, name);
-    int64_t n = traj->traj.stateSize(param, name);
-    if (count)
-      *count = n;
-    *data = p;
-    return OPTIM_OK;
-  });
+  return bufferOut([&] { return traj->traj.state(param, name); },
+                   [&] { return traj->traj.stateSize(param, name); }, data,
+                   count);
 }
 
 extern "C" optim_status optim_trajectory_set(optim_trajectory *traj,
@@ -466,14 +470,8 @@ optim_trajectory_param_adjoint(const optim_trajectory *traj, size_t param,
   if (!traj->haveGradient)
     return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
                       ": no backward pass has run yet", fn);
-  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
-    const void *p = traj->traj.paramAdjoint(param);
-    int64_t n = traj->traj.paramSize(param);
-    if (count)
-      *count = n;
-    *data = p;
-    return OPTIM_OK;
-  });
+  return bufferOut([&] { return traj->traj.paramAdjoint(param); },
+                   [&] { return traj->traj.paramSize(param); }, data, count);
 }
 
 extern "C" optim_status
@@ -487,12 +485,7 @@ optim_trajectory_state_adjoint(const optim_trajectory *traj, size_t param,
   if (!traj->haveGradient)
     return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
                       ": no backward pass has run yet", fn);
-  return capi::guard(OPTIM_ERROR_NOT_FOUND, [&] {
-    const void *p = traj->traj.stateAdjoint(param, name);
-    int64_t n = traj->traj.stateSize(param, name);
-    if (count)
-      *count = n;
-    *data = p;
-    return OPTIM_OK;
-  });
+  return bufferOut([&] { return traj->traj.stateAdjoint(param, name); },
+                   [&] { return traj->traj.stateSize(param, name); }, data,
+                   count);
 }

@@ -145,14 +145,32 @@ struct Trajectory::Impl {
         fn(begin, end);
     });
   }
+  /// Whether `b` shares a byte with [begin, end).
+  static bool overlap(const Buffer &b, uintptr_t begin, uintptr_t end) {
+    uintptr_t at = reinterpret_cast<uintptr_t>(b.get());
+    return b.bytes > 0 && begin < at + b.bytes && at < end;
+  }
+  /// Whether the `count` elements at `data` overlap the adjoints of θ or of
+  /// a state, which backward zeroes and writes.
+  bool inAdjoints(const void *data, int64_t count) const {
+    uintptr_t begin = reinterpret_cast<uintptr_t>(data);
+    uintptr_t end = begin + size_t(count) * elt;
+    if (count <= 0)
+      return false;
+    if (overlap(adjTheta, begin, end))
+      return true;
+    for (const Buffer &b : adjStates)
+      if (overlap(b, begin, end))
+        return true;
+    return false;
+  }
   /// "parameters" or "state" when the `count` elements at `data` overlap
   /// θ or a state buffer of the trajectory, else null.
   const char *ownMemory(const void *data, int64_t count) const {
     uintptr_t begin = reinterpret_cast<uintptr_t>(data);
     uintptr_t end = begin + size_t(count) * elt;
     auto overlaps = [&](const Buffer &b) {
-      uintptr_t at = reinterpret_cast<uintptr_t>(b.get());
-      return count > 0 && b.bytes > 0 && begin < at + b.bytes && at < end;
+      return count > 0 && overlap(b, begin, end);
     };
     if (overlaps(theta))
       return "parameters";
