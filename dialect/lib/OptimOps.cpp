@@ -186,7 +186,7 @@ LogicalResult LinearVJPOp::verify() {
 }
 
 //===----------------------------------------------------------------------===//
-// EyeOp, MatVecOp
+// EyeOp, MatVecOp, MatMulOp, TransposeOp
 //===----------------------------------------------------------------------===//
 
 LogicalResult EyeOp::verify() {
@@ -214,6 +214,40 @@ LogicalResult MatVecOp::verify() {
   if (a.getDimSize(0) != y.getDimSize(0))
     return emitOpError("result must have ")
            << a.getDimSize(0) << " elements, got " << y.getDimSize(0);
+  return success();
+}
+
+LogicalResult MatMulOp::verify() {
+  auto a = cast<RankedTensorType>(getLhs().getType());
+  auto b = cast<RankedTensorType>(getRhs().getType());
+  auto c = cast<RankedTensorType>(getResult().getType());
+  if (a.getRank() != 2 || b.getRank() != 2 || c.getRank() != 2)
+    return emitOpError("expects two matrices and a matrix result");
+  if (a.getElementType() != b.getElementType() ||
+      a.getElementType() != c.getElementType() ||
+      !isa<FloatType>(a.getElementType()))
+    return emitOpError("operands and result must share one float element type");
+  if (a.getDimSize(1) != b.getDimSize(0))
+    return emitOpError("left matrix has ")
+           << a.getDimSize(1) << " columns but the right one has "
+           << b.getDimSize(0) << " rows";
+  if (c.getDimSize(0) != a.getDimSize(0) || c.getDimSize(1) != b.getDimSize(1))
+    return emitOpError("result must be ")
+           << a.getDimSize(0) << "x" << b.getDimSize(1) << ", got " << c;
+  return success();
+}
+
+LogicalResult TransposeOp::verify() {
+  auto a = cast<RankedTensorType>(getMatrix().getType());
+  auto t = cast<RankedTensorType>(getResult().getType());
+  if (a.getRank() != 2 || t.getRank() != 2)
+    return emitOpError("expects a matrix and a matrix result");
+  if (a.getElementType() != t.getElementType() ||
+      !isa<FloatType>(a.getElementType()))
+    return emitOpError("operand and result must share one float element type");
+  if (t.getDimSize(0) != a.getDimSize(1) || t.getDimSize(1) != a.getDimSize(0))
+    return emitOpError("result must be ")
+           << a.getDimSize(1) << "x" << a.getDimSize(0) << ", got " << t;
   return success();
 }
 

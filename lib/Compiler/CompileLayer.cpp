@@ -11,6 +11,7 @@
 #include "optim/Compiler/Compiler.h"
 #include "optim/Compiler/Describe.h"
 #include "optim/Compiler/Pipelines.h"
+#include "optim/Conversion/Passes.h"
 #include "optim/Dialect/OptimOps.h"
 
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
@@ -39,14 +40,12 @@ Layer Compiler::compileLayerSource(std::string_view source,
       parseProgram(context, source, bufferName, options().precision);
   auto selected =
       keepOnly<mlir::optim::LayerOp>(*module, layerName, bufferName, "layer");
-  mlir::optim::QPOp qp;
-  for (auto q : selected.getBodyBlock().getOps<mlir::optim::QPOp>())
-    qp = q;
   std::string name = selected.getSymName().str();
 
   PassErrors errors(context, source, bufferName);
-  if (!qp)
-    throw Error("optim::Compiler: layer '" + name + "' solves no qp");
+  // describeLayer reads the qp's sizes.
+  if (!mlir::optim::findCompilableQP(selected))
+    errors.fail("optim::Compiler: cannot compile layer '" + name + "'");
   LayerInfo info = describeLayer(selected);
 
   mlir::PassManager pm(&context);

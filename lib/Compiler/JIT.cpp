@@ -96,6 +96,10 @@ void PassErrors::run(mlir::PassManager &pm, mlir::ModuleOp module,
                      const std::string &what) {
   if (mlir::succeeded(pm.run(module)))
     return;
+  fail(what);
+}
+
+void PassErrors::fail(const std::string &what) {
   if (text.empty())
     throw Error(what + ": lowering failed\n");
   throw Error(firstLocated ? text : what + ": " + text);

@@ -85,6 +85,8 @@ public:
   /// unless the first is located in the source.
   void run(mlir::PassManager &pm, mlir::ModuleOp module,
            const std::string &what);
+  /// Throws the errors reported so far, as run() does after a failure.
+  [[noreturn]] void fail(const std::string &what);
 
 private:
   std::string text;

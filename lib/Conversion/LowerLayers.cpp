@@ -27,6 +27,7 @@
 #include "mlir/Dialect/GPU/IR/GPUDialect.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Tensor/IR/Tensor.h"
+#include "mlir/Dialect/Utils/StaticValueUtils.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Matchers.h"
 #include "mlir/IR/TypeUtilities.h"
@@ -42,6 +43,39 @@ namespace mlir::optim {
 
 using namespace mlir;
 using namespace mlir::optim;
+
+QPOp mlir::optim::findCompilableQP(LayerOp layer) {
+  Block &body = layer.getBodyBlock();
+  QPOp qp;
+  for (Operation &op : body.without_terminator()) {
+    if (auto q = dyn_cast<QPOp>(op)) {
+      if (qp) {
+        emitError(q.getLoc(), "a layer solves one qp; this is a second "
+                              "(compose two layers instead)");
+        return {};
+      }
+      qp = q;
+    }
+  }
+  if (!qp) {
+    emitError(layer.getLoc(), "layer '")
+        << layer.getSymName()
+        << "' solves no qp: a compiled layer's outputs are the results of "
+           "one qp(...)";
+    return {};
+  }
+  for (Value v : body.getTerminator()->getOperands())
+    if (v.getDefiningOp() != qp.getOperation()) {
+      // At the output's computation (the source line that made it), not
+      // the layer's name.
+      Location at = v.getDefiningOp() ? v.getDefiningOp()->getLoc()
+                                      : body.getTerminator()->getLoc();
+      emitError(at, "every output of a layer must be a result of its qp "
+                    "(z, nu or lam), not a value computed from them");
+      return {};
+    }
+  return qp;
+}
 
 namespace {
 
@@ -90,11 +124,12 @@ private:
   }
 
   /// The value of tensor `v` at `idx` (index values, one per dimension) for
-  /// batch element `e` (an index; null where `v` is shared).
+  /// batch element `e` (an index; null where `v` is shared). A scalar (an
+  /// element `x[k]`, constants, arithmetic on them) has an empty `idx`.
   Value at(OpBuilder &b, Value v, ValueRange idx, Value e);
-  /// The scalar that a tensor.splat broadcasts (constants and arithmetic on
-  /// them, cloned).
-  Value scalar(OpBuilder &b, Value v);
+  /// The positions of a tensor.extract (constants, as the front end
+  /// writes `x[k]`), as index values of the function being emitted.
+  SmallVector<Value> extractPositions(OpBuilder &b, tensor::ExtractOp op);
   /// The cotangent of tensor `v` at `idx` for batch element `e` (null for a
   /// shared value: then summed over the batch where a batched use needs it).
   Value adjoint(OpBuilder &b, Value v, ValueRange idx, Value e);
@@ -147,6 +182,10 @@ private:
     return LLVM::LoadOp::create(b, loc, ptrType, p);
   }
   bool isBatched(Value v) const { return batched.contains(v); }
+  /// `idx` for a tensor operand of an elementwise op, none for a scalar one.
+  static ValueRange indexOf(Value operand, ValueRange idx) {
+    return isa<RankedTensorType>(operand.getType()) ? idx : ValueRange{};
+  }
   static ArrayRef<int64_t> shapeOf(Value v) {
     return cast<RankedTensorType>(v.getType()).getShape();
   }
@@ -175,25 +214,9 @@ private:
 
 LogicalResult LayerLowering::check() {
   Block &body = layer.getBodyBlock();
-  for (Operation &op : body.without_terminator()) {
-    if (auto q = dyn_cast<QPOp>(op)) {
-      if (qp)
-        return q.emitOpError("optim-lower-layers: a layer may solve one qp");
-      qp = q;
-    }
-  }
+  qp = findCompilableQP(layer);
   if (!qp)
-    return layer.emitOpError("optim-lower-layers: the layer solves no qp");
-  for (Value v : body.getTerminator()->getOperands())
-    if (v.getDefiningOp() != qp.getOperation()) {
-      // At the output's computation (the source line that made it), not
-      // the layer's name.
-      Location at = v.getDefiningOp() ? v.getDefiningOp()->getLoc()
-                                      : body.getTerminator()->getLoc();
-      return emitError(at, "optim-lower-layers: every output must be a "
-                           "result of the qp (z, nu or lam); other outputs "
-                           "are not supported yet");
-    }
+    return failure();
   elt = dyn_cast<FloatType>(getElementTypeOrSelf(qp.getQvec().getType()));
   if (!elt || !(elt.isF32() || elt.isF64()))
     return qp.emitOpError("optim-lower-layers: only f32 and f64 layers");
@@ -263,22 +286,6 @@ Value LayerLowering::sum(OpBuilder &b, Value n,
   return loop.getResult(0);
 }
 
-Value LayerLowering::scalar(OpBuilder &b, Value v) {
-  Operation *def = v.getDefiningOp();
-  if (!def || def->getNumResults() != 1 || def->getNumRegions() ||
-      !isa<FloatType>(v.getType())) {
-    (def ? def : layer.getOperation())
-        ->emitOpError("optim-lower-layers: a broadcast scalar must be "
-                      "computed from constants");
-    hadError = true;
-    return cst(b, 0.0);
-  }
-  IRMapping map;
-  for (Value o : def->getOperands())
-    map.map(o, scalar(b, o));
-  return b.clone(*def, map)->getResult(0);
-}
-
 Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
   if (auto arg = dyn_cast<BlockArgument>(v)) {
     unsigned i = arg.getArgNumber();
@@ -288,6 +295,14 @@ Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
                 linear(b, shapeOf(v), idx, Value()));
   }
   Operation *op = v.getDefiningOp();
+  if (auto c = dyn_cast<arith::ConstantOp>(op);
+      c && !isa<DenseElementsAttr>(c.getValue())) {
+    if (auto f = dyn_cast<FloatAttr>(c.getValue()))
+      return cst(b, f.getValueAsDouble());
+    if (auto i = dyn_cast<IntegerAttr>(c.getValue());
+        i && i.getType().isInteger(1))
+      return arith::ConstantOp::create(b, loc, b.getBoolAttr(i.getInt() != 0));
+  }
   if (auto c = dyn_cast<arith::ConstantOp>(op)) {
     auto dense = dyn_cast<DenseElementsAttr>(c.getValue());
     // `not c` is `c xor true` on a tensor of i1.
@@ -301,8 +316,14 @@ Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
     hadError = true;
     return cst(b, 0.0);
   }
-  if (auto splat = dyn_cast<tensor::SplatOp>(op))
-    return scalar(b, splat.getInput());
+  if (auto splat = dyn_cast<tensor::SplatOp>(op)) {
+    Value x = splat.getInput();
+    return at(b, x, ValueRange{}, isBatched(x) ? e : Value());
+  }
+  if (auto ex = dyn_cast<tensor::ExtractOp>(op)) {
+    Value x = ex.getTensor();
+    return at(b, x, extractPositions(b, ex), isBatched(x) ? e : Value());
+  }
   if (isa<EyeOp>(op)) {
     Value same =
         arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, idx[0], idx[1]);
@@ -317,13 +338,27 @@ Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
                                    at(ib, x, ValueRange{k}, ex));
     });
   }
+  if (auto mm = dyn_cast<MatMulOp>(op)) {
+    Value A = mm.getLhs(), B = mm.getRhs();
+    Value eA = isBatched(A) ? e : Value(), eB = isBatched(B) ? e : Value();
+    return sum(b, idxCst(b, shapeOf(A)[1]), [&](OpBuilder &ib, Value k) {
+      return arith::MulFOp::create(ib, loc,
+                                   at(ib, A, ValueRange{idx[0], k}, eA),
+                                   at(ib, B, ValueRange{k, idx[1]}, eB));
+    });
+  }
+  if (auto tr = dyn_cast<TransposeOp>(op)) {
+    Value M = tr.getMatrix();
+    return at(b, M, ValueRange{idx[1], idx[0]}, isBatched(M) ? e : Value());
+  }
+  // Elementwise ops on tensors of one shape or on scalars; a scalar operand
+  // of a tensor op (select's condition between whole tensors) is the same
+  // at every index.
   if (op->hasTrait<OpTrait::Elementwise>() && op->getNumResults() == 1 &&
-      op->getNumRegions() == 0 && llvm::all_of(op->getOperands(), [](Value o) {
-        return isa<RankedTensorType>(o.getType());
-      })) {
+      op->getNumRegions() == 0) {
     OperationState state(loc, op->getName());
     for (Value o : op->getOperands())
-      state.addOperands(at(b, o, idx, isBatched(o) ? e : Value()));
+      state.addOperands(at(b, o, indexOf(o, idx), isBatched(o) ? e : Value()));
     state.addTypes(getElementTypeOrSelf(op->getResult(0).getType()));
     state.addAttributes(op->getAttrs());
     return b.create(state)->getResult(0);
@@ -332,6 +367,14 @@ Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
                   "data");
   hadError = true;
   return cst(b, 0.0);
+}
+
+SmallVector<Value> LayerLowering::extractPositions(OpBuilder &b,
+                                                   tensor::ExtractOp op) {
+  SmallVector<Value> positions;
+  for (Value i : op.getIndices())
+    positions.push_back(idxCst(b, getConstantIntValue(i).value_or(0)));
+  return positions;
 }
 
 Value LayerLowering::adjoint(OpBuilder &b, Value v, ValueRange idx, Value e) {
@@ -401,6 +444,63 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
           .getResult();
     });
   }
+  if (auto mm = dyn_cast<MatMulOp>(user)) {
+    Value C = mm.getResult(), A = mm.getLhs(), B = mm.getRhs();
+    Value eC = isBatched(C) ? e : Value();
+    if (k == 0) { // dA[i, l] = sum_j dC[i, j] B[l, j]
+      return sum(b, idxCst(b, shapeOf(C)[1]), [&](OpBuilder &ib, Value j) {
+        Value dc = adjoint(ib, C, ValueRange{idx[0], j}, eC);
+        return arith::MulFOp::create(ib, loc, dc, valueAt(ib, B, {idx[1], j}))
+            .getResult();
+      });
+    }
+    // dB[l, j] = sum_i A[i, l] dC[i, j]
+    return sum(b, idxCst(b, shapeOf(C)[0]), [&](OpBuilder &ib, Value i) {
+      Value dc = adjoint(ib, C, ValueRange{i, idx[1]}, eC);
+      return arith::MulFOp::create(ib, loc, valueAt(ib, A, {i, idx[0]}), dc)
+          .getResult();
+    });
+  }
+  if (auto splat = dyn_cast<tensor::SplatOp>(user)) {
+    // A scalar broadcast: the sum of the cotangents of every element.
+    Value r = splat.getResult();
+    Value er = isBatched(r) ? e : Value();
+    ArrayRef<int64_t> shape = shapeOf(r);
+    std::function<Value(OpBuilder &, SmallVector<Value>)> over =
+        [&](OpBuilder &ob, SmallVector<Value> at) -> Value {
+      if (at.size() == shape.size())
+        return adjoint(ob, r, at, er);
+      return sum(ob, idxCst(ob, shape[at.size()]), [&](OpBuilder &ib, Value i) {
+        SmallVector<Value> next = at;
+        next.push_back(i);
+        return over(ib, next);
+      });
+    };
+    return over(b, {});
+  }
+  if (auto ex = dyn_cast<tensor::ExtractOp>(user)) {
+    // The element x[k]'s cotangent at k, 0 elsewhere (computed only there).
+    Value r = ex.getResult();
+    Value hit;
+    for (auto [i, k] : llvm::zip(idx, extractPositions(b, ex))) {
+      Value same =
+          arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, i, k);
+      hit = hit ? arith::AndIOp::create(b, loc, hit, same).getResult() : same;
+    }
+    auto branch = scf::IfOp::create(b, loc, TypeRange{elt}, hit,
+                                    /*withElseRegion=*/true);
+    OpBuilder thenB = branch.getThenBodyBuilder();
+    scf::YieldOp::create(thenB, loc,
+                         adjoint(thenB, r, {}, isBatched(r) ? e : Value()));
+    OpBuilder elseB = branch.getElseBodyBuilder();
+    scf::YieldOp::create(elseB, loc, cst(elseB, 0.0));
+    return branch.getResult(0);
+  }
+  if (auto tr = dyn_cast<TransposeOp>(user)) {
+    Value T = tr.getResult();
+    return adjoint(b, T, ValueRange{idx[1], idx[0]},
+                   isBatched(T) ? e : Value());
+  }
   if (user->getNumResults() != 1 || !user->hasTrait<OpTrait::Elementwise>()) {
     user->emitOpError("optim-lower-layers: cannot differentiate this op in a "
                       "layer's data");
@@ -415,7 +515,8 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
   Value r = user->getResult(0);
   Value d = adjoint(b, r, idx, isBatched(r) ? e : Value());
   auto operand = [&](unsigned i) {
-    return valueAt(b, user->getOperand(i), idx);
+    Value o = user->getOperand(i);
+    return valueAt(b, o, indexOf(o, idx));
   };
   auto mul = [&](Value a, Value c) {
     return arith::MulFOp::create(b, loc, a, c).getResult();
@@ -483,6 +584,51 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
     Value q = arith::DivFOp::create(b, loc, d, r2);
     return strong(k == 0 ? mul(q, x)
                          : arith::NegFOp::create(b, loc, mul(q, y)).getResult());
+  }
+  if (isa<math::AbsFOp>(user)) {
+    // sign(x) d, and 0 at x = 0, as optim-differentiate's for rules.
+    Value x = operand(0), zero = cst(b, 0.0);
+    Value pos =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, x, zero);
+    Value neg =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, x, zero);
+    return arith::SelectOp::create(
+        b, loc, pos, d,
+        arith::SelectOp::create(b, loc, neg, arith::NegFOp::create(b, loc, d),
+                                zero));
+  }
+  if (isa<arith::MaximumFOp, arith::MinimumFOp>(user)) {
+    // The operand that was taken gets the cotangent; on a tie the first
+    // does, as in rules (clamp(x, lo, hi) passes it to x at its bounds).
+    auto pred = isa<arith::MaximumFOp>(user) ? arith::CmpFPredicate::OGE
+                                             : arith::CmpFPredicate::OLE;
+    Value first = arith::CmpFOp::create(b, loc, pred, operand(0), operand(1));
+    Value zero = cst(b, 0.0);
+    return k == 0 ? arith::SelectOp::create(b, loc, first, d, zero)
+                  : arith::SelectOp::create(b, loc, first, zero, d);
+  }
+  if (isa<math::PowFOp>(user)) {
+    // As optim-differentiate's: d(a^b)/da = b a^(b-1), taken as 0 at a = 0
+    // for b < 1 (infinite there); d(a^b)/db = a^b log a, 0 for a <= 0.
+    Value a = operand(0), ex = operand(1), zero = cst(b, 0.0);
+    if (k == 0) {
+      Value da =
+          mul(d, mul(ex, math::PowFOp::create(
+                             b, loc, a,
+                             arith::SubFOp::create(b, loc, ex, cst(b, 1.0)))));
+      Value steepAtZero = arith::AndIOp::create(
+          b, loc,
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OEQ, a, zero),
+          arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OLT, ex,
+                                cst(b, 1.0)));
+      return strong(arith::SelectOp::create(b, loc, steepAtZero, zero, da));
+    }
+    Value positive =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, a, zero);
+    Value safeA = arith::SelectOp::create(b, loc, positive, a, cst(b, 1.0));
+    Value db = mul(d, mul(math::PowFOp::create(b, loc, a, ex),
+                          math::LogOp::create(b, loc, safeA)));
+    return strong(arith::SelectOp::create(b, loc, positive, db, zero));
   }
   if (isa<arith::SelectOp>(user)) {
     // The condition (operand 0) is a comparison: no adjoint is asked of it.

@@ -366,6 +366,8 @@ Value ProgramGen::gen(const Expr &expr) {
   case Expr::BinaryK: {
     auto &binary = llvm::cast<BinaryExpr>(expr);
     Value lhs = gen(*binary.lhs), rhs = gen(*binary.rhs);
+    if (binary.op == TokenKind::At && binary.rhs->type.rank() == 2)
+      return mlir::optim::MatMulOp::create(b, l, irType(expr.type), lhs, rhs);
     if (binary.op == TokenKind::At)
       return mlir::optim::MatVecOp::create(b, l, irType(expr.type), lhs, rhs);
     Type operandType = Type::number(expr.type.shape);
@@ -443,6 +445,9 @@ Value ProgramGen::genCall(const CallExpr &call) {
     return constant(0.0, type, l);
   case Builtin::Ones:
     return constant(1.0, type, l);
+  case Builtin::Transpose:
+    return mlir::optim::TransposeOp::create(b, l, irType(type),
+                                            gen(*call.args[0].value));
   default:
     break;
   }

@@ -65,6 +65,7 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::Eye, "eye", 1, 1, BuiltinInfo::LayersOnly},
     {Builtin::Zeros, "zeros", 1, 2, BuiltinInfo::LayersOnly},
     {Builtin::Ones, "ones", 1, 2, BuiltinInfo::LayersOnly},
+    {Builtin::Transpose, "transpose", 1, 1, BuiltinInfo::LayersOnly},
     {Builtin::QP, "qp", 0, 8, BuiltinInfo::LayersOnly},
     {Builtin::TensorSum, "tensor_sum", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::TensorMean, "tensor_mean", 1, 1, BuiltinInfo::RulesOnly},
@@ -1584,12 +1585,16 @@ Type ProgramChecker::checkBinary(BinaryExpr &expr) {
     return Type::unknown();
 
   if (expr.op == TokenKind::At) {
-    if (lhs.rank() != 2 || rhs.rank() != 1 || lhs.shape[1] != rhs.shape[0]) {
+    if (lhs.rank() != 2 || rhs.rank() < 1 || rhs.rank() > 2 ||
+        lhs.shape[1] != rhs.shape[0]) {
       diags.error(expr.getLoc(),
-                  "'@' multiplies an m x n matrix by a vector of size n; got " +
+                  "'@' multiplies an m x n matrix by a vector of size n or by "
+                  "an n x k matrix; got " +
                       lhs.str() + " @ " + rhs.str());
       return Type::unknown();
     }
+    if (rhs.rank() == 2)
+      return Type::number({lhs.shape[0], rhs.shape[1]});
     return Type::number({lhs.shape[0]});
   }
 
@@ -1849,6 +1854,13 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
     return Type::number({2});
   case Builtin::IsFinite:
     return Type::boolean(args[0].shape);
+  case Builtin::Transpose:
+    if (args[0].rank() != 2) {
+      diags.error(call.args[0].value->getLoc(),
+                  "'transpose' expects a matrix, got a " + args[0].str());
+      return Type::unknown();
+    }
+    return Type::number({args[0].shape[1], args[0].shape[0]});
   case Builtin::Rand:
   case Builtin::Randn:
   case Builtin::Rows:

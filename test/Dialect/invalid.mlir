@@ -929,6 +929,58 @@ optim.layer @matvec_rows weights(%A: tensor<2x3xf32>, %x: tensor<3xf32>) -> (z: 
   optim.return %0 : tensor<3xf32>
 }
 
+// -----
+
+optim.layer @matmul_ranks weights(%A: tensor<2x3xf32>, %x: tensor<3xf32>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.matmul' op expects two matrices and a matrix result}}
+  %0 = optim.matmul %A, %x : tensor<2x3xf32>, tensor<3xf32> -> tensor<2xf32>
+  optim.return %0 : tensor<2xf32>
+}
+
+// -----
+
+optim.layer @matmul_inner weights(%A: tensor<2x3xf32>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.matmul' op left matrix has 3 columns but the right one has 2 rows}}
+  %0 = optim.matmul %A, %A : tensor<2x3xf32>, tensor<2x3xf32> -> tensor<2x3xf32>
+  %z = arith.constant dense<0.0> : tensor<2xf32>
+  optim.return %z : tensor<2xf32>
+}
+
+// -----
+
+optim.layer @matmul_result weights(%A: tensor<2x3xf32>, %B: tensor<3x4xf32>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.matmul' op result must be 2x4, got 'tensor<4x2xf32>'}}
+  %0 = optim.matmul %A, %B : tensor<2x3xf32>, tensor<3x4xf32> -> tensor<4x2xf32>
+  %z = arith.constant dense<0.0> : tensor<2xf32>
+  optim.return %z : tensor<2xf32>
+}
+
+// -----
+
+optim.layer @matmul_element weights(%A: tensor<2x3xf32>, %B: tensor<3x4xf64>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.matmul' op operands and result must share one float element type}}
+  %0 = optim.matmul %A, %B : tensor<2x3xf32>, tensor<3x4xf64> -> tensor<2x4xf32>
+  %z = arith.constant dense<0.0> : tensor<2xf32>
+  optim.return %z : tensor<2xf32>
+}
+
+// -----
+
+optim.layer @transpose_shape weights(%A: tensor<2x3xf32>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.transpose' op result must be 3x2, got 'tensor<2x3xf32>'}}
+  %0 = optim.transpose %A : tensor<2x3xf32> -> tensor<2x3xf32>
+  %z = arith.constant dense<0.0> : tensor<2xf32>
+  optim.return %z : tensor<2xf32>
+}
+
+// -----
+
+optim.layer @transpose_vector weights(%x: tensor<3xf32>) -> (z: tensor<3xf32>) {
+  // expected-error @+1 {{'optim.transpose' op expects a matrix and a matrix result}}
+  %0 = optim.transpose %x : tensor<3xf32> -> tensor<3xf32>
+  optim.return %0 : tensor<3xf32>
+}
+
 //===----------------------------------------------------------------------===//
 // optim.qp
 //===----------------------------------------------------------------------===//

@@ -256,7 +256,8 @@ optim.rule @with_attrs(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.5)
 }
 
 //===----------------------------------------------------------------------===//
-// optim.layer, optim.return, optim.eye, optim.matvec, optim.qp
+// optim.layer, optim.return, optim.eye, optim.matvec, optim.matmul,
+// optim.transpose, optim.qp
 //===----------------------------------------------------------------------===//
 
 // The example of the layer documentation: Q only, no equality, no inequality.
@@ -272,6 +273,24 @@ optim.rule @with_attrs(%p: f32, %g: f32, %t: i64) hyper(%lr: f32 = 0.5)
 optim.layer @proj inputs(%y: tensor<3xf32>) -> (z: tensor<3xf32>) {
   %Q = optim.eye : tensor<3x3xf32>
   %q = arith.negf %y : tensor<3xf32>
+  %z, %nu, %lam = optim.qp Q(%Q : tensor<3x3xf32>) q(%q : tensor<3xf32>)
+      -> tensor<3xf32>, tensor<0xf32>, tensor<0xf32>
+  optim.return %z : tensor<3xf32>
+}
+
+// OptNet's Q = L L^T + 0.1 I: optim.transpose and optim.matmul.
+// CHECK-LABEL: optim.layer @factored weights(%L: tensor<3x2xf32>) -> (z: tensor<3xf32>) {
+// CHECK-NEXT:    %[[T:.*]] = optim.transpose %L : tensor<3x2xf32> -> tensor<2x3xf32>
+// CHECK-NEXT:    %[[P:.*]] = optim.matmul %L, %[[T]] : tensor<3x2xf32>, tensor<2x3xf32> -> tensor<3x3xf32>
+// GENERIC-LABEL: sym_name = "factored"
+// GENERIC: {{.*}} = "optim.transpose"(%{{.*}}) : (tensor<3x2xf32>) -> tensor<2x3xf32>
+// GENERIC: {{.*}} = "optim.matmul"(%{{.*}}, %{{.*}}) : (tensor<3x2xf32>, tensor<2x3xf32>) -> tensor<3x3xf32>
+optim.layer @factored weights(%L: tensor<3x2xf32>) -> (z: tensor<3xf32>) {
+  %T = optim.transpose %L : tensor<3x2xf32> -> tensor<2x3xf32>
+  %P = optim.matmul %L, %T : tensor<3x2xf32>, tensor<2x3xf32> -> tensor<3x3xf32>
+  %I = optim.eye : tensor<3x3xf32>
+  %Q = arith.addf %P, %I : tensor<3x3xf32>
+  %q = arith.constant dense<1.0> : tensor<3xf32>
   %z, %nu, %lam = optim.qp Q(%Q : tensor<3x3xf32>) q(%q : tensor<3xf32>)
       -> tensor<3xf32>, tensor<0xf32>, tensor<0xf32>
   optim.return %z : tensor<3xf32>

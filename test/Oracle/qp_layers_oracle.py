@@ -335,7 +335,25 @@ DATA = {
                                 G=w["G"], h=x["h"]),
     "shared": lambda x, w: ops(np.eye(3), w["c"], G=w["g"], h=np.ones(1)),
     "capped": lambda x, w: ops(np.eye(30), -x["y"], G=w["G"], h=x["h"]),
+    "optnet": lambda x, w: ops(w["L"] @ w["L"].T + 0.1 * np.eye(5), x["x"],
+                               w["A"], w["A"] @ w["z0"], w["G"],
+                               w["G"] @ w["z0"] + np.exp(w["s0"])),
+    "elements": lambda x, w: elements_data(x, w),
+    "choose": lambda x, w: ops(
+        np.eye(3), x["x"] if 0 < x["s"][0] <= 5 else w["w"] * x["s"][0],
+        G=w["G"], h=np.full(2, 0.1)),
 }
+
+
+def elements_data(x, w):
+    s0, s1 = x["s"]
+    M = x["X"] @ w["W"]
+    scale = 1 + abs(s0) + (abs(s1) + 0.5) ** 1.5
+    y, u = x["y"], w["u"]
+    q = (np.maximum(y, -1) * np.sign(u) + np.minimum(u, 0.5 * y)
+         - s1 * np.clip(y, -0.5, 0.5))
+    return ops(M.T @ M + scale * np.eye(4), q, G=w["C"] @ M,
+               h=0.05 + 0.1 * np.abs(w["C"] @ (M @ u)))
 
 
 def round_to(prec, d):
@@ -510,6 +528,16 @@ def feasible_cases(ck, tool, rng, precs):
         end_to_end(ck, tool, rng, "bmat", prec, 3,
                    {"S": N((3, 5, 5)), "M": N((3, 2, 5)), "K": N((3, 3, 5)),
                     "y": 3 * N((3, 5))}, {"Q0": M.T @ M / 5})
+        end_to_end(ck, tool, rng, "optnet", prec, 5, {"x": 2 * N((5, 5))},
+                   {"L": N((5, 5)) / 2, "A": N((2, 5)), "G": N((4, 5)),
+                    "z0": N(5), "s0": 0.5 * N(4) - 1})
+        end_to_end(ck, tool, rng, "elements", prec, 4,
+                   {"X": N((4, 3, 3)), "y": 2 * N((4, 4)), "s": N((4, 2))},
+                   {"W": N((3, 4)), "C": N((3, 3)), "u": N(4)})
+        end_to_end(ck, tool, rng, "choose", prec, 4,
+                   {"x": N((4, 3)), "s": np.array([[1.5], [-0.7], [6.0],
+                                                   [0.2]])},
+                   {"w": N(3), "G": N((2, 3))})
     M = N((12, 24))
     end_to_end(ck, tool, rng, "lowrank", "f64", 3,
                {"y": 3 * N((3, 24)), "h": rng.uniform(0.5, 1.0, (3, 4))},
@@ -674,7 +702,7 @@ def capped_case(ck, tool, rng):
     """max_iter: 1 at tol 1e-12 on n = 30, p = 40: "iteration limit", or, if
     the polish of the best iterate met the tolerance, the right solution."""
     N = rng.standard_normal
-    B = 12
+    B = 24  # about 1 in 100 such batches would all be solved by the polish
     G = N((40, 30))
     ins = {"y": 3 * N((B, 30)), "h": rng.uniform(0.5, 1.5, (B, 40))}
     rc, _, err, outs, st, _ = tool.run("capped", "f64", B, ins, {"G": G},
@@ -722,10 +750,12 @@ def main():
     tool = Tool(args.tool)
     ck = Checks()
     precs = args.precisions.split(",")
+    # Each group draws from its own stream: a layer added to one leaves the
+    # others' data as it was.
     feasible_cases(ck, tool, rng, precs)
-    ill_posed_cases(ck, tool, rng, precs)
-    capped_case(ck, tool, rng)
-    threads_case(ck, tool, rng)
+    ill_posed_cases(ck, tool, np.random.default_rng(SEED + 1), precs)
+    capped_case(ck, tool, np.random.default_rng(SEED + 2))
+    threads_case(ck, tool, np.random.default_rng(SEED + 3))
     print("%.1fs" % (time.time() - start))
     for f in ck.failures:
         print("FAIL", f)

@@ -3,6 +3,7 @@
 #include "EmitGPU.h"
 #include "ArtifactFiles.h"
 #include "optim/Compiler/Describe.h"
+#include "optim/Conversion/Passes.h"
 #include "optim/Dialect/OptimOps.h"
 #include "optim/LayerManifest.h"
 #include "optim/Manifest.h"
@@ -46,11 +47,10 @@ int optim::emitGPU(mlir::ModuleOp module, const GPUEmitOptions &options) {
   if (options.what == GPUEmit::Cubin && rules.size() + layers.size() != 1)
     return fail("--emit=cubin makes one rule or layer at a time; name it with "
                 "--rule");
-  for (mlir::optim::LayerOp layer : layers) {
-    bool hasQP = !layer.getBodyBlock().getOps<mlir::optim::QPOp>().empty();
-    if (!hasQP)
-      return fail("layer '" + layer.getSymName() + "' solves no qp");
-  }
+  // describeLayer reads the qp's sizes; the error is located in the source.
+  for (mlir::optim::LayerOp layer : layers)
+    if (!mlir::optim::findCompilableQP(layer))
+      return 1;
   // Described before lowering, which replaces them by kernels.
   RuleInfo info = rules.empty() ? RuleInfo() : describeRule(rules.front());
   LayerInfo layerInfo =

@@ -16,6 +16,16 @@
 
 namespace mlir::optim {
 
+class LayerOp;
+class QPOp;
+
+/// The qp that a layer's lowering compiles, or null after an error at the
+/// source construct that prevents it (no qp, a second one, an output that
+/// is not one of its results): what optim-lower-layers and
+/// optim-lower-layers-to-gpu check first, for drivers that need the qp
+/// before lowering.
+QPOp findCompilableQP(LayerOp layer);
+
 #define GEN_PASS_DECL
 #include "optim/Conversion/Passes.h.inc"
 

@@ -164,6 +164,7 @@ enum class Builtin {
   Eye,
   Zeros,
   Ones,
+  Transpose,
   QP,
   // Reductions over the coordinate's parameter tensor (tensor_*) or over
   // every parameter of the optimizer (global_*): optim.tensor_reduce.

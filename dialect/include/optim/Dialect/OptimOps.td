@@ -577,6 +577,34 @@ def Optim_MatVecOp : Optim_Op<"matvec", [Pure, Optim_InLayer]> {
   let hasVerifier = 1;
 }
 
+def Optim_MatMulOp : Optim_Op<"matmul", [Pure, Optim_InLayer]> {
+  let summary = "Matrix-matrix product";
+  let description = [{
+    `C = A B` for matrices `A` of shape `[m, k]` and `B` of shape `[k, n]`.
+    A layer builds a positive semidefinite Q from learned factors with it,
+    as OptNet does (`Q = L L^T + eps I`).
+  }];
+  let arguments = (ins AnyStaticShapeTensor:$lhs, AnyStaticShapeTensor:$rhs);
+  let results = (outs AnyStaticShapeTensor:$result);
+  let assemblyFormat = [{
+    $lhs `,` $rhs attr-dict `:` type($lhs) `,` type($rhs) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Optim_TransposeOp : Optim_Op<"transpose", [Pure, Optim_InLayer]> {
+  let summary = "Matrix transpose";
+  let description = [{
+    `B = A^T`: `B[j, i] = A[i, j]` for a matrix `A` of shape `[m, n]`.
+  }];
+  let arguments = (ins AnyStaticShapeTensor:$matrix);
+  let results = (outs AnyStaticShapeTensor:$result);
+  let assemblyFormat = [{
+    $matrix attr-dict `:` type($matrix) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def Optim_QPOp : Optim_Op<"qp", [
     Pure, Optim_InLayer, AttrSizedOperandSegments
   ]> {
