@@ -1319,6 +1319,14 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
   // disagree with the factorization that the backward pass keeps.
   Res<T> before = residuals(P, Qs, z, nu, lam, s, W);
   Res<T> after;
+  bool polished = false;
+  // The absolute residuals' own scale: a polish whose residuals are within
+  // the tolerance of it is a solution even when the interior point it
+  // replaces had smaller ones (Q = 1e-14 I on a simplex: the interior point
+  // stalled at sum z = 0, residual 1, and the right polish, residual 1e3
+  // beside q / c ~ 1e14, was refused).
+  const T dataScale =
+      1 + std::max({normInf(P.q, n), normInf(P.b, m), normInf(P.h, p)});
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (int64_t i = 0, r = m; i < p; ++i) {
       ps[i] = std::max(T(0), P.h[i] - ps[i]);
@@ -1329,7 +1337,9 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
     // incomplete active set of an LP gives z ~ 1/rho, whose residuals are
     // small relative to its own size): the absolute ones must not grow
     // either.
-    if (after.merit <= before.merit && after.raw <= before.raw) {
+    if (after.merit <= before.merit &&
+        (after.raw <= before.raw || after.raw <= tol * dataScale)) {
+      polished = true;
       std::copy(pz.begin(), pz.begin() + n, z);
       std::copy(py.begin(), py.begin() + m, nu);
       std::copy(pl.begin(), pl.begin() + p, lam);
@@ -1356,7 +1366,9 @@ QPStatus solveScaled(const Prob<T> &P, const Config &cfg, Scratch<T> &W, T *z,
       break;
     }
   }
-  if (polishOnly && std::min(after.merit, before.merit) > tol)
+  // The merit of the point returned: a refused polish's does not count
+  // (it made the stalled interior point above "solved", 1.0 off).
+  if (polishOnly && (polished ? after.merit : before.merit) > tol)
     return status;
   status = QPStatus::Solved;
   return status;
@@ -1946,7 +1958,9 @@ void QPSolver::requireSolved(const QPStatus *status, int64_t batch) {
                 ? " (raise the iteration limit, max_iter, or the tolerance, "
                   "tol)"
             : status[e] == QPStatus::NumericalError
-                ? " (a factorization failed: is Q positive semidefinite?)"
+                ? " (a factorization failed or an iterate was not finite: "
+                  "is Q positive semidefinite? Are the data's scales within "
+                  "about 1e15 of each other, q's beside Q's?)"
                 : ""));
 }
 

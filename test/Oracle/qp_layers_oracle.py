@@ -662,8 +662,9 @@ def ill_posed_cases(ck, tool, rng, precs):
             expect_error(ck, label + " (no statuses)", rc, err,
                          "problem 0 of the batch failed with a numerical "
                          "error; it has "
-                         "no solution to use (a factorization failed: is Q "
-                         "positive semidefinite?)")
+                         "no solution to use (a factorization failed or an "
+                         "iterate was not finite: is Q positive "
+                         "semidefinite?")
     # Non-finite data.
     ins = {"q": N((2, 3)), "b": np.ones((2, 1)), "h": np.ones((2, 4))}
     ins["q"][1, 2] = np.nan

@@ -1553,6 +1553,11 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
   // constraints whose multipliers came out negative (QP.cpp).
   const Res before = residuals(z, nu, lam, s);
   Res after;
+  bool polished = false;
+  // A polish within the tolerance of the data's scale is kept even where
+  // the interior point's residuals were smaller (QP.cpp).
+  const double dq = normInf(P.q, n), db = normInf(P.b, m), dh = normInf(P.h, p);
+  const double dataScale = 1 + mx(dq, mx(db, dh));
   for (int attempt = 0; attempt < 2; ++attempt) {
     for (int64_t i = tid(); i < p; i += nt()) {
       W.ps[i] = mx(0.0, P.h[i] - W.ps[i]);
@@ -1560,7 +1565,9 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
     }
     T.sync();
     after = residuals(W.pz, W.py, W.pl, W.ps);
-    if (after.merit <= before.merit && after.raw <= before.raw) {
+    if (after.merit <= before.merit &&
+        (after.raw <= before.raw || after.raw <= tol * dataScale)) {
+      polished = true;
       copy(W.pz, z, n);
       copy(W.py, nu, m);
       copy(W.pl, lam, p);
@@ -1588,7 +1595,7 @@ template <class Team> int32_t Solver<Team>::solve(int32_t &iterations) {
       break;
     }
   }
-  if (polishOnly && mn(after.merit, before.merit) > tol)
+  if (polishOnly && (polished ? after.merit : before.merit) > tol)
     return status;
   if (keep) {
     // For backward(): the solution, the active set and the active-set
