@@ -114,11 +114,22 @@ bool Lexer::skipTrivia() {
   const char *end = buffer.end();
   while (cur < end) {
     char c = *cur;
+    if (c == '\r' && (cur + 1 == end || cur[1] != '\n')) {
+      // A carriage return alone ends a line for the diagnostics' printer
+      // (llvm::SourceMgr) but not for their line numbers, nor for '//'
+      // comments: refused rather than misread (classic Mac OS line ends).
+      diags.error(llvm::SMLoc::getFromPointer(cur),
+                  "a carriage return (CR) without a line feed: this file's "
+                  "lines must end with LF or CRLF");
+      cur = end;
+      return false;
+    }
     if (c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' ||
         c == '\v') {
       ++cur;
     } else if (c == '/' && cur + 1 < end && cur[1] == '/') {
-      while (cur < end && *cur != '\n')
+      while (cur < end && *cur != '\n' &&
+             !(*cur == '\r' && (cur + 1 == end || cur[1] != '\n')))
         ++cur;
     } else if (c == '/' && cur + 1 < end && cur[1] == '*') {
       const char *start = cur;
