@@ -6,6 +6,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "CompilerImpl.h"
 #include "JIT.h"
 #include "optim/Compiler/CodeGen.h"
 #include "optim/Compiler/Compiler.h"
@@ -36,8 +37,10 @@ Layer Compiler::compileLayerSource(std::string_view source,
                                    const std::string &bufferName,
                                    const std::string &layerName) {
   mlir::MLIRContext context;
-  mlir::OwningOpRef<mlir::ModuleOp> module =
-      parseProgram(context, source, bufferName, options().precision);
+  impl->lastWasCached = false;
+  impl->lastWarnings.clear();
+  mlir::OwningOpRef<mlir::ModuleOp> module = parseProgram(
+      context, source, bufferName, options().precision, &impl->lastWarnings);
   auto selected =
       keepOnly<mlir::optim::LayerOp>(*module, layerName, bufferName, "layer");
   std::string name = selected.getSymName().str();

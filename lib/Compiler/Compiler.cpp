@@ -2,6 +2,7 @@
 
 #include "optim/Compiler/Compiler.h"
 #include "Cache.h"
+#include "CompilerImpl.h"
 #include "JIT.h"
 #include "optim/Compiler/CodeGen.h"
 #include "optim/Compiler/Describe.h"
@@ -18,12 +19,6 @@
 #include <unistd.h>
 
 using namespace optim;
-
-struct Compiler::Impl {
-  CompileOptions options;
-  bool lastWasCached = false;
-  std::string lastWarnings;
-};
 
 Compiler::Compiler(CompileOptions options) : impl(std::make_unique<Impl>()) {
   if (options.vectorWidth == 0 || options.vectorWidth > 64)

@@ -598,12 +598,13 @@ void ProgramChecker::run() {
                                     "initial value");
   // An unused input still has to be supplied with every step (and a NaN in
   // it skips the step under skipNonFinite): most likely a typo.
-  if (program.isRule() && !diags.hasErrors())
+  if (!diags.hasErrors())
     for (Symbol *input : out.inputs)
       if (!input->used)
-        diags.warning(input->loc, "input '" + input->name +
-                                      "' is never used; every step must "
-                                      "still supply it");
+        diags.warning(input->loc,
+                      "input '" + input->name + "' is never used; every " +
+                          (program.isRule() ? "step" : "batch element") +
+                          " must still supply it");
   // Most likely a typo, or Python's floor division `a // b`, which is a
   // comment here: say so where the name follows a `//` after code.
   if (program.isRule() && !diags.hasErrors())

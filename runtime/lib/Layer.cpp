@@ -85,6 +85,8 @@ struct Layer::Impl {
   Pass last, next;
   int64_t batch = 0;
   bool solved = false;
+  /// Why backward() cannot run when !solved, for its message.
+  const char *notSolved = "backward() needs a forward() first";
   std::vector<const void *> inputs, weights;
   QPProblem problem;
 
@@ -144,6 +146,8 @@ void Layer::setThreads(unsigned threads) {
     throw Error("optim::Layer: empty layer");
   impl->setSolvers(threads);
   impl->solved = false; // The last forward's solver is gone.
+  impl->notSolved = "setThreads() dropped the last forward(); run forward() "
+                    "again before backward()";
 }
 
 void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
@@ -273,6 +277,8 @@ void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
   I.problem = std::move(keptProblem);
   I.solved = std::all_of(st.begin(), st.end(),
                          [](QPStatus s) { return s == QPStatus::Solved; });
+  I.notSolved = "backward() needs a forward() whose problems were all "
+                "solved (see the statuses of the last one)";
 }
 
 void Layer::backward(const std::vector<const void *> &doutputs,
@@ -284,8 +290,7 @@ void Layer::backward(const std::vector<const void *> &doutputs,
   const LayerInfo &L = I.info;
   const std::string who = "layer '" + L.name + "': ";
   if (!I.solved)
-    throw Error(who + "backward() needs a forward() whose problems were all "
-                      "solved");
+    throw Error(who + I.notSolved);
   if (doutputs.size() != L.outputs.size() ||
       dinputs.size() != L.inputs.size() || dweights.size() != L.weights.size())
     throw Error(who + "backward() takes " + std::to_string(L.outputs.size()) +
@@ -310,6 +315,18 @@ void Layer::backward(const std::vector<const void *> &doutputs,
                        "the gradient of weights '" + L.weights[i].name + "'"});
   }
   checkDisjoint(written, read, who);
+  // In the layer's names (the solver's own check names dz, dnu, dlam).
+  for (size_t o = 0; o < doutputs.size(); ++o) {
+    if (!doutputs[o])
+      continue;
+    const int64_t per = elements(L.outputs[o].shape);
+    const std::string what =
+        "the gradient of output '" + L.outputs[o].name + "'";
+    if (L.dtype == DType::F64)
+      checkFinite<double>(doutputs[o], per * B, per, what, true, L.name);
+    else
+      checkFinite<float>(doutputs[o], per * B, per, what, true, L.name);
+  }
   QPGradientBuffers g;
   const void **in[3] = {&g.dz, &g.dnu, &g.dlam};
   for (size_t o = 0; o < doutputs.size(); ++o)

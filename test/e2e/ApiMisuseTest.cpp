@@ -828,7 +828,7 @@ TEST_F(MisuseTest, LayerRefusesWrongCallsAndKeepsItsLastForward) {
   expectError([&] { layer.setThreads(UINT_MAX); },
               "threads must be at most 1024");
   expectError([&] { layer.backward({z.data()}, {nullptr}, {nullptr}); },
-              "backward() needs a forward() whose problems were all solved");
+              "layer 'f': backward() needs a forward() first");
   // Outputs in the inputs or weights, which backward() reads again.
   std::vector<double> both(6, 1.0);
   expectError(
@@ -869,11 +869,24 @@ TEST_F(MisuseTest, LayerRefusesWrongCallsAndKeepsItsLastForward) {
   expectError([&] { layer.backward({}, {dy.data()}, {dc.data()}); },
               "backward() takes 1 output gradients, 1 input gradients and 1 "
               "weight gradients");
+  // A NaN incoming gradient, named as the layer's output (the solver's own
+  // check said "dz").
+  dz[4] = NAN;
+  expectError([&] { layer.backward({dz.data()}, {dy.data()}, {dc.data()}); },
+              "layer 'f': the gradient of output 'z' has a non-finite value "
+              "(nan) at batch element 2, flat index 0");
+  dz[4] = 5;
   std::fill(dc.begin(), dc.end(), 0.0);
   std::fill(dy.begin(), dy.end(), 0.0);
   layer.backward({dz.data()}, {dy.data()}, {dc.data()});
   EXPECT_EQ(dc, dc1);
   EXPECT_EQ(dy, dy1);
+  // setThreads drops the last forward: backward() says so (it said "needs a
+  // forward() whose problems were all solved", found by a blind tester).
+  layer.setThreads(2);
+  expectError([&] { layer.backward({dz.data()}, {dy.data()}, {dc.data()}); },
+              "layer 'f': setThreads() dropped the last forward(); run "
+              "forward() again before backward()");
 
   QPOptions qo;
   qo.threads = UINT_MAX;

@@ -14,6 +14,9 @@
 //   written: out_<output>.bin, status.bin (int32 per element, --statuses),
 //            grad_<input>.bin, grad_<weights>.bin (--backward)
 //
+// Files are written only once the whole run succeeded, each replaced whole
+// (optim/AtomicFile.h); a dout_ file that names no output is an error.
+//
 // Standard output: the layer's signature as JSON (and, after a forward, the
 // statuses). Errors (a bad program, a file of the wrong size, the layer's
 // own errors: an infeasible problem without --statuses, backward after an
@@ -23,6 +26,7 @@
 //
 //===----------------------------------------------------------------------===//
 
+#include "optim/AtomicFile.h"
 #include "optim/Compiler/Compiler.h"
 #include "optim/Layer.h"
 
@@ -30,6 +34,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -133,27 +139,47 @@ std::string shapeText(const std::vector<int64_t> &shape) {
 }
 
 /// Reads exactly `bytes` bytes; `required` false: an absent file is empty.
+/// Only a regular file of the right size is read (a link to /dev/zero, a
+/// folder: named errors, not an endless read or a stream error).
 std::vector<unsigned char> readFile(const std::string &path, size_t bytes,
                                     bool required) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
+  std::error_code ec;
+  std::filesystem::file_status st = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(st)) {
     if (required)
-      throw Error("cannot open '" + path + "'");
+      throw Error("cannot open '" + path + "': no such file");
     return {};
   }
-  std::vector<unsigned char> buf((std::istreambuf_iterator<char>(in)),
-                                 std::istreambuf_iterator<char>());
-  if (buf.size() != bytes)
-    throw Error("'" + path + "' has " + std::to_string(buf.size()) +
+  if (!std::filesystem::is_regular_file(st))
+    throw Error("'" + path + "' is not a regular file");
+  const std::uintmax_t size = std::filesystem::file_size(path, ec);
+  if (ec)
+    throw Error("cannot read '" + path + "': " + ec.message());
+  if (size != bytes)
+    throw Error("'" + path + "' has " + std::to_string(size) +
                 " bytes; expected " + std::to_string(bytes));
+  std::ifstream in(path, std::ios::binary);
+  std::vector<unsigned char> buf(bytes);
+  if (!in ||
+      !in.read(reinterpret_cast<char *>(buf.data()), std::streamsize(bytes)))
+    throw Error("cannot read '" + path + "'");
   return buf;
 }
 
-void writeFile(const std::string &path, const void *data, size_t bytes) {
-  std::ofstream out(path, std::ios::binary);
-  out.write(static_cast<const char *>(data), std::streamsize(bytes));
-  if (!out)
-    throw Error("cannot write '" + path + "'");
+/// A file to write once every computation succeeded: nothing is written by
+/// a run that fails (a backward pass refused after a forward pass), and
+/// each file is replaced whole.
+struct PendingFile {
+  std::string path;
+  const std::vector<unsigned char> *bytes;
+};
+
+void writeAll(const std::vector<PendingFile> &files) {
+  for (const PendingFile &f : files) {
+    AtomicFile out(f.path, "optim-layer");
+    out.write(f.bytes->data(), f.bytes->size());
+    out.commit();
+  }
 }
 
 void printTensors(const char *key, const std::vector<LayerTensor> &ts) {
@@ -184,6 +210,7 @@ int run(const Options &o) {
   co.useCache = false;
   Compiler compiler(co);
   Layer layer = compiler.compileLayerFile(o.file, o.layer);
+  tools::printWarnings(compiler.lastWarnings());
   const LayerInfo &L = layer.info();
   if (o.info) {
     printInfo(L);
@@ -216,21 +243,48 @@ int run(const Options &o) {
     out.emplace_back(bytesOf(t, true));
     outP.push_back(ptr(out.back()));
   }
+  // A misspelt dout file would be read as a zero gradient: refused.
+  if (o.backward) {
+    std::error_code ec;
+    for (const auto &entry : std::filesystem::directory_iterator(o.data, ec)) {
+      const std::string name = entry.path().filename().string();
+      if (name.rfind("dout_", 0) != 0 || name.size() < 9 ||
+          name.compare(name.size() - 4, 4, ".bin") != 0)
+        continue;
+      const std::string output = name.substr(5, name.size() - 9);
+      bool known = false;
+      std::string names;
+      for (const LayerTensor &t : L.outputs) {
+        known |= t.name == output;
+        names += (names.empty() ? "" : ", ") + t.name;
+      }
+      if (!known)
+        throw Error("'" + path(name) + "' names no output of layer '" + L.name +
+                    "' (its outputs: " + names + ")");
+    }
+  }
   std::vector<QPStatus> status(static_cast<size_t>(B));
   layer.forward(B, inP, wP, outP, o.statuses ? status.data() : nullptr);
+  std::vector<PendingFile> files;
   for (size_t i = 0; i < L.outputs.size(); ++i)
-    writeFile(path("out_" + L.outputs[i].name + ".bin"), out[i].data(),
-              out[i].size());
+    files.push_back({path("out_" + L.outputs[i].name + ".bin"), &out[i]});
+  std::vector<unsigned char> statusBytes(status.size() * sizeof(QPStatus));
+  if (!status.empty())
+    std::memcpy(statusBytes.data(), status.data(), statusBytes.size());
   if (o.statuses)
-    writeFile(path("status.bin"), status.data(),
-              status.size() * sizeof(QPStatus));
-  printInfo(L);
-  std::cout << ",\n  \"statuses\": [";
-  for (size_t e = 0; e < status.size(); ++e)
-    std::cout << (e ? ", " : "") << "\"" << qpStatusName(status[e]) << "\"";
-  std::cout << "]\n}\n";
-  if (!o.backward)
+    files.push_back({path("status.bin"), &statusBytes});
+  auto printResult = [&] {
+    printInfo(L);
+    std::cout << ",\n  \"statuses\": [";
+    for (size_t e = 0; e < status.size(); ++e)
+      std::cout << (e ? ", " : "") << "\"" << qpStatusName(status[e]) << "\"";
+    std::cout << "]\n}\n";
+  };
+  if (!o.backward) {
+    writeAll(files);
+    printResult();
     return 0;
+  }
   for (const LayerTensor &t : L.outputs) {
     dout.push_back(
         readFile(path("dout_" + t.name + ".bin"), bytesOf(t, true), false));
@@ -246,11 +300,11 @@ int run(const Options &o) {
   }
   layer.backward(doutP, dinP, dwP);
   for (size_t i = 0; i < L.inputs.size(); ++i)
-    writeFile(path("grad_" + L.inputs[i].name + ".bin"), din[i].data(),
-              din[i].size());
+    files.push_back({path("grad_" + L.inputs[i].name + ".bin"), &din[i]});
   for (size_t i = 0; i < L.weights.size(); ++i)
-    writeFile(path("grad_" + L.weights[i].name + ".bin"), dw[i].data(),
-              dw[i].size());
+    files.push_back({path("grad_" + L.weights[i].name + ".bin"), &dw[i]});
+  writeAll(files);
+  printResult();
   return 0;
 }
 
