@@ -43,14 +43,16 @@ try:
 except ImportError:  # numpy is needed by Optimizer only
     np = None
 
-__all__ = ["OptimError", "Rule", "Optimizer", "Trajectory", "compile_file",
-           "compile_source", "load"]
+__all__ = ["OptimError", "Rule", "Optimizer", "Trajectory", "Layer",
+           "compile_file", "compile_source", "compile_layer_file",
+           "compile_layer_source", "load"]
 
 _c = ctypes
 _status = _c.c_int
 _rule_p = _c.c_void_p
 _opt_p = _c.c_void_p
 _traj_p = _c.c_void_p
+_layer_p = _c.c_void_p
 
 
 class OptimError(RuntimeError):
@@ -97,6 +99,12 @@ class _Group(_c.Structure):
 
 class _Shape(_c.Structure):
     _fields_ = [("dims", _c.POINTER(_c.c_int64)), ("rank", _c.c_size_t)]
+
+
+class _LayerTensorInfo(_c.Structure):
+    _fields_ = [("name", _c.c_char_p), ("shape", _c.POINTER(_c.c_int64)),
+                ("rank", _c.c_size_t), ("size", _c.c_int64),
+                ("output_kind", _c.c_int)]
 
 
 class _Options(_c.Structure):
@@ -202,6 +210,25 @@ _SIGNATURES = {
                                        _P(_c.c_void_p), _P(_c.c_int64)),
     "optim_compile_source": (_c.c_char_p, _c.c_char_p, _c.c_char_p, _c.c_int,
                              _P(_rule_p)),
+    "optim_compile_layer_file": (_c.c_char_p, _c.c_char_p, _c.c_uint,
+                                 _P(_layer_p)),
+    "optim_compile_layer_source": (_c.c_char_p, _c.c_char_p, _c.c_char_p,
+                                   _c.c_uint, _P(_layer_p)),
+    "optim_layer_release": (_layer_p,),
+    "optim_layer_name": (_layer_p, _P(_c.c_char_p)),
+    "optim_layer_dtype": (_layer_p, _P(_c.c_int)),
+    "optim_layer_num_tensors": (_layer_p, _c.c_int, _P(_c.c_size_t)),
+    "optim_layer_tensor": (_layer_p, _c.c_int, _c.c_size_t,
+                           _P(_LayerTensorInfo)),
+    "optim_layer_sizes": (_layer_p, _P(_c.c_int64), _P(_c.c_int64),
+                          _P(_c.c_int64)),
+    "optim_layer_set_threads": (_layer_p, _c.c_uint),
+    "optim_layer_forward": (_layer_p, _c.c_int64, _P(_c.c_void_p),
+                            _c.c_size_t, _P(_c.c_void_p), _c.c_size_t,
+                            _P(_c.c_void_p), _c.c_size_t, _P(_c.c_int32)),
+    "optim_layer_backward": (_layer_p, _P(_c.c_void_p), _c.c_size_t,
+                             _P(_c.c_void_p), _c.c_size_t, _P(_c.c_void_p),
+                             _c.c_size_t),
 }
 
 _lib = None
@@ -949,3 +976,189 @@ class Trajectory:
         return _copy_out(data, count, self._dtype,
                          _state_shape(self.rule, cname.decode(),
                                       self._shapes[i]))
+
+
+_QP_STATUSES = ("solved", "iteration limit", "primal infeasible",
+                "dual infeasible", "numerical error")
+
+
+def compile_layer_file(path, layer=None, f64=False):
+    """Compiles QP layer `layer` of the .optim file at `path` (None: its
+    only layer) for the CPU, float64 if `f64`, else float32."""
+    out = _layer_p()
+    _call("optim_compile_layer_file", _bytes(path, "path"),
+          _bytes(layer, "layer"), 1 if f64 else 0, _c.byref(out))
+    return Layer(out.value)
+
+
+def compile_layer_source(source, layer=None, f64=False, name=None):
+    """Compiles QP layer `layer` of the program text `source`; `name` names
+    it in diagnostics."""
+    out = _layer_p()
+    _call("optim_compile_layer_source", _bytes(source, "source"),
+          _bytes(name, "name"), _bytes(layer, "layer"), 1 if f64 else 0,
+          _c.byref(out))
+    return Layer(out.value)
+
+
+def _void_array(ptrs):
+    return (_c.c_void_p * max(1, len(ptrs)))(*ptrs)
+
+
+class Layer:
+    """A compiled QP layer (compile_layer_file): `name`, `dtype` ("f32" or
+    "f64"), `inputs`, `weights` and `outputs` ({name: shape}, in declaration
+    order; inputs and outputs per batch element), `output_kinds` ({name:
+    "z", "nu" or "lam"}) and `sizes` (n, m, p of its QP).
+
+        layer = optim_mlir.compile_layer_file("examples/sudoku.optim")
+        out = layer.forward({"puzzle": P}, {"A": A, "log_z0": l})  # P: [B, 64]
+        dins, dws = layer.backward({"z": dz})   # dws["A"] summed over B
+
+    forward() takes arrays of shape [B, *shape] for each input and of the
+    weights' shapes, converted to C-contiguous arrays of the layer's dtype
+    (and kept: backward() reads them again), and returns {output: array
+    [B, *shape]}; with statuses=True it returns (outputs, [status per
+    element]) instead of raising OptimError for an unsolved problem.
+    backward() takes {output: gradient [B, *shape]} (a missing output: zero)
+    and returns ({input: gradient}, {weights: gradient summed over the
+    batch}) through the last forward(), whose problems must all be solved.
+    """
+
+    def __init__(self, handle):
+        self._handle = handle
+        name = _c.c_char_p()
+        _call("optim_layer_name", handle, _c.byref(name))
+        self.name = name.value.decode()
+        dtype = _c.c_int()
+        _call("optim_layer_dtype", handle, _c.byref(dtype))
+        self.dtype = "f64" if dtype.value == 1 else "f32"
+        self._np_dtype = (np.float64 if self.dtype == "f64" else np.float32
+                          ) if np is not None else None
+        kinds = {}
+        lists = []
+        for kind in range(3):
+            count = _c.c_size_t()
+            _call("optim_layer_num_tensors", handle, kind, _c.byref(count))
+            entries = {}
+            for i in range(count.value):
+                info = _LayerTensorInfo()
+                _call("optim_layer_tensor", handle, kind, i, _c.byref(info))
+                key = info.name.decode()
+                entries[key] = tuple(info.shape[d] for d in range(info.rank))
+                if kind == 2:
+                    kinds[key] = ("z", "nu", "lam")[info.output_kind]
+            lists.append(entries)
+        self.inputs, self.weights, self.outputs = lists
+        self.output_kinds = kinds
+        n, m, p = _c.c_int64(), _c.c_int64(), _c.c_int64()
+        _call("optim_layer_sizes", handle, _c.byref(n), _c.byref(m),
+              _c.byref(p))
+        self.sizes = (n.value, m.value, p.value)
+        self._kept = None
+        self._batch = 0
+
+    def __del__(self):
+        if getattr(self, "_handle", None) and _lib is not None:
+            _lib.optim_layer_release(self._handle)
+            self._handle = None
+
+    def __repr__(self):
+        return "<optim_mlir.Layer %s (%s): inputs %s, weights %s, outputs " \
+            "%s>" % (self.name, self.dtype, self.inputs, self.weights,
+                     self.outputs)
+
+    def set_threads(self, threads):
+        """Solver threads over the batch (0: one per hardware thread); the
+        results do not depend on it. Drops the last forward()."""
+        _call("optim_layer_set_threads", self._handle,
+              _uint(threads, "threads", 2**32, "2**32"))
+
+    def _arrays(self, given, spec, what, batch):
+        """The arrays of `given` (a dict by name, or a list in declaration
+        order) for `spec` ({name: shape}), converted and checked."""
+        if np is None:
+            raise ImportError("optim_mlir.Layer needs numpy")
+        names = list(spec)
+        if given is None:
+            given = {}
+        if isinstance(given, dict):
+            unknown = [k for k in given if k not in spec]
+            if unknown:
+                raise KeyError("layer %s has no %s %s (its %s: %s)" % (
+                    self.name, what, ", ".join(repr(k) for k in unknown),
+                    what, ", ".join(names) or "none"))
+            values = [given.get(k) for k in names]
+        else:
+            values = list(given)
+            if len(values) != len(names):
+                raise ValueError("layer %s takes %d %s (%s), got %d" % (
+                    self.name, len(names), what, ", ".join(names),
+                    len(values)))
+        out = []
+        for name, value in zip(names, values):
+            if value is None:
+                out.append(None)
+                continue
+            a = np.ascontiguousarray(value, dtype=self._np_dtype)
+            want = spec[name] if batch is None else (batch,) + spec[name]
+            if a.shape != want:
+                raise ValueError("%s %r of layer %s must have shape %s, got "
+                                 "%s" % (what.rstrip("s"), name, self.name,
+                                         want, a.shape))
+            out.append(a)
+        return out
+
+    def forward(self, inputs, weights=None, statuses=False, batch=None):
+        """Solves the batch; see the class. `batch` is needed only by a
+        layer without inputs."""
+        if np is None:
+            raise ImportError("optim_mlir.Layer needs numpy")
+        if batch is None:
+            first = (list(inputs.values()) if isinstance(inputs, dict)
+                     else list(inputs or []))
+            if not first:
+                raise ValueError("layer %s has no inputs: give batch=B"
+                                 % self.name)
+            batch = int(np.shape(first[0])[0]) if np.ndim(first[0]) else 0
+        batch = operator.index(batch)
+        if batch < 1:
+            raise ValueError("the batch size must be at least 1, got %d"
+                             % batch)
+        ins = self._arrays(inputs, self.inputs, "inputs", batch)
+        ws = self._arrays(weights, self.weights, "weights", None)
+        for name, a in zip(list(self.inputs) + list(self.weights), ins + ws):
+            if a is None:
+                raise ValueError("layer %s needs %r" % (self.name, name))
+        outs = {k: np.zeros((batch,) + shape, self._np_dtype)
+                for k, shape in self.outputs.items()}
+        status = (_c.c_int32 * batch)() if statuses else None
+        _call("optim_layer_forward", self._handle, batch,
+              _void_array([a.ctypes.data for a in ins]), len(ins),
+              _void_array([a.ctypes.data for a in ws]), len(ws),
+              _void_array([a.ctypes.data for a in outs.values()]),
+              len(outs), status)
+        # The layer reads them again in backward(): kept alive here.
+        self._kept = (ins, ws)
+        self._batch = batch
+        if statuses:
+            return outs, [_QP_STATUSES[v] if 0 <= v < 5 else str(v)
+                          for v in status]
+        return outs
+
+    def backward(self, doutputs):
+        """Gradients through the last forward(); see the class."""
+        if self._kept is None:
+            raise RuntimeError("layer %s: backward() needs a forward() first"
+                               % self.name)
+        douts = self._arrays(doutputs, self.outputs, "outputs", self._batch)
+        dins = {k: np.zeros((self._batch,) + shape, self._np_dtype)
+                for k, shape in self.inputs.items()}
+        dws = {k: np.zeros(shape, self._np_dtype)
+               for k, shape in self.weights.items()}
+        _call("optim_layer_backward", self._handle,
+              _void_array([None if a is None else a.ctypes.data
+                           for a in douts]), len(douts),
+              _void_array([a.ctypes.data for a in dins.values()]), len(dins),
+              _void_array([a.ctypes.data for a in dws.values()]), len(dws))
+        return dins, dws

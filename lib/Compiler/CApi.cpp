@@ -91,3 +91,54 @@ optim_compile_source_flags(const char *source, const char *buffer_name_or_null,
   return compile("optim_compile_source_flags", nullptr, source,
                  buffer_name_or_null, rule_name_or_null, flags, out);
 }
+
+static optim_status compileLayer(const char *fn, const char *path,
+                                 const char *source, const char *bufferName,
+                                 const char *layerName, unsigned flags,
+                                 optim_layer **out) {
+  if (flags & ~unsigned(OPTIM_COMPILE_F64))
+    return capi::fail(
+        OPTIM_ERROR_INVALID_ARGUMENT,
+        (std::string(fn) + ": flags has unknown bits (" +
+         std::to_string(flags & ~unsigned(OPTIM_COMPILE_F64)) +
+         "); a layer takes only OPTIM_COMPILE_F64 (its backward pass is "
+         "always compiled)")
+            .c_str());
+  if (!out)
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT, ": out is NULL", fn);
+  if (path ? !*path : !source)
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      path ? ": path is empty" : ": source is NULL", fn);
+  return capi::guard(OPTIM_ERROR_COMPILE, [&] {
+    CompileOptions options;
+    options.precision = flags & OPTIM_COMPILE_F64 ? DType::F64 : DType::F32;
+    Compiler compiler(options);
+    std::string layer = layerName ? layerName : "";
+    auto handle = std::make_unique<optim_layer>(optim_layer{
+        path ? compiler.compileLayerFile(path, layer)
+             : compiler.compileLayerSource(
+                   source, bufferName ? bufferName : "<source>", layer)});
+    capi::trackHandle(handle.get(), capi::HandleKind::Layer);
+    *out = handle.release();
+    return OPTIM_OK;
+  });
+}
+
+extern "C" optim_status optim_compile_layer_file(const char *path,
+                                                 const char *layer_name_or_null,
+                                                 unsigned flags,
+                                                 optim_layer **out) {
+  if (!path)
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      "optim_compile_layer_file: path is NULL");
+  return compileLayer("optim_compile_layer_file", path, nullptr, nullptr,
+                      layer_name_or_null, flags, out);
+}
+
+extern "C" optim_status
+optim_compile_layer_source(const char *source, const char *buffer_name_or_null,
+                           const char *layer_name_or_null, unsigned flags,
+                           optim_layer **out) {
+  return compileLayer("optim_compile_layer_source", nullptr, source,
+                      buffer_name_or_null, layer_name_or_null, flags, out);
+}

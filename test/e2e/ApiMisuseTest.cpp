@@ -1038,6 +1038,95 @@ TEST(CApiMisuse, HandlesAreCheckedAndDoubleReleasesRefused) {
                "OPTIM_ERROR_UNKNOWN_STATUS");
 }
 
+TEST(CApiMisuse, LayerHandlesAndArgumentsAreChecked) {
+  const char *source = "layer proj(n = 3) {\n"
+                       "  weights c[n]\n"
+                       "  input y[n]\n"
+                       "  output z, nu, lam = qp(Q: eye(n), q: c - y, "
+                       "G: -eye(n), h: zeros(n))\n"
+                       "}\n";
+  optim_layer *layer = nullptr;
+  expectStatus(optim_compile_layer_source(source, "p.optim", nullptr,
+                                          OPTIM_COMPILE_REVERSE, &layer),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "a layer takes only OPTIM_COMPILE_F64");
+  expectStatus(optim_compile_layer_source(source, "p.optim", nullptr,
+                                          OPTIM_COMPILE_F64, nullptr),
+               OPTIM_ERROR_INVALID_ARGUMENT, "out is NULL");
+  expectStatus(optim_compile_layer_file(nullptr, nullptr, 0, &layer),
+               OPTIM_ERROR_INVALID_ARGUMENT, "path is NULL");
+  expectStatus(optim_compile_layer_source("layer l(n = 2) {\n}\n", "e.optim",
+                                          nullptr, 0, &layer),
+               OPTIM_ERROR_COMPILE, "e.optim:1:7: error:");
+  ASSERT_EQ(optim_compile_layer_source(source, "p.optim", nullptr,
+                                       OPTIM_COMPILE_F64, &layer),
+            OPTIM_OK)
+      << optim_last_error();
+  const char *name = nullptr;
+  ASSERT_EQ(optim_layer_name(layer, &name), OPTIM_OK);
+  EXPECT_STREQ(name, "proj");
+  size_t count = 0;
+  ASSERT_EQ(optim_layer_num_tensors(layer, OPTIM_LAYER_OUTPUT, &count),
+            OPTIM_OK);
+  EXPECT_EQ(count, 3u);
+  optim_layer_tensor_info info{};
+  ASSERT_EQ(optim_layer_tensor(layer, OPTIM_LAYER_OUTPUT, 2, &info), OPTIM_OK);
+  EXPECT_STREQ(info.name, "lam");
+  EXPECT_EQ(info.output_kind, 2);
+  EXPECT_EQ(info.size, 3);
+  expectStatus(optim_layer_tensor(layer, OPTIM_LAYER_INPUT, 1, &info),
+               OPTIM_ERROR_NOT_FOUND, "index 1 is out of range");
+  expectStatus(
+      optim_layer_num_tensors(layer, optim_layer_tensor_kind(7), &count),
+      OPTIM_ERROR_INVALID_ARGUMENT, "kind 7 is not OPTIM_LAYER_INPUT");
+
+  std::vector<double> y = {1, 2, 3, 4, 5, 6}, c = {0.5, -1, 2}, z(6), nu,
+                      lam(6), dz(6, 1.0), dy(6), dc(3);
+  const void *ins[] = {y.data()}, *ws[] = {c.data()};
+  void *outs[] = {z.data(), nu.data(), lam.data()};
+  expectStatus(optim_layer_forward(layer, 2, ins, 1, ws, 1, outs, 2, nullptr),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "optim_layer_forward: the layer has 3 outputs, got 2");
+  expectStatus(
+      optim_layer_forward(layer, 2, nullptr, 1, ws, 1, outs, 3, nullptr),
+      OPTIM_ERROR_INVALID_ARGUMENT, "the array of inputs is NULL");
+  expectStatus(optim_layer_forward(layer, 0, ins, 1, ws, 1, outs, 3, nullptr),
+               OPTIM_ERROR_INVALID_ARGUMENT, "the batch size must be positive");
+  const void *douts[] = {dz.data(), nullptr, nullptr};
+  void *dins[] = {dy.data()}, *dws[] = {dc.data()};
+  expectStatus(optim_layer_backward(layer, douts, 3, dins, 1, dws, 1),
+               OPTIM_ERROR_INVALID_ARGUMENT,
+               "backward() needs a forward() first");
+  int32_t status[2] = {-1, -1};
+  ASSERT_EQ(optim_layer_forward(layer, 2, ins, 1, ws, 1, outs, 3, status),
+            OPTIM_OK)
+      << optim_last_error();
+  EXPECT_EQ(status[0], 0);
+  EXPECT_EQ(status[1], 0);
+  // z = max(y - c, 0) for the projection onto z >= 0.
+  EXPECT_EQ(z, (std::vector<double>{0.5, 3, 1, 3.5, 6, 4}));
+  ASSERT_EQ(optim_layer_backward(layer, douts, 3, dins, 1, dws, 1), OPTIM_OK)
+      << optim_last_error();
+  EXPECT_EQ(dy, (std::vector<double>{1, 1, 1, 1, 1, 1}));
+  EXPECT_EQ(dc, (std::vector<double>{-2, -2, -2}));
+  expectStatus(optim_layer_set_threads(layer, 2000),
+               OPTIM_ERROR_INVALID_ARGUMENT, "at most 1024");
+
+  ASSERT_EQ(optim_layer_release(layer), OPTIM_OK);
+  expectStatus(optim_layer_release(layer), OPTIM_ERROR_INVALID_ARGUMENT,
+               "layer is not a live layer handle (released already?)");
+  expectStatus(optim_layer_name(layer, &name), OPTIM_ERROR_INVALID_ARGUMENT,
+               "not a live layer handle");
+  EXPECT_EQ(optim_layer_release(nullptr), OPTIM_OK);
+  // A rule handle is not a layer handle.
+  optim_rule *rule = nullptr;
+  std::string path = example("sgd");
+  ASSERT_EQ(optim_compile_file(path.c_str(), nullptr, 0, &rule), OPTIM_OK);
+  expectStatus(optim_layer_name(reinterpret_cast<optim_layer *>(rule), &name),
+               OPTIM_ERROR_INVALID_ARGUMENT, "not a live layer handle");
+  optim_rule_release(rule);
+}
+
 TEST(CApiMisuse, TrajectoryHandlesAndArgumentsAreChecked) {
   optim_rule *plain = nullptr, *rule = nullptr;
   std::string path = example("adam");

@@ -52,6 +52,17 @@ optim_status optim_compile_source_flags(const char *source,
                                         const char *rule_name_or_null,
                                         unsigned flags, optim_rule **out);
 
+/* A QP layer of the file or source (`layer_name_or_null`: NULL for the
+   only one), for the CPU: optim_layer_* in optim.h. `flags`:
+   OPTIM_COMPILE_F64 or 0. OPTIM_ERROR_COMPILE with located diagnostics. */
+optim_status optim_compile_layer_file(const char *path,
+                                      const char *layer_name_or_null,
+                                      unsigned flags, optim_layer **out);
+optim_status optim_compile_layer_source(const char *source,
+                                        const char *buffer_name_or_null,
+                                        const char *layer_name_or_null,
+                                        unsigned flags, optim_layer **out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

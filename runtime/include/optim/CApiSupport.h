@@ -10,6 +10,7 @@
 #ifndef OPTIM_RUNTIME_CAPISUPPORT_H
 #define OPTIM_RUNTIME_CAPISUPPORT_H
 
+#include "optim/Layer.h"
 #include "optim/Rule.h"
 #include "optim/optim.h"
 
@@ -20,6 +21,10 @@
 
 struct optim_rule {
   optim::Rule rule;
+};
+
+struct optim_layer {
+  optim::Layer layer;
 };
 
 namespace optim {
@@ -42,6 +47,7 @@ enum class HandleKind {
   Optimizer,  ///< from optim_optimizer_create_*
   QPSolver,   ///< from optim_qp_create (KernelABI.h)
   Trajectory, ///< from optim_trajectory_create
+  Layer,      ///< from optim_compile_layer_*
 };
 
 /// Records a live handle; throws std::bad_alloc (recording nothing).

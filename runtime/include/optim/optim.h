@@ -511,6 +511,68 @@ optim_status optim_trajectory_state_adjoint(const optim_trajectory *traj,
                                             size_t param, const char *name,
                                             const void **data, int64_t *count);
 
+/*===--- QP layers
+ * ---------------------------------------------------------===*/
+
+/* A compiled `layer` (docs/qp.md), from optim_compile_layer_file or _source
+   (optim_compiler.h): forward on a batch solves one QP per element, backward
+   gives the gradients of the inputs and (summed over the batch) of the
+   weights. Buffers are row-major of the layer's dtype: input i is [B, its
+   shape...], weights w its shape, output o [B, its shape...]; gradients
+   have the shape of what they are the gradient of. A layer is used by one
+   thread at a time (optim_layer_release may run while another call is
+   inside: it waits for it). */
+typedef struct optim_layer optim_layer;
+
+typedef enum optim_layer_tensor_kind {
+  OPTIM_LAYER_INPUT = 0,
+  OPTIM_LAYER_WEIGHTS = 1,
+  OPTIM_LAYER_OUTPUT = 2
+} optim_layer_tensor_kind;
+
+typedef struct optim_layer_tensor_info {
+  const char *name;
+  const int64_t *shape; /* per batch element for inputs and outputs */
+  size_t rank;
+  int64_t size;    /* elements per batch element (inputs, outputs) */
+  int output_kind; /* outputs: 0 = z, 1 = nu, 2 = lam; else -1 */
+} optim_layer_tensor_info;
+
+optim_status optim_layer_release(optim_layer *layer);
+optim_status optim_layer_name(const optim_layer *layer, const char **out);
+optim_status optim_layer_dtype(const optim_layer *layer, optim_dtype *out);
+optim_status optim_layer_num_tensors(const optim_layer *layer,
+                                     optim_layer_tensor_kind kind, size_t *out);
+/* In declaration order; strings and shapes live as long as the layer. */
+optim_status optim_layer_tensor(const optim_layer *layer,
+                                optim_layer_tensor_kind kind, size_t index,
+                                optim_layer_tensor_info *out);
+/* The QP's sizes: n variables, m equalities, p inequalities. */
+optim_status optim_layer_sizes(const optim_layer *layer, int64_t *n, int64_t *m,
+                               int64_t *p);
+/* Solver threads over the batch (0: one per hardware thread, at most 1024);
+   results do not depend on it. Drops the last forward. */
+optim_status optim_layer_set_threads(optim_layer *layer, unsigned threads);
+/* The layer on `batch` elements. With `status` (int32 per element: 0
+   solved, 1 iteration limit, 2 primal infeasible, 3 dual infeasible, 4
+   numerical error) every problem's status is written; with NULL an
+   unsolved problem is OPTIM_ERROR_INVALID_ARGUMENT naming it. The inputs
+   and weights must stay valid and unchanged until the next backward. A
+   failed call leaves the last forward as it was. */
+optim_status optim_layer_forward(optim_layer *layer, int64_t batch,
+                                 const void *const *inputs, size_t num_inputs,
+                                 const void *const *weights, size_t num_weights,
+                                 void *const *outputs, size_t num_outputs,
+                                 int32_t *status);
+/* Gradients of sum <doutput_o, output_o> through the last forward, whose
+   problems must all be solved. A NULL doutput is zero; a NULL dinput or
+   dweights is not computed. */
+optim_status optim_layer_backward(optim_layer *layer,
+                                  const void *const *doutputs,
+                                  size_t num_outputs, void *const *dinputs,
+                                  size_t num_inputs, void *const *dweights,
+                                  size_t num_weights);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif
