@@ -1016,7 +1016,7 @@ class Layer:
         dins, dws = layer.backward({"z": dz})   # dws["A"] summed over B
 
     forward() takes arrays of shape [B, *shape] for each input and of the
-    weights' shapes, converted to C-contiguous arrays of the layer's dtype
+    weights' shapes, copied to C-contiguous arrays of the layer's dtype
     (and kept: backward() reads them again), and returns {output: array
     [B, *shape]}; with statuses=True it returns (outputs, [status per
     element]) instead of raising OptimError for an unsolved problem.
@@ -1100,7 +1100,9 @@ class Layer:
             if value is None:
                 out.append(None)
                 continue
-            a = np.ascontiguousarray(value, dtype=self._np_dtype)
+            # A copy: backward() reads the inputs and weights again, and a
+            # caller reusing its array in between must not change them.
+            a = np.array(value, dtype=self._np_dtype, order="C", copy=True)
             want = spec[name] if batch is None else (batch,) + spec[name]
             if a.shape != want:
                 raise ValueError("%s %r of layer %s must have shape %s, got "
