@@ -982,9 +982,16 @@ _QP_STATUSES = ("solved", "iteration limit", "primal infeasible",
                 "dual infeasible", "numerical error")
 
 
+def _flag(value, what):
+    if not isinstance(value, (bool, np.bool_) if np is not None else bool):
+        raise TypeError("%s must be True or False, got %r" % (what, value))
+    return bool(value)
+
+
 def compile_layer_file(path, layer=None, f64=False):
     """Compiles QP layer `layer` of the .optim file at `path` (None: its
     only layer) for the CPU, float64 if `f64`, else float32."""
+    f64 = _flag(f64, "f64")
     out = _layer_p()
     _call("optim_compile_layer_file", _bytes(path, "path"),
           _bytes(layer, "layer"), 1 if f64 else 0, _c.byref(out))
@@ -994,6 +1001,7 @@ def compile_layer_file(path, layer=None, f64=False):
 def compile_layer_source(source, layer=None, f64=False, name=None):
     """Compiles QP layer `layer` of the program text `source`; `name` names
     it in diagnostics."""
+    f64 = _flag(f64, "f64")
     out = _layer_p()
     _call("optim_compile_layer_source", _bytes(source, "source"),
           _bytes(name, "name"), _bytes(layer, "layer"), 1 if f64 else 0,
@@ -1023,6 +1031,8 @@ class Layer:
     backward() takes {output: gradient [B, *shape]} (a missing output: zero)
     and returns ({input: gradient}, {weights: gradient summed over the
     batch}) through the last forward(), whose problems must all be solved.
+    A forward() that raises changes nothing: backward() still refers to the
+    last one that returned.
     """
 
     def __init__(self, handle):
@@ -1100,9 +1110,17 @@ class Layer:
             if value is None:
                 out.append(None)
                 continue
+            # Real numbers only: numpy would drop an imaginary part (with a
+            # warning) and turn None into NaN.
+            raw = np.asarray(value)
+            if raw.dtype.kind not in "biuf":
+                raise TypeError("%s %r of layer %s must be an array of real "
+                                "numbers, got dtype %s" % (
+                                    what.rstrip("s"), name, self.name,
+                                    raw.dtype))
             # A copy: backward() reads the inputs and weights again, and a
             # caller reusing its array in between must not change them.
-            a = np.array(value, dtype=self._np_dtype, order="C", copy=True)
+            a = np.array(raw, dtype=self._np_dtype, order="C", copy=True)
             want = spec[name] if batch is None else (batch,) + spec[name]
             if a.shape != want:
                 raise ValueError("%s %r of layer %s must have shape %s, got "
@@ -1116,13 +1134,28 @@ class Layer:
         layer without inputs."""
         if np is None:
             raise ImportError("optim_mlir.Layer needs numpy")
+        statuses = _flag(statuses, "statuses")
         if batch is None:
-            first = (list(inputs.values()) if isinstance(inputs, dict)
-                     else list(inputs or []))
-            if not first:
-                raise ValueError("layer %s has no inputs: give batch=B"
+            # From the first input given, which must have the leading batch
+            # dimension (without it, its first size would be taken for B).
+            given = (inputs.items() if isinstance(inputs, dict)
+                     else zip(self.inputs, list(inputs or [])))
+            first = next(((k, v) for k, v in given if v is not None), None)
+            if first is None:
+                raise ValueError("layer %s has no inputs given: give batch=B"
                                  % self.name)
-            batch = int(np.shape(first[0])[0]) if np.ndim(first[0]) else 0
+            key, value = first
+            shape = np.shape(value)
+            want = self.inputs.get(key)
+            if want is not None and (len(shape) != len(want) + 1
+                                     or tuple(shape[1:]) != want):
+                raise ValueError(
+                    "input %r of layer %s must have shape (B,) + %s with a "
+                    "leading batch dimension B, got %s" % (
+                        key, self.name, want, tuple(shape)))
+            batch = int(shape[0]) if shape else 0
+        if isinstance(batch, (bool, np.bool_)):
+            raise TypeError("batch must be an int, got %r" % (batch,))
         batch = operator.index(batch)
         if batch < 1:
             raise ValueError("the batch size must be at least 1, got %d"
@@ -1151,8 +1184,9 @@ class Layer:
     def backward(self, doutputs):
         """Gradients through the last forward(); see the class."""
         if self._kept is None:
-            raise RuntimeError("layer %s: backward() needs a forward() first"
-                               % self.name)
+            raise OptimError(1, "OPTIM_ERROR_INVALID_ARGUMENT",
+                             "layer '%s': backward() needs a forward() first"
+                             % self.name)
         douts = self._arrays(doutputs, self.outputs, "outputs", self._batch)
         dins = {k: np.zeros((self._batch,) + shape, self._np_dtype)
                 for k, shape in self.inputs.items()}

@@ -237,6 +237,44 @@ LogicalResult MatMulOp::verify() {
   return success();
 }
 
+LogicalResult DiagOp::verify() {
+  auto v = cast<RankedTensorType>(getVector().getType());
+  auto d = cast<RankedTensorType>(getResult().getType());
+  if (v.getRank() != 1 || d.getRank() != 2)
+    return emitOpError("expects a vector and a matrix result");
+  if (v.getElementType() != d.getElementType() ||
+      !isa<FloatType>(v.getElementType()))
+    return emitOpError("operand and result must share one float element type");
+  if (d.getDimSize(0) != v.getDimSize(0) || d.getDimSize(1) != v.getDimSize(0))
+    return emitOpError("result must be ")
+           << v.getDimSize(0) << "x" << v.getDimSize(0) << ", got " << d;
+  return success();
+}
+
+LogicalResult VStackOp::verify() {
+  auto r = cast<RankedTensorType>(getResult().getType());
+  if (getParts().empty())
+    return emitOpError("stacks at least one part");
+  if (!isa<FloatType>(r.getElementType()) || r.getRank() < 1 || r.getRank() > 2)
+    return emitOpError("result must be a float vector or matrix, got ") << r;
+  int64_t rows = 0;
+  for (Value part : getParts()) {
+    auto t = cast<RankedTensorType>(part.getType());
+    if (t.getRank() != r.getRank() || t.getElementType() != r.getElementType())
+      return emitOpError("parts must all be ")
+             << (r.getRank() == 1 ? "vectors" : "matrices")
+             << " of the result's element type, got " << t;
+    if (r.getRank() == 2 && t.getDimSize(1) != r.getDimSize(1))
+      return emitOpError("parts must have the result's ")
+             << r.getDimSize(1) << " columns, got " << t;
+    rows += t.getDimSize(0);
+  }
+  if (rows != r.getDimSize(0))
+    return emitOpError("result must have ")
+           << rows << " rows (the parts'), got " << r.getDimSize(0);
+  return success();
+}
+
 LogicalResult TransposeOp::verify() {
   auto a = cast<RankedTensorType>(getMatrix().getType());
   auto t = cast<RankedTensorType>(getResult().getType());

@@ -351,6 +351,39 @@ Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
     Value M = tr.getMatrix();
     return at(b, M, ValueRange{idx[1], idx[0]}, isBatched(M) ? e : Value());
   }
+  if (auto dg = dyn_cast<DiagOp>(op)) {
+    Value v = dg.getVector();
+    Value same =
+        arith::CmpIOp::create(b, loc, arith::CmpIPredicate::eq, idx[0], idx[1]);
+    Value x = at(b, v, ValueRange{idx[0]}, isBatched(v) ? e : Value());
+    return arith::SelectOp::create(b, loc, same, x, cst(b, 0.0));
+  }
+  if (auto vs = dyn_cast<VStackOp>(op)) {
+    // Part k holds rows [offset, offset + rows_k): only its element is
+    // computed (an index past another part's end would read out of it).
+    std::function<Value(OpBuilder &, unsigned, int64_t)> pick =
+        [&](OpBuilder &ob, unsigned k, int64_t offset) -> Value {
+      Value part = vs.getParts()[k];
+      int64_t rows = shapeOf(part)[0];
+      auto element = [&](OpBuilder &ib) {
+        SmallVector<Value> in(idx.begin(), idx.end());
+        in[0] = arith::SubIOp::create(ib, loc, idx[0], idxCst(ib, offset));
+        return at(ib, part, in, isBatched(part) ? e : Value());
+      };
+      if (k + 1 == vs.getParts().size())
+        return element(ob);
+      Value inside = arith::CmpIOp::create(ob, loc, arith::CmpIPredicate::slt,
+                                           idx[0], idxCst(ob, offset + rows));
+      auto branch = scf::IfOp::create(ob, loc, TypeRange{elt}, inside,
+                                      /*withElseRegion=*/true);
+      OpBuilder thenB = branch.getThenBodyBuilder();
+      scf::YieldOp::create(thenB, loc, element(thenB));
+      OpBuilder elseB = branch.getElseBodyBuilder();
+      scf::YieldOp::create(elseB, loc, pick(elseB, k + 1, offset + rows));
+      return branch.getResult(0);
+    };
+    return pick(b, 0, 0);
+  }
   // Elementwise ops on tensors of one shape or on scalars; a scalar operand
   // of a tensor op (select's condition between whole tensors) is the same
   // at every index.
@@ -496,6 +529,21 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
     scf::YieldOp::create(elseB, loc, cst(elseB, 0.0));
     return branch.getResult(0);
   }
+  if (auto dg = dyn_cast<DiagOp>(user)) {
+    Value D = dg.getResult();
+    return adjoint(b, D, ValueRange{idx[0], idx[0]},
+                   isBatched(D) ? e : Value());
+  }
+  if (auto vs = dyn_cast<VStackOp>(user)) {
+    // Operand k's rows are the result's from the parts before it on.
+    int64_t offset = 0;
+    for (unsigned i = 0; i < k; ++i)
+      offset += shapeOf(vs.getParts()[i])[0];
+    Value R = vs.getResult();
+    SmallVector<Value> in(idx.begin(), idx.end());
+    in[0] = arith::AddIOp::create(b, loc, idx[0], idxCst(b, offset));
+    return adjoint(b, R, in, isBatched(R) ? e : Value());
+  }
   if (auto tr = dyn_cast<TransposeOp>(user)) {
     Value T = tr.getResult();
     return adjoint(b, T, ValueRange{idx[1], idx[0]},
@@ -551,15 +599,32 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
     return strong(mul(d, math::ExpOp::create(b, loc, operand(0))));
   if (isa<math::LogOp>(user))
     return strong(arith::DivFOp::create(b, loc, d, operand(0)));
-  if (isa<math::SqrtOp>(user))
-    return strong(
-        arith::DivFOp::create(b, loc, mul(d, cst(b, 0.5)),
-                              math::SqrtOp::create(b, loc, operand(0))));
+  // sqrt, cbrt and atan2 have an infinite (or no) slope where their
+  // result is 0 (at the origin for atan2): taken as 0 there, as
+  // optim-differentiate does for rules (docs/language.md section 6), so
+  // that a weight still at 0 gives no NaN or infinite gradient.
+  auto zeroWhere = [&](Value keep, Value slopeArg,
+                       function_ref<Value(Value)> slope) -> Value {
+    Value safe = arith::SelectOp::create(b, loc, keep, slopeArg, cst(b, 1.0));
+    return arith::SelectOp::create(b, loc, keep, slope(safe), cst(b, 0.0));
+  };
+  if (isa<math::SqrtOp>(user)) {
+    Value r = math::SqrtOp::create(b, loc, operand(0));
+    Value positive =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::OGT, r, cst(b, 0));
+    return zeroWhere(positive, r, [&](Value safe) -> Value {
+      return arith::DivFOp::create(b, loc, mul(d, cst(b, 0.5)), safe);
+    });
+  }
   if (isa<math::CbrtOp>(user)) {
-    // d cbrt(x) = d / (3 cbrt(x)^2), as sqrt's: infinite at 0.
+    // d cbrt(x) = d / (3 cbrt(x)^2).
     Value r = math::CbrtOp::create(b, loc, operand(0));
-    return strong(
-        arith::DivFOp::create(b, loc, d, mul(cst(b, 3.0), mul(r, r))));
+    Value nonzero =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE, r, cst(b, 0));
+    return zeroWhere(nonzero, r, [&](Value safe) -> Value {
+      return arith::DivFOp::create(b, loc, d,
+                                   mul(cst(b, 3.0), mul(safe, safe)));
+    });
   }
   if (isa<math::TanhOp>(user)) {
     Value t = math::TanhOp::create(b, loc, operand(0));
@@ -577,13 +642,16 @@ Value LayerLowering::contribution(OpBuilder &b, OpOperand &use, ValueRange idx,
         b, loc, d, arith::AddFOp::create(b, loc, cst(b, 1.0), mul(x, x)));
   }
   if (isa<math::Atan2Op>(user)) {
-    // atan2(y, x): d x / r2 for y (k = 0), -d y / r2 for x, r2 = x^2 + y^2,
-    // infinite at the origin as sqrt's slope at 0.
+    // atan2(y, x): d x / r2 for y (k = 0), -d y / r2 for x, r2 = x^2 + y^2.
     Value y = operand(0), x = operand(1);
     Value r2 = arith::AddFOp::create(b, loc, mul(x, x), mul(y, y));
-    Value q = arith::DivFOp::create(b, loc, d, r2);
-    return strong(k == 0 ? mul(q, x)
-                         : arith::NegFOp::create(b, loc, mul(q, y)).getResult());
+    Value nonzero =
+        arith::CmpFOp::create(b, loc, arith::CmpFPredicate::ONE, r2, cst(b, 0));
+    return zeroWhere(nonzero, r2, [&](Value safe) -> Value {
+      Value q = arith::DivFOp::create(b, loc, d, safe);
+      return k == 0 ? mul(q, x)
+                    : arith::NegFOp::create(b, loc, mul(q, y)).getResult();
+    });
   }
   if (isa<math::AbsFOp>(user)) {
     // sign(x) d, and 0 at x = 0, as optim-differentiate's for rules.

@@ -448,6 +448,15 @@ Value ProgramGen::genCall(const CallExpr &call) {
   case Builtin::Transpose:
     return mlir::optim::TransposeOp::create(b, l, irType(type),
                                             gen(*call.args[0].value));
+  case Builtin::Diag:
+    return mlir::optim::DiagOp::create(b, l, irType(type),
+                                       gen(*call.args[0].value));
+  case Builtin::VStack: {
+    llvm::SmallVector<Value> parts;
+    for (const Argument &arg : call.args)
+      parts.push_back(gen(*arg.value));
+    return mlir::optim::VStackOp::create(b, l, irType(type), parts);
+  }
   default:
     break;
   }

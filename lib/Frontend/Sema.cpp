@@ -66,6 +66,8 @@ const BuiltinInfo kBuiltins[] = {
     {Builtin::Zeros, "zeros", 1, 2, BuiltinInfo::LayersOnly},
     {Builtin::Ones, "ones", 1, 2, BuiltinInfo::LayersOnly},
     {Builtin::Transpose, "transpose", 1, 1, BuiltinInfo::LayersOnly},
+    {Builtin::Diag, "diag", 1, 1, BuiltinInfo::LayersOnly},
+    {Builtin::VStack, "vstack", 1, 1024, BuiltinInfo::LayersOnly},
     {Builtin::QP, "qp", 0, 8, BuiltinInfo::LayersOnly},
     {Builtin::TensorSum, "tensor_sum", 1, 1, BuiltinInfo::RulesOnly},
     {Builtin::TensorMean, "tensor_mean", 1, 1, BuiltinInfo::RulesOnly},
@@ -1855,6 +1857,36 @@ Type ProgramChecker::checkBuiltin(CallExpr &call, const BuiltinInfo &info) {
     return Type::number({2});
   case Builtin::IsFinite:
     return Type::boolean(args[0].shape);
+  case Builtin::Diag:
+    if (args[0].rank() != 1) {
+      diags.error(call.args[0].value->getLoc(),
+                  "'diag' expects a vector, got a " + args[0].str());
+      return Type::unknown();
+    }
+    return Type::number({args[0].shape[0], args[0].shape[0]});
+  case Builtin::VStack: {
+    const Type &first = args[0];
+    if (first.rank() < 1) {
+      diags.error(call.args[0].value->getLoc(),
+                  "'vstack' stacks vectors or matrices, got a " + first.str());
+      return Type::unknown();
+    }
+    int64_t rows = 0;
+    for (auto [i, t] : llvm::enumerate(args)) {
+      if (t.rank() != first.rank() ||
+          (first.rank() == 2 && t.shape[1] != first.shape[1])) {
+        diags.error(call.args[i].value->getLoc(),
+                    "'vstack' stacks vectors, or matrices with the same "
+                    "number of columns; got a " +
+                        first.str() + " and a " + t.str());
+        return Type::unknown();
+      }
+      rows += t.shape[0];
+    }
+    if (first.rank() == 2)
+      return Type::number({rows, first.shape[1]});
+    return Type::number({rows});
+  }
   case Builtin::Transpose:
     if (args[0].rank() != 2) {
       diags.error(call.args[0].value->getLoc(),

@@ -975,6 +975,39 @@ optim.layer @transpose_shape weights(%A: tensor<2x3xf32>) -> (z: tensor<2xf32>) 
 
 // -----
 
+optim.layer @diag_shape weights(%v: tensor<3xf32>) -> (z: tensor<3xf32>) {
+  // expected-error @+1 {{'optim.diag' op result must be 3x3, got 'tensor<3x2xf32>'}}
+  %0 = optim.diag %v : tensor<3xf32> -> tensor<3x2xf32>
+  optim.return %v : tensor<3xf32>
+}
+
+// -----
+
+optim.layer @vstack_columns weights(%A: tensor<2x3xf32>, %B: tensor<2x2xf32>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.vstack' op parts must have the result's 3 columns, got 'tensor<2x2xf32>'}}
+  %0 = optim.vstack %A, %B : tensor<2x3xf32>, tensor<2x2xf32> -> tensor<4x3xf32>
+  %z = arith.constant dense<0.0> : tensor<2xf32>
+  optim.return %z : tensor<2xf32>
+}
+
+// -----
+
+optim.layer @vstack_rows weights(%a: tensor<2xf32>, %b: tensor<3xf32>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.vstack' op result must have 5 rows (the parts'), got 4}}
+  %0 = optim.vstack %a, %b : tensor<2xf32>, tensor<3xf32> -> tensor<4xf32>
+  optim.return %a : tensor<2xf32>
+}
+
+// -----
+
+optim.layer @vstack_mixed weights(%a: tensor<2xf32>, %B: tensor<2x2xf32>) -> (z: tensor<2xf32>) {
+  // expected-error @+1 {{'optim.vstack' op parts must all be vectors of the result's element type, got 'tensor<2x2xf32>'}}
+  %0 = optim.vstack %a, %B : tensor<2xf32>, tensor<2x2xf32> -> tensor<4xf32>
+  optim.return %a : tensor<2xf32>
+}
+
+// -----
+
 optim.layer @transpose_vector weights(%x: tensor<3xf32>) -> (z: tensor<3xf32>) {
   // expected-error @+1 {{'optim.transpose' op expects a matrix and a matrix result}}
   %0 = optim.transpose %x : tensor<3xf32> -> tensor<3xf32>

@@ -278,6 +278,25 @@ optim.layer @proj inputs(%y: tensor<3xf32>) -> (z: tensor<3xf32>) {
   optim.return %z : tensor<3xf32>
 }
 
+// A box with a learned diagonal: optim.diag and optim.vstack.
+// CHECK-LABEL: optim.layer @boxed weights(%d: tensor<2xf32>) -> (z: tensor<2xf32>) {
+// CHECK-NEXT:    %[[D:.*]] = optim.diag %d : tensor<2xf32> -> tensor<2x2xf32>
+// CHECK:         optim.vstack %{{.*}}, %{{.*}} : tensor<2x2xf32>, tensor<2x2xf32> -> tensor<4x2xf32>
+// GENERIC-LABEL: sym_name = "boxed"
+// GENERIC: "optim.diag"
+// GENERIC: "optim.vstack"
+optim.layer @boxed weights(%d: tensor<2xf32>) -> (z: tensor<2xf32>) {
+  %D = optim.diag %d : tensor<2xf32> -> tensor<2x2xf32>
+  %I = optim.eye : tensor<2x2xf32>
+  %N = arith.negf %I : tensor<2x2xf32>
+  %G = optim.vstack %I, %N : tensor<2x2xf32>, tensor<2x2xf32> -> tensor<4x2xf32>
+  %h = arith.constant dense<1.0> : tensor<4xf32>
+  %z, %nu, %lam = optim.qp Q(%D : tensor<2x2xf32>) q(%d : tensor<2xf32>)
+      ineq(%G, %h : tensor<4x2xf32>, tensor<4xf32>)
+      -> tensor<2xf32>, tensor<0xf32>, tensor<4xf32>
+  optim.return %z : tensor<2xf32>
+}
+
 // OptNet's Q = L L^T + 0.1 I: optim.transpose and optim.matmul.
 // CHECK-LABEL: optim.layer @factored weights(%L: tensor<3x2xf32>) -> (z: tensor<3xf32>) {
 // CHECK-NEXT:    %[[T:.*]] = optim.transpose %L : tensor<3x2xf32> -> tensor<2x3xf32>

@@ -339,6 +339,11 @@ DATA = {
                                w["A"], w["A"] @ w["z0"], w["G"],
                                w["G"] @ w["z0"] + np.exp(w["s0"])),
     "elements": lambda x, w: elements_data(x, w),
+    "box": lambda x, w: ops(
+        np.diag(np.exp(w["d"])) + 0.5 * np.eye(5),
+        -(np.diag(np.exp(w["d"])) @ x["y"]),
+        G=np.vstack([np.eye(5), -np.eye(5)]),
+        h=np.concatenate([w["lo"] + np.exp(w["width"]), -w["lo"]])),
     "choose": lambda x, w: ops(
         np.eye(3), x["x"] if 0 < x["s"][0] <= 5 else w["w"] * x["s"][0],
         G=w["G"], h=np.full(2, 0.1)),
@@ -534,6 +539,8 @@ def feasible_cases(ck, tool, rng, precs):
         end_to_end(ck, tool, rng, "elements", prec, 4,
                    {"X": N((4, 3, 3)), "y": 2 * N((4, 4)), "s": N((4, 2))},
                    {"W": N((3, 4)), "C": N((3, 3)), "u": N(4)})
+        end_to_end(ck, tool, rng, "box", prec, 5, {"y": 2 * N((5, 5))},
+                   {"d": 0.5 * N(5), "lo": N(5) - 0.5, "width": 0.3 * N(5)})
         end_to_end(ck, tool, rng, "choose", prec, 4,
                    {"x": N((4, 3)), "s": np.array([[1.5], [-0.7], [6.0],
                                                    [0.2]])},

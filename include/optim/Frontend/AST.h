@@ -165,6 +165,8 @@ enum class Builtin {
   Zeros,
   Ones,
   Transpose,
+  Diag,
+  VStack,
   QP,
   // Reductions over the coordinate's parameter tensor (tensor_*) or over
   // every parameter of the optimizer (global_*): optim.tensor_reduce.

@@ -148,7 +148,7 @@ def raises(kind, needle, fn, what):
 
 raises(KeyError, "layer optnet has no inputs 'y'",
        lambda: layer.forward({"y": x}, w), "unknown input")
-raises(ValueError, "must have shape (3, 5), got (3, 4)",
+raises(ValueError, "must have shape (B,) + (5,) with a leading batch dimension B, got (3, 4)",
        lambda: layer.forward({"x": x[:, :4]}, w), "input shape")
 raises(ValueError, "must have shape (5, 5), got (4, 4)",
        lambda: layer.forward({"x": x}, dict(w, L=w["L"][:4, :4])),
@@ -180,6 +180,40 @@ raises(optim_mlir.OptimError, "has no layer named 'nope' (it has: simplex)",
        lambda: optim_mlir.compile_layer_file(
            os.path.join(layers, "simplex.optim"), layer="nope"),
        "unknown layer")
+
+# Slopes taken as 0 where sqrt, cbrt and atan2 have none (at 0, at the
+# origin), as in rules: they were NaN and -inf (found by a blind tester).
+zero = optim_mlir.compile_layer_source(
+    "layer zs(n = 2) {\n  weights w[n]\n  input x[n]\n"
+    "  output z = qp(Q: eye(n), q: atan2(x, w) + cbrt(x) + sqrt(w * w) + "
+    "cbrt(w))\n}\n", f64=True)
+zero.forward({"x": np.array([[0.0, 1.0]])}, {"w": np.array([0.0, -2.0])})
+zi, zw = zero.backward({"z": np.ones((1, 2))})
+# Element 1 by hand: d/dx [atan2(x, w) + cbrt(x)] = w / r2 + 1 / (3 x^(2/3))
+# at (1, -2); d/dw [atan2 + |w| + cbrt(w)] = -x / r2 - 1 + 1 / (3 4^(1/3)).
+# z = -q, so the gradients of sum z are minus those.
+want_x = -np.array([0.0, -2.0 / 5 + 1.0 / 3])
+want_w = -np.array([0.0, -1.0 / 5 - 1 + 1 / (3 * 4 ** (1 / 3))])
+check(np.allclose(zi["x"][0], want_x, rtol=1e-12, atol=0)
+      and zi["x"][0][0] == 0, "slopes at 0: dx %s, want %s" % (zi["x"][0],
+                                                              want_x))
+check(np.allclose(zw["w"], want_w, rtol=1e-12, atol=0) and zw["w"][0] == 0,
+      "slopes at 0: dw %s, want %s" % (zw["w"], want_w))
+
+# Arguments numpy would convert into something else.
+raises(TypeError, "must be an array of real numbers, got dtype complex128",
+       lambda: layer.forward({"x": x + 1j}, w), "complex input")
+raises(TypeError, "got dtype object",
+       lambda: layer.forward({"x": [[None] * 5] * 3}, w), "None input")
+raises(ValueError, "with a leading batch dimension B, got (5,)",
+       lambda: layer.forward({"x": x[0]}, w), "input without the batch")
+raises(TypeError, "batch must be an int, got True",
+       lambda: layer.forward({"x": x}, w, batch=True), "bool batch")
+raises(TypeError, "statuses must be True or False",
+       lambda: layer.forward({"x": x}, w, statuses="yes"), "statuses")
+raises(TypeError, "f64 must be True or False",
+       lambda: optim_mlir.compile_layer_file(
+           os.path.join(layers, "simplex.optim"), f64="x"), "f64")
 
 print("layer: %d checks, %d failures" % (checks, len(failures)))
 sys.exit(1 if failures else 0)

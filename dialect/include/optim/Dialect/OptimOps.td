@@ -605,6 +605,35 @@ def Optim_TransposeOp : Optim_Op<"transpose", [Pure, Optim_InLayer]> {
   let hasVerifier = 1;
 }
 
+def Optim_DiagOp : Optim_Op<"diag", [Pure, Optim_InLayer]> {
+  let summary = "Diagonal matrix of a vector";
+  let description = [{
+    `D[i, j] = v[i]` where `i == j`, 0 elsewhere, for a vector `v` of size
+    n: a learned positive diagonal of Q is `diag(exp(d))`.
+  }];
+  let arguments = (ins AnyStaticShapeTensor:$vector);
+  let results = (outs AnyStaticShapeTensor:$result);
+  let assemblyFormat = [{
+    $vector attr-dict `:` type($vector) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
+def Optim_VStackOp : Optim_Op<"vstack", [Pure, Optim_InLayer]> {
+  let summary = "Vectors or matrices stacked";
+  let description = [{
+    Vectors concatenated into one vector, or matrices with the same number
+    of columns stacked row block after row block: a box's constraints are
+    `G = vstack(eye(n), -eye(n))`, `h = vstack(hi, -lo)`.
+  }];
+  let arguments = (ins Variadic<AnyStaticShapeTensor>:$parts);
+  let results = (outs AnyStaticShapeTensor:$result);
+  let assemblyFormat = [{
+    $parts attr-dict `:` type($parts) `->` type($result)
+  }];
+  let hasVerifier = 1;
+}
+
 def Optim_QPOp : Optim_Op<"qp", [
     Pure, Optim_InLayer, AttrSizedOperandSegments
   ]> {
