@@ -15,23 +15,34 @@
 
 using namespace optim;
 
-static optim_status compile(const char *fn, const char *path,
-                            const char *source, const char *bufferName,
-                            const char *ruleName, unsigned flags,
-                            optim_rule **out) {
-  if (flags & ~unsigned(OPTIM_COMPILE_F64 | OPTIM_COMPILE_REVERSE))
-    return capi::fail(
-        OPTIM_ERROR_INVALID_ARGUMENT,
-        (std::string(fn) + ": flags has unknown bits (" +
-         std::to_string(flags &
-                        ~unsigned(OPTIM_COMPILE_F64 | OPTIM_COMPILE_REVERSE)) +
-         "); only OPTIM_COMPILE_F64 and OPTIM_COMPILE_REVERSE")
-            .c_str());
+/// The checks of every compile entry point: `flags` within `allowed`, an
+/// out-pointer, a path that is not empty or a source. OPTIM_OK when they pass.
+static optim_status checkArguments(const char *fn, const char *path,
+                                   const char *source, unsigned flags,
+                                   unsigned allowed, const char *allowedText,
+                                   const void *out) {
+  if (flags & ~allowed)
+    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
+                      (std::string(fn) + ": flags has unknown bits (" +
+                       std::to_string(flags & ~allowed) + "); " + allowedText)
+                          .c_str());
   if (!out)
     return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT, ": out is NULL", fn);
   if (path ? !*path : !source)
     return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
                       path ? ": path is empty" : ": source is NULL", fn);
+  return OPTIM_OK;
+}
+
+static optim_status compile(const char *fn, const char *path,
+                            const char *source, const char *bufferName,
+                            const char *ruleName, unsigned flags,
+                            optim_rule **out) {
+  if (optim_status bad = checkArguments(
+          fn, path, source, flags,
+          unsigned(OPTIM_COMPILE_F64 | OPTIM_COMPILE_REVERSE),
+          "only OPTIM_COMPILE_F64 and OPTIM_COMPILE_REVERSE", out))
+    return bad;
   return capi::guard(OPTIM_ERROR_COMPILE, [&] {
     CompileOptions options;
     options.precision = flags & OPTIM_COMPILE_F64 ? DType::F64 : DType::F32;
@@ -96,19 +107,12 @@ static optim_status compileLayer(const char *fn, const char *path,
                                  const char *source, const char *bufferName,
                                  const char *layerName, unsigned flags,
                                  optim_layer **out) {
-  if (flags & ~unsigned(OPTIM_COMPILE_F64))
-    return capi::fail(
-        OPTIM_ERROR_INVALID_ARGUMENT,
-        (std::string(fn) + ": flags has unknown bits (" +
-         std::to_string(flags & ~unsigned(OPTIM_COMPILE_F64)) +
-         "); a layer takes only OPTIM_COMPILE_F64 (its backward pass is "
-         "always compiled)")
-            .c_str());
-  if (!out)
-    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT, ": out is NULL", fn);
-  if (path ? !*path : !source)
-    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,
-                      path ? ": path is empty" : ": source is NULL", fn);
+  if (optim_status bad = checkArguments(
+          fn, path, source, flags, unsigned(OPTIM_COMPILE_F64),
+          "a layer takes only OPTIM_COMPILE_F64 (its backward pass is always "
+          "compiled)",
+          out))
+    return bad;
   return capi::guard(OPTIM_ERROR_COMPILE, [&] {
     CompileOptions options;
     options.precision = flags & OPTIM_COMPILE_F64 ? DType::F64 : DType::F32;
