@@ -1279,6 +1279,18 @@ void ProgramChecker::checkBind(BindStmt &stmt) {
       return;
     } else {
       values = valueType.elements;
+      // The targets take z, nu, lam by position: a target named after
+      // another of them (`lam, z, nu = qp(...)`) is most likely a mix-up.
+      static const char *kResults[3] = {"z", "nu", "lam"};
+      for (size_t i = 0; isQP && i < stmt.targets.size() && i < 3; ++i)
+        for (size_t j = 0; j < 3; ++j)
+          if (j != i && stmt.targets[i].name == kResults[j]) {
+            diags.warning(stmt.targets[i].loc,
+                          "'" + stmt.targets[i].name + "' receives the qp's " +
+                              kResults[i] + ", not its " + kResults[j] +
+                              ": the targets take z, nu, lam in this order");
+            break;
+          }
     }
   } else {
     if (stmt.targets.size() != 1) {

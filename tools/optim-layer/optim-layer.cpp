@@ -182,11 +182,18 @@ void writeAll(const std::vector<PendingFile> &files) {
   }
 }
 
-void printTensors(const char *key, const std::vector<LayerTensor> &ts) {
+/// `kinds` (outputs only): which result of the qp each one is.
+void printTensors(const char *key, const std::vector<LayerTensor> &ts,
+                  const std::vector<int> *kinds = nullptr) {
+  static const char *kindNames[3] = {"z", "nu", "lam"};
   std::cout << "  \"" << key << "\": [";
-  for (size_t i = 0; i < ts.size(); ++i)
+  for (size_t i = 0; i < ts.size(); ++i) {
     std::cout << (i ? ", " : "") << "{\"name\": \"" << ts[i].name
-              << "\", \"shape\": " << shapeText(ts[i].shape) << "}";
+              << "\", \"shape\": " << shapeText(ts[i].shape);
+    if (kinds)
+      std::cout << ", \"kind\": \"" << kindNames[(*kinds)[i]] << "\"";
+    std::cout << "}";
+  }
   std::cout << "],\n";
 }
 
@@ -195,7 +202,7 @@ void printInfo(const LayerInfo &L) {
             << (L.dtype == DType::F64 ? "f64" : "f32") << "\",\n";
   printTensors("inputs", L.inputs);
   printTensors("weights", L.weights);
-  printTensors("outputs", L.outputs);
+  printTensors("outputs", L.outputs, &L.outputKinds);
   std::cout << "  \"n\": " << L.n << ", \"m\": " << L.m << ", \"p\": " << L.p
             << ", \"hasQ\": " << (L.hasQ ? "true" : "false")
             << ",\n  \"batched\": [";
