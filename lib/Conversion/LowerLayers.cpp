@@ -295,15 +295,13 @@ Value LayerLowering::at(OpBuilder &b, Value v, ValueRange idx, Value e) {
                 linear(b, shapeOf(v), idx, Value()));
   }
   Operation *op = v.getDefiningOp();
-  if (auto c = dyn_cast<arith::ConstantOp>(op);
-      c && !isa<DenseElementsAttr>(c.getValue())) {
+  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
+    // A scalar (a number, a parameter, `true`), or a splat tensor.
     if (auto f = dyn_cast<FloatAttr>(c.getValue()))
       return cst(b, f.getValueAsDouble());
     if (auto i = dyn_cast<IntegerAttr>(c.getValue());
         i && i.getType().isInteger(1))
       return arith::ConstantOp::create(b, loc, b.getBoolAttr(i.getInt() != 0));
-  }
-  if (auto c = dyn_cast<arith::ConstantOp>(op)) {
     auto dense = dyn_cast<DenseElementsAttr>(c.getValue());
     // `not c` is `c xor true` on a tensor of i1.
     if (dense && dense.isSplat() && dense.getElementType().isInteger(1))

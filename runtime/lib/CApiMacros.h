@@ -36,26 +36,24 @@
 // release on another thread waits for the call instead of freeing the object
 // under it.
 
-/// Fails unless `rule` is a live rule handle (owned or lent); holds it until
-/// the calling function returns. A statement of the calling function, not a
-/// block: the hold lives in its scope.
-#define OPTIM_USE_RULE(rule, fn)                                               \
-  OPTIM_CHECK_NOT_NULL(rule, fn);                                              \
-  capi::HandleUse rule##InUse(rule, capi::HandleKind::Rule);                   \
-  if (!rule##InUse)                                                            \
-    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                            \
-                      ": " #rule " is not a live rule handle (released "       \
-                      "already?)",                                             \
-                      fn)
+/// Fails unless `h` is a live handle of `kind` (capi::HandleKind; a lent
+/// rule counts as a rule); holds it until the calling function returns. A
+/// statement of the calling function, not a block: the hold lives in its
+/// scope. `what` names the kind in the message.
+#define OPTIM_USE_HANDLE(h, kind, what, fn)                                    \
+  OPTIM_CHECK_NOT_NULL(h, fn);                                                 \
+  capi::HandleUse h##InUse(h, capi::HandleKind::kind);                         \
+  if (!h##InUse)                                                               \
+  return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                              \
+                    ": " #h " is not a live " what " handle (released "        \
+                    "already?)",                                               \
+                    fn)
 
-/// Fails unless `opt` is a live optimizer handle; holds it as OPTIM_USE_RULE.
+#define OPTIM_USE_RULE(rule, fn) OPTIM_USE_HANDLE(rule, Rule, "rule", fn)
 #define OPTIM_USE_OPTIMIZER(opt, fn)                                           \
-  OPTIM_CHECK_NOT_NULL(opt, fn);                                               \
-  capi::HandleUse opt##InUse(opt, capi::HandleKind::Optimizer);                \
-  if (!opt##InUse)                                                             \
-    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                            \
-                      ": " #opt " is not a live optimizer handle (released "   \
-                      "already?)",                                             \
-                      fn)
+  OPTIM_USE_HANDLE(opt, Optimizer, "optimizer", fn)
+#define OPTIM_USE_TRAJECTORY(traj, fn)                                         \
+  OPTIM_USE_HANDLE(traj, Trajectory, "trajectory", fn)
+#define OPTIM_USE_LAYER(layer, fn) OPTIM_USE_HANDLE(layer, Layer, "layer", fn)
 
 #endif // OPTIM_RUNTIME_LIB_CAPIMACROS_H

@@ -84,8 +84,8 @@ struct Layer::Impl {
   /// one, and its backward(), as they were. Both keep their memory.
   Pass last, next;
   int64_t batch = 0;
-  bool solved = false;
-  /// Why backward() cannot run when !solved, for its message.
+  /// Why backward() cannot run, for its message; null when it can (the last
+  /// forward()'s problems were all solved).
   const char *notSolved = "backward() needs a forward() first";
   std::vector<const void *> inputs, weights;
   QPProblem problem;
@@ -145,7 +145,7 @@ void Layer::setThreads(unsigned threads) {
   if (!impl)
     throw Error("optim::Layer: empty layer");
   impl->setSolvers(threads);
-  impl->solved = false; // The last forward's solver is gone.
+  // The last forward's solver is gone.
   impl->notSolved = "setThreads() dropped the last forward(); run forward() "
                     "again before backward()";
 }
@@ -275,10 +275,11 @@ void Layer::forward(int64_t batch, const std::vector<const void *> &inputs,
   I.inputs.swap(keptInputs);
   I.weights.swap(keptWeights);
   I.problem = std::move(keptProblem);
-  I.solved = std::all_of(st.begin(), st.end(),
-                         [](QPStatus s) { return s == QPStatus::Solved; });
-  I.notSolved = "backward() needs a forward() whose problems were all "
-                "solved (see the statuses of the last one)";
+  const bool solved = std::all_of(
+      st.begin(), st.end(), [](QPStatus s) { return s == QPStatus::Solved; });
+  I.notSolved = solved ? nullptr
+                       : "backward() needs a forward() whose problems were "
+                         "all solved (see the statuses of the last one)";
 }
 
 void Layer::backward(const std::vector<const void *> &doutputs,
@@ -289,7 +290,7 @@ void Layer::backward(const std::vector<const void *> &doutputs,
   Impl &I = *impl;
   const LayerInfo &L = I.info;
   const std::string who = "layer '" + L.name + "': ";
-  if (!I.solved)
+  if (I.notSolved)
     throw Error(who + I.notSolved);
   if (doutputs.size() != L.outputs.size() ||
       dinputs.size() != L.inputs.size() || dweights.size() != L.weights.size())

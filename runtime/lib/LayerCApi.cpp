@@ -19,16 +19,6 @@
 
 using namespace optim;
 
-/// Fails unless `layer` is a live layer handle; holds it as OPTIM_USE_RULE.
-#define OPTIM_USE_LAYER(layer, fn)                                             \
-  OPTIM_CHECK_NOT_NULL(layer, fn);                                             \
-  capi::HandleUse layer##InUse(layer, capi::HandleKind::Layer);                \
-  if (!layer##InUse)                                                           \
-  return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                              \
-                    ": " #layer " is not a live layer handle (released "       \
-                    "already?)",                                               \
-                    fn)
-
 namespace {
 
 const std::vector<LayerTensor> *tensorsOf(const LayerInfo &L,

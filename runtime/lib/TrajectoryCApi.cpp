@@ -31,17 +31,6 @@ struct optim_trajectory {
   bool haveGradient = false;
 };
 
-/// Fails unless `traj` is a live trajectory handle; holds it as
-/// OPTIM_USE_RULE.
-#define OPTIM_USE_TRAJECTORY(traj, fn)                                         \
-  OPTIM_CHECK_NOT_NULL(traj, fn);                                              \
-  capi::HandleUse traj##InUse(traj, capi::HandleKind::Trajectory);             \
-  if (!traj##InUse)                                                            \
-    return capi::fail(OPTIM_ERROR_INVALID_ARGUMENT,                            \
-                      ": " #traj " is not a live trajectory handle (released " \
-                      "already?)",                                             \
-                      fn)
-
 namespace {
 
 const RuleInfo &infoOf(const optim_trajectory *t) {
